@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Runs every test against real services: RabbitMQ (started if installed but down) and Azurite
+# (installed from npm into .tools/ if missing, started on a free port). Stops what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+AZURITE_VERSION=3.37.0
+TOOLS="$PWD/.tools"
+started_rabbit=0
+azurite_pid=""
+
+cleanup() {
+  if [ -n "$azurite_pid" ]; then kill "$azurite_pid" 2>/dev/null || true; wait "$azurite_pid" 2>/dev/null || true; fi
+  if [ "$started_rabbit" = 1 ]; then rabbitmqctl stop >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# RabbitMQ: the tests need a broker at 127.0.0.1:5672 (guest/guest) or at $DMFEXPORT_TEST_AMQP_URL.
+if [ -z "${DMFEXPORT_TEST_AMQP_URL:-}" ] && ! port_open 127.0.0.1 5672; then
+  if command -v rabbitmq-server >/dev/null 2>&1; then
+    echo "test: starting RabbitMQ (rabbitmq-server -detached)"
+    rabbitmq-server -detached
+    started_rabbit=1
+    for _ in $(seq 1 60); do port_open 127.0.0.1 5672 && break; sleep 1; done
+    port_open 127.0.0.1 5672 || { echo "test: RabbitMQ did not come up on 127.0.0.1:5672" >&2; exit 1; }
+    rabbitmqctl await_startup >/dev/null 2>&1 || true
+  else
+    echo "test: no RabbitMQ on 127.0.0.1:5672 and rabbitmq-server is not installed (apt-get install rabbitmq-server)" >&2
+    exit 1
+  fi
+fi
+
+# Azurite: the Azure Blob Storage emulator, pinned, in a project-local folder.
+if [ ! -x "$TOOLS/node_modules/.bin/azurite-blob" ]; then
+  echo "test: installing azurite@$AZURITE_VERSION into .tools/"
+  mkdir -p "$TOOLS"
+  npm install --prefix "$TOOLS" --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null
+fi
+azlog="$(mktemp)"
+# --skipApiVersionCheck: azblob sends a newer x-ms-version than Azurite knows.
+"$TOOLS/node_modules/.bin/azurite-blob" --inMemoryPersistence --blobHost 127.0.0.1 --blobPort 0 \
+  --skipApiVersionCheck --disableTelemetry >"$azlog" 2>&1 &
+azurite_pid=$!
+for _ in $(seq 1 600); do
+  grep -q 'successfully listens on' "$azlog" && break
+  kill -0 "$azurite_pid" 2>/dev/null || { cat "$azlog" >&2; echo "test: Azurite failed to start" >&2; exit 1; }
+  sleep 0.1
+done
+endpoint="$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$azlog" | head -n1)"
+[ -n "$endpoint" ] || { cat "$azlog" >&2; echo "test: could not read Azurite's address" >&2; exit 1; }
+export DMFEXPORT_TEST_AZURITE="$endpoint/devstoreaccount1"
+echo "test: Azurite blob endpoint $DMFEXPORT_TEST_AZURITE"
+
+echo "test: go vet"
+go vet ./...
+unformatted="$(gofmt -l $(find . -name '*.go' -not -path './.tools/*') || true)"
+if [ -n "$unformatted" ]; then echo "test: gofmt needed on: $unformatted" >&2; exit 1; fi
+
+echo "test: go test -race"
+go test -race -count=1 -timeout 20m ./...

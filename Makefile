@@ -1,0 +1,38 @@
+# dmfexport — common tasks. `make demo` and `make test` are all a fresh machine needs.
+GO        ?= go
+BIN       ?= bin
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.Version=$(VERSION)
+FUZZTIME  ?= 30s
+
+.PHONY: all build demo test vet fmt fuzz clean
+
+all: build
+
+## build: the dmfexport and dmfsim binaries into ./bin
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+## demo: run the demo export (in-process F&O simulator, local store, local RabbitMQ)
+demo:
+	$(GO) run -ldflags '$(LDFLAGS)' ./cmd/dmfexport demo --config configs/demo.yaml
+
+## test: start what the tests need (RabbitMQ, Azurite), vet, and run every test with -race
+test:
+	bash .ci/test.sh
+
+## vet: go vet and gofmt check only
+vet:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './.tools/*')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+## fuzz: run every fuzz target for FUZZTIME each
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf $(BIN) out dmfexport-data

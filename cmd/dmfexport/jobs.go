@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dmfexport/dmfexport/jobs"
+)
+
+type jobsCommand struct{ g globalFlags }
+
+func (c *jobsCommand) Usage() string {
+	return `Usage: dmfexport jobs [--config FILE]
+
+Lists every export in the configuration with its schedule, definition group, legal entity,
+routing and next run time (in the schedule's time zone, or local time).
+`
+}
+
+func (c *jobsCommand) Run(_ context.Context, args []string) error {
+	fs := flag.NewFlagSet("jobs", flag.ContinueOnError)
+	c.g.register(fs, "warn")
+	if err := parseFlags(fs, c.Usage(), args); err != nil {
+		return err
+	}
+	cfg, err := c.g.load()
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB\tSCHEDULE\tNEXT RUN\tDEFINITION GROUP\tLEGAL ENTITY\tEXCHANGE\tROUTING KEY")
+	for _, e := range cfg.Exports {
+		next := "disabled"
+		if e.Enabled {
+			t, err := jobs.NextRun(e.Schedule, now)
+			if err != nil {
+				return fmt.Errorf("export %s: %w", e.Name, err)
+			}
+			next = t.Format("2006-01-02 15:04:05 MST")
+		}
+		exchange := e.Exchange
+		if exchange == "" {
+			exchange = "(default)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Name, e.Schedule, next, e.DefinitionGroup, e.LegalEntity, exchange, e.RoutingKey)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/text/encoding/unicode"
+	"golang.org/x/text/transform"
+
+	"github.com/dmfexport/dmfexport/dmf/dmftest"
+)
+
+// binary is the dmfexport program built once for the command tests: exit
+// codes and output are only visible from a real process.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "dmfexport-cmd-test")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "dmfexport")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		os.Stderr.Write(out)
+		panic("build dmfexport: " + err.Error())
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// runBinary runs dmfexport with args and env, returning stdout, stderr and
+// the exit code.
+func runBinary(t *testing.T, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// fileSinkConfig is a valid configuration exporting the simulator's demo
+// project to a local store and NDJSON files.
+const fileSinkConfig = `fo:
+  url: ${DMFSIM_URL}
+  auth:
+    method: token
+    token: ${FO_TOKEN}
+store:
+  type: dir
+  path: ./store
+broker:
+  type: file
+  path: ./batches
+poll:
+  interval: 50ms
+  max_interval: 200ms
+  deadline: 1m
+  package_url_timeout: 10s
+exports:
+  - name: demo
+    schedule: "*/5 * * * *"
+    definition_group: DemoExport
+    legal_entity: USMF
+    routing_key: fo.demo
+    batch_size: 5000
+  - name: missing-group
+    schedule: "@daily"
+    definition_group: NoSuchGroup
+    legal_entity: USMF
+`
+
+func TestCommandExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	good := writeFile(t, dir, "good.yaml", fileSinkConfig)
+	bad := writeFile(t, dir, "bad.yaml", "fo:\n  url: https://x.example\nexports:\n  - name: a\n    shedule: '@daily'\n")
+	env := []string{"DMFSIM_URL=http://127.0.0.1:1", "FO_TOKEN=t"}
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantStdout string
+		wantStderr string
+	}{
+		{"no command", nil, 2, "Commands:", ""},
+		{"help", []string{"--help"}, 0, "Commands:", ""},
+		{"unknown command", []string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
+		{"version", []string{"version"}, 0, "dmfexport ", ""},
+		{"command help", []string{"trigger", "--help"}, 0, "", "Usage: dmfexport trigger"},
+		{"validate good", []string{"validate", "--config", good}, 0, "valid, 2 exports", ""},
+		{"validate bad", []string{"validate", "--config", bad}, 1, "", `bad.yaml:5:5`},
+		{"validate bad suggests", []string{"validate", "--config", bad}, 1, "", `did you mean "schedule"`},
+		{"config from env", []string{"validate"}, 0, "valid, 2 exports", ""},
+		{"jobs", []string{"jobs", "--config", good}, 0, "missing-group", ""},
+		{"trigger nothing", []string{"trigger", "--config", good}, 2, "", "name at least one export"},
+		{"trigger unknown", []string{"trigger", "--config", good, "nope"}, 2, "", `no export named "nope"`},
+		{"bad log level", []string{"trigger", "--config", good, "--log-level", "loud", "demo"}, 2, "", "--log-level"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := env
+			if tt.name == "config from env" {
+				e = append(e, "DMFEXPORT_CONFIG="+good)
+			}
+			stdout, stderr, code := runBinary(t, e, tt.args...)
+			if code != tt.wantCode {
+				t.Errorf("exit code %d, want %d\nstdout: %s\nstderr: %s", code, tt.wantCode, stdout, stderr)
+			}
+			if !strings.Contains(stdout, tt.wantStdout) {
+				t.Errorf("stdout does not contain %q:\n%s", tt.wantStdout, stdout)
+			}
+			if !strings.Contains(stderr, tt.wantStderr) {
+				t.Errorf("stderr does not contain %q:\n%s", tt.wantStderr, stderr)
+			}
+		})
+	}
+}
+
+// TestTriggerFileSink runs the real binary against the simulator: a good
+// export succeeds and writes every demo row as NDJSON batches; an export of
+// an unknown definition group fails with exit code 1 and names it, without
+// harming the other.
+func TestTriggerFileSink(t *testing.T) {
+	sim := dmftest.NewServer(dmftest.Options{
+		Projects:      map[string][]dmftest.Entity{dmftest.DemoDefinitionGroup: dmftest.DemoProject()},
+		ExecutionTime: 100 * time.Millisecond,
+	})
+	defer sim.Close()
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "dmfexport.yaml", fileSinkConfig)
+	env := []string{"DMFSIM_URL=" + sim.URL, "FO_TOKEN=" + dmftest.DefaultToken}
+
+	stdout, stderr, code := runBinary(t, env, "trigger", "--config", cfg, "demo")
+	if code != 0 {
+		t.Fatalf("trigger demo: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "succeeded") {
+		t.Errorf("summary does not say succeeded:\n%s", stdout)
+	}
+	if strings.Contains(stdout+stderr, dmftest.DefaultToken) || strings.Contains(stdout+stderr, "sig=") && !strings.Contains(stdout+stderr, "REDACTED") {
+		t.Errorf("output leaks a secret:\n%s\n%s", stdout, stderr)
+	}
+
+	wantRows := map[string]int{}
+	for _, e := range dmftest.DemoProject() {
+		wantRows[e.Name] = countCSVRows(t, e.Data)
+	}
+	f, err := os.Open(filepath.Join(dir, "batches", "fo.demo.ndjson"))
+	if err != nil {
+		t.Fatalf("file sink output: %v", err)
+	}
+	defer f.Close()
+	got := map[string]int{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 64<<20)
+	for sc.Scan() {
+		var m struct {
+			Data struct {
+				Entity string            `json:"entity"`
+				Rows   []json.RawMessage `json:"rows"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("NDJSON line is not JSON: %v", err)
+		}
+		got[m.Data.Entity] += len(m.Data.Rows)
+	}
+	if sc.Err() != nil {
+		t.Fatal(sc.Err())
+	}
+	for name, n := range wantRows {
+		if got[name] != n {
+			t.Errorf("entity %s: %d rows in NDJSON, want %d", name, got[name], n)
+		}
+	}
+
+	stdout, stderr, code = runBinary(t, env, "trigger", "--config", cfg, "missing-group", "demo")
+	if code != 1 {
+		t.Fatalf("trigger with a failing export: exit %d, want 1\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	if !strings.Contains(stdout+stderr, "NoSuchGroup") {
+		t.Errorf("failure does not name the definition group:\n%s\n%s", stdout, stderr)
+	}
+	if !strings.Contains(stdout, "demo") || strings.Count(stdout, "succeeded") < 1 {
+		t.Errorf("the good export did not succeed beside the failing one:\n%s", stdout)
+	}
+}
+
+// countCSVRows counts the data rows of an entity file (any BOM encoding).
+func countCSVRows(t *testing.T, data []byte) int {
+	t.Helper()
+	r := csv.NewReader(transform.NewReader(bytes.NewReader(data), unicode.BOMOverride(unicode.UTF8.NewDecoder())))
+	recs, err := r.ReadAll()
+	if err != nil || len(recs) == 0 {
+		t.Fatalf("demo entity file does not parse as CSV: %v", err)
+	}
+	return len(recs) - 1
+}

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dmfexport/dmfexport/jobs"
+)
+
+type triggerCommand struct{ g globalFlags }
+
+func (c *triggerCommand) Usage() string {
+	return `Usage: dmfexport trigger [--config FILE] JOB [JOB...]
+
+Runs the named exports now, in the foreground, printing progress and a summary. Exports run in
+parallel with each other. The exit code is 0 only if every run succeeded, 1 otherwise.
+`
+}
+
+func (c *triggerCommand) Run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("trigger", flag.ContinueOnError)
+	c.g.register(fs, "warn")
+	if err := parseFlags(fs, c.Usage(), args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return fmt.Errorf("%w: name at least one export to run (see dmfexport jobs)", errUsage)
+	}
+	log, err := c.g.logger()
+	if err != nil {
+		return err
+	}
+	cfg, err := c.g.load()
+	if err != nil {
+		return err
+	}
+	var exps []*jobs.Export
+	for _, name := range fs.Args() {
+		e, ok := cfg.Export(name)
+		if !ok {
+			return fmt.Errorf("%w: no export named %q in %s (known: %s)", errUsage, name, cfg.Path, exportNames(cfg))
+		}
+		exps = append(exps, e)
+	}
+	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout)}
+	return runAll(ctx, runner, exps, "manual", os.Stdout)
+}
+
+// runAll runs exps in parallel, prints a summary, and fails if any run did.
+func runAll(ctx context.Context, runner *jobs.Runner, exps []*jobs.Export, trigger string, out io.Writer) error {
+	recs := make([]*jobs.RunRecord, len(exps))
+	errs := make([]error, len(exps))
+	var wg sync.WaitGroup
+	for i, e := range exps {
+		wg.Go(func() { recs[i], errs[i] = runner.Run(ctx, e, jobs.RunOptions{Trigger: trigger}) })
+	}
+	wg.Wait()
+	printSummary(out, recs)
+	var failed []string
+	for i, err := range errs {
+		if err != nil {
+			fmt.Fprintf(out, "\n%s: %v\n", exps[i].Name, err)
+			failed = append(failed, exps[i].Name)
+		} else if recs[i].State != jobs.StateSucceeded {
+			failed = append(failed, exps[i].Name)
+		}
+	}
+	if len(failed) > 0 {
+		return errors.New("failed: " + strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+// progressPrinter prints one line per state change and per published batch.
+func progressPrinter(w io.Writer) func(jobs.Event) {
+	var mu sync.Mutex
+	return func(e jobs.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		ts := time.Now().Format("15:04:05")
+		switch {
+		case e.Entity != "":
+			fmt.Fprintf(w, "%s %s: %s: %d rows published\n", ts, e.Job, e.Entity, e.Rows)
+		case e.Detail != "":
+			fmt.Fprintf(w, "%s %s: %s: %s\n", ts, e.Job, e.State, e.Detail)
+		default:
+			fmt.Fprintf(w, "%s %s: %s\n", ts, e.Job, e.State)
+		}
+	}
+}
+
+// printSummary prints one block per run: state, timings and per-entity rows.
+func printSummary(w io.Writer, recs []*jobs.RunRecord) {
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, r := range recs {
+		if r == nil {
+			continue
+		}
+		var rows int64
+		var batches int64
+		for _, e := range r.Entities {
+			rows += e.Rows
+			batches += e.Batches
+		}
+		fmt.Fprintf(tw, "%s\trun %s\t%s\t%d entities\t%d rows\t%d batches\t%s\n", r.Job, r.RunID, r.State,
+			len(r.Entities), rows, batches, r.FinishedAt.Sub(r.StartedAt).Round(time.Millisecond))
+		if r.ExecutionID != "" {
+			fmt.Fprintf(tw, "  execution\t%s\t%s\n", r.ExecutionID, r.ExecutionStatus)
+		}
+		for _, e := range r.Entities {
+			line := fmt.Sprintf("  %s\t%s\t%d rows\t%d batches\t%s", e.Entity, e.State, e.Rows, e.Batches, e.Key)
+			if e.Error != "" {
+				line += "\t" + e.Error
+			}
+			fmt.Fprintln(tw, line)
+		}
+	}
+	tw.Flush()
+}
+
+func exportNames(cfg *jobs.Config) string {
+	var names []string
+	for _, e := range cfg.Exports {
+		names = append(names, e.Name)
+	}
+	return strings.Join(names, ", ")
+}

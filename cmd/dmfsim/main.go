@@ -1,0 +1,256 @@
+// Command dmfsim runs the Dynamics 365 F&O Data management package API
+// simulator of package dmftest as a standalone HTTP server, for trying
+// dmfexport or any other client without an F&O environment.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dmfexport/dmfexport/dmf/dmftest"
+)
+
+const usage = `Usage: dmfsim [flags]
+
+Serves the F&O Data management package REST API (ExportToPackage,
+GetExecutionSummaryStatus, GetExportedPackageUrl, GetExecutionErrors,
+GetExecutionSummaryPageUrl) and the exported packages, until SIGINT or SIGTERM.
+
+Without --project it serves the demo project as definition group %q.
+With --project NAME=DIR every regular file in DIR becomes an entity of NAME:
+the entity name is the file name without extension, the source format
+"Excel" for .xlsx files and "CSV-Unicode" otherwise.
+
+Flags:
+`
+
+// pairs is a repeatable NAME=VALUE flag.
+type pairs []string
+
+func (p *pairs) String() string { return strings.Join(*p, ",") }
+
+func (p *pairs) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok || k == "" || val == "" {
+		return fmt.Errorf("want NAME=VALUE, got %q", v)
+	}
+	*p = append(*p, v)
+	return nil
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// config is what the flags say, already checked.
+type config struct {
+	addr string
+	opts dmftest.Options
+}
+
+// run parses args, serves until ctx ends and returns the exit code:
+// 0 after a clean stop or --help, 2 for bad flags, 1 for other failures.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseArgs(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "dmfsim: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	cfg.opts.Logger = log
+	if err := serve(ctx, cfg, stdout, log); err != nil {
+		fmt.Fprintf(stderr, "dmfsim: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func parseArgs(args []string, stderr io.Writer) (config, error) {
+	fs := flag.NewFlagSet("dmfsim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), usage, dmftest.DemoDefinitionGroup)
+		fs.PrintDefaults()
+	}
+	var (
+		cfg          config
+		projects     pairs
+		finals       pairs
+		demo         bool
+		execTime     time.Duration
+		urlTTL       time.Duration
+		emptyURLAsks int
+		throttle     int
+		nested       bool
+	)
+	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8089", "`host:port` to listen on")
+	fs.StringVar(&cfg.opts.Token, "token", "", "bearer `token` every API call must carry (default $DMFSIM_TOKEN, else "+dmftest.DefaultToken+")")
+	fs.Var(&projects, "project", "serve every regular file in `NAME=DIR` as an entity of definition group NAME (repeatable)")
+	fs.BoolVar(&demo, "demo", false, "serve the demo project as "+dmftest.DemoDefinitionGroup+" (the default without --project)")
+	fs.DurationVar(&execTime, "execution-time", 2*time.Second, "how long an execution takes to reach its final status")
+	fs.DurationVar(&urlTTL, "url-ttl", time.Hour, "lifetime of a package URL signature")
+	fs.IntVar(&emptyURLAsks, "empty-url-asks", 0, "answer GetExportedPackageUrl with \"\" this many times after success")
+	fs.IntVar(&throttle, "throttle", 0, "answer every `N`th API call with 429 Too Many Requests (0: never)")
+	fs.Var(&finals, "final-status", "end executions of a group in `GROUP=STATUS` (Succeeded, PartiallySucceeded, Failed, Canceled; repeatable)")
+	fs.BoolVar(&nested, "nested-value", false, "answer ExportToPackage and GetExportedPackageUrl in the nested {\"value\":{\"value\":...}} form")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return cfg, fmt.Errorf("unexpected arguments %q; see --help", fs.Args())
+	}
+
+	var problems []string
+	cfg.opts.Projects = map[string][]dmftest.Entity{}
+	if demo || len(projects) == 0 {
+		cfg.opts.Projects[dmftest.DemoDefinitionGroup] = dmftest.DemoProject()
+	}
+	for _, p := range projects {
+		name, dir, _ := strings.Cut(p, "=")
+		if _, dup := cfg.opts.Projects[name]; dup {
+			problems = append(problems, fmt.Sprintf("--project %s: definition group given twice", name))
+			continue
+		}
+		ents, err := loadProject(dir)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("--project %s: %v", p, err))
+			continue
+		}
+		cfg.opts.Projects[name] = ents
+	}
+	cfg.opts.FinalStatus = map[string]string{}
+	for _, f := range finals {
+		group, st, _ := strings.Cut(f, "=")
+		switch st {
+		case "Succeeded", "PartiallySucceeded", "Failed", "Canceled":
+		default:
+			problems = append(problems, fmt.Sprintf("--final-status %s: status must be Succeeded, PartiallySucceeded, Failed or Canceled", f))
+			continue
+		}
+		if _, ok := cfg.opts.Projects[group]; !ok {
+			problems = append(problems, fmt.Sprintf("--final-status %s: no definition group %q is served", f, group))
+			continue
+		}
+		cfg.opts.FinalStatus[group] = st
+	}
+	if execTime <= 0 {
+		problems = append(problems, "--execution-time must be above zero")
+	}
+	if urlTTL <= 0 {
+		problems = append(problems, "--url-ttl must be above zero")
+	}
+	if emptyURLAsks < 0 {
+		problems = append(problems, "--empty-url-asks must not be negative")
+	}
+	if throttle < 0 {
+		problems = append(problems, "--throttle must not be negative")
+	}
+	if cfg.opts.Token == "" {
+		cfg.opts.Token = os.Getenv("DMFSIM_TOKEN")
+	}
+	if cfg.opts.Token == "" {
+		cfg.opts.Token = dmftest.DefaultToken
+	}
+	if len(problems) > 0 {
+		return cfg, errors.New(strings.Join(problems, "; "))
+	}
+	cfg.opts.ExecutionTime = execTime
+	cfg.opts.URLTTL = urlTTL
+	cfg.opts.EmptyURLAsks = emptyURLAsks
+	cfg.opts.Throttle = throttle
+	cfg.opts.NestedValue = nested
+	return cfg, nil
+}
+
+// loadProject turns every regular file in dir into an entity, in file name
+// order.
+func loadProject(dir string) ([]dmftest.Entity, error) {
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read project directory: %w", err)
+	}
+	var ents []dmftest.Entity
+	for _, de := range des {
+		if !de.Type().IsRegular() {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, de.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("read entity file: %w", err)
+		}
+		ext := filepath.Ext(de.Name())
+		format := "CSV-Unicode"
+		if strings.EqualFold(ext, ".xlsx") {
+			format = "Excel"
+		}
+		ents = append(ents, dmftest.Entity{
+			Name:         strings.TrimSuffix(de.Name(), ext),
+			File:         de.Name(),
+			SourceFormat: format,
+			Data:         data,
+		})
+	}
+	if len(ents) == 0 {
+		return nil, fmt.Errorf("directory %s holds no regular files; put one file per entity in it", dir)
+	}
+	return ents, nil
+}
+
+// serve listens on cfg.addr and serves the simulator until ctx ends, then
+// shuts down gracefully.
+func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (choose another --addr)", cfg.addr, err)
+	}
+	sim := dmftest.New(cfg.opts)
+	base := "http://" + ln.Addr().String()
+	if host, _, err := net.SplitHostPort(ln.Addr().String()); err == nil {
+		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+			sim.SetBaseURL(base) // otherwise answers derive the base from each request's Host
+		}
+	}
+	groups := make([]string, 0, len(cfg.opts.Projects))
+	for g := range cfg.opts.Projects {
+		groups = append(groups, g)
+	}
+	sort.Strings(groups)
+	fmt.Fprintf(stdout, "dmfsim listening on %s\ntoken: %s\ndefinition groups: %s\n", base, cfg.opts.Token, strings.Join(groups, ", "))
+
+	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("dmfsim stopping")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shut down: %w", err)
+	}
+	<-errc
+	log.Info("dmfsim stopped")
+	return nil
+}

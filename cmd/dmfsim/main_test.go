@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"flag"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dmfexport/dmfexport/dmf/dmftest"
+)
+
+func TestParseArgs(t *testing.T) {
+	dir := t.TempDir()
+	for name, data := range map[string]string{"Customers V3.csv": "A\r\n1\r\n", "Products.XLSX": "PK", "notes": "x"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	empty := t.TempDir()
+	tests := []struct {
+		name       string
+		args       []string
+		env        string
+		wantErr    string
+		wantGroups []string
+		check      func(t *testing.T, c config)
+	}{
+		{"defaults serve the demo", nil, "", "", []string{dmftest.DemoDefinitionGroup}, func(t *testing.T, c config) {
+			if c.addr != "127.0.0.1:8089" || c.opts.Token != dmftest.DefaultToken || c.opts.ExecutionTime != 2*time.Second || c.opts.URLTTL != time.Hour {
+				t.Errorf("want defaults 127.0.0.1:8089, %s, 2s, 1h; got %s, %s, %v, %v", dmftest.DefaultToken, c.addr, c.opts.Token, c.opts.ExecutionTime, c.opts.URLTTL)
+			}
+		}},
+		{"token from environment", nil, "env-token", "", nil, func(t *testing.T, c config) {
+			if c.opts.Token != "env-token" {
+				t.Errorf("want token from DMFSIM_TOKEN, got %q", c.opts.Token)
+			}
+		}},
+		{"flag beats environment", []string{"--token", "flag-token"}, "env-token", "", nil, func(t *testing.T, c config) {
+			if c.opts.Token != "flag-token" {
+				t.Errorf("want token from --token, got %q", c.opts.Token)
+			}
+		}},
+		{"project directory", []string{"--project", "P=" + dir, "--final-status", "P=Failed", "--throttle", "5", "--empty-url-asks", "2", "--execution-time", "1s", "--url-ttl", "5m"}, "", "", []string{"P"}, func(t *testing.T, c config) {
+			ents := c.opts.Projects["P"]
+			var got []string
+			for _, e := range ents {
+				got = append(got, e.Name+"|"+e.File+"|"+e.SourceFormat)
+			}
+			want := []string{"Customers V3|Customers V3.csv|CSV-Unicode", "Products|Products.XLSX|Excel", "notes|notes|CSV-Unicode"}
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Errorf("want entities %q, got %q", want, got)
+			}
+			if c.opts.FinalStatus["P"] != "Failed" || c.opts.Throttle != 5 || c.opts.EmptyURLAsks != 2 || c.opts.ExecutionTime != time.Second || c.opts.URLTTL != 5*time.Minute {
+				t.Errorf("knobs not applied: %+v", c.opts)
+			}
+		}},
+		{"project and demo", []string{"--project", "P=" + dir, "--demo"}, "", "", []string{"P", dmftest.DemoDefinitionGroup}, nil},
+		{"bad project flag", []string{"--project", "P"}, "", "want NAME=VALUE", nil, nil},
+		{"missing directory", []string{"--project", "P=" + filepath.Join(dir, "nope")}, "", "read project directory", nil, nil},
+		{"empty directory", []string{"--project", "P=" + empty}, "", "holds no regular files", nil, nil},
+		{"bad status", []string{"--final-status", dmftest.DemoDefinitionGroup + "=Done"}, "", "status must be", nil, nil},
+		{"status of unknown group", []string{"--final-status", "X=Failed"}, "", `no definition group "X"`, nil, nil},
+		{"every problem reported", []string{"--final-status", "X=Failed", "--execution-time", "0s", "--throttle", "-1"}, "", "--throttle must not be negative", nil, nil},
+		{"stray argument", []string{"extra"}, "", "unexpected arguments", nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("DMFSIM_TOKEN", tt.env)
+			c, err := parseArgs(tt.args, io.Discard)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("want error containing %q, got %v", tt.wantErr, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("want no error, got %v", err)
+			}
+			for _, g := range tt.wantGroups {
+				if len(c.opts.Projects[g]) == 0 {
+					t.Errorf("want definition group %s served, got none", g)
+				}
+			}
+			if tt.wantGroups != nil && len(c.opts.Projects) != len(tt.wantGroups) {
+				t.Errorf("want %d groups, got %d", len(tt.wantGroups), len(c.opts.Projects))
+			}
+			if tt.check != nil {
+				tt.check(t, c)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	var out bytes.Buffer
+	_, err := parseArgs([]string{"--help"}, &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("want flag.ErrHelp, got %v", err)
+	}
+	for _, want := range []string{"Usage: dmfsim", "-project NAME=DIR", "-final-status GROUP=STATUS", "-execution-time"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("usage lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// TestBinaryServesAndStops builds the command, runs it, makes an API call
+// and checks that SIGTERM stops it cleanly with exit code 0.
+func TestBinaryServesAndStops(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a binary")
+	}
+	bin := filepath.Join(t.TempDir(), "dmfsim")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "--addr", "127.0.0.1:0", "--token", "t0k", "--execution-time", "10ms")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	sc := bufio.NewScanner(stdout)
+	if !sc.Scan() {
+		t.Fatalf("no start line; stderr: %s", stderr.String())
+	}
+	base, ok := strings.CutPrefix(sc.Text(), "dmfsim listening on ")
+	if !ok {
+		t.Fatalf("want \"dmfsim listening on <url>\", got %q", sc.Text())
+	}
+	go io.Copy(io.Discard, stdout)
+
+	req, _ := http.NewRequest(http.MethodPost, base+"/data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities.GetExecutionSummaryStatus",
+		strings.NewReader(`{"executionId":"x"}`))
+	req.Header.Set("Authorization", "Bearer t0k")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("call the simulator: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"value":"Unknown"`) {
+		t.Errorf("want 200 with value Unknown, got %d %s", resp.StatusCode, body)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("want exit code 0 after SIGTERM, got %v; stderr: %s", err, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("still running 10s after SIGTERM")
+	}
+	log := stderr.String()
+	if !strings.Contains(log, "action=GetExecutionSummaryStatus status=200") || !strings.Contains(log, "dmfsim stopped") {
+		t.Errorf("want the request and the stop logged, got:\n%s", log)
+	}
+	if strings.Contains(log, "t0k") {
+		t.Errorf("log reveals the token:\n%s", log)
+	}
+}

@@ -1,0 +1,74 @@
+// Package dmf speaks the Data management package REST API of Dynamics 365
+// Finance & Operations: ExportToPackage, GetExecutionSummaryStatus,
+// GetExportedPackageUrl, GetExecutionErrors and GetExecutionSummaryPageUrl,
+// with polling until an execution reaches a final state. Throttling (429) and
+// transient faults are retried with backoff; an export whose answer was lost
+// is recovered through its caller-chosen execution ID instead of being
+// started twice. It knows nothing about storage or brokers.
+package dmf
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// Status is an execution state as GetExecutionSummaryStatus names it.
+type Status string
+
+// The status values the contract documents.
+const (
+	StatusUnknown            Status = "Unknown"
+	StatusNotRun             Status = "NotRun"
+	StatusExecuting          Status = "Executing"
+	StatusSucceeded          Status = "Succeeded"
+	StatusPartiallySucceeded Status = "PartiallySucceeded"
+	StatusFailed             Status = "Failed"
+	StatusCanceled           Status = "Canceled"
+)
+
+// ExportRequest is the body of ExportToPackage.
+type ExportRequest struct {
+	DefinitionGroupID string // data project name in F&O
+	PackageName       string // name F&O gives the package file
+	ExecutionID       string // caller-chosen ID; empty lets F&O choose (not recommended: not recoverable)
+	ReExecute         bool
+	LegalEntityID     string // company, e.g. USMF
+}
+
+// PollOptions bound PollStatus.
+type PollOptions struct {
+	Interval    time.Duration // first wait between two status asks; 0 means 10 s
+	MaxInterval time.Duration // backoff cap; 0 means 1 min
+	Deadline    time.Duration // total time allowed; 0 means none beyond ctx
+	// OnStatus, if set, is called after each answer (for progress output).
+	OnStatus func(Status, time.Duration)
+}
+
+// ErrUnexpectedStatus is wrapped when F&O answers a status name not in the contract.
+var ErrUnexpectedStatus = errors.New("unexpected execution status")
+
+// ErrDeadline is wrapped by PollStatus when PollOptions.Deadline passes
+// before the execution reaches a final state; the error names the last
+// status seen and how long polling lasted.
+var ErrDeadline = errors.New("execution did not finish before the deadline")
+
+// ErrPackageNotReady is wrapped by WaitPackageURL when F&O still answers an
+// empty package URL after the allowed time; the error says how long it waited.
+var ErrPackageNotReady = errors.New("package URL not ready")
+
+// ClientOptions tune a Client; the zero value is usable.
+type ClientOptions struct {
+	HTTPClient *http.Client // default: a client with a 2 minute timeout per request
+	Logger     *slog.Logger // default: slog.Default()
+
+	// MaxRetries bounds the retries of one call after a 429, a 5xx, a timeout
+	// or a connection reset: 0 means 5, a negative value means none.
+	MaxRetries int
+	// RetryBaseDelay is the first backoff delay after a transient fault
+	// (doubled at each retry, with jitter); 0 means 1 s.
+	RetryBaseDelay time.Duration
+	// RetryMaxDelay caps the backoff delay; 0 means 30 s.
+	RetryMaxDelay time.Duration
+}

@@ -1,0 +1,174 @@
+package dmftest
+
+import (
+	"bytes"
+	"encoding/csv"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Row counts of the DemoProject entities.
+const (
+	demoCustomers  = 12345
+	demoVendors    = 800
+	demoSalesLines = 3000
+)
+
+var (
+	demoOnce sync.Once
+	demoEnts []Entity
+)
+
+// DemoProject returns the demo definition group's three entities, the same
+// bytes on every call and every machine:
+//
+//   - "Customers V3" ("Customers V3.csv", CSV-Unicode, UTF-8 with BOM,
+//     12,345 rows) with names holding commas, doubled quotes, line breaks
+//     inside quotes, non-ASCII letters and empty fields;
+//   - "Vendors V2" ("Vendors V2.csv", CSV-Unicode, UTF-16 LE with BOM,
+//     800 rows, some names outside the Basic Multilingual Plane);
+//   - "Sales order lines V2" ("Sales order lines V2.csv", CSV, UTF-8
+//     without BOM, 3,000 rows).
+//
+// All are comma-separated with CRLF line ends and a header row of upper-case
+// field names; every row is unique by its first column. The caller owns the
+// returned slices.
+func DemoProject() []Entity {
+	demoOnce.Do(func() {
+		demoEnts = []Entity{
+			{Name: "Customers V3", File: "Customers V3.csv", SourceFormat: "CSV-Unicode",
+				Data: append([]byte("\ufeff"), demoCustomersCSV()...)},
+			{Name: "Vendors V2", File: "Vendors V2.csv", SourceFormat: "CSV-Unicode",
+				Data: utf16LE(string(demoVendorsCSV()))},
+			{Name: "Sales order lines V2", File: "Sales order lines V2.csv", SourceFormat: "CSV",
+				Data: demoSalesLinesCSV()},
+		}
+	})
+	out := make([]Entity, len(demoEnts))
+	for i, e := range demoEnts {
+		e.Data = bytes.Clone(e.Data)
+		out[i] = e
+	}
+	return out
+}
+
+var demoStart = time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
+
+const demoTimeLayout = "2006-01-02T15:04:05"
+
+func writeCSV(header []string, rows int, row func(i int) []string) []byte {
+	var b bytes.Buffer
+	w := csv.NewWriter(&b)
+	w.UseCRLF = true
+	_ = w.Write(header)
+	for i := 1; i <= rows; i++ {
+		_ = w.Write(row(i))
+	}
+	w.Flush()
+	return b.Bytes()
+}
+
+func demoCustomersCSV() []byte {
+	rng := rand.New(rand.NewPCG(20240301, 3))
+	plain := []string{"Contoso Retail", "Fabrikam Supplies", "Adatum Corporation", "Litware Inc.", "Northwind Traders",
+		"Tailspin Toys", "Wide World Importers", "Proseware", "Coho Winery", "Alpine Ski House"}
+	foreign := []string{"Müller & Søn", "Ærø Fiskeri", "Café Lumière", "Łódź Trading", "東京商事", "Ñandú Textiles", "Größe GmbH"}
+	cities := []string{"Seattle", "Redmond", "London", "København", "Zürich", "São Paulo", "", "New York, NY"}
+	groups := []string{"10", "20", "30", "40", "INTERCO"}
+	header := []string{"CUSTOMERACCOUNT", "ORGANIZATIONNAME", "CUSTOMERGROUPID", "CREDITLIMIT",
+		"CREATEDDATETIME", "ADDRESSCITY", "ISONHOLD"}
+	return writeCSV(header, demoCustomers, func(i int) []string {
+		var name string
+		switch {
+		case i%17 == 0:
+			name = ""
+		case i%11 == 0:
+			name = foreign[rng.IntN(len(foreign))] + " " + strconv.Itoa(i)
+		case i%7 == 0:
+			name = plain[rng.IntN(len(plain))] + ", Ltd. " + strconv.Itoa(i)
+		case i%13 == 0:
+			name = plain[rng.IntN(len(plain))] + ` "Premium" ` + strconv.Itoa(i)
+		case i%29 == 0:
+			name = plain[rng.IntN(len(plain))] + "\r\nWarehouse " + strconv.Itoa(i)
+		default:
+			name = plain[rng.IntN(len(plain))] + " " + strconv.Itoa(i)
+		}
+		credit := ""
+		if i%23 != 0 {
+			credit = fmt.Sprintf("%d.%02d", rng.IntN(100)*500, rng.IntN(4)*25)
+		}
+		onHold := "No"
+		if rng.IntN(10) == 0 {
+			onHold = "Yes"
+		}
+		return []string{
+			fmt.Sprintf("%06d", i),
+			name,
+			groups[rng.IntN(len(groups))],
+			credit,
+			demoStart.Add(time.Duration(i) * 17 * time.Minute).Format(demoTimeLayout),
+			cities[rng.IntN(len(cities))],
+			onHold,
+		}
+	})
+}
+
+func demoVendorsCSV() []byte {
+	rng := rand.New(rand.NewPCG(20240301, 5))
+	names := []string{"Trey Research", "Lucerne Publishing", "Graphic Design Institute", "Humongous Insurance",
+		"Blue Yonder Airlines", "Fourth Coffee", "Nordisk Ølbryggeri", "Żabka Hurt", "Logistik 🚚 Express"}
+	currencies := []string{"USD", "EUR", "GBP", "DKK", "PLN", "JPY"}
+	countries := []string{"USA", "DEU", "GBR", "DNK", "POL", "JPN"}
+	header := []string{"VENDORACCOUNTNUMBER", "VENDORORGANIZATIONNAME", "VENDORGROUPID", "CURRENCYCODE",
+		"ADDRESSCOUNTRYREGIONID", "CREATEDDATETIME"}
+	return writeCSV(header, demoVendors, func(i int) []string {
+		name := names[rng.IntN(len(names))] + " " + strconv.Itoa(i)
+		if i%9 == 0 {
+			name = names[rng.IntN(len(names))] + ", Inc. " + strconv.Itoa(i)
+		}
+		c := rng.IntN(len(currencies))
+		group := fmt.Sprintf("V%02d", 10*(1+rng.IntN(5)))
+		if i%31 == 0 {
+			group = ""
+		}
+		return []string{
+			fmt.Sprintf("V%05d", i),
+			name,
+			group,
+			currencies[c],
+			countries[c],
+			demoStart.Add(time.Duration(i) * 3 * time.Hour).Format(demoTimeLayout),
+		}
+	})
+}
+
+func demoSalesLinesCSV() []byte {
+	rng := rand.New(rand.NewPCG(20240301, 7))
+	items := []string{"A0001", "A0002", "D0003", "M0010", "P0111", "T0004"}
+	units := []string{"ea", "pcs", "kg", "box"}
+	header := []string{"INVENTORYLOTID", "SALESORDERNUMBER", "LINENUMBER", "ITEMNUMBER",
+		"ORDEREDSALESQUANTITY", "SALESPRICE", "LINEAMOUNT", "SALESUNITSYMBOL", "REQUESTEDRECEIPTDATE", "LINEDESCRIPTION"}
+	return writeCSV(header, demoSalesLines, func(i int) []string {
+		qty := 1 + rng.IntN(50)
+		cents := 100 + rng.IntN(99900)
+		desc := ""
+		if i%5 == 0 {
+			desc = "Gift wrap, deliver to \"back door\""
+		}
+		return []string{
+			fmt.Sprintf("LOT-%07d", i),
+			fmt.Sprintf("SO-%06d", 1+(i-1)/4),
+			strconv.Itoa(1 + (i-1)%4),
+			items[rng.IntN(len(items))],
+			strconv.Itoa(qty),
+			fmt.Sprintf("%d.%02d", cents/100, cents%100),
+			fmt.Sprintf("%d.%02d", qty*cents/100, qty*cents%100),
+			units[rng.IntN(len(units))],
+			demoStart.AddDate(0, 0, i%90).Format(demoTimeLayout),
+			desc,
+		}
+	})
+}

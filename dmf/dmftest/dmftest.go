@@ -1,0 +1,562 @@
+package dmftest
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DefaultToken is the bearer token a Simulator accepts when Options.Token is empty.
+const DefaultToken = "dmftest-token"
+
+// DemoDefinitionGroup is the definition group (data project) name under which
+// the demo and cmd/dmfsim serve DemoProject.
+const DemoDefinitionGroup = "DemoExport"
+
+// Status names as GetExecutionSummaryStatus answers them.
+const (
+	statusUnknown            = "Unknown"
+	statusNotRun             = "NotRun"
+	statusExecuting          = "Executing"
+	statusSucceeded          = "Succeeded"
+	statusPartiallySucceeded = "PartiallySucceeded"
+	statusFailed             = "Failed"
+	statusCanceled           = "Canceled"
+)
+
+// Action names, the last segment of each OData action path.
+const (
+	actionExport      = "ExportToPackage"
+	actionStatus      = "GetExecutionSummaryStatus"
+	actionPackageURL  = "GetExportedPackageUrl"
+	actionErrors      = "GetExecutionErrors"
+	actionSummaryPage = "GetExecutionSummaryPageUrl"
+	// actionDownload is the Calls key for requests to package URLs.
+	actionDownload = "download"
+)
+
+const (
+	actionPrefix  = "/data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities."
+	blobPrefix    = "/dmf/"
+	sasVersion    = "2024-08-04"
+	maxBodyBytes  = 1 << 20
+	odataJSONType = "application/json; odata.metadata=minimal"
+)
+
+// Entity is one data entity of a definition group: what the package's
+// manifest lists and the file the package holds for it.
+type Entity struct {
+	Name         string // entity label name, e.g. "Customers V3"
+	File         string // file name inside the zip; default Name+".csv" (Name+".xlsx" when SourceFormat is "Excel")
+	SourceFormat string // manifest SourceFormat; default "CSV-Unicode"
+	Sheet        string // ExcelWorkSheetName for Excel formats
+	Data         []byte // file bytes exactly as written into the zip
+}
+
+// Options configure a Simulator. The zero value serves no definition group,
+// so every ExportToPackage fails; set Projects.
+type Options struct {
+	Token         string              // required bearer token; "" → DefaultToken
+	Projects      map[string][]Entity // definition group → entities
+	ExecutionTime time.Duration       // NotRun→Executing→final takes this long; 0 → 300ms
+	URLTTL        time.Duration       // lifetime of a package URL signature; 0 → 1h
+	Logger        *slog.Logger        // nil → discard
+
+	// FinalStatus maps a definition group to the status its executions end
+	// in: "Succeeded" (the default), "PartiallySucceeded", "Failed" or
+	// "Canceled". Any other value is answered as given.
+	FinalStatus map[string]string
+	// EmptyURLAsks makes GetExportedPackageUrl answer "" this many times per
+	// execution after it succeeded, as F&O sometimes does right after success.
+	EmptyURLAsks int
+	// NestedValue answers ExportToPackage and GetExportedPackageUrl in the
+	// nested {"value":{"value":"..."}} form the published documentation shows.
+	NestedValue bool
+	// Throttle, when above zero, answers every Nth API call with 429 and
+	// Retry-After: 1. Calls are counted across all actions once they are
+	// routed and authorized; a throttled call is not counted by Calls.
+	Throttle int
+}
+
+// Simulator is an http.Handler speaking the F&O Data management package REST
+// API and serving the packages it exports. It is safe for concurrent use.
+type Simulator struct {
+	opts   Options
+	key    []byte // HMAC key for package URL signatures
+	log    *slog.Logger
+	now    func() time.Time
+	random func() string // random suffix for IDs and blob names
+
+	mu         sync.Mutex
+	baseURL    string
+	executions map[string]*execution
+	blobs      map[string]*execution // blob name (unescaped, without prefix) → execution
+	calls      map[string]int
+	apiCalls   int // every authorized API call, for Throttle
+	exports    int
+	downloads  int
+}
+
+// execution is one run started by ExportToPackage.
+type execution struct {
+	id          string
+	group       string
+	packageName string
+	legalEntity string
+	started     time.Time
+	final       string
+	entities    []Entity
+	blobName    string
+	emptyAsks   int    // GetExportedPackageUrl asks answered "" after success
+	zip         []byte // built on first need, then reused
+}
+
+// New returns a Simulator serving opts.Projects. The entities' Data slices
+// are used as they are: do not modify them afterwards.
+func New(opts Options) *Simulator {
+	if opts.Token == "" {
+		opts.Token = DefaultToken
+	}
+	if opts.ExecutionTime <= 0 {
+		opts.ExecutionTime = 300 * time.Millisecond
+	}
+	if opts.URLTTL <= 0 {
+		opts.URLTTL = time.Hour
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	projects := make(map[string][]Entity, len(opts.Projects))
+	for group, ents := range opts.Projects {
+		cp := make([]Entity, len(ents))
+		for i, e := range ents {
+			cp[i] = withDefaults(e)
+		}
+		projects[group] = cp
+	}
+	opts.Projects = projects
+	final := make(map[string]string, len(opts.FinalStatus))
+	for g, st := range opts.FinalStatus {
+		final[g] = st
+	}
+	opts.FinalStatus = final
+
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	return &Simulator{
+		opts:       opts,
+		key:        key,
+		log:        log,
+		now:        time.Now,
+		random:     randomGUID,
+		executions: make(map[string]*execution),
+		blobs:      make(map[string]*execution),
+		calls:      make(map[string]int),
+	}
+}
+
+func withDefaults(e Entity) Entity {
+	if e.SourceFormat == "" {
+		e.SourceFormat = "CSV-Unicode"
+	}
+	if e.File == "" {
+		if strings.EqualFold(e.SourceFormat, "Excel") {
+			e.File = e.Name + ".xlsx"
+		} else {
+			e.File = e.Name + ".csv"
+		}
+	}
+	return e
+}
+
+// randomGUID returns a random lower-case GUID-shaped string.
+func randomGUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
+// SetBaseURL sets the base (scheme://host[:port], no trailing slash needed)
+// of the URLs the simulator hands out: package URLs, summary page URLs and
+// @odata.context. By default each answer derives it from the request's Host.
+func (s *Simulator) SetBaseURL(u string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.baseURL = strings.TrimRight(u, "/")
+}
+
+// Exports reports how many executions ExportToPackage has started
+// (including re-executions).
+func (s *Simulator) Exports() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.exports
+}
+
+// Calls reports how many authorized, unthrottled calls an action received,
+// whatever their outcome; action is an OData action name such as
+// "GetExecutionSummaryStatus", or "download" for every request to a package
+// URL (including refused ones).
+func (s *Simulator) Calls(action string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[action]
+}
+
+// Downloads reports how many package downloads were served (200 or 206).
+func (s *Simulator) Downloads() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.downloads
+}
+
+// ServeHTTP answers the OData actions under /data/ and package downloads
+// under /dmf/; everything else gets 404.
+func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rw := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	action := ""
+	switch {
+	case strings.HasPrefix(r.URL.Path, actionPrefix):
+		action = strings.TrimPrefix(r.URL.Path, actionPrefix)
+		s.serveAction(rw, r, action)
+	case strings.HasPrefix(r.URL.Path, blobPrefix):
+		action = actionDownload
+		s.serveBlob(rw, r)
+	default:
+		s.odataError(rw, r, http.StatusNotFound, "NotFound",
+			fmt.Sprintf("No HTTP resource was found that matches the request URI %q.", r.URL.Path))
+	}
+	// Never log the query (it holds the SAS signature) or headers (the token).
+	s.log.Info("dmftest request", "method", r.Method, "path", r.URL.Path, "action", action, "status", rw.status)
+}
+
+// statusRecorder remembers the status code for the request log.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusRecorder) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func knownAction(a string) bool {
+	switch a {
+	case actionExport, actionStatus, actionPackageURL, actionErrors, actionSummaryPage:
+		return true
+	}
+	return false
+}
+
+func (s *Simulator) serveAction(w http.ResponseWriter, r *http.Request, action string) {
+	if !knownAction(action) {
+		s.odataError(w, r, http.StatusNotFound, "NotFound",
+			fmt.Sprintf("No HTTP resource was found that matches the request URI %q.", r.URL.Path))
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		s.odataError(w, r, http.StatusMethodNotAllowed, "MethodNotAllowed",
+			fmt.Sprintf("The requested resource does not support http method '%s'.", r.Method))
+		return
+	}
+	if !s.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		s.odataError(w, r, http.StatusUnauthorized, "Unauthorized",
+			"Authorization has been denied for this request: send Authorization: Bearer <token> with a valid token.")
+		return
+	}
+	if s.throttled() {
+		w.Header().Set("Retry-After", "1")
+		s.odataError(w, r, http.StatusTooManyRequests, "TooManyRequests",
+			"Number of requests exceeded the limit of the service protection API; retry after the number of seconds in Retry-After.")
+		return
+	}
+	s.mu.Lock()
+	s.calls[action]++
+	s.mu.Unlock()
+
+	var req actionRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		s.odataError(w, r, http.StatusBadRequest, "BadRequest", "The request body is invalid: "+err.Error())
+		return
+	}
+	if action == actionExport {
+		s.exportToPackage(w, r, req)
+		return
+	}
+	if req.ExecutionID == "" {
+		s.odataError(w, r, http.StatusBadRequest, "BadRequest", "The parameter 'executionId' is required.")
+		return
+	}
+	switch action {
+	case actionStatus:
+		s.answer(w, r, s.statusOf(req.ExecutionID), false)
+	case actionPackageURL:
+		s.answer(w, r, s.packageURL(r, req.ExecutionID), s.opts.NestedValue)
+	case actionErrors:
+		s.answer(w, r, s.executionErrors(req.ExecutionID), false)
+	case actionSummaryPage:
+		s.answer(w, r, s.base(r)+"/?mi=DMFExecutionSummary&executionId="+url.QueryEscape(req.ExecutionID), false)
+	}
+}
+
+// actionRequest is the union of every action's body; unknown keys are ignored.
+type actionRequest struct {
+	DefinitionGroupID string `json:"definitionGroupId"`
+	PackageName       string `json:"packageName"`
+	ExecutionID       string `json:"executionId"`
+	ReExecute         bool   `json:"reExecute"`
+	LegalEntityID     string `json:"legalEntityId"`
+}
+
+func decodeBody(w http.ResponseWriter, r *http.Request, v *actionRequest) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return errors.New("the body is empty; send a JSON object")
+		}
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("unexpected data after the JSON object")
+	}
+	return nil
+}
+
+func (s *Simulator) authorized(r *http.Request) bool {
+	h := r.Header.Get("Authorization")
+	const prefix = "bearer "
+	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
+		return false
+	}
+	tok := strings.TrimSpace(h[len(prefix):])
+	return subtle.ConstantTimeCompare([]byte(tok), []byte(s.opts.Token)) == 1
+}
+
+// throttled counts an authorized API call and reports whether it is one the
+// Throttle knob refuses.
+func (s *Simulator) throttled() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.apiCalls++
+	return s.opts.Throttle > 0 && s.apiCalls%s.opts.Throttle == 0
+}
+
+func (s *Simulator) exportToPackage(w http.ResponseWriter, r *http.Request, req actionRequest) {
+	ents, ok := s.opts.Projects[req.DefinitionGroupID]
+	if !ok {
+		s.odataError(w, r, http.StatusBadRequest, "BadRequest",
+			fmt.Sprintf("Data project '%s' does not exist; create the export project in Data management first.", req.DefinitionGroupID))
+		return
+	}
+	now := s.now()
+	s.mu.Lock()
+	id := req.ExecutionID
+	if id == "" {
+		id = req.DefinitionGroupID + "-" + now.UTC().Format("2006-01-02_15-04-05") + "-" + s.random()
+	} else if _, dup := s.executions[id]; dup && !req.ReExecute {
+		s.mu.Unlock()
+		s.odataError(w, r, http.StatusBadRequest, "BadRequest",
+			fmt.Sprintf("The execution ID '%s' already exists; choose a new execution ID or set reExecute to true.", id))
+		return
+	}
+	final := s.opts.FinalStatus[req.DefinitionGroupID]
+	if final == "" {
+		final = statusSucceeded
+	}
+	name := req.PackageName
+	if name == "" {
+		name = req.DefinitionGroupID
+	}
+	ex := &execution{
+		id:          id,
+		group:       req.DefinitionGroupID,
+		packageName: name,
+		legalEntity: req.LegalEntityID,
+		started:     now,
+		final:       final,
+		entities:    ents,
+		blobName:    s.random() + "-" + name + ".zip",
+	}
+	s.executions[id] = ex
+	s.blobs[ex.blobName] = ex
+	s.exports++
+	s.mu.Unlock()
+	s.answer(w, r, id, s.opts.NestedValue)
+}
+
+// status reports the execution's state at time now; s.mu must be held.
+func (s *Simulator) status(ex *execution, now time.Time) string {
+	el := now.Sub(ex.started)
+	switch {
+	case el < s.opts.ExecutionTime/10:
+		return statusNotRun
+	case el < s.opts.ExecutionTime:
+		return statusExecuting
+	default:
+		return ex.final
+	}
+}
+
+func (s *Simulator) statusOf(id string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ex, ok := s.executions[id]
+	if !ok {
+		return statusUnknown
+	}
+	return s.status(ex, s.now())
+}
+
+func (s *Simulator) packageURL(r *http.Request, id string) string {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ex, ok := s.executions[id]
+	if !ok {
+		return ""
+	}
+	st := s.status(ex, now)
+	if st != statusSucceeded && st != statusPartiallySucceeded {
+		return ""
+	}
+	if ex.emptyAsks < s.opts.EmptyURLAsks {
+		ex.emptyAsks++
+		return ""
+	}
+	se := now.Add(s.opts.URLTTL).UTC().Truncate(time.Second).Format(time.RFC3339)
+	return s.baseLocked(r) + blobPrefix + url.PathEscape(ex.blobName) +
+		"?sv=" + sasVersion + "&sr=b&sp=r&se=" + url.QueryEscape(se) +
+		"&sig=" + s.sign(blobPrefix+ex.blobName, se)
+}
+
+// sign returns the signature of a package path (unescaped) and expiry.
+func (s *Simulator) sign(path, se string) string {
+	m := hmac.New(sha256.New, s.key)
+	io.WriteString(m, path)
+	io.WriteString(m, "\n")
+	io.WriteString(m, se)
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+func (s *Simulator) executionErrors(id string) string {
+	now := s.now()
+	s.mu.Lock()
+	var msgs []string
+	if ex, ok := s.executions[id]; ok {
+		switch s.status(ex, now) {
+		case statusFailed:
+			name := ex.group
+			if len(ex.entities) > 0 {
+				name = ex.entities[0].Name
+			}
+			msgs = append(msgs, fmt.Sprintf("Entity '%s': simulated failure", name))
+		case statusPartiallySucceeded:
+			if n := len(ex.entities); n > 0 {
+				msgs = append(msgs, fmt.Sprintf("Entity '%s': simulated failure", ex.entities[n-1].Name))
+			}
+		case statusCanceled:
+			msgs = append(msgs, fmt.Sprintf("Execution '%s' was canceled (simulated)", ex.id))
+		}
+	}
+	s.mu.Unlock()
+	if msgs == nil {
+		msgs = []string{}
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(msgs) // a []string always encodes
+	return strings.TrimSuffix(buf.String(), "\n")
+}
+
+func (s *Simulator) base(r *http.Request) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.baseLocked(r)
+}
+
+// baseLocked returns the URL base for answers; s.mu must be held.
+func (s *Simulator) baseLocked(r *http.Request) string {
+	if s.baseURL != "" {
+		return s.baseURL
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+// answer writes the OData envelope of an Edm.String result.
+func (s *Simulator) answer(w http.ResponseWriter, r *http.Request, value string, nested bool) {
+	var body any
+	ctx := s.base(r) + "/data/$metadata#Edm.String"
+	if nested {
+		body = struct {
+			Context string `json:"@odata.context"`
+			Value   struct {
+				Value string `json:"value"`
+			} `json:"value"`
+		}{Context: ctx, Value: struct {
+			Value string `json:"value"`
+		}{value}}
+	} else {
+		body = struct {
+			Context string `json:"@odata.context"`
+			Value   string `json:"value"`
+		}{ctx, value}
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// odataError writes an OData error body.
+func (s *Simulator) odataError(w http.ResponseWriter, _ *http.Request, status int, code, msg string) {
+	var body struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	body.Error.Code = code
+	body.Error.Message = msg
+	writeJSON(w, status, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // URLs keep their & as is
+	if err := enc.Encode(v); err != nil {
+		http.Error(w, "encode answer: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	w.Header().Set("Content-Type", odataJSONType)
+	w.Header().Set("OData-Version", "4.0")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}

@@ -1,0 +1,254 @@
+package dmftest
+
+import (
+	"archive/zip"
+	"bytes"
+	"crypto/hmac"
+	"encoding/xml"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf16"
+)
+
+// XML namespaces of DMF package files.
+const (
+	dmNamespace  = "http://schemas.microsoft.com/dynamics/2015/01/DataManagement"
+	xsiNamespace = "http://www.w3.org/2001/XMLSchema-instance"
+	manifestType = "Microsoft.Dynamics.AX.Framework.Tools.DataManagement.Serialization.DataManagementPackageManifest"
+)
+
+// packageTime is the modification time of every zip entry, so that a package
+// is byte-for-byte the same whenever it is built from the same entities.
+var packageTime = time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
+
+// serveBlob answers GET/HEAD of a package URL, checking its SAS signature.
+func (s *Simulator) serveBlob(w http.ResponseWriter, r *http.Request) {
+	now := s.now()
+	s.mu.Lock()
+	s.calls[actionDownload]++
+	s.mu.Unlock()
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		blobError(w, http.StatusMethodNotAllowed, "UnsupportedHttpVerb",
+			fmt.Sprintf("The resource doesn't support specified Http Verb %s.", r.Method))
+		return
+	}
+	name := strings.TrimPrefix(r.URL.Path, blobPrefix)
+	q := r.URL.Query()
+	se, sig := q.Get("se"), q.Get("sig")
+	if sig == "" || se == "" {
+		blobError(w, http.StatusForbidden, "AuthenticationFailed",
+			"Server failed to authenticate the request. The package URL carries no SAS signature (se and sig); ask GetExportedPackageUrl for a URL.")
+		return
+	}
+	if !hmac.Equal([]byte(sig), []byte(s.sign(blobPrefix+name, se))) {
+		blobError(w, http.StatusForbidden, "AuthenticationFailed",
+			"Server failed to authenticate the request. Signature did not match: the package URL was altered; use it exactly as GetExportedPackageUrl returned it.")
+		return
+	}
+	expiry, err := time.Parse(time.RFC3339, se)
+	if err != nil || !now.Before(expiry) {
+		blobError(w, http.StatusForbidden, "AuthenticationFailed",
+			fmt.Sprintf("Server failed to authenticate the request. Signature not valid in the specified time frame: Signed expiry time [%s] has to be after the current time [%s]; ask GetExportedPackageUrl for a fresh URL.",
+				se, now.UTC().Format(time.RFC3339)))
+		return
+	}
+	s.mu.Lock()
+	ex, ok := s.blobs[name]
+	s.mu.Unlock()
+	if !ok {
+		blobError(w, http.StatusNotFound, "BlobNotFound", "The specified blob does not exist.")
+		return
+	}
+	zipBytes, err := s.packageOf(ex)
+	if err != nil {
+		blobError(w, http.StatusInternalServerError, "InternalError", err.Error())
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/zip")
+	h.Set("x-ms-blob-type", "BlockBlob")
+	h.Set("x-ms-version", sasVersion)
+	h.Set("ETag", `"0x`+strconv.FormatUint(fnv64(zipBytes), 16)+`"`)
+	cw := &countingWriter{ResponseWriter: w, count: func(status int) {
+		// Counted as the header goes out, so a client that has read the
+		// body always sees its download in Downloads.
+		if r.Method == http.MethodGet && (status == http.StatusOK || status == http.StatusPartialContent) {
+			s.mu.Lock()
+			s.downloads++
+			s.mu.Unlock()
+		}
+	}}
+	http.ServeContent(cw, r, name, packageTime, bytes.NewReader(zipBytes))
+}
+
+// countingWriter calls count once with the status, before the header is sent.
+type countingWriter struct {
+	http.ResponseWriter
+	count   func(status int)
+	counted bool
+}
+
+func (w *countingWriter) WriteHeader(code int) {
+	if !w.counted {
+		w.counted = true
+		w.count(code)
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	if !w.counted {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *countingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// packageOf returns the execution's zip, building it on first use.
+func (s *Simulator) packageOf(ex *execution) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ex.zip == nil {
+		ents := ex.entities
+		if ex.final == statusPartiallySucceeded && len(ents) > 0 {
+			ents = ents[:len(ents)-1]
+		}
+		b, err := buildPackage(ex.group, ents)
+		if err != nil {
+			return nil, err
+		}
+		ex.zip = b
+	}
+	return ex.zip, nil
+}
+
+// fnv64 is FNV-1a, enough for a strong-looking ETag.
+func fnv64(b []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return h
+}
+
+// blobError writes an Azure Storage style XML error.
+func blobError(w http.ResponseWriter, status int, code, msg string) {
+	var b strings.Builder
+	b.WriteString(`<?xml version="1.0" encoding="utf-8"?><Error><Code>`)
+	_ = xml.EscapeText(&b, []byte(code))
+	b.WriteString(`</Code><Message>`)
+	_ = xml.EscapeText(&b, []byte(msg))
+	b.WriteString(`</Message></Error>`)
+	w.Header().Set("Content-Type", "application/xml")
+	w.Header().Set("x-ms-error-code", code)
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(b.String()))
+}
+
+// buildPackage returns a DMF data package: Manifest.xml, PackageHeader.xml
+// and one Deflate-compressed file per entity, in that order.
+func buildPackage(group string, ents []Entity) ([]byte, error) {
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	add := func(name string, data []byte) error {
+		fw, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Deflate, Modified: packageTime})
+		if err == nil {
+			_, err = fw.Write(data)
+		}
+		if err != nil {
+			return fmt.Errorf("build package of %s: add %q: %w (entity file names must be plain file names)", group, name, err)
+		}
+		return nil
+	}
+	if err := add("Manifest.xml", utf16LE(manifestXML(group, ents))); err != nil {
+		return nil, err
+	}
+	if err := add("PackageHeader.xml", utf16LE(packageHeaderXML(group))); err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		if err := add(e.File, e.Data); err != nil {
+			return nil, err
+		}
+	}
+	if err := zw.Close(); err != nil {
+		return nil, fmt.Errorf("build package of %s: %w", group, err)
+	}
+	return buf.Bytes(), nil
+}
+
+func escape(s string) string {
+	var b strings.Builder
+	_ = xml.EscapeText(&b, []byte(s))
+	return b.String()
+}
+
+// element writes <name>value</name>, or <name /> for an empty value.
+func element(b *strings.Builder, indent, name, value string) {
+	b.WriteString(indent)
+	if value == "" {
+		fmt.Fprintf(b, "<%s />\r\n", name)
+		return
+	}
+	fmt.Fprintf(b, "<%s>%s</%s>\r\n", name, escape(value), name)
+}
+
+// manifestXML renders Manifest.xml with its elements in alphabetical order,
+// as the serializer F&O uses writes them.
+func manifestXML(group string, ents []Entity) string {
+	var b strings.Builder
+	b.WriteString("<?xml version=\"1.0\" encoding=\"utf-16\"?>\r\n")
+	fmt.Fprintf(&b, "<DataManagementPackageManifest xmlns:i=\"%s\" xmlns=\"%s\">\r\n", xsiNamespace, dmNamespace)
+	element(&b, "  ", "DefinitionGroupName", group)
+	element(&b, "  ", "Description", group)
+	b.WriteString("  <PackageEntityList>\r\n")
+	for i, e := range ents {
+		const in = "      "
+		b.WriteString("    <DataManagementPackageEntityData>\r\n")
+		element(&b, in, "DefaultRefreshType", "FullPush")
+		element(&b, in, "Disable", "false")
+		element(&b, in, "EntityMapList", "")
+		element(&b, in, "EntityName", e.Name)
+		element(&b, in, "ExcelWorkSheetName", e.Sheet)
+		element(&b, in, "InputFilePath", e.File)
+		element(&b, in, "LevelInExecutionUnit", "1")
+		element(&b, in, "SequenceInLevel", strconv.Itoa(i+1))
+		element(&b, in, "SkipStaging", "true")
+		element(&b, in, "SourceFormat", e.SourceFormat)
+		b.WriteString("    </DataManagementPackageEntityData>\r\n")
+	}
+	b.WriteString("  </PackageEntityList>\r\n")
+	b.WriteString("</DataManagementPackageManifest>")
+	return b.String()
+}
+
+func packageHeaderXML(group string) string {
+	var b strings.Builder
+	b.WriteString("<?xml version=\"1.0\" encoding=\"utf-16\"?>\r\n")
+	fmt.Fprintf(&b, "<DataManagementPackageHeader xmlns:i=\"%s\" xmlns=\"%s\">\r\n", xsiNamespace, dmNamespace)
+	element(&b, "  ", "Description", group)
+	element(&b, "  ", "ManifestType", manifestType)
+	element(&b, "  ", "PackageType", "DefinitionGroup")
+	element(&b, "  ", "PackageVersion", "2")
+	b.WriteString("</DataManagementPackageHeader>")
+	return b.String()
+}
+
+// utf16LE encodes s as UTF-16 little endian with a byte order mark.
+func utf16LE(s string) []byte {
+	units := utf16.Encode([]rune(s))
+	out := make([]byte, 2+2*len(units))
+	out[0], out[1] = 0xFF, 0xFE
+	for i, u := range units {
+		out[2+2*i] = byte(u)
+		out[3+2*i] = byte(u >> 8)
+	}
+	return out
+}

@@ -1,0 +1,142 @@
+package dmf
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+)
+
+const (
+	defaultPollInterval    = 10 * time.Second
+	defaultPollMaxInterval = time.Minute
+
+	// DefaultPackageURLTimeout is how long WaitPackageURL waits when given no timeout.
+	DefaultPackageURLTimeout = 10 * time.Minute
+)
+
+// PollStatus asks the status of an execution until it is final and returns
+// it: Succeeded, PartiallySucceeded, Failed and Canceled come back with a nil
+// error. NotRun and Executing keep polling; Unknown does too, but the fifth
+// Unknown answer in a row is an error. Any other name is an error wrapping
+// ErrUnexpectedStatus. Waits start at o.Interval (default 10 s) and grow
+// ×1.5 with ±20% jitter up to o.MaxInterval (default 1 min). With
+// o.Deadline > 0, running out of time gives an error wrapping ErrDeadline.
+// Cancelling ctx returns promptly with an error wrapping ctx.Err().
+func (c *Client) PollStatus(ctx context.Context, executionID string, o PollOptions) (Status, error) {
+	interval := o.Interval
+	if interval <= 0 {
+		interval = defaultPollInterval
+	}
+	maxInterval := o.MaxInterval
+	if maxInterval <= 0 {
+		maxInterval = defaultPollMaxInterval
+	}
+	if maxInterval < interval {
+		maxInterval = interval
+	}
+
+	start := time.Now()
+	unknowns := 0
+	var last Status
+	for {
+		st, err := c.ExecutionStatus(ctx, executionID)
+		if err != nil {
+			if ctx.Err() != nil {
+				return last, fmt.Errorf("poll status of execution %q: %w", executionID, ctx.Err())
+			}
+			return last, fmt.Errorf("poll status of execution %q: %w", executionID, err)
+		}
+		last = st
+		elapsed := time.Since(start)
+		if o.OnStatus != nil {
+			o.OnStatus(st, elapsed)
+		}
+		switch canonical := canonicalStatus(st); canonical {
+		case StatusSucceeded, StatusPartiallySucceeded, StatusFailed, StatusCanceled:
+			return canonical, nil
+		case StatusNotRun, StatusExecuting:
+			unknowns = 0
+		case StatusUnknown:
+			unknowns++
+			if unknowns >= c.unknownLimit {
+				return canonical, fmt.Errorf("poll status of execution %q: execution %s unknown to F&O after %d answers in %s: "+
+					"check the execution ID and the data project in F&O", executionID, executionID, unknowns, elapsed.Round(time.Millisecond))
+			}
+		default:
+			return st, fmt.Errorf("poll status of execution %q: %w %q", executionID, ErrUnexpectedStatus, string(st))
+		}
+
+		wait := jitter(interval, 0.2)
+		if wait > maxInterval {
+			wait = maxInterval
+		}
+		if o.Deadline > 0 {
+			remaining := o.Deadline - time.Since(start)
+			if remaining <= 0 {
+				return last, fmt.Errorf("poll status of execution %q: %w: still %s after %s",
+					executionID, ErrDeadline, last, time.Since(start).Round(time.Millisecond))
+			}
+			wait = min(wait, remaining)
+		}
+		if err := sleep(ctx, wait); err != nil {
+			return last, fmt.Errorf("poll status of execution %q: %w", executionID, err)
+		}
+		interval = min(time.Duration(float64(interval)*1.5), maxInterval)
+	}
+}
+
+// canonicalStatus maps a status name to the contract's spelling, ignoring
+// case and surrounding space; unknown names are returned unchanged.
+func canonicalStatus(s Status) Status {
+	name := strings.TrimSpace(string(s))
+	for _, known := range []Status{StatusUnknown, StatusNotRun, StatusExecuting, StatusSucceeded,
+		StatusPartiallySucceeded, StatusFailed, StatusCanceled} {
+		if strings.EqualFold(name, string(known)) {
+			return known
+		}
+	}
+	return s
+}
+
+// jitter returns d scaled by a random factor in [1-frac, 1+frac].
+func jitter(d time.Duration, frac float64) time.Duration {
+	f := 1 - frac + 2*frac*rand.Float64()
+	return time.Duration(float64(d) * f)
+}
+
+// WaitPackageURL asks for the package URL of an execution until F&O gives a
+// non-empty one, waiting 500 ms then twice as long each time (with jitter,
+// at most 30 s between asks), for at most timeout (0 means
+// DefaultPackageURLTimeout). When time runs out the error wraps
+// ErrPackageNotReady and says how long it waited. The URL is https or http
+// to a loopback host; it embeds a SAS token: log it only through RedactURL.
+func (c *Client) WaitPackageURL(ctx context.Context, executionID string, timeout time.Duration) (string, error) {
+	if timeout <= 0 {
+		timeout = DefaultPackageURLTimeout
+	}
+	start := time.Now()
+	delay := c.urlWaitBase
+	for asks := 1; ; asks++ {
+		u, err := c.PackageURL(ctx, executionID)
+		if err != nil {
+			return "", fmt.Errorf("wait for package URL: %w", err)
+		}
+		if u != "" {
+			return u, nil
+		}
+		remaining := timeout - time.Since(start)
+		if remaining <= 0 {
+			return "", fmt.Errorf("wait for package URL of execution %q: %w after %s (%d asks): "+
+				"F&O may still be writing the package; try again later or raise the wait",
+				executionID, ErrPackageNotReady, time.Since(start).Round(time.Millisecond), asks)
+		}
+		wait := min(jitter(delay, 0.2), c.urlWaitMax, remaining)
+		c.log.Debug("F&O package URL not ready yet", "execution_id", executionID, "delay", wait)
+		if err := sleep(ctx, wait); err != nil {
+			return "", fmt.Errorf("wait for package URL of execution %q: %w", executionID, err)
+		}
+		delay = min(delay*2, c.urlWaitMax)
+	}
+}

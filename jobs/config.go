@@ -1,0 +1,943 @@
+package jobs
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v4"
+)
+
+// Config is a loaded, validated configuration. Every Export carries its
+// effective settings: the shared sections with the export's overrides
+// applied field by field.
+type Config struct {
+	Path    string // the file it was loaded from
+	Exports []Export
+}
+
+// Export returns the export named name.
+func (c *Config) Export(name string) (*Export, bool) {
+	for i := range c.Exports {
+		if c.Exports[i].Name == name {
+			return &c.Exports[i], true
+		}
+	}
+	return nil, false
+}
+
+// Export is one export definition with its effective settings. Values are
+// already valid: durations are positive, URLs parsed, paths absolute.
+type Export struct {
+	Name            string // unique; used in the CLI, logs and store keys
+	Schedule        string // cron expression, validated
+	DefinitionGroup string // the data project in F&O
+	PackageName     string
+	LegalEntity     string
+	ReExecute       bool
+	Enabled         bool
+	Exchange        string // "" is the default exchange
+	RoutingKey      string
+	BatchSize       int
+
+	FO     FOConfig
+	Store  StoreConfig
+	Broker BrokerConfig
+	Poll   PollConfig
+}
+
+// FOConfig locates and authenticates against an F&O environment.
+type FOConfig struct {
+	URL  *url.URL
+	Auth AuthConfig
+}
+
+// AuthConfig says how to obtain a bearer token for F&O.
+type AuthConfig struct {
+	Method string // "token"
+	Token  Secret // for the token method
+}
+
+// StoreConfig says where packages, entity files and run records are kept.
+type StoreConfig struct {
+	Type   string // "dir"
+	Path   string // absolute directory, for dir
+	Prefix string // key prefix inside the store, no leading or trailing slash
+}
+
+// BrokerConfig says where batches go.
+type BrokerConfig struct {
+	Type          string // "amqp" or "file"
+	URL           Secret // amqp:// or amqps:// URL, for amqp
+	Path          string // absolute directory of NDJSON files, for file
+	ConfirmWindow int
+	Declare       bool
+	Queues        []QueueConfig
+}
+
+// QueueConfig is a queue declared and bound to the export's exchange when
+// the broker section asks to declare the topology.
+type QueueConfig struct {
+	Name       string
+	BindingKey string
+	Quorum     bool
+}
+
+// PollConfig bounds the wait for an F&O execution and its package URL.
+type PollConfig struct {
+	Interval          time.Duration
+	MaxInterval       time.Duration
+	Deadline          time.Duration
+	PackageURLTimeout time.Duration
+}
+
+// Secret holds a credential. It prints as REDACTED in fmt and slog output;
+// only Reveal gives the value.
+type Secret string
+
+// String implements fmt.Stringer without revealing the secret.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "REDACTED"
+}
+
+// LogValue implements slog.LogValuer without revealing the secret.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// Reveal returns the secret's value, for the one place that needs it.
+func (s Secret) Reveal() string { return string(s) }
+
+// ConfigProblem is one thing wrong with a configuration file.
+type ConfigProblem struct {
+	File         string
+	Line, Column int    // 1-based; 0 when unknown
+	Path         string // key path, e.g. exports[1].schedule
+	Message      string
+	Hint         string
+}
+
+func (p ConfigProblem) String() string {
+	var b strings.Builder
+	b.WriteString(p.File)
+	if p.Line > 0 {
+		fmt.Fprintf(&b, ":%d:%d", p.Line, p.Column)
+	}
+	b.WriteString(": ")
+	if p.Path != "" {
+		b.WriteString(p.Path + ": ")
+	}
+	b.WriteString(p.Message)
+	if p.Hint != "" {
+		b.WriteString(" (hint: " + p.Hint + ")")
+	}
+	return b.String()
+}
+
+// ConfigError lists every problem found in a configuration file.
+type ConfigError struct {
+	Problems []ConfigProblem
+}
+
+func (e *ConfigError) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.String()
+	}
+	head := "invalid configuration"
+	if len(lines) > 1 {
+		head = fmt.Sprintf("invalid configuration, %d problems", len(lines))
+	}
+	return head + ":\n  " + strings.Join(lines, "\n  ")
+}
+
+// Defaults applied when neither the shared section nor the export sets a key.
+const (
+	DefaultBatchSize         = 5000
+	DefaultConfirmWindow     = 128
+	DefaultPollInterval      = 10 * time.Second
+	DefaultPollMaxInterval   = time.Minute
+	DefaultPollDeadline      = 2 * time.Hour
+	DefaultPackageURLTimeout = 5 * time.Minute
+)
+
+// LoadConfig reads, expands and validates the configuration file at path.
+// A *ConfigError lists every problem at once.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read configuration: %w (set --config or DMFEXPORT_CONFIG to the configuration file)", err)
+	}
+	return ParseConfig(path, data, os.LookupEnv)
+}
+
+// ParseConfig validates data as the configuration file path (used for
+// messages and to resolve relative paths). lookupEnv resolves ${VAR}.
+func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		abs = path
+	}
+	d := &decoder{file: filepath.Base(path), dir: filepath.Dir(abs), lookupEnv: lookupEnv}
+	cfg := &Config{Path: path}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		d.yamlError(err)
+		return nil, d.err()
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
+		root = root.Content[0]
+	}
+	if root.Kind == 0 || (root.Kind == yaml.ScalarNode && root.Tag == "!!null") {
+		d.problem(nil, "", "the file is empty", "see configs/example.yaml for every key")
+		return nil, d.err()
+	}
+	top := d.mapping(root, "", topKeys)
+	if top == nil {
+		return nil, d.err()
+	}
+	// Shared sections are checked once on their own so that a mistake in
+	// them is reported once, not once per export.
+	d.sharedPass = true
+	d.fo(top["fo"], root, "")
+	d.store(top["store"], root, "")
+	d.broker(top["broker"], root, "")
+	d.poll(top["poll"], "")
+	d.sharedPass = false
+	expsNode := top["exports"]
+	if expsNode == nil {
+		d.missing(root, "exports", "add an exports: list with one entry per export definition")
+		return nil, d.err()
+	}
+	expsNode = resolve(expsNode)
+	if expsNode.Kind != yaml.SequenceNode {
+		d.problem(expsNode, "exports", "must be a list of export definitions", "write each export as a list item starting with \"- name:\"")
+		return nil, d.err()
+	}
+	if len(expsNode.Content) == 0 {
+		d.problem(expsNode, "exports", "the list is empty", "add at least one export definition")
+	}
+	names := map[string]*yaml.Node{}
+	for i, n := range expsNode.Content {
+		p := fmt.Sprintf("exports[%d]", i)
+		e, ok := d.export(n, p, top)
+		if e.Name != "" {
+			if first, dup := names[e.Name]; dup {
+				d.problem(n, p+".name", fmt.Sprintf("duplicate export name %q (first at line %d)", e.Name, first.Line), "export names must be unique: rename one")
+				continue
+			}
+			names[e.Name] = n
+		}
+		if ok {
+			cfg.Exports = append(cfg.Exports, e)
+		}
+	}
+	if err := d.err(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// section describes one of the shared sections an export may override.
+type section struct {
+	key  string
+	keys []string
+}
+
+var (
+	topKeys    = []string{"fo", "store", "broker", "poll", "exports"}
+	exportKeys = []string{"name", "schedule", "definition_group", "package_name", "legal_entity", "reexecute",
+		"enabled", "exchange", "routing_key", "batch_size", "fo", "store", "broker", "poll"}
+	sections = []section{
+		{"fo", []string{"url", "auth"}},
+		{"store", []string{"type", "path", "prefix"}},
+		{"broker", []string{"type", "url", "path", "confirm_window", "declare", "queues", "allow_plaintext"}},
+		{"poll", []string{"interval", "max_interval", "deadline", "package_url_timeout"}},
+	}
+	authKeys  = []string{"method", "token"}
+	queueKeys = []string{"name", "binding_key", "quorum"}
+	nameRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+)
+
+// decoder walks the YAML tree, collecting every problem with its position.
+type decoder struct {
+	file      string
+	dir       string
+	lookupEnv func(string) (string, bool)
+	problems  []ConfigProblem
+	// sharedPass is set while the shared sections are checked on their own.
+	sharedPass bool
+}
+
+func (d *decoder) problem(n *yaml.Node, path, msg, hint string) {
+	p := ConfigProblem{File: d.file, Path: path, Message: msg, Hint: hint}
+	if n != nil {
+		p.Line, p.Column = n.Line, n.Column
+	}
+	if d.sharedPass && strings.HasPrefix(msg, "missing required key") {
+		return // an export may still supply it; reported per export
+	}
+	for _, q := range d.problems {
+		if q.Line == p.Line && q.Column == p.Column && q.Message == p.Message && (p.Line > 0 || q.Path == p.Path) {
+			return // a shared setting's problem, already reported once
+		}
+	}
+	d.problems = append(d.problems, p)
+}
+
+// missing reports a required key that is absent; n is the mapping that
+// should hold it.
+func (d *decoder) missing(n *yaml.Node, path, hint string) {
+	key := path[strings.LastIndexByte(path, '.')+1:]
+	d.problem(n, path, fmt.Sprintf("missing required key %q", key), hint)
+}
+
+func (d *decoder) err() error {
+	if len(d.problems) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(d.problems, func(a, b ConfigProblem) int {
+		if a.Line != b.Line {
+			return a.Line - b.Line
+		}
+		return a.Column - b.Column
+	})
+	return &ConfigError{Problems: d.problems}
+}
+
+// yamlError turns a YAML syntax error into problems with positions.
+func (d *decoder) yamlError(err error) {
+	switch e := err.(type) {
+	case *yaml.LoadErrors:
+		for _, le := range e.Errors {
+			d.yamlError(le)
+		}
+	case *yaml.LoadError:
+		d.problems = append(d.problems, ConfigProblem{File: d.file, Line: e.Mark.Line, Column: e.Mark.Column,
+			Message: "YAML: " + e.Message, Hint: "check indentation (spaces, not tabs) and quoting"})
+	default:
+		d.problems = append(d.problems, ConfigProblem{File: d.file, Message: "YAML: " + err.Error(),
+			Hint: "check indentation (spaces, not tabs) and quoting"})
+	}
+}
+
+// resolve follows aliases.
+func resolve(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	return n
+}
+
+// mapping checks that n is a mapping with only allowed keys, none twice, and
+// returns its values by key. YAML merge keys (<<) supply defaults.
+func (d *decoder) mapping(n *yaml.Node, path string, allowed []string) map[string]*yaml.Node {
+	n = resolve(n)
+	if n.Kind != yaml.MappingNode {
+		if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+			return map[string]*yaml.Node{}
+		}
+		d.problem(n, path, "must be a mapping of keys to values", "indent the keys under "+orTop(path))
+		return nil
+	}
+	out := map[string]*yaml.Node{}
+	seen := map[string]*yaml.Node{}
+	var merged []*yaml.Node
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Value == "<<" && k.Tag == "!!merge" {
+			merged = append(merged, v)
+			continue
+		}
+		kp := join(path, k.Value)
+		if first, dup := seen[k.Value]; dup {
+			d.problem(k, kp, fmt.Sprintf("key %q given twice (first at line %d)", k.Value, first.Line), "remove one of them")
+			continue
+		}
+		seen[k.Value] = k
+		if !slices.Contains(allowed, k.Value) {
+			hint := "valid keys here: " + strings.Join(allowed, ", ")
+			if s := suggest(k.Value, allowed); s != "" {
+				hint = fmt.Sprintf("did you mean %q?", s)
+			}
+			d.problem(k, kp, fmt.Sprintf("unknown key %q", k.Value), hint)
+			continue
+		}
+		out[k.Value] = v
+	}
+	for _, m := range merged {
+		m = resolve(m)
+		srcs := []*yaml.Node{m}
+		if m.Kind == yaml.SequenceNode {
+			srcs = m.Content
+		}
+		for _, src := range srcs {
+			for k, v := range d.mapping(src, path, allowed) {
+				if _, set := out[k]; !set {
+					out[k] = v
+				}
+			}
+		}
+	}
+	return out
+}
+
+func orTop(path string) string {
+	if path == "" {
+		return "the top level"
+	}
+	return path
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// suggest returns the allowed key closest to k, if it is close enough to be
+// a likely typo.
+func suggest(k string, allowed []string) string {
+	best, bestDist := "", 1<<30
+	for _, a := range allowed {
+		if dist := editDistance(strings.ToLower(k), a); dist < bestDist {
+			best, bestDist = a, dist
+		}
+	}
+	if bestDist <= max(2, len(k)/3) {
+		return best
+	}
+	return ""
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// scalar returns the raw text of a scalar node (before ${VAR} expansion).
+func (d *decoder) scalar(n *yaml.Node, path string) (string, bool) {
+	n = resolve(n)
+	if n.Kind != yaml.ScalarNode {
+		d.problem(n, path, "must be a single value, not a list or mapping", "")
+		return "", false
+	}
+	if n.Tag == "!!null" {
+		return "", true
+	}
+	return n.Value, true
+}
+
+// str returns a scalar's value with ${VAR} references expanded.
+func (d *decoder) str(n *yaml.Node, path string) (string, bool) {
+	raw, ok := d.scalar(n, path)
+	if !ok {
+		return "", false
+	}
+	v, err := expandEnv(raw, d.lookupEnv)
+	if err != nil {
+		d.problem(n, path, err.Error(), "set the variable in the environment, or write $$ for a literal $")
+		return "", false
+	}
+	return v, true
+}
+
+// expandEnv replaces ${VAR} with the variable's value; $$ is a literal $.
+// An unset variable is an error; an empty one expands to "".
+func expandEnv(s string, lookup func(string) (string, bool)) (string, error) {
+	if !strings.Contains(s, "$") {
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '$' || i+1 >= len(s) {
+			b.WriteByte(c)
+			continue
+		}
+		switch s[i+1] {
+		case '$':
+			b.WriteByte('$')
+			i++
+		case '{':
+			end := strings.IndexByte(s[i+2:], '}')
+			if end < 0 {
+				return "", fmt.Errorf("unterminated ${ in %q", s)
+			}
+			name := s[i+2 : i+2+end]
+			if !envNameRE.MatchString(name) {
+				return "", fmt.Errorf("bad environment variable name %q", name)
+			}
+			v, ok := lookup(name)
+			if !ok {
+				return "", fmt.Errorf("environment variable %s is not set", name)
+			}
+			b.WriteString(v)
+			i += 2 + end
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), nil
+}
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// usesEnv reports whether a raw value takes its content from the environment.
+func usesEnv(raw string) bool { return strings.Contains(raw, "${") }
+
+func (d *decoder) boolean(n *yaml.Node, path string) (bool, bool) {
+	s, ok := d.str(n, path)
+	if !ok {
+		return false, false
+	}
+	switch strings.ToLower(s) {
+	case "true", "yes", "on":
+		return true, true
+	case "false", "no", "off":
+		return false, true
+	}
+	d.problem(n, path, fmt.Sprintf("%q is not true or false", s), "write true or false")
+	return false, false
+}
+
+func (d *decoder) integer(n *yaml.Node, path string, lo, hi int) (int, bool) {
+	s, ok := d.str(n, path)
+	if !ok {
+		return 0, false
+	}
+	v, err := strconv.Atoi(strings.ReplaceAll(s, "_", ""))
+	if err != nil {
+		d.problem(n, path, fmt.Sprintf("%q is not a whole number", s), "")
+		return 0, false
+	}
+	if v < lo || v > hi {
+		d.problem(n, path, fmt.Sprintf("%d is out of range", v), fmt.Sprintf("use a value from %d to %d", lo, hi))
+		return 0, false
+	}
+	return v, true
+}
+
+func (d *decoder) duration(n *yaml.Node, path string) (time.Duration, bool) {
+	s, ok := d.str(n, path)
+	if !ok {
+		return 0, false
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		d.problem(n, path, fmt.Sprintf("%q is not a duration", s), "write it like 30s, 5m or 1h30m")
+		return 0, false
+	}
+	if v <= 0 {
+		d.problem(n, path, fmt.Sprintf("%s must be positive", s), "")
+		return 0, false
+	}
+	return v, true
+}
+
+// localPath resolves a path relative to the configuration file's directory.
+func (d *decoder) localPath(n *yaml.Node, path string) (string, bool) {
+	s, ok := d.str(n, path)
+	if !ok || s == "" {
+		return s, ok
+	}
+	if !filepath.IsAbs(s) {
+		s = filepath.Join(d.dir, s)
+	}
+	return filepath.Clean(s), true
+}
+
+// overlay returns the section node an export sees: the shared section with
+// the export's keys replacing it field by field (nested mappings merge).
+func overlay(shared, own *yaml.Node) *yaml.Node {
+	shared, own = resolve(shared), resolve(own)
+	switch {
+	case own == nil:
+		return shared
+	case shared == nil || shared.Kind != yaml.MappingNode || own.Kind != yaml.MappingNode:
+		return own
+	}
+	out := &yaml.Node{Kind: yaml.MappingNode, Tag: own.Tag, Line: own.Line, Column: own.Column}
+	ownKeys := map[string]*yaml.Node{}
+	for i := 0; i+1 < len(own.Content); i += 2 {
+		ownKeys[own.Content[i].Value] = own.Content[i+1]
+	}
+	for i := 0; i+1 < len(shared.Content); i += 2 {
+		k, v := shared.Content[i], shared.Content[i+1]
+		if o, ok := ownKeys[k.Value]; ok {
+			if resolve(o).Kind == yaml.MappingNode && resolve(v).Kind == yaml.MappingNode {
+				ownKeys[k.Value] = overlay(v, o)
+			}
+			continue
+		}
+		out.Content = append(out.Content, k, v)
+	}
+	for i := 0; i+1 < len(own.Content); i += 2 {
+		k := own.Content[i]
+		out.Content = append(out.Content, k, ownKeys[k.Value])
+	}
+	return out
+}
+
+// export decodes one export entry with the shared sections applied.
+func (d *decoder) export(n *yaml.Node, p string, top map[string]*yaml.Node) (Export, bool) {
+	if name := peekName(n); name != "" && nameRE.MatchString(name) {
+		p = fmt.Sprintf("%s(%s)", p, name)
+	}
+	m := d.mapping(n, p, exportKeys)
+	if m == nil {
+		return Export{}, false
+	}
+	before := len(d.problems)
+	e := Export{Enabled: true, BatchSize: DefaultBatchSize}
+	req := func(key, hint string) (string, *yaml.Node) {
+		v := m[key]
+		if v == nil {
+			d.missing(n, join(p, key), hint)
+			return "", nil
+		}
+		s, ok := d.str(v, join(p, key))
+		if ok && s == "" {
+			d.problem(v, join(p, key), "must not be empty", hint)
+		}
+		return s, v
+	}
+	var nameNode *yaml.Node
+	e.Name, nameNode = req("name", "give the export a unique name such as customers")
+	if e.Name != "" && !nameRE.MatchString(e.Name) {
+		d.problem(nameNode, p+".name", fmt.Sprintf("%q is not a valid name", e.Name), "use letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters")
+	}
+	var schedNode *yaml.Node
+	e.Schedule, schedNode = req("schedule", `a cron expression such as "0 2 * * *" (five fields, or six with seconds first), or @daily`)
+	if e.Schedule != "" {
+		if _, err := cronParser.Parse(strings.TrimSpace(e.Schedule)); err != nil {
+			d.problem(schedNode, p+".schedule", fmt.Sprintf("bad cron expression %q: %v", e.Schedule, err),
+				`use five fields "min hour day month weekday", six with seconds first, @hourly/@daily/@weekly, or @every 15m; a time zone goes first as CRON_TZ=Europe/Paris`)
+		}
+	}
+	e.DefinitionGroup, _ = req("definition_group", "the name of the export data project in F&O (Data management > Export)")
+	e.LegalEntity, _ = req("legal_entity", "the company to export from, e.g. USMF")
+	e.PackageName = e.DefinitionGroup
+	if v := m["package_name"]; v != nil {
+		if s, ok := d.str(v, p+".package_name"); ok && s != "" {
+			e.PackageName = s
+		}
+	}
+	if v := m["reexecute"]; v != nil {
+		e.ReExecute, _ = d.boolean(v, p+".reexecute")
+	}
+	if v := m["enabled"]; v != nil {
+		e.Enabled, _ = d.boolean(v, p+".enabled")
+	}
+	if v := m["exchange"]; v != nil {
+		e.Exchange, _ = d.str(v, p+".exchange")
+	}
+	e.RoutingKey = "fo." + e.Name
+	if v := m["routing_key"]; v != nil {
+		if s, ok := d.str(v, p+".routing_key"); ok && s != "" {
+			e.RoutingKey = s
+		}
+	}
+	if v := m["batch_size"]; v != nil {
+		e.BatchSize, _ = d.integer(v, p+".batch_size", 1, 1_000_000)
+	}
+	e.FO = d.fo(overlay(top["fo"], m["fo"]), n, p)
+	e.Store = d.store(overlay(top["store"], m["store"]), n, p)
+	e.Broker = d.broker(overlay(top["broker"], m["broker"]), n, p)
+	e.Poll = d.poll(overlay(top["poll"], m["poll"]), p)
+	return e, len(d.problems) == before
+}
+
+// peekName returns an export entry's name, for problem paths, before the
+// entry is checked.
+func peekName(n *yaml.Node) string {
+	n = resolve(n)
+	if n.Kind != yaml.MappingNode {
+		return ""
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == "name" && resolve(n.Content[i+1]).Kind == yaml.ScalarNode {
+			return resolve(n.Content[i+1]).Value
+		}
+	}
+	return ""
+}
+
+// where returns n, or the export's node when a section is absent, for
+// positions of "missing" problems.
+func where(n, exp *yaml.Node) *yaml.Node {
+	if n != nil {
+		return n
+	}
+	return exp
+}
+
+func (d *decoder) fo(n, exp *yaml.Node, p string) FOConfig {
+	var c FOConfig
+	p = join(p, "fo")
+	m := map[string]*yaml.Node{}
+	if n != nil {
+		if m = d.mapping(n, p, sections[0].keys); m == nil {
+			return c
+		}
+	}
+	if v := m["url"]; v == nil {
+		d.missing(where(n, exp), p+".url", "the F&O environment URL, e.g. https://contoso.operations.dynamics.com")
+	} else if s, ok := d.str(v, p+".url"); ok {
+		u, err := url.Parse(strings.TrimRight(s, "/"))
+		switch {
+		case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
+			d.problem(v, p+".url", fmt.Sprintf("%q is not an http(s) URL", s), "write the environment URL, e.g. https://contoso.operations.dynamics.com")
+		case u.Scheme == "http" && !isLoopback(u.Hostname()):
+			d.problem(v, p+".url", fmt.Sprintf("http URL to non-loopback host %q", u.Hostname()), "use https: tokens and data must not cross the network in clear text (http is allowed only for 127.0.0.1/localhost)")
+		case u.User != nil || u.RawQuery != "" || u.Fragment != "":
+			d.problem(v, p+".url", "must not hold credentials, a query or a fragment", "give only scheme, host and optional path")
+		default:
+			u.Path = strings.TrimRight(u.Path, "/")
+			c.URL = u
+		}
+	}
+	var am map[string]*yaml.Node
+	if v := m["auth"]; v == nil {
+		d.missing(where(n, exp), p+".auth", "add auth: with method: token and token: ${FO_TOKEN}")
+		return c
+	} else if am = d.mapping(v, p+".auth", authKeys); am == nil {
+		return c
+	}
+	mv := am["method"]
+	if mv == nil {
+		d.missing(m["auth"], p+".auth.method", "method: token")
+		return c
+	}
+	c.Auth.Method, _ = d.str(mv, p+".auth.method")
+	switch c.Auth.Method {
+	case "token":
+		tv := am["token"]
+		if tv == nil {
+			d.missing(m["auth"], p+".auth.token", "token: ${FO_TOKEN} (a bearer token from the environment)")
+			return c
+		}
+		raw, _ := d.scalar(tv, p+".auth.token")
+		if raw != "" && !usesEnv(raw) {
+			d.problem(tv, p+".auth.token", "plain-text secret in the configuration file", "write token: ${FO_TOKEN} and set FO_TOKEN in the environment")
+			return c
+		}
+		s, ok := d.str(tv, p+".auth.token")
+		if ok && s == "" {
+			d.problem(tv, p+".auth.token", "the token is empty", "set the environment variable it names")
+		}
+		c.Auth.Token = Secret(s)
+	case "":
+		d.problem(mv, p+".auth.method", "must not be empty", "method: token")
+	default:
+		d.problem(mv, p+".auth.method", fmt.Sprintf("unknown auth method %q", c.Auth.Method), "this version supports: token")
+	}
+	return c
+}
+
+func (d *decoder) store(n, exp *yaml.Node, p string) StoreConfig {
+	c := StoreConfig{Type: "dir"}
+	p = join(p, "store")
+	m := map[string]*yaml.Node{}
+	if n != nil {
+		if m = d.mapping(n, p, sections[1].keys); m == nil {
+			return c
+		}
+	}
+	if v := m["type"]; v != nil {
+		c.Type, _ = d.str(v, p+".type")
+	}
+	if v := m["prefix"]; v != nil {
+		s, _ := d.str(v, p+".prefix")
+		c.Prefix = strings.Trim(s, "/")
+		for _, seg := range strings.Split(c.Prefix, "/") {
+			if c.Prefix != "" && (seg == "" || seg == "." || seg == "..") {
+				d.problem(v, p+".prefix", fmt.Sprintf("%q is not a valid key prefix", s), `use names separated by "/", without "." or ".." segments`)
+				break
+			}
+		}
+	}
+	switch c.Type {
+	case "dir":
+		if v := m["path"]; v == nil {
+			d.missing(where(n, exp), p+".path", "the directory that keeps packages, entity files and run records, e.g. ./dmfexport-data")
+		} else if s, ok := d.localPath(v, p+".path"); ok {
+			if s == "" {
+				d.problem(v, p+".path", "must not be empty", "")
+			}
+			c.Path = s
+		}
+	default:
+		d.problem(m["type"], p+".type", fmt.Sprintf("unknown store type %q", c.Type), "this version supports: dir")
+	}
+	return c
+}
+
+func (d *decoder) broker(n, exp *yaml.Node, p string) BrokerConfig {
+	c := BrokerConfig{Type: "amqp", ConfirmWindow: DefaultConfirmWindow}
+	p = join(p, "broker")
+	m := map[string]*yaml.Node{}
+	if n != nil {
+		if m = d.mapping(n, p, sections[2].keys); m == nil {
+			return c
+		}
+	}
+	if v := m["type"]; v != nil {
+		c.Type, _ = d.str(v, p+".type")
+	}
+	if v := m["confirm_window"]; v != nil {
+		c.ConfirmWindow, _ = d.integer(v, p+".confirm_window", 1, 65535)
+	}
+	if v := m["declare"]; v != nil {
+		c.Declare, _ = d.boolean(v, p+".declare")
+	}
+	plaintext := false
+	if v := m["allow_plaintext"]; v != nil {
+		plaintext, _ = d.boolean(v, p+".allow_plaintext")
+	}
+	if v := m["queues"]; v != nil {
+		c.Queues = d.queues(v, p+".queues")
+	}
+	switch c.Type {
+	case "amqp":
+		v := m["url"]
+		if v == nil {
+			d.missing(where(n, exp), p+".url", "amqps://user:${RABBITMQ_PASSWORD}@host:5671/vhost")
+			break
+		}
+		raw, _ := d.scalar(v, p+".url")
+		s, ok := d.str(v, p+".url")
+		if !ok {
+			break
+		}
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "amqp" && u.Scheme != "amqps") || u.Host == "" {
+			d.problem(v, p+".url", "not an amqp:// or amqps:// URL", "amqps://user:${RABBITMQ_PASSWORD}@host:5671/vhost")
+			break
+		}
+		if pw, has := u.User.Password(); has && pw != "" {
+			rawURL, _ := url.Parse(raw)
+			rawPW := ""
+			if rawURL != nil {
+				rawPW, _ = rawURL.User.Password()
+			}
+			guest := u.User.Username() == "guest" && pw == "guest" && isLoopback(u.Hostname())
+			if !usesEnv(rawPW) && !usesEnv(raw) && !guest {
+				d.problem(v, p+".url", "plain-text password in the configuration file", "write the password as ${RABBITMQ_PASSWORD} and set it in the environment")
+				break
+			}
+		}
+		if u.Scheme == "amqp" && !isLoopback(u.Hostname()) && !plaintext {
+			d.problem(v, p+".url", fmt.Sprintf("amqp URL to non-loopback host %q sends the password and data in clear text", u.Hostname()), "use amqps://, or set broker.allow_plaintext: true on a trusted network")
+			break
+		}
+		c.URL = Secret(s)
+	case "file":
+		if v := m["path"]; v == nil {
+			d.missing(where(n, exp), p+".path", "the directory for NDJSON batch files, e.g. ./batches")
+		} else if s, ok := d.localPath(v, p+".path"); ok {
+			if s == "" {
+				d.problem(v, p+".path", "must not be empty", "")
+			}
+			c.Path = s
+		}
+	default:
+		d.problem(m["type"], p+".type", fmt.Sprintf("unknown broker type %q", c.Type), "use amqp (RabbitMQ) or file (NDJSON files)")
+	}
+	return c
+}
+
+func (d *decoder) queues(n *yaml.Node, p string) []QueueConfig {
+	n = resolve(n)
+	if n.Kind != yaml.SequenceNode {
+		d.problem(n, p, "must be a list", "- name: my-queue\n  binding_key: fo.#")
+		return nil
+	}
+	var out []QueueConfig
+	for i, qn := range n.Content {
+		qp := fmt.Sprintf("%s[%d]", p, i)
+		m := d.mapping(qn, qp, queueKeys)
+		if m == nil {
+			continue
+		}
+		var q QueueConfig
+		if v := m["name"]; v == nil {
+			d.missing(qn, qp+".name", "the queue name")
+		} else {
+			q.Name, _ = d.str(v, qp+".name")
+		}
+		if v := m["binding_key"]; v != nil {
+			q.BindingKey, _ = d.str(v, qp+".binding_key")
+		}
+		if v := m["quorum"]; v != nil {
+			q.Quorum, _ = d.boolean(v, qp+".quorum")
+		}
+		out = append(out, q)
+	}
+	return out
+}
+
+func (d *decoder) poll(n *yaml.Node, p string) PollConfig {
+	c := PollConfig{Interval: DefaultPollInterval, MaxInterval: DefaultPollMaxInterval, Deadline: DefaultPollDeadline, PackageURLTimeout: DefaultPackageURLTimeout}
+	p = join(p, "poll")
+	if n == nil {
+		return c
+	}
+	m := d.mapping(n, p, sections[3].keys)
+	if m == nil {
+		return c
+	}
+	set := func(key string, dst *time.Duration) {
+		if v := m[key]; v != nil {
+			if x, ok := d.duration(v, p+"."+key); ok {
+				*dst = x
+			}
+		}
+	}
+	set("interval", &c.Interval)
+	set("max_interval", &c.MaxInterval)
+	set("deadline", &c.Deadline)
+	set("package_url_timeout", &c.PackageURLTimeout)
+	if c.MaxInterval < c.Interval {
+		d.problem(where(m["max_interval"], n), p+".max_interval", fmt.Sprintf("%s is shorter than interval %s", c.MaxInterval, c.Interval), "max_interval caps the growing wait, so it must be at least interval")
+	}
+	if c.Deadline < c.Interval {
+		d.problem(where(m["deadline"], n), p+".deadline", fmt.Sprintf("%s is shorter than interval %s", c.Deadline, c.Interval), "the deadline must leave time for several status checks")
+	}
+	return c
+}
+
+// isLoopback reports whether host names this machine.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,280 @@
+package jobs
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// env is the environment the config tests see.
+func env(name string) (string, bool) {
+	v, ok := map[string]string{
+		"FO_TOKEN":      "secret-token",
+		"FO_URL":        "https://contoso.operations.dynamics.com",
+		"MQ_PASSWORD":   "mq-secret",
+		"EMPTY":         "",
+		"RABBITMQ_HOST": "127.0.0.1",
+	}[name]
+	return v, ok
+}
+
+const validConfig = `fo:
+  url: https://contoso.operations.dynamics.com/
+  auth:
+    method: token
+    token: ${FO_TOKEN}
+store:
+  type: dir
+  path: ./data
+  prefix: /exports/
+broker:
+  type: amqp
+  url: amqps://dmf:${MQ_PASSWORD}@mq.example.com:5671/prod
+  confirm_window: 64
+poll:
+  interval: 5s
+exports:
+  - name: customers
+    schedule: "0 2 * * *"
+    definition_group: CustomerExport
+    legal_entity: USMF
+    exchange: fo.exports
+  - name: vendors
+    schedule: "CRON_TZ=Europe/Paris 30 0 3 * * *"
+    definition_group: VendorExport
+    package_name: Vendors
+    legal_entity: DEMF
+    reexecute: true
+    enabled: false
+    routing_key: erp.vendors
+    batch_size: 1000
+    poll:
+      deadline: 30m
+    broker:
+      type: file
+      path: /var/lib/batches
+    fo:
+      url: ${FO_URL}
+`
+
+func TestParseConfigValid(t *testing.T) {
+	cfg, err := ParseConfig("/etc/dmfexport/dmfexport.yaml", []byte(validConfig), env)
+	if err != nil {
+		t.Fatalf("ParseConfig: %v", err)
+	}
+	if len(cfg.Exports) != 2 {
+		t.Fatalf("got %d exports, want 2", len(cfg.Exports))
+	}
+	c, v := cfg.Exports[0], cfg.Exports[1]
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"customers url", c.FO.URL.String(), "https://contoso.operations.dynamics.com"},
+		{"customers token", c.FO.Auth.Token.Reveal(), "secret-token"},
+		{"customers store path", c.Store.Path, "/etc/dmfexport/data"},
+		{"customers store prefix", c.Store.Prefix, "exports"},
+		{"customers package name defaults to group", c.PackageName, "CustomerExport"},
+		{"customers routing key default", c.RoutingKey, "fo.customers"},
+		{"customers batch size default", c.BatchSize, DefaultBatchSize},
+		{"customers enabled default", c.Enabled, true},
+		{"customers broker url", c.Broker.URL.Reveal(), "amqps://dmf:mq-secret@mq.example.com:5671/prod"},
+		{"customers confirm window", c.Broker.ConfirmWindow, 64},
+		{"customers poll interval", c.Poll.Interval, 5 * time.Second},
+		{"customers poll deadline default", c.Poll.Deadline, DefaultPollDeadline},
+		{"customers package url timeout default", c.Poll.PackageURLTimeout, DefaultPackageURLTimeout},
+		{"vendors schedule", v.Schedule, "CRON_TZ=Europe/Paris 30 0 3 * * *"},
+		{"vendors package name", v.PackageName, "Vendors"},
+		{"vendors reexecute", v.ReExecute, true},
+		{"vendors enabled", v.Enabled, false},
+		{"vendors routing key", v.RoutingKey, "erp.vendors"},
+		{"vendors batch size", v.BatchSize, 1000},
+		{"vendors poll override", v.Poll.Deadline, 30 * time.Minute},
+		{"vendors poll inherits interval", v.Poll.Interval, 5 * time.Second},
+		{"vendors broker override type", v.Broker.Type, "file"},
+		{"vendors broker path", v.Broker.Path, "/var/lib/batches"},
+		{"vendors broker inherits window", v.Broker.ConfirmWindow, 64},
+		{"vendors fo url from env", v.FO.URL.Host, "contoso.operations.dynamics.com"},
+		{"vendors fo auth inherited", v.FO.Auth.Token.Reveal(), "secret-token"},
+	}
+	for _, ck := range checks {
+		if ck.got != ck.want {
+			t.Errorf("%s = %v, want %v", ck.name, ck.got, ck.want)
+		}
+	}
+	if e, ok := cfg.Export("vendors"); !ok || e.Name != "vendors" {
+		t.Errorf("Export(vendors) = %v, %v", e, ok)
+	}
+	if _, ok := cfg.Export("nope"); ok {
+		t.Error("Export(nope) found something")
+	}
+}
+
+// TestParseConfigProblems checks each class of problem is reported at the
+// right line and column with a useful hint.
+func TestParseConfigProblems(t *testing.T) {
+	const head = `fo:
+  url: https://contoso.operations.dynamics.com
+  auth:
+    method: token
+    token: ${FO_TOKEN}
+store:
+  path: ./data
+broker:
+  url: amqp://guest:guest@127.0.0.1:5672/
+exports:
+`
+	// Line 11 is the first line after head.
+	tests := []struct {
+		name    string
+		config  string
+		want    []string // substrings of the rendered problems, in order
+		wantLen int
+	}{
+		{"unknown key with suggestion", head + "  - name: a\n    shedule: '@daily'\n    definition_group: G\n    legal_entity: USMF\n",
+			[]string{`x.yaml:12:5: exports[0](a).shedule: unknown key "shedule" (hint: did you mean "schedule"?)`, `x.yaml:11:5: exports[0](a).schedule: missing required key "schedule"`}, 2},
+		{"unknown top-level key", "fo_url: x\n" + head + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF}\n",
+			[]string{`x.yaml:1:1: fo_url: unknown key "fo_url"`}, 1},
+		{"unknown key without suggestion", head + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF, colour: red}\n",
+			[]string{`exports[0](a).colour: unknown key "colour" (hint: valid keys here: name, schedule`}, 1},
+		{"bad cron", head + "  - name: a\n    schedule: '0 25 * * *'\n    definition_group: G\n    legal_entity: USMF\n",
+			[]string{`x.yaml:12:15: exports[0](a).schedule: bad cron expression "0 25 * * *"`}, 1},
+		{"duplicate job name", head + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF}\n  - {name: a, schedule: '@daily', definition_group: H, legal_entity: USMF}\n",
+			[]string{`x.yaml:12:5: exports[1].name: duplicate export name "a" (first at line 11)`}, 1},
+		{"missing fields", head + "  - name: a\n",
+			[]string{`x.yaml:11:5: exports[0](a).schedule: missing required key "schedule"`, `exports[0](a).definition_group: missing required key "definition_group"`, `exports[0](a).legal_entity: missing required key "legal_entity"`}, 3},
+		{"bad URL", strings.Replace(head, "https://contoso.operations.dynamics.com", "contoso", 1) + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF}\n",
+			[]string{`x.yaml:2:8: fo.url: "contoso" is not an http(s) URL`}, 1},
+		{"plain-text token", strings.Replace(head, "${FO_TOKEN}", "eyJhbGciOi", 1) + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF}\n",
+			[]string{`x.yaml:5:12: fo.auth.token: plain-text secret in the configuration file (hint: write token: ${FO_TOKEN}`}, 1},
+		{"plain-text broker password", strings.Replace(head, "guest:guest", "app:hunter2", 1) + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF}\n",
+			[]string{`x.yaml:9:8: broker.url: plain-text password`}, 1},
+		{"http to non-loopback host", strings.Replace(head, "https://contoso", "http://contoso", 1) + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF}\n",
+			[]string{`x.yaml:2:8: fo.url: http URL to non-loopback host "contoso.operations.dynamics.com" (hint: use https`}, 1},
+		{"amqp to non-loopback host", strings.Replace(head, "guest:guest@127.0.0.1", "app:${MQ_PASSWORD}@mq.example.com", 1) + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF}\n",
+			[]string{`x.yaml:9:8: broker.url: amqp URL to non-loopback host "mq.example.com"`}, 1},
+		{"unset variable", strings.Replace(head, "${FO_TOKEN}", "${NOPE}", 1) + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF}\n",
+			[]string{`x.yaml:5:12: fo.auth.token: environment variable NOPE is not set`}, 1},
+		{"wrong types", head + "  - name: a\n    schedule: '@daily'\n    definition_group: G\n    legal_entity: USMF\n    batch_size: lots\n    enabled: maybe\n    poll: {interval: soon}\n",
+			[]string{`x.yaml:15:17: exports[0](a).batch_size: "lots" is not a whole number`, `x.yaml:16:14: exports[0](a).enabled: "maybe" is not true or false`, `x.yaml:17:22: exports[0](a).poll.interval: "soon" is not a duration`}, 3},
+		{"out of range", head + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF, batch_size: 0}\n",
+			[]string{`exports[0](a).batch_size: 0 is out of range (hint: use a value from 1 to 1000000)`}, 1},
+		{"bad name", head + "  - {name: 'a b', schedule: '@daily', definition_group: G, legal_entity: USMF}\n",
+			[]string{`exports[0].name: "a b" is not a valid name`}, 1},
+		{"duplicate key", head + "  - name: a\n    name: b\n    schedule: '@daily'\n    definition_group: G\n    legal_entity: USMF\n",
+			[]string{`x.yaml:12:5: exports[0](a).name: key "name" given twice (first at line 11)`}, 1},
+		{"unknown auth method", strings.Replace(head, "method: token", "method: password", 1) + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF}\n",
+			[]string{`x.yaml:4:13: fo.auth.method: unknown auth method "password"`}, 1},
+		{"yaml syntax", "fo:\n  url: [unclosed\n", []string{`x.yaml:`, `YAML: `}, 1},
+		{"no exports", "fo:\n  url: https://x.example\n", []string{`x.yaml:1:1: exports: missing required key "exports"`}, 1},
+		{"empty file", "", []string{`x.yaml: the file is empty`}, 1},
+		{"poll intervals inconsistent", head + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF, poll: {interval: 1m, max_interval: 10s}}\n",
+			[]string{`exports[0](a).poll.max_interval: 10s is shorter than interval 1m0s`}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig("conf/x.yaml", []byte(tt.config), env)
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("ParseConfig error = %v, want a *ConfigError", err)
+			}
+			msg := err.Error()
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("problems do not contain %q:\n%s", w, msg)
+				}
+			}
+			if len(ce.Problems) != tt.wantLen {
+				t.Errorf("got %d problems, want %d:\n%s", len(ce.Problems), tt.wantLen, msg)
+			}
+		})
+	}
+}
+
+func TestExpandEnv(t *testing.T) {
+	tests := []struct {
+		in, want string
+		wantErr  bool
+	}{
+		{"plain", "plain", false},
+		{"${FO_TOKEN}", "secret-token", false},
+		{"a-${FO_TOKEN}-b", "a-secret-token-b", false},
+		{"$$HOME", "$HOME", false},
+		{"cost $5", "cost $5", false},
+		{"${EMPTY}", "", false},
+		{"${NOPE}", "", true},
+		{"${FO_TOKEN", "", true},
+		{"${1BAD}", "", true},
+	}
+	for _, tt := range tests {
+		got, err := expandEnv(tt.in, env)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("expandEnv(%q) = %q, %v; want %q, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	s := Secret("hunter2")
+	for _, out := range []string{s.String(), s.LogValue().String()} {
+		if strings.Contains(out, "hunter2") {
+			t.Errorf("secret printed: %q", out)
+		}
+	}
+	if s.Reveal() != "hunter2" {
+		t.Error("Reveal lost the value")
+	}
+}
+
+// TestShippedConfigs loads the configurations the project ships, so they
+// can never drift from what the loader accepts.
+func TestShippedConfigs(t *testing.T) {
+	lookup := func(name string) (string, bool) {
+		return map[string]string{
+			"DMFSIM_URL": "http://127.0.0.1:8089", "FO_TOKEN": "t", "RABBITMQ_PASSWORD": "p",
+			"AZURE_CLIENT_SECRET": "s",
+		}[name], true
+	}
+	for _, name := range []string{"example.yaml", "demo.yaml"} {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join("..", "configs", name)
+			data, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := ParseConfig(p, data, lookup)
+			if err != nil {
+				t.Fatalf("%s does not load: %v", name, err)
+			}
+			if len(cfg.Exports) == 0 {
+				t.Errorf("%s has no exports", name)
+			}
+		})
+	}
+}
+
+// FuzzParseConfig checks the loader never panics and that whatever it
+// accepts is fully valid.
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(validConfig))
+	f.Add([]byte("exports:\n  - name: a\n    schedule: '@daily'\n"))
+	f.Add([]byte("a: &x {b: 1}\nfo: *x\nexports: [{<<: *x}]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := ParseConfig("f.yaml", data, env)
+		if err != nil {
+			var ce *ConfigError
+			if errors.As(err, &ce) && len(ce.Problems) == 0 {
+				t.Fatal("ConfigError without problems")
+			}
+			return
+		}
+		for _, e := range cfg.Exports {
+			if e.Name == "" || e.FO.URL == nil || e.BatchSize < 1 || e.Poll.Interval <= 0 {
+				t.Fatalf("accepted an incomplete export: %+v", e)
+			}
+		}
+	})
+}

@@ -1,0 +1,145 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"path"
+	"slices"
+	"time"
+
+	"github.com/dmfexport/dmfexport/unpack"
+)
+
+// State is where a run is in its lifecycle. A run moves forward only:
+// pending → exporting → downloading → unpacking → publishing → one of the
+// final states.
+type State string
+
+// Run states, in lifecycle order.
+const (
+	StatePending            State = "pending"
+	StateExporting          State = "exporting"
+	StateDownloading        State = "downloading"
+	StateUnpacking          State = "unpacking"
+	StatePublishing         State = "publishing"
+	StateSucceeded          State = "succeeded"
+	StatePartiallySucceeded State = "partially_succeeded"
+	StateFailed             State = "failed"
+)
+
+// Final reports whether no more work will happen for a run in this state.
+func (s State) Final() bool {
+	return s == StateSucceeded || s == StatePartiallySucceeded || s == StateFailed
+}
+
+// RunRecord is the durable account of one run of one export, written to the
+// store at every state change so an operator (and a later resume) can see
+// exactly how far it got. It never holds secrets: the package URL is stored
+// redacted.
+type RunRecord struct {
+	Job         string    `json:"job"`
+	RunID       string    `json:"run_id"`
+	Trigger     string    `json:"trigger"` // "schedule", "manual" or "demo"
+	ScheduledAt time.Time `json:"scheduled_at,omitzero"`
+	StartedAt   time.Time `json:"started_at"`
+	FinishedAt  time.Time `json:"finished_at,omitzero"`
+	State       State     `json:"state"`
+	Error       string    `json:"error,omitempty"`
+
+	DefinitionGroup string `json:"definition_group"`
+	LegalEntity     string `json:"legal_entity"`
+	ExecutionID     string `json:"execution_id,omitempty"`
+	ExecutionStatus string `json:"execution_status,omitempty"`
+	PackageURL      string `json:"package_url,omitempty"` // redacted
+	PackageKey      string `json:"package_key,omitempty"`
+	PackageBytes    int64  `json:"package_bytes,omitempty"`
+	PackageSHA256   string `json:"package_sha256,omitempty"`
+	Unpacked        bool   `json:"unpacked"` // true only once every entity object is written
+
+	Entities []EntityRecord `json:"entities,omitempty"`
+
+	Durations map[string]string `json:"durations,omitempty"` // per step, e.g. "export": "12.5s"
+}
+
+// EntityRecord is one entity's part of a run.
+type EntityRecord struct {
+	Entity       string `json:"entity"`
+	File         string `json:"file"`
+	SourceFormat string `json:"source_format"`
+	Format       string `json:"format"`
+	Sheet        string `json:"sheet,omitempty"`
+	Key          string `json:"key"`
+	Bytes        int64  `json:"bytes"`
+	SHA256       string `json:"sha256"`
+	State        State  `json:"state"`
+	Rows         int64  `json:"rows"`
+	Batches      int64  `json:"batches"`
+	Error        string `json:"error,omitempty"`
+}
+
+// runPrefix is the store folder of one run: "<prefix>/<job>/<run id>".
+func runPrefix(storePrefix, job, runID string) string {
+	return path.Join(storePrefix, unpack.EscapeName(job), unpack.EscapeName(runID))
+}
+
+// recordKey is where a run's record lives.
+func recordKey(storePrefix, job, runID string) string {
+	return path.Join(runPrefix(storePrefix, job, runID), "run.json")
+}
+
+// saveRecord writes rec as indented JSON; the store makes the write atomic,
+// so a reader sees the previous or the new record, never a torn one.
+func saveRecord(ctx context.Context, st unpack.Store, storePrefix string, rec *RunRecord) error {
+	b, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode run record: %w", err)
+	}
+	meta := map[string]string{"job": rec.Job, "run": rec.RunID, "state": string(rec.State)}
+	if _, err := st.Put(ctx, recordKey(storePrefix, rec.Job, rec.RunID), bytes.NewReader(b), meta); err != nil {
+		return fmt.Errorf("write run record %s/%s: %w", rec.Job, rec.RunID, err)
+	}
+	return nil
+}
+
+// LoadRecords returns the run records of job (every job when job is ""),
+// newest first.
+func LoadRecords(ctx context.Context, st unpack.Store, storePrefix, job string) ([]*RunRecord, error) {
+	prefix := storePrefix
+	if job != "" {
+		prefix = path.Join(storePrefix, unpack.EscapeName(job)) + "/"
+	} else if prefix != "" {
+		prefix += "/"
+	}
+	objs, err := st.List(ctx, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("list run records: %w", err)
+	}
+	var recs []*RunRecord
+	for _, o := range objs {
+		if path.Base(o.Key) != "run.json" {
+			continue
+		}
+		rec, err := readRecord(ctx, st, o.Key)
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, rec)
+	}
+	slices.SortStableFunc(recs, func(a, b *RunRecord) int { return b.StartedAt.Compare(a.StartedAt) })
+	return recs, nil
+}
+
+func readRecord(ctx context.Context, st unpack.Store, key string) (*RunRecord, error) {
+	rc, err := st.Open(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("read run record %s: %w", key, err)
+	}
+	defer rc.Close()
+	var rec RunRecord
+	if err := json.NewDecoder(rc).Decode(&rec); err != nil {
+		return nil, fmt.Errorf("read run record %s: %w", key, err)
+	}
+	return &rec, nil
+}

@@ -1,0 +1,110 @@
+package publish
+
+import (
+	"time"
+)
+
+// batchEncoder builds batch bodies. Rows are encoded as they arrive into a
+// buffer reused from batch to batch; the parts that never change within an
+// entity are encoded once.
+type batchEncoder struct {
+	source  []byte   // `"dmfexport/<job>"`
+	data    []byte   // `"job":..,"run_id":..,"execution_id":..,"entity":..,`
+	subject []byte   // `"<entity>"`
+	columns []byte   // `["A","B"]`
+	keys    [][]byte // `"A":` per column
+	buf     []byte   // encoded rows of the current batch, comma separated
+
+	rows       int   // rows in the current batch
+	firstRow   int64 // 1-based data row number of the batch's first row
+	batchIndex int64
+}
+
+func (e *batchEncoder) init(o EntityOptions, header []string) {
+	e.source = appendJSONString(nil, "dmfexport/"+o.Job)
+	e.subject = appendJSONString(nil, o.Entity)
+	d := append([]byte(nil), `"job":`...)
+	d = appendJSONString(d, o.Job)
+	d = append(d, `,"run_id":`...)
+	d = appendJSONString(d, o.RunID)
+	d = append(d, `,"execution_id":`...)
+	d = appendJSONString(d, o.ExecutionID)
+	d = append(d, `,"entity":`...)
+	d = appendJSONString(d, o.Entity)
+	e.data = append(d, ',')
+	c := append([]byte(nil), '[')
+	e.keys = make([][]byte, len(header))
+	for i, h := range header {
+		if i > 0 {
+			c = append(c, ',')
+		}
+		c = appendJSONString(c, h)
+		e.keys[i] = append(appendJSONString(nil, h), ':')
+	}
+	e.columns = append(c, ']')
+	e.firstRow = 1
+}
+
+// addRow encodes one row as a JSON object; rec must have one value per column.
+func (e *batchEncoder) addRow(rec []string) {
+	b := e.buf
+	if e.rows > 0 {
+		b = append(b, ',')
+	}
+	b = append(b, '{')
+	for i, v := range rec {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, e.keys[i]...)
+		b = appendJSONString(b, v)
+	}
+	e.buf = append(b, '}')
+	e.rows++
+}
+
+// rowBytes is the size of the rows encoded so far in this batch.
+func (e *batchEncoder) rowBytes() int { return len(e.buf) }
+
+// body returns a freshly allocated message body for the current batch.
+func (e *batchEncoder) body(id string, t time.Time, last bool) []byte {
+	var ts [40]byte
+	tb := t.UTC().AppendFormat(ts[:0], time.RFC3339Nano)
+	n := 320 + len(e.source) + 2*len(id) + len(tb) + len(e.subject) + len(e.data) + len(e.columns) + len(e.buf)
+	b := make([]byte, 0, n)
+	b = append(b, `{"specversion":"1.0","type":"`+EventType+`","source":`...)
+	b = append(b, e.source...)
+	b = append(b, `,"id":`...)
+	b = appendJSONString(b, id)
+	b = append(b, `,"time":"`...)
+	b = append(b, tb...)
+	b = append(b, `","subject":`...)
+	b = append(b, e.subject...)
+	b = append(b, `,"datacontenttype":"application/json","data":{"version":1,`...)
+	b = append(b, e.data...)
+	b = append(b, `"batch_index":`...)
+	b = appendJSONInt(b, e.batchIndex)
+	if last {
+		b = append(b, `,"batch_count":`...)
+		b = appendJSONInt(b, e.batchIndex+1)
+		b = append(b, `,"last_batch":true`...)
+	} else {
+		b = append(b, `,"batch_count":null,"last_batch":false`...)
+	}
+	b = append(b, `,"first_row":`...)
+	b = appendJSONInt(b, e.firstRow)
+	b = append(b, `,"row_count":`...)
+	b = appendJSONInt(b, int64(e.rows))
+	b = append(b, `,"columns":`...)
+	b = append(b, e.columns...)
+	b = append(b, `,"rows":[`...)
+	b = append(b, e.buf...)
+	return append(b, "]}}"...)
+}
+
+// reset starts the next batch, keeping the row buffer's capacity.
+func (e *batchEncoder) reset() {
+	e.buf = e.buf[:0]
+	e.rows = 0
+	e.batchIndex++
+}

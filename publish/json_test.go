@@ -1,0 +1,99 @@
+package publish
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestAppendJSONString(t *testing.T) {
+	tests := []struct {
+		name, in, want string
+	}{
+		{"empty", "", `""`},
+		{"plain", "abc 123", `"abc 123"`},
+		{"quote and backslash", `a"b\c`, `"a\"b\\c"`},
+		{"named controls", "\n\r\t\b\f", `"\n\r\t\b\f"`},
+		{"other controls", "\x00\x01\x1f\x7f", `"\u0000\u0001\u001f` + "\x7f" + `"`},
+		{"invalid utf8", "a\xffb\xc3", `"a\ufffdb\ufffd"`},
+		{"line separators", "x\u2028y\u2029z", `"x\u2028y\u2029z"`},
+		{"multibyte kept", "Zürich 東京 😀", `"Zürich 東京 😀"`},
+		{"html kept", "<a&b>", `"<a&b>"`},
+		{"replacement char kept", "\ufffd", "\"\ufffd\""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := string(appendJSONString(nil, tt.in))
+			if got != tt.want {
+				t.Errorf("appendJSONString(%q): want %s, got %s", tt.in, tt.want, got)
+			}
+			if !json.Valid([]byte(got)) {
+				t.Errorf("appendJSONString(%q) = %s is not valid JSON", tt.in, got)
+			}
+		})
+	}
+}
+
+// TestJSONStringRoundTrip checks that nasty strings survive encoding and
+// decoding exactly (valid UTF-8) or with U+FFFD in place of bad bytes.
+func TestJSONStringRoundTrip(t *testing.T) {
+	nasty := []string{
+		"", `"`, `\`, `\"`, "\\u0000", "\x00", "line1\r\nline2", "tab\there",
+		"\u2028\u2029", "😀", "\xed\xa0\x80", "\xf4\x90\x80\x80", "a\xffb",
+		strings.Repeat("x\"\\\n", 1000), "}{][,:", "\u007f\u0080\u009f",
+	}
+	for _, s := range nasty {
+		b := appendJSONString([]byte("prefix"), s)[len("prefix"):]
+		var got string
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Errorf("decode %s (from %q): %v", b, s, err)
+			continue
+		}
+		want := strings.ToValidUTF8(s, "\ufffd")
+		if !utf8.ValidString(s) {
+			// Go's decoder and ours both replace each bad byte: compare
+			// against the per-byte replacement.
+			want = perByteReplacement(s)
+		}
+		if got != want {
+			t.Errorf("round trip of %q: want %q, got %q", s, want, got)
+		}
+	}
+}
+
+func perByteReplacement(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			b.WriteRune(utf8.RuneError)
+		} else {
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+func FuzzJSONString(f *testing.F) {
+	for _, s := range []string{"", "a", `"\`, "\x00\n\u2028", "\xff", "😀", "\xed\xa0\x80"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		b := appendJSONString(nil, s)
+		if !json.Valid(b) {
+			t.Fatalf("not valid JSON for %q: %s", s, b)
+		}
+		var got string
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("decode %s: %v", b, err)
+		}
+		if want := perByteReplacement(s); got != want {
+			t.Fatalf("round trip of %q: want %q, got %q", s, want, got)
+		}
+		if utf8.ValidString(s) && got != s {
+			t.Fatalf("valid UTF-8 %q decoded as %q", s, got)
+		}
+	})
+}

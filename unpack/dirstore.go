@@ -1,0 +1,317 @@
+package unpack
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+const (
+	// metaSuffix names the sidecar file holding an object's metadata.
+	metaSuffix = ".meta.json"
+	// tmpPrefix starts the names of files being written; List and Stat never
+	// show them, so an interrupted Put leaves no visible object.
+	tmpPrefix = ".dmfstore-tmp-"
+)
+
+// DirStore is a Store in a local directory: key "a/b/c" is the file
+// <root>/a/b/c and its metadata is the sidecar <root>/a/b/c.meta.json.
+//
+// Put writes a temporary file in the object's directory, syncs it, writes the
+// sidecar (itself atomically), then renames the data file into place, so a
+// reader sees the previous object or the new one, never a partial one. Keys
+// with a segment ending in ".meta.json" or starting with ".dmfstore-tmp-"
+// are rejected because they would collide with those internal files.
+// DirStore is safe for concurrent use; concurrent Puts of one key end with one
+// of them whole (its metadata may come from the other).
+type DirStore struct {
+	root string
+}
+
+var _ Store = (*DirStore)(nil)
+
+// NewDirStore returns a store rooted at root, creating the directory if needed.
+func NewDirStore(root string) (*DirStore, error) {
+	if root == "" {
+		return nil, errors.New("open directory store: empty path")
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("open directory store %s: %w", root, err)
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("open directory store %s: %w", root, err)
+	}
+	return &DirStore{root: abs}, nil
+}
+
+// Root returns the absolute directory the store keeps its objects in.
+func (s *DirStore) Root() string { return s.root }
+
+func (s *DirStore) checkKey(key string) error {
+	if err := ValidKey(key); err != nil {
+		return err
+	}
+	for _, seg := range strings.Split(key, "/") {
+		if strings.HasSuffix(seg, metaSuffix) || strings.HasPrefix(seg, tmpPrefix) {
+			return fmt.Errorf("invalid store key %q: segment %q is reserved by the directory store", key, seg)
+		}
+	}
+	return nil
+}
+
+func (s *DirStore) file(key string) string {
+	return filepath.Join(s.root, filepath.FromSlash(key))
+}
+
+// Put implements Store.
+func (s *DirStore) Put(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error) {
+	if err := s.checkKey(key); err != nil {
+		return Object{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return Object{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	name := s.file(key)
+	dir := filepath.Dir(name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Object{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	tmp, err := os.CreateTemp(dir, tmpPrefix+"*")
+	if err != nil {
+		return Object{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	buf := make([]byte, 1<<20)
+	n, err := io.CopyBuffer(struct{ io.Writer }{tmp}, ctxReader{ctx, r}, buf)
+	if err != nil {
+		return Object{}, fmt.Errorf("put %s: write: %w", key, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return Object{}, fmt.Errorf("put %s: sync: %w", key, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return Object{}, fmt.Errorf("put %s: close: %w", key, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return Object{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	m := lowerMeta(meta)
+	if err := writeFileAtomic(dir, name+metaSuffix, m); err != nil {
+		return Object{}, fmt.Errorf("put %s: write metadata: %w", key, err)
+	}
+	if err := os.Rename(tmp.Name(), name); err != nil {
+		return Object{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	committed = true
+	syncDir(dir)
+	fi, err := os.Stat(name)
+	if err != nil {
+		return Object{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	return Object{Key: key, Size: n, ModTime: fi.ModTime(), Meta: m}, nil
+}
+
+// writeFileAtomic writes meta as JSON to name through a synced temporary file.
+func writeFileAtomic(dir, name string, meta map[string]string) error {
+	b, err := json.Marshal(meta)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, tmpPrefix+"*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // no-op after a successful rename
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), name)
+}
+
+// syncDir makes renames in dir durable; failure is ignored because some
+// platforms and file systems cannot sync directories.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}
+
+// Open implements Store.
+func (s *DirStore) Open(ctx context.Context, key string) (io.ReadCloser, error) {
+	if err := s.checkKey(key); err != nil {
+		return nil, fmt.Errorf("open %s: %w", key, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("open %s: %w", key, err)
+	}
+	f, err := os.Open(s.file(key))
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", key, notExist(err))
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("open %s: %w", key, ErrNotExist)
+	}
+	return f, nil
+}
+
+// notExist maps the file system's "not found" errors to ErrNotExist.
+func notExist(err error) error {
+	if errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
+		return fmt.Errorf("%w: %w", ErrNotExist, err)
+	}
+	return err
+}
+
+// isNotDir reports the error of looking up "a/b" when "a" is a file.
+func isNotDir(err error) bool {
+	return errors.Is(err, syscall.ENOTDIR)
+}
+
+// Stat implements Store.
+func (s *DirStore) Stat(ctx context.Context, key string) (Object, error) {
+	if err := s.checkKey(key); err != nil {
+		return Object{}, fmt.Errorf("stat %s: %w", key, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return Object{}, fmt.Errorf("stat %s: %w", key, err)
+	}
+	o, err := s.stat(key)
+	if err != nil {
+		return Object{}, fmt.Errorf("stat %s: %w", key, err)
+	}
+	return o, nil
+}
+
+func (s *DirStore) stat(key string) (Object, error) {
+	name := s.file(key)
+	fi, err := os.Stat(name)
+	if err != nil {
+		return Object{}, notExist(err)
+	}
+	if !fi.Mode().IsRegular() {
+		return Object{}, ErrNotExist
+	}
+	meta := map[string]string{}
+	b, err := os.ReadFile(name + metaSuffix)
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(b, &meta); err != nil {
+			return Object{}, fmt.Errorf("read metadata %s: %w", name+metaSuffix, err)
+		}
+		if meta == nil {
+			meta = map[string]string{}
+		}
+	case errors.Is(err, fs.ErrNotExist):
+	default:
+		return Object{}, fmt.Errorf("read metadata: %w", err)
+	}
+	return Object{Key: key, Size: fi.Size(), ModTime: fi.ModTime(), Meta: meta}, nil
+}
+
+// List implements Store. It walks only the directory the prefix's folder part
+// names, so listing one run does not read the whole store.
+func (s *DirStore) List(ctx context.Context, prefix string) ([]Object, error) {
+	start := s.root
+	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
+		dir := prefix[:i]
+		if ValidKey(dir) != nil {
+			// No valid key lives under a malformed folder.
+			return []Object{}, nil
+		}
+		start = s.file(dir)
+	}
+	var out []Object
+	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
+				if p == start {
+					return filepath.SkipAll
+				}
+				return nil // removed while walking
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.IsDir() || !d.Type().IsRegular() {
+			return nil
+		}
+		base := d.Name()
+		if strings.HasSuffix(base, metaSuffix) || strings.HasPrefix(base, tmpPrefix) {
+			return nil
+		}
+		rel, err := filepath.Rel(s.root, p)
+		if err != nil {
+			return err
+		}
+		key := filepath.ToSlash(rel)
+		if !strings.HasPrefix(key, prefix) || s.checkKey(key) != nil {
+			return nil
+		}
+		o, err := s.stat(key)
+		if errors.Is(err, ErrNotExist) {
+			return nil // deleted while listing
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		out = append(out, o)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %q: %w", prefix, err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	if out == nil {
+		out = []Object{}
+	}
+	return out, nil
+}
+
+// Delete implements Store. It removes the data file first so the object
+// disappears at once, then its metadata.
+func (s *DirStore) Delete(ctx context.Context, key string) error {
+	if err := s.checkKey(key); err != nil {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	name := s.file(key)
+	if fi, err := os.Lstat(name); err == nil && fi.IsDir() {
+		return nil // a folder of other objects, not an object
+	}
+	for _, n := range []string{name, name + metaSuffix} {
+		if err := os.Remove(n); err != nil && !errors.Is(err, fs.ErrNotExist) && !isNotDir(err) {
+			return fmt.Errorf("delete %s: %w", key, err)
+		}
+	}
+	syncDir(filepath.Dir(name))
+	return nil
+}

@@ -1,0 +1,67 @@
+package unpack
+
+import "testing"
+
+func TestEscapeName(t *testing.T) {
+	tests := []struct {
+		name, in, want string
+	}{
+		{"plain", "Customers V3", "Customers V3"},
+		{"kept punctuation", "a-b_c.d (e)", "a-b_c.d (e)"},
+		{"slash colon", "a/b:c d", "a%2Fb%3Ac d"},
+		{"percent", "100%", "100%25"},
+		{"backslash", `a\b`, "a%5Cb"},
+		{"dot", ".", "%2E"},
+		{"dot dot", "..", "%2E%2E"},
+		{"three dots stay", "...", "..."},
+		{"empty", "", "_"},
+		{"underscore alone", "_", "%5F"},
+		{"non-ASCII", "Café", "Caf%C3%A9"},
+		{"control", "a\nb\x00", "a%0Ab%00"},
+		{"execution id", "Export-2024-03-01_10:00:00-9f2", "Export-2024-03-01_10%3A00%3A00-9f2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := EscapeName(tt.in)
+			if got != tt.want {
+				t.Errorf("EscapeName(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+			if err := ValidKey(got); err != nil {
+				t.Errorf("EscapeName(%q) = %q is not a valid key: %v", tt.in, got, err)
+			}
+			back, err := UnescapeName(got)
+			if err != nil || back != tt.in {
+				t.Errorf("UnescapeName(%q) = %q, %v; want %q", got, back, err, tt.in)
+			}
+		})
+	}
+}
+
+func TestUnescapeNameErrors(t *testing.T) {
+	for _, in := range []string{"", "%", "%4", "%G0", "a/b", "a:b", "Caf\xc3\xa9"} {
+		t.Run(in, func(t *testing.T) {
+			if got, err := UnescapeName(in); err == nil {
+				t.Errorf("UnescapeName(%q) = %q, nil; want an error", in, got)
+			}
+		})
+	}
+	if got, err := UnescapeName("a%2fb"); err != nil || got != "a/b" {
+		t.Errorf("UnescapeName(lower-case hex) = %q, %v; want %q", got, err, "a/b")
+	}
+}
+
+func FuzzEscapeName(f *testing.F) {
+	for _, s := range []string{"", "_", ".", "..", "a/b:c d", "Café", "%"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		e := EscapeName(s)
+		if err := ValidKey(e); err != nil {
+			t.Fatalf("EscapeName(%q) = %q: %v", s, e, err)
+		}
+		back, err := UnescapeName(e)
+		if err != nil || back != s {
+			t.Fatalf("UnescapeName(EscapeName(%q)) = %q, %v", s, back, err)
+		}
+	})
+}

@@ -1,0 +1,552 @@
+package unpack
+
+import (
+	"archive/zip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"path"
+	"strings"
+)
+
+// Default limits of ExplodeOptions.
+const (
+	DefaultMaxEntryBytes = 64 << 30
+	DefaultMaxTotalBytes = 256 << 30
+	DefaultMaxRatio      = 1000
+	// ratioExemptBytes: entries smaller than this are not ratio-checked;
+	// header-only CSV files compress extremely well and are harmless.
+	ratioExemptBytes = 1 << 20
+)
+
+// ExplodeOptions says where Explode stores entity objects and which limits
+// protect it from hostile packages.
+type ExplodeOptions struct {
+	Prefix        string            // key prefix for entity objects, e.g. "jobs/x/run/entities"; "" stores at the top
+	Meta          map[string]string // metadata added to every object (job, run, executionid)
+	MaxEntryBytes int64             // per-entry uncompressed limit; 0 → 64 GiB
+	MaxTotalBytes int64             // whole package uncompressed; 0 → 256 GiB
+	MaxRatio      int64             // uncompressed/compressed per entry; 0 → 1000 (entries < 1 MiB exempt)
+}
+
+// EntityObject is one manifest entity and what became of it.
+type EntityObject struct {
+	Entity       string // EntityName from the manifest
+	File         string // the zip entry holding the entity ("" if none was found)
+	SourceFormat string // SourceFormat from the manifest
+	Sheet        string // ExcelWorkSheetName from the manifest
+	// Format is "csv", "xlsx", "xml" or "unknown": taken from SourceFormat,
+	// else from the file extension (csv, txt, tsv → "csv"; a file without
+	// extension counts as csv, F&O's default, as in Key).
+	Format string
+	// Key is the store key: Prefix + "/" + EscapeName(Entity) + "." + the
+	// lower-case extension of File ("csv" if none). "" when Err is set.
+	Key    string
+	Size   int64  // bytes stored
+	SHA256 string // hex SHA-256 of the entity file bytes
+	// Err is a problem with this entity alone: listed in the manifest but
+	// missing from (or ambiguous in) the package, over a limit, or sharing
+	// its key with an earlier entity. Nothing is stored for it.
+	Err error
+}
+
+// Result describes an exploded package.
+type Result struct {
+	Manifest *Manifest
+	Header   *PackageHeader // nil if PackageHeader.xml is absent (allowed)
+	Entities []EntityObject // manifest order; disabled entities with no file are skipped
+	Unlisted []string       // zip entries (zip order) that are neither the XML files nor listed entity files
+}
+
+// Explode stores each entity file of the data package at zipPath as one
+// object in st and reports what it stored.
+//
+// Before writing anything it rejects, with an error naming the entry, a file
+// that is not a zip, a package without Manifest.xml, unsafe entry names
+// (absolute, drive letter, ".." segment, NUL), names that differ only in case,
+// encrypted entries, compression other than Store/Deflate, and declared sizes
+// or compression ratios over the limits. It then reads every entity file once
+// to compute its SHA-256 (so the hash can be part of the object's metadata,
+// which Put takes up front) and to verify the zip checksums: a corrupt entry
+// fails the whole package, still before anything is written. Finally it
+// streams each entity into st.Put, checking the bytes hash the same again.
+//
+// Each object's metadata is opts.Meta plus "entity", "file", "sourceformat",
+// "format", "sha256" and, when set, "sheet". Objects are whole or absent
+// (Put is atomic), and exploding the same package again stores the same
+// objects. Cancelling ctx stops at the next read; objects already stored stay.
+func Explode(ctx context.Context, zipPath string, st Store, opts ExplodeOptions) (*Result, error) {
+	if opts.MaxEntryBytes <= 0 {
+		opts.MaxEntryBytes = DefaultMaxEntryBytes
+	}
+	if opts.MaxTotalBytes <= 0 {
+		opts.MaxTotalBytes = DefaultMaxTotalBytes
+	}
+	if opts.MaxRatio <= 0 {
+		opts.MaxRatio = DefaultMaxRatio
+	}
+	prefix := strings.Trim(opts.Prefix, "/")
+	if prefix != "" {
+		if err := ValidKey(prefix); err != nil {
+			return nil, fmt.Errorf("explode package: key prefix: %w", err)
+		}
+	}
+
+	zr, err := zip.OpenReader(zipPath)
+	if err != nil && !(errors.Is(err, zip.ErrInsecurePath) && zr != nil) {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("open package: %w", err)
+		}
+		return nil, fmt.Errorf("not a valid zip package (truncated download or not a package?): %w", err)
+	}
+	defer zr.Close()
+
+	entries, err := checkEntries(zr.File, opts)
+	if err != nil {
+		return nil, err
+	}
+	pkg, err := readPackageXML(entries)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Manifest: pkg.manifest, Header: pkg.header, Entities: []EntityObject{}}
+
+	plans, used := planEntities(entries, pkg, prefix)
+	for _, e := range entries {
+		if !e.dir && !used[e.f] {
+			res.Unlisted = append(res.Unlisted, e.f.Name)
+		}
+	}
+
+	// Pass 1: hash and verify every entity file before writing anything.
+	sums := map[*zip.File]fileSum{}
+	var total int64
+	for i := range plans {
+		p := &plans[i]
+		if p.obj.Err != nil {
+			continue
+		}
+		s, ok := sums[p.f]
+		if !ok {
+			s, err = hashEntry(ctx, p.f, opts, total)
+			if err != nil {
+				return nil, err
+			}
+			sums[p.f] = s
+			if s.err == nil {
+				total += s.size
+			}
+		}
+		if s.err != nil {
+			p.obj.Err = fmt.Errorf("entity %q: %w", p.obj.Entity, s.err)
+			p.obj.Key = ""
+			continue
+		}
+		p.obj.Size, p.obj.SHA256 = s.size, s.sum
+	}
+
+	// Pass 2: store.
+	for i := range plans {
+		p := &plans[i]
+		if p.obj.Err == nil {
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("explode package: %w", err)
+			}
+			if err := storeEntity(ctx, st, p, opts.Meta); err != nil {
+				return nil, err
+			}
+		}
+		res.Entities = append(res.Entities, p.obj)
+	}
+	return res, nil
+}
+
+// entry is a zip entry with its name normalised for matching: '\' turned
+// into '/', "." and empty segments removed.
+type entry struct {
+	f     *zip.File
+	clean string // normalised name
+	lower string // strings.ToLower(clean)
+	dir   bool
+}
+
+// checkEntries rejects hostile or unsupported entries and returns the
+// entries in zip order.
+func checkEntries(files []*zip.File, opts ExplodeOptions) ([]entry, error) {
+	out := make([]entry, 0, len(files))
+	seen := map[string]string{}
+	var total uint64
+	for _, f := range files {
+		name := f.Name
+		bad := func(format string, args ...any) error {
+			return fmt.Errorf("unsafe package: entry %q: %s", name, fmt.Sprintf(format, args...))
+		}
+		n := strings.ReplaceAll(name, `\`, "/")
+		switch {
+		case name == "":
+			return nil, bad("empty name")
+		case strings.IndexByte(n, 0) >= 0:
+			return nil, bad("NUL byte in name")
+		case strings.HasPrefix(n, "/"):
+			return nil, bad("absolute path")
+		case len(n) >= 2 && n[1] == ':' && isASCIILetter(n[0]):
+			return nil, bad("drive letter")
+		}
+		for _, seg := range strings.Split(n, "/") {
+			if seg == ".." {
+				return nil, bad(`".." segment`)
+			}
+		}
+		if f.Flags&1 != 0 {
+			return nil, bad("encrypted entry (flag bit 0): F&O packages are never encrypted")
+		}
+		if f.Method != zip.Store && f.Method != zip.Deflate {
+			return nil, bad("unsupported compression method %d (want Store or Deflate)", f.Method)
+		}
+		size := f.UncompressedSize64
+		if size > uint64(opts.MaxEntryBytes) {
+			return nil, bad("declared size %d bytes is over the per-entry limit of %d", size, opts.MaxEntryBytes)
+		}
+		total += size
+		if total > uint64(opts.MaxTotalBytes) {
+			return nil, bad("declared sizes add up to %d bytes, over the package limit of %d", total, opts.MaxTotalBytes)
+		}
+		if size >= ratioExemptBytes {
+			c := f.CompressedSize64
+			if c == 0 || size/c > uint64(opts.MaxRatio) {
+				return nil, bad("compression ratio of %d bytes from %d is over the limit of %d:1", size, c, opts.MaxRatio)
+			}
+		}
+		dir := strings.HasSuffix(n, "/")
+		clean := path.Clean(n)
+		if clean == "." {
+			clean = ""
+		}
+		e := entry{f: f, clean: clean, lower: strings.ToLower(clean), dir: dir}
+		if !dir {
+			if prev, dup := seen[e.lower]; dup {
+				return nil, bad("duplicate of entry %q (names equal ignoring case)", prev)
+			}
+			seen[e.lower] = name
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+func isASCIILetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
+
+// packageXML holds the package's own XML files.
+type packageXML struct {
+	base     string // "" or "Folder/" (as in the zip) when the package was re-zipped in a folder
+	manifest *Manifest
+	header   *PackageHeader
+	mf, hf   *zip.File
+}
+
+// readPackageXML finds and parses Manifest.xml and PackageHeader.xml, at the
+// zip root or in a single top-level folder, matching names ignoring case.
+func readPackageXML(entries []entry) (*packageXML, error) {
+	var root *entry
+	var nested []*entry
+	for i := range entries {
+		e := &entries[i]
+		if e.dir {
+			continue
+		}
+		if e.lower == "manifest.xml" {
+			root = e
+		} else if strings.Count(e.lower, "/") == 1 && path.Base(e.lower) == "manifest.xml" {
+			nested = append(nested, e)
+		}
+	}
+	m := root
+	if m == nil {
+		switch len(nested) {
+		case 0:
+			return nil, errors.New("not an F&O data package: no Manifest.xml in the zip (export the data project as a package)")
+		case 1:
+			m = nested[0]
+		default:
+			return nil, fmt.Errorf("ambiguous package: Manifest.xml in several folders (%q and %q)", nested[0].f.Name, nested[1].f.Name)
+		}
+	}
+	pkg := &packageXML{mf: m.f}
+	if i := strings.LastIndexByte(m.clean, '/'); i >= 0 {
+		pkg.base = m.clean[:i+1]
+	}
+	rc, err := m.f.Open()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", m.f.Name, err)
+	}
+	pkg.manifest, err = ParseManifest(rc)
+	rc.Close()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", m.f.Name, err)
+	}
+	for i := range entries {
+		e := &entries[i]
+		if !e.dir && strings.EqualFold(e.clean, pkg.base+"PackageHeader.xml") {
+			pkg.hf = e.f
+			rc, err := e.f.Open()
+			if err != nil {
+				return nil, fmt.Errorf("read %s: %w", e.f.Name, err)
+			}
+			pkg.header, err = ParsePackageHeader(rc)
+			rc.Close()
+			if err != nil {
+				return nil, fmt.Errorf("read %s: %w", e.f.Name, err)
+			}
+		}
+	}
+	return pkg, nil
+}
+
+// plan is an entity with the zip entry it will be stored from.
+type plan struct {
+	obj EntityObject
+	f   *zip.File
+}
+
+// planEntities matches manifest entities to zip entries and chooses keys.
+// It returns the plans in manifest order and the set of entries used.
+func planEntities(entries []entry, pkg *packageXML, prefix string) ([]plan, map[*zip.File]bool) {
+	used := map[*zip.File]bool{pkg.mf: true}
+	if pkg.hf != nil {
+		used[pkg.hf] = true
+	}
+	// Candidate files, relative to the package folder.
+	type cand struct {
+		e   *entry
+		rel string
+	}
+	var cands []cand
+	for i := range entries {
+		e := &entries[i]
+		if e.dir || used[e.f] || len(e.clean) < len(pkg.base) || !strings.EqualFold(e.clean[:len(pkg.base)], pkg.base) {
+			continue
+		}
+		cands = append(cands, cand{e, e.clean[len(pkg.base):]})
+	}
+	find := func(me ManifestEntity) (*entry, error) {
+		var hits []*entry
+		if me.File == "" {
+			for _, c := range cands {
+				b := path.Base(c.rel)
+				if strings.EqualFold(strings.TrimSuffix(b, path.Ext(b)), me.Name) {
+					hits = append(hits, c.e)
+				}
+			}
+		} else {
+			want := path.Clean(strings.ReplaceAll(me.File, `\`, "/"))
+			for _, match := range []func(rel string) bool{
+				func(rel string) bool { return rel == want },
+				func(rel string) bool { return strings.EqualFold(rel, want) },
+				func(rel string) bool { return strings.EqualFold(path.Base(rel), path.Base(want)) },
+			} {
+				for _, c := range cands {
+					if match(c.rel) {
+						hits = append(hits, c.e)
+					}
+				}
+				if len(hits) > 0 {
+					break
+				}
+			}
+		}
+		switch len(hits) {
+		case 0:
+			if me.File == "" {
+				return nil, errors.New("no InputFilePath in Manifest.xml and no file named after the entity in the package")
+			}
+			return nil, fmt.Errorf("file %q listed in Manifest.xml is not in the package", me.File)
+		case 1:
+			return hits[0], nil
+		default:
+			return nil, fmt.Errorf("file %q matches several entries (%q and %q)", me.File, hits[0].f.Name, hits[1].f.Name)
+		}
+	}
+
+	var plans []plan
+	keys := map[string]string{}
+	for _, me := range pkg.manifest.Entities {
+		obj := EntityObject{Entity: me.Name, SourceFormat: me.SourceFormat, Sheet: me.Sheet}
+		e, err := find(me)
+		if err != nil && me.Disabled {
+			continue // F&O lists disabled entities without exporting them
+		}
+		if err == nil {
+			used[e.f] = true
+			obj.File = e.f.Name
+		}
+		ext := strings.TrimPrefix(strings.ToLower(path.Ext(path.Base(strings.ReplaceAll(obj.File, `\`, "/")))), ".")
+		if ext == "" {
+			ext = "csv"
+		}
+		obj.Format = entityFormat(me.SourceFormat, ext)
+		key := EscapeName(me.Name) + "." + EscapeName(ext)
+		if prefix != "" {
+			key = prefix + "/" + key
+		}
+		switch {
+		case err != nil:
+			obj.Err = fmt.Errorf("entity %q: %w", me.Name, err)
+		case me.Name == "":
+			obj.Err = fmt.Errorf("entity in file %q: no EntityName in Manifest.xml", obj.File)
+		case keys[strings.ToLower(key)] != "":
+			obj.Err = fmt.Errorf("entity %q: same store key as entity %q (names equal ignoring case)", me.Name, keys[strings.ToLower(key)])
+		default:
+			keys[strings.ToLower(key)] = me.Name
+			obj.Key = key
+		}
+		p := plan{obj: obj}
+		if obj.Err == nil {
+			p.f = e.f
+		}
+		plans = append(plans, p)
+	}
+	return plans, used
+}
+
+// entityFormat decides how an entity file is read: from the manifest's
+// SourceFormat when it names a known kind, else from the file extension.
+func entityFormat(sourceFormat, ext string) string {
+	sf := strings.ToLower(sourceFormat)
+	switch {
+	case strings.Contains(sf, "csv"):
+		return "csv"
+	case strings.Contains(sf, "excel"), strings.Contains(sf, "xlsx"):
+		return "xlsx"
+	case strings.Contains(sf, "xml"):
+		return "xml"
+	}
+	switch ext {
+	case "csv", "txt", "tsv":
+		return "csv"
+	case "xlsx":
+		return "xlsx"
+	case "xml":
+		return "xml"
+	}
+	return "unknown"
+}
+
+// fileSum is the outcome of reading one entry in pass 1.
+type fileSum struct {
+	size int64
+	sum  string
+	err  error // over a limit: an entity problem, not a package problem
+}
+
+// errOverLimit marks limits enforced on the real bytes read.
+var errOverLimit = errors.New("over a size limit")
+
+// hashEntry reads f once, enforcing the limits on the bytes really read
+// (total is what earlier entities used). A corrupt entry (checksum, size or
+// deflate error) is returned as an error that fails the package.
+func hashEntry(ctx context.Context, f *zip.File, opts ExplodeOptions, total int64) (fileSum, error) {
+	rc, err := f.Open()
+	if err != nil {
+		return fileSum{}, fmt.Errorf("corrupt package: entry %q: %w", f.Name, err)
+	}
+	defer rc.Close()
+	h := sha256.New()
+	lr := &limitReader{r: ctxReader{ctx, rc}, f: f, opts: opts, total: total, h: h}
+	if _, err := io.Copy(io.Discard, lr); err != nil {
+		if errors.Is(err, errOverLimit) {
+			return fileSum{err: err}, nil
+		}
+		if ctx.Err() != nil {
+			return fileSum{}, fmt.Errorf("explode package: %w", err)
+		}
+		return fileSum{}, fmt.Errorf("corrupt package: entry %q: %w", f.Name, err)
+	}
+	return fileSum{size: lr.n, sum: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// limitReader hashes and counts what it reads and fails with errOverLimit
+// once the entry passes a limit.
+type limitReader struct {
+	r     io.Reader
+	f     *zip.File
+	opts  ExplodeOptions
+	total int64
+	h     hash.Hash
+	n     int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	k, err := l.r.Read(p)
+	l.n += int64(k)
+	l.h.Write(p[:k])
+	switch {
+	case l.n > l.opts.MaxEntryBytes:
+		return k, fmt.Errorf("%w: entry %q holds more than %d bytes", errOverLimit, l.f.Name, l.opts.MaxEntryBytes)
+	case l.total+l.n > l.opts.MaxTotalBytes:
+		return k, fmt.Errorf("%w: entry %q brings the package over %d bytes", errOverLimit, l.f.Name, l.opts.MaxTotalBytes)
+	case l.n >= ratioExemptBytes && (l.f.CompressedSize64 == 0 || uint64(l.n)/l.f.CompressedSize64 > uint64(l.opts.MaxRatio)):
+		return k, fmt.Errorf("%w: entry %q expands more than %d:1", errOverLimit, l.f.Name, l.opts.MaxRatio)
+	}
+	return k, err
+}
+
+// storeEntity streams p's entry into st, failing the Put (so nothing is
+// stored) unless the bytes are exactly those hashed in pass 1.
+func storeEntity(ctx context.Context, st Store, p *plan, base map[string]string) error {
+	meta := make(map[string]string, len(base)+6)
+	for k, v := range base {
+		meta[strings.ToLower(k)] = v
+	}
+	meta["entity"] = p.obj.Entity
+	meta["file"] = p.obj.File
+	meta["sourceformat"] = p.obj.SourceFormat
+	meta["format"] = p.obj.Format
+	meta["sha256"] = p.obj.SHA256
+	if p.obj.Sheet != "" {
+		meta["sheet"] = p.obj.Sheet
+	}
+	rc, err := p.f.Open()
+	if err != nil {
+		return fmt.Errorf("corrupt package: entry %q: %w", p.f.Name, err)
+	}
+	defer rc.Close()
+	vr := &verifyReader{r: rc, h: sha256.New(), size: p.obj.Size, sum: p.obj.SHA256}
+	if _, err := st.Put(ctx, p.obj.Key, vr, meta); err != nil {
+		return fmt.Errorf("store entity %q: %w", p.obj.Entity, err)
+	}
+	return nil
+}
+
+// verifyReader passes bytes through and turns EOF into an error if they are
+// not the ones seen before.
+type verifyReader struct {
+	r    io.Reader
+	h    hash.Hash
+	n    int64
+	size int64
+	sum  string
+}
+
+var errChanged = errors.New("entry changed between reads")
+
+func (v *verifyReader) Read(p []byte) (int, error) {
+	if rem := v.size - v.n + 1; int64(len(p)) > rem {
+		p = p[:rem] // read at most one byte past the expected size
+	}
+	k, err := v.r.Read(p)
+	v.n += int64(k)
+	v.h.Write(p[:k])
+	if v.n > v.size {
+		return 0, errChanged
+	}
+	if err == io.EOF && (v.n != v.size || hex.EncodeToString(v.h.Sum(nil)) != v.sum) {
+		return k, errChanged
+	}
+	return k, err
+}

@@ -1,0 +1,307 @@
+package unpack
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func newTestStore(t *testing.T) *DirStore {
+	t.Helper()
+	s, err := NewDirStore(filepath.Join(t.TempDir(), "store"))
+	if err != nil {
+		t.Fatalf("NewDirStore: %v", err)
+	}
+	return s
+}
+
+func readAll(t *testing.T, st Store, key string) string {
+	t.Helper()
+	rc, err := st.Open(context.Background(), key)
+	if err != nil {
+		t.Fatalf("Open(%q): %v", key, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatalf("read %q: %v", key, err)
+	}
+	return string(b)
+}
+
+// filesUnder lists every file below dir, relative, '/'-separated.
+func filesUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			t.Fatalf("walk %s: %v", p, err)
+		}
+		if !d.IsDir() {
+			rel, _ := filepath.Rel(dir, p)
+			out = append(out, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	return out
+}
+
+func TestDirStorePutOpenStat(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t)
+	o, err := s.Put(ctx, "jobs/a b/run 1/x.csv", strings.NewReader("hello"), map[string]string{"Job": "a b", "SHA256": "x"})
+	if err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	if o.Key != "jobs/a b/run 1/x.csv" || o.Size != 5 || o.ModTime.IsZero() {
+		t.Errorf("Put returned %+v, want key jobs/a b/run 1/x.csv, size 5, a mod time", o)
+	}
+	if got := readAll(t, s, o.Key); got != "hello" {
+		t.Errorf("Open content = %q, want %q", got, "hello")
+	}
+	st, err := s.Stat(ctx, o.Key)
+	if err != nil {
+		t.Fatalf("Stat: %v", err)
+	}
+	wantMeta := map[string]string{"job": "a b", "sha256": "x"}
+	if st.Size != 5 || !equalMaps(st.Meta, wantMeta) {
+		t.Errorf("Stat = %+v, want size 5 and meta %v", st, wantMeta)
+	}
+
+	// Replace: new content and new metadata.
+	if _, err := s.Put(ctx, o.Key, strings.NewReader("bye"), nil); err != nil {
+		t.Fatalf("second Put: %v", err)
+	}
+	if got := readAll(t, s, o.Key); got != "bye" {
+		t.Errorf("after replace content = %q, want %q", got, "bye")
+	}
+	st, _ = s.Stat(ctx, o.Key)
+	if st.Size != 3 || st.Meta == nil || len(st.Meta) != 0 {
+		t.Errorf("after replace Stat = %+v, want size 3 and empty non-nil meta", st)
+	}
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+func TestDirStoreNotExist(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t)
+	if _, err := s.Put(ctx, "a/file", strings.NewReader("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"missing", "a/missing", "a/file/below", "a"} {
+		t.Run(key, func(t *testing.T) {
+			if _, err := s.Open(ctx, key); !errors.Is(err, ErrNotExist) {
+				t.Errorf("Open(%q) error = %v, want ErrNotExist", key, err)
+			}
+			if _, err := s.Stat(ctx, key); !errors.Is(err, ErrNotExist) {
+				t.Errorf("Stat(%q) error = %v, want ErrNotExist", key, err)
+			}
+			if err := s.Delete(ctx, key); err != nil {
+				t.Errorf("Delete(%q) of absent object = %v, want nil", key, err)
+			}
+		})
+	}
+}
+
+func TestDirStoreList(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t)
+	keys := []string{"r/b", "r/a/2", "r/a/1", "r/ab", "r/a b", "other/x", "top"}
+	for _, k := range keys {
+		if _, err := s.Put(ctx, k, strings.NewReader(k), map[string]string{"k": k}); err != nil {
+			t.Fatalf("Put(%q): %v", k, err)
+		}
+	}
+	// A leftover temporary file from an interrupted Put stays hidden.
+	if err := os.WriteFile(filepath.Join(s.Root(), "r", tmpPrefix+"123"), []byte("junk"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, prefix string
+		want         []string
+	}{
+		{"everything", "", []string{"other/x", "r/a b", "r/a/1", "r/a/2", "r/ab", "r/b", "top"}},
+		{"folder", "r/a/", []string{"r/a/1", "r/a/2"}},
+		{"string prefix", "r/a", []string{"r/a b", "r/a/1", "r/a/2", "r/ab"}},
+		{"exact key", "top", []string{"top"}},
+		{"missing folder", "nope/", []string{}},
+		{"prefix through a file", "top/x", []string{}},
+		{"malformed folder", "../", []string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			objs, err := s.List(ctx, tt.prefix)
+			if err != nil {
+				t.Fatalf("List(%q): %v", tt.prefix, err)
+			}
+			got := []string{}
+			for _, o := range objs {
+				got = append(got, o.Key)
+				if o.Meta["k"] != o.Key || o.Size != int64(len(o.Key)) {
+					t.Errorf("List(%q) object %+v: want meta k=%q and size %d", tt.prefix, o, o.Key, len(o.Key))
+				}
+			}
+			if strings.Join(got, "|") != strings.Join(tt.want, "|") {
+				t.Errorf("List(%q) = %q, want %q", tt.prefix, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDirStoreDelete(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t)
+	if _, err := s.Put(ctx, "d/x", strings.NewReader("x"), map[string]string{"a": "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, "d/x"); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if _, err := s.Stat(ctx, "d/x"); !errors.Is(err, ErrNotExist) {
+		t.Errorf("Stat after Delete = %v, want ErrNotExist", err)
+	}
+	if files := filesUnder(t, s.Root()); len(files) != 0 {
+		t.Errorf("files left after Delete: %q, want none (sidecar too)", files)
+	}
+}
+
+func TestDirStorePutAtomic(t *testing.T) {
+	ctx := context.Background()
+	boom := errors.New("boom")
+	tests := []struct {
+		name     string
+		previous string // "" for no earlier object
+		r        func() io.Reader
+		ctx      func() context.Context
+		wantErr  error
+	}{
+		{"reader fails, new key", "", func() io.Reader {
+			return io.MultiReader(strings.NewReader(strings.Repeat("x", 3<<20)), iotest.ErrReader(boom))
+		}, nil, boom},
+		{"reader fails, replacing", "old", func() io.Reader {
+			return io.MultiReader(strings.NewReader("partial"), iotest.ErrReader(boom))
+		}, nil, boom},
+		{"context cancelled", "old", func() io.Reader { return strings.NewReader("new") }, func() context.Context {
+			c, cancel := context.WithCancel(ctx)
+			cancel()
+			return c
+		}, context.Canceled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newTestStore(t)
+			if tt.previous != "" {
+				if _, err := s.Put(ctx, "k/obj", strings.NewReader(tt.previous), map[string]string{"v": "old"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c := ctx
+			if tt.ctx != nil {
+				c = tt.ctx()
+			}
+			_, err := s.Put(c, "k/obj", tt.r(), map[string]string{"v": "new"})
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Put error = %v, want %v", err, tt.wantErr)
+			}
+			for _, f := range filesUnder(t, s.Root()) {
+				if strings.Contains(f, tmpPrefix) {
+					t.Errorf("temporary file %q left behind", f)
+				}
+			}
+			st, err := s.Stat(ctx, "k/obj")
+			if tt.previous == "" {
+				if !errors.Is(err, ErrNotExist) {
+					t.Errorf("Stat after failed Put = %+v, %v; want ErrNotExist", st, err)
+				}
+				return
+			}
+			if err != nil || st.Meta["v"] != "old" {
+				t.Errorf("Stat after failed Put = %+v, %v; want the old object", st, err)
+			}
+			if got := readAll(t, s, "k/obj"); got != tt.previous {
+				t.Errorf("content after failed Put = %q, want %q", got, tt.previous)
+			}
+		})
+	}
+}
+
+func TestDirStoreBadKeys(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t)
+	for _, key := range []string{"", "/abs", "a//b", "a/", "./a", "a/../b", "..", "a\\b", "nul\x00", "x.meta.json", "d.meta.json/x", tmpPrefix + "x"} {
+		t.Run(key, func(t *testing.T) {
+			if _, err := s.Put(ctx, key, strings.NewReader("x"), nil); err == nil {
+				t.Errorf("Put(%q) succeeded, want an error", key)
+			}
+			if _, err := s.Open(ctx, key); err == nil || errors.Is(err, ErrNotExist) {
+				t.Errorf("Open(%q) error = %v, want an invalid-key error", key, err)
+			}
+			if err := s.Delete(ctx, key); err == nil {
+				t.Errorf("Delete(%q) succeeded, want an error", key)
+			}
+		})
+	}
+	if files := filesUnder(t, filepath.Dir(s.Root())); len(files) != 0 {
+		t.Errorf("files written for bad keys: %q", files)
+	}
+}
+
+func TestDirStoreLargeObject(t *testing.T) {
+	s := newTestStore(t)
+	data := bytes.Repeat([]byte("0123456789"), 500_000)
+	o, err := s.Put(context.Background(), "big", bytes.NewReader(data), nil)
+	if err != nil || o.Size != int64(len(data)) {
+		t.Fatalf("Put = %+v, %v; want size %d", o, err, len(data))
+	}
+	if got := readAll(t, s, "big"); got != string(data) {
+		t.Errorf("content differs after round trip (len %d, want %d)", len(got), len(data))
+	}
+}
+
+func TestDirStoreReadersSeeWholeObjects(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t)
+	const size = 256 << 10
+	if _, err := s.Put(ctx, "obj", bytes.NewReader(bytes.Repeat([]byte{'a'}, size)), nil); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 30 {
+			c := byte('a' + i%2)
+			if _, err := s.Put(ctx, "obj", bytes.NewReader(bytes.Repeat([]byte{c}, size)), map[string]string{"c": string(c)}); err != nil {
+				t.Errorf("Put #%d: %v", i, err)
+				return
+			}
+		}
+	}()
+	for reads := 0; ; reads++ {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		got := readAll(t, s, "obj")
+		if len(got) != size || strings.Count(got, got[:1]) != size {
+			t.Fatalf("read #%d saw a partial or mixed object: %d bytes", reads, len(got))
+		}
+	}
+}
