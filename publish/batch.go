@@ -13,7 +13,14 @@ type batchEncoder struct {
 	subject []byte   // `"<entity>"`
 	columns []byte   // `["A","B"]`
 	keys    [][]byte // `"A":` per column
-	buf     []byte   // encoded rows of the current batch, comma separated
+	idBase  int      // escaped length of "<exec>/<entity>/"
+	pre     []byte   // scratch for the part before the rows, reused
+	// buf holds the current batch: gap bytes reserved for the part before
+	// the rows, then the encoded rows. It is allocated fresh per batch and
+	// becomes the message body without another copy.
+	buf  []byte
+	gap  int
+	hint int // rows bytes of the previous batch, to size the next buffer
 
 	rows       int   // rows in the current batch
 	firstRow   int64 // 1-based data row number of the batch's first row
@@ -43,10 +50,21 @@ func (e *batchEncoder) init(o EntityOptions, header []string) {
 	}
 	e.columns = append(c, ']')
 	e.firstRow = 1
+	e.idBase = len(appendJSONString(nil, o.ExecutionID+"/"+o.Entity+"/"))
+	// Everything before the rows, with the widest numbers and time.
+	e.gap = 256 + len(e.source) + e.idBase + 20 + len(e.subject) + len(e.data) + 4*20 + len(e.columns)
+}
+
+// start allocates the buffer of a new batch.
+func (e *batchEncoder) start() {
+	e.buf = make([]byte, e.gap, e.gap+e.hint+e.hint/8+64)
 }
 
 // addRow encodes one row as a JSON object; rec must have one value per column.
 func (e *batchEncoder) addRow(rec []string) {
+	if e.buf == nil {
+		e.start()
+	}
 	b := e.buf
 	if e.rows > 0 {
 		b = append(b, ',')
@@ -64,14 +82,22 @@ func (e *batchEncoder) addRow(rec []string) {
 }
 
 // rowBytes is the size of the rows encoded so far in this batch.
-func (e *batchEncoder) rowBytes() int { return len(e.buf) }
+func (e *batchEncoder) rowBytes() int {
+	if e.buf == nil {
+		return 0
+	}
+	return len(e.buf) - e.gap
+}
 
-// body returns a freshly allocated message body for the current batch.
+// body returns the message body of the current batch. The body is the
+// batch's own buffer: the encoder never writes to it again.
 func (e *batchEncoder) body(id string, t time.Time, last bool) []byte {
+	if e.buf == nil {
+		e.start()
+	}
 	var ts [40]byte
 	tb := t.UTC().AppendFormat(ts[:0], time.RFC3339Nano)
-	n := 320 + len(e.source) + 2*len(id) + len(tb) + len(e.subject) + len(e.data) + len(e.columns) + len(e.buf)
-	b := make([]byte, 0, n)
+	b := e.pre[:0]
 	b = append(b, `{"specversion":"1.0","type":"`+EventType+`","source":`...)
 	b = append(b, e.source...)
 	b = append(b, `,"id":`...)
@@ -98,13 +124,22 @@ func (e *batchEncoder) body(id string, t time.Time, last bool) []byte {
 	b = append(b, `,"columns":`...)
 	b = append(b, e.columns...)
 	b = append(b, `,"rows":[`...)
-	b = append(b, e.buf...)
-	return append(b, "]}}"...)
+	e.pre = b
+	rows := e.buf[e.gap:]
+	if len(b) > e.gap { // cannot happen with the gap computed in init; stay correct anyway
+		body := make([]byte, 0, len(b)+len(rows)+3)
+		body = append(append(body, b...), rows...)
+		return append(body, "]}}"...)
+	}
+	off := e.gap - len(b)
+	copy(e.buf[off:], b)
+	return append(e.buf[off:], "]}}"...)
 }
 
 // reset starts the next batch, keeping the row buffer's capacity.
 func (e *batchEncoder) reset() {
-	e.buf = e.buf[:0]
+	e.hint = e.rowBytes()
+	e.buf = nil
 	e.rows = 0
 	e.batchIndex++
 }
