@@ -573,6 +573,20 @@ func (d *decoder) localPath(n *yaml.Node, path string) (string, bool) {
 	return filepath.Clean(s), true
 }
 
+// requiredPath decodes a required, non-empty local path; parent is the
+// mapping that should hold it.
+func (d *decoder) requiredPath(v, parent *yaml.Node, path, hint string) string {
+	if v == nil {
+		d.missing(parent, path, hint)
+		return ""
+	}
+	s, ok := d.localPath(v, path)
+	if ok && s == "" {
+		d.problem(v, path, "must not be empty", hint)
+	}
+	return s
+}
+
 // overlay returns the section node an export sees: the shared section with
 // the export's keys replacing it field by field (nested mappings merge).
 func overlay(shared, own *yaml.Node) *yaml.Node {
@@ -785,14 +799,7 @@ func (d *decoder) store(n, exp *yaml.Node, p string) StoreConfig {
 	}
 	switch c.Type {
 	case "dir":
-		if v := m["path"]; v == nil {
-			d.missing(where(n, exp), p+".path", "the directory that keeps packages, entity files and run records, e.g. ./dmfexport-data")
-		} else if s, ok := d.localPath(v, p+".path"); ok {
-			if s == "" {
-				d.problem(v, p+".path", "must not be empty", "")
-			}
-			c.Path = s
-		}
+		c.Path = d.requiredPath(m["path"], where(n, exp), p+".path", "the directory that keeps packages, entity files and run records, e.g. ./dmfexport-data")
 	default:
 		d.problem(m["type"], p+".type", fmt.Sprintf("unknown store type %q", c.Type), "this version supports: dir")
 	}
@@ -859,14 +866,7 @@ func (d *decoder) broker(n, exp *yaml.Node, p string) BrokerConfig {
 		}
 		c.URL = Secret(s)
 	case "file":
-		if v := m["path"]; v == nil {
-			d.missing(where(n, exp), p+".path", "the directory for NDJSON batch files, e.g. ./batches")
-		} else if s, ok := d.localPath(v, p+".path"); ok {
-			if s == "" {
-				d.problem(v, p+".path", "must not be empty", "")
-			}
-			c.Path = s
-		}
+		c.Path = d.requiredPath(m["path"], where(n, exp), p+".path", "the directory for NDJSON batch files, e.g. ./batches")
 	default:
 		d.problem(m["type"], p+".type", fmt.Sprintf("unknown broker type %q", c.Type), "use amqp (RabbitMQ) or file (NDJSON files)")
 	}

@@ -138,8 +138,14 @@ func DialAMQP(ctx context.Context, o AMQPOptions) (*AMQPSink, error) {
 		err = ctx.Err()
 	}
 	if err != nil {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (%v)", ctx.Err(), s.scrub(err))
+		// The socket deadline equals ctx's, so it can fire a moment before
+		// ctx reports itself done: both mean the context ran out.
+		ctxErr := ctx.Err()
+		if d, ok := ctx.Deadline(); ctxErr == nil && ok && !time.Now().Before(d) {
+			ctxErr = context.DeadlineExceeded
+		}
+		if ctxErr != nil {
+			err = fmt.Errorf("%w (%v)", ctxErr, s.scrub(err))
 		}
 		return nil, fmt.Errorf("connect to broker %s: %w: check broker.url and that RabbitMQ is running", s.redacted, s.scrub(err))
 	}

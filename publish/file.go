@@ -97,13 +97,19 @@ func (s *FileSink) Publish(ctx context.Context, m Message) error {
 func (s *FileSink) Flush(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.eachFile("sync", (*os.File).Sync)
+}
+
+// eachFile writes out every file's buffered lines, then applies fn (named
+// op in errors) to it; it returns the first error.
+func (s *FileSink) eachFile(op string, fn func(*os.File) error) error {
 	var first error
 	for name, nf := range s.files {
 		if err := nf.w.Flush(); err != nil && first == nil {
 			first = fmt.Errorf("file sink: write %s: %w", name, err)
 		}
-		if err := nf.f.Sync(); err != nil && first == nil {
-			first = fmt.Errorf("file sink: sync %s: %w", name, err)
+		if err := fn(nf.f); err != nil && first == nil {
+			first = fmt.Errorf("file sink: %s %s: %w", op, name, err)
 		}
 	}
 	return first
@@ -113,15 +119,7 @@ func (s *FileSink) Flush(ctx context.Context) error {
 func (s *FileSink) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var first error
-	for name, nf := range s.files {
-		if err := nf.w.Flush(); err != nil && first == nil {
-			first = fmt.Errorf("file sink: write %s: %w", name, err)
-		}
-		if err := nf.f.Close(); err != nil && first == nil {
-			first = fmt.Errorf("file sink: close %s: %w", name, err)
-		}
-	}
+	first := s.eachFile("close", (*os.File).Close)
 	s.files = nil
 	return first
 }
