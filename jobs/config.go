@@ -47,6 +47,7 @@ type Export struct {
 	Exchange        string // "" is the default exchange
 	RoutingKey      string
 	BatchSize       int
+	Jitter          time.Duration // random delay before a scheduled run, spreading load
 
 	FO     FOConfig
 	Store  StoreConfig
@@ -257,7 +258,7 @@ type section struct {
 var (
 	topKeys    = []string{"fo", "store", "broker", "poll", "exports"}
 	exportKeys = []string{"name", "schedule", "definition_group", "package_name", "legal_entity", "reexecute",
-		"enabled", "exchange", "routing_key", "batch_size", "fo", "store", "broker", "poll"}
+		"enabled", "exchange", "routing_key", "batch_size", "jitter", "fo", "store", "broker", "poll"}
 	sections = []section{
 		{"fo", []string{"url", "auth"}},
 		{"store", []string{"type", "path", "prefix"}},
@@ -680,6 +681,9 @@ func (d *decoder) export(n *yaml.Node, p string, top map[string]*yaml.Node) (Exp
 	}
 	if v := m["batch_size"]; v != nil {
 		e.BatchSize, _ = d.integer(v, p+".batch_size", 1, 1_000_000)
+	}
+	if v := m["jitter"]; v != nil {
+		e.Jitter, _ = d.duration(v, p+".jitter")
 	}
 	e.FO = d.fo(overlay(top["fo"], m["fo"]), n, p)
 	e.Store = d.store(overlay(top["store"], m["store"]), n, p)

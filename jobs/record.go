@@ -103,6 +103,20 @@ func saveRecord(ctx context.Context, st unpack.Store, storePrefix string, rec *R
 	return nil
 }
 
+// Records returns the run records of one export from its store, newest
+// first.
+func Records(ctx context.Context, exp *Export) ([]*RunRecord, error) {
+	st, err := openStore(exp.Store)
+	if err != nil {
+		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
+	}
+	recs, err := LoadRecords(ctx, st, exp.Store.Prefix, exp.Name)
+	if err != nil {
+		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
+	}
+	return recs, nil
+}
+
 // LoadRecords returns the run records of job (every job when job is ""),
 // newest first.
 func LoadRecords(ctx context.Context, st unpack.Store, storePrefix, job string) ([]*RunRecord, error) {

@@ -44,6 +44,7 @@ type Runner struct {
 	HTTPClient *http.Client                                                 // for F&O calls and the package download; nil → a default client
 	OnEvent    func(Event)                                                  // optional live progress
 	NewSink    func(ctx context.Context, exp *Export) (publish.Sink, error) // nil → sink from exp.Broker
+	Metrics    *Metrics                                                     // nil → none
 
 	mu      sync.Mutex
 	running map[string]bool
@@ -80,7 +81,9 @@ func (r *Runner) Run(ctx context.Context, exp *Export, opts RunOptions) (*RunRec
 		LegalEntity:     exp.LegalEntity,
 		Durations:       map[string]string{},
 	}
-	run := &run{r: r, exp: exp, st: st, rec: rec, log: r.logger().With("job", exp.Name, "run", rec.RunID)}
+	run := &run{r: r, exp: exp, st: st, rec: rec, log: r.logger().With("job", exp.Name, "run", rec.RunID), steps: map[string]time.Duration{}}
+	r.Metrics.runStarted(exp.Name)
+	defer func() { r.Metrics.runFinished(rec, run.steps) }()
 	if err := run.save(ctx); err != nil {
 		return rec, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
@@ -145,8 +148,9 @@ type run struct {
 	r   *Runner
 	exp *Export
 	st  unpack.Store
-	rec *RunRecord
-	log *slog.Logger
+	rec   *RunRecord
+	log   *slog.Logger
+	steps map[string]time.Duration
 }
 
 func (u *run) emit(e Event) {
@@ -176,7 +180,9 @@ func (u *run) enter(ctx context.Context, s State, detail string) error {
 func (u *run) step(name string, fn func() error) error {
 	start := time.Now()
 	err := fn()
-	u.rec.Durations[name] = time.Since(start).Round(time.Millisecond).String()
+	d := time.Since(start)
+	u.steps[name] = d
+	u.rec.Durations[name] = d.Round(time.Millisecond).String()
 	return err
 }
 
@@ -381,10 +387,12 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 		Exchange: u.exp.Exchange, RoutingKey: u.exp.RoutingKey, BatchSize: u.exp.BatchSize,
 		Format: e.Format, Sheet: e.Sheet,
 		Progress: func(s publish.EntityStats) {
+			u.r.Metrics.published(u.exp.Name, e.Entity, s.Rows-e.Rows, s.Batches-e.Batches)
 			e.Rows, e.Batches = s.Rows, s.Batches
 			u.emit(Event{Entity: e.Entity, Rows: s.Rows})
 		},
 	})
+	u.r.Metrics.published(u.exp.Name, e.Entity, stats.Rows-e.Rows, stats.Batches-e.Batches)
 	e.Rows, e.Batches = stats.Rows, stats.Batches
 	if err != nil {
 		return fmt.Errorf("entity %s (%s): %w", e.Entity, e.File, err)

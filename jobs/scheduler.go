@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"reflect"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-co-op/gocron/v2"
@@ -16,56 +20,147 @@ import (
 // Scheduler fires each enabled export on its cron schedule through a Runner.
 // A fire that comes while the previous run of the same job is still going is
 // skipped (and logged), never queued behind it.
+//
+// Runs execute under the scheduler's own context, not gocron's: removing or
+// changing a job on Reload never cuts off a run in progress, and Stop
+// cancels runs only once no new fire can start.
 type Scheduler struct {
-	cfg    *Config
 	runner *Runner
 	log    *slog.Logger
 	s      gocron.Scheduler
-	jobs   map[string]gocron.Job
+
+	runCtx     context.Context
+	cancelRuns context.CancelFunc
+
+	mu   sync.Mutex
+	jobs map[string]*scheduledJob
+
+	// OnSkip, if set, is called when a fire is dropped because the job's
+	// previous run is still going (for metrics).
+	OnSkip func(job string)
+}
+
+type scheduledJob struct {
+	job gocron.Job
+	exp *Export
 }
 
 // NewScheduler registers every enabled export of cfg. stopTimeout is how long
 // Stop waits for running exports to reach a safe point.
-func NewScheduler(cfg *Config, runner *Runner, log *slog.Logger, stopTimeout time.Duration) (*Scheduler, error) {
-	s, err := gocron.NewScheduler(
+func NewScheduler(cfg *Config, runner *Runner, log *slog.Logger, stopTimeout time.Duration, opts ...gocron.SchedulerOption) (*Scheduler, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sch := &Scheduler{runner: runner, log: log, runCtx: ctx, cancelRuns: cancel, jobs: map[string]*scheduledJob{}}
+	s, err := gocron.NewScheduler(append([]gocron.SchedulerOption{
 		gocron.WithStopTimeout(stopTimeout),
 		gocron.WithLogger(gocronLogger{log}),
+		gocron.WithMonitor(schedulerMonitor{sch}),
 		gocron.WithGlobalJobOptions(gocron.WithSingletonMode(gocron.LimitModeReschedule)),
-	)
+	}, opts...)...)
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("create scheduler: %w", err)
 	}
-	sch := &Scheduler{cfg: cfg, runner: runner, log: log, s: s, jobs: map[string]gocron.Job{}}
-	for i := range cfg.Exports {
-		exp := &cfg.Exports[i]
-		if !exp.Enabled {
-			log.Info("export disabled, not scheduled", "job", exp.Name)
-			continue
-		}
-		expr, seconds := CronSpec(exp.Schedule)
-		j, err := s.NewJob(
-			gocron.CronJob(expr, seconds),
-			gocron.NewTask(sch.fire, exp),
-			gocron.WithName(exp.Name),
-			gocron.WithEventListeners(gocron.AfterJobRunsWithPanic(func(_ uuid.UUID, name string, recovered any) {
-				log.Error("export panicked", "job", name, "panic", recovered)
-			})),
-		)
-		if err != nil {
-			_ = s.Shutdown()
-			return nil, fmt.Errorf("schedule export %s (%q): %w", exp.Name, exp.Schedule, err)
-		}
-		sch.jobs[exp.Name] = j
+	sch.s = s
+	if _, err := sch.Apply(cfg); err != nil {
+		cancel()
+		_ = s.Shutdown()
+		return nil, err
 	}
 	return sch, nil
 }
 
+// Changes says what Apply did.
+type Changes struct {
+	Added, Removed, Changed, Unchanged []string
+}
+
+// Apply makes the schedule match cfg: exports that are new or enabled are
+// added, removed or disabled ones are taken out, changed ones are
+// rescheduled with their new settings. Runs in progress are not touched;
+// a changed job's next run uses the new settings.
+func (s *Scheduler) Apply(cfg *Config) (Changes, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ch Changes
+	want := map[string]*Export{}
+	for i := range cfg.Exports {
+		if e := &cfg.Exports[i]; e.Enabled {
+			want[e.Name] = e
+		}
+	}
+	// Check every new definition before changing anything, so a bad
+	// reload leaves the running schedule as it was.
+	for _, e := range want {
+		if _, err := cronParser.Parse(strings.TrimSpace(e.Schedule)); err != nil {
+			return ch, fmt.Errorf("schedule export %s (%q): %w", e.Name, e.Schedule, err)
+		}
+	}
+	for name, sj := range s.jobs {
+		e, keep := want[name]
+		switch {
+		case !keep:
+			ch.Removed = append(ch.Removed, name)
+		case reflect.DeepEqual(*e, *sj.exp):
+			ch.Unchanged = append(ch.Unchanged, name)
+			continue
+		default:
+			ch.Changed = append(ch.Changed, name)
+		}
+		if err := s.s.RemoveJob(sj.job.ID()); err != nil {
+			return ch, fmt.Errorf("unschedule export %s: %w", name, err)
+		}
+		delete(s.jobs, name)
+	}
+	for name, e := range want {
+		if _, ok := s.jobs[name]; ok {
+			continue
+		}
+		if !slices.Contains(ch.Changed, name) {
+			ch.Added = append(ch.Added, name)
+		}
+		expr, seconds := CronSpec(e.Schedule)
+		j, err := s.s.NewJob(
+			gocron.CronJob(expr, seconds),
+			gocron.NewTask(s.fire, e),
+			gocron.WithName(e.Name),
+			gocron.WithEventListeners(gocron.AfterJobRunsWithPanic(func(_ uuid.UUID, name string, recovered any) {
+				s.log.Error("export panicked", "job", name, "panic", recovered)
+			})),
+		)
+		if err != nil {
+			return ch, fmt.Errorf("schedule export %s (%q): %w", e.Name, e.Schedule, err)
+		}
+		s.jobs[name] = &scheduledJob{job: j, exp: e}
+	}
+	for _, l := range []*[]string{&ch.Added, &ch.Removed, &ch.Changed, &ch.Unchanged} {
+		slices.Sort(*l)
+	}
+	return ch, nil
+}
+
 // fire is the gocron task of one export.
-func (s *Scheduler) fire(ctx context.Context, exp *Export) {
-	rec, err := s.runner.Run(ctx, exp, RunOptions{Trigger: "schedule", ScheduledAt: time.Now().UTC()})
+func (s *Scheduler) fire(exp *Export) {
+	ctx := s.runCtx
+	scheduled := time.Now().UTC()
+	if exp.Jitter > 0 {
+		d := rand.N(exp.Jitter)
+		s.log.Debug("jitter before run", "job", exp.Name, "delay", d)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return
+		}
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	rec, err := s.runner.Run(ctx, exp, RunOptions{Trigger: "schedule", ScheduledAt: scheduled})
 	switch {
 	case errors.Is(err, ErrAlreadyRunning):
 		s.log.Warn("scheduled run skipped: previous run still in progress", "job", exp.Name)
+		if s.OnSkip != nil {
+			s.OnSkip(exp.Name)
+		}
 	case err != nil:
 		s.log.Error("scheduled run failed", "job", exp.Name, "err", err)
 	default:
@@ -78,9 +173,11 @@ func (s *Scheduler) Start() { s.s.Start() }
 
 // NextRuns returns each scheduled job's next fire time (after Start).
 func (s *Scheduler) NextRuns() map[string]time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	out := map[string]time.Time{}
-	for name, j := range s.jobs {
-		t, err := j.NextRun()
+	for name, sj := range s.jobs {
+		t, err := sj.job.NextRun()
 		if err == nil {
 			out[name] = t
 		}
@@ -88,9 +185,13 @@ func (s *Scheduler) NextRuns() map[string]time.Time {
 	return out
 }
 
-// Stop stops firing and waits for running exports to return (they are
-// cancelled and stop at their next safe point), up to the stop timeout.
+// Stop stops firing, cancels running exports (they stop at their next safe
+// point: a confirmed batch, a committed object) and waits for them up to the
+// stop timeout.
 func (s *Scheduler) Stop() error {
+	// Cancel first: a fire that starts from here on returns at once, and
+	// Shutdown then waits only for runs reaching their next safe point.
+	s.cancelRuns()
 	if err := s.s.Shutdown(); err != nil {
 		return fmt.Errorf("stop scheduler: %w", err)
 	}
@@ -112,6 +213,23 @@ func CronSpec(schedule string) (expr string, withSeconds bool) {
 	}
 	return expr, len(strings.Fields(body)) == 6
 }
+
+// schedulerMonitor hears from gocron about each fire; a fire dropped
+// because the job's previous run is still going is logged and counted.
+type schedulerMonitor struct{ s *Scheduler }
+
+func (m schedulerMonitor) IncrementJob(_ uuid.UUID, name string, _ []string, status gocron.JobStatus) {
+	m.s.runner.Metrics.fired(name, string(status))
+	if status != gocron.SingletonRescheduled {
+		return
+	}
+	m.s.log.Warn("scheduled fire skipped: previous run still in progress", "job", name)
+	if m.s.OnSkip != nil {
+		m.s.OnSkip(name)
+	}
+}
+
+func (schedulerMonitor) RecordJobTiming(time.Time, time.Time, uuid.UUID, string, []string) {}
 
 // gocronLogger routes gocron's own messages into slog.
 type gocronLogger struct{ l *slog.Logger }

@@ -2,8 +2,16 @@ package jobs
 
 import (
 	"errors"
+	"log/slog"
+	"maps"
+	"net/url"
+	"reflect"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dmfexport/dmfexport/dmf/dmftest"
 )
 
 func TestCronSpec(t *testing.T) {
@@ -72,5 +80,87 @@ func TestRunnerNeverOverlapsOneJob(t *testing.T) {
 	r.release("a")
 	if !r.claim("a") {
 		t.Fatal("job a could not run again after its run ended")
+	}
+}
+
+func TestSchedulerApply(t *testing.T) {
+	exp := func(name, schedule string, enabled bool) Export {
+		return Export{Name: name, Schedule: schedule, Enabled: enabled, BatchSize: 10}
+	}
+	s, err := NewScheduler(&Config{Exports: []Export{exp("a", "@daily", true), exp("b", "@hourly", true), exp("off", "@daily", false)}},
+		&Runner{}, slog.New(slog.DiscardHandler), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	s.Start()
+	if got := slices.Sorted(maps.Keys(s.NextRuns())); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("scheduled %v, want [a b] (disabled export left out)", got)
+	}
+	tests := []struct {
+		name    string
+		exports []Export
+		want    Changes
+		wantErr bool
+	}{
+		{"add change remove", []Export{exp("a", "*/5 * * * *", true), exp("c", "@weekly", true)},
+			Changes{Added: []string{"c"}, Removed: []string{"b"}, Changed: []string{"a"}}, false},
+		{"no change", []Export{exp("a", "*/5 * * * *", true), exp("c", "@weekly", true)},
+			Changes{Unchanged: []string{"a", "c"}}, false},
+		{"disable", []Export{exp("a", "*/5 * * * *", false), exp("c", "@weekly", true)},
+			Changes{Removed: []string{"a"}, Unchanged: []string{"c"}}, false},
+		{"bad schedule keeps the old one", []Export{exp("c", "not cron", true)}, Changes{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := s.Apply(&Config{Exports: tt.exports})
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Apply error %v, want error %v", err, tt.wantErr)
+			}
+			if !tt.wantErr && !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Apply = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+	if got := slices.Sorted(maps.Keys(s.NextRuns())); !slices.Equal(got, []string{"c"}) {
+		t.Errorf("after the reloads scheduled %v, want [c]", got)
+	}
+}
+
+// TestSchedulerSkipsOverlappingFire runs a job every second whose export
+// takes longer than that: fires during a run are skipped and reported, and
+// F&O never sees two exports at once.
+func TestSchedulerSkipsOverlappingFire(t *testing.T) {
+	sim := dmftest.NewServer(dmftest.Options{
+		Projects:      map[string][]dmftest.Entity{"G": {csvEntity("E", 3)}},
+		ExecutionTime: 2500 * time.Millisecond,
+	})
+	defer sim.Close()
+	u, _ := url.Parse(sim.URL)
+	dir := t.TempDir()
+	e := Export{
+		Name: "slow", Schedule: "* * * * * *", Enabled: true, DefinitionGroup: "G", PackageName: "G", LegalEntity: "USMF",
+		RoutingKey: "fo.slow", BatchSize: 10,
+		FO:     FOConfig{URL: u, Auth: AuthConfig{Method: "token", Token: Secret(dmftest.DefaultToken)}},
+		Store:  StoreConfig{Type: "dir", Path: dir + "/store"},
+		Broker: BrokerConfig{Type: "file", Path: dir + "/batches"},
+		Poll:   PollConfig{Interval: 50 * time.Millisecond, MaxInterval: 100 * time.Millisecond, Deadline: time.Minute, PackageURLTimeout: 10 * time.Second},
+	}
+	s, err := NewScheduler(&Config{Exports: []Export{e}}, &Runner{Logger: slog.New(slog.DiscardHandler)}, slog.New(slog.DiscardHandler), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var skips atomic.Int32
+	s.OnSkip = func(job string) { skips.Add(1) }
+	s.Start()
+	time.Sleep(4 * time.Second)
+	if err := s.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if skips.Load() == 0 {
+		t.Error("no fire was reported skipped while a 2.5 s run was going on a 1 s schedule")
+	}
+	if n := sim.Exports(); n < 1 || n > 2 {
+		t.Errorf("simulator saw %d exports in 4 s of 2.5 s runs, want 1 or 2 (never overlapping)", n)
 	}
 }

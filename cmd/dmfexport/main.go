@@ -35,6 +35,7 @@ func commands() map[string]command {
 		"trigger":  &triggerCommand{},
 		"validate": &validateCommand{},
 		"jobs":     &jobsCommand{},
+		"status":   &statusCommand{},
 		"demo":     &demoCommand{},
 		"version":  &versionCommand{},
 	}
@@ -50,6 +51,7 @@ Commands:
   trigger    run the named exports now, in the foreground, and print a summary
   validate   check the configuration file and report every problem
   jobs       list the exports with their schedules and next run times
+  status     show recent runs from the run records
   demo       run the demo export against the built-in F&O simulator
   version    print the version
 

@@ -212,6 +212,26 @@ func TestTriggerFileSink(t *testing.T) {
 	if !strings.Contains(stdout, "demo") || strings.Count(stdout, "succeeded") < 1 {
 		t.Errorf("the good export did not succeed beside the failing one:\n%s", stdout)
 	}
+
+	// status shows the three runs from the records; --json gives the records.
+	stdout, stderr, code = runBinary(t, env, "status", "--config", cfg)
+	if code != 0 || strings.Count(stdout, "succeeded") != 2 || !strings.Contains(stdout, "missing-group") || !strings.Contains(stdout, "failed") {
+		t.Errorf("status: exit %d, want 2 succeeded demo runs and a failed missing-group run:\n%s\n%s", code, stdout, stderr)
+	}
+	stdout, _, code = runBinary(t, env, "status", "--config", cfg, "--json", "demo")
+	var recs []struct {
+		Job      string `json:"job"`
+		State    string `json:"state"`
+		Entities []struct {
+			Rows int64 `json:"rows"`
+		} `json:"entities"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &recs); err != nil || code != 0 {
+		t.Fatalf("status --json: exit %d, %v:\n%s", code, err, stdout)
+	}
+	if len(recs) != 2 || recs[0].Job != "demo" || recs[0].State != "succeeded" || len(recs[0].Entities) != 3 {
+		t.Errorf("status --json demo = %+v, want 2 succeeded demo runs with 3 entities", recs)
+	}
 }
 
 // countCSVRows counts the data rows of an entity file (any BOM encoding).

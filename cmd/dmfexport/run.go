@@ -2,8 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/dmfexport/dmfexport/jobs"
@@ -12,15 +20,23 @@ import (
 type runCommand struct {
 	g           globalFlags
 	stopTimeout time.Duration
+	listen      string
 }
 
 func (c *runCommand) Usage() string {
-	return `Usage: dmfexport run [--config FILE] [--stop-timeout 5m]
+	return `Usage: dmfexport run [--config FILE] [--stop-timeout 5m] [--listen 127.0.0.1:9310]
 
 Runs the scheduler: every enabled export fires on its cron schedule until the process receives
 SIGINT or SIGTERM. A fire that comes while the previous run of the same export is still going is
 skipped and logged. On a stop signal no new run starts; running exports are cancelled at their
 next safe point and the process waits up to --stop-timeout for them.
+
+SIGHUP re-reads the configuration: new exports are scheduled, removed or disabled ones are
+unscheduled, changed ones take their new settings from their next run. Runs in progress are never
+cut off by a reload. A configuration with problems is reported and the running one is kept.
+
+--listen serves /healthz (the process is alive), /readyz (the scheduler is running) and /metrics
+(Prometheus) over HTTP; empty disables it.
 `
 }
 
@@ -28,6 +44,7 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	c.g.register(fs, "info")
 	fs.DurationVar(&c.stopTimeout, "stop-timeout", 5*time.Minute, "how long a stop waits for running exports")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:9310", "address of the /healthz, /readyz and /metrics listener (empty: none)")
 	if err := parseFlags(fs, c.Usage(), args); err != nil {
 		return err
 	}
@@ -39,21 +56,93 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	runner := &jobs.Runner{Logger: log}
+	metrics := jobs.NewMetrics()
+	runner := &jobs.Runner{Logger: log, Metrics: metrics}
 	sch, err := jobs.NewScheduler(cfg, runner, log, c.stopTimeout)
 	if err != nil {
 		return err
 	}
-	sch.Start()
-	for name, next := range sch.NextRuns() {
-		log.Info("export scheduled", "job", name, "next_run", next.Format(time.RFC3339))
+	var ready atomic.Bool
+	if c.listen != "" {
+		srv, err := serveOps(c.listen, metrics, &ready, log)
+		if err != nil {
+			_ = sch.Stop()
+			return err
+		}
+		defer srv.Close()
 	}
+	sch.Start()
+	ready.Store(true)
+	logNextRuns(log, sch)
 	log.Info("scheduler running", "config", cfg.Path, "exports", len(cfg.Exports))
-	<-ctx.Done()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for ctx.Err() == nil {
+		select {
+		case <-hup:
+			c.reload(log, sch)
+		case <-ctx.Done():
+		}
+	}
+	ready.Store(false)
 	log.Info("stop requested: no new runs; waiting for running exports", "timeout", c.stopTimeout)
 	if err := sch.Stop(); err != nil {
 		return fmt.Errorf("%w (runs still going were cut off; their records show how far they got)", err)
 	}
 	log.Info("scheduler stopped")
 	return nil
+}
+
+// reload applies a re-read configuration, keeping the running one if the
+// new one has problems.
+func (c *runCommand) reload(log *slog.Logger, sch *jobs.Scheduler) {
+	log.Info("SIGHUP: reloading configuration", "config", c.g.config)
+	cfg, err := c.g.load()
+	if err != nil {
+		log.Error("reload refused, keeping the running configuration", "err", err)
+		return
+	}
+	ch, err := sch.Apply(cfg)
+	if err != nil {
+		log.Error("reload refused, keeping the running configuration", "err", err)
+		return
+	}
+	log.Info("configuration reloaded", "added", ch.Added, "removed", ch.Removed, "changed", ch.Changed, "unchanged", len(ch.Unchanged))
+	logNextRuns(log, sch)
+}
+
+func logNextRuns(log *slog.Logger, sch *jobs.Scheduler) {
+	for name, next := range sch.NextRuns() {
+		log.Info("export scheduled", "job", name, "next_run", next.Format(time.RFC3339))
+	}
+}
+
+// serveOps starts the operations listener.
+func serveOps(addr string, metrics *jobs.Metrics, ready *atomic.Bool, log *slog.Logger) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready: scheduler not running", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("GET /metrics", metrics.Handler())
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s for /healthz, /readyz and /metrics: %w (change --listen, or --listen '' to disable)", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("operations listener stopped", "err", err)
+		}
+	}()
+	log.Info("operations listener", "addr", ln.Addr().String(), "paths", "/healthz /readyz /metrics")
+	return srv, nil
 }

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dmfexport/dmfexport/dmf/dmftest"
+)
+
+// logWatcher collects a process's JSON log lines and lets a test wait for
+// one matching a predicate.
+type logWatcher struct {
+	mu    sync.Mutex
+	lines []map[string]any
+	raw   strings.Builder
+	added chan struct{}
+}
+
+func watchLog(r io.Reader) *logWatcher {
+	w := &logWatcher{added: make(chan struct{}, 1)}
+	go func() {
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var m map[string]any
+			_ = json.Unmarshal(sc.Bytes(), &m)
+			w.mu.Lock()
+			w.lines = append(w.lines, m)
+			w.raw.WriteString(sc.Text() + "\n")
+			w.mu.Unlock()
+			select {
+			case w.added <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return w
+}
+
+// wait returns the first line for which match is true, failing the test
+// after timeout.
+func (w *logWatcher) wait(t *testing.T, what string, timeout time.Duration, match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		w.mu.Lock()
+		for _, l := range w.lines {
+			if l != nil && match(l) {
+				w.mu.Unlock()
+				return l
+			}
+		}
+		w.mu.Unlock()
+		select {
+		case <-w.added:
+		case <-deadline:
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			t.Fatalf("no log line %s within %s; log:\n%s", what, timeout, w.raw.String())
+		}
+	}
+}
+
+func msgIs(msg string) func(map[string]any) bool {
+	return func(l map[string]any) bool { return l["msg"] == msg }
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestRunServiceLifecycle runs the real binary as a service: a job fires
+// every second, /healthz, /readyz and /metrics answer with the documented
+// series, SIGHUP adds a job from the edited file, SIGTERM stops cleanly.
+func TestRunServiceLifecycle(t *testing.T) {
+	sim := dmftest.NewServer(dmftest.Options{
+		Projects:      map[string][]dmftest.Entity{"G": {{Name: "Things", Data: []byte("ID,NAME\r\n1,a\r\n2,b\r\n")}}},
+		ExecutionTime: 100 * time.Millisecond,
+	})
+	defer sim.Close()
+	dir := t.TempDir()
+	base := `fo:
+  url: ${DMFSIM_URL}
+  auth: {method: token, token: "${FO_TOKEN}"}
+store: {path: ./store}
+broker: {type: file, path: ./batches}
+poll: {interval: 50ms, max_interval: 100ms, deadline: 1m, package_url_timeout: 10s}
+exports:
+  - {name: every-second, schedule: "* * * * * *", definition_group: G, legal_entity: USMF}
+`
+	cfgPath := writeFile(t, dir, "dmfexport.yaml", base)
+	cmd := exec.Command(binary, "run", "--config", cfgPath, "--listen", "127.0.0.1:0", "--log-format", "json", "--stop-timeout", "20s")
+	cmd.Env = append(os.Environ(), "DMFSIM_URL="+sim.URL, "FO_TOKEN="+dmftest.DefaultToken)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	logs := watchLog(stderr)
+
+	addr := logs.wait(t, "with the listener address", 20*time.Second, msgIs("operations listener"))["addr"].(string)
+	logs.wait(t, "saying the scheduler runs", 10*time.Second, msgIs("scheduler running"))
+	logs.wait(t, "of a finished scheduled run", 20*time.Second, msgIs("scheduled run done"))
+
+	if code, body := httpGet(t, "http://"+addr+"/healthz"); code != 200 || !strings.Contains(body, "ok") {
+		t.Errorf("/healthz = %d %q", code, body)
+	}
+	if code, _ := httpGet(t, "http://"+addr+"/readyz"); code != 200 {
+		t.Errorf("/readyz = %d, want 200 while running", code)
+	}
+	_, metrics := httpGet(t, "http://"+addr+"/metrics")
+	for _, series := range []string{
+		`dmfexport_runs_total{job="every-second",state="succeeded"}`,
+		`dmfexport_rows_published_total{entity="Things",job="every-second"}`,
+		`dmfexport_batches_published_total{entity="Things",job="every-second"}`,
+		`dmfexport_step_duration_seconds_bucket{job="every-second",step="export"`,
+		`dmfexport_last_success_timestamp_seconds{job="every-second"}`,
+		`dmfexport_scheduler_fires_total{job="every-second",status="success"}`,
+		`dmfexport_runs_in_progress{job="every-second"}`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(metrics, series) {
+			t.Errorf("/metrics lacks %s", series)
+		}
+	}
+	if strings.Contains(metrics, dmftest.DefaultToken) || strings.Contains(metrics, "sig=") {
+		t.Error("/metrics exposes a secret")
+	}
+
+	// Reload: add a disabled job and a new one; a broken file is refused.
+	writeFile(t, dir, "dmfexport.yaml", base+"  - {name: shedule-typo, shedule: x}\n")
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	logs.wait(t, "refusing a broken reload", 10*time.Second, msgIs("reload refused, keeping the running configuration"))
+	writeFile(t, dir, "dmfexport.yaml", base+"  - {name: nightly, schedule: \"@daily\", definition_group: G, legal_entity: USMF}\n")
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	l := logs.wait(t, "of a reload", 10*time.Second, msgIs("configuration reloaded"))
+	if added, _ := l["added"].([]any); len(added) != 1 || added[0] != "nightly" {
+		t.Errorf("reload added %v, want [nightly]", l["added"])
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run exited with %v after SIGTERM, want 0", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not stop within 30 s of SIGTERM")
+	}
+	logs.wait(t, "saying the scheduler stopped", 5*time.Second, msgIs("scheduler stopped"))
+	if _, err := os.Stat(filepath.Join(dir, "batches")); err != nil {
+		t.Errorf("no batches written by the scheduled runs: %v", err)
+	}
+}

@@ -1,0 +1,108 @@
+package jobs
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the Prometheus series of a running service. Labels carry job,
+// entity, step and outcome names only: never IDs with unbounded values, and
+// nothing secret. A nil *Metrics records nothing.
+type Metrics struct {
+	reg         *prometheus.Registry
+	runs        *prometheus.CounterVec
+	inProgress  *prometheus.GaugeVec
+	rows        *prometheus.CounterVec
+	batches     *prometheus.CounterVec
+	steps       *prometheus.HistogramVec
+	lastSuccess *prometheus.GaugeVec
+	retries     *prometheus.CounterVec
+	fires       *prometheus.CounterVec
+}
+
+// NewMetrics registers every series, plus the Go runtime and process
+// collectors, on a registry of its own.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dmfexport_runs_total", Help: "Finished export runs by final state.",
+		}, []string{"job", "state"}),
+		inProgress: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dmfexport_runs_in_progress", Help: "Export runs going on now.",
+		}, []string{"job"}),
+		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dmfexport_rows_published_total", Help: "Entity rows handed to the broker (confirmed at the end of each entity).",
+		}, []string{"job", "entity"}),
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dmfexport_batches_published_total", Help: "Batch messages handed to the broker.",
+		}, []string{"job", "entity"}),
+		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "dmfexport_step_duration_seconds", Help: "Duration of each step of a run: export, download, unpack, publish.",
+			Buckets: prometheus.ExponentialBuckets(0.1, 2.5, 12), // 0.1 s .. ~6 h
+		}, []string{"job", "step"}),
+		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dmfexport_last_success_timestamp_seconds", Help: "Unix time the last successful run of a job finished.",
+		}, []string{"job"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dmfexport_fo_retries_total", Help: "F&O API calls retried, by reason (throttled = 429).",
+		}, []string{"job", "action", "reason"}),
+		fires: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dmfexport_scheduler_fires_total", Help: "Scheduled fires by outcome as the scheduler saw them (success, fail, singleton_rescheduled = skipped because the previous run was going).",
+		}, []string{"job", "status"}),
+	}
+	m.reg.MustRegister(m.runs, m.inProgress, m.rows, m.batches, m.steps, m.lastSuccess, m.retries, m.fires,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+func (m *Metrics) runStarted(job string) {
+	if m != nil {
+		m.inProgress.WithLabelValues(job).Inc()
+	}
+}
+
+func (m *Metrics) runFinished(rec *RunRecord, steps map[string]time.Duration) {
+	if m == nil {
+		return
+	}
+	m.inProgress.WithLabelValues(rec.Job).Dec()
+	m.runs.WithLabelValues(rec.Job, string(rec.State)).Inc()
+	if rec.State == StateSucceeded {
+		m.lastSuccess.WithLabelValues(rec.Job).Set(float64(rec.FinishedAt.UnixNano()) / 1e9)
+	}
+	for step, d := range steps {
+		m.steps.WithLabelValues(rec.Job, step).Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) published(job, entity string, rows, batches int64) {
+	if m == nil || (rows == 0 && batches == 0) {
+		return
+	}
+	m.rows.WithLabelValues(job, entity).Add(float64(rows))
+	m.batches.WithLabelValues(job, entity).Add(float64(batches))
+}
+
+// Retried counts an F&O call retried for job; reason is e.g. "throttled",
+// "http 503" or "timeout".
+func (m *Metrics) Retried(job, action, reason string) {
+	if m != nil {
+		m.retries.WithLabelValues(job, action, reason).Inc()
+	}
+}
+
+func (m *Metrics) fired(job, status string) {
+	if m != nil {
+		m.fires.WithLabelValues(job, status).Inc()
+	}
+}
