@@ -145,9 +145,9 @@ func (r *Runner) release(job string) {
 
 // run is the state of one run in progress.
 type run struct {
-	r   *Runner
-	exp *Export
-	st  unpack.Store
+	r     *Runner
+	exp   *Export
+	st    unpack.Store
 	rec   *RunRecord
 	log   *slog.Logger
 	steps map[string]time.Duration
