@@ -52,7 +52,8 @@ type Export struct {
 	FO     FOConfig
 	Store  StoreConfig
 	Broker BrokerConfig
-	Poll   PollConfig
+	Poll      PollConfig
+	Retention RetentionConfig
 }
 
 // FOConfig locates and authenticates against an F&O environment.
@@ -99,6 +100,17 @@ type PollConfig struct {
 	Deadline          time.Duration
 	PackageURLTimeout time.Duration
 }
+
+// RetentionConfig says which finished runs are deleted from the store after
+// each run: those beyond the newest KeepRuns, and those older than MaxAge.
+// Zero disables either rule. Runs that are not finished are never deleted.
+type RetentionConfig struct {
+	KeepRuns int
+	MaxAge   time.Duration
+}
+
+// DefaultRetentionMaxAge keeps 30 days of runs unless configured.
+const DefaultRetentionMaxAge = 30 * 24 * time.Hour
 
 // Secret holds a credential. It prints as REDACTED in fmt and slog output;
 // only Reveal gives the value.
@@ -214,6 +226,7 @@ func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)
 	d.store(top["store"], root, "")
 	d.broker(top["broker"], root, "")
 	d.poll(top["poll"], "")
+	d.retention(top["retention"], "")
 	d.sharedPass = false
 	expsNode := top["exports"]
 	if expsNode == nil {
@@ -256,14 +269,15 @@ type section struct {
 }
 
 var (
-	topKeys    = []string{"fo", "store", "broker", "poll", "exports"}
+	topKeys    = []string{"fo", "store", "broker", "poll", "retention", "exports"}
 	exportKeys = []string{"name", "schedule", "definition_group", "package_name", "legal_entity", "reexecute",
-		"enabled", "exchange", "routing_key", "batch_size", "jitter", "fo", "store", "broker", "poll"}
+		"enabled", "exchange", "routing_key", "batch_size", "jitter", "fo", "store", "broker", "poll", "retention"}
 	sections = []section{
 		{"fo", []string{"url", "auth"}},
 		{"store", []string{"type", "path", "prefix"}},
 		{"broker", []string{"type", "url", "path", "confirm_window", "declare", "queues", "allow_plaintext"}},
 		{"poll", []string{"interval", "max_interval", "deadline", "package_url_timeout"}},
+		{"retention", []string{"keep_runs", "max_age"}},
 	}
 	authKeys  = []string{"method", "token"}
 	queueKeys = []string{"name", "binding_key", "quorum"}
@@ -689,6 +703,7 @@ func (d *decoder) export(n *yaml.Node, p string, top map[string]*yaml.Node) (Exp
 	e.Store = d.store(overlay(top["store"], m["store"]), n, p)
 	e.Broker = d.broker(overlay(top["broker"], m["broker"]), n, p)
 	e.Poll = d.poll(overlay(top["poll"], m["poll"]), p)
+	e.Retention = d.retention(overlay(top["retention"], m["retention"]), p)
 	return e, len(d.problems) == before
 }
 
@@ -933,6 +948,29 @@ func (d *decoder) poll(n *yaml.Node, p string) PollConfig {
 	}
 	if c.Deadline < c.Interval {
 		d.problem(where(m["deadline"], n), p+".deadline", fmt.Sprintf("%s is shorter than interval %s", c.Deadline, c.Interval), "the deadline must leave time for several status checks")
+	}
+	return c
+}
+
+func (d *decoder) retention(n *yaml.Node, p string) RetentionConfig {
+	c := RetentionConfig{MaxAge: DefaultRetentionMaxAge}
+	p = join(p, "retention")
+	if n == nil {
+		return c
+	}
+	m := d.mapping(n, p, sections[4].keys)
+	if m == nil {
+		return c
+	}
+	if v := m["keep_runs"]; v != nil {
+		c.KeepRuns, _ = d.integer(v, p+".keep_runs", 0, 1_000_000)
+	}
+	if v := m["max_age"]; v != nil {
+		if s, ok := d.str(v, p+".max_age"); ok && (s == "0" || s == "0s") {
+			c.MaxAge = 0
+		} else {
+			c.MaxAge, _ = d.duration(v, p+".max_age")
+		}
 	}
 	return c
 }

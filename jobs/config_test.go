@@ -51,6 +51,8 @@ exports:
     enabled: false
     routing_key: erp.vendors
     batch_size: 1000
+    jitter: 1m
+    retention: {keep_runs: 5}
     poll:
       deadline: 30m
     broker:
@@ -93,6 +95,9 @@ func TestParseConfigValid(t *testing.T) {
 		{"vendors routing key", v.RoutingKey, "erp.vendors"},
 		{"vendors batch size", v.BatchSize, 1000},
 		{"vendors poll override", v.Poll.Deadline, 30 * time.Minute},
+		{"vendors jitter", v.Jitter, time.Minute},
+		{"vendors retention", v.Retention, RetentionConfig{KeepRuns: 5, MaxAge: DefaultRetentionMaxAge}},
+		{"customers retention default", c.Retention, RetentionConfig{MaxAge: DefaultRetentionMaxAge}},
 		{"vendors poll inherits interval", v.Poll.Interval, 5 * time.Second},
 		{"vendors broker override type", v.Broker.Type, "file"},
 		{"vendors broker path", v.Broker.Path, "/var/lib/batches"},

@@ -102,6 +102,11 @@ func (r *Runner) Run(ctx context.Context, exp *Export, opts RunOptions) (*RunRec
 	if err := run.save(saveCtx); err != nil && runErr == nil {
 		runErr = err
 	}
+	if deleted, err := prune(saveCtx, st, exp, time.Now()); err != nil {
+		run.log.Warn("retention: some old runs could not be deleted", "err", err)
+	} else if len(deleted) > 0 {
+		run.log.Info("retention: old runs deleted", "runs", deleted)
+	}
 	run.emit(Event{State: rec.State, Detail: rec.Error})
 	run.log.Info("run finished", "state", rec.State, "duration", rec.FinishedAt.Sub(rec.StartedAt).Round(time.Millisecond))
 	if runErr != nil {

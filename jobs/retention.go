@@ -1,0 +1,67 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dmfexport/dmfexport/unpack"
+)
+
+// prune deletes the finished runs of exp that its retention rules let go,
+// oldest first, and returns their run IDs. A run's objects are deleted
+// before its record, so an interrupted prune leaves a record that the next
+// prune finishes, never objects nobody knows of. Unfinished runs are kept.
+func prune(ctx context.Context, st unpack.Store, exp *Export, now time.Time) ([]string, error) {
+	r := exp.Retention
+	if r.KeepRuns == 0 && r.MaxAge == 0 {
+		return nil, nil
+	}
+	recs, err := LoadRecords(ctx, st, exp.Store.Prefix, exp.Name)
+	if err != nil {
+		return nil, err
+	}
+	var deleted []string
+	var errs []error
+	finished := 0
+	for _, rec := range recs { // newest first
+		if !rec.State.Final() {
+			continue
+		}
+		finished++
+		tooMany := r.KeepRuns > 0 && finished > r.KeepRuns
+		tooOld := r.MaxAge > 0 && now.Sub(rec.StartedAt) > r.MaxAge
+		if !tooMany && !tooOld {
+			continue
+		}
+		if err := deleteRun(ctx, st, exp.Store.Prefix, rec); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		deleted = append(deleted, rec.RunID)
+	}
+	return deleted, errors.Join(errs...)
+}
+
+// deleteRun removes every object of one run, its record last.
+func deleteRun(ctx context.Context, st unpack.Store, storePrefix string, rec *RunRecord) error {
+	prefix := runPrefix(storePrefix, rec.Job, rec.RunID) + "/"
+	objs, err := st.List(ctx, prefix)
+	if err != nil {
+		return fmt.Errorf("retention: list run %s: %w", rec.RunID, err)
+	}
+	recKey := recordKey(storePrefix, rec.Job, rec.RunID)
+	for _, o := range objs {
+		if o.Key == recKey {
+			continue
+		}
+		if err := st.Delete(ctx, o.Key); err != nil {
+			return fmt.Errorf("retention: delete %s: %w", o.Key, err)
+		}
+	}
+	if err := st.Delete(ctx, recKey); err != nil {
+		return fmt.Errorf("retention: delete %s: %w", recKey, err)
+	}
+	return nil
+}

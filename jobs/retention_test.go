@@ -1,0 +1,69 @@
+package jobs
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPrune(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	type run struct {
+		id    string
+		age   time.Duration
+		state State
+	}
+	runs := []run{
+		{"r1", 1 * time.Hour, StateSucceeded},
+		{"r2", 2 * time.Hour, StateFailed},
+		{"r3", 3 * time.Hour, StatePublishing}, // unfinished: never deleted
+		{"r4", 50 * time.Hour, StateSucceeded},
+		{"r5", 100 * time.Hour, StatePartiallySucceeded},
+	}
+	tests := []struct {
+		name string
+		r    RetentionConfig
+		want []string // deleted
+	}{
+		{"keep everything", RetentionConfig{}, nil},
+		{"keep two", RetentionConfig{KeepRuns: 2}, []string{"r4", "r5"}},
+		{"max age", RetentionConfig{MaxAge: 48 * time.Hour}, []string{"r4", "r5"}},
+		{"both", RetentionConfig{KeepRuns: 1, MaxAge: 72 * time.Hour}, []string{"r2", "r4", "r5"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			st := mustDirStore(t, t.TempDir())
+			exp := &Export{Name: "job", Retention: tt.r}
+			for _, r := range runs {
+				rec := &RunRecord{Job: "job", RunID: r.id, State: r.state, StartedAt: now.Add(-r.age)}
+				if err := saveRecord(ctx, st, "", rec); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := st.Put(ctx, runPrefix("", "job", r.id)+"/entities/E.csv", strings.NewReader("x"), nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			deleted, err := prune(ctx, st, exp, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			slices.Sort(deleted)
+			if !slices.Equal(deleted, tt.want) {
+				t.Fatalf("deleted %v, want %v", deleted, tt.want)
+			}
+			for _, r := range runs {
+				objs, err := st.List(ctx, runPrefix("", "job", r.id)+"/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				gone := slices.Contains(tt.want, r.id)
+				if gone && len(objs) != 0 || !gone && len(objs) != 2 {
+					t.Errorf("run %s: %d objects left, want %d", r.id, len(objs), map[bool]int{true: 0, false: 2}[gone])
+				}
+			}
+		})
+	}
+}
