@@ -49,9 +49,9 @@ type Export struct {
 	BatchSize       int
 	Jitter          time.Duration // random delay before a scheduled run, spreading load
 
-	FO     FOConfig
-	Store  StoreConfig
-	Broker BrokerConfig
+	FO        FOConfig
+	Store     StoreConfig
+	Broker    BrokerConfig
 	Poll      PollConfig
 	Retention RetentionConfig
 }
