@@ -36,6 +36,7 @@ func commands() map[string]command {
 		"validate": &validateCommand{},
 		"jobs":     &jobsCommand{},
 		"status":   &statusCommand{},
+		"replay":   &replayCommand{},
 		"demo":     &demoCommand{},
 		"version":  &versionCommand{},
 	}
@@ -52,6 +53,7 @@ Commands:
   validate   check the configuration file and report every problem
   jobs       list the exports with their schedules and next run times
   status     show recent runs from the run records
+  replay     publish a stored run's entities again
   demo       run the demo export against the built-in F&O simulator
   version    print the version
 

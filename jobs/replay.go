@@ -1,0 +1,108 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dmfexport/dmfexport/unpack"
+)
+
+// ReplayOptions narrow and redirect a replay.
+type ReplayOptions struct {
+	Entities   []string // only these entities; empty means every entity of the run
+	RoutingKey string   // "" keeps the export's routing key
+}
+
+// FindRun returns the export of cfg whose store holds the record of runID,
+// and that record. runID may be given as "JOB/RUN".
+func FindRun(ctx context.Context, cfg *Config, runID string) (*Export, *RunRecord, error) {
+	job, id, qualified := strings.Cut(runID, "/")
+	if !qualified {
+		job, id = "", runID
+	}
+	for i := range cfg.Exports {
+		exp := &cfg.Exports[i]
+		if job != "" && exp.Name != job {
+			continue
+		}
+		st, err := openStore(exp.Store)
+		if err != nil {
+			return nil, nil, fmt.Errorf("export %s: %w", exp.Name, err)
+		}
+		rec, err := readRecord(ctx, st, recordKey(exp.Store.Prefix, exp.Name, id))
+		if errors.Is(err, unpack.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		return exp, rec, nil
+	}
+	return nil, nil, fmt.Errorf("no run %q in the store of any export (see dmfexport status for run IDs)", runID)
+}
+
+// Replay publishes the stored entity files of a finished run again, for a
+// downstream system that lost data. Messages carry the same IDs as the
+// first time (<execution id>/<entity>/<batch>), so a consumer that still
+// holds a batch can drop it, and the same correlation ID (the run ID). It
+// returns what it published per entity.
+func (r *Runner) Replay(ctx context.Context, exp *Export, rec *RunRecord, o ReplayOptions) ([]EntityRecord, error) {
+	if !rec.Unpacked {
+		return nil, fmt.Errorf("run %s of export %s never finished unpacking (state %s): nothing stored to replay", rec.RunID, exp.Name, rec.State)
+	}
+	for _, name := range o.Entities {
+		if !slices.ContainsFunc(rec.Entities, func(e EntityRecord) bool { return e.Entity == name }) {
+			return nil, fmt.Errorf("run %s has no entity %q (it has: %s)", rec.RunID, name, entityNames(rec))
+		}
+	}
+	st, err := openStore(exp.Store)
+	if err != nil {
+		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
+	}
+	target := *exp
+	if o.RoutingKey != "" {
+		target.RoutingKey = o.RoutingKey
+	}
+	u := &run{r: r, exp: &target, st: st, rec: rec, steps: map[string]time.Duration{},
+		log: r.logger().With("job", exp.Name, "run", rec.RunID, "execution", rec.ExecutionID, "replay", true)}
+	sink, err := u.newSink(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
+	}
+	defer sink.Close()
+	var out []EntityRecord
+	var errs []error
+	for _, e := range rec.Entities {
+		if len(o.Entities) > 0 && !slices.Contains(o.Entities, e.Entity) {
+			continue
+		}
+		if e.Key == "" {
+			errs = append(errs, fmt.Errorf("entity %s was never stored: %s", e.Entity, e.Error))
+			continue
+		}
+		e.Rows, e.Batches, e.Error = 0, 0, ""
+		if err := u.publishEntity(ctx, sink, &e); err != nil {
+			e.State, e.Error = StateFailed, err.Error()
+			errs = append(errs, err)
+		} else {
+			e.State = StateSucceeded
+		}
+		out = append(out, e)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return out, fmt.Errorf("replay of run %s: %w", rec.RunID, err)
+	}
+	return out, nil
+}
+
+func entityNames(rec *RunRecord) string {
+	names := make([]string, len(rec.Entities))
+	for i, e := range rec.Entities {
+		names[i] = e.Entity
+	}
+	return strings.Join(names, ", ")
+}
