@@ -56,7 +56,8 @@ type RunRecord struct {
 	PackageKey      string `json:"package_key,omitempty"`
 	PackageBytes    int64  `json:"package_bytes,omitempty"`
 	PackageSHA256   string `json:"package_sha256,omitempty"`
-	Unpacked        bool   `json:"unpacked"` // true only once every entity object is written
+	Unpacked        bool   `json:"unpacked"`          // true only once every entity object is written
+	Resumes         int    `json:"resumes,omitempty"` // times the run was taken up again after an interruption
 
 	Entities []EntityRecord `json:"entities,omitempty"`
 
@@ -76,7 +77,10 @@ type EntityRecord struct {
 	State        State  `json:"state"`
 	Rows         int64  `json:"rows"`
 	Batches      int64  `json:"batches"`
-	Error        string `json:"error,omitempty"`
+	// LastBatch is the index of the last batch the broker confirmed, in
+	// order (-1: none yet); a resumed run publishes from the one after it.
+	LastBatch int64  `json:"last_batch"`
+	Error     string `json:"error,omitempty"`
 }
 
 // runPrefix is the store folder of one run: "<prefix>/<job>/<run id>".

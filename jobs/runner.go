@@ -6,6 +6,7 @@ package jobs
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -58,13 +59,13 @@ type RunOptions struct {
 
 // Run performs one export end to end and returns its record. The record is
 // returned even when the run fails; the error then says which step failed
-// and what to do.
+// and what to do. A run cut off by ctx (a stop signal) is left unfinished
+// in its record, for Resume.
 func (r *Runner) Run(ctx context.Context, exp *Export, opts RunOptions) (*RunRecord, error) {
 	if !r.claim(exp.Name) {
 		return nil, fmt.Errorf("export %s: %w; wait for it to finish", exp.Name, ErrAlreadyRunning)
 	}
 	defer r.release(exp.Name)
-
 	st, err := openStore(exp.Store)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
@@ -79,35 +80,115 @@ func (r *Runner) Run(ctx context.Context, exp *Export, opts RunOptions) (*RunRec
 		State:           StatePending,
 		DefinitionGroup: exp.DefinitionGroup,
 		LegalEntity:     exp.LegalEntity,
-		Durations:       map[string]string{},
 	}
-	run := &run{r: r, exp: exp, st: st, rec: rec, log: r.logger().With("job", exp.Name, "run", rec.RunID), steps: map[string]time.Duration{}}
+	return r.drive(ctx, exp, st, rec, false)
+}
+
+// Unfinished returns the runs of exp whose records are not in a final state:
+// runs cut off by a stop or a crash, for Resume. Oldest first.
+func (r *Runner) Unfinished(ctx context.Context, exp *Export) ([]*RunRecord, error) {
+	recs, err := Records(ctx, exp)
+	if err != nil {
+		return nil, err
+	}
+	var out []*RunRecord
+	for i := len(recs) - 1; i >= 0; i-- {
+		if !recs[i].State.Final() {
+			out = append(out, recs[i])
+		}
+	}
+	return out, nil
+}
+
+// Resume takes up a run that was cut off, from where its record shows it
+// got: an export already started in F&O is polled, never started again; a
+// stored package is not downloaded again; published batches are not
+// published again.
+func (r *Runner) Resume(ctx context.Context, exp *Export, rec *RunRecord) (*RunRecord, error) {
+	if rec.State.Final() {
+		return rec, nil
+	}
+	if !r.claim(exp.Name) {
+		return nil, fmt.Errorf("export %s: %w; wait for it to finish", exp.Name, ErrAlreadyRunning)
+	}
+	defer r.release(exp.Name)
+	st, err := openStore(exp.Store)
+	if err != nil {
+		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
+	}
+	rec.Resumes++
+	rec.Error = ""
+	return r.drive(ctx, exp, st, rec, true)
+}
+
+// ResumeAll resumes the unfinished runs of every export in exps, one job
+// after another, each job's runs oldest first. Errors are logged.
+func (r *Runner) ResumeAll(ctx context.Context, exps []*Export) {
+	for _, exp := range exps {
+		recs, err := r.Unfinished(ctx, exp)
+		if err != nil {
+			r.logger().Error("cannot look for unfinished runs", "job", exp.Name, "err", err)
+			continue
+		}
+		for _, rec := range recs {
+			if ctx.Err() != nil {
+				return
+			}
+			r.logger().Info("resuming unfinished run", "job", exp.Name, "run", rec.RunID, "state", rec.State)
+			if _, err := r.Resume(ctx, exp, rec); err != nil {
+				r.logger().Error("resumed run failed", "job", exp.Name, "run", rec.RunID, "err", err)
+			}
+		}
+	}
+}
+
+// drive executes a run and writes its final record.
+func (r *Runner) drive(ctx context.Context, exp *Export, st unpack.Store, rec *RunRecord, resuming bool) (*RunRecord, error) {
+	if rec.Durations == nil {
+		rec.Durations = map[string]string{}
+	}
+	run := &run{r: r, exp: exp, st: st, rec: rec, resuming: resuming, steps: map[string]time.Duration{},
+		log: r.logger().With("job", exp.Name, "run", rec.RunID)}
+	if rec.ExecutionID != "" {
+		run.log = run.log.With("execution", rec.ExecutionID)
+	}
 	r.Metrics.runStarted(exp.Name)
 	defer func() { r.Metrics.runFinished(rec, run.steps) }()
 	if err := run.save(ctx); err != nil {
 		return rec, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
 	runErr := run.execute(ctx)
-	rec.FinishedAt = time.Now().UTC()
+	interrupted := runErr != nil && ctx.Err() != nil
 	switch {
+	case interrupted:
+		rec.Error = "interrupted (" + ctx.Err().Error() + "); the run resumes from here at the next start"
 	case runErr != nil:
 		rec.State = StateFailed
 		rec.Error = runErr.Error()
 	case rec.State != StatePartiallySucceeded:
 		rec.State = StateSucceeded
 	}
-	// The final record must land even if ctx was cancelled mid-run.
+	if rec.State.Final() {
+		rec.FinishedAt = time.Now().UTC()
+	}
+	// The record must land even if ctx was cancelled mid-run.
 	saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if err := run.save(saveCtx); err != nil && runErr == nil {
 		runErr = err
 	}
-	if deleted, err := prune(saveCtx, st, exp, time.Now()); err != nil {
-		run.log.Warn("retention: some old runs could not be deleted", "err", err)
-	} else if len(deleted) > 0 {
-		run.log.Info("retention: old runs deleted", "runs", deleted)
+	if rec.State.Final() {
+		if deleted, err := prune(saveCtx, st, exp, time.Now()); err != nil {
+			run.log.Warn("retention: some old runs could not be deleted", "err", err)
+		} else if len(deleted) > 0 {
+			run.log.Info("retention: old runs deleted", "runs", deleted)
+		}
 	}
 	run.emit(Event{State: rec.State, Detail: rec.Error})
+	if interrupted {
+		run.log.Warn("run interrupted; it resumes at the next start", "state", rec.State)
+		return rec, fmt.Errorf("export %s run %s interrupted in state %s: %w", exp.Name, rec.RunID, rec.State, ctx.Err())
+	}
 	run.log.Info("run finished", "state", rec.State, "duration", rec.FinishedAt.Sub(rec.StartedAt).Round(time.Millisecond))
 	if runErr != nil {
 		return rec, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, runErr)
@@ -156,6 +237,8 @@ type run struct {
 	rec   *RunRecord
 	log   *slog.Logger
 	steps map[string]time.Duration
+	// resuming is set when the run is taken up again from its record.
+	resuming bool
 }
 
 func (u *run) emit(e Event) {
@@ -191,34 +274,87 @@ func (u *run) step(name string, fn func() error) error {
 	return err
 }
 
+// execute carries the run from the state its record is in to the end. A
+// fresh run starts at the beginning; a resumed one (u.resuming) skips what
+// its record shows done: an execution that exists is polled, never started
+// again; a stored package is not downloaded again; an unpacked package is
+// not unpacked again; published entities are not published again.
 func (u *run) execute(ctx context.Context) error {
 	client, err := dmf.NewClient(u.exp.FO.URL.String(), dmf.StaticToken(u.exp.FO.Auth.Token.Reveal()),
 		&dmf.ClientOptions{HTTPClient: u.r.httpClient(), Logger: u.log})
 	if err != nil {
 		return fmt.Errorf("f&o client: %w", err)
 	}
+	if !u.rec.Unpacked {
+		tmp, err := os.CreateTemp("", "dmfexport-package-*.zip")
+		if err != nil {
+			return fmt.Errorf("create temporary file for the package: %w", err)
+		}
+		defer os.Remove(tmp.Name())
+		defer tmp.Close()
+		if !u.restorePackage(ctx, tmp) {
+			if err := u.export(ctx, client); err != nil {
+				return err
+			}
+			if err := u.download(ctx, client, tmp); err != nil {
+				return err
+			}
+		}
+		if err := u.unpack(ctx, tmp.Name()); err != nil {
+			return err
+		}
+	}
+	if err := u.enter(ctx, StatePublishing, fmt.Sprintf("%d entities", len(u.rec.Entities))); err != nil {
+		return err
+	}
+	return u.step("publish", func() error { return u.publishAll(ctx) })
+}
 
-	// 1. Export. The execution ID is chosen here, so a lost answer can be
-	// recovered by asking for its status rather than starting a second export.
-	u.rec.ExecutionID = newExecutionID(u.exp.DefinitionGroup, u.rec.StartedAt)
+// export starts the F&O export (or, resuming, finds the one started before)
+// and waits for it to end.
+func (u *run) export(ctx context.Context, client *dmf.Client) error {
+	start := true
+	if u.resuming && u.rec.ExecutionID != "" {
+		// The execution ID was chosen and recorded before ExportToPackage
+		// was sent, so F&O knows it unless the call never arrived.
+		st, err := client.ExecutionStatus(ctx, u.rec.ExecutionID)
+		if err != nil {
+			return fmt.Errorf("resume: ask F&O for execution %s: %w", u.rec.ExecutionID, err)
+		}
+		start = st == dmf.StatusUnknown
+		u.log.Info("resuming run", "execution_status", st, "export_started_before", !start)
+	} else {
+		// Chosen here, so a lost answer is recovered by asking for its
+		// status rather than by starting a second export.
+		u.rec.ExecutionID = newExecutionID(u.exp.DefinitionGroup, u.rec.StartedAt)
+	}
+	u.log = u.log.With("execution", u.rec.ExecutionID)
 	if err := u.enter(ctx, StateExporting, "execution "+u.rec.ExecutionID); err != nil {
 		return err
 	}
 	var status dmf.Status
-	err = u.step("export", func() error {
-		id, err := client.ExportToPackage(ctx, dmf.ExportRequest{
-			DefinitionGroupID: u.exp.DefinitionGroup,
-			PackageName:       u.exp.PackageName,
-			ExecutionID:       u.rec.ExecutionID,
-			ReExecute:         u.exp.ReExecute,
-			LegalEntityID:     u.exp.LegalEntity,
-		})
-		if err != nil {
-			return fmt.Errorf("start export of definition group %q: %w", u.exp.DefinitionGroup, err)
+	err := u.step("export", func() error {
+		if start {
+			id, err := client.ExportToPackage(ctx, dmf.ExportRequest{
+				DefinitionGroupID: u.exp.DefinitionGroup,
+				PackageName:       u.exp.PackageName,
+				ExecutionID:       u.rec.ExecutionID,
+				ReExecute:         u.exp.ReExecute,
+				LegalEntityID:     u.exp.LegalEntity,
+			})
+			if err != nil {
+				return fmt.Errorf("start export of definition group %q: %w", u.exp.DefinitionGroup, err)
+			}
+			if id != u.rec.ExecutionID {
+				u.rec.ExecutionID = id
+				u.log = u.log.With("execution", id)
+				if err := u.save(ctx); err != nil {
+					return err
+				}
+			}
 		}
-		u.rec.ExecutionID = id
-		u.log = u.log.With("execution", id)
-		status, err = client.PollStatus(ctx, id, dmf.PollOptions{
+		var err error
+		status, err = client.PollStatus(ctx, u.rec.ExecutionID, dmf.PollOptions{
 			Interval:    u.exp.Poll.Interval,
 			MaxInterval: u.exp.Poll.MaxInterval,
 			Deadline:    u.exp.Poll.Deadline,
@@ -228,7 +364,7 @@ func (u *run) execute(ctx context.Context) error {
 		})
 		u.rec.ExecutionStatus = string(status)
 		if err != nil {
-			return fmt.Errorf("wait for execution %s: %w", id, err)
+			return fmt.Errorf("wait for execution %s: %w", u.rec.ExecutionID, err)
 		}
 		return nil
 	})
@@ -238,49 +374,84 @@ func (u *run) execute(ctx context.Context) error {
 	if status != dmf.StatusSucceeded {
 		return u.executionFailed(ctx, client, status)
 	}
+	return nil
+}
 
-	// 2. Download the package to a temporary file and keep it in the store.
+// download fetches the package into tmp and keeps it in the store.
+func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) error {
 	if err := u.enter(ctx, StateDownloading, ""); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp("", "dmfexport-package-*.zip")
-	if err != nil {
-		return fmt.Errorf("create temporary file for the package: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	err = u.step("download", func() error {
+	return u.step("download", func() error {
 		pkgURL, err := client.WaitPackageURL(ctx, u.rec.ExecutionID, u.exp.Poll.PackageURLTimeout)
 		if err != nil {
 			return fmt.Errorf("get package URL of execution %s: %w", u.rec.ExecutionID, err)
 		}
 		u.rec.PackageURL = dmf.RedactURL(pkgURL)
+		if err := resetFile(tmp); err != nil {
+			return err
+		}
 		n, sum, err := unpack.Download(ctx, u.r.httpClient(), pkgURL, tmp)
 		if err != nil {
 			return fmt.Errorf("download package of execution %s: %w", u.rec.ExecutionID, err)
 		}
-		u.rec.PackageBytes, u.rec.PackageSHA256 = n, sum
 		if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 			return fmt.Errorf("rewind package file: %w", err)
 		}
-		u.rec.PackageKey = path.Join(u.prefix(), "package.zip")
-		if _, err := u.st.Put(ctx, u.rec.PackageKey, tmp, u.meta(map[string]string{"sha256": sum})); err != nil {
+		key := path.Join(u.prefix(), "package.zip")
+		if _, err := u.st.Put(ctx, key, tmp, u.meta(map[string]string{"sha256": sum})); err != nil {
 			return fmt.Errorf("store package: %w", err)
 		}
-		return nil
+		u.rec.PackageBytes, u.rec.PackageSHA256, u.rec.PackageKey = n, sum, key
+		return u.save(ctx)
 	})
-	if err != nil {
-		return err
-	}
+}
 
-	// 3. Explode the package into one object per entity.
+// restorePackage copies a package stored by an earlier attempt of this run
+// into tmp, if there is one and its checksum still matches.
+func (u *run) restorePackage(ctx context.Context, tmp *os.File) bool {
+	if !u.resuming || u.rec.PackageKey == "" || u.rec.PackageSHA256 == "" {
+		return false
+	}
+	rc, err := u.st.Open(ctx, u.rec.PackageKey)
+	if err != nil {
+		u.log.Warn("resume: stored package unreadable, downloading it again", "key", u.rec.PackageKey, "err", err)
+		return false
+	}
+	defer rc.Close()
+	h := sha256.New()
+	if err := resetFile(tmp); err == nil {
+		_, err = io.Copy(io.MultiWriter(tmp, h), rc)
+		if err == nil && hex.EncodeToString(h.Sum(nil)) == u.rec.PackageSHA256 {
+			u.log.Info("resume: using the package stored before", "key", u.rec.PackageKey)
+			return true
+		}
+	}
+	u.log.Warn("resume: stored package does not match its checksum, downloading it again", "key", u.rec.PackageKey)
+	return false
+}
+
+// resetFile empties f and rewinds it.
+func resetFile(f *os.File) error {
+	if err := f.Truncate(0); err != nil {
+		return fmt.Errorf("reset temporary package file: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("reset temporary package file: %w", err)
+	}
+	return nil
+}
+
+// unpack explodes the package file into one stored object per entity and
+// records them; the record says Unpacked only once every object is written.
+func (u *run) unpack(ctx context.Context, pkg string) error {
 	if err := u.enter(ctx, StateUnpacking, fmt.Sprintf("%d bytes", u.rec.PackageBytes)); err != nil {
 		return err
 	}
 	var res *unpack.Result
-	err = u.step("unpack", func() error {
+	err := u.step("unpack", func() error {
 		var err error
-		res, err = unpack.Explode(ctx, tmp.Name(), u.st, unpack.ExplodeOptions{
+		res, err = unpack.Explode(ctx, pkg, u.st, unpack.ExplodeOptions{
 			Prefix: path.Join(u.prefix(), "entities"),
 			Meta:   u.meta(nil),
 		})
@@ -292,10 +463,11 @@ func (u *run) execute(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	u.rec.Entities = u.rec.Entities[:0]
 	for _, o := range res.Entities {
 		e := EntityRecord{
 			Entity: o.Entity, File: o.File, SourceFormat: o.SourceFormat, Format: o.Format, Sheet: o.Sheet,
-			Key: o.Key, Bytes: o.Size, SHA256: o.SHA256, State: StatePending,
+			Key: o.Key, Bytes: o.Size, SHA256: o.SHA256, State: StatePending, LastBatch: -1,
 		}
 		if o.Err != nil {
 			e.State, e.Error = StateFailed, o.Err.Error()
@@ -307,13 +479,7 @@ func (u *run) execute(ctx context.Context) error {
 		u.log.Warn("package file not listed in Manifest.xml, not published", "file", name)
 	}
 	u.rec.Unpacked = true
-	objs := res.Entities
-
-	// 4. Publish every entity; one entity's failure does not stop the others.
-	if err := u.enter(ctx, StatePublishing, fmt.Sprintf("%d entities", len(objs))); err != nil {
-		return err
-	}
-	return u.step("publish", func() error { return u.publishAll(ctx) })
+	return u.save(ctx)
 }
 
 func (u *run) publishAll(ctx context.Context) error {
@@ -328,11 +494,16 @@ func (u *run) publishAll(ctx context.Context) error {
 			return ctx.Err()
 		}
 		e := &u.rec.Entities[i]
-		if e.State == StateFailed { // could not be unpacked
+		if e.State == StateSucceeded { // published before an interruption
+			continue
+		}
+		if e.State == StateFailed && e.Key == "" { // could not be unpacked
 			failed = append(failed, e.Entity)
 			continue
 		}
-		if err := u.publishEntity(ctx, sink, e); err != nil {
+		if err := u.publishEntity(ctx, sink, e); err != nil && ctx.Err() != nil {
+			return ctx.Err() // interrupted: the entity stays pending, to resume
+		} else if err != nil {
 			e.State, e.Error = StateFailed, err.Error()
 			u.log.Error("entity failed", "entity", e.Entity, "err", err)
 			failed = append(failed, e.Entity)

@@ -32,8 +32,10 @@ type Scheduler struct {
 	runCtx     context.Context
 	cancelRuns context.CancelFunc
 
-	mu   sync.Mutex
-	jobs map[string]*scheduledJob
+	mu      sync.Mutex
+	jobs    map[string]*scheduledJob
+	all     []*Export // every export of the configuration, for resuming
+	resumes sync.WaitGroup
 
 	// OnSkip, if set, is called when a fire is dropped because the job's
 	// previous run is still going (for metrics).
@@ -82,6 +84,10 @@ func (s *Scheduler) Apply(cfg *Config) (Changes, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var ch Changes
+	s.all = s.all[:0]
+	for i := range cfg.Exports {
+		s.all = append(s.all, &cfg.Exports[i])
+	}
 	want := map[string]*Export{}
 	for i := range cfg.Exports {
 		if e := &cfg.Exports[i]; e.Enabled {
@@ -171,6 +177,16 @@ func (s *Scheduler) fire(exp *Export) {
 // Start begins firing jobs; it does not block.
 func (s *Scheduler) Start() { s.s.Start() }
 
+// ResumeUnfinished takes up, in the background, every run the store shows
+// unfinished (cut off by a stop or a crash), oldest first per job. Stop
+// interrupts them like any run.
+func (s *Scheduler) ResumeUnfinished() {
+	s.mu.Lock()
+	exps := slices.Clone(s.all)
+	s.mu.Unlock()
+	s.resumes.Go(func() { s.runner.ResumeAll(s.runCtx, exps) })
+}
+
 // NextRuns returns each scheduled job's next fire time (after Start).
 func (s *Scheduler) NextRuns() map[string]time.Time {
 	s.mu.Lock()
@@ -192,7 +208,9 @@ func (s *Scheduler) Stop() error {
 	// Cancel first: a fire that starts from here on returns at once, and
 	// Shutdown then waits only for runs reaching their next safe point.
 	s.cancelRuns()
-	if err := s.s.Shutdown(); err != nil {
+	err := s.s.Shutdown()
+	s.resumes.Wait()
+	if err != nil {
 		return fmt.Errorf("stop scheduler: %w", err)
 	}
 	return nil

@@ -31,6 +31,10 @@ SIGINT or SIGTERM. A fire that comes while the previous run of the same export i
 skipped and logged. On a stop signal no new run starts; running exports are cancelled at their
 next safe point and the process waits up to --stop-timeout for them.
 
+At start, every run the store shows unfinished (cut off by a stop, a crash or kill -9) is resumed
+from its record: an export already started in F&O is polled, never started again; a stored package
+is not downloaded again; entities already published are not published again.
+
 SIGHUP re-reads the configuration: new exports are scheduled, removed or disabled ones are
 unscheduled, changed ones take their new settings from their next run. Runs in progress are never
 cut off by a reload. A configuration with problems is reported and the running one is kept.
@@ -72,6 +76,7 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 		defer srv.Close()
 	}
 	sch.Start()
+	sch.ResumeUnfinished()
 	ready.Store(true)
 	logNextRuns(log, sch)
 	log.Info("scheduler running", "config", cfg.Path, "exports", len(cfg.Exports))
