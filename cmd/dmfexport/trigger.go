@@ -79,8 +79,82 @@ func runAll(ctx context.Context, runner *jobs.Runner, exps []*jobs.Export, trigg
 	return nil
 }
 
-// progressPrinter prints one line per state change and per published batch.
+// progressPrinter reports progress on w: on a terminal, one status line
+// redrawn in place (every job's state and rows) with a line kept per state
+// change; otherwise plain lines, one per state change and per batch.
 func progressPrinter(w io.Writer) func(jobs.Event) {
+	if f, ok := w.(*os.File); ok && isTerminal(f) {
+		return liveProgress(f)
+	}
+	return plainProgress(w)
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// liveProgress redraws a status line: "⟳ customers publishing Customers V3 10000 rows | ...".
+func liveProgress(w io.Writer) func(jobs.Event) {
+	var mu sync.Mutex
+	states := map[string]*jobState{}
+	var order []string
+	start := time.Now()
+	return func(e jobs.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		js, ok := states[e.Job]
+		if !ok {
+			js = &jobState{}
+			states[e.Job] = js
+			order = append(order, e.Job)
+		}
+		if e.State != js.state || e.State.Final() {
+			// Keep a line per state change above the status line.
+			detail := ""
+			if e.Detail != "" && e.Entity == "" {
+				detail = ": " + oneLine(e.Detail, 100)
+			}
+			fmt.Fprintf(w, "\r\033[K%s %s: %s%s\n", time.Now().Format("15:04:05"), e.Job, e.State, detail)
+		}
+		js.state = e.State
+		if e.Entity != "" {
+			js.entity, js.rows = e.Entity, e.Rows
+		}
+		parts := make([]string, 0, len(order))
+		for _, name := range order {
+			s := states[name]
+			p := fmt.Sprintf("%s %s", name, s.state)
+			if s.state == jobs.StatePublishing && s.entity != "" {
+				p += fmt.Sprintf(" %s %d rows", s.entity, s.rows)
+			}
+			parts = append(parts, p)
+		}
+		fmt.Fprintf(w, "\r\033[K[%s] %s", time.Since(start).Round(time.Second), strings.Join(parts, " | "))
+		if e.State.Final() && allFinal(states) {
+			fmt.Fprintln(w)
+		}
+	}
+}
+
+// jobState is one job's line in the live progress.
+type jobState struct {
+	state  jobs.State
+	entity string
+	rows   int64
+}
+
+func allFinal(m map[string]*jobState) bool {
+	for _, s := range m {
+		if !s.state.Final() {
+			return false
+		}
+	}
+	return true
+}
+
+// plainProgress prints one line per state change and per published batch.
+func plainProgress(w io.Writer) func(jobs.Event) {
 	var mu sync.Mutex
 	return func(e jobs.Event) {
 		mu.Lock()
