@@ -36,3 +36,9 @@ fuzz:
 
 clean:
 	rm -rf $(BIN) out dmfexport-data
+
+## bench: publish-step figures per entity (parse+encode, publish none/gzip/zstd, broker ceiling, peak RSS)
+## on generated files; BENCHFLAGS="-wide 100000 -narrow 1000000 -xlsx 200000" for the issue's sizes
+.PHONY: bench
+bench:
+	$(GO) run ./cmd/dmfbench $(BENCHFLAGS)

@@ -53,8 +53,18 @@ const (
 
 // authHint is added to 401/403 errors: the usual cause is the missing
 // registration of the application inside F&O, not the token itself.
-const authHint = "check the token and that the application is registered in F&O " +
-	"(System administration > Setup > Microsoft Entra applications) with data management permissions"
+func (e *APIError) authHint() string {
+	who := "the token"
+	if e.Identity != "" {
+		who = "token for " + e.Identity
+	}
+	app := "the application"
+	if e.ApplicationID != "" {
+		app = "application " + e.ApplicationID
+	}
+	return who + " was refused: check that " + app + " is registered in F&O " +
+		"(System administration > Setup > Microsoft Entra applications) and mapped to a user with data management roles"
+}
 
 // APIError is a non-2xx answer of F&O to one action. Code and Message come
 // from the OData error body when there is one (each at most 500 characters);
@@ -65,10 +75,16 @@ type APIError struct {
 	StatusCode int    // HTTP status code
 	Code       string // OData error code, may be empty
 	Message    string // OData error message, or status line and body start
+
+	// Identity and ApplicationID, set on 401 and 403 only, name who the
+	// refused token stands for and the application to register in F&O
+	// (from ClientOptions or the token's claims); either may be empty.
+	Identity      string
+	ApplicationID string
 }
 
 // Error reads like "F&O ExportToPackage: HTTP 400: <code>: <message>"; for
-// 401 and 403 it adds what to check in F&O.
+// 401 and 403 it adds whose token was refused and what to check in F&O.
 func (e *APIError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "F&O %s: HTTP %d", e.Action, e.StatusCode)
@@ -82,7 +98,7 @@ func (e *APIError) Error() string {
 	}
 	if e.StatusCode == http.StatusUnauthorized || e.StatusCode == http.StatusForbidden {
 		b.WriteString("; ")
-		b.WriteString(authHint)
+		b.WriteString(e.authHint())
 	}
 	return b.String()
 }
@@ -107,6 +123,9 @@ type Client struct {
 	urlWaitBase     time.Duration // first wait of WaitPackageURL
 	urlWaitMax      time.Duration // cap of the WaitPackageURL backoff
 	unknownLimit    int           // Unknown answers tolerated by PollStatus
+
+	identity string // who the token stands for, for 401/403 errors
+	appID    string // application ID to register in F&O, for 401/403 errors
 
 	tokenLock chan struct{} // 1-slot semaphore guarding tok/tokExp; honours ctx
 	tok       string
@@ -160,6 +179,19 @@ func NewClient(environment string, cred azcore.TokenCredential, opts *ClientOpti
 		urlWaitMax:      30 * time.Second,
 		unknownLimit:    5,
 		tokenLock:       make(chan struct{}, 1),
+		identity:        strings.TrimSpace(o.Identity),
+		appID:           strings.TrimSpace(o.ApplicationID),
+	}
+	if o.PackageURLDelay > 0 {
+		c.urlWaitBase = o.PackageURLDelay
+	}
+	if o.PackageURLMaxDelay > 0 {
+		c.urlWaitMax = o.PackageURLMaxDelay
+	}
+	c.urlWaitMax = max(c.urlWaitMax, c.urlWaitBase)
+	if o.MaxThrottleWait > 0 {
+		c.throttleMax = o.MaxThrottleWait
+		c.throttleDefault = min(c.throttleDefault, c.throttleMax)
 	}
 	if c.hc == nil {
 		c.hc = &http.Client{Timeout: defaultHTTPTimeout}
@@ -306,6 +338,19 @@ func (c *Client) send(ctx context.Context, action string, payload []byte) ([]byt
 
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBodyBytes))
 	apiErr := newAPIError(action, resp, body, tok)
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		apiErr.Identity, apiErr.ApplicationID = c.identity, c.appID
+		tokApp, tokTenant := tokenIdentity(tok)
+		if apiErr.ApplicationID == "" {
+			apiErr.ApplicationID = tokApp
+		}
+		if apiErr.Identity == "" && tokApp != "" {
+			apiErr.Identity = "app " + tokApp
+			if tokTenant != "" {
+				apiErr.Identity += " in tenant " + tokTenant
+			}
+		}
+	}
 	f := &failure{err: apiErr, kind: failFatal, reason: fmt.Sprintf("HTTP %d", resp.StatusCode)}
 	switch resp.StatusCode {
 	case http.StatusTooManyRequests:

@@ -386,7 +386,7 @@ func TestUnauthorizedError(t *testing.T) {
 			if strings.Contains(msg, testToken) || strings.Contains(logs.String(), testToken) {
 				t.Errorf("error or logs contain the token: %q", msg)
 			}
-			if !strings.Contains(msg, "Microsoft Entra applications") || !strings.Contains(msg, "data management permissions") {
+			if !strings.Contains(msg, "Microsoft Entra applications") || !strings.Contains(msg, "data management roles") {
 				t.Errorf("error %q lacks the registration hint", msg)
 			}
 			var apiErr *APIError

@@ -4,7 +4,10 @@
 // with polling until an execution reaches a final state. Throttling (429) and
 // transient faults are retried with backoff; an export whose answer was lost
 // is recovered through its caller-chosen execution ID instead of being
-// started twice. It knows nothing about storage or brokers.
+// started twice. NewCredential builds the Microsoft Entra ID credential a
+// Client uses from AuthOptions (client secret, certificate, managed or
+// workload identity, Azure CLI, the default chain, or a static token).
+// It knows nothing about storage or brokers.
 package dmf
 
 import (
@@ -71,4 +74,21 @@ type ClientOptions struct {
 	RetryBaseDelay time.Duration
 	// RetryMaxDelay caps the backoff delay; 0 means 30 s.
 	RetryMaxDelay time.Duration
+	// MaxThrottleWait caps the wait after a 429, whatever Retry-After asks;
+	// 0 means 5 min. A 429 without Retry-After waits 5 s (or this cap if lower).
+	MaxThrottleWait time.Duration
+
+	// PackageURLDelay is the first wait of WaitPackageURL between two asks
+	// answered with an empty URL (doubled each time, with jitter); 0 means
+	// 500 ms. PackageURLMaxDelay caps it; 0 means 30 s.
+	PackageURLDelay    time.Duration
+	PackageURLMaxDelay time.Duration
+
+	// Identity names who the token stands for (AuthOptions.Describe); it
+	// appears in the errors of refused calls (401, 403). Never a secret.
+	Identity string
+	// ApplicationID is the application (client) ID behind the token
+	// (AuthOptions.ApplicationID), named in 401/403 errors as the one to
+	// register in F&O. When empty, the appid claim of the token is used.
+	ApplicationID string
 }

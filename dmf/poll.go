@@ -107,8 +107,9 @@ func jitter(d time.Duration, frac float64) time.Duration {
 }
 
 // WaitPackageURL asks for the package URL of an execution until F&O gives a
-// non-empty one, waiting 500 ms then twice as long each time (with jitter,
-// at most 30 s between asks), for at most timeout (0 means
+// non-empty one, waiting ClientOptions.PackageURLDelay (500 ms) then twice
+// as long each time (with jitter, at most PackageURLMaxDelay, 30 s, between
+// asks), for at most timeout (0 means
 // DefaultPackageURLTimeout). When time runs out the error wraps
 // ErrPackageNotReady and says how long it waited. The URL is https or http
 // to a loopback host; it embeds a SAS token: log it only through RedactURL.

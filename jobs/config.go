@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v4"
+
+	"github.com/dmfexport/dmfexport/dmf"
 )
 
 // Config is a loaded, validated configuration. Every Export carries its
@@ -48,6 +50,8 @@ type Export struct {
 	RoutingKey      string
 	BatchSize       int
 	Jitter          time.Duration // random delay before a scheduled run, spreading load
+	Partial         string        // on PartiallySucceeded: "fail" or "publish"
+	Compression     string        // message bodies: "none", "gzip" or "zstd"
 
 	FO        FOConfig
 	Store     StoreConfig
@@ -60,12 +64,39 @@ type Export struct {
 type FOConfig struct {
 	URL  *url.URL
 	Auth AuthConfig
+
+	MaxRetries      int           // retries of one call after 429/5xx/timeout/reset; -1 none; 0 the client's default
+	RetryBaseDelay  time.Duration // 0: the client's default
+	RetryMaxDelay   time.Duration
+	MaxThrottleWait time.Duration
+	RequestTimeout  time.Duration // one HTTP request
 }
 
-// AuthConfig says how to obtain a bearer token for F&O.
+// AuthConfig says how to obtain a Microsoft Entra ID token (for F&O, or a
+// blob store). Only the fields of the chosen method are used.
 type AuthConfig struct {
-	Method string // "token"
-	Token  Secret // for the token method
+	Method                    string // one of dmf.AuthMethods
+	Token                     Secret // token
+	TenantID, ClientID        string
+	ClientSecret              Secret // client_secret
+	CertificatePath           string // client_certificate: PEM or PFX, absolute
+	CertificatePassword       Secret // client_certificate
+	ManagedIdentityClientID   string // managed_identity, user-assigned
+	ManagedIdentityResourceID string // managed_identity, user-assigned
+	TokenFile                 string // workload_identity
+	AuthorityHost             string
+	DisableInstanceDiscovery  bool
+}
+
+// Options converts c for dmf.NewCredential.
+func (c AuthConfig) Options() dmf.AuthOptions {
+	return dmf.AuthOptions{
+		Method: c.Method, TenantID: c.TenantID, ClientID: c.ClientID, ClientSecret: c.ClientSecret.Reveal(),
+		CertificatePath: c.CertificatePath, CertificatePassword: c.CertificatePassword.Reveal(),
+		ManagedIdentityClientID: c.ManagedIdentityClientID, ManagedIdentityResourceID: c.ManagedIdentityResourceID,
+		TokenFile: c.TokenFile, AuthorityHost: c.AuthorityHost, DisableInstanceDiscovery: c.DisableInstanceDiscovery,
+		Token: c.Token.Reveal(),
+	}
 }
 
 // StoreConfig says where packages, entity files and run records are kept.
@@ -95,10 +126,12 @@ type QueueConfig struct {
 
 // PollConfig bounds the wait for an F&O execution and its package URL.
 type PollConfig struct {
-	Interval          time.Duration
-	MaxInterval       time.Duration
-	Deadline          time.Duration
-	PackageURLTimeout time.Duration
+	Interval              time.Duration
+	MaxInterval           time.Duration
+	Deadline              time.Duration
+	PackageURLTimeout     time.Duration
+	PackageURLInterval    time.Duration // first wait between package URL asks
+	PackageURLMaxInterval time.Duration
 }
 
 // RetentionConfig says which finished runs are deleted from the store after
@@ -271,15 +304,16 @@ type section struct {
 var (
 	topKeys    = []string{"fo", "store", "broker", "poll", "retention", "exports"}
 	exportKeys = []string{"name", "schedule", "definition_group", "package_name", "legal_entity", "reexecute",
-		"enabled", "exchange", "routing_key", "batch_size", "jitter", "fo", "store", "broker", "poll", "retention"}
+		"enabled", "exchange", "routing_key", "batch_size", "jitter", "partial", "compression", "fo", "store", "broker", "poll", "retention"}
 	sections = []section{
-		{"fo", []string{"url", "auth"}},
+		{"fo", []string{"url", "auth", "max_retries", "retry_base_delay", "retry_max_delay", "max_throttle_wait", "request_timeout"}},
 		{"store", []string{"type", "path", "prefix"}},
 		{"broker", []string{"type", "url", "path", "confirm_window", "declare", "queues", "allow_plaintext"}},
-		{"poll", []string{"interval", "max_interval", "deadline", "package_url_timeout"}},
+		{"poll", []string{"interval", "max_interval", "deadline", "package_url_timeout", "package_url_interval", "package_url_max_interval"}},
 		{"retention", []string{"keep_runs", "max_age"}},
 	}
-	authKeys  = []string{"method", "token"}
+	authKeys = []string{"method", "token", "tenant_id", "client_id", "client_secret", "certificate_path", "certificate_password",
+		"managed_identity_client_id", "managed_identity_resource_id", "token_file", "authority_host", "disable_instance_discovery"}
 	queueKeys = []string{"name", "binding_key", "quorum"}
 	nameRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 )
@@ -292,9 +326,13 @@ type decoder struct {
 	problems  []ConfigProblem
 	// sharedPass is set while the shared sections are checked on their own.
 	sharedPass bool
+	// raised counts problems found, including those not listed again
+	// because a shared section's problem was already reported.
+	raised int
 }
 
 func (d *decoder) problem(n *yaml.Node, path, msg, hint string) {
+	d.raised++
 	p := ConfigProblem{File: d.file, Path: path, Message: msg, Hint: hint}
 	if n != nil {
 		p.Line, p.Column = n.Line, n.Column
@@ -696,6 +734,26 @@ func (d *decoder) export(n *yaml.Node, p string, top map[string]*yaml.Node) (Exp
 	if v := m["batch_size"]; v != nil {
 		e.BatchSize, _ = d.integer(v, p+".batch_size", 1, 1_000_000)
 	}
+	e.Compression = "none"
+	if v := m["compression"]; v != nil {
+		if s, ok := d.str(v, p+".compression"); ok {
+			if !slices.Contains([]string{"none", "gzip", "zstd"}, s) {
+				d.problem(v, p+".compression", fmt.Sprintf("unknown compression %q", s), "use none, gzip or zstd")
+			} else {
+				e.Compression = s
+			}
+		}
+	}
+	e.Partial = "fail"
+	if v := m["partial"]; v != nil {
+		if s, ok := d.str(v, p+".partial"); ok {
+			if s != "fail" && s != "publish" {
+				d.problem(v, p+".partial", fmt.Sprintf("%q is not fail or publish", s), "fail: a PartiallySucceeded export fails the run; publish: what was exported is published and F&O's errors recorded")
+			} else {
+				e.Partial = s
+			}
+		}
+	}
 	if v := m["jitter"]; v != nil {
 		e.Jitter, _ = d.duration(v, p+".jitter")
 	}
@@ -756,40 +814,115 @@ func (d *decoder) fo(n, exp *yaml.Node, p string) FOConfig {
 			c.URL = u
 		}
 	}
-	var am map[string]*yaml.Node
-	if v := m["auth"]; v == nil {
-		d.missing(where(n, exp), p+".auth", "add auth: with method: token and token: ${FO_TOKEN}")
-		return c
-	} else if am = d.mapping(v, p+".auth", authKeys); am == nil {
-		return c
+	c.Auth = d.auth(m["auth"], where(n, exp), p+".auth")
+	if v := m["max_retries"]; v != nil {
+		c.MaxRetries, _ = d.integer(v, p+".max_retries", -1, 100)
 	}
-	mv := am["method"]
-	if mv == nil {
-		d.missing(m["auth"], p+".auth.method", "method: token")
-		return c
+	durations := []struct {
+		key string
+		dst *time.Duration
+	}{
+		{"retry_base_delay", &c.RetryBaseDelay},
+		{"retry_max_delay", &c.RetryMaxDelay},
+		{"max_throttle_wait", &c.MaxThrottleWait},
+		{"request_timeout", &c.RequestTimeout},
 	}
-	c.Auth.Method, _ = d.str(mv, p+".auth.method")
-	switch c.Auth.Method {
-	case "token":
-		tv := am["token"]
-		if tv == nil {
-			d.missing(m["auth"], p+".auth.token", "token: ${FO_TOKEN} (a bearer token from the environment)")
+	for _, dd := range durations {
+		if v := m[dd.key]; v != nil {
+			if x, ok := d.duration(v, p+"."+dd.key); ok {
+				*dd.dst = x
+			}
+		}
+	}
+	if c.RetryMaxDelay < c.RetryBaseDelay {
+		d.problem(where(m["retry_max_delay"], n), p+".retry_max_delay", fmt.Sprintf("%s is shorter than retry_base_delay %s", c.RetryMaxDelay, c.RetryBaseDelay), "retry_max_delay caps the growing wait")
+	}
+	return c
+}
+
+// auth decodes an auth section (F&O's, or a store's); parent is where a
+// missing key is reported. Secrets must come from the environment.
+func (d *decoder) auth(n, parent *yaml.Node, p string) AuthConfig {
+	c := AuthConfig{Method: dmf.AuthDefault}
+	before := d.raised
+	m := map[string]*yaml.Node{}
+	if n != nil {
+		if m = d.mapping(n, p, authKeys); m == nil {
 			return c
 		}
-		raw, _ := d.scalar(tv, p+".auth.token")
+	}
+	strs := []struct {
+		key string
+		dst *string
+	}{
+		{"tenant_id", &c.TenantID},
+		{"client_id", &c.ClientID},
+		{"managed_identity_client_id", &c.ManagedIdentityClientID},
+		{"managed_identity_resource_id", &c.ManagedIdentityResourceID},
+		{"authority_host", &c.AuthorityHost},
+	}
+	for _, sd := range strs {
+		if v := m[sd.key]; v != nil {
+			*sd.dst, _ = d.str(v, p+"."+sd.key)
+		}
+	}
+	if v := m["method"]; v != nil {
+		if s, ok := d.str(v, p+".method"); ok {
+			c.Method = s
+			if !slices.Contains(dmf.AuthMethods, s) {
+				hint := "use one of " + strings.Join(dmf.AuthMethods, ", ")
+				if sg := suggest(s, dmf.AuthMethods); sg != "" {
+					hint = fmt.Sprintf("did you mean %q?", sg)
+				}
+				d.problem(v, p+".method", fmt.Sprintf("unknown auth method %q", s), hint)
+				return c
+			}
+		}
+	}
+	if v := m["certificate_path"]; v != nil {
+		c.CertificatePath, _ = d.localPath(v, p+".certificate_path")
+	}
+	if v := m["token_file"]; v != nil {
+		c.TokenFile, _ = d.localPath(v, p+".token_file")
+	}
+	if v := m["disable_instance_discovery"]; v != nil {
+		c.DisableInstanceDiscovery, _ = d.boolean(v, p+".disable_instance_discovery")
+	}
+	secrets := []struct {
+		key  string
+		dst  *Secret
+		env  string
+		used bool
+	}{
+		{"token", &c.Token, "FO_TOKEN", c.Method == dmf.AuthToken},
+		{"client_secret", &c.ClientSecret, "AZURE_CLIENT_SECRET", c.Method == dmf.AuthClientSecret},
+		{"certificate_password", &c.CertificatePassword, "AZURE_CLIENT_CERTIFICATE_PASSWORD", c.Method == dmf.AuthClientCertificate},
+	}
+	for _, sd := range secrets {
+		v := m[sd.key]
+		if v == nil {
+			continue
+		}
+		raw, _ := d.scalar(v, p+"."+sd.key)
 		if raw != "" && !usesEnv(raw) {
-			d.problem(tv, p+".auth.token", "plain-text secret in the configuration file", "write token: ${FO_TOKEN} and set FO_TOKEN in the environment")
-			return c
+			d.problem(v, p+"."+sd.key, "plain-text secret in the configuration file",
+				fmt.Sprintf("write %s: ${%s} and set %s in the environment", sd.key, sd.env, sd.env))
+			continue
 		}
-		s, ok := d.str(tv, p+".auth.token")
-		if ok && s == "" {
-			d.problem(tv, p+".auth.token", "the token is empty", "set the environment variable it names")
+		s, ok := d.str(v, p+"."+sd.key)
+		if ok && s == "" && sd.used {
+			d.problem(v, p+"."+sd.key, "is empty", "set the environment variable it names")
 		}
-		c.Auth.Token = Secret(s)
-	case "":
-		d.problem(mv, p+".auth.method", "must not be empty", "method: token")
-	default:
-		d.problem(mv, p+".auth.method", fmt.Sprintf("unknown auth method %q", c.Auth.Method), "this version supports: token")
+		*sd.dst = Secret(s)
+	}
+	if err := c.Options().Check(); err != nil && d.raised == before {
+		at := n
+		if at == nil {
+			at = parent
+		}
+		for _, msg := range strings.Split(err.Error(), "; ") {
+			d.problem(at, p, msg, "see the auth methods in configs/example.yaml")
+		}
 	}
 	return c
 }
@@ -943,6 +1076,8 @@ func (d *decoder) poll(n *yaml.Node, p string) PollConfig {
 	set("max_interval", &c.MaxInterval)
 	set("deadline", &c.Deadline)
 	set("package_url_timeout", &c.PackageURLTimeout)
+	set("package_url_interval", &c.PackageURLInterval)
+	set("package_url_max_interval", &c.PackageURLMaxInterval)
 	if c.MaxInterval < c.Interval {
 		d.problem(where(m["max_interval"], n), p+".max_interval", fmt.Sprintf("%s is shorter than interval %s", c.MaxInterval, c.Interval), "max_interval caps the growing wait, so it must be at least interval")
 	}

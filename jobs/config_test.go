@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -282,4 +283,45 @@ func FuzzParseConfig(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestParseConfigAuth(t *testing.T) {
+	const tmpl = "fo:\n  url: https://contoso.operations.dynamics.com\n  auth:\n%sstore: {path: ./d}\nbroker: {type: file, path: ./b}\nexports:\n  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF}\n"
+	tests := []struct {
+		name    string
+		auth    string
+		want    string // problem substring; "" means valid
+		wantLen int
+	}{
+		{"client secret", "    method: client_secret\n    tenant_id: t\n    client_id: c\n    client_secret: ${FO_TOKEN}\n", "", 0},
+		{"certificate", "    method: client_certificate\n    tenant_id: t\n    client_id: c\n    certificate_path: app.pfx\n    certificate_password: ${FO_TOKEN}\n", "", 0},
+		{"managed identity", "    method: managed_identity\n    managed_identity_client_id: c\n", "", 0},
+		{"workload identity", "    method: workload_identity\n", "", 0},
+		{"azure cli", "    method: azure_cli\n", "", 0},
+		{"default", "    method: default\n", "", 0},
+		{"plain-text client secret", "    method: client_secret\n    tenant_id: t\n    client_id: c\n    client_secret: abc123\n",
+			`x.yaml:7:20: fo.auth.client_secret: plain-text secret in the configuration file (hint: write client_secret: ${AZURE_CLIENT_SECRET}`, 1},
+		{"missing tenant", "    method: client_secret\n    client_id: c\n    client_secret: ${FO_TOKEN}\n", `x.yaml:4:5: fo.auth: auth method client_secret needs tenant_id`, 1},
+		{"unknown method", "    method: client_secrets\n", `x.yaml:4:13: fo.auth.method: unknown auth method "client_secrets" (hint: did you mean "client_secret"?)`, 1},
+		{"both identities", "    method: managed_identity\n    managed_identity_client_id: c\n    managed_identity_resource_id: r\n", `not both`, 1},
+		{"http authority", "    method: default\n    authority_host: http://login.example\n", `authority_host "http://login.example" must be an https URL`, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := ParseConfig("conf/x.yaml", []byte(fmt.Sprintf(tmpl, tt.auth)), env)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("ParseConfig: %v", err)
+				}
+				if a := cfg.Exports[0].FO.Auth; strings.Contains(fmt.Sprintf("%v %+v", a, a), "secret-token") {
+					t.Errorf("auth config prints a secret: %+v", a)
+				}
+				return
+			}
+			var ce *ConfigError
+			if !errors.As(err, &ce) || !strings.Contains(err.Error(), tt.want) || len(ce.Problems) != tt.wantLen {
+				t.Errorf("ParseConfig error:\n%v\nwant %d problem(s), one containing %q", err, tt.wantLen, tt.want)
+			}
+		})
+	}
 }

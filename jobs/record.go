@@ -47,6 +47,9 @@ type RunRecord struct {
 	FinishedAt  time.Time `json:"finished_at,omitzero"`
 	State       State     `json:"state"`
 	Error       string    `json:"error,omitempty"`
+	// Warnings are problems that did not fail the run, such as F&O's errors
+	// of a PartiallySucceeded export published under partial: publish.
+	Warnings []string `json:"warnings,omitempty"`
 
 	DefinitionGroup string `json:"definition_group"`
 	LegalEntity     string `json:"legal_entity"`
@@ -96,10 +99,23 @@ func recordKey(storePrefix, job, runID string) string {
 // saveRecord writes rec as indented JSON; the store makes the write atomic,
 // so a reader sees the previous or the new record, never a torn one.
 func saveRecord(ctx context.Context, st unpack.Store, storePrefix string, rec *RunRecord) error {
+	b, err := encodeRecord(rec)
+	if err != nil {
+		return err
+	}
+	return putRecord(ctx, st, storePrefix, rec, b)
+}
+
+func encodeRecord(rec *RunRecord) ([]byte, error) {
 	b, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
-		return fmt.Errorf("encode run record: %w", err)
+		return nil, fmt.Errorf("encode run record: %w", err)
 	}
+	return b, nil
+}
+
+// putRecord writes an encoded record of rec.
+func putRecord(ctx context.Context, st unpack.Store, storePrefix string, rec *RunRecord, b []byte) error {
 	meta := map[string]string{"job": rec.Job, "run": rec.RunID, "state": string(rec.State)}
 	if _, err := st.Put(ctx, recordKey(storePrefix, rec.Job, rec.RunID), bytes.NewReader(b), meta); err != nil {
 		return fmt.Errorf("write run record %s/%s: %w", rec.Job, rec.RunID, err)

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+
 	"github.com/dmfexport/dmfexport/dmf"
 	"github.com/dmfexport/dmfexport/publish"
 	"github.com/dmfexport/dmfexport/unpack"
@@ -49,6 +51,7 @@ type Runner struct {
 
 	mu      sync.Mutex
 	running map[string]bool
+	creds   map[dmf.AuthOptions]azcore.TokenCredential
 }
 
 // RunOptions describe why and when a run starts.
@@ -203,6 +206,45 @@ func (r *Runner) logger() *slog.Logger {
 	return slog.Default()
 }
 
+// foClient builds the F&O client of an export. Its credential is made once
+// per export and auth settings and kept, so tokens are cached across runs.
+func (r *Runner) foClient(exp *Export, log *slog.Logger) (*dmf.Client, error) {
+	auth := exp.FO.Auth.Options()
+	r.mu.Lock()
+	if r.creds == nil {
+		r.creds = map[dmf.AuthOptions]azcore.TokenCredential{}
+	}
+	cred, ok := r.creds[auth]
+	r.mu.Unlock()
+	if !ok {
+		var err error
+		cred, err = dmf.NewCredential(auth, &azcore.ClientOptions{Transport: r.httpClient()})
+		if err != nil {
+			return nil, fmt.Errorf("F&O credential (%s): %w", auth.Describe(), err)
+		}
+		r.mu.Lock()
+		r.creds[auth] = cred
+		r.mu.Unlock()
+	}
+	hc := r.httpClient()
+	if exp.FO.RequestTimeout > 0 {
+		c := *hc
+		c.Timeout = exp.FO.RequestTimeout
+		hc = &c
+	}
+	client, err := dmf.NewClient(exp.FO.URL.String(), cred, &dmf.ClientOptions{
+		HTTPClient: hc, Logger: log,
+		MaxRetries: exp.FO.MaxRetries, RetryBaseDelay: exp.FO.RetryBaseDelay, RetryMaxDelay: exp.FO.RetryMaxDelay,
+		MaxThrottleWait: exp.FO.MaxThrottleWait,
+		PackageURLDelay: exp.Poll.PackageURLInterval, PackageURLMaxDelay: exp.Poll.PackageURLMaxInterval,
+		Identity: auth.Describe(), ApplicationID: auth.ApplicationID(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("F&O client: %w", err)
+	}
+	return client, nil
+}
+
 func (r *Runner) httpClient() *http.Client {
 	if r.HTTPClient != nil {
 		return r.HTTPClient
@@ -239,6 +281,9 @@ type run struct {
 	steps map[string]time.Duration
 	// resuming is set when the run is taken up again from its record.
 	resuming bool
+	// mu guards rec while an entity is published (confirmations arrive on
+	// the sink's goroutine); saveMu orders record writes.
+	mu, saveMu sync.Mutex
 }
 
 func (u *run) emit(e Event) {
@@ -252,8 +297,19 @@ func (u *run) emit(e Event) {
 	u.r.OnEvent(e)
 }
 
+// save writes the record. Saves are serialized and each writes a snapshot
+// taken under u.mu, so a later snapshot never lands before an earlier one
+// even when batch confirmations save from another goroutine.
 func (u *run) save(ctx context.Context) error {
-	return saveRecord(ctx, u.st, u.exp.Store.Prefix, u.rec)
+	u.saveMu.Lock()
+	defer u.saveMu.Unlock()
+	u.mu.Lock()
+	b, err := encodeRecord(u.rec)
+	u.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return putRecord(ctx, u.st, u.exp.Store.Prefix, u.rec, b)
 }
 
 // enter moves the run to state s and records it durably.
@@ -280,10 +336,9 @@ func (u *run) step(name string, fn func() error) error {
 // again; a stored package is not downloaded again; an unpacked package is
 // not unpacked again; published entities are not published again.
 func (u *run) execute(ctx context.Context) error {
-	client, err := dmf.NewClient(u.exp.FO.URL.String(), dmf.StaticToken(u.exp.FO.Auth.Token.Reveal()),
-		&dmf.ClientOptions{HTTPClient: u.r.httpClient(), Logger: u.log})
+	client, err := u.r.foClient(u.exp, u.log)
 	if err != nil {
-		return fmt.Errorf("f&o client: %w", err)
+		return err
 	}
 	if !u.rec.Unpacked {
 		tmp, err := os.CreateTemp("", "dmfexport-package-*.zip")
@@ -371,10 +426,17 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 	if err != nil {
 		return err
 	}
-	if status != dmf.StatusSucceeded {
-		return u.executionFailed(ctx, client, status)
+	switch {
+	case status == dmf.StatusSucceeded:
+		return nil
+	case status == dmf.StatusPartiallySucceeded && u.exp.Partial == "publish":
+		rep := client.Report(ctx, u.rec.ExecutionID, status)
+		u.rec.Warnings = append(u.rec.Warnings, rep.Error())
+		u.log.Warn("F&O export partially succeeded; publishing what was exported (partial: publish)", "report", rep.Error())
+		return nil
+	default:
+		return client.Report(ctx, u.rec.ExecutionID, status)
 	}
-	return nil
 }
 
 // download fetches the package into tmp and keeps it in the store.
@@ -392,6 +454,18 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 			return err
 		}
 		n, sum, err := unpack.Download(ctx, u.r.httpClient(), pkgURL, tmp)
+		if errors.Is(err, unpack.ErrURLExpired) {
+			// The SAS may have lapsed (e.g. a resumed run): ask once for a fresh one.
+			u.log.Warn("package URL refused, asking F&O for a fresh one", "url", u.rec.PackageURL, "err", err)
+			if pkgURL, err = client.WaitPackageURL(ctx, u.rec.ExecutionID, u.exp.Poll.PackageURLTimeout); err != nil {
+				return fmt.Errorf("get a fresh package URL of execution %s: %w", u.rec.ExecutionID, err)
+			}
+			u.rec.PackageURL = dmf.RedactURL(pkgURL)
+			if err := resetFile(tmp); err != nil {
+				return err
+			}
+			n, sum, err = unpack.Download(ctx, u.r.httpClient(), pkgURL, tmp)
+		}
 		if err != nil {
 			return fmt.Errorf("download package of execution %s: %w", u.rec.ExecutionID, err)
 		}
@@ -526,29 +600,13 @@ func (u *run) publishAll(ctx context.Context) error {
 	}
 }
 
-// executionFailed builds the error of an execution that did not succeed,
-// with F&O's own error messages and a link to its summary page when F&O
-// gives them.
-func (u *run) executionFailed(ctx context.Context, client *dmf.Client, status dmf.Status) error {
-	id := u.rec.ExecutionID
-	msg := fmt.Sprintf("F&O execution %s of definition group %q ended %s", id, u.exp.DefinitionGroup, status)
-	if errs, err := client.ExecutionErrors(ctx, id); err != nil {
-		u.log.Warn("cannot fetch the execution errors", "err", err)
-	} else if len(errs) > 0 {
-		const maxShown = 5
-		shown := errs[:min(len(errs), maxShown)]
-		msg += ": " + strings.Join(shown, "; ")
-		if len(errs) > maxShown {
-			msg += fmt.Sprintf(" (and %d more)", len(errs)-maxShown)
-		}
-	}
-	if page, err := client.SummaryPageURL(ctx, id); err == nil && page != "" {
-		msg += "; execution summary: " + page
-	} else {
-		msg += "; see Data management > Job history in F&O"
-	}
-	return errors.New(msg)
-}
+// checkpointEvery is how often, at most, the record is saved while an
+// entity publishes (or after checkpointBatches batches, whichever comes
+// first), so a resumed run republishes at most what was confirmed since.
+const checkpointEvery = 250 * time.Millisecond
+
+// checkpointBatches bounds the batches confirmed between two checkpoints.
+const checkpointBatches = 50
 
 func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRecord) error {
 	rc, err := u.st.Open(ctx, e.Key)
@@ -557,23 +615,47 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 	}
 	defer rc.Close()
 	log := u.log.With("entity", e.Entity)
+	resumeFrom := int64(0)
+	if u.resuming && e.LastBatch >= 0 {
+		resumeFrom = e.LastBatch + 1
+		log.Info("resuming entity after its last confirmed batch", "last_batch", e.LastBatch)
+	} else {
+		e.LastBatch, e.Rows, e.Batches = -1, 0, 0
+	}
 	log.Info("publishing entity", "format", e.Format, "bytes", e.Bytes)
+	baseRows, baseBatches := e.Rows, e.Batches
+	var lastSave time.Time
+	savedBatch := e.LastBatch
 	stats, err := publish.PublishEntity(ctx, rc, sink, publish.EntityOptions{
 		Job: u.exp.Name, RunID: u.rec.RunID, ExecutionID: u.rec.ExecutionID, Entity: e.Entity,
 		Exchange: u.exp.Exchange, RoutingKey: u.exp.RoutingKey, BatchSize: u.exp.BatchSize,
-		Format: e.Format, Sheet: e.Sheet,
+		Format: e.Format, Sheet: e.Sheet, Compression: u.exp.Compression, ResumeFrom: resumeFrom,
 		Progress: func(s publish.EntityStats) {
-			u.r.Metrics.published(u.exp.Name, e.Entity, s.Rows-e.Rows, s.Batches-e.Batches)
-			e.Rows, e.Batches = s.Rows, s.Batches
-			u.emit(Event{Entity: e.Entity, Rows: s.Rows})
+			u.emit(Event{Entity: e.Entity, Rows: baseRows + s.Rows})
+		},
+		Confirmed: func(batch, rowsThrough int64) {
+			u.mu.Lock()
+			u.r.Metrics.published(u.exp.Name, e.Entity, rowsThrough-e.Rows, batch+1-e.Batches)
+			e.LastBatch, e.Rows, e.Batches = batch, rowsThrough, batch+1
+			due := time.Since(lastSave) >= checkpointEvery || batch-savedBatch >= checkpointBatches
+			if due {
+				lastSave, savedBatch = time.Now(), batch
+			}
+			u.mu.Unlock()
+			if due { // a checkpoint a resumed run can start from
+				if err := u.save(ctx); err != nil {
+					log.Warn("checkpoint not saved", "err", err)
+				}
+			}
 		},
 	})
-	u.r.Metrics.published(u.exp.Name, e.Entity, stats.Rows-e.Rows, stats.Batches-e.Batches)
-	e.Rows, e.Batches = stats.Rows, stats.Batches
+	u.mu.Lock()
+	e.Rows, e.Batches = max(e.Rows, baseRows+stats.Rows), max(e.Batches, baseBatches+stats.Batches)
+	u.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("entity %s (%s): %w", e.Entity, e.File, err)
 	}
-	log.Info("entity published", "rows", stats.Rows, "batches", stats.Batches)
+	log.Info("entity published", "rows", e.Rows, "batches", e.Batches, "resumed_from_batch", resumeFrom)
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"strings"
@@ -14,9 +15,26 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-// DefaultConfirmWindow is the number of unconfirmed messages AMQPSink allows
-// in flight when AMQPOptions.ConfirmWindow is 0.
-const DefaultConfirmWindow = 128
+// Defaults applied by DialAMQP to zero-valued AMQPOptions.
+const (
+	// DefaultConfirmWindow is the number of unconfirmed messages in flight.
+	DefaultConfirmWindow = 128
+	// DefaultReconnectTimeout is how long a lost connection is retried.
+	DefaultReconnectTimeout = 2 * time.Minute
+	// DefaultNackRetries is how often a refused (nacked) message is sent again.
+	DefaultNackRetries = 3
+	// DefaultMaxUnconfirmedBytes bounds the bodies held until confirmed.
+	DefaultMaxUnconfirmedBytes = 16 << 20
+)
+
+// maxRepublish bounds how often one message is sent again after lost
+// connections, so a broker that keeps dropping the channel ends the run.
+const maxRepublish = 20
+
+// RepublishedHeader is the AMQP header set to true on a message sent again
+// after a lost connection or a nack; it carries the same message ID as the
+// first copy, which the broker may have stored too.
+const RepublishedHeader = "x-republished"
 
 // AMQPOptions configures DialAMQP.
 type AMQPOptions struct {
@@ -26,8 +44,19 @@ type AMQPOptions struct {
 	// ConfirmWindow is the number of unconfirmed messages in flight; 0 means
 	// DefaultConfirmWindow.
 	ConfirmWindow int
+	// MaxUnconfirmedBytes bounds the body bytes in flight (the sink keeps
+	// them until confirmed); 0 means DefaultMaxUnconfirmedBytes. One
+	// message is always allowed, whatever its size.
+	MaxUnconfirmedBytes int
 	// ConnectionName is shown in the RabbitMQ management UI.
 	ConnectionName string
+	// ReconnectTimeout bounds the reconnect attempts (with backoff from
+	// 200 ms to 5 s) after the connection or channel is lost; 0 means
+	// DefaultReconnectTimeout, negative disables reconnecting.
+	ReconnectTimeout time.Duration
+	// NackRetries is how often a nacked message is published again before
+	// it fails; 0 means DefaultNackRetries, negative means never.
+	NackRetries int
 	// Logger receives connection events; nil discards them.
 	Logger *slog.Logger
 }
@@ -49,10 +78,20 @@ type QueueBinding struct {
 // message persistent and mandatory. Up to ConfirmWindow messages are in
 // flight; Publish waits for the oldest confirm when the window is full. A
 // message counts as stored only when the broker acked it and did not return
-// it as unroutable. Messages stay in an ordered list, bodies included, until
-// confirmed, so memory is bounded by the window times the batch size. A lost
-// connection becomes an error on the next Publish or Flush; there is no
-// automatic reconnect. Methods are safe for concurrent use but serialize.
+// it as unroutable; its OnStored hook then runs, in publish order. Messages
+// stay in an ordered list, bodies included, until confirmed, so memory is
+// bounded by the window times the batch size.
+//
+// Delivery survives a lost connection or channel: the sink reconnects with
+// backoff (for up to ReconnectTimeout) and publishes every unconfirmed
+// message again with the same message ID and header x-republished: true, so
+// nothing is lost and consumers can drop duplicates. A nacked message is
+// sent again up to NackRetries times, then fails. A channel closed by the
+// broker for a permanent reason (403, 404, 405, 406: missing exchange,
+// message over max_message_size, ...) fails the messages in flight and
+// reopens the channel for later ones. While the broker has blocked the
+// connection (memory or disk alarm), Publish waits. Methods are safe for
+// concurrent use but serialize.
 type AMQPSink struct {
 	o        AMQPOptions
 	log      *slog.Logger
@@ -64,18 +103,23 @@ type AMQPSink struct {
 	returns   chan amqp.Return
 	connClose chan *amqp.Error
 	chClose   chan *amqp.Error
+	blocked   chan amqp.Blocking
 
-	mu       sync.Mutex
-	pending  []inflight             // unconfirmed messages, oldest first
-	returned map[string]amqp.Return // returns seen, by message id, until the message's confirm resolves
-	failed   error                  // first failure since the last Flush
-	broken   error                  // the connection or channel is gone: every later call fails
-	closed   bool
+	mu         sync.Mutex
+	pending    []inflight             // unconfirmed messages, oldest first
+	pendingLen int                    // body bytes in pending
+	returned   map[string]amqp.Return // returns seen, by message id, until the message's confirm resolves
+	failed     error                  // first failure since the last Flush
+	broken     error                  // reconnecting gave up: every later call fails
+	closed     bool
+	isBlocked  bool
+	reconnects int
 }
 
 type inflight struct {
-	m  Message
-	dc *amqp.DeferredConfirmation
+	m        Message
+	dc       *amqp.DeferredConfirmation
+	attempts int // publishes after the first
 }
 
 // DialAMQP connects to the broker, honouring ctx for the TCP connect and the
@@ -88,10 +132,30 @@ func DialAMQP(ctx context.Context, o AMQPOptions) (*AMQPSink, error) {
 	if s.o.ConfirmWindow <= 0 {
 		s.o.ConfirmWindow = DefaultConfirmWindow
 	}
+	if s.o.MaxUnconfirmedBytes <= 0 {
+		s.o.MaxUnconfirmedBytes = DefaultMaxUnconfirmedBytes
+	}
+	if s.o.ReconnectTimeout == 0 {
+		s.o.ReconnectTimeout = DefaultReconnectTimeout
+	}
+	if s.o.NackRetries == 0 {
+		s.o.NackRetries = DefaultNackRetries
+	}
 	s.redacted, s.password = redactURL(o.URL)
 	if _, err := amqp.ParseURI(o.URL); err != nil {
 		return nil, fmt.Errorf("broker URL %s: %w", s.redacted, s.scrub(err))
 	}
+	if err := s.connect(ctx); err != nil {
+		return nil, err
+	}
+	s.log.Debug("connected to broker", "broker", s.redacted, "connection_name", o.ConnectionName)
+	return s, nil
+}
+
+// connect dials and opens the confirm-mode channel, replacing the
+// connection, channel and notification channels.
+func (s *AMQPSink) connect(ctx context.Context) error {
+	o := s.o
 	props := amqp.NewConnectionProperties()
 	if o.ConnectionName != "" {
 		props.SetClientConnectionName(o.ConnectionName)
@@ -147,24 +211,34 @@ func DialAMQP(ctx context.Context, o AMQPOptions) (*AMQPSink, error) {
 		if ctxErr != nil {
 			err = fmt.Errorf("%w (%v)", ctxErr, s.scrub(err))
 		}
-		return nil, fmt.Errorf("connect to broker %s: %w: check broker.url and that RabbitMQ is running", s.redacted, s.scrub(err))
+		return fmt.Errorf("connect to broker %s: %w: check broker.url and that RabbitMQ is running", s.redacted, s.scrub(err))
 	}
 	s.conn = conn
 	s.connClose = conn.NotifyClose(make(chan *amqp.Error, 1))
-	ch, err := conn.Channel()
-	if err != nil {
+	s.blocked = conn.NotifyBlocked(make(chan amqp.Blocking, 4))
+	s.isBlocked = false
+	if err := s.openChannel(); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("open channel on %s: %w", s.redacted, err)
+		return err
+	}
+	return nil
+}
+
+// openChannel opens the publishing channel in confirm mode on s.conn.
+func (s *AMQPSink) openChannel() error {
+	ch, err := s.conn.Channel()
+	if err != nil {
+		return fmt.Errorf("open channel on %s: %w", s.redacted, err)
 	}
 	if err := ch.Confirm(false); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("enable publisher confirms on %s: %w", s.redacted, err)
+		ch.Close()
+		return fmt.Errorf("enable publisher confirms on %s: %w", s.redacted, err)
 	}
 	s.ch = ch
 	s.chClose = ch.NotifyClose(make(chan *amqp.Error, 1))
 	s.returns = ch.NotifyReturn(make(chan amqp.Return, 1024))
-	s.log.Debug("connected to broker", "broker", s.redacted, "connection_name", o.ConnectionName)
-	return s, nil
+	clear(s.returned)
+	return nil
 }
 
 // redactURL returns the URL with its password replaced by "xxxxx", and the
@@ -263,140 +337,409 @@ func (s *AMQPSink) sideChannel(ctx context.Context) (*amqp.Channel, error) {
 		return nil, err
 	}
 	s.mu.Lock()
-	broken, closed := s.checkBroken(), s.closed
-	s.mu.Unlock()
-	if closed {
+	defer s.mu.Unlock()
+	if s.closed {
 		return nil, errors.New("amqp sink is closed")
 	}
-	if broken != nil {
-		return nil, broken
+	if s.broken != nil {
+		return nil, s.broken
 	}
 	ch, err := s.conn.Channel()
+	if err != nil && s.conn.IsClosed() {
+		if err := s.reconnect(ctx, nil); err != nil {
+			return nil, err
+		}
+		ch, err = s.conn.Channel()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open channel on %s: %w", s.redacted, err)
 	}
 	return ch, nil
 }
 
-// checkBroken records a closed connection or channel; s.mu must be held.
-func (s *AMQPSink) checkBroken() error {
-	if s.broken != nil {
-		return s.broken
-	}
-	for _, c := range []chan *amqp.Error{s.connClose, s.chClose} {
-		select {
-		case e, ok := <-c:
-			s.setBroken(e, ok)
-		default:
-		}
-		if s.broken != nil {
-			return s.broken
-		}
-	}
-	return nil
-}
-
-func (s *AMQPSink) setBroken(e *amqp.Error, ok bool) {
-	if s.broken != nil {
-		return
-	}
-	if ok && e != nil {
-		s.broken = fmt.Errorf("connection to broker %s lost: %w: unconfirmed messages will be published again on the next run", s.redacted, e)
-	} else {
-		s.broken = fmt.Errorf("connection to broker %s closed: unconfirmed messages will be published again on the next run", s.redacted)
-	}
-	s.log.Warn("broker connection lost", "broker", s.redacted, "unconfirmed", len(s.pending), "error", e)
-}
-
 // Publish sends m as a persistent, mandatory message. It returns once the
 // broker has the message in flight, waiting first for the oldest confirm if
-// ConfirmWindow messages are unconfirmed. It returns the first failure seen
-// among earlier messages (a nack, a return, a lost connection).
+// ConfirmWindow messages are unconfirmed, and while the broker blocks the
+// connection. It returns the first failure seen among earlier messages (a
+// nack after the retries, a return, a permanent channel error, reconnecting
+// given up).
 func (s *AMQPSink) Publish(ctx context.Context, m Message) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return errors.New("amqp sink is closed")
 	}
-	if err := s.settle(ctx, s.o.ConfirmWindow-1); err != nil {
+	if err := s.settle(ctx, s.o.ConfirmWindow-1, s.o.MaxUnconfirmedBytes-len(m.Body)); err != nil {
 		return err
 	}
-	dc, err := s.ch.PublishWithDeferredConfirmWithContext(ctx, m.Exchange, m.RoutingKey, true, false, amqp.Publishing{
-		Headers:         amqp.Table(m.Headers),
-		ContentType:     m.ContentType,
-		ContentEncoding: m.ContentEncoding,
-		DeliveryMode:    amqp.Persistent,
-		CorrelationId:   m.CorrelationID,
-		MessageId:       m.MessageID,
-		Timestamp:       m.Timestamp,
-		Type:            m.Type,
-		AppId:           m.AppID,
-		Body:            m.Body,
-	})
-	if err != nil {
-		if b := s.checkBroken(); b != nil {
-			return b
-		}
-		return fmt.Errorf("publish message %s: %w", m.MessageID, err)
+	if err := s.waitUnblocked(ctx); err != nil {
+		return err
 	}
-	s.pending = append(s.pending, inflight{m: m, dc: dc})
+	f := inflight{m: m}
+	if err := s.send(ctx, &f); err != nil {
+		return err
+	}
+	s.pending = append(s.pending, f)
+	s.pendingLen += len(m.Body)
 	return nil
+}
+
+// send publishes f on the current channel, reconnecting (and republishing
+// what is pending) when the channel turns out to be gone.
+func (s *AMQPSink) send(ctx context.Context, f *inflight) error {
+	for {
+		if s.broken != nil {
+			return s.broken
+		}
+		m := f.m
+		headers := amqp.Table(m.Headers)
+		if f.attempts > 0 {
+			headers = make(amqp.Table, len(m.Headers)+1)
+			maps.Copy(headers, m.Headers)
+			headers[RepublishedHeader] = true
+		}
+		dc, err := s.ch.PublishWithDeferredConfirmWithContext(ctx, m.Exchange, m.RoutingKey, true, false, amqp.Publishing{
+			Headers:         headers,
+			ContentType:     m.ContentType,
+			ContentEncoding: m.ContentEncoding,
+			DeliveryMode:    amqp.Persistent,
+			CorrelationId:   m.CorrelationID,
+			MessageId:       m.MessageID,
+			Timestamp:       m.Timestamp,
+			Type:            m.Type,
+			AppId:           m.AppID,
+			Body:            m.Body,
+		})
+		if err == nil {
+			f.dc = dc
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("publish message %s: %w", m.MessageID, ctx.Err())
+		}
+		if !s.ch.IsClosed() && !s.conn.IsClosed() {
+			return fmt.Errorf("publish message %s: %w", m.MessageID, err)
+		}
+		if err := s.recover(ctx, s.closeReason()); err != nil {
+			return err
+		}
+		f.attempts++
+	}
+}
+
+// waitUnblocked waits while the broker has blocked the connection
+// (connection.blocked, sent on a memory or disk alarm).
+func (s *AMQPSink) waitUnblocked(ctx context.Context) error {
+	for {
+		select {
+		case b, ok := <-s.blocked:
+			if ok {
+				s.setBlocked(b)
+				continue
+			}
+			s.blocked = nil
+		default:
+		}
+		if !s.isBlocked {
+			return nil
+		}
+		select {
+		case b, ok := <-s.blocked:
+			if !ok {
+				s.blocked = nil
+				s.isBlocked = false
+				continue
+			}
+			s.setBlocked(b)
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the broker to unblock the connection: %w: the broker has a memory or disk alarm", ctx.Err())
+		case e, ok := <-s.connClose:
+			if !ok {
+				s.connClose = nil
+			}
+			if err := s.recover(ctx, e); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (s *AMQPSink) setBlocked(b amqp.Blocking) {
+	if b.Active != s.isBlocked {
+		if b.Active {
+			s.log.Warn("broker blocked publishing; waiting", "broker", s.redacted, "reason", b.Reason)
+		} else {
+			s.log.Info("broker unblocked publishing", "broker", s.redacted)
+		}
+	}
+	s.isBlocked = b.Active
 }
 
 // Flush waits until every message published so far is confirmed and returns
 // the first failure since the previous Flush (which it then forgets, unless
-// the connection is gone).
+// reconnecting has given up).
 func (s *AMQPSink) Flush(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return errors.New("amqp sink is closed")
 	}
-	err := s.settle(ctx, 0)
-	if err != nil && errors.Is(err, s.failed) && s.broken == nil {
+	err := s.settle(ctx, 0, 0)
+	if s.broken == nil {
 		s.failed = nil
 	}
 	return err
 }
 
-// settle resolves confirms, oldest first, until at most keep messages are
-// unconfirmed. It waits only while more than keep are pending; confirms that
-// have already arrived are always collected. s.mu must be held.
-func (s *AMQPSink) settle(ctx context.Context, keep int) error {
+// settle resolves confirms, oldest first, until at most keep messages and
+// keepBytes body bytes are unconfirmed. It waits only while more are
+// pending; confirms that have already arrived are always collected. s.mu
+// must be held.
+func (s *AMQPSink) settle(ctx context.Context, keep, keepBytes int) error {
 	for len(s.pending) > 0 {
-		head := s.pending[0]
+		if s.broken != nil {
+			return s.broken
+		}
+		head := &s.pending[0]
 		select {
 		case <-head.dc.Done():
 		default:
-			if len(s.pending) <= keep {
-				return s.firstError()
+			if len(s.pending) <= keep && s.pendingLen <= keepBytes {
+				return s.failed
 			}
 			select {
 			case <-head.dc.Done():
 			case <-ctx.Done():
 				return fmt.Errorf("wait for broker confirm of message %s: %w", head.m.MessageID, ctx.Err())
 			case e, ok := <-s.connClose:
-				s.setBroken(e, ok)
-				return s.broken
+				if !ok {
+					s.connClose = nil
+				}
+				if err := s.recover(ctx, e); err != nil {
+					return err
+				}
+				continue
 			case e, ok := <-s.chClose:
-				s.setBroken(e, ok)
-				return s.broken
+				if !ok {
+					s.chClose = nil
+				}
+				if err := s.recover(ctx, e); err != nil {
+					return err
+				}
+				continue
 			}
 		}
-		s.pending[0] = inflight{}
-		s.pending = s.pending[1:]
 		s.drainReturns()
-		s.resolve(head)
+		if !head.dc.Acked() {
+			// A closing channel resolves every pending confirm as a nack:
+			// that is a lost channel, not a refusal.
+			if s.ch.IsClosed() || s.conn.IsClosed() {
+				if err := s.recover(ctx, s.closeReason()); err != nil {
+					return err
+				}
+				continue
+			}
+			if head.attempts < s.o.NackRetries {
+				s.log.Warn("broker nacked a message; publishing it again", "message_id", head.m.MessageID, "attempt", head.attempts+1)
+				if err := sleepCtx(ctx, time.Duration(head.attempts+1)*200*time.Millisecond); err != nil {
+					return err
+				}
+				head.attempts++
+				if err := s.send(ctx, head); err != nil {
+					return err
+				}
+				continue
+			}
+			s.fail(fmt.Errorf("broker refused message %s (nack, %d attempts): check the queue's limits (x-max-length with reject-publish) and the broker's alarms", head.m.MessageID, head.attempts+1))
+			s.pop()
+			continue
+		}
+		id := head.m.MessageID
+		if r, returned := s.returned[id]; returned {
+			delete(s.returned, id)
+			s.fail(fmt.Errorf("message %s was returned by the broker: %d %s: no queue is bound to exchange %q with routing key %q",
+				id, r.ReplyCode, r.ReplyText, r.Exchange, r.RoutingKey))
+			s.pop()
+			continue
+		}
+		stored := head.m.OnStored
+		s.pop()
+		if stored != nil {
+			stored()
+		}
 	}
 	s.pending = nil
-	return s.firstError()
+	s.pendingLen = 0
+	return s.failed
 }
 
-func (s *AMQPSink) firstError() error {
-	if s.broken != nil {
-		return s.broken
+func (s *AMQPSink) pop() {
+	s.pendingLen -= len(s.pending[0].m.Body)
+	s.pending[0] = inflight{}
+	s.pending = s.pending[1:]
+}
+
+func (s *AMQPSink) fail(err error) {
+	if s.failed == nil {
+		s.failed = err
 	}
-	return s.failed
+}
+
+// closeReason returns why the channel or connection closed, waiting briefly
+// for the notification (the library sends it before it fails the confirms).
+func (s *AMQPSink) closeReason() *amqp.Error {
+	timeout := time.After(time.Second)
+	for {
+		select {
+		case e, ok := <-s.chClose:
+			if ok && e != nil {
+				return e
+			}
+			s.chClose = nil
+		case e, ok := <-s.connClose:
+			if ok && e != nil {
+				return e
+			}
+			s.connClose = nil
+		case <-timeout:
+			return nil
+		}
+		if s.chClose == nil && s.connClose == nil {
+			return nil
+		}
+	}
+}
+
+// permanent reports whether a channel closure would repeat on retry: access
+// refused, not found, resource locked, precondition failed (e.g. a message
+// over max_message_size).
+func permanent(e *amqp.Error) bool {
+	if e == nil {
+		return false
+	}
+	switch e.Code {
+	case amqp.AccessRefused, amqp.NotFound, amqp.ResourceLocked, amqp.PreconditionFailed:
+		return true
+	}
+	return false
+}
+
+// recover handles a lost channel or connection (cause may be nil when
+// unknown). A permanent channel error fails the messages in flight and opens
+// a new channel; anything else reconnects and publishes every unconfirmed
+// message again. It returns an error only when the sink cannot go on.
+func (s *AMQPSink) recover(ctx context.Context, cause *amqp.Error) error {
+	if permanent(cause) && !s.conn.IsClosed() {
+		ids := len(s.pending)
+		first := ""
+		if ids > 0 {
+			first = s.pending[0].m.MessageID
+		}
+		s.fail(fmt.Errorf("broker closed the channel: %w: %d unconfirmed messages from %s on failed", cause, ids, first))
+		s.log.Warn("broker closed the channel", "broker", s.redacted, "error", cause, "unconfirmed", ids)
+		clear(s.pending)
+		s.pending = s.pending[:0]
+		s.pendingLen = 0
+		if s.ch != nil {
+			_ = s.ch.Close()
+		}
+		if err := s.openChannel(); err != nil {
+			s.broken = fmt.Errorf("reopen channel after %v: %w", cause, err)
+			return s.broken
+		}
+		return s.failed
+	}
+	return s.reconnect(ctx, cause)
+}
+
+// reconnect dials again with backoff and republishes every pending message
+// that is not yet acked.
+func (s *AMQPSink) reconnect(ctx context.Context, cause *amqp.Error) error {
+	if s.o.ReconnectTimeout < 0 {
+		return s.giveUp(cause, errors.New("reconnecting is disabled"))
+	}
+	s.log.Warn("broker connection lost; reconnecting", "broker", s.redacted, "error", cause, "unconfirmed", len(s.pending))
+	if s.ch != nil {
+		_ = s.ch.Close()
+	}
+	if s.conn != nil {
+		_ = s.conn.Close()
+	}
+	deadline := time.Now().Add(s.o.ReconnectTimeout)
+	delay := 200 * time.Millisecond
+	var lastErr error
+	for {
+		dctx, cancel := context.WithDeadline(ctx, deadline)
+		err := s.connect(dctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			return fmt.Errorf("reconnect to broker %s: %w", s.redacted, ctx.Err())
+		}
+		if time.Now().Add(delay).After(deadline) {
+			return s.giveUp(cause, lastErr)
+		}
+		if err := sleepCtx(ctx, delay); err != nil {
+			return fmt.Errorf("reconnect to broker %s: %w", s.redacted, err)
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+	s.reconnects++
+	republished := 0
+	for i := range s.pending {
+		f := &s.pending[i]
+		if f.dc != nil {
+			select {
+			case <-f.dc.Done():
+				if f.dc.Acked() {
+					continue // stored before the connection went
+				}
+			default:
+			}
+		}
+		f.attempts++
+		if f.attempts > maxRepublish {
+			return s.giveUp(cause, fmt.Errorf("message %s was published %d times without a confirm", f.m.MessageID, f.attempts))
+		}
+		if err := s.send(ctx, f); err != nil {
+			return err
+		}
+		republished++
+	}
+	s.log.Info("reconnected to broker", "broker", s.redacted, "republished", republished)
+	return nil
+}
+
+func (s *AMQPSink) giveUp(cause *amqp.Error, err error) error {
+	var c any = "closed"
+	if cause != nil {
+		c = cause
+	}
+	s.broken = fmt.Errorf("connection to broker %s lost (%v) and not restored: %w: the %d unconfirmed messages will be published again on the next run",
+		s.redacted, c, err, len(s.pending))
+	s.log.Error("broker connection lost for good", "broker", s.redacted, "error", err)
+	return s.broken
+}
+
+// Reconnects reports how often the sink has reconnected to the broker.
+func (s *AMQPSink) Reconnects() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reconnects
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // drainReturns collects the returns that have arrived. The library delivers
@@ -407,7 +750,7 @@ func (s *AMQPSink) drainReturns() {
 	for {
 		select {
 		case r, ok := <-s.returns:
-			if !ok { // the channel is gone; checkBroken reports why
+			if !ok { // the channel is gone
 				s.returns = nil
 				return
 			}
@@ -415,32 +758,6 @@ func (s *AMQPSink) drainReturns() {
 		default:
 			return
 		}
-	}
-}
-
-// resolve records the outcome of one confirmed message.
-func (s *AMQPSink) resolve(f inflight) {
-	id := f.m.MessageID
-	r, returned := s.returned[id]
-	delete(s.returned, id)
-	if !f.dc.Acked() {
-		// A channel or connection closing resolves every pending confirm
-		// as a nack: report the closure, not a refusal.
-		if s.checkBroken() != nil {
-			return
-		}
-		if s.ch.IsClosed() {
-			s.setBroken(nil, false)
-			return
-		}
-		if s.failed == nil {
-			s.failed = fmt.Errorf("broker refused message %s (nack)", id)
-		}
-		return
-	}
-	if returned && s.failed == nil {
-		s.failed = fmt.Errorf("message %s was returned by the broker: %d %s: no queue is bound to exchange %q with routing key %q",
-			id, r.ReplyCode, r.ReplyText, r.Exchange, r.RoutingKey)
 	}
 }
 
@@ -453,6 +770,7 @@ func (s *AMQPSink) Close() error {
 	}
 	s.closed = true
 	s.pending = nil
+	s.pendingLen = 0
 	if s.ch != nil {
 		_ = s.ch.Close()
 	}

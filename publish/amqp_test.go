@@ -230,7 +230,7 @@ func TestAMQPNack(t *testing.T) {
 	_, err := PublishEntity(context.Background(), strings.NewReader(in), s, EntityOptions{
 		ExecutionID: "e", Entity: "E", RoutingKey: queue, Format: "csv",
 	})
-	if want := "broker refused message e/E/0 (nack)"; err == nil || !strings.Contains(err.Error(), want) {
+	if want := "broker refused message e/E/0 (nack, 4 attempts)"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("want error containing %q, got %v", want, err)
 	}
 }
@@ -253,9 +253,14 @@ func TestAMQPChannelClosedByBroker(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("PublishEntity hung after the broker closed the channel")
 	}
-	if err := s.Publish(context.Background(), Message{MessageID: "later"}); err == nil {
-		t.Error("Publish after the channel closed: want an error, got nil")
+	// The sink opened a new channel: the next entity goes through.
+	exchange, queue := testTopology(t, s, false)
+	if _, err := PublishEntity(context.Background(), strings.NewReader(in), s, EntityOptions{
+		ExecutionID: "e", Entity: "F", Exchange: exchange, RoutingKey: "k", BatchSize: 25, Format: "csv",
+	}); err != nil {
+		t.Fatalf("next entity after a permanent channel error: want no error, got %v", err)
 	}
+	consume(t, queue, 2)
 }
 
 func TestAMQPCheckExchange(t *testing.T) {

@@ -1,6 +1,9 @@
 package publish
 
 import (
+	"encoding/binary"
+	"slices"
+	"sync"
 	"time"
 )
 
@@ -8,19 +11,30 @@ import (
 // buffer reused from batch to batch; the parts that never change within an
 // entity are encoded once.
 type batchEncoder struct {
-	source  []byte   // `"dmfexport/<job>"`
-	data    []byte   // `"job":..,"run_id":..,"execution_id":..,"entity":..,`
-	subject []byte   // `"<entity>"`
-	columns []byte   // `["A","B"]`
-	keys    [][]byte // `"A":` per column
-	idBase  int      // escaped length of "<exec>/<entity>/"
-	pre     []byte   // scratch for the part before the rows, reused
+	source  []byte // `"dmfexport/<job>"`
+	data    []byte // `"job":..,"run_id":..,"execution_id":..,"entity":..,`
+	subject []byte // `"<entity>"`
+	columns []byte // `["A","B"]`
+	// keys holds, per column, the bytes written before its value (`,"A":"`,
+	// no comma for the first) packed into little-endian words, so a row
+	// writes them with word stores instead of a copy call per field.
+	keys    [][]uint64
+	keyLens []int
+	idBase  int    // escaped length of "<exec>/<entity>/"
+	pre     []byte // scratch for the part before the rows, reused
 	// buf holds the current batch: gap bytes reserved for the part before
 	// the rows, then the encoded rows. It is allocated fresh per batch and
 	// becomes the message body without another copy.
-	buf  []byte
-	gap  int
-	hint int // rows bytes of the previous batch, to size the next buffer
+	buf []byte
+	gap int
+	// spare is a previous batch's buffer, reused when the caller gave it
+	// back (compressed messages carry a copy, not the buffer).
+	spare []byte
+	// free holds buffers of stored batches given back by recycle, which may
+	// run on another goroutine.
+	freeMu sync.Mutex
+	free   [][]byte
+	hint   int // rows bytes of the previous batch, to size the next buffer
 
 	rows       int   // rows in the current batch
 	firstRow   int64 // 1-based data row number of the batch's first row
@@ -40,13 +54,25 @@ func (e *batchEncoder) init(o EntityOptions, header []string) {
 	d = appendJSONString(d, o.Entity)
 	e.data = append(d, ',')
 	c := append([]byte(nil), '[')
-	e.keys = make([][]byte, len(header))
+	e.keys = make([][]uint64, len(header))
+	e.keyLens = make([]int, len(header))
 	for i, h := range header {
 		if i > 0 {
 			c = append(c, ',')
 		}
 		c = appendJSONString(c, h)
-		e.keys[i] = append(appendJSONString(nil, h), ':')
+		var k []byte
+		if i > 0 {
+			k = append(k, ',')
+		}
+		k = append(appendJSONString(k, h), ':', '"')
+		e.keyLens[i] = len(k)
+		for len(k)%8 != 0 {
+			k = append(k, 0)
+		}
+		for j := 0; j < len(k); j += 8 {
+			e.keys[i] = append(e.keys[i], binary.LittleEndian.Uint64(k[j:]))
+		}
 	}
 	e.columns = append(c, ']')
 	e.firstRow = 1
@@ -57,7 +83,33 @@ func (e *batchEncoder) init(o EntityOptions, header []string) {
 
 // start allocates the buffer of a new batch.
 func (e *batchEncoder) start() {
-	e.buf = make([]byte, e.gap, e.gap+e.hint+e.hint/8+64)
+	need := e.gap + e.hint + e.hint/8 + 64
+	if cap(e.spare) >= need {
+		e.buf, e.spare = e.spare[:e.gap], nil
+		return
+	}
+	e.freeMu.Lock()
+	for len(e.free) > 0 {
+		b := e.free[len(e.free)-1]
+		e.free[len(e.free)-1] = nil
+		e.free = e.free[:len(e.free)-1]
+		if cap(b) >= need {
+			e.freeMu.Unlock()
+			e.buf = b[:e.gap]
+			return
+		}
+	}
+	e.freeMu.Unlock()
+	e.buf = make([]byte, e.gap, need)
+}
+
+// recycle gives back the buffer of a batch the sink no longer reads.
+func (e *batchEncoder) recycle(b []byte) {
+	e.freeMu.Lock()
+	defer e.freeMu.Unlock()
+	if len(e.free) < 2 {
+		e.free = append(e.free, b[:0])
+	}
 }
 
 // addRow encodes one row as a JSON object; rec must have one value per column.
@@ -71,11 +123,17 @@ func (e *batchEncoder) addRow(rec []string) {
 	}
 	b = append(b, '{')
 	for i, v := range rec {
-		if i > 0 {
-			b = append(b, ',')
+		kw := e.keys[i]
+		n := len(b)
+		if cap(b)-n < 8*len(kw) {
+			b = slices.Grow(b, 8*len(kw)+len(v)+64)
 		}
-		b = append(b, e.keys[i]...)
-		b = appendJSONString(b, v)
+		w := b[n : n+8*len(kw)]
+		for j, x := range kw {
+			binary.LittleEndian.PutUint64(w[8*j:], x)
+		}
+		b = appendJSONStringBody(b[:n+e.keyLens[i]], v)
+		b = append(b, '"')
 	}
 	e.buf = append(b, '}')
 	e.rows++
@@ -136,8 +194,12 @@ func (e *batchEncoder) body(id string, t time.Time, last bool) []byte {
 	return append(e.buf[off:], "]}}"...)
 }
 
-// reset starts the next batch, keeping the row buffer's capacity.
-func (e *batchEncoder) reset() {
+// reset starts the next batch. With reuse, the body last returned is no
+// longer referenced by the caller and its buffer is used again.
+func (e *batchEncoder) reset(reuse bool) {
+	if reuse {
+		e.spare = e.buf[:0]
+	}
 	e.hint = e.rowBytes()
 	e.buf = nil
 	e.rows = 0

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 )
 
@@ -59,4 +61,31 @@ func BenchmarkEncodeCSV(b *testing.B) {
 	sec := b.Elapsed().Seconds()
 	b.ReportMetric(float64(rows)*float64(b.N)/sec, "rows/s")
 	b.ReportMetric(float64(len(in))*float64(b.N)/sec/1e6, "MB/s")
+}
+
+// BenchmarkEntityFile publishes the file named by DMFEXPORT_BENCH_FILE (for
+// example one made by cmd/dmfbench) to a discarding sink.
+func BenchmarkEntityFile(b *testing.B) {
+	path := os.Getenv("DMFEXPORT_BENCH_FILE")
+	if path == "" {
+		b.Skip("set DMFEXPORT_BENCH_FILE to an entity file")
+	}
+	in, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	format := "csv"
+	if strings.HasSuffix(path, ".xlsx") {
+		format = "xlsx"
+	}
+	b.SetBytes(int64(len(in)))
+	var rows int64
+	for b.Loop() {
+		st, err := PublishEntity(context.Background(), bytes.NewReader(in), discardSink{}, EntityOptions{ExecutionID: "e", Entity: "E", Format: format})
+		if err != nil {
+			b.Fatal(err)
+		}
+		rows += st.Rows
+	}
+	b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "rows/s")
 }

@@ -3,21 +3,25 @@ package publish
 import (
 	"bufio"
 	"bytes"
-	"encoding/csv"
 	"errors"
 	"fmt"
 	"io"
-	"unicode/utf8"
+	"unsafe"
 
 	"golang.org/x/text/encoding/unicode"
 	"golang.org/x/text/transform"
 )
 
-const csvBufferSize = 1 << 20
+const (
+	csvBufferSize = 1 << 20
+	// csvMaxRecord caps one record (all its fields and line breaks): a file
+	// with an unterminated quote would otherwise grow the buffer to its size.
+	csvMaxRecord = 64 << 20
+)
 
-// csvSource reads a delimited text entity file.
+// csvSource reads a delimited text entity file with csvReader.
 type csvSource struct {
-	r    *csv.Reader
+	r    *csvReader
 	rows int // data rows returned so far
 }
 
@@ -27,35 +31,27 @@ type csvSource struct {
 // U+FFFD when the values are encoded as JSON.
 func newCSVSource(r io.Reader, delim rune) (*csvSource, error) {
 	if delim != 0 && !validDelim(delim) {
-		return nil, fmt.Errorf("delimiter %q is not supported: use a single character other than a quote or line break", delim)
+		return nil, fmt.Errorf("delimiter %q is not supported: use one ASCII character other than a quote or line break", delim)
 	}
-	raw := bufio.NewReaderSize(r, csvBufferSize)
+	raw := bufio.NewReaderSize(r, 64<<10)
 	bom, _ := raw.Peek(3)
-	var br *bufio.Reader
+	var in io.Reader = raw
 	switch {
 	case bytes.HasPrefix(bom, []byte{0xFF, 0xFE}), bytes.HasPrefix(bom, []byte{0xFE, 0xFF}):
-		dec := unicode.BOMOverride(unicode.UTF8.NewDecoder())
-		br = bufio.NewReaderSize(transform.NewReader(raw, dec), csvBufferSize)
+		in = transform.NewReader(raw, unicode.BOMOverride(unicode.UTF8.NewDecoder()))
 	case bytes.HasPrefix(bom, []byte{0xEF, 0xBB, 0xBF}):
 		_, _ = raw.Discard(3)
-		br = raw
-	default:
-		br = raw
 	}
+	cr := newCSVReader(in, byte(delim))
 	if delim == 0 {
-		head, _ := br.Peek(64 << 10)
-		delim = detectDelimiter(head)
+		head, _ := cr.peek(64 << 10)
+		cr.delim = byte(detectDelimiter(head))
 	}
-	cr := csv.NewReader(br)
-	cr.Comma = delim
-	cr.ReuseRecord = true
-	cr.FieldsPerRecord = -1
-	cr.LazyQuotes = false
 	return &csvSource{r: cr}, nil
 }
 
 func validDelim(r rune) bool {
-	return r != '"' && r != '\r' && r != '\n' && r != utf8.RuneError && utf8.ValidRune(r)
+	return r > 0 && r < 0x80 && r != '"' && r != '\r' && r != '\n'
 }
 
 // detectDelimiter returns the candidate seen most often outside quotes in the
@@ -91,31 +87,326 @@ func detectDelimiter(head []byte) rune {
 }
 
 func (s *csvSource) header() ([]string, error) {
-	rec, err := s.r.Read()
+	rec, err := s.r.read()
 	if err == io.EOF {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("header: %w", err)
 	}
-	return append([]string(nil), rec...), nil
+	h := make([]string, len(rec))
+	for i, v := range rec {
+		h[i] = string([]byte(v)) // copy: rec points into the reader's buffer
+	}
+	return h, nil
 }
 
 func (s *csvSource) next() ([]string, int, error) {
-	rec, err := s.r.Read()
+	rec, err := s.r.read()
 	if err == io.EOF {
 		return nil, 0, io.EOF
 	}
 	if err != nil {
-		var pe *csv.ParseError
-		if errors.As(err, &pe) {
-			return nil, pe.StartLine, fmt.Errorf("row %d: %w", s.rows+1, err)
-		}
-		return nil, 0, fmt.Errorf("row %d: read: %w", s.rows+1, err)
+		return nil, s.r.recLine, fmt.Errorf("row %d: %w", s.rows+1, err)
 	}
 	s.rows++
-	line, _ := s.r.FieldPos(0)
-	return rec, line, nil
+	return rec, s.r.recLine, nil
 }
 
 func (s *csvSource) close() error { return nil }
+
+// CSVSyntaxError describes malformed CSV: where it is and what is wrong.
+type CSVSyntaxError struct {
+	Line, Column int // 1-based; Column counts bytes of UTF-8
+	Reason       string
+}
+
+func (e *CSVSyntaxError) Error() string {
+	return fmt.Sprintf("line %d, column %d: %s", e.Line, e.Column, e.Reason)
+}
+
+// csvReader is an RFC 4180 reader working on bytes in one reused buffer.
+// Unlike encoding/csv it keeps every byte of a quoted field exactly as
+// written, CR and CRLF included. Outside quotes, records end at LF or CRLF;
+// empty lines are skipped. The strings it returns point into its buffers and
+// are valid only until the next read.
+type csvReader struct {
+	r     io.Reader
+	delim byte
+	buf   []byte
+	pos   int // start of unread data in buf
+	end   int // end of data in buf
+	eof   bool
+	rerr  error
+
+	line    int // lines fully consumed before pos
+	recLine int // line the last record started on
+
+	spans  []span
+	esc    []byte // unescaped fields with doubled quotes
+	fields []string
+}
+
+// span locates a field: buf[a:b], or esc[a:b] when inEsc.
+type span struct {
+	a, b  int
+	inEsc bool
+}
+
+var errNeedMore = errors.New("need more input")
+
+func newCSVReader(r io.Reader, delim byte) *csvReader {
+	if delim == 0 {
+		delim = ','
+	}
+	return &csvReader{r: r, delim: delim, buf: make([]byte, csvBufferSize)}
+}
+
+// fill reads more input, first moving unread data to the front and growing
+// the buffer when it is full. It reports false once nothing more can come.
+func (c *csvReader) fill() bool {
+	if c.eof {
+		return false
+	}
+	if c.pos > 0 {
+		c.end = copy(c.buf, c.buf[c.pos:c.end])
+		c.pos = 0
+	}
+	if c.end == len(c.buf) {
+		if len(c.buf) >= csvMaxRecord {
+			c.rerr = fmt.Errorf("a record is over %d MiB: check the delimiter and the quotes", csvMaxRecord>>20)
+			c.eof = true
+			return false
+		}
+		nb := make([]byte, 2*len(c.buf))
+		copy(nb, c.buf[:c.end])
+		c.buf = nb
+	}
+	for tries := 0; tries < 100; tries++ {
+		n, err := c.r.Read(c.buf[c.end:])
+		c.end += n
+		if err != nil {
+			c.eof = true
+			if err != io.EOF {
+				c.rerr = err
+			}
+			return n > 0
+		}
+		if n > 0 {
+			return true
+		}
+	}
+	c.eof, c.rerr = true, io.ErrNoProgress
+	return false
+}
+
+// peek returns up to n bytes of unread input without consuming them.
+func (c *csvReader) peek(n int) ([]byte, error) {
+	for c.end-c.pos < n && c.fill() {
+	}
+	if c.end-c.pos < n {
+		n = c.end - c.pos
+	}
+	return c.buf[c.pos : c.pos+n], c.rerr
+}
+
+// read returns the next record's fields, or io.EOF.
+func (c *csvReader) read() ([]string, error) {
+	for {
+		// Skip empty lines.
+		for {
+			if c.pos == c.end && !c.fill() {
+				if c.rerr != nil {
+					return nil, fmt.Errorf("read: %w", c.rerr)
+				}
+				return nil, io.EOF
+			}
+			b := c.buf[c.pos]
+			if b == '\n' {
+				c.pos++
+				c.line++
+				continue
+			}
+			if b == '\r' {
+				if c.pos+1 == c.end && !c.eof {
+					c.fill()
+					continue
+				}
+				if c.pos+1 < c.end && c.buf[c.pos+1] == '\n' {
+					c.pos += 2
+					c.line++
+					continue
+				}
+			}
+			break
+		}
+		n, lines, err := c.parse()
+		if err == errNeedMore {
+			if c.fill() {
+				continue
+			}
+			// The input ended inside the record: parse it as final.
+			n, lines, err = c.parse()
+			if err == errNeedMore {
+				if c.rerr != nil {
+					return nil, fmt.Errorf("read: %w", c.rerr)
+				}
+				return nil, &CSVSyntaxError{Line: c.line + 1, Column: 1, Reason: "the file ends inside a quoted field of the record starting here: a closing quote is missing"}
+			}
+		}
+		c.recLine = c.line + 1
+		if err != nil {
+			return nil, err
+		}
+		c.fields = c.fields[:0]
+		for _, s := range c.spans {
+			var v []byte
+			if s.inEsc {
+				v = c.esc[s.a:s.b]
+			} else {
+				v = c.buf[s.a:s.b]
+			}
+			c.fields = append(c.fields, unsafe.String(unsafe.SliceData(v), len(v)))
+		}
+		c.pos += n
+		c.line += lines
+		return c.fields, nil
+	}
+}
+
+// csvSpecial marks the bytes that end or change an unquoted field.
+var csvSpecial = [256]bool{'"': true, '\n': true, '\r': true}
+
+// parse scans one record starting at c.pos. It returns the bytes consumed
+// (line end included) and the line breaks in them. errNeedMore means the
+// record may continue past the buffered data, unless the input is at EOF.
+func (c *csvReader) parse() (n, lines int, err error) {
+	c.spans = c.spans[:0]
+	c.esc = c.esc[:0]
+	buf := c.buf[:c.end]
+	i := c.pos
+	lineStart := i
+	delim := c.delim
+	special := csvSpecial
+	special[delim] = true
+	for {
+		// One field starts at i.
+		if i < len(buf) && buf[i] == '"' {
+			i++
+			start := i
+			escStart := -1
+			for {
+				j := bytes.IndexByte(buf[i:], '"')
+				if j < 0 {
+					return 0, 0, errNeedMore
+				}
+				seg := buf[i : i+j]
+				if k := bytes.Count(seg, nl); k > 0 {
+					lines += k
+					lineStart = i + bytes.LastIndexByte(seg, '\n') + 1
+				}
+				i += j + 1
+				if i < len(buf) && buf[i] == '"' { // doubled quote
+					if escStart < 0 {
+						escStart = len(c.esc)
+						c.esc = append(c.esc, buf[start:i]...)
+					} else {
+						c.esc = append(c.esc, seg...)
+						c.esc = append(c.esc, '"')
+					}
+					i++
+					continue
+				}
+				if i == len(buf) && !c.eof {
+					return 0, 0, errNeedMore
+				}
+				if escStart >= 0 {
+					c.esc = append(c.esc, seg...)
+					c.spans = append(c.spans, span{escStart, len(c.esc), true})
+				} else {
+					c.spans = append(c.spans, span{start, i - 1, false})
+				}
+				break
+			}
+			// After the closing quote: a delimiter, a line end or the end.
+			if i == len(buf) {
+				return i - c.pos, lines, nil
+			}
+			switch b := buf[i]; {
+			case b == delim:
+				i++
+				continue
+			case b == '\n':
+				return i + 1 - c.pos, lines + 1, nil
+			case b == '\r' && i+1 < len(buf) && buf[i+1] == '\n':
+				return i + 2 - c.pos, lines + 1, nil
+			case b == '\r' && i+1 == len(buf) && !c.eof:
+				return 0, 0, errNeedMore
+			default:
+				return 0, 0, &CSVSyntaxError{Line: c.line + 1 + lines, Column: i - lineStart + 1,
+					Reason: fmt.Sprintf("unexpected %q after the closing quote of a field: a quote inside a quoted field must be doubled", rune(b))}
+			}
+		}
+		start := i
+		for i < len(buf) && !special[buf[i]] {
+			i++
+		}
+		if i == len(buf) {
+			if !c.eof {
+				return 0, 0, errNeedMore
+			}
+			c.spans = append(c.spans, span{start, i, false})
+			return i - c.pos, lines, nil
+		}
+		switch b := buf[i]; b {
+		case delim:
+			c.spans = append(c.spans, span{start, i, false})
+			i++
+		case '\n':
+			c.spans = append(c.spans, span{start, i, false})
+			return i + 1 - c.pos, lines + 1, nil
+		case '\r':
+			if i+1 == len(buf) && !c.eof {
+				return 0, 0, errNeedMore
+			}
+			if i+1 < len(buf) && buf[i+1] == '\n' {
+				c.spans = append(c.spans, span{start, i, false})
+				return i + 2 - c.pos, lines + 1, nil
+			}
+			// A lone CR outside quotes is data, as in encoding/csv.
+			for i < len(buf) && (buf[i] == '\r' || !special[buf[i]]) {
+				if buf[i] == '\r' && i+1 < len(buf) && buf[i+1] == '\n' {
+					break
+				}
+				i++
+			}
+			if i == len(buf) && !c.eof {
+				return 0, 0, errNeedMore
+			}
+			if i < len(buf) && buf[i] == '"' {
+				return 0, 0, c.bareQuote(lines, i, lineStart)
+			}
+			c.spans = append(c.spans, span{start, i, false})
+			if i == len(buf) {
+				return i - c.pos, lines, nil
+			}
+			switch buf[i] {
+			case delim:
+				i++
+			case '\n':
+				return i + 1 - c.pos, lines + 1, nil
+			default: // CRLF
+				return i + 2 - c.pos, lines + 1, nil
+			}
+		case '"':
+			return 0, 0, c.bareQuote(lines, i, lineStart)
+		}
+	}
+}
+
+var nl = []byte{'\n'}
+
+func (c *csvReader) bareQuote(lines, i, lineStart int) error {
+	return &CSVSyntaxError{Line: c.line + 1 + lines, Column: i - lineStart + 1,
+		Reason: "quote in an unquoted field: a field holding quotes must be quoted, with its quotes doubled"}
+}

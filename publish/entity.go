@@ -2,10 +2,13 @@ package publish
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,9 +26,10 @@ type EntityOptions struct {
 	BatchSize int
 	// Format is "csv" or "xlsx".
 	Format string
-	// Delimiter is the CSV field separator; 0 detects it from the header
-	// line: the one of , ; tab | seen most often outside quotes (ties go to
-	// the earlier one in that list; none seen means comma).
+	// Delimiter is the CSV field separator, one ASCII character other than
+	// a quote or line break; 0 detects it from the header line: the one of
+	// , ; tab | seen most often outside quotes (ties go to the earlier one
+	// in that list; none seen means comma).
 	Delimiter rune
 	// Sheet is the XLSX sheet to read; "" means the first sheet.
 	Sheet string
@@ -35,6 +39,23 @@ type EntityOptions struct {
 	// Progress, when set, is called with the running totals after each batch
 	// has been handed to the sink (not yet confirmed).
 	Progress func(EntityStats)
+	// Compression of message bodies: "" or "none", "gzip", "zstd". The
+	// AMQP content_encoding names it; the content type stays that of the
+	// JSON event. MaxMessageBytes applies before and after compression.
+	Compression string
+	// ResumeFrom is the first batch index to publish: batches before it
+	// were confirmed by an earlier attempt on the same file with the same
+	// BatchSize (pass the last confirmed batch index + 1). Their rows are
+	// read and skipped without encoding; the batches that follow keep the
+	// indexes, row numbers and message IDs of a full run. 0 publishes all.
+	ResumeFrom int64
+	// Confirmed, when set, is called once per batch as soon as the sink has
+	// stored it, in batch order, with the batch index and the number of
+	// data rows up to and including that batch: the checkpoint to resume
+	// after. It may run on another goroutine sharing the sink, never
+	// concurrently with itself for one entity, and always before
+	// PublishEntity returns.
+	Confirmed func(batchIndex, rowsThrough int64)
 }
 
 // EntityStats counts what PublishEntity has done so far.
@@ -42,7 +63,10 @@ type EntityStats struct {
 	Rows     int64 // data rows published (header excluded)
 	Batches  int64 // messages published
 	BytesIn  int64 // bytes read from the entity file
-	BytesOut int64 // message body bytes handed to the sink
+	BytesOut int64 // message body bytes handed to the sink (compressed)
+	// SkippedRows counts data rows read but not published because their
+	// batches were confirmed before (EntityOptions.ResumeFrom).
+	SkippedRows int64
 }
 
 // rowSource yields the records of an entity file. The slice returned by next
@@ -83,11 +107,15 @@ func PublishEntity(ctx context.Context, r io.Reader, sink Sink, o EntityOptions)
 	if o.MaxMessageBytes < 0 {
 		return st, fmt.Errorf("max message bytes %d is negative", o.MaxMessageBytes)
 	}
+	if o.ResumeFrom < 0 {
+		return st, fmt.Errorf("resume from batch %d is negative", o.ResumeFrom)
+	}
+	comp, err := newCompressor(o.Compression)
+	if err != nil {
+		return st, err
+	}
 	cr := &countingReader{r: r}
-	var (
-		src rowSource
-		err error
-	)
+	var src rowSource
 	switch strings.ToLower(o.Format) {
 	case "csv":
 		src, err = newCSVSource(cr, o.Delimiter)
@@ -97,14 +125,20 @@ func PublishEntity(ctx context.Context, r io.Reader, sink Sink, o EntityOptions)
 		return st, fmt.Errorf("format %q is not supported", o.Format)
 	}
 	if err != nil {
-		st.BytesIn = cr.n
+		st.BytesIn = cr.n.Load()
 		return st, err
 	}
 	defer src.close()
 
-	p := &entityPublisher{ctx: ctx, sink: sink, o: o, src: src, in: cr, st: &st}
-	if err := p.run(); err != nil {
-		st.BytesIn = cr.n
+	p := &entityPublisher{ctx: ctx, sink: sink, o: o, src: src, in: cr, st: &st, comp: comp}
+	p.confirms.fn = o.Confirmed
+	p.startPublisher()
+	err = p.run()
+	if perr := p.stopPublisher(); perr != nil && (err == nil || errors.Is(err, errPublisherFailed)) {
+		err = perr
+	}
+	if err != nil {
+		st.BytesIn = cr.n.Load()
 		if p.published {
 			// Settle what is in flight so its outcome is not reported
 			// against the next entity sharing this sink.
@@ -112,20 +146,77 @@ func PublishEntity(ctx context.Context, r io.Reader, sink Sink, o EntityOptions)
 		}
 		return st, err
 	}
+	if !p.published {
+		return st, nil // every batch was confirmed before
+	}
 	if err := sink.Flush(ctx); err != nil {
 		return st, fmt.Errorf("confirm batches: %w", err)
 	}
+	// Every batch is stored now, even if the sink ignores OnStored.
+	p.confirms.all()
 	return st, nil
+}
+
+// confirmTracker reports stored batches in order, once each. A batch is
+// reported only when every batch before it is stored too, so a failed
+// batch is never skipped over by the checkpoint.
+type confirmTracker struct {
+	mu      sync.Mutex
+	fn      func(batchIndex, rowsThrough int64)
+	pending []batchMark // emitted, not yet reported, oldest first
+}
+
+type batchMark struct {
+	index, rowsThrough int64
+	stored             bool
+}
+
+func (c *confirmTracker) add(m batchMark) {
+	if c.fn == nil {
+		return
+	}
+	c.mu.Lock()
+	c.pending = append(c.pending, m)
+	c.mu.Unlock()
+}
+
+// stored records that batch index is stored and reports the stored prefix.
+func (c *confirmTracker) stored(index int64) {
+	c.mark(func(m *batchMark) bool { return m.index == index })
+}
+
+// all records every batch as stored and reports them.
+func (c *confirmTracker) all() {
+	c.mark(func(*batchMark) bool { return true })
+}
+
+func (c *confirmTracker) mark(match func(*batchMark) bool) {
+	if c.fn == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range c.pending {
+		if match(&c.pending[i]) {
+			c.pending[i].stored = true
+		}
+	}
+	n := 0
+	for n < len(c.pending) && c.pending[n].stored {
+		c.fn(c.pending[n].index, c.pending[n].rowsThrough)
+		n++
+	}
+	c.pending = c.pending[:copy(c.pending, c.pending[n:])]
 }
 
 type countingReader struct {
 	r io.Reader
-	n int64
+	n atomic.Int64
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
-	c.n += int64(n)
+	c.n.Add(int64(n))
 	return n, err
 }
 
@@ -138,7 +229,14 @@ type entityPublisher struct {
 	in        *countingReader
 	st        *EntityStats
 	enc       batchEncoder
+	comp      *compressor
+	confirms  confirmTracker
 	published bool
+
+	jobs   chan publishJob
+	failed chan struct{} // closed when the publishing goroutine fails
+	done   chan struct{}
+	pubErr error // set by the publishing goroutine before closing failed
 }
 
 func (p *entityPublisher) run() error {
@@ -154,6 +252,7 @@ func (p *entityPublisher) run() error {
 	}
 	p.enc.init(p.o, header)
 	var row int64 // data rows read so far
+	skip := p.o.ResumeFrom * int64(p.o.BatchSize)
 	for {
 		rec, line, err := p.src.next()
 		if err == io.EOF {
@@ -165,6 +264,13 @@ func (p *entityPublisher) run() error {
 		row++
 		if len(rec) != len(header) {
 			return fmt.Errorf("row %d (line %d): has %d fields, header has %d", row, line, len(rec), len(header))
+		}
+		if row <= skip {
+			p.st.SkippedRows++
+			if row == skip {
+				p.enc.batchIndex = p.o.ResumeFrom
+			}
+			continue
 		}
 		// The batch is emitted only once the next row exists: that is how
 		// the last batch is known while holding a single batch in memory.
@@ -181,15 +287,112 @@ func (p *entityPublisher) run() error {
 			return p.tooBig(p.enc.rowBytes())
 		}
 	}
+	if p.o.ResumeFrom > 0 {
+		total := max(1, (row+int64(p.o.BatchSize)-1)/int64(p.o.BatchSize))
+		if p.o.ResumeFrom > total {
+			return p.resumeMismatch(row)
+		}
+		if p.o.ResumeFrom == total {
+			p.st.BytesIn = p.in.n.Load()
+			return nil // the earlier attempt had stored every batch
+		}
+	}
 	if p.enc.rows > 0 || p.enc.batchIndex == 0 {
 		return p.emit(true)
 	}
 	return nil
 }
 
+func (p *entityPublisher) resumeMismatch(rows int64) error {
+	return fmt.Errorf("resume from batch %d: the file has %d data rows, which make fewer batches of %d: the entity file or batch size changed since the checkpoint; publish the entity from the start",
+		p.o.ResumeFrom, rows, p.o.BatchSize)
+}
+
 func (p *entityPublisher) tooBig(n int) error {
+	return p.tooBigAt(p.enc.batchIndex, p.enc.firstRow, n)
+}
+
+func (p *entityPublisher) tooBigAt(batch, firstRow int64, n int) error {
 	return fmt.Errorf("batch %d (rows from %d) is over %d bytes, the message size limit: lower batch_size (now %d)",
-		p.enc.batchIndex, p.enc.firstRow, p.o.MaxMessageBytes, p.o.BatchSize)
+		batch, firstRow, p.o.MaxMessageBytes, p.o.BatchSize)
+}
+
+// publishJob is a batch handed from the reading goroutine to the
+// publishing one.
+type publishJob struct {
+	m        Message
+	raw      []byte // the buffer holding m.Body, reusable once done with
+	rows     int
+	firstRow int64
+	mark     batchMark
+}
+
+// errPublisherFailed stops the reading goroutine; PublishEntity reports the
+// publishing goroutine's error instead.
+var errPublisherFailed = errors.New("publishing failed")
+
+// startPublisher runs the publishing goroutine: it compresses and publishes
+// batches while the caller's goroutine reads and encodes the next one, so
+// parsing and broker I/O overlap. One batch waits between them at most.
+func (p *entityPublisher) startPublisher() {
+	p.jobs = make(chan publishJob)
+	p.failed = make(chan struct{})
+	p.done = make(chan struct{})
+	go func() {
+		defer close(p.done)
+		for j := range p.jobs {
+			if p.pubErr != nil {
+				continue // drain until the reader notices
+			}
+			if err := p.publish(j); err != nil {
+				p.pubErr = err
+				close(p.failed)
+			}
+		}
+	}()
+}
+
+// stopPublisher waits for the publishing goroutine and returns its error.
+func (p *entityPublisher) stopPublisher() error {
+	close(p.jobs)
+	<-p.done
+	return p.pubErr
+}
+
+func (p *entityPublisher) publish(j publishJob) error {
+	m := j.m
+	raw := j.raw
+	if p.comp != nil {
+		body, err := p.comp.compress(m.Body)
+		if err != nil {
+			return fmt.Errorf("compress batch %d: %w", j.mark.index, err)
+		}
+		p.enc.recycle(raw)
+		raw = nil
+		if len(body) > p.o.MaxMessageBytes {
+			return p.tooBigAt(j.mark.index, j.firstRow, len(body))
+		}
+		m.Body, m.ContentEncoding = body, p.comp.name
+	}
+	p.confirms.add(j.mark)
+	m.OnStored = func() {
+		p.confirms.stored(j.mark.index)
+		if raw != nil {
+			p.enc.recycle(raw) // the sink is done with the body
+		}
+	}
+	p.published = true
+	if err := p.sink.Publish(p.ctx, m); err != nil {
+		return fmt.Errorf("publish batch %d: %w", j.mark.index, err)
+	}
+	p.st.Rows += int64(j.rows)
+	p.st.Batches++
+	p.st.BytesOut += int64(len(m.Body))
+	p.st.BytesIn = p.in.n.Load()
+	if p.o.Progress != nil {
+		p.o.Progress(*p.st)
+	}
+	return nil
 }
 
 func (p *entityPublisher) emit(last bool) error {
@@ -202,35 +405,35 @@ func (p *entityPublisher) emit(last bool) error {
 	if len(body) > p.o.MaxMessageBytes {
 		return p.tooBig(len(body))
 	}
-	m := Message{
-		Exchange:      p.o.Exchange,
-		RoutingKey:    p.o.RoutingKey,
-		MessageID:     id,
-		CorrelationID: p.o.RunID,
-		Type:          EventType,
-		ContentType:   ContentType,
-		AppID:         AppID,
-		Timestamp:     t,
-		Headers: map[string]any{
-			"job":         p.o.Job,
-			"entity":      p.o.Entity,
-			"batch_index": p.enc.batchIndex,
-			"last_batch":  last,
+	j := publishJob{
+		m: Message{
+			Exchange:      p.o.Exchange,
+			RoutingKey:    p.o.RoutingKey,
+			MessageID:     id,
+			CorrelationID: p.o.RunID,
+			Type:          EventType,
+			ContentType:   ContentType,
+			AppID:         AppID,
+			Timestamp:     t,
+			Headers: map[string]any{
+				"job":         p.o.Job,
+				"entity":      p.o.Entity,
+				"batch_index": p.enc.batchIndex,
+				"last_batch":  last,
+			},
+			Body: body,
 		},
-		Body: body,
+		raw:      p.enc.buf[:0],
+		rows:     p.enc.rows,
+		firstRow: p.enc.firstRow,
+		mark:     batchMark{index: p.enc.batchIndex, rowsThrough: p.enc.firstRow + int64(p.enc.rows) - 1},
 	}
-	p.published = true
-	if err := p.sink.Publish(p.ctx, m); err != nil {
-		return fmt.Errorf("publish batch %d: %w", p.enc.batchIndex, err)
+	select {
+	case p.jobs <- j:
+	case <-p.failed:
+		return errPublisherFailed
 	}
-	p.st.Rows += int64(p.enc.rows)
-	p.st.Batches++
-	p.st.BytesOut += int64(len(body))
-	p.st.BytesIn = p.in.n
-	p.enc.reset()
-	if p.o.Progress != nil {
-		p.o.Progress(*p.st)
-	}
+	p.enc.reset(false)
 	return nil
 }
 

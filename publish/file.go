@@ -19,6 +19,9 @@ type FileSink struct {
 	dir   string
 	mu    sync.Mutex
 	files map[string]*ndjsonFile
+	// stored holds the OnStored hooks of messages written since the last
+	// successful Flush.
+	stored []func()
 }
 
 type ndjsonFile struct {
@@ -89,6 +92,9 @@ func (s *FileSink) Publish(ctx context.Context, m Message) error {
 	if err := nf.w.WriteByte('\n'); err != nil {
 		return fmt.Errorf("file sink: write %s: %w", name, err)
 	}
+	if m.OnStored != nil {
+		s.stored = append(s.stored, m.OnStored)
+	}
 	return nil
 }
 
@@ -97,7 +103,15 @@ func (s *FileSink) Publish(ctx context.Context, m Message) error {
 func (s *FileSink) Flush(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.eachFile("sync", (*os.File).Sync)
+	if err := s.eachFile("sync", (*os.File).Sync); err != nil {
+		return err
+	}
+	for i, f := range s.stored {
+		f()
+		s.stored[i] = nil
+	}
+	s.stored = s.stored[:0]
+	return nil
 }
 
 // eachFile writes out every file's buffered lines, then applies fn (named

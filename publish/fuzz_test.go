@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"reflect"
 	"testing"
+	"testing/iotest"
 )
 
 func FuzzCSVEntity(f *testing.F) {
@@ -42,6 +44,81 @@ func FuzzCSVEntity(f *testing.F) {
 		}
 		if len(sink.msgs) == 0 || rows != st.Rows {
 			t.Fatalf("want at least one message and rows %d, got %d messages with %d rows", st.Rows, len(sink.msgs), rows)
+		}
+	})
+}
+
+// FuzzCSVReaderChunks checks that the reader gives the same records, or the
+// same error, whatever the sizes of the reads that feed it.
+func FuzzCSVReaderChunks(f *testing.F) {
+	for _, s := range []string{"a,b\r\n\"c\r\nd\",e\n", "\"x\"\"y\"\n\n", "a\rb\n", "\"unterminated\n", "a,\"b\"c\n", ",,\r\n\r\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		whole, errWhole := readAll(t, bytes.NewReader(in), ',')
+		bytewise, errByte := readAll(t, iotest.OneByteReader(bytes.NewReader(in)), ',')
+		if (errWhole == nil) != (errByte == nil) || (errWhole != nil && errWhole.Error() != errByte.Error()) {
+			t.Fatalf("errors differ on %q: whole %v, byte by byte %v", in, errWhole, errByte)
+		}
+		if !reflect.DeepEqual(whole, bytewise) {
+			t.Fatalf("records differ on %q:\nwhole %q\nbytes %q", in, whole, bytewise)
+		}
+		if errWhole == nil {
+			// Quoted bytes are kept exactly: the records hold every
+			// non-structural byte of the input.
+			var n int
+			for _, r := range whole {
+				for _, v := range r {
+					n += len(v)
+				}
+			}
+			if n > len(in) {
+				t.Fatalf("records hold %d bytes, more than the %d of the input", n, len(in))
+			}
+		}
+	})
+}
+
+// FuzzXLSXSheet feeds arbitrary sheet XML to the scanner: it must never
+// panic or hang, and every row it returns must fit the sheet limits.
+func FuzzXLSXSheet(f *testing.F) {
+	seeds := []string{
+		sheetHead + `<row r="1"><c r="A1" t="s"><v>0</v></c><c r="B1" t="inlineStr"><is><t>x&amp;y_x000D_</t></is></c></row>` + sheetTail,
+		sheetHead + `<row r="2"><c r="C2" s="1"><v>45352.5</v></c><c t="b"><v>1</v></c></row><row/>` + sheetTail,
+		sheetHead + `<!-- c --><x:row><x:c r="ZZ9"><x:v>1</x:v></x:c></x:row><![CDATA[a]]>` + sheetTail,
+		`<row r="1"><c r="A1"><v>1`,
+		`<c r="A1"/><row r="0">`,
+	}
+	for _, s := range seeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		tab := &sharedStrings{}
+		tab.add([]byte("s0"))
+		sc := newSheetScanner(bytes.NewReader(in), tab, []bool{false, true}, false)
+		for i := 0; i < 100000; i++ {
+			cells, line, err := sc.nextRow()
+			if err != nil {
+				return
+			}
+			if len(cells) == 0 || len(cells) > 16384 || line < 1 || line > 1<<20 {
+				t.Fatalf("row %d: %d cells on line %d", i, len(cells), line)
+			}
+		}
+		t.Fatalf("more rows than the input could hold")
+	})
+}
+
+// FuzzSharedStrings: the shared strings parser never panics.
+func FuzzSharedStrings(f *testing.F) {
+	f.Add([]byte(`<sst><si><t>a</t></si><si><r><t>b</t></r><rPh><t>c</t></rPh></si><si/></sst>`))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		tab := &sharedStrings{}
+		_ = tab.read(bytes.NewReader(in))
+		for i := range tab.ends {
+			if _, ok := tab.get(i); !ok {
+				t.Fatalf("string %d of %d missing", i, len(tab.ends))
+			}
 		}
 	})
 }

@@ -40,9 +40,14 @@ func (s *memSink) Close() error { return nil }
 // discardSink drops messages; for benchmarks.
 type discardSink struct{}
 
-func (discardSink) Publish(context.Context, Message) error { return nil }
-func (discardSink) Flush(context.Context) error            { return nil }
-func (discardSink) Close() error                           { return nil }
+func (discardSink) Publish(_ context.Context, m Message) error {
+	if m.OnStored != nil {
+		m.OnStored()
+	}
+	return nil
+}
+func (discardSink) Flush(context.Context) error { return nil }
+func (discardSink) Close() error                { return nil }
 
 // event mirrors the message schema for decoding in tests.
 type event struct {

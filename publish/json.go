@@ -1,8 +1,10 @@
 package publish
 
 import (
+	"encoding/binary"
 	"strconv"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // jsonSafe marks the ASCII bytes that appear unescaped inside a JSON string.
@@ -21,8 +23,22 @@ const hexDigits = "0123456789abcdef"
 // text is also safe to embed in JavaScript.
 func appendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
+	dst = appendJSONStringBody(dst, s)
+	return append(dst, '"')
+}
+
+// appendJSONStringBody appends s escaped as in appendJSONString, without
+// the quotes.
+func appendJSONStringBody(dst []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
+		// Skip 8 plain ASCII bytes at a time.
+		for i+8 <= len(s) && plain8(load8(s, i)) {
+			i += 8
+		}
+		if i >= len(s) {
+			break
+		}
 		b := s[i]
 		if b < utf8.RuneSelf {
 			if jsonSafe[b] {
@@ -65,8 +81,28 @@ func appendJSONString(dst []byte, s string) []byte {
 		i += size
 		start = i
 	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
+	return append(dst, s[start:]...)
+}
+
+const (
+	lsb8 = 0x0101010101010101
+	msb8 = 0x8080808080808080
+)
+
+// load8 reads s[i:i+8] as a little-endian word; i+8 must be <= len(s).
+func load8(s string, i int) uint64 {
+	return binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s), len(s))[i : i+8])
+}
+
+// plain8 reports whether all 8 bytes of x are ASCII that JSON keeps as is:
+// no control character, quote, backslash or byte >= 0x80.
+func plain8(x uint64) bool {
+	q := x ^ (lsb8 * '"')
+	b := x ^ (lsb8 * '\\')
+	ctl := (x - lsb8*0x20) &^ x // a byte < 0x20 sets its high bit
+	quo := (q - lsb8) &^ q      // a zero byte (a quote in x) sets its high bit
+	bsl := (b - lsb8) &^ b
+	return (ctl|quo|bsl|x)&msb8 == 0
 }
 
 // appendJSONInt appends n as a JSON number.

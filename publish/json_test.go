@@ -1,7 +1,9 @@
 package publish
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -96,4 +98,30 @@ func FuzzJSONString(f *testing.F) {
 			t.Fatalf("valid UTF-8 %q decoded as %q", s, got)
 		}
 	})
+}
+
+func TestPlain8(t *testing.T) {
+	naive := func(w [8]byte) bool {
+		for _, c := range w {
+			if c < 0x20 || c >= 0x80 || c == '"' || c == '\\' {
+				return false
+			}
+		}
+		return true
+	}
+	rnd := rand.New(rand.NewPCG(3, 4))
+	special := []byte{0, 0x1f, 0x20, '"', '\\', 0x7f, 0x80, 0xff, 'a', '!', '#', '[', ']'}
+	for i := 0; i < 200000; i++ {
+		var w [8]byte
+		for k := range w {
+			if rnd.IntN(2) == 0 {
+				w[k] = special[rnd.IntN(len(special))]
+			} else {
+				w[k] = byte(rnd.IntN(256))
+			}
+		}
+		if got, want := plain8(binary.LittleEndian.Uint64(w[:])), naive(w); got != want {
+			t.Fatalf("plain8(%q): want %v, got %v", w, want, got)
+		}
+	}
 }

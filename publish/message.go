@@ -27,6 +27,13 @@ type Message struct {
 	// example until the broker confirms it) without copying. Whoever builds a
 	// Message by hand must likewise not modify Body after Publish.
 	Body []byte
+	// OnStored, when set, is called by the sink once the message is safely
+	// stored (broker ack without a return, or written and fsynced), at most
+	// once and in publish order. It may run on the goroutine of another
+	// Publish or Flush call on the same sink and must not call the sink.
+	// Once it is called the sink must not read Body again: PublishEntity
+	// reuses the memory for a later batch.
+	OnStored func()
 }
 
 // Sink receives messages. Publish may return before the message is stored;

@@ -1,32 +1,45 @@
 package publish
 
 import (
+	"archive/zip"
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"path"
+	"strconv"
 	"strings"
-
-	"github.com/xuri/excelize/v2"
+	"time"
+	"unicode/utf8"
+	"unsafe"
 )
 
-// xlsxSource reads one sheet of a workbook through excelize's streaming row
-// iterator, on a temporary copy of the input (excelize needs random access;
-// its OpenReader would hold the whole file in memory).
+// xlsxMaxSharedStrings caps the shared strings table held in memory.
+const xlsxMaxSharedStrings = 512 << 20
+
+// xlsxSource reads one sheet of a workbook with a streaming scanner over
+// the sheet's XML, on a temporary copy of the input (a zip needs random
+// access; holding the file in memory would not be bounded).
 //
-// Values are the raw cell values: text as written, numbers as stored (no
-// number formatting, so no rounding). Cells of the ISO date type come out as
-// their ISO text. A number shown as a date through its cell style comes out
-// as its serial number (for example "45352.5"), because the streaming
-// iterator does not expose cell styles; F&O writes dates as text in the
-// formats we have seen.
+// Values are the cells' raw values: text as written, numbers as stored (no
+// number formatting, so no rounding and no locale). A number whose cell
+// style is a date or time format becomes ISO text "2006-01-02T15:04:05"
+// like F&O's CSV dates (the workbook's 1900 or 1904 date system honoured);
+// cells of the ISO date type keep their text; booleans become TRUE or
+// FALSE; error cells their code (#N/A). Empty and missing cells are "", and
+// rows are padded to the header's length. Rows with no value at all are
+// skipped: in a sheet they cannot be told from absent rows.
 type xlsxSource struct {
 	tmp   string
-	f     *excelize.File
-	rows  *excelize.Rows
+	zr    *zip.ReadCloser
+	sheet io.ReadCloser
+	sc    *sheetScanner
 	width int
-	line  int // sheet row of the last row read
-	buf   []string
 }
 
 func newXLSXSource(ctx context.Context, r io.Reader, sheet string) (src *xlsxSource, err error) {
@@ -47,23 +60,23 @@ func newXLSXSource(ctx context.Context, r io.Reader, sheet string) (src *xlsxSou
 	if err != nil {
 		return s, fmt.Errorf("xlsx: copy to temporary file: %w", err)
 	}
-	s.f, err = excelize.OpenFile(s.tmp, excelize.Options{RawCellValue: true})
+	s.zr, err = zip.OpenReader(s.tmp)
 	if err != nil {
-		return s, fmt.Errorf("xlsx: open workbook: %w", err)
+		return s, fmt.Errorf("xlsx: open workbook: %w: the file is not an xlsx workbook", err)
 	}
-	sheets := s.f.GetSheetList()
-	if sheet == "" {
-		if len(sheets) == 0 {
-			return s, fmt.Errorf("xlsx: the workbook has no sheets")
-		}
-		sheet = sheets[0]
-	} else if !contains(sheets, sheet) {
-		return s, fmt.Errorf("xlsx: sheet %q not found (the workbook has %s): fix the sheet name", sheet, strings.Join(quoteAll(sheets), ", "))
-	}
-	s.rows, err = s.f.Rows(sheet)
+	wb, err := readWorkbook(&s.zr.Reader, sheet)
 	if err != nil {
-		return s, fmt.Errorf("xlsx: read sheet %q: %w", sheet, err)
+		return s, err
 	}
+	f := wb.files[wb.sheetPath]
+	if f == nil {
+		return s, fmt.Errorf("xlsx: sheet %q: part %s is missing from the workbook", wb.sheetName, wb.sheetPath)
+	}
+	s.sheet, err = f.Open()
+	if err != nil {
+		return s, fmt.Errorf("xlsx: sheet %q: %w", wb.sheetName, err)
+	}
+	s.sc = newSheetScanner(s.sheet, wb.sst, wb.dateStyles, wb.date1904)
 	return s, nil
 }
 
@@ -80,78 +93,52 @@ func (r readerWithContext) Read(p []byte) (int, error) {
 	return r.r.Read(p)
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
 func quoteAll(list []string) []string {
 	q := make([]string, len(list))
 	for i, v := range list {
-		q[i] = fmt.Sprintf("%q", v)
+		q[i] = strconv.Quote(v)
 	}
 	return q
 }
 
-// nextNonEmpty returns the next row with at least one non-empty cell. Empty
-// rows are skipped: in a sheet they cannot be told from absent rows.
-func (s *xlsxSource) nextNonEmpty() ([]string, error) {
-	for s.rows.Next() {
-		s.line++
-		cells, err := s.rows.Columns(excelize.Options{RawCellValue: true})
-		if err != nil {
-			return nil, fmt.Errorf("xlsx: sheet row %d: %w", s.line, err)
-		}
-		for _, c := range cells {
-			if c != "" {
-				return cells, nil
-			}
-		}
-	}
-	if err := s.rows.Error(); err != nil {
-		return nil, fmt.Errorf("xlsx: after sheet row %d: %w", s.line, err)
-	}
-	return nil, io.EOF
-}
-
 func (s *xlsxSource) header() ([]string, error) {
-	cells, err := s.nextNonEmpty()
+	cells, _, err := s.sc.nextRow()
 	if err == io.EOF {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("xlsx: %w", err)
 	}
 	s.width = len(cells)
-	return cells, nil
+	h := make([]string, len(cells))
+	for i, c := range cells {
+		h[i] = strings.Clone(c)
+	}
+	return h, nil
 }
 
 func (s *xlsxSource) next() ([]string, int, error) {
-	cells, err := s.nextNonEmpty()
+	cells, line, err := s.sc.nextRow()
+	if err == io.EOF {
+		return nil, 0, io.EOF
+	}
 	if err != nil {
-		return nil, 0, err
+		return nil, line, fmt.Errorf("xlsx: %w", err)
 	}
-	if len(cells) < s.width {
-		s.buf = append(s.buf[:0], cells...)
-		for len(s.buf) < s.width {
-			s.buf = append(s.buf, "")
-		}
-		cells = s.buf
+	for len(cells) < s.width {
+		cells = append(cells, "")
 	}
-	return cells, s.line, nil
+	s.sc.cells = cells[:0]
+	return cells, line, nil
 }
 
 func (s *xlsxSource) close() error {
 	var err error
-	if s.rows != nil {
-		err = s.rows.Close()
+	if s.sheet != nil {
+		err = s.sheet.Close()
 	}
-	if s.f != nil {
-		if cerr := s.f.Close(); err == nil {
+	if s.zr != nil {
+		if cerr := s.zr.Close(); err == nil {
 			err = cerr
 		}
 	}
@@ -159,4 +146,871 @@ func (s *xlsxSource) close() error {
 		_ = os.Remove(s.tmp)
 	}
 	return err
+}
+
+// workbook is what the sheet scanner needs from the other parts.
+type workbook struct {
+	files      map[string]*zip.File
+	sheetName  string
+	sheetPath  string
+	date1904   bool
+	dateStyles []bool // by cell style index (the s attribute)
+	sst        *sharedStrings
+}
+
+func readWorkbook(zr *zip.Reader, sheet string) (*workbook, error) {
+	wb := &workbook{files: map[string]*zip.File{}}
+	for _, f := range zr.File {
+		wb.files[strings.TrimPrefix(f.Name, "/")] = f
+	}
+	var book struct {
+		Pr struct {
+			Date1904 string `xml:"date1904,attr"`
+		} `xml:"workbookPr"`
+		Sheets []struct {
+			Name string `xml:"name,attr"`
+			ID   string `xml:"http://schemas.openxmlformats.org/officeDocument/2006/relationships id,attr"`
+		} `xml:"sheets>sheet"`
+	}
+	if err := wb.decodePart("xl/workbook.xml", &book); err != nil {
+		return nil, err
+	}
+	wb.date1904 = book.Pr.Date1904 == "1" || book.Pr.Date1904 == "true"
+	var rels struct {
+		Rels []struct {
+			ID     string `xml:"Id,attr"`
+			Type   string `xml:"Type,attr"`
+			Target string `xml:"Target,attr"`
+		} `xml:"Relationship"`
+	}
+	if err := wb.decodePart("xl/_rels/workbook.xml.rels", &rels); err != nil {
+		return nil, err
+	}
+	target := map[string]string{}
+	sstPath, stylesPath := "xl/sharedStrings.xml", "xl/styles.xml"
+	for _, r := range rels.Rels {
+		p := r.Target
+		if strings.HasPrefix(p, "/") {
+			p = strings.TrimPrefix(p, "/")
+		} else {
+			p = path.Join("xl", p)
+		}
+		target[r.ID] = p
+		switch {
+		case strings.HasSuffix(r.Type, "/sharedStrings"):
+			sstPath = p
+		case strings.HasSuffix(r.Type, "/styles"):
+			stylesPath = p
+		}
+	}
+	if len(book.Sheets) == 0 {
+		return nil, errors.New("xlsx: the workbook has no sheets")
+	}
+	idx := 0
+	if sheet != "" {
+		idx = -1
+		var names []string
+		for i, s := range book.Sheets {
+			names = append(names, s.Name)
+			if s.Name == sheet {
+				idx = i
+			}
+		}
+		if idx < 0 {
+			return nil, fmt.Errorf("xlsx: sheet %q not found (the workbook has %s): fix the sheet name", sheet, strings.Join(quoteAll(names), ", "))
+		}
+	}
+	wb.sheetName = book.Sheets[idx].Name
+	wb.sheetPath = target[book.Sheets[idx].ID]
+	if wb.sheetPath == "" {
+		return nil, fmt.Errorf("xlsx: sheet %q has no part in the workbook relationships", wb.sheetName)
+	}
+	if f := wb.files[stylesPath]; f != nil {
+		rc, err := f.Open()
+		if err != nil {
+			return nil, fmt.Errorf("xlsx: styles: %w", err)
+		}
+		wb.dateStyles, err = readDateStyles(rc)
+		rc.Close()
+		if err != nil {
+			return nil, fmt.Errorf("xlsx: styles: %w", err)
+		}
+	}
+	wb.sst = &sharedStrings{}
+	if f := wb.files[sstPath]; f != nil {
+		rc, err := f.Open()
+		if err != nil {
+			return nil, fmt.Errorf("xlsx: shared strings: %w", err)
+		}
+		err = wb.sst.read(rc)
+		rc.Close()
+		if err != nil {
+			return nil, fmt.Errorf("xlsx: shared strings: %w", err)
+		}
+	}
+	return wb, nil
+}
+
+// decodePart decodes a small XML part (workbook, relationships).
+func (wb *workbook) decodePart(name string, v any) error {
+	f := wb.files[name]
+	if f == nil {
+		return fmt.Errorf("xlsx: part %s is missing: the file is not an xlsx workbook", name)
+	}
+	rc, err := f.Open()
+	if err != nil {
+		return fmt.Errorf("xlsx: %s: %w", name, err)
+	}
+	defer rc.Close()
+	if err := xml.NewDecoder(io.LimitReader(rc, 16<<20)).Decode(v); err != nil {
+		return fmt.Errorf("xlsx: %s: %w", name, err)
+	}
+	return nil
+}
+
+// readDateStyles returns, per cell format (cellXfs index), whether its
+// number format shows a date or time.
+func readDateStyles(r io.Reader) ([]bool, error) {
+	var st struct {
+		NumFmts []struct {
+			ID   int    `xml:"numFmtId,attr"`
+			Code string `xml:"formatCode,attr"`
+		} `xml:"numFmts>numFmt"`
+		Xfs []struct {
+			NumFmtID int `xml:"numFmtId,attr"`
+		} `xml:"cellXfs>xf"`
+	}
+	if err := xml.NewDecoder(io.LimitReader(r, 64<<20)).Decode(&st); err != nil {
+		return nil, err
+	}
+	custom := map[int]bool{}
+	for _, f := range st.NumFmts {
+		custom[f.ID] = isDateFormat(f.Code)
+	}
+	dates := make([]bool, len(st.Xfs))
+	for i, xf := range st.Xfs {
+		if d, ok := custom[xf.NumFmtID]; ok {
+			dates[i] = d
+		} else {
+			dates[i] = builtinDateFormat(xf.NumFmtID)
+		}
+	}
+	return dates, nil
+}
+
+// builtinDateFormat reports whether a built-in number format id is a date
+// or time format (ECMA-376 18.8.30: 14-22 and 45-47).
+func builtinDateFormat(id int) bool {
+	return (id >= 14 && id <= 22) || (id >= 45 && id <= 47)
+}
+
+// isDateFormat reports whether a custom number format code shows a date or
+// time: it has d, m, y, h or s outside quoted text, escapes and brackets
+// ([Red], [$-409]); elapsed-time brackets ([h], [mm], [ss]) count too.
+func isDateFormat(code string) bool {
+	// Only the first section (positive numbers) decides.
+	inQuote := false
+	for i := 0; i < len(code); i++ {
+		c := code[i]
+		switch {
+		case inQuote:
+			if c == '"' {
+				inQuote = false
+			}
+		case c == '"':
+			inQuote = true
+		case c == '\\' || c == '_' || c == '*':
+			i++ // the next character is literal
+		case c == ';':
+			return false
+		case c == '[':
+			end := strings.IndexByte(code[i:], ']')
+			if end < 0 {
+				return false
+			}
+			inner := strings.ToLower(code[i+1 : i+end])
+			if inner != "" && strings.Trim(inner, "hms") == "" {
+				return true
+			}
+			i += end
+		default:
+			switch c | 0x20 {
+			case 'd', 'm', 'y', 'h', 's':
+				if c == 'E' || c == 'e' {
+					break
+				}
+				// "General" has none of these letters; AM/PM alone is not a date.
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// sharedStrings holds the shared strings table as one byte block.
+type sharedStrings struct {
+	blob []byte
+	ends []uint32
+}
+
+func (t *sharedStrings) get(i int) (string, bool) {
+	if i < 0 || i >= len(t.ends) {
+		return "", false
+	}
+	start := uint32(0)
+	if i > 0 {
+		start = t.ends[i-1]
+	}
+	b := t.blob[start:t.ends[i]]
+	return unsafe.String(unsafe.SliceData(b), len(b)), true
+}
+
+// read parses sharedStrings.xml: each <si> is plain <t> text or rich text
+// runs (<r><t>), whose texts are joined; phonetic runs (<rPh>) are left out.
+func (t *sharedStrings) read(r io.Reader) error {
+	x := newXMLScanner(r)
+	inSI, inT, rph := false, false, 0
+	var text []byte
+	for {
+		tok, err := x.next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		switch tok.kind {
+		case tokText:
+			if inT && rph == 0 {
+				text = append(text, tok.data...)
+			}
+		case tokStart, tokEmpty:
+			switch string(tok.name) {
+			case "si":
+				inSI, text = true, text[:0]
+				if tok.kind == tokEmpty {
+					t.add(nil)
+					inSI = false
+				}
+			case "t":
+				inT = tok.kind == tokStart
+			case "rPh":
+				if tok.kind == tokStart {
+					rph++
+				}
+			}
+		case tokEnd:
+			switch string(tok.name) {
+			case "si":
+				if inSI {
+					v, err := decodeXMLText(nil, text)
+					if err != nil {
+						return fmt.Errorf("string %d: %w", len(t.ends), err)
+					}
+					t.add(v)
+					if len(t.blob) > xlsxMaxSharedStrings {
+						return fmt.Errorf("the shared strings table is over %d MiB", xlsxMaxSharedStrings>>20)
+					}
+				}
+				inSI = false
+			case "t":
+				inT = false
+			case "rPh":
+				rph = max(0, rph-1)
+			}
+		}
+	}
+}
+
+func (t *sharedStrings) add(v []byte) {
+	t.blob = append(t.blob, v...)
+	t.ends = append(t.ends, uint32(len(t.blob)))
+}
+
+// sheetScanner yields the rows of a worksheet's XML one at a time.
+type sheetScanner struct {
+	x          *xmlScanner
+	sst        *sharedStrings
+	dateStyles []bool
+	date1904   bool
+
+	cells []string
+	arena []byte // values of the current row that are not shared strings
+	raw   []byte // text of the current cell's <v> or inline string
+	dec   []byte // raw with references resolved, when it has any
+	line  int    // sheet row number of the last row
+	inRow bool
+}
+
+func newSheetScanner(r io.Reader, sst *sharedStrings, dateStyles []bool, date1904 bool) *sheetScanner {
+	return &sheetScanner{x: newXMLScanner(r), sst: sst, dateStyles: dateStyles, date1904: date1904}
+}
+
+// cellType is a cell's t attribute.
+type cellType uint8
+
+const (
+	cellNumber cellType = iota // n or absent
+	cellShared                 // s
+	cellBool                   // b
+	cellOther                  // str, inlineStr, e, d: the text as is
+)
+
+func parseCellType(t []byte) cellType {
+	switch string(t) {
+	case "", "n":
+		return cellNumber
+	case "s":
+		return cellShared
+	case "b":
+		return cellBool
+	}
+	return cellOther
+}
+
+// cellState is the cell being read.
+type cellState struct {
+	col     int
+	style   int
+	typ     cellType
+	inV     bool
+	inIS    bool
+	inT     bool
+	rph     int
+	hasText bool
+}
+
+// nextRow returns the next row with at least one non-empty cell, its cells
+// up to the last non-empty one (empty cells in between are ""), and its
+// sheet row number. The strings are valid until the next call.
+func (s *sheetScanner) nextRow() ([]string, int, error) {
+	for {
+		cells, line, err := s.readRow()
+		if err != nil {
+			return nil, line, err
+		}
+		for i := len(cells) - 1; i >= 0; i-- {
+			if cells[i] != "" {
+				return cells[:i+1], line, nil
+			}
+		}
+	}
+}
+
+// readRow reads up to the end of the next <row>.
+func (s *sheetScanner) readRow() ([]string, int, error) {
+	s.cells = s.cells[:0]
+	s.arena = s.arena[:0]
+	var c cellState
+	type valueRef struct{ col, start, end int }
+	var pending []valueRef // arena values, turned into strings at row end
+	inCell := false
+	next := 0 // column of a cell without an r attribute
+	for {
+		tok, err := s.x.next()
+		if err == io.EOF {
+			if s.inRow {
+				return nil, s.line, fmt.Errorf("sheet row %d: the sheet XML ends inside the row", s.line)
+			}
+			return nil, s.line, io.EOF
+		}
+		if err != nil {
+			return nil, s.line, fmt.Errorf("after sheet row %d: %w", s.line, err)
+		}
+		switch tok.kind {
+		case tokStart, tokEmpty:
+			switch string(tok.name) {
+			case "row":
+				s.line++
+				if v := tok.attr("r"); v != nil {
+					n, err := strconv.Atoi(string(v))
+					if err != nil || n < 1 || n > 1<<20 {
+						return nil, s.line, fmt.Errorf("sheet row %d: bad row number %q", s.line, v)
+					}
+					s.line = n
+				}
+				next = 0
+				if tok.kind == tokEmpty {
+					return s.cells, s.line, nil
+				}
+				s.inRow = true
+			case "c":
+				if !s.inRow {
+					continue
+				}
+				c = cellState{col: next, style: -1}
+				if ref := tok.attr("r"); ref != nil {
+					col, ok := columnIndex(ref)
+					if !ok {
+						return nil, s.line, fmt.Errorf("sheet row %d: bad cell reference %q", s.line, ref)
+					}
+					c.col = col
+				}
+				if st := tok.attr("s"); st != nil {
+					n, err := strconv.Atoi(string(st))
+					if err == nil && n >= 0 {
+						c.style = n
+					}
+				}
+				c.typ = parseCellType(tok.attr("t"))
+				next = c.col + 1
+				s.raw = s.raw[:0]
+				inCell = tok.kind == tokStart
+				if !inCell {
+					s.setCell(c.col, "")
+				}
+			case "v":
+				c.inV = inCell && tok.kind == tokStart
+			case "is":
+				c.inIS = inCell && tok.kind == tokStart
+			case "t":
+				c.inT = c.inIS && tok.kind == tokStart
+			case "rPh":
+				if tok.kind == tokStart {
+					c.rph++
+				}
+			}
+		case tokText:
+			if (c.inV || (c.inT && c.rph == 0)) && inCell {
+				s.raw = append(s.raw, tok.data...)
+				c.hasText = true
+			}
+		case tokEnd:
+			switch string(tok.name) {
+			case "v":
+				c.inV = false
+			case "t":
+				c.inT = false
+			case "is":
+				c.inIS = false
+			case "rPh":
+				c.rph = max(0, c.rph-1)
+			case "c":
+				if !inCell {
+					continue
+				}
+				inCell = false
+				v, shared, err := s.cellValue(&c)
+				if err != nil {
+					return nil, s.line, fmt.Errorf("sheet row %d, column %s: %w", s.line, columnName(c.col), err)
+				}
+				if shared {
+					s.setCell(c.col, v)
+				} else {
+					start := len(s.arena)
+					s.arena = append(s.arena, v...)
+					s.setCell(c.col, "")
+					pending = append(pending, valueRef{c.col, start, len(s.arena)})
+				}
+			case "row":
+				s.inRow = false
+				for _, p := range pending {
+					b := s.arena[p.start:p.end]
+					s.cells[p.col] = unsafe.String(unsafe.SliceData(b), len(b))
+				}
+				return s.cells, s.line, nil
+			}
+		}
+	}
+}
+
+// setCell puts v at column col, filling the gap with "".
+func (s *sheetScanner) setCell(col int, v string) {
+	for len(s.cells) <= col {
+		s.cells = append(s.cells, "")
+	}
+	s.cells[col] = v
+}
+
+// cellValue turns the current cell into its value. shared reports a value
+// that lives in the shared strings table (stable until the source closes);
+// otherwise the value is only valid until s.raw changes.
+func (s *sheetScanner) cellValue(c *cellState) (v string, shared bool, err error) {
+	if !c.hasText {
+		return "", true, nil
+	}
+	text, err := decodeXMLText(s.dec, s.raw)
+	if err != nil {
+		return "", false, err
+	}
+	if len(text) > 0 && len(s.raw) > 0 && &text[0] != &s.raw[0] {
+		s.dec = text
+	}
+	switch c.typ {
+	case cellShared:
+		n, err := strconv.Atoi(strings.TrimSpace(string(text)))
+		if err != nil {
+			return "", false, fmt.Errorf("bad shared string index %q", text)
+		}
+		v, ok := s.sst.get(n)
+		if !ok {
+			return "", false, fmt.Errorf("shared string %d does not exist (the table has %d)", n, len(s.sst.ends))
+		}
+		return v, true, nil
+	case cellBool:
+		if string(text) == "1" {
+			return "TRUE", true, nil
+		}
+		return "FALSE", true, nil
+	case cellNumber:
+		if c.style >= 0 && c.style < len(s.dateStyles) && s.dateStyles[c.style] {
+			if iso, ok := serialToISO(text, s.date1904); ok {
+				return iso, false, nil
+			}
+		}
+	}
+	return unsafe.String(unsafe.SliceData(text), len(text)), false, nil
+}
+
+// serialToISO converts an Excel date serial number to ISO 8601 text,
+// rounded to the second; ok is false for text that is not a date serial.
+func serialToISO(text []byte, date1904 bool) (string, bool) {
+	f, err := strconv.ParseFloat(string(text), 64)
+	if err != nil || math.IsNaN(f) || f < 0 || f > 2958466 {
+		return "", false
+	}
+	days := math.Floor(f)
+	secs := math.Round((f - days) * 86400)
+	if secs >= 86400 {
+		days++
+		secs -= 86400
+	}
+	var base time.Time
+	switch {
+	case date1904:
+		base = time.Date(1904, 1, 1, 0, 0, 0, 0, time.UTC)
+	case days < 60:
+		// Serial 1 is 1900-01-01; 60 is the 1900-02-29 that never was.
+		base = time.Date(1899, 12, 31, 0, 0, 0, 0, time.UTC)
+	default:
+		base = time.Date(1899, 12, 30, 0, 0, 0, 0, time.UTC)
+	}
+	t := base.AddDate(0, 0, int(days)).Add(time.Duration(secs) * time.Second)
+	return t.Format("2006-01-02T15:04:05"), true
+}
+
+// columnIndex turns the letters of a cell reference ("AB12") into a 0-based
+// column index.
+func columnIndex(ref []byte) (int, bool) {
+	col, n := 0, 0
+	for _, b := range ref {
+		switch {
+		case b >= 'A' && b <= 'Z':
+			col = col*26 + int(b-'A'+1)
+		case b >= 'a' && b <= 'z':
+			col = col*26 + int(b-'a'+1)
+		default:
+			if n == 0 {
+				return 0, false
+			}
+			return col - 1, col <= 16384
+		}
+		n++
+		if col > 16384 {
+			return 0, false
+		}
+	}
+	return col - 1, n > 0
+}
+
+// columnName is the letters of a 0-based column index.
+func columnName(col int) string {
+	var b []byte
+	for col++; col > 0; col = (col - 1) / 26 {
+		b = append([]byte{byte('A' + (col-1)%26)}, b...)
+	}
+	return string(b)
+}
+
+// decodeXMLText returns text with XML character and entity references
+// resolved, line breaks normalized as XML requires (CRLF and CR become LF),
+// and OOXML _xHHHH_ escapes decoded (how Excel writes characters XML
+// cannot hold, such as a CR: _x000D_).
+//
+// Text without any of these is returned as is; otherwise the result is
+// built in dst's storage (dst[:0]).
+func decodeXMLText(dst, text []byte) ([]byte, error) {
+	if !hasAny(text, "&\r_") {
+		return text, nil
+	}
+	dst = dst[:0]
+	for i := 0; i < len(text); i++ {
+		b := text[i]
+		switch b {
+		case '\r':
+			dst = append(dst, '\n')
+			if i+1 < len(text) && text[i+1] == '\n' {
+				i++
+			}
+		case '&':
+			end := -1
+			for j := i + 1; j < len(text) && j < i+12; j++ {
+				if text[j] == ';' {
+					end = j
+					break
+				}
+			}
+			if end < 0 {
+				return nil, fmt.Errorf("bad character reference at %q", clip(text[i:]))
+			}
+			ref := string(text[i+1 : end])
+			switch ref {
+			case "amp":
+				dst = append(dst, '&')
+			case "lt":
+				dst = append(dst, '<')
+			case "gt":
+				dst = append(dst, '>')
+			case "quot":
+				dst = append(dst, '"')
+			case "apos":
+				dst = append(dst, '\'')
+			default:
+				var n uint64
+				var err error
+				switch {
+				case strings.HasPrefix(ref, "#x"):
+					n, err = strconv.ParseUint(ref[2:], 16, 32)
+				case strings.HasPrefix(ref, "#"):
+					n, err = strconv.ParseUint(ref[1:], 10, 32)
+				default:
+					err = errors.New("unknown entity")
+				}
+				if err != nil || n > utf8.MaxRune {
+					return nil, fmt.Errorf("bad character reference &%s;", ref)
+				}
+				dst = utf8.AppendRune(dst, rune(n))
+			}
+			i = end
+		case '_':
+			if i+6 < len(text) && text[i+1] == 'x' && text[i+6] == '_' {
+				if n, err := strconv.ParseUint(string(text[i+2:i+6]), 16, 16); err == nil {
+					dst = utf8.AppendRune(dst, rune(n))
+					i += 6
+					continue
+				}
+			}
+			dst = append(dst, b)
+		default:
+			dst = append(dst, b)
+		}
+	}
+	return dst, nil
+}
+
+func hasAny(b []byte, chars string) bool {
+	return bytes.ContainsAny(b, chars)
+}
+
+func clip(b []byte) string {
+	if len(b) > 12 {
+		b = b[:12]
+	}
+	return string(b)
+}
+
+// xmlScanner is a minimal, fast XML tokenizer for the flat markup of
+// spreadsheet parts: start, end and empty-element tags (names without their
+// namespace prefix) and raw text between them (references unresolved).
+// Comments, processing instructions and declarations are skipped; CDATA
+// sections are returned as text, which decodeXMLText would then resolve:
+// spreadsheet writers do not use CDATA.
+type xmlScanner struct {
+	br      *bufio.Reader
+	text    []byte // text of the last text token
+	tagBuf  []byte // the last tag, between < and >
+	scratch []byte
+	tag     xmlToken
+	textTok xmlToken
+	haveTag bool // tag holds a tag not yet returned
+	ended   bool
+}
+
+type tokKind int
+
+const (
+	tokText tokKind = iota
+	tokStart
+	tokEnd
+	tokEmpty
+)
+
+type xmlToken struct {
+	kind tokKind
+	name []byte // local name, without a namespace prefix
+	data []byte // text, for tokText
+	raw  []byte // attribute text of a tag
+}
+
+// attr returns the raw value of the attribute name (matched without a
+// prefix), or nil when absent.
+func (t *xmlToken) attr(name string) []byte {
+	a := t.raw
+	for len(a) > 0 {
+		eq := bytes.IndexByte(a, '=')
+		if eq < 0 {
+			return nil
+		}
+		key := trimXMLSpace(a[:eq])
+		if i := bytes.LastIndexByte(key, ':'); i >= 0 {
+			key = key[i+1:]
+		}
+		rest := trimXMLSpace(a[eq+1:])
+		if len(rest) == 0 || (rest[0] != '"' && rest[0] != '\'') {
+			return nil
+		}
+		end := bytes.IndexByte(rest[1:], rest[0])
+		if end < 0 {
+			return nil
+		}
+		if string(key) == name {
+			return rest[1 : 1+end]
+		}
+		a = rest[end+2:]
+	}
+	return nil
+}
+
+func isXMLSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
+
+func trimXMLSpace(b []byte) []byte {
+	for len(b) > 0 && isXMLSpace(b[0]) {
+		b = b[1:]
+	}
+	for len(b) > 0 && isXMLSpace(b[len(b)-1]) {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func newXMLScanner(r io.Reader) *xmlScanner {
+	return &xmlScanner{br: bufio.NewReaderSize(r, 256<<10)}
+}
+
+// appendUntil appends the bytes up to (not including) delim to dst; io.EOF
+// when the input ends first.
+func (x *xmlScanner) appendUntil(dst []byte, delim byte) ([]byte, error) {
+	for {
+		b, err := x.br.ReadSlice(delim)
+		if err == nil {
+			return append(dst, b[:len(b)-1]...), nil
+		}
+		dst = append(dst, b...)
+		if len(dst) > 64<<20 {
+			return dst, errors.New("an XML token is over 64 MiB")
+		}
+		if err != bufio.ErrBufferFull {
+			return dst, err
+		}
+	}
+}
+
+// next returns the next token; it is valid until the next call.
+func (x *xmlScanner) next() (*xmlToken, error) {
+	if x.haveTag {
+		x.haveTag = false
+		return &x.tag, nil
+	}
+	for !x.ended {
+		var err error
+		x.text, err = x.appendUntil(x.text[:0], '<')
+		if err == io.EOF {
+			x.ended = true
+			if len(bytes.TrimSpace(x.text)) > 0 {
+				return nil, errors.New("text after the last tag")
+			}
+			return nil, io.EOF
+		}
+		if err != nil {
+			return nil, err
+		}
+		skip, err := x.readTag()
+		if err != nil {
+			return nil, err
+		}
+		if len(x.text) > 0 {
+			x.textTok = xmlToken{kind: tokText, data: x.text}
+			x.haveTag = !skip
+			return &x.textTok, nil
+		}
+		if !skip {
+			return &x.tag, nil
+		}
+	}
+	return nil, io.EOF
+}
+
+// readTag reads a tag after its '<' into x.tag; skip reports markup that is
+// not an element (comment, declaration, processing instruction). CDATA is
+// appended to x.text and skipped as a tag.
+func (x *xmlScanner) readTag() (skip bool, err error) {
+	b, err := x.appendUntil(x.tagBuf[:0], '>')
+	for err == nil {
+		// A '>' inside a quoted attribute value or a comment does not end it.
+		if bytes.HasPrefix(b, []byte("!--")) {
+			if bytes.HasSuffix(b, []byte("--")) && len(b) >= 5 {
+				break
+			}
+		} else if bytes.HasPrefix(b, []byte("![CDATA[")) {
+			if bytes.HasSuffix(b, []byte("]]")) {
+				break
+			}
+		} else if balancedQuotes(b) {
+			break
+		}
+		b = append(b, '>')
+		b, err = x.appendUntil(b, '>')
+	}
+	x.tagBuf = b
+	if err == io.EOF {
+		return false, errors.New("the XML ends inside a tag")
+	}
+	if err != nil {
+		return false, err
+	}
+	if len(b) == 0 {
+		return false, errors.New("empty tag <>")
+	}
+	switch b[0] {
+	case '?':
+		return true, nil
+	case '!':
+		if bytes.HasPrefix(b, []byte("![CDATA[")) {
+			x.text = append(x.text, b[8:len(b)-2]...)
+		}
+		return true, nil
+	}
+	t := &x.tag
+	t.kind = tokStart
+	if b[0] == '/' {
+		t.kind = tokEnd
+		b = b[1:]
+	} else if b[len(b)-1] == '/' {
+		t.kind = tokEmpty
+		b = b[:len(b)-1]
+	}
+	n := 0
+	for n < len(b) && b[n] != ' ' && b[n] != '\t' && b[n] != '\r' && b[n] != '\n' {
+		n++
+	}
+	t.name, t.raw = b[:n], b[n:]
+	if i := bytes.IndexByte(t.name, ':'); i >= 0 {
+		t.name = t.name[i+1:]
+	}
+	return false, nil
+}
+
+func balancedQuotes(b []byte) bool {
+	var q byte
+	for _, c := range b {
+		switch {
+		case q != 0:
+			if c == q {
+				q = 0
+			}
+		case c == '"' || c == '\'':
+			q = c
+		}
+	}
+	return q == 0
 }

@@ -59,7 +59,7 @@ func TestXLSX(t *testing.T) {
 	}
 	book := buildXLSX(t, []string{"Customers", "Other"}, rows)
 	want := [][]string{
-		{"000123", "Contoso", "1.5", "45352", "x"},
+		{"000123", "Contoso", "1.5", "2024-03-01T00:00:00", "x"},
 		{"000124", "", "42", "2024-03-02T00:00:00", ""},
 		{"000125", "Fabrikam \"quoted\"\nline", "", "", ""},
 	}
@@ -134,7 +134,7 @@ func TestXLSXEdgeCases(t *testing.T) {
 			}
 		})
 	}
-	if _, err := PublishEntity(context.Background(), strings.NewReader("not a zip"), &memSink{}, EntityOptions{Format: "xlsx"}); err == nil || !strings.Contains(err.Error(), "xlsx: open workbook") {
+	if _, err := PublishEntity(context.Background(), strings.NewReader("not a zip"), &memSink{}, EntityOptions{Format: "xlsx"}); err == nil || !strings.Contains(err.Error(), "the file is not an xlsx workbook") {
 		t.Errorf("garbage input: want an open workbook error, got %v", err)
 	}
 }

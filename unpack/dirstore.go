@@ -36,7 +36,10 @@ type DirStore struct {
 	root string
 }
 
-var _ Store = (*DirStore)(nil)
+var (
+	_ Store   = (*DirStore)(nil)
+	_ Creator = (*DirStore)(nil)
+)
 
 // NewDirStore returns a store rooted at root, creating the directory if needed.
 func NewDirStore(root string) (*DirStore, error) {
@@ -74,81 +77,135 @@ func (s *DirStore) file(key string) string {
 
 // Put implements Store.
 func (s *DirStore) Put(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error) {
-	if err := s.checkKey(key); err != nil {
-		return Object{}, fmt.Errorf("put %s: %w", key, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return Object{}, fmt.Errorf("put %s: %w", key, err)
-	}
-	name := s.file(key)
-	dir := filepath.Dir(name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return Object{}, fmt.Errorf("put %s: %w", key, err)
-	}
-	tmp, err := os.CreateTemp(dir, tmpPrefix+"*")
+	o, err := s.write(ctx, key, r, meta, false)
 	if err != nil {
 		return Object{}, fmt.Errorf("put %s: %w", key, err)
 	}
-	committed := false
-	defer func() {
-		if !committed {
-			tmp.Close()
-			os.Remove(tmp.Name())
+	return o, nil
+}
+
+// Create implements Creator. The data file is hard-linked into place, which
+// fails if the name exists, so Creates race safely across processes sharing
+// the directory; the metadata sidecar is renamed into place just after, so a
+// Stat in that instant may see the new object with empty metadata.
+func (s *DirStore) Create(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error) {
+	o, err := s.write(ctx, key, r, meta, true)
+	if err != nil {
+		return Object{}, fmt.Errorf("create %s: %w", key, err)
+	}
+	return o, nil
+}
+
+func (s *DirStore) write(ctx context.Context, key string, r io.Reader, meta map[string]string, once bool) (Object, error) {
+	if err := s.checkKey(key); err != nil {
+		return Object{}, err
+	}
+	m, err := checkMeta(meta)
+	if err != nil {
+		return Object{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Object{}, err
+	}
+	name := s.file(key)
+	dir := filepath.Dir(name)
+	if once {
+		if _, err := os.Lstat(name); err == nil {
+			return Object{}, ErrExist // cheap early answer; the link below decides
 		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Object{}, err
+	}
+	tmp, err := os.CreateTemp(dir, tmpPrefix+"*")
+	if err != nil {
+		return Object{}, err
+	}
+	defer func() {
+		tmp.Close()
+		os.Remove(tmp.Name()) // no-op after a rename; drops the extra link after Create
 	}()
 	buf := make([]byte, 1<<20)
 	n, err := io.CopyBuffer(struct{ io.Writer }{tmp}, ctxReader{ctx, r}, buf)
 	if err != nil {
-		return Object{}, fmt.Errorf("put %s: write: %w", key, err)
+		return Object{}, fmt.Errorf("write: %w", err)
 	}
 	if err := tmp.Sync(); err != nil {
-		return Object{}, fmt.Errorf("put %s: sync: %w", key, err)
+		return Object{}, fmt.Errorf("sync: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return Object{}, fmt.Errorf("put %s: close: %w", key, err)
+		return Object{}, fmt.Errorf("close: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
-		return Object{}, fmt.Errorf("put %s: %w", key, err)
+		return Object{}, err
 	}
-	m := lowerMeta(meta)
-	if err := writeFileAtomic(dir, name+metaSuffix, m); err != nil {
-		return Object{}, fmt.Errorf("put %s: write metadata: %w", key, err)
+	if once {
+		mtmp, err := writeTemp(dir, m)
+		if err != nil {
+			return Object{}, fmt.Errorf("write metadata: %w", err)
+		}
+		defer os.Remove(mtmp)
+		if err := os.Link(tmp.Name(), name); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return Object{}, ErrExist
+			}
+			return Object{}, err
+		}
+		if err := os.Rename(mtmp, name+metaSuffix); err != nil {
+			return Object{}, fmt.Errorf("write metadata: %w", err)
+		}
+	} else {
+		if err := writeFileAtomic(dir, name+metaSuffix, m); err != nil {
+			return Object{}, fmt.Errorf("write metadata: %w", err)
+		}
+		if err := os.Rename(tmp.Name(), name); err != nil {
+			return Object{}, err
+		}
 	}
-	if err := os.Rename(tmp.Name(), name); err != nil {
-		return Object{}, fmt.Errorf("put %s: %w", key, err)
-	}
-	committed = true
 	syncDir(dir)
 	fi, err := os.Stat(name)
 	if err != nil {
-		return Object{}, fmt.Errorf("put %s: %w", key, err)
+		return Object{}, err
 	}
 	return Object{Key: key, Size: n, ModTime: fi.ModTime(), Meta: m}, nil
 }
 
 // writeFileAtomic writes meta as JSON to name through a synced temporary file.
 func writeFileAtomic(dir, name string, meta map[string]string) error {
-	b, err := json.Marshal(meta)
+	tmp, err := writeTemp(dir, meta)
 	if err != nil {
 		return err
+	}
+	defer os.Remove(tmp) // no-op after a successful rename
+	return os.Rename(tmp, name)
+}
+
+// writeTemp writes meta as JSON to a synced temporary file in dir and
+// returns its name.
+func writeTemp(dir string, meta map[string]string) (string, error) {
+	b, err := json.Marshal(meta)
+	if err != nil {
+		return "", err
 	}
 	tmp, err := os.CreateTemp(dir, tmpPrefix+"*")
 	if err != nil {
-		return err
+		return "", err
 	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
 	if _, err := tmp.Write(b); err != nil {
 		tmp.Close()
-		return err
+		os.Remove(tmp.Name())
+		return "", err
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return err
+		os.Remove(tmp.Name())
+		return "", err
 	}
 	if err := tmp.Close(); err != nil {
-		return err
+		os.Remove(tmp.Name())
+		return "", err
 	}
-	return os.Rename(tmp.Name(), name)
+	return tmp.Name(), nil
 }
 
 // syncDir makes renames in dir durable; failure is ignored because some

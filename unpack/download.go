@@ -6,10 +6,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // ErrURLExpired is wrapped by Download when the storage service refuses the
@@ -17,13 +21,27 @@ import (
 // F&O for a fresh package URL.
 var ErrURLExpired = errors.New("package URL expired or refused")
 
-// Download streams the package at rawURL into dst with one GET (no retries)
-// and returns the number of bytes written and their SHA-256 in hex.
+// downloadAttempts bounds how often Download reconnects after a failure
+// that made no new progress (a dropped connection, HTTP 5xx).
+const downloadAttempts = 5
+
+// retryDelay is the wait before the first reconnect; it doubles each time.
+var retryDelay = 250 * time.Millisecond
+
+// Download streams the package at rawURL into dst, starting at dst's current
+// offset, and returns the number of bytes written and their SHA-256 in hex.
+// Memory use is one 1 MiB buffer whatever the package size.
 //
 // It requires status 200 and, when the response declares a Content-Length,
-// exactly that many bytes. Errors name the URL as scheme://host/path only:
-// the query, which holds the SAS signature, never appears in an error.
-func Download(ctx context.Context, hc *http.Client, rawURL string, dst io.Writer) (n int64, sha256hex string, err error) {
+// exactly that many bytes. When the connection breaks (or the service
+// answers 5xx, 408 or 429) it reconnects after a doubling delay, giving up
+// after 5 attempts in a row that add no bytes, and asks only for the
+// missing bytes (Range) with If-Match pinned to the ETag of the first
+// response; if the server ignores the range, or the package changed, it
+// truncates dst back to where it started and downloads again from the
+// beginning. On error dst may hold a partial package. Errors name the URL as scheme://host/path only: the query, which
+// holds the SAS signature, never appears in an error.
+func Download(ctx context.Context, hc *http.Client, rawURL string, dst *os.File) (n int64, sha256hex string, err error) {
 	if hc == nil {
 		hc = http.DefaultClient
 	}
@@ -35,53 +53,189 @@ func Download(ctx context.Context, hc *http.Client, rawURL string, dst io.Writer
 	fail := func(format string, args ...any) error {
 		return scrub(fmt.Errorf("download package %s: "+format, append([]any{where}, args...)...), u)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	start, err := dst.Seek(0, io.SeekCurrent)
 	if err != nil {
-		return 0, "", fail("%w", unwrapURLError(err))
+		return 0, "", fail("%w", err)
 	}
-	resp, err := hc.Do(req)
+	d := &download{ctx: ctx, hc: hc, u: u, dst: dst, start: start, h: sha256.New(), total: -1, buf: make([]byte, 1<<20)}
+	failures := 0
+	var best int64 // most bytes held at once; progress past it resets failures
+	for {
+		err := d.attempt()
+		if err == nil {
+			return d.n, hex.EncodeToString(d.h.Sum(nil)), nil
+		}
+		var fatal *fatalError
+		if errors.As(err, &fatal) {
+			return d.n, "", fail("%w", fatal.err)
+		}
+		if ctx.Err() != nil {
+			return d.n, "", fail("%w", ctx.Err())
+		}
+		if d.n > best {
+			best, failures = d.n, 0
+		}
+		failures++
+		if failures >= downloadAttempts {
+			return d.n, "", fail("gave up after %d attempts: %w", failures, err)
+		}
+		t := time.NewTimer(retryDelay << min(failures-1, 4))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return d.n, "", fail("%w", ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// fatalError is a Download failure that retrying cannot fix.
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+
+// download is the state of one Download across reconnects.
+type download struct {
+	ctx   context.Context
+	hc    *http.Client
+	u     *url.URL
+	dst   *os.File
+	start int64     // dst offset of the package's first byte
+	h     hash.Hash // over dst[start : start+n]
+	n     int64     // bytes written and hashed
+	total int64     // package size, -1 until known
+	etag  string    // of the first full response, "" if none
+	buf   []byte
+}
+
+// restart forgets every byte written so far.
+func (d *download) restart() error {
+	if err := d.dst.Truncate(d.start); err != nil {
+		return &fatalError{fmt.Errorf("restart: %w", err)}
+	}
+	if _, err := d.dst.Seek(d.start, io.SeekStart); err != nil {
+		return &fatalError{fmt.Errorf("restart: %w", err)}
+	}
+	d.h.Reset()
+	d.n, d.total, d.etag = 0, -1, ""
+	return nil
+}
+
+// attempt makes one request and copies its body; a nil error means the
+// whole package is in dst.
+func (d *download) attempt() error {
+	req, err := http.NewRequestWithContext(d.ctx, http.MethodGet, d.u.String(), nil)
 	if err != nil {
-		return 0, "", fail("%w", unwrapURLError(err))
+		return &fatalError{unwrapURLError(err)}
+	}
+	resuming := d.n > 0
+	if resuming {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", d.n))
+		if d.etag != "" {
+			req.Header.Set("If-Match", d.etag)
+		}
+	}
+	resp, err := d.hc.Do(req)
+	if err != nil {
+		return unwrapURLError(err)
 	}
 	defer resp.Body.Close()
 	switch code := resp.StatusCode; {
 	case code == http.StatusOK:
+		if resuming { // the server ignored Range: take this response from the start
+			if err := d.restart(); err != nil {
+				return err
+			}
+		}
+		d.total = resp.ContentLength
+		d.etag = resp.Header.Get("ETag")
+	case code == http.StatusPartialContent && resuming:
+		first, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		if !ok || first != d.n || (d.total >= 0 && total != d.total) {
+			err := fmt.Errorf("resume answered with range %q, want bytes from %d", resp.Header.Get("Content-Range"), d.n)
+			if rerr := d.restart(); rerr != nil {
+				return rerr
+			}
+			return err
+		}
+		if d.total < 0 {
+			d.total = total
+		}
+	case code == http.StatusPreconditionFailed || code == http.StatusRequestedRangeNotSatisfiable:
+		// The package changed since the first response: start over.
+		if err := d.restart(); err != nil {
+			return err
+		}
+		return fmt.Errorf("package changed while downloading (HTTP %d)", code)
 	case code == http.StatusForbidden:
-		return 0, "", fail("HTTP 403%s: %w: ask F&O for a fresh package URL", azureCode(resp), ErrURLExpired)
+		return &fatalError{fmt.Errorf("HTTP 403%s: %w: ask F&O for a fresh package URL", azureCode(resp), ErrURLExpired)}
 	case code == http.StatusNotFound:
-		return 0, "", fail("HTTP 404%s: package blob not found (F&O deletes packages after 7 days): export again", azureCode(resp))
+		return &fatalError{fmt.Errorf("HTTP 404%s: package blob not found (F&O deletes packages after 7 days): export again", azureCode(resp))}
+	case code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout:
+		return fmt.Errorf("HTTP status %s%s", resp.Status, azureCode(resp))
 	default:
-		return 0, "", fail("unexpected HTTP status %s%s", resp.Status, azureCode(resp))
+		return &fatalError{fmt.Errorf("unexpected HTTP status %s%s", resp.Status, azureCode(resp))}
 	}
 
-	h := sha256.New()
-	buf := make([]byte, 1<<20)
 	for {
-		if err := ctx.Err(); err != nil {
-			return n, "", fail("%w", err)
+		if err := d.ctx.Err(); err != nil {
+			return err
 		}
-		k, rerr := resp.Body.Read(buf)
+		k, rerr := resp.Body.Read(d.buf)
 		if k > 0 {
-			h.Write(buf[:k])
-			if _, werr := dst.Write(buf[:k]); werr != nil {
-				return n, "", fail("write: %w", werr)
+			if d.total >= 0 && d.n+int64(k) > d.total {
+				return &fatalError{fmt.Errorf("server sent more than the %d bytes it declared", d.total)}
 			}
-			n += int64(k)
+			if _, werr := d.dst.Write(d.buf[:k]); werr != nil {
+				return &fatalError{fmt.Errorf("write: %w", werr)}
+			}
+			d.h.Write(d.buf[:k])
+			d.n += int64(k)
 		}
 		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {
-			if resp.ContentLength >= 0 && n < resp.ContentLength && errors.Is(rerr, io.ErrUnexpectedEOF) {
-				return n, "", fail("truncated download: got %d of %d bytes: %w", n, resp.ContentLength, rerr)
+			if d.total >= 0 && d.n < d.total {
+				return fmt.Errorf("truncated download: got %d of %d bytes: %w", d.n, d.total, unwrapURLError(rerr))
 			}
-			return n, "", fail("read body after %d bytes: %w", n, unwrapURLError(rerr))
+			return fmt.Errorf("read body after %d bytes: %w", d.n, unwrapURLError(rerr))
 		}
 	}
-	if resp.ContentLength >= 0 && n != resp.ContentLength {
-		return n, "", fail("truncated download: got %d of %d bytes", n, resp.ContentLength)
+	if d.total >= 0 && d.n != d.total {
+		return fmt.Errorf("truncated download: got %d of %d bytes", d.n, d.total)
 	}
-	return n, hex.EncodeToString(h.Sum(nil)), nil
+	return nil
+}
+
+// parseContentRange reads "bytes FIRST-LAST/TOTAL"; TOTAL may be "*" (-1).
+func parseContentRange(v string) (first, total int64, ok bool) {
+	rest, found := strings.CutPrefix(v, "bytes ")
+	if !found {
+		return 0, 0, false
+	}
+	span, size, found := strings.Cut(rest, "/")
+	if !found {
+		return 0, 0, false
+	}
+	a, b, found := strings.Cut(span, "-")
+	if !found {
+		return 0, 0, false
+	}
+	first, err1 := strconv.ParseInt(a, 10, 64)
+	last, err2 := strconv.ParseInt(b, 10, 64)
+	if err1 != nil || err2 != nil || first < 0 || last < first {
+		return 0, 0, false
+	}
+	total = -1
+	if size != "*" {
+		t, err := strconv.ParseInt(size, 10, 64)
+		if err != nil || t <= last {
+			return 0, 0, false
+		}
+		total = t
+	}
+	return first, total, true
 }
 
 // RedactURL returns u as scheme://host/path, without user info, query or

@@ -11,11 +11,40 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
+// fastRetries makes Download's reconnect delay negligible for one test.
+func fastRetries(t *testing.T) {
+	old := retryDelay
+	retryDelay = time.Millisecond
+	t.Cleanup(func() { retryDelay = old })
+}
+
+func tempFile(t *testing.T) *os.File {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "pkg-*.zip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func fileBytes(t *testing.T, f *os.File) []byte {
+	t.Helper()
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func TestDownload(t *testing.T) {
+	fastRetries(t)
 	body := bytes.Repeat([]byte("package bytes "), 200_000) // ~2.8 MB, several buffers
 	sum := sha256.Sum256(body)
 	mux := http.NewServeMux()
@@ -57,17 +86,17 @@ func TestDownload(t *testing.T) {
 		{"403 means expired", "/dmf/expired.zip", "ask F&O for a fresh package URL", ErrURLExpired, 0},
 		{"404", "/dmf/gone.zip", "package blob not found (F&O deletes packages after 7 days)", nil, 0},
 		{"503", "/dmf/busy.zip", "503", nil, 0},
-		{"short body", "/dmf/short.zip", "truncated download: got 400 of 1000 bytes", nil, 400},
+		{"short body every time", "/dmf/short.zip", "gave up after 5 attempts: truncated download: got 400 of 1000 bytes", nil, 400},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var dst bytes.Buffer
-			n, got, err := Download(context.Background(), srv.Client(), srv.URL+tt.path+sas, &dst)
+			dst := tempFile(t)
+			n, got, err := Download(context.Background(), srv.Client(), srv.URL+tt.path+sas, dst)
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatalf("Download: %v", err)
 				}
-				if n != int64(len(body)) || got != hex.EncodeToString(sum[:]) || !bytes.Equal(dst.Bytes(), body) {
+				if n != int64(len(body)) || got != hex.EncodeToString(sum[:]) || !bytes.Equal(fileBytes(t, dst), body) {
 					t.Errorf("Download = %d bytes, sha %s; want %d bytes, sha %x", n, got, len(body), sum)
 				}
 				return
@@ -101,27 +130,31 @@ func TestDownloadConnectionErrorHidesQuery(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
-	go func() { // answer garbage so the client fails after connecting
-		c, err := l.Accept()
-		if err == nil {
+	go func() { // answer garbage so the client fails after connecting, every time
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
 			bufio.NewReader(c).ReadString('\n')
 			c.Write([]byte("garbage\r\n\r\n"))
 			c.Close()
 		}
 	}()
 	defer l.Close()
-	_, _, err = Download(context.Background(), nil, "http://"+addr+"/dmf/p.zip?sig=SECRET", &bytes.Buffer{})
+	fastRetries(t)
+	_, _, err = Download(context.Background(), nil, "http://"+addr+"/dmf/p.zip?sig=SECRET", tempFile(t))
 	if err == nil || strings.Contains(err.Error(), "SECRET") || !strings.Contains(err.Error(), "/dmf/p.zip") {
 		t.Errorf("error = %v, want a failure naming /dmf/p.zip without the query", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, _, err = Download(ctx, nil, "http://"+addr+"/dmf/p.zip?sig=SECRET", &bytes.Buffer{})
+	_, _, err = Download(ctx, nil, "http://"+addr+"/dmf/p.zip?sig=SECRET", tempFile(t))
 	if !errors.Is(err, context.Canceled) || strings.Contains(err.Error(), "SECRET") {
 		t.Errorf("cancelled: error = %v, want context.Canceled without the query", err)
 	}
 	for _, bad := range []string{"", "ftp://x/y?sig=SECRET", "::not a url?sig=SECRET"} {
-		_, _, err = Download(context.Background(), nil, bad, &bytes.Buffer{})
+		_, _, err = Download(context.Background(), nil, bad, tempFile(t))
 		if err == nil || strings.Contains(err.Error(), "SECRET") {
 			t.Errorf("Download(%q) error = %v, want an invalid-URL error without the query", bad, err)
 		}

@@ -27,7 +27,8 @@ func keepByte(c byte) bool {
 // byte (including '/', '%' and each byte of a non-ASCII character) becomes
 // %XX with upper-case hex. Four whole names are special so that every result
 // is a valid, distinct segment: "" becomes "_", "_" becomes "%5F", "." becomes
-// "%2E" and ".." becomes "%2E%2E".
+// "%2E" and ".." becomes "%2E%2E". A final '.' becomes "%2E" too, because
+// Azure Blob Storage and Windows drop trailing dots from names.
 func EscapeName(s string) string {
 	switch s {
 	case "":
@@ -39,9 +40,11 @@ func EscapeName(s string) string {
 	case "..":
 		return "%2E%2E"
 	}
+	last := len(s) - 1
+	keep := func(i int) bool { return keepByte(s[i]) && !(i == last && s[i] == '.') }
 	n := 0
 	for i := 0; i < len(s); i++ {
-		if !keepByte(s[i]) {
+		if !keep(i) {
 			n++
 		}
 	}
@@ -52,7 +55,7 @@ func EscapeName(s string) string {
 	b.Grow(len(s) + 2*n)
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if keepByte(c) {
+		if keep(i) {
 			b.WriteByte(c)
 			continue
 		}

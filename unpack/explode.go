@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"path"
 	"strings"
+	"time"
 )
 
 // Default limits of ExplodeOptions.
@@ -79,7 +80,10 @@ type Result struct {
 // Each object's metadata is opts.Meta plus "entity", "file", "sourceformat",
 // "format", "sha256" and, when set, "sheet". Objects are whole or absent
 // (Put is atomic), and exploding the same package again stores the same
-// objects. Cancelling ctx stops at the next read; objects already stored stay.
+// objects under the same keys. If storing fails part-way, or ctx is
+// cancelled, Explode deletes (best effort, even after cancellation) the
+// objects this call stored and says in the error whether that worked, so a
+// failed run never leaves a subset of entities that looks complete.
 func Explode(ctx context.Context, zipPath string, st Store, opts ExplodeOptions) (*Result, error) {
 	if opts.MaxEntryBytes <= 0 {
 		opts.MaxEntryBytes = DefaultMaxEntryBytes
@@ -152,19 +156,53 @@ func Explode(ctx context.Context, zipPath string, st Store, opts ExplodeOptions)
 	}
 
 	// Pass 2: store.
+	var written []string
 	for i := range plans {
 		p := &plans[i]
 		if p.obj.Err == nil {
-			if err := ctx.Err(); err != nil {
-				return nil, fmt.Errorf("explode package: %w", err)
+			err := ctx.Err()
+			if err != nil {
+				err = fmt.Errorf("explode package: %w", err)
+			} else {
+				err = storeEntity(ctx, st, p, opts.Meta)
 			}
-			if err := storeEntity(ctx, st, p, opts.Meta); err != nil {
-				return nil, err
+			if err != nil {
+				return nil, fmt.Errorf("%w%s", err, removeWritten(ctx, st, written))
 			}
+			written = append(written, p.obj.Key)
 		}
 		res.Entities = append(res.Entities, p.obj)
 	}
 	return res, nil
+}
+
+// cleanupTimeout bounds the removal of a failed Explode's objects.
+const cleanupTimeout = time.Minute
+
+// removeWritten deletes the objects a failed Explode stored, so no partial
+// set of entities is left looking like a complete one, and says how that
+// went as a suffix for the error. It runs even when ctx was cancelled.
+func removeWritten(ctx context.Context, st Store, keys []string) string {
+	if len(keys) == 0 {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	var left []string
+	var firstErr error
+	for _, k := range keys {
+		if err := st.Delete(ctx, k); err != nil {
+			left = append(left, k)
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+	}
+	if len(left) == 0 {
+		return fmt.Sprintf(" (removed the %d entity objects this attempt had stored)", len(keys))
+	}
+	return fmt.Sprintf(" (could not remove %d of the %d entity objects this attempt stored, %q: %v; unpack the run again or delete them)",
+		len(left), len(keys), left, firstErr)
 }
 
 // entry is a zip entry with its name normalised for matching: '\' turned

@@ -347,6 +347,30 @@ func TestExplodeHostile(t *testing.T) {
 		{"drive letter relative", func(t *testing.T) []byte {
 			return buildZip(t, []zent{manifest, a, {name: `d:evil.csv`, data: []byte("x")}})
 		}, ExplodeOptions{}, []string{`"d:evil.csv"`, "drive letter"}},
+		{"UNC path", func(t *testing.T) []byte {
+			return buildZip(t, []zent{manifest, a, {name: `\\server\share\evil.csv`, data: []byte("x")}})
+		}, ExplodeOptions{}, []string{`evil.csv`, "absolute path"}},
+		{"dot dot leading backslash", func(t *testing.T) []byte {
+			return buildZip(t, []zent{manifest, a, {name: `..\evil.csv`, data: []byte("x")}})
+		}, ExplodeOptions{}, []string{`evil.csv`, `".." segment`}},
+		{"dot dot directory entry", func(t *testing.T) []byte {
+			return buildZip(t, []zent{manifest, a, {name: "x/../../"}})
+		}, ExplodeOptions{}, []string{`".." segment`}},
+		{"NUL in name", func(t *testing.T) []byte {
+			return buildZip(t, []zent{manifest, a, {name: "a.csv\x00.exe", data: []byte("x")}})
+		}, ExplodeOptions{}, []string{"NUL byte in name"}},
+		{"declared ratio with zero compressed bytes", func(t *testing.T) []byte {
+			return buildZip(t, []zent{manifest, {name: "a.csv", data: nil, raw: func(h *zip.FileHeader) {
+				h.Method = zip.Deflate
+				h.UncompressedSize64 = 5 << 30
+			}}})
+		}, ExplodeOptions{}, []string{`"a.csv"`, "compression ratio", "from 0"}},
+		{"Manifest.xml over the size limit", func(t *testing.T) []byte {
+			old := manifestLimit
+			manifestLimit = 1 << 20 // as if 64 MiB, without the test's cost
+			t.Cleanup(func() { manifestLimit = old })
+			return buildZip(t, []zent{{name: "Manifest.xml", data: []byte("<DataManagementPackageManifest><!--" + strings.Repeat("x", 2<<20) + "--></DataManagementPackageManifest>")}})
+		}, ExplodeOptions{MaxRatio: 1 << 20}, []string{"Manifest.xml", "not a package manifest"}},
 		{"duplicate names ignoring case", func(t *testing.T) []byte {
 			return buildZip(t, []zent{manifest, a, {name: "A.CSV", data: []byte("x")}})
 		}, ExplodeOptions{}, []string{`"A.CSV"`, `duplicate of entry "a.csv"`}},
@@ -381,10 +405,16 @@ func TestExplodeHostile(t *testing.T) {
 			}}})
 		}, ExplodeOptions{}, []string{`corrupt package: entry "a.csv"`}},
 	}
+	// The same rejections must leave a blob container empty too.
+	var blobs *BlobStore
+	if os.Getenv("DMFEXPORT_TEST_AZURITE") != "" {
+		blobs = newTestBlobStore(t, BlobOptions{})
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			st := newTestStore(t)
-			res, err := Explode(ctx, writeZip(t, tt.zip(t)), st, tt.opts)
+			zp := writeZip(t, tt.zip(t))
+			res, err := Explode(ctx, zp, st, tt.opts)
 			if err == nil {
 				t.Fatalf("Explode = %+v, nil; want an error containing %q", res, tt.wantErr)
 			}
@@ -395,6 +425,15 @@ func TestExplodeHostile(t *testing.T) {
 			}
 			if files := filesUnder(t, filepath.Dir(st.Root())); len(files) != 0 {
 				t.Errorf("files written for a rejected package: %q, want none", files)
+			}
+			if blobs == nil {
+				return
+			}
+			if _, err := Explode(ctx, zp, blobs, tt.opts); err == nil {
+				t.Errorf("Explode into the blob store succeeded, want the same rejection")
+			}
+			if objs, err := blobs.List(ctx, ""); err != nil || len(objs) != 0 {
+				t.Errorf("blobs written for a rejected package: %+v, %v; want none", objs, err)
 			}
 		})
 	}

@@ -3,8 +3,8 @@
 //
 // It owns the Store interface, the small set of operations the rest of
 // dmfexport needs from a place that keeps packages, entity files and run
-// records. DirStore keeps them in a local directory; other backends (Azure
-// Blob) implement the same interface.
+// records. DirStore keeps them in a local directory and BlobStore in an
+// Azure Blob Storage container; both pass the same conformance tests.
 package unpack
 
 import (
@@ -21,7 +21,9 @@ import (
 // Keys are '/'-separated and relative, with no "." or ".." segments and no
 // empty segments. Put is atomic: the object is whole or absent (readers never
 // see a partial object), and it replaces an existing one. If r returns an
-// error, nothing is left behind. Metadata keys are stored lower-cased.
+// error, nothing is left behind. Metadata keys are stored lower-cased and
+// must be a letter or '_' followed by letters, digits or '_' (what every
+// backend can carry); values are any string and round-trip exactly.
 type Store interface {
 	// Put stores everything r yields under key with meta and returns the
 	// stored object's description.
@@ -45,17 +47,31 @@ type Object struct {
 	Size    int64
 	ModTime time.Time
 	// Meta holds the metadata given to Put, keys lower-cased. It is never nil
-	// for objects returned by DirStore.
+	// for objects returned by DirStore or BlobStore.
 	Meta map[string]string
 }
 
 // ErrNotExist is wrapped by Store errors about an absent object.
 var ErrNotExist = errors.New("object does not exist")
 
+// ErrExist is wrapped by Create errors when the object already exists.
+var ErrExist = errors.New("object already exists")
+
+// Creator is implemented by stores that can write an object only if it does
+// not exist yet (DirStore and BlobStore do): the primitive for claims that
+// several processes race for.
+type Creator interface {
+	// Create stores r under key like Store.Put, but only if no object has
+	// that key: of several concurrent Creates of one key exactly one
+	// succeeds and the others return an error wrapping ErrExist.
+	Create(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error)
+}
+
 // ValidKey reports why key is not a valid store key, or nil if it is.
 // A valid key is non-empty, '/'-separated, relative, has no empty, "." or
-// ".." segments, and contains no NUL or backslash (which some backends treat
-// as a separator).
+// ".." segments, no segment ending in '.' (Azure Blob Storage and Windows
+// drop trailing dots), and contains no NUL or backslash (which some backends
+// treat as a separator).
 func ValidKey(key string) error {
 	if key == "" {
 		return fmt.Errorf("invalid store key %q: empty", key)
@@ -70,17 +86,46 @@ func ValidKey(key string) error {
 		case ".", "..":
 			return fmt.Errorf("invalid store key %q: %q segment", key, seg)
 		}
+		if strings.HasSuffix(seg, ".") {
+			return fmt.Errorf("invalid store key %q: segment %q ends in '.'", key, seg)
+		}
 	}
 	return nil
 }
 
-// lowerMeta copies meta with lower-cased keys; it never returns nil.
-func lowerMeta(meta map[string]string) map[string]string {
+// checkMeta copies meta with lower-cased keys (never nil) and rejects keys
+// every backend cannot store: a key must be an ASCII letter or '_' followed
+// by letters, digits or '_' (Azure metadata names are C# identifiers), and
+// two keys must not differ only in case. Values may be any string.
+func checkMeta(meta map[string]string) (map[string]string, error) {
 	m := make(map[string]string, len(meta))
 	for k, v := range meta {
-		m[strings.ToLower(k)] = v
+		lk := strings.ToLower(k)
+		if !validMetaKey(lk) {
+			return nil, fmt.Errorf("invalid metadata key %q: want a letter or '_' followed by letters, digits or '_'", k)
+		}
+		if _, dup := m[lk]; dup {
+			return nil, fmt.Errorf("invalid metadata key %q: given twice (keys are case-insensitive)", k)
+		}
+		m[lk] = v
 	}
-	return m
+	return m, nil
+}
+
+func validMetaKey(k string) bool {
+	if k == "" || len(k) > 128 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		switch {
+		case 'a' <= c && c <= 'z', c == '_':
+		case '0' <= c && c <= '9' && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // ctxReader stops a copy at the next Read once ctx is done.

@@ -50,7 +50,7 @@ func TestKillAndResume(t *testing.T) {
 		{"unpacking", func(l map[string]any, _ *dmftest.Server) bool { return l["msg"] == "run unpacking" }},
 		{"publishing", func(l map[string]any, _ *dmftest.Server) bool { return l["msg"] == "publishing entity" }},
 	}
-	const rowsA, rowsB = 4000, 1500
+	const rowsA, rowsB = 40000, 1500
 	for _, st := range stages {
 		t.Run(st.name, func(t *testing.T) {
 			sim := dmftest.NewServer(dmftest.Options{
@@ -99,7 +99,7 @@ exports:
 			if st.name == "publishing" {
 				// Let some batches through first, so the kill lands mid-entity.
 				for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-					if q, err := ch.QueueDeclarePassive(name, true, false, false, false, nil); err == nil && q.Messages >= 10 {
+					if q, err := ch.QueueDeclarePassive(name, true, false, false, false, nil); err == nil && q.Messages >= 400 {
 						break
 					}
 				}
@@ -176,6 +176,9 @@ exports:
 				dups += c - 1
 			}
 			t.Logf("stage %s: %d batches, %d delivered twice; F&O downloads %d", st.name, len(idCount), dups, sim.Downloads())
+			if st.name == "publishing" && dups >= 300 {
+				t.Errorf("%d batches delivered twice: the resumed run did not start after its checkpoint", dups)
+			}
 			if strings.Contains(logs.raw.String()+logs2.raw.String(), dmftest.DefaultToken) {
 				t.Error("a log line holds the F&O token")
 			}

@@ -100,6 +100,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		emptyURLAsks int
 		throttle     int
 		nested       bool
+		faults       faultFlags
 	)
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8089", "`host:port` to listen on")
 	fs.StringVar(&cfg.opts.Token, "token", "", "bearer `token` every API call must carry (default $DMFSIM_TOKEN, else "+dmftest.DefaultToken+")")
@@ -111,6 +112,15 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&throttle, "throttle", 0, "answer every `N`th API call with 429 Too Many Requests (0: never)")
 	fs.Var(&finals, "final-status", "end executions of a group in `GROUP=STATUS` (Succeeded, PartiallySucceeded, Failed, Canceled; repeatable)")
 	fs.BoolVar(&nested, "nested-value", false, "answer ExportToPackage and GetExportedPackageUrl in the nested {\"value\":{\"value\":...}} form")
+	fs.Var(&faults, "fault", "inject API failures, `SPEC` = comma-separated action=NAME|download, first=N, every=N, status=CODE, "+
+		"retry-after=DURATION, retry-after-date, delay=DURATION, reset, apply (repeatable; see the dmftest package doc)")
+	fs.BoolVar(&cfg.opts.Faults.StuckExecution, "stuck", false, "keep every execution Executing forever")
+	fs.IntVar(&cfg.opts.Faults.ExpiredURLs, "expired-urls", 0, "hand out the first `N` package URLs already expired")
+	fs.BoolVar(&cfg.opts.Faults.CorruptZip, "corrupt-zip", false, "invert 8 bytes in the middle of served packages")
+	fs.Int64Var(&cfg.opts.Faults.TruncateAfter, "truncate-after", 0, "send only `N` bytes of a package, then close the connection")
+	fs.Int64Var(&cfg.opts.Faults.ContentLengthDelta, "content-length-delta", 0, "add `N` (may be negative) to the Content-Length of packages")
+	fs.IntVar(&cfg.opts.Faults.DownloadRate, "download-rate", 0, "serve packages at `N` bytes per second (0: full speed)")
+	fs.IntVar(&cfg.opts.Faults.DownloadFaultsFirst, "download-faults-first", 0, "apply the download faults to the first `N` downloads only (0: all)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -164,6 +174,15 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	if throttle < 0 {
 		problems = append(problems, "--throttle must not be negative")
 	}
+	problems = append(problems, faults.problems...)
+	for name, v := range map[string]int64{"--expired-urls": int64(cfg.opts.Faults.ExpiredURLs),
+		"--truncate-after": cfg.opts.Faults.TruncateAfter, "--download-rate": int64(cfg.opts.Faults.DownloadRate),
+		"--download-faults-first": int64(cfg.opts.Faults.DownloadFaultsFirst)} {
+		if v < 0 {
+			problems = append(problems, name+" must not be negative")
+		}
+	}
+	sort.Strings(problems)
 	if cfg.opts.Token == "" {
 		cfg.opts.Token = os.Getenv("DMFSIM_TOKEN")
 	}
@@ -178,6 +197,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	cfg.opts.EmptyURLAsks = emptyURLAsks
 	cfg.opts.Throttle = throttle
 	cfg.opts.NestedValue = nested
+	cfg.opts.Faults.API = faults.rules
 	return cfg, nil
 }
 

@@ -90,6 +90,9 @@ type Options struct {
 	// Retry-After: 1. Calls are counted across all actions once they are
 	// routed and authorized; a throttled call is not counted by Calls.
 	Throttle int
+	// Faults inject throttling bursts, server errors, slow answers, stuck
+	// executions, expired URLs and damaged or slow downloads.
+	Faults Faults
 }
 
 // Simulator is an http.Handler speaking the F&O Data management package REST
@@ -107,8 +110,13 @@ type Simulator struct {
 	blobs      map[string]*execution // blob name (unescaped, without prefix) → execution
 	calls      map[string]int
 	apiCalls   int // every authorized API call, for Throttle
-	exports    int
-	downloads  int
+	// Fault bookkeeping: calls matched per Faults.API rule, downloads that
+	// met the download faults, expired URLs handed out.
+	faultCounts     []int
+	faultyDownloads int
+	expiredURLs     int
+	exports         int
+	downloads       int
 }
 
 // execution is one run started by ExportToPackage.
@@ -155,18 +163,20 @@ func New(opts Options) *Simulator {
 		final[g] = st
 	}
 	opts.FinalStatus = final
+	opts.Faults.API = append([]APIFault(nil), opts.Faults.API...)
 
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	return &Simulator{
-		opts:       opts,
-		key:        key,
-		log:        log,
-		now:        time.Now,
-		random:     randomGUID,
-		executions: make(map[string]*execution),
-		blobs:      make(map[string]*execution),
-		calls:      make(map[string]int),
+		opts:        opts,
+		key:         key,
+		log:         log,
+		now:         time.Now,
+		random:      randomGUID,
+		executions:  make(map[string]*execution),
+		blobs:       make(map[string]*execution),
+		calls:       make(map[string]int),
+		faultCounts: make([]int, len(opts.Faults.API)),
 	}
 }
 
@@ -211,10 +221,11 @@ func (s *Simulator) Exports() int {
 	return s.exports
 }
 
-// Calls reports how many authorized, unthrottled calls an action received,
-// whatever their outcome; action is an OData action name such as
-// "GetExecutionSummaryStatus", or "download" for every request to a package
-// URL (including refused ones).
+// Calls reports how many authorized calls an action received, whatever
+// their outcome, including those answered with an injected fault
+// (Options.Faults) but not those refused by Options.Throttle; action is an
+// OData action name such as "GetExecutionSummaryStatus", or "download" for
+// every request to a package URL (including refused ones).
 func (s *Simulator) Calls(action string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -298,6 +309,33 @@ func (s *Simulator) serveAction(w http.ResponseWriter, r *http.Request, action s
 	s.calls[action]++
 	s.mu.Unlock()
 
+	if f := s.faultOf(action); f != nil {
+		if f.Delay > 0 {
+			// Read the body first: only then does the server notice a
+			// client that gives up during the delay.
+			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+			if err != nil {
+				s.odataError(w, r, http.StatusBadRequest, "BadRequest", "The request body is invalid: "+err.Error())
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		if !delay(r.Context(), f.Delay) {
+			return
+		}
+		if f.failsAnswer() {
+			if f.Apply {
+				s.handleAction(&discardWriter{}, r, action)
+			}
+			s.writeFault(w, r, f, false)
+			return
+		}
+	}
+	s.handleAction(w, r, action)
+}
+
+// handleAction decodes the body of an authorized call and answers it.
+func (s *Simulator) handleAction(w http.ResponseWriter, r *http.Request, action string) {
 	var req actionRequest
 	if err := decodeBody(w, r, &req); err != nil {
 		s.odataError(w, r, http.StatusBadRequest, "BadRequest", "The request body is invalid: "+err.Error())
@@ -414,7 +452,7 @@ func (s *Simulator) status(ex *execution, now time.Time) string {
 	switch {
 	case el < s.opts.ExecutionTime/10:
 		return statusNotRun
-	case el < s.opts.ExecutionTime:
+	case el < s.opts.ExecutionTime || s.opts.Faults.StuckExecution:
 		return statusExecuting
 	default:
 		return ex.final
@@ -447,7 +485,12 @@ func (s *Simulator) packageURL(r *http.Request, id string) string {
 		ex.emptyAsks++
 		return ""
 	}
-	se := now.Add(s.opts.URLTTL).UTC().Truncate(time.Second).Format(time.RFC3339)
+	expiry := now.Add(s.opts.URLTTL)
+	if s.expiredURLs < s.opts.Faults.ExpiredURLs {
+		s.expiredURLs++
+		expiry = now.Add(-time.Minute)
+	}
+	se := expiry.UTC().Truncate(time.Second).Format(time.RFC3339)
 	return s.baseLocked(r) + blobPrefix + url.PathEscape(ex.blobName) +
 		"?sv=" + sasVersion + "&sr=b&sp=r&se=" + url.QueryEscape(se) +
 		"&sig=" + s.sign(blobPrefix+ex.blobName, se)

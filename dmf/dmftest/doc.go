@@ -79,6 +79,35 @@
 // call (all actions counted together; downloads never) gets 429 with
 // Retry-After: 1 and an OData error; it is not counted by Calls.
 //
+// Fault injection (Options.Faults; cmd/dmfsim flags --fault, --stuck,
+// --expired-urls, --corrupt-zip, --truncate-after, --content-length-delta,
+// --download-rate, --download-faults-first), for what the real service does
+// under load and the contract leaves to clients to survive:
+//   - Faults.API rules pick calls of one action (or all API actions, or
+//     "download" for package URLs) by count: the first N, every Nth, or all.
+//     A picked call is delayed (Delay), then answered with Status and an
+//     OData error (Azure Storage XML for downloads) whose code is
+//     TooManyRequests, InternalServerError, BadGateway, ServiceUnavailable
+//     or GatewayTimeout, with Retry-After in seconds (rounded up) or as an
+//     HTTP date; or its connection is closed with no answer (Reset). With
+//     Apply the action takes effect first, so the answer is lost but e.g.
+//     the export has started: the case a client must recover through its
+//     chosen execution ID. Every call picked or not is counted by Calls.
+//   - Slow executions: a long Options.ExecutionTime. Stuck executions:
+//     Faults.StuckExecution keeps them Executing forever (as does a
+//     FinalStatus of "Executing").
+//   - Faults.ExpiredURLs: the first N package URLs are handed out already
+//     expired (se a minute in the past); later ones are valid.
+//   - Download faults, for the first Faults.DownloadFaultsFirst downloads
+//     or all: CorruptZip inverts 8 bytes in the middle of the package;
+//     TruncateAfter sends that many bytes and closes the connection while
+//     Content-Length announces the whole package; ContentLengthDelta
+//     announces a wrong Content-Length (below zero the body is cut silently
+//     at it, above zero the connection closes short of it); DownloadRate
+//     throttles the body to that many bytes per second. Such downloads
+//     honour only ranges of the form bytes=N- (what resuming clients send),
+//     with the faults applied to the rest of the package.
+//
 // Logging: each request is logged at Info with method, path, action and
 // status, never with headers or query strings, so neither tokens nor SAS
 // signatures reach the log.

@@ -30,6 +30,15 @@ func (s *Simulator) serveBlob(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.calls[actionDownload]++
 	s.mu.Unlock()
+	if f := s.faultOf(actionDownload); f != nil {
+		if !delay(r.Context(), f.Delay) {
+			return
+		}
+		if f.failsAnswer() {
+			s.writeFault(w, r, f, true)
+			return
+		}
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		blobError(w, http.StatusMethodNotAllowed, "UnsupportedHttpVerb",
@@ -82,6 +91,10 @@ func (s *Simulator) serveBlob(w http.ResponseWriter, r *http.Request) {
 			s.mu.Unlock()
 		}
 	}}
+	if r.Method == http.MethodGet && s.downloadFaulty() {
+		s.serveFaultyPackage(cw, r, zipBytes)
+		return
+	}
 	http.ServeContent(cw, r, name, packageTime, bytes.NewReader(zipBytes))
 }
 

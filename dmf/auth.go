@@ -1,0 +1,381 @@
+package dmf
+
+import (
+	"context"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"software.sslmate.com/src/go-pkcs12"
+)
+
+// The authentication methods NewCredential accepts (AuthOptions.Method).
+const (
+	AuthToken             = "token"              // a bearer token obtained elsewhere (AuthOptions.Token)
+	AuthClientSecret      = "client_secret"      // app registration with a client secret
+	AuthClientCertificate = "client_certificate" // app registration with a certificate (PEM or PFX)
+	AuthManagedIdentity   = "managed_identity"   // system or user-assigned managed identity
+	AuthWorkloadIdentity  = "workload_identity"  // federated token file (e.g. AKS workload identity)
+	AuthAzureCLI          = "azure_cli"          // the login of the Azure CLI (az login)
+	AuthDefault           = "default"            // azidentity's DefaultAzureCredential chain
+)
+
+// AuthMethods lists the accepted AuthOptions.Method values, for config
+// validation messages.
+var AuthMethods = []string{AuthToken, AuthClientSecret, AuthClientCertificate, AuthManagedIdentity,
+	AuthWorkloadIdentity, AuthAzureCLI, AuthDefault}
+
+// AuthOptions choose and configure how the client gets its Microsoft Entra
+// ID token for F&O. Only the fields of the chosen Method are read; Check
+// reports missing or contradictory ones.
+type AuthOptions struct {
+	Method string // one of AuthMethods; "" means AuthDefault
+
+	TenantID string // directory (tenant) ID or domain: client_secret, client_certificate, workload_identity; optional for azure_cli and default
+	ClientID string // application (client) ID: client_secret, client_certificate, workload_identity (default: $AZURE_CLIENT_ID)
+
+	ClientSecret string // client_secret: the secret value (never logged)
+
+	CertificatePath     string // client_certificate: PEM or PFX/PKCS#12 file holding the certificate and its RSA private key
+	CertificatePassword string // client_certificate: password of the PFX or of an encrypted PEM key; may be empty
+
+	ManagedIdentityClientID   string // managed_identity: client ID of a user-assigned identity
+	ManagedIdentityResourceID string // managed_identity: Azure resource ID of a user-assigned identity
+
+	TokenFile string // workload_identity: federated token file (default: $AZURE_FEDERATED_TOKEN_FILE)
+
+	// AuthorityHost is the Entra ID endpoint, e.g.
+	// https://login.microsoftonline.us/ for US Government; "" means the
+	// public cloud (or $AZURE_AUTHORITY_HOST where azidentity reads it).
+	AuthorityHost string
+	// DisableInstanceDiscovery skips Entra ID's instance discovery, needed
+	// for authority hosts that do not answer it (private or disconnected
+	// clouds, test servers).
+	DisableInstanceDiscovery bool
+
+	Token string // token: the bearer token itself (never logged)
+}
+
+// normalizedMethod returns the method in lower case, "" as AuthDefault.
+func (o AuthOptions) normalizedMethod() string {
+	m := strings.ToLower(strings.TrimSpace(o.Method))
+	if m == "" {
+		return AuthDefault
+	}
+	return m
+}
+
+// Check reports every problem of o at once (nil when there is none): an
+// unknown method, fields the method needs but lacks, and fields that
+// contradict each other. It reads no files.
+func (o AuthOptions) Check() error {
+	var problems []string
+	need := func(v, key string) {
+		if strings.TrimSpace(v) == "" {
+			problems = append(problems, fmt.Sprintf("auth method %s needs %s", o.normalizedMethod(), key))
+		}
+	}
+	switch o.normalizedMethod() {
+	case AuthToken:
+		need(o.Token, "a token")
+	case AuthClientSecret:
+		need(o.TenantID, "tenant_id")
+		need(o.ClientID, "client_id")
+		need(o.ClientSecret, "client_secret")
+	case AuthClientCertificate:
+		need(o.TenantID, "tenant_id")
+		need(o.ClientID, "client_id")
+		need(o.CertificatePath, "certificate_path")
+	case AuthManagedIdentity:
+		if o.ManagedIdentityClientID != "" && o.ManagedIdentityResourceID != "" {
+			problems = append(problems, "auth method managed_identity takes managed_identity_client_id or managed_identity_resource_id, not both")
+		}
+	case AuthWorkloadIdentity, AuthAzureCLI, AuthDefault:
+		// Everything may come from the environment.
+	default:
+		problems = append(problems, fmt.Sprintf("unknown auth method %q: use one of %s", o.Method, strings.Join(AuthMethods, ", ")))
+	}
+	if o.AuthorityHost != "" {
+		u, err := url.Parse(o.AuthorityHost)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			problems = append(problems, fmt.Sprintf("authority_host %q must be an https URL such as https://login.microsoftonline.com/", o.AuthorityHost))
+		}
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// Describe names the identity o stands for, for logs and error messages,
+// e.g. "client_secret app 11111111-... in tenant 22222222-...". It never
+// includes a secret, password, token or certificate content.
+func (o AuthOptions) Describe() string {
+	orUnset := func(v, env string) string {
+		if v != "" {
+			return v
+		}
+		if e := os.Getenv(env); e != "" {
+			return e
+		}
+		return "(unset)"
+	}
+	switch m := o.normalizedMethod(); m {
+	case AuthToken:
+		return "static bearer token"
+	case AuthClientSecret:
+		return fmt.Sprintf("client_secret app %s in tenant %s", o.ClientID, o.TenantID)
+	case AuthClientCertificate:
+		return fmt.Sprintf("client_certificate app %s in tenant %s (certificate %s)", o.ClientID, o.TenantID, o.CertificatePath)
+	case AuthManagedIdentity:
+		switch {
+		case o.ManagedIdentityClientID != "":
+			return "user-assigned managed identity with client ID " + o.ManagedIdentityClientID
+		case o.ManagedIdentityResourceID != "":
+			return "user-assigned managed identity " + o.ManagedIdentityResourceID
+		}
+		return "system-assigned managed identity"
+	case AuthWorkloadIdentity:
+		return fmt.Sprintf("workload_identity app %s in tenant %s", orUnset(o.ClientID, "AZURE_CLIENT_ID"), orUnset(o.TenantID, "AZURE_TENANT_ID"))
+	case AuthAzureCLI:
+		if o.TenantID != "" {
+			return "Azure CLI login in tenant " + o.TenantID
+		}
+		return "Azure CLI login"
+	case AuthDefault:
+		if o.TenantID != "" {
+			return "default Azure credential chain in tenant " + o.TenantID
+		}
+		return "default Azure credential chain"
+	default:
+		return "auth method " + m
+	}
+}
+
+// ApplicationID returns the application (client) ID o authenticates as
+// when the configuration names it, or "" (system-assigned managed
+// identity, Azure CLI, default chain without $AZURE_CLIENT_ID).
+func (o AuthOptions) ApplicationID() string {
+	switch o.normalizedMethod() {
+	case AuthClientSecret, AuthClientCertificate:
+		return o.ClientID
+	case AuthManagedIdentity:
+		return o.ManagedIdentityClientID
+	case AuthWorkloadIdentity, AuthDefault:
+		if o.ClientID != "" {
+			return o.ClientID
+		}
+		return os.Getenv("AZURE_CLIENT_ID")
+	}
+	return ""
+}
+
+// NewCredential builds the token credential o describes. co, which may be
+// nil, sets the HTTP transport, retries and logging of the calls to Entra
+// ID or the managed identity endpoint; AuthorityHost overrides its Cloud.
+// The credential caches tokens and refreshes them before they expire; its
+// errors name the identity (Describe) and never hold a secret. Certificate
+// files are read here: PEM, or PFX/PKCS#12 including files written by
+// OpenSSL 3 with its default AES encryption; the key must be RSA.
+func NewCredential(o AuthOptions, co *azcore.ClientOptions) (azcore.TokenCredential, error) {
+	if err := o.Check(); err != nil {
+		return nil, fmt.Errorf("F&O credential: %w", err)
+	}
+	var opts azcore.ClientOptions
+	if co != nil {
+		opts = *co
+	}
+	if o.AuthorityHost != "" {
+		cfg := opts.Cloud
+		cfg.ActiveDirectoryAuthorityHost = o.AuthorityHost
+		opts.Cloud = cfg
+	} else if opts.Cloud.ActiveDirectoryAuthorityHost == "" {
+		opts.Cloud = cloud.AzurePublic
+		if h := os.Getenv("AZURE_AUTHORITY_HOST"); h != "" {
+			opts.Cloud.ActiveDirectoryAuthorityHost = h
+		}
+	}
+	desc := o.Describe()
+	var (
+		cred azcore.TokenCredential
+		err  error
+	)
+	switch o.normalizedMethod() {
+	case AuthToken:
+		return StaticToken(strings.TrimSpace(o.Token)), nil
+	case AuthClientSecret:
+		cred, err = azidentity.NewClientSecretCredential(o.TenantID, o.ClientID, o.ClientSecret,
+			&azidentity.ClientSecretCredentialOptions{ClientOptions: opts, DisableInstanceDiscovery: o.DisableInstanceDiscovery})
+	case AuthClientCertificate:
+		certs, key, lerr := loadCertificate(o.CertificatePath, o.CertificatePassword)
+		if lerr != nil {
+			return nil, fmt.Errorf("F&O credential (%s): %w", desc, lerr)
+		}
+		cred, err = azidentity.NewClientCertificateCredential(o.TenantID, o.ClientID, certs, key,
+			&azidentity.ClientCertificateCredentialOptions{ClientOptions: opts, DisableInstanceDiscovery: o.DisableInstanceDiscovery})
+	case AuthManagedIdentity:
+		mo := &azidentity.ManagedIdentityCredentialOptions{ClientOptions: opts}
+		switch {
+		case o.ManagedIdentityClientID != "":
+			mo.ID = azidentity.ClientID(o.ManagedIdentityClientID)
+		case o.ManagedIdentityResourceID != "":
+			mo.ID = azidentity.ResourceID(o.ManagedIdentityResourceID)
+		}
+		cred, err = azidentity.NewManagedIdentityCredential(mo)
+	case AuthWorkloadIdentity:
+		cred, err = azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{
+			ClientOptions: opts, TenantID: o.TenantID, ClientID: o.ClientID, TokenFilePath: o.TokenFile,
+			DisableInstanceDiscovery: o.DisableInstanceDiscovery,
+		})
+	case AuthAzureCLI:
+		cred, err = azidentity.NewAzureCLICredential(&azidentity.AzureCLICredentialOptions{TenantID: o.TenantID})
+	case AuthDefault:
+		cred, err = azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{
+			ClientOptions: opts, TenantID: o.TenantID, DisableInstanceDiscovery: o.DisableInstanceDiscovery,
+		})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("F&O credential (%s): %w", desc, scrubSecrets(err.Error(), o))
+	}
+	return &namedCredential{cred: cred, desc: desc, opts: o}, nil
+}
+
+// namedCredential adds the identity and a hint to token errors.
+type namedCredential struct {
+	cred azcore.TokenCredential
+	desc string
+	opts AuthOptions
+}
+
+func (c *namedCredential) GetToken(ctx context.Context, tro policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	at, err := c.cred.GetToken(ctx, tro)
+	if err == nil {
+		return at, nil
+	}
+	if ctx.Err() != nil {
+		return at, fmt.Errorf("%s: %w", c.desc, ctx.Err())
+	}
+	return at, fmt.Errorf("%s: %w%s", c.desc, scrubSecrets(err.Error(), c.opts), tokenHint(c.opts.normalizedMethod()))
+}
+
+// tokenHint says what to check when a method cannot get a token.
+func tokenHint(method string) string {
+	switch method {
+	case AuthClientSecret, AuthClientCertificate:
+		return "; check tenant_id, client_id and that the secret or certificate is valid and uploaded to the app registration"
+	case AuthManagedIdentity:
+		return "; check that the process runs on Azure with this managed identity assigned"
+	case AuthWorkloadIdentity:
+		return "; check token_file, client_id, tenant_id and the federated credential of the app registration"
+	case AuthAzureCLI:
+		if _, err := exec.LookPath("az"); err != nil {
+			return "; the Azure CLI (az) is not on PATH: install it and run az login, or choose another fo.auth.method"
+		}
+		return "; run az login (with --tenant if needed) as the user this process runs as"
+	case AuthDefault:
+		return "; set up one source of the default chain (environment variables, workload identity, managed identity or az login), or choose a specific fo.auth.method"
+	}
+	return ""
+}
+
+// secretError is an error text with secrets already removed; it unwraps
+// to nothing, so the original text cannot leak through errors.Unwrap.
+type secretError string
+
+func (e secretError) Error() string { return string(e) }
+
+// scrubSecrets removes o's secrets from an error text.
+func scrubSecrets(s string, o AuthOptions) error {
+	for _, secret := range []string{o.ClientSecret, o.CertificatePassword, o.Token} {
+		if len(secret) >= 4 {
+			s = strings.ReplaceAll(s, secret, "REDACTED")
+		}
+	}
+	return secretError(redactText(s))
+}
+
+// loadCertificate reads a PEM or PFX file with a certificate chain and an
+// RSA private key.
+func loadCertificate(path, password string) ([]*x509.Certificate, *rsa.PrivateKey, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read certificate: %w", err)
+	}
+	certs, key, perr := azidentity.ParseCertificates(data, []byte(password))
+	if perr != nil && !isPEM(data) {
+		// PFX files from OpenSSL 3 use PBES2/AES, which azidentity's parser
+		// cannot read; go-pkcs12 can.
+		pk, cert, chain, derr := pkcs12.DecodeChain(data, password)
+		if derr != nil {
+			if errors.Is(derr, pkcs12.ErrIncorrectPassword) {
+				return nil, nil, fmt.Errorf("read PFX certificate %s: wrong certificate_password", path)
+			}
+			return nil, nil, fmt.Errorf("read certificate %s: not a PEM file (%v) nor a readable PFX file (%v)", path, perr, derr)
+		}
+		certs, key, perr = append([]*x509.Certificate{cert}, chain...), pk, nil
+	}
+	if perr != nil {
+		return nil, nil, fmt.Errorf("read PEM certificate %s: %w (it must hold a CERTIFICATE block and an unencrypted RSA PRIVATE KEY block)", path, perr)
+	}
+	if len(certs) == 0 {
+		return nil, nil, fmt.Errorf("read certificate %s: no certificate found", path)
+	}
+	rsaKey, ok := key.(*rsa.PrivateKey)
+	if !ok {
+		return nil, nil, fmt.Errorf("read certificate %s: the private key is %T but Entra ID client certificates need an RSA key: create the certificate with an RSA key (e.g. openssl req -newkey rsa:2048)", path, key)
+	}
+	return certs, rsaKey, nil
+}
+
+func isPEM(data []byte) bool {
+	return strings.Contains(string(data[:min(len(data), 4096)]), "-----BEGIN ")
+}
+
+// tokenIdentity reads the application ID (appid or azp) and tenant (tid)
+// claims of a JWT access token without verifying it, for error messages.
+// It returns empty strings for a token that is not a readable JWT.
+func tokenIdentity(tok string) (appID, tenant string) {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 || len(parts[1]) > 64<<10 {
+		return "", ""
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return "", ""
+	}
+	var claims struct {
+		AppID string `json:"appid"`
+		AZP   string `json:"azp"`
+		TID   string `json:"tid"`
+	}
+	if json.Unmarshal(raw, &claims) != nil {
+		return "", ""
+	}
+	appID = claims.AppID
+	if appID == "" {
+		appID = claims.AZP
+	}
+	clean := func(s string) string {
+		if len(s) > 100 {
+			return ""
+		}
+		return strings.Map(func(r rune) rune {
+			if r < ' ' || r == 0x7f {
+				return -1
+			}
+			return r
+		}, s)
+	}
+	return clean(appID), clean(claims.TID)
+}

@@ -1,0 +1,527 @@
+package dmf_test
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dmfexport/dmfexport/dmf"
+	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/unpack"
+)
+
+// Action names as the simulator counts them.
+const (
+	aExport   = "ExportToPackage"
+	aStatus   = "GetExecutionSummaryStatus"
+	aURL      = "GetExportedPackageUrl"
+	aErrors   = "GetExecutionErrors"
+	aSummary  = "GetExecutionSummaryPageUrl"
+	aDownload = "download"
+)
+
+// logSink is a goroutine-safe log buffer.
+type logSink struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *logSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *logSink) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// retries counts the retry log lines.
+func (s *logSink) retries() int { return strings.Count(s.String(), "F&O call failed, retrying") }
+
+// entities is a small two-entity project.
+func entities() []dmftest.Entity {
+	return []dmftest.Entity{
+		{Name: "Customers V3", Data: []byte("CUSTOMERACCOUNT,NAME\r\nC1,Contoso\r\nC2,Fabrikam\r\n")},
+		{Name: "Vendors V2", Data: []byte("VENDORACCOUNT,NAME\r\nV1,Litware\r\n")},
+	}
+}
+
+// simClient starts a simulator with opts (group "G" unless opts has
+// projects) and returns it with a client whose retry delays are tiny.
+func simClient(t *testing.T, opts dmftest.Options, co dmf.ClientOptions) (*dmftest.Server, *dmf.Client, *logSink) {
+	t.Helper()
+	if opts.Projects == nil {
+		opts.Projects = map[string][]dmftest.Entity{"G": entities()}
+	}
+	if opts.ExecutionTime == 0 {
+		opts.ExecutionTime = 30 * time.Millisecond
+	}
+	sim := dmftest.NewServer(opts)
+	t.Cleanup(sim.Close)
+	logs := &logSink{}
+	co.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if co.RetryBaseDelay == 0 {
+		co.RetryBaseDelay = 2 * time.Millisecond
+	}
+	if co.RetryMaxDelay == 0 {
+		co.RetryMaxDelay = 10 * time.Millisecond
+	}
+	if co.PackageURLDelay == 0 {
+		co.PackageURLDelay = 2 * time.Millisecond
+	}
+	if co.MaxThrottleWait == 0 {
+		co.MaxThrottleWait = 20 * time.Millisecond
+	}
+	c, err := dmf.NewClient(sim.URL, dmf.StaticToken(dmftest.DefaultToken), &co)
+	if err != nil {
+		t.Fatalf("NewClient(%s): %v", sim.URL, err)
+	}
+	return sim, c, logs
+}
+
+var fastPoll = dmf.PollOptions{Interval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond, Deadline: 5 * time.Second}
+
+// exportAndPoll starts an export of group with a chosen execution ID and
+// polls it to the end.
+func exportAndPoll(ctx context.Context, c *dmf.Client, group string, poll dmf.PollOptions) (string, dmf.Status, error) {
+	id, err := c.ExportToPackage(ctx, dmf.ExportRequest{DefinitionGroupID: group, PackageName: group, ExecutionID: group + "-run-1", LegalEntityID: "USMF"})
+	if err != nil {
+		return "", "", err
+	}
+	st, err := c.PollStatus(ctx, id, poll)
+	return id, st, err
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestStatusValuesAgainstSimulator drives the real client through every
+// status value the simulator can end in.
+func TestStatusValuesAgainstSimulator(t *testing.T) {
+	tests := []struct {
+		name       string
+		final      string // FinalStatus of group G; "" leaves the default
+		poll       dmf.PollOptions
+		wantStatus dmf.Status
+		wantErr    error // wrapped error PollStatus must return, nil for none
+		wantErrs   []string
+		wantURL    bool // a package URL is handed out
+	}{
+		{name: "Succeeded", wantStatus: dmf.StatusSucceeded, wantErrs: []string{}, wantURL: true},
+		{name: "PartiallySucceeded", final: "PartiallySucceeded", wantStatus: dmf.StatusPartiallySucceeded,
+			wantErrs: []string{"Entity 'Vendors V2': simulated failure"}, wantURL: true},
+		{name: "Failed", final: "Failed", wantStatus: dmf.StatusFailed, wantErrs: []string{"Entity 'Customers V3': simulated failure"}},
+		{name: "Canceled", final: "Canceled", wantStatus: dmf.StatusCanceled, wantErrs: []string{"Execution 'G-run-1' was canceled (simulated)"}},
+		{name: "unexpected name", final: "Archived", wantStatus: "Archived", wantErr: dmf.ErrUnexpectedStatus, wantErrs: []string{}},
+		{name: "NotRun and Executing until the deadline", final: "Executing", wantStatus: dmf.StatusExecuting,
+			poll:    dmf.PollOptions{Interval: 5 * time.Millisecond, MaxInterval: 10 * time.Millisecond, Deadline: 150 * time.Millisecond},
+			wantErr: dmf.ErrDeadline, wantErrs: []string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Long enough that the first ask sees the execution still running.
+			opts := dmftest.Options{ExecutionTime: 300 * time.Millisecond}
+			if tt.final != "" {
+				opts.FinalStatus = map[string]string{"G": tt.final}
+			}
+			sim, c, _ := simClient(t, opts, dmf.ClientOptions{})
+			ctx := ctxT(t)
+			poll := tt.poll
+			if poll.Interval == 0 {
+				poll = fastPoll
+			}
+			var seen []dmf.Status
+			poll.OnStatus = func(s dmf.Status, _ time.Duration) { seen = append(seen, s) }
+			id, st, err := exportAndPoll(ctx, c, "G", poll)
+			if st != tt.wantStatus {
+				t.Errorf("status: want %s, got %s (err %v)", tt.wantStatus, st, err)
+			}
+			switch {
+			case tt.wantErr == nil && err != nil:
+				t.Errorf("PollStatus: want no error, got %v", err)
+			case tt.wantErr != nil && !errors.Is(err, tt.wantErr):
+				t.Errorf("PollStatus: want error wrapping %v, got %v", tt.wantErr, err)
+			}
+			if n := sim.Exports(); n != 1 {
+				t.Errorf("exports started: want 1, got %d", n)
+			}
+			if n := sim.Calls(aExport); n != 1 {
+				t.Errorf("ExportToPackage calls: want 1, got %d", n)
+			}
+			if n := sim.Calls(aStatus); n != len(seen) || n < 2 {
+				t.Errorf("status calls: want one per answer seen (%d) and at least 2 (running first), got %d", len(seen), n)
+			}
+			if len(seen) > 0 && seen[0] != dmf.StatusNotRun && seen[0] != dmf.StatusExecuting {
+				t.Errorf("first status: want NotRun or Executing, got %s", seen[0])
+			}
+			errs, err := c.ExecutionErrors(ctx, id)
+			if err != nil {
+				t.Fatalf("ExecutionErrors: %v", err)
+			}
+			if strings.Join(errs, "|") != strings.Join(tt.wantErrs, "|") || errs == nil {
+				t.Errorf("execution errors: want %q, got %q", tt.wantErrs, errs)
+			}
+			u, err := c.PackageURL(ctx, id)
+			if err != nil {
+				t.Fatalf("PackageURL: %v", err)
+			}
+			if (u != "") != tt.wantURL {
+				t.Errorf("package URL given: want %v, got %q", tt.wantURL, dmf.RedactURL(u))
+			}
+			page, err := c.SummaryPageURL(ctx, id)
+			if err != nil || !strings.Contains(page, "DMFExecutionSummary") {
+				t.Errorf("SummaryPageURL: want a DMFExecutionSummary link, got %q, %v", page, err)
+			}
+			rep := c.Report(ctx, id, st)
+			if rep.Status != st || rep.ExecutionID != id || rep.SummaryURL != page {
+				t.Errorf("Report: want status %s, id %s, summary %q; got %+v", st, id, page, rep)
+			}
+			if strings.Join(rep.Errors, "|") != strings.Join(tt.wantErrs, "|") {
+				t.Errorf("Report errors: want %q, got %q", tt.wantErrs, rep.Errors)
+			}
+		})
+	}
+}
+
+// TestUnknownExecution polls an execution ID F&O never saw: Unknown is
+// tolerated a few times, then an error.
+func TestUnknownExecution(t *testing.T) {
+	sim, c, _ := simClient(t, dmftest.Options{}, dmf.ClientOptions{})
+	st, err := c.PollStatus(ctxT(t), "never-started", fastPoll)
+	if st != dmf.StatusUnknown || err == nil || !strings.Contains(err.Error(), "unknown to F&O") {
+		t.Errorf("want Unknown and an error saying so, got %s, %v", st, err)
+	}
+	if n := sim.Calls(aStatus); n != 5 {
+		t.Errorf("status calls: want 5 (the Unknown limit), got %d", n)
+	}
+	if n := sim.Exports(); n != 0 {
+		t.Errorf("exports: want 0, got %d", n)
+	}
+}
+
+// TestAPIFaultsAgainstSimulator drives the client through each injected API
+// fault and checks the outcome, the calls made and that no second export
+// was ever started.
+func TestAPIFaultsAgainstSimulator(t *testing.T) {
+	tests := []struct {
+		name       string
+		opts       dmftest.Options
+		co         dmf.ClientOptions
+		emptyID    bool   // let F&O choose the execution ID
+		wantErr    string // substring of the error, "" for success
+		wantCalls  map[string]int
+		minRetries int // retry log lines at least
+		minElapsed time.Duration
+	}{
+		{
+			name:       "429 burst on export, Retry-After seconds",
+			opts:       dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Action: aExport, First: 3, Status: 429, RetryAfter: time.Second}}}},
+			wantCalls:  map[string]int{aExport: 4},
+			minRetries: 3,
+		},
+		{
+			name: "429 honoured: Retry-After 1 s is waited",
+			opts: dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Action: aStatus, First: 1, Status: 429, RetryAfter: time.Second}}}},
+			co:   dmf.ClientOptions{MaxThrottleWait: 5 * time.Second},
+			// The status call is retried once after the full second.
+			minRetries: 1,
+			minElapsed: 900 * time.Millisecond,
+		},
+		{
+			name:       "429 with Retry-After as HTTP date",
+			opts:       dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Action: aStatus, First: 2, Status: 429, RetryAfter: time.Second, RetryAfterDate: true}}}},
+			minRetries: 2,
+		},
+		{
+			name:       "429 without Retry-After",
+			opts:       dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{First: 2, Status: 429}}}},
+			wantCalls:  map[string]int{aExport: 3},
+			minRetries: 2,
+		},
+		{
+			name:      "500 on the first export, not applied: status asked, posted again",
+			opts:      dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Action: aExport, First: 1, Status: 500}}}},
+			wantCalls: map[string]int{aExport: 2},
+		},
+		{
+			name:      "502 twice on export",
+			opts:      dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Action: aExport, First: 2, Status: 502}}}},
+			wantCalls: map[string]int{aExport: 3},
+		},
+		{
+			name:      "503 on export after it started (lost answer): recovered by ID",
+			opts:      dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Action: aExport, First: 1, Status: 503, Apply: true}}}},
+			wantCalls: map[string]int{aExport: 1},
+		},
+		{
+			name:      "504 on every export attempt after it started: one export",
+			opts:      dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Action: aExport, Status: 504, Apply: true}}}},
+			wantCalls: map[string]int{aExport: 1},
+		},
+		{
+			name:      "connection reset on export after it started",
+			opts:      dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Action: aExport, First: 1, Reset: true, Apply: true}}}},
+			wantCalls: map[string]int{aExport: 1},
+		},
+		{
+			name:      "connection reset on export before it started",
+			opts:      dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Action: aExport, First: 1, Reset: true}}}},
+			wantCalls: map[string]int{aExport: 2},
+		},
+		{
+			name:      "503 on export without a chosen ID is not retried",
+			opts:      dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Action: aExport, First: 1, Status: 503, Apply: true}}}},
+			emptyID:   true,
+			wantErr:   "was not retried",
+			wantCalls: map[string]int{aExport: 1},
+		},
+		{
+			name:       "5xx on every 3rd call of every action",
+			opts:       dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Every: 3, Status: 503}}}},
+			minRetries: 1,
+		},
+		{
+			name:       "connection resets on every 2nd status ask",
+			opts:       dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Action: aStatus, Every: 2, Reset: true}}}},
+			minRetries: 1,
+		},
+		{
+			name:      "status keeps failing: retries exhausted",
+			opts:      dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Action: aStatus, Status: 503}}}},
+			co:        dmf.ClientOptions{MaxRetries: 2},
+			wantErr:   "gave up after 2 retries",
+			wantCalls: map[string]int{aExport: 1, aStatus: 3},
+		},
+		{
+			name:      "retries disabled",
+			opts:      dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Action: aStatus, First: 1, Status: 500}}}},
+			co:        dmf.ClientOptions{MaxRetries: -1},
+			wantErr:   "HTTP 500",
+			wantCalls: map[string]int{aExport: 1, aStatus: 1},
+		},
+		{
+			name:       "slow answer beyond the HTTP timeout is retried",
+			opts:       dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Action: aStatus, First: 1, Delay: 2 * time.Second}}}},
+			co:         dmf.ClientOptions{HTTPClient: &http.Client{Timeout: 150 * time.Millisecond}},
+			minRetries: 1,
+		},
+		{
+			name:       "slow answers within the timeout",
+			opts:       dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Delay: 20 * time.Millisecond}}}},
+			minElapsed: 60 * time.Millisecond, // export, status ×n, URL
+		},
+		{
+			name:      "slow execution",
+			opts:      dmftest.Options{ExecutionTime: 400 * time.Millisecond},
+			wantCalls: map[string]int{aExport: 1},
+			// Polling backs off to 20 ms: at least 400/20/2 asks.
+			minElapsed: 400 * time.Millisecond,
+		},
+		{
+			name:      "stuck execution hits the deadline",
+			opts:      dmftest.Options{Faults: dmftest.Faults{StuckExecution: true}},
+			wantErr:   "did not finish before the deadline: still Executing",
+			wantCalls: map[string]int{aExport: 1},
+		},
+		{
+			name:      "empty package URL for the first asks",
+			opts:      dmftest.Options{EmptyURLAsks: 2},
+			wantCalls: map[string]int{aExport: 1, aURL: 3},
+		},
+		{
+			name:      "503 on the package URL ask",
+			opts:      dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Action: aURL, First: 1, Status: 503}}}},
+			wantCalls: map[string]int{aExport: 1, aURL: 2},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sim, c, logs := simClient(t, tt.opts, tt.co)
+			ctx := ctxT(t)
+			poll := fastPoll
+			if tt.opts.Faults.StuckExecution {
+				poll.Deadline = 200 * time.Millisecond
+			}
+			start := time.Now()
+			err := func() error {
+				req := dmf.ExportRequest{DefinitionGroupID: "G", ExecutionID: "G-run-1"}
+				if tt.emptyID {
+					req.ExecutionID = ""
+				}
+				id, err := c.ExportToPackage(ctx, req)
+				if err != nil {
+					return err
+				}
+				st, err := c.PollStatus(ctx, id, poll)
+				if err != nil {
+					return err
+				}
+				if st != dmf.StatusSucceeded {
+					return errors.New("status " + string(st))
+				}
+				u, err := c.WaitPackageURL(ctx, id, 10*time.Second)
+				if err != nil {
+					return err
+				}
+				if _, err := fetchZip(ctx, u); err != nil {
+					return err
+				}
+				return nil
+			}()
+			elapsed := time.Since(start)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("want success, got %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("want an error containing %q, got %v", tt.wantErr, err)
+			}
+			if n := sim.Exports(); n != 1 {
+				t.Errorf("exports started: want exactly 1, got %d", n)
+			}
+			for action, want := range tt.wantCalls {
+				if got := sim.Calls(action); got != want {
+					t.Errorf("calls of %s: want %d, got %d", action, want, got)
+				}
+			}
+			if got := logs.retries(); got < tt.minRetries {
+				t.Errorf("retry log lines: want at least %d, got %d\n%s", tt.minRetries, got, logs)
+			}
+			if tt.minRetries > 0 && (!strings.Contains(logs.String(), "reason=") || !strings.Contains(logs.String(), "delay=")) {
+				t.Errorf("retry log lines lack reason or delay:\n%s", logs)
+			}
+			if elapsed < tt.minElapsed {
+				t.Errorf("elapsed: want at least %s, got %s", tt.minElapsed, elapsed)
+			}
+			if strings.Contains(logs.String(), dmftest.DefaultToken) || strings.Contains(logs.String(), "sig=") && !strings.Contains(logs.String(), "sig=REDACTED") {
+				t.Errorf("logs leak the token or a signature:\n%s", logs)
+			}
+		})
+	}
+}
+
+// fetchZip downloads a package with unpack.Download into a temporary file
+// and reads every file of the zip.
+func fetchZip(ctx context.Context, u string) (*zip.Reader, error) {
+	f, err := os.CreateTemp("", "dmf-test-*.zip")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	n, _, err := unpack.Download(ctx, nil, u, f)
+	if err != nil {
+		return nil, err
+	}
+	zr, err := zip.NewReader(f, n)
+	if err != nil {
+		return nil, fmt.Errorf("open zip: %w", err)
+	}
+	for _, zf := range zr.File {
+		rc, err := zf.Open()
+		if err != nil {
+			return nil, fmt.Errorf("open %s in zip: %w", zf.Name, err)
+		}
+		_, err = io.Copy(io.Discard, rc)
+		rc.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read %s in zip: %w", zf.Name, err)
+		}
+	}
+	return zr, nil
+}
+
+// TestDownloadFaultsAgainstSimulator exports through the client and
+// downloads the package with unpack.Download under each download fault.
+func TestDownloadFaultsAgainstSimulator(t *testing.T) {
+	tests := []struct {
+		name         string
+		faults       dmftest.Faults
+		wantErr      string // substring of the download or zip error, "" for none
+		wantExpired  bool   // the first download is refused as expired
+		minDownloads int    // requests to package URLs, at least
+		maxDownloads int    // and at most
+		wantURLAsks  int
+		minElapsed   time.Duration
+	}{
+		{name: "no fault", minDownloads: 1, maxDownloads: 1, wantURLAsks: 1},
+		{name: "expired URL, fresh one asked once", faults: dmftest.Faults{ExpiredURLs: 1}, wantExpired: true, minDownloads: 2, maxDownloads: 2, wantURLAsks: 2},
+		{name: "corrupt zip", faults: dmftest.Faults{CorruptZip: true}, wantErr: "zip", minDownloads: 1, maxDownloads: 1, wantURLAsks: 1},
+		{name: "Content-Length too small: body cut silently", faults: dmftest.Faults{ContentLengthDelta: -50}, wantErr: "zip", minDownloads: 1, maxDownloads: 1, wantURLAsks: 1},
+		{name: "truncated once, resumed", faults: dmftest.Faults{TruncateAfter: 100, DownloadFaultsFirst: 1}, minDownloads: 2, maxDownloads: 2, wantURLAsks: 1},
+		{name: "truncated every time, resumed piecewise", faults: dmftest.Faults{TruncateAfter: 400}, minDownloads: 2, maxDownloads: 50, wantURLAsks: 1},
+		{name: "Content-Length too large once", faults: dmftest.Faults{ContentLengthDelta: 50, DownloadFaultsFirst: 1}, minDownloads: 2, maxDownloads: 5, wantURLAsks: 1},
+		{name: "slow download", faults: dmftest.Faults{DownloadRate: 4000}, minDownloads: 1, maxDownloads: 1, wantURLAsks: 1, minElapsed: 200 * time.Millisecond},
+		{name: "503 from storage twice", faults: dmftest.Faults{API: []dmftest.APIFault{{Action: aDownload, First: 2, Status: 503, RetryAfter: time.Second}}}, minDownloads: 3, maxDownloads: 3, wantURLAsks: 1},
+		{name: "reset by storage once", faults: dmftest.Faults{API: []dmftest.APIFault{{Action: aDownload, First: 1, Reset: true}}}, minDownloads: 2, maxDownloads: 2, wantURLAsks: 1},
+		{name: "slow storage answer", faults: dmftest.Faults{API: []dmftest.APIFault{{Action: aDownload, Delay: 100 * time.Millisecond}}}, minDownloads: 1, maxDownloads: 1, wantURLAsks: 1, minElapsed: 100 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sim, c, _ := simClient(t, dmftest.Options{Faults: tt.faults}, dmf.ClientOptions{})
+			ctx := ctxT(t)
+			id, st, err := exportAndPoll(ctx, c, "G", fastPoll)
+			if err != nil || st != dmf.StatusSucceeded {
+				t.Fatalf("export: want Succeeded, got %s, %v", st, err)
+			}
+			u, err := c.WaitPackageURL(ctx, id, 5*time.Second)
+			if err != nil {
+				t.Fatalf("WaitPackageURL: %v", err)
+			}
+			start := time.Now()
+			_, err = fetchZip(ctx, u)
+			if errors.Is(err, unpack.ErrURLExpired) {
+				if !tt.wantExpired {
+					t.Fatalf("download refused as expired, unexpected: %v", err)
+				}
+				if strings.Contains(err.Error(), "sig=") {
+					t.Errorf("error shows the signature: %v", err)
+				}
+				// One fresh GetExportedPackageUrl, as the contract says.
+				if u, err = c.PackageURL(ctx, id); err != nil {
+					t.Fatalf("PackageURL after expiry: %v", err)
+				}
+				_, err = fetchZip(ctx, u)
+			} else if tt.wantExpired {
+				t.Fatalf("want the first download refused as expired, got %v", err)
+			}
+			elapsed := time.Since(start)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("download: want success, got %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("download: want an error containing %q, got %v", tt.wantErr, err)
+			}
+			if err != nil && strings.Contains(err.Error(), "sig=") {
+				t.Errorf("error shows the signature: %v", err)
+			}
+			if n := sim.Calls(aDownload); n < tt.minDownloads || n > tt.maxDownloads {
+				t.Errorf("download requests: want %d to %d, got %d", tt.minDownloads, tt.maxDownloads, n)
+			}
+			if n := sim.Calls(aURL); n != tt.wantURLAsks {
+				t.Errorf("GetExportedPackageUrl calls: want %d, got %d", tt.wantURLAsks, n)
+			}
+			if n := sim.Exports(); n != 1 {
+				t.Errorf("exports: want 1, got %d", n)
+			}
+			if elapsed < tt.minElapsed {
+				t.Errorf("download took %s, want at least %s", elapsed, tt.minElapsed)
+			}
+		})
+	}
+}

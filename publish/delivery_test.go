@@ -1,0 +1,437 @@
+package publish
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os/exec"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// drain consumes queue until it stays empty for a second.
+func drain(t *testing.T, queue string) []amqp.Delivery {
+	t.Helper()
+	ch := adminChannel(t)
+	dels, err := ch.Consume(queue, "", true, false, false, false, nil)
+	if err != nil {
+		t.Fatalf("consume %s: %v", queue, err)
+	}
+	var got []amqp.Delivery
+	for {
+		select {
+		case d := <-dels:
+			got = append(got, d)
+		case <-time.After(time.Second):
+			return got
+		}
+	}
+}
+
+// closeConnectionsNamed closes, from the broker side, every connection whose
+// client-provided name is name, using rabbitmqctl.
+func closeConnectionsNamed(t *testing.T, name string) {
+	t.Helper()
+	out, err := exec.Command("rabbitmqctl", "-q", "list_connections", "pid", "client_properties").CombinedOutput()
+	if err != nil {
+		t.Fatalf("rabbitmqctl list_connections: %v: %s", err, out)
+	}
+	closed := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		if !strings.Contains(line, `"`+name+`"`) {
+			continue
+		}
+		pid := strings.Fields(line)[0]
+		if o, err := exec.Command("rabbitmqctl", "close_connection", pid, "test kills the connection").CombinedOutput(); err != nil {
+			t.Fatalf("rabbitmqctl close_connection %s: %v: %s", pid, err, o)
+		}
+		closed++
+	}
+	if closed == 0 {
+		t.Fatalf("no connection named %q in: %s", name, out)
+	}
+}
+
+func TestAMQPConnectionKilledMidEntity(t *testing.T) {
+	if _, err := exec.LookPath("rabbitmqctl"); err != nil {
+		t.Skip("rabbitmqctl is not installed: cannot close a connection from the broker side")
+	}
+	name := uniqueName(t, "conn")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := DialAMQP(ctx, AMQPOptions{URL: testAMQPURL(), ConnectionName: name, ConfirmWindow: 32})
+	if err != nil {
+		t.Fatalf("DialAMQP: %v", err)
+	}
+	defer s.Close()
+	exchange, queue := testTopology(t, s, false)
+	const rows, bs = 3000, 10
+	in, wantRows := genCSV(rows)
+	var (
+		mu        sync.Mutex
+		confirmed []int64
+		killed    bool
+		kill      sync.WaitGroup
+	)
+	// The file trickles in, so the kill lands while batches are in flight.
+	st, err := PublishEntity(ctx, &slowReader{r: strings.NewReader(in), n: 256, pause: 4 * time.Millisecond}, s, EntityOptions{
+		Job: "j", RunID: "r", ExecutionID: "x", Entity: "E", Exchange: exchange, RoutingKey: "k",
+		BatchSize: bs, Format: "csv",
+		Progress: func(st EntityStats) {
+			if st.Batches == 20 && !killed {
+				killed = true
+				kill.Go(func() { closeConnectionsNamed(t, name) })
+			}
+			if st.Batches == 40 {
+				kill.Wait() // later batches go out after the kill for sure
+			}
+		},
+		Confirmed: func(i, through int64) {
+			mu.Lock()
+			defer mu.Unlock()
+			if through != min((i+1)*bs, rows) {
+				t.Errorf("Confirmed(%d): want rows through %d, got %d", i, min((i+1)*bs, rows), through)
+			}
+			confirmed = append(confirmed, i)
+		},
+	})
+	kill.Wait()
+	if err != nil {
+		t.Fatalf("PublishEntity across a killed connection: want no error, got %v", err)
+	}
+	if st.Batches != rows/bs || s.Reconnects() < 1 {
+		t.Errorf("want %d batches and at least 1 reconnect, got %d batches, %d reconnects", rows/bs, st.Batches, s.Reconnects())
+	}
+	for i, b := range confirmed {
+		if b != int64(i) {
+			t.Fatalf("Confirmed calls: want 0..%d in order, got %v", rows/bs-1, confirmed)
+		}
+	}
+	if len(confirmed) != rows/bs {
+		t.Errorf("Confirmed calls: want %d, got %d", rows/bs, len(confirmed))
+	}
+	dels := drain(t, queue)
+	first := map[string][]byte{}
+	var bodies [][]byte
+	dups := 0
+	for _, d := range dels {
+		if prev, seen := first[d.MessageId]; seen {
+			dups++
+			if d.Headers[RepublishedHeader] != true {
+				t.Errorf("duplicate of %s lacks header %s: true", d.MessageId, RepublishedHeader)
+			}
+			if !bytes.Equal(prev, d.Body) {
+				t.Errorf("duplicate of %s has another body", d.MessageId)
+			}
+			continue
+		}
+		first[d.MessageId] = d.Body
+		bodies = append(bodies, d.Body)
+	}
+	if len(first) != rows/bs {
+		t.Fatalf("want %d distinct message IDs, got %d (of %d messages)", rows/bs, len(first), len(dels))
+	}
+	_, got := rowsOf(t, bodies)
+	gotSet := map[string]bool{}
+	for _, r := range got {
+		gotSet[r[0]] = true
+	}
+	for _, r := range wantRows {
+		if !gotSet[r[0]] {
+			t.Fatalf("row %s never arrived", r[0])
+		}
+	}
+	t.Logf("%d messages, %d distinct, %d duplicates, %d reconnects", len(dels), len(first), dups, s.Reconnects())
+}
+
+func TestAMQPCompressionRoundTrip(t *testing.T) {
+	s := dialTest(t)
+	in, wantRows := genCSV(25)
+	for _, c := range []string{"", "none", "gzip", "zstd"} {
+		t.Run("compression "+c, func(t *testing.T) {
+			exchange, queue := testTopology(t, s, false)
+			st, err := PublishEntity(context.Background(), strings.NewReader(in), s, EntityOptions{
+				ExecutionID: "x", Entity: "E", Exchange: exchange, RoutingKey: "k", BatchSize: 10, Format: "csv", Compression: c,
+			})
+			if err != nil {
+				t.Fatalf("PublishEntity: want no error, got %v", err)
+			}
+			dels := consume(t, queue, 3)
+			var bodies [][]byte
+			var out int64
+			for _, d := range dels {
+				want := c
+				if c == "none" {
+					want = ""
+				}
+				if d.ContentEncoding != want {
+					t.Errorf("content_encoding: want %q, got %q", want, d.ContentEncoding)
+				}
+				out += int64(len(d.Body))
+				bodies = append(bodies, decompress(t, d.ContentEncoding, d.Body))
+			}
+			if out != st.BytesOut {
+				t.Errorf("BytesOut: want the %d bytes sent, got %d", out, st.BytesOut)
+			}
+			_, got := rowsOf(t, bodies)
+			if !reflect.DeepEqual(got, wantRows) {
+				t.Errorf("rows after decompression: want %q, got %q", wantRows, got)
+			}
+		})
+	}
+	if _, err := PublishEntity(context.Background(), strings.NewReader(in), s, EntityOptions{Format: "csv", Compression: "brotli"}); err == nil || !strings.Contains(err.Error(), `compression "brotli" is not supported`) {
+		t.Errorf("unknown compression: want a clear error, got %v", err)
+	}
+}
+
+func decompress(t testing.TB, encoding string, b []byte) []byte {
+	t.Helper()
+	switch encoding {
+	case "":
+		return b
+	case "gzip":
+		r, err := gzip.NewReader(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("gzip: %v", err)
+		}
+		out, err := io.ReadAll(r)
+		if err != nil {
+			t.Fatalf("gzip: %v", err)
+		}
+		return out
+	case "zstd":
+		d, err := zstd.NewReader(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		out, err := d.DecodeAll(b, nil)
+		if err != nil {
+			t.Fatalf("zstd: %v", err)
+		}
+		return out
+	}
+	t.Fatalf("unknown content encoding %q", encoding)
+	return nil
+}
+
+func TestAMQPBlockedConnectionPauses(t *testing.T) {
+	s := dialTest(t)
+	exchange, queue := testTopology(t, s, false)
+	s.mu.Lock()
+	blocked := s.blocked
+	s.mu.Unlock()
+	blocked <- amqp.Blocking{Active: true, Reason: "test alarm"}
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Publish(context.Background(), Message{Exchange: exchange, RoutingKey: "k", MessageID: "m", Body: []byte("{}")})
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("Publish while blocked: want it to wait, it returned %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	blocked <- amqp.Blocking{Active: false}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Publish after unblock: want no error, got %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Publish still waiting after the broker unblocked")
+	}
+	if err := s.Flush(context.Background()); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	consume(t, queue, 1)
+
+	// A context ending while blocked ends the wait with a clear error.
+	blocked <- amqp.Blocking{Active: true}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err := s.Publish(ctx, Message{Exchange: exchange, RoutingKey: "k", MessageID: "m2", Body: []byte("{}")})
+	if err == nil || !strings.Contains(err.Error(), "unblock") {
+		t.Errorf("Publish with an expiring context while blocked: want an unblock error, got %v", err)
+	}
+	blocked <- amqp.Blocking{Active: false}
+}
+
+func TestPermanentChannelErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		e    *amqp.Error
+		want bool
+	}{
+		{"unknown", nil, false},
+		{"connection forced", &amqp.Error{Code: amqp.ConnectionForced}, false},
+		{"not found", &amqp.Error{Code: amqp.NotFound}, true},
+		{"oversize message", &amqp.Error{Code: amqp.PreconditionFailed, Reason: "message size 2097152 is larger than configured max size 1048576"}, true},
+		{"access refused", &amqp.Error{Code: amqp.AccessRefused}, true},
+		{"internal error", &amqp.Error{Code: amqp.InternalError}, false},
+	}
+	for _, tt := range tests {
+		if got := permanent(tt.e); got != tt.want {
+			t.Errorf("%s: permanent(%v): want %v, got %v", tt.name, tt.e, tt.want, got)
+		}
+	}
+}
+
+func TestResumeFrom(t *testing.T) {
+	fixed := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	now = func() time.Time { return fixed }
+	defer func() { now = func() time.Time { return time.Now().UTC() } }()
+	const bs = 3
+	for _, rows := range []int{0, 1, bs, bs + 1, 2*bs + 1} {
+		in, _ := genCSV(rows)
+		full := &memSink{}
+		o := EntityOptions{ExecutionID: "x", Entity: "E", BatchSize: bs, Format: "csv"}
+		if _, err := PublishEntity(context.Background(), strings.NewReader(in), full, o); err != nil {
+			t.Fatalf("%d rows, full run: %v", rows, err)
+		}
+		total := len(full.msgs)
+		for from := 0; from <= total+1; from++ {
+			t.Run(fmt.Sprintf("%d rows from batch %d", rows, from), func(t *testing.T) {
+				sink := &memSink{}
+				o := o
+				o.ResumeFrom = int64(from)
+				var confirmed []int64
+				o.Confirmed = func(i, _ int64) { confirmed = append(confirmed, i) }
+				st, err := PublishEntity(context.Background(), strings.NewReader(in), sink, o)
+				if from > total {
+					if err == nil || !strings.Contains(err.Error(), "changed since the checkpoint") {
+						t.Fatalf("want a checkpoint mismatch error, got %v", err)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatalf("want no error, got %v", err)
+				}
+				if len(sink.msgs) != total-from {
+					t.Fatalf("want the %d missing batches, got %d", total-from, len(sink.msgs))
+				}
+				for i, m := range sink.msgs {
+					w := full.msgs[from+i]
+					if m.MessageID != w.MessageID || !bytes.Equal(m.Body, w.Body) || fmt.Sprint(m.Headers) != fmt.Sprint(w.Headers) {
+						t.Errorf("batch %d: want the full run's message %s, got %s: %s", from+i, w.MessageID, m.MessageID, m.Body)
+					}
+					if confirmed[i] != int64(from+i) {
+						t.Errorf("Confirmed: want batch %d, got %d", from+i, confirmed[i])
+					}
+				}
+				if len(confirmed) != total-from {
+					t.Errorf("Confirmed: want %d calls, got %v", total-from, confirmed)
+				}
+				if wantSkipped := int64(min(from*bs, rows)); st.SkippedRows != wantSkipped || st.Rows+st.SkippedRows != int64(rows) {
+					t.Errorf("stats: want %d skipped and %d in all, got %+v", wantSkipped, rows, st)
+				}
+			})
+		}
+	}
+}
+
+func TestConfirmedWithFileSink(t *testing.T) {
+	sink, err := NewFileSink(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	in, _ := genCSV(7)
+	var got [][2]int64
+	_, err = PublishEntity(context.Background(), strings.NewReader(in), sink, EntityOptions{
+		ExecutionID: "x", Entity: "E", BatchSize: 3, Format: "csv",
+		Confirmed: func(i, through int64) { got = append(got, [2]int64{i, through}) },
+	})
+	if err != nil {
+		t.Fatalf("PublishEntity: %v", err)
+	}
+	if want := [][2]int64{{0, 3}, {1, 6}, {2, 7}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("Confirmed calls: want %v, got %v", want, got)
+	}
+}
+
+// slowReader returns at most n bytes per Read, pausing before each.
+type slowReader struct {
+	r     io.Reader
+	n     int
+	pause time.Duration
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	time.Sleep(s.pause)
+	return s.r.Read(p[:min(len(p), s.n)])
+}
+
+// TestAMQPRepublishUnconfirmed drops the connection right after publishing,
+// before the confirms can arrive: the sink must reconnect and publish the
+// unconfirmed messages again, marked, with the same IDs.
+func TestAMQPRepublishUnconfirmed(t *testing.T) {
+	ctx := context.Background()
+	s, err := DialAMQP(ctx, AMQPOptions{URL: testAMQPURL(), ConfirmWindow: 100})
+	if err != nil {
+		t.Fatalf("DialAMQP: %v", err)
+	}
+	defer s.Close()
+	exchange, queue := testTopology(t, s, false)
+	const n = 50
+	var stored []string
+	for i := range n {
+		id := fmt.Sprintf("m%02d", i)
+		if err := s.Publish(ctx, Message{Exchange: exchange, RoutingKey: "k", MessageID: id, Body: []byte(`{"i":` + fmt.Sprint(i) + `}`),
+			OnStored: func() { stored = append(stored, id) }}); err != nil {
+			t.Fatalf("Publish %s: %v", id, err)
+		}
+	}
+	s.mu.Lock()
+	_ = s.conn.Close() // the socket goes while confirms are outstanding
+	s.mu.Unlock()
+	if err := s.Flush(ctx); err != nil {
+		t.Fatalf("Flush after the connection dropped: want the sink to reconnect, got %v", err)
+	}
+	if s.Reconnects() != 1 {
+		t.Errorf("want 1 reconnect, got %d", s.Reconnects())
+	}
+	if len(stored) != n || stored[0] != "m00" || stored[n-1] != fmt.Sprintf("m%02d", n-1) {
+		t.Errorf("OnStored: want %d calls in order, got %v", n, stored)
+	}
+	seen := map[string]int{}
+	republished := 0
+	for _, d := range drain(t, queue) {
+		seen[d.MessageId]++
+		if d.Headers[RepublishedHeader] == true {
+			republished++
+		}
+		if seen[d.MessageId] > 1 && d.Headers[RepublishedHeader] != true {
+			t.Errorf("second copy of %s is not marked %s", d.MessageId, RepublishedHeader)
+		}
+	}
+	if len(seen) != n {
+		t.Errorf("want all %d message IDs in the queue, got %d", n, len(seen))
+	}
+	t.Logf("%d republished", republished)
+}
+
+func TestConfirmTrackerNeverSkipsAFailedBatch(t *testing.T) {
+	var got []int64
+	c := confirmTracker{fn: func(i, _ int64) { got = append(got, i) }}
+	for i := int64(0); i < 4; i++ {
+		c.add(batchMark{index: i, rowsThrough: 10 * (i + 1)})
+	}
+	c.stored(0)
+	c.stored(2) // batch 1 failed: 2 must wait
+	c.stored(3)
+	if want := []int64{0}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("with batch 1 unstored: want reports %v, got %v", want, got)
+	}
+	c.stored(1)
+	if want := []int64{0, 1, 2, 3}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("after batch 1 stored: want reports %v, got %v", want, got)
+	}
+}

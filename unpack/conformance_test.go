@@ -1,0 +1,359 @@
+package unpack
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"testing/iotest"
+	"time"
+)
+
+// azuriteKey is Azurite's well-known development account key (public).
+const azuriteKey = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+// azuriteEndpoint returns DMFEXPORT_TEST_AZURITE, e.g.
+// http://127.0.0.1:10000/devstoreaccount1, or skips the test.
+func azuriteEndpoint(t testing.TB) string {
+	t.Helper()
+	v := strings.TrimRight(os.Getenv("DMFEXPORT_TEST_AZURITE"), "/")
+	if v == "" {
+		t.Skip("DMFEXPORT_TEST_AZURITE is not set: start Azurite (make test does) to run the Azure Blob tests")
+	}
+	return v
+}
+
+func azuriteConnString(endpoint string) string {
+	return "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=" + azuriteKey + ";BlobEndpoint=" + endpoint + ";"
+}
+
+// randomContainer names a fresh container so tests never see each other's blobs.
+func randomContainer() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return "t-" + hex.EncodeToString(b)
+}
+
+// newTestBlobStore opens a BlobStore on a fresh Azurite container that is
+// deleted when the test ends. Zero BlockSize and Concurrency mean 1 MiB and
+// 2, so multi-block uploads are cheap to test.
+func newTestBlobStore(t testing.TB, opts BlobOptions) *BlobStore {
+	t.Helper()
+	ep := azuriteEndpoint(t)
+	if opts.ConnectionString == "" && opts.SASURL == "" && opts.AccountURL == "" {
+		opts.ConnectionString = azuriteConnString(ep)
+	}
+	if opts.Container == "" && opts.SASURL == "" {
+		opts.Container = randomContainer()
+	}
+	if opts.BlockSize == 0 {
+		opts.BlockSize = 1 << 20
+	}
+	if opts.Concurrency == 0 {
+		opts.Concurrency = 2
+	}
+	s, err := NewBlobStore(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("NewBlobStore: %v", err)
+	}
+	t.Cleanup(func() { s.cc.Delete(context.Background(), nil) })
+	return s
+}
+
+// backend is one Store implementation under the conformance tests.
+type backend struct {
+	name string
+	open func(t *testing.T) Store
+}
+
+func backends() []backend {
+	return []backend{
+		{"dir", func(t *testing.T) Store { return newTestStore(t) }},
+		{"azblob", func(t *testing.T) Store { return newTestBlobStore(t, BlobOptions{}) }},
+	}
+}
+
+// forEachBackend runs one behaviour against every backend, so the backends
+// cannot drift apart.
+func forEachBackend(t *testing.T, fn func(t *testing.T, st Store)) {
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) { fn(t, b.open(t)) })
+	}
+}
+
+func TestStoreConformance(t *testing.T) {
+	ctx := context.Background()
+	boom := errors.New("boom")
+	behaviours := []struct {
+		name string
+		fn   func(t *testing.T, st Store)
+	}{
+		{"put open stat round trip", func(t *testing.T, st Store) {
+			meta := map[string]string{"Job": "a b", "SHA256": "x", "entity": "Café/Ünïcode: 100%", "spaces": "  pad  ",
+				"empty": "", "lines": "a\r\nb\tc", "pct": "%41", "lone": "%"}
+			before := time.Now().Add(-time.Minute)
+			o, err := st.Put(ctx, "jobs/a b/run 1/x.csv", strings.NewReader("hello"), meta)
+			if err != nil {
+				t.Fatalf("Put: %v", err)
+			}
+			wantMeta := map[string]string{"job": "a b", "sha256": "x", "entity": "Café/Ünïcode: 100%", "spaces": "  pad  ",
+				"empty": "", "lines": "a\r\nb\tc", "pct": "%41", "lone": "%"}
+			if o.Key != "jobs/a b/run 1/x.csv" || o.Size != 5 || o.ModTime.Before(before) || !equalMaps(o.Meta, wantMeta) {
+				t.Errorf("Put = %+v, want key, size 5, a recent mod time and meta %v", o, wantMeta)
+			}
+			if got := readAll(t, st, o.Key); got != "hello" {
+				t.Errorf("Open content = %q, want %q", got, "hello")
+			}
+			s, err := st.Stat(ctx, o.Key)
+			if err != nil {
+				t.Fatalf("Stat: %v", err)
+			}
+			if s.Key != o.Key || s.Size != 5 || s.ModTime.Before(before) || !equalMaps(s.Meta, wantMeta) {
+				t.Errorf("Stat = %+v, want size 5, a recent mod time and meta %v", s, wantMeta)
+			}
+			l, err := st.List(ctx, "jobs/")
+			if err != nil || len(l) != 1 || !equalMaps(l[0].Meta, wantMeta) || l[0].Size != 5 {
+				t.Errorf("List = %+v, %v; want the object with meta %v", l, err, wantMeta)
+			}
+		}},
+		{"put replaces content and metadata", func(t *testing.T, st Store) {
+			if _, err := st.Put(ctx, "k", strings.NewReader("first"), map[string]string{"a": "1"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.Put(ctx, "k", strings.NewReader("2"), nil); err != nil {
+				t.Fatalf("second Put: %v", err)
+			}
+			s, err := st.Stat(ctx, "k")
+			if err != nil || s.Size != 1 || s.Meta == nil || len(s.Meta) != 0 {
+				t.Errorf("Stat after replace = %+v, %v; want size 1 and empty non-nil meta", s, err)
+			}
+			if got := readAll(t, st, "k"); got != "2" {
+				t.Errorf("content after replace = %q, want %q", got, "2")
+			}
+		}},
+		{"absent objects", func(t *testing.T, st Store) {
+			if _, err := st.Put(ctx, "a/file", strings.NewReader("x"), nil); err != nil {
+				t.Fatal(err)
+			}
+			for _, key := range []string{"missing", "a/missing", "a/file/below", "a"} {
+				if _, err := st.Open(ctx, key); !errors.Is(err, ErrNotExist) {
+					t.Errorf("Open(%q) = %v, want ErrNotExist", key, err)
+				}
+				if _, err := st.Stat(ctx, key); !errors.Is(err, ErrNotExist) {
+					t.Errorf("Stat(%q) = %v, want ErrNotExist", key, err)
+				}
+				if err := st.Delete(ctx, key); err != nil {
+					t.Errorf("Delete(%q) of an absent object = %v, want nil", key, err)
+				}
+			}
+		}},
+		{"list by string prefix, sorted", func(t *testing.T, st Store) {
+			for _, k := range []string{"r/b", "r/a/2", "r/a/1", "r/ab", "r/a b", "other/x", "top", "r/Café"} {
+				if _, err := st.Put(ctx, k, strings.NewReader(k), map[string]string{"k": k}); err != nil {
+					t.Fatalf("Put(%q): %v", k, err)
+				}
+			}
+			tests := []struct{ prefix, want string }{
+				{"", "other/x r/Café r/a b r/a/1 r/a/2 r/ab r/b top"},
+				{"r/a/", "r/a/1 r/a/2"},
+				{"r/a", "r/a b r/a/1 r/a/2 r/ab"},
+				{"top", "top"},
+				{"nope/", ""},
+				{"top/x", ""},
+			}
+			for _, tt := range tests {
+				objs, err := st.List(ctx, tt.prefix)
+				if err != nil {
+					t.Fatalf("List(%q): %v", tt.prefix, err)
+				}
+				var got []string
+				for _, o := range objs {
+					got = append(got, o.Key)
+					if o.Meta["k"] != o.Key || o.Size != int64(len(o.Key)) {
+						t.Errorf("List(%q) object %+v: want meta k=%q and size %d", tt.prefix, o, o.Key, len(o.Key))
+					}
+				}
+				if objs == nil {
+					t.Errorf("List(%q) = nil, want an empty list", tt.prefix)
+				}
+				if strings.Join(got, " ") != tt.want {
+					t.Errorf("List(%q) = %q, want %q", tt.prefix, strings.Join(got, " "), tt.want)
+				}
+			}
+		}},
+		{"delete", func(t *testing.T, st Store) {
+			if _, err := st.Put(ctx, "d/x", strings.NewReader("x"), map[string]string{"a": "b"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Delete(ctx, "d/x"); err != nil {
+				t.Fatalf("Delete: %v", err)
+			}
+			if _, err := st.Stat(ctx, "d/x"); !errors.Is(err, ErrNotExist) {
+				t.Errorf("Stat after Delete = %v, want ErrNotExist", err)
+			}
+			if l, _ := st.List(ctx, ""); len(l) != 0 {
+				t.Errorf("List after Delete = %+v, want none", l)
+			}
+		}},
+		{"failed put leaves nothing", func(t *testing.T, st Store) {
+			r := io.MultiReader(bytes.NewReader(bytes.Repeat([]byte("x"), 3<<20)), iotest.ErrReader(boom))
+			if _, err := st.Put(ctx, "new", r, nil); !errors.Is(err, boom) {
+				t.Errorf("Put with a failing reader = %v, want it to wrap the reader's error", err)
+			}
+			if _, err := st.Stat(ctx, "new"); !errors.Is(err, ErrNotExist) {
+				t.Errorf("Stat after failed Put = %v, want ErrNotExist", err)
+			}
+		}},
+		{"failed put keeps the previous object", func(t *testing.T, st Store) {
+			if _, err := st.Put(ctx, "k", strings.NewReader("old"), map[string]string{"v": "old"}); err != nil {
+				t.Fatal(err)
+			}
+			r := io.MultiReader(bytes.NewReader(bytes.Repeat([]byte("y"), 3<<20)), iotest.ErrReader(boom))
+			if _, err := st.Put(ctx, "k", r, map[string]string{"v": "new"}); !errors.Is(err, boom) {
+				t.Errorf("Put with a failing reader = %v, want it to wrap the reader's error", err)
+			}
+			if got := readAll(t, st, "k"); got != "old" {
+				t.Errorf("content after failed Put = %q, want %q", got, "old")
+			}
+			if s, err := st.Stat(ctx, "k"); err != nil || s.Meta["v"] != "old" {
+				t.Errorf("Stat after failed Put = %+v, %v; want the old metadata", s, err)
+			}
+		}},
+		{"cancelled put stores nothing", func(t *testing.T, st Store) {
+			c, cancel := context.WithCancel(ctx)
+			cancel()
+			if _, err := st.Put(c, "k", strings.NewReader("x"), nil); !errors.Is(err, context.Canceled) {
+				t.Errorf("Put with a cancelled context = %v, want context.Canceled", err)
+			}
+			if _, err := st.Stat(ctx, "k"); !errors.Is(err, ErrNotExist) {
+				t.Errorf("Stat after cancelled Put = %v, want ErrNotExist", err)
+			}
+		}},
+		{"invalid keys rejected", func(t *testing.T, st Store) {
+			for _, key := range []string{"", "/abs", "a//b", "a/", "./a", "a/../b", "..", `a\b`, "nul\x00", "a./b", "end."} {
+				if _, err := st.Put(ctx, key, strings.NewReader("x"), nil); err == nil {
+					t.Errorf("Put(%q) succeeded, want an invalid-key error", key)
+				}
+				if _, err := st.Open(ctx, key); err == nil || errors.Is(err, ErrNotExist) {
+					t.Errorf("Open(%q) = %v, want an invalid-key error", key, err)
+				}
+				if _, err := st.Stat(ctx, key); err == nil || errors.Is(err, ErrNotExist) {
+					t.Errorf("Stat(%q) = %v, want an invalid-key error", key, err)
+				}
+				if err := st.Delete(ctx, key); err == nil {
+					t.Errorf("Delete(%q) succeeded, want an invalid-key error", key)
+				}
+			}
+			if l, _ := st.List(ctx, ""); len(l) != 0 {
+				t.Errorf("objects stored for invalid keys: %+v", l)
+			}
+		}},
+		{"invalid metadata keys rejected", func(t *testing.T, st Store) {
+			for _, meta := range []map[string]string{{"run-id": "x"}, {"1a": "x"}, {"é": "x"}, {"": "x"}, {"A": "1", "a": "2"}, {"a b": "x"}} {
+				if _, err := st.Put(ctx, "k", strings.NewReader("x"), meta); err == nil || !strings.Contains(err.Error(), "metadata key") {
+					t.Errorf("Put with meta %v = %v, want a metadata key error", meta, err)
+				}
+			}
+			if _, err := st.Stat(ctx, "k"); !errors.Is(err, ErrNotExist) {
+				t.Errorf("Stat = %v, want ErrNotExist after rejected Puts", err)
+			}
+		}},
+		{"escaped and unusual names", func(t *testing.T, st Store) {
+			keys := []string{"jobs/" + EscapeName("Odd/Name: x") + ".csv", "jobs/" + EscapeName("Inc.") + "/r", "jobs/100% (a)+b=c;d,e'f#g?h&i", "jobs/Café ünï.csv"}
+			for _, k := range keys {
+				if _, err := st.Put(ctx, k, strings.NewReader(k), nil); err != nil {
+					t.Fatalf("Put(%q): %v", k, err)
+				}
+				if got := readAll(t, st, k); got != k {
+					t.Errorf("Open(%q) = %q, want the key as content", k, got)
+				}
+			}
+			l, err := st.List(ctx, "jobs/")
+			if err != nil || len(l) != len(keys) {
+				t.Errorf("List = %+v, %v; want %d objects", l, err, len(keys))
+			}
+		}},
+		{"large object in several blocks", func(t *testing.T, st Store) {
+			data := make([]byte, 3<<20+12345)
+			rand.Read(data)
+			o, err := st.Put(ctx, "big.zip", bytes.NewReader(data), nil)
+			if err != nil || o.Size != int64(len(data)) {
+				t.Fatalf("Put = %+v, %v; want size %d", o, err, len(data))
+			}
+			if got := readAll(t, st, "big.zip"); got != string(data) {
+				t.Errorf("round trip differs (got %d bytes, want %d)", len(got), len(data))
+			}
+		}},
+		{"create once", func(t *testing.T, st Store) {
+			cr := st.(Creator)
+			o, err := cr.Create(ctx, "claims/j/slot", strings.NewReader("me"), map[string]string{"Owner": "me"})
+			if err != nil || o.Size != 2 || o.Meta["owner"] != "me" {
+				t.Fatalf("first Create = %+v, %v; want size 2 and owner meta", o, err)
+			}
+			if _, err := cr.Create(ctx, "claims/j/slot", strings.NewReader("you"), nil); !errors.Is(err, ErrExist) {
+				t.Errorf("second Create = %v, want ErrExist", err)
+			}
+			s, err := st.Stat(ctx, "claims/j/slot")
+			if err != nil || s.Meta["owner"] != "me" || readAll(t, st, "claims/j/slot") != "me" {
+				t.Errorf("after second Create: Stat = %+v, %v; want the first object", s, err)
+			}
+			if _, err := cr.Create(ctx, "bad//key", strings.NewReader("x"), nil); err == nil || errors.Is(err, ErrExist) {
+				t.Errorf("Create(bad//key) = %v, want an invalid-key error", err)
+			}
+		}},
+		{"concurrent creates: exactly one wins", func(t *testing.T, st Store) {
+			cr := st.(Creator)
+			const n = 6
+			var wg sync.WaitGroup
+			errs := make([]error, n)
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					_, errs[i] = cr.Create(ctx, "claims/race", strings.NewReader(strings.Repeat("x", i+1)), nil)
+				}()
+			}
+			wg.Wait()
+			wins := 0
+			for i, err := range errs {
+				switch {
+				case err == nil:
+					wins++
+				case !errors.Is(err, ErrExist):
+					t.Errorf("Create #%d = %v, want nil or ErrExist", i, err)
+				}
+			}
+			if wins != 1 {
+				t.Errorf("%d Creates succeeded, want exactly 1 (errors %v)", wins, errs)
+			}
+			if l, _ := st.List(ctx, ""); len(l) != 1 {
+				t.Errorf("List after racing Creates = %+v, want one object", l)
+			}
+		}},
+	}
+	for _, bh := range behaviours {
+		t.Run(bh.name, func(t *testing.T) { forEachBackend(t, bh.fn) })
+	}
+}
+
+func TestDirStoreCreateLeavesNoTemporaryFiles(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t)
+	for range 2 {
+		s.Create(ctx, "c/x", strings.NewReader("x"), map[string]string{"a": "b"})
+	}
+	var got []string
+	for _, f := range filesUnder(t, s.Root()) {
+		got = append(got, filepath.Base(f))
+	}
+	if strings.Join(got, " ") != "x x.meta.json" {
+		t.Errorf("files after two Creates = %q, want [x x.meta.json]", got)
+	}
+}
