@@ -52,6 +52,8 @@ type Export struct {
 	Jitter          time.Duration // random delay before a scheduled run, spreading load
 	Partial         string        // on PartiallySucceeded: "fail" or "publish"
 	Compression     string        // message bodies: "none", "gzip" or "zstd"
+	Delimiter       rune          // CSV field separator; 0 detects it from the header
+	MaxMessageBytes int           // cap of one message body; 0 → the publisher's default
 
 	FO        FOConfig
 	Store     StoreConfig
@@ -101,19 +103,31 @@ func (c AuthConfig) Options() dmf.AuthOptions {
 
 // StoreConfig says where packages, entity files and run records are kept.
 type StoreConfig struct {
-	Type   string // "dir"
+	Type   string // "dir" or "azblob"
 	Path   string // absolute directory, for dir
 	Prefix string // key prefix inside the store, no leading or trailing slash
+
+	// azblob: exactly one of AccountURL (with Auth), ConnectionString, SASURL.
+	AccountURL       string
+	Container        string
+	ConnectionString Secret
+	SASURL           Secret
+	Auth             AuthConfig
+	BlockSize        int64 // bytes; 0 → the store's default
+	Concurrency      int   // 0 → the store's default
 }
 
 // BrokerConfig says where batches go.
 type BrokerConfig struct {
-	Type          string // "amqp" or "file"
-	URL           Secret // amqp:// or amqps:// URL, for amqp
-	Path          string // absolute directory of NDJSON files, for file
-	ConfirmWindow int
-	Declare       bool
-	Queues        []QueueConfig
+	Type                string // "amqp" or "file"
+	URL                 Secret // amqp:// or amqps:// URL, for amqp
+	Path                string // absolute directory of NDJSON files, for file
+	ConfirmWindow       int
+	MaxUnconfirmedBytes int           // 0 → the sink's default
+	ReconnectTimeout    time.Duration // 0 → the sink's default; <0 never reconnect
+	NackRetries         int           // 0 → the sink's default
+	Declare             bool
+	Queues              []QueueConfig
 }
 
 // QueueConfig is a queue declared and bound to the export's exchange when
@@ -304,11 +318,11 @@ type section struct {
 var (
 	topKeys    = []string{"fo", "store", "broker", "poll", "retention", "exports"}
 	exportKeys = []string{"name", "schedule", "definition_group", "package_name", "legal_entity", "reexecute",
-		"enabled", "exchange", "routing_key", "batch_size", "jitter", "partial", "compression", "fo", "store", "broker", "poll", "retention"}
+		"enabled", "exchange", "routing_key", "batch_size", "jitter", "partial", "compression", "delimiter", "max_message_bytes", "fo", "store", "broker", "poll", "retention"}
 	sections = []section{
 		{"fo", []string{"url", "auth", "max_retries", "retry_base_delay", "retry_max_delay", "max_throttle_wait", "request_timeout"}},
-		{"store", []string{"type", "path", "prefix"}},
-		{"broker", []string{"type", "url", "path", "confirm_window", "declare", "queues", "allow_plaintext"}},
+		{"store", []string{"type", "path", "prefix", "account_url", "container", "connection_string", "sas_url", "auth", "block_size", "concurrency"}},
+		{"broker", []string{"type", "url", "path", "confirm_window", "max_unconfirmed_bytes", "reconnect_timeout", "nack_retries", "declare", "queues", "allow_plaintext"}},
 		{"poll", []string{"interval", "max_interval", "deadline", "package_url_timeout", "package_url_interval", "package_url_max_interval"}},
 		{"retention", []string{"keep_runs", "max_age"}},
 	}
@@ -744,6 +758,27 @@ func (d *decoder) export(n *yaml.Node, p string, top map[string]*yaml.Node) (Exp
 			}
 		}
 	}
+	if v := m["delimiter"]; v != nil {
+		if s, ok := d.str(v, p+".delimiter"); ok {
+			switch {
+			case s == "tab" || s == "\t":
+				e.Delimiter = '\t'
+			case len(s) == 1 && s[0] > ' ' && s[0] < 0x7f && s[0] != '"':
+				e.Delimiter = rune(s[0])
+			default:
+				d.problem(v, p+".delimiter", fmt.Sprintf("%q is not one ASCII character", s), `e.g. ";", "|" or tab; leave it out to detect it from the header line`)
+			}
+		}
+	}
+	if v := m["max_message_bytes"]; v != nil {
+		if s, ok := d.str(v, p+".max_message_bytes"); ok {
+			if n, err := parseSize(s); err != nil || n < 1<<10 || n > 512<<20 {
+				d.problem(v, p+".max_message_bytes", fmt.Sprintf("%q is not a size from 1KiB to 512MiB", s), "e.g. 16MiB; the broker's max_message_size must be at least this")
+			} else {
+				e.MaxMessageBytes = int(n)
+			}
+		}
+	}
 	e.Partial = "fail"
 	if v := m["partial"]; v != nil {
 		if s, ok := d.str(v, p+".partial"); ok {
@@ -952,10 +987,99 @@ func (d *decoder) store(n, exp *yaml.Node, p string) StoreConfig {
 	switch c.Type {
 	case "dir":
 		c.Path = d.requiredPath(m["path"], where(n, exp), p+".path", "the directory that keeps packages, entity files and run records, e.g. ./dmfexport-data")
+	case "azblob":
+		d.azblob(&c, m, where(n, exp), p)
 	default:
-		d.problem(m["type"], p+".type", fmt.Sprintf("unknown store type %q", c.Type), "this version supports: dir")
+		d.problem(m["type"], p+".type", fmt.Sprintf("unknown store type %q", c.Type), "use dir (a local directory) or azblob (Azure Blob Storage)")
 	}
 	return c
+}
+
+// azblob decodes the Azure Blob Storage keys of a store section.
+func (d *decoder) azblob(c *StoreConfig, m map[string]*yaml.Node, parent *yaml.Node, p string) {
+	if v := m["container"]; v != nil {
+		c.Container, _ = d.str(v, p+".container")
+	}
+	set := 0
+	if v := m["account_url"]; v != nil {
+		set++
+		if s, ok := d.str(v, p+".account_url"); ok {
+			u, err := url.Parse(s)
+			switch {
+			case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
+				d.problem(v, p+".account_url", fmt.Sprintf("%q is not a blob endpoint URL", s), "https://<account>.blob.core.windows.net/")
+			case u.Scheme == "http" && !isLoopback(u.Hostname()):
+				d.problem(v, p+".account_url", fmt.Sprintf("http URL to non-loopback host %q", u.Hostname()), "use https")
+			case u.RawQuery != "":
+				d.problem(v, p+".account_url", "holds a query (a SAS?)", "give a SAS as sas_url: ${VAR} instead")
+			default:
+				c.AccountURL = s
+			}
+		}
+		c.Auth = d.auth(m["auth"], parent, p+".auth")
+	} else if m["auth"] != nil {
+		d.problem(m["auth"], p+".auth", "auth is used only with account_url", "add account_url, or remove auth")
+	}
+	for _, sk := range []struct {
+		key, env string
+		dst      *Secret
+	}{
+		{"connection_string", "AZURE_STORAGE_CONNECTION_STRING", &c.ConnectionString},
+		{"sas_url", "EXPORTS_SAS_URL", &c.SASURL},
+	} {
+		v := m[sk.key]
+		if v == nil {
+			continue
+		}
+		set++
+		raw, _ := d.scalar(v, p+"."+sk.key)
+		if !usesEnv(raw) {
+			d.problem(v, p+"."+sk.key, "plain-text secret in the configuration file", fmt.Sprintf("write %s: ${%s} and set %s in the environment", sk.key, sk.env, sk.env))
+			continue
+		}
+		s, _ := d.str(v, p+"."+sk.key)
+		*sk.dst = Secret(s)
+	}
+	if set != 1 {
+		d.problem(parent, p, fmt.Sprintf("azblob store needs exactly one of account_url, connection_string, sas_url (%d given)", set),
+			"account_url with auth (Entra ID), connection_string: ${VAR}, or sas_url: ${VAR}")
+	}
+	if c.Container == "" && c.SASURL == "" {
+		d.missing(parent, p+".container", "the blob container, created if missing")
+	}
+	if v := m["block_size"]; v != nil {
+		if s, ok := d.str(v, p+".block_size"); ok {
+			n, err := parseSize(s)
+			if err != nil || n < 1<<20 || n > 4000<<20 {
+				d.problem(v, p+".block_size", fmt.Sprintf("%q is not a size from 1MiB to 4000MiB", s), "e.g. 8MiB")
+			} else {
+				c.BlockSize = n
+			}
+		}
+	}
+	if v := m["concurrency"]; v != nil {
+		c.Concurrency, _ = d.integer(v, p+".concurrency", 1, 256)
+	}
+}
+
+// parseSize reads a byte size: a number with an optional unit B, KiB, MiB,
+// GiB (or KB, MB, GB as their binary equivalents).
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	i := strings.IndexFunc(s, func(r rune) bool { return (r < '0' || r > '9') && r != '_' })
+	num, unit := s, ""
+	if i >= 0 {
+		num, unit = s[:i], strings.ToLower(strings.TrimSpace(s[i:]))
+	}
+	n, err := strconv.ParseInt(strings.ReplaceAll(num, "_", ""), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	mult := map[string]int64{"": 1, "b": 1, "kib": 1 << 10, "kb": 1 << 10, "k": 1 << 10, "mib": 1 << 20, "mb": 1 << 20, "m": 1 << 20, "gib": 1 << 30, "gb": 1 << 30, "g": 1 << 30}[unit]
+	if mult == 0 {
+		return 0, fmt.Errorf("bad size unit %q", unit)
+	}
+	return n * mult, nil
 }
 
 func (d *decoder) broker(n, exp *yaml.Node, p string) BrokerConfig {
@@ -975,6 +1099,21 @@ func (d *decoder) broker(n, exp *yaml.Node, p string) BrokerConfig {
 	}
 	if v := m["declare"]; v != nil {
 		c.Declare, _ = d.boolean(v, p+".declare")
+	}
+	if v := m["nack_retries"]; v != nil {
+		c.NackRetries, _ = d.integer(v, p+".nack_retries", 0, 100)
+	}
+	if v := m["reconnect_timeout"]; v != nil {
+		c.ReconnectTimeout, _ = d.duration(v, p+".reconnect_timeout")
+	}
+	if v := m["max_unconfirmed_bytes"]; v != nil {
+		if s, ok := d.str(v, p+".max_unconfirmed_bytes"); ok {
+			if n, err := parseSize(s); err != nil || n < 1<<20 || n > 1<<34 {
+				d.problem(v, p+".max_unconfirmed_bytes", fmt.Sprintf("%q is not a size from 1MiB to 16GiB", s), "e.g. 32MiB")
+			} else {
+				c.MaxUnconfirmedBytes = int(n)
+			}
+		}
 	}
 	plaintext := false
 	if v := m["allow_plaintext"]; v != nil {

@@ -325,3 +325,62 @@ func TestParseConfigAuth(t *testing.T) {
 		})
 	}
 }
+
+func TestParseConfigStoreAndBroker(t *testing.T) {
+	const tmpl = "fo:\n  url: https://contoso.operations.dynamics.com\n  auth: {method: default}\n%sbroker: {type: file, path: ./b}\nexports:\n  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF%s}\n"
+	tests := []struct {
+		name, store, export string
+		want                string // problem substring; "" means valid
+		check               func(*testing.T, Export)
+	}{
+		{"connection string", "store:\n  type: azblob\n  connection_string: ${FO_TOKEN}\n  container: exports\n  block_size: 16MiB\n  concurrency: 8\n", "", "",
+			func(t *testing.T, e Export) {
+				if e.Store.BlockSize != 16<<20 || e.Store.Concurrency != 8 || e.Store.ConnectionString.Reveal() != "secret-token" {
+					t.Errorf("store %+v", e.Store)
+				}
+			}},
+		{"account URL with managed identity", "store:\n  type: azblob\n  account_url: https://acct.blob.core.windows.net/\n  container: exports\n  auth: {method: managed_identity}\n", "", "",
+			func(t *testing.T, e Export) {
+				if e.Store.Auth.Method != "managed_identity" || e.Store.AccountURL == "" {
+					t.Errorf("store %+v", e.Store)
+				}
+			}},
+		{"SAS URL without container", "store:\n  type: azblob\n  sas_url: ${FO_TOKEN}\n", "", "", nil},
+		{"two methods", "store:\n  type: azblob\n  sas_url: ${FO_TOKEN}\n  connection_string: ${FO_TOKEN}\n", "", "needs exactly one of account_url, connection_string, sas_url (2 given)", nil},
+		{"plain-text connection string", "store:\n  type: azblob\n  connection_string: AccountKey=abc\n  container: c\n", "", "x.yaml:6:22: store.connection_string: plain-text secret", nil},
+		{"no container", "store:\n  type: azblob\n  connection_string: ${FO_TOKEN}\n", "", `missing required key "container"`, nil},
+		{"bad block size", "store:\n  type: azblob\n  connection_string: ${FO_TOKEN}\n  container: c\n  block_size: 10KiB\n", "", `"10KiB" is not a size from 1MiB to 4000MiB`, nil},
+		{"unknown store type", "store:\n  type: s3\n", "", `unknown store type "s3"`, nil},
+		{"export settings", "store: {path: ./d}\n", ", compression: zstd, delimiter: ';', max_message_bytes: 8MiB, partial: publish", "",
+			func(t *testing.T, e Export) {
+				if e.Compression != "zstd" || e.Delimiter != ';' || e.MaxMessageBytes != 8<<20 || e.Partial != "publish" {
+					t.Errorf("export %+v", e)
+				}
+			}},
+		{"tab delimiter", "store: {path: ./d}\n", ", delimiter: tab", "", func(t *testing.T, e Export) {
+			if e.Delimiter != '\t' {
+				t.Errorf("delimiter %q", e.Delimiter)
+			}
+		}},
+		{"bad compression", "store: {path: ./d}\n", ", compression: lz4", `unknown compression "lz4"`, nil},
+		{"bad delimiter", "store: {path: ./d}\n", ", delimiter: ';;'", `is not one ASCII character`, nil},
+		{"bad partial", "store: {path: ./d}\n", ", partial: maybe", `"maybe" is not fail or publish`, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := ParseConfig("conf/x.yaml", []byte(fmt.Sprintf(tmpl, tt.store, tt.export)), env)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("ParseConfig: %v", err)
+				}
+				if tt.check != nil {
+					tt.check(t, cfg.Exports[0])
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("ParseConfig error:\n%v\nwant one containing %q", err, tt.want)
+			}
+		})
+	}
+}

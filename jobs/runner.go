@@ -630,6 +630,7 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 		Job: u.exp.Name, RunID: u.rec.RunID, ExecutionID: u.rec.ExecutionID, Entity: e.Entity,
 		Exchange: u.exp.Exchange, RoutingKey: u.exp.RoutingKey, BatchSize: u.exp.BatchSize,
 		Format: e.Format, Sheet: e.Sheet, Compression: u.exp.Compression, ResumeFrom: resumeFrom,
+		Delimiter: u.exp.Delimiter, MaxMessageBytes: u.exp.MaxMessageBytes,
 		Progress: func(s publish.EntityStats) {
 			u.emit(Event{Entity: e.Entity, Rows: baseRows + s.Rows})
 		},
@@ -679,7 +680,9 @@ func OpenSink(ctx context.Context, exp *Export, log *slog.Logger) (publish.Sink,
 		return s, nil
 	case "amqp":
 		s, err := publish.DialAMQP(ctx, publish.AMQPOptions{
-			URL: b.URL.Reveal(), ConfirmWindow: b.ConfirmWindow, ConnectionName: connectionName(exp.Name), Logger: log,
+			URL: b.URL.Reveal(), ConfirmWindow: b.ConfirmWindow, MaxUnconfirmedBytes: b.MaxUnconfirmedBytes,
+			ReconnectTimeout: b.ReconnectTimeout, NackRetries: b.NackRetries,
+			ConnectionName: connectionName(exp.Name), Logger: log,
 		})
 		if err != nil {
 			return nil, err
@@ -718,18 +721,53 @@ func (u *run) meta(extra map[string]string) map[string]string {
 	return m
 }
 
+// stores caches opened stores by configuration: a blob store holds a
+// connection pool and a credential with its token cache, and opening it
+// checks (or creates) the container once.
+var stores = struct {
+	sync.Mutex
+	m map[string]unpack.Store
+}{m: map[string]unpack.Store{}}
+
 // openStore opens the store a job's store section describes.
 func openStore(c StoreConfig) (unpack.Store, error) {
+	key := fmt.Sprintf("%#v", c)
+	stores.Lock()
+	defer stores.Unlock()
+	if st, ok := stores.m[key]; ok {
+		return st, nil
+	}
+	var st unpack.Store
 	switch c.Type {
 	case "dir":
 		s, err := unpack.NewDirStore(c.Path)
 		if err != nil {
 			return nil, fmt.Errorf("open store directory %s: %w", c.Path, err)
 		}
-		return s, nil
+		st = s
+	case "azblob":
+		o := unpack.BlobOptions{AccountURL: c.AccountURL, Container: c.Container,
+			ConnectionString: c.ConnectionString.Reveal(), SASURL: c.SASURL.Reveal(),
+			BlockSize: c.BlockSize, Concurrency: c.Concurrency}
+		if c.AccountURL != "" {
+			cred, err := dmf.NewCredential(c.Auth.Options(), nil)
+			if err != nil {
+				return nil, fmt.Errorf("blob store credential (%s): %w", c.Auth.Options().Describe(), err)
+			}
+			o.Credential = cred
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		s, err := unpack.NewBlobStore(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		st = s
 	default:
 		return nil, fmt.Errorf("unknown store type %q", c.Type)
 	}
+	stores.m[key] = st
+	return st, nil
 }
 
 // newRunID makes a run ID that sorts by start time and is unique without

@@ -31,7 +31,7 @@ func csvEntity(name string, n int) dmftest.Entity {
 	var b bytes.Buffer
 	b.WriteString("\ufeffID,NAME,NOTE\r\n")
 	for i := 1; i <= n; i++ {
-		fmt.Fprintf(&b, "%06d,\"Name, %d\",\"said \"\"hi\"\"\nline two\"\r\n", i, i)
+		fmt.Fprintf(&b, "%06d,\"Name, %d\",\"said \"\"hi\"\"\r\nline two\"\r\n", i, i)
 	}
 	return dmftest.Entity{Name: name, File: name + ".csv", SourceFormat: "CSV-Unicode", Data: b.Bytes()}
 }
@@ -143,7 +143,7 @@ func TestRunEndToEnd(t *testing.T) {
 			}
 			for _, r := range b.Data.Rows {
 				seen[b.Data.Entity][r["ID"]]++
-				if !strings.HasPrefix(r["NAME"], "Name, ") || r["NOTE"] != "said \"hi\"\nline two" {
+				if !strings.HasPrefix(r["NAME"], "Name, ") || r["NOTE"] != "said \"hi\"\r\nline two" {
 					t.Fatalf("entity %s row %s arrived altered: %q", b.Data.Entity, r["ID"], r)
 				}
 			}
