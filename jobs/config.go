@@ -24,6 +24,9 @@ import (
 type Config struct {
 	Path    string // the file it was loaded from
 	Exports []Export
+	// LeaseTTL is how long a run's lease lives without a heartbeat before
+	// another replica sharing the store may take the run over.
+	LeaseTTL time.Duration
 }
 
 // Export returns the export named name.
@@ -275,6 +278,18 @@ func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)
 	d.poll(top["poll"], "")
 	d.retention(top["retention"], "")
 	d.sharedPass = false
+	cfg.LeaseTTL = DefaultLeaseTTL
+	if n := top["replicas"]; n != nil {
+		if m := d.mapping(n, "replicas", []string{"lease_ttl"}); m != nil && m["lease_ttl"] != nil {
+			if v, ok := d.duration(m["lease_ttl"], "replicas.lease_ttl"); ok {
+				if v < 3*time.Second {
+					d.problem(m["lease_ttl"], "replicas.lease_ttl", fmt.Sprintf("%s is too short", v), "at least 3s; the lease is refreshed every third of it")
+				} else {
+					cfg.LeaseTTL = v
+				}
+			}
+		}
+	}
 	expsNode := top["exports"]
 	if expsNode == nil {
 		d.missing(root, "exports", "add an exports: list with one entry per export definition")
@@ -316,7 +331,7 @@ type section struct {
 }
 
 var (
-	topKeys    = []string{"fo", "store", "broker", "poll", "retention", "exports"}
+	topKeys    = []string{"fo", "store", "broker", "poll", "retention", "replicas", "exports"}
 	exportKeys = []string{"name", "schedule", "definition_group", "package_name", "legal_entity", "reexecute",
 		"enabled", "exchange", "routing_key", "batch_size", "jitter", "partial", "compression", "delimiter", "max_message_bytes", "fo", "store", "broker", "poll", "retention"}
 	sections = []section{

@@ -48,6 +48,10 @@ type Runner struct {
 	OnEvent    func(Event)                                                  // optional live progress
 	NewSink    func(ctx context.Context, exp *Export) (publish.Sink, error) // nil → sink from exp.Broker
 	Metrics    *Metrics                                                     // nil → none
+	// LeaseTTL is how long a run's lease in the store lives without a
+	// heartbeat before another replica may take the run over; 0 means
+	// DefaultLeaseTTL.
+	LeaseTTL time.Duration
 
 	mu      sync.Mutex
 	running map[string]bool
@@ -73,6 +77,11 @@ func (r *Runner) Run(ctx context.Context, exp *Export, opts RunOptions) (*RunRec
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
+	if held, err := r.runningElsewhere(ctx, exp, st); err != nil {
+		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
+	} else if held != "" {
+		return nil, fmt.Errorf("export %s: %w (%s); wait for it to finish", exp.Name, ErrAlreadyRunning, held)
+	}
 	now := time.Now().UTC()
 	rec := &RunRecord{
 		Job:             exp.Name,
@@ -84,7 +93,43 @@ func (r *Runner) Run(ctx context.Context, exp *Export, opts RunOptions) (*RunRec
 		DefinitionGroup: exp.DefinitionGroup,
 		LegalEntity:     exp.LegalEntity,
 	}
-	return r.drive(ctx, exp, st, rec, false)
+	lease, err := acquireLease(ctx, st, leasePrefix(exp.Store.Prefix, exp.Name, rec.RunID), 1, r.leaseTTL())
+	if err != nil {
+		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
+	}
+	return r.drive(ctx, exp, st, rec, false, lease)
+}
+
+func (r *Runner) leaseTTL() time.Duration {
+	if r.LeaseTTL > 0 {
+		return r.LeaseTTL
+	}
+	return DefaultLeaseTTL
+}
+
+// runningElsewhere names an unfinished run of exp that a live process other
+// than this one owns, or returns "".
+func (r *Runner) runningElsewhere(ctx context.Context, exp *Export, st unpack.Store) (string, error) {
+	if _, ok := st.(unpack.Creator); !ok {
+		return "", nil
+	}
+	recs, err := LoadRecords(ctx, st, exp.Store.Prefix, exp.Name)
+	if err != nil {
+		return "", err
+	}
+	for _, rec := range recs {
+		if rec.State.Final() {
+			continue
+		}
+		gen, obj, err := newestLease(ctx, st, leasePrefix(exp.Store.Prefix, exp.Name, rec.RunID))
+		if err != nil || gen == 0 {
+			continue
+		}
+		if alive, owner := leaseAlive(ctx, st, obj, r.leaseTTL()); alive {
+			return fmt.Sprintf("run %s in state %s, owned by %s", rec.RunID, rec.State, owner), nil
+		}
+	}
+	return "", nil
 }
 
 // Unfinished returns the runs of exp whose records are not in a final state:
@@ -119,9 +164,33 @@ func (r *Runner) Resume(ctx context.Context, exp *Export, rec *RunRecord) (*RunR
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
+	// Take the run over only if no live process owns it, by creating the
+	// next lease generation: of several replicas trying, one succeeds.
+	prefix := leasePrefix(exp.Store.Prefix, exp.Name, rec.RunID)
+	gen, obj, err := newestLease(ctx, st, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, err)
+	}
+	if gen > 0 {
+		if alive, owner := leaseAlive(ctx, st, obj, r.leaseTTL()); alive {
+			return nil, fmt.Errorf("export %s run %s: %w (%s)", exp.Name, rec.RunID, ErrLeaseHeld, owner)
+		}
+	}
+	lease, err := acquireLease(ctx, st, prefix, gen+1, r.leaseTTL())
+	if err != nil {
+		return nil, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, err)
+	}
+	// The record may have moved while the lease was being taken.
+	if fresh, err := readRecord(ctx, st, recordKey(exp.Store.Prefix, exp.Name, rec.RunID)); err == nil {
+		rec = fresh
+	}
+	if rec.State.Final() {
+		lease.release(ctx)
+		return rec, nil
+	}
 	rec.Resumes++
 	rec.Error = ""
-	return r.drive(ctx, exp, st, rec, true)
+	return r.drive(ctx, exp, st, rec, true, lease)
 }
 
 // ResumeAll resumes the unfinished runs of every export in exps, one job
@@ -137,8 +206,9 @@ func (r *Runner) ResumeAll(ctx context.Context, exps []*Export) {
 			if ctx.Err() != nil {
 				return
 			}
-			r.logger().Info("resuming unfinished run", "job", exp.Name, "run", rec.RunID, "state", rec.State)
-			if _, err := r.Resume(ctx, exp, rec); err != nil {
+			if _, err := r.Resume(ctx, exp, rec); errors.Is(err, ErrLeaseHeld) || errors.Is(err, ErrAlreadyRunning) {
+				r.logger().Debug("unfinished run owned by a live process", "job", exp.Name, "run", rec.RunID, "err", err)
+			} else if err != nil {
 				r.logger().Error("resumed run failed", "job", exp.Name, "run", rec.RunID, "err", err)
 			}
 		}
@@ -146,21 +216,38 @@ func (r *Runner) ResumeAll(ctx context.Context, exps []*Export) {
 }
 
 // drive executes a run and writes its final record.
-func (r *Runner) drive(ctx context.Context, exp *Export, st unpack.Store, rec *RunRecord, resuming bool) (*RunRecord, error) {
+func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec *RunRecord, resuming bool, lease *runLease) (*RunRecord, error) {
 	if rec.Durations == nil {
 		rec.Durations = map[string]string{}
 	}
-	run := &run{r: r, exp: exp, st: st, rec: rec, resuming: resuming, steps: map[string]time.Duration{},
+	run := &run{r: r, exp: exp, st: st, rec: rec, resuming: resuming, lease: lease, steps: map[string]time.Duration{},
 		log: r.logger().With("job", exp.Name, "run", rec.RunID)}
 	if rec.ExecutionID != "" {
 		run.log = run.log.With("execution", rec.ExecutionID)
 	}
+	if resuming {
+		run.log.Info("resuming unfinished run", "state", rec.State, "resumes", rec.Resumes)
+	}
+	ctx, cancelRun := context.WithCancel(parent)
+	defer cancelRun()
+	lease.keep(func() {
+		run.log.Warn("run taken over by another replica; stopping here")
+		cancelRun()
+	})
+	defer func() {
+		relCtx, cancel := context.WithTimeout(context.WithoutCancel(parent), 30*time.Second)
+		defer cancel()
+		lease.release(relCtx)
+	}()
 	r.Metrics.runStarted(exp.Name)
 	defer func() { r.Metrics.runFinished(rec, run.steps) }()
 	if err := run.save(ctx); err != nil {
 		return rec, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
 	runErr := run.execute(ctx)
+	if lease.Lost() {
+		return rec, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, ErrLeaseLost)
+	}
 	interrupted := runErr != nil && ctx.Err() != nil
 	switch {
 	case interrupted:
@@ -281,6 +368,9 @@ type run struct {
 	steps map[string]time.Duration
 	// resuming is set when the run is taken up again from its record.
 	resuming bool
+	// lease is this process's ownership of the run (nil without a store
+	// that can coordinate replicas).
+	lease *runLease
 	// mu guards rec while an entity is published (confirmations arrive on
 	// the sink's goroutine); saveMu orders record writes.
 	mu, saveMu sync.Mutex
@@ -303,6 +393,9 @@ func (u *run) emit(e Event) {
 func (u *run) save(ctx context.Context) error {
 	u.saveMu.Lock()
 	defer u.saveMu.Unlock()
+	if u.lease.Lost() {
+		return ErrLeaseLost // another replica owns the record now
+	}
 	u.mu.Lock()
 	b, err := encodeRecord(u.rec)
 	u.mu.Unlock()

@@ -160,7 +160,19 @@ func (s *Scheduler) fire(exp *Export) {
 	if ctx.Err() != nil {
 		return
 	}
-	rec, err := s.runner.Run(ctx, exp, RunOptions{Trigger: "schedule", ScheduledAt: scheduled})
+	// Every replica fires every job; the one that claims the slot runs it.
+	slot := slotOf(exp.Schedule, scheduled)
+	if st, err := openStore(exp.Store); err != nil {
+		s.log.Error("scheduled run not started: store unavailable", "job", exp.Name, "err", err)
+		return
+	} else if ok, err := claimSlot(ctx, st, exp, slot); err != nil {
+		s.log.Error("scheduled run not started", "job", exp.Name, "err", err)
+		return
+	} else if !ok {
+		s.log.Info("schedule slot taken by another replica", "job", exp.Name, "slot", slot.Format(time.RFC3339))
+		return
+	}
+	rec, err := s.runner.Run(ctx, exp, RunOptions{Trigger: "schedule", ScheduledAt: slot})
 	switch {
 	case errors.Is(err, ErrAlreadyRunning):
 		s.log.Warn("scheduled run skipped: previous run still in progress", "job", exp.Name)
@@ -178,13 +190,43 @@ func (s *Scheduler) fire(exp *Export) {
 func (s *Scheduler) Start() { s.s.Start() }
 
 // ResumeUnfinished takes up, in the background, every run the store shows
-// unfinished (cut off by a stop or a crash), oldest first per job. Stop
-// interrupts them like any run.
+// unfinished (cut off by a stop or a crash) and not owned by a live
+// process: at once, then every interval (half the lease TTL), so runs of a
+// replica that died are adopted by another. Stop interrupts them like any
+// run.
 func (s *Scheduler) ResumeUnfinished() {
-	s.mu.Lock()
-	exps := slices.Clone(s.all)
-	s.mu.Unlock()
-	s.resumes.Go(func() { s.runner.ResumeAll(s.runCtx, exps) })
+	interval := s.runner.leaseTTL() / 2
+	s.resumes.Go(func() {
+		var jobs sync.WaitGroup
+		defer jobs.Wait()
+		busy := map[string]bool{}
+		var mu sync.Mutex
+		for {
+			s.mu.Lock()
+			exps := slices.Clone(s.all)
+			s.mu.Unlock()
+			for _, exp := range exps {
+				mu.Lock()
+				skip := busy[exp.Name]
+				busy[exp.Name] = true
+				mu.Unlock()
+				if skip {
+					continue // still resuming this job's runs
+				}
+				jobs.Go(func() {
+					s.runner.ResumeAll(s.runCtx, []*Export{exp})
+					mu.Lock()
+					delete(busy, exp.Name)
+					mu.Unlock()
+				})
+			}
+			select {
+			case <-s.runCtx.Done():
+				return
+			case <-time.After(interval):
+			}
+		}
+	})
 }
 
 // NextRuns returns each scheduled job's next fire time (after Start).

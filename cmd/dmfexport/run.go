@@ -61,7 +61,7 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	metrics := jobs.NewMetrics()
-	runner := &jobs.Runner{Logger: log, Metrics: metrics}
+	runner := &jobs.Runner{Logger: log, Metrics: metrics, LeaseTTL: cfg.LeaseTTL}
 	sch, err := jobs.NewScheduler(cfg, runner, log, c.stopTimeout)
 	if err != nil {
 		return err

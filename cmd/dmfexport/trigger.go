@@ -50,7 +50,7 @@ func (c *triggerCommand) Run(ctx context.Context, args []string) error {
 		}
 		exps = append(exps, e)
 	}
-	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout)}
+	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout), LeaseTTL: cfg.LeaseTTL}
 	return runAll(ctx, runner, exps, "manual", os.Stdout)
 }
 

@@ -1,0 +1,261 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/dmfexport/dmfexport/unpack"
+)
+
+// Several replicas of dmfexport may share one store. The store is then the
+// only coordination service, through two create-once primitives
+// (unpack.Creator):
+//
+//   - A schedule slot is claimed by creating "_claims/<job>/<slot time>";
+//     the one replica whose create succeeds runs that slot.
+//   - A run is owned through leases "_leases/<job>/<run>/<generation>". The
+//     owner of the highest generation owns the run and rewrites its lease
+//     object every LeaseTTL/3; the object's modification time (the store's
+//     clock) is its heartbeat. A replica that finds an unfinished run whose
+//     newest lease is older than LeaseTTL creates the next generation and,
+//     if that create succeeds, resumes the run. An owner that sees a newer
+//     generation than its own has lost the run: it cancels its work and
+//     stops writing the record.
+//
+// Stores that cannot create once (no unpack.Creator) run without claims or
+// leases: one process per store.
+
+// ErrLeaseHeld is returned when another live replica owns a run.
+var ErrLeaseHeld = errors.New("run is owned by another live process")
+
+// ErrLeaseLost is returned when a run was taken over by another replica
+// while this one worked on it.
+var ErrLeaseLost = errors.New("run was taken over by another replica")
+
+// DefaultLeaseTTL is how long a run's lease lives without a heartbeat.
+const DefaultLeaseTTL = 30 * time.Second
+
+// replicaID names this process in claims and leases: host, pid and a random
+// part, so a restarted process on the same host is a different replica.
+var replicaID = func() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(b))
+}()
+
+// leaseBody is the content of a lease or claim object.
+type leaseBody struct {
+	Replica string    `json:"replica"`
+	At      time.Time `json:"at"`
+}
+
+func leasePrefix(storePrefix, job, runID string) string {
+	return path.Join(storePrefix, "_leases", unpack.EscapeName(job), unpack.EscapeName(runID))
+}
+
+func genKey(prefix string, gen int) string { return fmt.Sprintf("%s/%08d", prefix, gen) }
+
+// runLease is this process's ownership of one run.
+type runLease struct {
+	st     unpack.Store
+	prefix string
+	gen    int
+	ttl    time.Duration
+
+	mu   sync.Mutex
+	lost bool
+	stop chan struct{}
+	done chan struct{}
+}
+
+// newestLease returns the highest lease generation of a run and its object;
+// gen 0 means none.
+func newestLease(ctx context.Context, st unpack.Store, prefix string) (int, unpack.Object, error) {
+	objs, err := st.List(ctx, prefix+"/")
+	if err != nil {
+		return 0, unpack.Object{}, fmt.Errorf("list leases: %w", err)
+	}
+	gen, newest := 0, unpack.Object{}
+	for _, o := range objs {
+		g, err := strconv.Atoi(path.Base(o.Key))
+		if err == nil && g > gen {
+			gen, newest = g, o
+		}
+	}
+	return gen, newest, nil
+}
+
+// leaseAlive reports whether lease object o still stands for a live owner:
+// refreshed within ttl, and not left by a process of this host that is
+// gone (a restart on the same machine takes over at once).
+func leaseAlive(ctx context.Context, st unpack.Store, o unpack.Object, ttl time.Duration) (bool, string) {
+	var b leaseBody
+	if rc, err := st.Open(ctx, o.Key); err == nil {
+		_ = json.NewDecoder(rc).Decode(&b)
+		rc.Close()
+	}
+	if time.Since(o.ModTime) > ttl {
+		return false, b.Replica
+	}
+	host, _ := os.Hostname()
+	parts := strings.Split(b.Replica, "/")
+	if len(parts) == 3 && parts[0] == host && b.Replica != replicaID {
+		if pid, err := strconv.Atoi(parts[1]); err == nil && !processAlive(pid) {
+			return false, b.Replica
+		}
+	}
+	return true, b.Replica
+}
+
+// processAlive reports whether a process with this pid exists here.
+func processAlive(pid int) bool {
+	if pid == os.Getpid() {
+		return true
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// acquireLease takes generation gen of a run's lease. It fails with
+// ErrLeaseHeld when another replica created that generation first.
+func acquireLease(ctx context.Context, st unpack.Store, prefix string, gen int, ttl time.Duration) (*runLease, error) {
+	c, ok := st.(unpack.Creator)
+	if !ok {
+		return nil, nil // no coordination possible: one process per store
+	}
+	body, _ := json.Marshal(leaseBody{Replica: replicaID, At: time.Now().UTC()})
+	if _, err := c.Create(ctx, genKey(prefix, gen), bytes.NewReader(body), nil); err != nil {
+		if errors.Is(err, unpack.ErrExist) {
+			return nil, ErrLeaseHeld
+		}
+		return nil, fmt.Errorf("take run lease: %w", err)
+	}
+	return &runLease{st: st, prefix: prefix, gen: gen, ttl: ttl, stop: make(chan struct{}), done: make(chan struct{})}, nil
+}
+
+// keep refreshes the lease until release, and calls lost (once) if another
+// replica takes the run over.
+func (l *runLease) keep(lost func()) {
+	if l == nil {
+		return
+	}
+	go func() {
+		defer close(l.done)
+		t := time.NewTicker(l.ttl / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-l.stop:
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), l.ttl/3)
+			gen, _, err := newestLease(ctx, l.st, l.prefix)
+			if err == nil && gen > l.gen {
+				cancel()
+				l.mu.Lock()
+				l.lost = true
+				l.mu.Unlock()
+				lost()
+				return
+			}
+			body, _ := json.Marshal(leaseBody{Replica: replicaID, At: time.Now().UTC()})
+			_, _ = l.st.Put(ctx, genKey(l.prefix, l.gen), bytes.NewReader(body), nil)
+			cancel()
+		}
+	}()
+}
+
+// Lost reports whether the run was taken over.
+func (l *runLease) Lost() bool {
+	if l == nil {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lost
+}
+
+// release stops refreshing and deletes every lease generation, so another
+// replica may take the run up at once (a run stopped unfinished) or no
+// lease is left behind (a finished run).
+func (l *runLease) release(ctx context.Context) {
+	if l == nil {
+		return
+	}
+	close(l.stop)
+	<-l.done
+	if l.Lost() {
+		return // the new owner's leases are not ours to delete
+	}
+	objs, err := l.st.List(ctx, l.prefix+"/")
+	if err != nil {
+		return
+	}
+	for _, o := range objs {
+		_ = l.st.Delete(ctx, o.Key)
+	}
+}
+
+// claimSlot claims one scheduled fire of exp across replicas. It returns
+// false when another replica claimed the slot first; stores without
+// create-once always grant it.
+func claimSlot(ctx context.Context, st unpack.Store, exp *Export, slot time.Time) (bool, error) {
+	c, ok := st.(unpack.Creator)
+	if !ok {
+		return true, nil
+	}
+	key := path.Join(exp.Store.Prefix, "_claims", unpack.EscapeName(exp.Name), slot.UTC().Format("20060102T150405Z"))
+	body, _ := json.Marshal(leaseBody{Replica: replicaID, At: time.Now().UTC()})
+	if _, err := c.Create(ctx, key, bytes.NewReader(body), nil); err != nil {
+		if errors.Is(err, unpack.ErrExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("claim schedule slot %s: %w", slot.Format(time.RFC3339), err)
+	}
+	return true, nil
+}
+
+// slotOf returns the scheduled time a fire at now belongs to: the latest
+// time of the schedule not after now (plus a little, for timers that fire
+// early). Every replica computes the same slot for the same fire. An
+// "@every" schedule is aligned to multiples of its interval.
+func slotOf(schedule string, now time.Time) time.Time {
+	sched, err := cronParser.Parse(strings.TrimSpace(schedule))
+	if err != nil {
+		return now.Truncate(time.Second)
+	}
+	if c, ok := sched.(cron.ConstantDelaySchedule); ok {
+		return now.Add(500 * time.Millisecond).Truncate(c.Delay)
+	}
+	limit := now.Add(500 * time.Millisecond)
+	for lookback := time.Second; lookback < 400*24*time.Hour; lookback *= 2 {
+		t := sched.Next(limit.Add(-lookback))
+		if t.IsZero() || t.After(limit) {
+			continue
+		}
+		for {
+			n := sched.Next(t)
+			if n.IsZero() || n.After(limit) {
+				return t
+			}
+			t = n
+		}
+	}
+	return now.Truncate(time.Second)
+}

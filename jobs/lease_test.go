@@ -1,0 +1,157 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/unpack"
+)
+
+func TestSlotOf(t *testing.T) {
+	at := func(h, m, s, ms int) time.Time { return time.Date(2026, 11, 25, h, m, s, ms*1e6, time.UTC) }
+	tests := []struct {
+		name, schedule string
+		now, want      time.Time
+	}{
+		{"fired on time", "*/15 * * * *", at(10, 15, 0, 3), at(10, 15, 0, 0)},
+		{"fired late", "*/15 * * * *", at(10, 15, 2, 0), at(10, 15, 0, 0)},
+		{"fired a little early", "*/15 * * * *", at(10, 14, 59, 800), at(10, 15, 0, 0)},
+		{"every 3 seconds", "*/3 * * * * *", at(10, 0, 3, 40), at(10, 0, 3, 0)},
+		{"daily", "@daily", at(0, 0, 1, 0), at(0, 0, 0, 0)},
+		{"every 10s aligned", "@every 10s", at(10, 0, 19, 700), at(10, 0, 20, 0)},
+		{"time zone", "CRON_TZ=Asia/Tokyo 0 9 * * *", at(0, 0, 0, 50), at(0, 0, 0, 0)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := slotOf(tt.schedule, tt.now); !got.Equal(tt.want) {
+				t.Errorf("slotOf(%q, %s) = %s, want %s", tt.schedule, tt.now.Format(time.StampMilli), got.UTC().Format(time.StampMilli), tt.want.Format(time.StampMilli))
+			}
+		})
+	}
+}
+
+// TestClaimSlotOnce races many claimers of one slot: exactly one wins.
+func TestClaimSlotOnce(t *testing.T) {
+	st := mustDirStore(t, t.TempDir())
+	exp := &Export{Name: "job"}
+	slot := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			ok, err := claimSlot(context.Background(), st, exp, slot)
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				wins.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Errorf("%d claimers won slot %s, want exactly 1", wins.Load(), slot)
+	}
+	if ok, _ := claimSlot(context.Background(), st, exp, slot.Add(time.Minute)); !ok {
+		t.Error("the next slot could not be claimed")
+	}
+}
+
+// TestLeaseTakeover checks who may take over an unfinished run: nobody while
+// its owner's lease is fresh; one replica once it lapsed; and the old owner
+// then stops writing the record.
+func TestLeaseTakeover(t *testing.T) {
+	ctx := context.Background()
+	st := mustDirStore(t, t.TempDir())
+	prefix := leasePrefix("", "job", "run1")
+	ttl := 600 * time.Millisecond
+	owner, err := acquireLease(ctx, st, prefix, 1, ttl)
+	if err != nil || owner == nil {
+		t.Fatalf("first lease: %v", err)
+	}
+	lost := make(chan struct{})
+	owner.keep(func() { close(lost) })
+
+	if _, err := acquireLease(ctx, st, prefix, 1, ttl); !errors.Is(err, ErrLeaseHeld) {
+		t.Errorf("second lease of generation 1: %v, want ErrLeaseHeld", err)
+	}
+	gen, obj, err := newestLease(ctx, st, prefix)
+	if err != nil || gen != 1 {
+		t.Fatalf("newestLease = %d, %v", gen, err)
+	}
+	time.Sleep(ttl) // the owner keeps refreshing
+	_, obj, _ = newestLease(ctx, st, prefix)
+	if alive, who := leaseAlive(ctx, st, obj, ttl); !alive || who != replicaID {
+		t.Errorf("refreshed lease alive=%v owner %q, want alive and %q", alive, who, replicaID)
+	}
+	// Another replica takes generation 2 (as if the first had lapsed).
+	taker, err := acquireLease(ctx, st, prefix, 2, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-lost:
+	case <-time.After(3 * ttl):
+		t.Fatal("the old owner did not notice the takeover")
+	}
+	if !owner.Lost() || taker.Lost() {
+		t.Errorf("Lost: old owner %v, new owner %v; want true, false", owner.Lost(), taker.Lost())
+	}
+	owner.release(ctx) // must not delete the new owner's lease
+	if gen, _, _ := newestLease(ctx, st, prefix); gen != 2 {
+		t.Errorf("after the old owner released, newest generation %d, want 2", gen)
+	}
+	taker.keep(func() {})
+	taker.release(ctx)
+	if gen, _, _ := newestLease(ctx, st, prefix); gen != 0 {
+		t.Errorf("after release %d generations left, want none", gen)
+	}
+}
+
+// TestRunRefusedWhileOwnedElsewhere: a run of a job whose unfinished run
+// holds a fresh lease of another process is refused; once the lease lapsed,
+// Resume adopts and finishes that run.
+func TestRunRefusedWhileOwnedElsewhere(t *testing.T) {
+	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 10)}}, ExecutionTime: 20 * time.Millisecond})
+	defer sim.Close()
+	exp := fileExport(sim, t.TempDir())
+	ctx := context.Background()
+	st, err := openStore(exp.Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An unfinished run owned by another (live-looking) replica.
+	rec := &RunRecord{Job: exp.Name, RunID: "20261125T100000Z-aaaaaaaa", State: StatePending, StartedAt: time.Now().UTC(),
+		DefinitionGroup: "G", LegalEntity: "USMF", Durations: map[string]string{}}
+	if err := saveRecord(ctx, st, "", rec); err != nil {
+		t.Fatal(err)
+	}
+	other := `{"replica":"elsewhere/1/ffffffff","at":"2026-11-25T10:00:00Z"}`
+	if _, err := st.(unpack.Creator).Create(ctx, genKey(leasePrefix("", exp.Name, rec.RunID), 1), strings.NewReader(other), nil); err != nil {
+		t.Fatal(err)
+	}
+	r := &Runner{LeaseTTL: 500 * time.Millisecond}
+	if _, err := r.Run(ctx, exp, RunOptions{}); !errors.Is(err, ErrAlreadyRunning) || !strings.Contains(err.Error(), "elsewhere/1") {
+		t.Errorf("Run while another replica owns a run: %v, want ErrAlreadyRunning naming the owner", err)
+	}
+	if _, err := r.Resume(ctx, exp, rec); !errors.Is(err, ErrLeaseHeld) {
+		t.Errorf("Resume of a run with a fresh lease: %v, want ErrLeaseHeld", err)
+	}
+	time.Sleep(600 * time.Millisecond) // the other replica's lease lapses
+	got, err := r.Resume(ctx, exp, rec)
+	if err != nil || got.State != StateSucceeded || got.Resumes != 1 {
+		t.Fatalf("Resume after the lease lapsed: %v, state %v", err, got)
+	}
+	if n := sim.Exports(); n != 1 {
+		t.Errorf("%d exports, want 1", n)
+	}
+	if gen, _, _ := newestLease(ctx, st, leasePrefix("", exp.Name, rec.RunID)); gen != 0 {
+		t.Errorf("leases left after the run finished: generation %d", gen)
+	}
+}
