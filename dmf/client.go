@@ -124,6 +124,8 @@ type Client struct {
 	urlWaitMax      time.Duration // cap of the WaitPackageURL backoff
 	unknownLimit    int           // Unknown answers tolerated by PollStatus
 
+	onRetry func(action, reason string)
+
 	identity string // who the token stands for, for 401/403 errors
 	appID    string // application ID to register in F&O, for 401/403 errors
 
@@ -179,6 +181,7 @@ func NewClient(environment string, cred azcore.TokenCredential, opts *ClientOpti
 		urlWaitMax:      30 * time.Second,
 		unknownLimit:    5,
 		tokenLock:       make(chan struct{}, 1),
+		onRetry:         o.OnRetry,
 		identity:        strings.TrimSpace(o.Identity),
 		appID:           strings.TrimSpace(o.ApplicationID),
 	}
@@ -467,6 +470,9 @@ func retriesExhausted(err error, retries int) error {
 func (c *Client) logRetry(action string, f *failure, delay time.Duration, attempt int) {
 	c.log.Warn("F&O call failed, retrying",
 		"action", action, "reason", f.reason, "delay", delay, "retry", attempt+1, "max_retries", c.maxRetries)
+	if c.onRetry != nil {
+		c.onRetry(action, f.reason)
+	}
 }
 
 // sleep waits d or until ctx is done.

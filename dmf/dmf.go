@@ -91,4 +91,9 @@ type ClientOptions struct {
 	// (AuthOptions.ApplicationID), named in 401/403 errors as the one to
 	// register in F&O. When empty, the appid claim of the token is used.
 	ApplicationID string
+
+	// OnRetry, if set, is called before each retry of a call, with the
+	// action and the reason ("HTTP 429", "HTTP 503", "timeout", ...), for
+	// metrics. It must not block.
+	OnRetry func(action, reason string)
 }

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -22,21 +23,26 @@ func TestRunOutcomes(t *testing.T) {
 		wantErr       []string // substrings of the run error
 		wantWarning   string
 		wantDownloads int
+		wantMetrics   []string
 	}{
-		{"succeeded", dmftest.Options{}, "fail", StateSucceeded, 2, nil, "", 1},
+		{"succeeded", dmftest.Options{}, "fail", StateSucceeded, 2, nil, "", 1, nil},
 		{"failed with F&O errors and summary link", dmftest.Options{FinalStatus: map[string]string{"G": "Failed"}}, "fail", StateFailed, 0,
-			[]string{"ended Failed", "simulated failure", "execution summary: http"}, "", 0},
-		{"canceled", dmftest.Options{FinalStatus: map[string]string{"G": "Canceled"}}, "fail", StateFailed, 0, []string{"ended Canceled"}, "", 0},
+			[]string{"ended Failed", "simulated failure", "execution summary: http"}, "", 0, nil},
+		{"canceled", dmftest.Options{FinalStatus: map[string]string{"G": "Canceled"}}, "fail", StateFailed, 0, []string{"ended Canceled"}, "", 0, nil},
 		{"partial fails by default", dmftest.Options{FinalStatus: map[string]string{"G": "PartiallySucceeded"}}, "fail", StateFailed, 0,
-			[]string{"ended PartiallySucceeded"}, "", 0},
+			[]string{"ended PartiallySucceeded"}, "", 0, nil},
 		{"partial publishes when asked", dmftest.Options{FinalStatus: map[string]string{"G": "PartiallySucceeded"}}, "publish", StateSucceeded, 1,
-			nil, "ended PartiallySucceeded", 1},
-		{"expired URL gets one fresh URL", dmftest.Options{Faults: dmftest.Faults{ExpiredURLs: 1}}, "fail", StateSucceeded, 2, nil, "", 1},
+			nil, "ended PartiallySucceeded", 1, nil},
+		{"expired URL gets one fresh URL", dmftest.Options{Faults: dmftest.Faults{ExpiredURLs: 1}}, "fail", StateSucceeded, 2, nil, "", 1, nil},
 		{"throttled and 503 then fine", dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{
 			{Action: "GetExecutionSummaryStatus", First: 2, Status: 429, RetryAfter: 1},
 			{Action: "ExportToPackage", First: 1, Status: 503},
-		}}}, "fail", StateSucceeded, 2, nil, "", 1},
-		{"corrupt package fails clearly", dmftest.Options{Faults: dmftest.Faults{CorruptZip: true}}, "fail", StateFailed, 0, []string{"unpack package"}, "", 1},
+		}}}, "fail", StateSucceeded, 2, nil, "", 1, []string{
+			`dmfexport_fo_retries_total{action="GetExecutionSummaryStatus",job="files",reason="throttled"} 2`,
+			`dmfexport_fo_retries_total{action="ExportToPackage",job="files",reason="http 503"} 1`,
+			`dmfexport_runs_total{job="files",state="succeeded"} 1`,
+		}},
+		{"corrupt package fails clearly", dmftest.Options{Faults: dmftest.Faults{CorruptZip: true}}, "fail", StateFailed, 0, []string{"unpack package"}, "", 1, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -48,7 +54,8 @@ func TestRunOutcomes(t *testing.T) {
 			exp := fileExport(sim, t.TempDir())
 			exp.Partial = tt.partial
 			exp.FO.RetryBaseDelay, exp.FO.RetryMaxDelay = 10*time.Millisecond, 50*time.Millisecond
-			rec, err := (&Runner{}).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+			metrics := NewMetrics()
+			rec, err := (&Runner{Metrics: metrics}).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
 			if rec == nil {
 				t.Fatalf("no record: %v", err)
 			}
@@ -74,6 +81,13 @@ func TestRunOutcomes(t *testing.T) {
 			}
 			if n := sim.Downloads(); n != tt.wantDownloads {
 				t.Errorf("%d package downloads, want %d", n, tt.wantDownloads)
+			}
+			rr := httptest.NewRecorder()
+			metrics.Handler().ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
+			for _, series := range tt.wantMetrics {
+				if !strings.Contains(rr.Body.String(), series) {
+					t.Errorf("/metrics lacks %s", series)
+				}
 			}
 			if strings.Contains(rec.PackageURL+rec.Error, "sig=") && !strings.Contains(rec.PackageURL+rec.Error, "REDACTED") {
 				t.Errorf("record holds a SAS signature: %s %s", rec.PackageURL, rec.Error)
