@@ -73,7 +73,7 @@ func TestRunAzureBlobStore(t *testing.T) {
 			t.Errorf("entity blob metadata %s = %q, want %q", k, o.Meta[k], v)
 		}
 	}
-	recs, err := Records(ctx, exp)
+	recs, err := Records(ctx, exp, 0)
 	if err != nil || len(recs) != 1 || recs[0].State != StateSucceeded || !recs[0].Unpacked {
 		t.Fatalf("records in the blob store: %v, %+v", err, recs)
 	}

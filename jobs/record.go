@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/dmfexport/dmfexport/unpack"
@@ -123,14 +124,21 @@ func putRecord(ctx context.Context, st unpack.Store, storePrefix string, rec *Ru
 	return nil
 }
 
-// Records returns the run records of one export from its store, newest
-// first.
-func Records(ctx context.Context, exp *Export) ([]*RunRecord, error) {
+// Records returns the newest limit run records of one export (all when
+// limit <= 0), newest first.
+func Records(ctx context.Context, exp *Export, limit int) ([]*RunRecord, error) {
 	st, err := openStore(exp.Store)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
-	recs, err := LoadRecords(ctx, st, exp.Store.Prefix, exp.Name)
+	refs, err := listRecords(ctx, st, exp.Store.Prefix, exp.Name)
+	if err != nil {
+		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
+	}
+	if limit > 0 && len(refs) > limit {
+		refs = refs[:limit]
+	}
+	recs, err := readRecords(ctx, st, refs)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
@@ -140,6 +148,24 @@ func Records(ctx context.Context, exp *Export) ([]*RunRecord, error) {
 // LoadRecords returns the run records of job (every job when job is ""),
 // newest first.
 func LoadRecords(ctx context.Context, st unpack.Store, storePrefix, job string) ([]*RunRecord, error) {
+	refs, err := listRecords(ctx, st, storePrefix, job)
+	if err != nil {
+		return nil, err
+	}
+	return readRecords(ctx, st, refs)
+}
+
+// recordRef is where a run record is and the state its metadata shows
+// ("" when the store lost it), so callers read only the records they need.
+type recordRef struct {
+	key   string
+	runID string
+	state State
+}
+
+// listRecords lists the run records of job (every job when job is ""),
+// newest first: run IDs start with their UTC start time.
+func listRecords(ctx context.Context, st unpack.Store, storePrefix, job string) ([]recordRef, error) {
 	prefix := storePrefix
 	if job != "" {
 		prefix = path.Join(storePrefix, unpack.EscapeName(job)) + "/"
@@ -150,12 +176,22 @@ func LoadRecords(ctx context.Context, st unpack.Store, storePrefix, job string) 
 	if err != nil {
 		return nil, fmt.Errorf("list run records: %w", err)
 	}
-	var recs []*RunRecord
+	var refs []recordRef
 	for _, o := range objs {
 		if path.Base(o.Key) != "run.json" {
 			continue
 		}
-		rec, err := readRecord(ctx, st, o.Key)
+		id, _ := unpack.UnescapeName(path.Base(path.Dir(o.Key)))
+		refs = append(refs, recordRef{key: o.Key, runID: id, state: State(o.Meta["state"])})
+	}
+	slices.SortStableFunc(refs, func(a, b recordRef) int { return strings.Compare(b.runID, a.runID) })
+	return refs, nil
+}
+
+func readRecords(ctx context.Context, st unpack.Store, refs []recordRef) ([]*RunRecord, error) {
+	recs := make([]*RunRecord, 0, len(refs))
+	for _, ref := range refs {
+		rec, err := readRecord(ctx, st, ref.key)
 		if err != nil {
 			return nil, err
 		}
@@ -163,6 +199,29 @@ func LoadRecords(ctx context.Context, st unpack.Store, storePrefix, job string) 
 	}
 	slices.SortStableFunc(recs, func(a, b *RunRecord) int { return b.StartedAt.Compare(a.StartedAt) })
 	return recs, nil
+}
+
+// unfinishedRecords reads the records of job that are not in a final state,
+// oldest first, skipping (by their metadata) the finished ones.
+func unfinishedRecords(ctx context.Context, st unpack.Store, storePrefix, job string) ([]*RunRecord, error) {
+	refs, err := listRecords(ctx, st, storePrefix, job)
+	if err != nil {
+		return nil, err
+	}
+	var out []*RunRecord
+	for i := len(refs) - 1; i >= 0; i-- {
+		if refs[i].state.Final() {
+			continue
+		}
+		rec, err := readRecord(ctx, st, refs[i].key)
+		if err != nil {
+			return nil, err
+		}
+		if !rec.State.Final() {
+			out = append(out, rec)
+		}
+	}
+	return out, nil
 }
 
 func readRecord(ctx context.Context, st unpack.Store, key string) (*RunRecord, error) {

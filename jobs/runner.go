@@ -113,14 +113,11 @@ func (r *Runner) runningElsewhere(ctx context.Context, exp *Export, st unpack.St
 	if _, ok := st.(unpack.Creator); !ok {
 		return "", nil
 	}
-	recs, err := LoadRecords(ctx, st, exp.Store.Prefix, exp.Name)
+	recs, err := unfinishedRecords(ctx, st, exp.Store.Prefix, exp.Name)
 	if err != nil {
 		return "", err
 	}
 	for _, rec := range recs {
-		if rec.State.Final() {
-			continue
-		}
 		gen, obj, err := newestLease(ctx, st, leasePrefix(exp.Store.Prefix, exp.Name, rec.RunID))
 		if err != nil || gen == 0 {
 			continue
@@ -135,17 +132,15 @@ func (r *Runner) runningElsewhere(ctx context.Context, exp *Export, st unpack.St
 // Unfinished returns the runs of exp whose records are not in a final state:
 // runs cut off by a stop or a crash, for Resume. Oldest first.
 func (r *Runner) Unfinished(ctx context.Context, exp *Export) ([]*RunRecord, error) {
-	recs, err := Records(ctx, exp)
+	st, err := openStore(exp.Store)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
-	var out []*RunRecord
-	for i := len(recs) - 1; i >= 0; i-- {
-		if !recs[i].State.Final() {
-			out = append(out, recs[i])
-		}
+	recs, err := unfinishedRecords(ctx, st, exp.Store.Prefix, exp.Name)
+	if err != nil {
+		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
-	return out, nil
+	return recs, nil
 }
 
 // Resume takes up a run that was cut off, from where its record shows it

@@ -54,12 +54,9 @@ func (c *statusCommand) Run(ctx context.Context, args []string) error {
 	}
 	var all []*jobs.RunRecord
 	for i := range exps {
-		recs, err := jobs.Records(ctx, &exps[i])
+		recs, err := jobs.Records(ctx, &exps[i], c.limit)
 		if err != nil {
 			return err
-		}
-		if c.limit > 0 && len(recs) > c.limit {
-			recs = recs[:c.limit]
 		}
 		all = append(all, recs...)
 	}
