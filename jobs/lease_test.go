@@ -132,6 +132,9 @@ func TestRunRefusedWhileOwnedElsewhere(t *testing.T) {
 	if err := saveRecord(ctx, st, "", rec); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := st.Put(ctx, activeKey("", exp.Name, rec.RunID), strings.NewReader(rec.RunID), nil); err != nil {
+		t.Fatal(err)
+	}
 	other := `{"replica":"elsewhere/1/ffffffff","at":"2026-11-25T10:00:00Z"}`
 	if _, err := st.(unpack.Creator).Create(ctx, genKey(leasePrefix("", exp.Name, rec.RunID), 1), strings.NewReader(other), nil); err != nil {
 		t.Fatal(err)
@@ -153,5 +156,8 @@ func TestRunRefusedWhileOwnedElsewhere(t *testing.T) {
 	}
 	if gen, _, _ := newestLease(ctx, st, leasePrefix("", exp.Name, rec.RunID)); gen != 0 {
 		t.Errorf("leases left after the run finished: generation %d", gen)
+	}
+	if left, _ := st.List(ctx, "_active/"); len(left) != 0 {
+		t.Errorf("active markers left after every run finished: %v", left)
 	}
 }

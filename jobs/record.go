@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
 	"slices"
@@ -201,23 +202,33 @@ func readRecords(ctx context.Context, st unpack.Store, refs []recordRef) ([]*Run
 	return recs, nil
 }
 
+// activeKey marks a run as unfinished: written before its first record,
+// deleted once its record is final.
+func activeKey(storePrefix, job, runID string) string {
+	return path.Join(storePrefix, "_active", unpack.EscapeName(job), unpack.EscapeName(runID))
+}
+
 // unfinishedRecords reads the records of job that are not in a final state,
-// oldest first, skipping (by their metadata) the finished ones.
+// oldest first. It reads only the runs marked active; a marker whose record
+// is final (its deletion failed) or missing is removed.
 func unfinishedRecords(ctx context.Context, st unpack.Store, storePrefix, job string) ([]*RunRecord, error) {
-	refs, err := listRecords(ctx, st, storePrefix, job)
+	objs, err := st.List(ctx, path.Join(storePrefix, "_active", unpack.EscapeName(job))+"/")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("list active runs: %w", err)
 	}
 	var out []*RunRecord
-	for i := len(refs) - 1; i >= 0; i-- {
-		if refs[i].state.Final() {
+	for _, o := range objs { // keys sort by run ID: oldest first
+		id, err := unpack.UnescapeName(path.Base(o.Key))
+		if err != nil {
 			continue
 		}
-		rec, err := readRecord(ctx, st, refs[i].key)
-		if err != nil {
+		rec, err := readRecord(ctx, st, recordKey(storePrefix, job, id))
+		switch {
+		case errors.Is(err, unpack.ErrNotExist) || err == nil && rec.State.Final():
+			_ = st.Delete(ctx, o.Key)
+		case err != nil:
 			return nil, err
-		}
-		if !rec.State.Final() {
+		default:
 			out = append(out, rec)
 		}
 	}

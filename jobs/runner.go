@@ -97,6 +97,12 @@ func (r *Runner) Run(ctx context.Context, exp *Export, opts RunOptions) (*RunRec
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
+	// The marker lists the run as unfinished until it ends, so scans for
+	// runs to resume read a few markers, not every record ever kept.
+	if _, err := st.Put(ctx, activeKey(exp.Store.Prefix, exp.Name, rec.RunID), strings.NewReader(rec.RunID), nil); err != nil {
+		lease.release(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("export %s: mark run active: %w", exp.Name, err)
+	}
 	return r.drive(ctx, exp, st, rec, false, lease)
 }
 
@@ -263,6 +269,9 @@ func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec
 		runErr = err
 	}
 	if rec.State.Final() {
+		if err := st.Delete(saveCtx, activeKey(exp.Store.Prefix, exp.Name, rec.RunID)); err != nil {
+			run.log.Warn("could not clear the run's active marker; it is cleared at the next scan", "err", err)
+		}
 		if deleted, err := prune(saveCtx, st, exp, time.Now()); err != nil {
 			run.log.Warn("retention: some old runs could not be deleted", "err", err)
 		} else if len(deleted) > 0 {
