@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
 	"time"
 
 	"github.com/dmfexport/dmfexport/unpack"
@@ -64,4 +65,27 @@ func deleteRun(ctx context.Context, st unpack.Store, storePrefix string, rec *Ru
 		return fmt.Errorf("retention: delete %s: %w", recKey, err)
 	}
 	return nil
+}
+
+// claimTTL is how long a schedule slot's claim is kept: long enough that no
+// replica still fires that slot, short enough that the claims stay few.
+const claimTTL = time.Hour
+
+// pruneClaims deletes the schedule slot claims of exp older than claimTTL.
+func pruneClaims(ctx context.Context, st unpack.Store, exp *Export, now time.Time) error {
+	objs, err := st.List(ctx, path.Join(exp.Store.Prefix, "_claims", unpack.EscapeName(exp.Name))+"/")
+	if err != nil {
+		return fmt.Errorf("retention: list claims: %w", err)
+	}
+	var errs []error
+	for _, o := range objs {
+		slot, err := time.Parse("20060102T150405Z", path.Base(o.Key))
+		if err != nil || now.Sub(slot) < claimTTL {
+			continue
+		}
+		if err := st.Delete(ctx, o.Key); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }

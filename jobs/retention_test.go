@@ -67,3 +67,22 @@ func TestPrune(t *testing.T) {
 		})
 	}
 }
+
+func TestPruneClaims(t *testing.T) {
+	ctx := context.Background()
+	st := mustDirStore(t, t.TempDir())
+	exp := &Export{Name: "job"}
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	for _, age := range []time.Duration{time.Minute, 59 * time.Minute, 61 * time.Minute, 48 * time.Hour} {
+		if ok, err := claimSlot(ctx, st, exp, now.Add(-age)); !ok || err != nil {
+			t.Fatalf("claim: %v %v", ok, err)
+		}
+	}
+	if err := pruneClaims(ctx, st, exp, now); err != nil {
+		t.Fatal(err)
+	}
+	left, _ := st.List(ctx, "_claims/")
+	if len(left) != 2 {
+		t.Errorf("%d claims left, want the 2 younger than an hour: %v", len(left), left)
+	}
+}

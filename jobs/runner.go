@@ -56,6 +56,8 @@ type Runner struct {
 	mu      sync.Mutex
 	running map[string]bool
 	creds   map[dmf.AuthOptions]azcore.TokenCredential
+	// claimsPruned is when each job's old schedule claims were last pruned.
+	claimsPruned map[string]time.Time
 }
 
 // RunOptions describe why and when a run starts.
@@ -104,6 +106,22 @@ func (r *Runner) Run(ctx context.Context, exp *Export, opts RunOptions) (*RunRec
 		return nil, fmt.Errorf("export %s: mark run active: %w", exp.Name, err)
 	}
 	return r.drive(ctx, exp, st, rec, false, lease)
+}
+
+// claimsDue reports whether job's old schedule claims should be pruned now:
+// at most every ten minutes, so a job firing every few seconds does not list
+// its claims on every run.
+func (r *Runner) claimsDue(job string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.claimsPruned == nil {
+		r.claimsPruned = map[string]time.Time{}
+	}
+	if time.Since(r.claimsPruned[job]) < 10*time.Minute {
+		return false
+	}
+	r.claimsPruned[job] = time.Now()
+	return true
 }
 
 func (r *Runner) leaseTTL() time.Duration {
@@ -271,6 +289,11 @@ func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec
 	if rec.State.Final() {
 		if err := st.Delete(saveCtx, activeKey(exp.Store.Prefix, exp.Name, rec.RunID)); err != nil {
 			run.log.Warn("could not clear the run's active marker; it is cleared at the next scan", "err", err)
+		}
+		if r.claimsDue(exp.Name) {
+			if err := pruneClaims(saveCtx, st, exp, time.Now()); err != nil {
+				run.log.Warn("retention: old schedule claims not deleted", "err", err)
+			}
 		}
 		if deleted, err := prune(saveCtx, st, exp, time.Now()); err != nil {
 			run.log.Warn("retention: some old runs could not be deleted", "err", err)
