@@ -537,6 +537,14 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 				ReExecute:         u.exp.ReExecute,
 				LegalEntityID:     u.exp.LegalEntity,
 			})
+			if err != nil && u.resuming {
+				// F&O may have registered the first attempt meanwhile and
+				// refused the ID as a duplicate: then poll that execution.
+				if st, serr := client.ExecutionStatus(ctx, u.rec.ExecutionID); serr == nil && st != dmf.StatusUnknown {
+					u.log.Info("resume: the export started before is known to F&O now", "status", st)
+					id, err = u.rec.ExecutionID, nil
+				}
+			}
 			if err != nil {
 				return fmt.Errorf("start export of definition group %q: %w", u.exp.DefinitionGroup, err)
 			}
