@@ -77,10 +77,11 @@ type runLease struct {
 	gen    int
 	ttl    time.Duration
 
-	mu   sync.Mutex
-	lost bool
-	stop chan struct{}
-	done chan struct{}
+	mu      sync.Mutex
+	lost    bool
+	started bool // keep was called: release waits for its goroutine
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 // newestLease returns the highest lease generation of a run and its object;
@@ -154,6 +155,9 @@ func (l *runLease) keep(lost func()) {
 	if l == nil {
 		return
 	}
+	l.mu.Lock()
+	l.started = true
+	l.mu.Unlock()
 	go func() {
 		defer close(l.done)
 		t := time.NewTicker(l.ttl / 3)
@@ -199,7 +203,12 @@ func (l *runLease) release(ctx context.Context) {
 		return
 	}
 	close(l.stop)
-	<-l.done
+	l.mu.Lock()
+	started := l.started
+	l.mu.Unlock()
+	if started {
+		<-l.done
+	}
 	if l.Lost() {
 		return // the new owner's leases are not ours to delete
 	}

@@ -161,3 +161,25 @@ func TestRunRefusedWhileOwnedElsewhere(t *testing.T) {
 		t.Errorf("active markers left after every run finished: %v", left)
 	}
 }
+
+// TestLeaseReleaseWithoutKeep releases a lease never kept (a run that ended
+// before it started working): it must return and delete the lease.
+func TestLeaseReleaseWithoutKeep(t *testing.T) {
+	ctx := context.Background()
+	st := mustDirStore(t, t.TempDir())
+	prefix := leasePrefix("", "job", "run1")
+	l, err := acquireLease(ctx, st, prefix, 1, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { l.release(ctx); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("release of a lease never kept hangs")
+	}
+	if gen, _, _ := newestLease(ctx, st, prefix); gen != 0 {
+		t.Errorf("lease generation %d left", gen)
+	}
+}
