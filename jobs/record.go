@@ -224,7 +224,13 @@ func unfinishedRecords(ctx context.Context, st unpack.Store, storePrefix, job st
 		}
 		rec, err := readRecord(ctx, st, recordKey(storePrefix, job, id))
 		switch {
-		case errors.Is(err, unpack.ErrNotExist) || err == nil && rec.State.Final():
+		case errors.Is(err, unpack.ErrNotExist):
+			// A run being started writes its marker just before its first
+			// record; only a marker left alone for long is stale.
+			if time.Since(o.ModTime) > 10*time.Minute {
+				_ = st.Delete(ctx, o.Key)
+			}
+		case err == nil && rec.State.Final():
 			_ = st.Delete(ctx, o.Key)
 		case err != nil:
 			return nil, err
