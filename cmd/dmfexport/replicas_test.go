@@ -131,7 +131,10 @@ func TestReplicasRunEachSlotOnce(t *testing.T) {
 	slots := map[string]int{}
 	var times []time.Time
 	for _, r := range recs {
-		if r["state"] != "succeeded" {
+		// The SIGTERM at the end may cut off the slot running then: it is
+		// left resumable, which is right.
+		errText, _ := r["error"].(string)
+		if r["state"] != "succeeded" && !strings.HasPrefix(errText, "interrupted") {
 			t.Errorf("run %v ended %v: %v", r["run_id"], r["state"], r["error"])
 		}
 		s, _ := r["scheduled_at"].(string)
