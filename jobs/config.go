@@ -231,6 +231,9 @@ const (
 	DefaultPollMaxInterval   = time.Minute
 	DefaultPollDeadline      = 2 * time.Hour
 	DefaultPackageURLTimeout = 5 * time.Minute
+	// DefaultRequestTimeout bounds one HTTP request to F&O, so a hung call
+	// is retried instead of holding the run.
+	DefaultRequestTimeout = 2 * time.Minute
 )
 
 // LoadConfig reads, expands and validates the configuration file at path.
@@ -840,7 +843,7 @@ func where(n, exp *yaml.Node) *yaml.Node {
 }
 
 func (d *decoder) fo(n, exp *yaml.Node, p string) FOConfig {
-	var c FOConfig
+	c := FOConfig{RequestTimeout: DefaultRequestTimeout}
 	p = join(p, "fo")
 	m := map[string]*yaml.Node{}
 	if n != nil {

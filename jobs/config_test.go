@@ -87,6 +87,7 @@ func TestParseConfigValid(t *testing.T) {
 		{"customers broker url", c.Broker.URL.Reveal(), "amqps://dmf:mq-secret@mq.example.com:5671/prod"},
 		{"customers confirm window", c.Broker.ConfirmWindow, 64},
 		{"customers poll interval", c.Poll.Interval, 5 * time.Second},
+		{"customers request timeout default", c.FO.RequestTimeout, DefaultRequestTimeout},
 		{"customers poll deadline default", c.Poll.Deadline, DefaultPollDeadline},
 		{"customers package url timeout default", c.Poll.PackageURLTimeout, DefaultPackageURLTimeout},
 		{"vendors schedule", v.Schedule, "CRON_TZ=Europe/Paris 30 0 3 * * *"},
