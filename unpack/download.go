@@ -28,6 +28,14 @@ const downloadAttempts = 5
 // retryDelay is the wait before the first reconnect; it doubles each time.
 var retryDelay = 250 * time.Millisecond
 
+// stallTimeout is how long a response may send nothing (no headers, no
+// body bytes) before Download drops the connection and resumes: a stalled
+// connection would otherwise hold the run forever.
+var stallTimeout = 2 * time.Minute
+
+// errStalled is the cause of a request dropped for sending nothing.
+var errStalled = errors.New("connection stalled")
+
 // Download streams the package at rawURL into dst, starting at dst's current
 // offset, and returns the number of bytes written and their SHA-256 in hex.
 // Memory use is one 1 MiB buffer whatever the package size.
@@ -124,7 +132,17 @@ func (d *download) restart() error {
 // attempt makes one request and copies its body; a nil error means the
 // whole package is in dst.
 func (d *download) attempt() error {
-	req, err := http.NewRequestWithContext(d.ctx, http.MethodGet, d.u.String(), nil)
+	ctx, cancel := context.WithCancelCause(d.ctx)
+	defer cancel(nil)
+	stall := time.AfterFunc(stallTimeout, func() { cancel(errStalled) })
+	defer stall.Stop()
+	stalled := func(err error) error {
+		if errors.Is(context.Cause(ctx), errStalled) {
+			return fmt.Errorf("no data for %s after %d bytes: %w", stallTimeout, d.n, errStalled)
+		}
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.u.String(), nil)
 	if err != nil {
 		return &fatalError{unwrapURLError(err)}
 	}
@@ -137,7 +155,7 @@ func (d *download) attempt() error {
 	}
 	resp, err := d.hc.Do(req)
 	if err != nil {
-		return unwrapURLError(err)
+		return stalled(unwrapURLError(err))
 	}
 	defer resp.Body.Close()
 	switch code := resp.StatusCode; {
@@ -183,6 +201,7 @@ func (d *download) attempt() error {
 		}
 		k, rerr := resp.Body.Read(d.buf)
 		if k > 0 {
+			stall.Reset(stallTimeout)
 			if d.total >= 0 && d.n+int64(k) > d.total {
 				return &fatalError{fmt.Errorf("server sent more than the %d bytes it declared", d.total)}
 			}
@@ -196,6 +215,7 @@ func (d *download) attempt() error {
 			break
 		}
 		if rerr != nil {
+			rerr = stalled(rerr)
 			if d.total >= 0 && d.n < d.total {
 				return fmt.Errorf("truncated download: got %d of %d bytes: %w", d.n, d.total, unwrapURLError(rerr))
 			}

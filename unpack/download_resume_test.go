@@ -8,10 +8,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // flakyServer serves a package and misbehaves as configured: it drops the
@@ -189,5 +192,51 @@ func TestParseContentRange(t *testing.T) {
 				t.Errorf("parseContentRange(%q) = %d, %d, %v; want %d, %d, %v", tt.in, first, total, ok, tt.first, tt.total, tt.ok)
 			}
 		})
+	}
+}
+
+// TestDownloadResumesStalledConnection: a server that stops sending in the
+// middle of the body, without closing, is dropped after the stall timeout
+// and the rest is fetched with a range request.
+func TestDownloadResumesStalledConnection(t *testing.T) {
+	old := stallTimeout
+	stallTimeout = 200 * time.Millisecond
+	defer func() { stallTimeout = old }()
+	body := bytes.Repeat([]byte("0123456789"), 100_000)
+	release := make(chan struct{})
+	defer close(release)
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := requests.Add(1)
+		w.Header().Set("ETag", `"v1"`)
+		if n == 1 {
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+			w.WriteHeader(http.StatusOK)
+			w.Write(body[:len(body)/2])
+			w.(http.Flusher).Flush()
+			select { // stall without closing
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		http.ServeContent(w, r, "p.zip", time.Time{}, bytes.NewReader(body))
+	}))
+	defer srv.Close()
+	f, err := os.CreateTemp(t.TempDir(), "pkg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n, sum, err := Download(context.Background(), srv.Client(), srv.URL+"/p.zip?sig=SECRET", f)
+	if err != nil {
+		t.Fatalf("Download: %v", err)
+	}
+	want := sha256.Sum256(body)
+	if n != int64(len(body)) || sum != hex.EncodeToString(want[:]) {
+		t.Errorf("got %d bytes sha %s, want %d bytes sha %x", n, sum, len(body), want)
+	}
+	if requests.Load() != 2 {
+		t.Errorf("%d requests, want 2 (the stalled one and the resume)", requests.Load())
 	}
 }
