@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -79,7 +80,7 @@ func (s *FileSink) Publish(ctx context.Context, m Message) error {
 	name := FileName(m.RoutingKey)
 	nf := s.files[name]
 	if nf == nil {
-		f, err := os.OpenFile(filepath.Join(s.dir, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		f, err := openNDJSON(filepath.Join(s.dir, name))
 		if err != nil {
 			return fmt.Errorf("file sink: open: %w", err)
 		}
@@ -137,3 +138,49 @@ func (s *FileSink) Close() error {
 	s.files = nil
 	return first
 }
+
+// openNDJSON opens an NDJSON file for appending. A last line without its
+// newline is what a process killed mid-write leaves; it was never flushed,
+// so never reported stored, and will be published again: it is cut off, so
+// the next line does not run into it.
+func openNDJSON(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	end, err := completeLinesEnd(f)
+	if err == nil {
+		err = f.Truncate(end)
+	}
+	if err == nil {
+		_, err = f.Seek(end, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// completeLinesEnd returns the offset just after the last newline of f (0
+// when there is none).
+func completeLinesEnd(f *os.File) (int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	buf := make([]byte, 64<<10)
+	for end := fi.Size(); end > 0; {
+		start := max(0, end-int64(len(buf)))
+		chunk := buf[:end-start]
+		if _, err := f.ReadAt(chunk, start); err != nil {
+			return 0, err
+		}
+		if i := bytes.LastIndexByte(chunk, '\n'); i >= 0 {
+			return start + int64(i) + 1, nil
+		}
+		end = start
+	}
+	return 0, nil
+}
+

@@ -81,3 +81,41 @@ func TestFileName(t *testing.T) {
 		}
 	}
 }
+
+// TestFileSinkCutsTornLastLine: a line left without its newline by a killed
+// process is cut off before new lines are appended.
+func TestFileSinkCutsTornLastLine(t *testing.T) {
+	tests := []struct {
+		name, before, want string
+	}{
+		{"torn line", "{\"a\":1}\n{\"b\":", "{\"a\":1}\n{\"c\":3}\n"},
+		{"only a torn line", "{\"b\":", "{\"c\":3}\n"},
+		{"complete lines", "{\"a\":1}\n", "{\"a\":1}\n{\"c\":3}\n"},
+		{"empty", "", "{\"c\":3}\n"},
+		{"long torn line", "{\"a\":1}\n" + strings.Repeat("x", 200_000), "{\"a\":1}\n{\"c\":3}\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, FileName("k"))
+			if err := os.WriteFile(path, []byte(tt.before), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			s, err := NewFileSink(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Publish(context.Background(), Message{RoutingKey: "k", Body: []byte(`{"c":3}`)}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Flush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			got, _ := os.ReadFile(path)
+			if string(got) != tt.want {
+				t.Errorf("file holds %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
