@@ -183,4 +183,3 @@ func completeLinesEnd(f *os.File) (int64, error) {
 	}
 	return 0, nil
 }
-
