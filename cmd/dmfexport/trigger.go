@@ -51,6 +51,12 @@ func (c *triggerCommand) Run(ctx context.Context, args []string) error {
 		exps = append(exps, e)
 	}
 	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout), LeaseTTL: cfg.LeaseTTL}
+	for _, e := range exps {
+		if recs, err := runner.Unfinished(ctx, e); err == nil && len(recs) > 0 {
+			fmt.Fprintf(os.Stderr, "note: export %s has %d unfinished run(s) (oldest %s, %s); dmfexport run resumes them\n",
+				e.Name, len(recs), recs[0].RunID, recs[0].State)
+		}
+	}
 	return runAll(ctx, runner, exps, "manual", os.Stdout)
 }
 
