@@ -79,7 +79,8 @@ type runLease struct {
 
 	mu      sync.Mutex
 	lost    bool
-	started bool // keep was called: release waits for its goroutine
+	onLost  func() // from keep: stops the run
+	started bool   // keep was called: release waits for its goroutine
 	stop    chan struct{}
 	done    chan struct{}
 }
@@ -156,7 +157,7 @@ func (l *runLease) keep(lost func()) {
 		return
 	}
 	l.mu.Lock()
-	l.started = true
+	l.started, l.onLost = true, lost
 	l.mu.Unlock()
 	go func() {
 		defer close(l.done)
@@ -169,13 +170,8 @@ func (l *runLease) keep(lost func()) {
 			case <-t.C:
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), l.ttl/3)
-			gen, _, err := newestLease(ctx, l.st, l.prefix)
-			if err == nil && gen > l.gen {
+			if l.check(ctx) != nil {
 				cancel()
-				l.mu.Lock()
-				l.lost = true
-				l.mu.Unlock()
-				lost()
 				return
 			}
 			body, _ := json.Marshal(leaseBody{Replica: replicaID, At: time.Now().UTC()})
@@ -183,6 +179,32 @@ func (l *runLease) keep(lost func()) {
 			cancel()
 		}
 	}()
+}
+
+// check returns ErrLeaseLost, and stops the run, if another replica has
+// taken a newer generation of the lease. The run's record writes call it
+// first, so an owner that stalled past the lease writes nothing after a
+// takeover it can see.
+func (l *runLease) check(ctx context.Context) error {
+	if l == nil {
+		return nil
+	}
+	if l.Lost() {
+		return ErrLeaseLost
+	}
+	gen, _, err := newestLease(ctx, l.st, l.prefix)
+	if err != nil || gen <= l.gen {
+		return nil // a listing error is not proof of a takeover
+	}
+	l.mu.Lock()
+	first := !l.lost
+	l.lost = true
+	onLost := l.onLost
+	l.mu.Unlock()
+	if first && onLost != nil {
+		onLost()
+	}
+	return ErrLeaseLost
 }
 
 // Lost reports whether the run was taken over.

@@ -95,10 +95,17 @@ func TestLeaseTakeover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A record write checks first: refused at once, before any heartbeat.
+	if err := owner.check(ctx); !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("old owner's check after the takeover: %v, want ErrLeaseLost", err)
+	}
 	select {
 	case <-lost:
-	case <-time.After(3 * ttl):
-		t.Fatal("the old owner did not notice the takeover")
+	case <-time.After(100 * time.Millisecond):
+		t.Fatal("the old owner's run was not stopped at the takeover")
+	}
+	if err := taker.check(ctx); err != nil {
+		t.Errorf("new owner's check: %v", err)
 	}
 	if !owner.Lost() || taker.Lost() {
 		t.Errorf("Lost: old owner %v, new owner %v; want true, false", owner.Lost(), taker.Lost())

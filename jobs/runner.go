@@ -440,8 +440,8 @@ func (u *run) emit(e Event) {
 func (u *run) save(ctx context.Context) error {
 	u.saveMu.Lock()
 	defer u.saveMu.Unlock()
-	if u.lease.Lost() {
-		return ErrLeaseLost // another replica owns the record now
+	if err := u.lease.check(ctx); err != nil {
+		return err // another replica owns the record now
 	}
 	u.mu.Lock()
 	b, err := encodeRecord(u.rec)
