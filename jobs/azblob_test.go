@@ -1,9 +1,10 @@
 package jobs
 
 import (
+	"github.com/dmfexport/dmfexport/internal/testenv"
+
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,19 +14,14 @@ import (
 	"github.com/dmfexport/dmfexport/publish"
 )
 
-// azuriteConfig returns a store section for a fresh container in the
+// azuriteStore returns a store section for a fresh container in the
 // Azurite that make test starts (DMFEXPORT_TEST_AZURITE), or skips.
 func azuriteStore(t *testing.T) StoreConfig {
 	t.Helper()
-	ep := strings.TrimRight(os.Getenv("DMFEXPORT_TEST_AZURITE"), "/")
-	if ep == "" {
-		t.Skip("DMFEXPORT_TEST_AZURITE is not set: run the tests with make test, which starts Azurite")
-	}
-	const key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 	return StoreConfig{
 		Type:             "azblob",
 		Container:        fmt.Sprintf("jobs-%d", time.Now().UnixNano()),
-		ConnectionString: Secret("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=" + key + ";BlobEndpoint=" + ep + ";"),
+		ConnectionString: Secret(testenv.AzuriteConnString(t)),
 		Prefix:           "exports",
 	}
 }

@@ -1,12 +1,13 @@
 package jobs
 
 import (
+	"github.com/dmfexport/dmfexport/internal/testenv"
+
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,15 +16,6 @@ import (
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 )
-
-// testAMQPURL is the broker the tests publish to: the local RabbitMQ unless
-// DMFEXPORT_TEST_AMQP_URL says otherwise.
-func testAMQPURL() string {
-	if u := os.Getenv("DMFEXPORT_TEST_AMQP_URL"); u != "" {
-		return u
-	}
-	return "amqp://guest:guest@127.0.0.1:5672/"
-}
 
 // csvEntity builds an entity file with n data rows whose ID column numbers
 // them 1..n, with fields that need quoting.
@@ -68,9 +60,9 @@ func TestRunEndToEnd(t *testing.T) {
 
 	suffix := fmt.Sprintf("%d", time.Now().UnixNano())
 	exchange, queue := "dmfexport.test.e2e."+suffix, "dmfexport.test.e2e."+suffix
-	conn, err := amqp.Dial(testAMQPURL())
+	conn, err := amqp.Dial(testenv.AMQPURL())
 	if err != nil {
-		t.Fatalf("connect to RabbitMQ at %s: %v", testAMQPURL(), err)
+		t.Fatalf("connect to RabbitMQ at %s: %v", testenv.AMQPURL(), err)
 	}
 	defer conn.Close()
 	ch, err := conn.Channel()
@@ -89,7 +81,7 @@ func TestRunEndToEnd(t *testing.T) {
 		Enabled: true, Exchange: exchange, RoutingKey: "fo.e2e", BatchSize: batchSize,
 		FO:     FOConfig{URL: u, Auth: AuthConfig{Method: "token", Token: Secret(dmftest.DefaultToken)}},
 		Store:  StoreConfig{Type: "dir", Path: store},
-		Broker: BrokerConfig{Type: "amqp", URL: Secret(testAMQPURL()), ConfirmWindow: 16, Declare: true, Queues: []QueueConfig{{Name: queue, BindingKey: "fo.e2e"}}},
+		Broker: BrokerConfig{Type: "amqp", URL: Secret(testenv.AMQPURL()), ConfirmWindow: 16, Declare: true, Queues: []QueueConfig{{Name: queue, BindingKey: "fo.e2e"}}},
 		Poll:   PollConfig{Interval: 20 * time.Millisecond, MaxInterval: 100 * time.Millisecond, Deadline: 30 * time.Second, PackageURLTimeout: 10 * time.Second},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -1,27 +1,19 @@
 package publish
 
 import (
+	"github.com/dmfexport/dmfexport/internal/testenv"
+
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
-
-// testAMQPURL is the broker the tests use: the local RabbitMQ unless
-// DMFEXPORT_TEST_AMQP_URL says otherwise.
-func testAMQPURL() string {
-	if u := os.Getenv("DMFEXPORT_TEST_AMQP_URL"); u != "" {
-		return u
-	}
-	return "amqp://guest:guest@127.0.0.1:5672/"
-}
 
 func uniqueName(t testing.TB, kind string) string {
 	var b [4]byte
@@ -34,9 +26,9 @@ func uniqueName(t testing.TB, kind string) string {
 // from the sink under test; it is closed when the test ends.
 func adminChannel(t *testing.T) *amqp.Channel {
 	t.Helper()
-	conn, err := amqp.Dial(testAMQPURL())
+	conn, err := amqp.Dial(testenv.AMQPURL())
 	if err != nil {
-		t.Fatalf("connect to test broker %s: %v (start it with: rabbitmq-server -detached)", testAMQPURL(), err)
+		t.Fatalf("connect to test broker %s: %v (start it with: rabbitmq-server -detached)", testenv.AMQPURL(), err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	ch, err := conn.Channel()
@@ -67,7 +59,7 @@ func dialTest(t *testing.T) *AMQPSink {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := DialAMQP(ctx, AMQPOptions{URL: testAMQPURL(), ConnectionName: "dmfexport-test/" + t.Name(), ConfirmWindow: 4})
+	s, err := DialAMQP(ctx, AMQPOptions{URL: testenv.AMQPURL(), ConnectionName: "dmfexport-test/" + t.Name(), ConfirmWindow: 4})
 	if err != nil {
 		t.Fatalf("DialAMQP: %v (start the broker with: rabbitmq-server -detached)", err)
 	}
@@ -307,7 +299,7 @@ func TestDialAMQPErrors(t *testing.T) {
 	}{
 		{"refused port", "amqp://user:s3cretPW@127.0.0.1:1/", 5 * time.Second, "connect to broker amqp://user:xxxxx@127.0.0.1:1/"},
 		{"bad scheme", "http://user:s3cretPW@127.0.0.1/", 5 * time.Second, "broker URL http://user:xxxxx@127.0.0.1/"},
-		{"wrong password", strings.Replace(testAMQPURL(), "guest:guest", "guest:s3cretPW", 1), 5 * time.Second, "connect to broker"},
+		{"wrong password", strings.Replace(testenv.AMQPURL(), "guest:guest", "guest:s3cretPW", 1), 5 * time.Second, "connect to broker"},
 		{"silent server honours ctx", "amqp://user:s3cretPW@" + silentServer(t) + "/", 300 * time.Millisecond, "context deadline exceeded"},
 	}
 	for _, tt := range tests {

@@ -1,6 +1,8 @@
 package publish
 
 import (
+	"github.com/dmfexport/dmfexport/internal/testenv"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -67,7 +69,7 @@ func TestAMQPConnectionKilledMidEntity(t *testing.T) {
 	name := uniqueName(t, "conn")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, err := DialAMQP(ctx, AMQPOptions{URL: testAMQPURL(), ConnectionName: name, ConfirmWindow: 32})
+	s, err := DialAMQP(ctx, AMQPOptions{URL: testenv.AMQPURL(), ConnectionName: name, ConfirmWindow: 32})
 	if err != nil {
 		t.Fatalf("DialAMQP: %v", err)
 	}
@@ -374,7 +376,7 @@ func (s *slowReader) Read(p []byte) (int, error) {
 // unconfirmed messages again, marked, with the same IDs.
 func TestAMQPRepublishUnconfirmed(t *testing.T) {
 	ctx := context.Background()
-	s, err := DialAMQP(ctx, AMQPOptions{URL: testAMQPURL(), ConfirmWindow: 100})
+	s, err := DialAMQP(ctx, AMQPOptions{URL: testenv.AMQPURL(), ConfirmWindow: 100})
 	if err != nil {
 		t.Fatalf("DialAMQP: %v", err)
 	}

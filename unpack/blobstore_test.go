@@ -1,6 +1,8 @@
 package unpack
 
 import (
+	"github.com/dmfexport/dmfexport/internal/testenv"
+
 	"context"
 	"net/url"
 	"strings"
@@ -59,9 +61,8 @@ func TestNewBlobStoreOptionErrors(t *testing.T) {
 }
 
 func TestBlobStoreAuthModes(t *testing.T) {
-	ep := azuriteEndpoint(t)
 	ctx := context.Background()
-	cs := azuriteConnString(ep)
+	cs := testenv.AzuriteConnString(t)
 	svc, err := service.NewClientFromConnectionString(cs, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +120,7 @@ func TestBlobStoreAuthModes(t *testing.T) {
 }
 
 func TestBlobStoreRefusedCredentialsHideSecrets(t *testing.T) {
-	ep := azuriteEndpoint(t)
+	ep := testenv.AzuriteEndpoint(t)
 	badKey := "QkFES0VZQkFES0VZQkFES0VZQkFES0VZQkFES0VZQkFES0VZ"
 	u, _ := url.Parse(ep)
 	tests := []struct {
@@ -127,7 +128,7 @@ func TestBlobStoreRefusedCredentialsHideSecrets(t *testing.T) {
 		opts   BlobOptions
 		secret string
 	}{
-		{"wrong account key", BlobOptions{Container: "refused", ConnectionString: strings.Replace(azuriteConnString(ep), azuriteKey, badKey, 1)}, badKey},
+		{"wrong account key", BlobOptions{Container: "refused", ConnectionString: strings.Replace(testenv.AzuriteConnString(t), testenv.AzuriteKey, badKey, 1)}, badKey},
 		{"forged SAS", BlobOptions{SASURL: u.String() + "/refused?sv=2020-10-02&ss=b&srt=sco&sp=rl&se=2099-01-01T00:00:00Z&sig=Rk9SR0VEU0lHTkFUVVJF", Container: "refused"}, "Rk9SR0VEU0lHTkFUVVJF"},
 	}
 	for _, tt := range tests {

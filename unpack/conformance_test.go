@@ -1,13 +1,14 @@
 package unpack
 
 import (
+	"github.com/dmfexport/dmfexport/internal/testenv"
+
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,24 +16,6 @@ import (
 	"testing/iotest"
 	"time"
 )
-
-// azuriteKey is Azurite's well-known development account key (public).
-const azuriteKey = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-
-// azuriteEndpoint returns DMFEXPORT_TEST_AZURITE, e.g.
-// http://127.0.0.1:10000/devstoreaccount1, or skips the test.
-func azuriteEndpoint(t testing.TB) string {
-	t.Helper()
-	v := strings.TrimRight(os.Getenv("DMFEXPORT_TEST_AZURITE"), "/")
-	if v == "" {
-		t.Skip("DMFEXPORT_TEST_AZURITE is not set: start Azurite (make test does) to run the Azure Blob tests")
-	}
-	return v
-}
-
-func azuriteConnString(endpoint string) string {
-	return "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=" + azuriteKey + ";BlobEndpoint=" + endpoint + ";"
-}
 
 // randomContainer names a fresh container so tests never see each other's blobs.
 func randomContainer() string {
@@ -46,9 +29,9 @@ func randomContainer() string {
 // 2, so multi-block uploads are cheap to test.
 func newTestBlobStore(t testing.TB, opts BlobOptions) *BlobStore {
 	t.Helper()
-	ep := azuriteEndpoint(t)
+	testenv.AzuriteEndpoint(t) // skips without Azurite
 	if opts.ConnectionString == "" && opts.SASURL == "" && opts.AccountURL == "" {
-		opts.ConnectionString = azuriteConnString(ep)
+		opts.ConnectionString = testenv.AzuriteConnString(t)
 	}
 	if opts.Container == "" && opts.SASURL == "" {
 		opts.Container = randomContainer()

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/dmfexport/dmfexport/internal/testenv"
+
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -15,13 +17,6 @@ import (
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 )
-
-func testAMQPURL() string {
-	if u := os.Getenv("DMFEXPORT_TEST_AMQP_URL"); u != "" {
-		return u
-	}
-	return "amqp://guest:guest@127.0.0.1:5672/"
-}
 
 // killEntity is an entity of n rows whose first column numbers them.
 func killEntity(name string, n int) dmftest.Entity {
@@ -59,7 +54,7 @@ func TestKillAndResume(t *testing.T) {
 			})
 			defer sim.Close()
 			name := fmt.Sprintf("dmfexport.test.kill.%s.%d", st.name, time.Now().UnixNano())
-			conn, err := amqp.Dial(testAMQPURL())
+			conn, err := amqp.Dial(testenv.AMQPURL())
 			if err != nil {
 				t.Fatalf("RabbitMQ: %v", err)
 			}
@@ -84,7 +79,7 @@ broker:
 poll: {interval: 50ms, max_interval: 100ms, deadline: 1m, package_url_timeout: 10s}
 exports:
   - {name: kill, schedule: "@yearly", definition_group: G, legal_entity: USMF, exchange: %s, routing_key: fo.kill, batch_size: 50}
-`, testAMQPURL(), name, name))
+`, testenv.AMQPURL(), name, name))
 			env := append(os.Environ(), "DMFSIM_URL="+sim.URL, "FO_TOKEN="+dmftest.DefaultToken)
 
 			// First attempt: killed at the stage.

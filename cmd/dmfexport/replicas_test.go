@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/dmfexport/dmfexport/internal/testenv"
+
 	"encoding/json"
 	"fmt"
 	"os"
@@ -14,18 +16,6 @@ import (
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 )
-
-// azuriteConnString returns a connection string for the Azurite that make
-// test starts, or skips the test.
-func azuriteConnString(t *testing.T) string {
-	t.Helper()
-	ep := strings.TrimRight(os.Getenv("DMFEXPORT_TEST_AZURITE"), "/")
-	if ep == "" {
-		t.Skip("DMFEXPORT_TEST_AZURITE is not set: run the tests with make test, which starts Azurite")
-	}
-	const key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-	return "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=" + key + ";BlobEndpoint=" + ep + ";"
-}
 
 // replicaConfig is a configuration whose store is a fresh Azurite container
 // shared by every replica; each replica writes batches to its own directory.
@@ -101,7 +91,7 @@ func records(t *testing.T, env []string, cfg string) []map[string]any {
 // with a job every three seconds: every slot runs exactly once across them,
 // no slot is skipped, and the work spreads over more than one replica.
 func TestReplicasRunEachSlotOnce(t *testing.T) {
-	conn := azuriteConnString(t)
+	conn := testenv.AzuriteConnString(t)
 	sim := dmftest.NewServer(dmftest.Options{
 		Projects:      map[string][]dmftest.Entity{"G": {killEntity("A", 300)}},
 		ExecutionTime: 100 * time.Millisecond,
@@ -176,7 +166,7 @@ func TestReplicasRunEachSlotOnce(t *testing.T) {
 // SIGKILL; one of two other replicas adopts the run from its record and
 // finishes it, without a second F&O export.
 func TestReplicaTakesOverKilledRun(t *testing.T) {
-	conn := azuriteConnString(t)
+	conn := testenv.AzuriteConnString(t)
 	sim := dmftest.NewServer(dmftest.Options{
 		Projects:      map[string][]dmftest.Entity{"G": {killEntity("A", 3000)}},
 		ExecutionTime: 3 * time.Second,

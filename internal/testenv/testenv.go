@@ -1,0 +1,40 @@
+// Package testenv locates the real services the tests run against: the
+// RabbitMQ broker and the Azurite blob emulator that make test provides.
+package testenv
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// AzuriteKey is Azurite's well-known development account key (public).
+const AzuriteKey = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+// AMQPURL is the broker tests publish to: $DMFEXPORT_TEST_AMQP_URL, or the
+// local RabbitMQ with the default guest account.
+func AMQPURL() string {
+	if u := os.Getenv("DMFEXPORT_TEST_AMQP_URL"); u != "" {
+		return u
+	}
+	return "amqp://guest:guest@127.0.0.1:5672/"
+}
+
+// AzuriteEndpoint returns $DMFEXPORT_TEST_AZURITE without a trailing slash,
+// e.g. http://127.0.0.1:10000/devstoreaccount1, or skips the test when it
+// is unset (make test always sets it).
+func AzuriteEndpoint(t testing.TB) string {
+	t.Helper()
+	v := strings.TrimRight(os.Getenv("DMFEXPORT_TEST_AZURITE"), "/")
+	if v == "" {
+		t.Skip("DMFEXPORT_TEST_AZURITE is not set: run the tests with make test, which starts Azurite")
+	}
+	return v
+}
+
+// AzuriteConnString is a shared-key connection string for the Azurite at
+// AzuriteEndpoint, or skips the test.
+func AzuriteConnString(t testing.TB) string {
+	t.Helper()
+	return "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=" + AzuriteKey + ";BlobEndpoint=" + AzuriteEndpoint(t) + ";"
+}
