@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"strings"
 	"time"
 
 	"github.com/dmfexport/dmfexport/unpack"
@@ -19,40 +20,63 @@ func prune(ctx context.Context, st unpack.Store, exp *Export, now time.Time) ([]
 	if r.KeepRuns == 0 && r.MaxAge == 0 {
 		return nil, nil
 	}
-	recs, err := LoadRecords(ctx, st, exp.Store.Prefix, exp.Name)
+	// Decide from the listing alone: the state is in each record's
+	// metadata and the start time in its run ID, so a prune after every run
+	// reads no record unless the store lost that metadata.
+	refs, err := listRecords(ctx, st, exp.Store.Prefix, exp.Name)
 	if err != nil {
 		return nil, err
 	}
 	var deleted []string
 	var errs []error
 	finished := 0
-	for _, rec := range recs { // newest first
-		if !rec.State.Final() {
+	for _, ref := range refs { // newest first
+		state, started := ref.state, runStart(ref.runID)
+		if state == "" || started.IsZero() {
+			rec, err := readRecord(ctx, st, ref.key)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			state, started = rec.State, rec.StartedAt
+		}
+		if !state.Final() {
 			continue
 		}
 		finished++
 		tooMany := r.KeepRuns > 0 && finished > r.KeepRuns
-		tooOld := r.MaxAge > 0 && now.Sub(rec.StartedAt) > r.MaxAge
+		tooOld := r.MaxAge > 0 && now.Sub(started) > r.MaxAge
 		if !tooMany && !tooOld {
 			continue
 		}
-		if err := deleteRun(ctx, st, exp.Store.Prefix, rec); err != nil {
+		if err := deleteRun(ctx, st, exp.Store.Prefix, exp.Name, ref.runID); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		deleted = append(deleted, rec.RunID)
+		deleted = append(deleted, ref.runID)
 	}
 	return deleted, errors.Join(errs...)
 }
 
+// runStart reads the start time a run ID begins with (see newRunID); zero
+// when it does not.
+func runStart(runID string) time.Time {
+	stamp, _, _ := strings.Cut(runID, "-")
+	t, err := time.Parse(runIDTime, stamp)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
 // deleteRun removes every object of one run, its record last.
-func deleteRun(ctx context.Context, st unpack.Store, storePrefix string, rec *RunRecord) error {
-	prefix := runPrefix(storePrefix, rec.Job, rec.RunID) + "/"
+func deleteRun(ctx context.Context, st unpack.Store, storePrefix, job, runID string) error {
+	prefix := runPrefix(storePrefix, job, runID) + "/"
 	objs, err := st.List(ctx, prefix)
 	if err != nil {
-		return fmt.Errorf("retention: list run %s: %w", rec.RunID, err)
+		return fmt.Errorf("retention: list run %s: %w", runID, err)
 	}
-	recKey := recordKey(storePrefix, rec.Job, rec.RunID)
+	recKey := recordKey(storePrefix, job, runID)
 	for _, o := range objs {
 		if o.Key == recKey {
 			continue

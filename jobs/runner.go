@@ -921,8 +921,11 @@ func openStore(c StoreConfig) (unpack.Store, error) {
 // newRunID makes a run ID that sorts by start time and is unique without
 // coordination: "20261124T201500Z-1a2b3c4d".
 func newRunID(t time.Time) string {
-	return t.UTC().Format("20060102T150405Z") + "-" + randomHex(4)
+	return t.UTC().Format(runIDTime) + "-" + randomHex(4)
 }
+
+// runIDTime is the layout of the start time a run ID begins with.
+const runIDTime = "20060102T150405Z"
 
 // newExecutionID follows the shape Microsoft's own scheduler uses,
 // "<project>-<yyyy-MM-dd_HH-mm-ss>-<random>", so operators recognise it in
