@@ -49,7 +49,7 @@ func NewMetrics() *Metrics {
 			Name: "dmfexport_last_success_timestamp_seconds", Help: "Unix time the last successful run of a job finished.",
 		}, []string{"job"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dmfexport_fo_retries_total", Help: "F&O API calls retried, by reason (throttled = 429).",
+			Name: "dmfexport_fo_retries_total", Help: `F&O API calls retried, by reason: "HTTP 429" (throttled), "HTTP 503", "timeout", "connection reset", ...`,
 		}, []string{"job", "action", "reason"}),
 		fires: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dmfexport_scheduler_fires_total", Help: "Scheduled fires by outcome as the scheduler saw them (success, fail, singleton_rescheduled = skipped because the previous run was going).",
@@ -93,8 +93,8 @@ func (m *Metrics) published(job, entity string, rows, batches int64) {
 	m.batches.WithLabelValues(job, entity).Add(float64(batches))
 }
 
-// Retried counts an F&O call retried for job; reason is e.g. "throttled",
-// "http 503" or "timeout".
+// Retried counts an F&O call retried for job; reason is the client's small
+// fixed set, e.g. "HTTP 429", "HTTP 503", "timeout", "connection reset".
 func (m *Metrics) Retried(job, action, reason string) {
 	if m != nil {
 		m.retries.WithLabelValues(job, action, reason).Inc()

@@ -189,6 +189,7 @@ func listRecords(ctx context.Context, st unpack.Store, storePrefix, job string) 
 	return refs, nil
 }
 
+// readRecords reads the records refs point to, in the same order.
 func readRecords(ctx context.Context, st unpack.Store, refs []recordRef) ([]*RunRecord, error) {
 	recs := make([]*RunRecord, 0, len(refs))
 	for _, ref := range refs {
@@ -198,7 +199,6 @@ func readRecords(ctx context.Context, st unpack.Store, refs []recordRef) ([]*Run
 		}
 		recs = append(recs, rec)
 	}
-	slices.SortStableFunc(recs, func(a, b *RunRecord) int { return b.StartedAt.Compare(a.StartedAt) })
 	return recs, nil
 }
 

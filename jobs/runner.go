@@ -352,31 +352,12 @@ func (r *Runner) foClient(exp *Export, log *slog.Logger) (*dmf.Client, error) {
 		MaxThrottleWait: exp.FO.MaxThrottleWait,
 		PackageURLDelay: exp.Poll.PackageURLInterval, PackageURLMaxDelay: exp.Poll.PackageURLMaxInterval,
 		Identity: auth.Describe(), ApplicationID: auth.ApplicationID(),
-		OnRetry: func(action, reason string) { r.Metrics.Retried(exp.Name, action, retryReason(reason)) },
+		OnRetry: func(action, reason string) { r.Metrics.Retried(exp.Name, action, reason) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("F&O client: %w", err)
 	}
 	return client, nil
-}
-
-// retryReason folds a retry reason into a small set of metric label
-// values: "throttled" for 429, "http 5xx" as given, otherwise the reason's
-// first word.
-func retryReason(reason string) string {
-	r := strings.ToLower(reason)
-	switch {
-	case strings.Contains(r, "429"):
-		return "throttled"
-	case strings.HasPrefix(r, "http "):
-		return r[:min(len(r), 8)]
-	case strings.Contains(r, "timeout"):
-		return "timeout"
-	case strings.Contains(r, "reset"):
-		return "connection reset"
-	default:
-		return "other"
-	}
 }
 
 func (r *Runner) httpClient() *http.Client {
