@@ -93,6 +93,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	var (
 		cfg          config
 		projects     pairs
+		packages     pairs
 		finals       pairs
 		demo         bool
 		execTime     time.Duration
@@ -105,6 +106,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8089", "`host:port` to listen on")
 	fs.StringVar(&cfg.opts.Token, "token", "", "bearer `token` every API call must carry (default $DMFSIM_TOKEN, else "+dmftest.DefaultToken+")")
 	fs.Var(&projects, "project", "serve every regular file in `NAME=DIR` as an entity of definition group NAME (repeatable)")
+	fs.Var(&packages, "package", "serve the data package `NAME=PATH` as it is for definition group NAME: a zip file, or a folder zipped as it is (repeatable)")
 	fs.BoolVar(&demo, "demo", false, "serve the demo project as "+dmftest.DemoDefinitionGroup+" (the default without --project)")
 	fs.DurationVar(&execTime, "execution-time", 2*time.Second, "how long an execution takes to reach its final status")
 	fs.DurationVar(&urlTTL, "url-ttl", time.Hour, "lifetime of a package URL signature")
@@ -131,7 +133,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 
 	var problems []string
 	cfg.opts.Projects = map[string][]dmftest.Entity{}
-	if demo || len(projects) == 0 {
+	if demo || len(projects)+len(packages) == 0 {
 		cfg.opts.Projects[dmftest.DemoDefinitionGroup] = dmftest.DemoProject()
 	}
 	for _, p := range projects {
@@ -147,6 +149,24 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		}
 		cfg.opts.Projects[name] = ents
 	}
+	cfg.opts.Packages = map[string][]byte{}
+	for _, p := range packages {
+		name, path, _ := strings.Cut(p, "=")
+		if _, dup := cfg.opts.Projects[name]; dup {
+			problems = append(problems, fmt.Sprintf("--package %s: definition group given twice", name))
+			continue
+		}
+		if _, dup := cfg.opts.Packages[name]; dup {
+			problems = append(problems, fmt.Sprintf("--package %s: definition group given twice", name))
+			continue
+		}
+		zb, err := dmftest.LoadPackage(path)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("--package %s: %v", p, err))
+			continue
+		}
+		cfg.opts.Packages[name] = zb
+	}
 	cfg.opts.FinalStatus = map[string]string{}
 	for _, f := range finals {
 		group, st, _ := strings.Cut(f, "=")
@@ -156,7 +176,8 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 			problems = append(problems, fmt.Sprintf("--final-status %s: status must be Succeeded, PartiallySucceeded, Failed or Canceled", f))
 			continue
 		}
-		if _, ok := cfg.opts.Projects[group]; !ok {
+		_, prebuilt := cfg.opts.Packages[group]
+		if _, ok := cfg.opts.Projects[group]; !ok && !prebuilt {
 			problems = append(problems, fmt.Sprintf("--final-status %s: no definition group %q is served", f, group))
 			continue
 		}

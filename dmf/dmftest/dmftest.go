@@ -93,6 +93,10 @@ type Options struct {
 	// Faults inject throttling bursts, server errors, slow answers, stuck
 	// executions, expired URLs and damaged or slow downloads.
 	Faults Faults
+	// Packages serves prebuilt data packages: definition group → zip bytes,
+	// handed out exactly as given (for packages shaped like real exports).
+	// A group named here and in Projects is served from Packages.
+	Packages map[string][]byte
 }
 
 // Simulator is an http.Handler speaking the F&O Data management package REST
@@ -158,6 +162,11 @@ func New(opts Options) *Simulator {
 		projects[group] = cp
 	}
 	opts.Projects = projects
+	pkgs := make(map[string][]byte, len(opts.Packages))
+	for group, b := range opts.Packages {
+		pkgs[group] = b
+	}
+	opts.Packages = pkgs
 	final := make(map[string]string, len(opts.FinalStatus))
 	for g, st := range opts.FinalStatus {
 		final[g] = st
@@ -405,7 +414,8 @@ func (s *Simulator) throttled() bool {
 
 func (s *Simulator) exportToPackage(w http.ResponseWriter, r *http.Request, req actionRequest) {
 	ents, ok := s.opts.Projects[req.DefinitionGroupID]
-	if !ok {
+	raw, prebuilt := s.opts.Packages[req.DefinitionGroupID]
+	if !ok && !prebuilt {
 		s.odataError(w, r, http.StatusBadRequest, "BadRequest",
 			fmt.Sprintf("Data project '%s' does not exist; create the export project in Data management first.", req.DefinitionGroupID))
 		return
@@ -438,6 +448,9 @@ func (s *Simulator) exportToPackage(w http.ResponseWriter, r *http.Request, req 
 		final:       final,
 		entities:    ents,
 		blobName:    s.random() + "-" + name + ".zip",
+	}
+	if prebuilt {
+		ex.entities, ex.zip = nil, raw
 	}
 	s.executions[id] = ex
 	s.blobs[ex.blobName] = ex
