@@ -133,7 +133,7 @@ func (o AuthOptions) Describe() string {
 	}
 	switch m := o.normalizedMethod(); m {
 	case AuthToken:
-		return "static bearer token"
+		return staticTokenIdentity
 	case AuthClientSecret:
 		return fmt.Sprintf("client_secret app %s in tenant %s", o.ClientID, o.TenantID)
 	case AuthClientCertificate:
@@ -379,3 +379,7 @@ func tokenIdentity(tok string) (appID, tenant string) {
 	}
 	return clean(appID), clean(claims.TID)
 }
+
+// staticTokenIdentity describes the token method, whose refusal has
+// nothing to do with an application's registration.
+const staticTokenIdentity = "static bearer token"

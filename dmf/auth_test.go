@@ -459,10 +459,11 @@ func TestDescribe(t *testing.T) {
 func TestRefusedTokenNamesIdentity(t *testing.T) {
 	tokenWithApp := jwtLike(map[string]string{"appid": "44444444-4444-4444-4444-444444444444", "tid": "55555555"})
 	tests := []struct {
-		name  string
-		token string
-		co    dmf.ClientOptions
-		want  []string
+		name    string
+		token   string
+		co      dmf.ClientOptions
+		want    []string
+		notWant string
 	}{
 		{name: "from client options", token: "opaque-token", co: dmf.ClientOptions{Identity: "client_secret app A in tenant T", ApplicationID: "A"},
 			want: []string{"token for client_secret app A in tenant T was refused", "check that application A is registered in F&O", "Microsoft Entra applications", "data management roles"}},
@@ -470,6 +471,8 @@ func TestRefusedTokenNamesIdentity(t *testing.T) {
 			want: []string{"token for app 44444444-4444-4444-4444-444444444444 in tenant 55555555 was refused", "application 44444444-4444-4444-4444-444444444444 is registered"}},
 		{name: "nothing known", token: "opaque-token",
 			want: []string{"the token was refused: check that the application is registered in F&O"}},
+		{name: "static token", token: tokenWithApp, co: dmf.ClientOptions{Identity: "static bearer token"},
+			want: []string{"the static token was refused", "get a new one"}, notWant: "Microsoft Entra applications"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -488,6 +491,9 @@ func TestRefusedTokenNamesIdentity(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q lacks %q", err, w)
 				}
+			}
+			if tt.notWant != "" && strings.Contains(err.Error(), tt.notWant) {
+				t.Errorf("error %q holds %q, a hint that does not apply", err, tt.notWant)
 			}
 			if strings.Contains(err.Error(), tt.token) {
 				t.Errorf("error shows the token: %v", err)

@@ -54,6 +54,10 @@ const (
 // authHint is added to 401/403 errors: the usual cause is the missing
 // registration of the application inside F&O, not the token itself.
 func (e *APIError) authHint() string {
+	if e.Identity == staticTokenIdentity {
+		// No application signs in: only the token itself can be wrong.
+		return "the static token was refused: it may have expired, or be for another environment (its audience must be the F&O URL); get a new one"
+	}
 	who := "the token"
 	if e.Identity != "" {
 		who = "token for " + e.Identity

@@ -348,6 +348,9 @@ var (
 		"managed_identity_client_id", "managed_identity_resource_id", "token_file", "authority_host", "disable_instance_discovery"}
 	queueKeys = []string{"name", "binding_key", "quorum"}
 	nameRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	// containerRE is Azure's rule for container names, but for "--",
+	// which is refused separately.
+	containerRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$`)
 )
 
 // decoder walks the YAML tree, collecting every problem with its position.
@@ -735,9 +738,12 @@ func (d *decoder) export(n *yaml.Node, p string, top map[string]*yaml.Node) (Exp
 	var schedNode *yaml.Node
 	e.Schedule, schedNode = req("schedule", `a cron expression such as "0 2 * * *" (five fields, or six with seconds first), or @daily`)
 	if e.Schedule != "" {
-		if _, err := cronParser.Parse(strings.TrimSpace(e.Schedule)); err != nil {
+		if sched, err := cronParser.Parse(strings.TrimSpace(e.Schedule)); err != nil {
 			d.problem(schedNode, p+".schedule", fmt.Sprintf("bad cron expression %q: %v", e.Schedule, err),
 				`use five fields "min hour day month weekday", six with seconds first, @hourly/@daily/@weekly, or @every 15m; a time zone goes first as CRON_TZ=Europe/Paris`)
+		} else if sched.Next(time.Now()).IsZero() {
+			d.problem(schedNode, p+".schedule", fmt.Sprintf("cron expression %q never fires", e.Schedule),
+				"no date matches its day and month fields (such as February 30th); check them")
 		}
 	}
 	e.DefinitionGroup, _ = req("definition_group", "the name of the export data project in F&O (Data management > Export)")
@@ -1005,6 +1011,11 @@ func (d *decoder) store(n, exp *yaml.Node, p string) StoreConfig {
 	switch c.Type {
 	case "dir":
 		c.Path = d.requiredPath(m["path"], where(n, exp), p+".path", "the directory that keeps packages, entity files and run records, e.g. ./dmfexport-data")
+		for _, k := range []string{"account_url", "container", "connection_string", "sas_url", "auth", "block_size", "concurrency"} {
+			if v := m[k]; v != nil {
+				d.problem(v, p+"."+k, fmt.Sprintf("%s is used only by an azblob store, not by a dir store", k), "remove it, or set type: azblob")
+			}
+		}
 	case "azblob":
 		d.azblob(&c, m, where(n, exp), p)
 	default:
@@ -1016,7 +1027,14 @@ func (d *decoder) store(n, exp *yaml.Node, p string) StoreConfig {
 // azblob decodes the Azure Blob Storage keys of a store section.
 func (d *decoder) azblob(c *StoreConfig, m map[string]*yaml.Node, parent *yaml.Node, p string) {
 	if v := m["container"]; v != nil {
-		c.Container, _ = d.str(v, p+".container")
+		if s, ok := d.str(v, p+".container"); ok {
+			if !containerRE.MatchString(s) || strings.Contains(s, "--") {
+				d.problem(v, p+".container", fmt.Sprintf("%q is not a valid container name", s),
+					"Azure requires 3 to 63 lower-case letters, digits and single hyphens, starting and ending with a letter or digit")
+			} else {
+				c.Container = s
+			}
+		}
 	}
 	set := 0
 	if v := m["account_url"]; v != nil {
@@ -1033,6 +1051,9 @@ func (d *decoder) azblob(c *StoreConfig, m map[string]*yaml.Node, parent *yaml.N
 			default:
 				c.AccountURL = s
 			}
+		}
+		if m["auth"] == nil {
+			d.missing(parent, p+".auth", "account_url signs in with Entra ID: add auth (method: managed_identity, client_secret, ...), or use connection_string or sas_url instead")
 		}
 		c.Auth = d.auth(m["auth"], parent, p+".auth")
 	} else if m["auth"] != nil {

@@ -272,6 +272,10 @@ func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec
 	case interrupted:
 		rec.Error = "interrupted (" + ctx.Err().Error() + "); the run resumes from here at the next start"
 	case runErr != nil:
+		if rec.State == StatePublishing {
+			// The entity files are stored: no need to export again.
+			runErr = fmt.Errorf("%w; once fixed, dmfexport replay %s/%s publishes the stored entities again", runErr, exp.Name, rec.RunID)
+		}
 		rec.State = StateFailed
 		rec.Error = runErr.Error()
 	case rec.State != StatePartiallySucceeded:
@@ -547,8 +551,11 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 			},
 		})
 		u.rec.ExecutionStatus = string(status)
-		if err != nil {
-			return fmt.Errorf("wait for execution %s: %w", u.rec.ExecutionID, err)
+		switch {
+		case errors.Is(err, dmf.ErrDeadline):
+			return fmt.Errorf("%w (raise poll.deadline if this export needs longer in F&O)", err)
+		case err != nil:
+			return err // it names the execution
 		}
 		return nil
 	})
@@ -871,7 +878,7 @@ func openStore(c StoreConfig) (unpack.Store, error) {
 	case "dir":
 		s, err := unpack.NewDirStore(c.Path)
 		if err != nil {
-			return nil, fmt.Errorf("open store directory %s: %w", c.Path, err)
+			return nil, err // it names the directory
 		}
 		st = s
 	case "azblob":

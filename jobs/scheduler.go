@@ -303,11 +303,20 @@ func (g gocronLogger) Error(msg string, args ...any) { g.l.Error("scheduler: "+m
 // seconds first, descriptors such as @daily, and a CRON_TZ= prefix.
 var cronParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
-// NextRun returns when schedule fires next after t.
+// NextRun returns when schedule fires next after t, in the schedule's own
+// time zone (its CRON_TZ=, else t's). A schedule that never fires (such as
+// February 30th) is an error.
 func NextRun(schedule string, t time.Time) (time.Time, error) {
 	sched, err := cronParser.Parse(strings.TrimSpace(schedule))
 	if err != nil {
 		return time.Time{}, fmt.Errorf("parse schedule %q: %w", schedule, err)
 	}
-	return sched.Next(t), nil
+	next := sched.Next(t)
+	if next.IsZero() {
+		return time.Time{}, fmt.Errorf("schedule %q never fires", schedule)
+	}
+	if s, ok := sched.(*cron.SpecSchedule); ok && s.Location != time.Local {
+		next = next.In(s.Location)
+	}
+	return next, nil
 }

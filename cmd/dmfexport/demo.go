@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/dmfexport/dmfexport/configs"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/jobs"
 	"github.com/dmfexport/dmfexport/publish"
@@ -18,41 +20,51 @@ type demoCommand struct {
 	fallbackDir string
 }
 
+// builtinDemo names the demo configuration built into the binary, used
+// when neither --config nor DMFEXPORT_CONFIG names a file.
+const builtinDemo = "built-in configs/demo.yaml"
+
 func (c *demoCommand) Usage() string {
-	return `Usage: dmfexport demo [--config configs/demo.yaml]
+	return `Usage: dmfexport demo [--config FILE] [--fallback-dir DIR]
 
 Runs every export of the demo configuration once against an F&O simulator started in this
 process (it serves a demo data package of several entities), stores the package and one file per
 entity in the configured store, and publishes the rows to the configured RabbitMQ. When no broker
-answers, it says so and writes the batches as NDJSON files instead. It prints where everything went.
-The simulator's address and token are passed to the configuration as ${DMFSIM_URL} and ${FO_TOKEN}.
+answers, it says so and writes the batches as NDJSON files instead. It prints where everything
+went and how to clean up.
+
+Without --config (or DMFEXPORT_CONFIG) it runs the demo configuration built into the binary, a copy
+of configs/demo.yaml, from any directory: the store is ./dmfexport-data. The simulator's address
+and token are given to the configuration as ${DMFSIM_URL} and ${FO_TOKEN}, whatever the
+environment holds.
 `
 }
 
 func (c *demoCommand) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	c.g.register(fs, "warn")
-	fs.Lookup("config").DefValue = "configs/demo.yaml"
-	_ = fs.Set("config", "configs/demo.yaml")
-	fs.StringVar(&c.fallbackDir, "fallback-dir", "out/demo-batches", "where batches go as NDJSON files when no broker answers")
-	if err := parseFlags(fs, c.Usage(), args); err != nil {
-		return err
+	if os.Getenv("DMFEXPORT_CONFIG") == "" {
+		fs.Lookup("config").DefValue = builtinDemo
+		_ = fs.Set("config", builtinDemo)
 	}
-	log, err := c.g.logger()
+	fs.StringVar(&c.fallbackDir, "fallback-dir", "out/demo-batches", "where batches go as NDJSON files when no broker answers")
+	pos, err := c.g.parse(fs, c.Usage(), args)
 	if err != nil {
 		return err
 	}
+	if len(pos) > 0 {
+		return &flagError{msg: fmt.Sprintf("unexpected argument %q: demo takes no arguments", pos[0]), usage: usageText(fs, c.Usage())}
+	}
+	log := c.g.log
 
 	sim := dmftest.NewServer(dmftest.Options{
 		Projects:      map[string][]dmftest.Entity{dmftest.DemoDefinitionGroup: dmftest.DemoProject()},
 		ExecutionTime: time.Second,
 	})
 	defer sim.Close()
-	os.Setenv("DMFSIM_URL", sim.URL)
-	os.Setenv("FO_TOKEN", dmftest.DefaultToken)
 	fmt.Printf("F&O simulator listening on %s (definition group %s)\n", sim.URL, dmftest.DemoDefinitionGroup)
 
-	cfg, err := c.g.load()
+	cfg, err := c.loadConfig(map[string]string{"DMFSIM_URL": sim.URL, "FO_TOKEN": dmftest.DefaultToken})
 	if err != nil {
 		return err
 	}
@@ -72,19 +84,88 @@ func (c *demoCommand) Run(ctx context.Context, args []string) error {
 	runErr := runAll(ctx, runner, exps, "demo", os.Stdout)
 
 	fmt.Println("\nWhere everything went:")
+	var cleanup []string
 	for _, e := range exps {
-		fmt.Printf("  %s: package, entity files and run record under %s\n", e.Name, e.Store.Path)
+		if e.Store.Type == "dir" {
+			fmt.Printf("  %s: package, entity files and run record under %s\n", e.Name, e.Store.Path)
+			cleanup = appendNew(cleanup, "rm -rf "+shellQuote(e.Store.Path))
+		} else {
+			fmt.Printf("  %s: package, entity files and run record in container %s\n", e.Name, e.Store.Container)
+		}
 		switch e.Broker.Type {
 		case "file":
 			fmt.Printf("  %s: batches as NDJSON in %s\n", e.Name, e.Broker.Path)
+			cleanup = appendNew(cleanup, "rm -rf "+shellQuote(e.Broker.Path))
 		case "amqp":
 			fmt.Printf("  %s: batches published to RabbitMQ exchange %q with routing key %q\n", e.Name, e.Exchange, e.RoutingKey)
 			for _, q := range e.Broker.Queues {
 				fmt.Printf("  %s: queue %q (binding %q) holds them; inspect with: rabbitmqctl list_queues name messages\n", e.Name, q.Name, q.BindingKey)
+				cleanup = appendNew(cleanup, "rabbitmqctl delete_queue "+shellQuote(q.Name))
+			}
+			if e.Broker.Declare && e.Exchange != "" {
+				cleanup = appendNew(cleanup, "rabbitmqadmin delete exchange name="+shellQuote(e.Exchange))
 			}
 		}
 	}
+	if len(cleanup) > 0 {
+		fmt.Println("\nTo clean up the demo:")
+		for _, l := range cleanup {
+			fmt.Println("  " + l)
+		}
+	}
 	return runErr
+}
+
+// loadConfig loads the demo configuration: the file --config or
+// DMFEXPORT_CONFIG names, else the built-in one. sim's settings win over
+// the environment's for ${VAR} references, without changing the process
+// environment.
+func (c *demoCommand) loadConfig(sim map[string]string) (*jobs.Config, error) {
+	lookup := func(name string) (string, bool) {
+		if v, ok := sim[name]; ok {
+			return v, true
+		}
+		return os.LookupEnv(name)
+	}
+	if c.g.config != builtinDemo {
+		data, err := os.ReadFile(c.g.config)
+		if err != nil {
+			return nil, fmt.Errorf("read demo configuration: %w (leave out --config and DMFEXPORT_CONFIG to run the built-in one)", err)
+		}
+		return jobs.ParseConfig(c.g.config, data, lookup)
+	}
+	// The built-in file's relative paths resolve as if it were
+	// ./configs/demo.yaml, as make demo runs it from the repository root:
+	// its store ../dmfexport-data is ./dmfexport-data.
+	wd, err := os.Getwd()
+	if err != nil {
+		return nil, fmt.Errorf("demo: find the working directory: %w", err)
+	}
+	cfg, err := jobs.ParseConfig(filepath.Join(wd, "configs", "demo.yaml"), configs.Demo, lookup)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", builtinDemo, err)
+	}
+	cfg.Path = builtinDemo
+	return cfg, nil
+}
+
+func appendNew(list []string, s string) []string {
+	for _, l := range list {
+		if l == s {
+			return list
+		}
+	}
+	return append(list, s)
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:@", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // probeBroker checks that the export's broker accepts a connection.

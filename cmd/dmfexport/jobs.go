@@ -24,8 +24,12 @@ routing and next run time (in the schedule's time zone, or local time).
 func (c *jobsCommand) Run(_ context.Context, args []string) error {
 	fs := flag.NewFlagSet("jobs", flag.ContinueOnError)
 	c.g.register(fs, "warn")
-	if err := parseFlags(fs, c.Usage(), args); err != nil {
+	pos, err := c.g.parse(fs, c.Usage(), args)
+	if err != nil {
 		return err
+	}
+	if len(pos) > 0 {
+		return &flagError{msg: fmt.Sprintf("unexpected argument %q: jobs takes no arguments", pos[0]), usage: usageText(fs, c.Usage())}
 	}
 	cfg, err := c.g.load()
 	if err != nil {

@@ -80,11 +80,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := cmd.Run(ctx, args[1:])
+	var fe *flagError
 	switch {
 	case err == nil:
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.As(err, &fe):
+		fmt.Fprintf(stderr, "dmfexport %s: %s\n\n%s", args[0], fe.msg, fe.usage)
+		return 2
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "dmfexport %s: %v\n", args[0], err)
 		return 2
@@ -94,28 +98,63 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-// globalFlags are the flags every command that reads the config shares.
+// flagError is a mistake in a command's flags or arguments: the command's
+// usage is printed after it, once.
+type flagError struct {
+	msg   string
+	usage string // the command's usage with its flags
+}
+
+func (e *flagError) Error() string        { return e.msg }
+func (e *flagError) Is(target error) bool { return target == errUsage }
+
+// globalFlags are the flags every command shares: --log-level and
+// --log-format, and --config for the commands that read a configuration.
 type globalFlags struct {
 	config    string
 	logLevel  string
 	logFormat string
+	log       *slog.Logger // built from the flags by parse
 }
 
+// register adds --config (default $DMFEXPORT_CONFIG, else dmfexport.yaml)
+// and the log flags.
 func (g *globalFlags) register(fs *flag.FlagSet, defaultLevel string) {
 	def := os.Getenv("DMFEXPORT_CONFIG")
 	if def == "" {
 		def = "dmfexport.yaml"
 	}
-	fs.StringVar(&g.config, "config", def, "configuration file (env DMFEXPORT_CONFIG)")
+	fs.StringVar(&g.config, "config", def, "configuration `FILE` (env DMFEXPORT_CONFIG)")
+	g.registerLog(fs, defaultLevel)
+}
+
+// registerLog adds only the log flags, for commands without a configuration.
+func (g *globalFlags) registerLog(fs *flag.FlagSet, defaultLevel string) {
 	fs.StringVar(&g.logLevel, "log-level", defaultLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+}
+
+// parse parses args with fs (see parseFlags) and checks the log flags, so
+// every command refuses a bad --log-level or --log-format, whether it logs
+// or not. It returns the positional arguments.
+func (g *globalFlags) parse(fs *flag.FlagSet, usage string, args []string) ([]string, error) {
+	pos, err := parseFlags(fs, usage, args)
+	if err != nil {
+		return nil, err
+	}
+	log, err := g.logger()
+	if err != nil {
+		return nil, &flagError{msg: err.Error(), usage: usageText(fs, usage)}
+	}
+	g.log = log
+	return pos, nil
 }
 
 // logger builds the slog logger the flags ask for; logs go to stderr.
 func (g *globalFlags) logger() (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
-		return nil, fmt.Errorf("%w: --log-level %q: want debug, info, warn or error", errUsage, g.logLevel)
+		return nil, fmt.Errorf("invalid --log-level %q: want debug, info, warn or error", g.logLevel)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
 	switch strings.ToLower(g.logFormat) {
@@ -124,30 +163,77 @@ func (g *globalFlags) logger() (*slog.Logger, error) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
 	default:
-		return nil, fmt.Errorf("%w: --log-format %q: want text or json", errUsage, g.logFormat)
+		return nil, fmt.Errorf("invalid --log-format %q: want text or json", g.logFormat)
 	}
 }
 
 func (g *globalFlags) load() (*jobs.Config, error) {
-	cfg, err := jobs.LoadConfig(g.config)
-	if err != nil {
-		return nil, err
-	}
-	return cfg, nil
+	return jobs.LoadConfig(g.config)
 }
 
-// parseFlags parses args with fs, printing usage on --help.
-func parseFlags(fs *flag.FlagSet, usage string, args []string) error {
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fmt.Fprintln(fs.Output(), "\nFlags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+// parseFlags parses args with fs and returns the positional arguments.
+// Flags may come before, between or after positional arguments
+// ("status demo --json" is "status --json demo"); "--" ends the flags, so
+// every argument after it is positional. --help prints the usage on stdout
+// and returns flag.ErrHelp. A mistake returns a *flagError naming it.
+func parseFlags(fs *flag.FlagSet, usage string, args []string) ([]string, error) {
+	fs.SetOutput(io.Discard) // errors and usage are printed once, by run
+	fs.Usage = func() {}
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
 		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+		if len(a) < 2 || a[0] != '-' {
+			pos = append(pos, a)
+			continue
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if name == "h" || name == "help" {
+			fmt.Fprint(os.Stdout, usageText(fs, usage))
+			return nil, flag.ErrHelp
+		}
+		f := fs.Lookup(name)
+		if f == nil {
+			return nil, &flagError{msg: "unknown flag " + strings.SplitN(a, "=", 2)[0], usage: usageText(fs, usage)}
+		}
+		flags = append(flags, a)
+		if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); hasValue || ok && bf.IsBoolFlag() {
+			continue
+		}
+		if i+1 == len(args) {
+			return nil, &flagError{msg: fmt.Sprintf("flag --%s needs a value", name), usage: usageText(fs, usage)}
+		}
+		i++
+		flags = append(flags, args[i])
 	}
-	return nil
+	if err := fs.Parse(flags); err != nil {
+		// The flag package names flags with one dash; the usage shows two.
+		msg := strings.ReplaceAll(err.Error(), "flag -", "flag --")
+		return nil, &flagError{msg: msg, usage: usageText(fs, usage)}
+	}
+	return pos, nil
+}
+
+// usageText is a command's usage followed by its flags, written with two
+// dashes as the usage lines and README write them.
+func usageText(fs *flag.FlagSet, usage string) string {
+	var b strings.Builder
+	b.WriteString(usage)
+	b.WriteString("\nFlags:\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		typ, text := flag.UnquoteUsage(f)
+		fmt.Fprintf(&b, "  --%s", f.Name)
+		if typ != "" {
+			b.WriteString(" " + typ)
+		}
+		b.WriteString("\n      " + text)
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" {
+			fmt.Fprintf(&b, " (default %q)", f.DefValue)
+		}
+		b.WriteString("\n")
+	})
+	return b.String()
 }

@@ -39,21 +39,19 @@ func (c *replayCommand) Run(ctx context.Context, args []string) error {
 	c.g.register(fs, "warn")
 	fs.Var(&c.entities, "entity", "replay only this entity (repeatable)")
 	fs.StringVar(&c.routingKey, "routing-key", "", "routing key for the replayed batches (default: the export's)")
-	if err := parseFlags(fs, c.Usage(), args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("%w: name exactly one run to replay (see dmfexport status)", errUsage)
-	}
-	log, err := c.g.logger()
+	pos, err := c.g.parse(fs, c.Usage(), args)
 	if err != nil {
 		return err
 	}
+	if len(pos) != 1 {
+		return &flagError{msg: "name exactly one run to replay (see dmfexport status)", usage: usageText(fs, c.Usage())}
+	}
+	log := c.g.log
 	cfg, err := c.g.load()
 	if err != nil {
 		return err
 	}
-	exp, rec, err := jobs.FindRun(ctx, cfg, fs.Arg(0))
+	exp, rec, err := jobs.FindRun(ctx, cfg, pos[0])
 	if err != nil {
 		return err
 	}

@@ -49,13 +49,14 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 	c.g.register(fs, "info")
 	fs.DurationVar(&c.stopTimeout, "stop-timeout", 5*time.Minute, "how long a stop waits for running exports")
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:9310", "address of the /healthz, /readyz and /metrics listener (empty: none)")
-	if err := parseFlags(fs, c.Usage(), args); err != nil {
-		return err
-	}
-	log, err := c.g.logger()
+	pos, err := c.g.parse(fs, c.Usage(), args)
 	if err != nil {
 		return err
 	}
+	if len(pos) > 0 {
+		return &flagError{msg: fmt.Sprintf("unexpected argument %q: run takes no arguments", pos[0]), usage: usageText(fs, c.Usage())}
+	}
+	log := c.g.log
 	cfg, err := c.g.load()
 	if err != nil {
 		return err

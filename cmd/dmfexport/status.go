@@ -34,21 +34,22 @@ func (c *statusCommand) Run(ctx context.Context, args []string) error {
 	c.g.register(fs, "warn")
 	fs.BoolVar(&c.json, "json", false, "print the run records as JSON")
 	fs.IntVar(&c.limit, "limit", 10, "runs shown per export (0: all)")
-	if err := parseFlags(fs, c.Usage(), args); err != nil {
+	pos, err := c.g.parse(fs, c.Usage(), args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 1 {
-		return fmt.Errorf("%w: name at most one export", errUsage)
+	if len(pos) > 1 {
+		return &flagError{msg: "name at most one export", usage: usageText(fs, c.Usage())}
 	}
 	cfg, err := c.g.load()
 	if err != nil {
 		return err
 	}
 	exps := cfg.Exports
-	if fs.NArg() == 1 {
-		e, ok := cfg.Export(fs.Arg(0))
+	if len(pos) == 1 {
+		e, ok := cfg.Export(pos[0])
 		if !ok {
-			return fmt.Errorf("%w: no export named %q in %s (known: %s)", errUsage, fs.Arg(0), cfg.Path, exportNames(cfg))
+			return fmt.Errorf("%w: no export named %q in %s (known: %s)", errUsage, pos[0], cfg.Path, exportNames(cfg))
 		}
 		exps = []jobs.Export{*e}
 	}

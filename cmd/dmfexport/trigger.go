@@ -28,22 +28,20 @@ parallel with each other. The exit code is 0 only if every run succeeded, 1 othe
 func (c *triggerCommand) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("trigger", flag.ContinueOnError)
 	c.g.register(fs, "warn")
-	if err := parseFlags(fs, c.Usage(), args); err != nil {
-		return err
-	}
-	if fs.NArg() == 0 {
-		return fmt.Errorf("%w: name at least one export to run (see dmfexport jobs)", errUsage)
-	}
-	log, err := c.g.logger()
+	names, err := c.g.parse(fs, c.Usage(), args)
 	if err != nil {
 		return err
 	}
+	if len(names) == 0 {
+		return &flagError{msg: "name at least one export to run (see dmfexport jobs)", usage: usageText(fs, c.Usage())}
+	}
+	log := c.g.log
 	cfg, err := c.g.load()
 	if err != nil {
 		return err
 	}
 	var exps []*jobs.Export
-	for _, name := range fs.Args() {
+	for _, name := range names {
 		e, ok := cfg.Export(name)
 		if !ok {
 			return fmt.Errorf("%w: no export named %q in %s (known: %s)", errUsage, name, cfg.Path, exportNames(cfg))
@@ -73,7 +71,7 @@ func runAll(ctx context.Context, runner *jobs.Runner, exps []*jobs.Export, trigg
 	var failed []string
 	for i, err := range errs {
 		if err != nil {
-			fmt.Fprintf(out, "\n%s: %v\n", exps[i].Name, err)
+			fmt.Fprintf(out, "\n%v\n", err) // it names the export
 			failed = append(failed, exps[i].Name)
 		} else if recs[i].State != jobs.StateSucceeded {
 			failed = append(failed, exps[i].Name)

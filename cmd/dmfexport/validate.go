@@ -9,19 +9,28 @@ import (
 type validateCommand struct{ g globalFlags }
 
 func (c *validateCommand) Usage() string {
-	return `Usage: dmfexport validate [--config FILE]
+	return `Usage: dmfexport validate [--config FILE] [FILE]
 
-Loads the configuration, expands ${VAR} references and checks every key, schedule, URL and
-secret. Every problem is reported at once with file:line:column and a hint. Exit code 0 means
-the file is valid.
+Loads the configuration (FILE, else --config), expands ${VAR} references and checks every key,
+schedule, URL and secret. Every problem is reported at once with file:line:column and a hint.
+Exit code 0 means the file is valid.
 `
 }
 
 func (c *validateCommand) Run(_ context.Context, args []string) error {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	c.g.register(fs, "warn")
-	if err := parseFlags(fs, c.Usage(), args); err != nil {
+	pos, err := c.g.parse(fs, c.Usage(), args)
+	if err != nil {
 		return err
+	}
+	switch {
+	case len(pos) > 1:
+		return &flagError{msg: "name at most one configuration file", usage: usageText(fs, c.Usage())}
+	case len(pos) == 1 && flagSet(fs, "config") && c.g.config != pos[0]:
+		return &flagError{msg: fmt.Sprintf("two configuration files given (--config %s and %s): name one", c.g.config, pos[0]), usage: usageText(fs, c.Usage())}
+	case len(pos) == 1:
+		c.g.config = pos[0]
 	}
 	cfg, err := c.g.load()
 	if err != nil {
@@ -35,4 +44,11 @@ func (c *validateCommand) Run(_ context.Context, args []string) error {
 	}
 	fmt.Printf("%s: valid, %d exports (%d enabled)\n", cfg.Path, len(cfg.Exports), enabled)
 	return nil
+}
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
