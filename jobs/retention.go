@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -69,7 +72,8 @@ func runStart(runID string) time.Time {
 	return t
 }
 
-// deleteRun removes every object of one run, its record last.
+// deleteRun removes every object of one run, its record last, then any
+// lease it left and, in a directory store, the folders that held them.
 func deleteRun(ctx context.Context, st unpack.Store, storePrefix, job, runID string) error {
 	prefix := runPrefix(storePrefix, job, runID) + "/"
 	objs, err := st.List(ctx, prefix)
@@ -88,7 +92,37 @@ func deleteRun(ctx context.Context, st unpack.Store, storePrefix, job, runID str
 	if err := st.Delete(ctx, recKey); err != nil {
 		return fmt.Errorf("retention: delete %s: %w", recKey, err)
 	}
+	removeEmptyFolders(st, runPrefix(storePrefix, job, runID))
+	// A finished run's leases were released; one left by a failed release
+	// is stale, and its empty folder is left in any case.
+	leases := leasePrefix(storePrefix, job, runID)
+	if objs, err := st.List(ctx, leases+"/"); err == nil {
+		for _, o := range objs {
+			_ = st.Delete(ctx, o.Key)
+		}
+	}
+	removeEmptyFolders(st, leases)
 	return nil
+}
+
+// removeEmptyFolders removes, in a directory store, the empty folders at
+// and under prefix, deepest first. A folder that still holds a file is
+// kept. Other stores have no folders to remove.
+func removeEmptyFolders(st unpack.Store, prefix string) {
+	ds, ok := st.(*unpack.DirStore)
+	if !ok {
+		return
+	}
+	var dirs []string
+	_ = filepath.WalkDir(filepath.Join(ds.Root(), filepath.FromSlash(prefix)), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	for i := len(dirs) - 1; i >= 0; i-- { // children come after their parent
+		_ = os.Remove(dirs[i]) // fails, as wanted, on a folder that is not empty
+	}
 }
 
 // claimTTL is how long a schedule slot's claim is kept: long enough that no

@@ -2,6 +2,8 @@ package jobs
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -45,7 +47,8 @@ func TestPrune(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
-			st := mustDirStore(t, t.TempDir())
+			root := t.TempDir()
+			st := mustDirStore(t, root)
 			exp := &Export{Name: "job", Retention: tt.r}
 			for _, r := range runs {
 				rec := &RunRecord{Job: "job", RunID: r.id, State: r.state, StartedAt: now.Add(-r.age)}
@@ -54,6 +57,17 @@ func TestPrune(t *testing.T) {
 				}
 				if _, err := st.Put(ctx, runPrefix("", "job", r.id)+"/entities/E.csv", strings.NewReader("x"), nil); err != nil {
 					t.Fatal(err)
+				}
+				// A released lease leaves its folder behind; r4's release
+				// failed and left the lease itself.
+				lease := genKey(leasePrefix("", "job", r.id), 1)
+				if _, err := st.Put(ctx, lease, strings.NewReader("{}"), nil); err != nil {
+					t.Fatal(err)
+				}
+				if r.state.Final() && r.id != ids["r4"] {
+					if err := st.Delete(ctx, lease); err != nil {
+						t.Fatal(err)
+					}
 				}
 			}
 			deleted, err := prune(ctx, st, exp, now)
@@ -77,6 +91,14 @@ func TestPrune(t *testing.T) {
 				gone := slices.Contains(want, r.id)
 				if gone && len(objs) != 0 || !gone && len(objs) != 2 {
 					t.Errorf("run %s: %d objects left, want %d", r.id, len(objs), map[bool]int{true: 0, false: 2}[gone])
+				}
+				// A deleted run leaves no folder behind: neither its own
+				// (nor its empty entities folder) nor its lease's.
+				for _, dir := range []string{runPrefix("", "job", r.id), leasePrefix("", "job", r.id)} {
+					_, err := os.Stat(filepath.Join(root, filepath.FromSlash(dir)))
+					if exists := err == nil; gone && exists || !gone && !exists {
+						t.Errorf("run %s: folder %s exists = %v, want %v", r.id, dir, exists, !gone)
+					}
 				}
 			}
 		})

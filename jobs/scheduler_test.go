@@ -42,11 +42,12 @@ func TestNextRun(t *testing.T) {
 	tests := []struct {
 		name, schedule string
 		want           time.Time
+		zone           string // of the returned time; "" not checked
 	}{
-		{"every quarter hour", "*/15 * * * *", time.Date(2026, 11, 24, 10, 15, 0, 0, time.UTC)},
-		{"seconds", "*/10 * * * * *", time.Date(2026, 11, 24, 10, 7, 40, 0, time.UTC)},
-		{"daily", "@daily", time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)},
-		{"zone", "CRON_TZ=Asia/Tokyo 0 0 * * *", time.Date(2026, 11, 24, 15, 0, 0, 0, time.UTC)},
+		{"every quarter hour", "*/15 * * * *", time.Date(2026, 11, 24, 10, 15, 0, 0, time.UTC), "UTC"},
+		{"seconds", "*/10 * * * * *", time.Date(2026, 11, 24, 10, 7, 40, 0, time.UTC), ""},
+		{"daily", "@daily", time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC), ""},
+		{"zone", "CRON_TZ=Asia/Tokyo 0 0 * * *", time.Date(2026, 11, 24, 15, 0, 0, 0, time.UTC), "JST"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -57,10 +58,16 @@ func TestNextRun(t *testing.T) {
 			if !got.Equal(tt.want) {
 				t.Errorf("NextRun(%q) = %s, want %s", tt.schedule, got.UTC(), tt.want)
 			}
+			if zone, _ := got.Zone(); tt.zone != "" && zone != tt.zone {
+				t.Errorf("NextRun(%q) is in zone %s, want the schedule's %s", tt.schedule, zone, tt.zone)
+			}
 		})
 	}
 	if _, err := NextRun("61 * * * *", base); err == nil {
 		t.Error("NextRun accepted minute 61")
+	}
+	if got, err := NextRun("0 0 30 2 *", base); err == nil {
+		t.Errorf("NextRun of February 30th = %s, want an error: it never fires", got)
 	}
 }
 

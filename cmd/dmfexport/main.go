@@ -87,7 +87,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, &fe):
-		fmt.Fprintf(stderr, "dmfexport %s: %s\n\n%s", args[0], fe.msg, fe.usage)
+		fmt.Fprintf(stderr, "dmfexport %s: %s\n%s", args[0], fe.msg, fe.usage)
 		return 2
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "dmfexport %s: %v\n", args[0], err)
@@ -124,7 +124,7 @@ func (g *globalFlags) register(fs *flag.FlagSet, defaultLevel string) {
 	if def == "" {
 		def = "dmfexport.yaml"
 	}
-	fs.StringVar(&g.config, "config", def, "configuration `FILE` (env DMFEXPORT_CONFIG)")
+	fs.StringVar(&g.config, "config", def, "the configuration `FILE` (env DMFEXPORT_CONFIG)")
 	g.registerLog(fs, defaultLevel)
 }
 

@@ -114,7 +114,7 @@ func TestCommandExitCodes(t *testing.T) {
 		{"help", []string{"--help"}, 0, "Commands:", ""},
 		{"unknown command", []string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
 		{"version", []string{"version"}, 0, "dmfexport ", ""},
-		{"command help", []string{"trigger", "--help"}, 0, "", "Usage: dmfexport trigger"},
+		{"command help", []string{"trigger", "--help"}, 0, "Usage: dmfexport trigger", ""},
 		{"validate good", []string{"validate", "--config", good}, 0, "valid, 2 exports", ""},
 		{"validate bad", []string{"validate", "--config", bad}, 1, "", `bad.yaml:5:5`},
 		{"validate bad suggests", []string{"validate", "--config", bad}, 1, "", `did you mean "schedule"`},

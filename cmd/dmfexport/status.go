@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"strings"
@@ -24,8 +26,9 @@ func (c *statusCommand) Usage() string {
 	return `Usage: dmfexport status [--config FILE] [--json] [--limit 10] [JOB]
 
 Shows the recent runs of every export (or of JOB), newest first, from the run records in the
-store: state, start, duration, rows, batches, entities and errors. --json prints the records
-themselves.
+store: state, start, duration, rows, batches, entities and errors. A run cut off by a stop or a
+crash that no live process owns shows as interrupted: dmfexport run resumes it at its next start.
+--json prints the records themselves. status only reads: it never creates the store.
 `
 }
 
@@ -54,10 +57,22 @@ func (c *statusCommand) Run(ctx context.Context, args []string) error {
 		exps = []jobs.Export{*e}
 	}
 	var all []*jobs.RunRecord
+	owned := map[*jobs.RunRecord]bool{}
 	for i := range exps {
-		recs, err := jobs.Records(ctx, &exps[i], c.limit)
+		e := &exps[i]
+		if storeMissing(e) {
+			continue // nothing was ever run; opening the store would create it
+		}
+		recs, err := jobs.Records(ctx, e, c.limit)
 		if err != nil {
 			return err
+		}
+		for _, r := range recs {
+			if !r.State.Final() {
+				if owned[r], err = jobs.RunOwned(ctx, e, r.RunID, cfg.LeaseTTL); err != nil {
+					return err
+				}
+			}
 		}
 		all = append(all, recs...)
 	}
@@ -71,7 +86,7 @@ func (c *statusCommand) Run(ctx context.Context, args []string) error {
 		return enc.Encode(all)
 	}
 	if len(all) == 0 {
-		fmt.Println("no runs recorded yet")
+		fmt.Println("no runs yet")
 		return nil
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
@@ -82,14 +97,70 @@ func (c *statusCommand) Run(ctx context.Context, args []string) error {
 			rows += e.Rows
 			batches += e.Batches
 		}
-		dur := "running"
-		if !r.FinishedAt.IsZero() {
+		state, dur, errText := runState(r, owned[r]), "-", errorCause(r)
+		switch {
+		case !r.FinishedAt.IsZero():
 			dur = r.FinishedAt.Sub(r.StartedAt).Round(time.Millisecond).String()
+		case owned[r]:
+			dur = "running"
+		default:
+			errText = "stopped while " + string(r.State)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", r.Job, r.RunID, r.State,
-			r.StartedAt.Local().Format("2006-01-02 15:04:05"), dur, len(r.Entities), rows, batches, oneLine(r.Error, 100))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", r.Job, r.RunID, state,
+			r.StartedAt.Local().Format("2006-01-02 15:04:05"), dur, len(r.Entities), rows, batches, oneLine(errText, 120))
 	}
 	return tw.Flush()
+}
+
+// storeMissing reports whether e's store is a directory that does not exist.
+func storeMissing(e *jobs.Export) bool {
+	if e.Store.Type != "dir" {
+		return false
+	}
+	_, err := os.Stat(e.Store.Path)
+	return errors.Is(err, fs.ErrNotExist)
+}
+
+// runState is the STATE column: the record's state, but "interrupted" for an
+// unfinished run no live process owns, and the warnings of a run that
+// succeeded with some.
+func runState(r *jobs.RunRecord, owned bool) string {
+	switch {
+	case !r.State.Final() && !owned:
+		return "interrupted (resumes on next start)"
+	case !r.State.Final():
+		return "running: " + string(r.State)
+	case r.State == jobs.StateSucceeded && len(r.Warnings) == 1:
+		return "succeeded (1 warning)"
+	case r.State == jobs.StateSucceeded && len(r.Warnings) > 1:
+		return fmt.Sprintf("succeeded (%d warnings)", len(r.Warnings))
+	}
+	return string(r.State)
+}
+
+// errorCause is a run's error with the leading context that only repeats
+// other columns (the export, the run, the execution ID, the definition
+// group) left out, so the cause comes first in a narrow column.
+func errorCause(r *jobs.RunRecord) string {
+	msg := r.Error
+	ids := []string{r.Job, r.RunID, r.ExecutionID, r.DefinitionGroup}
+	for {
+		head, rest, ok := strings.Cut(msg, ": ")
+		if !ok || rest == "" || !strings.HasPrefix(head, "export ") && !mentionsAny(head, ids) {
+			return msg
+		}
+		msg = rest
+	}
+}
+
+// mentionsAny reports whether s contains one of the non-empty words.
+func mentionsAny(s string, words []string) bool {
+	for _, w := range words {
+		if w != "" && strings.Contains(s, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // oneLine shortens s to one line of at most n characters for a table.

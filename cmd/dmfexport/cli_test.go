@@ -1,0 +1,375 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/internal/testenv"
+	"github.com/dmfexport/dmfexport/jobs"
+	"github.com/dmfexport/dmfexport/unpack"
+)
+
+// runBinaryIn runs dmfexport in dir, like runBinary.
+func runBinaryIn(t *testing.T, dir string, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return stdout.String(), stderr.String(), ee.ExitCode()
+	case err != nil:
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return stdout.String(), stderr.String(), 0
+}
+
+// commandNames lists every command, sorted.
+func commandNames() []string {
+	var names []string
+	for name := range commands() {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// TestFlagsAnywhere checks that flags after or between positional arguments
+// are honoured, and that "--" ends the flags. The working directory holds a
+// dmfexport.yaml of its own, so a command that ignored --config would read
+// the wrong file and say so.
+func TestFlagsAnywhere(t *testing.T) {
+	dir := t.TempDir()
+	good := writeFile(t, dir, "good.yaml", fileSinkConfig)
+	writeFile(t, dir, "dmfexport.yaml", strings.Replace(fileSinkConfig, "name: demo", "name: other", 1))
+	broken := writeFile(t, dir, "broken.yaml", "fo:\n  url: https://x.example\nexports:\n  - name: a\n    shedule: '@daily'\n")
+	env := []string{"DMFSIM_URL=http://127.0.0.1:1", "FO_TOKEN=t", "DMFEXPORT_CONFIG="}
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantStdout string
+		wantStderr string
+	}{
+		{"trigger flag after job", []string{"trigger", "nosuch", "--config", good}, 2, "", `no export named "nosuch" in ` + good},
+		{"validate FILE", []string{"validate", "broken.yaml"}, 1, "", "broken.yaml:5:5"},
+		{"validate FILE good", []string{"validate", "good.yaml"}, 0, "good.yaml: valid, 2 exports", ""},
+		{"validate FILE and --config", []string{"validate", "--config", good, broken}, 2, "", "two configuration files given"},
+		{"status flags after job", []string{"status", "demo", "--json", "--config", good}, 0, "[]", ""},
+		{"status flags between", []string{"status", "--limit", "1", "demo", "--json", "--config=" + good}, 0, "[]", ""},
+		{"status unknown job after flags", []string{"status", "--config", good, "other"}, 2, "", `no export named "other" in ` + good},
+		{"replay flags after run", []string{"replay", "20261101T000000Z-00000000", "--entity", "X", "--config", good}, 1, "", `20261101T000000Z-00000000`},
+		{"double dash ends flags", []string{"validate", "--", "--config"}, 1, "", "open --config"},
+		{"flag value that looks like a flag", []string{"replay", "--routing-key", "--x", "--config", good}, 2, "", "name exactly one run"},
+		{"bool flag with value", []string{"status", "--json=true", "--config", good, "demo"}, 0, "[]", ""},
+		{"missing flag value", []string{"status", "--config"}, 2, "", "flag --config needs a value"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stdout, stderr, code := runBinaryIn(t, dir, env, tt.args...)
+			if code != tt.wantCode {
+				t.Errorf("exit code %d, want %d\nstdout: %s\nstderr: %s", code, tt.wantCode, stdout, stderr)
+			}
+			if !strings.Contains(stdout, tt.wantStdout) {
+				t.Errorf("stdout does not contain %q:\n%s", tt.wantStdout, stdout)
+			}
+			if !strings.Contains(stderr, tt.wantStderr) {
+				t.Errorf("stderr does not contain %q:\n%s", tt.wantStderr, stderr)
+			}
+		})
+	}
+}
+
+// TestCommonFlags checks every command takes --log-level and --log-format,
+// refuses a bad value of either, and answers an unknown flag with one line
+// naming it and the command's usage, once.
+func TestCommonFlags(t *testing.T) {
+	dir := t.TempDir()
+	good := writeFile(t, dir, "good.yaml", fileSinkConfig)
+	env := []string{"DMFSIM_URL=http://127.0.0.1:1", "FO_TOKEN=t", "DMFEXPORT_CONFIG=" + good}
+	for _, name := range commandNames() {
+		t.Run(name, func(t *testing.T) {
+			cases := []struct {
+				what      string
+				args      []string
+				wantFirst string // the first line of stderr
+			}{
+				{"bad level", []string{name, "--log-level", "nope"}, `dmfexport ` + name + `: invalid --log-level "nope": want debug, info, warn or error`},
+				{"bad format", []string{name, "--log-format=xml"}, `dmfexport ` + name + `: invalid --log-format "xml": want text or json`},
+				{"unknown flag", []string{name, "--frobnicate", "x"}, `dmfexport ` + name + `: unknown flag --frobnicate`},
+			}
+			for _, c := range cases {
+				stdout, stderr, code := runBinaryIn(t, dir, env, c.args...)
+				first, _, _ := strings.Cut(stderr, "\n")
+				if code != 2 || first != c.wantFirst {
+					t.Errorf("%s: exit %d, first line %q; want exit 2 and %q\nstdout: %s\nstderr: %s", c.what, code, first, c.wantFirst, stdout, stderr)
+				}
+				if n := strings.Count(stderr, "Usage: dmfexport "+name); n != 1 {
+					t.Errorf("%s: usage printed %d times, want once:\n%s", c.what, n, stderr)
+				}
+				if before, _, _ := strings.Cut(stderr, "Usage:"); before != first+"\n" {
+					t.Errorf("%s: want one line before the usage, got %q", c.what, before)
+				}
+			}
+			// --help prints the usage on stdout and succeeds.
+			stdout, stderr, code := runBinaryIn(t, dir, env, name, "--help")
+			if code != 0 || strings.Count(stdout, "Usage: dmfexport "+name) != 1 || !strings.Contains(stdout, "--log-level") || stderr != "" {
+				t.Errorf("--help: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+			}
+		})
+	}
+	stdout, stderr, code := runBinary(t, nil, "version", "--log-level", "debug", "--log-format", "json")
+	if code != 0 || !strings.HasPrefix(stdout, "dmfexport ") {
+		t.Errorf("version with log flags: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+}
+
+// putRecord stores rec as the run records of a dir store do.
+func putRecord(t *testing.T, st *unpack.DirStore, rec jobs.RunRecord) {
+	t.Helper()
+	b, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := unpack.EscapeName(rec.Job) + "/" + unpack.EscapeName(rec.RunID) + "/run.json"
+	if _, err := st.Put(t.Context(), key, bytes.NewReader(b), map[string]string{"state": string(rec.State)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStatus checks that status only reads (a missing store stays missing),
+// tells an interrupted run from a running one by its lease, counts the
+// warnings of a run that succeeded with some, and puts an error's cause
+// before the IDs the other columns show.
+func TestStatus(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "dmfexport.yaml", fileSinkConfig)
+	env := []string{"DMFSIM_URL=http://127.0.0.1:1", "FO_TOKEN=t"}
+	store := filepath.Join(dir, "store")
+
+	stdout, stderr, code := runBinary(t, env, "status", "--config", cfg)
+	if code != 0 || strings.TrimSpace(stdout) != "no runs yet" {
+		t.Errorf("status of a missing store: exit %d, want 0 and \"no runs yet\"\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	if _, err := os.Stat(store); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("status created the store directory %s (stat: %v)", store, err)
+	}
+
+	st, err := unpack.NewDirStore(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now().UTC().Add(-time.Hour)
+	id := func(n int, tag string) string {
+		return start.Add(time.Duration(n)*time.Minute).Format("20060102T150405Z") + "-" + tag
+	}
+	execID := "DemoExport-2026-11-29_08-30-10-2f97df662298bdbe"
+	putRecord(t, st, jobs.RunRecord{Job: "demo", RunID: id(1, "0000fa11"), State: jobs.StateFailed, StartedAt: start.Add(time.Minute),
+		FinishedAt: start.Add(2 * time.Minute), ExecutionID: execID, DefinitionGroup: "DemoExport",
+		Error: "export demo run " + id(1, "0000fa11") + `: poll status of execution "` + execID + `": execution did not finish before the deadline: still Executing after 2h0m0s (raise poll.deadline if this export needs longer in F&O)`})
+	putRecord(t, st, jobs.RunRecord{Job: "demo", RunID: id(2, "00000a4e"), State: jobs.StateSucceeded, StartedAt: start.Add(2 * time.Minute),
+		FinishedAt: start.Add(3 * time.Minute), Warnings: []string{"F&O: entity A had 3 errors", "F&O: entity B had 1 error"}})
+	putRecord(t, st, jobs.RunRecord{Job: "demo", RunID: id(3, "0000dead"), State: jobs.StatePublishing, StartedAt: start.Add(3 * time.Minute)})
+	putRecord(t, st, jobs.RunRecord{Job: "missing-group", RunID: id(4, "00001ive"), State: jobs.StateExporting, StartedAt: start.Add(4 * time.Minute)})
+	// The live run's lease is fresh and held by this test's process.
+	host, _ := os.Hostname()
+	lease, _ := json.Marshal(map[string]any{"replica": host + "/" + strconv.Itoa(os.Getpid()) + "/abcd", "at": time.Now().UTC()})
+	if _, err := st.Put(t.Context(), "_leases/missing-group/"+id(4, "00001ive")+"/00000001", bytes.NewReader(lease), nil); err != nil {
+		t.Fatal(err)
+	}
+
+	stdout, stderr, code = runBinary(t, env, "status", "--config", cfg)
+	if code != 0 {
+		t.Fatalf("status: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	lines := map[string]string{}
+	for _, l := range strings.Split(stdout, "\n") {
+		for _, tag := range []string{"0000fa11", "00000a4e", "0000dead", "00001ive"} {
+			if strings.Contains(l, tag) {
+				lines[tag] = l
+			}
+		}
+	}
+	tests := []struct {
+		name, tag string
+		want      *regexp.Regexp
+	}{
+		{"interrupted", "0000dead", regexp.MustCompile(`\binterrupted \(resumes on next start\)\s.*stopped while publishing`)},
+		{"running", "00001ive", regexp.MustCompile(`\brunning: exporting\s.*\brunning\b`)},
+		{"warnings", "00000a4e", regexp.MustCompile(`\bsucceeded \(2 warnings\)\s`)},
+		{"cause first", "0000fa11", regexp.MustCompile(`\bfailed\s.*\s0\s+execution did not finish before the deadline: still Executing`)},
+	}
+	for _, tt := range tests {
+		if !tt.want.MatchString(lines[tt.tag]) {
+			t.Errorf("%s: line %q does not match %s\n%s", tt.name, lines[tt.tag], tt.want, stdout)
+		}
+	}
+}
+
+// TestJobsTimeZones checks that next run times are shown in each schedule's
+// own zone, and that a schedule that never fires is refused by jobs and
+// validate alike.
+func TestJobsTimeZones(t *testing.T) {
+	dir := t.TempDir()
+	zoned := strings.Replace(fileSinkConfig, `schedule: "*/5 * * * *"`, `schedule: "CRON_TZ=Asia/Tokyo 0 9 * * *"`, 1)
+	cfg := writeFile(t, dir, "zoned.yaml", zoned)
+	env := []string{"DMFSIM_URL=http://127.0.0.1:1", "FO_TOKEN=t", "TZ=America/New_York"}
+	stdout, stderr, code := runBinary(t, env, "jobs", "--config", cfg)
+	if code != 0 || !regexp.MustCompile(`demo\s+CRON_TZ=Asia/Tokyo 0 9 \* \* \*\s+\d{4}-\d\d-\d\d 09:00:00 JST`).MatchString(stdout) {
+		t.Errorf("jobs: exit %d, want the Tokyo export's next run at 09:00:00 JST\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	if !regexp.MustCompile(`missing-group\s+@daily\s+\d{4}-\d\d-\d\d 00:00:00 E[SD]T`).MatchString(stdout) {
+		t.Errorf("jobs: want the zone-less export at local (New York) midnight\n%s", stdout)
+	}
+
+	never := writeFile(t, dir, "never.yaml", strings.Replace(fileSinkConfig, `"*/5 * * * *"`, `"0 0 30 2 *"`, 1))
+	for _, cmd := range []string{"jobs", "validate"} {
+		stdout, stderr, code := runBinary(t, env, cmd, "--config", never)
+		if code != 1 || !strings.Contains(stderr, `cron expression "0 0 30 2 *" never fires`) || strings.Contains(stdout, "0001-") {
+			t.Errorf("%s of a schedule that never fires: exit %d, want 1 and a problem naming it\nstdout: %s\nstderr: %s", cmd, code, stdout, stderr)
+		}
+	}
+}
+
+// TestDemoFromAnyDirectory runs demo in an empty directory: with
+// DMFEXPORT_CONFIG it runs that file, with the simulator's address winning
+// over the environment's DMFSIM_URL; without, it runs the built-in demo
+// configuration, keeps its store under ./dmfexport-data and ends by saying
+// how to clean up the demo queue.
+func TestDemoFromAnyDirectory(t *testing.T) {
+	t.Run("DMFEXPORT_CONFIG", func(t *testing.T) {
+		cfgDir, work := t.TempDir(), t.TempDir()
+		cfg := writeFile(t, cfgDir, "mydemo.yaml", fileSinkConfig)
+		env := []string{"DMFEXPORT_CONFIG=" + cfg, "DMFSIM_URL=http://127.0.0.1:1", "FO_TOKEN=wrong"}
+		stdout, stderr, code := runBinaryIn(t, work, env, "demo")
+		// missing-group fails by design; demo must succeed.
+		if code != 1 || !regexp.MustCompile(`demo\s+run \S+\s+succeeded`).MatchString(stdout) {
+			t.Fatalf("demo: exit %d, want the demo export to succeed\nstdout: %s\nstderr: %s", code, stdout, stderr)
+		}
+		if _, err := os.Stat(filepath.Join(cfgDir, "batches", "fo.demo.ndjson")); err != nil {
+			t.Errorf("batches not written beside the configuration: %v", err)
+		}
+		if !strings.Contains(stdout, "To clean up the demo:\n  rm -rf "+filepath.Join(cfgDir, "store")) {
+			t.Errorf("no clean-up instructions:\n%s", stdout)
+		}
+	})
+	t.Run("built-in", func(t *testing.T) {
+		work := t.TempDir()
+		conn, err := amqp.Dial(testenv.AMQPURL())
+		if err != nil {
+			t.Skipf("RabbitMQ not reachable: %v", err)
+		}
+		defer conn.Close()
+		t.Cleanup(func() {
+			if ch, err := conn.Channel(); err == nil {
+				_, _ = ch.QueueDelete("dmfexport.demo", false, false, false)
+				_ = ch.ExchangeDelete("dmfexport.demo", false, false)
+				ch.Close()
+			}
+		})
+		stdout, stderr, code := runBinaryIn(t, work, []string{"DMFEXPORT_CONFIG=", "DMFSIM_URL=http://127.0.0.1:1"}, "demo")
+		if code != 0 {
+			t.Fatalf("demo: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+		}
+		if _, err := os.Stat(filepath.Join(work, "dmfexport-data", "demo")); err != nil {
+			t.Errorf("demo store not under the working directory: %v", err)
+		}
+		for _, want := range []string{"To clean up the demo:", "rabbitmqctl delete_queue dmfexport.demo", "rm -rf " + filepath.Join(work, "dmfexport-data")} {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("demo output lacks %q:\n%s", want, stdout)
+			}
+		}
+		if strings.Contains(stdout+stderr, dmftest.DefaultToken) {
+			t.Errorf("demo output shows the simulator's token")
+		}
+	})
+}
+
+// TestReadmeCommandReference checks that README's command reference and
+// every command's --help list the same flags, and the same commands.
+func TestReadmeCommandReference(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n## Commands\n")
+	if !ok {
+		t.Fatal("README has no ## Commands section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	_, block, _ := strings.Cut(section, "```\n")
+	block, prose, _ := strings.Cut(block, "```")
+	// Flags every command takes are described once, in the prose.
+	common := []string{"--log-level", "--log-format", "--help"}
+	for _, f := range common {
+		if !strings.Contains(prose, f) {
+			t.Errorf("README's command reference does not describe %s", f)
+		}
+	}
+	flagRE := regexp.MustCompile(`--[a-z][a-z-]*`)
+	readmeFlags := map[string][]string{}
+	cmd := ""
+	for _, line := range strings.Split(block, "\n") {
+		if rest, ok := strings.CutPrefix(line, "dmfexport "); ok {
+			cmd = strings.Fields(rest)[0]
+			readmeFlags[cmd] = []string{}
+		}
+		if cmd != "" {
+			readmeFlags[cmd] = append(readmeFlags[cmd], flagRE.FindAllString(line, -1)...)
+		}
+	}
+	for _, name := range commandNames() {
+		t.Run(name, func(t *testing.T) {
+			documented, ok := readmeFlags[name]
+			if !ok {
+				t.Fatalf("README's command reference has no line for %s", name)
+			}
+			stdout, _, code := runBinary(t, nil, name, "--help")
+			if code != 0 {
+				t.Fatalf("%s --help: exit %d", name, code)
+			}
+			_, flagsPart, _ := strings.Cut(stdout, "\nFlags:\n")
+			var help []string
+			for _, line := range strings.Split(flagsPart, "\n") {
+				if f := flagRE.FindString(line); f != "" && strings.HasPrefix(line, "  --") && !slices.Contains(common, f) {
+					help = append(help, f)
+				}
+			}
+			for _, f := range help {
+				if !slices.Contains(documented, f) {
+					t.Errorf("%s --help lists %s, README's command reference does not", name, f)
+				}
+			}
+			for _, f := range documented {
+				if !slices.Contains(help, f) && !slices.Contains(common, f) {
+					t.Errorf("README's command reference lists %s for %s, its --help does not", f, name)
+				}
+			}
+			if len(help) == 0 && name != "version" {
+				t.Errorf("%s --help lists no flags of its own:\n%s", name, stdout)
+			}
+		})
+	}
+	for name := range readmeFlags {
+		if _, ok := commands()[name]; !ok {
+			t.Errorf("README's command reference lists %s, which is no command", name)
+		}
+	}
+}
