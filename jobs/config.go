@@ -1,7 +1,9 @@
 package jobs
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
@@ -240,8 +242,11 @@ const (
 // A *ConfigError lists every problem at once.
 func LoadConfig(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
-	if err != nil {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("read configuration: %w (set --config or DMFEXPORT_CONFIG to the configuration file)", err)
+	case err != nil:
+		return nil, fmt.Errorf("read configuration: %w", err)
 	}
 	return ParseConfig(path, data, os.LookupEnv)
 }

@@ -42,6 +42,12 @@ func FindRun(ctx context.Context, cfg *Config, runID string) (*Export, *RunRecor
 		}
 		return exp, rec, nil
 	}
+	if _, known := cfg.Export(job); job != "" && !known {
+		return nil, nil, fmt.Errorf("no export named %q in %s (see dmfexport jobs)", job, cfg.Path)
+	}
+	if job != "" {
+		return nil, nil, fmt.Errorf("no run %q in the store of export %s (see dmfexport status %s for run IDs)", id, job, job)
+	}
 	return nil, nil, fmt.Errorf("no run %q in the store of any export (see dmfexport status for run IDs)", runID)
 }
 

@@ -811,7 +811,7 @@ func OpenSink(ctx context.Context, exp *Export, log *slog.Logger) (publish.Sink,
 	case "file":
 		s, err := publish.NewFileSink(b.Path)
 		if err != nil {
-			return nil, fmt.Errorf("open file sink %s: %w", b.Path, err)
+			return nil, fmt.Errorf("%w (check broker.path)", err) // it names the sink and the path
 		}
 		return s, nil
 	case "amqp":

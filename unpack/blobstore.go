@@ -202,7 +202,11 @@ func (s *BlobStore) ensureContainer(ctx context.Context) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("open blob store %s: create container: %w: check the credential's permissions or create the container", s.where, azError(err))
+	hint := "check the credential's permissions or create the container"
+	if statusOf(err) == 0 { // no answer: the endpoint, not the permissions
+		hint = "check the store's endpoint (account_url, connection_string or sas_url) and that the storage service is reachable"
+	}
+	return fmt.Errorf("open blob store %s: create container: %w: %s", s.where, azError(err), hint)
 }
 
 // Where names the store's account and container, for logs.

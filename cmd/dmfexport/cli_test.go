@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -371,5 +372,71 @@ func TestReadmeCommandReference(t *testing.T) {
 		if _, ok := commands()[name]; !ok {
 			t.Errorf("README's command reference lists %s, which is no command", name)
 		}
+	}
+}
+
+// TestErrorWording runs failing exports through the binary and checks each
+// message: no blank line, no prefix said twice, and a hint only where it
+// applies.
+func TestErrorWording(t *testing.T) {
+	sim := dmftest.NewServer(dmftest.Options{
+		Projects:      map[string][]dmftest.Entity{dmftest.DemoDefinitionGroup: dmftest.DemoProject(), "Slow": dmftest.DemoProject()},
+		ExecutionTime: 100 * time.Millisecond,
+	})
+	defer sim.Close()
+	dir := t.TempDir()
+	writeFile(t, dir, "afile", "not a directory")
+	const export = `  - name: %s
+    schedule: "@daily"
+    definition_group: %s
+    legal_entity: USMF
+`
+	cfg := fileSinkConfig + fmt.Sprintf(export, "slow", "Slow") + "    poll: {interval: 10ms, max_interval: 10ms, deadline: 30ms}\n" +
+		fmt.Sprintf(export, "badtoken", "DemoExport") + "    fo: {auth: {token: '${WRONG_TOKEN}'}}\n" +
+		fmt.Sprintf(export, "badsink", "DemoExport") + "    broker: {path: ./afile}\n" +
+		fmt.Sprintf(export, "badstore", "DemoExport") + "    store: {path: ./afile}\n"
+	path := writeFile(t, dir, "dmfexport.yaml", cfg)
+	env := []string{"DMFSIM_URL=" + sim.URL, "FO_TOKEN=" + dmftest.DefaultToken, "WRONG_TOKEN=not-the-token"}
+	tests := []struct {
+		job     string
+		want    []string
+		notWant []string
+		once    []string // said exactly once
+	}{
+		{"slow", []string{"did not finish before the deadline", "raise poll.deadline"}, []string{"replay"}, nil},
+		{"badtoken", []string{"HTTP 401", "static token was refused"}, []string{"Microsoft Entra applications", "poll.deadline", "replay"}, nil},
+		{"badsink", []string{"not a directory", "check broker.path", "dmfexport replay badsink/"}, nil, []string{"file sink"}},
+		{"badstore", []string{"not a directory"}, []string{"replay"}, []string{"open ", "directory store", "export badstore"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.job, func(t *testing.T) {
+			stdout, stderr, code := runBinary(t, env, "trigger", "--config", path, tt.job)
+			_, msg, _ := strings.Cut(stdout, "\nexport "+tt.job)
+			msg = "export " + tt.job + msg
+			if code != 1 {
+				t.Fatalf("exit %d, want 1\nstdout: %s\nstderr: %s", code, stdout, stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("message lacks %q:\n%s", w, msg)
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(msg, w) {
+					t.Errorf("message holds %q, which does not apply:\n%s", w, msg)
+				}
+			}
+			for _, w := range tt.once {
+				if n := strings.Count(msg, w); n != 1 {
+					t.Errorf("message says %q %d times, want once:\n%s", w, n, msg)
+				}
+			}
+			if strings.Contains(strings.TrimSpace(stderr), "\n\n") {
+				t.Errorf("blank line in stderr:\n%s", stderr)
+			}
+			if ids := regexp.MustCompile(`[A-Za-z]+-\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-[0-9a-f]+`).FindAllString(msg, -1); len(ids) > 1 {
+				t.Errorf("execution ID said %d times:\n%s", len(ids), msg)
+			}
+		})
 	}
 }
