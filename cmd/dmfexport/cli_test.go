@@ -213,7 +213,7 @@ func TestStatus(t *testing.T) {
 		want      *regexp.Regexp
 	}{
 		{"interrupted", "0000dead", regexp.MustCompile(`\binterrupted \(resumes on next start\)\s.*stopped while publishing`)},
-		{"running", "00001ive", regexp.MustCompile(`\brunning: exporting\s.*\brunning\b`)},
+		{"running", "00001ive", regexp.MustCompile(`\bexporting\s.*\brunning\b`)},
 		{"warnings", "00000a4e", regexp.MustCompile(`\bsucceeded \(2 warnings\)\s`)},
 		{"cause first", "0000fa11", regexp.MustCompile(`\bfailed\s.*\s0\s+execution did not finish before the deadline: still Executing`)},
 	}

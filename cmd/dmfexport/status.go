@@ -121,15 +121,13 @@ func storeMissing(e *jobs.Export) bool {
 	return errors.Is(err, fs.ErrNotExist)
 }
 
-// runState is the STATE column: the record's state, but "interrupted" for an
-// unfinished run no live process owns, and the warnings of a run that
-// succeeded with some.
+// runState is the STATE column: the record's state (the step a running run
+// is in), but "interrupted" for an unfinished run no live process owns, and
+// with the warnings of a run that succeeded with some.
 func runState(r *jobs.RunRecord, owned bool) string {
 	switch {
 	case !r.State.Final() && !owned:
 		return "interrupted (resumes on next start)"
-	case !r.State.Final():
-		return "running: " + string(r.State)
 	case r.State == jobs.StateSucceeded && len(r.Warnings) == 1:
 		return "succeeded (1 warning)"
 	case r.State == jobs.StateSucceeded && len(r.Warnings) > 1:
