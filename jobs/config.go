@@ -56,6 +56,7 @@ type Export struct {
 	BatchSize       int
 	Jitter          time.Duration // random delay before a scheduled run, spreading load
 	Partial         string        // on PartiallySucceeded: "fail" or "publish"
+	AbsentFiles     string        // an entity file the manifest lists but the package lacks: "empty" or "fail"
 	Compression     string        // message bodies: "none", "gzip" or "zstd"
 	Delimiter       rune          // CSV field separator; 0 detects it from the header
 	MaxMessageBytes int           // cap of one message body; 0 → the publisher's default
@@ -341,7 +342,7 @@ type section struct {
 var (
 	topKeys    = []string{"fo", "store", "broker", "poll", "retention", "replicas", "exports"}
 	exportKeys = []string{"name", "schedule", "definition_group", "package_name", "legal_entity", "reexecute",
-		"enabled", "exchange", "routing_key", "batch_size", "jitter", "partial", "compression", "delimiter", "max_message_bytes", "fo", "store", "broker", "poll", "retention"}
+		"enabled", "exchange", "routing_key", "batch_size", "jitter", "partial", "absent_files", "compression", "delimiter", "max_message_bytes", "fo", "store", "broker", "poll", "retention"}
 	sections = []section{
 		{"fo", []string{"url", "auth", "max_retries", "retry_base_delay", "retry_max_delay", "max_throttle_wait", "request_timeout"}},
 		{"store", []string{"type", "path", "prefix", "account_url", "container", "connection_string", "sas_url", "auth", "block_size", "concurrency"}},
@@ -815,6 +816,16 @@ func (d *decoder) export(n *yaml.Node, p string, top map[string]*yaml.Node) (Exp
 				d.problem(v, p+".partial", fmt.Sprintf("%q is not fail or publish", s), "fail: a PartiallySucceeded export fails the run; publish: what was exported is published and F&O's errors recorded")
 			} else {
 				e.Partial = s
+			}
+		}
+	}
+	e.AbsentFiles = "empty"
+	if v := m["absent_files"]; v != nil {
+		if s, ok := d.str(v, p+".absent_files"); ok {
+			if s != "empty" && s != "fail" {
+				d.problem(v, p+".absent_files", fmt.Sprintf("%q is not empty or fail", s), "empty: a listed file missing from the package is an entity without rows (F&O leaves such files out); fail: it fails the entity")
+			} else {
+				e.AbsentFiles = s
 			}
 		}
 	}

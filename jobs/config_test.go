@@ -378,6 +378,17 @@ func TestParseConfigStoreAndBroker(t *testing.T) {
 		{"bad compression", "store: {path: ./d}\n", ", compression: lz4", `unknown compression "lz4"`, nil},
 		{"bad delimiter", "store: {path: ./d}\n", ", delimiter: ';;'", `is not one ASCII character`, nil},
 		{"bad partial", "store: {path: ./d}\n", ", partial: maybe", `"maybe" is not fail or publish`, nil},
+		{"absent files default empty", "store: {path: ./d}\n", "", "", func(t *testing.T, e Export) {
+			if e.AbsentFiles != "empty" {
+				t.Errorf("absent_files %q, want empty", e.AbsentFiles)
+			}
+		}},
+		{"absent files fail", "store: {path: ./d}\n", ", absent_files: fail", "", func(t *testing.T, e Export) {
+			if e.AbsentFiles != "fail" {
+				t.Errorf("absent_files %q, want fail", e.AbsentFiles)
+			}
+		}},
+		{"bad absent files", "store: {path: ./d}\n", ", absent_files: skip", `"skip" is not empty or fail`, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

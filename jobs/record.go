@@ -76,12 +76,19 @@ type EntityRecord struct {
 	SourceFormat string `json:"source_format"`
 	Format       string `json:"format"`
 	Sheet        string `json:"sheet,omitempty"`
-	Key          string `json:"key"`
-	Bytes        int64  `json:"bytes"`
-	SHA256       string `json:"sha256"`
-	State        State  `json:"state"`
-	Rows         int64  `json:"rows"`
-	Batches      int64  `json:"batches"`
+	// RefreshType is the manifest's DefaultRefreshType (FullPush or
+	// IncrementalPush), passed on with every batch.
+	RefreshType string `json:"refresh_type,omitempty"`
+	// Absent: the manifest lists File but the package does not hold it.
+	// Under absent_files: empty the entity is published without rows and
+	// succeeds; under fail it fails. Key is then empty.
+	Absent  bool   `json:"absent,omitempty"`
+	Key     string `json:"key"`
+	Bytes   int64  `json:"bytes"`
+	SHA256  string `json:"sha256"`
+	State   State  `json:"state"`
+	Rows    int64  `json:"rows"`
+	Batches int64  `json:"batches"`
 	// LastBatch is the index of the last batch the broker confirmed, in
 	// order (-1: none yet); a resumed run publishes from the one after it.
 	LastBatch int64  `json:"last_batch"`

@@ -674,16 +674,30 @@ func (u *run) unpack(ctx context.Context, pkg string) error {
 		return err
 	}
 	u.rec.Entities = u.rec.Entities[:0]
+	var absent []string
 	for _, o := range res.Entities {
 		e := EntityRecord{
 			Entity: o.Entity, File: o.File, SourceFormat: o.SourceFormat, Format: o.Format, Sheet: o.Sheet,
+			RefreshType: o.RefreshType, Absent: o.Absent,
 			Key: o.Key, Bytes: o.Size, SHA256: o.SHA256, State: StatePending, LastBatch: -1,
 		}
-		if o.Err != nil {
+		switch {
+		case o.Err != nil:
 			e.State, e.Error = StateFailed, o.Err.Error()
 			u.log.Error("entity cannot be unpacked", "entity", o.Entity, "err", o.Err)
+		case o.Absent && u.exp.AbsentFiles == "fail":
+			e.State, e.Error = StateFailed, fmt.Sprintf("entity %s: file %q is listed in Manifest.xml but not in the package (absent_files: fail; set absent_files: empty to publish it as an entity without rows)", o.Entity, o.File)
+			u.log.Error("entity file absent from the package", "entity", o.Entity, "file", o.File)
+		case o.Absent:
+			absent = append(absent, fmt.Sprintf("%s (%s)", o.Entity, o.File))
 		}
 		u.rec.Entities = append(u.rec.Entities, e)
+	}
+	if len(absent) > 0 {
+		// F&O leaves out the files of entities without rows: usual, but
+		// worth saying, since a wrong data project looks the same.
+		u.log.Warn("entity files listed in Manifest.xml but absent from the package; published as entities without rows",
+			"count", len(absent), "entities", absent)
 	}
 	for _, name := range res.Unlisted {
 		u.log.Warn("package file not listed in Manifest.xml, not published", "file", name)
@@ -707,7 +721,7 @@ func (u *run) publishAll(ctx context.Context) error {
 		if e.State == StateSucceeded { // published before an interruption
 			continue
 		}
-		if e.State == StateFailed && e.Key == "" { // could not be unpacked
+		if e.State == StateFailed && e.Key == "" { // could not be unpacked, or absent under absent_files: fail
 			failed = append(failed, e.Entity)
 			continue
 		}
@@ -745,9 +759,14 @@ const checkpointEvery = 250 * time.Millisecond
 const checkpointBatches = 50
 
 func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRecord) error {
-	rc, err := u.st.Open(ctx, e.Key)
-	if err != nil {
-		return fmt.Errorf("entity %s: open stored file: %w", e.Entity, err)
+	// An Absent entity has nothing stored: it is published like a 0-byte
+	// file, one batch without rows, so consumers see it complete.
+	rc := io.NopCloser(strings.NewReader(""))
+	if !e.Absent {
+		var err error
+		if rc, err = u.st.Open(ctx, e.Key); err != nil {
+			return fmt.Errorf("entity %s: open stored file: %w", e.Entity, err)
+		}
 	}
 	defer rc.Close()
 	log := u.log.With("entity", e.Entity)
@@ -765,7 +784,7 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 	stats, err := publish.PublishEntity(ctx, rc, sink, publish.EntityOptions{
 		Job: u.exp.Name, RunID: u.rec.RunID, ExecutionID: u.rec.ExecutionID, Entity: e.Entity,
 		Exchange: u.exp.Exchange, RoutingKey: u.exp.RoutingKey, BatchSize: u.exp.BatchSize,
-		Format: e.Format, Sheet: e.Sheet, Compression: u.exp.Compression, ResumeFrom: resumeFrom,
+		Format: e.Format, Sheet: e.Sheet, RefreshType: e.RefreshType, Compression: u.exp.Compression, ResumeFrom: resumeFrom,
 		Delimiter: u.exp.Delimiter, MaxMessageBytes: u.exp.MaxMessageBytes,
 		Progress: func(s publish.EntityStats) {
 			u.emit(Event{Entity: e.Entity, Rows: baseRows + s.Rows})
@@ -790,7 +809,7 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 	e.Rows, e.Batches = max(e.Rows, baseRows+stats.Rows), max(e.Batches, baseBatches+stats.Batches)
 	u.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("entity %s (%s): %w", e.Entity, e.File, err)
+		return fmt.Errorf("entity %s (file %s, source format %s): %w", e.Entity, e.File, e.SourceFormat, err)
 	}
 	log.Info("entity published", "rows", e.Rows, "batches", e.Batches, "resumed_from_batch", resumeFrom)
 	return nil

@@ -20,8 +20,17 @@ type batchEncoder struct {
 	// writes them with word stores instead of a copy call per field.
 	keys    [][]uint64
 	keyLens []int
-	idBase  int    // escaped length of "<exec>/<entity>/"
-	pre     []byte // scratch for the part before the rows, reused
+	// ext holds the CloudEvents extension attributes, e.g.
+	// `,"refreshtype":"FullPush"`, or nothing.
+	ext []byte
+	// named is set for sources whose records name their own fields (XML):
+	// rows are encoded with addNamedRow, and a batch's columns are the
+	// field names its rows use, in order of first use.
+	named    bool
+	namedCol []string
+	namedSet map[string]struct{}
+	idBase   int    // escaped length of "<exec>/<entity>/"
+	pre      []byte // scratch for the part before the rows, reused
 	// buf holds the current batch: gap bytes reserved for the part before
 	// the rows, then the encoded rows. It is allocated fresh per batch and
 	// becomes the message body without another copy.
@@ -75,10 +84,13 @@ func (e *batchEncoder) init(o EntityOptions, header []string) {
 		}
 	}
 	e.columns = append(c, ']')
+	if o.RefreshType != "" {
+		e.ext = appendJSONString(append([]byte(nil), `,"refreshtype":`...), o.RefreshType)
+	}
 	e.firstRow = 1
 	e.idBase = len(appendJSONString(nil, o.ExecutionID+"/"+o.Entity+"/"))
 	// Everything before the rows, with the widest numbers and time.
-	e.gap = 256 + len(e.source) + e.idBase + 20 + len(e.subject) + len(e.data) + 4*20 + len(e.columns)
+	e.gap = 256 + len(e.source) + e.idBase + 20 + len(e.subject) + len(e.ext) + len(e.data) + 4*20 + len(e.columns)
 }
 
 // start allocates the buffer of a new batch.
@@ -139,6 +151,38 @@ func (e *batchEncoder) addRow(rec []string) {
 	e.rows++
 }
 
+// initNamed switches the encoder to records that name their own fields.
+func (e *batchEncoder) initNamed() {
+	e.named = true
+	e.namedSet = map[string]struct{}{}
+}
+
+// addNamedRow encodes one record as a JSON object with the given field
+// names (unique within the record) and values, and notes new column names.
+func (e *batchEncoder) addNamedRow(names, vals []string) {
+	if e.buf == nil {
+		e.start()
+	}
+	b := e.buf
+	if e.rows > 0 {
+		b = append(b, ',')
+	}
+	b = append(b, '{')
+	for i, n := range names {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(appendJSONString(b, n), ':')
+		b = appendJSONString(b, vals[i])
+		if _, ok := e.namedSet[n]; !ok {
+			e.namedSet[n] = struct{}{}
+			e.namedCol = append(e.namedCol, n)
+		}
+	}
+	e.buf = append(b, '}')
+	e.rows++
+}
+
 // rowBytes is the size of the rows encoded so far in this batch.
 func (e *batchEncoder) rowBytes() int {
 	if e.buf == nil {
@@ -164,7 +208,9 @@ func (e *batchEncoder) body(id string, t time.Time, last bool) []byte {
 	b = append(b, tb...)
 	b = append(b, `","subject":`...)
 	b = append(b, e.subject...)
-	b = append(b, `,"datacontenttype":"application/json","data":{"version":1,`...)
+	b = append(b, `,"datacontenttype":"application/json"`...)
+	b = append(b, e.ext...)
+	b = append(b, `,"data":{"version":1,`...)
 	b = append(b, e.data...)
 	b = append(b, `"batch_index":`...)
 	b = appendJSONInt(b, e.batchIndex)
@@ -180,11 +226,22 @@ func (e *batchEncoder) body(id string, t time.Time, last bool) []byte {
 	b = append(b, `,"row_count":`...)
 	b = appendJSONInt(b, int64(e.rows))
 	b = append(b, `,"columns":`...)
-	b = append(b, e.columns...)
+	if e.named {
+		b = append(b, '[')
+		for i, c := range e.namedCol {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, c)
+		}
+		b = append(b, ']')
+	} else {
+		b = append(b, e.columns...)
+	}
 	b = append(b, `,"rows":[`...)
 	e.pre = b
 	rows := e.buf[e.gap:]
-	if len(b) > e.gap { // cannot happen with the gap computed in init; stay correct anyway
+	if len(b) > e.gap { // only named records' columns can outgrow the gap computed in init
 		body := make([]byte, 0, len(b)+len(rows)+3)
 		body = append(append(body, b...), rows...)
 		return append(body, "]}}"...)
@@ -203,5 +260,9 @@ func (e *batchEncoder) reset(reuse bool) {
 	e.hint = e.rowBytes()
 	e.buf = nil
 	e.rows = 0
+	if e.named {
+		e.namedCol = e.namedCol[:0]
+		clear(e.namedSet)
+	}
 	e.batchIndex++
 }

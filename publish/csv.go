@@ -25,8 +25,11 @@ type csvSource struct {
 	rows int // data rows returned so far
 }
 
-// newCSVSource detects the encoding from the BOM (UTF-8, UTF-16 LE or BE; no
-// BOM means UTF-8) and, when delim is 0, the delimiter from the header line.
+// newCSVSource detects the encoding from the BOM (UTF-8, UTF-16 LE or BE)
+// or, without one, from the first two characters: ASCII in UTF-16 (a zero
+// in every other byte, as in a header line of F&O column names) means
+// UTF-16 LE or BE, anything else UTF-8. When delim is 0 it detects the
+// delimiter from the header line.
 // UTF-8 input is read without a decoding pass: invalid bytes are replaced by
 // U+FFFD when the values are encoded as JSON.
 func newCSVSource(r io.Reader, delim rune) (*csvSource, error) {
@@ -34,13 +37,17 @@ func newCSVSource(r io.Reader, delim rune) (*csvSource, error) {
 		return nil, fmt.Errorf("delimiter %q is not supported: use one ASCII character other than a quote or line break", delim)
 	}
 	raw := bufio.NewReaderSize(r, 64<<10)
-	bom, _ := raw.Peek(3)
+	bom, _ := raw.Peek(4)
 	var in io.Reader = raw
 	switch {
 	case bytes.HasPrefix(bom, []byte{0xFF, 0xFE}), bytes.HasPrefix(bom, []byte{0xFE, 0xFF}):
 		in = transform.NewReader(raw, unicode.BOMOverride(unicode.UTF8.NewDecoder()))
 	case bytes.HasPrefix(bom, []byte{0xEF, 0xBB, 0xBF}):
 		_, _ = raw.Discard(3)
+	case utf16NoBOM(bom) == 'L':
+		in = transform.NewReader(raw, unicode.UTF16(unicode.LittleEndian, unicode.IgnoreBOM).NewDecoder())
+	case utf16NoBOM(bom) == 'B':
+		in = transform.NewReader(raw, unicode.UTF16(unicode.BigEndian, unicode.IgnoreBOM).NewDecoder())
 	}
 	cr := newCSVReader(in, byte(delim))
 	if delim == 0 {

@@ -1,6 +1,7 @@
 package publish
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,8 +25,15 @@ type EntityOptions struct {
 	Exchange, RoutingKey            string
 	// BatchSize is the number of rows per message; 0 means DefaultBatchSize.
 	BatchSize int
-	// Format is "csv" or "xlsx".
+	// Format is "csv", "xlsx" or "xml" (XML-Element or XML-Attribute,
+	// told apart from the file itself). Any other format fails, unless the
+	// file is empty: an empty file of any format is an empty entity.
 	Format string
+	// RefreshType is the manifest's DefaultRefreshType (FullPush or
+	// IncrementalPush): set, it is the CloudEvents extension attribute
+	// "refreshtype" and the AMQP header "refresh_type" of every batch, so
+	// consumers know whether a batch belongs to a full or a delta export.
+	RefreshType string
 	// Delimiter is the CSV field separator, one ASCII character other than
 	// a quote or line break; 0 detects it from the header line: the one of
 	// , ; tab | seen most often outside quotes (ties go to the earlier one
@@ -83,12 +91,14 @@ type rowSource interface {
 // now is the clock used for event times; tests may replace it.
 var now = func() time.Time { return time.Now().UTC() }
 
-// PublishEntity reads an entity file (CSV or XLSX), publishes its rows in
-// batches to sink and then flushes the sink: it returns nil only when every
-// batch is stored (confirmed by the broker). The first record is the header;
-// every data row becomes a JSON object keyed by column name, values exactly
-// as written. An empty or header-only file still produces one message with
-// row_count 0 and last_batch true. Memory is bounded by one batch.
+// PublishEntity reads an entity file (CSV, XLSX or XML), publishes its rows
+// in batches to sink and then flushes the sink: it returns nil only when
+// every batch is stored (confirmed by the broker). In CSV and XLSX the first
+// record is the header and every data row becomes a JSON object keyed by
+// column name; in XML every child of the root is a row of the fields it
+// has. Values are exactly as written. An empty (0-byte) or header-only file
+// still produces one message with row_count 0 and last_batch true. Memory
+// is bounded by one batch.
 //
 // On failure the stats say how far it got; messages already published are
 // not withdrawn, so consumers must treat a run's batches as a whole (see
@@ -115,14 +125,26 @@ func PublishEntity(ctx context.Context, r io.Reader, sink Sink, o EntityOptions)
 		return st, err
 	}
 	cr := &countingReader{r: r}
+	// A 0-byte file, whatever its format, is an entity without rows: F&O
+	// writes them for entities with nothing to export.
+	var first [1]byte
+	n, err := io.ReadFull(cr, first[:])
+	if n == 0 && err != io.EOF {
+		return st, fmt.Errorf("read entity file: %w", err)
+	}
+	in := io.MultiReader(bytes.NewReader(first[:n]), cr)
 	var src rowSource
-	switch strings.ToLower(o.Format) {
-	case "csv":
-		src, err = newCSVSource(cr, o.Delimiter)
-	case "xlsx":
-		src, err = newXLSXSource(ctx, cr, o.Sheet)
+	switch format := strings.ToLower(o.Format); {
+	case n == 0:
+		src, err = emptySource{}, nil
+	case format == "csv":
+		src, err = newCSVSource(in, o.Delimiter)
+	case format == "xlsx":
+		src, err = newXLSXSource(ctx, in, o.Sheet)
+	case format == "xml":
+		src, err = newXMLSource(in), nil
 	default:
-		return st, fmt.Errorf("format %q is not supported", o.Format)
+		return st, fmt.Errorf("format %q is not supported: dmfexport reads CSV, Excel (xlsx), XML-Element and XML-Attribute files; export the entity in one of those source formats", o.Format)
 	}
 	if err != nil {
 		st.BytesIn = cr.n.Load()
@@ -209,6 +231,21 @@ func (c *confirmTracker) mark(match func(*batchMark) bool) {
 	c.pending = c.pending[:copy(c.pending, c.pending[n:])]
 }
 
+// emptySource is an entity file without content: no columns, no rows.
+type emptySource struct{}
+
+func (emptySource) header() ([]string, error)    { return nil, nil }
+func (emptySource) next() ([]string, int, error) { return nil, 0, io.EOF }
+func (emptySource) close() error                 { return nil }
+
+// namedSource is a rowSource whose records name their own fields, so
+// records may differ in their fields (XML). Its header is empty.
+type namedSource interface {
+	// fields names the values the last call of next returned; valid until
+	// the following call.
+	fields() []string
+}
+
 type countingReader struct {
 	r io.Reader
 	n atomic.Int64
@@ -251,6 +288,10 @@ func (p *entityPublisher) run() error {
 		return fmt.Errorf("header has duplicate column names %s: every column name must be unique", strings.Join(dups, ", "))
 	}
 	p.enc.init(p.o, header)
+	named, _ := p.src.(namedSource)
+	if named != nil {
+		p.enc.initNamed()
+	}
 	var row int64 // data rows read so far
 	skip := p.o.ResumeFrom * int64(p.o.BatchSize)
 	for {
@@ -262,7 +303,7 @@ func (p *entityPublisher) run() error {
 			return err
 		}
 		row++
-		if len(rec) != len(header) {
+		if named == nil && len(rec) != len(header) {
 			return fmt.Errorf("row %d (line %d): has %d fields, header has %d", row, line, len(rec), len(header))
 		}
 		if row <= skip {
@@ -282,7 +323,11 @@ func (p *entityPublisher) run() error {
 		if p.enc.rows == 0 {
 			p.enc.firstRow = row
 		}
-		p.enc.addRow(rec)
+		if named != nil {
+			p.enc.addNamedRow(named.fields(), rec)
+		} else {
+			p.enc.addRow(rec)
+		}
 		if p.enc.rowBytes() > p.o.MaxMessageBytes {
 			return p.tooBig(p.enc.rowBytes())
 		}
@@ -427,6 +472,9 @@ func (p *entityPublisher) emit(last bool) error {
 		rows:     p.enc.rows,
 		firstRow: p.enc.firstRow,
 		mark:     batchMark{index: p.enc.batchIndex, rowsThrough: p.enc.firstRow + int64(p.enc.rows) - 1},
+	}
+	if p.o.RefreshType != "" {
+		j.m.Headers["refresh_type"] = p.o.RefreshType
 	}
 	select {
 	case p.jobs <- j:

@@ -58,6 +58,7 @@ type event struct {
 	Time            string `json:"time"`
 	Subject         string `json:"subject"`
 	DataContentType string `json:"datacontenttype"`
+	RefreshType     string `json:"refreshtype"`
 	Data            struct {
 		Version     int                 `json:"version"`
 		Job         string              `json:"job"`

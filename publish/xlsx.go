@@ -93,14 +93,6 @@ func (r readerWithContext) Read(p []byte) (int, error) {
 	return r.r.Read(p)
 }
 
-func quoteAll(list []string) []string {
-	q := make([]string, len(list))
-	for i, v := range list {
-		q[i] = strconv.Quote(v)
-	}
-	return q
-}
-
 func (s *xlsxSource) header() ([]string, error) {
 	cells, _, err := s.sc.nextRow()
 	if err == io.EOF {
@@ -206,20 +198,11 @@ func readWorkbook(zr *zip.Reader, sheet string) (*workbook, error) {
 	if len(book.Sheets) == 0 {
 		return nil, errors.New("xlsx: the workbook has no sheets")
 	}
-	idx := 0
-	if sheet != "" {
-		idx = -1
-		var names []string
-		for i, s := range book.Sheets {
-			names = append(names, s.Name)
-			if s.Name == sheet {
-				idx = i
-			}
-		}
-		if idx < 0 {
-			return nil, fmt.Errorf("xlsx: sheet %q not found (the workbook has %s): fix the sheet name", sheet, strings.Join(quoteAll(names), ", "))
-		}
+	names := make([]string, len(book.Sheets))
+	for i, s := range book.Sheets {
+		names[i] = s.Name
 	}
+	idx := pickSheet(names, sheet)
 	wb.sheetName = book.Sheets[idx].Name
 	wb.sheetPath = target[book.Sheets[idx].ID]
 	if wb.sheetPath == "" {
@@ -249,6 +232,50 @@ func readWorkbook(zr *zip.Reader, sheet string) (*workbook, error) {
 		}
 	}
 	return wb, nil
+}
+
+// xlsxMaxSheetName is Excel's limit on a sheet name, to which F&O cuts the
+// names it records in the manifest.
+const xlsxMaxSheetName = 31
+
+// pickSheet chooses the sheet to read among names (workbook order) for the
+// manifest's sheet name want. F&O's record of the name is unreliable: a
+// trailing "$" the workbook lacks, cut to 31 characters, the same for two
+// entities, or empty; and the data is always on the first sheet. So it
+// tries, in order: the exact name; the name without a trailing "$"; the
+// same ignoring case; a sheet whose name and the wanted one agree ignoring
+// case up to the shorter of them when that one is cut at 31 characters;
+// and otherwise the first sheet. names must not be empty.
+func pickSheet(names []string, want string) int {
+	if want == "" {
+		return 0
+	}
+	trimmed := strings.TrimSuffix(want, "$")
+	cut := func(s string) string {
+		if r := []rune(s); len(r) > xlsxMaxSheetName {
+			return string(r[:xlsxMaxSheetName])
+		}
+		return s
+	}
+	for _, match := range []func(name string) bool{
+		func(name string) bool { return name == want },
+		func(name string) bool { return name == trimmed },
+		func(name string) bool { return strings.EqualFold(name, want) || strings.EqualFold(name, trimmed) },
+		func(name string) bool {
+			a, b := []rune(strings.ToLower(name)), []rune(strings.ToLower(trimmed))
+			if len(a) > len(b) {
+				a, b = b, a
+			}
+			return len(a) >= xlsxMaxSheetName-1 && strings.HasPrefix(string(b), string(a)) || strings.EqualFold(cut(name), cut(trimmed))
+		},
+	} {
+		for i, name := range names {
+			if match(name) {
+				return i
+			}
+		}
+	}
+	return 0
 }
 
 // decodePart decodes a small XML part (workbook, relationships).

@@ -37,22 +37,32 @@ type ExplodeOptions struct {
 
 // EntityObject is one manifest entity and what became of it.
 type EntityObject struct {
-	Entity       string // EntityName from the manifest
-	File         string // the zip entry holding the entity ("" if none was found)
+	Entity string // EntityName from the manifest
+	// File is the zip entry holding the entity; for an Absent entity, the
+	// manifest's InputFilePath ("" if it had none).
+	File         string
 	SourceFormat string // SourceFormat from the manifest
-	Sheet        string // ExcelWorkSheetName from the manifest
-	// Format is "csv", "xlsx", "xml" or "unknown": taken from SourceFormat,
-	// else from the file extension (csv, txt, tsv → "csv"; a file without
-	// extension counts as csv, F&O's default, as in Key).
+	Sheet        string // ExcelSheetName from the manifest
+	RefreshType  string // DefaultRefreshType from the manifest: FullPush, IncrementalPush or ""
+	// Format is "csv", "xlsx", "xml", "fixed-width" or "unknown": taken
+	// from SourceFormat, else from the file extension (csv, txt, tsv →
+	// "csv"; a file without extension counts as csv, F&O's default, as in
+	// Key).
 	Format string
 	// Key is the store key: Prefix + "/" + EscapeName(Entity) + "." + the
-	// lower-case extension of File ("csv" if none). "" when Err is set.
+	// lower-case extension of File ("csv" if none). "" when Err is set or
+	// the entity is Absent.
 	Key    string
 	Size   int64  // bytes stored
 	SHA256 string // hex SHA-256 of the entity file bytes
-	// Err is a problem with this entity alone: listed in the manifest but
-	// missing from (or ambiguous in) the package, over a limit, or sharing
-	// its key with an earlier entity. Nothing is stored for it.
+	// Absent marks an entity the manifest lists (and does not disable)
+	// whose file is not in the package. F&O leaves out the files of
+	// entities that exported no rows, so this is an empty entity, not an
+	// error; nothing is stored for it and the caller decides.
+	Absent bool
+	// Err is a problem with this entity alone: its file name ambiguous in
+	// the package, over a limit, or sharing its key with an earlier
+	// entity. Nothing is stored for it.
 	Err error
 }
 
@@ -77,8 +87,12 @@ type Result struct {
 // fails the whole package, still before anything is written. Finally it
 // streams each entity into st.Put, checking the bytes hash the same again.
 //
+// An entity whose file the manifest lists but the package lacks is
+// reported Absent (F&O leaves out files of entities without rows), not as
+// an error.
+//
 // Each object's metadata is opts.Meta plus "entity", "file", "sourceformat",
-// "format", "sha256" and, when set, "sheet". Objects are whole or absent
+// "format", "sha256" and, when set, "sheet" and "refreshtype". Objects are whole or absent
 // (Put is atomic), and exploding the same package again stores the same
 // objects under the same keys. If storing fails part-way, or ctx is
 // cancelled, Explode deletes (best effort, even after cancellation) the
@@ -133,7 +147,7 @@ func Explode(ctx context.Context, zipPath string, st Store, opts ExplodeOptions)
 	var total int64
 	for i := range plans {
 		p := &plans[i]
-		if p.obj.Err != nil {
+		if p.obj.Err != nil || p.obj.Absent {
 			continue
 		}
 		s, ok := sums[p.f]
@@ -159,7 +173,7 @@ func Explode(ctx context.Context, zipPath string, st Store, opts ExplodeOptions)
 	var written []string
 	for i := range plans {
 		p := &plans[i]
-		if p.obj.Err == nil {
+		if p.obj.Err == nil && !p.obj.Absent {
 			err := ctx.Err()
 			if err != nil {
 				err = fmt.Errorf("explode package: %w", err)
@@ -400,10 +414,7 @@ func planEntities(entries []entry, pkg *packageXML, prefix string) ([]plan, map[
 		}
 		switch len(hits) {
 		case 0:
-			if me.File == "" {
-				return nil, errors.New("no InputFilePath in Manifest.xml and no file named after the entity in the package")
-			}
-			return nil, fmt.Errorf("file %q listed in Manifest.xml is not in the package", me.File)
+			return nil, errAbsent
 		case 1:
 			return hits[0], nil
 		default:
@@ -414,14 +425,17 @@ func planEntities(entries []entry, pkg *packageXML, prefix string) ([]plan, map[
 	var plans []plan
 	keys := map[string]string{}
 	for _, me := range pkg.manifest.Entities {
-		obj := EntityObject{Entity: me.Name, SourceFormat: me.SourceFormat, Sheet: me.Sheet}
+		obj := EntityObject{Entity: me.Name, SourceFormat: me.SourceFormat, Sheet: me.Sheet, RefreshType: me.RefreshType}
 		e, err := find(me)
 		if err != nil && me.Disabled {
 			continue // F&O lists disabled entities without exporting them
 		}
-		if err == nil {
+		switch {
+		case err == nil:
 			used[e.f] = true
 			obj.File = e.f.Name
+		case errors.Is(err, errAbsent):
+			obj.File, obj.Absent, err = me.File, true, nil
 		}
 		ext := strings.TrimPrefix(strings.ToLower(path.Ext(path.Base(strings.ReplaceAll(obj.File, `\`, "/")))), ".")
 		if ext == "" {
@@ -437,6 +451,8 @@ func planEntities(entries []entry, pkg *packageXML, prefix string) ([]plan, map[
 			obj.Err = fmt.Errorf("entity %q: %w", me.Name, err)
 		case me.Name == "":
 			obj.Err = fmt.Errorf("entity in file %q: no EntityName in Manifest.xml", obj.File)
+		case obj.Absent:
+			// Nothing is stored, so no key is taken.
 		case keys[strings.ToLower(key)] != "":
 			obj.Err = fmt.Errorf("entity %q: same store key as entity %q (names equal ignoring case)", me.Name, keys[strings.ToLower(key)])
 		default:
@@ -444,7 +460,7 @@ func planEntities(entries []entry, pkg *packageXML, prefix string) ([]plan, map[
 			obj.Key = key
 		}
 		p := plan{obj: obj}
-		if obj.Err == nil {
+		if obj.Err == nil && !obj.Absent {
 			p.f = e.f
 		}
 		plans = append(plans, p)
@@ -452,11 +468,18 @@ func planEntities(entries []entry, pkg *packageXML, prefix string) ([]plan, map[
 	return plans, used
 }
 
+// errAbsent: the manifest lists a file the package does not hold.
+var errAbsent = errors.New("listed in Manifest.xml, not in the package")
+
 // entityFormat decides how an entity file is read: from the manifest's
 // SourceFormat when it names a known kind, else from the file extension.
+// SourceFormat names are chosen by the F&O administrator, so any case and
+// any decoration ("CSV-Unicode", "EXCEL", "xml-attribute") is accepted.
 func entityFormat(sourceFormat, ext string) string {
 	sf := strings.ToLower(sourceFormat)
 	switch {
+	case strings.Contains(sf, "fixed"):
+		return "fixed-width"
 	case strings.Contains(sf, "csv"):
 		return "csv"
 	case strings.Contains(sf, "excel"), strings.Contains(sf, "xlsx"):
@@ -537,7 +560,7 @@ func (l *limitReader) Read(p []byte) (int, error) {
 // storeEntity streams p's entry into st, failing the Put (so nothing is
 // stored) unless the bytes are exactly those hashed in pass 1.
 func storeEntity(ctx context.Context, st Store, p *plan, base map[string]string) error {
-	meta := make(map[string]string, len(base)+6)
+	meta := make(map[string]string, len(base)+8)
 	for k, v := range base {
 		meta[strings.ToLower(k)] = v
 	}
@@ -548,6 +571,9 @@ func storeEntity(ctx context.Context, st Store, p *plan, base map[string]string)
 	meta["sha256"] = p.obj.SHA256
 	if p.obj.Sheet != "" {
 		meta["sheet"] = p.obj.Sheet
+	}
+	if p.obj.RefreshType != "" {
+		meta["refreshtype"] = p.obj.RefreshType
 	}
 	rc, err := p.f.Open()
 	if err != nil {

@@ -141,9 +141,9 @@ func TestExplodeTiny(t *testing.T) {
 				t.Errorf("Unlisted = %q, want %q", res.Unlisted, tt.unlisted)
 			}
 			want := []EntityObject{
-				{Entity: "Customers V3", File: tt.wantFile[0], SourceFormat: "CSV-Unicode", Format: "csv",
+				{Entity: "Customers V3", File: tt.wantFile[0], SourceFormat: "CSV-Unicode", RefreshType: "FullPush", Format: "csv",
 					Key: "jobs/tiny/r1/entities/Customers V3.csv", Size: int64(len(cust)), SHA256: sha(cust)},
-				{Entity: "Vendors V2", File: tt.wantFile[1], SourceFormat: "CSV-Unicode", Format: "csv",
+				{Entity: "Vendors V2", File: tt.wantFile[1], SourceFormat: "CSV-Unicode", RefreshType: "IncrementalPush", Format: "csv",
 					Key: "jobs/tiny/r1/entities/Vendors V2.csv", Size: int64(len(vend)), SHA256: sha(vend)},
 			}
 			if !reflect.DeepEqual(res.Entities, want) {
@@ -159,7 +159,7 @@ func TestExplodeTiny(t *testing.T) {
 					t.Fatal(err)
 				}
 				wantMeta := map[string]string{"job": "tiny", "run": "r1", "executionid": "e/1", "entity": w.Entity,
-					"file": w.File, "sourceformat": "CSV-Unicode", "format": "csv", "sha256": w.SHA256}
+					"file": w.File, "sourceformat": "CSV-Unicode", "format": "csv", "sha256": w.SHA256, "refreshtype": w.RefreshType}
 				if !equalMaps(o.Meta, wantMeta) {
 					t.Errorf("meta of %q = %v, want %v", w.Key, o.Meta, wantMeta)
 				}
@@ -237,9 +237,20 @@ func TestExplodeEntityMatching(t *testing.T) {
 			[]EntityObject{{Entity: "A", File: "a.csv", Format: "csv", Key: "e/A.csv"}}, []string{""}, nil},
 		{"empty InputFilePath uses entity name", entityXML("Released products V2", "", "Excel", false), []string{"released PRODUCTS v2.XLSX"},
 			[]EntityObject{{Entity: "Released products V2", File: "released PRODUCTS v2.XLSX", SourceFormat: "Excel", Format: "xlsx", Key: "e/Released products V2.xlsx"}}, []string{""}, nil},
-		{"missing file", entityXML("Gone", "Gone.csv", "CSV", false) + entityXML("A", "a.csv", "CSV", false), []string{"a.csv"},
-			[]EntityObject{{Entity: "Gone", SourceFormat: "CSV", Format: "csv"}, {Entity: "A", File: "a.csv", SourceFormat: "CSV", Format: "csv", Key: "e/A.csv"}},
-			[]string{`entity "Gone": file "Gone.csv" listed in Manifest.xml is not in the package`, ""}, nil},
+		{"absent file is an empty entity, not an error", entityXML("Gone", "Gone.csv", "CSV", false) + entityXML("A", "a.csv", "CSV", false), []string{"a.csv"},
+			[]EntityObject{{Entity: "Gone", File: "Gone.csv", SourceFormat: "CSV", Format: "csv", Absent: true}, {Entity: "A", File: "a.csv", SourceFormat: "CSV", Format: "csv", Key: "e/A.csv"}},
+			[]string{"", ""}, nil},
+		{"absent without InputFilePath", entityXML("Nameless file", "", "EXCEL", false), nil,
+			[]EntityObject{{Entity: "Nameless file", SourceFormat: "EXCEL", Format: "xlsx", Absent: true}}, []string{""}, nil},
+		{"absent file does not take a key", entityXML("A", "gone.csv", "", false) + entityXML("a", "b.csv", "", false), []string{"b.csv"},
+			[]EntityObject{{Entity: "A", File: "gone.csv", Format: "csv", Absent: true}, {Entity: "a", File: "b.csv", Format: "csv", Key: "e/a.csv"}},
+			[]string{"", ""}, nil},
+		{"upper-case InputFilePath unlike the label", entityXML("Customers V3", "CUSTCUSTOMERV3ENTITY.CSV", "csv-unicode", false), []string{"CUSTCUSTOMERV3ENTITY.CSV"},
+			[]EntityObject{{Entity: "Customers V3", File: "CUSTCUSTOMERV3ENTITY.CSV", SourceFormat: "csv-unicode", Format: "csv", Key: "e/Customers V3.csv"}}, []string{""}, nil},
+		{"label with invalid file name characters", entityXML("Country/regions", "Countryregions.xlsx", "Excel", false), []string{"Countryregions.xlsx"},
+			[]EntityObject{{Entity: "Country/regions", File: "Countryregions.xlsx", SourceFormat: "Excel", Format: "xlsx", Key: "e/Country%2Fregions.xlsx"}}, []string{""}, nil},
+		{"fixed width", entityXML("F", "f.txt", "Fixed width", false), []string{"f.txt"},
+			[]EntityObject{{Entity: "F", File: "f.txt", SourceFormat: "Fixed width", Format: "fixed-width", Key: "e/F.txt"}}, []string{""}, nil},
 		{"disabled without file skipped, disabled with file kept", entityXML("Off", "off.csv", "CSV", true) + entityXML("A", "a.csv", "CSV", true), []string{"a.csv"},
 			[]EntityObject{{Entity: "A", File: "a.csv", SourceFormat: "CSV", Format: "csv", Key: "e/A.csv"}}, []string{""}, nil},
 		{"ambiguous base name", entityXML("A", `x\a.csv`, "CSV", false), []string{"b/a.csv", "c/a.csv"},
@@ -273,7 +284,9 @@ func TestExplodeEntityMatching(t *testing.T) {
 			for i, got := range res.Entities {
 				w := tt.want[i]
 				if tt.wantErrs[i] == "" {
-					w.Size, w.SHA256 = int64(len(x)), sha(x)
+					if !w.Absent {
+						w.Size, w.SHA256 = int64(len(x)), sha(x)
+					}
 					if got.Err != nil {
 						t.Errorf("entity %d: Err = %v, want nil", i, got.Err)
 					}

@@ -68,8 +68,8 @@ func FuzzExplode(f *testing.F) {
 		res, err := Explode(context.Background(), zp, st, opts)
 		if err == nil {
 			for _, e := range res.Entities {
-				if (e.Err == nil) == (e.Key == "") {
-					t.Fatalf("entity %+v: want exactly one of Key and Err", e)
+				if n := btoi(e.Err != nil) + btoi(e.Key != "") + btoi(e.Absent); n != 1 {
+					t.Fatalf("entity %+v: want exactly one of Key, Err and Absent", e)
 				}
 				if e.Key == "" {
 					continue
@@ -96,4 +96,11 @@ func FuzzExplode(f *testing.F) {
 			return nil
 		})
 	})
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -32,9 +32,13 @@ type ManifestEntity struct {
 	Name         string // EntityName, the entity's label, e.g. "Customers V3"
 	File         string // InputFilePath as written, '\' or '/' separated
 	SourceFormat string // e.g. "CSV-Unicode", "Excel", "XML-Element"
-	Sheet        string // ExcelWorkSheetName; "" means the first sheet
-	RefreshType  string // DefaultRefreshType: FullPush or IncrementalPush
-	Disabled     bool   // Disable
+	// Sheet is ExcelSheetName (or ExcelWorkSheetName, as some packages
+	// spell it) as F&O recorded it: often with a trailing "$" the workbook
+	// lacks, cut to 31 characters, or empty. The reader falls back to the
+	// first sheet, so it is a hint, not an address.
+	Sheet       string
+	RefreshType string // DefaultRefreshType as written: FullPush or IncrementalPush ("" when absent)
+	Disabled    bool   // Disable
 }
 
 // PackageHeader is what a package's PackageHeader.xml says.
@@ -84,8 +88,10 @@ func ParseManifest(r io.Reader) (*Manifest, error) {
 				cur.File = text
 			case "SourceFormat":
 				cur.SourceFormat = text
-			case "ExcelWorkSheetName":
-				cur.Sheet = text
+			case "ExcelSheetName", "ExcelWorkSheetName":
+				if text != "" || cur.Sheet == "" {
+					cur.Sheet = text
+				}
 			case "DefaultRefreshType":
 				cur.RefreshType = text
 			case "Disable":

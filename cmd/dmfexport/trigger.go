@@ -194,12 +194,21 @@ func printSummary(w io.Writer, recs []*jobs.RunRecord) {
 		if r.ExecutionID != "" {
 			fmt.Fprintf(tw, "  execution\t%s\t%s\n", r.ExecutionID, r.ExecutionStatus)
 		}
+		var absent []string
 		for _, e := range r.Entities {
-			line := fmt.Sprintf("  %s\t%s\t%d rows\t%d batches\t%s", e.Entity, e.State, e.Rows, e.Batches, e.Key)
+			where := e.Key
+			if e.Absent {
+				where = "absent: " + e.File + " not in the package"
+				absent = append(absent, e.File)
+			}
+			line := fmt.Sprintf("  %s\t%s\t%d rows\t%d batches\t%s", e.Entity, e.State, e.Rows, e.Batches, where)
 			if e.Error != "" {
 				line += "\t" + e.Error
 			}
 			fmt.Fprintln(tw, line)
+		}
+		if len(absent) > 0 {
+			fmt.Fprintf(tw, "  %d absent files\t%s\n", len(absent), strings.Join(absent, ", "))
 		}
 	}
 	tw.Flush()
