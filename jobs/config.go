@@ -91,6 +91,9 @@ type AuthConfig struct {
 	TokenFile                 string // workload_identity
 	AuthorityHost             string
 	DisableInstanceDiscovery  bool
+	// Scope overrides the OAuth scope of F&O tokens (fo.auth only); empty
+	// means the client's default, "<scheme>://<host>/.default".
+	Scope string
 }
 
 // Options converts c for dmf.NewCredential.
@@ -149,6 +152,9 @@ type PollConfig struct {
 	PackageURLTimeout     time.Duration
 	PackageURLInterval    time.Duration // first wait between package URL asks
 	PackageURLMaxInterval time.Duration
+	// RegisterTimeout is how long an execution this run started (or may
+	// have started) may stay unknown to F&O before that is an error.
+	RegisterTimeout time.Duration
 }
 
 // RetentionConfig says which finished runs are deleted from the store after
@@ -341,11 +347,11 @@ var (
 		{"fo", []string{"url", "auth", "max_retries", "retry_base_delay", "retry_max_delay", "max_throttle_wait", "request_timeout"}},
 		{"store", []string{"type", "path", "prefix", "account_url", "container", "connection_string", "sas_url", "auth", "block_size", "concurrency"}},
 		{"broker", []string{"type", "url", "path", "confirm_window", "max_unconfirmed_bytes", "reconnect_timeout", "nack_retries", "declare", "queues", "allow_plaintext"}},
-		{"poll", []string{"interval", "max_interval", "deadline", "package_url_timeout", "package_url_interval", "package_url_max_interval"}},
+		{"poll", []string{"interval", "max_interval", "deadline", "package_url_timeout", "package_url_interval", "package_url_max_interval", "register_timeout"}},
 		{"retention", []string{"keep_runs", "max_age"}},
 	}
 	authKeys = []string{"method", "token", "tenant_id", "client_id", "client_secret", "certificate_path", "certificate_password",
-		"managed_identity_client_id", "managed_identity_resource_id", "token_file", "authority_host", "disable_instance_discovery"}
+		"managed_identity_client_id", "managed_identity_resource_id", "token_file", "authority_host", "disable_instance_discovery", "scope"}
 	queueKeys = []string{"name", "binding_key", "quorum"}
 	nameRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 )
@@ -913,6 +919,7 @@ func (d *decoder) auth(n, parent *yaml.Node, p string) AuthConfig {
 		{"managed_identity_client_id", &c.ManagedIdentityClientID},
 		{"managed_identity_resource_id", &c.ManagedIdentityResourceID},
 		{"authority_host", &c.AuthorityHost},
+		{"scope", &c.Scope},
 	}
 	for _, sd := range strs {
 		if v := m[sd.key]; v != nil {
@@ -1035,6 +1042,9 @@ func (d *decoder) azblob(c *StoreConfig, m map[string]*yaml.Node, parent *yaml.N
 			}
 		}
 		c.Auth = d.auth(m["auth"], parent, p+".auth")
+		if c.Auth.Scope != "" {
+			d.problem(m["auth"], p+".auth.scope", "scope is used only in fo.auth", "remove it: the blob store always asks for a storage token")
+		}
 	} else if m["auth"] != nil {
 		d.problem(m["auth"], p+".auth", "auth is used only with account_url", "add account_url, or remove auth")
 	}
@@ -1213,7 +1223,8 @@ func (d *decoder) queues(n *yaml.Node, p string) []QueueConfig {
 }
 
 func (d *decoder) poll(n *yaml.Node, p string) PollConfig {
-	c := PollConfig{Interval: DefaultPollInterval, MaxInterval: DefaultPollMaxInterval, Deadline: DefaultPollDeadline, PackageURLTimeout: DefaultPackageURLTimeout}
+	c := PollConfig{Interval: DefaultPollInterval, MaxInterval: DefaultPollMaxInterval, Deadline: DefaultPollDeadline,
+		PackageURLTimeout: DefaultPackageURLTimeout, RegisterTimeout: dmf.DefaultRegisterTimeout}
 	p = join(p, "poll")
 	if n == nil {
 		return c
@@ -1235,6 +1246,7 @@ func (d *decoder) poll(n *yaml.Node, p string) PollConfig {
 	set("package_url_timeout", &c.PackageURLTimeout)
 	set("package_url_interval", &c.PackageURLInterval)
 	set("package_url_max_interval", &c.PackageURLMaxInterval)
+	set("register_timeout", &c.RegisterTimeout)
 	if c.MaxInterval < c.Interval {
 		d.problem(where(m["max_interval"], n), p+".max_interval", fmt.Sprintf("%s is shorter than interval %s", c.MaxInterval, c.Interval), "max_interval caps the growing wait, so it must be at least interval")
 	}

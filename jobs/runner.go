@@ -306,7 +306,11 @@ func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec
 		run.log.Warn("run interrupted; it resumes at the next start", "state", rec.State)
 		return rec, fmt.Errorf("export %s run %s interrupted in state %s: %w", exp.Name, rec.RunID, rec.State, ctx.Err())
 	}
-	run.log.Info("run finished", "state", rec.State, "duration", rec.FinishedAt.Sub(rec.StartedAt).Round(time.Millisecond))
+	if rec.Error != "" {
+		run.log.Warn("run finished", "state", rec.State, "duration", rec.FinishedAt.Sub(rec.StartedAt).Round(time.Millisecond), "error", rec.Error)
+	} else {
+		run.log.Info("run finished", "state", rec.State, "duration", rec.FinishedAt.Sub(rec.StartedAt).Round(time.Millisecond))
+	}
 	if runErr != nil {
 		return rec, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, runErr)
 	}
@@ -351,6 +355,7 @@ func (r *Runner) foClient(exp *Export, log *slog.Logger) (*dmf.Client, error) {
 		MaxRetries: exp.FO.MaxRetries, RetryBaseDelay: exp.FO.RetryBaseDelay, RetryMaxDelay: exp.FO.RetryMaxDelay,
 		MaxThrottleWait: exp.FO.MaxThrottleWait,
 		PackageURLDelay: exp.Poll.PackageURLInterval, PackageURLMaxDelay: exp.Poll.PackageURLMaxInterval,
+		RegisterTimeout: exp.Poll.RegisterTimeout, RegisterInterval: exp.Poll.Interval, Scope: exp.FO.Auth.Scope,
 		Identity: auth.Describe(), ApplicationID: auth.ApplicationID(),
 		OnRetry: func(action, reason string) { r.Metrics.Retried(exp.Name, action, reason) },
 	})
@@ -492,12 +497,18 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 	start := true
 	if u.resuming && u.rec.ExecutionID != "" {
 		// The execution ID was chosen and recorded before ExportToPackage
-		// was sent, so F&O knows it unless the call never arrived.
-		st, err := client.ExecutionStatus(ctx, u.rec.ExecutionID)
-		if err != nil {
+		// was sent, so F&O knows it unless the call never arrived, or
+		// arrived so shortly before the stop that F&O has not registered
+		// it yet: wait the register window before starting it.
+		st, err := client.AwaitExecution(ctx, u.rec.ExecutionID)
+		switch {
+		case errors.Is(err, dmf.ErrNotRegistered):
+			u.log.Info("resume: F&O does not know the execution, starting the export", "window", u.exp.Poll.RegisterTimeout)
+		case err != nil:
 			return fmt.Errorf("resume: ask F&O for execution %s: %w", u.rec.ExecutionID, err)
+		default:
+			start = false
 		}
-		start = st == dmf.StatusUnknown
 		u.log.Info("resuming run", "execution_status", st, "export_started_before", !start)
 	} else {
 		// Chosen here, so a lost answer is recovered by asking for its
@@ -560,11 +571,14 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 		return nil
 	case status == dmf.StatusPartiallySucceeded && u.exp.Partial == "publish":
 		rep := client.Report(ctx, u.rec.ExecutionID, status)
+		u.rec.recordExecutionErrors(rep.Errors)
 		u.rec.Warnings = append(u.rec.Warnings, rep.Error())
 		u.log.Warn("F&O export partially succeeded; publishing what was exported (partial: publish)", "report", rep.Error())
 		return nil
 	default:
-		return client.Report(ctx, u.rec.ExecutionID, status)
+		rep := client.Report(ctx, u.rec.ExecutionID, status)
+		u.rec.recordExecutionErrors(rep.Errors)
+		return rep
 	}
 }
 
