@@ -27,6 +27,10 @@ type Config struct {
 	// LeaseTTL is how long a run's lease lives without a heartbeat before
 	// another replica sharing the store may take the run over.
 	LeaseTTL time.Duration
+	// Warnings are things that do not make the file invalid but change how
+	// it runs, such as two exports of one data project (their runs never
+	// overlap: the later one is skipped).
+	Warnings []ConfigProblem
 }
 
 // Export returns the export named name.
@@ -313,6 +317,11 @@ func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)
 		d.problem(expsNode, "exports", "the list is empty", "add at least one export definition")
 	}
 	names := map[string]*yaml.Node{}
+	type groupUse struct {
+		name string
+		line int
+	}
+	groups := map[string]groupUse{} // groupKey → first export naming it
 	for i, n := range expsNode.Content {
 		p := fmt.Sprintf("exports[%d]", i)
 		e, ok := d.export(n, p, top)
@@ -325,6 +334,16 @@ func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)
 		}
 		if ok {
 			cfg.Exports = append(cfg.Exports, e)
+			key := groupKey(&e)
+			if first, shared := groups[key]; shared {
+				cfg.Warnings = append(cfg.Warnings, ConfigProblem{File: d.file, Line: n.Line, Column: n.Column,
+					Path: fmt.Sprintf("exports[%d](%s).definition_group", i, e.Name),
+					Message: fmt.Sprintf("data project %q is also exported by %q (line %d); F&O cannot export one data project twice at once, "+
+						"so their runs never overlap: a run that finds the other one going is skipped", e.DefinitionGroup, first.name, first.line),
+					Hint: "give each export its own data project in F&O, or schedule them apart"})
+			} else {
+				groups[key] = groupUse{e.Name, n.Line}
+			}
 		}
 	}
 	if err := d.err(); err != nil {

@@ -17,7 +17,8 @@ import (
 
 // State is where a run is in its lifecycle. A run moves forward only:
 // pending → exporting → downloading → unpacking → publishing → one of the
-// final states.
+// final states; a run kept out by another run of its data project goes
+// straight to skipped.
 type State string
 
 // Run states, in lifecycle order.
@@ -30,11 +31,14 @@ const (
 	StateSucceeded          State = "succeeded"
 	StatePartiallySucceeded State = "partially_succeeded"
 	StateFailed             State = "failed"
+	// StateSkipped is a run that never started because another run was
+	// exporting the same data project; its error names that run.
+	StateSkipped State = "skipped"
 )
 
 // Final reports whether no more work will happen for a run in this state.
 func (s State) Final() bool {
-	return s == StateSucceeded || s == StatePartiallySucceeded || s == StateFailed
+	return s == StateSucceeded || s == StatePartiallySucceeded || s == StateFailed || s == StateSkipped
 }
 
 // RunRecord is the durable account of one run of one export, written to the
