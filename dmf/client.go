@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -37,6 +38,11 @@ const (
 	defaultRetryBaseDelay = time.Second
 	defaultRetryMaxDelay  = 30 * time.Second
 	defaultHTTPTimeout    = 2 * time.Minute
+
+	// defaultRegisterWait and maxRegisterWait bound the waits between
+	// status asks while an execution is not registered yet.
+	defaultRegisterWait = 5 * time.Second
+	maxRegisterWait     = 30 * time.Second
 
 	// tokenRefreshMargin is how long before its expiry a cached token is replaced.
 	tokenRefreshMargin = 2 * time.Minute
@@ -70,15 +76,19 @@ func (e *APIError) authHint() string {
 		"(System administration > Setup > Microsoft Entra applications) and mapped to a user with data management roles"
 }
 
-// APIError is a non-2xx answer of F&O to one action. Code and Message come
-// from the OData error body when there is one (each at most 500 characters);
-// otherwise Message holds the status line and the start of the body. Neither
-// ever holds the bearer token.
+// APIError is a non-2xx answer of F&O to one action. Code, Message and
+// Details come from the error body: OData's {"error": {...}} (Details are
+// the innererror message and its internalexception chain, where F&O puts
+// the text a user can act on), or the {"Message": "..."} body of a refused
+// token. A body that is neither leaves Message holding the status line and
+// the start of the body. Each text is at most 500 characters; none ever
+// holds the bearer token.
 type APIError struct {
-	Action     string // OData action, e.g. ExportToPackage
-	StatusCode int    // HTTP status code
-	Code       string // OData error code, may be empty
-	Message    string // OData error message, or status line and body start
+	Action     string   // OData action, e.g. ExportToPackage
+	StatusCode int      // HTTP status code
+	Code       string   // OData error code, may be empty
+	Message    string   // OData error message, or status line and body start
+	Details    []string // innererror messages, outermost first; at most maxInnerErrors
 
 	// Identity and ApplicationID, set on 401 and 403 only, name who the
 	// refused token stands for and the application to register in F&O
@@ -87,8 +97,53 @@ type APIError struct {
 	ApplicationID string
 }
 
-// Error reads like "F&O ExportToPackage: HTTP 400: <code>: <message>"; for
-// 401 and 403 it adds whose token was refused and what to check in F&O.
+// Text returns F&O's own words for the error: its message and inner
+// messages joined by ": ", without the generic "An error has occurred."
+// when an inner message says more, and without repeats.
+func (e *APIError) Text() string {
+	parts := make([]string, 0, 1+len(e.Details))
+	add := func(s string) {
+		s = strings.TrimSpace(s)
+		if s == "" || slices.Contains(parts, s) {
+			return
+		}
+		parts = append(parts, s)
+	}
+	if !isGenericMessage(e.Message) || len(e.Details) == 0 {
+		add(e.Message)
+	}
+	for _, d := range e.Details {
+		add(d)
+	}
+	return strings.Join(parts, ": ")
+}
+
+// isGenericMessage reports whether msg is F&O's top-level message that says
+// nothing ("An error has occurred.").
+func isGenericMessage(msg string) bool {
+	return strings.EqualFold(strings.TrimRight(strings.TrimSpace(msg), ". "), "An error has occurred")
+}
+
+// notRegistered reports whether F&O answered that it has no details for
+// the execution asked about: HTTP 400 "Execution details were not found for
+// execution id X", which it answers for a while after ExportToPackage,
+// before it registers the execution.
+func (e *APIError) notRegistered() bool {
+	if e.StatusCode != http.StatusBadRequest {
+		return false
+	}
+	for _, s := range append([]string{e.Message}, e.Details...) {
+		s = strings.ToLower(s)
+		if strings.Contains(s, "execution details") && strings.Contains(s, "not found") {
+			return true
+		}
+	}
+	return false
+}
+
+// Error reads like "F&O ExportToPackage: HTTP 400: <code>: <text>" (see
+// Text); for 401 and 403 it adds whose token was refused and what to check
+// in F&O.
 func (e *APIError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "F&O %s: HTTP %d", e.Action, e.StatusCode)
@@ -96,9 +151,9 @@ func (e *APIError) Error() string {
 		b.WriteString(": ")
 		b.WriteString(e.Code)
 	}
-	if e.Message != "" {
+	if text := e.Text(); text != "" {
 		b.WriteString(": ")
-		b.WriteString(e.Message)
+		b.WriteString(text)
 	}
 	if e.StatusCode == http.StatusUnauthorized || e.StatusCode == http.StatusForbidden {
 		b.WriteString("; ")
@@ -126,7 +181,8 @@ type Client struct {
 	throttleMax     time.Duration // cap of a Retry-After wait
 	urlWaitBase     time.Duration // first wait of WaitPackageURL
 	urlWaitMax      time.Duration // cap of the WaitPackageURL backoff
-	unknownLimit    int           // Unknown answers tolerated by PollStatus
+	registerTimeout time.Duration // how long an execution may stay unknown to F&O
+	registerWait    time.Duration // first wait between asks while it is
 
 	onRetry func(action, reason string)
 
@@ -156,8 +212,10 @@ func (t staticToken) GetToken(context.Context, policy.TokenRequestOptions) (azco
 // NewClient returns a client for environment, e.g.
 // "https://contoso.operations.dynamics.com" (a trailing slash is fine). The
 // URL must be https; plain http is accepted only for a loopback host
-// (127.0.0.0/8, ::1, localhost), as used by simulators. Tokens are asked of
-// cred with the scope "<environment>/.default".
+// (127.0.0.0/8, ::1, localhost), as used by simulators. The URL may have a
+// path (on-premises: .../namespaces/AXSF), which every call keeps. Tokens
+// are asked of cred with the scope "<scheme>://<host>/.default" in lower
+// case, without the path, unless opts.Scope sets another.
 func NewClient(environment string, cred azcore.TokenCredential, opts *ClientOptions) (*Client, error) {
 	if cred == nil {
 		return nil, errors.New("new F&O client: no credential given")
@@ -172,7 +230,7 @@ func NewClient(environment string, cred azcore.TokenCredential, opts *ClientOpti
 	}
 	c := &Client{
 		base:            base,
-		scope:           base + "/.default",
+		scope:           strings.TrimSpace(o.Scope),
 		cred:            cred,
 		hc:              o.HTTPClient,
 		log:             o.Logger,
@@ -183,11 +241,21 @@ func NewClient(environment string, cred azcore.TokenCredential, opts *ClientOpti
 		throttleMax:     5 * time.Minute,
 		urlWaitBase:     500 * time.Millisecond,
 		urlWaitMax:      30 * time.Second,
-		unknownLimit:    5,
+		registerTimeout: o.RegisterTimeout,
+		registerWait:    o.RegisterInterval,
 		tokenLock:       make(chan struct{}, 1),
 		onRetry:         o.OnRetry,
 		identity:        strings.TrimSpace(o.Identity),
 		appID:           strings.TrimSpace(o.ApplicationID),
+	}
+	if c.scope == "" {
+		c.scope = tokenScope(base)
+	}
+	if c.registerTimeout <= 0 {
+		c.registerTimeout = DefaultRegisterTimeout
+	}
+	if c.registerWait <= 0 {
+		c.registerWait = defaultRegisterWait
 	}
 	if o.PackageURLDelay > 0 {
 		c.urlWaitBase = o.PackageURLDelay
@@ -251,6 +319,25 @@ func parseEnvironment(environment string) (string, error) {
 	}
 	u.Scheme = strings.ToLower(u.Scheme)
 	return strings.TrimRight(u.String(), "/"), nil
+}
+
+// tokenScope is the default OAuth scope of an environment: the token
+// audience of F&O is scheme and host in lower case, with a non-default port
+// kept, and neither path nor trailing slash.
+func tokenScope(base string) string {
+	u, err := url.Parse(base)
+	if err != nil { // parseEnvironment accepted it: cannot happen
+		return strings.ToLower(base) + "/.default"
+	}
+	host := strings.ToLower(u.Hostname())
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	scheme := strings.ToLower(u.Scheme)
+	if p := u.Port(); p != "" && !(scheme == "https" && p == "443") && !(scheme == "http" && p == "80") {
+		host += ":" + p
+	}
+	return scheme + "://" + host + "/.default"
 }
 
 // token returns a bearer token, from the cache while it has more than
@@ -435,31 +522,41 @@ func (c *Client) delayFor(f *failure, attempt int) time.Duration {
 }
 
 // call posts action with reqBody, retrying 429s and transient faults, and
-// returns the unwrapped "value" of the answer.
-func (c *Client) call(ctx context.Context, action string, reqBody any) (json.RawMessage, error) {
+// hands the unwrapped "value" of the answer to read. With retryUnreadable,
+// a 2xx answer that cannot be read (not JSON, no value, or a value read
+// refuses) is retried like a transient fault, within the same retry budget:
+// for read-only actions, where a garbled answer under load says nothing
+// about the execution.
+func (c *Client) call(ctx context.Context, action string, reqBody any, retryUnreadable bool, read func(json.RawMessage) error) error {
 	payload, err := json.Marshal(reqBody)
 	if err != nil {
-		return nil, fmt.Errorf("F&O %s: encode request: %w", action, err)
+		return fmt.Errorf("F&O %s: encode request: %w", action, err)
 	}
 	for attempt := 0; ; attempt++ {
 		body, f := c.send(ctx, action, payload)
 		if f == nil {
 			v, err := parseValue(body)
-			if err != nil {
-				return nil, fmt.Errorf("F&O %s: read answer: %w", action, err)
+			if err == nil {
+				err = read(v)
 			}
-			return v, nil
+			if err == nil {
+				return nil
+			}
+			f = &failure{err: fmt.Errorf("F&O %s: read answer: %w", action, err), kind: failFatal, reason: "unreadable answer"}
+			if retryUnreadable {
+				f.kind = failTransient
+			}
 		}
 		if f.kind == failFatal {
-			return nil, f.err
+			return f.err
 		}
 		if attempt >= c.maxRetries {
-			return nil, retriesExhausted(f.err, attempt)
+			return retriesExhausted(f.err, attempt)
 		}
 		delay := c.delayFor(f, attempt)
 		c.logRetry(action, f, delay, attempt)
 		if err := sleep(ctx, delay); err != nil {
-			return nil, fmt.Errorf("F&O %s: %w", action, err)
+			return fmt.Errorf("F&O %s: %w", action, err)
 		}
 	}
 }
@@ -509,13 +606,18 @@ type executionBody struct {
 }
 
 // ExportToPackage starts the export of a data project and returns its
-// execution ID. 429 answers are retried after Retry-After. With a chosen
-// r.ExecutionID, a fault after which F&O may have started the export (5xx,
-// timeout, reset) is followed by a status ask for that ID: if F&O knows it,
-// its ID is returned and no second export is started; otherwise the POST is
-// retried. With r.ReExecute only NotRun or Executing count as proof, since
-// the ID existed before. With an empty r.ExecutionID such a fault is returned
-// as an error, never retried, because a retry could start a second export.
+// execution ID. It posts at most once per ID while F&O may still register
+// an earlier post: 429 answers (not accepted) are retried after
+// Retry-After; after a fault that leaves it unknown whether F&O started the
+// export (5xx, timeout, reset, an unreadable answer) with a chosen
+// r.ExecutionID, the status of that ID is polled for the whole
+// ClientOptions.RegisterTimeout window (F&O answers Unknown or HTTP 400
+// "Execution details were not found" until it registers an execution): if
+// F&O comes to know it, its ID is returned and no second export is
+// started; only when the window passes is the POST made again. With
+// r.ReExecute only NotRun or Executing count as proof, since the ID existed
+// before. With an empty r.ExecutionID such a fault is returned as an error,
+// never retried, because a retry could start a second export.
 func (c *Client) ExportToPackage(ctx context.Context, r ExportRequest) (string, error) {
 	if r.DefinitionGroupID == "" {
 		return "", errors.New("export to package: no definition group (data project) given")
@@ -565,8 +667,35 @@ func (c *Client) ExportToPackage(ctx context.Context, r ExportRequest) (string, 
 			return "", fmt.Errorf("export to package %q: %w; the export may have started in F&O, so it was not retried "+
 				"(no execution ID was chosen): check the data management workspace before running again", r.DefinitionGroupID, f.err)
 		}
+		if f.kind == failTransient {
+			// F&O may have started the export and not registered it yet:
+			// wait for the ID for the whole window before posting again.
+			mayExist = true
+			c.log.Warn("F&O export may have started: waiting for F&O to register the execution before posting again",
+				"execution_id", id, "reason", f.reason, "window", c.registerTimeout)
+			st, err := c.AwaitExecution(ctx, id)
+			switch {
+			case errors.Is(err, ErrNotRegistered):
+				if attempt >= c.maxRetries {
+					return "", fmt.Errorf("export to package %q: %w; and then: %w", r.DefinitionGroupID, retriesExhausted(f.err, attempt), err)
+				}
+				c.log.Warn("F&O never registered the execution: posting the export again", "execution_id", id, "window", c.registerTimeout)
+				c.logRetry(actionExport, f, 0, attempt)
+				continue
+			case err != nil:
+				return "", fmt.Errorf("export to package %q: %w; then asking whether execution %q started failed: %w; "+
+					"check its status in F&O before running again", r.DefinitionGroupID, f.err, id, err)
+			case startedBy(r, st):
+				c.log.Info("F&O export already started, not posting again", "execution_id", id, "status", string(st))
+				return id, nil
+			default: // a re-execution whose ID shows the earlier run's final state
+				return "", fmt.Errorf("export to package %q: %w; execution %q is %s, so whether the re-execution started is unknown: "+
+					"check its status in F&O before running again", r.DefinitionGroupID, f.err, id, st)
+			}
+		}
+		// Throttled (429) or never sent: F&O did not take this request.
 		if attempt >= c.maxRetries {
-			if f.kind == failTransient || mayExist {
+			if mayExist {
 				return "", fmt.Errorf("export to package %q: %w; execution %q may exist in F&O: check its status before running again",
 					r.DefinitionGroupID, retriesExhausted(f.err, attempt), id)
 			}
@@ -577,23 +706,56 @@ func (c *Client) ExportToPackage(ctx context.Context, r ExportRequest) (string, 
 		if err := sleep(ctx, delay); err != nil {
 			return "", fmt.Errorf("export to package %q: %w", r.DefinitionGroupID, err)
 		}
-		if f.kind == failTransient || mayExist {
-			mayExist = true
-			st, err := c.ExecutionStatus(ctx, id)
-			if err != nil {
-				return "", fmt.Errorf("export to package %q: %w; then asking whether execution %q started failed: %w; "+
-					"check its status in F&O before running again", r.DefinitionGroupID, f.err, id, err)
-			}
-			if startedBy(r, st) {
+		if mayExist {
+			// An earlier post may have registered since its window closed.
+			if st, err := c.ExecutionStatus(ctx, id); err == nil && startedBy(r, st) {
 				c.log.Info("F&O export already started, not posting again", "execution_id", id, "status", string(st))
 				return id, nil
 			}
-			if r.ReExecute && canonicalStatus(st) != StatusUnknown { // the earlier run's state
-				return "", fmt.Errorf("export to package %q: %w; execution %q is %s, so whether the re-execution started is unknown: "+
-					"check its status in F&O before running again", r.DefinitionGroupID, f.err, id, st)
-			}
 		}
 	}
+}
+
+// AwaitExecution asks the status of an execution this client started (or
+// may have started) until F&O knows it, and returns its first status other
+// than Unknown. F&O answers Unknown, or HTTP 400 "Execution details were
+// not found", for a while after ExportToPackage; those answers are waited
+// through for ClientOptions.RegisterTimeout (asking every
+// RegisterInterval, growing), then the error wraps ErrNotRegistered and
+// says what to check in F&O. Other failures of the status call are
+// returned as they are.
+func (c *Client) AwaitExecution(ctx context.Context, executionID string) (Status, error) {
+	start := time.Now()
+	wait := c.registerWait
+	for asks := 1; ; asks++ {
+		st, last, err := c.statusOf(ctx, executionID)
+		if err != nil {
+			return "", err
+		}
+		if canonicalStatus(st) != StatusUnknown {
+			return st, nil
+		}
+		waited := time.Since(start)
+		remaining := c.registerTimeout - waited
+		if remaining <= 0 {
+			return StatusUnknown, c.notRegisteredError(executionID, waited, asks, last)
+		}
+		d := min(jitter(wait, 0.2), remaining)
+		c.log.Debug("F&O does not know the execution yet", "execution_id", executionID, "answer", last, "delay", d)
+		if err := sleep(ctx, d); err != nil {
+			return StatusUnknown, fmt.Errorf("wait for F&O to register execution %q: %w", executionID, err)
+		}
+		wait = min(time.Duration(float64(wait)*1.5), max(maxRegisterWait, c.registerWait))
+	}
+}
+
+// notRegisteredError says that F&O did not register an execution within
+// the window: what was asked, for how long, the last answer, and what to
+// check in F&O.
+func (c *Client) notRegisteredError(executionID string, waited time.Duration, asks int, last string) error {
+	return fmt.Errorf("F&O %s for execution %q: %w after %s (%d asks, last answer: %s): "+
+		"check that the data project exists in F&O and look for execution %q in the data management workspace (Job history)",
+		actionStatus, executionID, ErrNotRegistered, waited.Round(time.Millisecond), asks, last, executionID)
 }
 
 // startedBy reports whether status st of r.ExecutionID proves that r started.
@@ -612,30 +774,51 @@ func startedBy(r ExportRequest, st Status) bool {
 }
 
 // exportUnreadable handles a 2xx answer to ExportToPackage that cannot be
-// read: with a chosen ID the export is confirmed through its status.
+// read: with a chosen ID the export is confirmed through its status, waiting
+// the whole register window for F&O to know it.
 func (c *Client) exportUnreadable(ctx context.Context, r ExportRequest, err error) (string, error) {
 	if r.ExecutionID != "" {
-		if st, serr := c.ExecutionStatus(ctx, r.ExecutionID); serr == nil && startedBy(r, st) {
+		st, serr := c.AwaitExecution(ctx, r.ExecutionID)
+		if serr == nil && startedBy(r, st) {
 			c.log.Warn("F&O export answer unreadable, execution found by its ID", "execution_id", r.ExecutionID, "error", err)
 			return r.ExecutionID, nil
+		}
+		if serr != nil {
+			err = fmt.Errorf("%w; then asking whether execution %q started: %w", err, r.ExecutionID, serr)
 		}
 	}
 	return "", fmt.Errorf("export to package %q: %w; the export may have started in F&O: check the data management workspace before running again", r.DefinitionGroupID, err)
 }
 
 // ExecutionStatus returns the status of an execution exactly as F&O names it,
-// including names outside the contract (PollStatus judges them).
+// including names outside the contract (PollStatus judges them). F&O's HTTP
+// 400 "Execution details were not found for execution id X", its answer
+// before it registers a new execution, comes back as StatusUnknown: both
+// mean "not known yet". A 2xx answer that cannot be read is retried like a
+// transient fault.
 func (c *Client) ExecutionStatus(ctx context.Context, executionID string) (Status, error) {
+	st, _, err := c.statusOf(ctx, executionID)
+	return st, err
+}
+
+// statusOf is ExecutionStatus that also returns, for StatusUnknown, F&O's
+// answer in words ("status Unknown" or the 400's text), for errors.
+func (c *Client) statusOf(ctx context.Context, executionID string) (Status, string, error) {
 	s, err := c.callString(ctx, actionStatus, executionID)
 	if err != nil {
-		return "", fmt.Errorf("status of execution %q: %w", executionID, err)
+		if apiErr, ok := errors.AsType[*APIError](err); ok && apiErr.notRegistered() {
+			return StatusUnknown, apiErr.Error(), nil
+		}
+		return "", "", fmt.Errorf("status of execution %q: %w", executionID, err)
 	}
-	return Status(strings.TrimSpace(s)), nil
+	st := Status(strings.TrimSpace(s))
+	return st, "status " + string(st), nil
 }
 
 // PackageURL returns the download URL of an execution's package, or "" while
 // F&O has none yet. A non-empty URL is https (or http to a loopback host);
-// it embeds a SAS token: log it only through RedactURL.
+// it embeds a SAS token: log it only through RedactURL. A 2xx answer that
+// cannot be read is retried like a transient fault.
 func (c *Client) PackageURL(ctx context.Context, executionID string) (string, error) {
 	s, err := c.callString(ctx, actionPackageURL, executionID)
 	if err != nil {
@@ -651,18 +834,23 @@ func (c *Client) PackageURL(ctx context.Context, executionID string) (string, er
 	return s, nil
 }
 
-// ExecutionErrors returns the error messages F&O recorded for an execution;
-// none is an empty slice and a nil error.
-func (c *Client) ExecutionErrors(ctx context.Context, executionID string) ([]string, error) {
-	v, err := c.call(ctx, actionErrors, executionBody{executionID})
+// ExecutionErrors returns the errors F&O recorded for an execution; none is
+// an empty slice and a nil error. F&O answers a JSON-encoded string holding
+// a list of {"RecordId", "Field", "ErrorMessage"}; a text that does not
+// parse (F&O leaves quotes in messages unescaped) is kept as one error
+// whose Message is that raw text. Other shapes (a plain list, strings,
+// objects with a message) are read too.
+func (c *Client) ExecutionErrors(ctx context.Context, executionID string) ([]ExecutionError, error) {
+	var errs []ExecutionError
+	err := c.call(ctx, actionErrors, executionBody{executionID}, false, func(v json.RawMessage) error {
+		var err error
+		errs, err = parseErrors(v)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("errors of execution %q: %w", executionID, err)
 	}
-	msgs, err := parseErrors(v)
-	if err != nil {
-		return nil, fmt.Errorf("errors of execution %q: read answer: %w", executionID, err)
-	}
-	return msgs, nil
+	return errs, nil
 }
 
 // SummaryPageURL returns the link to the execution summary page in the F&O
@@ -675,37 +863,107 @@ func (c *Client) SummaryPageURL(ctx context.Context, executionID string) (string
 	return strings.TrimSpace(s), nil
 }
 
+// callString calls a read-only action about one execution and returns its
+// string value; unreadable answers are retried.
 func (c *Client) callString(ctx context.Context, action, executionID string) (string, error) {
-	v, err := c.call(ctx, action, executionBody{executionID})
-	if err != nil {
-		return "", err
+	var s string
+	err := c.call(ctx, action, executionBody{executionID}, true, func(v json.RawMessage) error {
+		var err error
+		s, err = valueString(v)
+		return err
+	})
+	return s, err
+}
+
+// maxInnerErrors bounds the innererror / internalexception levels kept.
+const maxInnerErrors = 5
+
+// errorBody is an error answer of F&O: OData's {"error": {...}} or, for a
+// refused token, {"Message": "..."}. Keys match in any case; a message may
+// be a string or OData v3's {"value": "..."}.
+type errorBody struct {
+	Error *struct {
+		Code       json.RawMessage `json:"code"`
+		Message    json.RawMessage `json:"message"`
+		InnerError json.RawMessage `json:"innererror"`
+	} `json:"error"`
+	Message json.RawMessage `json:"message"`
+}
+
+// innerError is one level of OData's innererror; F&O chains the causes in
+// internalexception (other servers nest innererror).
+type innerError struct {
+	Message           json.RawMessage `json:"message"`
+	InternalException json.RawMessage `json:"internalexception"`
+	InnerError        json.RawMessage `json:"innererror"`
+}
+
+// parseErrorBody reads F&O's words from an error body: code, message and
+// inner messages. ok is false when the body is neither form.
+func parseErrorBody(body []byte) (code, msg string, details []string, ok bool) {
+	var env errorBody
+	if json.Unmarshal(body, &env) != nil {
+		return "", "", nil, false
 	}
-	s, err := valueString(v)
-	if err != nil {
-		return "", fmt.Errorf("F&O %s: read answer: %w", action, err)
+	if env.Error == nil {
+		msg = jsonText(env.Message)
+		return "", msg, nil, msg != ""
 	}
-	return s, nil
+	code, msg = jsonText(env.Error.Code), jsonText(env.Error.Message)
+	next := env.Error.InnerError
+	for range maxInnerErrors {
+		if firstByte(next) != '{' {
+			break
+		}
+		var in innerError
+		if json.Unmarshal(next, &in) != nil {
+			break
+		}
+		if m := jsonText(in.Message); m != "" {
+			details = append(details, m)
+		}
+		next = in.InternalException
+		if firstByte(next) != '{' {
+			next = in.InnerError
+		}
+	}
+	return code, msg, details, code != "" || msg != "" || len(details) > 0 || env.Error.InnerError != nil
+}
+
+// jsonText returns the text of a JSON string, number or {"value": "..."};
+// anything else is "".
+func jsonText(v json.RawMessage) string {
+	switch firstByte(v) {
+	case '"':
+		var s string
+		if json.Unmarshal(v, &s) == nil {
+			return strings.TrimSpace(s)
+		}
+	case '{':
+		var m map[string]json.RawMessage
+		if json.Unmarshal(v, &m) == nil {
+			if iv, ok := lookupValue(m); ok && firstByte(iv) == '"' {
+				return jsonText(iv)
+			}
+		}
+	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		var n json.Number
+		if json.Unmarshal(v, &n) == nil {
+			return n.String()
+		}
+	}
+	return ""
 }
 
 // newAPIError builds the error for a non-2xx answer, scrubbing tok from it.
 func newAPIError(action string, resp *http.Response, body []byte, tok string) *APIError {
 	e := &APIError{Action: action, StatusCode: resp.StatusCode}
-	var env struct {
-		Error *struct {
-			Code       string `json:"code"`
-			Message    string `json:"message"`
-			InnerError *struct {
-				Message string `json:"message"`
-			} `json:"innererror"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(body, &env) == nil && env.Error != nil && (env.Error.Code != "" || env.Error.Message != "" || env.Error.InnerError != nil) {
-		msg := env.Error.Message
-		if msg == "" && env.Error.InnerError != nil {
-			msg = env.Error.InnerError.Message
+	clean := func(s string) string { return truncate(strings.ToValidUTF8(scrub(s, tok), "?"), maxAPIMessage) }
+	if code, msg, details, ok := parseErrorBody(body); ok {
+		e.Code, e.Message = clean(code), clean(msg)
+		for _, d := range details {
+			e.Details = append(e.Details, clean(d))
 		}
-		e.Code = truncate(scrub(env.Error.Code, tok), maxAPIMessage)
-		e.Message = truncate(scrub(msg, tok), maxAPIMessage)
 		return e
 	}
 	msg := resp.Status
@@ -816,25 +1074,28 @@ func valueString(v json.RawMessage) (string, error) {
 // maxErrorsDepth bounds how many JSON-in-string layers parseErrors unwraps.
 const maxErrorsDepth = 4
 
-// parseErrors reads the value of GetExecutionErrors: a JSON list, a string
-// holding such a list as JSON, a plain message, or null/empty for none.
-// List elements may be strings or objects; an object yields its message
-// field (prefixed by its entity name if it has one) or else its JSON.
-func parseErrors(v json.RawMessage) ([]string, error) {
-	msgs, err := appendErrors(nil, v, 0)
+// parseErrors reads the value of GetExecutionErrors: a string holding a
+// JSON list of {"RecordId", "Field", "ErrorMessage"} (F&O's form), such a
+// list as it is, a plain message, or null/empty for none. A string whose
+// content is not valid JSON (F&O leaves quotes inside messages unescaped)
+// is kept whole as one error. List elements may be strings or objects; an
+// object yields its message field (prefixed by its entity name if it has
+// one) or else its JSON.
+func parseErrors(v json.RawMessage) ([]ExecutionError, error) {
+	errs, err := appendErrors(nil, v, 0)
 	if err != nil {
 		return nil, err
 	}
-	if msgs == nil {
-		msgs = []string{}
+	if errs == nil {
+		errs = []ExecutionError{}
 	}
-	return msgs, nil
+	return errs, nil
 }
 
-func appendErrors(msgs []string, v json.RawMessage, depth int) ([]string, error) {
+func appendErrors(errs []ExecutionError, v json.RawMessage, depth int) ([]ExecutionError, error) {
 	switch firstByte(v) {
 	case 0:
-		return msgs, nil
+		return errs, nil
 	case '[':
 		var items []json.RawMessage
 		if err := json.Unmarshal(v, &items); err != nil {
@@ -842,11 +1103,11 @@ func appendErrors(msgs []string, v json.RawMessage, depth int) ([]string, error)
 		}
 		for _, it := range items {
 			var err error
-			if msgs, err = appendErrorItem(msgs, it); err != nil {
+			if errs, err = appendErrorItem(errs, it); err != nil {
 				return nil, err
 			}
 		}
-		return msgs, nil
+		return errs, nil
 	case '"':
 		var s string
 		if err := json.Unmarshal(v, &s); err != nil {
@@ -854,35 +1115,35 @@ func appendErrors(msgs []string, v json.RawMessage, depth int) ([]string, error)
 		}
 		s = strings.TrimSpace(s)
 		if s == "" {
-			return msgs, nil
+			return errs, nil
 		}
 		if depth < maxErrorsDepth && json.Valid([]byte(s)) {
 			switch s[0] {
 			case '[', '"', '{':
-				return appendErrors(msgs, json.RawMessage(s), depth+1)
+				return appendErrors(errs, json.RawMessage(s), depth+1)
 			case 'n':
-				return msgs, nil // "null"
+				return errs, nil // "null"
 			}
 		}
-		return append(msgs, s), nil
+		return append(errs, ExecutionError{Message: s}), nil
 	case '{':
-		return appendErrorItem(msgs, v)
+		return appendErrorItem(errs, v)
 	default:
 		if !json.Valid(v) {
 			return nil, errors.New("error value is not valid JSON")
 		}
 		if string(bytes.TrimSpace(v)) == "null" {
-			return msgs, nil
+			return errs, nil
 		}
-		return append(msgs, string(bytes.TrimSpace(v))), nil
+		return append(errs, ExecutionError{Message: string(bytes.TrimSpace(v))}), nil
 	}
 }
 
 // messageKeys are the properties of an error object holding its text, in
 // order of preference (compared case-insensitively).
-var messageKeys = []string{"message", "errormessage", "error", "description", "text"}
+var messageKeys = []string{"errormessage", "message", "error", "description", "text"}
 
-func appendErrorItem(msgs []string, it json.RawMessage) ([]string, error) {
+func appendErrorItem(errs []ExecutionError, it json.RawMessage) ([]ExecutionError, error) {
 	switch firstByte(it) {
 	case '"':
 		var s string
@@ -890,50 +1151,56 @@ func appendErrorItem(msgs []string, it json.RawMessage) ([]string, error) {
 			return nil, fmt.Errorf("error text: %w", err)
 		}
 		if s = strings.TrimSpace(s); s != "" {
-			msgs = append(msgs, s)
+			errs = append(errs, ExecutionError{Message: s})
 		}
-		return msgs, nil
+		return errs, nil
 	case '{':
 		var obj map[string]json.RawMessage
 		if err := json.Unmarshal(it, &obj); err != nil {
 			return nil, fmt.Errorf("error object: %w", err)
 		}
-		if msg := objectMessage(obj); msg != "" {
-			return append(msgs, msg), nil
+		e := ExecutionError{RecordID: objectText(obj, "recordid"), Field: objectText(obj, "field"), Message: objectMessage(obj)}
+		if e.Message == "" {
+			var compact bytes.Buffer
+			if err := json.Compact(&compact, it); err != nil {
+				return nil, fmt.Errorf("error object: %w", err)
+			}
+			e.Message = compact.String()
 		}
-		var compact bytes.Buffer
-		if err := json.Compact(&compact, it); err != nil {
-			return nil, fmt.Errorf("error object: %w", err)
-		}
-		return append(msgs, compact.String()), nil
+		return append(errs, e), nil
 	case 'n':
 		if string(bytes.TrimSpace(it)) == "null" {
-			return msgs, nil
+			return errs, nil
 		}
 	}
 	var compact bytes.Buffer
 	if err := json.Compact(&compact, it); err != nil {
 		return nil, fmt.Errorf("error item: %w", err)
 	}
-	return append(msgs, compact.String()), nil
+	return append(errs, ExecutionError{Message: compact.String()}), nil
+}
+
+// objectText returns the text of property key (any case) of an error
+// object: a string, or a number as written; "" otherwise.
+func objectText(obj map[string]json.RawMessage, key string) string {
+	if v, ok := obj[key]; ok {
+		return jsonText(v)
+	}
+	for k, v := range obj {
+		if strings.EqualFold(k, key) {
+			if s := jsonText(v); s != "" {
+				return s
+			}
+		}
+	}
+	return ""
 }
 
 // objectMessage returns the message of an error object, or "".
 func objectMessage(obj map[string]json.RawMessage) string {
-	str := func(key string) string {
-		for k, v := range obj {
-			if strings.EqualFold(k, key) {
-				var s string
-				if json.Unmarshal(v, &s) == nil {
-					return strings.TrimSpace(s)
-				}
-			}
-		}
-		return ""
-	}
 	for _, key := range messageKeys {
-		if msg := str(key); msg != "" {
-			if entity := str("entityname"); entity != "" {
+		if msg := objectText(obj, key); msg != "" {
+			if entity := objectText(obj, "entityname"); entity != "" {
 				return entity + ": " + msg
 			}
 			return msg

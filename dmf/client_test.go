@@ -170,6 +170,12 @@ func newTestClient(t *testing.T, f *fakeFO, opts *ClientOptions) (*Client, *sync
 	if opts != nil {
 		o = *opts
 	}
+	if o.RegisterTimeout == 0 {
+		o.RegisterTimeout = 30 * time.Millisecond
+	}
+	if o.RegisterInterval == 0 {
+		o.RegisterInterval = time.Millisecond
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -269,6 +275,7 @@ func TestNewClient(t *testing.T) {
 		name      string
 		env       string
 		wantBase  string
+		wantScope string // "" means wantBase + "/.default"
 		wantError bool
 	}{
 		{name: "https", env: "https://contoso.operations.dynamics.com", wantBase: "https://contoso.operations.dynamics.com"},
@@ -279,6 +286,14 @@ func TestNewClient(t *testing.T) {
 		{name: "http 127.0.0.1", env: "http://127.0.0.1:1234", wantBase: "http://127.0.0.1:1234"},
 		{name: "http 127.1.2.3", env: "http://127.1.2.3", wantBase: "http://127.1.2.3"},
 		{name: "http ::1", env: "http://[::1]:99", wantBase: "http://[::1]:99"},
+		{name: "mixed case host", env: "https://Contoso.Operations.Dynamics.com/", wantBase: "https://Contoso.Operations.Dynamics.com",
+			wantScope: "https://contoso.operations.dynamics.com/.default"},
+		{name: "on-premises path kept for calls, dropped from the scope", env: "https://AX.contoso.com/namespaces/AXSF/",
+			wantBase: "https://AX.contoso.com/namespaces/AXSF", wantScope: "https://ax.contoso.com/.default"},
+		{name: "non-default port kept", env: "https://ax.contoso.com:8443/namespaces/AXSF", wantBase: "https://ax.contoso.com:8443/namespaces/AXSF",
+			wantScope: "https://ax.contoso.com:8443/.default"},
+		{name: "default port dropped from the scope", env: "https://contoso.operations.dynamics.com:443", wantBase: "https://contoso.operations.dynamics.com:443",
+			wantScope: "https://contoso.operations.dynamics.com/.default"},
 		{name: "http non-loopback", env: "http://contoso.operations.dynamics.com", wantError: true},
 		{name: "http private address", env: "http://10.0.0.5", wantError: true},
 		{name: "http localhost lookalike", env: "http://localhost.evil.com", wantError: true},
@@ -304,10 +319,18 @@ func TestNewClient(t *testing.T) {
 			if err != nil {
 				t.Fatalf("NewClient(%q): %v, want base %q", tt.env, err, tt.wantBase)
 			}
-			if c.base != tt.wantBase || c.scope != tt.wantBase+"/.default" {
-				t.Errorf("NewClient(%q) base, scope = %q, %q; want %q, %q", tt.env, c.base, c.scope, tt.wantBase, tt.wantBase+"/.default")
+			wantScope := tt.wantScope
+			if wantScope == "" {
+				wantScope = tt.wantBase + "/.default"
+			}
+			if c.base != tt.wantBase || c.scope != wantScope {
+				t.Errorf("NewClient(%q) base, scope = %q, %q; want %q, %q", tt.env, c.base, c.scope, tt.wantBase, wantScope)
 			}
 		})
+	}
+	c, err := NewClient("https://ax.contoso.com/namespaces/AXSF", StaticToken("t"), &ClientOptions{Scope: " https://adfs-audience/.default "})
+	if err != nil || c.scope != "https://adfs-audience/.default" {
+		t.Errorf("NewClient with Scope: scope %q, %v; want the given scope", c.scope, err)
 	}
 	if _, err := NewClient("https://contoso.operations.dynamics.com", nil, nil); err == nil {
 		t.Errorf("NewClient with a nil credential: no error, want one")
@@ -418,6 +441,21 @@ func TestAPIErrorText(t *testing.T) {
 			want: []string{"HTTP 400: C: xxx"}, maxLen: 700, wantCode: "C"},
 		{name: "inner message only", status: 409, body: `{"error":{"code":"","message":"","innererror":{"message":"dup"}}}`,
 			want: []string{"HTTP 409: dup"}},
+		{name: "F&O generic message with innererror", status: 500,
+			body: `{"error":{"code":"","message":"An error has occurred.","innererror":{"message":"Data project 'Customers' does not exist","type":"System.Exception","stacktrace":"   at X.Y()"}}}`,
+			want: []string{"F&O ExportToPackage: HTTP 500: Data project 'Customers' does not exist"}, wantNot: []string{"An error has occurred", "at X.Y", "System.Exception"}},
+		{name: "internalexception chain", status: 400,
+			body: `{"error":{"code":"","message":"An error has occurred.","innererror":{"message":"Export failed","type":"System.Exception","internalexception":{"message":"Legal entity 'XXXX' not found","internalexception":{"message":"Table DataArea: no record"}}}}}`,
+			want: []string{"HTTP 400: Export failed: Legal entity 'XXXX' not found: Table DataArea: no record"}},
+		{name: "code kept with inner message", status: 400,
+			body: `{"error":{"code":"0x80131500","message":"An error has occurred.","innererror":{"message":"Model state is invalid"}}}`,
+			want: []string{"HTTP 400: 0x80131500: Model state is invalid"}, wantCode: "0x80131500"},
+		{name: "generic message alone is kept", status: 500, body: `{"error":{"code":"","message":"An error has occurred."}}`,
+			want: []string{"HTTP 500: An error has occurred."}},
+		{name: "OData v3 message object", status: 400, body: `{"odata.error":{},"error":{"code":"C","message":{"lang":"en-US","value":"v3 text"}}}`,
+			want: []string{"HTTP 400: C: v3 text"}, wantCode: "C"},
+		{name: "401 Message body", status: 401, body: `{"Message":"Authentication failed."}`,
+			want: []string{"HTTP 401: Authentication failed.; "}, wantNot: []string{"{"}},
 		{name: "not OData", status: 404, body: html,
 			want: []string{"HTTP 404: 404 Not Found: <html><body>gateway"}, wantNot: []string{"</html>"}},
 		{name: "SAS in body redacted", status: 400, body: `see https://a.blob.core.windows.net/dmf/p.zip?sv=1&sig=SECRETSIG`,
@@ -621,7 +659,7 @@ func TestExportToPackage(t *testing.T) {
 		name         string
 		chosenID     string
 		export       exportFn
-		status       func(started int) string // status answer given the exports recorded
+		status       func(started, posts int) string // status answer given the exports recorded and the POSTs made
 		wantID       string
 		wantErr      bool
 		wantPosts    int
@@ -657,7 +695,7 @@ func TestExportToPackage(t *testing.T) {
 		{
 			name: "chosen ID, 503 after recording: found, not posted again", chosenID: "proj-4",
 			export: func(w http.ResponseWriter, n int, record func()) { record(); writeRaw(w, 503, "unavailable") },
-			status: func(started int) string {
+			status: func(started, _ int) string {
 				if started > 0 {
 					return "Executing"
 				}
@@ -668,7 +706,7 @@ func TestExportToPackage(t *testing.T) {
 		{
 			name: "chosen ID, reset after recording: found", chosenID: "proj-5",
 			export: func(w http.ResponseWriter, n int, record func()) { record(); resetConn(t, w) },
-			status: func(started int) string { return "NotRun" },
+			status: func(started, _ int) string { return "NotRun" },
 			wantID: "proj-5", wantPosts: 1, wantStarted: 1, wantStatuses: 1,
 		},
 		{
@@ -681,8 +719,8 @@ func TestExportToPackage(t *testing.T) {
 				record()
 				writeValue(w, "proj-6")
 			},
-			status: func(started int) string { return "Unknown" },
-			wantID: "proj-6", wantPosts: 2, wantStarted: 1, wantStatuses: 1,
+			status: func(started, _ int) string { return "Unknown" },
+			wantID: "proj-6", wantPosts: 2, wantStarted: 1, wantStatuses: -1,
 		},
 		{
 			name: "chosen ID, retry refused as duplicate but first POST worked", chosenID: "proj-7",
@@ -695,26 +733,20 @@ func TestExportToPackage(t *testing.T) {
 				writeODataError(w, 400, "Duplicate", "execution ID already used")
 			},
 			// The first status ask comes too early to see the export.
-			status: func() func(int) string {
-				var mu sync.Mutex
-				asks := 0
-				return func(int) string {
-					mu.Lock()
-					defer mu.Unlock()
-					asks++
-					if asks == 1 {
-						return "Unknown"
-					}
-					return "Executing"
+			// F&O registers the first export only after its window closed.
+			status: func(_, posts int) string {
+				if posts < 2 {
+					return "Unknown"
 				}
-			}(),
-			wantID: "proj-7", wantPosts: 2, wantStarted: 1, wantStatuses: 2,
+				return "Executing"
+			},
+			wantID: "proj-7", wantPosts: 2, wantStarted: 1, wantStatuses: -1,
 		},
 		{
 			name: "chosen ID, 503 forever and never recorded", chosenID: "proj-8",
 			export:  func(w http.ResponseWriter, n int, record func()) { writeRaw(w, 503, "") },
-			status:  func(int) string { return "Unknown" },
-			wantErr: true, wantPosts: 6, wantStarted: 0, wantStatuses: 5,
+			status:  func(int, int) string { return "Unknown" },
+			wantErr: true, wantPosts: 6, wantStarted: 0, wantStatuses: -1,
 		},
 		{
 			name:    "empty ID, 503: not retried",
@@ -759,7 +791,7 @@ func TestExportToPackage(t *testing.T) {
 		{
 			name: "chosen ID, unreadable 200 but recorded", chosenID: "proj-10",
 			export: func(w http.ResponseWriter, n int, record func()) { record(); writeRaw(w, 200, "<html>") },
-			status: func(int) string { return "Executing" },
+			status: func(int, int) string { return "Executing" },
 			wantID: "proj-10", wantPosts: 1, wantStarted: 1, wantStatuses: 1,
 		},
 	}
@@ -778,7 +810,7 @@ func TestExportToPackage(t *testing.T) {
 				mu.Lock()
 				s := started
 				mu.Unlock()
-				writeValue(w, tt.status(s))
+				writeValue(w, tt.status(s, f.count(actionExport)))
 			})
 			c, _ := newTestClient(t, f, nil)
 			got, err := c.ExportToPackage(context.Background(), ExportRequest{
@@ -936,7 +968,7 @@ func TestPollStatus(t *testing.T) {
 		{name: "NotRun then Executing then Succeeded", answers: []string{"NotRun", "Executing", "Executing", "Succeeded"}, want: StatusSucceeded, wantAsks: 4},
 		{name: "Unknown twice then Executing then Succeeded", answers: []string{"Unknown", "Unknown", "Executing", "Succeeded"}, want: StatusSucceeded, wantAsks: 4},
 		{name: "Unknown resets after Executing", answers: []string{"Unknown", "Unknown", "Unknown", "Unknown", "Executing", "Unknown", "Unknown", "Failed"}, want: StatusFailed, wantAsks: 8},
-		{name: "Unknown forever", answers: []string{"Unknown"}, wantErr: errAny, wantAsks: 5, errSubstr: "unknown to F&O"},
+		{name: "Unknown forever", answers: []string{"Unknown"}, wantErr: ErrNotRegistered, wantAsks: -1, errSubstr: "not registered by F&O after"},
 		{name: "unexpected name", answers: []string{"Executing", "Paused"}, wantErr: ErrUnexpectedStatus, wantAsks: 2, errSubstr: "Paused"},
 		{name: "empty name", answers: []string{""}, wantErr: ErrUnexpectedStatus, wantAsks: 1},
 		{name: "deadline", answers: []string{"Executing"}, deadline: 30 * time.Millisecond, wantErr: ErrDeadline, wantAsks: -1, errSubstr: "still Executing"},
@@ -1091,6 +1123,12 @@ func TestExecutionErrors(t *testing.T) {
 		{name: "encoded objects", body: `{"value":"[{\"message\":\"m1\"}]"}`, want: []string{"m1"}},
 		{name: "string that looks like JSON number", body: `{"value":"42"}`, want: []string{"42"}},
 		{name: "doubly encoded", body: `{"value":"\"[\\\"deep\\\"]\""}`, want: []string{"deep"}},
+		{name: "F&O form", body: `{"@odata.context":"https://env/data/$metadata#Edm.String","value":"[{\"RecordId\":\"5637144577\",\"Field\":\"CUSTGROUP\",\"ErrorMessage\":\"Group 'X' does not exist\"},{\"RecordId\":\"\",\"Field\":\"\",\"ErrorMessage\":\"Results. 1 records failed\"}]"}`,
+			want: []string{"record 5637144577, field CUSTGROUP: Group 'X' does not exist", "Results. 1 records failed"}},
+		{name: "F&O form, numeric record ID", body: `{"value":"[{\"RecordId\":5637144577,\"Field\":\"NAME\",\"ErrorMessage\":\"too long\"}]"}`,
+			want: []string{"record 5637144577, field NAME: too long"}},
+		{name: "F&O form with unescaped quotes: raw text kept", body: `{"value":"[{\"RecordId\":\"1\",\"Field\":\"NAME\",\"ErrorMessage\":\"Value \"A\" is invalid\"}]"}`,
+			want: []string{`[{"RecordId":"1","Field":"NAME","ErrorMessage":"Value "A" is invalid"}]`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1101,8 +1139,12 @@ func TestExecutionErrors(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ExecutionErrors with answer %s: %v", tt.body, err)
 			}
-			if !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("ExecutionErrors with answer %s = %q, want %q", tt.body, got, tt.want)
+			texts := make([]string, len(got))
+			for i, e := range got {
+				texts[i] = e.String()
+			}
+			if got == nil || !reflect.DeepEqual(texts, tt.want) {
+				t.Errorf("ExecutionErrors with answer %s = %q, want %q", tt.body, texts, tt.want)
 			}
 		})
 	}
@@ -1172,5 +1214,46 @@ func TestStaticToken(t *testing.T) {
 	at, err := StaticToken("abc").GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{"s"}})
 	if err != nil || at.Token != "abc" || at.ExpiresOn.Before(time.Now().AddDate(100, 0, 0)) {
 		t.Errorf("StaticToken GetToken = %q expiring %s, %v; want abc, far future, nil", at.Token, at.ExpiresOn, err)
+	}
+}
+
+func TestExecutionReportText(t *testing.T) {
+	many := make([]ExecutionError, 12)
+	for i := range many {
+		many[i] = ExecutionError{RecordID: fmt.Sprint(5637144570 + i), Field: "CUSTGROUP", Message: fmt.Sprintf("error %d", i)}
+	}
+	tests := []struct {
+		name    string
+		rep     ExecutionReport
+		want    []string
+		wantNot []string
+	}{
+		{name: "Failed with no details", rep: ExecutionReport{ExecutionID: "G-1", Status: StatusFailed, Errors: []ExecutionError{},
+			SummaryURL: "https://env/?mi=DMFExecutionSummary"},
+			want: []string{"G-1 ended Failed", "F&O gave no error details", "execution summary: https://env/?mi=DMFExecutionSummary"}},
+		{name: "Canceled with no details and no link", rep: ExecutionReport{ExecutionID: "G-1", Status: StatusCanceled, Errors: []ExecutionError{}},
+			want: []string{"ended Canceled", "no error details", "Job history"}},
+		{name: "one error", rep: ExecutionReport{ExecutionID: "G-1", Status: StatusFailed, Errors: []ExecutionError{{Message: "raw [text"}}},
+			want: []string{"with 1 error: raw [text;"}},
+		{name: "many errors: count and the first five", rep: ExecutionReport{ExecutionID: "G-1", Status: StatusPartiallySucceeded, Errors: many},
+			want:    []string{"with 12 errors: record 5637144570, field CUSTGROUP: error 0; ", "error 4 (and 7 more)"},
+			wantNot: []string{"error 5"}},
+		{name: "errors not fetched", rep: ExecutionReport{ExecutionID: "G-1", Status: StatusFailed, ErrorsErr: errors.New("x")},
+			want: []string{"could not be fetched"}, wantNot: []string{"no error details"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msg := tt.rep.Error()
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("report %q does not contain %q", msg, w)
+				}
+			}
+			for _, w := range tt.wantNot {
+				if strings.Contains(msg, w) {
+					t.Errorf("report %q contains %q", msg, w)
+				}
+			}
+		})
 	}
 }

@@ -93,7 +93,36 @@ type ClientOptions struct {
 	ApplicationID string
 
 	// OnRetry, if set, is called before each retry of a call, with the
-	// action and the reason ("HTTP 429", "HTTP 503", "timeout", ...), for
-	// metrics. It must not block.
+	// action and the reason ("HTTP 429", "HTTP 503", "timeout", "unreadable
+	// answer", ...), for metrics. It must not block.
 	OnRetry func(action, reason string)
+
+	// RegisterTimeout is how long an execution this client started (or may
+	// have started) may stay unknown to F&O, answered with the status
+	// Unknown or HTTP 400 "Execution details were not found", before that
+	// is an error wrapping ErrNotRegistered; 0 means DefaultRegisterTimeout.
+	// It is a time window, not a count of answers: F&O takes minutes to
+	// register an execution under load.
+	RegisterTimeout time.Duration
+	// RegisterInterval is the first wait between two status asks while
+	// AwaitExecution (and ExportToPackage after a lost answer) waits for
+	// F&O to register an execution, growing ×1.5 up to 30 s; 0 means 5 s.
+	RegisterInterval time.Duration
+
+	// Scope is the OAuth scope tokens are asked for. Empty means
+	// "<scheme>://<host>/.default" from the environment URL, in lower case,
+	// without its path (the token audience of F&O is the bare host, also
+	// for on-premises URLs ending in /namespaces/AXSF); set it for AD FS or
+	// an audience registered otherwise.
+	Scope string
 }
+
+// DefaultRegisterTimeout is the window F&O gets to register an execution
+// when ClientOptions.RegisterTimeout is 0.
+const DefaultRegisterTimeout = 10 * time.Minute
+
+// ErrNotRegistered is wrapped when F&O still does not know an execution
+// (status Unknown, or HTTP 400 "Execution details were not found") after
+// ClientOptions.RegisterTimeout; the error names the action, the execution
+// ID, how long it waited and what to check in F&O.
+var ErrNotRegistered = errors.New("execution not registered by F&O")

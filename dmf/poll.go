@@ -18,12 +18,15 @@ const (
 
 // PollStatus asks the status of an execution until it is final and returns
 // it: Succeeded, PartiallySucceeded, Failed and Canceled come back with a nil
-// error. NotRun and Executing keep polling; Unknown does too, but the fifth
-// Unknown answer in a row is an error. Any other name is an error wrapping
-// ErrUnexpectedStatus. Waits start at o.Interval (default 10 s) and grow
-// ×1.5 with ±20% jitter up to o.MaxInterval (default 1 min). With
-// o.Deadline > 0, running out of time gives an error wrapping ErrDeadline.
-// Cancelling ctx returns promptly with an error wrapping ctx.Err().
+// error. NotRun and Executing keep polling. Unknown, and F&O's HTTP 400
+// "Execution details were not found" (its answer before it registers a new
+// execution), keep polling too, for ClientOptions.RegisterTimeout from the
+// first such answer in a row: then the error wraps ErrNotRegistered. Any
+// other name is an error wrapping ErrUnexpectedStatus. Waits start at
+// o.Interval (default 10 s) and grow ×1.5 with ±20% jitter up to
+// o.MaxInterval (default 1 min). With o.Deadline > 0, running out of time
+// gives an error wrapping ErrDeadline. Cancelling ctx returns promptly with
+// an error wrapping ctx.Err().
 func (c *Client) PollStatus(ctx context.Context, executionID string, o PollOptions) (Status, error) {
 	interval := o.Interval
 	if interval <= 0 {
@@ -38,10 +41,11 @@ func (c *Client) PollStatus(ctx context.Context, executionID string, o PollOptio
 	}
 
 	start := time.Now()
+	var unknownSince time.Time // first of the Unknown answers in a row
 	unknowns := 0
 	var last Status
 	for {
-		st, err := c.ExecutionStatus(ctx, executionID)
+		st, answer, err := c.statusOf(ctx, executionID)
 		if err != nil {
 			if ctx.Err() != nil {
 				return last, fmt.Errorf("poll status of execution %q: %w", executionID, ctx.Err())
@@ -49,20 +53,26 @@ func (c *Client) PollStatus(ctx context.Context, executionID string, o PollOptio
 			return last, fmt.Errorf("poll status of execution %q: %w", executionID, err)
 		}
 		last = st
-		elapsed := time.Since(start)
+		now := time.Now()
+		elapsed := now.Sub(start)
 		if o.OnStatus != nil {
 			o.OnStatus(st, elapsed)
 		}
+		var registerLeft time.Duration // > 0 while waiting for F&O to register
 		switch canonical := canonicalStatus(st); canonical {
 		case StatusSucceeded, StatusPartiallySucceeded, StatusFailed, StatusCanceled:
 			return canonical, nil
 		case StatusNotRun, StatusExecuting:
-			unknowns = 0
+			unknownSince, unknowns = time.Time{}, 0
 		case StatusUnknown:
+			if unknownSince.IsZero() {
+				unknownSince = now
+			}
 			unknowns++
-			if unknowns >= c.unknownLimit {
-				return canonical, fmt.Errorf("poll status of execution %q: execution %s unknown to F&O after %d answers in %s: "+
-					"check the execution ID and the data project in F&O", executionID, executionID, unknowns, elapsed.Round(time.Millisecond))
+			registerLeft = c.registerTimeout - now.Sub(unknownSince)
+			if registerLeft <= 0 {
+				return canonical, fmt.Errorf("poll status of execution %q: %w",
+					executionID, c.notRegisteredError(executionID, now.Sub(unknownSince), unknowns, answer))
 			}
 		default:
 			return st, fmt.Errorf("poll status of execution %q: %w %q", executionID, ErrUnexpectedStatus, string(st))
@@ -71,6 +81,9 @@ func (c *Client) PollStatus(ctx context.Context, executionID string, o PollOptio
 		wait := jitter(interval, 0.2)
 		if wait > maxInterval {
 			wait = maxInterval
+		}
+		if registerLeft > 0 {
+			wait = min(wait, registerLeft)
 		}
 		if o.Deadline > 0 {
 			remaining := o.Deadline - time.Since(start)

@@ -29,6 +29,10 @@ type Config struct {
 	// LeaseTTL is how long a run's lease lives without a heartbeat before
 	// another replica sharing the store may take the run over.
 	LeaseTTL time.Duration
+	// Warnings are things that do not make the file invalid but change how
+	// it runs, such as two exports of one data project (their runs never
+	// overlap: the later one is skipped).
+	Warnings []ConfigProblem
 }
 
 // Export returns the export named name.
@@ -94,6 +98,9 @@ type AuthConfig struct {
 	TokenFile                 string // workload_identity
 	AuthorityHost             string
 	DisableInstanceDiscovery  bool
+	// Scope overrides the OAuth scope of F&O tokens (fo.auth only); empty
+	// means the client's default, "<scheme>://<host>/.default".
+	Scope string
 }
 
 // Options converts c for dmf.NewCredential.
@@ -152,6 +159,9 @@ type PollConfig struct {
 	PackageURLTimeout     time.Duration
 	PackageURLInterval    time.Duration // first wait between package URL asks
 	PackageURLMaxInterval time.Duration
+	// RegisterTimeout is how long an execution this run started (or may
+	// have started) may stay unknown to F&O before that is an error.
+	RegisterTimeout time.Duration
 }
 
 // RetentionConfig says which finished runs are deleted from the store after
@@ -313,6 +323,11 @@ func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)
 		d.problem(expsNode, "exports", "the list is empty", "add at least one export definition")
 	}
 	names := map[string]*yaml.Node{}
+	type groupUse struct {
+		name string
+		line int
+	}
+	groups := map[string]groupUse{} // groupKey → first export naming it
 	for i, n := range expsNode.Content {
 		p := fmt.Sprintf("exports[%d]", i)
 		e, ok := d.export(n, p, top)
@@ -325,6 +340,16 @@ func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)
 		}
 		if ok {
 			cfg.Exports = append(cfg.Exports, e)
+			key := groupKey(&e)
+			if first, shared := groups[key]; shared {
+				cfg.Warnings = append(cfg.Warnings, ConfigProblem{File: d.file, Line: n.Line, Column: n.Column,
+					Path: fmt.Sprintf("exports[%d](%s).definition_group", i, e.Name),
+					Message: fmt.Sprintf("data project %q is also exported by %q (line %d); F&O cannot export one data project twice at once, "+
+						"so their runs never overlap: a run that finds the other one going is skipped", e.DefinitionGroup, first.name, first.line),
+					Hint: "give each export its own data project in F&O, or schedule them apart"})
+			} else {
+				groups[key] = groupUse{e.Name, n.Line}
+			}
 		}
 	}
 	if err := d.err(); err != nil {
@@ -347,11 +372,11 @@ var (
 		{"fo", []string{"url", "auth", "max_retries", "retry_base_delay", "retry_max_delay", "max_throttle_wait", "request_timeout"}},
 		{"store", []string{"type", "path", "prefix", "account_url", "container", "connection_string", "sas_url", "auth", "block_size", "concurrency"}},
 		{"broker", []string{"type", "url", "path", "confirm_window", "max_unconfirmed_bytes", "reconnect_timeout", "nack_retries", "declare", "queues", "allow_plaintext"}},
-		{"poll", []string{"interval", "max_interval", "deadline", "package_url_timeout", "package_url_interval", "package_url_max_interval"}},
+		{"poll", []string{"interval", "max_interval", "deadline", "package_url_timeout", "package_url_interval", "package_url_max_interval", "register_timeout"}},
 		{"retention", []string{"keep_runs", "max_age"}},
 	}
 	authKeys = []string{"method", "token", "tenant_id", "client_id", "client_secret", "certificate_path", "certificate_password",
-		"managed_identity_client_id", "managed_identity_resource_id", "token_file", "authority_host", "disable_instance_discovery"}
+		"managed_identity_client_id", "managed_identity_resource_id", "token_file", "authority_host", "disable_instance_discovery", "scope"}
 	queueKeys = []string{"name", "binding_key", "quorum"}
 	nameRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 	// containerRE is Azure's rule for container names, but for "--",
@@ -935,6 +960,7 @@ func (d *decoder) auth(n, parent *yaml.Node, p string) AuthConfig {
 		{"managed_identity_client_id", &c.ManagedIdentityClientID},
 		{"managed_identity_resource_id", &c.ManagedIdentityResourceID},
 		{"authority_host", &c.AuthorityHost},
+		{"scope", &c.Scope},
 	}
 	for _, sd := range strs {
 		if v := m[sd.key]; v != nil {
@@ -1072,6 +1098,9 @@ func (d *decoder) azblob(c *StoreConfig, m map[string]*yaml.Node, parent *yaml.N
 			d.missing(parent, p+".auth", "account_url signs in with Entra ID: add auth (method: managed_identity, client_secret, ...), or use connection_string or sas_url instead")
 		}
 		c.Auth = d.auth(m["auth"], parent, p+".auth")
+		if c.Auth.Scope != "" {
+			d.problem(m["auth"], p+".auth.scope", "scope is used only in fo.auth", "remove it: the blob store always asks for a storage token")
+		}
 	} else if m["auth"] != nil {
 		d.problem(m["auth"], p+".auth", "auth is used only with account_url", "add account_url, or remove auth")
 	}
@@ -1250,7 +1279,8 @@ func (d *decoder) queues(n *yaml.Node, p string) []QueueConfig {
 }
 
 func (d *decoder) poll(n *yaml.Node, p string) PollConfig {
-	c := PollConfig{Interval: DefaultPollInterval, MaxInterval: DefaultPollMaxInterval, Deadline: DefaultPollDeadline, PackageURLTimeout: DefaultPackageURLTimeout}
+	c := PollConfig{Interval: DefaultPollInterval, MaxInterval: DefaultPollMaxInterval, Deadline: DefaultPollDeadline,
+		PackageURLTimeout: DefaultPackageURLTimeout, RegisterTimeout: dmf.DefaultRegisterTimeout}
 	p = join(p, "poll")
 	if n == nil {
 		return c
@@ -1272,6 +1302,7 @@ func (d *decoder) poll(n *yaml.Node, p string) PollConfig {
 	set("package_url_timeout", &c.PackageURLTimeout)
 	set("package_url_interval", &c.PackageURLInterval)
 	set("package_url_max_interval", &c.PackageURLMaxInterval)
+	set("register_timeout", &c.RegisterTimeout)
 	if c.MaxInterval < c.Interval {
 		d.problem(where(m["max_interval"], n), p+".max_interval", fmt.Sprintf("%s is shorter than interval %s", c.MaxInterval, c.Interval), "max_interval caps the growing wait, so it must be at least interval")
 	}

@@ -62,6 +62,9 @@ var replicaID = func() string {
 type leaseBody struct {
 	Replica string    `json:"replica"`
 	At      time.Time `json:"at"`
+	// Holder says what holds a data project lease ("export X run Y"),
+	// for the messages of the runs it keeps out; empty for run leases.
+	Holder string `json:"holder,omitempty"`
 }
 
 func leasePrefix(storePrefix, job, runID string) string {
@@ -76,6 +79,7 @@ type runLease struct {
 	prefix string
 	gen    int
 	ttl    time.Duration
+	holder string // leaseBody.Holder
 
 	mu      sync.Mutex
 	lost    bool
@@ -111,17 +115,21 @@ func leaseAlive(ctx context.Context, st unpack.Store, o unpack.Object, ttl time.
 		_ = json.NewDecoder(rc).Decode(&b)
 		rc.Close()
 	}
+	owner := b.Replica
+	if b.Holder != "" {
+		owner = b.Holder + " on " + b.Replica
+	}
 	if time.Since(o.ModTime) > ttl {
-		return false, b.Replica
+		return false, owner
 	}
 	host, _ := os.Hostname()
 	parts := strings.Split(b.Replica, "/")
 	if len(parts) == 3 && parts[0] == host && b.Replica != replicaID {
 		if pid, err := strconv.Atoi(parts[1]); err == nil && !processAlive(pid) {
-			return false, b.Replica
+			return false, owner
 		}
 	}
-	return true, b.Replica
+	return true, owner
 }
 
 // processAlive reports whether a process with this pid exists here.
@@ -136,18 +144,23 @@ func processAlive(pid int) bool {
 // acquireLease takes generation gen of a run's lease. It fails with
 // ErrLeaseHeld when another replica created that generation first.
 func acquireLease(ctx context.Context, st unpack.Store, prefix string, gen int, ttl time.Duration) (*runLease, error) {
+	return acquireHeldLease(ctx, st, prefix, gen, ttl, "")
+}
+
+// acquireHeldLease is acquireLease for a lease whose body names its holder.
+func acquireHeldLease(ctx context.Context, st unpack.Store, prefix string, gen int, ttl time.Duration, holder string) (*runLease, error) {
 	c, ok := st.(unpack.Creator)
 	if !ok {
 		return nil, nil // no coordination possible: one process per store
 	}
-	body, _ := json.Marshal(leaseBody{Replica: replicaID, At: time.Now().UTC()})
+	body, _ := json.Marshal(leaseBody{Replica: replicaID, At: time.Now().UTC(), Holder: holder})
 	if _, err := c.Create(ctx, genKey(prefix, gen), bytes.NewReader(body), nil); err != nil {
 		if errors.Is(err, unpack.ErrExist) {
 			return nil, ErrLeaseHeld
 		}
 		return nil, fmt.Errorf("take run lease: %w", err)
 	}
-	return &runLease{st: st, prefix: prefix, gen: gen, ttl: ttl, stop: make(chan struct{}), done: make(chan struct{})}, nil
+	return &runLease{st: st, prefix: prefix, gen: gen, ttl: ttl, holder: holder, stop: make(chan struct{}), done: make(chan struct{})}, nil
 }
 
 // keep refreshes the lease until release, and calls lost (once) if another
@@ -174,7 +187,7 @@ func (l *runLease) keep(lost func()) {
 				cancel()
 				return
 			}
-			body, _ := json.Marshal(leaseBody{Replica: replicaID, At: time.Now().UTC()})
+			body, _ := json.Marshal(leaseBody{Replica: replicaID, At: time.Now().UTC(), Holder: l.holder})
 			_, _ = l.st.Put(ctx, genKey(l.prefix, l.gen), bytes.NewReader(body), nil)
 			cancel()
 		}

@@ -85,6 +85,13 @@ func (m *Metrics) runFinished(rec *RunRecord, steps map[string]time.Duration) {
 	}
 }
 
+// runSkipped counts a run that never started (its data project was busy).
+func (m *Metrics) runSkipped(job string) {
+	if m != nil {
+		m.runs.WithLabelValues(job, string(StateSkipped)).Inc()
+	}
+}
+
 func (m *Metrics) published(job, entity string, rows, batches int64) {
 	if m == nil || (rows == 0 && batches == 0) {
 		return

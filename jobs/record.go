@@ -11,12 +11,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dmfexport/dmfexport/dmf"
 	"github.com/dmfexport/dmfexport/unpack"
 )
 
 // State is where a run is in its lifecycle. A run moves forward only:
 // pending → exporting → downloading → unpacking → publishing → one of the
-// final states.
+// final states; a run kept out by another run of its data project goes
+// straight to skipped.
 type State string
 
 // Run states, in lifecycle order.
@@ -29,11 +31,14 @@ const (
 	StateSucceeded          State = "succeeded"
 	StatePartiallySucceeded State = "partially_succeeded"
 	StateFailed             State = "failed"
+	// StateSkipped is a run that never started because another run was
+	// exporting the same data project; its error names that run.
+	StateSkipped State = "skipped"
 )
 
 // Final reports whether no more work will happen for a run in this state.
 func (s State) Final() bool {
-	return s == StateSucceeded || s == StatePartiallySucceeded || s == StateFailed
+	return s == StateSucceeded || s == StatePartiallySucceeded || s == StateFailed || s == StateSkipped
 }
 
 // RunRecord is the durable account of one run of one export, written to the
@@ -64,6 +69,12 @@ type RunRecord struct {
 	Unpacked        bool   `json:"unpacked"`          // true only once every entity object is written
 	Resumes         int    `json:"resumes,omitempty"` // times the run was taken up again after an interruption
 
+	// ExecutionErrors are the first errors F&O recorded for an execution
+	// that did not simply succeed (GetExecutionErrors), at most
+	// maxRecordedExecutionErrors; ExecutionErrorCount is how many F&O gave.
+	ExecutionErrors     []ExecutionError `json:"execution_errors,omitempty"`
+	ExecutionErrorCount int              `json:"execution_error_count,omitempty"`
+
 	Entities []EntityRecord `json:"entities,omitempty"`
 
 	Durations map[string]string `json:"durations,omitempty"` // per step, e.g. "export": "12.5s"
@@ -93,6 +104,35 @@ type EntityRecord struct {
 	// order (-1: none yet); a resumed run publishes from the one after it.
 	LastBatch int64  `json:"last_batch"`
 	Error     string `json:"error,omitempty"`
+}
+
+// ExecutionError is one error F&O recorded for the run's execution: the
+// record and field it concerns, when F&O names them, and its message (or
+// F&O's raw text when its list could not be parsed).
+type ExecutionError struct {
+	RecordID string `json:"record_id,omitempty"`
+	Field    string `json:"field,omitempty"`
+	Message  string `json:"message"`
+}
+
+// maxRecordedExecutionErrors bounds the F&O errors a run record keeps;
+// maxExecutionErrorBytes bounds each message.
+const (
+	maxRecordedExecutionErrors = 100
+	maxExecutionErrorBytes     = 2000
+)
+
+// recordExecutionErrors keeps the first of F&O's errors and their count.
+func (rec *RunRecord) recordExecutionErrors(errs []dmf.ExecutionError) {
+	rec.ExecutionErrorCount = len(errs)
+	rec.ExecutionErrors = nil
+	for _, e := range errs[:min(len(errs), maxRecordedExecutionErrors)] {
+		msg := e.Message
+		if len(msg) > maxExecutionErrorBytes {
+			msg = strings.ToValidUTF8(msg[:maxExecutionErrorBytes], "") + "…"
+		}
+		rec.ExecutionErrors = append(rec.ExecutionErrors, ExecutionError{RecordID: e.RecordID, Field: e.Field, Message: msg})
+	}
 }
 
 // runPrefix is the store folder of one run: "<prefix>/<job>/<run id>".

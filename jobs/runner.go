@@ -55,7 +55,10 @@ type Runner struct {
 
 	mu      sync.Mutex
 	running map[string]bool
-	creds   map[dmf.AuthOptions]azcore.TokenCredential
+	// groups maps each data project held by a run of this process (see
+	// groupKey) to that run.
+	groups map[string]string
+	creds  map[dmf.AuthOptions]azcore.TokenCredential
 	// claimsPruned is when each job's old schedule claims were last pruned.
 	claimsPruned map[string]time.Time
 }
@@ -95,17 +98,27 @@ func (r *Runner) Run(ctx context.Context, exp *Export, opts RunOptions) (*RunRec
 		DefinitionGroup: exp.DefinitionGroup,
 		LegalEntity:     exp.LegalEntity,
 	}
+	// One data project is exported by one run at a time, whichever export
+	// names it: a run that finds it held is skipped and recorded so.
+	hold, holder, err := r.holdGroup(ctx, exp, st, rec.RunID, r.logger().With("job", exp.Name, "run", rec.RunID))
+	if err != nil {
+		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
+	} else if hold == nil {
+		return r.skipped(ctx, exp, st, rec, holder)
+	}
 	lease, err := acquireLease(ctx, st, leasePrefix(exp.Store.Prefix, exp.Name, rec.RunID), 1, r.leaseTTL())
 	if err != nil {
+		hold.release(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
 	// The marker lists the run as unfinished until it ends, so scans for
 	// runs to resume read a few markers, not every record ever kept.
 	if _, err := st.Put(ctx, activeKey(exp.Store.Prefix, exp.Name, rec.RunID), strings.NewReader(rec.RunID), nil); err != nil {
 		lease.release(context.WithoutCancel(ctx))
+		hold.release(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("export %s: mark run active: %w", exp.Name, err)
 	}
-	return r.drive(ctx, exp, st, rec, false, lease)
+	return r.drive(ctx, exp, st, rec, false, lease, hold)
 }
 
 // claimsDue reports whether job's old schedule claims should be pruned now:
@@ -207,9 +220,17 @@ func (r *Runner) Resume(ctx context.Context, exp *Export, rec *RunRecord) (*RunR
 		lease.release(ctx)
 		return rec, nil
 	}
+	hold, holder, err := r.holdGroup(ctx, exp, st, rec.RunID, r.logger().With("job", exp.Name, "run", rec.RunID))
+	if err != nil || hold == nil {
+		lease.release(context.WithoutCancel(ctx))
+		if err == nil {
+			err = fmt.Errorf("%w (data project %q, held by %s); it is resumed once that run ends", ErrGroupBusy, exp.DefinitionGroup, holder)
+		}
+		return nil, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, err)
+	}
 	rec.Resumes++
 	rec.Error = ""
-	return r.drive(ctx, exp, st, rec, true, lease)
+	return r.drive(ctx, exp, st, rec, true, lease, hold)
 }
 
 // ResumeAll resumes the unfinished runs of every export in exps, one job
@@ -225,7 +246,7 @@ func (r *Runner) ResumeAll(ctx context.Context, exps []*Export) {
 			if ctx.Err() != nil {
 				return
 			}
-			if _, err := r.Resume(ctx, exp, rec); errors.Is(err, ErrLeaseHeld) || errors.Is(err, ErrAlreadyRunning) {
+			if _, err := r.Resume(ctx, exp, rec); errors.Is(err, ErrLeaseHeld) || errors.Is(err, ErrAlreadyRunning) || errors.Is(err, ErrGroupBusy) {
 				r.logger().Debug("unfinished run owned by a live process", "job", exp.Name, "run", rec.RunID, "err", err)
 			} else if err != nil {
 				r.logger().Error("resumed run failed", "job", exp.Name, "run", rec.RunID, "err", err)
@@ -235,7 +256,7 @@ func (r *Runner) ResumeAll(ctx context.Context, exps []*Export) {
 }
 
 // drive executes a run and writes its final record.
-func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec *RunRecord, resuming bool, lease *runLease) (*RunRecord, error) {
+func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec *RunRecord, resuming bool, lease *runLease, hold *groupHold) (*RunRecord, error) {
 	if rec.Durations == nil {
 		rec.Durations = map[string]string{}
 	}
@@ -257,6 +278,7 @@ func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec
 		relCtx, cancel := context.WithTimeout(context.WithoutCancel(parent), 30*time.Second)
 		defer cancel()
 		lease.release(relCtx)
+		hold.release(relCtx)
 	}()
 	r.Metrics.runStarted(exp.Name)
 	defer func() { r.Metrics.runFinished(rec, run.steps) }()
@@ -310,7 +332,11 @@ func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec
 		run.log.Warn("run interrupted; it resumes at the next start", "state", rec.State)
 		return rec, fmt.Errorf("export %s run %s interrupted in state %s: %w", exp.Name, rec.RunID, rec.State, ctx.Err())
 	}
-	run.log.Info("run finished", "state", rec.State, "duration", rec.FinishedAt.Sub(rec.StartedAt).Round(time.Millisecond))
+	if rec.Error != "" {
+		run.log.Warn("run finished", "state", rec.State, "duration", rec.FinishedAt.Sub(rec.StartedAt).Round(time.Millisecond), "error", rec.Error)
+	} else {
+		run.log.Info("run finished", "state", rec.State, "duration", rec.FinishedAt.Sub(rec.StartedAt).Round(time.Millisecond))
+	}
 	if runErr != nil {
 		return rec, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, runErr)
 	}
@@ -355,6 +381,7 @@ func (r *Runner) foClient(exp *Export, log *slog.Logger) (*dmf.Client, error) {
 		MaxRetries: exp.FO.MaxRetries, RetryBaseDelay: exp.FO.RetryBaseDelay, RetryMaxDelay: exp.FO.RetryMaxDelay,
 		MaxThrottleWait: exp.FO.MaxThrottleWait,
 		PackageURLDelay: exp.Poll.PackageURLInterval, PackageURLMaxDelay: exp.Poll.PackageURLMaxInterval,
+		RegisterTimeout: exp.Poll.RegisterTimeout, RegisterInterval: exp.Poll.Interval, Scope: exp.FO.Auth.Scope,
 		Identity: auth.Describe(), ApplicationID: auth.ApplicationID(),
 		OnRetry: func(action, reason string) { r.Metrics.Retried(exp.Name, action, reason) },
 	})
@@ -496,12 +523,18 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 	start := true
 	if u.resuming && u.rec.ExecutionID != "" {
 		// The execution ID was chosen and recorded before ExportToPackage
-		// was sent, so F&O knows it unless the call never arrived.
-		st, err := client.ExecutionStatus(ctx, u.rec.ExecutionID)
-		if err != nil {
+		// was sent, so F&O knows it unless the call never arrived, or
+		// arrived so shortly before the stop that F&O has not registered
+		// it yet: wait the register window before starting it.
+		st, err := client.AwaitExecution(ctx, u.rec.ExecutionID)
+		switch {
+		case errors.Is(err, dmf.ErrNotRegistered):
+			u.log.Info("resume: F&O does not know the execution, starting the export", "window", u.exp.Poll.RegisterTimeout)
+		case err != nil:
 			return fmt.Errorf("resume: ask F&O for execution %s: %w", u.rec.ExecutionID, err)
+		default:
+			start = false
 		}
-		start = st == dmf.StatusUnknown
 		u.log.Info("resuming run", "execution_status", st, "export_started_before", !start)
 	} else {
 		// Chosen here, so a lost answer is recovered by asking for its
@@ -567,11 +600,14 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 		return nil
 	case status == dmf.StatusPartiallySucceeded && u.exp.Partial == "publish":
 		rep := client.Report(ctx, u.rec.ExecutionID, status)
+		u.rec.recordExecutionErrors(rep.Errors)
 		u.rec.Warnings = append(u.rec.Warnings, rep.Error())
 		u.log.Warn("F&O export partially succeeded; publishing what was exported (partial: publish)", "report", rep.Error())
 		return nil
 	default:
-		return client.Report(ctx, u.rec.ExecutionID, status)
+		rep := client.Report(ctx, u.rec.ExecutionID, status)
+		u.rec.recordExecutionErrors(rep.Errors)
+		return rep
 	}
 }
 

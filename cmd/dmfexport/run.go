@@ -80,6 +80,9 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 	sch.ResumeUnfinished()
 	ready.Store(true)
 	logNextRuns(log, sch)
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration warning", "warning", w.String())
+	}
 	log.Info("scheduler running", "config", cfg.Path, "exports", len(cfg.Exports))
 
 	hup := make(chan os.Signal, 1)

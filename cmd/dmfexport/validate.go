@@ -13,7 +13,8 @@ func (c *validateCommand) Usage() string {
 
 Loads the configuration (FILE, else --config), expands ${VAR} references and checks every key,
 schedule, URL and secret. Every problem is reported at once with file:line:column and a hint.
-Exit code 0 means the file is valid.
+Warnings (such as two exports of one data project) are printed too but do not make the file
+invalid. Exit code 0 means the file is valid.
 `
 }
 
@@ -41,6 +42,9 @@ func (c *validateCommand) Run(_ context.Context, args []string) error {
 		if e.Enabled {
 			enabled++
 		}
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Printf("warning: %s\n", w)
 	}
 	fmt.Printf("%s: valid, %d exports (%d enabled)\n", cfg.Path, len(cfg.Exports), enabled)
 	return nil
