@@ -19,8 +19,7 @@ import (
 // package URLs.
 func FuzzServeHTTP(f *testing.F) {
 	clock := newFakeClock()
-	sim := New(Options{Projects: map[string][]Entity{"G": twoEntities()}, Throttle: 7, EmptyURLAsks: 1})
-	sim.now = clock.Now
+	sim := New(Options{Projects: map[string][]Entity{"G": twoEntities()}, Throttle: 7, Now: clock.Now})
 	sim.SetBaseURL("http://fo.example")
 	// One finished execution so that valid package URLs exist.
 	rec := httptest.NewRecorder()
@@ -160,7 +159,7 @@ func FuzzPackage(f *testing.F) {
 			{"EntityName", name, m.Entities[0].EntityName},
 			{"InputFilePath", e.File, m.Entities[0].InputFilePath},
 			{"SourceFormat", e.SourceFormat, m.Entities[0].SourceFormat},
-			{"ExcelWorkSheetName", sheet, m.Entities[0].ExcelWorkSheetName},
+			{"ExcelSheetName", manifestSheet(e), m.Entities[0].ExcelSheetName},
 		}
 		for _, c := range checks {
 			if want := xmlSafe(c.want); c.got != want {
