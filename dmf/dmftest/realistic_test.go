@@ -178,7 +178,10 @@ func TestExportBodyRequired(t *testing.T) {
 		wantMsg string // "" → accepted
 	}{
 		{"every field", func(map[string]any) {}, ""},
-		{"keys in other case", func(m map[string]any) { m["DefinitionGroupID"] = m["definitionGroupId"]; delete(m, "definitionGroupId") }, ""},
+		{"keys in other case", func(m map[string]any) {
+			m["DefinitionGroupID"] = m["definitionGroupId"]
+			delete(m, "definitionGroupId")
+		}, ""},
 		{"extra key", func(m map[string]any) { m["@odata.type"] = "x" }, ""},
 		{"no definitionGroupId", func(m map[string]any) { delete(m, "definitionGroupId") }, "definitionGroupId"},
 		{"no packageName", func(m map[string]any) { delete(m, "packageName") }, "packageName"},
