@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/xuri/excelize/v2"
 )
 
 // FuzzServeHTTP sends arbitrary requests and checks that every answer has an
@@ -44,6 +46,8 @@ func FuzzServeHTTP(f *testing.F) {
 	auth := "Bearer " + DefaultToken
 	f.Add("POST", actionPrefix+actionExport, "", auth, exportBody("G", "", false), "")
 	f.Add("POST", actionPrefix+actionExport, "", auth, exportBody("G", "seed", true), "")
+	f.Add("POST", actionPrefix+actionExport, "", auth, `{"definitionGroupId":"G","executionId":null}`, "")
+	f.Add("POST", actionPrefix+actionExport, "", auth, `null`, "")
 	f.Add("POST", actionPrefix+actionStatus, "", auth, idBody("seed"), "")
 	f.Add("POST", actionPrefix+actionPackageURL, "", auth, idBody("seed"), "")
 	f.Add("POST", actionPrefix+actionErrors, "", auth, `{"executionId":"seed","x":1}`, "")
@@ -190,4 +194,30 @@ func isXMLChar(r rune) bool {
 		r >= 0x20 && r <= 0xD7FF ||
 		r >= 0xE000 && r <= 0xFFFD ||
 		r >= 0x10000 && r <= 0x10FFFF
+}
+
+// FuzzFOWorkbook writes arbitrary values with FOWorkbook and checks that a
+// spreadsheet reader gets them back in place (after XML's replacement of
+// characters it cannot carry), empty cells left out included.
+func FuzzFOWorkbook(f *testing.F) {
+	f.Add("123.000000", "", "2011-01-31 00:00:00")
+	f.Add(" lead", "trail ", "a <b> & \"c\"")
+	f.Add("\r\n", "\t", "\x00\uFFFE")
+	f.Fuzz(func(t *testing.T, a, b, c string) {
+		want := []string{xmlSafe(a), xmlSafe(b), xmlSafe(c)}
+		wb, err := excelize.OpenReader(bytes.NewReader(FOWorkbook("S", [][]string{{"A", "B", "C"}, {a, b, c}})))
+		if err != nil {
+			t.Fatalf("open: %v", err)
+		}
+		defer wb.Close()
+		for i, col := range []string{"A2", "B2", "C2"} {
+			got, err := wb.GetCellValue("S", col)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != want[i] {
+				t.Errorf("%s: want %q, got %q", col, want[i], got)
+			}
+		}
+	})
 }
