@@ -14,7 +14,7 @@ import (
 )
 
 // Tests of the behaviours the simulator shows by default because F&O does
-// (../shared/dmf-api.md), each against the real HTTP server.
+// (the F&O export contract, dmf-api.md), each against the real HTTP server.
 
 // xmlElement is one element of an XML text: its path from the root and
 // the names of its child elements in document order.
