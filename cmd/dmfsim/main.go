@@ -32,7 +32,14 @@ GetExecutionSummaryPageUrl) and the exported packages, until SIGINT or SIGTERM.
 Without --project it serves the demo project as definition group %q.
 With --project NAME=DIR every regular file in DIR becomes an entity of NAME:
 the entity name is the file name without extension, the source format
-"Excel" for .xlsx files and "CSV-Unicode" otherwise.
+"EXCEL" for .xlsx files, "XML-Element" for .xml files and "CSV-Unicode"
+otherwise.
+
+By default it behaves as F&O does: a new execution is "not registered yet"
+for a while (--register-delay), one data project is exported by one execution
+at a time, the package URL is empty on the first ask after success, every
+second failed execution reports no errors, and executions and packages are
+purged after 7 days (--history). The flags below turn these off or tune them.
 
 Flags:
 `
@@ -102,6 +109,9 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		throttle     int
 		nested       bool
 		faults       faultFlags
+		register     time.Duration
+		history      time.Duration
+		emptyErrors  int
 	)
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8089", "`host:port` to listen on")
 	fs.StringVar(&cfg.opts.Token, "token", "", "bearer `token` every API call must carry (default $DMFSIM_TOKEN, else "+dmftest.DefaultToken+")")
@@ -110,7 +120,12 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&demo, "demo", false, "serve the demo project as "+dmftest.DemoDefinitionGroup+" (the default without --project)")
 	fs.DurationVar(&execTime, "execution-time", 2*time.Second, "how long an execution takes to reach its final status")
 	fs.DurationVar(&urlTTL, "url-ttl", time.Hour, "lifetime of a package URL signature")
-	fs.IntVar(&emptyURLAsks, "empty-url-asks", 0, "answer GetExportedPackageUrl with \"\" this many times after success")
+	fs.IntVar(&emptyURLAsks, "empty-url-asks", dmftest.DefaultEmptyURLAsks, "answer GetExportedPackageUrl with \"\" this many times after success (0: never)")
+	fs.DurationVar(&register, "register-delay", dmftest.DefaultRegisterDelay,
+		"\"not registered yet\" window after each export: status 400 \"Execution details were not found\", then Unknown (0: none)")
+	fs.DurationVar(&history, "history", dmftest.DefaultHistory, "purge executions and packages after this long (0: keep forever)")
+	fs.BoolVar(&cfg.opts.ConcurrentExports, "allow-concurrent-exports", false, "let a data project be exported while an execution of it still runs (F&O refuses)")
+	fs.IntVar(&emptyErrors, "empty-errors-every", dmftest.DefaultEmptyErrorsEvery, "every `N`th failed execution answers GetExecutionErrors with \"[]\" (0: never)")
 	fs.IntVar(&throttle, "throttle", 0, "answer every `N`th API call with 429 Too Many Requests (0: never)")
 	fs.Var(&finals, "final-status", "end executions of a group in `GROUP=STATUS` (Succeeded, PartiallySucceeded, Failed, Canceled; repeatable)")
 	fs.BoolVar(&nested, "nested-value", false, "answer ExportToPackage and GetExportedPackageUrl in the nested {\"value\":{\"value\":...}} form")
@@ -189,8 +204,11 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	if urlTTL <= 0 {
 		problems = append(problems, "--url-ttl must be above zero")
 	}
-	if emptyURLAsks < 0 {
-		problems = append(problems, "--empty-url-asks must not be negative")
+	for name, v := range map[string]int64{"--empty-url-asks": int64(emptyURLAsks), "--register-delay": int64(register),
+		"--history": int64(history), "--empty-errors-every": int64(emptyErrors)} {
+		if v < 0 {
+			problems = append(problems, name+" must not be negative")
+		}
 	}
 	if throttle < 0 {
 		problems = append(problems, "--throttle must not be negative")
@@ -215,11 +233,23 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	}
 	cfg.opts.ExecutionTime = execTime
 	cfg.opts.URLTTL = urlTTL
-	cfg.opts.EmptyURLAsks = emptyURLAsks
+	cfg.opts.EmptyURLAsks = offIfZero(emptyURLAsks)
+	cfg.opts.RegisterDelay = offIfZero(register)
+	cfg.opts.History = offIfZero(history)
+	cfg.opts.EmptyErrorsEvery = offIfZero(emptyErrors)
 	cfg.opts.Throttle = throttle
 	cfg.opts.NestedValue = nested
 	cfg.opts.Faults.API = faults.rules
 	return cfg, nil
+}
+
+// offIfZero maps a flag's 0 ("off") to the negative value that turns the
+// behaviour off in dmftest.Options, where 0 means F&O's default.
+func offIfZero[T int | time.Duration](v T) T {
+	if v == 0 {
+		return -1
+	}
+	return v
 }
 
 // loadProject turns every regular file in dir into an entity, in file name
@@ -240,8 +270,11 @@ func loadProject(dir string) ([]dmftest.Entity, error) {
 		}
 		ext := filepath.Ext(de.Name())
 		format := "CSV-Unicode"
-		if strings.EqualFold(ext, ".xlsx") {
-			format = "Excel"
+		switch {
+		case strings.EqualFold(ext, ".xlsx"):
+			format = "EXCEL"
+		case strings.EqualFold(ext, ".xml"):
+			format = "XML-Element"
 		}
 		ents = append(ents, dmftest.Entity{
 			Name:         strings.TrimSuffix(de.Name(), ext),

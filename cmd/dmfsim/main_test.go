@@ -20,7 +20,7 @@ import (
 
 func TestParseArgs(t *testing.T) {
 	dir := t.TempDir()
-	for name, data := range map[string]string{"Customers V3.csv": "A\r\n1\r\n", "Products.XLSX": "PK", "notes": "x"} {
+	for name, data := range map[string]string{"Customers V3.csv": "A\r\n1\r\n", "Products.XLSX": "PK", "notes": "x", "Groups.xml": "<Document/>"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -42,6 +42,27 @@ func TestParseArgs(t *testing.T) {
 				t.Errorf("want defaults 127.0.0.1:8089, %s, 2s, 1h; got %s, %s, %v, %v", dmftest.DefaultToken, c.addr, c.opts.Token, c.opts.ExecutionTime, c.opts.URLTTL)
 			}
 		}},
+		{"defaults behave as F&O", nil, "", "", nil, func(t *testing.T, c config) {
+			o := c.opts
+			if o.RegisterDelay != dmftest.DefaultRegisterDelay || o.History != dmftest.DefaultHistory || o.EmptyURLAsks != dmftest.DefaultEmptyURLAsks ||
+				o.EmptyErrorsEvery != dmftest.DefaultEmptyErrorsEvery || o.ConcurrentExports || o.NestedValue {
+				t.Errorf("want F&O's behaviour by default, got register %v, history %v, empty URL asks %d, empty errors every %d, concurrent %v, nested %v",
+					o.RegisterDelay, o.History, o.EmptyURLAsks, o.EmptyErrorsEvery, o.ConcurrentExports, o.NestedValue)
+			}
+		}},
+		{"zero turns behaviours off", []string{"--register-delay", "0", "--history", "0", "--empty-url-asks", "0", "--empty-errors-every", "0", "--allow-concurrent-exports"}, "", "", nil, func(t *testing.T, c config) {
+			o := c.opts
+			if o.RegisterDelay >= 0 || o.History >= 0 || o.EmptyURLAsks >= 0 || o.EmptyErrorsEvery >= 0 || !o.ConcurrentExports {
+				t.Errorf("want every behaviour off (negative knobs, concurrent exports allowed), got %+v", o)
+			}
+		}},
+		{"tuned", []string{"--register-delay", "3s", "--history", "24h", "--empty-url-asks", "2", "--empty-errors-every", "3"}, "", "", nil, func(t *testing.T, c config) {
+			o := c.opts
+			if o.RegisterDelay != 3*time.Second || o.History != 24*time.Hour || o.EmptyURLAsks != 2 || o.EmptyErrorsEvery != 3 {
+				t.Errorf("want 3s, 24h, 2, 3; got %v, %v, %d, %d", o.RegisterDelay, o.History, o.EmptyURLAsks, o.EmptyErrorsEvery)
+			}
+		}},
+		{"negative knobs refused", []string{"--register-delay", "-1s", "--history", "-1h", "--empty-errors-every", "-2"}, "", "--empty-errors-every must not be negative; --history must not be negative; --register-delay must not be negative", nil, nil},
 		{"token from environment", nil, "env-token", "", nil, func(t *testing.T, c config) {
 			if c.opts.Token != "env-token" {
 				t.Errorf("want token from DMFSIM_TOKEN, got %q", c.opts.Token)
@@ -58,7 +79,7 @@ func TestParseArgs(t *testing.T) {
 			for _, e := range ents {
 				got = append(got, e.Name+"|"+e.File+"|"+e.SourceFormat)
 			}
-			want := []string{"Customers V3|Customers V3.csv|CSV-Unicode", "Products|Products.XLSX|Excel", "notes|notes|CSV-Unicode"}
+			want := []string{"Customers V3|Customers V3.csv|CSV-Unicode", "Groups|Groups.xml|XML-Element", "Products|Products.XLSX|EXCEL", "notes|notes|CSV-Unicode"}
 			if strings.Join(got, ",") != strings.Join(want, ",") {
 				t.Errorf("want entities %q, got %q", want, got)
 			}
@@ -109,7 +130,8 @@ func TestHelp(t *testing.T) {
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("want flag.ErrHelp, got %v", err)
 	}
-	for _, want := range []string{"Usage: dmfsim", "-project NAME=DIR", "-final-status GROUP=STATUS", "-execution-time"} {
+	for _, want := range []string{"Usage: dmfsim", "-project NAME=DIR", "-final-status GROUP=STATUS", "-execution-time",
+		"-register-delay", "-history", "-allow-concurrent-exports", "-empty-errors-every N", "behaves as F&O does"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("usage lacks %q:\n%s", want, out.String())
 		}
@@ -158,6 +180,25 @@ func TestBinaryServesAndStops(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(string(body), `"value":"Unknown"`) {
 		t.Errorf("want 200 with value Unknown, got %d %s", resp.StatusCode, body)
+	}
+	// Without flags the binary behaves as F&O: a new execution is not
+	// registered at once.
+	post := func(action, body string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, base+"/data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities."+action, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer t0k")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("call the simulator: %v", err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, b := post("ExportToPackage", `{"definitionGroupId":"`+dmftest.DemoDefinitionGroup+`","packageName":"p","executionId":"e1","reExecute":false,"legalEntityId":"USMF"}`); code != 200 {
+		t.Fatalf("export: want 200, got %d %s", code, b)
+	}
+	if code, b := post("GetExecutionSummaryStatus", `{"executionId":"e1"}`); code != 400 || !strings.Contains(b, "Execution details were not found for execution id e1") {
+		t.Errorf("status right after the export: want 400 \"Execution details were not found\", got %d %s", code, b)
 	}
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -12,9 +12,13 @@ import (
 
 // Row counts of the DemoProject entities.
 const (
-	demoCustomers  = 12345
-	demoVendors    = 800
-	demoSalesLines = 3000
+	demoCustomers      = 12345
+	demoVendors        = 800
+	demoSalesLines     = 3000
+	demoCountries      = 200
+	demoCustomerGroups = 150
+	demoVendorGroups   = 120
+	demoSalesHeaders   = 300
 )
 
 var (
@@ -22,8 +26,8 @@ var (
 	demoEnts []Entity
 )
 
-// DemoProject returns the demo definition group's three entities, the same
-// bytes on every call and every machine:
+// DemoProject returns the demo definition group's entities, the same bytes
+// on every call and every machine, shaped as F&O exports them:
 //
 //   - "Customers V3" ("Customers V3.csv", CSV-Unicode, UTF-8 with BOM,
 //     12,345 rows) with names holding commas, doubled quotes, line breaks
@@ -31,11 +35,25 @@ var (
 //   - "Vendors V2" ("Vendors V2.csv", CSV-Unicode, UTF-16 LE with BOM,
 //     800 rows, some names outside the Basic Multilingual Plane);
 //   - "Sales order lines V2" ("Sales order lines V2.csv", CSV, UTF-8
-//     without BOM, 3,000 rows).
+//     without BOM, 3,000 rows);
+//   - "Country/regions" ("Countryregions.xlsx", EXCEL, 200 rows, sheet
+//     "Countryregions", recorded in the manifest as "Countryregions$"): an
+//     F&O workbook (FOWorkbook), every value a string such as
+//     "2011-01-31 00:00:00" or "19.000000", some cells left out;
+//   - "Customer groups" ("Customer groups.xml", XML-Element, 150 records
+//     CUSTCUSTOMERGROUPENTITY, some fields left out, "&" and "<" in text);
+//   - "Vendor groups" ("VENDVENDORGROUPENTITY.xml", a file name not derived
+//     from the label, XML-Attribute, 120 records, some attributes left out);
+//   - "Sales order headers V2" ("Sales order headers V2.csv", CSV-Unicode,
+//     UTF-8 with BOM, 300 rows, DefaultRefreshType IncrementalPush);
+//   - "Payment terms" ("Payment terms.csv", a 0-byte file, no
+//     DefaultRefreshType in the manifest);
+//   - "Bank accounts" (listed in the manifest as "Bank accounts.csv", no
+//     file in the package).
 //
-// All are comma-separated with CRLF line ends and a header row of upper-case
-// field names; every row is unique by its first column. The caller owns the
-// returned slices.
+// The CSV files are comma-separated with CRLF line ends and a header row of
+// upper-case field names; every row is unique by its first column. The
+// caller owns the returned slices.
 func DemoProject() []Entity {
 	demoOnce.Do(func() {
 		demoEnts = []Entity{
@@ -45,6 +63,19 @@ func DemoProject() []Entity {
 				Data: utf16LE(string(demoVendorsCSV()))},
 			{Name: "Sales order lines V2", File: "Sales order lines V2.csv", SourceFormat: "CSV",
 				Data: demoSalesLinesCSV()},
+			{Name: "Country/regions", SourceFormat: "EXCEL", Sheet: "Countryregions",
+				Data: FOWorkbook("Countryregions", demoCountryRows())},
+			{Name: "Customer groups", SourceFormat: "XML-Element",
+				Data: XMLElementFile("CUSTCUSTOMERGROUPENTITY", demoCustomerGroupHeader, demoCustomerGroupRows())},
+			{Name: "Vendor groups", File: "VENDVENDORGROUPENTITY.xml", SourceFormat: "XML-Attribute",
+				Data: XMLAttributeFile("VENDVENDORGROUPENTITY", demoVendorGroupHeader, demoVendorGroupRows())},
+			{Name: "Sales order headers V2", SourceFormat: "CSV-Unicode", RefreshType: IncrementalPush,
+				Data: append([]byte("\ufeff"), demoSalesHeadersCSV()...)},
+			{Name: "Payment terms", SourceFormat: "CSV-Unicode", OmitRefreshType: true},
+			{Name: "Bank accounts", SourceFormat: "CSV-Unicode", Absent: true},
+		}
+		for i, e := range demoEnts {
+			demoEnts[i] = withDefaults(e)
 		}
 	})
 	out := make([]Entity, len(demoEnts))
@@ -53,6 +84,95 @@ func DemoProject() []Entity {
 		out[i] = e
 	}
 	return out
+}
+
+// foTimeLayout is how F&O writes dates and times into its files.
+const foTimeLayout = "2006-01-02 15:04:05"
+
+func demoCountryRows() [][]string {
+	rng := rand.New(rand.NewPCG(20240301, 11))
+	zones := []string{"GMTPLUS0100_AMSTERDAM_BERLIN", "GMTMINUS0500_EASTERNTIME", "GMT_COORDINATEDUNIVERSALTIME", ""}
+	rows := [][]string{{"COUNTRYREGIONID", "SHORTNAME", "ISOCODE", "TIMEZONE", "ISEUROPEANUNIONMEMBER", "VATRATE", "CREATEDDATETIME"}}
+	for i := 1; i <= demoCountries; i++ {
+		id := string(rune('A'+i/26%26)) + string(rune('A'+i%26)) + strconv.Itoa(i%10)
+		name := "Country " + strconv.Itoa(i)
+		if i%9 == 0 {
+			name = "Région d'outre-mer " + strconv.Itoa(i)
+		}
+		iso := id[:2]
+		if i%13 == 0 {
+			iso = "" // left out of the sheet
+		}
+		eu := "No"
+		if rng.IntN(4) == 0 {
+			eu = "Yes"
+		}
+		rows = append(rows, []string{id, name, iso, zones[rng.IntN(len(zones))], eu,
+			fmt.Sprintf("%d.000000", 5+rng.IntN(21)),
+			demoStart.AddDate(0, 0, -i).Format(foTimeLayout)})
+	}
+	return rows
+}
+
+var demoCustomerGroupHeader = []string{"CUSTOMERGROUPID", "DESCRIPTION", "PAYMENTTERMID", "DEFAULTDIMENSIONDISPLAYVALUE", "ISSALESTAXINCLUDEDINPRICE"}
+
+func demoCustomerGroupRows() [][]string {
+	terms := []string{"Net10", "Net30", "Net45", "COD", ""}
+	var rows [][]string
+	for i := 1; i <= demoCustomerGroups; i++ {
+		desc := "Customer group " + strconv.Itoa(i)
+		switch {
+		case i%7 == 0:
+			desc = "Wholesale & retail <" + strconv.Itoa(i) + ">"
+		case i%10 == 0:
+			desc = "" // left out
+		}
+		dim := ""
+		if i%3 == 0 {
+			dim = "-" + strconv.Itoa(100+i%5) + "--"
+		}
+		incl := "No"
+		if i%4 == 0 {
+			incl = "Yes"
+		}
+		rows = append(rows, []string{fmt.Sprintf("CG%03d", i), desc, terms[i%len(terms)], dim, incl})
+	}
+	return rows
+}
+
+var demoVendorGroupHeader = []string{"VENDORGROUPID", "DESCRIPTION", "DEFAULTPAYMENTTERMNAME", "CLEARINGPERIODPAYMENTTERMNAME"}
+
+func demoVendorGroupRows() [][]string {
+	var rows [][]string
+	for i := 1; i <= demoVendorGroups; i++ {
+		desc := fmt.Sprintf("Vendors \"%d\" & partners", i)
+		if i%11 == 0 {
+			desc = ""
+		}
+		clearing := ""
+		if i%2 == 0 {
+			clearing = "Net" + strconv.Itoa(10*(1+i%6))
+		}
+		rows = append(rows, []string{fmt.Sprintf("VG%03d", i), desc, "Net30", clearing})
+	}
+	return rows
+}
+
+func demoSalesHeadersCSV() []byte {
+	rng := rand.New(rand.NewPCG(20240301, 13))
+	header := []string{"SALESORDERNUMBER", "ORDERINGCUSTOMERACCOUNTNUMBER", "SALESORDERSTATUS", "CURRENCYCODE",
+		"TOTALDISCOUNTPERCENTAGE", "MODIFIEDDATETIME"}
+	statuses := []string{"Backorder", "Delivered", "Invoiced", "Canceled"}
+	return writeCSV(header, demoSalesHeaders, func(i int) []string {
+		return []string{
+			fmt.Sprintf("SO-%06d", i),
+			fmt.Sprintf("%06d", 1+rng.IntN(demoCustomers)),
+			statuses[rng.IntN(len(statuses))],
+			"USD",
+			fmt.Sprintf("%d.000000", rng.IntN(4)*5),
+			demoStart.Add(time.Duration(i) * 41 * time.Minute).Format(foTimeLayout),
+		}
+	})
 }
 
 var demoStart = time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)

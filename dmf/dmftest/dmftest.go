@@ -57,32 +57,107 @@ const (
 	odataJSONType = "application/json; odata.metadata=minimal"
 )
 
+// Library defaults of the Options knobs whose zero value means "as F&O".
+const (
+	// DefaultExecutionTime is how long an execution takes from registration
+	// to its final status when Options.ExecutionTime is zero.
+	DefaultExecutionTime = 300 * time.Millisecond
+	// DefaultRegisterDelay is the "not registered yet" window after each
+	// ExportToPackage when Options.RegisterDelay is zero: short, so tests
+	// stay fast, yet long enough that a client polling at once meets it.
+	DefaultRegisterDelay = time.Second
+	// DefaultHistory is how long executions and their packages are kept
+	// when Options.History is zero: F&O purges them after about 7 days.
+	DefaultHistory = 7 * 24 * time.Hour
+	// DefaultEmptyURLAsks is how many GetExportedPackageUrl asks answer ""
+	// right after success when Options.EmptyURLAsks is zero.
+	DefaultEmptyURLAsks = 1
+	// DefaultEmptyErrorsEvery makes every second Failed execution answer
+	// GetExecutionErrors with "[]" when Options.EmptyErrorsEvery is zero.
+	DefaultEmptyErrorsEvery = 2
+)
+
+// DefaultRefreshType values of the manifest.
+const (
+	FullPush        = "FullPush"        // every row of the entity
+	IncrementalPush = "IncrementalPush" // change tracking: rows created or changed since the last export
+)
+
 // Entity is one data entity of a definition group: what the package's
 // manifest lists and the file the package holds for it.
 type Entity struct {
-	Name         string // entity label name, e.g. "Customers V3"
-	File         string // file name inside the zip; default Name+".csv" (Name+".xlsx" when SourceFormat is "Excel")
-	SourceFormat string // manifest SourceFormat; default "CSV-Unicode"
-	Sheet        string // ExcelWorkSheetName for Excel formats
-	Data         []byte // file bytes exactly as written into the zip
+	// Name is the entity's label name, e.g. "Customers V3" or
+	// "Country/regions"; spaces and "/" allowed.
+	Name string
+	// File is the file name inside the zip (the manifest's InputFilePath).
+	// Default: Name with the characters invalid in file names dropped,
+	// plus ".csv", ".xlsx" (Excel formats) or ".xml" (XML formats), as F&O
+	// names it ("Country/regions" → "Countryregions.xlsx").
+	File string
+	// SourceFormat is the manifest's SourceFormat, e.g. "CSV-Unicode" (the
+	// default), "CSV", "EXCEL", "XML-Element", "XML-Attribute"; any case.
+	SourceFormat string
+	// Sheet is the workbook's sheet name for Excel formats. The manifest's
+	// ExcelSheetName records it as F&O does: with a trailing "$", cut to 31
+	// characters. Empty: ExcelSheetName is empty (the data is on the first
+	// sheet). Ignored for other formats, whose ExcelSheetName is empty.
+	Sheet string
+	// RefreshType is the manifest's DefaultRefreshType: FullPush (the
+	// default) or IncrementalPush. OmitRefreshType leaves the element out,
+	// as many real manifests do.
+	RefreshType     string
+	OmitRefreshType bool
+	// Absent lists the entity in the manifest without putting any file in
+	// the zip, as F&O does for entities with no rows in some packages.
+	Absent bool
+	// Data is the file's bytes exactly as written into the zip; empty gives
+	// a 0-byte file.
+	Data []byte
 }
 
-// Options configure a Simulator. The zero value serves no definition group,
-// so every ExportToPackage fails; set Projects.
+// Options configure a Simulator. The zero value of every knob is F&O's own
+// behaviour (see the package documentation); set a knob to turn a behaviour
+// off or tune it. The zero Options value serves no definition group, so
+// every ExportToPackage fails; set Projects or Packages.
 type Options struct {
 	Token         string              // required bearer token; "" → DefaultToken
 	Projects      map[string][]Entity // definition group → entities
-	ExecutionTime time.Duration       // NotRun→Executing→final takes this long; 0 → 300ms
+	ExecutionTime time.Duration       // registered→NotRun→Executing→final takes this long; 0 → DefaultExecutionTime
 	URLTTL        time.Duration       // lifetime of a package URL signature; 0 → 1h
 	Logger        *slog.Logger        // nil → discard
+
+	// Now is the simulator's clock; nil → time.Now. Tests set a fake clock
+	// to step through status changes, URL expiry and the 7-day purge.
+	Now func() time.Time
+
+	// RegisterDelay is the "not registered yet" window after each
+	// ExportToPackage: for its first half GetExecutionSummaryStatus of the
+	// new ID answers HTTP 400 "Execution details were not found for
+	// execution id <id>", for its second half the status Unknown; the
+	// execution time starts when it ends. 0 → DefaultRegisterDelay;
+	// negative → no window.
+	RegisterDelay time.Duration
+	// History is how long executions and packages are kept: after it, the
+	// status is Unknown, the package URL "" and the package blob gone (404).
+	// 0 → DefaultHistory (7 days); negative → kept forever.
+	History time.Duration
+	// ConcurrentExports lets a data project be exported while another
+	// execution of it is still running; by default that is refused, as F&O
+	// exports one data project by one execution at a time.
+	ConcurrentExports bool
 
 	// FinalStatus maps a definition group to the status its executions end
 	// in: "Succeeded" (the default), "PartiallySucceeded", "Failed" or
 	// "Canceled". Any other value is answered as given.
 	FinalStatus map[string]string
 	// EmptyURLAsks makes GetExportedPackageUrl answer "" this many times per
-	// execution after it succeeded, as F&O sometimes does right after success.
+	// execution after it succeeded, as F&O does right after success.
+	// 0 → DefaultEmptyURLAsks; negative → never.
 	EmptyURLAsks int
+	// EmptyErrorsEvery makes every Nth Failed execution (counted per
+	// Simulator as they start) answer GetExecutionErrors with "[]", as F&O
+	// has done for failed jobs. 0 → DefaultEmptyErrorsEvery; negative → never.
+	EmptyErrorsEvery int
 	// NestedValue answers ExportToPackage and GetExportedPackageUrl in the
 	// nested {"value":{"value":"..."}} form the published documentation shows.
 	NestedValue bool
@@ -121,6 +196,7 @@ type Simulator struct {
 	expiredURLs     int
 	exports         int
 	downloads       int
+	failedStarts    int // Failed executions started, for EmptyErrorsEvery
 }
 
 // execution is one run started by ExportToPackage.
@@ -134,6 +210,7 @@ type execution struct {
 	entities    []Entity
 	blobName    string
 	emptyAsks   int    // GetExportedPackageUrl asks answered "" after success
+	emptyErrors bool   // a Failed execution whose errors answer "[]"
 	zip         []byte // built on first need, then reused
 }
 
@@ -144,7 +221,15 @@ func New(opts Options) *Simulator {
 		opts.Token = DefaultToken
 	}
 	if opts.ExecutionTime <= 0 {
-		opts.ExecutionTime = 300 * time.Millisecond
+		opts.ExecutionTime = DefaultExecutionTime
+	}
+	opts.RegisterDelay = orDefault(opts.RegisterDelay, DefaultRegisterDelay)
+	opts.History = orDefault(opts.History, DefaultHistory)
+	opts.EmptyURLAsks = int(orDefault(int64(opts.EmptyURLAsks), DefaultEmptyURLAsks))
+	opts.EmptyErrorsEvery = int(orDefault(int64(opts.EmptyErrorsEvery), DefaultEmptyErrorsEvery))
+	now := opts.Now
+	if now == nil {
+		now = time.Now
 	}
 	if opts.URLTTL <= 0 {
 		opts.URLTTL = time.Hour
@@ -180,7 +265,7 @@ func New(opts Options) *Simulator {
 		opts:        opts,
 		key:         key,
 		log:         log,
-		now:         time.Now,
+		now:         now,
 		random:      randomGUID,
 		executions:  make(map[string]*execution),
 		blobs:       make(map[string]*execution),
@@ -189,18 +274,49 @@ func New(opts Options) *Simulator {
 	}
 }
 
+// orDefault maps a knob's zero value to its default and a negative one
+// (off) to zero.
+func orDefault[T ~int64](v, def T) T {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
 func withDefaults(e Entity) Entity {
 	if e.SourceFormat == "" {
 		e.SourceFormat = "CSV-Unicode"
 	}
 	if e.File == "" {
-		if strings.EqualFold(e.SourceFormat, "Excel") {
-			e.File = e.Name + ".xlsx"
-		} else {
-			e.File = e.Name + ".csv"
-		}
+		e.File = FileName(e.Name, e.SourceFormat)
+	}
+	if e.RefreshType == "" {
+		e.RefreshType = FullPush
 	}
 	return e
+}
+
+// FileName is the file name F&O gives an entity's file in a package: the
+// label name with the characters invalid in (Windows) file names dropped,
+// plus ".xlsx" for Excel formats, ".xml" for XML formats and ".csv"
+// otherwise. "Country/regions" in EXCEL → "Countryregions.xlsx".
+func FileName(label, sourceFormat string) string {
+	name := strings.Map(func(r rune) rune {
+		if r < 0x20 || strings.ContainsRune(`<>:"/\|?*`, r) {
+			return -1
+		}
+		return r
+	}, label)
+	switch f := strings.ToUpper(sourceFormat); {
+	case strings.HasPrefix(f, "EXCEL"):
+		return name + ".xlsx"
+	case strings.HasPrefix(f, "XML"):
+		return name + ".xml"
+	}
+	return name + ".csv"
 }
 
 // randomGUID returns a random lower-case GUID-shaped string.
@@ -261,7 +377,7 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		action = actionDownload
 		s.serveBlob(rw, r)
 	default:
-		s.odataError(rw, r, http.StatusNotFound, "NotFound",
+		s.odataError(rw, http.StatusNotFound,
 			fmt.Sprintf("No HTTP resource was found that matches the request URI %q.", r.URL.Path))
 	}
 	// Never log the query (it holds the SAS signature) or headers (the token).
@@ -292,25 +408,27 @@ func knownAction(a string) bool {
 
 func (s *Simulator) serveAction(w http.ResponseWriter, r *http.Request, action string) {
 	if !knownAction(action) {
-		s.odataError(w, r, http.StatusNotFound, "NotFound",
+		s.odataError(w, http.StatusNotFound,
 			fmt.Sprintf("No HTTP resource was found that matches the request URI %q.", r.URL.Path))
 		return
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		s.odataError(w, r, http.StatusMethodNotAllowed, "MethodNotAllowed",
+		s.odataError(w, http.StatusMethodNotAllowed,
 			fmt.Sprintf("The requested resource does not support http method '%s'.", r.Method))
 		return
 	}
 	if !s.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		s.odataError(w, r, http.StatusUnauthorized, "Unauthorized",
-			"Authorization has been denied for this request: send Authorization: Bearer <token> with a valid token.")
+		// Not OData: F&O's authentication layer answers before OData does.
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = io.WriteString(w, `{"Message":"Authentication failed."}`)
 		return
 	}
 	if s.throttled() {
 		w.Header().Set("Retry-After", "1")
-		s.odataError(w, r, http.StatusTooManyRequests, "TooManyRequests",
+		s.odataError(w, http.StatusTooManyRequests,
 			"Number of requests exceeded the limit of the service protection API; retry after the number of seconds in Retry-After.")
 		return
 	}
@@ -324,7 +442,7 @@ func (s *Simulator) serveAction(w http.ResponseWriter, r *http.Request, action s
 			// client that gives up during the delay.
 			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 			if err != nil {
-				s.odataError(w, r, http.StatusBadRequest, "BadRequest", "The request body is invalid: "+err.Error())
+				s.odataError(w, http.StatusBadRequest, "The request body is invalid: "+err.Error())
 				return
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
@@ -347,20 +465,31 @@ func (s *Simulator) serveAction(w http.ResponseWriter, r *http.Request, action s
 func (s *Simulator) handleAction(w http.ResponseWriter, r *http.Request, action string) {
 	var req actionRequest
 	if err := decodeBody(w, r, &req); err != nil {
-		s.odataError(w, r, http.StatusBadRequest, "BadRequest", "The request body is invalid: "+err.Error())
+		s.odataError(w, http.StatusBadRequest, "The request body is invalid: "+err.Error())
 		return
 	}
 	if action == actionExport {
+		if len(req.missing) > 0 {
+			s.odataError(w, http.StatusBadRequest, fmt.Sprintf(
+				"Model state is invalid. The request body lacks %s; ExportToPackage needs every parameter: definitionGroupId, packageName, executionId (\"\" for a new one), reExecute and legalEntityId.",
+				strings.Join(req.missing, ", ")))
+			return
+		}
 		s.exportToPackage(w, r, req)
 		return
 	}
 	if req.ExecutionID == "" {
-		s.odataError(w, r, http.StatusBadRequest, "BadRequest", "The parameter 'executionId' is required.")
+		s.odataError(w, http.StatusBadRequest, "The parameter 'executionId' is required.")
 		return
 	}
 	switch action {
 	case actionStatus:
-		s.answer(w, r, s.statusOf(req.ExecutionID), false)
+		st := s.statusOf(req.ExecutionID)
+		if st == notRegistered {
+			s.odataError(w, http.StatusBadRequest, "Execution details were not found for execution id "+req.ExecutionID)
+			return
+		}
+		s.answer(w, r, st, false)
 	case actionPackageURL:
 		s.answer(w, r, s.packageURL(r, req.ExecutionID), s.opts.NestedValue)
 	case actionErrors:
@@ -377,10 +506,21 @@ type actionRequest struct {
 	ExecutionID       string `json:"executionId"`
 	ReExecute         bool   `json:"reExecute"`
 	LegalEntityID     string `json:"legalEntityId"`
+
+	// missing lists the ExportToPackage parameters the body lacks or sends
+	// as null, in exportParams order.
+	missing []string
 }
 
+// exportParams are ExportToPackage's parameters, every one required.
+var exportParams = []string{"definitionGroupId", "packageName", "executionId", "reExecute", "legalEntityId"}
+
 func decodeBody(w http.ResponseWriter, r *http.Request, v *actionRequest) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	if err := dec.Decode(v); err != nil {
 		if errors.Is(err, io.EOF) {
 			return errors.New("the body is empty; send a JSON object")
@@ -389,6 +529,19 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v *actionRequest) error 
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return errors.New("unexpected data after the JSON object")
+	}
+	var keys map[string]json.RawMessage
+	_ = json.Unmarshal(raw, &keys) // an object or null: Decode accepted it
+	for _, p := range exportParams {
+		sent := false
+		for k, val := range keys {
+			if strings.EqualFold(k, p) && string(val) != "null" {
+				sent = true
+			}
+		}
+		if !sent {
+			v.missing = append(v.missing, p)
+		}
 	}
 	return nil
 }
@@ -416,20 +569,36 @@ func (s *Simulator) exportToPackage(w http.ResponseWriter, r *http.Request, req 
 	ents, ok := s.opts.Projects[req.DefinitionGroupID]
 	raw, prebuilt := s.opts.Packages[req.DefinitionGroupID]
 	if !ok && !prebuilt {
-		s.odataError(w, r, http.StatusBadRequest, "BadRequest",
+		s.odataError(w, http.StatusBadRequest,
 			fmt.Sprintf("Data project '%s' does not exist; create the export project in Data management first.", req.DefinitionGroupID))
 		return
 	}
 	now := s.now()
 	s.mu.Lock()
 	id := req.ExecutionID
-	if id == "" {
-		id = req.DefinitionGroupID + "-" + now.UTC().Format("2006-01-02_15-04-05") + "-" + s.random()
-	} else if _, dup := s.executions[id]; dup && !req.ReExecute {
+	if id != "" && !req.ReExecute && s.known(id, now) {
 		s.mu.Unlock()
-		s.odataError(w, r, http.StatusBadRequest, "BadRequest",
+		s.odataError(w, http.StatusBadRequest,
 			fmt.Sprintf("The execution ID '%s' already exists; choose a new execution ID or set reExecute to true.", id))
 		return
+	}
+	if !s.opts.ConcurrentExports {
+		if busy := s.running(req.DefinitionGroupID, now); busy != nil {
+			s.mu.Unlock()
+			s.odataError(w, http.StatusBadRequest,
+				fmt.Sprintf("Data project '%s' is being exported by execution '%s'; one data project is exported by one execution at a time: wait until it ends.",
+					req.DefinitionGroupID, busy.id))
+			return
+		}
+	}
+	if id == "" {
+		id = req.DefinitionGroupID + "-" + now.UTC().Format(generatedIDLayout)
+		if s.known(id, now) {
+			s.mu.Unlock()
+			s.odataError(w, http.StatusBadRequest,
+				fmt.Sprintf("The execution ID '%s' already exists: two exports of the data project started in the same second; retry, or choose the execution ID yourself.", id))
+			return
+		}
 	}
 	final := s.opts.FinalStatus[req.DefinitionGroupID]
 	if final == "" {
@@ -449,6 +618,10 @@ func (s *Simulator) exportToPackage(w http.ResponseWriter, r *http.Request, req 
 		entities:    ents,
 		blobName:    s.random() + "-" + name + ".zip",
 	}
+	if final == statusFailed {
+		s.failedStarts++
+		ex.emptyErrors = s.opts.EmptyErrorsEvery > 0 && s.failedStarts%s.opts.EmptyErrorsEvery == 0
+	}
 	if prebuilt {
 		ex.entities, ex.zip = nil, raw
 	}
@@ -459,13 +632,57 @@ func (s *Simulator) exportToPackage(w http.ResponseWriter, r *http.Request, req 
 	s.answer(w, r, id, s.opts.NestedValue)
 }
 
+// generatedIDLayout shapes the execution IDs F&O makes for an empty
+// executionId, after the group name and "-": "11/15/2018 02:57:10 pm".
+const generatedIDLayout = "01/02/2006 03:04:05 pm"
+
+// notRegistered is the internal status of an execution in the first half of
+// its "not registered yet" window, answered as HTTP 400.
+const notRegistered = "(not registered)"
+
+// purged reports whether the execution is older than Options.History.
+func (s *Simulator) purged(ex *execution, now time.Time) bool {
+	return s.opts.History > 0 && now.Sub(ex.started) >= s.opts.History
+}
+
+// known reports whether an execution ID is in the (unpurged) history; s.mu
+// must be held.
+func (s *Simulator) known(id string, now time.Time) bool {
+	ex, ok := s.executions[id]
+	return ok && !s.purged(ex, now)
+}
+
+// running returns an execution of group that has not reached its final
+// status, or nil; s.mu must be held.
+func (s *Simulator) running(group string, now time.Time) *execution {
+	for _, ex := range s.executions {
+		if ex.group != group {
+			continue
+		}
+		switch s.status(ex, now) {
+		case notRegistered, statusUnknown, statusNotRun, statusExecuting:
+			if !s.purged(ex, now) {
+				return ex
+			}
+		}
+	}
+	return nil
+}
+
 // status reports the execution's state at time now; s.mu must be held.
 func (s *Simulator) status(ex *execution, now time.Time) string {
 	el := now.Sub(ex.started)
+	reg := s.opts.RegisterDelay
 	switch {
-	case el < s.opts.ExecutionTime/10:
+	case s.purged(ex, now):
+		return statusUnknown
+	case el < reg/2:
+		return notRegistered
+	case el < reg:
+		return statusUnknown
+	case el-reg < s.opts.ExecutionTime/10:
 		return statusNotRun
-	case el < s.opts.ExecutionTime || s.opts.Faults.StuckExecution:
+	case el-reg < s.opts.ExecutionTime || s.opts.Faults.StuckExecution:
 		return statusExecuting
 	default:
 		return ex.final
@@ -473,13 +690,14 @@ func (s *Simulator) status(ex *execution, now time.Time) string {
 }
 
 func (s *Simulator) statusOf(id string) string {
+	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ex, ok := s.executions[id]
 	if !ok {
 		return statusUnknown
 	}
-	return s.status(ex, s.now())
+	return s.status(ex, now)
 }
 
 func (s *Simulator) packageURL(r *http.Request, id string) string {
@@ -518,35 +736,47 @@ func (s *Simulator) sign(path, se string) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
+// executionErrors answers GetExecutionErrors: a JSON array of
+// {"RecordId","Field","ErrorMessage"} written as F&O does, without escaping
+// the quotes inside messages, so the text may not parse as JSON.
 func (s *Simulator) executionErrors(id string) string {
 	now := s.now()
 	s.mu.Lock()
-	var msgs []string
-	if ex, ok := s.executions[id]; ok {
-		switch s.status(ex, now) {
-		case statusFailed:
-			name := ex.group
-			if len(ex.entities) > 0 {
-				name = ex.entities[0].Name
-			}
-			msgs = append(msgs, fmt.Sprintf("Entity '%s': simulated failure", name))
-		case statusPartiallySucceeded:
-			if n := len(ex.entities); n > 0 {
-				msgs = append(msgs, fmt.Sprintf("Entity '%s': simulated failure", ex.entities[n-1].Name))
-			}
-		case statusCanceled:
-			msgs = append(msgs, fmt.Sprintf("Execution '%s' was canceled (simulated)", ex.id))
+	defer s.mu.Unlock()
+	ex, ok := s.executions[id]
+	if !ok {
+		return "[]"
+	}
+	name := ex.group
+	switch s.status(ex, now) {
+	case statusFailed:
+		if ex.emptyErrors {
+			return "[]"
 		}
+		if len(ex.entities) > 0 {
+			name = ex.entities[0].Name
+		}
+	case statusPartiallySucceeded:
+		if n := len(ex.entities); n > 0 {
+			name = ex.entities[n-1].Name
+		}
+	default:
+		return "[]"
 	}
-	s.mu.Unlock()
-	if msgs == nil {
-		msgs = []string{}
+	recs := [][3]string{
+		{"5637144576", "", "Entity '" + name + "': simulated failure in the export step"},
+		{"5637144577", "DATAAREAID", `Value "usmf" of field DATAAREAID in entity '` + name + `' is not valid (simulated)`},
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(msgs) // a []string always encodes
-	return strings.TrimSuffix(buf.String(), "\n")
+	var b strings.Builder
+	b.WriteString("[")
+	for i, rec := range recs {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `{"RecordId":"%s","Field":"%s","ErrorMessage":"%s"}`, rec[0], rec[1], rec[2])
+	}
+	b.WriteString("]")
+	return b.String()
 }
 
 func (s *Simulator) base(r *http.Request) string {
@@ -589,18 +819,29 @@ func (s *Simulator) answer(w http.ResponseWriter, r *http.Request, value string,
 	writeJSON(w, http.StatusOK, body)
 }
 
-// odataError writes an OData error body.
-func (s *Simulator) odataError(w http.ResponseWriter, _ *http.Request, status int, code, msg string) {
+// odataError writes an OData error as F&O does: an empty code, the generic
+// top-level message, and the cause a user can act on in innererror.
+func (s *Simulator) odataError(w http.ResponseWriter, status int, msg string) {
+	type inner struct {
+		Message    string `json:"message"`
+		Type       string `json:"type"`
+		StackTrace string `json:"stacktrace"`
+	}
 	var body struct {
 		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
+			Code       string `json:"code"`
+			Message    string `json:"message"`
+			InnerError inner  `json:"innererror"`
 		} `json:"error"`
 	}
-	body.Error.Code = code
-	body.Error.Message = msg
+	body.Error.Message = "An error has occurred."
+	body.Error.InnerError = inner{Message: msg, Type: "System.Exception", StackTrace: simulatedStack}
 	writeJSON(w, status, body)
 }
+
+// simulatedStack is the innererror stacktrace of every OData error.
+const simulatedStack = "   at Microsoft.Dynamics.Platform.Integration.Services.OData.AxODataActionHandler.Invoke() (simulated by dmftest)\r\n" +
+	"   at System.Web.OData.ODataActionHandler.SendAsync() (simulated by dmftest)"
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	var buf bytes.Buffer

@@ -5,46 +5,100 @@
 // packages from SAS-signed URLs, as net/http/httptest does for HTTP servers.
 // Use NewServer in tests; cmd/dmfsim runs the same simulator as a command.
 //
-// The public contract leaves some behaviour open; this simulator decides it
-// as follows.
+// Its defaults are F&O's behaviour: every behaviour the F&O export contract
+// (the project's dmf-api.md: what Microsoft's documentation, its sample
+// integrations and real packages establish) states is on with the zero Options value and in dmfsim without flags,
+// since a quirk only a flag turns on is one no test meets. Options and
+// dmfsim flags turn a behaviour off or tune it. Each item below names the
+// part of the contract it comes from; "decision" marks what the contract
+// leaves open and the simulator decides.
 //
-// Requests and errors:
+// Requests and errors (contract: "Calls", "Errors, as F&O sends them"):
 //   - API calls are POST to /data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities.<Action>.
-//     Unknown paths get 404, other methods on an action 405 (with Allow: POST),
-//     a missing or wrong bearer token 401, a malformed or empty JSON body 400;
-//     all with an OData error body {"error":{"code":"...","message":"..."}}.
-//     Codes are NotFound, MethodNotAllowed, Unauthorized, BadRequest and
-//     TooManyRequests; messages are English sentences saying what to change.
+//     Unknown paths get 404, other methods on an action 405 (with Allow:
+//     POST), a malformed or empty JSON body 400.
+//   - Every OData error is shaped as F&O sends it: {"error":{"code":"",
+//     "message":"An error has occurred.","innererror":{"message":"<cause>",
+//     "type":"System.Exception","stacktrace":"..."}}}: the generic top-level
+//     message, the cause a user can act on in innererror.message (unknown
+//     project, bad body, model state invalid, not registered, concurrent
+//     export, duplicate ID, injected faults, throttling, routing).
+//   - A missing or wrong bearer token gets 401 {"Message":"Authentication
+//     failed."}, which is not OData (contract: "A refused token gets 401").
 //   - Body keys are matched case-insensitively and unknown keys are ignored.
 //     Every action but ExportToPackage needs a non-empty executionId (else 400).
-//   - Answers are {"@odata.context":"<base>/data/$metadata#Edm.String","value":"..."}
-//     with Content-Type "application/json; odata.metadata=minimal". With
-//     Options.NestedValue, ExportToPackage and GetExportedPackageUrl answer
+//   - Answers are the flat {"@odata.context":"<base>/data/$metadata#Edm.String","value":"..."}
+//     with Content-Type "application/json; odata.metadata=minimal"
+//     (contract: "Real environments answer this flat form"). With
+//     Options.NestedValue (dmfsim --nested-value), ExportToPackage and
+//     GetExportedPackageUrl answer the documented nested form
 //     {"@odata.context":"...","value":{"value":"..."}} instead.
 //   - <base> is the URL set by SetBaseURL (NewServer sets it), otherwise
 //     "http://" (or "https://") plus the request's Host.
 //
 // ExportToPackage:
-//   - An unknown definitionGroupId gets 400 naming it.
-//   - An empty executionId gets a new one, "<group>-<yyyy-MM-dd_HH-mm-ss>-<GUID>"
-//     (UTC), the shape Microsoft's Recurring Integrations Scheduler uses.
+//   - Every body field must be sent (contract: "Every ExportToPackage field
+//     must be sent"): definitionGroupId, packageName, executionId, reExecute
+//     and legalEntityId. A body that lacks one, or sends it as null
+//     (decision), gets 400 with innererror "Model state is invalid. The
+//     request body lacks <fields>; ...".
+//   - An unknown definitionGroupId gets 400 naming it (contract: "The export
+//     project ... must already exist").
+//   - An empty executionId gets an ID made by the server (contract:
+//     "executionId: empty → F&O makes a new one"): the group, "-", and the
+//     start time in UTC as "MM/dd/yyyy hh:mm:ss am|pm", e.g.
+//     "Customer export-11/15/2018 02:57:10 pm" (decision: zero-padded
+//     month, day and 12-hour hour, lower-case am/pm, UTC). Two exports of a
+//     group in the same second get the same ID (contract: "can collide"):
+//     the second is refused with 400 "The execution ID '<id>' already
+//     exists" (decision). In practice the first is usually still running,
+//     so the concurrent-export refusal comes first.
 //   - A reused executionId with reExecute false gets 400 "The execution ID
-//     '<id>' already exists ..." (whether F&O rejects it is unconfirmed).
-//     With reExecute true the execution starts over, replacing the earlier
-//     one (its old package URLs keep working); reExecute true with a new ID
-//     simply starts it.
-//   - packageName (default: the group) and a random GUID form the package's
-//     blob name; legalEntityId is accepted and ignored.
+//     '<id>' already exists ..." (decision: whether F&O rejects it is
+//     unconfirmed). With reExecute true the execution starts over,
+//     replacing the earlier one (its old package URLs keep working);
+//     reExecute true with a new ID simply starts it.
+//   - One data project is exported by one execution at a time (contract:
+//     "Two exports of the same data project at the same time are not
+//     supported"): while an execution of the group has not reached its
+//     final status (including its "not registered yet" window and a stuck
+//     execution, until purged), ExportToPackage for the group gets 400 with
+//     innererror "Data project '<group>' is being exported by execution
+//     '<id>'; ..." (decision: the answer). The duplicate-ID check comes
+//     first, so re-posting a chosen ID says "already exists".
+//     Options.ConcurrentExports (dmfsim --allow-concurrent-exports) turns
+//     the refusal off.
+//   - packageName and a random GUID form the package's blob name;
+//     legalEntityId is accepted and ignored.
 //
-// Timing: an execution is NotRun for the first tenth of
-// Options.ExecutionTime, then Executing, then in its final status
-// (Options.FinalStatus, default Succeeded). Status is computed from the clock
-// on each ask; no goroutines run. An unknown ID is "Unknown".
+// Timing (contract: "Right after ExportToPackage ... 'Execution details were
+// not found'", "Status values"; the window's length is a decision):
+//   - Each execution is first "not registered yet" for Options.RegisterDelay
+//     (DefaultRegisterDelay, 1 s; negative turns it off; dmfsim
+//     --register-delay, 0 turns it off). For the first half of that window
+//     GetExecutionSummaryStatus answers HTTP 400 with innererror.message
+//     "Execution details were not found for execution id <id>", for the
+//     second half the status Unknown. During the window the other actions
+//     answer as for an unknown ID ("" and "[]").
+//   - Execution time counts from the end of that window: the execution is
+//     NotRun for the first tenth of Options.ExecutionTime, then Executing,
+//     then in its final status (Options.FinalStatus, default Succeeded).
+//     Status is computed from the clock (Options.Now, default time.Now) on
+//     each ask; no goroutines run. An unknown ID is "Unknown".
+//   - Executions and their packages are purged after Options.History
+//     (DefaultHistory, 7 days; negative keeps them; dmfsim --history, 0
+//     keeps them), counted from the export (contract: "Execution history is
+//     purged after about 7 days", "The package blob ... is deleted
+//     automatically after 7 days"): then the status is Unknown, the package
+//     URL "", the errors "[]", a download of an earlier URL 404
+//     BlobNotFound, and the ID may be used again.
 //
 // GetExportedPackageUrl answers "" for unknown IDs, before the execution is
 // final, for Failed, Canceled and any other final status but Succeeded and
 // PartiallySucceeded, and for the first Options.EmptyURLAsks asks after
-// success. Then it answers
+// success (contract: "Right after Succeeded the URL can briefly be empty";
+// DefaultEmptyURLAsks, 1; negative: never; dmfsim --empty-url-asks, 0:
+// never). Then it answers
 //
 //	<base>/dmf/<escaped blob name>?sv=2024-08-04&sr=b&sp=r&se=<expiry>&sig=<signature>
 //
@@ -56,24 +110,59 @@
 // Package URLs (GET or HEAD /dmf/<name>) need no bearer token. A missing or
 // altered signature gets 403, an expired one 403 saying so, both with Azure
 // Storage style XML <Error><Code>AuthenticationFailed</Code>...; an unknown
-// blob 404 BlobNotFound; other methods 405 UnsupportedHttpVerb. Range and
-// conditional requests work (http.ServeContent). Packages never expire.
+// or purged blob 404 BlobNotFound; other methods 405 UnsupportedHttpVerb.
+// Range and conditional requests work (http.ServeContent).
 //
-// The package is built once per execution and is the same bytes for the same
-// entities: Manifest.xml and PackageHeader.xml (UTF-16 LE with BOM, declaring
-// encoding="utf-16", elements in alphabetical order as F&O's serializer writes
-// them, empty values as self-closing elements), then each entity's file,
-// Deflate-compressed, in Options order. A PartiallySucceeded execution's
-// package leaves out the last entity (file and manifest entry). Entity file
-// names must be unique within a group.
+// The package (contract: "The data package (zip)") is built once per
+// execution and is the same bytes for the same entities: Manifest.xml and
+// PackageHeader.xml, then each entity's file, Deflate-compressed, in Options
+// order:
+//   - Both XML files are UTF-16 LE with a BOM and no XML declaration, on one
+//     line, elements in alphabetical order, empty values as self-closing
+//     elements (<ExcelSheetName />). Optional elements F&O often leaves out
+//     are absent: Disable, TargetEntity, QueryData, and DefaultRefreshType
+//     where Entity.OmitRefreshType says so. EntityMapList is empty
+//     (decision).
+//   - Manifest entries: DefaultRefreshType (Entity.RefreshType: FullPush by
+//     default, or IncrementalPush), EntityMapList, EntityName,
+//     ExcelSheetName, InputFilePath, LevelInExecutionUnit (1),
+//     SequenceInLevel (1, 2, ...), SkipStaging (true), SourceFormat.
+//   - ExcelSheetName: for Excel formats, Entity.Sheet with a trailing "$"
+//     the workbook's sheet lacks, cut to 31 characters (runes; decision: the
+//     cut applies after the "$" is added, so a 31-character sheet name is
+//     recorded without it); empty for other formats or without a Sheet.
+//   - InputFilePath: Entity.File, by default the label with the characters
+//     invalid in file names (<>:"/\|?* and control characters) dropped plus
+//     .csv, .xlsx (Excel formats) or .xml (XML formats): "Country/regions"
+//     → "Countryregions.xlsx" (FileName).
+//   - An Absent entity is listed in the manifest with no file in the zip; an
+//     entity with no Data gets a 0-byte file (contract: "An entity with no
+//     rows").
+//   - PackageHeader.xml: Description, ManifestType, PackageType
+//     DefinitionGroup, PackageVersion 2.
+//   - A PartiallySucceeded execution's package leaves out the last entity
+//     (file and manifest entry; decision). Entity file names must be unique
+//     within a group.
+//   - Options.Packages (LoadPackage; dmfsim --package) serves prebuilt zips
+//     exactly as given instead, with the same timing, refusals and purge.
 //
-// GetExecutionErrors answers a JSON list encoded as a string, as F&O does:
-// for Failed `["Entity '<first entity>': simulated failure"]`, for
-// PartiallySucceeded the same for the left-out last entity, for Canceled a
-// message saying so, otherwise (including unknown IDs) "[]".
+// GetExecutionErrors (contract: the GetExecutionErrors row) answers a
+// JSON-encoded string whose content is a JSON array of {"RecordId","Field",
+// "ErrorMessage"} objects, with quotes inside messages not escaped, so the
+// inner text does not parse as JSON: for Failed two records naming the
+// first entity (one message quoting a value), for PartiallySucceeded the
+// same for the left-out last entity. Every Options.EmptyErrorsEvery-th
+// Failed execution, counted per Simulator as they start, answers "[]"
+// instead, as F&O has done for a failed job (DefaultEmptyErrorsEvery, 2:
+// the second, fourth, ...; negative: never; dmfsim --empty-errors-every, 0:
+// never; decision: the rule). Every other case, including Canceled and
+// unknown IDs, answers "[]".
 //
 // GetExecutionSummaryPageUrl answers
 // <base>/?mi=DMFExecutionSummary&executionId=<query-escaped ID>, for any ID.
+//
+// Demo files (DemoProject, FOWorkbook, XMLElementFile, XMLAttributeFile)
+// follow the contract's "Excel files written by F&O" and XML formats.
 //
 // Throttling: with Options.Throttle = N, every Nth routed and authorized API
 // call (all actions counted together; downloads never) gets 429 with

@@ -144,11 +144,12 @@ func (s *Simulator) writeFault(w http.ResponseWriter, r *http.Request, f *APIFau
 		blobError(w, f.Status, code, msg)
 		return
 	}
-	s.odataError(w, r, f.Status, code, msg)
+	s.odataError(w, f.Status, msg) // F&O's OData errors carry no code
+
 }
 
-// faultText returns the error code and message the simulator answers with
-// an injected status.
+// faultText returns the error code (for Azure Storage errors) and message
+// the simulator answers with an injected status.
 func faultText(status int) (code, msg string) {
 	switch status {
 	case http.StatusTooManyRequests:

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/xuri/excelize/v2"
 )
 
 // FuzzServeHTTP sends arbitrary requests and checks that every answer has an
@@ -19,8 +21,7 @@ import (
 // package URLs.
 func FuzzServeHTTP(f *testing.F) {
 	clock := newFakeClock()
-	sim := New(Options{Projects: map[string][]Entity{"G": twoEntities()}, Throttle: 7, EmptyURLAsks: 1})
-	sim.now = clock.Now
+	sim := New(Options{Projects: map[string][]Entity{"G": twoEntities()}, Throttle: 7, Now: clock.Now})
 	sim.SetBaseURL("http://fo.example")
 	// One finished execution so that valid package URLs exist.
 	rec := httptest.NewRecorder()
@@ -45,6 +46,8 @@ func FuzzServeHTTP(f *testing.F) {
 	auth := "Bearer " + DefaultToken
 	f.Add("POST", actionPrefix+actionExport, "", auth, exportBody("G", "", false), "")
 	f.Add("POST", actionPrefix+actionExport, "", auth, exportBody("G", "seed", true), "")
+	f.Add("POST", actionPrefix+actionExport, "", auth, `{"definitionGroupId":"G","executionId":null}`, "")
+	f.Add("POST", actionPrefix+actionExport, "", auth, `null`, "")
 	f.Add("POST", actionPrefix+actionStatus, "", auth, idBody("seed"), "")
 	f.Add("POST", actionPrefix+actionPackageURL, "", auth, idBody("seed"), "")
 	f.Add("POST", actionPrefix+actionErrors, "", auth, `{"executionId":"seed","x":1}`, "")
@@ -160,7 +163,7 @@ func FuzzPackage(f *testing.F) {
 			{"EntityName", name, m.Entities[0].EntityName},
 			{"InputFilePath", e.File, m.Entities[0].InputFilePath},
 			{"SourceFormat", e.SourceFormat, m.Entities[0].SourceFormat},
-			{"ExcelWorkSheetName", sheet, m.Entities[0].ExcelWorkSheetName},
+			{"ExcelSheetName", manifestSheet(e), m.Entities[0].ExcelSheetName},
 		}
 		for _, c := range checks {
 			if want := xmlSafe(c.want); c.got != want {
@@ -191,4 +194,30 @@ func isXMLChar(r rune) bool {
 		r >= 0x20 && r <= 0xD7FF ||
 		r >= 0xE000 && r <= 0xFFFD ||
 		r >= 0x10000 && r <= 0x10FFFF
+}
+
+// FuzzFOWorkbook writes arbitrary values with FOWorkbook and checks that a
+// spreadsheet reader gets them back in place (after XML's replacement of
+// characters it cannot carry), empty cells left out included.
+func FuzzFOWorkbook(f *testing.F) {
+	f.Add("123.000000", "", "2011-01-31 00:00:00")
+	f.Add(" lead", "trail ", "a <b> & \"c\"")
+	f.Add("\r\n", "\t", "\x00\uFFFE")
+	f.Fuzz(func(t *testing.T, a, b, c string) {
+		want := []string{xmlSafe(a), xmlSafe(b), xmlSafe(c)}
+		wb, err := excelize.OpenReader(bytes.NewReader(FOWorkbook("S", [][]string{{"A", "B", "C"}, {a, b, c}})))
+		if err != nil {
+			t.Fatalf("open: %v", err)
+		}
+		defer wb.Close()
+		for i, col := range []string{"A2", "B2", "C2"} {
+			got, err := wb.GetCellValue("S", col)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != want[i] {
+				t.Errorf("%s: want %q, got %q", col, want[i], got)
+			}
+		}
+	})
 }

@@ -48,10 +48,10 @@ type testServer struct {
 
 func newTestServer(t *testing.T, opts Options, clock *fakeClock) *testServer {
 	t.Helper()
-	sim := New(opts)
 	if clock != nil {
-		sim.now = clock.Now
+		opts.Now = clock.Now
 	}
+	sim := New(opts)
 	srv := httptest.NewServer(sim)
 	sim.SetBaseURL(srv.URL)
 	t.Cleanup(srv.Close)
@@ -141,19 +141,30 @@ func envelopeValue(t *testing.T, body []byte) (string, bool) {
 	return nested.Value, true
 }
 
-// odataError decodes an OData error body.
-func odataErr(t *testing.T, r reply) (code, msg string) {
+// odataErr decodes an OData error body shaped as F&O sends it (empty code,
+// the generic message, the cause in innererror) and returns the cause.
+func odataErr(t *testing.T, r reply) string {
 	t.Helper()
 	var e struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
+		Error *struct {
+			Code       *string `json:"code"`
+			Message    string  `json:"message"`
+			InnerError struct {
+				Message    string `json:"message"`
+				Type       string `json:"type"`
+				StackTrace string `json:"stacktrace"`
+			} `json:"innererror"`
 		} `json:"error"`
 	}
-	if err := json.Unmarshal(r.body, &e); err != nil || e.Error.Code == "" || e.Error.Message == "" {
+	if err := json.Unmarshal(r.body, &e); err != nil || e.Error == nil {
 		t.Fatalf("want an OData error body, got %q (%v)", r.body, err)
 	}
-	return e.Error.Code, e.Error.Message
+	in := e.Error.InnerError
+	if e.Error.Code == nil || *e.Error.Code != "" || e.Error.Message != "An error has occurred." ||
+		in.Message == "" || in.Type != "System.Exception" || in.StackTrace == "" {
+		t.Fatalf(`want {"error":{"code":"","message":"An error has occurred.","innererror":{"message":...,"type":"System.Exception","stacktrace":...}}}, got %s`, r.body)
+	}
+	return in.Message
 }
 
 // blobErr decodes an Azure Storage XML error body.
@@ -203,7 +214,7 @@ type manifest struct {
 		EntityName         string
 		InputFilePath      string
 		SourceFormat       string
-		ExcelWorkSheetName string
+		ExcelSheetName     string
 		DefaultRefreshType string
 		SequenceInLevel    int
 	} `xml:"PackageEntityList>DataManagementPackageEntityData"`
@@ -216,15 +227,19 @@ type packageHeader struct {
 	PackageVersion string
 }
 
-// decodeXML decodes UTF-16 (BOM) XML into v.
+// decodeXML decodes UTF-16 LE (BOM) XML without a declaration, on one
+// line, into v, as F&O writes package XML files.
 func decodeXML(t *testing.T, raw []byte, v any) {
 	t.Helper()
 	if !bytes.HasPrefix(raw, []byte{0xFF, 0xFE}) {
 		t.Fatalf("want UTF-16 LE BOM FF FE, got % x", raw[:min(len(raw), 4)])
 	}
 	text := decodeText(t, raw)
-	if !strings.HasPrefix(text, `<?xml version="1.0" encoding="utf-16"?>`) {
-		t.Fatalf("want an utf-16 XML declaration, got %q", text[:min(len(text), 60)])
+	if strings.HasPrefix(text, `<?xml`) {
+		t.Fatalf("want no XML declaration, got %q", text[:min(len(text), 60)])
+	}
+	if strings.ContainsAny(text, "\r\n") {
+		t.Fatalf("want the XML on one line, got %q", text)
 	}
 	dec := xml.NewDecoder(strings.NewReader(text))
 	dec.CharsetReader = func(_ string, r io.Reader) (io.Reader, error) { return r, nil } // already decoded
@@ -256,6 +271,25 @@ func openZip(t *testing.T, b []byte) (map[string][]byte, []string) {
 		order = append(order, f.Name)
 	}
 	return files, order
+}
+
+// exportBodyOf is an ExportToPackage body of exactly the given fields.
+func exportBodyOf(fields map[string]any) string {
+	b, _ := json.Marshal(fields)
+	return string(b)
+}
+
+// pkgURL asks GetExportedPackageUrl until it answers a URL (F&O answers ""
+// right after success), at most 5 times.
+func pkgURL(t *testing.T, base, id string) string {
+	t.Helper()
+	for range 5 {
+		if u := value(t, base, actionPackageURL, idBody(id)); u != "" {
+			return u
+		}
+	}
+	t.Fatalf("GetExportedPackageUrl %s: still empty after 5 asks", id)
+	return ""
 }
 
 // runToEnd starts an export of group and advances clock past its end.

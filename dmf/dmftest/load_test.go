@@ -34,10 +34,7 @@ func TestPrebuiltPackageServedAsIs(t *testing.T) {
 	clock := newFakeClock()
 	s := newTestServer(t, Options{Packages: map[string][]byte{"Tiny": zipped}}, clock)
 	runToEnd(t, s, clock, "Tiny", "tiny-1")
-	u := value(t, s.URL, actionPackageURL, idBody("tiny-1"))
-	if u == "" {
-		t.Fatal("no package URL for a finished execution of a prebuilt package")
-	}
+	u := pkgURL(t, s.URL, "tiny-1")
 	r := get(t, u, nil)
 	if r.status != 200 || !bytes.Equal(r.body, zipped) {
 		t.Fatalf("download: want the prebuilt package as given (%d bytes), got status %d and %d bytes", len(zipped), r.status, len(r.body))

@@ -67,8 +67,9 @@ func (s *Simulator) serveBlob(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	ex, ok := s.blobs[name]
+	gone := ok && s.purged(ex, now)
 	s.mu.Unlock()
-	if !ok {
+	if !ok || gone {
 		blobError(w, http.StatusNotFound, "BlobNotFound", "The specified blob does not exist.")
 		return
 	}
@@ -166,7 +167,8 @@ func blobError(w http.ResponseWriter, status int, code, msg string) {
 }
 
 // buildPackage returns a DMF data package: Manifest.xml, PackageHeader.xml
-// and one Deflate-compressed file per entity, in that order.
+// and one Deflate-compressed file per entity that is not Absent, in that
+// order.
 func buildPackage(group string, ents []Entity) ([]byte, error) {
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
@@ -187,6 +189,9 @@ func buildPackage(group string, ents []Entity) ([]byte, error) {
 		return nil, err
 	}
 	for _, e := range ents {
+		if e.Absent {
+			continue
+		}
 		if err := add(e.File, e.Data); err != nil {
 			return nil, err
 		}
@@ -204,52 +209,63 @@ func escape(s string) string {
 }
 
 // element writes <name>value</name>, or <name /> for an empty value.
-func element(b *strings.Builder, indent, name, value string) {
-	b.WriteString(indent)
+func element(b *strings.Builder, name, value string) {
 	if value == "" {
-		fmt.Fprintf(b, "<%s />\r\n", name)
+		fmt.Fprintf(b, "<%s />", name)
 		return
 	}
-	fmt.Fprintf(b, "<%s>%s</%s>\r\n", name, escape(value), name)
+	fmt.Fprintf(b, "<%s>%s</%s>", name, escape(value), name)
 }
 
-// manifestXML renders Manifest.xml with its elements in alphabetical order,
-// as the serializer F&O uses writes them.
+// manifestXML renders Manifest.xml as F&O's serializer writes it: one line,
+// no XML declaration, elements in alphabetical order, optional ones (Disable,
+// TargetEntity, QueryData) left out.
 func manifestXML(group string, ents []Entity) string {
 	var b strings.Builder
-	b.WriteString("<?xml version=\"1.0\" encoding=\"utf-16\"?>\r\n")
-	fmt.Fprintf(&b, "<DataManagementPackageManifest xmlns:i=\"%s\" xmlns=\"%s\">\r\n", xsiNamespace, dmNamespace)
-	element(&b, "  ", "DefinitionGroupName", group)
-	element(&b, "  ", "Description", group)
-	b.WriteString("  <PackageEntityList>\r\n")
+	fmt.Fprintf(&b, `<DataManagementPackageManifest xmlns:i="%s" xmlns="%s">`, xsiNamespace, dmNamespace)
+	element(&b, "DefinitionGroupName", group)
+	element(&b, "Description", group)
+	b.WriteString("<PackageEntityList>")
 	for i, e := range ents {
-		const in = "      "
-		b.WriteString("    <DataManagementPackageEntityData>\r\n")
-		element(&b, in, "DefaultRefreshType", "FullPush")
-		element(&b, in, "Disable", "false")
-		element(&b, in, "EntityMapList", "")
-		element(&b, in, "EntityName", e.Name)
-		element(&b, in, "ExcelWorkSheetName", e.Sheet)
-		element(&b, in, "InputFilePath", e.File)
-		element(&b, in, "LevelInExecutionUnit", "1")
-		element(&b, in, "SequenceInLevel", strconv.Itoa(i+1))
-		element(&b, in, "SkipStaging", "true")
-		element(&b, in, "SourceFormat", e.SourceFormat)
-		b.WriteString("    </DataManagementPackageEntityData>\r\n")
+		b.WriteString("<DataManagementPackageEntityData>")
+		if !e.OmitRefreshType {
+			element(&b, "DefaultRefreshType", e.RefreshType)
+		}
+		element(&b, "EntityMapList", "")
+		element(&b, "EntityName", e.Name)
+		element(&b, "ExcelSheetName", manifestSheet(e))
+		element(&b, "InputFilePath", e.File)
+		element(&b, "LevelInExecutionUnit", "1")
+		element(&b, "SequenceInLevel", strconv.Itoa(i+1))
+		element(&b, "SkipStaging", "true")
+		element(&b, "SourceFormat", e.SourceFormat)
+		b.WriteString("</DataManagementPackageEntityData>")
 	}
-	b.WriteString("  </PackageEntityList>\r\n")
-	b.WriteString("</DataManagementPackageManifest>")
+	b.WriteString("</PackageEntityList></DataManagementPackageManifest>")
 	return b.String()
+}
+
+// maxSheetName is how many characters of a sheet name F&O records.
+const maxSheetName = 31
+
+// manifestSheet is the ExcelSheetName F&O records for an entity: for Excel
+// formats the workbook's sheet name with a trailing "$", cut to 31
+// characters; empty otherwise.
+func manifestSheet(e Entity) string {
+	if e.Sheet == "" || !strings.HasPrefix(strings.ToUpper(e.SourceFormat), "EXCEL") {
+		return ""
+	}
+	r := []rune(e.Sheet + "$")
+	return string(r[:min(len(r), maxSheetName)])
 }
 
 func packageHeaderXML(group string) string {
 	var b strings.Builder
-	b.WriteString("<?xml version=\"1.0\" encoding=\"utf-16\"?>\r\n")
-	fmt.Fprintf(&b, "<DataManagementPackageHeader xmlns:i=\"%s\" xmlns=\"%s\">\r\n", xsiNamespace, dmNamespace)
-	element(&b, "  ", "Description", group)
-	element(&b, "  ", "ManifestType", manifestType)
-	element(&b, "  ", "PackageType", "DefinitionGroup")
-	element(&b, "  ", "PackageVersion", "2")
+	fmt.Fprintf(&b, `<DataManagementPackageHeader xmlns:i="%s" xmlns="%s">`, xsiNamespace, dmNamespace)
+	element(&b, "Description", group)
+	element(&b, "ManifestType", manifestType)
+	element(&b, "PackageType", "DefinitionGroup")
+	element(&b, "PackageVersion", "2")
 	b.WriteString("</DataManagementPackageHeader>")
 	return b.String()
 }
