@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -1125,6 +1126,9 @@ func appendErrors(errs []ExecutionError, v json.RawMessage, depth int) ([]Execut
 				return errs, nil // "null"
 			}
 		}
+		if found := unescapedErrorList(s); len(found) > 0 {
+			return append(errs, found...), nil
+		}
 		return append(errs, ExecutionError{Message: s}), nil
 	case '{':
 		return appendErrorItem(errs, v)
@@ -1137,6 +1141,73 @@ func appendErrors(errs []ExecutionError, v json.RawMessage, depth int) ([]Execut
 		}
 		return append(errs, ExecutionError{Message: string(bytes.TrimSpace(v))}), nil
 	}
+}
+
+// errorListKey finds the keys of F&O's error objects, with the quote that
+// opens each and the colon after it.
+var errorListKey = regexp.MustCompile(`(?i)"(RecordId|Field|ErrorMessage)"\s*:\s*`)
+
+// unescapedErrorList reads F&O's list of {"RecordId","Field","ErrorMessage"}
+// objects when it is not valid JSON because F&O leaves the quotes inside
+// messages unescaped: each value runs from its key to the next key (or the
+// end), without the quotes and separators around it. A key met again starts
+// the next object; objects without a message are left out. It returns nil
+// when no object has a message, so the caller keeps the raw text.
+func unescapedErrorList(s string) []ExecutionError {
+	if s == "" || (s[0] != '[' && s[0] != '{') {
+		return nil
+	}
+	locs := errorListKey.FindAllStringSubmatchIndex(s, -1)
+	var out []ExecutionError
+	var cur ExecutionError
+	seen := map[string]bool{}
+	for i, loc := range locs {
+		key := strings.ToLower(s[loc[2]:loc[3]])
+		end := len(s)
+		if i+1 < len(locs) {
+			end = locs[i+1][0]
+		}
+		if seen[key] {
+			if cur.Message != "" {
+				out = append(out, cur)
+			}
+			cur, seen = ExecutionError{}, map[string]bool{}
+		}
+		seen[key] = true
+		v := unquoteLoose(s[loc[1]:end])
+		switch key {
+		case "recordid":
+			cur.RecordID = v
+		case "field":
+			cur.Field = v
+		case "errormessage":
+			cur.Message = v
+		}
+	}
+	if cur.Message != "" {
+		out = append(out, cur)
+	}
+	return out
+}
+
+// unquoteLoose turns the text between two keys of a broken JSON object into
+// the value it holds: separators and brackets after it dropped, the quotes
+// around it removed and JSON escapes undone where they are well formed.
+func unquoteLoose(v string) string {
+	v = strings.TrimRight(v, " \t\r\n,{}[]")
+	v = strings.TrimSpace(v)
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		inner := v[1 : len(v)-1]
+		var u string
+		if json.Unmarshal([]byte(`"`+inner+`"`), &u) == nil {
+			return strings.TrimSpace(u)
+		}
+		return strings.TrimSpace(inner)
+	}
+	if v == "null" {
+		return ""
+	}
+	return v
 }
 
 // messageKeys are the properties of an error object holding its text, in

@@ -1127,8 +1127,10 @@ func TestExecutionErrors(t *testing.T) {
 			want: []string{"record 5637144577, field CUSTGROUP: Group 'X' does not exist", "Results. 1 records failed"}},
 		{name: "F&O form, numeric record ID", body: `{"value":"[{\"RecordId\":5637144577,\"Field\":\"NAME\",\"ErrorMessage\":\"too long\"}]"}`,
 			want: []string{"record 5637144577, field NAME: too long"}},
-		{name: "F&O form with unescaped quotes: raw text kept", body: `{"value":"[{\"RecordId\":\"1\",\"Field\":\"NAME\",\"ErrorMessage\":\"Value \"A\" is invalid\"}]"}`,
-			want: []string{`[{"RecordId":"1","Field":"NAME","ErrorMessage":"Value "A" is invalid"}]`}},
+		{name: "F&O form with unescaped quotes: read by its keys", body: `{"value":"[{\"RecordId\":\"1\",\"Field\":\"NAME\",\"ErrorMessage\":\"Value \"A\" is invalid\"},{\"RecordId\":\"2\",\"Field\":\"\",\"ErrorMessage\":\"Say \"no\", then \"yes\"\"}]"}`,
+			want: []string{`record 1, field NAME: Value "A" is invalid`, `record 2: Say "no", then "yes"`}},
+		{name: "broken text without F&O's keys: raw text kept", body: `{"value":"[{\"Code\":\"1\",\"Text\":\"Value \"A\" is invalid\"}]"}`,
+			want: []string{`[{"Code":"1","Text":"Value "A" is invalid"}]`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -87,7 +87,7 @@ func simClient(t *testing.T, opts dmftest.Options, co dmf.ClientOptions) (*dmfte
 		co.MaxThrottleWait = 20 * time.Millisecond
 	}
 	if co.RegisterTimeout == 0 {
-		co.RegisterTimeout = 200 * time.Millisecond
+		co.RegisterTimeout = 10 * time.Second
 	}
 	if co.RegisterInterval == 0 {
 		co.RegisterInterval = 5 * time.Millisecond
@@ -132,12 +132,16 @@ func TestStatusValuesAgainstSimulator(t *testing.T) {
 	}{
 		{name: "Succeeded", wantStatus: dmf.StatusSucceeded, wantErrs: []string{}, wantURL: true},
 		{name: "PartiallySucceeded", final: "PartiallySucceeded", wantStatus: dmf.StatusPartiallySucceeded,
-			wantErrs: []string{"Entity 'Vendors V2': simulated failure"}, wantURL: true},
-		{name: "Failed", final: "Failed", wantStatus: dmf.StatusFailed, wantErrs: []string{"Entity 'Customers V3': simulated failure"}},
-		{name: "Canceled", final: "Canceled", wantStatus: dmf.StatusCanceled, wantErrs: []string{"Execution 'G-run-1' was canceled (simulated)"}},
+			wantErrs: []string{"record 5637144576: Entity 'Vendors V2': simulated failure in the export step",
+				`record 5637144577, field DATAAREAID: Value "usmf" of field DATAAREAID in entity 'Vendors V2' is not valid (simulated)`}, wantURL: true},
+		{name: "Failed", final: "Failed", wantStatus: dmf.StatusFailed,
+			wantErrs: []string{"record 5637144576: Entity 'Customers V3': simulated failure in the export step",
+				`record 5637144577, field DATAAREAID: Value "usmf" of field DATAAREAID in entity 'Customers V3' is not valid (simulated)`}},
+		{name: "Canceled", final: "Canceled", wantStatus: dmf.StatusCanceled, wantErrs: []string{}},
 		{name: "unexpected name", final: "Archived", wantStatus: "Archived", wantErr: dmf.ErrUnexpectedStatus, wantErrs: []string{}},
 		{name: "NotRun and Executing until the deadline", final: "Executing", wantStatus: dmf.StatusExecuting,
-			poll:    dmf.PollOptions{Interval: 5 * time.Millisecond, MaxInterval: 10 * time.Millisecond, Deadline: 150 * time.Millisecond},
+			// Past the simulator's 1 s "not registered yet" window.
+			poll:    dmf.PollOptions{Interval: 5 * time.Millisecond, MaxInterval: 10 * time.Millisecond, Deadline: 1500 * time.Millisecond},
 			wantErr: dmf.ErrDeadline, wantErrs: []string{}},
 	}
 	for _, tt := range tests {
@@ -187,9 +191,15 @@ func TestStatusValuesAgainstSimulator(t *testing.T) {
 			if strings.Join(messages(errs), "|") != strings.Join(tt.wantErrs, "|") || errs == nil {
 				t.Errorf("execution errors: want %q, got %q", tt.wantErrs, errs)
 			}
+			// F&O may answer the first ask after success with an empty URL.
 			u, err := c.PackageURL(ctx, id)
 			if err != nil {
 				t.Fatalf("PackageURL: %v", err)
+			}
+			if u == "" && tt.wantURL {
+				if u, err = c.PackageURL(ctx, id); err != nil {
+					t.Fatalf("PackageURL: %v", err)
+				}
 			}
 			if (u != "") != tt.wantURL {
 				t.Errorf("package URL given: want %v, got %q", tt.wantURL, dmf.RedactURL(u))
@@ -209,11 +219,11 @@ func TestStatusValuesAgainstSimulator(t *testing.T) {
 	}
 }
 
-// messages returns the message of each execution error.
+// messages returns each execution error as shown, record and field first.
 func messages(errs []dmf.ExecutionError) []string {
 	out := make([]string, len(errs))
 	for i, e := range errs {
-		out[i] = e.Message
+		out[i] = e.String()
 	}
 	return out
 }
@@ -377,7 +387,8 @@ func TestAPIFaultsAgainstSimulator(t *testing.T) {
 		{
 			name:      "503 on the package URL ask",
 			opts:      dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Action: aURL, First: 1, Status: 503}}}},
-			wantCalls: map[string]int{aExport: 1, aURL: 2},
+			// The 503, F&O's empty answer right after success, then the URL.
+			wantCalls: map[string]int{aExport: 1, aURL: 3},
 		},
 	}
 	for _, tt := range tests {
@@ -386,7 +397,8 @@ func TestAPIFaultsAgainstSimulator(t *testing.T) {
 			ctx := ctxT(t)
 			poll := fastPoll
 			if tt.opts.Faults.StuckExecution {
-				poll.Deadline = 200 * time.Millisecond
+				// Past the simulator's 1 s "not registered yet" window.
+				poll.Deadline = 1500 * time.Millisecond
 			}
 			start := time.Now()
 			err := func() error {
@@ -543,8 +555,9 @@ func TestDownloadFaultsAgainstSimulator(t *testing.T) {
 			if n := sim.Calls(aDownload); n < tt.minDownloads || n > tt.maxDownloads {
 				t.Errorf("download requests: want %d to %d, got %d", tt.minDownloads, tt.maxDownloads, n)
 			}
-			if n := sim.Calls(aURL); n != tt.wantURLAsks {
-				t.Errorf("GetExportedPackageUrl calls: want %d, got %d", tt.wantURLAsks, n)
+			// Plus F&O's empty answer to the first ask right after success.
+			if n := sim.Calls(aURL); n != tt.wantURLAsks+1 {
+				t.Errorf("GetExportedPackageUrl calls: want %d, got %d", tt.wantURLAsks+1, n)
 			}
 			if n := sim.Exports(); n != 1 {
 				t.Errorf("exports: want 1, got %d", n)

@@ -24,7 +24,7 @@ func fileExport(sim *dmftest.Server, dir string) *Export {
 		FO:     FOConfig{URL: u, Auth: AuthConfig{Method: "token", Token: Secret(dmftest.DefaultToken)}},
 		Store:  StoreConfig{Type: "dir", Path: filepath.Join(dir, "store")},
 		Broker: BrokerConfig{Type: "file", Path: filepath.Join(dir, "batches")},
-		Poll:   PollConfig{Interval: 20 * time.Millisecond, MaxInterval: 50 * time.Millisecond, Deadline: time.Minute, PackageURLTimeout: 10 * time.Second, RegisterTimeout: 300 * time.Millisecond},
+		Poll:   PollConfig{Interval: 20 * time.Millisecond, MaxInterval: 50 * time.Millisecond, Deadline: time.Minute, PackageURLTimeout: 10 * time.Second, RegisterTimeout: 10 * time.Second},
 	}
 }
 

@@ -82,7 +82,7 @@ func TestRunEndToEnd(t *testing.T) {
 		FO:     FOConfig{URL: u, Auth: AuthConfig{Method: "token", Token: Secret(dmftest.DefaultToken)}},
 		Store:  StoreConfig{Type: "dir", Path: store},
 		Broker: BrokerConfig{Type: "amqp", URL: Secret(testenv.AMQPURL()), ConfirmWindow: 16, Declare: true, Queues: []QueueConfig{{Name: queue, BindingKey: "fo.e2e"}}},
-		Poll:   PollConfig{Interval: 20 * time.Millisecond, MaxInterval: 100 * time.Millisecond, Deadline: 30 * time.Second, PackageURLTimeout: 10 * time.Second, RegisterTimeout: 300 * time.Millisecond},
+		Poll:   PollConfig{Interval: 20 * time.Millisecond, MaxInterval: 100 * time.Millisecond, Deadline: 30 * time.Second, PackageURLTimeout: 10 * time.Second, RegisterTimeout: 10 * time.Second},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -151,7 +151,7 @@ func TestSchedulerSkipsOverlappingFire(t *testing.T) {
 		FO:     FOConfig{URL: u, Auth: AuthConfig{Method: "token", Token: Secret(dmftest.DefaultToken)}},
 		Store:  StoreConfig{Type: "dir", Path: dir + "/store"},
 		Broker: BrokerConfig{Type: "file", Path: dir + "/batches"},
-		Poll:   PollConfig{Interval: 50 * time.Millisecond, MaxInterval: 100 * time.Millisecond, Deadline: time.Minute, PackageURLTimeout: 10 * time.Second, RegisterTimeout: 300 * time.Millisecond},
+		Poll:   PollConfig{Interval: 50 * time.Millisecond, MaxInterval: 100 * time.Millisecond, Deadline: time.Minute, PackageURLTimeout: 10 * time.Second, RegisterTimeout: 10 * time.Second},
 	}
 	s, err := NewScheduler(&Config{Exports: []Export{e}}, &Runner{Logger: slog.New(slog.DiscardHandler)}, slog.New(slog.DiscardHandler), 10*time.Second)
 	if err != nil {

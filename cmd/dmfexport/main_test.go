@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"os"
@@ -13,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/text/encoding/unicode"
-	"golang.org/x/text/transform"
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 )
@@ -169,10 +166,7 @@ func TestTriggerFileSink(t *testing.T) {
 		t.Errorf("output leaks a secret:\n%s\n%s", stdout, stderr)
 	}
 
-	wantRows := map[string]int{}
-	for _, e := range dmftest.DemoProject() {
-		wantRows[e.Name] = countCSVRows(t, e.Data)
-	}
+	wantRows := dmftest.DemoRowCounts()
 	f, err := os.Open(filepath.Join(dir, "batches", "fo.demo.ndjson"))
 	if err != nil {
 		t.Fatalf("file sink output: %v", err)
@@ -229,18 +223,8 @@ func TestTriggerFileSink(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &recs); err != nil || code != 0 {
 		t.Fatalf("status --json: exit %d, %v:\n%s", code, err, stdout)
 	}
-	if len(recs) != 2 || recs[0].Job != "demo" || recs[0].State != "succeeded" || len(recs[0].Entities) != 3 {
-		t.Errorf("status --json demo = %+v, want 2 succeeded demo runs with 3 entities", recs)
+	if len(recs) != 2 || recs[0].Job != "demo" || recs[0].State != "succeeded" || len(recs[0].Entities) != len(dmftest.DemoProject()) {
+		t.Errorf("status --json demo = %+v, want 2 succeeded demo runs with %d entities", recs, len(dmftest.DemoProject()))
 	}
 }
 
-// countCSVRows counts the data rows of an entity file (any BOM encoding).
-func countCSVRows(t *testing.T, data []byte) int {
-	t.Helper()
-	r := csv.NewReader(transform.NewReader(bytes.NewReader(data), unicode.BOMOverride(unicode.UTF8.NewDecoder())))
-	recs, err := r.ReadAll()
-	if err != nil || len(recs) == 0 {
-		t.Fatalf("demo entity file does not parse as CSV: %v", err)
-	}
-	return len(recs) - 1
-}

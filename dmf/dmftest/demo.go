@@ -292,3 +292,29 @@ func demoSalesLinesCSV() []byte {
 		}
 	})
 }
+
+// DemoRowCounts returns the number of data rows (records, for XML) of each
+// entity of DemoProject, by entity name: what a consumer must receive in
+// all. The 0-byte and the absent entity have 0.
+func DemoRowCounts() map[string]int {
+	return map[string]int{
+		"Customers V3":           csvRows(demoCustomersCSV()),
+		"Vendors V2":             csvRows(demoVendorsCSV()),
+		"Sales order lines V2":   csvRows(demoSalesLinesCSV()),
+		"Country/regions":        len(demoCountryRows()) - 1, // after the header row
+		"Customer groups":        len(demoCustomerGroupRows()),
+		"Vendor groups":          len(demoVendorGroupRows()),
+		"Sales order headers V2": csvRows(demoSalesHeadersCSV()),
+		"Payment terms":          0,
+		"Bank accounts":          0,
+	}
+}
+
+// csvRows counts the records after the header of a demo CSV file.
+func csvRows(data []byte) int {
+	recs, err := csv.NewReader(bytes.NewReader(data)).ReadAll()
+	if err != nil || len(recs) == 0 {
+		panic("dmftest: demo CSV does not parse: " + fmt.Sprint(err))
+	}
+	return len(recs) - 1
+}

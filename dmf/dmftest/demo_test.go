@@ -255,3 +255,20 @@ func TestDemoXML(t *testing.T) {
 		})
 	}
 }
+
+func TestDemoRowCounts(t *testing.T) {
+	counts := DemoRowCounts()
+	for _, e := range DemoProject() {
+		n, ok := counts[e.Name]
+		if !ok {
+			t.Errorf("entity %q has no row count", e.Name)
+			continue
+		}
+		if (e.Absent || len(e.Data) == 0) != (n == 0) {
+			t.Errorf("entity %q: %d rows for %d bytes (absent %v)", e.Name, n, len(e.Data), e.Absent)
+		}
+	}
+	if counts["Customers V3"] != 12345 {
+		t.Errorf("Customers V3: %d rows, want 12345", counts["Customers V3"])
+	}
+}
