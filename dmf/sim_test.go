@@ -385,8 +385,8 @@ func TestAPIFaultsAgainstSimulator(t *testing.T) {
 			wantCalls: map[string]int{aExport: 1, aURL: 3},
 		},
 		{
-			name:      "503 on the package URL ask",
-			opts:      dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Action: aURL, First: 1, Status: 503}}}},
+			name: "503 on the package URL ask",
+			opts: dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Action: aURL, First: 1, Status: 503}}}},
 			// The 503, F&O's empty answer right after success, then the URL.
 			wantCalls: map[string]int{aExport: 1, aURL: 3},
 		},

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 )
 
@@ -227,4 +226,3 @@ func TestTriggerFileSink(t *testing.T) {
 		t.Errorf("status --json demo = %+v, want 2 succeeded demo runs with %d entities", recs, len(dmftest.DemoProject()))
 	}
 }
-
