@@ -64,9 +64,23 @@ type RunRecord struct {
 	Unpacked        bool   `json:"unpacked"`          // true only once every entity object is written
 	Resumes         int    `json:"resumes,omitempty"` // times the run was taken up again after an interruption
 
+	// Batching holds the settings that decide which rows go in which
+	// message, as they were when the run started; a resumed run and a
+	// replay use these, not the current configuration, so a message ID
+	// always names the same rows. Nil in records of earlier versions.
+	Batching *BatchSettings `json:"batching,omitempty"`
+
 	Entities []EntityRecord `json:"entities,omitempty"`
 
 	Durations map[string]string `json:"durations,omitempty"` // per step, e.g. "export": "12.5s"
+}
+
+// BatchSettings are the export settings that shape batches: how rows are
+// read (delimiter), how many go in one message, how bodies are encoded.
+type BatchSettings struct {
+	BatchSize   int    `json:"batch_size"`
+	Delimiter   string `json:"delimiter,omitempty"` // "" detects it from the header
+	Compression string `json:"compression,omitempty"`
 }
 
 // EntityRecord is one entity's part of a run.
@@ -80,8 +94,10 @@ type EntityRecord struct {
 	Bytes        int64  `json:"bytes"`
 	SHA256       string `json:"sha256"`
 	State        State  `json:"state"`
-	Rows         int64  `json:"rows"`
-	Batches      int64  `json:"batches"`
+	// Rows and Batches count what the broker confirmed, never what was
+	// only handed to it.
+	Rows    int64 `json:"rows"`
+	Batches int64 `json:"batches"`
 	// LastBatch is the index of the last batch the broker confirmed, in
 	// order (-1: none yet); a resumed run publishes from the one after it.
 	LastBatch int64  `json:"last_batch"`

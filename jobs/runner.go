@@ -94,6 +94,7 @@ func (r *Runner) Run(ctx context.Context, exp *Export, opts RunOptions) (*RunRec
 		State:           StatePending,
 		DefinitionGroup: exp.DefinitionGroup,
 		LegalEntity:     exp.LegalEntity,
+		Batching:        batchSettingsOf(exp),
 	}
 	lease, err := acquireLease(ctx, st, leasePrefix(exp.Store.Prefix, exp.Name, rec.RunID), 1, r.leaseTTL())
 	if err != nil {
@@ -246,6 +247,10 @@ func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec
 	}
 	if resuming {
 		run.log.Info("resuming unfinished run", "state", rec.State, "resumes", rec.Resumes)
+		if b := rec.Batching; b != nil && *b != *batchSettingsOf(exp) {
+			run.log.Info("batch settings changed since the run started; the run keeps those it started with, so message IDs keep naming the same rows",
+				"batch_size", b.BatchSize, "delimiter", b.Delimiter, "compression", b.Compression)
+		}
 	}
 	ctx, cancelRun := context.WithCancel(parent)
 	defer cancelRun()
@@ -744,22 +749,35 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 	}
 	defer rc.Close()
 	log := u.log.With("entity", e.Entity)
+	b := u.batching()
 	resumeFrom := int64(0)
 	if u.resuming && e.LastBatch >= 0 {
 		resumeFrom = e.LastBatch + 1
+		// Records of earlier versions counted batches handed to the broker
+		// but never confirmed: only the batches through LastBatch count.
+		u.mu.Lock()
+		e.Batches = resumeFrom
+		if b.BatchSize > 0 {
+			e.Rows = min(e.Rows, resumeFrom*int64(b.BatchSize))
+		}
+		u.mu.Unlock()
 		log.Info("resuming entity after its last confirmed batch", "last_batch", e.LastBatch)
 	} else {
 		e.LastBatch, e.Rows, e.Batches = -1, 0, 0
 	}
 	log.Info("publishing entity", "format", e.Format, "bytes", e.Bytes)
-	baseRows, baseBatches := e.Rows, e.Batches
+	baseRows := e.Rows
+	var delim rune
+	if b.Delimiter != "" {
+		delim = []rune(b.Delimiter)[0]
+	}
 	var lastSave time.Time
 	savedBatch := e.LastBatch
-	stats, err := publish.PublishEntity(ctx, rc, sink, publish.EntityOptions{
+	_, err = publish.PublishEntity(ctx, rc, sink, publish.EntityOptions{
 		Job: u.exp.Name, RunID: u.rec.RunID, ExecutionID: u.rec.ExecutionID, Entity: e.Entity,
-		Exchange: u.exp.Exchange, RoutingKey: u.exp.RoutingKey, BatchSize: u.exp.BatchSize,
-		Format: e.Format, Sheet: e.Sheet, Compression: u.exp.Compression, ResumeFrom: resumeFrom,
-		Delimiter: u.exp.Delimiter, MaxMessageBytes: u.exp.MaxMessageBytes,
+		Exchange: u.exp.Exchange, RoutingKey: u.exp.RoutingKey, BatchSize: b.BatchSize,
+		Format: e.Format, Sheet: e.Sheet, Compression: b.Compression, ResumeFrom: resumeFrom,
+		Delimiter: delim, MaxMessageBytes: u.exp.MaxMessageBytes,
 		Progress: func(s publish.EntityStats) {
 			u.emit(Event{Entity: e.Entity, Rows: baseRows + s.Rows})
 		},
@@ -779,14 +797,32 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 			}
 		},
 	})
-	u.mu.Lock()
-	e.Rows, e.Batches = max(e.Rows, baseRows+stats.Rows), max(e.Batches, baseBatches+stats.Batches)
-	u.mu.Unlock()
+	// e.Rows and e.Batches now count what the broker confirmed: the
+	// batches handed to it but unconfirmed are published again on resume.
 	if err != nil {
 		return fmt.Errorf("entity %s (%s): %w", e.Entity, e.File, err)
 	}
 	log.Info("entity published", "rows", e.Rows, "batches", e.Batches, "resumed_from_batch", resumeFrom)
 	return nil
+}
+
+// batching returns the settings the run's batches are shaped by: those
+// recorded when the run started or, for a record of an earlier version, the
+// export's current ones.
+func (u *run) batching() BatchSettings {
+	if u.rec.Batching != nil {
+		return *u.rec.Batching
+	}
+	return *batchSettingsOf(u.exp)
+}
+
+// batchSettingsOf returns the batch settings of exp's configuration.
+func batchSettingsOf(exp *Export) *BatchSettings {
+	b := &BatchSettings{BatchSize: exp.BatchSize, Compression: exp.Compression}
+	if exp.Delimiter != 0 {
+		b.Delimiter = string(exp.Delimiter)
+	}
+	return b
 }
 
 func (u *run) newSink(ctx context.Context) (publish.Sink, error) {
