@@ -5,15 +5,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/unpack"
 )
 
 // scriptedSink is a broker double for faults: it keeps a copy of every
@@ -246,5 +250,73 @@ func TestResumeKeepsBatchSettings(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// fullStore is a store whose disk can fill up: every Put and Create then
+// fails with ENOSPC; reads and deletes keep working, as on a full disk.
+type fullStore struct {
+	unpack.Store
+	full atomic.Bool
+}
+
+func (s *fullStore) Put(ctx context.Context, key string, r io.Reader, meta map[string]string) (unpack.Object, error) {
+	if s.full.Load() {
+		return unpack.Object{}, fmt.Errorf("write %s: %w", key, syscall.ENOSPC)
+	}
+	return s.Store.Put(ctx, key, r, meta)
+}
+
+func (s *fullStore) Create(ctx context.Context, key string, r io.Reader, meta map[string]string) (unpack.Object, error) {
+	if s.full.Load() {
+		return unpack.Object{}, fmt.Errorf("write %s: %w", key, syscall.ENOSPC)
+	}
+	return s.Store.(unpack.Creator).Create(ctx, key, r, meta)
+}
+
+// useStore makes openStore return st for exp's store configuration.
+func useStore(t *testing.T, exp *Export, st unpack.Store) {
+	key := fmt.Sprintf("%#v", exp.Store)
+	stores.Lock()
+	stores.m[key] = st
+	stores.Unlock()
+	t.Cleanup(func() {
+		stores.Lock()
+		delete(stores.m, key)
+		stores.Unlock()
+	})
+}
+
+// TestDiskFullWhilePublishingLeavesRunResumable fills the store's disk in
+// the middle of an entity: the run's final record cannot be written, so
+// the run must stay marked unfinished (resumable), say so in its error, and
+// finish once the disk has room again.
+func TestDiskFullWhilePublishingLeavesRunResumable(t *testing.T) {
+	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond})
+	defer sim.Close()
+	exp := fileExport(sim, t.TempDir())
+	base, err := openStore(exp.Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &fullStore{Store: base}
+	useStore(t, exp, st)
+	sink := &scriptedSink{storeFirst: -1, cancelAt: 3, cancel: func() { st.full.Store(true) }}
+	_, err = (&Runner{NewSink: sinkFor(sink)}).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+	if err == nil || !strings.Contains(err.Error(), "no space") || !strings.Contains(err.Error(), "resume") {
+		t.Errorf("Run whose record cannot be written: want an error naming the write failure and the resume, got %v", err)
+	}
+	st.full.Store(false)
+	r := &Runner{NewSink: sinkFor(&scriptedSink{storeFirst: -1})}
+	recs, err := r.Unfinished(context.Background(), exp)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("Unfinished after a failed record write: want the run listed for resume, got %d runs (%v)", len(recs), err)
+	}
+	got, err := r.Resume(context.Background(), exp, recs[0])
+	if err != nil || got.State != StateSucceeded || got.Entities[0].Rows != 1000 {
+		t.Fatalf("Resume once the disk has room: want succeeded with 1000 rows, got %v (%+v)", err, got)
+	}
+	if left, _ := base.List(context.Background(), "_active/"); len(left) != 0 {
+		t.Errorf("active markers left after the resumed run finished: %v", left)
 	}
 }

@@ -288,10 +288,23 @@ func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec
 	// The record must land even if ctx was cancelled mid-run.
 	saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if err := run.save(saveCtx); err != nil && runErr == nil {
-		runErr = err
+	saveErr := run.save(saveCtx)
+	if saveErr != nil {
+		// The store holds the previous, unfinished record: keep the run
+		// marked active so the next start resumes it, rather than leaving a
+		// record no one will ever finish.
+		run.log.Error("run record not written; the run stays unfinished and resumes at the next start", "state", rec.State, "err", saveErr)
+		const unsaved = "the run record could not be written, so the run stays unfinished and resumes at the next start once the store accepts writes"
+		switch {
+		case runErr == nil:
+			runErr = fmt.Errorf("%w: %s", saveErr, unsaved)
+		case strings.Contains(runErr.Error(), saveErr.Error()):
+			runErr = fmt.Errorf("%w: %s", runErr, unsaved)
+		default:
+			runErr = fmt.Errorf("%w; %w: %s", runErr, saveErr, unsaved)
+		}
 	}
-	if rec.State.Final() {
+	if rec.State.Final() && saveErr == nil {
 		if err := st.Delete(saveCtx, activeKey(exp.Store.Prefix, exp.Name, rec.RunID)); err != nil {
 			run.log.Warn("could not clear the run's active marker; it is cleared at the next scan", "err", err)
 		}
