@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v4"
 
 	"github.com/dmfexport/dmfexport/dmf"
+	"github.com/dmfexport/dmfexport/unpack"
 )
 
 // Config is a loaded, validated configuration. Every Export carries its
@@ -150,6 +151,8 @@ type PollConfig struct {
 	PackageURLTimeout     time.Duration
 	PackageURLInterval    time.Duration // first wait between package URL asks
 	PackageURLMaxInterval time.Duration
+	// DownloadTimeout bounds the package download, reconnects included.
+	DownloadTimeout time.Duration
 }
 
 // RetentionConfig says which finished runs are deleted from the store after
@@ -232,6 +235,7 @@ const (
 	DefaultPollMaxInterval   = time.Minute
 	DefaultPollDeadline      = 2 * time.Hour
 	DefaultPackageURLTimeout = 5 * time.Minute
+	DefaultDownloadTimeout   = unpack.DefaultDownloadTimeout
 	// DefaultRequestTimeout bounds one HTTP request to F&O, so a hung call
 	// is retried instead of holding the run.
 	DefaultRequestTimeout = 2 * time.Minute
@@ -367,7 +371,7 @@ var (
 		{"fo", []string{"url", "auth", "max_retries", "retry_base_delay", "retry_max_delay", "max_throttle_wait", "request_timeout"}},
 		{"store", []string{"type", "path", "prefix", "account_url", "container", "connection_string", "sas_url", "auth", "block_size", "concurrency"}},
 		{"broker", []string{"type", "url", "path", "confirm_window", "max_unconfirmed_bytes", "reconnect_timeout", "nack_retries", "declare", "queues", "allow_plaintext"}},
-		{"poll", []string{"interval", "max_interval", "deadline", "package_url_timeout", "package_url_interval", "package_url_max_interval"}},
+		{"poll", []string{"interval", "max_interval", "deadline", "package_url_timeout", "package_url_interval", "package_url_max_interval", "download_timeout"}},
 		{"retention", []string{"keep_runs", "max_age"}},
 	}
 	authKeys = []string{"method", "token", "tenant_id", "client_id", "client_secret", "certificate_path", "certificate_password",
@@ -1340,7 +1344,7 @@ func (d *decoder) queues(n *yaml.Node, p string) []QueueConfig {
 }
 
 func (d *decoder) poll(n *yaml.Node, p string) PollConfig {
-	c := PollConfig{Interval: DefaultPollInterval, MaxInterval: DefaultPollMaxInterval, Deadline: DefaultPollDeadline, PackageURLTimeout: DefaultPackageURLTimeout}
+	c := PollConfig{Interval: DefaultPollInterval, MaxInterval: DefaultPollMaxInterval, Deadline: DefaultPollDeadline, PackageURLTimeout: DefaultPackageURLTimeout, DownloadTimeout: DefaultDownloadTimeout}
 	p = join(p, "poll")
 	if n == nil {
 		return c
@@ -1362,6 +1366,7 @@ func (d *decoder) poll(n *yaml.Node, p string) PollConfig {
 	set("package_url_timeout", &c.PackageURLTimeout)
 	set("package_url_interval", &c.PackageURLInterval)
 	set("package_url_max_interval", &c.PackageURLMaxInterval)
+	set("download_timeout", &c.DownloadTimeout)
 	if c.MaxInterval < c.Interval {
 		d.problem(where(m["max_interval"], n), p+".max_interval", fmt.Sprintf("%s is shorter than interval %s", c.MaxInterval, c.Interval), "max_interval caps the growing wait, so it must be at least interval")
 	}

@@ -175,3 +175,36 @@ func FuzzSecretParts(f *testing.F) {
 		}
 	})
 }
+
+// TestDownloadTimeoutKey checks poll.download_timeout: its default, a
+// shared value, an export's override, and a zero refused.
+func TestDownloadTimeoutKey(t *testing.T) {
+	const tmpl = "fo:\n  url: https://contoso.operations.dynamics.com\n  auth: {method: default}\nstore: {path: ./d}\nbroker: {type: file, path: ./b}\n%sexports:\n  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF%s}\n"
+	tests := []struct {
+		name, shared, export string
+		want                 time.Duration
+		wantErr              string
+	}{
+		{"default", "", "", DefaultDownloadTimeout, ""},
+		{"shared", "poll: {download_timeout: 90m}\n", "", 90 * time.Minute, ""},
+		{"export override", "poll: {download_timeout: 90m}\n", ", poll: {download_timeout: 10m}", 10 * time.Minute, ""},
+		{"zero refused", "poll: {download_timeout: 0s}\n", "", 0, "poll.download_timeout: 0s must be positive"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := ParseConfig("conf/x.yaml", []byte(fmt.Sprintf(tmpl, tt.shared, tt.export)), env)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Errorf("ParseConfig error: want one containing %q, got %v", tt.wantErr, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseConfig: %v", err)
+			}
+			if got := cfg.Exports[0].Poll.DownloadTimeout; got != tt.want {
+				t.Errorf("download timeout: want %s, got %s", tt.want, got)
+			}
+		})
+	}
+}

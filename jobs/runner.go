@@ -600,7 +600,8 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 		if err := resetFile(tmp); err != nil {
 			return err
 		}
-		n, sum, err := unpack.Download(ctx, u.r.httpClient(), pkgURL, tmp)
+		dl := unpack.DownloadOptions{HTTPClient: u.r.httpClient(), Timeout: u.exp.Poll.DownloadTimeout}
+		n, sum, err := unpack.DownloadWith(ctx, pkgURL, tmp, dl)
 		if errors.Is(err, unpack.ErrURLExpired) {
 			// The SAS may have lapsed (e.g. a resumed run): ask once for a fresh one.
 			u.log.Warn("package URL refused, asking F&O for a fresh one", "url", u.rec.PackageURL, "err", err)
@@ -611,7 +612,7 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 			if err := resetFile(tmp); err != nil {
 				return err
 			}
-			n, sum, err = unpack.Download(ctx, u.r.httpClient(), pkgURL, tmp)
+			n, sum, err = unpack.DownloadWith(ctx, pkgURL, tmp, dl)
 		}
 		if err != nil {
 			return fmt.Errorf("download package of execution %s: %w", u.rec.ExecutionID, err)
