@@ -3,6 +3,7 @@ package jobs
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v4"
 
 	"github.com/dmfexport/dmfexport/dmf"
+	"github.com/dmfexport/dmfexport/unpack"
 )
 
 // Config is a loaded, validated configuration. Every Export carries its
@@ -162,6 +164,8 @@ type PollConfig struct {
 	// RegisterTimeout is how long an execution this run started (or may
 	// have started) may stay unknown to F&O before that is an error.
 	RegisterTimeout time.Duration
+	// DownloadTimeout bounds the package download, reconnects included.
+	DownloadTimeout time.Duration
 }
 
 // RetentionConfig says which finished runs are deleted from the store after
@@ -244,20 +248,36 @@ const (
 	DefaultPollMaxInterval   = time.Minute
 	DefaultPollDeadline      = 2 * time.Hour
 	DefaultPackageURLTimeout = 5 * time.Minute
+	DefaultDownloadTimeout   = unpack.DefaultDownloadTimeout
 	// DefaultRequestTimeout bounds one HTTP request to F&O, so a hung call
 	// is retried instead of holding the run.
 	DefaultRequestTimeout = 2 * time.Minute
 )
 
+// MaxConfigBytes bounds the size of a configuration file: a real one is a
+// few KiB, and a file many MiB large would only cost memory to parse.
+const MaxConfigBytes = 1 << 20
+
+// maxExpandedNodes bounds the YAML nodes a configuration holds once every
+// alias and merge key is expanded, so a few lines of nested aliases (a
+// "billion laughs") cannot keep validation busy for hours.
+const maxExpandedNodes = 100_000
+
 // LoadConfig reads, expands and validates the configuration file at path.
-// A *ConfigError lists every problem at once.
+// A *ConfigError lists every problem at once. A file over MaxConfigBytes is
+// refused without being read whole.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("read configuration: %w (set --config or DMFEXPORT_CONFIG to the configuration file)", err)
 	case err != nil:
 		return nil, fmt.Errorf("read configuration: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxConfigBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read configuration %s: %w", path, err)
 	}
 	return ParseConfig(path, data, os.LookupEnv)
 }
@@ -271,9 +291,19 @@ func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)
 	}
 	d := &decoder{file: filepath.Base(path), dir: filepath.Dir(abs), lookupEnv: lookupEnv}
 	cfg := &Config{Path: path}
+	if len(data) > MaxConfigBytes {
+		d.problem(nil, "", fmt.Sprintf("the file is over the 1 MiB limit (%d bytes or more)", len(data)),
+			"a configuration is a few KiB: check that --config names the configuration file")
+		return nil, d.err()
+	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		d.yamlError(err)
+		return nil, d.err()
+	}
+	if n := expandedNodes(&doc, map[*yaml.Node]int{}); n > maxExpandedNodes {
+		d.problem(nil, "", fmt.Sprintf("aliases expand the file to over %d YAML nodes", maxExpandedNodes),
+			"use fewer nested aliases (*name) and merge keys (<<)")
 		return nil, d.err()
 	}
 	root := &doc
@@ -372,7 +402,7 @@ var (
 		{"fo", []string{"url", "auth", "max_retries", "retry_base_delay", "retry_max_delay", "max_throttle_wait", "request_timeout"}},
 		{"store", []string{"type", "path", "prefix", "account_url", "container", "connection_string", "sas_url", "auth", "block_size", "concurrency"}},
 		{"broker", []string{"type", "url", "path", "confirm_window", "max_unconfirmed_bytes", "reconnect_timeout", "nack_retries", "declare", "queues", "allow_plaintext"}},
-		{"poll", []string{"interval", "max_interval", "deadline", "package_url_timeout", "package_url_interval", "package_url_max_interval", "register_timeout"}},
+		{"poll", []string{"interval", "max_interval", "deadline", "package_url_timeout", "package_url_interval", "package_url_max_interval", "register_timeout", "download_timeout"}},
 		{"retention", []string{"keep_runs", "max_age"}},
 	}
 	authKeys = []string{"method", "token", "tenant_id", "client_id", "client_secret", "certificate_path", "certificate_password",
@@ -448,6 +478,32 @@ func (d *decoder) yamlError(err error) {
 		d.problems = append(d.problems, ConfigProblem{File: d.file, Message: "YAML: " + err.Error(),
 			Hint: "check indentation (spaces, not tabs) and quoting"})
 	}
+}
+
+// expandedNodes counts the nodes under n with every alias expanded, capped
+// just over maxExpandedNodes. Each node is counted once (memo), so the
+// count costs time in the size of the file, not of the expansion.
+func expandedNodes(n *yaml.Node, memo map[*yaml.Node]int) int {
+	if n == nil {
+		return 0
+	}
+	if c, ok := memo[n]; ok {
+		return c
+	}
+	memo[n] = maxExpandedNodes + 1 // an alias to an enclosing node never ends
+	c := 1
+	if n.Kind == yaml.AliasNode {
+		c += expandedNodes(n.Alias, memo)
+	}
+	for _, ch := range n.Content {
+		if c > maxExpandedNodes {
+			break
+		}
+		c += expandedNodes(ch, memo)
+	}
+	c = min(c, maxExpandedNodes+1)
+	memo[n] = c
+	return c
 }
 
 // resolve follows aliases.
@@ -628,8 +684,88 @@ func expandEnv(s string, lookup func(string) (string, bool)) (string, error) {
 
 var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
-// usesEnv reports whether a raw value takes its content from the environment.
+// usesEnv reports whether a raw value takes some of its content from the
+// environment.
 func usesEnv(raw string) bool { return strings.Contains(raw, "${") }
+
+// onlyEnv reports whether raw is made only of ${VAR} references: a secret
+// written so comes whole from the environment. "Literal${EMPTY}" does not.
+func onlyEnv(raw string) bool {
+	if raw == "" {
+		return false
+	}
+	for raw != "" {
+		end := strings.IndexByte(raw, '}')
+		if !strings.HasPrefix(raw, "${") || end < 0 || !envNameRE.MatchString(raw[2:end]) {
+			return false
+		}
+		raw = raw[end+1:]
+	}
+	return true
+}
+
+// urlPasswordFromEnv reports whether the password in a raw (unexpanded) URL
+// comes from the environment: the URL as a whole is ${VAR}, it has no
+// password, or its password is ${VAR}. A ${VAR} in the host does not count.
+func urlPasswordFromEnv(raw string) bool {
+	_, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return onlyEnv(raw) || !strings.Contains(raw, "@")
+	}
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
+	}
+	at := strings.LastIndexByte(authority, '@')
+	if at < 0 {
+		return true
+	}
+	_, pw, hasPW := strings.Cut(authority[:at], ":")
+	return !hasPW || pw == "" || onlyEnv(pw)
+}
+
+// sasFromEnv reports whether the signature (sig) of a raw SAS query comes
+// from the environment. A query with no sig of its own must take one from
+// a ${VAR}.
+func sasFromEnv(query string) bool {
+	for _, kv := range strings.Split(query, "&") {
+		k, v, _ := strings.Cut(kv, "=")
+		if strings.EqualFold(k, "sig") && !onlyEnv(v) {
+			return false
+		}
+	}
+	return usesEnv(query)
+}
+
+// storeSecretFromEnv reports whether the secret part of a raw connection
+// string (AccountKey, SharedAccessSignature's sig) or SAS URL (sig) comes
+// from the environment.
+func storeSecretFromEnv(key, raw string) bool {
+	if onlyEnv(raw) {
+		return true
+	}
+	if !usesEnv(raw) {
+		return false
+	}
+	if key == "sas_url" {
+		_, q, _ := strings.Cut(raw, "?")
+		return sasFromEnv(q)
+	}
+	for _, part := range strings.Split(raw, ";") {
+		k, v, _ := strings.Cut(part, "=")
+		switch strings.ToLower(strings.TrimSpace(k)) {
+		case "accountkey":
+			if !onlyEnv(v) {
+				return false
+			}
+		case "sharedaccesssignature":
+			if !onlyEnv(v) && !sasFromEnv(v) {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 func (d *decoder) boolean(n *yaml.Node, path string) (bool, bool) {
 	s, ok := d.str(n, path)
@@ -1005,7 +1141,7 @@ func (d *decoder) auth(n, parent *yaml.Node, p string) AuthConfig {
 			continue
 		}
 		raw, _ := d.scalar(v, p+"."+sd.key)
-		if raw != "" && !usesEnv(raw) {
+		if raw != "" && !onlyEnv(raw) {
 			d.problem(v, p+"."+sd.key, "plain-text secret in the configuration file",
 				fmt.Sprintf("write %s: ${%s} and set %s in the environment", sd.key, sd.env, sd.env))
 			continue
@@ -1117,7 +1253,7 @@ func (d *decoder) azblob(c *StoreConfig, m map[string]*yaml.Node, parent *yaml.N
 		}
 		set++
 		raw, _ := d.scalar(v, p+"."+sk.key)
-		if !usesEnv(raw) {
+		if !storeSecretFromEnv(sk.key, raw) {
 			d.problem(v, p+"."+sk.key, "plain-text secret in the configuration file", fmt.Sprintf("write %s: ${%s} and set %s in the environment", sk.key, sk.env, sk.env))
 			continue
 		}
@@ -1224,13 +1360,8 @@ func (d *decoder) broker(n, exp *yaml.Node, p string) BrokerConfig {
 			break
 		}
 		if pw, has := u.User.Password(); has && pw != "" {
-			rawURL, _ := url.Parse(raw)
-			rawPW := ""
-			if rawURL != nil {
-				rawPW, _ = rawURL.User.Password()
-			}
 			guest := u.User.Username() == "guest" && pw == "guest" && isLoopback(u.Hostname())
-			if !usesEnv(rawPW) && !usesEnv(raw) && !guest {
+			if !urlPasswordFromEnv(raw) && !guest {
 				d.problem(v, p+".url", "plain-text password in the configuration file", "write the password as ${RABBITMQ_PASSWORD} and set it in the environment")
 				break
 			}
@@ -1280,7 +1411,7 @@ func (d *decoder) queues(n *yaml.Node, p string) []QueueConfig {
 
 func (d *decoder) poll(n *yaml.Node, p string) PollConfig {
 	c := PollConfig{Interval: DefaultPollInterval, MaxInterval: DefaultPollMaxInterval, Deadline: DefaultPollDeadline,
-		PackageURLTimeout: DefaultPackageURLTimeout, RegisterTimeout: dmf.DefaultRegisterTimeout}
+		PackageURLTimeout: DefaultPackageURLTimeout, RegisterTimeout: dmf.DefaultRegisterTimeout, DownloadTimeout: DefaultDownloadTimeout}
 	p = join(p, "poll")
 	if n == nil {
 		return c
@@ -1303,6 +1434,7 @@ func (d *decoder) poll(n *yaml.Node, p string) PollConfig {
 	set("package_url_interval", &c.PackageURLInterval)
 	set("package_url_max_interval", &c.PackageURLMaxInterval)
 	set("register_timeout", &c.RegisterTimeout)
+	set("download_timeout", &c.DownloadTimeout)
 	if c.MaxInterval < c.Interval {
 		d.problem(where(m["max_interval"], n), p+".max_interval", fmt.Sprintf("%s is shorter than interval %s", c.MaxInterval, c.Interval), "max_interval caps the growing wait, so it must be at least interval")
 	}

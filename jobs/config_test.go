@@ -271,6 +271,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(validConfig))
 	f.Add([]byte("exports:\n  - name: a\n    schedule: '@daily'\n"))
 	f.Add([]byte("a: &x {b: 1}\nfo: *x\nexports: [{<<: *x}]\n"))
+	f.Add([]byte(aliasBomb(6) + "exports: [{<<: *a6}]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := ParseConfig("f.yaml", data, env)
 		if err != nil {

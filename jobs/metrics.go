@@ -36,10 +36,10 @@ func NewMetrics() *Metrics {
 			Name: "dmfexport_runs_in_progress", Help: "Export runs going on now.",
 		}, []string{"job"}),
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dmfexport_rows_published_total", Help: "Entity rows handed to the broker (confirmed at the end of each entity).",
+			Name: "dmfexport_rows_published_total", Help: "Entity rows the broker confirmed.",
 		}, []string{"job", "entity"}),
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dmfexport_batches_published_total", Help: "Batch messages handed to the broker.",
+			Name: "dmfexport_batches_published_total", Help: "Batch messages the broker confirmed.",
 		}, []string{"job", "entity"}),
 		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "dmfexport_step_duration_seconds", Help: "Duration of each step of a run: export, download, unpack, publish.",
@@ -92,7 +92,11 @@ func (m *Metrics) runSkipped(job string) {
 	}
 }
 
+// published counts rows and batches the broker confirmed. Counters only
+// grow: a negative count (from a record that overcounted) is dropped rather
+// than allowed to panic.
 func (m *Metrics) published(job, entity string, rows, batches int64) {
+	rows, batches = max(rows, 0), max(batches, 0)
 	if m == nil || (rows == 0 && batches == 0) {
 		return
 	}

@@ -74,10 +74,23 @@ type RunRecord struct {
 	// maxRecordedExecutionErrors; ExecutionErrorCount is how many F&O gave.
 	ExecutionErrors     []ExecutionError `json:"execution_errors,omitempty"`
 	ExecutionErrorCount int              `json:"execution_error_count,omitempty"`
+	// Batching holds the settings that decide which rows go in which
+	// message, as they were when the run started; a resumed run and a
+	// replay use these, not the current configuration, so a message ID
+	// always names the same rows. Nil in records of earlier versions.
+	Batching *BatchSettings `json:"batching,omitempty"`
 
 	Entities []EntityRecord `json:"entities,omitempty"`
 
 	Durations map[string]string `json:"durations,omitempty"` // per step, e.g. "export": "12.5s"
+}
+
+// BatchSettings are the export settings that shape batches: how rows are
+// read (delimiter), how many go in one message, how bodies are encoded.
+type BatchSettings struct {
+	BatchSize   int    `json:"batch_size"`
+	Delimiter   string `json:"delimiter,omitempty"` // "" detects it from the header
+	Compression string `json:"compression,omitempty"`
 }
 
 // EntityRecord is one entity's part of a run.
@@ -93,13 +106,15 @@ type EntityRecord struct {
 	// Absent: the manifest lists File but the package does not hold it.
 	// Under absent_files: empty the entity is published without rows and
 	// succeeds; under fail it fails. Key is then empty.
-	Absent  bool   `json:"absent,omitempty"`
-	Key     string `json:"key"`
-	Bytes   int64  `json:"bytes"`
-	SHA256  string `json:"sha256"`
-	State   State  `json:"state"`
-	Rows    int64  `json:"rows"`
-	Batches int64  `json:"batches"`
+	Absent bool   `json:"absent,omitempty"`
+	Key    string `json:"key"`
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"`
+	State  State  `json:"state"`
+	// Rows and Batches count what the broker confirmed, never what was
+	// only handed to it.
+	Rows    int64 `json:"rows"`
+	Batches int64 `json:"batches"`
 	// LastBatch is the index of the last batch the broker confirmed, in
 	// order (-1: none yet); a resumed run publishes from the one after it.
 	LastBatch int64  `json:"last_batch"`

@@ -97,6 +97,7 @@ func (r *Runner) Run(ctx context.Context, exp *Export, opts RunOptions) (*RunRec
 		State:           StatePending,
 		DefinitionGroup: exp.DefinitionGroup,
 		LegalEntity:     exp.LegalEntity,
+		Batching:        batchSettingsOf(exp),
 	}
 	// One data project is exported by one run at a time, whichever export
 	// names it: a run that finds it held is skipped and recorded so.
@@ -267,6 +268,10 @@ func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec
 	}
 	if resuming {
 		run.log.Info("resuming unfinished run", "state", rec.State, "resumes", rec.Resumes)
+		if b := rec.Batching; b != nil && *b != *batchSettingsOf(exp) {
+			run.log.Info("batch settings changed since the run started; the run keeps those it started with, so message IDs keep naming the same rows",
+				"batch_size", b.BatchSize, "delimiter", b.Delimiter, "compression", b.Compression)
+		}
 	}
 	ctx, cancelRun := context.WithCancel(parent)
 	defer cancelRun()
@@ -309,10 +314,23 @@ func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec
 	// The record must land even if ctx was cancelled mid-run.
 	saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if err := run.save(saveCtx); err != nil && runErr == nil {
-		runErr = err
+	saveErr := run.save(saveCtx)
+	if saveErr != nil {
+		// The store holds the previous, unfinished record: keep the run
+		// marked active so the next start resumes it, rather than leaving a
+		// record no one will ever finish.
+		run.log.Error("run record not written; the run stays unfinished and resumes at the next start", "state", rec.State, "err", saveErr)
+		const unsaved = "the run record could not be written, so the run stays unfinished and resumes at the next start once the store accepts writes"
+		switch {
+		case runErr == nil:
+			runErr = fmt.Errorf("%w: %s", saveErr, unsaved)
+		case strings.Contains(runErr.Error(), saveErr.Error()):
+			runErr = fmt.Errorf("%w: %s", runErr, unsaved)
+		default:
+			runErr = fmt.Errorf("%w; %w: %s", runErr, saveErr, unsaved)
+		}
 	}
-	if rec.State.Final() {
+	if rec.State.Final() && saveErr == nil {
 		if err := st.Delete(saveCtx, activeKey(exp.Store.Prefix, exp.Name, rec.RunID)); err != nil {
 			run.log.Warn("could not clear the run's active marker; it is cleared at the next scan", "err", err)
 		}
@@ -625,7 +643,8 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 		if err := resetFile(tmp); err != nil {
 			return err
 		}
-		n, sum, err := unpack.Download(ctx, u.r.httpClient(), pkgURL, tmp)
+		dl := unpack.DownloadOptions{HTTPClient: u.r.httpClient(), Timeout: u.exp.Poll.DownloadTimeout}
+		n, sum, err := unpack.DownloadWith(ctx, pkgURL, tmp, dl)
 		if errors.Is(err, unpack.ErrURLExpired) {
 			// The SAS may have lapsed (e.g. a resumed run): ask once for a fresh one.
 			u.log.Warn("package URL refused, asking F&O for a fresh one", "url", u.rec.PackageURL, "err", err)
@@ -636,7 +655,7 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 			if err := resetFile(tmp); err != nil {
 				return err
 			}
-			n, sum, err = unpack.Download(ctx, u.r.httpClient(), pkgURL, tmp)
+			n, sum, err = unpack.DownloadWith(ctx, pkgURL, tmp, dl)
 		}
 		if err != nil {
 			return fmt.Errorf("download package of execution %s: %w", u.rec.ExecutionID, err)
@@ -806,22 +825,35 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 	}
 	defer rc.Close()
 	log := u.log.With("entity", e.Entity)
+	b := u.batching()
 	resumeFrom := int64(0)
 	if u.resuming && e.LastBatch >= 0 {
 		resumeFrom = e.LastBatch + 1
+		// Records of earlier versions counted batches handed to the broker
+		// but never confirmed: only the batches through LastBatch count.
+		u.mu.Lock()
+		e.Batches = resumeFrom
+		if b.BatchSize > 0 {
+			e.Rows = min(e.Rows, resumeFrom*int64(b.BatchSize))
+		}
+		u.mu.Unlock()
 		log.Info("resuming entity after its last confirmed batch", "last_batch", e.LastBatch)
 	} else {
 		e.LastBatch, e.Rows, e.Batches = -1, 0, 0
 	}
 	log.Info("publishing entity", "format", e.Format, "bytes", e.Bytes)
-	baseRows, baseBatches := e.Rows, e.Batches
+	baseRows := e.Rows
+	var delim rune
+	if b.Delimiter != "" {
+		delim = []rune(b.Delimiter)[0]
+	}
 	var lastSave time.Time
 	savedBatch := e.LastBatch
-	stats, err := publish.PublishEntity(ctx, rc, sink, publish.EntityOptions{
+	_, err := publish.PublishEntity(ctx, rc, sink, publish.EntityOptions{
 		Job: u.exp.Name, RunID: u.rec.RunID, ExecutionID: u.rec.ExecutionID, Entity: e.Entity,
-		Exchange: u.exp.Exchange, RoutingKey: u.exp.RoutingKey, BatchSize: u.exp.BatchSize,
-		Format: e.Format, Sheet: e.Sheet, RefreshType: e.RefreshType, Compression: u.exp.Compression, ResumeFrom: resumeFrom,
-		Delimiter: u.exp.Delimiter, MaxMessageBytes: u.exp.MaxMessageBytes,
+		Exchange: u.exp.Exchange, RoutingKey: u.exp.RoutingKey, BatchSize: b.BatchSize,
+		Format: e.Format, Sheet: e.Sheet, RefreshType: e.RefreshType, Compression: b.Compression, ResumeFrom: resumeFrom,
+		Delimiter: delim, MaxMessageBytes: u.exp.MaxMessageBytes,
 		Progress: func(s publish.EntityStats) {
 			u.emit(Event{Entity: e.Entity, Rows: baseRows + s.Rows})
 		},
@@ -841,14 +873,32 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 			}
 		},
 	})
-	u.mu.Lock()
-	e.Rows, e.Batches = max(e.Rows, baseRows+stats.Rows), max(e.Batches, baseBatches+stats.Batches)
-	u.mu.Unlock()
+	// e.Rows and e.Batches now count what the broker confirmed: the
+	// batches handed to it but unconfirmed are published again on resume.
 	if err != nil {
 		return fmt.Errorf("entity %s (file %s, source format %s): %w", e.Entity, e.File, e.SourceFormat, err)
 	}
 	log.Info("entity published", "rows", e.Rows, "batches", e.Batches, "resumed_from_batch", resumeFrom)
 	return nil
+}
+
+// batching returns the settings the run's batches are shaped by: those
+// recorded when the run started or, for a record of an earlier version, the
+// export's current ones.
+func (u *run) batching() BatchSettings {
+	if u.rec.Batching != nil {
+		return *u.rec.Batching
+	}
+	return *batchSettingsOf(u.exp)
+}
+
+// batchSettingsOf returns the batch settings of exp's configuration.
+func batchSettingsOf(exp *Export) *BatchSettings {
+	b := &BatchSettings{BatchSize: exp.BatchSize, Compression: exp.Compression}
+	if exp.Delimiter != 0 {
+		b.Delimiter = string(exp.Delimiter)
+	}
+	return b
 }
 
 func (u *run) newSink(ctx context.Context) (publish.Sink, error) {

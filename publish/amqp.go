@@ -31,6 +31,11 @@ const (
 // connections, so a broker that keeps dropping the channel ends the run.
 const maxRepublish = 20
 
+// closeTimeout bounds how long Close waits for the broker to confirm the
+// close: a broker that blocked the connection (memory or disk alarm) never
+// answers, and a stop must not wait for it.
+const closeTimeout = 5 * time.Second
+
 // RepublishedHeader is the AMQP header set to true on a message sent again
 // after a lost connection or a nack; it carries the same message ID as the
 // first copy, which the broker may have stored too.
@@ -82,7 +87,8 @@ type QueueBinding struct {
 // stay in an ordered list, bodies included, until confirmed, so memory is
 // bounded by the window times the batch size.
 //
-// Delivery survives a lost connection or channel: the sink reconnects with
+// Delivery survives a lost connection or channel, whenever it is noticed (a
+// failed write, a closed channel, a missing confirm): the sink reconnects with
 // backoff (for up to ReconnectTimeout) and publishes every unconfirmed
 // message again with the same message ID and header x-republished: true, so
 // nothing is lost and consumers can drop duplicates. A nacked message is
@@ -90,7 +96,10 @@ type QueueBinding struct {
 // broker for a permanent reason (403, 404, 405, 406: missing exchange,
 // message over max_message_size, ...) fails the messages in flight and
 // reopens the channel for later ones. While the broker has blocked the
-// connection (memory or disk alarm), Publish waits. Methods are safe for
+// connection (memory or disk alarm), Publish waits; the block is logged when
+// it starts, also while confirms are awaited. A stop (ctx done) ends every
+// wait, even a write the broker no longer reads, and Close waits at most
+// closeTimeout for the broker. Methods are safe for
 // concurrent use but serialize.
 type AMQPSink struct {
 	o        AMQPOptions
@@ -100,6 +109,7 @@ type AMQPSink struct {
 
 	conn      *amqp.Connection
 	ch        *amqp.Channel
+	sock      net.Conn // conn's socket, to cut a write a stop must not wait for
 	returns   chan amqp.Return
 	connClose chan *amqp.Error
 	chClose   chan *amqp.Error
@@ -214,6 +224,9 @@ func (s *AMQPSink) connect(ctx context.Context) error {
 		return fmt.Errorf("connect to broker %s: %w: check broker.url and that RabbitMQ is running", s.redacted, s.scrub(err))
 	}
 	s.conn = conn
+	dialMu.Lock()
+	s.sock = nc
+	dialMu.Unlock()
 	s.connClose = conn.NotifyClose(make(chan *amqp.Error, 1))
 	s.blocked = conn.NotifyBlocked(make(chan amqp.Blocking, 4))
 	s.isBlocked = false
@@ -345,8 +358,9 @@ func (s *AMQPSink) sideChannel(ctx context.Context) (*amqp.Channel, error) {
 		return nil, s.broken
 	}
 	ch, err := s.conn.Channel()
-	if err != nil && s.conn.IsClosed() {
-		if err := s.reconnect(ctx, nil); err != nil {
+	if err != nil && ctx.Err() == nil {
+		// The connection is gone, though the library may not say so yet.
+		if err := s.reconnect(ctx, s.closeReason()); err != nil {
 			return nil, err
 		}
 		ch, err = s.conn.Channel()
@@ -384,47 +398,70 @@ func (s *AMQPSink) Publish(ctx context.Context, m Message) error {
 	return nil
 }
 
-// send publishes f on the current channel, reconnecting (and republishing
-// what is pending) when the channel turns out to be gone.
+// send publishes f on the current channel. Any publish error on a
+// connection that is not being stopped (a write that failed, a channel or
+// connection found closed) is a lost connection: the sink reconnects,
+// publishes what is pending again, then f. The library marks a connection
+// closed only after the fact, on another goroutine, so the error itself is
+// the signal, not IsClosed.
 func (s *AMQPSink) send(ctx context.Context, f *inflight) error {
 	for {
 		if s.broken != nil {
 			return s.broken
 		}
-		m := f.m
-		headers := amqp.Table(m.Headers)
-		if f.attempts > 0 {
-			headers = make(amqp.Table, len(m.Headers)+1)
-			maps.Copy(headers, m.Headers)
-			headers[RepublishedHeader] = true
-		}
-		dc, err := s.ch.PublishWithDeferredConfirmWithContext(ctx, m.Exchange, m.RoutingKey, true, false, amqp.Publishing{
-			Headers:         headers,
-			ContentType:     m.ContentType,
-			ContentEncoding: m.ContentEncoding,
-			DeliveryMode:    amqp.Persistent,
-			CorrelationId:   m.CorrelationID,
-			MessageId:       m.MessageID,
-			Timestamp:       m.Timestamp,
-			Type:            m.Type,
-			AppId:           m.AppID,
-			Body:            m.Body,
-		})
+		err := s.publishOnce(ctx, f)
 		if err == nil {
-			f.dc = dc
 			return nil
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("publish message %s: %w", m.MessageID, ctx.Err())
+			return fmt.Errorf("publish message %s: %w", f.m.MessageID, ctx.Err())
 		}
-		if !s.ch.IsClosed() && !s.conn.IsClosed() {
-			return fmt.Errorf("publish message %s: %w", m.MessageID, err)
-		}
+		s.log.Warn("publish failed; reconnecting", "broker", s.redacted, "message_id", f.m.MessageID, "error", s.scrub(err))
 		if err := s.recover(ctx, s.closeReason()); err != nil {
 			return err
 		}
 		f.attempts++
+		if f.attempts > maxRepublish {
+			return s.giveUp(nil, fmt.Errorf("message %s could not be published in %d attempts: %w", f.m.MessageID, f.attempts, s.scrub(err)))
+		}
 	}
+}
+
+// publishOnce hands f to the library on the current channel. A stop (ctx
+// done) while the write is stuck, the broker no longer reading the socket,
+// expires the socket so the write returns; the connection is lost then.
+func (s *AMQPSink) publishOnce(ctx context.Context, f *inflight) error {
+	m := f.m
+	headers := amqp.Table(m.Headers)
+	if f.attempts > 0 {
+		headers = make(amqp.Table, len(m.Headers)+1)
+		maps.Copy(headers, m.Headers)
+		headers[RepublishedHeader] = true
+	}
+	sock := s.sock
+	stop := context.AfterFunc(ctx, func() {
+		if sock != nil {
+			_ = sock.SetDeadline(time.Unix(1, 0))
+		}
+	})
+	defer stop()
+	dc, err := s.ch.PublishWithDeferredConfirmWithContext(ctx, m.Exchange, m.RoutingKey, true, false, amqp.Publishing{
+		Headers:         headers,
+		ContentType:     m.ContentType,
+		ContentEncoding: m.ContentEncoding,
+		DeliveryMode:    amqp.Persistent,
+		CorrelationId:   m.CorrelationID,
+		MessageId:       m.MessageID,
+		Timestamp:       m.Timestamp,
+		Type:            m.Type,
+		AppId:           m.AppID,
+		Body:            m.Body,
+	})
+	if err != nil {
+		return err
+	}
+	f.dc = dc
+	return nil
 }
 
 // waitUnblocked waits while the broker has blocked the connection
@@ -509,7 +546,17 @@ func (s *AMQPSink) settle(ctx context.Context, keep, keepBytes int) error {
 			}
 			select {
 			case <-head.dc.Done():
+			case b, ok := <-s.blocked:
+				if !ok {
+					s.blocked = nil
+				} else {
+					s.setBlocked(b)
+				}
+				continue
 			case <-ctx.Done():
+				if s.isBlocked {
+					return fmt.Errorf("wait for broker confirm of message %s: %w: the broker has blocked the connection (memory or disk alarm)", head.m.MessageID, ctx.Err())
+				}
 				return fmt.Errorf("wait for broker confirm of message %s: %w", head.m.MessageID, ctx.Err())
 			case e, ok := <-s.connClose:
 				if !ok {
@@ -653,41 +700,57 @@ func (s *AMQPSink) recover(ctx context.Context, cause *amqp.Error) error {
 }
 
 // reconnect dials again with backoff and republishes every pending message
-// that is not yet acked.
+// that is not yet acked. A connection lost again while republishing is
+// dialled again, within the same ReconnectTimeout.
 func (s *AMQPSink) reconnect(ctx context.Context, cause *amqp.Error) error {
 	if s.o.ReconnectTimeout < 0 {
 		return s.giveUp(cause, errors.New("reconnecting is disabled"))
 	}
-	s.log.Warn("broker connection lost; reconnecting", "broker", s.redacted, "error", cause, "unconfirmed", len(s.pending))
-	if s.ch != nil {
-		_ = s.ch.Close()
-	}
-	if s.conn != nil {
-		_ = s.conn.Close()
-	}
 	deadline := time.Now().Add(s.o.ReconnectTimeout)
 	delay := 200 * time.Millisecond
-	var lastErr error
 	for {
-		dctx, cancel := context.WithDeadline(ctx, deadline)
-		err := s.connect(dctx)
-		cancel()
+		s.log.Warn("broker connection lost; reconnecting", "broker", s.redacted, "error", cause, "unconfirmed", len(s.pending))
+		s.dropConnection()
+		var lastErr error
+		for {
+			dctx, cancel := context.WithDeadline(ctx, deadline)
+			err := s.connect(dctx)
+			cancel()
+			if err == nil {
+				break
+			}
+			lastErr = err
+			if ctx.Err() != nil {
+				return fmt.Errorf("reconnect to broker %s: %w", s.redacted, ctx.Err())
+			}
+			if time.Now().Add(delay).After(deadline) {
+				return s.giveUp(cause, lastErr)
+			}
+			if err := sleepCtx(ctx, delay); err != nil {
+				return fmt.Errorf("reconnect to broker %s: %w", s.redacted, err)
+			}
+			delay = min(2*delay, 5*time.Second)
+		}
+		s.reconnects++
+		republished, err := s.republish(ctx)
 		if err == nil {
-			break
+			s.log.Info("reconnected to broker", "broker", s.redacted, "republished", republished)
+			return nil
 		}
-		lastErr = err
+		if s.broken != nil {
+			return s.broken
+		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("reconnect to broker %s: %w", s.redacted, ctx.Err())
+			return fmt.Errorf("republish to broker %s: %w", s.redacted, ctx.Err())
 		}
-		if time.Now().Add(delay).After(deadline) {
-			return s.giveUp(cause, lastErr)
-		}
-		if err := sleepCtx(ctx, delay); err != nil {
-			return fmt.Errorf("reconnect to broker %s: %w", s.redacted, err)
-		}
-		delay = min(2*delay, 5*time.Second)
+		s.log.Warn("republish failed", "broker", s.redacted, "error", s.scrub(err))
+		cause = s.closeReason()
 	}
-	s.reconnects++
+}
+
+// republish publishes again, on the new channel, every pending message
+// whose confirm is not a positive ack.
+func (s *AMQPSink) republish(ctx context.Context) (int, error) {
 	republished := 0
 	for i := range s.pending {
 		f := &s.pending[i]
@@ -702,15 +765,28 @@ func (s *AMQPSink) reconnect(ctx context.Context, cause *amqp.Error) error {
 		}
 		f.attempts++
 		if f.attempts > maxRepublish {
-			return s.giveUp(cause, fmt.Errorf("message %s was published %d times without a confirm", f.m.MessageID, f.attempts))
+			return republished, s.giveUp(nil, fmt.Errorf("message %s was published %d times without a confirm", f.m.MessageID, f.attempts))
 		}
-		if err := s.send(ctx, f); err != nil {
-			return err
+		if err := s.publishOnce(ctx, f); err != nil {
+			return republished, err
 		}
 		republished++
 	}
-	s.log.Info("reconnected to broker", "broker", s.redacted, "republished", republished)
-	return nil
+	return republished, nil
+}
+
+// dropConnection closes the current connection, if any, waiting at most
+// closeTimeout for the broker (none when it blocked the connection: it
+// would not answer).
+func (s *AMQPSink) dropConnection() {
+	if s.conn == nil {
+		return
+	}
+	deadline := time.Now().Add(closeTimeout)
+	if s.isBlocked {
+		deadline = time.Now()
+	}
+	_ = s.conn.CloseDeadline(deadline)
 }
 
 func (s *AMQPSink) giveUp(cause *amqp.Error, err error) error {
@@ -761,7 +837,10 @@ func (s *AMQPSink) drainReturns() {
 	}
 }
 
-// Close closes the channel and the connection without waiting for confirms.
+// Close closes the connection without waiting for confirms. It waits at
+// most closeTimeout for the broker's close-ok, and not at all while the
+// broker blocks the connection, so a stop is never held up by a broker
+// with a memory or disk alarm.
 func (s *AMQPSink) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -771,11 +850,35 @@ func (s *AMQPSink) Close() error {
 	s.closed = true
 	s.pending = nil
 	s.pendingLen = 0
-	if s.ch != nil {
-		_ = s.ch.Close()
+	s.drainBlocked()
+	deadline := time.Now().Add(closeTimeout)
+	if s.isBlocked {
+		deadline = time.Now()
 	}
-	if err := s.conn.Close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
-		return fmt.Errorf("close broker connection: %w", err)
+	err := s.conn.CloseDeadline(deadline)
+	var ne net.Error
+	switch {
+	case err == nil, errors.Is(err, amqp.ErrClosed):
+		return nil
+	case errors.As(err, &ne) && ne.Timeout():
+		s.log.Warn("broker did not answer the close in time; connection dropped", "broker", s.redacted)
+		return nil
 	}
-	return nil
+	return fmt.Errorf("close broker connection: %w", s.scrub(err))
+}
+
+// drainBlocked applies the blocked/unblocked notifications that arrived.
+func (s *AMQPSink) drainBlocked() {
+	for {
+		select {
+		case b, ok := <-s.blocked:
+			if !ok {
+				s.blocked = nil
+				return
+			}
+			s.setBlocked(b)
+		default:
+			return
+		}
+	}
 }

@@ -21,9 +21,21 @@ import (
 // F&O for a fresh package URL.
 var ErrURLExpired = errors.New("package URL expired or refused")
 
-// downloadAttempts bounds how often Download reconnects after a failure
-// that made no new progress (a dropped connection, HTTP 5xx).
+// downloadAttempts bounds how often Download reconnects in a row without
+// progressUnit of new data (a dropped connection, HTTP 5xx).
 const downloadAttempts = 5
+
+// progressUnit is the new data an attempt must bring to renew the reconnect
+// budget: a server that sends a byte per connection must not keep a run
+// reconnecting forever.
+const progressUnit = 1 << 20
+
+// DefaultDownloadTimeout bounds a whole download, reconnects included, when
+// DownloadOptions.Timeout is 0.
+const DefaultDownloadTimeout = time.Hour
+
+// errDownloadTimeout is the cause of a download cut off by its total time.
+var errDownloadTimeout = errors.New("download timeout")
 
 // retryDelay is the wait before the first reconnect; it doubles each time.
 var retryDelay = 250 * time.Millisecond
@@ -43,16 +55,40 @@ var errStalled = errors.New("connection stalled")
 // It requires status 200 and, when the response declares a Content-Length,
 // exactly that many bytes. When the connection breaks (or the service
 // answers 5xx, 408 or 429) it reconnects after a doubling delay, giving up
-// after 5 attempts in a row that add no bytes, and asks only for the
+// after 5 attempts in a row that add less than 1 MiB, and asks only for the
 // missing bytes (Range) with If-Match pinned to the ETag of the first
 // response; if the server ignores the range, or the package changed, it
 // truncates dst back to where it started and downloads again from the
 // beginning. On error dst may hold a partial package. Errors name the URL as scheme://host/path only: the query, which
 // holds the SAS signature, never appears in an error.
 func Download(ctx context.Context, hc *http.Client, rawURL string, dst *os.File) (n int64, sha256hex string, err error) {
+	return DownloadWith(ctx, rawURL, dst, DownloadOptions{HTTPClient: hc})
+}
+
+// DownloadOptions bound a download; zero values take the defaults.
+type DownloadOptions struct {
+	// HTTPClient makes the requests; nil means http.DefaultClient.
+	HTTPClient *http.Client
+	// Timeout bounds the whole download, every reconnect included; 0 means
+	// DefaultDownloadTimeout.
+	Timeout time.Duration
+}
+
+// DownloadWith is Download with options. Whatever the server does, it ends:
+// within o.Timeout, and after downloadAttempts reconnects in a row that
+// brought less than 1 MiB of new data.
+func DownloadWith(ctx context.Context, rawURL string, dst *os.File, o DownloadOptions) (n int64, sha256hex string, err error) {
+	hc := o.HTTPClient
 	if hc == nil {
 		hc = http.DefaultClient
 	}
+	timeout := o.Timeout
+	if timeout <= 0 {
+		timeout = DefaultDownloadTimeout
+	}
+	parent := ctx
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, errDownloadTimeout)
+	defer cancel()
 	u, perr := url.Parse(rawURL)
 	if perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return 0, "", errors.New("download package: invalid package URL (want an http or https URL)")
@@ -66,9 +102,17 @@ func Download(ctx context.Context, hc *http.Client, rawURL string, dst *os.File)
 		return 0, "", fail("%w", err)
 	}
 	d := &download{ctx: ctx, hc: hc, u: u, dst: dst, start: start, h: sha256.New(), total: -1, buf: make([]byte, 1<<20)}
-	failures := 0
-	var best int64 // most bytes held at once; progress past it resets failures
+	failures, requests := 0, 0
+	var mark int64 // bytes held when the reconnect budget was last renewed
+	ctxErr := func() error {
+		if parent.Err() == nil && errors.Is(context.Cause(ctx), errDownloadTimeout) {
+			return fail("did not finish within %s (%d of %s bytes after %d requests): %w: raise poll.download_timeout, or check the network to the storage account",
+				timeout, d.n, d.size(), requests, context.DeadlineExceeded)
+		}
+		return fail("%w", ctx.Err())
+	}
 	for {
+		requests++
 		err := d.attempt()
 		if err == nil {
 			return d.n, hex.EncodeToString(d.h.Sum(nil)), nil
@@ -78,23 +122,32 @@ func Download(ctx context.Context, hc *http.Client, rawURL string, dst *os.File)
 			return d.n, "", fail("%w", fatal.err)
 		}
 		if ctx.Err() != nil {
-			return d.n, "", fail("%w", ctx.Err())
+			return d.n, "", ctxErr()
 		}
-		if d.n > best {
-			best, failures = d.n, 0
+		if d.n >= mark+progressUnit {
+			mark, failures = d.n, 0
 		}
 		failures++
 		if failures >= downloadAttempts {
-			return d.n, "", fail("gave up after %d attempts: %w", failures, err)
+			return d.n, "", fail("gave up after %d attempts: %w (%d of %s bytes after %d requests; the attempts in a row brought less than 1 MiB)",
+				failures, err, d.n, d.size(), requests)
 		}
 		t := time.NewTimer(retryDelay << min(failures-1, 4))
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return d.n, "", fail("%w", ctx.Err())
+			return d.n, "", ctxErr()
 		case <-t.C:
 		}
 	}
+}
+
+// size renders the package size for messages: "unknown" until it is known.
+func (d *download) size() string {
+	if d.total < 0 {
+		return "unknown"
+	}
+	return strconv.FormatInt(d.total, 10)
 }
 
 // fatalError is a Download failure that retrying cannot fix.

@@ -128,20 +128,34 @@ exports:
 	if code, _ := httpGet(t, "http://"+addr+"/readyz"); code != 200 {
 		t.Errorf("/readyz = %d, want 200 while running", code)
 	}
-	_, metrics := httpGet(t, "http://"+addr+"/metrics")
-	for _, series := range []string{
-		`dmfexport_runs_total{job="every-second",state="succeeded"}`,
-		`dmfexport_rows_published_total{entity="Things",job="every-second"}`,
-		`dmfexport_batches_published_total{entity="Things",job="every-second"}`,
-		`dmfexport_step_duration_seconds_bucket{job="every-second",step="export"`,
-		`dmfexport_last_success_timestamp_seconds{job="every-second"}`,
-		`dmfexport_scheduler_fires_total{job="every-second",status="success"}`,
-		`dmfexport_runs_in_progress{job="every-second"}`,
-		`go_goroutines`,
-	} {
-		if !strings.Contains(metrics, series) {
-			t.Errorf("/metrics lacks %s", series)
+	// gocron counts a fire only after the job function has returned, so
+	// after the "scheduled run done" line: wait for every series.
+	var metrics string
+	var missing []string
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		_, metrics = httpGet(t, "http://"+addr+"/metrics")
+		missing = missing[:0]
+		for _, series := range []string{
+			`dmfexport_runs_total{job="every-second",state="succeeded"}`,
+			`dmfexport_rows_published_total{entity="Things",job="every-second"}`,
+			`dmfexport_batches_published_total{entity="Things",job="every-second"}`,
+			`dmfexport_step_duration_seconds_bucket{job="every-second",step="export"`,
+			`dmfexport_last_success_timestamp_seconds{job="every-second"}`,
+			`dmfexport_scheduler_fires_total{job="every-second",status="success"}`,
+			`dmfexport_runs_in_progress{job="every-second"}`,
+			`go_goroutines`,
+		} {
+			if !strings.Contains(metrics, series) {
+				missing = append(missing, series)
+			}
 		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, series := range missing {
+		t.Errorf("/metrics lacks %s", series)
 	}
 	if strings.Contains(metrics, dmftest.DefaultToken) || strings.Contains(metrics, "sig=") {
 		t.Error("/metrics exposes a secret")

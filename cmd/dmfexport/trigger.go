@@ -18,16 +18,20 @@ import (
 type triggerCommand struct{ g globalFlags }
 
 func (c *triggerCommand) Usage() string {
-	return `Usage: dmfexport trigger [--config FILE] JOB [JOB...]
+	return `Usage: dmfexport trigger [--config FILE] [--new] JOB [JOB...]
 
 Runs the named exports now, in the foreground, printing progress and a summary. Exports run in
 parallel with each other. The exit code is 0 only if every run succeeded, 1 otherwise.
+
+An export with an unfinished run (a trigger or service stopped or killed mid-run) takes that run
+up again instead of starting a second export in F&O; --new starts a new run anyway.
 `
 }
 
 func (c *triggerCommand) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("trigger", flag.ContinueOnError)
 	c.g.register(fs, "warn")
+	newRun := fs.Bool("new", false, "start a new run even when the export has an unfinished run (which stays for dmfexport run)")
 	names, err := c.g.parse(fs, c.Usage(), args)
 	if err != nil {
 		return err
@@ -49,22 +53,33 @@ func (c *triggerCommand) Run(ctx context.Context, args []string) error {
 		exps = append(exps, e)
 	}
 	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout), LeaseTTL: cfg.LeaseTTL}
-	for _, e := range exps {
-		if recs, err := runner.Unfinished(ctx, e); err == nil && len(recs) > 0 {
-			fmt.Fprintf(os.Stderr, "note: export %s has %d unfinished run(s) (oldest %s, %s); dmfexport run resumes them\n",
-				e.Name, len(recs), recs[0].RunID, recs[0].State)
+	if *newRun {
+		for _, e := range exps {
+			if recs, err := runner.Unfinished(ctx, e); err == nil && len(recs) > 0 {
+				fmt.Fprintf(os.Stderr, "note: export %s has %d unfinished run(s) (oldest %s, %s); a new run starts anyway (--new); dmfexport run or trigger without --new resumes them\n",
+					e.Name, len(recs), recs[0].RunID, recs[0].State)
+			}
 		}
 	}
-	return runAll(ctx, runner, exps, "manual", os.Stdout)
+	return runAll(ctx, runner, exps, "manual", !*newRun, os.Stdout)
 }
 
 // runAll runs exps in parallel, prints a summary, and fails if any run did.
-func runAll(ctx context.Context, runner *jobs.Runner, exps []*jobs.Export, trigger string, out io.Writer) error {
+// With resume, an export that has unfinished runs takes them up, oldest
+// first, instead of starting a new export in F&O.
+func runAll(ctx context.Context, runner *jobs.Runner, exps []*jobs.Export, trigger string, resume bool, out io.Writer) error {
 	recs := make([]*jobs.RunRecord, len(exps))
 	errs := make([]error, len(exps))
 	var wg sync.WaitGroup
 	for i, e := range exps {
-		wg.Go(func() { recs[i], errs[i] = runner.Run(ctx, e, jobs.RunOptions{Trigger: trigger}) })
+		wg.Go(func() {
+			if resume {
+				if recs[i], errs[i] = resumeUnfinished(ctx, runner, e); recs[i] != nil || errs[i] != nil {
+					return
+				}
+			}
+			recs[i], errs[i] = runner.Run(ctx, e, jobs.RunOptions{Trigger: trigger})
+		})
 	}
 	wg.Wait()
 	printSummary(out, recs)
@@ -81,6 +96,28 @@ func runAll(ctx context.Context, runner *jobs.Runner, exps []*jobs.Export, trigg
 		return errors.New("failed: " + strings.Join(failed, ", "))
 	}
 	return nil
+}
+
+// resumeUnfinished takes up the unfinished runs of exp, oldest first, and
+// returns the record of the last one; (nil, nil) when there is none.
+func resumeUnfinished(ctx context.Context, runner *jobs.Runner, exp *jobs.Export) (*jobs.RunRecord, error) {
+	unfinished, err := runner.Unfinished(ctx, exp)
+	if err != nil {
+		return nil, err
+	}
+	var rec *jobs.RunRecord
+	for _, u := range unfinished {
+		fmt.Fprintf(os.Stderr, "export %s: resuming unfinished run %s (state %s) instead of starting a second export; use --new to start a new run\n",
+			exp.Name, u.RunID, u.State)
+		rec, err = runner.Resume(ctx, exp, u)
+		if errors.Is(err, jobs.ErrLeaseHeld) {
+			return rec, fmt.Errorf("export %s: unfinished run %s: %w: wait for it to finish, or use --new to start a new run", exp.Name, u.RunID, err)
+		}
+		if err != nil {
+			return rec, err
+		}
+	}
+	return rec, nil
 }
 
 // progressPrinter reports progress on w: on a terminal, one status line
