@@ -37,7 +37,7 @@ func TestLiteralSecretsRefused(t *testing.T) {
 			"store:\n  type: azblob\n  connection_string: \"BlobEndpoint=https://${ACCOUNT}.blob.core.windows.net;SharedAccessSignature=sv=2022-11-02&sig=abc%3D\"\n  container: c\n",
 			"amqp://guest:guest@127.0.0.1/", "store.connection_string: plain-text secret"},
 		{"connection string with the key from env", "${FO_TOKEN}",
-			"store:\n  type: azblob\n  connection_string: \"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=${ACCOUNT_KEY}\"\n  container: c\n",
+			"store:\n  type: azblob\n  connection_string: \"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=${ACCOUNT_KEY}\"\n  container: exports\n",
 			"amqp://guest:guest@127.0.0.1/", ""},
 		{"SAS URL with a literal sig", "${FO_TOKEN}",
 			"store:\n  type: azblob\n  sas_url: \"https://${ACCOUNT}.blob.core.windows.net/c?sv=2022-11-02&sp=rcwl&sig=abc%3D\"\n",
