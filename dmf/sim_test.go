@@ -87,7 +87,7 @@ func simClient(t *testing.T, opts dmftest.Options, co dmf.ClientOptions) (*dmfte
 		co.MaxThrottleWait = 20 * time.Millisecond
 	}
 	if co.RegisterTimeout == 0 {
-		co.RegisterTimeout = 10 * time.Second
+		co.RegisterTimeout = 3 * time.Second // above the simulator's 1 s window
 	}
 	if co.RegisterInterval == 0 {
 		co.RegisterInterval = 5 * time.Millisecond
