@@ -17,7 +17,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/publish"
-	"github.com/dmfexport/dmfexport/unpack"
+	"github.com/dmfexport/dmfexport/store"
 )
 
 // scriptedSink is a broker double for faults: it keeps a copy of every
@@ -256,26 +256,26 @@ func TestResumeKeepsBatchSettings(t *testing.T) {
 // fullStore is a store whose disk can fill up: every Put and Create then
 // fails with ENOSPC; reads and deletes keep working, as on a full disk.
 type fullStore struct {
-	unpack.Store
+	store.Store
 	full atomic.Bool
 }
 
-func (s *fullStore) Put(ctx context.Context, key string, r io.Reader, meta map[string]string) (unpack.Object, error) {
+func (s *fullStore) Put(ctx context.Context, key string, r io.Reader, meta map[string]string) (store.Object, error) {
 	if s.full.Load() {
-		return unpack.Object{}, fmt.Errorf("write %s: %w", key, syscall.ENOSPC)
+		return store.Object{}, fmt.Errorf("write %s: %w", key, syscall.ENOSPC)
 	}
 	return s.Store.Put(ctx, key, r, meta)
 }
 
-func (s *fullStore) Create(ctx context.Context, key string, r io.Reader, meta map[string]string) (unpack.Object, error) {
+func (s *fullStore) Create(ctx context.Context, key string, r io.Reader, meta map[string]string) (store.Object, error) {
 	if s.full.Load() {
-		return unpack.Object{}, fmt.Errorf("write %s: %w", key, syscall.ENOSPC)
+		return store.Object{}, fmt.Errorf("write %s: %w", key, syscall.ENOSPC)
 	}
-	return s.Store.(unpack.Creator).Create(ctx, key, r, meta)
+	return s.Store.Create(ctx, key, r, meta)
 }
 
 // useStore makes openStore return st for exp's store configuration.
-func useStore(t *testing.T, exp *Export, st unpack.Store) {
+func useStore(t *testing.T, exp *Export, st store.Store) {
 	key := fmt.Sprintf("%#v", exp.Store)
 	stores.Lock()
 	stores.m[key] = st

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/dmfexport/dmfexport/unpack"
 )
 
 func TestConfigWarnsOfSharedDataProject(t *testing.T) {
@@ -131,7 +129,7 @@ func TestDataProjectHeldByAnotherReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := `{"replica":"elsewhere/1/ffffffff","at":"2026-11-25T10:00:00Z","holder":"export a run 20261125T100000Z-aaaaaaaa"}`
-	if _, err := st.(unpack.Creator).Create(ctx, genKey(groupLeasePrefix("", a), 1), strings.NewReader(other), nil); err != nil {
+	if _, err := st.Create(ctx, genKey(groupLeasePrefix("", a), 1), strings.NewReader(other), nil); err != nil {
 		t.Fatal(err)
 	}
 	r := &Runner{LeaseTTL: 500 * time.Millisecond}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
-	"github.com/dmfexport/dmfexport/unpack"
 )
 
 func TestSlotOf(t *testing.T) {
@@ -143,7 +142,7 @@ func TestRunRefusedWhileOwnedElsewhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := `{"replica":"elsewhere/1/ffffffff","at":"2026-11-25T10:00:00Z"}`
-	if _, err := st.(unpack.Creator).Create(ctx, genKey(leasePrefix("", exp.Name, rec.RunID), 1), strings.NewReader(other), nil); err != nil {
+	if _, err := st.Create(ctx, genKey(leasePrefix("", exp.Name, rec.RunID), 1), strings.NewReader(other), nil); err != nil {
 		t.Fatal(err)
 	}
 	r := &Runner{LeaseTTL: 500 * time.Millisecond}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/dmfexport/dmfexport/unpack"
 )
 
 // RunOwned reports whether a live process is working on the unfinished run
@@ -17,9 +15,6 @@ func RunOwned(ctx context.Context, exp *Export, runID string, ttl time.Duration)
 	st, err := openStore(exp.Store)
 	if err != nil {
 		return false, fmt.Errorf("export %s: %w", exp.Name, err)
-	}
-	if _, ok := st.(unpack.Creator); !ok {
-		return true, nil
 	}
 	if ttl <= 0 {
 		ttl = DefaultLeaseTTL

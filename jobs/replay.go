@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dmfexport/dmfexport/unpack"
+	"github.com/dmfexport/dmfexport/store"
 )
 
 // ReplayOptions narrow and redirect a replay.
@@ -34,7 +34,7 @@ func FindRun(ctx context.Context, cfg *Config, runID string) (*Export, *RunRecor
 			return nil, nil, fmt.Errorf("export %s: %w", exp.Name, err)
 		}
 		rec, err := readRecord(ctx, st, recordKey(exp.Store.Prefix, exp.Name, id))
-		if errors.Is(err, unpack.ErrNotExist) {
+		if errors.Is(err, store.ErrNotExist) {
 			continue
 		}
 		if err != nil {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/dmf"
 	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/store"
 	"github.com/dmfexport/dmfexport/unpack"
 )
 
@@ -147,10 +148,7 @@ func (r *Runner) leaseTTL() time.Duration {
 
 // runningElsewhere names an unfinished run of exp that a live process other
 // than this one owns, or returns "".
-func (r *Runner) runningElsewhere(ctx context.Context, exp *Export, st unpack.Store) (string, error) {
-	if _, ok := st.(unpack.Creator); !ok {
-		return "", nil
-	}
+func (r *Runner) runningElsewhere(ctx context.Context, exp *Export, st store.Store) (string, error) {
 	recs, err := unfinishedRecords(ctx, st, exp.Store.Prefix, exp.Name)
 	if err != nil {
 		return "", err
@@ -257,7 +255,7 @@ func (r *Runner) ResumeAll(ctx context.Context, exps []*Export) {
 }
 
 // drive executes a run and writes its final record.
-func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec *RunRecord, resuming bool, lease *runLease, hold *groupHold) (*RunRecord, error) {
+func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec *RunRecord, resuming bool, lease *runLease, hold *groupHold) (*RunRecord, error) {
 	if rec.Durations == nil {
 		rec.Durations = map[string]string{}
 	}
@@ -439,7 +437,7 @@ func (r *Runner) release(job string) {
 type run struct {
 	r     *Runner
 	exp   *Export
-	st    unpack.Store
+	st    store.Store
 	rec   *RunRecord
 	log   *slog.Logger
 	steps map[string]time.Duration
@@ -967,27 +965,27 @@ func (u *run) meta(extra map[string]string) map[string]string {
 // checks (or creates) the container once.
 var stores = struct {
 	sync.Mutex
-	m map[string]unpack.Store
-}{m: map[string]unpack.Store{}}
+	m map[string]store.Store
+}{m: map[string]store.Store{}}
 
 // openStore opens the store a job's store section describes.
-func openStore(c StoreConfig) (unpack.Store, error) {
+func openStore(c StoreConfig) (store.Store, error) {
 	key := fmt.Sprintf("%#v", c)
 	stores.Lock()
 	defer stores.Unlock()
 	if st, ok := stores.m[key]; ok {
 		return st, nil
 	}
-	var st unpack.Store
+	var st store.Store
 	switch c.Type {
 	case "dir":
-		s, err := unpack.NewDirStore(c.Path)
+		s, err := store.NewDirStore(c.Path)
 		if err != nil {
 			return nil, err // it names the directory
 		}
 		st = s
 	case "azblob":
-		o := unpack.BlobOptions{AccountURL: c.AccountURL, Container: c.Container,
+		o := store.BlobOptions{AccountURL: c.AccountURL, Container: c.Container,
 			ConnectionString: c.ConnectionString.Reveal(), SASURL: c.SASURL.Reveal(),
 			BlockSize: c.BlockSize, Concurrency: c.Concurrency}
 		if c.AccountURL != "" {
@@ -999,7 +997,7 @@ func openStore(c StoreConfig) (unpack.Store, error) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		s, err := unpack.NewBlobStore(ctx, o)
+		s, err := store.NewBlobStore(ctx, o)
 		if err != nil {
 			return nil, err
 		}

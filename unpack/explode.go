@@ -13,6 +13,9 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	"github.com/dmfexport/dmfexport/internal/ctxio"
+	"github.com/dmfexport/dmfexport/store"
 )
 
 // Default limits of ExplodeOptions.
@@ -49,7 +52,7 @@ type EntityObject struct {
 	// "csv"; a file without extension counts as csv, F&O's default, as in
 	// Key).
 	Format string
-	// Key is the store key: Prefix + "/" + EscapeName(Entity) + "." + the
+	// Key is the store key: Prefix + "/" + store.EscapeName(Entity) + "." + the
 	// lower-case extension of File ("csv" if none). "" when Err is set or
 	// the entity is Absent.
 	Key    string
@@ -98,7 +101,7 @@ type Result struct {
 // cancelled, Explode deletes (best effort, even after cancellation) the
 // objects this call stored and says in the error whether that worked, so a
 // failed run never leaves a subset of entities that looks complete.
-func Explode(ctx context.Context, zipPath string, st Store, opts ExplodeOptions) (*Result, error) {
+func Explode(ctx context.Context, zipPath string, st store.Store, opts ExplodeOptions) (*Result, error) {
 	if opts.MaxEntryBytes <= 0 {
 		opts.MaxEntryBytes = DefaultMaxEntryBytes
 	}
@@ -110,7 +113,7 @@ func Explode(ctx context.Context, zipPath string, st Store, opts ExplodeOptions)
 	}
 	prefix := strings.Trim(opts.Prefix, "/")
 	if prefix != "" {
-		if err := ValidKey(prefix); err != nil {
+		if err := store.ValidKey(prefix); err != nil {
 			return nil, fmt.Errorf("explode package: key prefix: %w", err)
 		}
 	}
@@ -196,7 +199,7 @@ const cleanupTimeout = time.Minute
 // removeWritten deletes the objects a failed Explode stored, so no partial
 // set of entities is left looking like a complete one, and says how that
 // went as a suffix for the error. It runs even when ctx was cancelled.
-func removeWritten(ctx context.Context, st Store, keys []string) string {
+func removeWritten(ctx context.Context, st store.Store, keys []string) string {
 	if len(keys) == 0 {
 		return ""
 	}
@@ -442,7 +445,7 @@ func planEntities(entries []entry, pkg *packageXML, prefix string) ([]plan, map[
 			ext = "csv"
 		}
 		obj.Format = entityFormat(me.SourceFormat, ext)
-		key := EscapeName(me.Name) + "." + EscapeName(ext)
+		key := store.EscapeName(me.Name) + "." + store.EscapeName(ext)
 		if prefix != "" {
 			key = prefix + "/" + key
 		}
@@ -518,7 +521,7 @@ func hashEntry(ctx context.Context, f *zip.File, opts ExplodeOptions, total int6
 	}
 	defer rc.Close()
 	h := sha256.New()
-	lr := &limitReader{r: ctxReader{ctx, rc}, f: f, opts: opts, total: total, h: h}
+	lr := &limitReader{r: ctxio.Reader(ctx, rc), f: f, opts: opts, total: total, h: h}
 	if _, err := io.Copy(io.Discard, lr); err != nil {
 		if errors.Is(err, errOverLimit) {
 			return fileSum{err: err}, nil
@@ -559,7 +562,7 @@ func (l *limitReader) Read(p []byte) (int, error) {
 
 // storeEntity streams p's entry into st, failing the Put (so nothing is
 // stored) unless the bytes are exactly those hashed in pass 1.
-func storeEntity(ctx context.Context, st Store, p *plan, base map[string]string) error {
+func storeEntity(ctx context.Context, st store.Store, p *plan, base map[string]string) error {
 	meta := make(map[string]string, len(base)+8)
 	for k, v := range base {
 		meta[strings.ToLower(k)] = v

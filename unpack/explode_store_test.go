@@ -3,7 +3,10 @@ package unpack
 import (
 	"context"
 	"errors"
+	"github.com/dmfexport/dmfexport/store"
+	"github.com/dmfexport/dmfexport/store/storetest"
 	"io"
+	"maps"
 	"reflect"
 	"strings"
 	"testing"
@@ -27,10 +30,10 @@ func multiEntityZip(t *testing.T) (zipPath string, extra []byte) {
 
 func TestExplodeIntoEveryStore(t *testing.T) {
 	ctx := context.Background()
-	forEachBackend(t, func(t *testing.T, st Store) {
+	storetest.ForEach(t, func(t *testing.T, st store.Store) {
 		zp, extra := multiEntityZip(t)
 		meta := map[string]string{"job": "Nightly Ünï", "run": "20261124T201500Z-1a2b3c4d", "executionid": "Export-2026-11-24_20:15:00-x"}
-		prefix := "exports/" + EscapeName("Nightly Ünï") + "/20261124T201500Z-1a2b3c4d/entities"
+		prefix := "exports/" + store.EscapeName("Nightly Ünï") + "/20261124T201500Z-1a2b3c4d/entities"
 		res, err := Explode(ctx, zp, st, ExplodeOptions{Prefix: prefix, Meta: meta})
 		if err != nil {
 			t.Fatalf("Explode: %v", err)
@@ -53,7 +56,7 @@ func TestExplodeIntoEveryStore(t *testing.T) {
 				t.Fatalf("entity %q: %v", e.Entity, e.Err)
 			}
 			want := data[e.Entity]
-			if got := readAll(t, st, e.Key); got != string(want) {
+			if got := storetest.ReadAll(t, st, e.Key); got != string(want) {
 				t.Errorf("object %q differs from the package's file", e.Key)
 			}
 			o, err := st.Stat(ctx, e.Key)
@@ -62,7 +65,7 @@ func TestExplodeIntoEveryStore(t *testing.T) {
 			}
 			wantMeta := map[string]string{"job": meta["job"], "run": meta["run"], "executionid": meta["executionid"],
 				"entity": e.Entity, "file": e.File, "sourceformat": "CSV-Unicode", "format": "csv", "sha256": sha(want)}
-			if !equalMaps(o.Meta, wantMeta) || o.Size != int64(len(want)) {
+			if !maps.Equal(o.Meta, wantMeta) || o.Size != int64(len(want)) {
 				t.Errorf("object %q: meta %v size %d\nwant meta %v size %d", e.Key, o.Meta, o.Size, wantMeta, len(want))
 			}
 		}
@@ -71,10 +74,10 @@ func TestExplodeIntoEveryStore(t *testing.T) {
 
 func TestExplodeTwiceSameObjects(t *testing.T) {
 	ctx := context.Background()
-	forEachBackend(t, func(t *testing.T, st Store) {
+	storetest.ForEach(t, func(t *testing.T, st store.Store) {
 		zp, _ := multiEntityZip(t)
 		opts := ExplodeOptions{Prefix: "j/r/entities", Meta: map[string]string{"run": "r"}}
-		var lists [2][]Object
+		var lists [2][]store.Object
 		for i := range 2 {
 			if _, err := Explode(ctx, zp, st, opts); err != nil {
 				t.Fatalf("Explode #%d: %v", i+1, err)
@@ -97,7 +100,7 @@ func TestExplodeTwiceSameObjects(t *testing.T) {
 // faultyStore fails the failPut-th Put (1-based) or cancels a context
 // after the cancelAfter-th, and can refuse every Delete.
 type faultyStore struct {
-	Store
+	store.Store
 	puts        int
 	failPut     int
 	cancelAfter int
@@ -107,11 +110,11 @@ type faultyStore struct {
 
 var errInjected = errors.New("injected store failure")
 
-func (f *faultyStore) Put(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error) {
+func (f *faultyStore) Put(ctx context.Context, key string, r io.Reader, meta map[string]string) (store.Object, error) {
 	f.puts++
 	if f.puts == f.failPut {
 		io.Copy(io.Discard, r)
-		return Object{}, errInjected
+		return store.Object{}, errInjected
 	}
 	o, err := f.Store.Put(ctx, key, r, meta)
 	if f.puts == f.cancelAfter {
@@ -143,7 +146,7 @@ func TestExplodeFailureRemovesWhatItStored(t *testing.T) {
 	for i := range tests {
 		tt := &tests[i]
 		t.Run(tt.name, func(t *testing.T) {
-			forEachBackend(t, func(t *testing.T, st Store) {
+			storetest.ForEach(t, func(t *testing.T, st store.Store) {
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
 				fs := tt.fs

@@ -1,4 +1,4 @@
-package unpack
+package store
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/dmfexport/dmfexport/internal/ctxio"
 )
 
 const (
@@ -37,8 +39,7 @@ type DirStore struct {
 }
 
 var (
-	_ Store   = (*DirStore)(nil)
-	_ Creator = (*DirStore)(nil)
+	_ Store = (*DirStore)(nil)
 )
 
 // NewDirStore returns a store rooted at root, creating the directory if needed.
@@ -84,7 +85,7 @@ func (s *DirStore) Put(ctx context.Context, key string, r io.Reader, meta map[st
 	return o, nil
 }
 
-// Create implements Creator. The data file is hard-linked into place, which
+// Create implements Store.Create. The data file is hard-linked into place, which
 // fails if the name exists, so Creates race safely across processes sharing
 // the directory; the metadata sidecar is renamed into place just after, so a
 // Stat in that instant may see the new object with empty metadata.
@@ -126,7 +127,7 @@ func (s *DirStore) write(ctx context.Context, key string, r io.Reader, meta map[
 		os.Remove(tmp.Name()) // no-op after a rename; drops the extra link after Create
 	}()
 	buf := make([]byte, 1<<20)
-	n, err := io.CopyBuffer(struct{ io.Writer }{tmp}, ctxReader{ctx, r}, buf)
+	n, err := io.CopyBuffer(struct{ io.Writer }{tmp}, ctxio.Reader(ctx, r), buf)
 	if err != nil {
 		return Object{}, fmt.Errorf("write: %w", err)
 	}
