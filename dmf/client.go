@@ -22,6 +22,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/dmfexport/dmfexport/azauth"
 )
 
 // The OData actions of the Data management package REST API.
@@ -45,9 +46,6 @@ const (
 	defaultRegisterWait = 5 * time.Second
 	maxRegisterWait     = 30 * time.Second
 
-	// tokenRefreshMargin is how long before its expiry a cached token is replaced.
-	tokenRefreshMargin = 2 * time.Minute
-
 	// maxAnswerBytes bounds the body of a successful answer kept in memory.
 	maxAnswerBytes = 8 << 20
 	// maxErrorBodyBytes bounds the body of a failed answer kept in memory.
@@ -61,7 +59,7 @@ const (
 // authHint is added to 401/403 errors: the usual cause is the missing
 // registration of the application inside F&O, not the token itself.
 func (e *APIError) authHint() string {
-	if e.Identity == staticTokenIdentity {
+	if e.Identity == azauth.StaticTokenIdentity {
 		// No application signs in: only the token itself can be wrong.
 		return "the static token was refused: it may have expired, or be for another environment (its audience must be the F&O URL); get a new one"
 	}
@@ -164,8 +162,10 @@ func (e *APIError) Error() string {
 }
 
 // Client calls the Data management package REST API of one F&O environment.
-// It is safe for concurrent use; it caches the bearer token until two
-// minutes before it expires and never writes it to logs or errors.
+// It is safe for concurrent use. It asks its credential for a token at
+// every call and keeps none itself: azidentity's credentials cache tokens
+// and renew them before they expire. It never writes a token to logs or
+// errors.
 type Client struct {
 	base  string // environment URL without trailing slash
 	scope string
@@ -189,25 +189,6 @@ type Client struct {
 
 	identity string // who the token stands for, for 401/403 errors
 	appID    string // application ID to register in F&O, for 401/403 errors
-
-	tokenLock chan struct{} // 1-slot semaphore guarding tok/tokExp; honours ctx
-	tok       string
-	tokExp    time.Time
-}
-
-// StaticToken returns a credential that always yields token, valid until the
-// far future: for tests, simulators and tokens obtained elsewhere.
-func StaticToken(token string) azcore.TokenCredential {
-	return staticToken(token)
-}
-
-type staticToken string
-
-func (t staticToken) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
-	return azcore.AccessToken{
-		Token:     string(t),
-		ExpiresOn: time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC),
-	}, nil
 }
 
 // NewClient returns a client for environment, e.g.
@@ -244,7 +225,6 @@ func NewClient(environment string, cred azcore.TokenCredential, opts *ClientOpti
 		urlWaitMax:      30 * time.Second,
 		registerTimeout: o.RegisterTimeout,
 		registerWait:    o.RegisterInterval,
-		tokenLock:       make(chan struct{}, 1),
 		onRetry:         o.OnRetry,
 		identity:        strings.TrimSpace(o.Identity),
 		appID:           strings.TrimSpace(o.ApplicationID),
@@ -341,18 +321,9 @@ func tokenScope(base string) string {
 	return scheme + "://" + host + "/.default"
 }
 
-// token returns a bearer token, from the cache while it has more than
-// tokenRefreshMargin left.
+// token returns a bearer token for the client's scope from its credential,
+// which caches it.
 func (c *Client) token(ctx context.Context) (string, error) {
-	select {
-	case c.tokenLock <- struct{}{}:
-	case <-ctx.Done():
-		return "", ctx.Err()
-	}
-	defer func() { <-c.tokenLock }()
-	if c.tok != "" && time.Now().Before(c.tokExp.Add(-tokenRefreshMargin)) {
-		return c.tok, nil
-	}
 	at, err := c.cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{c.scope}})
 	if err != nil {
 		return "", fmt.Errorf("get token for scope %s: %w", c.scope, err)
@@ -360,17 +331,7 @@ func (c *Client) token(ctx context.Context) (string, error) {
 	if at.Token == "" {
 		return "", fmt.Errorf("get token for scope %s: the credential returned an empty token", c.scope)
 	}
-	c.tok, c.tokExp = at.Token, at.ExpiresOn
-	return c.tok, nil
-}
-
-// forgetToken drops a cached token that F&O refused, so the next call asks anew.
-func (c *Client) forgetToken(tok string) {
-	c.tokenLock <- struct{}{}
-	if c.tok == tok {
-		c.tok, c.tokExp = "", time.Time{}
-	}
-	<-c.tokenLock
+	return at.Token, nil
 }
 
 // failKind says whether and how a failed attempt may be retried.
@@ -435,7 +396,7 @@ func (c *Client) send(ctx context.Context, action string, payload []byte) ([]byt
 	apiErr := newAPIError(action, resp, body, tok)
 	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
 		apiErr.Identity, apiErr.ApplicationID = c.identity, c.appID
-		tokApp, tokTenant := tokenIdentity(tok)
+		tokApp, tokTenant := azauth.TokenIdentity(tok)
 		if apiErr.ApplicationID == "" {
 			apiErr.ApplicationID = tokApp
 		}
@@ -448,13 +409,17 @@ func (c *Client) send(ctx context.Context, action string, payload []byte) ([]byt
 	}
 	f := &failure{err: apiErr, kind: failFatal, reason: fmt.Sprintf("HTTP %d", resp.StatusCode)}
 	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		// A credential that keeps tokens itself (azauth's, for the Azure
+		// CLI) drops the refused one, so the next call asks anew.
+		if f, ok := c.cred.(interface{ Forget(tok string) }); ok {
+			f.Forget(tok)
+		}
 	case http.StatusTooManyRequests:
 		f.kind = failThrottled
 		f.retryAfter = c.retryAfter(resp.Header.Get("Retry-After"), time.Now())
 	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		f.kind = failTransient
-	case http.StatusUnauthorized:
-		c.forgetToken(tok)
 	}
 	return nil, f
 }

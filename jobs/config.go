@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -18,6 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v4"
 
+	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf"
 	"github.com/dmfexport/dmfexport/unpack"
 )
@@ -87,33 +87,14 @@ type FOConfig struct {
 }
 
 // AuthConfig says how to obtain a Microsoft Entra ID token (for F&O, or a
-// blob store). Only the fields of the chosen method are used.
+// blob store): azauth's options as the file gives them (paths absolute,
+// secrets from the environment), plus F&O's token scope. Only the fields
+// of the chosen method are used.
 type AuthConfig struct {
-	Method                    string // one of dmf.AuthMethods
-	Token                     Secret // token
-	TenantID, ClientID        string
-	ClientSecret              Secret // client_secret
-	CertificatePath           string // client_certificate: PEM or PFX, absolute
-	CertificatePassword       Secret // client_certificate
-	ManagedIdentityClientID   string // managed_identity, user-assigned
-	ManagedIdentityResourceID string // managed_identity, user-assigned
-	TokenFile                 string // workload_identity
-	AuthorityHost             string
-	DisableInstanceDiscovery  bool
+	azauth.Options
 	// Scope overrides the OAuth scope of F&O tokens (fo.auth only); empty
 	// means the client's default, "<scheme>://<host>/.default".
 	Scope string
-}
-
-// Options converts c for dmf.NewCredential.
-func (c AuthConfig) Options() dmf.AuthOptions {
-	return dmf.AuthOptions{
-		Method: c.Method, TenantID: c.TenantID, ClientID: c.ClientID, ClientSecret: c.ClientSecret.Reveal(),
-		CertificatePath: c.CertificatePath, CertificatePassword: c.CertificatePassword.Reveal(),
-		ManagedIdentityClientID: c.ManagedIdentityClientID, ManagedIdentityResourceID: c.ManagedIdentityResourceID,
-		TokenFile: c.TokenFile, AuthorityHost: c.AuthorityHost, DisableInstanceDiscovery: c.DisableInstanceDiscovery,
-		Token: c.Token.Reveal(),
-	}
 }
 
 // StoreConfig says where packages, entity files and run records are kept.
@@ -180,22 +161,9 @@ type RetentionConfig struct {
 const DefaultRetentionMaxAge = 30 * 24 * time.Hour
 
 // Secret holds a credential. It prints as REDACTED in fmt and slog output;
+// it is azauth's Secret, so auth sections need no conversion.
 // only Reveal gives the value.
-type Secret string
-
-// String implements fmt.Stringer without revealing the secret.
-func (s Secret) String() string {
-	if s == "" {
-		return ""
-	}
-	return "REDACTED"
-}
-
-// LogValue implements slog.LogValuer without revealing the secret.
-func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
-
-// Reveal returns the secret's value, for the one place that needs it.
-func (s Secret) Reveal() string { return string(s) }
+type Secret = azauth.Secret
 
 // ConfigProblem is one thing wrong with a configuration file.
 type ConfigProblem struct {
@@ -1079,7 +1047,7 @@ func (d *decoder) fo(n, exp *yaml.Node, p string) FOConfig {
 // auth decodes an auth section (F&O's, or a store's); parent is where a
 // missing key is reported. Secrets must come from the environment.
 func (d *decoder) auth(n, parent *yaml.Node, p string) AuthConfig {
-	c := AuthConfig{Method: dmf.AuthDefault}
+	c := AuthConfig{Options: azauth.Options{Method: azauth.MethodDefault}}
 	before := d.raised
 	m := map[string]*yaml.Node{}
 	if n != nil {
@@ -1106,9 +1074,9 @@ func (d *decoder) auth(n, parent *yaml.Node, p string) AuthConfig {
 	if v := m["method"]; v != nil {
 		if s, ok := d.str(v, p+".method"); ok {
 			c.Method = s
-			if !slices.Contains(dmf.AuthMethods, s) {
-				hint := "use one of " + strings.Join(dmf.AuthMethods, ", ")
-				if sg := suggest(s, dmf.AuthMethods); sg != "" {
+			if !slices.Contains(azauth.Methods, s) {
+				hint := "use one of " + strings.Join(azauth.Methods, ", ")
+				if sg := suggest(s, azauth.Methods); sg != "" {
 					hint = fmt.Sprintf("did you mean %q?", sg)
 				}
 				d.problem(v, p+".method", fmt.Sprintf("unknown auth method %q", s), hint)
@@ -1131,9 +1099,9 @@ func (d *decoder) auth(n, parent *yaml.Node, p string) AuthConfig {
 		env  string
 		used bool
 	}{
-		{"token", &c.Token, "FO_TOKEN", c.Method == dmf.AuthToken},
-		{"client_secret", &c.ClientSecret, "AZURE_CLIENT_SECRET", c.Method == dmf.AuthClientSecret},
-		{"certificate_password", &c.CertificatePassword, "AZURE_CLIENT_CERTIFICATE_PASSWORD", c.Method == dmf.AuthClientCertificate},
+		{"token", &c.Token, "FO_TOKEN", c.Method == azauth.MethodToken},
+		{"client_secret", &c.ClientSecret, "AZURE_CLIENT_SECRET", c.Method == azauth.MethodClientSecret},
+		{"certificate_password", &c.CertificatePassword, "AZURE_CLIENT_CERTIFICATE_PASSWORD", c.Method == azauth.MethodClientCertificate},
 	}
 	for _, sd := range secrets {
 		v := m[sd.key]
@@ -1152,7 +1120,7 @@ func (d *decoder) auth(n, parent *yaml.Node, p string) AuthConfig {
 		}
 		*sd.dst = Secret(s)
 	}
-	if err := c.Options().Check(); err != nil && d.raised == before {
+	if err := c.Check(); err != nil && d.raised == before {
 		at := n
 		if at == nil {
 			at = parent

@@ -21,6 +21,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 
+	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf"
 	"github.com/dmfexport/dmfexport/publish"
 	"github.com/dmfexport/dmfexport/store"
@@ -59,7 +60,7 @@ type Runner struct {
 	// groups maps each data project held by a run of this process (see
 	// groupKey) to that run.
 	groups map[string]string
-	creds  map[dmf.AuthOptions]azcore.TokenCredential
+	creds  map[azauth.Options]azcore.TokenCredential
 	// claimsPruned is when each job's old schedule claims were last pruned.
 	claimsPruned map[string]time.Time
 }
@@ -369,18 +370,18 @@ func (r *Runner) logger() *slog.Logger {
 // foClient builds the F&O client of an export. Its credential is made once
 // per export and auth settings and kept, so tokens are cached across runs.
 func (r *Runner) foClient(exp *Export, log *slog.Logger) (*dmf.Client, error) {
-	auth := exp.FO.Auth.Options()
+	auth := exp.FO.Auth.Options
 	r.mu.Lock()
 	if r.creds == nil {
-		r.creds = map[dmf.AuthOptions]azcore.TokenCredential{}
+		r.creds = map[azauth.Options]azcore.TokenCredential{}
 	}
 	cred, ok := r.creds[auth]
 	r.mu.Unlock()
 	if !ok {
 		var err error
-		cred, err = dmf.NewCredential(auth, &azcore.ClientOptions{Transport: r.httpClient()})
+		cred, err = azauth.NewCredential(auth, &azcore.ClientOptions{Transport: r.httpClient()})
 		if err != nil {
-			return nil, fmt.Errorf("F&O credential (%s): %w", auth.Describe(), err)
+			return nil, fmt.Errorf("F&O credential: %w", err)
 		}
 		r.mu.Lock()
 		r.creds[auth] = cred
@@ -989,9 +990,9 @@ func openStore(c StoreConfig) (store.Store, error) {
 			ConnectionString: c.ConnectionString.Reveal(), SASURL: c.SASURL.Reveal(),
 			BlockSize: c.BlockSize, Concurrency: c.Concurrency}
 		if c.AccountURL != "" {
-			cred, err := dmf.NewCredential(c.Auth.Options(), nil)
+			cred, err := azauth.NewCredential(c.Auth.Options, nil)
 			if err != nil {
-				return nil, fmt.Errorf("blob store credential (%s): %w", c.Auth.Options().Describe(), err)
+				return nil, fmt.Errorf("blob store credential: %w", err)
 			}
 			o.Credential = cred
 		}

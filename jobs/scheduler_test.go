@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 )
 
@@ -148,7 +149,7 @@ func TestSchedulerSkipsOverlappingFire(t *testing.T) {
 	e := Export{
 		Name: "slow", Schedule: "* * * * * *", Enabled: true, DefinitionGroup: "G", PackageName: "G", LegalEntity: "USMF",
 		RoutingKey: "fo.slow", BatchSize: 10,
-		FO:     FOConfig{URL: u, Auth: AuthConfig{Method: "token", Token: Secret(dmftest.DefaultToken)}},
+		FO:     FOConfig{URL: u, Auth: AuthConfig{Options: azauth.Options{Method: "token", Token: Secret(dmftest.DefaultToken)}}},
 		Store:  StoreConfig{Type: "dir", Path: dir + "/store"},
 		Broker: BrokerConfig{Type: "file", Path: dir + "/batches"},
 		Poll:   PollConfig{Interval: 50 * time.Millisecond, MaxInterval: 100 * time.Millisecond, Deadline: time.Minute, PackageURLTimeout: 10 * time.Second, RegisterTimeout: 10 * time.Second},
