@@ -23,6 +23,9 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/dmfexport/dmfexport/azauth"
+	"github.com/dmfexport/dmfexport/internal/ctxio"
+	"github.com/dmfexport/dmfexport/internal/loopback"
+	"github.com/dmfexport/dmfexport/internal/redact"
 )
 
 // The OData actions of the Data management package REST API.
@@ -281,22 +284,22 @@ func parseEnvironment(environment string) (string, error) {
 	}
 	u, err := url.Parse(env)
 	if err != nil {
-		return "", fmt.Errorf("environment URL %q cannot be parsed: %w", RedactURL(env), err)
+		return "", fmt.Errorf("environment URL %q cannot be parsed: %w", redact.URL(env), err)
 	}
 	if u.Host == "" || u.Hostname() == "" {
-		return "", fmt.Errorf("environment URL %q has no host: set it to e.g. https://contoso.operations.dynamics.com", RedactURL(env))
+		return "", fmt.Errorf("environment URL %q has no host: set it to e.g. https://contoso.operations.dynamics.com", redact.URL(env))
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("environment URL %q must not carry user info, a query or a fragment", RedactURL(env))
+		return "", fmt.Errorf("environment URL %q must not carry user info, a query or a fragment", redact.URL(env))
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "https":
 	case "http":
-		if !isLoopbackHost(u.Hostname()) {
-			return "", fmt.Errorf("environment URL %q uses http: use https (http is allowed only for a loopback simulator)", RedactURL(env))
+		if !loopback.Host(u.Hostname()) {
+			return "", fmt.Errorf("environment URL %q uses http: use https (http is allowed only for a loopback simulator)", redact.URL(env))
 		}
 	default:
-		return "", fmt.Errorf("environment URL %q must use https", RedactURL(env))
+		return "", fmt.Errorf("environment URL %q must use https", redact.URL(env))
 	}
 	u.Scheme = strings.ToLower(u.Scheme)
 	return strings.TrimRight(u.String(), "/"), nil
@@ -521,7 +524,7 @@ func (c *Client) call(ctx context.Context, action string, reqBody any, retryUnre
 		}
 		delay := c.delayFor(f, attempt)
 		c.logRetry(action, f, delay, attempt)
-		if err := sleep(ctx, delay); err != nil {
+		if err := ctxio.Sleep(ctx, delay); err != nil {
 			return fmt.Errorf("F&O %s: %w", action, err)
 		}
 	}
@@ -539,21 +542,6 @@ func (c *Client) logRetry(action string, f *failure, delay time.Duration, attemp
 		"action", action, "reason", f.reason, "delay", delay, "retry", attempt+1, "max_retries", c.maxRetries)
 	if c.onRetry != nil {
 		c.onRetry(action, f.reason)
-	}
-}
-
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 
@@ -669,7 +657,7 @@ func (c *Client) ExportToPackage(ctx context.Context, r ExportRequest) (string, 
 		}
 		delay := c.delayFor(f, attempt)
 		c.logRetry(actionExport, f, delay, attempt)
-		if err := sleep(ctx, delay); err != nil {
+		if err := ctxio.Sleep(ctx, delay); err != nil {
 			return "", fmt.Errorf("export to package %q: %w", r.DefinitionGroupID, err)
 		}
 		if mayExist {
@@ -708,7 +696,7 @@ func (c *Client) AwaitExecution(ctx context.Context, executionID string) (Status
 		}
 		d := min(jitter(wait, 0.2), remaining)
 		c.log.Debug("F&O does not know the execution yet", "execution_id", executionID, "answer", last, "delay", d)
-		if err := sleep(ctx, d); err != nil {
+		if err := ctxio.Sleep(ctx, d); err != nil {
 			return StatusUnknown, fmt.Errorf("wait for F&O to register execution %q: %w", executionID, err)
 		}
 		wait = min(time.Duration(float64(wait)*1.5), max(maxRegisterWait, c.registerWait))
@@ -924,7 +912,7 @@ func jsonText(v json.RawMessage) string {
 // newAPIError builds the error for a non-2xx answer, scrubbing tok from it.
 func newAPIError(action string, resp *http.Response, body []byte, tok string) *APIError {
 	e := &APIError{Action: action, StatusCode: resp.StatusCode}
-	clean := func(s string) string { return truncate(strings.ToValidUTF8(scrub(s, tok), "?"), maxAPIMessage) }
+	clean := func(s string) string { return truncate(strings.ToValidUTF8(redact.Text(s, tok), "?"), maxAPIMessage) }
 	if code, msg, details, ok := parseErrorBody(body); ok {
 		e.Code, e.Message = clean(code), clean(msg)
 		for _, d := range details {
@@ -936,20 +924,12 @@ func newAPIError(action string, resp *http.Response, body []byte, tok string) *A
 	if msg == "" {
 		msg = strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
 	}
-	raw := strings.TrimSpace(strings.ToValidUTF8(scrub(string(body), tok), "?"))
+	raw := strings.TrimSpace(strings.ToValidUTF8(redact.Text(string(body), tok), "?"))
 	if raw != "" {
 		msg += ": " + strings.TrimSpace(truncate(raw, maxRawBodyInError))
 	}
 	e.Message = msg
 	return e
-}
-
-// scrub removes the token and SAS-like secrets from text shown to users.
-func scrub(s, tok string) string {
-	if tok != "" && strings.Contains(s, tok) {
-		s = strings.ReplaceAll(s, tok, "REDACTED")
-	}
-	return redactText(s)
 }
 
 // truncate cuts s to at most n bytes on a rune boundary.

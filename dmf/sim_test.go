@@ -21,6 +21,7 @@ import (
 	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/internal/redact"
 	"github.com/dmfexport/dmfexport/unpack"
 )
 
@@ -205,7 +206,7 @@ func TestStatusValuesAgainstSimulator(t *testing.T) {
 				}
 			}
 			if (u != "") != tt.wantURL {
-				t.Errorf("package URL given: want %v, got %q", tt.wantURL, dmf.RedactURL(u))
+				t.Errorf("package URL given: want %v, got %q", tt.wantURL, redact.URL(u))
 			}
 			page, err := c.SummaryPageURL(ctx, id)
 			if err != nil || !strings.Contains(page, "DMFExecutionSummary") {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf"
+	"github.com/dmfexport/dmfexport/internal/loopback"
 	"github.com/dmfexport/dmfexport/unpack"
 )
 
@@ -1009,7 +1009,7 @@ func (d *decoder) fo(n, exp *yaml.Node, p string) FOConfig {
 		switch {
 		case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
 			d.problem(v, p+".url", fmt.Sprintf("%q is not an http(s) URL", s), "write the environment URL, e.g. https://contoso.operations.dynamics.com")
-		case u.Scheme == "http" && !isLoopback(u.Hostname()):
+		case u.Scheme == "http" && !loopback.Host(u.Hostname()):
 			d.problem(v, p+".url", fmt.Sprintf("http URL to non-loopback host %q", u.Hostname()), "use https: tokens and data must not cross the network in clear text (http is allowed only for 127.0.0.1/localhost)")
 		case u.User != nil || u.RawQuery != "" || u.Fragment != "":
 			d.problem(v, p+".url", "must not hold credentials, a query or a fragment", "give only scheme, host and optional path")
@@ -1190,7 +1190,7 @@ func (d *decoder) azblob(c *StoreConfig, m map[string]*yaml.Node, parent *yaml.N
 			switch {
 			case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
 				d.problem(v, p+".account_url", fmt.Sprintf("%q is not a blob endpoint URL", s), "https://<account>.blob.core.windows.net/")
-			case u.Scheme == "http" && !isLoopback(u.Hostname()):
+			case u.Scheme == "http" && !loopback.Host(u.Hostname()):
 				d.problem(v, p+".account_url", fmt.Sprintf("http URL to non-loopback host %q", u.Hostname()), "use https")
 			case u.RawQuery != "":
 				d.problem(v, p+".account_url", "holds a query (a SAS?)", "give a SAS as sas_url: ${VAR} instead")
@@ -1328,13 +1328,13 @@ func (d *decoder) broker(n, exp *yaml.Node, p string) BrokerConfig {
 			break
 		}
 		if pw, has := u.User.Password(); has && pw != "" {
-			guest := u.User.Username() == "guest" && pw == "guest" && isLoopback(u.Hostname())
+			guest := u.User.Username() == "guest" && pw == "guest" && loopback.Host(u.Hostname())
 			if !urlPasswordFromEnv(raw) && !guest {
 				d.problem(v, p+".url", "plain-text password in the configuration file", "write the password as ${RABBITMQ_PASSWORD} and set it in the environment")
 				break
 			}
 		}
-		if u.Scheme == "amqp" && !isLoopback(u.Hostname()) && !plaintext {
+		if u.Scheme == "amqp" && !loopback.Host(u.Hostname()) && !plaintext {
 			d.problem(v, p+".url", fmt.Sprintf("amqp URL to non-loopback host %q sends the password and data in clear text", u.Hostname()), "use amqps://, or set broker.allow_plaintext: true on a trusted network")
 			break
 		}
@@ -1433,13 +1433,4 @@ func (d *decoder) retention(n *yaml.Node, p string) RetentionConfig {
 		}
 	}
 	return c
-}
-
-// isLoopback reports whether host names this machine.
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf"
+	"github.com/dmfexport/dmfexport/internal/redact"
 	"github.com/dmfexport/dmfexport/publish"
 	"github.com/dmfexport/dmfexport/store"
 	"github.com/dmfexport/dmfexport/unpack"
@@ -638,7 +639,7 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 		if err != nil {
 			return fmt.Errorf("get package URL of execution %s: %w", u.rec.ExecutionID, err)
 		}
-		u.rec.PackageURL = dmf.RedactURL(pkgURL)
+		u.rec.PackageURL = redact.URL(pkgURL)
 		if err := resetFile(tmp); err != nil {
 			return err
 		}
@@ -650,7 +651,7 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 			if pkgURL, err = client.WaitPackageURL(ctx, u.rec.ExecutionID, u.exp.Poll.PackageURLTimeout); err != nil {
 				return fmt.Errorf("get a fresh package URL of execution %s: %w", u.rec.ExecutionID, err)
 			}
-			u.rec.PackageURL = dmf.RedactURL(pkgURL)
+			u.rec.PackageURL = redact.URL(pkgURL)
 			if err := resetFile(tmp); err != nil {
 				return err
 			}
