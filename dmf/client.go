@@ -38,11 +38,15 @@ const (
 	actionPathTemplate = "/data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities."
 )
 
+// DefaultRequestTimeout bounds one HTTP request to F&O (when the caller
+// gives no HTTP client of its own, or gives no timeout), so a hung call is
+// retried instead of holding the run.
+const DefaultRequestTimeout = 2 * time.Minute
+
 const (
 	defaultMaxRetries     = 5
 	defaultRetryBaseDelay = time.Second
 	defaultRetryMaxDelay  = 30 * time.Second
-	defaultHTTPTimeout    = 2 * time.Minute
 
 	// defaultRegisterWait and maxRegisterWait bound the waits between
 	// status asks while an execution is not registered yet.
@@ -253,7 +257,7 @@ func NewClient(environment string, cred azcore.TokenCredential, opts *ClientOpti
 		c.throttleDefault = min(c.throttleDefault, c.throttleMax)
 	}
 	if c.hc == nil {
-		c.hc = &http.Client{Timeout: defaultHTTPTimeout}
+		c.hc = &http.Client{Timeout: DefaultRequestTimeout}
 	}
 	if c.log == nil {
 		c.log = slog.Default()

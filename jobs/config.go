@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -19,7 +20,6 @@ import (
 	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf"
 	"github.com/dmfexport/dmfexport/internal/loopback"
-	"github.com/dmfexport/dmfexport/unpack"
 )
 
 // Config is a loaded, validated configuration. Every Export carries its
@@ -29,7 +29,8 @@ type Config struct {
 	Path    string // the file it was loaded from
 	Exports []Export
 	// LeaseTTL is how long a run's lease lives without a heartbeat before
-	// another replica sharing the store may take the run over.
+	// another replica sharing the store may take the run over; 0 means
+	// DefaultLeaseTTL.
 	LeaseTTL time.Duration
 	// Warnings are things that do not make the file invalid but change how
 	// it runs, such as two exports of one data project (their runs never
@@ -59,7 +60,7 @@ type Export struct {
 	Enabled         bool
 	Exchange        string // "" is the default exchange
 	RoutingKey      string
-	BatchSize       int
+	BatchSize       int           // 0 → publish.DefaultBatchSize
 	Jitter          time.Duration // random delay before a scheduled run, spreading load
 	Partial         string        // on PartiallySucceeded: "fail" or "publish"
 	AbsentFiles     string        // an entity file the manifest lists but the package lacks: "empty" or "fail"
@@ -83,7 +84,7 @@ type FOConfig struct {
 	RetryBaseDelay  time.Duration // 0: the client's default
 	RetryMaxDelay   time.Duration
 	MaxThrottleWait time.Duration
-	RequestTimeout  time.Duration // one HTTP request
+	RequestTimeout  time.Duration // one HTTP request; 0 → dmf.DefaultRequestTimeout
 }
 
 // AuthConfig says how to obtain a Microsoft Entra ID token (for F&O, or a
@@ -115,10 +116,10 @@ type StoreConfig struct {
 
 // BrokerConfig says where batches go.
 type BrokerConfig struct {
-	Type                string // "amqp" or "file"
-	URL                 Secret // amqp:// or amqps:// URL, for amqp
-	Path                string // absolute directory of NDJSON files, for file
-	ConfirmWindow       int
+	Type                string        // "amqp" or "file"
+	URL                 Secret        // amqp:// or amqps:// URL, for amqp
+	Path                string        // absolute directory of NDJSON files, for file
+	ConfirmWindow       int           // 0 → publish.DefaultConfirmWindow
 	MaxUnconfirmedBytes int           // 0 → the sink's default
 	ReconnectTimeout    time.Duration // 0 → the sink's default; <0 never reconnect
 	NackRetries         int           // 0 → the sink's default
@@ -135,18 +136,19 @@ type QueueConfig struct {
 }
 
 // PollConfig bounds the wait for an F&O execution and its package URL.
+// A zero field means the default of the package that uses it.
 type PollConfig struct {
-	Interval              time.Duration
-	MaxInterval           time.Duration
-	Deadline              time.Duration
-	PackageURLTimeout     time.Duration
+	Interval              time.Duration // 0 → dmf.DefaultPollInterval
+	MaxInterval           time.Duration // 0 → dmf.DefaultPollMaxInterval
+	Deadline              time.Duration // 0 → DefaultPollDeadline
+	PackageURLTimeout     time.Duration // 0 → dmf.DefaultPackageURLTimeout
 	PackageURLInterval    time.Duration // first wait between package URL asks
 	PackageURLMaxInterval time.Duration
 	// RegisterTimeout is how long an execution this run started (or may
 	// have started) may stay unknown to F&O before that is an error.
-	RegisterTimeout time.Duration
+	RegisterTimeout time.Duration // 0 → dmf.DefaultRegisterTimeout
 	// DownloadTimeout bounds the package download, reconnects included.
-	DownloadTimeout time.Duration
+	DownloadTimeout time.Duration // 0 → unpack.DefaultDownloadTimeout
 }
 
 // RetentionConfig says which finished runs are deleted from the store after
@@ -208,19 +210,13 @@ func (e *ConfigError) Error() string {
 	return head + ":\n  " + strings.Join(lines, "\n  ")
 }
 
-// Defaults applied when neither the shared section nor the export sets a key.
-const (
-	DefaultBatchSize         = 5000
-	DefaultConfirmWindow     = 128
-	DefaultPollInterval      = 10 * time.Second
-	DefaultPollMaxInterval   = time.Minute
-	DefaultPollDeadline      = 2 * time.Hour
-	DefaultPackageURLTimeout = 5 * time.Minute
-	DefaultDownloadTimeout   = unpack.DefaultDownloadTimeout
-	// DefaultRequestTimeout bounds one HTTP request to F&O, so a hung call
-	// is retried instead of holding the run.
-	DefaultRequestTimeout = 2 * time.Minute
-)
+// A key that neither the shared section nor the export sets is left zero
+// in the Config: the package that uses the setting applies its own
+// default (publish.DefaultBatchSize, publish.DefaultConfirmWindow,
+// dmf.DefaultPollInterval, dmf.DefaultPackageURLTimeout,
+// unpack.DefaultDownloadTimeout, DefaultPollDeadline, DefaultLeaseTTL, ...),
+// so each default is written once. Only keys where the user may write a
+// zero of their own (retention.max_age) are filled in here.
 
 // MaxConfigBytes bounds the size of a configuration file: a real one is a
 // few KiB, and a file many MiB large would only cost memory to parse.
@@ -295,7 +291,6 @@ func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)
 	d.poll(top["poll"], "")
 	d.retention(top["retention"], "")
 	d.sharedPass = false
-	cfg.LeaseTTL = DefaultLeaseTTL
 	if n := top["replicas"]; n != nil {
 		if m := d.mapping(n, "replicas", []string{"lease_ttl"}); m != nil && m["lease_ttl"] != nil {
 			if v, ok := d.duration(m["lease_ttl"], "replicas.lease_ttl"); ok {
@@ -852,7 +847,7 @@ func (d *decoder) export(n *yaml.Node, p string, top map[string]*yaml.Node) (Exp
 		return Export{}, false
 	}
 	before := len(d.problems)
-	e := Export{Enabled: true, BatchSize: DefaultBatchSize}
+	e := Export{Enabled: true}
 	req := func(key, hint string) (string, *yaml.Node) {
 		v := m[key]
 		if v == nil {
@@ -994,7 +989,7 @@ func where(n, exp *yaml.Node) *yaml.Node {
 }
 
 func (d *decoder) fo(n, exp *yaml.Node, p string) FOConfig {
-	c := FOConfig{RequestTimeout: DefaultRequestTimeout}
+	var c FOConfig
 	p = join(p, "fo")
 	m := map[string]*yaml.Node{}
 	if n != nil {
@@ -1271,7 +1266,7 @@ func parseSize(s string) (int64, error) {
 }
 
 func (d *decoder) broker(n, exp *yaml.Node, p string) BrokerConfig {
-	c := BrokerConfig{Type: "amqp", ConfirmWindow: DefaultConfirmWindow}
+	c := BrokerConfig{Type: "amqp"}
 	p = join(p, "broker")
 	m := map[string]*yaml.Node{}
 	if n != nil {
@@ -1378,8 +1373,7 @@ func (d *decoder) queues(n *yaml.Node, p string) []QueueConfig {
 }
 
 func (d *decoder) poll(n *yaml.Node, p string) PollConfig {
-	c := PollConfig{Interval: DefaultPollInterval, MaxInterval: DefaultPollMaxInterval, Deadline: DefaultPollDeadline,
-		PackageURLTimeout: DefaultPackageURLTimeout, RegisterTimeout: dmf.DefaultRegisterTimeout, DownloadTimeout: DefaultDownloadTimeout}
+	var c PollConfig
 	p = join(p, "poll")
 	if n == nil {
 		return c
@@ -1403,11 +1397,12 @@ func (d *decoder) poll(n *yaml.Node, p string) PollConfig {
 	set("package_url_max_interval", &c.PackageURLMaxInterval)
 	set("register_timeout", &c.RegisterTimeout)
 	set("download_timeout", &c.DownloadTimeout)
-	if c.MaxInterval < c.Interval {
-		d.problem(where(m["max_interval"], n), p+".max_interval", fmt.Sprintf("%s is shorter than interval %s", c.MaxInterval, c.Interval), "max_interval caps the growing wait, so it must be at least interval")
+	interval := cmp.Or(c.Interval, dmf.DefaultPollInterval)
+	if maxInterval := cmp.Or(c.MaxInterval, dmf.DefaultPollMaxInterval); maxInterval < interval {
+		d.problem(where(m["max_interval"], n), p+".max_interval", fmt.Sprintf("%s is shorter than interval %s", maxInterval, interval), "max_interval caps the growing wait, so it must be at least interval")
 	}
-	if c.Deadline < c.Interval {
-		d.problem(where(m["deadline"], n), p+".deadline", fmt.Sprintf("%s is shorter than interval %s", c.Deadline, c.Interval), "the deadline must leave time for several status checks")
+	if deadline := cmp.Or(c.Deadline, DefaultPollDeadline); deadline < interval {
+		d.problem(where(m["deadline"], n), p+".deadline", fmt.Sprintf("%s is shorter than interval %s", deadline, interval), "the deadline must leave time for several status checks")
 	}
 	return c
 }

@@ -4,6 +4,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -65,6 +66,10 @@ type Runner struct {
 	// claimsPruned is when each job's old schedule claims were last pruned.
 	claimsPruned map[string]time.Time
 }
+
+// DefaultPollDeadline is how long a run waits for F&O to finish an export
+// when poll.deadline is not set.
+const DefaultPollDeadline = 2 * time.Hour
 
 // RunOptions describe why and when a run starts.
 type RunOptions struct {
@@ -389,9 +394,9 @@ func (r *Runner) foClient(exp *Export, log *slog.Logger) (*dmf.Client, error) {
 		r.mu.Unlock()
 	}
 	hc := r.httpClient()
-	if exp.FO.RequestTimeout > 0 {
+	if t := cmp.Or(exp.FO.RequestTimeout, dmf.DefaultRequestTimeout); hc.Timeout != t {
 		c := *hc
-		c.Timeout = exp.FO.RequestTimeout
+		c.Timeout = t
 		hc = &c
 	}
 	client, err := dmf.NewClient(exp.FO.URL.String(), cred, &dmf.ClientOptions{
@@ -399,7 +404,7 @@ func (r *Runner) foClient(exp *Export, log *slog.Logger) (*dmf.Client, error) {
 		MaxRetries: exp.FO.MaxRetries, RetryBaseDelay: exp.FO.RetryBaseDelay, RetryMaxDelay: exp.FO.RetryMaxDelay,
 		MaxThrottleWait: exp.FO.MaxThrottleWait,
 		PackageURLDelay: exp.Poll.PackageURLInterval, PackageURLMaxDelay: exp.Poll.PackageURLMaxInterval,
-		RegisterTimeout: exp.Poll.RegisterTimeout, RegisterInterval: exp.Poll.Interval, Scope: exp.FO.Auth.Scope,
+		RegisterTimeout: exp.Poll.RegisterTimeout, RegisterInterval: cmp.Or(exp.Poll.Interval, dmf.DefaultPollInterval), Scope: exp.FO.Auth.Scope,
 		Identity: auth.Describe(), ApplicationID: auth.ApplicationID(),
 		OnRetry: func(action, reason string) { r.Metrics.Retried(exp.Name, action, reason) },
 	})
@@ -547,7 +552,7 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 		st, err := client.AwaitExecution(ctx, u.rec.ExecutionID)
 		switch {
 		case errors.Is(err, dmf.ErrNotRegistered):
-			u.log.Info("resume: F&O does not know the execution, starting the export", "window", u.exp.Poll.RegisterTimeout)
+			u.log.Info("resume: F&O does not know the execution, starting the export", "window", cmp.Or(u.exp.Poll.RegisterTimeout, dmf.DefaultRegisterTimeout))
 		case err != nil:
 			return fmt.Errorf("resume: ask F&O for execution %s: %w", u.rec.ExecutionID, err)
 		default:
@@ -596,7 +601,7 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 		status, err = client.PollStatus(ctx, u.rec.ExecutionID, dmf.PollOptions{
 			Interval:    u.exp.Poll.Interval,
 			MaxInterval: u.exp.Poll.MaxInterval,
-			Deadline:    u.exp.Poll.Deadline,
+			Deadline:    cmp.Or(u.exp.Poll.Deadline, DefaultPollDeadline),
 			OnStatus: func(s dmf.Status, waited time.Duration) {
 				u.emit(Event{Detail: fmt.Sprintf("F&O status %s after %s", s, waited.Round(time.Second))})
 			},
@@ -894,7 +899,7 @@ func (u *run) batching() BatchSettings {
 
 // batchSettingsOf returns the batch settings of exp's configuration.
 func batchSettingsOf(exp *Export) *BatchSettings {
-	b := &BatchSettings{BatchSize: exp.BatchSize, Compression: exp.Compression}
+	b := &BatchSettings{BatchSize: cmp.Or(exp.BatchSize, publish.DefaultBatchSize), Compression: exp.Compression}
 	if exp.Delimiter != 0 {
 		b.Delimiter = string(exp.Delimiter)
 	}
