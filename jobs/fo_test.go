@@ -221,7 +221,7 @@ func TestResumeWaitsForRegistration(t *testing.T) {
 			})
 			exp := foExport(f, t.TempDir())
 			ctx := context.Background()
-			st, err := openStore(exp.Store)
+			st, err := openStore(context.Background(), exp.Store, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

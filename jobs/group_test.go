@@ -124,7 +124,7 @@ func TestDataProjectHeldByAnotherReplica(t *testing.T) {
 	a, b, f, release := twoExportsOfOneProject(t)
 	close(release)
 	ctx := context.Background()
-	st, err := openStore(b.Store)
+	st, err := openStore(context.Background(), b.Store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -128,7 +128,7 @@ func TestRunRefusedWhileOwnedElsewhere(t *testing.T) {
 	defer sim.Close()
 	exp := fileExport(sim, t.TempDir())
 	ctx := context.Background()
-	st, err := openStore(exp.Store)
+	st, err := openStore(context.Background(), exp.Store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -190,7 +190,7 @@ func putRecord(ctx context.Context, st store.Store, storePrefix string, rec *Run
 // Records returns the newest limit run records of one export (all when
 // limit <= 0), newest first.
 func Records(ctx context.Context, exp *Export, limit int) ([]*RunRecord, error) {
-	st, err := openStore(exp.Store)
+	st, err := openStore(ctx, exp.Store, nil)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}

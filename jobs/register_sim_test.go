@@ -115,7 +115,7 @@ func TestRegisterWindowAgainstSimulator(t *testing.T) {
 					t.Fatalf("post ExportToPackage: %v %v", resp, err)
 				}
 				resp.Body.Close()
-				st, err := openStore(exp.Store)
+				st, err := openStore(context.Background(), exp.Store, nil)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -20,9 +20,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-
-	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf"
 	"github.com/dmfexport/dmfexport/internal/redact"
 	"github.com/dmfexport/dmfexport/publish"
@@ -62,7 +59,8 @@ type Runner struct {
 	// groups maps each data project held by a run of this process (see
 	// groupKey) to that run.
 	groups map[string]string
-	creds  map[azauth.Options]azcore.TokenCredential
+	// What the Runner opened and keeps until Close (see open.go).
+	owned owned
 	// claimsPruned is when each job's old schedule claims were last pruned.
 	claimsPruned map[string]time.Time
 }
@@ -86,7 +84,7 @@ func (r *Runner) Run(ctx context.Context, exp *Export, opts RunOptions) (*RunRec
 		return nil, fmt.Errorf("export %s: %w; wait for it to finish", exp.Name, ErrAlreadyRunning)
 	}
 	defer r.release(exp.Name)
-	st, err := openStore(exp.Store)
+	st, err := r.store(ctx, exp)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
@@ -175,7 +173,7 @@ func (r *Runner) runningElsewhere(ctx context.Context, exp *Export, st store.Sto
 // Unfinished returns the runs of exp whose records are not in a final state:
 // runs cut off by a stop or a crash, for Resume. Oldest first.
 func (r *Runner) Unfinished(ctx context.Context, exp *Export) ([]*RunRecord, error) {
-	st, err := openStore(exp.Store)
+	st, err := r.store(ctx, exp)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
@@ -198,7 +196,7 @@ func (r *Runner) Resume(ctx context.Context, exp *Export, rec *RunRecord) (*RunR
 		return nil, fmt.Errorf("export %s: %w; wait for it to finish", exp.Name, ErrAlreadyRunning)
 	}
 	defer r.release(exp.Name)
-	st, err := openStore(exp.Store)
+	st, err := r.store(ctx, exp)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
@@ -373,25 +371,12 @@ func (r *Runner) logger() *slog.Logger {
 	return slog.Default()
 }
 
-// foClient builds the F&O client of an export. Its credential is made once
-// per export and auth settings and kept, so tokens are cached across runs.
+// foClient builds the F&O client of an export. Its credential is the
+// Runner's (see credential), so tokens are cached across runs.
 func (r *Runner) foClient(exp *Export, log *slog.Logger) (*dmf.Client, error) {
-	auth := exp.FO.Auth.Options
-	r.mu.Lock()
-	if r.creds == nil {
-		r.creds = map[azauth.Options]azcore.TokenCredential{}
-	}
-	cred, ok := r.creds[auth]
-	r.mu.Unlock()
-	if !ok {
-		var err error
-		cred, err = azauth.NewCredential(auth, &azcore.ClientOptions{Transport: r.httpClient()})
-		if err != nil {
-			return nil, fmt.Errorf("F&O credential: %w", err)
-		}
-		r.mu.Lock()
-		r.creds[auth] = cred
-		r.mu.Unlock()
+	cred, err := r.credential(exp.FO.Auth.Options)
+	if err != nil {
+		return nil, fmt.Errorf("F&O credential: %w", err)
 	}
 	hc := r.httpClient()
 	if t := cmp.Or(exp.FO.RequestTimeout, dmf.DefaultRequestTimeout); hc.Timeout != t {
@@ -405,20 +390,13 @@ func (r *Runner) foClient(exp *Export, log *slog.Logger) (*dmf.Client, error) {
 		MaxThrottleWait: exp.FO.MaxThrottleWait,
 		PackageURLDelay: exp.Poll.PackageURLInterval, PackageURLMaxDelay: exp.Poll.PackageURLMaxInterval,
 		RegisterTimeout: exp.Poll.RegisterTimeout, RegisterInterval: cmp.Or(exp.Poll.Interval, dmf.DefaultPollInterval), Scope: exp.FO.Auth.Scope,
-		Identity: auth.Describe(), ApplicationID: auth.ApplicationID(),
+		Identity: exp.FO.Auth.Describe(), ApplicationID: exp.FO.Auth.ApplicationID(),
 		OnRetry: func(action, reason string) { r.Metrics.Retried(exp.Name, action, reason) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("F&O client: %w", err)
 	}
 	return client, nil
-}
-
-func (r *Runner) httpClient() *http.Client {
-	if r.HTTPClient != nil {
-		return r.HTTPClient
-	}
-	return &http.Client{Timeout: 0, Transport: http.DefaultTransport}
 }
 
 func (r *Runner) claim(job string) bool {
@@ -965,55 +943,6 @@ func (u *run) meta(extra map[string]string) map[string]string {
 		m[k] = v
 	}
 	return m
-}
-
-// stores caches opened stores by configuration: a blob store holds a
-// connection pool and a credential with its token cache, and opening it
-// checks (or creates) the container once.
-var stores = struct {
-	sync.Mutex
-	m map[string]store.Store
-}{m: map[string]store.Store{}}
-
-// openStore opens the store a job's store section describes.
-func openStore(c StoreConfig) (store.Store, error) {
-	key := fmt.Sprintf("%#v", c)
-	stores.Lock()
-	defer stores.Unlock()
-	if st, ok := stores.m[key]; ok {
-		return st, nil
-	}
-	var st store.Store
-	switch c.Type {
-	case "dir":
-		s, err := store.NewDirStore(c.Path)
-		if err != nil {
-			return nil, err // it names the directory
-		}
-		st = s
-	case "azblob":
-		o := store.BlobOptions{AccountURL: c.AccountURL, Container: c.Container,
-			ConnectionString: c.ConnectionString.Reveal(), SASURL: c.SASURL.Reveal(),
-			BlockSize: c.BlockSize, Concurrency: c.Concurrency}
-		if c.AccountURL != "" {
-			cred, err := azauth.NewCredential(c.Auth.Options, nil)
-			if err != nil {
-				return nil, fmt.Errorf("blob store credential: %w", err)
-			}
-			o.Credential = cred
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		s, err := store.NewBlobStore(ctx, o)
-		if err != nil {
-			return nil, err
-		}
-		st = s
-	default:
-		return nil, fmt.Errorf("unknown store type %q", c.Type)
-	}
-	stores.m[key] = st
-	return st, nil
 }
 
 // newRunID makes a run ID that sorts by start time and is unique without

@@ -63,6 +63,7 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 	}
 	metrics := jobs.NewMetrics()
 	runner := &jobs.Runner{Logger: log, Metrics: metrics, LeaseTTL: cfg.LeaseTTL}
+	defer runner.Close()
 	sch, err := jobs.NewScheduler(cfg, runner, log, c.stopTimeout)
 	if err != nil {
 		return err
