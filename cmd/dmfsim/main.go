@@ -39,7 +39,8 @@ By default it behaves as F&O does: a new execution is "not registered yet"
 for a while (--register-delay), one data project is exported by one execution
 at a time, the package URL is empty on the first ask after success and its
 package not yet downloadable for a moment (--package-delay), every
-second failed execution reports no errors, and executions and packages are
+second failed execution reports no errors, IncrementalPush entities hold
+every row only in the first export of their data project (--full-incremental), and executions and packages are
 purged after 7 days (--history). The flags below turn these off or tune them.
 
 Flags:
@@ -128,6 +129,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&pkgDelay, "package-delay", dmftest.DefaultPackageDelay,
 		"after the first package URL of an execution, its package answers 404 for this long: not yet downloadable (0: never)")
 	fs.DurationVar(&history, "history", dmftest.DefaultHistory, "purge executions and packages after this long (0: keep forever)")
+	fs.BoolVar(&cfg.opts.FullIncremental, "full-incremental", false, "every export holds all rows of IncrementalPush entities (F&O: only the first; later ones only changes, here none)")
 	fs.BoolVar(&cfg.opts.ConcurrentExports, "allow-concurrent-exports", false, "let a data project be exported while an execution of it still runs (F&O refuses)")
 	fs.IntVar(&emptyErrors, "empty-errors-every", dmftest.DefaultEmptyErrorsEvery, "every `N`th failed execution answers GetExecutionErrors with \"[]\" (0: never)")
 	fs.IntVar(&throttle, "throttle", 0, "answer every `N`th API call with 429 Too Many Requests (0: never)")

@@ -118,6 +118,17 @@
 // downloadable"; decision: DefaultPackageDelay, 200 ms; negative: never;
 // dmfsim --package-delay, 0: never).
 //
+// Change tracking (contract: "With change tracking on for an entity, each
+// export holds only rows created or changed since the last run"): the first
+// export of a data project holds every row of its IncrementalPush entities;
+// later ones hold only the CSV file's header line (decision: no row changed
+// since; other formats are unchanged). Options.FullIncremental and dmfsim
+// --full-incremental keep every row in every export.
+//
+// QueryData (contract: "QueryData holds long hex blobs with line breaks
+// inside"): written for every second entity of a manifest (decision), as
+// upper-case hex broken into CRLF-separated lines; left out for the others.
+//
 // The package (contract: "The data package (zip)") is built once per
 // execution and is the same bytes for the same entities: Manifest.xml and
 // PackageHeader.xml, then each entity's file, Deflate-compressed, in Options
