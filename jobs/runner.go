@@ -636,29 +636,49 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 		return err
 	}
 	return u.step("download", func() error {
-		pkgURL, err := client.WaitPackageURL(ctx, u.rec.ExecutionID, u.exp.Poll.PackageURLTimeout)
-		if err != nil {
-			return fmt.Errorf("get package URL of execution %s: %w", u.rec.ExecutionID, err)
-		}
-		u.rec.PackageURL = dmf.RedactURL(pkgURL)
-		if err := resetFile(tmp); err != nil {
-			return err
-		}
 		dl := unpack.DownloadOptions{HTTPClient: u.r.httpClient(), Timeout: u.exp.Poll.DownloadTimeout}
-		n, sum, err := unpack.DownloadWith(ctx, pkgURL, tmp, dl)
-		if errors.Is(err, unpack.ErrURLExpired) {
-			// The SAS may have lapsed (e.g. a resumed run): ask once for a fresh one.
-			u.log.Warn("package URL refused, asking F&O for a fresh one", "url", u.rec.PackageURL, "err", err)
-			if pkgURL, err = client.WaitPackageURL(ctx, u.rec.ExecutionID, u.exp.Poll.PackageURLTimeout); err != nil {
-				return fmt.Errorf("get a fresh package URL of execution %s: %w", u.rec.ExecutionID, err)
+		var n int64
+		var sum string
+		freshAsked := false
+		var notFoundSince time.Time
+		wait := max(u.exp.Poll.PackageURLInterval, 500*time.Millisecond)
+		for {
+			pkgURL, err := client.WaitPackageURL(ctx, u.rec.ExecutionID, u.exp.Poll.PackageURLTimeout)
+			if err != nil {
+				return fmt.Errorf("get package URL of execution %s: %w", u.rec.ExecutionID, err)
 			}
 			u.rec.PackageURL = dmf.RedactURL(pkgURL)
 			if err := resetFile(tmp); err != nil {
 				return err
 			}
 			n, sum, err = unpack.DownloadWith(ctx, pkgURL, tmp, dl)
-		}
-		if err != nil {
+			if err == nil {
+				break
+			}
+			switch {
+			case errors.Is(err, unpack.ErrURLExpired) && !freshAsked:
+				// The SAS may have lapsed (e.g. a resumed run): ask once for a fresh one.
+				freshAsked = true
+				u.log.Warn("package URL refused, asking F&O for a fresh one", "url", u.rec.PackageURL, "err", err)
+				continue
+			case errors.Is(err, unpack.ErrPackageNotFound):
+				// Right after success F&O's URL can point at a package not
+				// yet downloadable; after about 7 days F&O deletes it.
+				if notFoundSince.IsZero() {
+					notFoundSince = time.Now()
+				}
+				if waited := time.Since(notFoundSince); waited >= u.exp.Poll.PackageURLTimeout {
+					return fmt.Errorf("download package of execution %s: %w: still not there after %s (poll.package_url_timeout); "+
+						"F&O deletes packages after about 7 days: if the execution is older, start a new run (dmfexport trigger --new %s)",
+						u.rec.ExecutionID, err, waited.Round(time.Second), u.exp.Name)
+				}
+				u.log.Info("package not downloadable yet, asking again", "delay", wait)
+				if err := sleepCtx(ctx, wait); err != nil {
+					return err
+				}
+				wait = min(wait*2, max(u.exp.Poll.PackageURLMaxInterval, wait))
+				continue
+			}
 			return fmt.Errorf("download package of execution %s: %w", u.rec.ExecutionID, err)
 		}
 		if _, err := tmp.Seek(0, io.SeekStart); err != nil {
@@ -1156,4 +1176,16 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails
 	return hex.EncodeToString(b)
+}
+
+// sleepCtx waits d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

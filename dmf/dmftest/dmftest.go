@@ -72,6 +72,10 @@ const (
 	// DefaultEmptyURLAsks is how many GetExportedPackageUrl asks answer ""
 	// right after success when Options.EmptyURLAsks is zero.
 	DefaultEmptyURLAsks = 1
+	// DefaultPackageDelay is how long an execution's package blob answers
+	// 404 after its first package URL was handed out, when
+	// Options.PackageDelay is zero: the URL can be "not yet downloadable".
+	DefaultPackageDelay = 200 * time.Millisecond
 	// DefaultEmptyErrorsEvery makes every second Failed execution answer
 	// GetExecutionErrors with "[]" when Options.EmptyErrorsEvery is zero.
 	DefaultEmptyErrorsEvery = 2
@@ -154,6 +158,11 @@ type Options struct {
 	// execution after it succeeded, as F&O does right after success.
 	// 0 → DefaultEmptyURLAsks; negative → never.
 	EmptyURLAsks int
+	// PackageDelay is how long, after an execution's first package URL is
+	// handed out, its blob is not yet downloadable: it answers 404
+	// BlobNotFound, as right after success F&O's URL can point at a package
+	// still being written. 0 → DefaultPackageDelay; negative → never.
+	PackageDelay time.Duration
 	// EmptyErrorsEvery makes every Nth Failed execution (counted per
 	// Simulator as they start) answer GetExecutionErrors with "[]", as F&O
 	// has done for failed jobs. 0 → DefaultEmptyErrorsEvery; negative → never.
@@ -209,9 +218,10 @@ type execution struct {
 	final       string
 	entities    []Entity
 	blobName    string
-	emptyAsks   int    // GetExportedPackageUrl asks answered "" after success
-	emptyErrors bool   // a Failed execution whose errors answer "[]"
-	zip         []byte // built on first need, then reused
+	emptyAsks   int       // GetExportedPackageUrl asks answered "" after success
+	firstURL    time.Time // when the first package URL was handed out
+	emptyErrors bool      // a Failed execution whose errors answer "[]"
+	zip         []byte    // built on first need, then reused
 }
 
 // New returns a Simulator serving opts.Projects. The entities' Data slices
@@ -226,6 +236,7 @@ func New(opts Options) *Simulator {
 	opts.RegisterDelay = orDefault(opts.RegisterDelay, DefaultRegisterDelay)
 	opts.History = orDefault(opts.History, DefaultHistory)
 	opts.EmptyURLAsks = int(orDefault(int64(opts.EmptyURLAsks), DefaultEmptyURLAsks))
+	opts.PackageDelay = orDefault(opts.PackageDelay, DefaultPackageDelay)
 	opts.EmptyErrorsEvery = int(orDefault(int64(opts.EmptyErrorsEvery), DefaultEmptyErrorsEvery))
 	now := opts.Now
 	if now == nil {
@@ -715,6 +726,9 @@ func (s *Simulator) packageURL(r *http.Request, id string) string {
 	if ex.emptyAsks < s.opts.EmptyURLAsks {
 		ex.emptyAsks++
 		return ""
+	}
+	if ex.firstURL.IsZero() {
+		ex.firstURL = now
 	}
 	expiry := now.Add(s.opts.URLTTL)
 	if s.expiredURLs < s.opts.Faults.ExpiredURLs {

@@ -39,6 +39,13 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
+// clocks maps the URL of each test server to its fake clock (nil: real
+// time), so pkgURL can let the package become downloadable.
+var (
+	clocksMu sync.Mutex
+	clocks   = map[string]*fakeClock{}
+)
+
 // testServer is a simulator on a loopback port; with a clock, status and
 // expiry follow that clock instead of real time.
 type testServer struct {
@@ -55,6 +62,14 @@ func newTestServer(t *testing.T, opts Options, clock *fakeClock) *testServer {
 	srv := httptest.NewServer(sim)
 	sim.SetBaseURL(srv.URL)
 	t.Cleanup(srv.Close)
+	clocksMu.Lock()
+	clocks[srv.URL] = clock
+	clocksMu.Unlock()
+	t.Cleanup(func() {
+		clocksMu.Lock()
+		delete(clocks, srv.URL)
+		clocksMu.Unlock()
+	})
 	return &testServer{Simulator: sim, URL: srv.URL}
 }
 
@@ -285,6 +300,15 @@ func pkgURL(t *testing.T, base, id string) string {
 	t.Helper()
 	for range 5 {
 		if u := value(t, base, actionPackageURL, idBody(id)); u != "" {
+			// Wait until the package is downloadable, as a client does.
+			clocksMu.Lock()
+			clock, fake := clocks[base]
+			clocksMu.Unlock()
+			if fake && clock != nil {
+				clock.Advance(DefaultPackageDelay)
+			} else {
+				time.Sleep(DefaultPackageDelay)
+			}
 			return u
 		}
 	}

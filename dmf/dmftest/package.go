@@ -68,8 +68,9 @@ func (s *Simulator) serveBlob(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	ex, ok := s.blobs[name]
 	gone := ok && s.purged(ex, now)
+	notYet := ok && s.opts.PackageDelay > 0 && now.Before(ex.firstURL.Add(s.opts.PackageDelay))
 	s.mu.Unlock()
-	if !ok || gone {
+	if !ok || gone || notYet {
 		blobError(w, http.StatusNotFound, "BlobNotFound", "The specified blob does not exist.")
 		return
 	}

@@ -508,3 +508,52 @@ func TestZeroOptionsAreRealistic(t *testing.T) {
 		t.Errorf("negative knobs: want every behaviour off (0), got %+v", off.opts)
 	}
 }
+
+// TestPackageNotYetDownloadable: right after success the package URL can
+// point at a package not yet downloadable (404 BlobNotFound) for
+// Options.PackageDelay after the first URL is handed out; later asks do not
+// restart that time.
+func TestPackageNotYetDownloadable(t *testing.T) {
+	tests := []struct {
+		name  string
+		delay time.Duration
+		want  time.Duration // how long downloads answer 404
+	}{
+		{"default", 0, DefaultPackageDelay},
+		{"longer", 5 * time.Second, 5 * time.Second},
+		{"off", -1, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := newFakeClock()
+			s := newTestServer(t, Options{Projects: map[string][]Entity{"G": twoEntities()}, PackageDelay: tt.delay}, clock)
+			runToEnd(t, s, clock, "G", "p")
+			var u string
+			for range 3 {
+				if u = value(t, s.URL, actionPackageURL, idBody("p")); u != "" {
+					break
+				}
+			}
+			if u == "" {
+				t.Fatal("no package URL after success")
+			}
+			if tt.want > 0 {
+				r := get(t, u, nil)
+				if code, _ := blobErr(t, r); r.status != http.StatusNotFound || code != "BlobNotFound" {
+					t.Fatalf("download right after the first URL: want 404 BlobNotFound, got %d %s", r.status, code)
+				}
+				clock.Advance(tt.want - time.Millisecond)
+				if again := value(t, s.URL, actionPackageURL, idBody("p")); again != "" {
+					u = again
+				}
+				if r := get(t, u, nil); r.status != http.StatusNotFound {
+					t.Fatalf("download just before the delay ends: want 404, got %d", r.status)
+				}
+				clock.Advance(time.Millisecond)
+			}
+			if r := get(t, u, nil); r.status != http.StatusOK {
+				t.Fatalf("download after the delay: want 200, got %d", r.status)
+			}
+		})
+	}
+}
