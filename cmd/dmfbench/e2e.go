@@ -68,7 +68,7 @@ func runE2E(ents []entity) error {
 	}
 	srv := dmftest.NewServer(dmftest.Options{
 		Packages:      map[string][]byte{"BenchPkg": zipBytes},
-		ExecutionTime: 50 * time.Millisecond, RegisterDelay: -1, EmptyURLAsks: -1,
+		ExecutionTime: 50 * time.Millisecond, RegisterDelay: -1, EmptyURLAsks: -1, PackageDelay: -1,
 		ConcurrentExports: true,
 	})
 	defer srv.Close()
