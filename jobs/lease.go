@@ -103,10 +103,10 @@ func newestLease(ctx context.Context, st store.Store, prefix string) (int, store
 	return gen, newest, nil
 }
 
-// leaseAlive reports whether lease object o still stands for a live owner:
-// refreshed within ttl, and not left by a process of this host that is
-// gone (a restart on the same machine takes over at once).
-func leaseAlive(ctx context.Context, st store.Store, o store.Object, ttl time.Duration) (bool, string) {
+// leaseAlive reports whether lease object o still stands for a live owner
+// at now: refreshed within ttl, and not left by a process of this host that
+// is gone (a restart on the same machine takes over at once).
+func leaseAlive(ctx context.Context, st store.Store, o store.Object, ttl time.Duration, now time.Time) (bool, string) {
 	var b leaseBody
 	if rc, err := st.Open(ctx, o.Key); err == nil {
 		_ = json.NewDecoder(rc).Decode(&b)
@@ -116,7 +116,7 @@ func leaseAlive(ctx context.Context, st store.Store, o store.Object, ttl time.Du
 	if b.Holder != "" {
 		owner = b.Holder + " on " + b.Replica
 	}
-	if time.Since(o.ModTime) > ttl {
+	if now.Sub(o.ModTime) > ttl {
 		return false, owner
 	}
 	host, _ := os.Hostname()

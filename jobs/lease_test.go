@@ -84,10 +84,22 @@ func TestLeaseTakeover(t *testing.T) {
 	if err != nil || gen != 1 {
 		t.Fatalf("newestLease = %d, %v", gen, err)
 	}
-	time.Sleep(ttl) // the owner keeps refreshing
-	_, obj, _ = newestLease(ctx, st, prefix)
-	if alive, who := leaseAlive(ctx, st, obj, ttl); !alive || who != replicaID {
+	// The owner keeps refreshing: its lease object is rewritten within a
+	// third of the TTL.
+	first := obj.ModTime
+	deadline := time.Now().Add(5 * ttl)
+	for obj.ModTime.Equal(first) && time.Now().Before(deadline) {
+		time.Sleep(ttl / 20)
+		_, obj, _ = newestLease(ctx, st, prefix)
+	}
+	if obj.ModTime.Equal(first) {
+		t.Fatalf("lease not refreshed within %s", 5*ttl)
+	}
+	if alive, who := leaseAlive(ctx, st, obj, ttl, obj.ModTime.Add(ttl)); !alive || who != replicaID {
 		t.Errorf("refreshed lease alive=%v owner %q, want alive and %q", alive, who, replicaID)
+	}
+	if alive, _ := leaseAlive(ctx, st, obj, ttl, obj.ModTime.Add(ttl+time.Millisecond)); alive {
+		t.Errorf("lease alive %s after its last refresh, want lapsed", ttl+time.Millisecond)
 	}
 	// Another replica takes generation 2 (as if the first had lapsed).
 	taker, err := acquireLease(ctx, st, prefix, 2, ttl)
@@ -152,7 +164,7 @@ func TestRunRefusedWhileOwnedElsewhere(t *testing.T) {
 	if _, err := r.Resume(ctx, exp, rec); !errors.Is(err, ErrLeaseHeld) {
 		t.Errorf("Resume of a run with a fresh lease: %v, want ErrLeaseHeld", err)
 	}
-	time.Sleep(600 * time.Millisecond) // the other replica's lease lapses
+	r.now = func() time.Time { return time.Now().Add(600 * time.Millisecond) } // the other replica's lease lapses
 	got, err := r.Resume(ctx, exp, rec)
 	if err != nil || got.State != StateSucceeded || got.Resumes != 1 {
 		t.Fatalf("Resume after the lease lapsed: %v, state %v", err, got)

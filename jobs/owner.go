@@ -26,6 +26,6 @@ func RunOwned(ctx context.Context, exp *Export, runID string, ttl time.Duration)
 	if gen == 0 {
 		return false, nil
 	}
-	alive, _ := leaseAlive(ctx, st, obj, ttl)
+	alive, _ := leaseAlive(ctx, st, obj, ttl, time.Now())
 	return alive, nil
 }

@@ -63,6 +63,9 @@ type Runner struct {
 	groups map[string]string
 	// What the Runner opened and keeps until Close (see open.go).
 	owned owned
+	// now tells the time leases are judged by; nil is time.Now. Tests move
+	// it forward instead of sleeping until a lease lapses.
+	now func() time.Time
 	// claimsPruned is when each job's old schedule claims were last pruned.
 	claimsPruned map[string]time.Time
 }
@@ -146,6 +149,14 @@ func (r *Runner) claimsDue(job string) bool {
 	return true
 }
 
+// clock returns the time leases are judged by.
+func (r *Runner) clock() time.Time {
+	if r.now != nil {
+		return r.now()
+	}
+	return time.Now()
+}
+
 func (r *Runner) leaseTTL() time.Duration {
 	if r.LeaseTTL > 0 {
 		return r.LeaseTTL
@@ -165,7 +176,7 @@ func (r *Runner) runningElsewhere(ctx context.Context, exp *Export, st store.Sto
 		if err != nil || gen == 0 {
 			continue
 		}
-		if alive, owner := leaseAlive(ctx, st, obj, r.leaseTTL()); alive {
+		if alive, owner := leaseAlive(ctx, st, obj, r.leaseTTL(), r.clock()); alive {
 			return fmt.Sprintf("run %s in state %s, owned by %s", rec.RunID, rec.State, owner), nil
 		}
 	}
@@ -210,7 +221,7 @@ func (r *Runner) Resume(ctx context.Context, exp *Export, rec *RunRecord) (*RunR
 		return nil, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, err)
 	}
 	if gen > 0 {
-		if alive, owner := leaseAlive(ctx, st, obj, r.leaseTTL()); alive {
+		if alive, owner := leaseAlive(ctx, st, obj, r.leaseTTL(), r.clock()); alive {
 			return nil, fmt.Errorf("export %s run %s: %w (%s)", exp.Name, rec.RunID, ErrLeaseHeld, owner)
 		}
 	}
