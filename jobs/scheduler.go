@@ -167,7 +167,10 @@ func (s *Scheduler) fire(exp *Export) {
 	if st, err := openStore(exp.Store); err != nil {
 		s.log.Error("scheduled run not started: store unavailable", "job", exp.Name, "err", err)
 		return
-	} else if ok, err := claimSlot(ctx, st, exp, slot); err != nil {
+	} else if ok, err := claimSlot(ctx, st, exp, slot); err != nil && ctx.Err() != nil {
+		s.log.Debug("scheduled run not started: stopping", "job", exp.Name)
+		return
+	} else if err != nil {
 		s.log.Error("scheduled run not started", "job", exp.Name, "err", err)
 		return
 	} else if !ok {

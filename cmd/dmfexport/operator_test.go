@@ -66,7 +66,7 @@ func TestDuplicateKeys(t *testing.T) {
 
 // startLogged starts dmfexport with its stdout and stderr kept, and calls
 // ready with each stderr line until it returns true.
-func startLogged(t *testing.T, env []string, ready func(line string) bool, args ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
+func startLogged(t *testing.T, env []string, ready func(line string) bool, args ...string) (*exec.Cmd, <-chan struct{}, *bytes.Buffer, *bytes.Buffer) {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), env...)
@@ -101,24 +101,25 @@ func startLogged(t *testing.T, env []string, ready func(line string) bool, args 
 			}
 		}
 	}()
-	go func() { _ = cmd.Wait(); pw.Close() }()
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); pw.Close(); close(exited) }()
 	select {
 	case <-found:
 	case <-time.After(30 * time.Second):
 		_ = cmd.Process.Kill()
 		t.Fatalf("dmfexport %v: the awaited log line never came\nstderr:\n%s", args, stderr.String())
 	}
-	return cmd, &stdout, &stderr
+	return cmd, exited, &stdout, &stderr
 }
 
 // waitExit waits for cmd (started by startLogged) to end.
-func waitExit(t *testing.T, cmd *exec.Cmd) {
+func waitExit(t *testing.T, cmd *exec.Cmd, exited <-chan struct{}) {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); cmd.ProcessState == nil; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			t.Fatal("dmfexport did not exit within 30 s of the signal")
-		}
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("dmfexport did not exit within 30 s of the signal")
 	}
 }
 
@@ -157,12 +158,12 @@ exports:
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			args := append(append([]string{}, tt.args...), "--config", cfg)
-			cmd, stdout, stderr := startLogged(t, env, func(l string) bool { return strings.Contains(l, `"msg":"run downloading"`) }, args...)
+			cmd, exited, stdout, stderr := startLogged(t, env, func(l string) bool { return strings.Contains(l, `"msg":"run downloading"`) }, args...)
 			time.Sleep(300 * time.Millisecond) // mid-download
 			if err := cmd.Process.Signal(tt.sig); err != nil {
 				t.Fatal(err)
 			}
-			waitExit(t, cmd)
+			waitExit(t, cmd, exited)
 			var warned bool
 			for _, l := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
 				if strings.Contains(l, `"level":"ERROR"`) {
