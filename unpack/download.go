@@ -21,13 +21,19 @@ import (
 // F&O for a fresh package URL.
 var ErrURLExpired = errors.New("package URL expired or refused")
 
+// ErrPackageNotFound is wrapped by Download when the storage service answers
+// 404 for the package: right after an execution succeeds F&O can hand out a
+// URL whose package is not downloadable yet, and after about 7 days F&O
+// deletes packages. Callers wait and ask again for a while, then give up.
+var ErrPackageNotFound = errors.New("package blob not found")
+
 // downloadAttempts bounds how often Download reconnects in a row without
 // progressUnit of new data (a dropped connection, HTTP 5xx).
 const downloadAttempts = 5
 
 // progressUnit is the new data an attempt must bring to renew the reconnect
-// budget: a server that sends a byte per connection must not keep a run
-// reconnecting forever.
+// budget (an eighth of the package when that is less): a server that sends
+// a byte per connection must not keep a run reconnecting forever.
 const progressUnit = 1 << 20
 
 // DefaultDownloadTimeout bounds a whole download, reconnects included, when
@@ -81,7 +87,7 @@ type DownloadOptions struct {
 
 // DownloadWith is Download with options. Whatever the server does, it ends:
 // within o.Timeout, and after downloadAttempts reconnects in a row that
-// brought less than 1 MiB of new data.
+// brought less than 1 MiB (an eighth of a smaller package) of new data.
 func DownloadWith(ctx context.Context, rawURL string, dst *os.File, o DownloadOptions) (n int64, sha256hex string, err error) {
 	hc := o.HTTPClient
 	if hc == nil {
@@ -129,13 +135,13 @@ func DownloadWith(ctx context.Context, rawURL string, dst *os.File, o DownloadOp
 		if ctx.Err() != nil {
 			return d.n, "", ctxErr()
 		}
-		if d.n >= mark+progressUnit {
+		if d.n >= mark+d.progressUnit() {
 			mark, failures = d.n, 0
 		}
 		failures++
 		if failures >= downloadAttempts {
-			return d.n, "", fail("gave up after %d attempts: %w (%d of %s bytes after %d requests; the attempts in a row brought less than 1 MiB)",
-				failures, err, d.n, d.size(), requests)
+			return d.n, "", fail("gave up after %d attempts: %w (%d of %s bytes after %d requests; the attempts in a row brought less than %d bytes)",
+				failures, err, d.n, d.size(), requests, d.progressUnit())
 		}
 		t := time.NewTimer(retryDelay << min(failures-1, 4))
 		select {
@@ -145,6 +151,16 @@ func DownloadWith(ctx context.Context, rawURL string, dst *os.File, o DownloadOp
 		case <-t.C:
 		}
 	}
+}
+
+// progressUnit is the new data an attempt must bring to renew the
+// reconnect budget: progressUnit, or an eighth of a smaller package, so a
+// small package cut short on every connection still completes.
+func (d *download) progressUnit() int64 {
+	if d.total > 0 && d.total/8 < progressUnit {
+		return max(d.total/8, 1)
+	}
+	return progressUnit
 }
 
 // size renders the package size for messages: "unknown" until it is known.
@@ -248,7 +264,7 @@ func (d *download) attempt() error {
 	case code == http.StatusForbidden:
 		return &fatalError{fmt.Errorf("HTTP 403%s: %w: ask F&O for a fresh package URL", azureCode(resp), ErrURLExpired)}
 	case code == http.StatusNotFound:
-		return &fatalError{fmt.Errorf("HTTP 404%s: package blob not found (F&O deletes packages after 7 days): export again", azureCode(resp))}
+		return &fatalError{fmt.Errorf("HTTP 404%s: %w", azureCode(resp), ErrPackageNotFound)}
 	case code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout:
 		return fmt.Errorf("HTTP status %s%s", resp.Status, azureCode(resp))
 	default:
@@ -377,7 +393,7 @@ func scrub(err error, u *url.URL) error {
 		return err
 	}
 	var keep []error
-	for _, s := range []error{ErrURLExpired, context.Canceled, context.DeadlineExceeded, io.ErrUnexpectedEOF} {
+	for _, s := range []error{ErrURLExpired, ErrPackageNotFound, context.Canceled, context.DeadlineExceeded, io.ErrUnexpectedEOF} {
 		if errors.Is(err, s) {
 			keep = append(keep, s)
 		}

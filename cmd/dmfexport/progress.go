@@ -53,7 +53,7 @@ func liveProgress(c *console, now func() time.Time) func(jobs.Event) {
 			}
 			c.Line(fmt.Sprintf("%s %s: %s%s", t.Format("15:04:05"), e.Job, e.State, detail))
 		}
-		newEntity := e.Entity != "" && e.Entity != js.entity
+		newEntity := e.Entity != "" && js.ents[e.Entity] == nil
 		js.update(e, t)
 		if !changed && !newEntity && t.Sub(drawn) < redrawEvery {
 			return
@@ -78,16 +78,24 @@ func liveProgress(c *console, now func() time.Time) func(jobs.Event) {
 	}
 }
 
-// jobState is one job's part of the status line.
+// jobState is one job's part of the status line. While a run publishes
+// several entities at once, it sums them up.
 type jobState struct {
 	state  jobs.State
-	entity string
-	rows   int64 // confirmed rows of entity
-	sent   int64 // rows of entity handed to the broker
-	done   int64 // bytes of the state's work done
-	total  int64 // bytes in all, 0 unknown
-	bytes  meter // over done
-	rowsM  meter // over sent
+	entity string // the one entity being published, "" for none or several
+	active int    // entities being published
+	rows   int64  // confirmed rows of the entities
+	sent   int64  // rows of the entities handed to the broker
+	done   int64  // bytes of the state's work done
+	total  int64  // bytes in all, 0 unknown
+	bytes  meter  // over done
+	rowsM  meter  // over sent
+	ents   map[string]*entityProgress
+}
+
+// entityProgress is what the events told of one entity.
+type entityProgress struct {
+	rows, sent, done, total int64
 }
 
 // meter measures a rate from the first value seen in a phase.
@@ -109,28 +117,51 @@ func (m *meter) rate(t time.Time, v int64) float64 {
 }
 
 func (s *jobState) update(e jobs.Event, t time.Time) {
-	if e.State != s.state || e.Entity != s.entity && e.Entity != "" {
-		s.done, s.total, s.sent = 0, 0, 0
+	if e.State != s.state {
+		s.done, s.total, s.sent, s.rows, s.entity, s.active = 0, 0, 0, 0, "", 0
+		s.ents = map[string]*entityProgress{}
 		s.bytes.reset(t, 0)
 		s.rowsM.reset(t, 0)
-		if e.Entity != "" {
-			s.rows = 0
-		}
 	}
 	s.state = e.State
-	if e.Entity != "" {
-		s.entity = e.Entity
-		s.rows = max(s.rows, e.Rows)
-		if s.sent == 0 && e.Sent > 0 {
-			s.rowsM.reset(t, e.Sent) // a resumed entity starts past its skipped rows
+	if e.Entity == "" {
+		if e.Done > 0 || e.Total > 0 {
+			if e.Done < s.done { // a download that started over
+				s.bytes.reset(t, e.Done)
+			}
+			s.done, s.total = e.Done, e.Total
 		}
-		s.sent = max(s.sent, e.Sent)
+		return
 	}
+	ep := s.ents[e.Entity]
+	if ep == nil {
+		ep = &entityProgress{}
+		s.ents[e.Entity] = ep
+	}
+	ep.rows, ep.sent = max(ep.rows, e.Rows), max(ep.sent, e.Sent)
 	if e.Done > 0 || e.Total > 0 {
-		if e.Done < s.done { // a download that started over
-			s.bytes.reset(t, e.Done)
+		ep.done, ep.total = e.Done, e.Total
+	}
+	wasSent := s.sent
+	s.rows, s.sent, s.done, s.total, s.active, s.entity = 0, 0, 0, 0, 0, ""
+	for name, p := range s.ents {
+		s.rows += p.rows
+		s.sent += p.sent
+		s.done += p.done
+		s.total += p.total
+		if p.total == 0 || p.done < p.total {
+			s.active++
+			s.entity = name
 		}
-		s.done, s.total = e.Done, e.Total
+	}
+	if s.active != 1 {
+		s.entity = ""
+	}
+	if s.active == 0 {
+		s.entity = e.Entity
+	}
+	if wasSent == 0 && s.sent > 0 {
+		s.rowsM.reset(t, s.sent) // a resumed entity starts past its skipped rows
 	}
 }
 
@@ -146,10 +177,14 @@ func (s *jobState) render(name string, t time.Time, bar bool) string {
 		m, eta := s.measure(t, bar, byteSize(s.done), func(r float64) string { return byteSize(int64(r)) + "/s" })
 		return p + " " + m + eta
 	case jobs.StatePublishing:
-		if s.entity == "" {
+		switch {
+		case len(s.ents) == 0:
 			return p
+		case s.entity != "":
+			p += " " + s.entity
+		default:
+			p += fmt.Sprintf(" %d entities", s.active)
 		}
-		p += " " + s.entity
 		eta := ""
 		if s.total > 0 {
 			var m string

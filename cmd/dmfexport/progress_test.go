@@ -62,3 +62,29 @@ func TestProgressPrinters(t *testing.T) {
 		})
 	}
 }
+
+// TestLiveProgressParallelEntities: entities published at once are summed
+// up on the job's status line rather than flickering between names.
+func TestLiveProgressParallelEntities(t *testing.T) {
+	var b bytes.Buffer
+	clock := time.Date(2026, 11, 24, 20, 0, 0, 0, time.UTC)
+	p := liveProgress(liveConsole(&b, 200), func() time.Time { clock = clock.Add(time.Second); return clock })
+	for _, e := range []jobs.Event{
+		{Job: "c", State: jobs.StatePublishing},
+		{Job: "c", State: jobs.StatePublishing, Entity: "A", Sent: 500, Done: 100, Total: 400},
+		{Job: "c", State: jobs.StatePublishing, Entity: "B", Sent: 500, Done: 300, Total: 400},
+		{Job: "c", State: jobs.StatePublishing, Entity: "A", Rows: 500, Confirmed: true},
+		{Job: "c", State: jobs.StatePublishing, Entity: "B", Rows: 200, Confirmed: true},
+		{Job: "c", State: jobs.StatePublishing, Entity: "B", Rows: 200, Sent: 600, Done: 400, Total: 400},
+	} {
+		p(e)
+	}
+	draws := strings.Split(b.String(), "\r\033[K")
+	last := draws[len(draws)-1]
+	if want := "c publishing A [############........] 62% 700 rows confirmed"; !strings.Contains(last, want) {
+		t.Errorf("last status line %q, want it to hold %q", last, want)
+	}
+	if !strings.Contains(b.String(), "c publishing 2 entities") {
+		t.Errorf("no status line summed up the two entities:\n%q", b.String())
+	}
+}
