@@ -127,6 +127,17 @@ func (p *Pacer) setLimit(requestsPerMinute, burst int) {
 	p.tolerance = time.Duration(float64(burst-1) * float64(time.Second) / limit)
 }
 
+// SetPollTick changes the period of the poll ticker (0: the default)
+// from its next start: it runs only while polls wait.
+func (p *Pacer) SetPollTick(d time.Duration) {
+	if d <= 0 {
+		d = DefaultPollTick
+	}
+	p.tickMu.Lock()
+	p.tick = d
+	p.tickMu.Unlock()
+}
+
 // RequestsPerMinute is the pace now: the configured one, or less after 429s.
 func (p *Pacer) RequestsPerMinute() float64 {
 	p.mu.Lock()
@@ -272,15 +283,15 @@ func (p *Pacer) nextTick() <-chan struct{} {
 	defer p.tickMu.Unlock()
 	if p.tickCh == nil {
 		p.tickCh = make(chan struct{})
-		go p.ticker()
+		go p.ticker(p.tick)
 	}
 	return p.tickCh
 }
 
 // ticker closes the tick channel every tick while polls wait, and stops
 // at the first tick with none waiting.
-func (p *Pacer) ticker() {
-	t := time.NewTicker(p.tick)
+func (p *Pacer) ticker(period time.Duration) {
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for range t.C {
 		p.tickMu.Lock()

@@ -217,6 +217,7 @@ type Simulator struct {
 	faultyDownloads int
 	expiredURLs     int
 	exports         int
+	peakExecutions  int // most executions not final at once, as counted at each start
 	downloads       int
 	failedStarts    int // Failed executions started, for EmptyErrorsEvery
 }
@@ -383,6 +384,14 @@ func (s *Simulator) Calls(action string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.calls[action]
+}
+
+// PeakExecutions reports the most executions that were running at once
+// (not yet in a final state), as counted each time one started.
+func (s *Simulator) PeakExecutions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peakExecutions
 }
 
 // Downloads reports how many package downloads were served (200 or 206).
@@ -647,6 +656,14 @@ func (s *Simulator) exportToPackage(w http.ResponseWriter, r *http.Request, req 
 	s.executions[id] = ex
 	s.blobs[ex.blobName] = ex
 	s.exports++
+	running := 0
+	for _, other := range s.executions {
+		switch s.status(other, now) {
+		case notRegistered, statusUnknown, statusNotRun, statusExecuting:
+			running++
+		}
+	}
+	s.peakExecutions = max(s.peakExecutions, running)
 	s.mu.Unlock()
 	s.answer(w, r, id, s.opts.NestedValue)
 }
