@@ -53,10 +53,10 @@ type RunRecord struct {
 	StartedAt   time.Time `json:"started_at"`
 	// QueuedAt is when the run began to wait for an execution slot of its
 	// F&O environment (fo.max_concurrent_exports); zero if it never waited.
-	QueuedAt time.Time `json:"queued_at,omitzero"`
-	FinishedAt  time.Time `json:"finished_at,omitzero"`
-	State       State     `json:"state"`
-	Error       string    `json:"error,omitempty"`
+	QueuedAt   time.Time `json:"queued_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	State      State     `json:"state"`
+	Error      string    `json:"error,omitempty"`
 	// Warnings are problems that did not fail the run, such as F&O's errors
 	// of a PartiallySucceeded export published under partial: publish.
 	Warnings []string `json:"warnings,omitempty"`
