@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -673,29 +674,49 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 		return err
 	}
 	return u.step("download", func() error {
-		pkgURL, err := client.WaitPackageURL(ctx, u.rec.ExecutionID, u.exp.Poll.PackageURLTimeout)
-		if err != nil {
-			return fmt.Errorf("get package URL of execution %s: %w", u.rec.ExecutionID, err)
-		}
-		u.rec.PackageURL = dmf.RedactURL(pkgURL)
-		if err := resetFile(tmp); err != nil {
-			return err
-		}
 		dl := unpack.DownloadOptions{HTTPClient: u.r.httpClient(), Timeout: u.exp.Poll.DownloadTimeout}
-		n, sum, err := unpack.DownloadWith(ctx, pkgURL, tmp, dl)
-		if errors.Is(err, unpack.ErrURLExpired) {
-			// The SAS may have lapsed (e.g. a resumed run): ask once for a fresh one.
-			u.log.Warn("package URL refused, asking F&O for a fresh one", "url", u.rec.PackageURL, "err", err)
-			if pkgURL, err = client.WaitPackageURL(ctx, u.rec.ExecutionID, u.exp.Poll.PackageURLTimeout); err != nil {
-				return fmt.Errorf("get a fresh package URL of execution %s: %w", u.rec.ExecutionID, err)
+		var n int64
+		var sum string
+		freshAsked := false
+		var notFoundSince time.Time
+		wait := max(u.exp.Poll.PackageURLInterval, 500*time.Millisecond)
+		for {
+			pkgURL, err := client.WaitPackageURL(ctx, u.rec.ExecutionID, u.exp.Poll.PackageURLTimeout)
+			if err != nil {
+				return fmt.Errorf("get package URL of execution %s: %w", u.rec.ExecutionID, err)
 			}
 			u.rec.PackageURL = dmf.RedactURL(pkgURL)
 			if err := resetFile(tmp); err != nil {
 				return err
 			}
 			n, sum, err = unpack.DownloadWith(ctx, pkgURL, tmp, dl)
-		}
-		if err != nil {
+			if err == nil {
+				break
+			}
+			switch {
+			case errors.Is(err, unpack.ErrURLExpired) && !freshAsked:
+				// The SAS may have lapsed (e.g. a resumed run): ask once for a fresh one.
+				freshAsked = true
+				u.log.Warn("package URL refused, asking F&O for a fresh one", "url", u.rec.PackageURL, "err", err)
+				continue
+			case errors.Is(err, unpack.ErrPackageNotFound):
+				// Right after success F&O's URL can point at a package not
+				// yet downloadable; after about 7 days F&O deletes it.
+				if notFoundSince.IsZero() {
+					notFoundSince = time.Now()
+				}
+				if waited := time.Since(notFoundSince); waited >= u.exp.Poll.PackageURLTimeout {
+					return fmt.Errorf("download package of execution %s: %w: still not there after %s (poll.package_url_timeout); "+
+						"F&O deletes packages after about 7 days: if the execution is older, start a new run (dmfexport trigger --new %s)",
+						u.rec.ExecutionID, err, waited.Round(time.Second), u.exp.Name)
+				}
+				u.log.Info("package not downloadable yet, asking again", "delay", wait)
+				if err := sleepCtx(ctx, wait); err != nil {
+					return err
+				}
+				wait = min(wait*2, max(u.exp.Poll.PackageURLMaxInterval, wait))
+				continue
+			}
 			return fmt.Errorf("download package of execution %s: %w", u.rec.ExecutionID, err)
 		}
 		if _, err := tmp.Seek(0, io.SeekStart); err != nil {
@@ -799,47 +820,108 @@ func (u *run) unpack(ctx context.Context, pkg string) error {
 	return u.save(ctx)
 }
 
+// publishAll publishes the run's entities that are not done yet, up to
+// parallelEntities of them at a time, each on a sink (for AMQP its own
+// connection and channel) of its own. Each entity's batches keep their order;
+// entities interleave on the broker.
 func (u *run) publishAll(ctx context.Context) error {
-	sink, err := u.newSink(ctx)
+	var todo []int
+	failed := map[int]bool{}
+	for i := range u.rec.Entities {
+		e := &u.rec.Entities[i]
+		switch {
+		case e.State == StateSucceeded: // published before an interruption
+		case e.State == StateFailed && e.Key == "": // could not be unpacked, or absent under absent_files: fail
+			failed[i] = true
+		default:
+			todo = append(todo, i)
+		}
+	}
+	workers := max(1, min(u.exp.parallelEntities(), len(todo)))
+	sinks, err := u.newSinks(ctx, workers)
 	if err != nil {
 		return err
 	}
-	defer sink.Close()
-	var failed []string
+	defer func() {
+		for _, s := range sinks {
+			s.Close()
+		}
+	}()
+
+	next := make(chan int)
+	var mu sync.Mutex // guards failed and firstErr
+	var firstErr error
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(sink publish.Sink) {
+			defer wg.Done()
+			for i := range next {
+				e := &u.rec.Entities[i]
+				err := u.publishEntity(ctx, sink, e)
+				if err != nil && ctx.Err() != nil {
+					continue // interrupted: the entity stays pending, to resume
+				}
+				u.mu.Lock()
+				if err != nil {
+					e.State, e.Error = StateFailed, err.Error()
+				} else {
+					e.State = StateSucceeded
+				}
+				u.mu.Unlock()
+				if err != nil {
+					u.log.Error("entity failed", "entity", e.Entity, "err", err)
+					mu.Lock()
+					failed[i] = true
+					mu.Unlock()
+				}
+				if err := u.save(ctx); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+			}
+		}(sinks[w%len(sinks)])
+	}
+feed:
+	for _, i := range todo {
+		mu.Lock()
+		stop := firstErr != nil
+		mu.Unlock()
+		if stop {
+			break
+		}
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if firstErr != nil {
+		return firstErr
+	}
+	var names []string
 	for i := range u.rec.Entities {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		e := &u.rec.Entities[i]
-		if e.State == StateSucceeded { // published before an interruption
-			continue
-		}
-		if e.State == StateFailed && e.Key == "" { // could not be unpacked, or absent under absent_files: fail
-			failed = append(failed, e.Entity)
-			continue
-		}
-		if err := u.publishEntity(ctx, sink, e); err != nil && ctx.Err() != nil {
-			return ctx.Err() // interrupted: the entity stays pending, to resume
-		} else if err != nil {
-			e.State, e.Error = StateFailed, err.Error()
-			u.log.Error("entity failed", "entity", e.Entity, "err", err)
-			failed = append(failed, e.Entity)
-		} else {
-			e.State = StateSucceeded
-		}
-		if err := u.save(ctx); err != nil {
-			return err
+		if failed[i] {
+			names = append(names, u.rec.Entities[i].Entity)
 		}
 	}
 	switch {
-	case len(failed) == 0:
+	case len(names) == 0:
 		return nil
-	case len(failed) < len(u.rec.Entities):
+	case len(names) < len(u.rec.Entities):
 		u.rec.State = StatePartiallySucceeded
-		u.rec.Error = fmt.Sprintf("%d of %d entities failed: %s", len(failed), len(u.rec.Entities), strings.Join(failed, ", "))
+		u.rec.Error = fmt.Sprintf("%d of %d entities failed: %s", len(names), len(u.rec.Entities), strings.Join(names, ", "))
 		return nil
 	default:
-		return fmt.Errorf("every entity failed to publish (%s); see the entity errors in the run record", strings.Join(failed, ", "))
+		return fmt.Errorf("every entity failed to publish (%s); see the entity errors in the run record", strings.Join(names, ", "))
 	}
 }
 
@@ -877,7 +959,9 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 		u.mu.Unlock()
 		log.Info("resuming entity after its last confirmed batch", "last_batch", e.LastBatch)
 	} else {
+		u.mu.Lock() // other entities' checkpoints snapshot the record
 		e.LastBatch, e.Rows, e.Batches = -1, 0, 0
+		u.mu.Unlock()
 	}
 	log.Info("publishing entity", "format", e.Format, "bytes", e.Bytes)
 	baseRows := e.Rows
@@ -890,7 +974,7 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 	_, err := publish.PublishEntity(ctx, rc, sink, publish.EntityOptions{
 		Job: u.exp.Name, RunID: u.rec.RunID, ExecutionID: u.rec.ExecutionID, Entity: e.Entity,
 		Exchange: u.exp.Exchange, RoutingKey: u.exp.RoutingKey, BatchSize: b.BatchSize,
-		Format: e.Format, Sheet: e.Sheet, RefreshType: e.RefreshType, Compression: b.Compression, ResumeFrom: resumeFrom,
+		Format: e.Format, Sheet: e.Sheet, RefreshType: e.RefreshType, Compression: b.Compression, CompressionLevel: u.exp.CompressionLevel, ResumeFrom: resumeFrom,
 		Delimiter: delim, MaxMessageBytes: u.exp.MaxMessageBytes,
 		Progress: func(s publish.EntityStats) {
 			u.emit(Event{Entity: e.Entity, Rows: baseRows + s.Rows})
@@ -939,16 +1023,68 @@ func batchSettingsOf(exp *Export) *BatchSettings {
 	return b
 }
 
-func (u *run) newSink(ctx context.Context) (publish.Sink, error) {
-	if u.r.NewSink != nil {
-		return u.r.NewSink(ctx, u.exp)
+// DefaultParallelEntities is how many entities publish at once when
+// exports[].parallel_entities is not set: the number of CPUs, at most 4.
+// Parsing and encoding a batch is CPU work and the broker confirms each
+// connection's messages in turn, so a few entities at once fill both; more
+// would only divide broker.max_unconfirmed_bytes into smaller shares.
+func DefaultParallelEntities() int { return min(runtime.NumCPU(), 4) }
+
+func (e *Export) parallelEntities() int {
+	if e.ParallelEntities > 0 {
+		return e.ParallelEntities
 	}
-	return OpenSink(ctx, u.exp, u.log)
+	return DefaultParallelEntities()
+}
+
+// newSink returns one sink for entities published one after another.
+func (u *run) newSink(ctx context.Context) (publish.Sink, error) {
+	s, err := u.newSinks(ctx, 1)
+	if err != nil {
+		return nil, err
+	}
+	return s[0], nil
+}
+
+// newSinks returns the sinks n entities publish through at once. An AMQP
+// broker gets n connections, each with its share of
+// broker.max_unconfirmed_bytes, so the bodies held for confirms stay within
+// that setting across all of them. A file sink, and a sink from
+// Runner.NewSink, is one sink shared (both are safe for concurrent use).
+func (u *run) newSinks(ctx context.Context, n int) ([]publish.Sink, error) {
+	if u.r.NewSink != nil {
+		s, err := u.r.NewSink(ctx, u.exp)
+		if err != nil {
+			return nil, err
+		}
+		return []publish.Sink{s}, nil
+	}
+	if u.exp.Broker.Type != "amqp" {
+		n = 1
+	}
+	var sinks []publish.Sink
+	for i := 0; i < n; i++ {
+		s, err := openSink(ctx, u.exp, u.log, n)
+		if err != nil {
+			for _, s := range sinks {
+				s.Close()
+			}
+			return nil, err
+		}
+		sinks = append(sinks, s)
+	}
+	return sinks, nil
 }
 
 // OpenSink connects the sink an export's broker section describes and makes
 // sure its exchange exists (declaring the topology when asked to).
 func OpenSink(ctx context.Context, exp *Export, log *slog.Logger) (publish.Sink, error) {
+	return openSink(ctx, exp, log, 1)
+}
+
+// openSink is OpenSink for one of shares sinks publishing at once: an AMQP
+// sink gets 1/shares of broker.max_unconfirmed_bytes (at least 1 MiB).
+func openSink(ctx context.Context, exp *Export, log *slog.Logger, shares int) (publish.Sink, error) {
 	b := exp.Broker
 	switch b.Type {
 	case "file":
@@ -959,7 +1095,7 @@ func OpenSink(ctx context.Context, exp *Export, log *slog.Logger) (publish.Sink,
 		return s, nil
 	case "amqp":
 		s, err := publish.DialAMQP(ctx, publish.AMQPOptions{
-			URL: b.URL.Reveal(), ConfirmWindow: b.ConfirmWindow, MaxUnconfirmedBytes: b.MaxUnconfirmedBytes,
+			URL: b.URL.Reveal(), ConfirmWindow: b.ConfirmWindow, MaxUnconfirmedBytes: unconfirmedShare(b.MaxUnconfirmedBytes, shares),
 			ReconnectTimeout: b.ReconnectTimeout, NackRetries: b.NackRetries,
 			ConnectionName: connectionName(exp.Name), Logger: log,
 		})
@@ -983,6 +1119,15 @@ func OpenSink(ctx context.Context, exp *Export, log *slog.Logger) (publish.Sink,
 	default:
 		return nil, fmt.Errorf("unknown broker type %q", b.Type)
 	}
+}
+
+// unconfirmedShare is one of shares parts of the max_unconfirmed_bytes
+// setting (0: the publisher's default), at least 1 MiB.
+func unconfirmedShare(total, shares int) int {
+	if total <= 0 {
+		total = publish.DefaultMaxUnconfirmedBytes
+	}
+	return max(total/max(shares, 1), 1<<20)
 }
 
 func connectionName(job string) string {
@@ -1069,4 +1214,16 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails
 	return hex.EncodeToString(b)
+}
+
+// sleepCtx waits d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -51,6 +51,9 @@ type EntityOptions struct {
 	// AMQP content_encoding names it; the content type stays that of the
 	// JSON event. MaxMessageBytes applies before and after compression.
 	Compression string
+	// CompressionLevel tunes Compression: 0 is its fastest level, else 1
+	// (fastest) to 9 for gzip and 1 (fastest) to 4 for zstd.
+	CompressionLevel int
 	// ResumeFrom is the first batch index to publish: batches before it
 	// were confirmed by an earlier attempt on the same file with the same
 	// BatchSize (pass the last confirmed batch index + 1). Their rows are
@@ -120,7 +123,7 @@ func PublishEntity(ctx context.Context, r io.Reader, sink Sink, o EntityOptions)
 	if o.ResumeFrom < 0 {
 		return st, fmt.Errorf("resume from batch %d is negative", o.ResumeFrom)
 	}
-	comp, err := newCompressor(o.Compression)
+	comp, err := newCompressor(o.Compression, o.CompressionLevel)
 	if err != nil {
 		return st, err
 	}

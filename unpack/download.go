@@ -21,6 +21,12 @@ import (
 // F&O for a fresh package URL.
 var ErrURLExpired = errors.New("package URL expired or refused")
 
+// ErrPackageNotFound is wrapped by Download when the storage service answers
+// 404 for the package: right after an execution succeeds F&O can hand out a
+// URL whose package is not downloadable yet, and after about 7 days F&O
+// deletes packages. Callers wait and ask again for a while, then give up.
+var ErrPackageNotFound = errors.New("package blob not found")
+
 // downloadAttempts bounds how often Download reconnects in a row without
 // progressUnit of new data (a dropped connection, HTTP 5xx).
 const downloadAttempts = 5
@@ -241,7 +247,7 @@ func (d *download) attempt() error {
 	case code == http.StatusForbidden:
 		return &fatalError{fmt.Errorf("HTTP 403%s: %w: ask F&O for a fresh package URL", azureCode(resp), ErrURLExpired)}
 	case code == http.StatusNotFound:
-		return &fatalError{fmt.Errorf("HTTP 404%s: package blob not found (F&O deletes packages after 7 days): export again", azureCode(resp))}
+		return &fatalError{fmt.Errorf("HTTP 404%s: %w", azureCode(resp), ErrPackageNotFound)}
 	case code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout:
 		return fmt.Errorf("HTTP status %s%s", resp.Status, azureCode(resp))
 	default:
@@ -367,7 +373,7 @@ func scrub(err error, u *url.URL) error {
 		return err
 	}
 	var keep []error
-	for _, s := range []error{ErrURLExpired, context.Canceled, context.DeadlineExceeded, io.ErrUnexpectedEOF} {
+	for _, s := range []error{ErrURLExpired, ErrPackageNotFound, context.Canceled, context.DeadlineExceeded, io.ErrUnexpectedEOF} {
 		if errors.Is(err, s) {
 			keep = append(keep, s)
 		}
