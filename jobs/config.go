@@ -91,6 +91,13 @@ type FOConfig struct {
 	RetryMaxDelay   time.Duration
 	MaxThrottleWait time.Duration
 	RequestTimeout  time.Duration // one HTTP request; 0 → dmf.DefaultRequestTimeout
+
+	// MaxConcurrentExports and MaxRequestsPerMinute are limits of the
+	// environment (every export with the same URL in this process shares
+	// them; the configuration refuses exports of one URL that disagree):
+	// executions in flight in F&O at once, and the pace of all calls.
+	MaxConcurrentExports int // 0 → DefaultMaxConcurrentExports
+	MaxRequestsPerMinute int // 0 → dmf.DefaultRequestsPerMinute
 }
 
 // AuthConfig says how to obtain a Microsoft Entra ID token (for F&O, or a
@@ -327,6 +334,7 @@ func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)
 		line int
 	}
 	groups := map[string]groupUse{} // groupKey → first export naming it
+	envs := map[string]Export{}     // environmentKey → first export naming it
 	for i, n := range expsNode.Content {
 		p := fmt.Sprintf("exports[%d]", i)
 		e, ok := d.export(n, p, top)
@@ -336,6 +344,19 @@ func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)
 				continue
 			}
 			names[e.Name] = n
+		}
+		if ok {
+			env := environmentKey(e.FO.URL)
+			if first, seen := envs[env]; !seen {
+				envs[env] = e
+			} else if cmp.Or(first.FO.MaxConcurrentExports, DefaultMaxConcurrentExports) != cmp.Or(e.FO.MaxConcurrentExports, DefaultMaxConcurrentExports) ||
+				cmp.Or(first.FO.MaxRequestsPerMinute, dmf.DefaultRequestsPerMinute) != cmp.Or(e.FO.MaxRequestsPerMinute, dmf.DefaultRequestsPerMinute) {
+				d.problem(n, fmt.Sprintf("exports[%d](%s).fo", i, e.Name), fmt.Sprintf("limits of environment %s (max_concurrent_exports %d, max_requests_per_minute %d) differ from those export %q gives it (%d, %d)",
+					e.FO.URL.Redacted(), cmp.Or(e.FO.MaxConcurrentExports, DefaultMaxConcurrentExports), cmp.Or(e.FO.MaxRequestsPerMinute, dmf.DefaultRequestsPerMinute),
+					first.Name, cmp.Or(first.FO.MaxConcurrentExports, DefaultMaxConcurrentExports), cmp.Or(first.FO.MaxRequestsPerMinute, dmf.DefaultRequestsPerMinute)),
+					"every export of one environment shares its limits: set them once, in the shared fo: section")
+				ok = false
+			}
 		}
 		if ok {
 			cfg.Exports = append(cfg.Exports, e)
@@ -368,7 +389,7 @@ var (
 	exportKeys = []string{"name", "schedule", "definition_group", "package_name", "legal_entity", "reexecute",
 		"enabled", "exchange", "routing_key", "batch_size", "jitter", "partial", "absent_files", "compression", "compression_level", "parallel_entities", "delimiter", "max_message_bytes", "fo", "store", "broker", "poll", "retention"}
 	sections = []section{
-		{"fo", []string{"url", "auth", "max_retries", "retry_base_delay", "retry_max_delay", "max_throttle_wait", "request_timeout"}},
+		{"fo", []string{"url", "auth", "max_retries", "retry_base_delay", "retry_max_delay", "max_throttle_wait", "request_timeout", "max_concurrent_exports", "max_requests_per_minute"}},
 		{"store", []string{"type", "path", "prefix", "account_url", "container", "connection_string", "sas_url", "auth", "block_size", "concurrency"}},
 		{"broker", []string{"type", "url", "path", "confirm_window", "max_unconfirmed_bytes", "reconnect_timeout", "nack_retries", "declare", "queues", "allow_plaintext"}},
 		{"poll", []string{"interval", "max_interval", "deadline", "package_url_timeout", "package_url_interval", "package_url_max_interval", "register_timeout", "download_timeout"}},
@@ -1032,6 +1053,16 @@ func (d *decoder) fo(n, exp *yaml.Node, p string) FOConfig {
 	c.Auth = d.auth(m["auth"], where(n, exp), p+".auth")
 	if v := m["max_retries"]; v != nil {
 		c.MaxRetries, _ = d.integer(v, p+".max_retries", -1, 100)
+	}
+	if v := m["max_concurrent_exports"]; v != nil {
+		if x, ok := d.integer(v, p+".max_concurrent_exports", 1, 1000); ok {
+			c.MaxConcurrentExports = x
+		}
+	}
+	if v := m["max_requests_per_minute"]; v != nil {
+		if x, ok := d.integer(v, p+".max_requests_per_minute", 1, 100000); ok {
+			c.MaxRequestsPerMinute = x
+		}
 	}
 	durations := []struct {
 		key string

@@ -19,9 +19,10 @@ import (
 // secrets. Broker connections are not kept: each run opens its sink and
 // closes it when it ends.
 type owned struct {
-	hc     *http.Client // made on first use when Runner.HTTPClient is nil
-	stores []ownedStore
-	creds  []ownedCred
+	hc        *http.Client    // made on first use
+	transport *http.Transport // made with hc when Runner.HTTPClient is nil
+	stores    []ownedStore
+	creds     []ownedCred
 }
 
 type ownedStore struct {
@@ -38,17 +39,23 @@ type ownedCred struct {
 // account and checking the container).
 const openStoreTimeout = 2 * time.Minute
 
-// httpClient returns the client every request of the Runner goes through:
-// Runner.HTTPClient, or one the Runner made with a transport of its own,
-// whose idle connections Close closes.
+// httpClient returns the client for F&O, Entra ID, the blob store and the
+// package download: Runner.HTTPClient, or one the Runner made with a
+// transport of its own, whose idle connections Close closes. Each request
+// it makes within a run is a span of the run's trace.
 func (r *Runner) httpClient() *http.Client {
-	if r.HTTPClient != nil {
-		return r.HTTPClient
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.owned.hc == nil {
-		r.owned.hc = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		var c http.Client
+		if r.HTTPClient != nil {
+			c = *r.HTTPClient
+		} else {
+			r.owned.transport = http.DefaultTransport.(*http.Transport).Clone()
+			c.Transport = r.owned.transport
+		}
+		c.Transport = tracingTransport{base: c.Transport, tracer: r.tracer()}
+		r.owned.hc = &c
 	}
 	return r.owned.hc
 }
@@ -111,8 +118,8 @@ func (r *Runner) Close() error {
 	o := r.owned
 	r.owned = owned{}
 	r.mu.Unlock()
-	if o.hc != nil {
-		o.hc.CloseIdleConnections()
+	if o.transport != nil {
+		o.transport.CloseIdleConnections()
 	}
 	return nil
 }

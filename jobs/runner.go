@@ -19,7 +19,10 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dmfexport/dmfexport/dmf"
 	"github.com/dmfexport/dmfexport/internal/ctxio"
@@ -39,8 +42,22 @@ type Event struct {
 	RunID  string
 	State  State
 	Entity string // set while publishing an entity
-	Rows   int64  // rows published so far for Entity
-	Detail string // human-readable detail, e.g. the F&O status
+	// Rows counts the rows of Entity the broker confirmed so far: what
+	// "published" means. Sent counts those handed to it, confirmed or not.
+	Rows, Sent int64
+	// Confirmed is set when the event reports a batch the broker confirmed.
+	Confirmed bool
+	// Done and Total measure the work of the state in bytes: the package
+	// downloaded of its Content-Length, or the entity's stored file read of
+	// its size. Total is 0 when unknown.
+	Done, Total int64
+	Detail      string // human-readable detail, e.g. the F&O status
+}
+
+// Progress reports whether e only measures progress within its state
+// (bytes, rows handed to the broker): plain output skips such events.
+func (e Event) Progress() bool {
+	return !e.Confirmed && e.Detail == "" && (e.Done > 0 || e.Total > 0 || e.Sent > 0)
 }
 
 // Runner executes export runs. It is safe for concurrent use; runs of
@@ -51,6 +68,10 @@ type Runner struct {
 	OnEvent    func(Event)                                                  // optional live progress
 	NewSink    func(ctx context.Context, exp *Export) (publish.Sink, error) // nil → sink from exp.Broker
 	Metrics    *Metrics                                                     // nil → none
+	// TracerProvider makes the spans of each run (one trace per run); nil
+	// means OpenTelemetry's global provider, a no-op unless the command set
+	// one up.
+	TracerProvider trace.TracerProvider
 	// LeaseTTL is how long a run's lease in the store lives without a
 	// heartbeat before another replica may take the run over; 0 means
 	// DefaultLeaseTTL.
@@ -66,6 +87,9 @@ type Runner struct {
 	// now tells the time leases are judged by; nil is time.Now. Tests move
 	// it forward instead of sleeping until a lease lapses.
 	now func() time.Time
+	// envs holds the limits shared by the exports of each F&O environment
+	// (see environment.go), by environmentKey.
+	envs map[string]*environment
 	// claimsPruned is when each job's old schedule claims were last pruned.
 	claimsPruned map[string]time.Time
 }
@@ -255,16 +279,22 @@ func (r *Runner) Resume(ctx context.Context, exp *Export, rec *RunRecord) (*RunR
 func (r *Runner) ResumeAll(ctx context.Context, exps []*Export) {
 	for _, exp := range exps {
 		recs, err := r.Unfinished(ctx, exp)
-		if err != nil {
+		if err != nil && ctx.Err() != nil {
+			return // stopped
+		} else if err != nil {
 			r.logger().Error("cannot look for unfinished runs", "job", exp.Name, "err", err)
 			continue
 		}
+		r.Metrics.unfinishedRuns(exp.Name, len(recs))
 		for _, rec := range recs {
 			if ctx.Err() != nil {
 				return
 			}
 			if _, err := r.Resume(ctx, exp, rec); errors.Is(err, ErrLeaseHeld) || errors.Is(err, ErrAlreadyRunning) || errors.Is(err, ErrGroupBusy) {
 				r.logger().Debug("unfinished run owned by a live process", "job", exp.Name, "run", rec.RunID, "err", err)
+			} else if err != nil && ctx.Err() != nil {
+				// Stopped: the run logged that it will resume.
+				r.logger().Debug("resumed run interrupted", "job", exp.Name, "run", rec.RunID, "err", err)
 			} else if err != nil {
 				r.logger().Error("resumed run failed", "job", exp.Name, "run", rec.RunID, "err", err)
 			}
@@ -277,11 +307,11 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 	if rec.Durations == nil {
 		rec.Durations = map[string]string{}
 	}
+	parent, span := r.startRun(parent, exp, rec, resuming)
+	defer endRun(span, rec)
 	run := &run{r: r, exp: exp, st: st, rec: rec, resuming: resuming, lease: lease, steps: map[string]time.Duration{},
-		log: r.logger().With("job", exp.Name, "run", rec.RunID)}
-	if rec.ExecutionID != "" {
-		run.log = run.log.With("execution", rec.ExecutionID)
-	}
+		base: r.logger().With("job", exp.Name, "run", rec.RunID)}
+	run.setExecution(rec.ExecutionID)
 	if resuming {
 		run.log.Info("resuming unfinished run", "state", rec.State, "resumes", rec.Resumes)
 		if b := rec.Batching; b != nil && *b != *batchSettingsOf(exp) {
@@ -302,11 +332,24 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 		hold.release(relCtx)
 	}()
 	r.Metrics.runStarted(exp.Name)
-	defer func() { r.Metrics.runFinished(rec, run.steps) }()
+	dropped := false
+	defer func() {
+		if dropped {
+			r.Metrics.runDropped(exp.Name)
+		} else {
+			r.Metrics.runFinished(rec, run.steps)
+		}
+	}()
 	if err := run.save(ctx); err != nil {
 		return rec, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
 	runErr := run.execute(ctx)
+	if errors.Is(runErr, ErrNotStarted) && !lease.Lost() {
+		// Stopped while queued: F&O was never asked, so no record is kept
+		// to resume; the export runs at its next trigger.
+		dropped = true
+		return nil, r.drop(parent, exp, st, rec)
+	}
 	if lease.Lost() {
 		return rec, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, ErrLeaseLost)
 	}
@@ -363,7 +406,7 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 	}
 	run.emit(Event{State: rec.State, Detail: rec.Error})
 	if interrupted {
-		run.log.Warn("run interrupted; it resumes at the next start", "state", rec.State)
+		run.log.Warn("run interrupted; it will resume from here at the next start", "state", rec.State)
 		return rec, fmt.Errorf("export %s run %s interrupted in state %s: %w", exp.Name, rec.RunID, rec.State, ctx.Err())
 	}
 	if rec.Error != "" {
@@ -377,6 +420,22 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 	return rec, nil
 }
 
+// drop removes the record and active marker of a run stopped while it
+// waited for an execution slot, and returns an error wrapping
+// ErrNotStarted.
+func (r *Runner) drop(parent context.Context, exp *Export, st store.Store, rec *RunRecord) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), 30*time.Second)
+	defer cancel()
+	log := r.logger().With("job", exp.Name, "run", rec.RunID)
+	for _, key := range []string{recordKey(exp.Store.Prefix, exp.Name, rec.RunID), activeKey(exp.Store.Prefix, exp.Name, rec.RunID)} {
+		if err := st.Delete(ctx, key); err != nil {
+			log.Warn("could not remove the record of a run stopped while queued; it resumes at the next start", "key", key, "err", err)
+		}
+	}
+	log.Info("queued run not started: stopping", "queued_since", rec.QueuedAt)
+	return fmt.Errorf("export %s: %w", exp.Name, ErrNotStarted)
+}
+
 func (r *Runner) logger() *slog.Logger {
 	if r.Logger != nil {
 		return r.Logger
@@ -386,7 +445,7 @@ func (r *Runner) logger() *slog.Logger {
 
 // foClient builds the F&O client of an export. Its credential is the
 // Runner's (see credential), so tokens are cached across runs.
-func (r *Runner) foClient(exp *Export, log *slog.Logger) (*dmf.Client, error) {
+func (r *Runner) foClient(exp *Export, log *slog.Logger, onRetry func(action, reason string)) (*dmf.Client, error) {
 	cred, err := r.credential(exp.FO.Auth.Options)
 	if err != nil {
 		return nil, fmt.Errorf("F&O credential: %w", err)
@@ -404,7 +463,13 @@ func (r *Runner) foClient(exp *Export, log *slog.Logger) (*dmf.Client, error) {
 		PackageURLDelay: exp.Poll.PackageURLInterval, PackageURLMaxDelay: exp.Poll.PackageURLMaxInterval,
 		RegisterTimeout: exp.Poll.RegisterTimeout, RegisterInterval: cmp.Or(exp.Poll.Interval, dmf.DefaultPollInterval), Scope: exp.FO.Auth.Scope,
 		Identity: exp.FO.Auth.Describe(), ApplicationID: exp.FO.Auth.ApplicationID(),
-		OnRetry: func(action, reason string) { r.Metrics.Retried(exp.Name, action, reason) },
+		OnRetry: func(action, reason string) {
+			r.Metrics.Retried(exp.Name, action, reason)
+			if onRetry != nil {
+				onRetry(action, reason)
+			}
+		},
+		Pacer: r.environment(exp).pacer,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("F&O client: %w", err)
@@ -437,8 +502,11 @@ type run struct {
 	exp   *Export
 	st    store.Store
 	rec   *RunRecord
-	log   *slog.Logger
+	log   *slog.Logger // base with the execution, once known
+	base  *slog.Logger // the run's logger: job and run
 	steps map[string]time.Duration
+	// retries counts the F&O calls retried in this run, for the spans.
+	retries atomic.Int64
 	// resuming is set when the run is taken up again from its record.
 	resuming bool
 	// lease is this process's ownership of the run (nil without a store
@@ -486,13 +554,27 @@ func (u *run) enter(ctx context.Context, s State, detail string) error {
 	return u.save(ctx)
 }
 
-// step runs fn and records how long it took under name.
-func (u *run) step(name string, fn func() error) error {
+// setExecution sets the run's logger to carry the execution ID, once.
+func (u *run) setExecution(id string) {
+	u.log = u.base
+	if id != "" {
+		u.log = u.base.With("execution", id)
+	}
+}
+
+// retried counts an F&O call retried, for the step's span.
+func (u *run) retried(action, reason string) { u.retries.Add(1) }
+
+// step runs fn in a span named name and records how long it took.
+func (u *run) step(ctx context.Context, name string, fn func(ctx context.Context) error) error {
+	ctx, span := u.r.tracer().Start(ctx, name)
+	retries := u.retries.Load()
 	start := time.Now()
-	err := fn()
+	err := fn(ctx)
 	d := time.Since(start)
 	u.steps[name] = d
 	u.rec.Durations[name] = d.Round(time.Millisecond).String()
+	endStep(span, u.retries.Load()-retries, err)
 	return err
 }
 
@@ -502,7 +584,7 @@ func (u *run) step(name string, fn func() error) error {
 // again; a stored package is not downloaded again; an unpacked package is
 // not unpacked again; published entities are not published again.
 func (u *run) execute(ctx context.Context) error {
-	client, err := u.r.foClient(u.exp, u.log)
+	client, err := u.r.foClient(u.exp, u.log, u.retried)
 	if err != nil {
 		return err
 	}
@@ -528,12 +610,17 @@ func (u *run) execute(ctx context.Context) error {
 	if err := u.enter(ctx, StatePublishing, fmt.Sprintf("%d entities", len(u.rec.Entities))); err != nil {
 		return err
 	}
-	return u.step("publish", func() error { return u.publishAll(ctx) })
+	return u.step(ctx, "publish", u.publishAll)
 }
 
 // export starts the F&O export (or, resuming, finds the one started before)
 // and waits for it to end.
 func (u *run) export(ctx context.Context, client *dmf.Client) error {
+	release, err := u.waitSlot(ctx, u.r.environment(u.exp))
+	if err != nil {
+		return err
+	}
+	defer release()
 	start := true
 	if u.resuming && u.rec.ExecutionID != "" {
 		// The execution ID was chosen and recorded before ExportToPackage
@@ -555,12 +642,12 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 		// status rather than by starting a second export.
 		u.rec.ExecutionID = newExecutionID(u.exp.DefinitionGroup, u.rec.StartedAt)
 	}
-	u.log = u.log.With("execution", u.rec.ExecutionID)
+	u.setExecution(u.rec.ExecutionID)
 	if err := u.enter(ctx, StateExporting, "execution "+u.rec.ExecutionID); err != nil {
 		return err
 	}
 	var status dmf.Status
-	err := u.step("export", func() error {
+	err = u.step(ctx, "export", func(ctx context.Context) error {
 		if start {
 			id, err := client.ExportToPackage(ctx, dmf.ExportRequest{
 				DefinitionGroupID: u.exp.DefinitionGroup,
@@ -582,7 +669,7 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 			}
 			if id != u.rec.ExecutionID {
 				u.rec.ExecutionID = id
-				u.log = u.log.With("execution", id)
+				u.setExecution(id)
 				if err := u.save(ctx); err != nil {
 					return err
 				}
@@ -630,15 +717,16 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 	if err := u.enter(ctx, StateDownloading, ""); err != nil {
 		return err
 	}
-	return u.step("download", func() error {
-		dl := unpack.DownloadOptions{HTTPClient: u.r.httpClient(), Timeout: u.exp.Poll.DownloadTimeout}
+	return u.step(ctx, "download", func(ctx context.Context) error {
+		dl := unpack.DownloadOptions{HTTPClient: u.r.httpClient(), Timeout: u.exp.Poll.DownloadTimeout,
+			Progress: func(done, total int64) { u.emit(Event{Done: done, Total: max(total, 0)}) }}
 		var n int64
 		var sum string
 		freshAsked := false
 		var notFoundSince time.Time
 		wait := max(u.exp.Poll.PackageURLInterval, 500*time.Millisecond)
 		for {
-			pkgURL, err := client.WaitPackageURL(ctx, u.rec.ExecutionID, u.exp.Poll.PackageURLTimeout)
+			pkgURL, err := u.packageURL(ctx, client)
 			if err != nil {
 				return fmt.Errorf("get package URL of execution %s: %w", u.rec.ExecutionID, err)
 			}
@@ -646,7 +734,7 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 			if err := resetFile(tmp); err != nil {
 				return err
 			}
-			n, sum, err = unpack.DownloadWith(ctx, pkgURL, tmp, dl)
+			n, sum, err = u.fetchPackage(ctx, pkgURL, tmp, dl)
 			if err == nil {
 				break
 			}
@@ -730,7 +818,7 @@ func (u *run) unpack(ctx context.Context, pkg string) error {
 		return err
 	}
 	var res *unpack.Result
-	err := u.step("unpack", func() error {
+	err := u.step(ctx, "unpack", func(ctx context.Context) error {
 		var err error
 		res, err = unpack.Explode(ctx, pkg, u.st, unpack.ExplodeOptions{
 			Prefix: path.Join(u.prefix(), "entities"),
@@ -782,6 +870,7 @@ func (u *run) unpack(ctx context.Context, pkg string) error {
 // connection and channel) of its own. Each entity's batches keep their order;
 // entities interleave on the broker.
 func (u *run) publishAll(ctx context.Context) error {
+	defer func() { spanAddPublished(ctx, u.rec) }()
 	var todo []int
 	failed := map[int]bool{}
 	for i := range u.rec.Entities {
@@ -902,6 +991,8 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 	}
 	defer rc.Close()
 	log := u.log.With("entity", e.Entity)
+	ctx, span := u.r.tracer().Start(ctx, "publish "+e.Entity)
+	retries := u.retries.Load()
 	b := u.batching()
 	resumeFrom := int64(0)
 	if u.resuming && e.LastBatch >= 0 {
@@ -928,13 +1019,16 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 	}
 	var lastSave time.Time
 	savedBatch := e.LastBatch
-	_, err := publish.PublishEntity(ctx, rc, sink, publish.EntityOptions{
+	stats, err := publish.PublishEntity(ctx, rc, sink, publish.EntityOptions{
 		Job: u.exp.Name, RunID: u.rec.RunID, ExecutionID: u.rec.ExecutionID, Entity: e.Entity,
 		Exchange: u.exp.Exchange, RoutingKey: u.exp.RoutingKey, BatchSize: b.BatchSize,
 		Format: e.Format, Sheet: e.Sheet, RefreshType: e.RefreshType, Compression: b.Compression, CompressionLevel: u.exp.CompressionLevel, ResumeFrom: resumeFrom,
-		Delimiter: delim, MaxMessageBytes: u.exp.MaxMessageBytes,
+		Delimiter: delim, MaxMessageBytes: u.exp.MaxMessageBytes, TraceParent: traceParent(ctx),
 		Progress: func(s publish.EntityStats) {
-			u.emit(Event{Entity: e.Entity, Rows: baseRows + s.Rows})
+			u.mu.Lock()
+			confirmed := e.Rows
+			u.mu.Unlock()
+			u.emit(Event{Entity: e.Entity, Rows: confirmed, Sent: baseRows + s.Rows, Done: s.BytesIn, Total: e.Bytes})
 		},
 		Confirmed: func(batch, rowsThrough int64) {
 			u.mu.Lock()
@@ -945,6 +1039,7 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 				lastSave, savedBatch = time.Now(), batch
 			}
 			u.mu.Unlock()
+			u.emit(Event{Entity: e.Entity, Rows: rowsThrough, Confirmed: true})
 			if due { // a checkpoint a resumed run can start from
 				if err := u.save(ctx); err != nil {
 					log.Warn("checkpoint not saved", "err", err)
@@ -954,6 +1049,7 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 	})
 	// e.Rows and e.Batches now count what the broker confirmed: the
 	// batches handed to it but unconfirmed are published again on resume.
+	endEntity(span, e, stats, resumeFrom, u.retries.Load()-retries, err)
 	if err != nil {
 		return fmt.Errorf("entity %s (file %s, source format %s): %w", e.Entity, e.File, e.SourceFormat, err)
 	}

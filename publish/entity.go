@@ -34,6 +34,12 @@ type EntityOptions struct {
 	// "refreshtype" and the AMQP header "refresh_type" of every batch, so
 	// consumers know whether a batch belongs to a full or a delta export.
 	RefreshType string
+	// TraceParent is a W3C trace context traceparent ("00-<trace id>-<span
+	// id>-<flags>"): set, it is the CloudEvents distributed-tracing
+	// extension attribute "traceparent" and the AMQP header "traceparent"
+	// of every batch, so a consumer's work joins the run's trace. "" adds
+	// neither.
+	TraceParent string
 	// Delimiter is the CSV field separator, one ASCII character other than
 	// a quote or line break; 0 detects it from the header line: the one of
 	// , ; tab | seen most often outside quotes (ties go to the earlier one
@@ -478,6 +484,9 @@ func (p *entityPublisher) emit(last bool) error {
 	}
 	if p.o.RefreshType != "" {
 		j.m.Headers["refresh_type"] = p.o.RefreshType
+	}
+	if p.o.TraceParent != "" {
+		j.m.Headers["traceparent"] = p.o.TraceParent
 	}
 	select {
 	case p.jobs <- j:

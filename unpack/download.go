@@ -79,6 +79,11 @@ type DownloadOptions struct {
 	// Timeout bounds the whole download, every reconnect included; 0 means
 	// DefaultDownloadTimeout.
 	Timeout time.Duration
+	// Progress, when set, is called after each chunk written with the bytes
+	// held so far and the package size from Content-Length (-1 while
+	// unknown). A reconnect that starts over reports fewer bytes than before.
+	// It runs on the caller's goroutine.
+	Progress func(done, total int64)
 }
 
 // DownloadWith is Download with options. Whatever the server does, it ends:
@@ -112,7 +117,7 @@ func DownloadWith(ctx context.Context, rawURL string, dst *os.File, o DownloadOp
 	if err != nil {
 		return 0, "", fail("%w", err)
 	}
-	d := &download{ctx: ctx, hc: hc, u: u, dst: dst, start: start, h: sha256.New(), total: -1, buf: make([]byte, 1<<20)}
+	d := &download{ctx: ctx, hc: hc, u: u, dst: dst, start: start, h: sha256.New(), total: -1, buf: make([]byte, 1<<20), progress: o.Progress}
 	failures, requests := 0, 0
 	var mark int64 // bytes held when the reconnect budget was last renewed
 	ctxErr := func() error {
@@ -188,6 +193,8 @@ type download struct {
 	total int64     // package size, -1 until known
 	etag  string    // of the first full response, "" if none
 	buf   []byte
+	// progress is DownloadOptions.Progress.
+	progress func(done, total int64)
 }
 
 // restart forgets every byte written so far.
@@ -284,6 +291,9 @@ func (d *download) attempt() error {
 			}
 			d.h.Write(d.buf[:k])
 			d.n += int64(k)
+			if d.progress != nil {
+				d.progress(d.n, d.total)
+			}
 		}
 		if rerr == io.EOF {
 			break
