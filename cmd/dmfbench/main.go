@@ -9,6 +9,11 @@
 //	go run ./cmd/dmfbench                              # small default sizes, about 2 minutes
 //	go run ./cmd/dmfbench -wide 100000 -narrow 1000000 -xlsx 200000
 //
+//	go run ./cmd/dmfbench -entities wide -cases none,gzip,zstd -link 100Mbit
+//
+// -link caps the bandwidth between publisher and broker with an in-process
+// proxy, to show what compression buys on a slow link.
+//
 // The benchmark queues are declared with x-max-length-bytes and drop-head,
 // so a long run cannot fill the broker's memory or disk; they are deleted
 // afterwards.
