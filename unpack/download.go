@@ -32,8 +32,8 @@ var ErrPackageNotFound = errors.New("package blob not found")
 const downloadAttempts = 5
 
 // progressUnit is the new data an attempt must bring to renew the reconnect
-// budget: a server that sends a byte per connection must not keep a run
-// reconnecting forever.
+// budget (an eighth of the package when that is less): a server that sends
+// a byte per connection must not keep a run reconnecting forever.
 const progressUnit = 1 << 20
 
 // DefaultDownloadTimeout bounds a whole download, reconnects included, when
@@ -82,7 +82,7 @@ type DownloadOptions struct {
 
 // DownloadWith is Download with options. Whatever the server does, it ends:
 // within o.Timeout, and after downloadAttempts reconnects in a row that
-// brought less than 1 MiB of new data.
+// brought less than 1 MiB (an eighth of a smaller package) of new data.
 func DownloadWith(ctx context.Context, rawURL string, dst *os.File, o DownloadOptions) (n int64, sha256hex string, err error) {
 	hc := o.HTTPClient
 	if hc == nil {
@@ -130,13 +130,13 @@ func DownloadWith(ctx context.Context, rawURL string, dst *os.File, o DownloadOp
 		if ctx.Err() != nil {
 			return d.n, "", ctxErr()
 		}
-		if d.n >= mark+progressUnit {
+		if d.n >= mark+d.progressUnit() {
 			mark, failures = d.n, 0
 		}
 		failures++
 		if failures >= downloadAttempts {
-			return d.n, "", fail("gave up after %d attempts: %w (%d of %s bytes after %d requests; the attempts in a row brought less than 1 MiB)",
-				failures, err, d.n, d.size(), requests)
+			return d.n, "", fail("gave up after %d attempts: %w (%d of %s bytes after %d requests; the attempts in a row brought less than %d bytes)",
+				failures, err, d.n, d.size(), requests, d.progressUnit())
 		}
 		t := time.NewTimer(retryDelay << min(failures-1, 4))
 		select {
@@ -146,6 +146,16 @@ func DownloadWith(ctx context.Context, rawURL string, dst *os.File, o DownloadOp
 		case <-t.C:
 		}
 	}
+}
+
+// progressUnit is the new data an attempt must bring to renew the
+// reconnect budget: progressUnit, or an eighth of a smaller package, so a
+// small package cut short on every connection still completes.
+func (d *download) progressUnit() int64 {
+	if d.total > 0 && d.total/8 < progressUnit {
+		return max(d.total/8, 1)
+	}
+	return progressUnit
 }
 
 // size renders the package size for messages: "unknown" until it is known.
