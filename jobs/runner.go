@@ -1083,6 +1083,28 @@ func batchSettingsOf(exp *Export) *BatchSettings {
 // would only divide broker.max_unconfirmed_bytes into smaller shares.
 func DefaultParallelEntities() int { return min(runtime.NumCPU(), 4) }
 
+// MemoryLimit is the soft memory limit (runtime/debug.SetMemoryLimit) a
+// process running cfg's exports needs: a base for the runtime, the
+// scheduler and one batch being encoded per entity, plus, per export,
+// twice its broker.max_unconfirmed_bytes (the bodies held until confirmed,
+// across its parallel entities, and the batches around them). Without a
+// limit the garbage collector lets the heap grow to twice what is live
+// before collecting, which is what made the peak resident set; with it,
+// it collects sooner once near the limit. It is soft: a heap that needs
+// more still gets it.
+func MemoryLimit(cfg *Config) int64 {
+	const base = 40 << 20
+	limit := int64(base)
+	for i := range cfg.Exports {
+		b := cfg.Exports[i].Broker
+		if b.Type != "amqp" {
+			continue
+		}
+		limit += 2 * int64(unconfirmedShare(b.MaxUnconfirmedBytes, 1))
+	}
+	return limit
+}
+
 func (e *Export) parallelEntities() int {
 	if e.ParallelEntities > 0 {
 		return e.ParallelEntities
