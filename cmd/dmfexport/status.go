@@ -28,6 +28,8 @@ func (c *statusCommand) Usage() string {
 Shows the recent runs of every export (or of JOB), newest first, from the run records in the
 store: state, start, duration, rows, batches, entities and errors. A run cut off by a stop or a
 crash that no live process owns shows as interrupted: dmfexport run resumes it at its next start.
+A run that stopped because the broker stayed unreachable shows as waiting for broker: dmfexport
+run takes it up again with backoff.
 --json prints the records themselves. status only reads: it never creates the store.
 `
 }
@@ -103,6 +105,8 @@ func (c *statusCommand) Run(ctx context.Context, args []string) error {
 			dur = r.FinishedAt.Sub(r.StartedAt).Round(time.Millisecond).String()
 		case owned[r]:
 			dur = "running"
+		case r.Waiting != "":
+			// errText says why it waits.
 		default:
 			errText = "stopped while " + string(r.State)
 		}
@@ -126,6 +130,8 @@ func storeMissing(e *jobs.Export) bool {
 // with the warnings of a run that succeeded with some.
 func runState(r *jobs.RunRecord, owned bool) string {
 	switch {
+	case !r.State.Final() && !owned && r.Waiting == jobs.WaitingForBroker:
+		return "waiting for broker (retried with backoff)"
 	case !r.State.Final() && !owned:
 		return "interrupted (resumes on next start)"
 	case r.State == jobs.StateSucceeded && len(r.Warnings) == 1:
