@@ -245,7 +245,13 @@ func listRecords(ctx context.Context, st unpack.Store, storePrefix, job string) 
 	}
 	var refs []recordRef
 	for _, o := range objs {
-		if path.Base(o.Key) != "run.json" {
+		// A record is "<job>/<run>/run.json" under the store prefix, never
+		// deeper: an entity's object named run.json is not a record.
+		rel := strings.TrimPrefix(o.Key, storePrefix)
+		if storePrefix != "" {
+			rel = strings.TrimPrefix(rel, "/")
+		}
+		if parts := strings.Split(rel, "/"); len(parts) != 3 || parts[2] != "run.json" {
 			continue
 		}
 		id, _ := unpack.UnescapeName(path.Base(path.Dir(o.Key)))

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 
@@ -610,7 +612,7 @@ func (u *run) execute(ctx context.Context) error {
 		return err
 	}
 	if !u.rec.Unpacked {
-		tmp, err := os.CreateTemp("", "dmfexport-package-*.zip")
+		tmp, err := createPackageTemp()
 		if err != nil {
 			return fmt.Errorf("create temporary file for the package: %w", err)
 		}
@@ -711,6 +713,9 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 				return fmt.Errorf("start export of definition group %q: %w", u.exp.DefinitionGroup, err)
 			}
 			if id != u.rec.ExecutionID {
+				if err := checkExecutionID(id); err != nil {
+					return fmt.Errorf("start export of definition group %q: F&O answered with execution ID %q instead of %s: %w", u.exp.DefinitionGroup, id, u.rec.ExecutionID, err)
+				}
 				u.rec.ExecutionID = id
 				u.log = u.log.With("execution", id)
 				if err := u.save(ctx); err != nil {
@@ -1147,6 +1152,22 @@ func openStore(c StoreConfig) (unpack.Store, error) {
 	}
 	stores.m[key] = st
 	return st, nil
+}
+
+// checkExecutionID refuses an execution ID F&O answered that could not be
+// shown or logged as it is: empty, over 256 bytes, or holding control or
+// invisible characters (a CR/LF would forge lines in every output naming
+// the run).
+func checkExecutionID(id string) error {
+	if id == "" || len(id) > 256 || !utf8.ValidString(id) {
+		return errors.New("not a usable execution ID")
+	}
+	for _, r := range id {
+		if !unicode.IsPrint(r) || unicode.IsSpace(r) && r != ' ' {
+			return fmt.Errorf("execution ID holds the character %q", r)
+		}
+	}
+	return nil
 }
 
 // newRunID makes a run ID that sorts by start time and is unique without

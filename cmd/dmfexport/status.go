@@ -110,8 +110,8 @@ func (c *statusCommand) Run(ctx context.Context, args []string) error {
 		default:
 			errText = "stopped while " + string(r.State)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", r.Job, r.RunID, state,
-			r.StartedAt.Local().Format("2006-01-02 15:04:05"), dur, len(r.Entities), rows, batches, oneLine(errText, 120))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", printable(r.Job), printable(r.RunID), printable(state),
+			r.StartedAt.Local().Format("2006-01-02 15:04:05"), dur, len(r.Entities), rows, batches, printable(oneLine(errText, 120)))
 	}
 	return tw.Flush()
 }
