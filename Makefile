@@ -48,4 +48,4 @@ bench:
 ## one fault per case; prints one FAULT line per case. DMFEXPORT_FAULTS=ci runs the CI subset.
 .PHONY: faults
 faults:
-	bash -o pipefail -c '$(GO) test -tags faults -count=1 -v -timeout 60m ./faults/ 2>&1 | grep -Ev "^\s*$$|^        [{d]"'
+	bash -o pipefail -c '$(GO) test -tags faults -count=1 -v -timeout 60m ./faults/ 2>&1 | grep --line-buffered -Ev "^\s*$$|^        [{d]"'

@@ -58,7 +58,12 @@ type faultCase struct {
 	poll    string // poll keys
 	declare bool   // let dmfexport declare (false: the case declares itself)
 	queue   amqp.Table
+	// schedule is the export's schedule; "" is @yearly (runs are triggered).
+	schedule string
 
+	// first replaces the first start (dmfexport trigger f) and returns
+	// its exit code.
+	first func(e *env) int
 	// inject runs while the first start runs; it may kill or signal it.
 	inject func(e *env, p *proc)
 	// after runs once the first start ended, before the next start.
@@ -252,6 +257,7 @@ func cases() []faultCase {
 				}
 			},
 			after: func(e *env) { _ = os.Remove(filepath.Join(e.tmpfs, "ballast")) }},
+		faultCase{name: "two replicas @every 10s for 2m, one killed", declare: true, schedule: "@every 10s", first: twoReplicas},
 		faultCase{name: "F&O 429 storm", ci: true, declare: true, firstExit: 0,
 			sim: []string{"--fault", "action=*,first=4,status=429,retry-after=2s"}},
 		faultCase{name: "F&O 5xx every 3rd call", declare: true, firstExit: 0,
@@ -281,6 +287,18 @@ func cases() []faultCase {
 // runCase runs one case and prints its line.
 func runCase(t *testing.T, c faultCase) {
 	e := newEnv(t, c)
+	if c.first != nil {
+		code := c.first(e)
+		firstStatus := e.status()
+		e.checkReasons(firstStatus)
+		next := e.dmfexport("trigger", "f")
+		nextCode, ok := next.wait(firstTimeout)
+		if !ok || nextCode != 0 {
+			t.Errorf("next start: exit %d (exited %v):\n%s", nextCode, ok, tail(next.log(), 10))
+		}
+		e.report(code, firstStatus, nextCode)
+		return
+	}
 	first := e.dmfexport("trigger", "f")
 	done := make(chan struct{})
 	go func() {
@@ -349,9 +367,15 @@ func newEnv(t *testing.T, c faultCase) *env {
 		brokerKeys += ", " + c.broker
 	}
 	brokerKeys += "}"
-	poll := "interval: 100ms, max_interval: 300ms, deadline: 2m, package_url_timeout: 20s, register_timeout: 10s"
+	schedule := c.schedule
+	if schedule == "" {
+		schedule = "@yearly"
+	}
+	poll := "interval: 100ms, max_interval: 300ms, package_url_timeout: 20s, register_timeout: 10s, "
 	if c.poll != "" {
-		poll += ", " + c.poll
+		poll += c.poll
+	} else {
+		poll += "deadline: 2m"
 	}
 	cfg := fmt.Sprintf(`fo:
   url: ${DMFSIM_URL}
@@ -361,8 +385,8 @@ broker: %s
 poll: {%s}
 replicas: {lease_ttl: 3s}
 exports:
-  - {name: f, schedule: "@yearly", definition_group: G, legal_entity: USMF, exchange: %q, routing_key: fo.faults, batch_size: 20}
-`, store, brokerKeys, poll, e.exchange)
+  - {name: f, schedule: %q, definition_group: G, legal_entity: USMF, exchange: %q, routing_key: fo.faults, batch_size: 20}
+`, store, brokerKeys, poll, schedule, e.exchange)
 	e.cfg = filepath.Join(dir, "dmfexport.yaml")
 	if err := os.WriteFile(e.cfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -661,4 +685,45 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// twoReplicas runs two services on one store for two minutes with an
+// export every 10 seconds, kills one with SIGKILL in the middle of a run
+// of its own, and stops the other: every slot is run once, the killed
+// replica's run is taken over, nothing is exported twice.
+func twoReplicas(e *env) int {
+	a := e.dmfexport("run", "--listen", "", "--stop-timeout", "30s")
+	b := e.dmfexport("run", "--listen", "", "--stop-timeout", "30s")
+	start := time.Now()
+	time.Sleep(50 * time.Second)
+	// Kill whichever replica publishes next, mid-entity.
+	pub := []string{`"msg":"publishing entity"`, `"entity":"A"`}
+	na, nb := a.count(pub...), b.count(pub...)
+	victim := -1
+	for deadline := time.Now().Add(30 * time.Second); victim < 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		switch {
+		case a.count(pub...) > na:
+			victim = 0
+		case b.count(pub...) > nb:
+			victim = 1
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	survivor := b
+	if victim == 1 {
+		survivor = a
+		b.signal(syscall.SIGKILL)
+	} else {
+		a.signal(syscall.SIGKILL)
+	}
+	time.Sleep(time.Until(start.Add(2 * time.Minute)))
+	survivor.signal(syscall.SIGTERM)
+	code, ok := survivor.wait(40 * time.Second)
+	if !ok {
+		e.t.Error("surviving replica did not stop within its stop timeout")
+	}
+	if n := survivor.count(`"msg":"resuming unfinished run"`) + survivor.count(`"msg":"run finished"`); n == 0 {
+		e.t.Error("the surviving replica finished no run")
+	}
+	return code
 }
