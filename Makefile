@@ -37,10 +37,16 @@ fuzz:
 clean:
 	rm -rf $(BIN) out dmfexport-data
 
-## bench: publish-step figures per entity (parse+encode, publish none/gzip/zstd, broker ceiling, peak RSS)
-## on generated files; BENCHFLAGS="-wide 100000 -narrow 1000000 -xlsx 200000" for the issue's sizes
-.PHONY: bench
+## bench: the whole pipeline end to end (simulator → dmfexport trigger → store → RabbitMQ): per step wall
+## time, CPU seconds, rows/s and peak RSS, on a generated package. The issue's sizes:
+##   make bench BENCHFLAGS="-wide 100000 -narrow 1000000 -xlsx 200000 -before /tmp/dmfexport-main -stores dir,azblob"
+## (-before: a binary built from another commit, run interleaved; azblob needs -azurite or DMFEXPORT_TEST_AZURITE)
+.PHONY: bench bench-publish
 bench:
+	$(GO) run ./cmd/dmfbench -e2e $(BENCHFLAGS)
+
+## bench-publish: publish-step figures per entity (parse+encode, publish none/gzip/zstd, broker ceiling, peak RSS)
+bench-publish:
 	$(GO) run ./cmd/dmfbench $(BENCHFLAGS)
 
 ## faults: the fault suite: whole runs of the built dmfexport and dmfsim against a private RabbitMQ

@@ -466,7 +466,15 @@ func fetchZip(ctx context.Context, u string) (*zip.Reader, error) {
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	n, _, err := unpack.Download(ctx, nil, u, f)
+	// Right after success the package can be not yet downloadable (404):
+	// ask again for a while, as dmfexport does.
+	var n int64
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if n, _, err = unpack.Download(ctx, nil, u, f); !errors.Is(err, unpack.ErrPackageNotFound) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -515,7 +523,9 @@ func TestDownloadFaultsAgainstSimulator(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sim, c, _ := simClient(t, dmftest.Options{Faults: tt.faults}, dmf.ClientOptions{})
+			// Downloads are counted per fault: the package is downloadable at
+			// once (the not-yet-downloadable 404s are tested in jobs).
+			sim, c, _ := simClient(t, dmftest.Options{Faults: tt.faults, PackageDelay: -1}, dmf.ClientOptions{})
 			ctx := ctxT(t)
 			id, st, err := exportAndPoll(ctx, c, "G", fastPoll)
 			if err != nil || st != dmf.StatusSucceeded {

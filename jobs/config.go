@@ -66,6 +66,12 @@ type Export struct {
 	Compression     string        // message bodies: "none", "gzip" or "zstd"
 	Delimiter       rune          // CSV field separator; 0 detects it from the header
 	MaxMessageBytes int           // cap of one message body; 0 → the publisher's default
+	// ParallelEntities is how many entities of a run publish at once, each
+	// on its own broker connection; 0 → DefaultParallelEntities().
+	ParallelEntities int
+	// CompressionLevel tunes Compression: 1 (fastest) to 4 for zstd, 1 to 9
+	// for gzip; 0 → the fastest level.
+	CompressionLevel int
 
 	FO        FOConfig
 	Store     StoreConfig
@@ -397,7 +403,7 @@ type section struct {
 var (
 	topKeys    = []string{"fo", "store", "broker", "poll", "retention", "replicas", "exports"}
 	exportKeys = []string{"name", "schedule", "definition_group", "package_name", "legal_entity", "reexecute",
-		"enabled", "exchange", "routing_key", "batch_size", "jitter", "partial", "absent_files", "compression", "delimiter", "max_message_bytes", "fo", "store", "broker", "poll", "retention"}
+		"enabled", "exchange", "routing_key", "batch_size", "jitter", "partial", "absent_files", "compression", "compression_level", "parallel_entities", "delimiter", "max_message_bytes", "fo", "store", "broker", "poll", "retention"}
 	sections = []section{
 		{"fo", []string{"url", "auth", "max_retries", "retry_base_delay", "retry_max_delay", "max_throttle_wait", "request_timeout"}},
 		{"store", []string{"type", "path", "prefix", "account_url", "container", "connection_string", "sas_url", "auth", "block_size", "concurrency"}},
@@ -960,6 +966,16 @@ func (d *decoder) export(n *yaml.Node, p string, top map[string]*yaml.Node) (Exp
 				d.problem(v, p+".delimiter", fmt.Sprintf("%q is not one ASCII character", s), `e.g. ";", "|" or tab; leave it out to detect it from the header line`)
 			}
 		}
+	}
+	if v := m["parallel_entities"]; v != nil {
+		e.ParallelEntities, _ = d.integer(v, p+".parallel_entities", 1, 64)
+	}
+	if v := m["compression_level"]; v != nil {
+		hi := 9
+		if e.Compression == "zstd" {
+			hi = 4
+		}
+		e.CompressionLevel, _ = d.integer(v, p+".compression_level", 1, hi)
 	}
 	if v := m["max_message_bytes"]; v != nil {
 		if s, ok := d.str(v, p+".max_message_bytes"); ok {

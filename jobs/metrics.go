@@ -1,7 +1,9 @@
 package jobs
 
 import (
+	"context"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +24,13 @@ type Metrics struct {
 	lastSuccess *prometheus.GaugeVec
 	retries     *prometheus.CounterVec
 	fires       *prometheus.CounterVec
+	interval    *prometheus.GaugeVec
+	unfinished  *prometheus.GaugeVec
+
+	// mu guards successAt, the newest success seen of each job, so a
+	// success read from the records at start never moves the gauge back.
+	mu        sync.Mutex
+	successAt map[string]time.Time
 }
 
 // NewMetrics registers every series, plus the Go runtime and process
@@ -54,8 +63,15 @@ func NewMetrics() *Metrics {
 		fires: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dmfexport_scheduler_fires_total", Help: "Scheduled fires by outcome as the scheduler saw them (success, fail, singleton_rescheduled = skipped because the previous run was going).",
 		}, []string{"job", "status"}),
+		interval: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dmfexport_schedule_interval_seconds", Help: "Longest gap between two of the next fires of a scheduled job: a job without a success for twice this long is late.",
+		}, []string{"job"}),
+		unfinished: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dmfexport_unfinished_runs", Help: "Runs of a job the store shows unfinished (cut off by a stop or a crash) at the last scan: the resume backlog.",
+		}, []string{"job"}),
+		successAt: map[string]time.Time{},
 	}
-	m.reg.MustRegister(m.runs, m.inProgress, m.rows, m.batches, m.steps, m.lastSuccess, m.retries, m.fires,
+	m.reg.MustRegister(m.runs, m.inProgress, m.rows, m.batches, m.steps, m.lastSuccess, m.retries, m.fires, m.interval, m.unfinished,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -78,7 +94,7 @@ func (m *Metrics) runFinished(rec *RunRecord, steps map[string]time.Duration) {
 	m.inProgress.WithLabelValues(rec.Job).Dec()
 	m.runs.WithLabelValues(rec.Job, string(rec.State)).Inc()
 	if rec.State == StateSucceeded {
-		m.lastSuccess.WithLabelValues(rec.Job).Set(float64(rec.FinishedAt.UnixNano()) / 1e9)
+		m.succeeded(rec.Job, rec.FinishedAt)
 	}
 	for step, d := range steps {
 		m.steps.WithLabelValues(rec.Job, step).Observe(d.Seconds())
@@ -115,5 +131,93 @@ func (m *Metrics) Retried(job, action, reason string) {
 func (m *Metrics) fired(job, status string) {
 	if m != nil {
 		m.fires.WithLabelValues(job, status).Inc()
+	}
+}
+
+// succeeded moves a job's last success forward to t (never back).
+func (m *Metrics) succeeded(job string, t time.Time) {
+	if m == nil || t.IsZero() {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !t.After(m.successAt[job]) {
+		return
+	}
+	m.successAt[job] = t
+	m.lastSuccess.WithLabelValues(job).Set(float64(t.UnixNano()) / 1e9)
+}
+
+// scheduled records a job's schedule; 0 (a schedule with no gap to
+// measure) removes the series.
+func (m *Metrics) scheduled(job string, interval time.Duration) {
+	if m == nil {
+		return
+	}
+	if interval <= 0 {
+		m.interval.DeleteLabelValues(job)
+		return
+	}
+	m.interval.WithLabelValues(job).Set(interval.Seconds())
+}
+
+// unscheduled drops the series of a job taken out of the schedule.
+func (m *Metrics) unscheduled(job string) {
+	if m != nil {
+		m.interval.DeleteLabelValues(job)
+		m.unfinished.DeleteLabelValues(job)
+	}
+}
+
+// unfinishedRuns records how many runs of job wait to be resumed.
+func (m *Metrics) unfinishedRuns(job string, n int) {
+	if m != nil {
+		m.unfinished.WithLabelValues(job).Set(float64(n))
+	}
+}
+
+// scheduleInterval is the longest gap between the next few fires of
+// schedule after now (weekday-only schedules have their weekend gap in
+// it), or 0 if they cannot be computed.
+func scheduleInterval(schedule string, now time.Time) time.Duration {
+	const fires = 8
+	var longest time.Duration
+	prev, err := NextRun(schedule, now)
+	if err != nil {
+		return 0
+	}
+	for range fires {
+		next, err := NextRun(schedule, prev)
+		if err != nil {
+			return 0
+		}
+		longest = max(longest, next.Sub(prev))
+		prev = next
+	}
+	return longest
+}
+
+// seedLastSuccess sets exp's last success from its newest succeeded run
+// record, so a restarted service still knows when the job last succeeded.
+func (m *Metrics) seedLastSuccess(ctx context.Context, exp *Export) {
+	if m == nil {
+		return
+	}
+	st, err := openStore(exp.Store)
+	if err != nil {
+		return
+	}
+	refs, err := listRecords(ctx, st, exp.Store.Prefix, exp.Name)
+	if err != nil {
+		return
+	}
+	for _, ref := range refs {
+		if ref.state != StateSucceeded {
+			continue
+		}
+		if rec, err := readRecord(ctx, st, ref.key); err == nil {
+			m.succeeded(exp.Name, rec.FinishedAt)
+		}
+		return
 	}
 }

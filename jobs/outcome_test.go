@@ -42,6 +42,7 @@ func TestRunOutcomes(t *testing.T) {
 			`dmfexport_fo_retries_total{action="ExportToPackage",job="files",reason="HTTP 503"} 1`,
 			`dmfexport_runs_total{job="files",state="succeeded"} 1`,
 		}},
+		{"package not yet downloadable, asked again", dmftest.Options{PackageDelay: 1200 * time.Millisecond}, "fail", StateSucceeded, 2, nil, "", 1, nil},
 		{"corrupt package fails clearly", dmftest.Options{Faults: dmftest.Faults{CorruptZip: true}}, "fail", StateFailed, 0, []string{"unpack package"}, "", 1, nil},
 	}
 	for _, tt := range tests {
@@ -93,5 +94,35 @@ func TestRunOutcomes(t *testing.T) {
 				t.Errorf("record holds a SAS signature: %s %s", rec.PackageURL, rec.Error)
 			}
 		})
+	}
+}
+
+// TestPackageNeverDownloadable: a package URL whose package keeps answering
+// 404 (F&O deleted it, or never wrote it) is asked for again until
+// poll.package_url_timeout, then the run fails with an error that says so.
+func TestPackageNeverDownloadable(t *testing.T) {
+	sim := dmftest.NewServer(dmftest.Options{
+		Projects:      map[string][]dmftest.Entity{"G": {csvEntity("A", 3)}},
+		ExecutionTime: 50 * time.Millisecond,
+		PackageDelay:  time.Hour,
+	})
+	defer sim.Close()
+	exp := fileExport(sim, t.TempDir())
+	exp.Poll.PackageURLTimeout = 1500 * time.Millisecond
+	start := time.Now()
+	rec, err := (&Runner{}).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+	if err == nil || rec == nil || rec.State != StateFailed {
+		t.Fatalf("Run = %+v, %v; want a failed run", rec, err)
+	}
+	for _, want := range []string{"HTTP 404", "package blob not found", "poll.package_url_timeout", "dmfexport trigger --new files"} {
+		if !strings.Contains(rec.Error, want) {
+			t.Errorf("run error %q lacks %q", rec.Error, want)
+		}
+	}
+	if d := time.Since(start); d < exp.Poll.PackageURLTimeout {
+		t.Errorf("gave up after %s, before poll.package_url_timeout %s", d, exp.Poll.PackageURLTimeout)
+	}
+	if n := sim.Calls("download"); n < 2 {
+		t.Errorf("%d download attempts, want the package asked for again", n)
 	}
 }

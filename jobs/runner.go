@@ -15,13 +15,16 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dmfexport/dmfexport/dmf"
 	"github.com/dmfexport/dmfexport/publish"
@@ -59,8 +62,22 @@ type Event struct {
 	RunID  string
 	State  State
 	Entity string // set while publishing an entity
-	Rows   int64  // rows published so far for Entity
-	Detail string // human-readable detail, e.g. the F&O status
+	// Rows counts the rows of Entity the broker confirmed so far: what
+	// "published" means. Sent counts those handed to it, confirmed or not.
+	Rows, Sent int64
+	// Confirmed is set when the event reports a batch the broker confirmed.
+	Confirmed bool
+	// Done and Total measure the work of the state in bytes: the package
+	// downloaded of its Content-Length, or the entity's stored file read of
+	// its size. Total is 0 when unknown.
+	Done, Total int64
+	Detail      string // human-readable detail, e.g. the F&O status
+}
+
+// Progress reports whether e only measures progress within its state
+// (bytes, rows handed to the broker): plain output skips such events.
+func (e Event) Progress() bool {
+	return !e.Confirmed && e.Detail == "" && (e.Done > 0 || e.Total > 0 || e.Sent > 0)
 }
 
 // Runner executes export runs. It is safe for concurrent use; runs of
@@ -71,6 +88,10 @@ type Runner struct {
 	OnEvent    func(Event)                                                  // optional live progress
 	NewSink    func(ctx context.Context, exp *Export) (publish.Sink, error) // nil → sink from exp.Broker
 	Metrics    *Metrics                                                     // nil → none
+	// TracerProvider makes the spans of each run (one trace per run); nil
+	// means OpenTelemetry's global provider, a no-op unless the command set
+	// one up.
+	TracerProvider trace.TracerProvider
 	// LeaseTTL is how long a run's lease in the store lives without a
 	// heartbeat before another replica may take the run over; 0 means
 	// DefaultLeaseTTL.
@@ -317,10 +338,13 @@ func (r *Runner) Resume(ctx context.Context, exp *Export, rec *RunRecord) (*RunR
 func (r *Runner) ResumeAll(ctx context.Context, exps []*Export) {
 	for _, exp := range exps {
 		recs, err := r.Unfinished(ctx, exp)
-		if err != nil {
+		if err != nil && ctx.Err() != nil {
+			return // stopped
+		} else if err != nil {
 			r.logger().Error("cannot look for unfinished runs", "job", exp.Name, "err", err)
 			continue
 		}
+		r.Metrics.unfinishedRuns(exp.Name, len(recs))
 		for _, rec := range recs {
 			if ctx.Err() != nil {
 				return
@@ -339,7 +363,10 @@ func (r *Runner) ResumeAll(ctx context.Context, exps []*Export) {
 				continue
 			}
 			r.noteBrokerWait(exp.Name, rec.RunID, false, time.Now())
-			if err != nil {
+			if err != nil && ctx.Err() != nil {
+				// Stopped: the run logged that it will resume.
+				r.logger().Debug("resumed run interrupted", "job", exp.Name, "run", rec.RunID, "err", err)
+			} else if err != nil {
 				r.logger().Error("resumed run failed", "job", exp.Name, "run", rec.RunID, "err", err)
 			}
 		}
@@ -351,11 +378,11 @@ func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec
 	if rec.Durations == nil {
 		rec.Durations = map[string]string{}
 	}
+	parent, span := r.startRun(parent, exp, rec, resuming)
+	defer endRun(span, rec)
 	run := &run{r: r, exp: exp, st: st, rec: rec, resuming: resuming, lease: lease, steps: map[string]time.Duration{},
-		log: r.logger().With("job", exp.Name, "run", rec.RunID)}
-	if rec.ExecutionID != "" {
-		run.log = run.log.With("execution", rec.ExecutionID)
-	}
+		base: r.logger().With("job", exp.Name, "run", rec.RunID)}
+	run.setExecution(rec.ExecutionID)
 	if resuming {
 		run.log.Info("resuming unfinished run", "state", rec.State, "resumes", rec.Resumes)
 		if b := rec.Batching; b != nil && *b != *batchSettingsOf(exp) {
@@ -448,7 +475,7 @@ func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec
 		return rec, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, runErr)
 	}
 	if interrupted {
-		run.log.Warn("run interrupted; it resumes at the next start", "state", rec.State)
+		run.log.Warn("run interrupted; it will resume from here at the next start", "state", rec.State)
 		return rec, fmt.Errorf("export %s run %s interrupted in state %s: %w", exp.Name, rec.RunID, rec.State, ctx.Err())
 	}
 	if rec.Error != "" {
@@ -471,7 +498,7 @@ func (r *Runner) logger() *slog.Logger {
 
 // foClient builds the F&O client of an export. Its credential is made once
 // per export and auth settings and kept, so tokens are cached across runs.
-func (r *Runner) foClient(exp *Export, log *slog.Logger) (*dmf.Client, error) {
+func (r *Runner) foClient(exp *Export, log *slog.Logger, onRetry func(action, reason string)) (*dmf.Client, error) {
 	auth := exp.FO.Auth.Options()
 	r.mu.Lock()
 	if r.creds == nil {
@@ -502,7 +529,12 @@ func (r *Runner) foClient(exp *Export, log *slog.Logger) (*dmf.Client, error) {
 		PackageURLDelay: exp.Poll.PackageURLInterval, PackageURLMaxDelay: exp.Poll.PackageURLMaxInterval,
 		RegisterTimeout: exp.Poll.RegisterTimeout, RegisterInterval: exp.Poll.Interval, Scope: exp.FO.Auth.Scope,
 		Identity: auth.Describe(), ApplicationID: auth.ApplicationID(),
-		OnRetry: func(action, reason string) { r.Metrics.Retried(exp.Name, action, reason) },
+		OnRetry: func(action, reason string) {
+			r.Metrics.Retried(exp.Name, action, reason)
+			if onRetry != nil {
+				onRetry(action, reason)
+			}
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("F&O client: %w", err)
@@ -510,11 +542,16 @@ func (r *Runner) foClient(exp *Export, log *slog.Logger) (*dmf.Client, error) {
 	return client, nil
 }
 
+// httpClient returns the client for F&O, Entra ID and the package download;
+// each request it makes is a span of the run's trace.
 func (r *Runner) httpClient() *http.Client {
+	c := &http.Client{Timeout: 0, Transport: http.DefaultTransport}
 	if r.HTTPClient != nil {
-		return r.HTTPClient
+		cc := *r.HTTPClient
+		c = &cc
 	}
-	return &http.Client{Timeout: 0, Transport: http.DefaultTransport}
+	c.Transport = tracingTransport{base: c.Transport, tracer: r.tracer()}
+	return c
 }
 
 func (r *Runner) claim(job string) bool {
@@ -542,8 +579,11 @@ type run struct {
 	exp   *Export
 	st    unpack.Store
 	rec   *RunRecord
-	log   *slog.Logger
+	log   *slog.Logger // base with the execution, once known
+	base  *slog.Logger // the run's logger: job and run
 	steps map[string]time.Duration
+	// retries counts the F&O calls retried in this run, for the spans.
+	retries atomic.Int64
 	// resuming is set when the run is taken up again from its record.
 	resuming bool
 	// lease is this process's ownership of the run (nil without a store
@@ -591,13 +631,27 @@ func (u *run) enter(ctx context.Context, s State, detail string) error {
 	return u.save(ctx)
 }
 
-// step runs fn and records how long it took under name.
-func (u *run) step(name string, fn func() error) error {
+// setExecution sets the run's logger to carry the execution ID, once.
+func (u *run) setExecution(id string) {
+	u.log = u.base
+	if id != "" {
+		u.log = u.base.With("execution", id)
+	}
+}
+
+// retried counts an F&O call retried, for the step's span.
+func (u *run) retried(action, reason string) { u.retries.Add(1) }
+
+// step runs fn in a span named name and records how long it took.
+func (u *run) step(ctx context.Context, name string, fn func(ctx context.Context) error) error {
+	ctx, span := u.r.tracer().Start(ctx, name)
+	retries := u.retries.Load()
 	start := time.Now()
-	err := fn()
+	err := fn(ctx)
 	d := time.Since(start)
 	u.steps[name] = d
 	u.rec.Durations[name] = d.Round(time.Millisecond).String()
+	endStep(span, u.retries.Load()-retries, err)
 	return err
 }
 
@@ -607,7 +661,7 @@ func (u *run) step(name string, fn func() error) error {
 // again; a stored package is not downloaded again; an unpacked package is
 // not unpacked again; published entities are not published again.
 func (u *run) execute(ctx context.Context) error {
-	client, err := u.r.foClient(u.exp, u.log)
+	client, err := u.r.foClient(u.exp, u.log, u.retried)
 	if err != nil {
 		return err
 	}
@@ -636,7 +690,7 @@ func (u *run) execute(ctx context.Context) error {
 	if err := u.enter(ctx, StatePublishing, fmt.Sprintf("%d entities", len(u.rec.Entities))); err != nil {
 		return err
 	}
-	return u.step("publish", func() error { return u.publishAll(ctx) })
+	return u.step(ctx, "publish", u.publishAll)
 }
 
 // checkBroker connects to the broker and checks (or declares) its exchange
@@ -687,12 +741,12 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 		// status rather than by starting a second export.
 		u.rec.ExecutionID = newExecutionID(u.exp.DefinitionGroup, u.rec.StartedAt)
 	}
-	u.log = u.log.With("execution", u.rec.ExecutionID)
+	u.setExecution(u.rec.ExecutionID)
 	if err := u.enter(ctx, StateExporting, "execution "+u.rec.ExecutionID); err != nil {
 		return err
 	}
 	var status dmf.Status
-	err := u.step("export", func() error {
+	err := u.step(ctx, "export", func(ctx context.Context) error {
 		if start {
 			id, err := client.ExportToPackage(ctx, dmf.ExportRequest{
 				DefinitionGroupID: u.exp.DefinitionGroup,
@@ -717,7 +771,7 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 					return fmt.Errorf("start export of definition group %q: F&O answered with execution ID %q instead of %s: %w", u.exp.DefinitionGroup, id, u.rec.ExecutionID, err)
 				}
 				u.rec.ExecutionID = id
-				u.log = u.log.With("execution", id)
+				u.setExecution(id)
 				if err := u.save(ctx); err != nil {
 					return err
 				}
@@ -765,30 +819,51 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 	if err := u.enter(ctx, StateDownloading, ""); err != nil {
 		return err
 	}
-	return u.step("download", func() error {
-		pkgURL, err := client.WaitPackageURL(ctx, u.rec.ExecutionID, u.exp.Poll.PackageURLTimeout)
-		if err != nil {
-			return fmt.Errorf("get package URL of execution %s: %w", u.rec.ExecutionID, err)
-		}
-		u.rec.PackageURL = dmf.RedactURL(pkgURL)
-		if err := resetFile(tmp); err != nil {
-			return err
-		}
-		dl := unpack.DownloadOptions{HTTPClient: u.r.httpClient(), Timeout: u.exp.Poll.DownloadTimeout}
-		n, sum, err := unpack.DownloadWith(ctx, pkgURL, tmp, dl)
-		if errors.Is(err, unpack.ErrURLExpired) {
-			// The SAS may have lapsed (e.g. a resumed run): ask once for a fresh one.
-			u.log.Warn("package URL refused, asking F&O for a fresh one", "url", u.rec.PackageURL, "err", err)
-			if pkgURL, err = client.WaitPackageURL(ctx, u.rec.ExecutionID, u.exp.Poll.PackageURLTimeout); err != nil {
-				return fmt.Errorf("get a fresh package URL of execution %s: %w", u.rec.ExecutionID, err)
+	return u.step(ctx, "download", func(ctx context.Context) error {
+		dl := unpack.DownloadOptions{HTTPClient: u.r.httpClient(), Timeout: u.exp.Poll.DownloadTimeout,
+			Progress: func(done, total int64) { u.emit(Event{Done: done, Total: max(total, 0)}) }}
+		var n int64
+		var sum string
+		freshAsked := false
+		var notFoundSince time.Time
+		wait := max(u.exp.Poll.PackageURLInterval, 500*time.Millisecond)
+		for {
+			pkgURL, err := u.packageURL(ctx, client)
+			if err != nil {
+				return fmt.Errorf("get package URL of execution %s: %w", u.rec.ExecutionID, err)
 			}
 			u.rec.PackageURL = dmf.RedactURL(pkgURL)
 			if err := resetFile(tmp); err != nil {
 				return err
 			}
-			n, sum, err = unpack.DownloadWith(ctx, pkgURL, tmp, dl)
-		}
-		if err != nil {
+			n, sum, err = u.fetchPackage(ctx, pkgURL, tmp, dl)
+			if err == nil {
+				break
+			}
+			switch {
+			case errors.Is(err, unpack.ErrURLExpired) && !freshAsked:
+				// The SAS may have lapsed (e.g. a resumed run): ask once for a fresh one.
+				freshAsked = true
+				u.log.Warn("package URL refused, asking F&O for a fresh one", "url", u.rec.PackageURL, "err", err)
+				continue
+			case errors.Is(err, unpack.ErrPackageNotFound):
+				// Right after success F&O's URL can point at a package not
+				// yet downloadable; after about 7 days F&O deletes it.
+				if notFoundSince.IsZero() {
+					notFoundSince = time.Now()
+				}
+				if waited := time.Since(notFoundSince); waited >= u.exp.Poll.PackageURLTimeout {
+					return fmt.Errorf("download package of execution %s: %w: still not there after %s (poll.package_url_timeout); "+
+						"F&O deletes packages after about 7 days: if the execution is older, start a new run (dmfexport trigger --new %s)",
+						u.rec.ExecutionID, err, waited.Round(time.Second), u.exp.Name)
+				}
+				u.log.Info("package not downloadable yet, asking again", "delay", wait)
+				if err := sleepCtx(ctx, wait); err != nil {
+					return err
+				}
+				wait = min(wait*2, max(u.exp.Poll.PackageURLMaxInterval, wait))
+				continue
+			}
 			return fmt.Errorf("download package of execution %s: %w", u.rec.ExecutionID, err)
 		}
 		if _, err := tmp.Seek(0, io.SeekStart); err != nil {
@@ -845,7 +920,7 @@ func (u *run) unpack(ctx context.Context, pkg string) error {
 		return err
 	}
 	var res *unpack.Result
-	err := u.step("unpack", func() error {
+	err := u.step(ctx, "unpack", func(ctx context.Context) error {
 		var err error
 		res, err = unpack.Explode(ctx, pkg, u.st, unpack.ExplodeOptions{
 			Prefix: path.Join(u.prefix(), "entities"),
@@ -892,8 +967,26 @@ func (u *run) unpack(ctx context.Context, pkg string) error {
 	return u.save(ctx)
 }
 
+// publishAll publishes the run's entities that are not done yet, up to
+// parallelEntities of them at a time, each on a sink (for AMQP its own
+// connection and channel) of its own. Each entity's batches keep their order;
+// entities interleave on the broker.
 func (u *run) publishAll(ctx context.Context) error {
-	sink, err := u.newSink(ctx)
+	defer func() { spanAddPublished(ctx, u.rec) }()
+	var todo []int
+	failed := map[int]bool{}
+	for i := range u.rec.Entities {
+		e := &u.rec.Entities[i]
+		switch {
+		case e.State == StateSucceeded: // published before an interruption
+		case e.State == StateFailed && e.Key == "": // could not be unpacked, or absent under absent_files: fail
+			failed[i] = true
+		default:
+			todo = append(todo, i)
+		}
+	}
+	workers := max(1, min(u.exp.parallelEntities(), len(todo)))
+	sinks, err := u.newSinks(ctx, workers)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -902,49 +995,103 @@ func (u *run) publishAll(ctx context.Context) error {
 		// run waits for the broker instead of failing.
 		return &waitingError{err: err}
 	}
-	defer sink.Close()
-	var failed []string
-	for i := range u.rec.Entities {
-		if ctx.Err() != nil {
-			return ctx.Err()
+	defer func() {
+		for _, s := range sinks {
+			s.Close()
 		}
-		e := &u.rec.Entities[i]
-		if e.State == StateSucceeded { // published before an interruption
-			continue
-		}
-		if e.State == StateFailed && e.Key == "" { // could not be unpacked, or absent under absent_files: fail
-			failed = append(failed, e.Entity)
-			continue
-		}
-		if err := u.publishEntity(ctx, sink, e); err != nil && ctx.Err() != nil {
-			return ctx.Err() // interrupted: the entity stays pending, to resume
-		} else if errors.Is(err, publish.ErrBrokerUnavailable) {
-			// The entity stays pending with what the broker confirmed; the
-			// run resumes after its last confirmed batch.
-			if serr := u.save(ctx); serr != nil {
-				u.log.Warn("checkpoint not saved", "err", serr)
+	}()
+
+	next := make(chan int)
+	var mu sync.Mutex // guards failed, firstErr and brokerErr
+	var firstErr, brokerErr error
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(sink publish.Sink) {
+			defer wg.Done()
+			for i := range next {
+				e := &u.rec.Entities[i]
+				err := u.publishEntity(ctx, sink, e)
+				if err != nil && ctx.Err() != nil {
+					continue // interrupted: the entity stays pending, to resume
+				}
+				if errors.Is(err, publish.ErrBrokerUnavailable) {
+					// The entity stays pending with what the broker
+					// confirmed; the run resumes after its last confirmed
+					// batch once the broker is back.
+					mu.Lock()
+					if brokerErr == nil {
+						brokerErr = err
+					}
+					mu.Unlock()
+					if serr := u.save(ctx); serr != nil {
+						u.log.Warn("checkpoint not saved", "err", serr)
+					}
+					continue
+				}
+				u.mu.Lock()
+				if err != nil {
+					e.State, e.Error = StateFailed, err.Error()
+				} else {
+					e.State = StateSucceeded
+				}
+				u.mu.Unlock()
+				if err != nil {
+					u.log.Error("entity failed", "entity", e.Entity, "err", err)
+					mu.Lock()
+					failed[i] = true
+					mu.Unlock()
+				}
+				if err := u.save(ctx); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
 			}
-			return &waitingError{err: err}
-		} else if err != nil {
-			e.State, e.Error = StateFailed, err.Error()
-			u.log.Error("entity failed", "entity", e.Entity, "err", err)
-			failed = append(failed, e.Entity)
-		} else {
-			e.State = StateSucceeded
+		}(sinks[w%len(sinks)])
+	}
+feed:
+	for _, i := range todo {
+		mu.Lock()
+		stop := firstErr != nil || brokerErr != nil
+		mu.Unlock()
+		if stop {
+			break
 		}
-		if err := u.save(ctx); err != nil {
-			return err
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if firstErr != nil {
+		return firstErr
+	}
+	if brokerErr != nil {
+		return &waitingError{err: brokerErr}
+	}
+	var names []string
+	for i := range u.rec.Entities {
+		if failed[i] {
+			names = append(names, u.rec.Entities[i].Entity)
 		}
 	}
 	switch {
-	case len(failed) == 0:
+	case len(names) == 0:
 		return nil
-	case len(failed) < len(u.rec.Entities):
+	case len(names) < len(u.rec.Entities):
 		u.rec.State = StatePartiallySucceeded
-		u.rec.Error = fmt.Sprintf("%d of %d entities failed: %s", len(failed), len(u.rec.Entities), strings.Join(failed, ", "))
+		u.rec.Error = fmt.Sprintf("%d of %d entities failed: %s", len(names), len(u.rec.Entities), strings.Join(names, ", "))
 		return nil
 	default:
-		return fmt.Errorf("every entity failed to publish (%s); see the entity errors in the run record", strings.Join(failed, ", "))
+		return fmt.Errorf("every entity failed to publish (%s); see the entity errors in the run record", strings.Join(names, ", "))
 	}
 }
 
@@ -968,6 +1115,8 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 	}
 	defer rc.Close()
 	log := u.log.With("entity", e.Entity)
+	ctx, span := u.r.tracer().Start(ctx, "publish "+e.Entity)
+	retries := u.retries.Load()
 	b := u.batching()
 	resumeFrom := int64(0)
 	if u.resuming && e.LastBatch >= 0 {
@@ -982,7 +1131,9 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 		u.mu.Unlock()
 		log.Info("resuming entity after its last confirmed batch", "last_batch", e.LastBatch)
 	} else {
+		u.mu.Lock() // other entities' checkpoints snapshot the record
 		e.LastBatch, e.Rows, e.Batches = -1, 0, 0
+		u.mu.Unlock()
 	}
 	log.Info("publishing entity", "format", e.Format, "bytes", e.Bytes)
 	baseRows := e.Rows
@@ -992,13 +1143,16 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 	}
 	var lastSave time.Time
 	savedBatch := e.LastBatch
-	_, err := publish.PublishEntity(ctx, rc, sink, publish.EntityOptions{
+	stats, err := publish.PublishEntity(ctx, rc, sink, publish.EntityOptions{
 		Job: u.exp.Name, RunID: u.rec.RunID, ExecutionID: u.rec.ExecutionID, Entity: e.Entity,
 		Exchange: u.exp.Exchange, RoutingKey: u.exp.RoutingKey, BatchSize: b.BatchSize,
-		Format: e.Format, Sheet: e.Sheet, RefreshType: e.RefreshType, Compression: b.Compression, ResumeFrom: resumeFrom,
-		Delimiter: delim, MaxMessageBytes: u.exp.MaxMessageBytes,
+		Format: e.Format, Sheet: e.Sheet, RefreshType: e.RefreshType, Compression: b.Compression, CompressionLevel: u.exp.CompressionLevel, ResumeFrom: resumeFrom,
+		Delimiter: delim, MaxMessageBytes: u.exp.MaxMessageBytes, TraceParent: traceParent(ctx),
 		Progress: func(s publish.EntityStats) {
-			u.emit(Event{Entity: e.Entity, Rows: baseRows + s.Rows})
+			u.mu.Lock()
+			confirmed := e.Rows
+			u.mu.Unlock()
+			u.emit(Event{Entity: e.Entity, Rows: confirmed, Sent: baseRows + s.Rows, Done: s.BytesIn, Total: e.Bytes})
 		},
 		Confirmed: func(batch, rowsThrough int64) {
 			u.mu.Lock()
@@ -1009,6 +1163,7 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 				lastSave, savedBatch = time.Now(), batch
 			}
 			u.mu.Unlock()
+			u.emit(Event{Entity: e.Entity, Rows: rowsThrough, Confirmed: true})
 			if due { // a checkpoint a resumed run can start from
 				if err := u.save(ctx); err != nil {
 					log.Warn("checkpoint not saved", "err", err)
@@ -1018,6 +1173,7 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 	})
 	// e.Rows and e.Batches now count what the broker confirmed: the
 	// batches handed to it but unconfirmed are published again on resume.
+	endEntity(span, e, stats, resumeFrom, u.retries.Load()-retries, err)
 	if err != nil {
 		return fmt.Errorf("entity %s (file %s, source format %s): %w", e.Entity, e.File, e.SourceFormat, err)
 	}
@@ -1044,16 +1200,68 @@ func batchSettingsOf(exp *Export) *BatchSettings {
 	return b
 }
 
-func (u *run) newSink(ctx context.Context) (publish.Sink, error) {
-	if u.r.NewSink != nil {
-		return u.r.NewSink(ctx, u.exp)
+// DefaultParallelEntities is how many entities publish at once when
+// exports[].parallel_entities is not set: the number of CPUs, at most 4.
+// Parsing and encoding a batch is CPU work and the broker confirms each
+// connection's messages in turn, so a few entities at once fill both; more
+// would only divide broker.max_unconfirmed_bytes into smaller shares.
+func DefaultParallelEntities() int { return min(runtime.NumCPU(), 4) }
+
+func (e *Export) parallelEntities() int {
+	if e.ParallelEntities > 0 {
+		return e.ParallelEntities
 	}
-	return OpenSink(ctx, u.exp, u.log)
+	return DefaultParallelEntities()
+}
+
+// newSink returns one sink for entities published one after another.
+func (u *run) newSink(ctx context.Context) (publish.Sink, error) {
+	s, err := u.newSinks(ctx, 1)
+	if err != nil {
+		return nil, err
+	}
+	return s[0], nil
+}
+
+// newSinks returns the sinks n entities publish through at once. An AMQP
+// broker gets n connections, each with its share of
+// broker.max_unconfirmed_bytes, so the bodies held for confirms stay within
+// that setting across all of them. A file sink, and a sink from
+// Runner.NewSink, is one sink shared (both are safe for concurrent use).
+func (u *run) newSinks(ctx context.Context, n int) ([]publish.Sink, error) {
+	if u.r.NewSink != nil {
+		s, err := u.r.NewSink(ctx, u.exp)
+		if err != nil {
+			return nil, err
+		}
+		return []publish.Sink{s}, nil
+	}
+	if u.exp.Broker.Type != "amqp" {
+		n = 1
+	}
+	var sinks []publish.Sink
+	for i := 0; i < n; i++ {
+		s, err := openSink(ctx, u.exp, u.log, n)
+		if err != nil {
+			for _, s := range sinks {
+				s.Close()
+			}
+			return nil, err
+		}
+		sinks = append(sinks, s)
+	}
+	return sinks, nil
 }
 
 // OpenSink connects the sink an export's broker section describes and makes
 // sure its exchange exists (declaring the topology when asked to).
 func OpenSink(ctx context.Context, exp *Export, log *slog.Logger) (publish.Sink, error) {
+	return openSink(ctx, exp, log, 1)
+}
+
+// openSink is OpenSink for one of shares sinks publishing at once: an AMQP
+// sink gets 1/shares of broker.max_unconfirmed_bytes (at least 1 MiB).
+func openSink(ctx context.Context, exp *Export, log *slog.Logger, shares int) (publish.Sink, error) {
 	b := exp.Broker
 	switch b.Type {
 	case "file":
@@ -1064,7 +1272,7 @@ func OpenSink(ctx context.Context, exp *Export, log *slog.Logger) (publish.Sink,
 		return s, nil
 	case "amqp":
 		s, err := publish.DialAMQP(ctx, publish.AMQPOptions{
-			URL: b.URL.Reveal(), ConfirmWindow: b.ConfirmWindow, MaxUnconfirmedBytes: b.MaxUnconfirmedBytes,
+			URL: b.URL.Reveal(), ConfirmWindow: b.ConfirmWindow, MaxUnconfirmedBytes: unconfirmedShare(b.MaxUnconfirmedBytes, shares),
 			ReconnectTimeout: b.ReconnectTimeout, NackRetries: b.NackRetries,
 			ConnectionName: connectionName(exp.Name), Logger: log,
 		})
@@ -1088,6 +1296,15 @@ func OpenSink(ctx context.Context, exp *Export, log *slog.Logger) (publish.Sink,
 	default:
 		return nil, fmt.Errorf("unknown broker type %q", b.Type)
 	}
+}
+
+// unconfirmedShare is one of shares parts of the max_unconfirmed_bytes
+// setting (0: the publisher's default), at least 1 MiB.
+func unconfirmedShare(total, shares int) int {
+	if total <= 0 {
+		total = publish.DefaultMaxUnconfirmedBytes
+	}
+	return max(total/max(shares, 1), 1<<20)
 }
 
 func connectionName(job string) string {
@@ -1190,4 +1407,16 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails
 	return hex.EncodeToString(b)
+}
+
+// sleepCtx waits d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -116,6 +116,7 @@ func (s *Scheduler) Apply(cfg *Config) (Changes, error) {
 			return ch, fmt.Errorf("unschedule export %s: %w", name, err)
 		}
 		delete(s.jobs, name)
+		s.runner.Metrics.unscheduled(name)
 	}
 	for name, e := range want {
 		if _, ok := s.jobs[name]; ok {
@@ -137,6 +138,7 @@ func (s *Scheduler) Apply(cfg *Config) (Changes, error) {
 			return ch, fmt.Errorf("schedule export %s (%q): %w", e.Name, e.Schedule, err)
 		}
 		s.jobs[name] = &scheduledJob{job: j, exp: e}
+		s.runner.Metrics.scheduled(name, scheduleInterval(e.Schedule, time.Now()))
 	}
 	for _, l := range []*[]string{&ch.Added, &ch.Removed, &ch.Changed, &ch.Unchanged} {
 		slices.Sort(*l)
@@ -165,7 +167,10 @@ func (s *Scheduler) fire(exp *Export) {
 	if st, err := openStore(exp.Store); err != nil {
 		s.log.Error("scheduled run not started: store unavailable", "job", exp.Name, "err", err)
 		return
-	} else if ok, err := claimSlot(ctx, st, exp, slot); err != nil {
+	} else if ok, err := claimSlot(ctx, st, exp, slot); err != nil && ctx.Err() != nil {
+		s.log.Debug("scheduled run not started: stopping", "job", exp.Name)
+		return
+	} else if err != nil {
 		s.log.Error("scheduled run not started", "job", exp.Name, "err", err)
 		return
 	} else if !ok {
@@ -181,6 +186,9 @@ func (s *Scheduler) fire(exp *Export) {
 		}
 	case errors.Is(err, ErrGroupBusy):
 		s.log.Warn("scheduled run skipped: its data project is being exported by another run", "job", exp.Name, "err", err)
+	case err != nil && ctx.Err() != nil:
+		// Stopped: the run logged that it will resume.
+		s.log.Debug("scheduled run interrupted by the stop", "job", exp.Name, "err", err)
 	case err != nil:
 		s.log.Error("scheduled run failed", "job", exp.Name, "err", err)
 	default:
@@ -201,6 +209,14 @@ func (s *Scheduler) ResumeUnfinished() {
 	s.resumes.Go(func() {
 		var jobs sync.WaitGroup
 		defer jobs.Wait()
+		if m := s.runner.Metrics; m != nil {
+			s.mu.Lock()
+			exps := slices.Clone(s.all)
+			s.mu.Unlock()
+			for _, exp := range exps {
+				m.seedLastSuccess(s.runCtx, exp)
+			}
+		}
 		busy := map[string]bool{}
 		var mu sync.Mutex
 		for {

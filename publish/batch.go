@@ -84,8 +84,12 @@ func (e *batchEncoder) init(o EntityOptions, header []string) {
 		}
 	}
 	e.columns = append(c, ']')
+	e.ext = nil
 	if o.RefreshType != "" {
-		e.ext = appendJSONString(append([]byte(nil), `,"refreshtype":`...), o.RefreshType)
+		e.ext = appendJSONString(append(e.ext, `,"refreshtype":`...), o.RefreshType)
+	}
+	if o.TraceParent != "" {
+		e.ext = appendJSONString(append(e.ext, `,"traceparent":`...), o.TraceParent)
 	}
 	e.firstRow = 1
 	e.idBase = len(appendJSONString(nil, o.ExecutionID+"/"+o.Entity+"/"))

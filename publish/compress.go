@@ -27,19 +27,32 @@ type compressor struct {
 	buf  bytes.Buffer
 }
 
-// newCompressor returns nil for no compression.
-func newCompressor(name string) (*compressor, error) {
+// newCompressor returns nil for no compression. level 0 is the fastest;
+// otherwise 1-9 for gzip and 1-4 for zstd (fastest, default, better, best).
+func newCompressor(name string, level int) (*compressor, error) {
 	switch strings.ToLower(name) {
 	case "", CompressionNone:
 		return nil, nil
 	case CompressionGzip:
-		gz, err := gzip.NewWriterLevel(nil, gzip.BestSpeed)
+		if level == 0 {
+			level = gzip.BestSpeed
+		}
+		if level < 1 || level > 9 {
+			return nil, fmt.Errorf("gzip level %d: use 1 (fastest) to 9", level)
+		}
+		gz, err := gzip.NewWriterLevel(nil, level)
 		if err != nil {
 			return nil, fmt.Errorf("gzip: %w", err)
 		}
 		return &compressor{name: CompressionGzip, gz: gz}, nil
 	case CompressionZstd:
-		zs, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+		if level == 0 {
+			level = int(zstd.SpeedFastest)
+		}
+		if level < int(zstd.SpeedFastest) || level > int(zstd.SpeedBestCompression) {
+			return nil, fmt.Errorf("zstd level %d: use 1 (fastest) to 4", level)
+		}
+		zs, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.EncoderLevel(level)), zstd.WithEncoderConcurrency(1))
 		if err != nil {
 			return nil, fmt.Errorf("zstd: %w", err)
 		}

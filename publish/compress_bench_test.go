@@ -14,7 +14,7 @@ func BenchmarkCompress(b *testing.B) {
 	body := sink.msgs[0].Body
 	for _, name := range []string{"gzip", "zstd"} {
 		b.Run(name, func(b *testing.B) {
-			c, err := newCompressor(name)
+			c, err := newCompressor(name, 0)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -34,6 +34,12 @@ type EntityOptions struct {
 	// "refreshtype" and the AMQP header "refresh_type" of every batch, so
 	// consumers know whether a batch belongs to a full or a delta export.
 	RefreshType string
+	// TraceParent is a W3C trace context traceparent ("00-<trace id>-<span
+	// id>-<flags>"): set, it is the CloudEvents distributed-tracing
+	// extension attribute "traceparent" and the AMQP header "traceparent"
+	// of every batch, so a consumer's work joins the run's trace. "" adds
+	// neither.
+	TraceParent string
 	// Delimiter is the CSV field separator, one ASCII character other than
 	// a quote or line break; 0 detects it from the header line: the one of
 	// , ; tab | seen most often outside quotes (ties go to the earlier one
@@ -51,6 +57,9 @@ type EntityOptions struct {
 	// AMQP content_encoding names it; the content type stays that of the
 	// JSON event. MaxMessageBytes applies before and after compression.
 	Compression string
+	// CompressionLevel tunes Compression: 0 is its fastest level, else 1
+	// (fastest) to 9 for gzip and 1 (fastest) to 4 for zstd.
+	CompressionLevel int
 	// ResumeFrom is the first batch index to publish: batches before it
 	// were confirmed by an earlier attempt on the same file with the same
 	// BatchSize (pass the last confirmed batch index + 1). Their rows are
@@ -120,7 +129,7 @@ func PublishEntity(ctx context.Context, r io.Reader, sink Sink, o EntityOptions)
 	if o.ResumeFrom < 0 {
 		return st, fmt.Errorf("resume from batch %d is negative", o.ResumeFrom)
 	}
-	comp, err := newCompressor(o.Compression)
+	comp, err := newCompressor(o.Compression, o.CompressionLevel)
 	if err != nil {
 		return st, err
 	}
@@ -475,6 +484,9 @@ func (p *entityPublisher) emit(last bool) error {
 	}
 	if p.o.RefreshType != "" {
 		j.m.Headers["refresh_type"] = p.o.RefreshType
+	}
+	if p.o.TraceParent != "" {
+		j.m.Headers["traceparent"] = p.o.TraceParent
 	}
 	select {
 	case p.jobs <- j:

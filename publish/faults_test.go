@@ -217,12 +217,21 @@ func TestAMQPConnectionCutAtRandomPoints(t *testing.T) {
 		t.Errorf("want %d rows published and confirmed, got %d published, %d confirmed", rows, st.Rows, confirmed)
 	}
 	dels := drain(t, queue)
+	// Copies of one batch carry the same body, and all but one (the
+	// original, which the broker may queue after a republished copy when
+	// it still held frames of the cut connection) the republished header.
 	first := map[string][]byte{}
+	originals := map[string]int{}
 	var bodies [][]byte
 	for _, d := range dels {
+		if d.Headers[RepublishedHeader] != true {
+			if originals[d.MessageId]++; originals[d.MessageId] > 1 {
+				t.Errorf("%s: %d copies without header %s, want at most the original", d.MessageId, originals[d.MessageId], RepublishedHeader)
+			}
+		}
 		if prev, seen := first[d.MessageId]; seen {
-			if d.Headers[RepublishedHeader] != true || !bytes.Equal(prev, d.Body) {
-				t.Errorf("second copy of %s: want header %s and the same body", d.MessageId, RepublishedHeader)
+			if !bytes.Equal(prev, d.Body) {
+				t.Errorf("copies of %s differ in their body", d.MessageId)
 			}
 			continue
 		}

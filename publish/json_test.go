@@ -1,6 +1,7 @@
 package publish
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"math/rand/v2"
@@ -123,5 +124,40 @@ func TestPlain8(t *testing.T) {
 		if got, want := plain8(binary.LittleEndian.Uint64(w[:])), naive(w); got != want {
 			t.Fatalf("plain8(%q): want %v, got %v", w, want, got)
 		}
+	}
+}
+
+func TestCompressionLevels(t *testing.T) {
+	body := bytes.Repeat([]byte(`{"CUSTOMERACCOUNT":"000123","NAME":"Contoso, Ltd."},`), 2000)
+	tests := []struct {
+		name    string
+		codec   string
+		level   int
+		wantErr string
+	}{
+		{"zstd default", CompressionZstd, 0, ""},
+		{"zstd best", CompressionZstd, 4, ""},
+		{"zstd out of range", CompressionZstd, 5, "zstd level 5"},
+		{"gzip default", CompressionGzip, 0, ""},
+		{"gzip 9", CompressionGzip, 9, ""},
+		{"gzip out of range", CompressionGzip, 10, "gzip level 10"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := newCompressor(tt.codec, tt.level)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("newCompressor(%s, %d) = %v, want an error containing %q", tt.codec, tt.level, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("newCompressor(%s, %d): %v", tt.codec, tt.level, err)
+			}
+			out, err := c.compress(body)
+			if err != nil || len(out) == 0 || len(out) >= len(body)/4 {
+				t.Errorf("compress: %d bytes from %d (%v), want well under a quarter", len(out), len(body), err)
+			}
+		})
 	}
 }

@@ -261,7 +261,7 @@ func (s *BlobStore) checkKey(key string) error {
 
 // Put implements Store.
 func (s *BlobStore) Put(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error) {
-	o, err := s.upload(ctx, key, r, meta, false)
+	o, err := s.upload(ctx, key, r, meta, nil, false)
 	if err != nil {
 		return Object{}, fmt.Errorf("put %s: %w", key, err)
 	}
@@ -272,14 +272,26 @@ func (s *BlobStore) Put(ctx context.Context, key string, r io.Reader, meta map[s
 // list commit: of several concurrent Creates of one key exactly one
 // succeeds, and the others get an error wrapping ErrExist.
 func (s *BlobStore) Create(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error) {
-	o, err := s.upload(ctx, key, r, meta, true)
+	o, err := s.upload(ctx, key, r, meta, nil, true)
 	if err != nil {
 		return Object{}, fmt.Errorf("create %s: %w", key, err)
 	}
 	return o, nil
 }
 
-func (s *BlobStore) upload(ctx context.Context, key string, r io.Reader, meta map[string]string, once bool) (Object, error) {
+// PutSealed implements SealedPutter. The upload reads r to its end before it
+// commits the block list (or sends the single Put Blob of a small object),
+// and the metadata goes with that commit: seal runs when r reports EOF and
+// its metadata joins the commit's.
+func (s *BlobStore) PutSealed(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error)) (Object, error) {
+	o, err := s.upload(ctx, key, r, meta, seal, false)
+	if err != nil {
+		return Object{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	return o, nil
+}
+
+func (s *BlobStore) upload(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error), once bool) (Object, error) {
 	if err := s.checkKey(key); err != nil {
 		return Object{}, err
 	}
@@ -292,6 +304,17 @@ func (s *BlobStore) upload(ctx context.Context, key string, r io.Reader, meta ma
 	}
 	cr := &countReader{r: ctxReader{ctx, r}}
 	uo := &blockblob.UploadStreamOptions{BlockSize: s.blockSize, Concurrency: s.concurrency, Metadata: encodeMeta(m)}
+	if seal != nil {
+		cr.atEOF = func() error {
+			if err := sealMeta(m, seal); err != nil {
+				return err
+			}
+			for k, v := range encodeMeta(m) {
+				uo.Metadata[k] = v // read by the commit, after the last Read
+			}
+			return nil
+		}
+	}
 	if ct := contentType(key); ct != "" {
 		uo.HTTPHeaders = &blob.HTTPHeaders{BlobContentType: &ct}
 	}
@@ -324,11 +347,21 @@ type countReader struct {
 	r   io.Reader
 	n   int64
 	err error
+	// atEOF, if set, runs once when r reports io.EOF; its error replaces
+	// the EOF, so the upload fails before it commits.
+	atEOF func() error
 }
 
 func (c *countReader) Read(p []byte) (int, error) {
 	k, err := c.r.Read(p)
 	c.n += int64(k)
+	if err == io.EOF && c.atEOF != nil {
+		f := c.atEOF
+		c.atEOF = nil
+		if serr := f(); serr != nil {
+			err = serr
+		}
+	}
 	if err != nil && err != io.EOF {
 		c.err = err
 	}

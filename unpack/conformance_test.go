@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"path/filepath"
 	"strings"
@@ -339,4 +340,62 @@ func TestDirStoreCreateLeavesNoTemporaryFiles(t *testing.T) {
 	if strings.Join(got, " ") != "x x.meta.json" {
 		t.Errorf("files after two Creates = %q, want [x x.meta.json]", got)
 	}
+}
+
+// TestPutSealed: the sealed metadata is stored with the object, seal runs
+// only once the reader is drained, and a seal error stores nothing.
+func TestPutSealed(t *testing.T) {
+	ctx := context.Background()
+	boom := errors.New("seal refused")
+	tests := []struct {
+		name     string
+		body     string
+		sealErr  error
+		wantMeta map[string]string
+	}{
+		{"small object", "hello", nil, map[string]string{"job": "j", "sha256": "5"}},
+		{"multi-block object", strings.Repeat("x", 2<<20+17), nil, map[string]string{"job": "j", "sha256": "2097169"}},
+		{"seal error stores nothing", "hello", boom, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			forEachBackend(t, func(t *testing.T, st Store) {
+				sp := st.(SealedPutter)
+				r := &countingReader{r: strings.NewReader(tt.body)}
+				_, err := sp.PutSealed(ctx, "k/x.csv", r, map[string]string{"Job": "j"}, func() (map[string]string, error) {
+					if r.n != int64(len(tt.body)) {
+						t.Errorf("seal ran after %d of %d bytes", r.n, len(tt.body))
+					}
+					return map[string]string{"SHA256": fmt.Sprint(r.n)}, tt.sealErr
+				})
+				if tt.sealErr != nil {
+					if !errors.Is(err, tt.sealErr) {
+						t.Errorf("PutSealed = %v, want %v", err, tt.sealErr)
+					}
+					if _, err := st.Stat(ctx, "k/x.csv"); !errors.Is(err, ErrNotExist) {
+						t.Errorf("Stat after a refused seal = %v, want ErrNotExist", err)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatalf("PutSealed: %v", err)
+				}
+				o, err := st.Stat(ctx, "k/x.csv")
+				if err != nil || !equalMaps(o.Meta, tt.wantMeta) || o.Size != int64(len(tt.body)) {
+					t.Errorf("Stat = %+v, %v; want meta %v, size %d", o, err, tt.wantMeta, len(tt.body))
+				}
+			})
+		})
+	}
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n += int64(k)
+	return k, err
 }

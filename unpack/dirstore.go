@@ -78,7 +78,7 @@ func (s *DirStore) file(key string) string {
 
 // Put implements Store.
 func (s *DirStore) Put(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error) {
-	o, err := s.write(ctx, key, r, meta, false)
+	o, err := s.write(ctx, key, r, meta, nil, false)
 	if err != nil {
 		return Object{}, fmt.Errorf("put %s: %w", key, err)
 	}
@@ -90,14 +90,24 @@ func (s *DirStore) Put(ctx context.Context, key string, r io.Reader, meta map[st
 // the directory; the metadata sidecar is renamed into place just after, so a
 // Stat in that instant may see the new object with empty metadata.
 func (s *DirStore) Create(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error) {
-	o, err := s.write(ctx, key, r, meta, true)
+	o, err := s.write(ctx, key, r, meta, nil, true)
 	if err != nil {
 		return Object{}, fmt.Errorf("create %s: %w", key, err)
 	}
 	return o, nil
 }
 
-func (s *DirStore) write(ctx context.Context, key string, r io.Reader, meta map[string]string, once bool) (Object, error) {
+// PutSealed implements SealedPutter: seal is called after the bytes are in
+// the temporary file, before the object and its metadata are moved into place.
+func (s *DirStore) PutSealed(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error)) (Object, error) {
+	o, err := s.write(ctx, key, r, meta, seal, false)
+	if err != nil {
+		return Object{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	return o, nil
+}
+
+func (s *DirStore) write(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error), once bool) (Object, error) {
 	if err := s.checkKey(key); err != nil {
 		return Object{}, err
 	}
@@ -130,6 +140,9 @@ func (s *DirStore) write(ctx context.Context, key string, r io.Reader, meta map[
 	n, err := io.CopyBuffer(struct{ io.Writer }{tmp}, ctxReader{ctx, r}, buf)
 	if err != nil {
 		return Object{}, fmt.Errorf("write: %w", err)
+	}
+	if err := sealMeta(m, seal); err != nil {
+		return Object{}, err
 	}
 	if err := tmp.Sync(); err != nil {
 		return Object{}, fmt.Errorf("sync: %w", err)

@@ -21,13 +21,19 @@ import (
 // F&O for a fresh package URL.
 var ErrURLExpired = errors.New("package URL expired or refused")
 
+// ErrPackageNotFound is wrapped by Download when the storage service answers
+// 404 for the package: right after an execution succeeds F&O can hand out a
+// URL whose package is not downloadable yet, and after about 7 days F&O
+// deletes packages. Callers wait and ask again for a while, then give up.
+var ErrPackageNotFound = errors.New("package blob not found")
+
 // downloadAttempts bounds how often Download reconnects in a row without
 // progressUnit of new data (a dropped connection, HTTP 5xx).
 const downloadAttempts = 5
 
 // progressUnit is the new data an attempt must bring to renew the reconnect
-// budget: a server that sends a byte per connection must not keep a run
-// reconnecting forever.
+// budget (an eighth of the package when that is less): a server that sends
+// a byte per connection must not keep a run reconnecting forever.
 const progressUnit = 1 << 20
 
 // DefaultDownloadTimeout bounds a whole download, reconnects included, when
@@ -72,11 +78,16 @@ type DownloadOptions struct {
 	// Timeout bounds the whole download, every reconnect included; 0 means
 	// DefaultDownloadTimeout.
 	Timeout time.Duration
+	// Progress, when set, is called after each chunk written with the bytes
+	// held so far and the package size from Content-Length (-1 while
+	// unknown). A reconnect that starts over reports fewer bytes than before.
+	// It runs on the caller's goroutine.
+	Progress func(done, total int64)
 }
 
 // DownloadWith is Download with options. Whatever the server does, it ends:
 // within o.Timeout, and after downloadAttempts reconnects in a row that
-// brought less than 1 MiB of new data.
+// brought less than 1 MiB (an eighth of a smaller package) of new data.
 func DownloadWith(ctx context.Context, rawURL string, dst *os.File, o DownloadOptions) (n int64, sha256hex string, err error) {
 	hc := o.HTTPClient
 	if hc == nil {
@@ -101,7 +112,7 @@ func DownloadWith(ctx context.Context, rawURL string, dst *os.File, o DownloadOp
 	if err != nil {
 		return 0, "", fail("%w", err)
 	}
-	d := &download{ctx: ctx, hc: hc, u: u, dst: dst, start: start, h: sha256.New(), total: -1, buf: make([]byte, 1<<20)}
+	d := &download{ctx: ctx, hc: hc, u: u, dst: dst, start: start, h: sha256.New(), total: -1, buf: make([]byte, 1<<20), progress: o.Progress}
 	failures, requests := 0, 0
 	var mark int64 // bytes held when the reconnect budget was last renewed
 	ctxErr := func() error {
@@ -124,13 +135,13 @@ func DownloadWith(ctx context.Context, rawURL string, dst *os.File, o DownloadOp
 		if ctx.Err() != nil {
 			return d.n, "", ctxErr()
 		}
-		if d.n >= mark+progressUnit {
+		if d.n >= mark+d.progressUnit() {
 			mark, failures = d.n, 0
 		}
 		failures++
 		if failures >= downloadAttempts {
-			return d.n, "", fail("gave up after %d attempts: %w (%d of %s bytes after %d requests; the attempts in a row brought less than 1 MiB)",
-				failures, err, d.n, d.size(), requests)
+			return d.n, "", fail("gave up after %d attempts: %w (%d of %s bytes after %d requests; the attempts in a row brought less than %d bytes)",
+				failures, err, d.n, d.size(), requests, d.progressUnit())
 		}
 		t := time.NewTimer(retryDelay << min(failures-1, 4))
 		select {
@@ -140,6 +151,16 @@ func DownloadWith(ctx context.Context, rawURL string, dst *os.File, o DownloadOp
 		case <-t.C:
 		}
 	}
+}
+
+// progressUnit is the new data an attempt must bring to renew the
+// reconnect budget: progressUnit, or an eighth of a smaller package, so a
+// small package cut short on every connection still completes.
+func (d *download) progressUnit() int64 {
+	if d.total > 0 && d.total/8 < progressUnit {
+		return max(d.total/8, 1)
+	}
+	return progressUnit
 }
 
 // size renders the package size for messages: "unknown" until it is known.
@@ -167,6 +188,8 @@ type download struct {
 	total int64     // package size, -1 until known
 	etag  string    // of the first full response, "" if none
 	buf   []byte
+	// progress is DownloadOptions.Progress.
+	progress func(done, total int64)
 }
 
 // restart forgets every byte written so far.
@@ -241,7 +264,7 @@ func (d *download) attempt() error {
 	case code == http.StatusForbidden:
 		return &fatalError{fmt.Errorf("HTTP 403%s: %w: ask F&O for a fresh package URL", azureCode(resp), ErrURLExpired)}
 	case code == http.StatusNotFound:
-		return &fatalError{fmt.Errorf("HTTP 404%s: package blob not found (F&O deletes packages after 7 days): export again", azureCode(resp))}
+		return &fatalError{fmt.Errorf("HTTP 404%s: %w", azureCode(resp), ErrPackageNotFound)}
 	case code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout:
 		return fmt.Errorf("HTTP status %s%s", resp.Status, azureCode(resp))
 	default:
@@ -263,6 +286,9 @@ func (d *download) attempt() error {
 			}
 			d.h.Write(d.buf[:k])
 			d.n += int64(k)
+			if d.progress != nil {
+				d.progress(d.n, d.total)
+			}
 		}
 		if rerr == io.EOF {
 			break
@@ -367,7 +393,7 @@ func scrub(err error, u *url.URL) error {
 		return err
 	}
 	var keep []error
-	for _, s := range []error{ErrURLExpired, context.Canceled, context.DeadlineExceeded, io.ErrUnexpectedEOF} {
+	for _, s := range []error{ErrURLExpired, ErrPackageNotFound, context.Canceled, context.DeadlineExceeded, io.ErrUnexpectedEOF} {
 		if errors.Is(err, s) {
 			keep = append(keep, s)
 		}

@@ -84,7 +84,7 @@ func TestDownload(t *testing.T) {
 	}{
 		{"ok", "/dmf/ok.zip", "", nil, len(body)},
 		{"403 means expired", "/dmf/expired.zip", "ask F&O for a fresh package URL", ErrURLExpired, 0},
-		{"404", "/dmf/gone.zip", "package blob not found (F&O deletes packages after 7 days)", nil, 0},
+		{"404", "/dmf/gone.zip", "HTTP 404", ErrPackageNotFound, 0},
 		{"503", "/dmf/busy.zip", "503", nil, 0},
 		{"short body every time", "/dmf/short.zip", "gave up after 5 attempts: truncated download: got 400 of 1000 bytes", nil, 400},
 	}

@@ -81,11 +81,14 @@ type Result struct {
 // that is not a zip, a package without Manifest.xml, unsafe entry names
 // (absolute, drive letter, ".." segment, NUL), names that differ only in case,
 // encrypted entries, compression other than Store/Deflate, and declared sizes
-// or compression ratios over the limits. It then reads every entity file once
-// to compute its SHA-256 (so the hash can be part of the object's metadata,
-// which Put takes up front) and to verify the zip checksums: a corrupt entry
-// fails the whole package, still before anything is written. Finally it
-// streams each entity into st.Put, checking the bytes hash the same again.
+// or compression ratios over the limits. It then streams each entity into
+// the store. With a store that can seal metadata after the bytes
+// (SealedPutter: DirStore, BlobStore) each entry is decompressed once: hashed,
+// checked against the limits on the bytes really read, zip checksum
+// verified and stored in the same read; a corrupt entry fails the package
+// and the objects already stored are removed. With any other store every
+// entry is read once to hash and verify it before anything is written, and
+// again to store it.
 //
 // An entity whose file the manifest lists but the package lacks is
 // reported Absent (F&O leaves out files of entities without rows), not as
@@ -142,6 +145,86 @@ func Explode(ctx context.Context, zipPath string, st Store, opts ExplodeOptions)
 		}
 	}
 
+	if sp, ok := st.(SealedPutter); ok {
+		if err := storeOnePass(ctx, sp, st, plans, opts); err != nil {
+			return nil, err
+		}
+	} else if err := storeTwoPass(ctx, st, plans, opts); err != nil {
+		return nil, err
+	}
+	for _, p := range plans {
+		res.Entities = append(res.Entities, p.obj)
+	}
+	return res, nil
+}
+
+// storeOnePass reads each entity's zip entry once: the bytes are hashed,
+// counted against the limits and stored in the same read, and the hash is
+// sealed into the object's metadata at the end. An entity over a limit is
+// an entity error with nothing stored; a corrupt entry or a failed Put
+// fails the package and removes what this call stored.
+func storeOnePass(ctx context.Context, sp SealedPutter, st Store, plans []plan, opts ExplodeOptions) error {
+	var written []string
+	var total int64
+	for i := range plans {
+		p := &plans[i]
+		if p.obj.Err != nil || p.obj.Absent {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("explode package: %w%s", err, removeWritten(ctx, st, written))
+		}
+		rc, err := p.f.Open()
+		if err != nil {
+			return fmt.Errorf("corrupt package: entry %q: %w%s", p.f.Name, err, removeWritten(ctx, st, written))
+		}
+		h := sha256.New()
+		lr := &limitReader{r: ctxReader{ctx, rc}, f: p.f, opts: opts, total: total, h: h}
+		src := &sourceReader{r: lr}
+		var sum string
+		_, err = sp.PutSealed(ctx, p.obj.Key, src, entityMeta(p, opts.Meta), func() (map[string]string, error) {
+			sum = hex.EncodeToString(h.Sum(nil))
+			return map[string]string{"sha256": sum}, nil
+		})
+		rc.Close()
+		switch {
+		case err == nil:
+			p.obj.Size, p.obj.SHA256 = lr.n, sum
+			total += lr.n
+			written = append(written, p.obj.Key)
+		case errors.Is(src.err, errOverLimit):
+			p.obj.Err = fmt.Errorf("entity %q: %w", p.obj.Entity, src.err)
+			p.obj.Key = ""
+		case ctx.Err() != nil:
+			return fmt.Errorf("explode package: %w%s", ctx.Err(), removeWritten(ctx, st, written))
+		case src.err != nil:
+			return fmt.Errorf("corrupt package: entry %q: %w%s", p.f.Name, src.err, removeWritten(ctx, st, written))
+		default:
+			return fmt.Errorf("store entity %q: %w%s", p.obj.Entity, err, removeWritten(ctx, st, written))
+		}
+	}
+	return nil
+}
+
+// sourceReader remembers the error its source returned (other than EOF), so
+// a failed Put can be told apart: the package's fault or the store's.
+type sourceReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	k, err := s.r.Read(p)
+	if err != nil && err != io.EOF && s.err == nil {
+		s.err = err
+	}
+	return k, err
+}
+
+// storeTwoPass is Explode for a store that cannot seal metadata after the
+// bytes: every entry is read once to hash and check it before anything is
+// written, then again to store it.
+func storeTwoPass(ctx context.Context, st Store, plans []plan, opts ExplodeOptions) error {
 	// Pass 1: hash and verify every entity file before writing anything.
 	sums := map[*zip.File]fileSum{}
 	var total int64
@@ -152,9 +235,10 @@ func Explode(ctx context.Context, zipPath string, st Store, opts ExplodeOptions)
 		}
 		s, ok := sums[p.f]
 		if !ok {
+			var err error
 			s, err = hashEntry(ctx, p.f, opts, total)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			sums[p.f] = s
 			if s.err == nil {
@@ -181,13 +265,12 @@ func Explode(ctx context.Context, zipPath string, st Store, opts ExplodeOptions)
 				err = storeEntity(ctx, st, p, opts.Meta)
 			}
 			if err != nil {
-				return nil, fmt.Errorf("%w%s", err, removeWritten(ctx, st, written))
+				return fmt.Errorf("%w%s", err, removeWritten(ctx, st, written))
 			}
 			written = append(written, p.obj.Key)
 		}
-		res.Entities = append(res.Entities, p.obj)
 	}
-	return res, nil
+	return nil
 }
 
 // cleanupTimeout bounds the removal of a failed Explode's objects.
@@ -560,21 +643,8 @@ func (l *limitReader) Read(p []byte) (int, error) {
 // storeEntity streams p's entry into st, failing the Put (so nothing is
 // stored) unless the bytes are exactly those hashed in pass 1.
 func storeEntity(ctx context.Context, st Store, p *plan, base map[string]string) error {
-	meta := make(map[string]string, len(base)+8)
-	for k, v := range base {
-		meta[strings.ToLower(k)] = v
-	}
-	meta["entity"] = p.obj.Entity
-	meta["file"] = p.obj.File
-	meta["sourceformat"] = p.obj.SourceFormat
-	meta["format"] = p.obj.Format
+	meta := entityMeta(p, base)
 	meta["sha256"] = p.obj.SHA256
-	if p.obj.Sheet != "" {
-		meta["sheet"] = p.obj.Sheet
-	}
-	if p.obj.RefreshType != "" {
-		meta["refreshtype"] = p.obj.RefreshType
-	}
 	rc, err := p.f.Open()
 	if err != nil {
 		return fmt.Errorf("corrupt package: entry %q: %w", p.f.Name, err)
@@ -585,6 +655,25 @@ func storeEntity(ctx context.Context, st Store, p *plan, base map[string]string)
 		return fmt.Errorf("store entity %q: %w", p.obj.Entity, err)
 	}
 	return nil
+}
+
+// entityMeta is the metadata of p's object but its "sha256".
+func entityMeta(p *plan, base map[string]string) map[string]string {
+	meta := make(map[string]string, len(base)+8)
+	for k, v := range base {
+		meta[strings.ToLower(k)] = v
+	}
+	meta["entity"] = p.obj.Entity
+	meta["file"] = p.obj.File
+	meta["sourceformat"] = p.obj.SourceFormat
+	meta["format"] = p.obj.Format
+	if p.obj.Sheet != "" {
+		meta["sheet"] = p.obj.Sheet
+	}
+	if p.obj.RefreshType != "" {
+		meta["refreshtype"] = p.obj.RefreshType
+	}
+	return meta
 }
 
 // verifyReader passes bytes through and turns EOF into an error if they are

@@ -120,6 +120,23 @@ func (f *faultyStore) Put(ctx context.Context, key string, r io.Reader, meta map
 	return o, err
 }
 
+// sealingFaultyStore is faultyStore for Explode's one-pass path: it seals,
+// with the same faults.
+type sealingFaultyStore struct{ *faultyStore }
+
+func (f sealingFaultyStore) PutSealed(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error)) (Object, error) {
+	f.puts++
+	if f.puts == f.failPut {
+		io.Copy(io.Discard, r)
+		return Object{}, errInjected
+	}
+	o, err := f.Store.(SealedPutter).PutSealed(ctx, key, r, meta, seal)
+	if f.puts == f.cancelAfter {
+		f.cancel()
+	}
+	return o, err
+}
+
 func (f *faultyStore) Delete(ctx context.Context, key string) error {
 	if f.failDelete {
 		return errInjected
@@ -142,25 +159,77 @@ func TestExplodeFailureRemovesWhatItStored(t *testing.T) {
 	}
 	for i := range tests {
 		tt := &tests[i]
-		t.Run(tt.name, func(t *testing.T) {
-			forEachBackend(t, func(t *testing.T, st Store) {
-				ctx, cancel := context.WithCancel(context.Background())
-				defer cancel()
-				fs := tt.fs
-				fs.Store, fs.cancel = st, cancel
-				zp, _ := multiEntityZip(t)
-				_, err := Explode(ctx, zp, &fs, ExplodeOptions{Prefix: "p"})
-				if !errors.Is(err, tt.wantIs) || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("Explode = %v, want an error wrapping %v and containing %q", err, tt.wantIs, tt.wantErr)
-				}
-				if tt.fs.failPut == 1 && strings.Contains(err.Error(), "remove") {
-					t.Errorf("error %q mentions removal though nothing was stored", err)
-				}
-				objs, err := st.List(context.Background(), "")
-				if err != nil || len(objs) != tt.left {
-					t.Errorf("objects left = %+v, %v; want %d", objs, err, tt.left)
-				}
+		for _, sealed := range []bool{false, true} {
+			name := tt.name + "/two passes"
+			if sealed {
+				name = tt.name + "/one pass"
+			}
+			t.Run(name, func(t *testing.T) {
+				forEachBackend(t, func(t *testing.T, st Store) {
+					ctx, cancel := context.WithCancel(context.Background())
+					defer cancel()
+					fs := tt.fs
+					fs.Store, fs.cancel = st, cancel
+					var target Store = &fs
+					if sealed {
+						target = sealingFaultyStore{&fs}
+					}
+					zp, _ := multiEntityZip(t)
+					_, err := Explode(ctx, zp, target, ExplodeOptions{Prefix: "p"})
+					if !errors.Is(err, tt.wantIs) || !strings.Contains(err.Error(), tt.wantErr) {
+						t.Fatalf("Explode = %v, want an error wrapping %v and containing %q", err, tt.wantIs, tt.wantErr)
+					}
+					if tt.fs.failPut == 1 && strings.Contains(err.Error(), "remove") {
+						t.Errorf("error %q mentions removal though nothing was stored", err)
+					}
+					objs, err := st.List(context.Background(), "")
+					if err != nil || len(objs) != tt.left {
+						t.Errorf("objects left = %+v, %v; want %d", objs, err, tt.left)
+					}
+				})
 			})
-		})
+		}
 	}
+}
+
+// TestExplodeOnePassSameAsTwo: a store that seals metadata after the bytes
+// gets exactly the objects, sizes, hashes and metadata the two-pass path
+// stores, and the one-pass path never calls Put.
+func TestExplodeOnePassSameAsTwo(t *testing.T) {
+	ctx := context.Background()
+	forEachBackend(t, func(t *testing.T, st Store) {
+		zp, _ := multiEntityZip(t)
+		one, err := Explode(ctx, zp, noPut{st.(SealedPutter), st}, ExplodeOptions{Prefix: "one"})
+		if err != nil {
+			t.Fatalf("Explode one pass: %v", err)
+		}
+		two, err := Explode(ctx, zp, struct{ Store }{st}, ExplodeOptions{Prefix: "two"})
+		if err != nil {
+			t.Fatalf("Explode two passes: %v", err)
+		}
+		if len(one.Entities) != len(two.Entities) || len(one.Entities) == 0 {
+			t.Fatalf("entities: one pass %d, two passes %d", len(one.Entities), len(two.Entities))
+		}
+		for i, a := range one.Entities {
+			b := two.Entities[i]
+			if a.Size != b.Size || a.SHA256 != b.SHA256 || a.SHA256 == "" || strings.TrimPrefix(a.Key, "one/") != strings.TrimPrefix(b.Key, "two/") {
+				t.Errorf("entity %q: one pass %+v, two passes %+v", a.Entity, a, b)
+			}
+			oa, err1 := st.Stat(ctx, a.Key)
+			ob, err2 := st.Stat(ctx, b.Key)
+			if err1 != nil || err2 != nil || !equalMaps(oa.Meta, ob.Meta) || readAll(t, st, a.Key) != readAll(t, st, b.Key) {
+				t.Errorf("entity %q: one pass stored %+v (%v), two passes %+v (%v)", a.Entity, oa, err1, ob, err2)
+			}
+		}
+	})
+}
+
+// noPut is a SealedPutter whose Put fails the test's expectations loudly.
+type noPut struct {
+	SealedPutter
+	Store
+}
+
+func (n noPut) Put(context.Context, string, io.Reader, map[string]string) (Object, error) {
+	return Object{}, errors.New("Put called: the one-pass path must use PutSealed")
 }

@@ -67,6 +67,37 @@ type Creator interface {
 	Create(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error)
 }
 
+// SealedPutter is implemented by stores that can take part of an object's
+// metadata only once its bytes are read (DirStore and BlobStore do), so a
+// writer that learns a property of the bytes while streaming them (Explode
+// hashes each zip entry as it stores it) reads its source once.
+type SealedPutter interface {
+	// PutSealed stores r under key like Store.Put. When r has returned
+	// io.EOF, and before the object becomes visible, it calls seal: the
+	// metadata seal returns is added to meta (same rules as Put's), and an
+	// error from seal fails the Put with nothing stored.
+	PutSealed(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error)) (Object, error)
+}
+
+// sealMeta adds what seal returns to m, already checked by checkMeta.
+func sealMeta(m map[string]string, seal func() (map[string]string, error)) error {
+	if seal == nil {
+		return nil
+	}
+	extra, err := seal()
+	if err != nil {
+		return err
+	}
+	checked, err := checkMeta(extra)
+	if err != nil {
+		return err
+	}
+	for k, v := range checked {
+		m[k] = v
+	}
+	return nil
+}
+
 // ValidKey reports why key is not a valid store key, or nil if it is.
 // A valid key is non-empty, '/'-separated, relative, has no empty, "." or
 // ".." segments, no segment ending in '.' (Azure Blob Storage and Windows

@@ -195,8 +195,9 @@ func colName(c int) string {
 
 // writePackage zips the entity files with a UTF-16 LE manifest, like a DMF
 // data package.
-func writePackage(dir string, ents []entity) error {
-	f, err := os.Create(filepath.Join(dir, "package.zip"))
+func writePackage(path string, ents []entity) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
 	if err != nil {
 		return err
 	}
@@ -235,5 +236,8 @@ func writePackage(dir string, ents []entity) error {
 	if err := z.Close(); err != nil {
 		return err
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }

@@ -107,8 +107,15 @@ func run() error {
 		}
 		ents = append(ents, e)
 	}
-	if err := writePackage(*dir, ents); err != nil {
-		return fmt.Errorf("write package: %w", err)
+	if zp := filepath.Join(*dir, packageName(ents)); !exists(zp) {
+		start := time.Now()
+		if err := writePackage(zp, ents); err != nil {
+			return fmt.Errorf("write package: %w", err)
+		}
+		fmt.Fprintf(os.Stderr, "generated %s in %.1fs\n", zp, time.Since(start).Seconds())
+	}
+	if *e2eMode {
+		return runE2E(ents)
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -154,6 +161,11 @@ func run() error {
 		}
 	}
 	return nil
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 func contains(list, v string) bool {

@@ -150,7 +150,9 @@ func (g *globalFlags) parse(fs *flag.FlagSet, usage string, args []string) ([]st
 	return pos, nil
 }
 
-// logger builds the slog logger the flags ask for; logs go to stderr.
+// logger builds the slog logger the flags ask for; logs go to stderr,
+// through the console so they never mix with a live status line. Each line
+// carries each key once; JSON gives durations in seconds.
 func (g *globalFlags) logger() (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
@@ -159,9 +161,10 @@ func (g *globalFlags) logger() (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: lvl}
 	switch strings.ToLower(g.logFormat) {
 	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+		return slog.New(uniqueKeys(slog.NewTextHandler(stdio.Logs(), opts))), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+		opts.ReplaceAttr = durationSeconds
+		return slog.New(uniqueKeys(slog.NewJSONHandler(stdio.Logs(), opts))), nil
 	default:
 		return nil, fmt.Errorf("invalid --log-format %q: want text or json", g.logFormat)
 	}

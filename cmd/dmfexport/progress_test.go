@@ -4,15 +4,24 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dmfexport/dmfexport/jobs"
 )
+
+// liveConsole is a console drawing on out as a terminal width columns wide,
+// with logs to the same terminal.
+func liveConsole(out *bytes.Buffer, width int) *console {
+	return &console{out: out, errw: out, live: true, shared: true, width: func() int { return width }}
+}
 
 func TestProgressPrinters(t *testing.T) {
 	events := []jobs.Event{
 		{Job: "a", State: jobs.StateExporting, Detail: "execution X"},
 		{Job: "b", State: jobs.StateExporting},
-		{Job: "a", State: jobs.StatePublishing, Entity: "Customers V3", Rows: 5000},
+		{Job: "a", State: jobs.StatePublishing, Entity: "Customers V3", Sent: 5000, Done: 100, Total: 1000},
+		{Job: "a", State: jobs.StatePublishing, Entity: "Customers V3", Rows: 5000, Confirmed: true},
+		{Job: "a", State: jobs.StatePublishing, Entity: "Customers V3", Rows: 5000, Sent: 12345, Done: 900, Total: 1000},
 		{Job: "a", State: jobs.StateSucceeded},
 		{Job: "b", State: jobs.StateFailed, Detail: "F&O execution ended Failed"},
 	}
@@ -24,10 +33,13 @@ func TestProgressPrinters(t *testing.T) {
 	}{
 		{"plain", func(b *bytes.Buffer) func(jobs.Event) { return plainProgress(b) },
 			[]string{"a: exporting: execution X\n", "a: Customers V3: 5000 rows published\n", "b: failed: F&O execution ended Failed\n"},
-			[]string{"\r", "\033["}},
-		{"live", func(b *bytes.Buffer) func(jobs.Event) { return liveProgress(b) },
-			[]string{"\r\033[K", "a publishing Customers V3 5000 rows | b exporting", "a: succeeded\n", "b: failed: F&O execution ended Failed\n", "a succeeded | b failed\n"},
-			nil},
+			[]string{"\r", "\033[", "12345"}},
+		{"live", func(b *bytes.Buffer) func(jobs.Event) {
+			clock := time.Date(2026, 11, 24, 20, 0, 0, 0, time.UTC)
+			return liveProgress(liveConsole(b, 200), func() time.Time { clock = clock.Add(time.Second); return clock })
+		},
+			[]string{"\r\033[K", "a publishing Customers V3 90% 5000 rows confirmed 3672 rows/s ETA 1s | b exporting", "a: succeeded\n", "b: failed: F&O execution ended Failed\n", "a succeeded | b failed\n"},
+			[]string{"12345 rows"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -48,5 +60,31 @@ func TestProgressPrinters(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLiveProgressParallelEntities: entities published at once are summed
+// up on the job's status line rather than flickering between names.
+func TestLiveProgressParallelEntities(t *testing.T) {
+	var b bytes.Buffer
+	clock := time.Date(2026, 11, 24, 20, 0, 0, 0, time.UTC)
+	p := liveProgress(liveConsole(&b, 200), func() time.Time { clock = clock.Add(time.Second); return clock })
+	for _, e := range []jobs.Event{
+		{Job: "c", State: jobs.StatePublishing},
+		{Job: "c", State: jobs.StatePublishing, Entity: "A", Sent: 500, Done: 100, Total: 400},
+		{Job: "c", State: jobs.StatePublishing, Entity: "B", Sent: 500, Done: 300, Total: 400},
+		{Job: "c", State: jobs.StatePublishing, Entity: "A", Rows: 500, Confirmed: true},
+		{Job: "c", State: jobs.StatePublishing, Entity: "B", Rows: 200, Confirmed: true},
+		{Job: "c", State: jobs.StatePublishing, Entity: "B", Rows: 200, Sent: 600, Done: 400, Total: 400},
+	} {
+		p(e)
+	}
+	draws := strings.Split(b.String(), "\r\033[K")
+	last := draws[len(draws)-1]
+	if want := "c publishing A [############........] 62% 700 rows confirmed"; !strings.Contains(last, want) {
+		t.Errorf("last status line %q, want it to hold %q", last, want)
+	}
+	if !strings.Contains(b.String(), "c publishing 2 entities") {
+		t.Errorf("no status line summed up the two entities:\n%q", b.String())
 	}
 }

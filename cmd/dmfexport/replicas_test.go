@@ -88,17 +88,23 @@ func records(t *testing.T, env []string, cfg string) []map[string]any {
 }
 
 // TestReplicasRunEachSlotOnce runs three replicas on one Azure Blob store
-// with a job every three seconds: every slot runs exactly once across them,
+// with a job every four seconds: every slot runs exactly once across them,
 // no slot is skipped, and the work spreads over more than one replica.
 func TestReplicasRunEachSlotOnce(t *testing.T) {
 	conn := testenv.AzuriteConnString(t)
+	// Slot timing is what this test checks: a run must end well within
+	// its slot even on a loaded machine, so F&O's registration window and
+	// package delay are short here (other tests cover them at length).
 	sim := dmftest.NewServer(dmftest.Options{
 		Projects:      map[string][]dmftest.Entity{"G": {killEntity("A", 300)}},
 		ExecutionTime: 100 * time.Millisecond,
+		RegisterDelay: 200 * time.Millisecond,
+		PackageDelay:  -1,
 	})
 	defer sim.Close()
 	dir := t.TempDir()
-	cfg := replicaConfig(t, dir, "*/3 * * * * *")
+	const every = 4 * time.Second
+	cfg := replicaConfig(t, dir, "*/4 * * * * *")
 	base := append(os.Environ(), "DMFSIM_URL="+sim.URL, "FO_TOKEN="+dmftest.DefaultToken, "AZ_CONN="+conn)
 	duration := time.Minute
 	if testing.Short() {
@@ -140,12 +146,12 @@ func TestReplicasRunEachSlotOnce(t *testing.T) {
 	}
 	sort.Slice(times, func(i, j int) bool { return times[i].Before(times[j]) })
 	for i := 1; i < len(times); i++ {
-		if gap := times[i].Sub(times[i-1]); gap != 3*time.Second {
+		if gap := times[i].Sub(times[i-1]); gap != every {
 			t.Errorf("slots %s and %s are %s apart: a slot in between was skipped", times[i-1].Format(time.TimeOnly), times[i].Format(time.TimeOnly), gap)
 		}
 	}
-	if want := int(duration/(3*time.Second)) - 2; len(recs) < want {
-		t.Errorf("%d runs in %s of a 3 s schedule, want at least %d", len(recs), duration, want)
+	if want := int(duration/every) - 2; len(recs) < want {
+		t.Errorf("%d runs in %s of a %s schedule, want at least %d", len(recs), duration, every, want)
 	}
 	if n := sim.Exports(); n != len(recs) {
 		t.Errorf("F&O saw %d exports for %d runs, want one each", n, len(recs))

@@ -40,6 +40,11 @@ func (c *triggerCommand) Run(ctx context.Context, args []string) error {
 		return &flagError{msg: "name at least one export to run (see dmfexport jobs)", usage: usageText(fs, c.Usage())}
 	}
 	log := c.g.log
+	stopTracing, err := startTracing(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	cfg, err := c.g.load()
 	if err != nil {
 		return err
@@ -57,7 +62,7 @@ func (c *triggerCommand) Run(ctx context.Context, args []string) error {
 	if *newRun {
 		for _, e := range exps {
 			if recs, err := runner.Unfinished(ctx, e); err == nil && len(recs) > 0 {
-				fmt.Fprintf(os.Stderr, "note: export %s has %d unfinished run(s) (oldest %s, %s); a new run starts anyway (--new); dmfexport run or trigger without --new resumes them\n",
+				fmt.Fprintf(stdio.Logs(), "note: export %s has %d unfinished run(s) (oldest %s, %s); a new run starts anyway (--new); dmfexport run or trigger without --new resumes them\n",
 					e.Name, len(recs), recs[0].RunID, recs[0].State)
 			}
 		}
@@ -83,6 +88,7 @@ func runAll(ctx context.Context, runner *jobs.Runner, exps []*jobs.Export, trigg
 		})
 	}
 	wg.Wait()
+	stdio.End()
 	printSummary(out, recs)
 	var failed []string
 	for i, err := range errs {
@@ -108,7 +114,7 @@ func resumeUnfinished(ctx context.Context, runner *jobs.Runner, exp *jobs.Export
 	}
 	var rec *jobs.RunRecord
 	for _, u := range unfinished {
-		fmt.Fprintf(os.Stderr, "export %s: resuming unfinished run %s (state %s) instead of starting a second export; use --new to start a new run\n",
+		fmt.Fprintf(stdio.Logs(), "export %s: resuming unfinished run %s (state %s) instead of starting a second export; use --new to start a new run\n",
 			exp.Name, printable(u.RunID), u.State)
 		rec, err = runner.Resume(ctx, exp, u)
 		if errors.Is(err, jobs.ErrLeaseHeld) {
@@ -119,98 +125,6 @@ func resumeUnfinished(ctx context.Context, runner *jobs.Runner, exp *jobs.Export
 		}
 	}
 	return rec, nil
-}
-
-// progressPrinter reports progress on w: on a terminal, one status line
-// redrawn in place (every job's state and rows) with a line kept per state
-// change; otherwise plain lines, one per state change and per batch.
-func progressPrinter(w io.Writer) func(jobs.Event) {
-	if f, ok := w.(*os.File); ok && isTerminal(f) {
-		return liveProgress(f)
-	}
-	return plainProgress(w)
-}
-
-func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
-
-// liveProgress redraws a status line: "⟳ customers publishing Customers V3 10000 rows | ...".
-func liveProgress(w io.Writer) func(jobs.Event) {
-	var mu sync.Mutex
-	states := map[string]*jobState{}
-	var order []string
-	start := time.Now()
-	return func(e jobs.Event) {
-		mu.Lock()
-		defer mu.Unlock()
-		js, ok := states[e.Job]
-		if !ok {
-			js = &jobState{}
-			states[e.Job] = js
-			order = append(order, e.Job)
-		}
-		if e.State != js.state || e.State.Final() {
-			// Keep a line per state change above the status line.
-			detail := ""
-			if e.Detail != "" && e.Entity == "" {
-				detail = ": " + oneLine(e.Detail, 100)
-			}
-			fmt.Fprintf(w, "\r\033[K%s %s: %s%s\n", time.Now().Format("15:04:05"), e.Job, e.State, detail)
-		}
-		js.state = e.State
-		if e.Entity != "" {
-			js.entity, js.rows = e.Entity, e.Rows
-		}
-		parts := make([]string, 0, len(order))
-		for _, name := range order {
-			s := states[name]
-			p := fmt.Sprintf("%s %s", name, s.state)
-			if s.state == jobs.StatePublishing && s.entity != "" {
-				p += fmt.Sprintf(" %s %d rows", s.entity, s.rows)
-			}
-			parts = append(parts, p)
-		}
-		fmt.Fprintf(w, "\r\033[K[%s] %s", time.Since(start).Round(time.Second), strings.Join(parts, " | "))
-		if e.State.Final() && allFinal(states) {
-			fmt.Fprintln(w)
-		}
-	}
-}
-
-// jobState is one job's line in the live progress.
-type jobState struct {
-	state  jobs.State
-	entity string
-	rows   int64
-}
-
-func allFinal(m map[string]*jobState) bool {
-	for _, s := range m {
-		if !s.state.Final() {
-			return false
-		}
-	}
-	return true
-}
-
-// plainProgress prints one line per state change and per published batch.
-func plainProgress(w io.Writer) func(jobs.Event) {
-	var mu sync.Mutex
-	return func(e jobs.Event) {
-		mu.Lock()
-		defer mu.Unlock()
-		ts := time.Now().Format("15:04:05")
-		switch {
-		case e.Entity != "":
-			fmt.Fprintf(w, "%s %s: %s: %d rows published\n", ts, e.Job, e.Entity, e.Rows)
-		case e.Detail != "":
-			fmt.Fprintf(w, "%s %s: %s: %s\n", ts, e.Job, e.State, e.Detail)
-		default:
-			fmt.Fprintf(w, "%s %s: %s\n", ts, e.Job, e.State)
-		}
-	}
 }
 
 // printSummary prints one block per run: state, timings and per-entity rows.
@@ -228,7 +142,7 @@ func printSummary(w io.Writer, recs []*jobs.RunRecord) {
 			batches += e.Batches
 		}
 		fmt.Fprintf(tw, "%s\trun %s\t%s\t%d entities\t%d rows\t%d batches\t%s\n", r.Job, printable(r.RunID), printable(string(r.State)),
-			len(r.Entities), rows, batches, r.FinishedAt.Sub(r.StartedAt).Round(time.Millisecond))
+			len(r.Entities), rows, batches, runDuration(r, time.Now()))
 		if r.ExecutionID != "" {
 			fmt.Fprintf(tw, "  execution\t%s\t%s\n", printable(r.ExecutionID), printable(r.ExecutionStatus))
 		}
@@ -250,6 +164,15 @@ func printSummary(w io.Writer, recs []*jobs.RunRecord) {
 		}
 	}
 	tw.Flush()
+}
+
+// runDuration says how long a run took; a run cut off (Ctrl-C) has no end
+// yet, so it says how long ago it started instead, never a negative time.
+func runDuration(r *jobs.RunRecord, now time.Time) string {
+	if r.FinishedAt.IsZero() || r.FinishedAt.Before(r.StartedAt) {
+		return fmt.Sprintf("unfinished, started %s ago", now.Sub(r.StartedAt).Round(time.Second))
+	}
+	return r.FinishedAt.Sub(r.StartedAt).Round(time.Millisecond).String()
 }
 
 func exportNames(cfg *jobs.Config) string {

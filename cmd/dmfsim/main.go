@@ -37,8 +37,10 @@ otherwise.
 
 By default it behaves as F&O does: a new execution is "not registered yet"
 for a while (--register-delay), one data project is exported by one execution
-at a time, the package URL is empty on the first ask after success, every
-second failed execution reports no errors, and executions and packages are
+at a time, the package URL is empty on the first ask after success and its
+package not yet downloadable for a moment (--package-delay), every
+second failed execution reports no errors, IncrementalPush entities hold
+every row only in the first export of their data project (--full-incremental), and executions and packages are
 purged after 7 days (--history). The flags below turn these off or tune them.
 
 Flags:
@@ -111,6 +113,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		faults       faultFlags
 		register     time.Duration
 		history      time.Duration
+		pkgDelay     time.Duration
 		emptyErrors  int
 	)
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8089", "`host:port` to listen on")
@@ -123,7 +126,10 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&emptyURLAsks, "empty-url-asks", dmftest.DefaultEmptyURLAsks, "answer GetExportedPackageUrl with \"\" this many times after success (0: never)")
 	fs.DurationVar(&register, "register-delay", dmftest.DefaultRegisterDelay,
 		"\"not registered yet\" window after each export: status 400 \"Execution details were not found\", then Unknown (0: none)")
+	fs.DurationVar(&pkgDelay, "package-delay", dmftest.DefaultPackageDelay,
+		"after the first package URL of an execution, its package answers 404 for this long: not yet downloadable (0: never)")
 	fs.DurationVar(&history, "history", dmftest.DefaultHistory, "purge executions and packages after this long (0: keep forever)")
+	fs.BoolVar(&cfg.opts.FullIncremental, "full-incremental", false, "every export holds all rows of IncrementalPush entities (F&O: only the first; later ones only changes, here none)")
 	fs.BoolVar(&cfg.opts.ConcurrentExports, "allow-concurrent-exports", false, "let a data project be exported while an execution of it still runs (F&O refuses)")
 	fs.IntVar(&emptyErrors, "empty-errors-every", dmftest.DefaultEmptyErrorsEvery, "every `N`th failed execution answers GetExecutionErrors with \"[]\" (0: never)")
 	fs.IntVar(&throttle, "throttle", 0, "answer every `N`th API call with 429 Too Many Requests (0: never)")
@@ -205,7 +211,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		problems = append(problems, "--url-ttl must be above zero")
 	}
 	for name, v := range map[string]int64{"--empty-url-asks": int64(emptyURLAsks), "--register-delay": int64(register),
-		"--history": int64(history), "--empty-errors-every": int64(emptyErrors)} {
+		"--history": int64(history), "--empty-errors-every": int64(emptyErrors), "--package-delay": int64(pkgDelay)} {
 		if v < 0 {
 			problems = append(problems, name+" must not be negative")
 		}
@@ -236,6 +242,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	cfg.opts.EmptyURLAsks = offIfZero(emptyURLAsks)
 	cfg.opts.RegisterDelay = offIfZero(register)
 	cfg.opts.History = offIfZero(history)
+	cfg.opts.PackageDelay = offIfZero(pkgDelay)
 	cfg.opts.EmptyErrorsEvery = offIfZero(emptyErrors)
 	cfg.opts.Throttle = throttle
 	cfg.opts.NestedValue = nested

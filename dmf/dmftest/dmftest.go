@@ -72,6 +72,10 @@ const (
 	// DefaultEmptyURLAsks is how many GetExportedPackageUrl asks answer ""
 	// right after success when Options.EmptyURLAsks is zero.
 	DefaultEmptyURLAsks = 1
+	// DefaultPackageDelay is how long an execution's package blob answers
+	// 404 after its first package URL was handed out, when
+	// Options.PackageDelay is zero: the URL can be "not yet downloadable".
+	DefaultPackageDelay = 200 * time.Millisecond
 	// DefaultEmptyErrorsEvery makes every second Failed execution answer
 	// GetExecutionErrors with "[]" when Options.EmptyErrorsEvery is zero.
 	DefaultEmptyErrorsEvery = 2
@@ -154,6 +158,17 @@ type Options struct {
 	// execution after it succeeded, as F&O does right after success.
 	// 0 → DefaultEmptyURLAsks; negative → never.
 	EmptyURLAsks int
+	// PackageDelay is how long, after an execution's first package URL is
+	// handed out, its blob is not yet downloadable: it answers 404
+	// BlobNotFound, as right after success F&O's URL can point at a package
+	// still being written. 0 → DefaultPackageDelay; negative → never.
+	PackageDelay time.Duration
+	// FullIncremental makes every export hold all rows of IncrementalPush
+	// entities. By default, as with F&O's change tracking, only the first
+	// export of a data project holds them all; later ones hold the rows
+	// changed since, which the simulator models as none: the CSV file's
+	// header line only.
+	FullIncremental bool
 	// EmptyErrorsEvery makes every Nth Failed execution (counted per
 	// Simulator as they start) answer GetExecutionErrors with "[]", as F&O
 	// has done for failed jobs. 0 → DefaultEmptyErrorsEvery; negative → never.
@@ -195,6 +210,7 @@ type Simulator struct {
 	faultyDownloads int
 	expiredURLs     int
 	exports         int
+	exported        map[string]int // exports started per definition group, for deltas
 	downloads       int
 	failedStarts    int // Failed executions started, for EmptyErrorsEvery
 }
@@ -209,9 +225,10 @@ type execution struct {
 	final       string
 	entities    []Entity
 	blobName    string
-	emptyAsks   int    // GetExportedPackageUrl asks answered "" after success
-	emptyErrors bool   // a Failed execution whose errors answer "[]"
-	zip         []byte // built on first need, then reused
+	emptyAsks   int       // GetExportedPackageUrl asks answered "" after success
+	firstURL    time.Time // when the first package URL was handed out
+	emptyErrors bool      // a Failed execution whose errors answer "[]"
+	zip         []byte    // built on first need, then reused
 }
 
 // New returns a Simulator serving opts.Projects. The entities' Data slices
@@ -226,6 +243,7 @@ func New(opts Options) *Simulator {
 	opts.RegisterDelay = orDefault(opts.RegisterDelay, DefaultRegisterDelay)
 	opts.History = orDefault(opts.History, DefaultHistory)
 	opts.EmptyURLAsks = int(orDefault(int64(opts.EmptyURLAsks), DefaultEmptyURLAsks))
+	opts.PackageDelay = orDefault(opts.PackageDelay, DefaultPackageDelay)
 	opts.EmptyErrorsEvery = int(orDefault(int64(opts.EmptyErrorsEvery), DefaultEmptyErrorsEvery))
 	now := opts.Now
 	if now == nil {
@@ -268,6 +286,7 @@ func New(opts Options) *Simulator {
 		now:         now,
 		random:      randomGUID,
 		executions:  make(map[string]*execution),
+		exported:    make(map[string]int),
 		blobs:       make(map[string]*execution),
 		calls:       make(map[string]int),
 		faultCounts: make([]int, len(opts.Faults.API)),
@@ -624,7 +643,10 @@ func (s *Simulator) exportToPackage(w http.ResponseWriter, r *http.Request, req 
 	}
 	if prebuilt {
 		ex.entities, ex.zip = nil, raw
+	} else if s.exported[req.DefinitionGroupID] > 0 && !s.opts.FullIncremental {
+		ex.entities = deltas(ents)
 	}
+	s.exported[req.DefinitionGroupID]++
 	s.executions[id] = ex
 	s.blobs[ex.blobName] = ex
 	s.exports++
@@ -719,6 +741,9 @@ func (s *Simulator) packageURL(r *http.Request, id string) string {
 	if ex.emptyAsks < s.opts.EmptyURLAsks {
 		ex.emptyAsks++
 		return ""
+	}
+	if ex.firstURL.IsZero() {
+		ex.firstURL = now
 	}
 	expiry := now.Add(s.opts.URLTTL)
 	if s.expiredURLs < s.opts.Faults.ExpiredURLs {
@@ -860,4 +885,42 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("OData-Version", "4.0")
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
+}
+
+// deltas returns ents as a later export of a data project holds them: an
+// IncrementalPush entity with a CSV file keeps only its header line (no row
+// changed since the last export); other entities are unchanged.
+func deltas(ents []Entity) []Entity {
+	out := make([]Entity, len(ents))
+	for i, e := range ents {
+		if e.RefreshType == IncrementalPush && !e.Absent && len(e.Data) > 0 &&
+			strings.Contains(strings.ToLower(e.SourceFormat), "csv") {
+			e.Data = headerLine(e.Data)
+		}
+		out[i] = e
+	}
+	return out
+}
+
+// headerLine returns the first line of a CSV file, line end included, in
+// its own encoding (UTF-8, or UTF-16 with a BOM).
+func headerLine(data []byte) []byte {
+	nl, step := []byte("\n"), 1
+	switch {
+	case bytes.HasPrefix(data, []byte{0xFF, 0xFE}):
+		nl, step = []byte("\n\x00"), 2
+	case bytes.HasPrefix(data, []byte{0xFE, 0xFF}):
+		nl, step = []byte("\x00\n"), 2
+	}
+	for off := 0; off < len(data); {
+		i := bytes.Index(data[off:], nl)
+		if i < 0 {
+			break
+		}
+		if (off+i)%step == 0 {
+			return data[:off+i+len(nl)]
+		}
+		off += i + 1
+	}
+	return data
 }

@@ -624,6 +624,7 @@ func TestFinalStatus(t *testing.T) {
 			if !tt.wantURL {
 				return
 			}
+			clock.Advance(DefaultPackageDelay) // until the package is downloadable
 			files, _ := openZip(t, get(t, u, nil).body)
 			var m manifest
 			decodeXML(t, files["Manifest.xml"], &m)
@@ -764,15 +765,21 @@ func exportAndDownload(base, group, id string) error {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	resp, err := http.Get(u)
-	if err != nil {
-		return err
+	// Right after success the package may not be downloadable yet (404):
+	// ask again for a while, as a client does.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		resp, err := http.Get(u)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode == 200:
+			return nil
+		case resp.StatusCode != 404 || time.Now().After(deadline):
+			return fmt.Errorf("%s: download status %d", id, resp.StatusCode)
+		}
 	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("%s: download status %d", id, resp.StatusCode)
-	}
-	return nil
 }
 
 func TestNewServer(t *testing.T) {

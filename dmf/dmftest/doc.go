@@ -111,7 +111,23 @@
 // altered signature gets 403, an expired one 403 saying so, both with Azure
 // Storage style XML <Error><Code>AuthenticationFailed</Code>...; an unknown
 // or purged blob 404 BlobNotFound; other methods 405 UnsupportedHttpVerb.
-// Range and conditional requests work (http.ServeContent).
+// Range and conditional requests work (http.ServeContent). For
+// Options.PackageDelay after an execution's first package URL is handed out
+// its package is not yet downloadable and answers 404 BlobNotFound too
+// (contract: "Right after Succeeded the URL can briefly be empty or not yet
+// downloadable"; decision: DefaultPackageDelay, 200 ms; negative: never;
+// dmfsim --package-delay, 0: never).
+//
+// Change tracking (contract: "With change tracking on for an entity, each
+// export holds only rows created or changed since the last run"): the first
+// export of a data project holds every row of its IncrementalPush entities;
+// later ones hold only the CSV file's header line (decision: no row changed
+// since; other formats are unchanged). Options.FullIncremental and dmfsim
+// --full-incremental keep every row in every export.
+//
+// QueryData (contract: "QueryData holds long hex blobs with line breaks
+// inside"): written for every second entity of a manifest (decision), as
+// upper-case hex broken into CRLF-separated lines; left out for the others.
 //
 // The package (contract: "The data package (zip)") is built once per
 // execution and is the same bytes for the same entities: Manifest.xml and

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -39,6 +40,13 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
+// clocks maps the URL of each test server to its fake clock (nil: real
+// time), so pkgURL can let the package become downloadable.
+var (
+	clocksMu sync.Mutex
+	clocks   = map[string]*fakeClock{}
+)
+
 // testServer is a simulator on a loopback port; with a clock, status and
 // expiry follow that clock instead of real time.
 type testServer struct {
@@ -55,6 +63,14 @@ func newTestServer(t *testing.T, opts Options, clock *fakeClock) *testServer {
 	srv := httptest.NewServer(sim)
 	sim.SetBaseURL(srv.URL)
 	t.Cleanup(srv.Close)
+	clocksMu.Lock()
+	clocks[srv.URL] = clock
+	clocksMu.Unlock()
+	t.Cleanup(func() {
+		clocksMu.Lock()
+		delete(clocks, srv.URL)
+		clocksMu.Unlock()
+	})
 	return &testServer{Simulator: sim, URL: srv.URL}
 }
 
@@ -227,6 +243,9 @@ type packageHeader struct {
 	PackageVersion string
 }
 
+// queryDataText matches the text of QueryData elements.
+var queryDataText = regexp.MustCompile(`<QueryData>[^<]*</QueryData>`)
+
 // decodeXML decodes UTF-16 LE (BOM) XML without a declaration, on one
 // line, into v, as F&O writes package XML files.
 func decodeXML(t *testing.T, raw []byte, v any) {
@@ -238,7 +257,8 @@ func decodeXML(t *testing.T, raw []byte, v any) {
 	if strings.HasPrefix(text, `<?xml`) {
 		t.Fatalf("want no XML declaration, got %q", text[:min(len(text), 60)])
 	}
-	if strings.ContainsAny(text, "\r\n") {
+	// One line, but for the line breaks inside QueryData's hex.
+	if strings.ContainsAny(queryDataText.ReplaceAllString(text, ""), "\r\n") {
 		t.Fatalf("want the XML on one line, got %q", text)
 	}
 	dec := xml.NewDecoder(strings.NewReader(text))
@@ -285,6 +305,15 @@ func pkgURL(t *testing.T, base, id string) string {
 	t.Helper()
 	for range 5 {
 		if u := value(t, base, actionPackageURL, idBody(id)); u != "" {
+			// Wait until the package is downloadable, as a client does.
+			clocksMu.Lock()
+			clock, fake := clocks[base]
+			clocksMu.Unlock()
+			if fake && clock != nil {
+				clock.Advance(DefaultPackageDelay)
+			} else {
+				time.Sleep(DefaultPackageDelay)
+			}
 			return u
 		}
 	}

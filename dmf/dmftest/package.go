@@ -4,6 +4,8 @@ import (
 	"archive/zip"
 	"bytes"
 	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/xml"
 	"fmt"
 	"net/http"
@@ -68,8 +70,9 @@ func (s *Simulator) serveBlob(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	ex, ok := s.blobs[name]
 	gone := ok && s.purged(ex, now)
+	notYet := ok && s.opts.PackageDelay > 0 && now.Before(ex.firstURL.Add(s.opts.PackageDelay))
 	s.mu.Unlock()
-	if !ok || gone {
+	if !ok || gone || notYet {
 		blobError(w, http.StatusNotFound, "BlobNotFound", "The specified blob does not exist.")
 		return
 	}
@@ -236,6 +239,10 @@ func manifestXML(group string, ents []Entity) string {
 		element(&b, "ExcelSheetName", manifestSheet(e))
 		element(&b, "InputFilePath", e.File)
 		element(&b, "LevelInExecutionUnit", "1")
+		if i%2 == 1 { // present for some entities, absent for others
+			// Hex and line breaks need no escaping: written as they are.
+			b.WriteString("<QueryData>" + queryData(e.Name) + "</QueryData>")
+		}
 		element(&b, "SequenceInLevel", strconv.Itoa(i+1))
 		element(&b, "SkipStaging", "true")
 		element(&b, "SourceFormat", e.SourceFormat)
@@ -280,4 +287,24 @@ func utf16LE(s string) []byte {
 		out[3+2*i] = byte(u >> 8)
 	}
 	return out
+}
+
+// queryData returns what F&O writes into a manifest's QueryData: a long hex
+// blob (here derived from the entity name) broken into lines.
+func queryData(name string) string {
+	var raw []byte
+	sum := sha256.Sum256([]byte(name))
+	for len(raw) < 600 {
+		raw = append(raw, sum[:]...)
+		sum = sha256.Sum256(sum[:])
+	}
+	h := strings.ToUpper(hex.EncodeToString(raw))
+	var b strings.Builder
+	for len(h) > 128 {
+		b.WriteString(h[:128])
+		b.WriteString("\r\n")
+		h = h[128:]
+	}
+	b.WriteString(h)
+	return b.String()
 }

@@ -1,6 +1,7 @@
 package dmftest
 
 import (
+	"bytes"
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
@@ -100,9 +101,21 @@ func TestPackageXMLShape(t *testing.T) {
 		})
 	}
 
+	t.Run("QueryData is hex with line breaks", func(t *testing.T) {
+		m := regexp.MustCompile(`<QueryData>([^<]*)</QueryData>`).FindStringSubmatch(decodeText(t, files["Manifest.xml"]))
+		if m == nil || !strings.Contains(m[1], "\r\n") || strings.Trim(m[1], "0123456789ABCDEF\r\n") != "" {
+			t.Errorf("want QueryData as upper-case hex broken into lines, got %q", m)
+		}
+	})
 	for _, f := range []string{"Manifest.xml", "PackageHeader.xml"} {
 		t.Run(f+" order", func(t *testing.T) {
 			const entry = "DataManagementPackageManifest/PackageEntityList/DataManagementPackageEntityData"
+			withQuery := map[bool]int{} // entries with and without QueryData
+			defer func() {
+				if f == "Manifest.xml" && (withQuery[true] == 0 || withQuery[false] == 0) {
+					t.Errorf("want QueryData in some entries and left out of others, got %v", withQuery)
+				}
+			}()
 			for _, el := range xmlElements(t, decodeText(t, files[f])) {
 				if el.path == "DataManagementPackageManifest/PackageEntityList" {
 					continue // one entry per entity, in sequence order
@@ -110,7 +123,10 @@ func TestPackageXMLShape(t *testing.T) {
 				if !slices.IsSorted(el.children) {
 					t.Errorf("%s: children of %s not in alphabetical order: %q", f, el.path, el.children)
 				}
-				for _, absent := range []string{"Disable", "TargetEntity", "QueryData", "ExcelWorkSheetName"} {
+				if el.path == entry {
+					withQuery[slices.Contains(el.children, "QueryData")]++
+				}
+				for _, absent := range []string{"Disable", "TargetEntity", "ExcelWorkSheetName"} {
 					if slices.Contains(el.children, absent) {
 						t.Errorf("%s: %s holds %s, which F&O leaves out", f, el.path, absent)
 					}
@@ -506,5 +522,95 @@ func TestZeroOptionsAreRealistic(t *testing.T) {
 	off := New(Options{RegisterDelay: -1, History: -1, EmptyURLAsks: -1, EmptyErrorsEvery: -1})
 	if off.opts.RegisterDelay != 0 || off.opts.History != 0 || off.opts.EmptyURLAsks != 0 || off.opts.EmptyErrorsEvery != 0 {
 		t.Errorf("negative knobs: want every behaviour off (0), got %+v", off.opts)
+	}
+}
+
+// TestPackageNotYetDownloadable: right after success the package URL can
+// point at a package not yet downloadable (404 BlobNotFound) for
+// Options.PackageDelay after the first URL is handed out; later asks do not
+// restart that time.
+func TestPackageNotYetDownloadable(t *testing.T) {
+	tests := []struct {
+		name  string
+		delay time.Duration
+		want  time.Duration // how long downloads answer 404
+	}{
+		{"default", 0, DefaultPackageDelay},
+		{"longer", 5 * time.Second, 5 * time.Second},
+		{"off", -1, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := newFakeClock()
+			s := newTestServer(t, Options{Projects: map[string][]Entity{"G": twoEntities()}, PackageDelay: tt.delay}, clock)
+			runToEnd(t, s, clock, "G", "p")
+			var u string
+			for range 3 {
+				if u = value(t, s.URL, actionPackageURL, idBody("p")); u != "" {
+					break
+				}
+			}
+			if u == "" {
+				t.Fatal("no package URL after success")
+			}
+			if tt.want > 0 {
+				r := get(t, u, nil)
+				if code, _ := blobErr(t, r); r.status != http.StatusNotFound || code != "BlobNotFound" {
+					t.Fatalf("download right after the first URL: want 404 BlobNotFound, got %d %s", r.status, code)
+				}
+				clock.Advance(tt.want - time.Millisecond)
+				if again := value(t, s.URL, actionPackageURL, idBody("p")); again != "" {
+					u = again
+				}
+				if r := get(t, u, nil); r.status != http.StatusNotFound {
+					t.Fatalf("download just before the delay ends: want 404, got %d", r.status)
+				}
+				clock.Advance(time.Millisecond)
+			}
+			if r := get(t, u, nil); r.status != http.StatusOK {
+				t.Fatalf("download after the delay: want 200, got %d", r.status)
+			}
+		})
+	}
+}
+
+// TestIncrementalPushDeltas: with change tracking, the first export of a
+// data project holds every row of an IncrementalPush entity and later ones
+// only what changed since (modelled as nothing: the header line), in the
+// file's own encoding; FullPush entities always hold every row.
+func TestIncrementalPushDeltas(t *testing.T) {
+	csv := "ID,NAME\r\n1,A\r\n2,B\r\n"
+	ents := []Entity{
+		{Name: "Delta", SourceFormat: "CSV-Unicode", RefreshType: IncrementalPush, Data: []byte(csv)},
+		{Name: "Delta16", SourceFormat: "CSV-Unicode", RefreshType: IncrementalPush, Data: utf16LE("\ufeff" + csv)},
+		{Name: "Full", SourceFormat: "CSV-Unicode", Data: []byte(csv)},
+	}
+	tests := []struct {
+		name string
+		full bool
+		want map[string][]byte // second export's files
+	}{
+		{"deltas by default", false, map[string][]byte{
+			"Delta.csv": []byte("ID,NAME\r\n"), "Delta16.csv": utf16LE("\ufeffID,NAME\r\n"), "Full.csv": []byte(csv)}},
+		{"FullIncremental", true, map[string][]byte{
+			"Delta.csv": []byte(csv), "Delta16.csv": utf16LE("\ufeff" + csv), "Full.csv": []byte(csv)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := newFakeClock()
+			s := newTestServer(t, Options{Projects: map[string][]Entity{"G": ents}, FullIncremental: tt.full}, clock)
+			runToEnd(t, s, clock, "G", "first")
+			first, _ := openZip(t, get(t, pkgURL(t, s.URL, "first"), nil).body)
+			if !bytes.Equal(first["Delta.csv"], []byte(csv)) || !bytes.Equal(first["Delta16.csv"], utf16LE("\ufeff"+csv)) {
+				t.Errorf("first export: want every row of the IncrementalPush entities")
+			}
+			runToEnd(t, s, clock, "G", "second")
+			second, _ := openZip(t, get(t, pkgURL(t, s.URL, "second"), nil).body)
+			for name, want := range tt.want {
+				if !bytes.Equal(second[name], want) {
+					t.Errorf("second export, %s: want %q, got %q", name, want, second[name])
+				}
+			}
+		})
 	}
 }
