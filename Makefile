@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X main.Version=$(VERSION)
 FUZZTIME  ?= 30s
 
-.PHONY: all build demo test vet fmt fuzz clean
+.PHONY: all build demo test vet fmt fuzz clean scale
 
 all: build
 
@@ -55,3 +55,8 @@ bench-publish:
 .PHONY: faults
 faults:
 	bash -o pipefail -c '$(GO) test -tags faults -count=1 -v -timeout 60m ./faults/ 2>&1 | grep --line-buffered -Ev "^\s*$$|^        [{d]"'
+
+## scale: 200 exports firing in the same second against the simulator with F&O's per-user limits:
+## no failure, every row published, peak RSS under 200 MiB, within 1.5x of the ideal time (printed)
+scale:
+	DMFEXPORT_SCALE=1 $(GO) test -run '^TestScale$$' -count=1 -v -timeout 15m ./cmd/dmfexport

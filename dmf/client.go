@@ -186,6 +186,7 @@ type Client struct {
 	registerWait    time.Duration // first wait between asks while it is
 
 	onRetry func(action, reason string)
+	pacer   *Pacer // nil: calls are not paced
 
 	identity string // who the token stands for, for 401/403 errors
 	appID    string // application ID to register in F&O, for 401/403 errors
@@ -246,6 +247,7 @@ func NewClient(environment string, cred azcore.TokenCredential, opts *ClientOpti
 		registerWait:    o.RegisterInterval,
 		tokenLock:       make(chan struct{}, 1),
 		onRetry:         o.OnRetry,
+		pacer:           o.Pacer,
 		identity:        strings.TrimSpace(o.Identity),
 		appID:           strings.TrimSpace(o.ApplicationID),
 	}
@@ -393,6 +395,14 @@ type failure struct {
 
 // send makes one POST of action and returns the body of a 2xx answer.
 func (c *Client) send(ctx context.Context, action string, payload []byte) ([]byte, *failure) {
+	// Wait for the turn first: a token taken before a long wait could lapse.
+	if c.pacer != nil {
+		release, err := c.pacer.acquire(ctx)
+		if err != nil {
+			return nil, &failure{err: fmt.Errorf("F&O %s: wait for the environment's pace: %w", action, err), kind: failFatal}
+		}
+		defer release()
+	}
 	tok, err := c.token(ctx)
 	if err != nil {
 		return nil, &failure{err: err, kind: failFatal}
@@ -428,6 +438,9 @@ func (c *Client) send(ctx context.Context, action string, payload []byte) ([]byt
 			return nil, &failure{err: fmt.Errorf("F&O %s: answer larger than %d bytes", action, maxAnswerBytes), kind: failFatal}
 		}
 		c.log.Debug("F&O call", "action", action, "status", resp.StatusCode, "duration", time.Since(start))
+		if c.pacer != nil {
+			c.pacer.succeeded()
+		}
 		return body, nil
 	}
 
@@ -451,6 +464,9 @@ func (c *Client) send(ctx context.Context, action string, payload []byte) ([]byt
 	case http.StatusTooManyRequests:
 		f.kind = failThrottled
 		f.retryAfter = c.retryAfter(resp.Header.Get("Retry-After"), time.Now())
+		if c.pacer != nil {
+			c.pacer.throttled(f.retryAfter)
+		}
 	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		f.kind = failTransient
 	case http.StatusUnauthorized:
@@ -575,6 +591,16 @@ func (c *Client) logRetry(action string, f *failure, delay time.Duration, attemp
 	if c.onRetry != nil {
 		c.onRetry(action, f.reason)
 	}
+}
+
+// pollSleep waits d between two asks about an execution: on the Pacer's
+// poll ticker when the client has one, so polls of many executions go
+// together.
+func (c *Client) pollSleep(ctx context.Context, d time.Duration) error {
+	if c.pacer == nil {
+		return sleep(ctx, d)
+	}
+	return c.pacer.pollWait(ctx, d)
 }
 
 // sleep waits d or until ctx is done.
@@ -743,7 +769,7 @@ func (c *Client) AwaitExecution(ctx context.Context, executionID string) (Status
 		}
 		d := min(jitter(wait, 0.2), remaining)
 		c.log.Debug("F&O does not know the execution yet", "execution_id", executionID, "answer", last, "delay", d)
-		if err := sleep(ctx, d); err != nil {
+		if err := c.pollSleep(ctx, d); err != nil {
 			return StatusUnknown, fmt.Errorf("wait for F&O to register execution %q: %w", executionID, err)
 		}
 		wait = min(time.Duration(float64(wait)*1.5), max(maxRegisterWait, c.registerWait))

@@ -109,6 +109,13 @@ type ClientOptions struct {
 	// F&O to register an execution, growing ×1.5 up to 30 s; 0 means 5 s.
 	RegisterInterval time.Duration
 
+	// Pacer, if set, paces every call of the client together with those
+	// of the other clients given the same Pacer (one per F&O environment),
+	// and its poll ticker times the waits of PollStatus, AwaitExecution
+	// and WaitPackageURL. A 429 then holds back every client of the Pacer
+	// for its Retry-After.
+	Pacer *Pacer
+
 	// Scope is the OAuth scope tokens are asked for. Empty means
 	// "<scheme>://<host>/.default" from the environment URL, in lower case,
 	// without its path (the token audience of F&O is the bare host, also

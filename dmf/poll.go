@@ -93,7 +93,7 @@ func (c *Client) PollStatus(ctx context.Context, executionID string, o PollOptio
 			}
 			wait = min(wait, remaining)
 		}
-		if err := sleep(ctx, wait); err != nil {
+		if err := c.pollSleep(ctx, wait); err != nil {
 			return last, fmt.Errorf("poll status of execution %q: %w", executionID, err)
 		}
 		interval = min(time.Duration(float64(interval)*1.5), maxInterval)
@@ -148,7 +148,7 @@ func (c *Client) WaitPackageURL(ctx context.Context, executionID string, timeout
 		}
 		wait := min(jitter(delay, 0.2), c.urlWaitMax, remaining)
 		c.log.Debug("F&O package URL not ready yet", "execution_id", executionID, "delay", wait)
-		if err := sleep(ctx, wait); err != nil {
+		if err := c.pollSleep(ctx, wait); err != nil {
 			return "", fmt.Errorf("wait for package URL of execution %q: %w", executionID, err)
 		}
 		delay = min(delay*2, c.urlWaitMax)

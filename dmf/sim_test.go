@@ -578,3 +578,70 @@ func TestDownloadFaultsAgainstSimulator(t *testing.T) {
 		})
 	}
 }
+
+// TestPacerSharedRetryAfter runs two clients of one environment through one
+// Pacer against the simulator's request budget: the 429 one of them gets
+// holds back the other too, for the whole Retry-After, so the simulator
+// refuses one call only, and both calls then succeed.
+func TestPacerSharedRetryAfter(t *testing.T) {
+	throttled := make(chan struct{}, 1)
+	pacer := dmf.NewPacer(dmf.PacerOptions{RequestsPerMinute: 6000, OnThrottled: func() {
+		select {
+		case throttled <- struct{}{}:
+		default:
+		}
+	}})
+	co := dmf.ClientOptions{Pacer: pacer, MaxThrottleWait: 5 * time.Second}
+	sim, a, _ := simClient(t, dmftest.Options{RequestBudget: 2, BudgetWindow: 1500 * time.Millisecond}, co)
+	co.Logger = slog.New(slog.DiscardHandler)
+	b, err := dmf.NewClient(sim.URL, dmf.StaticToken(dmftest.DefaultToken), &co)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range 2 {
+		if _, err := a.ExecutionStatus(ctx, "x"); err != nil {
+			t.Fatalf("call %d within the budget: %v", i+1, err)
+		}
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if _, err := a.ExecutionStatus(ctx, "x"); err != nil {
+			t.Errorf("client a after the 429: %v", err)
+		}
+	})
+	<-throttled
+	if _, err := b.ExecutionStatus(ctx, "x"); err != nil {
+		t.Errorf("client b: %v", err)
+	}
+	waited := time.Since(start)
+	wg.Wait()
+	if n := sim.ThrottledCalls(""); n != 1 {
+		t.Errorf("want 1 call refused (client b held back by a's Retry-After), got %d", n)
+	}
+	if waited < time.Second {
+		t.Errorf("want client b to wait out the Retry-After (2 s), it went after %s", waited)
+	}
+	if got := pacer.RequestsPerMinute(); got != 3000 {
+		t.Errorf("want the pace halved to 3000/min after the 429, got %v", got)
+	}
+}
+
+// TestPacerPollsOnTicks checks that a client with a Pacer polls on the
+// environment's ticker: a poll interval shorter than the tick still asks
+// once per tick.
+func TestPacerPollsOnTicks(t *testing.T) {
+	pacer := dmf.NewPacer(dmf.PacerOptions{PollTick: 200 * time.Millisecond})
+	sim, c, _ := simClient(t, dmftest.Options{RegisterDelay: -1, ExecutionTime: time.Second}, dmf.ClientOptions{Pacer: pacer})
+	start := time.Now()
+	_, st, err := exportAndPoll(context.Background(), c, "G", dmf.PollOptions{Interval: time.Millisecond, MaxInterval: time.Millisecond, Deadline: 10 * time.Second})
+	if err != nil || st != dmf.StatusSucceeded {
+		t.Fatalf("want Succeeded, got %s, %v", st, err)
+	}
+	took := time.Since(start)
+	// One ask per 200 ms tick over about a second, not one per millisecond.
+	if n := sim.Calls(aStatus); n > int(took/(200*time.Millisecond))+2 {
+		t.Errorf("want about one status ask per tick in %s, got %d", took, n)
+	}
+}

@@ -90,6 +90,13 @@ type FOConfig struct {
 	RetryMaxDelay   time.Duration
 	MaxThrottleWait time.Duration
 	RequestTimeout  time.Duration // one HTTP request
+
+	// MaxConcurrentExports and MaxRequestsPerMinute are limits of the
+	// environment (every export with the same URL in this process shares
+	// them; the configuration refuses exports of one URL that disagree):
+	// executions in flight in F&O at once, and the pace of all calls.
+	MaxConcurrentExports int
+	MaxRequestsPerMinute int
 }
 
 // AuthConfig says how to obtain a Microsoft Entra ID token (for F&O, or a
@@ -258,6 +265,9 @@ const (
 	// DefaultRequestTimeout bounds one HTTP request to F&O, so a hung call
 	// is retried instead of holding the run.
 	DefaultRequestTimeout = 2 * time.Minute
+	// DefaultMaxConcurrentExports is how many executions of one F&O
+	// environment a process has in flight at once; more wait in a queue.
+	DefaultMaxConcurrentExports = 4
 )
 
 // MaxConfigBytes bounds the size of a configuration file: a real one is a
@@ -364,6 +374,7 @@ func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)
 		line int
 	}
 	groups := map[string]groupUse{} // groupKey → first export naming it
+	envs := map[string]Export{}     // environmentKey → first export naming it
 	for i, n := range expsNode.Content {
 		p := fmt.Sprintf("exports[%d]", i)
 		e, ok := d.export(n, p, top)
@@ -373,6 +384,17 @@ func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)
 				continue
 			}
 			names[e.Name] = n
+		}
+		if ok {
+			env := environmentKey(e.FO.URL)
+			if first, seen := envs[env]; !seen {
+				envs[env] = e
+			} else if first.FO.MaxConcurrentExports != e.FO.MaxConcurrentExports || first.FO.MaxRequestsPerMinute != e.FO.MaxRequestsPerMinute {
+				d.problem(n, fmt.Sprintf("exports[%d](%s).fo", i, e.Name), fmt.Sprintf("limits of environment %s (max_concurrent_exports %d, max_requests_per_minute %d) differ from those export %q gives it (%d, %d)",
+					e.FO.URL.Redacted(), e.FO.MaxConcurrentExports, e.FO.MaxRequestsPerMinute, first.Name, first.FO.MaxConcurrentExports, first.FO.MaxRequestsPerMinute),
+					"every export of one environment shares its limits: set them once, in the shared fo: section")
+				ok = false
+			}
 		}
 		if ok {
 			cfg.Exports = append(cfg.Exports, e)
@@ -405,7 +427,7 @@ var (
 	exportKeys = []string{"name", "schedule", "definition_group", "package_name", "legal_entity", "reexecute",
 		"enabled", "exchange", "routing_key", "batch_size", "jitter", "partial", "absent_files", "compression", "compression_level", "parallel_entities", "delimiter", "max_message_bytes", "fo", "store", "broker", "poll", "retention"}
 	sections = []section{
-		{"fo", []string{"url", "auth", "max_retries", "retry_base_delay", "retry_max_delay", "max_throttle_wait", "request_timeout"}},
+		{"fo", []string{"url", "auth", "max_retries", "retry_base_delay", "retry_max_delay", "max_throttle_wait", "request_timeout", "max_concurrent_exports", "max_requests_per_minute"}},
 		{"store", []string{"type", "path", "prefix", "account_url", "container", "connection_string", "sas_url", "auth", "block_size", "concurrency"}},
 		{"broker", []string{"type", "url", "path", "confirm_window", "max_unconfirmed_bytes", "reconnect_timeout", "nack_retries", "declare", "queues", "allow_plaintext"}},
 		{"poll", []string{"interval", "max_interval", "deadline", "package_url_timeout", "package_url_interval", "package_url_max_interval", "register_timeout", "download_timeout"}},
@@ -1042,7 +1064,7 @@ func where(n, exp *yaml.Node) *yaml.Node {
 }
 
 func (d *decoder) fo(n, exp *yaml.Node, p string) FOConfig {
-	c := FOConfig{RequestTimeout: DefaultRequestTimeout}
+	c := FOConfig{RequestTimeout: DefaultRequestTimeout, MaxConcurrentExports: DefaultMaxConcurrentExports, MaxRequestsPerMinute: dmf.DefaultRequestsPerMinute}
 	p = join(p, "fo")
 	m := map[string]*yaml.Node{}
 	if n != nil {
@@ -1069,6 +1091,16 @@ func (d *decoder) fo(n, exp *yaml.Node, p string) FOConfig {
 	c.Auth = d.auth(m["auth"], where(n, exp), p+".auth")
 	if v := m["max_retries"]; v != nil {
 		c.MaxRetries, _ = d.integer(v, p+".max_retries", -1, 100)
+	}
+	if v := m["max_concurrent_exports"]; v != nil {
+		if x, ok := d.integer(v, p+".max_concurrent_exports", 1, 1000); ok {
+			c.MaxConcurrentExports = x
+		}
+	}
+	if v := m["max_requests_per_minute"]; v != nil {
+		if x, ok := d.integer(v, p+".max_requests_per_minute", 1, 100000); ok {
+			c.MaxRequestsPerMinute = x
+		}
 	}
 	durations := []struct {
 		key string

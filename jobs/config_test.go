@@ -180,6 +180,10 @@ exports:
 		{"yaml syntax", "fo:\n  url: [unclosed\n", []string{`x.yaml:`, `YAML: `}, 1},
 		{"no exports", "fo:\n  url: https://x.example\n", []string{`x.yaml:1:1: exports: missing required key "exports"`}, 1},
 		{"empty file", "", []string{`x.yaml: the file is empty`}, 1},
+		{"environment limits out of range", head + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF, fo: {max_concurrent_exports: 0, max_requests_per_minute: 0}}\n",
+			[]string{`exports[0](a).fo.max_concurrent_exports: 0 is out of range`, `exports[0](a).fo.max_requests_per_minute: 0 is out of range`}, 2},
+		{"exports of one environment disagree on its limits", head + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF}\n  - {name: b, schedule: '@daily', definition_group: H, legal_entity: USMF, fo: {max_concurrent_exports: 8}}\n",
+			[]string{`x.yaml:12:5: exports[1](b).fo: limits of environment https://contoso.operations.dynamics.com (max_concurrent_exports 8, max_requests_per_minute 600) differ from those export "a" gives it (4, 600) (hint: every export of one environment shares its limits: set them once, in the shared fo: section)`}, 1},
 		{"poll intervals inconsistent", head + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF, poll: {interval: 1m, max_interval: 10s}}\n",
 			[]string{`exports[0](a).poll.max_interval: 10s is shorter than interval 1m0s`}, 1},
 	}

@@ -31,6 +31,13 @@ type Metrics struct {
 	// success read from the records at start never moves the gauge back.
 	mu        sync.Mutex
 	successAt map[string]time.Time
+
+	// Per F&O environment (label: its URL, from the configuration).
+	queue     *prometheus.GaugeVec
+	queueWait *prometheus.HistogramVec
+	inFlight  *prometheus.GaugeVec
+	pacing    *prometheus.GaugeVec
+	throttles *prometheus.CounterVec
 }
 
 // NewMetrics registers every series, plus the Go runtime and process
@@ -70,8 +77,25 @@ func NewMetrics() *Metrics {
 			Name: "dmfexport_unfinished_runs", Help: "Runs of a job the store shows unfinished (cut off by a stop or a crash) at the last scan: the resume backlog.",
 		}, []string{"job"}),
 		successAt: map[string]time.Time{},
+		queue: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dmfexport_fo_queue_length", Help: "Runs waiting for an execution slot of their F&O environment (fo.max_concurrent_exports).",
+		}, []string{"environment"}),
+		queueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "dmfexport_fo_queue_wait_seconds", Help: "How long runs waited for an execution slot of their F&O environment.",
+			Buckets: prometheus.ExponentialBuckets(0.1, 2.5, 12),
+		}, []string{"environment"}),
+		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dmfexport_fo_exports_in_flight", Help: "Executions this process has in flight in each F&O environment.",
+		}, []string{"environment"}),
+		pacing: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dmfexport_fo_requests_per_minute", Help: "Pace of F&O calls per environment now: fo.max_requests_per_minute, or less while recovering from 429s.",
+		}, []string{"environment"}),
+		throttles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dmfexport_fo_throttled_total", Help: "429 Too Many Requests answers per F&O environment.",
+		}, []string{"environment"}),
 	}
 	m.reg.MustRegister(m.runs, m.inProgress, m.rows, m.batches, m.steps, m.lastSuccess, m.retries, m.fires, m.interval, m.unfinished,
+		m.queue, m.queueWait, m.inFlight, m.pacing, m.throttles,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -219,5 +243,42 @@ func (m *Metrics) seedLastSuccess(ctx context.Context, exp *Export) {
 			m.succeeded(exp.Name, rec.FinishedAt)
 		}
 		return
+	}
+}
+
+// runDropped forgets a run stopped while queued: it never started.
+func (m *Metrics) runDropped(job string) {
+	if m != nil {
+		m.inProgress.WithLabelValues(job).Dec()
+	}
+}
+
+func (m *Metrics) queueChanged(env string, length int) {
+	if m != nil {
+		m.queue.WithLabelValues(env).Set(float64(length))
+	}
+}
+
+func (m *Metrics) queueWaited(env string, d time.Duration) {
+	if m != nil {
+		m.queueWait.WithLabelValues(env).Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) exportsInFlight(env string, delta float64) {
+	if m != nil {
+		m.inFlight.WithLabelValues(env).Add(delta)
+	}
+}
+
+func (m *Metrics) pace(env string, perMinute float64) {
+	if m != nil {
+		m.pacing.WithLabelValues(env).Set(perMinute)
+	}
+}
+
+func (m *Metrics) throttled(env string) {
+	if m != nil {
+		m.throttles.WithLabelValues(env).Inc()
 	}
 }

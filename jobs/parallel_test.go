@@ -164,3 +164,27 @@ func TestParallelEntitiesConfig(t *testing.T) {
 		})
 	}
 }
+
+func TestMemoryLimit(t *testing.T) {
+	amqpExp := func(unconfirmed int) Export {
+		return Export{Broker: BrokerConfig{Type: "amqp", MaxUnconfirmedBytes: unconfirmed}}
+	}
+	tests := []struct {
+		name    string
+		exports []Export
+		want    int64
+	}{
+		{"no exports", nil, 40 << 20},
+		{"one export, default window", []Export{amqpExp(0)}, 40<<20 + 2*16<<20},
+		{"one export, 64 MiB window", []Export{amqpExp(64 << 20)}, 40<<20 + 2*64<<20},
+		{"two exports add up", []Export{amqpExp(0), amqpExp(32 << 20)}, 40<<20 + 2*16<<20 + 2*32<<20},
+		{"file sinks hold nothing for confirms", []Export{{Broker: BrokerConfig{Type: "file"}}}, 40 << 20},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := MemoryLimit(&Config{Exports: tt.exports}); got != tt.want {
+				t.Errorf("want %d MiB, got %d MiB", tt.want>>20, got>>20)
+			}
+		})
+	}
+}

@@ -51,9 +51,12 @@ type RunRecord struct {
 	Trigger     string    `json:"trigger"` // "schedule", "manual" or "demo"
 	ScheduledAt time.Time `json:"scheduled_at,omitzero"`
 	StartedAt   time.Time `json:"started_at"`
-	FinishedAt  time.Time `json:"finished_at,omitzero"`
-	State       State     `json:"state"`
-	Error       string    `json:"error,omitempty"`
+	// QueuedAt is when the run began to wait for an execution slot of its
+	// F&O environment (fo.max_concurrent_exports); zero if it never waited.
+	QueuedAt   time.Time `json:"queued_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	State      State     `json:"state"`
+	Error      string    `json:"error,omitempty"`
 	// Warnings are problems that did not fail the run, such as F&O's errors
 	// of a PartiallySucceeded export published under partial: publish.
 	Warnings []string `json:"warnings,omitempty"`

@@ -103,6 +103,9 @@ type Runner struct {
 	// groupKey) to that run.
 	groups map[string]string
 	creds  map[dmf.AuthOptions]azcore.TokenCredential
+	// envs holds the limits shared by the exports of each F&O environment
+	// (see environment.go), by environmentKey.
+	envs map[string]*environment
 	// claimsPruned is when each job's old schedule claims were last pruned.
 	claimsPruned map[string]time.Time
 	// brokerWaits holds, per run waiting for the broker (by job and run
@@ -403,11 +406,24 @@ func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec
 		hold.release(relCtx)
 	}()
 	r.Metrics.runStarted(exp.Name)
-	defer func() { r.Metrics.runFinished(rec, run.steps) }()
+	dropped := false
+	defer func() {
+		if dropped {
+			r.Metrics.runDropped(exp.Name)
+		} else {
+			r.Metrics.runFinished(rec, run.steps)
+		}
+	}()
 	if err := run.save(ctx); err != nil {
 		return rec, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
 	runErr := run.execute(ctx)
+	if errors.Is(runErr, ErrNotStarted) && !lease.Lost() {
+		// Stopped while queued: F&O was never asked, so no record is kept
+		// to resume; the export runs at its next trigger.
+		dropped = true
+		return nil, r.drop(parent, exp, st, rec)
+	}
 	if lease.Lost() {
 		return rec, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, ErrLeaseLost)
 	}
@@ -489,6 +505,22 @@ func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec
 	return rec, nil
 }
 
+// drop removes the record and active marker of a run stopped while it
+// waited for an execution slot, and returns an error wrapping
+// ErrNotStarted.
+func (r *Runner) drop(parent context.Context, exp *Export, st unpack.Store, rec *RunRecord) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), 30*time.Second)
+	defer cancel()
+	log := r.logger().With("job", exp.Name, "run", rec.RunID)
+	for _, key := range []string{recordKey(exp.Store.Prefix, exp.Name, rec.RunID), activeKey(exp.Store.Prefix, exp.Name, rec.RunID)} {
+		if err := st.Delete(ctx, key); err != nil {
+			log.Warn("could not remove the record of a run stopped while queued; it resumes at the next start", "key", key, "err", err)
+		}
+	}
+	log.Info("queued run not started: stopping", "queued_since", rec.QueuedAt)
+	return fmt.Errorf("export %s: %w", exp.Name, ErrNotStarted)
+}
+
 func (r *Runner) logger() *slog.Logger {
 	if r.Logger != nil {
 		return r.Logger
@@ -535,6 +567,7 @@ func (r *Runner) foClient(exp *Export, log *slog.Logger, onRetry func(action, re
 				onRetry(action, reason)
 			}
 		},
+		Pacer: r.environment(exp).pacer,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("F&O client: %w", err)
@@ -720,6 +753,11 @@ func (u *run) checkBroker(ctx context.Context) error {
 // export starts the F&O export (or, resuming, finds the one started before)
 // and waits for it to end.
 func (u *run) export(ctx context.Context, client *dmf.Client) error {
+	release, err := u.waitSlot(ctx, u.r.environment(u.exp))
+	if err != nil {
+		return err
+	}
+	defer release()
 	start := true
 	if u.resuming && u.rec.ExecutionID != "" {
 		// The execution ID was chosen and recorded before ExportToPackage
@@ -746,7 +784,7 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 		return err
 	}
 	var status dmf.Status
-	err := u.step(ctx, "export", func(ctx context.Context) error {
+	err = u.step(ctx, "export", func(ctx context.Context) error {
 		if start {
 			id, err := client.ExportToPackage(ctx, dmf.ExportRequest{
 				DefinitionGroupID: u.exp.DefinitionGroup,
@@ -1206,6 +1244,28 @@ func batchSettingsOf(exp *Export) *BatchSettings {
 // connection's messages in turn, so a few entities at once fill both; more
 // would only divide broker.max_unconfirmed_bytes into smaller shares.
 func DefaultParallelEntities() int { return min(runtime.NumCPU(), 4) }
+
+// MemoryLimit is the soft memory limit (runtime/debug.SetMemoryLimit) a
+// process running cfg's exports needs: a base for the runtime, the
+// scheduler and one batch being encoded per entity, plus, per export,
+// twice its broker.max_unconfirmed_bytes (the bodies held until confirmed,
+// across its parallel entities, and the batches around them). Without a
+// limit the garbage collector lets the heap grow to twice what is live
+// before collecting, which is what made the peak resident set; with it,
+// it collects sooner once near the limit. It is soft: a heap that needs
+// more still gets it.
+func MemoryLimit(cfg *Config) int64 {
+	const base = 40 << 20
+	limit := int64(base)
+	for i := range cfg.Exports {
+		b := cfg.Exports[i].Broker
+		if b.Type != "amqp" {
+			continue
+		}
+		limit += 2 * int64(unconfirmedShare(b.MaxUnconfirmedBytes, 1))
+	}
+	return limit
+}
 
 func (e *Export) parallelEntities() int {
 	if e.ParallelEntities > 0 {

@@ -184,6 +184,8 @@ func (s *Scheduler) fire(exp *Export) {
 		if s.OnSkip != nil {
 			s.OnSkip(exp.Name)
 		}
+	case errors.Is(err, ErrNotStarted):
+		s.log.Info("scheduled run not started: stopping while it was queued", "job", exp.Name)
 	case errors.Is(err, ErrGroupBusy):
 		s.log.Warn("scheduled run skipped: its data project is being exported by another run", "job", exp.Name, "err", err)
 	case err != nil && ctx.Err() != nil:

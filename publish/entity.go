@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -133,6 +134,13 @@ func PublishEntity(ctx context.Context, r io.Reader, sink Sink, o EntityOptions)
 	if err != nil {
 		return st, err
 	}
+	comps := []*compressor{comp}
+	if comp != nil {
+		for range compressWorkers() - 1 {
+			c, _ := newCompressor(o.Compression, o.CompressionLevel) // the same settings as comp: no error
+			comps = append(comps, c)
+		}
+	}
 	cr := &countingReader{r: r}
 	// A 0-byte file, whatever its format, is an entity without rows: F&O
 	// writes them for entities with nothing to export.
@@ -161,7 +169,7 @@ func PublishEntity(ctx context.Context, r io.Reader, sink Sink, o EntityOptions)
 	}
 	defer src.close()
 
-	p := &entityPublisher{ctx: ctx, sink: sink, o: o, src: src, in: cr, st: &st, comp: comp}
+	p := &entityPublisher{ctx: ctx, sink: sink, o: o, src: src, in: cr, st: &st, comp: comp, comps: comps}
 	p.confirms.fn = o.Confirmed
 	p.startPublisher()
 	err = p.run()
@@ -275,14 +283,17 @@ type entityPublisher struct {
 	in        *countingReader
 	st        *EntityStats
 	enc       batchEncoder
-	comp      *compressor
+	comp      *compressor   // nil: bodies go uncompressed
+	comps     []*compressor // one per compressing goroutine
 	confirms  confirmTracker
 	published bool
 
-	jobs   chan publishJob
-	failed chan struct{} // closed when the publishing goroutine fails
-	done   chan struct{}
-	pubErr error // set by the publishing goroutine before closing failed
+	jobs     chan *publishJob // in batch order
+	compress chan *publishJob // to the compressing goroutines
+	compWG   sync.WaitGroup
+	failed   chan struct{} // closed when the publishing goroutine fails
+	done     chan struct{}
+	pubErr   error // set by the publishing goroutine before closing failed
 }
 
 func (p *entityPublisher) run() error {
@@ -379,17 +390,45 @@ type publishJob struct {
 	rows     int
 	firstRow int64
 	mark     batchMark
+	// ready is closed once a compressing goroutine has replaced m.Body
+	// by its compressed form (or set err); nil without compression.
+	ready chan struct{}
+	err   error
 }
+
+// compressWorkers is how many batches of one entity are compressed at
+// once: compression costs more CPU than parsing and encoding (gzip several
+// times more), so with one goroutine it would bound the rate; a few
+// batches at a time use the CPUs while the publishing goroutine keeps the
+// batches in order.
+func compressWorkers() int { return max(1, min(runtime.GOMAXPROCS(0), 4)) }
 
 // errPublisherFailed stops the reading goroutine; PublishEntity reports the
 // publishing goroutine's error instead.
 var errPublisherFailed = errors.New("publishing failed")
 
-// startPublisher runs the publishing goroutine: it compresses and publishes
-// batches while the caller's goroutine reads and encodes the next one, so
-// parsing and broker I/O overlap. One batch waits between them at most.
+// startPublisher runs the publishing goroutine: it publishes batches while
+// the caller's goroutine reads and encodes the next one, so parsing and
+// broker I/O overlap. One batch waits between them at most; with
+// compression, up to one per compressing goroutine, each compressed by the
+// first goroutine free and published in batch order.
 func (p *entityPublisher) startPublisher() {
-	p.jobs = make(chan publishJob)
+	queue := 0
+	if p.comp != nil {
+		queue = len(p.comps)
+		// Never full: at most queue+1 batches are between emit and publish.
+		p.compress = make(chan *publishJob, queue+2)
+		for _, c := range p.comps {
+			p.compWG.Add(1)
+			go func() {
+				defer p.compWG.Done()
+				for j := range p.compress {
+					p.compressJob(c, j)
+				}
+			}()
+		}
+	}
+	p.jobs = make(chan *publishJob, queue)
 	p.failed = make(chan struct{})
 	p.done = make(chan struct{})
 	go func() {
@@ -406,28 +445,49 @@ func (p *entityPublisher) startPublisher() {
 	}()
 }
 
-// stopPublisher waits for the publishing goroutine and returns its error.
+// stopPublisher waits for the publishing and compressing goroutines and
+// returns the publishing goroutine's error.
 func (p *entityPublisher) stopPublisher() error {
 	close(p.jobs)
 	<-p.done
+	if p.compress != nil {
+		close(p.compress)
+		p.compWG.Wait()
+	}
 	return p.pubErr
 }
 
-func (p *entityPublisher) publish(j publishJob) error {
+// compressJob replaces j's body by its compressed form with c and gives the
+// uncompressed buffer back.
+func (p *entityPublisher) compressJob(c *compressor, j *publishJob) {
+	defer close(j.ready)
+	body, err := c.compress(j.m.Body)
+	if err != nil {
+		j.err = fmt.Errorf("compress batch %d: %w", j.mark.index, err)
+		return
+	}
+	p.enc.recycle(j.raw)
+	j.raw = nil
+	if len(body) > p.o.MaxMessageBytes {
+		j.err = p.tooBigAt(j.mark.index, j.firstRow, len(body))
+		return
+	}
+	j.m.Body, j.m.ContentEncoding = body, c.name
+}
+
+func (p *entityPublisher) publish(j *publishJob) error {
+	if j.ready != nil {
+		select {
+		case <-j.ready:
+		case <-p.ctx.Done():
+			return fmt.Errorf("publish batch %d: %w", j.mark.index, p.ctx.Err())
+		}
+		if j.err != nil {
+			return j.err
+		}
+	}
 	m := j.m
 	raw := j.raw
-	if p.comp != nil {
-		body, err := p.comp.compress(m.Body)
-		if err != nil {
-			return fmt.Errorf("compress batch %d: %w", j.mark.index, err)
-		}
-		p.enc.recycle(raw)
-		raw = nil
-		if len(body) > p.o.MaxMessageBytes {
-			return p.tooBigAt(j.mark.index, j.firstRow, len(body))
-		}
-		m.Body, m.ContentEncoding = body, p.comp.name
-	}
 	p.confirms.add(j.mark)
 	m.OnStored = func() {
 		p.confirms.stored(j.mark.index)
@@ -459,7 +519,7 @@ func (p *entityPublisher) emit(last bool) error {
 	if len(body) > p.o.MaxMessageBytes {
 		return p.tooBig(len(body))
 	}
-	j := publishJob{
+	j := &publishJob{
 		m: Message{
 			Exchange:      p.o.Exchange,
 			RoutingKey:    p.o.RoutingKey,
@@ -488,10 +548,16 @@ func (p *entityPublisher) emit(last bool) error {
 	if p.o.TraceParent != "" {
 		j.m.Headers["traceparent"] = p.o.TraceParent
 	}
+	if p.comp != nil {
+		j.ready = make(chan struct{})
+	}
 	select {
 	case p.jobs <- j:
 	case <-p.failed:
 		return errPublisherFailed
+	}
+	if j.ready != nil {
+		p.compress <- j // never blocks: see startPublisher
 	}
 	p.enc.reset(false)
 	return nil

@@ -2,9 +2,12 @@ package publish
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -157,6 +160,47 @@ func TestCompressionLevels(t *testing.T) {
 			out, err := c.compress(body)
 			if err != nil || len(out) == 0 || len(out) >= len(body)/4 {
 				t.Errorf("compress: %d bytes from %d (%v), want well under a quarter", len(out), len(body), err)
+			}
+		})
+	}
+}
+
+// TestCompressionKeepsBatchOrder: batches compressed by several goroutines
+// reach the sink in batch order, each with its own rows, and Confirmed
+// reports every batch once, in order.
+func TestCompressionKeepsBatchOrder(t *testing.T) {
+	in, wantRows := genCSV(2000)
+	for _, c := range []string{CompressionGzip, CompressionZstd} {
+		t.Run(c, func(t *testing.T) {
+			sink := &memSink{}
+			var confirmed []int64
+			st, err := PublishEntity(context.Background(), strings.NewReader(in), sink, EntityOptions{
+				ExecutionID: "x", Entity: "E", BatchSize: 7, Format: "csv", Compression: c,
+				Confirmed: func(b, _ int64) { confirmed = append(confirmed, b) },
+			})
+			if err != nil {
+				t.Fatalf("want no error, got %v", err)
+			}
+			var bodies [][]byte
+			for i, m := range sink.msgs {
+				if want := fmt.Sprintf("x/E/%d", i); m.MessageID != want {
+					t.Fatalf("message %d: want id %s, got %s", i, want, m.MessageID)
+				}
+				if m.ContentEncoding != c {
+					t.Fatalf("message %d: want content_encoding %s, got %q", i, c, m.ContentEncoding)
+				}
+				bodies = append(bodies, decompress(t, m.ContentEncoding, m.Body))
+			}
+			if _, got := rowsOf(t, bodies); !reflect.DeepEqual(got, wantRows) {
+				t.Errorf("rows: want the %d rows in order, got %d", len(wantRows), len(got))
+			}
+			if int64(len(confirmed)) != st.Batches || len(confirmed) != len(sink.msgs) {
+				t.Fatalf("confirmed: want %d batches, got %d", len(sink.msgs), len(confirmed))
+			}
+			for i, b := range confirmed {
+				if b != int64(i) {
+					t.Fatalf("confirmed: want batch %d at %d, got %d", i, i, b)
+				}
 			}
 		})
 	}

@@ -2,7 +2,6 @@ package publish
 
 import (
 	"archive/zip"
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/xml"
@@ -17,6 +16,8 @@ import (
 	"time"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/klauspost/compress/flate"
 )
 
 // xlsxMaxSharedStrings caps the shared strings table held in memory.
@@ -64,6 +65,9 @@ func newXLSXSource(ctx context.Context, r io.Reader, sheet string) (src *xlsxSou
 	if err != nil {
 		return s, fmt.Errorf("xlsx: open workbook: %w: the file is not an xlsx workbook", err)
 	}
+	// klauspost's inflater reads a sheet about a third faster than the
+	// standard library's, with the same output.
+	s.zr.RegisterDecompressor(zip.Deflate, func(r io.Reader) io.ReadCloser { return flate.NewReader(r) })
 	wb, err := readWorkbook(&s.zr.Reader, sheet)
 	if err != nil {
 		return s, err
@@ -395,7 +399,12 @@ func (t *sharedStrings) get(i int) (string, bool) {
 // read parses sharedStrings.xml: each <si> is plain <t> text or rich text
 // runs (<r><t>), whose texts are joined; phonetic runs (<rPh>) are left out.
 func (t *sharedStrings) read(r io.Reader) error {
-	x := newXMLScanner(r)
+	return t.readWindow(r, xmlWindow)
+}
+
+// readWindow is read with the scanner's window of the given size.
+func (t *sharedStrings) readWindow(r io.Reader, window int) error {
+	x := newXMLScanner(r, window)
 	inSI, inT, rph := false, false, 0
 	var text []byte
 	for {
@@ -470,7 +479,7 @@ type sheetScanner struct {
 }
 
 func newSheetScanner(r io.Reader, sst *sharedStrings, dateStyles []bool, date1904 bool) *sheetScanner {
-	return &sheetScanner{x: newXMLScanner(r), sst: sst, dateStyles: dateStyles, date1904: date1904}
+	return &sheetScanner{x: newXMLScanner(r, xmlWindow), sst: sst, dateStyles: dateStyles, date1904: date1904}
 }
 
 // cellType is a cell's t attribute.
@@ -549,7 +558,7 @@ func (s *sheetScanner) readRow() ([]string, int, error) {
 			switch string(tok.name) {
 			case "row":
 				s.line++
-				if v := tok.attr("r"); v != nil {
+				if v, _, _ := cellAttrs(tok.raw); v != nil {
 					n, err := strconv.Atoi(string(v))
 					if err != nil || n < 1 || n > 1<<20 {
 						return nil, s.line, fmt.Errorf("sheet row %d: bad row number %q", s.line, v)
@@ -566,20 +575,21 @@ func (s *sheetScanner) readRow() ([]string, int, error) {
 					continue
 				}
 				c = cellState{col: next, style: -1}
-				if ref := tok.attr("r"); ref != nil {
+				ref, st, typ := cellAttrs(tok.raw)
+				if ref != nil {
 					col, ok := columnIndex(ref)
 					if !ok {
 						return nil, s.line, fmt.Errorf("sheet row %d: bad cell reference %q", s.line, ref)
 					}
 					c.col = col
 				}
-				if st := tok.attr("s"); st != nil {
+				if st != nil {
 					n, err := strconv.Atoi(string(st))
 					if err == nil && n >= 0 {
 						c.style = n
 					}
 				}
-				c.typ = parseCellType(tok.attr("t"))
+				c.typ = parseCellType(typ)
 				next = c.col + 1
 				s.raw = s.raw[:0]
 				inCell = tok.kind == tokStart
@@ -655,6 +665,13 @@ func (s *sheetScanner) setCell(col int, v string) {
 func (s *sheetScanner) cellValue(c *cellState) (v string, shared bool, err error) {
 	if !c.hasText {
 		return "", true, nil
+	}
+	if c.typ == cellShared {
+		if n, ok := smallUint(s.raw); ok {
+			if v, ok := s.sst.get(n); ok {
+				return v, true, nil
+			}
+		}
 	}
 	text, err := decodeXMLText(s.dec, s.raw)
 	if err != nil {
@@ -825,8 +842,30 @@ func decodeXMLText(dst, text []byte) ([]byte, error) {
 	return dst, nil
 }
 
+// smallUint parses b when it is 1 to 9 ASCII digits.
+func smallUint(b []byte) (int, bool) {
+	if len(b) == 0 || len(b) > 9 {
+		return 0, false
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
+}
+
+// hasAny reports whether b holds any of chars; a plain loop beats
+// bytes.ContainsAny on the short texts of cells.
 func hasAny(b []byte, chars string) bool {
-	return bytes.ContainsAny(b, chars)
+	for _, c := range b {
+		if strings.IndexByte(chars, c) >= 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func clip(b []byte) string {
@@ -842,10 +881,17 @@ func clip(b []byte) string {
 // Comments, processing instructions and declarations are skipped; CDATA
 // sections are returned as text, which decodeXMLText would then resolve:
 // spreadsheet writers do not use CDATA.
+//
+// It reads through a window of the input and hands out tokens that point
+// into it, so a token costs no copy and no allocation; a token longer than
+// the window grows it, up to xmlMaxToken.
 type xmlScanner struct {
-	br      *bufio.Reader
-	text    []byte // text of the last text token
-	tagBuf  []byte // the last tag, between < and >
+	r       io.Reader
+	buf     []byte
+	pos     int   // start of the unread input in buf
+	end     int   // end of the input read into buf
+	eof     bool  // r has no more input
+	rerr    error // why r has no more input, when not io.EOF
 	scratch []byte
 	tag     xmlToken
 	textTok xmlToken
@@ -898,6 +944,60 @@ func (t *xmlToken) attr(name string) []byte {
 	return nil
 }
 
+// cellAttrs returns the raw values of the attributes r, s and t of a tag
+// (matched without a prefix; nil when absent) in one pass, reading a
+// malformed attribute list exactly as far as attr does.
+func cellAttrs(a []byte) (r, s, t []byte) {
+	for len(a) > 0 {
+		eq := 0
+		for eq < len(a) && a[eq] != '=' {
+			eq++
+		}
+		if eq == len(a) {
+			return
+		}
+		key := trimXMLSpace(a[:eq])
+		for i := len(key) - 1; i >= 0; i-- {
+			if key[i] == ':' {
+				key = key[i+1:]
+				break
+			}
+		}
+		i := eq + 1
+		for i < len(a) && isXMLSpace(a[i]) {
+			i++
+		}
+		if i == len(a) || (a[i] != '"' && a[i] != '\'') {
+			return
+		}
+		j := i + 1
+		for j < len(a) && a[j] != a[i] {
+			j++
+		}
+		if j == len(a) {
+			return
+		}
+		if len(key) == 1 {
+			switch v := a[i+1 : j]; key[0] {
+			case 'r':
+				if r == nil {
+					r = v
+				}
+			case 's':
+				if s == nil {
+					s = v
+				}
+			case 't':
+				if t == nil {
+					t = v
+				}
+			}
+		}
+		a = a[j+1:]
+	}
+	return
+}
+
 func isXMLSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
 
 func trimXMLSpace(b []byte) []byte {
@@ -910,26 +1010,73 @@ func trimXMLSpace(b []byte) []byte {
 	return b
 }
 
-func newXMLScanner(r io.Reader) *xmlScanner {
-	return &xmlScanner{br: bufio.NewReaderSize(r, 256<<10)}
+// xmlWindow is the scanner's initial window; xmlMaxToken caps one token
+// (a tag or the text between two tags).
+const (
+	xmlWindow   = 256 << 10
+	xmlMaxToken = 64 << 20
+)
+
+func newXMLScanner(r io.Reader, window int) *xmlScanner {
+	return &xmlScanner{r: r, buf: make([]byte, max(window, 1))}
 }
 
-// appendUntil appends the bytes up to (not including) delim to dst; io.EOF
-// when the input ends first.
-func (x *xmlScanner) appendUntil(dst []byte, delim byte) ([]byte, error) {
-	for {
-		b, err := x.br.ReadSlice(delim)
-		if err == nil {
-			return append(dst, b[:len(b)-1]...), nil
+// fill reads more input after buf[pos:end], moving the unread input to the
+// front of the window first (which invalidates the tokens handed out) and
+// growing the window when it is full. It reports whether input came.
+func (x *xmlScanner) fill() bool {
+	if x.eof {
+		return false
+	}
+	if x.pos > 0 {
+		x.end = copy(x.buf, x.buf[x.pos:x.end])
+		x.pos = 0
+	}
+	if x.end == len(x.buf) {
+		if x.end >= xmlMaxToken {
+			x.eof, x.rerr = true, errors.New("an XML token is over 64 MiB")
+			return false
 		}
-		dst = append(dst, b...)
-		if len(dst) > 64<<20 {
-			return dst, errors.New("an XML token is over 64 MiB")
+		nb := make([]byte, 2*len(x.buf))
+		copy(nb, x.buf[:x.end])
+		x.buf = nb
+	}
+	for empty := 0; ; empty++ {
+		n, err := x.r.Read(x.buf[x.end:])
+		x.end += n
+		if err != nil {
+			x.eof = true
+			if err != io.EOF {
+				x.rerr = err
+			}
+			return n > 0
 		}
-		if err != bufio.ErrBufferFull {
-			return dst, err
+		if n > 0 {
+			return true
+		}
+		if empty == 100 {
+			x.eof, x.rerr = true, io.ErrNoProgress
+			return false
 		}
 	}
+}
+
+// indexLT is bytes.IndexByte(b, '<'), faster for the few bytes that usually
+// separate two tags in a sheet.
+func indexLT(b []byte) int {
+	n := min(len(b), 16)
+	for i := 0; i < n; i++ {
+		if b[i] == '<' {
+			return i
+		}
+	}
+	if len(b) <= n {
+		return -1
+	}
+	if i := bytes.IndexByte(b[n:], '<'); i >= 0 {
+		return n + i
+	}
+	return -1
 }
 
 // next returns the next token; it is valid until the next call.
@@ -939,92 +1086,121 @@ func (x *xmlScanner) next() (*xmlToken, error) {
 		return &x.tag, nil
 	}
 	for !x.ended {
-		var err error
-		x.text, err = x.appendUntil(x.text[:0], '<')
-		if err == io.EOF {
-			x.ended = true
-			if len(bytes.TrimSpace(x.text)) > 0 {
-				return nil, errors.New("text after the last tag")
+		// The text up to the next '<': buf[pos:pos+lt].
+		lt := 0
+		for {
+			if i := indexLT(x.buf[x.pos+lt : x.end]); i >= 0 {
+				lt += i
+				break
 			}
-			return nil, io.EOF
+			lt = x.end - x.pos
+			if !x.fill() {
+				if x.rerr != nil {
+					return nil, x.rerr
+				}
+				x.ended = true
+				if len(bytes.TrimSpace(x.buf[x.pos:x.end])) > 0 {
+					return nil, errors.New("text after the last tag")
+				}
+				return nil, io.EOF
+			}
 		}
-		if err != nil {
-			return nil, err
+		// The tag: buf[pos+lt+1:pos+gt], its '>' at pos+gt. A '>' inside a
+		// quoted attribute value or a comment does not end it.
+		gt := lt + 1
+		var q byte
+	scan:
+		for {
+			b := x.buf[x.pos:x.end]
+			for ; gt < len(b); gt++ {
+				switch c := b[gt]; c {
+				case '>':
+					if q == 0 && b[lt+1] != '!' {
+						break scan
+					}
+					tag := b[lt+1 : gt]
+					switch {
+					case len(tag) >= 3 && tag[0] == '!' && tag[1] == '-' && tag[2] == '-':
+						if len(tag) >= 5 && tag[len(tag)-1] == '-' && tag[len(tag)-2] == '-' {
+							break scan
+						}
+					case bytes.HasPrefix(tag, []byte("![CDATA[")):
+						if bytes.HasSuffix(tag, []byte("]]")) {
+							break scan
+						}
+					default:
+						if q == 0 {
+							break scan
+						}
+					}
+				case '"', '\'':
+					if q == 0 {
+						q = c
+					} else if q == c {
+						q = 0
+					}
+				}
+			}
+			if !x.fill() {
+				if x.rerr != nil {
+					return nil, x.rerr
+				}
+				return nil, errors.New("the XML ends inside a tag")
+			}
 		}
-		skip, err := x.readTag()
-		if err != nil {
-			return nil, err
+		text, tag := x.buf[x.pos:x.pos+lt], x.buf[x.pos+lt+1:x.pos+gt]
+		x.pos += gt + 1
+		if len(tag) == 0 {
+			return nil, errors.New("empty tag <>")
 		}
-		if len(x.text) > 0 {
-			x.textTok = xmlToken{kind: tokText, data: x.text}
-			x.haveTag = !skip
-			return &x.textTok, nil
+		switch tag[0] {
+		case '?':
+			if len(text) > 0 {
+				return x.text(text), nil
+			}
+			continue
+		case '!':
+			if bytes.HasPrefix(tag, []byte("![CDATA[")) {
+				x.scratch = append(append(x.scratch[:0], text...), tag[8:len(tag)-2]...)
+				text = x.scratch
+			}
+			if len(text) > 0 {
+				return x.text(text), nil
+			}
+			continue
 		}
-		if !skip {
-			return &x.tag, nil
+		t := &x.tag
+		t.kind = tokStart
+		if tag[0] == '/' {
+			t.kind = tokEnd
+			tag = tag[1:]
+		} else if tag[len(tag)-1] == '/' {
+			t.kind = tokEmpty
+			tag = tag[:len(tag)-1]
 		}
+		n, colon := 0, -1
+		for ; n < len(tag); n++ {
+			c := tag[n]
+			if c == ' ' || c == '\t' || c == '\r' || c == '\n' {
+				break
+			}
+			if c == ':' && colon < 0 {
+				colon = n
+			}
+		}
+		t.name, t.raw = tag[colon+1:n], tag[n:]
+		if len(text) > 0 {
+			x.haveTag = true
+			return x.text(text), nil
+		}
+		return t, nil
 	}
 	return nil, io.EOF
 }
 
-// readTag reads a tag after its '<' into x.tag; skip reports markup that is
-// not an element (comment, declaration, processing instruction). CDATA is
-// appended to x.text and skipped as a tag.
-func (x *xmlScanner) readTag() (skip bool, err error) {
-	b, err := x.appendUntil(x.tagBuf[:0], '>')
-	for err == nil {
-		// A '>' inside a quoted attribute value or a comment does not end it.
-		if bytes.HasPrefix(b, []byte("!--")) {
-			if bytes.HasSuffix(b, []byte("--")) && len(b) >= 5 {
-				break
-			}
-		} else if bytes.HasPrefix(b, []byte("![CDATA[")) {
-			if bytes.HasSuffix(b, []byte("]]")) {
-				break
-			}
-		} else if balancedQuotes(b) {
-			break
-		}
-		b = append(b, '>')
-		b, err = x.appendUntil(b, '>')
-	}
-	x.tagBuf = b
-	if err == io.EOF {
-		return false, errors.New("the XML ends inside a tag")
-	}
-	if err != nil {
-		return false, err
-	}
-	if len(b) == 0 {
-		return false, errors.New("empty tag <>")
-	}
-	switch b[0] {
-	case '?':
-		return true, nil
-	case '!':
-		if bytes.HasPrefix(b, []byte("![CDATA[")) {
-			x.text = append(x.text, b[8:len(b)-2]...)
-		}
-		return true, nil
-	}
-	t := &x.tag
-	t.kind = tokStart
-	if b[0] == '/' {
-		t.kind = tokEnd
-		b = b[1:]
-	} else if b[len(b)-1] == '/' {
-		t.kind = tokEmpty
-		b = b[:len(b)-1]
-	}
-	n := 0
-	for n < len(b) && b[n] != ' ' && b[n] != '\t' && b[n] != '\r' && b[n] != '\n' {
-		n++
-	}
-	t.name, t.raw = b[:n], b[n:]
-	if i := bytes.IndexByte(t.name, ':'); i >= 0 {
-		t.name = t.name[i+1:]
-	}
-	return false, nil
+func (x *xmlScanner) text(b []byte) *xmlToken {
+	x.textTok = xmlToken{kind: tokText, data: b}
+	return &x.textTok
 }
 
 func balancedQuotes(b []byte) bool {

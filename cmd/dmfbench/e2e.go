@@ -89,6 +89,16 @@ func runE2E(ents []entity) error {
 		bins = []bin{{"before", *binBefore}, {"after", after}}
 	}
 
+	rate, err := parseRate(*link)
+	if err != nil {
+		return err
+	}
+	brokerURL, stopLink, err := linkedURL(*url, rate)
+	if err != nil {
+		return err
+	}
+	defer stopLink()
+
 	exchange := fmt.Sprintf("dmfbench.e2e.%d", os.Getpid())
 	cleanup, err := declareE2E(exchange)
 	if err != nil {
@@ -97,8 +107,12 @@ func runE2E(ents []entity) error {
 	defer cleanup()
 
 	fi, _ := os.Stat(zipPath)
-	fmt.Printf("dmfbench e2e: %d rows in %d entities, package %.1f MB, batch %d rows, compression %s, %s\n",
-		rows, len(ents), float64(fi.Size())/1e6, *batch, *e2eComp, time.Now().UTC().Format(time.RFC3339))
+	through := ""
+	if rate > 0 {
+		through = fmt.Sprintf(", dmfexport-broker link %.0f Mbit/s", rate/1e6)
+	}
+	fmt.Printf("dmfbench e2e: %d rows in %d entities, package %.1f MB, batch %d rows, compression %s%s, %s\n",
+		rows, len(ents), float64(fi.Size())/1e6, *batch, *e2eComp, through, time.Now().UTC().Format(time.RFC3339))
 	fmt.Printf("%-6s %-7s %-3s %-10s %8s %8s %9s %9s\n", "binary", "store", "#", "step", "wall s", "CPU s", "rows/s", "RSS MiB")
 	sums := map[string][]e2eResult{}
 	for i := 0; i < *repeat; i++ {
@@ -109,7 +123,7 @@ func runE2E(ents []entity) error {
 				if b.label == "after" {
 					extra = *e2eExtra
 				}
-				r, err := runTrigger(b.path, srv.URL, st, exchange, extra)
+				r, err := runTrigger(b.path, srv.URL, brokerURL, st, exchange, extra)
 				if err != nil {
 					fmt.Printf("%-6s %-7s %-3d failed: %v\n", b.label, st, i+1, err)
 					continue
@@ -204,7 +218,7 @@ func declareE2E(exchange string) (func(), error) {
 
 // runTrigger runs one `dmfexport trigger` against a fresh store and
 // measures it. Steps are delimited by the state lines trigger prints.
-func runTrigger(bin, foURL, store, exchange, extra string) (*e2eResult, error) {
+func runTrigger(bin, foURL, brokerURL, store, exchange, extra string) (*e2eResult, error) {
 	work, err := os.MkdirTemp(*dir, "e2e-")
 	if err != nil {
 		return nil, err
@@ -232,7 +246,7 @@ func runTrigger(bin, foURL, store, exchange, extra string) (*e2eResult, error) {
 		}
 	}
 	cfg := "fo:\n  url: " + foURL + "\n  auth:\n    method: token\n    token: ${BENCH_FO_TOKEN}\n" + storeYAML +
-		"broker:\n  type: amqp\n  url: " + *url + "\n" +
+		"broker:\n  type: amqp\n  url: " + brokerURL + "\n" +
 		"poll:\n  interval: 50ms\n  max_interval: 100ms\n  deadline: 2m\n  package_url_timeout: 30s\n  register_timeout: 10s\n" +
 		"exports:\n  - name: bench\n    schedule: \"0 0 1 1 *\"\n    definition_group: BenchPkg\n    package_name: BenchPkg\n    legal_entity: USMF\n" +
 		"    exchange: " + exchange + "\n    routing_key: bench\n    batch_size: " + strconv.Itoa(*batch) + "\n" +

@@ -9,6 +9,11 @@
 //	go run ./cmd/dmfbench                              # small default sizes, about 2 minutes
 //	go run ./cmd/dmfbench -wide 100000 -narrow 1000000 -xlsx 200000
 //
+//	go run ./cmd/dmfbench -entities wide -cases none,gzip,zstd -link 100Mbit
+//
+// -link caps the bandwidth between publisher and broker with an in-process
+// proxy, to show what compression buys on a slow link.
+//
 // The benchmark queues are declared with x-max-length-bytes and drop-head,
 // so a long run cannot fill the broker's memory or disk; they are deleted
 // afterwards.
@@ -59,6 +64,7 @@ var (
 	childEnt = flag.String("child-entity", "", "internal: entity file (format:path)")
 	ceilSize = flag.Int("ceiling-size", 0, "internal: message size of the ceiling case")
 	ceilN    = flag.Int("ceiling-count", 0, "internal: message count of the ceiling case")
+	link     = flag.String("link", "", "cap the bandwidth between publisher and broker, e.g. 100Mbit (an in-process proxy), to see what compression buys on a slow link")
 )
 
 func main() {
@@ -121,12 +127,21 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("dmfbench: batch %d rows, %s\n", *batch, time.Now().UTC().Format(time.RFC3339))
+	rate, err := parseRate(*link)
+	if err != nil {
+		return err
+	}
+	through := ""
+	if rate > 0 {
+		through = fmt.Sprintf(", publisher-broker link %.0f Mbit/s", rate/1e6)
+	}
+	fmt.Printf("dmfbench: batch %d rows%s, %s\n", *batch, through, time.Now().UTC().Format(time.RFC3339))
 	fmt.Printf("%-8s %-8s %9s %10s %9s %9s %8s %9s\n", "entity", "case", "rows", "rows/s", "MB/s in", "MB/s out", "msg/s", "RSS MiB")
 	for _, e := range ents {
 		var plain *result
+		byCase := map[string]*result{}
 		for _, c := range strings.Split(*cases, ",") {
-			args := []string{"-child", c, "-child-entity", e.format + ":" + e.path, "-url", *url, "-batch", fmt.Sprint(*batch)}
+			args := []string{"-child", c, "-child-entity", e.format + ":" + e.path, "-url", *url, "-batch", fmt.Sprint(*batch), "-link", *link}
 			if c == "ceiling" {
 				if plain == nil || plain.Messages == 0 {
 					continue // needs the sizes of the uncompressed publish
@@ -149,6 +164,7 @@ func run() error {
 			if c == "none" {
 				plain = r
 			}
+			byCase[c] = r
 			if c == "ceiling" {
 				r.Rows, r.BytesIn = plain.Rows, 0
 			}
@@ -157,6 +173,13 @@ func run() error {
 				mb(r.BytesIn), mb(r.BytesOut), float64(r.Messages)/r.Seconds, float64(r.MaxRSSKB)/1024)
 			if c == "ceiling" && plain != nil {
 				fmt.Printf("%-8s uncompressed publish at %.0f%% of the broker ceiling\n", e.key, 100*(float64(plain.BytesOut)/plain.Seconds)/(float64(r.BytesOut)/r.Seconds))
+			}
+		}
+		if plain != nil && rate > 0 {
+			for _, c := range []string{"gzip", "zstd"} {
+				if r := byCase[c]; r != nil {
+					fmt.Printf("%-8s %s through the link: %.1fx the uncompressed rows/s\n", e.key, c, plain.Seconds/r.Seconds)
+				}
 			}
 		}
 	}
@@ -273,7 +296,15 @@ func peakRSS() int64 {
 
 // dialBench connects and declares a bounded queue of its own.
 func dialBench(ctx context.Context) (*publish.AMQPSink, string, error) {
-	s, err := publish.DialAMQP(ctx, publish.AMQPOptions{URL: *url, ConnectionName: "dmfbench"})
+	rate, err := parseRate(*link)
+	if err != nil {
+		return nil, "", err
+	}
+	pubURL, _, err := linkedURL(*url, rate) // the proxy lives as long as this child
+	if err != nil {
+		return nil, "", err
+	}
+	s, err := publish.DialAMQP(ctx, publish.AMQPOptions{URL: pubURL, ConnectionName: "dmfbench"})
 	if err != nil {
 		return nil, "", err
 	}

@@ -189,11 +189,15 @@ func TestStatus(t *testing.T) {
 		FinishedAt: start.Add(3 * time.Minute), Warnings: []string{"F&O: entity A had 3 errors", "F&O: entity B had 1 error"}})
 	putRecord(t, st, jobs.RunRecord{Job: "demo", RunID: id(3, "0000dead"), State: jobs.StatePublishing, StartedAt: start.Add(3 * time.Minute)})
 	putRecord(t, st, jobs.RunRecord{Job: "missing-group", RunID: id(4, "00001ive"), State: jobs.StateExporting, StartedAt: start.Add(4 * time.Minute)})
-	// The live run's lease is fresh and held by this test's process.
+	queuedAt := start.Add(5 * time.Minute)
+	putRecord(t, st, jobs.RunRecord{Job: "demo", RunID: id(5, "0000ca11"), State: jobs.StatePending, StartedAt: queuedAt, QueuedAt: queuedAt})
+	// The live runs' leases are fresh and held by this test's process.
 	host, _ := os.Hostname()
 	lease, _ := json.Marshal(map[string]any{"replica": host + "/" + strconv.Itoa(os.Getpid()) + "/abcd", "at": time.Now().UTC()})
-	if _, err := st.Put(t.Context(), "_leases/missing-group/"+id(4, "00001ive")+"/00000001", bytes.NewReader(lease), nil); err != nil {
-		t.Fatal(err)
+	for _, key := range []string{"_leases/missing-group/" + id(4, "00001ive"), "_leases/demo/" + id(5, "0000ca11")} {
+		if _, err := st.Put(t.Context(), key+"/00000001", bytes.NewReader(lease), nil); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	stdout, stderr, code = runBinary(t, env, "status", "--config", cfg)
@@ -202,7 +206,7 @@ func TestStatus(t *testing.T) {
 	}
 	lines := map[string]string{}
 	for _, l := range strings.Split(stdout, "\n") {
-		for _, tag := range []string{"0000fa11", "00000a4e", "0000dead", "00001ive"} {
+		for _, tag := range []string{"0000fa11", "00000a4e", "0000dead", "00001ive", "0000ca11"} {
 			if strings.Contains(l, tag) {
 				lines[tag] = l
 			}
@@ -214,6 +218,7 @@ func TestStatus(t *testing.T) {
 	}{
 		{"interrupted", "0000dead", regexp.MustCompile(`\binterrupted \(resumes on next start\)\s.*stopped while publishing`)},
 		{"running", "00001ive", regexp.MustCompile(`\bexporting\s.*\brunning\b`)},
+		{"queued", "0000ca11", regexp.MustCompile(`\bqueued since ` + queuedAt.Local().Format("15:04:05") + `\s.*\brunning\b`)},
 		{"warnings", "00000a4e", regexp.MustCompile(`\bsucceeded \(2 warnings\)\s`)},
 		{"cause first", "0000fa11", regexp.MustCompile(`\bfailed\s.*\s0\s+execution did not finish before the deadline: still Executing`)},
 	}

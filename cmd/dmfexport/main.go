@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -170,8 +171,15 @@ func (g *globalFlags) logger() (*slog.Logger, error) {
 	}
 }
 
+// load loads the configuration and, unless GOMEMLIMIT is set, gives the
+// process the soft memory limit its exports need (jobs.MemoryLimit), so its
+// peak resident set stays near what it holds rather than twice that.
 func (g *globalFlags) load() (*jobs.Config, error) {
-	return jobs.LoadConfig(g.config)
+	cfg, err := jobs.LoadConfig(g.config)
+	if err == nil && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(jobs.MemoryLimit(cfg))
+	}
+	return cfg, err
 }
 
 // parseFlags parses args with fs and returns the positional arguments.

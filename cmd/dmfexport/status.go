@@ -29,7 +29,8 @@ Shows the recent runs of every export (or of JOB), newest first, from the run re
 store: state, start, duration, rows, batches, entities and errors. A run cut off by a stop or a
 crash that no live process owns shows as interrupted: dmfexport run resumes it at its next start.
 A run that stopped because the broker stayed unreachable shows as waiting for broker: dmfexport
-run takes it up again with backoff.
+run takes it up again with backoff. A run waiting for an execution slot of its F&O environment
+(fo.max_concurrent_exports) shows as "queued since" the time it began to wait.
 --json prints the records themselves. status only reads: it never creates the store.
 `
 }
@@ -134,6 +135,8 @@ func runState(r *jobs.RunRecord, owned bool) string {
 		return "waiting for broker (retried with backoff)"
 	case !r.State.Final() && !owned:
 		return "interrupted (resumes on next start)"
+	case r.State == jobs.StatePending && !r.QueuedAt.IsZero():
+		return "queued since " + r.QueuedAt.Local().Format("15:04:05")
 	case r.State == jobs.StateSucceeded && len(r.Warnings) == 1:
 		return "succeeded (1 warning)"
 	case r.State == jobs.StateSucceeded && len(r.Warnings) > 1:

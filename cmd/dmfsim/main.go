@@ -115,6 +115,9 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		history      time.Duration
 		pkgDelay     time.Duration
 		emptyErrors  int
+		concurrent   int
+		budget       int
+		execBudget   time.Duration
 	)
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8089", "`host:port` to listen on")
 	fs.StringVar(&cfg.opts.Token, "token", "", "bearer `token` every API call must carry (default $DMFSIM_TOKEN, else "+dmftest.DefaultToken+")")
@@ -132,6 +135,10 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.opts.FullIncremental, "full-incremental", false, "every export holds all rows of IncrementalPush entities (F&O: only the first; later ones only changes, here none)")
 	fs.BoolVar(&cfg.opts.ConcurrentExports, "allow-concurrent-exports", false, "let a data project be exported while an execution of it still runs (F&O refuses)")
 	fs.IntVar(&emptyErrors, "empty-errors-every", dmftest.DefaultEmptyErrorsEvery, "every `N`th failed execution answers GetExecutionErrors with \"[]\" (0: never)")
+	fs.IntVar(&concurrent, "max-concurrent-requests", dmftest.DefaultMaxConcurrentRequests, "answer 429 to API calls beyond `N` in progress at once, as F&O does per user (0: no limit)")
+	fs.IntVar(&budget, "request-budget", dmftest.DefaultRequestBudget, "answer 429 with Retry-After to API calls beyond `N` in any --budget-window, as F&O does per user (0: no limit)")
+	fs.DurationVar(&execBudget, "execution-budget", dmftest.DefaultExecutionBudget, "answer 429 once the time spent answering API calls in any --budget-window passes this (0: no limit)")
+	fs.DurationVar(&cfg.opts.BudgetWindow, "budget-window", dmftest.DefaultBudgetWindow, "sliding window of --request-budget and --execution-budget")
 	fs.IntVar(&throttle, "throttle", 0, "answer every `N`th API call with 429 Too Many Requests (0: never)")
 	fs.Var(&finals, "final-status", "end executions of a group in `GROUP=STATUS` (Succeeded, PartiallySucceeded, Failed, Canceled; repeatable)")
 	fs.BoolVar(&nested, "nested-value", false, "answer ExportToPackage and GetExportedPackageUrl in the nested {\"value\":{\"value\":...}} form")
@@ -245,6 +252,9 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	cfg.opts.PackageDelay = offIfZero(pkgDelay)
 	cfg.opts.EmptyErrorsEvery = offIfZero(emptyErrors)
 	cfg.opts.Throttle = throttle
+	cfg.opts.MaxConcurrentRequests = offIfZero(concurrent)
+	cfg.opts.RequestBudget = offIfZero(budget)
+	cfg.opts.ExecutionBudget = offIfZero(execBudget)
 	cfg.opts.NestedValue = nested
 	cfg.opts.Faults.API = faults.rules
 	return cfg, nil

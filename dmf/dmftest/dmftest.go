@@ -180,6 +180,27 @@ type Options struct {
 	// Retry-After: 1. Calls are counted across all actions once they are
 	// routed and authorized; a throttled call is not counted by Calls.
 	Throttle int
+
+	// F&O's service protection limits per user, enforced by default (the
+	// Simulator's one token is one user; downloads are Azure Storage's, not
+	// F&O's, and never count). A call over a limit is answered 429 with
+	// Retry-After and is counted neither by Calls nor against the budgets.
+	//
+	// MaxConcurrentRequests is how many API calls may be in progress at
+	// once: 0 → DefaultMaxConcurrentRequests (52); negative → no limit.
+	MaxConcurrentRequests int
+	// RequestBudget is how many API calls are accepted in any BudgetWindow:
+	// 0 → DefaultRequestBudget (6,000); negative → no limit. Retry-After
+	// says when the oldest accepted call leaves the window.
+	RequestBudget int
+	// ExecutionBudget is the combined time spent answering calls in any
+	// BudgetWindow (time measured on the wall clock, answers delayed by
+	// Faults included): 0 → DefaultExecutionBudget (1,200 s); negative →
+	// no limit.
+	ExecutionBudget time.Duration
+	// BudgetWindow is the sliding window of both budgets, measured on the
+	// Simulator's clock (Now): 0 → DefaultBudgetWindow (5 minutes).
+	BudgetWindow time.Duration
 	// Faults inject throttling bursts, server errors, slow answers, stuck
 	// executions, expired URLs and damaged or slow downloads.
 	Faults Faults
@@ -204,12 +225,14 @@ type Simulator struct {
 	blobs      map[string]*execution // blob name (unescaped, without prefix) → execution
 	calls      map[string]int
 	apiCalls   int // every authorized API call, for Throttle
+	limits     limiter
 	// Fault bookkeeping: calls matched per Faults.API rule, downloads that
 	// met the download faults, expired URLs handed out.
 	faultCounts     []int
 	faultyDownloads int
 	expiredURLs     int
 	exports         int
+	peakExecutions  int            // most executions not final at once, as counted at each start
 	exported        map[string]int // exports started per definition group, for deltas
 	downloads       int
 	failedStarts    int // Failed executions started, for EmptyErrorsEvery
@@ -245,6 +268,12 @@ func New(opts Options) *Simulator {
 	opts.EmptyURLAsks = int(orDefault(int64(opts.EmptyURLAsks), DefaultEmptyURLAsks))
 	opts.PackageDelay = orDefault(opts.PackageDelay, DefaultPackageDelay)
 	opts.EmptyErrorsEvery = int(orDefault(int64(opts.EmptyErrorsEvery), DefaultEmptyErrorsEvery))
+	opts.MaxConcurrentRequests = int(orDefault(int64(opts.MaxConcurrentRequests), DefaultMaxConcurrentRequests))
+	opts.RequestBudget = int(orDefault(int64(opts.RequestBudget), DefaultRequestBudget))
+	opts.ExecutionBudget = orDefault(opts.ExecutionBudget, DefaultExecutionBudget)
+	if opts.BudgetWindow <= 0 {
+		opts.BudgetWindow = DefaultBudgetWindow
+	}
 	now := opts.Now
 	if now == nil {
 		now = time.Now
@@ -376,6 +405,14 @@ func (s *Simulator) Calls(action string) int {
 	return s.calls[action]
 }
 
+// PeakExecutions reports the most executions that were running at once
+// (not yet in a final state), as counted each time one started.
+func (s *Simulator) PeakExecutions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peakExecutions
+}
+
 // Downloads reports how many package downloads were served (200 or 206).
 func (s *Simulator) Downloads() int {
 	s.mu.Lock()
@@ -445,12 +482,12 @@ func (s *Simulator) serveAction(w http.ResponseWriter, r *http.Request, action s
 		_, _ = io.WriteString(w, `{"Message":"Authentication failed."}`)
 		return
 	}
-	if s.throttled() {
-		w.Header().Set("Retry-After", "1")
-		s.odataError(w, http.StatusTooManyRequests,
-			"Number of requests exceeded the limit of the service protection API; retry after the number of seconds in Retry-After.")
+	if limit, retryAfter := s.admit(); limit != "" {
+		s.refuse(w, limit, retryAfter)
 		return
 	}
+	began := time.Now()
+	defer func() { s.done(time.Since(began)) }()
 	s.mu.Lock()
 	s.calls[action]++
 	s.mu.Unlock()
@@ -575,15 +612,6 @@ func (s *Simulator) authorized(r *http.Request) bool {
 	return subtle.ConstantTimeCompare([]byte(tok), []byte(s.opts.Token)) == 1
 }
 
-// throttled counts an authorized API call and reports whether it is one the
-// Throttle knob refuses.
-func (s *Simulator) throttled() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.apiCalls++
-	return s.opts.Throttle > 0 && s.apiCalls%s.opts.Throttle == 0
-}
-
 func (s *Simulator) exportToPackage(w http.ResponseWriter, r *http.Request, req actionRequest) {
 	ents, ok := s.opts.Projects[req.DefinitionGroupID]
 	raw, prebuilt := s.opts.Packages[req.DefinitionGroupID]
@@ -650,6 +678,14 @@ func (s *Simulator) exportToPackage(w http.ResponseWriter, r *http.Request, req 
 	s.executions[id] = ex
 	s.blobs[ex.blobName] = ex
 	s.exports++
+	running := 0
+	for _, other := range s.executions {
+		switch s.status(other, now) {
+		case notRegistered, statusUnknown, statusNotRun, statusExecuting:
+			running++
+		}
+	}
+	s.peakExecutions = max(s.peakExecutions, running)
 	s.mu.Unlock()
 	// One line per execution started, so a client's exports can be counted
 	// from the log of a separate dmfsim process (a refused or reset call

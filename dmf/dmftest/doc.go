@@ -180,9 +180,25 @@
 // Demo files (DemoProject, FOWorkbook, XMLElementFile, XMLAttributeFile)
 // follow the contract's "Excel files written by F&O" and XML formats.
 //
-// Throttling: with Options.Throttle = N, every Nth routed and authorized API
-// call (all actions counted together; downloads never) gets 429 with
-// Retry-After: 1 and an OData error; it is not counted by Calls.
+// Throttling: F&O's service protection limits per user are enforced by
+// default, for the Simulator's one token (downloads never count, as they go
+// to Azure Storage): more than Options.MaxConcurrentRequests (52) API calls
+// in progress at once get 429 with Retry-After: 1; more than
+// Options.RequestBudget (6,000) accepted calls in any Options.BudgetWindow
+// (a sliding 5 minutes) get 429 with a Retry-After saying when the oldest
+// call leaves the window; more than Options.ExecutionBudget (1,200 s) of
+// combined answer time in the window likewise. Decisions: the execution
+// budget is measured as the wall time the Simulator spends answering
+// (milliseconds per call, so only slow-answer faults come near it); a
+// refused call counts against neither budget, so a client that keeps
+// calling after a 429 is not punished beyond the limit itself (F&O does
+// not publish which way it counts). Each limit has a knob (negative: off)
+// and a dmfsim flag (--max-concurrent-requests, --request-budget,
+// --execution-budget, --budget-window; 0: off); ThrottledCalls counts the
+// refusals per limit and PeakConcurrency the most calls answered at once.
+// With Options.Throttle = N, in addition, every Nth routed and authorized
+// API call (all actions counted together) gets 429 with Retry-After: 1.
+// A refused call is not counted by Calls.
 //
 // Fault injection (Options.Faults; cmd/dmfsim flags --fault, --stuck,
 // --expired-urls, --corrupt-zip, --truncate-after, --content-length-delta,

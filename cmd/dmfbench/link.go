@@ -1,0 +1,129 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	neturl "net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// A link limit (-link 100Mbit) puts an in-process TCP proxy between the
+// publisher and the broker that caps the bandwidth in each direction, all
+// connections together, as a slow network between dmfexport and a remote
+// broker would: what compression buys shows only there.
+
+// parseRate reads a bandwidth such as "100Mbit", "1Gbit" or "512kbit" in
+// bits per second; "" is no limit (0).
+func parseRate(s string) (float64, error) {
+	s = strings.TrimSpace(strings.ToLower(s))
+	if s == "" {
+		return 0, nil
+	}
+	mult := 1.0
+	for _, u := range []struct {
+		suffix string
+		m      float64
+	}{{"gbit", 1e9}, {"mbit", 1e6}, {"kbit", 1e3}, {"bit", 1}} {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = v, u.m
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f <= 0 {
+		return 0, fmt.Errorf("link %q: want a bandwidth such as 100Mbit", s)
+	}
+	return f * mult, nil
+}
+
+// pacer spaces out the bytes of one direction at rate bits per second.
+type pacer struct {
+	mu   sync.Mutex
+	rate float64
+	next time.Time // when the bytes reserved so far are through the link
+}
+
+// pass blocks until n more bytes have gone through the link.
+func (p *pacer) pass(n int) {
+	p.mu.Lock()
+	now := time.Now()
+	if p.next.Before(now) {
+		p.next = now
+	}
+	p.next = p.next.Add(time.Duration(float64(n) * 8 / p.rate * float64(time.Second)))
+	until := p.next
+	p.mu.Unlock()
+	time.Sleep(time.Until(until))
+}
+
+// startLink listens on loopback and forwards every connection to target
+// through the two pacers. It returns the address to dial and how to stop.
+func startLink(target string, bitsPerSec float64) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	up, down := &pacer{rate: bitsPerSec}, &pacer{rate: bitsPerSec}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				b, err := net.Dial("tcp", target)
+				if err != nil {
+					c.Close()
+					return
+				}
+				go pipe(b, c, up)
+				pipe(c, b, down)
+			}()
+		}
+	}()
+	return ln.Addr().String(), func() { ln.Close() }, nil
+}
+
+// pipe copies src to dst at p's pace, then closes both.
+func pipe(dst, src net.Conn, p *pacer) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 16<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.pass(n)
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return // io.EOF or a closed connection: done either way
+		}
+	}
+}
+
+// linkedURL returns the AMQP URL u with its host replaced by a link-limited
+// proxy to it, and how to stop the proxy; with no limit, u itself.
+func linkedURL(u string, bitsPerSec float64) (string, func(), error) {
+	if bitsPerSec <= 0 {
+		return u, func() {}, nil
+	}
+	pu, err := neturl.Parse(u)
+	if err != nil {
+		return "", nil, err
+	}
+	host := pu.Host
+	if pu.Port() == "" {
+		host = net.JoinHostPort(pu.Hostname(), "5672")
+	}
+	addr, stop, err := startLink(host, bitsPerSec)
+	if err != nil {
+		return "", nil, err
+	}
+	pu.Host = addr
+	return pu.String(), stop, nil
+}
