@@ -116,7 +116,7 @@ func (r *Runner) skipped(ctx context.Context, exp *Export, st store.Store, rec *
 	rec.Error = fmt.Sprintf("skipped: data project %q is being exported by %s, and F&O does not support two exports of one data project at once; "+
 		"this export runs at its next trigger", exp.DefinitionGroup, holder)
 	r.logger().Warn("run skipped: its data project is being exported by another run",
-		"job", exp.Name, "run", rec.RunID, "definition_group", exp.DefinitionGroup, "holder", holder)
+		"export", exp.Name, "run", rec.RunID, "definition_group", exp.DefinitionGroup, "holder", holder)
 	r.Metrics.runSkipped(exp.Name)
 	if err := saveRecord(ctx, st, exp.Store.Prefix, rec); err != nil {
 		return rec, fmt.Errorf("export %s: %w (data project %q is being exported by %s); %w", exp.Name, ErrGroupBusy, exp.DefinitionGroup, holder, err)

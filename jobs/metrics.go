@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Metrics are the Prometheus series of a running service. Labels carry job,
+// Metrics are the Prometheus series of a running service. Labels carry export,
 // entity, step and outcome names only: never IDs with unbounded values, and
 // nothing secret. A nil *Metrics records nothing.
 type Metrics struct {
@@ -27,7 +27,7 @@ type Metrics struct {
 	interval    *prometheus.GaugeVec
 	unfinished  *prometheus.GaugeVec
 
-	// mu guards successAt, the newest success seen of each job, so a
+	// mu guards successAt, the newest success seen of each export, so a
 	// success read from the records at start never moves the gauge back.
 	mu        sync.Mutex
 	successAt map[string]time.Time
@@ -47,35 +47,35 @@ func NewMetrics() *Metrics {
 		reg: prometheus.NewRegistry(),
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dmfexport_runs_total", Help: "Finished export runs by final state.",
-		}, []string{"job", "state"}),
+		}, []string{"export", "state"}),
 		inProgress: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dmfexport_runs_in_progress", Help: "Export runs going on now.",
-		}, []string{"job"}),
+		}, []string{"export"}),
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dmfexport_rows_published_total", Help: "Entity rows the broker confirmed.",
-		}, []string{"job", "entity"}),
+		}, []string{"export", "entity"}),
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dmfexport_batches_published_total", Help: "Batch messages the broker confirmed.",
-		}, []string{"job", "entity"}),
+		}, []string{"export", "entity"}),
 		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "dmfexport_step_duration_seconds", Help: "Duration of each step of a run: export, download, unpack, publish.",
 			Buckets: prometheus.ExponentialBuckets(0.1, 2.5, 12), // 0.1 s .. ~6 h
-		}, []string{"job", "step"}),
+		}, []string{"export", "step"}),
 		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "dmfexport_last_success_timestamp_seconds", Help: "Unix time the last successful run of a job finished.",
-		}, []string{"job"}),
+			Name: "dmfexport_last_success_timestamp_seconds", Help: "Unix time the last successful run of an export finished.",
+		}, []string{"export"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dmfexport_fo_retries_total", Help: `F&O API calls retried, by reason: "HTTP 429" (throttled), "HTTP 503", "timeout", "connection reset", ...`,
-		}, []string{"job", "action", "reason"}),
+		}, []string{"export", "action", "reason"}),
 		fires: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dmfexport_scheduler_fires_total", Help: "Scheduled fires by outcome as the scheduler saw them (success, fail, singleton_rescheduled = skipped because the previous run was going).",
-		}, []string{"job", "status"}),
+		}, []string{"export", "status"}),
 		interval: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "dmfexport_schedule_interval_seconds", Help: "Longest gap between two of the next fires of a scheduled job: a job without a success for twice this long is late.",
-		}, []string{"job"}),
+			Name: "dmfexport_schedule_interval_seconds", Help: "Longest gap between two of the next fires of a scheduled export: an export without a success for twice this long is late.",
+		}, []string{"export"}),
 		unfinished: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "dmfexport_unfinished_runs", Help: "Runs of a job the store shows unfinished (cut off by a stop or a crash) at the last scan: the resume backlog.",
-		}, []string{"job"}),
+			Name: "dmfexport_unfinished_runs", Help: "Runs of an export the store shows unfinished (cut off by a stop or a crash) at the last scan: the resume backlog.",
+		}, []string{"export"}),
 		successAt: map[string]time.Time{},
 		queue: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dmfexport_fo_queue_length", Help: "Runs waiting for an execution slot of their F&O environment (fo.max_concurrent_exports).",
@@ -105,9 +105,9 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
-func (m *Metrics) runStarted(job string) {
+func (m *Metrics) runStarted(export string) {
 	if m != nil {
-		m.inProgress.WithLabelValues(job).Inc()
+		m.inProgress.WithLabelValues(export).Inc()
 	}
 }
 
@@ -126,77 +126,77 @@ func (m *Metrics) runFinished(rec *RunRecord, steps map[string]time.Duration) {
 }
 
 // runSkipped counts a run that never started (its data project was busy).
-func (m *Metrics) runSkipped(job string) {
+func (m *Metrics) runSkipped(export string) {
 	if m != nil {
-		m.runs.WithLabelValues(job, string(StateSkipped)).Inc()
+		m.runs.WithLabelValues(export, string(StateSkipped)).Inc()
 	}
 }
 
 // published counts rows and batches the broker confirmed. Counters only
 // grow: a negative count (from a record that overcounted) is dropped rather
 // than allowed to panic.
-func (m *Metrics) published(job, entity string, rows, batches int64) {
+func (m *Metrics) published(export, entity string, rows, batches int64) {
 	rows, batches = max(rows, 0), max(batches, 0)
 	if m == nil || (rows == 0 && batches == 0) {
 		return
 	}
-	m.rows.WithLabelValues(job, entity).Add(float64(rows))
-	m.batches.WithLabelValues(job, entity).Add(float64(batches))
+	m.rows.WithLabelValues(export, entity).Add(float64(rows))
+	m.batches.WithLabelValues(export, entity).Add(float64(batches))
 }
 
-// Retried counts an F&O call retried for job; reason is the client's small
+// Retried counts an F&O call retried for export; reason is the client's small
 // fixed set, e.g. "HTTP 429", "HTTP 503", "timeout", "connection reset".
-func (m *Metrics) Retried(job, action, reason string) {
+func (m *Metrics) Retried(export, action, reason string) {
 	if m != nil {
-		m.retries.WithLabelValues(job, action, reason).Inc()
+		m.retries.WithLabelValues(export, action, reason).Inc()
 	}
 }
 
-func (m *Metrics) fired(job, status string) {
+func (m *Metrics) fired(export, status string) {
 	if m != nil {
-		m.fires.WithLabelValues(job, status).Inc()
+		m.fires.WithLabelValues(export, status).Inc()
 	}
 }
 
-// succeeded moves a job's last success forward to t (never back).
-func (m *Metrics) succeeded(job string, t time.Time) {
+// succeeded moves an export's last success forward to t (never back).
+func (m *Metrics) succeeded(export string, t time.Time) {
 	if m == nil || t.IsZero() {
 		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !t.After(m.successAt[job]) {
+	if !t.After(m.successAt[export]) {
 		return
 	}
-	m.successAt[job] = t
-	m.lastSuccess.WithLabelValues(job).Set(float64(t.UnixNano()) / 1e9)
+	m.successAt[export] = t
+	m.lastSuccess.WithLabelValues(export).Set(float64(t.UnixNano()) / 1e9)
 }
 
-// scheduled records a job's schedule; 0 (a schedule with no gap to
+// scheduled records an export's schedule; 0 (a schedule with no gap to
 // measure) removes the series.
-func (m *Metrics) scheduled(job string, interval time.Duration) {
+func (m *Metrics) scheduled(export string, interval time.Duration) {
 	if m == nil {
 		return
 	}
 	if interval <= 0 {
-		m.interval.DeleteLabelValues(job)
+		m.interval.DeleteLabelValues(export)
 		return
 	}
-	m.interval.WithLabelValues(job).Set(interval.Seconds())
+	m.interval.WithLabelValues(export).Set(interval.Seconds())
 }
 
-// unscheduled drops the series of a job taken out of the schedule.
-func (m *Metrics) unscheduled(job string) {
+// unscheduled drops the series of an export taken out of the schedule.
+func (m *Metrics) unscheduled(export string) {
 	if m != nil {
-		m.interval.DeleteLabelValues(job)
-		m.unfinished.DeleteLabelValues(job)
+		m.interval.DeleteLabelValues(export)
+		m.unfinished.DeleteLabelValues(export)
 	}
 }
 
-// unfinishedRuns records how many runs of job wait to be resumed.
-func (m *Metrics) unfinishedRuns(job string, n int) {
+// unfinishedRuns records how many runs of export wait to be resumed.
+func (m *Metrics) unfinishedRuns(export string, n int) {
 	if m != nil {
-		m.unfinished.WithLabelValues(job).Set(float64(n))
+		m.unfinished.WithLabelValues(export).Set(float64(n))
 	}
 }
 
@@ -222,7 +222,7 @@ func scheduleInterval(schedule string, now time.Time) time.Duration {
 }
 
 // seedLastSuccess sets exp's last success from its newest succeeded run
-// record, so a restarted service still knows when the job last succeeded.
+// record, so a restarted service still knows when the export last succeeded.
 // It reads the store r keeps for exp.
 func (m *Metrics) seedLastSuccess(ctx context.Context, r *Runner, exp *Export) {
 	if m == nil {
@@ -248,9 +248,9 @@ func (m *Metrics) seedLastSuccess(ctx context.Context, r *Runner, exp *Export) {
 }
 
 // runDropped forgets a run stopped while queued: it never started.
-func (m *Metrics) runDropped(job string) {
+func (m *Metrics) runDropped(export string) {
 	if m != nil {
-		m.inProgress.WithLabelValues(job).Dec()
+		m.inProgress.WithLabelValues(export).Dec()
 	}
 }
 

@@ -45,8 +45,13 @@ func (s State) Final() bool {
 // store at every state change so an operator (and a later resume) can see
 // exactly how far it got. It never holds secrets: the package URL is stored
 // redacted.
+//
+// In JSON the export's name is "export"; records also carry it as "job",
+// the name earlier versions wrote and read, so those versions (a replica
+// not yet upgraded, a script reading status --json) keep working. Records
+// written with only "job" are read as before.
 type RunRecord struct {
-	Job         string    `json:"job"`
+	Job         string    `json:"export"` // the export's name
 	RunID       string    `json:"run_id"`
 	Trigger     string    `json:"trigger"` // "schedule", "manual" or "demo"
 	ScheduledAt time.Time `json:"scheduled_at,omitzero"`
@@ -90,6 +95,34 @@ type RunRecord struct {
 	Entities []EntityRecord `json:"entities,omitempty"`
 
 	Durations map[string]string `json:"durations,omitempty"` // per step, e.g. "export": "12.5s"
+}
+
+// runRecordFields is RunRecord without its JSON methods.
+type runRecordFields RunRecord
+
+// MarshalJSON writes the record with the export's name both as "export"
+// and, for earlier versions, as "job".
+func (r RunRecord) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		runRecordFields
+		LegacyJob string `json:"job"`
+	}{runRecordFields(r), r.Job})
+}
+
+// UnmarshalJSON reads a record of any version: the export's name comes
+// from "export", or from "job" in records written before "export".
+func (r *RunRecord) UnmarshalJSON(b []byte) error {
+	v := struct {
+		*runRecordFields
+		LegacyJob string `json:"job"`
+	}{runRecordFields: (*runRecordFields)(r)}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	if r.Job == "" {
+		r.Job = v.LegacyJob
+	}
+	return nil
 }
 
 // BatchSettings are the export settings that shape batches: how rows are
@@ -187,7 +220,7 @@ func encodeRecord(rec *RunRecord) ([]byte, error) {
 
 // putRecord writes an encoded record of rec.
 func putRecord(ctx context.Context, st store.Store, storePrefix string, rec *RunRecord, b []byte) error {
-	meta := map[string]string{"job": rec.Job, "run": rec.RunID, "state": string(rec.State)}
+	meta := map[string]string{"export": rec.Job, "job": rec.Job, "run": rec.RunID, "state": string(rec.State)}
 	if _, err := st.Put(ctx, recordKey(storePrefix, rec.Job, rec.RunID), bytes.NewReader(b), meta); err != nil {
 		return fmt.Errorf("write run record %s/%s: %w", rec.Job, rec.RunID, err)
 	}

@@ -18,7 +18,7 @@ type ReplayOptions struct {
 }
 
 // FindRun returns the export of cfg whose store holds the record of runID,
-// and that record. runID may be given as "JOB/RUN".
+// and that record. runID may be given as "EXPORT/RUN".
 func FindRun(ctx context.Context, cfg *Config, runID string) (*Export, *RunRecord, error) {
 	job, id, qualified := strings.Cut(runID, "/")
 	if !qualified {
@@ -43,7 +43,7 @@ func FindRun(ctx context.Context, cfg *Config, runID string) (*Export, *RunRecor
 		return exp, rec, nil
 	}
 	if _, known := cfg.Export(job); job != "" && !known {
-		return nil, nil, fmt.Errorf("no export named %q in %s (see dmfexport jobs)", job, cfg.Path)
+		return nil, nil, fmt.Errorf("no export named %q in %s (see dmfexport exports)", job, cfg.Path)
 	}
 	if job != "" {
 		return nil, nil, fmt.Errorf("no run %q in the store of export %s (see dmfexport status %s for run IDs)", id, job, job)
@@ -74,7 +74,7 @@ func (r *Runner) Replay(ctx context.Context, exp *Export, rec *RunRecord, o Repl
 		target.RoutingKey = o.RoutingKey
 	}
 	u := &run{r: r, exp: &target, st: st, rec: rec, steps: map[string]time.Duration{},
-		log: r.logger().With("job", exp.Name, "run", rec.RunID, "execution", rec.ExecutionID, "replay", true)}
+		log: r.logger().With("export", exp.Name, "run", rec.RunID, "execution", rec.ExecutionID, "replay", true)}
 	sink, err := u.newSink(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)

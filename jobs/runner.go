@@ -36,7 +36,7 @@ import (
 
 // ErrAlreadyRunning is returned when a run of the same job is still going in
 // this process: two runs of one job never overlap.
-var ErrAlreadyRunning = errors.New("a run of this job is already in progress")
+var ErrAlreadyRunning = errors.New("a run of this export is already in progress")
 
 // ErrWaitingForBroker is returned by a run that stopped because the broker
 // stayed unreachable (past broker.reconnect_timeout) after its export had
@@ -207,7 +207,7 @@ func (r *Runner) Run(ctx context.Context, exp *Export, opts RunOptions) (*RunRec
 	}
 	// One data project is exported by one run at a time, whichever export
 	// names it: a run that finds it held is skipped and recorded so.
-	hold, holder, err := r.holdGroup(ctx, exp, st, rec.RunID, r.logger().With("job", exp.Name, "run", rec.RunID))
+	hold, holder, err := r.holdGroup(ctx, exp, st, rec.RunID, r.logger().With("export", exp.Name, "run", rec.RunID))
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	} else if hold == nil {
@@ -328,7 +328,7 @@ func (r *Runner) Resume(ctx context.Context, exp *Export, rec *RunRecord) (*RunR
 		lease.release(ctx)
 		return rec, nil
 	}
-	hold, holder, err := r.holdGroup(ctx, exp, st, rec.RunID, r.logger().With("job", exp.Name, "run", rec.RunID))
+	hold, holder, err := r.holdGroup(ctx, exp, st, rec.RunID, r.logger().With("export", exp.Name, "run", rec.RunID))
 	if err != nil || hold == nil {
 		lease.release(context.WithoutCancel(ctx))
 		if err == nil {
@@ -349,7 +349,7 @@ func (r *Runner) ResumeAll(ctx context.Context, exps []*Export) {
 		if err != nil && ctx.Err() != nil {
 			return // stopped
 		} else if err != nil {
-			r.logger().Error("cannot look for unfinished runs", "job", exp.Name, "err", err)
+			r.logger().Error("cannot look for unfinished runs", "export", exp.Name, "err", err)
 			continue
 		}
 		r.Metrics.unfinishedRuns(exp.Name, len(recs))
@@ -362,20 +362,20 @@ func (r *Runner) ResumeAll(ctx context.Context, exps []*Export) {
 			}
 			_, err := r.Resume(ctx, exp, rec)
 			if errors.Is(err, ErrLeaseHeld) || errors.Is(err, ErrAlreadyRunning) || errors.Is(err, ErrGroupBusy) {
-				r.logger().Debug("unfinished run owned by a live process", "job", exp.Name, "run", rec.RunID, "err", err)
+				r.logger().Debug("unfinished run owned by a live process", "export", exp.Name, "run", rec.RunID, "err", err)
 				continue
 			}
 			if errors.Is(err, ErrWaitingForBroker) {
 				wait := r.noteBrokerWait(exp.Name, rec.RunID, true, time.Now())
-				r.logger().Warn("run still waiting for broker; retrying later", "job", exp.Name, "run", rec.RunID, "retry_in", wait, "err", err)
+				r.logger().Warn("run still waiting for broker; retrying later", "export", exp.Name, "run", rec.RunID, "retry_in", wait, "err", err)
 				continue
 			}
 			r.noteBrokerWait(exp.Name, rec.RunID, false, time.Now())
 			if err != nil && ctx.Err() != nil {
 				// Stopped: the run logged that it will resume.
-				r.logger().Debug("resumed run interrupted", "job", exp.Name, "run", rec.RunID, "err", err)
+				r.logger().Debug("resumed run interrupted", "export", exp.Name, "run", rec.RunID, "err", err)
 			} else if err != nil {
-				r.logger().Error("resumed run failed", "job", exp.Name, "run", rec.RunID, "err", err)
+				r.logger().Error("resumed run failed", "export", exp.Name, "run", rec.RunID, "err", err)
 			}
 		}
 	}
@@ -389,7 +389,7 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 	parent, span := r.startRun(parent, exp, rec, resuming)
 	defer endRun(span, rec)
 	run := &run{r: r, exp: exp, st: st, rec: rec, resuming: resuming, lease: lease, steps: map[string]time.Duration{},
-		base: r.logger().With("job", exp.Name, "run", rec.RunID)}
+		base: r.logger().With("export", exp.Name, "run", rec.RunID)}
 	run.setExecution(rec.ExecutionID)
 	if resuming {
 		run.log.Info("resuming unfinished run", "state", rec.State, "resumes", rec.Resumes)
@@ -516,7 +516,7 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 func (r *Runner) drop(parent context.Context, exp *Export, st store.Store, rec *RunRecord) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), 30*time.Second)
 	defer cancel()
-	log := r.logger().With("job", exp.Name, "run", rec.RunID)
+	log := r.logger().With("export", exp.Name, "run", rec.RunID)
 	for _, key := range []string{recordKey(exp.Store.Prefix, exp.Name, rec.RunID), activeKey(exp.Store.Prefix, exp.Name, rec.RunID)} {
 		if err := st.Delete(ctx, key); err != nil {
 			log.Warn("could not remove the record of a run stopped while queued; it resumes at the next start", "key", key, "err", err)
@@ -1355,7 +1355,7 @@ func connectionName(job string) string {
 func (u *run) prefix() string { return runPrefix(u.exp.Store.Prefix, u.exp.Name, u.rec.RunID) }
 
 func (u *run) meta(extra map[string]string) map[string]string {
-	m := map[string]string{"job": u.exp.Name, "run": u.rec.RunID, "executionid": u.rec.ExecutionID}
+	m := map[string]string{"export": u.exp.Name, "job": u.exp.Name, "run": u.rec.RunID, "executionid": u.rec.ExecutionID}
 	for k, v := range extra {
 		m[k] = v
 	}

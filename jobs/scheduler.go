@@ -131,7 +131,7 @@ func (s *Scheduler) Apply(cfg *Config) (Changes, error) {
 			gocron.NewTask(s.fire, e),
 			gocron.WithName(e.Name),
 			gocron.WithEventListeners(gocron.AfterJobRunsWithPanic(func(_ uuid.UUID, name string, recovered any) {
-				s.log.Error("export panicked", "job", name, "panic", recovered)
+				s.log.Error("export panicked", "export", name, "panic", recovered)
 			})),
 		)
 		if err != nil {
@@ -152,7 +152,7 @@ func (s *Scheduler) fire(exp *Export) {
 	scheduled := time.Now().UTC()
 	if exp.Jitter > 0 {
 		d := rand.N(exp.Jitter)
-		s.log.Debug("jitter before run", "job", exp.Name, "delay", d)
+		s.log.Debug("jitter before run", "export", exp.Name, "delay", d)
 		select {
 		case <-time.After(d):
 		case <-ctx.Done():
@@ -165,36 +165,36 @@ func (s *Scheduler) fire(exp *Export) {
 	// Every replica fires every job; the one that claims the slot runs it.
 	slot := slotOf(exp.Schedule, scheduled)
 	if st, err := s.runner.store(ctx, exp); err != nil {
-		s.log.Error("scheduled run not started: store unavailable", "job", exp.Name, "err", err)
+		s.log.Error("scheduled run not started: store unavailable", "export", exp.Name, "err", err)
 		return
 	} else if ok, err := claimSlot(ctx, st, exp, slot); err != nil && ctx.Err() != nil {
-		s.log.Debug("scheduled run not started: stopping", "job", exp.Name)
+		s.log.Debug("scheduled run not started: stopping", "export", exp.Name)
 		return
 	} else if err != nil {
-		s.log.Error("scheduled run not started", "job", exp.Name, "err", err)
+		s.log.Error("scheduled run not started", "export", exp.Name, "err", err)
 		return
 	} else if !ok {
-		s.log.Info("schedule slot taken by another replica", "job", exp.Name, "slot", slot.Format(time.RFC3339))
+		s.log.Info("schedule slot taken by another replica", "export", exp.Name, "slot", slot.Format(time.RFC3339))
 		return
 	}
 	rec, err := s.runner.Run(ctx, exp, RunOptions{Trigger: "schedule", ScheduledAt: slot})
 	switch {
 	case errors.Is(err, ErrAlreadyRunning):
-		s.log.Warn("scheduled run skipped: previous run still in progress", "job", exp.Name)
+		s.log.Warn("scheduled run skipped: previous run still in progress", "export", exp.Name)
 		if s.OnSkip != nil {
 			s.OnSkip(exp.Name)
 		}
 	case errors.Is(err, ErrNotStarted):
-		s.log.Info("scheduled run not started: stopping while it was queued", "job", exp.Name)
+		s.log.Info("scheduled run not started: stopping while it was queued", "export", exp.Name)
 	case errors.Is(err, ErrGroupBusy):
-		s.log.Warn("scheduled run skipped: its data project is being exported by another run", "job", exp.Name, "err", err)
+		s.log.Warn("scheduled run skipped: its data project is being exported by another run", "export", exp.Name, "err", err)
 	case err != nil && ctx.Err() != nil:
 		// Stopped: the run logged that it will resume.
-		s.log.Debug("scheduled run interrupted by the stop", "job", exp.Name, "err", err)
+		s.log.Debug("scheduled run interrupted by the stop", "export", exp.Name, "err", err)
 	case err != nil:
-		s.log.Error("scheduled run failed", "job", exp.Name, "err", err)
+		s.log.Error("scheduled run failed", "export", exp.Name, "err", err)
 	default:
-		s.log.Info("scheduled run done", "job", exp.Name, "run", rec.RunID, "state", rec.State)
+		s.log.Info("scheduled run done", "export", exp.Name, "run", rec.RunID, "state", rec.State)
 	}
 }
 
@@ -303,7 +303,7 @@ func (m schedulerMonitor) IncrementJob(_ uuid.UUID, name string, _ []string, sta
 	if status != gocron.SingletonRescheduled {
 		return
 	}
-	m.s.log.Warn("scheduled fire skipped: previous run still in progress", "job", name)
+	m.s.log.Warn("scheduled fire skipped: previous run still in progress", "export", name)
 	if m.s.OnSkip != nil {
 		m.s.OnSkip(name)
 	}

@@ -170,7 +170,7 @@ func TestAMQPBatchBoundaries(t *testing.T) {
 					d.RoutingKey != "dmf.customers" || d.Exchange != exchange {
 					t.Errorf("batch %d: properties wrong: %+v", i, d)
 				}
-				wantHeaders := amqp.Table{"job": "daily", "entity": "Customers V3", "batch_index": int64(i), "last_batch": last}
+				wantHeaders := amqp.Table{"export": "daily", "job": "daily", "entity": "Customers V3", "batch_index": int64(i), "last_batch": last}
 				if fmt.Sprint(d.Headers) != fmt.Sprint(wantHeaders) {
 					t.Errorf("batch %d: headers: want %v, got %v", i, wantHeaders, d.Headers)
 				}

@@ -11,7 +11,9 @@ import (
 // buffer reused from batch to batch; the parts that never change within an
 // entity are encoded once.
 type batchEncoder struct {
-	source  []byte // `"dmfexport/<job>"`
+	source []byte // `"dmfexport/<export>"`
+	// data starts with "job": the export's name under the name message
+	// version 1 gives it (docs/message.schema.json allows no other field).
 	data    []byte // `"job":..,"run_id":..,"execution_id":..,"entity":..,`
 	subject []byte // `"<entity>"`
 	columns []byte // `["A","B"]`

@@ -22,6 +22,7 @@ const (
 
 // EntityOptions describes one entity file and where its batches go.
 type EntityOptions struct {
+	// Job is the export's name (headers "export" and "job", data "job").
 	Job, RunID, ExecutionID, Entity string
 	Exchange, RoutingKey            string
 	// BatchSize is the number of rows per message; 0 means DefaultBatchSize.
@@ -530,7 +531,8 @@ func (p *entityPublisher) emit(last bool) error {
 			AppID:         AppID,
 			Timestamp:     t,
 			Headers: map[string]any{
-				"job":         p.o.Job,
+				"export":      p.o.Job,
+				"job":         p.o.Job, // "export" under its earlier name, for consumers that read it
 				"entity":      p.o.Entity,
 				"batch_index": p.enc.batchIndex,
 				"last_batch":  last,

@@ -35,7 +35,8 @@ func commands() map[string]command {
 		"run":      &runCommand{},
 		"trigger":  &triggerCommand{},
 		"validate": &validateCommand{},
-		"jobs":     &jobsCommand{},
+		"exports":  &exportsCommand{},
+		"jobs":     &exportsCommand{}, // the command's former name, kept for scripts
 		"status":   &statusCommand{},
 		"replay":   &replayCommand{},
 		"demo":     &demoCommand{},
@@ -52,7 +53,7 @@ Commands:
   run        run the scheduler: fire every enabled export on its schedule until stopped
   trigger    run the named exports now, in the foreground, and print a summary
   validate   check the configuration file and report every problem
-  jobs       list the exports with their schedules and next run times
+  exports    list the exports with their schedules and next run times (also: jobs)
   status     show recent runs from the run records
   replay     publish a stored run's entities again
   demo       run the demo export against the built-in F&O simulator

@@ -13,7 +13,7 @@ import (
 )
 
 // progressPrinter reports progress on w: on a terminal, one status line
-// redrawn in place (every job's state, with a progress bar, rate and ETA
+// redrawn in place (every export's state, with a progress bar, rate and ETA
 // where the total is known) and a line kept per state change; otherwise
 // plain lines, one per state change and per confirmed batch.
 func progressPrinter(w io.Writer) func(jobs.Event) {
@@ -78,7 +78,7 @@ func liveProgress(c *console, now func() time.Time) func(jobs.Event) {
 	}
 }
 
-// jobState is one job's part of the status line. While a run publishes
+// jobState is one export's part of the status line. While a run publishes
 // several entities at once, it sums them up.
 type jobState struct {
 	state  jobs.State
@@ -165,7 +165,7 @@ func (s *jobState) update(e jobs.Event, t time.Time) {
 	}
 }
 
-// render is the job's part of the status line; with bar, a progress bar
+// render is the export's part of the status line; with bar, a progress bar
 // where the total is known.
 func (s *jobState) render(name string, t time.Time, bar bool) string {
 	p := fmt.Sprintf("%s %s", name, s.state)

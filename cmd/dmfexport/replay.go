@@ -26,7 +26,7 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 func (c *replayCommand) Usage() string {
 	return `Usage: dmfexport replay [--config FILE] [--entity NAME]... [--routing-key KEY] RUN
 
-Publishes the entity files stored for run RUN (a run ID from dmfexport status, or JOB/RUN) again,
+Publishes the entity files stored for run RUN (a run ID from dmfexport status, or EXPORT/RUN) again,
 for a downstream system that lost data. F&O is not called. Messages carry the same message IDs as
 the first time (<execution id>/<entity>/<batch>), so consumers that already hold a batch can drop
 it. --entity limits the replay to the named entities (repeatable); --routing-key sends the batches

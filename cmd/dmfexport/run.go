@@ -131,7 +131,7 @@ func (c *runCommand) reload(log *slog.Logger, sch *jobs.Scheduler) {
 
 func logNextRuns(log *slog.Logger, sch *jobs.Scheduler) {
 	for name, next := range sch.NextRuns() {
-		log.Info("export scheduled", "job", name, "next_run", next.Format(time.RFC3339))
+		log.Info("export scheduled", "export", name, "next_run", next.Format(time.RFC3339))
 	}
 }
 

@@ -23,9 +23,9 @@ type statusCommand struct {
 }
 
 func (c *statusCommand) Usage() string {
-	return `Usage: dmfexport status [--config FILE] [--json] [--limit 10] [JOB]
+	return `Usage: dmfexport status [--config FILE] [--json] [--limit 10] [EXPORT]
 
-Shows the recent runs of every export (or of JOB), newest first, from the run records in the
+Shows the recent runs of every export (or of EXPORT), newest first, from the run records in the
 store: state, start, duration, rows, batches, entities and errors. A run cut off by a stop or a
 crash that no live process owns shows as interrupted: dmfexport run resumes it at its next start.
 A run that stopped because the broker stayed unreachable shows as waiting for broker: dmfexport
@@ -93,7 +93,7 @@ func (c *statusCommand) Run(ctx context.Context, args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tRUN\tSTATE\tSTARTED\tDURATION\tENTITIES\tROWS\tBATCHES\tERROR")
+	fmt.Fprintln(tw, "EXPORT\tRUN\tSTATE\tSTARTED\tDURATION\tENTITIES\tROWS\tBATCHES\tERROR")
 	for _, r := range all {
 		var rows, batches int64
 		for _, e := range r.Entities {

@@ -18,7 +18,7 @@ import (
 type triggerCommand struct{ g globalFlags }
 
 func (c *triggerCommand) Usage() string {
-	return `Usage: dmfexport trigger [--config FILE] [--new] JOB [JOB...]
+	return `Usage: dmfexport trigger [--config FILE] [--new] EXPORT [EXPORT...]
 
 Runs the named exports now, in the foreground, printing progress and a summary. Exports run in
 parallel with each other. The exit code is 0 only if every run succeeded, 1 otherwise.
@@ -37,7 +37,7 @@ func (c *triggerCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	if len(names) == 0 {
-		return &flagError{msg: "name at least one export to run (see dmfexport jobs)", usage: usageText(fs, c.Usage())}
+		return &flagError{msg: "name at least one export to run (see dmfexport exports)", usage: usageText(fs, c.Usage())}
 	}
 	log := c.g.log
 	stopTracing, err := startTracing(ctx, log)

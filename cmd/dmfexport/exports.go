@@ -11,25 +11,28 @@ import (
 	"github.com/dmfexport/dmfexport/jobs"
 )
 
-type jobsCommand struct{ g globalFlags }
+// exportsCommand lists the configured exports. It is also reachable as
+// "jobs", its name before exports were called exports everywhere.
+type exportsCommand struct{ g globalFlags }
 
-func (c *jobsCommand) Usage() string {
-	return `Usage: dmfexport jobs [--config FILE]
+func (c *exportsCommand) Usage() string {
+	return `Usage: dmfexport exports [--config FILE]
 
 Lists every export in the configuration with its schedule, definition group, legal entity,
 routing and next run time (in the schedule's time zone, or local time).
+"dmfexport jobs" is another name for this command.
 `
 }
 
-func (c *jobsCommand) Run(_ context.Context, args []string) error {
-	fs := flag.NewFlagSet("jobs", flag.ContinueOnError)
+func (c *exportsCommand) Run(_ context.Context, args []string) error {
+	fs := flag.NewFlagSet("exports", flag.ContinueOnError)
 	c.g.register(fs, "warn")
 	pos, err := c.g.parse(fs, c.Usage(), args)
 	if err != nil {
 		return err
 	}
 	if len(pos) > 0 {
-		return &flagError{msg: fmt.Sprintf("unexpected argument %q: jobs takes no arguments", pos[0]), usage: usageText(fs, c.Usage())}
+		return &flagError{msg: fmt.Sprintf("unexpected argument %q: exports takes no arguments", pos[0]), usage: usageText(fs, c.Usage())}
 	}
 	cfg, err := c.g.load()
 	if err != nil {
@@ -37,7 +40,7 @@ func (c *jobsCommand) Run(_ context.Context, args []string) error {
 	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tSCHEDULE\tNEXT RUN\tDEFINITION GROUP\tLEGAL ENTITY\tEXCHANGE\tROUTING KEY")
+	fmt.Fprintln(tw, "EXPORT\tSCHEDULE\tNEXT RUN\tDEFINITION GROUP\tLEGAL ENTITY\tEXCHANGE\tROUTING KEY")
 	for _, e := range cfg.Exports {
 		next := "disabled"
 		if e.Enabled {
