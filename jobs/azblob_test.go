@@ -64,7 +64,7 @@ func TestRunAzureBlobStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k, v := range map[string]string{"job": "files", "run": rec.RunID, "executionid": rec.ExecutionID, "entity": "Customers V3", "format": "csv", "sha256": rec.Entities[0].SHA256} {
+	for k, v := range map[string]string{"export": "files", "job": "files", "run": rec.RunID, "executionid": rec.ExecutionID, "entity": "Customers V3", "format": "csv", "sha256": rec.Entities[0].SHA256} {
 		if o.Meta[k] != v {
 			t.Errorf("entity blob metadata %s = %q, want %q", k, o.Meta[k], v)
 		}

@@ -18,6 +18,35 @@ import (
 // names /metrics serves (histograms with their _bucket, _sum and _count).
 func servedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
+	names := map[string]bool{}
+	for _, l := range strings.Split(scrapeMetrics(t), "\n") {
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		names[regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*`).FindString(l)] = true
+	}
+	return names
+}
+
+// servedLabels returns the label names the dmfexport series carry.
+func servedLabels(t *testing.T) map[string]bool {
+	t.Helper()
+	labels := map[string]bool{}
+	for _, l := range strings.Split(scrapeMetrics(t), "\n") {
+		if !strings.HasPrefix(l, "dmfexport_") {
+			continue
+		}
+		for _, m := range regexp.MustCompile(`[{,]([a-zA-Z_][a-zA-Z0-9_]*)="`).FindAllStringSubmatch(l, -1) {
+			labels[m[1]] = true
+		}
+	}
+	return labels
+}
+
+// scrapeMetrics records a value in every series and returns what
+// /metrics serves.
+func scrapeMetrics(t *testing.T) string {
+	t.Helper()
 	m := NewMetrics()
 	rec := &RunRecord{Job: "j", State: StateSucceeded, FinishedAt: time.Now()}
 	m.runStarted("j")
@@ -35,14 +64,68 @@ func servedMetrics(t *testing.T) map[string]bool {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	names := map[string]bool{}
-	for _, l := range strings.Split(string(body), "\n") {
-		if l == "" || strings.HasPrefix(l, "#") {
-			continue
+	return string(body)
+}
+
+// labelRefs finds the label names a PromQL expression, a Grafana legend or
+// variable query, or an alert annotation uses: in by/without/on/ignoring
+// lists, selectors, label_values, {{label}} and $labels.label.
+var labelRefs = []*regexp.Regexp{
+	regexp.MustCompile(`\b(?:by|without|on|ignoring)\s*\(([^)]*)\)`),
+	regexp.MustCompile(`[{,]\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)`),
+	regexp.MustCompile(`label_values\([^,]*,\s*([a-zA-Z_][a-zA-Z0-9_]*)\)`),
+	regexp.MustCompile(`\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}`),
+	regexp.MustCompile(`\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)`),
+}
+
+// unknownLabels returns the labels text uses that no dmfexport series
+// carries (a histogram's le aside), so a renamed label cannot leave a
+// panel or an alert silently empty.
+func unknownLabels(text string, served map[string]bool) []string {
+	var unknown []string
+	for _, re := range labelRefs {
+		for _, m := range re.FindAllStringSubmatch(text, -1) {
+			for _, name := range strings.Split(m[1], ",") {
+				name = strings.TrimSpace(name)
+				if name != "" && name != "le" && !served[name] {
+					unknown = append(unknown, name)
+				}
+			}
 		}
-		names[regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*`).FindString(l)] = true
 	}
-	return names
+	return unknown
+}
+
+// checkLabels reports the labels text uses that dmfexport does not serve.
+func checkLabels(t *testing.T, where, text string, served map[string]bool) {
+	t.Helper()
+	if unknown := unknownLabels(text, served); len(unknown) > 0 {
+		t.Errorf("%s: labels %q are on no dmfexport series in %q", where, unknown, text)
+	}
+}
+
+func TestLabelRefsFindLabels(t *testing.T) {
+	served := map[string]bool{"export": true, "state": true}
+	tests := []struct {
+		name, text string
+		bad        bool
+	}{
+		{"by list", `sum by (export, state) (x)`, false},
+		{"by unknown", `sum by (job) (x)`, true},
+		{"selector unknown", `x{job=~"$export"}`, true},
+		{"legend unknown", `{{job}} {{state}}`, true},
+		{"alert annotation unknown", `{{ $labels.job }}`, true},
+		{"label_values unknown", `label_values(x, job)`, true},
+		{"all known", `x{export=~"$export"} {{export}} {{ $labels.state }} label_values(x, export)`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			unknown := unknownLabels(tt.text, served)
+			if (len(unknown) > 0) != tt.bad {
+				t.Errorf("unknownLabels(%q) = %q, want unknown labels: %v", tt.text, unknown, tt.bad)
+			}
+		})
+	}
 }
 
 // metricRef finds metric names in PromQL: dmfexport's own and the process
@@ -70,7 +153,7 @@ func checkExpr(t *testing.T, where, expr string, served map[string]bool) {
 }
 
 func TestGrafanaDashboard(t *testing.T) {
-	served := servedMetrics(t)
+	served, labels := servedMetrics(t), servedLabels(t)
 	b, err := os.ReadFile("../docs/grafana-dashboard.json")
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +166,8 @@ func TestGrafanaDashboard(t *testing.T) {
 			Title   string `json:"title"`
 			Type    string `json:"type"`
 			Targets []struct {
-				Expr string `json:"expr"`
+				Expr         string `json:"expr"`
+				LegendFormat string `json:"legendFormat"`
 			} `json:"targets"`
 		} `json:"panels"`
 		Templating struct {
@@ -108,6 +192,7 @@ func TestGrafanaDashboard(t *testing.T) {
 		ids[p.ID] = true
 		for _, q := range p.Targets {
 			checkExpr(t, "panel "+p.Title, q.Expr, served)
+			checkLabels(t, "panel "+p.Title, q.Expr+" "+q.LegendFormat, labels)
 			for _, m := range metricRef.FindAllString(q.Expr, -1) {
 				used[m] = true
 			}
@@ -116,6 +201,7 @@ func TestGrafanaDashboard(t *testing.T) {
 	for _, v := range dash.Templating.List {
 		if q, ok := v.Query.(string); ok && strings.Contains(q, "dmfexport_") {
 			checkExpr(t, "variable "+v.Name, q, served)
+			checkLabels(t, "variable "+v.Name, q, labels)
 		}
 	}
 	// Every dmfexport series is on the dashboard.
@@ -128,7 +214,7 @@ func TestGrafanaDashboard(t *testing.T) {
 }
 
 func TestPrometheusAlerts(t *testing.T) {
-	served := servedMetrics(t)
+	served, labels := servedMetrics(t), servedLabels(t)
 	b, err := os.ReadFile("../docs/prometheus-alerts.yml")
 	if err != nil {
 		t.Fatal(err)
@@ -153,6 +239,10 @@ func TestPrometheusAlerts(t *testing.T) {
 		for _, r := range g.Rules {
 			names = append(names, r.Alert)
 			checkExpr(t, "alert "+r.Alert, r.Expr, served)
+			checkLabels(t, "alert "+r.Alert, r.Expr, labels)
+			for _, text := range r.Annotations {
+				checkLabels(t, "alert "+r.Alert+" annotation", text, labels)
+			}
 			if r.For != "" {
 				if _, err := time.ParseDuration(r.For); err != nil {
 					t.Errorf("alert %s: for %q is not a duration", r.Alert, r.For)

@@ -186,7 +186,7 @@ func TestResumeAfterStopMidPublish(t *testing.T) {
 			}
 			rr := httptest.NewRecorder()
 			metrics.Handler().ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
-			if want := `dmfexport_rows_published_total{entity="A",job="files"} 700`; !strings.Contains(rr.Body.String(), want) {
+			if want := `dmfexport_rows_published_total{entity="A",export="files"} 700`; !strings.Contains(rr.Body.String(), want) {
 				t.Errorf("/metrics: want %s (rows confirmed by the resumed run)", want)
 			}
 		})

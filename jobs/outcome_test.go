@@ -38,9 +38,9 @@ func TestRunOutcomes(t *testing.T) {
 			{Action: "GetExecutionSummaryStatus", First: 2, Status: 429, RetryAfter: 1},
 			{Action: "ExportToPackage", First: 1, Status: 503},
 		}}}, "fail", StateSucceeded, 2, nil, "", 1, []string{
-			`dmfexport_fo_retries_total{action="GetExecutionSummaryStatus",job="files",reason="HTTP 429"} 2`,
-			`dmfexport_fo_retries_total{action="ExportToPackage",job="files",reason="HTTP 503"} 1`,
-			`dmfexport_runs_total{job="files",state="succeeded"} 1`,
+			`dmfexport_fo_retries_total{action="GetExecutionSummaryStatus",export="files",reason="HTTP 429"} 2`,
+			`dmfexport_fo_retries_total{action="ExportToPackage",export="files",reason="HTTP 503"} 1`,
+			`dmfexport_runs_total{export="files",state="succeeded"} 1`,
 		}},
 		{"package not yet downloadable, asked again", dmftest.Options{PackageDelay: 1200 * time.Millisecond}, "fail", StateSucceeded, 2, nil, "", 1, nil},
 		{"corrupt package fails clearly", dmftest.Options{Faults: dmftest.Faults{CorruptZip: true}}, "fail", StateFailed, 0, []string{"unpack package"}, "", 1, nil},

@@ -73,7 +73,7 @@ func TestReplay(t *testing.T) {
 		want     map[string]int
 	}{
 		{"whole run", rec.RunID, ReplayOptions{RoutingKey: "replay.all"}, "replay.all", map[string]int{"A": 250, "B": 40}},
-		{"one entity by JOB/RUN", "files/" + rec.RunID, ReplayOptions{Entities: []string{"B"}, RoutingKey: "replay.b"}, "replay.b", map[string]int{"B": 40}},
+		{"one entity by EXPORT/RUN", "files/" + rec.RunID, ReplayOptions{Entities: []string{"B"}, RoutingKey: "replay.b"}, "replay.b", map[string]int{"B": 40}},
 	}
 	_, firstIDs := ndjsonRows(t, filepath.Join(dir, "batches", publish.FileName("fo.files")))
 	for _, tt := range tests {

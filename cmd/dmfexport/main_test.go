@@ -115,7 +115,12 @@ func TestCommandExitCodes(t *testing.T) {
 		{"validate bad", []string{"validate", "--config", bad}, 1, "", `bad.yaml:5:5`},
 		{"validate bad suggests", []string{"validate", "--config", bad}, 1, "", `did you mean "schedule"`},
 		{"config from env", []string{"validate"}, 0, "valid, 2 exports", ""},
-		{"jobs", []string{"jobs", "--config", good}, 0, "missing-group", ""},
+		{"exports", []string{"exports", "--config", good}, 0, "EXPORT  ", ""},
+		{"exports lists", []string{"exports", "--config", good}, 0, "missing-group", ""},
+		{"jobs is exports", []string{"jobs", "--config", good}, 0, "EXPORT  ", ""},
+		{"exports takes no arguments", []string{"exports", "--config", good, "demo"}, 2, "", "exports takes no arguments"},
+		{"trigger usage says EXPORT", []string{"trigger", "--help"}, 0, "[--new] EXPORT [EXPORT...]", ""},
+		{"help lists exports", []string{"--help"}, 0, "exports    list the exports", ""},
 		{"trigger nothing", []string{"trigger", "--config", good}, 2, "", "name at least one export"},
 		{"trigger unknown", []string{"trigger", "--config", good, "nope"}, 2, "", `no export named "nope"`},
 		{"bad log level", []string{"trigger", "--config", good, "--log-level", "loud", "demo"}, 2, "", "--log-level"},
@@ -213,7 +218,7 @@ func TestTriggerFileSink(t *testing.T) {
 	}
 	stdout, _, code = runBinary(t, env, "status", "--config", cfg, "--json", "demo")
 	var recs []struct {
-		Job      string `json:"job"`
+		Job      string `json:"export"`
 		State    string `json:"state"`
 		Entities []struct {
 			Rows int64 `json:"rows"`

@@ -136,13 +136,13 @@ exports:
 		_, metrics = httpGet(t, "http://"+addr+"/metrics")
 		missing = missing[:0]
 		for _, series := range []string{
-			`dmfexport_runs_total{job="every-second",state="succeeded"}`,
-			`dmfexport_rows_published_total{entity="Things",job="every-second"}`,
-			`dmfexport_batches_published_total{entity="Things",job="every-second"}`,
-			`dmfexport_step_duration_seconds_bucket{job="every-second",step="export"`,
-			`dmfexport_last_success_timestamp_seconds{job="every-second"}`,
-			`dmfexport_scheduler_fires_total{job="every-second",status="success"}`,
-			`dmfexport_runs_in_progress{job="every-second"}`,
+			`dmfexport_runs_total{export="every-second",state="succeeded"}`,
+			`dmfexport_rows_published_total{entity="Things",export="every-second"}`,
+			`dmfexport_batches_published_total{entity="Things",export="every-second"}`,
+			`dmfexport_step_duration_seconds_bucket{export="every-second",step="export"`,
+			`dmfexport_last_success_timestamp_seconds{export="every-second"}`,
+			`dmfexport_scheduler_fires_total{export="every-second",status="success"}`,
+			`dmfexport_runs_in_progress{export="every-second"}`,
 			`go_goroutines`,
 		} {
 			if !strings.Contains(metrics, series) {
