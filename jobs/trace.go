@@ -23,7 +23,7 @@ const TracerName = "github.com/dmfexport/dmfexport/jobs"
 // Span attribute keys. Values are counts, names and IDs: never a URL's
 // query, a token or a secret.
 const (
-	attrJob         = attribute.Key("dmfexport.job")
+	attrExport      = attribute.Key("dmfexport.export")
 	attrRun         = attribute.Key("dmfexport.run_id")
 	attrExecution   = attribute.Key("dmfexport.execution_id")
 	attrTrigger     = attribute.Key("dmfexport.trigger")
@@ -48,7 +48,7 @@ func (r *Runner) tracer() trace.Tracer {
 // startRun opens the run's root span: one trace per run attempt.
 func (r *Runner) startRun(ctx context.Context, exp *Export, rec *RunRecord, resuming bool) (context.Context, trace.Span) {
 	return r.tracer().Start(ctx, "run "+exp.Name, trace.WithNewRoot(), trace.WithAttributes(
-		attrJob.String(exp.Name), attrRun.String(rec.RunID), attrTrigger.String(rec.Trigger),
+		attrExport.String(exp.Name), attrRun.String(rec.RunID), attrTrigger.String(rec.Trigger),
 		attrResumed.Bool(resuming), attribute.String("dmfexport.definition_group", exp.DefinitionGroup),
 	))
 }

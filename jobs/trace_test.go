@@ -93,6 +93,7 @@ func TestRunTrace(t *testing.T) {
 		parent string // name of their parent span
 		attrs  []string
 	}{
+		{"run traced", 1, "", []string{"dmfexport.export", "dmfexport.run_id", "dmfexport.trigger"}},
 		{"export", 1, "run traced", []string{"dmfexport.retries"}},
 		{"F&O ExportToPackage", 1, "export", nil},
 		{"poll", 3, "export", nil},
