@@ -25,9 +25,9 @@ import (
 // only coordination service, through two create-once primitives
 // (store.Store.Create):
 //
-//   - A schedule slot is claimed by creating "_claims/<job>/<slot time>";
+//   - A schedule slot is claimed by creating "_claims/<export>/<slot time>";
 //     the one replica whose create succeeds runs that slot.
-//   - A run is owned through leases "_leases/<job>/<run>/<generation>". The
+//   - A run is owned through leases "_leases/<export>/<run>/<generation>". The
 //     owner of the highest generation owns the run and rewrites its lease
 //     object every LeaseTTL/3; the object's modification time (the store's
 //     clock) is its heartbeat. A replica that finds an unfinished run whose

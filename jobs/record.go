@@ -190,7 +190,7 @@ func (rec *RunRecord) recordExecutionErrors(errs []dmf.ExecutionError) {
 	}
 }
 
-// runPrefix is the store folder of one run: "<prefix>/<job>/<run id>".
+// runPrefix is the store folder of one run: "<prefix>/<export>/<run id>".
 func runPrefix(storePrefix, job, runID string) string {
 	return path.Join(storePrefix, store.EscapeName(job), store.EscapeName(runID))
 }
@@ -281,7 +281,7 @@ func listRecords(ctx context.Context, st store.Store, storePrefix, job string) (
 	}
 	var refs []recordRef
 	for _, o := range objs {
-		// A record is "<job>/<run>/run.json" under the store prefix, never
+		// A record is "<export>/<run>/run.json" under the store prefix, never
 		// deeper: an entity's object named run.json is not a record.
 		rel := strings.TrimPrefix(o.Key, storePrefix)
 		if storePrefix != "" {

@@ -34,8 +34,8 @@ import (
 	"github.com/dmfexport/dmfexport/unpack"
 )
 
-// ErrAlreadyRunning is returned when a run of the same job is still going in
-// this process: two runs of one job never overlap.
+// ErrAlreadyRunning is returned when a run of the same export is still going in
+// this process: two runs of one export never overlap.
 var ErrAlreadyRunning = errors.New("a run of this export is already in progress")
 
 // ErrWaitingForBroker is returned by a run that stopped because the broker
@@ -84,7 +84,7 @@ func (e Event) Progress() bool {
 }
 
 // Runner executes export runs. It is safe for concurrent use; runs of
-// different jobs proceed in parallel, runs of one job never do.
+// different exports proceed in parallel, runs of one export never do.
 type Runner struct {
 	Logger     *slog.Logger
 	HTTPClient *http.Client                                                 // for F&O calls and the package download; nil → a default client
@@ -341,8 +341,8 @@ func (r *Runner) Resume(ctx context.Context, exp *Export, rec *RunRecord) (*RunR
 	return r.drive(ctx, exp, st, rec, true, lease, hold)
 }
 
-// ResumeAll resumes the unfinished runs of every export in exps, one job
-// after another, each job's runs oldest first. Errors are logged.
+// ResumeAll resumes the unfinished runs of every export in exps, one export
+// after another, each export's runs oldest first. Errors are logged.
 func (r *Runner) ResumeAll(ctx context.Context, exps []*Export) {
 	for _, exp := range exps {
 		recs, err := r.Unfinished(ctx, exp)
@@ -593,7 +593,7 @@ type run struct {
 	st    store.Store
 	rec   *RunRecord
 	log   *slog.Logger // base with the execution, once known
-	base  *slog.Logger // the run's logger: job and run
+	base  *slog.Logger // the run's logger: export and run
 	steps map[string]time.Duration
 	// retries counts the F&O calls retried in this run, for the spans.
 	retries atomic.Int64
