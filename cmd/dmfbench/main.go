@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -220,6 +221,17 @@ func spawn(self string, args []string) (*result, error) {
 
 func runChild() error {
 	ctx := context.Background()
+	if path := os.Getenv("DMFBENCH_CPUPROFILE"); path != "" { // one case's CPU profile
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	format, path, _ := strings.Cut(*childEnt, ":")
 	var r result
 	switch *child {
