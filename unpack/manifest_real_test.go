@@ -75,6 +75,43 @@ func realManifest(group string, ents []realEntity, pretty bool) string {
 	return b.String()
 }
 
+// configTemplateShape rewrites a realManifest into the shape of the
+// manifests of Microsoft's configuration data templates exported from F&O
+// (seen in NathanClouseAX/EnvironmentDataLoader, resources/010 - System
+// Setup/Manifest.xml, and Microsoft/Dynamics-AX-Integration,
+// FileBasedIntegrationSamples/ConsoleAppSamples/DataPackageHandler/SampleData):
+// each field map is an <EntityMap> with nested elements, some of them
+// i:nil; every entity carries Disable, TargetEntity, SampleFilePath and
+// i:nil elements; QueryData is lower-case hex broken by LF; elements the
+// reader does not know follow PackageEntityList.
+func configTemplateShape(m string) string {
+	r := strings.NewReplacer(
+		"<DataManagementPackageEntityMap>", "<EntityMap><ArrayIndex>0</ArrayIndex>",
+		"</EntityField>", `</EntityField><EntityFieldConversionList i:nil="true" /><IsAutoDefault>false</IsAutoDefault>`,
+		"</DataManagementPackageEntityMap>", "</EntityMap>",
+		"<DataManagementPackageEntityData>", "<DataManagementPackageEntityData><Disable>false</Disable>",
+		"<InputFilePath>", `<EntityTransformList i:nil="true" /><InputFilePath>`,
+		"<SequenceInLevel>", `<QueryFilter i:nil="true" /><SampleFilePath>{2608F674-963B-4846-9BD1-2B13B36E6896}</SampleFilePath><SequenceInLevel>`,
+		"</DataManagementPackageEntityData>", "<TargetEntity>SomeEntity</TargetEntity><ValidationStatus>Yes</ValidationStatus></DataManagementPackageEntityData>",
+		"</PackageEntityList>", `</PackageEntityList><ProjectCategory>1</ProjectCategory><RulesData i:nil="true" />`,
+		"\r\n", "\n",
+	)
+	m = r.Replace(m)
+	var b strings.Builder
+	for rest := m; ; {
+		i := strings.Index(rest, "<QueryData>")
+		if i < 0 {
+			b.WriteString(rest)
+			return b.String()
+		}
+		j := strings.Index(rest, "</QueryData>")
+		i += len("<QueryData>")
+		b.WriteString(rest[:i])
+		b.WriteString(strings.ToLower(rest[i:j]))
+		rest = rest[j:]
+	}
+}
+
 // realHeader is a PackageHeader.xml of the given version.
 func realHeader(version string) string {
 	return `<DataManagementPackageHeader xmlns="` + nsFO + `" xmlns:i="http://www.w3.org/2001/XMLSchema-instance"><Description>x</Description>` +
@@ -103,6 +140,7 @@ func TestParseManifestRealShapes(t *testing.T) {
 		{"UTF-16 LE BOM, no declaration, tabs and CRLF", utf16Bytes(realManifest("G", ents, true), binary.LittleEndian, true)},
 		{"UTF-8 re-saved with a declaration", []byte(`<?xml version="1.0" encoding="utf-8"?>` + "\n" + realManifest("G", ents, true))},
 		{"ExcelWorkSheetName spelling", utf16Bytes(strings.ReplaceAll(realManifest("G", ents, false), "ExcelSheetName", "ExcelWorkSheetName"), binary.LittleEndian, true)},
+		{"configuration template shape", utf16Bytes(configTemplateShape(realManifest("G", ents, false)), binary.LittleEndian, true)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
