@@ -233,3 +233,84 @@ type noPut struct {
 func (n noPut) Put(context.Context, string, io.Reader, map[string]string) (Object, error) {
 	return Object{}, errors.New("Put called: the one-pass path must use PutSealed")
 }
+
+// Plan reports the entities Explode stores (same keys, files, formats),
+// with the sizes the zip declares, and OpenEntity reads each file's bytes
+// as Explode stores them: what a caller needs to publish from the package
+// while Explode stores it.
+func TestPlanAndOpenEntityMatchExplode(t *testing.T) {
+	ctx := context.Background()
+	zp, _ := multiEntityZip(t)
+	opts := ExplodeOptions{Prefix: "j/r/entities"}
+	planned, err := Plan(zp, opts)
+	if err != nil {
+		t.Fatalf("Plan: %v", err)
+	}
+	st := newTestStore(t)
+	if objs, _ := st.List(ctx, ""); len(objs) != 0 {
+		t.Fatalf("Plan stored %d objects", len(objs))
+	}
+	res, err := Explode(ctx, zp, st, opts)
+	if err != nil {
+		t.Fatalf("Explode: %v", err)
+	}
+	if len(planned.Entities) != len(res.Entities) {
+		t.Fatalf("Plan: %d entities, Explode: %d", len(planned.Entities), len(res.Entities))
+	}
+	for i, p := range planned.Entities {
+		e := res.Entities[i]
+		if p.SHA256 != "" {
+			t.Errorf("planned %q has a SHA-256 before anything was read", p.Entity)
+		}
+		p.SHA256 = e.SHA256
+		if !reflect.DeepEqual(p, e) {
+			t.Errorf("planned %+v\nexploded %+v", p, e)
+		}
+		rc, err := OpenEntity(zp, p.File, opts)
+		if err != nil {
+			t.Fatalf("OpenEntity(%q): %v", p.File, err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || string(b) != readAll(t, st, e.Key) {
+			t.Errorf("OpenEntity(%q) read %d bytes (err %v), want the %d stored", p.File, len(b), err, e.Size)
+		}
+	}
+}
+
+func TestOpenEntityErrors(t *testing.T) {
+	data := []byte(strings.Repeat("x", 3000))
+	zp := writeZip(t, buildZip(t, []zent{{name: "Manifest.xml", data: entitiesManifest(entityXML("A", "a.csv", "CSV-Unicode", false))}, {name: "a.csv", data: data}}))
+	tests := []struct {
+		name, file string
+		opts       ExplodeOptions
+		wantOpen   error  // from OpenEntity
+		wantRead   string // in the read error
+	}{
+		{"within limits", "a.csv", ExplodeOptions{MaxEntryBytes: 3000}, nil, ""},
+		{"over the entry limit", "a.csv", ExplodeOptions{MaxEntryBytes: 2999}, nil, "more than 2999 bytes"},
+		{"no such entry", "b.csv", ExplodeOptions{}, ErrNotExist, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rc, err := OpenEntity(zp, tt.file, tt.opts)
+			if tt.wantOpen != nil {
+				if !errors.Is(err, tt.wantOpen) {
+					t.Fatalf("OpenEntity error = %v, want %v", err, tt.wantOpen)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("OpenEntity: %v", err)
+			}
+			defer rc.Close()
+			b, err := io.ReadAll(rc)
+			switch {
+			case tt.wantRead == "" && (err != nil || string(b) != string(data)):
+				t.Errorf("read %d bytes, err %v; want the file's %d", len(b), err, len(data))
+			case tt.wantRead != "" && (err == nil || !strings.Contains(err.Error(), tt.wantRead)):
+				t.Errorf("read error = %v, want one containing %q", err, tt.wantRead)
+			}
+		})
+	}
+}
