@@ -27,9 +27,8 @@ func azuriteStore(t *testing.T) StoreConfig {
 }
 
 // TestRunAzureBlobStore runs an export whose store is an Azure Blob
-// container: the entities are published from the package on local disk
-// while they are stored; the package, the entity blobs and the record land
-// there, with metadata, and a replay reads the entities back from it.
+// container: the package, the entity blobs and the record land there, with
+// metadata, and a replay reads the entities back from it.
 func TestRunAzureBlobStore(t *testing.T) {
 	store := azuriteStore(t)
 	sim := dmftest.NewServer(dmftest.Options{
@@ -44,13 +43,6 @@ func TestRunAzureBlobStore(t *testing.T) {
 	rec, err := (&Runner{}).Run(ctx, exp, RunOptions{Trigger: "manual"})
 	if err != nil {
 		t.Fatalf("Run: %v", err)
-	}
-	rows, _ := ndjsonRows(t, filepath.Join(dir, "batches", publish.FileName("fo.files")))
-	if rows["Customers V3"] != 1234 || rows["Odd: name/with slash"] != 7 {
-		t.Errorf("published rows %v, want 1234 and 7", rows)
-	}
-	if rec.Durations["unpack"] == "" || rec.Durations["publish"] == "" || rec.State != StateSucceeded {
-		t.Errorf("record: state %s, durations %v; want succeeded with unpack and publish", rec.State, rec.Durations)
 	}
 	st, err := openStore(exp.Store)
 	if err != nil {
@@ -84,7 +76,7 @@ func TestRunAzureBlobStore(t *testing.T) {
 	if _, err := (&Runner{}).Replay(ctx, exp, recs[0], ReplayOptions{RoutingKey: "replay"}); err != nil {
 		t.Fatalf("Replay from blobs: %v", err)
 	}
-	rows, _ = ndjsonRows(t, filepath.Join(dir, "batches", publish.FileName("replay")))
+	rows, _ := ndjsonRows(t, filepath.Join(dir, "batches", publish.FileName("replay")))
 	if rows["Customers V3"] != 1234 || rows["Odd: name/with slash"] != 7 {
 		t.Errorf("replayed rows %v, want 1234 and 7", rows)
 	}

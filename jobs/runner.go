@@ -524,9 +524,6 @@ type run struct {
 	// mu guards rec while an entity is published (confirmations arrive on
 	// the sink's goroutine); saveMu orders record writes.
 	mu, saveMu sync.Mutex
-	// local is the package file entities are published from while they
-	// are stored ("" once stored, or when they are read from the store).
-	local string
 }
 
 func (u *run) emit(e Event) {
@@ -584,10 +581,8 @@ func (u *run) step(ctx context.Context, name string, fn func(ctx context.Context
 	start := time.Now()
 	err := fn(ctx)
 	d := time.Since(start)
-	u.mu.Lock() // unpack and publish may run at once (unpackPublishing)
 	u.steps[name] = d
 	u.rec.Durations[name] = d.Round(time.Millisecond).String()
-	u.mu.Unlock()
 	endStep(span, u.retries.Load()-retries, err)
 	return err
 }
@@ -616,9 +611,6 @@ func (u *run) execute(ctx context.Context) error {
 			if err := u.download(ctx, client, tmp); err != nil {
 				return err
 			}
-		}
-		if !u.storeIsLocal() {
-			return u.unpackPublishing(ctx, tmp.Name())
 		}
 		if err := u.unpack(ctx, tmp.Name()); err != nil {
 			return err
@@ -834,124 +826,21 @@ func (u *run) unpack(ctx context.Context, pkg string) error {
 	if err := u.enter(ctx, StateUnpacking, fmt.Sprintf("%d bytes", u.rec.PackageBytes)); err != nil {
 		return err
 	}
-	res, err := u.explode(ctx, pkg)
-	if err != nil {
-		return err
-	}
-	u.setEntities(res)
-	u.rec.Unpacked = true
-	return u.save(ctx)
-}
-
-// explodeOptions are the options the run's package is exploded with.
-func (u *run) explodeOptions() unpack.ExplodeOptions {
-	return unpack.ExplodeOptions{Prefix: path.Join(u.prefix(), "entities"), Meta: u.meta(nil)}
-}
-
-// explode stores the package's entities, as the "unpack" step.
-func (u *run) explode(ctx context.Context, pkg string) (*unpack.Result, error) {
 	var res *unpack.Result
 	err := u.step(ctx, "unpack", func(ctx context.Context) error {
 		var err error
-		res, err = unpack.Explode(ctx, pkg, u.st, u.explodeOptions())
+		res, err = unpack.Explode(ctx, pkg, u.st, unpack.ExplodeOptions{
+			Prefix: path.Join(u.prefix(), "entities"),
+			Meta:   u.meta(nil),
+		})
 		if err != nil {
 			return fmt.Errorf("unpack package of execution %s: %w", u.rec.ExecutionID, err)
 		}
 		return nil
 	})
-	return res, err
-}
-
-// storeIsLocal says whether entities are published from the store once
-// stored: all but those bound for Azure Blob Storage, which are published
-// from the package on local disk while they are stored (unpackPublishing),
-// so they are never read back.
-func (u *run) storeIsLocal() bool {
-	_, remote := u.st.(*unpack.BlobStore)
-	return !remote
-}
-
-// unpackPublishing stores the package's entities and, meanwhile, publishes
-// them from the package on local disk, so a remote store is not read back
-// and storing and publishing overlap. The run is done only when both are:
-// the record says Unpacked once every object is stored. A failed or
-// interrupted store stops the publishing at its next confirmed batch; a
-// resumed run unpacks again and keeps the batches its entities had
-// confirmed. Resume (once unpacked) and replay read the store.
-func (u *run) unpackPublishing(ctx context.Context, pkg string) error {
-	if err := u.enter(ctx, StateUnpacking, fmt.Sprintf("%d bytes", u.rec.PackageBytes)); err != nil {
-		return err
-	}
-	planned, err := unpack.Plan(pkg, u.explodeOptions())
 	if err != nil {
-		return fmt.Errorf("unpack package of execution %s: %w", u.rec.ExecutionID, err)
-	}
-	u.setEntities(planned)
-	u.local = pkg
-	defer func() { u.local = "" }()
-	if err := u.enter(ctx, StatePublishing, fmt.Sprintf("%d entities, stored meanwhile", len(u.rec.Entities))); err != nil {
 		return err
 	}
-	pctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var res *unpack.Result
-	stored := make(chan error, 1)
-	go func() {
-		var err error
-		res, err = u.explode(pctx, pkg)
-		if err != nil {
-			cancel() // publishing stops at its next safe point
-		}
-		stored <- err
-	}()
-	perr := u.step(pctx, "publish", u.publishAll)
-	if serr := <-stored; serr != nil {
-		u.mu.Lock()
-		u.rec.State = StateUnpacking // nothing stored to replay
-		u.mu.Unlock()
-		return serr
-	}
-	// Every object is stored: record what was, and entities only the
-	// bytes really read put over a limit.
-	u.mu.Lock()
-	var failed []string
-	for i := range u.rec.Entities {
-		e := &u.rec.Entities[i]
-		if i >= len(res.Entities) || res.Entities[i].Entity != e.Entity {
-			continue // the same package planned the same way: not expected
-		}
-		o := res.Entities[i]
-		e.Bytes, e.SHA256 = o.Size, o.SHA256
-		if o.Err != nil && e.State != StateFailed {
-			e.State, e.Error, e.Key = StateFailed, o.Err.Error(), ""
-			failed = append(failed, e.Entity)
-		}
-	}
-	if len(failed) > 0 && perr == nil {
-		u.rec.State = StatePartiallySucceeded
-		u.rec.Error = fmt.Sprintf("%d of %d entities failed: %s", len(failed), len(u.rec.Entities), strings.Join(failed, ", "))
-	}
-	u.rec.Unpacked = true
-	u.mu.Unlock()
-	if err := u.save(ctx); err != nil {
-		return errors.Join(perr, err)
-	}
-	return perr
-}
-
-// setEntities records the entities of res, pending. A run resumed before
-// its package was wholly stored keeps what its entities had published.
-func (u *run) setEntities(res *unpack.Result) {
-	before := map[string]EntityRecord{}
-	if u.resuming {
-		for _, e := range u.rec.Entities {
-			if e.Key != "" {
-				before[e.Key] = e
-			}
-		}
-	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
 	u.rec.Entities = u.rec.Entities[:0]
 	var absent []string
 	for _, o := range res.Entities {
@@ -959,12 +848,6 @@ func (u *run) setEntities(res *unpack.Result) {
 			Entity: o.Entity, File: o.File, SourceFormat: o.SourceFormat, Format: o.Format, Sheet: o.Sheet,
 			RefreshType: o.RefreshType, Absent: o.Absent,
 			Key: o.Key, Bytes: o.Size, SHA256: o.SHA256, State: StatePending, LastBatch: -1,
-		}
-		if b, ok := before[o.Key]; ok && o.Key != "" && (b.State == StateSucceeded || b.LastBatch >= 0) {
-			e.State, e.LastBatch, e.Rows, e.Batches = b.State, b.LastBatch, b.Rows, b.Batches
-			if e.State != StateSucceeded {
-				e.State = StatePending
-			}
 		}
 		switch {
 		case o.Err != nil:
@@ -987,6 +870,8 @@ func (u *run) setEntities(res *unpack.Result) {
 	for _, name := range res.Unlisted {
 		u.log.Warn("package file not listed in Manifest.xml, not published", "file", name)
 	}
+	u.rec.Unpacked = true
+	return u.save(ctx)
 }
 
 // publishAll publishes the run's entities that are not done yet, up to
@@ -1107,14 +992,7 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 	// An Absent entity has nothing stored: it is published like a 0-byte
 	// file, one batch without rows, so consumers see it complete.
 	rc := io.NopCloser(strings.NewReader(""))
-	switch {
-	case e.Absent:
-	case u.local != "": // stored meanwhile, see unpackPublishing
-		var err error
-		if rc, err = unpack.OpenEntity(u.local, e.File, u.explodeOptions()); err != nil {
-			return fmt.Errorf("entity %s: %w", e.Entity, err)
-		}
-	default:
+	if !e.Absent {
 		var err error
 		if rc, err = u.st.Open(ctx, e.Key); err != nil {
 			return fmt.Errorf("entity %s: open stored file: %w", e.Entity, err)

@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/url"
 	"strings"
 	"testing"
@@ -16,7 +15,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
-	"github.com/dmfexport/dmfexport/unpack"
 )
 
 // csvEntity builds an entity file with n data rows whose ID column numbers
@@ -195,54 +193,5 @@ func TestRunEndToEnd(t *testing.T) {
 	recs, err := LoadRecords(ctx, mustDirStore(t, store), "", "e2e")
 	if err != nil || len(recs) != 1 || recs[0].RunID != rec.RunID || recs[0].State != StateSucceeded {
 		t.Fatalf("stored records %v (err %v), want one succeeded record for run %s", recs, err, rec.RunID)
-	}
-}
-
-// A run resumed before its package was wholly stored (entities published
-// from the package meanwhile) unpacks again: its entities keep the batches
-// the broker had confirmed, and a published one stays published.
-func TestSetEntitiesKeepsConfirmedBatchesOnResume(t *testing.T) {
-	res := &unpack.Result{Entities: []unpack.EntityObject{
-		{Entity: "A", File: "A.csv", Format: "csv", Key: "p/A.csv", Size: 10},
-		{Entity: "B", File: "B.csv", Format: "csv", Key: "p/B.csv", Size: 20},
-		{Entity: "C", File: "C.csv", Format: "csv", Key: "p/C.csv", Size: 30},
-	}}
-	before := []EntityRecord{
-		{Entity: "A", Key: "p/A.csv", State: StateSucceeded, LastBatch: 4, Rows: 500, Batches: 5},
-		{Entity: "B", Key: "p/B.csv", State: StatePending, LastBatch: 1, Rows: 200, Batches: 2},
-		{Entity: "C", Key: "p/C.csv", State: StatePending, LastBatch: -1},
-	}
-	tests := []struct {
-		name     string
-		resuming bool
-		want     []EntityRecord // Entity, State, LastBatch, Rows, Batches
-	}{
-		{"resumed", true, []EntityRecord{
-			{Entity: "A", State: StateSucceeded, LastBatch: 4, Rows: 500, Batches: 5},
-			{Entity: "B", State: StatePending, LastBatch: 1, Rows: 200, Batches: 2},
-			{Entity: "C", State: StatePending, LastBatch: -1},
-		}},
-		{"fresh", false, []EntityRecord{
-			{Entity: "A", State: StatePending, LastBatch: -1},
-			{Entity: "B", State: StatePending, LastBatch: -1},
-			{Entity: "C", State: StatePending, LastBatch: -1},
-		}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			u := &run{exp: &Export{}, rec: &RunRecord{Entities: append([]EntityRecord(nil), before...)}, resuming: tt.resuming,
-				log: slog.New(slog.DiscardHandler)}
-			u.setEntities(res)
-			for i, w := range tt.want {
-				g := u.rec.Entities[i]
-				if g.Entity != w.Entity || g.State != w.State || g.LastBatch != w.LastBatch || g.Rows != w.Rows || g.Batches != w.Batches {
-					t.Errorf("entity %d = %s %s last batch %d, %d rows, %d batches; want %s %s %d, %d, %d",
-						i, g.Entity, g.State, g.LastBatch, g.Rows, g.Batches, w.Entity, w.State, w.LastBatch, w.Rows, w.Batches)
-				}
-				if g.Key != res.Entities[i].Key || g.Bytes != res.Entities[i].Size {
-					t.Errorf("entity %d: key %q bytes %d, want %q %d", i, g.Key, g.Bytes, res.Entities[i].Key, res.Entities[i].Size)
-				}
-			}
-		})
 	}
 }

@@ -104,11 +104,53 @@ type Result struct {
 // objects this call stored and says in the error whether that worked, so a
 // failed run never leaves a subset of entities that looks complete.
 func Explode(ctx context.Context, zipPath string, st Store, opts ExplodeOptions) (*Result, error) {
-	zr, res, plans, err := openPackage(zipPath, &opts)
+	if opts.MaxEntryBytes <= 0 {
+		opts.MaxEntryBytes = DefaultMaxEntryBytes
+	}
+	if opts.MaxTotalBytes <= 0 {
+		opts.MaxTotalBytes = DefaultMaxTotalBytes
+	}
+	if opts.MaxRatio <= 0 {
+		opts.MaxRatio = DefaultMaxRatio
+	}
+	prefix := strings.Trim(opts.Prefix, "/")
+	if prefix != "" {
+		if err := ValidKey(prefix); err != nil {
+			return nil, fmt.Errorf("explode package: key prefix: %w", err)
+		}
+	}
+
+	zr, err := zip.OpenReader(zipPath)
+	if err != nil && !(errors.Is(err, zip.ErrInsecurePath) && zr != nil) {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("open package: %w", err)
+		}
+		return nil, fmt.Errorf("not a valid zip package (truncated download or not a package?): %w", err)
+	}
+	defer zr.Close()
+	// klauspost's inflater takes about a quarter less CPU than the standard
+	// library's for the same bytes; archive/zip still checks each entry's
+	// CRC-32 and size.
+	zr.RegisterDecompressor(zip.Deflate, func(r io.Reader) io.ReadCloser { return flate.NewReader(r) })
+
+	entries, err := checkEntries(zr.File, opts)
 	if err != nil {
 		return nil, err
 	}
-	defer zr.Close()
+	pkg, err := readPackageXML(entries)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Manifest: pkg.manifest, Header: pkg.header, Entities: []EntityObject{}}
+
+	plans, used := planEntities(entries, pkg, prefix)
+	for _, e := range entries {
+		if !e.dir && !used[e.f] {
+			res.Unlisted = append(res.Unlisted, e.f.Name)
+		}
+	}
+
 	if sp, ok := st.(SealedPutter); ok {
 		if err := storeOnePass(ctx, sp, st, plans, opts); err != nil {
 			return nil, err
@@ -120,128 +162,6 @@ func Explode(ctx context.Context, zipPath string, st Store, opts ExplodeOptions)
 		res.Entities = append(res.Entities, p.obj)
 	}
 	return res, nil
-}
-
-// Plan reports what Explode of the same package with the same options
-// would store, without reading any entity file: the same entities, files,
-// formats and keys, and the same errors found before anything is written.
-// Size is the size the zip declares and SHA256 is empty; an entity over a
-// limit only by the bytes really read is reported by Explode alone. It lets
-// a caller publish entities from the package on local disk while Explode
-// stores them.
-func Plan(zipPath string, opts ExplodeOptions) (*Result, error) {
-	zr, res, plans, err := openPackage(zipPath, &opts)
-	if err != nil {
-		return nil, err
-	}
-	defer zr.Close()
-	for _, p := range plans {
-		if p.obj.Err == nil && !p.obj.Absent {
-			p.obj.Size = int64(p.f.UncompressedSize64)
-		}
-		res.Entities = append(res.Entities, p.obj)
-	}
-	return res, nil
-}
-
-// OpenEntity opens the entity file named file (an EntityObject's File) in
-// the package at zipPath, decompressed, with the zip checksum verified at
-// the end and the per-entry limits of opts checked on the bytes read.
-func OpenEntity(zipPath, file string, opts ExplodeOptions) (io.ReadCloser, error) {
-	setLimits(&opts)
-	zr, err := zip.OpenReader(zipPath)
-	if err != nil && !(errors.Is(err, zip.ErrInsecurePath) && zr != nil) {
-		return nil, fmt.Errorf("open package: %w", err)
-	}
-	zr.RegisterDecompressor(zip.Deflate, func(r io.Reader) io.ReadCloser { return flate.NewReader(r) })
-	for _, f := range zr.File {
-		if f.Name != file {
-			continue
-		}
-		rc, err := f.Open()
-		if err != nil {
-			zr.Close()
-			return nil, fmt.Errorf("corrupt package: entry %q: %w", file, err)
-		}
-		return &entityReader{limitReader: limitReader{r: rc, f: f, opts: opts}, rc: rc, zr: zr}, nil
-	}
-	zr.Close()
-	return nil, fmt.Errorf("open package: no entry %q: %w", file, ErrNotExist)
-}
-
-// entityReader is an entity file read from the package by OpenEntity.
-type entityReader struct {
-	limitReader
-	rc io.Closer
-	zr *zip.ReadCloser
-}
-
-func (e *entityReader) Close() error {
-	e.rc.Close()
-	return e.zr.Close()
-}
-
-// setLimits fills in the default limits.
-func setLimits(opts *ExplodeOptions) {
-	if opts.MaxEntryBytes <= 0 {
-		opts.MaxEntryBytes = DefaultMaxEntryBytes
-	}
-	if opts.MaxTotalBytes <= 0 {
-		opts.MaxTotalBytes = DefaultMaxTotalBytes
-	}
-	if opts.MaxRatio <= 0 {
-		opts.MaxRatio = DefaultMaxRatio
-	}
-}
-
-// openPackage opens the package, checks its entries, reads its XML files
-// and plans its entities: everything Explode does before storing. res has
-// no Entities yet; the caller closes zr.
-func openPackage(zipPath string, opts *ExplodeOptions) (zr *zip.ReadCloser, res *Result, plans []plan, err error) {
-	setLimits(opts)
-	prefix := strings.Trim(opts.Prefix, "/")
-	if prefix != "" {
-		if err := ValidKey(prefix); err != nil {
-			return nil, nil, nil, fmt.Errorf("explode package: key prefix: %w", err)
-		}
-	}
-
-	z, err := zip.OpenReader(zipPath)
-	if err != nil && !(errors.Is(err, zip.ErrInsecurePath) && z != nil) {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			return nil, nil, nil, fmt.Errorf("open package: %w", err)
-		}
-		return nil, nil, nil, fmt.Errorf("not a valid zip package (truncated download or not a package?): %w", err)
-	}
-	defer func() {
-		if err != nil {
-			z.Close()
-		}
-	}()
-	zr = z
-	// klauspost's inflater takes about a quarter less CPU than the standard
-	// library's for the same bytes; archive/zip still checks each entry's
-	// CRC-32 and size.
-	zr.RegisterDecompressor(zip.Deflate, func(r io.Reader) io.ReadCloser { return flate.NewReader(r) })
-
-	entries, err := checkEntries(zr.File, *opts)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	pkg, err := readPackageXML(entries)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	res = &Result{Manifest: pkg.manifest, Header: pkg.header, Entities: []EntityObject{}}
-
-	plans, used := planEntities(entries, pkg, prefix)
-	for _, e := range entries {
-		if !e.dir && !used[e.f] {
-			res.Unlisted = append(res.Unlisted, e.f.Name)
-		}
-	}
-	return zr, res, plans, nil
 }
 
 // storeOnePass reads each entity's zip entry once: the bytes are hashed,
@@ -700,7 +620,7 @@ func hashEntry(ctx context.Context, f *zip.File, opts ExplodeOptions, total int6
 	return fileSum{size: lr.n, sum: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
-// limitReader hashes (h may be nil) and counts what it reads and fails with errOverLimit
+// limitReader hashes and counts what it reads and fails with errOverLimit
 // once the entry passes a limit.
 type limitReader struct {
 	r     io.Reader
@@ -714,9 +634,7 @@ type limitReader struct {
 func (l *limitReader) Read(p []byte) (int, error) {
 	k, err := l.r.Read(p)
 	l.n += int64(k)
-	if l.h != nil {
-		l.h.Write(p[:k])
-	}
+	l.h.Write(p[:k])
 	switch {
 	case l.n > l.opts.MaxEntryBytes:
 		return k, fmt.Errorf("%w: entry %q holds more than %d bytes", errOverLimit, l.f.Name, l.opts.MaxEntryBytes)
