@@ -60,3 +60,6 @@ if [ -n "$unformatted" ]; then echo "test: gofmt needed on: $unformatted" >&2; e
 
 echo "test: go test -race"
 go test -race -count=1 -timeout 20m ./...
+
+echo "test: fault suite, CI subset (make faults runs every case)"
+DMFEXPORT_FAULTS=ci go test -tags faults -count=1 -timeout 10m ./faults/

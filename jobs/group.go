@@ -77,7 +77,7 @@ func (r *Runner) holdGroup(ctx context.Context, exp *Export, st unpack.Store, ru
 		return nil, "", fmt.Errorf("data project lease: %w", err)
 	}
 	if gen > 0 {
-		if alive, owner := leaseAlive(ctx, st, obj, r.leaseTTL()); alive {
+		if alive, owner := leaseAlive(ctx, st, obj, r.leaseTTL(), storeNow(ctx, st, exp.Store.Prefix)); alive {
 			h.release(ctx)
 			return nil, owner, nil
 		}

@@ -36,6 +36,12 @@ import (
 //     generation than its own has lost the run: it cancels its work and
 //     stops writing the record.
 //
+// A lease's age is measured on the store's clock alone: the observer
+// writes "_clock" and compares that object's modification time with the
+// lease's (storeNow), so a replica whose own clock runs ahead or behind
+// neither takes over a live run nor waits on a dead one. Only status, which
+// never writes, falls back to its own clock.
+//
 // Stores that cannot create once (no unpack.Creator) run without claims or
 // leases: one process per store.
 
@@ -106,10 +112,33 @@ func newestLease(ctx context.Context, st unpack.Store, prefix string) (int, unpa
 	return gen, newest, nil
 }
 
+// localNow is this replica's own clock; tests skew it. Lease ages use it
+// only where the store's clock cannot be read (see storeNow).
+var localNow = time.Now
+
+// clockKey is the object whose modification time tells the store's clock.
+func clockKey(storePrefix string) string { return path.Join(storePrefix, "_clock") }
+
+// storeNow returns the time on the store's clock, the clock lease
+// modification times are written with: the modification time of an object
+// written now. If the store cannot be written (or reports no time), it
+// returns this replica's own clock, the best left.
+func storeNow(ctx context.Context, st unpack.Store, storePrefix string) time.Time {
+	o, err := st.Put(ctx, clockKey(storePrefix), strings.NewReader(replicaID), nil)
+	if err == nil && o.ModTime.IsZero() {
+		o, err = st.Stat(ctx, clockKey(storePrefix))
+	}
+	if err != nil || o.ModTime.IsZero() {
+		return localNow()
+	}
+	return o.ModTime
+}
+
 // leaseAlive reports whether lease object o still stands for a live owner:
-// refreshed within ttl, and not left by a process of this host that is
-// gone (a restart on the same machine takes over at once).
-func leaseAlive(ctx context.Context, st unpack.Store, o unpack.Object, ttl time.Duration) (bool, string) {
+// refreshed within ttl of now (on the store's clock: see storeNow), and not
+// left by a process of this host that is gone (a restart on the same
+// machine takes over at once).
+func leaseAlive(ctx context.Context, st unpack.Store, o unpack.Object, ttl time.Duration, now time.Time) (bool, string) {
 	var b leaseBody
 	if rc, err := st.Open(ctx, o.Key); err == nil {
 		_ = json.NewDecoder(rc).Decode(&b)
@@ -119,7 +148,7 @@ func leaseAlive(ctx context.Context, st unpack.Store, o unpack.Object, ttl time.
 	if b.Holder != "" {
 		owner = b.Holder + " on " + b.Replica
 	}
-	if time.Since(o.ModTime) > ttl {
+	if now.Sub(o.ModTime) > ttl {
 		return false, owner
 	}
 	host, _ := os.Hostname()

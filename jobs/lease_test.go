@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -87,7 +88,7 @@ func TestLeaseTakeover(t *testing.T) {
 	}
 	time.Sleep(ttl) // the owner keeps refreshing
 	_, obj, _ = newestLease(ctx, st, prefix)
-	if alive, who := leaseAlive(ctx, st, obj, ttl); !alive || who != replicaID {
+	if alive, who := leaseAlive(ctx, st, obj, ttl, storeNow(ctx, st, "")); !alive || who != replicaID {
 		t.Errorf("refreshed lease alive=%v owner %q, want alive and %q", alive, who, replicaID)
 	}
 	// Another replica takes generation 2 (as if the first had lapsed).
@@ -188,5 +189,57 @@ func TestLeaseReleaseWithoutKeep(t *testing.T) {
 	}
 	if gen, _, _ := newestLease(ctx, st, prefix); gen != 0 {
 		t.Errorf("lease generation %d left", gen)
+	}
+}
+
+// TestLeaseAgeOnStoreClock runs the replica judging a lease with its own
+// clock two minutes ahead of, or behind, the store's: ahead, it must not
+// take over a live run (its lease looks two minutes old on that clock);
+// behind, it must take over a dead run once the lease lapsed on the
+// store's clock, not two minutes later.
+func TestLeaseAgeOnStoreClock(t *testing.T) {
+	for _, skew := range []time.Duration{2 * time.Minute, -2 * time.Minute} {
+		t.Run(fmt.Sprintf("clock %+v", skew), func(t *testing.T) {
+			localNow = func() time.Time { return time.Now().Add(skew) }
+			defer func() { localNow = time.Now }()
+			sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 10)}}, ExecutionTime: 20 * time.Millisecond})
+			defer sim.Close()
+			exp := fileExport(sim, t.TempDir())
+			ctx := context.Background()
+			st, err := openStore(exp.Store)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := &RunRecord{Job: exp.Name, RunID: "20261125T100000Z-bbbbbbbb", State: StatePending, StartedAt: time.Now().UTC(),
+				DefinitionGroup: "G", LegalEntity: "USMF", Durations: map[string]string{}}
+			if err := saveRecord(ctx, st, "", rec); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.Put(ctx, activeKey("", exp.Name, rec.RunID), strings.NewReader(rec.RunID), nil); err != nil {
+				t.Fatal(err)
+			}
+			// The owner on another host heartbeats on the store's clock.
+			other := `{"replica":"elsewhere/1/ffffffff","at":"2026-11-25T10:00:00Z"}`
+			lease := genKey(leasePrefix("", exp.Name, rec.RunID), 1)
+			if _, err := st.(unpack.Creator).Create(ctx, lease, strings.NewReader(other), nil); err != nil {
+				t.Fatal(err)
+			}
+			const ttl = 800 * time.Millisecond
+			r := &Runner{LeaseTTL: ttl}
+			if _, err := r.Run(ctx, exp, RunOptions{}); !errors.Is(err, ErrAlreadyRunning) {
+				t.Errorf("Run while a live replica owns a run: %v, want ErrAlreadyRunning", err)
+			}
+			if _, err := r.Resume(ctx, exp, rec); !errors.Is(err, ErrLeaseHeld) {
+				t.Errorf("Resume of a live replica's run: %v, want ErrLeaseHeld", err)
+			}
+			time.Sleep(ttl + 200*time.Millisecond) // the owner died: its lease lapses
+			got, err := r.Resume(ctx, exp, rec)
+			if err != nil || got.State != StateSucceeded {
+				t.Fatalf("Resume after the lease lapsed on the store's clock: %v (%+v)", err, got)
+			}
+			if n := sim.Exports(); n != 1 {
+				t.Errorf("%d exports, want 1", n)
+			}
+		})
 	}
 }

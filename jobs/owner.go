@@ -31,6 +31,8 @@ func RunOwned(ctx context.Context, exp *Export, runID string, ttl time.Duration)
 	if gen == 0 {
 		return false, nil
 	}
-	alive, _ := leaseAlive(ctx, st, obj, ttl)
+	// status only reads, so it cannot learn the store's clock: it judges
+	// the lease on this machine's clock, an estimate for display only.
+	alive, _ := leaseAlive(ctx, st, obj, ttl, localNow())
 	return alive, nil
 }

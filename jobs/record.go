@@ -71,6 +71,10 @@ type RunRecord struct {
 	PackageSHA256   string `json:"package_sha256,omitempty"`
 	Unpacked        bool   `json:"unpacked"`          // true only once every entity object is written
 	Resumes         int    `json:"resumes,omitempty"` // times the run was taken up again after an interruption
+	// Waiting names what an unfinished run stopped to wait for ("broker":
+	// the broker was unreachable past broker.reconnect_timeout); the run
+	// service takes it up again with backoff. Empty while it runs.
+	Waiting string `json:"waiting,omitempty"`
 
 	// ExecutionErrors are the first errors F&O recorded for an execution
 	// that did not simply succeed (GetExecutionErrors), at most
@@ -244,7 +248,13 @@ func listRecords(ctx context.Context, st unpack.Store, storePrefix, job string) 
 	}
 	var refs []recordRef
 	for _, o := range objs {
-		if path.Base(o.Key) != "run.json" {
+		// A record is "<job>/<run>/run.json" under the store prefix, never
+		// deeper: an entity's object named run.json is not a record.
+		rel := strings.TrimPrefix(o.Key, storePrefix)
+		if storePrefix != "" {
+			rel = strings.TrimPrefix(rel, "/")
+		}
+		if parts := strings.Split(rel, "/"); len(parts) != 3 || parts[2] != "run.json" {
 			continue
 		}
 		id, _ := unpack.UnescapeName(path.Base(path.Dir(o.Key)))

@@ -20,6 +20,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"go.opentelemetry.io/otel/trace"
@@ -32,6 +34,27 @@ import (
 // ErrAlreadyRunning is returned when a run of the same job is still going in
 // this process: two runs of one job never overlap.
 var ErrAlreadyRunning = errors.New("a run of this job is already in progress")
+
+// ErrWaitingForBroker is returned by a run that stopped because the broker
+// stayed unreachable (past broker.reconnect_timeout) after its export had
+// started in F&O: the run is left unfinished, with what the broker
+// confirmed, and resumes from there (dmfexport run retries it with backoff).
+var ErrWaitingForBroker = errors.New("waiting for broker")
+
+// WaitingForBroker is the record's Waiting value of a run that stopped
+// because the broker was unreachable.
+const WaitingForBroker = "broker"
+
+// waitingAdvice ends the error of a run waiting for the broker: what
+// happens next, and only what does.
+const waitingAdvice = "the run stays unfinished and resumes from here once the broker is reachable (dmfexport run retries it with backoff; dmfexport trigger takes it up)"
+
+// waitingError marks a run's error as ErrWaitingForBroker.
+type waitingError struct{ err error }
+
+func (e *waitingError) Error() string        { return "waiting for broker: " + e.err.Error() }
+func (e *waitingError) Unwrap() error        { return e.err }
+func (e *waitingError) Is(target error) bool { return target == ErrWaitingForBroker }
 
 // Event is a progress report from a run, for live output.
 type Event struct {
@@ -85,6 +108,57 @@ type Runner struct {
 	envs map[string]*environment
 	// claimsPruned is when each job's old schedule claims were last pruned.
 	claimsPruned map[string]time.Time
+	// brokerWaits holds, per run waiting for the broker (by job and run
+	// ID), how often ResumeAll took it up in vain and when it may again.
+	brokerWaits map[string]brokerWait
+}
+
+// brokerWait is the backoff of one run waiting for the broker.
+type brokerWait struct {
+	attempts int
+	next     time.Time
+}
+
+// Backoff of ResumeAll for runs waiting for the broker: the first retry
+// comes after brokerRetryMin, each next one after twice the wait before,
+// at most brokerRetryMax.
+const (
+	brokerRetryMin = 10 * time.Second
+	brokerRetryMax = 5 * time.Minute
+)
+
+// brokerRetryDue reports whether a run waiting for the broker may be taken
+// up now. A run this process has not tried yet always may.
+func (r *Runner) brokerRetryDue(job, runID string, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w, ok := r.brokerWaits[job+"/"+runID]
+	return !ok || !now.Before(w.next)
+}
+
+// noteBrokerWait records the outcome of taking up a run: still waiting
+// for the broker pushes its next retry back; anything else forgets it.
+func (r *Runner) noteBrokerWait(job, runID string, waiting bool, now time.Time) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	key := job + "/" + runID
+	if !waiting {
+		delete(r.brokerWaits, key)
+		return 0
+	}
+	if r.brokerWaits == nil {
+		r.brokerWaits = map[string]brokerWait{}
+	}
+	w := r.brokerWaits[key]
+	d := brokerRetryMin
+	for i := 0; i < w.attempts && d < brokerRetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, brokerRetryMax)
+	w.attempts++
+	w.next = now.Add(d)
+	r.brokerWaits[key] = w
+	return d
 }
 
 // RunOptions describe why and when a run starts.
@@ -179,12 +253,16 @@ func (r *Runner) runningElsewhere(ctx context.Context, exp *Export, st unpack.St
 	if err != nil {
 		return "", err
 	}
+	var now time.Time
 	for _, rec := range recs {
 		gen, obj, err := newestLease(ctx, st, leasePrefix(exp.Store.Prefix, exp.Name, rec.RunID))
 		if err != nil || gen == 0 {
 			continue
 		}
-		if alive, owner := leaseAlive(ctx, st, obj, r.leaseTTL()); alive {
+		if now.IsZero() {
+			now = storeNow(ctx, st, exp.Store.Prefix)
+		}
+		if alive, owner := leaseAlive(ctx, st, obj, r.leaseTTL(), now); alive {
 			return fmt.Sprintf("run %s in state %s, owned by %s", rec.RunID, rec.State, owner), nil
 		}
 	}
@@ -229,7 +307,7 @@ func (r *Runner) Resume(ctx context.Context, exp *Export, rec *RunRecord) (*RunR
 		return nil, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, err)
 	}
 	if gen > 0 {
-		if alive, owner := leaseAlive(ctx, st, obj, r.leaseTTL()); alive {
+		if alive, owner := leaseAlive(ctx, st, obj, r.leaseTTL(), storeNow(ctx, st, exp.Store.Prefix)); alive {
 			return nil, fmt.Errorf("export %s run %s: %w (%s)", exp.Name, rec.RunID, ErrLeaseHeld, owner)
 		}
 	}
@@ -254,7 +332,7 @@ func (r *Runner) Resume(ctx context.Context, exp *Export, rec *RunRecord) (*RunR
 		return nil, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, err)
 	}
 	rec.Resumes++
-	rec.Error = ""
+	rec.Error, rec.Waiting = "", ""
 	return r.drive(ctx, exp, st, rec, true, lease, hold)
 }
 
@@ -274,9 +352,21 @@ func (r *Runner) ResumeAll(ctx context.Context, exps []*Export) {
 			if ctx.Err() != nil {
 				return
 			}
-			if _, err := r.Resume(ctx, exp, rec); errors.Is(err, ErrLeaseHeld) || errors.Is(err, ErrAlreadyRunning) || errors.Is(err, ErrGroupBusy) {
+			if rec.Waiting == WaitingForBroker && !r.brokerRetryDue(exp.Name, rec.RunID, time.Now()) {
+				continue // backing off
+			}
+			_, err := r.Resume(ctx, exp, rec)
+			if errors.Is(err, ErrLeaseHeld) || errors.Is(err, ErrAlreadyRunning) || errors.Is(err, ErrGroupBusy) {
 				r.logger().Debug("unfinished run owned by a live process", "job", exp.Name, "run", rec.RunID, "err", err)
-			} else if err != nil && ctx.Err() != nil {
+				continue
+			}
+			if errors.Is(err, ErrWaitingForBroker) {
+				wait := r.noteBrokerWait(exp.Name, rec.RunID, true, time.Now())
+				r.logger().Warn("run still waiting for broker; retrying later", "job", exp.Name, "run", rec.RunID, "retry_in", wait, "err", err)
+				continue
+			}
+			r.noteBrokerWait(exp.Name, rec.RunID, false, time.Now())
+			if err != nil && ctx.Err() != nil {
 				// Stopped: the run logged that it will resume.
 				r.logger().Debug("resumed run interrupted", "job", exp.Name, "run", rec.RunID, "err", err)
 			} else if err != nil {
@@ -338,9 +428,16 @@ func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec
 		return rec, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, ErrLeaseLost)
 	}
 	interrupted := runErr != nil && ctx.Err() != nil
+	waiting := runErr != nil && !interrupted && errors.Is(runErr, ErrWaitingForBroker)
 	switch {
 	case interrupted:
 		rec.Error = "interrupted (" + ctx.Err().Error() + "); the run resumes from here at the next start"
+	case waiting:
+		// Nothing is lost: the entities are stored (or the export is known
+		// to F&O) and the record counts only confirmed batches.
+		rec.Waiting = WaitingForBroker
+		runErr = fmt.Errorf("%w; %s", runErr, waitingAdvice)
+		rec.Error = runErr.Error()
 	case runErr != nil:
 		if rec.State == StatePublishing {
 			// The entity files are stored: no need to export again.
@@ -389,6 +486,10 @@ func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec
 		}
 	}
 	run.emit(Event{State: rec.State, Detail: rec.Error})
+	if waiting {
+		run.log.Warn("run waiting for broker; it resumes once the broker is reachable", "state", rec.State, "error", rec.Error)
+		return rec, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, runErr)
+	}
 	if interrupted {
 		run.log.Warn("run interrupted; it will resume from here at the next start", "state", rec.State)
 		return rec, fmt.Errorf("export %s run %s interrupted in state %s: %w", exp.Name, rec.RunID, rec.State, ctx.Err())
@@ -598,13 +699,16 @@ func (u *run) execute(ctx context.Context) error {
 		return err
 	}
 	if !u.rec.Unpacked {
-		tmp, err := os.CreateTemp("", "dmfexport-package-*.zip")
+		tmp, err := createPackageTemp()
 		if err != nil {
 			return fmt.Errorf("create temporary file for the package: %w", err)
 		}
 		defer os.Remove(tmp.Name())
 		defer tmp.Close()
 		if !u.restorePackage(ctx, tmp) {
+			if err := u.checkBroker(ctx); err != nil {
+				return err
+			}
 			if err := u.export(ctx, client); err != nil {
 				return err
 			}
@@ -620,6 +724,30 @@ func (u *run) execute(ctx context.Context) error {
 		return err
 	}
 	return u.step(ctx, "publish", u.publishAll)
+}
+
+// checkBroker connects to the broker and checks (or declares) its exchange
+// and queues before F&O is asked to export anything, so an unreachable or
+// misconfigured broker fails a new run at once instead of after an export
+// whose package then has nowhere to go. A resumed run whose export F&O may
+// already have started waits for the broker instead. A sink supplied
+// through Runner.NewSink is checked when the run publishes.
+func (u *run) checkBroker(ctx context.Context) error {
+	if u.r.NewSink != nil {
+		return nil
+	}
+	sink, err := OpenSink(ctx, u.exp, u.log)
+	if err == nil {
+		_ = sink.Close()
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if u.resuming && u.rec.ExecutionID != "" {
+		return &waitingError{err: err}
+	}
+	return fmt.Errorf("broker check before exporting: %w; nothing was exported in F&O; once the broker is reachable, the next scheduled run or dmfexport trigger exports", err)
 }
 
 // export starts the F&O export (or, resuming, finds the one started before)
@@ -677,6 +805,9 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 				return fmt.Errorf("start export of definition group %q: %w", u.exp.DefinitionGroup, err)
 			}
 			if id != u.rec.ExecutionID {
+				if err := checkExecutionID(id); err != nil {
+					return fmt.Errorf("start export of definition group %q: F&O answered with execution ID %q instead of %s: %w", u.exp.DefinitionGroup, id, u.rec.ExecutionID, err)
+				}
 				u.rec.ExecutionID = id
 				u.setExecution(id)
 				if err := u.save(ctx); err != nil {
@@ -895,7 +1026,12 @@ func (u *run) publishAll(ctx context.Context) error {
 	workers := max(1, min(u.exp.parallelEntities(), len(todo)))
 	sinks, err := u.newSinks(ctx, workers)
 	if err != nil {
-		return err
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		// The entities are stored: nothing needs exporting again, the
+		// run waits for the broker instead of failing.
+		return &waitingError{err: err}
 	}
 	defer func() {
 		for _, s := range sinks {
@@ -904,8 +1040,8 @@ func (u *run) publishAll(ctx context.Context) error {
 	}()
 
 	next := make(chan int)
-	var mu sync.Mutex // guards failed and firstErr
-	var firstErr error
+	var mu sync.Mutex // guards failed, firstErr and brokerErr
+	var firstErr, brokerErr error
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
@@ -916,6 +1052,20 @@ func (u *run) publishAll(ctx context.Context) error {
 				err := u.publishEntity(ctx, sink, e)
 				if err != nil && ctx.Err() != nil {
 					continue // interrupted: the entity stays pending, to resume
+				}
+				if errors.Is(err, publish.ErrBrokerUnavailable) {
+					// The entity stays pending with what the broker
+					// confirmed; the run resumes after its last confirmed
+					// batch once the broker is back.
+					mu.Lock()
+					if brokerErr == nil {
+						brokerErr = err
+					}
+					mu.Unlock()
+					if serr := u.save(ctx); serr != nil {
+						u.log.Warn("checkpoint not saved", "err", serr)
+					}
+					continue
 				}
 				u.mu.Lock()
 				if err != nil {
@@ -943,7 +1093,7 @@ func (u *run) publishAll(ctx context.Context) error {
 feed:
 	for _, i := range todo {
 		mu.Lock()
-		stop := firstErr != nil
+		stop := firstErr != nil || brokerErr != nil
 		mu.Unlock()
 		if stop {
 			break
@@ -961,6 +1111,9 @@ feed:
 	}
 	if firstErr != nil {
 		return firstErr
+	}
+	if brokerErr != nil {
+		return &waitingError{err: brokerErr}
 	}
 	var names []string
 	for i := range u.rec.Entities {
@@ -1276,6 +1429,22 @@ func openStore(c StoreConfig) (unpack.Store, error) {
 	}
 	stores.m[key] = st
 	return st, nil
+}
+
+// checkExecutionID refuses an execution ID F&O answered that could not be
+// shown or logged as it is: empty, over 256 bytes, or holding control or
+// invisible characters (a CR/LF would forge lines in every output naming
+// the run).
+func checkExecutionID(id string) error {
+	if id == "" || len(id) > 256 || !utf8.ValidString(id) {
+		return errors.New("not a usable execution ID")
+	}
+	for _, r := range id {
+		if !unicode.IsPrint(r) || unicode.IsSpace(r) && r != ' ' {
+			return fmt.Errorf("execution ID holds the character %q", r)
+		}
+	}
+	return nil
 }
 
 // newRunID makes a run ID that sorts by start time and is unique without

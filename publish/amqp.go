@@ -36,6 +36,13 @@ const maxRepublish = 20
 // answers, and a stop must not wait for it.
 const closeTimeout = 5 * time.Second
 
+// ErrBrokerUnavailable is wrapped by the errors of a sink that cannot reach
+// the broker: the first connection failed, or a lost one was not restored
+// within ReconnectTimeout. Nothing it was given is lost: the messages it
+// did not confirm can be published again once the broker is back, so
+// callers keep their work resumable rather than failing it.
+var ErrBrokerUnavailable = errors.New("broker unavailable")
+
 // RepublishedHeader is the AMQP header set to true on a message sent again
 // after a lost connection or a nack; it carries the same message ID as the
 // first copy, which the broker may have stored too.
@@ -55,8 +62,9 @@ type AMQPOptions struct {
 	MaxUnconfirmedBytes int
 	// ConnectionName is shown in the RabbitMQ management UI.
 	ConnectionName string
-	// ReconnectTimeout bounds the reconnect attempts (with backoff from
-	// 200 ms to 5 s) after the connection or channel is lost; 0 means
+	// ReconnectTimeout is how long the sink keeps reconnecting (with
+	// backoff from 200 ms to 5 s, the last attempt at the timeout itself)
+	// after the connection or channel is lost; 0 means
 	// DefaultReconnectTimeout, negative disables reconnecting.
 	ReconnectTimeout time.Duration
 	// NackRetries is how often a nacked message is published again before
@@ -221,7 +229,7 @@ func (s *AMQPSink) connect(ctx context.Context) error {
 		if ctxErr != nil {
 			err = fmt.Errorf("%w (%v)", ctxErr, s.scrub(err))
 		}
-		return fmt.Errorf("connect to broker %s: %w: check broker.url and that RabbitMQ is running", s.redacted, s.scrub(err))
+		return fmt.Errorf("connect to broker %s: %w (%w): check broker.url and that RabbitMQ is running", s.redacted, s.scrub(err), ErrBrokerUnavailable)
 	}
 	s.conn = conn
 	dialMu.Lock()
@@ -713,7 +721,8 @@ func (s *AMQPSink) reconnect(ctx context.Context, cause *amqp.Error) error {
 		s.dropConnection()
 		var lastErr error
 		for {
-			dctx, cancel := context.WithDeadline(ctx, deadline)
+			// An attempt at the deadline still gets time to connect.
+			dctx, cancel := context.WithDeadline(ctx, later(deadline, time.Now().Add(minConnectTime)))
 			err := s.connect(dctx)
 			cancel()
 			if err == nil {
@@ -723,10 +732,13 @@ func (s *AMQPSink) reconnect(ctx context.Context, cause *amqp.Error) error {
 			if ctx.Err() != nil {
 				return fmt.Errorf("reconnect to broker %s: %w", s.redacted, ctx.Err())
 			}
-			if time.Now().Add(delay).After(deadline) {
+			left := time.Until(deadline)
+			if left <= 0 {
 				return s.giveUp(cause, lastErr)
 			}
-			if err := sleepCtx(ctx, delay); err != nil {
+			// The last wait is cut to the deadline, so the last attempt is
+			// made at the timeout itself, not one backoff step before it.
+			if err := sleepCtx(ctx, min(delay, left)); err != nil {
 				return fmt.Errorf("reconnect to broker %s: %w", s.redacted, err)
 			}
 			delay = min(2*delay, 5*time.Second)
@@ -794,8 +806,8 @@ func (s *AMQPSink) giveUp(cause *amqp.Error, err error) error {
 	if cause != nil {
 		c = cause
 	}
-	s.broken = fmt.Errorf("connection to broker %s lost (%v) and not restored: %w: the %d unconfirmed messages will be published again on the next run",
-		s.redacted, c, err, len(s.pending))
+	s.broken = fmt.Errorf("connection to broker %s lost (%v) and not restored within broker.reconnect_timeout (%s): %w (%w): the %d unconfirmed messages are not counted as published",
+		s.redacted, c, s.o.ReconnectTimeout, err, ErrBrokerUnavailable, len(s.pending))
 	s.log.Error("broker connection lost for good", "broker", s.redacted, "error", err)
 	return s.broken
 }
@@ -805,6 +817,16 @@ func (s *AMQPSink) Reconnects() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.reconnects
+}
+
+// minConnectTime is the least time one reconnect attempt gets to connect.
+const minConnectTime = 2 * time.Second
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

@@ -29,6 +29,7 @@ type tcpProxy struct {
 	mu     sync.Mutex
 	conns  []net.Conn // both ends of every forwarded connection
 	frozen bool       // stop forwarding bytes, as a blocked broker would
+	down   bool       // close new connections at once, as a stopped broker would
 	thaw   chan struct{}
 }
 
@@ -67,6 +68,13 @@ func (p *tcpProxy) serve() {
 		c, err := p.ln.Accept()
 		if err != nil {
 			return
+		}
+		p.mu.Lock()
+		down := p.down
+		p.mu.Unlock()
+		if down {
+			c.Close()
+			continue
 		}
 		b, err := net.Dial("tcp", p.target)
 		if err != nil {
@@ -118,6 +126,17 @@ func (p *tcpProxy) cut(reset bool) int {
 		c.Close()
 	}
 	return len(conns) / 2
+}
+
+// setDown makes the broker unreachable through the proxy (every connection
+// cut, new ones closed at once) or reachable again.
+func (p *tcpProxy) setDown(down bool) {
+	p.mu.Lock()
+	p.down = down
+	p.mu.Unlock()
+	if down {
+		p.cut(true)
+	}
 }
 
 // freeze stops forwarding bytes in both directions while keeping the
@@ -354,3 +373,50 @@ func (b *syncBuffer) String() string {
 }
 
 var _ io.Writer = (*syncBuffer)(nil)
+
+// TestAMQPReconnectTimeoutIsWaitedInFull cuts the broker for good, or for
+// a while just short of broker.reconnect_timeout: the sink keeps trying for
+// the whole timeout (it once gave up at 6.2 s of 10 s, a backoff step
+// early), so a broker back before the timeout is used, and one that is not
+// fails with ErrBrokerUnavailable no sooner than the timeout.
+func TestAMQPReconnectTimeoutIsWaitedInFull(t *testing.T) {
+	const timeout = 4 * time.Second
+	tests := []struct {
+		name   string
+		downBy time.Duration // 0: never back
+	}{
+		{"broker back just before the timeout", 3500 * time.Millisecond},
+		{"broker never back", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			proxy := startProxy(t)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			s, err := DialAMQP(ctx, AMQPOptions{URL: proxy.url(t), ReconnectTimeout: timeout, ConnectionName: "dmfexport-test/" + t.Name()})
+			if err != nil {
+				t.Fatalf("DialAMQP through the proxy: %v", err)
+			}
+			defer s.Close()
+			exchange, _ := testTopology(t, s, false)
+			proxy.setDown(true)
+			start := time.Now()
+			if tt.downBy > 0 {
+				time.AfterFunc(tt.downBy, func() { proxy.setDown(false) })
+			}
+			err = s.Publish(ctx, Message{Exchange: exchange, RoutingKey: "k", MessageID: "m1", Body: []byte(`{}`)})
+			if err == nil {
+				err = s.Flush(ctx)
+			}
+			took := time.Since(start)
+			switch {
+			case tt.downBy > 0 && err != nil:
+				t.Errorf("broker back after %s of a %s reconnect timeout: want the message published, got %v after %s", tt.downBy, timeout, err, took)
+			case tt.downBy == 0 && !errors.Is(err, ErrBrokerUnavailable):
+				t.Errorf("broker gone for good: want ErrBrokerUnavailable, got %v", err)
+			case tt.downBy == 0 && (took < timeout || took > timeout+minConnectTime+time.Second):
+				t.Errorf("broker gone for good: want the sink to give up after the %s reconnect timeout, it gave up after %s", timeout, took)
+			}
+		})
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 )
 
 const (
@@ -405,4 +406,40 @@ func (s *DirStore) Delete(ctx context.Context, key string) error {
 	}
 	syncDir(filepath.Dir(name))
 	return nil
+}
+
+// RemoveStaleTemp deletes the temporary files that writes cut off by a
+// crash left in the store (".dmfstore-tmp-*"), those last modified more
+// than olderThan ago: a write in progress keeps its file fresh, and other
+// processes sharing the directory may be writing. It returns how many it
+// removed.
+func (s *DirStore) RemoveStaleTemp(ctx context.Context, olderThan time.Duration) (int, error) {
+	cutoff := time.Now().Add(-olderThan)
+	removed := 0
+	err := filepath.WalkDir(s.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed while walking
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.IsDir() || !strings.HasPrefix(d.Name(), tmpPrefix) {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil || fi.ModTime().After(cutoff) {
+			return nil
+		}
+		if err := os.Remove(p); err == nil {
+			removed++
+		}
+		return nil
+	})
+	if err != nil {
+		return removed, fmt.Errorf("remove stale temporary files in %s: %w", s.root, err)
+	}
+	return removed, nil
 }

@@ -112,3 +112,16 @@ func unhex(c byte) (byte, bool) {
 	}
 	return 0, false
 }
+
+// EntityKeyName is the last segment of an entity's store key:
+// EscapeName(entity) + "." + EscapeName(ext) with every '.' of either part
+// also written as %2E. The one '.' left is the separator, never the first
+// byte, so no entity key can take a name a store keeps for itself (a
+// DirStore temporary file ".dmfstore-tmp-*", a sidecar "*.meta.json") or
+// look like another object (an entity "x.csv" with extension "meta.json");
+// distinct (entity, ext) pairs give distinct names.
+func EntityKeyName(entity, ext string) string {
+	return escapeDots(EscapeName(entity)) + "." + escapeDots(EscapeName(ext))
+}
+
+func escapeDots(s string) string { return strings.ReplaceAll(s, ".", "%2E") }

@@ -1,6 +1,10 @@
 package unpack
 
-import "testing"
+import (
+	"context"
+	"strings"
+	"testing"
+)
 
 func TestEscapeName(t *testing.T) {
 	tests := []struct {
@@ -64,6 +68,69 @@ func FuzzEscapeName(f *testing.F) {
 		back, err := UnescapeName(e)
 		if err != nil || back != s {
 			t.Fatalf("UnescapeName(EscapeName(%q)) = %q, %v", s, back, err)
+		}
+	})
+}
+
+// TestEntityKeyNameNeverReserved stores entities whose names imitate the
+// directory store's own files and the run's objects: each must get a name
+// the store accepts, distinct from the others and from those files.
+func TestEntityKeyNameNeverReserved(t *testing.T) {
+	tests := []struct{ name, entity, ext string }{
+		{"record name", "run", "json"},
+		{"package name", "package", "zip"},
+		{"temporary file", ".dmfstore-tmp-x", "csv"},
+		{"temporary file without extension", ".dmfstore-tmp-", "csv"},
+		{"metadata sidecar", "x.csv.meta", "json"},
+		{"metadata sidecar in the extension", "x", "meta.json"},
+		{"dot", ".", "csv"},
+		{"dot dot", "..", "csv"},
+		{"empty", "", "csv"},
+		{"escape look-alike", "x%2Ecsv", "csv"},
+		{"clock object", "_clock", "csv"},
+	}
+	st, err := NewDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]string{}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := EntityKeyName(tt.entity, tt.ext)
+			if strings.Count(got, ".") != 1 || strings.HasPrefix(got, ".") || strings.HasSuffix(got, metaSuffix) {
+				t.Errorf("EntityKeyName(%q, %q) = %q: want one '.', not first, no %s suffix", tt.entity, tt.ext, got, metaSuffix)
+			}
+			if other, dup := seen[got]; dup {
+				t.Errorf("EntityKeyName(%q, %q) = %q, the same as for %s", tt.entity, tt.ext, got, other)
+			}
+			seen[got] = tt.name
+			if _, err := st.Put(context.Background(), "job/run/entities/"+got, strings.NewReader("x"), nil); err != nil {
+				t.Errorf("directory store refuses entity key %q: %v", got, err)
+			}
+		})
+	}
+}
+
+// FuzzEntityKeyName checks that entity key names never take a reserved
+// shape and that the entity and extension can be read back from them.
+func FuzzEntityKeyName(f *testing.F) {
+	for _, s := range []string{"run", ".dmfstore-tmp-x", "x.csv.meta", "..", "", "Customers V3", "a%2Eb"} {
+		f.Add(s, "csv")
+		f.Add(s, "meta.json")
+	}
+	f.Fuzz(func(t *testing.T, entity, ext string) {
+		got := EntityKeyName(entity, ext)
+		if strings.Count(got, ".") != 1 || strings.HasPrefix(got, ".") || strings.HasSuffix(got, metaSuffix) || strings.HasPrefix(got, tmpPrefix) {
+			t.Fatalf("EntityKeyName(%q, %q) = %q takes a reserved shape", entity, ext, got)
+		}
+		if err := ValidKey("p/" + got); err != nil {
+			t.Fatalf("EntityKeyName(%q, %q) = %q is no valid key: %v", entity, ext, got, err)
+		}
+		a, b, _ := strings.Cut(got, ".")
+		e, err1 := UnescapeName(a)
+		x, err2 := UnescapeName(b)
+		if err1 != nil || err2 != nil || e != entity || x != ext {
+			t.Fatalf("EntityKeyName(%q, %q) = %q reads back as (%q, %q), %v %v", entity, ext, got, e, x, err1, err2)
 		}
 	})
 }

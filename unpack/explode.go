@@ -51,8 +51,8 @@ type EntityObject struct {
 	// "csv"; a file without extension counts as csv, F&O's default, as in
 	// Key).
 	Format string
-	// Key is the store key: Prefix + "/" + EscapeName(Entity) + "." + the
-	// lower-case extension of File ("csv" if none). "" when Err is set or
+	// Key is the store key: Prefix + "/" + EntityKeyName(Entity, the
+	// lower-case extension of File, "csv" if none). "" when Err is set or
 	// the entity is Absent.
 	Key    string
 	Size   int64  // bytes stored
@@ -531,7 +531,7 @@ func planEntities(entries []entry, pkg *packageXML, prefix string) ([]plan, map[
 			ext = "csv"
 		}
 		obj.Format = entityFormat(me.SourceFormat, ext)
-		key := EscapeName(me.Name) + "." + EscapeName(ext)
+		key := EntityKeyName(me.Name, ext)
 		if prefix != "" {
 			key = prefix + "/" + key
 		}

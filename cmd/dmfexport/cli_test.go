@@ -410,7 +410,7 @@ func TestErrorWording(t *testing.T) {
 	}{
 		{"slow", []string{"did not finish before the deadline", "raise poll.deadline"}, []string{"replay"}, nil},
 		{"badtoken", []string{"HTTP 401", "static token was refused"}, []string{"Microsoft Entra applications", "poll.deadline", "replay"}, nil},
-		{"badsink", []string{"not a directory", "check broker.path", "dmfexport replay badsink/"}, nil, []string{"file sink"}},
+		{"badsink", []string{"not a directory", "check broker.path", "nothing was exported"}, []string{"replay"}, []string{"file sink"}},
 		{"badstore", []string{"not a directory"}, []string{"replay"}, []string{"open ", "directory store", "export badstore"}},
 	}
 	for _, tt := range tests {

@@ -66,6 +66,7 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	jobs.CleanLeftovers(ctx, cfg, log)
 	metrics := jobs.NewMetrics()
 	runner := &jobs.Runner{Logger: log, Metrics: metrics, LeaseTTL: cfg.LeaseTTL}
 	sch, err := jobs.NewScheduler(cfg, runner, log, c.stopTimeout)

@@ -28,8 +28,9 @@ func (c *statusCommand) Usage() string {
 Shows the recent runs of every export (or of JOB), newest first, from the run records in the
 store: state, start, duration, rows, batches, entities and errors. A run cut off by a stop or a
 crash that no live process owns shows as interrupted: dmfexport run resumes it at its next start.
-A run waiting for an execution slot of its F&O environment (fo.max_concurrent_exports) shows as
-"queued since" the time it began to wait.
+A run that stopped because the broker stayed unreachable shows as waiting for broker: dmfexport
+run takes it up again with backoff. A run waiting for an execution slot of its F&O environment
+(fo.max_concurrent_exports) shows as "queued since" the time it began to wait.
 --json prints the records themselves. status only reads: it never creates the store.
 `
 }
@@ -105,11 +106,13 @@ func (c *statusCommand) Run(ctx context.Context, args []string) error {
 			dur = r.FinishedAt.Sub(r.StartedAt).Round(time.Millisecond).String()
 		case owned[r]:
 			dur = "running"
+		case r.Waiting != "":
+			// errText says why it waits.
 		default:
 			errText = "stopped while " + string(r.State)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", r.Job, r.RunID, state,
-			r.StartedAt.Local().Format("2006-01-02 15:04:05"), dur, len(r.Entities), rows, batches, oneLine(errText, 120))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", printable(r.Job), printable(r.RunID), printable(state),
+			r.StartedAt.Local().Format("2006-01-02 15:04:05"), dur, len(r.Entities), rows, batches, printable(oneLine(errText, 120)))
 	}
 	return tw.Flush()
 }
@@ -128,6 +131,8 @@ func storeMissing(e *jobs.Export) bool {
 // with the warnings of a run that succeeded with some.
 func runState(r *jobs.RunRecord, owned bool) string {
 	switch {
+	case !r.State.Final() && !owned && r.Waiting == jobs.WaitingForBroker:
+		return "waiting for broker (retried with backoff)"
 	case !r.State.Final() && !owned:
 		return "interrupted (resumes on next start)"
 	case r.State == jobs.StatePending && !r.QueuedAt.IsZero():

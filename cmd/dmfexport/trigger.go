@@ -57,6 +57,7 @@ func (c *triggerCommand) Run(ctx context.Context, args []string) error {
 		}
 		exps = append(exps, e)
 	}
+	jobs.CleanLeftovers(ctx, cfg, log)
 	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout), LeaseTTL: cfg.LeaseTTL}
 	if *newRun {
 		for _, e := range exps {
@@ -92,7 +93,7 @@ func runAll(ctx context.Context, runner *jobs.Runner, exps []*jobs.Export, trigg
 	var failed []string
 	for i, err := range errs {
 		if err != nil {
-			fmt.Fprintf(out, "\n%v\n", err) // it names the export
+			fmt.Fprintf(out, "\n%s\n", printable(err.Error())) // it names the export
 			failed = append(failed, exps[i].Name)
 		} else if recs[i].State != jobs.StateSucceeded {
 			failed = append(failed, exps[i].Name)
@@ -114,7 +115,7 @@ func resumeUnfinished(ctx context.Context, runner *jobs.Runner, exp *jobs.Export
 	var rec *jobs.RunRecord
 	for _, u := range unfinished {
 		fmt.Fprintf(stdio.Logs(), "export %s: resuming unfinished run %s (state %s) instead of starting a second export; use --new to start a new run\n",
-			exp.Name, u.RunID, u.State)
+			exp.Name, printable(u.RunID), u.State)
 		rec, err = runner.Resume(ctx, exp, u)
 		if errors.Is(err, jobs.ErrLeaseHeld) {
 			return rec, fmt.Errorf("export %s: unfinished run %s: %w: wait for it to finish, or use --new to start a new run", exp.Name, u.RunID, err)
@@ -140,21 +141,21 @@ func printSummary(w io.Writer, recs []*jobs.RunRecord) {
 			rows += e.Rows
 			batches += e.Batches
 		}
-		fmt.Fprintf(tw, "%s\trun %s\t%s\t%d entities\t%d rows\t%d batches\t%s\n", r.Job, r.RunID, r.State,
+		fmt.Fprintf(tw, "%s\trun %s\t%s\t%d entities\t%d rows\t%d batches\t%s\n", r.Job, printable(r.RunID), printable(string(r.State)),
 			len(r.Entities), rows, batches, runDuration(r, time.Now()))
 		if r.ExecutionID != "" {
-			fmt.Fprintf(tw, "  execution\t%s\t%s\n", r.ExecutionID, r.ExecutionStatus)
+			fmt.Fprintf(tw, "  execution\t%s\t%s\n", printable(r.ExecutionID), printable(r.ExecutionStatus))
 		}
 		var absent []string
 		for _, e := range r.Entities {
 			where := e.Key
 			if e.Absent {
 				where = "absent: " + e.File + " not in the package"
-				absent = append(absent, e.File)
+				absent = append(absent, printable(e.File))
 			}
-			line := fmt.Sprintf("  %s\t%s\t%d rows\t%d batches\t%s", e.Entity, e.State, e.Rows, e.Batches, where)
+			line := fmt.Sprintf("  %s\t%s\t%d rows\t%d batches\t%s", printable(e.Entity), printable(string(e.State)), e.Rows, e.Batches, printable(where))
 			if e.Error != "" {
-				line += "\t" + e.Error
+				line += "\t" + printable(e.Error)
 			}
 			fmt.Fprintln(tw, line)
 		}

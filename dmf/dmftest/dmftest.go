@@ -687,6 +687,10 @@ func (s *Simulator) exportToPackage(w http.ResponseWriter, r *http.Request, req 
 	}
 	s.peakExecutions = max(s.peakExecutions, running)
 	s.mu.Unlock()
+	// One line per execution started, so a client's exports can be counted
+	// from the log of a separate dmfsim process (a refused or reset call
+	// starts none).
+	s.log.Info("dmftest execution started", "execution", id, "definition_group", ex.group)
 	s.answer(w, r, id, s.opts.NestedValue)
 }
 

@@ -1,0 +1,733 @@
+//go:build faults
+
+package faults
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/dmfexport/dmfexport/dmf/dmftest"
+)
+
+// rowsA is the size of entity A; B has 100 rows. 20 rows a batch.
+const rowsA = 40000
+
+// firstTimeout bounds a faulted first start, stop included: a process
+// still running after it hangs.
+const firstTimeout = 90 * time.Second
+
+// env is one case's world: simulator, broker proxy, queue, config.
+type env struct {
+	t               *testing.T
+	c               faultCase
+	dir             string
+	sim             *sim
+	proxy           *proxy
+	exchange, queue string
+	cfg             string
+	vars            []string
+	tmpfs           string // mounted store, if the case asked for one
+
+	procs []*proc // every dmfexport started
+
+	mu        sync.Mutex
+	delivered *delivery
+	stopCons  func()
+}
+
+// faultCase is one fault, injected into whole runs of the binaries.
+type faultCase struct {
+	name    string
+	ci      bool // part of the CI subset
+	private bool // needs the private broker node
+	tmpfs   bool // the store on a tmpfs of its own (root only)
+	sim     []string
+	broker  string // extra broker keys, YAML flow entries
+	poll    string // poll keys
+	declare bool   // let dmfexport declare (false: the case declares itself)
+	queue   amqp.Table
+	// schedule is the export's schedule; "" is @yearly (runs are triggered).
+	schedule string
+
+	// first replaces the first start (dmfexport trigger f) and returns
+	// its exit code.
+	first func(e *env) int
+	// inject runs while the first start runs; it may kill or signal it.
+	inject func(e *env, p *proc)
+	// after runs once the first start ended, before the next start.
+	after func(e *env)
+	// firstExit is the exit code wanted of the first start (-1: killed).
+	firstExit int
+	// next is the next start: "" runs dmfexport trigger (it resumes an
+	// unfinished run, else starts a new one); a function for others.
+	next func(e *env) (code int, detail string)
+}
+
+func TestFaults(t *testing.T) {
+	sel := os.Getenv("DMFEXPORT_FAULTS")
+	for _, c := range cases() {
+		t.Run(c.name, func(t *testing.T) {
+			if sel == "ci" && !c.ci {
+				t.Skip("not in the CI subset (DMFEXPORT_FAULTS=ci)")
+			}
+			if c.private && !broker.private {
+				t.Skip("needs a private RabbitMQ node (run as root with rabbitmq-server installed)")
+			}
+			if c.tmpfs && os.Getuid() != 0 {
+				t.Skip("needs root to mount a tmpfs")
+			}
+			runCase(t, c)
+		})
+	}
+}
+
+func stageOf(name string) []string {
+	switch name {
+	case "exporting":
+		return []string{`"msg":"run exporting"`}
+	case "polling":
+		return []string{`"msg":"run exporting"`}
+	case "downloading":
+		return []string{`"msg":"run downloading"`}
+	case "unpacking":
+		return []string{`"msg":"run unpacking"`}
+	case "publishing":
+		return []string{`"msg":"publishing entity"`, `"entity":"A"`}
+	}
+	panic(name)
+}
+
+// atStage waits for the first start to reach stage (a little into it
+// while publishing, so batches are confirmed and others in flight).
+func atStage(e *env, p *proc, stage string) bool {
+	ok := p.waitLine(60*time.Second, stageOf(stage)...)
+	if stage == "polling" {
+		// the poll itself shows in the simulator's log
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && e.sim.count("action=GetExecutionSummaryStatus") == 0; time.Sleep(20 * time.Millisecond) {
+		}
+		ok = true
+	}
+	if stage == "publishing" {
+		time.Sleep(time.Duration(100+rand.IntN(300)) * time.Millisecond)
+	}
+	if !ok {
+		e.t.Errorf("the run never reached stage %s:\n%s", stage, tail(p.log(), 20))
+	}
+	return ok
+}
+
+func cases() []faultCase {
+	var cs []faultCase
+	for _, stage := range []string{"exporting", "polling", "downloading", "unpacking", "publishing"} {
+		cs = append(cs,
+			faultCase{name: "kill-9 while " + stage, ci: stage == "publishing" || stage == "exporting", declare: true, firstExit: -1,
+				inject: func(e *env, p *proc) {
+					if atStage(e, p, stage) {
+						p.signal(syscall.SIGKILL)
+					}
+				}},
+			faultCase{name: "SIGTERM while " + stage, ci: stage == "publishing", declare: true, firstExit: 1,
+				inject: func(e *env, p *proc) {
+					if atStage(e, p, stage) {
+						p.signal(syscall.SIGTERM)
+					}
+				}},
+		)
+	}
+	cutShort := func(slow time.Duration, cuts int) func(e *env, p *proc) {
+		return func(e *env, p *proc) {
+			e.proxy.setDelay(slow)
+			if !atStage(e, p, "publishing") {
+				return
+			}
+			for range cuts {
+				e.proxy.setDown(true)
+				time.Sleep(time.Duration(300+rand.IntN(1200)) * time.Millisecond)
+				e.proxy.setDown(false)
+				time.Sleep(time.Duration(200+rand.IntN(800)) * time.Millisecond)
+			}
+		}
+	}
+	brokerBack := func(e *env) { e.proxy.setDown(false) }
+	cs = append(cs,
+		faultCase{name: "broker cut 3x shorter than reconnect_timeout", ci: true, declare: true, broker: "reconnect_timeout: 5s", firstExit: 0,
+			inject: cutShort(time.Millisecond, 3)},
+		faultCase{name: "broker cut 5x over a slow link", declare: true, broker: "reconnect_timeout: 5s", firstExit: 0,
+			inject: cutShort(2*time.Millisecond, 5)},
+		faultCase{name: "broker cut longer than reconnect_timeout", ci: true, declare: true, broker: "reconnect_timeout: 3s", firstExit: 1,
+			inject: func(e *env, p *proc) {
+				e.proxy.setDelay(time.Millisecond)
+				if atStage(e, p, "publishing") {
+					e.proxy.setDown(true)
+				}
+			},
+			after: func(e *env) {
+				if st := e.status(); len(st) == 0 || st[0].Waiting != "broker" {
+					e.t.Errorf("status after the broker stayed away: want the run waiting for broker, got %+v", st)
+				}
+				brokerBack(e)
+			}},
+		faultCase{name: "broker cut longer, service retries", declare: true, broker: "reconnect_timeout: 2s", firstExit: 1,
+			inject: func(e *env, p *proc) {
+				e.proxy.setDelay(time.Millisecond)
+				if atStage(e, p, "publishing") {
+					e.proxy.setDown(true)
+				}
+			},
+			next: func(e *env) (int, string) {
+				// The service starts while the broker is still away, tries,
+				// backs off, and finishes the run once it is back.
+				svc := e.dmfexport("run", "--listen", "", "--stop-timeout", "20s")
+				if !svc.waitLine(60*time.Second, "run still waiting for broker") {
+					return 1, "service did not try the waiting run"
+				}
+				time.Sleep(2 * time.Second)
+				e.proxy.setDown(false)
+				ok := svc.waitLine(60*time.Second, `"msg":"run finished"`, `"state":"succeeded"`)
+				svc.signal(syscall.SIGTERM)
+				code, exited := svc.wait(30 * time.Second)
+				switch {
+				case !exited:
+					return -1, "service hung at stop"
+				case !ok:
+					return 1, "the service never finished the waiting run:\n" + tail(svc.log(), 15)
+				}
+				return code, "service retried with backoff"
+			}},
+		faultCase{name: "broker down before the export", ci: true, declare: true, firstExit: 1,
+			inject: func(e *env, p *proc) { e.proxy.setDown(true) },
+			after: func(e *env) {
+				if e.sim.exports() != 0 {
+					e.t.Errorf("F&O exported %d times for a run whose broker was down", e.sim.exports())
+				}
+				brokerBack(e)
+			}},
+		faultCase{name: "unroutable batches", declare: false, firstExit: 1,
+			inject: func(e *env, p *proc) {},
+			after: func(e *env) {
+				// The operator binds the queue; the next run publishes.
+				e.bind("fo.faults")
+			}},
+		faultCase{name: "reject-publish queue (max-length 300)", private: true, declare: false, broker: "nack_retries: 20", firstExit: -2,
+			queue:  amqp.Table{"x-max-length": int32(300), "x-overflow": "reject-publish"},
+			inject: func(e *env, p *proc) {}},
+		faultCase{name: "disk alarm mid-publish", private: true, declare: true, firstExit: 0,
+			inject: func(e *env, p *proc) {
+				if !atStage(e, p, "publishing") {
+					return
+				}
+				if err := broker.ctl("set_disk_free_limit", "10000GB"); err != nil {
+					e.t.Error(err)
+				}
+				time.Sleep(6 * time.Second)
+				if err := broker.ctl("set_disk_free_limit", "50MB"); err != nil {
+					e.t.Error(err)
+				}
+			}},
+		faultCase{name: "store full mid-publish", tmpfs: true, declare: true, firstExit: -2,
+			inject: func(e *env, p *proc) {
+				if atStage(e, p, "publishing") {
+					fill(e.t, e.tmpfs)
+				}
+			},
+			after: func(e *env) { _ = os.Remove(filepath.Join(e.tmpfs, "ballast")) }},
+		faultCase{name: "store read-only mid-publish", tmpfs: true, declare: true, firstExit: -2,
+			inject: func(e *env, p *proc) {
+				if atStage(e, p, "publishing") {
+					mustRun(e.t, "mount", "-o", "remount,ro", e.tmpfs)
+				}
+			},
+			after: func(e *env) { mustRun(e.t, "mount", "-o", "remount,rw", e.tmpfs) }},
+		faultCase{name: "store full while unpacking", tmpfs: true, declare: true, firstExit: -2,
+			inject: func(e *env, p *proc) {
+				if atStage(e, p, "downloading") {
+					fill(e.t, e.tmpfs)
+				}
+			},
+			after: func(e *env) { _ = os.Remove(filepath.Join(e.tmpfs, "ballast")) }},
+		faultCase{name: "two replicas @every 10s for 2m, one killed", declare: true, schedule: "@every 10s", first: twoReplicas},
+		faultCase{name: "F&O 429 storm", ci: true, declare: true, firstExit: 0,
+			sim: []string{"--fault", "action=*,first=4,status=429,retry-after=2s"}},
+		faultCase{name: "F&O 5xx every 3rd call", declare: true, firstExit: 0,
+			sim: []string{"--fault", "action=*,every=3,status=503"}},
+		faultCase{name: "F&O connection resets", declare: true, firstExit: 0,
+			sim: []string{"--fault", "action=*,every=4,reset"}},
+		faultCase{name: "F&O slow answers", declare: true, firstExit: 0,
+			sim: []string{"--fault", "action=*,every=2,delay=2s"}},
+		faultCase{name: "F&O execution stuck", declare: true, firstExit: 1, poll: "deadline: 6s",
+			sim: []string{"--stuck"}},
+		faultCase{name: "expired package URL", declare: true, firstExit: 0,
+			sim: []string{"--expired-urls", "1"}},
+		faultCase{name: "truncated downloads", declare: true, firstExit: 0,
+			sim: []string{"--truncate-after", "30000", "--download-faults-first", "2"}},
+		faultCase{name: "short Content-Length", declare: true, firstExit: -2,
+			sim: []string{"--content-length-delta", "-200", "--download-faults-first", "1"}},
+		faultCase{name: "slow download stalls", declare: true, firstExit: 0,
+			sim: []string{"--download-rate", "200000"}},
+	)
+	return cs
+}
+
+// runCase runs one case and prints its line.
+func runCase(t *testing.T, c faultCase) {
+	e := newEnv(t, c)
+	if c.first != nil {
+		code := c.first(e)
+		firstStatus := e.status()
+		e.checkReasons(firstStatus)
+		next := e.dmfexport("trigger", "f")
+		nextCode, ok := next.wait(firstTimeout)
+		if !ok || nextCode != 0 {
+			t.Errorf("next start: exit %d (exited %v):\n%s", nextCode, ok, tail(next.log(), 10))
+		}
+		e.report(code, firstStatus, nextCode)
+		return
+	}
+	first := e.dmfexport("trigger", "f")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if c.inject != nil {
+			c.inject(e, first)
+		}
+	}()
+	code, exited := first.wait(firstTimeout)
+	if !exited {
+		first.signal(syscall.SIGKILL)
+		t.Errorf("first start still running after %s: a hang", firstTimeout)
+	}
+	<-done
+	if c.firstExit != -2 && code != c.firstExit && !(c.firstExit == -1 && code != 0) {
+		t.Errorf("first start: exit %d, want %d\n%s", code, c.firstExit, tail(first.log(), 15))
+	}
+	firstStatus := e.status()
+	e.checkReasons(firstStatus)
+	if c.after != nil {
+		c.after(e)
+	} else if len(c.sim) > 0 {
+		// The fault was F&O's: it is over by the next start.
+		e.restartSim()
+	}
+	var nextCode int
+	var nextDetail string
+	if c.next != nil {
+		nextCode, nextDetail = c.next(e)
+	} else {
+		next := e.dmfexport("trigger", "f")
+		var ok bool
+		if nextCode, ok = next.wait(firstTimeout); !ok {
+			nextCode, nextDetail = -1, "hung"
+		} else if nextCode != 0 {
+			nextDetail = tail(next.log(), 10)
+		}
+	}
+	if nextCode != 0 {
+		t.Errorf("next start: exit %d: %s", nextCode, nextDetail)
+	}
+	e.report(code, firstStatus, nextCode)
+}
+
+func newEnv(t *testing.T, c faultCase) *env {
+	dir := t.TempDir()
+	e := &env{t: t, c: c, dir: dir}
+	id := fmt.Sprintf("faults.%d", time.Now().UnixNano())
+	e.exchange, e.queue = id, id
+	e.sim = startSim(t, dir, rowsA, c.sim...)
+	target := strings.TrimSuffix(strings.TrimPrefix(broker.url, "amqp://guest:guest@"), "/")
+	e.proxy = startProxy(t, target)
+	store := filepath.Join(dir, "store")
+	if c.tmpfs {
+		store = filepath.Join(dir, "tmpfs")
+		if err := os.MkdirAll(store, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		mustRun(t, "mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", store)
+		t.Cleanup(func() { _ = exec.Command("umount", "-l", store).Run() })
+		e.tmpfs = store
+	}
+	e.declareTopology()
+	brokerKeys := "{url: \"amqp://guest:guest@" + e.proxy.addr() + "/\", declare: " + fmt.Sprint(c.declare)
+	if c.declare {
+		brokerKeys += ", queues: [{name: " + e.queue + ", binding_key: fo.faults}]"
+	}
+	if c.broker != "" {
+		brokerKeys += ", " + c.broker
+	}
+	brokerKeys += "}"
+	schedule := c.schedule
+	if schedule == "" {
+		schedule = "@yearly"
+	}
+	poll := "interval: 100ms, max_interval: 300ms, package_url_timeout: 20s, register_timeout: 10s, "
+	if c.poll != "" {
+		poll += c.poll
+	} else {
+		poll += "deadline: 2m"
+	}
+	cfg := fmt.Sprintf(`fo:
+  url: ${DMFSIM_URL}
+  auth: {method: token, token: "${FO_TOKEN}"}
+store: {path: %q}
+broker: %s
+poll: {%s}
+replicas: {lease_ttl: 3s}
+exports:
+  - {name: f, schedule: %q, definition_group: G, legal_entity: USMF, exchange: %q, routing_key: fo.faults, batch_size: 20}
+`, store, brokerKeys, poll, schedule, e.exchange)
+	e.cfg = filepath.Join(dir, "dmfexport.yaml")
+	if err := os.WriteFile(e.cfg, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.vars = append(os.Environ(), "DMFSIM_URL="+e.sim.url, "FO_TOKEN="+dmftest.DefaultToken)
+	e.consume()
+	return e
+}
+
+// declareTopology declares what dmfexport declares (or, for cases that
+// declare nothing, the exchange and the queue, bound only where the case
+// routes): a consumer reads the queue from the start, as in production.
+func (e *env) declareTopology() {
+	conn, err := amqp.Dial(broker.url)
+	if err != nil {
+		e.t.Fatalf("broker: %v", err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := ch.ExchangeDeclare(e.exchange, "topic", true, false, false, false, nil); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare(e.queue, true, false, false, false, e.c.queue); err != nil {
+		e.t.Fatal(err)
+	}
+	key := "fo.faults"
+	if !e.c.declare && e.c.queue == nil {
+		key = "nothing.routes.here" // unroutable until the operator binds it
+	}
+	if err := ch.QueueBind(e.queue, key, e.exchange, false, nil); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() {
+		if c, err := amqp.Dial(broker.url); err == nil {
+			if ch, err := c.Channel(); err == nil {
+				_, _ = ch.QueueDelete(e.queue, false, false, false)
+				_ = ch.ExchangeDelete(e.exchange, false, false)
+			}
+			c.Close()
+		}
+	})
+}
+
+// bind binds the queue with key, as an operator fixing routing would.
+func (e *env) bind(key string) {
+	conn, err := amqp.Dial(broker.url)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := ch.QueueBind(e.queue, key, e.exchange, false, nil); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// consume reads the queue as a downstream consumer would, from the start
+// of the case to its end, tallying every delivery.
+func (e *env) consume() {
+	e.delivered = &delivery{rows: map[string]map[string]int{}, msgs: map[string]int{}, rowMsg: map[string]string{}}
+	conn, err := amqp.Dial(broker.url)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	_ = ch.Qos(200, 0, false)
+	dels, err := ch.Consume(e.queue, "", false, false, false, false, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for m := range dels {
+			e.mu.Lock()
+			e.delivered.add(e.t, m)
+			e.mu.Unlock()
+			_ = m.Ack(false)
+		}
+	}()
+	e.stopCons = func() {
+		// Wait until the queue is empty and nothing more arrives.
+		last := -1
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+			e.mu.Lock()
+			n := len(e.delivered.msgs) + e.delivered.dupBatches
+			e.mu.Unlock()
+			q, err := ch.QueueDeclarePassive(e.queue, true, false, false, false, e.c.queue)
+			if err == nil && q.Messages == 0 && n == last {
+				break
+			}
+			last = n
+		}
+		conn.Close()
+		<-stopped
+	}
+	e.t.Cleanup(func() { conn.Close() })
+}
+
+func (d *delivery) add(t *testing.T, m amqp.Delivery) {
+	var b struct {
+		Data struct {
+			RunID  string              `json:"run_id"`
+			Entity string              `json:"entity"`
+			Rows   []map[string]string `json:"rows"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(m.Body, &b); err != nil {
+		t.Errorf("message %s: %v", m.MessageId, err)
+		return
+	}
+	d.msgs[m.MessageId]++
+	if d.msgs[m.MessageId] > 1 {
+		d.dupBatches++
+	}
+	run := b.Data.RunID
+	if d.rows[run] == nil {
+		d.rows[run] = map[string]int{}
+	}
+	for _, r := range b.Data.Rows {
+		k := b.Data.Entity + "/" + r["ID"]
+		d.rows[run][k]++
+		if first, ok := d.rowMsg[run+"/"+k]; ok && first != m.MessageId {
+			d.badDups++
+		} else if !ok {
+			d.rowMsg[run+"/"+k] = m.MessageId
+		}
+	}
+}
+
+// dmfexport starts the binary with the case's config and JSON logs.
+func (e *env) dmfexport(args ...string) *proc {
+	full := append([]string{args[0], "--config", e.cfg, "--log-format", "json", "--log-level", "info"}, args[1:]...)
+	p := startProc(e.t, e.vars, e.dir, "dmfexport", full...)
+	e.procs = append(e.procs, p)
+	return p
+}
+
+// status returns the export's runs as dmfexport status --json shows them.
+func (e *env) status() []runStatus {
+	cmd := exec.Command(filepath.Join(binDir, "dmfexport"), "status", "--config", e.cfg, "--json", "--limit", "0", "f")
+	cmd.Env = e.vars
+	out, err := cmd.Output()
+	if err != nil {
+		e.t.Errorf("dmfexport status: %v", err)
+		return nil
+	}
+	var rs []runStatus
+	if err := json.Unmarshal(out, &rs); err != nil {
+		e.t.Errorf("dmfexport status --json: %v", err)
+	}
+	return rs
+}
+
+// checkReasons fails the case for an unfinished run whose line in the
+// status table gives no reason (interrupted, waiting for the broker, or
+// its error).
+func (e *env) checkReasons(runs []runStatus) {
+	var table string
+	for _, r := range runs {
+		if r.final() {
+			continue
+		}
+		if table == "" {
+			cmd := exec.Command(filepath.Join(binDir, "dmfexport"), "status", "--config", e.cfg, "--limit", "0", "f")
+			cmd.Env = e.vars
+			out, _ := cmd.Output()
+			table = string(out)
+		}
+		ok := false
+		for _, line := range strings.Split(table, "\n") {
+			if strings.Contains(line, r.RunID) && (strings.Contains(line, "interrupted") || strings.Contains(line, "waiting for broker") || r.Error != "" && strings.Contains(line, "running")) {
+				ok = true
+			}
+		}
+		if !ok {
+			e.t.Errorf("run %s is left %s without a reason in status:\n%s", r.RunID, r.State, table)
+		}
+	}
+}
+
+// restartSim replaces the simulator with one without the case's faults,
+// on the same address.
+func (e *env) restartSim() {
+	e.sim.signal(syscall.SIGTERM)
+	e.sim.wait(10 * time.Second)
+	addr := strings.TrimPrefix(e.sim.url, "http://")
+	p := startProc(e.t, os.Environ(), e.dir, "dmfsim", "--addr", addr, "--project", "G="+filepath.Join(e.dir, "project"), "--execution-time", "1500ms")
+	old := e.sim.exports()
+	e.sim = &sim{proc: p, url: e.sim.url}
+	e.sim.base = old
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			break
+		}
+	}
+}
+
+// report prints the case's line and fails it if a row was lost, a row
+// came twice under different message IDs, or a run was exported twice.
+func (e *env) report(firstExit int, firstStatus []runStatus, nextExit int) {
+	e.stopCons()
+	final := e.status()
+	d := e.delivered
+	want := int64(rowsA + 100)
+	var expected, received int64
+	exported := 0
+	succeeded := 0
+	var states []string
+	for _, r := range final {
+		states = append(states, r.State)
+		if r.State == "succeeded" {
+			succeeded++
+			expected += want
+			received += int64(len(d.rows[r.RunID]))
+		}
+		if r.State != "skipped" && !strings.Contains(r.Error, "nothing was exported") {
+			exported++
+		}
+	}
+	e.checkReasons(final)
+	exports := e.sim.exports() + e.sim.base
+	second := max(0, exports-exported)
+	first := "-"
+	if len(firstStatus) > 0 {
+		f := firstStatus[0]
+		first = f.State
+		if f.Waiting != "" {
+			first += " (waiting for " + f.Waiting + ")"
+		} else if !f.final() {
+			first += " (resumable)"
+		}
+	}
+	nextOK := "ok"
+	if nextExit != 0 {
+		nextOK = fmt.Sprintf("FAILED (exit %d)", nextExit)
+	}
+	fmt.Printf("FAULT %-48s rows %6d/%-6d lost %d  dup batches %3d (bad %d)  exports %d (second %d)  exit %2d  first run %-32s next start %s  runs %v\n",
+		e.c.name, expected, received, expected-received, d.dupBatches, d.badDups, exports, second, firstExit, first, nextOK, states)
+	if received < expected {
+		e.t.Errorf("%d rows lost", expected-received)
+	}
+	if d.badDups > 0 {
+		e.t.Errorf("%d rows delivered twice under different message IDs", d.badDups)
+	}
+	if second > 0 {
+		e.t.Errorf("%d second exports", second)
+	}
+	if succeeded == 0 {
+		e.t.Errorf("no run succeeded: %v", states)
+	}
+	for _, r := range final {
+		if r.State != "succeeded" {
+			fmt.Printf("      run %s %s: %s\n", r.RunID, r.State, r.Error)
+		}
+	}
+	for _, p := range e.procs {
+		if strings.Contains(p.log(), "panic:") || strings.Contains(p.log(), "goroutine ") {
+			e.t.Errorf("dmfexport panicked:\n%s", tail(p.log(), 30))
+		}
+		if strings.Contains(p.log(), dmftest.DefaultToken) {
+			e.t.Error("a dmfexport log line holds the F&O token")
+		}
+	}
+}
+
+// fill writes a ballast file until the file system is full.
+func fill(t *testing.T, dir string) {
+	f, err := os.Create(filepath.Join(dir, "ballast"))
+	if err != nil {
+		return // already full
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			return
+		}
+	}
+}
+
+func mustRun(t *testing.T, name string, args ...string) {
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// twoReplicas runs two services on one store for two minutes with an
+// export every 10 seconds, kills one with SIGKILL in the middle of a run
+// of its own, and stops the other: every slot is run once, the killed
+// replica's run is taken over, nothing is exported twice.
+func twoReplicas(e *env) int {
+	a := e.dmfexport("run", "--listen", "", "--stop-timeout", "30s")
+	b := e.dmfexport("run", "--listen", "", "--stop-timeout", "30s")
+	start := time.Now()
+	time.Sleep(50 * time.Second)
+	// Kill whichever replica publishes next, mid-entity.
+	pub := []string{`"msg":"publishing entity"`, `"entity":"A"`}
+	na, nb := a.count(pub...), b.count(pub...)
+	victim := -1
+	for deadline := time.Now().Add(30 * time.Second); victim < 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		switch {
+		case a.count(pub...) > na:
+			victim = 0
+		case b.count(pub...) > nb:
+			victim = 1
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	survivor := b
+	if victim == 1 {
+		survivor = a
+		b.signal(syscall.SIGKILL)
+	} else {
+		a.signal(syscall.SIGKILL)
+	}
+	time.Sleep(time.Until(start.Add(2 * time.Minute)))
+	survivor.signal(syscall.SIGTERM)
+	code, ok := survivor.wait(40 * time.Second)
+	if !ok {
+		e.t.Error("surviving replica did not stop within its stop timeout")
+	}
+	if n := survivor.count(`"msg":"resuming unfinished run"`) + survivor.count(`"msg":"run finished"`); n == 0 {
+		e.t.Error("the surviving replica finished no run")
+	}
+	return code
+}

@@ -1,0 +1,521 @@
+//go:build faults
+
+package faults
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/dmfexport/dmfexport/dmf/dmftest"
+)
+
+// The suite's shared state, set up by TestMain.
+var (
+	binDir string // the built dmfexport and dmfsim
+	broker *rabbitNode
+)
+
+func TestMain(m *testing.M) {
+	code, err := setup(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "faults:", err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func setup(m *testing.M) (int, error) {
+	dir, err := os.MkdirTemp("", "dmfexport-faults-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	binDir = filepath.Join(dir, "bin")
+	build := exec.Command("go", "build", "-o", binDir+"/", "../cmd/dmfexport", "../cmd/dmfsim")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return 0, fmt.Errorf("build the binaries: %w", err)
+	}
+	broker, err = startRabbit(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer broker.stop()
+	fmt.Printf("faults: broker %s (%s)\n", broker.url, broker.kind())
+	return m.Run(), nil
+}
+
+// rabbitNode is the broker the suite publishes to: a private node it
+// started (and may stop, alarm or reconfigure), or, where it cannot start
+// one, the test broker, which it never stops or cuts.
+type rabbitNode struct {
+	url, name string
+	private   bool
+	cmd       *exec.Cmd
+}
+
+func (n *rabbitNode) kind() string {
+	if n.private {
+		return "private node " + n.name
+	}
+	return "shared test broker: cases that control the node are skipped"
+}
+
+// startRabbit starts a private RabbitMQ node on its own ports, with its
+// own data and log folders (owned by user rabbitmq, as the Debian wrapper
+// drops root) and a config file of its own (the system one names 5672).
+func startRabbit(dir string) (*rabbitNode, error) {
+	shared := os.Getenv("DMFEXPORT_TEST_AMQP_URL")
+	if shared == "" {
+		shared = "amqp://guest:guest@127.0.0.1:5672/"
+	}
+	u, uerr := user.Lookup("rabbitmq")
+	if _, err := exec.LookPath("rabbitmq-server"); err != nil || uerr != nil || os.Getuid() != 0 {
+		return &rabbitNode{url: shared}, nil
+	}
+	base := filepath.Join(dir, "rabbit")
+	port, dist := freePort(), freePort()
+	for _, d := range []string{"mnesia", "log"} {
+		if err := os.MkdirAll(filepath.Join(base, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	files := map[string]string{
+		"rabbitmq.conf":   fmt.Sprintf("listeners.tcp.local = 127.0.0.1:%d\n", port),
+		"enabled_plugins": "[].\n",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(base, name), []byte(body), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	_ = os.Chown(dir, uid, gid)
+	_ = filepath.Walk(base, func(p string, _ os.FileInfo, _ error) error { return os.Chown(p, uid, gid) })
+	_ = os.Chmod(dir, 0o755)
+	name := fmt.Sprintf("dmffaults%d@localhost", port)
+	cmd := exec.Command("rabbitmq-server")
+	cmd.Dir = base
+	cmd.Env = append(os.Environ(),
+		"RABBITMQ_NODENAME="+name,
+		"RABBITMQ_NODE_PORT="+strconv.Itoa(port),
+		"RABBITMQ_DIST_PORT="+strconv.Itoa(dist),
+		"RABBITMQ_MNESIA_BASE="+filepath.Join(base, "mnesia"),
+		"RABBITMQ_LOG_BASE="+filepath.Join(base, "log"),
+		"RABBITMQ_CONFIG_FILE="+filepath.Join(base, "rabbitmq.conf"),
+		"RABBITMQ_ENABLED_PLUGINS_FILE="+filepath.Join(base, "enabled_plugins"),
+	)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start a private RabbitMQ node: %w", err)
+	}
+	n := &rabbitNode{url: fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", port), name: name, private: true, cmd: cmd}
+	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		if c, err := amqp.Dial(n.url); err == nil {
+			c.Close()
+			return n, nil
+		}
+	}
+	n.stop()
+	return nil, fmt.Errorf("private RabbitMQ node %s did not start within 90s (logs in %s)", name, filepath.Join(base, "log"))
+}
+
+// ctl runs rabbitmqctl against the private node.
+func (n *rabbitNode) ctl(args ...string) error {
+	out, err := exec.Command("rabbitmqctl", append([]string{"-n", n.name}, args...)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("rabbitmqctl %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+func (n *rabbitNode) stop() {
+	if !n.private || n.cmd == nil {
+		return
+	}
+	_ = n.ctl("stop")
+	done := make(chan struct{})
+	go func() { _ = n.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
+	}
+}
+
+func freePort() int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// proxy forwards TCP connections to the broker, so a case can cut, refuse
+// or slow dmfexport's connection without touching the broker itself.
+type proxy struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	conns []net.Conn
+	down  bool
+	delay time.Duration // per forwarded chunk: a slow link
+}
+
+func startProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target}
+	go p.serve()
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	return p
+}
+
+func (p *proxy) addr() string { return p.ln.Addr().String() }
+
+func (p *proxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		down := p.down
+		p.mu.Unlock()
+		if down {
+			c.Close()
+			continue
+		}
+		b, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, b)
+		p.mu.Unlock()
+		go p.pipe(b, c)
+		go p.pipe(c, b)
+	}
+}
+
+func (p *proxy) pipe(dst, src net.Conn) {
+	buf := make([]byte, 16<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			d := p.delay
+			p.mu.Unlock()
+			if d > 0 {
+				time.Sleep(d)
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				src.Close()
+				return
+			}
+		}
+		if err != nil {
+			dst.Close()
+			return
+		}
+	}
+}
+
+// cut resets every forwarded connection.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = nil
+	p.mu.Unlock()
+	for _, c := range conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		c.Close()
+	}
+}
+
+// setDown cuts every connection and refuses new ones, or lets them in again.
+func (p *proxy) setDown(down bool) {
+	p.mu.Lock()
+	p.down = down
+	p.mu.Unlock()
+	if down {
+		p.cut()
+	}
+}
+
+func (p *proxy) setDelay(d time.Duration) {
+	p.mu.Lock()
+	p.delay = d
+	p.mu.Unlock()
+}
+
+// proc is a started binary whose JSON (dmfexport) or text (dmfsim) log
+// lines are kept.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	code int
+
+	mu    sync.Mutex
+	lines []string
+	added chan struct{}
+}
+
+func startProc(t *testing.T, env []string, dir, bin string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, bin), args...)
+	cmd.Env = env
+	cmd.Dir = dir
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{}), added: make(chan struct{}, 1)}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			p.mu.Unlock()
+			select {
+			case p.added <- struct{}{}:
+			default:
+			}
+		}
+		err := cmd.Wait()
+		p.code = 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			p.code = ee.ExitCode()
+		} else if err != nil {
+			p.code = -1
+		}
+		close(p.done)
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-p.done })
+	return p
+}
+
+// waitLine waits until a log line contains every one of parts; false after
+// timeout or when the process ended first.
+func (p *proc) waitLine(timeout time.Duration, parts ...string) bool {
+	deadline := time.After(timeout)
+	seen := 0
+	for {
+		p.mu.Lock()
+		for ; seen < len(p.lines); seen++ {
+			if containsAll(p.lines[seen], parts) {
+				p.mu.Unlock()
+				return true
+			}
+		}
+		p.mu.Unlock()
+		select {
+		case <-p.added:
+		case <-p.done:
+			p.mu.Lock()
+			n := len(p.lines)
+			p.mu.Unlock()
+			if seen >= n {
+				return false
+			}
+		case <-deadline:
+			return false
+		}
+	}
+}
+
+func containsAll(s string, parts []string) bool {
+	for _, x := range parts {
+		if !strings.Contains(s, x) {
+			return false
+		}
+	}
+	return true
+}
+
+// count returns how many log lines contain every one of parts.
+func (p *proc) count(parts ...string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, l := range p.lines {
+		if containsAll(l, parts) {
+			n++
+		}
+	}
+	return n
+}
+
+func (p *proc) log() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.lines, "\n")
+}
+
+// wait waits for the process to exit; ok false after timeout (a hang).
+func (p *proc) wait(timeout time.Duration) (code int, ok bool) {
+	select {
+	case <-p.done:
+		return p.code, true
+	case <-time.After(timeout):
+		return -1, false
+	}
+}
+
+func (p *proc) signal(sig syscall.Signal) { _ = p.cmd.Process.Signal(sig) }
+
+// sim is a running dmfsim.
+type sim struct {
+	*proc
+	url  string
+	base int // exports counted by simulators this one replaced
+}
+
+// startSim serves entity A of rows rows (and B of 100 rows) as group G.
+func startSim(t *testing.T, dir string, rows int, flags ...string) *sim {
+	t.Helper()
+	data := filepath.Join(dir, "project")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, n := range map[string]int{"A": rows, "B": 100} {
+		var b strings.Builder
+		b.WriteString("ID,TEXT\r\n")
+		for i := 1; i <= n; i++ {
+			fmt.Fprintf(&b, "%d,\"row %d, with a comma\"\r\n", i, i)
+		}
+		if err := os.WriteFile(filepath.Join(data, name+".csv"), []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort())
+	args := append([]string{"--addr", addr, "--project", "G=" + data, "--execution-time", "1500ms"}, flags...)
+	p := startProc(t, os.Environ(), dir, "dmfsim", args...)
+	s := &sim{proc: p, url: "http://" + addr}
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return s
+		}
+	}
+	t.Fatalf("dmfsim did not listen on %s:\n%s", addr, p.log())
+	return nil
+}
+
+// exports counts the executions ExportToPackage started.
+func (s *sim) exports() int { return s.count("dmftest execution started") }
+
+// delivery tallies what reached the queue, per run.
+type delivery struct {
+	rows       map[string]map[string]int // run → row key → copies
+	msgs       map[string]int            // message ID → copies
+	rowMsg     map[string]string         // run/row → first message ID
+	badDups    int                       // a row delivered twice under different message IDs
+	dupBatches int                       // extra copies of a message ID
+}
+
+// drain empties queue on the broker and tallies it.
+func drain(t *testing.T, queue string) *delivery {
+	t.Helper()
+	conn, err := amqp.Dial(broker.url)
+	if err != nil {
+		t.Fatalf("broker: %v", err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &delivery{rows: map[string]map[string]int{}, msgs: map[string]int{}, rowMsg: map[string]string{}}
+	for {
+		m, ok, err := ch.Get(queue, true)
+		if err != nil {
+			t.Fatalf("get from %s: %v", queue, err)
+		}
+		if !ok {
+			break
+		}
+		var b struct {
+			Data struct {
+				RunID  string              `json:"run_id"`
+				Entity string              `json:"entity"`
+				Rows   []map[string]string `json:"rows"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(m.Body, &b); err != nil {
+			t.Fatalf("message %s: %v", m.MessageId, err)
+		}
+		d.msgs[m.MessageId]++
+		if d.msgs[m.MessageId] > 1 {
+			d.dupBatches++
+		}
+		run := b.Data.RunID
+		if d.rows[run] == nil {
+			d.rows[run] = map[string]int{}
+		}
+		for _, r := range b.Data.Rows {
+			k := b.Data.Entity + "/" + r["ID"]
+			d.rows[run][k]++
+			if first, ok := d.rowMsg[run+"/"+k]; ok && first != m.MessageId {
+				d.badDups++
+			} else if !ok {
+				d.rowMsg[run+"/"+k] = m.MessageId
+			}
+		}
+	}
+	return d
+}
+
+// runStatus is what dmfexport status --json says of a run.
+type runStatus struct {
+	RunID   string `json:"run_id"`
+	State   string `json:"state"`
+	Error   string `json:"error"`
+	Waiting string `json:"waiting"`
+}
+
+func (r runStatus) final() bool {
+	switch r.State {
+	case "succeeded", "partially_succeeded", "failed", "skipped":
+		return true
+	}
+	return false
+}
+
+// ctxTimeout is a context for a case's own waits.
+func ctxTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+var _ = dmftest.DefaultToken

@@ -1,0 +1,157 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/internal/testenv"
+	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/unpack"
+)
+
+// closedPort returns a loopback address nothing listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// TestBrokerCheckedBeforeExport points a run at a broker that is down, or
+// at an exchange that does not exist: the run must fail before asking F&O
+// for an export, and say that nothing was exported.
+func TestBrokerCheckedBeforeExport(t *testing.T) {
+	tests := []struct {
+		name     string
+		url      string
+		exchange string
+		want     string
+	}{
+		{"broker down", "amqp://guest:guest@" + closedPort(t) + "/", "", "connect to broker"},
+		{"exchange missing", testenv.AMQPURL(), fmt.Sprintf("dmfexport-test-missing-%d", time.Now().UnixNano()), "does not exist"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 10)}}, ExecutionTime: 20 * time.Millisecond})
+			defer sim.Close()
+			exp := fileExport(sim, t.TempDir())
+			exp.Broker = BrokerConfig{Type: "amqp", URL: Secret(tt.url), ReconnectTimeout: -1}
+			exp.Exchange = tt.exchange
+			rec, err := (&Runner{}).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "nothing was exported") {
+				t.Fatalf("Run with %s: want an error with %q saying nothing was exported, got %v", tt.name, tt.want, err)
+			}
+			if n := sim.Exports(); n != 0 {
+				t.Errorf("Run with %s: want no ExportToPackage call, got %d", tt.name, n)
+			}
+			if rec == nil || rec.State != StateFailed {
+				t.Errorf("Run with %s: want a failed record, got %+v", tt.name, rec)
+			}
+		})
+	}
+}
+
+// TestBrokerLostAtPublishLeavesRunWaiting loses the broker for good after 4
+// of 10 batches: the run must stay unfinished, waiting for the broker, with
+// those 400 rows counted; taken up again once the broker is back it
+// finishes without a second export and without losing a row.
+func TestBrokerLostAtPublishLeavesRunWaiting(t *testing.T) {
+	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond})
+	defer sim.Close()
+	exp := fileExport(sim, t.TempDir())
+	gone := fmt.Errorf("connection to broker lost and not restored: %w", publish.ErrBrokerUnavailable)
+	first := &scriptedSink{storeFirst: 4, flushErr: gone}
+	r := &Runner{NewSink: sinkFor(first), Metrics: NewMetrics()}
+	rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+	if !errors.Is(err, ErrWaitingForBroker) {
+		t.Fatalf("Run losing the broker: want ErrWaitingForBroker, got %v", err)
+	}
+	if strings.Contains(err.Error(), "next run") || !strings.Contains(err.Error(), "resumes from here once the broker is reachable") {
+		t.Errorf("Run losing the broker: the error must say the run resumes, got %v", err)
+	}
+	recs, uerr := r.Unfinished(context.Background(), exp)
+	if uerr != nil || len(recs) != 1 {
+		t.Fatalf("Unfinished: want the waiting run, got %d (%v)", len(recs), uerr)
+	}
+	got := recs[0]
+	if got.State.Final() || got.Waiting != WaitingForBroker || got.Entities[0].Rows != 400 || got.Entities[0].State == StateFailed {
+		t.Fatalf("waiting record: want unfinished, waiting for broker, entity not failed with 400 confirmed rows, got state %s waiting %q entity %s with %d rows",
+			got.State, got.Waiting, got.Entities[0].State, got.Entities[0].Rows)
+	}
+	if rec.RunID != got.RunID {
+		t.Errorf("Run returned run %s, the store holds %s", rec.RunID, got.RunID)
+	}
+
+	// The service's ResumeAll takes it up (this process has not tried it
+	// yet, so at once); the broker is back by then.
+	second := &scriptedSink{storeFirst: -1}
+	r.NewSink = sinkFor(second)
+	r.ResumeAll(context.Background(), []*Export{exp})
+	recs, _ = r.Unfinished(context.Background(), exp)
+	if len(recs) != 0 {
+		t.Fatalf("ResumeAll with the broker back: want the run finished, %d still unfinished (%s)", len(recs), recs[0].Error)
+	}
+	done, err := readRecord(context.Background(), mustOpen(t, exp), recordKey(exp.Store.Prefix, exp.Name, rec.RunID))
+	if err != nil || done.State != StateSucceeded || done.Waiting != "" || done.Entities[0].Rows != 1000 {
+		t.Fatalf("resumed record: want succeeded with 1000 rows, got %v %+v", err, done)
+	}
+	if n := sim.Exports(); n != 1 {
+		t.Errorf("want 1 export in F&O, got %d", n)
+	}
+	rows := map[string]bool{}
+	for _, s := range []*scriptedSink{first, second} {
+		for _, batches := range s.rowsByMessage(t, true) {
+			for _, ids := range batches {
+				for _, id := range ids {
+					rows[id] = true
+				}
+			}
+		}
+	}
+	if len(rows) != 1000 {
+		t.Errorf("rows stored by the broker across both attempts: want 1000, got %d", len(rows))
+	}
+}
+
+// TestBrokerRetryBackoff checks the waits between attempts at a run
+// waiting for the broker: doubling from brokerRetryMin up to
+// brokerRetryMax, forgotten once the run gets on.
+func TestBrokerRetryBackoff(t *testing.T) {
+	r := &Runner{}
+	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	if !r.brokerRetryDue("j", "r", now) {
+		t.Fatal("a run not tried yet must be due")
+	}
+	want := []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 160 * time.Second, 5 * time.Minute, 5 * time.Minute}
+	for i, w := range want {
+		if got := r.noteBrokerWait("j", "r", true, now); got != w {
+			t.Errorf("attempt %d: want a wait of %s, got %s", i+1, w, got)
+		}
+		if r.brokerRetryDue("j", "r", now.Add(w-time.Millisecond)) || !r.brokerRetryDue("j", "r", now.Add(w)) {
+			t.Errorf("attempt %d: want the run due after %s, not before", i+1, w)
+		}
+	}
+	r.noteBrokerWait("j", "r", false, now)
+	if !r.brokerRetryDue("j", "r", now) {
+		t.Error("a run that got on must be due at once next time")
+	}
+}
+
+func mustOpen(t *testing.T, exp *Export) unpack.Store {
+	t.Helper()
+	st, err := openStore(exp.Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
