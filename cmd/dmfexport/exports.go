@@ -12,27 +12,38 @@ import (
 )
 
 // exportsCommand lists the configured exports. It is also reachable as
-// "jobs", its name before exports were called exports everywhere.
-type exportsCommand struct{ g globalFlags }
+// "jobs", its name before exports were called exports everywhere; name is
+// the one it was called by ("" means exports), so usage and errors use it.
+type exportsCommand struct {
+	g    globalFlags
+	name string
+}
+
+func (c *exportsCommand) called() string {
+	if c.name == "" {
+		return "exports"
+	}
+	return c.name
+}
 
 func (c *exportsCommand) Usage() string {
-	return `Usage: dmfexport exports [--config FILE]
+	return fmt.Sprintf(`Usage: dmfexport %s [--config FILE]
 
 Lists every export in the configuration with its schedule, definition group, legal entity,
 routing and next run time (in the schedule's time zone, or local time).
-"dmfexport jobs" is another name for this command.
-`
+"dmfexport exports" and "dmfexport jobs" (its former name) are the same command.
+`, c.called())
 }
 
 func (c *exportsCommand) Run(_ context.Context, args []string) error {
-	fs := flag.NewFlagSet("exports", flag.ContinueOnError)
+	fs := flag.NewFlagSet(c.called(), flag.ContinueOnError)
 	c.g.register(fs, "warn")
 	pos, err := c.g.parse(fs, c.Usage(), args)
 	if err != nil {
 		return err
 	}
 	if len(pos) > 0 {
-		return &flagError{msg: fmt.Sprintf("unexpected argument %q: exports takes no arguments", pos[0]), usage: usageText(fs, c.Usage())}
+		return &flagError{msg: fmt.Sprintf("unexpected argument %q: %s takes no arguments", pos[0], c.called()), usage: usageText(fs, c.Usage())}
 	}
 	cfg, err := c.g.load()
 	if err != nil {

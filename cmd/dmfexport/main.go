@@ -37,7 +37,7 @@ func commands() map[string]command {
 		"trigger":  &triggerCommand{},
 		"validate": &validateCommand{},
 		"exports":  &exportsCommand{},
-		"jobs":     &exportsCommand{}, // the command's former name, kept for scripts
+		"jobs":     &exportsCommand{name: "jobs"}, // the command's former name, kept for scripts
 		"status":   &statusCommand{},
 		"replay":   &replayCommand{},
 		"demo":     &demoCommand{},
