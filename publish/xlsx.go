@@ -526,7 +526,6 @@ func (s *sheetScanner) readRow() ([]string, int, error) {
 	s.cells = s.cells[:0]
 	s.arena = s.arena[:0]
 	var c cellState
-	type valueRef struct{ col, start, end int }
 	var pending []valueRef // arena values, turned into strings at row end
 	inCell := false
 	next := 0 // column of a cell without an r attribute
@@ -583,6 +582,12 @@ func (s *sheetScanner) readRow() ([]string, int, error) {
 				inCell = tok.kind == tokStart
 				if !inCell {
 					s.setCell(c.col, "")
+				} else if raw, n, ok := s.x.simpleValue(s.raw); ok {
+					// <v>text</v></c> read at once: the tokens would say the same
+					s.raw, c.hasText, inCell = raw, n > 0, false
+					if err := s.endCell(&c, &pending); err != nil {
+						return nil, s.line, err
+					}
 				}
 			case "v":
 				c.inV = inCell && tok.kind == tokStart
@@ -615,17 +620,8 @@ func (s *sheetScanner) readRow() ([]string, int, error) {
 					continue
 				}
 				inCell = false
-				v, shared, err := s.cellValue(&c)
-				if err != nil {
-					return nil, s.line, fmt.Errorf("sheet row %d, column %s: %w", s.line, columnName(c.col), err)
-				}
-				if shared {
-					s.setCell(c.col, v)
-				} else {
-					start := len(s.arena)
-					s.arena = append(s.arena, v...)
-					s.setCell(c.col, "")
-					pending = append(pending, valueRef{c.col, start, len(s.arena)})
+				if err := s.endCell(&c, &pending); err != nil {
+					return nil, s.line, err
 				}
 			case "row":
 				s.inRow = false
@@ -637,6 +633,26 @@ func (s *sheetScanner) readRow() ([]string, int, error) {
 			}
 		}
 	}
+}
+
+// valueRef is a cell value in the row's arena, made a string at row end.
+type valueRef struct{ col, start, end int }
+
+// endCell sets the value of the cell c ends, in place or in the arena.
+func (s *sheetScanner) endCell(c *cellState, pending *[]valueRef) error {
+	v, shared, err := s.cellValue(c)
+	if err != nil {
+		return fmt.Errorf("sheet row %d, column %s: %w", s.line, columnName(c.col), err)
+	}
+	if shared {
+		s.setCell(c.col, v)
+		return nil
+	}
+	start := len(s.arena)
+	s.arena = append(s.arena, v...)
+	s.setCell(c.col, "")
+	*pending = append(*pending, valueRef{c.col, start, len(s.arena)})
+	return nil
 }
 
 // setCell puts v at column col, filling the gap with "".
@@ -1065,6 +1081,30 @@ func indexLT(b []byte) int {
 		return n + i
 	}
 	return -1
+}
+
+// closeVC ends the value of a cell that holds nothing else.
+var closeVC = []byte("</v></c>")
+
+// simpleValue consumes "<v>text</v></c>" when the buffer holds all of it
+// (most cells: a number or a shared string index), appending the raw text
+// to raw, as the tokens of those tags would; n is the text's length. It
+// consumes nothing otherwise (attributes, prefixes, white space, other
+// markup), and the tokens are read as usual.
+func (x *xmlScanner) simpleValue(raw []byte) (_ []byte, n int, ok bool) {
+	if x.haveTag {
+		return raw, 0, false
+	}
+	b := x.buf[x.pos:x.end]
+	if len(b) < 3+len(closeVC) || b[0] != '<' || b[1] != 'v' || b[2] != '>' {
+		return raw, 0, false
+	}
+	i := indexLT(b[3:])
+	if i < 0 || !bytes.HasPrefix(b[3+i:], closeVC) {
+		return raw, 0, false
+	}
+	x.pos += 3 + i + len(closeVC)
+	return append(raw, b[3:3+i]...), i, true
 }
 
 // next returns the next token; it is valid until the next call.

@@ -87,6 +87,7 @@ func TestSheetScannerMatchesReference(t *testing.T) {
 		{"rich text and phonetic runs", sheetHead + `<row><c t="inlineStr"><is><r><t>a</t></r><rPh><t>p</t></rPh><r><rPr/><t xml:space="preserve"> b</t></r></is></c></row>` + sheetTail},
 		{"shared index as a reference", sheetHead + `<row><c t="s"><v> &#51; </v></c></row>` + sheetTail},
 		{"formula text ignored", sheetHead + `<row><c><f>SUM(A1:A2)</f><v>3</v></c></row>` + sheetTail},
+		{"values read at once and not", sheetHead + `<row r="1"><c r="A1"><v></v></c><c t="s"><v>&#49;</v></c><c><v>1</v></c ><c><v>2</v>x</c><c><v a="1">3</v></c><c><v>4</v></x:c></c></row>` + sheetTail},
 		{"truncated in a tag", `<row r="1"><c r="A1"><v>1</v`},
 		{"truncated in a row", `<row r="1"><c r="A1"><v>1</v>`},
 		{"text after the last tag", `<row r="1"></row>tail`},

@@ -137,8 +137,7 @@ func (s *DirStore) write(ctx context.Context, key string, r io.Reader, meta map[
 		tmp.Close()
 		os.Remove(tmp.Name()) // no-op after a rename; drops the extra link after Create
 	}()
-	buf := make([]byte, 1<<20)
-	n, err := io.CopyBuffer(struct{ io.Writer }{tmp}, ctxio.Reader(ctx, r), buf)
+	n, err := copyInto(ctx, tmp, r)
 	if err != nil {
 		return Object{}, fmt.Errorf("write: %w", err)
 	}
@@ -249,6 +248,28 @@ func (s *DirStore) Open(ctx context.Context, key string) (io.ReadCloser, error) 
 		return nil, fmt.Errorf("open %s: %w", key, ErrNotExist)
 	}
 	return f, nil
+}
+
+// copyInto copies r to f. A file (the downloaded package) is copied by the
+// kernel (copy_file_range where the file systems allow it) in chunks, with
+// ctx checked between them, instead of through a buffer.
+func copyInto(ctx context.Context, f *os.File, r io.Reader) (int64, error) {
+	src, ok := r.(*os.File)
+	if !ok {
+		buf := make([]byte, 1<<20)
+		return io.CopyBuffer(struct{ io.Writer }{f}, ctxio.Reader(ctx, r), buf)
+	}
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		k, err := f.ReadFrom(io.LimitReader(src, 64<<20))
+		n += k
+		if err != nil || k == 0 {
+			return n, err
+		}
+	}
 }
 
 // notExist maps the file system's "not found" errors to ErrNotExist.

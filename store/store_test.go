@@ -305,3 +305,54 @@ func TestDirStoreReadersSeeWholeObjects(t *testing.T) {
 		}
 	}
 }
+
+// A file is copied by the kernel from its current offset to its end, like
+// any reader; a cancelled ctx stores nothing.
+func TestDirStorePutFromFile(t *testing.T) {
+	content := bytes.Repeat([]byte("0123456789abcdef"), 300000) // 4.8 MB
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, tc := range []struct {
+		name    string
+		ctx     context.Context
+		offset  int64
+		want    []byte
+		wantErr error
+	}{
+		{"whole file", context.Background(), 0, content, nil},
+		{"from its offset", context.Background(), 1000, content[1000:], nil},
+		{"at its end", context.Background(), int64(len(content)), nil, nil},
+		{"cancelled", cancelled, 0, nil, context.Canceled},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newTestStore(t)
+			f, err := os.CreateTemp(t.TempDir(), "pkg-*")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.Write(content); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Seek(tc.offset, io.SeekStart); err != nil {
+				t.Fatal(err)
+			}
+			o, err := s.Put(tc.ctx, "p/package.zip", f, nil)
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("Put error = %v, want %v", err, tc.wantErr)
+				}
+				if got := filesUnder(t, s.root); len(got) != 0 {
+					t.Errorf("files left after a cancelled Put: %v", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Put: %v", err)
+			}
+			if got := readAll(t, s, "p/package.zip"); o.Size != int64(len(tc.want)) || got != string(tc.want) {
+				t.Errorf("stored %d bytes (size %d), want %d bytes from offset %d", len(got), o.Size, len(tc.want), tc.offset)
+			}
+		})
+	}
+}

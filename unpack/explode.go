@@ -16,6 +16,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/internal/ctxio"
 	"github.com/dmfexport/dmfexport/store"
+	"github.com/klauspost/compress/flate"
 )
 
 // Default limits of ExplodeOptions.
@@ -130,6 +131,10 @@ func Explode(ctx context.Context, zipPath string, st store.Store, opts ExplodeOp
 		return nil, fmt.Errorf("not a valid zip package (truncated download or not a package?): %w", err)
 	}
 	defer zr.Close()
+	// klauspost's inflater takes about a quarter less CPU than the standard
+	// library's for the same bytes; archive/zip still checks each entry's
+	// CRC-32 and size.
+	zr.RegisterDecompressor(zip.Deflate, func(r io.Reader) io.ReadCloser { return flate.NewReader(r) })
 
 	entries, err := checkEntries(zr.File, opts)
 	if err != nil {

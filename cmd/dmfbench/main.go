@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -64,6 +65,7 @@ var (
 	childEnt = flag.String("child-entity", "", "internal: entity file (format:path)")
 	ceilSize = flag.Int("ceiling-size", 0, "internal: message size of the ceiling case")
 	ceilN    = flag.Int("ceiling-count", 0, "internal: message count of the ceiling case")
+	inFlight = flag.Int("max-unconfirmed", 0, "body bytes in flight before the publisher waits for confirms (broker.max_unconfirmed_bytes; 0: the sink's default)")
 	link     = flag.String("link", "", "cap the bandwidth between publisher and broker, e.g. 100Mbit (an in-process proxy), to see what compression buys on a slow link")
 )
 
@@ -141,7 +143,7 @@ func run() error {
 		var plain *result
 		byCase := map[string]*result{}
 		for _, c := range strings.Split(*cases, ",") {
-			args := []string{"-child", c, "-child-entity", e.format + ":" + e.path, "-url", *url, "-batch", fmt.Sprint(*batch), "-link", *link}
+			args := []string{"-child", c, "-child-entity", e.format + ":" + e.path, "-url", *url, "-batch", fmt.Sprint(*batch), "-link", *link, "-max-unconfirmed", fmt.Sprint(*inFlight)}
 			if c == "ceiling" {
 				if plain == nil || plain.Messages == 0 {
 					continue // needs the sizes of the uncompressed publish
@@ -220,6 +222,17 @@ func spawn(self string, args []string) (*result, error) {
 
 func runChild() error {
 	ctx := context.Background()
+	if path := os.Getenv("DMFBENCH_CPUPROFILE"); path != "" { // one case's CPU profile
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	format, path, _ := strings.Cut(*childEnt, ":")
 	var r result
 	switch *child {
@@ -304,7 +317,7 @@ func dialBench(ctx context.Context) (*publish.AMQPSink, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	s, err := publish.DialAMQP(ctx, publish.AMQPOptions{URL: pubURL, ConnectionName: "dmfbench"})
+	s, err := publish.DialAMQP(ctx, publish.AMQPOptions{URL: pubURL, ConnectionName: "dmfbench", MaxUnconfirmedBytes: *inFlight})
 	if err != nil {
 		return nil, "", err
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -80,6 +81,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	defer cpuProfile(stderr)()
 	err := cmd.Run(ctx, args[1:])
 	var fe *flagError
 	switch {
@@ -96,6 +98,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 	default:
 		fmt.Fprintf(stderr, "dmfexport %s: %v\n", args[0], err)
 		return 1
+	}
+}
+
+// cpuProfile writes a CPU profile of the whole command to the file
+// DMFEXPORT_CPUPROFILE names, if any (undocumented: for `make bench` and
+// whoever profiles a run), and returns what stops it.
+func cpuProfile(stderr io.Writer) func() {
+	path := os.Getenv("DMFEXPORT_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+		if err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "dmfexport: CPU profile: %v\n", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
 	}
 }
 
