@@ -291,7 +291,7 @@ func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)
 		d.problem(nil, "", "the file is empty", "see configs/example.yaml for every key")
 		return nil, d.err()
 	}
-	top := d.mapping(root, "", topKeys)
+	top := d.mapping(root, "", keysOf(topFields))
 	if top == nil {
 		return nil, d.err()
 	}
@@ -305,15 +305,7 @@ func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)
 	d.retention(top["retention"], "")
 	d.sharedPass = false
 	if n := top["replicas"]; n != nil {
-		if m := d.mapping(n, "replicas", []string{"lease_ttl"}); m != nil && m["lease_ttl"] != nil {
-			if v, ok := d.duration(m["lease_ttl"], "replicas.lease_ttl"); ok {
-				if v < 3*time.Second {
-					d.problem(m["lease_ttl"], "replicas.lease_ttl", fmt.Sprintf("%s is too short", v), "at least 3s; the lease is refreshed every third of it")
-				} else {
-					cfg.LeaseTTL = v
-				}
-			}
-		}
+		topFields[5].decode(d, n, "replicas", cfg)
 	}
 	expsNode := top["exports"]
 	if expsNode == nil {
@@ -378,27 +370,8 @@ func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)
 	return cfg, nil
 }
 
-// section describes one of the shared sections an export may override.
-type section struct {
-	key  string
-	keys []string
-}
-
 var (
-	topKeys    = []string{"fo", "store", "broker", "poll", "retention", "replicas", "exports"}
-	exportKeys = []string{"name", "schedule", "definition_group", "package_name", "legal_entity", "reexecute",
-		"enabled", "exchange", "routing_key", "batch_size", "jitter", "partial", "absent_files", "compression", "compression_level", "parallel_entities", "delimiter", "max_message_bytes", "fo", "store", "broker", "poll", "retention"}
-	sections = []section{
-		{"fo", []string{"url", "auth", "max_retries", "retry_base_delay", "retry_max_delay", "max_throttle_wait", "request_timeout", "max_concurrent_exports", "max_requests_per_minute"}},
-		{"store", []string{"type", "path", "prefix", "account_url", "container", "connection_string", "sas_url", "auth", "block_size", "concurrency"}},
-		{"broker", []string{"type", "url", "path", "confirm_window", "max_unconfirmed_bytes", "reconnect_timeout", "nack_retries", "declare", "queues", "allow_plaintext"}},
-		{"poll", []string{"interval", "max_interval", "deadline", "package_url_timeout", "package_url_interval", "package_url_max_interval", "register_timeout", "download_timeout"}},
-		{"retention", []string{"keep_runs", "max_age"}},
-	}
-	authKeys = []string{"method", "token", "tenant_id", "client_id", "client_secret", "certificate_path", "certificate_password",
-		"managed_identity_client_id", "managed_identity_resource_id", "token_file", "authority_host", "disable_instance_discovery", "scope"}
-	queueKeys = []string{"name", "binding_key", "quorum"}
-	nameRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 	// containerRE is Azure's rule for container names, but for "--",
 	// which is refused separately.
 	containerRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$`)
@@ -818,20 +791,6 @@ func (d *decoder) localPath(n *yaml.Node, path string) (string, bool) {
 	return filepath.Clean(s), true
 }
 
-// requiredPath decodes a required, non-empty local path; parent is the
-// mapping that should hold it.
-func (d *decoder) requiredPath(v, parent *yaml.Node, path, hint string) string {
-	if v == nil {
-		d.missing(parent, path, hint)
-		return ""
-	}
-	s, ok := d.localPath(v, path)
-	if ok && s == "" {
-		d.problem(v, path, "must not be empty", hint)
-	}
-	return s
-}
-
 // overlay returns the section node an export sees: the shared section with
 // the export's keys replacing it field by field (nested mappings merge).
 func overlay(shared, own *yaml.Node) *yaml.Node {
@@ -869,129 +828,18 @@ func (d *decoder) export(n *yaml.Node, p string, top map[string]*yaml.Node) (Exp
 	if name := peekName(n); name != "" && nameRE.MatchString(name) {
 		p = fmt.Sprintf("%s(%s)", p, name)
 	}
-	m := d.mapping(n, p, exportKeys)
+	m := d.mapping(n, p, keysOf(exportFields))
 	if m == nil {
 		return Export{}, false
 	}
 	before := len(d.problems)
-	e := Export{Enabled: true}
-	req := func(key, hint string) (string, *yaml.Node) {
-		v := m[key]
-		if v == nil {
-			d.missing(n, join(p, key), hint)
-			return "", nil
-		}
-		s, ok := d.str(v, join(p, key))
-		if ok && s == "" {
-			d.problem(v, join(p, key), "must not be empty", hint)
-		}
-		return s, v
+	e := Export{Enabled: true, Compression: "none", Partial: "fail", AbsentFiles: "empty"}
+	decodeFields(d, exportFields, m, n, p, &e, nil)
+	if e.PackageName == "" {
+		e.PackageName = e.DefinitionGroup
 	}
-	var nameNode *yaml.Node
-	e.Name, nameNode = req("name", "give the export a unique name such as customers")
-	if e.Name != "" && !nameRE.MatchString(e.Name) {
-		d.problem(nameNode, p+".name", fmt.Sprintf("%q is not a valid name", e.Name), "use letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters")
-	}
-	var schedNode *yaml.Node
-	e.Schedule, schedNode = req("schedule", `a cron expression such as "0 2 * * *" (five fields, or six with seconds first), or @daily`)
-	if e.Schedule != "" {
-		if sched, err := cronParser.Parse(strings.TrimSpace(e.Schedule)); err != nil {
-			d.problem(schedNode, p+".schedule", fmt.Sprintf("bad cron expression %q: %v", e.Schedule, err),
-				`use five fields "min hour day month weekday", six with seconds first, @hourly/@daily/@weekly, or @every 15m; a time zone goes first as CRON_TZ=Europe/Paris`)
-		} else if sched.Next(time.Now()).IsZero() {
-			d.problem(schedNode, p+".schedule", fmt.Sprintf("cron expression %q never fires", e.Schedule),
-				"no date matches its day and month fields (such as February 30th); check them")
-		}
-	}
-	e.DefinitionGroup, _ = req("definition_group", "the name of the export data project in F&O (Data management > Export)")
-	e.LegalEntity, _ = req("legal_entity", "the company to export from, e.g. USMF")
-	e.PackageName = e.DefinitionGroup
-	if v := m["package_name"]; v != nil {
-		if s, ok := d.str(v, p+".package_name"); ok && s != "" {
-			e.PackageName = s
-		}
-	}
-	if v := m["reexecute"]; v != nil {
-		e.ReExecute, _ = d.boolean(v, p+".reexecute")
-	}
-	if v := m["enabled"]; v != nil {
-		e.Enabled, _ = d.boolean(v, p+".enabled")
-	}
-	if v := m["exchange"]; v != nil {
-		e.Exchange, _ = d.str(v, p+".exchange")
-	}
-	e.RoutingKey = "fo." + e.Name
-	if v := m["routing_key"]; v != nil {
-		if s, ok := d.str(v, p+".routing_key"); ok && s != "" {
-			e.RoutingKey = s
-		}
-	}
-	if v := m["batch_size"]; v != nil {
-		e.BatchSize, _ = d.integer(v, p+".batch_size", 1, 1_000_000)
-	}
-	e.Compression = "none"
-	if v := m["compression"]; v != nil {
-		if s, ok := d.str(v, p+".compression"); ok {
-			if !slices.Contains([]string{"none", "gzip", "zstd"}, s) {
-				d.problem(v, p+".compression", fmt.Sprintf("unknown compression %q", s), "use none, gzip or zstd")
-			} else {
-				e.Compression = s
-			}
-		}
-	}
-	if v := m["delimiter"]; v != nil {
-		if s, ok := d.str(v, p+".delimiter"); ok {
-			switch {
-			case s == "tab" || s == "\t":
-				e.Delimiter = '\t'
-			case len(s) == 1 && s[0] > ' ' && s[0] < 0x7f && s[0] != '"':
-				e.Delimiter = rune(s[0])
-			default:
-				d.problem(v, p+".delimiter", fmt.Sprintf("%q is not one ASCII character", s), `e.g. ";", "|" or tab; leave it out to detect it from the header line`)
-			}
-		}
-	}
-	if v := m["parallel_entities"]; v != nil {
-		e.ParallelEntities, _ = d.integer(v, p+".parallel_entities", 1, 64)
-	}
-	if v := m["compression_level"]; v != nil {
-		hi := 9
-		if e.Compression == "zstd" {
-			hi = 4
-		}
-		e.CompressionLevel, _ = d.integer(v, p+".compression_level", 1, hi)
-	}
-	if v := m["max_message_bytes"]; v != nil {
-		if s, ok := d.str(v, p+".max_message_bytes"); ok {
-			if n, err := parseSize(s); err != nil || n < 1<<10 || n > 512<<20 {
-				d.problem(v, p+".max_message_bytes", fmt.Sprintf("%q is not a size from 1KiB to 512MiB", s), "e.g. 16MiB; the broker's max_message_size must be at least this")
-			} else {
-				e.MaxMessageBytes = int(n)
-			}
-		}
-	}
-	e.Partial = "fail"
-	if v := m["partial"]; v != nil {
-		if s, ok := d.str(v, p+".partial"); ok {
-			if s != "fail" && s != "publish" {
-				d.problem(v, p+".partial", fmt.Sprintf("%q is not fail or publish", s), "fail: a PartiallySucceeded export fails the run; publish: what was exported is published and F&O's errors recorded")
-			} else {
-				e.Partial = s
-			}
-		}
-	}
-	e.AbsentFiles = "empty"
-	if v := m["absent_files"]; v != nil {
-		if s, ok := d.str(v, p+".absent_files"); ok {
-			if s != "empty" && s != "fail" {
-				d.problem(v, p+".absent_files", fmt.Sprintf("%q is not empty or fail", s), "empty: a listed file missing from the package is an entity without rows (F&O leaves such files out); fail: it fails the entity")
-			} else {
-				e.AbsentFiles = s
-			}
-		}
-	}
-	if v := m["jitter"]; v != nil {
-		e.Jitter, _ = d.duration(v, p+".jitter")
+	if e.RoutingKey == "" {
+		e.RoutingKey = "fo." + e.Name
 	}
 	e.FO = d.fo(overlay(top["fo"], m["fo"]), n, p)
 	e.Store = d.store(overlay(top["store"], m["store"]), n, p)
@@ -1030,56 +878,12 @@ func (d *decoder) fo(n, exp *yaml.Node, p string) FOConfig {
 	p = join(p, "fo")
 	m := map[string]*yaml.Node{}
 	if n != nil {
-		if m = d.mapping(n, p, sections[0].keys); m == nil {
+		if m = d.mapping(n, p, keysOf(foFields)); m == nil {
 			return c
 		}
 	}
-	if v := m["url"]; v == nil {
-		d.missing(where(n, exp), p+".url", "the F&O environment URL, e.g. https://contoso.operations.dynamics.com")
-	} else if s, ok := d.str(v, p+".url"); ok {
-		u, err := url.Parse(strings.TrimRight(s, "/"))
-		switch {
-		case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
-			d.problem(v, p+".url", fmt.Sprintf("%q is not an http(s) URL", s), "write the environment URL, e.g. https://contoso.operations.dynamics.com")
-		case u.Scheme == "http" && !loopback.Host(u.Hostname()):
-			d.problem(v, p+".url", fmt.Sprintf("http URL to non-loopback host %q", u.Hostname()), "use https: tokens and data must not cross the network in clear text (http is allowed only for 127.0.0.1/localhost)")
-		case u.User != nil || u.RawQuery != "" || u.Fragment != "":
-			d.problem(v, p+".url", "must not hold credentials, a query or a fragment", "give only scheme, host and optional path")
-		default:
-			u.Path = strings.TrimRight(u.Path, "/")
-			c.URL = u
-		}
-	}
+	decodeFields(d, foFields, m, where(n, exp), p, &c, nil)
 	c.Auth = d.auth(m["auth"], where(n, exp), p+".auth")
-	if v := m["max_retries"]; v != nil {
-		c.MaxRetries, _ = d.integer(v, p+".max_retries", -1, 100)
-	}
-	if v := m["max_concurrent_exports"]; v != nil {
-		if x, ok := d.integer(v, p+".max_concurrent_exports", 1, 1000); ok {
-			c.MaxConcurrentExports = x
-		}
-	}
-	if v := m["max_requests_per_minute"]; v != nil {
-		if x, ok := d.integer(v, p+".max_requests_per_minute", 1, 100000); ok {
-			c.MaxRequestsPerMinute = x
-		}
-	}
-	durations := []struct {
-		key string
-		dst *time.Duration
-	}{
-		{"retry_base_delay", &c.RetryBaseDelay},
-		{"retry_max_delay", &c.RetryMaxDelay},
-		{"max_throttle_wait", &c.MaxThrottleWait},
-		{"request_timeout", &c.RequestTimeout},
-	}
-	for _, dd := range durations {
-		if v := m[dd.key]; v != nil {
-			if x, ok := d.duration(v, p+"."+dd.key); ok {
-				*dd.dst = x
-			}
-		}
-	}
 	if c.RetryMaxDelay < c.RetryBaseDelay {
 		d.problem(where(m["retry_max_delay"], n), p+".retry_max_delay", fmt.Sprintf("%s is shorter than retry_base_delay %s", c.RetryMaxDelay, c.RetryBaseDelay), "retry_max_delay caps the growing wait")
 	}
@@ -1093,75 +897,11 @@ func (d *decoder) auth(n, parent *yaml.Node, p string) AuthConfig {
 	before := d.raised
 	m := map[string]*yaml.Node{}
 	if n != nil {
-		if m = d.mapping(n, p, authKeys); m == nil {
+		if m = d.mapping(n, p, keysOf(authFields)); m == nil {
 			return c
 		}
 	}
-	strs := []struct {
-		key string
-		dst *string
-	}{
-		{"tenant_id", &c.TenantID},
-		{"client_id", &c.ClientID},
-		{"managed_identity_client_id", &c.ManagedIdentityClientID},
-		{"managed_identity_resource_id", &c.ManagedIdentityResourceID},
-		{"authority_host", &c.AuthorityHost},
-		{"scope", &c.Scope},
-	}
-	for _, sd := range strs {
-		if v := m[sd.key]; v != nil {
-			*sd.dst, _ = d.str(v, p+"."+sd.key)
-		}
-	}
-	if v := m["method"]; v != nil {
-		if s, ok := d.str(v, p+".method"); ok {
-			c.Method = s
-			if !slices.Contains(azauth.Methods, s) {
-				hint := "use one of " + strings.Join(azauth.Methods, ", ")
-				if sg := suggest(s, azauth.Methods); sg != "" {
-					hint = fmt.Sprintf("did you mean %q?", sg)
-				}
-				d.problem(v, p+".method", fmt.Sprintf("unknown auth method %q", s), hint)
-				return c
-			}
-		}
-	}
-	if v := m["certificate_path"]; v != nil {
-		c.CertificatePath, _ = d.localPath(v, p+".certificate_path")
-	}
-	if v := m["token_file"]; v != nil {
-		c.TokenFile, _ = d.localPath(v, p+".token_file")
-	}
-	if v := m["disable_instance_discovery"]; v != nil {
-		c.DisableInstanceDiscovery, _ = d.boolean(v, p+".disable_instance_discovery")
-	}
-	secrets := []struct {
-		key  string
-		dst  *Secret
-		env  string
-		used bool
-	}{
-		{"token", &c.Token, "FO_TOKEN", c.Method == azauth.MethodToken},
-		{"client_secret", &c.ClientSecret, "AZURE_CLIENT_SECRET", c.Method == azauth.MethodClientSecret},
-		{"certificate_password", &c.CertificatePassword, "AZURE_CLIENT_CERTIFICATE_PASSWORD", c.Method == azauth.MethodClientCertificate},
-	}
-	for _, sd := range secrets {
-		v := m[sd.key]
-		if v == nil {
-			continue
-		}
-		raw, _ := d.scalar(v, p+"."+sd.key)
-		if raw != "" && !onlyEnv(raw) {
-			d.problem(v, p+"."+sd.key, "plain-text secret in the configuration file",
-				fmt.Sprintf("write %s: ${%s} and set %s in the environment", sd.key, sd.env, sd.env))
-			continue
-		}
-		s, ok := d.str(v, p+"."+sd.key)
-		if ok && s == "" && sd.used {
-			d.problem(v, p+"."+sd.key, "is empty", "set the environment variable it names")
-		}
-		*sd.dst = Secret(s)
-	}
+	decodeFields(d, authFields, m, parent, p, &c, nil)
 	if err := c.Check(); err != nil && d.raised == before {
 		at := n
 		if at == nil {
@@ -1179,29 +919,16 @@ func (d *decoder) store(n, exp *yaml.Node, p string) StoreConfig {
 	p = join(p, "store")
 	m := map[string]*yaml.Node{}
 	if n != nil {
-		if m = d.mapping(n, p, sections[1].keys); m == nil {
+		if m = d.mapping(n, p, keysOf(storeFields)); m == nil {
 			return c
 		}
 	}
-	if v := m["type"]; v != nil {
-		c.Type, _ = d.str(v, p+".type")
-	}
-	if v := m["prefix"]; v != nil {
-		s, _ := d.str(v, p+".prefix")
-		c.Prefix = strings.Trim(s, "/")
-		for _, seg := range strings.Split(c.Prefix, "/") {
-			if c.Prefix != "" && (seg == "" || seg == "." || seg == "..") {
-				d.problem(v, p+".prefix", fmt.Sprintf("%q is not a valid key prefix", s), `use names separated by "/", without "." or ".." segments`)
-				break
-			}
-		}
-	}
+	decodeFields(d, storeFields, m, where(n, exp), p, &c, func(c *StoreConfig) string { return c.Type })
 	switch c.Type {
 	case "dir":
-		c.Path = d.requiredPath(m["path"], where(n, exp), p+".path", "the directory that keeps packages, entity files and run records, e.g. ./dmfexport-data")
-		for _, k := range []string{"account_url", "container", "connection_string", "sas_url", "auth", "block_size", "concurrency"} {
-			if v := m[k]; v != nil {
-				d.problem(v, p+"."+k, fmt.Sprintf("%s is used only by an azblob store, not by a dir store", k), "remove it, or set type: azblob")
+		for _, f := range storeFields {
+			if v := m[f.key]; v != nil && f.only == "azblob" {
+				d.problem(v, p+"."+f.key, fmt.Sprintf("%s is used only by an azblob store, not by a dir store", f.key), "remove it, or set type: azblob")
 			}
 		}
 	case "azblob":
@@ -1212,34 +939,10 @@ func (d *decoder) store(n, exp *yaml.Node, p string) StoreConfig {
 	return c
 }
 
-// azblob decodes the Azure Blob Storage keys of a store section.
+// azblob checks the rules between an Azure Blob Storage store's keys,
+// once storeFields has decoded them.
 func (d *decoder) azblob(c *StoreConfig, m map[string]*yaml.Node, parent *yaml.Node, p string) {
-	if v := m["container"]; v != nil {
-		if s, ok := d.str(v, p+".container"); ok {
-			if !containerRE.MatchString(s) || strings.Contains(s, "--") {
-				d.problem(v, p+".container", fmt.Sprintf("%q is not a valid container name", s),
-					"Azure requires 3 to 63 lower-case letters, digits and single hyphens, starting and ending with a letter or digit")
-			} else {
-				c.Container = s
-			}
-		}
-	}
-	set := 0
-	if v := m["account_url"]; v != nil {
-		set++
-		if s, ok := d.str(v, p+".account_url"); ok {
-			u, err := url.Parse(s)
-			switch {
-			case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
-				d.problem(v, p+".account_url", fmt.Sprintf("%q is not a blob endpoint URL", s), "https://<account>.blob.core.windows.net/")
-			case u.Scheme == "http" && !loopback.Host(u.Hostname()):
-				d.problem(v, p+".account_url", fmt.Sprintf("http URL to non-loopback host %q", u.Hostname()), "use https")
-			case u.RawQuery != "":
-				d.problem(v, p+".account_url", "holds a query (a SAS?)", "give a SAS as sas_url: ${VAR} instead")
-			default:
-				c.AccountURL = s
-			}
-		}
+	if m["account_url"] != nil {
 		if m["auth"] == nil {
 			d.missing(parent, p+".auth", "account_url signs in with Entra ID: add auth (method: managed_identity, client_secret, ...), or use connection_string or sas_url instead")
 		}
@@ -1250,25 +953,11 @@ func (d *decoder) azblob(c *StoreConfig, m map[string]*yaml.Node, parent *yaml.N
 	} else if m["auth"] != nil {
 		d.problem(m["auth"], p+".auth", "auth is used only with account_url", "add account_url, or remove auth")
 	}
-	for _, sk := range []struct {
-		key, env string
-		dst      *Secret
-	}{
-		{"connection_string", "AZURE_STORAGE_CONNECTION_STRING", &c.ConnectionString},
-		{"sas_url", "EXPORTS_SAS_URL", &c.SASURL},
-	} {
-		v := m[sk.key]
-		if v == nil {
-			continue
+	set := 0
+	for _, k := range []string{"account_url", "connection_string", "sas_url"} {
+		if m[k] != nil {
+			set++
 		}
-		set++
-		raw, _ := d.scalar(v, p+"."+sk.key)
-		if !storeSecretFromEnv(sk.key, raw) {
-			d.problem(v, p+"."+sk.key, "plain-text secret in the configuration file", fmt.Sprintf("write %s: ${%s} and set %s in the environment", sk.key, sk.env, sk.env))
-			continue
-		}
-		s, _ := d.str(v, p+"."+sk.key)
-		*sk.dst = Secret(s)
 	}
 	if set != 1 {
 		d.problem(parent, p, fmt.Sprintf("azblob store needs exactly one of account_url, connection_string, sas_url (%d given)", set),
@@ -1276,19 +965,6 @@ func (d *decoder) azblob(c *StoreConfig, m map[string]*yaml.Node, parent *yaml.N
 	}
 	if c.Container == "" && c.SASURL == "" {
 		d.missing(parent, p+".container", "the blob container, created if missing")
-	}
-	if v := m["block_size"]; v != nil {
-		if s, ok := d.str(v, p+".block_size"); ok {
-			n, err := parseSize(s)
-			if err != nil || n < 1<<20 || n > 4000<<20 {
-				d.problem(v, p+".block_size", fmt.Sprintf("%q is not a size from 1MiB to 4000MiB", s), "e.g. 8MiB")
-			} else {
-				c.BlockSize = n
-			}
-		}
-	}
-	if v := m["concurrency"]; v != nil {
-		c.Concurrency, _ = d.integer(v, p+".concurrency", 1, 256)
 	}
 }
 
@@ -1317,76 +993,52 @@ func (d *decoder) broker(n, exp *yaml.Node, p string) BrokerConfig {
 	p = join(p, "broker")
 	m := map[string]*yaml.Node{}
 	if n != nil {
-		if m = d.mapping(n, p, sections[2].keys); m == nil {
+		if m = d.mapping(n, p, keysOf(brokerFields)); m == nil {
 			return c
 		}
 	}
-	if v := m["type"]; v != nil {
-		c.Type, _ = d.str(v, p+".type")
-	}
-	if v := m["confirm_window"]; v != nil {
-		c.ConfirmWindow, _ = d.integer(v, p+".confirm_window", 1, 65535)
-	}
-	if v := m["declare"]; v != nil {
-		c.Declare, _ = d.boolean(v, p+".declare")
-	}
-	if v := m["nack_retries"]; v != nil {
-		c.NackRetries, _ = d.integer(v, p+".nack_retries", 0, 100)
-	}
-	if v := m["reconnect_timeout"]; v != nil {
-		c.ReconnectTimeout, _ = d.duration(v, p+".reconnect_timeout")
-	}
-	if v := m["max_unconfirmed_bytes"]; v != nil {
-		if s, ok := d.str(v, p+".max_unconfirmed_bytes"); ok {
-			if n, err := parseSize(s); err != nil || n < 1<<20 || n > 1<<34 {
-				d.problem(v, p+".max_unconfirmed_bytes", fmt.Sprintf("%q is not a size from 1MiB to 16GiB", s), "e.g. 32MiB")
-			} else {
-				c.MaxUnconfirmedBytes = int(n)
-			}
-		}
-	}
+	decodeFields(d, brokerFields, m, where(n, exp), p, &c, func(c *BrokerConfig) string { return c.Type })
 	plaintext := false
 	if v := m["allow_plaintext"]; v != nil {
 		plaintext, _ = d.boolean(v, p+".allow_plaintext")
 	}
-	if v := m["queues"]; v != nil {
-		c.Queues = d.queues(v, p+".queues")
-	}
 	switch c.Type {
 	case "amqp":
-		v := m["url"]
-		if v == nil {
-			d.missing(where(n, exp), p+".url", "amqps://user:${RABBITMQ_PASSWORD}@host:5671/vhost")
-			break
+		if v := m["url"]; v != nil {
+			c.URL = d.amqpURL(v, p+".url", plaintext)
 		}
-		raw, _ := d.scalar(v, p+".url")
-		s, ok := d.str(v, p+".url")
-		if !ok {
-			break
-		}
-		u, err := url.Parse(s)
-		if err != nil || (u.Scheme != "amqp" && u.Scheme != "amqps") || u.Host == "" {
-			d.problem(v, p+".url", "not an amqp:// or amqps:// URL", "amqps://user:${RABBITMQ_PASSWORD}@host:5671/vhost")
-			break
-		}
-		if pw, has := u.User.Password(); has && pw != "" {
-			guest := u.User.Username() == "guest" && pw == "guest" && loopback.Host(u.Hostname())
-			if !urlPasswordFromEnv(raw) && !guest {
-				d.problem(v, p+".url", "plain-text password in the configuration file", "write the password as ${RABBITMQ_PASSWORD} and set it in the environment")
-				break
-			}
-		}
-		if u.Scheme == "amqp" && !loopback.Host(u.Hostname()) && !plaintext {
-			d.problem(v, p+".url", fmt.Sprintf("amqp URL to non-loopback host %q sends the password and data in clear text", u.Hostname()), "use amqps://, or set broker.allow_plaintext: true on a trusted network")
-			break
-		}
-		c.URL = Secret(s)
 	case "file":
-		c.Path = d.requiredPath(m["path"], where(n, exp), p+".path", "the directory for NDJSON batch files, e.g. ./batches")
 	default:
 		d.problem(m["type"], p+".type", fmt.Sprintf("unknown broker type %q", c.Type), "use amqp (RabbitMQ) or file (NDJSON files)")
 	}
 	return c
+}
+
+// amqpURL checks broker.url: an amqp(s) URL whose password comes from the
+// environment, in clear text only to a loopback host unless plaintext.
+func (d *decoder) amqpURL(v *yaml.Node, p string, plaintext bool) Secret {
+	raw, _ := d.scalar(v, p)
+	s, ok := d.str(v, p)
+	if !ok {
+		return ""
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "amqp" && u.Scheme != "amqps") || u.Host == "" {
+		d.problem(v, p, "not an amqp:// or amqps:// URL", amqpURLHint)
+		return ""
+	}
+	if pw, has := u.User.Password(); has && pw != "" {
+		guest := u.User.Username() == "guest" && pw == "guest" && loopback.Host(u.Hostname())
+		if !urlPasswordFromEnv(raw) && !guest {
+			d.problem(v, p, "plain-text password in the configuration file", "write the password as ${RABBITMQ_PASSWORD} and set it in the environment")
+			return ""
+		}
+	}
+	if u.Scheme == "amqp" && !loopback.Host(u.Hostname()) && !plaintext {
+		d.problem(v, p, fmt.Sprintf("amqp URL to non-loopback host %q sends the password and data in clear text", u.Hostname()), "use amqps://, or set broker.allow_plaintext: true on a trusted network")
+		return ""
+	}
+	return Secret(s)
 }
 
 func (d *decoder) queues(n *yaml.Node, p string) []QueueConfig {
@@ -1398,22 +1050,12 @@ func (d *decoder) queues(n *yaml.Node, p string) []QueueConfig {
 	var out []QueueConfig
 	for i, qn := range n.Content {
 		qp := fmt.Sprintf("%s[%d]", p, i)
-		m := d.mapping(qn, qp, queueKeys)
+		m := d.mapping(qn, qp, keysOf(queueFields))
 		if m == nil {
 			continue
 		}
 		var q QueueConfig
-		if v := m["name"]; v == nil {
-			d.missing(qn, qp+".name", "the queue name")
-		} else {
-			q.Name, _ = d.str(v, qp+".name")
-		}
-		if v := m["binding_key"]; v != nil {
-			q.BindingKey, _ = d.str(v, qp+".binding_key")
-		}
-		if v := m["quorum"]; v != nil {
-			q.Quorum, _ = d.boolean(v, qp+".quorum")
-		}
+		decodeFields(d, queueFields, m, qn, qp, &q, nil)
 		out = append(out, q)
 	}
 	return out
@@ -1425,25 +1067,11 @@ func (d *decoder) poll(n *yaml.Node, p string) PollConfig {
 	if n == nil {
 		return c
 	}
-	m := d.mapping(n, p, sections[3].keys)
+	m := d.mapping(n, p, keysOf(pollFields))
 	if m == nil {
 		return c
 	}
-	set := func(key string, dst *time.Duration) {
-		if v := m[key]; v != nil {
-			if x, ok := d.duration(v, p+"."+key); ok {
-				*dst = x
-			}
-		}
-	}
-	set("interval", &c.Interval)
-	set("max_interval", &c.MaxInterval)
-	set("deadline", &c.Deadline)
-	set("package_url_timeout", &c.PackageURLTimeout)
-	set("package_url_interval", &c.PackageURLInterval)
-	set("package_url_max_interval", &c.PackageURLMaxInterval)
-	set("register_timeout", &c.RegisterTimeout)
-	set("download_timeout", &c.DownloadTimeout)
+	decodeFields(d, pollFields, m, n, p, &c, nil)
 	interval := cmp.Or(c.Interval, dmf.DefaultPollInterval)
 	if maxInterval := cmp.Or(c.MaxInterval, dmf.DefaultPollMaxInterval); maxInterval < interval {
 		d.problem(where(m["max_interval"], n), p+".max_interval", fmt.Sprintf("%s is shorter than interval %s", maxInterval, interval), "max_interval caps the growing wait, so it must be at least interval")
@@ -1460,19 +1088,10 @@ func (d *decoder) retention(n *yaml.Node, p string) RetentionConfig {
 	if n == nil {
 		return c
 	}
-	m := d.mapping(n, p, sections[4].keys)
+	m := d.mapping(n, p, keysOf(retentionFields))
 	if m == nil {
 		return c
 	}
-	if v := m["keep_runs"]; v != nil {
-		c.KeepRuns, _ = d.integer(v, p+".keep_runs", 0, 1_000_000)
-	}
-	if v := m["max_age"]; v != nil {
-		if s, ok := d.str(v, p+".max_age"); ok && (s == "0" || s == "0s") {
-			c.MaxAge = 0
-		} else {
-			c.MaxAge, _ = d.duration(v, p+".max_age")
-		}
-	}
+	decodeFields(d, retentionFields, m, n, p, &c, nil)
 	return c
 }

@@ -184,6 +184,8 @@ exports:
 			[]string{`exports[0](a).fo.max_concurrent_exports: 0 is out of range`, `exports[0](a).fo.max_requests_per_minute: 0 is out of range`}, 2},
 		{"exports of one environment disagree on its limits", head + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF}\n  - {name: b, schedule: '@daily', definition_group: H, legal_entity: USMF, fo: {max_concurrent_exports: 8}}\n",
 			[]string{`x.yaml:12:5: exports[1](b).fo: limits of environment https://contoso.operations.dynamics.com (max_concurrent_exports 8, max_requests_per_minute 600) differ from those export "a" gives it (4, 600) (hint: every export of one environment shares its limits: set them once, in the shared fo: section)`}, 1},
+		{"shared section problem reported once", "poll: {interval: soon}\n" + head + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF}\n  - {name: b, schedule: '@daily', definition_group: H, legal_entity: USMF}\n",
+			[]string{`x.yaml:1:18: poll.interval: "soon" is not a duration`}, 1},
 		{"poll intervals inconsistent", head + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF, poll: {interval: 1m, max_interval: 10s}}\n",
 			[]string{`exports[0](a).poll.max_interval: 10s is shorter than interval 1m0s`}, 1},
 	}
@@ -311,6 +313,7 @@ func TestParseConfigAuth(t *testing.T) {
 			`x.yaml:7:20: fo.auth.client_secret: plain-text secret in the configuration file (hint: write client_secret: ${AZURE_CLIENT_SECRET}`, 1},
 		{"missing tenant", "    method: client_secret\n    client_id: c\n    client_secret: ${FO_TOKEN}\n", `x.yaml:4:5: fo.auth: auth method client_secret needs tenant_id`, 1},
 		{"unknown method", "    method: client_secrets\n", `x.yaml:4:13: fo.auth.method: unknown auth method "client_secrets" (hint: did you mean "client_secret"?)`, 1},
+		{"unknown method beside a plain-text secret", "    method: client_secrets\n    client_secret: abc123\n", `x.yaml:5:20: fo.auth.client_secret: plain-text secret in the configuration file`, 2},
 		{"both identities", "    method: managed_identity\n    managed_identity_client_id: c\n    managed_identity_resource_id: r\n", `not both`, 1},
 		{"http authority", "    method: default\n    authority_host: http://login.example\n", `authority_host "http://login.example" must be an https URL`, 1},
 	}

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net"
 	"net/url"
+	"os"
 	"sync"
 	"time"
 
@@ -36,6 +37,10 @@ const maxRepublish = 20
 // close: a broker that blocked the connection (memory or disk alarm) never
 // answers, and a stop must not wait for it.
 const closeTimeout = 5 * time.Second
+
+// closeGrace is how long past closeTimeout Close waits for the library to
+// give up on the connection before it cuts the socket, and again after.
+const closeGrace = 500 * time.Millisecond
 
 // ErrBrokerUnavailable is wrapped by the errors of a sink that cannot reach
 // the broker: the first connection failed, or a lost one was not restored
@@ -856,7 +861,26 @@ func (s *AMQPSink) Close() error {
 	if s.isBlocked {
 		deadline = time.Now()
 	}
-	err := s.conn.CloseDeadline(deadline)
+	// The library's close waits for its reader to end, which a socket that
+	// gets no answer may delay past the deadline: past it (and a grace
+	// period) the socket is cut so Close always returns.
+	conn, sock := s.conn, s.sock
+	done := make(chan error, 1)
+	go func() { done <- conn.CloseDeadline(deadline) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(time.Until(deadline) + closeGrace):
+		if sock != nil {
+			_ = sock.SetDeadline(time.Unix(1, 0))
+			_ = sock.Close()
+		}
+		select {
+		case err = <-done:
+		case <-time.After(closeGrace):
+			err = os.ErrDeadlineExceeded
+		}
+	}
 	var ne net.Error
 	switch {
 	case err == nil, errors.Is(err, amqp.ErrClosed):

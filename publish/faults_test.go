@@ -266,8 +266,8 @@ func TestAMQPStopWhileBrokerFrozen(t *testing.T) {
 		announced bool // the broker sent connection.blocked first
 		maxClose  time.Duration
 	}{
-		{name: "publish stuck in a write", stuck: true, maxClose: closeTimeout + 2*time.Second},
-		{name: "idle connection, no close-ok", maxClose: closeTimeout + 2*time.Second},
+		{name: "publish stuck in a write", stuck: true, maxClose: closeTimeout + 2*closeGrace + 2*time.Second},
+		{name: "idle connection, no close-ok", maxClose: closeTimeout + 2*closeGrace + 2*time.Second},
 		{name: "blocked connection announced", announced: true, maxClose: 2 * time.Second},
 	}
 	for _, tt := range tests {
