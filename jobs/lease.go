@@ -112,8 +112,10 @@ func newestLease(ctx context.Context, st unpack.Store, prefix string) (int, unpa
 	return gen, newest, nil
 }
 
-// localNow is this replica's own clock; tests skew it. Lease ages use it
-// only where the store's clock cannot be read (see storeNow).
+// localNow is this replica's own clock: schedule slots, claims, leases and
+// run IDs read it, so tests (and the fault suite's builds, see
+// clockskew_faults.go) can skew it. Lease ages use it only where the
+// store's clock cannot be read (see storeNow).
 var localNow = time.Now
 
 // clockKey is the object whose modification time tells the store's clock.
@@ -182,7 +184,7 @@ func acquireHeldLease(ctx context.Context, st unpack.Store, prefix string, gen i
 	if !ok {
 		return nil, nil // no coordination possible: one process per store
 	}
-	body, _ := json.Marshal(leaseBody{Replica: replicaID, At: time.Now().UTC(), Holder: holder})
+	body, _ := json.Marshal(leaseBody{Replica: replicaID, At: localNow().UTC(), Holder: holder})
 	if _, err := c.Create(ctx, genKey(prefix, gen), bytes.NewReader(body), nil); err != nil {
 		if errors.Is(err, unpack.ErrExist) {
 			return nil, ErrLeaseHeld
@@ -216,7 +218,7 @@ func (l *runLease) keep(lost func()) {
 				cancel()
 				return
 			}
-			body, _ := json.Marshal(leaseBody{Replica: replicaID, At: time.Now().UTC(), Holder: l.holder})
+			body, _ := json.Marshal(leaseBody{Replica: replicaID, At: localNow().UTC(), Holder: l.holder})
 			_, _ = l.st.Put(ctx, genKey(l.prefix, l.gen), bytes.NewReader(body), nil)
 			cancel()
 		}
@@ -294,7 +296,7 @@ func claimSlot(ctx context.Context, st unpack.Store, exp *Export, slot time.Time
 		return true, nil
 	}
 	key := path.Join(exp.Store.Prefix, "_claims", unpack.EscapeName(exp.Name), slot.UTC().Format("20060102T150405Z"))
-	body, _ := json.Marshal(leaseBody{Replica: replicaID, At: time.Now().UTC()})
+	body, _ := json.Marshal(leaseBody{Replica: replicaID, At: localNow().UTC()})
 	if _, err := c.Create(ctx, key, bytes.NewReader(body), nil); err != nil {
 		if errors.Is(err, unpack.ErrExist) {
 			return false, nil
