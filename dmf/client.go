@@ -22,6 +22,10 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/dmfexport/dmfexport/azauth"
+	"github.com/dmfexport/dmfexport/internal/ctxio"
+	"github.com/dmfexport/dmfexport/internal/loopback"
+	"github.com/dmfexport/dmfexport/internal/redact"
 )
 
 // The OData actions of the Data management package REST API.
@@ -34,19 +38,20 @@ const (
 	actionPathTemplate = "/data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities."
 )
 
+// DefaultRequestTimeout bounds one HTTP request to F&O (when the caller
+// gives no HTTP client of its own, or gives no timeout), so a hung call is
+// retried instead of holding the run.
+const DefaultRequestTimeout = 2 * time.Minute
+
 const (
 	defaultMaxRetries     = 5
 	defaultRetryBaseDelay = time.Second
 	defaultRetryMaxDelay  = 30 * time.Second
-	defaultHTTPTimeout    = 2 * time.Minute
 
 	// defaultRegisterWait and maxRegisterWait bound the waits between
 	// status asks while an execution is not registered yet.
 	defaultRegisterWait = 5 * time.Second
 	maxRegisterWait     = 30 * time.Second
-
-	// tokenRefreshMargin is how long before its expiry a cached token is replaced.
-	tokenRefreshMargin = 2 * time.Minute
 
 	// maxAnswerBytes bounds the body of a successful answer kept in memory.
 	maxAnswerBytes = 8 << 20
@@ -61,7 +66,7 @@ const (
 // authHint is added to 401/403 errors: the usual cause is the missing
 // registration of the application inside F&O, not the token itself.
 func (e *APIError) authHint() string {
-	if e.Identity == staticTokenIdentity {
+	if e.Identity == azauth.StaticTokenIdentity {
 		// No application signs in: only the token itself can be wrong.
 		return "the static token was refused: it may have expired, or be for another environment (its audience must be the F&O URL); get a new one"
 	}
@@ -164,8 +169,10 @@ func (e *APIError) Error() string {
 }
 
 // Client calls the Data management package REST API of one F&O environment.
-// It is safe for concurrent use; it caches the bearer token until two
-// minutes before it expires and never writes it to logs or errors.
+// It is safe for concurrent use. It asks its credential for a token at
+// every call and keeps none itself: azidentity's credentials cache tokens
+// and renew them before they expire. It never writes a token to logs or
+// errors.
 type Client struct {
 	base  string // environment URL without trailing slash
 	scope string
@@ -190,25 +197,6 @@ type Client struct {
 
 	identity string // who the token stands for, for 401/403 errors
 	appID    string // application ID to register in F&O, for 401/403 errors
-
-	tokenLock chan struct{} // 1-slot semaphore guarding tok/tokExp; honours ctx
-	tok       string
-	tokExp    time.Time
-}
-
-// StaticToken returns a credential that always yields token, valid until the
-// far future: for tests, simulators and tokens obtained elsewhere.
-func StaticToken(token string) azcore.TokenCredential {
-	return staticToken(token)
-}
-
-type staticToken string
-
-func (t staticToken) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
-	return azcore.AccessToken{
-		Token:     string(t),
-		ExpiresOn: time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC),
-	}, nil
 }
 
 // NewClient returns a client for environment, e.g.
@@ -245,7 +233,6 @@ func NewClient(environment string, cred azcore.TokenCredential, opts *ClientOpti
 		urlWaitMax:      30 * time.Second,
 		registerTimeout: o.RegisterTimeout,
 		registerWait:    o.RegisterInterval,
-		tokenLock:       make(chan struct{}, 1),
 		onRetry:         o.OnRetry,
 		pacer:           o.Pacer,
 		identity:        strings.TrimSpace(o.Identity),
@@ -272,7 +259,7 @@ func NewClient(environment string, cred azcore.TokenCredential, opts *ClientOpti
 		c.throttleDefault = min(c.throttleDefault, c.throttleMax)
 	}
 	if c.hc == nil {
-		c.hc = &http.Client{Timeout: defaultHTTPTimeout}
+		c.hc = &http.Client{Timeout: DefaultRequestTimeout}
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -303,22 +290,22 @@ func parseEnvironment(environment string) (string, error) {
 	}
 	u, err := url.Parse(env)
 	if err != nil {
-		return "", fmt.Errorf("environment URL %q cannot be parsed: %w", RedactURL(env), err)
+		return "", fmt.Errorf("environment URL %q cannot be parsed: %w", redact.URL(env), err)
 	}
 	if u.Host == "" || u.Hostname() == "" {
-		return "", fmt.Errorf("environment URL %q has no host: set it to e.g. https://contoso.operations.dynamics.com", RedactURL(env))
+		return "", fmt.Errorf("environment URL %q has no host: set it to e.g. https://contoso.operations.dynamics.com", redact.URL(env))
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("environment URL %q must not carry user info, a query or a fragment", RedactURL(env))
+		return "", fmt.Errorf("environment URL %q must not carry user info, a query or a fragment", redact.URL(env))
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "https":
 	case "http":
-		if !isLoopbackHost(u.Hostname()) {
-			return "", fmt.Errorf("environment URL %q uses http: use https (http is allowed only for a loopback simulator)", RedactURL(env))
+		if !loopback.Host(u.Hostname()) {
+			return "", fmt.Errorf("environment URL %q uses http: use https (http is allowed only for a loopback simulator)", redact.URL(env))
 		}
 	default:
-		return "", fmt.Errorf("environment URL %q must use https", RedactURL(env))
+		return "", fmt.Errorf("environment URL %q must use https", redact.URL(env))
 	}
 	u.Scheme = strings.ToLower(u.Scheme)
 	return strings.TrimRight(u.String(), "/"), nil
@@ -343,18 +330,9 @@ func tokenScope(base string) string {
 	return scheme + "://" + host + "/.default"
 }
 
-// token returns a bearer token, from the cache while it has more than
-// tokenRefreshMargin left.
+// token returns a bearer token for the client's scope from its credential,
+// which caches it.
 func (c *Client) token(ctx context.Context) (string, error) {
-	select {
-	case c.tokenLock <- struct{}{}:
-	case <-ctx.Done():
-		return "", ctx.Err()
-	}
-	defer func() { <-c.tokenLock }()
-	if c.tok != "" && time.Now().Before(c.tokExp.Add(-tokenRefreshMargin)) {
-		return c.tok, nil
-	}
 	at, err := c.cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{c.scope}})
 	if err != nil {
 		return "", fmt.Errorf("get token for scope %s: %w", c.scope, err)
@@ -362,17 +340,7 @@ func (c *Client) token(ctx context.Context) (string, error) {
 	if at.Token == "" {
 		return "", fmt.Errorf("get token for scope %s: the credential returned an empty token", c.scope)
 	}
-	c.tok, c.tokExp = at.Token, at.ExpiresOn
-	return c.tok, nil
-}
-
-// forgetToken drops a cached token that F&O refused, so the next call asks anew.
-func (c *Client) forgetToken(tok string) {
-	c.tokenLock <- struct{}{}
-	if c.tok == tok {
-		c.tok, c.tokExp = "", time.Time{}
-	}
-	<-c.tokenLock
+	return at.Token, nil
 }
 
 // failKind says whether and how a failed attempt may be retried.
@@ -448,7 +416,7 @@ func (c *Client) send(ctx context.Context, action string, payload []byte) ([]byt
 	apiErr := newAPIError(action, resp, body, tok)
 	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
 		apiErr.Identity, apiErr.ApplicationID = c.identity, c.appID
-		tokApp, tokTenant := tokenIdentity(tok)
+		tokApp, tokTenant := azauth.TokenIdentity(tok)
 		if apiErr.ApplicationID == "" {
 			apiErr.ApplicationID = tokApp
 		}
@@ -461,6 +429,12 @@ func (c *Client) send(ctx context.Context, action string, payload []byte) ([]byt
 	}
 	f := &failure{err: apiErr, kind: failFatal, reason: fmt.Sprintf("HTTP %d", resp.StatusCode)}
 	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		// A credential that keeps tokens itself (azauth's, for the Azure
+		// CLI) drops the refused one, so the next call asks anew.
+		if f, ok := c.cred.(interface{ Forget(tok string) }); ok {
+			f.Forget(tok)
+		}
 	case http.StatusTooManyRequests:
 		f.kind = failThrottled
 		f.retryAfter = c.retryAfter(resp.Header.Get("Retry-After"), time.Now())
@@ -469,8 +443,6 @@ func (c *Client) send(ctx context.Context, action string, payload []byte) ([]byt
 		}
 	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		f.kind = failTransient
-	case http.StatusUnauthorized:
-		c.forgetToken(tok)
 	}
 	return nil, f
 }
@@ -572,7 +544,7 @@ func (c *Client) call(ctx context.Context, action string, reqBody any, retryUnre
 		}
 		delay := c.delayFor(f, attempt)
 		c.logRetry(action, f, delay, attempt)
-		if err := sleep(ctx, delay); err != nil {
+		if err := ctxio.Sleep(ctx, delay); err != nil {
 			return fmt.Errorf("F&O %s: %w", action, err)
 		}
 	}
@@ -598,24 +570,9 @@ func (c *Client) logRetry(action string, f *failure, delay time.Duration, attemp
 // together.
 func (c *Client) pollSleep(ctx context.Context, d time.Duration) error {
 	if c.pacer == nil {
-		return sleep(ctx, d)
+		return ctxio.Sleep(ctx, d)
 	}
 	return c.pacer.pollWait(ctx, d)
-}
-
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // exportBody is the JSON body of ExportToPackage.
@@ -730,7 +687,7 @@ func (c *Client) ExportToPackage(ctx context.Context, r ExportRequest) (string, 
 		}
 		delay := c.delayFor(f, attempt)
 		c.logRetry(actionExport, f, delay, attempt)
-		if err := sleep(ctx, delay); err != nil {
+		if err := ctxio.Sleep(ctx, delay); err != nil {
 			return "", fmt.Errorf("export to package %q: %w", r.DefinitionGroupID, err)
 		}
 		if mayExist {
@@ -985,7 +942,7 @@ func jsonText(v json.RawMessage) string {
 // newAPIError builds the error for a non-2xx answer, scrubbing tok from it.
 func newAPIError(action string, resp *http.Response, body []byte, tok string) *APIError {
 	e := &APIError{Action: action, StatusCode: resp.StatusCode}
-	clean := func(s string) string { return truncate(strings.ToValidUTF8(scrub(s, tok), "?"), maxAPIMessage) }
+	clean := func(s string) string { return truncate(strings.ToValidUTF8(redact.Text(s, tok), "?"), maxAPIMessage) }
 	if code, msg, details, ok := parseErrorBody(body); ok {
 		e.Code, e.Message = clean(code), clean(msg)
 		for _, d := range details {
@@ -997,20 +954,12 @@ func newAPIError(action string, resp *http.Response, body []byte, tok string) *A
 	if msg == "" {
 		msg = strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
 	}
-	raw := strings.TrimSpace(strings.ToValidUTF8(scrub(string(body), tok), "?"))
+	raw := strings.TrimSpace(strings.ToValidUTF8(redact.Text(string(body), tok), "?"))
 	if raw != "" {
 		msg += ": " + strings.TrimSpace(truncate(raw, maxRawBodyInError))
 	}
 	e.Message = msg
 	return e
-}
-
-// scrub removes the token and SAS-like secrets from text shown to users.
-func scrub(s, tok string) string {
-	if tok != "" && strings.Contains(s, tok) {
-		s = strings.ReplaceAll(s, tok, "REDACTED")
-	}
-	return redactText(s)
 }
 
 // truncate cuts s to at most n bytes on a rune boundary.

@@ -19,6 +19,8 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/dmfexport/dmfexport/azauth"
+	"github.com/dmfexport/dmfexport/internal/redact"
 )
 
 const testToken = "test-token-5f0c2e"
@@ -179,7 +181,7 @@ func newTestClient(t *testing.T, f *fakeFO, opts *ClientOptions) (*Client, *sync
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	c, err := NewClient(f.srv.URL+"/", StaticToken(testToken), &o)
+	c, err := NewClient(f.srv.URL+"/", azauth.StaticToken(testToken), &o)
 	if err != nil {
 		t.Fatalf("NewClient(%q): %v", f.srv.URL, err)
 	}
@@ -306,7 +308,7 @@ func TestNewClient(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := NewClient(tt.env, StaticToken("t"), nil)
+			c, err := NewClient(tt.env, azauth.StaticToken("t"), nil)
 			if tt.wantError {
 				if err == nil {
 					t.Fatalf("NewClient(%q) = base %q, want an error", tt.env, c.base)
@@ -328,7 +330,7 @@ func TestNewClient(t *testing.T) {
 			}
 		})
 	}
-	c, err := NewClient("https://ax.contoso.com/namespaces/AXSF", StaticToken("t"), &ClientOptions{Scope: " https://adfs-audience/.default "})
+	c, err := NewClient("https://ax.contoso.com/namespaces/AXSF", azauth.StaticToken("t"), &ClientOptions{Scope: " https://adfs-audience/.default "})
 	if err != nil || c.scope != "https://adfs-audience/.default" {
 		t.Errorf("NewClient with Scope: scope %q, %v; want the given scope", c.scope, err)
 	}
@@ -337,15 +339,18 @@ func TestNewClient(t *testing.T) {
 	}
 }
 
-func TestAuthHeaderAndTokenCache(t *testing.T) {
+// TestAuthHeaderAndTokenRequests checks the client asks its credential for
+// every call (the credential caches: azidentity's, or azauth's own for the
+// Azure CLI, see azauth's TestTokenCache) and sends the token it gets.
+func TestAuthHeaderAndTokenRequests(t *testing.T) {
 	tests := []struct {
 		name      string
 		ttl       time.Duration
 		calls     int
 		wantToken int // GetToken calls wanted
 	}{
-		{name: "cached while valid", ttl: time.Hour, calls: 4, wantToken: 1},
-		{name: "refreshed within two minutes of expiry", ttl: 90 * time.Second, calls: 3, wantToken: 3},
+		{name: "long-lived token", ttl: time.Hour, calls: 4, wantToken: 4},
+		{name: "token near expiry", ttl: 90 * time.Second, calls: 3, wantToken: 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1084,9 +1089,9 @@ func TestWaitPackageURL(t *testing.T) {
 			got, err := c.WaitPackageURL(context.Background(), "e", tt.timeout)
 			switch {
 			case tt.wantErr == nil && (err != nil || got != tt.want):
-				t.Fatalf("WaitPackageURL = %q, %v; want %q, nil", RedactURL(got), err, RedactURL(tt.want))
+				t.Fatalf("WaitPackageURL = %q, %v; want %q, nil", redact.URL(got), err, redact.URL(tt.want))
 			case tt.wantErr == errAny && err == nil, tt.wantErr != nil && tt.wantErr != errAny && !errors.Is(err, tt.wantErr):
-				t.Fatalf("WaitPackageURL = %q, %v; want error %v", RedactURL(got), err, tt.wantErr)
+				t.Fatalf("WaitPackageURL = %q, %v; want error %v", redact.URL(got), err, tt.wantErr)
 			}
 			if err != nil && strings.Contains(err.Error(), "SECRETSIG") {
 				t.Errorf("error %q leaks the signature", err)
@@ -1165,57 +1170,6 @@ func TestSummaryPageURL(t *testing.T) {
 	got, err := c.SummaryPageURL(context.Background(), "e 1")
 	if err != nil || got != "https://contoso.operations.dynamics.com/?mi=DMFExecutionSummary&id=e%201" {
 		t.Fatalf("SummaryPageURL = %q, %v; want the page link", got, err)
-	}
-}
-
-func TestRedactURL(t *testing.T) {
-	tests := []struct {
-		name string
-		in   string
-		want string
-	}{
-		{name: "SAS", in: "https://acct.blob.core.windows.net/dmf/p.zip?sv=2020-08-04&se=2026-01-01&sr=b&sp=r&sig=abc%2Bdef%3D",
-			want: "https://acct.blob.core.windows.net/dmf/p.zip?sv=2020-08-04&se=2026-01-01&sr=b&sp=r&sig=REDACTED"},
-		{name: "upper case SIG", in: "https://h/p?SIG=x&a=1", want: "https://h/p?SIG=REDACTED&a=1"},
-		{name: "all secret names", in: "https://h/p?signature=1&token=2&code=3&access_token=4&client_secret=5&keep=6",
-			want: "https://h/p?signature=REDACTED&token=REDACTED&code=REDACTED&access_token=REDACTED&client_secret=REDACTED&keep=6"},
-		{name: "mixed case names", in: "https://h/p?Access_Token=1&Client_Secret=2", want: "https://h/p?Access_Token=REDACTED&Client_Secret=REDACTED"},
-		{name: "repeated sig", in: "https://h/p?sig=1&sig=2", want: "https://h/p?sig=REDACTED&sig=REDACTED"},
-		{name: "escaped key", in: "https://h/p?%73ig=secret", want: "https://h/p?%73ig=REDACTED"},
-		{name: "no query", in: "https://h/dmf/a%20b.zip", want: "https://h/dmf/a%20b.zip"},
-		{name: "user info dropped", in: "https://user:pass@h/p", want: "https://h/p"},
-		{name: "fragment dropped", in: "https://h/p#access_token=x", want: "https://h/p"},
-		{name: "semicolon separator", in: "https://h/p?a=1;sig=2", want: "https://h/p?a=1&sig=REDACTED"},
-		{name: "unparsable", in: "https://h/p?sig=SECRET\x7f%zz", want: "<unparsable URL>"},
-		{name: "bad host escape", in: "http://%zz/?sig=SECRET", want: "<unparsable URL>"},
-		{name: "empty", in: "", want: ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := RedactURL(tt.in); got != tt.want {
-				t.Errorf("RedactURL(%q) = %q, want %q", tt.in, got, tt.want)
-			}
-		})
-	}
-}
-
-func TestRedactText(t *testing.T) {
-	in := `failed GET https://a.blob.core.windows.net/x?sv=1&sig=ABC%2F== "token=xyz" access_token=q`
-	got := redactText(in)
-	for _, secret := range []string{"ABC", "xyz", "=q"} {
-		if strings.Contains(got, secret) {
-			t.Errorf("redactText(%q) = %q, still contains %q", in, got, secret)
-		}
-	}
-	if !strings.Contains(got, "sv=1") {
-		t.Errorf("redactText(%q) = %q, lost harmless parameter sv", in, got)
-	}
-}
-
-func TestStaticToken(t *testing.T) {
-	at, err := StaticToken("abc").GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{"s"}})
-	if err != nil || at.Token != "abc" || at.ExpiresOn.Before(time.Now().AddDate(100, 0, 0)) {
-		t.Errorf("StaticToken GetToken = %q expiring %s, %v; want abc, far future, nil", at.Token, at.ExpiresOn, err)
 	}
 }
 

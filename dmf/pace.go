@@ -2,6 +2,7 @@ package dmf
 
 import (
 	"context"
+	"github.com/dmfexport/dmfexport/internal/ctxio"
 	"sync"
 	"time"
 )
@@ -164,7 +165,7 @@ func (p *Pacer) acquire(ctx context.Context) (release func(), err error) {
 		if now.Before(p.blocked) {
 			d := p.blocked.Sub(now)
 			p.mu.Unlock()
-			if err := sleep(ctx, d); err != nil {
+			if err := ctxio.Sleep(ctx, d); err != nil {
 				return nil, err
 			}
 			continue
@@ -177,7 +178,7 @@ func (p *Pacer) acquire(ctx context.Context) (release func(), err error) {
 		p.tat = tat.Add(time.Duration(float64(time.Second) / p.rate))
 		p.mu.Unlock()
 		if at.After(now) {
-			if err := sleep(ctx, at.Sub(now)); err != nil {
+			if err := ctxio.Sleep(ctx, at.Sub(now)); err != nil {
 				return nil, err
 			}
 			p.mu.Lock()

@@ -8,12 +8,14 @@ import (
 	"time"
 )
 
+// Defaults of PollOptions and WaitPackageURL, for a zero value.
 const (
-	defaultPollInterval    = 10 * time.Second
-	defaultPollMaxInterval = time.Minute
-
+	// DefaultPollInterval is the first wait between status asks.
+	DefaultPollInterval = 10 * time.Second
+	// DefaultPollMaxInterval caps the growing wait between status asks.
+	DefaultPollMaxInterval = time.Minute
 	// DefaultPackageURLTimeout is how long WaitPackageURL waits when given no timeout.
-	DefaultPackageURLTimeout = 10 * time.Minute
+	DefaultPackageURLTimeout = 5 * time.Minute
 )
 
 // PollStatus asks the status of an execution until it is final and returns
@@ -30,11 +32,11 @@ const (
 func (c *Client) PollStatus(ctx context.Context, executionID string, o PollOptions) (Status, error) {
 	interval := o.Interval
 	if interval <= 0 {
-		interval = defaultPollInterval
+		interval = DefaultPollInterval
 	}
 	maxInterval := o.MaxInterval
 	if maxInterval <= 0 {
-		maxInterval = defaultPollMaxInterval
+		maxInterval = DefaultPollMaxInterval
 	}
 	if maxInterval < interval {
 		maxInterval = interval

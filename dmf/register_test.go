@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/dmfexport/dmfexport/azauth"
 	"io"
 	"log/slog"
 	"net"
@@ -73,7 +74,7 @@ func memClient(t *testing.T, m *memFO, o ClientOptions) *Client {
 	t.Helper()
 	o.HTTPClient = &http.Client{Transport: m}
 	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	c, err := NewClient("https://ax.contoso.com/namespaces/AXSF", StaticToken(testToken), &o)
+	c, err := NewClient("https://ax.contoso.com/namespaces/AXSF", azauth.StaticToken(testToken), &o)
 	if err != nil {
 		t.Fatalf("NewClient: %v", err)
 	}

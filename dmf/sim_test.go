@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -16,8 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"encoding/json"
+	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/internal/redact"
 	"github.com/dmfexport/dmfexport/unpack"
 )
 
@@ -92,7 +96,7 @@ func simClient(t *testing.T, opts dmftest.Options, co dmf.ClientOptions) (*dmfte
 	if co.RegisterInterval == 0 {
 		co.RegisterInterval = 5 * time.Millisecond
 	}
-	c, err := dmf.NewClient(sim.URL, dmf.StaticToken(dmftest.DefaultToken), &co)
+	c, err := dmf.NewClient(sim.URL, azauth.StaticToken(dmftest.DefaultToken), &co)
 	if err != nil {
 		t.Fatalf("NewClient(%s): %v", sim.URL, err)
 	}
@@ -202,7 +206,7 @@ func TestStatusValuesAgainstSimulator(t *testing.T) {
 				}
 			}
 			if (u != "") != tt.wantURL {
-				t.Errorf("package URL given: want %v, got %q", tt.wantURL, dmf.RedactURL(u))
+				t.Errorf("package URL given: want %v, got %q", tt.wantURL, redact.URL(u))
 			}
 			page, err := c.SummaryPageURL(ctx, id)
 			if err != nil || !strings.Contains(page, "DMFExecutionSummary") {
@@ -579,6 +583,64 @@ func TestDownloadFaultsAgainstSimulator(t *testing.T) {
 	}
 }
 
+// TestRefusedTokenNamesIdentity checks the 401/403 error names the identity
+// and the application to register, from the options or the token.
+func TestRefusedTokenNamesIdentity(t *testing.T) {
+	tokenWithApp := jwtLike(map[string]string{"appid": "44444444-4444-4444-4444-444444444444", "tid": "55555555"})
+	tests := []struct {
+		name    string
+		token   string
+		co      dmf.ClientOptions
+		want    []string
+		notWant string
+	}{
+		{name: "from client options", token: "opaque-token", co: dmf.ClientOptions{Identity: "client_secret app A in tenant T", ApplicationID: "A"},
+			want: []string{"token for client_secret app A in tenant T was refused", "check that application A is registered in F&O", "Microsoft Entra applications", "data management roles"}},
+		{name: "from the token's claims", token: tokenWithApp,
+			want: []string{"token for app 44444444-4444-4444-4444-444444444444 in tenant 55555555 was refused", "application 44444444-4444-4444-4444-444444444444 is registered"}},
+		{name: "nothing known", token: "opaque-token",
+			want: []string{"the token was refused: check that the application is registered in F&O"}},
+		{name: "static token", token: tokenWithApp, co: dmf.ClientOptions{Identity: "static bearer token"},
+			want: []string{"the static token was refused", "get a new one"}, notWant: "Microsoft Entra applications"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sim := dmftest.NewServer(dmftest.Options{Token: "the-only-good-token"})
+			defer sim.Close()
+			c, err := dmf.NewClient(sim.URL, azauth.StaticToken(tt.token), &tt.co)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.ExecutionStatus(context.Background(), "x")
+			var apiErr *dmf.APIError
+			if !errors.As(err, &apiErr) || apiErr.StatusCode != 401 {
+				t.Fatalf("want an APIError with HTTP 401, got %v", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+			if tt.notWant != "" && strings.Contains(err.Error(), tt.notWant) {
+				t.Errorf("error %q holds %q, a hint that does not apply", err, tt.notWant)
+			}
+			if strings.Contains(err.Error(), tt.token) {
+				t.Errorf("error shows the token: %v", err)
+			}
+			if n := sim.Calls(aStatus); n != 0 {
+				t.Errorf("unauthorized calls counted: want 0, got %d", n)
+			}
+		})
+	}
+}
+
+// jwtLike returns an unsigned JWT-shaped token carrying claims.
+func jwtLike(claims map[string]string) string {
+	b, _ := json.Marshal(claims)
+	enc := base64.RawURLEncoding.EncodeToString
+	return enc([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + enc(b) + ".c2ln"
+}
+
 // TestPacerSharedRetryAfter runs two clients of one environment through one
 // Pacer against the simulator's request budget: the 429 one of them gets
 // holds back the other too, for the whole Retry-After, so the simulator
@@ -594,7 +656,7 @@ func TestPacerSharedRetryAfter(t *testing.T) {
 	co := dmf.ClientOptions{Pacer: pacer, MaxThrottleWait: 5 * time.Second}
 	sim, a, _ := simClient(t, dmftest.Options{RequestBudget: 2, BudgetWindow: 1500 * time.Millisecond}, co)
 	co.Logger = slog.New(slog.DiscardHandler)
-	b, err := dmf.NewClient(sim.URL, dmf.StaticToken(dmftest.DefaultToken), &co)
+	b, err := dmf.NewClient(sim.URL, azauth.StaticToken(dmftest.DefaultToken), &co)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,7 +44,7 @@ func TestRunAzureBlobStore(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	st, err := openStore(exp.Store)
+	st, err := openStore(context.Background(), exp.Store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/testenv"
 	"github.com/dmfexport/dmfexport/publish"
-	"github.com/dmfexport/dmfexport/unpack"
+	"github.com/dmfexport/dmfexport/store"
 )
 
 // closedPort returns a loopback address nothing listens on.
@@ -147,9 +147,9 @@ func TestBrokerRetryBackoff(t *testing.T) {
 	}
 }
 
-func mustOpen(t *testing.T, exp *Export) unpack.Store {
+func mustOpen(t *testing.T, exp *Export) store.Store {
 	t.Helper()
-	st, err := openStore(exp.Store)
+	st, err := openStore(context.Background(), exp.Store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

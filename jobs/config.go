@@ -1,12 +1,11 @@
 package jobs
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,8 +17,9 @@ import (
 
 	"go.yaml.in/yaml/v4"
 
+	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf"
-	"github.com/dmfexport/dmfexport/unpack"
+	"github.com/dmfexport/dmfexport/internal/loopback"
 )
 
 // Config is a loaded, validated configuration. Every Export carries its
@@ -29,7 +29,8 @@ type Config struct {
 	Path    string // the file it was loaded from
 	Exports []Export
 	// LeaseTTL is how long a run's lease lives without a heartbeat before
-	// another replica sharing the store may take the run over.
+	// another replica sharing the store may take the run over; 0 means
+	// DefaultLeaseTTL.
 	LeaseTTL time.Duration
 	// Warnings are things that do not make the file invalid but change how
 	// it runs, such as two exports of one data project (their runs never
@@ -59,7 +60,7 @@ type Export struct {
 	Enabled         bool
 	Exchange        string // "" is the default exchange
 	RoutingKey      string
-	BatchSize       int
+	BatchSize       int           // 0 → publish.DefaultBatchSize
 	Jitter          time.Duration // random delay before a scheduled run, spreading load
 	Partial         string        // on PartiallySucceeded: "fail" or "publish"
 	AbsentFiles     string        // an entity file the manifest lists but the package lacks: "empty" or "fail"
@@ -89,44 +90,25 @@ type FOConfig struct {
 	RetryBaseDelay  time.Duration // 0: the client's default
 	RetryMaxDelay   time.Duration
 	MaxThrottleWait time.Duration
-	RequestTimeout  time.Duration // one HTTP request
+	RequestTimeout  time.Duration // one HTTP request; 0 → dmf.DefaultRequestTimeout
 
 	// MaxConcurrentExports and MaxRequestsPerMinute are limits of the
 	// environment (every export with the same URL in this process shares
 	// them; the configuration refuses exports of one URL that disagree):
 	// executions in flight in F&O at once, and the pace of all calls.
-	MaxConcurrentExports int
-	MaxRequestsPerMinute int
+	MaxConcurrentExports int // 0 → DefaultMaxConcurrentExports
+	MaxRequestsPerMinute int // 0 → dmf.DefaultRequestsPerMinute
 }
 
 // AuthConfig says how to obtain a Microsoft Entra ID token (for F&O, or a
-// blob store). Only the fields of the chosen method are used.
+// blob store): azauth's options as the file gives them (paths absolute,
+// secrets from the environment), plus F&O's token scope. Only the fields
+// of the chosen method are used.
 type AuthConfig struct {
-	Method                    string // one of dmf.AuthMethods
-	Token                     Secret // token
-	TenantID, ClientID        string
-	ClientSecret              Secret // client_secret
-	CertificatePath           string // client_certificate: PEM or PFX, absolute
-	CertificatePassword       Secret // client_certificate
-	ManagedIdentityClientID   string // managed_identity, user-assigned
-	ManagedIdentityResourceID string // managed_identity, user-assigned
-	TokenFile                 string // workload_identity
-	AuthorityHost             string
-	DisableInstanceDiscovery  bool
+	azauth.Options
 	// Scope overrides the OAuth scope of F&O tokens (fo.auth only); empty
 	// means the client's default, "<scheme>://<host>/.default".
 	Scope string
-}
-
-// Options converts c for dmf.NewCredential.
-func (c AuthConfig) Options() dmf.AuthOptions {
-	return dmf.AuthOptions{
-		Method: c.Method, TenantID: c.TenantID, ClientID: c.ClientID, ClientSecret: c.ClientSecret.Reveal(),
-		CertificatePath: c.CertificatePath, CertificatePassword: c.CertificatePassword.Reveal(),
-		ManagedIdentityClientID: c.ManagedIdentityClientID, ManagedIdentityResourceID: c.ManagedIdentityResourceID,
-		TokenFile: c.TokenFile, AuthorityHost: c.AuthorityHost, DisableInstanceDiscovery: c.DisableInstanceDiscovery,
-		Token: c.Token.Reveal(),
-	}
 }
 
 // StoreConfig says where packages, entity files and run records are kept.
@@ -147,10 +129,10 @@ type StoreConfig struct {
 
 // BrokerConfig says where batches go.
 type BrokerConfig struct {
-	Type                string // "amqp" or "file"
-	URL                 Secret // amqp:// or amqps:// URL, for amqp
-	Path                string // absolute directory of NDJSON files, for file
-	ConfirmWindow       int
+	Type                string        // "amqp" or "file"
+	URL                 Secret        // amqp:// or amqps:// URL, for amqp
+	Path                string        // absolute directory of NDJSON files, for file
+	ConfirmWindow       int           // 0 → publish.DefaultConfirmWindow
 	MaxUnconfirmedBytes int           // 0 → the sink's default
 	ReconnectTimeout    time.Duration // 0 → the sink's default; <0 never reconnect
 	NackRetries         int           // 0 → the sink's default
@@ -167,18 +149,19 @@ type QueueConfig struct {
 }
 
 // PollConfig bounds the wait for an F&O execution and its package URL.
+// A zero field means the default of the package that uses it.
 type PollConfig struct {
-	Interval              time.Duration
-	MaxInterval           time.Duration
-	Deadline              time.Duration
-	PackageURLTimeout     time.Duration
+	Interval              time.Duration // 0 → dmf.DefaultPollInterval
+	MaxInterval           time.Duration // 0 → dmf.DefaultPollMaxInterval
+	Deadline              time.Duration // 0 → DefaultPollDeadline
+	PackageURLTimeout     time.Duration // 0 → dmf.DefaultPackageURLTimeout
 	PackageURLInterval    time.Duration // first wait between package URL asks
 	PackageURLMaxInterval time.Duration
 	// RegisterTimeout is how long an execution this run started (or may
 	// have started) may stay unknown to F&O before that is an error.
-	RegisterTimeout time.Duration
+	RegisterTimeout time.Duration // 0 → dmf.DefaultRegisterTimeout
 	// DownloadTimeout bounds the package download, reconnects included.
-	DownloadTimeout time.Duration
+	DownloadTimeout time.Duration // 0 → unpack.DefaultDownloadTimeout
 }
 
 // RetentionConfig says which finished runs are deleted from the store after
@@ -193,22 +176,9 @@ type RetentionConfig struct {
 const DefaultRetentionMaxAge = 30 * 24 * time.Hour
 
 // Secret holds a credential. It prints as REDACTED in fmt and slog output;
+// it is azauth's Secret, so auth sections need no conversion.
 // only Reveal gives the value.
-type Secret string
-
-// String implements fmt.Stringer without revealing the secret.
-func (s Secret) String() string {
-	if s == "" {
-		return ""
-	}
-	return "REDACTED"
-}
-
-// LogValue implements slog.LogValuer without revealing the secret.
-func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
-
-// Reveal returns the secret's value, for the one place that needs it.
-func (s Secret) Reveal() string { return string(s) }
+type Secret = azauth.Secret
 
 // ConfigProblem is one thing wrong with a configuration file.
 type ConfigProblem struct {
@@ -253,22 +223,13 @@ func (e *ConfigError) Error() string {
 	return head + ":\n  " + strings.Join(lines, "\n  ")
 }
 
-// Defaults applied when neither the shared section nor the export sets a key.
-const (
-	DefaultBatchSize         = 5000
-	DefaultConfirmWindow     = 128
-	DefaultPollInterval      = 10 * time.Second
-	DefaultPollMaxInterval   = time.Minute
-	DefaultPollDeadline      = 2 * time.Hour
-	DefaultPackageURLTimeout = 5 * time.Minute
-	DefaultDownloadTimeout   = unpack.DefaultDownloadTimeout
-	// DefaultRequestTimeout bounds one HTTP request to F&O, so a hung call
-	// is retried instead of holding the run.
-	DefaultRequestTimeout = 2 * time.Minute
-	// DefaultMaxConcurrentExports is how many executions of one F&O
-	// environment a process has in flight at once; more wait in a queue.
-	DefaultMaxConcurrentExports = 4
-)
+// A key that neither the shared section nor the export sets is left zero
+// in the Config: the package that uses the setting applies its own
+// default (publish.DefaultBatchSize, publish.DefaultConfirmWindow,
+// dmf.DefaultPollInterval, dmf.DefaultPackageURLTimeout,
+// unpack.DefaultDownloadTimeout, DefaultPollDeadline, DefaultLeaseTTL, ...),
+// so each default is written once. Only keys where the user may write a
+// zero of their own (retention.max_age) are filled in here.
 
 // MaxConfigBytes bounds the size of a configuration file: a real one is a
 // few KiB, and a file many MiB large would only cost memory to parse.
@@ -343,7 +304,6 @@ func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)
 	d.poll(top["poll"], "")
 	d.retention(top["retention"], "")
 	d.sharedPass = false
-	cfg.LeaseTTL = DefaultLeaseTTL
 	if n := top["replicas"]; n != nil {
 		if m := d.mapping(n, "replicas", []string{"lease_ttl"}); m != nil && m["lease_ttl"] != nil {
 			if v, ok := d.duration(m["lease_ttl"], "replicas.lease_ttl"); ok {
@@ -389,9 +349,11 @@ func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)
 			env := environmentKey(e.FO.URL)
 			if first, seen := envs[env]; !seen {
 				envs[env] = e
-			} else if first.FO.MaxConcurrentExports != e.FO.MaxConcurrentExports || first.FO.MaxRequestsPerMinute != e.FO.MaxRequestsPerMinute {
+			} else if cmp.Or(first.FO.MaxConcurrentExports, DefaultMaxConcurrentExports) != cmp.Or(e.FO.MaxConcurrentExports, DefaultMaxConcurrentExports) ||
+				cmp.Or(first.FO.MaxRequestsPerMinute, dmf.DefaultRequestsPerMinute) != cmp.Or(e.FO.MaxRequestsPerMinute, dmf.DefaultRequestsPerMinute) {
 				d.problem(n, fmt.Sprintf("exports[%d](%s).fo", i, e.Name), fmt.Sprintf("limits of environment %s (max_concurrent_exports %d, max_requests_per_minute %d) differ from those export %q gives it (%d, %d)",
-					e.FO.URL.Redacted(), e.FO.MaxConcurrentExports, e.FO.MaxRequestsPerMinute, first.Name, first.FO.MaxConcurrentExports, first.FO.MaxRequestsPerMinute),
+					e.FO.URL.Redacted(), cmp.Or(e.FO.MaxConcurrentExports, DefaultMaxConcurrentExports), cmp.Or(e.FO.MaxRequestsPerMinute, dmf.DefaultRequestsPerMinute),
+					first.Name, cmp.Or(first.FO.MaxConcurrentExports, DefaultMaxConcurrentExports), cmp.Or(first.FO.MaxRequestsPerMinute, dmf.DefaultRequestsPerMinute)),
 					"every export of one environment shares its limits: set them once, in the shared fo: section")
 				ok = false
 			}
@@ -912,7 +874,7 @@ func (d *decoder) export(n *yaml.Node, p string, top map[string]*yaml.Node) (Exp
 		return Export{}, false
 	}
 	before := len(d.problems)
-	e := Export{Enabled: true, BatchSize: DefaultBatchSize}
+	e := Export{Enabled: true}
 	req := func(key, hint string) (string, *yaml.Node) {
 		v := m[key]
 		if v == nil {
@@ -1064,7 +1026,7 @@ func where(n, exp *yaml.Node) *yaml.Node {
 }
 
 func (d *decoder) fo(n, exp *yaml.Node, p string) FOConfig {
-	c := FOConfig{RequestTimeout: DefaultRequestTimeout, MaxConcurrentExports: DefaultMaxConcurrentExports, MaxRequestsPerMinute: dmf.DefaultRequestsPerMinute}
+	var c FOConfig
 	p = join(p, "fo")
 	m := map[string]*yaml.Node{}
 	if n != nil {
@@ -1079,7 +1041,7 @@ func (d *decoder) fo(n, exp *yaml.Node, p string) FOConfig {
 		switch {
 		case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
 			d.problem(v, p+".url", fmt.Sprintf("%q is not an http(s) URL", s), "write the environment URL, e.g. https://contoso.operations.dynamics.com")
-		case u.Scheme == "http" && !isLoopback(u.Hostname()):
+		case u.Scheme == "http" && !loopback.Host(u.Hostname()):
 			d.problem(v, p+".url", fmt.Sprintf("http URL to non-loopback host %q", u.Hostname()), "use https: tokens and data must not cross the network in clear text (http is allowed only for 127.0.0.1/localhost)")
 		case u.User != nil || u.RawQuery != "" || u.Fragment != "":
 			d.problem(v, p+".url", "must not hold credentials, a query or a fragment", "give only scheme, host and optional path")
@@ -1127,7 +1089,7 @@ func (d *decoder) fo(n, exp *yaml.Node, p string) FOConfig {
 // auth decodes an auth section (F&O's, or a store's); parent is where a
 // missing key is reported. Secrets must come from the environment.
 func (d *decoder) auth(n, parent *yaml.Node, p string) AuthConfig {
-	c := AuthConfig{Method: dmf.AuthDefault}
+	c := AuthConfig{Options: azauth.Options{Method: azauth.MethodDefault}}
 	before := d.raised
 	m := map[string]*yaml.Node{}
 	if n != nil {
@@ -1154,9 +1116,9 @@ func (d *decoder) auth(n, parent *yaml.Node, p string) AuthConfig {
 	if v := m["method"]; v != nil {
 		if s, ok := d.str(v, p+".method"); ok {
 			c.Method = s
-			if !slices.Contains(dmf.AuthMethods, s) {
-				hint := "use one of " + strings.Join(dmf.AuthMethods, ", ")
-				if sg := suggest(s, dmf.AuthMethods); sg != "" {
+			if !slices.Contains(azauth.Methods, s) {
+				hint := "use one of " + strings.Join(azauth.Methods, ", ")
+				if sg := suggest(s, azauth.Methods); sg != "" {
 					hint = fmt.Sprintf("did you mean %q?", sg)
 				}
 				d.problem(v, p+".method", fmt.Sprintf("unknown auth method %q", s), hint)
@@ -1179,9 +1141,9 @@ func (d *decoder) auth(n, parent *yaml.Node, p string) AuthConfig {
 		env  string
 		used bool
 	}{
-		{"token", &c.Token, "FO_TOKEN", c.Method == dmf.AuthToken},
-		{"client_secret", &c.ClientSecret, "AZURE_CLIENT_SECRET", c.Method == dmf.AuthClientSecret},
-		{"certificate_password", &c.CertificatePassword, "AZURE_CLIENT_CERTIFICATE_PASSWORD", c.Method == dmf.AuthClientCertificate},
+		{"token", &c.Token, "FO_TOKEN", c.Method == azauth.MethodToken},
+		{"client_secret", &c.ClientSecret, "AZURE_CLIENT_SECRET", c.Method == azauth.MethodClientSecret},
+		{"certificate_password", &c.CertificatePassword, "AZURE_CLIENT_CERTIFICATE_PASSWORD", c.Method == azauth.MethodClientCertificate},
 	}
 	for _, sd := range secrets {
 		v := m[sd.key]
@@ -1200,7 +1162,7 @@ func (d *decoder) auth(n, parent *yaml.Node, p string) AuthConfig {
 		}
 		*sd.dst = Secret(s)
 	}
-	if err := c.Options().Check(); err != nil && d.raised == before {
+	if err := c.Check(); err != nil && d.raised == before {
 		at := n
 		if at == nil {
 			at = parent
@@ -1270,7 +1232,7 @@ func (d *decoder) azblob(c *StoreConfig, m map[string]*yaml.Node, parent *yaml.N
 			switch {
 			case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
 				d.problem(v, p+".account_url", fmt.Sprintf("%q is not a blob endpoint URL", s), "https://<account>.blob.core.windows.net/")
-			case u.Scheme == "http" && !isLoopback(u.Hostname()):
+			case u.Scheme == "http" && !loopback.Host(u.Hostname()):
 				d.problem(v, p+".account_url", fmt.Sprintf("http URL to non-loopback host %q", u.Hostname()), "use https")
 			case u.RawQuery != "":
 				d.problem(v, p+".account_url", "holds a query (a SAS?)", "give a SAS as sas_url: ${VAR} instead")
@@ -1351,7 +1313,7 @@ func parseSize(s string) (int64, error) {
 }
 
 func (d *decoder) broker(n, exp *yaml.Node, p string) BrokerConfig {
-	c := BrokerConfig{Type: "amqp", ConfirmWindow: DefaultConfirmWindow}
+	c := BrokerConfig{Type: "amqp"}
 	p = join(p, "broker")
 	m := map[string]*yaml.Node{}
 	if n != nil {
@@ -1408,13 +1370,13 @@ func (d *decoder) broker(n, exp *yaml.Node, p string) BrokerConfig {
 			break
 		}
 		if pw, has := u.User.Password(); has && pw != "" {
-			guest := u.User.Username() == "guest" && pw == "guest" && isLoopback(u.Hostname())
+			guest := u.User.Username() == "guest" && pw == "guest" && loopback.Host(u.Hostname())
 			if !urlPasswordFromEnv(raw) && !guest {
 				d.problem(v, p+".url", "plain-text password in the configuration file", "write the password as ${RABBITMQ_PASSWORD} and set it in the environment")
 				break
 			}
 		}
-		if u.Scheme == "amqp" && !isLoopback(u.Hostname()) && !plaintext {
+		if u.Scheme == "amqp" && !loopback.Host(u.Hostname()) && !plaintext {
 			d.problem(v, p+".url", fmt.Sprintf("amqp URL to non-loopback host %q sends the password and data in clear text", u.Hostname()), "use amqps://, or set broker.allow_plaintext: true on a trusted network")
 			break
 		}
@@ -1458,8 +1420,7 @@ func (d *decoder) queues(n *yaml.Node, p string) []QueueConfig {
 }
 
 func (d *decoder) poll(n *yaml.Node, p string) PollConfig {
-	c := PollConfig{Interval: DefaultPollInterval, MaxInterval: DefaultPollMaxInterval, Deadline: DefaultPollDeadline,
-		PackageURLTimeout: DefaultPackageURLTimeout, RegisterTimeout: dmf.DefaultRegisterTimeout, DownloadTimeout: DefaultDownloadTimeout}
+	var c PollConfig
 	p = join(p, "poll")
 	if n == nil {
 		return c
@@ -1483,11 +1444,12 @@ func (d *decoder) poll(n *yaml.Node, p string) PollConfig {
 	set("package_url_max_interval", &c.PackageURLMaxInterval)
 	set("register_timeout", &c.RegisterTimeout)
 	set("download_timeout", &c.DownloadTimeout)
-	if c.MaxInterval < c.Interval {
-		d.problem(where(m["max_interval"], n), p+".max_interval", fmt.Sprintf("%s is shorter than interval %s", c.MaxInterval, c.Interval), "max_interval caps the growing wait, so it must be at least interval")
+	interval := cmp.Or(c.Interval, dmf.DefaultPollInterval)
+	if maxInterval := cmp.Or(c.MaxInterval, dmf.DefaultPollMaxInterval); maxInterval < interval {
+		d.problem(where(m["max_interval"], n), p+".max_interval", fmt.Sprintf("%s is shorter than interval %s", maxInterval, interval), "max_interval caps the growing wait, so it must be at least interval")
 	}
-	if c.Deadline < c.Interval {
-		d.problem(where(m["deadline"], n), p+".deadline", fmt.Sprintf("%s is shorter than interval %s", c.Deadline, c.Interval), "the deadline must leave time for several status checks")
+	if deadline := cmp.Or(c.Deadline, DefaultPollDeadline); deadline < interval {
+		d.problem(where(m["deadline"], n), p+".deadline", fmt.Sprintf("%s is shorter than interval %s", deadline, interval), "the deadline must leave time for several status checks")
 	}
 	return c
 }
@@ -1513,13 +1475,4 @@ func (d *decoder) retention(n *yaml.Node, p string) RetentionConfig {
 		}
 	}
 	return c
-}
-
-// isLoopback reports whether host names this machine.
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -185,7 +185,7 @@ func TestDownloadTimeoutKey(t *testing.T) {
 		want                 time.Duration
 		wantErr              string
 	}{
-		{"default", "", "", DefaultDownloadTimeout, ""},
+		{"unset: zero, the downloader's default", "", "", 0, ""},
 		{"shared", "poll: {download_timeout: 90m}\n", "", 90 * time.Minute, ""},
 		{"export override", "poll: {download_timeout: 90m}\n", ", poll: {download_timeout: 10m}", 10 * time.Minute, ""},
 		{"zero refused", "poll: {download_timeout: 0s}\n", "", 0, "poll.download_timeout: 0s must be positive"},

@@ -82,14 +82,14 @@ func TestParseConfigValid(t *testing.T) {
 		{"customers store prefix", c.Store.Prefix, "exports"},
 		{"customers package name defaults to group", c.PackageName, "CustomerExport"},
 		{"customers routing key default", c.RoutingKey, "fo.customers"},
-		{"customers batch size default", c.BatchSize, DefaultBatchSize},
+		{"customers batch size unset (publisher's default)", c.BatchSize, 0},
 		{"customers enabled default", c.Enabled, true},
 		{"customers broker url", c.Broker.URL.Reveal(), "amqps://dmf:mq-secret@mq.example.com:5671/prod"},
 		{"customers confirm window", c.Broker.ConfirmWindow, 64},
 		{"customers poll interval", c.Poll.Interval, 5 * time.Second},
-		{"customers request timeout default", c.FO.RequestTimeout, DefaultRequestTimeout},
-		{"customers poll deadline default", c.Poll.Deadline, DefaultPollDeadline},
-		{"customers package url timeout default", c.Poll.PackageURLTimeout, DefaultPackageURLTimeout},
+		{"customers request timeout unset (client's default)", c.FO.RequestTimeout, time.Duration(0)},
+		{"customers poll deadline unset (runner's default)", c.Poll.Deadline, time.Duration(0)},
+		{"customers package url timeout unset (client's default)", c.Poll.PackageURLTimeout, time.Duration(0)},
 		{"vendors schedule", v.Schedule, "CRON_TZ=Europe/Paris 30 0 3 * * *"},
 		{"vendors package name", v.PackageName, "Vendors"},
 		{"vendors reexecute", v.ReExecute, true},
@@ -286,7 +286,7 @@ func FuzzParseConfig(f *testing.F) {
 			return
 		}
 		for _, e := range cfg.Exports {
-			if e.Name == "" || e.FO.URL == nil || e.BatchSize < 1 || e.Poll.Interval <= 0 {
+			if e.Name == "" || e.FO.URL == nil || e.BatchSize < 0 || e.Poll.Interval < 0 {
 				t.Fatalf("accepted an incomplete export: %+v", e)
 			}
 		}

@@ -100,6 +100,10 @@ type slotTicket struct {
 	granted bool
 }
 
+// DefaultMaxConcurrentExports is how many executions of one F&O
+// environment a process has in flight at once; more wait in a queue.
+const DefaultMaxConcurrentExports = 4
+
 // newSlotQueue hands out limit slots; 0 means DefaultMaxConcurrentExports.
 func newSlotQueue(limit int) *slotQueue {
 	q := &slotQueue{}

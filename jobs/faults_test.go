@@ -17,7 +17,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/publish"
-	"github.com/dmfexport/dmfexport/unpack"
+	"github.com/dmfexport/dmfexport/store"
 )
 
 // scriptedSink is a broker double for faults: it keeps a copy of every
@@ -169,7 +169,7 @@ func TestResumeAfterStopMidPublish(t *testing.T) {
 				t.Errorf("interrupted entity record: want 300 rows, 3 batches, last batch 2 (confirmed), got %d rows, %d batches, last batch %d", e.Rows, e.Batches, e.LastBatch)
 			}
 			if tt.inflated {
-				st, _ := openStore(exp.Store)
+				st, _ := openStore(context.Background(), exp.Store, nil)
 				rec.Entities[0].Rows, rec.Entities[0].Batches = 1000, 10
 				if err := saveRecord(context.Background(), st, exp.Store.Prefix, rec); err != nil {
 					t.Fatal(err)
@@ -256,35 +256,28 @@ func TestResumeKeepsBatchSettings(t *testing.T) {
 // fullStore is a store whose disk can fill up: every Put and Create then
 // fails with ENOSPC; reads and deletes keep working, as on a full disk.
 type fullStore struct {
-	unpack.Store
+	store.Store
 	full atomic.Bool
 }
 
-func (s *fullStore) Put(ctx context.Context, key string, r io.Reader, meta map[string]string) (unpack.Object, error) {
+func (s *fullStore) Put(ctx context.Context, key string, r io.Reader, meta map[string]string) (store.Object, error) {
 	if s.full.Load() {
-		return unpack.Object{}, fmt.Errorf("write %s: %w", key, syscall.ENOSPC)
+		return store.Object{}, fmt.Errorf("write %s: %w", key, syscall.ENOSPC)
 	}
 	return s.Store.Put(ctx, key, r, meta)
 }
 
-func (s *fullStore) Create(ctx context.Context, key string, r io.Reader, meta map[string]string) (unpack.Object, error) {
+func (s *fullStore) Create(ctx context.Context, key string, r io.Reader, meta map[string]string) (store.Object, error) {
 	if s.full.Load() {
-		return unpack.Object{}, fmt.Errorf("write %s: %w", key, syscall.ENOSPC)
+		return store.Object{}, fmt.Errorf("write %s: %w", key, syscall.ENOSPC)
 	}
-	return s.Store.(unpack.Creator).Create(ctx, key, r, meta)
+	return s.Store.Create(ctx, key, r, meta)
 }
 
-// useStore makes openStore return st for exp's store configuration.
-func useStore(t *testing.T, exp *Export, st unpack.Store) {
-	key := fmt.Sprintf("%#v", exp.Store)
-	stores.Lock()
-	stores.m[key] = st
-	stores.Unlock()
-	t.Cleanup(func() {
-		stores.Lock()
-		delete(stores.m, key)
-		stores.Unlock()
-	})
+// useStore makes r use st as exp's store.
+func useStore(r *Runner, exp *Export, st store.Store) *Runner {
+	r.owned.stores = append(r.owned.stores, ownedStore{cfg: exp.Store, st: st})
+	return r
 }
 
 // TestDiskFullWhilePublishingLeavesRunResumable fills the store's disk in
@@ -295,19 +288,18 @@ func TestDiskFullWhilePublishingLeavesRunResumable(t *testing.T) {
 	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond})
 	defer sim.Close()
 	exp := fileExport(sim, t.TempDir())
-	base, err := openStore(exp.Store)
+	base, err := openStore(context.Background(), exp.Store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := &fullStore{Store: base}
-	useStore(t, exp, st)
 	sink := &scriptedSink{storeFirst: -1, cancelAt: 3, cancel: func() { st.full.Store(true) }}
-	_, err = (&Runner{NewSink: sinkFor(sink)}).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+	_, err = useStore(&Runner{NewSink: sinkFor(sink)}, exp, st).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
 	if err == nil || !strings.Contains(err.Error(), "no space") || !strings.Contains(err.Error(), "resume") {
 		t.Errorf("Run whose record cannot be written: want an error naming the write failure and the resume, got %v", err)
 	}
 	st.full.Store(false)
-	r := &Runner{NewSink: sinkFor(&scriptedSink{storeFirst: -1})}
+	r := useStore(&Runner{NewSink: sinkFor(&scriptedSink{storeFirst: -1})}, exp, st)
 	recs, err := r.Unfinished(context.Background(), exp)
 	if err != nil || len(recs) != 1 {
 		t.Fatalf("Unfinished after a failed record write: want the run listed for resume, got %d runs (%v)", len(recs), err)

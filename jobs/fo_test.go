@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/dmfexport/dmfexport/azauth"
 	"io"
 	"log/slog"
 	"net/http"
@@ -71,7 +72,7 @@ func foExport(f *foFake, dir string) *Export {
 	return &Export{
 		Name: "fo", Schedule: "@daily", Enabled: true, DefinitionGroup: "G", PackageName: "G", LegalEntity: "USMF",
 		RoutingKey: "fo.fo", BatchSize: 100,
-		FO: FOConfig{URL: u, Auth: AuthConfig{Method: "token", Token: Secret("tok")}, MaxRetries: 1,
+		FO: FOConfig{URL: u, Auth: AuthConfig{Options: azauth.Options{Method: "token", Token: Secret("tok")}}, MaxRetries: 1,
 			RetryBaseDelay: time.Millisecond, RetryMaxDelay: 2 * time.Millisecond},
 		Store:  StoreConfig{Type: "dir", Path: filepath.Join(dir, "store")},
 		Broker: BrokerConfig{Type: "file", Path: filepath.Join(dir, "batches")},
@@ -220,7 +221,7 @@ func TestResumeWaitsForRegistration(t *testing.T) {
 			})
 			exp := foExport(f, t.TempDir())
 			ctx := context.Background()
-			st, err := openStore(exp.Store)
+			st, err := openStore(context.Background(), exp.Store, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dmfexport/dmfexport/unpack"
+	"github.com/dmfexport/dmfexport/store"
 )
 
 // F&O does not support two exports of one data project at once, whatever
@@ -41,19 +41,19 @@ func groupKey(exp *Export) string {
 // groupLeasePrefix is where the leases of exp's data project live.
 func groupLeasePrefix(storePrefix string, exp *Export) string {
 	sum := sha256.Sum256([]byte(groupKey(exp)))
-	return path.Join(storePrefix, "_groups", unpack.EscapeName(strings.ToLower(exp.DefinitionGroup))+"-"+hex.EncodeToString(sum[:6]))
+	return path.Join(storePrefix, "_groups", store.EscapeName(strings.ToLower(exp.DefinitionGroup))+"-"+hex.EncodeToString(sum[:6]))
 }
 
 // groupHold is one run's hold on its data project.
 type groupHold struct {
 	r     *Runner
 	key   string
-	lease *runLease // nil for stores that cannot coordinate replicas
+	lease *runLease // nil until the store lease is taken
 }
 
 // holdGroup takes exp's data project for run runID. When another run holds
 // it, it returns a nil hold and a description of the holder.
-func (r *Runner) holdGroup(ctx context.Context, exp *Export, st unpack.Store, runID string, log *slog.Logger) (*groupHold, string, error) {
+func (r *Runner) holdGroup(ctx context.Context, exp *Export, st store.Store, runID string, log *slog.Logger) (*groupHold, string, error) {
 	key := groupKey(exp)
 	holder := fmt.Sprintf("export %s run %s", exp.Name, runID)
 	r.mu.Lock()
@@ -67,9 +67,6 @@ func (r *Runner) holdGroup(ctx context.Context, exp *Export, st unpack.Store, ru
 	r.groups[key] = holder
 	r.mu.Unlock()
 	h := &groupHold{r: r, key: key}
-	if _, ok := st.(unpack.Creator); !ok {
-		return h, "", nil
-	}
 	prefix := groupLeasePrefix(exp.Store.Prefix, exp)
 	gen, obj, err := newestLease(ctx, st, prefix)
 	if err != nil {
@@ -113,7 +110,7 @@ func (h *groupHold) release(ctx context.Context) {
 
 // skipped records a run that did not start because holder exports its data
 // project, and returns it with an error wrapping ErrGroupBusy.
-func (r *Runner) skipped(ctx context.Context, exp *Export, st unpack.Store, rec *RunRecord, holder string) (*RunRecord, error) {
+func (r *Runner) skipped(ctx context.Context, exp *Export, st store.Store, rec *RunRecord, holder string) (*RunRecord, error) {
 	rec.State = StateSkipped
 	rec.FinishedAt = time.Now().UTC()
 	rec.Error = fmt.Sprintf("skipped: data project %q is being exported by %s, and F&O does not support two exports of one data project at once; "+

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/dmfexport/dmfexport/unpack"
 )
 
 func TestConfigWarnsOfSharedDataProject(t *testing.T) {
@@ -126,12 +124,12 @@ func TestDataProjectHeldByAnotherReplica(t *testing.T) {
 	a, b, f, release := twoExportsOfOneProject(t)
 	close(release)
 	ctx := context.Background()
-	st, err := openStore(b.Store)
+	st, err := openStore(context.Background(), b.Store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	other := `{"replica":"elsewhere/1/ffffffff","at":"2026-11-25T10:00:00Z","holder":"export a run 20261125T100000Z-aaaaaaaa"}`
-	if _, err := st.(unpack.Creator).Create(ctx, genKey(groupLeasePrefix("", a), 1), strings.NewReader(other), nil); err != nil {
+	if _, err := st.Create(ctx, genKey(groupLeasePrefix("", a), 1), strings.NewReader(other), nil); err != nil {
 		t.Fatal(err)
 	}
 	r := &Runner{LeaseTTL: 500 * time.Millisecond}
@@ -151,7 +149,7 @@ func TestDataProjectHeldByAnotherReplica(t *testing.T) {
 	if n := f.count("ExportToPackage"); n != 0 {
 		t.Errorf("%d ExportToPackage calls while the project was held, want 0", n)
 	}
-	time.Sleep(600 * time.Millisecond) // the other replica's lease lapses
+	time.Sleep(600 * time.Millisecond) // the other replica's lease lapses on the store's clock
 	rec, err = r.Run(ctx, b, RunOptions{})
 	if errors.Is(err, ErrGroupBusy) || rec == nil || rec.State != StateFailed {
 		t.Errorf("Run after the lease lapsed = %+v, %v; want it to run", rec, err)

@@ -3,12 +3,12 @@ package jobs
 import (
 	"testing"
 
-	"github.com/dmfexport/dmfexport/unpack"
+	"github.com/dmfexport/dmfexport/store"
 )
 
-func mustDirStore(t *testing.T, dir string) unpack.Store {
+func mustDirStore(t *testing.T, dir string) store.Store {
 	t.Helper()
-	s, err := unpack.NewDirStore(dir)
+	s, err := store.NewDirStore(dir)
 	if err != nil {
 		t.Fatalf("NewDirStore(%s): %v", dir, err)
 	}

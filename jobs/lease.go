@@ -18,12 +18,12 @@ import (
 
 	"github.com/robfig/cron/v3"
 
-	"github.com/dmfexport/dmfexport/unpack"
+	"github.com/dmfexport/dmfexport/store"
 )
 
 // Several replicas of dmfexport may share one store. The store is then the
 // only coordination service, through two create-once primitives
-// (unpack.Creator):
+// (store.Store.Create):
 //
 //   - A schedule slot is claimed by creating "_claims/<job>/<slot time>";
 //     the one replica whose create succeeds runs that slot.
@@ -41,9 +41,6 @@ import (
 // lease's (storeNow), so a replica whose own clock runs ahead or behind
 // neither takes over a live run nor waits on a dead one. Only status, which
 // never writes, falls back to its own clock.
-//
-// Stores that cannot create once (no unpack.Creator) run without claims or
-// leases: one process per store.
 
 // ErrLeaseHeld is returned when another live replica owns a run.
 var ErrLeaseHeld = errors.New("run is owned by another live process")
@@ -74,14 +71,14 @@ type leaseBody struct {
 }
 
 func leasePrefix(storePrefix, job, runID string) string {
-	return path.Join(storePrefix, "_leases", unpack.EscapeName(job), unpack.EscapeName(runID))
+	return path.Join(storePrefix, "_leases", store.EscapeName(job), store.EscapeName(runID))
 }
 
 func genKey(prefix string, gen int) string { return fmt.Sprintf("%s/%08d", prefix, gen) }
 
 // runLease is this process's ownership of one run.
 type runLease struct {
-	st     unpack.Store
+	st     store.Store
 	prefix string
 	gen    int
 	ttl    time.Duration
@@ -97,12 +94,12 @@ type runLease struct {
 
 // newestLease returns the highest lease generation of a run and its object;
 // gen 0 means none.
-func newestLease(ctx context.Context, st unpack.Store, prefix string) (int, unpack.Object, error) {
+func newestLease(ctx context.Context, st store.Store, prefix string) (int, store.Object, error) {
 	objs, err := st.List(ctx, prefix+"/")
 	if err != nil {
-		return 0, unpack.Object{}, fmt.Errorf("list leases: %w", err)
+		return 0, store.Object{}, fmt.Errorf("list leases: %w", err)
 	}
-	gen, newest := 0, unpack.Object{}
+	gen, newest := 0, store.Object{}
 	for _, o := range objs {
 		g, err := strconv.Atoi(path.Base(o.Key))
 		if err == nil && g > gen {
@@ -125,7 +122,7 @@ func clockKey(storePrefix string) string { return path.Join(storePrefix, "_clock
 // modification times are written with: the modification time of an object
 // written now. If the store cannot be written (or reports no time), it
 // returns this replica's own clock, the best left.
-func storeNow(ctx context.Context, st unpack.Store, storePrefix string) time.Time {
+func storeNow(ctx context.Context, st store.Store, storePrefix string) time.Time {
 	o, err := st.Put(ctx, clockKey(storePrefix), strings.NewReader(replicaID), nil)
 	if err == nil && o.ModTime.IsZero() {
 		o, err = st.Stat(ctx, clockKey(storePrefix))
@@ -140,7 +137,7 @@ func storeNow(ctx context.Context, st unpack.Store, storePrefix string) time.Tim
 // refreshed within ttl of now (on the store's clock: see storeNow), and not
 // left by a process of this host that is gone (a restart on the same
 // machine takes over at once).
-func leaseAlive(ctx context.Context, st unpack.Store, o unpack.Object, ttl time.Duration, now time.Time) (bool, string) {
+func leaseAlive(ctx context.Context, st store.Store, o store.Object, ttl time.Duration, now time.Time) (bool, string) {
 	var b leaseBody
 	if rc, err := st.Open(ctx, o.Key); err == nil {
 		_ = json.NewDecoder(rc).Decode(&b)
@@ -174,19 +171,15 @@ func processAlive(pid int) bool {
 
 // acquireLease takes generation gen of a run's lease. It fails with
 // ErrLeaseHeld when another replica created that generation first.
-func acquireLease(ctx context.Context, st unpack.Store, prefix string, gen int, ttl time.Duration) (*runLease, error) {
+func acquireLease(ctx context.Context, st store.Store, prefix string, gen int, ttl time.Duration) (*runLease, error) {
 	return acquireHeldLease(ctx, st, prefix, gen, ttl, "")
 }
 
 // acquireHeldLease is acquireLease for a lease whose body names its holder.
-func acquireHeldLease(ctx context.Context, st unpack.Store, prefix string, gen int, ttl time.Duration, holder string) (*runLease, error) {
-	c, ok := st.(unpack.Creator)
-	if !ok {
-		return nil, nil // no coordination possible: one process per store
-	}
+func acquireHeldLease(ctx context.Context, st store.Store, prefix string, gen int, ttl time.Duration, holder string) (*runLease, error) {
 	body, _ := json.Marshal(leaseBody{Replica: replicaID, At: localNow().UTC(), Holder: holder})
-	if _, err := c.Create(ctx, genKey(prefix, gen), bytes.NewReader(body), nil); err != nil {
-		if errors.Is(err, unpack.ErrExist) {
+	if _, err := st.Create(ctx, genKey(prefix, gen), bytes.NewReader(body), nil); err != nil {
+		if errors.Is(err, store.ErrExist) {
 			return nil, ErrLeaseHeld
 		}
 		return nil, fmt.Errorf("take run lease: %w", err)
@@ -288,17 +281,12 @@ func (l *runLease) release(ctx context.Context) {
 }
 
 // claimSlot claims one scheduled fire of exp across replicas. It returns
-// false when another replica claimed the slot first; stores without
-// create-once always grant it.
-func claimSlot(ctx context.Context, st unpack.Store, exp *Export, slot time.Time) (bool, error) {
-	c, ok := st.(unpack.Creator)
-	if !ok {
-		return true, nil
-	}
-	key := path.Join(exp.Store.Prefix, "_claims", unpack.EscapeName(exp.Name), slot.UTC().Format("20060102T150405Z"))
+// false when another replica claimed the slot first.
+func claimSlot(ctx context.Context, st store.Store, exp *Export, slot time.Time) (bool, error) {
+	key := path.Join(exp.Store.Prefix, "_claims", store.EscapeName(exp.Name), slot.UTC().Format("20060102T150405Z"))
 	body, _ := json.Marshal(leaseBody{Replica: replicaID, At: localNow().UTC()})
-	if _, err := c.Create(ctx, key, bytes.NewReader(body), nil); err != nil {
-		if errors.Is(err, unpack.ErrExist) {
+	if _, err := st.Create(ctx, key, bytes.NewReader(body), nil); err != nil {
+		if errors.Is(err, store.ErrExist) {
 			return false, nil
 		}
 		return false, fmt.Errorf("claim schedule slot %s: %w", slot.Format(time.RFC3339), err)

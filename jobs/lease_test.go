@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
-	"github.com/dmfexport/dmfexport/unpack"
 )
 
 func TestSlotOf(t *testing.T) {
@@ -86,10 +85,22 @@ func TestLeaseTakeover(t *testing.T) {
 	if err != nil || gen != 1 {
 		t.Fatalf("newestLease = %d, %v", gen, err)
 	}
-	time.Sleep(ttl) // the owner keeps refreshing
-	_, obj, _ = newestLease(ctx, st, prefix)
-	if alive, who := leaseAlive(ctx, st, obj, ttl, storeNow(ctx, st, "")); !alive || who != replicaID {
+	// The owner keeps refreshing: its lease object is rewritten within a
+	// third of the TTL.
+	first := obj.ModTime
+	deadline := time.Now().Add(5 * ttl)
+	for obj.ModTime.Equal(first) && time.Now().Before(deadline) {
+		time.Sleep(ttl / 20)
+		_, obj, _ = newestLease(ctx, st, prefix)
+	}
+	if obj.ModTime.Equal(first) {
+		t.Fatalf("lease not refreshed within %s", 5*ttl)
+	}
+	if alive, who := leaseAlive(ctx, st, obj, ttl, obj.ModTime.Add(ttl)); !alive || who != replicaID {
 		t.Errorf("refreshed lease alive=%v owner %q, want alive and %q", alive, who, replicaID)
+	}
+	if alive, _ := leaseAlive(ctx, st, obj, ttl, obj.ModTime.Add(ttl+time.Millisecond)); alive {
+		t.Errorf("lease alive %s after its last refresh, want lapsed", ttl+time.Millisecond)
 	}
 	// Another replica takes generation 2 (as if the first had lapsed).
 	taker, err := acquireLease(ctx, st, prefix, 2, ttl)
@@ -130,7 +141,7 @@ func TestRunRefusedWhileOwnedElsewhere(t *testing.T) {
 	defer sim.Close()
 	exp := fileExport(sim, t.TempDir())
 	ctx := context.Background()
-	st, err := openStore(exp.Store)
+	st, err := openStore(context.Background(), exp.Store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +155,7 @@ func TestRunRefusedWhileOwnedElsewhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := `{"replica":"elsewhere/1/ffffffff","at":"2026-11-25T10:00:00Z"}`
-	if _, err := st.(unpack.Creator).Create(ctx, genKey(leasePrefix("", exp.Name, rec.RunID), 1), strings.NewReader(other), nil); err != nil {
+	if _, err := st.Create(ctx, genKey(leasePrefix("", exp.Name, rec.RunID), 1), strings.NewReader(other), nil); err != nil {
 		t.Fatal(err)
 	}
 	r := &Runner{LeaseTTL: 500 * time.Millisecond}
@@ -154,7 +165,7 @@ func TestRunRefusedWhileOwnedElsewhere(t *testing.T) {
 	if _, err := r.Resume(ctx, exp, rec); !errors.Is(err, ErrLeaseHeld) {
 		t.Errorf("Resume of a run with a fresh lease: %v, want ErrLeaseHeld", err)
 	}
-	time.Sleep(600 * time.Millisecond) // the other replica's lease lapses
+	time.Sleep(600 * time.Millisecond) // the other replica's lease lapses on the store's clock
 	got, err := r.Resume(ctx, exp, rec)
 	if err != nil || got.State != StateSucceeded || got.Resumes != 1 {
 		t.Fatalf("Resume after the lease lapsed: %v, state %v", err, got)
@@ -206,7 +217,7 @@ func TestLeaseAgeOnStoreClock(t *testing.T) {
 			defer sim.Close()
 			exp := fileExport(sim, t.TempDir())
 			ctx := context.Background()
-			st, err := openStore(exp.Store)
+			st, err := openStore(context.Background(), exp.Store, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -221,7 +232,7 @@ func TestLeaseAgeOnStoreClock(t *testing.T) {
 			// The owner on another host heartbeats on the store's clock.
 			other := `{"replica":"elsewhere/1/ffffffff","at":"2026-11-25T10:00:00Z"}`
 			lease := genKey(leasePrefix("", exp.Name, rec.RunID), 1)
-			if _, err := st.(unpack.Creator).Create(ctx, lease, strings.NewReader(other), nil); err != nil {
+			if _, err := st.Create(ctx, lease, strings.NewReader(other), nil); err != nil {
 				t.Fatal(err)
 			}
 			const ttl = 800 * time.Millisecond

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dmfexport/dmfexport/unpack"
+	"github.com/dmfexport/dmfexport/store"
 )
 
 // packageTempPrefix starts the name of the temporary file a run downloads
@@ -44,11 +44,11 @@ func CleanLeftovers(ctx context.Context, cfg *Config, log *slog.Logger) {
 			continue
 		}
 		seen[c.Path] = true
-		st, err := openStore(c)
+		st, err := openStore(ctx, c, nil)
 		if err != nil {
 			continue // the run that needs it says why
 		}
-		ds, ok := st.(*unpack.DirStore)
+		ds, ok := st.(*store.DirStore)
 		if !ok {
 			continue
 		}

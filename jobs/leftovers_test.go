@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dmfexport/dmfexport/unpack"
+	"github.com/dmfexport/dmfexport/store"
 )
 
 // deadPID returns the ID of a process that has ended.
@@ -65,7 +65,7 @@ func TestRemovePackageTemps(t *testing.T) {
 // write in progress elsewhere) and every object stay.
 func TestCleanLeftoversInDirStore(t *testing.T) {
 	root := t.TempDir()
-	st, err := unpack.NewDirStore(root)
+	st, err := store.NewDirStore(root)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -223,11 +223,12 @@ func scheduleInterval(schedule string, now time.Time) time.Duration {
 
 // seedLastSuccess sets exp's last success from its newest succeeded run
 // record, so a restarted service still knows when the job last succeeded.
-func (m *Metrics) seedLastSuccess(ctx context.Context, exp *Export) {
+// It reads the store r keeps for exp.
+func (m *Metrics) seedLastSuccess(ctx context.Context, r *Runner, exp *Export) {
 	if m == nil {
 		return
 	}
-	st, err := openStore(exp.Store)
+	st, err := r.store(ctx, exp)
 	if err != nil {
 		return
 	}

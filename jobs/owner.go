@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/dmfexport/dmfexport/unpack"
 )
 
 // RunOwned reports whether a live process is working on the unfinished run
@@ -14,12 +12,9 @@ import (
 // and waits for the next start to resume it. For a store that keeps no
 // leases it reports true: nothing shows the run is not going.
 func RunOwned(ctx context.Context, exp *Export, runID string, ttl time.Duration) (bool, error) {
-	st, err := openStore(exp.Store)
+	st, err := openStore(ctx, exp.Store, nil)
 	if err != nil {
 		return false, fmt.Errorf("export %s: %w", exp.Name, err)
-	}
-	if _, ok := st.(unpack.Creator); !ok {
-		return true, nil
 	}
 	if ttl <= 0 {
 		ttl = DefaultLeaseTTL

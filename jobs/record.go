@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/dmfexport/dmfexport/dmf"
-	"github.com/dmfexport/dmfexport/unpack"
+	"github.com/dmfexport/dmfexport/store"
 )
 
 // State is where a run is in its lifecycle. A run moves forward only:
@@ -159,7 +159,7 @@ func (rec *RunRecord) recordExecutionErrors(errs []dmf.ExecutionError) {
 
 // runPrefix is the store folder of one run: "<prefix>/<job>/<run id>".
 func runPrefix(storePrefix, job, runID string) string {
-	return path.Join(storePrefix, unpack.EscapeName(job), unpack.EscapeName(runID))
+	return path.Join(storePrefix, store.EscapeName(job), store.EscapeName(runID))
 }
 
 // recordKey is where a run's record lives.
@@ -169,7 +169,7 @@ func recordKey(storePrefix, job, runID string) string {
 
 // saveRecord writes rec as indented JSON; the store makes the write atomic,
 // so a reader sees the previous or the new record, never a torn one.
-func saveRecord(ctx context.Context, st unpack.Store, storePrefix string, rec *RunRecord) error {
+func saveRecord(ctx context.Context, st store.Store, storePrefix string, rec *RunRecord) error {
 	b, err := encodeRecord(rec)
 	if err != nil {
 		return err
@@ -186,7 +186,7 @@ func encodeRecord(rec *RunRecord) ([]byte, error) {
 }
 
 // putRecord writes an encoded record of rec.
-func putRecord(ctx context.Context, st unpack.Store, storePrefix string, rec *RunRecord, b []byte) error {
+func putRecord(ctx context.Context, st store.Store, storePrefix string, rec *RunRecord, b []byte) error {
 	meta := map[string]string{"job": rec.Job, "run": rec.RunID, "state": string(rec.State)}
 	if _, err := st.Put(ctx, recordKey(storePrefix, rec.Job, rec.RunID), bytes.NewReader(b), meta); err != nil {
 		return fmt.Errorf("write run record %s/%s: %w", rec.Job, rec.RunID, err)
@@ -197,7 +197,7 @@ func putRecord(ctx context.Context, st unpack.Store, storePrefix string, rec *Ru
 // Records returns the newest limit run records of one export (all when
 // limit <= 0), newest first.
 func Records(ctx context.Context, exp *Export, limit int) ([]*RunRecord, error) {
-	st, err := openStore(exp.Store)
+	st, err := openStore(ctx, exp.Store, nil)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
@@ -217,7 +217,7 @@ func Records(ctx context.Context, exp *Export, limit int) ([]*RunRecord, error) 
 
 // LoadRecords returns the run records of job (every job when job is ""),
 // newest first.
-func LoadRecords(ctx context.Context, st unpack.Store, storePrefix, job string) ([]*RunRecord, error) {
+func LoadRecords(ctx context.Context, st store.Store, storePrefix, job string) ([]*RunRecord, error) {
 	refs, err := listRecords(ctx, st, storePrefix, job)
 	if err != nil {
 		return nil, err
@@ -235,10 +235,10 @@ type recordRef struct {
 
 // listRecords lists the run records of job (every job when job is ""),
 // newest first: run IDs start with their UTC start time.
-func listRecords(ctx context.Context, st unpack.Store, storePrefix, job string) ([]recordRef, error) {
+func listRecords(ctx context.Context, st store.Store, storePrefix, job string) ([]recordRef, error) {
 	prefix := storePrefix
 	if job != "" {
-		prefix = path.Join(storePrefix, unpack.EscapeName(job)) + "/"
+		prefix = path.Join(storePrefix, store.EscapeName(job)) + "/"
 	} else if prefix != "" {
 		prefix += "/"
 	}
@@ -257,7 +257,7 @@ func listRecords(ctx context.Context, st unpack.Store, storePrefix, job string) 
 		if parts := strings.Split(rel, "/"); len(parts) != 3 || parts[2] != "run.json" {
 			continue
 		}
-		id, _ := unpack.UnescapeName(path.Base(path.Dir(o.Key)))
+		id, _ := store.UnescapeName(path.Base(path.Dir(o.Key)))
 		refs = append(refs, recordRef{key: o.Key, runID: id, state: State(o.Meta["state"])})
 	}
 	slices.SortStableFunc(refs, func(a, b recordRef) int { return strings.Compare(b.runID, a.runID) })
@@ -265,7 +265,7 @@ func listRecords(ctx context.Context, st unpack.Store, storePrefix, job string) 
 }
 
 // readRecords reads the records refs point to, in the same order.
-func readRecords(ctx context.Context, st unpack.Store, refs []recordRef) ([]*RunRecord, error) {
+func readRecords(ctx context.Context, st store.Store, refs []recordRef) ([]*RunRecord, error) {
 	recs := make([]*RunRecord, 0, len(refs))
 	for _, ref := range refs {
 		rec, err := readRecord(ctx, st, ref.key)
@@ -280,26 +280,26 @@ func readRecords(ctx context.Context, st unpack.Store, refs []recordRef) ([]*Run
 // activeKey marks a run as unfinished: written before its first record,
 // deleted once its record is final.
 func activeKey(storePrefix, job, runID string) string {
-	return path.Join(storePrefix, "_active", unpack.EscapeName(job), unpack.EscapeName(runID))
+	return path.Join(storePrefix, "_active", store.EscapeName(job), store.EscapeName(runID))
 }
 
 // unfinishedRecords reads the records of job that are not in a final state,
 // oldest first. It reads only the runs marked active; a marker whose record
 // is final (its deletion failed) or missing is removed.
-func unfinishedRecords(ctx context.Context, st unpack.Store, storePrefix, job string) ([]*RunRecord, error) {
-	objs, err := st.List(ctx, path.Join(storePrefix, "_active", unpack.EscapeName(job))+"/")
+func unfinishedRecords(ctx context.Context, st store.Store, storePrefix, job string) ([]*RunRecord, error) {
+	objs, err := st.List(ctx, path.Join(storePrefix, "_active", store.EscapeName(job))+"/")
 	if err != nil {
 		return nil, fmt.Errorf("list active runs: %w", err)
 	}
 	var out []*RunRecord
 	for _, o := range objs { // keys sort by run ID: oldest first
-		id, err := unpack.UnescapeName(path.Base(o.Key))
+		id, err := store.UnescapeName(path.Base(o.Key))
 		if err != nil {
 			continue
 		}
 		rec, err := readRecord(ctx, st, recordKey(storePrefix, job, id))
 		switch {
-		case errors.Is(err, unpack.ErrNotExist):
+		case errors.Is(err, store.ErrNotExist):
 			// A run being started writes its marker just before its first
 			// record; only a marker left alone for long is stale.
 			if time.Since(o.ModTime) > 10*time.Minute {
@@ -316,7 +316,7 @@ func unfinishedRecords(ctx context.Context, st unpack.Store, storePrefix, job st
 	return out, nil
 }
 
-func readRecord(ctx context.Context, st unpack.Store, key string) (*RunRecord, error) {
+func readRecord(ctx context.Context, st store.Store, key string) (*RunRecord, error) {
 	rc, err := st.Open(ctx, key)
 	if err != nil {
 		return nil, fmt.Errorf("read run record %s: %w", key, err)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 )
 
@@ -90,7 +91,7 @@ func TestRegisterWindowAgainstSimulator(t *testing.T) {
 			exp := &Export{
 				Name: "reg", Schedule: "@daily", Enabled: true, DefinitionGroup: "G", PackageName: "G", LegalEntity: "USMF",
 				RoutingKey: "fo.reg", BatchSize: 100,
-				FO:     FOConfig{URL: u, Auth: AuthConfig{Method: "token", Token: Secret(dmftest.DefaultToken)}, RetryBaseDelay: 10 * time.Millisecond},
+				FO:     FOConfig{URL: u, Auth: AuthConfig{Options: azauth.Options{Method: "token", Token: Secret(dmftest.DefaultToken)}}, RetryBaseDelay: 10 * time.Millisecond},
 				Store:  StoreConfig{Type: "dir", Path: filepath.Join(dir, "store")},
 				Broker: BrokerConfig{Type: "file", Path: filepath.Join(dir, "batches")},
 				Poll: PollConfig{Interval: 20 * time.Millisecond, MaxInterval: 50 * time.Millisecond, Deadline: time.Minute,
@@ -114,7 +115,7 @@ func TestRegisterWindowAgainstSimulator(t *testing.T) {
 					t.Fatalf("post ExportToPackage: %v %v", resp, err)
 				}
 				resp.Body.Close()
-				st, err := openStore(exp.Store)
+				st, err := openStore(context.Background(), exp.Store, nil)
 				if err != nil {
 					t.Fatal(err)
 				}

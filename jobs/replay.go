@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dmfexport/dmfexport/unpack"
+	"github.com/dmfexport/dmfexport/store"
 )
 
 // ReplayOptions narrow and redirect a replay.
@@ -29,12 +29,12 @@ func FindRun(ctx context.Context, cfg *Config, runID string) (*Export, *RunRecor
 		if job != "" && exp.Name != job {
 			continue
 		}
-		st, err := openStore(exp.Store)
+		st, err := openStore(ctx, exp.Store, nil)
 		if err != nil {
 			return nil, nil, fmt.Errorf("export %s: %w", exp.Name, err)
 		}
 		rec, err := readRecord(ctx, st, recordKey(exp.Store.Prefix, exp.Name, id))
-		if errors.Is(err, unpack.ErrNotExist) {
+		if errors.Is(err, store.ErrNotExist) {
 			continue
 		}
 		if err != nil {
@@ -65,7 +65,7 @@ func (r *Runner) Replay(ctx context.Context, exp *Export, rec *RunRecord, o Repl
 			return nil, fmt.Errorf("run %s has no entity %q (it has: %s)", rec.RunID, name, entityNames(rec))
 		}
 	}
-	st, err := openStore(exp.Store)
+	st, err := r.store(ctx, exp)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}

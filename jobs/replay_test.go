@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/publish"
 )
@@ -21,7 +22,7 @@ func fileExport(sim *dmftest.Server, dir string) *Export {
 	return &Export{
 		Name: "files", Schedule: "@daily", Enabled: true, DefinitionGroup: "G", PackageName: "G", LegalEntity: "USMF",
 		RoutingKey: "fo.files", BatchSize: 100,
-		FO:     FOConfig{URL: u, Auth: AuthConfig{Method: "token", Token: Secret(dmftest.DefaultToken)}},
+		FO:     FOConfig{URL: u, Auth: AuthConfig{Options: azauth.Options{Method: "token", Token: Secret(dmftest.DefaultToken)}}},
 		Store:  StoreConfig{Type: "dir", Path: filepath.Join(dir, "store")},
 		Broker: BrokerConfig{Type: "file", Path: filepath.Join(dir, "batches")},
 		Poll:   PollConfig{Interval: 20 * time.Millisecond, MaxInterval: 50 * time.Millisecond, Deadline: time.Minute, PackageURLTimeout: 10 * time.Second, RegisterTimeout: 10 * time.Second},

@@ -11,14 +11,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dmfexport/dmfexport/unpack"
+	"github.com/dmfexport/dmfexport/store"
 )
 
 // prune deletes the finished runs of exp that its retention rules let go,
 // oldest first, and returns their run IDs. A run's objects are deleted
 // before its record, so an interrupted prune leaves a record that the next
 // prune finishes, never objects nobody knows of. Unfinished runs are kept.
-func prune(ctx context.Context, st unpack.Store, exp *Export, now time.Time) ([]string, error) {
+func prune(ctx context.Context, st store.Store, exp *Export, now time.Time) ([]string, error) {
 	r := exp.Retention
 	if r.KeepRuns == 0 && r.MaxAge == 0 {
 		return nil, nil
@@ -74,7 +74,7 @@ func runStart(runID string) time.Time {
 
 // deleteRun removes every object of one run, its record last, then any
 // lease it left and, in a directory store, the folders that held them.
-func deleteRun(ctx context.Context, st unpack.Store, storePrefix, job, runID string) error {
+func deleteRun(ctx context.Context, st store.Store, storePrefix, job, runID string) error {
 	prefix := runPrefix(storePrefix, job, runID) + "/"
 	objs, err := st.List(ctx, prefix)
 	if err != nil {
@@ -108,8 +108,8 @@ func deleteRun(ctx context.Context, st unpack.Store, storePrefix, job, runID str
 // removeEmptyFolders removes, in a directory store, the empty folders at
 // and under prefix, deepest first. A folder that still holds a file is
 // kept. Other stores have no folders to remove.
-func removeEmptyFolders(st unpack.Store, prefix string) {
-	ds, ok := st.(*unpack.DirStore)
+func removeEmptyFolders(st store.Store, prefix string) {
+	ds, ok := st.(*store.DirStore)
 	if !ok {
 		return
 	}
@@ -130,8 +130,8 @@ func removeEmptyFolders(st unpack.Store, prefix string) {
 const claimTTL = time.Hour
 
 // pruneClaims deletes the schedule slot claims of exp older than claimTTL.
-func pruneClaims(ctx context.Context, st unpack.Store, exp *Export, now time.Time) error {
-	objs, err := st.List(ctx, path.Join(exp.Store.Prefix, "_claims", unpack.EscapeName(exp.Name))+"/")
+func pruneClaims(ctx context.Context, st store.Store, exp *Export, now time.Time) error {
+	objs, err := st.List(ctx, path.Join(exp.Store.Prefix, "_claims", store.EscapeName(exp.Name))+"/")
 	if err != nil {
 		return fmt.Errorf("retention: list claims: %w", err)
 	}

@@ -4,6 +4,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -23,11 +24,13 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dmfexport/dmfexport/dmf"
+	"github.com/dmfexport/dmfexport/internal/ctxio"
+	"github.com/dmfexport/dmfexport/internal/redact"
 	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/store"
 	"github.com/dmfexport/dmfexport/unpack"
 )
 
@@ -102,7 +105,8 @@ type Runner struct {
 	// groups maps each data project held by a run of this process (see
 	// groupKey) to that run.
 	groups map[string]string
-	creds  map[dmf.AuthOptions]azcore.TokenCredential
+	// What the Runner opened and keeps until Close (see open.go).
+	owned owned
 	// envs holds the limits shared by the exports of each F&O environment
 	// (see environment.go), by environmentKey.
 	envs map[string]*environment
@@ -161,6 +165,10 @@ func (r *Runner) noteBrokerWait(job, runID string, waiting bool, now time.Time) 
 	return d
 }
 
+// DefaultPollDeadline is how long a run waits for F&O to finish an export
+// when poll.deadline is not set.
+const DefaultPollDeadline = 2 * time.Hour
+
 // RunOptions describe why and when a run starts.
 type RunOptions struct {
 	Trigger     string    // "schedule", "manual", ...
@@ -176,7 +184,7 @@ func (r *Runner) Run(ctx context.Context, exp *Export, opts RunOptions) (*RunRec
 		return nil, fmt.Errorf("export %s: %w; wait for it to finish", exp.Name, ErrAlreadyRunning)
 	}
 	defer r.release(exp.Name)
-	st, err := openStore(exp.Store)
+	st, err := r.store(ctx, exp)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
@@ -245,10 +253,7 @@ func (r *Runner) leaseTTL() time.Duration {
 
 // runningElsewhere names an unfinished run of exp that a live process other
 // than this one owns, or returns "".
-func (r *Runner) runningElsewhere(ctx context.Context, exp *Export, st unpack.Store) (string, error) {
-	if _, ok := st.(unpack.Creator); !ok {
-		return "", nil
-	}
+func (r *Runner) runningElsewhere(ctx context.Context, exp *Export, st store.Store) (string, error) {
 	recs, err := unfinishedRecords(ctx, st, exp.Store.Prefix, exp.Name)
 	if err != nil {
 		return "", err
@@ -272,7 +277,7 @@ func (r *Runner) runningElsewhere(ctx context.Context, exp *Export, st unpack.St
 // Unfinished returns the runs of exp whose records are not in a final state:
 // runs cut off by a stop or a crash, for Resume. Oldest first.
 func (r *Runner) Unfinished(ctx context.Context, exp *Export) ([]*RunRecord, error) {
-	st, err := openStore(exp.Store)
+	st, err := r.store(ctx, exp)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
@@ -295,7 +300,7 @@ func (r *Runner) Resume(ctx context.Context, exp *Export, rec *RunRecord) (*RunR
 		return nil, fmt.Errorf("export %s: %w; wait for it to finish", exp.Name, ErrAlreadyRunning)
 	}
 	defer r.release(exp.Name)
-	st, err := openStore(exp.Store)
+	st, err := r.store(ctx, exp)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
@@ -377,7 +382,7 @@ func (r *Runner) ResumeAll(ctx context.Context, exps []*Export) {
 }
 
 // drive executes a run and writes its final record.
-func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec *RunRecord, resuming bool, lease *runLease, hold *groupHold) (*RunRecord, error) {
+func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec *RunRecord, resuming bool, lease *runLease, hold *groupHold) (*RunRecord, error) {
 	if rec.Durations == nil {
 		rec.Durations = map[string]string{}
 	}
@@ -508,7 +513,7 @@ func (r *Runner) drive(parent context.Context, exp *Export, st unpack.Store, rec
 // drop removes the record and active marker of a run stopped while it
 // waited for an execution slot, and returns an error wrapping
 // ErrNotStarted.
-func (r *Runner) drop(parent context.Context, exp *Export, st unpack.Store, rec *RunRecord) error {
+func (r *Runner) drop(parent context.Context, exp *Export, st store.Store, rec *RunRecord) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), 30*time.Second)
 	defer cancel()
 	log := r.logger().With("job", exp.Name, "run", rec.RunID)
@@ -528,30 +533,17 @@ func (r *Runner) logger() *slog.Logger {
 	return slog.Default()
 }
 
-// foClient builds the F&O client of an export. Its credential is made once
-// per export and auth settings and kept, so tokens are cached across runs.
+// foClient builds the F&O client of an export. Its credential is the
+// Runner's (see credential), so tokens are cached across runs.
 func (r *Runner) foClient(exp *Export, log *slog.Logger, onRetry func(action, reason string)) (*dmf.Client, error) {
-	auth := exp.FO.Auth.Options()
-	r.mu.Lock()
-	if r.creds == nil {
-		r.creds = map[dmf.AuthOptions]azcore.TokenCredential{}
-	}
-	cred, ok := r.creds[auth]
-	r.mu.Unlock()
-	if !ok {
-		var err error
-		cred, err = dmf.NewCredential(auth, &azcore.ClientOptions{Transport: r.httpClient()})
-		if err != nil {
-			return nil, fmt.Errorf("F&O credential (%s): %w", auth.Describe(), err)
-		}
-		r.mu.Lock()
-		r.creds[auth] = cred
-		r.mu.Unlock()
+	cred, err := r.credential(exp.FO.Auth.Options)
+	if err != nil {
+		return nil, fmt.Errorf("F&O credential: %w", err)
 	}
 	hc := r.httpClient()
-	if exp.FO.RequestTimeout > 0 {
+	if t := cmp.Or(exp.FO.RequestTimeout, dmf.DefaultRequestTimeout); hc.Timeout != t {
 		c := *hc
-		c.Timeout = exp.FO.RequestTimeout
+		c.Timeout = t
 		hc = &c
 	}
 	client, err := dmf.NewClient(exp.FO.URL.String(), cred, &dmf.ClientOptions{
@@ -559,8 +551,8 @@ func (r *Runner) foClient(exp *Export, log *slog.Logger, onRetry func(action, re
 		MaxRetries: exp.FO.MaxRetries, RetryBaseDelay: exp.FO.RetryBaseDelay, RetryMaxDelay: exp.FO.RetryMaxDelay,
 		MaxThrottleWait: exp.FO.MaxThrottleWait,
 		PackageURLDelay: exp.Poll.PackageURLInterval, PackageURLMaxDelay: exp.Poll.PackageURLMaxInterval,
-		RegisterTimeout: exp.Poll.RegisterTimeout, RegisterInterval: exp.Poll.Interval, Scope: exp.FO.Auth.Scope,
-		Identity: auth.Describe(), ApplicationID: auth.ApplicationID(),
+		RegisterTimeout: exp.Poll.RegisterTimeout, RegisterInterval: cmp.Or(exp.Poll.Interval, dmf.DefaultPollInterval), Scope: exp.FO.Auth.Scope,
+		Identity: exp.FO.Auth.Describe(), ApplicationID: exp.FO.Auth.ApplicationID(),
 		OnRetry: func(action, reason string) {
 			r.Metrics.Retried(exp.Name, action, reason)
 			if onRetry != nil {
@@ -573,18 +565,6 @@ func (r *Runner) foClient(exp *Export, log *slog.Logger, onRetry func(action, re
 		return nil, fmt.Errorf("F&O client: %w", err)
 	}
 	return client, nil
-}
-
-// httpClient returns the client for F&O, Entra ID and the package download;
-// each request it makes is a span of the run's trace.
-func (r *Runner) httpClient() *http.Client {
-	c := &http.Client{Timeout: 0, Transport: http.DefaultTransport}
-	if r.HTTPClient != nil {
-		cc := *r.HTTPClient
-		c = &cc
-	}
-	c.Transport = tracingTransport{base: c.Transport, tracer: r.tracer()}
-	return c
 }
 
 func (r *Runner) claim(job string) bool {
@@ -610,7 +590,7 @@ func (r *Runner) release(job string) {
 type run struct {
 	r     *Runner
 	exp   *Export
-	st    unpack.Store
+	st    store.Store
 	rec   *RunRecord
 	log   *slog.Logger // base with the execution, once known
 	base  *slog.Logger // the run's logger: job and run
@@ -767,7 +747,7 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 		st, err := client.AwaitExecution(ctx, u.rec.ExecutionID)
 		switch {
 		case errors.Is(err, dmf.ErrNotRegistered):
-			u.log.Info("resume: F&O does not know the execution, starting the export", "window", u.exp.Poll.RegisterTimeout)
+			u.log.Info("resume: F&O does not know the execution, starting the export", "window", cmp.Or(u.exp.Poll.RegisterTimeout, dmf.DefaultRegisterTimeout))
 		case err != nil:
 			return fmt.Errorf("resume: ask F&O for execution %s: %w", u.rec.ExecutionID, err)
 		default:
@@ -819,7 +799,7 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 		status, err = client.PollStatus(ctx, u.rec.ExecutionID, dmf.PollOptions{
 			Interval:    u.exp.Poll.Interval,
 			MaxInterval: u.exp.Poll.MaxInterval,
-			Deadline:    u.exp.Poll.Deadline,
+			Deadline:    cmp.Or(u.exp.Poll.Deadline, DefaultPollDeadline),
 			OnStatus: func(s dmf.Status, waited time.Duration) {
 				u.emit(Event{Detail: fmt.Sprintf("F&O status %s after %s", s, waited.Round(time.Second))})
 			},
@@ -870,7 +850,7 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 			if err != nil {
 				return fmt.Errorf("get package URL of execution %s: %w", u.rec.ExecutionID, err)
 			}
-			u.rec.PackageURL = dmf.RedactURL(pkgURL)
+			u.rec.PackageURL = redact.URL(pkgURL)
 			if err := resetFile(tmp); err != nil {
 				return err
 			}
@@ -890,13 +870,13 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 				if notFoundSince.IsZero() {
 					notFoundSince = time.Now()
 				}
-				if waited := time.Since(notFoundSince); waited >= u.exp.Poll.PackageURLTimeout {
+				if waited := time.Since(notFoundSince); waited >= cmp.Or(u.exp.Poll.PackageURLTimeout, dmf.DefaultPackageURLTimeout) {
 					return fmt.Errorf("download package of execution %s: %w: still not there after %s (poll.package_url_timeout); "+
 						"F&O deletes packages after about 7 days: if the execution is older, start a new run (dmfexport trigger --new %s)",
 						u.rec.ExecutionID, err, waited.Round(time.Second), u.exp.Name)
 				}
 				u.log.Info("package not downloadable yet, asking again", "delay", wait)
-				if err := sleepCtx(ctx, wait); err != nil {
+				if err := ctxio.Sleep(ctx, wait); err != nil {
 					return err
 				}
 				wait = min(wait*2, max(u.exp.Poll.PackageURLMaxInterval, wait))
@@ -1231,7 +1211,7 @@ func (u *run) batching() BatchSettings {
 
 // batchSettingsOf returns the batch settings of exp's configuration.
 func batchSettingsOf(exp *Export) *BatchSettings {
-	b := &BatchSettings{BatchSize: exp.BatchSize, Compression: exp.Compression}
+	b := &BatchSettings{BatchSize: cmp.Or(exp.BatchSize, publish.DefaultBatchSize), Compression: exp.Compression}
 	if exp.Delimiter != 0 {
 		b.Delimiter = string(exp.Delimiter)
 	}
@@ -1382,55 +1362,6 @@ func (u *run) meta(extra map[string]string) map[string]string {
 	return m
 }
 
-// stores caches opened stores by configuration: a blob store holds a
-// connection pool and a credential with its token cache, and opening it
-// checks (or creates) the container once.
-var stores = struct {
-	sync.Mutex
-	m map[string]unpack.Store
-}{m: map[string]unpack.Store{}}
-
-// openStore opens the store a job's store section describes.
-func openStore(c StoreConfig) (unpack.Store, error) {
-	key := fmt.Sprintf("%#v", c)
-	stores.Lock()
-	defer stores.Unlock()
-	if st, ok := stores.m[key]; ok {
-		return st, nil
-	}
-	var st unpack.Store
-	switch c.Type {
-	case "dir":
-		s, err := unpack.NewDirStore(c.Path)
-		if err != nil {
-			return nil, err // it names the directory
-		}
-		st = s
-	case "azblob":
-		o := unpack.BlobOptions{AccountURL: c.AccountURL, Container: c.Container,
-			ConnectionString: c.ConnectionString.Reveal(), SASURL: c.SASURL.Reveal(),
-			BlockSize: c.BlockSize, Concurrency: c.Concurrency}
-		if c.AccountURL != "" {
-			cred, err := dmf.NewCredential(c.Auth.Options(), nil)
-			if err != nil {
-				return nil, fmt.Errorf("blob store credential (%s): %w", c.Auth.Options().Describe(), err)
-			}
-			o.Credential = cred
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		s, err := unpack.NewBlobStore(ctx, o)
-		if err != nil {
-			return nil, err
-		}
-		st = s
-	default:
-		return nil, fmt.Errorf("unknown store type %q", c.Type)
-	}
-	stores.m[key] = st
-	return st, nil
-}
-
 // checkExecutionID refuses an execution ID F&O answered that could not be
 // shown or logged as it is: empty, over 256 bytes, or holding control or
 // invisible characters (a CR/LF would forge lines in every output naming
@@ -1467,16 +1398,4 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails
 	return hex.EncodeToString(b)
-}
-
-// sleepCtx waits d or until ctx is done.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

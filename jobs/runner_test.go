@@ -14,6 +14,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 )
 
@@ -79,7 +80,7 @@ func TestRunEndToEnd(t *testing.T) {
 	exp := &Export{
 		Name: "e2e", Schedule: "@daily", DefinitionGroup: "E2E", PackageName: "E2E", LegalEntity: "USMF",
 		Enabled: true, Exchange: exchange, RoutingKey: "fo.e2e", BatchSize: batchSize,
-		FO:     FOConfig{URL: u, Auth: AuthConfig{Method: "token", Token: Secret(dmftest.DefaultToken)}},
+		FO:     FOConfig{URL: u, Auth: AuthConfig{Options: azauth.Options{Method: "token", Token: Secret(dmftest.DefaultToken)}}},
 		Store:  StoreConfig{Type: "dir", Path: store},
 		Broker: BrokerConfig{Type: "amqp", URL: Secret(testenv.AMQPURL()), ConfirmWindow: 16, Declare: true, Queues: []QueueConfig{{Name: queue, BindingKey: "fo.e2e"}}},
 		Poll:   PollConfig{Interval: 20 * time.Millisecond, MaxInterval: 100 * time.Millisecond, Deadline: 30 * time.Second, PackageURLTimeout: 10 * time.Second, RegisterTimeout: 10 * time.Second},

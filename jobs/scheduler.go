@@ -164,7 +164,7 @@ func (s *Scheduler) fire(exp *Export) {
 	}
 	// Every replica fires every job; the one that claims the slot runs it.
 	slot := slotOf(exp.Schedule, scheduled)
-	if st, err := openStore(exp.Store); err != nil {
+	if st, err := s.runner.store(ctx, exp); err != nil {
 		s.log.Error("scheduled run not started: store unavailable", "job", exp.Name, "err", err)
 		return
 	} else if ok, err := claimSlot(ctx, st, exp, slot); err != nil && ctx.Err() != nil {
@@ -216,7 +216,7 @@ func (s *Scheduler) ResumeUnfinished() {
 			exps := slices.Clone(s.all)
 			s.mu.Unlock()
 			for _, exp := range exps {
-				m.seedLastSuccess(s.runCtx, exp)
+				m.seedLastSuccess(s.runCtx, s.runner, exp)
 			}
 		}
 		busy := map[string]bool{}

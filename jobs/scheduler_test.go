@@ -2,6 +2,8 @@ package jobs
 
 import (
 	"errors"
+	"github.com/go-co-op/gocron/v2"
+	"github.com/jonboulle/clockwork"
 	"log/slog"
 	"maps"
 	"net/url"
@@ -11,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"context"
+	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 )
 
@@ -136,11 +140,12 @@ func TestSchedulerApply(t *testing.T) {
 
 // TestSchedulerSkipsOverlappingFire runs a job every second whose export
 // takes longer than that: fires during a run are skipped and reported, and
-// F&O never sees two exports at once.
+// F&O never sees two exports at once. The schedule runs on a fake clock,
+// so the test waits for events, not for seconds to pass.
 func TestSchedulerSkipsOverlappingFire(t *testing.T) {
 	sim := dmftest.NewServer(dmftest.Options{
 		Projects:      map[string][]dmftest.Entity{"G": {csvEntity("E", 3)}},
-		ExecutionTime: 2500 * time.Millisecond,
+		ExecutionTime: time.Minute, // still running in F&O when the next fire comes
 	})
 	defer sim.Close()
 	u, _ := url.Parse(sim.URL)
@@ -148,26 +153,50 @@ func TestSchedulerSkipsOverlappingFire(t *testing.T) {
 	e := Export{
 		Name: "slow", Schedule: "* * * * * *", Enabled: true, DefinitionGroup: "G", PackageName: "G", LegalEntity: "USMF",
 		RoutingKey: "fo.slow", BatchSize: 10,
-		FO:     FOConfig{URL: u, Auth: AuthConfig{Method: "token", Token: Secret(dmftest.DefaultToken)}},
+		FO:     FOConfig{URL: u, Auth: AuthConfig{Options: azauth.Options{Method: "token", Token: Secret(dmftest.DefaultToken)}}},
 		Store:  StoreConfig{Type: "dir", Path: dir + "/store"},
 		Broker: BrokerConfig{Type: "file", Path: dir + "/batches"},
-		Poll:   PollConfig{Interval: 50 * time.Millisecond, MaxInterval: 100 * time.Millisecond, Deadline: time.Minute, PackageURLTimeout: 10 * time.Second, RegisterTimeout: 10 * time.Second},
+		Poll:   PollConfig{Interval: 50 * time.Millisecond, MaxInterval: 100 * time.Millisecond, Deadline: 2 * time.Minute, PackageURLTimeout: 10 * time.Second, RegisterTimeout: 10 * time.Second},
 	}
-	s, err := NewScheduler(&Config{Exports: []Export{e}}, &Runner{Logger: slog.New(slog.DiscardHandler)}, slog.New(slog.DiscardHandler), 10*time.Second)
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 11, 25, 10, 0, 0, 500e6, time.UTC))
+	s, err := NewScheduler(&Config{Exports: []Export{e}}, &Runner{Logger: slog.New(slog.DiscardHandler)}, slog.New(slog.DiscardHandler), 10*time.Second,
+		gocron.WithClock(clock))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var skips atomic.Int32
 	s.OnSkip = func(job string) { skips.Add(1) }
 	s.Start()
-	time.Sleep(4 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			if ctx.Err() != nil {
+				t.Fatalf("gave up waiting for %s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if err := clock.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatalf("the first fire was never scheduled: %v", err)
+	}
+	clock.Advance(time.Second) // first fire: the export starts in F&O
+	waitFor("the first export", func() bool { return sim.Exports() == 1 })
+	for i := 0; skips.Load() == 0; i++ {
+		if i == 5 {
+			t.Fatal("no fire was reported skipped while the run was going on a 1 s schedule")
+		}
+		if err := clock.BlockUntilContext(ctx, 1); err != nil {
+			t.Fatalf("the next fire was never scheduled: %v", err)
+		}
+		clock.Advance(time.Second) // a fire while the run is going
+		waitFor("the fire to be handled", func() bool { return skips.Load() > 0 || sim.Exports() > 1 })
+	}
 	if err := s.Stop(); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
-	if skips.Load() == 0 {
-		t.Error("no fire was reported skipped while a 2.5 s run was going on a 1 s schedule")
-	}
-	if n := sim.Exports(); n < 1 || n > 2 {
-		t.Errorf("simulator saw %d exports in 4 s of 2.5 s runs, want 1 or 2 (never overlapping)", n)
+	if n := sim.Exports(); n != 1 {
+		t.Errorf("simulator saw %d exports while one run was going, want 1 (never overlapping)", n)
 	}
 }

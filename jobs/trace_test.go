@@ -14,6 +14,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/testenv"
 )
@@ -49,7 +50,7 @@ func TestRunTrace(t *testing.T) {
 	exp := &Export{
 		Name: "traced", Schedule: "@daily", DefinitionGroup: "TR", PackageName: "TR", LegalEntity: "USMF",
 		Enabled: true, Exchange: exchange, RoutingKey: "fo.trace", BatchSize: 1000,
-		FO:     FOConfig{URL: u, Auth: AuthConfig{Method: "token", Token: Secret(dmftest.DefaultToken)}, MaxRetries: 5, RetryBaseDelay: 10 * time.Millisecond, RetryMaxDelay: 50 * time.Millisecond, MaxThrottleWait: 5 * time.Second},
+		FO:     FOConfig{URL: u, Auth: AuthConfig{Options: azauth.Options{Method: "token", Token: Secret(dmftest.DefaultToken)}}, MaxRetries: 5, RetryBaseDelay: 10 * time.Millisecond, RetryMaxDelay: 50 * time.Millisecond, MaxThrottleWait: 5 * time.Second},
 		Store:  StoreConfig{Type: "dir", Path: t.TempDir()},
 		Broker: BrokerConfig{Type: "amqp", URL: Secret(testenv.AMQPURL()), ConfirmWindow: 16, Declare: true, Queues: []QueueConfig{{Name: queue, BindingKey: "fo.trace"}}},
 		Poll:   PollConfig{Interval: 20 * time.Millisecond, MaxInterval: 50 * time.Millisecond, Deadline: 30 * time.Second, PackageURLTimeout: 10 * time.Second, RegisterTimeout: 10 * time.Second},

@@ -8,10 +8,11 @@ import (
 	"maps"
 	"net"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/dmfexport/dmfexport/internal/ctxio"
+	"github.com/dmfexport/dmfexport/internal/redact"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
@@ -159,7 +160,7 @@ func DialAMQP(ctx context.Context, o AMQPOptions) (*AMQPSink, error) {
 	if s.o.NackRetries == 0 {
 		s.o.NackRetries = DefaultNackRetries
 	}
-	s.redacted, s.password = redactURL(o.URL)
+	s.redacted, s.password = redact.URL(o.URL), password(o.URL)
 	if _, err := amqp.ParseURI(o.URL); err != nil {
 		return nil, fmt.Errorf("broker URL %s: %w", s.redacted, s.scrub(err))
 	}
@@ -262,34 +263,23 @@ func (s *AMQPSink) openChannel() error {
 	return nil
 }
 
-// redactURL returns the URL with its password replaced by "xxxxx", and the
-// password itself (for scrubbing library errors).
-func redactURL(raw string) (redacted, password string) {
+// password returns the password of a broker URL, for hiding it in library
+// errors, or "".
+func password(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparseable URL)", ""
+	if err != nil || u.User == nil {
+		return ""
 	}
-	if u.User != nil {
-		password, _ = u.User.Password()
-	}
-	return u.Redacted(), password
+	p, _ := u.User.Password()
+	return p
 }
 
-// scrub removes the password from an error's text, keeping it unwrappable.
+// scrub removes the password from an error's text. The result unwraps to
+// amqp.ErrClosed and the context's errors where err does, never to the
+// original error, whose text holds the password.
 func (s *AMQPSink) scrub(err error) error {
-	if err == nil || s.password == "" || !strings.Contains(err.Error(), s.password) {
-		return err
-	}
-	return &scrubbedError{msg: strings.ReplaceAll(err.Error(), s.password, "xxxxx"), err: err}
+	return redact.Error(err, []string{s.password}, amqp.ErrClosed)
 }
-
-type scrubbedError struct {
-	msg string
-	err error
-}
-
-func (e *scrubbedError) Error() string { return e.msg }
-func (e *scrubbedError) Unwrap() error { return e.err }
 
 // Declare creates the durable exchange (unless it is the default exchange),
 // the durable queues (quorum queues where asked) and their bindings. It uses
@@ -596,7 +586,7 @@ func (s *AMQPSink) settle(ctx context.Context, keep, keepBytes int) error {
 			}
 			if head.attempts < s.o.NackRetries {
 				s.log.Warn("broker nacked a message; publishing it again", "message_id", head.m.MessageID, "attempt", head.attempts+1)
-				if err := sleepCtx(ctx, time.Duration(head.attempts+1)*200*time.Millisecond); err != nil {
+				if err := ctxio.Sleep(ctx, time.Duration(head.attempts+1)*200*time.Millisecond); err != nil {
 					return err
 				}
 				head.attempts++
@@ -738,7 +728,7 @@ func (s *AMQPSink) reconnect(ctx context.Context, cause *amqp.Error) error {
 			}
 			// The last wait is cut to the deadline, so the last attempt is
 			// made at the timeout itself, not one backoff step before it.
-			if err := sleepCtx(ctx, min(delay, left)); err != nil {
+			if err := ctxio.Sleep(ctx, min(delay, left)); err != nil {
 				return fmt.Errorf("reconnect to broker %s: %w", s.redacted, err)
 			}
 			delay = min(2*delay, 5*time.Second)
@@ -827,17 +817,6 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // drainReturns collects the returns that have arrived. The library delivers

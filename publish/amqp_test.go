@@ -325,20 +325,6 @@ func TestDialAMQPErrors(t *testing.T) {
 	}
 }
 
-func TestRedactURL(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"amqp://u:p@h:5672/v", "amqp://u:xxxxx@h:5672/v"},
-		{"amqps://u@h/", "amqps://u@h/"},
-		{"amqp://h", "amqp://h"},
-		{"amqp://u:p%40ss@h/", "amqp://u:xxxxx@h/"},
-	}
-	for _, tt := range tests {
-		if got, _ := redactURL(tt.in); got != tt.want {
-			t.Errorf("redactURL(%q): want %q, got %q", tt.in, tt.want, got)
-		}
-	}
-}
-
 // silentServer accepts TCP connections and never answers, like a broker
 // that hangs during the handshake; it returns its address.
 func silentServer(t *testing.T) string {

@@ -7,6 +7,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"github.com/dmfexport/dmfexport/internal/ctxio"
 	"io"
 	"math"
 	"os"
@@ -54,7 +55,7 @@ func newXLSXSource(ctx context.Context, r io.Reader, sheet string) (src *xlsxSou
 			s.close()
 		}
 	}()
-	_, err = io.Copy(tf, readerWithContext{ctx, r})
+	_, err = io.Copy(tf, ctxio.Reader(ctx, r))
 	if cerr := tf.Close(); err == nil {
 		err = cerr
 	}
@@ -82,19 +83,6 @@ func newXLSXSource(ctx context.Context, r io.Reader, sheet string) (src *xlsxSou
 	}
 	s.sc = newSheetScanner(s.sheet, wb.sst, wb.dateStyles, wb.date1904)
 	return s, nil
-}
-
-// readerWithContext stops a copy when ctx is done.
-type readerWithContext struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (r readerWithContext) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return r.r.Read(p)
 }
 
 func (s *xlsxSource) header() ([]string, error) {

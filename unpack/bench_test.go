@@ -6,6 +6,8 @@ import (
 	"compress/flate"
 	"context"
 	"fmt"
+	"github.com/dmfexport/dmfexport/store"
+	"github.com/dmfexport/dmfexport/store/storetest"
 	"io"
 	"os"
 	"path/filepath"
@@ -117,17 +119,17 @@ func BenchmarkExplode200MB(b *testing.B) {
 	}
 	stores := []struct {
 		name string
-		open func(b *testing.B) Store
+		open func(b *testing.B) store.Store
 	}{
-		{"dir", func(b *testing.B) Store {
-			s, err := NewDirStore(filepath.Join(b.TempDir(), "store"))
+		{"dir", func(b *testing.B) store.Store {
+			s, err := store.NewDirStore(filepath.Join(b.TempDir(), "store"))
 			if err != nil {
 				b.Fatal(err)
 			}
 			return s
 		}},
-		{"azblob", func(b *testing.B) Store {
-			return newTestBlobStore(b, BlobOptions{BlockSize: DefaultBlobBlockSize, Concurrency: DefaultBlobConcurrency})
+		{"azblob", func(b *testing.B) store.Store {
+			return storetest.Blob(b, store.BlobOptions{BlockSize: store.DefaultBlobBlockSize, Concurrency: store.DefaultBlobConcurrency})
 		}},
 	}
 	for _, sc := range stores {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/dmfexport/dmfexport/internal/redact"
 	"hash"
 	"io"
 	"net/http"
@@ -104,9 +105,13 @@ func DownloadWith(ctx context.Context, rawURL string, dst *os.File, o DownloadOp
 	if perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return 0, "", errors.New("download package: invalid package URL (want an http or https URL)")
 	}
-	where := RedactURL(u)
+	// Errors name the package by scheme, host and path: its query is the
+	// SAS token, whose expiry an error states in words.
+	where := (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}).String()
+	secrets := []string{u.RawQuery, u.Query().Encode(), u.User.String()}
 	fail := func(format string, args ...any) error {
-		return scrub(fmt.Errorf("download package %s: "+format, append([]any{where}, args...)...), u)
+		err := fmt.Errorf("download package %s: "+format, append([]any{where}, args...)...)
+		return redact.Error(err, secrets, ErrURLExpired, ErrPackageNotFound, io.ErrUnexpectedEOF)
 	}
 	start, err := dst.Seek(0, io.SeekCurrent)
 	if err != nil {
@@ -337,13 +342,6 @@ func parseContentRange(v string) (first, total int64, ok bool) {
 	return first, total, true
 }
 
-// RedactURL returns u as scheme://host/path, without user info, query or
-// fragment, so it can be logged or shown without leaking a SAS token.
-func RedactURL(u *url.URL) string {
-	r := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}
-	return r.String()
-}
-
 // azureCode renders the storage service's error code header, which explains
 // a refusal (e.g. AuthenticationFailed) without revealing the signature.
 func azureCode(resp *http.Response) string {
@@ -365,38 +363,4 @@ func unwrapURLError(err error) error {
 		return ue.Err
 	}
 	return err
-}
-
-// scrubbedError replaces a message that held a secret; it unwraps only to
-// the sentinels callers branch on, so the original text cannot leak through
-// errors.Unwrap.
-type scrubbedError struct {
-	msg  string
-	errs []error
-}
-
-func (e *scrubbedError) Error() string   { return e.msg }
-func (e *scrubbedError) Unwrap() []error { return e.errs }
-
-// scrub removes the URL's query and user info from err's text, whatever
-// layer put it there.
-func scrub(err error, u *url.URL) error {
-	msg := err.Error()
-	changed := false
-	for _, secret := range []string{u.RawQuery, u.Query().Encode(), u.User.String()} {
-		if len(secret) > 0 && strings.Contains(msg, secret) {
-			msg = strings.ReplaceAll(msg, secret, "REDACTED")
-			changed = true
-		}
-	}
-	if !changed {
-		return err
-	}
-	var keep []error
-	for _, s := range []error{ErrURLExpired, ErrPackageNotFound, context.Canceled, context.DeadlineExceeded, io.ErrUnexpectedEOF} {
-		if errors.Is(err, s) {
-			keep = append(keep, s)
-		}
-	}
-	return &scrubbedError{msg: msg, errs: keep}
 }

@@ -13,6 +13,9 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	"github.com/dmfexport/dmfexport/internal/ctxio"
+	"github.com/dmfexport/dmfexport/store"
 )
 
 // Default limits of ExplodeOptions.
@@ -49,7 +52,7 @@ type EntityObject struct {
 	// "csv"; a file without extension counts as csv, F&O's default, as in
 	// Key).
 	Format string
-	// Key is the store key: Prefix + "/" + EntityKeyName(Entity, the
+	// Key is the store key: Prefix + "/" + store.EntityKeyName(Entity, the
 	// lower-case extension of File, "csv" if none). "" when Err is set or
 	// the entity is Absent.
 	Key    string
@@ -83,7 +86,7 @@ type Result struct {
 // encrypted entries, compression other than Store/Deflate, and declared sizes
 // or compression ratios over the limits. It then streams each entity into
 // the store. With a store that can seal metadata after the bytes
-// (SealedPutter: DirStore, BlobStore) each entry is decompressed once: hashed,
+// (store.SealedPutter: DirStore, BlobStore) each entry is decompressed once: hashed,
 // checked against the limits on the bytes really read, zip checksum
 // verified and stored in the same read; a corrupt entry fails the package
 // and the objects already stored are removed. With any other store every
@@ -101,7 +104,7 @@ type Result struct {
 // cancelled, Explode deletes (best effort, even after cancellation) the
 // objects this call stored and says in the error whether that worked, so a
 // failed run never leaves a subset of entities that looks complete.
-func Explode(ctx context.Context, zipPath string, st Store, opts ExplodeOptions) (*Result, error) {
+func Explode(ctx context.Context, zipPath string, st store.Store, opts ExplodeOptions) (*Result, error) {
 	if opts.MaxEntryBytes <= 0 {
 		opts.MaxEntryBytes = DefaultMaxEntryBytes
 	}
@@ -113,7 +116,7 @@ func Explode(ctx context.Context, zipPath string, st Store, opts ExplodeOptions)
 	}
 	prefix := strings.Trim(opts.Prefix, "/")
 	if prefix != "" {
-		if err := ValidKey(prefix); err != nil {
+		if err := store.ValidKey(prefix); err != nil {
 			return nil, fmt.Errorf("explode package: key prefix: %w", err)
 		}
 	}
@@ -145,7 +148,7 @@ func Explode(ctx context.Context, zipPath string, st Store, opts ExplodeOptions)
 		}
 	}
 
-	if sp, ok := st.(SealedPutter); ok {
+	if sp, ok := st.(store.SealedPutter); ok {
 		if err := storeOnePass(ctx, sp, st, plans, opts); err != nil {
 			return nil, err
 		}
@@ -163,7 +166,7 @@ func Explode(ctx context.Context, zipPath string, st Store, opts ExplodeOptions)
 // sealed into the object's metadata at the end. An entity over a limit is
 // an entity error with nothing stored; a corrupt entry or a failed Put
 // fails the package and removes what this call stored.
-func storeOnePass(ctx context.Context, sp SealedPutter, st Store, plans []plan, opts ExplodeOptions) error {
+func storeOnePass(ctx context.Context, sp store.SealedPutter, st store.Store, plans []plan, opts ExplodeOptions) error {
 	var written []string
 	var total int64
 	for i := range plans {
@@ -179,7 +182,7 @@ func storeOnePass(ctx context.Context, sp SealedPutter, st Store, plans []plan, 
 			return fmt.Errorf("corrupt package: entry %q: %w%s", p.f.Name, err, removeWritten(ctx, st, written))
 		}
 		h := sha256.New()
-		lr := &limitReader{r: ctxReader{ctx, rc}, f: p.f, opts: opts, total: total, h: h}
+		lr := &limitReader{r: ctxio.Reader(ctx, rc), f: p.f, opts: opts, total: total, h: h}
 		src := &sourceReader{r: lr}
 		var sum string
 		_, err = sp.PutSealed(ctx, p.obj.Key, src, entityMeta(p, opts.Meta), func() (map[string]string, error) {
@@ -224,7 +227,7 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 // storeTwoPass is Explode for a store that cannot seal metadata after the
 // bytes: every entry is read once to hash and check it before anything is
 // written, then again to store it.
-func storeTwoPass(ctx context.Context, st Store, plans []plan, opts ExplodeOptions) error {
+func storeTwoPass(ctx context.Context, st store.Store, plans []plan, opts ExplodeOptions) error {
 	// Pass 1: hash and verify every entity file before writing anything.
 	sums := map[*zip.File]fileSum{}
 	var total int64
@@ -279,7 +282,7 @@ const cleanupTimeout = time.Minute
 // removeWritten deletes the objects a failed Explode stored, so no partial
 // set of entities is left looking like a complete one, and says how that
 // went as a suffix for the error. It runs even when ctx was cancelled.
-func removeWritten(ctx context.Context, st Store, keys []string) string {
+func removeWritten(ctx context.Context, st store.Store, keys []string) string {
 	if len(keys) == 0 {
 		return ""
 	}
@@ -525,7 +528,7 @@ func planEntities(entries []entry, pkg *packageXML, prefix string) ([]plan, map[
 			ext = "csv"
 		}
 		obj.Format = entityFormat(me.SourceFormat, ext)
-		key := EntityKeyName(me.Name, ext)
+		key := store.EntityKeyName(me.Name, ext)
 		if prefix != "" {
 			key = prefix + "/" + key
 		}
@@ -601,7 +604,7 @@ func hashEntry(ctx context.Context, f *zip.File, opts ExplodeOptions, total int6
 	}
 	defer rc.Close()
 	h := sha256.New()
-	lr := &limitReader{r: ctxReader{ctx, rc}, f: f, opts: opts, total: total, h: h}
+	lr := &limitReader{r: ctxio.Reader(ctx, rc), f: f, opts: opts, total: total, h: h}
 	if _, err := io.Copy(io.Discard, lr); err != nil {
 		if errors.Is(err, errOverLimit) {
 			return fileSum{err: err}, nil
@@ -642,7 +645,7 @@ func (l *limitReader) Read(p []byte) (int, error) {
 
 // storeEntity streams p's entry into st, failing the Put (so nothing is
 // stored) unless the bytes are exactly those hashed in pass 1.
-func storeEntity(ctx context.Context, st Store, p *plan, base map[string]string) error {
+func storeEntity(ctx context.Context, st store.Store, p *plan, base map[string]string) error {
 	meta := entityMeta(p, base)
 	meta["sha256"] = p.obj.SHA256
 	rc, err := p.f.Open()

@@ -3,7 +3,10 @@ package unpack
 import (
 	"context"
 	"errors"
+	"github.com/dmfexport/dmfexport/store"
+	"github.com/dmfexport/dmfexport/store/storetest"
 	"io"
+	"maps"
 	"reflect"
 	"strings"
 	"testing"
@@ -27,10 +30,10 @@ func multiEntityZip(t *testing.T) (zipPath string, extra []byte) {
 
 func TestExplodeIntoEveryStore(t *testing.T) {
 	ctx := context.Background()
-	forEachBackend(t, func(t *testing.T, st Store) {
+	storetest.ForEach(t, func(t *testing.T, st store.Store) {
 		zp, extra := multiEntityZip(t)
 		meta := map[string]string{"job": "Nightly Ünï", "run": "20261124T201500Z-1a2b3c4d", "executionid": "Export-2026-11-24_20:15:00-x"}
-		prefix := "exports/" + EscapeName("Nightly Ünï") + "/20261124T201500Z-1a2b3c4d/entities"
+		prefix := "exports/" + store.EscapeName("Nightly Ünï") + "/20261124T201500Z-1a2b3c4d/entities"
 		res, err := Explode(ctx, zp, st, ExplodeOptions{Prefix: prefix, Meta: meta})
 		if err != nil {
 			t.Fatalf("Explode: %v", err)
@@ -53,7 +56,7 @@ func TestExplodeIntoEveryStore(t *testing.T) {
 				t.Fatalf("entity %q: %v", e.Entity, e.Err)
 			}
 			want := data[e.Entity]
-			if got := readAll(t, st, e.Key); got != string(want) {
+			if got := storetest.ReadAll(t, st, e.Key); got != string(want) {
 				t.Errorf("object %q differs from the package's file", e.Key)
 			}
 			o, err := st.Stat(ctx, e.Key)
@@ -62,7 +65,7 @@ func TestExplodeIntoEveryStore(t *testing.T) {
 			}
 			wantMeta := map[string]string{"job": meta["job"], "run": meta["run"], "executionid": meta["executionid"],
 				"entity": e.Entity, "file": e.File, "sourceformat": "CSV-Unicode", "format": "csv", "sha256": sha(want)}
-			if !equalMaps(o.Meta, wantMeta) || o.Size != int64(len(want)) {
+			if !maps.Equal(o.Meta, wantMeta) || o.Size != int64(len(want)) {
 				t.Errorf("object %q: meta %v size %d\nwant meta %v size %d", e.Key, o.Meta, o.Size, wantMeta, len(want))
 			}
 		}
@@ -71,10 +74,10 @@ func TestExplodeIntoEveryStore(t *testing.T) {
 
 func TestExplodeTwiceSameObjects(t *testing.T) {
 	ctx := context.Background()
-	forEachBackend(t, func(t *testing.T, st Store) {
+	storetest.ForEach(t, func(t *testing.T, st store.Store) {
 		zp, _ := multiEntityZip(t)
 		opts := ExplodeOptions{Prefix: "j/r/entities", Meta: map[string]string{"run": "r"}}
-		var lists [2][]Object
+		var lists [2][]store.Object
 		for i := range 2 {
 			if _, err := Explode(ctx, zp, st, opts); err != nil {
 				t.Fatalf("Explode #%d: %v", i+1, err)
@@ -97,7 +100,7 @@ func TestExplodeTwiceSameObjects(t *testing.T) {
 // faultyStore fails the failPut-th Put (1-based) or cancels a context
 // after the cancelAfter-th, and can refuse every Delete.
 type faultyStore struct {
-	Store
+	store.Store
 	puts        int
 	failPut     int
 	cancelAfter int
@@ -107,11 +110,11 @@ type faultyStore struct {
 
 var errInjected = errors.New("injected store failure")
 
-func (f *faultyStore) Put(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error) {
+func (f *faultyStore) Put(ctx context.Context, key string, r io.Reader, meta map[string]string) (store.Object, error) {
 	f.puts++
 	if f.puts == f.failPut {
 		io.Copy(io.Discard, r)
-		return Object{}, errInjected
+		return store.Object{}, errInjected
 	}
 	o, err := f.Store.Put(ctx, key, r, meta)
 	if f.puts == f.cancelAfter {
@@ -124,13 +127,13 @@ func (f *faultyStore) Put(ctx context.Context, key string, r io.Reader, meta map
 // with the same faults.
 type sealingFaultyStore struct{ *faultyStore }
 
-func (f sealingFaultyStore) PutSealed(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error)) (Object, error) {
+func (f sealingFaultyStore) PutSealed(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error)) (store.Object, error) {
 	f.puts++
 	if f.puts == f.failPut {
 		io.Copy(io.Discard, r)
-		return Object{}, errInjected
+		return store.Object{}, errInjected
 	}
-	o, err := f.Store.(SealedPutter).PutSealed(ctx, key, r, meta, seal)
+	o, err := f.Store.(store.SealedPutter).PutSealed(ctx, key, r, meta, seal)
 	if f.puts == f.cancelAfter {
 		f.cancel()
 	}
@@ -165,12 +168,12 @@ func TestExplodeFailureRemovesWhatItStored(t *testing.T) {
 				name = tt.name + "/one pass"
 			}
 			t.Run(name, func(t *testing.T) {
-				forEachBackend(t, func(t *testing.T, st Store) {
+				storetest.ForEach(t, func(t *testing.T, st store.Store) {
 					ctx, cancel := context.WithCancel(context.Background())
 					defer cancel()
 					fs := tt.fs
 					fs.Store, fs.cancel = st, cancel
-					var target Store = &fs
+					var target store.Store = &fs
 					if sealed {
 						target = sealingFaultyStore{&fs}
 					}
@@ -197,13 +200,13 @@ func TestExplodeFailureRemovesWhatItStored(t *testing.T) {
 // stores, and the one-pass path never calls Put.
 func TestExplodeOnePassSameAsTwo(t *testing.T) {
 	ctx := context.Background()
-	forEachBackend(t, func(t *testing.T, st Store) {
+	storetest.ForEach(t, func(t *testing.T, st store.Store) {
 		zp, _ := multiEntityZip(t)
-		one, err := Explode(ctx, zp, noPut{st.(SealedPutter), st}, ExplodeOptions{Prefix: "one"})
+		one, err := Explode(ctx, zp, noPut{st.(store.SealedPutter), st}, ExplodeOptions{Prefix: "one"})
 		if err != nil {
 			t.Fatalf("Explode one pass: %v", err)
 		}
-		two, err := Explode(ctx, zp, struct{ Store }{st}, ExplodeOptions{Prefix: "two"})
+		two, err := Explode(ctx, zp, struct{ store.Store }{st}, ExplodeOptions{Prefix: "two"})
 		if err != nil {
 			t.Fatalf("Explode two passes: %v", err)
 		}
@@ -217,19 +220,19 @@ func TestExplodeOnePassSameAsTwo(t *testing.T) {
 			}
 			oa, err1 := st.Stat(ctx, a.Key)
 			ob, err2 := st.Stat(ctx, b.Key)
-			if err1 != nil || err2 != nil || !equalMaps(oa.Meta, ob.Meta) || readAll(t, st, a.Key) != readAll(t, st, b.Key) {
+			if err1 != nil || err2 != nil || !maps.Equal(oa.Meta, ob.Meta) || storetest.ReadAll(t, st, a.Key) != storetest.ReadAll(t, st, b.Key) {
 				t.Errorf("entity %q: one pass stored %+v (%v), two passes %+v (%v)", a.Entity, oa, err1, ob, err2)
 			}
 		}
 	})
 }
 
-// noPut is a SealedPutter whose Put fails the test's expectations loudly.
+// noPut is a store.SealedPutter whose Put fails the test's expectations loudly.
 type noPut struct {
-	SealedPutter
-	Store
+	store.SealedPutter
+	store.Store
 }
 
-func (n noPut) Put(context.Context, string, io.Reader, map[string]string) (Object, error) {
-	return Object{}, errors.New("Put called: the one-pass path must use PutSealed")
+func (n noPut) Put(context.Context, string, io.Reader, map[string]string) (store.Object, error) {
+	return store.Object{}, errors.New("Put called: the one-pass path must use PutSealed")
 }

@@ -7,7 +7,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"github.com/dmfexport/dmfexport/store"
+	"github.com/dmfexport/dmfexport/store/storetest"
 	"hash/crc32"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -124,7 +127,7 @@ func TestExplodeTiny(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			st := newTestStore(t)
+			st := storetest.Dir(t)
 			zp := writeZip(t, buildZip(t, tt.ents))
 			meta := map[string]string{"job": "tiny", "Run": "r1", "executionid": "e/1"}
 			res, err := Explode(ctx, zp, st, ExplodeOptions{Prefix: "jobs/tiny/r1/entities", Meta: meta})
@@ -151,7 +154,7 @@ func TestExplodeTiny(t *testing.T) {
 			}
 			for i, data := range [][]byte{cust, vend} {
 				w := want[i]
-				if got := readAll(t, st, w.Key); got != string(data) {
+				if got := storetest.ReadAll(t, st, w.Key); got != string(data) {
 					t.Errorf("object %q content differs from %s", w.Key, w.File)
 				}
 				o, err := st.Stat(ctx, w.Key)
@@ -160,7 +163,7 @@ func TestExplodeTiny(t *testing.T) {
 				}
 				wantMeta := map[string]string{"job": "tiny", "run": "r1", "executionid": "e/1", "entity": w.Entity,
 					"file": w.File, "sourceformat": "CSV-Unicode", "format": "csv", "sha256": w.SHA256, "refreshtype": w.RefreshType}
-				if !equalMaps(o.Meta, wantMeta) {
+				if !maps.Equal(o.Meta, wantMeta) {
 					t.Errorf("meta of %q = %v, want %v", w.Key, o.Meta, wantMeta)
 				}
 			}
@@ -174,10 +177,10 @@ func TestExplodeTiny(t *testing.T) {
 
 func TestExplodeIdempotent(t *testing.T) {
 	ctx := context.Background()
-	st := newTestStore(t)
+	st := storetest.Dir(t)
 	zp := writeZip(t, buildZip(t, tinyEntries(t, "")))
 	opts := ExplodeOptions{Prefix: "p/", Meta: map[string]string{"run": "1"}}
-	var lists [2][]Object
+	var lists [2][]store.Object
 	var results [2]*Result
 	for i := range 2 {
 		res, err := Explode(ctx, zp, st, opts)
@@ -270,7 +273,7 @@ func TestExplodeEntityMatching(t *testing.T) {
 			for _, f := range tt.files {
 				ents = append(ents, zent{name: f, data: x})
 			}
-			st := newTestStore(t)
+			st := storetest.Dir(t)
 			res, err := Explode(ctx, writeZip(t, buildZip(t, ents)), st, ExplodeOptions{Prefix: "e"})
 			if err != nil {
 				t.Fatalf("Explode: %v", err)
@@ -298,7 +301,7 @@ func TestExplodeEntityMatching(t *testing.T) {
 					t.Errorf("entity %d = %+v\nwant %+v", i, got, w)
 				}
 				if got.Key != "" {
-					if s := readAll(t, st, got.Key); s != string(x) {
+					if s := storetest.ReadAll(t, st, got.Key); s != string(x) {
 						t.Errorf("object %q = %q, want %q", got.Key, s, x)
 					}
 				}
@@ -419,13 +422,13 @@ func TestExplodeHostile(t *testing.T) {
 		}, ExplodeOptions{}, []string{`corrupt package: entry "a.csv"`}},
 	}
 	// The same rejections must leave a blob container empty too.
-	var blobs *BlobStore
+	var blobs *store.BlobStore
 	if os.Getenv("DMFEXPORT_TEST_AZURITE") != "" {
-		blobs = newTestBlobStore(t, BlobOptions{})
+		blobs = storetest.Blob(t, store.BlobOptions{})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			st := newTestStore(t)
+			st := storetest.Dir(t)
 			zp := writeZip(t, tt.zip(t))
 			res, err := Explode(ctx, zp, st, tt.opts)
 			if err == nil {
@@ -436,7 +439,7 @@ func TestExplodeHostile(t *testing.T) {
 					t.Errorf("error = %q, want it to contain %q", err, w)
 				}
 			}
-			if files := filesUnder(t, filepath.Dir(st.Root())); len(files) != 0 {
+			if files := storetest.FilesUnder(t, filepath.Dir(st.Root())); len(files) != 0 {
 				t.Errorf("files written for a rejected package: %q, want none", files)
 			}
 			if blobs == nil {
@@ -455,25 +458,25 @@ func TestExplodeHostile(t *testing.T) {
 func TestExplodeCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	st := newTestStore(t)
+	st := storetest.Dir(t)
 	_, err := Explode(ctx, writeZip(t, buildZip(t, tinyEntries(t, ""))), st, ExplodeOptions{Prefix: "p"})
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("Explode with cancelled ctx = %v, want context.Canceled", err)
 	}
-	if files := filesUnder(t, st.Root()); len(files) != 0 {
+	if files := storetest.FilesUnder(t, st.Root()); len(files) != 0 {
 		t.Errorf("files written after cancel: %q", files)
 	}
 }
 
 func TestExplodeMissingFile(t *testing.T) {
-	_, err := Explode(context.Background(), filepath.Join(t.TempDir(), "none.zip"), newTestStore(t), ExplodeOptions{})
+	_, err := Explode(context.Background(), filepath.Join(t.TempDir(), "none.zip"), storetest.Dir(t), ExplodeOptions{})
 	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "open package") {
-		t.Errorf("Explode of a missing file = %v, want an open package error wrapping ErrNotExist", err)
+		t.Errorf("Explode of a missing file = %v, want an open package error wrapping store.ErrNotExist", err)
 	}
 }
 
 func TestExplodeBadPrefix(t *testing.T) {
-	st := newTestStore(t)
+	st := storetest.Dir(t)
 	_, err := Explode(context.Background(), writeZip(t, buildZip(t, tinyEntries(t, ""))), st, ExplodeOptions{Prefix: "a/../b"})
 	if err == nil || !strings.Contains(err.Error(), "prefix") {
 		t.Errorf("Explode with prefix a/../b = %v, want a prefix error", err)

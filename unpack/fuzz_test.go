@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"github.com/dmfexport/dmfexport/store"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,7 +61,7 @@ func FuzzExplode(f *testing.F) {
 		if err := os.WriteFile(zp, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		st, err := NewDirStore(filepath.Join(dir, "store"))
+		st, err := store.NewDirStore(filepath.Join(dir, "store"))
 		if err != nil {
 			t.Fatal(err)
 		}

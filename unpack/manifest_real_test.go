@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"github.com/dmfexport/dmfexport/store/storetest"
 	"reflect"
 	"strings"
 	"testing"
@@ -177,7 +178,7 @@ func TestExplodeLargeRealManifest(t *testing.T) {
 			for i := 0; i < 100; i += 10 { // one file in ten is present
 				zents = append(zents, zent{name: fmt.Sprintf("ENTITY%03d.CSV", i), data: []byte("ACCOUNTNUM,NAME\r\n1,x\r\n")})
 			}
-			res, err := Explode(context.Background(), writeZip(t, buildZip(t, zents)), newTestStore(t), ExplodeOptions{Prefix: "e"})
+			res, err := Explode(context.Background(), writeZip(t, buildZip(t, zents)), storetest.Dir(t), ExplodeOptions{Prefix: "e"})
 			if err != nil {
 				t.Fatalf("Explode: %v", err)
 			}

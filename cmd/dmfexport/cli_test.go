@@ -20,7 +20,7 @@ import (
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/testenv"
 	"github.com/dmfexport/dmfexport/jobs"
-	"github.com/dmfexport/dmfexport/unpack"
+	"github.com/dmfexport/dmfexport/store"
 )
 
 // runBinaryIn runs dmfexport in dir, like runBinary.
@@ -143,13 +143,13 @@ func TestCommonFlags(t *testing.T) {
 }
 
 // putRecord stores rec as the run records of a dir store do.
-func putRecord(t *testing.T, st *unpack.DirStore, rec jobs.RunRecord) {
+func putRecord(t *testing.T, st *store.DirStore, rec jobs.RunRecord) {
 	t.Helper()
 	b, err := json.Marshal(rec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := unpack.EscapeName(rec.Job) + "/" + unpack.EscapeName(rec.RunID) + "/run.json"
+	key := store.EscapeName(rec.Job) + "/" + store.EscapeName(rec.RunID) + "/run.json"
 	if _, err := st.Put(t.Context(), key, bytes.NewReader(b), map[string]string{"state": string(rec.State)}); err != nil {
 		t.Fatal(err)
 	}
@@ -163,17 +163,17 @@ func TestStatus(t *testing.T) {
 	dir := t.TempDir()
 	cfg := writeFile(t, dir, "dmfexport.yaml", fileSinkConfig)
 	env := []string{"DMFSIM_URL=http://127.0.0.1:1", "FO_TOKEN=t"}
-	store := filepath.Join(dir, "store")
+	storeDir := filepath.Join(dir, "store")
 
 	stdout, stderr, code := runBinary(t, env, "status", "--config", cfg)
 	if code != 0 || strings.TrimSpace(stdout) != "no runs yet" {
 		t.Errorf("status of a missing store: exit %d, want 0 and \"no runs yet\"\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}
-	if _, err := os.Stat(store); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("status created the store directory %s (stat: %v)", store, err)
+	if _, err := os.Stat(storeDir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("status created the store directory %s (stat: %v)", storeDir, err)
 	}
 
-	st, err := unpack.NewDirStore(store)
+	st, err := store.NewDirStore(storeDir)
 	if err != nil {
 		t.Fatal(err)
 	}

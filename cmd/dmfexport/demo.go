@@ -86,6 +86,7 @@ func (c *demoCommand) Run(ctx context.Context, args []string) error {
 		exps = append(exps, e)
 	}
 	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout)}
+	defer runner.Close()
 	runErr := runAll(ctx, runner, exps, "demo", false, os.Stdout)
 
 	fmt.Println("\nWhere everything went:")

@@ -69,6 +69,7 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 	jobs.CleanLeftovers(ctx, cfg, log)
 	metrics := jobs.NewMetrics()
 	runner := &jobs.Runner{Logger: log, Metrics: metrics, LeaseTTL: cfg.LeaseTTL}
+	defer runner.Close()
 	sch, err := jobs.NewScheduler(cfg, runner, log, c.stopTimeout)
 	if err != nil {
 		return err

@@ -59,6 +59,7 @@ func (c *triggerCommand) Run(ctx context.Context, args []string) error {
 	}
 	jobs.CleanLeftovers(ctx, cfg, log)
 	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout), LeaseTTL: cfg.LeaseTTL}
+	defer runner.Close()
 	if *newRun {
 		for _, e := range exps {
 			if recs, err := runner.Unfinished(ctx, e); err == nil && len(recs) > 0 {

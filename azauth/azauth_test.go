@@ -1,4 +1,4 @@
-package dmf_test
+package azauth_test
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"software.sslmate.com/src/go-pkcs12"
@@ -245,54 +245,54 @@ func TestCredentialsGetRealTokens(t *testing.T) {
 	c := makeCerts(t)
 	tests := []struct {
 		name      string
-		opts      func(entra string, dir string) dmf.AuthOptions
+		opts      func(entra string, dir string) azauth.Options
 		env       func(entra string) map[string]string
 		managed   bool   // the token came from the managed identity endpoint
 		wantParam string // a form or query value the request carried
 	}{
-		{name: "client secret", opts: func(entra, _ string) dmf.AuthOptions {
-			return dmf.AuthOptions{Method: "client_secret", TenantID: testTenant, ClientID: testClientID, ClientSecret: testSecret}
+		{name: "client secret", opts: func(entra, _ string) azauth.Options {
+			return azauth.Options{Method: "client_secret", TenantID: testTenant, ClientID: testClientID, ClientSecret: testSecret}
 		}, wantParam: "client_secret=" + testSecret},
-		{name: "client certificate PEM", opts: func(entra, _ string) dmf.AuthOptions {
-			return dmf.AuthOptions{Method: "client_certificate", TenantID: testTenant, ClientID: testClientID, CertificatePath: c.pem}
+		{name: "client certificate PEM", opts: func(entra, _ string) azauth.Options {
+			return azauth.Options{Method: "client_certificate", TenantID: testTenant, ClientID: testClientID, CertificatePath: c.pem}
 		}, wantParam: "client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
-		{name: "client certificate PFX legacy", opts: func(entra, _ string) dmf.AuthOptions {
-			return dmf.AuthOptions{Method: "client_certificate", TenantID: testTenant, ClientID: testClientID, CertificatePath: c.pfxLegacy, CertificatePassword: testPassword}
+		{name: "client certificate PFX legacy", opts: func(entra, _ string) azauth.Options {
+			return azauth.Options{Method: "client_certificate", TenantID: testTenant, ClientID: testClientID, CertificatePath: c.pfxLegacy, CertificatePassword: testPassword}
 		}, wantParam: "client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
-		{name: "client certificate PFX modern (AES)", opts: func(entra, _ string) dmf.AuthOptions {
-			return dmf.AuthOptions{Method: "client_certificate", TenantID: testTenant, ClientID: testClientID, CertificatePath: c.pfxModern, CertificatePassword: testPassword}
+		{name: "client certificate PFX modern (AES)", opts: func(entra, _ string) azauth.Options {
+			return azauth.Options{Method: "client_certificate", TenantID: testTenant, ClientID: testClientID, CertificatePath: c.pfxModern, CertificatePassword: testPassword}
 		}, wantParam: "client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
-		{name: "client certificate PFX from openssl", opts: func(entra, _ string) dmf.AuthOptions {
-			return dmf.AuthOptions{Method: "client_certificate", TenantID: testTenant, ClientID: testClientID, CertificatePath: c.pfxOpenSSL, CertificatePassword: testPassword}
+		{name: "client certificate PFX from openssl", opts: func(entra, _ string) azauth.Options {
+			return azauth.Options{Method: "client_certificate", TenantID: testTenant, ClientID: testClientID, CertificatePath: c.pfxOpenSSL, CertificatePassword: testPassword}
 		}, wantParam: "client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
-		{name: "workload identity", opts: func(entra, dir string) dmf.AuthOptions {
+		{name: "workload identity", opts: func(entra, dir string) azauth.Options {
 			file := filepath.Join(dir, "federated-token")
 			if err := os.WriteFile(file, []byte("federated-assertion-from-aks"), 0o600); err != nil {
 				panic(err)
 			}
-			return dmf.AuthOptions{Method: "workload_identity", TenantID: testTenant, ClientID: testClientID, TokenFile: file}
+			return azauth.Options{Method: "workload_identity", TenantID: testTenant, ClientID: testClientID, TokenFile: file}
 		}, wantParam: "client_assertion=federated-assertion-from-aks"},
 		{name: "managed identity, system-assigned", managed: true,
-			opts: func(string, string) dmf.AuthOptions { return dmf.AuthOptions{Method: "managed_identity"} },
+			opts: func(string, string) azauth.Options { return azauth.Options{Method: "managed_identity"} },
 			env: func(entra string) map[string]string {
 				return map[string]string{"IDENTITY_ENDPOINT": entra + "/msi/token", "IDENTITY_HEADER": miHeader}
 			}, wantParam: "api-version=2019-08-01"},
 		{name: "managed identity, user-assigned by client ID", managed: true,
-			opts: func(string, string) dmf.AuthOptions {
-				return dmf.AuthOptions{Method: "managed_identity", ManagedIdentityClientID: "33333333-3333-3333-3333-333333333333"}
+			opts: func(string, string) azauth.Options {
+				return azauth.Options{Method: "managed_identity", ManagedIdentityClientID: "33333333-3333-3333-3333-333333333333"}
 			},
 			env: func(entra string) map[string]string {
 				return map[string]string{"IDENTITY_ENDPOINT": entra + "/msi/token", "IDENTITY_HEADER": miHeader}
 			}, wantParam: "client_id=33333333-3333-3333-3333-333333333333"},
 		{name: "managed identity, user-assigned by resource ID", managed: true,
-			opts: func(string, string) dmf.AuthOptions {
-				return dmf.AuthOptions{Method: "managed_identity", ManagedIdentityResourceID: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/dmf"}
+			opts: func(string, string) azauth.Options {
+				return azauth.Options{Method: "managed_identity", ManagedIdentityResourceID: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/dmf"}
 			},
 			env: func(entra string) map[string]string {
 				return map[string]string{"IDENTITY_ENDPOINT": entra + "/msi/token", "IDENTITY_HEADER": miHeader}
 			}, wantParam: "mi_res_id=/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/dmf"},
 		{name: "default chain through environment variables",
-			opts: func(string, string) dmf.AuthOptions { return dmf.AuthOptions{Method: "default"} },
+			opts: func(string, string) azauth.Options { return azauth.Options{Method: "default"} },
 			env: func(entra string) map[string]string {
 				return map[string]string{"AZURE_TENANT_ID": testTenant, "AZURE_CLIENT_ID": testClientID, "AZURE_CLIENT_SECRET": testSecret}
 			}, wantParam: "client_secret=" + testSecret},
@@ -314,11 +314,11 @@ func TestCredentialsGetRealTokens(t *testing.T) {
 				o.AuthorityHost = entra.srv.URL + "/"
 				o.DisableInstanceDiscovery = true
 			}
-			cred, err := dmf.NewCredential(o, &azcore.ClientOptions{Transport: entra.srv.Client()})
+			cred, err := azauth.NewCredential(o, &azcore.ClientOptions{Transport: entra.srv.Client()})
 			if err != nil {
 				t.Fatalf("NewCredential(%s): %v", o.Describe(), err)
 			}
-			sim := dmftest.NewServer(dmftest.Options{Token: entra.token, Projects: map[string][]dmftest.Entity{"G": entities()}})
+			sim := dmftest.NewServer(dmftest.Options{Token: entra.token, Projects: map[string][]dmftest.Entity{"G": {{Name: "Customers V3", Data: []byte("CUSTOMERACCOUNT\r\nC1\r\n")}}}})
 			defer sim.Close()
 			client, err := dmf.NewClient(sim.URL, cred, &dmf.ClientOptions{Identity: o.Describe(), ApplicationID: o.ApplicationID()})
 			if err != nil {
@@ -361,20 +361,20 @@ func TestCredentialErrors(t *testing.T) {
 	c := makeCerts(t)
 	tests := []struct {
 		name        string
-		opts        dmf.AuthOptions
+		opts        azauth.Options
 		wantNewErr  string // substring of the NewCredential error
 		wantTokErr  string // substring of the GetToken error
 		pathWithout bool   // run with an empty PATH (no az)
 	}{
-		{name: "unknown method", opts: dmf.AuthOptions{Method: "kerberos"}, wantNewErr: `unknown auth method "kerberos"`},
-		{name: "client secret missing fields", opts: dmf.AuthOptions{Method: "client_secret"}, wantNewErr: "needs tenant_id; auth method client_secret needs client_id; auth method client_secret needs client_secret"},
-		{name: "both managed identity IDs", opts: dmf.AuthOptions{Method: "managed_identity", ManagedIdentityClientID: "a", ManagedIdentityResourceID: "b"}, wantNewErr: "not both"},
-		{name: "http authority host", opts: dmf.AuthOptions{Method: "client_secret", TenantID: "t", ClientID: "c", ClientSecret: "secret-value-1", AuthorityHost: "http://login.example"}, wantNewErr: "must be an https URL"},
-		{name: "ECDSA certificate", opts: dmf.AuthOptions{Method: "client_certificate", TenantID: testTenant, ClientID: testClientID, CertificatePath: c.ecPEM}, wantNewErr: "need an RSA key"},
-		{name: "PFX wrong password", opts: dmf.AuthOptions{Method: "client_certificate", TenantID: testTenant, ClientID: testClientID, CertificatePath: c.pfxModern, CertificatePassword: "wrong-password"}, wantNewErr: "wrong certificate_password"},
-		{name: "missing certificate file", opts: dmf.AuthOptions{Method: "client_certificate", TenantID: testTenant, ClientID: testClientID, CertificatePath: "/nonexistent/app.pfx"}, wantNewErr: "read certificate"},
-		{name: "wrong client secret", opts: dmf.AuthOptions{Method: "client_secret", TenantID: testTenant, ClientID: testClientID, ClientSecret: "wrong-secret-value"}, wantTokErr: "client_secret app " + testClientID + " in tenant " + testTenant},
-		{name: "azure cli without az", opts: dmf.AuthOptions{Method: "azure_cli"}, pathWithout: true, wantTokErr: "the Azure CLI (az) is not on PATH"},
+		{name: "unknown method", opts: azauth.Options{Method: "kerberos"}, wantNewErr: `unknown auth method "kerberos"`},
+		{name: "client secret missing fields", opts: azauth.Options{Method: "client_secret"}, wantNewErr: "needs tenant_id; auth method client_secret needs client_id; auth method client_secret needs client_secret"},
+		{name: "both managed identity IDs", opts: azauth.Options{Method: "managed_identity", ManagedIdentityClientID: "a", ManagedIdentityResourceID: "b"}, wantNewErr: "not both"},
+		{name: "http authority host", opts: azauth.Options{Method: "client_secret", TenantID: "t", ClientID: "c", ClientSecret: "secret-value-1", AuthorityHost: "http://login.example"}, wantNewErr: "must be an https URL"},
+		{name: "ECDSA certificate", opts: azauth.Options{Method: "client_certificate", TenantID: testTenant, ClientID: testClientID, CertificatePath: c.ecPEM}, wantNewErr: "need an RSA key"},
+		{name: "PFX wrong password", opts: azauth.Options{Method: "client_certificate", TenantID: testTenant, ClientID: testClientID, CertificatePath: c.pfxModern, CertificatePassword: "wrong-password"}, wantNewErr: "wrong certificate_password"},
+		{name: "missing certificate file", opts: azauth.Options{Method: "client_certificate", TenantID: testTenant, ClientID: testClientID, CertificatePath: "/nonexistent/app.pfx"}, wantNewErr: "read certificate"},
+		{name: "wrong client secret", opts: azauth.Options{Method: "client_secret", TenantID: testTenant, ClientID: testClientID, ClientSecret: "wrong-secret-value"}, wantTokErr: "client_secret app " + testClientID + " in tenant " + testTenant},
+		{name: "azure cli without az", opts: azauth.Options{Method: "azure_cli"}, pathWithout: true, wantTokErr: "the Azure CLI (az) is not on PATH"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -388,7 +388,7 @@ func TestCredentialErrors(t *testing.T) {
 				o.AuthorityHost = entra.srv.URL
 				o.DisableInstanceDiscovery = true
 			}
-			cred, err := dmf.NewCredential(o, &azcore.ClientOptions{Transport: entra.srv.Client(), Retry: policy.RetryOptions{MaxRetries: -1}})
+			cred, err := azauth.NewCredential(o, &azcore.ClientOptions{Transport: entra.srv.Client(), Retry: policy.RetryOptions{MaxRetries: -1}})
 			if tt.wantNewErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantNewErr) {
 					t.Fatalf("NewCredential: want an error containing %q, got %v", tt.wantNewErr, err)
@@ -410,9 +410,9 @@ func TestCredentialErrors(t *testing.T) {
 	}
 }
 
-func checkNoSecret(t *testing.T, err error, o dmf.AuthOptions) {
+func checkNoSecret(t *testing.T, err error, o azauth.Options) {
 	t.Helper()
-	for _, s := range []string{o.ClientSecret, o.CertificatePassword, o.Token} {
+	for _, s := range []string{o.ClientSecret.Reveal(), o.CertificatePassword.Reveal(), o.Token.Reveal()} {
 		if s != "" && strings.Contains(err.Error(), s) {
 			t.Errorf("error shows a secret: %v", err)
 		}
@@ -424,20 +424,20 @@ func checkNoSecret(t *testing.T, err error, o dmf.AuthOptions) {
 func TestDescribe(t *testing.T) {
 	clearAzureEnv(t)
 	tests := []struct {
-		opts dmf.AuthOptions
+		opts azauth.Options
 		want string
 		app  string
 	}{
-		{dmf.AuthOptions{Method: "token", Token: "tok-secret"}, "static bearer token", ""},
-		{dmf.AuthOptions{Method: "client_secret", TenantID: "t1", ClientID: "c1", ClientSecret: "s1-secret"}, "client_secret app c1 in tenant t1", "c1"},
-		{dmf.AuthOptions{Method: "client_certificate", TenantID: "t1", ClientID: "c1", CertificatePath: "/etc/app.pfx", CertificatePassword: "pw-secret"}, "client_certificate app c1 in tenant t1 (certificate /etc/app.pfx)", "c1"},
-		{dmf.AuthOptions{Method: "managed_identity"}, "system-assigned managed identity", ""},
-		{dmf.AuthOptions{Method: "managed_identity", ManagedIdentityClientID: "m1"}, "user-assigned managed identity with client ID m1", "m1"},
-		{dmf.AuthOptions{Method: "managed_identity", ManagedIdentityResourceID: "/sub/r"}, "user-assigned managed identity /sub/r", ""},
-		{dmf.AuthOptions{Method: "workload_identity", TenantID: "t1", ClientID: "c1"}, "workload_identity app c1 in tenant t1", "c1"},
-		{dmf.AuthOptions{Method: "azure_cli", TenantID: "t1"}, "Azure CLI login in tenant t1", ""},
-		{dmf.AuthOptions{Method: "AZURE_CLI"}, "Azure CLI login", ""},
-		{dmf.AuthOptions{}, "default Azure credential chain", ""},
+		{azauth.Options{Method: "token", Token: "tok-secret"}, "static bearer token", ""},
+		{azauth.Options{Method: "client_secret", TenantID: "t1", ClientID: "c1", ClientSecret: "s1-secret"}, "client_secret app c1 in tenant t1", "c1"},
+		{azauth.Options{Method: "client_certificate", TenantID: "t1", ClientID: "c1", CertificatePath: "/etc/app.pfx", CertificatePassword: "pw-secret"}, "client_certificate app c1 in tenant t1 (certificate /etc/app.pfx)", "c1"},
+		{azauth.Options{Method: "managed_identity"}, "system-assigned managed identity", ""},
+		{azauth.Options{Method: "managed_identity", ManagedIdentityClientID: "m1"}, "user-assigned managed identity with client ID m1", "m1"},
+		{azauth.Options{Method: "managed_identity", ManagedIdentityResourceID: "/sub/r"}, "user-assigned managed identity /sub/r", ""},
+		{azauth.Options{Method: "workload_identity", TenantID: "t1", ClientID: "c1"}, "workload_identity app c1 in tenant t1", "c1"},
+		{azauth.Options{Method: "azure_cli", TenantID: "t1"}, "Azure CLI login in tenant t1", ""},
+		{azauth.Options{Method: "AZURE_CLI"}, "Azure CLI login", ""},
+		{azauth.Options{}, "default Azure credential chain", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
@@ -449,57 +449,6 @@ func TestDescribe(t *testing.T) {
 			}
 			if err := tt.opts.Check(); err != nil {
 				t.Errorf("Check: want nil, got %v", err)
-			}
-		})
-	}
-}
-
-// TestRefusedTokenNamesIdentity checks the 401/403 error names the identity
-// and the application to register, from the options or the token.
-func TestRefusedTokenNamesIdentity(t *testing.T) {
-	tokenWithApp := jwtLike(map[string]string{"appid": "44444444-4444-4444-4444-444444444444", "tid": "55555555"})
-	tests := []struct {
-		name    string
-		token   string
-		co      dmf.ClientOptions
-		want    []string
-		notWant string
-	}{
-		{name: "from client options", token: "opaque-token", co: dmf.ClientOptions{Identity: "client_secret app A in tenant T", ApplicationID: "A"},
-			want: []string{"token for client_secret app A in tenant T was refused", "check that application A is registered in F&O", "Microsoft Entra applications", "data management roles"}},
-		{name: "from the token's claims", token: tokenWithApp,
-			want: []string{"token for app 44444444-4444-4444-4444-444444444444 in tenant 55555555 was refused", "application 44444444-4444-4444-4444-444444444444 is registered"}},
-		{name: "nothing known", token: "opaque-token",
-			want: []string{"the token was refused: check that the application is registered in F&O"}},
-		{name: "static token", token: tokenWithApp, co: dmf.ClientOptions{Identity: "static bearer token"},
-			want: []string{"the static token was refused", "get a new one"}, notWant: "Microsoft Entra applications"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			sim := dmftest.NewServer(dmftest.Options{Token: "the-only-good-token"})
-			defer sim.Close()
-			c, err := dmf.NewClient(sim.URL, dmf.StaticToken(tt.token), &tt.co)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = c.ExecutionStatus(context.Background(), "x")
-			var apiErr *dmf.APIError
-			if !errors.As(err, &apiErr) || apiErr.StatusCode != 401 {
-				t.Fatalf("want an APIError with HTTP 401, got %v", err)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q lacks %q", err, w)
-				}
-			}
-			if tt.notWant != "" && strings.Contains(err.Error(), tt.notWant) {
-				t.Errorf("error %q holds %q, a hint that does not apply", err, tt.notWant)
-			}
-			if strings.Contains(err.Error(), tt.token) {
-				t.Errorf("error shows the token: %v", err)
-			}
-			if n := sim.Calls(aStatus); n != 0 {
-				t.Errorf("unauthorized calls counted: want 0, got %d", n)
 			}
 		})
 	}

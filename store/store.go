@@ -1,11 +1,13 @@
-// Package unpack turns a downloaded F&O data package into one stored object
-// per entity.
+// Package store keeps dmfexport's objects: packages, entity files, run
+// records, leases and schedule claims.
 //
-// It owns the Store interface, the small set of operations the rest of
-// dmfexport needs from a place that keeps packages, entity files and run
-// records. DirStore keeps them in a local directory and BlobStore in an
-// Azure Blob Storage container; both pass the same conformance tests.
-package unpack
+// It owns the Store interface, the small set of operations the steps and
+// the job runner need from a place that keeps objects, the key escaping
+// every caller shares, and the create-once primitive several replicas
+// coordinate through. DirStore keeps objects in a local directory and
+// BlobStore in an Azure Blob Storage container; both pass the same
+// conformance tests.
+package store
 
 import (
 	"context"
@@ -39,6 +41,11 @@ type Store interface {
 	List(ctx context.Context, prefix string) ([]Object, error)
 	// Delete removes the object; an absent object is not an error.
 	Delete(ctx context.Context, key string) error
+	// Create stores r under key like Put, but only if no object has that
+	// key: of several concurrent Creates of one key exactly one succeeds and
+	// the others return an error wrapping ErrExist. It is the primitive for
+	// claims and leases that several processes race for.
+	Create(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error)
 }
 
 // Object describes one stored object.
@@ -56,16 +63,6 @@ var ErrNotExist = errors.New("object does not exist")
 
 // ErrExist is wrapped by Create errors when the object already exists.
 var ErrExist = errors.New("object already exists")
-
-// Creator is implemented by stores that can write an object only if it does
-// not exist yet (DirStore and BlobStore do): the primitive for claims that
-// several processes race for.
-type Creator interface {
-	// Create stores r under key like Store.Put, but only if no object has
-	// that key: of several concurrent Creates of one key exactly one
-	// succeeds and the others return an error wrapping ErrExist.
-	Create(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error)
-}
 
 // SealedPutter is implemented by stores that can take part of an object's
 // metadata only once its bytes are read (DirStore and BlobStore do), so a
@@ -157,17 +154,4 @@ func validMetaKey(k string) bool {
 		}
 	}
 	return true
-}
-
-// ctxReader stops a copy at the next Read once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

@@ -1,4 +1,4 @@
-package unpack
+package store
 
 import (
 	"context"
@@ -16,6 +16,9 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+
+	"github.com/dmfexport/dmfexport/internal/ctxio"
+	"github.com/dmfexport/dmfexport/internal/redact"
 )
 
 // Defaults of BlobOptions.
@@ -76,8 +79,7 @@ type BlobStore struct {
 }
 
 var (
-	_ Store   = (*BlobStore)(nil)
-	_ Creator = (*BlobStore)(nil)
+	_ Store = (*BlobStore)(nil)
 )
 
 // NewBlobStore connects to the container opts names and creates it if it is
@@ -91,7 +93,7 @@ func NewBlobStore(ctx context.Context, opts BlobOptions) (*BlobStore, error) {
 	}
 	s, err := newBlobStore(ctx, opts)
 	if err != nil {
-		return nil, redactSecrets(err, secrets)
+		return nil, redact.Error(err, secrets)
 	}
 	return s, nil
 }
@@ -175,7 +177,7 @@ func newBlobStore(ctx context.Context, opts BlobOptions) (*BlobStore, error) {
 		if err := validContainer(name); err != nil {
 			return nil, err
 		}
-		cu := strings.TrimRight(RedactURL(u), "/") + "/" + name
+		cu := strings.TrimRight((&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}).String(), "/") + "/" + name
 		s.cc, err = container.NewClient(cu, opts.Credential, co)
 		if err != nil {
 			return nil, fmt.Errorf("open blob store: %w", err)
@@ -268,7 +270,7 @@ func (s *BlobStore) Put(ctx context.Context, key string, r io.Reader, meta map[s
 	return o, nil
 }
 
-// Create implements Creator with an If-None-Match: * condition on the block
+// Create implements Store.Create with an If-None-Match: * condition on the block
 // list commit: of several concurrent Creates of one key exactly one
 // succeeds, and the others get an error wrapping ErrExist.
 func (s *BlobStore) Create(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error) {
@@ -302,7 +304,7 @@ func (s *BlobStore) upload(ctx context.Context, key string, r io.Reader, meta ma
 	if err := ctx.Err(); err != nil {
 		return Object{}, err
 	}
-	cr := &countReader{r: ctxReader{ctx, r}}
+	cr := &countReader{r: ctxio.Reader(ctx, r)}
 	uo := &blockblob.UploadStreamOptions{BlockSize: s.blockSize, Concurrency: s.concurrency, Metadata: encodeMeta(m)}
 	if seal != nil {
 		cr.atEOF = func() error {
@@ -523,28 +525,6 @@ func connStringValue(cs, key string) string {
 		}
 	}
 	return ""
-}
-
-// redactSecrets removes every secret from err's text.
-func redactSecrets(err error, secrets []string) error {
-	msg := err.Error()
-	changed := false
-	for _, s := range secrets {
-		if len(s) >= 8 && strings.Contains(msg, s) {
-			msg = strings.ReplaceAll(msg, s, "REDACTED")
-			changed = true
-		}
-	}
-	if !changed {
-		return err
-	}
-	var keep []error
-	for _, s := range []error{context.Canceled, context.DeadlineExceeded} {
-		if errors.Is(err, s) {
-			keep = append(keep, s)
-		}
-	}
-	return &scrubbedError{msg: msg, errs: keep}
 }
 
 // encodeMeta prepares metadata values for Azure, which sends them as HTTP

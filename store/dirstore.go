@@ -1,4 +1,4 @@
-package unpack
+package store
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/dmfexport/dmfexport/internal/ctxio"
 )
 
 const (
@@ -38,8 +40,7 @@ type DirStore struct {
 }
 
 var (
-	_ Store   = (*DirStore)(nil)
-	_ Creator = (*DirStore)(nil)
+	_ Store = (*DirStore)(nil)
 )
 
 // NewDirStore returns a store rooted at root, creating the directory if needed.
@@ -85,7 +86,7 @@ func (s *DirStore) Put(ctx context.Context, key string, r io.Reader, meta map[st
 	return o, nil
 }
 
-// Create implements Creator. The data file is hard-linked into place, which
+// Create implements Store.Create. The data file is hard-linked into place, which
 // fails if the name exists, so Creates race safely across processes sharing
 // the directory; the metadata sidecar is renamed into place just after, so a
 // Stat in that instant may see the new object with empty metadata.
@@ -137,7 +138,7 @@ func (s *DirStore) write(ctx context.Context, key string, r io.Reader, meta map[
 		os.Remove(tmp.Name()) // no-op after a rename; drops the extra link after Create
 	}()
 	buf := make([]byte, 1<<20)
-	n, err := io.CopyBuffer(struct{ io.Writer }{tmp}, ctxReader{ctx, r}, buf)
+	n, err := io.CopyBuffer(struct{ io.Writer }{tmp}, ctxio.Reader(ctx, r), buf)
 	if err != nil {
 		return Object{}, fmt.Errorf("write: %w", err)
 	}

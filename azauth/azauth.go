@@ -1,4 +1,10 @@
-package dmf
+// Package azauth obtains Microsoft Entra ID tokens for dmfexport: for the
+// F&O client and for the Azure Blob Storage store alike. Options name one
+// of the ways an identity signs in (client secret, certificate, managed or
+// workload identity, Azure CLI, the default chain, or a static token);
+// NewCredential turns them into an azcore.TokenCredential whose tokens are
+// cached by azidentity and whose errors name the identity, never a secret.
+package azauth
 
 import (
 	"context"
@@ -8,47 +14,51 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/dmfexport/dmfexport/internal/redact"
 	"software.sslmate.com/src/go-pkcs12"
 )
 
-// The authentication methods NewCredential accepts (AuthOptions.Method).
+// The authentication methods NewCredential accepts (Options.Method).
 const (
-	AuthToken             = "token"              // a bearer token obtained elsewhere (AuthOptions.Token)
-	AuthClientSecret      = "client_secret"      // app registration with a client secret
-	AuthClientCertificate = "client_certificate" // app registration with a certificate (PEM or PFX)
-	AuthManagedIdentity   = "managed_identity"   // system or user-assigned managed identity
-	AuthWorkloadIdentity  = "workload_identity"  // federated token file (e.g. AKS workload identity)
-	AuthAzureCLI          = "azure_cli"          // the login of the Azure CLI (az login)
-	AuthDefault           = "default"            // azidentity's DefaultAzureCredential chain
+	MethodToken             = "token"              // a bearer token obtained elsewhere (Options.Token)
+	MethodClientSecret      = "client_secret"      // app registration with a client secret
+	MethodClientCertificate = "client_certificate" // app registration with a certificate (PEM or PFX)
+	MethodManagedIdentity   = "managed_identity"   // system or user-assigned managed identity
+	MethodWorkloadIdentity  = "workload_identity"  // federated token file (e.g. AKS workload identity)
+	MethodAzureCLI          = "azure_cli"          // the login of the Azure CLI (az login)
+	MethodDefault           = "default"            // azidentity's DefaultAzureCredential chain
 )
 
-// AuthMethods lists the accepted AuthOptions.Method values, for config
+// Methods lists the accepted Options.Method values, for config
 // validation messages.
-var AuthMethods = []string{AuthToken, AuthClientSecret, AuthClientCertificate, AuthManagedIdentity,
-	AuthWorkloadIdentity, AuthAzureCLI, AuthDefault}
+var Methods = []string{MethodToken, MethodClientSecret, MethodClientCertificate, MethodManagedIdentity,
+	MethodWorkloadIdentity, MethodAzureCLI, MethodDefault}
 
-// AuthOptions choose and configure how the client gets its Microsoft Entra
-// ID token for F&O. Only the fields of the chosen Method are read; Check
+// Options choose and configure how a client gets its Microsoft Entra ID
+// token (for F&O or for Azure Blob Storage). They are comparable, so a
+// caller can tell whether a credential it keeps still matches. Only the fields of the chosen Method are read; Check
 // reports missing or contradictory ones.
-type AuthOptions struct {
-	Method string // one of AuthMethods; "" means AuthDefault
+type Options struct {
+	Method string // one of Methods; "" means MethodDefault
 
 	TenantID string // directory (tenant) ID or domain: client_secret, client_certificate, workload_identity; optional for azure_cli and default
 	ClientID string // application (client) ID: client_secret, client_certificate, workload_identity (default: $AZURE_CLIENT_ID)
 
-	ClientSecret string // client_secret: the secret value (never logged)
+	ClientSecret Secret // client_secret: the secret value (never logged)
 
 	CertificatePath     string // client_certificate: PEM or PFX/PKCS#12 file holding the certificate and its RSA private key
-	CertificatePassword string // client_certificate: password of the PFX or of an encrypted PEM key; may be empty
+	CertificatePassword Secret // client_certificate: password of the PFX or of an encrypted PEM key; may be empty
 
 	ManagedIdentityClientID   string // managed_identity: client ID of a user-assigned identity
 	ManagedIdentityResourceID string // managed_identity: Azure resource ID of a user-assigned identity
@@ -64,14 +74,14 @@ type AuthOptions struct {
 	// clouds, test servers).
 	DisableInstanceDiscovery bool
 
-	Token string // token: the bearer token itself (never logged)
+	Token Secret // token: the bearer token itself (never logged)
 }
 
-// normalizedMethod returns the method in lower case, "" as AuthDefault.
-func (o AuthOptions) normalizedMethod() string {
+// normalizedMethod returns the method in lower case, "" as MethodDefault.
+func (o Options) normalizedMethod() string {
 	m := strings.ToLower(strings.TrimSpace(o.Method))
 	if m == "" {
-		return AuthDefault
+		return MethodDefault
 	}
 	return m
 }
@@ -79,7 +89,7 @@ func (o AuthOptions) normalizedMethod() string {
 // Check reports every problem of o at once (nil when there is none): an
 // unknown method, fields the method needs but lacks, and fields that
 // contradict each other. It reads no files.
-func (o AuthOptions) Check() error {
+func (o Options) Check() error {
 	var problems []string
 	need := func(v, key string) {
 		if strings.TrimSpace(v) == "" {
@@ -87,24 +97,24 @@ func (o AuthOptions) Check() error {
 		}
 	}
 	switch o.normalizedMethod() {
-	case AuthToken:
-		need(o.Token, "a token")
-	case AuthClientSecret:
+	case MethodToken:
+		need(o.Token.Reveal(), "a token")
+	case MethodClientSecret:
 		need(o.TenantID, "tenant_id")
 		need(o.ClientID, "client_id")
-		need(o.ClientSecret, "client_secret")
-	case AuthClientCertificate:
+		need(o.ClientSecret.Reveal(), "client_secret")
+	case MethodClientCertificate:
 		need(o.TenantID, "tenant_id")
 		need(o.ClientID, "client_id")
 		need(o.CertificatePath, "certificate_path")
-	case AuthManagedIdentity:
+	case MethodManagedIdentity:
 		if o.ManagedIdentityClientID != "" && o.ManagedIdentityResourceID != "" {
 			problems = append(problems, "auth method managed_identity takes managed_identity_client_id or managed_identity_resource_id, not both")
 		}
-	case AuthWorkloadIdentity, AuthAzureCLI, AuthDefault:
+	case MethodWorkloadIdentity, MethodAzureCLI, MethodDefault:
 		// Everything may come from the environment.
 	default:
-		problems = append(problems, fmt.Sprintf("unknown auth method %q: use one of %s", o.Method, strings.Join(AuthMethods, ", ")))
+		problems = append(problems, fmt.Sprintf("unknown auth method %q: use one of %s", o.Method, strings.Join(Methods, ", ")))
 	}
 	if o.AuthorityHost != "" {
 		u, err := url.Parse(o.AuthorityHost)
@@ -121,7 +131,7 @@ func (o AuthOptions) Check() error {
 // Describe names the identity o stands for, for logs and error messages,
 // e.g. "client_secret app 11111111-... in tenant 22222222-...". It never
 // includes a secret, password, token or certificate content.
-func (o AuthOptions) Describe() string {
+func (o Options) Describe() string {
 	orUnset := func(v, env string) string {
 		if v != "" {
 			return v
@@ -132,13 +142,13 @@ func (o AuthOptions) Describe() string {
 		return "(unset)"
 	}
 	switch m := o.normalizedMethod(); m {
-	case AuthToken:
-		return staticTokenIdentity
-	case AuthClientSecret:
+	case MethodToken:
+		return StaticTokenIdentity
+	case MethodClientSecret:
 		return fmt.Sprintf("client_secret app %s in tenant %s", o.ClientID, o.TenantID)
-	case AuthClientCertificate:
+	case MethodClientCertificate:
 		return fmt.Sprintf("client_certificate app %s in tenant %s (certificate %s)", o.ClientID, o.TenantID, o.CertificatePath)
-	case AuthManagedIdentity:
+	case MethodManagedIdentity:
 		switch {
 		case o.ManagedIdentityClientID != "":
 			return "user-assigned managed identity with client ID " + o.ManagedIdentityClientID
@@ -146,14 +156,14 @@ func (o AuthOptions) Describe() string {
 			return "user-assigned managed identity " + o.ManagedIdentityResourceID
 		}
 		return "system-assigned managed identity"
-	case AuthWorkloadIdentity:
+	case MethodWorkloadIdentity:
 		return fmt.Sprintf("workload_identity app %s in tenant %s", orUnset(o.ClientID, "AZURE_CLIENT_ID"), orUnset(o.TenantID, "AZURE_TENANT_ID"))
-	case AuthAzureCLI:
+	case MethodAzureCLI:
 		if o.TenantID != "" {
 			return "Azure CLI login in tenant " + o.TenantID
 		}
 		return "Azure CLI login"
-	case AuthDefault:
+	case MethodDefault:
 		if o.TenantID != "" {
 			return "default Azure credential chain in tenant " + o.TenantID
 		}
@@ -166,13 +176,13 @@ func (o AuthOptions) Describe() string {
 // ApplicationID returns the application (client) ID o authenticates as
 // when the configuration names it, or "" (system-assigned managed
 // identity, Azure CLI, default chain without $AZURE_CLIENT_ID).
-func (o AuthOptions) ApplicationID() string {
+func (o Options) ApplicationID() string {
 	switch o.normalizedMethod() {
-	case AuthClientSecret, AuthClientCertificate:
+	case MethodClientSecret, MethodClientCertificate:
 		return o.ClientID
-	case AuthManagedIdentity:
+	case MethodManagedIdentity:
 		return o.ManagedIdentityClientID
-	case AuthWorkloadIdentity, AuthDefault:
+	case MethodWorkloadIdentity, MethodDefault:
 		if o.ClientID != "" {
 			return o.ClientID
 		}
@@ -188,9 +198,9 @@ func (o AuthOptions) ApplicationID() string {
 // errors name the identity (Describe) and never hold a secret. Certificate
 // files are read here: PEM, or PFX/PKCS#12 including files written by
 // OpenSSL 3 with its default AES encryption; the key must be RSA.
-func NewCredential(o AuthOptions, co *azcore.ClientOptions) (azcore.TokenCredential, error) {
+func NewCredential(o Options, co *azcore.ClientOptions) (azcore.TokenCredential, error) {
 	if err := o.Check(); err != nil {
-		return nil, fmt.Errorf("F&O credential: %w", err)
+		return nil, fmt.Errorf("Entra ID credential: %w", err)
 	}
 	var opts azcore.ClientOptions
 	if co != nil {
@@ -212,19 +222,19 @@ func NewCredential(o AuthOptions, co *azcore.ClientOptions) (azcore.TokenCredent
 		err  error
 	)
 	switch o.normalizedMethod() {
-	case AuthToken:
-		return StaticToken(strings.TrimSpace(o.Token)), nil
-	case AuthClientSecret:
-		cred, err = azidentity.NewClientSecretCredential(o.TenantID, o.ClientID, o.ClientSecret,
+	case MethodToken:
+		return StaticToken(strings.TrimSpace(o.Token.Reveal())), nil
+	case MethodClientSecret:
+		cred, err = azidentity.NewClientSecretCredential(o.TenantID, o.ClientID, o.ClientSecret.Reveal(),
 			&azidentity.ClientSecretCredentialOptions{ClientOptions: opts, DisableInstanceDiscovery: o.DisableInstanceDiscovery})
-	case AuthClientCertificate:
-		certs, key, lerr := loadCertificate(o.CertificatePath, o.CertificatePassword)
+	case MethodClientCertificate:
+		certs, key, lerr := loadCertificate(o.CertificatePath, o.CertificatePassword.Reveal())
 		if lerr != nil {
-			return nil, fmt.Errorf("F&O credential (%s): %w", desc, lerr)
+			return nil, fmt.Errorf("Entra ID credential (%s): %w", desc, lerr)
 		}
 		cred, err = azidentity.NewClientCertificateCredential(o.TenantID, o.ClientID, certs, key,
 			&azidentity.ClientCertificateCredentialOptions{ClientOptions: opts, DisableInstanceDiscovery: o.DisableInstanceDiscovery})
-	case AuthManagedIdentity:
+	case MethodManagedIdentity:
 		mo := &azidentity.ManagedIdentityCredentialOptions{ClientOptions: opts}
 		switch {
 		case o.ManagedIdentityClientID != "":
@@ -233,76 +243,176 @@ func NewCredential(o AuthOptions, co *azcore.ClientOptions) (azcore.TokenCredent
 			mo.ID = azidentity.ResourceID(o.ManagedIdentityResourceID)
 		}
 		cred, err = azidentity.NewManagedIdentityCredential(mo)
-	case AuthWorkloadIdentity:
+	case MethodWorkloadIdentity:
 		cred, err = azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{
 			ClientOptions: opts, TenantID: o.TenantID, ClientID: o.ClientID, TokenFilePath: o.TokenFile,
 			DisableInstanceDiscovery: o.DisableInstanceDiscovery,
 		})
-	case AuthAzureCLI:
+	case MethodAzureCLI:
 		cred, err = azidentity.NewAzureCLICredential(&azidentity.AzureCLICredentialOptions{TenantID: o.TenantID})
-	case AuthDefault:
+	case MethodDefault:
 		cred, err = azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{
 			ClientOptions: opts, TenantID: o.TenantID, DisableInstanceDiscovery: o.DisableInstanceDiscovery,
 		})
 	}
 	if err != nil {
-		return nil, fmt.Errorf("F&O credential (%s): %w", desc, scrubSecrets(err.Error(), o))
+		return nil, fmt.Errorf("Entra ID credential (%s): %w", desc, o.hide(err))
 	}
-	return &namedCredential{cred: cred, desc: desc, opts: o}, nil
+	nc := &namedCredential{cred: cred, desc: desc, opts: o}
+	switch o.normalizedMethod() {
+	case MethodAzureCLI, MethodDefault:
+		// azidentity's Azure CLI credential (alone or as the default chain's
+		// last member) runs az at every call and caches nothing.
+		nc.cache = newTokenCache()
+	}
+	return nc, nil
 }
 
 // namedCredential adds the identity and a hint to token errors.
 type namedCredential struct {
-	cred azcore.TokenCredential
-	desc string
-	opts AuthOptions
+	cred  azcore.TokenCredential
+	desc  string
+	opts  Options
+	cache *tokenCache // nil where azidentity caches tokens itself
 }
 
 func (c *namedCredential) GetToken(ctx context.Context, tro policy.TokenRequestOptions) (azcore.AccessToken, error) {
-	at, err := c.cred.GetToken(ctx, tro)
+	var (
+		at  azcore.AccessToken
+		err error
+	)
+	if c.cache != nil {
+		at, err = c.cache.get(ctx, c.cred, tro)
+	} else {
+		at, err = c.cred.GetToken(ctx, tro)
+	}
 	if err == nil {
 		return at, nil
 	}
 	if ctx.Err() != nil {
 		return at, fmt.Errorf("%s: %w", c.desc, ctx.Err())
 	}
-	return at, fmt.Errorf("%s: %w%s", c.desc, scrubSecrets(err.Error(), c.opts), tokenHint(c.opts.normalizedMethod()))
+	return at, fmt.Errorf("%s: %w%s", c.desc, c.opts.hide(err), tokenHint(c.opts.normalizedMethod()))
+}
+
+// Forget drops tok from the credential's own cache, if it keeps one, so
+// the next GetToken asks Entra ID anew: for a token the service refused
+// (HTTP 401). Credentials that azidentity caches cannot drop a token; they
+// renew it before it expires.
+func (c *namedCredential) Forget(tok string) {
+	if c.cache != nil {
+		c.cache.forget(tok)
+	}
+}
+
+// tokenRefreshMargin is how long before its expiry a cached token is
+// replaced.
+const tokenRefreshMargin = 2 * time.Minute
+
+// tokenCache keeps one token per scope list for a credential that does not
+// cache its own.
+type tokenCache struct {
+	lock chan struct{} // 1-slot semaphore guarding toks; honours ctx
+	toks map[string]azcore.AccessToken
+}
+
+func newTokenCache() *tokenCache {
+	return &tokenCache{lock: make(chan struct{}, 1), toks: map[string]azcore.AccessToken{}}
+}
+
+// get returns the cached token for tro's scopes while it has more than
+// tokenRefreshMargin left, or asks cred. Concurrent callers wait for one
+// request instead of each running one.
+func (c *tokenCache) get(ctx context.Context, cred azcore.TokenCredential, tro policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	select {
+	case c.lock <- struct{}{}:
+	case <-ctx.Done():
+		return azcore.AccessToken{}, ctx.Err()
+	}
+	defer func() { <-c.lock }()
+	key := strings.Join(tro.Scopes, " ")
+	if at, ok := c.toks[key]; ok && time.Now().Before(at.ExpiresOn.Add(-tokenRefreshMargin)) {
+		return at, nil
+	}
+	at, err := cred.GetToken(ctx, tro)
+	if err != nil {
+		return at, err
+	}
+	c.toks[key] = at
+	return at, nil
+}
+
+func (c *tokenCache) forget(tok string) {
+	c.lock <- struct{}{}
+	defer func() { <-c.lock }()
+	for k, at := range c.toks {
+		if at.Token == tok {
+			delete(c.toks, k)
+		}
+	}
 }
 
 // tokenHint says what to check when a method cannot get a token.
 func tokenHint(method string) string {
 	switch method {
-	case AuthClientSecret, AuthClientCertificate:
+	case MethodClientSecret, MethodClientCertificate:
 		return "; check tenant_id, client_id and that the secret or certificate is valid and uploaded to the app registration"
-	case AuthManagedIdentity:
+	case MethodManagedIdentity:
 		return "; check that the process runs on Azure with this managed identity assigned"
-	case AuthWorkloadIdentity:
+	case MethodWorkloadIdentity:
 		return "; check token_file, client_id, tenant_id and the federated credential of the app registration"
-	case AuthAzureCLI:
+	case MethodAzureCLI:
 		if _, err := exec.LookPath("az"); err != nil {
 			return "; the Azure CLI (az) is not on PATH: install it and run az login, or choose another fo.auth.method"
 		}
 		return "; run az login (with --tenant if needed) as the user this process runs as"
-	case AuthDefault:
+	case MethodDefault:
 		return "; set up one source of the default chain (environment variables, workload identity, managed identity or az login), or choose a specific fo.auth.method"
 	}
 	return ""
 }
 
-// secretError is an error text with secrets already removed; it unwraps
-// to nothing, so the original text cannot leak through errors.Unwrap.
-type secretError string
+// hide removes o's secrets, and any SAS or token parameter quoted, from
+// err's text; the result never unwraps to the secret-bearing original.
+func (o Options) hide(err error) error {
+	return redact.Error(err, []string{o.ClientSecret.Reveal(), o.CertificatePassword.Reveal(), o.Token.Reveal()})
+}
 
-func (e secretError) Error() string { return string(e) }
+// Secret holds a credential (a client secret, a password, a token, a
+// connection string). It prints as REDACTED in fmt and slog output; only
+// Reveal gives its value.
+type Secret string
 
-// scrubSecrets removes o's secrets from an error text.
-func scrubSecrets(s string, o AuthOptions) error {
-	for _, secret := range []string{o.ClientSecret, o.CertificatePassword, o.Token} {
-		if len(secret) >= 4 {
-			s = strings.ReplaceAll(s, secret, "REDACTED")
-		}
+// String implements fmt.Stringer without revealing the secret.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
 	}
-	return secretError(redactText(s))
+	return "REDACTED"
+}
+
+// GoString implements fmt.GoStringer, so %#v hides the secret too.
+func (s Secret) GoString() string { return `"` + s.String() + `"` }
+
+// LogValue implements slog.LogValuer without revealing the secret.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// Reveal returns the secret's value, for the one place that needs it.
+func (s Secret) Reveal() string { return string(s) }
+
+// StaticToken returns a credential that always yields token, valid until the
+// far future: for tests, simulators and tokens obtained elsewhere.
+func StaticToken(token string) azcore.TokenCredential {
+	return staticToken(token)
+}
+
+type staticToken string
+
+func (t staticToken) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	return azcore.AccessToken{
+		Token:     string(t),
+		ExpiresOn: time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC),
+	}, nil
 }
 
 // loadCertificate reads a PEM or PFX file with a certificate chain and an
@@ -342,10 +452,10 @@ func isPEM(data []byte) bool {
 	return strings.Contains(string(data[:min(len(data), 4096)]), "-----BEGIN ")
 }
 
-// tokenIdentity reads the application ID (appid or azp) and tenant (tid)
+// TokenIdentity reads the application ID (appid or azp) and tenant (tid)
 // claims of a JWT access token without verifying it, for error messages.
 // It returns empty strings for a token that is not a readable JWT.
-func tokenIdentity(tok string) (appID, tenant string) {
+func TokenIdentity(tok string) (appID, tenant string) {
 	parts := strings.Split(tok, ".")
 	if len(parts) != 3 || len(parts[1]) > 64<<10 {
 		return "", ""
@@ -380,6 +490,7 @@ func tokenIdentity(tok string) (appID, tenant string) {
 	return clean(appID), clean(claims.TID)
 }
 
-// staticTokenIdentity describes the token method, whose refusal has
-// nothing to do with an application's registration.
-const staticTokenIdentity = "static bearer token"
+// StaticTokenIdentity is what Describe says of the token method, whose
+// refusal has nothing to do with an application's registration: the F&O
+// client words its 401 hint by it.
+const StaticTokenIdentity = "static bearer token"

@@ -1,4 +1,4 @@
-package unpack
+package store
 
 import (
 	"github.com/dmfexport/dmfexport/internal/testenv"
@@ -276,7 +276,7 @@ func TestStoreConformance(t *testing.T) {
 			}
 		}},
 		{"create once", func(t *testing.T, st Store) {
-			cr := st.(Creator)
+			cr := st
 			o, err := cr.Create(ctx, "claims/j/slot", strings.NewReader("me"), map[string]string{"Owner": "me"})
 			if err != nil || o.Size != 2 || o.Meta["owner"] != "me" {
 				t.Fatalf("first Create = %+v, %v; want size 2 and owner meta", o, err)
@@ -293,7 +293,7 @@ func TestStoreConformance(t *testing.T) {
 			}
 		}},
 		{"concurrent creates: exactly one wins", func(t *testing.T, st Store) {
-			cr := st.(Creator)
+			cr := st
 			const n = 6
 			var wg sync.WaitGroup
 			errs := make([]error, n)

@@ -1,4 +1,4 @@
-package unpack
+package store
 
 import (
 	"github.com/dmfexport/dmfexport/internal/testenv"

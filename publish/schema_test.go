@@ -1,0 +1,121 @@
+package publish
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+)
+
+// TestMessagesMatchSchema validates every message the publisher emits, for
+// each input format, with and without compression, first, middle and last
+// batches, against docs/message.schema.json, the contract consumers code to.
+func TestMessagesMatchSchema(t *testing.T) {
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	schemaPath := filepath.Join("..", "docs", "message.schema.json")
+	f, err := os.Open(schemaPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := jsonschema.UnmarshalJSON(f)
+	f.Close()
+	if err != nil {
+		t.Fatalf("schema %s: %v", schemaPath, err)
+	}
+	if err := c.AddResource("message.schema.json", doc); err != nil {
+		t.Fatal(err)
+	}
+	schema, err := c.Compile("message.schema.json")
+	if err != nil {
+		t.Fatalf("compile %s: %v", schemaPath, err)
+	}
+
+	var csv strings.Builder
+	csv.WriteString("ACCOUNT,NAME,AMOUNT\r\n")
+	for i := range 25 {
+		fmt.Fprintf(&csv, "C%03d,\"Name, %d\",%d.50\r\n", i, i, i)
+	}
+	tests := []struct {
+		name  string
+		input []byte
+		opts  EntityOptions
+	}{
+		{"csv, several batches", []byte(csv.String()), EntityOptions{Format: "csv", BatchSize: 10}},
+		{"csv, gzip", []byte(csv.String()), EntityOptions{Format: "csv", BatchSize: 10, Compression: CompressionGzip}},
+		{"csv, zstd", []byte(csv.String()), EntityOptions{Format: "csv", BatchSize: 10, Compression: CompressionZstd}},
+		{"csv, header only", []byte("ACCOUNT,NAME\r\n"), EntityOptions{Format: "csv"}},
+		{"csv, incremental", []byte(csv.String()), EntityOptions{Format: "csv", BatchSize: 100, RefreshType: "IncrementalPush"}},
+		{"xlsx", buildXLSX(t, []string{"Customers"}, [][]any{{"ACCOUNT", "AMOUNT"}, {"C1", 1.5}, {"C2", 2}}), EntityOptions{Format: "xlsx", BatchSize: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sink := &memSink{}
+			o := tt.opts
+			o.Job, o.RunID, o.ExecutionID, o.Entity = "customers", "20261125T100000Z-aaaaaaaa", "G-2026-11-25_10-00-00-0011223344556677", "Customers V3"
+			if _, err := PublishEntity(context.Background(), bytes.NewReader(tt.input), sink, o); err != nil {
+				t.Fatalf("PublishEntity: %v", err)
+			}
+			if len(sink.msgs) == 0 {
+				t.Fatal("no message published")
+			}
+			for i, m := range sink.msgs {
+				body := decompressed(t, m)
+				v, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
+				if err != nil {
+					t.Fatalf("message %d is not JSON: %v", i, err)
+				}
+				if err := schema.Validate(v); err != nil {
+					t.Errorf("message %d does not match %s: %v\n%.300s", i, schemaPath, err, body)
+				}
+			}
+		})
+	}
+	// The schema must be able to refuse: a message without its data fails.
+	var bad map[string]any
+	if err := json.Unmarshal([]byte(`{"specversion":"1.0","type":"com.dmfexport.batch.v1"}`), &bad); err != nil {
+		t.Fatal(err)
+	}
+	if err := schema.Validate(bad); err == nil {
+		t.Error("the schema accepts a message without source, id, time, subject and data")
+	}
+}
+
+// decompressed returns m's body as JSON, undoing its content encoding.
+func decompressed(t *testing.T, m Message) []byte {
+	t.Helper()
+	var r io.Reader
+	switch m.ContentEncoding {
+	case "":
+		return m.Body
+	case CompressionGzip:
+		zr, err := gzip.NewReader(bytes.NewReader(m.Body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = zr
+	case CompressionZstd:
+		zr, err := zstd.NewReader(bytes.NewReader(m.Body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer zr.Close()
+		r = zr
+	default:
+		t.Fatalf("unknown content encoding %q", m.ContentEncoding)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
