@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -38,7 +39,8 @@ type env struct {
 	exchange, queue string
 	cfg             string
 	vars            []string
-	tmpfs           string // mounted store, if the case asked for one
+	tmpfs           string   // mounted store, if the case asked for one
+	az              *azurite // the Azure Blob store, if the case asked for one
 
 	procs []*proc // every dmfexport started
 
@@ -53,6 +55,7 @@ type faultCase struct {
 	ci      bool // part of the CI subset
 	private bool // needs the private broker node
 	tmpfs   bool // the store on a tmpfs of its own (root only)
+	azure   bool // the store in Azure Blob Storage: an Azurite of its own
 	sim     []string
 	broker  string // extra broker keys, YAML flow entries
 	poll    string // poll keys
@@ -258,6 +261,8 @@ func cases() []faultCase {
 			},
 			after: func(e *env) { _ = os.Remove(filepath.Join(e.tmpfs, "ballast")) }},
 		faultCase{name: "two replicas @every 10s for 2m, one killed", declare: true, schedule: "@every 10s", first: twoReplicas},
+		faultCase{name: "replica clock +2m, @every 10s, one killed", declare: true, schedule: "@every 10s", first: skewedReplicas("+2m")},
+		faultCase{name: "replica clock -2m, @every 10s, one killed", declare: true, schedule: "@every 10s", first: skewedReplicas("-2m")},
 		faultCase{name: "F&O 429 storm", ci: true, declare: true, firstExit: 0,
 			sim: []string{"--fault", "action=*,first=4,status=429,retry-after=2s"}},
 		faultCase{name: "F&O 5xx every 3rd call", declare: true, firstExit: 0,
@@ -277,6 +282,43 @@ func cases() []faultCase {
 		faultCase{name: "slow download stalls", declare: true, firstExit: 0,
 			sim: []string{"--download-rate", "200000"}},
 	)
+	// Azure Blob Storage away for a few seconds while the package and the
+	// entity blobs upload and while records and checkpoints are written:
+	// paused (SIGSTOP: requests hang) or stopped and started again (its
+	// port refuses connections).
+	for _, stage := range []string{"downloading", "unpacking", "publishing"} {
+		for _, stop := range []bool{false, true} {
+			how := "paused"
+			if stop {
+				how = "stopped"
+			}
+			cs = append(cs, faultCase{name: "Azurite " + how + " 5s while " + stage, azure: true, declare: true, firstExit: -2,
+				inject: func(e *env, p *proc) {
+					if stage == "publishing" {
+						if !atStage(e, p, stage) {
+							return
+						}
+					} else if !p.waitLine(60*time.Second, stageOf(stage)...) {
+						e.t.Errorf("the run never reached stage %s:\n%s", stage, tail(p.log(), 20))
+						return
+					}
+					if stop {
+						e.az.stop()
+						time.Sleep(5 * time.Second)
+						e.az.start()
+					} else {
+						e.az.p.signal(syscall.SIGSTOP)
+						time.Sleep(5 * time.Second)
+						e.az.p.signal(syscall.SIGCONT)
+					}
+					select {
+					case <-p.done:
+						e.t.Errorf("the run had ended before the store came back: the fault missed it")
+					default:
+					}
+				}})
+		}
+	}
 	return cs
 }
 
@@ -357,6 +399,13 @@ func newEnv(t *testing.T, c faultCase) *env {
 		t.Cleanup(func() { _ = exec.Command("umount", "-l", store).Run() })
 		e.tmpfs = store
 	}
+	storeKeys := fmt.Sprintf("{path: %q}", store)
+	e.vars = append(os.Environ(), "DMFSIM_URL="+e.sim.url, "FO_TOKEN="+dmftest.DefaultToken)
+	if c.azure {
+		e.az = startAzurite(t, dir)
+		storeKeys = "{type: azblob, container: faults, prefix: exports, connection_string: \"${FAULTS_AZURE_CONN}\"}"
+		e.vars = append(e.vars, "FAULTS_AZURE_CONN="+e.az.connString())
+	}
 	e.declareTopology()
 	brokerKeys := "{url: \"amqp://guest:guest@" + e.proxy.addr() + "/\", declare: " + fmt.Sprint(c.declare)
 	if c.declare {
@@ -379,18 +428,17 @@ func newEnv(t *testing.T, c faultCase) *env {
 	cfg := fmt.Sprintf(`fo:
   url: ${DMFSIM_URL}
   auth: {method: token, token: "${FO_TOKEN}"}
-store: {path: %q}
+store: %s
 broker: %s
 poll: {%s}
 replicas: {lease_ttl: 3s}
 exports:
   - {name: f, schedule: %q, definition_group: G, legal_entity: USMF, exchange: %q, routing_key: fo.faults, batch_size: 20}
-`, store, brokerKeys, poll, schedule, e.exchange)
+`, storeKeys, brokerKeys, poll, schedule, e.exchange)
 	e.cfg = filepath.Join(dir, "dmfexport.yaml")
 	if err := os.WriteFile(e.cfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e.vars = append(os.Environ(), "DMFSIM_URL="+e.sim.url, "FO_TOKEN="+dmftest.DefaultToken)
 	e.consume()
 	return e
 }
@@ -526,9 +574,12 @@ func (d *delivery) add(t *testing.T, m amqp.Delivery) {
 }
 
 // dmfexport starts the binary with the case's config and JSON logs.
-func (e *env) dmfexport(args ...string) *proc {
+func (e *env) dmfexport(args ...string) *proc { return e.dmfexportEnv(nil, args...) }
+
+// dmfexportEnv is dmfexport with extra environment variables.
+func (e *env) dmfexportEnv(extra []string, args ...string) *proc {
 	full := append([]string{args[0], "--config", e.cfg, "--log-format", "json", "--log-level", "info"}, args[1:]...)
-	p := startProc(e.t, e.vars, e.dir, "dmfexport", full...)
+	p := startProc(e.t, append(append([]string(nil), e.vars...), extra...), e.dir, "dmfexport", full...)
 	e.procs = append(e.procs, p)
 	return p
 }
@@ -731,3 +782,83 @@ func twoReplicas(e *env) int {
 	}
 	return code
 }
+
+// skewedReplicas runs two services on one store for two minutes with an
+// export every 10 seconds, the second with its clock skewed by skew
+// (DMFEXPORT_FAULTS_CLOCK_SKEW, which the suite's builds honour), kills
+// whichever publishes next with SIGKILL mid-entity, and stops the other:
+// no schedule slot runs twice, no live run is taken over (lease ages are
+// measured on the store's clock), and the killed replica's run is resumed
+// by the survivor.
+func skewedReplicas(skew string) func(e *env) int {
+	return func(e *env) int {
+		a := e.dmfexport("run", "--listen", "", "--stop-timeout", "30s")
+		b := e.dmfexportEnv([]string{"DMFEXPORT_FAULTS_CLOCK_SKEW=" + skew}, "run", "--listen", "", "--stop-timeout", "30s")
+		reps := []*proc{a, b}
+		start := time.Now()
+		time.Sleep(50 * time.Second)
+		pub := []string{`"msg":"publishing entity"`, `"entity":"A"`}
+		seen := []int{a.count(pub...), b.count(pub...)}
+		victim := -1
+		for deadline := time.Now().Add(40 * time.Second); victim < 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			for i, p := range reps {
+				if p.count(pub...) > seen[i] {
+					victim = i
+					break
+				}
+			}
+		}
+		if victim < 0 {
+			e.t.Errorf("neither replica published within 90s:\n%s\n%s", tail(a.log(), 10), tail(b.log(), 10))
+			victim = 0
+		}
+		time.Sleep(300 * time.Millisecond)
+		reps[victim].signal(syscall.SIGKILL)
+		runID := lastRunID(reps[victim], pub...)
+		survivor := reps[1-victim]
+		time.Sleep(time.Until(start.Add(2 * time.Minute)))
+		survivor.signal(syscall.SIGTERM)
+		code, ok := survivor.wait(40 * time.Second)
+		if !ok {
+			e.t.Error("surviving replica did not stop within its stop timeout")
+		}
+		names := []string{"replica with the true clock", "replica with its clock " + skew}
+		fmt.Printf("      killed the %s mid-publish of run %s\n", names[victim], runID)
+		if runID == "" || survivor.count(`"msg":"resuming unfinished run"`, `"run":"`+runID+`"`) == 0 {
+			e.t.Errorf("the %s never took over run %q of the killed replica:\n%s", names[1-victim], runID, tail(survivor.log(), 20))
+		}
+		for i, p := range reps {
+			for _, taken := range []string{"run taken over by another replica", "data project lease taken over"} {
+				if n := p.count(taken); n > 0 {
+					e.t.Errorf("the %s had a live run taken over %d times (%q)", names[i], n, taken)
+				}
+			}
+		}
+		slots := map[string]int{}
+		for _, r := range e.status() {
+			if r.Trigger == "schedule" && r.State != "skipped" {
+				if slots[r.ScheduledAt]++; slots[r.ScheduledAt] == 2 {
+					e.t.Errorf("schedule slot %s ran more than once", r.ScheduledAt)
+				}
+			}
+		}
+		return code
+	}
+}
+
+// lastRunID returns the run of p's last log line that holds every one of
+// parts.
+func lastRunID(p *proc, parts ...string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := len(p.lines) - 1; i >= 0; i-- {
+		if containsAll(p.lines[i], parts) {
+			if m := runIDRE.FindStringSubmatch(p.lines[i]); m != nil {
+				return m[1]
+			}
+		}
+	}
+	return ""
+}
+
+var runIDRE = regexp.MustCompile(`"run":"([^"]+)"`)

@@ -47,7 +47,8 @@ func setup(m *testing.M) (int, error) {
 	}
 	defer os.RemoveAll(dir)
 	binDir = filepath.Join(dir, "bin")
-	build := exec.Command("go", "build", "-o", binDir+"/", "../cmd/dmfexport", "../cmd/dmfsim")
+	// -tags faults: a replica's clock can be skewed (DMFEXPORT_FAULTS_CLOCK_SKEW).
+	build := exec.Command("go", "build", "-tags", "faults", "-o", binDir+"/", "../cmd/dmfexport", "../cmd/dmfsim")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		return 0, fmt.Errorf("build the binaries: %w", err)
@@ -285,17 +286,29 @@ type proc struct {
 	added chan struct{}
 }
 
+// startProc starts bin: one of the built binaries by name (its stderr
+// kept), or a tool by absolute path (its stdout and stderr kept).
 func startProc(t *testing.T, env []string, dir, bin string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, bin), args...)
+	path := bin
+	if !filepath.IsAbs(bin) {
+		path = filepath.Join(binDir, bin)
+	}
+	cmd := exec.Command(path, args...)
 	cmd.Env = env
 	cmd.Dir = dir
-	stderr, err := cmd.StderrPipe()
+	stderr, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout = io.Discard
-	if err := cmd.Start(); err != nil {
+	cmd.Stderr, cmd.Stdout = w, io.Discard
+	if filepath.IsAbs(bin) {
+		cmd.Stdout = w
+	}
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		stderr.Close()
 		t.Fatal(err)
 	}
 	p := &proc{cmd: cmd, done: make(chan struct{}), added: make(chan struct{}, 1)}
@@ -311,6 +324,7 @@ func startProc(t *testing.T, env []string, dir, bin string, args ...string) *pro
 			default:
 			}
 		}
+		stderr.Close()
 		err := cmd.Wait()
 		p.code = 0
 		if ee, ok := err.(*exec.ExitError); ok {
@@ -497,10 +511,12 @@ func drain(t *testing.T, queue string) *delivery {
 
 // runStatus is what dmfexport status --json says of a run.
 type runStatus struct {
-	RunID   string `json:"run_id"`
-	State   string `json:"state"`
-	Error   string `json:"error"`
-	Waiting string `json:"waiting"`
+	RunID       string `json:"run_id"`
+	Trigger     string `json:"trigger"`
+	ScheduledAt string `json:"scheduled_at"`
+	State       string `json:"state"`
+	Error       string `json:"error"`
+	Waiting     string `json:"waiting"`
 }
 
 func (r runStatus) final() bool {
@@ -509,6 +525,111 @@ func (r runStatus) final() bool {
 		return true
 	}
 	return false
+}
+
+// azuriteVersion is the Azurite .ci/test.sh installs into .tools/.
+const azuriteVersion = "3.37.0"
+
+var (
+	azuriteOnce sync.Once
+	azuriteBin  string
+	azuriteErr  error
+)
+
+// findAzurite returns the azurite-blob of .tools/, installing it there as
+// .ci/test.sh does when it is missing and npm is at hand.
+func findAzurite() (string, error) {
+	azuriteOnce.Do(func() {
+		tools, err := filepath.Abs("../.tools")
+		if err != nil {
+			azuriteErr = err
+			return
+		}
+		azuriteBin = filepath.Join(tools, "node_modules", ".bin", "azurite-blob")
+		if _, err := os.Stat(azuriteBin); err == nil {
+			return
+		}
+		if _, err := exec.LookPath("npm"); err != nil {
+			azuriteErr = fmt.Errorf("no %s and no npm to install azurite@%s there (run .ci/test.sh once, or install Node.js)", azuriteBin, azuriteVersion)
+			return
+		}
+		fmt.Printf("faults: installing azurite@%s into .tools/\n", azuriteVersion)
+		if err := os.MkdirAll(tools, 0o755); err != nil {
+			azuriteErr = err
+			return
+		}
+		out, err := exec.Command("npm", "install", "--prefix", tools, "--no-audit", "--no-fund", "--loglevel=error", "azurite@"+azuriteVersion).CombinedOutput()
+		if err != nil {
+			azuriteErr = fmt.Errorf("npm install azurite@%s: %w: %s", azuriteVersion, err, out)
+		}
+	})
+	return azuriteBin, azuriteErr
+}
+
+// azurite is a private Azure Blob Storage emulator on its own port whose
+// data lives in a folder (--location), so a stop and restart keep it, as
+// an outage of the real service keeps what it acknowledged.
+type azurite struct {
+	t        *testing.T
+	bin, dir string
+	port     int
+	p        *proc
+}
+
+// startAzurite starts a private Azurite, or skips the case when none can
+// be had.
+func startAzurite(t *testing.T, dir string) *azurite {
+	t.Helper()
+	bin, err := findAzurite()
+	if err != nil {
+		t.Skipf("needs Azurite: %v", err)
+	}
+	a := &azurite{t: t, bin: bin, dir: filepath.Join(dir, "azurite"), port: freePort()}
+	if err := os.MkdirAll(a.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a.start()
+	if t.Failed() {
+		t.FailNow()
+	}
+	return a
+}
+
+// endpoint is the blob endpoint of the emulator's development account.
+func (a *azurite) endpoint() string {
+	return fmt.Sprintf("http://127.0.0.1:%d/devstoreaccount1", a.port)
+}
+
+// connString is a shared-key connection string for it (a well-known,
+// public development key).
+func (a *azurite) connString() string {
+	return "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=" + azuriteKey + ";BlobEndpoint=" + a.endpoint() + ";"
+}
+
+const azuriteKey = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+// start starts the emulator on its port and waits until it listens (the
+// case fails if it does not).
+func (a *azurite) start() {
+	a.t.Helper()
+	// --skipApiVersionCheck: azblob sends a newer x-ms-version than Azurite knows.
+	a.p = startProc(a.t, os.Environ(), a.dir, a.bin, "--location", a.dir, "--blobHost", "127.0.0.1",
+		"--blobPort", strconv.Itoa(a.port), "--skipApiVersionCheck", "--disableTelemetry", "--silent")
+	if !a.p.waitLine(60*time.Second, "successfully listens on") {
+		a.t.Errorf("Azurite did not start on port %d:\n%s", a.port, tail(a.p.log(), 20))
+	}
+}
+
+// stop ends the emulator as a service stop does (SIGTERM: it saves its
+// data and closes its port).
+func (a *azurite) stop() {
+	a.p.signal(syscall.SIGCONT)
+	a.p.signal(syscall.SIGTERM)
+	if _, ok := a.p.wait(30 * time.Second); !ok {
+		a.t.Errorf("Azurite did not stop within 30s")
+		a.p.signal(syscall.SIGKILL)
+		a.p.wait(10 * time.Second)
+	}
 }
 
 // ctxTimeout is a context for a case's own waits.

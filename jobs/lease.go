@@ -109,8 +109,10 @@ func newestLease(ctx context.Context, st store.Store, prefix string) (int, store
 	return gen, newest, nil
 }
 
-// localNow is this replica's own clock; tests skew it. Lease ages use it
-// only where the store's clock cannot be read (see storeNow).
+// localNow is this replica's own clock: schedule slots, claims, leases and
+// run IDs read it, so tests (and the fault suite's builds, see
+// clockskew_faults.go) can skew it. Lease ages use it only where the
+// store's clock cannot be read (see storeNow).
 var localNow = time.Now
 
 // clockKey is the object whose modification time tells the store's clock.
@@ -175,7 +177,7 @@ func acquireLease(ctx context.Context, st store.Store, prefix string, gen int, t
 
 // acquireHeldLease is acquireLease for a lease whose body names its holder.
 func acquireHeldLease(ctx context.Context, st store.Store, prefix string, gen int, ttl time.Duration, holder string) (*runLease, error) {
-	body, _ := json.Marshal(leaseBody{Replica: replicaID, At: time.Now().UTC(), Holder: holder})
+	body, _ := json.Marshal(leaseBody{Replica: replicaID, At: localNow().UTC(), Holder: holder})
 	if _, err := st.Create(ctx, genKey(prefix, gen), bytes.NewReader(body), nil); err != nil {
 		if errors.Is(err, store.ErrExist) {
 			return nil, ErrLeaseHeld
@@ -209,7 +211,7 @@ func (l *runLease) keep(lost func()) {
 				cancel()
 				return
 			}
-			body, _ := json.Marshal(leaseBody{Replica: replicaID, At: time.Now().UTC(), Holder: l.holder})
+			body, _ := json.Marshal(leaseBody{Replica: replicaID, At: localNow().UTC(), Holder: l.holder})
 			_, _ = l.st.Put(ctx, genKey(l.prefix, l.gen), bytes.NewReader(body), nil)
 			cancel()
 		}
@@ -282,7 +284,7 @@ func (l *runLease) release(ctx context.Context) {
 // false when another replica claimed the slot first.
 func claimSlot(ctx context.Context, st store.Store, exp *Export, slot time.Time) (bool, error) {
 	key := path.Join(exp.Store.Prefix, "_claims", store.EscapeName(exp.Name), slot.UTC().Format("20060102T150405Z"))
-	body, _ := json.Marshal(leaseBody{Replica: replicaID, At: time.Now().UTC()})
+	body, _ := json.Marshal(leaseBody{Replica: replicaID, At: localNow().UTC()})
 	if _, err := st.Create(ctx, key, bytes.NewReader(body), nil); err != nil {
 		if errors.Is(err, store.ErrExist) {
 			return false, nil

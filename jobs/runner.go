@@ -193,7 +193,7 @@ func (r *Runner) Run(ctx context.Context, exp *Export, opts RunOptions) (*RunRec
 	} else if held != "" {
 		return nil, fmt.Errorf("export %s: %w (%s); wait for it to finish", exp.Name, ErrAlreadyRunning, held)
 	}
-	now := time.Now().UTC()
+	now := localNow().UTC()
 	rec := &RunRecord{
 		Job:             exp.Name,
 		RunID:           newRunID(now),
@@ -480,7 +480,7 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 			run.log.Warn("could not clear the run's active marker; it is cleared at the next scan", "err", err)
 		}
 		if r.claimsDue(exp.Name) {
-			if err := pruneClaims(saveCtx, st, exp, time.Now()); err != nil {
+			if err := pruneClaims(saveCtx, st, exp, localNow()); err != nil {
 				run.log.Warn("retention: old schedule claims not deleted", "err", err)
 			}
 		}

@@ -149,7 +149,7 @@ func (s *Scheduler) Apply(cfg *Config) (Changes, error) {
 // fire is the gocron task of one export.
 func (s *Scheduler) fire(exp *Export) {
 	ctx := s.runCtx
-	scheduled := time.Now().UTC()
+	scheduled := localNow().UTC()
 	if exp.Jitter > 0 {
 		d := rand.N(exp.Jitter)
 		s.log.Debug("jitter before run", "export", exp.Name, "delay", d)
