@@ -171,7 +171,9 @@ func cases() []faultCase {
 			inject: cutShort(2*time.Millisecond, 5)},
 		faultCase{name: "broker cut longer than reconnect_timeout", ci: true, declare: true, broker: "reconnect_timeout: 3s", firstExit: 1,
 			inject: func(e *env, p *proc) {
-				e.proxy.setDelay(time.Millisecond)
+				// Slow enough that publishing is still going when the
+				// cut comes (at most 400 ms after it starts).
+				e.proxy.setDelay(5 * time.Millisecond)
 				if atStage(e, p, "publishing") {
 					e.proxy.setDown(true)
 				}
@@ -184,7 +186,9 @@ func cases() []faultCase {
 			}},
 		faultCase{name: "broker cut longer, service retries", declare: true, broker: "reconnect_timeout: 2s", firstExit: 1,
 			inject: func(e *env, p *proc) {
-				e.proxy.setDelay(time.Millisecond)
+				// Slow enough that publishing is still going when the
+				// cut comes (at most 400 ms after it starts).
+				e.proxy.setDelay(5 * time.Millisecond)
 				if atStage(e, p, "publishing") {
 					e.proxy.setDown(true)
 				}
