@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/dmfexport/dmfexport/internal/testenv"
 
 	"context"
@@ -79,5 +80,28 @@ func TestRunAzureBlobStore(t *testing.T) {
 	rows, _ := ndjsonRows(t, filepath.Join(dir, "batches", publish.FileName("replay")))
 	if rows["Customers V3"] != 1234 || rows["Odd: name/with slash"] != 7 {
 		t.Errorf("replayed rows %v, want 1234 and 7", rows)
+	}
+}
+
+// TestRecordsReadOnlyOnAzureBlob: reading run records (dmfexport status)
+// of an export whose container does not exist yet shows no runs and does
+// not create the container.
+func TestRecordsReadOnlyOnAzureBlob(t *testing.T) {
+	ctx := context.Background()
+	exp := &Export{Name: "fresh", Store: azuriteStore(t)}
+	recs, err := Records(ctx, exp, 10)
+	if err != nil || len(recs) != 0 {
+		t.Fatalf("Records of a store never written: want none, got %v, %v", recs, err)
+	}
+	if owned, err := RunOwned(ctx, exp, "20261129T000000Z-00000000", time.Minute); err != nil || owned {
+		t.Fatalf("RunOwned in a store never written: want false, got %v, %v", owned, err)
+	}
+	cc, err := container.NewClientFromConnectionString(testenv.AzuriteConnString(t), exp.Store.Container, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cc.GetProperties(ctx, nil); err == nil {
+		t.Errorf("container %s exists after reading records: status must not create it", exp.Store.Container)
+		cc.Delete(ctx, nil)
 	}
 }

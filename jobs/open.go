@@ -129,6 +129,16 @@ func (r *Runner) Close() error {
 // stores it opens (Runner.store); the functions that run without a Runner
 // (Records, RunOwned, FindRun) open one per call.
 func openStore(ctx context.Context, c StoreConfig, hc *http.Client) (store.Store, error) {
+	return openStoreFor(ctx, c, hc, false)
+}
+
+// openStoreReading opens a store for reading only (status, finding a run):
+// an Azure Blob container is not created when missing.
+func openStoreReading(ctx context.Context, c StoreConfig) (store.Store, error) {
+	return openStoreFor(ctx, c, nil, true)
+}
+
+func openStoreFor(ctx context.Context, c StoreConfig, hc *http.Client, readOnly bool) (store.Store, error) {
 	switch c.Type {
 	case "dir":
 		s, err := store.NewDirStore(c.Path)
@@ -139,7 +149,7 @@ func openStore(ctx context.Context, c StoreConfig, hc *http.Client) (store.Store
 	case "azblob":
 		o := store.BlobOptions{AccountURL: c.AccountURL, Container: c.Container,
 			ConnectionString: c.ConnectionString.Reveal(), SASURL: c.SASURL.Reveal(),
-			BlockSize: c.BlockSize, Concurrency: c.Concurrency, HTTPClient: hc}
+			BlockSize: c.BlockSize, Concurrency: c.Concurrency, HTTPClient: hc, ReadOnly: readOnly}
 		if c.AccountURL != "" {
 			var co *azcore.ClientOptions
 			if hc != nil {

@@ -12,7 +12,7 @@ import (
 // and waits for the next start to resume it. For a store that keeps no
 // leases it reports true: nothing shows the run is not going.
 func RunOwned(ctx context.Context, exp *Export, runID string, ttl time.Duration) (bool, error) {
-	st, err := openStore(ctx, exp.Store, nil)
+	st, err := openStoreReading(ctx, exp.Store)
 	if err != nil {
 		return false, fmt.Errorf("export %s: %w", exp.Name, err)
 	}

@@ -230,7 +230,7 @@ func putRecord(ctx context.Context, st store.Store, storePrefix string, rec *Run
 // Records returns the newest limit run records of one export (all when
 // limit <= 0), newest first.
 func Records(ctx context.Context, exp *Export, limit int) ([]*RunRecord, error) {
-	st, err := openStore(ctx, exp.Store, nil)
+	st, err := openStoreReading(ctx, exp.Store)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}

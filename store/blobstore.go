@@ -58,6 +58,10 @@ type BlobOptions struct {
 	Concurrency int
 	// HTTPClient, when set, sends every request (proxies, custom TLS).
 	HTTPClient *http.Client
+	// ReadOnly opens the store for reading only (dmfexport status): the
+	// container is not created when missing, and a missing container
+	// lists as empty.
+	ReadOnly bool
 }
 
 // BlobStore is a Store in one Azure Blob Storage container: key "a/b/c" is
@@ -184,6 +188,9 @@ func newBlobStore(ctx context.Context, opts BlobOptions) (*BlobStore, error) {
 		}
 	}
 	s.where = fmt.Sprintf("container %q in account %s", name, accountOf(s.cc.URL()))
+	if opts.ReadOnly {
+		return s, nil
+	}
 	if err := s.ensureContainer(ctx); err != nil {
 		return nil, err
 	}
@@ -431,6 +438,9 @@ func (s *BlobStore) List(ctx context.Context, prefix string) ([]Object, error) {
 	out := []Object{}
 	for pager.More() {
 		page, err := pager.NextPage(ctx)
+		if bloberror.HasCode(err, bloberror.ContainerNotFound) {
+			return out, nil // nothing was ever stored (a read-only open)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("list %q in %s: %w", prefix, s.where, azError(err))
 		}

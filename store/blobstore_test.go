@@ -1,6 +1,7 @@
 package store
 
 import (
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/dmfexport/dmfexport/internal/testenv"
 
 	"context"
@@ -196,4 +197,28 @@ func FuzzMetaValue(f *testing.F) {
 			t.Fatalf("decodeMetaValue(encodeMetaValue(%q)) = %q", s, back)
 		}
 	})
+}
+
+// TestBlobStoreReadOnly: a store opened for reading (dmfexport status) never
+// creates its container, and a container that does not exist lists as empty.
+func TestBlobStoreReadOnly(t *testing.T) {
+	ctx := context.Background()
+	cs := testenv.AzuriteConnString(t)
+	name := randomContainer()
+	s, err := NewBlobStore(ctx, BlobOptions{ConnectionString: cs, Container: name, ReadOnly: true})
+	if err != nil {
+		t.Fatalf("open read-only: %v", err)
+	}
+	objs, err := s.List(ctx, "x/")
+	if err != nil || len(objs) != 0 {
+		t.Fatalf("List of a missing container: want nothing and no error, got %v, %v", objs, err)
+	}
+	cc, err := container.NewClientFromConnectionString(cs, name, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cc.GetProperties(ctx, nil); !bloberror.HasCode(err, bloberror.ContainerNotFound) {
+		t.Errorf("container after a read-only open: want ContainerNotFound, got %v", err)
+		cc.Delete(ctx, nil)
+	}
 }
