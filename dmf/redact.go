@@ -3,10 +3,11 @@ package dmf
 import (
 	"errors"
 	"fmt"
-	"github.com/dmfexport/dmfexport/internal/loopback"
-	"github.com/dmfexport/dmfexport/internal/redact"
 	"net/url"
 	"strings"
+
+	"github.com/dmfexport/dmfexport/internal/loopback"
+	"github.com/dmfexport/dmfexport/internal/redact"
 )
 
 // RedactURL returns raw safe for logs and errors (the package URL F&O
