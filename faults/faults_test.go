@@ -219,12 +219,14 @@ func cases() []faultCase {
 				if e.sim.exports() != 0 {
 					e.t.Errorf("F&O exported %d times for a run whose broker was down", e.sim.exports())
 				}
+				e.wantWaiting("broker")
 				brokerBack(e)
 			}},
 		faultCase{name: "unroutable batches", declare: false, firstExit: 1,
 			inject: func(e *env, p *proc) {},
 			after: func(e *env) {
-				// The operator binds the queue; the next run publishes.
+				// The operator binds the queue; the waiting run publishes.
+				e.wantWaiting("queue")
 				e.bind("fo.faults")
 			}},
 		faultCase{name: "reject-publish queue (max-length 300)", private: true, declare: false, broker: "nack_retries: 20", firstExit: -2,
@@ -275,13 +277,14 @@ func cases() []faultCase {
 			sim: []string{"--fault", "action=*,every=4,reset"}},
 		faultCase{name: "F&O slow answers", declare: true, firstExit: 0,
 			sim: []string{"--fault", "action=*,every=2,delay=2s"}},
-		faultCase{name: "F&O execution stuck", declare: true, firstExit: 1, poll: "deadline: 6s",
-			sim: []string{"--stuck"}},
+		faultCase{name: "F&O execution past poll.deadline", declare: true, firstExit: 1, poll: "deadline: 5s",
+			sim:   []string{"--execution-time", "8s"},
+			after: func(e *env) { e.wantWaiting("execution") }}, // F&O ends it meanwhile
 		faultCase{name: "expired package URL", declare: true, firstExit: 0,
 			sim: []string{"--expired-urls", "1"}},
 		faultCase{name: "truncated downloads", declare: true, firstExit: 0,
 			sim: []string{"--truncate-after", "30000", "--download-faults-first", "2"}},
-		faultCase{name: "short Content-Length", declare: true, firstExit: -2,
+		faultCase{name: "short Content-Length", declare: true, firstExit: 0,
 			sim: []string{"--content-length-delta", "-200", "--download-faults-first", "1"}},
 		faultCase{name: "slow download stalls", declare: true, firstExit: 0,
 			sim: []string{"--download-rate", "200000"}},
@@ -621,13 +624,21 @@ func (e *env) checkReasons(runs []runStatus) {
 		}
 		ok := false
 		for _, line := range strings.Split(table, "\n") {
-			if strings.Contains(line, r.RunID) && (strings.Contains(line, "interrupted") || strings.Contains(line, "waiting for broker") || r.Error != "" && strings.Contains(line, "running")) {
+			if strings.Contains(line, r.RunID) && (strings.Contains(line, "interrupted") || strings.Contains(line, "waiting for") || r.Error != "" && strings.Contains(line, "running")) {
 				ok = true
 			}
 		}
 		if !ok {
 			e.t.Errorf("run %s is left %s without a reason in status:\n%s", r.RunID, r.State, table)
 		}
+	}
+}
+
+// wantWaiting fails the case unless status shows the first run unfinished
+// and waiting for what.
+func (e *env) wantWaiting(what string) {
+	if st := e.status(); len(st) == 0 || st[0].final() || st[0].Waiting != what {
+		e.t.Errorf("status after the first start: want the run waiting for %s, got %+v", what, st)
 	}
 }
 
@@ -701,6 +712,11 @@ func (e *env) report(firstExit int, firstStatus []runStatus, nextExit int) {
 	}
 	if succeeded == 0 {
 		e.t.Errorf("no run succeeded: %v", states)
+	}
+	for _, r := range firstStatus {
+		if r.State == "failed" {
+			e.t.Errorf("run %s ended failed after the first start: every run must succeed or be left resumable (%s)", r.RunID, r.Error)
+		}
 	}
 	for _, r := range final {
 		if r.State != "succeeded" {

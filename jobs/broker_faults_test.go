@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,17 +29,20 @@ func closedPort(t *testing.T) string {
 }
 
 // TestBrokerCheckedBeforeExport points a run at a broker that is down, or
-// at an exchange that does not exist: the run must fail before asking F&O
-// for an export, and say that nothing was exported.
+// at an exchange that does not exist: F&O must not be asked for an export.
+// A broker that is down leaves the run waiting, unexported, and taken up
+// once the broker is back it exports once; a missing exchange (a
+// configuration error) fails the run saying nothing was exported.
 func TestBrokerCheckedBeforeExport(t *testing.T) {
 	tests := []struct {
 		name     string
 		url      string
 		exchange string
 		want     string
+		waiting  bool
 	}{
-		{"broker down", "amqp://guest:guest@" + closedPort(t) + "/", "", "connect to broker"},
-		{"exchange missing", testenv.AMQPURL(), fmt.Sprintf("dmfexport-test-missing-%d", time.Now().UnixNano()), "does not exist"},
+		{"broker down", "amqp://guest:guest@" + closedPort(t) + "/", "", "connect to broker", true},
+		{"exchange missing", testenv.AMQPURL(), fmt.Sprintf("dmfexport-test-missing-%d", time.Now().UnixNano()), "does not exist", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -47,15 +51,31 @@ func TestBrokerCheckedBeforeExport(t *testing.T) {
 			exp := fileExport(sim, t.TempDir())
 			exp.Broker = BrokerConfig{Type: "amqp", URL: Secret(tt.url), ReconnectTimeout: -1}
 			exp.Exchange = tt.exchange
-			rec, err := (&Runner{}).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+			r := &Runner{}
+			rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"})
 			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "nothing was exported") {
 				t.Fatalf("Run with %s: want an error with %q saying nothing was exported, got %v", tt.name, tt.want, err)
 			}
 			if n := sim.Exports(); n != 0 {
 				t.Errorf("Run with %s: want no ExportToPackage call, got %d", tt.name, n)
 			}
-			if rec == nil || rec.State != StateFailed {
-				t.Errorf("Run with %s: want a failed record, got %+v", tt.name, rec)
+			if !tt.waiting {
+				if rec == nil || rec.State != StateFailed || errors.Is(err, ErrWaiting) {
+					t.Errorf("Run with %s: want a failed record, got %+v (%v)", tt.name, rec, err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrWaitingForBroker) || rec == nil || rec.State.Final() || rec.Waiting != WaitingForBroker || rec.ExecutionID != "" {
+				t.Fatalf("Run with %s: want the run unfinished, waiting for broker, unexported; got %+v (%v)", tt.name, rec, err)
+			}
+			// The broker is back: the waiting run exports, once.
+			exp.Broker = BrokerConfig{Type: "file", Path: filepath.Join(t.TempDir(), "batches")}
+			done, err := r.Resume(context.Background(), exp, rec)
+			if err != nil || done.State != StateSucceeded || done.Entities[0].Rows != 10 {
+				t.Fatalf("Resume with the broker back: want succeeded with 10 rows, got %v %+v", err, done)
+			}
+			if n := sim.Exports(); n != 1 {
+				t.Errorf("Resume with the broker back: want 1 ExportToPackage call, got %d", n)
 			}
 		})
 	}
@@ -124,25 +144,25 @@ func TestBrokerLostAtPublishLeavesRunWaiting(t *testing.T) {
 }
 
 // TestBrokerRetryBackoff checks the waits between attempts at a run
-// waiting for the broker: doubling from brokerRetryMin up to
-// brokerRetryMax, forgotten once the run gets on.
+// waiting for the broker: doubling from waitRetryMin up to
+// waitRetryMax, forgotten once the run gets on.
 func TestBrokerRetryBackoff(t *testing.T) {
 	r := &Runner{}
 	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
-	if !r.brokerRetryDue("j", "r", now) {
+	if !r.retryDue("j", "r", now) {
 		t.Fatal("a run not tried yet must be due")
 	}
 	want := []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 160 * time.Second, 5 * time.Minute, 5 * time.Minute}
 	for i, w := range want {
-		if got := r.noteBrokerWait("j", "r", true, now); got != w {
+		if got := r.noteWait("j", "r", true, now); got != w {
 			t.Errorf("attempt %d: want a wait of %s, got %s", i+1, w, got)
 		}
-		if r.brokerRetryDue("j", "r", now.Add(w-time.Millisecond)) || !r.brokerRetryDue("j", "r", now.Add(w)) {
+		if r.retryDue("j", "r", now.Add(w-time.Millisecond)) || !r.retryDue("j", "r", now.Add(w)) {
 			t.Errorf("attempt %d: want the run due after %s, not before", i+1, w)
 		}
 	}
-	r.noteBrokerWait("j", "r", false, now)
-	if !r.brokerRetryDue("j", "r", now) {
+	r.noteWait("j", "r", false, now)
+	if !r.retryDue("j", "r", now) {
 		t.Error("a run that got on must be due at once next time")
 	}
 }

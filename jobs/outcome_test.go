@@ -43,6 +43,9 @@ func TestRunOutcomes(t *testing.T) {
 			`dmfexport_runs_total{export="files",state="succeeded"} 1`,
 		}},
 		{"package not yet downloadable, asked again", dmftest.Options{PackageDelay: 1200 * time.Millisecond}, "fail", StateSucceeded, 2, nil, "", 1, nil},
+		{"package cut short once, downloaded again", dmftest.Options{Faults: dmftest.Faults{ContentLengthDelta: -200, DownloadFaultsFirst: 1}}, "fail", StateSucceeded, 2, nil, "", 2, nil},
+		{"package cut short every time fails after three downloads", dmftest.Options{Faults: dmftest.Faults{ContentLengthDelta: -200}}, "fail", StateFailed, 0,
+			[]string{"download package of execution", "not a valid zip package (truncated download"}, "", 1 + maxBadPackages, nil},
 		{"corrupt package fails clearly", dmftest.Options{Faults: dmftest.Faults{CorruptZip: true}}, "fail", StateFailed, 0, []string{"unpack package"}, "", 1, nil},
 	}
 	for _, tt := range tests {

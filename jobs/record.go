@@ -76,8 +76,8 @@ type RunRecord struct {
 	PackageSHA256   string `json:"package_sha256,omitempty"`
 	Unpacked        bool   `json:"unpacked"`          // true only once every entity object is written
 	Resumes         int    `json:"resumes,omitempty"` // times the run was taken up again after an interruption
-	// Waiting names what an unfinished run stopped to wait for ("broker":
-	// the broker was unreachable past broker.reconnect_timeout); the run
+	// Waiting names what an unfinished run stopped to wait for
+	// (WaitingForBroker, WaitingForQueue, WaitingForExecution); the run
 	// service takes it up again with backoff. Empty while it runs.
 	Waiting string `json:"waiting,omitempty"`
 

@@ -38,27 +38,6 @@ import (
 // this process: two runs of one export never overlap.
 var ErrAlreadyRunning = errors.New("a run of this export is already in progress")
 
-// ErrWaitingForBroker is returned by a run that stopped because the broker
-// stayed unreachable (past broker.reconnect_timeout) after its export had
-// started in F&O: the run is left unfinished, with what the broker
-// confirmed, and resumes from there (dmfexport run retries it with backoff).
-var ErrWaitingForBroker = errors.New("waiting for broker")
-
-// WaitingForBroker is the record's Waiting value of a run that stopped
-// because the broker was unreachable.
-const WaitingForBroker = "broker"
-
-// waitingAdvice ends the error of a run waiting for the broker: what
-// happens next, and only what does.
-const waitingAdvice = "the run stays unfinished and resumes from here once the broker is reachable (dmfexport run retries it with backoff; dmfexport trigger takes it up)"
-
-// waitingError marks a run's error as ErrWaitingForBroker.
-type waitingError struct{ err error }
-
-func (e *waitingError) Error() string        { return "waiting for broker: " + e.err.Error() }
-func (e *waitingError) Unwrap() error        { return e.err }
-func (e *waitingError) Is(target error) bool { return target == ErrWaitingForBroker }
-
 // Event is a progress report from a run, for live output.
 type Event struct {
 	Job    string
@@ -112,57 +91,10 @@ type Runner struct {
 	envs map[string]*environment
 	// claimsPruned is when each job's old schedule claims were last pruned.
 	claimsPruned map[string]time.Time
-	// brokerWaits holds, per run waiting for the broker (by job and run
-	// ID), how often ResumeAll took it up in vain and when it may again.
-	brokerWaits map[string]brokerWait
-}
-
-// brokerWait is the backoff of one run waiting for the broker.
-type brokerWait struct {
-	attempts int
-	next     time.Time
-}
-
-// Backoff of ResumeAll for runs waiting for the broker: the first retry
-// comes after brokerRetryMin, each next one after twice the wait before,
-// at most brokerRetryMax.
-const (
-	brokerRetryMin = 10 * time.Second
-	brokerRetryMax = 5 * time.Minute
-)
-
-// brokerRetryDue reports whether a run waiting for the broker may be taken
-// up now. A run this process has not tried yet always may.
-func (r *Runner) brokerRetryDue(job, runID string, now time.Time) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	w, ok := r.brokerWaits[job+"/"+runID]
-	return !ok || !now.Before(w.next)
-}
-
-// noteBrokerWait records the outcome of taking up a run: still waiting
-// for the broker pushes its next retry back; anything else forgets it.
-func (r *Runner) noteBrokerWait(job, runID string, waiting bool, now time.Time) time.Duration {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	key := job + "/" + runID
-	if !waiting {
-		delete(r.brokerWaits, key)
-		return 0
-	}
-	if r.brokerWaits == nil {
-		r.brokerWaits = map[string]brokerWait{}
-	}
-	w := r.brokerWaits[key]
-	d := brokerRetryMin
-	for i := 0; i < w.attempts && d < brokerRetryMax; i++ {
-		d *= 2
-	}
-	d = min(d, brokerRetryMax)
-	w.attempts++
-	w.next = now.Add(d)
-	r.brokerWaits[key] = w
-	return d
+	// waits holds, per run waiting for something outside dmfexport (by
+	// job and run ID), how often ResumeAll took it up in vain and when it
+	// may again.
+	waits map[string]runWait
 }
 
 // DefaultPollDeadline is how long a run waits for F&O to finish an export
@@ -357,27 +289,33 @@ func (r *Runner) ResumeAll(ctx context.Context, exps []*Export) {
 			if ctx.Err() != nil {
 				return
 			}
-			if rec.Waiting == WaitingForBroker && !r.brokerRetryDue(exp.Name, rec.RunID, time.Now()) {
+			if rec.Waiting != "" && !r.retryDue(exp.Name, rec.RunID, time.Now()) {
 				continue // backing off
 			}
-			_, err := r.Resume(ctx, exp, rec)
-			if errors.Is(err, ErrLeaseHeld) || errors.Is(err, ErrAlreadyRunning) || errors.Is(err, ErrGroupBusy) {
-				r.logger().Debug("unfinished run owned by a live process", "export", exp.Name, "run", rec.RunID, "err", err)
-				continue
-			}
-			if errors.Is(err, ErrWaitingForBroker) {
-				wait := r.noteBrokerWait(exp.Name, rec.RunID, true, time.Now())
-				r.logger().Warn("run still waiting for broker; retrying later", "export", exp.Name, "run", rec.RunID, "retry_in", wait, "err", err)
-				continue
-			}
-			r.noteBrokerWait(exp.Name, rec.RunID, false, time.Now())
-			if err != nil && ctx.Err() != nil {
-				// Stopped: the run logged that it will resume.
-				r.logger().Debug("resumed run interrupted", "export", exp.Name, "run", rec.RunID, "err", err)
-			} else if err != nil {
-				r.logger().Error("resumed run failed", "export", exp.Name, "run", rec.RunID, "err", err)
-			}
+			r.resumeWaiting(ctx, exp, rec)
 		}
+	}
+}
+
+// resumeWaiting resumes rec, an unfinished run, and notes the outcome: a
+// run still waiting is retried later with backoff. Errors are logged.
+func (r *Runner) resumeWaiting(ctx context.Context, exp *Export, rec *RunRecord) {
+	_, err := r.Resume(ctx, exp, rec)
+	if errors.Is(err, ErrLeaseHeld) || errors.Is(err, ErrAlreadyRunning) || errors.Is(err, ErrGroupBusy) {
+		r.logger().Debug("unfinished run owned by a live process", "export", exp.Name, "run", rec.RunID, "err", err)
+		return
+	}
+	if what := waitingOf(err); what != "" {
+		wait := r.noteWait(exp.Name, rec.RunID, true, time.Now())
+		r.logger().Warn("run still "+WaitingText(what)+"; retrying later", "export", exp.Name, "run", rec.RunID, "retry_in", wait, "err", err)
+		return
+	}
+	r.noteWait(exp.Name, rec.RunID, false, time.Now())
+	if err != nil && ctx.Err() != nil {
+		// Stopped: the run logged that it will resume.
+		r.logger().Debug("resumed run interrupted", "export", exp.Name, "run", rec.RunID, "err", err)
+	} else if err != nil {
+		r.logger().Error("resumed run failed", "export", exp.Name, "run", rec.RunID, "err", err)
 	}
 }
 
@@ -433,15 +371,19 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 		return rec, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, ErrLeaseLost)
 	}
 	interrupted := runErr != nil && ctx.Err() != nil
-	waiting := runErr != nil && !interrupted && errors.Is(runErr, ErrWaitingForBroker)
+	waiting := ""
+	if runErr != nil && !interrupted {
+		waiting = waitingOf(runErr)
+	}
 	switch {
 	case interrupted:
 		rec.Error = "interrupted (" + ctx.Err().Error() + "); the run resumes from here at the next start"
-	case waiting:
+	case waiting != "":
 		// Nothing is lost: the entities are stored (or the export is known
-		// to F&O) and the record counts only confirmed batches.
-		rec.Waiting = WaitingForBroker
-		runErr = fmt.Errorf("%w; %s", runErr, waitingAdvice)
+		// to F&O, or not started) and the record counts only confirmed
+		// batches.
+		rec.Waiting = waiting
+		runErr = fmt.Errorf("%w; %s", runErr, waitingAdvice(waiting))
 		rec.Error = runErr.Error()
 	case runErr != nil:
 		if rec.State == StatePublishing {
@@ -491,8 +433,8 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 		}
 	}
 	run.emit(Event{State: rec.State, Detail: rec.Error})
-	if waiting {
-		run.log.Warn("run waiting for broker; it resumes once the broker is reachable", "state", rec.State, "error", rec.Error)
+	if waiting != "" {
+		run.log.Warn("run left "+WaitingText(waiting)+"; it is taken up again with backoff", "state", rec.State, "error", rec.Error)
 		return rec, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, runErr)
 	}
 	if interrupted {
@@ -707,11 +649,11 @@ func (u *run) execute(ctx context.Context) error {
 }
 
 // checkBroker connects to the broker and checks (or declares) its exchange
-// and queues before F&O is asked to export anything, so an unreachable or
-// misconfigured broker fails a new run at once instead of after an export
-// whose package then has nowhere to go. A resumed run whose export F&O may
-// already have started waits for the broker instead. A sink supplied
-// through Runner.NewSink is checked when the run publishes.
+// and queues before F&O is asked to export anything, so no export is made
+// whose package then has nowhere to go: an unreachable broker leaves the
+// run waiting for it (unexported, or with its export known to F&O), a
+// misconfigured one fails a new run at once. A sink supplied through
+// Runner.NewSink is checked when the run publishes.
 func (u *run) checkBroker(ctx context.Context) error {
 	if u.r.NewSink != nil {
 		return nil
@@ -725,9 +667,14 @@ func (u *run) checkBroker(ctx context.Context) error {
 		return ctx.Err()
 	}
 	if u.resuming && u.rec.ExecutionID != "" {
-		return &waitingError{err: err}
+		return newWaiting(WaitingForBroker, err)
 	}
-	return fmt.Errorf("broker check before exporting: %w; nothing was exported in F&O; once the broker is reachable, the next scheduled run or dmfexport trigger exports", err)
+	if errors.Is(err, publish.ErrBrokerUnavailable) {
+		// Unreachable, not misconfigured: the run waits, unexported, and
+		// exports once the broker is back.
+		return newWaiting(WaitingForBroker, fmt.Errorf("broker check before exporting: %w; nothing was exported in F&O yet", err))
+	}
+	return fmt.Errorf("broker check before exporting: %w; nothing was exported in F&O; once fixed, the next scheduled run or dmfexport trigger exports", err)
 }
 
 // export starts the F&O export (or, resuming, finds the one started before)
@@ -807,7 +754,9 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 		u.rec.ExecutionStatus = string(status)
 		switch {
 		case errors.Is(err, dmf.ErrDeadline):
-			return fmt.Errorf("%w (raise poll.deadline if this export needs longer in F&O)", err)
+			// F&O may still end it: the run waits rather than fail, since
+			// a new export of the data project is refused while it runs.
+			return newWaiting(WaitingForExecution, fmt.Errorf("%w (raise poll.deadline if this export needs longer in F&O)", err))
 		case err != nil:
 			return err // it names the execution
 		}
@@ -843,6 +792,7 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 		var n int64
 		var sum string
 		freshAsked := false
+		badPackages := 0
 		var notFoundSince time.Time
 		wait := max(u.exp.Poll.PackageURLInterval, 500*time.Millisecond)
 		for {
@@ -856,9 +806,19 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 			}
 			n, sum, err = u.fetchPackage(ctx, pkgURL, tmp, dl)
 			if err == nil {
+				err = unpack.CheckPackage(tmp, n)
+			}
+			if err == nil {
 				break
 			}
 			switch {
+			case errors.Is(err, unpack.ErrNotZip) && badPackages < maxBadPackages:
+				// A body shorter than it should be (a wrong
+				// Content-Length, a proxy cutting it) reads as a zip
+				// without its central directory: download it again.
+				badPackages++
+				u.log.Warn("downloaded package is not a readable zip; downloading it again", "bytes", n, "attempt", badPackages+1, "err", err)
+				continue
 			case errors.Is(err, unpack.ErrURLExpired) && !freshAsked:
 				// The SAS may have lapsed (e.g. a resumed run): ask once for a fresh one.
 				freshAsked = true
@@ -895,6 +855,10 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 		return u.save(ctx)
 	})
 }
+
+// maxBadPackages is how many times a run downloads a package again that
+// did not read as a zip archive before it fails.
+const maxBadPackages = 2
 
 // restorePackage copies a package stored by an earlier attempt of this run
 // into tmp, if there is one and its checksum still matches.
@@ -1011,7 +975,7 @@ func (u *run) publishAll(ctx context.Context) error {
 		}
 		// The entities are stored: nothing needs exporting again, the
 		// run waits for the broker instead of failing.
-		return &waitingError{err: err}
+		return newWaiting(WaitingForBroker, err)
 	}
 	defer func() {
 		for _, s := range sinks {
@@ -1020,8 +984,8 @@ func (u *run) publishAll(ctx context.Context) error {
 	}()
 
 	next := make(chan int)
-	var mu sync.Mutex // guards failed, firstErr and brokerErr
-	var firstErr, brokerErr error
+	var mu sync.Mutex // guards failed, firstErr, brokerErr and routeErr
+	var firstErr, brokerErr, routeErr error
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
@@ -1040,6 +1004,21 @@ func (u *run) publishAll(ctx context.Context) error {
 					mu.Lock()
 					if brokerErr == nil {
 						brokerErr = err
+					}
+					mu.Unlock()
+					if serr := u.save(ctx); serr != nil {
+						u.log.Warn("checkpoint not saved", "err", serr)
+					}
+					continue
+				}
+				if errors.Is(err, publish.ErrUnroutable) {
+					// No queue is bound yet: the entity stays pending with
+					// the batches before the returned one, the other
+					// entities go on, and the run waits for a queue.
+					u.log.Warn("entity waits for a queue bound to the exchange", "entity", e.Entity, "exchange", u.exp.Exchange, "routing_key", u.exp.RoutingKey, "err", err)
+					mu.Lock()
+					if routeErr == nil {
+						routeErr = err
 					}
 					mu.Unlock()
 					if serr := u.save(ctx); serr != nil {
@@ -1093,7 +1072,10 @@ feed:
 		return firstErr
 	}
 	if brokerErr != nil {
-		return &waitingError{err: brokerErr}
+		return newWaiting(WaitingForBroker, brokerErr)
+	}
+	if routeErr != nil {
+		return newWaiting(WaitingForQueue, routeErr)
 	}
 	var names []string
 	for i := range u.rec.Entities {

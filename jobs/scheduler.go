@@ -177,6 +177,9 @@ func (s *Scheduler) fire(exp *Export) {
 		s.log.Info("schedule slot taken by another replica", "export", exp.Name, "slot", slot.Format(time.RFC3339))
 		return
 	}
+	if s.runner.takeUpWaiting(ctx, exp) {
+		return
+	}
 	rec, err := s.runner.Run(ctx, exp, RunOptions{Trigger: "schedule", ScheduledAt: slot})
 	switch {
 	case errors.Is(err, ErrAlreadyRunning):
@@ -188,6 +191,8 @@ func (s *Scheduler) fire(exp *Export) {
 		s.log.Info("scheduled run not started: stopping while it was queued", "export", exp.Name)
 	case errors.Is(err, ErrGroupBusy):
 		s.log.Warn("scheduled run skipped: its data project is being exported by another run", "export", exp.Name, "err", err)
+	case errors.Is(err, ErrWaiting):
+		s.log.Warn("scheduled run left waiting; it is taken up again with backoff", "export", exp.Name, "err", err)
 	case err != nil && ctx.Err() != nil:
 		// Stopped: the run logged that it will resume.
 		s.log.Debug("scheduled run interrupted by the stop", "export", exp.Name, "err", err)

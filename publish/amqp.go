@@ -49,6 +49,12 @@ const closeGrace = 500 * time.Millisecond
 // callers keep their work resumable rather than failing it.
 var ErrBrokerUnavailable = errors.New("broker unavailable")
 
+// ErrUnroutable is wrapped by the error of a sink whose broker returned a
+// mandatory message because no queue is bound to the exchange with its
+// routing key. The message is not stored anywhere: publishing it again once
+// a queue is bound loses nothing.
+var ErrUnroutable = errors.New("unroutable")
+
 // RepublishedHeader is the AMQP header set to true on a message sent again
 // after a lost connection or a nack; it carries the same message ID as the
 // first copy, which the broker may have stored too.
@@ -607,8 +613,8 @@ func (s *AMQPSink) settle(ctx context.Context, keep, keepBytes int) error {
 		id := head.m.MessageID
 		if r, returned := s.returned[id]; returned {
 			delete(s.returned, id)
-			s.fail(fmt.Errorf("message %s was returned by the broker: %d %s: no queue is bound to exchange %q with routing key %q",
-				id, r.ReplyCode, r.ReplyText, r.Exchange, r.RoutingKey))
+			s.fail(fmt.Errorf("message %s was returned by the broker: %d %s: no queue is bound to exchange %q with routing key %q (%w)",
+				id, r.ReplyCode, r.ReplyText, r.Exchange, r.RoutingKey, ErrUnroutable))
 			s.pop()
 			continue
 		}

@@ -128,7 +128,7 @@ func Explode(ctx context.Context, zipPath string, st store.Store, opts ExplodeOp
 		if errors.As(err, &pe) {
 			return nil, fmt.Errorf("open package: %w", err)
 		}
-		return nil, fmt.Errorf("not a valid zip package (truncated download or not a package?): %w", err)
+		return nil, notZip(err)
 	}
 	defer zr.Close()
 	// klauspost's inflater takes about a quarter less CPU than the standard
@@ -164,6 +164,24 @@ func Explode(ctx context.Context, zipPath string, st store.Store, opts ExplodeOp
 		res.Entities = append(res.Entities, p.obj)
 	}
 	return res, nil
+}
+
+// ErrNotZip is wrapped by the error for a package file that is not a
+// readable zip archive: most often a download cut short.
+var ErrNotZip = errors.New("not a valid zip package")
+
+func notZip(err error) error {
+	return fmt.Errorf("%w (truncated download or not a package?): %w", ErrNotZip, err)
+}
+
+// CheckPackage reports whether the size bytes of r are a readable zip
+// archive — its end record and central directory whole — without reading
+// any entry: what a download cut short fails.
+func CheckPackage(r io.ReaderAt, size int64) error {
+	if _, err := zip.NewReader(r, size); err != nil && !errors.Is(err, zip.ErrInsecurePath) {
+		return notZip(err)
+	}
+	return nil
 }
 
 // storeOnePass reads each entity's zip entry once: the bytes are hashed,

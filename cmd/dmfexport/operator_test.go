@@ -215,7 +215,8 @@ exports:
 
 // TestPublishedCountsConfirmed publishes to an exchange no queue is bound
 // to: RabbitMQ returns every batch (NO_ROUTE). Nothing may be reported as
-// published, neither in the progress lines nor in the summary.
+// published, neither in the progress lines nor in the summary, which shows
+// the run waiting for a queue.
 func TestPublishedCountsConfirmed(t *testing.T) {
 	sim := dmftest.NewServer(dmftest.Options{
 		Projects:      map[string][]dmftest.Entity{"G": {killEntity("A", 3000)}},
@@ -253,7 +254,8 @@ exports:
 	if strings.Contains(stdout, "rows published") {
 		t.Errorf("unroutable batches reported as published:\n%s", stdout)
 	}
-	if !regexp.MustCompile(`(?m)^  A\s+failed\s+0 rows\s+0 batches`).MatchString(stdout) {
-		t.Errorf("summary does not show entity A failed with 0 rows:\n%s", stdout)
+	if !regexp.MustCompile(`(?m)^noroute\s+run \S+\s+waiting for a queue bound to the exchange\s+1 entities\s+0 rows`).MatchString(stdout) ||
+		!regexp.MustCompile(`(?m)^  A\s+pending\s+0 rows\s+0 batches`).MatchString(stdout) {
+		t.Errorf("summary does not show the run waiting for a queue, entity A pending with 0 rows:\n%s", stdout)
 	}
 }

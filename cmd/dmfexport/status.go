@@ -131,8 +131,8 @@ func storeMissing(e *jobs.Export) bool {
 // with the warnings of a run that succeeded with some.
 func runState(r *jobs.RunRecord, owned bool) string {
 	switch {
-	case !r.State.Final() && !owned && r.Waiting == jobs.WaitingForBroker:
-		return "waiting for broker (retried with backoff)"
+	case !r.State.Final() && !owned && r.Waiting != "":
+		return jobs.WaitingText(r.Waiting) + " (retried with backoff)"
 	case !r.State.Final() && !owned:
 		return "interrupted (resumes on next start)"
 	case r.State == jobs.StatePending && !r.QueuedAt.IsZero():

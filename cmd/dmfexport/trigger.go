@@ -142,7 +142,11 @@ func printSummary(w io.Writer, recs []*jobs.RunRecord) {
 			rows += e.Rows
 			batches += e.Batches
 		}
-		fmt.Fprintf(tw, "%s\trun %s\t%s\t%d entities\t%d rows\t%d batches\t%s\n", r.Job, printable(r.RunID), printable(string(r.State)),
+		state := string(r.State)
+		if r.Waiting != "" && !r.State.Final() {
+			state = jobs.WaitingText(r.Waiting)
+		}
+		fmt.Fprintf(tw, "%s\trun %s\t%s\t%d entities\t%d rows\t%d batches\t%s\n", r.Job, printable(r.RunID), printable(state),
 			len(r.Entities), rows, batches, runDuration(r, time.Now()))
 		if r.ExecutionID != "" {
 			fmt.Fprintf(tw, "  execution\t%s\t%s\n", printable(r.ExecutionID), printable(r.ExecutionStatus))

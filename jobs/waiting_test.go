@@ -1,0 +1,195 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/dmfexport/dmfexport/azauth"
+	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/internal/testenv"
+)
+
+// TestExecutionPastDeadlineLeavesRunWaiting: an F&O execution still
+// running at poll.deadline leaves the run waiting for it (never a second
+// export); taken up again, the run polls the same execution and finishes.
+func TestExecutionPastDeadlineLeavesRunWaiting(t *testing.T) {
+	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 250)}}, ExecutionTime: time.Second})
+	defer sim.Close()
+	exp := fileExport(sim, t.TempDir())
+	exp.Poll.Deadline = 100 * time.Millisecond
+	r := &Runner{}
+	rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+	if !errors.Is(err, ErrWaiting) || errors.Is(err, ErrWaitingForBroker) {
+		t.Fatalf("Run past poll.deadline: want ErrWaiting (not for the broker), got %v", err)
+	}
+	for _, want := range []string{"waiting for F&O to end the execution", "did not finish before the deadline", "raise poll.deadline", "cancel it there"} {
+		if !strings.Contains(err.Error(), want) || !strings.Contains(rec.Error, want) {
+			t.Errorf("error %q (record %q) lacks %q", err, rec.Error, want)
+		}
+	}
+	if rec.State != StateExporting || rec.Waiting != WaitingForExecution || rec.ExecutionID == "" {
+		t.Fatalf("record: want exporting, waiting for the execution, with its ID; got state %s waiting %q execution %q", rec.State, rec.Waiting, rec.ExecutionID)
+	}
+	recs, _ := r.Unfinished(context.Background(), exp)
+	if len(recs) != 1 || recs[0].Waiting != WaitingForExecution {
+		t.Fatalf("Unfinished: want the waiting run, got %d", len(recs))
+	}
+	exp.Poll.Deadline = time.Minute // the operator raised it, or F&O ended meanwhile
+	r.ResumeAll(context.Background(), []*Export{exp})
+	done, err := readRecord(context.Background(), mustOpen(t, exp), recordKey(exp.Store.Prefix, exp.Name, rec.RunID))
+	if err != nil || done.State != StateSucceeded || done.Waiting != "" || done.Entities[0].Rows != 250 || done.ExecutionID != rec.ExecutionID {
+		t.Fatalf("resumed: want succeeded with 250 rows of execution %s, got %v %+v", rec.ExecutionID, err, done)
+	}
+	if n := sim.Exports(); n != 1 {
+		t.Errorf("F&O saw %d exports, want 1", n)
+	}
+}
+
+// TestUnroutableLeavesRunWaiting publishes to an exchange no queue is bound
+// to: RabbitMQ returns the batches. The run waits for a queue, with no row
+// counted as published and no entity failed; once a queue is bound, taking
+// the run up publishes every row exactly once, from the same export.
+func TestUnroutableLeavesRunWaiting(t *testing.T) {
+	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1234), csvEntity("B", 10)}}, ExecutionTime: 20 * time.Millisecond})
+	defer sim.Close()
+	name := fmt.Sprintf("dmfexport.test.waitqueue.%d", time.Now().UnixNano())
+	conn, err := amqp.Dial(testenv.AMQPURL())
+	if err != nil {
+		t.Fatalf("RabbitMQ: %v", err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.ExchangeDeclare(name, "topic", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_, _ = ch.QueueDelete(name, false, false, false)
+		_ = ch.ExchangeDelete(name, false, false)
+	}()
+	u, _ := url.Parse(sim.URL)
+	exp := &Export{
+		Name: "waitqueue", Schedule: "@daily", DefinitionGroup: "G", PackageName: "G", LegalEntity: "USMF",
+		Enabled: true, Exchange: name, RoutingKey: "fo.waitqueue", BatchSize: 100,
+		FO:     FOConfig{URL: u, Auth: AuthConfig{Options: azauth.Options{Method: "token", Token: Secret(dmftest.DefaultToken)}}},
+		Store:  StoreConfig{Type: "dir", Path: t.TempDir()},
+		Broker: BrokerConfig{Type: "amqp", URL: Secret(testenv.AMQPURL()), ConfirmWindow: 4},
+		Poll:   PollConfig{Interval: 20 * time.Millisecond, MaxInterval: 50 * time.Millisecond, Deadline: time.Minute, PackageURLTimeout: 10 * time.Second, RegisterTimeout: 10 * time.Second},
+	}
+	r := &Runner{}
+	rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+	if !errors.Is(err, ErrWaiting) || !strings.Contains(err.Error(), "no queue is bound") || !strings.Contains(err.Error(), "once a queue is bound") {
+		t.Fatalf("Run with no queue bound: want a run waiting for a queue, got %v", err)
+	}
+	if rec.State.Final() || rec.Waiting != WaitingForQueue {
+		t.Fatalf("record: want unfinished, waiting for a queue; got state %s waiting %q", rec.State, rec.Waiting)
+	}
+	for _, e := range rec.Entities {
+		if e.State == StateFailed || e.Rows != 0 {
+			t.Errorf("entity %s: want not failed with 0 rows published, got %s with %d", e.Entity, e.State, e.Rows)
+		}
+	}
+
+	// The operator binds a queue; the run is taken up.
+	if _, err := ch.QueueDeclare(name, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(name, "fo.waitqueue", name, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	done, err := r.Resume(context.Background(), exp, rec)
+	if err != nil || done.State != StateSucceeded || done.Waiting != "" {
+		t.Fatalf("Resume with a queue bound: want succeeded, got %v %+v", err, done)
+	}
+	if n := sim.Exports(); n != 1 {
+		t.Errorf("F&O saw %d exports, want 1", n)
+	}
+	rows := map[string]int{}
+	for {
+		d, ok, err := ch.Get(name, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		var b batchBody
+		if err := json.Unmarshal(d.Body, &b); err != nil {
+			t.Fatal(err)
+		}
+		for _, row := range b.Data.Rows {
+			rows[b.Data.Entity+"/"+row["ID"]]++
+		}
+	}
+	if len(rows) != 1244 {
+		t.Errorf("rows in the queue: want 1244, got %d", len(rows))
+	}
+	for k, n := range rows {
+		if n != 1 {
+			t.Errorf("row %s delivered %d times", k, n)
+		}
+	}
+}
+
+// TestScheduledFireTakesUpWaitingRun: while a run of an export waits, a
+// scheduled fire takes that run up instead of starting another export —
+// and, inside the run's backoff, does nothing.
+func TestScheduledFireTakesUpWaitingRun(t *testing.T) {
+	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 10)}}, ExecutionTime: 20 * time.Millisecond})
+	defer sim.Close()
+	exp := fileExport(sim, t.TempDir())
+	exp.Broker = BrokerConfig{Type: "amqp", URL: Secret("amqp://guest:guest@" + closedPort(t) + "/"), ReconnectTimeout: -1}
+	r := &Runner{}
+	if _, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"}); !errors.Is(err, ErrWaitingForBroker) {
+		t.Fatalf("Run with the broker down: want ErrWaitingForBroker, got %v", err)
+	}
+	if r.takeUpWaiting(context.Background(), &Export{Name: "other", Store: exp.Store}) {
+		t.Error("an export without a waiting run: the fire must start a run of its own")
+	}
+	// Still down: the fire takes the run up, which waits again.
+	if !r.takeUpWaiting(context.Background(), exp) {
+		t.Fatal("a fire with a run waiting must take it up")
+	}
+	next, ok := r.nextRetry(exp.Name, mustUnfinished(t, r, exp).RunID)
+	if !ok || time.Until(next) < waitRetryMin/2 {
+		t.Fatalf("after a vain attempt: want the next retry in about %s, got %v (%v)", waitRetryMin, time.Until(next), ok)
+	}
+	// Back, but inside the backoff: the fire does nothing.
+	exp.Broker = BrokerConfig{Type: "file", Path: t.TempDir()}
+	if !r.takeUpWaiting(context.Background(), exp) {
+		t.Fatal("a fire inside the backoff must not start another run")
+	}
+	if rec := mustUnfinished(t, r, exp); rec.Waiting != WaitingForBroker {
+		t.Fatalf("inside the backoff: want the run still waiting, got %+v", rec)
+	}
+	// After the backoff: the fire finishes it.
+	r.noteWait(exp.Name, mustUnfinished(t, r, exp).RunID, false, time.Now())
+	if !r.takeUpWaiting(context.Background(), exp) {
+		t.Fatal("a fire with a run waiting must take it up")
+	}
+	if recs, _ := r.Unfinished(context.Background(), exp); len(recs) != 0 {
+		t.Fatalf("after the broker is back: want no unfinished run, got %d", len(recs))
+	}
+	if n := sim.Exports(); n != 1 {
+		t.Errorf("F&O saw %d exports, want 1", n)
+	}
+}
+
+func mustUnfinished(t *testing.T, r *Runner, exp *Export) *RunRecord {
+	t.Helper()
+	recs, err := r.Unfinished(context.Background(), exp)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("Unfinished: want one run, got %d (%v)", len(recs), err)
+	}
+	return recs[0]
+}
