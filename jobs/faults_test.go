@@ -253,8 +253,10 @@ func TestResumeKeepsBatchSettings(t *testing.T) {
 	}
 }
 
-// fullStore is a store whose disk can fill up: every Put and Create then
-// fails with ENOSPC; reads and deletes keep working, as on a full disk.
+// fullStore is a store whose disk can fill up: every Put, PutSealed and
+// Create then fails with ENOSPC; reads and deletes keep working, as on a
+// full disk. Every writing method is overridden: one left to the embedded
+// store would write past the fault.
 type fullStore struct {
 	store.Store
 	full atomic.Bool
@@ -265,6 +267,13 @@ func (s *fullStore) Put(ctx context.Context, key string, r io.Reader, meta map[s
 		return store.Object{}, fmt.Errorf("write %s: %w", key, syscall.ENOSPC)
 	}
 	return s.Store.Put(ctx, key, r, meta)
+}
+
+func (s *fullStore) PutSealed(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error)) (store.Object, error) {
+	if s.full.Load() {
+		return store.Object{}, fmt.Errorf("write %s: %w", key, syscall.ENOSPC)
+	}
+	return s.Store.PutSealed(ctx, key, r, meta, seal)
 }
 
 func (s *fullStore) Create(ctx context.Context, key string, r io.Reader, meta map[string]string) (store.Object, error) {

@@ -288,7 +288,7 @@ func (s *BlobStore) Create(ctx context.Context, key string, r io.Reader, meta ma
 	return o, nil
 }
 
-// PutSealed implements SealedPutter. The upload reads r to its end before it
+// PutSealed implements Store.PutSealed. The upload reads r to its end before it
 // commits the block list (or sends the single Put Blob of a small object),
 // and the metadata goes with that commit: seal runs when r reports EOF and
 // its metadata joins the commit's.

@@ -360,9 +360,8 @@ func TestPutSealed(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			forEachBackend(t, func(t *testing.T, st Store) {
-				sp := st.(SealedPutter)
 				r := &countingReader{r: strings.NewReader(tt.body)}
-				_, err := sp.PutSealed(ctx, "k/x.csv", r, map[string]string{"Job": "j"}, func() (map[string]string, error) {
+				_, err := st.PutSealed(ctx, "k/x.csv", r, map[string]string{"Job": "j"}, func() (map[string]string, error) {
 					if r.n != int64(len(tt.body)) {
 						t.Errorf("seal ran after %d of %d bytes", r.n, len(tt.body))
 					}

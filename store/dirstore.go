@@ -98,7 +98,7 @@ func (s *DirStore) Create(ctx context.Context, key string, r io.Reader, meta map
 	return o, nil
 }
 
-// PutSealed implements SealedPutter: seal is called after the bytes are in
+// PutSealed implements Store.PutSealed: seal is called after the bytes are in
 // the temporary file, before the object and its metadata are moved into place.
 func (s *DirStore) PutSealed(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error)) (Object, error) {
 	o, err := s.write(ctx, key, r, meta, seal, false)

@@ -46,6 +46,13 @@ type Store interface {
 	// the others return an error wrapping ErrExist. It is the primitive for
 	// claims and leases that several processes race for.
 	Create(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error)
+	// PutSealed stores r under key like Put, for a writer that learns part
+	// of the metadata only by reading the bytes (Explode hashes each zip
+	// entry as it stores it), so it reads its source once. When r has
+	// returned io.EOF, and before the object becomes visible, it calls
+	// seal: the metadata seal returns is added to meta (same rules as
+	// Put's), and an error from seal fails the Put with nothing stored.
+	PutSealed(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error)) (Object, error)
 }
 
 // Object describes one stored object.
@@ -63,18 +70,6 @@ var ErrNotExist = errors.New("object does not exist")
 
 // ErrExist is wrapped by Create errors when the object already exists.
 var ErrExist = errors.New("object already exists")
-
-// SealedPutter is implemented by stores that can take part of an object's
-// metadata only once its bytes are read (DirStore and BlobStore do), so a
-// writer that learns a property of the bytes while streaming them (Explode
-// hashes each zip entry as it stores it) reads its source once.
-type SealedPutter interface {
-	// PutSealed stores r under key like Store.Put. When r has returned
-	// io.EOF, and before the object becomes visible, it calls seal: the
-	// metadata seal returns is added to meta (same rules as Put's), and an
-	// error from seal fails the Put with nothing stored.
-	PutSealed(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error)) (Object, error)
-}
 
 // sealMeta adds what seal returns to m, already checked by checkMeta.
 func sealMeta(m map[string]string, seal func() (map[string]string, error)) error {

@@ -86,13 +86,12 @@ type Result struct {
 // (absolute, drive letter, ".." segment, NUL), names that differ only in case,
 // encrypted entries, compression other than Store/Deflate, and declared sizes
 // or compression ratios over the limits. It then streams each entity into
-// the store. With a store that can seal metadata after the bytes
-// (store.SealedPutter: DirStore, BlobStore) each entry is decompressed once: hashed,
-// checked against the limits on the bytes really read, zip checksum
-// verified and stored in the same read; a corrupt entry fails the package
-// and the objects already stored are removed. With any other store every
-// entry is read once to hash and verify it before anything is written, and
-// again to store it.
+// the store with store.Store.PutSealed, decompressing each entry once: the
+// bytes are hashed, checked against the limits on the bytes really read,
+// zip checksum verified and stored in the same read, and the hash is sealed
+// into the object's metadata at the end. An entity whose bytes pass a limit
+// is an entity error with nothing stored for it; a corrupt entry fails the
+// package and the objects already stored are removed.
 //
 // An entity whose file the manifest lists but the package lacks is
 // reported Absent (F&O leaves out files of entities without rows), not as
@@ -153,11 +152,7 @@ func Explode(ctx context.Context, zipPath string, st store.Store, opts ExplodeOp
 		}
 	}
 
-	if sp, ok := st.(store.SealedPutter); ok {
-		if err := storeOnePass(ctx, sp, st, plans, opts); err != nil {
-			return nil, err
-		}
-	} else if err := storeTwoPass(ctx, st, plans, opts); err != nil {
+	if err := storeEntities(ctx, st, plans, opts); err != nil {
 		return nil, err
 	}
 	for _, p := range plans {
@@ -184,12 +179,12 @@ func CheckPackage(r io.ReaderAt, size int64) error {
 	return nil
 }
 
-// storeOnePass reads each entity's zip entry once: the bytes are hashed,
+// storeEntities reads each entity's zip entry once: the bytes are hashed,
 // counted against the limits and stored in the same read, and the hash is
 // sealed into the object's metadata at the end. An entity over a limit is
 // an entity error with nothing stored; a corrupt entry or a failed Put
 // fails the package and removes what this call stored.
-func storeOnePass(ctx context.Context, sp store.SealedPutter, st store.Store, plans []plan, opts ExplodeOptions) error {
+func storeEntities(ctx context.Context, st store.Store, plans []plan, opts ExplodeOptions) error {
 	var written []string
 	var total int64
 	for i := range plans {
@@ -208,7 +203,7 @@ func storeOnePass(ctx context.Context, sp store.SealedPutter, st store.Store, pl
 		lr := &limitReader{r: ctxio.Reader(ctx, rc), f: p.f, opts: opts, total: total, h: h}
 		src := &sourceReader{r: lr}
 		var sum string
-		_, err = sp.PutSealed(ctx, p.obj.Key, src, entityMeta(p, opts.Meta), func() (map[string]string, error) {
+		_, err = st.PutSealed(ctx, p.obj.Key, src, entityMeta(p, opts.Meta), func() (map[string]string, error) {
 			sum = hex.EncodeToString(h.Sum(nil))
 			return map[string]string{"sha256": sum}, nil
 		})
@@ -245,58 +240,6 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 		s.err = err
 	}
 	return k, err
-}
-
-// storeTwoPass is Explode for a store that cannot seal metadata after the
-// bytes: every entry is read once to hash and check it before anything is
-// written, then again to store it.
-func storeTwoPass(ctx context.Context, st store.Store, plans []plan, opts ExplodeOptions) error {
-	// Pass 1: hash and verify every entity file before writing anything.
-	sums := map[*zip.File]fileSum{}
-	var total int64
-	for i := range plans {
-		p := &plans[i]
-		if p.obj.Err != nil || p.obj.Absent {
-			continue
-		}
-		s, ok := sums[p.f]
-		if !ok {
-			var err error
-			s, err = hashEntry(ctx, p.f, opts, total)
-			if err != nil {
-				return err
-			}
-			sums[p.f] = s
-			if s.err == nil {
-				total += s.size
-			}
-		}
-		if s.err != nil {
-			p.obj.Err = fmt.Errorf("entity %q: %w", p.obj.Entity, s.err)
-			p.obj.Key = ""
-			continue
-		}
-		p.obj.Size, p.obj.SHA256 = s.size, s.sum
-	}
-
-	// Pass 2: store.
-	var written []string
-	for i := range plans {
-		p := &plans[i]
-		if p.obj.Err == nil && !p.obj.Absent {
-			err := ctx.Err()
-			if err != nil {
-				err = fmt.Errorf("explode package: %w", err)
-			} else {
-				err = storeEntity(ctx, st, p, opts.Meta)
-			}
-			if err != nil {
-				return fmt.Errorf("%w%s", err, removeWritten(ctx, st, written))
-			}
-			written = append(written, p.obj.Key)
-		}
-	}
-	return nil
 }
 
 // cleanupTimeout bounds the removal of a failed Explode's objects.
@@ -607,38 +550,8 @@ func entityFormat(sourceFormat, ext string) string {
 	return "unknown"
 }
 
-// fileSum is the outcome of reading one entry in pass 1.
-type fileSum struct {
-	size int64
-	sum  string
-	err  error // over a limit: an entity problem, not a package problem
-}
-
 // errOverLimit marks limits enforced on the real bytes read.
 var errOverLimit = errors.New("over a size limit")
-
-// hashEntry reads f once, enforcing the limits on the bytes really read
-// (total is what earlier entities used). A corrupt entry (checksum, size or
-// deflate error) is returned as an error that fails the package.
-func hashEntry(ctx context.Context, f *zip.File, opts ExplodeOptions, total int64) (fileSum, error) {
-	rc, err := f.Open()
-	if err != nil {
-		return fileSum{}, fmt.Errorf("corrupt package: entry %q: %w", f.Name, err)
-	}
-	defer rc.Close()
-	h := sha256.New()
-	lr := &limitReader{r: ctxio.Reader(ctx, rc), f: f, opts: opts, total: total, h: h}
-	if _, err := io.Copy(io.Discard, lr); err != nil {
-		if errors.Is(err, errOverLimit) {
-			return fileSum{err: err}, nil
-		}
-		if ctx.Err() != nil {
-			return fileSum{}, fmt.Errorf("explode package: %w", err)
-		}
-		return fileSum{}, fmt.Errorf("corrupt package: entry %q: %w", f.Name, err)
-	}
-	return fileSum{size: lr.n, sum: hex.EncodeToString(h.Sum(nil))}, nil
-}
 
 // limitReader hashes and counts what it reads and fails with errOverLimit
 // once the entry passes a limit.
@@ -666,23 +579,6 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	return k, err
 }
 
-// storeEntity streams p's entry into st, failing the Put (so nothing is
-// stored) unless the bytes are exactly those hashed in pass 1.
-func storeEntity(ctx context.Context, st store.Store, p *plan, base map[string]string) error {
-	meta := entityMeta(p, base)
-	meta["sha256"] = p.obj.SHA256
-	rc, err := p.f.Open()
-	if err != nil {
-		return fmt.Errorf("corrupt package: entry %q: %w", p.f.Name, err)
-	}
-	defer rc.Close()
-	vr := &verifyReader{r: rc, h: sha256.New(), size: p.obj.Size, sum: p.obj.SHA256}
-	if _, err := st.Put(ctx, p.obj.Key, vr, meta); err != nil {
-		return fmt.Errorf("store entity %q: %w", p.obj.Entity, err)
-	}
-	return nil
-}
-
 // entityMeta is the metadata of p's object but its "sha256".
 func entityMeta(p *plan, base map[string]string) map[string]string {
 	meta := make(map[string]string, len(base)+8)
@@ -700,32 +596,4 @@ func entityMeta(p *plan, base map[string]string) map[string]string {
 		meta["refreshtype"] = p.obj.RefreshType
 	}
 	return meta
-}
-
-// verifyReader passes bytes through and turns EOF into an error if they are
-// not the ones seen before.
-type verifyReader struct {
-	r    io.Reader
-	h    hash.Hash
-	n    int64
-	size int64
-	sum  string
-}
-
-var errChanged = errors.New("entry changed between reads")
-
-func (v *verifyReader) Read(p []byte) (int, error) {
-	if rem := v.size - v.n + 1; int64(len(p)) > rem {
-		p = p[:rem] // read at most one byte past the expected size
-	}
-	k, err := v.r.Read(p)
-	v.n += int64(k)
-	v.h.Write(p[:k])
-	if v.n > v.size {
-		return 0, errChanged
-	}
-	if err == io.EOF && (v.n != v.size || hex.EncodeToString(v.h.Sum(nil)) != v.sum) {
-		return k, errChanged
-	}
-	return k, err
 }

@@ -1,15 +1,17 @@
 package unpack
 
 import (
+	"archive/zip"
 	"context"
 	"errors"
-	"github.com/dmfexport/dmfexport/store"
-	"github.com/dmfexport/dmfexport/store/storetest"
 	"io"
 	"maps"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/dmfexport/dmfexport/store"
+	"github.com/dmfexport/dmfexport/store/storetest"
 )
 
 // multiEntityZip is the tiny fixture plus an entity whose name needs
@@ -97,8 +99,8 @@ func TestExplodeTwiceSameObjects(t *testing.T) {
 	})
 }
 
-// faultyStore fails the failPut-th Put (1-based) or cancels a context
-// after the cancelAfter-th, and can refuse every Delete.
+// faultyStore fails the failPut-th PutSealed (1-based) or cancels a
+// context after the cancelAfter-th, and can refuse every Delete.
 type faultyStore struct {
 	store.Store
 	puts        int
@@ -110,30 +112,13 @@ type faultyStore struct {
 
 var errInjected = errors.New("injected store failure")
 
-func (f *faultyStore) Put(ctx context.Context, key string, r io.Reader, meta map[string]string) (store.Object, error) {
+func (f *faultyStore) PutSealed(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error)) (store.Object, error) {
 	f.puts++
 	if f.puts == f.failPut {
 		io.Copy(io.Discard, r)
 		return store.Object{}, errInjected
 	}
-	o, err := f.Store.Put(ctx, key, r, meta)
-	if f.puts == f.cancelAfter {
-		f.cancel()
-	}
-	return o, err
-}
-
-// sealingFaultyStore is faultyStore for Explode's one-pass path: it seals,
-// with the same faults.
-type sealingFaultyStore struct{ *faultyStore }
-
-func (f sealingFaultyStore) PutSealed(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error)) (store.Object, error) {
-	f.puts++
-	if f.puts == f.failPut {
-		io.Copy(io.Discard, r)
-		return store.Object{}, errInjected
-	}
-	o, err := f.Store.(store.SealedPutter).PutSealed(ctx, key, r, meta, seal)
+	o, err := f.Store.PutSealed(ctx, key, r, meta, seal)
 	if f.puts == f.cancelAfter {
 		f.cancel()
 	}
@@ -162,77 +147,103 @@ func TestExplodeFailureRemovesWhatItStored(t *testing.T) {
 	}
 	for i := range tests {
 		tt := &tests[i]
-		for _, sealed := range []bool{false, true} {
-			name := tt.name + "/two passes"
-			if sealed {
-				name = tt.name + "/one pass"
-			}
-			t.Run(name, func(t *testing.T) {
-				storetest.ForEach(t, func(t *testing.T, st store.Store) {
-					ctx, cancel := context.WithCancel(context.Background())
-					defer cancel()
-					fs := tt.fs
-					fs.Store, fs.cancel = st, cancel
-					var target store.Store = &fs
-					if sealed {
-						target = sealingFaultyStore{&fs}
-					}
-					zp, _ := multiEntityZip(t)
-					_, err := Explode(ctx, zp, target, ExplodeOptions{Prefix: "p"})
-					if !errors.Is(err, tt.wantIs) || !strings.Contains(err.Error(), tt.wantErr) {
-						t.Fatalf("Explode = %v, want an error wrapping %v and containing %q", err, tt.wantIs, tt.wantErr)
-					}
-					if tt.fs.failPut == 1 && strings.Contains(err.Error(), "remove") {
-						t.Errorf("error %q mentions removal though nothing was stored", err)
-					}
-					objs, err := st.List(context.Background(), "")
-					if err != nil || len(objs) != tt.left {
-						t.Errorf("objects left = %+v, %v; want %d", objs, err, tt.left)
-					}
-				})
+		t.Run(tt.name, func(t *testing.T) {
+			storetest.ForEach(t, func(t *testing.T, st store.Store) {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				fs := tt.fs
+				fs.Store, fs.cancel = st, cancel
+				zp, _ := multiEntityZip(t)
+				_, err := Explode(ctx, zp, &fs, ExplodeOptions{Prefix: "p"})
+				if !errors.Is(err, tt.wantIs) || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Explode = %v, want an error wrapping %v and containing %q", err, tt.wantIs, tt.wantErr)
+				}
+				if tt.fs.failPut == 1 && strings.Contains(err.Error(), "remove") {
+					t.Errorf("error %q mentions removal though nothing was stored", err)
+				}
+				objs, err := st.List(context.Background(), "")
+				if err != nil || len(objs) != tt.left {
+					t.Errorf("objects left = %+v, %v; want %d", objs, err, tt.left)
+				}
 			})
-		}
+		})
 	}
 }
 
-// TestExplodeOnePassSameAsTwo: a store that seals metadata after the bytes
-// gets exactly the objects, sizes, hashes and metadata the two-pass path
-// stores, and the one-pass path never calls Put.
-func TestExplodeOnePassSameAsTwo(t *testing.T) {
+// TestExplodeSealsSizeAndHash: each stored object has the size and SHA-256
+// of its zip entry's bytes (read here with archive/zip, apart from
+// Explode's own reading) and the whole metadata, the Result says the same,
+// and Explode stores only through PutSealed, never Put.
+func TestExplodeSealsSizeAndHash(t *testing.T) {
 	ctx := context.Background()
 	storetest.ForEach(t, func(t *testing.T, st store.Store) {
 		zp, _ := multiEntityZip(t)
-		one, err := Explode(ctx, zp, noPut{st.(store.SealedPutter), st}, ExplodeOptions{Prefix: "one"})
+		entries := zipEntries(t, zp)
+		meta := map[string]string{"job": "j", "run": "r"}
+		res, err := Explode(ctx, zp, noPut{st, t}, ExplodeOptions{Prefix: "p", Meta: meta})
 		if err != nil {
-			t.Fatalf("Explode one pass: %v", err)
+			t.Fatalf("Explode: %v", err)
 		}
-		two, err := Explode(ctx, zp, struct{ store.Store }{st}, ExplodeOptions{Prefix: "two"})
-		if err != nil {
-			t.Fatalf("Explode two passes: %v", err)
+		if len(res.Entities) != 3 {
+			t.Fatalf("Explode stored %d entities, want 3: %+v", len(res.Entities), res.Entities)
 		}
-		if len(one.Entities) != len(two.Entities) || len(one.Entities) == 0 {
-			t.Fatalf("entities: one pass %d, two passes %d", len(one.Entities), len(two.Entities))
-		}
-		for i, a := range one.Entities {
-			b := two.Entities[i]
-			if a.Size != b.Size || a.SHA256 != b.SHA256 || a.SHA256 == "" || strings.TrimPrefix(a.Key, "one/") != strings.TrimPrefix(b.Key, "two/") {
-				t.Errorf("entity %q: one pass %+v, two passes %+v", a.Entity, a, b)
+		for _, e := range res.Entities {
+			data, ok := entries[e.File]
+			if e.Err != nil || !ok {
+				t.Fatalf("entity %q: err %v, file %q in the zip: %v", e.Entity, e.Err, e.File, ok)
 			}
-			oa, err1 := st.Stat(ctx, a.Key)
-			ob, err2 := st.Stat(ctx, b.Key)
-			if err1 != nil || err2 != nil || !maps.Equal(oa.Meta, ob.Meta) || storetest.ReadAll(t, st, a.Key) != storetest.ReadAll(t, st, b.Key) {
-				t.Errorf("entity %q: one pass stored %+v (%v), two passes %+v (%v)", a.Entity, oa, err1, ob, err2)
+			wantSum := sha(data)
+			if e.Size != int64(len(data)) || e.SHA256 != wantSum {
+				t.Errorf("entity %q: Result size %d sha256 %s, want %d %s", e.Entity, e.Size, e.SHA256, len(data), wantSum)
+			}
+			o, err := st.Stat(ctx, e.Key)
+			if err != nil {
+				t.Fatalf("Stat(%q): %v", e.Key, err)
+			}
+			wantMeta := map[string]string{"job": "j", "run": "r", "entity": e.Entity, "file": e.File,
+				"sourceformat": "CSV-Unicode", "format": "csv", "sha256": wantSum}
+			if o.Size != int64(len(data)) || !maps.Equal(o.Meta, wantMeta) {
+				t.Errorf("object %q: size %d meta %v\nwant size %d meta %v", e.Key, o.Size, o.Meta, len(data), wantMeta)
+			}
+			if got := storetest.ReadAll(t, st, e.Key); got != string(data) {
+				t.Errorf("object %q differs from zip entry %q", e.Key, e.File)
 			}
 		}
 	})
 }
 
-// noPut is a store.SealedPutter whose Put fails the test's expectations loudly.
-type noPut struct {
-	store.SealedPutter
-	store.Store
+// zipEntries reads every entry of the zip at zp by name.
+func zipEntries(t *testing.T, zp string) map[string][]byte {
+	t.Helper()
+	zr, err := zip.OpenReader(zp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	out := map[string][]byte{}
+	for _, f := range zr.File {
+		rc, err := f.Open()
+		if err != nil {
+			t.Fatalf("open zip entry %q: %v", f.Name, err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatalf("read zip entry %q: %v", f.Name, err)
+		}
+		out[f.Name] = b
+	}
+	return out
 }
 
-func (n noPut) Put(context.Context, string, io.Reader, map[string]string) (store.Object, error) {
-	return store.Object{}, errors.New("Put called: the one-pass path must use PutSealed")
+// noPut is a store whose Put fails the test: Explode must store through
+// PutSealed.
+type noPut struct {
+	store.Store
+	t *testing.T
+}
+
+func (n noPut) Put(_ context.Context, key string, _ io.Reader, _ map[string]string) (store.Object, error) {
+	n.t.Errorf("Put(%q) called: Explode must store through PutSealed", key)
+	return store.Object{}, errors.New("Put called")
 }
