@@ -20,6 +20,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/internal/testenv"
 )
 
 // rowsA is the size of entity A; B has 100 rows. 20 rows a batch.
@@ -35,7 +36,7 @@ type env struct {
 	c               faultCase
 	dir             string
 	sim             *sim
-	proxy           *proxy
+	proxy           *testenv.Proxy
 	exchange, queue string
 	cfg             string
 	vars            []string
@@ -151,19 +152,19 @@ func cases() []faultCase {
 	}
 	cutShort := func(slow time.Duration, cuts int) func(e *env, p *proc) {
 		return func(e *env, p *proc) {
-			e.proxy.setDelay(slow)
+			e.proxy.SetDelay(slow)
 			if !atStage(e, p, "publishing") {
 				return
 			}
 			for range cuts {
-				e.proxy.setDown(true)
+				e.proxy.SetDown(true)
 				time.Sleep(time.Duration(300+rand.IntN(1200)) * time.Millisecond)
-				e.proxy.setDown(false)
+				e.proxy.SetDown(false)
 				time.Sleep(time.Duration(200+rand.IntN(800)) * time.Millisecond)
 			}
 		}
 	}
-	brokerBack := func(e *env) { e.proxy.setDown(false) }
+	brokerBack := func(e *env) { e.proxy.SetDown(false) }
 	cs = append(cs,
 		faultCase{name: "broker cut 3x shorter than reconnect_timeout", ci: true, declare: true, broker: "reconnect_timeout: 5s", firstExit: 0,
 			inject: cutShort(time.Millisecond, 3)},
@@ -173,9 +174,9 @@ func cases() []faultCase {
 			inject: func(e *env, p *proc) {
 				// Slow enough that publishing is still going when the
 				// cut comes (at most 400 ms after it starts).
-				e.proxy.setDelay(5 * time.Millisecond)
+				e.proxy.SetDelay(5 * time.Millisecond)
 				if atStage(e, p, "publishing") {
-					e.proxy.setDown(true)
+					e.proxy.SetDown(true)
 				}
 			},
 			after: func(e *env) {
@@ -188,9 +189,9 @@ func cases() []faultCase {
 			inject: func(e *env, p *proc) {
 				// Slow enough that publishing is still going when the
 				// cut comes (at most 400 ms after it starts).
-				e.proxy.setDelay(5 * time.Millisecond)
+				e.proxy.SetDelay(5 * time.Millisecond)
 				if atStage(e, p, "publishing") {
-					e.proxy.setDown(true)
+					e.proxy.SetDown(true)
 				}
 			},
 			next: func(e *env) (int, string) {
@@ -201,7 +202,7 @@ func cases() []faultCase {
 					return 1, "service did not try the waiting run"
 				}
 				time.Sleep(2 * time.Second)
-				e.proxy.setDown(false)
+				e.proxy.SetDown(false)
 				ok := svc.waitLine(60*time.Second, `"msg":"run finished"`, `"state":"succeeded"`)
 				svc.signal(syscall.SIGTERM)
 				code, exited := svc.wait(30 * time.Second)
@@ -214,7 +215,7 @@ func cases() []faultCase {
 				return code, "service retried with backoff"
 			}},
 		faultCase{name: "broker down before the export", ci: true, declare: true, firstExit: 1,
-			inject: func(e *env, p *proc) { e.proxy.setDown(true) },
+			inject: func(e *env, p *proc) { e.proxy.SetDown(true) },
 			after: func(e *env) {
 				if e.sim.exports() != 0 {
 					e.t.Errorf("F&O exported %d times for a run whose broker was down", e.sim.exports())
@@ -395,7 +396,7 @@ func newEnv(t *testing.T, c faultCase) *env {
 	e.exchange, e.queue = id, id
 	e.sim = startSim(t, dir, rowsA, c.sim...)
 	target := strings.TrimSuffix(strings.TrimPrefix(broker.url, "amqp://guest:guest@"), "/")
-	e.proxy = startProxy(t, target)
+	e.proxy = testenv.StartProxy(t, target)
 	store := filepath.Join(dir, "store")
 	if c.tmpfs {
 		store = filepath.Join(dir, "tmpfs")
@@ -414,7 +415,7 @@ func newEnv(t *testing.T, c faultCase) *env {
 		e.vars = append(e.vars, "FAULTS_AZURE_CONN="+e.az.connString())
 	}
 	e.declareTopology()
-	brokerKeys := "{url: \"amqp://guest:guest@" + e.proxy.addr() + "/\", declare: " + fmt.Sprint(c.declare)
+	brokerKeys := "{url: \"amqp://guest:guest@" + e.proxy.Addr() + "/\", declare: " + fmt.Sprint(c.declare)
 	if c.declare {
 		brokerKeys += ", queues: [{name: " + e.queue + ", binding_key: fo.faults}]"
 	}

@@ -1,8 +1,6 @@
 package publish
 
 import (
-	"github.com/dmfexport/dmfexport/internal/testenv"
-
 	"bytes"
 	"context"
 	"errors"
@@ -10,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -18,144 +15,22 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/dmfexport/dmfexport/internal/testenv"
 )
 
-// tcpProxy forwards TCP connections to the test broker, so a test can cut
-// or freeze the sink's connection without touching the shared broker.
-type tcpProxy struct {
-	ln     net.Listener
-	target string
-
-	mu     sync.Mutex
-	conns  []net.Conn // both ends of every forwarded connection
-	frozen bool       // stop forwarding bytes, as a blocked broker would
-	down   bool       // close new connections at once, as a stopped broker would
-	thaw   chan struct{}
-}
-
-func startProxy(t *testing.T) *tcpProxy {
+// startProxy puts a testenv.Proxy between the test and the shared broker,
+// so a test can cut or freeze the sink's connection without touching the
+// broker, and returns it with the broker's URL through it.
+func startProxy(t *testing.T) (*testenv.Proxy, string) {
 	t.Helper()
 	u, err := url.Parse(testenv.AMQPURL())
 	if err != nil {
 		t.Fatalf("parse broker URL: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	p := &tcpProxy{ln: ln, target: u.Host, thaw: make(chan struct{})}
-	go p.serve()
-	t.Cleanup(func() {
-		ln.Close()
-		p.unfreeze()
-		p.cut(false)
-	})
-	return p
-}
-
-// url is the test broker's URL with the proxy's address.
-func (p *tcpProxy) url(t *testing.T) string {
-	u, err := url.Parse(testenv.AMQPURL())
-	if err != nil {
-		t.Fatalf("parse broker URL: %v", err)
-	}
-	u.Host = p.ln.Addr().String()
-	return u.String()
-}
-
-func (p *tcpProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		down := p.down
-		p.mu.Unlock()
-		if down {
-			c.Close()
-			continue
-		}
-		b, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, b)
-		p.mu.Unlock()
-		go p.pipe(b, c)
-		go p.pipe(c, b)
-	}
-}
-
-func (p *tcpProxy) pipe(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			p.mu.Lock()
-			frozen, thaw := p.frozen, p.thaw
-			p.mu.Unlock()
-			if frozen {
-				<-thaw
-			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				src.Close()
-				return
-			}
-		}
-		if err != nil {
-			dst.Close()
-			return
-		}
-	}
-}
-
-// cut closes every forwarded connection; with reset, with a TCP RST (so
-// the sink's next write fails) rather than an orderly FIN.
-func (p *tcpProxy) cut(reset bool) int {
-	p.mu.Lock()
-	conns := p.conns
-	p.conns = nil
-	p.mu.Unlock()
-	for _, c := range conns {
-		if tc, ok := c.(*net.TCPConn); ok && reset {
-			_ = tc.SetLinger(0)
-		}
-		c.Close()
-	}
-	return len(conns) / 2
-}
-
-// setDown makes the broker unreachable through the proxy (every connection
-// cut, new ones closed at once) or reachable again.
-func (p *tcpProxy) setDown(down bool) {
-	p.mu.Lock()
-	p.down = down
-	p.mu.Unlock()
-	if down {
-		p.cut(true)
-	}
-}
-
-// freeze stops forwarding bytes in both directions while keeping the
-// connections open: the sink's writes fill the socket buffers and no
-// answer (close-ok, confirm) ever comes, as with a blocked broker.
-func (p *tcpProxy) freeze() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.frozen = true
-}
-
-func (p *tcpProxy) unfreeze() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.frozen {
-		p.frozen = false
-		close(p.thaw)
-		p.thaw = make(chan struct{})
-	}
+	p := testenv.StartProxy(t, u.Host)
+	u.Host = p.Addr()
+	return p, u.String()
 }
 
 // TestAMQPConnectionCutAtRandomPoints drops the sink's connection many times
@@ -164,10 +39,10 @@ func (p *tcpProxy) unfreeze() {
 // sink must reconnect and every row must arrive, any duplicate carrying the
 // same message ID and body as its first copy.
 func TestAMQPConnectionCutAtRandomPoints(t *testing.T) {
-	proxy := startProxy(t)
+	proxy, brokerURL := startProxy(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := DialAMQP(ctx, AMQPOptions{URL: proxy.url(t), ConfirmWindow: 32, ConnectionName: "dmfexport-test/" + t.Name()})
+	s, err := DialAMQP(ctx, AMQPOptions{URL: brokerURL, ConfirmWindow: 32, ConnectionName: "dmfexport-test/" + t.Name()})
 	if err != nil {
 		t.Fatalf("DialAMQP through the proxy: %v", err)
 	}
@@ -197,7 +72,7 @@ func TestAMQPConnectionCutAtRandomPoints(t *testing.T) {
 			}
 			cutter.Go(func() {
 				time.Sleep(time.Duration(rand.IntN(5000)) * time.Microsecond)
-				if n := proxy.cut(rand.IntN(2) == 0); n > 0 {
+				if n := proxy.Cut(rand.IntN(2) == 0); n > 0 {
 					cutMu.Lock()
 					cut++
 					cutMu.Unlock()
@@ -272,13 +147,13 @@ func TestAMQPStopWhileBrokerFrozen(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			proxy := startProxy(t)
-			s, err := DialAMQP(context.Background(), AMQPOptions{URL: proxy.url(t), ConfirmWindow: 1 << 20, MaxUnconfirmedBytes: 1 << 30})
+			proxy, brokerURL := startProxy(t)
+			s, err := DialAMQP(context.Background(), AMQPOptions{URL: brokerURL, ConfirmWindow: 1 << 20, MaxUnconfirmedBytes: 1 << 30})
 			if err != nil {
 				t.Fatalf("DialAMQP through the proxy: %v", err)
 			}
 			exchange, _ := testTopology(t, s, false)
-			proxy.freeze()
+			proxy.Freeze()
 			if tt.announced {
 				s.mu.Lock()
 				blocked := s.blocked
@@ -323,15 +198,15 @@ func TestAMQPStopWhileBrokerFrozen(t *testing.T) {
 // TestAMQPBlockedLoggedWhileWaitingForConfirms checks that a broker alarm
 // reported while the sink waits for confirms is logged when it starts.
 func TestAMQPBlockedLoggedWhileWaitingForConfirms(t *testing.T) {
-	proxy := startProxy(t)
+	proxy, brokerURL := startProxy(t)
 	var logs syncBuffer
-	s, err := DialAMQP(context.Background(), AMQPOptions{URL: proxy.url(t), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	s, err := DialAMQP(context.Background(), AMQPOptions{URL: brokerURL, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatalf("DialAMQP through the proxy: %v", err)
 	}
 	defer s.Close()
 	exchange, _ := testTopology(t, s, false)
-	proxy.freeze() // the confirm cannot come back
+	proxy.Freeze() // the confirm cannot come back
 	if err := s.Publish(context.Background(), Message{Exchange: exchange, RoutingKey: "k", MessageID: "m", Body: []byte("{}")}); err != nil {
 		t.Fatalf("Publish: %v", err)
 	}
@@ -351,7 +226,7 @@ func TestAMQPBlockedLoggedWhileWaitingForConfirms(t *testing.T) {
 	if !strings.Contains(logs.String(), "broker blocked publishing") || !strings.Contains(logs.String(), "disk alarm") {
 		t.Errorf("want the blocked connection logged with its reason while waiting for confirms, got logs:\n%s", logs.String())
 	}
-	proxy.unfreeze()
+	proxy.Unfreeze()
 }
 
 // syncBuffer is a bytes.Buffer safe for a logger on another goroutine.
@@ -390,19 +265,19 @@ func TestAMQPReconnectTimeoutIsWaitedInFull(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			proxy := startProxy(t)
+			proxy, brokerURL := startProxy(t)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			s, err := DialAMQP(ctx, AMQPOptions{URL: proxy.url(t), ReconnectTimeout: timeout, ConnectionName: "dmfexport-test/" + t.Name()})
+			s, err := DialAMQP(ctx, AMQPOptions{URL: brokerURL, ReconnectTimeout: timeout, ConnectionName: "dmfexport-test/" + t.Name()})
 			if err != nil {
 				t.Fatalf("DialAMQP through the proxy: %v", err)
 			}
 			defer s.Close()
 			exchange, _ := testTopology(t, s, false)
-			proxy.setDown(true)
+			proxy.SetDown(true)
 			start := time.Now()
 			if tt.downBy > 0 {
-				time.AfterFunc(tt.downBy, func() { proxy.setDown(false) })
+				time.AfterFunc(tt.downBy, func() { proxy.SetDown(false) })
 			}
 			err = s.Publish(ctx, Message{Exchange: exchange, RoutingKey: "k", MessageID: "m1", Body: []byte(`{}`)})
 			if err == nil {

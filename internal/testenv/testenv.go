@@ -1,5 +1,8 @@
-// Package testenv locates the real services the tests run against: the
-// RabbitMQ broker and the Azurite blob emulator that make test provides.
+// Package testenv locates the real services the tests run against, the
+// RabbitMQ broker and the Azurite blob emulator that make test provides,
+// and gives tests a TCP proxy (Proxy) to put between a client and such a
+// service, so a fault can be injected into one connection while the
+// service itself stays up. Only tests import it.
 package testenv
 
 import (
