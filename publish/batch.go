@@ -46,6 +46,9 @@ type batchEncoder struct {
 	freeMu sync.Mutex
 	free   [][]byte
 	hint   int // rows bytes of the previous batch, to size the next buffer
+	// batchRows is the number of rows a full batch holds; maxBytes caps a
+	// message body (a bigger batch fails the entity).
+	batchRows, maxBytes int
 
 	rows       int   // rows in the current batch
 	firstRow   int64 // 1-based data row number of the batch's first row
@@ -53,6 +56,7 @@ type batchEncoder struct {
 }
 
 func (e *batchEncoder) init(o EntityOptions, header []string) {
+	e.batchRows, e.maxBytes = o.BatchSize, o.MaxMessageBytes
 	e.source = appendJSONString(nil, "dmfexport/"+o.Job)
 	e.subject = appendJSONString(nil, o.Entity)
 	d := append([]byte(nil), `"job":`...)
@@ -101,7 +105,12 @@ func (e *batchEncoder) init(o EntityOptions, header []string) {
 
 // start allocates the buffer of a new batch.
 func (e *batchEncoder) start() {
-	need := e.gap + e.hint + e.hint/8 + 64
+	// A buffer is allocated with an eighth more than the previous batch
+	// needed, and any buffer that holds as much as the previous batch is
+	// reused: batches of one entity differ by far less than an eighth, so
+	// a buffer is rarely grown and buffers of a similar size always
+	// return to service instead of making room for new ones.
+	need := e.gap + e.hint + 64
 	if cap(e.spare) >= need {
 		e.buf, e.spare = e.spare[:e.gap], nil
 		return
@@ -118,7 +127,7 @@ func (e *batchEncoder) start() {
 		}
 	}
 	e.freeMu.Unlock()
-	e.buf = make([]byte, e.gap, need)
+	e.buf = make([]byte, e.gap, need+e.hint/8)
 }
 
 // recycle gives back the buffer of a batch the sink no longer reads.
@@ -144,7 +153,7 @@ func (e *batchEncoder) addRow(rec []string) {
 		kw := e.keys[i]
 		n := len(b)
 		if cap(b)-n < 8*len(kw) {
-			b = slices.Grow(b, 8*len(kw)+len(v)+64)
+			b = slices.Grow(b, e.growth(len(b), 8*len(kw)+len(v)+64))
 		}
 		w := b[n : n+8*len(kw)]
 		for j, x := range kw {
@@ -155,6 +164,22 @@ func (e *batchEncoder) addRow(rec []string) {
 	}
 	e.buf = append(b, '}')
 	e.rows++
+}
+
+// growth is how many bytes to grow a batch buffer holding n bytes by, at
+// least least. The first batch of an entity has no previous one to size its
+// buffer by: once it holds a row, it grows to what its rows so far say the
+// whole batch needs, instead of step by step, each step copying the batch.
+func (e *batchEncoder) growth(n, least int) int {
+	if e.hint > 0 || e.rows == 0 || e.batchRows <= e.rows {
+		return least
+	}
+	perRow := (n - e.gap) / e.rows
+	want := perRow * (e.batchRows - e.rows) * 9 / 8
+	if e.maxBytes > 0 {
+		want = min(want, e.maxBytes-n+64) // a bigger batch fails anyway
+	}
+	return max(least, want)
 }
 
 // initNamed switches the encoder to records that name their own fields.
