@@ -256,7 +256,12 @@ func runTrigger(bin, foURL, brokerURL, store, exchange, extra string) (*e2eResul
 		return nil, err
 	}
 
-	cmd := exec.Command(bin, "trigger", "--config", cfgPath, "--new", "bench")
+	args := []string{"trigger", "--config", cfgPath}
+	if knowsNew(bin) {
+		args = append(args, "--new") // never resume an earlier run's leftovers
+	}
+	waitBrokerIdle()
+	cmd := exec.Command(bin, append(args, "bench")...)
 	cmd.Env = env
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -391,4 +396,11 @@ func deleteContainer(conn, container string) {
 	if c, err := azblob.NewClientFromConnectionString(conn, nil); err == nil {
 		_, _ = c.DeleteContainer(ctx, container, nil)
 	}
+}
+
+// knowsNew reports whether bin's trigger has --new: builds from before it
+// existed (a -before binary) always start a new run.
+func knowsNew(bin string) bool {
+	out, _ := exec.Command(bin, "trigger", "--help").CombinedOutput()
+	return strings.Contains(string(out), "-new")
 }
