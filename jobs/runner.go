@@ -997,28 +997,23 @@ func (u *run) publishAll(ctx context.Context) error {
 				if err != nil && ctx.Err() != nil {
 					continue // interrupted: the entity stays pending, to resume
 				}
-				if errors.Is(err, publish.ErrBrokerUnavailable) {
-					// The entity stays pending with what the broker
-					// confirmed; the run resumes after its last confirmed
-					// batch once the broker is back.
-					mu.Lock()
-					if brokerErr == nil {
-						brokerErr = err
-					}
-					mu.Unlock()
-					if serr := u.save(ctx); serr != nil {
-						u.log.Warn("checkpoint not saved", "err", serr)
-					}
-					continue
-				}
-				if errors.Is(err, publish.ErrUnroutable) {
-					// No queue is bound yet: the entity stays pending with
-					// the batches before the returned one, the other
-					// entities go on, and the run waits for a queue.
+				// The broker away, or no queue bound yet: the entity stays
+				// pending with what the broker confirmed (never past a
+				// returned batch), and the run waits and resumes after its
+				// last confirmed batch. Without a queue the other entities
+				// go on; without a broker the feed stops.
+				var waitErr *error
+				switch {
+				case errors.Is(err, publish.ErrBrokerUnavailable):
+					waitErr = &brokerErr
+				case errors.Is(err, publish.ErrUnroutable):
+					waitErr = &routeErr
 					u.log.Warn("entity waits for a queue bound to the exchange", "entity", e.Entity, "exchange", u.exp.Exchange, "routing_key", u.exp.RoutingKey, "err", err)
+				}
+				if waitErr != nil {
 					mu.Lock()
-					if routeErr == nil {
-						routeErr = err
+					if *waitErr == nil {
+						*waitErr = err
 					}
 					mu.Unlock()
 					if serr := u.save(ctx); serr != nil {

@@ -61,15 +61,7 @@ func TestRunEndToEnd(t *testing.T) {
 
 	suffix := fmt.Sprintf("%d", time.Now().UnixNano())
 	exchange, queue := "dmfexport.test.e2e."+suffix, "dmfexport.test.e2e."+suffix
-	conn, err := amqp.Dial(testenv.AMQPURL())
-	if err != nil {
-		t.Fatalf("connect to RabbitMQ at %s: %v", testenv.AMQPURL(), err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := testenv.AMQPChannel(t)
 	defer func() {
 		_, _ = ch.QueueDelete(queue, false, false, false)
 		_ = ch.ExchangeDelete(exchange, false, false)

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -33,15 +32,7 @@ func TestRunTrace(t *testing.T) {
 	defer sim.Close()
 	suffix := fmt.Sprintf("%d", time.Now().UnixNano())
 	exchange, queue := "dmfexport.test.trace."+suffix, "dmfexport.test.trace."+suffix
-	conn, err := amqp.Dial(testenv.AMQPURL())
-	if err != nil {
-		t.Fatalf("connect to RabbitMQ at %s: %v", testenv.AMQPURL(), err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := testenv.AMQPChannel(t)
 	defer func() {
 		_, _ = ch.QueueDelete(queue, false, false, false)
 		_ = ch.ExchangeDelete(exchange, false, false)

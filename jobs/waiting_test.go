@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/testenv"
@@ -61,15 +59,7 @@ func TestUnroutableLeavesRunWaiting(t *testing.T) {
 	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1234), csvEntity("B", 10)}}, ExecutionTime: 20 * time.Millisecond})
 	defer sim.Close()
 	name := fmt.Sprintf("dmfexport.test.waitqueue.%d", time.Now().UnixNano())
-	conn, err := amqp.Dial(testenv.AMQPURL())
-	if err != nil {
-		t.Fatalf("RabbitMQ: %v", err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := testenv.AMQPChannel(t)
 	if err := ch.ExchangeDeclare(name, "topic", true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -26,16 +26,7 @@ func uniqueName(t testing.TB, kind string) string {
 // from the sink under test; it is closed when the test ends.
 func adminChannel(t *testing.T) *amqp.Channel {
 	t.Helper()
-	conn, err := amqp.Dial(testenv.AMQPURL())
-	if err != nil {
-		t.Fatalf("connect to test broker %s: %v (start it with: rabbitmq-server -detached)", testenv.AMQPURL(), err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatalf("open admin channel: %v", err)
-	}
-	return ch
+	return testenv.AMQPChannel(t)
 }
 
 // testTopology declares a topic exchange and one queue bound with "#" and

@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/testenv"
 	"github.com/dmfexport/dmfexport/jobs"
@@ -278,17 +276,12 @@ func TestDemoFromAnyDirectory(t *testing.T) {
 	})
 	t.Run("built-in", func(t *testing.T) {
 		work := t.TempDir()
-		conn, err := amqp.Dial(testenv.AMQPURL())
-		if err != nil {
-			t.Skipf("RabbitMQ not reachable: %v", err)
-		}
-		defer conn.Close()
+		// The demo's own queue and exchange go when the test ends (the
+		// connection closes after, cleanups run last first).
+		ch := testenv.AMQPChannel(t)
 		t.Cleanup(func() {
-			if ch, err := conn.Channel(); err == nil {
-				_, _ = ch.QueueDelete("dmfexport.demo", false, false, false)
-				_ = ch.ExchangeDelete("dmfexport.demo", false, false)
-				ch.Close()
-			}
+			_, _ = ch.QueueDelete("dmfexport.demo", false, false, false)
+			_ = ch.ExchangeDelete("dmfexport.demo", false, false)
 		})
 		stdout, stderr, code := runBinaryIn(t, work, []string{"DMFEXPORT_CONFIG=", "DMFSIM_URL=http://127.0.0.1:1"}, "demo")
 		if code != 0 {

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 )
 
@@ -54,15 +52,7 @@ func TestKillAndResume(t *testing.T) {
 			})
 			defer sim.Close()
 			name := fmt.Sprintf("dmfexport.test.kill.%s.%d", st.name, time.Now().UnixNano())
-			conn, err := amqp.Dial(testenv.AMQPURL())
-			if err != nil {
-				t.Fatalf("RabbitMQ: %v", err)
-			}
-			defer conn.Close()
-			ch, err := conn.Channel()
-			if err != nil {
-				t.Fatal(err)
-			}
+			ch := testenv.AMQPChannel(t)
 			defer func() {
 				_, _ = ch.QueueDelete(name, false, false, false)
 				_ = ch.ExchangeDelete(name, false, false)

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/testenv"
 )
@@ -224,15 +222,7 @@ func TestPublishedCountsConfirmed(t *testing.T) {
 	})
 	defer sim.Close()
 	name := fmt.Sprintf("dmfexport.test.noroute.%d", time.Now().UnixNano())
-	conn, err := amqp.Dial(testenv.AMQPURL())
-	if err != nil {
-		t.Fatalf("RabbitMQ: %v", err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := testenv.AMQPChannel(t)
 	if err := ch.ExchangeDeclare(name, "topic", false, true, false, false, nil); err != nil {
 		t.Fatal(err)
 	}

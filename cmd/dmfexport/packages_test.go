@@ -16,8 +16,6 @@ import (
 	"time"
 	"unicode/utf16"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/testenv"
 )
@@ -358,15 +356,7 @@ func TestTriggerRealPackages(t *testing.T) {
 	defer sim.Close()
 
 	name := fmt.Sprintf("dmfexport.test.packages.%d", time.Now().UnixNano())
-	conn, err := amqp.Dial(testenv.AMQPURL())
-	if err != nil {
-		t.Fatalf("RabbitMQ: %v", err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := testenv.AMQPChannel(t)
 	defer func() {
 		_, _ = ch.QueueDelete(name, false, false, false)
 		_ = ch.ExchangeDelete(name, false, false)

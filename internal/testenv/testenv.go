@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // AzuriteKey is Azurite's well-known development account key (public).
@@ -40,4 +42,21 @@ func AzuriteEndpoint(t testing.TB) string {
 func AzuriteConnString(t testing.TB) string {
 	t.Helper()
 	return "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=" + AzuriteKey + ";BlobEndpoint=" + AzuriteEndpoint(t) + ";"
+}
+
+// AMQPChannel connects to the test broker (AMQPURL) and returns a channel
+// for the test's own declarations and consumers; the connection closes
+// when the test ends. It fails the test when no broker answers.
+func AMQPChannel(t testing.TB) *amqp.Channel {
+	t.Helper()
+	conn, err := amqp.Dial(AMQPURL())
+	if err != nil {
+		t.Fatalf("connect to RabbitMQ at %s: %v (make test starts it; or set DMFEXPORT_TEST_AMQP_URL)", AMQPURL(), err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatalf("open a channel on RabbitMQ at %s: %v", AMQPURL(), err)
+	}
+	return ch
 }
