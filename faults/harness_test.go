@@ -23,6 +23,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/internal/testenv"
 )
 
 // The suite's shared state, set up by TestMain.
@@ -366,14 +367,7 @@ func drain(t *testing.T, queue string) *delivery {
 		t.Fatal(err)
 	}
 	d := &delivery{rows: map[string]map[string]int{}, msgs: map[string]int{}, rowMsg: map[string]string{}}
-	for {
-		m, ok, err := ch.Get(queue, true)
-		if err != nil {
-			t.Fatalf("get from %s: %v", queue, err)
-		}
-		if !ok {
-			break
-		}
+	for _, m := range testenv.Drain(t, ch, queue) {
 		var b struct {
 			Data struct {
 				RunID  string              `json:"run_id"`

@@ -372,7 +372,7 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 	}
 	interrupted := runErr != nil && ctx.Err() != nil
 	waiting := ""
-	if runErr != nil && !interrupted {
+	if !interrupted {
 		waiting = waitingOf(runErr)
 	}
 	switch {

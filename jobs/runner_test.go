@@ -62,10 +62,7 @@ func TestRunEndToEnd(t *testing.T) {
 	suffix := fmt.Sprintf("%d", time.Now().UnixNano())
 	exchange, queue := "dmfexport.test.e2e."+suffix, "dmfexport.test.e2e."+suffix
 	ch := testenv.AMQPChannel(t)
-	defer func() {
-		_, _ = ch.QueueDelete(queue, false, false, false)
-		_ = ch.ExchangeDelete(exchange, false, false)
-	}()
+	testenv.DeleteOnCleanup(t, ch, queue, exchange)
 
 	u, _ := url.Parse(sim.URL)
 	store := t.TempDir()

@@ -33,10 +33,7 @@ func TestRunTrace(t *testing.T) {
 	suffix := fmt.Sprintf("%d", time.Now().UnixNano())
 	exchange, queue := "dmfexport.test.trace."+suffix, "dmfexport.test.trace."+suffix
 	ch := testenv.AMQPChannel(t)
-	defer func() {
-		_, _ = ch.QueueDelete(queue, false, false, false)
-		_ = ch.ExchangeDelete(exchange, false, false)
-	}()
+	testenv.DeleteOnCleanup(t, ch, queue, exchange)
 	u, _ := url.Parse(sim.URL)
 	exp := &Export{
 		Name: "traced", Schedule: "@daily", DefinitionGroup: "TR", PackageName: "TR", LegalEntity: "USMF",

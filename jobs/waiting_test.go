@@ -63,10 +63,7 @@ func TestUnroutableLeavesRunWaiting(t *testing.T) {
 	if err := ch.ExchangeDeclare(name, "topic", true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		_, _ = ch.QueueDelete(name, false, false, false)
-		_ = ch.ExchangeDelete(name, false, false)
-	}()
+	testenv.DeleteOnCleanup(t, ch, name)
 	u, _ := url.Parse(sim.URL)
 	exp := &Export{
 		Name: "waitqueue", Schedule: "@daily", DefinitionGroup: "G", PackageName: "G", LegalEntity: "USMF",
@@ -105,14 +102,7 @@ func TestUnroutableLeavesRunWaiting(t *testing.T) {
 		t.Errorf("F&O saw %d exports, want 1", n)
 	}
 	rows := map[string]int{}
-	for {
-		d, ok, err := ch.Get(name, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !ok {
-			break
-		}
+	for _, d := range testenv.Drain(t, ch, name) {
 		var b batchBody
 		if err := json.Unmarshal(d.Body, &b); err != nil {
 			t.Fatal(err)

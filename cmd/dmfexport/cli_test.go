@@ -279,10 +279,7 @@ func TestDemoFromAnyDirectory(t *testing.T) {
 		// The demo's own queue and exchange go when the test ends (the
 		// connection closes after, cleanups run last first).
 		ch := testenv.AMQPChannel(t)
-		t.Cleanup(func() {
-			_, _ = ch.QueueDelete("dmfexport.demo", false, false, false)
-			_ = ch.ExchangeDelete("dmfexport.demo", false, false)
-		})
+		testenv.DeleteOnCleanup(t, ch, "dmfexport.demo")
 		stdout, stderr, code := runBinaryIn(t, work, []string{"DMFEXPORT_CONFIG=", "DMFSIM_URL=http://127.0.0.1:1"}, "demo")
 		if code != 0 {
 			t.Fatalf("demo: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)

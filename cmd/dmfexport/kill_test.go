@@ -53,10 +53,7 @@ func TestKillAndResume(t *testing.T) {
 			defer sim.Close()
 			name := fmt.Sprintf("dmfexport.test.kill.%s.%d", st.name, time.Now().UnixNano())
 			ch := testenv.AMQPChannel(t)
-			defer func() {
-				_, _ = ch.QueueDelete(name, false, false, false)
-				_ = ch.ExchangeDelete(name, false, false)
-			}()
+			testenv.DeleteOnCleanup(t, ch, name)
 			dir := t.TempDir()
 			cfg := writeFile(t, dir, "dmfexport.yaml", fmt.Sprintf(`fo:
   url: ${DMFSIM_URL}
@@ -117,14 +114,7 @@ exports:
 			seen := map[string]int{}
 			idCount := map[string]int{}
 			rowIDs := map[string][]string{}
-			for {
-				d, ok, err := ch.Get(name, true)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if !ok {
-					break
-				}
+			for _, d := range testenv.Drain(t, ch, name) {
 				var b struct {
 					ID   string `json:"id"`
 					Data struct {

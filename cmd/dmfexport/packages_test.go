@@ -357,10 +357,7 @@ func TestTriggerRealPackages(t *testing.T) {
 
 	name := fmt.Sprintf("dmfexport.test.packages.%d", time.Now().UnixNano())
 	ch := testenv.AMQPChannel(t)
-	defer func() {
-		_, _ = ch.QueueDelete(name, false, false, false)
-		_ = ch.ExchangeDelete(name, false, false)
-	}()
+	testenv.DeleteOnCleanup(t, ch, name)
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, `fo:
   url: ${DMFSIM_URL}
@@ -389,14 +386,7 @@ exports:
 	rows, batches, lastSeen := map[key]int{}, map[key]int{}, map[key]bool{}
 	refresh := map[key]string{}
 	found := map[key][]string{} // "column=value" of every field received
-	for {
-		d, ok, err := ch.Get(name, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !ok {
-			break
-		}
+	for _, d := range testenv.Drain(t, ch, name) {
 		var b struct {
 			RefreshType string `json:"refreshtype"`
 			Data        struct {

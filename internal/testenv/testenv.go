@@ -60,3 +60,32 @@ func AMQPChannel(t testing.TB) *amqp.Channel {
 	}
 	return ch
 }
+
+// DeleteOnCleanup deletes, when the test ends, the queue and the exchange
+// named by each of names (a test's own, declared by it or by the code
+// under test), so the shared broker keeps nothing of the test.
+func DeleteOnCleanup(t testing.TB, ch *amqp.Channel, names ...string) {
+	t.Cleanup(func() {
+		for _, n := range names {
+			_, _ = ch.QueueDelete(n, false, false, false)
+			_ = ch.ExchangeDelete(n, false, false)
+		}
+	})
+}
+
+// Drain takes every message the queue holds now off it (acknowledged) and
+// returns them in queue order.
+func Drain(t testing.TB, ch *amqp.Channel, queue string) []amqp.Delivery {
+	t.Helper()
+	var out []amqp.Delivery
+	for {
+		d, ok, err := ch.Get(queue, true)
+		if err != nil {
+			t.Fatalf("get from queue %s: %v", queue, err)
+		}
+		if !ok {
+			return out
+		}
+		out = append(out, d)
+	}
+}
