@@ -17,9 +17,10 @@ type batchEncoder struct {
 	data    []byte // `"job":..,"run_id":..,"execution_id":..,"entity":..,`
 	subject []byte // `"<entity>"`
 	columns []byte // `["A","B"]`
-	// keys holds, per column, the bytes written before its value (`,"A":"`,
-	// no comma for the first) packed into little-endian words, so a row
-	// writes them with word stores instead of a copy call per field.
+	// keys holds, per column, the bytes written before its value packed
+	// into little-endian words, so a row writes them with word stores
+	// instead of a copy call per field: `{"A":"` for the first column, and
+	// for the others the closing quote of the value before, `","B":"`.
 	keys    [][]uint64
 	keyLens []int
 	// ext holds the CloudEvents extension attributes, e.g.
@@ -76,9 +77,9 @@ func (e *batchEncoder) init(o EntityOptions, header []string) {
 			c = append(c, ',')
 		}
 		c = appendJSONString(c, h)
-		var k []byte
+		k := []byte{'{'}
 		if i > 0 {
-			k = append(k, ',')
+			k = append(k[:0], '"', ',')
 		}
 		k = append(appendJSONString(k, h), ':', '"')
 		e.keyLens[i] = len(k)
@@ -130,17 +131,27 @@ func (e *batchEncoder) start() {
 	e.buf = make([]byte, e.gap, need+e.hint/8)
 }
 
+// maxFreeBuffers caps the buffers kept for reuse. A broker sink holds a
+// window of unconfirmed batches (broker.max_unconfirmed_bytes, 16 MiB: about
+// seven 2 MB batches) and gives their buffers back as confirms arrive, so
+// the free list must hold a window's worth: keeping only two dropped most
+// buffers and allocated a fresh, zeroed one for most batches. The buffers
+// kept never outnumber those in use at once, which the window bounds.
+const maxFreeBuffers = 32
+
 // recycle gives back the buffer of a batch the sink no longer reads.
 func (e *batchEncoder) recycle(b []byte) {
 	e.freeMu.Lock()
 	defer e.freeMu.Unlock()
-	if len(e.free) < 2 {
+	if len(e.free) < maxFreeBuffers {
 		e.free = append(e.free, b[:0])
 	}
 }
 
-// addRow encodes one row as a JSON object; rec must have one value per column.
-func (e *batchEncoder) addRow(rec []string) {
+// addRow encodes one row as a JSON object; rec must have one value per
+// column. plain, when not nil, says which values need no escaping (see
+// plainSource); they are copied as they are.
+func (e *batchEncoder) addRow(rec []string, plain []bool) {
 	if e.buf == nil {
 		e.start()
 	}
@@ -148,21 +159,32 @@ func (e *batchEncoder) addRow(rec []string) {
 	if e.rows > 0 {
 		b = append(b, ',')
 	}
-	b = append(b, '{')
+	if len(rec) == 0 {
+		e.buf = append(b, '{', '}')
+		e.rows++
+		return
+	}
+	if len(plain) != len(rec) {
+		plain = nil
+	}
 	for i, v := range rec {
 		kw := e.keys[i]
 		n := len(b)
-		if cap(b)-n < 8*len(kw) {
+		if cap(b)-n < 8*len(kw)+len(v) {
 			b = slices.Grow(b, e.growth(len(b), 8*len(kw)+len(v)+64))
 		}
 		w := b[n : n+8*len(kw)]
 		for j, x := range kw {
 			binary.LittleEndian.PutUint64(w[8*j:], x)
 		}
-		b = appendJSONStringBody(b[:n+e.keyLens[i]], v)
-		b = append(b, '"')
+		b = b[:n+e.keyLens[i]]
+		if plain != nil && plain[i] {
+			b = append(b, v...)
+		} else {
+			b = appendJSONStringBody(b, v)
+		}
 	}
-	e.buf = append(b, '}')
+	e.buf = append(b, '"', '}')
 	e.rows++
 }
 

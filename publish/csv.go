@@ -3,9 +3,11 @@ package publish
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"unicode/utf8"
 	"unsafe"
 
 	"golang.org/x/text/encoding/unicode"
@@ -122,6 +124,8 @@ func (s *csvSource) next() ([]string, int, error) {
 
 func (s *csvSource) close() error { return nil }
 
+func (s *csvSource) plainFields() []bool { return s.r.plainFields() }
+
 // CSVSyntaxError describes malformed CSV: where it is and what is wrong.
 type CSVSyntaxError struct {
 	Line, Column int // 1-based; Column counts bytes of UTF-8
@@ -152,12 +156,21 @@ type csvReader struct {
 	spans  []span
 	esc    []byte // unescaped fields with doubled quotes
 	fields []string
+	plain  []bool // per field of the last record: see plainFields
+
+	// special marks the bytes that end or change an unquoted field (quote,
+	// line breaks, the delimiter); stop marks those and every byte JSON
+	// does not keep as is, so one scan finds the end of a field and whether
+	// it is plain. Built for tableDelim.
+	special, stop [256]bool
+	tableDelim    byte
 }
 
-// span locates a field: buf[a:b], or esc[a:b] when inEsc.
+// span locates a field: buf[a:b], or esc[a:b] when inEsc. plain is set
+// when every byte of the field is ASCII that JSON keeps as is.
 type span struct {
-	a, b  int
-	inEsc bool
+	a, b         int
+	inEsc, plain bool
 }
 
 var errNeedMore = errors.New("need more input")
@@ -266,7 +279,9 @@ func (c *csvReader) read() ([]string, error) {
 			return nil, err
 		}
 		c.fields = c.fields[:0]
+		c.plain = c.plain[:0]
 		for _, s := range c.spans {
+			c.plain = append(c.plain, s.plain)
 			var v []byte
 			if s.inEsc {
 				v = c.esc[s.a:s.b]
@@ -284,6 +299,37 @@ func (c *csvReader) read() ([]string, error) {
 // csvSpecial marks the bytes that end or change an unquoted field.
 var csvSpecial = [256]bool{'"': true, '\n': true, '\r': true}
 
+// buildTables sets special and stop for the current delimiter.
+func (c *csvReader) buildTables() {
+	c.special = csvSpecial
+	c.special[c.delim] = true
+	for b := range c.stop {
+		c.stop[b] = c.special[b] || b >= utf8.RuneSelf || !jsonSafe[b]
+	}
+	c.tableDelim = c.delim
+}
+
+// plainFields reports, for each field of the record last read, whether it
+// is plain: ASCII that JSON keeps as is, so it can be copied into a JSON
+// string without escaping. Valid until the next read.
+func (c *csvReader) plainFields() []bool { return c.plain }
+
+// plainBytes reports whether every byte of b is ASCII that JSON keeps as is.
+func plainBytes(b []byte) bool {
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		if !plain8(binary.LittleEndian.Uint64(b[i:])) {
+			return false
+		}
+	}
+	for ; i < len(b); i++ {
+		if x := b[i]; x >= utf8.RuneSelf || !jsonSafe[x] {
+			return false
+		}
+	}
+	return true
+}
+
 // parse scans one record starting at c.pos. It returns the bytes consumed
 // (line end included) and the line breaks in them. errNeedMore means the
 // record may continue past the buffered data, unless the input is at EOF.
@@ -294,23 +340,30 @@ func (c *csvReader) parse() (n, lines int, err error) {
 	i := c.pos
 	lineStart := i
 	delim := c.delim
-	special := csvSpecial
-	special[delim] = true
+	if c.tableDelim != delim {
+		c.buildTables()
+	}
+	special, stop := &c.special, &c.stop
 	for {
 		// One field starts at i.
 		if i < len(buf) && buf[i] == '"' {
 			i++
 			start := i
 			escStart := -1
+			plain := true
 			for {
 				j := bytes.IndexByte(buf[i:], '"')
 				if j < 0 {
 					return 0, 0, errNeedMore
 				}
 				seg := buf[i : i+j]
-				if k := bytes.Count(seg, nl); k > 0 {
-					lines += k
-					lineStart = i + bytes.LastIndexByte(seg, '\n') + 1
+				segPlain := plainBytes(seg) // and so holds no line break
+				if !segPlain {
+					plain = false
+					if k := bytes.Count(seg, nl); k > 0 {
+						lines += k
+						lineStart = i + bytes.LastIndexByte(seg, '\n') + 1
+					}
 				}
 				i += j + 1
 				if i < len(buf) && buf[i] == '"' { // doubled quote
@@ -329,9 +382,9 @@ func (c *csvReader) parse() (n, lines int, err error) {
 				}
 				if escStart >= 0 {
 					c.esc = append(c.esc, seg...)
-					c.spans = append(c.spans, span{escStart, len(c.esc), true})
+					c.spans = append(c.spans, span{a: escStart, b: len(c.esc), inEsc: true})
 				} else {
-					c.spans = append(c.spans, span{start, i - 1, false})
+					c.spans = append(c.spans, span{a: start, b: i - 1, plain: plain})
 				}
 				break
 			}
@@ -355,29 +408,36 @@ func (c *csvReader) parse() (n, lines int, err error) {
 			}
 		}
 		start := i
-		for i < len(buf) && !special[buf[i]] {
+		for i < len(buf) && !stop[buf[i]] {
 			i++
+		}
+		plain := true
+		if i < len(buf) && !special[buf[i]] { // a byte JSON escapes or checks
+			plain = false
+			for i < len(buf) && !special[buf[i]] {
+				i++
+			}
 		}
 		if i == len(buf) {
 			if !c.eof {
 				return 0, 0, errNeedMore
 			}
-			c.spans = append(c.spans, span{start, i, false})
+			c.spans = append(c.spans, span{a: start, b: i, plain: plain})
 			return i - c.pos, lines, nil
 		}
 		switch b := buf[i]; b {
 		case delim:
-			c.spans = append(c.spans, span{start, i, false})
+			c.spans = append(c.spans, span{a: start, b: i, plain: plain})
 			i++
 		case '\n':
-			c.spans = append(c.spans, span{start, i, false})
+			c.spans = append(c.spans, span{a: start, b: i, plain: plain})
 			return i + 1 - c.pos, lines + 1, nil
 		case '\r':
 			if i+1 == len(buf) && !c.eof {
 				return 0, 0, errNeedMore
 			}
 			if i+1 < len(buf) && buf[i+1] == '\n' {
-				c.spans = append(c.spans, span{start, i, false})
+				c.spans = append(c.spans, span{a: start, b: i, plain: plain})
 				return i + 2 - c.pos, lines + 1, nil
 			}
 			// A lone CR outside quotes is data, as in encoding/csv.
@@ -393,7 +453,7 @@ func (c *csvReader) parse() (n, lines int, err error) {
 			if i < len(buf) && buf[i] == '"' {
 				return 0, 0, c.bareQuote(lines, i, lineStart)
 			}
-			c.spans = append(c.spans, span{start, i, false})
+			c.spans = append(c.spans, span{a: start, b: i}) // holds a CR: not plain
 			if i == len(buf) {
 				return i - c.pos, lines, nil
 			}

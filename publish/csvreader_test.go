@@ -194,3 +194,38 @@ func TestCSVFixtures(t *testing.T) {
 		})
 	}
 }
+
+// TestCSVPlainFields checks which fields the reader marks plain: those the
+// encoder copies without its escaping scan. A field that is plain but not
+// marked only costs time; the fuzz target checks that none is marked wrongly.
+func TestCSVPlainFields(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     []bool
+	}{
+		{"unquoted ascii", "SO-1,2024-03-01T00:00:00,,12.50\r\n", []bool{true, true, true, true}},
+		{"quoted ascii with delimiter", "\"Contoso, Ltd.\",x\n", []bool{true, true}},
+		{"backslash", "a\\b,c\n", []bool{false, true}},
+		{"control byte", "a\x01,c\n", []bool{false, true}},
+		{"utf-8", "caf\xc3\xa9,c\n", []bool{false, true}},
+		{"doubled quote", "\"a\"\"b\",c\n", []bool{false, true}},
+		{"line break inside quotes", "\"a\r\nb\",c\n", []bool{false, true}},
+		{"lone cr", "a\rb,c\n", []bool{false, true}},
+		{"tab delimiter is not data", "a\tb\n", []bool{true, true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			delim := byte(',')
+			if strings.Contains(tt.in, "\t") {
+				delim = '\t'
+			}
+			cr := newCSVReader(strings.NewReader(tt.in), delim)
+			if _, err := cr.read(); err != nil {
+				t.Fatal(err)
+			}
+			if got := cr.plainFields(); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("plain = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -99,6 +99,13 @@ type rowSource interface {
 	close() error
 }
 
+// plainSource is a rowSource that knows which fields of the record last
+// returned are plain (ASCII that JSON keeps as is): those are copied into
+// the batch without the escaping scan.
+type plainSource interface {
+	plainFields() []bool
+}
+
 // now is the clock used for event times; tests may replace it.
 var now = func() time.Time { return time.Now().UTC() }
 
@@ -310,6 +317,7 @@ func (p *entityPublisher) run() error {
 	}
 	p.enc.init(p.o, header)
 	named, _ := p.src.(namedSource)
+	plainSrc, _ := p.src.(plainSource)
 	if named != nil {
 		p.enc.initNamed()
 	}
@@ -347,7 +355,11 @@ func (p *entityPublisher) run() error {
 		if named != nil {
 			p.enc.addNamedRow(named.fields(), rec)
 		} else {
-			p.enc.addRow(rec)
+			var plain []bool
+			if plainSrc != nil {
+				plain = plainSrc.plainFields()
+			}
+			p.enc.addRow(rec, plain)
 		}
 		if p.enc.rowBytes() > p.o.MaxMessageBytes {
 			return p.tooBig(p.enc.rowBytes())

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"reflect"
+	"strings"
 	"testing"
 	"testing/iotest"
 )
@@ -206,6 +207,50 @@ func FuzzXMLEntityChunks(f *testing.F) {
 		}
 		if !reflect.DeepEqual(whole, bytewise) {
 			t.Fatalf("records differ on %q:\nwhole %q\nbytes %q", in, whole, bytewise)
+		}
+	})
+}
+
+// FuzzCSVPlainFields checks the reader's plain flags: a field marked plain
+// holds only ASCII that JSON keeps as is, and a row encoded with the flags
+// (plain values copied) is byte for byte the row encoded without them (every
+// value escaped), whatever the delimiter.
+func FuzzCSVPlainFields(f *testing.F) {
+	for _, s := range []string{"a,b\r\n\"c\r\nd\",e\n", "x\\y,\"q\"\"\",\x01\n", "caf\xc3\xa9,\xff,\"\xe2\x80\xa8\"\n", "a\rb,c\n", "\"plain quoted\",1\n"} {
+		f.Add([]byte(s), byte(','))
+	}
+	f.Add([]byte("a\tb\\\t\"c\td\"\n"), byte('\t'))
+	f.Fuzz(func(t *testing.T, in []byte, delim byte) {
+		if !validDelim(rune(delim)) {
+			delim = ','
+		}
+		cr := newCSVReader(bytes.NewReader(in), delim)
+		for n := 0; n < 1000; n++ {
+			rec, err := cr.read()
+			if err != nil {
+				return
+			}
+			plain := cr.plainFields()
+			if len(plain) != len(rec) {
+				t.Fatalf("%d plain flags for %d fields", len(plain), len(rec))
+			}
+			for i, v := range rec {
+				if plain[i] && !plainBytes([]byte(v)) {
+					t.Fatalf("field %d %q marked plain", i, v)
+				}
+			}
+			header := make([]string, len(rec))
+			for i := range header {
+				header[i] = "C" + string(rune('A'+i%26)) + strings.Repeat("x", i/26)
+			}
+			var with, without batchEncoder
+			with.init(EntityOptions{Entity: "E"}, header)
+			without.init(EntityOptions{Entity: "E"}, header)
+			with.addRow(rec, plain)
+			without.addRow(rec, nil)
+			if !bytes.Equal(with.buf, without.buf) {
+				t.Fatalf("row %q: encoded with plain flags\n%s\nwithout\n%s", rec, with.buf, without.buf)
+			}
 		}
 	})
 }
