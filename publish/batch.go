@@ -1,10 +1,10 @@
 package publish
 
 import (
-	"encoding/binary"
 	"slices"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // batchEncoder builds batch bodies. Rows are encoded as they arrive into a
@@ -17,11 +17,14 @@ type batchEncoder struct {
 	data    []byte // `"job":..,"run_id":..,"execution_id":..,"entity":..,`
 	subject []byte // `"<entity>"`
 	columns []byte // `["A","B"]`
-	// keys holds, per column, the bytes written before its value packed
-	// into little-endian words, so a row writes them with word stores
-	// instead of a copy call per field: `{"A":"` for the first column, and
-	// for the others the closing quote of the value before, `","B":"`.
-	keys    [][]uint64
+	// keys holds, per column, the bytes written before its value: `{"A":"`
+	// for the first column, and for the others the closing quote of the
+	// value before, `","B":"`. Each is padded to keyWidth, so a row writes
+	// it with one fixed-size copy (a few vector stores, no call) and the
+	// value then overwrites the padding; longKey holds those that do not
+	// fit.
+	keys    [][keyWidth]byte
+	longKey [][]byte
 	keyLens []int
 	// ext holds the CloudEvents extension attributes, e.g.
 	// `,"refreshtype":"FullPush"`, or nothing.
@@ -70,7 +73,8 @@ func (e *batchEncoder) init(o EntityOptions, header []string) {
 	d = appendJSONString(d, o.Entity)
 	e.data = append(d, ',')
 	c := append([]byte(nil), '[')
-	e.keys = make([][]uint64, len(header))
+	e.keys = make([][keyWidth]byte, len(header))
+	e.longKey = make([][]byte, len(header))
 	e.keyLens = make([]int, len(header))
 	for i, h := range header {
 		if i > 0 {
@@ -83,12 +87,10 @@ func (e *batchEncoder) init(o EntityOptions, header []string) {
 		}
 		k = append(appendJSONString(k, h), ':', '"')
 		e.keyLens[i] = len(k)
-		for len(k)%8 != 0 {
-			k = append(k, 0)
+		if len(k) > keyWidth {
+			e.longKey[i] = k
 		}
-		for j := 0; j < len(k); j += 8 {
-			e.keys[i] = append(e.keys[i], binary.LittleEndian.Uint64(k[j:]))
-		}
+		copy(e.keys[i][:], k)
 	}
 	e.columns = append(c, ']')
 	e.ext = nil
@@ -149,43 +151,92 @@ func (e *batchEncoder) recycle(b []byte) {
 }
 
 // addRow encodes one row as a JSON object; rec must have one value per
-// column. plain, when not nil, says which values need no escaping (see
-// plainSource); they are copied as they are.
-func (e *batchEncoder) addRow(rec []string, plain []bool) {
+// column.
+func (e *batchEncoder) addRow(rec []string) {
+	b := e.rowStart()
+	if len(rec) == 0 {
+		e.rowEnd(append(b, '{', '}'))
+		return
+	}
+	for i, v := range rec {
+		if at, kl := len(b), e.keyLens[i]; cap(b)-at >= keyWidth+len(v) && kl <= keyWidth {
+			*(*[keyWidth]byte)(b[at : at+keyWidth]) = e.keys[i]
+			b = b[:at+kl]
+		} else {
+			b = e.keySlow(b, i, len(v))
+		}
+		b = appendJSONStringBody(b, v)
+	}
+	e.rowEnd(append(b, '"', '}'))
+}
+
+// addRecord encodes a CSV record as addRow does its strings, straight from
+// the reader's buffers: plain fields (ASCII that JSON keeps as is, as the
+// reader found while scanning) are copied without the escaping scan.
+func (e *batchEncoder) addRecord(r csvRecord) {
+	b := e.rowStart()
+	if len(r.spans) == 0 {
+		e.rowEnd(append(b, '{', '}'))
+		return
+	}
+	for i, s := range r.spans {
+		var v []byte
+		if s.inEsc {
+			v = r.esc[s.a:s.b]
+		} else {
+			v = r.buf[s.a:s.b]
+		}
+		if at, kl := len(b), e.keyLens[i]; cap(b)-at >= keyWidth+len(v) && kl <= keyWidth {
+			*(*[keyWidth]byte)(b[at : at+keyWidth]) = e.keys[i]
+			b = b[:at+kl]
+		} else {
+			b = e.keySlow(b, i, len(v))
+		}
+		if s.plain {
+			b = append(b, v...)
+		} else {
+			b = appendJSONStringBody(b, unsafe.String(unsafe.SliceData(v), len(v)))
+		}
+	}
+	e.rowEnd(append(b, '"', '}'))
+}
+
+// rowStart returns the batch buffer ready for a row's first key.
+func (e *batchEncoder) rowStart() []byte {
 	if e.buf == nil {
 		e.start()
 	}
-	b := e.buf
 	if e.rows > 0 {
-		b = append(b, ',')
+		return append(e.buf, ',')
 	}
-	if len(rec) == 0 {
-		e.buf = append(b, '{', '}')
-		e.rows++
-		return
-	}
-	if len(plain) != len(rec) {
-		plain = nil
-	}
-	for i, v := range rec {
-		kw := e.keys[i]
-		n := len(b)
-		if cap(b)-n < 8*len(kw)+len(v) {
-			b = slices.Grow(b, e.growth(len(b), 8*len(kw)+len(v)+64))
-		}
-		w := b[n : n+8*len(kw)]
-		for j, x := range kw {
-			binary.LittleEndian.PutUint64(w[8*j:], x)
-		}
-		b = b[:n+e.keyLens[i]]
-		if plain != nil && plain[i] {
-			b = append(b, v...)
-		} else {
-			b = appendJSONStringBody(b, v)
-		}
-	}
-	e.buf = append(b, '"', '}')
+	return e.buf
+}
+
+// rowEnd keeps b, holding one more row, as the batch buffer.
+func (e *batchEncoder) rowEnd(b []byte) {
+	e.buf = b
 	e.rows++
+}
+
+// keyWidth is the room a key takes in the keys table: column names of up
+// to 58 bytes fit.
+const keyWidth = 64
+
+// keySlow appends the bytes before column i's value, with room for a value
+// of n bytes unescaped, when the buffer must grow first or the key is
+// longer than keyWidth. The rows' loops write the other keys themselves:
+// one fixed-size copy, which a call would cost more than.
+func (e *batchEncoder) keySlow(b []byte, i, n int) []byte {
+	kl := e.keyLens[i]
+	if least := keyWidth + kl + n; cap(b)-len(b) < least {
+		b = slices.Grow(b, e.growth(len(b), least+64))
+	}
+	if kl > keyWidth {
+		return append(b, e.longKey[i]...)
+	}
+	at := len(b)
+	*(*[keyWidth]byte)(b[at : at+keyWidth]) = e.keys[i]
+	return b[:at+kl]
 }
 
 // growth is how many bytes to grow a batch buffer holding n bytes by, at

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"unicode/utf8"
 	"unsafe"
 
@@ -124,7 +125,19 @@ func (s *csvSource) next() ([]string, int, error) {
 
 func (s *csvSource) close() error { return nil }
 
-func (s *csvSource) plainFields() []bool { return s.r.plainFields() }
+// nextRecord is next without the strings: the record's fields as spans of
+// the reader's buffers, which batchEncoder.addRecord encodes directly.
+func (s *csvSource) nextRecord() (csvRecord, int, error) {
+	err := s.r.readSpans()
+	if err == io.EOF {
+		return csvRecord{}, 0, io.EOF
+	}
+	if err != nil {
+		return csvRecord{}, s.r.recLine, fmt.Errorf("row %d: %w", s.rows+1, err)
+	}
+	s.rows++
+	return s.r.record(), s.r.recLine, nil
+}
 
 // CSVSyntaxError describes malformed CSV: where it is and what is wrong.
 type CSVSyntaxError struct {
@@ -156,7 +169,6 @@ type csvReader struct {
 	spans  []span
 	esc    []byte // unescaped fields with doubled quotes
 	fields []string
-	plain  []bool // per field of the last record: see plainFields
 
 	// special marks the bytes that end or change an unquoted field (quote,
 	// line breaks, the delimiter); stop marks those and every byte JSON
@@ -232,14 +244,49 @@ func (c *csvReader) peek(n int) ([]byte, error) {
 
 // read returns the next record's fields, or io.EOF.
 func (c *csvReader) read() ([]string, error) {
+	if err := c.readSpans(); err != nil {
+		return nil, err
+	}
+	c.fields = c.fields[:0]
+	r := c.record()
+	for i := range r.spans {
+		v := r.field(i)
+		c.fields = append(c.fields, unsafe.String(unsafe.SliceData(v), len(v)))
+	}
+	return c.fields, nil
+}
+
+// csvRecord is a record as the reader found it: its fields are spans of
+// the reader's buffers, valid until the next read.
+type csvRecord struct {
+	buf, esc []byte
+	spans    []span
+}
+
+// field returns the bytes of field i.
+func (r csvRecord) field(i int) []byte {
+	s := r.spans[i]
+	if s.inEsc {
+		return r.esc[s.a:s.b]
+	}
+	return r.buf[s.a:s.b]
+}
+
+// record returns the record last read by readSpans.
+func (c *csvReader) record() csvRecord {
+	return csvRecord{buf: c.buf, esc: c.esc, spans: c.spans}
+}
+
+// readSpans reads the next record into c.spans, or returns io.EOF.
+func (c *csvReader) readSpans() error {
 	for {
 		// Skip empty lines.
 		for {
 			if c.pos == c.end && !c.fill() {
 				if c.rerr != nil {
-					return nil, fmt.Errorf("read: %w", c.rerr)
+					return fmt.Errorf("read: %w", c.rerr)
 				}
-				return nil, io.EOF
+				return io.EOF
 			}
 			b := c.buf[c.pos]
 			if b == '\n' {
@@ -269,30 +316,18 @@ func (c *csvReader) read() ([]string, error) {
 			n, lines, err = c.parse()
 			if err == errNeedMore {
 				if c.rerr != nil {
-					return nil, fmt.Errorf("read: %w", c.rerr)
+					return fmt.Errorf("read: %w", c.rerr)
 				}
-				return nil, &CSVSyntaxError{Line: c.line + 1, Column: 1, Reason: "the file ends inside a quoted field of the record starting here: a closing quote is missing"}
+				return &CSVSyntaxError{Line: c.line + 1, Column: 1, Reason: "the file ends inside a quoted field of the record starting here: a closing quote is missing"}
 			}
 		}
 		c.recLine = c.line + 1
 		if err != nil {
-			return nil, err
-		}
-		c.fields = c.fields[:0]
-		c.plain = c.plain[:0]
-		for _, s := range c.spans {
-			c.plain = append(c.plain, s.plain)
-			var v []byte
-			if s.inEsc {
-				v = c.esc[s.a:s.b]
-			} else {
-				v = c.buf[s.a:s.b]
-			}
-			c.fields = append(c.fields, unsafe.String(unsafe.SliceData(v), len(v)))
+			return err
 		}
 		c.pos += n
 		c.line += lines
-		return c.fields, nil
+		return nil
 	}
 }
 
@@ -309,10 +344,18 @@ func (c *csvReader) buildTables() {
 	c.tableDelim = c.delim
 }
 
-// plainFields reports, for each field of the record last read, whether it
-// is plain: ASCII that JSON keeps as is, so it can be copied into a JSON
-// string without escaping. Valid until the next read.
-func (c *csvReader) plainFields() []bool { return c.plain }
+// stopMask sets the high bit of the first byte of x (little-endian) that
+// stops the scan of an unquoted field: the delimiter (delimWord has it in
+// every byte), a quote, a backslash, a byte below 0x20 (line breaks among
+// them) or one of 0x80 and above; it is zero when there is none. Bits above
+// the first may be set wrongly (a borrow carries into the next byte), never
+// below it.
+func stopMask(x, delimWord uint64) uint64 {
+	d := x ^ delimWord
+	q := x ^ (lsb8 * '"')
+	b := x ^ (lsb8 * '\\')
+	return ((x-lsb8*0x20)&^x | (d-lsb8)&^d | (q-lsb8)&^q | (b-lsb8)&^b | x) & msb8
+}
 
 // plainBytes reports whether every byte of b is ASCII that JSON keeps as is.
 func plainBytes(b []byte) bool {
@@ -344,6 +387,7 @@ func (c *csvReader) parse() (n, lines int, err error) {
 		c.buildTables()
 	}
 	special, stop := &c.special, &c.stop
+	delimWord := lsb8 * uint64(delim)
 	for {
 		// One field starts at i.
 		if i < len(buf) && buf[i] == '"' {
@@ -408,6 +452,15 @@ func (c *csvReader) parse() (n, lines int, err error) {
 			}
 		}
 		start := i
+		// Eight bytes at a time while none of them stops the scan.
+		for i+8 <= len(buf) {
+			m := stopMask(binary.LittleEndian.Uint64(buf[i:]), delimWord)
+			if m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
+			i += 8
+		}
 		for i < len(buf) && !stop[buf[i]] {
 			i++
 		}

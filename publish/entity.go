@@ -99,13 +99,6 @@ type rowSource interface {
 	close() error
 }
 
-// plainSource is a rowSource that knows which fields of the record last
-// returned are plain (ASCII that JSON keeps as is): those are copied into
-// the batch without the escaping scan.
-type plainSource interface {
-	plainFields() []bool
-}
-
 // now is the clock used for event times; tests may replace it.
 var now = func() time.Time { return time.Now().UTC() }
 
@@ -317,14 +310,24 @@ func (p *entityPublisher) run() error {
 	}
 	p.enc.init(p.o, header)
 	named, _ := p.src.(namedSource)
-	plainSrc, _ := p.src.(plainSource)
+	// CSV records are encoded from the reader's buffers, without strings.
+	csvSrc, _ := p.src.(*csvSource)
 	if named != nil {
 		p.enc.initNamed()
 	}
 	var row int64 // data rows read so far
 	skip := p.o.ResumeFrom * int64(p.o.BatchSize)
 	for {
-		rec, line, err := p.src.next()
+		var rec []string
+		var raw csvRecord
+		var line, fields int
+		if csvSrc != nil {
+			raw, line, err = csvSrc.nextRecord()
+			fields = len(raw.spans)
+		} else {
+			rec, line, err = p.src.next()
+			fields = len(rec)
+		}
 		if err == io.EOF {
 			break
 		}
@@ -332,8 +335,8 @@ func (p *entityPublisher) run() error {
 			return err
 		}
 		row++
-		if named == nil && len(rec) != len(header) {
-			return fmt.Errorf("row %d (line %d): has %d fields, header has %d", row, line, len(rec), len(header))
+		if named == nil && fields != len(header) {
+			return fmt.Errorf("row %d (line %d): has %d fields, header has %d", row, line, fields, len(header))
 		}
 		if row <= skip {
 			p.st.SkippedRows++
@@ -352,14 +355,13 @@ func (p *entityPublisher) run() error {
 		if p.enc.rows == 0 {
 			p.enc.firstRow = row
 		}
-		if named != nil {
+		switch {
+		case named != nil:
 			p.enc.addNamedRow(named.fields(), rec)
-		} else {
-			var plain []bool
-			if plainSrc != nil {
-				plain = plainSrc.plainFields()
-			}
-			p.enc.addRow(rec, plain)
+		case csvSrc != nil:
+			p.enc.addRecord(raw)
+		default:
+			p.enc.addRow(rec)
 		}
 		if p.enc.rowBytes() > p.o.MaxMessageBytes {
 			return p.tooBig(p.enc.rowBytes())

@@ -205,3 +205,52 @@ func TestCompressionKeepsBatchOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestRowKeysOfEveryLength encodes rows whose column names are around and
+// far over the width a key is padded to, some needing escapes, with values
+// long, short, empty and escaped: every row must decode to its values under
+// its column names.
+func TestRowKeysOfEveryLength(t *testing.T) {
+	header := []string{"A", strings.Repeat("B", 57), strings.Repeat("C", 58), strings.Repeat("D", 59),
+		strings.Repeat("E", 300), "F\"quoted\\name", "G\tü", strings.Repeat("H\"", 40)}
+	var in strings.Builder
+	quoted := make([]string, len(header))
+	for i, h := range header {
+		quoted[i] = `"` + strings.ReplaceAll(h, `"`, `""`) + `"`
+	}
+	in.WriteString(strings.Join(quoted, ",") + "\r\n")
+	var want [][]string
+	for r := 0; r < 50; r++ {
+		row := make([]string, len(header))
+		for i := range row {
+			switch (r + i) % 5 {
+			case 0:
+				row[i] = ""
+			case 1:
+				row[i] = strings.Repeat("v", r*7)
+			case 2:
+				row[i] = "x\\y\"z"
+			case 3:
+				row[i] = "é" + strings.Repeat("w", r)
+			default:
+				row[i] = "12.50"
+			}
+		}
+		want = append(want, row)
+		for i, v := range row {
+			quoted[i] = `"` + strings.ReplaceAll(v, `"`, `""`) + `"`
+		}
+		in.WriteString(strings.Join(quoted, ",") + "\r\n")
+	}
+	sink := &memSink{}
+	if _, err := PublishEntity(context.Background(), strings.NewReader(in.String()), sink, EntityOptions{Entity: "E", Format: "csv", BatchSize: 7}); err != nil {
+		t.Fatal(err)
+	}
+	cols, rows := rowsOf(t, bodiesOf(sink.msgs))
+	if !reflect.DeepEqual(cols, header) {
+		t.Errorf("columns %q, want %q", cols, header)
+	}
+	if !reflect.DeepEqual(rows, want) {
+		t.Errorf("rows differ:\n got %q\nwant %q", rows, want)
+	}
+}
