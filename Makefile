@@ -37,13 +37,25 @@ fuzz:
 clean:
 	rm -rf $(BIN) out dmfexport-data
 
-## bench: the whole pipeline end to end (simulator → dmfexport trigger → store → RabbitMQ): per step wall
-## time, CPU seconds, rows/s and peak RSS, on a generated package. The issue's sizes:
+## bench: every figure of the performance targets in one run, each part on the same generated files:
+##   1. the whole pipeline end to end (simulator → dmfexport trigger → store → RabbitMQ): per step wall
+##      time, CPU seconds, rows/s and peak RSS, against a -before build when given;
+##   2. the publish step of the wide and narrow CSV against the broker ceiling (a bare publisher);
+##   3. the XLSX entity on one core (GOMAXPROCS=1);
+##   4. the wide entity uncompressed, gzip and zstd through a 100 Mbit/s link.
+## The issue's sizes:
 ##   make bench BENCHFLAGS="-wide 100000 -narrow 1000000 -xlsx 200000 -before /tmp/dmfexport-main -stores dir,azblob"
 ## (-before: a binary built from another commit, run interleaved; azblob needs -azurite or DMFEXPORT_TEST_AZURITE)
 .PHONY: bench bench-publish
 bench:
-	$(GO) run ./cmd/dmfbench -e2e $(BENCHFLAGS)
+	$(GO) build -o $(BIN)/dmfbench ./cmd/dmfbench
+	$(BIN)/dmfbench -e2e $(BENCHFLAGS)
+	@echo; echo "== publish step against the broker ceiling"
+	$(BIN)/dmfbench -entities wide,narrow -cases parse,none,ceiling $(BENCHFLAGS)
+	@echo; echo "== XLSX on one core"
+	GOMAXPROCS=1 $(BIN)/dmfbench -entities xlsx -cases parse,none $(BENCHFLAGS)
+	@echo; echo "== compression through a 100 Mbit/s link"
+	$(BIN)/dmfbench -entities wide -cases none,gzip,zstd -link 100Mbit $(BENCHFLAGS)
 
 ## bench-publish: publish-step figures per entity (parse+encode, publish none/gzip/zstd, broker ceiling, peak RSS)
 bench-publish:
