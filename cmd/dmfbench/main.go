@@ -196,21 +196,26 @@ func run() error {
 	return nil
 }
 
-// bestOf runs a broker case -tries times, each once a local broker is idle,
-// and returns the fastest run: the machine and the broker are shared, and
-// the cases compared must be measured alike.
-func bestOf(self string, args []string) (*result, error) {
-	var best *result
-	var err error
+// try runs a broker case once a local broker is idle and keeps the run in
+// *best if it is the fastest so far: the machine and the broker are shared,
+// and the cases compared must be measured alike.
+func try(self string, args []string, best **result) error {
+	waitBrokerIdle()
+	r, err := spawn(self, args)
+	if err != nil {
+		return err
+	}
+	if *best == nil || r.Seconds < (*best).Seconds {
+		*best = r
+	}
+	return nil
+}
+
+// bestOf runs a broker case -tries times and returns the fastest run.
+func bestOf(self string, args []string) (best *result, err error) {
 	for i := 0; i < max(1, *tries); i++ {
-		waitBrokerIdle()
-		r, e := spawn(self, args)
-		if e != nil {
+		if e := try(self, args, &best); e != nil {
 			err = e
-			continue
-		}
-		if best == nil || r.Seconds < best.Seconds {
-			best = r
 		}
 	}
 	if best == nil {
@@ -224,28 +229,17 @@ func bestOf(self string, args []string) (*result, error) {
 // each, and returns the fastest run of each.
 func publishAndCeiling(self string, args []string) (plain, ceiling *result, err error) {
 	for i := 0; i < max(1, *tries); i++ {
-		waitBrokerIdle()
-		r, e := spawn(self, args)
-		if e != nil {
+		if e := try(self, args, &plain); e != nil {
 			err = e
 			continue
 		}
-		if plain == nil || r.Seconds < plain.Seconds {
-			plain = r
-		}
-		if r.Messages == 0 {
+		if plain.Messages == 0 {
 			continue
 		}
-		cargs := append(slices.Clone(args), "-ceiling-size", fmt.Sprint(r.BytesOut/r.Messages), "-ceiling-count", fmt.Sprint(r.Messages))
+		cargs := append(slices.Clone(args), "-ceiling-size", fmt.Sprint(plain.BytesOut/plain.Messages), "-ceiling-count", fmt.Sprint(plain.Messages))
 		cargs[1] = "ceiling"
-		waitBrokerIdle()
-		c, e := spawn(self, cargs)
-		if e != nil {
+		if e := try(self, cargs, &ceiling); e != nil {
 			err = e
-			continue
-		}
-		if ceiling == nil || c.Seconds < ceiling.Seconds {
-			ceiling = c
 		}
 	}
 	if plain == nil {
