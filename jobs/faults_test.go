@@ -321,3 +321,61 @@ func TestDiskFullWhilePublishingLeavesRunResumable(t *testing.T) {
 		t.Errorf("active markers left after the resumed run finished: %v", left)
 	}
 }
+
+// stopDuringRecordWrite stores the first write of a run record, then stops
+// the run (cancel) and fails the write with the stop, as a SIGTERM that
+// lands while the request is on the wire does: the record is in the store,
+// but the run never heard so.
+type stopDuringRecordWrite struct {
+	store.Store
+	cancel  func()
+	stopped atomic.Bool
+}
+
+func (s *stopDuringRecordWrite) Put(ctx context.Context, key string, r io.Reader, meta map[string]string) (store.Object, error) {
+	obj, err := s.Store.Put(ctx, key, r, meta)
+	if err == nil && strings.HasSuffix(key, "/run.json") && s.stopped.CompareAndSwap(false, true) {
+		s.cancel()
+		return store.Object{}, fmt.Errorf("write %s: %w", key, context.Cause(ctx))
+	}
+	return obj, err
+}
+
+// TestStopDuringFirstRecordWrite stops a run while its first record is being
+// written: the record must say the run was interrupted and resumes (not
+// stay pending without a reason), F&O must not have been asked yet, and the
+// resumed run exports once and succeeds.
+func TestStopDuringFirstRecordWrite(t *testing.T) {
+	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 100)}}, ExecutionTime: 20 * time.Millisecond})
+	defer sim.Close()
+	exp := fileExport(sim, t.TempDir())
+	base, err := openStore(context.Background(), exp.Store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st := &stopDuringRecordWrite{Store: base, cancel: cancel}
+	_, err = useStore(&Runner{NewSink: sinkFor(&scriptedSink{storeFirst: -1})}, exp, st).Run(ctx, exp, RunOptions{Trigger: "manual"})
+	if err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("Run stopped during its first record write: want an interrupted run, got %v", err)
+	}
+	r := useStore(&Runner{NewSink: sinkFor(&scriptedSink{storeFirst: -1})}, exp, base)
+	recs, err := r.Unfinished(context.Background(), exp)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("Unfinished: want the stopped run listed for resume, got %d runs (%v)", len(recs), err)
+	}
+	if !strings.HasPrefix(recs[0].Error, "interrupted") || recs[0].ExecutionID != "" {
+		t.Errorf("record of the stopped run: want no execution and an error saying interrupted, got execution %q, error %q", recs[0].ExecutionID, recs[0].Error)
+	}
+	if n := sim.Exports(); n != 0 {
+		t.Errorf("F&O saw %d exports before the run was resumed, want 0", n)
+	}
+	got, err := r.Resume(context.Background(), exp, recs[0])
+	if err != nil || got.State != StateSucceeded || got.Entities[0].Rows != 100 {
+		t.Fatalf("Resume: want succeeded with 100 rows, got %v (%+v)", err, got)
+	}
+	if n := sim.Exports(); n != 1 {
+		t.Errorf("F&O saw %d exports, want 1", n)
+	}
+}

@@ -357,10 +357,18 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 			r.Metrics.runFinished(rec, run.steps)
 		}
 	}()
+	var runErr error
 	if err := run.save(ctx); err != nil {
-		return rec, fmt.Errorf("export %s: %w", exp.Name, err)
+		if ctx.Err() == nil {
+			return rec, fmt.Errorf("export %s: %w", exp.Name, err)
+		}
+		// Stopped while the first record was being written, which may have
+		// landed without a word of why the run is unfinished: it ends as an
+		// interrupted run, its record written again with the reason.
+		runErr = err
+	} else {
+		runErr = run.execute(ctx)
 	}
-	runErr := run.execute(ctx)
 	if errors.Is(runErr, ErrNotStarted) && !lease.Lost() {
 		// Stopped while queued: F&O was never asked, so no record is kept
 		// to resume; the export runs at its next trigger.
