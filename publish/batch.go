@@ -1,6 +1,7 @@
 package publish
 
 import (
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -21,11 +22,8 @@ type batchEncoder struct {
 	// for the first column, and for the others the closing quote of the
 	// value before, `","B":"`. Each is padded to keyWidth, so a row writes
 	// it with one fixed-size copy (a few vector stores, no call) and the
-	// value then overwrites the padding; longKey holds those that do not
-	// fit.
-	keys    [][keyWidth]byte
-	longKey [][]byte
-	keyLens []int
+	// value then overwrites the padding.
+	keys []columnKey
 	// ext holds the CloudEvents extension attributes, e.g.
 	// `,"refreshtype":"FullPush"`, or nothing.
 	ext []byte
@@ -73,9 +71,7 @@ func (e *batchEncoder) init(o EntityOptions, header []string) {
 	d = appendJSONString(d, o.Entity)
 	e.data = append(d, ',')
 	c := append([]byte(nil), '[')
-	e.keys = make([][keyWidth]byte, len(header))
-	e.longKey = make([][]byte, len(header))
-	e.keyLens = make([]int, len(header))
+	e.keys = make([]columnKey, len(header))
 	for i, h := range header {
 		if i > 0 {
 			c = append(c, ',')
@@ -86,11 +82,12 @@ func (e *batchEncoder) init(o EntityOptions, header []string) {
 			k = append(k[:0], '"', ',')
 		}
 		k = append(appendJSONString(k, h), ':', '"')
-		e.keyLens[i] = len(k)
+		ck := &e.keys[i]
+		ck.n, ck.room = len(k), keyWidth
 		if len(k) > keyWidth {
-			e.longKey[i] = k
+			ck.long, ck.room = k, math.MaxInt/2 // never the fast path
 		}
-		copy(e.keys[i][:], k)
+		copy(ck.b[:], k)
 	}
 	e.columns = append(c, ']')
 	e.ext = nil
@@ -159,10 +156,8 @@ func (e *batchEncoder) addRow(rec []string) {
 		return
 	}
 	for i, v := range rec {
-		if at, kl := len(b), e.keyLens[i]; cap(b)-at >= keyWidth+len(v) && kl <= keyWidth {
-			*(*[keyWidth]byte)(b[at : at+keyWidth]) = e.keys[i]
-			b = b[:at+kl]
-		} else {
+		var ok bool
+		if b, ok = e.key(b, i, len(v)); !ok {
 			b = e.keySlow(b, i, len(v))
 		}
 		b = appendJSONStringBody(b, v)
@@ -186,10 +181,8 @@ func (e *batchEncoder) addRecord(r csvRecord) {
 		} else {
 			v = r.buf[s.a:s.b]
 		}
-		if at, kl := len(b), e.keyLens[i]; cap(b)-at >= keyWidth+len(v) && kl <= keyWidth {
-			*(*[keyWidth]byte)(b[at : at+keyWidth]) = e.keys[i]
-			b = b[:at+kl]
-		} else {
+		var ok bool
+		if b, ok = e.key(b, i, len(v)); !ok {
 			b = e.keySlow(b, i, len(v))
 		}
 		if s.plain {
@@ -222,21 +215,43 @@ func (e *batchEncoder) rowEnd(b []byte) {
 // to 58 bytes fit.
 const keyWidth = 64
 
-// keySlow appends the bytes before column i's value, with room for a value
-// of n bytes unescaped, when the buffer must grow first or the key is
-// longer than keyWidth. The rows' loops write the other keys themselves:
-// one fixed-size copy, which a call would cost more than.
+// columnKey is the bytes written before a column's value.
+type columnKey struct {
+	b [keyWidth]byte // the key, padded
+	n int            // its length
+	// room is the spare capacity key's fast path needs besides the value:
+	// keyWidth, or more than any buffer has for a longer key.
+	room int
+	long []byte // the key, when longer than keyWidth
+}
+
+// key appends the bytes before column i's value, with room for a value of
+// n bytes unescaped: one fixed-size copy. It is small enough to be inlined
+// in the rows' loops, which call keySlow when it reports false (b is then
+// unchanged): the buffer must grow first, or the key is longer than
+// keyWidth.
+func (e *batchEncoder) key(b []byte, i, n int) ([]byte, bool) {
+	at := len(b)
+	k := &e.keys[i]
+	if cap(b)-at < k.room+n {
+		return b, false
+	}
+	*(*[keyWidth]byte)(b[at : at+keyWidth]) = k.b
+	return b[:at+k.n], true
+}
+
+// keySlow is key when the buffer must grow first or the key is longer than
+// keyWidth.
 func (e *batchEncoder) keySlow(b []byte, i, n int) []byte {
-	kl := e.keyLens[i]
-	if least := keyWidth + kl + n; cap(b)-len(b) < least {
+	k := &e.keys[i]
+	if least := keyWidth + k.n + n; cap(b)-len(b) < least {
 		b = slices.Grow(b, e.growth(len(b), least+64))
 	}
-	if kl > keyWidth {
-		return append(b, e.longKey[i]...)
+	if k.long != nil {
+		return append(b, k.long...)
 	}
-	at := len(b)
-	*(*[keyWidth]byte)(b[at : at+keyWidth]) = e.keys[i]
-	return b[:at+kl]
+	b, _ = e.key(b, i, n) // it fits now
+	return b
 }
 
 // growth is how many bytes to grow a batch buffer holding n bytes by, at

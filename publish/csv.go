@@ -112,15 +112,10 @@ func (s *csvSource) header() ([]string, error) {
 }
 
 func (s *csvSource) next() ([]string, int, error) {
-	rec, err := s.r.read()
-	if err == io.EOF {
-		return nil, 0, io.EOF
+	if _, line, err := s.nextRecord(); err != nil {
+		return nil, line, err
 	}
-	if err != nil {
-		return nil, s.r.recLine, fmt.Errorf("row %d: %w", s.rows+1, err)
-	}
-	s.rows++
-	return rec, s.r.recLine, nil
+	return s.r.strings(), s.r.recLine, nil
 }
 
 func (s *csvSource) close() error { return nil }
@@ -247,13 +242,18 @@ func (c *csvReader) read() ([]string, error) {
 	if err := c.readSpans(); err != nil {
 		return nil, err
 	}
+	return c.strings(), nil
+}
+
+// strings returns the fields of the record last read by readSpans.
+func (c *csvReader) strings() []string {
 	c.fields = c.fields[:0]
 	r := c.record()
 	for i := range r.spans {
 		v := r.field(i)
 		c.fields = append(c.fields, unsafe.String(unsafe.SliceData(v), len(v)))
 	}
-	return c.fields, nil
+	return c.fields
 }
 
 // csvRecord is a record as the reader found it: its fields are spans of
