@@ -357,16 +357,13 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 			r.Metrics.runFinished(rec, run.steps)
 		}
 	}()
-	var runErr error
-	if err := run.save(ctx); err != nil {
-		if ctx.Err() == nil {
-			return rec, fmt.Errorf("export %s: %w", exp.Name, err)
-		}
-		// Stopped while the first record was being written, which may have
-		// landed without a word of why the run is unfinished: it ends as an
-		// interrupted run, its record written again with the reason.
-		runErr = err
-	} else {
+	// A stop while the first record is being written (it may have landed
+	// without a word of why the run is unfinished) ends the run as
+	// interrupted, its record written again with the reason.
+	runErr := run.save(ctx)
+	if runErr != nil && ctx.Err() == nil {
+		return rec, fmt.Errorf("export %s: %w", exp.Name, runErr)
+	} else if runErr == nil {
 		runErr = run.execute(ctx)
 	}
 	if errors.Is(runErr, ErrNotStarted) && !lease.Lost() {
