@@ -146,17 +146,14 @@ func run() error {
 		byCase := map[string]*result{}
 		for _, c := range strings.Split(*cases, ",") {
 			args := []string{"-child", c, "-child-entity", e.format + ":" + e.path, "-url", *url, "-batch", fmt.Sprint(*batch), "-link", *link, "-max-unconfirmed", fmt.Sprint(*inFlight)}
-			if c == "ceiling" {
-				if plain == nil || plain.Messages == 0 {
-					continue // needs the sizes of the uncompressed publish
-				}
-				args = append(args, "-ceiling-size", fmt.Sprint(plain.BytesOut/plain.Messages), "-ceiling-count", fmt.Sprint(plain.Messages))
-			}
 			var r *result
 			var err error
 			switch {
-			case c == "ceiling" && ceiling != nil:
-				r = ceiling // measured with the uncompressed publish
+			case c == "ceiling":
+				if ceiling == nil {
+					continue // measured with the uncompressed publish, whose sizes it takes
+				}
+				r = ceiling
 			case c == "none" && contains(*cases, "ceiling"):
 				// The uncompressed publish and the ceiling are compared:
 				// their tries alternate, so a machine that is slower for a
@@ -236,9 +233,7 @@ func publishAndCeiling(self string, args []string) (plain, ceiling *result, err 
 		if plain.Messages == 0 {
 			continue
 		}
-		cargs := append(slices.Clone(args), "-ceiling-size", fmt.Sprint(plain.BytesOut/plain.Messages), "-ceiling-count", fmt.Sprint(plain.Messages))
-		cargs[1] = "ceiling"
-		if e := try(self, cargs, &ceiling); e != nil {
+		if e := try(self, ceilingArgs(args, plain), &ceiling); e != nil {
 			err = e
 		}
 	}
@@ -246,6 +241,14 @@ func publishAndCeiling(self string, args []string) (plain, ceiling *result, err 
 		return nil, nil, err
 	}
 	return plain, ceiling, nil
+}
+
+// ceilingArgs turns the arguments of the uncompressed publish case into
+// those of the ceiling case, for messages of plain's size and count.
+func ceilingArgs(args []string, plain *result) []string {
+	c := slices.Clone(args)
+	c[slices.Index(c, "-child")+1] = "ceiling"
+	return append(c, "-ceiling-size", fmt.Sprint(plain.BytesOut/plain.Messages), "-ceiling-count", fmt.Sprint(plain.Messages))
 }
 
 func exists(p string) bool {
