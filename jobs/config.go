@@ -65,7 +65,6 @@ type Export struct {
 	Partial         string        // on PartiallySucceeded: "fail" or "publish"
 	AbsentFiles     string        // an entity file the manifest lists but the package lacks: "empty" or "fail"
 	Compression     string        // message bodies: "none", "gzip" or "zstd"
-	Delimiter       rune          // CSV field separator; 0 detects it from the header
 	MaxMessageBytes int           // cap of one message body; 0 → the publisher's default
 	// ParallelEntities is how many entities of a run publish at once, each
 	// on its own broker connection; 0 → DefaultParallelEntities().
@@ -73,6 +72,10 @@ type Export struct {
 	// CompressionLevel tunes Compression: 1 (fastest) to 4 for zstd, 1 to 9
 	// for gzip; 0 → the fastest level.
 	CompressionLevel int
+	// Read says how entity files are read where they cannot tell;
+	// Entities overrides it per entity name (see readSettings).
+	Read     ReadSettings
+	Entities map[string]ReadSettings
 
 	FO        FOConfig
 	Store     StoreConfig
@@ -835,6 +838,7 @@ func (d *decoder) export(n *yaml.Node, p string, top map[string]*yaml.Node) (Exp
 	before := len(d.problems)
 	e := Export{Enabled: true, Compression: "none", Partial: "fail", AbsentFiles: "empty"}
 	decodeFields(d, exportFields, m, n, p, &e, nil)
+	d.checkRead(n, p, e.Read)
 	if e.PackageName == "" {
 		e.PackageName = e.DefinitionGroup
 	}

@@ -374,13 +374,13 @@ func TestParseConfigStoreAndBroker(t *testing.T) {
 		{"container with hyphens and digits", "store:\n  type: azblob\n  connection_string: ${FO_TOKEN}\n  container: d365-exports-2\n", "", "", nil},
 		{"export settings", "store: {path: ./d}\n", ", compression: zstd, delimiter: ';', max_message_bytes: 8MiB, partial: publish", "",
 			func(t *testing.T, e Export) {
-				if e.Compression != "zstd" || e.Delimiter != ';' || e.MaxMessageBytes != 8<<20 || e.Partial != "publish" {
+				if e.Compression != "zstd" || e.Read.Delimiter != ";" || e.MaxMessageBytes != 8<<20 || e.Partial != "publish" {
 					t.Errorf("export %+v", e)
 				}
 			}},
 		{"tab delimiter", "store: {path: ./d}\n", ", delimiter: tab", "", func(t *testing.T, e Export) {
-			if e.Delimiter != '\t' {
-				t.Errorf("delimiter %q", e.Delimiter)
+			if e.Read.Delimiter != "\t" {
+				t.Errorf("delimiter %q", e.Read.Delimiter)
 			}
 		}},
 		{"bad compression", "store: {path: ./d}\n", ", compression: lz4", `unknown compression "lz4"`, nil},

@@ -252,7 +252,7 @@ var replicasFields = []field[Config]{
 
 // exportFields are the keys of one exports[] entry; the shared sections
 // under it are overlaid on the top-level ones by the export's own rules.
-var exportFields = []field[Export]{
+var exportFields = slices.Concat([]field[Export]{
 	requiredString("name", nameHint, "unique name; used in the CLI, logs and store keys", func(e *Export) *string { return &e.Name },
 		func(d *decoder, v *yaml.Node, p, s string) {
 			if !nameRE.MatchString(s) {
@@ -295,26 +295,16 @@ var exportFields = []field[Export]{
 		e.CompressionLevel, _ = d.integer(v, p, 1, hi)
 	}},
 	intField("parallel_entities", 1, 64, "entities of a run published at once", func(e *Export) *int { return &e.ParallelEntities }),
-	{key: "delimiter", kind: "character", doc: "CSV field separator, one ASCII character or tab", decode: func(d *decoder, v *yaml.Node, p string, e *Export) {
-		if s, ok := d.str(v, p); ok {
-			switch {
-			case s == "tab" || s == "\t":
-				e.Delimiter = '\t'
-			case len(s) == 1 && s[0] > ' ' && s[0] < 0x7f && s[0] != '"':
-				e.Delimiter = rune(s[0])
-			default:
-				d.problem(v, p, fmt.Sprintf("%q is not one ASCII character", s), `e.g. ";", "|" or tab; leave it out to detect it from the header line`)
-			}
-		}
-	}},
 	sizeField("max_message_bytes", 1<<10, 512<<20, "1KiB to 512MiB", "e.g. 16MiB; the broker's max_message_size must be at least this",
 		"cap of one message body after compression", func(e *Export, n int64) { e.MaxMessageBytes = int(n) }),
+}, exportReadFields(), []field[Export]{
+	entitiesField,
 	section[Export]("fo", "mapping", "overrides of the shared fo section, field by field"),
 	section[Export]("store", "mapping", "overrides of the shared store section, field by field"),
 	section[Export]("broker", "mapping", "overrides of the shared broker section, field by field"),
 	section[Export]("poll", "mapping", "overrides of the shared poll section, field by field"),
 	section[Export]("retention", "mapping", "overrides of the shared retention section, field by field"),
-}
+})
 
 var foFields = []field[FOConfig]{
 	{key: "url", kind: "URL", doc: "environment URL, https (http only to a loopback host)", required: foURLHint, decode: func(d *decoder, v *yaml.Node, p string, c *FOConfig) {

@@ -143,6 +143,18 @@ type EntityRecord struct {
 	// RefreshType is the manifest's DefaultRefreshType (FullPush or
 	// IncrementalPush), passed on with every batch.
 	RefreshType string `json:"refresh_type,omitempty"`
+	// Fields are the field names of the manifest's field map, which tell a
+	// header row from data (publish.EntityOptions.FieldNames).
+	Fields []string `json:"fields,omitempty"`
+	// Read are the settings the file is read with, fixed when the run
+	// unpacks so a resumed run reads it as the first attempt did; nil in
+	// records of earlier versions (Batching.Delimiter then applies).
+	Read *ReadSettings `json:"read,omitempty"`
+	// Encoding is the character set the file was read with; LooseQuotes
+	// counts the text qualifiers kept as data because they were not
+	// doubled (see publish.EntityStats).
+	Encoding    string `json:"encoding,omitempty"`
+	LooseQuotes int64  `json:"loose_quotes,omitempty"`
 	// Absent: the manifest lists File but the package does not hold it.
 	// Under absent_files: empty the entity is published without rows and
 	// succeeds; under fail it fails. Key is then empty.

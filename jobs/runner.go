@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -552,6 +553,9 @@ type run struct {
 	// mu guards rec while an entity is published (confirmations arrive on
 	// the sink's goroutine); saveMu orders record writes.
 	mu, saveMu sync.Mutex
+	// defaultCharset warns, once per run, that a file of a non-Unicode
+	// source format was read as windows-1252 for want of an encoding.
+	defaultCharset sync.Once
 }
 
 func (u *run) emit(e Event) {
@@ -926,8 +930,11 @@ func (u *run) unpack(ctx context.Context, pkg string) error {
 	for _, o := range res.Entities {
 		e := EntityRecord{
 			Entity: o.Entity, File: o.File, SourceFormat: o.SourceFormat, Format: o.Format, Sheet: o.Sheet,
-			RefreshType: o.RefreshType, Absent: o.Absent,
+			RefreshType: o.RefreshType, Absent: o.Absent, Fields: o.Fields,
 			Key: o.Key, Bytes: o.Size, SHA256: o.SHA256, State: StatePending, LastBatch: -1,
+		}
+		if rs := u.exp.readSettings(o.Entity); !reflect.ValueOf(rs).IsZero() {
+			e.Read = &rs
 		}
 		switch {
 		case o.Err != nil:
@@ -1137,17 +1144,13 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 	}
 	log.Info("publishing entity", "format", e.Format, "bytes", e.Bytes)
 	baseRows := e.Rows
-	var delim rune
-	if b.Delimiter != "" {
-		delim = []rune(b.Delimiter)[0]
-	}
 	var lastSave time.Time
 	savedBatch := e.LastBatch
-	stats, err := publish.PublishEntity(ctx, rc, sink, publish.EntityOptions{
+	o := publish.EntityOptions{
 		Job: u.exp.Name, RunID: u.rec.RunID, ExecutionID: u.rec.ExecutionID, Entity: e.Entity,
 		Exchange: u.exp.Exchange, RoutingKey: u.exp.RoutingKey, BatchSize: b.BatchSize,
 		Format: e.Format, Sheet: e.Sheet, RefreshType: e.RefreshType, Compression: b.Compression, CompressionLevel: u.exp.CompressionLevel, ResumeFrom: resumeFrom,
-		Delimiter: delim, MaxMessageBytes: u.exp.MaxMessageBytes, TraceParent: traceParent(ctx),
+		MaxMessageBytes: u.exp.MaxMessageBytes, TraceParent: traceParent(ctx),
 		Progress: func(s publish.EntityStats) {
 			u.mu.Lock()
 			confirmed := e.Rows
@@ -1170,7 +1173,14 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 				}
 			}
 		},
-	})
+	}
+	rs := e.Read
+	if rs == nil { // a record of an earlier version, or settings all default
+		rs = &ReadSettings{Delimiter: b.Delimiter}
+	}
+	rs.entityOptions(&o, e)
+	stats, err := publish.PublishEntity(ctx, rc, sink, o)
+	u.noteReading(log, e, stats)
 	// e.Rows and e.Batches now count what the broker confirmed: the
 	// batches handed to it but unconfirmed are published again on resume.
 	endEntity(span, e, stats, resumeFrom, u.retries.Load()-retries, err)
@@ -1179,6 +1189,25 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 	}
 	log.Info("entity published", "rows", e.Rows, "batches", e.Batches, "resumed_from_batch", resumeFrom)
 	return nil
+}
+
+// noteReading records how e's file was read and warns about what was
+// read on a guess: the default code page (once per run) and qualifiers
+// kept as data.
+func (u *run) noteReading(log *slog.Logger, e *EntityRecord, st publish.EntityStats) {
+	u.mu.Lock()
+	e.Encoding, e.LooseQuotes = st.Encoding, st.LooseQuotes
+	u.mu.Unlock()
+	if st.DefaultEncoding {
+		u.defaultCharset.Do(func() {
+			log.Warn("entity file is not UTF-8 and read as windows-1252, F&O's default code page for non-Unicode source formats; set encoding for the export or entity if its source format uses another code page",
+				"source_format", e.SourceFormat, "setting", "encoding: windows-1252")
+		})
+	}
+	if st.LooseQuotes > 0 {
+		log.Warn("text qualifiers inside values were not doubled and are kept as data; check the values, or set strict_quotes: true to fail such files",
+			"count", st.LooseQuotes, "first_line", st.LooseQuoteLine)
+	}
 }
 
 // batching returns the settings the run's batches are shaped by: those
@@ -1194,9 +1223,7 @@ func (u *run) batching() BatchSettings {
 // batchSettingsOf returns the batch settings of exp's configuration.
 func batchSettingsOf(exp *Export) *BatchSettings {
 	b := &BatchSettings{BatchSize: cmp.Or(exp.BatchSize, publish.DefaultBatchSize), Compression: exp.Compression}
-	if exp.Delimiter != 0 {
-		b.Delimiter = string(exp.Delimiter)
-	}
+	b.Delimiter = exp.Read.Delimiter
 	return b
 }
 

@@ -1,18 +1,15 @@
 package publish
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math/bits"
+	"slices"
 	"unicode/utf8"
 	"unsafe"
-
-	"golang.org/x/text/encoding/unicode"
-	"golang.org/x/text/transform"
 )
 
 const (
@@ -26,52 +23,71 @@ const (
 type csvSource struct {
 	r    *csvReader
 	rows int // data rows returned so far
+	// columns names the columns of a file without a header row (nil: the
+	// first record is the header).
+	columns []string
 }
 
-// newCSVSource detects the encoding from the BOM (UTF-8, UTF-16 LE or BE)
-// or, without one, from the first two characters: ASCII in UTF-16 (a zero
-// in every other byte, as in a header line of F&O column names) means
-// UTF-16 LE or BE, anything else UTF-8. When delim is 0 it detects the
-// delimiter from the header line.
-// UTF-8 input is read without a decoding pass: invalid bytes are replaced by
-// U+FFFD when the values are encoded as JSON.
-func newCSVSource(r io.Reader, delim rune) (*csvSource, error) {
+// newCSVSource reads r, UTF-8 text (see newTextReader), with the delimiter,
+// qualifier and header settings of o. When o.Delimiter is 0 it detects
+// the delimiter from the first line.
+func newCSVSource(r io.Reader, o EntityOptions) (*csvSource, error) {
+	delim := o.Delimiter
 	if delim != 0 && !validDelim(delim) {
 		return nil, fmt.Errorf("delimiter %q is not supported: use one ASCII character other than a quote or line break", delim)
 	}
-	raw := bufio.NewReaderSize(r, 64<<10)
-	bom, _ := raw.Peek(4)
-	var in io.Reader = raw
-	switch {
-	case bytes.HasPrefix(bom, []byte{0xFF, 0xFE}), bytes.HasPrefix(bom, []byte{0xFE, 0xFF}):
-		in = transform.NewReader(raw, unicode.BOMOverride(unicode.UTF8.NewDecoder()))
-	case bytes.HasPrefix(bom, []byte{0xEF, 0xBB, 0xBF}):
-		_, _ = raw.Discard(3)
-	case utf16NoBOM(bom) == 'L':
-		in = transform.NewReader(raw, unicode.UTF16(unicode.LittleEndian, unicode.IgnoreBOM).NewDecoder())
-	case utf16NoBOM(bom) == 'B':
-		in = transform.NewReader(raw, unicode.UTF16(unicode.BigEndian, unicode.IgnoreBOM).NewDecoder())
+	qual, err := parseQualifier(o.TextQualifier)
+	if err != nil {
+		return nil, err
 	}
-	cr := newCSVReader(in, byte(delim))
+	if delim != 0 && byte(delim) == qual {
+		return nil, fmt.Errorf("text qualifier %q is also the delimiter: set text_qualifier to another character, or none", qual)
+	}
+	src := &csvSource{}
+	if o.NoHeader {
+		if len(o.Columns) == 0 {
+			return nil, errors.New("the file has no header row (header: false) and no column names: set columns: [the entity's field names in file order] for this entity")
+		}
+		src.columns = o.Columns
+	}
+	cr := newCSVReader(r, byte(delim))
+	cr.qual, cr.strict = qual, o.StrictQuotes
 	if delim == 0 {
 		head, _ := cr.peek(64 << 10)
-		cr.delim = byte(detectDelimiter(head))
+		cr.delim = byte(detectDelimiter(head, qual))
 	}
-	return &csvSource{r: cr}, nil
+	src.r = cr
+	return src, nil
+}
+
+// parseQualifier reads EntityOptions.TextQualifier: 0 for none.
+func parseQualifier(q string) (byte, error) {
+	switch {
+	case q == "":
+		return '"', nil
+	case q == "none":
+		return 0, nil
+	case len(q) == 1 && validDelim(rune(q[0])) || q == `"`:
+		return q[0], nil
+	}
+	return 0, fmt.Errorf("text qualifier %q is not supported: use one ASCII character other than a line break, or none", q)
 }
 
 func validDelim(r rune) bool {
 	return r > 0 && r < 0x80 && r != '"' && r != '\r' && r != '\n'
 }
 
-// detectDelimiter returns the candidate seen most often outside quotes in the
-// first line of head (ties go to the earlier candidate; none seen: comma).
-func detectDelimiter(head []byte) rune {
-	candidates := [...]byte{',', ';', '\t', '|'}
+// detectDelimiter returns the candidate seen most often outside the
+// qualifier's quotes (qual 0: none) in the first line of head: comma,
+// semicolon, tab or vertical bar (ties go to the earlier one), or colon
+// when none of those occurs, else comma. Colon is F&O's fifth delimiter;
+// it comes last because times ("00:00:00") hold colons.
+func detectDelimiter(head []byte, qual byte) rune {
+	candidates := [...]byte{',', ';', '\t', '|', ':'}
 	var counts [len(candidates)]int
 	inQuotes := false
 	for _, b := range head {
-		if b == '"' {
+		if b == qual && qual != 0 {
 			inQuotes = !inQuotes
 			continue
 		}
@@ -88,15 +104,21 @@ func detectDelimiter(head []byte) rune {
 		}
 	}
 	best := 0
-	for i := range counts {
+	for i := range counts[:len(counts)-1] {
 		if counts[i] > counts[best] {
 			best = i
 		}
+	}
+	if counts[best] == 0 && counts[len(counts)-1] > 0 {
+		return ':'
 	}
 	return rune(candidates[best])
 }
 
 func (s *csvSource) header() ([]string, error) {
+	if s.columns != nil {
+		return slices.Clone(s.columns), nil
+	}
 	rec, err := s.r.read()
 	if err == io.EOF {
 		return nil, nil
@@ -165,12 +187,21 @@ type csvReader struct {
 	esc    []byte // unescaped fields with doubled quotes
 	fields []string
 
-	// special marks the bytes that end or change an unquoted field (quote,
-	// line breaks, the delimiter); stop marks those and every byte JSON
-	// does not keep as is, so one scan finds the end of a field and whether
-	// it is plain. Built for tableDelim.
-	special, stop [256]bool
-	tableDelim    byte
+	// qual is the text qualifier ('"' unless set; 0: none, quotes are
+	// data). strict refuses a qualifier inside a value that is not
+	// doubled; otherwise such a qualifier is kept as data and counted in
+	// loose (the record being parsed: recLoose; the first: looseLine).
+	qual            byte
+	strict          bool
+	recLoose, loose int
+	looseLine       int
+
+	// special marks the bytes that end or change an unquoted field (the
+	// qualifier, line breaks, the delimiter); stop marks those and every
+	// byte JSON does not keep as is, so one scan finds the end of a field
+	// and whether it is plain. Built for tableDelim and tableQual.
+	special, stop         [256]bool
+	tableDelim, tableQual byte
 }
 
 // span locates a field: buf[a:b], or esc[a:b] when inEsc. plain is set
@@ -186,7 +217,7 @@ func newCSVReader(r io.Reader, delim byte) *csvReader {
 	if delim == 0 {
 		delim = ','
 	}
-	return &csvReader{r: r, delim: delim, buf: make([]byte, csvBufferSize)}
+	return &csvReader{r: r, delim: delim, qual: '"', buf: make([]byte, csvBufferSize)}
 }
 
 // fill reads more input, first moving unread data to the front and growing
@@ -325,23 +356,30 @@ func (c *csvReader) readSpans() error {
 		if err != nil {
 			return err
 		}
+		if c.recLoose > 0 {
+			if c.loose == 0 {
+				c.looseLine = c.recLine
+			}
+			c.loose += c.recLoose
+		}
 		c.pos += n
 		c.line += lines
 		return nil
 	}
 }
 
-// csvSpecial marks the bytes that end or change an unquoted field.
-var csvSpecial = [256]bool{'"': true, '\n': true, '\r': true}
-
-// buildTables sets special and stop for the current delimiter.
+// buildTables sets special and stop for the current delimiter and
+// qualifier.
 func (c *csvReader) buildTables() {
-	c.special = csvSpecial
+	c.special = [256]bool{'\n': true, '\r': true}
 	c.special[c.delim] = true
+	if c.qual != 0 {
+		c.special[c.qual] = true
+	}
 	for b := range c.stop {
 		c.stop[b] = c.special[b] || b >= utf8.RuneSelf || !jsonSafe[b]
 	}
-	c.tableDelim = c.delim
+	c.tableDelim, c.tableQual = c.delim, c.qual
 }
 
 // stopMask sets the high bit of the first byte of x (little-endian) that
@@ -376,27 +414,34 @@ func plainBytes(b []byte) bool {
 // parse scans one record starting at c.pos. It returns the bytes consumed
 // (line end included) and the line breaks in them. errNeedMore means the
 // record may continue past the buffered data, unless the input is at EOF.
+// c.recLoose counts the qualifiers the record holds as data (see strict).
 func (c *csvReader) parse() (n, lines int, err error) {
 	c.spans = c.spans[:0]
 	c.esc = c.esc[:0]
+	c.recLoose = 0
 	buf := c.buf[:c.end]
 	i := c.pos
 	lineStart := i
-	delim := c.delim
-	if c.tableDelim != delim {
+	delim, qual := c.delim, c.qual
+	if c.tableDelim != delim || c.tableQual != qual {
 		c.buildTables()
 	}
 	special, stop := &c.special, &c.stop
 	delimWord := lsb8 * uint64(delim)
+	// The eight-byte scan stops at quotes but not at other qualifiers.
+	wide := qual == '"' || qual == 0
+	// The end of the buffer ends the record only at the end of the input,
+	// never where a read failed: the record may go on past the bad bytes.
+	eof := c.eof && c.rerr == nil
 	for {
 		// One field starts at i.
-		if i < len(buf) && buf[i] == '"' {
+		if qual != 0 && i < len(buf) && buf[i] == qual {
 			i++
 			start := i
 			escStart := -1
 			plain := true
 			for {
-				j := bytes.IndexByte(buf[i:], '"')
+				j := bytes.IndexByte(buf[i:], qual)
 				if j < 0 {
 					return 0, 0, errNeedMore
 				}
@@ -410,19 +455,45 @@ func (c *csvReader) parse() (n, lines int, err error) {
 					}
 				}
 				i += j + 1
-				if i < len(buf) && buf[i] == '"' { // doubled quote
+				// What follows the qualifier says whether it closes the field.
+				closing := true
+				switch {
+				case i == len(buf):
+					if !eof {
+						return 0, 0, errNeedMore
+					}
+				case buf[i] == qual: // doubled
 					if escStart < 0 {
 						escStart = len(c.esc)
 						c.esc = append(c.esc, buf[start:i]...)
 					} else {
 						c.esc = append(c.esc, seg...)
-						c.esc = append(c.esc, '"')
+						c.esc = append(c.esc, qual)
 					}
 					i++
 					continue
+				case buf[i] == delim, buf[i] == '\n':
+				case buf[i] == '\r':
+					if i+1 == len(buf) && !eof {
+						return 0, 0, errNeedMore
+					}
+					closing = i+1 == len(buf) || buf[i+1] == '\n'
+				default:
+					closing = false
 				}
-				if i == len(buf) && !c.eof {
-					return 0, 0, errNeedMore
+				if !closing {
+					// A qualifier inside the value that was not doubled.
+					if c.strict {
+						return 0, 0, &CSVSyntaxError{Line: c.line + 1 + lines, Column: i - lineStart + 1,
+							Reason: fmt.Sprintf("unexpected %q after the closing %q of a field: a %q inside a quoted field must be doubled (strict_quotes is on; leave it off to keep such a %q as data)", rune(buf[i]), rune(qual), rune(qual), rune(qual))}
+					}
+					c.recLoose++
+					plain = false
+					if escStart >= 0 {
+						c.esc = append(c.esc, seg...)
+						c.esc = append(c.esc, qual)
+					}
+					continue
 				}
 				if escStart >= 0 {
 					c.esc = append(c.esc, seg...)
@@ -432,101 +503,89 @@ func (c *csvReader) parse() (n, lines int, err error) {
 				}
 				break
 			}
-			// After the closing quote: a delimiter, a line end or the end.
-			if i == len(buf) {
-				return i - c.pos, lines, nil
-			}
-			switch b := buf[i]; {
-			case b == delim:
-				i++
-				continue
-			case b == '\n':
-				return i + 1 - c.pos, lines + 1, nil
-			case b == '\r' && i+1 < len(buf) && buf[i+1] == '\n':
-				return i + 2 - c.pos, lines + 1, nil
-			case b == '\r' && i+1 == len(buf) && !c.eof:
-				return 0, 0, errNeedMore
-			default:
-				return 0, 0, &CSVSyntaxError{Line: c.line + 1 + lines, Column: i - lineStart + 1,
-					Reason: fmt.Sprintf("unexpected %q after the closing quote of a field: a quote inside a quoted field must be doubled", rune(b))}
-			}
-		}
-		start := i
-		// Eight bytes at a time while none of them stops the scan.
-		for i+8 <= len(buf) {
-			m := stopMask(binary.LittleEndian.Uint64(buf[i:]), delimWord)
-			if m != 0 {
-				i += bits.TrailingZeros64(m) >> 3
-				break
-			}
-			i += 8
-		}
-		for i < len(buf) && !stop[buf[i]] {
-			i++
-		}
-		plain := true
-		if i < len(buf) && !special[buf[i]] { // a byte JSON escapes or checks
-			plain = false
-			for i < len(buf) && !special[buf[i]] {
-				i++
-			}
-		}
-		if i == len(buf) {
-			if !c.eof {
-				return 0, 0, errNeedMore
-			}
-			c.spans = append(c.spans, span{a: start, b: i, plain: plain})
-			return i - c.pos, lines, nil
-		}
-		switch b := buf[i]; b {
-		case delim:
-			c.spans = append(c.spans, span{a: start, b: i, plain: plain})
-			i++
-		case '\n':
-			c.spans = append(c.spans, span{a: start, b: i, plain: plain})
-			return i + 1 - c.pos, lines + 1, nil
-		case '\r':
-			if i+1 == len(buf) && !c.eof {
-				return 0, 0, errNeedMore
-			}
-			if i+1 < len(buf) && buf[i+1] == '\n' {
-				c.spans = append(c.spans, span{a: start, b: i, plain: plain})
-				return i + 2 - c.pos, lines + 1, nil
-			}
-			// A lone CR outside quotes is data, as in encoding/csv.
-			for i < len(buf) && (buf[i] == '\r' || !special[buf[i]]) {
-				if buf[i] == '\r' && i+1 < len(buf) && buf[i+1] == '\n' {
-					break
-				}
-				i++
-			}
-			if i == len(buf) && !c.eof {
-				return 0, 0, errNeedMore
-			}
-			if i < len(buf) && buf[i] == '"' {
-				return 0, 0, c.bareQuote(lines, i, lineStart)
-			}
-			c.spans = append(c.spans, span{a: start, b: i}) // holds a CR: not plain
+			// After the closing qualifier: a delimiter, a line end or the end.
 			if i == len(buf) {
 				return i - c.pos, lines, nil
 			}
 			switch buf[i] {
 			case delim:
 				i++
+				continue
 			case '\n':
 				return i + 1 - c.pos, lines + 1, nil
-			default: // CRLF
-				return i + 2 - c.pos, lines + 1, nil
+			default: // '\r': CRLF, or a CR that ends the input
+				if i+1 < len(buf) {
+					return i + 2 - c.pos, lines + 1, nil
+				}
+				return i + 1 - c.pos, lines + 1, nil
 			}
-		case '"':
-			return 0, 0, c.bareQuote(lines, i, lineStart)
+		}
+		start := i
+		plain := true
+		for {
+			// Eight bytes at a time while none of them stops the scan.
+			for wide && i+8 <= len(buf) {
+				m := stopMask(binary.LittleEndian.Uint64(buf[i:]), delimWord)
+				if m != 0 {
+					i += bits.TrailingZeros64(m) >> 3
+					break
+				}
+				i += 8
+			}
+			for i < len(buf) && !stop[buf[i]] {
+				i++
+			}
+			if i < len(buf) && !special[buf[i]] { // a byte JSON escapes or checks
+				plain = false
+				for i < len(buf) && !special[buf[i]] {
+					i++
+				}
+			}
+			if i == len(buf) {
+				break
+			}
+			switch b := buf[i]; {
+			case b == '\r':
+				if i+1 == len(buf) && !eof {
+					return 0, 0, errNeedMore
+				}
+				if i+1 < len(buf) && buf[i+1] == '\n' {
+					break
+				}
+				// A lone CR outside quotes is data, as in encoding/csv.
+				plain = false
+				i++
+				continue
+			case b == qual && b != delim:
+				// A qualifier inside an unquoted value.
+				if c.strict {
+					return 0, 0, &CSVSyntaxError{Line: c.line + 1 + lines, Column: i - lineStart + 1,
+						Reason: fmt.Sprintf("%q in an unquoted field: a field holding %q must be quoted, with its %q doubled (strict_quotes is on; leave it off to keep such a %q as data)", rune(qual), rune(qual), rune(qual), rune(qual))}
+				}
+				c.recLoose++
+				plain = false
+				i++
+				continue
+			}
+			break
+		}
+		if i == len(buf) {
+			if !eof {
+				return 0, 0, errNeedMore
+			}
+			c.spans = append(c.spans, span{a: start, b: i, plain: plain})
+			return i - c.pos, lines, nil
+		}
+		c.spans = append(c.spans, span{a: start, b: i, plain: plain})
+		switch buf[i] {
+		case delim:
+			i++
+		case '\n':
+			return i + 1 - c.pos, lines + 1, nil
+		default: // CRLF
+			return i + 2 - c.pos, lines + 1, nil
 		}
 	}
 }
 
 var nl = []byte{'\n'}
-
-func (c *csvReader) bareQuote(lines, i, lineStart int) error {
-	return &CSVSyntaxError{Line: c.line + 1 + lines, Column: i - lineStart + 1,
-		Reason: "quote in an unquoted field: a field holding quotes must be quoted, with its quotes doubled"}
-}

@@ -145,7 +145,12 @@ func TestCSVErrors(t *testing.T) {
 		{"too few fields", "A,B\n1,2\n3\n", EntityOptions{}, "row 2 (line 3): has 1 fields, header has 2"},
 		{"too many fields", "A,B\n1,2,3\n", EntityOptions{}, "row 1 (line 2): has 3 fields, header has 2"},
 		{"line counts quoted newlines", "A,B\n\"x\ny\",2\n1\n", EntityOptions{}, "row 2 (line 4): has 1 fields, header has 2"},
-		{"bare quote", "A,B\n1,2\n3,x\"y\n", EntityOptions{}, "row 2: line 3, column 4: quote in an unquoted field"},
+		{"bare quote, strict", "A,B\n1,2\n3,x\"y\n", EntityOptions{StrictQuotes: true}, "row 2: line 3, column 4: '\"' in an unquoted field"},
+		{"undoubled quote, strict", "A,B\n\"27\" monitor\",2\n", EntityOptions{StrictQuotes: true}, "row 1: line 2, column 5: unexpected ' ' after the closing '\"'"},
+		{"no header without columns", "A\n", EntityOptions{NoHeader: true}, "set columns:"},
+		{"header holds no field name", "C1,Contoso\r\nC2,Fabrikam\r\n", EntityOptions{FieldNames: []string{"ACCOUNTNUM", "NAME"}}, `the first row ("C1", "Contoso") holds none of the 2 field names Manifest.xml lists`},
+		{"qualifier is the delimiter", "A\n", EntityOptions{Delimiter: ';', TextQualifier: ";"}, "is also the delimiter"},
+		{"qualifier too long", "A\n", EntityOptions{TextQualifier: "''"}, "text qualifier \"''\" is not supported"},
 		{"unterminated quote", "A,B\n\"1,2\n", EntityOptions{}, "row 1: line 2, column 1: the file ends inside a quoted field"},
 		{"bad header", "A,\"B\n", EntityOptions{}, "header: line 1, column 1: the file ends inside a quoted field"},
 		{"duplicate header", "A,B,A,C,B\n1,2,3,4,5\n", EntityOptions{}, `header has duplicate column names "A", "B"`},
@@ -183,10 +188,14 @@ func TestDetectDelimiter(t *testing.T) {
 		{"only first line", "A;B\n1,2,3,4", ';'},
 		{"quoted ignored", "\"a,b,c,d\";\"e\"", ';'},
 		{"quoted newline", "\"a\nb\";c\n1,2,3", ';'},
+		{"colon", "A:B:C\r\n1:2:3", ':'},
+		{"colon only without the others", "A:B,C\r\n", ','},
+		{"times do not make colon", "C1,2024-03-01 00:00:00,2024-03-02 00:00:00\r\n", ','},
+		{"colon in quotes ignored", "\"a:b\"\r\n", ','},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := detectDelimiter([]byte(tt.head)); got != tt.want {
+			if got := detectDelimiter([]byte(tt.head), '"'); got != tt.want {
 				t.Errorf("detectDelimiter(%q): want %q, got %q", tt.head, tt.want, got)
 			}
 		})

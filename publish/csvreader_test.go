@@ -19,7 +19,12 @@ import (
 // readAll reads every record of in with csvReader, copying the fields.
 func readAll(t testing.TB, r io.Reader, delim byte) ([][]string, error) {
 	t.Helper()
-	cr := newCSVReader(r, delim)
+	return readAllWith(t, newCSVReader(r, delim))
+}
+
+// readAllWith reads every record with cr, copying the fields.
+func readAllWith(t testing.TB, cr *csvReader) ([][]string, error) {
+	t.Helper()
 	var out [][]string
 	for {
 		rec, err := cr.read()
@@ -54,6 +59,13 @@ func TestCSVReaderExact(t *testing.T) {
 		{"trailing delimiter", "a,\n", [][]string{{"a", ""}}},
 		{"empty lines skipped", "\n\r\na\n\n\r\nb\r\n\r\n", [][]string{{"a"}, {"b"}}},
 		{"utf8 kept", "Zürich,東京\n", [][]string{{"Zürich", "東京"}}},
+		// A qualifier inside a value that F&O did not double is data.
+		{"undoubled quote in quoted field", "\"27\" monitor\",b\r\n", [][]string{{`27" monitor`, "b"}}},
+		{"undoubled then doubled", "\"a\"b\"\"c\",d\n", [][]string{{`a"b"c`, "d"}}},
+		{"doubled then undoubled", "\"a\"\"b\"c\",d\n", [][]string{{`a"b"c`, "d"}}},
+		{"undoubled before line break", "\"5\" x\r\ny\"\n", [][]string{{"5\" x\r\ny"}}},
+		{"quote inside unquoted field", "c,d\"e\"\n", [][]string{{"c", `d"e"`}}},
+		{"closing quote then cr at end", "\"a\"\r", [][]string{{"a"}}},
 	}
 	for _, tt := range tests {
 		for _, oneByte := range []bool{false, true} {
@@ -73,19 +85,59 @@ func TestCSVReaderExact(t *testing.T) {
 	}
 }
 
+// TestCSVReaderQualifiers reads with other text qualifiers than '"' and
+// counts the qualifiers kept as data.
+func TestCSVReaderQualifiers(t *testing.T) {
+	tests := []struct {
+		name, in string
+		qual     byte
+		want     [][]string
+		loose    int
+		line     int // of the first loose qualifier
+	}{
+		{"apostrophe", "'a,b',\"c\"\n'x''y',z\n", '\'', [][]string{{"a,b", `"c"`}, {"x'y", "z"}}, 0, 0},
+		{"apostrophe undoubled", "a,b\n'it's',c\n", '\'', [][]string{{"a", "b"}, {"it's", "c"}}, 1, 2},
+		{"none: quotes are data", "\"a,b\"\n", 0, [][]string{{`"a`, `b"`}}, 0, 0},
+		{"quote: counted per record", "a\n\"1\"2\"3\"\nx\"y\n", '"', [][]string{{"a"}, {`1"2"3`}, {`x"y`}}, 3, 2},
+	}
+	for _, tt := range tests {
+		for _, oneByte := range []bool{false, true} {
+			var r io.Reader = strings.NewReader(tt.in)
+			if oneByte {
+				r = iotest.OneByteReader(r)
+			}
+			cr := newCSVReader(r, ',')
+			cr.qual = tt.qual
+			got, err := readAllWith(t, cr)
+			if err != nil {
+				t.Errorf("%s (one byte reads %v): want no error, got %v", tt.name, oneByte, err)
+				continue
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("%s (one byte reads %v): want %q, got %q", tt.name, oneByte, tt.want, got)
+			}
+			if cr.loose != tt.loose || cr.looseLine != tt.line {
+				t.Errorf("%s (one byte reads %v): want %d loose qualifiers from line %d, got %d from line %d", tt.name, oneByte, tt.loose, tt.line, cr.loose, cr.looseLine)
+			}
+		}
+	}
+}
+
 func TestCSVReaderErrors(t *testing.T) {
 	tests := []struct {
 		name, in   string
 		line, col  int
 		reasonPart string
 	}{
-		{"bare quote", "a,b\nc,d\"e\n", 2, 4, "quote in an unquoted field"},
-		{"text after closing quote", "a\n\"x\ny\"z\n", 3, 3, "after the closing quote"},
+		{"bare quote", "a,b\nc,d\"e\n", 2, 4, "in an unquoted field"},
+		{"text after closing quote", "a\n\"x\ny\"z\n", 3, 3, "after the closing"},
 		{"unterminated", "a\n\"x\ny\n", 2, 1, "closing quote is missing"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := readAll(t, iotest.OneByteReader(strings.NewReader(tt.in)), ',')
+			cr := newCSVReader(iotest.OneByteReader(strings.NewReader(tt.in)), ',')
+			cr.strict = true
+			_, err := readAllWith(t, cr)
 			var se *CSVSyntaxError
 			if !errors.As(err, &se) {
 				t.Fatalf("want a *CSVSyntaxError, got %v", err)

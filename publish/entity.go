@@ -47,6 +47,36 @@ type EntityOptions struct {
 	// , ; tab | seen most often outside quotes (ties go to the earlier one
 	// in that list; none seen means comma).
 	Delimiter rune
+	// TextQualifier quotes CSV values: "" means '"', "none" reads quotes
+	// as data, else one ASCII character other than the delimiter or a
+	// line break.
+	TextQualifier string
+	// StrictQuotes fails a CSV entity holding a qualifier inside a value
+	// that is not doubled ("27" monitor"). Without it such a qualifier is
+	// kept as data and counted (EntityStats.LooseQuotes): whether F&O
+	// doubles them on export is not documented.
+	StrictQuotes bool
+	// SourceFormat is the manifest's SourceFormat ("CSV-Unicode", "CSV",
+	// "XML-Element", ...). With Encoding "" it says how a text file
+	// without a byte order mark is decoded: see newTextReader.
+	SourceFormat string
+	// Encoding is the character set of a text file (CSV, fixed width,
+	// XML) without a byte order mark: a name ParseEncoding accepts; ""
+	// decides from SourceFormat and the bytes.
+	Encoding string
+	// NoHeader says the first line of a CSV or fixed-width file is data,
+	// as F&O writes with "First row header = No"; Columns then names the
+	// columns (required). Excel and XML files ignore both.
+	NoHeader bool
+	Columns  []string
+	// FieldNames are the entity's field names as the manifest's field map
+	// (EntityMapList) lists them, in any case and order, possibly not all:
+	// a header row of a CSV, fixed-width or Excel file holding none of
+	// them is data, not a header, and fails the entity.
+	FieldNames []string
+	// Widths are the column widths of a fixed-width file in characters;
+	// nil takes them from the file's header line.
+	Widths []int
 	// Sheet is the XLSX sheet to read; "" means the first sheet.
 	Sheet string
 	// MaxMessageBytes caps one message body; 0 means DefaultMaxMessageBytes.
@@ -86,6 +116,17 @@ type EntityStats struct {
 	// SkippedRows counts data rows read but not published because their
 	// batches were confirmed before (EntityOptions.ResumeFrom).
 	SkippedRows int64
+	// Encoding is the character set a text file was read with ("utf-8",
+	// "utf-16le", "windows-1252", ...; "" for Excel and empty files).
+	// DefaultEncoding is set when it is windows-1252 because the file of a
+	// non-Unicode source format was not UTF-8 and no encoding was set.
+	Encoding        string
+	DefaultEncoding bool
+	// LooseQuotes counts text qualifiers kept as data because they were
+	// not doubled (see EntityOptions.StrictQuotes); LooseQuoteLine is the
+	// line of the first.
+	LooseQuotes    int64
+	LooseQuoteLine int
 }
 
 // rowSource yields the records of an entity file. The slice returned by next
@@ -152,17 +193,26 @@ func PublishEntity(ctx context.Context, r io.Reader, sink Sink, o EntityOptions)
 	}
 	in := io.MultiReader(bytes.NewReader(first[:n]), cr)
 	var src rowSource
+	var text *textReader // the decoded text of CSV, fixed-width and XML files
 	switch format := strings.ToLower(o.Format); {
 	case n == 0:
 		src, err = emptySource{}, nil
-	case format == "csv":
-		src, err = newCSVSource(in, o.Delimiter)
 	case format == "xlsx":
 		src, err = newXLSXSource(ctx, in, o.Sheet)
-	case format == "xml":
-		src, err = newXMLSource(in), nil
+	case format == "csv", format == "fixed-width", format == "xml":
+		if text, err = newTextReader(in, o.Encoding, o.SourceFormat); err != nil {
+			break
+		}
+		switch format {
+		case "csv":
+			src, err = newCSVSource(text, o)
+		case "fixed-width":
+			src, err = newFixedSource(text, fixedOptions{Widths: o.Widths, Header: !o.NoHeader, Columns: o.Columns})
+		default:
+			src = newXMLSource(text)
+		}
 	default:
-		return st, fmt.Errorf("format %q is not supported: dmfexport reads CSV, Excel (xlsx), XML-Element and XML-Attribute files; export the entity in one of those source formats", o.Format)
+		return st, fmt.Errorf("format %q is not supported: dmfexport reads CSV, fixed-width, Excel (xlsx), XML-Element and XML-Attribute files; export the entity in one of those source formats", o.Format)
 	}
 	if err != nil {
 		st.BytesIn = cr.n.Load()
@@ -174,6 +224,12 @@ func PublishEntity(ctx context.Context, r io.Reader, sink Sink, o EntityOptions)
 	p.confirms.fn = o.Confirmed
 	p.startPublisher()
 	err = p.run()
+	if text != nil {
+		st.Encoding, st.DefaultEncoding = text.encoding(), text.defaulted()
+	}
+	if c, ok := src.(*csvSource); ok && c.r.loose > 0 {
+		st.LooseQuotes, st.LooseQuoteLine = int64(c.r.loose), c.r.looseLine
+	}
 	if perr := p.stopPublisher(); perr != nil && (err == nil || errors.Is(err, errPublisherFailed)) {
 		err = perr
 	}
@@ -305,6 +361,9 @@ func (p *entityPublisher) run() error {
 	if len(header) > 0 {
 		header[0] = strings.TrimPrefix(header[0], "\ufeff")
 	}
+	if err := p.checkHeader(header); err != nil {
+		return err
+	}
 	if dups := duplicates(header); len(dups) > 0 {
 		return fmt.Errorf("header has duplicate column names %s: every column name must be unique", strings.Join(dups, ", "))
 	}
@@ -381,6 +440,48 @@ func (p *entityPublisher) run() error {
 		return p.emit(true)
 	}
 	return nil
+}
+
+// checkHeader refuses a header row that is data: when the manifest lists
+// the entity's field names, a header naming none of them comes from a
+// file written with "First row header = No". The manifest's list may
+// leave fields out, so it tells a header from data but never names the
+// columns.
+func (p *entityPublisher) checkHeader(header []string) error {
+	if len(p.o.FieldNames) == 0 || len(header) == 0 || p.o.NoHeader {
+		return nil
+	}
+	if _, named := p.src.(namedSource); named {
+		return nil
+	}
+	known := make(map[string]bool, len(p.o.FieldNames))
+	for _, f := range p.o.FieldNames {
+		known[strings.ToUpper(strings.TrimSpace(f))] = true
+	}
+	for _, h := range header {
+		if known[strings.ToUpper(strings.TrimSpace(h))] {
+			return nil
+		}
+	}
+	return fmt.Errorf("the first row (%s) holds none of the %d field names Manifest.xml lists for the entity (%s): the file has no header row (its source format was set to \"First row header = No\"); set header: false and columns: [the entity's field names in file order] for this entity",
+		quoteSome(header, 4), len(p.o.FieldNames), quoteSome(p.o.FieldNames, 4))
+}
+
+// quoteSome quotes the first n of vals, comma-separated, with "…" for the
+// rest.
+func quoteSome(vals []string, n int) string {
+	var b strings.Builder
+	for i, v := range vals {
+		if i == n {
+			fmt.Fprintf(&b, ", … (%d more)", len(vals)-n)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(strconv.Quote(v))
+	}
+	return b.String()
 }
 
 func (p *entityPublisher) resumeMismatch(rows int64) error {

@@ -53,6 +53,9 @@ type EntityObject struct {
 	// "csv"; a file without extension counts as csv, F&O's default, as in
 	// Key).
 	Format string
+	// Fields are the field names of the manifest's field map (see
+	// ManifestEntity.Fields).
+	Fields []string
 	// Key is the store key: Prefix + "/" + store.EntityKeyName(Entity, the
 	// lower-case extension of File, "csv" if none). "" when Err is set or
 	// the entity is Absent.
@@ -477,7 +480,7 @@ func planEntities(entries []entry, pkg *packageXML, prefix string) ([]plan, map[
 	var plans []plan
 	keys := map[string]string{}
 	for _, me := range pkg.manifest.Entities {
-		obj := EntityObject{Entity: me.Name, SourceFormat: me.SourceFormat, Sheet: me.Sheet, RefreshType: me.RefreshType}
+		obj := EntityObject{Entity: me.Name, SourceFormat: me.SourceFormat, Sheet: me.Sheet, RefreshType: me.RefreshType, Fields: me.Fields}
 		e, err := find(me)
 		if err != nil && me.Disabled {
 			continue // F&O lists disabled entities without exporting them

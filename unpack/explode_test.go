@@ -299,7 +299,7 @@ func TestExplodeEntityMatching(t *testing.T) {
 					t.Errorf("entity %d: Err = %v, want one containing %q", i, got.Err, tt.wantErrs[i])
 				}
 				got.Err = nil
-				if got != w {
+				if !reflect.DeepEqual(got, w) {
 					t.Errorf("entity %d = %+v\nwant %+v", i, got, w)
 				}
 				if got.Key != "" {

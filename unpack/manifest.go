@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"golang.org/x/text/encoding/unicode"
@@ -39,6 +40,14 @@ type ManifestEntity struct {
 	Sheet       string
 	RefreshType string // DefaultRefreshType as written: FullPush or IncrementalPush ("" when absent)
 	Disabled    bool   // Disable
+	// Fields are the field names of the entity's field map (EntityMapList):
+	// each entry's EntityField and, when it differs, its XMLField (the
+	// name in the file), in document order. Real maps are alphabetical
+	// and may leave fields out: they tell a header row from data, but do
+	// not name a file's columns. The entry's element names are not
+	// documented publicly; any child of EntityMapList holding those two
+	// elements counts.
+	Fields []string
 }
 
 // PackageHeader is what a package's PackageHeader.xml says.
@@ -76,6 +85,14 @@ func ParseManifest(r io.Reader) (*Manifest, error) {
 				cur.Disabled = d
 				m.Entities = append(m.Entities, *cur)
 				cur, disable = nil, ""
+			}
+		case len(path) == 6 && path[1] == "PackageEntityList" && path[2] == "DataManagementPackageEntityData" &&
+			path[3] == "EntityMapList" && (path[5] == "EntityField" || path[5] == "XMLField"):
+			if cur == nil {
+				cur = &ManifestEntity{}
+			}
+			if text != "" && !slices.Contains(cur.Fields, text) {
+				cur.Fields = append(cur.Fields, text)
 			}
 		case len(path) == 4 && path[1] == "PackageEntityList" && path[2] == "DataManagementPackageEntityData":
 			if cur == nil {
@@ -174,7 +191,7 @@ func walkXML(r io.Reader, root string, fn func(path []string, text string) error
 			path = append(path, t.Name.Local)
 			texts = append(texts, nil)
 		case xml.CharData:
-			if n := len(texts); n > 0 && len(path) <= 4 {
+			if n := len(texts); n > 0 && len(path) <= 6 {
 				texts[n-1] = append(texts[n-1], t...)
 			}
 		case xml.EndElement:

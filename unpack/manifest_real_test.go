@@ -127,11 +127,12 @@ func TestParseManifestRealShapes(t *testing.T) {
 		{name: "Country/regions", file: "Countryregions.xlsx", format: "Excel", emptySheet: true},
 		{name: "Vendors", file: "VENDVENDORV2ENTITY.xml", format: "XML-Element"},
 	}
+	fields := []string{"ACCOUNTNUM", "NAME"} // each entity's field map, as realManifest writes it
 	want := []ManifestEntity{
-		{Name: "Customers V3", File: "CUSTCUSTOMERV3ENTITY.CSV", SourceFormat: "csv-unicode", RefreshType: "IncrementalPush"},
-		{Name: "Released products V2", File: "Released products V2.xlsx", SourceFormat: "EXCEL", Sheet: "Released_products_V2_EcoResRel$", RefreshType: "FullPush"},
-		{Name: "Country/regions", File: "Countryregions.xlsx", SourceFormat: "Excel"},
-		{Name: "Vendors", File: "VENDVENDORV2ENTITY.xml", SourceFormat: "XML-Element"},
+		{Name: "Customers V3", File: "CUSTCUSTOMERV3ENTITY.CSV", SourceFormat: "csv-unicode", RefreshType: "IncrementalPush", Fields: fields},
+		{Name: "Released products V2", File: "Released products V2.xlsx", SourceFormat: "EXCEL", Sheet: "Released_products_V2_EcoResRel$", RefreshType: "FullPush", Fields: fields},
+		{Name: "Country/regions", File: "Countryregions.xlsx", SourceFormat: "Excel", Fields: fields},
+		{Name: "Vendors", File: "VENDVENDORV2ENTITY.xml", SourceFormat: "XML-Element", Fields: fields},
 	}
 	tests := []struct {
 		name string

@@ -86,6 +86,12 @@ func TestParseManifest(t *testing.T) {
 		{"empty entity list", []byte(manifestXML(declU8, ns, "", "")), []ManifestEntity{}},
 		{"no entity list", []byte(`<DataManagementPackageManifest><DefinitionGroupName>Group 1</DefinitionGroupName><Description>Desc</Description></DataManagementPackageManifest>`), []ManifestEntity{}},
 		{"entry without fields", []byte(manifestXML("", "", "", "<DataManagementPackageEntityData/>")), []ManifestEntity{{}}},
+		{"field map", []byte(manifestXML("", ns, "", `<DataManagementPackageEntityData><EntityMapList>
+			<EntityMap><ArrayIndex>0</ArrayIndex><EntityField>ACCOUNTNUM</EntityField><IsAutoDefault>false</IsAutoDefault><XMLField>ACCOUNTNUM</XMLField></EntityMap>
+			<EntityMap><EntityField>NAME</EntityField><XMLField>CUSTNAME</XMLField></EntityMap>
+			<EntityMap><EntityField i:nil="true" xmlns:i="http://www.w3.org/2001/XMLSchema-instance"/><XMLField> PHONE </XMLField></EntityMap>
+			</EntityMapList><EntityName>Customers V3</EntityName></DataManagementPackageEntityData>`)),
+			[]ManifestEntity{{Name: "Customers V3", Fields: []string{"ACCOUNTNUM", "NAME", "CUSTNAME", "PHONE"}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
