@@ -33,11 +33,31 @@ Without --project it serves the demo project as definition group %q.
 With --project NAME=DIR every regular file in DIR becomes an entity of NAME:
 the entity name is the file name without extension, the source format
 "EXCEL" for .xlsx files, "XML-Element" for .xml files and "CSV-Unicode"
-otherwise.
+otherwise. The header row of each .csv file (UTF-8, or UTF-16 with a BOM)
+becomes the entity's field map in the manifest.
+
+--format ENTITY=SPEC re-writes a CSV entity of the demo or of a --project
+(read as CSV with a header row) in another F&O file format; ENTITY "*"
+means every CSV entity, and an entity's own --format wins over "*". SPEC is
+comma-separated items:
+  codepage=N       Windows code page: 65001 UTF-8 (the default), 1200/1201
+                   UTF-16 LE/BE, 12000/12001 UTF-32 LE/BE, 65000 UTF-7, or a
+                   single-byte one such as 1252 (source format "CSV"; a value
+                   it cannot hold is refused, as F&O's DMF1957)
+  bom              write the byte order mark (UTF-8, UTF-16, UTF-32)
+  delimiter=X      comma (default), semicolon, tab, pipe, colon, or one character
+  qualifier=X      text qualifier, '"' by default
+  noheader         no header row ("First row header" = No)
+  undoubled        write a qualifier inside a quoted value as it is
+  fixed=W1/W2/...  fixed width, one width per column (source format "FixedWidth")
+  fixedheader      a header line in a fixed-width file
+  composite[=attribute]  composite entity XML (XML-Element, or XML-Attribute)
+e.g. --format '*=codepage=1200,bom' --format 'Customer addresses=codepage=1252,delimiter=tab'.
 
 By default it behaves as F&O does: a new execution is "not registered yet"
 for a while (--register-delay), one data project is exported by one execution
-at a time, the package URL is empty on the first ask after success and its
+at a time, one execution holding an Excel entity runs at a time (others wait
+NotRun; --concurrent-excel), the package URL is empty on the first ask after success and its
 package not yet downloadable for a moment (--package-delay), every
 second failed execution reports no errors, IncrementalPush entities hold
 every row only in the first export of their data project (--full-incremental), and executions and packages are
@@ -118,6 +138,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		concurrent   int
 		budget       int
 		execBudget   time.Duration
+		formats      formatFlags
 	)
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8089", "`host:port` to listen on")
 	fs.StringVar(&cfg.opts.Token, "token", "", "bearer `token` every API call must carry (default $DMFSIM_TOKEN, else "+dmftest.DefaultToken+")")
@@ -134,6 +155,8 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&history, "history", dmftest.DefaultHistory, "purge executions and packages after this long (0: keep forever)")
 	fs.BoolVar(&cfg.opts.FullIncremental, "full-incremental", false, "every export holds all rows of IncrementalPush entities (F&O: only the first; later ones only changes, here none)")
 	fs.BoolVar(&cfg.opts.ConcurrentExports, "allow-concurrent-exports", false, "let a data project be exported while an execution of it still runs (F&O refuses)")
+	fs.BoolVar(&cfg.opts.ConcurrentExcel, "concurrent-excel", false, "let executions holding Excel entities run at once (F&O runs one at a time, DMF2039; the simulator queues the others NotRun)")
+	fs.Var(&formats, "format", "re-write a CSV entity in another file format, `ENTITY=SPEC` (\"*\" for all; SPEC above; repeatable)")
 	fs.IntVar(&emptyErrors, "empty-errors-every", dmftest.DefaultEmptyErrorsEvery, "every `N`th failed execution answers GetExecutionErrors with \"[]\" (0: never)")
 	fs.IntVar(&concurrent, "max-concurrent-requests", dmftest.DefaultMaxConcurrentRequests, "answer 429 to API calls beyond `N` in progress at once, as F&O does per user (0: no limit)")
 	fs.IntVar(&budget, "request-budget", dmftest.DefaultRequestBudget, "answer 429 with Retry-After to API calls beyond `N` in any --budget-window, as F&O does per user (0: no limit)")
@@ -176,6 +199,10 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 			continue
 		}
 		cfg.opts.Projects[name] = ents
+	}
+	problems = append(problems, formats.problems...)
+	if len(formats.problems) == 0 {
+		problems = append(problems, applyFormats(cfg.opts.Projects, formats)...)
 	}
 	cfg.opts.Packages = map[string][]byte{}
 	for _, p := range packages {
@@ -293,12 +320,18 @@ func loadProject(dir string) ([]dmftest.Entity, error) {
 		case strings.EqualFold(ext, ".xml"):
 			format = "XML-Element"
 		}
-		ents = append(ents, dmftest.Entity{
+		e := dmftest.Entity{
 			Name:         strings.TrimSuffix(de.Name(), ext),
 			File:         de.Name(),
 			SourceFormat: format,
 			Data:         data,
-		})
+		}
+		if strings.EqualFold(ext, ".csv") {
+			if header, _, err := csvTable(data); err == nil {
+				e.Fields = header // the manifest's field map; a file that does not parse is served as it is
+			}
+		}
+		ents = append(ents, e)
 	}
 	if len(ents) == 0 {
 		return nil, fmt.Errorf("directory %s holds no regular files; put one file per entity in it", dir)

@@ -131,7 +131,8 @@ func TestHelp(t *testing.T) {
 		t.Fatalf("want flag.ErrHelp, got %v", err)
 	}
 	for _, want := range []string{"Usage: dmfsim", "-project NAME=DIR", "-final-status GROUP=STATUS", "-execution-time",
-		"-register-delay", "-history", "-allow-concurrent-exports", "-empty-errors-every N", "behaves as F&O does"} {
+		"-register-delay", "-history", "-allow-concurrent-exports", "-empty-errors-every N", "behaves as F&O does",
+		"-format ENTITY=SPEC", "codepage=N", "fixed=W1/W2", "-concurrent-excel"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("usage lacks %q:\n%s", want, out.String())
 		}

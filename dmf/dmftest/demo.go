@@ -19,6 +19,7 @@ const (
 	demoCustomerGroups = 150
 	demoVendorGroups   = 120
 	demoSalesHeaders   = 300
+	demoAddresses      = 500
 )
 
 var (
@@ -34,8 +35,9 @@ var (
 //     inside quotes, non-ASCII letters and empty fields;
 //   - "Vendors V2" ("Vendors V2.csv", CSV-Unicode, UTF-16 LE with BOM,
 //     800 rows, some names outside the Basic Multilingual Plane);
-//   - "Sales order lines V2" ("Sales order lines V2.csv", CSV, UTF-8
-//     without BOM, 3,000 rows);
+//   - "Sales order lines V2" ("Sales order lines V2.csv", CSV, pure ASCII,
+//     so as code page 1252 writes it, 3,000 rows; its manifest field map
+//     leaves out the last two fields alphabetically);
 //   - "Country/regions" ("Countryregions.xlsx", EXCEL, 200 rows, sheet
 //     "Countryregions", recorded in the manifest as "Countryregions$"): an
 //     F&O workbook (FOWorkbook), every value a string such as
@@ -46,23 +48,29 @@ var (
 //     from the label, XML-Attribute, 120 records, some attributes left out);
 //   - "Sales order headers V2" ("Sales order headers V2.csv", CSV-Unicode,
 //     UTF-8 with BOM, 300 rows, DefaultRefreshType IncrementalPush);
+//   - "Customer addresses" ("Customer addresses.csv", CSV, code page 1252
+//     without BOM as F&O writes non-Unicode formats, 500 rows of
+//     Western-European names and streets with é ü ß € à ç ñ, values holding
+//     commas and quotes);
 //   - "Payment terms" ("Payment terms.csv", a 0-byte file, no
 //     DefaultRefreshType in the manifest);
 //   - "Bank accounts" (listed in the manifest as "Bank accounts.csv", no
 //     file in the package).
 //
 // The CSV files are comma-separated with CRLF line ends and a header row of
-// upper-case field names; every row is unique by its first column. The
-// caller owns the returned slices.
+// upper-case field names; every row is unique by its first column. Every
+// CSV entity with a header row lists its fields in the manifest's
+// EntityMapList (Entity.Fields). The caller owns the returned slices.
 func DemoProject() []Entity {
 	demoOnce.Do(func() {
 		demoEnts = []Entity{
 			{Name: "Customers V3", File: "Customers V3.csv", SourceFormat: "CSV-Unicode",
-				Data: append([]byte("\ufeff"), demoCustomersCSV()...)},
+				Data: append([]byte("\ufeff"), demoCustomersCSV()...), Fields: demoCustomerHeader},
 			{Name: "Vendors V2", File: "Vendors V2.csv", SourceFormat: "CSV-Unicode",
-				Data: utf16LE(string(demoVendorsCSV()))},
+				Data: utf16LE(string(demoVendorsCSV())), Fields: demoVendorHeader},
+			// Pure ASCII, so its UTF-8 is also code page 1252 as F&O writes "CSV".
 			{Name: "Sales order lines V2", File: "Sales order lines V2.csv", SourceFormat: "CSV",
-				Data: demoSalesLinesCSV()},
+				Data: demoSalesLinesCSV(), Fields: demoSalesLineHeader, OmitFields: 2},
 			{Name: "Country/regions", SourceFormat: "EXCEL", Sheet: "Countryregions",
 				Data: FOWorkbook("Countryregions", demoCountryRows())},
 			{Name: "Customer groups", SourceFormat: "XML-Element",
@@ -70,7 +78,8 @@ func DemoProject() []Entity {
 			{Name: "Vendor groups", File: "VENDVENDORGROUPENTITY.xml", SourceFormat: "XML-Attribute",
 				Data: XMLAttributeFile("VENDVENDORGROUPENTITY", demoVendorGroupHeader, demoVendorGroupRows())},
 			{Name: "Sales order headers V2", SourceFormat: "CSV-Unicode", RefreshType: IncrementalPush,
-				Data: append([]byte("\ufeff"), demoSalesHeadersCSV()...)},
+				Data: append([]byte("\ufeff"), demoSalesHeadersCSV()...), Fields: demoSalesHeaderHeader},
+			{Name: "Customer addresses", SourceFormat: "CSV", Data: demoAddressesCSV(), Fields: demoAddressHeader},
 			{Name: "Payment terms", SourceFormat: "CSV-Unicode", OmitRefreshType: true},
 			{Name: "Bank accounts", SourceFormat: "CSV-Unicode", Absent: true},
 		}
@@ -158,12 +167,13 @@ func demoVendorGroupRows() [][]string {
 	return rows
 }
 
+var demoSalesHeaderHeader = []string{"SALESORDERNUMBER", "ORDERINGCUSTOMERACCOUNTNUMBER", "SALESORDERSTATUS", "CURRENCYCODE",
+	"TOTALDISCOUNTPERCENTAGE", "MODIFIEDDATETIME"}
+
 func demoSalesHeadersCSV() []byte {
 	rng := rand.New(rand.NewPCG(20240301, 13))
-	header := []string{"SALESORDERNUMBER", "ORDERINGCUSTOMERACCOUNTNUMBER", "SALESORDERSTATUS", "CURRENCYCODE",
-		"TOTALDISCOUNTPERCENTAGE", "MODIFIEDDATETIME"}
 	statuses := []string{"Backorder", "Delivered", "Invoiced", "Canceled"}
-	return writeCSV(header, demoSalesHeaders, func(i int) []string {
+	return writeCSV(demoSalesHeaderHeader, demoSalesHeaders, func(i int) []string {
 		return []string{
 			fmt.Sprintf("SO-%06d", i),
 			fmt.Sprintf("%06d", 1+rng.IntN(demoCustomers)),
@@ -191,6 +201,9 @@ func writeCSV(header []string, rows int, row func(i int) []string) []byte {
 	return b.Bytes()
 }
 
+var demoCustomerHeader = []string{"CUSTOMERACCOUNT", "ORGANIZATIONNAME", "CUSTOMERGROUPID", "CREDITLIMIT",
+	"CREATEDDATETIME", "ADDRESSCITY", "ISONHOLD"}
+
 func demoCustomersCSV() []byte {
 	rng := rand.New(rand.NewPCG(20240301, 3))
 	plain := []string{"Contoso Retail", "Fabrikam Supplies", "Adatum Corporation", "Litware Inc.", "Northwind Traders",
@@ -198,9 +211,7 @@ func demoCustomersCSV() []byte {
 	foreign := []string{"Müller & Søn", "Ærø Fiskeri", "Café Lumière", "Łódź Trading", "東京商事", "Ñandú Textiles", "Größe GmbH"}
 	cities := []string{"Seattle", "Redmond", "London", "København", "Zürich", "São Paulo", "", "New York, NY"}
 	groups := []string{"10", "20", "30", "40", "INTERCO"}
-	header := []string{"CUSTOMERACCOUNT", "ORGANIZATIONNAME", "CUSTOMERGROUPID", "CREDITLIMIT",
-		"CREATEDDATETIME", "ADDRESSCITY", "ISONHOLD"}
-	return writeCSV(header, demoCustomers, func(i int) []string {
+	return writeCSV(demoCustomerHeader, demoCustomers, func(i int) []string {
 		var name string
 		switch {
 		case i%17 == 0:
@@ -236,15 +247,16 @@ func demoCustomersCSV() []byte {
 	})
 }
 
+var demoVendorHeader = []string{"VENDORACCOUNTNUMBER", "VENDORORGANIZATIONNAME", "VENDORGROUPID", "CURRENCYCODE",
+	"ADDRESSCOUNTRYREGIONID", "CREATEDDATETIME"}
+
 func demoVendorsCSV() []byte {
 	rng := rand.New(rand.NewPCG(20240301, 5))
 	names := []string{"Trey Research", "Lucerne Publishing", "Graphic Design Institute", "Humongous Insurance",
 		"Blue Yonder Airlines", "Fourth Coffee", "Nordisk Ølbryggeri", "Żabka Hurt", "Logistik 🚚 Express"}
 	currencies := []string{"USD", "EUR", "GBP", "DKK", "PLN", "JPY"}
 	countries := []string{"USA", "DEU", "GBR", "DNK", "POL", "JPN"}
-	header := []string{"VENDORACCOUNTNUMBER", "VENDORORGANIZATIONNAME", "VENDORGROUPID", "CURRENCYCODE",
-		"ADDRESSCOUNTRYREGIONID", "CREATEDDATETIME"}
-	return writeCSV(header, demoVendors, func(i int) []string {
+	return writeCSV(demoVendorHeader, demoVendors, func(i int) []string {
 		name := names[rng.IntN(len(names))] + " " + strconv.Itoa(i)
 		if i%9 == 0 {
 			name = names[rng.IntN(len(names))] + ", Inc. " + strconv.Itoa(i)
@@ -265,13 +277,14 @@ func demoVendorsCSV() []byte {
 	})
 }
 
+var demoSalesLineHeader = []string{"INVENTORYLOTID", "SALESORDERNUMBER", "LINENUMBER", "ITEMNUMBER",
+	"ORDEREDSALESQUANTITY", "SALESPRICE", "LINEAMOUNT", "SALESUNITSYMBOL", "REQUESTEDRECEIPTDATE", "LINEDESCRIPTION"}
+
 func demoSalesLinesCSV() []byte {
 	rng := rand.New(rand.NewPCG(20240301, 7))
 	items := []string{"A0001", "A0002", "D0003", "M0010", "P0111", "T0004"}
 	units := []string{"ea", "pcs", "kg", "box"}
-	header := []string{"INVENTORYLOTID", "SALESORDERNUMBER", "LINENUMBER", "ITEMNUMBER",
-		"ORDEREDSALESQUANTITY", "SALESPRICE", "LINEAMOUNT", "SALESUNITSYMBOL", "REQUESTEDRECEIPTDATE", "LINEDESCRIPTION"}
-	return writeCSV(header, demoSalesLines, func(i int) []string {
+	return writeCSV(demoSalesLineHeader, demoSalesLines, func(i int) []string {
 		qty := 1 + rng.IntN(50)
 		cents := 100 + rng.IntN(99900)
 		desc := ""
@@ -305,6 +318,7 @@ func DemoRowCounts() map[string]int {
 		"Customer groups":        len(demoCustomerGroupRows()),
 		"Vendor groups":          len(demoVendorGroupRows()),
 		"Sales order headers V2": csvRows(demoSalesHeadersCSV()),
+		"Customer addresses":     len(demoAddressRows()),
 		"Payment terms":          0,
 		"Bank accounts":          0,
 	}
@@ -317,4 +331,43 @@ func csvRows(data []byte) int {
 		panic("dmftest: demo CSV does not parse: " + fmt.Sprint(err))
 	}
 	return len(recs) - 1
+}
+
+var demoAddressHeader = []string{"ADDRESSID", "CUSTOMERACCOUNT", "NAME", "STREET", "ZIPCODE", "CITY",
+	"COUNTRYREGIONID", "DELIVERYNOTE"}
+
+func demoAddressRows() [][]string {
+	rng := rand.New(rand.NewPCG(20240301, 17))
+	names := []string{"Hélène Dubois", "Jürgen Weiß", "François Lefèvre", "Núria Muñoz", "Joaquín Peña",
+		"Çelik Ltd., Zürich", "Søren Ærø", "Anaïs Noël", "Björn Öström", "Brasserie à l'Étoile"}
+	streets := []string{"Rue de la Gare", "Königstraße", "Calle Mayor", "Avenida São João", "Plaça de Catalunya",
+		"Große Bleiche", "Place Vendôme", "Strandvejen", "Via dell'Università"}
+	cities := []string{"Paris", "München", "Málaga", "Köln", "Besançon", "Genève", "A Coruña", "Kraków", "Saint-Étienne"}
+	countries := []string{"FRA", "DEU", "ESP", "DEU", "FRA", "CHE", "ESP", "POL", "FRA"}
+	notes := []string{"", "Livraison à domicile", "Lieferung ab 50 € frei", "Entrega en mañana", `Klingel "Weiß" drücken`, "Façade côté cour"}
+	var rows [][]string
+	for i := 1; i <= demoAddresses; i++ {
+		c := rng.IntN(len(cities))
+		rows = append(rows, []string{
+			fmt.Sprintf("ADDR-%05d", i),
+			fmt.Sprintf("%06d", 1+rng.IntN(demoCustomers)),
+			names[rng.IntN(len(names))],
+			fmt.Sprintf("%s %d", streets[rng.IntN(len(streets))], 1+rng.IntN(120)),
+			fmt.Sprintf("%05d", 1000+rng.IntN(98000)),
+			cities[c],
+			countries[c],
+			notes[rng.IntN(len(notes))],
+		})
+	}
+	return rows
+}
+
+// demoAddressesCSV is "Customer addresses" as F&O writes a non-Unicode CSV
+// format: code page 1252, no BOM.
+func demoAddressesCSV() []byte {
+	b, err := TextFile(TextFormat{CodePage: 1252}, demoAddressHeader, demoAddressRows())
+	if err != nil {
+		panic("dmftest: demo addresses: " + err.Error())
+	}
+	return b
 }

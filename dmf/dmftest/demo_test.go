@@ -5,11 +5,13 @@ import (
 	"encoding/csv"
 	"encoding/xml"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
 	"github.com/xuri/excelize/v2"
+	"golang.org/x/text/encoding/charmap"
 )
 
 // demoEntity returns the demo entity with the given name.
@@ -33,11 +35,13 @@ func TestDemoProject(t *testing.T) {
 		prefix     []byte // encoding mark the raw bytes start with
 		wantRows   int
 		wantHeader string
+		cp1252     bool // code page 1252, not Unicode
 	}{
-		{"Customers V3", "Customers V3.csv", "CSV-Unicode", []byte{0xEF, 0xBB, 0xBF}, 12345, "CUSTOMERACCOUNT"},
-		{"Vendors V2", "Vendors V2.csv", "CSV-Unicode", []byte{0xFF, 0xFE}, 800, "VENDORACCOUNTNUMBER"},
-		{"Sales order lines V2", "Sales order lines V2.csv", "CSV", []byte("INVENTORYLOTID,"), 3000, "INVENTORYLOTID"},
-		{"Sales order headers V2", "Sales order headers V2.csv", "CSV-Unicode", []byte{0xEF, 0xBB, 0xBF}, 300, "SALESORDERNUMBER"},
+		{"Customers V3", "Customers V3.csv", "CSV-Unicode", []byte{0xEF, 0xBB, 0xBF}, 12345, "CUSTOMERACCOUNT", false},
+		{"Vendors V2", "Vendors V2.csv", "CSV-Unicode", []byte{0xFF, 0xFE}, 800, "VENDORACCOUNTNUMBER", false},
+		{"Sales order lines V2", "Sales order lines V2.csv", "CSV", []byte("INVENTORYLOTID,"), 3000, "INVENTORYLOTID", false},
+		{"Sales order headers V2", "Sales order headers V2.csv", "CSV-Unicode", []byte{0xEF, 0xBB, 0xBF}, 300, "SALESORDERNUMBER", false},
+		{"Customer addresses", "Customer addresses.csv", "CSV", []byte("ADDRESSID,"), 500, "ADDRESSID", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -49,6 +53,16 @@ func TestDemoProject(t *testing.T) {
 				t.Errorf("want data starting with % x, got % x", tt.prefix, e.Data[:4])
 			}
 			text := decodeText(t, e.Data)
+			if tt.cp1252 {
+				if utf8.Valid(e.Data) {
+					t.Errorf("want code page 1252 bytes, got valid UTF-8")
+				}
+				b, err := charmap.Windows1252.NewDecoder().Bytes(e.Data)
+				if err != nil {
+					t.Fatalf("decode code page 1252: %v", err)
+				}
+				text = string(b)
+			}
 			if !utf8.ValidString(text) || strings.ContainsRune(text, utf8.RuneError) {
 				t.Errorf("decoded text is not clean UTF-8")
 			}
@@ -61,6 +75,9 @@ func TestDemoProject(t *testing.T) {
 				t.Fatalf("parse CSV: %v", err)
 			}
 			header := recs[0]
+			if !slices.Equal(e.Fields, header) {
+				t.Errorf("want Fields as the header %q (for the manifest's EntityMapList), got %q", header, e.Fields)
+			}
 			if header[0] != tt.wantHeader {
 				t.Errorf("want first column %s, got %s", tt.wantHeader, header[0])
 			}
@@ -99,6 +116,12 @@ func TestDemoProject(t *testing.T) {
 			t.Errorf("Customers V3: want %s (%q) somewhere, found none", f.name, f.substr)
 		}
 	}
+	addr, _ := charmap.Windows1252.NewDecoder().Bytes(demoEntity(t, ents, "Customer addresses").Data)
+	for _, c := range []string{"é", "ü", "ß", "€", "à", "ç", "ñ", `""Weiß""`, `"Çelik Ltd., Zürich"`} {
+		if !strings.Contains(string(addr), c) {
+			t.Errorf("Customer addresses: want %q somewhere, found none", c)
+		}
+	}
 	if !strings.Contains(decodeText(t, ents[1].Data), "🚚") {
 		t.Errorf("Vendors V2: want a character outside the BMP (surrogate pair in UTF-16)")
 	}
@@ -130,6 +153,7 @@ func TestDemoPackageShape(t *testing.T) {
 		{"Customer groups", "Customer groups.xml", "XML-Element", "", FullPush, false, false, false},
 		{"Vendor groups", "VENDVENDORGROUPENTITY.xml", "XML-Attribute", "", FullPush, false, false, false},
 		{"Sales order headers V2", "Sales order headers V2.csv", "CSV-Unicode", "", IncrementalPush, false, false, false},
+		{"Customer addresses", "Customer addresses.csv", "CSV", "", FullPush, false, false, false},
 		{"Payment terms", "Payment terms.csv", "CSV-Unicode", "", FullPush, true, false, true},
 		{"Bank accounts", "Bank accounts.csv", "CSV-Unicode", "", FullPush, false, true, true},
 	}

@@ -117,6 +117,13 @@ type Entity struct {
 	// Data is the file's bytes exactly as written into the zip; empty gives
 	// a 0-byte file.
 	Data []byte
+	// Fields are the entity's field names in upper case, e.g.
+	// CUSTOMERACCOUNT: the manifest's EntityMapList lists them in
+	// alphabetical order. Empty: an empty EntityMapList.
+	Fields []string
+	// OmitFields leaves the last N fields (alphabetically) out of the
+	// EntityMapList, as real field maps may omit columns the file holds.
+	OmitFields int
 }
 
 // Options configure a Simulator. The zero value of every knob is F&O's own
@@ -149,6 +156,13 @@ type Options struct {
 	// execution of it is still running; by default that is refused, as F&O
 	// exports one data project by one execution at a time.
 	ConcurrentExports bool
+	// ConcurrentExcel lets executions holding Excel entities run at once.
+	// By default, as F&O runs one import or export to Excel at a time per
+	// environment (DMF2039), an execution of a data project with an EXCEL
+	// entity takes the environment's one Excel slot: one started while
+	// another holds it stays NotRun until that one ends, then runs its
+	// full ExecutionTime.
+	ConcurrentExcel bool
 
 	// FinalStatus maps a definition group to the status its executions end
 	// in: "Succeeded" (the default), "PartiallySucceeded", "Failed" or
@@ -248,10 +262,12 @@ type execution struct {
 	final       string
 	entities    []Entity
 	blobName    string
-	emptyAsks   int       // GetExportedPackageUrl asks answered "" after success
-	firstURL    time.Time // when the first package URL was handed out
-	emptyErrors bool      // a Failed execution whose errors answer "[]"
-	zip         []byte    // built on first need, then reused
+	emptyAsks   int           // GetExportedPackageUrl asks answered "" after success
+	firstURL    time.Time     // when the first package URL was handed out
+	emptyErrors bool          // a Failed execution whose errors answer "[]"
+	excel       bool          // holds an EXCEL entity: takes the Excel slot
+	wait        time.Duration // NotRun after registration, waiting for the Excel slot
+	zip         []byte        // built on first need, then reused
 }
 
 // New returns a Simulator serving opts.Projects. The entities' Data slices
@@ -675,6 +691,13 @@ func (s *Simulator) exportToPackage(w http.ResponseWriter, r *http.Request, req 
 		ex.entities = deltas(ents)
 	}
 	s.exported[req.DefinitionGroupID]++
+	ex.excel = holdsExcel(ex.entities)
+	if ex.excel && !s.opts.ConcurrentExcel {
+		delete(s.executions, id) // a re-executed ID gives up its place
+		if free := s.excelFree(now); free.After(s.runFrom(ex)) {
+			ex.wait = free.Sub(s.runFrom(ex))
+		}
+	}
 	s.executions[id] = ex
 	s.blobs[ex.blobName] = ex
 	s.exports++
@@ -731,6 +754,38 @@ func (s *Simulator) running(group string, now time.Time) *execution {
 	return nil
 }
 
+// holdsExcel reports whether an execution of ents exports to Excel.
+func holdsExcel(ents []Entity) bool {
+	for _, e := range ents {
+		if strings.HasPrefix(strings.ToUpper(e.SourceFormat), "EXCEL") {
+			return true
+		}
+	}
+	return false
+}
+
+// runFrom is when an execution is registered and its execution time would
+// start, before any wait for the Excel slot.
+func (s *Simulator) runFrom(ex *execution) time.Time {
+	return ex.started.Add(s.opts.RegisterDelay)
+}
+
+// excelFree is when the last execution holding the Excel slot ends (zero
+// if none does); s.mu must be held. Executions end after ExecutionTime,
+// whether or not a stuck-execution fault keeps them Executing.
+func (s *Simulator) excelFree(now time.Time) time.Time {
+	var free time.Time
+	for _, ex := range s.executions {
+		if !ex.excel || s.purged(ex, now) {
+			continue
+		}
+		if end := s.runFrom(ex).Add(ex.wait + s.opts.ExecutionTime); end.After(free) {
+			free = end
+		}
+	}
+	return free
+}
+
 // status reports the execution's state at time now; s.mu must be held.
 func (s *Simulator) status(ex *execution, now time.Time) string {
 	el := now.Sub(ex.started)
@@ -742,9 +797,9 @@ func (s *Simulator) status(ex *execution, now time.Time) string {
 		return notRegistered
 	case el < reg:
 		return statusUnknown
-	case el-reg < s.opts.ExecutionTime/10:
+	case el-reg < ex.wait+s.opts.ExecutionTime/10:
 		return statusNotRun
-	case el-reg < s.opts.ExecutionTime || s.opts.Faults.StuckExecution:
+	case el-reg-ex.wait < s.opts.ExecutionTime || s.opts.Faults.StuckExecution:
 		return statusExecuting
 	default:
 		return ex.final

@@ -71,6 +71,15 @@
 //   - packageName and a random GUID form the package's blob name;
 //     legalEntityId is accepted and ignored.
 //
+// Excel one at a time (contract: "Excel: only one import or export to Excel
+// can run at a time (DMF2039)"): an execution of a data project holding an
+// EXCEL entity (any case) takes the environment's one Excel slot from its
+// registration until it ends. One started while the slot is taken waits
+// NotRun until it is free, then runs its full execution time (decision:
+// F&O queues or fails it, which is not public; the simulator queues). Other
+// executions are not held back; prebuilt Packages never take the slot.
+// Options.ConcurrentExcel (dmfsim --concurrent-excel) turns this off.
+//
 // Timing (contract: "Right after ExportToPackage ... 'Execution details were
 // not found'", "Status values"; the window's length is a decision):
 //   - Each execution is first "not registered yet" for Options.RegisterDelay
@@ -137,8 +146,14 @@
 //     line, elements in alphabetical order, empty values as self-closing
 //     elements (<ExcelSheetName />). Optional elements F&O often leaves out
 //     are absent: Disable, TargetEntity, QueryData, and DefaultRefreshType
-//     where Entity.OmitRefreshType says so. EntityMapList is empty
-//     (decision).
+//     where Entity.OmitRefreshType says so.
+//   - EntityMapList (contract: "The manifest's field map (EntityMapList) is
+//     alphabetical and may omit columns"): one EntityMap per Entity.Fields
+//     name in alphabetical order, the last Entity.OmitFields left out;
+//     <EntityMapList /> without Fields. Decision: each entry is
+//     <EntityMap><ArrayIndex>0</ArrayIndex><EntityField>NAME</EntityField>
+//     <IsAutoDefault>false</IsAutoDefault><XMLField>NAME</XMLField></EntityMap>,
+//     as public sources do not show the entries.
 //   - Manifest entries: DefaultRefreshType (Entity.RefreshType: FullPush by
 //     default, or IncrementalPush), EntityMapList, EntityName,
 //     ExcelSheetName, InputFilePath, LevelInExecutionUnit (1),
@@ -177,8 +192,15 @@
 // GetExecutionSummaryPageUrl answers
 // <base>/?mi=DMFExecutionSummary&executionId=<query-escaped ID>, for any ID.
 //
-// Demo files (DemoProject, FOWorkbook, XMLElementFile, XMLAttributeFile)
-// follow the contract's "Excel files written by F&O" and XML formats.
+// Entity files (contract: "Entity files", "Source data formats"):
+// FOWorkbook, XMLElementFile and XMLAttributeFile follow "Excel files
+// written by F&O" and the XML formats; TextFile writes delimited and
+// fixed-width files in any of F&O's code pages (a value a non-Unicode code
+// page cannot hold is refused, as DMF1957 does), with or without header
+// row and BOM, with doubled or undoubled quotes; CompositeXMLFile writes a
+// composite entity's nested XML. TextFormat.SourceFormat names the format
+// as the manifest does: "CSV-Unicode", "CSV", or "FixedWidth" (decision:
+// administrators name formats freely; readers detect "fixed").
 //
 // Throttling: F&O's service protection limits per user are enforced by
 // default, for the Simulator's one token (downloads never count, as they go

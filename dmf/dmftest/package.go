@@ -9,6 +9,7 @@ import (
 	"encoding/xml"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -234,7 +235,7 @@ func manifestXML(group string, ents []Entity) string {
 		if !e.OmitRefreshType {
 			element(&b, "DefaultRefreshType", e.RefreshType)
 		}
-		element(&b, "EntityMapList", "")
+		entityMapList(&b, e)
 		element(&b, "EntityName", e.Name)
 		element(&b, "ExcelSheetName", manifestSheet(e))
 		element(&b, "InputFilePath", e.File)
@@ -250,6 +251,31 @@ func manifestXML(group string, ents []Entity) string {
 	}
 	b.WriteString("</PackageEntityList></DataManagementPackageManifest>")
 	return b.String()
+}
+
+// entityMapList writes the entity's field map: one EntityMap per field in
+// alphabetical order, the last Entity.OmitFields left out. Public packages
+// show the element but not its entries, so the entry shape (ArrayIndex,
+// EntityField, IsAutoDefault, XMLField, alphabetical as F&O's serializer
+// orders elements) is the simulator's choice.
+func entityMapList(b *strings.Builder, e Entity) {
+	fields := slices.Clone(e.Fields)
+	slices.Sort(fields)
+	fields = fields[:max(0, len(fields)-max(0, e.OmitFields))]
+	if len(fields) == 0 {
+		element(b, "EntityMapList", "")
+		return
+	}
+	b.WriteString("<EntityMapList>")
+	for _, f := range fields {
+		b.WriteString("<EntityMap>")
+		element(b, "ArrayIndex", "0")
+		element(b, "EntityField", f)
+		element(b, "IsAutoDefault", "false")
+		element(b, "XMLField", f)
+		b.WriteString("</EntityMap>")
+	}
+	b.WriteString("</EntityMapList>")
 }
 
 // maxSheetName is how many characters of a sheet name F&O records.
