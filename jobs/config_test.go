@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -383,6 +384,33 @@ func TestParseConfigStoreAndBroker(t *testing.T) {
 				t.Errorf("delimiter %q", e.Read.Delimiter)
 			}
 		}},
+		{"reading settings", "store: {path: ./d}\n", ", encoding: '1252', header: false, columns: [A, B], widths: [3, 4], text_qualifier: none, strict_quotes: true", "", func(t *testing.T, e Export) {
+			want := ReadSettings{Encoding: "windows-1252", NoHeader: true, Columns: []string{"A", "B"}, Widths: []int{3, 4}, TextQualifier: "none", StrictQuotes: true}
+			if !reflect.DeepEqual(e.Read, want) {
+				t.Errorf("read settings %+v, want %+v", e.Read, want)
+			}
+		}},
+		{"entity settings override the export's key by key", "store: {path: ./d}\n", `, delimiter: ';', encoding: utf-8, entities: {"Customers V3": {encoding: utf-16le}, "Open orders": {header: false, columns: [A]}}`, "", func(t *testing.T, e Export) {
+			want := map[string]ReadSettings{
+				"Customers V3": {Delimiter: ";", Encoding: "utf-16le"},
+				"Open orders":  {Delimiter: ";", Encoding: "utf-8", NoHeader: true, Columns: []string{"A"}},
+			}
+			if !reflect.DeepEqual(e.Entities, want) {
+				t.Errorf("entities %+v, want %+v", e.Entities, want)
+			}
+			if got := e.readSettings("Vendors V2"); !reflect.DeepEqual(got, e.Read) {
+				t.Errorf("an entity without settings reads with %+v, want the export's %+v", got, e.Read)
+			}
+		}},
+		{"unknown encoding", "store: {path: ./d}\n", ", encoding: klingon", `exports[0](a).encoding`, nil},
+		{"unknown code page", "store: {path: ./d}\n", `, entities: {E: {encoding: '99999'}}`, `exports[0](a).entities."E".encoding`, nil},
+		{"zero width", "store: {path: ./d}\n", ", widths: [10, 0]", `exports[0](a).widths[1]: 0 is out of range`, nil},
+		{"widths not a list", "store: {path: ./d}\n", ", widths: 10", `widths: must be a non-empty list of widths`, nil},
+		{"columns without header false", "store: {path: ./d}\n", ", columns: [A, B]", `columns is set but header is not false`, nil},
+		{"columns twice", "store: {path: ./d}\n", ", header: false, columns: [A, A]", `column "A" given twice`, nil},
+		{"widths and columns disagree", "store: {path: ./d}\n", `, entities: {E: {header: false, columns: [A, B], widths: [3]}}`, `1 widths for 2 columns`, nil},
+		{"qualifier is the delimiter", "store: {path: ./d}\n", ", delimiter: ';', text_qualifier: ';'", `text qualifier ";" is also the delimiter`, nil},
+		{"unknown entity key", "store: {path: ./d}\n", `, entities: {E: {encodng: utf-8}}`, `unknown key "encodng" (hint: did you mean "encoding"?)`, nil},
 		{"bad compression", "store: {path: ./d}\n", ", compression: lz4", `unknown compression "lz4"`, nil},
 		{"bad delimiter", "store: {path: ./d}\n", ", delimiter: ';;'", `is not one ASCII character`, nil},
 		{"bad partial", "store: {path: ./d}\n", ", partial: maybe", `"maybe" is not fail or publish`, nil},

@@ -475,6 +475,8 @@ func configKeys() []configKey {
 	out = appendKeys(out, "retention.", retentionFields)
 	out = appendKeys(out, "replicas.", replicasFields)
 	out = appendKeys(out, "exports[].", exportFields)
+	out = append(out, configKey{path: "exports[].entities.*", kind: "mapping", doc: "one entity's reading settings, under its EntityName"})
+	out = appendKeys(out, "exports[].entities.*.", readFields)
 	return out
 }
 

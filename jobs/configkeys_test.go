@@ -50,6 +50,10 @@ func examplePaths(n *yaml.Node, prefix string, out map[string]*yaml.Node) {
 			if rest, ok := strings.CutPrefix(p, "store.auth."); ok {
 				p = "fo.auth." + rest
 			}
+			if rest, ok := strings.CutPrefix(p, "exports[].entities."); ok {
+				_, key, _ := strings.Cut(rest, ".") // the entity's name is any name
+				p = strings.TrimSuffix("exports[].entities.*."+key, ".")
+			}
 			if _, seen := out[p]; !seen {
 				out[p] = n.Content[i+1]
 			}
@@ -129,6 +133,7 @@ func TestConfigKeysFillTheStructs(t *testing.T) {
 	examplePaths(exampleTree(t), "", example)
 	checkFields(t, "", topFields, example, "Path", "Exports", "Warnings")
 	checkFields(t, "exports[].", exportFields, example, "FO", "Store", "Broker", "Poll", "Retention")
+	checkFields(t, "exports[].entities.*.", readFields, example)
 	checkFields(t, "fo.", foFields, example, "Auth")
 	checkFields(t, "fo.auth.", authFields, example)
 	checkFields(t, "store.", storeFields, example, "Auth")

@@ -66,7 +66,7 @@ var readFields = []field[ReadSettings]{
 			c.Encoding = name
 		}
 	}},
-	{key: "header", kind: "bool", doc: "false: the first line of CSV and fixed-width files is data (F&O's First row header = No); set columns too", decode: func(d *decoder, v *yaml.Node, p string, c *ReadSettings) {
+	{key: "header", kind: "bool, default true", doc: "false: the first line of CSV and fixed-width files is data (F&O's First row header = No); set columns too", decode: func(d *decoder, v *yaml.Node, p string, c *ReadSettings) {
 		if b, ok := d.boolean(v, p); ok {
 			c.NoHeader = !b
 		}

@@ -201,3 +201,43 @@ func TestDetectDelimiter(t *testing.T) {
 		})
 	}
 }
+
+// TestCSVHeaderRow: the first line is the header, unless header: false
+// says it is data (Columns name the columns); the manifest's field map
+// tells a header from data.
+func TestCSVHeaderRow(t *testing.T) {
+	tests := []struct {
+		name, in string
+		opts     EntityOptions
+		cols     []string
+		rows     []map[string]string
+	}{
+		{"header naming a listed field", "ACCOUNTNUM,NAME\r\nC1,Contoso\r\n", EntityOptions{FieldNames: []string{"NAME", "RECID"}},
+			[]string{"ACCOUNTNUM", "NAME"}, []map[string]string{{"ACCOUNTNUM": "C1", "NAME": "Contoso"}}},
+		{"header of names the map leaves out", "ACCOUNTNUM,NAME\r\nC1,Contoso\r\n", EntityOptions{FieldNames: []string{"RECID", "DATAAREAID"}},
+			[]string{"ACCOUNTNUM", "NAME"}, []map[string]string{{"ACCOUNTNUM": "C1", "NAME": "Contoso"}}},
+		{"map in another case", "accountnum,Name\r\nC1,Contoso\r\n", EntityOptions{FieldNames: []string{"ACCOUNTNUM"}},
+			[]string{"accountnum", "Name"}, []map[string]string{{"accountnum": "C1", "Name": "Contoso"}}},
+		{"no header row", "C1,Contoso\r\nC2,\"Fabrikam, Inc.\"\r\n", EntityOptions{NoHeader: true, Columns: []string{"ACCOUNTNUM", "NAME"}, FieldNames: []string{"NAME"}},
+			[]string{"ACCOUNTNUM", "NAME"}, []map[string]string{{"ACCOUNTNUM": "C1", "NAME": "Contoso"}, {"ACCOUNTNUM": "C2", "NAME": "Fabrikam, Inc."}}},
+		{"no header row, colon detected from data", "C1:Contoso\r\n", EntityOptions{NoHeader: true, Columns: []string{"ACCOUNTNUM", "NAME"}},
+			[]string{"ACCOUNTNUM", "NAME"}, []map[string]string{{"ACCOUNTNUM": "C1", "NAME": "Contoso"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := tt.opts
+			o.Format, o.Entity = "csv", "E"
+			sink := &memSink{}
+			if _, err := PublishEntity(context.Background(), strings.NewReader(tt.in), sink, o); err != nil {
+				t.Fatalf("PublishEntity: %v", err)
+			}
+			e := decodeEvent(t, sink.msgs[0].Body)
+			if !reflect.DeepEqual(e.Data.Columns, tt.cols) {
+				t.Errorf("columns: want %q, got %q", tt.cols, e.Data.Columns)
+			}
+			if !reflect.DeepEqual(e.Data.Rows, tt.rows) {
+				t.Errorf("rows: want %q, got %q", tt.rows, e.Data.Rows)
+			}
+		})
+	}
+}

@@ -444,8 +444,10 @@ func (p *entityPublisher) run() error {
 
 // checkHeader refuses a header row that is data: when the manifest lists
 // the entity's field names, a header naming none of them comes from a
-// file written with "First row header = No". The manifest's list may
-// leave fields out, so it tells a header from data but never names the
+// file written with "First row header = No" — unless every value of it
+// looks like an F&O field name (an upper-case identifier such as
+// CUSTOMERACCOUNT), since the manifest's list may leave out every column
+// of the file. The list tells a header from data; it never names the
 // columns.
 func (p *entityPublisher) checkHeader(header []string) error {
 	if len(p.o.FieldNames) == 0 || len(header) == 0 || p.o.NoHeader {
@@ -458,13 +460,30 @@ func (p *entityPublisher) checkHeader(header []string) error {
 	for _, f := range p.o.FieldNames {
 		known[strings.ToUpper(strings.TrimSpace(f))] = true
 	}
+	names := true
 	for _, h := range header {
 		if known[strings.ToUpper(strings.TrimSpace(h))] {
 			return nil
 		}
+		names = names && fieldNameLike(h)
+	}
+	if names {
+		return nil
 	}
 	return fmt.Errorf("the first row (%s) holds none of the %d field names Manifest.xml lists for the entity (%s): the file has no header row (its source format was set to \"First row header = No\"); set header: false and columns: [the entity's field names in file order] for this entity",
 		quoteSome(header, 4), len(p.o.FieldNames), quoteSome(p.o.FieldNames, 4))
+}
+
+// fieldNameLike reports whether s looks like a column name F&O writes: an
+// upper-case identifier.
+func fieldNameLike(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('A' <= c && c <= 'Z' || c == '_' || i > 0 && '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // quoteSome quotes the first n of vals, comma-separated, with "…" for the
