@@ -591,17 +591,26 @@ func (t *textReader) annotate(err error) error {
 	return err
 }
 
-// asciiPrefix returns the length of the ASCII prefix of b, 8 bytes at a time.
+// asciiPrefix returns the length of the ASCII prefix of b, 32 bytes at a
+// time where it can (the loop shape of utf8.Valid, which the compiler keeps
+// free of bounds checks).
 func asciiPrefix(b []byte) int {
-	i := 0
-	for ; i+8 <= len(b); i += 8 {
-		if binary.LittleEndian.Uint64(b[i:])&msb8 != 0 {
+	p := b[:len(b):len(b)]
+	for len(p) >= 32 {
+		x := binary.LittleEndian.Uint64(p) | binary.LittleEndian.Uint64(p[8:]) |
+			binary.LittleEndian.Uint64(p[16:]) | binary.LittleEndian.Uint64(p[24:])
+		if x&msb8 != 0 {
 			break
 		}
+		p = p[32:]
 	}
-	for ; i < len(b) && b[i] < utf8.RuneSelf; i++ {
+	for len(p) >= 8 && binary.LittleEndian.Uint64(p)&msb8 == 0 {
+		p = p[8:]
 	}
-	return i
+	for len(p) > 0 && p[0] < utf8.RuneSelf {
+		p = p[1:]
+	}
+	return len(b) - len(p)
 }
 
 // utf8Tail returns how many bytes at the end of b (at most 3) start a UTF-8
