@@ -9,7 +9,9 @@ import (
 )
 
 const (
-	fixedBufferSize = 1 << 20
+	// fixedBufferSize is the read buffer: many lines per read; a longer
+	// line is gathered in fixedSource.long.
+	fixedBufferSize = 64 << 10
 	// fixedMaxLine caps one line in bytes: a file that is not fixed-width
 	// text (no line breaks) would otherwise be read whole into memory.
 	fixedMaxLine = csvMaxRecord
