@@ -354,7 +354,7 @@ func newTextReader(r io.Reader, encoding, sourceFormat string) (*textReader, err
 	case set != nil:
 		c = set
 		if c.kind == kindUTF8 {
-			t.hint = "the encoding setting says utf-8: set encoding: to the code page the file was written in for this entity (e.g. windows-1252)"
+			t.hint = "the encoding setting says utf-8: set encoding: windows-1252 for this entity, or the code page the file was written in"
 		} else {
 			t.hint = fmt.Sprintf("the encoding setting says %s: set encoding: to the code page of the entity's source format in F&O", c.name)
 		}
@@ -366,7 +366,7 @@ func newTextReader(r io.Reader, encoding, sourceFormat string) (*textReader, err
 		t.hint = fmt.Sprintf("the file looks like %s without a byte order mark: set encoding: to the code page of the entity's source format in F&O", c.name)
 	case unicodeFormat(sourceFormat):
 		c = x.byName["utf-8"]
-		t.hint = fmt.Sprintf("the source format %s says Unicode, but the file is not valid utf-8: set encoding: <code page> for this entity (e.g. windows-1252)", sourceFormat)
+		t.hint = fmt.Sprintf("the source format %s says Unicode, but the file is not valid utf-8: set encoding: windows-1252 for this entity, or the code page the file was written in", sourceFormat)
 	default:
 		t.mode, t.enc = modeAuto, "utf-8"
 		t.hint = "set encoding: windows-1252 (or the code page the file was written in) for this entity"

@@ -65,7 +65,8 @@ func TestCSVVariants(t *testing.T) {
 		{"spaces kept", []byte("A,B\n  x , y\n"), 0, []string{"A", "B"}, [][]string{{"  x ", " y"}}},
 		{"header names as written", []byte("Customer Account,name\n1,2\n"), 0, []string{"Customer Account", "name"}, [][]string{{"1", "2"}}},
 		{"control chars and json specials", []byte("A,B\n\"a\tb\\c\",\"</script>\u2028\"\n"), 0, []string{"A", "B"}, [][]string{{"a\tb\\c", "</script>\u2028"}}},
-		{"invalid utf8 replaced", []byte("A\nx\xffy\n"), 0, []string{"A"}, [][]string{{"x\ufffdy"}}},
+		{"not utf-8 is windows-1252 in a non-unicode format", []byte("A\nx\xe9\x80y\n"), 0, []string{"A"}, [][]string{{"xé€y"}}},
+		{"utf-32 le bom", append([]byte{0xFF, 0xFE, 0, 0}, utf32le("A,B\r\nü,😀\r\n")...), 0, []string{"A", "B"}, [][]string{{"ü", "😀"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -151,6 +152,11 @@ func TestCSVErrors(t *testing.T) {
 		{"header holds no field name", "C1,Contoso\r\nC2,Fabrikam\r\n", EntityOptions{FieldNames: []string{"ACCOUNTNUM", "NAME"}}, `the first row ("C1", "Contoso") holds none of the 2 field names Manifest.xml lists`},
 		{"qualifier is the delimiter", "A\n", EntityOptions{Delimiter: ';', TextQualifier: ";"}, "is also the delimiter"},
 		{"qualifier too long", "A\n", EntityOptions{TextQualifier: "''"}, "text qualifier \"''\" is not supported"},
+		{"not utf-8 in a unicode format", "A\r\nok\r\nx\xe9y\r\n", EntityOptions{SourceFormat: "CSV-Unicode"}, "row 2: read: byte 8: 0xE9 0x79 is not valid utf-8"},
+		{"not utf-8 in a unicode format names the setting", "A\r\nx\xe9y\r\n", EntityOptions{SourceFormat: "CSV-Unicode"}, "encoding: windows-1252"},
+		{"utf-8, then not", "A\r\nü\r\nx\xe9y\r\n", EntityOptions{SourceFormat: "CSV"}, "row 2: read: byte 8: 0xE9 0x79 is not valid utf-8"},
+		{"undefined windows-1252 byte", "A\r\nx\x81y\r\n", EntityOptions{Encoding: "windows-1252"}, "is not valid windows-1252"},
+		{"unknown encoding", "A\r\n", EntityOptions{Encoding: "klingon"}, "klingon"},
 		{"unterminated quote", "A,B\n\"1,2\n", EntityOptions{}, "row 1: line 2, column 1: the file ends inside a quoted field"},
 		{"bad header", "A,\"B\n", EntityOptions{}, "header: line 1, column 1: the file ends inside a quoted field"},
 		{"duplicate header", "A,B,A,C,B\n1,2,3,4,5\n", EntityOptions{}, `header has duplicate column names "A", "B"`},
@@ -240,4 +246,13 @@ func TestCSVHeaderRow(t *testing.T) {
 			}
 		})
 	}
+}
+
+// utf32le encodes s as UTF-32 little endian, without a byte order mark.
+func utf32le(s string) []byte {
+	var b []byte
+	for _, r := range s {
+		b = binary.LittleEndian.AppendUint32(b, uint32(r))
+	}
+	return b
 }
