@@ -19,7 +19,7 @@ import (
 
 // TestRunEntityFormats exports a package holding every entity file shape
 // F&O writes through a whole run: each is published with its rows intact,
-// and an unsupported format fails only its own entity.
+// and a format dmfexport does not read fails only its own entity.
 func TestRunEntityFormats(t *testing.T) {
 	utf16 := func(s string) []byte {
 		b, err := unicode.UTF16(unicode.LittleEndian, unicode.UseBOM).NewEncoder().Bytes([]byte(s))
@@ -52,7 +52,8 @@ func TestRunEntityFormats(t *testing.T) {
 		{Name: "Released products V2", File: "Released products V2.xlsx", SourceFormat: "Excel", Sheet: "Data", Data: xlsx},
 		{Name: "As XML", File: "As XML.xml", SourceFormat: "XML-Element", Data: []byte("<Document><R><ID>1</ID></R><R><ID>2</ID><NAME>x</NAME></R></Document>")},
 		{Name: "As attributes", File: "As attributes.xml", SourceFormat: "xml-attribute", Data: []byte(`<Document><R ID="1"/></Document>`)},
-		{Name: "Fixed", File: "Fixed.txt", SourceFormat: "Fixed width", Data: []byte("0001Contoso   \r\n")},
+		{Name: "Fixed", File: "Fixed.txt", SourceFormat: "Fixed width", Data: []byte("ID  NAME     \r\n0001Contoso  \r\n0002Fabrikam \r\n")},
+		{Name: "Json", File: "Json.json", SourceFormat: "JSON", Data: []byte(`[{"ID":"1"}]`)},
 	}
 	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": ents}, ExecutionTime: 20 * time.Millisecond})
 	defer sim.Close()
@@ -62,11 +63,11 @@ func TestRunEntityFormats(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if rec.State != StatePartiallySucceeded || !strings.Contains(rec.Error, "Fixed") {
-		t.Errorf("run %s %q, want partially_succeeded naming the fixed-width entity", rec.State, rec.Error)
+	if rec.State != StatePartiallySucceeded || !strings.Contains(rec.Error, "Json") {
+		t.Errorf("run %s %q, want partially_succeeded naming the JSON entity", rec.State, rec.Error)
 	}
 	rows, _ := ndjsonRows(t, filepath.Join(dir, "batches", publish.FileName("fo.files")))
-	want := map[string]int{"Semicolons": 2, "Unicode": 1, "Header only": 0, "Empty file": 0, "Released products V2": 20, "As XML": 2, "As attributes": 1}
+	want := map[string]int{"Semicolons": 2, "Unicode": 1, "Header only": 0, "Empty file": 0, "Released products V2": 20, "As XML": 2, "As attributes": 1, "Fixed": 2}
 	for name, n := range want {
 		if rows[name] != n {
 			t.Errorf("entity %s: %d rows published, want %d", name, rows[name], n)
@@ -74,10 +75,10 @@ func TestRunEntityFormats(t *testing.T) {
 	}
 	for _, e := range rec.Entities {
 		wantState := StateSucceeded
-		if e.Entity == "Fixed" {
+		if e.Entity == "Json" {
 			wantState = StateFailed
-			if !strings.Contains(e.Error, `entity Fixed (file Fixed.txt, source format Fixed width): format "fixed-width" is not supported`) {
-				t.Errorf("entity Fixed error %q, want one naming the entity, its file and format", e.Error)
+			if !strings.Contains(e.Error, `entity Json (file Json.json, source format JSON): format "unknown" is not supported`) {
+				t.Errorf("entity Json error %q, want one naming the entity, its file and format", e.Error)
 			}
 		}
 		if e.State != wantState {

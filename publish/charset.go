@@ -999,7 +999,7 @@ func (d *utf7Decoder) decode(dst, src []byte, off int64, atEOF bool) (nDst, nSrc
 			if d.high != 0 || d.nbits >= 6 || d.bits != 0 {
 				return bad()
 			}
-			d.state = utf7Direct
+			d.state, d.nbits = utf7Direct, 0 // the next run starts afresh
 			if c == '-' {
 				continue
 			}
@@ -1021,7 +1021,7 @@ func (d *utf7Decoder) decode(dst, src []byte, off int64, atEOF bool) (nDst, nSrc
 		if d.state == utf7Plus || d.high != 0 || d.nbits >= 6 || d.bits != 0 {
 			return nDst, nSrc, &EncodingError{Offset: off + int64(nSrc)}
 		}
-		d.state = utf7Direct
+		d.state, d.nbits = utf7Direct, 0
 	}
 	return nDst, nSrc, nil
 }

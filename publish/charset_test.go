@@ -271,6 +271,8 @@ func textCases(t testing.TB) []textCase {
 		{name: "utf-7 run ended by a direct char", in: []byte("A+ImIDkQ."), encoding: "utf-7", want: "A≢Α.", wantEnc: "utf-7"},
 		{name: "utf-7 plus minus", in: []byte("1 +- 1"), encoding: "utf-7", want: "1 + 1", wantEnc: "utf-7"},
 		{name: "utf-7 surrogate pair", in: []byte("+2D3eAA-"), encoding: "utf-7", want: "😀", wantEnc: "utf-7"},
+		// A run ending with unused (zero) bits leaves none for the next.
+		{name: "utf-7 runs after a run with leftover bits", in: []byte("+Z3FOrFVGTos-,+2D3eAA- +A6k-"), encoding: "utf-7", want: "東京商事,😀 Ω", wantEnc: "utf-7"},
 		{name: "utf-7 run at end", in: []byte("x+AOk"), encoding: "utf-7", want: "xé", wantEnc: "utf-7"},
 		{name: "utf-7 leftover bits not zero", in: []byte("ab+AOl-"), encoding: "utf-7", want: "abé", wantEnc: "utf-7",
 			wantErr: &EncodingError{Offset: 6, Encoding: "utf-7", Bytes: []byte{'-'}}},
