@@ -163,7 +163,7 @@ func TestTriggerEntityFiles(t *testing.T) {
 			rows: [][]string{{"M-27", `27" monitor`}, {"C-1", `cable 2" long`}, {"X", `say "hi" now, ok`}}, ref: xtext(unicode.UTF8)},
 		{name: "Fixed width with header", format: dmftest.TextFormat{CodePage: 1252, Widths: widths, FixedHeader: true}, header: westernHeader,
 			rows: [][]string{{"DE-001", "Müller & Söhne", "Königstraße 5", "München", "12,50 €"}, {"NL-004", "", "", "Zaandam", ""}},
-			ref: xtext(charmap.Windows1252)},
+			ref:  xtext(charmap.Windows1252)},
 		{name: "Fixed width without header", format: dmftest.TextFormat{Widths: widths}, header: westernHeader,
 			rows:     [][]string{{"DE-001", "Müller & Söhne", "Königstraße 5", "München", "12,50 €"}, {"NL-004", "", "", "Zaandam", ""}},
 			settings: `{header: false, columns: [ACCOUNT, NAME, STREET, CITY, NOTE], widths: [8, 22, 24, 12, 10]}`, columns: westernHeader, ref: xtext(unicode.UTF8)},
