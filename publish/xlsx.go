@@ -93,6 +93,9 @@ func (s *xlsxSource) header() ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("xlsx: %w", err)
 	}
+	if err := validCells(cells, 1); err != nil {
+		return nil, err
+	}
 	s.width = len(cells)
 	h := make([]string, len(cells))
 	for i, c := range cells {
@@ -109,11 +112,26 @@ func (s *xlsxSource) next() ([]string, int, error) {
 	if err != nil {
 		return nil, line, fmt.Errorf("xlsx: %w", err)
 	}
+	if err := validCells(cells, line); err != nil {
+		return nil, line, err
+	}
 	for len(cells) < s.width {
 		cells = append(cells, "")
 	}
 	s.sc.cells = cells[:0]
 	return cells, line, nil
+}
+
+// validCells refuses cells that are not valid UTF-8: a sheet is XML in
+// UTF-8, so such bytes mean a damaged workbook, and a value must never
+// reach the broker as U+FFFD.
+func validCells(cells []string, row int) error {
+	for i, c := range cells {
+		if !utf8.ValidString(c) {
+			return fmt.Errorf("xlsx: row %d, column %s: the cell holds bytes that are not valid UTF-8: the workbook is damaged; export the entity again", row, columnName(i))
+		}
+	}
+	return nil
 }
 
 func (s *xlsxSource) close() error {

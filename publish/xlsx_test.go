@@ -139,6 +139,13 @@ func TestXLSXEdgeCases(t *testing.T) {
 			}
 		})
 	}
+	// A sheet is UTF-8 XML: other bytes fail the entity, never U+FFFD.
+	for _, rows := range [][][]string{{{"A", "B"}, {"1", "#raw:M\xfcller"}}, {{"A", "#raw:\xe9"}}} {
+		_, err := PublishEntity(context.Background(), bytes.NewReader(foWorkbook(t, "S", rows, nil)), &memSink{}, EntityOptions{Format: "xlsx"})
+		if err == nil || !strings.Contains(err.Error(), "column B: the cell holds bytes that are not valid UTF-8") {
+			t.Errorf("cell of invalid UTF-8 in %q: want an error naming its column, got %v", rows, err)
+		}
+	}
 	if _, err := PublishEntity(context.Background(), strings.NewReader("not a zip"), &memSink{}, EntityOptions{Format: "xlsx"}); err == nil || !strings.Contains(err.Error(), "the file is not an xlsx workbook") {
 		t.Errorf("garbage input: want an open workbook error, got %v", err)
 	}
@@ -210,7 +217,9 @@ func foWorkbook(t testing.TB, sheet string, rows [][]string, shared []string) []
 				continue // F&O leaves empty cells out
 			}
 			ref := columnName(c) + strconv.Itoa(r+1)
-			if strings.HasPrefix(v, "#s") {
+			if raw, ok := strings.CutPrefix(v, "#raw:"); ok { // bytes as they are, even invalid ones
+				fmt.Fprintf(&sh, `<c r="%s" t="inlineStr"><is><t>%s</t></is></c>`, ref, raw)
+			} else if strings.HasPrefix(v, "#s") {
 				fmt.Fprintf(&sh, `<c r="%s" t="s"><v>%s</v></c>`, ref, v[2:])
 			} else {
 				fmt.Fprintf(&sh, `<c r="%s" t="inlineStr"><is><t>%s</t></is></c>`, ref, xmlEscape(v))
