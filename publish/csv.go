@@ -429,13 +429,21 @@ func (c *csvReader) parse() (n, lines int, err error) {
 	special, stop := &c.special, &c.stop
 	delimWord := lsb8 * uint64(delim)
 	// The eight-byte scan stops at quotes but not at other qualifiers.
-	wide := qual == '"' || qual == 0
+	wideEnd := len(buf)
+	if qual != '"' && qual != 0 {
+		wideEnd = 0
+	}
+	// quoted is the qualifier as an int; none (256) matches no byte.
+	quoted := int(qual)
+	if qual == 0 {
+		quoted = 256
+	}
 	// The end of the buffer ends the record only at the end of the input,
 	// never where a read failed: the record may go on past the bad bytes.
 	eof := c.eof && c.rerr == nil
 	for {
 		// One field starts at i.
-		if qual != 0 && i < len(buf) && buf[i] == qual {
+		if i < len(buf) && int(buf[i]) == quoted {
 			i++
 			start := i
 			escStart := -1
@@ -521,53 +529,32 @@ func (c *csvReader) parse() (n, lines int, err error) {
 			}
 		}
 		start := i
-		plain := true
-		for {
-			// Eight bytes at a time while none of them stops the scan.
-			for wide && i+8 <= len(buf) {
-				m := stopMask(binary.LittleEndian.Uint64(buf[i:]), delimWord)
-				if m != 0 {
-					i += bits.TrailingZeros64(m) >> 3
-					break
-				}
-				i += 8
-			}
-			for i < len(buf) && !stop[buf[i]] {
-				i++
-			}
-			if i < len(buf) && !special[buf[i]] { // a byte JSON escapes or checks
-				plain = false
-				for i < len(buf) && !special[buf[i]] {
-					i++
-				}
-			}
-			if i == len(buf) {
+		// Eight bytes at a time while none of them stops the scan.
+		for i+8 <= wideEnd {
+			m := stopMask(binary.LittleEndian.Uint64(buf[i:]), delimWord)
+			if m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
 				break
 			}
-			switch b := buf[i]; {
-			case b == '\r':
-				if i+1 == len(buf) && !eof {
-					return 0, 0, errNeedMore
-				}
-				if i+1 < len(buf) && buf[i+1] == '\n' {
-					break
-				}
-				// A lone CR outside quotes is data, as in encoding/csv.
-				plain = false
+			i += 8
+		}
+		for i < len(buf) && !stop[buf[i]] {
+			i++
+		}
+		plain := true
+		if i < len(buf) && !special[buf[i]] { // a byte JSON escapes or checks
+			plain = false
+			for i < len(buf) && !special[buf[i]] {
 				i++
-				continue
-			case b == qual && b != delim:
-				// A qualifier inside an unquoted value.
-				if c.strict {
-					return 0, 0, &CSVSyntaxError{Line: c.line + 1 + lines, Column: i - lineStart + 1,
-						Reason: fmt.Sprintf("%q in an unquoted field: a field holding %q must be quoted, with its %q doubled (strict_quotes is on; leave it off to keep such a %q as data)", rune(qual), rune(qual), rune(qual), rune(qual))}
-				}
-				c.recLoose++
-				plain = false
-				i++
-				continue
 			}
-			break
+		}
+		if i < len(buf) && buf[i] != delim && buf[i] != '\n' && (buf[i] != '\r' || i+1 == len(buf) || buf[i+1] != '\n') {
+			// A CR or a qualifier: the field may go on.
+			end, err := c.unquotedTail(buf, i, eof, lines, lineStart)
+			if err != nil {
+				return 0, 0, err
+			}
+			i, plain = end, false
 		}
 		if i == len(buf) {
 			if !eof {
@@ -586,6 +573,38 @@ func (c *csvReader) parse() (n, lines int, err error) {
 			return i + 2 - c.pos, lines + 1, nil
 		}
 	}
+}
+
+// unquotedTail scans on from buf[i], a CR or a qualifier inside an
+// unquoted field, to the field's end: the delimiter, a line end or the end
+// of buf. A lone CR is data, as in encoding/csv; so is a qualifier, unless
+// c.strict. errNeedMore means the field may go on past buf.
+func (c *csvReader) unquotedTail(buf []byte, i int, eof bool, lines, lineStart int) (int, error) {
+	for i < len(buf) {
+		switch b := buf[i]; {
+		case b == c.delim, b == '\n':
+			return i, nil
+		case b == '\r':
+			if i+1 == len(buf) && !eof {
+				return 0, errNeedMore
+			}
+			if i+1 < len(buf) && buf[i+1] == '\n' {
+				return i, nil
+			}
+		case b == c.qual:
+			if c.strict {
+				q := rune(c.qual)
+				return 0, &CSVSyntaxError{Line: c.line + 1 + lines, Column: i - lineStart + 1,
+					Reason: fmt.Sprintf("%q in an unquoted field: a field holding %q must be quoted, with its %q doubled (strict_quotes is on; leave it off to keep such a %q as data)", q, q, q, q)}
+			}
+			c.recLoose++
+		}
+		i++
+		for i < len(buf) && !c.special[buf[i]] {
+			i++
+		}
+	}
+	return i, nil
 }
 
 var nl = []byte{'\n'}
