@@ -221,3 +221,75 @@ func TestEmptyFileAnyFormat(t *testing.T) {
 		t.Errorf("fixed-width file: err = %v, want one naming the format", err)
 	}
 }
+
+// xmlPlainDoc builds an XML document of n plain records of 20 fields with
+// F&O-like values, in element or attribute shape.
+func xmlPlainDoc(n int, attrs bool) []byte {
+	var b bytes.Buffer
+	b.WriteString(xmlDecl + "<Document>\r\n")
+	for r := range n {
+		if attrs {
+			b.WriteString("<CUSTCUSTOMERV3ENTITY")
+		} else {
+			b.WriteString("<CUSTCUSTOMERV3ENTITY>")
+		}
+		for c := range 20 {
+			var v string
+			switch c % 5 {
+			case 0:
+				v = fmt.Sprintf("%08d", r)
+			case 1:
+				v = fmt.Sprintf("Customer %d &amp; Sons", r)
+			case 2:
+				v = "2024-03-01 00:00:00"
+			case 3:
+				v = fmt.Sprintf("%d.000000", r*7)
+			default:
+				v = "USMF"
+			}
+			if attrs {
+				fmt.Fprintf(&b, ` FIELDNAME%02d="%s"`, c, v)
+			} else {
+				fmt.Fprintf(&b, "<FIELDNAME%02d>%s</FIELDNAME%02d>", c, v, c)
+			}
+		}
+		if attrs {
+			b.WriteString(" />\r\n")
+		} else {
+			b.WriteString("</CUSTCUSTOMERV3ENTITY>\r\n")
+		}
+	}
+	b.WriteString("</Document>\r\n")
+	return b.Bytes()
+}
+
+// BenchmarkXML publishes plain XML records in both shapes to a discarding
+// sink: the rate composite support must not lower.
+func BenchmarkXML(b *testing.B) {
+	const rows = 20000
+	for _, shape := range []struct {
+		name  string
+		attrs bool
+	}{{"element", false}, {"attribute", true}} {
+		b.Run(shape.name, func(b *testing.B) {
+			in := xmlPlainDoc(rows, shape.attrs)
+			benchXML(b, in, rows)
+		})
+	}
+}
+
+func benchXML(b *testing.B, in []byte, rows int64) {
+	b.SetBytes(int64(len(in)))
+	b.ReportAllocs()
+	for b.Loop() {
+		st, err := PublishEntity(context.Background(), bytes.NewReader(in), discardSink{}, EntityOptions{
+			Job: "bench", ExecutionID: "e", Entity: "E", Format: "xml",
+		})
+		if err != nil || st.Rows != rows {
+			b.Fatalf("want %d rows and no error, got %d, %v", rows, st.Rows, err)
+		}
+	}
+	sec := b.Elapsed().Seconds()
+	b.ReportMetric(float64(rows)*float64(b.N)/sec, "rows/s")
+	b.ReportMetric(float64(len(in))*float64(b.N)/sec/1e6, "MB/s")
+}
