@@ -303,7 +303,7 @@ func (s *xmlSource) elementChild(p int32, start xml.StartElement, level int) err
 			if xsiNil(start) {
 				return nil
 			}
-			if _, ok := s.childNames[start.Name.Local]; ok && xmlBlank(s.text) {
+			if len(s.childNames) > 0 && xmlBlank(s.text) && s.isChildName(start.Name.Local) {
 				_, err := s.childRecord(p, start, level+1)
 				return err
 			}
@@ -462,6 +462,13 @@ func (s *xmlSource) mixedText(p int32) error {
 func (s *xmlSource) mixed(got xmlShape) error {
 	return fmt.Errorf("xml: record %d (<%s>) holds fields as %s, but the file's first records hold them as %s: the file mixes XML-Element and XML-Attribute records",
 		s.rows+1, s.rec.Name.Local, got, s.shape)
+}
+
+// isChildName reports whether elements named name have been read as child
+// records in this file.
+func (s *xmlSource) isChildName(name string) bool {
+	_, ok := s.childNames[name]
+	return ok
 }
 
 // xsiNil reports whether start is marked xsi:nil="true".
