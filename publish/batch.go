@@ -28,8 +28,9 @@ type batchEncoder struct {
 	// `,"refreshtype":"FullPush"`, or nothing.
 	ext []byte
 	// named is set for sources whose records name their own fields (XML):
-	// rows are encoded with addNamedRow, and a batch's columns are the
-	// field names its rows use, in order of first use.
+	// rows are encoded with addNamedRow, or addTreeRow for records with
+	// child records, and a batch's columns are the field names and child
+	// record names its rows use at the top level, in order of first use.
 	named    bool
 	namedCol []string
 	namedSet map[string]struct{}
@@ -300,6 +301,77 @@ func (e *batchEncoder) addNamedRow(names, vals []string) {
 	}
 	e.buf = append(b, '}')
 	e.rows++
+}
+
+// rowNode is a record of a composite entity with its child records: its
+// fields, then its child records grouped by element name in order of first
+// use. A record's tree is a slice of nodes, node 0 the record itself; a
+// group's nodes are indexes into that slice.
+type rowNode struct {
+	elem  string // the record's element name, for errors
+	names []string
+	vals  []string
+	kids  []rowKids
+}
+
+// rowKids is a record's child records of one name, in document order.
+type rowKids struct {
+	name  string
+	nodes []int32
+}
+
+// addTreeRow encodes a record with child records as a JSON object: its
+// fields as addNamedRow does, then each group of child records as an
+// array of objects under the group's name, recursively. The record's field
+// names and group names are its columns. Plain records go through
+// addNamedRow, whose path this leaves untouched.
+func (e *batchEncoder) addTreeRow(tree []rowNode) {
+	b := e.rowStart()
+	n := &tree[0]
+	for _, c := range n.names {
+		e.noteColumn(c)
+	}
+	for i := range n.kids {
+		e.noteColumn(n.kids[i].name)
+	}
+	e.rowEnd(appendRowNode(b, tree, 0))
+}
+
+// noteColumn adds c to the batch's columns unless it is there already.
+func (e *batchEncoder) noteColumn(c string) {
+	if _, ok := e.namedSet[c]; !ok {
+		e.namedSet[c] = struct{}{}
+		e.namedCol = append(e.namedCol, c)
+	}
+}
+
+// appendRowNode appends node i of tree as a JSON object. The recursion is
+// as deep as the tree, which the reader caps (xmlMaxDepth).
+func appendRowNode(b []byte, tree []rowNode, i int32) []byte {
+	n := &tree[i]
+	b = append(b, '{')
+	for j, name := range n.names {
+		if j > 0 {
+			b = append(b, ',')
+		}
+		b = append(appendJSONString(b, name), ':')
+		b = appendJSONString(b, n.vals[j])
+	}
+	for j := range n.kids {
+		g := &n.kids[j]
+		if j > 0 || len(n.names) > 0 {
+			b = append(b, ',')
+		}
+		b = append(appendJSONString(b, g.name), ':', '[')
+		for m, k := range g.nodes {
+			if m > 0 {
+				b = append(b, ',')
+			}
+			b = appendRowNode(b, tree, k)
+		}
+		b = append(b, ']')
+	}
+	return append(b, '}')
 }
 
 // rowBytes is the size of the rows encoded so far in this batch.

@@ -148,7 +148,9 @@ var now = func() time.Time { return time.Now().UTC() }
 // every batch is stored (confirmed by the broker). In CSV and XLSX the first
 // record is the header and every data row becomes a JSON object keyed by
 // column name; in XML every child of the root is a row of the fields it
-// has. Values are exactly as written. An empty (0-byte) or header-only file
+// has, and a composite entity's record also holds its child records, each
+// child element name an array of rows (see xmlSource). Values are exactly
+// as written. An empty (0-byte) or header-only file
 // still produces one message with row_count 0 and last_batch true. Memory
 // is bounded by one batch.
 //
@@ -318,6 +320,10 @@ type namedSource interface {
 	// fields names the values the last call of next returned; valid until
 	// the following call.
 	fields() []string
+	// nested returns the last record with its child records (a composite
+	// entity's record), node 0 the record, or nil when it has none; valid
+	// until the following call of next.
+	nested() []rowNode
 }
 
 type countingReader struct {
@@ -416,7 +422,11 @@ func (p *entityPublisher) run() error {
 		}
 		switch {
 		case named != nil:
-			p.enc.addNamedRow(named.fields(), rec)
+			if tree := named.nested(); tree != nil {
+				p.enc.addTreeRow(tree)
+			} else {
+				p.enc.addNamedRow(named.fields(), rec)
+			}
 		case csvSrc != nil:
 			p.enc.addRecord(raw)
 		default:

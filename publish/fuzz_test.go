@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -135,6 +136,11 @@ func FuzzXMLEntity(f *testing.F) {
 		`<D xmlns:i="http://www.w3.org/2001/XMLSchema-instance"><R><A i:nil="true"/></R></D>`,
 		"<D><R><A><![CDATA[x]]></A></R></D>", "<D><R><A>1</A><A>2</A></R></D>", "<D><R><A>1</A>",
 		"\xff\xfe<\x00D\x00/\x00>\x00", "A,B\r\n1,2",
+		// composite entities: child records, nested, interleaved, empty
+		"<D><H><NO>1</NO><L><N>1</N><C><X>a</X></C></L><T><Y/></T><L><N>2</N></L></H><H><NO>2</NO><L/></H></D>",
+		`<D><H NO="1"><L N="1"><C X="a"/><C/></L><T/><L N="2"/></H><H NO="2"/></D>`,
+		"<D><H><L>x<N>1</N></L></H></D>", "<D><H><L>x</L><L><N>1</N></L></H></D>",
+		`<D><H L="x"><L/></H></D>`, "<D><R><R><R><R><R><R><R><R><R><R><R><R><R><R><R><R><R><N>1</N></R></R></R></R></R></R></R></R></R></R></R></R></R></R></R></R></R></D>",
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s), uint8(1))
@@ -149,9 +155,21 @@ func FuzzXMLEntity(f *testing.F) {
 		}
 		var rows int64
 		for i, m := range sink.msgs {
-			var e event
+			var e struct {
+				Data struct {
+					LastBatch bool             `json:"last_batch"`
+					RowCount  int              `json:"row_count"`
+					Columns   []string         `json:"columns"`
+					Rows      []map[string]any `json:"rows"`
+				} `json:"data"`
+			}
 			if !json.Valid(m.Body) || json.Unmarshal(m.Body, &e) != nil {
 				t.Fatalf("message %d is not a valid event: %s", i, m.Body)
+			}
+			for _, r := range e.Data.Rows {
+				if err := checkRow(r, 1); err != nil {
+					t.Fatalf("message %d: %v: %s", i, err, m.Body)
+				}
 			}
 			cols := map[string]bool{}
 			for _, c := range e.Data.Columns {
@@ -178,15 +196,46 @@ func FuzzXMLEntity(f *testing.F) {
 	})
 }
 
+// checkRow reports a row value other than a string or an array of rows,
+// or child rows nested deeper than xmlMaxDepth: what the message schema
+// and the reader's depth cap allow.
+func checkRow(r map[string]any, level int) error {
+	if level > xmlMaxDepth {
+		return fmt.Errorf("rows nested %d levels deep", level)
+	}
+	for k, v := range r {
+		switch v := v.(type) {
+		case string:
+		case []any:
+			if len(v) == 0 {
+				return fmt.Errorf("field %q: an empty array of child rows", k)
+			}
+			for _, c := range v {
+				cr, ok := c.(map[string]any)
+				if !ok {
+					return fmt.Errorf("field %q: %T in an array of child rows", k, c)
+				}
+				if err := checkRow(cr, level+1); err != nil {
+					return err
+				}
+			}
+		default:
+			return fmt.Errorf("field %q holds %T", k, v)
+		}
+	}
+	return nil
+}
+
 // FuzzXMLEntityChunks checks that the XML reader gives the same records,
 // or fails alike, whatever the sizes of the reads that feed it.
 func FuzzXMLEntityChunks(f *testing.F) {
-	for _, s := range []string{`<D><R A="1" B="2"/><R A="3"/></D>`, "<D><R><A>1</A></R><R><B>&#233;</B></R></D>", "<D><R><A>1</A>", "\xef\xbb\xbf<D><R><A/></R></D>"} {
+	for _, s := range []string{`<D><R A="1" B="2"/><R A="3"/></D>`, "<D><R><A>1</A></R><R><B>&#233;</B></R></D>", "<D><R><A>1</A>", "\xef\xbb\xbf<D><R><A/></R></D>",
+		"<D><H><A>1</A><L><N>1</N><C><X/></C></L><L>\n</L></H><H><L/></H></D>", `<D><H A="1"><L N="1"><C/></L> <L/></H></D>`} {
 		f.Add([]byte(s))
 	}
-	read := func(r io.Reader) ([][]string, error) {
+	read := func(r io.Reader) ([]string, error) {
 		src := newXMLSource(r)
-		var out [][]string
+		var out []string
 		for {
 			rec, _, err := src.next()
 			if err == io.EOF {
@@ -195,8 +244,16 @@ func FuzzXMLEntityChunks(f *testing.F) {
 			if err != nil {
 				return out, err
 			}
-			row := append([]string(nil), src.fields()...)
-			out = append(out, append(row, rec...))
+			// The record as the encoder writes it, child records included.
+			var e batchEncoder
+			e.init(EntityOptions{Entity: "E"}, nil)
+			e.initNamed()
+			if tree := src.nested(); tree != nil {
+				e.addTreeRow(tree)
+			} else {
+				e.addNamedRow(src.fields(), rec)
+			}
+			out = append(out, string(e.buf[e.gap:]))
 		}
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {

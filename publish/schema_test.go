@@ -55,6 +55,12 @@ func TestMessagesMatchSchema(t *testing.T) {
 		{"csv, zstd", []byte(csv.String()), EntityOptions{Format: "csv", BatchSize: 10, Compression: CompressionZstd}},
 		{"csv, header only", []byte("ACCOUNT,NAME\r\n"), EntityOptions{Format: "csv"}},
 		{"csv, incremental", []byte(csv.String()), EntityOptions{Format: "csv", BatchSize: 100, RefreshType: "IncrementalPush"}},
+		{"xml, plain", []byte(`<Document><R A="1" B="x"/><R A="2"/></Document>`), EntityOptions{Format: "xml", BatchSize: 1}},
+		{"xml composite, element shape, two levels", []byte(xmlDecl + `<Document><H><NO>SO-1</NO>` +
+			`<L><LINE>1</LINE><C><CODE>FRT</CODE></C><C><CODE>INS</CODE></C></L><L><LINE>2</LINE></L><T><X>1</X></T></H>` +
+			`<H><NO>SO-2</NO></H></Document>`), EntityOptions{Format: "xml", BatchSize: 1}},
+		{"xml composite, attribute shape, two levels, gzip", []byte(xmlDecl + `<Document><H NO="SO-1">` +
+			`<L LINE="1"><C CODE="FRT"/><C/></L><L LINE="2"/></H><H NO="SO-2"/></Document>`), EntityOptions{Format: "xml", BatchSize: 5, Compression: CompressionGzip}},
 		{"xlsx", buildXLSX(t, []string{"Customers"}, [][]any{{"ACCOUNT", "AMOUNT"}, {"C1", 1.5}, {"C2", 2}}), EntityOptions{Format: "xlsx", BatchSize: 1}},
 	}
 	for _, tt := range tests {
@@ -87,6 +93,42 @@ func TestMessagesMatchSchema(t *testing.T) {
 	}
 	if err := schema.Validate(bad); err == nil {
 		t.Error("the schema accepts a message without source, id, time, subject and data")
+	}
+
+	// Rows hold strings, or arrays of rows (composite entities), nothing
+	// else: the schema refuses every other value, at any depth.
+	sink := &memSink{}
+	if _, err := PublishEntity(context.Background(), strings.NewReader(`<D><R A="1"/></D>`), sink, EntityOptions{Job: "j", Entity: "E", Format: "xml"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ name, rows string }{
+		{"a number", `[{"A":1}]`},
+		{"null", `[{"A":null}]`},
+		{"an object not in an array", `[{"A":{"B":"1"}}]`},
+		{"an array of strings", `[{"A":["1"]}]`},
+		{"a number in a child row", `[{"L":[{"B":"1"},{"B":2}]}]`},
+		{"an object in a child row", `[{"L":[{"C":{"B":"1"}}]}]`},
+		{"a row that is a string", `["A"]`},
+	} {
+		var msg map[string]any
+		if err := json.Unmarshal(sink.msgs[0].Body, &msg); err != nil {
+			t.Fatal(err)
+		}
+		var rows any
+		if err := json.Unmarshal([]byte(tt.rows), &rows); err != nil {
+			t.Fatal(err)
+		}
+		msg["data"].(map[string]any)["rows"] = rows
+		if err := schema.Validate(msg); err == nil {
+			t.Errorf("the schema accepts rows holding %s: %s", tt.name, tt.rows)
+		}
+	}
+	var msg map[string]any
+	if err := json.Unmarshal(sink.msgs[0].Body, &msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := schema.Validate(msg); err != nil {
+		t.Errorf("the unchanged message for the refusals above does not match: %v", err)
 	}
 }
 
