@@ -1035,3 +1035,19 @@ func (d *utf7Decoder) emit(dst []byte, r rune) int {
 	}
 	return utf8.EncodeRune(dst, r)
 }
+
+// utf16NoBOM sniffs UTF-16 text without a BOM from its first two code
+// units: ASCII text in UTF-16 has a zero in every other byte, which UTF-8
+// text never has. It returns 'L' (little endian), 'B' (big endian) or 0.
+func utf16NoBOM(b []byte) byte {
+	if len(b) < 4 {
+		return 0
+	}
+	switch {
+	case b[0] != 0 && b[1] == 0 && b[2] != 0 && b[3] == 0 && b[0] < 0x80 && b[2] < 0x80:
+		return 'L'
+	case b[0] == 0 && b[1] != 0 && b[2] == 0 && b[3] != 0 && b[1] < 0x80 && b[3] < 0x80:
+		return 'B'
+	}
+	return 0
+}

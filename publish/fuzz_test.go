@@ -234,7 +234,11 @@ func FuzzXMLEntityChunks(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	read := func(r io.Reader) ([]string, error) {
-		src := newXMLSource(r)
+		text, err := newTextReader(r, "", "XML-Element")
+		if err != nil {
+			return nil, err
+		}
+		src := newXMLSource(text)
 		var out []string
 		for {
 			rec, _, err := src.next()

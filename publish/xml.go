@@ -1,15 +1,11 @@
 package publish
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
-
-	"golang.org/x/text/encoding/unicode"
-	"golang.org/x/text/transform"
 )
 
 // xmlMaxRecord caps the bytes of one record's names and values, as
@@ -84,50 +80,12 @@ type xmlSource struct {
 	text       []byte // scratch for a field's text
 }
 
+// newXMLSource reads r, UTF-8 text (see newTextReader).
 func newXMLSource(r io.Reader) *xmlSource {
-	dec := xml.NewDecoder(utf8Text(r))
+	dec := xml.NewDecoder(r)
 	// The text is UTF-8 by now whatever the declaration says.
 	dec.CharsetReader = func(_ string, in io.Reader) (io.Reader, error) { return in, nil }
 	return &xmlSource{dec: dec}
-}
-
-// utf8Text returns r as UTF-8: UTF-16 with a BOM, or without one when the
-// document starts with "<" in UTF-16, is transcoded; a UTF-8 BOM is dropped.
-func utf8Text(r io.Reader) io.Reader {
-	br := bufio.NewReaderSize(r, 64<<10)
-	b, _ := br.Peek(4)
-	le, be := unicode.UTF16(unicode.LittleEndian, unicode.IgnoreBOM), unicode.UTF16(unicode.BigEndian, unicode.IgnoreBOM)
-	switch {
-	case bytes.HasPrefix(b, []byte{0xFF, 0xFE}):
-		_, _ = br.Discard(2)
-		return transform.NewReader(br, le.NewDecoder())
-	case bytes.HasPrefix(b, []byte{0xFE, 0xFF}):
-		_, _ = br.Discard(2)
-		return transform.NewReader(br, be.NewDecoder())
-	case bytes.HasPrefix(b, []byte{0xEF, 0xBB, 0xBF}):
-		_, _ = br.Discard(3)
-	case utf16NoBOM(b) == 'L':
-		return transform.NewReader(br, le.NewDecoder())
-	case utf16NoBOM(b) == 'B':
-		return transform.NewReader(br, be.NewDecoder())
-	}
-	return br
-}
-
-// utf16NoBOM sniffs UTF-16 text without a BOM from its first two code
-// units: ASCII text in UTF-16 has a zero in every other byte, which UTF-8
-// text never has. It returns 'L' (little endian), 'B' (big endian) or 0.
-func utf16NoBOM(b []byte) byte {
-	if len(b) < 4 {
-		return 0
-	}
-	switch {
-	case b[0] != 0 && b[1] == 0 && b[2] != 0 && b[3] == 0 && b[0] < 0x80 && b[2] < 0x80:
-		return 'L'
-	case b[0] == 0 && b[1] != 0 && b[2] == 0 && b[3] != 0 && b[1] < 0x80 && b[3] < 0x80:
-		return 'B'
-	}
-	return 0
 }
 
 // header returns no columns: XML records name their own fields (fields).
