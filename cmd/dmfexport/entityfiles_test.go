@@ -39,6 +39,41 @@ type entityFile struct {
 	// wantErr, when set, is what the entity's failure must say; the
 	// entity publishes nothing.
 	wantErr string
+	// composite, when set, makes the file a composite entity's XML file
+	// (XML-Attribute with attr) instead of a text file.
+	composite []dmftest.Record
+	attr      bool
+}
+
+// compositeRow is the row a composite record becomes: its fields (a field
+// without a value is left out of the file, so of the row), then one array
+// per child element name, in order of first use.
+func compositeRow(r dmftest.Record) map[string]any {
+	row := map[string]any{}
+	for _, f := range r.Fields {
+		if f[1] != "" {
+			row[f[0]] = f[1]
+		}
+	}
+	for _, c := range r.Children {
+		kids, _ := row[c.Name].([]any)
+		row[c.Name] = append(kids, compositeRow(c))
+	}
+	return row
+}
+
+// salesOrders are composite records: headers holding lines holding
+// charges, one header without lines.
+var salesOrders = []dmftest.Record{
+	{Name: "SALESORDERHEADERV2ENTITY", Fields: [][2]string{{"SALESORDERNUMBER", "SO-1"}, {"CUSTOMERACCOUNT", "DE-001"}, {"NOTE", "Müller & <Söhne>"}},
+		Children: []dmftest.Record{
+			{Name: "SALESORDERLINEV2ENTITY", Fields: [][2]string{{"LINENUMBER", "1"}, {"ITEMNUMBER", "A0001"}},
+				Children: []dmftest.Record{{Name: "SALESORDERLINECHARGEENTITY", Fields: [][2]string{{"CHARGECODE", "FREIGHT"}, {"AMOUNT", "12.500000"}}}}},
+			{Name: "SALESORDERLINEV2ENTITY", Fields: [][2]string{{"LINENUMBER", "2"}, {"ITEMNUMBER", "A0002"}, {"TEXT", ""}}},
+		}},
+	{Name: "SALESORDERHEADERV2ENTITY", Fields: [][2]string{{"SALESORDERNUMBER", "SO-2"}, {"CUSTOMERACCOUNT", "FR-002"}}},
+	{Name: "SALESORDERHEADERV2ENTITY", Fields: [][2]string{{"SALESORDERNUMBER", "SO-3"}, {"CUSTOMERACCOUNT", "東京"}},
+		Children: []dmftest.Record{{Name: "SALESORDERLINEV2ENTITY", Fields: [][2]string{{"LINENUMBER", "1"}, {"ITEMNUMBER", "😀"}}}}},
 }
 
 var (
@@ -101,6 +136,10 @@ func referenceRows(t *testing.T, f entityFile, text string) []map[string]string 
 			recs = append(recs, rec)
 		}
 	} else {
+		swap := strings.NewReplacer(`"`, `'`, `'`, `"`) // encoding/csv knows only the double quote
+		if f.format.Qualifier == '\'' {
+			text = swap.Replace(text)
+		}
 		cr := csv.NewReader(strings.NewReader(text))
 		cr.Comma = rune(f.format.Delimiter)
 		if cr.Comma == 0 {
@@ -110,6 +149,13 @@ func referenceRows(t *testing.T, f entityFile, text string) []map[string]string 
 		var err error
 		if recs, err = cr.ReadAll(); err != nil {
 			t.Fatalf("%s: reference reader: %v", f.name, err)
+		}
+		if f.format.Qualifier == '\'' {
+			for _, rec := range recs {
+				for i := range rec {
+					rec[i] = swap.Replace(rec[i])
+				}
+			}
 		}
 	}
 	cols := f.columns
@@ -129,7 +175,8 @@ func referenceRows(t *testing.T, f entityFile, text string) []map[string]string 
 // TestTriggerEntityFiles exports a data project holding an entity file of
 // every format F&O writes (code pages, Unicode encodings with and without
 // a byte order mark, no header row, five delimiters, other qualifiers,
-// undoubled quotes, fixed width with and without a header line) END TO
+// undoubled quotes, fixed width with and without a header line, composite
+// entities in both XML shapes) END TO
 // END: the simulator serves it, the dmfexport binary publishes it to
 // RabbitMQ, and every value received must equal what a reference reader
 // reads from the same file. A second project holds files that cannot be
@@ -159,6 +206,8 @@ func TestTriggerEntityFiles(t *testing.T) {
 		{name: "Semicolon delimited", format: dmftest.TextFormat{Delimiter: ';'}, header: westernHeader, rows: westernRows, ref: xtext(unicode.UTF8)},
 		{name: "Tab delimited", format: dmftest.TextFormat{Delimiter: '\t'}, header: westernHeader, rows: westernRows, ref: xtext(unicode.UTF8)},
 		{name: "Pipe delimited", format: dmftest.TextFormat{Delimiter: '|'}, header: westernHeader, rows: westernRows, ref: xtext(unicode.UTF8)},
+		{name: "Apostrophe qualifier", format: dmftest.TextFormat{Delimiter: ';', Qualifier: '\''}, header: unicodeHeader,
+			rows: [][]string{{"Q-1", "Contoso; Ltd", "it's", `"x"`}}, settings: `{text_qualifier: "'"}`, ref: xtext(unicode.UTF8)},
 		{name: "Undoubled quotes", format: dmftest.TextFormat{UndoubledQuotes: true}, header: []string{"ITEM", "NAME"},
 			rows: [][]string{{"M-27", `27" monitor`}, {"C-1", `cable 2" long`}, {"X", `say "hi" now, ok`}}, ref: xtext(unicode.UTF8)},
 		{name: "Fixed width with header", format: dmftest.TextFormat{CodePage: 1252, Widths: widths, FixedHeader: true}, header: westernHeader,
@@ -167,6 +216,8 @@ func TestTriggerEntityFiles(t *testing.T) {
 		{name: "Fixed width without header", format: dmftest.TextFormat{Widths: widths}, header: westernHeader,
 			rows:     [][]string{{"DE-001", "Müller & Söhne", "Königstraße 5", "München", "12,50 €"}, {"NL-004", "", "", "Zaandam", ""}},
 			settings: `{header: false, columns: [ACCOUNT, NAME, STREET, CITY, NOTE], widths: [8, 22, 24, 12, 10]}`, columns: westernHeader, ref: xtext(unicode.UTF8)},
+		{name: "Sales orders composite, elements", composite: salesOrders},
+		{name: "Sales orders composite, attributes", composite: salesOrders, attr: true},
 	}
 	bad := []entityFile{
 		{name: "No header row, no setting", format: dmftest.TextFormat{NoHeader: true}, header: westernHeader, rows: westernRows,
@@ -180,6 +231,14 @@ func TestTriggerEntityFiles(t *testing.T) {
 	project := func(files []entityFile) []dmftest.Entity {
 		var ents []dmftest.Entity
 		for _, f := range files {
+			if f.composite != nil {
+				sf := "XML-Element"
+				if f.attr {
+					sf = "XML-Attribute"
+				}
+				ents = append(ents, dmftest.Entity{Name: f.name, SourceFormat: sf, Data: dmftest.CompositeXMLFile(f.attr, f.composite)})
+				continue
+			}
 			data, err := dmftest.TextFile(f.format, f.header, f.rows)
 			if err != nil {
 				t.Fatalf("%s: %v", f.name, err)
@@ -250,15 +309,15 @@ exports:
 
 	type batch struct {
 		index int
-		rows  []map[string]string
+		rows  []map[string]any
 	}
 	got := map[string][]batch{}
 	for _, d := range testenv.Drain(t, ch, name) {
 		var m struct {
 			Data struct {
-				Entity     string              `json:"entity"`
-				BatchIndex int                 `json:"batch_index"`
-				Rows       []map[string]string `json:"rows"`
+				Entity     string           `json:"entity"`
+				BatchIndex int              `json:"batch_index"`
+				Rows       []map[string]any `json:"rows"`
 			} `json:"data"`
 		}
 		if err := json.Unmarshal(d.Body, &m); err != nil {
@@ -269,15 +328,37 @@ exports:
 	for _, f := range slices.Concat(good, bad) {
 		bs := got[f.name]
 		sort.Slice(bs, func(i, j int) bool { return bs[i].index < bs[j].index })
-		var rows []map[string]string
+		var nested []map[string]any
 		for _, b := range bs {
-			rows = append(rows, b.rows...)
+			nested = append(nested, b.rows...)
 		}
 		if f.wantErr != "" {
-			if len(rows) > 0 {
-				t.Errorf("%s: %d rows published from a file that cannot be read right", f.name, len(rows))
+			if len(nested) > 0 {
+				t.Errorf("%s: %d rows published from a file that cannot be read right", f.name, len(nested))
 			}
 			continue
+		}
+		if f.composite != nil {
+			var want []map[string]any
+			for _, r := range f.composite {
+				want = append(want, compositeRow(r))
+			}
+			if !reflect.DeepEqual(nested, want) {
+				t.Errorf("%s: rows\n got %v\nwant %v", f.name, nested, want)
+			}
+			continue
+		}
+		var rows []map[string]string
+		for _, r := range nested {
+			flat := map[string]string{}
+			for k, v := range r {
+				s, ok := v.(string)
+				if !ok {
+					t.Errorf("%s: value %q is %T, want a string", f.name, k, v)
+				}
+				flat[k] = s
+			}
+			rows = append(rows, flat)
 		}
 		// The values written, keyed by column: what F&O meant.
 		var written []map[string]string
