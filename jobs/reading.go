@@ -60,7 +60,7 @@ var readFields = []field[ReadSettings]{
 		if s, ok := d.str(v, p); ok {
 			name, err := publish.ParseEncoding(s)
 			if err != nil {
-				d.problem(v, p, err.Error(), "use a name such as utf-8, utf-16le or windows-1252, or the code page number F&O shows, such as 1252")
+				d.problem(v, p, err.Error(), "") // the error names valid examples
 				return
 			}
 			c.Encoding = name
