@@ -267,6 +267,10 @@ func cases() []faultCase {
 				}
 			},
 			after: func(e *env) { _ = os.Remove(filepath.Join(e.tmpfs, "ballast")) }},
+		// The package of an execution F&O exported is never abandoned: with
+		// B IncrementalPush, a second export would hold none of its rows.
+		faultCase{name: "TMPDIR full while downloading, B IncrementalPush", ci: true, tmpfs: true, declare: true,
+			sim: []string{"--incremental", "B"}, first: tmpdirFull},
 		faultCase{name: "two replicas @every 10s for 2m, one killed", declare: true, schedule: "@every 10s", first: twoReplicas},
 		faultCase{name: "replica clock +2m, @every 10s, one killed", declare: true, schedule: "@every 10s", first: skewedReplicas("+2m")},
 		faultCase{name: "replica clock -2m, @every 10s, one killed", declare: true, schedule: "@every 10s", first: skewedReplicas("-2m")},
@@ -732,6 +736,30 @@ func (e *env) report(firstExit int, firstStatus []runStatus, nextExit int) {
 			e.t.Error("a dmfexport log line holds the F&O token")
 		}
 	}
+}
+
+// tmpdirFull runs the first start with its TMPDIR on a 64 KiB tmpfs, too
+// small for the package: F&O exports, the download fails, and the run must
+// be left waiting to fetch the same execution's package again (exit 1),
+// which the next start, with room, does.
+func tmpdirFull(e *env) int {
+	tmp := filepath.Join(e.dir, "tmp")
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	mustRun(e.t, "mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", tmp)
+	e.t.Cleanup(func() { _ = exec.Command("umount", "-l", tmp).Run() })
+	p := e.dmfexportEnv([]string{"TMPDIR=" + tmp}, "trigger", "f")
+	code, ok := p.wait(firstTimeout)
+	if !ok {
+		p.signal(syscall.SIGKILL)
+		e.t.Errorf("first start still running after %s: a hang", firstTimeout)
+	}
+	if code != 1 {
+		e.t.Errorf("first start: exit %d, want 1 (run waiting)\n%s", code, tail(p.log(), 15))
+	}
+	e.wantWaiting("package")
+	return code
 }
 
 // fill writes a ballast file until the file system is full.

@@ -26,6 +26,7 @@ type Metrics struct {
 	fires       *prometheus.CounterVec
 	interval    *prometheus.GaugeVec
 	unfinished  *prometheus.GaugeVec
+	lost        *prometheus.CounterVec
 
 	// mu guards successAt, the newest success seen of each export, so a
 	// success read from the records at start never moves the gauge back.
@@ -76,6 +77,9 @@ func NewMetrics() *Metrics {
 		unfinished: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dmfexport_unfinished_runs", Help: "Runs of an export the store shows unfinished (cut off by a stop or a crash) at the last scan: the resume backlog.",
 		}, []string{"export"}),
+		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dmfexport_packages_lost_total", Help: "Runs ended because F&O no longer had their exported package (kept about 7 days): the export is repeated, and the changes it held for IncrementalPush entities are lost downstream.",
+		}, []string{"export"}),
 		successAt: map[string]time.Time{},
 		queue: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dmfexport_fo_queue_length", Help: "Runs waiting for an execution slot of their F&O environment (fo.max_concurrent_exports).",
@@ -94,7 +98,7 @@ func NewMetrics() *Metrics {
 			Name: "dmfexport_fo_throttled_total", Help: "429 Too Many Requests answers per F&O environment.",
 		}, []string{"environment"}),
 	}
-	m.reg.MustRegister(m.runs, m.inProgress, m.rows, m.batches, m.steps, m.lastSuccess, m.retries, m.fires, m.interval, m.unfinished,
+	m.reg.MustRegister(m.runs, m.inProgress, m.rows, m.batches, m.steps, m.lastSuccess, m.retries, m.fires, m.interval, m.unfinished, m.lost,
 		m.queue, m.queueWait, m.inFlight, m.pacing, m.throttles,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -183,6 +187,7 @@ func (m *Metrics) scheduled(export string, interval time.Duration) {
 		return
 	}
 	m.interval.WithLabelValues(export).Set(interval.Seconds())
+	m.lost.WithLabelValues(export) // from 0, so the first loss is an increase
 }
 
 // unscheduled drops the series of an export taken out of the schedule.
@@ -190,6 +195,7 @@ func (m *Metrics) unscheduled(export string) {
 	if m != nil {
 		m.interval.DeleteLabelValues(export)
 		m.unfinished.DeleteLabelValues(export)
+		m.lost.DeleteLabelValues(export)
 	}
 }
 
@@ -281,5 +287,13 @@ func (m *Metrics) pace(env string, perMinute float64) {
 func (m *Metrics) throttled(env string) {
 	if m != nil {
 		m.throttles.WithLabelValues(env).Inc()
+	}
+}
+
+// packageLost counts a run whose exported package F&O deleted before it
+// was published.
+func (m *Metrics) packageLost(export string) {
+	if m != nil {
+		m.lost.WithLabelValues(export).Inc()
 	}
 }

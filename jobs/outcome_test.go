@@ -2,12 +2,15 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/publish"
 )
 
 // TestRunOutcomes drives whole runs through the simulator's final statuses
@@ -44,9 +47,12 @@ func TestRunOutcomes(t *testing.T) {
 		}},
 		{"package not yet downloadable, asked again", dmftest.Options{PackageDelay: 1200 * time.Millisecond}, "fail", StateSucceeded, 2, nil, "", 1, nil},
 		{"package cut short once, downloaded again", dmftest.Options{Faults: dmftest.Faults{ContentLengthDelta: -200, DownloadFaultsFirst: 1}}, "fail", StateSucceeded, 2, nil, "", 2, nil},
-		{"package cut short every time fails after three downloads", dmftest.Options{Faults: dmftest.Faults{ContentLengthDelta: -200}}, "fail", StateFailed, 0,
-			[]string{"download package of execution", "not a valid zip package (truncated download"}, "", 1 + maxBadPackages, nil},
-		{"corrupt package fails clearly", dmftest.Options{Faults: dmftest.Faults{CorruptZip: true}}, "fail", StateFailed, 0, []string{"unpack package"}, "", 1, nil},
+		// F&O exported: what stops the package leaves the run waiting to
+		// fetch it again, never failed (its next run would export again).
+		{"package cut short every time waits after three downloads", dmftest.Options{Faults: dmftest.Faults{ContentLengthDelta: -200}}, "fail", StateDownloading, 0,
+			[]string{"waiting for the exported package to be fetched again", "download package of execution", "not a valid zip package (truncated download", "without exporting again"}, "", 1 + maxBadPackages, nil},
+		{"corrupt package waits, named", dmftest.Options{Faults: dmftest.Faults{CorruptZip: true}}, "fail", StateUnpacking, 0,
+			[]string{"waiting for the exported package to be fetched again", "unpack package"}, "", 1, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -101,8 +107,9 @@ func TestRunOutcomes(t *testing.T) {
 }
 
 // TestPackageNeverDownloadable: a package URL whose package keeps answering
-// 404 (F&O deleted it, or never wrote it) is asked for again until
-// poll.package_url_timeout, then the run fails with an error that says so.
+// 404 is asked for again until poll.package_url_timeout, then the run is
+// left waiting to fetch it again, with an error that says so: F&O keeps
+// packages for days.
 func TestPackageNeverDownloadable(t *testing.T) {
 	sim := dmftest.NewServer(dmftest.Options{
 		Projects:      map[string][]dmftest.Entity{"G": {csvEntity("A", 3)}},
@@ -114,10 +121,10 @@ func TestPackageNeverDownloadable(t *testing.T) {
 	exp.Poll.PackageURLTimeout = 1500 * time.Millisecond
 	start := time.Now()
 	rec, err := (&Runner{}).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
-	if err == nil || rec == nil || rec.State != StateFailed {
-		t.Fatalf("Run = %+v, %v; want a failed run", rec, err)
+	if err == nil || rec == nil || rec.State.Final() || rec.Waiting != WaitingForPackage {
+		t.Fatalf("Run = %+v, %v; want a run waiting to fetch its package again", rec, err)
 	}
-	for _, want := range []string{"HTTP 404", "package blob not found", "poll.package_url_timeout", "dmfexport trigger --new files"} {
+	for _, want := range []string{"HTTP 404", "package blob not found", "poll.package_url_timeout", "waiting for the exported package to be fetched again"} {
 		if !strings.Contains(rec.Error, want) {
 			t.Errorf("run error %q lacks %q", rec.Error, want)
 		}
@@ -127,5 +134,97 @@ func TestPackageNeverDownloadable(t *testing.T) {
 	}
 	if n := sim.Calls("download"); n < 2 {
 		t.Errorf("%d download attempts, want the package asked for again", n)
+	}
+}
+
+// TestExportedPackageFetchedAgain: a run whose package F&O exported but
+// could not be fetched is left waiting; taken up again, it fetches the same
+// execution's package (F&O sees one export) and delivers every row once.
+func TestExportedPackageFetchedAgain(t *testing.T) {
+	incremental := csvEntity("Headers", 30)
+	incremental.RefreshType = dmftest.IncrementalPush
+	sim := dmftest.NewServer(dmftest.Options{
+		Projects:      map[string][]dmftest.Entity{"G": {incremental, csvEntity("B", 5)}},
+		ExecutionTime: 50 * time.Millisecond,
+		// Every download of the first attempt is cut short.
+		Faults: dmftest.Faults{ContentLengthDelta: -200, DownloadFaultsFirst: 1 + maxBadPackages},
+	})
+	defer sim.Close()
+	dir := t.TempDir()
+	exp := fileExport(sim, dir)
+	r := &Runner{}
+	rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+	if err == nil || !errors.Is(err, ErrWaiting) || rec == nil || rec.Waiting != WaitingForPackage || rec.State.Final() {
+		t.Fatalf("first attempt = %+v, %v; want a run waiting to fetch the package again", rec, err)
+	}
+	recs, err := r.Unfinished(context.Background(), exp)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("Unfinished = %v, %v; want the waiting run", recs, err)
+	}
+	rec, err = r.Resume(context.Background(), exp, recs[0])
+	if err != nil || rec.State != StateSucceeded {
+		t.Fatalf("resume = %s, %v; want succeeded", rec.State, err)
+	}
+	if n := sim.Exports(); n != 1 {
+		t.Errorf("F&O saw %d exports, want 1: the run must fetch the same execution's package", n)
+	}
+	rows, ids := ndjsonRows(t, filepath.Join(dir, "batches", publish.FileName("fo.files")))
+	if rows["Headers"] != 30 || rows["B"] != 5 {
+		t.Errorf("rows delivered %v, want Headers 30 and B 5", rows)
+	}
+	for id, n := range ids {
+		if n > 1 {
+			t.Errorf("message %s delivered %d times", id, n)
+		}
+	}
+}
+
+// TestExportedPackageGone: a waiting run whose execution F&O no longer
+// knows (it purges executions and packages after about 7 days) ends
+// failed, saying the export must be repeated and naming the IncrementalPush
+// entities whose changes are lost; the metric counts it.
+func TestExportedPackageGone(t *testing.T) {
+	incremental := csvEntity("Headers", 3)
+	incremental.RefreshType = dmftest.IncrementalPush
+	project := map[string][]dmftest.Entity{"G": {incremental, csvEntity("B", 2)}}
+	sim := dmftest.NewServer(dmftest.Options{Projects: project, ExecutionTime: 50 * time.Millisecond})
+	dir := t.TempDir()
+	exp := fileExport(sim, dir)
+	metrics := NewMetrics()
+	r := &Runner{Metrics: metrics}
+	// A run that published: the record lists the IncrementalPush entity.
+	if rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"}); err != nil || rec.State != StateSucceeded {
+		t.Fatalf("first run = %v, %v", rec, err)
+	}
+	sim.Close()
+	// The next run's package cannot be fetched; then F&O forgets it all.
+	sim = dmftest.NewServer(dmftest.Options{Projects: project, ExecutionTime: 50 * time.Millisecond, PackageDelay: time.Hour})
+	sim2 := dmftest.NewServer(dmftest.Options{Projects: project, ExecutionTime: 50 * time.Millisecond})
+	defer sim2.Close()
+	exp = fileExport(sim, dir)
+	exp.Poll.PackageURLTimeout = 300 * time.Millisecond
+	rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+	sim.Close()
+	if err == nil || rec.Waiting != WaitingForPackage {
+		t.Fatalf("second run = %+v, %v; want it waiting to fetch its package", rec, err)
+	}
+	exp = fileExport(sim2, dir)
+	exp.Poll.RegisterTimeout = 500 * time.Millisecond
+	rec, err = r.Resume(context.Background(), exp, rec)
+	if err == nil || rec.State != StateFailed {
+		t.Fatalf("resume = %s, %v; want failed: the package is gone", rec.State, err)
+	}
+	for _, want := range []string{"is gone from F&O", "the export must be repeated", "IncrementalPush entities Headers are lost downstream", "FullPush"} {
+		if !strings.Contains(rec.Error, want) {
+			t.Errorf("run error %q lacks %q", rec.Error, want)
+		}
+	}
+	if n := sim2.Exports(); n != 0 {
+		t.Errorf("F&O saw %d exports when the package was gone; the run must end, and the next run export", n)
+	}
+	rr := httptest.NewRecorder()
+	metrics.Handler().ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
+	if want := `dmfexport_packages_lost_total{export="files"} 1`; !strings.Contains(rr.Body.String(), want) {
+		t.Errorf("/metrics lacks %s", want)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"path"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -632,7 +633,7 @@ func (u *run) execute(ctx context.Context) error {
 	if !u.rec.Unpacked {
 		tmp, err := createPackageTemp()
 		if err != nil {
-			return fmt.Errorf("create temporary file for the package: %w", err)
+			return u.packageFault(ctx, fmt.Errorf("create temporary file for the package: %w", err))
 		}
 		defer os.Remove(tmp.Name())
 		defer tmp.Close()
@@ -644,17 +645,100 @@ func (u *run) execute(ctx context.Context) error {
 				return err
 			}
 			if err := u.download(ctx, client, tmp); err != nil {
-				return err
+				return u.packageFault(ctx, err)
 			}
 		}
 		if err := u.unpack(ctx, tmp.Name()); err != nil {
-			return err
+			return u.packageFault(ctx, err)
 		}
 	}
 	if err := u.enter(ctx, StatePublishing, fmt.Sprintf("%d entities", len(u.rec.Entities))); err != nil {
 		return err
 	}
 	return u.step(ctx, "publish", u.publishAll)
+}
+
+// packageRetention is how long F&O keeps an execution's package (and its
+// history): about 7 days.
+const packageRetention = 7 * 24 * time.Hour
+
+// exported reports whether F&O's verdict on the run's execution lets its
+// package be published: the run then never exports again.
+func (u *run) exported() bool {
+	switch dmf.Status(u.rec.ExecutionStatus) {
+	case dmf.StatusSucceeded:
+		return true
+	case dmf.StatusPartiallySucceeded:
+		return u.exp.Partial == "publish"
+	}
+	return false
+}
+
+// packageFault decides what a failure to fetch, store or unpack the
+// package means once F&O exported it: not F&O's verdict, so the run is left
+// waiting to fetch the same execution's package again rather than failed
+// (a failed run's next attempt would export again, and F&O's change
+// tracking would have moved on: an IncrementalPush delta lost). Only a
+// package F&O no longer has (packageGoneError) fails the run.
+func (u *run) packageFault(ctx context.Context, err error) error {
+	var gone *packageGoneError
+	if ctx.Err() != nil || waitingOf(err) != "" || errors.As(err, &gone) || !u.exported() {
+		return err
+	}
+	if age := time.Since(u.rec.StartedAt); age > packageRetention {
+		return u.packageGone(ctx, fmt.Sprintf("the run started %s ago, longer than F&O keeps packages", age.Round(time.Hour)), err)
+	}
+	return newWaiting(WaitingForPackage, err)
+}
+
+// packageGoneError is a run's end when F&O no longer has the package of
+// its execution: the export must be repeated.
+type packageGoneError struct{ msg string }
+
+func (e *packageGoneError) Error() string { return e.msg }
+
+// packageGone returns the error that ends a run whose package F&O deleted,
+// and says so at ERROR, naming the IncrementalPush entities whose delta is
+// lost (as far as this or an earlier run of the export knows them).
+func (u *run) packageGone(ctx context.Context, why string, cause error) error {
+	msg := fmt.Sprintf("the package of execution %s is gone from F&O (%s): the export must be repeated, and the next run exports again", u.rec.ExecutionID, why)
+	if cause != nil {
+		msg += " (last error: " + cause.Error() + ")"
+	}
+	if inc := u.incrementalEntities(ctx); len(inc) > 0 {
+		msg += fmt.Sprintf("; the changes F&O's change tracking exported in it for the IncrementalPush entities %s are lost downstream: export the data project once in full (FullPush) to recover them", strings.Join(inc, ", "))
+	} else {
+		msg += "; if its data project has IncrementalPush entities, the changes exported in it are lost downstream: export it once in full (FullPush) to recover them"
+	}
+	u.r.Metrics.packageLost(u.exp.Name)
+	u.log.Error("exported package lost", "execution", u.rec.ExecutionID, "err", msg)
+	return &packageGoneError{msg: msg}
+}
+
+// incrementalEntities names the IncrementalPush entities of the run, or of
+// the latest run of its export whose record lists entities.
+func (u *run) incrementalEntities(ctx context.Context) []string {
+	ents := u.rec.Entities
+	if len(ents) == 0 {
+		recs, err := LoadRecords(ctx, u.st, u.exp.Store.Prefix, u.exp.Name)
+		if err != nil {
+			return nil
+		}
+		slices.SortFunc(recs, func(a, b *RunRecord) int { return b.StartedAt.Compare(a.StartedAt) })
+		for _, r := range recs {
+			if len(r.Entities) > 0 {
+				ents = r.Entities
+				break
+			}
+		}
+	}
+	var out []string
+	for _, e := range ents {
+		if strings.EqualFold(e.RefreshType, "IncrementalPush") {
+			out = append(out, e.Entity)
+		}
+	}
+	return out
 }
 
 // checkBroker connects to the broker and checks (or declares) its exchange
@@ -702,6 +786,9 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 		// it yet: wait the register window before starting it.
 		st, err := client.AwaitExecution(ctx, u.rec.ExecutionID)
 		switch {
+		case errors.Is(err, dmf.ErrNotRegistered) && u.exported():
+			// It exported before: F&O has purged its history since.
+			return u.packageGone(ctx, "F&O no longer knows the execution it reported "+u.rec.ExecutionStatus+"; it purges executions after about 7 days", nil)
 		case errors.Is(err, dmf.ErrNotRegistered):
 			u.log.Info("resume: F&O does not know the execution, starting the export", "window", cmp.Or(u.exp.Poll.RegisterTimeout, dmf.DefaultRegisterTimeout))
 		case err != nil:
@@ -840,9 +927,8 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 					notFoundSince = time.Now()
 				}
 				if waited := time.Since(notFoundSince); waited >= cmp.Or(u.exp.Poll.PackageURLTimeout, dmf.DefaultPackageURLTimeout) {
-					return fmt.Errorf("download package of execution %s: %w: still not there after %s (poll.package_url_timeout); "+
-						"F&O deletes packages after about 7 days: if the execution is older, start a new run (dmfexport trigger --new %s)",
-						u.rec.ExecutionID, err, waited.Round(time.Second), u.exp.Name)
+					return fmt.Errorf("download package of execution %s: %w: still not there after %s (poll.package_url_timeout)",
+						u.rec.ExecutionID, err, waited.Round(time.Second))
 				}
 				u.log.Info("package not downloadable yet, asking again", "delay", wait)
 				if err := ctxio.Sleep(ctx, wait); err != nil {

@@ -31,6 +31,11 @@ const (
 	WaitingForQueue = "queue"
 	// WaitingForExecution: F&O's execution had not ended by poll.deadline.
 	WaitingForExecution = "execution"
+	// WaitingForPackage: F&O exported, but its package could not be
+	// fetched, stored or unpacked (disk or store full, URLs refused, a
+	// broken download): the run fetches the same execution's package
+	// again, never exports again, for as long as F&O keeps it.
+	WaitingForPackage = "package"
 )
 
 // waitingError marks a run's error as one that leaves the run waiting for
@@ -65,6 +70,8 @@ func WaitingText(what string) string {
 		return "waiting for a queue bound to the exchange"
 	case WaitingForExecution:
 		return "waiting for F&O to end the execution"
+	case WaitingForPackage:
+		return "waiting for the exported package to be fetched again"
 	}
 	return "waiting for broker"
 }
@@ -79,6 +86,8 @@ func waitingAdvice(what string) string {
 	case WaitingForExecution:
 		return "the run stays unfinished and polls the execution again " + retried +
 			"; if the execution is stuck in F&O, cancel it there (Data management > Job history): the run then ends with F&O's status"
+	case WaitingForPackage:
+		return "F&O exported and keeps the package for about 7 days: the run stays unfinished and fetches the same execution's package again, without exporting again, once the cause is fixed (disk or store space, network) " + retried
 	}
 	return "the run stays unfinished and resumes from here once the broker is reachable " + retried
 }

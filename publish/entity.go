@@ -226,14 +226,15 @@ func PublishEntity(ctx context.Context, r io.Reader, sink Sink, o EntityOptions)
 	p.confirms.fn = o.Confirmed
 	p.startPublisher()
 	err = p.run()
+	if perr := p.stopPublisher(); perr != nil && (err == nil || errors.Is(err, errPublisherFailed)) {
+		err = perr
+	}
+	// The publishing goroutine, which reads st, has ended.
 	if text != nil {
 		st.Encoding, st.DefaultEncoding = text.encoding(), text.defaulted()
 	}
 	if c, ok := src.(*csvSource); ok && c.r.loose > 0 {
 		st.LooseQuotes, st.LooseQuoteLine = int64(c.r.loose), c.r.looseLine
-	}
-	if perr := p.stopPublisher(); perr != nil && (err == nil || errors.Is(err, errPublisherFailed)) {
-		err = perr
 	}
 	if err != nil {
 		st.BytesIn = cr.n.Load()

@@ -66,6 +66,19 @@ purged after 7 days (--history). The flags below turn these off or tune them.
 Flags:
 `
 
+// names is a repeatable flag of names.
+type names []string
+
+func (n *names) String() string { return strings.Join(*n, ",") }
+
+func (n *names) Set(v string) error {
+	if v == "" {
+		return errors.New("want a name")
+	}
+	*n = append(*n, v)
+	return nil
+}
+
 // pairs is a repeatable NAME=VALUE flag.
 type pairs []string
 
@@ -139,6 +152,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		budget       int
 		execBudget   time.Duration
 		formats      formatFlags
+		incremental  names
 	)
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8089", "`host:port` to listen on")
 	fs.StringVar(&cfg.opts.Token, "token", "", "bearer `token` every API call must carry (default $DMFSIM_TOKEN, else "+dmftest.DefaultToken+")")
@@ -156,6 +170,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.opts.FullIncremental, "full-incremental", false, "every export holds all rows of IncrementalPush entities (F&O: only the first; later ones only changes, here none)")
 	fs.BoolVar(&cfg.opts.ConcurrentExports, "allow-concurrent-exports", false, "let a data project be exported while an execution of it still runs (F&O refuses)")
 	fs.BoolVar(&cfg.opts.ConcurrentExcel, "concurrent-excel", false, "let executions holding Excel entities run at once (F&O runs one at a time, DMF2039; the simulator queues the others NotRun)")
+	fs.Var(&incremental, "incremental", "serve entity `NAME` of the --project or demo entities as IncrementalPush (change tracking: only the first export holds its rows; repeatable)")
 	fs.Var(&formats, "format", "re-write a CSV entity in another file format, `ENTITY=SPEC` (\"*\" for all; SPEC above; repeatable)")
 	fs.IntVar(&emptyErrors, "empty-errors-every", dmftest.DefaultEmptyErrorsEvery, "every `N`th failed execution answers GetExecutionErrors with \"[]\" (0: never)")
 	fs.IntVar(&concurrent, "max-concurrent-requests", dmftest.DefaultMaxConcurrentRequests, "answer 429 to API calls beyond `N` in progress at once, as F&O does per user (0: no limit)")
@@ -199,6 +214,19 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 			continue
 		}
 		cfg.opts.Projects[name] = ents
+	}
+	for _, name := range incremental {
+		found := false
+		for _, ents := range cfg.opts.Projects {
+			for i := range ents {
+				if ents[i].Name == name {
+					ents[i].RefreshType, ents[i].OmitRefreshType, found = dmftest.IncrementalPush, false, true
+				}
+			}
+		}
+		if !found {
+			problems = append(problems, fmt.Sprintf("--incremental %s: no entity of that name is served", name))
+		}
 	}
 	problems = append(problems, formats.problems...)
 	if len(formats.problems) == 0 {

@@ -88,6 +88,14 @@ func TestParseArgs(t *testing.T) {
 			}
 		}},
 		{"project and demo", []string{"--project", "P=" + dir, "--demo"}, "", "", []string{"P", dmftest.DemoDefinitionGroup}, nil},
+		{"incremental entity", []string{"--project", "P=" + dir, "--incremental", "Customers V3"}, "", "", []string{"P"}, func(t *testing.T, c config) {
+			for _, e := range c.opts.Projects["P"] {
+				if want := map[bool]string{true: dmftest.IncrementalPush}[e.Name == "Customers V3"]; e.RefreshType != want {
+					t.Errorf("entity %s: refresh type %q, want %q", e.Name, e.RefreshType, want)
+				}
+			}
+		}},
+		{"incremental entity not served", []string{"--project", "P=" + dir, "--incremental", "Nope"}, "", "--incremental Nope: no entity of that name is served", nil, nil},
 		{"bad project flag", []string{"--project", "P"}, "", "want NAME=VALUE", nil, nil},
 		{"missing directory", []string{"--project", "P=" + filepath.Join(dir, "nope")}, "", "read project directory", nil, nil},
 		{"empty directory", []string{"--project", "P=" + empty}, "", "holds no regular files", nil, nil},
