@@ -261,17 +261,7 @@ func TestTriggerEntityFiles(t *testing.T) {
 	ch := testenv.AMQPChannel(t)
 	testenv.DeleteOnCleanup(t, ch, name)
 	var cfg strings.Builder
-	fmt.Fprintf(&cfg, `fo:
-  url: ${DMFSIM_URL}
-  auth: {method: token, token: "${FO_TOKEN}"}
-store: {path: ./store}
-broker:
-  url: %s
-  declare: true
-  queues: [{name: %s, binding_key: "fo.files.#"}]
-poll: {interval: 50ms, max_interval: 100ms, deadline: 1m, package_url_timeout: 10s}
-exports:
-`, testenv.AMQPURL(), name)
+	cfg.WriteString(simBrokerConfig(name, "fo.files.#"))
 	for _, p := range []struct {
 		export, group string
 		files         []entityFile

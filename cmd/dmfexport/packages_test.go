@@ -359,17 +359,7 @@ func TestTriggerRealPackages(t *testing.T) {
 	ch := testenv.AMQPChannel(t)
 	testenv.DeleteOnCleanup(t, ch, name)
 	var cfg strings.Builder
-	fmt.Fprintf(&cfg, `fo:
-  url: ${DMFSIM_URL}
-  auth: {method: token, token: "${FO_TOKEN}"}
-store: {path: ./store}
-broker:
-  url: %s
-  declare: true
-  queues: [{name: %s, binding_key: "fo.pkg.#"}]
-poll: {interval: 50ms, max_interval: 100ms, deadline: 1m, package_url_timeout: 10s}
-exports:
-`, testenv.AMQPURL(), name)
+	cfg.WriteString(simBrokerConfig(name, "fo.pkg.#"))
 	args := []string{"trigger", "--config", "", "--log-format", "json"}
 	for _, p := range pkgs {
 		fmt.Fprintf(&cfg, "  - {name: %s, schedule: \"@yearly\", definition_group: %s, legal_entity: USMF, exchange: %s, routing_key: fo.pkg.%s, batch_size: 2}\n", p.dir, p.dir, name, p.dir)
@@ -443,4 +433,21 @@ exports:
 		t.Errorf("log does not warn about absent files:\n%s", stderr)
 	}
 	t.Logf("%d packages, %d absent files, %d entities published", len(pkgs), absentFiles, len(rows))
+}
+
+// simBrokerConfig is the head of a configuration exporting from the
+// simulator at $DMFSIM_URL into a ./store directory and, through the test
+// broker, a declared queue bound with bindingKey; the exports follow.
+func simBrokerConfig(queue, bindingKey string) string {
+	return fmt.Sprintf(`fo:
+  url: ${DMFSIM_URL}
+  auth: {method: token, token: "${FO_TOKEN}"}
+store: {path: ./store}
+broker:
+  url: %s
+  declare: true
+  queues: [{name: %s, binding_key: %q}]
+poll: {interval: 50ms, max_interval: 100ms, deadline: 1m, package_url_timeout: 10s}
+exports:
+`, testenv.AMQPURL(), queue, bindingKey)
 }
