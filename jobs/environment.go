@@ -39,6 +39,11 @@ type environment struct {
 	name  string // environmentKey, the metrics label
 	pacer *dmf.Pacer
 	slots *slotQueue
+	// excel is the environment's one Excel slot: F&O runs one Excel import
+	// or export at a time (DMF2039), so an export whose data project holds
+	// an Excel entity starts only when no other such export of this
+	// process runs there.
+	excel *slotQueue
 }
 
 // environment returns the shared limits of exp's environment, made on
@@ -55,7 +60,7 @@ func (r *Runner) environment(exp *Export) *environment {
 	env, ok := r.envs[key]
 	if !ok {
 		m := r.Metrics
-		env = &environment{name: key, slots: newSlotQueue(exp.FO.MaxConcurrentExports)}
+		env = &environment{name: key, slots: newSlotQueue(exp.FO.MaxConcurrentExports), excel: newSlotQueue(1)}
 		env.pacer = dmf.NewPacer(dmf.PacerOptions{
 			RequestsPerMinute: exp.FO.MaxRequestsPerMinute,
 			PollTick:          tick,
@@ -222,4 +227,26 @@ func (u *run) waitSlot(ctx context.Context, env *environment) (func(), error) {
 		env.slots.release()
 		u.r.Metrics.exportsInFlight(env.name, -1)
 	}, nil
+}
+
+// waitExcelSlot takes the environment's Excel slot before a new export
+// whose data project holds an Excel entity (as the export's latest record
+// listing entities shows; an export's first run cannot know), and returns
+// the function that gives it back once the execution has ended.
+func (u *run) waitExcelSlot(ctx context.Context, env *environment) (func(), error) {
+	if !slices.ContainsFunc(u.knownEntities(ctx), func(e EntityRecord) bool { return e.Format == "xlsx" }) {
+		return func() {}, nil
+	}
+	t, ahead := env.excel.join()
+	if t != nil {
+		u.log.Info("run waits for its F&O environment's Excel slot: F&O runs one Excel import or export at a time (DMF2039)", "ahead", ahead, "environment", env.name)
+		u.emit(Event{Detail: "waiting for the environment's Excel slot"})
+		if err := env.excel.await(ctx, t); err != nil {
+			if !u.resuming {
+				return nil, ErrNotStarted
+			}
+			return nil, err
+		}
+	}
+	return env.excel.release, nil
 }

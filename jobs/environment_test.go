@@ -200,3 +200,48 @@ func TestStopWhileQueued(t *testing.T) {
 		t.Errorf("want 1 export started in F&O, got %d", n)
 	}
 }
+
+// TestExcelExportsOneAtATime: F&O runs one Excel import or export at a time
+// per environment (DMF2039). Exports whose data projects held an Excel
+// entity last time start one after the other, each once the other's
+// execution ended; F&O never sees two at once.
+func TestExcelExportsOneAtATime(t *testing.T) {
+	book := dmftest.Entity{Name: "Products", SourceFormat: "EXCEL", Sheet: "Products",
+		Data: dmftest.FOWorkbook("Products", [][]string{{"ITEM", "NAME"}, {"A1", "Chair"}})}
+	sim := dmftest.NewServer(dmftest.Options{
+		Projects:      map[string][]dmftest.Entity{"G1": {book, csvEntity("A", 3)}, "G2": {book, csvEntity("B", 3)}},
+		ExecutionTime: 300 * time.Millisecond,
+	})
+	defer sim.Close()
+	dir := t.TempDir()
+	var exps []*Export
+	for _, g := range []string{"G1", "G2"} {
+		exp := fileExport(sim, dir)
+		exp.Name, exp.DefinitionGroup, exp.PackageName = "x"+g, g, g
+		exps = append(exps, exp)
+	}
+	r := &Runner{}
+	// First runs, one at a time: the records learn that both hold Excel.
+	for _, exp := range exps {
+		if rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"}); err != nil || rec.State != StateSucceeded {
+			t.Fatalf("first run of %s = %v, %v", exp.Name, rec, err)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, exp := range exps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"}); err != nil || rec.State != StateSucceeded {
+				t.Errorf("run of %s = %v, %v", exp.Name, rec, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := sim.PeakExecutions(); n != 1 {
+		t.Errorf("F&O had %d executions at once, want 1: the second Excel export must start after the first ended", n)
+	}
+	if n := sim.Exports(); n != 4 {
+		t.Errorf("F&O saw %d exports, want 4", n)
+	}
+}

@@ -18,7 +18,6 @@ import (
 	"path"
 	"reflect"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -715,25 +714,30 @@ func (u *run) packageGone(ctx context.Context, why string, cause error) error {
 	return &packageGoneError{msg: msg}
 }
 
-// incrementalEntities names the IncrementalPush entities of the run, or of
-// the latest run of its export whose record lists entities.
-func (u *run) incrementalEntities(ctx context.Context) []string {
-	ents := u.rec.Entities
-	if len(ents) == 0 {
-		recs, err := LoadRecords(ctx, u.st, u.exp.Store.Prefix, u.exp.Name)
-		if err != nil {
-			return nil
-		}
-		slices.SortFunc(recs, func(a, b *RunRecord) int { return b.StartedAt.Compare(a.StartedAt) })
-		for _, r := range recs {
-			if len(r.Entities) > 0 {
-				ents = r.Entities
-				break
-			}
+// knownEntities returns the run's entities, or, before it unpacked, those
+// of the latest run of its export whose record lists entities: what the
+// data project held last time.
+func (u *run) knownEntities(ctx context.Context) []EntityRecord {
+	if len(u.rec.Entities) > 0 {
+		return u.rec.Entities
+	}
+	refs, err := listRecords(ctx, u.st, u.exp.Store.Prefix, u.exp.Name)
+	if err != nil {
+		return nil
+	}
+	for _, ref := range refs[:min(len(refs), 10)] { // newest first; an unreadable one is skipped
+		if r, err := readRecord(ctx, u.st, ref.key); err == nil && len(r.Entities) > 0 {
+			return r.Entities
 		}
 	}
+	return nil
+}
+
+// incrementalEntities names the IncrementalPush entities of the run, as
+// far as knownEntities knows them.
+func (u *run) incrementalEntities(ctx context.Context) []string {
 	var out []string
-	for _, e := range ents {
+	for _, e := range u.knownEntities(ctx) {
 		if strings.EqualFold(e.RefreshType, "IncrementalPush") {
 			out = append(out, e.Entity)
 		}
@@ -803,6 +807,13 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 		u.rec.ExecutionID = newExecutionID(u.exp.DefinitionGroup, u.rec.StartedAt)
 	}
 	u.setExecution(u.rec.ExecutionID)
+	if start {
+		releaseExcel, err := u.waitExcelSlot(ctx, u.r.environment(u.exp))
+		if err != nil {
+			return err
+		}
+		defer releaseExcel()
+	}
 	if err := u.enter(ctx, StateExporting, "execution "+u.rec.ExecutionID); err != nil {
 		return err
 	}
