@@ -64,6 +64,11 @@ type faultCase struct {
 	queue   amqp.Table
 	// schedule is the export's schedule; "" is @yearly (runs are triggered).
 	schedule string
+	// lateConsumer: nobody reads the queue until the case's after starts
+	// the consumer (e.consume).
+	lateConsumer bool
+	// slowConsumer is how long the consumer takes over each message.
+	slowConsumer time.Duration
 
 	// first replaces the first start (dmfexport trigger f) and returns
 	// its exit code.
@@ -230,9 +235,20 @@ func cases() []faultCase {
 				e.wantWaiting("queue")
 				e.bind("fo.faults")
 			}},
-		faultCase{name: "reject-publish queue (max-length 300)", private: true, declare: false, broker: "nack_retries: 20", firstExit: -2,
-			queue:  amqp.Table{"x-max-length": int32(300), "x-overflow": "reject-publish"},
-			inject: func(e *env, p *proc) {}},
+		// A full queue nacks: back-pressure, republished with backoff;
+		// the run succeeds, or waits for room in the queue, never fails.
+		faultCase{name: "reject-publish queue (max-length 300)", private: true, declare: false, firstExit: -2,
+			queue: amqp.Table{"x-max-length": int32(300), "x-overflow": "reject-publish"}, slowConsumer: 2 * time.Millisecond,
+			inject: func(e *env, p *proc) {},
+			after:  func(e *env) { e.wantBackpressure(false) }},
+		faultCase{name: "reject-publish queue, no consumer for 5s+", private: true, declare: false, broker: "backpressure_timeout: 5s", firstExit: 1,
+			queue: amqp.Table{"x-max-length": int32(300), "x-overflow": "reject-publish"}, lateConsumer: true,
+			inject: func(e *env, p *proc) {},
+			after: func(e *env) {
+				e.wantWaiting("queue_space")
+				e.wantBackpressure(true)
+				e.consume() // the consumer comes: it drains the queue, the next start publishes the rest
+			}},
 		faultCase{name: "disk alarm mid-publish", private: true, declare: true, firstExit: 0,
 			inject: func(e *env, p *proc) {
 				if !atStage(e, p, "publishing") {
@@ -451,7 +467,9 @@ exports:
 	if err := os.WriteFile(e.cfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e.consume()
+	if !c.lateConsumer {
+		e.consume()
+	}
 	return e
 }
 
@@ -532,6 +550,7 @@ func (e *env) consume() {
 			e.mu.Lock()
 			e.delivered.add(e.t, m)
 			e.mu.Unlock()
+			time.Sleep(e.c.slowConsumer)
 			_ = m.Ack(false)
 		}
 	}()
@@ -645,6 +664,34 @@ func (e *env) wantWaiting(what string) {
 	if st := e.status(); len(st) == 0 || st[0].final() || st[0].Waiting != what {
 		e.t.Errorf("status after the first start: want the run waiting for %s, got %+v", what, st)
 	}
+}
+
+// wantBackpressure checks the first start's account of a full queue: no
+// entity failed, the first run succeeded or waits for room in the queue
+// (waiting: must wait), and each back-pressure logged at WARN when it
+// started ended logged at INFO, or in giving up.
+func (e *env) wantBackpressure(waiting bool) {
+	st := e.status()
+	switch {
+	case len(st) == 0:
+		e.t.Errorf("status after the first start: no run")
+		return
+	case waiting && (st[0].final() || st[0].Waiting != "queue_space"):
+		e.t.Errorf("status after the first start: want the run waiting for room in the queue, got %+v", st[0])
+	case !waiting && st[0].State != "succeeded" && st[0].Waiting != "queue_space":
+		e.t.Errorf("status after the first start: want succeeded or waiting for room in the queue, got %+v", st[0])
+	}
+	p := e.procs[0]
+	starts := p.count(`"level":"WARN"`, `"msg":"broker refuses messages (nack): queue full`)
+	ends := p.count(`"level":"INFO"`, `"msg":"broker stores messages again: back-pressure over"`)
+	gaveUp := p.count(`"level":"WARN"`, `"msg":"broker still refuses messages; giving up on them for now"`)
+	if n := p.count(`"msg":"entity failed"`); n > 0 {
+		e.t.Errorf("%d entities failed on a full queue:\n%s", n, tail(p.log(), 15))
+	}
+	if starts == 0 || starts != ends+gaveUp || waiting != (gaveUp > 0) {
+		e.t.Errorf("back-pressure: %d started (WARN), %d ended (INFO), %d given up; want each start ended once, and given up only when the run waits", starts, ends, gaveUp)
+	}
+	fmt.Printf("      back-pressure in the first start: %d started (WARN), %d ended (INFO), %d given up at broker.backpressure_timeout\n", starts, ends, gaveUp)
 }
 
 // restartSim replaces the simulator with one without the case's faults,

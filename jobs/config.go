@@ -138,7 +138,7 @@ type BrokerConfig struct {
 	ConfirmWindow       int           // 0 → publish.DefaultConfirmWindow
 	MaxUnconfirmedBytes int           // 0 → the sink's default
 	ReconnectTimeout    time.Duration // 0 → the sink's default; <0 never reconnect
-	NackRetries         int           // 0 → the sink's default
+	BackpressureTimeout time.Duration // 0 → the sink's default; <0 a nack fails at once
 	Declare             bool
 	Queues              []QueueConfig
 }
@@ -1002,6 +1002,11 @@ func (d *decoder) broker(n, exp *yaml.Node, p string) BrokerConfig {
 		}
 	}
 	decodeFields(d, brokerFields, m, where(n, exp), p, &c, func(c *BrokerConfig) string { return c.Type })
+	if v := m["nack_retries"]; v != nil {
+		// Checked and ignored: files written for versions that failed a
+		// batch after this many nacks still load.
+		d.integer(v, p+".nack_retries", 0, 100)
+	}
 	plaintext := false
 	if v := m["allow_plaintext"]; v != nil {
 		plaintext, _ = d.boolean(v, p+".allow_plaintext")

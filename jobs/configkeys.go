@@ -422,7 +422,8 @@ var brokerFields = []field[BrokerConfig]{
 	sizeField("max_unconfirmed_bytes", 1<<20, 1<<34, "1MiB to 16GiB", "e.g. 32MiB", "bytes published and not yet confirmed, at most",
 		func(c *BrokerConfig, n int64) { c.MaxUnconfirmedBytes = int(n) }),
 	durationField("reconnect_timeout", "how long to keep reconnecting after a lost connection", func(c *BrokerConfig) *time.Duration { return &c.ReconnectTimeout }),
-	intField("nack_retries", 0, 100, "republishes of a nacked batch before the entity fails", func(c *BrokerConfig) *int { return &c.NackRetries }),
+	durationField("backpressure_timeout", "how long to republish nacked batches (queue full) while the broker stores none", func(c *BrokerConfig) *time.Duration { return &c.BackpressureTimeout }),
+	{key: "nack_retries", kind: "int (ignored)", doc: "ignored: nacked batches are republished for backpressure_timeout"},
 	boolField("declare", "declare the exchange and queues at start", func(c *BrokerConfig) *bool { return &c.Declare }),
 	{key: "queues", kind: "list", doc: "with declare: queues bound to each export's exchange", decode: func(d *decoder, v *yaml.Node, p string, c *BrokerConfig) {
 		c.Queues = d.queues(v, p)

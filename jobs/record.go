@@ -77,7 +77,8 @@ type RunRecord struct {
 	Unpacked        bool   `json:"unpacked"`          // true only once every entity object is written
 	Resumes         int    `json:"resumes,omitempty"` // times the run was taken up again after an interruption
 	// Waiting names what an unfinished run stopped to wait for
-	// (WaitingForBroker, WaitingForQueue, WaitingForExecution); the run
+	// (WaitingForBroker, WaitingForQueue, WaitingForQueueSpace,
+	// WaitingForExecution); the run
 	// service takes it up again with backoff. Empty while it runs.
 	Waiting string `json:"waiting,omitempty"`
 

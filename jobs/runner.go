@@ -1093,8 +1093,8 @@ func (u *run) publishAll(ctx context.Context) error {
 	}()
 
 	next := make(chan int)
-	var mu sync.Mutex // guards failed, firstErr, brokerErr and routeErr
-	var firstErr, brokerErr, routeErr error
+	var mu sync.Mutex // guards failed, firstErr, brokerErr, fullErr and routeErr
+	var firstErr, brokerErr, fullErr, routeErr error
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
@@ -1110,11 +1110,15 @@ func (u *run) publishAll(ctx context.Context) error {
 				// pending with what the broker confirmed (never past a
 				// returned batch), and the run waits and resumes after its
 				// last confirmed batch. Without a queue the other entities
-				// go on; without a broker the feed stops.
+				// go on; without a broker, or with its queue full past
+				// broker.backpressure_timeout, the feed stops.
 				var waitErr *error
 				switch {
 				case errors.Is(err, publish.ErrBrokerUnavailable):
 					waitErr = &brokerErr
+				case errors.Is(err, publish.ErrQueueFull):
+					waitErr = &fullErr
+					u.log.Warn("entity waits for room in the queue", "entity", e.Entity, "exchange", u.exp.Exchange, "routing_key", u.exp.RoutingKey, "err", err)
 				case errors.Is(err, publish.ErrUnroutable):
 					waitErr = &routeErr
 					u.log.Warn("entity waits for a queue bound to the exchange", "entity", e.Entity, "exchange", u.exp.Exchange, "routing_key", u.exp.RoutingKey, "err", err)
@@ -1156,7 +1160,7 @@ func (u *run) publishAll(ctx context.Context) error {
 feed:
 	for _, i := range todo {
 		mu.Lock()
-		stop := firstErr != nil || brokerErr != nil
+		stop := firstErr != nil || brokerErr != nil || fullErr != nil
 		mu.Unlock()
 		if stop {
 			break
@@ -1177,6 +1181,9 @@ feed:
 	}
 	if brokerErr != nil {
 		return newWaiting(WaitingForBroker, brokerErr)
+	}
+	if fullErr != nil {
+		return newWaiting(WaitingForQueueSpace, fullErr)
 	}
 	if routeErr != nil {
 		return newWaiting(WaitingForQueue, routeErr)
@@ -1419,7 +1426,7 @@ func openSink(ctx context.Context, exp *Export, log *slog.Logger, shares int) (p
 	case "amqp":
 		s, err := publish.DialAMQP(ctx, publish.AMQPOptions{
 			URL: b.URL.Reveal(), ConfirmWindow: b.ConfirmWindow, MaxUnconfirmedBytes: unconfirmedShare(b.MaxUnconfirmedBytes, shares),
-			ReconnectTimeout: b.ReconnectTimeout, NackRetries: b.NackRetries,
+			ReconnectTimeout: b.ReconnectTimeout, BackpressureTimeout: b.BackpressureTimeout,
 			ConnectionName: connectionName(exp.Name), Logger: log,
 		})
 		if err != nil {

@@ -7,8 +7,9 @@ import (
 )
 
 // A run that meets a fault outside dmfexport that an operator or time can
-// clear (the broker away, no queue bound to the exchange, an F&O execution
-// still running past poll.deadline) is not failed: it is left unfinished,
+// clear (the broker away, no queue bound to the exchange, a queue full past
+// broker.backpressure_timeout, an F&O execution still running past
+// poll.deadline) is not failed: it is left unfinished,
 // with what the broker confirmed, its record's Waiting naming what it waits
 // for, and it is taken up again — by dmfexport run with backoff, by the
 // next scheduled fire of its export, or by dmfexport trigger.
@@ -29,6 +30,10 @@ const (
 	// WaitingForQueue: the broker returned batches as unroutable, since no
 	// queue is bound to the exchange with the routing key.
 	WaitingForQueue = "queue"
+	// WaitingForQueueSpace: the broker refused (nacked) batches for
+	// broker.backpressure_timeout, its queue full (x-max-length with
+	// x-overflow reject-publish) and its consumers taking too little.
+	WaitingForQueueSpace = "queue_space"
 	// WaitingForExecution: F&O's execution had not ended by poll.deadline.
 	WaitingForExecution = "execution"
 	// WaitingForPackage: F&O exported, but its package could not be
@@ -68,6 +73,8 @@ func WaitingText(what string) string {
 	switch what {
 	case WaitingForQueue:
 		return "waiting for a queue bound to the exchange"
+	case WaitingForQueueSpace:
+		return "waiting for room in the queue"
 	case WaitingForExecution:
 		return "waiting for F&O to end the execution"
 	case WaitingForPackage:
@@ -83,6 +90,9 @@ func waitingAdvice(what string) string {
 	switch what {
 	case WaitingForQueue:
 		return "the run stays unfinished with what the broker confirmed, and publishes the rest once a queue is bound to the exchange with the routing key " + retried
+	case WaitingForQueueSpace:
+		return "the run stays unfinished with what the broker confirmed, and publishes the rest once the queue's consumers make room " + retried +
+			"; if they are stopped, start them, or raise the queue's x-max-length or broker.backpressure_timeout"
 	case WaitingForExecution:
 		return "the run stays unfinished and polls the execution again " + retried +
 			"; if the execution is stuck in F&O, cancel it there (Data management > Job history): the run then ends with F&O's status"

@@ -23,8 +23,9 @@ const (
 	DefaultConfirmWindow = 128
 	// DefaultReconnectTimeout is how long a lost connection is retried.
 	DefaultReconnectTimeout = 2 * time.Minute
-	// DefaultNackRetries is how often a refused (nacked) message is sent again.
-	DefaultNackRetries = 3
+	// DefaultBackpressureTimeout is how long refused (nacked) messages are
+	// published again while the broker stores none.
+	DefaultBackpressureTimeout = 2 * time.Minute
 	// DefaultMaxUnconfirmedBytes bounds the bodies held until confirmed.
 	DefaultMaxUnconfirmedBytes = 16 << 20
 )
@@ -55,6 +56,22 @@ var ErrBrokerUnavailable = errors.New("broker unavailable")
 // a queue is bound loses nothing.
 var ErrUnroutable = errors.New("unroutable")
 
+// ErrQueueFull is wrapped by the error of a sink whose broker kept refusing
+// (nacking) its messages for BackpressureTimeout without storing one: a
+// queue at its x-max-length with x-overflow reject-publish whose consumers
+// take too little, or a broker that cannot store messages. The refused
+// messages are not stored: publishing them again once the queue has room
+// loses nothing.
+var ErrQueueFull = errors.New("queue full")
+
+// Back-off between publishing refused messages again: from
+// minBackpressureDelay, doubled while the broker stores nothing, at most
+// maxBackpressureDelay.
+const (
+	minBackpressureDelay = 200 * time.Millisecond
+	maxBackpressureDelay = 5 * time.Second
+)
+
 // RepublishedHeader is the AMQP header set to true on a message sent again
 // after a lost connection or a nack; it carries the same message ID as the
 // first copy, which the broker may have stored too.
@@ -79,9 +96,12 @@ type AMQPOptions struct {
 	// after the connection or channel is lost; 0 means
 	// DefaultReconnectTimeout, negative disables reconnecting.
 	ReconnectTimeout time.Duration
-	// NackRetries is how often a nacked message is published again before
-	// it fails; 0 means DefaultNackRetries, negative means never.
-	NackRetries int
+	// BackpressureTimeout is how long the sink keeps publishing refused
+	// (nacked) messages again, with backoff, while the broker stores none of
+	// its messages; past it the refused messages fail with ErrQueueFull. 0
+	// means DefaultBackpressureTimeout, negative fails them at the first
+	// nack.
+	BackpressureTimeout time.Duration
 	// Logger receives connection events; nil discards them.
 	Logger *slog.Logger
 }
@@ -111,8 +131,17 @@ type QueueBinding struct {
 // failed write, a closed channel, a missing confirm): the sink reconnects with
 // backoff (for up to ReconnectTimeout) and publishes every unconfirmed
 // message again with the same message ID and header x-republished: true, so
-// nothing is lost and consumers can drop duplicates. A nacked message is
-// sent again up to NackRetries times, then fails. A channel closed by the
+// nothing is lost and consumers can drop duplicates. A nack (a queue full
+// at its x-max-length with x-overflow reject-publish) is back-pressure: the
+// sink publishes one message at a time, sends the refused ones again in
+// publish order, the same way, with backoff (200 ms doubling to 5 s) while
+// nothing is stored, and widens its window again as messages are stored;
+// only when the broker has stored none for BackpressureTimeout do the
+// refused messages fail, with ErrQueueFull. Messages already in flight when
+// the queue filled can be stored after ones sent later (each carries its
+// batch sequence); confirms, and so checkpoints, stay in publish order.
+// The start of back-pressure is logged at WARN, its end at INFO, with
+// counts. A channel closed by the
 // broker for a permanent reason (403, 404, 405, 406: missing exchange,
 // message over max_message_size, ...) fails the messages in flight and
 // reopens the channel for later ones. While the broker has blocked the
@@ -144,6 +173,20 @@ type AMQPSink struct {
 	closed     bool
 	isBlocked  bool
 	reconnects int
+	pressure   *backpressure // nil unless the broker refuses messages
+}
+
+// backpressure is the state of a sink whose broker refuses messages, from
+// the first nack until a full window of messages in a row is stored.
+type backpressure struct {
+	since       time.Time     // the first nack
+	progress    time.Time     // the last message stored, or since
+	delay       time.Duration // the next backoff
+	stored      bool          // a message was stored since the last republish
+	inARow      int           // messages stored since the last nack
+	nacks       int
+	republished int
+	storedTotal int
 }
 
 type inflight struct {
@@ -168,8 +211,8 @@ func DialAMQP(ctx context.Context, o AMQPOptions) (*AMQPSink, error) {
 	if s.o.ReconnectTimeout == 0 {
 		s.o.ReconnectTimeout = DefaultReconnectTimeout
 	}
-	if s.o.NackRetries == 0 {
-		s.o.NackRetries = DefaultNackRetries
+	if s.o.BackpressureTimeout == 0 {
+		s.o.BackpressureTimeout = DefaultBackpressureTimeout
 	}
 	s.redacted, s.password = redact.URL(o.URL), password(o.URL)
 	if _, err := amqp.ParseURI(o.URL); err != nil {
@@ -392,7 +435,7 @@ func (s *AMQPSink) Publish(ctx context.Context, m Message) error {
 	if s.closed {
 		return errors.New("amqp sink is closed")
 	}
-	if err := s.settle(ctx, s.o.ConfirmWindow-1, s.o.MaxUnconfirmedBytes-len(m.Body)); err != nil {
+	if err := s.settle(ctx, s.window()-1, s.o.MaxUnconfirmedBytes-len(m.Body)); err != nil {
 		return err
 	}
 	if err := s.waitUnblocked(ctx); err != nil {
@@ -534,6 +577,95 @@ func (s *AMQPSink) Flush(ctx context.Context) error {
 	if s.broken == nil {
 		s.failed = nil
 	}
+	if p := s.pressure; err == nil && p != nil && p.inARow > 0 {
+		s.pressureOver() // everything published is stored
+	}
+	return err
+}
+
+// window is the number of messages Publish lets be unconfirmed: one while
+// the broker refuses messages, so what follows keeps its order, growing by
+// one with each message stored, back to ConfirmWindow.
+func (s *AMQPSink) window() int {
+	if s.pressure == nil {
+		return s.o.ConfirmWindow
+	}
+	return min(s.o.ConfirmWindow, 1+s.pressure.inARow)
+}
+
+// refused handles the nack of head, the oldest unconfirmed message: it
+// starts back-pressure (logged once), waits the backoff unless the broker
+// stored a message since the last republish, and publishes head again. Once
+// the broker has stored nothing for BackpressureTimeout it gives up: every
+// unconfirmed message fails with ErrQueueFull, none counted as stored.
+func (s *AMQPSink) refused(ctx context.Context, head *inflight) error {
+	now := time.Now()
+	p := s.pressure
+	if p == nil {
+		p = &backpressure{since: now, progress: now, delay: minBackpressureDelay}
+		s.pressure = p
+		s.log.Warn("broker refuses messages (nack): queue full; backing off and publishing them again in order",
+			"broker", s.redacted, "message_id", head.m.MessageID, "unconfirmed", len(s.pending), "backpressure_timeout", s.o.BackpressureTimeout)
+	}
+	p.nacks++
+	p.inARow = 0
+	left := s.o.BackpressureTimeout - now.Sub(p.progress)
+	if s.o.BackpressureTimeout < 0 || left <= 0 {
+		return s.queueFull(head)
+	}
+	if p.stored {
+		p.delay = minBackpressureDelay // the queue had room a moment ago
+	} else {
+		// The last wait is cut to the timeout, so the last attempt is made
+		// at the timeout itself.
+		if err := ctxio.Sleep(ctx, min(p.delay, left)); err != nil {
+			return fmt.Errorf("wait for room in the queue of message %s: %w", head.m.MessageID, err)
+		}
+		p.delay = min(2*p.delay, maxBackpressureDelay)
+	}
+	p.stored = false
+	p.republished++
+	head.attempts++
+	return s.send(ctx, head)
+}
+
+// noteStored counts a stored message against back-pressure, ending it once
+// a full window of messages in a row was stored.
+func (s *AMQPSink) noteStored() {
+	p := s.pressure
+	if p == nil {
+		return
+	}
+	p.progress, p.stored = time.Now(), true
+	p.inARow++
+	p.storedTotal++
+	if p.inARow >= s.o.ConfirmWindow {
+		s.pressureOver()
+	}
+}
+
+func (s *AMQPSink) pressureOver() {
+	p := s.pressure
+	s.log.Info("broker stores messages again: back-pressure over", "broker", s.redacted,
+		"nacks", p.nacks, "republished", p.republished, "stored", p.storedTotal, "lasted", time.Since(p.since).Round(time.Millisecond))
+	s.pressure = nil
+}
+
+// queueFull ends back-pressure that lasted BackpressureTimeout: every
+// unconfirmed message fails (a later confirm of one is ignored; publishing
+// it again stores a duplicate under the same message ID).
+func (s *AMQPSink) queueFull(head *inflight) error {
+	p := s.pressure
+	s.pressure = nil
+	unconfirmed := len(s.pending)
+	err := fmt.Errorf("broker refused message %s (nack) and stored none of its messages for broker.backpressure_timeout (%s): %d nacks, %d messages published again; the queue is full (x-max-length with x-overflow reject-publish) and its consumers take too little, or the broker cannot store messages (%w): the %d unconfirmed messages are not counted as published",
+		head.m.MessageID, s.o.BackpressureTimeout, p.nacks, p.republished, ErrQueueFull, unconfirmed)
+	s.log.Warn("broker still refuses messages; giving up on them for now", "broker", s.redacted, "message_id", head.m.MessageID,
+		"nacks", p.nacks, "republished", p.republished, "unconfirmed", unconfirmed, "lasted", time.Since(p.since).Round(time.Millisecond))
+	s.fail(err)
+	clear(s.pending)
+	s.pending = s.pending[:0]
+	s.pendingLen = 0
 	return err
 }
 
@@ -595,19 +727,9 @@ func (s *AMQPSink) settle(ctx context.Context, keep, keepBytes int) error {
 				}
 				continue
 			}
-			if head.attempts < s.o.NackRetries {
-				s.log.Warn("broker nacked a message; publishing it again", "message_id", head.m.MessageID, "attempt", head.attempts+1)
-				if err := ctxio.Sleep(ctx, time.Duration(head.attempts+1)*200*time.Millisecond); err != nil {
-					return err
-				}
-				head.attempts++
-				if err := s.send(ctx, head); err != nil {
-					return err
-				}
-				continue
+			if err := s.refused(ctx, head); err != nil {
+				return err
 			}
-			s.fail(fmt.Errorf("broker refused message %s (nack, %d attempts): check the queue's limits (x-max-length with reject-publish) and the broker's alarms", head.m.MessageID, head.attempts+1))
-			s.pop()
 			continue
 		}
 		id := head.m.MessageID
@@ -620,6 +742,7 @@ func (s *AMQPSink) settle(ctx context.Context, keep, keepBytes int) error {
 		}
 		stored := head.m.OnStored
 		s.pop()
+		s.noteStored()
 		if stored != nil {
 			stored()
 		}
