@@ -53,6 +53,11 @@ const (
 	defaultRegisterWait = 5 * time.Second
 	maxRegisterWait     = 30 * time.Second
 
+	// waitLogInterval is the time between two log lines of a wait on F&O
+	// (for an execution to be registered, for a package URL): under a
+	// minute, so that a slow status call does not push a line beyond it.
+	waitLogInterval = 50 * time.Second
+
 	// maxAnswerBytes bounds the body of a successful answer kept in memory.
 	maxAnswerBytes = 8 << 20
 	// maxErrorBodyBytes bounds the body of a failed answer kept in memory.
@@ -191,6 +196,7 @@ type Client struct {
 	urlWaitMax      time.Duration // cap of the WaitPackageURL backoff
 	registerTimeout time.Duration // how long an execution may stay unknown to F&O
 	registerWait    time.Duration // first wait between asks while it is
+	waitLogEvery    time.Duration // most time a wait on F&O goes without a log line
 
 	onRetry func(action, reason string)
 	pacer   *Pacer // nil: calls are not paced
@@ -233,6 +239,7 @@ func NewClient(environment string, cred azcore.TokenCredential, opts *ClientOpti
 		urlWaitMax:      30 * time.Second,
 		registerTimeout: o.RegisterTimeout,
 		registerWait:    o.RegisterInterval,
+		waitLogEvery:    waitLogInterval,
 		onRetry:         o.OnRetry,
 		pacer:           o.Pacer,
 		identity:        strings.TrimSpace(o.Identity),
@@ -359,25 +366,32 @@ type failure struct {
 	kind       failKind
 	reason     string        // short text for the retry log
 	retryAfter time.Duration // server-given delay, for failThrottled
+	// answer describes a 2xx answer that could not be used (its size and
+	// Content-Type, never its body), for the retry log; "" otherwise.
+	answer string
 }
 
-// send makes one POST of action and returns the body of a 2xx answer.
-func (c *Client) send(ctx context.Context, action string, payload []byte) ([]byte, *failure) {
+// send makes one POST of action and returns the body of a 2xx answer and
+// its description (see describeAnswer). A 2xx answer larger than
+// maxAnswerBytes (a gzip bomb once decoded, a proxy's endless page) is a
+// transient failure: it says nothing about the execution, so it is retried
+// like a 5xx.
+func (c *Client) send(ctx context.Context, action string, payload []byte) ([]byte, string, *failure) {
 	// Wait for the turn first: a token taken before a long wait could lapse.
 	if c.pacer != nil {
 		release, err := c.pacer.acquire(ctx)
 		if err != nil {
-			return nil, &failure{err: fmt.Errorf("F&O %s: wait for the environment's pace: %w", action, err), kind: failFatal}
+			return nil, "", &failure{err: fmt.Errorf("F&O %s: wait for the environment's pace: %w", action, err), kind: failFatal}
 		}
 		defer release()
 	}
 	tok, err := c.token(ctx)
 	if err != nil {
-		return nil, &failure{err: err, kind: failFatal}
+		return nil, "", &failure{err: err, kind: failFatal}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+actionPathTemplate+action, bytes.NewReader(payload))
 	if err != nil {
-		return nil, &failure{err: fmt.Errorf("F&O %s: build request: %w", action, err), kind: failFatal}
+		return nil, "", &failure{err: fmt.Errorf("F&O %s: build request: %w", action, err), kind: failFatal}
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Accept", "application/json")
@@ -389,7 +403,7 @@ func (c *Client) send(ctx context.Context, action string, payload []byte) ([]byt
 	start := time.Now()
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, c.transportFailure(ctx, action, err)
+		return nil, "", c.transportFailure(ctx, action, err)
 	}
 	defer resp.Body.Close()
 
@@ -400,16 +414,18 @@ func (c *Client) send(ctx context.Context, action string, payload []byte) ([]byt
 			if f.kind == failNotSent {
 				f.kind = failTransient // the server answered: it acted on the request
 			}
-			return nil, f
+			return nil, "", f
 		}
 		if len(body) > maxAnswerBytes {
-			return nil, &failure{err: fmt.Errorf("F&O %s: answer larger than %d bytes", action, maxAnswerBytes), kind: failFatal}
+			desc := describeAnswer(resp, -1)
+			return nil, "", &failure{err: fmt.Errorf("F&O %s: answer larger than %d bytes (%s)", action, maxAnswerBytes, desc),
+				kind: failTransient, reason: "oversize answer", answer: desc}
 		}
 		c.log.Debug("F&O call", "action", action, "status", resp.StatusCode, "duration", time.Since(start))
 		if c.pacer != nil {
 			c.pacer.succeeded()
 		}
-		return body, nil
+		return body, describeAnswer(resp, len(body)), nil
 	}
 
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBodyBytes))
@@ -444,7 +460,27 @@ func (c *Client) send(ctx context.Context, action string, payload []byte) ([]byt
 	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		f.kind = failTransient
 	}
-	return nil, f
+	return nil, "", f
+}
+
+// describeAnswer names a 2xx answer for logs and errors without its body:
+// its Content-Type, its size (n < 0: more than maxAnswerBytes) and whether
+// it came gzip-encoded (decoded by the transport, as a gzip bomb would be).
+func describeAnswer(resp *http.Response, n int) string {
+	ct := strings.TrimSpace(resp.Header.Get("Content-Type"))
+	if ct == "" {
+		ct = "no Content-Type"
+	} else {
+		ct = "Content-Type " + truncate(strings.ToValidUTF8(ct, "?"), 80)
+	}
+	size := fmt.Sprintf("%d bytes", n)
+	if n < 0 {
+		size = fmt.Sprintf("more than %d bytes", maxAnswerBytes)
+	}
+	if resp.Uncompressed {
+		size += " once gzip-decoded"
+	}
+	return ct + ", " + size
 }
 
 // transportFailure classifies an error of the HTTP exchange itself.
@@ -522,7 +558,7 @@ func (c *Client) call(ctx context.Context, action string, reqBody any, retryUnre
 		return fmt.Errorf("F&O %s: encode request: %w", action, err)
 	}
 	for attempt := 0; ; attempt++ {
-		body, f := c.send(ctx, action, payload)
+		body, desc, f := c.send(ctx, action, payload)
 		if f == nil {
 			v, err := parseValue(body)
 			if err == nil {
@@ -531,7 +567,7 @@ func (c *Client) call(ctx context.Context, action string, reqBody any, retryUnre
 			if err == nil {
 				return nil
 			}
-			f = &failure{err: fmt.Errorf("F&O %s: read answer: %w", action, err), kind: failFatal, reason: "unreadable answer"}
+			f = &failure{err: fmt.Errorf("F&O %s: read answer (%s): %w", action, desc, err), kind: failFatal, reason: "unreadable answer", answer: desc}
 			if retryUnreadable {
 				f.kind = failTransient
 			}
@@ -558,8 +594,11 @@ func retriesExhausted(err error, retries int) error {
 }
 
 func (c *Client) logRetry(action string, f *failure, delay time.Duration, attempt int) {
-	c.log.Warn("F&O call failed, retrying",
-		"action", action, "reason", f.reason, "delay", delay, "retry", attempt+1, "max_retries", c.maxRetries)
+	args := []any{"action", action, "reason", f.reason, "delay", delay, "retry", attempt + 1, "max_retries", c.maxRetries}
+	if f.answer != "" {
+		args = append(args, "answer", f.answer)
+	}
+	c.log.Warn("F&O call failed, retrying", args...)
 	if c.onRetry != nil {
 		c.onRetry(action, f.reason)
 	}
@@ -593,7 +632,7 @@ type executionBody struct {
 // execution ID. It posts at most once per ID while F&O may still register
 // an earlier post: 429 answers (not accepted) are retried after
 // Retry-After; after a fault that leaves it unknown whether F&O started the
-// export (5xx, timeout, reset, an unreadable answer) with a chosen
+// export (5xx, timeout, reset, an unreadable or oversize 2xx answer) with a chosen
 // r.ExecutionID, the status of that ID is polled for the whole
 // ClientOptions.RegisterTimeout window (F&O answers Unknown or HTTP 400
 // "Execution details were not found" until it registers an execution): if
@@ -619,23 +658,27 @@ func (c *Client) ExportToPackage(ctx context.Context, r ExportRequest) (string, 
 	id := r.ExecutionID
 	mayExist := false // an earlier attempt may have started the export
 	for attempt := 0; ; attempt++ {
-		body, f := c.send(ctx, actionExport, payload)
+		body, desc, f := c.send(ctx, actionExport, payload)
 		if f == nil {
 			v, err := parseValue(body)
 			var got string
 			if err == nil {
 				got, err = valueString(v)
 			}
-			if err != nil {
-				return c.exportUnreadable(ctx, r, fmt.Errorf("F&O %s: read answer: %w", actionExport, err))
-			}
-			if got == "" {
-				if id == "" {
-					return "", fmt.Errorf("export to package %q: F&O answered an empty execution ID: check its data management workspace for the job", r.DefinitionGroupID)
+			if err == nil {
+				if got == "" {
+					if id == "" {
+						return "", fmt.Errorf("export to package %q: F&O answered an empty execution ID: check its data management workspace for the job", r.DefinitionGroupID)
+					}
+					return id, nil
 				}
-				return id, nil
+				return got, nil
 			}
-			return got, nil
+			// F&O (or a proxy in front of it) answered 2xx with something
+			// else than an execution ID: whether the export started is
+			// unknown, as after a 5xx.
+			f = &failure{err: fmt.Errorf("F&O %s: read answer (%s): %w", actionExport, desc, err),
+				kind: failTransient, reason: "unreadable answer", answer: desc}
 		}
 		if f.kind == failFatal {
 			if mayExist {
@@ -655,8 +698,11 @@ func (c *Client) ExportToPackage(ctx context.Context, r ExportRequest) (string, 
 			// F&O may have started the export and not registered it yet:
 			// wait for the ID for the whole window before posting again.
 			mayExist = true
-			c.log.Warn("F&O export may have started: waiting for F&O to register the execution before posting again",
-				"execution_id", id, "reason", f.reason, "window", c.registerTimeout)
+			args := []any{"execution_id", id, "reason", f.reason, "window", c.registerTimeout}
+			if f.answer != "" {
+				args = append(args, "answer", f.answer)
+			}
+			c.log.Warn("F&O export may have started: waiting for F&O to register the execution before posting again", args...)
 			st, err := c.AwaitExecution(ctx, id)
 			switch {
 			case errors.Is(err, ErrNotRegistered):
@@ -711,6 +757,7 @@ func (c *Client) ExportToPackage(ctx context.Context, r ExportRequest) (string, 
 func (c *Client) AwaitExecution(ctx context.Context, executionID string) (Status, error) {
 	start := time.Now()
 	wait := c.registerWait
+	heard := waitLog{every: c.waitLogEvery, last: start}
 	for asks := 1; ; asks++ {
 		st, last, err := c.statusOf(ctx, executionID)
 		if err != nil {
@@ -724,7 +771,11 @@ func (c *Client) AwaitExecution(ctx context.Context, executionID string) (Status
 		if remaining <= 0 {
 			return StatusUnknown, c.notRegisteredError(executionID, waited, asks, last)
 		}
-		d := min(jitter(wait, 0.2), remaining)
+		if heard.due(time.Now()) {
+			c.log.Info("still waiting for F&O to register the execution", "execution_id", executionID,
+				"waited", waited.Round(time.Second), "window", c.registerTimeout, "asks", asks, "answer", last)
+		}
+		d := min(jitter(wait, 0.2), remaining, heard.untilDue(time.Now()))
 		c.log.Debug("F&O does not know the execution yet", "execution_id", executionID, "answer", last, "delay", d)
 		if err := c.pollSleep(ctx, d); err != nil {
 			return StatusUnknown, fmt.Errorf("wait for F&O to register execution %q: %w", executionID, err)
@@ -755,23 +806,6 @@ func startedBy(r ExportRequest, st Status) bool {
 		return true
 	}
 	return false
-}
-
-// exportUnreadable handles a 2xx answer to ExportToPackage that cannot be
-// read: with a chosen ID the export is confirmed through its status, waiting
-// the whole register window for F&O to know it.
-func (c *Client) exportUnreadable(ctx context.Context, r ExportRequest, err error) (string, error) {
-	if r.ExecutionID != "" {
-		st, serr := c.AwaitExecution(ctx, r.ExecutionID)
-		if serr == nil && startedBy(r, st) {
-			c.log.Warn("F&O export answer unreadable, execution found by its ID", "execution_id", r.ExecutionID, "error", err)
-			return r.ExecutionID, nil
-		}
-		if serr != nil {
-			err = fmt.Errorf("%w; then asking whether execution %q started: %w", err, r.ExecutionID, serr)
-		}
-	}
-	return "", fmt.Errorf("export to package %q: %w; the export may have started in F&O: check the data management workspace before running again", r.DefinitionGroupID, err)
 }
 
 // ExecutionStatus returns the status of an execution exactly as F&O names it,
@@ -1044,7 +1078,23 @@ func valueString(v json.RawMessage) (string, error) {
 		}
 		return s, nil
 	}
-	return "", fmt.Errorf("answer value is %s, want a string", truncate(string(v), 80))
+	return "", fmt.Errorf("answer value is %s, want a string", jsonKind(v))
+}
+
+// jsonKind names the kind of a JSON value (object, array, number, ...)
+// for errors, which never quote an answer's body.
+func jsonKind(v json.RawMessage) string {
+	switch firstByte(v) {
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case 't', 'f':
+		return "a boolean"
+	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		return "a number"
+	}
+	return "not a JSON value"
 }
 
 // maxErrorsDepth bounds how many JSON-in-string layers parseErrors unwraps.

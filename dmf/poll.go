@@ -43,6 +43,7 @@ func (c *Client) PollStatus(ctx context.Context, executionID string, o PollOptio
 	}
 
 	start := time.Now()
+	heard := waitLog{every: c.waitLogEvery, last: start}
 	var unknownSince time.Time // first of the Unknown answers in a row
 	unknowns := 0
 	var last Status
@@ -76,6 +77,10 @@ func (c *Client) PollStatus(ctx context.Context, executionID string, o PollOptio
 				return canonical, fmt.Errorf("poll status of execution %q: %w",
 					executionID, c.notRegisteredError(executionID, now.Sub(unknownSince), unknowns, answer))
 			}
+			if heard.due(now) {
+				c.log.Info("still waiting for F&O to register the execution", "execution_id", executionID,
+					"waited", now.Sub(unknownSince).Round(time.Second), "window", c.registerTimeout, "asks", unknowns, "answer", answer)
+			}
 		default:
 			return st, fmt.Errorf("poll status of execution %q: %w %q", executionID, ErrUnexpectedStatus, string(st))
 		}
@@ -85,7 +90,7 @@ func (c *Client) PollStatus(ctx context.Context, executionID string, o PollOptio
 			wait = maxInterval
 		}
 		if registerLeft > 0 {
-			wait = min(wait, registerLeft)
+			wait = min(wait, registerLeft, heard.untilDue(time.Now()))
 		}
 		if o.Deadline > 0 {
 			remaining := o.Deadline - time.Since(start)
@@ -134,6 +139,7 @@ func (c *Client) WaitPackageURL(ctx context.Context, executionID string, timeout
 	}
 	start := time.Now()
 	delay := c.urlWaitBase
+	heard := waitLog{every: c.waitLogEvery, last: start}
 	for asks := 1; ; asks++ {
 		u, err := c.PackageURL(ctx, executionID)
 		if err != nil {
@@ -148,11 +154,37 @@ func (c *Client) WaitPackageURL(ctx context.Context, executionID string, timeout
 				"F&O may still be writing the package; try again later or raise the wait",
 				executionID, ErrPackageNotReady, time.Since(start).Round(time.Millisecond), asks)
 		}
-		wait := min(jitter(delay, 0.2), c.urlWaitMax, remaining)
+		if heard.due(time.Now()) {
+			c.log.Info("still waiting for F&O's package URL", "execution_id", executionID,
+				"waited", time.Since(start).Round(time.Second), "timeout", timeout, "asks", asks)
+		}
+		wait := min(jitter(delay, 0.2), c.urlWaitMax, remaining, heard.untilDue(time.Now()))
 		c.log.Debug("F&O package URL not ready yet", "execution_id", executionID, "delay", wait)
 		if err := c.pollSleep(ctx, wait); err != nil {
 			return "", fmt.Errorf("wait for package URL of execution %q: %w", executionID, err)
 		}
 		delay = min(delay*2, c.urlWaitMax)
 	}
+}
+
+// waitLog says when a long wait on F&O is due its next log line, so that
+// an operator never watches a silent process for more than every.
+type waitLog struct {
+	every time.Duration
+	last  time.Time // of the last line, or of the start of the wait
+}
+
+// due reports whether a line is due at now, and if so counts it as written.
+func (w *waitLog) due(now time.Time) bool {
+	if now.Sub(w.last) < w.every {
+		return false
+	}
+	w.last = now
+	return true
+}
+
+// untilDue is how long after now the next line is due: a wait capped by it
+// asks again, and so logs, in time.
+func (w *waitLog) untilDue(now time.Time) time.Duration {
+	return max(w.last.Add(w.every).Sub(now), time.Millisecond)
 }

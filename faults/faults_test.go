@@ -309,6 +309,27 @@ func cases() []faultCase {
 			sim: []string{"--content-length-delta", "-200", "--download-faults-first", "1"}},
 		faultCase{name: "slow download stalls", declare: true, firstExit: 0,
 			sim: []string{"--download-rate", "200000"}},
+		// Bounded answers and downloads: bad 200 answers are retried like
+		// a 5xx, an export behind one is found by its ID, a body is cut at
+		// its bound and a stalled download resumed, all in the first start.
+		faultCase{name: "F&O oversize status answer", declare: true, firstExit: 0,
+			sim:    []string{"--fault", "action=GetExecutionSummaryStatus,every=3,answer=oversize"},
+			inject: wantLine(`"msg":"F&O call failed, retrying"`, `"reason":"oversize answer"`, `more than 8388608 bytes`)},
+		faultCase{name: "F&O gzip bomb answer", declare: true, firstExit: 0,
+			sim:    []string{"--fault", "action=GetExportedPackageUrl,first=2,answer=gzip-bomb"},
+			inject: wantLine(`"msg":"F&O call failed, retrying"`, `once gzip-decoded`)},
+		faultCase{name: "F&O HTML 200 to ExportToPackage, export started", declare: true, firstExit: 0,
+			sim:    []string{"--fault", "action=ExportToPackage,first=1,answer=html,apply"},
+			inject: wantLine(`"msg":"F&O export may have started`, `Content-Type text/html`)},
+		faultCase{name: "F&O HTML 200 to ExportToPackage, not started", declare: true, firstExit: 0,
+			sim:    []string{"--fault", "action=ExportToPackage,first=1,answer=html"},
+			inject: wantLine(`"msg":"F&O export may have started`, `Content-Type text/html`)},
+		faultCase{name: "endless package body", declare: true, firstExit: 0, poll: "deadline: 2m, max_package_bytes: 16MiB",
+			sim:    []string{"--endless-body", "--download-faults-first", "1"},
+			inject: wantLine(`"msg":"package body larger than its bound; downloading it again"`)},
+		faultCase{name: "download trickles then stalls", declare: true, firstExit: 0, poll: "deadline: 2m, download_stall_timeout: 2s",
+			sim:    []string{"--download-rate", "50000", "--stall-after", "100000", "--download-faults-first", "1"},
+			inject: wantLine(`"msg":"package download interrupted, resuming"`, `poll.download_stall_timeout`)},
 	)
 	// Azure Blob Storage away for a few seconds while the package and the
 	// entity blobs upload and while records and checkpoints are written:
@@ -348,6 +369,16 @@ func cases() []faultCase {
 		}
 	}
 	return cs
+}
+
+// wantLine is an inject that fails the case unless the first start logs a
+// line holding every one of parts: the fault was met and said so.
+func wantLine(parts ...string) func(e *env, p *proc) {
+	return func(e *env, p *proc) {
+		if !p.waitLine(60*time.Second, parts...) {
+			e.t.Errorf("the first start never logged %q:\n%s", parts, tail(p.log(), 20))
+		}
+	}
 }
 
 // runCase runs one case and prints its line.

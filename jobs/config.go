@@ -165,6 +165,11 @@ type PollConfig struct {
 	RegisterTimeout time.Duration // 0 → dmf.DefaultRegisterTimeout
 	// DownloadTimeout bounds the package download, reconnects included.
 	DownloadTimeout time.Duration // 0 → unpack.DefaultDownloadTimeout
+	// DownloadStallTimeout is how long a download may bring no bytes
+	// before its connection is dropped and the download resumed.
+	DownloadStallTimeout time.Duration // 0 → unpack.DefaultStallTimeout
+	// MaxPackageBytes bounds a package body sent without a Content-Length.
+	MaxPackageBytes int64 // 0 → unpack.DefaultMaxPackageBytes
 }
 
 // RetentionConfig says which finished runs are deleted from the store after

@@ -448,6 +448,9 @@ var pollFields = []field[PollConfig]{
 	durationField("package_url_max_interval", "cap of that wait", func(c *PollConfig) *time.Duration { return &c.PackageURLMaxInterval }),
 	durationField("register_timeout", "how long a started execution may stay unknown to F&O", func(c *PollConfig) *time.Duration { return &c.RegisterTimeout }),
 	durationField("download_timeout", "give up on a package download after this long", func(c *PollConfig) *time.Duration { return &c.DownloadTimeout }),
+	durationField("download_stall_timeout", "resume a package download that brought no bytes for this long", func(c *PollConfig) *time.Duration { return &c.DownloadStallTimeout }),
+	sizeField("max_package_bytes", 1<<20, 1<<50, "1MiB to 1PiB", "e.g. 8GiB", "bound of a package body sent without a Content-Length",
+		func(c *PollConfig, n int64) { c.MaxPackageBytes = n }),
 }
 
 var retentionFields = []field[RetentionConfig]{

@@ -895,6 +895,7 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 	}
 	return u.step(ctx, "download", func(ctx context.Context) error {
 		dl := unpack.DownloadOptions{HTTPClient: u.r.httpClient(), Timeout: u.exp.Poll.DownloadTimeout,
+			StallTimeout: u.exp.Poll.DownloadStallTimeout, MaxBytes: u.exp.Poll.MaxPackageBytes, Logger: u.log,
 			Progress: func(done, total int64) { u.emit(Event{Done: done, Total: max(total, 0)}) }}
 		var n int64
 		var sum string
@@ -919,6 +920,13 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 				break
 			}
 			switch {
+			case errors.Is(err, unpack.ErrPackageTooLarge) && badPackages < maxBadPackages:
+				// A body past its bound (an endless body, more than its
+				// Content-Length) was cut where it crossed it: the package
+				// itself may be fine, so download it again.
+				badPackages++
+				u.log.Warn("package body larger than its bound; downloading it again", "bytes", n, "attempt", badPackages+1, "err", err)
+				continue
 			case errors.Is(err, unpack.ErrNotZip) && badPackages < maxBadPackages:
 				// A body shorter than it should be (a wrong
 				// Content-Length, a proxy cutting it) reads as a zip
@@ -963,7 +971,8 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 }
 
 // maxBadPackages is how many times a run downloads a package again that
-// did not read as a zip archive before it fails.
+// did not read as a zip archive, or whose body ran past its bound, before
+// it fails.
 const maxBadPackages = 2
 
 // restorePackage copies a package stored by an earlier attempt of this run

@@ -1,6 +1,7 @@
 package unpack
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,11 +10,13 @@ import (
 	"github.com/dmfexport/dmfexport/internal/redact"
 	"hash"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,6 +30,26 @@ var ErrURLExpired = errors.New("package URL expired or refused")
 // URL whose package is not downloadable yet, and after about 7 days F&O
 // deletes packages. Callers wait and ask again for a while, then give up.
 var ErrPackageNotFound = errors.New("package blob not found")
+
+// ErrPackageTooLarge is wrapped by Download when the body runs past its
+// bound: the Content-Length the response declared, or, without one,
+// DownloadOptions.MaxBytes. The bytes beyond it are never written, so an
+// endless body cannot fill the disk. Callers may download once more.
+var ErrPackageTooLarge = errors.New("package body larger than its bound")
+
+// DefaultMaxPackageBytes bounds a package body sent without a
+// Content-Length when DownloadOptions.MaxBytes is 0.
+const DefaultMaxPackageBytes int64 = 8 << 30
+
+// DefaultStallTimeout is how long a response may send nothing (no headers,
+// no body bytes) before Download drops the connection and resumes, when
+// DownloadOptions.StallTimeout is 0: a stalled connection would otherwise
+// hold the run until its total timeout.
+const DefaultStallTimeout = time.Minute
+
+// progressLogEvery is the time between two log lines of a download in
+// progress: under a minute, so an operator never watches a silent process.
+var progressLogEvery = 50 * time.Second
 
 // downloadAttempts bounds how often Download reconnects in a row without
 // progressUnit of new data (a dropped connection, HTTP 5xx).
@@ -46,11 +69,6 @@ var errDownloadTimeout = errors.New("download timeout")
 
 // retryDelay is the wait before the first reconnect; it doubles each time.
 var retryDelay = 250 * time.Millisecond
-
-// stallTimeout is how long a response may send nothing (no headers, no
-// body bytes) before Download drops the connection and resumes: a stalled
-// connection would otherwise hold the run forever.
-var stallTimeout = 2 * time.Minute
 
 // errStalled is the cause of a request dropped for sending nothing.
 var errStalled = errors.New("connection stalled")
@@ -84,11 +102,25 @@ type DownloadOptions struct {
 	// unknown). A reconnect that starts over reports fewer bytes than before.
 	// It runs on the caller's goroutine.
 	Progress func(done, total int64)
+	// MaxBytes bounds a body sent without a Content-Length (with one, the
+	// Content-Length is the bound); 0 means DefaultMaxPackageBytes.
+	MaxBytes int64
+	// StallTimeout is how long a response may send nothing before the
+	// connection is dropped and the download resumed (a reconnect counted
+	// like a broken connection); 0 means DefaultStallTimeout.
+	StallTimeout time.Duration
+	// Logger receives a line every 50 s while the download lasts (bytes so
+	// far, size, rate, requests) and one per reconnect; nil means
+	// slog.Default(). Lines name the URL without its query.
+	Logger *slog.Logger
 }
 
 // DownloadWith is Download with options. Whatever the server does, it ends:
 // within o.Timeout, and after downloadAttempts reconnects in a row that
-// brought less than 1 MiB (an eighth of a smaller package) of new data.
+// brought less than 1 MiB (an eighth of a smaller package) of new data;
+// a connection silent for o.StallTimeout is dropped and resumed; and it
+// never writes more than the declared Content-Length, or o.MaxBytes
+// without one (ErrPackageTooLarge).
 func DownloadWith(ctx context.Context, rawURL string, dst *os.File, o DownloadOptions) (n int64, sha256hex string, err error) {
 	hc := o.HTTPClient
 	if hc == nil {
@@ -111,13 +143,21 @@ func DownloadWith(ctx context.Context, rawURL string, dst *os.File, o DownloadOp
 	secrets := []string{u.RawQuery, u.Query().Encode(), u.User.String()}
 	fail := func(format string, args ...any) error {
 		err := fmt.Errorf("download package %s: "+format, append([]any{where}, args...)...)
-		return redact.Error(err, secrets, ErrURLExpired, ErrPackageNotFound, io.ErrUnexpectedEOF)
+		return redact.Error(err, secrets, ErrURLExpired, ErrPackageNotFound, ErrPackageTooLarge, io.ErrUnexpectedEOF)
 	}
 	start, err := dst.Seek(0, io.SeekCurrent)
 	if err != nil {
 		return 0, "", fail("%w", err)
 	}
-	d := &download{ctx: ctx, hc: hc, u: u, dst: dst, start: start, h: sha256.New(), total: -1, buf: make([]byte, 1<<20), progress: o.Progress}
+	d := &download{ctx: ctx, hc: hc, u: u, dst: dst, start: start, h: sha256.New(), total: -1, buf: make([]byte, 1<<20), progress: o.Progress,
+		max: cmp.Or(max(o.MaxBytes, 0), DefaultMaxPackageBytes), stallTimeout: cmp.Or(max(o.StallTimeout, 0), DefaultStallTimeout)}
+	d.totalSeen.Store(-1)
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	stopLog := d.logProgress(log, where)
+	defer stopLog()
 	failures, requests := 0, 0
 	var mark int64 // bytes held when the reconnect budget was last renewed
 	ctxErr := func() error {
@@ -148,7 +188,10 @@ func DownloadWith(ctx context.Context, rawURL string, dst *os.File, o DownloadOp
 			return d.n, "", fail("gave up after %d attempts: %w (%d of %s bytes after %d requests; the attempts in a row brought less than %d bytes)",
 				failures, err, d.n, d.size(), requests, d.progressUnit())
 		}
-		t := time.NewTimer(retryDelay << min(failures-1, 4))
+		wait := retryDelay << min(failures-1, 4)
+		log.Warn("package download interrupted, resuming", "url", where, "err", redact.Error(err, secrets).Error(),
+			"bytes", d.n, "size", d.size(), "attempt", failures+1, "max_attempts", downloadAttempts, "delay", wait)
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -176,6 +219,14 @@ func (d *download) size() string {
 	return strconv.FormatInt(d.total, 10)
 }
 
+// sizeOf is size for the progress log's goroutine.
+func (d *download) sizeOf() string {
+	if t := d.totalSeen.Load(); t >= 0 {
+		return strconv.FormatInt(t, 10)
+	}
+	return "unknown"
+}
+
 // fatalError is a Download failure that retrying cannot fix.
 type fatalError struct{ err error }
 
@@ -195,6 +246,48 @@ type download struct {
 	buf   []byte
 	// progress is DownloadOptions.Progress.
 	progress func(done, total int64)
+
+	max          int64         // bound of a body without Content-Length
+	stallTimeout time.Duration // see DownloadOptions.StallTimeout
+
+	// held and requests mirror n and the request count for the progress
+	// log, which reads them from its own goroutine.
+	held, requests, totalSeen atomic.Int64
+}
+
+// logProgress logs the download's progress every progressLogEvery until
+// the returned stop is called: bytes so far, size, the rate since the last
+// line and the requests made.
+func (d *download) logProgress(log *slog.Logger, where string) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(progressLogEvery)
+		defer t.Stop()
+		began, last, lastAt := time.Now(), int64(0), time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				held := d.held.Load()
+				rate := float64(held-last) / now.Sub(lastAt).Seconds()
+				args := []any{"url", where, "bytes", held, "size", d.sizeOf(), "elapsed", now.Sub(began).Round(time.Second),
+					"rate_bytes_per_second", int64(max(rate, 0)), "requests", d.requests.Load()}
+				if held == last {
+					log.Warn("package download brings no data", args...)
+				} else {
+					log.Info("package download in progress", args...)
+				}
+				last, lastAt = held, now
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
 }
 
 // restart forgets every byte written so far.
@@ -207,19 +300,22 @@ func (d *download) restart() error {
 	}
 	d.h.Reset()
 	d.n, d.total, d.etag = 0, -1, ""
+	d.held.Store(0)
+	d.totalSeen.Store(-1)
 	return nil
 }
 
 // attempt makes one request and copies its body; a nil error means the
 // whole package is in dst.
 func (d *download) attempt() error {
+	d.requests.Add(1)
 	ctx, cancel := context.WithCancelCause(d.ctx)
 	defer cancel(nil)
-	stall := time.AfterFunc(stallTimeout, func() { cancel(errStalled) })
+	stall := time.AfterFunc(d.stallTimeout, func() { cancel(errStalled) })
 	defer stall.Stop()
 	stalled := func(err error) error {
 		if errors.Is(context.Cause(ctx), errStalled) {
-			return fmt.Errorf("no data for %s after %d bytes: %w", stallTimeout, d.n, errStalled)
+			return fmt.Errorf("no data for %s after %d bytes (poll.download_stall_timeout): %w", d.stallTimeout, d.n, errStalled)
 		}
 		return err
 	}
@@ -247,6 +343,7 @@ func (d *download) attempt() error {
 			}
 		}
 		d.total = resp.ContentLength
+		d.totalSeen.Store(d.total)
 		d.etag = resp.Header.Get("ETag")
 	case code == http.StatusPartialContent && resuming:
 		first, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
@@ -259,6 +356,7 @@ func (d *download) attempt() error {
 		}
 		if d.total < 0 {
 			d.total = total
+			d.totalSeen.Store(total)
 		}
 	case code == http.StatusPreconditionFailed || code == http.StatusRequestedRangeNotSatisfiable:
 		// The package changed since the first response: start over.
@@ -282,15 +380,20 @@ func (d *download) attempt() error {
 		}
 		k, rerr := resp.Body.Read(d.buf)
 		if k > 0 {
-			stall.Reset(stallTimeout)
+			stall.Reset(d.stallTimeout)
 			if d.total >= 0 && d.n+int64(k) > d.total {
-				return &fatalError{fmt.Errorf("server sent more than the %d bytes it declared", d.total)}
+				return &fatalError{fmt.Errorf("%w: the server sent more than the %d bytes it declared", ErrPackageTooLarge, d.total)}
+			}
+			if d.total < 0 && d.n+int64(k) > d.max {
+				return &fatalError{fmt.Errorf("%w: more than %d bytes without a Content-Length (poll.max_package_bytes); nothing beyond was written",
+					ErrPackageTooLarge, d.max)}
 			}
 			if _, werr := d.dst.Write(d.buf[:k]); werr != nil {
 				return &fatalError{fmt.Errorf("write: %w", werr)}
 			}
 			d.h.Write(d.buf[:k])
 			d.n += int64(k)
+			d.held.Store(d.n)
 			if d.progress != nil {
 				d.progress(d.n, d.total)
 			}

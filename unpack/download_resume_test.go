@@ -199,9 +199,6 @@ func TestParseContentRange(t *testing.T) {
 // middle of the body, without closing, is dropped after the stall timeout
 // and the rest is fetched with a range request.
 func TestDownloadResumesStalledConnection(t *testing.T) {
-	old := stallTimeout
-	stallTimeout = 200 * time.Millisecond
-	defer func() { stallTimeout = old }()
 	body := bytes.Repeat([]byte("0123456789"), 100_000)
 	release := make(chan struct{})
 	defer close(release)
@@ -228,7 +225,7 @@ func TestDownloadResumesStalledConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	n, sum, err := Download(context.Background(), srv.Client(), srv.URL+"/p.zip?sig=SECRET", f)
+	n, sum, err := DownloadWith(context.Background(), srv.URL+"/p.zip?sig=SECRET", f, DownloadOptions{HTTPClient: srv.Client(), StallTimeout: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("Download: %v", err)
 	}

@@ -33,7 +33,7 @@ var knownFaultActions = []string{"ExportToPackage", "GetExecutionSummaryStatus",
 	"GetExecutionErrors", "GetExecutionSummaryPageUrl", "download"}
 
 // parseFault reads one --fault SPEC: comma-separated key=value items
-// action, first, every, status, retry-after, delay and the switches
+// action, first, every, status, answer, retry-after, delay and the switches
 // retry-after-date, reset and apply. A rule must fail (status or reset) or
 // delay.
 func parseFault(spec string) (dmftest.APIFault, error) {
@@ -79,6 +79,16 @@ func parseFault(spec string) (dmftest.APIFault, error) {
 			if err == nil && (r.Status < 400 || r.Status > 599) {
 				err = fmt.Errorf("status=%q: want an HTTP error status 400-599", v)
 			}
+		case "answer":
+			r.Answer = ""
+			for _, a := range dmftest.AnswerFaults {
+				if strings.EqualFold(a, v) {
+					r.Answer = a
+				}
+			}
+			if r.Answer == "" {
+				err = fmt.Errorf("answer=%q: want one of %s", v, strings.Join(dmftest.AnswerFaults, ", "))
+			}
 		case "retry-after":
 			r.RetryAfter, err = duration(key, v)
 		case "delay":
@@ -102,14 +112,17 @@ func parseFault(spec string) (dmftest.APIFault, error) {
 				r.Apply = hasValue
 			}
 		default:
-			err = fmt.Errorf("unknown item %q; want action, first, every, status, retry-after, retry-after-date, delay, reset or apply", key)
+			err = fmt.Errorf("unknown item %q; want action, first, every, status, answer, retry-after, retry-after-date, delay, reset or apply", key)
 		}
 		if err != nil {
 			return dmftest.APIFault{}, err
 		}
 	}
-	if r.Status == 0 && !r.Reset && r.Delay == 0 {
-		return dmftest.APIFault{}, fmt.Errorf("the rule does nothing; give status=CODE, reset or delay=DURATION")
+	if r.Answer != "" && r.Action == "download" {
+		return dmftest.APIFault{}, fmt.Errorf("answer=%s applies to API actions, not to downloads", r.Answer)
+	}
+	if r.Status == 0 && !r.Reset && r.Delay == 0 && r.Answer == "" {
+		return dmftest.APIFault{}, fmt.Errorf("the rule does nothing; give status=CODE, reset, answer=KIND or delay=DURATION")
 	}
 	return r, nil
 }

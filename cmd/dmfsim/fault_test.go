@@ -22,6 +22,10 @@ func TestParseFault(t *testing.T) {
 		{spec: "action=*,reset,apply,first=1", want: dmftest.APIFault{Reset: true, Apply: true, First: 1}},
 		{spec: "action=download,delay=500ms", want: dmftest.APIFault{Action: "download", Delay: 500 * time.Millisecond}},
 		{spec: "status=500,apply=false", want: dmftest.APIFault{Status: 500}},
+		{spec: "action=ExportToPackage,answer=HTML,apply,first=1", want: dmftest.APIFault{Action: "ExportToPackage", Answer: dmftest.AnswerHTML, Apply: true, First: 1}},
+		{spec: "action=GetExecutionSummaryStatus,answer=gzip-bomb,every=3", want: dmftest.APIFault{Action: "GetExecutionSummaryStatus", Answer: dmftest.AnswerGzipBomb, Every: 3}},
+		{spec: "answer=huge", wantErr: "want one of oversize, gzip-bomb, html, garbage"},
+		{spec: "action=download,answer=html", wantErr: "not to downloads"},
 		{spec: "", wantErr: "empty rule"},
 		{spec: "action=Nope,status=500", wantErr: `action="Nope"`},
 		{spec: "status=200", wantErr: "400-599"},
@@ -50,7 +54,7 @@ func TestParseFault(t *testing.T) {
 func TestFaultFlags(t *testing.T) {
 	cfg, err := parseArgs([]string{"--fault", "action=ExportToPackage,status=503,first=1,apply", "--fault", "status=429,every=5,retry-after=1s",
 		"--stuck", "--expired-urls", "2", "--corrupt-zip", "--truncate-after", "100", "--content-length-delta", "-5",
-		"--download-rate", "1000", "--download-faults-first", "3"}, io.Discard)
+		"--download-rate", "1000", "--download-faults-first", "3", "--stall-after", "70", "--endless-body"}, io.Discard)
 	if err != nil {
 		t.Fatalf("parseArgs: %v", err)
 	}
@@ -58,6 +62,7 @@ func TestFaultFlags(t *testing.T) {
 	want := dmftest.Faults{
 		API:            []dmftest.APIFault{{Action: "ExportToPackage", Status: 503, First: 1, Apply: true}, {Status: 429, Every: 5, RetryAfter: time.Second}},
 		StuckExecution: true, ExpiredURLs: 2, CorruptZip: true, TruncateAfter: 100, ContentLengthDelta: -5, DownloadRate: 1000, DownloadFaultsFirst: 3,
+		StallAfter: 70, EndlessBody: true,
 	}
 	if !reflect.DeepEqual(f, want) {
 		t.Errorf("faults: want %+v, got %+v", want, f)

@@ -181,6 +181,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs.Var(&finals, "final-status", "end executions of a group in `GROUP=STATUS` (Succeeded, PartiallySucceeded, Failed, Canceled; repeatable)")
 	fs.BoolVar(&nested, "nested-value", false, "answer ExportToPackage and GetExportedPackageUrl in the nested {\"value\":{\"value\":...}} form")
 	fs.Var(&faults, "fault", "inject API failures, `SPEC` = comma-separated action=NAME|download, first=N, every=N, status=CODE, "+
+		"answer=oversize|gzip-bomb|html|garbage (a 200 the client cannot use: 9 MiB of JSON, a gzip bomb, an HTML page, bytes that are not JSON), "+
 		"retry-after=DURATION, retry-after-date, delay=DURATION, reset, apply (repeatable; see the dmftest package doc)")
 	fs.BoolVar(&cfg.opts.Faults.StuckExecution, "stuck", false, "keep every execution Executing forever")
 	fs.IntVar(&cfg.opts.Faults.ExpiredURLs, "expired-urls", 0, "hand out the first `N` package URLs already expired")
@@ -188,6 +189,8 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs.Int64Var(&cfg.opts.Faults.TruncateAfter, "truncate-after", 0, "send only `N` bytes of a package, then close the connection")
 	fs.Int64Var(&cfg.opts.Faults.ContentLengthDelta, "content-length-delta", 0, "add `N` (may be negative) to the Content-Length of packages")
 	fs.IntVar(&cfg.opts.Faults.DownloadRate, "download-rate", 0, "serve packages at `N` bytes per second (0: full speed)")
+	fs.Int64Var(&cfg.opts.Faults.StallAfter, "stall-after", 0, "send only `N` bytes of a package, then nothing, keeping the connection open")
+	fs.BoolVar(&cfg.opts.Faults.EndlessBody, "endless-body", false, "serve packages without Content-Length, followed by zero bytes that never end")
 	fs.IntVar(&cfg.opts.Faults.DownloadFaultsFirst, "download-faults-first", 0, "apply the download faults to the first `N` downloads only (0: all)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -284,7 +287,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	problems = append(problems, faults.problems...)
 	for name, v := range map[string]int64{"--expired-urls": int64(cfg.opts.Faults.ExpiredURLs),
 		"--truncate-after": cfg.opts.Faults.TruncateAfter, "--download-rate": int64(cfg.opts.Faults.DownloadRate),
-		"--download-faults-first": int64(cfg.opts.Faults.DownloadFaultsFirst)} {
+		"--download-faults-first": int64(cfg.opts.Faults.DownloadFaultsFirst), "--stall-after": cfg.opts.Faults.StallAfter} {
 		if v < 0 {
 			problems = append(problems, name+" must not be negative")
 		}

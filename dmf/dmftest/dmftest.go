@@ -522,7 +522,7 @@ func (s *Simulator) serveAction(w http.ResponseWriter, r *http.Request, action s
 		if !delay(r.Context(), f.Delay) {
 			return
 		}
-		if f.failsAnswer() {
+		if f.failsAnswer(false) {
 			if f.Apply {
 				s.handleAction(&discardWriter{}, r, action)
 			}

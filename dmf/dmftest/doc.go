@@ -224,7 +224,8 @@
 //
 // Fault injection (Options.Faults; cmd/dmfsim flags --fault, --stuck,
 // --expired-urls, --corrupt-zip, --truncate-after, --content-length-delta,
-// --download-rate, --download-faults-first), for what the real service does
+// --download-rate, --stall-after, --endless-body, --download-faults-first),
+// for what the real service does
 // under load and the contract leaves to clients to survive:
 //   - Faults.API rules pick calls of one action (or all API actions, or
 //     "download" for package URLs) by count: the first N, every Nth, or all.
@@ -236,6 +237,11 @@
 //     Apply the action takes effect first, so the answer is lost but e.g.
 //     the export has started: the case a client must recover through its
 //     chosen execution ID. Every call picked or not is counted by Calls.
+//     Instead of an error a picked API call can get a 200 the client cannot
+//     use (Answer; dmfsim --fault answer=KIND): AnswerOversize, 9 MiB of
+//     JSON; AnswerGzipBomb, about 64 KiB gzip-encoded that decode to 64 MiB;
+//     AnswerHTML, a proxy's HTML page; AnswerGarbage, bytes that are not
+//     JSON. With Apply the action takes effect behind such an answer too.
 //   - Slow executions: a long Options.ExecutionTime. Stuck executions:
 //     Faults.StuckExecution keeps them Executing forever (as does a
 //     FinalStatus of "Executing").
@@ -247,7 +253,10 @@
 //     Content-Length announces the whole package; ContentLengthDelta
 //     announces a wrong Content-Length (below zero the body is cut silently
 //     at it, above zero the connection closes short of it); DownloadRate
-//     throttles the body to that many bytes per second. Such downloads
+//     throttles the body to that many bytes per second; StallAfter sends
+//     that many bytes and then nothing, holding the connection open;
+//     EndlessBody sends no Content-Length and the package followed by zero
+//     bytes without end (whatever Range was asked). Such downloads
 //     honour only ranges of the form bytes=N- (what resuming clients send),
 //     with the faults applied to the rest of the package.
 //

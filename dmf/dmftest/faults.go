@@ -2,11 +2,14 @@ package dmftest
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -48,6 +51,14 @@ type Faults struct {
 	// DownloadRate, when above zero, throttles package bodies to this many
 	// bytes per second.
 	DownloadRate int
+	// StallAfter, when above zero, sends this many bytes of the package and
+	// then nothing more, keeping the connection open until the client gives
+	// up, as a stalled storage connection does.
+	StallAfter int64
+	// EndlessBody answers without a Content-Length and sends the package
+	// followed by zero bytes that never end (ignoring any Range), as a
+	// broken proxy can: a client must bound what it writes.
+	EndlessBody bool
 	// Faulty downloads honour a Range of the form "bytes=N-" (as resuming
 	// clients send, with If-Match), answering 206 for the rest of the
 	// package with the faults above applied to that rest, and 416 for any
@@ -80,11 +91,40 @@ type APIFault struct {
 	// Reset closes the connection without any answer, as a dropped
 	// connection or a load balancer reset does.
 	Reset bool
-	// Apply lets the action take effect before Status or Reset is answered:
-	// the answer is lost, but e.g. ExportToPackage has started the export.
-	// Without it the failed request changes nothing.
+	// Answer, when not "", replaces the normal answer of an API action
+	// (not of a download) with a 200 that a client cannot use: one of the
+	// AnswerOversize, AnswerGzipBomb, AnswerHTML or AnswerGarbage.
+	Answer string
+	// Apply lets the action take effect before Status, Reset or Answer is
+	// answered: the answer is lost, but e.g. ExportToPackage has started
+	// the export. Without it the failed request changes nothing.
 	Apply bool
 }
+
+// The bad 200 answers of APIFault.Answer.
+const (
+	// AnswerOversize is a JSON answer of OversizeAnswerBytes, a value
+	// string padded far beyond any real answer.
+	AnswerOversize = "oversize"
+	// AnswerGzipBomb is a gzip-encoded answer (Content-Encoding: gzip)
+	// of about 64 KiB that decodes to GzipBombBytes of blanks.
+	AnswerGzipBomb = "gzip-bomb"
+	// AnswerHTML is an HTML page with status 200 (text/html), as a proxy's
+	// sign-in or maintenance page comes.
+	AnswerHTML = "html"
+	// AnswerGarbage is a short body of bytes that are not JSON, announced
+	// as application/json.
+	AnswerGarbage = "garbage"
+)
+
+// AnswerFaults lists the values APIFault.Answer takes.
+var AnswerFaults = []string{AnswerOversize, AnswerGzipBomb, AnswerHTML, AnswerGarbage}
+
+// Sizes of the oversize answers: beyond the 8 MiB a client keeps of an answer.
+const (
+	OversizeAnswerBytes = 9 << 20
+	GzipBombBytes       = 64 << 20
+)
 
 // faultOf counts req against the rules and returns the one that applies, or nil.
 func (s *Simulator) faultOf(action string) *APIFault {
@@ -122,13 +162,20 @@ func delay(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// failsAnswer reports whether f replaces the normal answer.
-func (f *APIFault) failsAnswer() bool { return f.Status != 0 || f.Reset }
+// failsAnswer reports whether f replaces the normal answer of an API
+// action (download: of a package download, which Answer does not touch).
+func (f *APIFault) failsAnswer(download bool) bool {
+	return f.Status != 0 || f.Reset || (f.Answer != "" && !download)
+}
 
 // writeFault answers f for an API action or a download.
 func (s *Simulator) writeFault(w http.ResponseWriter, r *http.Request, f *APIFault, download bool) {
 	if f.Reset {
 		resetConn(w)
+		return
+	}
+	if f.Answer != "" && f.Status == 0 && !download {
+		writeBadAnswer(w, f.Answer)
 		return
 	}
 	if f.RetryAfter > 0 {
@@ -166,6 +213,54 @@ func faultText(status int) (code, msg string) {
 	return "SimulatedFault", fmt.Sprintf("Simulated HTTP %d.", status)
 }
 
+// gzipBomb is the body of AnswerGzipBomb, built once.
+var gzipBomb = sync.OnceValue(func() []byte {
+	var b bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&b, gzip.BestCompression)
+	blanks := bytes.Repeat([]byte(" "), 1<<20)
+	for range GzipBombBytes / len(blanks) {
+		_, _ = zw.Write(blanks)
+	}
+	_ = zw.Close()
+	return b.Bytes()
+})
+
+// writeBadAnswer answers 200 with the bad answer named kind (AnswerFaults).
+func writeBadAnswer(w http.ResponseWriter, kind string) {
+	h := w.Header()
+	switch kind {
+	case AnswerOversize:
+		h.Set("Content-Type", "application/json; odata.metadata=minimal")
+		h.Set("Content-Length", strconv.Itoa(OversizeAnswerBytes))
+		w.WriteHeader(http.StatusOK)
+		head := []byte(`{"@odata.context":"simulated oversize answer","value":"`)
+		_, _ = w.Write(head)
+		pad := bytes.Repeat([]byte("x"), 64<<10)
+		for left := OversizeAnswerBytes - len(head) - 2; left > 0; left -= len(pad) {
+			if _, err := w.Write(pad[:min(left, len(pad))]); err != nil {
+				return
+			}
+		}
+		_, _ = w.Write([]byte(`"}`))
+	case AnswerGzipBomb:
+		body := gzipBomb()
+		h.Set("Content-Type", "application/json; odata.metadata=minimal")
+		h.Set("Content-Encoding", "gzip")
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(body)
+	case AnswerHTML:
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, "<!DOCTYPE html><html><head><title>Sign in</title></head><body>"+
+			"<p>The service is under maintenance (simulated proxy page).</p></body></html>")
+	default: // AnswerGarbage
+		h.Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("\x00\x1f\x8b garbled \xff\xfe answer \x00"))
+	}
+}
+
 // resetConn closes the request's connection without an answer.
 func resetConn(w http.ResponseWriter) {
 	conn, _, err := http.NewResponseController(w).Hijack()
@@ -193,7 +288,7 @@ func (d *discardWriter) WriteHeader(int)             {}
 // faults, counting it.
 func (s *Simulator) downloadFaulty() bool {
 	f := s.opts.Faults
-	if !f.CorruptZip && f.TruncateAfter <= 0 && f.ContentLengthDelta == 0 && f.DownloadRate <= 0 {
+	if !f.CorruptZip && f.TruncateAfter <= 0 && f.ContentLengthDelta == 0 && f.DownloadRate <= 0 && f.StallAfter <= 0 && !f.EndlessBody {
 		return false
 	}
 	s.mu.Lock()
@@ -211,6 +306,10 @@ func (s *Simulator) serveFaultyPackage(w http.ResponseWriter, r *http.Request, b
 		for i := mid; i < min(mid+8, len(body)); i++ {
 			body[i] ^= 0xFF
 		}
+	}
+	if f.EndlessBody {
+		serveEndless(w, r, body)
+		return
 	}
 	status := http.StatusOK
 	if first, ok := openRange(r.Header.Get("Range"), len(body)); ok {
@@ -231,6 +330,10 @@ func (s *Simulator) serveFaultyPackage(w http.ResponseWriter, r *http.Request, b
 		send = min(send, f.TruncateAfter)
 	}
 	send = min(send, announced)
+	stall := f.StallAfter > 0 && f.StallAfter < send
+	if stall {
+		send = f.StallAfter
+	}
 	w.Header().Set("Content-Length", strconv.FormatInt(announced, 10))
 	w.WriteHeader(status)
 	if r.Method == http.MethodHead {
@@ -255,9 +358,33 @@ func (s *Simulator) serveFaultyPackage(w http.ResponseWriter, r *http.Request, b
 			}
 		}
 	}
+	if stall {
+		_ = rc.Flush()
+		<-r.Context().Done() // stalled: nothing more until the client gives up
+		return
+	}
 	if send < announced {
 		_ = rc.Flush()
 		resetConn(w)
+	}
+}
+
+// serveEndless sends body without a Content-Length, then zero bytes until
+// the client hangs up.
+func serveEndless(w http.ResponseWriter, r *http.Request, body []byte) {
+	w.Header().Del("Content-Length")
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return
+	}
+	if _, err := w.Write(body); err != nil {
+		return
+	}
+	zeros := make([]byte, 64<<10)
+	for r.Context().Err() == nil {
+		if _, err := w.Write(zeros); err != nil {
+			return
+		}
 	}
 }
 

@@ -37,7 +37,7 @@ func (s *Simulator) serveBlob(w http.ResponseWriter, r *http.Request) {
 		if !delay(r.Context(), f.Delay) {
 			return
 		}
-		if f.failsAnswer() {
+		if f.failsAnswer(true) {
 			s.writeFault(w, r, f, true)
 			return
 		}
