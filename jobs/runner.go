@@ -864,8 +864,16 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 			// F&O may still end it: the run waits rather than fail, since
 			// a new export of the data project is refused while it runs.
 			return newWaiting(WaitingForExecution, fmt.Errorf("%w (raise poll.deadline if this export needs longer in F&O)", err))
+		case errors.Is(err, dmf.ErrNotRegistered):
+			return err // F&O never knew it: nothing was exported
+		case err != nil && ctx.Err() == nil:
+			// The execution exists, and F&O gave no verdict (answers
+			// refused, throttled or unreadable past the retries): failing
+			// would make the next run export again, so the run waits to
+			// poll the same execution.
+			return newWaiting(WaitingForExecution, err) // it names the execution
 		case err != nil:
-			return err // it names the execution
+			return err
 		}
 		return nil
 	})

@@ -34,7 +34,9 @@ const (
 	// broker.backpressure_timeout, its queue full (x-max-length with
 	// x-overflow reject-publish) and its consumers taking too little.
 	WaitingForQueueSpace = "queue_space"
-	// WaitingForExecution: F&O's execution had not ended by poll.deadline.
+	// WaitingForExecution: F&O's execution had not ended by poll.deadline,
+	// or its status could not be had (answers refused or unreadable past
+	// the retries).
 	WaitingForExecution = "execution"
 	// WaitingForPackage: F&O exported, but its package could not be
 	// fetched, stored or unpacked (disk or store full, URLs refused, a
