@@ -20,6 +20,8 @@ import (
 const (
 	DefaultPrefetch      = 8
 	DefaultMaxDeliveries = 5
+	// DefaultQuorum: queues are quorum queues unless configured otherwise.
+	DefaultQuorum = true
 )
 
 // Headers a dead-lettered batch carries besides its own.
