@@ -88,7 +88,7 @@ type Backend interface {
 
 // ErrRejected marks a batch the database refuses for what it holds: it
 // would be refused again on every delivery.
-var ErrRejected = errors.New("rejected by the database")
+var ErrRejected = errors.New("batch cannot be applied")
 
 // EntityOptions are the settings of one entity of a sink.
 type EntityOptions struct {
