@@ -28,6 +28,8 @@ import (
 type Config struct {
 	Path    string // the file it was loaded from
 	Exports []Export
+	// Sinks are the queues dmfexport sink lands in databases.
+	Sinks []SinkConfig
 	// LeaseTTL is how long a run's lease lives without a heartbeat before
 	// another replica sharing the store may take the run over; 0 means
 	// DefaultLeaseTTL.
@@ -315,7 +317,17 @@ func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)
 	if n := top["replicas"]; n != nil {
 		topFields[5].decode(d, n, "replicas", cfg)
 	}
+	if n := top["sinks"]; n != nil {
+		sinksField.decode(d, n, "sinks", cfg)
+		d.sinkBrokers(cfg, top["broker"])
+	}
 	expsNode := top["exports"]
+	if expsNode == nil && cfg.Sinks != nil {
+		if err := d.err(); err != nil { // a file of sinks only
+			return nil, err
+		}
+		return cfg, nil
+	}
 	if expsNode == nil {
 		d.missing(root, "exports", "add an exports: list with one entry per export definition")
 		return nil, d.err()

@@ -236,6 +236,7 @@ var topFields = []field[Config]{
 		}
 	}},
 	section[Config]("exports", "list", "one entry per export definition"),
+	sinksField,
 }
 
 var replicasFields = []field[Config]{
@@ -481,6 +482,10 @@ func configKeys() []configKey {
 	out = appendKeys(out, "exports[].", exportFields)
 	out = append(out, configKey{path: "exports[].entities.*", kind: "mapping", doc: "one entity's reading settings, under its EntityName"})
 	out = appendKeys(out, "exports[].entities.*.", readFields)
+	out = appendKeys(out, "sinks[].", sinkFields)
+	out = append(out, configKey{path: "sinks[].broker.url", kind: "URL secret", doc: "amqp:// or amqps:// URL, the password as ${VAR}; default: broker.url"})
+	out = append(out, configKey{path: "sinks[].entities.*", kind: "mapping", doc: "one entity's landing settings, under its entity name"})
+	out = appendKeys(out, "sinks[].entities.*.", sinkEntityFields)
 	return out
 }
 

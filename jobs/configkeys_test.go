@@ -50,9 +50,11 @@ func examplePaths(n *yaml.Node, prefix string, out map[string]*yaml.Node) {
 			if rest, ok := strings.CutPrefix(p, "store.auth."); ok {
 				p = "fo.auth." + rest
 			}
-			if rest, ok := strings.CutPrefix(p, "exports[].entities."); ok {
-				_, key, _ := strings.Cut(rest, ".") // the entity's name is any name
-				p = strings.TrimSuffix("exports[].entities.*."+key, ".")
+			for _, list := range []string{"exports[]", "sinks[]"} {
+				if rest, ok := strings.CutPrefix(p, list+".entities."); ok {
+					_, key, _ := strings.Cut(rest, ".") // the entity's name is any name
+					p = strings.TrimSuffix(list+".entities.*."+key, ".")
+				}
 			}
 			if _, seen := out[p]; !seen {
 				out[p] = n.Content[i+1]
@@ -134,6 +136,8 @@ func TestConfigKeysFillTheStructs(t *testing.T) {
 	checkFields(t, "", topFields, example, "Path", "Exports", "Warnings")
 	checkFields(t, "exports[].", exportFields, example, "FO", "Store", "Broker", "Poll", "Retention")
 	checkFields(t, "exports[].entities.*.", readFields, example)
+	checkFields(t, "sinks[].", sinkFields, example)
+	checkFields(t, "sinks[].entities.*.", sinkEntityFields, example)
 	checkFields(t, "fo.", foFields, example, "Auth")
 	checkFields(t, "fo.auth.", authFields, example)
 	checkFields(t, "store.", storeFields, example, "Auth")

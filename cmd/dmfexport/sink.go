@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/dmfexport/dmfexport/jobs"
+	"github.com/dmfexport/dmfexport/sink"
+	"github.com/dmfexport/dmfexport/sink/postgres"
+)
+
+type sinkCommand struct{ g globalFlags }
+
+func (c *sinkCommand) Usage() string {
+	return `Usage: dmfexport sink [--config FILE] [NAME...]
+
+Consumes the queues of the named sinks (all of them when none is named) and lands every batch in
+its database: one table per entity, each batch applied exactly once with its ledger entry, a full
+export replacing its table in one transaction once all its batches are in. Runs until stopped
+(SIGINT or SIGTERM): the batch in hand is committed and acknowledged, the others stay in the queue.
+See README, "Landing the data".
+`
+}
+
+func (c *sinkCommand) Run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("sink", flag.ContinueOnError)
+	c.g.register(fs, "info")
+	names, err := c.g.parse(fs, c.Usage(), args)
+	if err != nil {
+		return err
+	}
+	log := c.g.log
+	cfg, err := c.g.load()
+	if err != nil {
+		return err
+	}
+	var sinks []*jobs.SinkConfig
+	for _, name := range names {
+		s, ok := cfg.Sink(name)
+		if !ok {
+			return fmt.Errorf("%w: no sink named %q in %s (known: %s)", errUsage, name, cfg.Path, sinkNames(cfg))
+		}
+		sinks = append(sinks, s)
+	}
+	if len(names) == 0 {
+		for i := range cfg.Sinks {
+			sinks = append(sinks, &cfg.Sinks[i])
+		}
+	}
+	if len(sinks) == 0 {
+		return fmt.Errorf("%w: %s has no sinks: section", errUsage, cfg.Path)
+	}
+	var consumers []*sink.Consumer
+	for _, s := range sinks {
+		be, err := postgres.Open(ctx, s.DatabaseURL.Reveal(), s.Schema)
+		if err != nil {
+			return fmt.Errorf("sink %s: %w", s.Name, err)
+		}
+		defer be.Close()
+		consumers = append(consumers, &sink.Consumer{
+			Name: s.Name, URL: s.BrokerURL.Reveal(), Queue: s.Queue, Quorum: s.Quorum, Exchange: s.Exchange, Bindings: s.Bindings,
+			Prefetch: s.Prefetch, MaxDeliveries: s.MaxDeliveries, Entities: s.Entities, Backend: be,
+			Logger: log.With("sink", s.Name),
+		})
+	}
+	errs := make([]error, len(consumers))
+	var wg sync.WaitGroup
+	for i, cons := range consumers {
+		wg.Go(func() { errs[i] = cons.Run(ctx) })
+	}
+	wg.Wait()
+	for _, cons := range consumers {
+		st := cons.Stats()
+		cons.Logger.Info("sink stopped", "batches", st.Batches.Load(), "rows", st.Rows.Load(), "duplicates", st.Duplicates.Load(),
+			"stale", st.Stale.Load(), "snapshots", st.Swaps.Load(), "dead_letters", st.DeadLetters.Load())
+	}
+	return errors.Join(errs...)
+}
+
+func sinkNames(cfg *jobs.Config) string {
+	var out []string
+	for _, s := range cfg.Sinks {
+		out = append(out, s.Name)
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ", ")
+}

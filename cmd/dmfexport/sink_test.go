@@ -1,0 +1,233 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/internal/testenv"
+)
+
+// sinkEntity is one entity of TestSinkEndToEnd: what F&O writes for it in
+// each run, and the table it must land in.
+type sinkEntity struct {
+	name, refresh, table string
+	header               []string
+	v1, v2               [][]string // rows of the first and the second run
+}
+
+// TestSinkEndToEnd runs the whole path END TO END: the simulator, dmfexport
+// trigger (batches of 2 rows, gzip and zstd bodies) into RabbitMQ, and the
+// dmfexport sink binary into PostgreSQL, stopped with SIGTERM. After the
+// first run every table equals its entity file row for row (an XML field
+// left out is NULL); after the second, a full (FullPush) entity's table
+// holds exactly the new snapshot (a row removed, one changed, one added)
+// and an incremental (IncrementalPush) entity's rows are updated and
+// inserted by key, the old ones kept.
+func TestSinkEndToEnd(t *testing.T) {
+	customers := sinkEntity{name: "Customers V3", refresh: dmftest.FullPush, table: "customers_v3", header: []string{"ACCOUNT", "NAME", "CITY"},
+		v1: [][]string{{"C1", "Contoso, Ltd.", "Paris"}, {"C2", "Fabrikam", ""}, {"C3", "Müller \"&\" Söhne", "München"}, {"C4", "Northwind", "Oslo"}, {"C5", "Tailspin", "Lyon"}},
+		v2: [][]string{{"C1", "Contoso, Ltd.", "Paris"}, {"C3", "Müller & Söhne", "Berlin"}, {"C5", "Tailspin", "Lyon"}, {"C6", "Adatum", "Rome"}}}
+	groups := sinkEntity{name: "Customer groups", refresh: dmftest.IncrementalPush, table: "customer_groups", header: []string{"GROUPID", "DESCRIPTION"},
+		v1: [][]string{{"10", "Wholesale"}, {"20", "Retail"}, {"30", "Staff"}},
+		v2: [][]string{{"20", "Retail shops"}, {"40", "Online"}}}
+	project := func(v2 bool) []dmftest.Entity {
+		var ents []dmftest.Entity
+		for _, e := range []sinkEntity{customers, groups} {
+			rows := e.v1
+			if v2 {
+				rows = e.v2
+			}
+			data, err := dmftest.TextFile(dmftest.TextFormat{}, e.header, rows)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ents = append(ents, dmftest.Entity{Name: e.name, RefreshType: e.refresh, Data: data, Fields: e.header})
+		}
+		// An XML entity whose second record leaves CURRENCY out.
+		ents = append(ents, dmftest.Entity{Name: "Vendors", SourceFormat: "XML-Element", RefreshType: dmftest.FullPush, Data: []byte(
+			`<?xml version="1.0" encoding="utf-8"?><Document>` +
+				`<VENDORS><ACCOUNT>V1</ACCOUNT><NAME>Northwind &amp; Co</NAME><CURRENCY>USD</CURRENCY></VENDORS>` +
+				`<VENDORS><ACCOUNT>V2</ACCOUNT><NAME></NAME></VENDORS>` +
+				`<VENDORS><ACCOUNT>V3</ACCOUNT><NAME>Adventure</NAME><CURRENCY>EUR</CURRENCY></VENDORS></Document>`)})
+		return ents
+	}
+	sim := dmftest.NewServer(dmftest.Options{
+		Projects:      map[string][]dmftest.Entity{"SinkV1": project(false), "SinkV2": project(true)},
+		ExecutionTime: 100 * time.Millisecond,
+	})
+	defer sim.Close()
+
+	name := fmt.Sprintf("dmfexport.test.sink.%d", time.Now().UnixNano())
+	ch := testenv.AMQPChannel(t)
+	testenv.DeleteOnCleanup(t, ch, name, name+".dead")
+	schema := testenv.PostgresSchema(t)
+	conf := writeFile(t, t.TempDir(), "dmfexport.yaml", fmt.Sprintf(`fo:
+  url: ${DMFSIM_URL}
+  auth: {method: token, token: "${FO_TOKEN}"}
+store: {path: ./store}
+broker:
+  url: %[1]s
+  declare: true
+  queues: [{name: %[2]s, binding_key: "fo.sink.#", quorum: true}]
+poll: {interval: 50ms, max_interval: 100ms, deadline: 1m, package_url_timeout: 10s}
+exports:
+  - {name: v1, schedule: "@yearly", definition_group: SinkV1, legal_entity: USMF, exchange: %[2]s, routing_key: fo.sink.v1, batch_size: 2, compression: gzip}
+  - {name: v2, schedule: "@yearly", definition_group: SinkV2, legal_entity: USMF, exchange: %[2]s, routing_key: fo.sink.v2, batch_size: 2, compression: zstd}
+sinks:
+  - name: dw
+    queue: %[2]s
+    exchange: %[2]s
+    bindings: ["fo.sink.#"]
+    database_url: ${DATABASE_URL}
+    schema: %[3]s
+    entities:
+      "Customers V3": {keys: [ACCOUNT]}
+      "Customer groups": {keys: [GROUPID]}
+`, testenv.AMQPURL(), name, schema))
+	env := []string{"DMFSIM_URL=" + sim.URL, "FO_TOKEN=" + dmftest.DefaultToken, "DATABASE_URL=" + testenv.PostgresURL()}
+
+	if stdout, stderr, code := runBinary(t, env, "trigger", "--config", conf, "v1"); code != 0 {
+		t.Fatalf("trigger v1: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	sinkCmd := exec.Command(binary, "sink", "--config", conf, "--log-format", "json")
+	sinkCmd.Env = append(os.Environ(), env...)
+	var sinkOut bytes.Buffer
+	sinkCmd.Stdout, sinkCmd.Stderr = &sinkOut, &sinkOut
+	if err := sinkCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = sinkCmd.Process.Kill()
+			_ = sinkCmd.Wait()
+			t.Logf("sink output:\n%s", sinkOut.String())
+		}
+	}()
+
+	conn := testenv.PostgresConn(t)
+	vendors := []map[string]any{{"ACCOUNT": "V1", "NAME": "Northwind & Co", "CURRENCY": "USD"},
+		{"ACCOUNT": "V2", "NAME": "", "CURRENCY": nil}, {"ACCOUNT": "V3", "NAME": "Adventure", "CURRENCY": "EUR"}}
+	want := map[string][]map[string]any{
+		"customers_v3":    fileRows(customers.header, customers.v1),
+		"customer_groups": fileRows(groups.header, groups.v1),
+		"vendors":         vendors,
+	}
+	start := time.Now()
+	waitTables(t, conn, schema, want)
+	t.Logf("first run landed %s after the sink started", time.Since(start).Round(time.Millisecond))
+
+	if stdout, stderr, code := runBinary(t, env, "trigger", "--config", conf, "v2"); code != 0 {
+		t.Fatalf("trigger v2: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	want["customers_v3"] = fileRows(customers.header, customers.v2)
+	want["customer_groups"] = fileRows(groups.header, [][]string{{"10", "Wholesale"}, {"20", "Retail shops"}, {"30", "Staff"}, {"40", "Online"}})
+	waitTables(t, conn, schema, want)
+
+	// Every batch of both runs is in the ledger once.
+	var batches int
+	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM "+pgx.Identifier{schema, "dmfexport_ledger"}.Sanitize()).Scan(&batches); err != nil {
+		t.Fatal(err)
+	}
+	if wantBatches := 3 + 2 + 2 + 2 + 1 + 2; batches != wantBatches {
+		t.Errorf("the ledger holds %d batches, want %d", batches, wantBatches)
+	}
+
+	if err := sinkCmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sinkCmd.Wait() }()
+	select {
+	case err := <-done:
+		stopped = true
+		if err != nil {
+			t.Errorf("sink after SIGTERM: %v, want exit 0\n%s", err, sinkOut.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("sink still running 20s after SIGTERM")
+	}
+	out := sinkOut.String()
+	for _, w := range []string{`"msg":"sink consuming"`, `"msg":"snapshot swapped in"`, `"msg":"sink stopped"`, `"batches":12`, `"snapshots":4`} {
+		if !strings.Contains(out, w) {
+			t.Errorf("sink log lacks %s:\n%s", w, out)
+		}
+	}
+}
+
+// fileRows are rows of a file with header as column → value.
+func fileRows(header []string, rows [][]string) []map[string]any {
+	var out []map[string]any
+	for _, r := range rows {
+		m := map[string]any{}
+		for i, v := range r {
+			m[header[i]] = v
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// waitTables waits up to a minute for every table of want to hold its
+// rows (ordered by the first column), and fails naming the difference.
+func waitTables(t *testing.T, conn *pgx.Conn, schema string, want map[string][]map[string]any) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var diffs []string
+		for table, rows := range want {
+			got, err := readTable(conn, schema, table)
+			if err != nil {
+				diffs = append(diffs, fmt.Sprintf("%s: %v", table, err))
+			} else if !reflect.DeepEqual(got, rows) {
+				diffs = append(diffs, fmt.Sprintf("%s:\n got %v\nwant %v", table, got, rows))
+			}
+		}
+		if len(diffs) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tables differ after a minute:\n%s", strings.Join(diffs, "\n"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// readTable reads a table's rows without the metadata columns, ordered by
+// its first column.
+func readTable(conn *pgx.Conn, schema, table string) ([]map[string]any, error) {
+	rows, err := conn.Query(context.Background(), "SELECT row_to_json(x)::text FROM "+pgx.Identifier{schema, table}.Sanitize()+" x ORDER BY 1")
+	if err != nil {
+		return nil, err
+	}
+	texts, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	var out []map[string]any
+	for _, s := range texts {
+		m := map[string]any{}
+		if err := json.Unmarshal([]byte(s), &m); err != nil {
+			return nil, err
+		}
+		for k := range m {
+			if strings.HasPrefix(k, "_dmf_") {
+				delete(m, k)
+			}
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}

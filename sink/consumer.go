@@ -1,0 +1,359 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/dmfexport/dmfexport/internal/ctxio"
+	"github.com/dmfexport/dmfexport/internal/redact"
+)
+
+// Defaults of a Consumer's knobs.
+const (
+	DefaultPrefetch      = 8
+	DefaultMaxDeliveries = 5
+	// DefaultQuorum: queues are quorum queues unless configured otherwise.
+	DefaultQuorum = true
+)
+
+// Headers a dead-lettered batch carries besides its own.
+const (
+	ReasonHeader = "x-dmfexport-reason" // why the batch could not be applied
+	SinkHeader   = "x-dmfexport-sink"   // the sink's name
+)
+
+// Consumer reads batches from one queue and lands them through a Backend,
+// one at a time, acknowledging each only after its transaction commits.
+type Consumer struct {
+	Name  string // the sink's name, for logs
+	URL   string // amqp:// or amqps:// URL of the broker
+	Queue string
+	// Quorum declares the queue as a quorum queue (else classic); an
+	// existing queue must match.
+	Quorum bool
+	// Exchange is the exporting exchange the queue is bound to with each
+	// of Bindings (routing keys; none → "#"); "" leaves the queue unbound.
+	Exchange string
+	Bindings []string
+	Prefetch int // unacknowledged deliveries at most; 0 → DefaultPrefetch
+	// MaxDeliveries is how many deliveries a batch that cannot be applied
+	// gets before it goes to the dead-letter exchange <queue>.dead with
+	// the reason in ReasonHeader; 0 → DefaultMaxDeliveries.
+	MaxDeliveries int
+	Entities      map[string]EntityOptions // by entity name
+	Backend       Backend
+	Logger        *slog.Logger // nil → discard
+
+	stats Stats
+	// attempts counts rejected deliveries per message ID where the queue
+	// does not (classic queues); entries go when the batch leaves.
+	attempts map[string]int
+}
+
+// Stats counts what a Consumer did; read it with Consumer.Stats.
+type Stats struct {
+	Batches, Rows, Duplicates, Stale, Swaps, DeadLetters atomic.Int64
+}
+
+// Stats returns the consumer's counters.
+func (c *Consumer) Stats() *Stats { return &c.stats }
+
+// DeadLetterName is the exchange and queue that hold a queue's batches
+// that could not be applied.
+func DeadLetterName(queue string) string { return queue + ".dead" }
+
+// Run consumes until ctx ends, reconnecting with backoff (200 ms doubling
+// to 5 s) after a lost connection. On stop the batch in hand is finished
+// (committed and acknowledged) and the others are left to the broker. It
+// returns nil on stop, or an error the broker will give again (a queue
+// declared with other arguments, access refused).
+func (c *Consumer) Run(ctx context.Context) error {
+	log := c.log()
+	wait := 200 * time.Millisecond
+	for {
+		connected, err := c.session(ctx, log)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var ae *amqp.Error
+		if errors.As(err, &ae) && (ae.Code == amqp.PreconditionFailed || ae.Code == amqp.AccessRefused || ae.Code == amqp.NotFound) {
+			return fmt.Errorf("sink %s: %w", c.Name, err)
+		}
+		if connected {
+			wait = 200 * time.Millisecond
+		}
+		log.Warn("broker connection lost, reconnecting", "error", err, "wait", wait)
+		if ctxio.Sleep(ctx, wait) != nil {
+			return nil
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+func (c *Consumer) log() *slog.Logger {
+	if c.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return c.Logger
+}
+
+func (c *Consumer) password() string {
+	u, err := url.Parse(c.URL)
+	if err != nil || u.User == nil {
+		return ""
+	}
+	p, _ := u.User.Password()
+	return p
+}
+
+// session connects, declares the topology and consumes until the
+// connection ends or ctx does; connected tells whether it got as far as
+// consuming.
+func (c *Consumer) session(ctx context.Context, log *slog.Logger) (connected bool, err error) {
+	defer func() {
+		if err != nil {
+			err = redact.Error(err, []string{c.password()}, amqp.ErrClosed)
+		}
+	}()
+	host, _ := os.Hostname()
+	conn, err := amqp.DialConfig(c.URL, amqp.Config{
+		Heartbeat:  10 * time.Second,
+		Properties: amqp.Table{"connection_name": "dmfexport-sink/" + c.Name + "/" + host},
+	})
+	if err != nil {
+		return false, fmt.Errorf("connect to %s: %w", redact.URL(c.URL), err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return false, err
+	}
+	if err := c.declare(ch); err != nil {
+		return false, err
+	}
+	dl, err := conn.Channel()
+	if err != nil {
+		return false, err
+	}
+	if err := dl.Confirm(false); err != nil {
+		return false, err
+	}
+	if err := ch.Qos(c.prefetch(), 0, false); err != nil {
+		return false, err
+	}
+	tag := fmt.Sprintf("dmfexport-sink-%s-%d", c.Name, os.Getpid())
+	deliveries, err := ch.ConsumeWithContext(context.WithoutCancel(ctx), c.Queue, tag, false, false, false, false, nil)
+	if err != nil {
+		return false, fmt.Errorf("consume from queue %q: %w", c.Queue, err)
+	}
+	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	log.Info("sink consuming", "queue", c.Queue, "prefetch", c.prefetch())
+	for {
+		select {
+		case <-ctx.Done():
+			_ = ch.Cancel(tag, false)
+			return true, nil
+		case e := <-closed:
+			if e == nil {
+				return true, amqp.ErrClosed
+			}
+			return true, e
+		case d, ok := <-deliveries:
+			if !ok {
+				return true, fmt.Errorf("deliveries of queue %q ended", c.Queue)
+			}
+			if err := c.handle(ctx, log, dl, d); err != nil {
+				return true, err
+			}
+		}
+	}
+}
+
+func (c *Consumer) prefetch() int {
+	if c.Prefetch > 0 {
+		return c.Prefetch
+	}
+	return DefaultPrefetch
+}
+
+// declare creates the durable queue, binds it, and creates the dead-letter
+// exchange and queue.
+func (c *Consumer) declare(ch *amqp.Channel) error {
+	var args amqp.Table
+	if c.Quorum {
+		args = amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}
+	}
+	if _, err := ch.QueueDeclare(c.Queue, true, false, false, false, args); err != nil {
+		return fmt.Errorf("declare queue %q: %w: an existing queue must be durable and of the same type (quorum: %v)", c.Queue, err, c.Quorum)
+	}
+	if c.Exchange != "" {
+		if err := ch.ExchangeDeclare(c.Exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+			return fmt.Errorf("declare exchange %q: %w: the exporter's exchange must be a durable topic exchange", c.Exchange, err)
+		}
+		keys := c.Bindings
+		if len(keys) == 0 {
+			keys = []string{"#"}
+		}
+		for _, k := range keys {
+			if err := ch.QueueBind(c.Queue, k, c.Exchange, false, nil); err != nil {
+				return fmt.Errorf("bind queue %q to exchange %q with key %q: %w", c.Queue, c.Exchange, k, err)
+			}
+		}
+	}
+	dead := DeadLetterName(c.Queue)
+	if err := ch.ExchangeDeclare(dead, amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declare dead-letter exchange %q: %w", dead, err)
+	}
+	if _, err := ch.QueueDeclare(dead, true, false, false, false, args); err != nil {
+		return fmt.Errorf("declare dead-letter queue %q: %w", dead, err)
+	}
+	return ch.QueueBind(dead, "", dead, false, nil)
+}
+
+// handle lands one delivery and acknowledges it. An error it returns ends
+// the session (the broker connection is in doubt); a batch that cannot be
+// applied is requeued, or dead-lettered after MaxDeliveries.
+func (c *Consumer) handle(ctx context.Context, log *slog.Logger, dl *amqp.Channel, d amqp.Delivery) error {
+	// Once a batch is in hand it is finished, even on stop: the
+	// transaction and the ack are the safe point.
+	work := context.WithoutCancel(ctx)
+	b, err := DecodeBatch(d.Body, d.ContentEncoding)
+	if err != nil {
+		return c.reject(work, log, dl, d, err)
+	}
+	log = log.With("export", b.Export, "run", b.RunID, "entity", b.Entity, "batch", b.BatchIndex)
+	opts := c.Entities[b.Entity]
+	filterColumns(b, opts)
+	t, err := TargetFor(b, opts)
+	if err != nil {
+		return c.reject(work, log, dl, d, err)
+	}
+	start := time.Now()
+	var out Outcome
+	err = c.retry(ctx, log, "apply batch", func() (err error) {
+		out, err = c.Backend.Apply(work, b, t)
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, ErrRejected) {
+			return c.reject(work, log, dl, d, err)
+		}
+		return nil // stopping: the broker delivers the batch again
+	}
+	switch out {
+	case Applied:
+		c.stats.Batches.Add(1)
+		c.stats.Rows.Add(int64(len(b.Rows)))
+		log.Debug("batch applied", "table", t.Table, "mode", t.Mode, "rows", len(b.Rows), "took", time.Since(start).Round(time.Microsecond))
+	case Duplicate:
+		c.stats.Duplicates.Add(1)
+		log.Info("batch already applied, skipped", "message_id", b.MessageID)
+	case Stale:
+		c.stats.Stale.Add(1)
+		log.Info("batch of a run older than the snapshot applied to its table, skipped", "table", t.Table)
+	}
+	if t.Mode == Snapshot && out != Stale {
+		var swapped bool
+		err := c.retry(ctx, log, "finish snapshot", func() (err error) {
+			swapped, err = c.Backend.FinishSnapshot(work, t, b.RunID)
+			return err
+		})
+		if err != nil && !errors.Is(err, ErrRejected) {
+			return nil
+		}
+		if err != nil {
+			// The batch is in; the swap is refused (keys repeated in
+			// the run's rows). The staged rows stay for an operator.
+			log.Error("snapshot cannot replace the table", "table", t.Table, "error", err)
+		}
+		if swapped {
+			c.stats.Swaps.Add(1)
+			log.Info("snapshot swapped in", "table", t.Table, "batches", b.BatchCount)
+		}
+	}
+	return d.Ack(false)
+}
+
+// retry calls f until it succeeds, fails with ErrRejected, or ctx ends,
+// waiting 500 ms doubling to 30 s between attempts: a database that is
+// down or restarting holds the batch, it does not lose or reject it.
+func (c *Consumer) retry(ctx context.Context, log *slog.Logger, what string, f func() error) error {
+	wait := 500 * time.Millisecond
+	for {
+		err := f()
+		if err == nil || errors.Is(err, ErrRejected) {
+			return err
+		}
+		log.Warn(what+" failed, retrying", "error", err, "wait", wait)
+		if err := ctxio.Sleep(ctx, wait); err != nil {
+			return err
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+// reject requeues a batch that cannot be applied, or, once it has been
+// delivered MaxDeliveries times, publishes it to the dead-letter exchange
+// with the reason and acknowledges it, so the queue keeps flowing.
+func (c *Consumer) reject(ctx context.Context, log *slog.Logger, dl *amqp.Channel, d amqp.Delivery, reason error) error {
+	limit := c.MaxDeliveries
+	if limit <= 0 {
+		limit = DefaultMaxDeliveries
+	}
+	if c.attempts == nil {
+		c.attempts = map[string]int{}
+	}
+	c.attempts[d.MessageId]++
+	n := max(deliveries(d), c.attempts[d.MessageId])
+	if n < limit {
+		log.Warn("batch cannot be applied, requeued", "message_id", d.MessageId, "delivery", n, "max_deliveries", limit, "error", reason)
+		_ = ctxio.Sleep(ctx, time.Second) // not at once: the same batch comes back
+		return d.Nack(false, true)
+	}
+	headers := amqp.Table{}
+	for k, v := range d.Headers {
+		headers[k] = v
+	}
+	headers[ReasonHeader] = reason.Error()
+	headers[SinkHeader] = c.Name
+	dc, err := dl.PublishWithDeferredConfirmWithContext(ctx, DeadLetterName(c.Queue), "", false, false, amqp.Publishing{
+		Headers: headers, ContentType: d.ContentType, ContentEncoding: d.ContentEncoding, DeliveryMode: amqp.Persistent,
+		CorrelationId: d.CorrelationId, MessageId: d.MessageId, Timestamp: d.Timestamp, Type: d.Type, AppId: d.AppId, Body: d.Body,
+	})
+	if err != nil {
+		return err
+	}
+	if ok, err := dc.WaitContext(ctx); err != nil || !ok {
+		return fmt.Errorf("dead-letter exchange refused batch %s: %v", d.MessageId, err)
+	}
+	delete(c.attempts, d.MessageId)
+	c.stats.DeadLetters.Add(1)
+	log.Error("batch dead-lettered", "message_id", d.MessageId, "deliveries", n, "dead_letter_queue", DeadLetterName(c.Queue), "error", reason)
+	return d.Ack(false)
+}
+
+// deliveries is how many times d has been delivered, this time included:
+// a quorum queue counts in x-delivery-count; a classic queue only says
+// whether it was delivered before.
+func deliveries(d amqp.Delivery) int {
+	switch n := d.Headers["x-delivery-count"].(type) {
+	case int64:
+		return int(n) + 1
+	case int32:
+		return int(n) + 1
+	case int:
+		return n + 1
+	}
+	if d.Redelivered {
+		return 2
+	}
+	return 1
+}

@@ -1,0 +1,139 @@
+package sink_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/dmfexport/dmfexport/internal/testenv"
+	"github.com/dmfexport/dmfexport/sink"
+	"github.com/dmfexport/dmfexport/sink/postgres"
+)
+
+// event is a batch message body as dmfexport publishes it.
+func event(run, entity, refresh string, index int, last bool, cols []string, rows ...map[string]any) []byte {
+	var count any
+	if last {
+		count = index + 1
+	}
+	ev := map[string]any{
+		"specversion": "1.0", "type": sink.EventType, "source": "dmfexport/e", "id": fmt.Sprintf("exec-%s/%s/%d", run, entity, index),
+		"time": "2026-03-01T02:00:00Z", "subject": entity, "datacontenttype": "application/json", "refreshtype": refresh,
+		"data": map[string]any{"version": 1, "job": "e", "run_id": run, "execution_id": "exec-" + run, "entity": entity,
+			"batch_index": index, "batch_count": count, "last_batch": last, "first_row": 1 + 10*index, "row_count": len(rows),
+			"columns": cols, "rows": rows},
+	}
+	b, _ := json.Marshal(ev)
+	return b
+}
+
+func TestDecodeBatch(t *testing.T) {
+	body := event("20260301T020000Z-aa", "Orders", sink.FullPush, 0, true, []string{"ID", "NOTE", "LINES"},
+		map[string]any{"ID": "1", "LINES": []any{map[string]any{"L": "1"}}}, map[string]any{"ID": "2", "NOTE": ""})
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write(body)
+	_ = zw.Close()
+	enc, _ := zstd.NewWriter(nil)
+	zs := enc.EncodeAll(body, nil)
+	for _, tc := range []struct {
+		name, encoding string
+		body           []byte
+	}{{"plain", "", body}, {"gzip", "gzip", gz.Bytes()}, {"zstd", "zstd", zs}} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := sink.DecodeBatch(tc.body, tc.encoding)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.RunTime != time.Date(2026, 3, 1, 2, 0, 0, 0, time.UTC) || b.BatchCount != 1 || len(b.Columns) != 2 ||
+				b.Rows[0][1] != nil || *b.Rows[1][1] != "" || string(b.Documents[0]) != `{"LINES":[{"L":"1"}]}` || b.Documents[1] != nil {
+				t.Errorf("decoded %+v", b)
+			}
+		})
+	}
+	for _, tc := range []struct{ name, body, encoding string }{
+		{"not JSON", "{", ""},
+		{"other type", `{"type":"x","data":{}}`, ""},
+		{"other version", `{"type":"` + sink.EventType + `","id":"i","data":{"version":2,"run_id":"r","entity":"e"}}`, ""},
+		{"bad gzip", "xx", "gzip"},
+		{"unknown encoding", "{}", "br"},
+	} {
+		if _, err := sink.DecodeBatch([]byte(tc.body), tc.encoding); err == nil {
+			t.Errorf("%s: decoded, want an error", tc.name)
+		}
+	}
+}
+
+func TestTableName(t *testing.T) {
+	for in, want := range map[string]string{"Customers V3": "customers_v3", "Country/regions": "country_regions", "3D parts": "e_3d_parts", "--": "e_"} {
+		if got := sink.TableName(in); got != want {
+			t.Errorf("TableName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestConsumer runs a consumer over a real queue into PostgreSQL: a batch
+// delivered twice lands once, a poison batch goes to the dead-letter
+// queue with its reason after max_deliveries without holding back the
+// good batches behind it, and a stop ends Run.
+func TestConsumer(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	queue := fmt.Sprintf("dmfexport.test.sinkconsumer.%d", time.Now().UnixNano())
+	ch := testenv.AMQPChannel(t)
+	testenv.DeleteOnCleanup(t, ch, queue, sink.DeadLetterName(queue))
+	be, err := postgres.Open(ctx, testenv.PostgresURL(), testenv.PostgresSchema(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	c := &sink.Consumer{Name: "t", URL: testenv.AMQPURL(), Queue: queue, Quorum: true, MaxDeliveries: 2, Backend: be,
+		Entities: map[string]sink.EntityOptions{"Groups": {Keys: []string{"ID"}}}}
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}); err != nil {
+		t.Fatal(err)
+	}
+	cols := []string{"ID", "NAME"}
+	good := event("20260301T020000Z-aa", "Groups", sink.IncrementalPush, 0, true, cols, map[string]any{"ID": "1", "NAME": "a"})
+	noKeys := event("20260301T020000Z-aa", "Other", sink.IncrementalPush, 0, true, cols, map[string]any{"ID": "1", "NAME": "a"})
+	later := event("20260301T030000Z-bb", "Groups", sink.IncrementalPush, 0, true, cols, map[string]any{"ID": "2", "NAME": "b"})
+	for i, body := range [][]byte{good, good, []byte("not json"), noKeys, later} {
+		if err := ch.PublishWithContext(ctx, "", queue, false, false, amqp.Publishing{MessageId: fmt.Sprint(i), DeliveryMode: amqp.Persistent, Body: body}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	st := c.Stats()
+	deadline := time.Now().Add(30 * time.Second)
+	for st.DeadLetters.Load() < 2 || st.Batches.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s: %d batches, %d dead letters; want 2 and 2", st.Batches.Load(), st.DeadLetters.Load())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after stop: %v", err)
+	}
+	if st.Duplicates.Load() != 1 || st.Rows.Load() != 2 {
+		t.Errorf("%d duplicates, %d rows; want 1 and 2", st.Duplicates.Load(), st.Rows.Load())
+	}
+	dead := testenv.Drain(t, ch, sink.DeadLetterName(queue))
+	if len(dead) != 2 {
+		t.Fatalf("dead-letter queue holds %d messages, want 2", len(dead))
+	}
+	for _, d := range dead {
+		reason, _ := d.Headers[sink.ReasonHeader].(string)
+		if reason == "" || d.Headers[sink.SinkHeader] != "t" {
+			t.Errorf("dead letter %s: headers %v, want a reason and the sink's name", d.MessageId, d.Headers)
+		}
+		t.Logf("dead letter %s: %s", d.MessageId, reason)
+	}
+}
