@@ -109,6 +109,9 @@ func TestRunShowsFOWords(t *testing.T) {
 		wantCount  int
 		wantFirst  string // first recorded error message
 		wantLogged bool
+		// waiting: the execution exists and F&O gave no verdict, so the run
+		// is left waiting to poll it again rather than failed.
+		waiting bool
 	}{
 		{name: "export refused", handlers: map[string]func(int) (int, string){
 			"ExportToPackage": fixed(400, foError("Data project 'G' does not exist in company USMF")),
@@ -116,7 +119,7 @@ func TestRunShowsFOWords(t *testing.T) {
 		{name: "status fails", handlers: map[string]func(int) (int, string){
 			"ExportToPackage":           fixed(200, foValue("x")),
 			"GetExecutionSummaryStatus": fixed(500, foError("Timeout expired while reading DMFEXECUTION")),
-		}, want: []string{"GetExecutionSummaryStatus", "HTTP 500", "Timeout expired while reading DMFEXECUTION"}},
+		}, want: []string{"GetExecutionSummaryStatus", "HTTP 500", "Timeout expired while reading DMFEXECUTION", "waiting for F&O to end the execution"}, waiting: true},
 		{name: "failed with F&O's errors", handlers: map[string]func(int) (int, string){
 			"ExportToPackage":            fixed(200, foValue("x")),
 			"GetExecutionSummaryStatus":  fixed(200, foValue("Failed")),
@@ -145,8 +148,13 @@ func TestRunShowsFOWords(t *testing.T) {
 			var mu sync.Mutex
 			r := &Runner{Logger: slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))}
 			rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"})
-			if err == nil || rec == nil || rec.State != StateFailed {
-				t.Fatalf("Run = %+v, %v; want a failed record and an error", rec, err)
+			switch {
+			case err == nil || rec == nil:
+				t.Fatalf("Run = %+v, %v; want a record and an error", rec, err)
+			case tt.waiting && (rec.State.Final() || rec.Waiting != WaitingForExecution):
+				t.Fatalf("Run = %+v; want it left waiting for the execution", rec)
+			case !tt.waiting && rec.State != StateFailed:
+				t.Fatalf("Run = %+v, %v; want a failed record", rec, err)
 			}
 			stored, rerr := Records(context.Background(), exp, 1)
 			if rerr != nil || len(stored) != 1 {
