@@ -40,6 +40,7 @@ func commands() map[string]command {
 		"jobs":     &exportsCommand{name: "jobs"}, // the command's former name, kept for scripts
 		"status":   &statusCommand{},
 		"replay":   &replayCommand{},
+		"abandon":  &abandonCommand{},
 		"demo":     &demoCommand{},
 		"version":  &versionCommand{},
 	}
@@ -57,6 +58,7 @@ Commands:
   exports    list the exports with their schedules and next run times (also: jobs)
   status     show recent runs from the run records
   replay     publish a stored run's entities again
+  abandon    end an unfinished run on purpose: it is never resumed
   demo       run the demo export against the built-in F&O simulator
   version    print the version
 
