@@ -19,18 +19,23 @@ import (
 // by hand: dmfexport's own writes are atomic) must not block its export:
 // the scan for unfinished runs quarantines it — its bytes are moved aside
 // to "<export>/<run>/run.json.damaged-<time>", with the cause and what
-// became of the run in the copy's metadata — and the run is then either
-// rebuilt or given up:
+// became of the run in the copy's metadata — and the run is then rebuilt,
+// from the first of these that says enough, or given up:
 //
-//   - When the run stored its package ("<run>/package.zip", whose metadata
-//     names the execution and the package's SHA-256), a new record is
-//     written from it, in state downloading: the resume unpacks the stored
-//     package again and publishes every entity from its first batch.
-//     Batches the broker confirmed before go again under the same message
-//     IDs (the record that counted them is gone); no second export.
-//   - Otherwise nothing names the run's F&O execution any more: the run's
-//     active marker is cleared, so it is never resumed, and the next run
-//     exports again. Its stored objects stay where they are.
+//   - The run's stored package ("<run>/package.zip", whose metadata names
+//     the execution and the package's SHA-256): a new record in state
+//     downloading; the resume unpacks the stored package again.
+//   - The record's own metadata, where it outlives the bytes (a directory
+//     store's sidecar): the execution ID (state exporting: the resume asks
+//     F&O for that execution and downloads its package again), or state
+//     pending without one (the run had not asked F&O yet: it now does).
+//
+// Either way every entity is published from its first batch: batches the
+// broker confirmed before go again under the same message IDs (the record
+// that counted them is gone), and there is no second export. When nothing
+// names the run's F&O execution, the run's active marker is cleared, so it
+// is never resumed, and the next run exports again. Its stored objects
+// stay where they are.
 //
 // A damaged record of a finished run is left in place: status names it,
 // and retention deletes it with its run.
@@ -106,6 +111,20 @@ func (r *Runner) salvage(ctx context.Context, exp *Export, st store.Store, d dam
 	pkg, pkgErr := storedPackage(ctx, st, exp, d.runID)
 	lost := "the count of confirmed batches: rebuilt from the stored package, the run publishes every entity again from its first batch, under the same message IDs"
 	if pkgErr != nil {
+		// No package: the record's own metadata may still name the
+		// execution (or show the run never reached F&O).
+		if o, err := st.Stat(ctx, d.key); err == nil {
+			switch id, state := o.Meta["executionid"], State(o.Meta["state"]); {
+			case id != "" && checkExecutionID(id) == nil && state.known():
+				pkg, pkgErr = packageRef{executionID: id}, nil
+				lost = "the record's progress: rebuilt from its metadata, the run asks F&O for execution " + id + " again, downloads its package and publishes every entity from its first batch"
+			case id == "" && state == StatePending:
+				pkg, pkgErr = packageRef{}, nil
+				lost = "the record's details: rebuilt from its metadata, the run had not asked F&O to export yet, and now does"
+			}
+		}
+	}
+	if pkgErr != nil {
 		lost = "run given up: " + pkgErr.Error() + ", so the rest of its rows cannot be delivered from this run; the next run exports again " +
 			"(if its export had started in F&O, the rows of IncrementalPush entities in it are lost: export them with a full push); " +
 			"its stored objects stay under " + runPrefix(exp.Store.Prefix, exp.Name, d.runID)
@@ -130,7 +149,7 @@ func (r *Runner) salvage(ctx context.Context, exp *Export, st store.Store, d dam
 		restoreQuarantined(ctx, st, qkey, d.key, log)
 		return nil
 	}
-	log.Warn("run record damaged: quarantined and rebuilt from the stored package; the run resumes from it",
+	log.Warn("run record damaged: quarantined and rebuilt; the run resumes from it",
 		"key", d.key, "quarantined_as", qkey, "cause", de.cause, "execution", rec.ExecutionID, "lost", lost)
 	return rec
 }
@@ -169,13 +188,20 @@ func rebuiltRecord(exp *Export, d damagedRun, pkg packageRef, qkey, cause string
 	if started.IsZero() {
 		started = d.marker.ModTime.UTC()
 	}
+	state, from := StateDownloading, "the stored package"
+	switch {
+	case pkg.executionID == "":
+		state, from = StatePending, "its metadata (it had not exported yet)"
+	case pkg.key == "":
+		state, from = StateExporting, "its metadata (execution "+pkg.executionID+")"
+	}
 	return &RunRecord{
-		Job: exp.Name, RunID: d.runID, Trigger: "rebuilt", StartedAt: started, State: StateDownloading,
+		Job: exp.Name, RunID: d.runID, Trigger: "rebuilt", StartedAt: started, State: state,
 		DefinitionGroup: exp.DefinitionGroup, LegalEntity: exp.LegalEntity,
 		ExecutionID: pkg.executionID, PackageKey: pkg.key, PackageBytes: pkg.size, PackageSHA256: pkg.sha256,
 		Batching: batchSettingsOf(exp),
-		Warnings: []string{fmt.Sprintf("the run record was damaged (%s) and quarantined as %s; rebuilt from the stored package, "+
-			"so every entity was published again from its first batch under the same message IDs, with the export's batch settings of the rebuild", cause, qkey)},
+		Warnings: []string{fmt.Sprintf("the run record was damaged (%s) and quarantined as %s; rebuilt from %s, "+
+			"so every entity was published again from its first batch under the same message IDs, with the export's batch settings of the rebuild", cause, qkey, from)},
 	}
 }
 

@@ -146,11 +146,24 @@ func TestDamagedRecordOfUnfinishedRun(t *testing.T) {
 	}
 }
 
-// TestDamagedRecordWithoutPackage damages the record of a run stopped
-// before its package was stored: nothing names its execution, so the run
-// is given up — quarantined, never resumed — and a new run can start.
+// TestDamagedRecordWithoutPackage damages the record of a run whose
+// package is not stored. Where the record's metadata survives (a directory
+// store's sidecar) it names the execution: the run is rebuilt, polls that
+// execution again and delivers every row with one export. Without it
+// nothing names the execution: the run is given up — quarantined, never
+// resumed — and a new run exports again.
 func TestDamagedRecordWithoutPackage(t *testing.T) {
-	for _, tt := range damagedShapes[:4] {
+	tests := []struct {
+		name     string
+		shape    func([]byte) []byte
+		loseMeta bool
+	}{
+		{name: "{} with metadata", shape: damagedShapes[3].bytes},
+		{name: "truncated with metadata", shape: damagedShapes[0].bytes},
+		{name: "{} without metadata", shape: damagedShapes[3].bytes, loseMeta: true},
+		{name: "empty without metadata", shape: damagedShapes[1].bytes, loseMeta: true},
+	}
+	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 300)}}, ExecutionTime: 20 * time.Millisecond})
 			defer sim.Close()
@@ -161,13 +174,34 @@ func TestDamagedRecordWithoutPackage(t *testing.T) {
 			if err := st.Delete(ctx, first.PackageKey); err != nil {
 				t.Fatal(err)
 			}
-			key := damage(t, exp, first.RunID, tt.bytes)
+			key := damage(t, exp, first.RunID, tt.shape)
+			if tt.loseMeta {
+				if err := os.Remove(filepath.Join(exp.Store.Path, filepath.FromSlash(key)+".meta.json")); err != nil {
+					t.Fatal(err)
+				}
+			}
 
 			var logs logBuffer
-			r := &Runner{NewSink: sinkFor(&scriptedSink{storeFirst: -1}), Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+			r := &Runner{NewSink: sinkFor(&scriptedSink{storeFirst: -1}, &scriptedSink{storeFirst: -1}), Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 			recs, err := r.Unfinished(ctx, exp)
-			if err != nil || len(recs) != 0 {
-				t.Fatalf("Unfinished: want no run to resume, got %d, %v", len(recs), err)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.loseMeta {
+				if len(recs) != 1 || recs[0].ExecutionID != first.ExecutionID || recs[0].State != StateExporting {
+					t.Fatalf("Unfinished: want the run rebuilt in state exporting with execution %s, got %+v\n%s", first.ExecutionID, recs, logs.String())
+				}
+				got, err := r.Resume(ctx, exp, recs[0])
+				if err != nil || got.State != StateSucceeded || got.Entities[0].Rows != 300 {
+					t.Fatalf("Resume of the rebuilt run: want succeeded with 300 rows, got %v (%+v)", err, got)
+				}
+				if n := sim.Exports(); n != 1 {
+					t.Errorf("F&O exports: want 1 (the rebuilt run polls the same execution), got %d", n)
+				}
+				return
+			}
+			if len(recs) != 0 {
+				t.Fatalf("Unfinished: want no run to resume, got %d", len(recs))
 			}
 			if !strings.Contains(logs.String(), "its run is lost and never resumed") || !strings.Contains(logs.String(), "key="+key) {
 				t.Errorf("log: want a WARN naming %s and the lost run, got:\n%s", key, logs.String())

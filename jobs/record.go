@@ -250,6 +250,11 @@ func encodeRecord(rec *RunRecord) ([]byte, error) {
 // putRecord writes an encoded record of rec.
 func putRecord(ctx context.Context, st store.Store, storePrefix string, rec *RunRecord, b []byte) error {
 	meta := map[string]string{"export": rec.Job, "job": rec.Job, "run": rec.RunID, "state": string(rec.State)}
+	if rec.ExecutionID != "" {
+		// Where the metadata outlives the bytes (a directory store's
+		// sidecar), a damaged record's run is rebuilt from it (damaged.go).
+		meta["executionid"] = rec.ExecutionID
+	}
 	if _, err := st.Put(ctx, recordKey(storePrefix, rec.Job, rec.RunID), bytes.NewReader(b), meta); err != nil {
 		return fmt.Errorf("write run record %s/%s: %w", rec.Job, rec.RunID, err)
 	}
