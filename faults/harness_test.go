@@ -411,7 +411,7 @@ type runStatus struct {
 
 func (r runStatus) final() bool {
 	switch r.State {
-	case "succeeded", "partially_succeeded", "failed", "skipped":
+	case "succeeded", "partially_succeeded", "failed", "skipped", "abandoned":
 		return true
 	}
 	return false

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"path"
 	"slices"
 	"strings"
@@ -34,11 +35,24 @@ const (
 	// StateSkipped is a run that never started because another run was
 	// exporting the same data project; its error names that run.
 	StateSkipped State = "skipped"
+	// StateAbandoned is an unfinished run an operator ended on purpose
+	// (dmfexport abandon); its error says who, when and why. It is never
+	// resumed.
+	StateAbandoned State = "abandoned"
 )
 
 // Final reports whether no more work will happen for a run in this state.
 func (s State) Final() bool {
-	return s == StateSucceeded || s == StatePartiallySucceeded || s == StateFailed || s == StateSkipped
+	return s == StateSucceeded || s == StatePartiallySucceeded || s == StateFailed || s == StateSkipped || s == StateAbandoned
+}
+
+// known reports whether s is one of the run states above.
+func (s State) known() bool {
+	switch s {
+	case StatePending, StateExporting, StateDownloading, StateUnpacking, StatePublishing:
+		return true
+	}
+	return s.Final()
 }
 
 // RunRecord is the durable account of one run of one export, written to the
@@ -81,6 +95,9 @@ type RunRecord struct {
 	// WaitingForExecution); the run
 	// service takes it up again with backoff. Empty while it runs.
 	Waiting string `json:"waiting,omitempty"`
+	// Abandoned says who ended the run on purpose, when and why (state
+	// abandoned: dmfexport abandon).
+	Abandoned *Abandonment `json:"abandoned,omitempty"`
 
 	// ExecutionErrors are the first errors F&O recorded for an execution
 	// that did not simply succeed (GetExecutionErrors), at most
@@ -234,6 +251,11 @@ func encodeRecord(rec *RunRecord) ([]byte, error) {
 // putRecord writes an encoded record of rec.
 func putRecord(ctx context.Context, st store.Store, storePrefix string, rec *RunRecord, b []byte) error {
 	meta := map[string]string{"export": rec.Job, "job": rec.Job, "run": rec.RunID, "state": string(rec.State)}
+	if rec.ExecutionID != "" {
+		// Where the metadata outlives the bytes (a directory store's
+		// sidecar), a damaged record's run is rebuilt from it (damaged.go).
+		meta["executionid"] = rec.ExecutionID
+	}
 	if _, err := st.Put(ctx, recordKey(storePrefix, rec.Job, rec.RunID), bytes.NewReader(b), meta); err != nil {
 		return fmt.Errorf("write run record %s/%s: %w", rec.Job, rec.RunID, err)
 	}
@@ -241,34 +263,68 @@ func putRecord(ctx context.Context, st store.Store, storePrefix string, rec *Run
 }
 
 // Records returns the newest limit run records of one export (all when
-// limit <= 0), newest first.
+// limit <= 0), newest first. Damaged records among them are left out: see
+// RunHistory.
 func Records(ctx context.Context, exp *Export, limit int) ([]*RunRecord, error) {
+	h, err := RunHistory(ctx, exp, limit)
+	if err != nil {
+		return nil, err
+	}
+	return h.Records, nil
+}
+
+// History is what the store holds of an export's runs: the records that
+// read as records, and those that do not.
+type History struct {
+	Records []*RunRecord // newest first
+	// Damaged are the records among the newest limit that cannot be read,
+	// and the quarantined records of runs left without one, newest first.
+	Damaged []DamagedRecord
+}
+
+// RunHistory reads the newest limit run records of one export (all when
+// limit <= 0). A damaged record never fails it: it is listed in Damaged,
+// so one unreadable record does not hide the others. It only reads.
+func RunHistory(ctx context.Context, exp *Export, limit int) (*History, error) {
 	st, err := openStoreReading(ctx, exp.Store)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
-	refs, err := listRecords(ctx, st, exp.Store.Prefix, exp.Name)
+	refs, quarantined, err := listRuns(ctx, st, exp.Store.Prefix, exp.Name)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
+	}
+	hasRecord := map[string]bool{}
+	for _, ref := range refs {
+		hasRecord[ref.runID] = true
 	}
 	if limit > 0 && len(refs) > limit {
 		refs = refs[:limit]
 	}
-	recs, err := readRecords(ctx, st, refs)
+	recs, damaged, err := readRecords(ctx, st, refs)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
-	return recs, nil
+	for _, q := range quarantined {
+		// A rebuilt record says in its warnings that it replaced one.
+		if !hasRecord[q.runID] {
+			damaged = append(damaged, DamagedRecord{Job: exp.Name, RunID: q.runID, Key: q.key, Quarantined: true,
+				StartedAt: runStart(q.runID), Cause: q.meta["cause"], Lost: q.meta["lost"]})
+		}
+	}
+	slices.SortStableFunc(damaged, func(a, b DamagedRecord) int { return strings.Compare(b.RunID, a.RunID) })
+	return &History{Records: recs, Damaged: damaged}, nil
 }
 
 // LoadRecords returns the run records of job (every job when job is ""),
-// newest first.
+// newest first; damaged records are left out.
 func LoadRecords(ctx context.Context, st store.Store, storePrefix, job string) ([]*RunRecord, error) {
 	refs, err := listRecords(ctx, st, storePrefix, job)
 	if err != nil {
 		return nil, err
 	}
-	return readRecords(ctx, st, refs)
+	recs, _, err := readRecords(ctx, st, refs)
+	return recs, err
 }
 
 // recordRef is where a run record is and the state its metadata shows
@@ -277,11 +333,20 @@ type recordRef struct {
 	key   string
 	runID string
 	state State
+	meta  map[string]string
 }
 
 // listRecords lists the run records of job (every job when job is ""),
 // newest first: run IDs start with their UTC start time.
 func listRecords(ctx context.Context, st store.Store, storePrefix, job string) ([]recordRef, error) {
+	refs, _, err := listRuns(ctx, st, storePrefix, job)
+	return refs, err
+}
+
+// listRuns lists the run records of job (every job when job is ""), and
+// the quarantined copies of damaged ones (see quarantineKey), each newest
+// first.
+func listRuns(ctx context.Context, st store.Store, storePrefix, job string) (records, quarantined []recordRef, err error) {
 	prefix := storePrefix
 	if job != "" {
 		prefix = path.Join(storePrefix, store.EscapeName(job)) + "/"
@@ -290,9 +355,8 @@ func listRecords(ctx context.Context, st store.Store, storePrefix, job string) (
 	}
 	objs, err := st.List(ctx, prefix)
 	if err != nil {
-		return nil, fmt.Errorf("list run records: %w", err)
+		return nil, nil, fmt.Errorf("list run records: %w", err)
 	}
-	var refs []recordRef
 	for _, o := range objs {
 		// A record is "<export>/<run>/run.json" under the store prefix, never
 		// deeper: an entity's object named run.json is not a record.
@@ -300,27 +364,49 @@ func listRecords(ctx context.Context, st store.Store, storePrefix, job string) (
 		if storePrefix != "" {
 			rel = strings.TrimPrefix(rel, "/")
 		}
-		if parts := strings.Split(rel, "/"); len(parts) != 3 || parts[2] != "run.json" {
+		parts := strings.Split(rel, "/")
+		if len(parts) != 3 {
 			continue
 		}
-		id, _ := store.UnescapeName(path.Base(path.Dir(o.Key)))
-		refs = append(refs, recordRef{key: o.Key, runID: id, state: State(o.Meta["state"])})
+		id, _ := store.UnescapeName(parts[1])
+		ref := recordRef{key: o.Key, runID: id, state: State(o.Meta["state"]), meta: o.Meta}
+		switch {
+		case parts[2] == "run.json":
+			records = append(records, ref)
+		case strings.HasPrefix(parts[2], quarantineSuffix):
+			ref.state = ""
+			quarantined = append(quarantined, ref)
+		}
 	}
-	slices.SortStableFunc(refs, func(a, b recordRef) int { return strings.Compare(b.runID, a.runID) })
-	return refs, nil
+	newest := func(a, b recordRef) int { return strings.Compare(b.runID, a.runID) }
+	slices.SortStableFunc(records, newest)
+	slices.SortStableFunc(quarantined, newest)
+	return records, quarantined, nil
 }
 
-// readRecords reads the records refs point to, in the same order.
-func readRecords(ctx context.Context, st store.Store, refs []recordRef) ([]*RunRecord, error) {
+// readRecords reads the records refs point to, in the same order, and
+// describes those that are damaged. Only a store that cannot be read
+// fails it.
+func readRecords(ctx context.Context, st store.Store, refs []recordRef) ([]*RunRecord, []DamagedRecord, error) {
 	recs := make([]*RunRecord, 0, len(refs))
+	var damaged []DamagedRecord
 	for _, ref := range refs {
 		rec, err := readRecord(ctx, st, ref.key)
-		if err != nil {
-			return nil, err
+		var de *damagedError
+		switch {
+		case errors.As(err, &de):
+			job, _ := store.UnescapeName(path.Base(path.Dir(path.Dir(ref.key))))
+			damaged = append(damaged, DamagedRecord{Job: job, RunID: ref.runID, Key: ref.key, State: ref.state,
+				StartedAt: runStart(ref.runID), Cause: de.cause})
+		case errors.Is(err, store.ErrNotExist):
+			// Deleted since the listing (retention, a quarantine).
+		case err != nil:
+			return nil, nil, err
+		default:
+			recs = append(recs, rec)
 		}
-		recs = append(recs, rec)
 	}
-	return recs, nil
+	return recs, damaged, nil
 }
 
 // activeKey marks a run as unfinished: written before its first record,
@@ -329,21 +415,34 @@ func activeKey(storePrefix, job, runID string) string {
 	return path.Join(storePrefix, "_active", store.EscapeName(job), store.EscapeName(runID))
 }
 
+// damagedRun is a run marked active whose record is damaged.
+type damagedRun struct {
+	runID  string
+	key    string       // its record
+	marker store.Object // its active marker
+	cause  string
+}
+
 // unfinishedRecords reads the records of job that are not in a final state,
-// oldest first. It reads only the runs marked active; a marker whose record
-// is final (its deletion failed) or missing is removed.
-func unfinishedRecords(ctx context.Context, st store.Store, storePrefix, job string) ([]*RunRecord, error) {
+// oldest first, and lists those marked active whose record is damaged
+// apart, for the caller to quarantine. It reads only the runs marked
+// active; a marker whose record is final (its deletion failed) or missing
+// is removed.
+func unfinishedRecords(ctx context.Context, st store.Store, storePrefix, job string) ([]*RunRecord, []damagedRun, error) {
 	objs, err := st.List(ctx, path.Join(storePrefix, "_active", store.EscapeName(job))+"/")
 	if err != nil {
-		return nil, fmt.Errorf("list active runs: %w", err)
+		return nil, nil, fmt.Errorf("list active runs: %w", err)
 	}
 	var out []*RunRecord
+	var damaged []damagedRun
 	for _, o := range objs { // keys sort by run ID: oldest first
 		id, err := store.UnescapeName(path.Base(o.Key))
 		if err != nil {
 			continue
 		}
-		rec, err := readRecord(ctx, st, recordKey(storePrefix, job, id))
+		key := recordKey(storePrefix, job, id)
+		rec, err := readRecord(ctx, st, key)
+		var de *damagedError
 		switch {
 		case errors.Is(err, store.ErrNotExist):
 			// A run being started writes its marker just before its first
@@ -351,15 +450,49 @@ func unfinishedRecords(ctx context.Context, st store.Store, storePrefix, job str
 			if time.Since(o.ModTime) > 10*time.Minute {
 				_ = st.Delete(ctx, o.Key)
 			}
+		case errors.As(err, &de):
+			damaged = append(damaged, damagedRun{runID: id, key: key, marker: o, cause: de.cause})
 		case err == nil && rec.State.Final():
 			_ = st.Delete(ctx, o.Key)
 		case err != nil:
-			return nil, err
+			return nil, nil, err
 		default:
 			out = append(out, rec)
 		}
 	}
-	return out, nil
+	return out, damaged, nil
+}
+
+// ErrDamagedRecord is wrapped by the error of reading a run record that
+// is not one: truncated, empty, not JSON, JSON of another shape, or
+// missing what a run needs (its run ID, its export, a known state, its
+// start, the execution ID of a run past pending).
+var ErrDamagedRecord = errors.New("run record is damaged")
+
+// damagedError is a damaged record: where it is and what is wrong.
+type damagedError struct {
+	key, cause string
+}
+
+func (e *damagedError) Error() string {
+	return fmt.Sprintf("read run record %s: damaged: %s", e.key, e.cause)
+}
+
+func (e *damagedError) Unwrap() error { return ErrDamagedRecord }
+
+// DamagedRecord is a run record that cannot be read as one, as status
+// shows it.
+type DamagedRecord struct {
+	Job   string // the export, from the record's key
+	RunID string // from the record's key
+	// Key is where the damaged bytes are: the run's run.json, or, once
+	// quarantined, the copy beside it (Quarantined).
+	Key         string
+	Quarantined bool
+	State       State     // the state the store's metadata of run.json gives; "" when unknown
+	StartedAt   time.Time // from the run ID; zero when it does not start with a time
+	Cause       string    // why it cannot be read
+	Lost        string    // of a quarantined record: what became of its run
 }
 
 func readRecord(ctx context.Context, st store.Store, key string) (*RunRecord, error) {
@@ -368,9 +501,64 @@ func readRecord(ctx context.Context, st store.Store, key string) (*RunRecord, er
 		return nil, fmt.Errorf("read run record %s: %w", key, err)
 	}
 	defer rc.Close()
+	// Only the bytes can be damaged: a read the store cut short is its
+	// error, and reading again may succeed.
+	src := &readErr{r: rc}
 	var rec RunRecord
-	if err := json.NewDecoder(rc).Decode(&rec); err != nil {
-		return nil, fmt.Errorf("read run record %s: %w", key, err)
+	if err := json.NewDecoder(src).Decode(&rec); err != nil {
+		switch {
+		case src.err != nil:
+			return nil, fmt.Errorf("read run record %s: %w", key, src.err)
+		case errors.Is(err, io.EOF):
+			return nil, &damagedError{key: key, cause: "empty"}
+		default:
+			return nil, &damagedError{key: key, cause: "not a JSON run record: " + err.Error()}
+		}
+	}
+	if cause := checkRecord(&rec, key); cause != "" {
+		return nil, &damagedError{key: key, cause: cause}
 	}
 	return &rec, nil
+}
+
+// readErr keeps the first error of r other than io.EOF.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErr) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
+
+// checkRecord says what a decoded record lacks to be the record of the run
+// stored at key, or "". A record a run could not be resumed from safely
+// (no run ID: its objects and messages would be written under another;
+// no execution ID past pending: a second export) is damaged.
+func checkRecord(rec *RunRecord, key string) string {
+	runID, _ := store.UnescapeName(path.Base(path.Dir(key)))
+	job, _ := store.UnescapeName(path.Base(path.Dir(path.Dir(key))))
+	switch {
+	case rec.RunID == "":
+		return "no run ID"
+	case rec.RunID != runID:
+		return fmt.Sprintf("it names run %q but is stored as run %q", rec.RunID, runID)
+	case rec.Job == "":
+		return "no export name"
+	case rec.Job != job:
+		return fmt.Sprintf("it names export %q but is stored under export %q", rec.Job, job)
+	case !rec.State.known():
+		return fmt.Sprintf("unknown state %q", rec.State)
+	case rec.StartedAt.IsZero():
+		return "no start time"
+	case rec.ExecutionID == "" && !rec.State.Final() && rec.State != StatePending:
+		return fmt.Sprintf("state %s without an execution ID", rec.State)
+	case rec.ExecutionID != "" && checkExecutionID(rec.ExecutionID) != nil:
+		return fmt.Sprintf("unusable execution ID %q", rec.ExecutionID)
+	}
+	return ""
 }

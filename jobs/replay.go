@@ -18,7 +18,8 @@ type ReplayOptions struct {
 }
 
 // FindRun returns the export of cfg whose store holds the record of runID,
-// and that record. runID may be given as "EXPORT/RUN".
+// and that record. runID may be given as "EXPORT/RUN". When that record is
+// damaged, the error wraps ErrDamagedRecord and the export is returned.
 func FindRun(ctx context.Context, cfg *Config, runID string) (*Export, *RunRecord, error) {
 	job, id, qualified := strings.Cut(runID, "/")
 	if !qualified {
@@ -36,6 +37,10 @@ func FindRun(ctx context.Context, cfg *Config, runID string) (*Export, *RunRecor
 		rec, err := readRecord(ctx, st, recordKey(exp.Store.Prefix, exp.Name, id))
 		if errors.Is(err, store.ErrNotExist) {
 			continue
+		}
+		if errors.Is(err, ErrDamagedRecord) {
+			// The export is returned with it: dmfexport abandon ends such a run.
+			return exp, nil, fmt.Errorf("export %s run %s: %w", exp.Name, id, err)
 		}
 		if err != nil {
 			return nil, nil, err

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,17 +27,22 @@ func prune(ctx context.Context, st store.Store, exp *Export, now time.Time) ([]s
 	// Decide from the listing alone: the state is in each record's
 	// metadata and the start time in its run ID, so a prune after every run
 	// reads no record unless the store lost that metadata.
-	refs, err := listRecords(ctx, st, exp.Store.Prefix, exp.Name)
+	refs, quarantined, err := listRuns(ctx, st, exp.Store.Prefix, exp.Name)
 	if err != nil {
 		return nil, err
 	}
 	var deleted []string
 	var errs []error
 	finished := 0
+	hasRecord := map[string]bool{}
 	for _, ref := range refs { // newest first
+		hasRecord[ref.runID] = true
 		state, started := ref.state, runStart(ref.runID)
 		if state == "" || started.IsZero() {
 			rec, err := readRecord(ctx, st, ref.key)
+			if errors.Is(err, ErrDamagedRecord) {
+				continue // status names it; an operator decides
+			}
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -57,6 +63,19 @@ func prune(ctx context.Context, st store.Store, exp *Export, now time.Time) ([]s
 			continue
 		}
 		deleted = append(deleted, ref.runID)
+	}
+	// A run given up for a damaged record keeps its quarantined record and
+	// objects for the operator, until max_age.
+	for _, q := range quarantined {
+		started := runStart(q.runID)
+		if hasRecord[q.runID] || r.MaxAge == 0 || started.IsZero() || now.Sub(started) <= r.MaxAge || slices.Contains(deleted, q.runID) {
+			continue
+		}
+		if err := deleteRun(ctx, st, exp.Store.Prefix, exp.Name, q.runID); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		deleted = append(deleted, q.runID)
 	}
 	return deleted, errors.Join(errs...)
 }

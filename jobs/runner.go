@@ -187,7 +187,9 @@ func (r *Runner) leaseTTL() time.Duration {
 // runningElsewhere names an unfinished run of exp that a live process other
 // than this one owns, or returns "".
 func (r *Runner) runningElsewhere(ctx context.Context, exp *Export, st store.Store) (string, error) {
-	recs, err := unfinishedRecords(ctx, st, exp.Store.Prefix, exp.Name)
+	// A damaged record is quarantined by the scan for runs to resume; it
+	// never keeps a new run out.
+	recs, _, err := unfinishedRecords(ctx, st, exp.Store.Prefix, exp.Name)
 	if err != nil {
 		return "", err
 	}
@@ -208,13 +210,14 @@ func (r *Runner) runningElsewhere(ctx context.Context, exp *Export, st store.Sto
 }
 
 // Unfinished returns the runs of exp whose records are not in a final state:
-// runs cut off by a stop or a crash, for Resume. Oldest first.
+// runs cut off by a stop or a crash, for Resume. Oldest first. A damaged
+// record is quarantined on the way (see damaged.go).
 func (r *Runner) Unfinished(ctx context.Context, exp *Export) ([]*RunRecord, error) {
 	st, err := r.store(ctx, exp)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
-	recs, err := unfinishedRecords(ctx, st, exp.Store.Prefix, exp.Name)
+	recs, err := r.unfinished(ctx, st, exp)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}

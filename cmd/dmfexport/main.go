@@ -41,6 +41,7 @@ func commands() map[string]command {
 		"status":   &statusCommand{},
 		"replay":   &replayCommand{},
 		"sink":     &sinkCommand{},
+		"abandon":  &abandonCommand{},
 		"demo":     &demoCommand{},
 		"version":  &versionCommand{},
 	}
@@ -59,6 +60,7 @@ Commands:
   status     show recent runs from the run records
   replay     publish a stored run's entities again
   sink       land the batches of the configured sinks' queues in their databases
+  abandon    end an unfinished run on purpose: it is never resumed
   demo       run the demo export against the built-in F&O simulator
   version    print the version
 

@@ -31,7 +31,9 @@ crash that no live process owns shows as interrupted: dmfexport run resumes it a
 A run that stopped because the broker stayed unreachable shows as waiting for broker: dmfexport
 run takes it up again with backoff. A run waiting for an execution slot of its F&O environment
 (fo.max_concurrent_exports) shows as "queued since" the time it began to wait.
---json prints the records themselves. status only reads: it never creates the store.
+A run record that cannot be read (damaged outside dmfexport) shows as one "damaged record" line
+naming it, and never hides the other runs. --json prints the records themselves (damaged ones
+are named on stderr). status only reads: it never creates the store.
 `
 }
 
@@ -60,16 +62,19 @@ func (c *statusCommand) Run(ctx context.Context, args []string) error {
 		exps = []jobs.Export{*e}
 	}
 	var all []*jobs.RunRecord
+	var damaged []jobs.DamagedRecord
 	owned := map[*jobs.RunRecord]bool{}
 	for i := range exps {
 		e := &exps[i]
 		if storeMissing(e) {
 			continue // nothing was ever run; opening the store would create it
 		}
-		recs, err := jobs.Records(ctx, e, c.limit)
+		h, err := jobs.RunHistory(ctx, e, c.limit)
 		if err != nil {
 			return err
 		}
+		recs := h.Records
+		damaged = append(damaged, h.Damaged...)
 		for _, r := range recs {
 			if !r.State.Final() {
 				if owned[r], err = jobs.RunOwned(ctx, e, r.RunID, cfg.LeaseTTL); err != nil {
@@ -81,6 +86,10 @@ func (c *statusCommand) Run(ctx context.Context, args []string) error {
 	}
 	slices.SortStableFunc(all, func(a, b *jobs.RunRecord) int { return b.StartedAt.Compare(a.StartedAt) })
 	if c.json {
+		// The records only, as ever; the damaged ones are named on stderr.
+		for _, d := range damaged {
+			fmt.Fprintf(os.Stderr, "dmfexport status: export %s run %s: %s\n", d.Job, printable(d.RunID), printable(damagedText(d)))
+		}
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		if all == nil {
@@ -88,12 +97,23 @@ func (c *statusCommand) Run(ctx context.Context, args []string) error {
 		}
 		return enc.Encode(all)
 	}
-	if len(all) == 0 {
+	if len(all) == 0 && len(damaged) == 0 {
 		fmt.Println("no runs yet")
 		return nil
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "EXPORT\tRUN\tSTATE\tSTARTED\tDURATION\tENTITIES\tROWS\tBATCHES\tERROR")
+	for _, d := range damaged {
+		started := "-"
+		if !d.StartedAt.IsZero() {
+			started = d.StartedAt.Local().Format("2006-01-02 15:04:05")
+		}
+		state := "damaged record"
+		if d.Quarantined {
+			state = "damaged record (quarantined)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t-\t-\t-\t-\t%s\n", printable(d.Job), printable(d.RunID), state, started, printable(damagedText(d)))
+	}
 	for _, r := range all {
 		var rows, batches int64
 		for _, e := range r.Entities {
@@ -115,6 +135,23 @@ func (c *statusCommand) Run(ctx context.Context, args []string) error {
 			r.StartedAt.Local().Format("2006-01-02 15:04:05"), dur, len(r.Entities), rows, batches, printable(oneLine(errText, 120)))
 	}
 	return tw.Flush()
+}
+
+// damagedText says what is wrong with a damaged record, where it is and
+// what becomes of its run, whole: the ERROR column is the only place that
+// names the key.
+func damagedText(d jobs.DamagedRecord) string {
+	text := d.Key + ": " + d.Cause
+	switch {
+	case d.Quarantined && d.Lost != "":
+		text += "; " + d.Lost
+	case d.Quarantined:
+	case d.State.Final():
+		text += "; the run had ended " + string(d.State) + "; retention deletes the record with its run, or delete it by hand"
+	default:
+		text += "; dmfexport run or trigger quarantines it and rebuilds the run from its stored package if it has one; dmfexport abandon ends it"
+	}
+	return text
 }
 
 // storeMissing reports whether e's store is a directory that does not exist.
