@@ -41,7 +41,9 @@ func TestExcelOneAtATime(t *testing.T) {
 			clock := newFakeClock()
 			start := clock.Now()
 			s := newTestServer(t, Options{Projects: projects, ExecutionTime: exec, ConcurrentExcel: tt.concurrent}, clock)
-			for id, group := range map[string]string{"a": "ExcelA", "b": "ExcelB", "c": "CSVOnly"} {
+			// In this order: a takes the Excel slot, b waits for it.
+			for _, e := range []struct{ id, group string }{{"a", "ExcelA"}, {"b", "ExcelB"}, {"c", "CSVOnly"}} {
+				id, group := e.id, e.group
 				if got := value(t, s.URL, actionExport, exportBody(group, id, false)); got != id {
 					t.Fatalf("export %s: want ID %q, got %q", group, id, got)
 				}
