@@ -33,16 +33,17 @@ var errUsage = errors.New("usage")
 
 func commands() map[string]command {
 	return map[string]command{
-		"run":      &runCommand{},
-		"trigger":  &triggerCommand{},
-		"validate": &validateCommand{},
-		"exports":  &exportsCommand{},
-		"jobs":     &exportsCommand{name: "jobs"}, // the command's former name, kept for scripts
-		"status":   &statusCommand{},
-		"replay":   &replayCommand{},
-		"sink":     &sinkCommand{},
-		"demo":     &demoCommand{},
-		"version":  &versionCommand{},
+		"run":       &runCommand{},
+		"trigger":   &triggerCommand{},
+		"validate":  &validateCommand{},
+		"exports":   &exportsCommand{},
+		"jobs":      &exportsCommand{name: "jobs"}, // the command's former name, kept for scripts
+		"status":    &statusCommand{},
+		"replay":    &replayCommand{},
+		"sink":      &sinkCommand{},
+		"reconcile": &reconcileCommand{},
+		"demo":      &demoCommand{},
+		"version":   &versionCommand{},
 	}
 }
 
@@ -59,6 +60,7 @@ Commands:
   status     show recent runs from the run records
   replay     publish a stored run's entities again
   sink       land the batches of the configured sinks' queues in their databases
+  reconcile  compare what the exports published with what the sinks applied
   demo       run the demo export against the built-in F&O simulator
   version    print the version
 

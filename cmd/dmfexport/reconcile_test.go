@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/internal/testenv"
+)
+
+// landed is a landing done by landRun: the configuration, the
+// environment its commands need, the sink's schema and queue.
+type landed struct {
+	conf, schema, queue string
+	env                 []string
+	conn                *pgx.Conn
+}
+
+// landRun exports one run (a FullPush entity of 5 rows and an
+// IncrementalPush one of 3, batches of 2 rows) through RabbitMQ, runs the
+// sink binary until both tables hold their rows, and stops it.
+func landRun(t *testing.T) landed {
+	t.Helper()
+	cust, err := dmftest.TextFile(dmftest.TextFormat{}, []string{"ACCOUNT", "NAME"}, [][]string{{"C1", "a"}, {"C2", "b"}, {"C3", "c"}, {"C4", "d"}, {"C5", "e"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups, err := dmftest.TextFile(dmftest.TextFormat{}, []string{"GROUPID", "DESCRIPTION"}, [][]string{{"10", "x"}, {"20", "y"}, {"30", "z"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := dmftest.NewServer(dmftest.Options{
+		Projects: map[string][]dmftest.Entity{"Land": {
+			{Name: "Customers V3", RefreshType: dmftest.FullPush, Data: cust, Fields: []string{"ACCOUNT", "NAME"}},
+			{Name: "Customer groups", RefreshType: dmftest.IncrementalPush, Data: groups, Fields: []string{"GROUPID", "DESCRIPTION"}},
+		}},
+		ExecutionTime: 100 * time.Millisecond,
+	})
+	t.Cleanup(sim.Close)
+	name := fmt.Sprintf("dmfexport.test.land.%d", time.Now().UnixNano())
+	ch := testenv.AMQPChannel(t)
+	testenv.DeleteOnCleanup(t, ch, name, name+".dead")
+	l := landed{schema: testenv.PostgresSchema(t), queue: name, conn: testenv.PostgresConn(t)}
+	l.conf = writeFile(t, t.TempDir(), "dmfexport.yaml", fmt.Sprintf(`fo:
+  url: ${DMFSIM_URL}
+  auth: {method: token, token: "${FO_TOKEN}"}
+store: {path: ./store}
+broker:
+  url: %[1]s
+  declare: true
+  queues: [{name: %[2]s, binding_key: "fo.land.#", quorum: true}]
+poll: {interval: 50ms, max_interval: 100ms, deadline: 1m, package_url_timeout: 10s}
+exports:
+  - {name: land, schedule: "@yearly", definition_group: Land, legal_entity: USMF, exchange: %[2]s, routing_key: fo.land.v1, batch_size: 2}
+sinks:
+  - name: dw
+    queue: %[2]s
+    exchange: %[2]s
+    bindings: ["fo.land.#"]
+    database_url: ${DATABASE_URL}
+    schema: %[3]s
+    max_deliveries: 1
+    entities:
+      "Customer groups": {keys: [GROUPID]}
+`, testenv.AMQPURL(), name, l.schema))
+	l.env = []string{"DMFSIM_URL=" + sim.URL, "FO_TOKEN=" + dmftest.DefaultToken, "DATABASE_URL=" + testenv.PostgresURL()}
+	if stdout, stderr, code := runBinary(t, l.env, "trigger", "--config", l.conf, "land"); code != 0 {
+		t.Fatalf("trigger: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	stop := startSink(t, l)
+	waitTables(t, l.conn, l.schema, map[string][]map[string]any{
+		"customers_v3":    fileRows([]string{"ACCOUNT", "NAME"}, [][]string{{"C1", "a"}, {"C2", "b"}, {"C3", "c"}, {"C4", "d"}, {"C5", "e"}}),
+		"customer_groups": fileRows([]string{"GROUPID", "DESCRIPTION"}, [][]string{{"10", "x"}, {"20", "y"}, {"30", "z"}}),
+	})
+	stop()
+	return l
+}
+
+// startSink starts the sink binary on l's configuration with extra
+// arguments; what it returns stops it with SIGTERM and returns its output.
+func startSink(t *testing.T, l landed, extra ...string) func() string {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{"sink", "--config", l.conf, "--log-format", "json"}, extra...)...)
+	cmd.Env = append(os.Environ(), l.env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop := func() string {
+		if stopped {
+			return out.String()
+		}
+		stopped = true
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("sink after SIGTERM: %v\n%s", err, out.String())
+			}
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Errorf("sink still running 20s after SIGTERM\n%s", out.String())
+		}
+		return out.String()
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+// TestReconcile lands a run END TO END and checks that reconcile finds
+// export and sink equal (exit 0), then that a batch missing from the
+// ledger, and rows deleted from a snapshot table, each give exit 1 naming
+// the run and the entity.
+func TestReconcile(t *testing.T) {
+	l := landRun(t)
+	textfile := t.TempDir() + "/reconcile.prom"
+	stdout, stderr, code := runBinary(t, l.env, "reconcile", "--config", l.conf, "--textfile", textfile)
+	if code != 0 {
+		t.Fatalf("reconcile after a full landing: exit %d, want 0\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	t.Logf("reconcile:\n%s", stdout)
+	for _, w := range []string{"Customers V3  3        5     3                5             equal", "Customer groups  2        3     2                3             equal"} {
+		if !strings.Contains(strings.Join(strings.Fields(stdout), " "), strings.Join(strings.Fields(w), " ")) {
+			t.Errorf("reconcile output lacks %q:\n%s", w, stdout)
+		}
+	}
+	prom, err := os.ReadFile(textfile)
+	if err != nil || !strings.Contains(string(prom), `dmfexport_sink_reconcile_difference_rows{entity="Customers V3",export="land",sink="dw"} 0`) {
+		t.Errorf("textfile (%v):\n%s", err, prom)
+	}
+	var run string
+	if err := l.conn.QueryRow(context.Background(), "SELECT run FROM "+pgx.Identifier{l.schema, "dmfexport_ledger"}.Sanitize()+" LIMIT 1").Scan(&run); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name, sql, entity, want string
+	}{
+		{"a batch missing from the ledger", `DELETE FROM %s WHERE entity = 'Customer groups' AND batch_index = 1`, "Customer groups",
+			"DIFFERS: +1 batches not in the ledger; +1 rows not in the ledger"},
+		{"rows deleted from a snapshot table", `DELETE FROM %s WHERE "ACCOUNT" IN ('C1', 'C2')`, "Customers V3",
+			"DIFFERS: the table holds 3 rows, its snapshot put in 5"},
+	}
+	tables := map[string]string{"Customer groups": "dmfexport_ledger", "Customers V3": "customers_v3"}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := l.conn.Exec(context.Background(), fmt.Sprintf(tt.sql, pgx.Identifier{l.schema, tables[tt.entity]}.Sanitize())); err != nil {
+				t.Fatal(err)
+			}
+			stdout, stderr, code := runBinary(t, l.env, "reconcile", "--config", l.conf, "land")
+			if code != 1 {
+				t.Fatalf("exit %d, want 1\nstdout: %s\nstderr: %s", code, stdout, stderr)
+			}
+			var line string
+			for _, ln := range strings.Split(stdout, "\n") {
+				if strings.Contains(ln, tt.entity) {
+					line = strings.Join(strings.Fields(ln), " ")
+				}
+			}
+			if !strings.Contains(line, run) || !strings.Contains(line, tt.want) {
+				t.Errorf("line of %s: %q, want run %s and %q\n%s", tt.entity, line, run, tt.want, stdout)
+			}
+			if !strings.Contains(stderr, "differ between export and sink") {
+				t.Errorf("stderr: %s", stderr)
+			}
+		})
+	}
+}
