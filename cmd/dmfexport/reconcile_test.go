@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/testenv"
+	"github.com/dmfexport/dmfexport/sink"
 )
 
 // landed is a landing done by landRun: the configuration, the
@@ -27,8 +29,11 @@ type landed struct {
 
 // landRun exports one run (a FullPush entity of 5 rows and an
 // IncrementalPush one of 3, batches of 2 rows) through RabbitMQ, runs the
-// sink binary until both tables hold their rows, and stops it.
-func landRun(t *testing.T) landed {
+// sink binary until both tables hold their rows, and stops it. Without
+// groupKeys the incremental entity has no keys: its 2 batches are
+// dead-lettered at their first delivery, and only the other table waited
+// for.
+func landRun(t *testing.T, groupKeys bool) landed {
 	t.Helper()
 	cust, err := dmftest.TextFile(dmftest.TextFormat{}, []string{"ACCOUNT", "NAME"}, [][]string{{"C1", "a"}, {"C2", "b"}, {"C3", "c"}, {"C4", "d"}, {"C5", "e"}})
 	if err != nil {
@@ -72,15 +77,24 @@ sinks:
     entities:
       "Customer groups": {keys: [GROUPID]}
 `, testenv.AMQPURL(), name, l.schema))
+	if !groupKeys {
+		b, _ := os.ReadFile(l.conf)
+		writeFile(t, filepath.Dir(l.conf), "dmfexport.yaml", strings.Replace(string(b), "{keys: [GROUPID]}", "{}", 1))
+	}
 	l.env = []string{"DMFSIM_URL=" + sim.URL, "FO_TOKEN=" + dmftest.DefaultToken, "DATABASE_URL=" + testenv.PostgresURL()}
 	if stdout, stderr, code := runBinary(t, l.env, "trigger", "--config", l.conf, "land"); code != 0 {
 		t.Fatalf("trigger: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}
 	stop := startSink(t, l)
-	waitTables(t, l.conn, l.schema, map[string][]map[string]any{
+	want := map[string][]map[string]any{
 		"customers_v3":    fileRows([]string{"ACCOUNT", "NAME"}, [][]string{{"C1", "a"}, {"C2", "b"}, {"C3", "c"}, {"C4", "d"}, {"C5", "e"}}),
 		"customer_groups": fileRows([]string{"GROUPID", "DESCRIPTION"}, [][]string{{"10", "x"}, {"20", "y"}, {"30", "z"}}),
-	})
+	}
+	if !groupKeys {
+		delete(want, "customer_groups")
+		waitDeadLetters(t, l.queue, 2)
+	}
+	waitTables(t, l.conn, l.schema, want)
 	stop()
 	return l
 }
@@ -125,7 +139,7 @@ func startSink(t *testing.T, l landed, extra ...string) func() string {
 // ledger, and rows deleted from a snapshot table, each give exit 1 naming
 // the run and the entity.
 func TestReconcile(t *testing.T) {
-	l := landRun(t)
+	l := landRun(t, true)
 	textfile := t.TempDir() + "/reconcile.prom"
 	stdout, stderr, code := runBinary(t, l.env, "reconcile", "--config", l.conf, "--textfile", textfile)
 	if code != 0 {
@@ -177,5 +191,47 @@ func TestReconcile(t *testing.T) {
 				t.Errorf("stderr: %s", stderr)
 			}
 		})
+	}
+}
+
+// waitDeadLetters waits up to 30 seconds for queue's dead-letter queue to
+// hold n batches.
+func waitDeadLetters(t *testing.T, queue string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, err := sink.DeadLetters(context.Background(), testenv.AMQPURL(), queue)
+		if err == nil && got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dead-letter queue of %s: %d batches (%v) after 30s, want %d", queue, got, err, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestSinkReplayDead lands a run whose incremental entity has no keys, so
+// its batches are dead-lettered; reconcile reports them missing; the
+// entity is given keys, "sink replay-dead" moves them back, and the sink
+// lands them: the table equals the file and reconcile exits 0.
+func TestSinkReplayDead(t *testing.T) {
+	l := landRun(t, false)
+	if stdout, _, code := runBinary(t, l.env, "reconcile", "--config", l.conf); code != 1 || !strings.Contains(stdout, "+2 batches not in the ledger; +3 rows") {
+		t.Errorf("reconcile with 2 batches dead: exit %d, want 1 and them missing\n%s", code, stdout)
+	}
+	b, _ := os.ReadFile(l.conf)
+	writeFile(t, filepath.Dir(l.conf), "dmfexport.yaml", strings.Replace(string(b), `"Customer groups": {}`, `"Customer groups": {keys: [GROUPID]}`, 1))
+	stdout, stderr, code := runBinary(t, l.env, "sink", "replay-dead", "--config", l.conf, "dw")
+	if want := "sink dw: moved 2 batches from " + l.queue + ".dead back to " + l.queue; code != 0 || !strings.Contains(stdout, want) {
+		t.Fatalf("sink replay-dead: exit %d, want 0 and %q\nstdout: %s\nstderr: %s", code, want, stdout, stderr)
+	}
+	stop := startSink(t, l)
+	waitTables(t, l.conn, l.schema, map[string][]map[string]any{
+		"customer_groups": fileRows([]string{"GROUPID", "DESCRIPTION"}, [][]string{{"10", "x"}, {"20", "y"}, {"30", "z"}}),
+	})
+	stop()
+	if stdout, stderr, code := runBinary(t, l.env, "reconcile", "--config", l.conf); code != 0 {
+		t.Errorf("reconcile after the replay: exit %d, want 0\n%s%s", code, stdout, stderr)
 	}
 }

@@ -16,17 +16,22 @@ import (
 type sinkCommand struct{ g globalFlags }
 
 func (c *sinkCommand) Usage() string {
-	return `Usage: dmfexport sink [--config FILE] [NAME...]
+	return `Usage: dmfexport sink [--config FILE] [--listen 127.0.0.1:9311] [NAME...]
+       dmfexport sink replay-dead [--config FILE] NAME
 
 Consumes the queues of the named sinks (all of them when none is named) and lands every batch in
 its database: one table per entity, each batch applied exactly once with its ledger entry, a full
 export replacing its table in one transaction once all its batches are in. Runs until stopped
 (SIGINT or SIGTERM): the batch in hand is committed and acknowledged, the others stay in the queue.
+"replay-dead" moves a sink's dead letters back to its queue (see its --help).
 See README, "Landing the data".
 `
 }
 
 func (c *sinkCommand) Run(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "replay-dead" {
+		return (&replayDeadCommand{}).Run(ctx, args[1:])
+	}
 	fs := flag.NewFlagSet("sink", flag.ContinueOnError)
 	c.g.register(fs, "info")
 	names, err := c.g.parse(fs, c.Usage(), args)
