@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,11 +24,13 @@ import (
 )
 
 // landed is a landing done by landRun: the configuration, the
-// environment its commands need, the sink's schema and queue.
+// environment its commands need, the sink's schema and queue, and what
+// the sink's /metrics served once the tables were equal.
 type landed struct {
 	conf, schema, queue string
 	env                 []string
 	conn                *pgx.Conn
+	metrics             string
 }
 
 // landRun exports one run (a FullPush entity of 5 rows and an
@@ -95,18 +101,75 @@ sinks:
 		waitDeadLetters(t, l.queue, 2)
 	}
 	waitTables(t, l.conn, l.schema, want)
-	stop()
+	l.metrics = scrape(t, stop.addr())
+	stop.stop()
 	return l
 }
 
-// startSink starts the sink binary on l's configuration with extra
-// arguments; what it returns stops it with SIGTERM and returns its output.
-func startSink(t *testing.T, l landed, extra ...string) func() string {
+// lockedBuffer is a bytes.Buffer a process writes while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// runningSink is a sink process started by startSink.
+type runningSink struct {
+	t       *testing.T
+	out     *lockedBuffer
+	stopped func() string
+}
+
+// stop stops the sink with SIGTERM and returns its output.
+func (s runningSink) stop() string { return s.stopped() }
+
+// addr waits for the sink's operations listener and returns its address.
+func (s runningSink) addr() string {
+	s.t.Helper()
+	re := regexp.MustCompile(`"msg":"operations listener","addr":"([^"]+)"`)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if m := re.FindStringSubmatch(s.out.String()); m != nil {
+			return m[1]
+		}
+	}
+	s.t.Fatalf("the sink logged no operations listener:\n%s", s.out.String())
+	return ""
+}
+
+// scrape returns what /metrics at addr serves.
+func scrape(t *testing.T, addr string) string {
 	t.Helper()
-	cmd := exec.Command(binary, append([]string{"sink", "--config", l.conf, "--log-format", "json"}, extra...)...)
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// startSink starts the sink binary on l's configuration, its operations
+// listener on a free port, with extra arguments.
+func startSink(t *testing.T, l landed, extra ...string) runningSink {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{"sink", "--config", l.conf, "--log-format", "json", "--listen", "127.0.0.1:0"}, extra...)...)
 	cmd.Env = append(os.Environ(), l.env...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +194,7 @@ func startSink(t *testing.T, l landed, extra ...string) func() string {
 		return out.String()
 	}
 	t.Cleanup(func() { stop() })
-	return stop
+	return runningSink{t: t, out: out, stopped: stop}
 }
 
 // TestReconcile lands a run END TO END and checks that reconcile finds
@@ -140,6 +203,19 @@ func startSink(t *testing.T, l landed, extra ...string) func() string {
 // the run and the entity.
 func TestReconcile(t *testing.T) {
 	l := landRun(t, true)
+	for _, w := range []string{
+		`dmfexport_sink_batches_total{entity="Customers V3",outcome="applied",sink="dw"} 3`,
+		`dmfexport_sink_rows_total{entity="Customers V3",outcome="applied",sink="dw"} 5`,
+		`dmfexport_sink_batches_total{entity="Customer groups",outcome="applied",sink="dw"} 2`,
+		`dmfexport_sink_rows_total{entity="Customer groups",outcome="applied",sink="dw"} 3`,
+		`dmfexport_sink_snapshot_swaps_total{entity="Customers V3",sink="dw"} 1`,
+		`dmfexport_sink_apply_seconds_count{sink="dw"} 5`,
+		`dmfexport_sink_lag_seconds{entity="Customers V3",sink="dw"}`,
+	} {
+		if !strings.Contains(l.metrics, w) {
+			t.Errorf("the sink's /metrics lacks %s", w)
+		}
+	}
 	textfile := t.TempDir() + "/reconcile.prom"
 	stdout, stderr, code := runBinary(t, l.env, "reconcile", "--config", l.conf, "--textfile", textfile)
 	if code != 0 {
@@ -217,6 +293,9 @@ func waitDeadLetters(t *testing.T, queue string, n int) {
 // lands them: the table equals the file and reconcile exits 0.
 func TestSinkReplayDead(t *testing.T) {
 	l := landRun(t, false)
+	if w := `dmfexport_sink_dead_letters_total{sink="dw"} 2`; !strings.Contains(l.metrics, w) {
+		t.Errorf("the sink's /metrics lacks %s", w)
+	}
 	if stdout, _, code := runBinary(t, l.env, "reconcile", "--config", l.conf); code != 1 || !strings.Contains(stdout, "+2 batches not in the ledger; +3 rows") {
 		t.Errorf("reconcile with 2 batches dead: exit %d, want 1 and them missing\n%s", code, stdout)
 	}
@@ -226,11 +305,11 @@ func TestSinkReplayDead(t *testing.T) {
 	if want := "sink dw: moved 2 batches from " + l.queue + ".dead back to " + l.queue; code != 0 || !strings.Contains(stdout, want) {
 		t.Fatalf("sink replay-dead: exit %d, want 0 and %q\nstdout: %s\nstderr: %s", code, want, stdout, stderr)
 	}
-	stop := startSink(t, l)
+	s := startSink(t, l)
 	waitTables(t, l.conn, l.schema, map[string][]map[string]any{
 		"customer_groups": fileRows([]string{"GROUPID", "DESCRIPTION"}, [][]string{{"10", "x"}, {"20", "y"}, {"30", "z"}}),
 	})
-	stop()
+	s.stop()
 	if stdout, stderr, code := runBinary(t, l.env, "reconcile", "--config", l.conf); code != 0 {
 		t.Errorf("reconcile after the replay: exit %d, want 0\n%s%s", code, stdout, stderr)
 	}
