@@ -299,9 +299,21 @@ func TestSinkReplayDead(t *testing.T) {
 	if stdout, _, code := runBinary(t, l.env, "reconcile", "--config", l.conf); code != 1 || !strings.Contains(stdout, "+2 batches not in the ledger; +3 rows") {
 		t.Errorf("reconcile with 2 batches dead: exit %d, want 1 and them missing\n%s", code, stdout)
 	}
+	// status shows what the sink applied of each entity and its dead letters.
+	stdout, stderr, code := runBinary(t, l.env, "status", "--config", l.conf)
+	t.Logf("status:\n%s", stdout)
+	var line string
+	for _, ln := range strings.Split(stdout, "\n") {
+		if strings.HasPrefix(ln, "dw ") {
+			line = strings.Join(strings.Fields(ln), " ")
+		}
+	}
+	if code != 0 || !regexp.MustCompile(`^dw Customers V3 customers_v3 \d{8}T\d{6}Z-\w+ 3 of 3 5 \d{4}-\d\d-\d\d \d\d:\d\d:\d\d 2$`).MatchString(line) {
+		t.Errorf("status: exit %d, sink line %q, want the run, 3 of 3 batches, 5 rows, when and 2 dead letters\n%s%s", code, line, stdout, stderr)
+	}
 	b, _ := os.ReadFile(l.conf)
 	writeFile(t, filepath.Dir(l.conf), "dmfexport.yaml", strings.Replace(string(b), `"Customer groups": {}`, `"Customer groups": {keys: [GROUPID]}`, 1))
-	stdout, stderr, code := runBinary(t, l.env, "sink", "replay-dead", "--config", l.conf, "dw")
+	stdout, stderr, code = runBinary(t, l.env, "sink", "replay-dead", "--config", l.conf, "dw")
 	if want := "sink dw: moved 2 batches from " + l.queue + ".dead back to " + l.queue; code != 0 || !strings.Contains(stdout, want) {
 		t.Fatalf("sink replay-dead: exit %d, want 0 and %q\nstdout: %s\nstderr: %s", code, want, stdout, stderr)
 	}
