@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test against real services: RabbitMQ (started if installed but down) and Azurite
+# Runs every test against real services: RabbitMQ and PostgreSQL (started if installed but down) and Azurite
 # (installed from npm into .tools/ if missing, started on a free port). Stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,11 +7,13 @@ cd "$(dirname "$0")/.."
 AZURITE_VERSION=3.37.0
 TOOLS="$PWD/.tools"
 started_rabbit=0
+started_pg=""
 azurite_pid=""
 
 cleanup() {
   if [ -n "$azurite_pid" ]; then kill "$azurite_pid" 2>/dev/null || true; wait "$azurite_pid" 2>/dev/null || true; fi
   if [ "$started_rabbit" = 1 ]; then rabbitmqctl stop >/dev/null 2>&1 || true; fi
+  if [ -n "$started_pg" ]; then pg_ctlcluster --skip-systemctl-redirect "$started_pg" main stop >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
 
@@ -30,6 +32,28 @@ if [ -z "${DMFEXPORT_TEST_AMQP_URL:-}" ] && ! port_open 127.0.0.1 5672; then
     echo "test: no RabbitMQ on 127.0.0.1:5672 and rabbitmq-server is not installed (apt-get install rabbitmq-server)" >&2
     exit 1
   fi
+fi
+
+# PostgreSQL: the sink's tests need a server at 127.0.0.1:5432 with trust authentication on loopback
+# and a database "test" (user postgres), or $DMFEXPORT_TEST_DATABASE_URL.
+if [ -z "${DMFEXPORT_TEST_DATABASE_URL:-}" ] && ! port_open 127.0.0.1 5432; then
+  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -n "$(ls /etc/postgresql 2>/dev/null)" ]; then
+    version="$(ls /etc/postgresql | sort -V | tail -n1)"
+    echo "test: starting PostgreSQL $version (pg_ctlcluster $version main start)"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start
+    started_pg="$version"
+    for _ in $(seq 1 60); do port_open 127.0.0.1 5432 && break; sleep 1; done
+    port_open 127.0.0.1 5432 || { echo "test: PostgreSQL did not come up on 127.0.0.1:5432" >&2; exit 1; }
+  else
+    echo "test: no PostgreSQL on 127.0.0.1:5432 and no cluster to start (apt-get install postgresql, or set DMFEXPORT_TEST_DATABASE_URL)" >&2
+    exit 1
+  fi
+fi
+if [ -z "${DMFEXPORT_TEST_DATABASE_URL:-}" ] && command -v psql >/dev/null 2>&1; then
+  psql -h 127.0.0.1 -U postgres -d test -Atc 'SELECT 1' >/dev/null 2>&1 || {
+    echo "test: PostgreSQL at 127.0.0.1:5432 refuses user postgres on database test: create it (createdb test) and allow trust on loopback in pg_hba.conf" >&2
+    exit 1
+  }
 fi
 
 # Azurite: the Azure Blob Storage emulator, pinned, in a project-local folder.

@@ -45,7 +45,10 @@ type Batch struct {
 	Entity      string
 	RefreshType string // FullPush, IncrementalPush or "" when the manifest did not say
 	// RunTime orders runs: the time in the run ID, else the event's time.
-	RunTime    time.Time
+	RunTime time.Time
+	// Time is the event's time: when the batch was made (zero if not
+	// given).
+	Time       time.Time
 	BatchIndex int
 	// BatchCount is the entity's total batches in the run, known from the
 	// last batch only; 0 on the others.
@@ -124,7 +127,8 @@ func DecodeBatch(body []byte, encoding string) (*Batch, error) {
 	if d.BatchCount != nil {
 		b.BatchCount = *d.BatchCount
 	}
-	b.RunTime = ev.Time.UTC()
+	b.Time = ev.Time.UTC()
+	b.RunTime = b.Time
 	if len(d.RunID) >= len(runIDTime) {
 		if t, err := time.Parse(runIDTime, d.RunID[:len(runIDTime)]); err == nil {
 			b.RunTime = t

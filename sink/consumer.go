@@ -51,6 +51,7 @@ type Consumer struct {
 	Entities      map[string]EntityOptions // by entity name
 	Backend       Backend
 	Logger        *slog.Logger // nil → discard
+	Metrics       *Metrics     // nil → none
 
 	stats Stats
 	// attempts counts rejected deliveries per message ID where the queue
@@ -276,9 +277,11 @@ func (c *Consumer) handle(ctx context.Context, log *slog.Logger, dl *amqp.Channe
 		}
 		if swapped {
 			c.stats.Swaps.Add(1)
+			c.Metrics.swapped(c.Name, b.Entity)
 			log.Info("snapshot swapped in", "table", t.Table, "batches", b.BatchCount)
 		}
 	}
+	c.Metrics.batch(c.Name, b, out, time.Since(start))
 	return d.Ack(false)
 }
 
@@ -336,6 +339,7 @@ func (c *Consumer) reject(ctx context.Context, log *slog.Logger, dl *amqp.Channe
 	}
 	delete(c.attempts, d.MessageId)
 	c.stats.DeadLetters.Add(1)
+	c.Metrics.deadLettered(c.Name)
 	log.Error("batch dead-lettered", "message_id", d.MessageId, "deliveries", n, "dead_letter_queue", DeadLetterName(c.Queue), "error", reason)
 	return d.Ack(false)
 }

@@ -33,17 +33,18 @@ var errUsage = errors.New("usage")
 
 func commands() map[string]command {
 	return map[string]command{
-		"run":      &runCommand{},
-		"trigger":  &triggerCommand{},
-		"validate": &validateCommand{},
-		"exports":  &exportsCommand{},
-		"jobs":     &exportsCommand{name: "jobs"}, // the command's former name, kept for scripts
-		"status":   &statusCommand{},
-		"replay":   &replayCommand{},
-		"sink":     &sinkCommand{},
-		"abandon":  &abandonCommand{},
-		"demo":     &demoCommand{},
-		"version":  &versionCommand{},
+		"run":       &runCommand{},
+		"trigger":   &triggerCommand{},
+		"validate":  &validateCommand{},
+		"exports":   &exportsCommand{},
+		"jobs":      &exportsCommand{name: "jobs"}, // the command's former name, kept for scripts
+		"status":    &statusCommand{},
+		"replay":    &replayCommand{},
+		"sink":      &sinkCommand{},
+		"reconcile": &reconcileCommand{},
+		"abandon":   &abandonCommand{},
+		"demo":      &demoCommand{},
+		"version":   &versionCommand{},
 	}
 }
 
@@ -61,6 +62,7 @@ Commands:
   replay     publish a stored run's entities again
   sink       land the batches of the configured sinks' queues in their databases
   abandon    end an unfinished run on purpose: it is never resumed
+  reconcile  compare what the exports published with what the sinks applied
   demo       run the demo export against the built-in F&O simulator
   version    print the version
 

@@ -76,7 +76,7 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 	}
 	var ready atomic.Bool
 	if c.listen != "" {
-		srv, err := serveOps(c.listen, metrics, &ready, log)
+		srv, err := serveOps(c.listen, metrics.Handler(), &ready, log)
 		if err != nil {
 			_ = sch.Stop()
 			return err
@@ -136,7 +136,7 @@ func logNextRuns(log *slog.Logger, sch *jobs.Scheduler) {
 }
 
 // serveOps starts the operations listener.
-func serveOps(addr string, metrics *jobs.Metrics, ready *atomic.Bool, log *slog.Logger) (*http.Server, error) {
+func serveOps(addr string, metrics http.Handler, ready *atomic.Bool, log *slog.Logger) (*http.Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -148,7 +148,7 @@ func serveOps(addr string, metrics *jobs.Metrics, ready *atomic.Bool, log *slog.
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.Handle("GET /metrics", metrics.Handler())
+	mux.Handle("GET /metrics", metrics)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s for /healthz, /readyz and /metrics: %w (change --listen, or --listen '' to disable)", addr, err)

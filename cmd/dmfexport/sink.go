@@ -7,28 +7,39 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dmfexport/dmfexport/jobs"
 	"github.com/dmfexport/dmfexport/sink"
 	"github.com/dmfexport/dmfexport/sink/postgres"
 )
 
-type sinkCommand struct{ g globalFlags }
+type sinkCommand struct {
+	g      globalFlags
+	listen string
+}
 
 func (c *sinkCommand) Usage() string {
-	return `Usage: dmfexport sink [--config FILE] [NAME...]
+	return `Usage: dmfexport sink [--config FILE] [--listen 127.0.0.1:9311] [NAME...]
+       dmfexport sink replay-dead [--config FILE] NAME
 
 Consumes the queues of the named sinks (all of them when none is named) and lands every batch in
 its database: one table per entity, each batch applied exactly once with its ledger entry, a full
 export replacing its table in one transaction once all its batches are in. Runs until stopped
 (SIGINT or SIGTERM): the batch in hand is committed and acknowledged, the others stay in the queue.
+--listen serves /healthz, /readyz and /metrics (the dmfexport_sink_* series).
+"replay-dead" moves a sink's dead letters back to its queue (see its --help).
 See README, "Landing the data".
 `
 }
 
 func (c *sinkCommand) Run(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "replay-dead" {
+		return (&replayDeadCommand{}).Run(ctx, args[1:])
+	}
 	fs := flag.NewFlagSet("sink", flag.ContinueOnError)
 	c.g.register(fs, "info")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:9311", "address of the /healthz, /readyz and /metrics listener (empty: none)")
 	names, err := c.g.parse(fs, c.Usage(), args)
 	if err != nil {
 		return err
@@ -54,6 +65,16 @@ func (c *sinkCommand) Run(ctx context.Context, args []string) error {
 	if len(sinks) == 0 {
 		return fmt.Errorf("%w: %s has no sinks: section", errUsage, cfg.Path)
 	}
+	metrics := sink.NewMetrics()
+	if c.listen != "" {
+		var ready atomic.Bool
+		ready.Store(true)
+		srv, err := serveOps(c.listen, metrics.Handler(), &ready, log)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
 	var consumers []*sink.Consumer
 	for _, s := range sinks {
 		be, err := postgres.Open(ctx, s.DatabaseURL.Reveal(), s.Schema)
@@ -64,7 +85,7 @@ func (c *sinkCommand) Run(ctx context.Context, args []string) error {
 		consumers = append(consumers, &sink.Consumer{
 			Name: s.Name, URL: s.BrokerURL.Reveal(), Queue: s.Queue, Quorum: s.Quorum, Exchange: s.Exchange, Bindings: s.Bindings,
 			Prefetch: s.Prefetch, MaxDeliveries: s.MaxDeliveries, Entities: s.Entities, Backend: be,
-			Logger: log.With("sink", s.Name),
+			Logger: log.With("sink", s.Name), Metrics: metrics,
 		})
 	}
 	errs := make([]error, len(consumers))

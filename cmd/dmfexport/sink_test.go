@@ -101,7 +101,7 @@ sinks:
 	if stdout, stderr, code := runBinary(t, env, "trigger", "--config", conf, "v1"); code != 0 {
 		t.Fatalf("trigger v1: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}
-	sinkCmd := exec.Command(binary, "sink", "--config", conf, "--log-format", "json")
+	sinkCmd := exec.Command(binary, "sink", "--config", conf, "--log-format", "json", "--listen", "")
 	sinkCmd.Env = append(os.Environ(), env...)
 	var sinkOut bytes.Buffer
 	sinkCmd.Stdout, sinkCmd.Stderr = &sinkOut, &sinkOut

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/dmfexport/dmfexport/jobs"
+	"github.com/dmfexport/dmfexport/sink"
+	"github.com/dmfexport/dmfexport/sink/postgres"
 )
 
 type statusCommand struct {
@@ -34,6 +36,10 @@ run takes it up again with backoff. A run waiting for an execution slot of its F
 A run record that cannot be read (damaged outside dmfexport) shows as one "damaged record" line
 naming it, and never hides the other runs. --json prints the records themselves (damaged ones
 are named on stderr). status only reads: it never creates the store.
+
+With sinks configured (and no EXPORT named), a second table shows per sink and entity the run it
+applied last (batches and rows of it, when), read from the sink's ledger, and the depth of the
+sink's dead-letter queue.
 `
 }
 
@@ -96,6 +102,9 @@ func (c *statusCommand) Run(ctx context.Context, args []string) error {
 			all = []*jobs.RunRecord{}
 		}
 		return enc.Encode(all)
+	}
+	if len(pos) == 0 && len(cfg.Sinks) > 0 {
+		defer printSinks(ctx, cfg)
 	}
 	if len(all) == 0 && len(damaged) == 0 {
 		fmt.Println("no runs yet")
@@ -214,4 +223,54 @@ func oneLine(s string, n int) string {
 		return string(r[:n-1]) + "…"
 	}
 	return s
+}
+
+// printSinks prints, per sink and entity, the run the sink applied last
+// and the sink's dead letters. A sink whose database or broker cannot be
+// reached says so on its line; the other sinks are still shown.
+func printSinks(ctx context.Context, cfg *jobs.Config) {
+	fmt.Println()
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SINK\tENTITY\tTABLE\tLAST RUN\tBATCHES\tROWS\tAPPLIED\tDEAD LETTERS")
+	for i := range cfg.Sinks {
+		s := &cfg.Sinks[i]
+		dead := "-"
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if n, err := sink.DeadLetters(dctx, s.BrokerURL.Reveal(), s.Queue); err != nil {
+			dead = printable(oneLine("unknown: "+err.Error(), 60))
+		} else {
+			dead = fmt.Sprint(n)
+		}
+		runs, err := sinkRuns(dctx, s)
+		cancel()
+		if err != nil {
+			fmt.Fprintf(tw, "%s\t-\t-\t%s\t-\t-\t-\t%s\n", printable(s.Name), printable(oneLine(err.Error(), 80)), dead)
+			continue
+		}
+		if len(runs) == 0 {
+			fmt.Fprintf(tw, "%s\t-\t-\tnothing applied yet\t-\t-\t-\t%s\n", printable(s.Name), dead)
+		}
+		for _, r := range runs {
+			batches := fmt.Sprint(r.Batches)
+			if r.BatchCount > 0 {
+				batches = fmt.Sprintf("%d of %d", r.Batches, r.BatchCount)
+			}
+			if r.Stale > 0 {
+				batches += fmt.Sprintf(" (%d stale)", r.Stale)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", printable(s.Name), printable(r.Entity), printable(r.Table), printable(r.Run),
+				batches, r.Rows, r.AppliedAt.Local().Format("2006-01-02 15:04:05"), dead)
+		}
+	}
+	_ = tw.Flush()
+}
+
+// sinkRuns reads the run each entity of sink s applied last.
+func sinkRuns(ctx context.Context, s *jobs.SinkConfig) ([]postgres.EntityRun, error) {
+	led, err := postgres.OpenLedger(ctx, s.DatabaseURL.Reveal(), s.Schema)
+	if err != nil {
+		return nil, err
+	}
+	defer led.Close()
+	return led.LastRuns(ctx)
 }

@@ -226,7 +226,7 @@ func (b *Backend) Apply(ctx context.Context, bt *sink.Batch, t sink.Target) (sin
 		}
 		if stale {
 			out = sink.Stale
-			_, err := tx.Exec(ctx, "UPDATE "+b.ident(b.schema, LedgerTable)+" SET outcome = 'stale', rows = 0 WHERE message_id = $1", bt.MessageID)
+			_, err := tx.Exec(ctx, "UPDATE "+b.ident(b.schema, LedgerTable)+" SET outcome = 'stale' WHERE message_id = $1", bt.MessageID)
 			return err
 		}
 		if err := b.ensureTable(ctx, tx, bt, t); err != nil {

@@ -1,0 +1,328 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/internal/testenv"
+	"github.com/dmfexport/dmfexport/sink"
+)
+
+// landed is a landing done by landRun: the configuration, the
+// environment its commands need, the sink's schema and queue, and what
+// the sink's /metrics served once the tables were equal.
+type landed struct {
+	conf, schema, queue string
+	env                 []string
+	conn                *pgx.Conn
+	metrics             string
+}
+
+// landRun exports one run (a FullPush entity of 5 rows and an
+// IncrementalPush one of 3, batches of 2 rows) through RabbitMQ, runs the
+// sink binary until both tables hold their rows, and stops it. Without
+// groupKeys the incremental entity has no keys: its 2 batches are
+// dead-lettered at their first delivery, and only the other table waited
+// for.
+func landRun(t *testing.T, groupKeys bool) landed {
+	t.Helper()
+	cust, err := dmftest.TextFile(dmftest.TextFormat{}, []string{"ACCOUNT", "NAME"}, [][]string{{"C1", "a"}, {"C2", "b"}, {"C3", "c"}, {"C4", "d"}, {"C5", "e"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups, err := dmftest.TextFile(dmftest.TextFormat{}, []string{"GROUPID", "DESCRIPTION"}, [][]string{{"10", "x"}, {"20", "y"}, {"30", "z"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := dmftest.NewServer(dmftest.Options{
+		Projects: map[string][]dmftest.Entity{"Land": {
+			{Name: "Customers V3", RefreshType: dmftest.FullPush, Data: cust, Fields: []string{"ACCOUNT", "NAME"}},
+			{Name: "Customer groups", RefreshType: dmftest.IncrementalPush, Data: groups, Fields: []string{"GROUPID", "DESCRIPTION"}},
+		}},
+		ExecutionTime: 100 * time.Millisecond,
+	})
+	t.Cleanup(sim.Close)
+	name := fmt.Sprintf("dmfexport.test.land.%d", time.Now().UnixNano())
+	ch := testenv.AMQPChannel(t)
+	testenv.DeleteOnCleanup(t, ch, name, name+".dead")
+	l := landed{schema: testenv.PostgresSchema(t), queue: name, conn: testenv.PostgresConn(t)}
+	l.conf = writeFile(t, t.TempDir(), "dmfexport.yaml", fmt.Sprintf(`fo:
+  url: ${DMFSIM_URL}
+  auth: {method: token, token: "${FO_TOKEN}"}
+store: {path: ./store}
+broker:
+  url: %[1]s
+  declare: true
+  queues: [{name: %[2]s, binding_key: "fo.land.#", quorum: true}]
+poll: {interval: 50ms, max_interval: 100ms, deadline: 1m, package_url_timeout: 10s}
+exports:
+  - {name: land, schedule: "@yearly", definition_group: Land, legal_entity: USMF, exchange: %[2]s, routing_key: fo.land.v1, batch_size: 2}
+sinks:
+  - name: dw
+    queue: %[2]s
+    exchange: %[2]s
+    bindings: ["fo.land.#"]
+    database_url: ${DATABASE_URL}
+    schema: %[3]s
+    max_deliveries: 1
+    entities:
+      "Customer groups": {keys: [GROUPID]}
+`, testenv.AMQPURL(), name, l.schema))
+	if !groupKeys {
+		b, _ := os.ReadFile(l.conf)
+		writeFile(t, filepath.Dir(l.conf), "dmfexport.yaml", strings.Replace(string(b), "{keys: [GROUPID]}", "{}", 1))
+	}
+	l.env = []string{"DMFSIM_URL=" + sim.URL, "FO_TOKEN=" + dmftest.DefaultToken, "DATABASE_URL=" + testenv.PostgresURL()}
+	if stdout, stderr, code := runBinary(t, l.env, "trigger", "--config", l.conf, "land"); code != 0 {
+		t.Fatalf("trigger: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	stop := startSink(t, l)
+	want := map[string][]map[string]any{
+		"customers_v3":    fileRows([]string{"ACCOUNT", "NAME"}, [][]string{{"C1", "a"}, {"C2", "b"}, {"C3", "c"}, {"C4", "d"}, {"C5", "e"}}),
+		"customer_groups": fileRows([]string{"GROUPID", "DESCRIPTION"}, [][]string{{"10", "x"}, {"20", "y"}, {"30", "z"}}),
+	}
+	if !groupKeys {
+		delete(want, "customer_groups")
+		waitDeadLetters(t, l.queue, 2)
+	}
+	waitTables(t, l.conn, l.schema, want)
+	l.metrics = scrape(t, stop.addr())
+	stop.stop()
+	return l
+}
+
+// lockedBuffer is a bytes.Buffer a process writes while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// runningSink is a sink process started by startSink.
+type runningSink struct {
+	t       *testing.T
+	out     *lockedBuffer
+	stopped func() string
+}
+
+// stop stops the sink with SIGTERM and returns its output.
+func (s runningSink) stop() string { return s.stopped() }
+
+// addr waits for the sink's operations listener and returns its address.
+func (s runningSink) addr() string {
+	s.t.Helper()
+	re := regexp.MustCompile(`"msg":"operations listener","addr":"([^"]+)"`)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if m := re.FindStringSubmatch(s.out.String()); m != nil {
+			return m[1]
+		}
+	}
+	s.t.Fatalf("the sink logged no operations listener:\n%s", s.out.String())
+	return ""
+}
+
+// scrape returns what /metrics at addr serves.
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// startSink starts the sink binary on l's configuration, its operations
+// listener on a free port, with extra arguments.
+func startSink(t *testing.T, l landed, extra ...string) runningSink {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{"sink", "--config", l.conf, "--log-format", "json", "--listen", "127.0.0.1:0"}, extra...)...)
+	cmd.Env = append(os.Environ(), l.env...)
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop := func() string {
+		if stopped {
+			return out.String()
+		}
+		stopped = true
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("sink after SIGTERM: %v\n%s", err, out.String())
+			}
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Errorf("sink still running 20s after SIGTERM\n%s", out.String())
+		}
+		return out.String()
+	}
+	t.Cleanup(func() { stop() })
+	return runningSink{t: t, out: out, stopped: stop}
+}
+
+// TestReconcile lands a run END TO END and checks that reconcile finds
+// export and sink equal (exit 0), then that a batch missing from the
+// ledger, and rows deleted from a snapshot table, each give exit 1 naming
+// the run and the entity.
+func TestReconcile(t *testing.T) {
+	l := landRun(t, true)
+	for _, w := range []string{
+		`dmfexport_sink_batches_total{entity="Customers V3",outcome="applied",sink="dw"} 3`,
+		`dmfexport_sink_rows_total{entity="Customers V3",outcome="applied",sink="dw"} 5`,
+		`dmfexport_sink_batches_total{entity="Customer groups",outcome="applied",sink="dw"} 2`,
+		`dmfexport_sink_rows_total{entity="Customer groups",outcome="applied",sink="dw"} 3`,
+		`dmfexport_sink_snapshot_swaps_total{entity="Customers V3",sink="dw"} 1`,
+		`dmfexport_sink_apply_seconds_count{sink="dw"} 5`,
+		`dmfexport_sink_lag_seconds{entity="Customers V3",sink="dw"}`,
+	} {
+		if !strings.Contains(l.metrics, w) {
+			t.Errorf("the sink's /metrics lacks %s", w)
+		}
+	}
+	textfile := t.TempDir() + "/reconcile.prom"
+	stdout, stderr, code := runBinary(t, l.env, "reconcile", "--config", l.conf, "--textfile", textfile)
+	if code != 0 {
+		t.Fatalf("reconcile after a full landing: exit %d, want 0\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	t.Logf("reconcile:\n%s", stdout)
+	for _, w := range []string{"Customers V3  3        5     3                5             equal", "Customer groups  2        3     2                3             equal"} {
+		if !strings.Contains(strings.Join(strings.Fields(stdout), " "), strings.Join(strings.Fields(w), " ")) {
+			t.Errorf("reconcile output lacks %q:\n%s", w, stdout)
+		}
+	}
+	prom, err := os.ReadFile(textfile)
+	if err != nil || !strings.Contains(string(prom), `dmfexport_sink_reconcile_difference_rows{entity="Customers V3",export="land",sink="dw"} 0`) {
+		t.Errorf("textfile (%v):\n%s", err, prom)
+	}
+	var run string
+	if err := l.conn.QueryRow(context.Background(), "SELECT run FROM "+pgx.Identifier{l.schema, "dmfexport_ledger"}.Sanitize()+" LIMIT 1").Scan(&run); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name, sql, entity, want string
+	}{
+		{"a batch missing from the ledger", `DELETE FROM %s WHERE entity = 'Customer groups' AND batch_index = 1`, "Customer groups",
+			"DIFFERS: +1 batches not in the ledger; +1 rows not in the ledger"},
+		{"rows deleted from a snapshot table", `DELETE FROM %s WHERE "ACCOUNT" IN ('C1', 'C2')`, "Customers V3",
+			"DIFFERS: the table holds 3 rows, its snapshot put in 5"},
+	}
+	tables := map[string]string{"Customer groups": "dmfexport_ledger", "Customers V3": "customers_v3"}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := l.conn.Exec(context.Background(), fmt.Sprintf(tt.sql, pgx.Identifier{l.schema, tables[tt.entity]}.Sanitize())); err != nil {
+				t.Fatal(err)
+			}
+			stdout, stderr, code := runBinary(t, l.env, "reconcile", "--config", l.conf, "land")
+			if code != 1 {
+				t.Fatalf("exit %d, want 1\nstdout: %s\nstderr: %s", code, stdout, stderr)
+			}
+			var line string
+			for _, ln := range strings.Split(stdout, "\n") {
+				if strings.Contains(ln, tt.entity) {
+					line = strings.Join(strings.Fields(ln), " ")
+				}
+			}
+			if !strings.Contains(line, run) || !strings.Contains(line, tt.want) {
+				t.Errorf("line of %s: %q, want run %s and %q\n%s", tt.entity, line, run, tt.want, stdout)
+			}
+			if !strings.Contains(stderr, "differ between export and sink") {
+				t.Errorf("stderr: %s", stderr)
+			}
+		})
+	}
+}
+
+// waitDeadLetters waits up to 30 seconds for queue's dead-letter queue to
+// hold n batches.
+func waitDeadLetters(t *testing.T, queue string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, err := sink.DeadLetters(context.Background(), testenv.AMQPURL(), queue)
+		if err == nil && got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dead-letter queue of %s: %d batches (%v) after 30s, want %d", queue, got, err, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestSinkReplayDead lands a run whose incremental entity has no keys, so
+// its batches are dead-lettered; reconcile reports them missing; the
+// entity is given keys, "sink replay-dead" moves them back, and the sink
+// lands them: the table equals the file and reconcile exits 0.
+func TestSinkReplayDead(t *testing.T) {
+	l := landRun(t, false)
+	if w := `dmfexport_sink_dead_letters_total{sink="dw"} 2`; !strings.Contains(l.metrics, w) {
+		t.Errorf("the sink's /metrics lacks %s", w)
+	}
+	if stdout, _, code := runBinary(t, l.env, "reconcile", "--config", l.conf); code != 1 || !strings.Contains(stdout, "+2 batches not in the ledger; +3 rows") {
+		t.Errorf("reconcile with 2 batches dead: exit %d, want 1 and them missing\n%s", code, stdout)
+	}
+	// status shows what the sink applied of each entity and its dead letters.
+	stdout, stderr, code := runBinary(t, l.env, "status", "--config", l.conf)
+	t.Logf("status:\n%s", stdout)
+	var line string
+	for _, ln := range strings.Split(stdout, "\n") {
+		if strings.HasPrefix(ln, "dw ") {
+			line = strings.Join(strings.Fields(ln), " ")
+		}
+	}
+	if code != 0 || !regexp.MustCompile(`^dw Customers V3 customers_v3 \d{8}T\d{6}Z-\w+ 3 of 3 5 \d{4}-\d\d-\d\d \d\d:\d\d:\d\d 2$`).MatchString(line) {
+		t.Errorf("status: exit %d, sink line %q, want the run, 3 of 3 batches, 5 rows, when and 2 dead letters\n%s%s", code, line, stdout, stderr)
+	}
+	b, _ := os.ReadFile(l.conf)
+	writeFile(t, filepath.Dir(l.conf), "dmfexport.yaml", strings.Replace(string(b), `"Customer groups": {}`, `"Customer groups": {keys: [GROUPID]}`, 1))
+	stdout, stderr, code = runBinary(t, l.env, "sink", "replay-dead", "--config", l.conf, "dw")
+	if want := "sink dw: moved 2 batches from " + l.queue + ".dead back to " + l.queue; code != 0 || !strings.Contains(stdout, want) {
+		t.Fatalf("sink replay-dead: exit %d, want 0 and %q\nstdout: %s\nstderr: %s", code, want, stdout, stderr)
+	}
+	s := startSink(t, l)
+	waitTables(t, l.conn, l.schema, map[string][]map[string]any{
+		"customer_groups": fileRows([]string{"GROUPID", "DESCRIPTION"}, [][]string{{"10", "x"}, {"20", "y"}, {"30", "z"}}),
+	})
+	s.stop()
+	if stdout, stderr, code := runBinary(t, l.env, "reconcile", "--config", l.conf); code != 0 {
+		t.Errorf("reconcile after the replay: exit %d, want 0\n%s%s", code, stdout, stderr)
+	}
+}
