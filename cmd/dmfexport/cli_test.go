@@ -185,8 +185,10 @@ func TestStatus(t *testing.T) {
 		Error: "export demo run " + id(1, "0000fa11") + `: poll status of execution "` + execID + `": execution did not finish before the deadline: still Executing after 2h0m0s (raise poll.deadline if this export needs longer in F&O)`})
 	putRecord(t, st, jobs.RunRecord{Job: "demo", RunID: id(2, "00000a4e"), State: jobs.StateSucceeded, StartedAt: start.Add(2 * time.Minute),
 		FinishedAt: start.Add(3 * time.Minute), Warnings: []string{"F&O: entity A had 3 errors", "F&O: entity B had 1 error"}})
-	putRecord(t, st, jobs.RunRecord{Job: "demo", RunID: id(3, "0000dead"), State: jobs.StatePublishing, StartedAt: start.Add(3 * time.Minute)})
-	putRecord(t, st, jobs.RunRecord{Job: "missing-group", RunID: id(4, "00001ive"), State: jobs.StateExporting, StartedAt: start.Add(4 * time.Minute)})
+	// Unfinished runs past pending have their execution ID, as every real
+	// record has (one without is damaged).
+	putRecord(t, st, jobs.RunRecord{Job: "demo", RunID: id(3, "0000dead"), State: jobs.StatePublishing, StartedAt: start.Add(3 * time.Minute), ExecutionID: execID})
+	putRecord(t, st, jobs.RunRecord{Job: "missing-group", RunID: id(4, "00001ive"), State: jobs.StateExporting, StartedAt: start.Add(4 * time.Minute), ExecutionID: "NoSuchGroup-2026-11-29_08-34-10-0123456789abcdef"})
 	queuedAt := start.Add(5 * time.Minute)
 	putRecord(t, st, jobs.RunRecord{Job: "demo", RunID: id(5, "0000ca11"), State: jobs.StatePending, StartedAt: queuedAt, QueuedAt: queuedAt})
 	// The live runs' leases are fresh and held by this test's process.
