@@ -5,11 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"path"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
@@ -62,6 +66,9 @@ type BlobOptions struct {
 	// container is not created when missing, and a missing container
 	// lists as empty.
 	ReadOnly bool
+	// Logger gets the warning that the container was gone under a write
+	// and is created again; nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // BlobStore is a Store in one Azure Blob Storage container: key "a/b/c" is
@@ -75,11 +82,22 @@ type BlobOptions struct {
 // control characters, '%', leading or trailing spaces) and decoded on read,
 // so they round-trip exactly as in DirStore. BlobStore is safe for
 // concurrent use.
+//
+// A write that finds the container gone (deleted, or an emulator restarted
+// empty) creates it again, warns that every object stored before is gone,
+// counts it (Recreations) and writes once more; see upload.
 type BlobStore struct {
 	cc          *container.Client
+	name        string // the container
 	where       string // "container %q in account %s", for errors
 	blockSize   int64
 	concurrency int
+	log         *slog.Logger
+
+	// recreateMu makes one of several writes that find the container gone
+	// create it; recreations counts the times it was created again.
+	recreateMu  sync.Mutex
+	recreations atomic.Int64
 }
 
 var (
@@ -116,7 +134,10 @@ func newBlobStore(ctx context.Context, opts BlobOptions) (*BlobStore, error) {
 	if modes != 1 {
 		return nil, errors.New("open blob store: set exactly one of account URL with credential, connection string, or SAS URL")
 	}
-	s := &BlobStore{blockSize: opts.BlockSize, concurrency: opts.Concurrency}
+	s := &BlobStore{blockSize: opts.BlockSize, concurrency: opts.Concurrency, log: opts.Logger}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
 	switch {
 	case s.blockSize == 0:
 		s.blockSize = DefaultBlobBlockSize
@@ -187,6 +208,7 @@ func newBlobStore(ctx context.Context, opts BlobOptions) (*BlobStore, error) {
 			return nil, fmt.Errorf("open blob store: %w", err)
 		}
 	}
+	s.name = name
 	s.where = fmt.Sprintf("container %q in account %s", name, accountOf(s.cc.URL()))
 	if opts.ReadOnly {
 		return s, nil
@@ -220,6 +242,47 @@ func (s *BlobStore) ensureContainer(ctx context.Context) error {
 
 // Where names the store's account and container, for logs.
 func (s *BlobStore) Where() string { return s.where }
+
+// Recreations reports how many times a write found the container gone and
+// created it again (see store.Recreations).
+func (s *BlobStore) Recreations() int64 { return s.recreations.Load() }
+
+// containerBeingDeletedWait bounds how long recreate waits for Azure to
+// finish deleting a container before it may be created again (it takes
+// about 30 seconds).
+const containerBeingDeletedWait = 2 * time.Minute
+
+// recreate creates the container again after a write found it gone, unless
+// another write of this store did since seen (the count of recreations
+// when that write began). An error wraps ErrStoreLost.
+func (s *BlobStore) recreate(ctx context.Context, seen int64) error {
+	s.recreateMu.Lock()
+	defer s.recreateMu.Unlock()
+	if s.recreations.Load() != seen {
+		return nil
+	}
+	deadline := time.Now().Add(containerBeingDeletedWait)
+	for {
+		_, err := s.cc.Create(ctx, nil)
+		switch {
+		case err == nil || bloberror.HasCode(err, bloberror.ContainerAlreadyExists):
+			// Already there: another process created it again first; what
+			// was stored before is gone all the same.
+			s.recreations.Add(1)
+			s.log.Warn("store container was gone and is created again: every object stored in it before is gone "+
+				"(run records, packages, entity files, leases); runs in progress write theirs again",
+				"container", s.name, "store", s.where)
+			return nil
+		case bloberror.HasCode(err, bloberror.ContainerBeingDeleted) && time.Now().Before(deadline):
+			if serr := ctxio.Sleep(ctx, 2*time.Second); serr != nil {
+				return fmt.Errorf("%w: %s was deleted; creating it again: %w", ErrStoreLost, s.where, serr)
+			}
+		default:
+			return fmt.Errorf("%w: %s was deleted, and creating it again failed: %w; check the credential's permissions or create the container",
+				ErrStoreLost, s.where, azError(err))
+		}
+	}
+}
 
 // accountOf returns the account name a container URL points at.
 func accountOf(raw string) string {
@@ -300,6 +363,10 @@ func (s *BlobStore) PutSealed(ctx context.Context, key string, r io.Reader, meta
 	return o, nil
 }
 
+// upload writes r under key. When the container is gone it creates it
+// again (see recreate) and writes once more, from where r started if r is
+// an io.Seeker; a reader that cannot rewind gets an error wrapping
+// ErrRecreated instead, and the caller writes again.
 func (s *BlobStore) upload(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error), once bool) (Object, error) {
 	if err := s.checkKey(key); err != nil {
 		return Object{}, err
@@ -308,6 +375,31 @@ func (s *BlobStore) upload(ctx context.Context, key string, r io.Reader, meta ma
 	if err != nil {
 		return Object{}, err
 	}
+	start := int64(-1)
+	seeker, _ := r.(io.Seeker)
+	if seeker != nil {
+		if off, err := seeker.Seek(0, io.SeekCurrent); err == nil {
+			start = off
+		}
+	}
+	seen := s.recreations.Load()
+	o, err := s.uploadOnce(ctx, key, r, m, seal, once)
+	if err == nil || !bloberror.HasCode(err, bloberror.ContainerNotFound) {
+		return o, err
+	}
+	if err := s.recreate(ctx, seen); err != nil {
+		return Object{}, err
+	}
+	if start < 0 {
+		return Object{}, fmt.Errorf("%w (%s)", ErrRecreated, s.where)
+	}
+	if _, err := seeker.Seek(start, io.SeekStart); err != nil {
+		return Object{}, fmt.Errorf("%w (%s): rewind: %w", ErrRecreated, s.where, err)
+	}
+	return s.uploadOnce(ctx, key, r, m, seal, once)
+}
+
+func (s *BlobStore) uploadOnce(ctx context.Context, key string, r io.Reader, m map[string]string, seal func() (map[string]string, error), once bool) (Object, error) {
 	if err := ctx.Err(); err != nil {
 		return Object{}, err
 	}
@@ -470,7 +562,7 @@ func (s *BlobStore) Delete(ctx context.Context, key string) error {
 		return fmt.Errorf("delete %s: %w", key, err)
 	}
 	_, err := s.cc.NewBlobClient(key).Delete(ctx, &blob.DeleteOptions{DeleteSnapshots: ptr(blob.DeleteSnapshotsOptionTypeInclude)})
-	if err != nil && !bloberror.HasCode(err, bloberror.BlobNotFound) {
+	if err != nil && !bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) {
 		return fmt.Errorf("delete %s: %w", key, s.mapErr(err))
 	}
 	return nil

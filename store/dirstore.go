@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,8 +38,20 @@ const (
 // are rejected because they would collide with those internal files.
 // DirStore is safe for concurrent use; concurrent Puts of one key end with one
 // of them whole (its metadata may come from the other).
+//
+// A write that finds the store's directory gone (deleted under a running
+// process) creates it again, warns that every object stored before is gone
+// and counts it (Recreations).
 type DirStore struct {
+	// Logger gets the warning that the directory was gone under a write
+	// and is created again; nil means slog.Default(). Set it before use.
+	Logger *slog.Logger
+
 	root string
+	// recreateMu makes one of several writes that find the directory gone
+	// warn; recreations counts the times it was created again.
+	recreateMu  sync.Mutex
+	recreations atomic.Int64
 }
 
 var (
@@ -60,6 +75,31 @@ func NewDirStore(root string) (*DirStore, error) {
 
 // Root returns the absolute directory the store keeps its objects in.
 func (s *DirStore) Root() string { return s.root }
+
+// Recreations reports how many times a write found the store's directory
+// gone and created it again (see store.Recreations).
+func (s *DirStore) Recreations() int64 { return s.recreations.Load() }
+
+// recreate creates the store's directory again if it is gone. An error
+// wraps ErrStoreLost.
+func (s *DirStore) recreate() error {
+	s.recreateMu.Lock()
+	defer s.recreateMu.Unlock()
+	if _, err := os.Stat(s.root); !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err := os.MkdirAll(s.root, 0o755); err != nil {
+		return fmt.Errorf("%w: directory %s was deleted, and creating it again failed: %w", ErrStoreLost, s.root, err)
+	}
+	s.recreations.Add(1)
+	log := s.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Warn("store directory was gone and is created again: every object stored in it before is gone "+
+		"(run records, packages, entity files, leases); runs in progress write theirs again", "directory", s.root)
+	return nil
+}
 
 func (s *DirStore) checkKey(key string) error {
 	if err := ValidKey(key); err != nil {
@@ -124,6 +164,11 @@ func (s *DirStore) write(ctx context.Context, key string, r io.Reader, meta map[
 	if once {
 		if _, err := os.Lstat(name); err == nil {
 			return Object{}, ErrExist // cheap early answer; the link below decides
+		}
+	}
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		if err := s.recreate(); err != nil {
+			return Object{}, err
 		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {

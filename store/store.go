@@ -71,6 +71,28 @@ var ErrNotExist = errors.New("object does not exist")
 // ErrExist is wrapped by Create errors when the object already exists.
 var ErrExist = errors.New("object already exists")
 
+// ErrStoreLost is wrapped by write errors when the store's container (or
+// directory) is gone and cannot be created again: nothing can be kept in
+// it until someone fixes it.
+var ErrStoreLost = errors.New("the store is gone and cannot be created again")
+
+// ErrRecreated is wrapped by a write that found the store's container (or
+// directory) gone and created it again, but could not send its bytes again
+// because its reader cannot rewind: the caller may repeat the write at once.
+var ErrRecreated = errors.New("the store was gone and is created again; write again")
+
+// Recreations reports how many times st found its container (or directory)
+// gone under a write and created it anew, each time losing every object it
+// held before. A caller that keeps objects in st compares two readings to
+// learn that it must write them again. It is 0 for a store that cannot
+// tell.
+func Recreations(st Store) int64 {
+	if r, ok := st.(interface{ Recreations() int64 }); ok {
+		return r.Recreations()
+	}
+	return 0
+}
+
 // sealMeta adds what seal returns to m, already checked by checkMeta.
 func sealMeta(m map[string]string, seal func() (map[string]string, error)) error {
 	if seal == nil {
