@@ -85,7 +85,7 @@ func (s *DirStore) Recreations() int64 { return s.recreations.Load() }
 func (s *DirStore) recreate() error {
 	s.recreateMu.Lock()
 	defer s.recreateMu.Unlock()
-	if _, err := os.Stat(s.root); !errors.Is(err, fs.ErrNotExist) {
+	if fi, err := os.Stat(s.root); err == nil && fi.IsDir() {
 		return nil
 	}
 	if err := os.MkdirAll(s.root, 0o755); err != nil {
@@ -166,7 +166,7 @@ func (s *DirStore) write(ctx context.Context, key string, r io.Reader, meta map[
 			return Object{}, ErrExist // cheap early answer; the link below decides
 		}
 	}
-	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
 		if err := s.recreate(); err != nil {
 			return Object{}, err
 		}
