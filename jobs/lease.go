@@ -90,6 +90,10 @@ type runLease struct {
 	started bool   // keep was called: release waits for its goroutine
 	stop    chan struct{}
 	done    chan struct{}
+
+	// beat, if set before keep, runs after each refresh (see
+	// run.heartbeat).
+	beat func(ctx context.Context)
 }
 
 // newestLease returns the highest lease generation of a run and its object;
@@ -214,8 +218,26 @@ func (l *runLease) keep(lost func()) {
 			body, _ := json.Marshal(leaseBody{Replica: replicaID, At: localNow().UTC(), Holder: l.holder})
 			_, _ = l.st.Put(ctx, genKey(l.prefix, l.gen), bytes.NewReader(body), nil)
 			cancel()
+			if l.beat != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				l.beat(ctx)
+				cancel()
+			}
 		}
 	}()
+}
+
+// rewrite writes the lease's generation again, for a store that lost it
+// (see run.restoreAfterLoss); a lease taken over is not written.
+func (l *runLease) rewrite(ctx context.Context) error {
+	if l == nil || l.Lost() {
+		return nil
+	}
+	body, _ := json.Marshal(leaseBody{Replica: replicaID, At: localNow().UTC(), Holder: l.holder})
+	if _, err := l.st.Put(ctx, genKey(l.prefix, l.gen), bytes.NewReader(body), nil); err != nil {
+		return fmt.Errorf("write run lease again: %w", err)
+	}
+	return nil
 }
 
 // check returns ErrLeaseLost, and stops the run, if another replica has

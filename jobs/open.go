@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -72,7 +73,7 @@ func (r *Runner) store(ctx context.Context, exp *Export) (store.Store, error) {
 		}
 	}
 	r.mu.Unlock()
-	st, err := openStore(ctx, exp.Store, r.httpClient())
+	st, err := openStoreFor(ctx, exp.Store, r.httpClient(), false, r.logger())
 	if err != nil {
 		return nil, err
 	}
@@ -129,27 +130,30 @@ func (r *Runner) Close() error {
 // stores it opens (Runner.store); the functions that run without a Runner
 // (Records, RunOwned, FindRun) open one per call.
 func openStore(ctx context.Context, c StoreConfig, hc *http.Client) (store.Store, error) {
-	return openStoreFor(ctx, c, hc, false)
+	return openStoreFor(ctx, c, hc, false, nil)
 }
 
 // openStoreReading opens a store for reading only (status, finding a run):
 // an Azure Blob container is not created when missing.
 func openStoreReading(ctx context.Context, c StoreConfig) (store.Store, error) {
-	return openStoreFor(ctx, c, nil, true)
+	return openStoreFor(ctx, c, nil, true, nil)
 }
 
-func openStoreFor(ctx context.Context, c StoreConfig, hc *http.Client, readOnly bool) (store.Store, error) {
+// openStoreFor opens a store; log (nil: slog.Default()) gets its warning
+// that it was lost and created again.
+func openStoreFor(ctx context.Context, c StoreConfig, hc *http.Client, readOnly bool, log *slog.Logger) (store.Store, error) {
 	switch c.Type {
 	case "dir":
 		s, err := store.NewDirStore(c.Path)
 		if err != nil {
 			return nil, err // it names the directory
 		}
+		s.Logger = log
 		return s, nil
 	case "azblob":
 		o := store.BlobOptions{AccountURL: c.AccountURL, Container: c.Container,
 			ConnectionString: c.ConnectionString.Reveal(), SASURL: c.SASURL.Reveal(),
-			BlockSize: c.BlockSize, Concurrency: c.Concurrency, HTTPClient: hc, ReadOnly: readOnly}
+			BlockSize: c.BlockSize, Concurrency: c.Concurrency, HTTPClient: hc, ReadOnly: readOnly, Logger: log}
 		if c.AccountURL != "" {
 			var co *azcore.ClientOptions
 			if hc != nil {

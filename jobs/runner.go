@@ -331,7 +331,7 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 	parent, span := r.startRun(parent, exp, rec, resuming)
 	defer endRun(span, rec)
 	run := &run{r: r, exp: exp, st: st, rec: rec, resuming: resuming, lease: lease, steps: map[string]time.Duration{},
-		base: r.logger().With("export", exp.Name, "run", rec.RunID)}
+		base: r.logger().With("export", exp.Name, "run", rec.RunID), hold: hold, losses: store.Recreations(st)}
 	run.setExecution(rec.ExecutionID)
 	if resuming {
 		run.log.Info("resuming unfinished run", "state", rec.State, "resumes", rec.Resumes)
@@ -342,6 +342,9 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 	}
 	ctx, cancelRun := context.WithCancel(parent)
 	defer cancelRun()
+	if lease != nil {
+		lease.beat = run.heartbeat
+	}
 	lease.keep(func() {
 		run.log.Warn("run taken over by another replica; stopping here")
 		cancelRun()
@@ -370,6 +373,7 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 	} else if runErr == nil {
 		runErr = run.execute(ctx)
 	}
+	run.ended.Store(true) // what the store lost is written again only by save now
 	if errors.Is(runErr, ErrNotStarted) && !lease.Lost() {
 		// Stopped while queued: F&O was never asked, so no record is kept
 		// to resume; the export runs at its next trigger.
@@ -411,6 +415,13 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 	saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	saveErr := run.save(saveCtx)
+	if errors.Is(saveErr, store.ErrStoreLost) {
+		// Not a word of a resume: no record, marker or lease exists.
+		runErr = run.lostRunError(saveErr)
+		run.log.Error("run lost: its store is gone and cannot be created again", "state", rec.State, "err", runErr)
+		run.emit(Event{State: rec.State, Detail: runErr.Error()})
+		return rec, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, runErr)
+	}
 	if saveErr != nil {
 		// The store holds the previous, unfinished record: keep the run
 		// marked active so the next start resumes it, rather than leaving a
@@ -559,6 +570,16 @@ type run struct {
 	// defaultCharset warns, once per run, that a file of a non-Unicode
 	// source format was read as windows-1252 for want of an encoding.
 	defaultCharset sync.Once
+
+	// What a store that lost its objects needs written again (see
+	// storeloss.go), guarded by saveMu: the run's data project hold, the
+	// store's recreations seen so far, and the last record written.
+	hold          *groupHold
+	losses        int64
+	lastRecord    []byte
+	lastState     State
+	lastExecution string
+	ended         atomic.Bool // execute returned: heartbeats restore nothing
 }
 
 func (u *run) emit(e Event) {
@@ -583,11 +604,21 @@ func (u *run) save(ctx context.Context) error {
 	}
 	u.mu.Lock()
 	b, err := encodeRecord(u.rec)
+	state, execution := u.rec.State, u.rec.ExecutionID
 	u.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	return putRecord(ctx, u.st, u.exp.Store.Prefix, u.rec, b)
+	if err := putRecord(ctx, u.st, u.exp.Store.Prefix, u.rec, b); err != nil {
+		return err
+	}
+	u.lastRecord, u.lastState, u.lastExecution = b, state, execution
+	// The write may have found the store gone and created it again. The
+	// record is safe; what else fails to be written again is tried again.
+	if err := u.restoreAfterLoss(ctx, false, false); err != nil {
+		u.base.Warn("the run's marker or lease could not be written again after the store lost them; trying again at the next record write", "err", err)
+	}
+	return nil
 }
 
 // enter moves the run to state s and records it durably.
@@ -632,32 +663,65 @@ func (u *run) execute(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if !u.rec.Unpacked {
-		tmp, err := createPackageTemp()
-		if err != nil {
-			return u.packageFault(ctx, fmt.Errorf("create temporary file for the package: %w", err))
+	// refetches: the stored entity files were lost with the store; the
+	// export is done, so the package of the same execution is fetched
+	// again, never exported again.
+	for refetches := 0; ; refetches++ {
+		if err := u.fetchAndUnpack(ctx, client, refetches > 0); err != nil {
+			return err
 		}
-		defer os.Remove(tmp.Name())
-		defer tmp.Close()
-		if !u.restorePackage(ctx, tmp) {
+		if err := u.enter(ctx, StatePublishing, fmt.Sprintf("%d entities", len(u.rec.Entities))); err != nil {
+			return err
+		}
+		err := u.step(ctx, "publish", u.publishAll)
+		if !errors.Is(err, errStoredEntitiesGone) {
+			return err
+		} else if refetches == maxRefetches {
+			return u.packageFault(ctx, err) // lost again and again: wait, fetch it later
+		}
+		u.log.Warn("stored entity files of the run are gone (the store lost its objects); fetching the package of the same execution again, "+
+			"and publishing each entity after its last confirmed batch", "err", err)
+		u.rec.Unpacked, u.resuming = false, true
+	}
+}
+
+// fetchAndUnpack brings the run to an unpacked package, unless it is:
+// from the package stored by an earlier attempt, or by exporting (unless
+// refetch: the export is done) and downloading it.
+func (u *run) fetchAndUnpack(ctx context.Context, client *dmf.Client, refetch bool) error {
+	if u.rec.Unpacked {
+		return nil
+	}
+	tmp, err := createPackageTemp()
+	if err != nil {
+		return u.packageFault(ctx, fmt.Errorf("create temporary file for the package: %w", err))
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	if !u.restorePackage(ctx, tmp) {
+		if !refetch {
 			if err := u.checkBroker(ctx); err != nil {
 				return err
 			}
 			if err := u.export(ctx, client); err != nil {
 				return err
 			}
-			if err := u.download(ctx, client, tmp); err != nil {
-				return u.packageFault(ctx, err)
-			}
 		}
-		if err := u.unpack(ctx, tmp.Name()); err != nil {
+		if err := u.download(ctx, client, tmp); err != nil {
 			return u.packageFault(ctx, err)
 		}
 	}
-	if err := u.enter(ctx, StatePublishing, fmt.Sprintf("%d entities", len(u.rec.Entities))); err != nil {
-		return err
+	err = u.unpack(ctx, tmp.Name())
+	if errors.Is(err, store.ErrRecreated) {
+		// The store was created again under an entity write that cannot
+		// resend its bytes: unpack again into the new store.
+		u.log.Warn("the store was created again while unpacking; unpacking the package again", "err", err)
+		err = u.unpack(ctx, tmp.Name())
 	}
-	return u.step(ctx, "publish", u.publishAll)
+	if err != nil {
+		return u.packageFault(ctx, err)
+	}
+	return nil
 }
 
 // packageRetention is how long F&O keeps an execution's package (and its
@@ -1042,7 +1106,14 @@ func (u *run) unpack(ctx context.Context, pkg string) error {
 	if err != nil {
 		return err
 	}
-	u.rec.Entities = u.rec.Entities[:0]
+	// Entities published before the package was fetched again (the store
+	// lost their files) keep what the broker confirmed when their file is
+	// the same, so no batch is published twice.
+	before := map[string]EntityRecord{}
+	for _, e := range u.rec.Entities {
+		before[e.Entity] = e
+	}
+	u.rec.Entities = nil
 	var absent []string
 	for _, o := range res.Entities {
 		e := EntityRecord{
@@ -1052,6 +1123,10 @@ func (u *run) unpack(ctx context.Context, pkg string) error {
 		}
 		if rs := u.exp.readSettings(o.Entity); !reflect.ValueOf(rs).IsZero() {
 			e.Read = &rs
+		}
+		if p, ok := before[e.Entity]; ok && p.SHA256 == e.SHA256 && p.Bytes == e.Bytes && o.Err == nil {
+			e.State, e.Rows, e.Batches, e.LastBatch = p.State, p.Rows, p.Batches, p.LastBatch
+			e.Encoding, e.LooseQuotes, e.Read = p.Encoding, p.LooseQuotes, p.Read
 		}
 		switch {
 		case o.Err != nil:
@@ -1086,6 +1161,7 @@ func (u *run) publishAll(ctx context.Context) error {
 	defer func() { spanAddPublished(ctx, u.rec) }()
 	var todo []int
 	failed := map[int]bool{}
+	losses := store.Recreations(u.st)
 	for i := range u.rec.Entities {
 		e := &u.rec.Entities[i]
 		switch {
@@ -1113,8 +1189,8 @@ func (u *run) publishAll(ctx context.Context) error {
 	}()
 
 	next := make(chan int)
-	var mu sync.Mutex // guards failed, firstErr, brokerErr, fullErr and routeErr
-	var firstErr, brokerErr, fullErr, routeErr error
+	var mu sync.Mutex // guards failed, firstErr, brokerErr, fullErr, routeErr and goneErr
+	var firstErr, brokerErr, fullErr, routeErr, goneErr error
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
@@ -1142,6 +1218,11 @@ func (u *run) publishAll(ctx context.Context) error {
 				case errors.Is(err, publish.ErrUnroutable):
 					waitErr = &routeErr
 					u.log.Warn("entity waits for a queue bound to the exchange", "entity", e.Entity, "exchange", u.exp.Exchange, "routing_key", u.exp.RoutingKey, "err", err)
+				case err != nil && (errors.Is(err, store.ErrNotExist) || store.Recreations(u.st) != losses):
+					// The store lost the entity's file: it stays pending
+					// with what the broker confirmed, and the run fetches
+					// the package again (see execute).
+					waitErr = &goneErr
 				}
 				if waitErr != nil {
 					mu.Lock()
@@ -1198,6 +1279,9 @@ feed:
 	}
 	if firstErr != nil {
 		return firstErr
+	}
+	if goneErr != nil {
+		return fmt.Errorf("%w: %w", errStoredEntitiesGone, goneErr)
 	}
 	if brokerErr != nil {
 		return newWaiting(WaitingForBroker, brokerErr)
