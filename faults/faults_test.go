@@ -407,6 +407,32 @@ func cases() []faultCase {
 				}})
 		}
 	}
+	// Azurite killed while the package downloads and a fresh one started
+	// on its port that keeps nothing: the container and every record,
+	// marker and lease in it are gone. The run creates the container
+	// again, writes its record, marker and lease again from memory and
+	// finishes, under its one export.
+	cs = append(cs, faultCase{name: "Azurite restarted empty while downloading", azure: true, declare: true, firstExit: 0,
+		inject: func(e *env, p *proc) {
+			if !p.waitLine(60*time.Second, stageOf("downloading")...) {
+				e.t.Errorf("the run never reached stage downloading:\n%s", tail(p.log(), 20))
+				return
+			}
+			e.az.restartEmpty()
+			select {
+			case <-p.done:
+				e.t.Errorf("the run had ended before the store came back: the fault missed it")
+			default:
+			}
+		},
+		after: func(e *env) {
+			log := e.procs[0].log()
+			for _, want := range []string{"store container was gone and is created again", "writing the run's record, active marker and lease again"} {
+				if !strings.Contains(log, want) {
+					e.t.Errorf("the first start never said %q: the fault missed it\n%s", want, tail(log, 20))
+				}
+			}
+		}})
 	return cs
 }
 

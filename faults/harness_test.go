@@ -522,6 +522,22 @@ func (a *azurite) stop() {
 	}
 }
 
+// restartEmpty kills the emulator (SIGKILL: it saves nothing) and starts a
+// fresh one on the same port that keeps its data in memory: the store is
+// back, empty, its container gone, as after losing an emulator run with
+// --inMemoryPersistence.
+func (a *azurite) restartEmpty() {
+	a.t.Helper()
+	a.p.signal(syscall.SIGCONT)
+	a.p.signal(syscall.SIGKILL)
+	a.p.wait(10 * time.Second)
+	a.p = startProc(a.t, os.Environ(), a.dir, a.bin, "--inMemoryPersistence", "--blobHost", "127.0.0.1",
+		"--blobPort", strconv.Itoa(a.port), "--skipApiVersionCheck", "--disableTelemetry", "--silent")
+	if !a.p.waitLine(60*time.Second, "successfully listens on") {
+		a.t.Errorf("Azurite did not start again on port %d:\n%s", a.port, tail(a.p.log(), 20))
+	}
+}
+
 // ctxTimeout is a context for a case's own waits.
 func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
