@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -76,6 +77,11 @@ type RunRecord struct {
 	PackageSHA256   string `json:"package_sha256,omitempty"`
 	Unpacked        bool   `json:"unpacked"`          // true only once every entity object is written
 	Resumes         int    `json:"resumes,omitempty"` // times the run was taken up again after an interruption
+	// OwnerGen is the lease generation of the replica that wrote the
+	// record (1 for the run's first owner, higher after every takeover),
+	// also kept in the record's metadata: a replica whose generation is
+	// lower has lost the run and writes nothing more (see lease.go).
+	OwnerGen int `json:"owner_gen,omitempty"`
 	// Waiting names what an unfinished run stopped to wait for
 	// (WaitingForBroker, WaitingForQueue, WaitingForExecution); the run
 	// service takes it up again with backoff. Empty while it runs.
@@ -233,6 +239,9 @@ func encodeRecord(rec *RunRecord) ([]byte, error) {
 // putRecord writes an encoded record of rec.
 func putRecord(ctx context.Context, st store.Store, storePrefix string, rec *RunRecord, b []byte) error {
 	meta := map[string]string{"export": rec.Job, "job": rec.Job, "run": rec.RunID, "state": string(rec.State)}
+	if rec.OwnerGen > 0 {
+		meta[ownerGenMeta] = strconv.Itoa(rec.OwnerGen)
+	}
 	if _, err := st.Put(ctx, recordKey(storePrefix, rec.Job, rec.RunID), bytes.NewReader(b), meta); err != nil {
 		return fmt.Errorf("write run record %s/%s: %w", rec.Job, rec.RunID, err)
 	}
