@@ -174,3 +174,42 @@ func readAll(t *testing.T, st interface {
 	}
 	return b
 }
+
+// TestOwnedRecordWriteGuarded writes a run record as owners of several
+// lease generations would, in turn: a write by a generation older than
+// the stored record's is refused with ErrLeaseLost and leaves the record
+// as it was, whatever the writer checked before (the guard judges at the
+// moment of the write).
+func TestOwnedRecordWriteGuarded(t *testing.T) {
+	ctx := context.Background()
+	st := mustDirStore(t, t.TempDir())
+	steps := []struct {
+		gen     int
+		state   State
+		wantErr bool
+	}{
+		{1, StatePublishing, false},
+		{2, StatePublishing, false}, // an adopter
+		{2, StateSucceeded, false},
+		{1, StatePublishing, true}, // the paused owner, going on
+		{3, StatePublishing, false},
+	}
+	want := ""
+	for i, s := range steps {
+		rec := &RunRecord{Job: "job", RunID: "run1", State: s.state, OwnerGen: s.gen}
+		b, err := encodeRecord(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = putOwnedRecord(ctx, st, "", rec, b)
+		if s.wantErr != errors.Is(err, ErrLeaseLost) || !s.wantErr && err != nil {
+			t.Errorf("step %d: write by generation %d: %v, want ErrLeaseLost %v", i, s.gen, err, s.wantErr)
+		}
+		if err == nil {
+			want = string(b)
+		}
+		if got := string(readAll(t, st, recordKey("", "job", "run1"))); got != want {
+			t.Errorf("step %d: record after a write by generation %d:\n%s\nwant:\n%s", i, s.gen, got, want)
+		}
+	}
+}

@@ -328,6 +328,15 @@ func (l *runLease) check(ctx context.Context) error {
 	if !newer {
 		return nil
 	}
+	l.lose()
+	return ErrLeaseLost
+}
+
+// lose marks the run lost and stops it (once).
+func (l *runLease) lose() {
+	if l == nil {
+		return
+	}
 	l.mu.Lock()
 	first := !l.lost
 	l.lost = true
@@ -336,7 +345,6 @@ func (l *runLease) check(ctx context.Context) error {
 	if first && onLost != nil {
 		onLost()
 	}
-	return ErrLeaseLost
 }
 
 // bind ties a data project lease to the run lease it serves: the hold is

@@ -238,11 +238,39 @@ func encodeRecord(rec *RunRecord) ([]byte, error) {
 
 // putRecord writes an encoded record of rec.
 func putRecord(ctx context.Context, st store.Store, storePrefix string, rec *RunRecord, b []byte) error {
+	if _, err := st.Put(ctx, recordKey(storePrefix, rec.Job, rec.RunID), bytes.NewReader(b), recordMeta(rec)); err != nil {
+		return fmt.Errorf("write run record %s/%s: %w", rec.Job, rec.RunID, err)
+	}
+	return nil
+}
+
+func recordMeta(rec *RunRecord) map[string]string {
 	meta := map[string]string{"export": rec.Job, "job": rec.Job, "run": rec.RunID, "state": string(rec.State)}
 	if rec.OwnerGen > 0 {
 		meta[ownerGenMeta] = strconv.Itoa(rec.OwnerGen)
 	}
-	if _, err := st.Put(ctx, recordKey(storePrefix, rec.Job, rec.RunID), bytes.NewReader(b), meta); err != nil {
+	return meta
+}
+
+// putOwnedRecord writes an encoded record of rec for its owner, lease
+// generation rec.OwnerGen: where the store can (store.GuardedPutter),
+// only if the stored record was not written by a newer generation at the
+// moment of the write, so an owner paused between its check and its
+// write still cannot overwrite an adopter's record; the error then wraps
+// ErrLeaseLost.
+func putOwnedRecord(ctx context.Context, st store.Store, storePrefix string, rec *RunRecord, b []byte) error {
+	gp, ok := st.(store.GuardedPutter)
+	if !ok || rec.OwnerGen == 0 {
+		return putRecord(ctx, st, storePrefix, rec, b)
+	}
+	mine := rec.OwnerGen
+	guard := func(current map[string]string) error {
+		if g, err := strconv.Atoi(current[ownerGenMeta]); err == nil && g > mine {
+			return fmt.Errorf("%w: the record was written by lease generation %d, this process holds %d", ErrLeaseLost, g, mine)
+		}
+		return nil
+	}
+	if _, err := gp.PutGuarded(ctx, recordKey(storePrefix, rec.Job, rec.RunID), b, recordMeta(rec), guard); err != nil {
 		return fmt.Errorf("write run record %s/%s: %w", rec.Job, rec.RunID, err)
 	}
 	return nil

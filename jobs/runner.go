@@ -609,7 +609,11 @@ func (u *run) save(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return putRecord(ctx, u.st, u.exp.Store.Prefix, u.rec, b)
+	err = putOwnedRecord(ctx, u.st, u.exp.Store.Prefix, u.rec, b)
+	if errors.Is(err, ErrLeaseLost) {
+		u.lease.lose() // taken over between the check and the write
+	}
+	return err
 }
 
 // enter moves the run to state s and records it durably.
