@@ -899,24 +899,41 @@ func pausedOwner(e *env) int {
 	b := e.dmfexport("run", "--listen", "", "--stop-timeout", "30s")
 	reps := []*proc{a, b}
 	pub := []string{`"msg":"publishing entity"`, `"entity":"A"`}
-	owner := -1
-	for deadline := time.Now().Add(60 * time.Second); owner < 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		for i, p := range reps {
-			if p.count(pub...) > 0 {
-				owner = i
-				break
+	// Pause whichever replica starts publishing entity A next, a little
+	// into it; if its run had already finished (a fast machine), let it go
+	// and wait for the next run.
+	var own, adopter *proc
+	var runID string
+	var paused time.Time
+	seen := []int{0, 0}
+	for attempt := 0; own == nil && attempt < 3; attempt++ {
+		owner := -1
+		for deadline := time.Now().Add(60 * time.Second); owner < 0 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			for i, p := range reps {
+				if n := p.count(pub...); n > seen[i] {
+					owner = i
+					break
+				}
 			}
 		}
+		if owner < 0 {
+			break
+		}
+		time.Sleep(time.Duration(20+rand.IntN(80)) * time.Millisecond)
+		reps[owner].signal(syscall.SIGSTOP)
+		paused = time.Now()
+		seen = []int{a.count(pub...), b.count(pub...)}
+		id := lastRunID(reps[owner], pub...)
+		if reps[owner].count(`"msg":"run finished"`, `"run":"`+id+`"`) > 0 {
+			reps[owner].signal(syscall.SIGCONT)
+			continue
+		}
+		own, adopter, runID = reps[owner], reps[1-owner], id
 	}
-	if owner < 0 {
-		e.t.Errorf("neither replica published within 60s:\n%s\n%s", tail(a.log(), 10), tail(b.log(), 10))
+	if own == nil {
+		e.t.Errorf("no replica was caught mid-publish in 3 runs:\n%s\n%s", tail(a.log(), 10), tail(b.log(), 10))
 		return -1
 	}
-	time.Sleep(300 * time.Millisecond)
-	own, adopter := reps[owner], reps[1-owner]
-	own.signal(syscall.SIGSTOP)
-	paused := time.Now()
-	runID := lastRunID(own, pub...)
 	// What the owner handed the broker before the pause has arrived a
 	// second later; the adopter may publish those batches again.
 	time.Sleep(time.Second)
