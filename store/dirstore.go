@@ -121,6 +121,30 @@ func (s *DirStore) PutGuarded(ctx context.Context, key string, b []byte, meta ma
 	return o, nil
 }
 
+// swapGuarded renames the written object tmp and its metadata mtmp over
+// key under the folder's lock, if guard accepts the current metadata.
+func (s *DirStore) swapGuarded(ctx context.Context, key, tmp, mtmp string, guard func(map[string]string) error) error {
+	name := s.file(key)
+	unlock, err := lockDir(ctx, filepath.Dir(name))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	var current map[string]string
+	if o, err := s.stat(key); err == nil {
+		current = o.Meta
+	} else if !errors.Is(err, ErrNotExist) {
+		return err
+	}
+	if err := guard(current); err != nil {
+		return err
+	}
+	if err := os.Rename(mtmp, name+metaSuffix); err != nil {
+		return fmt.Errorf("write metadata: %w", err)
+	}
+	return os.Rename(tmp, name)
+}
+
 // lockDir takes an exclusive flock on dir, trying until ctx ends, and
 // returns its release.
 func lockDir(ctx context.Context, dir string) (func(), error) {
@@ -215,24 +239,10 @@ func (s *DirStore) write(ctx context.Context, key string, r io.Reader, meta map[
 			return Object{}, fmt.Errorf("write metadata: %w", err)
 		}
 		defer os.Remove(mtmp)
-		unlock, err := lockDir(ctx, dir)
-		if err != nil {
-			return Object{}, err
-		}
-		defer unlock()
-		var current map[string]string
-		if o, err := s.stat(key); err == nil {
-			current = o.Meta
-		} else if !errors.Is(err, ErrNotExist) {
-			return Object{}, err
-		}
-		if err := guard(current); err != nil {
-			return Object{}, err
-		}
-		if err := os.Rename(mtmp, name+metaSuffix); err != nil {
-			return Object{}, fmt.Errorf("write metadata: %w", err)
-		}
-		if err := os.Rename(tmp.Name(), name); err != nil {
+		// Only the read, the guard and the renames hold the lock (tens of
+		// microseconds): a writer stopped while holding it stops the
+		// other guarded writers of the folder too.
+		if err := s.swapGuarded(ctx, key, tmp.Name(), mtmp, guard); err != nil {
 			return Object{}, err
 		}
 	} else {
