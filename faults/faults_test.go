@@ -3,6 +3,7 @@
 package faults
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -294,6 +295,7 @@ func cases() []faultCase {
 		faultCase{name: "two replicas @every 10s for 2m, one killed", declare: true, schedule: "@every 10s", first: twoReplicas},
 		faultCase{name: "replica clock +2m, @every 10s, one killed", declare: true, schedule: "@every 10s", first: skewedReplicas("+2m")},
 		faultCase{name: "replica clock -2m, @every 10s, one killed", declare: true, schedule: "@every 10s", first: skewedReplicas("-2m")},
+		faultCase{name: "paused owner past lease_ttl, @every 10s", declare: true, schedule: "@every 10s", first: pausedOwner},
 		faultCase{name: "F&O 429 storm", ci: true, declare: true, firstExit: 0,
 			sim: []string{"--fault", "action=*,first=4,status=429,retry-after=2s"}},
 		faultCase{name: "F&O 5xx every 3rd call", declare: true, firstExit: 0,
@@ -1090,3 +1092,140 @@ func lastRunID(p *proc, parts ...string) string {
 }
 
 var runIDRE = regexp.MustCompile(`"run":"([^"]+)"`)
+
+// pausedOwner runs two services on one store with an export every 10
+// seconds and SIGSTOPs whichever publishes first, mid-entity, until the
+// other has taken its run over and finished it (lease_ttl is 3s), then
+// SIGCONTs it. The paused owner must say "lease lost" and publish no batch
+// after it goes on (only batches it sent before the pause may come twice:
+// the adopter republishes from the last checkpoint), the run's final
+// record is the adopter's, and every slot after the takeover runs once,
+// none skipped.
+func pausedOwner(e *env) int {
+	a := e.dmfexport("run", "--listen", "", "--stop-timeout", "30s")
+	b := e.dmfexport("run", "--listen", "", "--stop-timeout", "30s")
+	reps := []*proc{a, b}
+	pub := []string{`"msg":"publishing entity"`, `"entity":"A"`}
+	// Pause whichever replica starts publishing entity A next, a little
+	// into it; if its run had already finished (a fast machine), let it go
+	// and wait for the next run.
+	var own, adopter *proc
+	var runID string
+	var paused time.Time
+	seen := []int{0, 0}
+	for attempt := 0; own == nil && attempt < 3; attempt++ {
+		owner := -1
+		for deadline := time.Now().Add(60 * time.Second); owner < 0 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			for i, p := range reps {
+				if n := p.count(pub...); n > seen[i] {
+					owner = i
+					break
+				}
+			}
+		}
+		if owner < 0 {
+			break
+		}
+		time.Sleep(time.Duration(20+rand.IntN(80)) * time.Millisecond)
+		reps[owner].signal(syscall.SIGSTOP)
+		paused = time.Now()
+		seen = []int{a.count(pub...), b.count(pub...)}
+		id := lastRunID(reps[owner], pub...)
+		if reps[owner].count(`"msg":"run finished"`, `"run":"`+id+`"`) > 0 {
+			reps[owner].signal(syscall.SIGCONT)
+			continue
+		}
+		own, adopter, runID = reps[owner], reps[1-owner], id
+	}
+	if own == nil {
+		e.t.Errorf("no replica was caught mid-publish in 3 runs:\n%s\n%s", tail(a.log(), 10), tail(b.log(), 10))
+		return -1
+	}
+	// What the owner handed the broker before the pause has arrived a
+	// second later; the adopter may publish those batches again.
+	time.Sleep(time.Second)
+	before := map[string]bool{}
+	e.mu.Lock()
+	for id := range e.delivered.msgs {
+		before[id] = true
+	}
+	e.mu.Unlock()
+	finished := adopter.waitLine(90*time.Second, `"msg":"run finished"`, `"run":"`+runID+`"`)
+	adoptedAt := time.Now()
+	if !finished {
+		e.t.Errorf("the other replica did not take over and finish run %s within 90s of the pause:\n%s", runID, tail(adopter.log(), 20))
+	}
+	time.Sleep(time.Until(paused.Add(10 * time.Second))) // paused past lease_ttl (3s) in any case
+	recPath := filepath.Join(e.dir, "store", "f", runID, "run.json")
+	adopted, err := os.ReadFile(recPath)
+	if err != nil {
+		e.t.Errorf("record of run %s: %v", runID, err)
+	}
+	cont := time.Now()
+	own.signal(syscall.SIGCONT)
+	if !own.waitLine(15*time.Second, "lease lost", `"run":"`+runID+`"`) {
+		e.t.Errorf("the paused owner never said \"lease lost\" after SIGCONT:\n%s", tail(own.log(), 20))
+	}
+	time.Sleep(35 * time.Second) // three slots after the owner went on
+	stop := time.Now()
+	for _, p := range reps {
+		p.signal(syscall.SIGTERM)
+	}
+	code := 0
+	for i, p := range reps {
+		c, ok := p.wait(40 * time.Second)
+		if !ok {
+			e.t.Errorf("replica %d did not stop within its stop timeout", i)
+		}
+		code = max(code, c)
+	}
+	if now, err := os.ReadFile(recPath); err != nil || !bytes.Equal(now, adopted) {
+		e.t.Errorf("the record of run %s changed after the paused owner went on (err %v):\nadopter's:\n%s\nnow:\n%s", runID, err, adopted, now)
+	}
+	var rec struct {
+		State    string `json:"state"`
+		OwnerGen int    `json:"owner_gen"`
+	}
+	if err := json.Unmarshal(adopted, &rec); err != nil || rec.State != "succeeded" || rec.OwnerGen < 2 {
+		e.t.Errorf("run %s's final record: state %q, owner_gen %d (%v); want succeeded, written by the adopter (generation 2 or more)", runID, rec.State, rec.OwnerGen, err)
+	}
+	// Duplicates: of batches the owner sent before the pause (the adopter
+	// resumes from the last checkpoint), and of any sent after it.
+	dupBefore, dupAfter := 0, 0
+	e.mu.Lock()
+	for id, n := range e.delivered.msgs {
+		if n > 1 && before[id] {
+			dupBefore += n - 1
+		} else if n > 1 {
+			dupAfter += n - 1
+		}
+	}
+	e.mu.Unlock()
+	fmt.Printf("      paused the owner of run %s for %s: %d duplicate batches it had sent before the pause, %d after it went on\n",
+		runID, cont.Sub(paused).Round(time.Second), dupBefore, dupAfter)
+	if dupAfter > 0 {
+		e.t.Errorf("%d batches published again after the paused owner went on: it published after losing its lease", dupAfter)
+	}
+	// Every slot from the end of the takeover to the stop ran once, none
+	// skipped: the adopter's next slot included.
+	ran := map[int64]string{}
+	for _, r := range e.status() {
+		if r.Trigger != "schedule" {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339, r.ScheduledAt)
+		if err != nil {
+			continue
+		}
+		if prev, dup := ran[at.Unix()]; dup {
+			e.t.Errorf("schedule slot %s ran twice (%s, %s)", r.ScheduledAt, prev, r.State)
+		}
+		ran[at.Unix()] = r.State
+	}
+	for slot := adoptedAt.Truncate(10 * time.Second).Add(10 * time.Second); slot.Before(stop.Add(-12 * time.Second)); slot = slot.Add(10 * time.Second) {
+		if st, ok := ran[slot.Unix()]; !ok || st == "skipped" {
+			e.t.Errorf("schedule slot %s after the takeover: %q, want a run (slots run: %v)", slot.UTC().Format(time.RFC3339), st, ran)
+		}
+	}
+	return code
+}

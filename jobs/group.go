@@ -88,6 +88,7 @@ func (r *Runner) holdGroup(ctx context.Context, exp *Export, st store.Store, run
 		return nil, "", fmt.Errorf("data project lease: %w", err)
 	}
 	h.lease = lease
+	lease.gate = r.heartbeatGate
 	lease.keep(func() {
 		log.Warn("data project lease taken over by another replica (this process stalled past replicas.lease_ttl); two exports of it may overlap",
 			"definition_group", exp.DefinitionGroup)
@@ -122,4 +123,11 @@ func (r *Runner) skipped(ctx context.Context, exp *Export, st store.Store, rec *
 		return rec, fmt.Errorf("export %s: %w (data project %q is being exported by %s); %w", exp.Name, ErrGroupBusy, exp.DefinitionGroup, holder, err)
 	}
 	return rec, fmt.Errorf("export %s: run skipped: %w (data project %q, held by %s)", exp.Name, ErrGroupBusy, exp.DefinitionGroup, holder)
+}
+
+// bindRun ties the hold to the run it serves (see runLease.bind).
+func (h *groupHold) bindRun(run *runLease) {
+	if h != nil {
+		h.lease.bind(run)
+	}
 }

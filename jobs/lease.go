@@ -32,9 +32,19 @@ import (
 //     object every LeaseTTL/3; the object's modification time (the store's
 //     clock) is its heartbeat. A replica that finds an unfinished run whose
 //     newest lease is older than LeaseTTL creates the next generation and,
-//     if that create succeeds, resumes the run. An owner that sees a newer
-//     generation than its own has lost the run: it cancels its work and
-//     stops writing the record.
+//     if that create succeeds, resumes the run. The generation is also
+//     written into the run record ("owner_gen", in its metadata too), and
+//     an adopter takes the generation after both the newest lease and the
+//     record's, so generations never repeat even once leases are deleted.
+//     An owner that sees a newer generation than its own, in the leases or
+//     in the record, has lost the run ("lease lost"): it cancels its work
+//     and stops writing the record. The record is the fence that counts:
+//     an adopter deletes every lease generation once it is done, but never
+//     the record.
+//   - An owner checks before every record write, and before publishing a
+//     batch once its last successful heartbeat is older than LeaseTTL/2
+//     (it was paused, or the store was away): until then no other replica
+//     can have judged its lease lapsed.
 //
 // A lease's age is measured on the store's clock alone: the observer
 // writes "_clock" and compares that object's modification time with the
@@ -84,15 +94,28 @@ type runLease struct {
 	ttl    time.Duration
 	holder string // leaseBody.Holder
 
+	// record is the run record whose "owner_gen" fences this lease (""
+	// for data project leases, which have none); set before keep.
+	record string
+	// gate, when set, is called before every heartbeat: tests hold it to
+	// stand for a paused process.
+	gate func()
+
 	mu      sync.Mutex
 	lost    bool
 	onLost  func() // from keep: stops the run
 	started bool   // keep was called: release waits for its goroutine
-	stop    chan struct{}
-	done    chan struct{}
+	// verified is when the last heartbeat that found the lease still ours
+	// began (monotonic clock); fence checks the store again past ttl/2.
+	verified time.Time
+	// parent is the run lease a data project lease belongs to: once the
+	// run is lost, so is its hold on the data project.
+	parent *runLease
+	stop   chan struct{}
+	done   chan struct{}
 
-	// beat, if set before keep, runs after each refresh (see
-	// run.heartbeat).
+	// beat, if set before keep, runs after each refresh that found the
+	// lease still this process's (see run.heartbeat).
 	beat func(ctx context.Context)
 }
 
@@ -188,8 +211,12 @@ func acquireHeldLease(ctx context.Context, st store.Store, prefix string, gen in
 		}
 		return nil, fmt.Errorf("take run lease: %w", err)
 	}
-	return &runLease{st: st, prefix: prefix, gen: gen, ttl: ttl, holder: holder, stop: make(chan struct{}), done: make(chan struct{})}, nil
+	return &runLease{st: st, prefix: prefix, gen: gen, ttl: ttl, holder: holder, verified: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}, nil
 }
+
+// ownerGenMeta is the run record's metadata key (and JSON field) holding
+// the lease generation of the replica that wrote it.
+const ownerGenMeta = "owner_gen"
 
 // keep refreshes the lease until release, and calls lost (once) if another
 // replica takes the run over.
@@ -210,14 +237,15 @@ func (l *runLease) keep(lost func()) {
 				return
 			case <-t.C:
 			}
+			if l.gate != nil {
+				l.gate()
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), l.ttl/3)
-			if l.check(ctx) != nil {
-				cancel()
+			err := l.renew(ctx)
+			cancel()
+			if errors.Is(err, ErrLeaseLost) {
 				return
 			}
-			body, _ := json.Marshal(leaseBody{Replica: replicaID, At: localNow().UTC(), Holder: l.holder})
-			_, _ = l.st.Put(ctx, genKey(l.prefix, l.gen), bytes.NewReader(body), nil)
-			cancel()
 			if l.beat != nil {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				l.beat(ctx)
@@ -240,10 +268,60 @@ func (l *runLease) rewrite(ctx context.Context) error {
 	return nil
 }
 
+// renew checks that the lease is still this process's and, if so,
+// refreshes its heartbeat. Checking first means a process that was paused
+// past the lease never writes a heartbeat over an adopter's takeover.
+func (l *runLease) renew(ctx context.Context) error {
+	began := time.Now()
+	if err := l.check(ctx); err != nil {
+		return err
+	}
+	body, _ := json.Marshal(leaseBody{Replica: replicaID, At: localNow().UTC(), Holder: l.holder})
+	if _, err := l.st.Put(ctx, genKey(l.prefix, l.gen), bytes.NewReader(body), nil); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	if began.After(l.verified) {
+		l.verified = began
+	}
+	l.mu.Unlock()
+	return nil
+}
+
+// fence is called before each side effect of the run that is not a record
+// write (publishing a batch): it returns ErrLeaseLost once the run is
+// known lost, and checks the store first when the last heartbeat is older
+// than ttl/2, so a process resumed after a pause (SIGSTOP, a stalled VM)
+// past its lease publishes nothing more. A fresher heartbeat needs no
+// check: no other replica can have judged the lease lapsed.
+func (l *runLease) fence(ctx context.Context) error {
+	if l == nil {
+		return nil
+	}
+	l.mu.Lock()
+	lost, age := l.lost, time.Since(l.verified)
+	l.mu.Unlock()
+	if lost {
+		return ErrLeaseLost
+	}
+	if age < l.ttl/2 {
+		return nil
+	}
+	// As for record writes, a store that cannot answer is no proof of a
+	// takeover: only ErrLeaseLost (found here, or meanwhile by a heartbeat,
+	// which also cancels ctx) stops the run.
+	if err := l.renew(ctx); errors.Is(err, ErrLeaseLost) || l.Lost() {
+		return ErrLeaseLost
+	}
+	return ctx.Err()
+}
+
 // check returns ErrLeaseLost, and stops the run, if another replica has
-// taken a newer generation of the lease. The run's record writes call it
-// first, so an owner that stalled past the lease writes nothing after a
-// takeover it can see.
+// taken the run over: a newer generation of the lease, a run record
+// written by a newer generation (what counts once the adopter deleted its
+// leases), or, for a data project lease, the loss of its run. The run's
+// record writes call it first, so an owner that stalled past the lease
+// writes nothing after a takeover.
 func (l *runLease) check(ctx context.Context) error {
 	if l == nil {
 		return nil
@@ -251,9 +329,35 @@ func (l *runLease) check(ctx context.Context) error {
 	if l.Lost() {
 		return ErrLeaseLost
 	}
+	l.mu.Lock()
+	parent := l.parent
+	l.mu.Unlock()
+	if parent != nil && errors.Is(parent.check(ctx), ErrLeaseLost) {
+		// The run's own lease said so ("lease lost"); this hold ends with it.
+		l.mu.Lock()
+		l.lost = true
+		l.mu.Unlock()
+		return ErrLeaseLost
+	}
 	gen, _, err := newestLease(ctx, l.st, l.prefix)
-	if err != nil || gen <= l.gen {
-		return nil // a listing error is not proof of a takeover
+	newer := err == nil && gen > l.gen // a listing error is not proof of a takeover
+	if !newer && l.record != "" {
+		if o, err := l.st.Stat(ctx, l.record); err == nil {
+			g, err := strconv.Atoi(o.Meta[ownerGenMeta])
+			newer = err == nil && g > l.gen
+		}
+	}
+	if !newer {
+		return nil
+	}
+	l.lose()
+	return ErrLeaseLost
+}
+
+// lose marks the run lost and stops it (once).
+func (l *runLease) lose() {
+	if l == nil {
+		return
 	}
 	l.mu.Lock()
 	first := !l.lost
@@ -263,7 +367,18 @@ func (l *runLease) check(ctx context.Context) error {
 	if first && onLost != nil {
 		onLost()
 	}
-	return ErrLeaseLost
+}
+
+// bind ties a data project lease to the run lease it serves: the hold is
+// lost with the run, so a process paused past the lease never refreshes a
+// data project lease an adopter has since released.
+func (l *runLease) bind(parent *runLease) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	l.parent = parent
+	l.mu.Unlock()
 }
 
 // Lost reports whether the run was taken over.
@@ -278,7 +393,8 @@ func (l *runLease) Lost() bool {
 
 // release stops refreshing and deletes every lease generation, so another
 // replica may take the run up at once (a run stopped unfinished) or no
-// lease is left behind (a finished run).
+// lease is left behind (a finished run); a lease lost meanwhile (checked
+// once more here) deletes nothing.
 func (l *runLease) release(ctx context.Context) {
 	if l == nil {
 		return
@@ -290,7 +406,7 @@ func (l *runLease) release(ctx context.Context) {
 	if started {
 		<-l.done
 	}
-	if l.Lost() {
+	if errors.Is(l.check(ctx), ErrLeaseLost) {
 		return // the new owner's leases are not ours to delete
 	}
 	objs, err := l.st.List(ctx, l.prefix+"/")

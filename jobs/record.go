@@ -9,6 +9,7 @@ import (
 	"io"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -90,6 +91,11 @@ type RunRecord struct {
 	PackageSHA256   string `json:"package_sha256,omitempty"`
 	Unpacked        bool   `json:"unpacked"`          // true only once every entity object is written
 	Resumes         int    `json:"resumes,omitempty"` // times the run was taken up again after an interruption
+	// OwnerGen is the lease generation of the replica that wrote the
+	// record (1 for the run's first owner, higher after every takeover),
+	// also kept in the record's metadata: a replica whose generation is
+	// lower has lost the run and writes nothing more (see lease.go).
+	OwnerGen int `json:"owner_gen,omitempty"`
 	// Waiting names what an unfinished run stopped to wait for
 	// (WaitingForBroker, WaitingForQueue, WaitingForQueueSpace,
 	// WaitingForExecution); the run
@@ -250,13 +256,44 @@ func encodeRecord(rec *RunRecord) ([]byte, error) {
 
 // putRecord writes an encoded record of rec.
 func putRecord(ctx context.Context, st store.Store, storePrefix string, rec *RunRecord, b []byte) error {
+	if _, err := st.Put(ctx, recordKey(storePrefix, rec.Job, rec.RunID), bytes.NewReader(b), recordMeta(rec)); err != nil {
+		return fmt.Errorf("write run record %s/%s: %w", rec.Job, rec.RunID, err)
+	}
+	return nil
+}
+
+func recordMeta(rec *RunRecord) map[string]string {
 	meta := map[string]string{"export": rec.Job, "job": rec.Job, "run": rec.RunID, "state": string(rec.State)}
 	if rec.ExecutionID != "" {
 		// Where the metadata outlives the bytes (a directory store's
 		// sidecar), a damaged record's run is rebuilt from it (damaged.go).
 		meta["executionid"] = rec.ExecutionID
 	}
-	if _, err := st.Put(ctx, recordKey(storePrefix, rec.Job, rec.RunID), bytes.NewReader(b), meta); err != nil {
+	if rec.OwnerGen > 0 {
+		meta[ownerGenMeta] = strconv.Itoa(rec.OwnerGen)
+	}
+	return meta
+}
+
+// putOwnedRecord writes an encoded record of rec for its owner, lease
+// generation rec.OwnerGen: where the store can (store.GuardedPutter),
+// only if the stored record was not written by a newer generation at the
+// moment of the write, so an owner paused between its check and its
+// write still cannot overwrite an adopter's record; the error then wraps
+// ErrLeaseLost.
+func putOwnedRecord(ctx context.Context, st store.Store, storePrefix string, rec *RunRecord, b []byte) error {
+	gp, ok := st.(store.GuardedPutter)
+	if !ok || rec.OwnerGen == 0 {
+		return putRecord(ctx, st, storePrefix, rec, b)
+	}
+	mine := rec.OwnerGen
+	guard := func(current map[string]string) error {
+		if g, err := strconv.Atoi(current[ownerGenMeta]); err == nil && g > mine {
+			return fmt.Errorf("%w: the record was written by lease generation %d, this process holds %d", ErrLeaseLost, g, mine)
+		}
+		return nil
+	}
+	if _, err := gp.PutGuarded(ctx, recordKey(storePrefix, rec.Job, rec.RunID), b, recordMeta(rec), guard); err != nil {
 		return fmt.Errorf("write run record %s/%s: %w", rec.Job, rec.RunID, err)
 	}
 	return nil

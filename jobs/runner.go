@@ -79,6 +79,9 @@ type Runner struct {
 	// heartbeat before another replica may take the run over; 0 means
 	// DefaultLeaseTTL.
 	LeaseTTL time.Duration
+	// heartbeatGate, when set, is called before every lease heartbeat:
+	// tests hold it to stand for a paused process.
+	heartbeatGate func()
 
 	mu      sync.Mutex
 	running map[string]bool
@@ -137,6 +140,7 @@ func (r *Runner) Run(ctx context.Context, exp *Export, opts RunOptions) (*RunRec
 		DefinitionGroup: exp.DefinitionGroup,
 		LegalEntity:     exp.LegalEntity,
 		Batching:        batchSettingsOf(exp),
+		OwnerGen:        1,
 	}
 	// One data project is exported by one run at a time, whichever export
 	// names it: a run that finds it held is skipped and recorded so.
@@ -146,11 +150,12 @@ func (r *Runner) Run(ctx context.Context, exp *Export, opts RunOptions) (*RunRec
 	} else if hold == nil {
 		return r.skipped(ctx, exp, st, rec, holder)
 	}
-	lease, err := acquireLease(ctx, st, leasePrefix(exp.Store.Prefix, exp.Name, rec.RunID), 1, r.leaseTTL())
+	lease, err := acquireLease(ctx, st, leasePrefix(exp.Store.Prefix, exp.Name, rec.RunID), rec.OwnerGen, r.leaseTTL())
 	if err != nil {
 		hold.release(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
+	lease.record = recordKey(exp.Store.Prefix, exp.Name, rec.RunID)
 	// The marker lists the run as unfinished until it ends, so scans for
 	// runs to resume read a few markers, not every record ever kept.
 	if _, err := st.Put(ctx, activeKey(exp.Store.Prefix, exp.Name, rec.RunID), strings.NewReader(rec.RunID), nil); err != nil {
@@ -241,7 +246,9 @@ func (r *Runner) Resume(ctx context.Context, exp *Export, rec *RunRecord) (*RunR
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
 	// Take the run over only if no live process owns it, by creating the
-	// next lease generation: of several replicas trying, one succeeds.
+	// next lease generation: of several replicas trying, one succeeds. The
+	// generation follows the record's too, as the leases of earlier owners
+	// may be deleted: a paused owner's generation is never handed out again.
 	prefix := leasePrefix(exp.Store.Prefix, exp.Name, rec.RunID)
 	gen, obj, err := newestLease(ctx, st, prefix)
 	if err != nil {
@@ -252,17 +259,24 @@ func (r *Runner) Resume(ctx context.Context, exp *Export, rec *RunRecord) (*RunR
 			return nil, fmt.Errorf("export %s run %s: %w (%s)", exp.Name, rec.RunID, ErrLeaseHeld, owner)
 		}
 	}
-	lease, err := acquireLease(ctx, st, prefix, gen+1, r.leaseTTL())
+	lease, err := acquireLease(ctx, st, prefix, max(gen, rec.OwnerGen)+1, r.leaseTTL())
 	if err != nil {
 		return nil, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, err)
 	}
+	lease.record = recordKey(exp.Store.Prefix, exp.Name, rec.RunID)
 	// The record may have moved while the lease was being taken.
-	if fresh, err := readRecord(ctx, st, recordKey(exp.Store.Prefix, exp.Name, rec.RunID)); err == nil {
+	if fresh, err := readRecord(ctx, st, lease.record); err == nil {
 		rec = fresh
 	}
-	if rec.State.Final() {
-		lease.release(ctx)
-		return rec, nil
+	if rec.State.Final() || rec.OwnerGen >= lease.gen {
+		// Finished, or taken by another replica meanwhile with the
+		// generation this one had in mind: only this lease object is
+		// this replica's to delete.
+		_ = st.Delete(context.WithoutCancel(ctx), genKey(prefix, lease.gen))
+		if rec.State.Final() {
+			return rec, nil
+		}
+		return nil, fmt.Errorf("export %s run %s: %w (taken over by generation %d meanwhile)", exp.Name, rec.RunID, ErrLeaseHeld, rec.OwnerGen)
 	}
 	hold, holder, err := r.holdGroup(ctx, exp, st, rec.RunID, r.logger().With("export", exp.Name, "run", rec.RunID))
 	if err != nil || hold == nil {
@@ -274,6 +288,7 @@ func (r *Runner) Resume(ctx context.Context, exp *Export, rec *RunRecord) (*RunR
 	}
 	rec.Resumes++
 	rec.Error, rec.Waiting = "", ""
+	rec.OwnerGen = lease.gen
 	return r.drive(ctx, exp, st, rec, true, lease, hold)
 }
 
@@ -344,9 +359,12 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 	defer cancelRun()
 	if lease != nil {
 		lease.beat = run.heartbeat
+		lease.gate = r.heartbeatGate
 	}
+	hold.bindRun(lease)
 	lease.keep(func() {
-		run.log.Warn("run taken over by another replica; stopping here")
+		run.log.Warn("lease lost: run taken over by another replica (this process stalled past replicas.lease_ttl); stopping before its next batch or record write",
+			"generation", lease.gen)
 		cancelRun()
 	})
 	defer func() {
@@ -542,6 +560,13 @@ func (r *Runner) claim(job string) bool {
 	return true
 }
 
+// busy reports whether a run of job is going on in this process.
+func (r *Runner) busy(job string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.running[job]
+}
+
 func (r *Runner) release(job string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -609,7 +634,10 @@ func (u *run) save(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := putRecord(ctx, u.st, u.exp.Store.Prefix, u.rec, b); err != nil {
+	if err := putOwnedRecord(ctx, u.st, u.exp.Store.Prefix, u.rec, b); err != nil {
+		if errors.Is(err, ErrLeaseLost) {
+			u.lease.lose() // taken over between the check and the write
+		}
 		return err
 	}
 	u.lastRecord, u.lastState, u.lastExecution = b, state, execution
@@ -1491,7 +1519,7 @@ func (u *run) newSinks(ctx context.Context, n int) ([]publish.Sink, error) {
 		if err != nil {
 			return nil, err
 		}
-		return []publish.Sink{s}, nil
+		return []publish.Sink{fencedSink{s, u.lease}}, nil
 	}
 	if u.exp.Broker.Type != "amqp" {
 		n = 1
@@ -1505,9 +1533,24 @@ func (u *run) newSinks(ctx context.Context, n int) ([]publish.Sink, error) {
 			}
 			return nil, err
 		}
-		sinks = append(sinks, s)
+		sinks = append(sinks, fencedSink{s, u.lease})
 	}
 	return sinks, nil
+}
+
+// fencedSink publishes a batch only while the run's lease is still this
+// process's (runLease.fence): a replica paused past its lease publishes
+// nothing after the takeover, whatever batch it was about to send.
+type fencedSink struct {
+	publish.Sink
+	lease *runLease
+}
+
+func (s fencedSink) Publish(ctx context.Context, m publish.Message) error {
+	if err := s.lease.fence(ctx); err != nil {
+		return err
+	}
+	return s.Sink.Publish(ctx, m)
 }
 
 // OpenSink connects the sink an export's broker section describes and makes

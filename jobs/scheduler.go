@@ -163,7 +163,18 @@ func (s *Scheduler) fire(exp *Export) {
 		return
 	}
 	// Every replica fires every job; the one that claims the slot runs it.
+	// A replica still running this export (a run it took over from a
+	// replica that stalled, or that stalled itself) leaves the slot to the
+	// others: claiming a slot it cannot run would skip it for all.
 	slot := slotOf(exp.Schedule, scheduled)
+	if s.runner.busy(exp.Name) {
+		s.log.Warn("scheduled run skipped here: a run of this export is still in progress in this process; another replica may take the slot",
+			"export", exp.Name, "slot", slot.Format(time.RFC3339))
+		if s.OnSkip != nil {
+			s.OnSkip(exp.Name)
+		}
+		return
+	}
 	if st, err := s.runner.store(ctx, exp); err != nil {
 		s.log.Error("scheduled run not started: store unavailable", "export", exp.Name, "err", err)
 		return

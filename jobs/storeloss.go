@@ -43,8 +43,10 @@ func (u *run) restoreAfterLoss(ctx context.Context, withRecord, force bool) erro
 		"execution", u.lastExecution, "state", u.lastState)
 	var errs []error
 	if withRecord && u.lastRecord != nil {
-		r := &RunRecord{Job: u.exp.Name, RunID: u.rec.RunID, State: u.lastState}
-		errs = append(errs, putRecord(ctx, u.st, u.exp.Store.Prefix, r, u.lastRecord))
+		// The metadata of the record last written, its owner generation
+		// included: the write is fenced as every record write is.
+		r := &RunRecord{Job: u.exp.Name, RunID: u.rec.RunID, State: u.lastState, ExecutionID: u.lastExecution, OwnerGen: u.rec.OwnerGen}
+		errs = append(errs, putOwnedRecord(ctx, u.st, u.exp.Store.Prefix, r, u.lastRecord))
 	}
 	if _, err := u.st.Put(ctx, activeKey(u.exp.Store.Prefix, u.exp.Name, u.rec.RunID), strings.NewReader(u.rec.RunID), nil); err != nil {
 		errs = append(errs, fmt.Errorf("mark run active: %w", err))

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -333,18 +334,51 @@ func (s *BlobStore) checkKey(key string) error {
 
 // Put implements Store.
 func (s *BlobStore) Put(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error) {
-	o, err := s.upload(ctx, key, r, meta, nil, false)
+	o, err := s.upload(ctx, key, r, meta, nil, nil)
 	if err != nil {
 		return Object{}, fmt.Errorf("put %s: %w", key, err)
 	}
 	return o, nil
 }
 
+// PutGuarded implements GuardedPutter: the metadata guard judges is read
+// with the blob's ETag, and the upload commits only if the blob still has
+// that ETag (If-Match; If-None-Match: * when there was none). A blob
+// changed in between is read and judged again, a few times.
+func (s *BlobStore) PutGuarded(ctx context.Context, key string, b []byte, meta map[string]string, guard func(current map[string]string) error) (Object, error) {
+	if err := s.checkKey(key); err != nil {
+		return Object{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	for attempt := 1; ; attempt++ {
+		var current map[string]string
+		cond := &blob.ModifiedAccessConditions{}
+		p, err := s.cc.NewBlobClient(key).GetProperties(ctx, nil)
+		switch {
+		case err == nil:
+			current, cond.IfMatch = decodeMeta(p.Metadata), p.ETag
+		case bloberror.HasCode(err, bloberror.BlobNotFound) || statusOf(err) == http.StatusNotFound && !bloberror.HasCode(err, bloberror.ContainerNotFound):
+			cond.IfNoneMatch = ptr(azcore.ETagAny)
+		default:
+			return Object{}, fmt.Errorf("put %s: %w", key, s.mapErr(err))
+		}
+		if err := guard(current); err != nil {
+			return Object{}, fmt.Errorf("put %s: %w", key, err)
+		}
+		o, err := s.upload(ctx, key, bytes.NewReader(b), meta, nil, cond)
+		if err == nil {
+			return o, nil
+		}
+		if attempt == 5 || !errors.Is(err, ErrExist) && !bloberror.HasCode(err, bloberror.ConditionNotMet) {
+			return Object{}, fmt.Errorf("put %s: %w", key, err)
+		}
+	}
+}
+
 // Create implements Store.Create with an If-None-Match: * condition on the block
 // list commit: of several concurrent Creates of one key exactly one
 // succeeds, and the others get an error wrapping ErrExist.
 func (s *BlobStore) Create(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error) {
-	o, err := s.upload(ctx, key, r, meta, nil, true)
+	o, err := s.upload(ctx, key, r, meta, nil, &blob.ModifiedAccessConditions{IfNoneMatch: ptr(azcore.ETagAny)})
 	if err != nil {
 		return Object{}, fmt.Errorf("create %s: %w", key, err)
 	}
@@ -356,18 +390,20 @@ func (s *BlobStore) Create(ctx context.Context, key string, r io.Reader, meta ma
 // and the metadata goes with that commit: seal runs when r reports EOF and
 // its metadata joins the commit's.
 func (s *BlobStore) PutSealed(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error)) (Object, error) {
-	o, err := s.upload(ctx, key, r, meta, seal, false)
+	o, err := s.upload(ctx, key, r, meta, seal, nil)
 	if err != nil {
 		return Object{}, fmt.Errorf("put %s: %w", key, err)
 	}
 	return o, nil
 }
 
-// upload writes r under key. When the container is gone it creates it
-// again (see recreate) and writes once more, from where r started if r is
-// an io.Seeker; a reader that cannot rewind gets an error wrapping
-// ErrRecreated instead, and the caller writes again.
-func (s *BlobStore) upload(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error), once bool) (Object, error) {
+// upload writes r under key; cond, when set, applies to the commit, and a
+// create-once condition (If-None-Match: * alone) that fails is ErrExist.
+// When the container is gone it creates it again (see recreate) and writes
+// once more, from where r started if r is an io.Seeker; a reader that
+// cannot rewind gets an error wrapping ErrRecreated instead, and the
+// caller writes again.
+func (s *BlobStore) upload(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error), cond *blob.ModifiedAccessConditions) (Object, error) {
 	if err := s.checkKey(key); err != nil {
 		return Object{}, err
 	}
@@ -383,7 +419,7 @@ func (s *BlobStore) upload(ctx context.Context, key string, r io.Reader, meta ma
 		}
 	}
 	seen := s.recreations.Load()
-	o, err := s.uploadOnce(ctx, key, r, m, seal, once)
+	o, err := s.uploadOnce(ctx, key, r, m, seal, cond)
 	if err == nil || !bloberror.HasCode(err, bloberror.ContainerNotFound) {
 		return o, err
 	}
@@ -396,10 +432,11 @@ func (s *BlobStore) upload(ctx context.Context, key string, r io.Reader, meta ma
 	if _, err := seeker.Seek(start, io.SeekStart); err != nil {
 		return Object{}, fmt.Errorf("%w (%s): rewind: %w", ErrRecreated, s.where, err)
 	}
-	return s.uploadOnce(ctx, key, r, m, seal, once)
+	return s.uploadOnce(ctx, key, r, m, seal, cond)
 }
 
-func (s *BlobStore) uploadOnce(ctx context.Context, key string, r io.Reader, m map[string]string, seal func() (map[string]string, error), once bool) (Object, error) {
+func (s *BlobStore) uploadOnce(ctx context.Context, key string, r io.Reader, m map[string]string, seal func() (map[string]string, error), cond *blob.ModifiedAccessConditions) (Object, error) {
+	once := cond != nil && cond.IfNoneMatch != nil && cond.IfMatch == nil
 	if err := ctx.Err(); err != nil {
 		return Object{}, err
 	}
@@ -419,8 +456,8 @@ func (s *BlobStore) uploadOnce(ctx context.Context, key string, r io.Reader, m m
 	if ct := contentType(key); ct != "" {
 		uo.HTTPHeaders = &blob.HTTPHeaders{BlobContentType: &ct}
 	}
-	if once {
-		uo.AccessConditions = &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: ptr(azcore.ETagAny)}}
+	if cond != nil {
+		uo.AccessConditions = &blob.AccessConditions{ModifiedAccessConditions: cond}
 	}
 	resp, err := s.cc.NewBlockBlobClient(key).UploadStream(ctx, cr, uo)
 	if err != nil {

@@ -398,3 +398,76 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	c.n += int64(k)
 	return k, err
 }
+
+// TestPutGuarded: the guard sees the metadata of the object being
+// replaced (none at first), a refusal stores nothing, and, in Azure, a
+// write landing between the guard's read and the commit is judged again.
+func TestPutGuarded(t *testing.T) {
+	ctx := context.Background()
+	lost := errors.New("written by a newer generation")
+	newerThan := func(mine string, seen *[]map[string]string) func(map[string]string) error {
+		return func(cur map[string]string) error {
+			*seen = append(*seen, cur)
+			if cur != nil && cur["gen"] > mine {
+				return lost
+			}
+			return nil
+		}
+	}
+	forEachBackend(t, func(t *testing.T, st Store) {
+		gp, ok := st.(GuardedPutter)
+		if !ok {
+			t.Fatalf("%T does not implement GuardedPutter", st)
+		}
+		var seen []map[string]string
+		if _, err := gp.PutGuarded(ctx, "r/run.json", []byte("one"), map[string]string{"gen": "1"}, newerThan("1", &seen)); err != nil || len(seen) != 1 || seen[0] != nil {
+			t.Fatalf("first PutGuarded: %v, guard saw %v; want stored, guard shown no object", err, seen)
+		}
+		seen = nil
+		if _, err := gp.PutGuarded(ctx, "r/run.json", []byte("two"), map[string]string{"gen": "2"}, newerThan("2", &seen)); err != nil || len(seen) != 1 || seen[0]["gen"] != "1" {
+			t.Fatalf("PutGuarded by generation 2: %v, guard saw %v; want stored, guard shown gen 1", err, seen)
+		}
+		seen = nil
+		if _, err := gp.PutGuarded(ctx, "r/run.json", []byte("stale"), map[string]string{"gen": "1"}, newerThan("1", &seen)); !errors.Is(err, lost) {
+			t.Errorf("PutGuarded by generation 1 over generation 2: %v, want the guard's refusal", err)
+		}
+		if got := readString(t, st, "r/run.json"); got != "two" {
+			t.Errorf("object after a refused PutGuarded = %q, want %q", got, "two")
+		}
+		if _, ok := st.(*BlobStore); !ok {
+			return
+		}
+		// Generation 3 lands after generation 2's guard read the object,
+		// before its commit: the commit is refused, the guard judges again.
+		seen = nil
+		guard := newerThan("2", &seen)
+		_, err := gp.PutGuarded(ctx, "r/run.json", []byte("late"), map[string]string{"gen": "2"}, func(cur map[string]string) error {
+			if len(seen) == 0 {
+				if _, err := st.Put(ctx, "r/run.json", strings.NewReader("three"), map[string]string{"gen": "3"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return guard(cur)
+		})
+		if !errors.Is(err, lost) || len(seen) != 2 {
+			t.Errorf("PutGuarded overtaken by a newer write: %v after %d guard calls, want the refusal on the second", err, len(seen))
+		}
+		if got := readString(t, st, "r/run.json"); got != "three" {
+			t.Errorf("object after an overtaken PutGuarded = %q, want %q", got, "three")
+		}
+	})
+}
+
+func readString(t *testing.T, st Store, key string) string {
+	t.Helper()
+	rc, err := st.Open(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

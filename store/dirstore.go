@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -119,7 +120,7 @@ func (s *DirStore) file(key string) string {
 
 // Put implements Store.
 func (s *DirStore) Put(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error) {
-	o, err := s.write(ctx, key, r, meta, nil, false)
+	o, err := s.write(ctx, key, r, meta, nil, false, nil)
 	if err != nil {
 		return Object{}, fmt.Errorf("put %s: %w", key, err)
 	}
@@ -131,7 +132,7 @@ func (s *DirStore) Put(ctx context.Context, key string, r io.Reader, meta map[st
 // the directory; the metadata sidecar is renamed into place just after, so a
 // Stat in that instant may see the new object with empty metadata.
 func (s *DirStore) Create(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error) {
-	o, err := s.write(ctx, key, r, meta, nil, true)
+	o, err := s.write(ctx, key, r, meta, nil, true, nil)
 	if err != nil {
 		return Object{}, fmt.Errorf("create %s: %w", key, err)
 	}
@@ -141,14 +142,78 @@ func (s *DirStore) Create(ctx context.Context, key string, r io.Reader, meta map
 // PutSealed implements Store.PutSealed: seal is called after the bytes are in
 // the temporary file, before the object and its metadata are moved into place.
 func (s *DirStore) PutSealed(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error)) (Object, error) {
-	o, err := s.write(ctx, key, r, meta, seal, false)
+	o, err := s.write(ctx, key, r, meta, seal, false, nil)
 	if err != nil {
 		return Object{}, fmt.Errorf("put %s: %w", key, err)
 	}
 	return o, nil
 }
 
-func (s *DirStore) write(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error), once bool) (Object, error) {
+// PutGuarded implements GuardedPutter. The object and its metadata are
+// written and synced first; then, holding an exclusive flock on the
+// object's folder (other processes of this host included), the current
+// metadata is read, guard decides, and both are renamed in place.
+func (s *DirStore) PutGuarded(ctx context.Context, key string, b []byte, meta map[string]string, guard func(current map[string]string) error) (Object, error) {
+	o, err := s.write(ctx, key, bytes.NewReader(b), meta, nil, false, guard)
+	if err != nil {
+		return Object{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	return o, nil
+}
+
+// swapGuarded renames the written object tmp and its metadata mtmp over
+// key under the folder's lock, if guard accepts the current metadata.
+func (s *DirStore) swapGuarded(ctx context.Context, key, tmp, mtmp string, guard func(map[string]string) error) error {
+	name := s.file(key)
+	unlock, err := lockDir(ctx, filepath.Dir(name))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	var current map[string]string
+	if o, err := s.stat(key); err == nil {
+		current = o.Meta
+	} else if !errors.Is(err, ErrNotExist) {
+		return err
+	}
+	if err := guard(current); err != nil {
+		return err
+	}
+	if err := os.Rename(mtmp, name+metaSuffix); err != nil {
+		return fmt.Errorf("write metadata: %w", err)
+	}
+	return os.Rename(tmp, name)
+}
+
+// lockDir takes an exclusive flock on dir, trying until ctx ends, and
+// returns its release.
+func lockDir(ctx context.Context, dir string) (func(), error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() {
+				_ = syscall.Flock(int(d.Fd()), syscall.LOCK_UN)
+				d.Close()
+			}, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			d.Close()
+			return nil, fmt.Errorf("lock %s: %w", dir, err)
+		}
+		select {
+		case <-ctx.Done():
+			d.Close()
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+func (s *DirStore) write(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error), once bool, guard func(map[string]string) error) (Object, error) {
 	if err := s.checkKey(key); err != nil {
 		return Object{}, err
 	}
@@ -212,6 +277,18 @@ func (s *DirStore) write(ctx context.Context, key string, r io.Reader, meta map[
 		}
 		if err := os.Rename(mtmp, name+metaSuffix); err != nil {
 			return Object{}, fmt.Errorf("write metadata: %w", err)
+		}
+	} else if guard != nil {
+		mtmp, err := writeTemp(dir, m)
+		if err != nil {
+			return Object{}, fmt.Errorf("write metadata: %w", err)
+		}
+		defer os.Remove(mtmp)
+		// Only the read, the guard and the renames hold the lock (tens of
+		// microseconds): a writer stopped while holding it stops the
+		// other guarded writers of the folder too.
+		if err := s.swapGuarded(ctx, key, tmp.Name(), mtmp, guard); err != nil {
+			return Object{}, err
 		}
 	} else {
 		if err := writeFileAtomic(dir, name+metaSuffix, m); err != nil {

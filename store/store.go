@@ -55,6 +55,19 @@ type Store interface {
 	PutSealed(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error)) (Object, error)
 }
 
+// GuardedPutter is implemented by stores that can make a Put conditional
+// on the object it replaces, atomically (DirStore and BlobStore do). It
+// fences a writer that lost its claim while it stalled: a check before a
+// plain Put can be overtaken by another writer between the two.
+type GuardedPutter interface {
+	// PutGuarded stores b under key like Put, provided guard accepts the
+	// metadata of the object it replaces (nil when there is none) as it
+	// is at the moment of the replacement; otherwise nothing is stored and
+	// the error wraps guard's. A writer using plain Put on the same key is
+	// not held back.
+	PutGuarded(ctx context.Context, key string, b []byte, meta map[string]string, guard func(current map[string]string) error) (Object, error)
+}
+
 // Object describes one stored object.
 type Object struct {
 	Key     string
