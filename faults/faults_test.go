@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -89,9 +90,56 @@ type faultCase struct {
 	next func(e *env) (code int, detail string)
 }
 
+// sections group the report's lines: the first whose prefix a case's name
+// starts with names its section (issue 21's defects each have their own);
+// the rest are "general".
+var sections = []struct{ prefix, title string }{
+	{"TMPDIR full", "an exported package is never abandoned"},
+	{"store full while unpacking", "an exported package is never abandoned"},
+	{"paused owner", "a paused owner that lost its lease is fenced"},
+	{"damaged record", "a damaged record never blocks its export"},
+	{"reject-publish", "a full queue is back-pressure"},
+	{"Azurite restarted empty", "a store that loses its objects"},
+	{"F&O oversize", "oversize and unreadable F&O answers"},
+	{"F&O gzip bomb", "oversize and unreadable F&O answers"},
+	{"F&O HTML 200", "oversize and unreadable F&O answers"},
+	{"endless package body", "bounded and watched downloads"},
+	{"download trickles", "bounded and watched downloads"},
+}
+
+func sectionOf(name string) string {
+	for _, s := range sections {
+		if strings.HasPrefix(name, s.prefix) {
+			return s.title
+		}
+	}
+	return "general"
+}
+
 func TestFaults(t *testing.T) {
 	sel := os.Getenv("DMFEXPORT_FAULTS")
-	for _, c := range cases() {
+	// Cases run grouped by section, in the order sections first appear.
+	all := cases()
+	var titles []string
+	for _, c := range all {
+		if s := sectionOf(c.name); !slices.Contains(titles, s) {
+			titles = append(titles, s)
+		}
+	}
+	var ordered []faultCase
+	for _, title := range titles {
+		for _, c := range all {
+			if sectionOf(c.name) == title {
+				ordered = append(ordered, c)
+			}
+		}
+	}
+	section := ""
+	for _, c := range ordered {
+		if s := sectionOf(c.name); s != section {
+			section = s
+			fmt.Printf("== %s\n", s)
+		}
 		t.Run(c.name, func(t *testing.T) {
 			if sel == "ci" && !c.ci {
 				t.Skip("not in the CI subset (DMFEXPORT_FAULTS=ci)")
