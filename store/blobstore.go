@@ -356,7 +356,9 @@ func (s *BlobStore) PutGuarded(ctx context.Context, key string, b []byte, meta m
 		switch {
 		case err == nil:
 			current, cond.IfMatch = decodeMeta(p.Metadata), p.ETag
-		case bloberror.HasCode(err, bloberror.BlobNotFound) || statusOf(err) == http.StatusNotFound && !bloberror.HasCode(err, bloberror.ContainerNotFound):
+		case bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) || statusOf(err) == http.StatusNotFound:
+			// No blob (in a container that may be gone too: upload
+			// creates a lost container again).
 			cond.IfNoneMatch = ptr(azcore.ETagAny)
 		default:
 			return Object{}, fmt.Errorf("put %s: %w", key, s.mapErr(err))
