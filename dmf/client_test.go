@@ -21,6 +21,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/internal/redact"
+	"github.com/dmfexport/dmfexport/internal/testenv"
 )
 
 const testToken = "test-token-5f0c2e"
@@ -146,28 +147,10 @@ func (c *countingCred) GetToken(_ context.Context, o policy.TokenRequestOptions)
 	return azcore.AccessToken{Token: c.token, ExpiresOn: time.Now().Add(c.ttl)}, nil
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // newTestClient returns a client for f with tiny delays; logs go to the returned buffer.
-func newTestClient(t *testing.T, f *fakeFO, opts *ClientOptions) (*Client, *syncBuffer) {
+func newTestClient(t *testing.T, f *fakeFO, opts *ClientOptions) (*Client, *testenv.SyncBuffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	o := ClientOptions{RetryBaseDelay: time.Millisecond, RetryMaxDelay: 4 * time.Millisecond}
 	if opts != nil {
 		o = *opts

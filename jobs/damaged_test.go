@@ -9,11 +9,11 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/internal/testenv"
 	"github.com/dmfexport/dmfexport/store"
 )
 
@@ -50,24 +50,6 @@ func damage(t *testing.T, exp *Export, runID string, shape func([]byte) []byte) 
 	return recordKey(exp.Store.Prefix, exp.Name, runID)
 }
 
-// logBuffer is a Runner's log, safe for its goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestDamagedRecordOfUnfinishedRun damages the record of a run stopped
 // mid-publish in every shape: status lists it without failing, the scan
 // for unfinished runs quarantines it and rebuilds the run from its stored
@@ -93,7 +75,7 @@ func TestDamagedRecordOfUnfinishedRun(t *testing.T) {
 					key, tt.cause, len(h.Records), h.Damaged)
 			}
 
-			var logs logBuffer
+			var logs testenv.SyncBuffer
 			sink := &scriptedSink{storeFirst: -1}
 			r := &Runner{NewSink: sinkFor(sink), Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 			recs, err := r.Unfinished(ctx, exp)
@@ -181,7 +163,7 @@ func TestDamagedRecordWithoutPackage(t *testing.T) {
 				}
 			}
 
-			var logs logBuffer
+			var logs testenv.SyncBuffer
 			r := &Runner{NewSink: sinkFor(&scriptedSink{storeFirst: -1}, &scriptedSink{storeFirst: -1}), Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 			recs, err := r.Unfinished(ctx, exp)
 			if err != nil {

@@ -1,7 +1,6 @@
 package jobs
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -19,24 +18,6 @@ import (
 	"github.com/dmfexport/dmfexport/publish"
 	"github.com/dmfexport/dmfexport/store"
 )
-
-// syncBuffer is a log destination safe for the run's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestRunSurvivesStoreLoss: the store loses everything (its Azure
 // container deleted, as by an Azurite restarted empty; or its directory
@@ -92,7 +73,7 @@ func TestRunSurvivesStoreLoss(t *testing.T) {
 					}
 				}
 			}
-			var logs syncBuffer
+			var logs testenv.SyncBuffer
 			var once sync.Once
 			lost := false
 			var mu sync.Mutex
@@ -192,7 +173,7 @@ func TestRunLostForGoodSaysSo(t *testing.T) {
 	// the directory cannot be created again.
 	parent := filepath.Join(dir, "parent")
 	exp.Store.Path = filepath.Join(parent, "store")
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	var once sync.Once
 	r := &Runner{Logger: slog.New(slog.NewTextHandler(&logs, nil)), OnEvent: func(e Event) {
 		if e.State == StateUnpacking && e.Detail != "" {

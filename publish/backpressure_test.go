@@ -147,7 +147,7 @@ func (tl *tally) late() int {
 // WARN when it starts and INFO when it ends.
 func TestAMQPBackpressureLateConsumer(t *testing.T) {
 	queue := fullQueue(t, 10)
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	s, err := DialAMQP(context.Background(), AMQPOptions{URL: testenv.AMQPURL(), ConfirmWindow: 16, BackpressureTimeout: 30 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
@@ -200,7 +200,7 @@ func TestAMQPBackpressureLateConsumer(t *testing.T) {
 // rest: every row once.
 func TestAMQPBackpressureTimeout(t *testing.T) {
 	queue := fullQueue(t, 10)
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	const timeout = time.Second
 	s, err := DialAMQP(context.Background(), AMQPOptions{URL: testenv.AMQPURL(), ConfirmWindow: 16, BackpressureTimeout: timeout,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})

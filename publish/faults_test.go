@@ -199,7 +199,7 @@ func TestAMQPStopWhileBrokerFrozen(t *testing.T) {
 // reported while the sink waits for confirms is logged when it starts.
 func TestAMQPBlockedLoggedWhileWaitingForConfirms(t *testing.T) {
 	proxy, brokerURL := startProxy(t)
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	s, err := DialAMQP(context.Background(), AMQPOptions{URL: brokerURL, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatalf("DialAMQP through the proxy: %v", err)
@@ -229,25 +229,7 @@ func TestAMQPBlockedLoggedWhileWaitingForConfirms(t *testing.T) {
 	proxy.Unfreeze()
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger on another goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-var _ io.Writer = (*syncBuffer)(nil)
+var _ io.Writer = (*testenv.SyncBuffer)(nil)
 
 // TestAMQPReconnectTimeoutIsWaitedInFull cuts the broker for good, or for
 // a while just short of broker.reconnect_timeout: the sink keeps trying for

@@ -20,24 +20,6 @@ import (
 	"github.com/dmfexport/dmfexport/store/storetest"
 )
 
-// logBuffer collects a logger's lines; safe for concurrent writes.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // onlyReader hides a reader's Seek, as a zip entry's reader has none.
 type onlyReader struct{ io.Reader }
 
@@ -102,7 +84,7 @@ func TestStoreRecreatedAfterLoss(t *testing.T) {
 	for _, b := range lossBackends() {
 		for _, w := range writes {
 			t.Run(b.name+"/"+w.name, func(t *testing.T) {
-				var logs logBuffer
+				var logs testenv.SyncBuffer
 				st, lose, where := b.open(t, slog.New(slog.NewTextHandler(&logs, nil)))
 				if _, err := st.Put(ctx, "runs/before", strings.NewReader("old"), nil); err != nil {
 					t.Fatal(err)
@@ -142,7 +124,7 @@ func TestStoreLossConcurrentWrites(t *testing.T) {
 	ctx := context.Background()
 	for _, b := range lossBackends() {
 		t.Run(b.name, func(t *testing.T) {
-			var logs logBuffer
+			var logs testenv.SyncBuffer
 			st, lose, _ := b.open(t, slog.New(slog.NewTextHandler(&logs, nil)))
 			if _, err := st.Put(ctx, "x/first", strings.NewReader("1"), nil); err != nil {
 				t.Fatal(err)
@@ -181,7 +163,7 @@ func TestStoreLossConcurrentWrites(t *testing.T) {
 // ErrRecreated instead of sending half a body: written again, it lands.
 func TestBlobStoreLossUnrewindableReader(t *testing.T) {
 	ctx := context.Background()
-	var logs logBuffer
+	var logs testenv.SyncBuffer
 	b := lossBackends()[1]
 	st, lose, _ := b.open(t, slog.New(slog.NewTextHandler(&logs, nil)))
 	lose()
@@ -220,7 +202,7 @@ func TestBlobStoreLostForGood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs logBuffer
+	var logs testenv.SyncBuffer
 	st, err := store.NewBlobStore(ctx, store.BlobOptions{SASURL: u, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -10,29 +10,12 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dmfexport/dmfexport/internal/testenv"
 )
-
-// syncBuffer is a log destination safe for the progress goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // bodyTransport answers every request with a 200 declaring contentLength
 // and sending body, whatever the declaration says: what net/http's own
@@ -136,7 +119,7 @@ func TestDownloadTricklesThenStalls(t *testing.T) {
 		<-r.Context().Done() // then stall without closing
 	}))
 	defer srv.Close()
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	start := time.Now()
 	n, _, err := DownloadWith(context.Background(), srv.URL+"/p.zip?sig=SECRET", tempFile(t), DownloadOptions{
 		HTTPClient: srv.Client(), StallTimeout: 250 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(logs, nil))})
