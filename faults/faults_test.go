@@ -182,7 +182,9 @@ func atStage(e *env, p *proc, stage string) bool {
 		ok = true
 	}
 	if stage == "publishing" {
-		time.Sleep(time.Duration(100+rand.IntN(300)) * time.Millisecond)
+		// A little into it: A's 2,000 batches take about a second on an
+		// idle machine, so a later signal can come after the end.
+		time.Sleep(time.Duration(50+rand.IntN(150)) * time.Millisecond)
 	}
 	if !ok {
 		e.t.Errorf("the run never reached stage %s:\n%s", stage, tail(p.log(), 20))
