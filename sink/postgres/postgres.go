@@ -174,6 +174,24 @@ func (b *Backend) inTx(ctx context.Context, f func(pgx.Tx) error) error {
 	return err
 }
 
+// faultPoint is called inside a transaction that is about to commit:
+// "apply" (a batch's rows and ledger entry are written) and "swap" (a
+// snapshot has replaced its table's rows). The fault suite's builds (-tags
+// faults) pause there to kill the sink mid-transaction; release builds
+// hold no hook.
+var faultPoint = func(point string) {}
+
+// atFaultPoint calls faultPoint(point) after f succeeds, before the commit.
+func atFaultPoint(point string, f func(pgx.Tx) error) func(pgx.Tx) error {
+	return func(tx pgx.Tx) error {
+		if err := f(tx); err != nil {
+			return err
+		}
+		faultPoint(point)
+		return nil
+	}
+}
+
 // rejected tells whether err is the database refusing the data: a data
 // exception (class 22), an integrity violation (23), a name or syntax it
 // refuses (42) or a limit (54). Others (connections, deadlocks, a
@@ -201,7 +219,7 @@ func (b *Backend) Applied(ctx context.Context, messageID string) (bool, error) {
 // sink.Backend).
 func (b *Backend) Apply(ctx context.Context, bt *sink.Batch, t sink.Target) (sink.Outcome, error) {
 	out := sink.Applied
-	err := b.inTx(ctx, func(tx pgx.Tx) error {
+	err := b.inTx(ctx, atFaultPoint("apply", func(tx pgx.Tx) error {
 		out = sink.Applied
 		var bc *int
 		if bt.BatchCount > 0 {
@@ -249,7 +267,7 @@ func (b *Backend) Apply(ctx context.Context, bt *sink.Batch, t sink.Target) (sin
 			return b.upsert(ctx, tx, bt, t)
 		}
 		return fmt.Errorf("%w: unknown mode %q", sink.ErrRejected, t.Mode)
-	})
+	}))
 	if err != nil {
 		b.forget(t.Table)
 		return out, fmt.Errorf("table %s: %w", t.Table, err)
@@ -600,6 +618,7 @@ func (b *Backend) FinishSnapshot(ctx context.Context, t sink.Target, runID strin
 		if _, err := tx.Exec(ctx, "UPDATE "+snaps+" SET swapped_at = now(), rows = $3 WHERE table_name = $1 AND run = $2", t.Table, runID, tag.RowsAffected()); err != nil {
 			return err
 		}
+		faultPoint("swap")
 		swapped = true
 		return nil
 	})
