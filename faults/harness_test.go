@@ -328,6 +328,12 @@ func startSim(t *testing.T, dir string, rows int, flags ...string) *sim {
 			t.Fatal(err)
 		}
 	}
+	return startSimData(t, dir, data, flags...)
+}
+
+// startSimData serves every file in data as an entity of group G.
+func startSimData(t *testing.T, dir, data string, flags ...string) *sim {
+	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort())
 	args := append([]string{"--addr", addr, "--project", "G=" + data, "--execution-time", "1500ms"}, flags...)
 	p := startProc(t, os.Environ(), dir, "dmfsim", args...)
