@@ -56,6 +56,18 @@ if [ -z "${DMFEXPORT_TEST_DATABASE_URL:-}" ] && command -v psql >/dev/null 2>&1;
   }
 fi
 
+# A cluster of a test's own (the fault suite's database restart): initdb and pg_ctl of the installed
+# PostgreSQL, run as user postgres (both refuse root).
+initdb_bin="$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n1 || true)"
+if [ -n "$initdb_bin" ] && [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1; then
+  runuser -u postgres -- "$initdb_bin" --version >/dev/null && runuser -u postgres -- "$(dirname "$initdb_bin")/pg_ctl" --version >/dev/null || {
+    echo "test: $initdb_bin or pg_ctl does not run as user postgres" >&2
+    exit 1
+  }
+else
+  echo "test: no initdb under /usr/lib/postgresql, not root, or no postgres user: fault cases that restart the database are skipped"
+fi
+
 # Azurite: the Azure Blob Storage emulator, pinned, in a project-local folder.
 if [ ! -x "$TOOLS/node_modules/.bin/azurite-blob" ]; then
   echo "test: installing azurite@$AZURITE_VERSION into .tools/"
