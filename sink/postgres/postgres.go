@@ -22,26 +22,9 @@ import (
 	"github.com/dmfexport/dmfexport/sink"
 )
 
-// Table names of the sink's own state, in its schema.
-const (
-	LedgerTable    = "dmfexport_ledger"
-	SnapshotsTable = "dmfexport_snapshots"
-)
-
-// Metadata columns every entity table has besides the entity's columns.
-const (
-	ColExport    = "_dmf_export"    // the export that produced the row
-	ColRun       = "_dmf_run"       // its run ID
-	ColExecution = "_dmf_execution" // its F&O execution ID
-	ColBatch     = "_dmf_batch"     // its batch index
-	ColRow       = "_dmf_row"       // its 1-based row number in the entity file
-	ColLoadedAt  = "_dmf_loaded_at" // when it became visible in the table
-	ColDocument  = "_dmf_document"  // a composite entity's child records, jsonb
-)
-
 // metaColumns are written with every row, in this order, after the
 // entity's columns.
-var metaColumns = []string{ColExport, ColRun, ColExecution, ColBatch, ColRow, ColDocument}
+var metaColumns = []string{sink.ColExport, sink.ColRun, sink.ColExecution, sink.ColBatch, sink.ColRow, sink.ColDocument}
 
 // Backend lands batches in one schema of a PostgreSQL database. It is safe
 // for concurrent use, and any number of processes may share a schema.
@@ -128,7 +111,7 @@ func (b *Backend) setup(ctx context.Context) error {
 		for _, q := range []string{
 			"CREATE SCHEMA IF NOT EXISTS " + b.ident(b.schema),
 			"CREATE SCHEMA IF NOT EXISTS " + b.ident(b.staging),
-			`CREATE TABLE IF NOT EXISTS ` + b.ident(b.schema, LedgerTable) + ` (
+			`CREATE TABLE IF NOT EXISTS ` + b.ident(b.schema, sink.LedgerTable) + ` (
 				message_id  text PRIMARY KEY,
 				export      text NOT NULL,
 				run         text NOT NULL,
@@ -141,8 +124,8 @@ func (b *Backend) setup(ctx context.Context) error {
 				rows        integer NOT NULL,
 				outcome     text NOT NULL,
 				applied_at  timestamptz NOT NULL DEFAULT now())`,
-			`CREATE INDEX IF NOT EXISTS dmfexport_ledger_run ON ` + b.ident(b.schema, LedgerTable) + ` (table_name, run)`,
-			`CREATE TABLE IF NOT EXISTS ` + b.ident(b.schema, SnapshotsTable) + ` (
+			`CREATE INDEX IF NOT EXISTS dmfexport_ledger_run ON ` + b.ident(b.schema, sink.LedgerTable) + ` (table_name, run)`,
+			`CREATE TABLE IF NOT EXISTS ` + b.ident(b.schema, sink.SnapshotsTable) + ` (
 				table_name  text NOT NULL,
 				run         text NOT NULL,
 				run_time    timestamptz NOT NULL,
@@ -193,7 +176,7 @@ func rejected(err error) bool {
 // Applied reports whether the ledger holds messageID.
 func (b *Backend) Applied(ctx context.Context, messageID string) (bool, error) {
 	var ok bool
-	err := b.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+b.ident(b.schema, LedgerTable)+" WHERE message_id = $1)", messageID).Scan(&ok)
+	err := b.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+b.ident(b.schema, sink.LedgerTable)+" WHERE message_id = $1)", messageID).Scan(&ok)
 	return ok, err
 }
 
@@ -207,7 +190,7 @@ func (b *Backend) Apply(ctx context.Context, bt *sink.Batch, t sink.Target) (sin
 		if bt.BatchCount > 0 {
 			bc = &bt.BatchCount
 		}
-		tag, err := tx.Exec(ctx, `INSERT INTO `+b.ident(b.schema, LedgerTable)+`
+		tag, err := tx.Exec(ctx, `INSERT INTO `+b.ident(b.schema, sink.LedgerTable)+`
 			(message_id, export, run, execution, entity, table_name, mode, batch_index, batch_count, rows, outcome)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'applied') ON CONFLICT (message_id) DO NOTHING`,
 			bt.MessageID, bt.Export, bt.RunID, bt.ExecutionID, bt.Entity, t.Table, string(t.Mode), bt.BatchIndex, bc, len(bt.Rows))
@@ -219,14 +202,14 @@ func (b *Backend) Apply(ctx context.Context, bt *sink.Batch, t sink.Target) (sin
 			return nil
 		}
 		var stale bool
-		err = tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+b.ident(b.schema, SnapshotsTable)+`
+		err = tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+b.ident(b.schema, sink.SnapshotsTable)+`
 			WHERE table_name = $1 AND swapped_at IS NOT NULL AND (run_time, run) >= ($2, $3))`, t.Table, bt.RunTime, bt.RunID).Scan(&stale)
 		if err != nil {
 			return fmt.Errorf("snapshot state: %w", err)
 		}
 		if stale {
 			out = sink.Stale
-			_, err := tx.Exec(ctx, "UPDATE "+b.ident(b.schema, LedgerTable)+" SET outcome = 'stale' WHERE message_id = $1", bt.MessageID)
+			_, err := tx.Exec(ctx, "UPDATE "+b.ident(b.schema, sink.LedgerTable)+" SET outcome = 'stale' WHERE message_id = $1", bt.MessageID)
 			return err
 		}
 		if err := b.ensureTable(ctx, tx, bt, t); err != nil {
@@ -234,7 +217,7 @@ func (b *Backend) Apply(ctx context.Context, bt *sink.Batch, t sink.Target) (sin
 		}
 		switch t.Mode {
 		case sink.Snapshot:
-			q := `INSERT INTO ` + b.ident(b.schema, SnapshotsTable) + ` (table_name, run, run_time, entity, batch_count)
+			q := `INSERT INTO ` + b.ident(b.schema, sink.SnapshotsTable) + ` (table_name, run, run_time, entity, batch_count)
 				VALUES ($1, $2, $3, $4, $5) ON CONFLICT (table_name, run) DO NOTHING`
 			if bc != nil {
 				q = strings.Replace(q, "DO NOTHING", "DO UPDATE SET batch_count = EXCLUDED.batch_count", 1)
@@ -325,7 +308,7 @@ func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t 
 			if _, err := tx.Exec(ctx, "CREATE TABLE "+b.ident(b.staging, t.Table)+" (LIKE "+b.ident(b.schema, t.Table)+" INCLUDING DEFAULTS)"); err != nil {
 				return fmt.Errorf("create staging table: %w", err)
 			}
-			if _, err := tx.Exec(ctx, "CREATE INDEX ON "+b.ident(b.staging, t.Table)+" ("+pgx.Identifier{ColRun}.Sanitize()+")"); err != nil {
+			if _, err := tx.Exec(ctx, "CREATE INDEX ON "+b.ident(b.staging, t.Table)+" ("+pgx.Identifier{sink.ColRun}.Sanitize()+")"); err != nil {
 				return fmt.Errorf("create staging table: %w", err)
 			}
 			staged = live
@@ -350,13 +333,13 @@ func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t 
 
 func metaDefs() []string {
 	return []string{
-		pgx.Identifier{ColExport}.Sanitize() + " text NOT NULL",
-		pgx.Identifier{ColRun}.Sanitize() + " text NOT NULL",
-		pgx.Identifier{ColExecution}.Sanitize() + " text NOT NULL",
-		pgx.Identifier{ColBatch}.Sanitize() + " integer NOT NULL",
-		pgx.Identifier{ColRow}.Sanitize() + " bigint NOT NULL",
-		pgx.Identifier{ColDocument}.Sanitize() + " jsonb",
-		pgx.Identifier{ColLoadedAt}.Sanitize() + " timestamptz NOT NULL DEFAULT now()",
+		pgx.Identifier{sink.ColExport}.Sanitize() + " text NOT NULL",
+		pgx.Identifier{sink.ColRun}.Sanitize() + " text NOT NULL",
+		pgx.Identifier{sink.ColExecution}.Sanitize() + " text NOT NULL",
+		pgx.Identifier{sink.ColBatch}.Sanitize() + " integer NOT NULL",
+		pgx.Identifier{sink.ColRow}.Sanitize() + " bigint NOT NULL",
+		pgx.Identifier{sink.ColDocument}.Sanitize() + " jsonb",
+		pgx.Identifier{sink.ColLoadedAt}.Sanitize() + " timestamptz NOT NULL DEFAULT now()",
 	}
 }
 
@@ -507,7 +490,7 @@ func (b *Backend) upsert(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t sink.
 		q := pgx.Identifier{c}.Sanitize()
 		set = append(set, q+" = EXCLUDED."+q)
 	}
-	loaded := pgx.Identifier{ColLoadedAt}.Sanitize()
+	loaded := pgx.Identifier{sink.ColLoadedAt}.Sanitize()
 	set = append(set, loaded+" = now()")
 	q := "INSERT INTO " + b.ident(b.schema, t.Table) + " (" + quoteAll(slices.Concat(bt.Columns, metaColumns)) + ") SELECT " +
 		strings.Join(sel, ", ") + " FROM unnest(" + strings.Join(unnest, ", ") + ") AS u(" + strings.Join(names, ", ") + ")" +
@@ -529,7 +512,7 @@ func (b *Backend) FinishSnapshot(ctx context.Context, t sink.Target, runID strin
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "dmfexport/snapshot/"+b.schema+"/"+t.Table); err != nil {
 			return err
 		}
-		snaps := b.ident(b.schema, SnapshotsTable)
+		snaps := b.ident(b.schema, sink.SnapshotsTable)
 		var batchCount *int
 		var done, superseded bool
 		var runTime any
@@ -542,7 +525,7 @@ func (b *Backend) FinishSnapshot(ctx context.Context, t sink.Target, runID strin
 			return err
 		}
 		var in int
-		if err := tx.QueryRow(ctx, "SELECT count(DISTINCT batch_index) FROM "+b.ident(b.schema, LedgerTable)+
+		if err := tx.QueryRow(ctx, "SELECT count(DISTINCT batch_index) FROM "+b.ident(b.schema, sink.LedgerTable)+
 			" WHERE table_name = $1 AND run = $2 AND outcome = 'applied' AND mode = 'snapshot'", t.Table, runID).Scan(&in); err != nil {
 			return err
 		}
@@ -554,7 +537,7 @@ func (b *Backend) FinishSnapshot(ctx context.Context, t sink.Target, runID strin
 			t.Table, runTime, runID).Scan(&newer); err != nil {
 			return err
 		}
-		run := pgx.Identifier{ColRun}.Sanitize()
+		run := pgx.Identifier{sink.ColRun}.Sanitize()
 		staging := b.ident(b.staging, t.Table)
 		if newer {
 			// A later run's snapshot is in already: this one is not wanted.
@@ -580,7 +563,7 @@ func (b *Backend) FinishSnapshot(ctx context.Context, t sink.Target, runID strin
 		}
 		var names []string
 		for c := range cols {
-			if c != ColLoadedAt {
+			if c != sink.ColLoadedAt {
 				names = append(names, c)
 			}
 		}
@@ -590,7 +573,7 @@ func (b *Backend) FinishSnapshot(ctx context.Context, t sink.Target, runID strin
 			return fmt.Errorf("replace rows: %w", err)
 		}
 		tag, err := tx.Exec(ctx, "INSERT INTO "+b.ident(b.schema, t.Table)+" ("+list+") SELECT "+list+" FROM "+staging+
-			" WHERE "+run+" = $1 ORDER BY "+pgx.Identifier{ColRow}.Sanitize(), runID)
+			" WHERE "+run+" = $1 ORDER BY "+pgx.Identifier{sink.ColRow}.Sanitize(), runID)
 		if err != nil {
 			return fmt.Errorf("replace rows: %w", err)
 		}
@@ -607,4 +590,64 @@ func (b *Backend) FinishSnapshot(ctx context.Context, t sink.Target, runID strin
 		return false, fmt.Errorf("table %s: finish snapshot of run %s: %w", t.Table, runID, err)
 	}
 	return swapped, nil
+}
+
+// Sample counts the rows of table and reads the first limit of them in
+// the order they were exported (run, batch, row number), every value as
+// text, the metadata columns after the entity's.
+func (b *Backend) Sample(ctx context.Context, table string, limit int) (*sink.TableSample, error) {
+	s := &sink.TableSample{Table: table}
+	rows, err := b.pool.Query(ctx, `SELECT a.attname FROM pg_attribute a
+		JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, b.schema, table)
+	if err != nil {
+		return nil, fmt.Errorf("table %s: %w", table, err)
+	}
+	cols, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("table %s: %w", table, err)
+	}
+	if len(cols) == 0 {
+		return nil, fmt.Errorf("table %s: no such table in schema %s", table, b.schema)
+	}
+	slices.SortStableFunc(cols, func(x, y string) int {
+		return cmpBool(strings.HasPrefix(x, "_dmf_"), strings.HasPrefix(y, "_dmf_"))
+	})
+	s.Columns = cols
+	from := b.ident(b.schema, table)
+	if err := b.pool.QueryRow(ctx, "SELECT count(*) FROM "+from).Scan(&s.Count); err != nil {
+		return nil, fmt.Errorf("table %s: count rows: %w", table, err)
+	}
+	sel := make([]string, len(cols))
+	for i, c := range cols {
+		sel[i] = pgx.Identifier{c}.Sanitize() + "::text"
+	}
+	rows, err = b.pool.Query(ctx, "SELECT "+strings.Join(sel, ", ")+" FROM "+from+" ORDER BY "+
+		quoteAll([]string{sink.ColRun, sink.ColBatch, sink.ColRow})+" LIMIT $1", limit)
+	if err != nil {
+		return nil, fmt.Errorf("table %s: read rows: %w", table, err)
+	}
+	s.Rows, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) ([]*string, error) {
+		vals := make([]*string, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		return vals, r.Scan(ptrs...)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("table %s: read rows: %w", table, err)
+	}
+	return s, nil
+}
+
+// cmpBool orders false before true.
+func cmpBool(x, y bool) int {
+	switch {
+	case x == y:
+		return 0
+	case !x:
+		return -1
+	}
+	return 1
 }
