@@ -11,7 +11,6 @@ import (
 
 	"github.com/dmfexport/dmfexport/jobs"
 	"github.com/dmfexport/dmfexport/sink"
-	"github.com/dmfexport/dmfexport/sink/postgres"
 )
 
 type sinkCommand struct {
@@ -77,7 +76,7 @@ func (c *sinkCommand) Run(ctx context.Context, args []string) error {
 	}
 	var consumers []*sink.Consumer
 	for _, s := range sinks {
-		be, err := postgres.Open(ctx, s.DatabaseURL.Reveal(), s.Schema)
+		be, err := openBackend(ctx, s)
 		if err != nil {
 			return fmt.Errorf("sink %s: %w", s.Name, err)
 		}
