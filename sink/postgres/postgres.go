@@ -184,8 +184,12 @@ func (b *Backend) Applied(ctx context.Context, messageID string) (bool, error) {
 // sink.Backend).
 func (b *Backend) Apply(ctx context.Context, bt *sink.Batch, t sink.Target) (sink.Outcome, error) {
 	out := sink.Applied
+	// learned is the table's columns once the transaction commits; known
+	// to other goroutines only then, or they would skip creating a table
+	// that may yet be rolled back.
+	var learned map[string]bool
 	err := b.inTx(ctx, func(tx pgx.Tx) error {
-		out = sink.Applied
+		out, learned = sink.Applied, nil
 		var bc *int
 		if bt.BatchCount > 0 {
 			bc = &bt.BatchCount
@@ -212,7 +216,7 @@ func (b *Backend) Apply(ctx context.Context, bt *sink.Batch, t sink.Target) (sin
 			_, err := tx.Exec(ctx, "UPDATE "+b.ident(b.schema, sink.LedgerTable)+" SET outcome = 'stale' WHERE message_id = $1", bt.MessageID)
 			return err
 		}
-		if err := b.ensureTable(ctx, tx, bt, t); err != nil {
+		if learned, err = b.ensureTable(ctx, tx, bt, t); err != nil {
 			return err
 		}
 		switch t.Mode {
@@ -237,6 +241,11 @@ func (b *Backend) Apply(ctx context.Context, bt *sink.Batch, t sink.Target) (sin
 		b.forget(t.Table)
 		return out, fmt.Errorf("table %s: %w", t.Table, err)
 	}
+	if learned != nil {
+		b.mu.Lock()
+		b.cols[t.Table] = learned
+		b.mu.Unlock()
+	}
 	return out, nil
 }
 
@@ -248,13 +257,14 @@ func (b *Backend) forget(table string) {
 
 // ensureTable creates t.Table (and, for a snapshot, its staging table) or
 // adds the batch's columns it lacks, to both. A table is created with a
-// primary key on t.Keys unless it is appended to.
-func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t sink.Target) error {
+// primary key on t.Keys unless it is appended to. It returns the table's
+// columns when it looked them up, nil when it knew them.
+func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t sink.Target) (map[string]bool, error) {
 	want := slices.Concat(t.Keys, bt.Columns)
 	if t.Mode == sink.Upsert {
 		for _, k := range t.Keys {
 			if !slices.Contains(bt.Columns, k) {
-				return fmt.Errorf("%w: key column %q is not in the batch (columns %q)", sink.ErrRejected, k, bt.Columns)
+				return nil, fmt.Errorf("%w: key column %q is not in the batch (columns %q)", sink.ErrRejected, k, bt.Columns)
 			}
 		}
 	}
@@ -267,15 +277,15 @@ func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t 
 			missing = missing || !known[c]
 		}
 		if !missing {
-			return nil
+			return nil, nil
 		}
 	}
 	if err := b.ddlLock(ctx, tx); err != nil {
-		return err
+		return nil, err
 	}
 	live, err := b.columns(ctx, tx, b.schema, t.Table)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if live == nil {
 		var defs []string
@@ -287,7 +297,7 @@ func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t 
 			defs = append(defs, "PRIMARY KEY ("+quoteAll(t.Keys)+")")
 		}
 		if _, err := tx.Exec(ctx, "CREATE TABLE "+b.ident(b.schema, t.Table)+" ("+strings.Join(defs, ", ")+")"); err != nil {
-			return fmt.Errorf("create table: %w", err)
+			return nil, fmt.Errorf("create table: %w", err)
 		}
 		live = map[string]bool{}
 		for _, c := range want {
@@ -295,21 +305,21 @@ func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t 
 		}
 	}
 	if err := b.addColumns(ctx, tx, b.schema, t.Table, live, want); err != nil {
-		return err
+		return nil, err
 	}
 	if t.Mode == sink.Snapshot {
 		staged, err := b.columns(ctx, tx, b.staging, t.Table)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if staged == nil {
 			// Like the table, without its keys: a run's rows are checked
 			// against them when they replace the table's.
 			if _, err := tx.Exec(ctx, "CREATE TABLE "+b.ident(b.staging, t.Table)+" (LIKE "+b.ident(b.schema, t.Table)+" INCLUDING DEFAULTS)"); err != nil {
-				return fmt.Errorf("create staging table: %w", err)
+				return nil, fmt.Errorf("create staging table: %w", err)
 			}
 			if _, err := tx.Exec(ctx, "CREATE INDEX ON "+b.ident(b.staging, t.Table)+" ("+pgx.Identifier{sink.ColRun}.Sanitize()+")"); err != nil {
-				return fmt.Errorf("create staging table: %w", err)
+				return nil, fmt.Errorf("create staging table: %w", err)
 			}
 			staged = live
 		}
@@ -321,14 +331,11 @@ func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t 
 		}
 		slices.Sort(all)
 		if err := b.addColumns(ctx, tx, b.staging, t.Table, staged, all); err != nil {
-			return err
+			return nil, err
 		}
 		live["\x00staging"] = true
 	}
-	b.mu.Lock()
-	b.cols[t.Table] = live
-	b.mu.Unlock()
-	return nil
+	return live, nil
 }
 
 func metaDefs() []string {
@@ -622,8 +629,10 @@ func (b *Backend) Sample(ctx context.Context, table string, limit int) (*sink.Ta
 	for i, c := range cols {
 		sel[i] = pgx.Identifier{c}.Sanitize() + "::text"
 	}
-	rows, err = b.pool.Query(ctx, "SELECT "+strings.Join(sel, ", ")+" FROM "+from+" ORDER BY "+
-		quoteAll([]string{sink.ColRun, sink.ColBatch, sink.ColRow})+" LIMIT $1", limit)
+	// t.: the table's columns, not the text the select list makes of
+	// them under the same names.
+	rows, err = b.pool.Query(ctx, "SELECT "+strings.Join(sel, ", ")+" FROM "+from+" AS t ORDER BY t."+pgx.Identifier{sink.ColRun}.Sanitize()+
+		", t."+pgx.Identifier{sink.ColBatch}.Sanitize()+", t."+pgx.Identifier{sink.ColRow}.Sanitize()+" LIMIT $1", limit)
 	if err != nil {
 		return nil, fmt.Errorf("table %s: read rows: %w", table, err)
 	}

@@ -449,12 +449,28 @@ func runLedger(t *testing.T, h Harness) {
 }
 
 // runSample checks the look at a table the demo prints: the row count,
-// the entity's columns before the metadata, rows in file order.
+// the entity's columns before the metadata, rows in file order (row 10
+// after row 9, batch 1 after batch 0, whatever order they came in).
 func runSample(t *testing.T, h Harness) {
 	ctx := context.Background()
 	snap := sink.Target{Table: "customers", Keys: []string{"ID"}, Mode: sink.Snapshot}
-	b0 := Batch("r1", 0, 0, 0, "Customers", []string{"ID", "NAME"}, []any{"b", "x"}, []any{"a", nil})
-	b1 := Batch("r1", 0, 1, 2, "Customers", []string{"ID", "NAME"}, []any{"c", "z"})
+	var rows [][]any
+	var want [][]string
+	for i := range 11 {
+		id := fmt.Sprintf("%c", 'k'-i) // k, j, ... a: not in file order
+		name := any(fmt.Sprint(i + 1))
+		if i == 1 {
+			name = nil
+		}
+		rows = append(rows, []any{id, name})
+		if i < 12 {
+			want = append(want, []string{id, fmt.Sprint(name)})
+		}
+	}
+	want[1][1] = "NULL"
+	want = append(want, []string{"z", "last"})
+	b0 := Batch("r1", 0, 0, 0, "Customers", []string{"ID", "NAME"}, rows...)
+	b1 := Batch("r1", 0, 1, 2, "Customers", []string{"ID", "NAME"}, []any{"z", "last"})
 	for _, b := range []*sink.Batch{b1, b0} {
 		if _, err := h.Backend.Apply(ctx, b, snap); err != nil {
 			t.Fatal(err)
@@ -463,27 +479,33 @@ func runSample(t *testing.T, h Harness) {
 	if ok, err := h.Backend.FinishSnapshot(ctx, snap, "r1"); err != nil || !ok {
 		t.Fatalf("finish snapshot: %v, %v", ok, err)
 	}
-	s, err := h.Sample(ctx, "customers", 2)
+	s, err := h.Sample(ctx, "customers", 20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Count != 3 || len(s.Rows) != 2 || len(s.Columns) < 2 || s.Columns[0] != "ID" || s.Columns[1] != "NAME" {
-		t.Fatalf("sample: %d rows, columns %q, %d rows read; want 3, ID and NAME first, 2", s.Count, s.Columns, len(s.Rows))
+	if s.Count != 12 || len(s.Rows) != 12 || len(s.Columns) < 2 || s.Columns[0] != "ID" || s.Columns[1] != "NAME" {
+		t.Fatalf("sample: %d rows, columns %q, %d rows read; want 12, ID and NAME first, 12", s.Count, s.Columns, len(s.Rows))
 	}
-	text := func(v *string) string {
-		if v == nil {
-			return "NULL"
+	var got [][]string
+	for _, r := range s.Rows {
+		row := []string{"NULL", "NULL"}
+		for j := range row {
+			if r[j] != nil {
+				row[j] = *r[j]
+			}
 		}
-		return *v
+		got = append(got, row)
 	}
-	got := [][]string{{text(s.Rows[0][0]), text(s.Rows[0][1])}, {text(s.Rows[1][0]), text(s.Rows[1][1])}}
-	if want := [][]string{{"b", "x"}, {"a", "NULL"}}; !reflect.DeepEqual(got, want) {
-		t.Errorf("sample rows: got %v, want %v (file order)", got, want)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("sample rows:\n got %v\nwant %v (file order)", got, want)
 	}
 	for _, c := range s.Columns[2:] {
 		if !strings.HasPrefix(c, "_dmf_") {
 			t.Errorf("column %q after the metadata columns begin", c)
 		}
+	}
+	if s, err := h.Sample(ctx, "customers", 0); err != nil || s.Count != 12 || len(s.Rows) != 0 {
+		t.Errorf("sample of no rows: %+v, %v; want the count only", s, err)
 	}
 	if _, err := h.Sample(ctx, "no_such_table", 10); err == nil {
 		t.Errorf("sample of a missing table: no error")

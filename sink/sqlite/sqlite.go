@@ -237,8 +237,10 @@ func (b *Backend) Apply(ctx context.Context, bt *sink.Batch, t sink.Target) (sin
 		return sink.Applied, fmt.Errorf("table %s: %w", t.Table, err)
 	}
 	out := sink.Applied
+	// learned is the table's columns once the transaction commits.
+	var learned map[string]bool
 	err := b.inTx(ctx, func(tx *sql.Tx) error {
-		out = sink.Applied
+		out, learned = sink.Applied, nil
 		now := formatTime(time.Now())
 		var bc any
 		if bt.BatchCount > 0 {
@@ -266,7 +268,7 @@ func (b *Backend) Apply(ctx context.Context, bt *sink.Batch, t sink.Target) (sin
 			_, err := tx.ExecContext(ctx, "UPDATE "+sink.LedgerTable+" SET outcome = 'stale' WHERE message_id = ?", bt.MessageID)
 			return err
 		}
-		if err := b.ensureTable(ctx, tx, bt, t); err != nil {
+		if learned, err = b.ensureTable(ctx, tx, bt, t); err != nil {
 			return err
 		}
 		switch t.Mode {
@@ -287,17 +289,17 @@ func (b *Backend) Apply(ctx context.Context, bt *sink.Batch, t sink.Target) (sin
 		}
 		return fmt.Errorf("%w: unknown mode %q", sink.ErrRejected, t.Mode)
 	})
+	b.mu.Lock()
 	if err != nil {
-		b.forget(t.Table)
+		delete(b.cols, t.Table)
+	} else if learned != nil {
+		b.cols[t.Table] = learned
+	}
+	b.mu.Unlock()
+	if err != nil {
 		return out, fmt.Errorf("table %s: %w", t.Table, err)
 	}
 	return out, nil
-}
-
-func (b *Backend) forget(table string) {
-	b.mu.Lock()
-	delete(b.cols, table)
-	b.mu.Unlock()
 }
 
 // column is one column of a table as SQLite describes it.
@@ -367,13 +369,14 @@ func dedupe(names []string) []string {
 // ensureTable creates t.Table (and, for a snapshot, its staging table) or
 // adds the batch's columns it lacks, to both. A table is created with a
 // primary key on t.Keys (NOT NULL, as PostgreSQL's are) unless it is
-// appended to.
-func (b *Backend) ensureTable(ctx context.Context, tx *sql.Tx, bt *sink.Batch, t sink.Target) error {
+// appended to. It returns the table's columns (folded) when it looked them
+// up, nil when it knew them.
+func (b *Backend) ensureTable(ctx context.Context, tx *sql.Tx, bt *sink.Batch, t sink.Target) (map[string]bool, error) {
 	want := dedupe(slices.Concat(t.Keys, bt.Columns))
 	if t.Mode == sink.Upsert {
 		for _, k := range t.Keys {
 			if !slices.Contains(bt.Columns, k) {
-				return fmt.Errorf("%w: key column %q is not in the batch (columns %q)", sink.ErrRejected, k, bt.Columns)
+				return nil, fmt.Errorf("%w: key column %q is not in the batch (columns %q)", sink.ErrRejected, k, bt.Columns)
 			}
 		}
 	}
@@ -384,12 +387,12 @@ func (b *Backend) ensureTable(ctx context.Context, tx *sql.Tx, bt *sink.Batch, t
 			missing = missing || !known[fold(c)]
 		}
 		if !missing {
-			return nil
+			return nil, nil
 		}
 	}
 	cols, err := columns(ctx, tx, t.Table)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	pk := len(t.Keys) > 0 && t.Mode != sink.Append
 	if cols == nil {
@@ -406,21 +409,21 @@ func (b *Backend) ensureTable(ctx context.Context, tx *sql.Tx, bt *sink.Batch, t
 			defs = append(defs, "PRIMARY KEY ("+quoteAll(t.Keys)+")")
 		}
 		if _, err := tx.ExecContext(ctx, "CREATE TABLE "+quote(t.Table)+" ("+strings.Join(defs, ", ")+")"); err != nil {
-			return fmt.Errorf("create table: %w", err)
+			return nil, fmt.Errorf("create table: %w", err)
 		}
 		if cols, err = columns(ctx, tx, t.Table); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	live := folded(cols)
 	if err := addColumns(ctx, tx, t.Table, live, want); err != nil {
-		return err
+		return nil, err
 	}
 	if t.Mode == sink.Snapshot {
 		staging := StagingPrefix + t.Table
 		staged, err := columns(ctx, tx, staging)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if staged == nil {
 			// Like the table, without its keys: a run's rows are checked
@@ -434,32 +437,31 @@ func (b *Backend) ensureTable(ctx context.Context, tx *sql.Tx, bt *sink.Batch, t
 				defs = append(defs, def)
 			}
 			if _, err := tx.ExecContext(ctx, "CREATE TABLE "+quote(staging)+" ("+strings.Join(defs, ", ")+")"); err != nil {
-				return fmt.Errorf("create staging table: %w", err)
+				return nil, fmt.Errorf("create staging table: %w", err)
 			}
 			if _, err := tx.ExecContext(ctx, "CREATE INDEX "+quote(staging+"_run")+" ON "+quote(staging)+" ("+quote(sink.ColRun)+")"); err != nil {
-				return fmt.Errorf("create staging table: %w", err)
+				return nil, fmt.Errorf("create staging table: %w", err)
 			}
 			if staged, err = columns(ctx, tx, staging); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		// The staging table has every column of the table, so a swap
 		// can copy the table's column list.
 		all, err := columns(ctx, tx, t.Table)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		var names []string
 		for _, c := range all {
 			names = append(names, c.name)
 		}
 		if err := addColumns(ctx, tx, staging, folded(staged), names); err != nil {
-			return err
+			return nil, err
 		}
 		live["\x00staging"] = true
 	}
-	b.cols[t.Table] = live
-	return nil
+	return live, nil
 }
 
 // addColumns adds to table the columns of want that have lacks, as text,
@@ -656,8 +658,10 @@ func (b *Backend) Sample(ctx context.Context, table string, limit int) (*sink.Ta
 	for i, c := range s.Columns {
 		sel[i] = "CAST(" + quote(c) + " AS TEXT)"
 	}
-	rows, err := b.db.QueryContext(ctx, "SELECT "+strings.Join(sel, ", ")+" FROM "+quote(table)+" ORDER BY "+
-		quoteAll([]string{sink.ColRun, sink.ColBatch, sink.ColRow})+" LIMIT ?", limit)
+	// t.: the table's columns, not the text the select list makes of
+	// them.
+	rows, err := b.db.QueryContext(ctx, "SELECT "+strings.Join(sel, ", ")+" FROM "+quote(table)+" AS t ORDER BY t."+quote(sink.ColRun)+
+		", t."+quote(sink.ColBatch)+", t."+quote(sink.ColRow)+" LIMIT ?", limit)
 	if err != nil {
 		return nil, fmt.Errorf("table %s: read rows: %w", table, err)
 	}
