@@ -280,3 +280,21 @@ func (d *decoder) sinkBrokers(cfg *Config, broker *yaml.Node) {
 		}
 	}
 }
+
+// SetDatabaseFromEnv points sink s at the database the environment
+// variable name holds (read through lookup), checked as database_url:
+// ${name} would be, a relative sqlite: path being relative to dir. An
+// SQLite file drops s's schema; a PostgreSQL URL keeps it.
+func (s *SinkConfig) SetDatabaseFromEnv(name string, lookup func(string) (string, bool), dir string) error {
+	d := &decoder{file: "$" + name, dir: dir, lookupEnv: lookup}
+	u := d.databaseURL(&yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "${" + name + "}"}, name)
+	if len(d.problems) > 0 {
+		p := d.problems[0]
+		return fmt.Errorf("%s: %s (%s)", name, p.Message, p.Hint)
+	}
+	s.DatabaseURL = u
+	if s.SQLitePath() != "" {
+		s.Schema = ""
+	}
+	return nil
+}

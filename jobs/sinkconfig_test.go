@@ -122,3 +122,31 @@ func TestSinkSQLiteDatabase(t *testing.T) {
 		t.Errorf("a postgres:// URL: SQLite file %q (%v), want none", cfg.Sinks[0].SQLitePath(), err)
 	}
 }
+
+// TestSetDatabaseFromEnv: the demo's DATABASE_URL is checked as
+// database_url is, its password allowed since it comes from the
+// environment.
+func TestSetDatabaseFromEnv(t *testing.T) {
+	for _, tc := range []struct{ value, want, problem string }{
+		{"postgres://u:pw@db.example.com/dw", "postgres://u:pw@db.example.com/dw", ""},
+		{"sqlite:x/dw.db", "/work/x/dw.db", ""},
+		{"mysql://db/dw", "", "not a postgres:// URL nor sqlite:PATH"},
+		{"postgres://u:pw@db.example.com/dw?sslmode=disable", "", "sslmode=disable"},
+	} {
+		s := SinkConfig{Name: "demo", Schema: "fo", DatabaseURL: "sqlite:/old.db"}
+		err := s.SetDatabaseFromEnv("DATABASE_URL", func(string) (string, bool) { return tc.value, true }, "/work")
+		if tc.problem != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.problem) || s.DatabaseURL != "sqlite:/old.db" {
+				t.Errorf("DATABASE_URL=%s: %v, database %q; want a problem saying %q and the database kept", tc.value, err, s.DatabaseURL, tc.problem)
+			}
+			continue
+		}
+		got := s.SQLitePath()
+		if got == "" {
+			got = s.DatabaseURL.Reveal()
+		}
+		if err != nil || got != tc.want || (s.SQLitePath() != "") == (s.Schema == "fo") {
+			t.Errorf("DATABASE_URL=%s: %v, database %q, schema %q; want %q, the schema kept for PostgreSQL only", tc.value, err, got, s.Schema, tc.want)
+		}
+	}
+}
