@@ -70,3 +70,16 @@ func TestStagingSchema(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkApply(b *testing.B) {
+	for _, mode := range []sink.Mode{sink.Snapshot, sink.Upsert, sink.Append} {
+		b.Run(string(mode), func(b *testing.B) {
+			be, err := Open(context.Background(), testenv.PostgresURL(), testenv.PostgresSchema(b))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer be.Close()
+			sinktest.BenchmarkApply(b, be, mode)
+		})
+	}
+}

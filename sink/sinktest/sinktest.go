@@ -511,3 +511,43 @@ func runSample(t *testing.T, h Harness) {
 		t.Errorf("sample of a missing table: no error")
 	}
 }
+
+// BenchmarkApply lands b.N batches of 5,000 rows of 8 columns (about 60
+// bytes a value) in be, in the given mode, a snapshot's in runs of 10
+// batches each swapped in, and reports rows/s.
+func BenchmarkApply(b *testing.B, be sink.Backend, mode sink.Mode) {
+	const rowsPer, batchesPerRun = 5000, 10
+	cols := []string{"ID", "C1", "C2", "C3", "C4", "C5", "C6", "C7"}
+	t := sink.Target{Table: "bench_" + string(mode), Keys: []string{"ID"}, Mode: mode}
+	value := strings.Repeat("x", 60)
+	batch := func(n int) *sink.Batch {
+		run, index := fmt.Sprintf("r%06d", n/batchesPerRun), n%batchesPerRun
+		count := 0
+		if index == batchesPerRun-1 {
+			count = batchesPerRun
+		}
+		rows := make([][]any, rowsPer)
+		for i := range rows {
+			rows[i] = []any{fmt.Sprintf("%08d", index*rowsPer+i), value, value, value, value, value, value, value}
+		}
+		bt := Batch(run, n/batchesPerRun, index, count, "Bench", cols, rows...)
+		bt.MessageID = fmt.Sprintf("%s-%d", bt.MessageID, n)
+		return bt
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	for n := range b.N {
+		b.StopTimer()
+		bt := batch(n)
+		b.StartTimer()
+		if _, err := be.Apply(ctx, bt, t); err != nil {
+			b.Fatal(err)
+		}
+		if mode == sink.Snapshot {
+			if _, err := be.FinishSnapshot(ctx, t, bt.RunID); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.N*rowsPer)/b.Elapsed().Seconds(), "rows/s")
+}

@@ -230,3 +230,16 @@ func TestBusyIsRetried(t *testing.T) {
 		t.Errorf("begin while another process writes: %v, want SQLITE_BUSY, not rejected", err)
 	}
 }
+
+func BenchmarkApply(b *testing.B) {
+	for _, mode := range []sink.Mode{sink.Snapshot, sink.Upsert, sink.Append} {
+		b.Run(string(mode), func(b *testing.B) {
+			be, err := Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer be.Close()
+			sinktest.BenchmarkApply(b, be, mode)
+		})
+	}
+}
