@@ -13,7 +13,7 @@ all: build
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
-## demo: run the demo export (in-process F&O simulator, local store, local RabbitMQ)
+## demo: run the demo export (in-process F&O simulator, local store, local RabbitMQ) and land it in SQLite
 demo:
 	$(GO) run -ldflags '$(LDFLAGS)' ./cmd/dmfexport demo --config configs/demo.yaml
 

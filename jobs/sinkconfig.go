@@ -3,6 +3,7 @@ package jobs
 import (
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -24,9 +25,21 @@ type SinkConfig struct {
 	Bindings      []string // routing keys binding Queue to Exchange; none → "#"
 	Prefetch      int      // 0 → sink.DefaultPrefetch
 	MaxDeliveries int      // 0 → sink.DefaultMaxDeliveries
-	DatabaseURL   Secret
-	Schema        string // "" → public
-	Entities      map[string]sink.EntityOptions
+	// DatabaseURL is database_url: a postgres:// URL, or sqlite: and the
+	// absolute path of an SQLite file (see SQLitePath).
+	DatabaseURL Secret
+	Schema      string // "" → public; PostgreSQL only
+	Entities    map[string]sink.EntityOptions
+}
+
+// SQLitePath is the SQLite database file the sink lands in, absolute, or
+// "" when it lands in PostgreSQL.
+func (s *SinkConfig) SQLitePath() string {
+	path, _ := strings.CutPrefix(string(s.DatabaseURL), SQLiteScheme)
+	if len(path) == len(s.DatabaseURL) {
+		return ""
+	}
+	return path
 }
 
 // Sink returns the sink named name.
@@ -65,11 +78,12 @@ var sinkFields = []field[SinkConfig]{
 	}},
 	intField("prefetch", 1, 1000, "deliveries unacknowledged at most", func(s *SinkConfig) *int { return &s.Prefetch }),
 	intField("max_deliveries", 1, 100, "deliveries of a batch that cannot be applied before it is dead-lettered", func(s *SinkConfig) *int { return &s.MaxDeliveries }),
-	{key: "database_url", kind: "URL secret", doc: "postgres:// URL of the database, the password as ${VAR}", required: "postgres://dmfexport:${PGPASSWORD}@db:5432/warehouse",
+	{key: "database_url", kind: "URL secret", doc: "postgres:// URL of the database, the password as ${VAR}; or sqlite:PATH, an SQLite database file (relative to this file)",
+		required: "postgres://dmfexport:${PGPASSWORD}@db:5432/warehouse, or sqlite:data/warehouse.db",
 		decode: func(d *decoder, v *yaml.Node, p string, s *SinkConfig) {
 			s.DatabaseURL = d.databaseURL(v, p)
 		}},
-	defaultedString("schema", "schema of the tables (default public); created if missing", func(s *SinkConfig) *string { return &s.Schema }),
+	defaultedString("schema", "PostgreSQL schema of the tables (default public); created if missing", func(s *SinkConfig) *string { return &s.Schema }),
 	{key: "entities", kind: "mapping", doc: "settings per entity, by its name in the batches (data.entity)", decode: func(d *decoder, v *yaml.Node, p string, s *SinkConfig) {
 		s.Entities = d.sinkEntities(v, p)
 	}},
@@ -119,6 +133,9 @@ func (d *decoder) sinks(n *yaml.Node, p string) []SinkConfig {
 			continue
 		}
 		names[s.Name] = sn.Line
+		if s.SQLitePath() != "" && s.Schema != "" {
+			d.problem(m["schema"], sp+".schema", "a schema with an SQLite database", "remove schema: an SQLite file holds one set of tables; use another file instead")
+		}
 		if len(s.Bindings) > 0 && s.Exchange == "" {
 			d.problem(m["bindings"], sp+".bindings", "bindings without an exchange", "set exchange: to the exports' exchange (the default exchange cannot be bound)")
 		}
@@ -166,26 +183,38 @@ func (d *decoder) sinkEntities(v *yaml.Node, p string) map[string]sink.EntityOpt
 		if table == "" {
 			table = sink.TableName(k.Value)
 		}
-		if other, clash := tables[table]; clash {
-			d.problem(k, ep, fmt.Sprintf("lands in table %q as entity %q does", table, other), "give one of them another table:")
+		// SQLite takes names differing in case only as one.
+		if other, clash := tables[strings.ToLower(table)]; clash {
+			d.problem(k, ep, fmt.Sprintf("lands in table %q as entity %q does (names differing in case only are one table in SQLite)", table, other),
+				"give one of them another table:")
 		}
-		tables[table] = k.Value
+		tables[strings.ToLower(table)] = k.Value
 		out[k.Value] = o
 	}
 	return out
 }
 
+// SQLiteScheme starts a database_url naming an SQLite file: sqlite:PATH.
+const SQLiteScheme = "sqlite:"
+
 // databaseURL checks a database URL: postgres:// or postgresql://, its
-// password from the environment, a host given.
+// password from the environment, a host given; or sqlite:PATH, given back
+// with the path made absolute.
 func (d *decoder) databaseURL(v *yaml.Node, p string) Secret {
 	raw, _ := d.scalar(v, p)
 	s, ok := d.str(v, p)
 	if !ok {
 		return ""
 	}
+	if path, ok := strings.CutPrefix(s, SQLiteScheme); ok {
+		if path = d.sqlitePath(v, p, path); path == "" {
+			return ""
+		}
+		return Secret(SQLiteScheme + path)
+	}
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		d.problem(v, p, "not a postgres:// URL", "postgres://user:${PGPASSWORD}@host:5432/database")
+		d.problem(v, p, "not a postgres:// URL nor sqlite:PATH", "postgres://user:${PGPASSWORD}@host:5432/database, or sqlite:data/warehouse.db")
 		return ""
 	}
 	if pw, has := u.User.Password(); has && pw != "" && !urlPasswordFromEnv(raw) {
@@ -201,6 +230,35 @@ func (d *decoder) databaseURL(v *yaml.Node, p string) Secret {
 		return ""
 	}
 	return Secret(s)
+}
+
+// sqlitePath checks the PATH of sqlite:PATH, a file path (sqlite:///abs
+// also works), and makes it absolute against the configuration file's
+// directory.
+func (d *decoder) sqlitePath(v *yaml.Node, p, path string) string {
+	if rest, ok := strings.CutPrefix(path, "//"); ok {
+		if !strings.HasPrefix(rest, "/") {
+			d.problem(v, p, fmt.Sprintf("sqlite:%s names a host", path), "give a file path: sqlite:data/warehouse.db or sqlite:/var/lib/dmfexport/warehouse.db")
+			return ""
+		}
+		path = rest
+	}
+	switch {
+	case path == "" || strings.HasSuffix(path, "/"):
+		d.problem(v, p, "sqlite: without a file name", "give the database file: sqlite:data/warehouse.db (relative to this file) or an absolute path")
+		return ""
+	case path == ":memory:" || strings.ContainsAny(path, "?#"):
+		d.problem(v, p, fmt.Sprintf("sqlite:%s is not a plain file path", path),
+			"give the database file only, such as sqlite:data/warehouse.db: the sink keeps it on disk and sets its own options")
+		return ""
+	case strings.ContainsRune(path, 0):
+		d.problem(v, p, "the path holds a NUL byte", "")
+		return ""
+	}
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(d.dir, path)
+	}
+	return filepath.Clean(path)
 }
 
 // sinkBrokers gives the sinks without a broker of their own the top-level
@@ -221,4 +279,22 @@ func (d *decoder) sinkBrokers(cfg *Config, broker *yaml.Node) {
 			cfg.Sinks[i].BrokerURL = shared
 		}
 	}
+}
+
+// SetDatabaseFromEnv points sink s at the database the environment
+// variable name holds (read through lookup), checked as database_url:
+// ${name} would be, a relative sqlite: path being relative to dir. An
+// SQLite file drops s's schema; a PostgreSQL URL keeps it.
+func (s *SinkConfig) SetDatabaseFromEnv(name string, lookup func(string) (string, bool), dir string) error {
+	d := &decoder{file: "$" + name, dir: dir, lookupEnv: lookup}
+	u := d.databaseURL(&yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "${" + name + "}"}, name)
+	if len(d.problems) > 0 {
+		p := d.problems[0]
+		return fmt.Errorf("%s: %s (%s)", name, p.Message, p.Hint)
+	}
+	s.DatabaseURL = u
+	if s.SQLitePath() != "" {
+		s.Schema = ""
+	}
+	return nil
 }

@@ -72,3 +72,81 @@ sinks:
 		}
 	}
 }
+
+// TestSinkSQLiteDatabase: database_url takes sqlite:PATH, a file relative
+// to the configuration file or absolute, and refuses what is not a plain
+// file path, and a schema beside it.
+func TestSinkSQLiteDatabase(t *testing.T) {
+	env := func(k string) (string, bool) { return map[string]string{"DB": "sqlite:from/env.db"}[k], true }
+	conf := func(db, extra string) string {
+		return "broker: {url: \"amqp://guest:guest@127.0.0.1:5672/\"}\nsinks:\n  - name: dw\n    queue: q\n    database_url: " + db + "\n" + extra
+	}
+	for _, tc := range []struct {
+		name, db, extra string
+		want            string // the absolute path, or a problem
+	}{
+		{"relative to the file", "sqlite:data/dw.db", "", "/etc/dmfexport/data/dw.db"},
+		{"parent directory", "sqlite:../var/dw.db", "", "/etc/var/dw.db"},
+		{"absolute", "sqlite:/var/lib/dmfexport/dw.db", "", "/var/lib/dmfexport/dw.db"},
+		{"absolute, URL style", "sqlite:///var/lib/dw.db", "", "/var/lib/dw.db"},
+		{"from the environment", "${DB}", "", "/etc/dmfexport/from/env.db"},
+		{"no path", `"sqlite:"`, "", "sqlite: without a file name"},
+		{"a directory", "sqlite:data/", "", "sqlite: without a file name"},
+		{"in memory", `"sqlite::memory:"`, "", "is not a plain file path"},
+		{"options", "sqlite:dw.db?mode=ro", "", "is not a plain file path"},
+		{"a host", "sqlite://db.example.com/dw.db", "", "names a host"},
+		{"another scheme", "mysql://db/dw", "", "not a postgres:// URL nor sqlite:PATH"},
+		{"a schema", "sqlite:dw.db", "    schema: fo\n", "a schema with an SQLite database"},
+		{"tables differing in case", "sqlite:dw.db", "    entities:\n      A: {table: Customers}\n      B: {table: customers}\n",
+			`lands in table "customers" as entity "A" does`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := ParseConfig("/etc/dmfexport/sinks.yaml", []byte(conf(tc.db, tc.extra)), env)
+			if !strings.HasPrefix(tc.want, "/") {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("database_url %s: %v, want a problem saying %q", tc.db, err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := &cfg.Sinks[0]
+			if s.SQLitePath() != tc.want {
+				t.Errorf("database_url %s: SQLite file %q, want %q", tc.db, s.SQLitePath(), tc.want)
+			}
+		})
+	}
+	cfg, err := ParseConfig("/etc/dmfexport/sinks.yaml", []byte(conf("postgres://127.0.0.1/dw", "")), env)
+	if err != nil || cfg.Sinks[0].SQLitePath() != "" {
+		t.Errorf("a postgres:// URL: SQLite file %q (%v), want none", cfg.Sinks[0].SQLitePath(), err)
+	}
+}
+
+// TestSetDatabaseFromEnv: the demo's DATABASE_URL is checked as
+// database_url is, its password allowed since it comes from the
+// environment.
+func TestSetDatabaseFromEnv(t *testing.T) {
+	for _, tc := range []struct{ value, want, problem string }{
+		{"postgres://u:pw@db.example.com/dw", "postgres://u:pw@db.example.com/dw", ""},
+		{"sqlite:x/dw.db", "/work/x/dw.db", ""},
+		{"mysql://db/dw", "", "not a postgres:// URL nor sqlite:PATH"},
+		{"postgres://u:pw@db.example.com/dw?sslmode=disable", "", "sslmode=disable"},
+	} {
+		s := SinkConfig{Name: "demo", Schema: "fo", DatabaseURL: "sqlite:/old.db"}
+		err := s.SetDatabaseFromEnv("DATABASE_URL", func(string) (string, bool) { return tc.value, true }, "/work")
+		if tc.problem != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.problem) || s.DatabaseURL != "sqlite:/old.db" {
+				t.Errorf("DATABASE_URL=%s: %v, database %q; want a problem saying %q and the database kept", tc.value, err, s.DatabaseURL, tc.problem)
+			}
+			continue
+		}
+		got := s.SQLitePath()
+		if got == "" {
+			got = s.DatabaseURL.Reveal()
+		}
+		if err != nil || got != tc.want || (s.SQLitePath() != "") == (s.Schema == "fo") {
+			t.Errorf("DATABASE_URL=%s: %v, database %q, schema %q; want %q, the schema kept for PostgreSQL only", tc.value, err, got, s.Schema, tc.want)
+		}
+	}
+}

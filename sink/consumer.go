@@ -115,6 +115,30 @@ func (c *Consumer) password() string {
 	return p
 }
 
+// Declare connects, creates the queue, its bindings and its dead-letter
+// queue as Run does when it starts, and disconnects: the batches
+// published from then on wait in the queue for Run.
+func (c *Consumer) Declare(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("sink %s: %w", c.Name, redact.Error(err, []string{c.password()}, amqp.ErrClosed))
+		}
+	}()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	conn, err := amqp.DialConfig(c.URL, amqp.Config{Properties: amqp.Table{"connection_name": "dmfexport-sink/" + c.Name + "/declare"}})
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", redact.URL(c.URL), err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	return c.declare(ch)
+}
+
 // session connects, declares the topology and consumes until the
 // connection ends or ctx does; connected tells whether it got as far as
 // consuming.

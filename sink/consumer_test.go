@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/dmfexport/dmfexport/internal/testenv"
 	"github.com/dmfexport/dmfexport/sink"
 	"github.com/dmfexport/dmfexport/sink/postgres"
+	"github.com/dmfexport/dmfexport/sink/sqlite"
 )
 
 // event is a batch message body as dmfexport publishes it.
@@ -135,5 +137,57 @@ func TestConsumer(t *testing.T) {
 			t.Errorf("dead letter %s: headers %v, want a reason and the sink's name", d.MessageId, d.Headers)
 		}
 		t.Logf("dead letter %s: %s", d.MessageId, reason)
+	}
+}
+
+// TestConsumerDeclare: Declare creates the queue bound to the exchange
+// before Run, so a batch published in between waits for the consumer,
+// which lands it (here in SQLite).
+func TestConsumerDeclare(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	name := fmt.Sprintf("dmfexport.test.sinkdeclare.%d", time.Now().UnixNano())
+	ch := testenv.AMQPChannel(t)
+	testenv.DeleteOnCleanup(t, ch, name, name+".x", sink.DeadLetterName(name))
+	be, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "sink.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	c := &sink.Consumer{Name: "t", URL: testenv.AMQPURL(), Queue: name, Quorum: true, Exchange: name + ".x", Bindings: []string{"fo.#"}, Backend: be}
+	if err := c.Declare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	body := event("20260301T020000Z-aa", "Groups", sink.FullPush, 0, true, []string{"ID"}, map[string]any{"ID": "1"})
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, name+".x", "fo.groups", true, false, amqp.Publishing{DeliveryMode: amqp.Persistent, Body: body})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := dc.WaitContext(ctx); !ok || err != nil {
+		t.Fatalf("publish not confirmed: %v, %v", ok, err)
+	}
+	q, err := ch.QueueDeclarePassive(name, true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
+	if err != nil || q.Messages != 1 {
+		t.Fatalf("queue after Declare and a publish: %+v, %v; want 1 message", q, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for c.Stats().Swaps.Load() < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s: %d batches applied, want 1 swapped in", c.Stats().Batches.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after stop: %v", err)
+	}
+	s, err := be.Sample(context.Background(), "groups", 10)
+	if err != nil || s.Count != 1 {
+		t.Errorf("table groups: %+v, %v; want 1 row", s, err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 	"unicode"
 )
 
@@ -40,6 +41,25 @@ type Target struct {
 	Keys  []string // the entity's natural key columns; primary key of the table
 	Mode  Mode
 }
+
+// Table names of the sink's own state, beside the entity tables: the
+// ledger of applied batches and the state of snapshots.
+const (
+	LedgerTable    = "dmfexport_ledger"
+	SnapshotsTable = "dmfexport_snapshots"
+)
+
+// Metadata columns every entity table has besides the entity's columns,
+// in every backend.
+const (
+	ColExport    = "_dmf_export"    // the export that produced the row
+	ColRun       = "_dmf_run"       // its run ID
+	ColExecution = "_dmf_execution" // its F&O execution ID
+	ColBatch     = "_dmf_batch"     // its batch index
+	ColRow       = "_dmf_row"       // its 1-based row number in the entity file
+	ColLoadedAt  = "_dmf_loaded_at" // when it became visible in the table
+	ColDocument  = "_dmf_document"  // a composite entity's child records, a JSON object
+)
 
 // Outcome is what applying a batch did.
 type Outcome int
@@ -84,6 +104,39 @@ type Backend interface {
 	// Applied reports whether the ledger holds messageID.
 	Applied(ctx context.Context, messageID string) (bool, error)
 	Close()
+}
+
+// LedgerReader reads what a sink landed, for dmfexport reconcile and
+// status. It only reads: a database the sink never wrote reads as empty.
+type LedgerReader interface {
+	// Landed returns what the ledger holds of the given runs of the given
+	// exports, per run and entity, and the first run (smallest ID, so the
+	// oldest) it holds of each export. For the run whose snapshot an
+	// entity's table holds now, it also counts the table's rows.
+	Landed(ctx context.Context, exports, runs []string) ([]Landed, map[string]string, error)
+	// LastRuns returns, per entity, the run whose batch the sink applied
+	// last, with what it applied of it, by entity name.
+	LastRuns(ctx context.Context) ([]EntityRun, error)
+	Close()
+}
+
+// EntityRun is the run a sink applied last to one entity's table.
+type EntityRun struct {
+	Entity, Table, Export, Run string
+	Batches, Rows, Stale       int64
+	// BatchCount is the run's batch count, once its last batch is in (0
+	// before).
+	BatchCount int64
+	AppliedAt  time.Time // when its latest batch was applied
+}
+
+// TableSample is a look at an entity table: its row count and its first
+// rows, every value as text (nil for NULL).
+type TableSample struct {
+	Table   string
+	Count   int64
+	Columns []string
+	Rows    [][]*string
 }
 
 // ErrRejected marks a batch the database refuses for what it holds: it

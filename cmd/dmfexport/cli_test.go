@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/dmfexport/dmfexport/configs"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/testenv"
 	"github.com/dmfexport/dmfexport/jobs"
@@ -281,23 +286,78 @@ func TestDemoFromAnyDirectory(t *testing.T) {
 		// The demo's own queue and exchange go when the test ends (the
 		// connection closes after, cleanups run last first).
 		ch := testenv.AMQPChannel(t)
-		testenv.DeleteOnCleanup(t, ch, "dmfexport.demo")
-		stdout, stderr, code := runBinaryIn(t, work, []string{"DMFEXPORT_CONFIG=", "DMFSIM_URL=http://127.0.0.1:1"}, "demo")
+		testenv.DeleteOnCleanup(t, ch, "dmfexport.demo", "dmfexport.demo.sink", "dmfexport.demo.sink.dead")
+		stdout, stderr, code := runBinaryIn(t, work, []string{"DMFEXPORT_CONFIG=", "DMFSIM_URL=http://127.0.0.1:1", "DATABASE_URL="}, "demo")
 		if code != 0 {
 			t.Fatalf("demo: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
 		}
 		if _, err := os.Stat(filepath.Join(work, "dmfexport-data", "demo")); err != nil {
 			t.Errorf("demo store not under the working directory: %v", err)
 		}
-		for _, want := range []string{"To clean up the demo:", "rabbitmqctl delete_queue dmfexport.demo", "rm -rf " + filepath.Join(work, "dmfexport-data")} {
-			if !strings.Contains(stdout, want) {
+		dbPath := filepath.Join(work, "dmfexport-data", "demo.db")
+		for _, want := range []string{"To clean up the demo:", "rabbitmqctl delete_queue dmfexport.demo", "rm -rf " + filepath.Join(work, "dmfexport-data"),
+			// The landing: every batch, a table per entity, the first rows
+			// of the largest.
+			"Landing 12 batches with sink demo (queue \"dmfexport.demo.sink\") in SQLite " + dbPath,
+			"Landed 12 batches (17415 rows)", "customers_v3 Customers V3 12345", "sales_order_headers_v2 Sales order headers V2 300",
+			"The first 10 of the 12345 rows of customers_v3", "CUSTOMERACCOUNT ORGANIZATIONNAME", "000001 Northwind Traders 1",
+			"Query it yourself: sqlite3 " + dbPath + " 'SELECT * FROM customers_v3 LIMIT 10'",
+			"sink demo: tables in SQLite " + dbPath, "rabbitmqctl delete_queue dmfexport.demo.sink"} {
+			if !strings.Contains(strings.Join(strings.Fields(stdout), " "), strings.Join(strings.Fields(want), " ")) {
 				t.Errorf("demo output lacks %q:\n%s", want, stdout)
 			}
+		}
+		db, err := sql.Open("sqlite", "file:"+dbPath+"?mode=ro")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var n int
+		if err := db.QueryRow("SELECT count(*) FROM customers_v3").Scan(&n); err != nil || n != 12345 {
+			t.Errorf("customers_v3 in %s: %d rows (%v), want 12345", dbPath, n, err)
 		}
 		if strings.Contains(stdout+stderr, dmftest.DefaultToken) {
 			t.Errorf("demo output shows the simulator's token")
 		}
 	})
+}
+
+// TestDemoLandsInPostgres runs demo with DATABASE_URL set: the sink lands
+// the batches in PostgreSQL instead of SQLite. The configuration is the
+// built-in one with names of its own, so that runs never meet.
+func TestDemoLandsInPostgres(t *testing.T) {
+	dir, work := t.TempDir(), t.TempDir()
+	name := fmt.Sprintf("dmfexport.test.demo.%d", time.Now().UnixNano())
+	schema := testenv.PostgresSchema(t)
+	ch := testenv.AMQPChannel(t)
+	testenv.DeleteOnCleanup(t, ch, name, name+".sink", name+".sink.dead")
+	conf := strings.ReplaceAll(string(configs.Demo), "dmfexport.demo", name)
+	conf = strings.Replace(conf, "path: ../dmfexport-data", "path: ./data", 1)
+	// The sink's database is DATABASE_URL's; its schema the test's.
+	conf = strings.Replace(conf, "database_url: sqlite:../dmfexport-data/demo.db", "database_url: ${DATABASE_URL}\n    schema: "+schema, 1)
+	cfg := writeFile(t, dir, "demo.yaml", conf)
+	stdout, stderr, code := runBinaryIn(t, work, []string{"DMFEXPORT_CONFIG=" + cfg, "DATABASE_URL=" + testenv.PostgresURL()}, "demo")
+	if code != 0 {
+		t.Fatalf("demo: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	for _, want := range []string{"in PostgreSQL schema " + schema, "Landed 12 batches (17415 rows)", "The first 10 of the 12345 rows of customers_v3",
+		`Query it yourself: psql "$DATABASE_URL" -c 'SELECT * FROM ` + schema + `.customers_v3 LIMIT 10'`,
+		`psql "$DATABASE_URL" -c 'DROP SCHEMA ` + schema + ", " + schema + "_staging CASCADE'"} {
+		if !strings.Contains(strings.Join(strings.Fields(stdout), " "), strings.Join(strings.Fields(want), " ")) {
+			t.Errorf("demo output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if strings.Contains(stdout+stderr, "postgres://") {
+		t.Errorf("demo output shows the database URL:\n%s%s", stdout, stderr)
+	}
+	var n int
+	conn := testenv.PostgresConn(t)
+	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM "+pgx.Identifier{schema, "customers_v3"}.Sanitize()).Scan(&n); err != nil || n != 12345 {
+		t.Errorf("customers_v3 in schema %s: %d rows (%v), want 12345", schema, n, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "demo.db")); err == nil {
+		t.Errorf("the demo made an SQLite file although DATABASE_URL is set")
+	}
 }
 
 // TestReadmeCommandReference checks that README's command reference and

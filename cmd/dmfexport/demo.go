@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -30,8 +31,11 @@ func (c *demoCommand) Usage() string {
 Runs every export of the demo configuration once against an F&O simulator started in this
 process (it serves a demo data package of several entities), stores the package and one file per
 entity in the configured store, and publishes the rows to the configured RabbitMQ. When no broker
-answers, it says so and writes the batches as NDJSON files instead. It prints where everything
-went and how to clean up.
+answers, it says so and writes the batches as NDJSON files instead. Then the configuration's sinks
+land the published batches in their database, in this process as dmfexport sink would, and it
+prints each table's rows and the first rows of the largest: the built-in configuration lands in
+the SQLite file dmfexport-data/demo.db, or, when DATABASE_URL is set, in that database (a
+postgres:// URL: schema dmfexport_demo). It prints where everything went and how to clean up.
 
 Without --config (or DMFEXPORT_CONFIG) it runs the demo configuration built into the binary, a copy
 of configs/demo.yaml, from any directory: the store is ./dmfexport-data. The simulator's address
@@ -85,9 +89,20 @@ func (c *demoCommand) Run(ctx context.Context, args []string) error {
 		}
 		exps = append(exps, e)
 	}
+	landings, err := prepareLandings(ctx, cfg, exps, log, os.Stdout)
+	for _, l := range landings {
+		defer l.close()
+	}
+	if err != nil {
+		return err
+	}
 	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout)}
 	defer runner.Close()
 	runErr := runAll(ctx, runner, exps, "demo", false, os.Stdout)
+	errs := []error{runErr}
+	for _, l := range landings {
+		errs = append(errs, l.land(ctx, os.Stdout))
+	}
 
 	fmt.Println("\nWhere everything went:")
 	var cleanup []string
@@ -113,13 +128,16 @@ func (c *demoCommand) Run(ctx context.Context, args []string) error {
 			}
 		}
 	}
+	for _, l := range landings {
+		cleanup = l.where(os.Stdout, cleanup)
+	}
 	if len(cleanup) > 0 {
 		fmt.Println("\nTo clean up the demo:")
 		for _, l := range cleanup {
 			fmt.Println("  " + l)
 		}
 	}
-	return runErr
+	return errors.Join(errs...)
 }
 
 // loadConfig loads the demo configuration: the file --config or

@@ -12,7 +12,6 @@ import (
 
 	"github.com/dmfexport/dmfexport/jobs"
 	"github.com/dmfexport/dmfexport/sink"
-	"github.com/dmfexport/dmfexport/sink/postgres"
 )
 
 type reconcileCommand struct {
@@ -100,7 +99,7 @@ func (c *reconcileCommand) Run(ctx context.Context, args []string) error {
 		if len(exported) == 0 {
 			continue
 		}
-		led, err := postgres.OpenLedger(ctx, s.DatabaseURL.Reveal(), s.Schema)
+		led, err := openLedger(ctx, s)
 		if err != nil {
 			return fmt.Errorf("sink %s: %w", s.Name, err)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,13 +25,89 @@ import (
 )
 
 // landed is a landing done by landRun: the configuration, the
-// environment its commands need, the sink's schema and queue, and what
+// environment its commands need, the sink's queue and database, and what
 // the sink's /metrics served once the tables were equal.
 type landed struct {
-	conf, schema, queue string
-	env                 []string
-	conn                *pgx.Conn
-	metrics             string
+	conf, queue string
+	env         []string
+	db          landingDB
+	metrics     string
+}
+
+// landingDB is the database a test's sink lands in.
+type landingDB struct {
+	url    string // the sink's database_url
+	schema string // PostgreSQL's; "" for SQLite
+	// rows reads a table ordered by its first column, without the
+	// metadata columns.
+	rows func(table string) ([]map[string]any, error)
+	// table is a table's name, quoted and qualified, for SQL.
+	table func(name string) string
+	// exec runs SQL; query returns the first column of its first row.
+	exec  func(sql string) error
+	query func(sql string) (string, error)
+}
+
+// databases are the kinds of database a sink lands in, each giving a new
+// database for a test.
+var databases = []struct {
+	name string
+	open func(t *testing.T) landingDB
+}{
+	{"postgres", func(t *testing.T) landingDB {
+		schema, conn := testenv.PostgresSchema(t), testenv.PostgresConn(t)
+		ctx := context.Background()
+		return landingDB{url: testenv.PostgresURL(), schema: schema,
+			rows:  func(table string) ([]map[string]any, error) { return readTable(conn, schema, table) },
+			table: func(name string) string { return pgx.Identifier{schema, name}.Sanitize() },
+			exec:  func(q string) error { _, err := conn.Exec(ctx, q); return err },
+			query: func(q string) (s string, err error) { err = conn.QueryRow(ctx, q).Scan(&s); return s, err },
+		}
+	}},
+	{"sqlite", func(t *testing.T) landingDB {
+		path := filepath.Join(t.TempDir(), "sink.db")
+		var db *sql.DB
+		// The file exists once the sink opened it.
+		open := func() (*sql.DB, error) {
+			if db != nil {
+				return db, nil
+			}
+			if _, err := os.Stat(path); err != nil {
+				return nil, err
+			}
+			d, err := sql.Open("sqlite", "file:"+path)
+			if err != nil {
+				return nil, err
+			}
+			t.Cleanup(func() { d.Close() })
+			db = d
+			return db, nil
+		}
+		return landingDB{url: "sqlite:" + path,
+			rows: func(table string) ([]map[string]any, error) {
+				db, err := open()
+				if err != nil {
+					return nil, err
+				}
+				return readSQLiteTable(db, table)
+			},
+			table: func(name string) string { return `"` + strings.ReplaceAll(name, `"`, `""`) + `"` },
+			exec: func(q string) error {
+				db, err := open()
+				if err == nil {
+					_, err = db.Exec(q)
+				}
+				return err
+			},
+			query: func(q string) (s string, err error) {
+				db, err := open()
+				if err == nil {
+					err = db.QueryRow(q).Scan(&s)
+				}
+				return s, err
+			},
+		}
+	}},
 }
 
 // landRun exports one run (a FullPush entity of 5 rows and an
@@ -39,7 +116,7 @@ type landed struct {
 // groupKeys the incremental entity has no keys: its 2 batches are
 // dead-lettered at their first delivery, and only the other table waited
 // for.
-func landRun(t *testing.T, groupKeys bool) landed {
+func landRun(t *testing.T, db landingDB, groupKeys bool) landed {
 	t.Helper()
 	cust, err := dmftest.TextFile(dmftest.TextFormat{}, []string{"ACCOUNT", "NAME"}, [][]string{{"C1", "a"}, {"C2", "b"}, {"C3", "c"}, {"C4", "d"}, {"C5", "e"}})
 	if err != nil {
@@ -60,7 +137,11 @@ func landRun(t *testing.T, groupKeys bool) landed {
 	name := fmt.Sprintf("dmfexport.test.land.%d", time.Now().UnixNano())
 	ch := testenv.AMQPChannel(t)
 	testenv.DeleteOnCleanup(t, ch, name, name+".dead")
-	l := landed{schema: testenv.PostgresSchema(t), queue: name, conn: testenv.PostgresConn(t)}
+	l := landed{queue: name, db: db}
+	schema := ""
+	if db.schema != "" {
+		schema = "\n    schema: " + db.schema
+	}
 	l.conf = writeFile(t, t.TempDir(), "dmfexport.yaml", fmt.Sprintf(`fo:
   url: ${DMFSIM_URL}
   auth: {method: token, token: "${FO_TOKEN}"}
@@ -77,17 +158,16 @@ sinks:
     queue: %[2]s
     exchange: %[2]s
     bindings: ["fo.land.#"]
-    database_url: ${DATABASE_URL}
-    schema: %[3]s
+    database_url: ${DATABASE_URL}%[3]s
     max_deliveries: 1
     entities:
       "Customer groups": {keys: [GROUPID]}
-`, testenv.AMQPURL(), name, l.schema))
+`, testenv.AMQPURL(), name, schema))
 	if !groupKeys {
 		b, _ := os.ReadFile(l.conf)
 		writeFile(t, filepath.Dir(l.conf), "dmfexport.yaml", strings.Replace(string(b), "{keys: [GROUPID]}", "{}", 1))
 	}
-	l.env = []string{"DMFSIM_URL=" + sim.URL, "FO_TOKEN=" + dmftest.DefaultToken, "DATABASE_URL=" + testenv.PostgresURL()}
+	l.env = []string{"DMFSIM_URL=" + sim.URL, "FO_TOKEN=" + dmftest.DefaultToken, "DATABASE_URL=" + db.url}
 	if stdout, stderr, code := runBinary(t, l.env, "trigger", "--config", l.conf, "land"); code != 0 {
 		t.Fatalf("trigger: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}
@@ -100,7 +180,7 @@ sinks:
 		delete(want, "customer_groups")
 		waitDeadLetters(t, l.queue, 2)
 	}
-	waitTables(t, l.conn, l.schema, want)
+	waitTables(t, db.rows, want)
 	l.metrics = scrape(t, stop.addr())
 	stop.stop()
 	return l
@@ -197,12 +277,18 @@ func startSink(t *testing.T, l landed, extra ...string) runningSink {
 	return runningSink{t: t, out: out, stopped: stop}
 }
 
-// TestReconcile lands a run END TO END and checks that reconcile finds
-// export and sink equal (exit 0), then that a batch missing from the
-// ledger, and rows deleted from a snapshot table, each give exit 1 naming
-// the run and the entity.
+// TestReconcile lands a run END TO END, in PostgreSQL and in SQLite, and
+// checks that reconcile finds export and sink equal (exit 0), then that a
+// batch missing from the ledger, and rows deleted from a snapshot table,
+// each give exit 1 naming the run and the entity.
 func TestReconcile(t *testing.T) {
-	l := landRun(t, true)
+	for _, db := range databases {
+		t.Run(db.name, func(t *testing.T) { testReconcile(t, db.open(t)) })
+	}
+}
+
+func testReconcile(t *testing.T, db landingDB) {
+	l := landRun(t, db, true)
 	for _, w := range []string{
 		`dmfexport_sink_batches_total{entity="Customers V3",outcome="applied",sink="dw"} 3`,
 		`dmfexport_sink_rows_total{entity="Customers V3",outcome="applied",sink="dw"} 5`,
@@ -231,8 +317,8 @@ func TestReconcile(t *testing.T) {
 	if err != nil || !strings.Contains(string(prom), `dmfexport_sink_reconcile_difference_rows{entity="Customers V3",export="land",sink="dw"} 0`) {
 		t.Errorf("textfile (%v):\n%s", err, prom)
 	}
-	var run string
-	if err := l.conn.QueryRow(context.Background(), "SELECT run FROM "+pgx.Identifier{l.schema, "dmfexport_ledger"}.Sanitize()+" LIMIT 1").Scan(&run); err != nil {
+	run, err := db.query("SELECT run FROM " + db.table("dmfexport_ledger") + " LIMIT 1")
+	if err != nil {
 		t.Fatal(err)
 	}
 
@@ -247,7 +333,7 @@ func TestReconcile(t *testing.T) {
 	tables := map[string]string{"Customer groups": "dmfexport_ledger", "Customers V3": "customers_v3"}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := l.conn.Exec(context.Background(), fmt.Sprintf(tt.sql, pgx.Identifier{l.schema, tables[tt.entity]}.Sanitize())); err != nil {
+			if err := db.exec(fmt.Sprintf(tt.sql, db.table(tables[tt.entity]))); err != nil {
 				t.Fatal(err)
 			}
 			stdout, stderr, code := runBinary(t, l.env, "reconcile", "--config", l.conf, "land")
@@ -290,9 +376,16 @@ func waitDeadLetters(t *testing.T, queue string, n int) {
 // TestSinkReplayDead lands a run whose incremental entity has no keys, so
 // its batches are dead-lettered; reconcile reports them missing; the
 // entity is given keys, "sink replay-dead" moves them back, and the sink
-// lands them: the table equals the file and reconcile exits 0.
+// lands them: the table equals the file and reconcile exits 0. In
+// PostgreSQL and in SQLite.
 func TestSinkReplayDead(t *testing.T) {
-	l := landRun(t, false)
+	for _, db := range databases {
+		t.Run(db.name, func(t *testing.T) { testSinkReplayDead(t, db.open(t)) })
+	}
+}
+
+func testSinkReplayDead(t *testing.T, db landingDB) {
+	l := landRun(t, db, false)
 	if w := `dmfexport_sink_dead_letters_total{sink="dw"} 2`; !strings.Contains(l.metrics, w) {
 		t.Errorf("the sink's /metrics lacks %s", w)
 	}
@@ -318,7 +411,7 @@ func TestSinkReplayDead(t *testing.T) {
 		t.Fatalf("sink replay-dead: exit %d, want 0 and %q\nstdout: %s\nstderr: %s", code, want, stdout, stderr)
 	}
 	s := startSink(t, l)
-	waitTables(t, l.conn, l.schema, map[string][]map[string]any{
+	waitTables(t, db.rows, map[string][]map[string]any{
 		"customer_groups": fileRows([]string{"GROUPID", "DESCRIPTION"}, [][]string{{"10", "x"}, {"20", "y"}, {"30", "z"}}),
 	})
 	s.stop()

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/dmfexport/dmfexport/jobs"
 	"github.com/dmfexport/dmfexport/sink"
-	"github.com/dmfexport/dmfexport/sink/postgres"
 )
 
 type sinkCommand struct {
@@ -77,16 +77,12 @@ func (c *sinkCommand) Run(ctx context.Context, args []string) error {
 	}
 	var consumers []*sink.Consumer
 	for _, s := range sinks {
-		be, err := postgres.Open(ctx, s.DatabaseURL.Reveal(), s.Schema)
+		be, err := openBackend(ctx, s)
 		if err != nil {
 			return fmt.Errorf("sink %s: %w", s.Name, err)
 		}
 		defer be.Close()
-		consumers = append(consumers, &sink.Consumer{
-			Name: s.Name, URL: s.BrokerURL.Reveal(), Queue: s.Queue, Quorum: s.Quorum, Exchange: s.Exchange, Bindings: s.Bindings,
-			Prefetch: s.Prefetch, MaxDeliveries: s.MaxDeliveries, Entities: s.Entities, Backend: be,
-			Logger: log.With("sink", s.Name), Metrics: metrics,
-		})
+		consumers = append(consumers, newConsumer(s, be, log, metrics))
 	}
 	errs := make([]error, len(consumers))
 	var wg sync.WaitGroup
@@ -100,6 +96,15 @@ func (c *sinkCommand) Run(ctx context.Context, args []string) error {
 			"stale", st.Stale.Load(), "snapshots", st.Swaps.Load(), "dead_letters", st.DeadLetters.Load())
 	}
 	return errors.Join(errs...)
+}
+
+// newConsumer is the consumer of sink s landing through be.
+func newConsumer(s *jobs.SinkConfig, be sink.Backend, log *slog.Logger, metrics *sink.Metrics) *sink.Consumer {
+	return &sink.Consumer{
+		Name: s.Name, URL: s.BrokerURL.Reveal(), Queue: s.Queue, Quorum: s.Quorum, Exchange: s.Exchange, Bindings: s.Bindings,
+		Prefetch: s.Prefetch, MaxDeliveries: s.MaxDeliveries, Entities: s.Entities, Backend: be,
+		Logger: log.With("sink", s.Name), Metrics: metrics,
+	}
 }
 
 func sinkNames(cfg *jobs.Config) string {

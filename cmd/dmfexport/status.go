@@ -15,7 +15,6 @@ import (
 
 	"github.com/dmfexport/dmfexport/jobs"
 	"github.com/dmfexport/dmfexport/sink"
-	"github.com/dmfexport/dmfexport/sink/postgres"
 )
 
 type statusCommand struct {
@@ -266,8 +265,8 @@ func printSinks(ctx context.Context, cfg *jobs.Config) {
 }
 
 // sinkRuns reads the run each entity of sink s applied last.
-func sinkRuns(ctx context.Context, s *jobs.SinkConfig) ([]postgres.EntityRun, error) {
-	led, err := postgres.OpenLedger(ctx, s.DatabaseURL.Reveal(), s.Schema)
+func sinkRuns(ctx context.Context, s *jobs.SinkConfig) ([]sink.EntityRun, error) {
+	led, err := openLedger(ctx, s)
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -19,6 +18,8 @@ type Ledger struct {
 	conn   *pgx.Conn
 	schema string
 }
+
+var _ sink.LedgerReader = (*Ledger)(nil)
 
 // OpenLedger connects to the database at url to read the sink's ledger in
 // schema ("" → public).
@@ -46,7 +47,7 @@ func missingTable(err error) bool {
 // oldest) it holds of each export. For the run whose snapshot an entity's
 // table holds now, it also counts the table's rows.
 func (l *Ledger) Landed(ctx context.Context, exports, runs []string) ([]sink.Landed, map[string]string, error) {
-	ledger := pgx.Identifier{l.schema, LedgerTable}.Sanitize()
+	ledger := pgx.Identifier{l.schema, sink.LedgerTable}.Sanitize()
 	rows, err := l.conn.Query(ctx, `SELECT export, run, entity, count(*), coalesce(sum(rows), 0), count(*) FILTER (WHERE outcome = 'stale')
 		FROM `+ledger+` WHERE export = ANY($1) AND run = ANY($2) GROUP BY 1, 2, 3`, exports, runs)
 	if err != nil {
@@ -97,7 +98,7 @@ type snapshotNow struct {
 // with the table's row count.
 func (l *Ledger) current(ctx context.Context) ([]snapshotNow, error) {
 	rows, err := l.conn.Query(ctx, `SELECT DISTINCT ON (table_name) table_name, run, entity, coalesce(rows, 0)
-		FROM `+pgx.Identifier{l.schema, SnapshotsTable}.Sanitize()+` WHERE swapped_at IS NOT NULL
+		FROM `+pgx.Identifier{l.schema, sink.SnapshotsTable}.Sanitize()+` WHERE swapped_at IS NOT NULL
 		ORDER BY table_name, run_time DESC, run DESC`)
 	if err != nil {
 		if missingTable(err) {
@@ -121,20 +122,10 @@ func (l *Ledger) current(ctx context.Context) ([]snapshotNow, error) {
 	return snaps, nil
 }
 
-// EntityRun is the run a sink applied last to one entity's table.
-type EntityRun struct {
-	Entity, Table, Export, Run string
-	Batches, Rows, Stale       int64
-	// BatchCount is the run's batch count, once its last batch is in (0
-	// before).
-	BatchCount int64
-	AppliedAt  time.Time // when its latest batch was applied
-}
-
 // LastRuns returns, per entity, the run whose batch the sink applied last,
 // with what it applied of it, by entity name.
-func (l *Ledger) LastRuns(ctx context.Context) ([]EntityRun, error) {
-	ledger := pgx.Identifier{l.schema, LedgerTable}.Sanitize()
+func (l *Ledger) LastRuns(ctx context.Context) ([]sink.EntityRun, error) {
+	ledger := pgx.Identifier{l.schema, sink.LedgerTable}.Sanitize()
 	rows, err := l.conn.Query(ctx, `WITH last AS (SELECT DISTINCT ON (entity) entity, export, run FROM `+ledger+` ORDER BY entity, applied_at DESC)
 		SELECT g.entity, max(g.table_name), g.export, g.run, count(*), coalesce(sum(g.rows), 0), count(*) FILTER (WHERE g.outcome = 'stale'),
 			coalesce(max(g.batch_count), 0), max(g.applied_at)
@@ -145,8 +136,8 @@ func (l *Ledger) LastRuns(ctx context.Context) ([]EntityRun, error) {
 		}
 		return nil, fmt.Errorf("read the ledger: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (EntityRun, error) {
-		var e EntityRun
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (sink.EntityRun, error) {
+		var e sink.EntityRun
 		err := r.Scan(&e.Entity, &e.Table, &e.Export, &e.Run, &e.Batches, &e.Rows, &e.Stale, &e.BatchCount, &e.AppliedAt)
 		return e, err
 	})

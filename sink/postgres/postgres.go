@@ -22,26 +22,9 @@ import (
 	"github.com/dmfexport/dmfexport/sink"
 )
 
-// Table names of the sink's own state, in its schema.
-const (
-	LedgerTable    = "dmfexport_ledger"
-	SnapshotsTable = "dmfexport_snapshots"
-)
-
-// Metadata columns every entity table has besides the entity's columns.
-const (
-	ColExport    = "_dmf_export"    // the export that produced the row
-	ColRun       = "_dmf_run"       // its run ID
-	ColExecution = "_dmf_execution" // its F&O execution ID
-	ColBatch     = "_dmf_batch"     // its batch index
-	ColRow       = "_dmf_row"       // its 1-based row number in the entity file
-	ColLoadedAt  = "_dmf_loaded_at" // when it became visible in the table
-	ColDocument  = "_dmf_document"  // a composite entity's child records, jsonb
-)
-
 // metaColumns are written with every row, in this order, after the
 // entity's columns.
-var metaColumns = []string{ColExport, ColRun, ColExecution, ColBatch, ColRow, ColDocument}
+var metaColumns = []string{sink.ColExport, sink.ColRun, sink.ColExecution, sink.ColBatch, sink.ColRow, sink.ColDocument}
 
 // Backend lands batches in one schema of a PostgreSQL database. It is safe
 // for concurrent use, and any number of processes may share a schema.
@@ -128,7 +111,7 @@ func (b *Backend) setup(ctx context.Context) error {
 		for _, q := range []string{
 			"CREATE SCHEMA IF NOT EXISTS " + b.ident(b.schema),
 			"CREATE SCHEMA IF NOT EXISTS " + b.ident(b.staging),
-			`CREATE TABLE IF NOT EXISTS ` + b.ident(b.schema, LedgerTable) + ` (
+			`CREATE TABLE IF NOT EXISTS ` + b.ident(b.schema, sink.LedgerTable) + ` (
 				message_id  text PRIMARY KEY,
 				export      text NOT NULL,
 				run         text NOT NULL,
@@ -141,8 +124,8 @@ func (b *Backend) setup(ctx context.Context) error {
 				rows        integer NOT NULL,
 				outcome     text NOT NULL,
 				applied_at  timestamptz NOT NULL DEFAULT now())`,
-			`CREATE INDEX IF NOT EXISTS dmfexport_ledger_run ON ` + b.ident(b.schema, LedgerTable) + ` (table_name, run)`,
-			`CREATE TABLE IF NOT EXISTS ` + b.ident(b.schema, SnapshotsTable) + ` (
+			`CREATE INDEX IF NOT EXISTS dmfexport_ledger_run ON ` + b.ident(b.schema, sink.LedgerTable) + ` (table_name, run)`,
+			`CREATE TABLE IF NOT EXISTS ` + b.ident(b.schema, sink.SnapshotsTable) + ` (
 				table_name  text NOT NULL,
 				run         text NOT NULL,
 				run_time    timestamptz NOT NULL,
@@ -211,7 +194,7 @@ func rejected(err error) bool {
 // Applied reports whether the ledger holds messageID.
 func (b *Backend) Applied(ctx context.Context, messageID string) (bool, error) {
 	var ok bool
-	err := b.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+b.ident(b.schema, LedgerTable)+" WHERE message_id = $1)", messageID).Scan(&ok)
+	err := b.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+b.ident(b.schema, sink.LedgerTable)+" WHERE message_id = $1)", messageID).Scan(&ok)
 	return ok, err
 }
 
@@ -219,13 +202,17 @@ func (b *Backend) Applied(ctx context.Context, messageID string) (bool, error) {
 // sink.Backend).
 func (b *Backend) Apply(ctx context.Context, bt *sink.Batch, t sink.Target) (sink.Outcome, error) {
 	out := sink.Applied
+	// learned is the table's columns once the transaction commits; known
+	// to other goroutines only then, or they would skip creating a table
+	// that may yet be rolled back.
+	var learned map[string]bool
 	err := b.inTx(ctx, atFaultPoint("apply", func(tx pgx.Tx) error {
-		out = sink.Applied
+		out, learned = sink.Applied, nil
 		var bc *int
 		if bt.BatchCount > 0 {
 			bc = &bt.BatchCount
 		}
-		tag, err := tx.Exec(ctx, `INSERT INTO `+b.ident(b.schema, LedgerTable)+`
+		tag, err := tx.Exec(ctx, `INSERT INTO `+b.ident(b.schema, sink.LedgerTable)+`
 			(message_id, export, run, execution, entity, table_name, mode, batch_index, batch_count, rows, outcome)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'applied') ON CONFLICT (message_id) DO NOTHING`,
 			bt.MessageID, bt.Export, bt.RunID, bt.ExecutionID, bt.Entity, t.Table, string(t.Mode), bt.BatchIndex, bc, len(bt.Rows))
@@ -237,22 +224,22 @@ func (b *Backend) Apply(ctx context.Context, bt *sink.Batch, t sink.Target) (sin
 			return nil
 		}
 		var stale bool
-		err = tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+b.ident(b.schema, SnapshotsTable)+`
+		err = tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+b.ident(b.schema, sink.SnapshotsTable)+`
 			WHERE table_name = $1 AND swapped_at IS NOT NULL AND (run_time, run) >= ($2, $3))`, t.Table, bt.RunTime, bt.RunID).Scan(&stale)
 		if err != nil {
 			return fmt.Errorf("snapshot state: %w", err)
 		}
 		if stale {
 			out = sink.Stale
-			_, err := tx.Exec(ctx, "UPDATE "+b.ident(b.schema, LedgerTable)+" SET outcome = 'stale' WHERE message_id = $1", bt.MessageID)
+			_, err := tx.Exec(ctx, "UPDATE "+b.ident(b.schema, sink.LedgerTable)+" SET outcome = 'stale' WHERE message_id = $1", bt.MessageID)
 			return err
 		}
-		if err := b.ensureTable(ctx, tx, bt, t); err != nil {
+		if learned, err = b.ensureTable(ctx, tx, bt, t); err != nil {
 			return err
 		}
 		switch t.Mode {
 		case sink.Snapshot:
-			q := `INSERT INTO ` + b.ident(b.schema, SnapshotsTable) + ` (table_name, run, run_time, entity, batch_count)
+			q := `INSERT INTO ` + b.ident(b.schema, sink.SnapshotsTable) + ` (table_name, run, run_time, entity, batch_count)
 				VALUES ($1, $2, $3, $4, $5) ON CONFLICT (table_name, run) DO NOTHING`
 			if bc != nil {
 				q = strings.Replace(q, "DO NOTHING", "DO UPDATE SET batch_count = EXCLUDED.batch_count", 1)
@@ -272,6 +259,11 @@ func (b *Backend) Apply(ctx context.Context, bt *sink.Batch, t sink.Target) (sin
 		b.forget(t.Table)
 		return out, fmt.Errorf("table %s: %w", t.Table, err)
 	}
+	if learned != nil {
+		b.mu.Lock()
+		b.cols[t.Table] = learned
+		b.mu.Unlock()
+	}
 	return out, nil
 }
 
@@ -283,13 +275,14 @@ func (b *Backend) forget(table string) {
 
 // ensureTable creates t.Table (and, for a snapshot, its staging table) or
 // adds the batch's columns it lacks, to both. A table is created with a
-// primary key on t.Keys unless it is appended to.
-func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t sink.Target) error {
+// primary key on t.Keys unless it is appended to. It returns the table's
+// columns when it looked them up, nil when it knew them.
+func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t sink.Target) (map[string]bool, error) {
 	want := slices.Concat(t.Keys, bt.Columns)
 	if t.Mode == sink.Upsert {
 		for _, k := range t.Keys {
 			if !slices.Contains(bt.Columns, k) {
-				return fmt.Errorf("%w: key column %q is not in the batch (columns %q)", sink.ErrRejected, k, bt.Columns)
+				return nil, fmt.Errorf("%w: key column %q is not in the batch (columns %q)", sink.ErrRejected, k, bt.Columns)
 			}
 		}
 	}
@@ -302,15 +295,15 @@ func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t 
 			missing = missing || !known[c]
 		}
 		if !missing {
-			return nil
+			return nil, nil
 		}
 	}
 	if err := b.ddlLock(ctx, tx); err != nil {
-		return err
+		return nil, err
 	}
 	live, err := b.columns(ctx, tx, b.schema, t.Table)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if live == nil {
 		var defs []string
@@ -322,7 +315,7 @@ func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t 
 			defs = append(defs, "PRIMARY KEY ("+quoteAll(t.Keys)+")")
 		}
 		if _, err := tx.Exec(ctx, "CREATE TABLE "+b.ident(b.schema, t.Table)+" ("+strings.Join(defs, ", ")+")"); err != nil {
-			return fmt.Errorf("create table: %w", err)
+			return nil, fmt.Errorf("create table: %w", err)
 		}
 		live = map[string]bool{}
 		for _, c := range want {
@@ -330,21 +323,21 @@ func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t 
 		}
 	}
 	if err := b.addColumns(ctx, tx, b.schema, t.Table, live, want); err != nil {
-		return err
+		return nil, err
 	}
 	if t.Mode == sink.Snapshot {
 		staged, err := b.columns(ctx, tx, b.staging, t.Table)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if staged == nil {
 			// Like the table, without its keys: a run's rows are checked
 			// against them when they replace the table's.
 			if _, err := tx.Exec(ctx, "CREATE TABLE "+b.ident(b.staging, t.Table)+" (LIKE "+b.ident(b.schema, t.Table)+" INCLUDING DEFAULTS)"); err != nil {
-				return fmt.Errorf("create staging table: %w", err)
+				return nil, fmt.Errorf("create staging table: %w", err)
 			}
-			if _, err := tx.Exec(ctx, "CREATE INDEX ON "+b.ident(b.staging, t.Table)+" ("+pgx.Identifier{ColRun}.Sanitize()+")"); err != nil {
-				return fmt.Errorf("create staging table: %w", err)
+			if _, err := tx.Exec(ctx, "CREATE INDEX ON "+b.ident(b.staging, t.Table)+" ("+pgx.Identifier{sink.ColRun}.Sanitize()+")"); err != nil {
+				return nil, fmt.Errorf("create staging table: %w", err)
 			}
 			staged = live
 		}
@@ -356,25 +349,22 @@ func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t 
 		}
 		slices.Sort(all)
 		if err := b.addColumns(ctx, tx, b.staging, t.Table, staged, all); err != nil {
-			return err
+			return nil, err
 		}
 		live["\x00staging"] = true
 	}
-	b.mu.Lock()
-	b.cols[t.Table] = live
-	b.mu.Unlock()
-	return nil
+	return live, nil
 }
 
 func metaDefs() []string {
 	return []string{
-		pgx.Identifier{ColExport}.Sanitize() + " text NOT NULL",
-		pgx.Identifier{ColRun}.Sanitize() + " text NOT NULL",
-		pgx.Identifier{ColExecution}.Sanitize() + " text NOT NULL",
-		pgx.Identifier{ColBatch}.Sanitize() + " integer NOT NULL",
-		pgx.Identifier{ColRow}.Sanitize() + " bigint NOT NULL",
-		pgx.Identifier{ColDocument}.Sanitize() + " jsonb",
-		pgx.Identifier{ColLoadedAt}.Sanitize() + " timestamptz NOT NULL DEFAULT now()",
+		pgx.Identifier{sink.ColExport}.Sanitize() + " text NOT NULL",
+		pgx.Identifier{sink.ColRun}.Sanitize() + " text NOT NULL",
+		pgx.Identifier{sink.ColExecution}.Sanitize() + " text NOT NULL",
+		pgx.Identifier{sink.ColBatch}.Sanitize() + " integer NOT NULL",
+		pgx.Identifier{sink.ColRow}.Sanitize() + " bigint NOT NULL",
+		pgx.Identifier{sink.ColDocument}.Sanitize() + " jsonb",
+		pgx.Identifier{sink.ColLoadedAt}.Sanitize() + " timestamptz NOT NULL DEFAULT now()",
 	}
 }
 
@@ -525,7 +515,7 @@ func (b *Backend) upsert(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t sink.
 		q := pgx.Identifier{c}.Sanitize()
 		set = append(set, q+" = EXCLUDED."+q)
 	}
-	loaded := pgx.Identifier{ColLoadedAt}.Sanitize()
+	loaded := pgx.Identifier{sink.ColLoadedAt}.Sanitize()
 	set = append(set, loaded+" = now()")
 	q := "INSERT INTO " + b.ident(b.schema, t.Table) + " (" + quoteAll(slices.Concat(bt.Columns, metaColumns)) + ") SELECT " +
 		strings.Join(sel, ", ") + " FROM unnest(" + strings.Join(unnest, ", ") + ") AS u(" + strings.Join(names, ", ") + ")" +
@@ -547,7 +537,7 @@ func (b *Backend) FinishSnapshot(ctx context.Context, t sink.Target, runID strin
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "dmfexport/snapshot/"+b.schema+"/"+t.Table); err != nil {
 			return err
 		}
-		snaps := b.ident(b.schema, SnapshotsTable)
+		snaps := b.ident(b.schema, sink.SnapshotsTable)
 		var batchCount *int
 		var done, superseded bool
 		var runTime any
@@ -560,7 +550,7 @@ func (b *Backend) FinishSnapshot(ctx context.Context, t sink.Target, runID strin
 			return err
 		}
 		var in int
-		if err := tx.QueryRow(ctx, "SELECT count(DISTINCT batch_index) FROM "+b.ident(b.schema, LedgerTable)+
+		if err := tx.QueryRow(ctx, "SELECT count(DISTINCT batch_index) FROM "+b.ident(b.schema, sink.LedgerTable)+
 			" WHERE table_name = $1 AND run = $2 AND outcome = 'applied' AND mode = 'snapshot'", t.Table, runID).Scan(&in); err != nil {
 			return err
 		}
@@ -572,7 +562,7 @@ func (b *Backend) FinishSnapshot(ctx context.Context, t sink.Target, runID strin
 			t.Table, runTime, runID).Scan(&newer); err != nil {
 			return err
 		}
-		run := pgx.Identifier{ColRun}.Sanitize()
+		run := pgx.Identifier{sink.ColRun}.Sanitize()
 		staging := b.ident(b.staging, t.Table)
 		if newer {
 			// A later run's snapshot is in already: this one is not wanted.
@@ -598,7 +588,7 @@ func (b *Backend) FinishSnapshot(ctx context.Context, t sink.Target, runID strin
 		}
 		var names []string
 		for c := range cols {
-			if c != ColLoadedAt {
+			if c != sink.ColLoadedAt {
 				names = append(names, c)
 			}
 		}
@@ -608,7 +598,7 @@ func (b *Backend) FinishSnapshot(ctx context.Context, t sink.Target, runID strin
 			return fmt.Errorf("replace rows: %w", err)
 		}
 		tag, err := tx.Exec(ctx, "INSERT INTO "+b.ident(b.schema, t.Table)+" ("+list+") SELECT "+list+" FROM "+staging+
-			" WHERE "+run+" = $1 ORDER BY "+pgx.Identifier{ColRow}.Sanitize(), runID)
+			" WHERE "+run+" = $1 ORDER BY "+pgx.Identifier{sink.ColRow}.Sanitize(), runID)
 		if err != nil {
 			return fmt.Errorf("replace rows: %w", err)
 		}
@@ -626,4 +616,66 @@ func (b *Backend) FinishSnapshot(ctx context.Context, t sink.Target, runID strin
 		return false, fmt.Errorf("table %s: finish snapshot of run %s: %w", t.Table, runID, err)
 	}
 	return swapped, nil
+}
+
+// Sample counts the rows of table and reads the first limit of them in
+// the order they were exported (run, batch, row number), every value as
+// text, the metadata columns after the entity's.
+func (b *Backend) Sample(ctx context.Context, table string, limit int) (*sink.TableSample, error) {
+	s := &sink.TableSample{Table: table}
+	rows, err := b.pool.Query(ctx, `SELECT a.attname FROM pg_attribute a
+		JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, b.schema, table)
+	if err != nil {
+		return nil, fmt.Errorf("table %s: %w", table, err)
+	}
+	cols, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("table %s: %w", table, err)
+	}
+	if len(cols) == 0 {
+		return nil, fmt.Errorf("table %s: no such table in schema %s", table, b.schema)
+	}
+	slices.SortStableFunc(cols, func(x, y string) int {
+		return cmpBool(strings.HasPrefix(x, "_dmf_"), strings.HasPrefix(y, "_dmf_"))
+	})
+	s.Columns = cols
+	from := b.ident(b.schema, table)
+	if err := b.pool.QueryRow(ctx, "SELECT count(*) FROM "+from).Scan(&s.Count); err != nil {
+		return nil, fmt.Errorf("table %s: count rows: %w", table, err)
+	}
+	sel := make([]string, len(cols))
+	for i, c := range cols {
+		sel[i] = pgx.Identifier{c}.Sanitize() + "::text"
+	}
+	// t.: the table's columns, not the text the select list makes of
+	// them under the same names.
+	rows, err = b.pool.Query(ctx, "SELECT "+strings.Join(sel, ", ")+" FROM "+from+" AS t ORDER BY t."+pgx.Identifier{sink.ColRun}.Sanitize()+
+		", t."+pgx.Identifier{sink.ColBatch}.Sanitize()+", t."+pgx.Identifier{sink.ColRow}.Sanitize()+" LIMIT $1", limit)
+	if err != nil {
+		return nil, fmt.Errorf("table %s: read rows: %w", table, err)
+	}
+	s.Rows, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) ([]*string, error) {
+		vals := make([]*string, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		return vals, r.Scan(ptrs...)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("table %s: read rows: %w", table, err)
+	}
+	return s, nil
+}
+
+// cmpBool orders false before true.
+func cmpBool(x, y bool) int {
+	switch {
+	case x == y:
+		return 0
+	case !x:
+		return -1
+	}
+	return 1
 }
