@@ -161,6 +161,16 @@ func (c *Consumer) session(ctx context.Context, log *slog.Logger) (connected boo
 	}
 	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	log.Info("sink consuming", "queue", c.Queue, "prefetch", c.prefetch())
+	c.Metrics.started(c.Name)
+	if c.Metrics != nil {
+		sampling, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			c.sampleQueue(sampling, conn, log)
+		}()
+		defer func() { stop(); <-done }()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -178,6 +188,45 @@ func (c *Consumer) session(ctx context.Context, log *slog.Logger) (connected boo
 			if err := c.handle(ctx, log, dl, d); err != nil {
 				return true, err
 			}
+		}
+	}
+}
+
+// queueSampleInterval is how often a consumer reads its queue's depth
+// for dmfexport_sink_queue_messages.
+var queueSampleInterval = 15 * time.Second
+
+// sampleQueue sets the queue-depth gauge now and every queueSampleInterval
+// until ctx ends, on a channel of its own: the consuming loop may be held
+// by a batch whose database is down, which is when the depth matters.
+func (c *Consumer) sampleQueue(ctx context.Context, conn *amqp.Connection, log *slog.Logger) {
+	tick := time.NewTicker(queueSampleInterval)
+	defer tick.Stop()
+	var ch *amqp.Channel
+	defer func() {
+		if ch != nil {
+			_ = ch.Close()
+		}
+	}()
+	for {
+		if ch == nil || ch.IsClosed() {
+			var err error
+			if ch, err = conn.Channel(); err != nil {
+				ch = nil
+				log.Debug("queue depth not read", "error", err)
+			}
+		}
+		if ch != nil {
+			if q, err := ch.QueueDeclarePassive(c.Queue, true, false, false, false, nil); err != nil {
+				log.Debug("queue depth not read", "error", err)
+			} else {
+				c.Metrics.queueDepth(c.Name, q.Messages)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
 		}
 	}
 }

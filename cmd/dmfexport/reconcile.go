@@ -68,10 +68,7 @@ func (c *reconcileCommand) Run(ctx context.Context, args []string) error {
 			exps = append(exps, *e)
 		}
 	}
-	diff := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "dmfexport_sink_reconcile_difference_rows",
-		Help: "Rows an export published that its sink did not apply (negative: applied more), over the runs dmfexport reconcile compared.",
-	}, []string{"sink", "export", "entity"})
+	diff := sink.NewReconcileDifference()
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SINK\tEXPORT\tRUN\tENTITY\tBATCHES\tROWS\tAPPLIED BATCHES\tAPPLIED ROWS\tRESULT")
 	differ, compared := 0, 0
