@@ -89,6 +89,11 @@ endpoint="$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$azlog" | head -n1)"
 export DMFEXPORT_TEST_AZURITE="$endpoint/devstoreaccount1"
 echo "test: Azurite blob endpoint $DMFEXPORT_TEST_AZURITE"
 
+# promtool: checks docs/prometheus-alerts.yml and runs its unit tests (TestPrometheusAlertsPromtool).
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "test: promtool not installed (apt-get install prometheus): the alert rules' promtool test is skipped" >&2
+fi
+
 echo "test: go vet"
 go vet ./...
 unformatted="$(gofmt -l $(find . -name '*.go' -not -path './.tools/*') || true)"

@@ -30,6 +30,11 @@ type SinkConfig struct {
 	DatabaseURL Secret
 	Schema      string // "" → public; PostgreSQL only
 	Entities    map[string]sink.EntityOptions
+
+	// pos is where the sink's entry starts in the file, entityPos where
+	// each of Entities does: warnings found after loading point there.
+	pos       position
+	entityPos map[string]position
 }
 
 // SQLitePath is the SQLite database file the sink lands in, absolute, or
@@ -40,6 +45,32 @@ func (s *SinkConfig) SQLitePath() string {
 		return ""
 	}
 	return path
+}
+
+// position is a place in the configuration file, 1-based.
+type position struct{ line, column int }
+
+// Consumes reports whether the sink receives the batches of export e: its
+// queue bound to e's exchange with a binding matching e's routing key
+// (AMQP topic rules), or, unbound, the queue e publishes to through the
+// default exchange.
+func (s *SinkConfig) Consumes(e *Export) bool {
+	if s.Exchange == "" {
+		return e.Exchange == "" && e.RoutingKey == s.Queue
+	}
+	if e.Exchange != s.Exchange {
+		return false
+	}
+	keys := s.Bindings
+	if len(keys) == 0 {
+		keys = []string{"#"}
+	}
+	for _, k := range keys {
+		if sink.TopicMatches(k, e.RoutingKey) {
+			return true
+		}
+	}
+	return false
 }
 
 // Sink returns the sink named name.
@@ -85,7 +116,7 @@ var sinkFields = []field[SinkConfig]{
 		}},
 	defaultedString("schema", "PostgreSQL schema of the tables (default public); created if missing", func(s *SinkConfig) *string { return &s.Schema }),
 	{key: "entities", kind: "mapping", doc: "settings per entity, by its name in the batches (data.entity)", decode: func(d *decoder, v *yaml.Node, p string, s *SinkConfig) {
-		s.Entities = d.sinkEntities(v, p)
+		s.Entities, s.entityPos = d.sinkEntities(v, p)
 	}},
 }
 
@@ -126,7 +157,7 @@ func (d *decoder) sinks(n *yaml.Node, p string) []SinkConfig {
 		if m == nil {
 			continue
 		}
-		s := SinkConfig{Quorum: sink.DefaultQuorum}
+		s := SinkConfig{Quorum: sink.DefaultQuorum, pos: position{sn.Line, sn.Column}}
 		decodeFields(d, sinkFields, m, sn, sp, &s, nil)
 		if first, dup := names[s.Name]; dup && s.Name != "" {
 			d.problem(sn, sp+".name", fmt.Sprintf("duplicate sink name %q (first at line %d)", s.Name, first), "sink names must be unique: rename one")
@@ -144,16 +175,18 @@ func (d *decoder) sinks(n *yaml.Node, p string) []SinkConfig {
 	return out
 }
 
-// sinkEntities decodes sinks[].entities: settings by entity name.
-func (d *decoder) sinkEntities(v *yaml.Node, p string) map[string]sink.EntityOptions {
+// sinkEntities decodes sinks[].entities: settings by entity name, and
+// where each entity's entry is.
+func (d *decoder) sinkEntities(v *yaml.Node, p string) (map[string]sink.EntityOptions, map[string]position) {
 	v = resolve(v)
 	if v.Kind != yaml.MappingNode {
 		if v.Kind != yaml.ScalarNode || v.Tag != "!!null" {
 			d.problem(v, p, "must be a mapping of entity names to settings", `"Customers V3": {keys: [DATAAREAID, CUSTOMERACCOUNT]}`)
 		}
-		return nil
+		return nil, nil
 	}
 	out := map[string]sink.EntityOptions{}
+	pos := map[string]position{}
 	tables := map[string]string{}
 	for i := 0; i+1 < len(v.Content); i += 2 {
 		k, ev := v.Content[i], v.Content[i+1]
@@ -190,8 +223,9 @@ func (d *decoder) sinkEntities(v *yaml.Node, p string) map[string]sink.EntityOpt
 		}
 		tables[strings.ToLower(table)] = k.Value
 		out[k.Value] = o
+		pos[k.Value] = position{k.Line, k.Column}
 	}
-	return out
+	return out, pos
 }
 
 // SQLiteScheme starts a database_url naming an SQLite file: sqlite:PATH.

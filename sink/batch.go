@@ -64,6 +64,11 @@ type Batch struct {
 	// child record arrays, nil for a row without any; nil for other
 	// entities.
 	Documents [][]byte
+	// TraceParent is the event's traceparent extension attribute (the W3C
+	// trace context of the run's span that published the batch), "" when
+	// absent or not a string: it is never checked here, so a malformed one
+	// cannot fail the batch.
+	TraceParent string
 }
 
 // ErrMalformed marks a message that is not a batch this version reads: it
@@ -85,6 +90,7 @@ func DecodeBatch(body []byte, encoding string) (*Batch, error) {
 		ID          string    `json:"id"`
 		Time        time.Time `json:"time"`
 		RefreshType string    `json:"refreshtype"`
+		TraceParent any       `json:"traceparent"`
 		Data        *struct {
 			Version     int              `json:"version"`
 			Job         string           `json:"job"`
@@ -127,6 +133,7 @@ func DecodeBatch(body []byte, encoding string) (*Batch, error) {
 	if d.BatchCount != nil {
 		b.BatchCount = *d.BatchCount
 	}
+	b.TraceParent, _ = ev.TraceParent.(string)
 	b.Time = ev.Time.UTC()
 	b.RunTime = b.Time
 	if len(d.RunID) >= len(runIDTime) {

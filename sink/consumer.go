@@ -11,6 +11,7 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dmfexport/dmfexport/internal/ctxio"
 	"github.com/dmfexport/dmfexport/internal/redact"
@@ -52,6 +53,9 @@ type Consumer struct {
 	Backend       Backend
 	Logger        *slog.Logger // nil → discard
 	Metrics       *Metrics     // nil → none
+	// TracerProvider makes the spans of each delivery (see handle); nil →
+	// the global one (otel.GetTracerProvider), a no-op unless set.
+	TracerProvider trace.TracerProvider
 
 	stats Stats
 	// attempts counts rejected deliveries per message ID where the queue
@@ -181,6 +185,16 @@ func (c *Consumer) session(ctx context.Context, log *slog.Logger) (connected boo
 	}
 	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	log.Info("sink consuming", "queue", c.Queue, "prefetch", c.prefetch())
+	c.Metrics.started(c.Name)
+	if c.Metrics != nil {
+		sampling, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			c.sampleQueue(sampling, conn, log)
+		}()
+		defer func() { stop(); <-done }()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -198,6 +212,45 @@ func (c *Consumer) session(ctx context.Context, log *slog.Logger) (connected boo
 			if err := c.handle(ctx, log, dl, d); err != nil {
 				return true, err
 			}
+		}
+	}
+}
+
+// queueSampleInterval is how often a consumer reads its queue's depth
+// for dmfexport_sink_queue_messages.
+var queueSampleInterval = 15 * time.Second
+
+// sampleQueue sets the queue-depth gauge now and every queueSampleInterval
+// until ctx ends, on a channel of its own: the consuming loop may be held
+// by a batch whose database is down, which is when the depth matters.
+func (c *Consumer) sampleQueue(ctx context.Context, conn *amqp.Connection, log *slog.Logger) {
+	tick := time.NewTicker(queueSampleInterval)
+	defer tick.Stop()
+	var ch *amqp.Channel
+	defer func() {
+		if ch != nil {
+			_ = ch.Close()
+		}
+	}()
+	for {
+		if ch == nil || ch.IsClosed() {
+			var err error
+			if ch, err = conn.Channel(); err != nil {
+				ch = nil
+				log.Debug("queue depth not read", "error", err)
+			}
+		}
+		if ch != nil {
+			if q, err := ch.QueueDeclarePassive(c.Queue, true, false, false, false, nil); err != nil {
+				log.Debug("queue depth not read", "error", err)
+			} else {
+				c.Metrics.queueDepth(c.Name, q.Messages)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
 		}
 	}
 }
@@ -245,12 +298,16 @@ func (c *Consumer) declare(ch *amqp.Channel) error {
 
 // handle lands one delivery and acknowledges it. An error it returns ends
 // the session (the broker connection is in doubt); a batch that cannot be
-// applied is requeued, or dead-lettered after MaxDeliveries.
+// applied is requeued, or dead-lettered after MaxDeliveries. Each delivery
+// is a span (SpanApply) in the trace of the run that published it.
 func (c *Consumer) handle(ctx context.Context, log *slog.Logger, dl *amqp.Channel, d amqp.Delivery) error {
 	// Once a batch is in hand it is finished, even on stop: the
 	// transaction and the ack are the safe point.
 	work := context.WithoutCancel(ctx)
+	received := time.Now()
 	b, err := DecodeBatch(d.Body, d.ContentEncoding)
+	work, span := c.startApply(work, d, b, received)
+	defer span.End()
 	if err != nil {
 		return c.reject(work, log, dl, d, err)
 	}
@@ -258,21 +315,29 @@ func (c *Consumer) handle(ctx context.Context, log *slog.Logger, dl *amqp.Channe
 	opts := c.Entities[b.Entity]
 	filterColumns(b, opts)
 	t, err := TargetFor(b, opts)
+	span.SetAttributes(attrTable.String(t.Table), attrMode.String(string(t.Mode)))
 	if err != nil {
 		return c.reject(work, log, dl, d, err)
 	}
 	start := time.Now()
 	var out Outcome
+	attempts := 0
 	err = c.retry(ctx, log, "apply batch", func() (err error) {
-		out, err = c.Backend.Apply(work, b, t)
+		attempts++
+		tctx, ts := c.tracer().Start(work, SpanTransaction)
+		out, err = c.Backend.Apply(tctx, b, t)
+		endChild(ts, err)
 		return err
 	})
+	span.SetAttributes(attrRetries.Int(attempts - 1))
 	if err != nil {
 		if errors.Is(err, ErrRejected) {
 			return c.reject(work, log, dl, d, err)
 		}
+		span.SetAttributes(attrOutcome.String(outcomeInterrupted))
 		return nil // stopping: the broker delivers the batch again
 	}
+	span.SetAttributes(attrOutcome.String(out.String()))
 	switch out {
 	case Applied:
 		c.stats.Batches.Add(1)
@@ -288,10 +353,15 @@ func (c *Consumer) handle(ctx context.Context, log *slog.Logger, dl *amqp.Channe
 	if t.Mode == Snapshot && out != Stale {
 		var swapped bool
 		err := c.retry(ctx, log, "finish snapshot", func() (err error) {
-			swapped, err = c.Backend.FinishSnapshot(work, t, b.RunID)
+			sctx, ss := c.tracer().Start(work, SpanSwap)
+			swapped, err = c.Backend.FinishSnapshot(sctx, t, b.RunID)
+			ss.SetAttributes(attrSwapped.Bool(swapped))
+			endChild(ss, err)
 			return err
 		})
+		span.SetAttributes(attrSwapped.Bool(swapped))
 		if err != nil && !errors.Is(err, ErrRejected) {
+			span.SetAttributes(attrOutcome.String(outcomeInterrupted))
 			return nil
 		}
 		if err != nil {
@@ -329,8 +399,11 @@ func (c *Consumer) retry(ctx context.Context, log *slog.Logger, what string, f f
 
 // reject requeues a batch that cannot be applied, or, once it has been
 // delivered MaxDeliveries times, publishes it to the dead-letter exchange
-// with the reason and acknowledges it, so the queue keeps flowing.
+// with the reason and acknowledges it, so the queue keeps flowing. The
+// delivery's span in ctx records which, and the reason.
 func (c *Consumer) reject(ctx context.Context, log *slog.Logger, dl *amqp.Channel, d amqp.Delivery, reason error) error {
+	span := trace.SpanFromContext(ctx)
+	failSpan(span, reason)
 	limit := c.MaxDeliveries
 	if limit <= 0 {
 		limit = DefaultMaxDeliveries
@@ -342,6 +415,7 @@ func (c *Consumer) reject(ctx context.Context, log *slog.Logger, dl *amqp.Channe
 	n := max(deliveries(d), c.attempts[d.MessageId])
 	if n < limit {
 		log.Warn("batch cannot be applied, requeued", "message_id", d.MessageId, "delivery", n, "max_deliveries", limit, "error", reason)
+		span.SetAttributes(attrOutcome.String(outcomeRequeued))
 		_ = ctxio.Sleep(ctx, time.Second) // not at once: the same batch comes back
 		return d.Nack(false, true)
 	}
@@ -362,6 +436,7 @@ func (c *Consumer) reject(ctx context.Context, log *slog.Logger, dl *amqp.Channe
 		return fmt.Errorf("dead-letter exchange refused batch %s: %v", d.MessageId, err)
 	}
 	delete(c.attempts, d.MessageId)
+	span.SetAttributes(attrOutcome.String(outcomeDeadLettered))
 	c.stats.DeadLetters.Add(1)
 	c.Metrics.deadLettered(c.Name)
 	log.Error("batch dead-lettered", "message_id", d.MessageId, "deliveries", n, "dead_letter_queue", DeadLetterName(c.Queue), "error", reason)

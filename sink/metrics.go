@@ -21,6 +21,7 @@ type Metrics struct {
 	swaps   *prometheus.CounterVec
 	dead    *prometheus.CounterVec
 	lag     *prometheus.GaugeVec
+	queued  *prometheus.GaugeVec
 }
 
 // NewMetrics registers every series, plus the Go runtime and process
@@ -47,8 +48,11 @@ func NewMetrics() *Metrics {
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dmfexport_sink_lag_seconds", Help: "Time from a batch's making (its event time) to its commit, for the last batch applied of each entity.",
 		}, []string{"sink", "entity"}),
+		queued: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dmfexport_sink_queue_messages", Help: "Messages ready in the sink's queue (waiting, not yet delivered to a consumer), sampled by each sink process every 15 seconds.",
+		}, []string{"sink"}),
 	}
-	m.reg.MustRegister(m.batches, m.rows, m.apply, m.swaps, m.dead, m.lag,
+	m.reg.MustRegister(m.batches, m.rows, m.apply, m.swaps, m.dead, m.lag, m.queued,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -56,6 +60,20 @@ func NewMetrics() *Metrics {
 // Handler serves the metrics in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// started creates a sink's counters at zero, so that the first dead letter
+// is an increase a rule over increase() sees, not a series appearing at 1.
+func (m *Metrics) started(sink string) {
+	if m != nil {
+		m.dead.WithLabelValues(sink)
+	}
+}
+
+func (m *Metrics) queueDepth(sink string, ready int) {
+	if m != nil {
+		m.queued.WithLabelValues(sink).Set(float64(ready))
+	}
 }
 
 func (m *Metrics) batch(sink string, b *Batch, out Outcome, took time.Duration) {
@@ -80,4 +98,15 @@ func (m *Metrics) deadLettered(sink string) {
 	if m != nil {
 		m.dead.WithLabelValues(sink).Inc()
 	}
+}
+
+// NewReconcileDifference returns the gauge dmfexport reconcile writes for
+// node_exporter's textfile collector: per sink, export and entity, the rows
+// exported minus the rows the sink's ledger holds (a snapshot table's rows
+// gone since its swap counted as missing), over the runs compared.
+func NewReconcileDifference() *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dmfexport_sink_reconcile_difference_rows",
+		Help: "Rows an export published that its sink did not apply (negative: applied more), over the runs dmfexport reconcile compared.",
+	}, []string{"sink", "export", "entity"})
 }

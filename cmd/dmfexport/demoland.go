@@ -46,7 +46,7 @@ func prepareLandings(ctx context.Context, cfg *jobs.Config, exps []*jobs.Export,
 		s := &cfg.Sinks[i]
 		l := &demoLanding{cfg: s}
 		for _, e := range exps {
-			if consumes(s, e) {
+			if s.Consumes(e) {
 				if e.Broker.Type != "amqp" {
 					fmt.Fprintf(out, "Sink %s lands nothing: export %s writes files, and a sink reads RabbitMQ.\n", s.Name, e.Name)
 					continue

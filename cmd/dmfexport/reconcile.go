@@ -67,10 +67,7 @@ func (c *reconcileCommand) Run(ctx context.Context, args []string) error {
 			exps = append(exps, *e)
 		}
 	}
-	diff := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "dmfexport_sink_reconcile_difference_rows",
-		Help: "Rows an export published that its sink did not apply (negative: applied more), over the runs dmfexport reconcile compared.",
-	}, []string{"sink", "export", "entity"})
+	diff := sink.NewReconcileDifference()
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SINK\tEXPORT\tRUN\tENTITY\tBATCHES\tROWS\tAPPLIED BATCHES\tAPPLIED ROWS\tRESULT")
 	differ, compared := 0, 0
@@ -80,7 +77,7 @@ func (c *reconcileCommand) Run(ctx context.Context, args []string) error {
 		var expNames, runs []string
 		for j := range exps {
 			e := &exps[j]
-			if !consumes(s, e) || storeMissing(e) {
+			if !s.Consumes(e) || storeMissing(e) {
 				continue
 			}
 			recs, err := jobs.Records(ctx, e, c.limit)
@@ -161,33 +158,11 @@ func reconcileResult(r sink.Reconciliation) string {
 	return "DIFFERS: " + strings.Join(out, "; ")
 }
 
-// consumes reports whether sink s receives the batches of export e: bound
-// to e's exchange with a binding matching its routing key, or, unbound,
-// the queue e publishes to through the default exchange.
-func consumes(s *jobs.SinkConfig, e *jobs.Export) bool {
-	if s.Exchange == "" {
-		return e.Exchange == "" && e.RoutingKey == s.Queue
-	}
-	if e.Exchange != s.Exchange {
-		return false
-	}
-	keys := s.Bindings
-	if len(keys) == 0 {
-		keys = []string{"#"}
-	}
-	for _, k := range keys {
-		if sink.TopicMatches(k, e.RoutingKey) {
-			return true
-		}
-	}
-	return false
-}
-
 // sinksOf returns the sinks consuming export e.
 func sinksOf(cfg *jobs.Config, e *jobs.Export) []*jobs.SinkConfig {
 	var out []*jobs.SinkConfig
 	for i := range cfg.Sinks {
-		if consumes(&cfg.Sinks[i], e) {
+		if cfg.Sinks[i].Consumes(e) {
 			out = append(out, &cfg.Sinks[i])
 		}
 	}

@@ -27,7 +27,9 @@ Consumes the queues of the named sinks (all of them when none is named) and land
 its database: one table per entity, each batch applied exactly once with its ledger entry, a full
 export replacing its table in one transaction once all its batches are in. Runs until stopped
 (SIGINT or SIGTERM): the batch in hand is committed and acknowledged, the others stay in the queue.
---listen serves /healthz, /readyz and /metrics (the dmfexport_sink_* series).
+--listen serves /healthz, /readyz and /metrics (the dmfexport_sink_* series). With the
+OpenTelemetry variables set (as for run), each delivery is a span in the trace of the run that
+published the batch.
 "replay-dead" moves a sink's dead letters back to its queue (see its --help).
 See README, "Landing the data".
 `
@@ -45,6 +47,11 @@ func (c *sinkCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	log := c.g.log
+	stopTracing, err := startTracing(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	cfg, err := c.g.load()
 	if err != nil {
 		return err

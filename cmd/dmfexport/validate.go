@@ -4,6 +4,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
+	"time"
+
+	"github.com/dmfexport/dmfexport/jobs"
 )
 
 type validateCommand struct{ g globalFlags }
@@ -15,10 +19,19 @@ Loads the configuration (FILE, else --config), expands ${VAR} references and che
 schedule, URL and secret. Every problem is reported at once with file:line:column and a hint.
 Warnings (such as two exports of one data project) are printed too but do not make the file
 invalid. Exit code 0 means the file is valid.
+
+With sinks configured, the newest run records of the exports they consume are read (only read)
+to learn which entities F&O exports incrementally (IncrementalPush): a sink landing one without
+keys (its batches would be dead-lettered) or in mode snapshot (each run's changes would replace
+the table) gets a warning at its line.
 `
 }
 
-func (c *validateCommand) Run(_ context.Context, args []string) error {
+// sinkCheckTimeout bounds the reading of run records for the sinks' check,
+// so a store that cannot be reached delays validate only so long.
+const sinkCheckTimeout = 30 * time.Second
+
+func (c *validateCommand) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	c.g.register(fs, "warn")
 	pos, err := c.g.parse(fs, c.Usage(), args)
@@ -43,7 +56,17 @@ func (c *validateCommand) Run(_ context.Context, args []string) error {
 			enabled++
 		}
 	}
-	for _, w := range cfg.Warnings {
+	warnings := cfg.Warnings
+	if len(cfg.Sinks) > 0 {
+		ctx, cancel := context.WithTimeout(ctx, sinkCheckTimeout)
+		more, err := jobs.SinkWarnings(ctx, cfg)
+		cancel()
+		warnings = append(warnings, more...)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "dmfexport validate: %v\n", err)
+		}
+	}
+	for _, w := range warnings {
 		fmt.Printf("warning: %s\n", w)
 	}
 	fmt.Printf("%s: valid, %d exports (%d enabled)\n", cfg.Path, len(cfg.Exports), enabled)

@@ -1,0 +1,44 @@
+package promcheck
+
+import "testing"
+
+func TestUnknownLabels(t *testing.T) {
+	served := map[string]bool{"export": true, "state": true}
+	tests := []struct {
+		name, text string
+		bad        bool
+	}{
+		{"by list", `sum by (export, state) (x)`, false},
+		{"by unknown", `sum by (job) (x)`, true},
+		{"selector unknown", `x{job=~"$export"}`, true},
+		{"legend unknown", `{{job}} {{state}}`, true},
+		{"alert annotation unknown", `{{ $labels.job }}`, true},
+		{"label_values unknown", `label_values(x, job)`, true},
+		{"all known", `x{export=~"$export"} {{export}} {{ $labels.state }} label_values(x, export)`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			unknown := UnknownLabels(tt.text, served)
+			if (len(unknown) > 0) != tt.bad {
+				t.Errorf("UnknownLabels(%q) = %q, want unknown labels: %v", tt.text, unknown, tt.bad)
+			}
+		})
+	}
+}
+
+func TestOwned(t *testing.T) {
+	sink := func(m string) bool { return len(m) > 15 && m[:15] == "dmfexport_sink_" }
+	tests := []struct {
+		expr string
+		want bool
+	}{
+		{`rate(dmfexport_sink_batches_total[5m])`, true},
+		{`rate(dmfexport_runs_total[5m])`, false},
+		{`dmfexport_runs_total and dmfexport_sink_lag_seconds`, true},
+	}
+	for _, tt := range tests {
+		if got := owned(tt.expr, sink); got != tt.want {
+			t.Errorf("owned(%q) = %v, want %v", tt.expr, got, tt.want)
+		}
+	}
+}
