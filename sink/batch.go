@@ -84,6 +84,21 @@ func DecodeBatch(body []byte, encoding string) (*Batch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
+	b, err := decodeFast(raw)
+	switch {
+	case errors.Is(err, errComposite):
+		return decodeStd(raw)
+	case err != nil && !errors.Is(err, ErrMalformed):
+		return nil, fmt.Errorf("%w: not a JSON event: %v", ErrMalformed, err)
+	}
+	return b, err
+}
+
+// decodeStd reads an event with encoding/json: the decoder of batches
+// whose rows hold child records, and the reference decodeFast is tested
+// against.
+func decodeStd(raw []byte) (*Batch, error) {
+	var err error
 	var ev struct {
 		SpecVersion string    `json:"specversion"`
 		Type        string    `json:"type"`
@@ -106,7 +121,7 @@ func DecodeBatch(body []byte, encoding string) (*Batch, error) {
 			Rows        []map[string]any `json:"rows"`
 		} `json:"data"`
 	}
-	if err := json.Unmarshal(raw, &ev); err != nil {
+	if err = json.Unmarshal(raw, &ev); err != nil {
 		return nil, fmt.Errorf("%w: not a JSON event: %v", ErrMalformed, err)
 	}
 	switch {
