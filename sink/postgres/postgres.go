@@ -11,8 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -212,24 +214,54 @@ func (b *Backend) Apply(ctx context.Context, bt *sink.Batch, t sink.Target) (sin
 		if bt.BatchCount > 0 {
 			bc = &bt.BatchCount
 		}
-		tag, err := tx.Exec(ctx, `INSERT INTO `+b.ident(b.schema, sink.LedgerTable)+`
+		// One round trip, each statement seeing what committed before it
+		// ran: the ledger entry; a shared hold on the table's snapshot
+		// lock, so that no swap commits while the batch lands (a swap
+		// holds it alone); whether a newer snapshot is in already; and a
+		// snapshot's state, unless the batch is stale.
+		snaps := b.ident(b.schema, sink.SnapshotsTable)
+		stale := `EXISTS (SELECT 1 FROM ` + snaps + ` WHERE table_name = $1 AND swapped_at IS NOT NULL AND (run_time, run) >= ($2, $3))`
+		q := &pgx.Batch{}
+		q.Queue(`INSERT INTO `+b.ident(b.schema, sink.LedgerTable)+`
 			(message_id, export, run, execution, entity, table_name, mode, batch_index, batch_count, rows, outcome)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'applied') ON CONFLICT (message_id) DO NOTHING`,
 			bt.MessageID, bt.Export, bt.RunID, bt.ExecutionID, bt.Entity, t.Table, string(t.Mode), bt.BatchIndex, bc, len(bt.Rows))
+		q.Queue("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))", b.snapshotLock(t.Table))
+		q.Queue("SELECT "+stale, t.Table, bt.RunTime, bt.RunID)
+		if t.Mode == sink.Snapshot {
+			conflict := "DO NOTHING"
+			if bc != nil {
+				conflict = "DO UPDATE SET batch_count = EXCLUDED.batch_count"
+			}
+			q.Queue(`INSERT INTO `+snaps+` (table_name, run, run_time, entity, batch_count)
+				SELECT $1::text, $3::text, $2::timestamptz, $4::text, $5::integer WHERE NOT `+stale+` ON CONFLICT (table_name, run) `+conflict,
+				t.Table, bt.RunTime, bt.RunID, bt.Entity, bc)
+		}
+		res := tx.SendBatch(ctx, q)
+		tag, err := res.Exec()
 		if err != nil {
+			res.Close()
 			return fmt.Errorf("ledger: %w", err)
+		}
+		var isStale bool
+		_, err = res.Exec()
+		if err == nil {
+			err = res.QueryRow().Scan(&isStale)
+		}
+		if err == nil && t.Mode == sink.Snapshot {
+			_, err = res.Exec()
+		}
+		if cerr := res.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("snapshot state: %w", err)
 		}
 		if tag.RowsAffected() == 0 {
 			out = sink.Duplicate
 			return nil
 		}
-		var stale bool
-		err = tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+b.ident(b.schema, sink.SnapshotsTable)+`
-			WHERE table_name = $1 AND swapped_at IS NOT NULL AND (run_time, run) >= ($2, $3))`, t.Table, bt.RunTime, bt.RunID).Scan(&stale)
-		if err != nil {
-			return fmt.Errorf("snapshot state: %w", err)
-		}
-		if stale {
+		if isStale {
 			out = sink.Stale
 			_, err := tx.Exec(ctx, "UPDATE "+b.ident(b.schema, sink.LedgerTable)+" SET outcome = 'stale' WHERE message_id = $1", bt.MessageID)
 			return err
@@ -239,14 +271,6 @@ func (b *Backend) Apply(ctx context.Context, bt *sink.Batch, t sink.Target) (sin
 		}
 		switch t.Mode {
 		case sink.Snapshot:
-			q := `INSERT INTO ` + b.ident(b.schema, sink.SnapshotsTable) + ` (table_name, run, run_time, entity, batch_count)
-				VALUES ($1, $2, $3, $4, $5) ON CONFLICT (table_name, run) DO NOTHING`
-			if bc != nil {
-				q = strings.Replace(q, "DO NOTHING", "DO UPDATE SET batch_count = EXCLUDED.batch_count", 1)
-			}
-			if _, err := tx.Exec(ctx, q, t.Table, bt.RunID, bt.RunTime, bt.Entity, bc); err != nil {
-				return fmt.Errorf("snapshot state: %w", err)
-			}
 			return b.copyRows(ctx, tx, b.staging, t.Table, bt)
 		case sink.Append:
 			return b.copyRows(ctx, tx, b.schema, t.Table, bt)
@@ -265,6 +289,12 @@ func (b *Backend) Apply(ctx context.Context, bt *sink.Batch, t sink.Target) (sin
 		b.mu.Unlock()
 	}
 	return out, nil
+}
+
+// snapshotLock names the advisory lock of a table's snapshots: a swap
+// holds it alone, a batch landing in the table shares it.
+func (b *Backend) snapshotLock(table string) string {
+	return "dmfexport/snapshot/" + b.schema + "/" + table
 }
 
 func (b *Backend) forget(table string) {
@@ -332,14 +362,14 @@ func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t 
 		}
 		if staged == nil {
 			// Like the table, without its keys: a run's rows are checked
-			// against them when they replace the table's.
+			// against them when they replace the table's. No index: a
+			// staging table mostly holds one run, read whole by its swap.
 			if _, err := tx.Exec(ctx, "CREATE TABLE "+b.ident(b.staging, t.Table)+" (LIKE "+b.ident(b.schema, t.Table)+" INCLUDING DEFAULTS)"); err != nil {
 				return nil, fmt.Errorf("create staging table: %w", err)
 			}
-			if _, err := tx.Exec(ctx, "CREATE INDEX ON "+b.ident(b.staging, t.Table)+" ("+pgx.Identifier{sink.ColRun}.Sanitize()+")"); err != nil {
-				return nil, fmt.Errorf("create staging table: %w", err)
-			}
 			staged = live
+		} else if err := b.dropRunIndex(ctx, tx, t.Table); err != nil {
+			return nil, err
 		}
 		// The staging table has every column of the table, so a swap
 		// can copy the table's column list.
@@ -354,6 +384,29 @@ func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t 
 		live["\x00staging"] = true
 	}
 	return live, nil
+}
+
+// dropRunIndex drops the index on the run column that earlier versions
+// kept on a staging table: it cost more to keep up while staging than it
+// saved.
+func (b *Backend) dropRunIndex(ctx context.Context, tx pgx.Tx, table string) error {
+	rows, err := tx.Query(ctx, `SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+		FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+		WHERE i.indrelid = $1::regclass AND i.indnatts = 1 AND a.attname = $2`, b.ident(b.staging, table), sink.ColRun)
+	if err != nil {
+		return fmt.Errorf("staging table: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("staging table: %w", err)
+	}
+	for _, n := range names {
+		if _, err := tx.Exec(ctx, "DROP INDEX "+n); err != nil {
+			return fmt.Errorf("staging table: drop index %s: %w", n, err)
+		}
+	}
+	return nil
 }
 
 func metaDefs() []string {
@@ -422,165 +475,143 @@ func (b *Backend) columns(ctx context.Context, tx pgx.Tx, schema, table string) 
 	return out, nil
 }
 
-// copyRows writes the batch's rows into schema.table with COPY.
+// copyRows writes the batch's rows into schema.table with a binary COPY,
+// encoded straight from the batch.
 func (b *Backend) copyRows(ctx context.Context, tx pgx.Tx, schema, table string, bt *sink.Batch) error {
-	cols := slices.Concat(bt.Columns, metaColumns)
-	n := len(bt.Columns)
-	row := make([]any, len(cols))
-	_, err := tx.CopyFrom(ctx, pgx.Identifier{schema, table}, cols, pgx.CopyFromSlice(len(bt.Rows), func(i int) ([]any, error) {
-		for j, v := range bt.Rows[i] {
-			if v == nil {
-				row[j] = nil
-			} else {
-				row[j] = *v
-			}
-		}
-		row[n], row[n+1], row[n+2], row[n+3], row[n+4] = bt.Export, bt.RunID, bt.ExecutionID, bt.BatchIndex, int64(bt.FirstRow+i)
-		row[n+5] = nil
-		if bt.Documents != nil && bt.Documents[i] != nil {
-			row[n+5] = string(bt.Documents[i])
-		}
-		return row, nil
-	}))
-	if err != nil {
+	q := "COPY " + b.ident(schema, table) + " (" + quoteAll(slices.Concat(bt.Columns, metaColumns)) + ") FROM STDIN (FORMAT binary)"
+	if _, err := tx.Conn().PgConn().CopyFrom(ctx, &copyStream{bt: bt}, q); err != nil {
 		return fmt.Errorf("copy rows: %w", err)
 	}
 	return nil
 }
 
-// upsert inserts the batch's rows, or updates the rows with the same keys,
-// in one statement. Of rows repeating a key within the batch the last one
-// wins, as it would applied one by one.
+// upsertTable is the temporary table a batch to upsert is copied into,
+// dropped when its transaction ends.
+const upsertTable = "dmfexport_upsert"
+
+// upsert inserts the batch's rows, or updates the rows with the same keys:
+// it copies them into a temporary table, then upserts them all in one
+// statement. Of rows repeating a key within the batch the last one wins,
+// as it would applied one by one.
 func (b *Backend) upsert(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t sink.Target) error {
 	if len(bt.Rows) == 0 {
 		return nil
 	}
-	keyIdx := make([]int, len(t.Keys))
-	for i, k := range t.Keys {
-		keyIdx[i] = slices.Index(bt.Columns, k)
+	keep, err := lastOfEachKey(bt, t.Keys)
+	if err != nil {
+		return err
 	}
-	last := map[string]int{}
-	for i, r := range bt.Rows {
-		var kb strings.Builder
-		for _, j := range keyIdx {
-			if r[j] == nil {
-				return fmt.Errorf("%w: row %d has no value for key column %q", sink.ErrRejected, bt.FirstRow+i, bt.Columns[j])
-			}
-			fmt.Fprintf(&kb, "%d:%s", len(*r[j]), *r[j])
-		}
-		last[kb.String()] = i
+	defs := make([]string, 0, len(bt.Columns)+len(metaColumns))
+	for _, c := range bt.Columns {
+		defs = append(defs, pgx.Identifier{c}.Sanitize()+" text")
 	}
-	keep := make([]int, 0, len(last))
-	for _, i := range last {
-		keep = append(keep, i)
+	defs = append(defs, metaDefs()[:len(metaColumns)]...)
+	tmp := pgx.Identifier{upsertTable}.Sanitize()
+	if _, err := tx.Exec(ctx, "CREATE TEMPORARY TABLE "+tmp+" ("+strings.Join(defs, ", ")+") ON COMMIT DROP"); err != nil {
+		return fmt.Errorf("upsert rows: %w", err)
 	}
-	slices.Sort(keep)
-	arrays := make([]any, 0, len(bt.Columns)+2)
-	for j := range bt.Columns {
-		col := make([]*string, len(keep))
-		for x, i := range keep {
-			col[x] = bt.Rows[i][j]
-		}
-		arrays = append(arrays, col)
+	cols := quoteAll(slices.Concat(bt.Columns, metaColumns))
+	if _, err := tx.Conn().PgConn().CopyFrom(ctx, &copyStream{bt: bt, rows: keep}, "COPY "+tmp+" ("+cols+") FROM STDIN (FORMAT binary)"); err != nil {
+		return fmt.Errorf("upsert rows: %w", err)
 	}
-	rowNums := make([]int64, len(keep))
-	docs := make([]*string, len(keep))
-	for x, i := range keep {
-		rowNums[x] = int64(bt.FirstRow + i)
-		if bt.Documents != nil && bt.Documents[i] != nil {
-			s := string(bt.Documents[i])
-			docs[x] = &s
-		}
-	}
-	arrays = append(arrays, rowNums, docs)
-	var unnest, sel, set []string
-	for j, c := range bt.Columns {
-		unnest = append(unnest, fmt.Sprintf("$%d::text[]", j+1))
-		sel = append(sel, fmt.Sprintf("u.c%d", j))
+	var set []string
+	for _, c := range slices.Concat(bt.Columns, metaColumns) {
 		if !slices.Contains(t.Keys, c) {
 			q := pgx.Identifier{c}.Sanitize()
 			set = append(set, q+" = EXCLUDED."+q)
 		}
 	}
-	n := len(bt.Columns)
-	unnest = append(unnest, fmt.Sprintf("$%d::bigint[]", n+1), fmt.Sprintf("$%d::text[]", n+2))
-	names := make([]string, 0, n+2)
-	for j := range n {
-		names = append(names, fmt.Sprintf("c%d", j))
-	}
-	names = append(names, "rn", "doc")
-	sel = append(sel, fmt.Sprintf("$%d", n+3), fmt.Sprintf("$%d", n+4), fmt.Sprintf("$%d", n+5), fmt.Sprintf("$%d::integer", n+6), "u.rn", "u.doc::jsonb")
-	arrays = append(arrays, bt.Export, bt.RunID, bt.ExecutionID, bt.BatchIndex)
-	for _, c := range metaColumns {
-		q := pgx.Identifier{c}.Sanitize()
-		set = append(set, q+" = EXCLUDED."+q)
-	}
-	loaded := pgx.Identifier{sink.ColLoadedAt}.Sanitize()
-	set = append(set, loaded+" = now()")
-	q := "INSERT INTO " + b.ident(b.schema, t.Table) + " (" + quoteAll(slices.Concat(bt.Columns, metaColumns)) + ") SELECT " +
-		strings.Join(sel, ", ") + " FROM unnest(" + strings.Join(unnest, ", ") + ") AS u(" + strings.Join(names, ", ") + ")" +
-		" ON CONFLICT (" + quoteAll(t.Keys) + ") DO UPDATE SET " + strings.Join(set, ", ")
-	if _, err := tx.Exec(ctx, q, arrays...); err != nil {
+	set = append(set, pgx.Identifier{sink.ColLoadedAt}.Sanitize()+" = now()")
+	if _, err := tx.Exec(ctx, "INSERT INTO "+b.ident(b.schema, t.Table)+" ("+cols+") SELECT "+cols+" FROM "+tmp+
+		" ON CONFLICT ("+quoteAll(t.Keys)+") DO UPDATE SET "+strings.Join(set, ", ")); err != nil {
 		return fmt.Errorf("upsert rows: %w", err)
 	}
 	return nil
 }
 
+// lastOfEachKey returns the indexes of the batch's rows that are the last
+// with their keys, in order.
+func lastOfEachKey(bt *sink.Batch, keys []string) ([]int, error) {
+	keyIdx := make([]int, len(keys))
+	for i, k := range keys {
+		keyIdx[i] = slices.Index(bt.Columns, k)
+	}
+	last := make(map[string]int, len(bt.Rows))
+	var kb []byte
+	for i, r := range bt.Rows {
+		kb = kb[:0]
+		for _, j := range keyIdx {
+			if r[j] == nil {
+				return nil, fmt.Errorf("%w: row %d has no value for key column %q", sink.ErrRejected, bt.FirstRow+i, bt.Columns[j])
+			}
+			kb = strconv.AppendInt(kb, int64(len(*r[j])), 10)
+			kb = append(kb, ':')
+			kb = append(kb, *r[j]...)
+		}
+		last[string(kb)] = i
+	}
+	keep := make([]int, 0, len(last))
+	if len(last) == len(bt.Rows) {
+		for i := range bt.Rows {
+			keep = append(keep, i)
+		}
+		return keep, nil
+	}
+	for _, i := range last {
+		keep = append(keep, i)
+	}
+	slices.Sort(keep)
+	return keep, nil
+}
+
 // FinishSnapshot replaces t.Table's rows with the run's staged rows once
 // every batch of the run is in (see sink.Backend).
 func (b *Backend) FinishSnapshot(ctx context.Context, t sink.Target, runID string) (bool, error) {
+	// The consumer asks after every batch of a snapshot: a run that is not
+	// complete is told without a transaction or a lock. The last batch's
+	// process is the last to ask, after its commit, and sees it complete.
+	if _, ready, err := b.runReady(ctx, b.pool, t.Table, runID); err != nil || !ready {
+		if err != nil {
+			return false, fmt.Errorf("table %s: finish snapshot of run %s: %w", t.Table, runID, err)
+		}
+		return false, nil
+	}
 	swapped := false
 	err := b.inTx(ctx, func(tx pgx.Tx) error {
 		swapped = false
 		// One swap of a table at a time, whichever process holds the last
-		// batch of a run.
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "dmfexport/snapshot/"+b.schema+"/"+t.Table); err != nil {
+		// batch of a run, and none while a batch lands in the table.
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", b.snapshotLock(t.Table)); err != nil {
+			return err
+		}
+		runTime, ready, err := b.runReady(ctx, tx, t.Table, runID)
+		if err != nil || !ready {
 			return err
 		}
 		snaps := b.ident(b.schema, sink.SnapshotsTable)
-		var batchCount *int
-		var done, superseded bool
-		var runTime any
-		err := tx.QueryRow(ctx, "SELECT batch_count, swapped_at IS NOT NULL, superseded, run_time FROM "+snaps+" WHERE table_name = $1 AND run = $2",
-			t.Table, runID).Scan(&batchCount, &done, &superseded, &runTime)
-		if errors.Is(err, pgx.ErrNoRows) || err == nil && (done || superseded || batchCount == nil) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		var in int
-		if err := tx.QueryRow(ctx, "SELECT count(DISTINCT batch_index) FROM "+b.ident(b.schema, sink.LedgerTable)+
-			" WHERE table_name = $1 AND run = $2 AND outcome = 'applied' AND mode = 'snapshot'", t.Table, runID).Scan(&in); err != nil {
-			return err
-		}
-		if in < *batchCount {
-			return nil
-		}
 		var newer bool
 		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+snaps+" WHERE table_name = $1 AND swapped_at IS NOT NULL AND (run_time, run) > ($2, $3))",
 			t.Table, runTime, runID).Scan(&newer); err != nil {
 			return err
 		}
-		run := pgx.Identifier{sink.ColRun}.Sanitize()
-		staging := b.ident(b.staging, t.Table)
 		if newer {
 			// A later run's snapshot is in already: this one is not wanted.
 			_, err := tx.Exec(ctx, "UPDATE "+snaps+" SET superseded = true WHERE table_name = $1 AND run = $2", t.Table, runID)
 			if err == nil {
-				_, err = tx.Exec(ctx, "DELETE FROM "+staging+" WHERE "+run+" = $1", runID)
+				err = b.clearStaged(ctx, tx, t.Table, []string{runID})
 			}
 			return err
 		}
 		// Unfinished older runs are superseded by this one: their staged
-		// rows go.
-		if _, err := tx.Exec(ctx, "DELETE FROM "+staging+" WHERE "+run+" IN (SELECT run FROM "+snaps+
-			" WHERE table_name = $1 AND swapped_at IS NULL AND (run_time, run) < ($2, $3))", t.Table, runTime, runID); err != nil {
-			return fmt.Errorf("clear staged rows: %w", err)
+		// rows go with this run's.
+		rows, err := tx.Query(ctx, "UPDATE "+snaps+" SET superseded = true WHERE table_name = $1 AND swapped_at IS NULL AND (run_time, run) < ($2, $3) RETURNING run",
+			t.Table, runTime, runID)
+		if err != nil {
+			return fmt.Errorf("supersede older runs: %w", err)
 		}
-		if _, err := tx.Exec(ctx, "UPDATE "+snaps+" SET superseded = true WHERE table_name = $1 AND swapped_at IS NULL AND (run_time, run) < ($2, $3)",
-			t.Table, runTime, runID); err != nil {
-			return err
+		older, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return fmt.Errorf("supersede older runs: %w", err)
 		}
 		cols, err := b.columns(ctx, tx, b.staging, t.Table)
 		if err != nil {
@@ -597,13 +628,15 @@ func (b *Backend) FinishSnapshot(ctx context.Context, t sink.Target, runID strin
 		if _, err := tx.Exec(ctx, "TRUNCATE "+b.ident(b.schema, t.Table)); err != nil {
 			return fmt.Errorf("replace rows: %w", err)
 		}
-		tag, err := tx.Exec(ctx, "INSERT INTO "+b.ident(b.schema, t.Table)+" ("+list+") SELECT "+list+" FROM "+staging+
-			" WHERE "+run+" = $1 ORDER BY "+pgx.Identifier{sink.ColRow}.Sanitize(), runID)
+		// In the order they were staged: sorting by row number would cost
+		// as much again.
+		tag, err := tx.Exec(ctx, "INSERT INTO "+b.ident(b.schema, t.Table)+" ("+list+") SELECT "+list+" FROM "+b.ident(b.staging, t.Table)+
+			" WHERE "+pgx.Identifier{sink.ColRun}.Sanitize()+" = $1", runID)
 		if err != nil {
 			return fmt.Errorf("replace rows: %w", err)
 		}
-		if _, err := tx.Exec(ctx, "DELETE FROM "+staging+" WHERE "+run+" = $1", runID); err != nil {
-			return fmt.Errorf("clear staged rows: %w", err)
+		if err := b.clearStaged(ctx, tx, t.Table, append(older, runID)); err != nil {
+			return err
 		}
 		if _, err := tx.Exec(ctx, "UPDATE "+snaps+" SET swapped_at = now(), rows = $3 WHERE table_name = $1 AND run = $2", t.Table, runID, tag.RowsAffected()); err != nil {
 			return err
@@ -616,6 +649,57 @@ func (b *Backend) FinishSnapshot(ctx context.Context, t sink.Target, runID strin
 		return false, fmt.Errorf("table %s: finish snapshot of run %s: %w", t.Table, runID, err)
 	}
 	return swapped, nil
+}
+
+// querier is a pool or a transaction.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// runReady tells whether run's snapshot of table can be swapped in: its
+// last batch told the count, every batch is in the ledger, and it is
+// neither swapped in nor superseded.
+func (b *Backend) runReady(ctx context.Context, q querier, table, run string) (runTime time.Time, ready bool, err error) {
+	var batchCount *int
+	var done, superseded bool
+	var in int
+	err = q.QueryRow(ctx, `SELECT s.batch_count, s.swapped_at IS NOT NULL, s.superseded, s.run_time,
+			CASE WHEN s.batch_count IS NULL THEN 0 ELSE (SELECT count(DISTINCT batch_index) FROM `+b.ident(b.schema, sink.LedgerTable)+`
+				WHERE table_name = $1 AND run = $2 AND outcome = 'applied' AND mode = 'snapshot') END
+		FROM `+b.ident(b.schema, sink.SnapshotsTable)+` s WHERE s.table_name = $1 AND s.run = $2`,
+		table, run).Scan(&batchCount, &done, &superseded, &runTime, &in)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return runTime, false, nil
+	}
+	if err != nil {
+		return runTime, false, fmt.Errorf("snapshot state: %w", err)
+	}
+	return runTime, !done && !superseded && batchCount != nil && in >= *batchCount, nil
+}
+
+// clearStaged removes the staged rows of runs from table's staging table:
+// by TRUNCATE when it holds no other run's, as it mostly does.
+func (b *Backend) clearStaged(ctx context.Context, tx pgx.Tx, table string, runs []string) error {
+	staging := b.ident(b.staging, table)
+	run := pgx.Identifier{sink.ColRun}.Sanitize()
+	// No batch writes to it from here on: the snapshot lock keeps this
+	// version's out, the table lock any other's.
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+staging+" IN EXCLUSIVE MODE"); err != nil {
+		return fmt.Errorf("clear staged rows: %w", err)
+	}
+	var others bool
+	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+staging+" WHERE "+run+" <> ALL($1))", runs).Scan(&others); err != nil {
+		return fmt.Errorf("clear staged rows: %w", err)
+	}
+	q := "TRUNCATE " + staging
+	var args []any
+	if others {
+		q, args = "DELETE FROM "+staging+" WHERE "+run+" = ANY($1)", []any{runs}
+	}
+	if _, err := tx.Exec(ctx, q, args...); err != nil {
+		return fmt.Errorf("clear staged rows: %w", err)
+	}
+	return nil
 }
 
 // Sample counts the rows of table and reads the first limit of them in

@@ -3,7 +3,9 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -81,5 +83,182 @@ func BenchmarkApply(b *testing.B) {
 			defer be.Close()
 			sinktest.BenchmarkApply(b, be, mode)
 		})
+	}
+}
+
+// open is a backend on a schema of the test's own, and a connection for
+// the test's queries.
+func open(t testing.TB) (*Backend, *pgx.Conn) {
+	t.Helper()
+	b, err := Open(context.Background(), testenv.PostgresURL(), testenv.PostgresSchema(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b, testenv.PostgresConn(t)
+}
+
+// TestStagingCleared: a swap takes its run's rows out of the staging
+// table, and the rows of runs it supersedes, leaving those of a newer run
+// staged meanwhile.
+func TestStagingCleared(t *testing.T) {
+	cols := []string{"ID", "NAME"}
+	snap := sink.Target{Table: "customers", Keys: []string{"ID"}, Mode: sink.Snapshot}
+	for _, tc := range []struct {
+		name    string
+		batches []*sink.Batch // each applied, then FinishSnapshot of its run
+		staged  []string      // the runs of the rows left staged, in order
+	}{
+		{"one run", []*sink.Batch{
+			sinktest.Batch("r1", 0, 0, 0, "Customers", cols, []any{"1", "a"}),
+			sinktest.Batch("r1", 0, 1, 2, "Customers", cols, []any{"2", "b"}),
+		}, nil},
+		{"an older run superseded", []*sink.Batch{
+			sinktest.Batch("r1", 0, 0, 0, "Customers", cols, []any{"1", "a"}),
+			sinktest.Batch("r2", 1, 0, 1, "Customers", cols, []any{"2", "b"}),
+		}, nil},
+		{"a newer run staged meanwhile", []*sink.Batch{
+			sinktest.Batch("r1", 0, 0, 0, "Customers", cols, []any{"1", "a"}),
+			sinktest.Batch("r2", 1, 0, 0, "Customers", cols, []any{"1", "A"}, []any{"2", "B"}),
+			sinktest.Batch("r1", 0, 1, 2, "Customers", cols, []any{"2", "b"}),
+		}, []string{"r2", "r2"}},
+		{"a half-delivered run", []*sink.Batch{
+			sinktest.Batch("r1", 0, 0, 1, "Customers", cols, []any{"1", "a"}),
+			sinktest.Batch("r2", 1, 0, 0, "Customers", cols, []any{"9", "z"}),
+		}, []string{"r2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			be, conn := open(t)
+			for _, b := range tc.batches {
+				if _, err := be.Apply(ctx, b, snap); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := be.FinishSnapshot(ctx, snap, b.RunID); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rows, err := conn.Query(ctx, "SELECT _dmf_run FROM "+pgx.Identifier{be.staging, snap.Table}.Sanitize()+" ORDER BY 1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			staged, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(staged, tc.staged) {
+				t.Errorf("staged rows of runs %q, want %q", staged, tc.staged)
+			}
+		})
+	}
+}
+
+// TestApplyWaitsForSwap: a batch lands only once no swap of its table is
+// in progress, and sees that swap: a batch of a run older than a snapshot
+// being swapped in is stale, never landed on top of it.
+func TestApplyWaitsForSwap(t *testing.T) {
+	ctx := context.Background()
+	be, conn := open(t)
+	cols := []string{"ID", "NAME"}
+	up := sink.Target{Table: "customers", Keys: []string{"ID"}, Mode: sink.Upsert}
+	if _, err := be.Apply(ctx, sinktest.Batch("r0", 0, 0, 1, "Customers", cols, []any{"0", "x"}), up); err != nil {
+		t.Fatal(err)
+	}
+	// A swap in progress in another session: it holds the table's
+	// snapshot lock and has marked a newer run swapped in, uncommitted.
+	swap, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer swap.Rollback(ctx)
+	if _, err := swap.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", be.snapshotLock(up.Table)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := swap.Exec(ctx, "INSERT INTO "+pgx.Identifier{be.Schema(), sink.SnapshotsTable}.Sanitize()+
+		" (table_name, run, run_time, entity, swapped_at) VALUES ($1, 'r9', $2, 'Customers', now())", up.Table, time.Date(2026, 3, 1, 3, 0, 0, 0, time.UTC)); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		out sink.Outcome
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := be.Apply(ctx, sinktest.Batch("r1", 1, 0, 1, "Customers", cols, []any{"1", "old"}), up)
+		done <- result{out, err}
+	}()
+	// Wait until the batch waits for the lock.
+	waiting := testenv.PostgresConn(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		if err := waiting.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+			AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 0)`, be.snapshotLock(up.Table)).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		select {
+		case r := <-done:
+			t.Fatalf("apply returned %v, %v while a swap held the table's snapshot lock", r.out, r.err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("after 10s the batch neither waits for the swap nor returned")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := swap.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil || r.out != sink.Stale {
+		t.Fatalf("apply after the swap: %v, %v; want stale", r.out, r.err)
+	}
+	got, err := tableRows(conn, be.Schema(), up.Table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0]["ID"] != "0" {
+		t.Errorf("table holds %v, want only the row of ID 0", got)
+	}
+}
+
+// TestStagingIndexDropped: the index on the run column earlier versions
+// made on a staging table is dropped, and snapshots still land.
+func TestStagingIndexDropped(t *testing.T) {
+	ctx := context.Background()
+	be, conn := open(t)
+	cols := []string{"ID", "NAME"}
+	snap := sink.Target{Table: "customers", Keys: []string{"ID"}, Mode: sink.Snapshot}
+	if _, err := be.Apply(ctx, sinktest.Batch("r1", 0, 0, 0, "Customers", cols, []any{"1", "a"}), snap); err != nil {
+		t.Fatal(err)
+	}
+	staging := pgx.Identifier{be.staging, snap.Table}.Sanitize()
+	if _, err := conn.Exec(ctx, "CREATE INDEX ON "+staging+" (_dmf_run)"); err != nil {
+		t.Fatal(err)
+	}
+	// Another process, as after an upgrade.
+	be2, err := Open(ctx, testenv.PostgresURL(), be.Schema())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be2.Close()
+	if _, err := be2.Apply(ctx, sinktest.Batch("r1", 0, 1, 2, "Customers", cols, []any{"2", "b"}), snap); err != nil {
+		t.Fatal(err)
+	}
+	var indexes int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_index WHERE indrelid = $1::regclass", staging).Scan(&indexes); err != nil {
+		t.Fatal(err)
+	}
+	if indexes != 0 {
+		t.Errorf("the staging table has %d indexes, want none", indexes)
+	}
+	if ok, err := be2.FinishSnapshot(ctx, snap, "r1"); !ok || err != nil {
+		t.Fatalf("finish snapshot: %v, %v; want a swap", ok, err)
+	}
+	if got, err := tableRows(conn, be.Schema(), snap.Table); err != nil || len(got) != 2 {
+		t.Errorf("table holds %v (%v), want 2 rows", got, err)
 	}
 }
