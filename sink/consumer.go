@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -195,6 +196,10 @@ func (c *Consumer) session(ctx context.Context, log *slog.Logger) (connected boo
 		}()
 		defer func() { stop(); <-done }()
 	}
+	stop := make(chan struct{})
+	batches, decoding := c.decodeAhead(deliveries, stop)
+	defer decoding.Wait()
+	defer close(stop)
 	for {
 		select {
 		case <-ctx.Done():
@@ -205,15 +210,65 @@ func (c *Consumer) session(ctx context.Context, log *slog.Logger) (connected boo
 				return true, amqp.ErrClosed
 			}
 			return true, e
-		case d, ok := <-deliveries:
+		case x, ok := <-batches:
 			if !ok {
 				return true, fmt.Errorf("deliveries of queue %q ended", c.Queue)
 			}
-			if err := c.handle(ctx, log, dl, d); err != nil {
+			if err := c.handle(ctx, log, dl, x); err != nil {
 				return true, err
 			}
 		}
 	}
+}
+
+// decoded is a delivery and its batch, decoded ahead, with where it lands;
+// err: why it cannot be applied.
+type decoded struct {
+	d        amqp.Delivery
+	received time.Time // when the delivery was taken from the channel
+	b        *Batch    // nil if the body could not be decoded
+	t        Target
+	err      error
+}
+
+// decodeAhead decodes each delivery while the one before it is applied, so
+// that decoding takes another core than the database's work, and hands
+// them on in order; it holds at most one decoded batch besides the one
+// applied. It ends when deliveries do or stop is closed; wait for it with
+// the WaitGroup.
+func (c *Consumer) decodeAhead(deliveries <-chan amqp.Delivery, stop <-chan struct{}) (<-chan decoded, *sync.WaitGroup) {
+	out := make(chan decoded)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(out)
+		for {
+			var x decoded
+			select {
+			case d, ok := <-deliveries:
+				if !ok {
+					return
+				}
+				x = decoded{d: d, received: time.Now()}
+			case <-stop:
+				return
+			}
+			x.b, x.err = DecodeBatch(x.d.Body, x.d.ContentEncoding)
+			if x.err == nil {
+				opts := c.Entities[x.b.Entity]
+				filterColumns(x.b, opts)
+				x.t, x.err = TargetFor(x.b, opts)
+			}
+			if x.err == nil {
+				x.d.Body = nil // decoded: only a dead letter needs it again
+			}
+			select {
+			case out <- x:
+			case <-stop:
+				return
+			}
+		}
+	})
+	return out, &wg
 }
 
 // queueSampleInterval is how often a consumer reads its queue's depth
@@ -300,29 +355,25 @@ func (c *Consumer) declare(ch *amqp.Channel) error {
 // the session (the broker connection is in doubt); a batch that cannot be
 // applied is requeued, or dead-lettered after MaxDeliveries. Each delivery
 // is a span (SpanApply) in the trace of the run that published it.
-func (c *Consumer) handle(ctx context.Context, log *slog.Logger, dl *amqp.Channel, d amqp.Delivery) error {
+func (c *Consumer) handle(ctx context.Context, log *slog.Logger, dl *amqp.Channel, x decoded) error {
 	// Once a batch is in hand it is finished, even on stop: the
 	// transaction and the ack are the safe point.
 	work := context.WithoutCancel(ctx)
-	received := time.Now()
-	b, err := DecodeBatch(d.Body, d.ContentEncoding)
-	work, span := c.startApply(work, d, b, received)
+	d, b, t := x.d, x.b, x.t
+	work, span := c.startApply(work, d, b, x.received)
 	defer span.End()
-	if err != nil {
-		return c.reject(work, log, dl, d, err)
+	if b == nil {
+		return c.reject(work, log, dl, d, x.err)
 	}
 	log = log.With("export", b.Export, "run", b.RunID, "entity", b.Entity, "batch", b.BatchIndex)
-	opts := c.Entities[b.Entity]
-	filterColumns(b, opts)
-	t, err := TargetFor(b, opts)
 	span.SetAttributes(attrTable.String(t.Table), attrMode.String(string(t.Mode)))
-	if err != nil {
-		return c.reject(work, log, dl, d, err)
+	if x.err != nil {
+		return c.reject(work, log, dl, d, x.err)
 	}
 	start := time.Now()
 	var out Outcome
 	attempts := 0
-	err = c.retry(ctx, log, "apply batch", func() (err error) {
+	err := c.retry(ctx, log, "apply batch", func() (err error) {
 		attempts++
 		tctx, ts := c.tracer().Start(work, SpanTransaction)
 		out, err = c.Backend.Apply(tctx, b, t)
