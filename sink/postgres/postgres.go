@@ -8,6 +8,8 @@ package postgres
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -485,8 +487,8 @@ func (b *Backend) copyRows(ctx context.Context, tx pgx.Tx, schema, table string,
 	return nil
 }
 
-// upsertTable is the temporary table a batch to upsert is copied into,
-// dropped when its transaction ends.
+// upsertTable starts the name of the temporary tables a batch to upsert is
+// copied into.
 const upsertTable = "dmfexport_upsert"
 
 // upsert inserts the batch's rows, or updates the rows with the same keys:
@@ -506,8 +508,12 @@ func (b *Backend) upsert(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t sink.
 		defs = append(defs, pgx.Identifier{c}.Sanitize()+" text")
 	}
 	defs = append(defs, metaDefs()[:len(metaColumns)]...)
-	tmp := pgx.Identifier{upsertTable}.Sanitize()
-	if _, err := tx.Exec(ctx, "CREATE TEMPORARY TABLE "+tmp+" ("+strings.Join(defs, ", ")+") ON COMMIT DROP"); err != nil {
+	// One temporary table per connection and shape of batch, emptied at
+	// each commit: creating and dropping one per batch would add a row per
+	// column to the catalogs, and dead ones, every time.
+	shape := sha256.Sum256([]byte(strings.Join(defs, ",")))
+	tmp := pgx.Identifier{upsertTable + "_" + hex.EncodeToString(shape[:8])}.Sanitize()
+	if _, err := tx.Exec(ctx, "CREATE TEMPORARY TABLE IF NOT EXISTS "+tmp+" ("+strings.Join(defs, ", ")+") ON COMMIT DELETE ROWS"); err != nil {
 		return fmt.Errorf("upsert rows: %w", err)
 	}
 	cols := quoteAll(slices.Concat(bt.Columns, metaColumns))
