@@ -57,6 +57,16 @@ bench:
 	@echo; echo "== compression through a 100 Mbit/s link"
 	$(BIN)/dmfbench -entities wide -cases none,gzip,zstd -link 100Mbit $(BENCHFLAGS)
 
+## bench-sink: the sink's figures (dmfbench -sink postgres): snapshot and upsert of the narrow (1M rows)
+## and wide (100k rows) entities through the postgres backend, in 5000-row batches as published, against
+## a bare COPY of the same rows and a naive consumer (one INSERT per row); rows/s, % of the COPY, × the
+## naive consumer, peak RSS. Needs PostgreSQL (-database, else $DMFEXPORT_TEST_DATABASE_URL, else the local
+## database test); BENCHFLAGS adds flags, e.g. BENCHFLAGS="-tries 2 -sink-cases snapshot,amqp-snapshot".
+.PHONY: bench-sink
+bench-sink:
+	$(GO) build -o $(BIN)/dmfbench ./cmd/dmfbench
+	$(BIN)/dmfbench -sink postgres -wide 100000 -narrow 1000000 $(BENCHFLAGS)
+
 ## bench-publish: publish-step figures per entity (parse+encode, publish none/gzip/zstd, broker ceiling, peak RSS)
 bench-publish:
 	$(GO) run ./cmd/dmfbench $(BENCHFLAGS)

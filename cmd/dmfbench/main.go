@@ -17,6 +17,12 @@
 // The benchmark queues are declared with x-max-length-bytes and drop-head,
 // so a long run cannot fill the broker's memory or disk; they are deleted
 // afterwards.
+//
+// -sink postgres measures the sink instead (sinkbench.go): the wide and
+// narrow entities landed in PostgreSQL by snapshot and upsert, against a
+// bare COPY of the same rows and a consumer doing one INSERT per row.
+//
+//	go run ./cmd/dmfbench -sink postgres -wide 100000 -narrow 1000000
 package main
 
 import (
@@ -51,6 +57,9 @@ type result struct {
 	Messages int64   `json:"messages"`
 	Seconds  float64 `json:"seconds"`
 	MaxRSSKB int64   `json:"max_rss_kb"`
+	// Sink cases: time spent decoding batches, and in the snapshot swap.
+	DecodeSeconds float64 `json:"decode_seconds,omitempty"`
+	SwapSeconds   float64 `json:"swap_seconds,omitempty"`
 }
 
 var (
@@ -95,9 +104,12 @@ func run() error {
 		{"narrow", "Sales order lines V2", "csv", filepath.Join(*dir, fmt.Sprintf("Sales order lines V2-%d.csv", *narrowN)), *narrowN},
 		{"xlsx", "Released products V2", "xlsx", filepath.Join(*dir, fmt.Sprintf("Released products V2-%d.xlsx", *xlsxN)), *xlsxN},
 	}
+	if *sinkMode != "" && !flagSet("entities") {
+		*only = "wide,narrow" // the sink bench lands the two CSV entities
+	}
 	var ents []entity
 	for _, e := range all {
-		if !contains(*only, e.key) {
+		if !contains(*only, e.key) || *sinkMode != "" && e.format != "csv" {
 			continue
 		}
 		if _, err := os.Stat(e.path); err != nil {
@@ -116,6 +128,9 @@ func run() error {
 			fmt.Fprintf(os.Stderr, "generated %s in %.1fs\n", e.path, time.Since(start).Seconds())
 		}
 		ents = append(ents, e)
+	}
+	if *sinkMode != "" {
+		return runSink(ents)
 	}
 	if zp := filepath.Join(*dir, packageName(ents)); !exists(zp) {
 		start := time.Now()
@@ -251,6 +266,13 @@ func ceilingArgs(args []string, plain *result) []string {
 	return append(c, "-ceiling-size", fmt.Sprint(plain.BytesOut/plain.Messages), "-ceiling-count", fmt.Sprint(plain.Messages))
 }
 
+// flagSet reports whether the flag was given on the command line.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 func exists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
@@ -299,6 +321,11 @@ func runChild() error {
 	format, path, _ := strings.Cut(*childEnt, ":")
 	var r result
 	switch *child {
+	case "pg-ceiling", "pg-ceiling-meta", "pg-snapshot", "pg-amqp-snapshot", "pg-upsert", "pg-update", "pg-naive-insert", "pg-naive-upsert", "pg-naive-update":
+		var err error
+		if r, err = runSinkChild(ctx); err != nil {
+			return err
+		}
 	case "parse", "none", "gzip", "zstd":
 		f, err := os.Open(path)
 		if err != nil {
