@@ -2,10 +2,11 @@
 GO        ?= go
 BIN       ?= bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS   := -X main.Version=$(VERSION)
 FUZZTIME  ?= 30s
 
-.PHONY: all build demo test vet fmt fuzz clean scale
+.PHONY: all build demo test vet fmt fuzz clean scale image
 
 all: build
 
@@ -16,6 +17,12 @@ build:
 ## demo: run the demo export (in-process F&O simulator, local store, local RabbitMQ) and land it in SQLite
 demo:
 	$(GO) run -ldflags '$(LDFLAGS)' ./cmd/dmfexport demo --config configs/demo.yaml
+
+## image: the container image the Dockerfile describes, built without a Docker daemon (static binary,
+## CA certificates, non-root user, no shell): bin/dmfexport-image.tar (docker load -i) and
+## bin/dmfexport-oci (an OCI layout: skopeo copy oci:bin/dmfexport-oci docker://REGISTRY/dmfexport:TAG)
+image:
+	$(GO) run ./cmd/dmfimage -version $(VERSION) -revision '$(REVISION)' -tar $(BIN)/dmfexport-image.tar -oci $(BIN)/dmfexport-oci
 
 ## test: start what the tests need (RabbitMQ, Azurite), vet, and run every test with -race
 test:
