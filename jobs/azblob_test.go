@@ -13,6 +13,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // azuriteStore returns a store section for a fresh container in the
@@ -71,7 +72,7 @@ func TestRunAzureBlobStore(t *testing.T) {
 		}
 	}
 	recs, err := Records(ctx, exp, 0)
-	if err != nil || len(recs) != 1 || recs[0].State != StateSucceeded || !recs[0].Unpacked {
+	if err != nil || len(recs) != 1 || recs[0].State != runs.StateSucceeded || !recs[0].Unpacked {
 		t.Fatalf("records in the blob store: %v, %+v", err, recs)
 	}
 	if _, err := (&Runner{}).Replay(ctx, exp, recs[0], ReplayOptions{RoutingKey: "replay"}); err != nil {
@@ -93,7 +94,7 @@ func TestRecordsReadOnlyOnAzureBlob(t *testing.T) {
 	if err != nil || len(recs) != 0 {
 		t.Fatalf("Records of a store never written: want none, got %v, %v", recs, err)
 	}
-	if owned, err := RunOwned(ctx, exp, "20261129T000000Z-00000000", time.Minute); err != nil || owned {
+	if owned, err := RunOwned(ctx, exp, "20261129T000000Z-00000000", time.Minute, nil); err != nil || owned {
 		t.Fatalf("RunOwned in a store never written: want false, got %v, %v", owned, err)
 	}
 	cc, err := container.NewClientFromConnectionString(testenv.AzuriteConnString(t), exp.Store.Container, nil)

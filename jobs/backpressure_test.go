@@ -16,6 +16,7 @@ import (
 	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/testenv"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // fullQueueExport returns an export publishing to a queue (through the
@@ -127,12 +128,12 @@ func TestFullQueueIsBackpressure(t *testing.T) {
 	stop := drainFrom(t, queue, 2*time.Second, &got)
 	rec, err := (&Runner{}).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
 	stop()
-	if err != nil || rec.State != StateSucceeded {
+	if err != nil || rec.State != runs.StateSucceeded {
 		t.Fatalf("Run into a full queue whose consumer starts late: want succeeded, got %v (%+v)", err, rec)
 	}
 	batches := map[string]int64{"A": 124, "B": 1}
 	for _, e := range rec.Entities {
-		if e.State != StateSucceeded || e.Batches != batches[e.Entity] || e.LastBatch != batches[e.Entity]-1 {
+		if e.State != runs.StateSucceeded || e.Batches != batches[e.Entity] || e.LastBatch != batches[e.Entity]-1 {
 			t.Errorf("entity %s: want succeeded with %d batches confirmed, got %s with %d (last %d)", e.Entity, batches[e.Entity], e.State, e.Batches, e.LastBatch)
 		}
 	}
@@ -167,7 +168,7 @@ func TestFullQueueLeavesRunWaiting(t *testing.T) {
 	}
 	var confirmed int64
 	for _, e := range rec.Entities {
-		if e.State == StateFailed {
+		if e.State == runs.StateFailed {
 			t.Errorf("entity %s failed: %s", e.Entity, e.Error)
 		}
 		confirmed += e.Batches
@@ -181,7 +182,7 @@ func TestFullQueueLeavesRunWaiting(t *testing.T) {
 	stop := drainFrom(t, queue, 0, &got)
 	done, err := r.Resume(context.Background(), exp, rec)
 	stop()
-	if err != nil || done.State != StateSucceeded || done.Waiting != "" {
+	if err != nil || done.State != runs.StateSucceeded || done.Waiting != "" {
 		t.Fatalf("Resume once the queue is drained: want succeeded, got %v %+v", err, done)
 	}
 	if n := sim.Exports(); n != 1 {

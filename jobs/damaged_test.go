@@ -14,6 +14,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/testenv"
+	"github.com/dmfexport/dmfexport/runs"
 	"github.com/dmfexport/dmfexport/store"
 )
 
@@ -39,7 +40,7 @@ var damagedShapes = []struct {
 // of it, as a hand edit does (the store's metadata of it stays).
 func damage(t *testing.T, exp *Export, runID string, shape func([]byte) []byte) string {
 	t.Helper()
-	file := filepath.Join(exp.Store.Path, filepath.FromSlash(recordKey(exp.Store.Prefix, exp.Name, runID)))
+	file := filepath.Join(exp.Store.Path, filepath.FromSlash(runs.Layout{Prefix: exp.Store.Prefix, Export: exp.Name}.Record(runID)))
 	orig, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +48,7 @@ func damage(t *testing.T, exp *Export, runID string, shape func([]byte) []byte) 
 	if err := os.WriteFile(file, shape(orig), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return recordKey(exp.Store.Prefix, exp.Name, runID)
+	return runs.Layout{Prefix: exp.Store.Prefix, Export: exp.Name}.Record(runID)
 }
 
 // TestDamagedRecordOfUnfinishedRun damages the record of a run stopped
@@ -70,7 +71,7 @@ func TestDamagedRecordOfUnfinishedRun(t *testing.T) {
 				t.Fatalf("RunHistory with a damaged record: %v", err)
 			}
 			if len(h.Records) != 0 || len(h.Damaged) != 1 || h.Damaged[0].Key != key || h.Damaged[0].Quarantined ||
-				!strings.Contains(h.Damaged[0].Cause, tt.cause) || h.Damaged[0].State != StatePublishing {
+				!strings.Contains(h.Damaged[0].Cause, tt.cause) || h.Damaged[0].State != runs.StatePublishing {
 				t.Fatalf("RunHistory: want no record and damaged %s (cause %q, state publishing from metadata), got %d records, damaged %+v",
 					key, tt.cause, len(h.Records), h.Damaged)
 			}
@@ -83,7 +84,7 @@ func TestDamagedRecordOfUnfinishedRun(t *testing.T) {
 				t.Fatalf("Unfinished: want the rebuilt run, got %d runs, %v\n%s", len(recs), err, logs.String())
 			}
 			rb := recs[0]
-			if rb.RunID != first.RunID || rb.ExecutionID != first.ExecutionID || rb.State != StateDownloading || rb.PackageSHA256 != first.PackageSHA256 {
+			if rb.RunID != first.RunID || rb.ExecutionID != first.ExecutionID || rb.State != runs.StateDownloading || rb.PackageSHA256 != first.PackageSHA256 {
 				t.Errorf("rebuilt record: want run %s execution %s in state downloading with the package's checksum, got run %q execution %q state %s sha %q",
 					first.RunID, first.ExecutionID, rb.RunID, rb.ExecutionID, rb.State, rb.PackageSHA256)
 			}
@@ -91,13 +92,22 @@ func TestDamagedRecordOfUnfinishedRun(t *testing.T) {
 				t.Errorf("log: want a WARN naming %s and its quarantine key, got:\n%s", key, logs.String())
 			}
 			st := mustDirStore(t, exp.Store.Path)
-			q, quarantined, _ := listRuns(ctx, st, exp.Store.Prefix, exp.Name)
-			if len(q) != 1 || len(quarantined) != 1 || quarantined[0].meta["cause"] == "" {
-				t.Fatalf("store: want the rebuilt record and one quarantined copy with its cause, got %d records, %+v", len(q), quarantined)
+			var records, quarantined []store.Object
+			objs, _ := st.List(ctx, ledgerOf(st, exp).Run(rb.RunID)+"/")
+			for _, o := range objs {
+				switch name := path.Base(o.Key); {
+				case name == "run.json":
+					records = append(records, o)
+				case strings.HasPrefix(name, "run.json.damaged-"):
+					quarantined = append(quarantined, o)
+				}
+			}
+			if len(records) != 1 || len(quarantined) != 1 || quarantined[0].Meta["cause"] == "" {
+				t.Fatalf("store: want the rebuilt record and one quarantined copy with its cause, got %d records, %+v", len(records), quarantined)
 			}
 
 			got, err := r.Resume(ctx, exp, rb)
-			if err != nil || got.State != StateSucceeded || len(got.Warnings) != 1 {
+			if err != nil || got.State != runs.StateSucceeded || len(got.Warnings) != 1 {
 				t.Fatalf("Resume of the rebuilt run: want succeeded with 1 warning, got %v (%+v)", err, got)
 			}
 			if e := got.Entities[0]; e.Rows != 1000 || e.Batches != 10 {
@@ -170,11 +180,11 @@ func TestDamagedRecordWithoutPackage(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !tt.loseMeta {
-				if len(recs) != 1 || recs[0].ExecutionID != first.ExecutionID || recs[0].State != StateExporting {
+				if len(recs) != 1 || recs[0].ExecutionID != first.ExecutionID || recs[0].State != runs.StateExporting {
 					t.Fatalf("Unfinished: want the run rebuilt in state exporting with execution %s, got %+v\n%s", first.ExecutionID, recs, logs.String())
 				}
 				got, err := r.Resume(ctx, exp, recs[0])
-				if err != nil || got.State != StateSucceeded || got.Entities[0].Rows != 300 {
+				if err != nil || got.State != runs.StateSucceeded || got.Entities[0].Rows != 300 {
 					t.Fatalf("Resume of the rebuilt run: want succeeded with 300 rows, got %v (%+v)", err, got)
 				}
 				if n := sim.Exports(); n != 1 {
@@ -188,7 +198,7 @@ func TestDamagedRecordWithoutPackage(t *testing.T) {
 			if !strings.Contains(logs.String(), "its run is lost and never resumed") || !strings.Contains(logs.String(), "key="+key) {
 				t.Errorf("log: want a WARN naming %s and the lost run, got:\n%s", key, logs.String())
 			}
-			if _, err := st.Stat(ctx, activeKey(exp.Store.Prefix, exp.Name, first.RunID)); !errors.Is(err, store.ErrNotExist) {
+			if _, err := st.Stat(ctx, runs.Layout{Prefix: exp.Store.Prefix, Export: exp.Name}.Active(first.RunID)); !errors.Is(err, store.ErrNotExist) {
 				t.Errorf("active marker of the given-up run: want deleted, got %v", err)
 			}
 			h, err := RunHistory(ctx, exp, 0)
@@ -196,7 +206,7 @@ func TestDamagedRecordWithoutPackage(t *testing.T) {
 				t.Fatalf("RunHistory: want one quarantined record saying what was lost, got %v %+v", err, h)
 			}
 			rec, err := r.Run(ctx, exp, RunOptions{Trigger: "manual"})
-			if err != nil || rec.State != StateSucceeded {
+			if err != nil || rec.State != runs.StateSucceeded {
 				t.Fatalf("a new run after the damaged one: want succeeded, got %v", err)
 			}
 		})
@@ -224,7 +234,7 @@ func TestDamagedFinalRecord(t *testing.T) {
 		}
 	}
 	h, err := RunHistory(ctx, exp, 0)
-	if err != nil || len(h.Records) != 2 || len(h.Damaged) != 1 || h.Damaged[0].Key != key || h.Damaged[0].State != StateSucceeded {
+	if err != nil || len(h.Records) != 2 || len(h.Damaged) != 1 || h.Damaged[0].Key != key || h.Damaged[0].State != runs.StateSucceeded {
 		t.Fatalf("RunHistory: want 2 records and the damaged one (state succeeded from metadata), got %v %d records %+v", err, len(h.Records), h.Damaged)
 	}
 	if recs, err := r.Unfinished(ctx, exp); err != nil || len(recs) != 0 {
@@ -245,11 +255,11 @@ func TestDamagedRecordOfLiveRun(t *testing.T) {
 	first := interruptedRun(t, exp, &scriptedSink{storeFirst: 1, cancelAt: 2})
 	key := damage(t, exp, first.RunID, func([]byte) []byte { return []byte("{}") })
 	st := mustDirStore(t, exp.Store.Path)
-	lease, err := acquireLease(ctx, st, leasePrefix(exp.Store.Prefix, exp.Name, first.RunID), 1, time.Minute)
+	lease, err := ledgerOf(st, exp).TakeLease(ctx, first.RunID, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lease.release(ctx)
+	defer lease.Release(ctx)
 	recs, err := (&Runner{}).Unfinished(ctx, exp)
 	if err != nil || len(recs) != 0 {
 		t.Fatalf("Unfinished: want none (the owner is live), got %d, %v", len(recs), err)
@@ -264,20 +274,20 @@ func TestDamagedRecordOfLiveRun(t *testing.T) {
 func TestAbandon(t *testing.T) {
 	tests := []struct {
 		name    string
-		prepare func(t *testing.T, exp *Export, rec *RunRecord, st store.Store) func()
+		prepare func(t *testing.T, exp *Export, rec *runs.Record, st store.Store) func()
 		wantErr error // nil: abandoned
 	}{
-		{name: "interrupted run", prepare: func(*testing.T, *Export, *RunRecord, store.Store) func() { return func() {} }},
-		{name: "damaged record", prepare: func(t *testing.T, exp *Export, rec *RunRecord, _ store.Store) func() {
+		{name: "interrupted run", prepare: func(*testing.T, *Export, *runs.Record, store.Store) func() { return func() {} }},
+		{name: "damaged record", prepare: func(t *testing.T, exp *Export, rec *runs.Record, _ store.Store) func() {
 			damage(t, exp, rec.RunID, func([]byte) []byte { return []byte("\x00\x01") })
 			return func() {}
 		}},
-		{name: "owned by a live process", wantErr: ErrLeaseHeld, prepare: func(t *testing.T, exp *Export, rec *RunRecord, st store.Store) func() {
-			l, err := acquireLease(context.Background(), st, leasePrefix(exp.Store.Prefix, exp.Name, rec.RunID), 1, time.Minute)
+		{name: "owned by a live process", wantErr: runs.ErrLeaseHeld, prepare: func(t *testing.T, exp *Export, rec *runs.Record, st store.Store) func() {
+			l, err := ledgerOf(st, exp).TakeLease(context.Background(), rec.RunID, 1)
 			if err != nil {
 				t.Fatal(err)
 			}
-			return func() { l.release(context.Background()) }
+			return func() { l.Release(context.Background()) }
 		}},
 	}
 	for _, tt := range tests {
@@ -300,22 +310,22 @@ func TestAbandon(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || got.State != StateAbandoned || got.Abandoned == nil || got.Abandoned.By != "ops@host" ||
+			if err != nil || got.State != runs.StateAbandoned || got.Abandoned == nil || got.Abandoned.By != "ops@host" ||
 				!strings.Contains(got.Error, "abandoned by ops@host") || !strings.Contains(got.Error, "F&O restored from backup") {
 				t.Fatalf("Abandon: want an abandoned record saying who and why, got %v (%+v)", err, got)
 			}
-			stored, err := readRecord(ctx, st, recordKey(exp.Store.Prefix, exp.Name, rec.RunID))
-			if err != nil || stored.State != StateAbandoned || stored.FinishedAt.IsZero() {
+			stored, err := ledgerOf(st, exp).Find(ctx, rec.RunID)
+			if err != nil || stored.State != runs.StateAbandoned || stored.FinishedAt.IsZero() {
 				t.Errorf("stored record: want abandoned with an end time, got %v (%+v)", err, stored)
 			}
-			if _, err := st.Stat(ctx, activeKey(exp.Store.Prefix, exp.Name, rec.RunID)); !errors.Is(err, store.ErrNotExist) {
+			if _, err := st.Stat(ctx, runs.Layout{Prefix: exp.Store.Prefix, Export: exp.Name}.Active(rec.RunID)); !errors.Is(err, store.ErrNotExist) {
 				t.Errorf("active marker: want deleted, got %v", err)
 			}
 			if recs, err := r.Unfinished(ctx, exp); err != nil || len(recs) != 0 {
 				t.Errorf("Unfinished after abandon: want none, got %d (%v)", len(recs), err)
 			}
-			if _, err := r.Abandon(ctx, exp, rec.RunID, "ops@host", ""); !errors.Is(err, ErrRunFinal) {
-				t.Errorf("Abandon of an abandoned run: want ErrRunFinal, got %v", err)
+			if _, err := r.Abandon(ctx, exp, rec.RunID, "ops@host", ""); !errors.Is(err, runs.ErrRunFinal) {
+				t.Errorf("Abandon of an abandoned run: want runs.ErrRunFinal, got %v", err)
 			}
 			if objs, _ := st.List(ctx, path.Join(exp.Store.Prefix, "_leases")+"/"); len(objs) != 0 {
 				t.Errorf("leases left after abandon: %d", len(objs))

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dmfexport/dmfexport/dmf"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // F&O limits requests per user, whatever export makes them, and each
@@ -234,7 +235,7 @@ func (u *run) waitSlot(ctx context.Context, env *environment) (func(), error) {
 // listing entities shows; an export's first run cannot know), and returns
 // the function that gives it back once the execution has ended.
 func (u *run) waitExcelSlot(ctx context.Context, env *environment) (func(), error) {
-	if !slices.ContainsFunc(u.knownEntities(ctx), func(e EntityRecord) bool { return e.Format == "xlsx" }) {
+	if !slices.ContainsFunc(u.knownEntities(ctx), func(e runs.EntityRecord) bool { return e.Format == "xlsx" }) {
 		return func() {}, nil
 	}
 	t, ahead := env.excel.join()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // TestSlotQueue checks the queue's promises: slots in fire order, a
@@ -95,7 +96,7 @@ func TestExportsQueuePerEnvironment(t *testing.T) {
 	exps := manyExports(sim, t.TempDir(), 6, 2)
 	r := &Runner{Metrics: NewMetrics()}
 	var wg sync.WaitGroup
-	recs := make([]*RunRecord, len(exps))
+	recs := make([]*runs.Record, len(exps))
 	for i, e := range exps {
 		wg.Go(func() {
 			var err error
@@ -107,7 +108,7 @@ func TestExportsQueuePerEnvironment(t *testing.T) {
 	wg.Wait()
 	queued := 0
 	for _, rec := range recs {
-		if rec == nil || rec.State != StateSucceeded {
+		if rec == nil || rec.State != runs.StateSucceeded {
 			t.Fatalf("want every run succeeded, got %+v", rec)
 		}
 		if !rec.QueuedAt.IsZero() {
@@ -177,7 +178,7 @@ func TestStopWhileQueued(t *testing.T) {
 	}()
 	<-queued
 	recs, err := Records(context.Background(), exps[1], 0)
-	if err != nil || len(recs) != 1 || recs[0].QueuedAt.IsZero() || recs[0].State != StatePending {
+	if err != nil || len(recs) != 1 || recs[0].QueuedAt.IsZero() || recs[0].State != runs.StatePending {
 		t.Fatalf("while queued: want one pending record with queued_at, got %+v (%v)", recs, err)
 	}
 	cancel()
@@ -223,7 +224,7 @@ func TestExcelExportsOneAtATime(t *testing.T) {
 	r := &Runner{}
 	// First runs, one at a time: the records learn that both hold Excel.
 	for _, exp := range exps {
-		if rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"}); err != nil || rec.State != StateSucceeded {
+		if rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"}); err != nil || rec.State != runs.StateSucceeded {
 			t.Fatalf("first run of %s = %v, %v", exp.Name, rec, err)
 		}
 	}
@@ -232,7 +233,7 @@ func TestExcelExportsOneAtATime(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"}); err != nil || rec.State != StateSucceeded {
+			if rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"}); err != nil || rec.State != runs.StateSucceeded {
 				t.Errorf("run of %s = %v, %v", exp.Name, rec, err)
 			}
 		}()

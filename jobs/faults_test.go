@@ -17,6 +17,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/runs"
 	"github.com/dmfexport/dmfexport/store"
 )
 
@@ -110,7 +111,7 @@ func TestFailedEntityRecordsConfirmedRowsOnly(t *testing.T) {
 		t.Fatalf("Run with a broker that stops confirming: want a failed run with one entity, got %v (%+v)", err, rec)
 	}
 	e := rec.Entities[0]
-	if e.State != StateFailed || e.Rows != 400 || e.Batches != 4 || e.LastBatch != 3 {
+	if e.State != runs.StateFailed || e.Rows != 400 || e.Batches != 4 || e.LastBatch != 3 {
 		t.Errorf("entity record: want failed with 400 rows, 4 batches, last batch 3 (what the broker stored), got %s with %d rows, %d batches, last batch %d",
 			e.State, e.Rows, e.Batches, e.LastBatch)
 	}
@@ -118,7 +119,7 @@ func TestFailedEntityRecordsConfirmedRowsOnly(t *testing.T) {
 
 // interruptedRun runs exp until the sink stops it mid-publish (SIGTERM)
 // and returns the unfinished record.
-func interruptedRun(t *testing.T, exp *Export, sink *scriptedSink) *RunRecord {
+func interruptedRun(t *testing.T, exp *Export, sink *scriptedSink) *runs.Record {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -136,7 +137,7 @@ func interruptedRun(t *testing.T, exp *Export, sink *scriptedSink) *RunRecord {
 
 // resume resumes rec with a sink that stores everything, turning a panic
 // (a metric update from the record) into a test failure.
-func resume(t *testing.T, exp *Export, rec *RunRecord, sink *scriptedSink, metrics *Metrics) (got *RunRecord, err error) {
+func resume(t *testing.T, exp *Export, rec *runs.Record, sink *scriptedSink, metrics *Metrics) (got *runs.Record, err error) {
 	t.Helper()
 	defer func() {
 		if p := recover(); p != nil {
@@ -178,7 +179,7 @@ func TestResumeAfterStopMidPublish(t *testing.T) {
 			metrics := NewMetrics()
 			second := &scriptedSink{storeFirst: -1}
 			got, err := resume(t, exp, rec, second, metrics)
-			if err != nil || got.State != StateSucceeded {
+			if err != nil || got.State != runs.StateSucceeded {
 				t.Fatalf("Resume: want succeeded, got %v (%+v)", err, got)
 			}
 			if e := got.Entities[0]; e.Rows != 1000 || e.Batches != 10 {
@@ -214,7 +215,7 @@ func TestResumeKeepsBatchSettings(t *testing.T) {
 			exp.BatchSize = tt.newSize
 			second := &scriptedSink{storeFirst: -1}
 			got, err := resume(t, exp, rec, second, nil)
-			if err != nil || got.State != StateSucceeded {
+			if err != nil || got.State != runs.StateSucceeded {
 				t.Fatalf("Resume: want succeeded, got %v (%+v)", err, got)
 			}
 			if got.Batching == nil || got.Batching.BatchSize != 100 {
@@ -314,7 +315,7 @@ func TestDiskFullWhilePublishingLeavesRunResumable(t *testing.T) {
 		t.Fatalf("Unfinished after a failed record write: want the run listed for resume, got %d runs (%v)", len(recs), err)
 	}
 	got, err := r.Resume(context.Background(), exp, recs[0])
-	if err != nil || got.State != StateSucceeded || got.Entities[0].Rows != 1000 {
+	if err != nil || got.State != runs.StateSucceeded || got.Entities[0].Rows != 1000 {
 		t.Fatalf("Resume once the disk has room: want succeeded with 1000 rows, got %v (%+v)", err, got)
 	}
 	if left, _ := base.List(context.Background(), "_active/"); len(left) != 0 {
@@ -372,7 +373,7 @@ func TestStopDuringFirstRecordWrite(t *testing.T) {
 		t.Errorf("F&O saw %d exports before the run was resumed, want 0", n)
 	}
 	got, err := r.Resume(context.Background(), exp, recs[0])
-	if err != nil || got.State != StateSucceeded || got.Entities[0].Rows != 100 {
+	if err != nil || got.State != runs.StateSucceeded || got.Entities[0].Rows != 100 {
 		t.Fatalf("Resume: want succeeded with 100 rows, got %v (%+v)", err, got)
 	}
 	if n := sim.Exports(); n != 1 {

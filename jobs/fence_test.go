@@ -13,6 +13,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // pausingSink stores every message at once and, after the pauseAt-th,
@@ -55,7 +56,7 @@ func (s *pausingSink) published() []string {
 // and its heartbeats), lets a second replica take the run over and finish
 // it, then lets the owner go on: the owner must publish no further batch,
 // leave the adopter's final record as it is, refresh no lease the adopter
-// released, and end with ErrLeaseLost; the adopter's next run must start
+// released, and end with runs.ErrLeaseLost; the adopter's next run must start
 // (not be skipped for a data project the paused owner still seemed to
 // hold).
 func TestPausedOwnerFenced(t *testing.T) {
@@ -78,7 +79,7 @@ func TestPausedOwnerFenced(t *testing.T) {
 			held.Unlock()
 		}}
 	type result struct {
-		rec *RunRecord
+		rec *runs.Record
 		err error
 	}
 	ownerDone := make(chan result, 1)
@@ -106,11 +107,11 @@ func TestPausedOwnerFenced(t *testing.T) {
 	if err != nil || len(recs) != 1 {
 		t.Fatalf("unfinished runs while the owner is paused: %v, %d runs, want 1", err, len(recs))
 	}
-	var adopted *RunRecord
+	var adopted *runs.Record
 	for deadline := time.Now().Add(10 * time.Second); adopted == nil; time.Sleep(50 * time.Millisecond) {
 		rec, err := adopter.Resume(ctx, exp, recs[0])
 		switch {
-		case errors.Is(err, ErrLeaseHeld) || errors.Is(err, ErrGroupBusy):
+		case errors.Is(err, runs.ErrLeaseHeld) || errors.Is(err, ErrGroupBusy):
 			if time.Now().After(deadline) {
 				t.Fatalf("the paused owner's run was not taken over within 10s: %v", err)
 			}
@@ -120,14 +121,15 @@ func TestPausedOwnerFenced(t *testing.T) {
 			adopted = rec
 		}
 	}
-	if adopted.State != StateSucceeded || adopted.OwnerGen != 2 {
+	if adopted.State != runs.StateSucceeded || adopted.OwnerGen != 2 {
 		t.Fatalf("adopted run: state %s, owner generation %d; want succeeded by generation 2", adopted.State, adopted.OwnerGen)
 	}
 	st, err := openStore(ctx, exp.Store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := recordKey(exp.Store.Prefix, exp.Name, adopted.RunID)
+	l := ledgerOf(st, exp)
+	key := l.Record(adopted.RunID)
 	before := readAll(t, st, key)
 
 	paused = false
@@ -139,8 +141,8 @@ func TestPausedOwnerFenced(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the paused owner did not stop within 10s of going on")
 	}
-	if !errors.Is(r.err, ErrLeaseLost) {
-		t.Errorf("paused owner's run: %v, want ErrLeaseLost", r.err)
+	if !errors.Is(r.err, runs.ErrLeaseLost) {
+		t.Errorf("paused owner's run: %v, want runs.ErrLeaseLost", r.err)
 	}
 	if got := sink.published(); len(got) != pauseAt {
 		t.Errorf("paused owner published %d batches, want %d (none after the takeover): %v", len(got), pauseAt, got)
@@ -148,13 +150,13 @@ func TestPausedOwnerFenced(t *testing.T) {
 	if after := readAll(t, st, key); !bytes.Equal(before, after) {
 		t.Errorf("the paused owner rewrote the adopter's final record:\nadopter's:\n%s\nnow:\n%s", before, after)
 	}
-	for _, prefix := range []string{leasePrefix(exp.Store.Prefix, exp.Name, adopted.RunID), groupLeasePrefix(exp.Store.Prefix, exp)} {
+	for _, prefix := range []string{l.Leases(adopted.RunID), l.ProjectLeases(dataProject(exp))} {
 		if left, err := st.List(ctx, prefix+"/"); err != nil || len(left) != 0 {
 			t.Errorf("leases under %s after both replicas ended: %v (%v); the paused owner refreshed a lease it had lost", prefix, left, err)
 		}
 	}
 	next, err := adopter.Run(ctx, exp, RunOptions{Trigger: "schedule"})
-	if err != nil || next.State != StateSucceeded {
+	if err != nil || next.State != runs.StateSucceeded {
 		t.Errorf("the adopter's next run: %v (state %v), want succeeded", err, next)
 	}
 }
@@ -173,43 +175,4 @@ func readAll(t *testing.T, st interface {
 		t.Fatal(err)
 	}
 	return b
-}
-
-// TestOwnedRecordWriteGuarded writes a run record as owners of several
-// lease generations would, in turn: a write by a generation older than
-// the stored record's is refused with ErrLeaseLost and leaves the record
-// as it was, whatever the writer checked before (the guard judges at the
-// moment of the write).
-func TestOwnedRecordWriteGuarded(t *testing.T) {
-	ctx := context.Background()
-	st := mustDirStore(t, t.TempDir())
-	steps := []struct {
-		gen     int
-		state   State
-		wantErr bool
-	}{
-		{1, StatePublishing, false},
-		{2, StatePublishing, false}, // an adopter
-		{2, StateSucceeded, false},
-		{1, StatePublishing, true}, // the paused owner, going on
-		{3, StatePublishing, false},
-	}
-	want := ""
-	for i, s := range steps {
-		rec := &RunRecord{Job: "job", RunID: "run1", State: s.state, OwnerGen: s.gen}
-		b, err := encodeRecord(rec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = putOwnedRecord(ctx, st, "", rec, b)
-		if s.wantErr != errors.Is(err, ErrLeaseLost) || !s.wantErr && err != nil {
-			t.Errorf("step %d: write by generation %d: %v, want ErrLeaseLost %v", i, s.gen, err, s.wantErr)
-		}
-		if err == nil {
-			want = string(b)
-		}
-		if got := string(readAll(t, st, recordKey("", "job", "run1"))); got != want {
-			t.Errorf("step %d: record after a write by generation %d:\n%s\nwant:\n%s", i, s.gen, got, want)
-		}
-	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/dmfexport/dmfexport/azauth"
+	"github.com/dmfexport/dmfexport/runs"
 	"io"
 	"log/slog"
 	"net/http"
@@ -153,7 +154,7 @@ func TestRunShowsFOWords(t *testing.T) {
 				t.Fatalf("Run = %+v, %v; want a record and an error", rec, err)
 			case tt.waiting && (rec.State.Final() || rec.Waiting != WaitingForExecution):
 				t.Fatalf("Run = %+v; want it left waiting for the execution", rec)
-			case !tt.waiting && rec.State != StateFailed:
+			case !tt.waiting && rec.State != runs.StateFailed:
 				t.Fatalf("Run = %+v, %v; want a failed record", rec, err)
 			}
 			stored, rerr := Records(context.Background(), exp, 1)
@@ -233,14 +234,14 @@ func TestResumeWaitsForRegistration(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rec := &RunRecord{Job: exp.Name, RunID: "20261125T100000Z-bbbbbbbb", State: StateExporting, StartedAt: time.Now().UTC(),
+			rec := &runs.Record{Job: exp.Name, RunID: "20261125T100000Z-bbbbbbbb", State: runs.StateExporting, StartedAt: time.Now().UTC(),
 				DefinitionGroup: "G", LegalEntity: "USMF", ExecutionID: "G-1", Durations: map[string]string{}}
 			if err := saveRecord(ctx, st, "", rec); err != nil {
 				t.Fatal(err)
 			}
 			start := time.Now()
 			got, err := (&Runner{}).Resume(ctx, exp, rec)
-			if err == nil || got == nil || got.State != StateFailed {
+			if err == nil || got == nil || got.State != runs.StateFailed {
 				t.Fatalf("Resume = %+v, %v; want a failed run", got, err)
 			}
 			if n := f.count("ExportToPackage"); n != tt.wantPosts {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // TestRunEntityFormats exports a package holding every entity file shape
@@ -63,7 +64,7 @@ func TestRunEntityFormats(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if rec.State != StatePartiallySucceeded || !strings.Contains(rec.Error, "Json") {
+	if rec.State != runs.StatePartiallySucceeded || !strings.Contains(rec.Error, "Json") {
 		t.Errorf("run %s %q, want partially_succeeded naming the JSON entity", rec.State, rec.Error)
 	}
 	rows, _ := ndjsonRows(t, filepath.Join(dir, "batches", publish.FileName("fo.files")))
@@ -74,9 +75,9 @@ func TestRunEntityFormats(t *testing.T) {
 		}
 	}
 	for _, e := range rec.Entities {
-		wantState := StateSucceeded
+		wantState := runs.StateSucceeded
 		if e.Entity == "Json" {
-			wantState = StateFailed
+			wantState = runs.StateFailed
 			if !strings.Contains(e.Error, `entity Json (file Json.json, source format JSON): format "unknown" is not supported`) {
 				t.Errorf("entity Json error %q, want one naming the entity, its file and format", e.Error)
 			}
@@ -109,11 +110,11 @@ func TestRunAbsentFiles(t *testing.T) {
 	}
 	tests := []struct {
 		mode      string
-		wantState State
-		gone      State
+		wantState runs.State
+		gone      runs.State
 	}{
-		{"empty", StateSucceeded, StateSucceeded},
-		{"fail", StatePartiallySucceeded, StateFailed},
+		{"empty", runs.StateSucceeded, runs.StateSucceeded},
+		{"fail", runs.StatePartiallySucceeded, runs.StateFailed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.mode, func(t *testing.T) {
@@ -142,7 +143,7 @@ func TestRunAbsentFiles(t *testing.T) {
 					t.Errorf("entity %s error %q, want one naming absent_files", e.Entity, e.Error)
 				}
 				_, published := ids[rec.ExecutionID+"/"+e.Entity+"/0"]
-				if published != (e.State == StateSucceeded) {
+				if published != (e.State == runs.StateSucceeded) {
 					t.Errorf("entity %s (%s): batch 0 published %v", e.Entity, e.State, published)
 				}
 			}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 func TestConfigWarnsOfSharedDataProject(t *testing.T) {
@@ -91,7 +93,7 @@ func TestDataProjectOneRunAtATime(t *testing.T) {
 		}
 	}
 	rec, err := r.Run(ctx, b, RunOptions{Trigger: "schedule"})
-	if !errors.Is(err, ErrGroupBusy) || rec == nil || rec.State != StateSkipped {
+	if !errors.Is(err, ErrGroupBusy) || rec == nil || rec.State != runs.StateSkipped {
 		t.Fatalf("run of b while a runs = %+v, %v; want a skipped record and ErrGroupBusy", rec, err)
 	}
 	recs, err := Records(ctx, b, 0)
@@ -109,7 +111,7 @@ func TestDataProjectOneRunAtATime(t *testing.T) {
 	close(release)
 	<-done
 	rec, err = r.Run(ctx, b, RunOptions{Trigger: "manual"})
-	if errors.Is(err, ErrGroupBusy) || rec == nil || rec.State != StateFailed {
+	if errors.Is(err, ErrGroupBusy) || rec == nil || rec.State != runs.StateFailed {
 		t.Errorf("run of b after a ended = %+v, %v; want it to run (and end Failed as F&O says)", rec, err)
 	}
 	if n := f.count("ExportToPackage"); n != 2 {
@@ -129,16 +131,17 @@ func TestDataProjectHeldByAnotherReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := `{"replica":"elsewhere/1/ffffffff","at":"2026-11-25T10:00:00Z","holder":"export a run 20261125T100000Z-aaaaaaaa"}`
-	if _, err := st.Create(ctx, genKey(groupLeasePrefix("", a), 1), strings.NewReader(other), nil); err != nil {
+	holds := ledgerOf(st, a).ProjectLeases(dataProject(a))
+	if _, err := st.Create(ctx, leaseKey(holds, 1), strings.NewReader(other), nil); err != nil {
 		t.Fatal(err)
 	}
 	r := &Runner{LeaseTTL: 500 * time.Millisecond}
 	rec, err := r.Run(ctx, b, RunOptions{})
-	if !errors.Is(err, ErrGroupBusy) || rec == nil || rec.State != StateSkipped ||
+	if !errors.Is(err, ErrGroupBusy) || rec == nil || rec.State != runs.StateSkipped ||
 		!strings.Contains(rec.Error, "export a run 20261125T100000Z-aaaaaaaa on elsewhere/1/ffffffff") {
 		t.Fatalf("Run while another replica holds the project = %+v, %v; want skipped naming the holder", rec, err)
 	}
-	unfinished := &RunRecord{Job: b.Name, RunID: "20261125T100000Z-cccccccc", State: StatePending, StartedAt: time.Now().UTC(),
+	unfinished := &runs.Record{Job: b.Name, RunID: "20261125T100000Z-cccccccc", State: runs.StatePending, StartedAt: time.Now().UTC(),
 		DefinitionGroup: "g", LegalEntity: "USMF", Durations: map[string]string{}}
 	if err := saveRecord(ctx, st, "", unfinished); err != nil {
 		t.Fatal(err)
@@ -149,12 +152,12 @@ func TestDataProjectHeldByAnotherReplica(t *testing.T) {
 	if n := f.count("ExportToPackage"); n != 0 {
 		t.Errorf("%d ExportToPackage calls while the project was held, want 0", n)
 	}
-	time.Sleep(600 * time.Millisecond) // the other replica's lease lapses on the store's clock
+	ageObject(t, b.Store.Path, leaseKey(holds, 1), time.Second) // the other replica's lease lapses on the store's clock
 	rec, err = r.Run(ctx, b, RunOptions{})
-	if errors.Is(err, ErrGroupBusy) || rec == nil || rec.State != StateFailed {
+	if errors.Is(err, ErrGroupBusy) || rec == nil || rec.State != runs.StateFailed {
 		t.Errorf("Run after the lease lapsed = %+v, %v; want it to run", rec, err)
 	}
-	if gen, _, _ := newestLease(ctx, st, groupLeasePrefix("", b)); gen != 0 {
-		t.Errorf("data project lease generation %d left after the run, want none", gen)
+	if left, err := st.List(ctx, holds+"/"); err != nil || len(left) != 0 {
+		t.Errorf("data project leases left after the run: %v (%v), want none", left, err)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite the golden files under testdata from what the code writes now")
@@ -125,7 +126,7 @@ func storeLife(t *testing.T) string {
 	defer r.Close()
 	st := mustDirStore(t, root)
 	later := func() { time.Sleep(time.Minute) }
-	mustRun := func(exp *Export, want State) *RunRecord {
+	mustRun := func(exp *Export, want runs.State) *runs.Record {
 		t.Helper()
 		rec, err := r.Run(ctx, exp, RunOptions{Trigger: "manual"})
 		if rec == nil || rec.State != want {
@@ -133,14 +134,14 @@ func storeLife(t *testing.T) string {
 		}
 		return rec
 	}
-	interrupted := func(exp *Export) *RunRecord {
+	interrupted := func(exp *Export) *runs.Record {
 		t.Helper()
 		rctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		interrupt = cancel
 		defer func() { interrupt = nil }()
 		rec, err := r.Run(rctx, exp, RunOptions{Trigger: "manual"})
-		if !errors.Is(err, context.Canceled) || rec == nil || rec.State != StatePublishing {
+		if !errors.Is(err, context.Canceled) || rec == nil || rec.State != runs.StatePublishing {
 			t.Fatalf("interrupted run of %s: %v (%+v), want an unfinished run in state publishing", exp.Name, err, rec)
 		}
 		return rec
@@ -159,13 +160,13 @@ func storeLife(t *testing.T) string {
 	// Schedule claims: one of a slot two hours old, pruned after the first
 	// finished run, and one of this hour's slot, kept.
 	for _, slot := range []time.Time{t0.Add(-2 * time.Hour), t0} {
-		if ok, err := claimSlot(ctx, st, orders, slot); !ok || err != nil {
+		if ok, err := r.ledger(st, orders).ClaimSlot(ctx, slot); !ok || err != nil {
 			t.Fatalf("claim of slot %s: %v, %v", slot, ok, err)
 		}
 	}
-	mustRun(orders, StateSucceeded) // the run retention deletes at the end
+	mustRun(orders, runs.StateSucceeded) // the run retention deletes at the end
 	later()
-	mustRun(failing, StateFailed)
+	mustRun(failing, runs.StateFailed)
 	later()
 	adopted := interrupted(orders)
 	// A replica took the interrupted run up (generation 2) and holds it:
@@ -178,7 +179,7 @@ func storeLife(t *testing.T) string {
 		t.Fatalf("run while another replica owns a run: %v, want ErrAlreadyRunning", err)
 	}
 	ageObject(t, root, leaseKey, time.Hour)
-	if rec, err := r.Resume(ctx, orders, adopted); err != nil || rec.State != StateSucceeded || rec.OwnerGen != 3 {
+	if rec, err := r.Resume(ctx, orders, adopted); err != nil || rec.State != runs.StateSucceeded || rec.OwnerGen != 3 {
 		t.Fatalf("adoption of a dead replica's run: %v (%+v), want succeeded by generation 3", err, rec)
 	}
 	later()
@@ -187,7 +188,7 @@ func storeLife(t *testing.T) string {
 	sum := sha256.Sum256([]byte("http://127.0.0.1:1\ng"))
 	holdKey := "fo/_groups/g-" + hex.EncodeToString(sum[:6]) + "/00000001"
 	foreign(holdKey, `{"replica":"elsewhere/1/ffffffff","at":"2000-01-01T00:00:00Z","holder":"export other run 20000101T000000Z-00000000"}`, 0)
-	mustRun(copyOf, StateSkipped)
+	mustRun(copyOf, runs.StateSkipped)
 	ageObject(t, root, holdKey, time.Hour)
 	later()
 	// A run interrupted, its record then damaged by hand: the scan for
@@ -202,14 +203,14 @@ func storeLife(t *testing.T) string {
 		t.Fatalf("unfinished runs with a damaged record: %v, %+v; want the rebuilt run", err, recs)
 	}
 	later()
-	if rec, err := r.Abandon(ctx, orders, damaged.RunID, "ops@golden", "the golden life ends it"); err != nil || rec.State != StateAbandoned {
+	if rec, err := r.Abandon(ctx, orders, damaged.RunID, "ops@golden", "the golden life ends it"); err != nil || rec.State != runs.StateAbandoned {
 		t.Fatalf("abandon: %v (%+v)", err, rec)
 	}
 	later()
 	// The fourth finished run of the export: retention (keep_runs: 3)
 	// deletes the first.
-	mustRun(orders, StateSucceeded)
-	return listStore(t, root, replicaID)
+	mustRun(orders, runs.StateSucceeded)
+	return listStore(t, root, runs.ReplicaID())
 }
 
 // handlerTransport serves requests with a handler in-process, so a run
@@ -235,21 +236,6 @@ func (s *stoppingSink) Publish(ctx context.Context, m publish.Message) error {
 		s.once.Do(s.stop)
 	}
 	return err
-}
-
-// ageObject dates the object at key of the directory store at root back
-// by age, as if its writer had stopped refreshing it then.
-func ageObject(t *testing.T, root, key string, age time.Duration) {
-	t.Helper()
-	// The store's clock is the file system's, not the bubble's.
-	name := filepath.Join(root, filepath.FromSlash(key))
-	fi, err := os.Stat(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chtimes(name, fi.ModTime().Add(-age), fi.ModTime().Add(-age)); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // listStore lists every folder and file under root, sorted, with each

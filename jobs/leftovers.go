@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dmfexport/dmfexport/internal/process"
 	"github.com/dmfexport/dmfexport/store"
 )
 
@@ -74,7 +75,7 @@ func removePackageTemps(dir string, now time.Time) int {
 		pid, err := strconv.Atoi(pidPart)
 		var stale bool
 		if withPID && err == nil && pid > 0 {
-			stale = !processAlive(pid)
+			stale = !process.Alive(pid)
 		} else if fi, err := os.Stat(m); err == nil {
 			stale = now.Sub(fi.ModTime()) > LeftoverAge
 		}

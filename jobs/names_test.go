@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // TestHostileEntityNames exports a package whose entities are named like
@@ -28,11 +29,11 @@ func TestHostileEntityNames(t *testing.T) {
 	defer sim.Close()
 	exp := fileExport(sim, t.TempDir())
 	rec, err := (&Runner{}).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
-	if err != nil || rec.State != StateSucceeded {
+	if err != nil || rec.State != runs.StateSucceeded {
 		t.Fatalf("Run with hostile entity names: want succeeded, got %v (%+v)", err, rec)
 	}
 	for _, e := range rec.Entities {
-		if e.State != StateSucceeded || e.Rows != 5 {
+		if e.State != runs.StateSucceeded || e.Rows != 5 {
 			t.Errorf("entity %q: want succeeded with 5 rows, got %s with %d (%s)", e.Entity, e.State, e.Rows, e.Error)
 		}
 	}

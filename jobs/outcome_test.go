@@ -11,6 +11,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // TestRunOutcomes drives whole runs through the simulator's final statuses
@@ -21,37 +22,37 @@ func TestRunOutcomes(t *testing.T) {
 		name          string
 		opts          dmftest.Options
 		partial       string
-		wantState     State
+		wantState     runs.State
 		wantEntities  int
 		wantErr       []string // substrings of the run error
 		wantWarning   string
 		wantDownloads int
 		wantMetrics   []string
 	}{
-		{"succeeded", dmftest.Options{}, "fail", StateSucceeded, 2, nil, "", 1, nil},
-		{"failed with F&O errors and summary link", dmftest.Options{FinalStatus: map[string]string{"G": "Failed"}}, "fail", StateFailed, 0,
+		{"succeeded", dmftest.Options{}, "fail", runs.StateSucceeded, 2, nil, "", 1, nil},
+		{"failed with F&O errors and summary link", dmftest.Options{FinalStatus: map[string]string{"G": "Failed"}}, "fail", runs.StateFailed, 0,
 			[]string{"ended Failed", "simulated failure", "execution summary: http"}, "", 0, nil},
-		{"canceled", dmftest.Options{FinalStatus: map[string]string{"G": "Canceled"}}, "fail", StateFailed, 0, []string{"ended Canceled"}, "", 0, nil},
-		{"partial fails by default", dmftest.Options{FinalStatus: map[string]string{"G": "PartiallySucceeded"}}, "fail", StateFailed, 0,
+		{"canceled", dmftest.Options{FinalStatus: map[string]string{"G": "Canceled"}}, "fail", runs.StateFailed, 0, []string{"ended Canceled"}, "", 0, nil},
+		{"partial fails by default", dmftest.Options{FinalStatus: map[string]string{"G": "PartiallySucceeded"}}, "fail", runs.StateFailed, 0,
 			[]string{"ended PartiallySucceeded"}, "", 0, nil},
-		{"partial publishes when asked", dmftest.Options{FinalStatus: map[string]string{"G": "PartiallySucceeded"}}, "publish", StateSucceeded, 1,
+		{"partial publishes when asked", dmftest.Options{FinalStatus: map[string]string{"G": "PartiallySucceeded"}}, "publish", runs.StateSucceeded, 1,
 			nil, "ended PartiallySucceeded", 1, nil},
-		{"expired URL gets one fresh URL", dmftest.Options{Faults: dmftest.Faults{ExpiredURLs: 1}}, "fail", StateSucceeded, 2, nil, "", 1, nil},
+		{"expired URL gets one fresh URL", dmftest.Options{Faults: dmftest.Faults{ExpiredURLs: 1}}, "fail", runs.StateSucceeded, 2, nil, "", 1, nil},
 		{"throttled and 503 then fine", dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{
 			{Action: "GetExecutionSummaryStatus", First: 2, Status: 429, RetryAfter: 1},
 			{Action: "ExportToPackage", First: 1, Status: 503},
-		}}}, "fail", StateSucceeded, 2, nil, "", 1, []string{
+		}}}, "fail", runs.StateSucceeded, 2, nil, "", 1, []string{
 			`dmfexport_fo_retries_total{action="GetExecutionSummaryStatus",export="files",reason="HTTP 429"} 2`,
 			`dmfexport_fo_retries_total{action="ExportToPackage",export="files",reason="HTTP 503"} 1`,
 			`dmfexport_runs_total{export="files",state="succeeded"} 1`,
 		}},
-		{"package not yet downloadable, asked again", dmftest.Options{PackageDelay: 1200 * time.Millisecond}, "fail", StateSucceeded, 2, nil, "", 1, nil},
-		{"package cut short once, downloaded again", dmftest.Options{Faults: dmftest.Faults{ContentLengthDelta: -200, DownloadFaultsFirst: 1}}, "fail", StateSucceeded, 2, nil, "", 2, nil},
+		{"package not yet downloadable, asked again", dmftest.Options{PackageDelay: 1200 * time.Millisecond}, "fail", runs.StateSucceeded, 2, nil, "", 1, nil},
+		{"package cut short once, downloaded again", dmftest.Options{Faults: dmftest.Faults{ContentLengthDelta: -200, DownloadFaultsFirst: 1}}, "fail", runs.StateSucceeded, 2, nil, "", 2, nil},
 		// F&O exported: what stops the package leaves the run waiting to
 		// fetch it again, never failed (its next run would export again).
-		{"package cut short every time waits after three downloads", dmftest.Options{Faults: dmftest.Faults{ContentLengthDelta: -200}}, "fail", StateDownloading, 0,
+		{"package cut short every time waits after three downloads", dmftest.Options{Faults: dmftest.Faults{ContentLengthDelta: -200}}, "fail", runs.StateDownloading, 0,
 			[]string{"waiting for the exported package to be fetched again", "download package of execution", "not a valid zip package (truncated download", "without exporting again"}, "", 1 + maxBadPackages, nil},
-		{"corrupt package waits, named", dmftest.Options{Faults: dmftest.Faults{CorruptZip: true}}, "fail", StateUnpacking, 0,
+		{"corrupt package waits, named", dmftest.Options{Faults: dmftest.Faults{CorruptZip: true}}, "fail", runs.StateUnpacking, 0,
 			[]string{"waiting for the exported package to be fetched again", "unpack package"}, "", 1, nil},
 	}
 	for _, tt := range tests {
@@ -162,7 +163,7 @@ func TestExportedPackageFetchedAgain(t *testing.T) {
 		t.Fatalf("Unfinished = %v, %v; want the waiting run", recs, err)
 	}
 	rec, err = r.Resume(context.Background(), exp, recs[0])
-	if err != nil || rec.State != StateSucceeded {
+	if err != nil || rec.State != runs.StateSucceeded {
 		t.Fatalf("resume = %s, %v; want succeeded", rec.State, err)
 	}
 	if n := sim.Exports(); n != 1 {
@@ -193,7 +194,7 @@ func TestExportedPackageGone(t *testing.T) {
 	metrics := NewMetrics()
 	r := &Runner{Metrics: metrics}
 	// A run that published: the record lists the IncrementalPush entity.
-	if rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"}); err != nil || rec.State != StateSucceeded {
+	if rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"}); err != nil || rec.State != runs.StateSucceeded {
 		t.Fatalf("first run = %v, %v", rec, err)
 	}
 	sim.Close()
@@ -211,7 +212,7 @@ func TestExportedPackageGone(t *testing.T) {
 	exp = fileExport(sim2, dir)
 	exp.Poll.RegisterTimeout = 500 * time.Millisecond
 	rec, err = r.Resume(context.Background(), exp, rec)
-	if err == nil || rec.State != StateFailed {
+	if err == nil || rec.State != runs.StateFailed {
 		t.Fatalf("resume = %s, %v; want failed: the package is gone", rec.State, err)
 	}
 	for _, want := range []string{"is gone from F&O", "the export must be repeated", "IncrementalPush entities Headers are lost downstream", "FullPush"} {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // barrierSink holds the first batch of each entity until `want` entities
@@ -87,7 +88,7 @@ func TestParallelEntities(t *testing.T) {
 				t.Fatalf("Run with parallel_entities %d: %v", tt.parallel, err)
 			}
 			for _, e := range rec.Entities {
-				if e.State != StateSucceeded || e.Rows != 450 || e.Batches != 5 {
+				if e.State != runs.StateSucceeded || e.Rows != 450 || e.Batches != 5 {
 					t.Errorf("entity %s: want succeeded with 450 rows in 5 batches, got %s, %d rows, %d batches (%s)", e.Entity, e.State, e.Rows, e.Batches, e.Error)
 				}
 				if got := fmt.Sprint(sink.order[e.Entity]); got != "[0 1 2 3 4]" {

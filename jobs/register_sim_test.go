@@ -15,6 +15,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // statusAnswers records how the simulator answered GetExecutionSummaryStatus:
@@ -100,7 +101,7 @@ func TestRegisterWindowAgainstSimulator(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 
-			var rec *RunRecord
+			var rec *runs.Record
 			var err error
 			if tt.resume {
 				// What a run leaves when it is killed just after F&O took its
@@ -119,7 +120,7 @@ func TestRegisterWindowAgainstSimulator(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				stopped := &RunRecord{Job: exp.Name, RunID: "20261129T100000Z-cccccccc", State: StateExporting, StartedAt: time.Now().UTC(),
+				stopped := &runs.Record{Job: exp.Name, RunID: "20261129T100000Z-cccccccc", State: runs.StateExporting, StartedAt: time.Now().UTC(),
 					DefinitionGroup: "G", LegalEntity: "USMF", ExecutionID: id, Durations: map[string]string{}}
 				if err := saveRecord(ctx, st, "", stopped); err != nil {
 					t.Fatal(err)
@@ -128,7 +129,7 @@ func TestRegisterWindowAgainstSimulator(t *testing.T) {
 			} else {
 				rec, err = (&Runner{}).Run(ctx, exp, RunOptions{Trigger: "manual"})
 			}
-			if err != nil || rec.State != StateSucceeded {
+			if err != nil || rec.State != runs.StateSucceeded {
 				t.Fatalf("run: state %v, error %v; want succeeded", rec, err)
 			}
 			if n := sim.Calls("ExportToPackage"); n != 1 {

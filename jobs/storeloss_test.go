@@ -16,6 +16,7 @@ import (
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/testenv"
 	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/runs"
 	"github.com/dmfexport/dmfexport/store"
 )
 
@@ -35,10 +36,10 @@ func TestRunSurvivesStoreLoss(t *testing.T) {
 		// downloads is how many times the package must be downloaded.
 		downloads int
 	}{
-		{"azblob lost as the download begins", true, func(e Event) bool { return e.State == StateDownloading && e.Detail == "" && e.Done == 0 }, 1},
-		{"azblob lost after the download", true, func(e Event) bool { return e.State == StateUnpacking && e.Detail != "" }, 1},
+		{"azblob lost as the download begins", true, func(e Event) bool { return e.State == runs.StateDownloading && e.Detail == "" && e.Done == 0 }, 1},
+		{"azblob lost after the download", true, func(e Event) bool { return e.State == runs.StateUnpacking && e.Detail != "" }, 1},
 		{"azblob lost while publishing", true, func(e Event) bool { return e.Confirmed && e.Entity == "A" && e.Rows >= 500 }, 2},
-		{"dir lost after the download", false, func(e Event) bool { return e.State == StateUnpacking && e.Detail != "" }, 1},
+		{"dir lost after the download", false, func(e Event) bool { return e.State == runs.StateUnpacking && e.Detail != "" }, 1},
 		{"dir lost while publishing", false, func(e Event) bool { return e.Confirmed && e.Entity == "A" && e.Rows >= 500 }, 2},
 	}
 	for _, tt := range tests {
@@ -86,7 +87,7 @@ func TestRunSurvivesStoreLoss(t *testing.T) {
 					lost = true
 					return
 				}
-				if lost && seenAfter == nil && e.State == StatePublishing && e.Detail != "" && !e.Confirmed {
+				if lost && seenAfter == nil && e.State == runs.StatePublishing && e.Detail != "" && !e.Confirmed {
 					// The run saved its record since: marker and lease too?
 					st, err := openStoreReading(context.Background(), exp.Store)
 					if err != nil {
@@ -108,7 +109,7 @@ func TestRunSurvivesStoreLoss(t *testing.T) {
 			if !lost {
 				t.Fatal("the store was never lost: the test missed its moment")
 			}
-			if rec.State != StateSucceeded {
+			if rec.State != runs.StateSucceeded {
 				t.Fatalf("run ended %s (%s), want succeeded", rec.State, rec.Error)
 			}
 			if n := sim.Exports(); n != 1 {
@@ -128,7 +129,7 @@ func TestRunSurvivesStoreLoss(t *testing.T) {
 			}
 			// The store keeps the run, final, and no active marker.
 			recs, err := Records(context.Background(), exp, 0)
-			if err != nil || len(recs) != 1 || recs[0].RunID != rec.RunID || recs[0].State != StateSucceeded {
+			if err != nil || len(recs) != 1 || recs[0].RunID != rec.RunID || recs[0].State != runs.StateSucceeded {
 				t.Errorf("records after the run: %v, %+v; want the run, succeeded", err, recs)
 			}
 			if un, err := r.Unfinished(context.Background(), exp); err != nil || len(un) != 0 {
@@ -139,9 +140,9 @@ func TestRunSurvivesStoreLoss(t *testing.T) {
 			held := strings.Join(seenAfter, "\n")
 			mu.Unlock()
 			for _, want := range []string{
-				recordKey(exp.Store.Prefix, exp.Name, rec.RunID),
-				activeKey(exp.Store.Prefix, exp.Name, rec.RunID),
-				genKey(leasePrefix(exp.Store.Prefix, exp.Name, rec.RunID), 1),
+				runs.Layout{Prefix: exp.Store.Prefix, Export: exp.Name}.Record(rec.RunID),
+				runs.Layout{Prefix: exp.Store.Prefix, Export: exp.Name}.Active(rec.RunID),
+				leaseKey(runs.Layout{Prefix: exp.Store.Prefix, Export: exp.Name}.Leases(rec.RunID), 1),
 			} {
 				if !strings.Contains(held, want) {
 					t.Errorf("store after the loss, at the next state change, lacks %s; it held:\n%s", want, held)
@@ -176,7 +177,7 @@ func TestRunLostForGoodSaysSo(t *testing.T) {
 	var logs testenv.SyncBuffer
 	var once sync.Once
 	r := &Runner{Logger: slog.New(slog.NewTextHandler(&logs, nil)), OnEvent: func(e Event) {
-		if e.State == StateUnpacking && e.Detail != "" {
+		if e.State == runs.StateUnpacking && e.Detail != "" {
 			once.Do(func() {
 				if err := os.RemoveAll(parent); err != nil {
 					t.Error(err)

@@ -13,6 +13,7 @@ import (
 	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/testenv"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // TestExecutionPastDeadlineLeavesRunWaiting: an F&O execution still
@@ -33,7 +34,7 @@ func TestExecutionPastDeadlineLeavesRunWaiting(t *testing.T) {
 			t.Errorf("error %q (record %q) lacks %q", err, rec.Error, want)
 		}
 	}
-	if rec.State != StateExporting || rec.Waiting != WaitingForExecution || rec.ExecutionID == "" {
+	if rec.State != runs.StateExporting || rec.Waiting != WaitingForExecution || rec.ExecutionID == "" {
 		t.Fatalf("record: want exporting, waiting for the execution, with its ID; got state %s waiting %q execution %q", rec.State, rec.Waiting, rec.ExecutionID)
 	}
 	recs, _ := r.Unfinished(context.Background(), exp)
@@ -42,8 +43,8 @@ func TestExecutionPastDeadlineLeavesRunWaiting(t *testing.T) {
 	}
 	exp.Poll.Deadline = time.Minute // the operator raised it, or F&O ended meanwhile
 	r.ResumeAll(context.Background(), []*Export{exp})
-	done, err := readRecord(context.Background(), mustOpen(t, exp), recordKey(exp.Store.Prefix, exp.Name, rec.RunID))
-	if err != nil || done.State != StateSucceeded || done.Waiting != "" || done.Entities[0].Rows != 250 || done.ExecutionID != rec.ExecutionID {
+	done, err := ledgerOf(mustOpen(t, exp), exp).Find(context.Background(), rec.RunID)
+	if err != nil || done.State != runs.StateSucceeded || done.Waiting != "" || done.Entities[0].Rows != 250 || done.ExecutionID != rec.ExecutionID {
 		t.Fatalf("resumed: want succeeded with 250 rows of execution %s, got %v %+v", rec.ExecutionID, err, done)
 	}
 	if n := sim.Exports(); n != 1 {
@@ -82,7 +83,7 @@ func TestUnroutableLeavesRunWaiting(t *testing.T) {
 		t.Fatalf("record: want unfinished, waiting for a queue; got state %s waiting %q", rec.State, rec.Waiting)
 	}
 	for _, e := range rec.Entities {
-		if e.State == StateFailed || e.Rows != 0 {
+		if e.State == runs.StateFailed || e.Rows != 0 {
 			t.Errorf("entity %s: want not failed with 0 rows published, got %s with %d", e.Entity, e.State, e.Rows)
 		}
 	}
@@ -95,7 +96,7 @@ func TestUnroutableLeavesRunWaiting(t *testing.T) {
 		t.Fatal(err)
 	}
 	done, err := r.Resume(context.Background(), exp, rec)
-	if err != nil || done.State != StateSucceeded || done.Waiting != "" {
+	if err != nil || done.State != runs.StateSucceeded || done.Waiting != "" {
 		t.Fatalf("Resume with a queue bound: want succeeded, got %v %+v", err, done)
 	}
 	if n := sim.Exports(); n != 1 {
@@ -165,7 +166,7 @@ func TestScheduledFireTakesUpWaitingRun(t *testing.T) {
 	}
 }
 
-func mustUnfinished(t *testing.T, r *Runner, exp *Export) *RunRecord {
+func mustUnfinished(t *testing.T, r *Runner, exp *Export) *runs.Record {
 	t.Helper()
 	recs, err := r.Unfinished(context.Background(), exp)
 	if err != nil || len(recs) != 1 {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/runs"
 	"github.com/dmfexport/dmfexport/store"
 )
 
@@ -31,7 +32,7 @@ func TestLogsNameTheExport(t *testing.T) {
 	r := &Runner{Logger: slog.New(slog.NewJSONHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	ctx := context.Background()
 	rec, err := r.Run(ctx, exp, RunOptions{Trigger: "manual"})
-	if err != nil || rec.State != StateSucceeded {
+	if err != nil || rec.State != runs.StateSucceeded {
 		t.Fatalf("Run: want succeeded, got %v (%+v)", err, rec)
 	}
 	if _, err := r.Replay(ctx, exp, rec, ReplayOptions{RoutingKey: "replay"}); err != nil {
@@ -62,43 +63,9 @@ func TestLogsNameTheExport(t *testing.T) {
 	}
 }
 
-// TestRunRecordNames: records carry the export's name as "export" and, for
-// earlier versions, as "job"; records earlier versions wrote (only "job")
-// still read, list and show their export.
+// TestRunRecordNames: a record an earlier version wrote (only "job", see
+// runs.TestRecordNames) lists and shows its export.
 func TestRunRecordNames(t *testing.T) {
-	t.Run("written with both names", func(t *testing.T) {
-		b, err := encodeRecord(&RunRecord{Job: "daily", RunID: "r1", State: StateSucceeded})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var m map[string]any
-		if err := json.Unmarshal(b, &m); err != nil {
-			t.Fatal(err)
-		}
-		if m["export"] != "daily" || m["job"] != "daily" {
-			t.Errorf("record has export %v, job %v; want both \"daily\":\n%s", m["export"], m["job"], b)
-		}
-	})
-	tests := []struct {
-		name string
-		json string
-		want string
-	}{
-		{"earlier version: job only", `{"job": "daily", "run_id": "r1", "state": "succeeded"}`, "daily"},
-		{"export only", `{"export": "daily", "run_id": "r1", "state": "succeeded"}`, "daily"},
-		{"both: export wins", `{"export": "daily", "job": "old", "run_id": "r1", "state": "succeeded"}`, "daily"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var rec RunRecord
-			if err := json.Unmarshal([]byte(tt.json), &rec); err != nil {
-				t.Fatal(err)
-			}
-			if rec.Job != tt.want || rec.RunID != "r1" || rec.State != StateSucceeded {
-				t.Errorf("read %+v, want export %q, run r1, succeeded", rec, tt.want)
-			}
-		})
-	}
 	t.Run("old record in a store", func(t *testing.T) {
 		dir := t.TempDir()
 		exp := &Export{Name: "daily", Store: StoreConfig{Type: "dir", Path: dir}}
@@ -117,14 +84,14 @@ func TestRunRecordNames(t *testing.T) {
   "legal_entity": "USMF",
   "unpacked": true
 }`
-		if _, err := st.Put(context.Background(), recordKey("", "daily", "20251124T020000Z-1a2b3c4d"), strings.NewReader(old), nil); err != nil {
+		if _, err := st.Put(context.Background(), runs.Layout{Prefix: "", Export: "daily"}.Record("20251124T020000Z-1a2b3c4d"), strings.NewReader(old), nil); err != nil {
 			t.Fatal(err)
 		}
 		recs, err := Records(context.Background(), exp, 0)
 		if err != nil || len(recs) != 1 {
 			t.Fatalf("Records: %v, %d records; want the old one", err, len(recs))
 		}
-		if got := recs[0]; got.Job != "daily" || got.State != StateSucceeded || got.DefinitionGroup != "G" {
+		if got := recs[0]; got.Job != "daily" || got.State != runs.StateSucceeded || got.DefinitionGroup != "G" {
 			t.Errorf("old record read as %+v", got)
 		}
 	})

@@ -68,7 +68,7 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 	}
 	jobs.CleanLeftovers(ctx, cfg, log)
 	metrics := jobs.NewMetrics()
-	runner := &jobs.Runner{Logger: log, Metrics: metrics, LeaseTTL: cfg.LeaseTTL}
+	runner := &jobs.Runner{Logger: log, Metrics: metrics, LeaseTTL: cfg.LeaseTTL, Clock: newClock()}
 	defer runner.Close()
 	sch, err := jobs.NewScheduler(cfg, runner, log, c.stopTimeout)
 	if err != nil {
