@@ -197,7 +197,7 @@ func (q *slotQueue) length() int {
 func (u *run) waitSlot(ctx context.Context, env *environment) (func(), error) {
 	t, ahead := env.slots.join()
 	if t != nil {
-		queuedAt := time.Now()
+		queuedAt := u.r.clock().Now()
 		u.rec.QueuedAt = queuedAt.UTC()
 		u.log.Info("run queued: its F&O environment has fo.max_concurrent_exports executions in flight", "ahead", ahead, "environment", env.name)
 		u.r.Metrics.queueChanged(env.name, env.slots.length())
@@ -210,7 +210,7 @@ func (u *run) waitSlot(ctx context.Context, env *environment) (func(), error) {
 			cancel()
 			_ = env.slots.await(cancelled, t)
 		}
-		waited := time.Since(queuedAt)
+		waited := u.r.clock().Since(queuedAt)
 		u.r.Metrics.queueChanged(env.name, env.slots.length())
 		u.r.Metrics.queueWaited(env.name, waited)
 		if err != nil {

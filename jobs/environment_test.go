@@ -153,10 +153,14 @@ func TestStopWhileQueued(t *testing.T) {
 	sim := dmftest.NewServer(dmftest.Options{Projects: manyProjects(2), ExecutionTime: time.Hour})
 	defer sim.Close()
 	exps := manyExports(sim, t.TempDir(), 2, 1)
-	queued := make(chan struct{})
+	queued, exporting := make(chan struct{}), make(chan struct{})
+	var once sync.Once
 	r := &Runner{Metrics: NewMetrics(), OnEvent: func(e Event) {
-		if strings.HasPrefix(e.Detail, "queued") {
+		switch {
+		case strings.HasPrefix(e.Detail, "queued"):
 			close(queued)
+		case strings.HasPrefix(e.Detail, "F&O status"): // it polls the export it started
+			once.Do(func() { close(exporting) })
 		}
 	}}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -165,9 +169,7 @@ func TestStopWhileQueued(t *testing.T) {
 		_, err := r.Run(ctx, exps[0], RunOptions{Trigger: "schedule"})
 		first <- err
 	}()
-	for sim.Exports() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	<-exporting
 	second := make(chan error, 1)
 	go func() {
 		rec, err := r.Run(ctx, exps[1], RunOptions{Trigger: "schedule"})

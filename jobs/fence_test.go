@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/publish"
 	"github.com/dmfexport/dmfexport/runs"
@@ -58,21 +60,24 @@ func (s *pausingSink) published() []string {
 // leave the adopter's final record as it is, refresh no lease the adopter
 // released, and end with runs.ErrLeaseLost; the adopter's next run must start
 // (not be skipped for a data project the paused owner still seemed to
-// hold).
+// hold). The owner's clock is a fake one, moved on by the pause; its
+// leases age on the store's clock, the file system's.
 func TestPausedOwnerFenced(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond})
+	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond,
+		PackageDelay: -1}) // the owner's waits are on its fake clock
 	defer sim.Close()
 	exp := fileExport(sim, t.TempDir())
 	ctx := context.Background()
-	const ttl = 600 * time.Millisecond
+	const ttl = runs.DefaultLeaseTTL
 	const pauseAt = 4 // of 10 batches
+	ownerClock := clockwork.NewFakeClock()
 
 	resume := make(chan struct{})
 	var held sync.Mutex // locked while the owner is paused
 	held.Lock()
 	paused := false
 	sink := &pausingSink{pauseAt: pauseAt, paused: make(chan struct{}), resume: resume}
-	owner := &Runner{Logger: slog.New(slog.DiscardHandler), LeaseTTL: ttl,
+	owner := &Runner{Logger: slog.New(slog.DiscardHandler), LeaseTTL: ttl, Clock: ownerClock,
 		NewSink: func(context.Context, *Export) (publish.Sink, error) { return sink, nil },
 		heartbeatGate: func() {
 			held.Lock() // blocks while paused
@@ -107,28 +112,24 @@ func TestPausedOwnerFenced(t *testing.T) {
 	if err != nil || len(recs) != 1 {
 		t.Fatalf("unfinished runs while the owner is paused: %v, %d runs, want 1", err, len(recs))
 	}
-	var adopted *runs.Record
-	for deadline := time.Now().Add(10 * time.Second); adopted == nil; time.Sleep(50 * time.Millisecond) {
-		rec, err := adopter.Resume(ctx, exp, recs[0])
-		switch {
-		case errors.Is(err, runs.ErrLeaseHeld) || errors.Is(err, ErrGroupBusy):
-			if time.Now().After(deadline) {
-				t.Fatalf("the paused owner's run was not taken over within 10s: %v", err)
-			}
-		case err != nil:
-			t.Fatalf("takeover of the paused owner's run: %v", err)
-		default:
-			adopted = rec
-		}
-	}
-	if adopted.State != runs.StateSucceeded || adopted.OwnerGen != 2 {
-		t.Fatalf("adopted run: state %s, owner generation %d; want succeeded by generation 2", adopted.State, adopted.OwnerGen)
-	}
 	st, err := openStore(ctx, exp.Store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l := ledgerOf(st, exp)
+	// The pause outlasts the lease: its run lease and data project hold
+	// lapse on the store's clock, and the owner's own clock moves on.
+	for _, key := range []string{leaseKey(l.Leases(recs[0].RunID), 1), leaseKey(l.ProjectLeases(dataProject(exp)), 1)} {
+		ageObject(t, exp.Store.Path, key, ttl+time.Second)
+	}
+	ownerClock.Advance(ttl + time.Second)
+	adopted, err := adopter.Resume(ctx, exp, recs[0])
+	if err != nil {
+		t.Fatalf("takeover of the paused owner's run once its lease lapsed: %v", err)
+	}
+	if adopted.State != runs.StateSucceeded || adopted.OwnerGen != 2 {
+		t.Fatalf("adopted run: state %s, owner generation %d; want succeeded by generation 2", adopted.State, adopted.OwnerGen)
+	}
 	key := l.Record(adopted.RunID)
 	before := readAll(t, st, key)
 

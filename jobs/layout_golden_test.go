@@ -117,7 +117,7 @@ func storeLife(t *testing.T) string {
 	var interrupt func()
 	r := &Runner{Logger: slog.New(slog.DiscardHandler), HTTPClient: &http.Client{Transport: handlerTransport{sim}},
 		NewSink: func(ctx context.Context, exp *Export) (publish.Sink, error) {
-			s, err := OpenSink(ctx, exp, slog.New(slog.DiscardHandler))
+			s, err := openSink(ctx, exp, slog.New(slog.DiscardHandler), 1, nil)
 			if err != nil {
 				return nil, err
 			}
@@ -125,7 +125,7 @@ func storeLife(t *testing.T) string {
 		}}
 	defer r.Close()
 	st := mustDirStore(t, root)
-	later := func() { time.Sleep(time.Minute) }
+	later := func() { time.Sleep(time.Minute) } // the bubble's clock: no real wait, run IDs a minute apart
 	mustRun := func(exp *Export, want runs.State) *runs.Record {
 		t.Helper()
 		rec, err := r.Run(ctx, exp, RunOptions{Trigger: "manual"})

@@ -3,7 +3,6 @@ package jobs
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -34,8 +33,9 @@ func createPackageTemp() (*os.File, error) {
 // a process ID, older than LeftoverAge), and directory stores' temporary
 // files older than LeftoverAge. It never stops a start: problems are
 // logged.
-func CleanLeftovers(ctx context.Context, cfg *Config, log *slog.Logger) {
-	if n := removePackageTemps(os.TempDir(), time.Now()); n > 0 {
+func (r *Runner) CleanLeftovers(ctx context.Context, cfg *Config) {
+	log := r.logger()
+	if n := removePackageTemps(os.TempDir(), r.clock().Now()); n > 0 {
 		log.Info("removed package files left by crashed runs", "dir", os.TempDir(), "files", n)
 	}
 	seen := map[string]bool{}

@@ -241,7 +241,7 @@ func (r *Runner) ResumeAll(ctx context.Context, exps []*Export) {
 			if ctx.Err() != nil {
 				return
 			}
-			if rec.Waiting != "" && !r.retryDue(exp.Name, rec.RunID, time.Now()) {
+			if rec.Waiting != "" && !r.retryDue(exp.Name, rec.RunID, r.clock().Now()) {
 				continue // backing off
 			}
 			r.resumeWaiting(ctx, exp, rec)
@@ -258,11 +258,11 @@ func (r *Runner) resumeWaiting(ctx context.Context, exp *Export, rec *runs.Recor
 		return
 	}
 	if what := waitingOf(err); what != "" {
-		wait := r.noteWait(exp.Name, rec.RunID, true, time.Now())
+		wait := r.noteWait(exp.Name, rec.RunID, true, r.clock().Now())
 		r.logger().Warn("run still "+WaitingText(what)+"; retrying later", "export", exp.Name, "run", rec.RunID, "retry_in", wait, "err", err)
 		return
 	}
-	r.noteWait(exp.Name, rec.RunID, false, time.Now())
+	r.noteWait(exp.Name, rec.RunID, false, r.clock().Now())
 	if err != nil && ctx.Err() != nil {
 		// Stopped: the run logged that it will resume.
 		r.logger().Debug("resumed run interrupted", "export", exp.Name, "run", rec.RunID, "err", err)
@@ -778,7 +778,7 @@ func (u *run) checkBroker(ctx context.Context) error {
 	if u.r.NewSink != nil {
 		return nil
 	}
-	sink, err := OpenSink(ctx, u.exp, u.log)
+	sink, err := openSink(ctx, u.exp, u.log, 1, u.r.clock())
 	if err == nil {
 		_ = sink.Close()
 		return nil
@@ -926,7 +926,7 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 	}
 	return u.step(ctx, "download", func(ctx context.Context) error {
 		dl := unpack.DownloadOptions{HTTPClient: u.r.httpClient(), Timeout: u.exp.Poll.DownloadTimeout,
-			StallTimeout: u.exp.Poll.DownloadStallTimeout, MaxBytes: u.exp.Poll.MaxPackageBytes, Logger: u.log,
+			StallTimeout: u.exp.Poll.DownloadStallTimeout, MaxBytes: u.exp.Poll.MaxPackageBytes, Logger: u.log, Clock: u.r.clock(),
 			Progress: func(done, total int64) { u.emit(Event{Done: done, Total: max(total, 0)}) }}
 		var n int64
 		var sum string
@@ -1314,7 +1314,7 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *runs.Enti
 		Job: u.exp.Name, RunID: u.rec.RunID, ExecutionID: u.rec.ExecutionID, Entity: e.Entity,
 		Exchange: u.exp.Exchange, RoutingKey: u.exp.RoutingKey, BatchSize: b.BatchSize,
 		Format: e.Format, Sheet: e.Sheet, RefreshType: e.RefreshType, Compression: b.Compression, CompressionLevel: u.exp.CompressionLevel, ResumeFrom: resumeFrom,
-		MaxMessageBytes: u.exp.MaxMessageBytes, TraceParent: traceParent(ctx),
+		MaxMessageBytes: u.exp.MaxMessageBytes, TraceParent: traceParent(ctx), Clock: u.r.clock(),
 		Progress: func(s publish.EntityStats) {
 			u.mu.Lock()
 			confirmed := e.Rows
@@ -1447,7 +1447,7 @@ func (u *run) newSinks(ctx context.Context, n int) ([]publish.Sink, error) {
 	}
 	var sinks []publish.Sink
 	for i := 0; i < n; i++ {
-		s, err := openSink(ctx, u.exp, u.log, n)
+		s, err := openSink(ctx, u.exp, u.log, n, u.r.clock())
 		if err != nil {
 			for _, s := range sinks {
 				s.Close()
@@ -1474,15 +1474,12 @@ func (s fencedSink) Publish(ctx context.Context, m publish.Message) error {
 	return s.Sink.Publish(ctx, m)
 }
 
-// OpenSink connects the sink an export's broker section describes and makes
-// sure its exchange exists (declaring the topology when asked to).
-func OpenSink(ctx context.Context, exp *Export, log *slog.Logger) (publish.Sink, error) {
-	return openSink(ctx, exp, log, 1)
-}
-
-// openSink is OpenSink for one of shares sinks publishing at once: an AMQP
-// sink gets 1/shares of broker.max_unconfirmed_bytes (at least 1 MiB).
-func openSink(ctx context.Context, exp *Export, log *slog.Logger, shares int) (publish.Sink, error) {
+// openSink connects the sink an export's broker section describes and
+// makes sure its exchange exists (declaring the topology when asked to),
+// for one of shares sinks publishing at once: an AMQP sink gets 1/shares
+// of broker.max_unconfirmed_bytes (at least 1 MiB), and clock for its
+// backoff.
+func openSink(ctx context.Context, exp *Export, log *slog.Logger, shares int, clock clockwork.Clock) (publish.Sink, error) {
 	b := exp.Broker
 	switch b.Type {
 	case "file":
@@ -1495,7 +1492,7 @@ func openSink(ctx context.Context, exp *Export, log *slog.Logger, shares int) (p
 		s, err := publish.DialAMQP(ctx, publish.AMQPOptions{
 			URL: b.URL.Reveal(), ConfirmWindow: b.ConfirmWindow, MaxUnconfirmedBytes: unconfirmedShare(b.MaxUnconfirmedBytes, shares),
 			ReconnectTimeout: b.ReconnectTimeout, BackpressureTimeout: b.BackpressureTimeout,
-			ConnectionName: connectionName(exp.Name), Logger: log,
+			ConnectionName: connectionName(exp.Name), Logger: log, Clock: clock,
 		})
 		if err != nil {
 			return nil, err

@@ -58,9 +58,9 @@ func (c *triggerCommand) Run(ctx context.Context, args []string) error {
 		}
 		exps = append(exps, e)
 	}
-	jobs.CleanLeftovers(ctx, cfg, log)
 	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout), LeaseTTL: cfg.LeaseTTL, Clock: newClock()}
 	defer runner.Close()
+	runner.CleanLeftovers(ctx, cfg)
 	if *newRun {
 		for _, e := range exps {
 			if recs, err := runner.Unfinished(ctx, e); err == nil && len(recs) > 0 {
