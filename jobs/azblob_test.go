@@ -33,10 +33,10 @@ func azuriteStore(t *testing.T) StoreConfig {
 // metadata, and a replay reads the entities back from it.
 func TestRunAzureBlobStore(t *testing.T) {
 	store := azuriteStore(t)
-	sim := dmftest.NewServer(dmftest.Options{
+	sim := newSim(quick(dmftest.Options{ // Azurite is on the real network: real time
 		Projects:      map[string][]dmftest.Entity{"G": {csvEntity("Customers V3", 1234), csvEntity("Odd: name/with slash", 7)}},
 		ExecutionTime: 50 * time.Millisecond,
-	})
+	}))
 	defer sim.Close()
 	dir := t.TempDir()
 	exp := fileExport(sim, dir)

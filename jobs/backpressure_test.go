@@ -23,7 +23,7 @@ import (
 // default exchange) that holds at most maxLen messages and refuses
 // (nacks) the rest, x-overflow reject-publish, as RabbitMQ does for a
 // queue whose consumer is slow or stopped.
-func fullQueueExport(t *testing.T, sim *dmftest.Server, maxLen int, timeout time.Duration) (*Export, string) {
+func fullQueueExport(t *testing.T, sim *simServer, maxLen int, timeout time.Duration) (*Export, string) {
 	t.Helper()
 	queue := fmt.Sprintf("dmfexport.test.full.%d", time.Now().UnixNano())
 	ch := testenv.AMQPChannel(t)
@@ -121,7 +121,8 @@ func drainFrom(t *testing.T, queue string, delay time.Duration, into *rowTally) 
 // every row delivered once (again only under the same message ID) and
 // every batch counted.
 func TestFullQueueIsBackpressure(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1234), csvEntity("B", 10)}}, ExecutionTime: 20 * time.Millisecond})
+	t.Parallel() // waits on the real broker: alongside the others
+	sim := newSim(quick(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1234), csvEntity("B", 10)}}, ExecutionTime: 20 * time.Millisecond}))
 	defer sim.Close()
 	exp, queue := fullQueueExport(t, sim, 20, 30*time.Second)
 	var got rowTally
@@ -146,7 +147,8 @@ func TestFullQueueIsBackpressure(t *testing.T) {
 // took counted. Once a consumer drains the queue, taking the run up
 // publishes the rest from the same export: every row delivered once.
 func TestFullQueueLeavesRunWaiting(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1234), csvEntity("B", 10)}}, ExecutionTime: 20 * time.Millisecond})
+	t.Parallel() // waits on the real broker: alongside the others
+	sim := newSim(quick(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1234), csvEntity("B", 10)}}, ExecutionTime: 20 * time.Millisecond}))
 	defer sim.Close()
 	exp, queue := fullQueueExport(t, sim, 20, time.Second)
 	r := &Runner{}

@@ -35,6 +35,7 @@ func closedPort(t *testing.T) string {
 // once the broker is back it exports once; a missing exchange (a
 // configuration error) fails the run saying nothing was exported.
 func TestBrokerCheckedBeforeExport(t *testing.T) {
+	t.Parallel() // waits on the real broker: alongside the others
 	tests := []struct {
 		name     string
 		url      string
@@ -47,7 +48,7 @@ func TestBrokerCheckedBeforeExport(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 10)}}, ExecutionTime: 20 * time.Millisecond})
+			sim := newSim(quick(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 10)}}, ExecutionTime: 20 * time.Millisecond}))
 			defer sim.Close()
 			exp := fileExport(sim, t.TempDir())
 			exp.Broker = BrokerConfig{Type: "amqp", URL: Secret(tt.url), ReconnectTimeout: -1}
@@ -87,7 +88,8 @@ func TestBrokerCheckedBeforeExport(t *testing.T) {
 // those 400 rows counted; taken up again once the broker is back it
 // finishes without a second export and without losing a row.
 func TestBrokerLostAtPublishLeavesRunWaiting(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond})
+	t.Parallel() // waits on the real broker: alongside the others
+	sim := newSim(quick(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond}))
 	defer sim.Close()
 	exp := fileExport(sim, t.TempDir())
 	gone := fmt.Errorf("connection to broker lost and not restored: %w", publish.ErrBrokerUnavailable)

@@ -63,8 +63,7 @@ func (s *pausingSink) published() []string {
 // hold). The owner's clock is a fake one, moved on by the pause; its
 // leases age on the store's clock, the file system's.
 func TestPausedOwnerFenced(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond,
-		PackageDelay: -1}) // the owner's waits are on its fake clock
+	sim := newSim(quick(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond}))
 	defer sim.Close()
 	exp := fileExport(sim, t.TempDir())
 	ctx := context.Background()

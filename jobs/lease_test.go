@@ -42,50 +42,52 @@ func TestSlotOf(t *testing.T) {
 // holds a fresh lease of another process is refused; once the lease lapsed,
 // Resume adopts and finishes that run.
 func TestRunRefusedWhileOwnedElsewhere(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 10)}}, ExecutionTime: 20 * time.Millisecond})
-	defer sim.Close()
-	exp := fileExport(sim, t.TempDir())
-	ctx := context.Background()
-	st, err := openStore(context.Background(), exp.Store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// An unfinished run owned by another (live-looking) replica.
-	l := ledgerOf(st, exp)
-	rec := &runs.Record{Job: exp.Name, RunID: "20261125T100000Z-aaaaaaaa", State: runs.StatePending, StartedAt: time.Now().UTC(),
-		DefinitionGroup: "G", LegalEntity: "USMF", Durations: map[string]string{}}
-	if err := l.Save(ctx, rec); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.MarkActive(ctx, rec.RunID); err != nil {
-		t.Fatal(err)
-	}
-	other := `{"replica":"elsewhere/1/ffffffff","at":"2026-11-25T10:00:00Z"}`
-	lease := leaseKey(l.Leases(rec.RunID), 1)
-	if _, err := st.Create(ctx, lease, strings.NewReader(other), nil); err != nil {
-		t.Fatal(err)
-	}
-	r := &Runner{LeaseTTL: 500 * time.Millisecond}
-	if _, err := r.Run(ctx, exp, RunOptions{}); !errors.Is(err, ErrAlreadyRunning) || !strings.Contains(err.Error(), "elsewhere/1") {
-		t.Errorf("Run while another replica owns a run: %v, want ErrAlreadyRunning naming the owner", err)
-	}
-	if _, err := r.Resume(ctx, exp, rec); !errors.Is(err, runs.ErrLeaseHeld) {
-		t.Errorf("Resume of a run with a fresh lease: %v, want ErrLeaseHeld", err)
-	}
-	ageObject(t, exp.Store.Path, lease, time.Second) // the other replica's lease lapses on the store's clock
-	got, err := r.Resume(ctx, exp, rec)
-	if err != nil || got.State != runs.StateSucceeded || got.Resumes != 1 {
-		t.Fatalf("Resume after the lease lapsed: %v, state %v", err, got)
-	}
-	if n := sim.Exports(); n != 1 {
-		t.Errorf("%d exports, want 1", n)
-	}
-	if h, _ := l.RunHolder(ctx, rec.RunID); h.Gen != 0 {
-		t.Errorf("leases left after the run finished: generation %d", h.Gen)
-	}
-	if left, _ := st.List(ctx, "_active/"); len(left) != 0 {
-		t.Errorf("active markers left after every run finished: %v", left)
-	}
+	bubble(t, func(t *testing.T) {
+		sim := newSim(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 10)}}, ExecutionTime: 20 * time.Millisecond})
+		defer sim.Close()
+		exp := fileExport(sim, t.TempDir())
+		ctx := context.Background()
+		st, err := openStore(context.Background(), exp.Store, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// An unfinished run owned by another (live-looking) replica.
+		l := ledgerOf(st, exp)
+		rec := &runs.Record{Job: exp.Name, RunID: "20261125T100000Z-aaaaaaaa", State: runs.StatePending, StartedAt: time.Now().UTC(),
+			DefinitionGroup: "G", LegalEntity: "USMF", Durations: map[string]string{}}
+		if err := l.Save(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.MarkActive(ctx, rec.RunID); err != nil {
+			t.Fatal(err)
+		}
+		other := `{"replica":"elsewhere/1/ffffffff","at":"2026-11-25T10:00:00Z"}`
+		lease := leaseKey(l.Leases(rec.RunID), 1)
+		if _, err := st.Create(ctx, lease, strings.NewReader(other), nil); err != nil {
+			t.Fatal(err)
+		}
+		r := &Runner{LeaseTTL: 500 * time.Millisecond}
+		if _, err := r.Run(ctx, exp, RunOptions{}); !errors.Is(err, ErrAlreadyRunning) || !strings.Contains(err.Error(), "elsewhere/1") {
+			t.Errorf("Run while another replica owns a run: %v, want ErrAlreadyRunning naming the owner", err)
+		}
+		if _, err := r.Resume(ctx, exp, rec); !errors.Is(err, runs.ErrLeaseHeld) {
+			t.Errorf("Resume of a run with a fresh lease: %v, want ErrLeaseHeld", err)
+		}
+		ageObject(t, exp.Store.Path, lease, time.Second) // the other replica's lease lapses on the store's clock
+		got, err := r.Resume(ctx, exp, rec)
+		if err != nil || got.State != runs.StateSucceeded || got.Resumes != 1 {
+			t.Fatalf("Resume after the lease lapsed: %v, state %v", err, got)
+		}
+		if n := sim.Exports(); n != 1 {
+			t.Errorf("%d exports, want 1", n)
+		}
+		if h, _ := l.RunHolder(ctx, rec.RunID); h.Gen != 0 {
+			t.Errorf("leases left after the run finished: generation %d", h.Gen)
+		}
+		if left, _ := st.List(ctx, "_active/"); len(left) != 0 {
+			t.Errorf("active markers left after every run finished: %v", left)
+		}
+	})
 }
 
 // TestLeaseAgeOnStoreClock runs the replica judging a lease with its own
@@ -96,7 +98,7 @@ func TestRunRefusedWhileOwnedElsewhere(t *testing.T) {
 func TestLeaseAgeOnStoreClock(t *testing.T) {
 	for _, skew := range []time.Duration{2 * time.Minute, -2 * time.Minute} {
 		t.Run(fmt.Sprintf("clock %+v", skew), func(t *testing.T) {
-			sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 10)}}, ExecutionTime: 20 * time.Millisecond})
+			sim := newSim(quick(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 10)}}, ExecutionTime: 20 * time.Millisecond}))
 			defer sim.Close()
 			exp := fileExport(sim, t.TempDir())
 			ctx := context.Background()

@@ -51,13 +51,14 @@ type batchBody struct {
 // store into RabbitMQ and checks, from a real consumer, that every row
 // arrived exactly once in batches of batch_size with the last one partial.
 func TestRunEndToEnd(t *testing.T) {
+	t.Parallel() // waits on the real broker: alongside the others
 	const batchSize = 1000
 	entities := map[string]int{"Customers V3": 2345, "Vendors V2": 1000, "Empty entity": 0}
 	var ents []dmftest.Entity
 	for name, n := range entities {
 		ents = append(ents, csvEntity(name, n))
 	}
-	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"E2E": ents}, ExecutionTime: 200 * time.Millisecond})
+	sim := newSim(quick(dmftest.Options{Projects: map[string][]dmftest.Entity{"E2E": ents}, ExecutionTime: 200 * time.Millisecond}))
 	defer sim.Close()
 
 	suffix := fmt.Sprintf("%d", time.Now().UnixNano())

@@ -144,7 +144,7 @@ func TestSchedulerApply(t *testing.T) {
 // F&O never sees two exports at once. The schedule runs on a fake clock,
 // so the test waits for events, not for seconds to pass.
 func TestSchedulerSkipsOverlappingFire(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{
+	sim := newSim(dmftest.Options{
 		Projects:      map[string][]dmftest.Entity{"G": {csvEntity("E", 3)}},
 		ExecutionTime: time.Minute, // still running in F&O when the next fire comes
 	})

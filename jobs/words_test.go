@@ -21,46 +21,48 @@ import (
 // and no line carries the key "job" (the word F&O's UI uses for its own
 // executions, which earlier versions also used for exports).
 func TestLogsNameTheExport(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{
-		Projects:      map[string][]dmftest.Entity{"G": {csvEntity("A", 120), csvEntity("B", 3)}},
-		ExecutionTime: 20 * time.Millisecond,
-	})
-	defer sim.Close()
-	exp := fileExport(sim, t.TempDir())
-	var logs bytes.Buffer
-	var mu sync.Mutex
-	r := &Runner{Logger: slog.New(slog.NewJSONHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))}
-	ctx := context.Background()
-	rec, err := r.Run(ctx, exp, RunOptions{Trigger: "manual"})
-	if err != nil || rec.State != runs.StateSucceeded {
-		t.Fatalf("Run: want succeeded, got %v (%+v)", err, rec)
-	}
-	if _, err := r.Replay(ctx, exp, rec, ReplayOptions{RoutingKey: "replay"}); err != nil {
-		t.Fatalf("Replay: %v", err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	lines, named := 0, 0
-	sc := bufio.NewScanner(&logs)
-	for sc.Scan() {
-		lines++
-		var line map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
-			t.Fatalf("log line is not JSON: %v: %s", err, sc.Bytes())
+	bubble(t, func(t *testing.T) {
+		sim := newSim(dmftest.Options{
+			Projects:      map[string][]dmftest.Entity{"G": {csvEntity("A", 120), csvEntity("B", 3)}},
+			ExecutionTime: 20 * time.Millisecond,
+		})
+		defer sim.Close()
+		exp := fileExport(sim, t.TempDir())
+		var logs bytes.Buffer
+		var mu sync.Mutex
+		r := &Runner{Logger: slog.New(slog.NewJSONHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+		ctx := context.Background()
+		rec, err := r.Run(ctx, exp, RunOptions{Trigger: "manual"})
+		if err != nil || rec.State != runs.StateSucceeded {
+			t.Fatalf("Run: want succeeded, got %v (%+v)", err, rec)
 		}
-		if _, ok := line["job"]; ok {
-			t.Errorf("log line carries the key job: %s", sc.Bytes())
+		if _, err := r.Replay(ctx, exp, rec, ReplayOptions{RoutingKey: "replay"}); err != nil {
+			t.Fatalf("Replay: %v", err)
 		}
-		if _, ok := line["run"]; ok {
-			if line["export"] != exp.Name {
-				t.Errorf("log line of run %v has export %v, want %q: %s", line["run"], line["export"], exp.Name, sc.Bytes())
+		mu.Lock()
+		defer mu.Unlock()
+		lines, named := 0, 0
+		sc := bufio.NewScanner(&logs)
+		for sc.Scan() {
+			lines++
+			var line map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+				t.Fatalf("log line is not JSON: %v: %s", err, sc.Bytes())
 			}
-			named++
+			if _, ok := line["job"]; ok {
+				t.Errorf("log line carries the key job: %s", sc.Bytes())
+			}
+			if _, ok := line["run"]; ok {
+				if line["export"] != exp.Name {
+					t.Errorf("log line of run %v has export %v, want %q: %s", line["run"], line["export"], exp.Name, sc.Bytes())
+				}
+				named++
+			}
 		}
-	}
-	if lines == 0 || named == 0 {
-		t.Fatalf("%d log lines, %d naming a run: the test saw nothing to check", lines, named)
-	}
+		if lines == 0 || named == 0 {
+			t.Fatalf("%d log lines, %d naming a run: the test saw nothing to check", lines, named)
+		}
+	})
 }
 
 // TestRunRecordNames: a record an earlier version wrote (only "job", see
