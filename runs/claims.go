@@ -27,12 +27,12 @@ func (l *Ledger) ClaimSlot(ctx context.Context, slot time.Time) (bool, error) {
 	return true, nil
 }
 
-// ClaimTTL is how long a schedule slot's claim is kept: long enough that no
+// claimTTL is how long a schedule slot's claim is kept: long enough that no
 // replica still fires that slot, short enough that the claims stay few.
-const ClaimTTL = time.Hour
+const claimTTL = time.Hour
 
 // PruneClaims deletes the export's schedule slot claims older than
-// ClaimTTL.
+// claimTTL.
 func (l *Ledger) PruneClaims(ctx context.Context) error {
 	objs, err := l.st.List(ctx, l.claims())
 	if err != nil {
@@ -42,7 +42,7 @@ func (l *Ledger) PruneClaims(ctx context.Context) error {
 	var errs []error
 	for _, o := range objs {
 		slot, err := time.Parse(slotLayout, path.Base(o.Key))
-		if err != nil || now.Sub(slot) < ClaimTTL {
+		if err != nil || now.Sub(slot) < claimTTL {
 			continue
 		}
 		if err := l.st.Delete(ctx, o.Key); err != nil {

@@ -32,7 +32,7 @@ import (
 //	<prefix>/_leases/<export>/<run id>/<generation>      the owning replica's heartbeat
 //	<prefix>/_claims/<export>/<slot time>                which replica ran a schedule slot
 //	<prefix>/_groups/<data project>-<hash>/<generation>  the run exporting a data project
-//	<prefix>/_clock                                      tells the store's clock (see Ledger.StoreNow)
+//	<prefix>/_clock                                      tells the store's clock (see Ledger.storeNow)
 const (
 	recordName       = "run.json"
 	quarantinePrefix = "run.json.damaged-"

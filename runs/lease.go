@@ -46,7 +46,7 @@ import (
 //
 // A lease's age is measured on the store's clock alone: the observer
 // writes "_clock" and compares that object's modification time with the
-// lease's (Ledger.StoreNow), so a replica whose own clock runs ahead or
+// lease's (Ledger.storeNow), so a replica whose own clock runs ahead or
 // behind neither takes over a live run nor waits on a dead one. Only a
 // read-only ledger (status), which never writes, judges on its own clock.
 
@@ -161,7 +161,7 @@ func (l *Ledger) holder(ctx context.Context, folder string, now func() time.Time
 
 // leaseAlive reports whether lease object o still stands for a live owner:
 // refreshed within the lease TTL of now (on the store's clock: see
-// StoreNow), and not left by a process of this host that is gone (a
+// storeNow), and not left by a process of this host that is gone (a
 // restart on the same machine takes over at once).
 func (l *Ledger) leaseAlive(ctx context.Context, o store.Object, now time.Time) (bool, string) {
 	var b leaseBody
@@ -186,11 +186,11 @@ func (l *Ledger) leaseAlive(ctx context.Context, o store.Object, now time.Time) 
 	return true, owner
 }
 
-// StoreNow returns the time on the store's clock, the clock lease
+// storeNow returns the time on the store's clock, the clock lease
 // modification times are written with: the modification time of an object
 // written now. If the store cannot be written (or reports no time), or the
 // ledger is read-only, it returns the ledger's own clock, the best left.
-func (l *Ledger) StoreNow(ctx context.Context) time.Time {
+func (l *Ledger) storeNow(ctx context.Context) time.Time {
 	if l.readOnly {
 		return l.clock.Now()
 	}
@@ -204,15 +204,15 @@ func (l *Ledger) StoreNow(ctx context.Context) time.Time {
 	return o.ModTime
 }
 
-// storeNow is StoreNow as the lazy argument of holder.
-func (l *Ledger) storeNow(ctx context.Context) func() time.Time {
-	return func() time.Time { return l.StoreNow(ctx) }
+// storeClock is storeNow as the lazy argument of holder.
+func (l *Ledger) storeClock(ctx context.Context) func() time.Time {
+	return func() time.Time { return l.storeNow(ctx) }
 }
 
 // RunHolder describes the newest lease of run runID, judged on the
 // store's clock.
 func (l *Ledger) RunHolder(ctx context.Context, runID string) (Holder, error) {
-	return l.holder(ctx, l.Leases(runID), l.storeNow(ctx))
+	return l.holder(ctx, l.Leases(runID), l.storeClock(ctx))
 }
 
 // Owned reports whether a live process is working on the unfinished run

@@ -360,7 +360,7 @@ func (l *Ledger) Running(ctx context.Context) (string, error) {
 	for _, rec := range recs {
 		h, err := l.holder(ctx, l.Leases(rec.RunID), func() time.Time {
 			if now.IsZero() {
-				now = l.StoreNow(ctx)
+				now = l.storeNow(ctx)
 			}
 			return now
 		})

@@ -32,7 +32,7 @@ func (p DataProject) Key() string {
 // a description of that holder.
 func (l *Ledger) HoldProject(ctx context.Context, p DataProject, holder string) (*Lease, string, error) {
 	folder := l.ProjectLeases(p)
-	h, err := l.holder(ctx, folder, l.storeNow(ctx))
+	h, err := l.holder(ctx, folder, l.storeClock(ctx))
 	if err != nil {
 		return nil, "", fmt.Errorf("data project lease: %w", err)
 	}

@@ -60,7 +60,7 @@ func (l *Ledger) Prune(ctx context.Context, r Retention) ([]string, error) {
 		if !tooMany && !tooOld {
 			continue
 		}
-		if err := l.DeleteRun(ctx, ref.runID); err != nil {
+		if err := l.deleteRun(ctx, ref.runID); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -73,7 +73,7 @@ func (l *Ledger) Prune(ctx context.Context, r Retention) ([]string, error) {
 		if hasRecord[q.runID] || r.MaxAge == 0 || started.IsZero() || now.Sub(started) <= r.MaxAge || slices.Contains(deleted, q.runID) {
 			continue
 		}
-		if err := l.DeleteRun(ctx, q.runID); err != nil {
+		if err := l.deleteRun(ctx, q.runID); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -82,9 +82,9 @@ func (l *Ledger) Prune(ctx context.Context, r Retention) ([]string, error) {
 	return deleted, errors.Join(errs...)
 }
 
-// DeleteRun removes every object of one run, its record last, then any
+// deleteRun removes every object of one run, its record last, then any
 // lease it left and, in a directory store, the folders that held them.
-func (l *Ledger) DeleteRun(ctx context.Context, runID string) error {
+func (l *Ledger) deleteRun(ctx context.Context, runID string) error {
 	folder := l.Run(runID)
 	objs, err := l.st.List(ctx, folder+"/")
 	if err != nil {
