@@ -13,6 +13,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // azuriteStore returns a store section for a fresh container in the
@@ -32,10 +33,10 @@ func azuriteStore(t *testing.T) StoreConfig {
 // metadata, and a replay reads the entities back from it.
 func TestRunAzureBlobStore(t *testing.T) {
 	store := azuriteStore(t)
-	sim := dmftest.NewServer(dmftest.Options{
+	sim := newSim(quick(dmftest.Options{ // Azurite is on the real network: real time
 		Projects:      map[string][]dmftest.Entity{"G": {csvEntity("Customers V3", 1234), csvEntity("Odd: name/with slash", 7)}},
 		ExecutionTime: 50 * time.Millisecond,
-	})
+	}))
 	defer sim.Close()
 	dir := t.TempDir()
 	exp := fileExport(sim, dir)
@@ -71,7 +72,7 @@ func TestRunAzureBlobStore(t *testing.T) {
 		}
 	}
 	recs, err := Records(ctx, exp, 0)
-	if err != nil || len(recs) != 1 || recs[0].State != StateSucceeded || !recs[0].Unpacked {
+	if err != nil || len(recs) != 1 || recs[0].State != runs.StateSucceeded || !recs[0].Unpacked {
 		t.Fatalf("records in the blob store: %v, %+v", err, recs)
 	}
 	if _, err := (&Runner{}).Replay(ctx, exp, recs[0], ReplayOptions{RoutingKey: "replay"}); err != nil {
@@ -93,7 +94,7 @@ func TestRecordsReadOnlyOnAzureBlob(t *testing.T) {
 	if err != nil || len(recs) != 0 {
 		t.Fatalf("Records of a store never written: want none, got %v, %v", recs, err)
 	}
-	if owned, err := RunOwned(ctx, exp, "20261129T000000Z-00000000", time.Minute); err != nil || owned {
+	if owned, err := RunOwned(ctx, exp, "20261129T000000Z-00000000", time.Minute, nil); err != nil || owned {
 		t.Fatalf("RunOwned in a store never written: want false, got %v, %v", owned, err)
 	}
 	cc, err := container.NewClientFromConnectionString(testenv.AzuriteConnString(t), exp.Store.Container, nil)

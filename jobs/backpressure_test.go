@@ -16,13 +16,14 @@ import (
 	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/testenv"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // fullQueueExport returns an export publishing to a queue (through the
 // default exchange) that holds at most maxLen messages and refuses
 // (nacks) the rest, x-overflow reject-publish, as RabbitMQ does for a
 // queue whose consumer is slow or stopped.
-func fullQueueExport(t *testing.T, sim *dmftest.Server, maxLen int, timeout time.Duration) (*Export, string) {
+func fullQueueExport(t *testing.T, sim *simServer, maxLen int, timeout time.Duration) (*Export, string) {
 	t.Helper()
 	queue := fmt.Sprintf("dmfexport.test.full.%d", time.Now().UnixNano())
 	ch := testenv.AMQPChannel(t)
@@ -120,19 +121,20 @@ func drainFrom(t *testing.T, queue string, delay time.Duration, into *rowTally) 
 // every row delivered once (again only under the same message ID) and
 // every batch counted.
 func TestFullQueueIsBackpressure(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1234), csvEntity("B", 10)}}, ExecutionTime: 20 * time.Millisecond})
+	t.Parallel() // waits on the real broker: alongside the others
+	sim := newSim(quick(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1234), csvEntity("B", 10)}}, ExecutionTime: 20 * time.Millisecond}))
 	defer sim.Close()
 	exp, queue := fullQueueExport(t, sim, 20, 30*time.Second)
 	var got rowTally
 	stop := drainFrom(t, queue, 2*time.Second, &got)
 	rec, err := (&Runner{}).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
 	stop()
-	if err != nil || rec.State != StateSucceeded {
+	if err != nil || rec.State != runs.StateSucceeded {
 		t.Fatalf("Run into a full queue whose consumer starts late: want succeeded, got %v (%+v)", err, rec)
 	}
 	batches := map[string]int64{"A": 124, "B": 1}
 	for _, e := range rec.Entities {
-		if e.State != StateSucceeded || e.Batches != batches[e.Entity] || e.LastBatch != batches[e.Entity]-1 {
+		if e.State != runs.StateSucceeded || e.Batches != batches[e.Entity] || e.LastBatch != batches[e.Entity]-1 {
 			t.Errorf("entity %s: want succeeded with %d batches confirmed, got %s with %d (last %d)", e.Entity, batches[e.Entity], e.State, e.Batches, e.LastBatch)
 		}
 	}
@@ -145,7 +147,8 @@ func TestFullQueueIsBackpressure(t *testing.T) {
 // took counted. Once a consumer drains the queue, taking the run up
 // publishes the rest from the same export: every row delivered once.
 func TestFullQueueLeavesRunWaiting(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1234), csvEntity("B", 10)}}, ExecutionTime: 20 * time.Millisecond})
+	t.Parallel() // waits on the real broker: alongside the others
+	sim := newSim(quick(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1234), csvEntity("B", 10)}}, ExecutionTime: 20 * time.Millisecond}))
 	defer sim.Close()
 	exp, queue := fullQueueExport(t, sim, 20, time.Second)
 	r := &Runner{}
@@ -167,7 +170,7 @@ func TestFullQueueLeavesRunWaiting(t *testing.T) {
 	}
 	var confirmed int64
 	for _, e := range rec.Entities {
-		if e.State == StateFailed {
+		if e.State == runs.StateFailed {
 			t.Errorf("entity %s failed: %s", e.Entity, e.Error)
 		}
 		confirmed += e.Batches
@@ -181,7 +184,7 @@ func TestFullQueueLeavesRunWaiting(t *testing.T) {
 	stop := drainFrom(t, queue, 0, &got)
 	done, err := r.Resume(context.Background(), exp, rec)
 	stop()
-	if err != nil || done.State != StateSucceeded || done.Waiting != "" {
+	if err != nil || done.State != runs.StateSucceeded || done.Waiting != "" {
 		t.Fatalf("Resume once the queue is drained: want succeeded, got %v %+v", err, done)
 	}
 	if n := sim.Exports(); n != 1 {

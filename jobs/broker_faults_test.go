@@ -13,6 +13,7 @@ import (
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/testenv"
 	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/runs"
 	"github.com/dmfexport/dmfexport/store"
 )
 
@@ -34,6 +35,7 @@ func closedPort(t *testing.T) string {
 // once the broker is back it exports once; a missing exchange (a
 // configuration error) fails the run saying nothing was exported.
 func TestBrokerCheckedBeforeExport(t *testing.T) {
+	t.Parallel() // waits on the real broker: alongside the others
 	tests := []struct {
 		name     string
 		url      string
@@ -46,7 +48,7 @@ func TestBrokerCheckedBeforeExport(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 10)}}, ExecutionTime: 20 * time.Millisecond})
+			sim := newSim(quick(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 10)}}, ExecutionTime: 20 * time.Millisecond}))
 			defer sim.Close()
 			exp := fileExport(sim, t.TempDir())
 			exp.Broker = BrokerConfig{Type: "amqp", URL: Secret(tt.url), ReconnectTimeout: -1}
@@ -60,7 +62,7 @@ func TestBrokerCheckedBeforeExport(t *testing.T) {
 				t.Errorf("Run with %s: want no ExportToPackage call, got %d", tt.name, n)
 			}
 			if !tt.waiting {
-				if rec == nil || rec.State != StateFailed || errors.Is(err, ErrWaiting) {
+				if rec == nil || rec.State != runs.StateFailed || errors.Is(err, ErrWaiting) {
 					t.Errorf("Run with %s: want a failed record, got %+v (%v)", tt.name, rec, err)
 				}
 				return
@@ -71,7 +73,7 @@ func TestBrokerCheckedBeforeExport(t *testing.T) {
 			// The broker is back: the waiting run exports, once.
 			exp.Broker = BrokerConfig{Type: "file", Path: filepath.Join(t.TempDir(), "batches")}
 			done, err := r.Resume(context.Background(), exp, rec)
-			if err != nil || done.State != StateSucceeded || done.Entities[0].Rows != 10 {
+			if err != nil || done.State != runs.StateSucceeded || done.Entities[0].Rows != 10 {
 				t.Fatalf("Resume with the broker back: want succeeded with 10 rows, got %v %+v", err, done)
 			}
 			if n := sim.Exports(); n != 1 {
@@ -86,7 +88,8 @@ func TestBrokerCheckedBeforeExport(t *testing.T) {
 // those 400 rows counted; taken up again once the broker is back it
 // finishes without a second export and without losing a row.
 func TestBrokerLostAtPublishLeavesRunWaiting(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond})
+	t.Parallel() // waits on the real broker: alongside the others
+	sim := newSim(quick(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond}))
 	defer sim.Close()
 	exp := fileExport(sim, t.TempDir())
 	gone := fmt.Errorf("connection to broker lost and not restored: %w", publish.ErrBrokerUnavailable)
@@ -104,7 +107,7 @@ func TestBrokerLostAtPublishLeavesRunWaiting(t *testing.T) {
 		t.Fatalf("Unfinished: want the waiting run, got %d (%v)", len(recs), uerr)
 	}
 	got := recs[0]
-	if got.State.Final() || got.Waiting != WaitingForBroker || got.Entities[0].Rows != 400 || got.Entities[0].State == StateFailed {
+	if got.State.Final() || got.Waiting != WaitingForBroker || got.Entities[0].Rows != 400 || got.Entities[0].State == runs.StateFailed {
 		t.Fatalf("waiting record: want unfinished, waiting for broker, entity not failed with 400 confirmed rows, got state %s waiting %q entity %s with %d rows",
 			got.State, got.Waiting, got.Entities[0].State, got.Entities[0].Rows)
 	}
@@ -121,8 +124,8 @@ func TestBrokerLostAtPublishLeavesRunWaiting(t *testing.T) {
 	if len(recs) != 0 {
 		t.Fatalf("ResumeAll with the broker back: want the run finished, %d still unfinished (%s)", len(recs), recs[0].Error)
 	}
-	done, err := readRecord(context.Background(), mustOpen(t, exp), recordKey(exp.Store.Prefix, exp.Name, rec.RunID))
-	if err != nil || done.State != StateSucceeded || done.Waiting != "" || done.Entities[0].Rows != 1000 {
+	done, err := ledgerOf(mustOpen(t, exp), exp).Find(context.Background(), rec.RunID)
+	if err != nil || done.State != runs.StateSucceeded || done.Waiting != "" || done.Entities[0].Rows != 1000 {
 		t.Fatalf("resumed record: want succeeded with 1000 rows, got %v %+v", err, done)
 	}
 	if n := sim.Exports(); n != 1 {

@@ -20,6 +20,7 @@ import (
 	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf"
 	"github.com/dmfexport/dmfexport/internal/loopback"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // Config is a loaded, validated configuration. Every Export carries its
@@ -76,8 +77,8 @@ type Export struct {
 	CompressionLevel int
 	// Read says how entity files are read where they cannot tell;
 	// Entities overrides it per entity name (see readSettings).
-	Read     ReadSettings
-	Entities map[string]ReadSettings
+	Read     runs.ReadSettings
+	Entities map[string]runs.ReadSettings
 
 	FO        FOConfig
 	Store     StoreConfig
@@ -345,7 +346,7 @@ func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)
 		name string
 		line int
 	}
-	groups := map[string]groupUse{} // groupKey → first export naming it
+	groups := map[string]groupUse{} // data project → first export naming it
 	envs := map[string]Export{}     // environmentKey → first export naming it
 	for i, n := range expsNode.Content {
 		p := fmt.Sprintf("exports[%d]", i)
@@ -372,7 +373,7 @@ func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)
 		}
 		if ok {
 			cfg.Exports = append(cfg.Exports, e)
-			key := groupKey(&e)
+			key := dataProject(&e).Key()
 			if first, shared := groups[key]; shared {
 				cfg.Warnings = append(cfg.Warnings, ConfigProblem{File: d.file, Line: n.Line, Column: n.Column,
 					Path: fmt.Sprintf("exports[%d](%s).definition_group", i, e.Name),

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // env is the environment the config tests see.
@@ -385,13 +387,13 @@ func TestParseConfigStoreAndBroker(t *testing.T) {
 			}
 		}},
 		{"reading settings", "store: {path: ./d}\n", ", encoding: '1252', header: false, columns: [A, B], widths: [3, 4], text_qualifier: none, strict_quotes: true", "", func(t *testing.T, e Export) {
-			want := ReadSettings{Encoding: "windows-1252", NoHeader: true, Columns: []string{"A", "B"}, Widths: []int{3, 4}, TextQualifier: "none", StrictQuotes: true}
+			want := runs.ReadSettings{Encoding: "windows-1252", NoHeader: true, Columns: []string{"A", "B"}, Widths: []int{3, 4}, TextQualifier: "none", StrictQuotes: true}
 			if !reflect.DeepEqual(e.Read, want) {
 				t.Errorf("read settings %+v, want %+v", e.Read, want)
 			}
 		}},
 		{"entity settings override the export's key by key", "store: {path: ./d}\n", `, delimiter: ';', encoding: utf-8, entities: {"Customers V3": {encoding: utf-16le}, "Open orders": {header: false, columns: [A]}}`, "", func(t *testing.T, e Export) {
-			want := map[string]ReadSettings{
+			want := map[string]runs.ReadSettings{
 				"Customers V3": {Delimiter: ";", Encoding: "utf-16le"},
 				"Open orders":  {Delimiter: ";", Encoding: "utf-8", NoHeader: true, Columns: []string{"A"}},
 			}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dmfexport/dmfexport/internal/promcheck"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // exporterSeries are the series dmfexport run serves: every series but the
@@ -18,7 +19,7 @@ func exporterSeries(metric string) bool { return !strings.HasPrefix(metric, "dmf
 func servedMetrics(t *testing.T) promcheck.Served {
 	t.Helper()
 	m := NewMetrics()
-	rec := &RunRecord{Job: "j", State: StateSucceeded, FinishedAt: time.Now()}
+	rec := &runs.Record{Job: "j", State: runs.StateSucceeded, FinishedAt: time.Now()}
 	m.runStarted("j")
 	m.runFinished(rec, map[string]time.Duration{"export": time.Second})
 	m.published("j", "E", 10, 1)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dmfexport/dmfexport/dmf"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // F&O limits requests per user, whatever export makes them, and each
@@ -196,7 +197,7 @@ func (q *slotQueue) length() int {
 func (u *run) waitSlot(ctx context.Context, env *environment) (func(), error) {
 	t, ahead := env.slots.join()
 	if t != nil {
-		queuedAt := time.Now()
+		queuedAt := u.r.clock().Now()
 		u.rec.QueuedAt = queuedAt.UTC()
 		u.log.Info("run queued: its F&O environment has fo.max_concurrent_exports executions in flight", "ahead", ahead, "environment", env.name)
 		u.r.Metrics.queueChanged(env.name, env.slots.length())
@@ -209,7 +210,7 @@ func (u *run) waitSlot(ctx context.Context, env *environment) (func(), error) {
 			cancel()
 			_ = env.slots.await(cancelled, t)
 		}
-		waited := time.Since(queuedAt)
+		waited := u.r.clock().Since(queuedAt)
 		u.r.Metrics.queueChanged(env.name, env.slots.length())
 		u.r.Metrics.queueWaited(env.name, waited)
 		if err != nil {
@@ -234,7 +235,7 @@ func (u *run) waitSlot(ctx context.Context, env *environment) (func(), error) {
 // listing entities shows; an export's first run cannot know), and returns
 // the function that gives it back once the execution has ended.
 func (u *run) waitExcelSlot(ctx context.Context, env *environment) (func(), error) {
-	if !slices.ContainsFunc(u.knownEntities(ctx), func(e EntityRecord) bool { return e.Format == "xlsx" }) {
+	if !slices.ContainsFunc(u.knownEntities(ctx), func(e runs.EntityRecord) bool { return e.Format == "xlsx" }) {
 		return func() {}, nil
 	}
 	t, ahead := env.excel.join()

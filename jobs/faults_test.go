@@ -17,6 +17,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/runs"
 	"github.com/dmfexport/dmfexport/store"
 )
 
@@ -101,24 +102,26 @@ func sinkFor(sinks ...*scriptedSink) func(context.Context, *Export) (publish.Sin
 // stored 4 of its 10 batches: the record must show those 400 rows, not the
 // 1000 handed to the sink.
 func TestFailedEntityRecordsConfirmedRowsOnly(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond})
-	defer sim.Close()
-	exp := fileExport(sim, t.TempDir())
-	sink := &scriptedSink{storeFirst: 4, flushErr: errors.New("broker gone")}
-	rec, err := (&Runner{NewSink: sinkFor(sink), Metrics: NewMetrics()}).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
-	if err == nil || rec == nil || len(rec.Entities) != 1 {
-		t.Fatalf("Run with a broker that stops confirming: want a failed run with one entity, got %v (%+v)", err, rec)
-	}
-	e := rec.Entities[0]
-	if e.State != StateFailed || e.Rows != 400 || e.Batches != 4 || e.LastBatch != 3 {
-		t.Errorf("entity record: want failed with 400 rows, 4 batches, last batch 3 (what the broker stored), got %s with %d rows, %d batches, last batch %d",
-			e.State, e.Rows, e.Batches, e.LastBatch)
-	}
+	bubble(t, func(t *testing.T) {
+		sim := newSim(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond})
+		defer sim.Close()
+		exp := fileExport(sim, t.TempDir())
+		sink := &scriptedSink{storeFirst: 4, flushErr: errors.New("broker gone")}
+		rec, err := (&Runner{NewSink: sinkFor(sink), Metrics: NewMetrics()}).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+		if err == nil || rec == nil || len(rec.Entities) != 1 {
+			t.Fatalf("Run with a broker that stops confirming: want a failed run with one entity, got %v (%+v)", err, rec)
+		}
+		e := rec.Entities[0]
+		if e.State != runs.StateFailed || e.Rows != 400 || e.Batches != 4 || e.LastBatch != 3 {
+			t.Errorf("entity record: want failed with 400 rows, 4 batches, last batch 3 (what the broker stored), got %s with %d rows, %d batches, last batch %d",
+				e.State, e.Rows, e.Batches, e.LastBatch)
+		}
+	})
 }
 
 // interruptedRun runs exp until the sink stops it mid-publish (SIGTERM)
 // and returns the unfinished record.
-func interruptedRun(t *testing.T, exp *Export, sink *scriptedSink) *RunRecord {
+func interruptedRun(t *testing.T, exp *Export, sink *scriptedSink) *runs.Record {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -136,7 +139,7 @@ func interruptedRun(t *testing.T, exp *Export, sink *scriptedSink) *RunRecord {
 
 // resume resumes rec with a sink that stores everything, turning a panic
 // (a metric update from the record) into a test failure.
-func resume(t *testing.T, exp *Export, rec *RunRecord, sink *scriptedSink, metrics *Metrics) (got *RunRecord, err error) {
+func resume(t *testing.T, exp *Export, rec *runs.Record, sink *scriptedSink, metrics *Metrics) (got *runs.Record, err error) {
 	t.Helper()
 	defer func() {
 		if p := recover(); p != nil {
@@ -160,35 +163,37 @@ func TestResumeAfterStopMidPublish(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond})
-			defer sim.Close()
-			exp := fileExport(sim, t.TempDir())
-			rec := interruptedRun(t, exp, &scriptedSink{storeFirst: 3, cancelAt: 6})
-			e := rec.Entities[0]
-			if e.Rows != 300 || e.Batches != 3 || e.LastBatch != 2 {
-				t.Errorf("interrupted entity record: want 300 rows, 3 batches, last batch 2 (confirmed), got %d rows, %d batches, last batch %d", e.Rows, e.Batches, e.LastBatch)
-			}
-			if tt.inflated {
-				st, _ := openStore(context.Background(), exp.Store, nil)
-				rec.Entities[0].Rows, rec.Entities[0].Batches = 1000, 10
-				if err := saveRecord(context.Background(), st, exp.Store.Prefix, rec); err != nil {
-					t.Fatal(err)
+			bubble(t, func(t *testing.T) {
+				sim := newSim(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond})
+				defer sim.Close()
+				exp := fileExport(sim, t.TempDir())
+				rec := interruptedRun(t, exp, &scriptedSink{storeFirst: 3, cancelAt: 6})
+				e := rec.Entities[0]
+				if e.Rows != 300 || e.Batches != 3 || e.LastBatch != 2 {
+					t.Errorf("interrupted entity record: want 300 rows, 3 batches, last batch 2 (confirmed), got %d rows, %d batches, last batch %d", e.Rows, e.Batches, e.LastBatch)
 				}
-			}
-			metrics := NewMetrics()
-			second := &scriptedSink{storeFirst: -1}
-			got, err := resume(t, exp, rec, second, metrics)
-			if err != nil || got.State != StateSucceeded {
-				t.Fatalf("Resume: want succeeded, got %v (%+v)", err, got)
-			}
-			if e := got.Entities[0]; e.Rows != 1000 || e.Batches != 10 {
-				t.Errorf("resumed entity record: want 1000 rows in 10 batches, got %d rows in %d batches", e.Rows, e.Batches)
-			}
-			rr := httptest.NewRecorder()
-			metrics.Handler().ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
-			if want := `dmfexport_rows_published_total{entity="A",export="files"} 700`; !strings.Contains(rr.Body.String(), want) {
-				t.Errorf("/metrics: want %s (rows confirmed by the resumed run)", want)
-			}
+				if tt.inflated {
+					st, _ := openStore(context.Background(), exp.Store, nil)
+					rec.Entities[0].Rows, rec.Entities[0].Batches = 1000, 10
+					if err := saveRecord(context.Background(), st, exp.Store.Prefix, rec); err != nil {
+						t.Fatal(err)
+					}
+				}
+				metrics := NewMetrics()
+				second := &scriptedSink{storeFirst: -1}
+				got, err := resume(t, exp, rec, second, metrics)
+				if err != nil || got.State != runs.StateSucceeded {
+					t.Fatalf("Resume: want succeeded, got %v (%+v)", err, got)
+				}
+				if e := got.Entities[0]; e.Rows != 1000 || e.Batches != 10 {
+					t.Errorf("resumed entity record: want 1000 rows in 10 batches, got %d rows in %d batches", e.Rows, e.Batches)
+				}
+				rr := httptest.NewRecorder()
+				metrics.Handler().ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
+				if want := `dmfexport_rows_published_total{entity="A",export="files"} 700`; !strings.Contains(rr.Body.String(), want) {
+					t.Errorf("/metrics: want %s (rows confirmed by the resumed run)", want)
+				}
+			})
 		})
 	}
 }
@@ -206,49 +211,51 @@ func TestResumeKeepsBatchSettings(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond})
-			defer sim.Close()
-			exp := fileExport(sim, t.TempDir())
-			first := &scriptedSink{storeFirst: 3, cancelAt: 5}
-			rec := interruptedRun(t, exp, first)
-			exp.BatchSize = tt.newSize
-			second := &scriptedSink{storeFirst: -1}
-			got, err := resume(t, exp, rec, second, nil)
-			if err != nil || got.State != StateSucceeded {
-				t.Fatalf("Resume: want succeeded, got %v (%+v)", err, got)
-			}
-			if got.Batching == nil || got.Batching.BatchSize != 100 {
-				t.Errorf("record batch settings: want the batch size the run started with (100), got %+v", got.Batching)
-			}
-			// Every copy of a message ID, from either attempt, stored or
-			// not, holds the same rows.
-			all := first.rowsByMessage(t, false)
-			for id, copies := range second.rowsByMessage(t, false) {
-				all[id] = append(all[id], copies...)
-			}
-			for id, copies := range all {
-				for _, c := range copies[1:] {
-					if !slices.Equal(c, copies[0]) {
-						t.Errorf("message ID %s names different rows: %d rows from %v and %d rows from %v", id, len(copies[0]), copies[0][0], len(c), c[0])
-					}
+			bubble(t, func(t *testing.T) {
+				sim := newSim(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond})
+				defer sim.Close()
+				exp := fileExport(sim, t.TempDir())
+				first := &scriptedSink{storeFirst: 3, cancelAt: 5}
+				rec := interruptedRun(t, exp, first)
+				exp.BatchSize = tt.newSize
+				second := &scriptedSink{storeFirst: -1}
+				got, err := resume(t, exp, rec, second, nil)
+				if err != nil || got.State != runs.StateSucceeded {
+					t.Fatalf("Resume: want succeeded, got %v (%+v)", err, got)
 				}
-			}
-			// Every row reached the broker.
-			seen := map[string]bool{}
-			for _, sink := range []*scriptedSink{first, second} {
-				for _, copies := range sink.rowsByMessage(t, true) {
-					for _, c := range copies {
-						for _, id := range c {
-							seen[id] = true
+				if got.Batching == nil || got.Batching.BatchSize != 100 {
+					t.Errorf("record batch settings: want the batch size the run started with (100), got %+v", got.Batching)
+				}
+				// Every copy of a message ID, from either attempt, stored or
+				// not, holds the same rows.
+				all := first.rowsByMessage(t, false)
+				for id, copies := range second.rowsByMessage(t, false) {
+					all[id] = append(all[id], copies...)
+				}
+				for id, copies := range all {
+					for _, c := range copies[1:] {
+						if !slices.Equal(c, copies[0]) {
+							t.Errorf("message ID %s names different rows: %d rows from %v and %d rows from %v", id, len(copies[0]), copies[0][0], len(c), c[0])
 						}
 					}
 				}
-			}
-			for i := 1; i <= 1000; i++ {
-				if !seen[fmt.Sprintf("%06d", i)] {
-					t.Fatalf("row %d never stored (%d of 1000 rows stored)", i, len(seen))
+				// Every row reached the broker.
+				seen := map[string]bool{}
+				for _, sink := range []*scriptedSink{first, second} {
+					for _, copies := range sink.rowsByMessage(t, true) {
+						for _, c := range copies {
+							for _, id := range c {
+								seen[id] = true
+							}
+						}
+					}
 				}
-			}
+				for i := 1; i <= 1000; i++ {
+					if !seen[fmt.Sprintf("%06d", i)] {
+						t.Fatalf("row %d never stored (%d of 1000 rows stored)", i, len(seen))
+					}
+				}
+			})
 		})
 	}
 }
@@ -294,32 +301,34 @@ func useStore(r *Runner, exp *Export, st store.Store) *Runner {
 // the run must stay marked unfinished (resumable), say so in its error, and
 // finish once the disk has room again.
 func TestDiskFullWhilePublishingLeavesRunResumable(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond})
-	defer sim.Close()
-	exp := fileExport(sim, t.TempDir())
-	base, err := openStore(context.Background(), exp.Store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := &fullStore{Store: base}
-	sink := &scriptedSink{storeFirst: -1, cancelAt: 3, cancel: func() { st.full.Store(true) }}
-	_, err = useStore(&Runner{NewSink: sinkFor(sink)}, exp, st).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
-	if err == nil || !strings.Contains(err.Error(), "no space") || !strings.Contains(err.Error(), "resume") {
-		t.Errorf("Run whose record cannot be written: want an error naming the write failure and the resume, got %v", err)
-	}
-	st.full.Store(false)
-	r := useStore(&Runner{NewSink: sinkFor(&scriptedSink{storeFirst: -1})}, exp, st)
-	recs, err := r.Unfinished(context.Background(), exp)
-	if err != nil || len(recs) != 1 {
-		t.Fatalf("Unfinished after a failed record write: want the run listed for resume, got %d runs (%v)", len(recs), err)
-	}
-	got, err := r.Resume(context.Background(), exp, recs[0])
-	if err != nil || got.State != StateSucceeded || got.Entities[0].Rows != 1000 {
-		t.Fatalf("Resume once the disk has room: want succeeded with 1000 rows, got %v (%+v)", err, got)
-	}
-	if left, _ := base.List(context.Background(), "_active/"); len(left) != 0 {
-		t.Errorf("active markers left after the resumed run finished: %v", left)
-	}
+	bubble(t, func(t *testing.T) {
+		sim := newSim(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond})
+		defer sim.Close()
+		exp := fileExport(sim, t.TempDir())
+		base, err := openStore(context.Background(), exp.Store, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := &fullStore{Store: base}
+		sink := &scriptedSink{storeFirst: -1, cancelAt: 3, cancel: func() { st.full.Store(true) }}
+		_, err = useStore(&Runner{NewSink: sinkFor(sink)}, exp, st).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+		if err == nil || !strings.Contains(err.Error(), "no space") || !strings.Contains(err.Error(), "resume") {
+			t.Errorf("Run whose record cannot be written: want an error naming the write failure and the resume, got %v", err)
+		}
+		st.full.Store(false)
+		r := useStore(&Runner{NewSink: sinkFor(&scriptedSink{storeFirst: -1})}, exp, st)
+		recs, err := r.Unfinished(context.Background(), exp)
+		if err != nil || len(recs) != 1 {
+			t.Fatalf("Unfinished after a failed record write: want the run listed for resume, got %d runs (%v)", len(recs), err)
+		}
+		got, err := r.Resume(context.Background(), exp, recs[0])
+		if err != nil || got.State != runs.StateSucceeded || got.Entities[0].Rows != 1000 {
+			t.Fatalf("Resume once the disk has room: want succeeded with 1000 rows, got %v (%+v)", err, got)
+		}
+		if left, _ := base.List(context.Background(), "_active/"); len(left) != 0 {
+			t.Errorf("active markers left after the resumed run finished: %v", left)
+		}
+	})
 }
 
 // stopDuringRecordWrite stores the first write of a run record, then stops
@@ -346,36 +355,38 @@ func (s *stopDuringRecordWrite) Put(ctx context.Context, key string, r io.Reader
 // stay pending without a reason), F&O must not have been asked yet, and the
 // resumed run exports once and succeeds.
 func TestStopDuringFirstRecordWrite(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 100)}}, ExecutionTime: 20 * time.Millisecond})
-	defer sim.Close()
-	exp := fileExport(sim, t.TempDir())
-	base, err := openStore(context.Background(), exp.Store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	st := &stopDuringRecordWrite{Store: base, cancel: cancel}
-	_, err = useStore(&Runner{NewSink: sinkFor(&scriptedSink{storeFirst: -1})}, exp, st).Run(ctx, exp, RunOptions{Trigger: "manual"})
-	if err == nil || !strings.Contains(err.Error(), "interrupted") {
-		t.Fatalf("Run stopped during its first record write: want an interrupted run, got %v", err)
-	}
-	r := useStore(&Runner{NewSink: sinkFor(&scriptedSink{storeFirst: -1})}, exp, base)
-	recs, err := r.Unfinished(context.Background(), exp)
-	if err != nil || len(recs) != 1 {
-		t.Fatalf("Unfinished: want the stopped run listed for resume, got %d runs (%v)", len(recs), err)
-	}
-	if !strings.HasPrefix(recs[0].Error, "interrupted") || recs[0].ExecutionID != "" {
-		t.Errorf("record of the stopped run: want no execution and an error saying interrupted, got execution %q, error %q", recs[0].ExecutionID, recs[0].Error)
-	}
-	if n := sim.Exports(); n != 0 {
-		t.Errorf("F&O saw %d exports before the run was resumed, want 0", n)
-	}
-	got, err := r.Resume(context.Background(), exp, recs[0])
-	if err != nil || got.State != StateSucceeded || got.Entities[0].Rows != 100 {
-		t.Fatalf("Resume: want succeeded with 100 rows, got %v (%+v)", err, got)
-	}
-	if n := sim.Exports(); n != 1 {
-		t.Errorf("F&O saw %d exports, want 1", n)
-	}
+	bubble(t, func(t *testing.T) {
+		sim := newSim(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 100)}}, ExecutionTime: 20 * time.Millisecond})
+		defer sim.Close()
+		exp := fileExport(sim, t.TempDir())
+		base, err := openStore(context.Background(), exp.Store, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		st := &stopDuringRecordWrite{Store: base, cancel: cancel}
+		_, err = useStore(&Runner{NewSink: sinkFor(&scriptedSink{storeFirst: -1})}, exp, st).Run(ctx, exp, RunOptions{Trigger: "manual"})
+		if err == nil || !strings.Contains(err.Error(), "interrupted") {
+			t.Fatalf("Run stopped during its first record write: want an interrupted run, got %v", err)
+		}
+		r := useStore(&Runner{NewSink: sinkFor(&scriptedSink{storeFirst: -1})}, exp, base)
+		recs, err := r.Unfinished(context.Background(), exp)
+		if err != nil || len(recs) != 1 {
+			t.Fatalf("Unfinished: want the stopped run listed for resume, got %d runs (%v)", len(recs), err)
+		}
+		if !strings.HasPrefix(recs[0].Error, "interrupted") || recs[0].ExecutionID != "" {
+			t.Errorf("record of the stopped run: want no execution and an error saying interrupted, got execution %q, error %q", recs[0].ExecutionID, recs[0].Error)
+		}
+		if n := sim.Exports(); n != 0 {
+			t.Errorf("F&O saw %d exports before the run was resumed, want 0", n)
+		}
+		got, err := r.Resume(context.Background(), exp, recs[0])
+		if err != nil || got.State != runs.StateSucceeded || got.Entities[0].Rows != 100 {
+			t.Fatalf("Resume: want succeeded with 100 rows, got %v (%+v)", err, got)
+		}
+		if n := sim.Exports(); n != 1 {
+			t.Errorf("F&O saw %d exports, want 1", n)
+		}
+	})
 }

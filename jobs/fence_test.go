@@ -11,8 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // pausingSink stores every message at once and, after the pauseAt-th,
@@ -55,30 +58,32 @@ func (s *pausingSink) published() []string {
 // and its heartbeats), lets a second replica take the run over and finish
 // it, then lets the owner go on: the owner must publish no further batch,
 // leave the adopter's final record as it is, refresh no lease the adopter
-// released, and end with ErrLeaseLost; the adopter's next run must start
+// released, and end with runs.ErrLeaseLost; the adopter's next run must start
 // (not be skipped for a data project the paused owner still seemed to
-// hold).
+// hold). The owner's clock is a fake one, moved on by the pause; its
+// leases age on the store's clock, the file system's.
 func TestPausedOwnerFenced(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond})
+	sim := newSim(quick(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond}))
 	defer sim.Close()
 	exp := fileExport(sim, t.TempDir())
 	ctx := context.Background()
-	const ttl = 600 * time.Millisecond
+	const ttl = runs.DefaultLeaseTTL
 	const pauseAt = 4 // of 10 batches
+	ownerClock := clockwork.NewFakeClock()
 
 	resume := make(chan struct{})
 	var held sync.Mutex // locked while the owner is paused
 	held.Lock()
 	paused := false
 	sink := &pausingSink{pauseAt: pauseAt, paused: make(chan struct{}), resume: resume}
-	owner := &Runner{Logger: slog.New(slog.DiscardHandler), LeaseTTL: ttl,
+	owner := &Runner{Logger: slog.New(slog.DiscardHandler), LeaseTTL: ttl, Clock: ownerClock,
 		NewSink: func(context.Context, *Export) (publish.Sink, error) { return sink, nil },
 		heartbeatGate: func() {
 			held.Lock() // blocks while paused
 			held.Unlock()
 		}}
 	type result struct {
-		rec *RunRecord
+		rec *runs.Record
 		err error
 	}
 	ownerDone := make(chan result, 1)
@@ -106,28 +111,25 @@ func TestPausedOwnerFenced(t *testing.T) {
 	if err != nil || len(recs) != 1 {
 		t.Fatalf("unfinished runs while the owner is paused: %v, %d runs, want 1", err, len(recs))
 	}
-	var adopted *RunRecord
-	for deadline := time.Now().Add(10 * time.Second); adopted == nil; time.Sleep(50 * time.Millisecond) {
-		rec, err := adopter.Resume(ctx, exp, recs[0])
-		switch {
-		case errors.Is(err, ErrLeaseHeld) || errors.Is(err, ErrGroupBusy):
-			if time.Now().After(deadline) {
-				t.Fatalf("the paused owner's run was not taken over within 10s: %v", err)
-			}
-		case err != nil:
-			t.Fatalf("takeover of the paused owner's run: %v", err)
-		default:
-			adopted = rec
-		}
-	}
-	if adopted.State != StateSucceeded || adopted.OwnerGen != 2 {
-		t.Fatalf("adopted run: state %s, owner generation %d; want succeeded by generation 2", adopted.State, adopted.OwnerGen)
-	}
 	st, err := openStore(ctx, exp.Store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := recordKey(exp.Store.Prefix, exp.Name, adopted.RunID)
+	l := ledgerOf(st, exp)
+	// The pause outlasts the lease: its run lease and data project hold
+	// lapse on the store's clock, and the owner's own clock moves on.
+	for _, key := range []string{leaseKey(l.Leases(recs[0].RunID), 1), leaseKey(l.ProjectLeases(dataProject(exp)), 1)} {
+		ageObject(t, exp.Store.Path, key, ttl+time.Second)
+	}
+	ownerClock.Advance(ttl + time.Second)
+	adopted, err := adopter.Resume(ctx, exp, recs[0])
+	if err != nil {
+		t.Fatalf("takeover of the paused owner's run once its lease lapsed: %v", err)
+	}
+	if adopted.State != runs.StateSucceeded || adopted.OwnerGen != 2 {
+		t.Fatalf("adopted run: state %s, owner generation %d; want succeeded by generation 2", adopted.State, adopted.OwnerGen)
+	}
+	key := l.Record(adopted.RunID)
 	before := readAll(t, st, key)
 
 	paused = false
@@ -139,8 +141,8 @@ func TestPausedOwnerFenced(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the paused owner did not stop within 10s of going on")
 	}
-	if !errors.Is(r.err, ErrLeaseLost) {
-		t.Errorf("paused owner's run: %v, want ErrLeaseLost", r.err)
+	if !errors.Is(r.err, runs.ErrLeaseLost) {
+		t.Errorf("paused owner's run: %v, want runs.ErrLeaseLost", r.err)
 	}
 	if got := sink.published(); len(got) != pauseAt {
 		t.Errorf("paused owner published %d batches, want %d (none after the takeover): %v", len(got), pauseAt, got)
@@ -148,13 +150,13 @@ func TestPausedOwnerFenced(t *testing.T) {
 	if after := readAll(t, st, key); !bytes.Equal(before, after) {
 		t.Errorf("the paused owner rewrote the adopter's final record:\nadopter's:\n%s\nnow:\n%s", before, after)
 	}
-	for _, prefix := range []string{leasePrefix(exp.Store.Prefix, exp.Name, adopted.RunID), groupLeasePrefix(exp.Store.Prefix, exp)} {
+	for _, prefix := range []string{l.Leases(adopted.RunID), l.ProjectLeases(dataProject(exp))} {
 		if left, err := st.List(ctx, prefix+"/"); err != nil || len(left) != 0 {
 			t.Errorf("leases under %s after both replicas ended: %v (%v); the paused owner refreshed a lease it had lost", prefix, left, err)
 		}
 	}
 	next, err := adopter.Run(ctx, exp, RunOptions{Trigger: "schedule"})
-	if err != nil || next.State != StateSucceeded {
+	if err != nil || next.State != runs.StateSucceeded {
 		t.Errorf("the adopter's next run: %v (state %v), want succeeded", err, next)
 	}
 }
@@ -173,43 +175,4 @@ func readAll(t *testing.T, st interface {
 		t.Fatal(err)
 	}
 	return b
-}
-
-// TestOwnedRecordWriteGuarded writes a run record as owners of several
-// lease generations would, in turn: a write by a generation older than
-// the stored record's is refused with ErrLeaseLost and leaves the record
-// as it was, whatever the writer checked before (the guard judges at the
-// moment of the write).
-func TestOwnedRecordWriteGuarded(t *testing.T) {
-	ctx := context.Background()
-	st := mustDirStore(t, t.TempDir())
-	steps := []struct {
-		gen     int
-		state   State
-		wantErr bool
-	}{
-		{1, StatePublishing, false},
-		{2, StatePublishing, false}, // an adopter
-		{2, StateSucceeded, false},
-		{1, StatePublishing, true}, // the paused owner, going on
-		{3, StatePublishing, false},
-	}
-	want := ""
-	for i, s := range steps {
-		rec := &RunRecord{Job: "job", RunID: "run1", State: s.state, OwnerGen: s.gen}
-		b, err := encodeRecord(rec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = putOwnedRecord(ctx, st, "", rec, b)
-		if s.wantErr != errors.Is(err, ErrLeaseLost) || !s.wantErr && err != nil {
-			t.Errorf("step %d: write by generation %d: %v, want ErrLeaseLost %v", i, s.gen, err, s.wantErr)
-		}
-		if err == nil {
-			want = string(b)
-		}
-		if got := string(readAll(t, st, recordKey("", "job", "run1"))); got != want {
-			t.Errorf("step %d: record after a write by generation %d:\n%s\nwant:\n%s", i, s.gen, got, want)
-		}
-	}
 }

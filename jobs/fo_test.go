@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/dmfexport/dmfexport/azauth"
+	"github.com/dmfexport/dmfexport/runs"
 	"io"
 	"log/slog"
 	"net/http"
@@ -29,7 +30,7 @@ type foFake struct {
 
 func newFOFake(t *testing.T, handlers map[string]func(n int) (int, string)) *foFake {
 	f := &foFake{calls: map[string]int{}, handlers: handlers}
-	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	f.srv = serveInMemory(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		action := r.URL.Path[strings.LastIndexByte(r.URL.Path, '.')+1:]
 		_, _ = io.Copy(io.Discard, r.Body)
 		f.mu.Lock()
@@ -142,47 +143,49 @@ func TestRunShowsFOWords(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFOFake(t, tt.handlers)
-			exp := foExport(f, t.TempDir())
-			var logs bytes.Buffer
-			var mu sync.Mutex
-			r := &Runner{Logger: slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))}
-			rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"})
-			switch {
-			case err == nil || rec == nil:
-				t.Fatalf("Run = %+v, %v; want a record and an error", rec, err)
-			case tt.waiting && (rec.State.Final() || rec.Waiting != WaitingForExecution):
-				t.Fatalf("Run = %+v; want it left waiting for the execution", rec)
-			case !tt.waiting && rec.State != StateFailed:
-				t.Fatalf("Run = %+v, %v; want a failed record", rec, err)
-			}
-			stored, rerr := Records(context.Background(), exp, 1)
-			if rerr != nil || len(stored) != 1 {
-				t.Fatalf("Records: %v, %d records", rerr, len(stored))
-			}
-			mu.Lock()
-			logged := logs.String()
-			mu.Unlock()
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q lacks %q", err, w)
+			bubble(t, func(t *testing.T) {
+				f := newFOFake(t, tt.handlers)
+				exp := foExport(f, t.TempDir())
+				var logs bytes.Buffer
+				var mu sync.Mutex
+				r := &Runner{Logger: slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))}
+				rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+				switch {
+				case err == nil || rec == nil:
+					t.Fatalf("Run = %+v, %v; want a record and an error", rec, err)
+				case tt.waiting && (rec.State.Final() || rec.Waiting != WaitingForExecution):
+					t.Fatalf("Run = %+v; want it left waiting for the execution", rec)
+				case !tt.waiting && rec.State != runs.StateFailed:
+					t.Fatalf("Run = %+v, %v; want a failed record", rec, err)
 				}
-				if !strings.Contains(stored[0].Error, w) {
-					t.Errorf("stored record error %q lacks %q", stored[0].Error, w)
+				stored, rerr := Records(context.Background(), exp, 1)
+				if rerr != nil || len(stored) != 1 {
+					t.Fatalf("Records: %v, %d records", rerr, len(stored))
 				}
-				// slog's text handler quotes values: compare unquoted.
-				if !strings.Contains(strings.ReplaceAll(logged, `\"`, `"`), w) {
-					t.Errorf("log lacks %q:\n%s", w, logged)
+				mu.Lock()
+				logged := logs.String()
+				mu.Unlock()
+				for _, w := range tt.want {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q lacks %q", err, w)
+					}
+					if !strings.Contains(stored[0].Error, w) {
+						t.Errorf("stored record error %q lacks %q", stored[0].Error, w)
+					}
+					// slog's text handler quotes values: compare unquoted.
+					if !strings.Contains(strings.ReplaceAll(logged, `\"`, `"`), w) {
+						t.Errorf("log lacks %q:\n%s", w, logged)
+					}
 				}
-			}
-			if got := stored[0]; len(got.ExecutionErrors) != tt.wantErrs || got.ExecutionErrorCount != tt.wantCount {
-				t.Errorf("record keeps %d execution errors of %d, want %d of %d", len(got.ExecutionErrors), got.ExecutionErrorCount, tt.wantErrs, tt.wantCount)
-			} else if tt.wantErrs > 0 && (got.ExecutionErrors[0].Message != tt.wantFirst || got.ExecutionErrors[0].Field != "CUSTGROUP" || got.ExecutionErrors[0].RecordID != "5637144570") {
-				t.Errorf("first execution error %+v, want record 5637144570, field CUSTGROUP, %q", got.ExecutionErrors[0], tt.wantFirst)
-			}
-			if strings.Contains(err.Error(), "An error has occurred") {
-				t.Errorf("error %q shows F&O's generic message", err)
-			}
+				if got := stored[0]; len(got.ExecutionErrors) != tt.wantErrs || got.ExecutionErrorCount != tt.wantCount {
+					t.Errorf("record keeps %d execution errors of %d, want %d of %d", len(got.ExecutionErrors), got.ExecutionErrorCount, tt.wantErrs, tt.wantCount)
+				} else if tt.wantErrs > 0 && (got.ExecutionErrors[0].Message != tt.wantFirst || got.ExecutionErrors[0].Field != "CUSTGROUP" || got.ExecutionErrors[0].RecordID != "5637144570") {
+					t.Errorf("first execution error %+v, want record 5637144570, field CUSTGROUP, %q", got.ExecutionErrors[0], tt.wantFirst)
+				}
+				if strings.Contains(err.Error(), "An error has occurred") {
+					t.Errorf("error %q shows F&O's generic message", err)
+				}
+			})
 		})
 	}
 }
@@ -215,47 +218,49 @@ func TestResumeWaitsForRegistration(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var f *foFake
-			f = newFOFake(t, map[string]func(int) (int, string){
-				"ExportToPackage": fixed(400, foError("Data project 'G' does not exist")),
-				"GetExecutionSummaryStatus": func(n int) (int, string) {
-					if n <= tt.notFound {
-						return 400, foError("Execution details were not found for execution id G-1")
-					}
-					return 200, foValue("Failed")
-				},
-				"GetExecutionErrors":         fixed(200, foValue("[]")),
-				"GetExecutionSummaryPageUrl": fixed(200, foValue("")),
+			bubble(t, func(t *testing.T) {
+				var f *foFake
+				f = newFOFake(t, map[string]func(int) (int, string){
+					"ExportToPackage": fixed(400, foError("Data project 'G' does not exist")),
+					"GetExecutionSummaryStatus": func(n int) (int, string) {
+						if n <= tt.notFound {
+							return 400, foError("Execution details were not found for execution id G-1")
+						}
+						return 200, foValue("Failed")
+					},
+					"GetExecutionErrors":         fixed(200, foValue("[]")),
+					"GetExecutionSummaryPageUrl": fixed(200, foValue("")),
+				})
+				exp := foExport(f, t.TempDir())
+				ctx := context.Background()
+				st, err := openStore(context.Background(), exp.Store, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rec := &runs.Record{Job: exp.Name, RunID: "20261125T100000Z-bbbbbbbb", State: runs.StateExporting, StartedAt: time.Now().UTC(),
+					DefinitionGroup: "G", LegalEntity: "USMF", ExecutionID: "G-1", Durations: map[string]string{}}
+				if err := saveRecord(ctx, st, "", rec); err != nil {
+					t.Fatal(err)
+				}
+				start := time.Now()
+				got, err := (&Runner{}).Resume(ctx, exp, rec)
+				if err == nil || got == nil || got.State != runs.StateFailed {
+					t.Fatalf("Resume = %+v, %v; want a failed run", got, err)
+				}
+				if n := f.count("ExportToPackage"); n != tt.wantPosts {
+					t.Errorf("%d ExportToPackage calls, want %d", n, tt.wantPosts)
+				}
+				if d := time.Since(start); d < tt.minWait {
+					t.Errorf("resume decided after %s, want at least the window %s", d, tt.minWait)
+				}
+				wantText := "ended Failed"
+				if tt.wantPosts > 0 {
+					wantText = "Data project 'G' does not exist"
+				}
+				if !strings.Contains(got.Error, wantText) {
+					t.Errorf("record error %q lacks %q", got.Error, wantText)
+				}
 			})
-			exp := foExport(f, t.TempDir())
-			ctx := context.Background()
-			st, err := openStore(context.Background(), exp.Store, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rec := &RunRecord{Job: exp.Name, RunID: "20261125T100000Z-bbbbbbbb", State: StateExporting, StartedAt: time.Now().UTC(),
-				DefinitionGroup: "G", LegalEntity: "USMF", ExecutionID: "G-1", Durations: map[string]string{}}
-			if err := saveRecord(ctx, st, "", rec); err != nil {
-				t.Fatal(err)
-			}
-			start := time.Now()
-			got, err := (&Runner{}).Resume(ctx, exp, rec)
-			if err == nil || got == nil || got.State != StateFailed {
-				t.Fatalf("Resume = %+v, %v; want a failed run", got, err)
-			}
-			if n := f.count("ExportToPackage"); n != tt.wantPosts {
-				t.Errorf("%d ExportToPackage calls, want %d", n, tt.wantPosts)
-			}
-			if d := time.Since(start); d < tt.minWait {
-				t.Errorf("resume decided after %s, want at least the window %s", d, tt.minWait)
-			}
-			wantText := "ended Failed"
-			if tt.wantPosts > 0 {
-				wantText = "Data project 'G' does not exist"
-			}
-			if !strings.Contains(got.Error, wantText) {
-				t.Errorf("record error %q lacks %q", got.Error, wantText)
-			}
 		})
 	}
 }

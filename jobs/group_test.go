@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 func TestConfigWarnsOfSharedDataProject(t *testing.T) {
@@ -75,86 +77,91 @@ func twoExportsOfOneProject(t *testing.T) (a, b *Export, f *foFake, release chan
 // project G, a run of export b (same project) is skipped with a record
 // that says why; once a's run ended, b runs.
 func TestDataProjectOneRunAtATime(t *testing.T) {
-	a, b, f, release := twoExportsOfOneProject(t)
-	ctx := context.Background()
-	r := &Runner{}
-	done := make(chan error, 1)
-	go func() {
-		_, err := r.Run(ctx, a, RunOptions{Trigger: "manual"})
-		done <- err
-	}()
-	for f.count("GetExecutionSummaryStatus") == 0 { // a's run is polling F&O
-		select {
-		case err := <-done:
-			t.Fatalf("run of a ended early: %v", err)
-		case <-time.After(time.Millisecond):
+	bubble(t, func(t *testing.T) {
+		a, b, f, release := twoExportsOfOneProject(t)
+		ctx := context.Background()
+		r := &Runner{}
+		done := make(chan error, 1)
+		go func() {
+			_, err := r.Run(ctx, a, RunOptions{Trigger: "manual"})
+			done <- err
+		}()
+		for f.count("GetExecutionSummaryStatus") == 0 { // a's run is polling F&O
+			select {
+			case err := <-done:
+				t.Fatalf("run of a ended early: %v", err)
+			case <-time.After(time.Millisecond):
+			}
 		}
-	}
-	rec, err := r.Run(ctx, b, RunOptions{Trigger: "schedule"})
-	if !errors.Is(err, ErrGroupBusy) || rec == nil || rec.State != StateSkipped {
-		t.Fatalf("run of b while a runs = %+v, %v; want a skipped record and ErrGroupBusy", rec, err)
-	}
-	recs, err := Records(ctx, b, 0)
-	if err != nil || len(recs) != 1 {
-		t.Fatalf("records of b: %d, %v; want the skipped one", len(recs), err)
-	}
-	for _, want := range []string{"skipped", `data project "g"`, "export a run ", "next trigger"} {
-		if !strings.Contains(recs[0].Error, want) {
-			t.Errorf("skipped record error %q lacks %q", recs[0].Error, want)
+		rec, err := r.Run(ctx, b, RunOptions{Trigger: "schedule"})
+		if !errors.Is(err, ErrGroupBusy) || rec == nil || rec.State != runs.StateSkipped {
+			t.Fatalf("run of b while a runs = %+v, %v; want a skipped record and ErrGroupBusy", rec, err)
 		}
-	}
-	if n := f.count("ExportToPackage"); n != 1 {
-		t.Errorf("%d ExportToPackage calls while a ran, want 1", n)
-	}
-	close(release)
-	<-done
-	rec, err = r.Run(ctx, b, RunOptions{Trigger: "manual"})
-	if errors.Is(err, ErrGroupBusy) || rec == nil || rec.State != StateFailed {
-		t.Errorf("run of b after a ended = %+v, %v; want it to run (and end Failed as F&O says)", rec, err)
-	}
-	if n := f.count("ExportToPackage"); n != 2 {
-		t.Errorf("%d ExportToPackage calls, want 2", n)
-	}
+		recs, err := Records(ctx, b, 0)
+		if err != nil || len(recs) != 1 {
+			t.Fatalf("records of b: %d, %v; want the skipped one", len(recs), err)
+		}
+		for _, want := range []string{"skipped", `data project "g"`, "export a run ", "next trigger"} {
+			if !strings.Contains(recs[0].Error, want) {
+				t.Errorf("skipped record error %q lacks %q", recs[0].Error, want)
+			}
+		}
+		if n := f.count("ExportToPackage"); n != 1 {
+			t.Errorf("%d ExportToPackage calls while a ran, want 1", n)
+		}
+		close(release)
+		<-done
+		rec, err = r.Run(ctx, b, RunOptions{Trigger: "manual"})
+		if errors.Is(err, ErrGroupBusy) || rec == nil || rec.State != runs.StateFailed {
+			t.Errorf("run of b after a ended = %+v, %v; want it to run (and end Failed as F&O says)", rec, err)
+		}
+		if n := f.count("ExportToPackage"); n != 2 {
+			t.Errorf("%d ExportToPackage calls, want 2", n)
+		}
+	})
 }
 
 // TestDataProjectHeldByAnotherReplica: a live lease of another replica on
 // the data project keeps runs and resumes out, naming the holder; once it
 // lapsed, the run goes ahead.
 func TestDataProjectHeldByAnotherReplica(t *testing.T) {
-	a, b, f, release := twoExportsOfOneProject(t)
-	close(release)
-	ctx := context.Background()
-	st, err := openStore(context.Background(), b.Store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	other := `{"replica":"elsewhere/1/ffffffff","at":"2026-11-25T10:00:00Z","holder":"export a run 20261125T100000Z-aaaaaaaa"}`
-	if _, err := st.Create(ctx, genKey(groupLeasePrefix("", a), 1), strings.NewReader(other), nil); err != nil {
-		t.Fatal(err)
-	}
-	r := &Runner{LeaseTTL: 500 * time.Millisecond}
-	rec, err := r.Run(ctx, b, RunOptions{})
-	if !errors.Is(err, ErrGroupBusy) || rec == nil || rec.State != StateSkipped ||
-		!strings.Contains(rec.Error, "export a run 20261125T100000Z-aaaaaaaa on elsewhere/1/ffffffff") {
-		t.Fatalf("Run while another replica holds the project = %+v, %v; want skipped naming the holder", rec, err)
-	}
-	unfinished := &RunRecord{Job: b.Name, RunID: "20261125T100000Z-cccccccc", State: StatePending, StartedAt: time.Now().UTC(),
-		DefinitionGroup: "g", LegalEntity: "USMF", Durations: map[string]string{}}
-	if err := saveRecord(ctx, st, "", unfinished); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.Resume(ctx, b, unfinished); !errors.Is(err, ErrGroupBusy) {
-		t.Errorf("Resume while another replica holds the project: %v, want ErrGroupBusy", err)
-	}
-	if n := f.count("ExportToPackage"); n != 0 {
-		t.Errorf("%d ExportToPackage calls while the project was held, want 0", n)
-	}
-	time.Sleep(600 * time.Millisecond) // the other replica's lease lapses on the store's clock
-	rec, err = r.Run(ctx, b, RunOptions{})
-	if errors.Is(err, ErrGroupBusy) || rec == nil || rec.State != StateFailed {
-		t.Errorf("Run after the lease lapsed = %+v, %v; want it to run", rec, err)
-	}
-	if gen, _, _ := newestLease(ctx, st, groupLeasePrefix("", b)); gen != 0 {
-		t.Errorf("data project lease generation %d left after the run, want none", gen)
-	}
+	bubble(t, func(t *testing.T) {
+		a, b, f, release := twoExportsOfOneProject(t)
+		close(release)
+		ctx := context.Background()
+		st, err := openStore(context.Background(), b.Store, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		other := `{"replica":"elsewhere/1/ffffffff","at":"2026-11-25T10:00:00Z","holder":"export a run 20261125T100000Z-aaaaaaaa"}`
+		holds := ledgerOf(st, a).ProjectLeases(dataProject(a))
+		if _, err := st.Create(ctx, leaseKey(holds, 1), strings.NewReader(other), nil); err != nil {
+			t.Fatal(err)
+		}
+		r := &Runner{LeaseTTL: 500 * time.Millisecond}
+		rec, err := r.Run(ctx, b, RunOptions{})
+		if !errors.Is(err, ErrGroupBusy) || rec == nil || rec.State != runs.StateSkipped ||
+			!strings.Contains(rec.Error, "export a run 20261125T100000Z-aaaaaaaa on elsewhere/1/ffffffff") {
+			t.Fatalf("Run while another replica holds the project = %+v, %v; want skipped naming the holder", rec, err)
+		}
+		unfinished := &runs.Record{Job: b.Name, RunID: "20261125T100000Z-cccccccc", State: runs.StatePending, StartedAt: time.Now().UTC(),
+			DefinitionGroup: "g", LegalEntity: "USMF", Durations: map[string]string{}}
+		if err := saveRecord(ctx, st, "", unfinished); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Resume(ctx, b, unfinished); !errors.Is(err, ErrGroupBusy) {
+			t.Errorf("Resume while another replica holds the project: %v, want ErrGroupBusy", err)
+		}
+		if n := f.count("ExportToPackage"); n != 0 {
+			t.Errorf("%d ExportToPackage calls while the project was held, want 0", n)
+		}
+		ageObject(t, b.Store.Path, leaseKey(holds, 1), time.Second) // the other replica's lease lapses on the store's clock
+		rec, err = r.Run(ctx, b, RunOptions{})
+		if errors.Is(err, ErrGroupBusy) || rec == nil || rec.State != runs.StateFailed {
+			t.Errorf("Run after the lease lapsed = %+v, %v; want it to run", rec, err)
+		}
+		if left, err := st.List(ctx, holds+"/"); err != nil || len(left) != 0 {
+			t.Errorf("data project leases left after the run: %v (%v), want none", left, err)
+		}
+	})
 }

@@ -3,13 +3,13 @@ package jobs
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/dmfexport/dmfexport/internal/process"
 	"github.com/dmfexport/dmfexport/store"
 )
 
@@ -33,8 +33,9 @@ func createPackageTemp() (*os.File, error) {
 // a process ID, older than LeftoverAge), and directory stores' temporary
 // files older than LeftoverAge. It never stops a start: problems are
 // logged.
-func CleanLeftovers(ctx context.Context, cfg *Config, log *slog.Logger) {
-	if n := removePackageTemps(os.TempDir(), time.Now()); n > 0 {
+func (r *Runner) CleanLeftovers(ctx context.Context, cfg *Config) {
+	log := r.logger()
+	if n := removePackageTemps(os.TempDir(), r.clock().Now()); n > 0 {
 		log.Info("removed package files left by crashed runs", "dir", os.TempDir(), "files", n)
 	}
 	seen := map[string]bool{}
@@ -74,7 +75,7 @@ func removePackageTemps(dir string, now time.Time) int {
 		pid, err := strconv.Atoi(pidPart)
 		var stale bool
 		if withPID && err == nil && pid > 0 {
-			stale = !processAlive(pid)
+			stale = !process.Alive(pid)
 		} else if fi, err := os.Stat(m); err == nil {
 			stale = now.Sub(fi.ModTime()) > LeftoverAge
 		}

@@ -87,7 +87,7 @@ func TestCleanLeftoversInDirStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := &Config{Exports: []Export{{Name: "job", Store: StoreConfig{Type: "dir", Path: root}}}}
-	CleanLeftovers(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	(&Runner{Logger: slog.New(slog.DiscardHandler)}).CleanLeftovers(context.Background(), cfg)
 	if _, err := os.Stat(old); !os.IsNotExist(err) {
 		t.Errorf("temporary file of a write cut off 2h ago: want removed, got %v", err)
 	}

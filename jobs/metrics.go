@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // Metrics are the Prometheus series of a running service. Labels carry export,
@@ -115,13 +117,13 @@ func (m *Metrics) runStarted(export string) {
 	}
 }
 
-func (m *Metrics) runFinished(rec *RunRecord, steps map[string]time.Duration) {
+func (m *Metrics) runFinished(rec *runs.Record, steps map[string]time.Duration) {
 	if m == nil {
 		return
 	}
 	m.inProgress.WithLabelValues(rec.Job).Dec()
 	m.runs.WithLabelValues(rec.Job, string(rec.State)).Inc()
-	if rec.State == StateSucceeded {
+	if rec.State == runs.StateSucceeded {
 		m.succeeded(rec.Job, rec.FinishedAt)
 	}
 	for step, d := range steps {
@@ -132,7 +134,7 @@ func (m *Metrics) runFinished(rec *RunRecord, steps map[string]time.Duration) {
 // runSkipped counts a run that never started (its data project was busy).
 func (m *Metrics) runSkipped(export string) {
 	if m != nil {
-		m.runs.WithLabelValues(export, string(StateSkipped)).Inc()
+		m.runs.WithLabelValues(export, string(runs.StateSkipped)).Inc()
 	}
 }
 
@@ -234,19 +236,19 @@ func (m *Metrics) seedLastSuccess(ctx context.Context, r *Runner, exp *Export) {
 	if m == nil {
 		return
 	}
-	st, err := r.store(ctx, exp)
+	l, _, err := r.openLedger(ctx, exp)
 	if err != nil {
 		return
 	}
-	refs, err := listRecords(ctx, st, exp.Store.Prefix, exp.Name)
+	listed, err := l.List(ctx)
 	if err != nil {
 		return
 	}
-	for _, ref := range refs {
-		if ref.state != StateSucceeded {
+	for _, ref := range listed {
+		if ref.State != runs.StateSucceeded {
 			continue
 		}
-		if rec, err := readRecord(ctx, st, ref.key); err == nil {
+		if rec, err := l.Find(ctx, ref.RunID); err == nil {
 			m.succeeded(exp.Name, rec.FinishedAt)
 		}
 		return

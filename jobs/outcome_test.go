@@ -11,6 +11,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // TestRunOutcomes drives whole runs through the simulator's final statuses
@@ -21,87 +22,89 @@ func TestRunOutcomes(t *testing.T) {
 		name          string
 		opts          dmftest.Options
 		partial       string
-		wantState     State
+		wantState     runs.State
 		wantEntities  int
 		wantErr       []string // substrings of the run error
 		wantWarning   string
 		wantDownloads int
 		wantMetrics   []string
 	}{
-		{"succeeded", dmftest.Options{}, "fail", StateSucceeded, 2, nil, "", 1, nil},
-		{"failed with F&O errors and summary link", dmftest.Options{FinalStatus: map[string]string{"G": "Failed"}}, "fail", StateFailed, 0,
+		{"succeeded", dmftest.Options{}, "fail", runs.StateSucceeded, 2, nil, "", 1, nil},
+		{"failed with F&O errors and summary link", dmftest.Options{FinalStatus: map[string]string{"G": "Failed"}}, "fail", runs.StateFailed, 0,
 			[]string{"ended Failed", "simulated failure", "execution summary: http"}, "", 0, nil},
-		{"canceled", dmftest.Options{FinalStatus: map[string]string{"G": "Canceled"}}, "fail", StateFailed, 0, []string{"ended Canceled"}, "", 0, nil},
-		{"partial fails by default", dmftest.Options{FinalStatus: map[string]string{"G": "PartiallySucceeded"}}, "fail", StateFailed, 0,
+		{"canceled", dmftest.Options{FinalStatus: map[string]string{"G": "Canceled"}}, "fail", runs.StateFailed, 0, []string{"ended Canceled"}, "", 0, nil},
+		{"partial fails by default", dmftest.Options{FinalStatus: map[string]string{"G": "PartiallySucceeded"}}, "fail", runs.StateFailed, 0,
 			[]string{"ended PartiallySucceeded"}, "", 0, nil},
-		{"partial publishes when asked", dmftest.Options{FinalStatus: map[string]string{"G": "PartiallySucceeded"}}, "publish", StateSucceeded, 1,
+		{"partial publishes when asked", dmftest.Options{FinalStatus: map[string]string{"G": "PartiallySucceeded"}}, "publish", runs.StateSucceeded, 1,
 			nil, "ended PartiallySucceeded", 1, nil},
-		{"expired URL gets one fresh URL", dmftest.Options{Faults: dmftest.Faults{ExpiredURLs: 1}}, "fail", StateSucceeded, 2, nil, "", 1, nil},
+		{"expired URL gets one fresh URL", dmftest.Options{Faults: dmftest.Faults{ExpiredURLs: 1}}, "fail", runs.StateSucceeded, 2, nil, "", 1, nil},
 		{"throttled and 503 then fine", dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{
 			{Action: "GetExecutionSummaryStatus", First: 2, Status: 429, RetryAfter: 1},
 			{Action: "ExportToPackage", First: 1, Status: 503},
-		}}}, "fail", StateSucceeded, 2, nil, "", 1, []string{
+		}}}, "fail", runs.StateSucceeded, 2, nil, "", 1, []string{
 			`dmfexport_fo_retries_total{action="GetExecutionSummaryStatus",export="files",reason="HTTP 429"} 2`,
 			`dmfexport_fo_retries_total{action="ExportToPackage",export="files",reason="HTTP 503"} 1`,
 			`dmfexport_runs_total{export="files",state="succeeded"} 1`,
 		}},
-		{"package not yet downloadable, asked again", dmftest.Options{PackageDelay: 1200 * time.Millisecond}, "fail", StateSucceeded, 2, nil, "", 1, nil},
-		{"package cut short once, downloaded again", dmftest.Options{Faults: dmftest.Faults{ContentLengthDelta: -200, DownloadFaultsFirst: 1}}, "fail", StateSucceeded, 2, nil, "", 2, nil},
+		{"package not yet downloadable, asked again", dmftest.Options{PackageDelay: 1200 * time.Millisecond}, "fail", runs.StateSucceeded, 2, nil, "", 1, nil},
+		{"package cut short once, downloaded again", dmftest.Options{Faults: dmftest.Faults{ContentLengthDelta: -200, DownloadFaultsFirst: 1}}, "fail", runs.StateSucceeded, 2, nil, "", 2, nil},
 		// F&O exported: what stops the package leaves the run waiting to
 		// fetch it again, never failed (its next run would export again).
-		{"package cut short every time waits after three downloads", dmftest.Options{Faults: dmftest.Faults{ContentLengthDelta: -200}}, "fail", StateDownloading, 0,
+		{"package cut short every time waits after three downloads", dmftest.Options{Faults: dmftest.Faults{ContentLengthDelta: -200}}, "fail", runs.StateDownloading, 0,
 			[]string{"waiting for the exported package to be fetched again", "download package of execution", "not a valid zip package (truncated download", "without exporting again"}, "", 1 + maxBadPackages, nil},
-		{"corrupt package waits, named", dmftest.Options{Faults: dmftest.Faults{CorruptZip: true}}, "fail", StateUnpacking, 0,
+		{"corrupt package waits, named", dmftest.Options{Faults: dmftest.Faults{CorruptZip: true}}, "fail", runs.StateUnpacking, 0,
 			[]string{"waiting for the exported package to be fetched again", "unpack package"}, "", 1, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o := tt.opts
-			o.Projects = map[string][]dmftest.Entity{"G": {csvEntity("A", 30), csvEntity("B", 5)}}
-			o.ExecutionTime = 50 * time.Millisecond
-			sim := dmftest.NewServer(o)
-			defer sim.Close()
-			exp := fileExport(sim, t.TempDir())
-			exp.Partial = tt.partial
-			exp.FO.RetryBaseDelay, exp.FO.RetryMaxDelay = 10*time.Millisecond, 50*time.Millisecond
-			metrics := NewMetrics()
-			rec, err := (&Runner{Metrics: metrics}).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
-			if rec == nil {
-				t.Fatalf("no record: %v", err)
-			}
-			if rec.State != tt.wantState {
-				t.Errorf("state %s, want %s (error %v)", rec.State, tt.wantState, err)
-			}
-			if (err != nil) != (len(tt.wantErr) > 0) {
-				t.Errorf("error %v, want one containing %q", err, tt.wantErr)
-			}
-			for _, w := range tt.wantErr {
-				if err == nil || !strings.Contains(err.Error(), w) || !strings.Contains(rec.Error, w) {
-					t.Errorf("error %v (record %q) lacks %q", err, rec.Error, w)
+			bubble(t, func(t *testing.T) {
+				o := tt.opts
+				o.Projects = map[string][]dmftest.Entity{"G": {csvEntity("A", 30), csvEntity("B", 5)}}
+				o.ExecutionTime = 50 * time.Millisecond
+				sim := newSim(o)
+				defer sim.Close()
+				exp := fileExport(sim, t.TempDir())
+				exp.Partial = tt.partial
+				exp.FO.RetryBaseDelay, exp.FO.RetryMaxDelay = 10*time.Millisecond, 50*time.Millisecond
+				metrics := NewMetrics()
+				rec, err := (&Runner{Metrics: metrics}).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+				if rec == nil {
+					t.Fatalf("no record: %v", err)
 				}
-			}
-			if tt.wantWarning != "" && (len(rec.Warnings) != 1 || !strings.Contains(rec.Warnings[0], tt.wantWarning)) {
-				t.Errorf("warnings %q, want one containing %q", rec.Warnings, tt.wantWarning)
-			}
-			if len(rec.Entities) != tt.wantEntities {
-				t.Errorf("%d entities published, want %d", len(rec.Entities), tt.wantEntities)
-			}
-			if n := sim.Exports(); n != 1 {
-				t.Errorf("F&O saw %d exports, want exactly 1", n)
-			}
-			if n := sim.Downloads(); n != tt.wantDownloads {
-				t.Errorf("%d package downloads, want %d", n, tt.wantDownloads)
-			}
-			rr := httptest.NewRecorder()
-			metrics.Handler().ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
-			for _, series := range tt.wantMetrics {
-				if !strings.Contains(rr.Body.String(), series) {
-					t.Errorf("/metrics lacks %s", series)
+				if rec.State != tt.wantState {
+					t.Errorf("state %s, want %s (error %v)", rec.State, tt.wantState, err)
 				}
-			}
-			if strings.Contains(rec.PackageURL+rec.Error, "sig=") && !strings.Contains(rec.PackageURL+rec.Error, "REDACTED") {
-				t.Errorf("record holds a SAS signature: %s %s", rec.PackageURL, rec.Error)
-			}
+				if (err != nil) != (len(tt.wantErr) > 0) {
+					t.Errorf("error %v, want one containing %q", err, tt.wantErr)
+				}
+				for _, w := range tt.wantErr {
+					if err == nil || !strings.Contains(err.Error(), w) || !strings.Contains(rec.Error, w) {
+						t.Errorf("error %v (record %q) lacks %q", err, rec.Error, w)
+					}
+				}
+				if tt.wantWarning != "" && (len(rec.Warnings) != 1 || !strings.Contains(rec.Warnings[0], tt.wantWarning)) {
+					t.Errorf("warnings %q, want one containing %q", rec.Warnings, tt.wantWarning)
+				}
+				if len(rec.Entities) != tt.wantEntities {
+					t.Errorf("%d entities published, want %d", len(rec.Entities), tt.wantEntities)
+				}
+				if n := sim.Exports(); n != 1 {
+					t.Errorf("F&O saw %d exports, want exactly 1", n)
+				}
+				if n := sim.Downloads(); n != tt.wantDownloads {
+					t.Errorf("%d package downloads, want %d", n, tt.wantDownloads)
+				}
+				rr := httptest.NewRecorder()
+				metrics.Handler().ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
+				for _, series := range tt.wantMetrics {
+					if !strings.Contains(rr.Body.String(), series) {
+						t.Errorf("/metrics lacks %s", series)
+					}
+				}
+				if strings.Contains(rec.PackageURL+rec.Error, "sig=") && !strings.Contains(rec.PackageURL+rec.Error, "REDACTED") {
+					t.Errorf("record holds a SAS signature: %s %s", rec.PackageURL, rec.Error)
+				}
+			})
 		})
 	}
 }
@@ -111,72 +114,76 @@ func TestRunOutcomes(t *testing.T) {
 // left waiting to fetch it again, with an error that says so: F&O keeps
 // packages for days.
 func TestPackageNeverDownloadable(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{
-		Projects:      map[string][]dmftest.Entity{"G": {csvEntity("A", 3)}},
-		ExecutionTime: 50 * time.Millisecond,
-		PackageDelay:  time.Hour,
-	})
-	defer sim.Close()
-	exp := fileExport(sim, t.TempDir())
-	exp.Poll.PackageURLTimeout = 1500 * time.Millisecond
-	start := time.Now()
-	rec, err := (&Runner{}).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
-	if err == nil || rec == nil || rec.State.Final() || rec.Waiting != WaitingForPackage {
-		t.Fatalf("Run = %+v, %v; want a run waiting to fetch its package again", rec, err)
-	}
-	for _, want := range []string{"HTTP 404", "package blob not found", "poll.package_url_timeout", "waiting for the exported package to be fetched again"} {
-		if !strings.Contains(rec.Error, want) {
-			t.Errorf("run error %q lacks %q", rec.Error, want)
+	bubble(t, func(t *testing.T) {
+		sim := newSim(dmftest.Options{
+			Projects:      map[string][]dmftest.Entity{"G": {csvEntity("A", 3)}},
+			ExecutionTime: 50 * time.Millisecond,
+			PackageDelay:  time.Hour,
+		})
+		defer sim.Close()
+		exp := fileExport(sim, t.TempDir())
+		exp.Poll.PackageURLTimeout = 1500 * time.Millisecond
+		start := time.Now()
+		rec, err := (&Runner{}).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+		if err == nil || rec == nil || rec.State.Final() || rec.Waiting != WaitingForPackage {
+			t.Fatalf("Run = %+v, %v; want a run waiting to fetch its package again", rec, err)
 		}
-	}
-	if d := time.Since(start); d < exp.Poll.PackageURLTimeout {
-		t.Errorf("gave up after %s, before poll.package_url_timeout %s", d, exp.Poll.PackageURLTimeout)
-	}
-	if n := sim.Calls("download"); n < 2 {
-		t.Errorf("%d download attempts, want the package asked for again", n)
-	}
+		for _, want := range []string{"HTTP 404", "package blob not found", "poll.package_url_timeout", "waiting for the exported package to be fetched again"} {
+			if !strings.Contains(rec.Error, want) {
+				t.Errorf("run error %q lacks %q", rec.Error, want)
+			}
+		}
+		if d := time.Since(start); d < exp.Poll.PackageURLTimeout {
+			t.Errorf("gave up after %s, before poll.package_url_timeout %s", d, exp.Poll.PackageURLTimeout)
+		}
+		if n := sim.Calls("download"); n < 2 {
+			t.Errorf("%d download attempts, want the package asked for again", n)
+		}
+	})
 }
 
 // TestExportedPackageFetchedAgain: a run whose package F&O exported but
 // could not be fetched is left waiting; taken up again, it fetches the same
 // execution's package (F&O sees one export) and delivers every row once.
 func TestExportedPackageFetchedAgain(t *testing.T) {
-	incremental := csvEntity("Headers", 30)
-	incremental.RefreshType = dmftest.IncrementalPush
-	sim := dmftest.NewServer(dmftest.Options{
-		Projects:      map[string][]dmftest.Entity{"G": {incremental, csvEntity("B", 5)}},
-		ExecutionTime: 50 * time.Millisecond,
-		// Every download of the first attempt is cut short.
-		Faults: dmftest.Faults{ContentLengthDelta: -200, DownloadFaultsFirst: 1 + maxBadPackages},
-	})
-	defer sim.Close()
-	dir := t.TempDir()
-	exp := fileExport(sim, dir)
-	r := &Runner{}
-	rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"})
-	if err == nil || !errors.Is(err, ErrWaiting) || rec == nil || rec.Waiting != WaitingForPackage || rec.State.Final() {
-		t.Fatalf("first attempt = %+v, %v; want a run waiting to fetch the package again", rec, err)
-	}
-	recs, err := r.Unfinished(context.Background(), exp)
-	if err != nil || len(recs) != 1 {
-		t.Fatalf("Unfinished = %v, %v; want the waiting run", recs, err)
-	}
-	rec, err = r.Resume(context.Background(), exp, recs[0])
-	if err != nil || rec.State != StateSucceeded {
-		t.Fatalf("resume = %s, %v; want succeeded", rec.State, err)
-	}
-	if n := sim.Exports(); n != 1 {
-		t.Errorf("F&O saw %d exports, want 1: the run must fetch the same execution's package", n)
-	}
-	rows, ids := ndjsonRows(t, filepath.Join(dir, "batches", publish.FileName("fo.files")))
-	if rows["Headers"] != 30 || rows["B"] != 5 {
-		t.Errorf("rows delivered %v, want Headers 30 and B 5", rows)
-	}
-	for id, n := range ids {
-		if n > 1 {
-			t.Errorf("message %s delivered %d times", id, n)
+	bubble(t, func(t *testing.T) {
+		incremental := csvEntity("Headers", 30)
+		incremental.RefreshType = dmftest.IncrementalPush
+		sim := newSim(dmftest.Options{
+			Projects:      map[string][]dmftest.Entity{"G": {incremental, csvEntity("B", 5)}},
+			ExecutionTime: 50 * time.Millisecond,
+			// Every download of the first attempt is cut short.
+			Faults: dmftest.Faults{ContentLengthDelta: -200, DownloadFaultsFirst: 1 + maxBadPackages},
+		})
+		defer sim.Close()
+		dir := t.TempDir()
+		exp := fileExport(sim, dir)
+		r := &Runner{}
+		rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+		if err == nil || !errors.Is(err, ErrWaiting) || rec == nil || rec.Waiting != WaitingForPackage || rec.State.Final() {
+			t.Fatalf("first attempt = %+v, %v; want a run waiting to fetch the package again", rec, err)
 		}
-	}
+		recs, err := r.Unfinished(context.Background(), exp)
+		if err != nil || len(recs) != 1 {
+			t.Fatalf("Unfinished = %v, %v; want the waiting run", recs, err)
+		}
+		rec, err = r.Resume(context.Background(), exp, recs[0])
+		if err != nil || rec.State != runs.StateSucceeded {
+			t.Fatalf("resume = %s, %v; want succeeded", rec.State, err)
+		}
+		if n := sim.Exports(); n != 1 {
+			t.Errorf("F&O saw %d exports, want 1: the run must fetch the same execution's package", n)
+		}
+		rows, ids := ndjsonRows(t, filepath.Join(dir, "batches", publish.FileName("fo.files")))
+		if rows["Headers"] != 30 || rows["B"] != 5 {
+			t.Errorf("rows delivered %v, want Headers 30 and B 5", rows)
+		}
+		for id, n := range ids {
+			if n > 1 {
+				t.Errorf("message %s delivered %d times", id, n)
+			}
+		}
+	})
 }
 
 // TestExportedPackageGone: a waiting run whose execution F&O no longer
@@ -184,47 +191,49 @@ func TestExportedPackageFetchedAgain(t *testing.T) {
 // failed, saying the export must be repeated and naming the IncrementalPush
 // entities whose changes are lost; the metric counts it.
 func TestExportedPackageGone(t *testing.T) {
-	incremental := csvEntity("Headers", 3)
-	incremental.RefreshType = dmftest.IncrementalPush
-	project := map[string][]dmftest.Entity{"G": {incremental, csvEntity("B", 2)}}
-	sim := dmftest.NewServer(dmftest.Options{Projects: project, ExecutionTime: 50 * time.Millisecond})
-	dir := t.TempDir()
-	exp := fileExport(sim, dir)
-	metrics := NewMetrics()
-	r := &Runner{Metrics: metrics}
-	// A run that published: the record lists the IncrementalPush entity.
-	if rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"}); err != nil || rec.State != StateSucceeded {
-		t.Fatalf("first run = %v, %v", rec, err)
-	}
-	sim.Close()
-	// The next run's package cannot be fetched; then F&O forgets it all.
-	sim = dmftest.NewServer(dmftest.Options{Projects: project, ExecutionTime: 50 * time.Millisecond, PackageDelay: time.Hour})
-	sim2 := dmftest.NewServer(dmftest.Options{Projects: project, ExecutionTime: 50 * time.Millisecond})
-	defer sim2.Close()
-	exp = fileExport(sim, dir)
-	exp.Poll.PackageURLTimeout = 300 * time.Millisecond
-	rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"})
-	sim.Close()
-	if err == nil || rec.Waiting != WaitingForPackage {
-		t.Fatalf("second run = %+v, %v; want it waiting to fetch its package", rec, err)
-	}
-	exp = fileExport(sim2, dir)
-	exp.Poll.RegisterTimeout = 500 * time.Millisecond
-	rec, err = r.Resume(context.Background(), exp, rec)
-	if err == nil || rec.State != StateFailed {
-		t.Fatalf("resume = %s, %v; want failed: the package is gone", rec.State, err)
-	}
-	for _, want := range []string{"is gone from F&O", "the export must be repeated", "IncrementalPush entities Headers are lost downstream", "FullPush"} {
-		if !strings.Contains(rec.Error, want) {
-			t.Errorf("run error %q lacks %q", rec.Error, want)
+	bubble(t, func(t *testing.T) {
+		incremental := csvEntity("Headers", 3)
+		incremental.RefreshType = dmftest.IncrementalPush
+		project := map[string][]dmftest.Entity{"G": {incremental, csvEntity("B", 2)}}
+		sim := newSim(dmftest.Options{Projects: project, ExecutionTime: 50 * time.Millisecond})
+		dir := t.TempDir()
+		exp := fileExport(sim, dir)
+		metrics := NewMetrics()
+		r := &Runner{Metrics: metrics}
+		// A run that published: the record lists the IncrementalPush entity.
+		if rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"}); err != nil || rec.State != runs.StateSucceeded {
+			t.Fatalf("first run = %v, %v", rec, err)
 		}
-	}
-	if n := sim2.Exports(); n != 0 {
-		t.Errorf("F&O saw %d exports when the package was gone; the run must end, and the next run export", n)
-	}
-	rr := httptest.NewRecorder()
-	metrics.Handler().ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
-	if want := `dmfexport_packages_lost_total{export="files"} 1`; !strings.Contains(rr.Body.String(), want) {
-		t.Errorf("/metrics lacks %s", want)
-	}
+		sim.Close()
+		// The next run's package cannot be fetched; then F&O forgets it all.
+		sim = newSim(dmftest.Options{Projects: project, ExecutionTime: 50 * time.Millisecond, PackageDelay: time.Hour})
+		sim2 := newSim(dmftest.Options{Projects: project, ExecutionTime: 50 * time.Millisecond})
+		defer sim2.Close()
+		exp = fileExport(sim, dir)
+		exp.Poll.PackageURLTimeout = 300 * time.Millisecond
+		rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+		sim.Close()
+		if err == nil || rec.Waiting != WaitingForPackage {
+			t.Fatalf("second run = %+v, %v; want it waiting to fetch its package", rec, err)
+		}
+		exp = fileExport(sim2, dir)
+		exp.Poll.RegisterTimeout = 500 * time.Millisecond
+		rec, err = r.Resume(context.Background(), exp, rec)
+		if err == nil || rec.State != runs.StateFailed {
+			t.Fatalf("resume = %s, %v; want failed: the package is gone", rec.State, err)
+		}
+		for _, want := range []string{"is gone from F&O", "the export must be repeated", "IncrementalPush entities Headers are lost downstream", "FullPush"} {
+			if !strings.Contains(rec.Error, want) {
+				t.Errorf("run error %q lacks %q", rec.Error, want)
+			}
+		}
+		if n := sim2.Exports(); n != 0 {
+			t.Errorf("F&O saw %d exports when the package was gone; the run must end, and the next run export", n)
+		}
+		rr := httptest.NewRecorder()
+		metrics.Handler().ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
+		if want := `dmfexport_packages_lost_total{export="files"} 1`; !strings.Contains(rr.Body.String(), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	})
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // barrierSink holds the first batch of each entity until `want` entities
@@ -72,28 +73,30 @@ func TestParallelEntities(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var ents []dmftest.Entity
-			for i := 0; i < tt.entities; i++ {
-				ents = append(ents, csvEntity(fmt.Sprintf("E%d", i), 450))
-			}
-			sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": ents}, ExecutionTime: 20 * time.Millisecond})
-			defer sim.Close()
-			exp := fileExport(sim, t.TempDir())
-			exp.ParallelEntities = tt.parallel
-			sink := &barrierSink{want: tt.parallel, started: map[string]bool{}, all: make(chan struct{}), order: map[string][]int{}}
-			r := &Runner{NewSink: func(context.Context, *Export) (publish.Sink, error) { return sink, nil }}
-			rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"})
-			if err != nil {
-				t.Fatalf("Run with parallel_entities %d: %v", tt.parallel, err)
-			}
-			for _, e := range rec.Entities {
-				if e.State != StateSucceeded || e.Rows != 450 || e.Batches != 5 {
-					t.Errorf("entity %s: want succeeded with 450 rows in 5 batches, got %s, %d rows, %d batches (%s)", e.Entity, e.State, e.Rows, e.Batches, e.Error)
+			bubble(t, func(t *testing.T) {
+				var ents []dmftest.Entity
+				for i := 0; i < tt.entities; i++ {
+					ents = append(ents, csvEntity(fmt.Sprintf("E%d", i), 450))
 				}
-				if got := fmt.Sprint(sink.order[e.Entity]); got != "[0 1 2 3 4]" {
-					t.Errorf("entity %s: batches arrived as %s, want [0 1 2 3 4]", e.Entity, got)
+				sim := newSim(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": ents}, ExecutionTime: 20 * time.Millisecond})
+				defer sim.Close()
+				exp := fileExport(sim, t.TempDir())
+				exp.ParallelEntities = tt.parallel
+				sink := &barrierSink{want: tt.parallel, started: map[string]bool{}, all: make(chan struct{}), order: map[string][]int{}}
+				r := &Runner{NewSink: func(context.Context, *Export) (publish.Sink, error) { return sink, nil }}
+				rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+				if err != nil {
+					t.Fatalf("Run with parallel_entities %d: %v", tt.parallel, err)
 				}
-			}
+				for _, e := range rec.Entities {
+					if e.State != runs.StateSucceeded || e.Rows != 450 || e.Batches != 5 {
+						t.Errorf("entity %s: want succeeded with 450 rows in 5 batches, got %s, %d rows, %d batches (%s)", e.Entity, e.State, e.Rows, e.Batches, e.Error)
+					}
+					if got := fmt.Sprint(sink.order[e.Entity]); got != "[0 1 2 3 4]" {
+						t.Errorf("entity %s: batches arrived as %s, want [0 1 2 3 4]", e.Entity, got)
+					}
+				}
+			})
 		})
 	}
 }

@@ -8,33 +8,16 @@ import (
 	"go.yaml.in/yaml/v4"
 
 	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/runs"
 )
-
-// ReadSettings say how an entity file is read where the file and the
-// manifest cannot tell: its delimiter and text qualifier, its character
-// set, whether its first line is a header, and its column widths. An
-// export sets them for all its entities; exports[].entities overrides them
-// per entity, key by key. A run records each entity's settings when it
-// unpacks, so a resumed run reads the file as the first attempt did.
-type ReadSettings struct {
-	Delimiter     string `json:"delimiter,omitempty"`      // "" detects it from the first line
-	TextQualifier string `json:"text_qualifier,omitempty"` // "" is '"'; "none": quotes are data
-	StrictQuotes  bool   `json:"strict_quotes,omitempty"`  // an undoubled qualifier fails the entity
-	Encoding      string `json:"encoding,omitempty"`       // canonical name (publish.ParseEncoding); "" decides from the file
-	// NoHeader is "header: false": the first line is data and Columns
-	// names the columns.
-	NoHeader bool     `json:"no_header,omitempty"`
-	Columns  []string `json:"columns,omitempty"`
-	Widths   []int    `json:"widths,omitempty"` // fixed width, in characters; nil: from the header line
-}
 
 // maxWidth bounds one fixed-width column, in characters.
 const maxWidth = 1 << 20
 
 // readFields are the reading keys, at exports[] and under
 // exports[].entities.<entity>.
-var readFields = []field[ReadSettings]{
-	{key: "delimiter", kind: "character", doc: "CSV field separator, one ASCII character or tab; default: detected from the first line (comma, semicolon, tab, vertical bar, else colon)", decode: func(d *decoder, v *yaml.Node, p string, c *ReadSettings) {
+var readFields = []field[runs.ReadSettings]{
+	{key: "delimiter", kind: "character", doc: "CSV field separator, one ASCII character or tab; default: detected from the first line (comma, semicolon, tab, vertical bar, else colon)", decode: func(d *decoder, v *yaml.Node, p string, c *runs.ReadSettings) {
 		if s, ok := d.str(v, p); ok {
 			switch {
 			case s == "tab" || s == "\t":
@@ -46,7 +29,7 @@ var readFields = []field[ReadSettings]{
 			}
 		}
 	}},
-	{key: "text_qualifier", kind: "character or none", doc: `character that quotes CSV values (default "); none reads quotes as data`, decode: func(d *decoder, v *yaml.Node, p string, c *ReadSettings) {
+	{key: "text_qualifier", kind: "character or none", doc: `character that quotes CSV values (default "); none reads quotes as data`, decode: func(d *decoder, v *yaml.Node, p string, c *runs.ReadSettings) {
 		if s, ok := d.str(v, p); ok {
 			if s != "none" && (len(s) != 1 || s[0] <= ' ' || s[0] >= 0x7f) {
 				d.problem(v, p, fmt.Sprintf("%q is not one ASCII character or none", s), `e.g. "'"; the default is "`)
@@ -55,8 +38,8 @@ var readFields = []field[ReadSettings]{
 			c.TextQualifier = s
 		}
 	}},
-	boolField("strict_quotes", "fail an entity whose quoted values hold an undoubled qualifier (default: keep it as data and warn)", func(c *ReadSettings) *bool { return &c.StrictQuotes }),
-	{key: "encoding", kind: "character set", doc: "character set of files without a byte order mark: utf-8, utf-16le, windows-1252, a code page number such as 1252, ...; default: from the source format and the bytes", decode: func(d *decoder, v *yaml.Node, p string, c *ReadSettings) {
+	boolField("strict_quotes", "fail an entity whose quoted values hold an undoubled qualifier (default: keep it as data and warn)", func(c *runs.ReadSettings) *bool { return &c.StrictQuotes }),
+	{key: "encoding", kind: "character set", doc: "character set of files without a byte order mark: utf-8, utf-16le, windows-1252, a code page number such as 1252, ...; default: from the source format and the bytes", decode: func(d *decoder, v *yaml.Node, p string, c *runs.ReadSettings) {
 		if s, ok := d.str(v, p); ok {
 			name, err := publish.ParseEncoding(s)
 			if err != nil {
@@ -66,15 +49,15 @@ var readFields = []field[ReadSettings]{
 			c.Encoding = name
 		}
 	}},
-	{key: "header", kind: "bool, default true", doc: "false: the first line of CSV and fixed-width files is data (F&O's First row header = No); set columns too", decode: func(d *decoder, v *yaml.Node, p string, c *ReadSettings) {
+	{key: "header", kind: "bool, default true", doc: "false: the first line of CSV and fixed-width files is data (F&O's First row header = No); set columns too", decode: func(d *decoder, v *yaml.Node, p string, c *runs.ReadSettings) {
 		if b, ok := d.boolean(v, p); ok {
 			c.NoHeader = !b
 		}
 	}},
-	{key: "columns", kind: "list of names", doc: "with header: false, the column names in file order", decode: func(d *decoder, v *yaml.Node, p string, c *ReadSettings) {
+	{key: "columns", kind: "list of names", doc: "with header: false, the column names in file order", decode: func(d *decoder, v *yaml.Node, p string, c *runs.ReadSettings) {
 		c.Columns = d.names(v, p)
 	}},
-	{key: "widths", kind: "list of int", doc: "fixed-width column widths in characters; default: from the header line", decode: func(d *decoder, v *yaml.Node, p string, c *ReadSettings) {
+	{key: "widths", kind: "list of int", doc: "fixed-width column widths in characters; default: from the header line", decode: func(d *decoder, v *yaml.Node, p string, c *runs.ReadSettings) {
 		c.Widths = d.widths(v, p)
 	}},
 }
@@ -89,7 +72,7 @@ var entitiesField = field[Export]{key: "entities", kind: "mapping", doc: "readin
 		}
 		return
 	}
-	e.Entities = map[string]ReadSettings{}
+	e.Entities = map[string]runs.ReadSettings{}
 	for i := 0; i+1 < len(v.Content); i += 2 {
 		k, ev := v.Content[i], v.Content[i+1]
 		ep := fmt.Sprintf("%s.%q", p, k.Value)
@@ -121,7 +104,7 @@ func exportReadFields() []field[Export] {
 }
 
 // checkRead reports settings that contradict each other.
-func (d *decoder) checkRead(n *yaml.Node, p string, rs ReadSettings) {
+func (d *decoder) checkRead(n *yaml.Node, p string, rs runs.ReadSettings) {
 	switch {
 	case len(rs.Columns) > 0 && !rs.NoHeader:
 		d.problem(n, join(p, "columns"), "columns is set but header is not false",
@@ -173,15 +156,15 @@ func (d *decoder) widths(n *yaml.Node, p string) []int {
 }
 
 // readSettings returns the reading settings of entity in exp.
-func (exp *Export) readSettings(entity string) ReadSettings {
+func (exp *Export) readSettings(entity string) runs.ReadSettings {
 	if rs, ok := exp.Entities[entity]; ok {
 		return rs
 	}
 	return exp.Read
 }
 
-// entityOptions sets o's reading options from rs and e.
-func (rs *ReadSettings) entityOptions(o *publish.EntityOptions, e *EntityRecord) {
+// readOptions sets o's reading options from rs and e.
+func readOptions(rs *runs.ReadSettings, o *publish.EntityOptions, e *runs.EntityRecord) {
 	if rs.Delimiter != "" {
 		o.Delimiter = []rune(rs.Delimiter)[0]
 	}

@@ -13,11 +13,12 @@ import (
 	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // fileExport is an export of group G from sim into a local store and NDJSON
 // files under dir.
-func fileExport(sim *dmftest.Server, dir string) *Export {
+func fileExport(sim *simServer, dir string) *Export {
 	u, _ := url.Parse(sim.URL)
 	return &Export{
 		Name: "files", Schedule: "@daily", Enabled: true, DefinitionGroup: "G", PackageName: "G", LegalEntity: "USMF",
@@ -52,17 +53,24 @@ func ndjsonRows(t *testing.T, path string) (map[string]int, map[string]int) {
 }
 
 func TestReplay(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{
-		Projects:      map[string][]dmftest.Entity{"G": {csvEntity("A", 250), csvEntity("B", 40)}},
-		ExecutionTime: 50 * time.Millisecond,
-	})
-	defer sim.Close()
 	dir := t.TempDir()
-	exp := fileExport(sim, dir)
 	ctx := context.Background()
-	rec, err := (&Runner{}).Run(ctx, exp, RunOptions{Trigger: "manual"})
-	if err != nil {
-		t.Fatal(err)
+	var exp *Export
+	var rec *runs.Record
+	bubble(t, func(t *testing.T) { // the run to replay
+		sim := newSim(dmftest.Options{
+			Projects:      map[string][]dmftest.Entity{"G": {csvEntity("A", 250), csvEntity("B", 40)}},
+			ExecutionTime: 50 * time.Millisecond,
+		})
+		defer sim.Close()
+		exp = fileExport(sim, dir)
+		var err error
+		if rec, err = (&Runner{}).Run(ctx, exp, RunOptions{Trigger: "manual"}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if t.Failed() {
+		return
 	}
 	cfg := &Config{Exports: []Export{*exp}}
 	tests := []struct {

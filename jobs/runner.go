@@ -1,12 +1,11 @@
 // Package jobs wires the steps of an export — the F&O call (dmf), the
-// package unpacking (unpack) and the row publishing (publish) — keeps a run
-// record of each run, and owns the schedule.
+// package unpacking (unpack) and the row publishing (publish) — into runs,
+// tells the run ledger (runs) what each run did, and owns the schedule.
 package jobs
 
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -15,22 +14,20 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path"
 	"reflect"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
+	"github.com/jonboulle/clockwork"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dmfexport/dmfexport/dmf"
-	"github.com/dmfexport/dmfexport/internal/ctxio"
 	"github.com/dmfexport/dmfexport/internal/redact"
 	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/runs"
 	"github.com/dmfexport/dmfexport/store"
 	"github.com/dmfexport/dmfexport/unpack"
 )
@@ -43,7 +40,7 @@ var ErrAlreadyRunning = errors.New("a run of this export is already in progress"
 type Event struct {
 	Job    string
 	RunID  string
-	State  State
+	State  runs.State
 	Entity string // set while publishing an entity
 	// Rows counts the rows of Entity the broker confirmed so far: what
 	// "published" means. Sent counts those handed to it, confirmed or not.
@@ -77,16 +74,21 @@ type Runner struct {
 	TracerProvider trace.TracerProvider
 	// LeaseTTL is how long a run's lease in the store lives without a
 	// heartbeat before another replica may take the run over; 0 means
-	// DefaultLeaseTTL.
+	// runs.DefaultLeaseTTL.
 	LeaseTTL time.Duration
+	// Clock is where every time the Runner and its runs read comes from:
+	// run IDs and record times, leases and claims, waits and backoff, and
+	// the schedule of a Scheduler using the Runner. nil means the real
+	// clock; tests set a fake one, the fault suite's builds a skewed one.
+	Clock clockwork.Clock
 	// heartbeatGate, when set, is called before every lease heartbeat:
 	// tests hold it to stand for a paused process.
 	heartbeatGate func()
 
 	mu      sync.Mutex
 	running map[string]bool
-	// groups maps each data project held by a run of this process (see
-	// groupKey) to that run.
+	// groups maps each data project held by a run of this process (by
+	// runs.DataProject.Key) to that run.
 	groups map[string]string
 	// What the Runner opened and keeps until Close (see open.go).
 	owned owned
@@ -115,55 +117,37 @@ type RunOptions struct {
 // returned even when the run fails; the error then says which step failed
 // and what to do. A run cut off by ctx (a stop signal) is left unfinished
 // in its record, for Resume.
-func (r *Runner) Run(ctx context.Context, exp *Export, opts RunOptions) (*RunRecord, error) {
+func (r *Runner) Run(ctx context.Context, exp *Export, opts RunOptions) (*runs.Record, error) {
 	if !r.claim(exp.Name) {
 		return nil, fmt.Errorf("export %s: %w; wait for it to finish", exp.Name, ErrAlreadyRunning)
 	}
 	defer r.release(exp.Name)
-	st, err := r.store(ctx, exp)
+	l, st, err := r.openLedger(ctx, exp)
 	if err != nil {
-		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
+		return nil, err
 	}
-	if held, err := r.runningElsewhere(ctx, exp, st); err != nil {
+	if held, err := l.Running(ctx); err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	} else if held != "" {
 		return nil, fmt.Errorf("export %s: %w (%s); wait for it to finish", exp.Name, ErrAlreadyRunning, held)
 	}
-	now := localNow().UTC()
-	rec := &RunRecord{
-		Job:             exp.Name,
-		RunID:           newRunID(now),
-		Trigger:         opts.Trigger,
-		ScheduledAt:     opts.ScheduledAt,
-		StartedAt:       now,
-		State:           StatePending,
-		DefinitionGroup: exp.DefinitionGroup,
-		LegalEntity:     exp.LegalEntity,
-		Batching:        batchSettingsOf(exp),
-		OwnerGen:        1,
-	}
+	now := r.clock().Now().UTC()
+	rec := newRecord(exp)
+	rec.RunID, rec.Trigger, rec.ScheduledAt, rec.StartedAt, rec.State, rec.OwnerGen = runs.NewRunID(now), opts.Trigger, opts.ScheduledAt, now, runs.StatePending, 1
 	// One data project is exported by one run at a time, whichever export
 	// names it: a run that finds it held is skipped and recorded so.
-	hold, holder, err := r.holdGroup(ctx, exp, st, rec.RunID, r.logger().With("export", exp.Name, "run", rec.RunID))
+	hold, holder, err := r.holdGroup(ctx, exp, l, rec.RunID, r.logger().With("export", exp.Name, "run", rec.RunID))
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	} else if hold == nil {
-		return r.skipped(ctx, exp, st, rec, holder)
+		return r.skipped(ctx, exp, l, rec, holder)
 	}
-	lease, err := acquireLease(ctx, st, leasePrefix(exp.Store.Prefix, exp.Name, rec.RunID), rec.OwnerGen, r.leaseTTL())
+	lease, err := l.Begin(ctx, rec)
 	if err != nil {
 		hold.release(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
-	lease.record = recordKey(exp.Store.Prefix, exp.Name, rec.RunID)
-	// The marker lists the run as unfinished until it ends, so scans for
-	// runs to resume read a few markers, not every record ever kept.
-	if _, err := st.Put(ctx, activeKey(exp.Store.Prefix, exp.Name, rec.RunID), strings.NewReader(rec.RunID), nil); err != nil {
-		lease.release(context.WithoutCancel(ctx))
-		hold.release(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("export %s: mark run active: %w", exp.Name, err)
-	}
-	return r.drive(ctx, exp, st, rec, false, lease, hold)
+	return r.drive(ctx, exp, st, l, rec, false, lease, hold)
 }
 
 // claimsDue reports whether job's old schedule claims should be pruned now:
@@ -175,10 +159,10 @@ func (r *Runner) claimsDue(job string) bool {
 	if r.claimsPruned == nil {
 		r.claimsPruned = map[string]time.Time{}
 	}
-	if time.Since(r.claimsPruned[job]) < 10*time.Minute {
+	if r.clock().Since(r.claimsPruned[job]) < 10*time.Minute {
 		return false
 	}
-	r.claimsPruned[job] = time.Now()
+	r.claimsPruned[job] = r.clock().Now()
 	return true
 }
 
@@ -186,43 +170,18 @@ func (r *Runner) leaseTTL() time.Duration {
 	if r.LeaseTTL > 0 {
 		return r.LeaseTTL
 	}
-	return DefaultLeaseTTL
-}
-
-// runningElsewhere names an unfinished run of exp that a live process other
-// than this one owns, or returns "".
-func (r *Runner) runningElsewhere(ctx context.Context, exp *Export, st store.Store) (string, error) {
-	// A damaged record is quarantined by the scan for runs to resume; it
-	// never keeps a new run out.
-	recs, _, err := unfinishedRecords(ctx, st, exp.Store.Prefix, exp.Name)
-	if err != nil {
-		return "", err
-	}
-	var now time.Time
-	for _, rec := range recs {
-		gen, obj, err := newestLease(ctx, st, leasePrefix(exp.Store.Prefix, exp.Name, rec.RunID))
-		if err != nil || gen == 0 {
-			continue
-		}
-		if now.IsZero() {
-			now = storeNow(ctx, st, exp.Store.Prefix)
-		}
-		if alive, owner := leaseAlive(ctx, st, obj, r.leaseTTL(), now); alive {
-			return fmt.Sprintf("run %s in state %s, owned by %s", rec.RunID, rec.State, owner), nil
-		}
-	}
-	return "", nil
+	return runs.DefaultLeaseTTL
 }
 
 // Unfinished returns the runs of exp whose records are not in a final state:
 // runs cut off by a stop or a crash, for Resume. Oldest first. A damaged
-// record is quarantined on the way (see damaged.go).
-func (r *Runner) Unfinished(ctx context.Context, exp *Export) ([]*RunRecord, error) {
-	st, err := r.store(ctx, exp)
+// record is quarantined on the way (see runs.Ledger.Unfinished).
+func (r *Runner) Unfinished(ctx context.Context, exp *Export) ([]*runs.Record, error) {
+	l, _, err := r.openLedger(ctx, exp)
 	if err != nil {
-		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
+		return nil, err
 	}
-	recs, err := r.unfinished(ctx, st, exp)
+	recs, err := l.Unfinished(ctx, newRecord(exp))
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
@@ -233,7 +192,7 @@ func (r *Runner) Unfinished(ctx context.Context, exp *Export) ([]*RunRecord, err
 // got: an export already started in F&O is polled, never started again; a
 // stored package is not downloaded again; published batches are not
 // published again.
-func (r *Runner) Resume(ctx context.Context, exp *Export, rec *RunRecord) (*RunRecord, error) {
+func (r *Runner) Resume(ctx context.Context, exp *Export, rec *runs.Record) (*runs.Record, error) {
 	if rec.State.Final() {
 		return rec, nil
 	}
@@ -241,46 +200,20 @@ func (r *Runner) Resume(ctx context.Context, exp *Export, rec *RunRecord) (*RunR
 		return nil, fmt.Errorf("export %s: %w; wait for it to finish", exp.Name, ErrAlreadyRunning)
 	}
 	defer r.release(exp.Name)
-	st, err := r.store(ctx, exp)
+	l, st, err := r.openLedger(ctx, exp)
 	if err != nil {
-		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
+		return nil, err
 	}
-	// Take the run over only if no live process owns it, by creating the
-	// next lease generation: of several replicas trying, one succeeds. The
-	// generation follows the record's too, as the leases of earlier owners
-	// may be deleted: a paused owner's generation is never handed out again.
-	prefix := leasePrefix(exp.Store.Prefix, exp.Name, rec.RunID)
-	gen, obj, err := newestLease(ctx, st, prefix)
+	lease, fresh, err := l.TakeOver(ctx, rec)
 	if err != nil {
 		return nil, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, err)
+	} else if lease == nil {
+		return fresh, nil // it ended meanwhile
 	}
-	if gen > 0 {
-		if alive, owner := leaseAlive(ctx, st, obj, r.leaseTTL(), storeNow(ctx, st, exp.Store.Prefix)); alive {
-			return nil, fmt.Errorf("export %s run %s: %w (%s)", exp.Name, rec.RunID, ErrLeaseHeld, owner)
-		}
-	}
-	lease, err := acquireLease(ctx, st, prefix, max(gen, rec.OwnerGen)+1, r.leaseTTL())
-	if err != nil {
-		return nil, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, err)
-	}
-	lease.record = recordKey(exp.Store.Prefix, exp.Name, rec.RunID)
-	// The record may have moved while the lease was being taken.
-	if fresh, err := readRecord(ctx, st, lease.record); err == nil {
-		rec = fresh
-	}
-	if rec.State.Final() || rec.OwnerGen >= lease.gen {
-		// Finished, or taken by another replica meanwhile with the
-		// generation this one had in mind: only this lease object is
-		// this replica's to delete.
-		_ = st.Delete(context.WithoutCancel(ctx), genKey(prefix, lease.gen))
-		if rec.State.Final() {
-			return rec, nil
-		}
-		return nil, fmt.Errorf("export %s run %s: %w (taken over by generation %d meanwhile)", exp.Name, rec.RunID, ErrLeaseHeld, rec.OwnerGen)
-	}
-	hold, holder, err := r.holdGroup(ctx, exp, st, rec.RunID, r.logger().With("export", exp.Name, "run", rec.RunID))
+	rec = fresh
+	hold, holder, err := r.holdGroup(ctx, exp, l, rec.RunID, r.logger().With("export", exp.Name, "run", rec.RunID))
 	if err != nil || hold == nil {
-		lease.release(context.WithoutCancel(ctx))
+		lease.Release(context.WithoutCancel(ctx))
 		if err == nil {
 			err = fmt.Errorf("%w (data project %q, held by %s); it is resumed once that run ends", ErrGroupBusy, exp.DefinitionGroup, holder)
 		}
@@ -288,8 +221,8 @@ func (r *Runner) Resume(ctx context.Context, exp *Export, rec *RunRecord) (*RunR
 	}
 	rec.Resumes++
 	rec.Error, rec.Waiting = "", ""
-	rec.OwnerGen = lease.gen
-	return r.drive(ctx, exp, st, rec, true, lease, hold)
+	rec.OwnerGen = lease.Gen()
+	return r.drive(ctx, exp, st, l, rec, true, lease, hold)
 }
 
 // ResumeAll resumes the unfinished runs of every export in exps, one export
@@ -308,7 +241,7 @@ func (r *Runner) ResumeAll(ctx context.Context, exps []*Export) {
 			if ctx.Err() != nil {
 				return
 			}
-			if rec.Waiting != "" && !r.retryDue(exp.Name, rec.RunID, time.Now()) {
+			if rec.Waiting != "" && !r.retryDue(exp.Name, rec.RunID, r.clock().Now()) {
 				continue // backing off
 			}
 			r.resumeWaiting(ctx, exp, rec)
@@ -318,18 +251,18 @@ func (r *Runner) ResumeAll(ctx context.Context, exps []*Export) {
 
 // resumeWaiting resumes rec, an unfinished run, and notes the outcome: a
 // run still waiting is retried later with backoff. Errors are logged.
-func (r *Runner) resumeWaiting(ctx context.Context, exp *Export, rec *RunRecord) {
+func (r *Runner) resumeWaiting(ctx context.Context, exp *Export, rec *runs.Record) {
 	_, err := r.Resume(ctx, exp, rec)
-	if errors.Is(err, ErrLeaseHeld) || errors.Is(err, ErrAlreadyRunning) || errors.Is(err, ErrGroupBusy) {
+	if errors.Is(err, runs.ErrLeaseHeld) || errors.Is(err, ErrAlreadyRunning) || errors.Is(err, ErrGroupBusy) {
 		r.logger().Debug("unfinished run owned by a live process", "export", exp.Name, "run", rec.RunID, "err", err)
 		return
 	}
 	if what := waitingOf(err); what != "" {
-		wait := r.noteWait(exp.Name, rec.RunID, true, time.Now())
+		wait := r.noteWait(exp.Name, rec.RunID, true, r.clock().Now())
 		r.logger().Warn("run still "+WaitingText(what)+"; retrying later", "export", exp.Name, "run", rec.RunID, "retry_in", wait, "err", err)
 		return
 	}
-	r.noteWait(exp.Name, rec.RunID, false, time.Now())
+	r.noteWait(exp.Name, rec.RunID, false, r.clock().Now())
 	if err != nil && ctx.Err() != nil {
 		// Stopped: the run logged that it will resume.
 		r.logger().Debug("resumed run interrupted", "export", exp.Name, "run", rec.RunID, "err", err)
@@ -339,13 +272,13 @@ func (r *Runner) resumeWaiting(ctx context.Context, exp *Export, rec *RunRecord)
 }
 
 // drive executes a run and writes its final record.
-func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec *RunRecord, resuming bool, lease *runLease, hold *groupHold) (*RunRecord, error) {
+func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, l *runs.Ledger, rec *runs.Record, resuming bool, lease *runs.Lease, hold *groupHold) (*runs.Record, error) {
 	if rec.Durations == nil {
 		rec.Durations = map[string]string{}
 	}
 	parent, span := r.startRun(parent, exp, rec, resuming)
 	defer endRun(span, rec)
-	run := &run{r: r, exp: exp, st: st, rec: rec, resuming: resuming, lease: lease, steps: map[string]time.Duration{},
+	run := &run{r: r, exp: exp, st: st, ledger: l, rec: rec, resuming: resuming, lease: lease, steps: map[string]time.Duration{},
 		base: r.logger().With("export", exp.Name, "run", rec.RunID), hold: hold, losses: store.Recreations(st)}
 	run.setExecution(rec.ExecutionID)
 	if resuming {
@@ -357,20 +290,16 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 	}
 	ctx, cancelRun := context.WithCancel(parent)
 	defer cancelRun()
-	if lease != nil {
-		lease.beat = run.heartbeat
-		lease.gate = r.heartbeatGate
-	}
 	hold.bindRun(lease)
-	lease.keep(func() {
+	lease.Keep(runs.KeepOptions{Beat: run.heartbeat, Gate: r.heartbeatGate, Lost: func() {
 		run.log.Warn("lease lost: run taken over by another replica (this process stalled past replicas.lease_ttl); stopping before its next batch or record write",
-			"generation", lease.gen)
+			"generation", lease.Gen())
 		cancelRun()
-	})
+	}})
 	defer func() {
 		relCtx, cancel := context.WithTimeout(context.WithoutCancel(parent), 30*time.Second)
 		defer cancel()
-		lease.release(relCtx)
+		lease.Release(relCtx)
 		hold.release(relCtx)
 	}()
 	r.Metrics.runStarted(exp.Name)
@@ -396,10 +325,10 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 		// Stopped while queued: F&O was never asked, so no record is kept
 		// to resume; the export runs at its next trigger.
 		dropped = true
-		return nil, r.drop(parent, exp, st, rec)
+		return nil, r.drop(parent, exp, l, rec)
 	}
 	if lease.Lost() {
-		return rec, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, ErrLeaseLost)
+		return rec, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, runs.ErrLeaseLost)
 	}
 	interrupted := runErr != nil && ctx.Err() != nil
 	waiting := ""
@@ -417,17 +346,17 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 		runErr = fmt.Errorf("%w; %s", runErr, waitingAdvice(waiting))
 		rec.Error = runErr.Error()
 	case runErr != nil:
-		if rec.State == StatePublishing {
+		if rec.State == runs.StatePublishing {
 			// The entity files are stored: no need to export again.
 			runErr = fmt.Errorf("%w; once fixed, dmfexport replay %s/%s publishes the stored entities again", runErr, exp.Name, rec.RunID)
 		}
-		rec.State = StateFailed
+		rec.State = runs.StateFailed
 		rec.Error = runErr.Error()
-	case rec.State != StatePartiallySucceeded:
-		rec.State = StateSucceeded
+	case rec.State != runs.StatePartiallySucceeded:
+		rec.State = runs.StateSucceeded
 	}
 	if rec.State.Final() {
-		rec.FinishedAt = time.Now().UTC()
+		rec.FinishedAt = r.clock().Now().UTC()
 	}
 	// The record must land even if ctx was cancelled mid-run.
 	saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -456,15 +385,15 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 		}
 	}
 	if rec.State.Final() && saveErr == nil {
-		if err := st.Delete(saveCtx, activeKey(exp.Store.Prefix, exp.Name, rec.RunID)); err != nil {
+		if err := l.Finish(saveCtx, rec.RunID); err != nil {
 			run.log.Warn("could not clear the run's active marker; it is cleared at the next scan", "err", err)
 		}
 		if r.claimsDue(exp.Name) {
-			if err := pruneClaims(saveCtx, st, exp, localNow()); err != nil {
+			if err := l.PruneClaims(saveCtx); err != nil {
 				run.log.Warn("retention: old schedule claims not deleted", "err", err)
 			}
 		}
-		if deleted, err := prune(saveCtx, st, exp, time.Now()); err != nil {
+		if deleted, err := l.Prune(saveCtx, runs.Retention(exp.Retention)); err != nil {
 			run.log.Warn("retention: some old runs could not be deleted", "err", err)
 		} else if len(deleted) > 0 {
 			run.log.Info("retention: old runs deleted", "runs", deleted)
@@ -493,14 +422,12 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, rec 
 // drop removes the record and active marker of a run stopped while it
 // waited for an execution slot, and returns an error wrapping
 // ErrNotStarted.
-func (r *Runner) drop(parent context.Context, exp *Export, st store.Store, rec *RunRecord) error {
+func (r *Runner) drop(parent context.Context, exp *Export, l *runs.Ledger, rec *runs.Record) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), 30*time.Second)
 	defer cancel()
 	log := r.logger().With("export", exp.Name, "run", rec.RunID)
-	for _, key := range []string{recordKey(exp.Store.Prefix, exp.Name, rec.RunID), activeKey(exp.Store.Prefix, exp.Name, rec.RunID)} {
-		if err := st.Delete(ctx, key); err != nil {
-			log.Warn("could not remove the record of a run stopped while queued; it resumes at the next start", "key", key, "err", err)
-		}
+	if err := l.Drop(ctx, rec.RunID); err != nil {
+		log.Warn("could not remove the record of a run stopped while queued; it resumes at the next start", "err", err)
 	}
 	log.Info("queued run not started: stopping", "queued_since", rec.QueuedAt)
 	return fmt.Errorf("export %s: %w", exp.Name, ErrNotStarted)
@@ -575,20 +502,21 @@ func (r *Runner) release(job string) {
 
 // run is the state of one run in progress.
 type run struct {
-	r     *Runner
-	exp   *Export
-	st    store.Store
-	rec   *RunRecord
-	log   *slog.Logger // base with the execution, once known
-	base  *slog.Logger // the run's logger: export and run
-	steps map[string]time.Duration
+	r      *Runner
+	exp    *Export
+	st     store.Store
+	ledger *runs.Ledger // of exp's runs in st
+	rec    *runs.Record
+	log    *slog.Logger // base with the execution, once known
+	base   *slog.Logger // the run's logger: export and run
+	steps  map[string]time.Duration
 	// retries counts the F&O calls retried in this run, for the spans.
 	retries atomic.Int64
 	// resuming is set when the run is taken up again from its record.
 	resuming bool
 	// lease is this process's ownership of the run (nil without a store
 	// that can coordinate replicas).
-	lease *runLease
+	lease *runs.Lease
 	// mu guards rec while an entity is published (confirmations arrive on
 	// the sink's goroutine); saveMu orders record writes.
 	mu, saveMu sync.Mutex
@@ -602,7 +530,7 @@ type run struct {
 	hold          *groupHold
 	losses        int64
 	lastRecord    []byte
-	lastState     State
+	lastState     runs.State
 	lastExecution string
 	ended         atomic.Bool // execute returned: heartbeats restore nothing
 }
@@ -624,19 +552,19 @@ func (u *run) emit(e Event) {
 func (u *run) save(ctx context.Context) error {
 	u.saveMu.Lock()
 	defer u.saveMu.Unlock()
-	if err := u.lease.check(ctx); err != nil {
+	if err := u.lease.Check(ctx); err != nil {
 		return err // another replica owns the record now
 	}
 	u.mu.Lock()
-	b, err := encodeRecord(u.rec)
+	b, err := runs.Encode(u.rec)
 	state, execution := u.rec.State, u.rec.ExecutionID
 	u.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	if err := putOwnedRecord(ctx, u.st, u.exp.Store.Prefix, u.rec, b); err != nil {
-		if errors.Is(err, ErrLeaseLost) {
-			u.lease.lose() // taken over between the check and the write
+	if err := u.ledger.SaveOwned(ctx, u.rec, b); err != nil {
+		if errors.Is(err, runs.ErrLeaseLost) {
+			u.lease.Lose() // taken over between the check and the write
 		}
 		return err
 	}
@@ -650,7 +578,7 @@ func (u *run) save(ctx context.Context) error {
 }
 
 // enter moves the run to state s and records it durably.
-func (u *run) enter(ctx context.Context, s State, detail string) error {
+func (u *run) enter(ctx context.Context, s runs.State, detail string) error {
 	u.rec.State = s
 	u.log.Info("run "+string(s), "detail", detail)
 	u.emit(Event{Detail: detail})
@@ -672,9 +600,9 @@ func (u *run) retried(action, reason string) { u.retries.Add(1) }
 func (u *run) step(ctx context.Context, name string, fn func(ctx context.Context) error) error {
 	ctx, span := u.r.tracer().Start(ctx, name)
 	retries := u.retries.Load()
-	start := time.Now()
+	start := u.r.clock().Now()
 	err := fn(ctx)
-	d := time.Since(start)
+	d := u.r.clock().Since(start)
 	u.steps[name] = d
 	u.rec.Durations[name] = d.Round(time.Millisecond).String()
 	endStep(span, u.retries.Load()-retries, err)
@@ -698,7 +626,7 @@ func (u *run) execute(ctx context.Context) error {
 		if err := u.fetchAndUnpack(ctx, client, refetches > 0); err != nil {
 			return err
 		}
-		if err := u.enter(ctx, StatePublishing, fmt.Sprintf("%d entities", len(u.rec.Entities))); err != nil {
+		if err := u.enter(ctx, runs.StatePublishing, fmt.Sprintf("%d entities", len(u.rec.Entities))); err != nil {
 			return err
 		}
 		err := u.step(ctx, "publish", u.publishAll)
@@ -779,7 +707,7 @@ func (u *run) packageFault(ctx context.Context, err error) error {
 	if ctx.Err() != nil || waitingOf(err) != "" || errors.As(err, &gone) || !u.exported() {
 		return err
 	}
-	if age := time.Since(u.rec.StartedAt); age > packageRetention {
+	if age := u.r.clock().Since(u.rec.StartedAt); age > packageRetention {
 		return u.packageGone(ctx, fmt.Sprintf("the run started %s ago, longer than F&O keeps packages", age.Round(time.Hour)), err)
 	}
 	return newWaiting(WaitingForPackage, err)
@@ -812,16 +740,16 @@ func (u *run) packageGone(ctx context.Context, why string, cause error) error {
 // knownEntities returns the run's entities, or, before it unpacked, those
 // of the latest run of its export whose record lists entities: what the
 // data project held last time.
-func (u *run) knownEntities(ctx context.Context) []EntityRecord {
+func (u *run) knownEntities(ctx context.Context) []runs.EntityRecord {
 	if len(u.rec.Entities) > 0 {
 		return u.rec.Entities
 	}
-	refs, err := listRecords(ctx, u.st, u.exp.Store.Prefix, u.exp.Name)
+	listed, err := u.ledger.List(ctx)
 	if err != nil {
 		return nil
 	}
-	for _, ref := range refs[:min(len(refs), 10)] { // newest first; an unreadable one is skipped
-		if r, err := readRecord(ctx, u.st, ref.key); err == nil && len(r.Entities) > 0 {
+	for _, ref := range listed[:min(len(listed), 10)] { // newest first; an unreadable one is skipped
+		if r, err := u.ledger.Find(ctx, ref.RunID); err == nil && len(r.Entities) > 0 {
 			return r.Entities
 		}
 	}
@@ -850,7 +778,7 @@ func (u *run) checkBroker(ctx context.Context) error {
 	if u.r.NewSink != nil {
 		return nil
 	}
-	sink, err := OpenSink(ctx, u.exp, u.log)
+	sink, err := openSink(ctx, u.exp, u.log, 1, u.r.clock())
 	if err == nil {
 		_ = sink.Close()
 		return nil
@@ -899,7 +827,7 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 	} else {
 		// Chosen here, so a lost answer is recovered by asking for its
 		// status rather than by starting a second export.
-		u.rec.ExecutionID = newExecutionID(u.exp.DefinitionGroup, u.rec.StartedAt)
+		u.rec.ExecutionID = runs.NewExecutionID(u.exp.DefinitionGroup, u.rec.StartedAt)
 	}
 	u.setExecution(u.rec.ExecutionID)
 	if start {
@@ -909,7 +837,7 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 		}
 		defer releaseExcel()
 	}
-	if err := u.enter(ctx, StateExporting, "execution "+u.rec.ExecutionID); err != nil {
+	if err := u.enter(ctx, runs.StateExporting, "execution "+u.rec.ExecutionID); err != nil {
 		return err
 	}
 	var status dmf.Status
@@ -934,7 +862,7 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 				return fmt.Errorf("start export of definition group %q: %w", u.exp.DefinitionGroup, err)
 			}
 			if id != u.rec.ExecutionID {
-				if err := checkExecutionID(id); err != nil {
+				if err := runs.CheckExecutionID(id); err != nil {
 					return fmt.Errorf("start export of definition group %q: F&O answered with execution ID %q instead of %s: %w", u.exp.DefinitionGroup, id, u.rec.ExecutionID, err)
 				}
 				u.rec.ExecutionID = id
@@ -980,25 +908,25 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 		return nil
 	case status == dmf.StatusPartiallySucceeded && u.exp.Partial == "publish":
 		rep := client.Report(ctx, u.rec.ExecutionID, status)
-		u.rec.recordExecutionErrors(rep.Errors)
+		u.rec.SetExecutionErrors(executionErrors(rep.Errors))
 		u.rec.Warnings = append(u.rec.Warnings, rep.Error())
 		u.log.Warn("F&O export partially succeeded; publishing what was exported (partial: publish)", "report", rep.Error())
 		return nil
 	default:
 		rep := client.Report(ctx, u.rec.ExecutionID, status)
-		u.rec.recordExecutionErrors(rep.Errors)
+		u.rec.SetExecutionErrors(executionErrors(rep.Errors))
 		return rep
 	}
 }
 
 // download fetches the package into tmp and keeps it in the store.
 func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) error {
-	if err := u.enter(ctx, StateDownloading, ""); err != nil {
+	if err := u.enter(ctx, runs.StateDownloading, ""); err != nil {
 		return err
 	}
 	return u.step(ctx, "download", func(ctx context.Context) error {
 		dl := unpack.DownloadOptions{HTTPClient: u.r.httpClient(), Timeout: u.exp.Poll.DownloadTimeout,
-			StallTimeout: u.exp.Poll.DownloadStallTimeout, MaxBytes: u.exp.Poll.MaxPackageBytes, Logger: u.log,
+			StallTimeout: u.exp.Poll.DownloadStallTimeout, MaxBytes: u.exp.Poll.MaxPackageBytes, Logger: u.log, Clock: u.r.clock(),
 			Progress: func(done, total int64) { u.emit(Event{Done: done, Total: max(total, 0)}) }}
 		var n int64
 		var sum string
@@ -1046,14 +974,14 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 				// Right after success F&O's URL can point at a package not
 				// yet downloadable; after about 7 days F&O deletes it.
 				if notFoundSince.IsZero() {
-					notFoundSince = time.Now()
+					notFoundSince = u.r.clock().Now()
 				}
-				if waited := time.Since(notFoundSince); waited >= cmp.Or(u.exp.Poll.PackageURLTimeout, dmf.DefaultPackageURLTimeout) {
+				if waited := u.r.clock().Since(notFoundSince); waited >= cmp.Or(u.exp.Poll.PackageURLTimeout, dmf.DefaultPackageURLTimeout) {
 					return fmt.Errorf("download package of execution %s: %w: still not there after %s (poll.package_url_timeout)",
 						u.rec.ExecutionID, err, waited.Round(time.Second))
 				}
 				u.log.Info("package not downloadable yet, asking again", "delay", wait)
-				if err := ctxio.Sleep(ctx, wait); err != nil {
+				if err := u.r.sleep(ctx, wait); err != nil {
 					return err
 				}
 				wait = min(wait*2, max(u.exp.Poll.PackageURLMaxInterval, wait))
@@ -1064,7 +992,7 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 		if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 			return fmt.Errorf("rewind package file: %w", err)
 		}
-		key := path.Join(u.prefix(), "package.zip")
+		key := u.ledger.Package(u.rec.RunID)
 		if _, err := u.st.Put(ctx, key, tmp, u.meta(map[string]string{"sha256": sum})); err != nil {
 			return fmt.Errorf("store package: %w", err)
 		}
@@ -1116,14 +1044,14 @@ func resetFile(f *os.File) error {
 // unpack explodes the package file into one stored object per entity and
 // records them; the record says Unpacked only once every object is written.
 func (u *run) unpack(ctx context.Context, pkg string) error {
-	if err := u.enter(ctx, StateUnpacking, fmt.Sprintf("%d bytes", u.rec.PackageBytes)); err != nil {
+	if err := u.enter(ctx, runs.StateUnpacking, fmt.Sprintf("%d bytes", u.rec.PackageBytes)); err != nil {
 		return err
 	}
 	var res *unpack.Result
 	err := u.step(ctx, "unpack", func(ctx context.Context) error {
 		var err error
 		res, err = unpack.Explode(ctx, pkg, u.st, unpack.ExplodeOptions{
-			Prefix: path.Join(u.prefix(), "entities"),
+			Prefix: u.ledger.Entities(u.rec.RunID),
 			Meta:   u.meta(nil),
 		})
 		if err != nil {
@@ -1137,17 +1065,17 @@ func (u *run) unpack(ctx context.Context, pkg string) error {
 	// Entities published before the package was fetched again (the store
 	// lost their files) keep what the broker confirmed when their file is
 	// the same, so no batch is published twice.
-	before := map[string]EntityRecord{}
+	before := map[string]runs.EntityRecord{}
 	for _, e := range u.rec.Entities {
 		before[e.Entity] = e
 	}
 	u.rec.Entities = nil
 	var absent []string
 	for _, o := range res.Entities {
-		e := EntityRecord{
+		e := runs.EntityRecord{
 			Entity: o.Entity, File: o.File, SourceFormat: o.SourceFormat, Format: o.Format, Sheet: o.Sheet,
 			RefreshType: o.RefreshType, Absent: o.Absent, Fields: o.Fields,
-			Key: o.Key, Bytes: o.Size, SHA256: o.SHA256, State: StatePending, LastBatch: -1,
+			Key: o.Key, Bytes: o.Size, SHA256: o.SHA256, State: runs.StatePending, LastBatch: -1,
 		}
 		if rs := u.exp.readSettings(o.Entity); !reflect.ValueOf(rs).IsZero() {
 			e.Read = &rs
@@ -1158,10 +1086,10 @@ func (u *run) unpack(ctx context.Context, pkg string) error {
 		}
 		switch {
 		case o.Err != nil:
-			e.State, e.Error = StateFailed, o.Err.Error()
+			e.State, e.Error = runs.StateFailed, o.Err.Error()
 			u.log.Error("entity cannot be unpacked", "entity", o.Entity, "err", o.Err)
 		case o.Absent && u.exp.AbsentFiles == "fail":
-			e.State, e.Error = StateFailed, fmt.Sprintf("entity %s: file %q is listed in Manifest.xml but not in the package (absent_files: fail; set absent_files: empty to publish it as an entity without rows)", o.Entity, o.File)
+			e.State, e.Error = runs.StateFailed, fmt.Sprintf("entity %s: file %q is listed in Manifest.xml but not in the package (absent_files: fail; set absent_files: empty to publish it as an entity without rows)", o.Entity, o.File)
 			u.log.Error("entity file absent from the package", "entity", o.Entity, "file", o.File)
 		case o.Absent:
 			absent = append(absent, fmt.Sprintf("%s (%s)", o.Entity, o.File))
@@ -1193,8 +1121,8 @@ func (u *run) publishAll(ctx context.Context) error {
 	for i := range u.rec.Entities {
 		e := &u.rec.Entities[i]
 		switch {
-		case e.State == StateSucceeded: // published before an interruption
-		case e.State == StateFailed && e.Key == "": // could not be unpacked, or absent under absent_files: fail
+		case e.State == runs.StateSucceeded: // published before an interruption
+		case e.State == runs.StateFailed && e.Key == "": // could not be unpacked, or absent under absent_files: fail
 			failed[i] = true
 		default:
 			todo = append(todo, i)
@@ -1265,9 +1193,9 @@ func (u *run) publishAll(ctx context.Context) error {
 				}
 				u.mu.Lock()
 				if err != nil {
-					e.State, e.Error = StateFailed, err.Error()
+					e.State, e.Error = runs.StateFailed, err.Error()
 				} else {
-					e.State = StateSucceeded
+					e.State = runs.StateSucceeded
 				}
 				u.mu.Unlock()
 				if err != nil {
@@ -1330,7 +1258,7 @@ feed:
 	case len(names) == 0:
 		return nil
 	case len(names) < len(u.rec.Entities):
-		u.rec.State = StatePartiallySucceeded
+		u.rec.State = runs.StatePartiallySucceeded
 		u.rec.Error = fmt.Sprintf("%d of %d entities failed: %s", len(names), len(u.rec.Entities), strings.Join(names, ", "))
 		return nil
 	default:
@@ -1346,7 +1274,7 @@ const checkpointEvery = 250 * time.Millisecond
 // checkpointBatches bounds the batches confirmed between two checkpoints.
 const checkpointBatches = 50
 
-func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRecord) error {
+func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *runs.EntityRecord) error {
 	// An Absent entity has nothing stored: it is published like a 0-byte
 	// file, one batch without rows, so consumers see it complete.
 	rc := io.NopCloser(strings.NewReader(""))
@@ -1386,7 +1314,7 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 		Job: u.exp.Name, RunID: u.rec.RunID, ExecutionID: u.rec.ExecutionID, Entity: e.Entity,
 		Exchange: u.exp.Exchange, RoutingKey: u.exp.RoutingKey, BatchSize: b.BatchSize,
 		Format: e.Format, Sheet: e.Sheet, RefreshType: e.RefreshType, Compression: b.Compression, CompressionLevel: u.exp.CompressionLevel, ResumeFrom: resumeFrom,
-		MaxMessageBytes: u.exp.MaxMessageBytes, TraceParent: traceParent(ctx),
+		MaxMessageBytes: u.exp.MaxMessageBytes, TraceParent: traceParent(ctx), Clock: u.r.clock(),
 		Progress: func(s publish.EntityStats) {
 			u.mu.Lock()
 			confirmed := e.Rows
@@ -1397,9 +1325,9 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 			u.mu.Lock()
 			u.r.Metrics.published(u.exp.Name, e.Entity, rowsThrough-e.Rows, batch+1-e.Batches)
 			e.LastBatch, e.Rows, e.Batches = batch, rowsThrough, batch+1
-			due := time.Since(lastSave) >= checkpointEvery || batch-savedBatch >= checkpointBatches
+			due := u.r.clock().Since(lastSave) >= checkpointEvery || batch-savedBatch >= checkpointBatches
 			if due {
-				lastSave, savedBatch = time.Now(), batch
+				lastSave, savedBatch = u.r.clock().Now(), batch
 			}
 			u.mu.Unlock()
 			u.emit(Event{Entity: e.Entity, Rows: rowsThrough, Confirmed: true})
@@ -1412,9 +1340,9 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 	}
 	rs := e.Read
 	if rs == nil { // a record of an earlier version, or settings all default
-		rs = &ReadSettings{Delimiter: b.Delimiter}
+		rs = &runs.ReadSettings{Delimiter: b.Delimiter}
 	}
-	rs.entityOptions(&o, e)
+	readOptions(rs, &o, e)
 	stats, err := publish.PublishEntity(ctx, rc, sink, o)
 	u.noteReading(log, e, stats)
 	// e.Rows and e.Batches now count what the broker confirmed: the
@@ -1430,7 +1358,7 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *EntityRec
 // noteReading records how e's file was read and warns about what was
 // read on a guess: the default code page (once per run) and qualifiers
 // kept as data.
-func (u *run) noteReading(log *slog.Logger, e *EntityRecord, st publish.EntityStats) {
+func (u *run) noteReading(log *slog.Logger, e *runs.EntityRecord, st publish.EntityStats) {
 	u.mu.Lock()
 	e.Encoding, e.LooseQuotes = st.Encoding, st.LooseQuotes
 	u.mu.Unlock()
@@ -1449,18 +1377,11 @@ func (u *run) noteReading(log *slog.Logger, e *EntityRecord, st publish.EntitySt
 // batching returns the settings the run's batches are shaped by: those
 // recorded when the run started or, for a record of an earlier version, the
 // export's current ones.
-func (u *run) batching() BatchSettings {
+func (u *run) batching() runs.BatchSettings {
 	if u.rec.Batching != nil {
 		return *u.rec.Batching
 	}
 	return *batchSettingsOf(u.exp)
-}
-
-// batchSettingsOf returns the batch settings of exp's configuration.
-func batchSettingsOf(exp *Export) *BatchSettings {
-	b := &BatchSettings{BatchSize: cmp.Or(exp.BatchSize, publish.DefaultBatchSize), Compression: exp.Compression}
-	b.Delimiter = exp.Read.Delimiter
-	return b
 }
 
 // DefaultParallelEntities is how many entities publish at once when
@@ -1526,7 +1447,7 @@ func (u *run) newSinks(ctx context.Context, n int) ([]publish.Sink, error) {
 	}
 	var sinks []publish.Sink
 	for i := 0; i < n; i++ {
-		s, err := openSink(ctx, u.exp, u.log, n)
+		s, err := openSink(ctx, u.exp, u.log, n, u.r.clock())
 		if err != nil {
 			for _, s := range sinks {
 				s.Close()
@@ -1539,29 +1460,26 @@ func (u *run) newSinks(ctx context.Context, n int) ([]publish.Sink, error) {
 }
 
 // fencedSink publishes a batch only while the run's lease is still this
-// process's (runLease.fence): a replica paused past its lease publishes
+// process's (runs.Lease.Fence): a replica paused past its lease publishes
 // nothing after the takeover, whatever batch it was about to send.
 type fencedSink struct {
 	publish.Sink
-	lease *runLease
+	lease *runs.Lease
 }
 
 func (s fencedSink) Publish(ctx context.Context, m publish.Message) error {
-	if err := s.lease.fence(ctx); err != nil {
+	if err := s.lease.Fence(ctx); err != nil {
 		return err
 	}
 	return s.Sink.Publish(ctx, m)
 }
 
-// OpenSink connects the sink an export's broker section describes and makes
-// sure its exchange exists (declaring the topology when asked to).
-func OpenSink(ctx context.Context, exp *Export, log *slog.Logger) (publish.Sink, error) {
-	return openSink(ctx, exp, log, 1)
-}
-
-// openSink is OpenSink for one of shares sinks publishing at once: an AMQP
-// sink gets 1/shares of broker.max_unconfirmed_bytes (at least 1 MiB).
-func openSink(ctx context.Context, exp *Export, log *slog.Logger, shares int) (publish.Sink, error) {
+// openSink connects the sink an export's broker section describes and
+// makes sure its exchange exists (declaring the topology when asked to),
+// for one of shares sinks publishing at once: an AMQP sink gets 1/shares
+// of broker.max_unconfirmed_bytes (at least 1 MiB), and clock for its
+// backoff.
+func openSink(ctx context.Context, exp *Export, log *slog.Logger, shares int, clock clockwork.Clock) (publish.Sink, error) {
 	b := exp.Broker
 	switch b.Type {
 	case "file":
@@ -1574,7 +1492,7 @@ func openSink(ctx context.Context, exp *Export, log *slog.Logger, shares int) (p
 		s, err := publish.DialAMQP(ctx, publish.AMQPOptions{
 			URL: b.URL.Reveal(), ConfirmWindow: b.ConfirmWindow, MaxUnconfirmedBytes: unconfirmedShare(b.MaxUnconfirmedBytes, shares),
 			ReconnectTimeout: b.ReconnectTimeout, BackpressureTimeout: b.BackpressureTimeout,
-			ConnectionName: connectionName(exp.Name), Logger: log,
+			ConnectionName: connectionName(exp.Name), Logger: log, Clock: clock,
 		})
 		if err != nil {
 			return nil, err
@@ -1612,8 +1530,6 @@ func connectionName(job string) string {
 	return "dmfexport/" + host + "/" + job
 }
 
-func (u *run) prefix() string { return runPrefix(u.exp.Store.Prefix, u.exp.Name, u.rec.RunID) }
-
 func (u *run) meta(extra map[string]string) map[string]string {
 	m := map[string]string{"export": u.exp.Name, "job": u.exp.Name, "run": u.rec.RunID, "executionid": u.rec.ExecutionID}
 	for k, v := range extra {
@@ -1622,40 +1538,23 @@ func (u *run) meta(extra map[string]string) map[string]string {
 	return m
 }
 
-// checkExecutionID refuses an execution ID F&O answered that could not be
-// shown or logged as it is: empty, over 256 bytes, or holding control or
-// invisible characters (a CR/LF would forge lines in every output naming
-// the run).
-func checkExecutionID(id string) error {
-	if id == "" || len(id) > 256 || !utf8.ValidString(id) {
-		return errors.New("not a usable execution ID")
+// executionErrors are F&O's errors as a run record keeps them.
+func executionErrors(errs []dmf.ExecutionError) []runs.ExecutionError {
+	out := make([]runs.ExecutionError, len(errs))
+	for i, e := range errs {
+		out[i] = runs.ExecutionError{RecordID: e.RecordID, Field: e.Field, Message: e.Message}
 	}
-	for _, r := range id {
-		if !unicode.IsPrint(r) || unicode.IsSpace(r) && r != ' ' {
-			return fmt.Errorf("execution ID holds the character %q", r)
-		}
+	return out
+}
+
+// sleep waits d on the Runner's clock, or until ctx is done.
+func (r *Runner) sleep(ctx context.Context, d time.Duration) error {
+	t := r.clock().NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.Chan():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return nil
-}
-
-// newRunID makes a run ID that sorts by start time and is unique without
-// coordination: "20261124T201500Z-1a2b3c4d".
-func newRunID(t time.Time) string {
-	return t.UTC().Format(runIDTime) + "-" + randomHex(4)
-}
-
-// runIDTime is the layout of the start time a run ID begins with.
-const runIDTime = "20060102T150405Z"
-
-// newExecutionID follows the shape Microsoft's own scheduler uses,
-// "<project>-<yyyy-MM-dd_HH-mm-ss>-<random>", so operators recognise it in
-// F&O's job history.
-func newExecutionID(group string, t time.Time) string {
-	return fmt.Sprintf("%s-%s-%s", group, t.UTC().Format("2006-01-02_15-04-05"), randomHex(8))
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails
-	return hex.EncodeToString(b)
 }

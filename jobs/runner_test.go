@@ -16,6 +16,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // csvEntity builds an entity file with n data rows whose ID column numbers
@@ -50,13 +51,14 @@ type batchBody struct {
 // store into RabbitMQ and checks, from a real consumer, that every row
 // arrived exactly once in batches of batch_size with the last one partial.
 func TestRunEndToEnd(t *testing.T) {
+	t.Parallel() // waits on the real broker: alongside the others
 	const batchSize = 1000
 	entities := map[string]int{"Customers V3": 2345, "Vendors V2": 1000, "Empty entity": 0}
 	var ents []dmftest.Entity
 	for name, n := range entities {
 		ents = append(ents, csvEntity(name, n))
 	}
-	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"E2E": ents}, ExecutionTime: 200 * time.Millisecond})
+	sim := newSim(quick(dmftest.Options{Projects: map[string][]dmftest.Entity{"E2E": ents}, ExecutionTime: 200 * time.Millisecond}))
 	defer sim.Close()
 
 	suffix := fmt.Sprintf("%d", time.Now().UnixNano())
@@ -80,7 +82,7 @@ func TestRunEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if rec.State != StateSucceeded || !rec.Unpacked || len(rec.Entities) != len(entities) {
+	if rec.State != runs.StateSucceeded || !rec.Unpacked || len(rec.Entities) != len(entities) {
 		t.Fatalf("record: state %s unpacked %v entities %d, want succeeded/true/%d", rec.State, rec.Unpacked, len(rec.Entities), len(entities))
 	}
 	if got := sim.Exports(); got != 1 {
@@ -168,20 +170,20 @@ func TestRunEndToEnd(t *testing.T) {
 				t.Errorf("entity %s: last batch has batch_count %v, want %d", name, b.Data.BatchCount, len(bs))
 			}
 		}
-		var entRec *EntityRecord
+		var entRec *runs.EntityRecord
 		for i := range rec.Entities {
 			if rec.Entities[i].Entity == name {
 				entRec = &rec.Entities[i]
 			}
 		}
-		if entRec == nil || entRec.Rows != int64(n) || entRec.Batches != int64(want) || entRec.State != StateSucceeded {
+		if entRec == nil || entRec.Rows != int64(n) || entRec.Batches != int64(want) || entRec.State != runs.StateSucceeded {
 			t.Errorf("entity %s record %+v, want %d rows %d batches succeeded", name, entRec, n, want)
 		}
 	}
 
 	// The run record in the store matches what Run returned.
-	recs, err := LoadRecords(ctx, mustDirStore(t, store), "", "e2e")
-	if err != nil || len(recs) != 1 || recs[0].RunID != rec.RunID || recs[0].State != StateSucceeded {
+	recs, err := Records(ctx, exp, 0)
+	if err != nil || len(recs) != 1 || recs[0].RunID != rec.RunID || recs[0].State != runs.StateSucceeded {
 		t.Fatalf("stored records %v (err %v), want one succeeded record for run %s", recs, err, rec.RunID)
 	}
 }

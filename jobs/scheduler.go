@@ -53,6 +53,7 @@ func NewScheduler(cfg *Config, runner *Runner, log *slog.Logger, stopTimeout tim
 	ctx, cancel := context.WithCancel(context.Background())
 	sch := &Scheduler{runner: runner, log: log, runCtx: ctx, cancelRuns: cancel, jobs: map[string]*scheduledJob{}}
 	s, err := gocron.NewScheduler(append([]gocron.SchedulerOption{
+		gocron.WithClock(runner.clock()),
 		gocron.WithStopTimeout(stopTimeout),
 		gocron.WithLogger(gocronLogger{log}),
 		gocron.WithMonitor(schedulerMonitor{sch}),
@@ -138,7 +139,7 @@ func (s *Scheduler) Apply(cfg *Config) (Changes, error) {
 			return ch, fmt.Errorf("schedule export %s (%q): %w", e.Name, e.Schedule, err)
 		}
 		s.jobs[name] = &scheduledJob{job: j, exp: e}
-		s.runner.Metrics.scheduled(name, scheduleInterval(e.Schedule, time.Now()))
+		s.runner.Metrics.scheduled(name, scheduleInterval(e.Schedule, s.runner.clock().Now()))
 	}
 	for _, l := range []*[]string{&ch.Added, &ch.Removed, &ch.Changed, &ch.Unchanged} {
 		slices.Sort(*l)
@@ -149,12 +150,13 @@ func (s *Scheduler) Apply(cfg *Config) (Changes, error) {
 // fire is the gocron task of one export.
 func (s *Scheduler) fire(exp *Export) {
 	ctx := s.runCtx
-	scheduled := localNow().UTC()
+	clock := s.runner.clock()
+	scheduled := clock.Now().UTC()
 	if exp.Jitter > 0 {
 		d := rand.N(exp.Jitter)
 		s.log.Debug("jitter before run", "export", exp.Name, "delay", d)
 		select {
-		case <-time.After(d):
+		case <-clock.After(d):
 		case <-ctx.Done():
 			return
 		}
@@ -178,7 +180,7 @@ func (s *Scheduler) fire(exp *Export) {
 	if st, err := s.runner.store(ctx, exp); err != nil {
 		s.log.Error("scheduled run not started: store unavailable", "export", exp.Name, "err", err)
 		return
-	} else if ok, err := claimSlot(ctx, st, exp, slot); err != nil && ctx.Err() != nil {
+	} else if ok, err := s.runner.ledger(st, exp).ClaimSlot(ctx, slot); err != nil && ctx.Err() != nil {
 		s.log.Debug("scheduled run not started: stopping", "export", exp.Name)
 		return
 	} else if err != nil {
@@ -259,7 +261,7 @@ func (s *Scheduler) ResumeUnfinished() {
 			select {
 			case <-s.runCtx.Done():
 				return
-			case <-time.After(interval):
+			case <-s.runner.clock().After(interval):
 			}
 		}
 	})
@@ -355,4 +357,34 @@ func NextRun(schedule string, t time.Time) (time.Time, error) {
 		next = next.In(s.Location)
 	}
 	return next, nil
+}
+
+// slotOf returns the scheduled time a fire at now belongs to: the latest
+// time of the schedule not after now (plus a little, for timers that fire
+// early). Every replica computes the same slot for the same fire, which
+// it claims in the store (runs.Ledger.ClaimSlot). An "@every" schedule is
+// aligned to multiples of its interval.
+func slotOf(schedule string, now time.Time) time.Time {
+	sched, err := cronParser.Parse(strings.TrimSpace(schedule))
+	if err != nil {
+		return now.Truncate(time.Second)
+	}
+	if c, ok := sched.(cron.ConstantDelaySchedule); ok {
+		return now.Add(500 * time.Millisecond).Truncate(c.Delay)
+	}
+	limit := now.Add(500 * time.Millisecond)
+	for lookback := time.Second; lookback < 400*24*time.Hour; lookback *= 2 {
+		t := sched.Next(limit.Add(-lookback))
+		if t.IsZero() || t.After(limit) {
+			continue
+		}
+		for {
+			n := sched.Next(t)
+			if n.IsZero() || n.After(limit) {
+				return t
+			}
+			t = n
+		}
+	}
+	return now.Truncate(time.Second)
 }

@@ -1,19 +1,20 @@
 package jobs
 
 import (
+	"context"
 	"errors"
-	"github.com/go-co-op/gocron/v2"
-	"github.com/jonboulle/clockwork"
 	"log/slog"
 	"maps"
 	"net/url"
 	"reflect"
 	"slices"
-	"sync/atomic"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"context"
+	"github.com/jonboulle/clockwork"
+
 	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 )
@@ -143,7 +144,7 @@ func TestSchedulerApply(t *testing.T) {
 // F&O never sees two exports at once. The schedule runs on a fake clock,
 // so the test waits for events, not for seconds to pass.
 func TestSchedulerSkipsOverlappingFire(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{
+	sim := newSim(dmftest.Options{
 		Projects:      map[string][]dmftest.Entity{"G": {csvEntity("E", 3)}},
 		ExecutionTime: time.Minute, // still running in F&O when the next fire comes
 	})
@@ -159,39 +160,49 @@ func TestSchedulerSkipsOverlappingFire(t *testing.T) {
 		Poll:   PollConfig{Interval: 50 * time.Millisecond, MaxInterval: 100 * time.Millisecond, Deadline: 2 * time.Minute, PackageURLTimeout: 10 * time.Second, RegisterTimeout: 10 * time.Second},
 	}
 	clock := clockwork.NewFakeClockAt(time.Date(2026, 11, 25, 10, 0, 0, 500e6, time.UTC))
-	s, err := NewScheduler(&Config{Exports: []Export{e}}, &Runner{Logger: slog.New(slog.DiscardHandler)}, slog.New(slog.DiscardHandler), 10*time.Second,
-		gocron.WithClock(clock))
+	// A run started in F&O reports the status it polls; a fire skipped is
+	// reported too.
+	started, skipped := make(chan string, 10), make(chan struct{}, 10)
+	var mu sync.Mutex
+	polled := map[string]bool{}
+	r := &Runner{Logger: slog.New(slog.DiscardHandler), Clock: clock, OnEvent: func(e Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		if strings.HasPrefix(e.Detail, "F&O status") && !polled[e.RunID] {
+			polled[e.RunID] = true
+			started <- e.RunID
+		}
+	}}
+	s, err := NewScheduler(&Config{Exports: []Export{e}}, r, slog.New(slog.DiscardHandler), 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var skips atomic.Int32
-	s.OnSkip = func(job string) { skips.Add(1) }
+	s.OnSkip = func(job string) { skipped <- struct{}{} }
 	s.Start()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for !cond() {
-			if ctx.Err() != nil {
-				t.Fatalf("gave up waiting for %s", what)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
+	// What waits on the clock: the schedule's next fire, and, while a run
+	// goes, its lease's and its data project hold's heartbeats.
+	const heartbeats = 2
 	if err := clock.BlockUntilContext(ctx, 1); err != nil {
 		t.Fatalf("the first fire was never scheduled: %v", err)
 	}
 	clock.Advance(time.Second) // first fire: the export starts in F&O
-	waitFor("the first export", func() bool { return sim.Exports() == 1 })
-	for i := 0; skips.Load() == 0; i++ {
-		if i == 5 {
-			t.Fatal("no fire was reported skipped while the run was going on a 1 s schedule")
-		}
-		if err := clock.BlockUntilContext(ctx, 1); err != nil {
-			t.Fatalf("the next fire was never scheduled: %v", err)
-		}
-		clock.Advance(time.Second) // a fire while the run is going
-		waitFor("the fire to be handled", func() bool { return skips.Load() > 0 || sim.Exports() > 1 })
+	select {
+	case <-started:
+	case <-ctx.Done():
+		t.Fatal("the first fire started no export")
+	}
+	if err := clock.BlockUntilContext(ctx, 1+heartbeats); err != nil {
+		t.Fatalf("the next fire was never scheduled: %v", err)
+	}
+	clock.Advance(time.Second) // a fire while the run is going
+	select {
+	case <-skipped:
+	case id := <-started:
+		t.Fatalf("a fire while the run was going started run %s in F&O", id)
+	case <-ctx.Done():
+		t.Fatal("a fire while the run was going was neither skipped nor run")
 	}
 	if err := s.Stop(); err != nil {
 		t.Fatalf("Stop: %v", err)

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/dmfexport/dmfexport/runs"
 	"github.com/dmfexport/dmfexport/sink"
 )
 
@@ -64,7 +65,7 @@ func dirStoreMissing(e *Export) bool {
 
 // incrementalWarnings returns the warnings of SinkWarnings for export e,
 // given its run records, newest first.
-func incrementalWarnings(cfg *Config, e *Export, recs []*RunRecord) []ConfigProblem {
+func incrementalWarnings(cfg *Config, e *Export, recs []*runs.Record) []ConfigProblem {
 	// The newest record naming an entity says how it is exported now.
 	type seen struct{ refresh, run string }
 	newest := map[string]seen{}

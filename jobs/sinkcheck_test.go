@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmfexport/dmfexport/runs"
 	"github.com/dmfexport/dmfexport/store"
 )
 
@@ -62,12 +63,12 @@ sinks:
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, rec := range []*RunRecord{
-		{Job: "groups", RunID: "20261201T020000Z-aaaaaaaa", State: StateSucceeded, ExecutionID: "x", StartedAt: time.Now(), Entities: []EntityRecord{
+	for _, rec := range []*runs.Record{
+		{Job: "groups", RunID: "20261201T020000Z-aaaaaaaa", State: runs.StateSucceeded, ExecutionID: "x", StartedAt: time.Now(), Entities: []runs.EntityRecord{
 			{Entity: "Flip", RefreshType: "IncrementalPush"}, {Entity: "Old", RefreshType: "IncrementalPush"}}},
-		{Job: "groups", RunID: "20261202T020000Z-bbbbbbbb", State: StateSucceeded, ExecutionID: "x", StartedAt: time.Now(), Entities: []EntityRecord{
+		{Job: "groups", RunID: "20261202T020000Z-bbbbbbbb", State: runs.StateSucceeded, ExecutionID: "x", StartedAt: time.Now(), Entities: []runs.EntityRecord{
 			{Entity: "Groups", RefreshType: "IncrementalPush"}, {Entity: "Customers", RefreshType: "FullPush"}, {Entity: "Flip", RefreshType: "FullPush"}}},
-		{Job: "other", RunID: "20261202T020000Z-cccccccc", State: StateSucceeded, ExecutionID: "x", StartedAt: time.Now(), Entities: []EntityRecord{
+		{Job: "other", RunID: "20261202T020000Z-cccccccc", State: runs.StateSucceeded, ExecutionID: "x", StartedAt: time.Now(), Entities: []runs.EntityRecord{
 			{Entity: "Other", RefreshType: "IncrementalPush"}}},
 	} {
 		if err := saveRecord(context.Background(), st, "", rec); err != nil {

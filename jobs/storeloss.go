@@ -5,8 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
+	"github.com/dmfexport/dmfexport/runs"
 	"github.com/dmfexport/dmfexport/store"
 )
 
@@ -45,15 +45,13 @@ func (u *run) restoreAfterLoss(ctx context.Context, withRecord, force bool) erro
 	if withRecord && u.lastRecord != nil {
 		// The metadata of the record last written, its owner generation
 		// included: the write is fenced as every record write is.
-		r := &RunRecord{Job: u.exp.Name, RunID: u.rec.RunID, State: u.lastState, ExecutionID: u.lastExecution, OwnerGen: u.rec.OwnerGen}
-		errs = append(errs, putOwnedRecord(ctx, u.st, u.exp.Store.Prefix, r, u.lastRecord))
+		r := &runs.Record{Job: u.exp.Name, RunID: u.rec.RunID, State: u.lastState, ExecutionID: u.lastExecution, OwnerGen: u.rec.OwnerGen}
+		errs = append(errs, u.ledger.SaveOwned(ctx, r, u.lastRecord))
 	}
-	if _, err := u.st.Put(ctx, activeKey(u.exp.Store.Prefix, u.exp.Name, u.rec.RunID), strings.NewReader(u.rec.RunID), nil); err != nil {
-		errs = append(errs, fmt.Errorf("mark run active: %w", err))
-	}
-	errs = append(errs, u.lease.rewrite(ctx))
+	errs = append(errs, u.ledger.MarkActive(ctx, u.rec.RunID))
+	errs = append(errs, u.lease.Rewrite(ctx))
 	if u.hold != nil {
-		errs = append(errs, u.hold.lease.rewrite(ctx))
+		errs = append(errs, u.hold.lease.Rewrite(ctx))
 	}
 	if err := errors.Join(errs...); err != nil {
 		u.losses = -1 // try again at the next record write or heartbeat
@@ -77,8 +75,8 @@ func (u *run) heartbeat(ctx context.Context) {
 	}
 	force := false
 	if store.Recreations(u.st) == u.losses {
-		_, rerr := u.st.Stat(ctx, recordKey(u.exp.Store.Prefix, u.exp.Name, u.rec.RunID))
-		_, merr := u.st.Stat(ctx, activeKey(u.exp.Store.Prefix, u.exp.Name, u.rec.RunID))
+		_, rerr := u.st.Stat(ctx, u.ledger.Record(u.rec.RunID))
+		_, merr := u.st.Stat(ctx, u.ledger.Active(u.rec.RunID))
 		if !errors.Is(rerr, store.ErrNotExist) || !errors.Is(merr, store.ErrNotExist) {
 			return
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/dmf"
 	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/runs"
 	"github.com/dmfexport/dmfexport/unpack"
 )
 
@@ -46,7 +47,7 @@ func (r *Runner) tracer() trace.Tracer {
 }
 
 // startRun opens the run's root span: one trace per run attempt.
-func (r *Runner) startRun(ctx context.Context, exp *Export, rec *RunRecord, resuming bool) (context.Context, trace.Span) {
+func (r *Runner) startRun(ctx context.Context, exp *Export, rec *runs.Record, resuming bool) (context.Context, trace.Span) {
 	return r.tracer().Start(ctx, "run "+exp.Name, trace.WithNewRoot(), trace.WithAttributes(
 		attrExport.String(exp.Name), attrRun.String(rec.RunID), attrTrigger.String(rec.Trigger),
 		attrResumed.Bool(resuming), attribute.String("dmfexport.definition_group", exp.DefinitionGroup),
@@ -54,7 +55,7 @@ func (r *Runner) startRun(ctx context.Context, exp *Export, rec *RunRecord, resu
 }
 
 // endRun closes the run's span with what the record says.
-func endRun(span trace.Span, rec *RunRecord) {
+func endRun(span trace.Span, rec *runs.Record) {
 	var rows, batches int64
 	for _, e := range rec.Entities {
 		rows += e.Rows
@@ -64,7 +65,7 @@ func endRun(span trace.Span, rec *RunRecord) {
 		attrRows.Int64(rows), attrBatches.Int64(batches), attrBytes.Int64(rec.PackageBytes),
 		attribute.Int("dmfexport.entities", len(rec.Entities)))
 	switch {
-	case rec.State == StateFailed:
+	case rec.State == runs.StateFailed:
 		span.SetStatus(codes.Error, rec.Error)
 	case !rec.State.Final():
 		span.SetAttributes(attribute.Bool("dmfexport.interrupted", true))
@@ -84,7 +85,7 @@ func endStep(span trace.Span, retries int64, err error) {
 
 // endEntity closes an entity's publish span: rows and batches the broker
 // confirmed, bytes read from its stored file.
-func endEntity(span trace.Span, e *EntityRecord, st publish.EntityStats, resumeFrom, retries int64, err error) {
+func endEntity(span trace.Span, e *runs.EntityRecord, st publish.EntityStats, resumeFrom, retries int64, err error) {
 	span.SetAttributes(attrEntity.String(e.Entity), attrRows.Int64(e.Rows), attrBatches.Int64(e.Batches),
 		attrBytes.Int64(st.BytesIn), attrResumeBatch.Int64(resumeFrom), attrRetries.Int64(retries),
 		attribute.String("dmfexport.format", e.Format))
@@ -96,7 +97,7 @@ func endEntity(span trace.Span, e *EntityRecord, st publish.EntityStats, resumeF
 }
 
 // spanAddPublished sets the publish step's totals on its span.
-func spanAddPublished(ctx context.Context, rec *RunRecord) {
+func spanAddPublished(ctx context.Context, rec *runs.Record) {
 	var rows, batches int64
 	for _, e := range rec.Entities {
 		rows += e.Rows

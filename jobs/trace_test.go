@@ -24,7 +24,8 @@ import (
 // every batch reaching RabbitMQ carries the entity span's traceparent, as
 // an AMQP header and as the CloudEvents extension attribute.
 func TestRunTrace(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{
+	t.Parallel() // waits on the real broker: alongside the others
+	sim := newSim(dmftest.Options{
 		Projects:      map[string][]dmftest.Entity{"TR": {csvEntity("Customers V3", 1500), csvEntity("Vendors V2", 10)}},
 		ExecutionTime: 300 * time.Millisecond,
 		Throttle:      4, // every 4th F&O call answers 429: retries to count

@@ -173,7 +173,7 @@ func (r *Runner) takeUpWaiting(ctx context.Context, exp *Export) bool {
 			continue
 		}
 		log := r.logger().With("export", exp.Name, "run", rec.RunID)
-		if next, ok := r.nextRetry(exp.Name, rec.RunID); ok && time.Now().Before(next) {
+		if next, ok := r.nextRetry(exp.Name, rec.RunID); ok && r.clock().Now().Before(next) {
 			log.Info("scheduled run skipped: a run of this export is left "+WaitingText(rec.Waiting)+"; it is retried then", "retry_at", next.Format(time.RFC3339))
 			return true
 		}

@@ -10,45 +10,50 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/testenv"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // TestExecutionPastDeadlineLeavesRunWaiting: an F&O execution still
 // running at poll.deadline leaves the run waiting for it (never a second
 // export); taken up again, the run polls the same execution and finishes.
 func TestExecutionPastDeadlineLeavesRunWaiting(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 250)}}, ExecutionTime: time.Second})
-	defer sim.Close()
-	exp := fileExport(sim, t.TempDir())
-	exp.Poll.Deadline = 100 * time.Millisecond
-	r := &Runner{}
-	rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"})
-	if !errors.Is(err, ErrWaiting) || errors.Is(err, ErrWaitingForBroker) {
-		t.Fatalf("Run past poll.deadline: want ErrWaiting (not for the broker), got %v", err)
-	}
-	for _, want := range []string{"waiting for F&O to end the execution", "did not finish before the deadline", "raise poll.deadline", "cancel it there"} {
-		if !strings.Contains(err.Error(), want) || !strings.Contains(rec.Error, want) {
-			t.Errorf("error %q (record %q) lacks %q", err, rec.Error, want)
+	bubble(t, func(t *testing.T) {
+		sim := newSim(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 250)}}, ExecutionTime: time.Second})
+		defer sim.Close()
+		exp := fileExport(sim, t.TempDir())
+		exp.Poll.Deadline = 100 * time.Millisecond
+		r := &Runner{}
+		rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+		if !errors.Is(err, ErrWaiting) || errors.Is(err, ErrWaitingForBroker) {
+			t.Fatalf("Run past poll.deadline: want ErrWaiting (not for the broker), got %v", err)
 		}
-	}
-	if rec.State != StateExporting || rec.Waiting != WaitingForExecution || rec.ExecutionID == "" {
-		t.Fatalf("record: want exporting, waiting for the execution, with its ID; got state %s waiting %q execution %q", rec.State, rec.Waiting, rec.ExecutionID)
-	}
-	recs, _ := r.Unfinished(context.Background(), exp)
-	if len(recs) != 1 || recs[0].Waiting != WaitingForExecution {
-		t.Fatalf("Unfinished: want the waiting run, got %d", len(recs))
-	}
-	exp.Poll.Deadline = time.Minute // the operator raised it, or F&O ended meanwhile
-	r.ResumeAll(context.Background(), []*Export{exp})
-	done, err := readRecord(context.Background(), mustOpen(t, exp), recordKey(exp.Store.Prefix, exp.Name, rec.RunID))
-	if err != nil || done.State != StateSucceeded || done.Waiting != "" || done.Entities[0].Rows != 250 || done.ExecutionID != rec.ExecutionID {
-		t.Fatalf("resumed: want succeeded with 250 rows of execution %s, got %v %+v", rec.ExecutionID, err, done)
-	}
-	if n := sim.Exports(); n != 1 {
-		t.Errorf("F&O saw %d exports, want 1", n)
-	}
+		for _, want := range []string{"waiting for F&O to end the execution", "did not finish before the deadline", "raise poll.deadline", "cancel it there"} {
+			if !strings.Contains(err.Error(), want) || !strings.Contains(rec.Error, want) {
+				t.Errorf("error %q (record %q) lacks %q", err, rec.Error, want)
+			}
+		}
+		if rec.State != runs.StateExporting || rec.Waiting != WaitingForExecution || rec.ExecutionID == "" {
+			t.Fatalf("record: want exporting, waiting for the execution, with its ID; got state %s waiting %q execution %q", rec.State, rec.Waiting, rec.ExecutionID)
+		}
+		recs, _ := r.Unfinished(context.Background(), exp)
+		if len(recs) != 1 || recs[0].Waiting != WaitingForExecution {
+			t.Fatalf("Unfinished: want the waiting run, got %d", len(recs))
+		}
+		exp.Poll.Deadline = time.Minute // the operator raised it, or F&O ended meanwhile
+		r.ResumeAll(context.Background(), []*Export{exp})
+		done, err := ledgerOf(mustOpen(t, exp), exp).Find(context.Background(), rec.RunID)
+		if err != nil || done.State != runs.StateSucceeded || done.Waiting != "" || done.Entities[0].Rows != 250 || done.ExecutionID != rec.ExecutionID {
+			t.Fatalf("resumed: want succeeded with 250 rows of execution %s, got %v %+v", rec.ExecutionID, err, done)
+		}
+		if n := sim.Exports(); n != 1 {
+			t.Errorf("F&O saw %d exports, want 1", n)
+		}
+	})
 }
 
 // TestUnroutableLeavesRunWaiting publishes to an exchange no queue is bound
@@ -56,7 +61,8 @@ func TestExecutionPastDeadlineLeavesRunWaiting(t *testing.T) {
 // counted as published and no entity failed; once a queue is bound, taking
 // the run up publishes every row exactly once, from the same export.
 func TestUnroutableLeavesRunWaiting(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1234), csvEntity("B", 10)}}, ExecutionTime: 20 * time.Millisecond})
+	t.Parallel() // waits on the real broker: alongside the others
+	sim := newSim(quick(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1234), csvEntity("B", 10)}}, ExecutionTime: 20 * time.Millisecond}))
 	defer sim.Close()
 	name := fmt.Sprintf("dmfexport.test.waitqueue.%d", time.Now().UnixNano())
 	ch := testenv.AMQPChannel(t)
@@ -82,7 +88,7 @@ func TestUnroutableLeavesRunWaiting(t *testing.T) {
 		t.Fatalf("record: want unfinished, waiting for a queue; got state %s waiting %q", rec.State, rec.Waiting)
 	}
 	for _, e := range rec.Entities {
-		if e.State == StateFailed || e.Rows != 0 {
+		if e.State == runs.StateFailed || e.Rows != 0 {
 			t.Errorf("entity %s: want not failed with 0 rows published, got %s with %d", e.Entity, e.State, e.Rows)
 		}
 	}
@@ -95,7 +101,7 @@ func TestUnroutableLeavesRunWaiting(t *testing.T) {
 		t.Fatal(err)
 	}
 	done, err := r.Resume(context.Background(), exp, rec)
-	if err != nil || done.State != StateSucceeded || done.Waiting != "" {
+	if err != nil || done.State != runs.StateSucceeded || done.Waiting != "" {
 		t.Fatalf("Resume with a queue bound: want succeeded, got %v %+v", err, done)
 	}
 	if n := sim.Exports(); n != 1 {
@@ -125,11 +131,12 @@ func TestUnroutableLeavesRunWaiting(t *testing.T) {
 // scheduled fire takes that run up instead of starting another export —
 // and, inside the run's backoff, does nothing.
 func TestScheduledFireTakesUpWaitingRun(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 10)}}, ExecutionTime: 20 * time.Millisecond})
+	sim := newSim(quick(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 10)}}, ExecutionTime: 20 * time.Millisecond}))
 	defer sim.Close()
 	exp := fileExport(sim, t.TempDir())
 	exp.Broker = BrokerConfig{Type: "amqp", URL: Secret("amqp://guest:guest@" + closedPort(t) + "/"), ReconnectTimeout: -1}
-	r := &Runner{}
+	clock := clockwork.NewFakeClock() // the backoff's
+	r := &Runner{Clock: clock}
 	if _, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"}); !errors.Is(err, ErrWaitingForBroker) {
 		t.Fatalf("Run with the broker down: want ErrWaitingForBroker, got %v", err)
 	}
@@ -141,8 +148,8 @@ func TestScheduledFireTakesUpWaitingRun(t *testing.T) {
 		t.Fatal("a fire with a run waiting must take it up")
 	}
 	next, ok := r.nextRetry(exp.Name, mustUnfinished(t, r, exp).RunID)
-	if !ok || time.Until(next) < waitRetryMin/2 {
-		t.Fatalf("after a vain attempt: want the next retry in about %s, got %v (%v)", waitRetryMin, time.Until(next), ok)
+	if !ok || clock.Until(next) != waitRetryMin {
+		t.Fatalf("after a vain attempt: want the next retry in %s, got %v (%v)", waitRetryMin, clock.Until(next), ok)
 	}
 	// Back, but inside the backoff: the fire does nothing.
 	exp.Broker = BrokerConfig{Type: "file", Path: t.TempDir()}
@@ -153,7 +160,7 @@ func TestScheduledFireTakesUpWaitingRun(t *testing.T) {
 		t.Fatalf("inside the backoff: want the run still waiting, got %+v", rec)
 	}
 	// After the backoff: the fire finishes it.
-	r.noteWait(exp.Name, mustUnfinished(t, r, exp).RunID, false, time.Now())
+	clock.Advance(waitRetryMin)
 	if !r.takeUpWaiting(context.Background(), exp) {
 		t.Fatal("a fire with a run waiting must take it up")
 	}
@@ -165,7 +172,7 @@ func TestScheduledFireTakesUpWaitingRun(t *testing.T) {
 	}
 }
 
-func mustUnfinished(t *testing.T, r *Runner, exp *Export) *RunRecord {
+func mustUnfinished(t *testing.T, r *Runner, exp *Export) *runs.Record {
 	t.Helper()
 	recs, err := r.Unfinished(context.Background(), exp)
 	if err != nil || len(recs) != 1 {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/runs"
 	"github.com/dmfexport/dmfexport/store"
 )
 
@@ -20,85 +21,53 @@ import (
 // and no line carries the key "job" (the word F&O's UI uses for its own
 // executions, which earlier versions also used for exports).
 func TestLogsNameTheExport(t *testing.T) {
-	sim := dmftest.NewServer(dmftest.Options{
-		Projects:      map[string][]dmftest.Entity{"G": {csvEntity("A", 120), csvEntity("B", 3)}},
-		ExecutionTime: 20 * time.Millisecond,
-	})
-	defer sim.Close()
-	exp := fileExport(sim, t.TempDir())
-	var logs bytes.Buffer
-	var mu sync.Mutex
-	r := &Runner{Logger: slog.New(slog.NewJSONHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))}
-	ctx := context.Background()
-	rec, err := r.Run(ctx, exp, RunOptions{Trigger: "manual"})
-	if err != nil || rec.State != StateSucceeded {
-		t.Fatalf("Run: want succeeded, got %v (%+v)", err, rec)
-	}
-	if _, err := r.Replay(ctx, exp, rec, ReplayOptions{RoutingKey: "replay"}); err != nil {
-		t.Fatalf("Replay: %v", err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	lines, named := 0, 0
-	sc := bufio.NewScanner(&logs)
-	for sc.Scan() {
-		lines++
-		var line map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
-			t.Fatalf("log line is not JSON: %v: %s", err, sc.Bytes())
+	bubble(t, func(t *testing.T) {
+		sim := newSim(dmftest.Options{
+			Projects:      map[string][]dmftest.Entity{"G": {csvEntity("A", 120), csvEntity("B", 3)}},
+			ExecutionTime: 20 * time.Millisecond,
+		})
+		defer sim.Close()
+		exp := fileExport(sim, t.TempDir())
+		var logs bytes.Buffer
+		var mu sync.Mutex
+		r := &Runner{Logger: slog.New(slog.NewJSONHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+		ctx := context.Background()
+		rec, err := r.Run(ctx, exp, RunOptions{Trigger: "manual"})
+		if err != nil || rec.State != runs.StateSucceeded {
+			t.Fatalf("Run: want succeeded, got %v (%+v)", err, rec)
 		}
-		if _, ok := line["job"]; ok {
-			t.Errorf("log line carries the key job: %s", sc.Bytes())
+		if _, err := r.Replay(ctx, exp, rec, ReplayOptions{RoutingKey: "replay"}); err != nil {
+			t.Fatalf("Replay: %v", err)
 		}
-		if _, ok := line["run"]; ok {
-			if line["export"] != exp.Name {
-				t.Errorf("log line of run %v has export %v, want %q: %s", line["run"], line["export"], exp.Name, sc.Bytes())
+		mu.Lock()
+		defer mu.Unlock()
+		lines, named := 0, 0
+		sc := bufio.NewScanner(&logs)
+		for sc.Scan() {
+			lines++
+			var line map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+				t.Fatalf("log line is not JSON: %v: %s", err, sc.Bytes())
 			}
-			named++
+			if _, ok := line["job"]; ok {
+				t.Errorf("log line carries the key job: %s", sc.Bytes())
+			}
+			if _, ok := line["run"]; ok {
+				if line["export"] != exp.Name {
+					t.Errorf("log line of run %v has export %v, want %q: %s", line["run"], line["export"], exp.Name, sc.Bytes())
+				}
+				named++
+			}
 		}
-	}
-	if lines == 0 || named == 0 {
-		t.Fatalf("%d log lines, %d naming a run: the test saw nothing to check", lines, named)
-	}
+		if lines == 0 || named == 0 {
+			t.Fatalf("%d log lines, %d naming a run: the test saw nothing to check", lines, named)
+		}
+	})
 }
 
-// TestRunRecordNames: records carry the export's name as "export" and, for
-// earlier versions, as "job"; records earlier versions wrote (only "job")
-// still read, list and show their export.
+// TestRunRecordNames: a record an earlier version wrote (only "job", see
+// runs.TestRecordNames) lists and shows its export.
 func TestRunRecordNames(t *testing.T) {
-	t.Run("written with both names", func(t *testing.T) {
-		b, err := encodeRecord(&RunRecord{Job: "daily", RunID: "r1", State: StateSucceeded})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var m map[string]any
-		if err := json.Unmarshal(b, &m); err != nil {
-			t.Fatal(err)
-		}
-		if m["export"] != "daily" || m["job"] != "daily" {
-			t.Errorf("record has export %v, job %v; want both \"daily\":\n%s", m["export"], m["job"], b)
-		}
-	})
-	tests := []struct {
-		name string
-		json string
-		want string
-	}{
-		{"earlier version: job only", `{"job": "daily", "run_id": "r1", "state": "succeeded"}`, "daily"},
-		{"export only", `{"export": "daily", "run_id": "r1", "state": "succeeded"}`, "daily"},
-		{"both: export wins", `{"export": "daily", "job": "old", "run_id": "r1", "state": "succeeded"}`, "daily"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var rec RunRecord
-			if err := json.Unmarshal([]byte(tt.json), &rec); err != nil {
-				t.Fatal(err)
-			}
-			if rec.Job != tt.want || rec.RunID != "r1" || rec.State != StateSucceeded {
-				t.Errorf("read %+v, want export %q, run r1, succeeded", rec, tt.want)
-			}
-		})
-	}
 	t.Run("old record in a store", func(t *testing.T) {
 		dir := t.TempDir()
 		exp := &Export{Name: "daily", Store: StoreConfig{Type: "dir", Path: dir}}
@@ -117,14 +86,14 @@ func TestRunRecordNames(t *testing.T) {
   "legal_entity": "USMF",
   "unpacked": true
 }`
-		if _, err := st.Put(context.Background(), recordKey("", "daily", "20251124T020000Z-1a2b3c4d"), strings.NewReader(old), nil); err != nil {
+		if _, err := st.Put(context.Background(), runs.Layout{Prefix: "", Export: "daily"}.Record("20251124T020000Z-1a2b3c4d"), strings.NewReader(old), nil); err != nil {
 			t.Fatal(err)
 		}
 		recs, err := Records(context.Background(), exp, 0)
 		if err != nil || len(recs) != 1 {
 			t.Fatalf("Records: %v, %d records; want the old one", err, len(recs))
 		}
-		if got := recs[0]; got.Job != "daily" || got.State != StateSucceeded || got.DefinitionGroup != "G" {
+		if got := recs[0]; got.Job != "daily" || got.State != runs.StateSucceeded || got.DefinitionGroup != "G" {
 			t.Errorf("old record read as %+v", got)
 		}
 	})

@@ -12,9 +12,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dmfexport/dmfexport/internal/ctxio"
-	"github.com/dmfexport/dmfexport/internal/redact"
+	"github.com/jonboulle/clockwork"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/dmfexport/dmfexport/internal/redact"
 )
 
 // Defaults applied by DialAMQP to zero-valued AMQPOptions.
@@ -104,6 +105,11 @@ type AMQPOptions struct {
 	BackpressureTimeout time.Duration
 	// Logger receives connection events; nil discards them.
 	Logger *slog.Logger
+	// Clock times the sink's own waits and bounds: the reconnect and
+	// back-pressure backoff and timeouts. nil means the real clock. The
+	// deadlines handed to the socket and the AMQP library (the handshake,
+	// a close) are the wall clock's, which the operating system keeps.
+	Clock clockwork.Clock
 }
 
 // Topology is what Declare creates on the broker.
@@ -214,6 +220,9 @@ func DialAMQP(ctx context.Context, o AMQPOptions) (*AMQPSink, error) {
 	if s.o.BackpressureTimeout == 0 {
 		s.o.BackpressureTimeout = DefaultBackpressureTimeout
 	}
+	if s.o.Clock == nil {
+		s.o.Clock = clockwork.NewRealClock()
+	}
 	s.redacted, s.password = redact.URL(o.URL), password(o.URL)
 	if _, err := amqp.ParseURI(o.URL); err != nil {
 		return nil, fmt.Errorf("broker URL %s: %w", s.redacted, s.scrub(err))
@@ -233,7 +242,7 @@ func (s *AMQPSink) connect(ctx context.Context) error {
 	if o.ConnectionName != "" {
 		props.SetClientConnectionName(o.ConnectionName)
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second) // the socket's: wall clock
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
@@ -278,7 +287,7 @@ func (s *AMQPSink) connect(ctx context.Context) error {
 		// The socket deadline equals ctx's, so it can fire a moment before
 		// ctx reports itself done: both mean the context ran out.
 		ctxErr := ctx.Err()
-		if d, ok := ctx.Deadline(); ctxErr == nil && ok && !time.Now().Before(d) {
+		if d, ok := ctx.Deadline(); ctxErr == nil && ok && !time.Now().Before(d) { // ctx's deadline: wall clock
 			ctxErr = context.DeadlineExceeded
 		}
 		if ctxErr != nil {
@@ -599,7 +608,7 @@ func (s *AMQPSink) window() int {
 // the broker has stored nothing for BackpressureTimeout it gives up: every
 // unconfirmed message fails with ErrQueueFull, none counted as stored.
 func (s *AMQPSink) refused(ctx context.Context, head *inflight) error {
-	now := time.Now()
+	now := s.o.Clock.Now()
 	p := s.pressure
 	if p == nil {
 		p = &backpressure{since: now, progress: now, delay: minBackpressureDelay}
@@ -618,7 +627,7 @@ func (s *AMQPSink) refused(ctx context.Context, head *inflight) error {
 	} else {
 		// The last wait is cut to the timeout, so the last attempt is made
 		// at the timeout itself.
-		if err := ctxio.Sleep(ctx, min(p.delay, left)); err != nil {
+		if err := s.sleep(ctx, min(p.delay, left)); err != nil {
 			return fmt.Errorf("wait for room in the queue of message %s: %w", head.m.MessageID, err)
 		}
 		p.delay = min(2*p.delay, maxBackpressureDelay)
@@ -636,7 +645,7 @@ func (s *AMQPSink) noteStored() {
 	if p == nil {
 		return
 	}
-	p.progress, p.stored = time.Now(), true
+	p.progress, p.stored = s.o.Clock.Now(), true
 	p.inARow++
 	p.storedTotal++
 	if p.inARow >= s.o.ConfirmWindow {
@@ -647,7 +656,7 @@ func (s *AMQPSink) noteStored() {
 func (s *AMQPSink) pressureOver() {
 	p := s.pressure
 	s.log.Info("broker stores messages again: back-pressure over", "broker", s.redacted,
-		"nacks", p.nacks, "republished", p.republished, "stored", p.storedTotal, "lasted", time.Since(p.since).Round(time.Millisecond))
+		"nacks", p.nacks, "republished", p.republished, "stored", p.storedTotal, "lasted", s.o.Clock.Since(p.since).Round(time.Millisecond))
 	s.pressure = nil
 }
 
@@ -661,7 +670,7 @@ func (s *AMQPSink) queueFull(head *inflight) error {
 	err := fmt.Errorf("broker refused message %s (nack) and stored none of its messages for broker.backpressure_timeout (%s): %d nacks, %d messages published again; the queue is full (x-max-length with x-overflow reject-publish) and its consumers take too little, or the broker cannot store messages (%w): the %d unconfirmed messages are not counted as published",
 		head.m.MessageID, s.o.BackpressureTimeout, p.nacks, p.republished, ErrQueueFull, unconfirmed)
 	s.log.Warn("broker still refuses messages; giving up on them for now", "broker", s.redacted, "message_id", head.m.MessageID,
-		"nacks", p.nacks, "republished", p.republished, "unconfirmed", unconfirmed, "lasted", time.Since(p.since).Round(time.Millisecond))
+		"nacks", p.nacks, "republished", p.republished, "unconfirmed", unconfirmed, "lasted", s.o.Clock.Since(p.since).Round(time.Millisecond))
 	s.fail(err)
 	clear(s.pending)
 	s.pending = s.pending[:0]
@@ -767,7 +776,7 @@ func (s *AMQPSink) fail(err error) {
 // closeReason returns why the channel or connection closed, waiting briefly
 // for the notification (the library sends it before it fails the confirms).
 func (s *AMQPSink) closeReason() *amqp.Error {
-	timeout := time.After(time.Second)
+	timeout := time.After(time.Second) // the library's goroutine sends it: wall clock
 	for {
 		select {
 		case e, ok := <-s.chClose:
@@ -838,7 +847,7 @@ func (s *AMQPSink) reconnect(ctx context.Context, cause *amqp.Error) error {
 	if s.o.ReconnectTimeout < 0 {
 		return s.giveUp(cause, errors.New("reconnecting is disabled"))
 	}
-	deadline := time.Now().Add(s.o.ReconnectTimeout)
+	deadline := s.o.Clock.Now().Add(s.o.ReconnectTimeout)
 	delay := 200 * time.Millisecond
 	for {
 		s.log.Warn("broker connection lost; reconnecting", "broker", s.redacted, "error", cause, "unconfirmed", len(s.pending))
@@ -846,7 +855,7 @@ func (s *AMQPSink) reconnect(ctx context.Context, cause *amqp.Error) error {
 		var lastErr error
 		for {
 			// An attempt at the deadline still gets time to connect.
-			dctx, cancel := context.WithDeadline(ctx, later(deadline, time.Now().Add(minConnectTime)))
+			dctx, cancel := context.WithTimeout(ctx, max(s.o.Clock.Until(deadline), minConnectTime))
 			err := s.connect(dctx)
 			cancel()
 			if err == nil {
@@ -856,13 +865,13 @@ func (s *AMQPSink) reconnect(ctx context.Context, cause *amqp.Error) error {
 			if ctx.Err() != nil {
 				return fmt.Errorf("reconnect to broker %s: %w", s.redacted, ctx.Err())
 			}
-			left := time.Until(deadline)
+			left := s.o.Clock.Until(deadline)
 			if left <= 0 {
 				return s.giveUp(cause, lastErr)
 			}
 			// The last wait is cut to the deadline, so the last attempt is
 			// made at the timeout itself, not one backoff step before it.
-			if err := ctxio.Sleep(ctx, min(delay, left)); err != nil {
+			if err := s.sleep(ctx, min(delay, left)); err != nil {
 				return fmt.Errorf("reconnect to broker %s: %w", s.redacted, err)
 			}
 			delay = min(2*delay, 5*time.Second)
@@ -918,7 +927,7 @@ func (s *AMQPSink) dropConnection() {
 	if s.conn == nil {
 		return
 	}
-	deadline := time.Now().Add(closeTimeout)
+	deadline := time.Now().Add(closeTimeout) // the socket's: wall clock
 	if s.isBlocked {
 		deadline = time.Now()
 	}
@@ -946,11 +955,19 @@ func (s *AMQPSink) Reconnects() int {
 // minConnectTime is the least time one reconnect attempt gets to connect.
 const minConnectTime = 2 * time.Second
 
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
+// sleep waits d on the sink's clock, or until ctx is done.
+func (s *AMQPSink) sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
 	}
-	return b
+	t := s.o.Clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.Chan():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // drainReturns collects the returns that have arrived. The library delivers
@@ -986,13 +1003,14 @@ func (s *AMQPSink) Close() error {
 	s.pending = nil
 	s.pendingLen = 0
 	s.drainBlocked()
-	deadline := time.Now().Add(closeTimeout)
+	deadline := time.Now().Add(closeTimeout) // the socket's: wall clock
 	if s.isBlocked {
 		deadline = time.Now()
 	}
 	// The library's close waits for its reader to end, which a socket that
 	// gets no answer may delay past the deadline: past it (and a grace
-	// period) the socket is cut so Close always returns.
+	// period, both on the socket's wall clock) the socket is cut so Close
+	// always returns.
 	conn, sock := s.conn, s.sock
 	done := make(chan error, 1)
 	go func() { done <- conn.CloseDeadline(deadline) }()

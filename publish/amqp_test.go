@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
@@ -106,11 +107,9 @@ func TestAMQPBatchBoundaries(t *testing.T) {
 			in, wantRows := genCSV(rows)
 			var progress []EntityStats
 			fixed := time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)
-			now = func() time.Time { return fixed }
-			defer func() { now = func() time.Time { return time.Now().UTC() } }()
 			st, err := PublishEntity(context.Background(), strings.NewReader(in), s, EntityOptions{
 				Job: "daily", RunID: "run-1", ExecutionID: "exec 1", Entity: "Customers V3",
-				Exchange: exchange, RoutingKey: "dmf.customers", BatchSize: bs, Format: "csv",
+				Exchange: exchange, RoutingKey: "dmf.customers", BatchSize: bs, Format: "csv", Clock: clockwork.NewFakeClockAt(fixed),
 				Progress: func(st EntityStats) { progress = append(progress, st) },
 			})
 			if err != nil {

@@ -54,7 +54,7 @@ func consumeInto(t *testing.T, queue string, tl *tally, pause time.Duration) {
 	}
 	go func() {
 		for d := range dels {
-			time.Sleep(pause)
+			time.Sleep(pause) // the real broker must see a slow consumer
 			tl.add(t, d)
 			_ = d.Ack(false)
 		}

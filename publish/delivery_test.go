@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -287,14 +288,12 @@ func TestPermanentChannelErrors(t *testing.T) {
 }
 
 func TestResumeFrom(t *testing.T) {
-	fixed := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	now = func() time.Time { return fixed }
-	defer func() { now = func() time.Time { return time.Now().UTC() } }()
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))
 	const bs = 3
 	for _, rows := range []int{0, 1, bs, bs + 1, 2*bs + 1} {
 		in, _ := genCSV(rows)
 		full := &memSink{}
-		o := EntityOptions{ExecutionID: "x", Entity: "E", BatchSize: bs, Format: "csv"}
+		o := EntityOptions{ExecutionID: "x", Entity: "E", BatchSize: bs, Format: "csv", Clock: clock}
 		if _, err := PublishEntity(context.Background(), strings.NewReader(in), full, o); err != nil {
 			t.Fatalf("%d rows, full run: %v", rows, err)
 		}
@@ -367,7 +366,7 @@ type slowReader struct {
 }
 
 func (s *slowReader) Read(p []byte) (int, error) {
-	time.Sleep(s.pause)
+	time.Sleep(s.pause) // real time, so the broker's confirms and the test's cuts of its connection land between reads
 	return s.r.Read(p[:min(len(p), s.n)])
 }
 

@@ -11,7 +11,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 // Defaults applied by PublishEntity to zero-valued options.
@@ -105,6 +106,8 @@ type EntityOptions struct {
 	// concurrently with itself for one entity, and always before
 	// PublishEntity returns.
 	Confirmed func(batchIndex, rowsThrough int64)
+	// Clock gives each batch's event time; nil means the real clock.
+	Clock clockwork.Clock
 }
 
 // EntityStats counts what PublishEntity has done so far.
@@ -140,9 +143,6 @@ type rowSource interface {
 	close() error
 }
 
-// now is the clock used for event times; tests may replace it.
-var now = func() time.Time { return time.Now().UTC() }
-
 // PublishEntity reads an entity file (CSV, XLSX or XML), publishes its rows
 // in batches to sink and then flushes the sink: it returns nil only when
 // every batch is stored (confirmed by the broker). In CSV and XLSX the first
@@ -167,6 +167,9 @@ func PublishEntity(ctx context.Context, r io.Reader, sink Sink, o EntityOptions)
 	}
 	if o.MaxMessageBytes == 0 {
 		o.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if o.Clock == nil {
+		o.Clock = clockwork.NewRealClock()
 	}
 	if o.MaxMessageBytes < 0 {
 		return st, fmt.Errorf("max message bytes %d is negative", o.MaxMessageBytes)
@@ -659,7 +662,7 @@ func (p *entityPublisher) emit(last bool) error {
 	if err := p.ctx.Err(); err != nil {
 		return fmt.Errorf("publish batch %d: %w", p.enc.batchIndex, err)
 	}
-	t := now()
+	t := p.o.Clock.Now().UTC()
 	id := p.o.ExecutionID + "/" + p.o.Entity + "/" + strconv.FormatInt(p.enc.batchIndex, 10)
 	body := p.enc.body(id, t, last)
 	if len(body) > p.o.MaxMessageBytes {

@@ -71,7 +71,7 @@ func TestAMQPConnectionCutAtRandomPoints(t *testing.T) {
 				return
 			}
 			cutter.Go(func() {
-				time.Sleep(time.Duration(rand.IntN(5000)) * time.Microsecond)
+				time.Sleep(time.Duration(rand.IntN(5000)) * time.Microsecond) // the real connection is cut at a random moment of its traffic
 				if n := proxy.Cut(rand.IntN(2) == 0); n > 0 {
 					cutMu.Lock()
 					cut++
@@ -172,7 +172,7 @@ func TestAMQPStopWhileBrokerFrozen(t *testing.T) {
 						}
 					}
 				}()
-				time.Sleep(500 * time.Millisecond)
+				time.Sleep(500 * time.Millisecond) // the real socket's buffers fill until a write blocks
 				cancel()
 				select {
 				case err := <-published:
@@ -217,7 +217,7 @@ func TestAMQPBlockedLoggedWhileWaitingForConfirms(t *testing.T) {
 	defer cancel()
 	flushed := make(chan error, 1)
 	go func() { flushed <- s.Flush(ctx) }()
-	time.Sleep(100 * time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // Flush is waiting on the real broker's confirms when the alarm comes
 	blocked <- amqp.Blocking{Active: true, Reason: "disk alarm"}
 	err = <-flushed
 	if err == nil {

@@ -566,3 +566,28 @@ func (s *DirStore) RemoveStaleTemp(ctx context.Context, olderThan time.Duration)
 	}
 	return removed, nil
 }
+
+// RemoveEmptyFolders removes the empty folders at and under prefix,
+// deepest first, once their objects are deleted: a directory keeps its
+// folders otherwise. A folder that still holds a file is kept.
+func (s *DirStore) RemoveEmptyFolders(prefix string) {
+	var dirs []string
+	_ = filepath.WalkDir(filepath.Join(s.root, filepath.FromSlash(prefix)), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	for i := len(dirs) - 1; i >= 0; i-- { // children come after their parent
+		_ = os.Remove(dirs[i]) // fails, as wanted, on a folder that is not empty
+	}
+}
+
+// RemoveEmptyFolders removes, in a directory store, the empty folders at
+// and under prefix (see DirStore.RemoveEmptyFolders). Other stores have no
+// folders to remove.
+func RemoveEmptyFolders(st Store, prefix string) {
+	if ds, ok := st.(*DirStore); ok {
+		ds.RemoveEmptyFolders(prefix)
+	}
+}

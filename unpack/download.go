@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 // ErrURLExpired is wrapped by Download when the storage service refuses the
@@ -113,6 +115,10 @@ type DownloadOptions struct {
 	// far, size, rate, requests) and one per reconnect; nil means
 	// slog.Default(). Lines name the URL without its query.
 	Logger *slog.Logger
+	// Clock times the waits between attempts, the stall timeout and the
+	// progress log; nil means the real clock. Timeout bounds the download
+	// on the wall clock, like the connections it bounds.
+	Clock clockwork.Clock
 }
 
 // DownloadWith is Download with options. Whatever the server does, it ends:
@@ -150,7 +156,10 @@ func DownloadWith(ctx context.Context, rawURL string, dst *os.File, o DownloadOp
 		return 0, "", fail("%w", err)
 	}
 	d := &download{ctx: ctx, hc: hc, u: u, dst: dst, start: start, h: sha256.New(), total: -1, buf: make([]byte, 1<<20), progress: o.Progress,
-		max: cmp.Or(max(o.MaxBytes, 0), DefaultMaxPackageBytes), stallTimeout: cmp.Or(max(o.StallTimeout, 0), DefaultStallTimeout)}
+		max: cmp.Or(max(o.MaxBytes, 0), DefaultMaxPackageBytes), stallTimeout: cmp.Or(max(o.StallTimeout, 0), DefaultStallTimeout), clock: o.Clock}
+	if d.clock == nil {
+		d.clock = clockwork.NewRealClock()
+	}
 	d.totalSeen.Store(-1)
 	log := o.Logger
 	if log == nil {
@@ -191,12 +200,12 @@ func DownloadWith(ctx context.Context, rawURL string, dst *os.File, o DownloadOp
 		wait := retryDelay << min(failures-1, 4)
 		log.Warn("package download interrupted, resuming", "url", where, "err", redact.Error(err, secrets).Error(),
 			"bytes", d.n, "size", d.size(), "attempt", failures+1, "max_attempts", downloadAttempts, "delay", wait)
-		t := time.NewTimer(wait)
+		t := d.clock.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return d.n, "", ctxErr()
-		case <-t.C:
+		case <-t.Chan():
 		}
 	}
 }
@@ -249,6 +258,7 @@ type download struct {
 
 	max          int64         // bound of a body without Content-Length
 	stallTimeout time.Duration // see DownloadOptions.StallTimeout
+	clock        clockwork.Clock
 
 	// held and requests mirror n and the request count for the progress
 	// log, which reads them from its own goroutine.
@@ -263,14 +273,14 @@ func (d *download) logProgress(log *slog.Logger, where string) (stop func()) {
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
-		t := time.NewTicker(progressLogEvery)
+		t := d.clock.NewTicker(progressLogEvery)
 		defer t.Stop()
-		began, last, lastAt := time.Now(), int64(0), time.Now()
+		began, last, lastAt := d.clock.Now(), int64(0), d.clock.Now()
 		for {
 			select {
 			case <-done:
 				return
-			case now := <-t.C:
+			case now := <-t.Chan():
 				held := d.held.Load()
 				rate := float64(held-last) / now.Sub(lastAt).Seconds()
 				args := []any{"url", where, "bytes", held, "size", d.sizeOf(), "elapsed", now.Sub(began).Round(time.Second),
@@ -311,7 +321,7 @@ func (d *download) attempt() error {
 	d.requests.Add(1)
 	ctx, cancel := context.WithCancelCause(d.ctx)
 	defer cancel(nil)
-	stall := time.AfterFunc(d.stallTimeout, func() { cancel(errStalled) })
+	stall := d.clock.AfterFunc(d.stallTimeout, func() { cancel(errStalled) })
 	defer stall.Stop()
 	stalled := func(err error) error {
 		if errors.Is(context.Cause(ctx), errStalled) {

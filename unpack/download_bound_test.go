@@ -114,7 +114,7 @@ func TestDownloadTricklesThenStalls(t *testing.T) {
 		for i := 0; i < 30; i++ { // trickle 1 KB every 10 ms for 300 ms
 			w.Write(body[i*1000 : (i+1)*1000])
 			w.(http.Flusher).Flush()
-			time.Sleep(10 * time.Millisecond)
+			time.Sleep(10 * time.Millisecond) // a real server sending slowly over a real connection
 		}
 		<-r.Context().Done() // then stall without closing
 	}))

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/dmfexport/dmfexport/jobs"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 type abandonCommand struct {
@@ -47,7 +48,7 @@ func (c *abandonCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	exp, rec, err := jobs.FindRun(ctx, cfg, pos[0])
-	if err != nil && !(exp != nil && errors.Is(err, jobs.ErrDamagedRecord)) {
+	if err != nil && !(exp != nil && errors.Is(err, runs.ErrDamagedRecord)) {
 		return err
 	}
 	runID := pos[0]
@@ -56,7 +57,7 @@ func (c *abandonCommand) Run(ctx context.Context, args []string) error {
 	} else if _, id, ok := strings.Cut(pos[0], "/"); ok {
 		runID = id
 	}
-	runner := &jobs.Runner{Logger: c.g.log, LeaseTTL: cfg.LeaseTTL}
+	runner := &jobs.Runner{Logger: c.g.log, LeaseTTL: cfg.LeaseTTL, Clock: newClock()}
 	defer runner.Close()
 	done, err := runner.Abandon(ctx, exp, runID, operator(), c.reason)
 	if err != nil {

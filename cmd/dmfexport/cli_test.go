@@ -22,7 +22,7 @@ import (
 	"github.com/dmfexport/dmfexport/configs"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/testenv"
-	"github.com/dmfexport/dmfexport/jobs"
+	"github.com/dmfexport/dmfexport/runs"
 	"github.com/dmfexport/dmfexport/store"
 )
 
@@ -146,7 +146,7 @@ func TestCommonFlags(t *testing.T) {
 }
 
 // putRecord stores rec as the run records of a dir store do.
-func putRecord(t *testing.T, st *store.DirStore, rec jobs.RunRecord) {
+func putRecord(t *testing.T, st *store.DirStore, rec runs.Record) {
 	t.Helper()
 	b, err := json.Marshal(rec)
 	if err != nil {
@@ -185,17 +185,17 @@ func TestStatus(t *testing.T) {
 		return start.Add(time.Duration(n)*time.Minute).Format("20060102T150405Z") + "-" + tag
 	}
 	execID := "DemoExport-2026-11-29_08-30-10-2f97df662298bdbe"
-	putRecord(t, st, jobs.RunRecord{Job: "demo", RunID: id(1, "0000fa11"), State: jobs.StateFailed, StartedAt: start.Add(time.Minute),
+	putRecord(t, st, runs.Record{Job: "demo", RunID: id(1, "0000fa11"), State: runs.StateFailed, StartedAt: start.Add(time.Minute),
 		FinishedAt: start.Add(2 * time.Minute), ExecutionID: execID, DefinitionGroup: "DemoExport",
 		Error: "export demo run " + id(1, "0000fa11") + `: poll status of execution "` + execID + `": execution did not finish before the deadline: still Executing after 2h0m0s (raise poll.deadline if this export needs longer in F&O)`})
-	putRecord(t, st, jobs.RunRecord{Job: "demo", RunID: id(2, "00000a4e"), State: jobs.StateSucceeded, StartedAt: start.Add(2 * time.Minute),
+	putRecord(t, st, runs.Record{Job: "demo", RunID: id(2, "00000a4e"), State: runs.StateSucceeded, StartedAt: start.Add(2 * time.Minute),
 		FinishedAt: start.Add(3 * time.Minute), Warnings: []string{"F&O: entity A had 3 errors", "F&O: entity B had 1 error"}})
 	// Unfinished runs past pending have their execution ID, as every real
 	// record has (one without is damaged).
-	putRecord(t, st, jobs.RunRecord{Job: "demo", RunID: id(3, "0000dead"), State: jobs.StatePublishing, StartedAt: start.Add(3 * time.Minute), ExecutionID: execID})
-	putRecord(t, st, jobs.RunRecord{Job: "missing-group", RunID: id(4, "00001ive"), State: jobs.StateExporting, StartedAt: start.Add(4 * time.Minute), ExecutionID: "NoSuchGroup-2026-11-29_08-34-10-0123456789abcdef"})
+	putRecord(t, st, runs.Record{Job: "demo", RunID: id(3, "0000dead"), State: runs.StatePublishing, StartedAt: start.Add(3 * time.Minute), ExecutionID: execID})
+	putRecord(t, st, runs.Record{Job: "missing-group", RunID: id(4, "00001ive"), State: runs.StateExporting, StartedAt: start.Add(4 * time.Minute), ExecutionID: "NoSuchGroup-2026-11-29_08-34-10-0123456789abcdef"})
 	queuedAt := start.Add(5 * time.Minute)
-	putRecord(t, st, jobs.RunRecord{Job: "demo", RunID: id(5, "0000ca11"), State: jobs.StatePending, StartedAt: queuedAt, QueuedAt: queuedAt})
+	putRecord(t, st, runs.Record{Job: "demo", RunID: id(5, "0000ca11"), State: runs.StatePending, StartedAt: queuedAt, QueuedAt: queuedAt})
 	// The live runs' leases are fresh and held by this test's process.
 	host, _ := os.Hostname()
 	lease, _ := json.Marshal(map[string]any{"replica": host + "/" + strconv.Itoa(os.Getpid()) + "/abcd", "at": time.Now().UTC()})

@@ -96,7 +96,7 @@ func (c *demoCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout)}
+	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout), Clock: newClock()}
 	defer runner.Close()
 	runErr := runAll(ctx, runner, exps, "demo", false, os.Stdout)
 	errs := []error{runErr}

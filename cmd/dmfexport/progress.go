@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/dmfexport/dmfexport/jobs"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // progressPrinter reports progress on w: on a terminal, one status line
@@ -81,7 +82,7 @@ func liveProgress(c *console, now func() time.Time) func(jobs.Event) {
 // jobState is one export's part of the status line. While a run publishes
 // several entities at once, it sums them up.
 type jobState struct {
-	state  jobs.State
+	state  runs.State
 	entity string // the one entity being published, "" for none or several
 	active int    // entities being published
 	rows   int64  // confirmed rows of the entities
@@ -170,13 +171,13 @@ func (s *jobState) update(e jobs.Event, t time.Time) {
 func (s *jobState) render(name string, t time.Time, bar bool) string {
 	p := fmt.Sprintf("%s %s", name, s.state)
 	switch s.state {
-	case jobs.StateDownloading:
+	case runs.StateDownloading:
 		if s.done == 0 {
 			return p
 		}
 		m, eta := s.measure(t, bar, byteSize(s.done), func(r float64) string { return byteSize(int64(r)) + "/s" })
 		return p + " " + m + eta
-	case jobs.StatePublishing:
+	case runs.StatePublishing:
 		switch {
 		case len(s.ents) == 0:
 			return p

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dmfexport/dmfexport/jobs"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // liveConsole is a console drawing on out as a terminal width columns wide,
@@ -17,13 +18,13 @@ func liveConsole(out *bytes.Buffer, width int) *console {
 
 func TestProgressPrinters(t *testing.T) {
 	events := []jobs.Event{
-		{Job: "a", State: jobs.StateExporting, Detail: "execution X"},
-		{Job: "b", State: jobs.StateExporting},
-		{Job: "a", State: jobs.StatePublishing, Entity: "Customers V3", Sent: 5000, Done: 100, Total: 1000},
-		{Job: "a", State: jobs.StatePublishing, Entity: "Customers V3", Rows: 5000, Confirmed: true},
-		{Job: "a", State: jobs.StatePublishing, Entity: "Customers V3", Rows: 5000, Sent: 12345, Done: 900, Total: 1000},
-		{Job: "a", State: jobs.StateSucceeded},
-		{Job: "b", State: jobs.StateFailed, Detail: "F&O execution ended Failed"},
+		{Job: "a", State: runs.StateExporting, Detail: "execution X"},
+		{Job: "b", State: runs.StateExporting},
+		{Job: "a", State: runs.StatePublishing, Entity: "Customers V3", Sent: 5000, Done: 100, Total: 1000},
+		{Job: "a", State: runs.StatePublishing, Entity: "Customers V3", Rows: 5000, Confirmed: true},
+		{Job: "a", State: runs.StatePublishing, Entity: "Customers V3", Rows: 5000, Sent: 12345, Done: 900, Total: 1000},
+		{Job: "a", State: runs.StateSucceeded},
+		{Job: "b", State: runs.StateFailed, Detail: "F&O execution ended Failed"},
 	}
 	tests := []struct {
 		name    string
@@ -70,12 +71,12 @@ func TestLiveProgressParallelEntities(t *testing.T) {
 	clock := time.Date(2026, 11, 24, 20, 0, 0, 0, time.UTC)
 	p := liveProgress(liveConsole(&b, 200), func() time.Time { clock = clock.Add(time.Second); return clock })
 	for _, e := range []jobs.Event{
-		{Job: "c", State: jobs.StatePublishing},
-		{Job: "c", State: jobs.StatePublishing, Entity: "A", Sent: 500, Done: 100, Total: 400},
-		{Job: "c", State: jobs.StatePublishing, Entity: "B", Sent: 500, Done: 300, Total: 400},
-		{Job: "c", State: jobs.StatePublishing, Entity: "A", Rows: 500, Confirmed: true},
-		{Job: "c", State: jobs.StatePublishing, Entity: "B", Rows: 200, Confirmed: true},
-		{Job: "c", State: jobs.StatePublishing, Entity: "B", Rows: 200, Sent: 600, Done: 400, Total: 400},
+		{Job: "c", State: runs.StatePublishing},
+		{Job: "c", State: runs.StatePublishing, Entity: "A", Sent: 500, Done: 100, Total: 400},
+		{Job: "c", State: runs.StatePublishing, Entity: "B", Sent: 500, Done: 300, Total: 400},
+		{Job: "c", State: runs.StatePublishing, Entity: "A", Rows: 500, Confirmed: true},
+		{Job: "c", State: runs.StatePublishing, Entity: "B", Rows: 200, Confirmed: true},
+		{Job: "c", State: runs.StatePublishing, Entity: "B", Rows: 200, Sent: 600, Done: 400, Total: 400},
 	} {
 		p(e)
 	}

@@ -61,7 +61,7 @@ func (c *replayCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Printf("replaying run %s of export %s (execution %s)\n", printable(rec.RunID), exp.Name, printable(rec.ExecutionID))
-	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout)}
+	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout), Clock: newClock()}
 	defer runner.Close()
 	ents, err := runner.Replay(ctx, exp, rec, jobs.ReplayOptions{Entities: c.entities, RoutingKey: c.routingKey})
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)

@@ -66,10 +66,10 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	jobs.CleanLeftovers(ctx, cfg, log)
 	metrics := jobs.NewMetrics()
-	runner := &jobs.Runner{Logger: log, Metrics: metrics, LeaseTTL: cfg.LeaseTTL}
+	runner := &jobs.Runner{Logger: log, Metrics: metrics, LeaseTTL: cfg.LeaseTTL, Clock: newClock()}
 	defer runner.Close()
+	runner.CleanLeftovers(ctx, cfg)
 	sch, err := jobs.NewScheduler(cfg, runner, log, c.stopTimeout)
 	if err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dmfexport/dmfexport/jobs"
+	"github.com/dmfexport/dmfexport/runs"
 	"github.com/dmfexport/dmfexport/sink"
 )
 
@@ -66,9 +67,9 @@ func (c *statusCommand) Run(ctx context.Context, args []string) error {
 		}
 		exps = []jobs.Export{*e}
 	}
-	var all []*jobs.RunRecord
-	var damaged []jobs.DamagedRecord
-	owned := map[*jobs.RunRecord]bool{}
+	var all []*runs.Record
+	var damaged []runs.DamagedRecord
+	owned := map[*runs.Record]bool{}
 	for i := range exps {
 		e := &exps[i]
 		if storeMissing(e) {
@@ -82,14 +83,14 @@ func (c *statusCommand) Run(ctx context.Context, args []string) error {
 		damaged = append(damaged, h.Damaged...)
 		for _, r := range recs {
 			if !r.State.Final() {
-				if owned[r], err = jobs.RunOwned(ctx, e, r.RunID, cfg.LeaseTTL); err != nil {
+				if owned[r], err = jobs.RunOwned(ctx, e, r.RunID, cfg.LeaseTTL, newClock()); err != nil {
 					return err
 				}
 			}
 		}
 		all = append(all, recs...)
 	}
-	slices.SortStableFunc(all, func(a, b *jobs.RunRecord) int { return b.StartedAt.Compare(a.StartedAt) })
+	slices.SortStableFunc(all, func(a, b *runs.Record) int { return b.StartedAt.Compare(a.StartedAt) })
 	if c.json {
 		// The records only, as ever; the damaged ones are named on stderr.
 		for _, d := range damaged {
@@ -98,7 +99,7 @@ func (c *statusCommand) Run(ctx context.Context, args []string) error {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		if all == nil {
-			all = []*jobs.RunRecord{}
+			all = []*runs.Record{}
 		}
 		return enc.Encode(all)
 	}
@@ -148,7 +149,7 @@ func (c *statusCommand) Run(ctx context.Context, args []string) error {
 // damagedText says what is wrong with a damaged record, where it is and
 // what becomes of its run, whole: the ERROR column is the only place that
 // names the key.
-func damagedText(d jobs.DamagedRecord) string {
+func damagedText(d runs.DamagedRecord) string {
 	text := d.Key + ": " + d.Cause
 	switch {
 	case d.Quarantined && d.Lost != "":
@@ -174,17 +175,17 @@ func storeMissing(e *jobs.Export) bool {
 // runState is the STATE column: the record's state (the step a running run
 // is in), but "interrupted" for an unfinished run no live process owns, and
 // with the warnings of a run that succeeded with some.
-func runState(r *jobs.RunRecord, owned bool) string {
+func runState(r *runs.Record, owned bool) string {
 	switch {
 	case !r.State.Final() && !owned && r.Waiting != "":
 		return jobs.WaitingText(r.Waiting) + " (retried with backoff)"
 	case !r.State.Final() && !owned:
 		return "interrupted (resumes on next start)"
-	case r.State == jobs.StatePending && !r.QueuedAt.IsZero():
+	case r.State == runs.StatePending && !r.QueuedAt.IsZero():
 		return "queued since " + r.QueuedAt.Local().Format("15:04:05")
-	case r.State == jobs.StateSucceeded && len(r.Warnings) == 1:
+	case r.State == runs.StateSucceeded && len(r.Warnings) == 1:
 		return "succeeded (1 warning)"
-	case r.State == jobs.StateSucceeded && len(r.Warnings) > 1:
+	case r.State == runs.StateSucceeded && len(r.Warnings) > 1:
 		return fmt.Sprintf("succeeded (%d warnings)", len(r.Warnings))
 	}
 	return string(r.State)
@@ -193,7 +194,7 @@ func runState(r *jobs.RunRecord, owned bool) string {
 // errorCause is a run's error with the leading context that only repeats
 // other columns (the export, the run, the execution ID, the definition
 // group) left out, so the cause comes first in a narrow column.
-func errorCause(r *jobs.RunRecord) string {
+func errorCause(r *runs.Record) string {
 	msg := r.Error
 	ids := []string{r.Job, r.RunID, r.ExecutionID, r.DefinitionGroup}
 	for {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dmfexport/dmfexport/jobs"
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 type triggerCommand struct{ g globalFlags }
@@ -57,9 +58,9 @@ func (c *triggerCommand) Run(ctx context.Context, args []string) error {
 		}
 		exps = append(exps, e)
 	}
-	jobs.CleanLeftovers(ctx, cfg, log)
-	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout), LeaseTTL: cfg.LeaseTTL}
+	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout), LeaseTTL: cfg.LeaseTTL, Clock: newClock()}
 	defer runner.Close()
+	runner.CleanLeftovers(ctx, cfg)
 	if *newRun {
 		for _, e := range exps {
 			if recs, err := runner.Unfinished(ctx, e); err == nil && len(recs) > 0 {
@@ -75,7 +76,7 @@ func (c *triggerCommand) Run(ctx context.Context, args []string) error {
 // With resume, an export that has unfinished runs takes them up, oldest
 // first, instead of starting a new export in F&O.
 func runAll(ctx context.Context, runner *jobs.Runner, exps []*jobs.Export, trigger string, resume bool, out io.Writer) error {
-	recs := make([]*jobs.RunRecord, len(exps))
+	recs := make([]*runs.Record, len(exps))
 	errs := make([]error, len(exps))
 	var wg sync.WaitGroup
 	for i, e := range exps {
@@ -96,7 +97,7 @@ func runAll(ctx context.Context, runner *jobs.Runner, exps []*jobs.Export, trigg
 		if err != nil {
 			fmt.Fprintf(out, "\n%s\n", printable(err.Error())) // it names the export
 			failed = append(failed, exps[i].Name)
-		} else if recs[i].State != jobs.StateSucceeded {
+		} else if recs[i].State != runs.StateSucceeded {
 			failed = append(failed, exps[i].Name)
 		}
 	}
@@ -108,17 +109,17 @@ func runAll(ctx context.Context, runner *jobs.Runner, exps []*jobs.Export, trigg
 
 // resumeUnfinished takes up the unfinished runs of exp, oldest first, and
 // returns the record of the last one; (nil, nil) when there is none.
-func resumeUnfinished(ctx context.Context, runner *jobs.Runner, exp *jobs.Export) (*jobs.RunRecord, error) {
+func resumeUnfinished(ctx context.Context, runner *jobs.Runner, exp *jobs.Export) (*runs.Record, error) {
 	unfinished, err := runner.Unfinished(ctx, exp)
 	if err != nil {
 		return nil, err
 	}
-	var rec *jobs.RunRecord
+	var rec *runs.Record
 	for _, u := range unfinished {
 		fmt.Fprintf(stdio.Logs(), "export %s: resuming unfinished run %s (state %s) instead of starting a second export; use --new to start a new run\n",
 			exp.Name, printable(u.RunID), u.State)
 		rec, err = runner.Resume(ctx, exp, u)
-		if errors.Is(err, jobs.ErrLeaseHeld) {
+		if errors.Is(err, runs.ErrLeaseHeld) {
 			return rec, fmt.Errorf("export %s: unfinished run %s: %w: wait for it to finish, or use --new to start a new run", exp.Name, u.RunID, err)
 		}
 		if err != nil {
@@ -129,7 +130,7 @@ func resumeUnfinished(ctx context.Context, runner *jobs.Runner, exp *jobs.Export
 }
 
 // printSummary prints one block per run: state, timings and per-entity rows.
-func printSummary(w io.Writer, recs []*jobs.RunRecord) {
+func printSummary(w io.Writer, recs []*runs.Record) {
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, r := range recs {
@@ -173,7 +174,7 @@ func printSummary(w io.Writer, recs []*jobs.RunRecord) {
 
 // runDuration says how long a run took; a run cut off (Ctrl-C) has no end
 // yet, so it says how long ago it started instead, never a negative time.
-func runDuration(r *jobs.RunRecord, now time.Time) string {
+func runDuration(r *runs.Record, now time.Time) string {
 	if r.FinishedAt.IsZero() || r.FinishedAt.Before(r.StartedAt) {
 		return fmt.Sprintf("unfinished, started %s ago", now.Sub(r.StartedAt).Round(time.Second))
 	}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dmfexport/dmfexport/jobs"
+	"github.com/dmfexport/dmfexport/runs"
 	"github.com/dmfexport/dmfexport/store"
 )
 
@@ -50,8 +50,8 @@ sinks:
 	if err != nil {
 		t.Fatal(err)
 	}
-	putRecord(t, st, jobs.RunRecord{Job: "groups", RunID: "20261201T020000Z-aaaaaaaa", ExecutionID: "x", State: jobs.StateSucceeded, StartedAt: time.Now(),
-		Entities: []jobs.EntityRecord{{Entity: "Customer groups", RefreshType: "IncrementalPush"}, {Entity: "Customers V3", RefreshType: "IncrementalPush"}}})
+	putRecord(t, st, runs.Record{Job: "groups", RunID: "20261201T020000Z-aaaaaaaa", ExecutionID: "x", State: runs.StateSucceeded, StartedAt: time.Now(),
+		Entities: []runs.EntityRecord{{Entity: "Customer groups", RefreshType: "IncrementalPush"}, {Entity: "Customers V3", RefreshType: "IncrementalPush"}}})
 	stdout, stderr, code = runBinary(t, env, "validate", cfg)
 	want := `warning: dmfexport.yaml:14:7: sinks[0](dw).entities."Customer groups": export "groups" exports entity "Customer groups" incrementally`
 	if code != 0 || !strings.Contains(stdout, want) || !strings.Contains(stdout, `give sinks[].entities."Customer groups" keys`) ||

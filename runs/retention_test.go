@@ -1,4 +1,4 @@
-package jobs
+package runs
 
 import (
 	"context"
@@ -17,50 +17,48 @@ func TestPrune(t *testing.T) {
 		age   time.Duration
 		state State
 	}
-	runs := []run{
+	all := []run{
 		{"r1", 1 * time.Hour, StateSucceeded},
 		{"r2", 2 * time.Hour, StateFailed},
 		{"r3", 3 * time.Hour, StatePublishing}, // unfinished: never deleted
 		{"r4", 50 * time.Hour, StateSucceeded},
 		{"r5", 100 * time.Hour, StatePartiallySucceeded},
 	}
-	// Real run IDs start with their start time, which prune reads from the
-	// listing; r3 keeps a bare ID, so prune must read its record instead.
+	// Real run IDs start with their start time, which Prune reads from the
+	// listing; r3 keeps a bare ID, so Prune must read its record instead.
 	ids := map[string]string{}
-	for i := range runs {
-		id := runs[i].id
+	for i := range all {
+		id := all[i].id
 		if id != "r3" {
-			id = now.Add(-runs[i].age).Format(runIDTime) + "-" + id
+			id = now.Add(-all[i].age).Format(runIDTime) + "-" + id
 		}
-		ids[runs[i].id], runs[i].id = id, id
+		ids[all[i].id], all[i].id = id, id
 	}
 	tests := []struct {
 		name string
-		r    RetentionConfig
+		r    Retention
 		want []string // deleted
 	}{
-		{"keep everything", RetentionConfig{}, nil},
-		{"keep two", RetentionConfig{KeepRuns: 2}, []string{"r4", "r5"}},
-		{"max age", RetentionConfig{MaxAge: 48 * time.Hour}, []string{"r4", "r5"}},
-		{"both", RetentionConfig{KeepRuns: 1, MaxAge: 72 * time.Hour}, []string{"r2", "r4", "r5"}},
+		{"keep everything", Retention{}, nil},
+		{"keep two", Retention{KeepRuns: 2}, []string{"r4", "r5"}},
+		{"max age", Retention{MaxAge: 48 * time.Hour}, []string{"r4", "r5"}},
+		{"both", Retention{KeepRuns: 1, MaxAge: 72 * time.Hour}, []string{"r2", "r4", "r5"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
-			root := t.TempDir()
-			st := mustDirStore(t, root)
-			exp := &Export{Name: "job", Retention: tt.r}
-			for _, r := range runs {
-				rec := &RunRecord{Job: "job", RunID: r.id, State: r.state, StartedAt: now.Add(-r.age)}
-				if err := saveRecord(ctx, st, "", rec); err != nil {
+			l, st, _ := testLedger(t, now, 0)
+			for _, r := range all {
+				rec := &Record{Job: "job", RunID: r.id, State: r.state, StartedAt: now.Add(-r.age)}
+				if err := l.Save(ctx, rec); err != nil {
 					t.Fatal(err)
 				}
-				if _, err := st.Put(ctx, runPrefix("", "job", r.id)+"/entities/E.csv", strings.NewReader("x"), nil); err != nil {
+				if _, err := st.Put(ctx, l.Entities(r.id)+"/E.csv", strings.NewReader("x"), nil); err != nil {
 					t.Fatal(err)
 				}
 				// A released lease leaves its folder behind; r4's release
 				// failed and left the lease itself.
-				lease := genKey(leasePrefix("", "job", r.id), 1)
+				lease := generation(l.Leases(r.id), 1)
 				if _, err := st.Put(ctx, lease, strings.NewReader("{}"), nil); err != nil {
 					t.Fatal(err)
 				}
@@ -70,7 +68,7 @@ func TestPrune(t *testing.T) {
 					}
 				}
 			}
-			deleted, err := prune(ctx, st, exp, now)
+			deleted, err := l.Prune(ctx, tt.r)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -83,8 +81,8 @@ func TestPrune(t *testing.T) {
 			if !slices.Equal(deleted, want) {
 				t.Fatalf("deleted %v, want %v", deleted, want)
 			}
-			for _, r := range runs {
-				objs, err := st.List(ctx, runPrefix("", "job", r.id)+"/")
+			for _, r := range all {
+				objs, err := st.List(ctx, l.Run(r.id)+"/")
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -94,8 +92,8 @@ func TestPrune(t *testing.T) {
 				}
 				// A deleted run leaves no folder behind: neither its own
 				// (nor its empty entities folder) nor its lease's.
-				for _, dir := range []string{runPrefix("", "job", r.id), leasePrefix("", "job", r.id)} {
-					_, err := os.Stat(filepath.Join(root, filepath.FromSlash(dir)))
+				for _, dir := range []string{l.Run(r.id), l.Leases(r.id)} {
+					_, err := os.Stat(filepath.Join(st.Root(), filepath.FromSlash(dir)))
 					if exists := err == nil; gone && exists || !gone && !exists {
 						t.Errorf("run %s: folder %s exists = %v, want %v", r.id, dir, exists, !gone)
 					}
@@ -107,15 +105,14 @@ func TestPrune(t *testing.T) {
 
 func TestPruneClaims(t *testing.T) {
 	ctx := context.Background()
-	st := mustDirStore(t, t.TempDir())
-	exp := &Export{Name: "job"}
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	l, st, _ := testLedger(t, now, 0)
 	for _, age := range []time.Duration{time.Minute, 59 * time.Minute, 61 * time.Minute, 48 * time.Hour} {
-		if ok, err := claimSlot(ctx, st, exp, now.Add(-age)); !ok || err != nil {
+		if ok, err := l.ClaimSlot(ctx, now.Add(-age)); !ok || err != nil {
 			t.Fatalf("claim: %v %v", ok, err)
 		}
 	}
-	if err := pruneClaims(ctx, st, exp, now); err != nil {
+	if err := l.PruneClaims(ctx); err != nil {
 		t.Fatal(err)
 	}
 	left, _ := st.List(ctx, "_claims/")
