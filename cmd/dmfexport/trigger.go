@@ -59,7 +59,7 @@ func (c *triggerCommand) Run(ctx context.Context, args []string) error {
 	}
 	jobs.CleanLeftovers(ctx, cfg, log)
 	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout), LeaseTTL: cfg.LeaseTTL}
-	defer runner.Close()
+	defer func() { _ = runner.Close() }()
 	if *newRun {
 		for _, e := range exps {
 			if recs, err := runner.Unfinished(ctx, e); err == nil && len(recs) > 0 {
@@ -168,7 +168,7 @@ func printSummary(w io.Writer, recs []*jobs.RunRecord) {
 			fmt.Fprintf(tw, "  %d absent files\t%s\n", len(absent), strings.Join(absent, ", "))
 		}
 	}
-	tw.Flush()
+	_ = tw.Flush()
 }
 
 // runDuration says how long a run took; a run cut off (Ctrl-C) has no end
