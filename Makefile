@@ -6,7 +6,7 @@ REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS   := -X main.Version=$(VERSION)
 FUZZTIME  ?= 30s
 
-.PHONY: all build demo test vet fmt fuzz clean scale image
+.PHONY: all build demo test vet lint fmt fuzz clean scale image
 
 all: build
 
@@ -32,6 +32,19 @@ test:
 vet:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './.tools/*')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+## lint: golangci-lint (the version pinned below, installed into .tools/) with .golangci.yml, over
+## every package including the files built only with -tags faults
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := .tools/golangci-lint-$(GOLANGCI_LINT_VERSION)
+lint: $(GOLANGCI_LINT)
+	$(GOLANGCI_LINT) run ./...
+
+$(GOLANGCI_LINT):
+	@mkdir -p .tools
+	GOBIN=$(CURDIR)/.tools/golangci-lint-install $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	mv .tools/golangci-lint-install/golangci-lint $@
+	rmdir .tools/golangci-lint-install
 
 ## fuzz: run every fuzz target for FUZZTIME each
 fuzz:

@@ -200,7 +200,7 @@ func (o Options) ApplicationID() string {
 // OpenSSL 3 with its default AES encryption; the key must be RSA.
 func NewCredential(o Options, co *azcore.ClientOptions) (azcore.TokenCredential, error) {
 	if err := o.Check(); err != nil {
-		return nil, fmt.Errorf("Entra ID credential: %w", err)
+		return nil, fmt.Errorf("Entra ID credential: %w", err) //nolint:staticcheck // ST1005: Entra ID is a product name
 	}
 	var opts azcore.ClientOptions
 	if co != nil {
@@ -230,7 +230,7 @@ func NewCredential(o Options, co *azcore.ClientOptions) (azcore.TokenCredential,
 	case MethodClientCertificate:
 		certs, key, lerr := loadCertificate(o.CertificatePath, o.CertificatePassword.Reveal())
 		if lerr != nil {
-			return nil, fmt.Errorf("Entra ID credential (%s): %w", desc, lerr)
+			return nil, fmt.Errorf("Entra ID credential (%s): %w", desc, lerr) //nolint:staticcheck // ST1005: Entra ID is a product name
 		}
 		cred, err = azidentity.NewClientCertificateCredential(o.TenantID, o.ClientID, certs, key,
 			&azidentity.ClientCertificateCredentialOptions{ClientOptions: opts, DisableInstanceDiscovery: o.DisableInstanceDiscovery})
@@ -256,7 +256,7 @@ func NewCredential(o Options, co *azcore.ClientOptions) (azcore.TokenCredential,
 		})
 	}
 	if err != nil {
-		return nil, fmt.Errorf("Entra ID credential (%s): %w", desc, o.hide(err))
+		return nil, fmt.Errorf("Entra ID credential (%s): %w", desc, o.hide(err)) //nolint:staticcheck // ST1005: Entra ID is a product name
 	}
 	nc := &namedCredential{cred: cred, desc: desc, opts: o}
 	switch o.normalizedMethod() {
@@ -431,7 +431,7 @@ func loadCertificate(path, password string) ([]*x509.Certificate, *rsa.PrivateKe
 			if errors.Is(derr, pkcs12.ErrIncorrectPassword) {
 				return nil, nil, fmt.Errorf("read PFX certificate %s: wrong certificate_password", path)
 			}
-			return nil, nil, fmt.Errorf("read certificate %s: not a PEM file (%v) nor a readable PFX file (%v)", path, perr, derr)
+			return nil, nil, fmt.Errorf("read certificate %s: not a PEM file (%w) nor a readable PFX file (%w)", path, perr, derr)
 		}
 		certs, key, perr = append([]*x509.Certificate{cert}, chain...), pk, nil
 	}

@@ -23,12 +23,12 @@ func TestOpenSSL3PFXNeedsFallback(t *testing.T) {
 	}
 	dir := t.TempDir()
 	pemPath, pfxPath := filepath.Join(dir, "app.pem"), filepath.Join(dir, "app.pfx")
-	gen := exec.Command("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", pemPath, "-out", pemPath+".crt",
+	gen := exec.CommandContext(t.Context(), "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", pemPath, "-out", pemPath+".crt",
 		"-days", "1", "-subj", "/CN=dmfexport test")
 	if out, err := gen.CombinedOutput(); err != nil {
 		t.Fatalf("openssl req: %v: %s", err, out)
 	}
-	exp := exec.Command("openssl", "pkcs12", "-export", "-inkey", pemPath, "-in", pemPath+".crt", "-out", pfxPath, "-passout", "pass:pw")
+	exp := exec.CommandContext(t.Context(), "openssl", "pkcs12", "-export", "-inkey", pemPath, "-in", pemPath+".crt", "-out", pfxPath, "-passout", "pass:pw")
 	if out, err := exp.CombinedOutput(); err != nil {
 		t.Fatalf("openssl pkcs12: %v: %s", err, out)
 	}

@@ -196,10 +196,10 @@ func makeCerts(t *testing.T) certFiles {
 			}
 			if _, err := exec.LookPath("openssl"); err == nil {
 				out := filepath.Join(dir, "openssl3.pfx")
-				cmd := exec.Command("openssl", "pkcs12", "-export", "-in", certs.pem, "-inkey", certs.pem,
+				cmd := exec.CommandContext(t.Context(), "openssl", "pkcs12", "-export", "-in", certs.pem, "-inkey", certs.pem,
 					"-out", out, "-passout", "pass:"+testPassword)
 				if b, err := cmd.CombinedOutput(); err != nil {
-					return fmt.Errorf("openssl pkcs12 -export: %v: %s", err, b)
+					return fmt.Errorf("openssl pkcs12 -export: %w: %s", err, b)
 				}
 				certs.pfxOpenSSL = out
 			}
@@ -234,7 +234,7 @@ func clearAzureEnv(t *testing.T) {
 		"AZURE_PASSWORD", "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT",
 		"IDENTITY_SERVER_THUMBPRINT", "AZURE_TOKEN_CREDENTIALS"} {
 		t.Setenv(k, "")
-		os.Unsetenv(k)
+		_ = os.Unsetenv(k)
 	}
 }
 

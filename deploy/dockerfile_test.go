@@ -34,7 +34,7 @@ func parseDockerfile(t *testing.T, file string) (global []instruction, stages []
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	sc := bufio.NewScanner(f)
 	var cur *instruction
 	n := 0

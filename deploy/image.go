@@ -222,7 +222,7 @@ func checkStatic(bin []byte, arch string) error {
 	if err != nil {
 		return fmt.Errorf("not a Linux executable (ELF): %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	if want, ok := elfMachines[arch]; ok && f.Machine != want {
 		return fmt.Errorf("built for %s, not for %s (GOARCH=%s)", f.Machine, want, arch)
 	}

@@ -90,7 +90,7 @@ func TestImage(t *testing.T) {
 			t.Skipf("no ELF %s to try: %v", dyn, err)
 		}
 		interp := slices.ContainsFunc(f.Progs, func(p *elf.Prog) bool { return p.Type == elf.PT_INTERP })
-		f.Close()
+		_ = f.Close()
 		if !interp {
 			t.Skipf("%s is static here", dyn)
 		}
@@ -194,7 +194,7 @@ func TestImage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		for _, p := range f.Progs {
 			if p.Type == elf.PT_INTERP {
 				t.Errorf("%s asks for a dynamic loader (PT_INTERP): the empty base has none; build it with CGO_ENABLED=0", BinaryPath)
@@ -218,7 +218,7 @@ func TestImage(t *testing.T) {
 		}
 	})
 	t.Run("user", func(t *testing.T) {
-		passwd, err := os.ReadFile(filepath.Join(root, "etc/passwd"))
+		passwd, err := os.ReadFile(filepath.Join(root, "etc", "passwd"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -342,7 +342,7 @@ func runInImage(t *testing.T, root string, c v1.Config, chroot bool, env []strin
 // imageCommand is the command runInImage runs.
 func imageCommand(t *testing.T, root string, c v1.Config, chroot bool, env []string, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(root, c.Entrypoint[0]), args...)
+	cmd := exec.CommandContext(t.Context(), filepath.Join(root, c.Entrypoint[0]), args...)
 	cmd.Env = append(slices.Clone(c.Env), env...)
 	if chroot {
 		var uid, gid uint32
@@ -364,7 +364,7 @@ func unpack(t *testing.T, img v1.Image, root string) map[string]*tar.Header {
 		t.Fatal(err)
 	}
 	rc := mutate.Extract(img)
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	tr := tar.NewReader(rc)
 	files := map[string]*tar.Header{}
 	for {
@@ -467,7 +467,7 @@ func sameLayers(t *testing.T, what string, read, built v1.Image) {
 		}
 		h := sha256.New()
 		_, err = io.Copy(h, rc)
-		rc.Close()
+		_ = rc.Close()
 		if err != nil {
 			t.Fatalf("the %s: read layer %d: %v", what, i, err)
 		}

@@ -279,10 +279,11 @@ func TestKubernetesManifests(t *testing.T) {
 			t.Log("kubectl is not installed: the kustomization is not built")
 			return
 		}
-		out, err := exec.Command("kubectl", "kustomize", "kubernetes").Output()
+		out, err := exec.CommandContext(t.Context(), "kubectl", "kustomize", "kubernetes").Output()
 		if err != nil {
 			var stderr []byte
-			if ee, ok := err.(*exec.ExitError); ok {
+			ee := &exec.ExitError{}
+			if errors.As(err, &ee) {
 				stderr = ee.Stderr
 			}
 			t.Fatalf("kubectl kustomize deploy/kubernetes: %v\n%s", err, stderr)
@@ -334,7 +335,7 @@ func TestKubernetesManifests(t *testing.T) {
 			if len(c.Args) == 0 || c.Args[0] != w.command {
 				t.Fatalf("%s: args %q, want %s first", o, c.Args, w.command)
 			}
-			if out, err := exec.Command(bin, append(slices.Clone(c.Args), "--help")...).CombinedOutput(); err != nil || !strings.HasPrefix(string(out), "Usage: dmfexport "+w.command) {
+			if out, err := exec.CommandContext(t.Context(), bin, append(slices.Clone(c.Args), "--help")...).CombinedOutput(); err != nil || !strings.HasPrefix(string(out), "Usage: dmfexport "+w.command) {
 				t.Errorf("%s: dmfexport %s --help: %v\n%s", o, strings.Join(c.Args, " "), err, out)
 			}
 			listen, _ := flagValue(c.Args, "listen")
@@ -540,7 +541,7 @@ func TestKubernetesManifests(t *testing.T) {
 			}
 			args := slices.Clone(c.Args)
 			args[slices.Index(args, "--listen")+1] = "127.0.0.1:0"
-			cmd := exec.Command(bin, args...)
+			cmd := exec.CommandContext(t.Context(), bin, args...)
 			cmd.Env = append(os.Environ(), "DMFEXPORT_CONFIG="+cfgFile, "FO_TOKEN=dummy")
 			cmd.Dir = dir
 			s := startServing(t, cmd)

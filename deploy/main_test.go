@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 	}
 	binaryDir = dir
 	code := m.Run()
-	os.RemoveAll(dir)
+	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }
 
@@ -125,11 +125,15 @@ func startServing(t *testing.T, cmd *exec.Cmd) *serving {
 func (s *serving) get(t *testing.T, path string) int {
 	t.Helper()
 	c := http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get("http://" + s.addr + path)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+s.addr+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s of %s: %v\n%s", path, s.cmd.Args, err, s.output)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode
 }

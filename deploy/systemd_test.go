@@ -26,7 +26,7 @@ func parseUnit(t *testing.T, file string) unitFile {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	u := unitFile{}
 	section := ""
 	sc := bufio.NewScanner(f)
@@ -146,7 +146,7 @@ func TestSystemdUnits(t *testing.T) {
 			}
 			// The binary accepts the unit's flags: --help after them
 			// prints the command's usage and exits 0.
-			out, err := exec.Command(bin, append(slices.Clone(args[1:]), "--help")...).CombinedOutput()
+			out, err := exec.CommandContext(t.Context(), bin, append(slices.Clone(args[1:]), "--help")...).CombinedOutput()
 			if err != nil || !strings.HasPrefix(string(out), "Usage: dmfexport "+tc.command) {
 				t.Errorf("%s: dmfexport %s --help: %v\n%s", tc.file, strings.Join(args[1:], " "), err, out)
 			}
@@ -210,7 +210,7 @@ func verifyUnit(t *testing.T, file, bin string) {
 		if err := os.WriteFile(p, []byte(strings.ReplaceAll(content, BinaryPath, bin)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		out, err := exec.Command("systemd-analyze", "verify", p).CombinedOutput()
+		out, err := exec.CommandContext(t.Context(), "systemd-analyze", "verify", p).CombinedOutput()
 		var about []string
 		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 			if strings.Contains(line, unit) {
@@ -246,7 +246,7 @@ func unitSecurity(t *testing.T, file string) {
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
 		return
 	}
-	out, err := exec.Command("systemd-analyze", "security", "--offline=true", file).CombinedOutput()
+	out, err := exec.CommandContext(t.Context(), "systemd-analyze", "security", "--offline=true", file).CombinedOutput()
 	m := exposureLine.FindSubmatch(out)
 	if m == nil {
 		t.Logf("systemd-analyze security --offline=true %s gave no score (systemd older than 250?): %v\n%s", file, err, out)
@@ -284,10 +284,10 @@ func readSysusers(t *testing.T, file string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("systemd-sysusers", "--root="+root, abs).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(t.Context(), "systemd-sysusers", "--root="+root, abs).CombinedOutput(); err != nil {
 		t.Fatalf("systemd-sysusers %s: %v\n%s", file, err, out)
 	}
-	passwd, err := os.ReadFile(filepath.Join(root, "etc/passwd"))
+	passwd, err := os.ReadFile(filepath.Join(root, "etc", "passwd"))
 	if err != nil {
 		t.Fatal(err)
 	}

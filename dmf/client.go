@@ -405,7 +405,7 @@ func (c *Client) send(ctx context.Context, action string, payload []byte) ([]byt
 	if err != nil {
 		return nil, "", c.transportFailure(ctx, action, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes+1))
@@ -645,7 +645,7 @@ func (c *Client) ExportToPackage(ctx context.Context, r ExportRequest) (string, 
 	if r.DefinitionGroupID == "" {
 		return "", errors.New("export to package: no definition group (data project) given")
 	}
-	payload, err := json.Marshal(exportBody{
+	payload, err := json.Marshal(exportBody{ //nolint:staticcheck // S1016: a literal keeps the wire body apart from the exported request type
 		DefinitionGroupID: r.DefinitionGroupID,
 		PackageName:       r.PackageName,
 		ExecutionID:       r.ExecutionID,

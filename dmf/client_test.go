@@ -102,7 +102,7 @@ func (f *fakeFO) body(action string, i int) string {
 func writeValue(w http.ResponseWriter, v string) {
 	w.Header().Set("Content-Type", "application/json; odata.metadata=minimal")
 	b, _ := json.Marshal(map[string]any{"@odata.context": "https://env/data/$metadata#Edm.String", "value": v})
-	w.Write(b)
+	_, _ = w.Write(b)
 }
 
 func writeRaw(w http.ResponseWriter, status int, body string) {
@@ -125,9 +125,9 @@ func resetConn(t *testing.T, w http.ResponseWriter) {
 		return
 	}
 	if tc, ok := conn.(*net.TCPConn); ok {
-		tc.SetLinger(0)
+		_ = tc.SetLinger(0)
 	}
-	conn.Close()
+	_ = conn.Close()
 }
 
 // countingCred is a credential fake counting token requests.
@@ -209,7 +209,7 @@ func TestParseValue(t *testing.T) {
 				t.Fatalf("parseValue(%s): %v, want %s", tt.body, err, tt.want)
 			}
 			var compact bytes.Buffer
-			json.Compact(&compact, got)
+			_ = json.Compact(&compact, got)
 			if compact.String() != tt.want {
 				t.Errorf("parseValue(%s) = %s, want %s", tt.body, compact.String(), tt.want)
 			}
@@ -978,7 +978,7 @@ func TestPollStatus(t *testing.T) {
 				t.Fatalf("PollStatus = %q, %v; want %q, nil", got, err, tt.want)
 			case tt.wantErr == nil && got != tt.want:
 				t.Fatalf("PollStatus = %q, want %q", got, tt.want)
-			case tt.wantErr == errAny && err == nil, tt.wantErr != nil && tt.wantErr != errAny && !errors.Is(err, tt.wantErr):
+			case errors.Is(tt.wantErr, errAny) && err == nil, tt.wantErr != nil && !errors.Is(tt.wantErr, errAny) && !errors.Is(err, tt.wantErr):
 				t.Fatalf("PollStatus = %q, %v; want error %v", got, err, tt.wantErr)
 			}
 			if tt.errSubstr != "" && !strings.Contains(err.Error(), tt.errSubstr) {
@@ -1035,8 +1035,8 @@ func TestPollIntervalsGrow(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	// Waits: 20, 30, 45, 50, 50 ms ±20%, capped at 50.
-	for i, want := range []time.Duration{20, 30, 45, 50, 50} {
-		want *= time.Millisecond
+	for i, ms := range []int{20, 30, 45, 50, 50} {
+		want := time.Duration(ms) * time.Millisecond
 		got := at[i+1].Sub(at[i])
 		if got < time.Duration(float64(want)*0.8)-2*time.Millisecond || got > 50*time.Millisecond+150*time.Millisecond {
 			t.Errorf("wait %d = %s, want about %s (±20%%, at most 50ms)", i+1, got, want)
@@ -1073,7 +1073,7 @@ func TestWaitPackageURL(t *testing.T) {
 			switch {
 			case tt.wantErr == nil && (err != nil || got != tt.want):
 				t.Fatalf("WaitPackageURL = %q, %v; want %q, nil", redact.URL(got), err, redact.URL(tt.want))
-			case tt.wantErr == errAny && err == nil, tt.wantErr != nil && tt.wantErr != errAny && !errors.Is(err, tt.wantErr):
+			case errors.Is(tt.wantErr, errAny) && err == nil, tt.wantErr != nil && !errors.Is(tt.wantErr, errAny) && !errors.Is(err, tt.wantErr):
 				t.Fatalf("WaitPackageURL = %q, %v; want error %v", redact.URL(got), err, tt.wantErr)
 			}
 			if err != nil && strings.Contains(err.Error(), "SECRETSIG") {

@@ -133,7 +133,7 @@ func TestPollStatusWaitsForRegistration(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				var m *memFO
+				var m *memFO //nolint:staticcheck // S1021: the callback below refers to m, so it is declared first
 				m = newMemFO(t, func(action, body string, at time.Duration) (int, string, error) {
 					if action != actionStatus {
 						return 400, notFound("?"), nil
@@ -189,7 +189,7 @@ func TestExportAfterLostAnswerWaitsForRegistration(t *testing.T) {
 		for _, registersAfter := range []time.Duration{3 * time.Minute, 9*time.Minute + 30*time.Second} {
 			t.Run(fmt.Sprintf("%s, registered after %s", fault.name, registersAfter), func(t *testing.T) {
 				synctest.Test(t, func(t *testing.T) {
-					var m *memFO
+					var m *memFO //nolint:staticcheck // S1021: the callback below refers to m, so it is declared first
 					m = newMemFO(t, func(action, body string, at time.Duration) (int, string, error) {
 						switch action {
 						case actionExport:
@@ -313,13 +313,13 @@ func TestAwaitExecution(t *testing.T) {
 				c := memClient(t, m, ClientOptions{})
 				got, err := c.AwaitExecution(context.Background(), "G-1")
 				switch {
-				case tt.wantErr == errAny && err == nil, tt.wantErr == nil && err != nil,
-					tt.wantErr != nil && tt.wantErr != errAny && !errors.Is(err, tt.wantErr):
+				case errors.Is(tt.wantErr, errAny) && err == nil, tt.wantErr == nil && err != nil,
+					tt.wantErr != nil && !errors.Is(tt.wantErr, errAny) && !errors.Is(err, tt.wantErr):
 					t.Fatalf("AwaitExecution = %s, %v; want error %v", got, err, tt.wantErr)
-				case tt.wantErr != errAny && got != tt.want:
+				case !errors.Is(tt.wantErr, errAny) && got != tt.want:
 					t.Fatalf("AwaitExecution = %s, want %s", got, tt.want)
 				}
-				if tt.wantErr == errAny && !strings.Contains(err.Error(), "Data project 'G' does not exist") {
+				if errors.Is(tt.wantErr, errAny) && !strings.Contains(err.Error(), "Data project 'G' does not exist") {
 					t.Errorf("error %q does not quote F&O", err)
 				}
 			})

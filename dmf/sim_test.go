@@ -468,8 +468,8 @@ func fetchZip(ctx context.Context, u string) (*zip.Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer os.Remove(f.Name())
-	defer f.Close()
+	defer func() { _ = os.Remove(f.Name()) }()
+	defer func() { _ = f.Close() }()
 	// Right after success the package can be not yet downloadable (404):
 	// ask again for a while, as dmfexport does.
 	var n int64
@@ -492,7 +492,7 @@ func fetchZip(ctx context.Context, u string) (*zip.Reader, error) {
 			return nil, fmt.Errorf("open %s in zip: %w", zf.Name, err)
 		}
 		_, err = io.Copy(io.Discard, rc)
-		rc.Close()
+		_ = rc.Close()
 		if err != nil {
 			return nil, fmt.Errorf("read %s in zip: %w", zf.Name, err)
 		}

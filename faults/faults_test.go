@@ -4,6 +4,7 @@ package faults
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -572,7 +573,7 @@ func newEnv(t *testing.T, c faultCase) *env {
 			t.Fatal(err)
 		}
 		mustRun(t, "mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", store)
-		t.Cleanup(func() { _ = exec.Command("umount", "-l", store).Run() })
+		t.Cleanup(func() { _ = exec.CommandContext(context.Background(), "umount", "-l", store).Run() })
 		e.tmpfs = store
 	}
 	storeKeys := fmt.Sprintf("{path: %q}", store)
@@ -629,7 +630,7 @@ func (e *env) declareTopology() {
 	if err != nil {
 		e.t.Fatalf("broker: %v", err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	ch, err := conn.Channel()
 	if err != nil {
 		e.t.Fatal(err)
@@ -653,7 +654,7 @@ func (e *env) declareTopology() {
 				_, _ = ch.QueueDelete(e.queue, false, false, false)
 				_ = ch.ExchangeDelete(e.exchange, false, false)
 			}
-			c.Close()
+			_ = c.Close()
 		}
 	})
 }
@@ -664,7 +665,7 @@ func (e *env) bind(key string) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	ch, err := conn.Channel()
 	if err != nil {
 		e.t.Fatal(err)
@@ -715,10 +716,10 @@ func (e *env) consume() {
 			}
 			last = n
 		}
-		conn.Close()
+		_ = conn.Close()
 		<-stopped
 	}
-	e.t.Cleanup(func() { conn.Close() })
+	e.t.Cleanup(func() { _ = conn.Close() })
 }
 
 func (d *delivery) add(t *testing.T, m amqp.Delivery) {
@@ -765,7 +766,7 @@ func (e *env) dmfexportEnv(extra []string, args ...string) *proc {
 
 // status returns the export's runs as dmfexport status --json shows them.
 func (e *env) status() []runStatus {
-	cmd := exec.Command(filepath.Join(binDir, "dmfexport"), "status", "--config", e.cfg, "--json", "--limit", "0", "f")
+	cmd := exec.CommandContext(context.Background(), filepath.Join(binDir, "dmfexport"), "status", "--config", e.cfg, "--json", "--limit", "0", "f")
 	cmd.Env = e.vars
 	out, err := cmd.Output()
 	if err != nil {
@@ -789,7 +790,7 @@ func (e *env) checkReasons(runs []runStatus) {
 			continue
 		}
 		if table == "" {
-			cmd := exec.Command(filepath.Join(binDir, "dmfexport"), "status", "--config", e.cfg, "--limit", "0", "f")
+			cmd := exec.CommandContext(context.Background(), filepath.Join(binDir, "dmfexport"), "status", "--config", e.cfg, "--limit", "0", "f")
 			cmd.Env = e.vars
 			out, _ := cmd.Output()
 			table = string(out)
@@ -853,8 +854,8 @@ func (e *env) restartSim() {
 	e.sim = &sim{proc: p, url: e.sim.url}
 	e.sim.base = old
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
+		if c, err := (&net.Dialer{}).DialContext(e.t.Context(), "tcp", addr); err == nil {
+			_ = c.Close()
 			break
 		}
 	}
@@ -951,7 +952,7 @@ func tmpdirFull(e *env) int {
 		e.t.Fatal(err)
 	}
 	mustRun(e.t, "mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", tmp)
-	e.t.Cleanup(func() { _ = exec.Command("umount", "-l", tmp).Run() })
+	e.t.Cleanup(func() { _ = exec.CommandContext(context.Background(), "umount", "-l", tmp).Run() })
 	p := e.dmfexportEnv([]string{"TMPDIR=" + tmp}, "trigger", "f")
 	code, ok := p.wait(firstTimeout)
 	if !ok {
@@ -999,7 +1000,7 @@ func fill(t *testing.T, dir string) {
 	if err != nil {
 		return // already full
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	buf := make([]byte, 64<<10)
 	for {
 		if _, err := f.Write(buf); err != nil {
@@ -1009,7 +1010,7 @@ func fill(t *testing.T, dir string) {
 }
 
 func mustRun(t *testing.T, name string, args ...string) {
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(t.Context(), name, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
 	}
 }

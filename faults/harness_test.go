@@ -5,7 +5,7 @@ package faults
 import (
 	"bufio"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -23,7 +23,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
-	"github.com/dmfexport/dmfexport/internal/testenv"
 )
 
 // The suite's shared state, set up by TestMain.
@@ -46,10 +45,10 @@ func setup(m *testing.M) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	binDir = filepath.Join(dir, "bin")
 	// -tags faults: a replica's clock can be skewed (DMFEXPORT_FAULTS_CLOCK_SKEW).
-	build := exec.Command("go", "build", "-tags", "faults", "-o", binDir+"/", "../cmd/dmfexport", "../cmd/dmfsim")
+	build := exec.CommandContext(context.Background(), "go", "build", "-tags", "faults", "-o", binDir+"/", "../cmd/dmfexport", "../cmd/dmfsim")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		return 0, fmt.Errorf("build the binaries: %w", err)
@@ -113,7 +112,7 @@ func startRabbit(dir string) (*rabbitNode, error) {
 	_ = filepath.Walk(base, func(p string, _ os.FileInfo, _ error) error { return os.Chown(p, uid, gid) })
 	_ = os.Chmod(dir, 0o755)
 	name := fmt.Sprintf("dmffaults%d@localhost", port)
-	cmd := exec.Command("rabbitmq-server")
+	cmd := exec.CommandContext(context.Background(), "rabbitmq-server")
 	cmd.Dir = base
 	cmd.Env = append(os.Environ(),
 		"RABBITMQ_NODENAME="+name,
@@ -131,7 +130,7 @@ func startRabbit(dir string) (*rabbitNode, error) {
 	n := &rabbitNode{url: fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", port), name: name, private: true, cmd: cmd}
 	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
 		if c, err := amqp.Dial(n.url); err == nil {
-			c.Close()
+			_ = c.Close()
 			return n, nil
 		}
 	}
@@ -141,7 +140,7 @@ func startRabbit(dir string) (*rabbitNode, error) {
 
 // ctl runs rabbitmqctl against the private node.
 func (n *rabbitNode) ctl(args ...string) error {
-	out, err := exec.Command("rabbitmqctl", append([]string{"-n", n.name}, args...)...).CombinedOutput()
+	out, err := exec.CommandContext(context.Background(), "rabbitmqctl", append([]string{"-n", n.name}, args...)...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("rabbitmqctl %s: %w: %s", strings.Join(args, " "), err, out)
 	}
@@ -163,11 +162,11 @@ func (n *rabbitNode) stop() {
 }
 
 func freePort() int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		panic(err)
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
@@ -191,7 +190,7 @@ func startProc(t *testing.T, env []string, dir, bin string, args ...string) *pro
 	if !filepath.IsAbs(bin) {
 		path = filepath.Join(binDir, bin)
 	}
-	cmd := exec.Command(path, args...)
+	cmd := exec.CommandContext(context.Background(), path, args...)
 	cmd.Env = env
 	cmd.Dir = dir
 	stderr, w, err := os.Pipe()
@@ -203,9 +202,9 @@ func startProc(t *testing.T, env []string, dir, bin string, args ...string) *pro
 		cmd.Stdout = w
 	}
 	err = cmd.Start()
-	w.Close()
+	_ = w.Close()
 	if err != nil {
-		stderr.Close()
+		_ = stderr.Close()
 		t.Fatal(err)
 	}
 	p := &proc{cmd: cmd, done: make(chan struct{}), added: make(chan struct{}, 1)}
@@ -221,10 +220,11 @@ func startProc(t *testing.T, env []string, dir, bin string, args ...string) *pro
 			default:
 			}
 		}
-		stderr.Close()
+		_ = stderr.Close()
 		err := cmd.Wait()
 		p.code = 0
-		if ee, ok := err.(*exec.ExitError); ok {
+		ee := &exec.ExitError{}
+		if errors.As(err, &ee) {
 			p.code = ee.ExitCode()
 		} else if err != nil {
 			p.code = -1
@@ -339,8 +339,8 @@ func startSimData(t *testing.T, dir, data string, flags ...string) *sim {
 	p := startProc(t, os.Environ(), dir, "dmfsim", args...)
 	s := &sim{proc: p, url: "http://" + addr}
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
+		if c, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", addr); err == nil {
+			_ = c.Close()
 			return s
 		}
 	}
@@ -358,51 +358,6 @@ type delivery struct {
 	rowMsg     map[string]string         // run/row → first message ID
 	badDups    int                       // a row delivered twice under different message IDs
 	dupBatches int                       // extra copies of a message ID
-}
-
-// drain empties queue on the broker and tallies it.
-func drain(t *testing.T, queue string) *delivery {
-	t.Helper()
-	conn, err := amqp.Dial(broker.url)
-	if err != nil {
-		t.Fatalf("broker: %v", err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &delivery{rows: map[string]map[string]int{}, msgs: map[string]int{}, rowMsg: map[string]string{}}
-	for _, m := range testenv.Drain(t, ch, queue) {
-		var b struct {
-			Data struct {
-				RunID  string              `json:"run_id"`
-				Entity string              `json:"entity"`
-				Rows   []map[string]string `json:"rows"`
-			} `json:"data"`
-		}
-		if err := json.Unmarshal(m.Body, &b); err != nil {
-			t.Fatalf("message %s: %v", m.MessageId, err)
-		}
-		d.msgs[m.MessageId]++
-		if d.msgs[m.MessageId] > 1 {
-			d.dupBatches++
-		}
-		run := b.Data.RunID
-		if d.rows[run] == nil {
-			d.rows[run] = map[string]int{}
-		}
-		for _, r := range b.Data.Rows {
-			k := b.Data.Entity + "/" + r["ID"]
-			d.rows[run][k]++
-			if first, ok := d.rowMsg[run+"/"+k]; ok && first != m.MessageId {
-				d.badDups++
-			} else if !ok {
-				d.rowMsg[run+"/"+k] = m.MessageId
-			}
-		}
-	}
-	return d
 }
 
 // runStatus is what dmfexport status --json says of a run.
@@ -454,7 +409,7 @@ func findAzurite() (string, error) {
 			azuriteErr = err
 			return
 		}
-		out, err := exec.Command("npm", "install", "--prefix", tools, "--no-audit", "--no-fund", "--loglevel=error", "azurite@"+azuriteVersion).CombinedOutput()
+		out, err := exec.CommandContext(context.Background(), "npm", "install", "--prefix", tools, "--no-audit", "--no-fund", "--loglevel=error", "azurite@"+azuriteVersion).CombinedOutput()
 		if err != nil {
 			azuriteErr = fmt.Errorf("npm install azurite@%s: %w: %s", azuriteVersion, err, out)
 		}
@@ -542,13 +497,6 @@ func (a *azurite) restartEmpty() {
 	if !a.p.waitLine(60*time.Second, "successfully listens on") {
 		a.t.Errorf("Azurite did not start again on port %d:\n%s", a.port, tail(a.p.log(), 20))
 	}
-}
-
-// ctxTimeout is a context for a case's own waits.
-func ctxTimeout(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 var _ = dmftest.DefaultToken

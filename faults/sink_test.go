@@ -346,7 +346,7 @@ func (e *sinkEnv) channel() *amqp.Channel {
 	if err != nil {
 		e.t.Fatalf("broker: %v", err)
 	}
-	e.t.Cleanup(func() { conn.Close() })
+	e.t.Cleanup(func() { _ = conn.Close() })
 	ch, err := conn.Channel()
 	if err != nil {
 		e.t.Fatal(err)
@@ -592,7 +592,7 @@ func (d *database) ledger() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer c.Close(context.Background())
+	defer func() { _ = c.Close(context.Background()) }()
 	var n int
 	err = c.QueryRow(context.Background(), "SELECT count(*) FROM "+pgx.Identifier{d.schema, "dmfexport_ledger"}.Sanitize()).Scan(&n)
 	return n, err
@@ -604,7 +604,7 @@ func (d *database) rows(table string, cols []string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close(context.Background())
+	defer func() { _ = c.Close(context.Background()) }()
 	var list []string
 	for _, col := range cols {
 		list = append(list, "coalesce("+pgx.Identifier{col}.Sanitize()+", '<NULL>')")
@@ -640,8 +640,8 @@ func startPostgres(t *testing.T) *database {
 	d := &database{bin: filepath.Dir(bins[len(bins)-1]), data: filepath.Join(dir, "data"), t: t, schema: "sink",
 		url: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)}
 	t.Cleanup(func() {
-		_ = exec.Command("runuser", "-u", "postgres", "--", filepath.Join(d.bin, "pg_ctl"), "-D", d.data, "stop", "-m", "immediate").Run()
-		os.RemoveAll(dir)
+		_ = exec.CommandContext(context.Background(), "runuser", "-u", "postgres", "--", filepath.Join(d.bin, "pg_ctl"), "-D", d.data, "stop", "-m", "immediate").Run()
+		_ = os.RemoveAll(dir)
 	})
 	d.run("initdb", "-D", d.data, "-A", "trust", "-U", "postgres", "--no-sync")
 	conf := fmt.Sprintf("port = %d\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '%s'\nfsync = off\n", port, dir)
@@ -650,7 +650,7 @@ func startPostgres(t *testing.T) *database {
 		t.Fatal(err)
 	}
 	_, _ = f.WriteString(conf)
-	f.Close()
+	_ = f.Close()
 	d.logFile = filepath.Join(dir, "log")
 	d.start()
 	return d
@@ -665,7 +665,7 @@ func (d *database) ctl(args ...string) {
 }
 
 func (d *database) run(tool string, args ...string) {
-	cmd := exec.Command("runuser", append([]string{"-u", "postgres", "--", filepath.Join(d.bin, tool)}, args...)...)
+	cmd := exec.CommandContext(context.Background(), "runuser", append([]string{"-u", "postgres", "--", filepath.Join(d.bin, tool)}, args...)...)
 	cmd.Dir = "/"
 	if out, err := cmd.CombinedOutput(); err != nil {
 		d.t.Fatalf("%s %s: %v\n%s", tool, strings.Join(args, " "), err, out)

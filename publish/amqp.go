@@ -261,7 +261,7 @@ func (s *AMQPSink) connect(ctx context.Context) error {
 			}
 			// The library clears this deadline once the handshake is done.
 			if err := c.SetDeadline(deadline); err != nil {
-				c.Close()
+				_ = c.Close()
 				return nil, err
 			}
 			dialMu.Lock()
@@ -280,7 +280,7 @@ func (s *AMQPSink) connect(ctx context.Context) error {
 	})
 	conn, err := amqp.DialConfig(o.URL, cfg)
 	if !stop() && err == nil {
-		conn.Close()
+		_ = conn.Close()
 		err = ctx.Err()
 	}
 	if err != nil {
@@ -291,7 +291,7 @@ func (s *AMQPSink) connect(ctx context.Context) error {
 			ctxErr = context.DeadlineExceeded
 		}
 		if ctxErr != nil {
-			err = fmt.Errorf("%w (%v)", ctxErr, s.scrub(err))
+			err = fmt.Errorf("%w (%w)", ctxErr, s.scrub(err))
 		}
 		return fmt.Errorf("connect to broker %s: %w (%w): check broker.url and that RabbitMQ is running", s.redacted, s.scrub(err), ErrBrokerUnavailable)
 	}
@@ -303,7 +303,7 @@ func (s *AMQPSink) connect(ctx context.Context) error {
 	s.blocked = conn.NotifyBlocked(make(chan amqp.Blocking, 4))
 	s.isBlocked = false
 	if err := s.openChannel(); err != nil {
-		conn.Close()
+		_ = conn.Close()
 		return err
 	}
 	return nil
@@ -316,7 +316,7 @@ func (s *AMQPSink) openChannel() error {
 		return fmt.Errorf("open channel on %s: %w", s.redacted, err)
 	}
 	if err := ch.Confirm(false); err != nil {
-		ch.Close()
+		_ = ch.Close()
 		return fmt.Errorf("enable publisher confirms on %s: %w", s.redacted, err)
 	}
 	s.ch = ch
@@ -353,7 +353,7 @@ func (s *AMQPSink) Declare(ctx context.Context, t Topology) error {
 	if err != nil {
 		return err
 	}
-	defer ch.Close()
+	defer func() { _ = ch.Close() }()
 	kind := t.ExchangeType
 	if kind == "" {
 		kind = amqp.ExchangeTopic
@@ -394,7 +394,7 @@ func (s *AMQPSink) CheckExchange(ctx context.Context, exchange string) error {
 	if err != nil {
 		return err
 	}
-	defer ch.Close()
+	defer func() { _ = ch.Close() }()
 	err = ch.ExchangeDeclarePassive(exchange, amqp.ExchangeTopic, true, false, false, false, nil)
 	var ae *amqp.Error
 	if errors.As(err, &ae) && ae.Code == amqp.NotFound {
@@ -832,7 +832,7 @@ func (s *AMQPSink) recover(ctx context.Context, cause *amqp.Error) error {
 			_ = s.ch.Close()
 		}
 		if err := s.openChannel(); err != nil {
-			s.broken = fmt.Errorf("reopen channel after %v: %w", cause, err)
+			s.broken = fmt.Errorf("reopen channel after %w: %w", cause, err)
 			return s.broken
 		}
 		return s.failed

@@ -56,7 +56,7 @@ func dialTest(t *testing.T) *AMQPSink {
 	if err != nil {
 		t.Fatalf("DialAMQP: %v (start the broker with: rabbitmq-server -detached)", err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	return s
 }
 
@@ -209,7 +209,7 @@ func TestAMQPNack(t *testing.T) {
 	if err != nil {
 		t.Fatalf("DialAMQP: %v", err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	queue := uniqueName(t, "q")
 	ch := adminChannel(t)
 	if _, err := ch.QueueDeclare(queue, false, false, false, false, amqp.Table{
@@ -309,7 +309,7 @@ func TestDialAMQPErrors(t *testing.T) {
 			start := time.Now()
 			s, err := DialAMQP(ctx, AMQPOptions{URL: tt.url})
 			if err == nil {
-				s.Close()
+				_ = s.Close()
 				t.Fatal("want an error, got a connection")
 			}
 			if !strings.Contains(err.Error(), tt.want) {
@@ -329,7 +329,7 @@ func TestDialAMQPErrors(t *testing.T) {
 // that hangs during the handshake; it returns its address.
 func silentServer(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
@@ -346,10 +346,10 @@ func silentServer(t *testing.T) string {
 		}
 	}()
 	t.Cleanup(func() {
-		l.Close()
+		_ = l.Close()
 		<-done
 		for _, c := range conns {
-			c.Close()
+			_ = c.Close()
 		}
 	})
 	return l.Addr().String()

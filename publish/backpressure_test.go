@@ -153,7 +153,7 @@ func TestAMQPBackpressureLateConsumer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("DialAMQP: %v", err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	tl := newTally()
 	time.AfterFunc(2*time.Second, func() { consumeInto(t, queue, tl, time.Millisecond) })
 
@@ -207,7 +207,7 @@ func TestAMQPBackpressureTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatalf("DialAMQP: %v", err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	const rows, batch = 200, 5
 	in, _ := genCSV(rows)
 	last := int64(-1)

@@ -70,7 +70,8 @@ func (e *batchEncoder) init(o EntityOptions, header []string) {
 	d = appendJSONString(d, o.ExecutionID)
 	d = append(d, `,"entity":`...)
 	d = appendJSONString(d, o.Entity)
-	e.data = append(d, ',')
+	d = append(d, ',')
+	e.data = d
 	c := append([]byte(nil), '[')
 	e.keys = make([]columnKey, len(header))
 	for i, h := range header {
@@ -90,7 +91,8 @@ func (e *batchEncoder) init(o EntityOptions, header []string) {
 		}
 		copy(ck.b[:], k)
 	}
-	e.columns = append(c, ']')
+	c = append(c, ']')
+	e.columns = c
 	e.ext = nil
 	if o.RefreshType != "" {
 		e.ext = appendJSONString(append(e.ext, `,"refreshtype":`...), o.RefreshType)
@@ -299,7 +301,8 @@ func (e *batchEncoder) addNamedRow(names, vals []string) {
 			e.namedCol = append(e.namedCol, n)
 		}
 	}
-	e.buf = append(b, '}')
+	b = append(b, '}')
+	e.buf = b
 	e.rows++
 }
 

@@ -570,7 +570,7 @@ func (t *textReader) fillDecode(p []byte) (int, error) {
 		n, err := t.r.Read(t.in[t.hi:])
 		t.hi += n
 		switch {
-		case err == io.EOF:
+		case errors.Is(err, io.EOF):
 			t.eof = true
 		case err != nil:
 			t.rerr = err
@@ -882,7 +882,7 @@ var replacementUTF8 = []byte("\uFFFD")
 
 func (d *multiByteDecoder) decode(dst, src []byte, off int64, atEOF bool) (nDst, nSrc int, err error) {
 	nDst, nSrc, terr := d.t.Transform(dst, src, atEOF)
-	if terr != nil && terr != transform.ErrShortDst && terr != transform.ErrShortSrc {
+	if terr != nil && !errors.Is(terr, transform.ErrShortDst) && !errors.Is(terr, transform.ErrShortSrc) {
 		return 0, 0, terr
 	}
 	outBase, srcBase := 0, 0 // a character boundary: dst[:outBase] came from src[:srcBase]

@@ -129,7 +129,7 @@ func readText(t *testing.T, r io.Reader, n int) ([]byte, error) {
 		if err == nil {
 			continue
 		}
-		if m2, err2 := r.Read(buf); m2 != 0 || err2 != err {
+		if m2, err2 := r.Read(buf); m2 != 0 || !errors.Is(err2, err) {
 			t.Errorf("Read after %v = %d, %v; want 0 and the same error", err, m2, err2)
 		}
 		if err == io.EOF {
@@ -457,7 +457,7 @@ func TestTextReaderReadError(t *testing.T) {
 				t.Fatal(err)
 			}
 			got, err := readText(t, tr, 64)
-			if string(got) != tc.want || err != boom {
+			if string(got) != tc.want || !errors.Is(err, boom) {
 				t.Errorf("got %q, %v; want %q, %v", got, err, tc.want, boom)
 			}
 		})

@@ -120,7 +120,7 @@ func (s *csvSource) header() ([]string, error) {
 		return slices.Clone(s.columns), nil
 	}
 	rec, err := s.r.read()
-	if err == io.EOF {
+	if errors.Is(err, io.EOF) {
 		return nil, nil
 	}
 	if err != nil {
@@ -146,7 +146,7 @@ func (s *csvSource) close() error { return nil }
 // the reader's buffers, which batchEncoder.addRecord encodes directly.
 func (s *csvSource) nextRecord() (csvRecord, int, error) {
 	err := s.r.readSpans()
-	if err == io.EOF {
+	if errors.Is(err, io.EOF) {
 		return csvRecord{}, 0, io.EOF
 	}
 	if err != nil {
@@ -339,13 +339,13 @@ func (c *csvReader) readSpans() error {
 			break
 		}
 		n, lines, err := c.parse()
-		if err == errNeedMore {
+		if errors.Is(err, errNeedMore) {
 			if c.fill() {
 				continue
 			}
 			// The input ended inside the record: parse it as final.
 			n, lines, err = c.parse()
-			if err == errNeedMore {
+			if errors.Is(err, errNeedMore) {
 				if c.rerr != nil {
 					return fmt.Errorf("read: %w", c.rerr)
 				}

@@ -28,7 +28,7 @@ func readAllWith(t testing.TB, cr *csvReader) ([][]string, error) {
 	var out [][]string
 	for {
 		rec, err := cr.read()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return out, nil
 		}
 		if err != nil {
@@ -234,7 +234,7 @@ func TestCSVFixtures(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer f.Close()
+			defer func() { _ = f.Close() }()
 			sink := &memSink{}
 			if _, err := PublishEntity(context.Background(), f, sink, EntityOptions{Format: "csv", BatchSize: 2}); err != nil {
 				t.Fatalf("want no error, got %v", err)

@@ -43,7 +43,7 @@ func drain(t *testing.T, queue string) []amqp.Delivery {
 // client-provided name is name, using rabbitmqctl.
 func closeConnectionsNamed(t *testing.T, name string) {
 	t.Helper()
-	out, err := exec.Command("rabbitmqctl", "-q", "list_connections", "pid", "client_properties").CombinedOutput()
+	out, err := exec.CommandContext(t.Context(), "rabbitmqctl", "-q", "list_connections", "pid", "client_properties").CombinedOutput()
 	if err != nil {
 		t.Fatalf("rabbitmqctl list_connections: %v: %s", err, out)
 	}
@@ -53,7 +53,7 @@ func closeConnectionsNamed(t *testing.T, name string) {
 			continue
 		}
 		pid := strings.Fields(line)[0]
-		if o, err := exec.Command("rabbitmqctl", "close_connection", pid, "test kills the connection").CombinedOutput(); err != nil {
+		if o, err := exec.CommandContext(t.Context(), "rabbitmqctl", "close_connection", pid, "test kills the connection").CombinedOutput(); err != nil {
 			t.Fatalf("rabbitmqctl close_connection %s: %v: %s", pid, err, o)
 		}
 		closed++
@@ -74,7 +74,7 @@ func TestAMQPConnectionKilledMidEntity(t *testing.T) {
 	if err != nil {
 		t.Fatalf("DialAMQP: %v", err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	exchange, queue := testTopology(t, s, false)
 	const rows, bs = 3000, 10
 	in, wantRows := genCSV(rows)
@@ -343,7 +343,7 @@ func TestConfirmedWithFileSink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sink.Close()
+	defer func() { _ = sink.Close() }()
 	in, _ := genCSV(7)
 	var got [][2]int64
 	_, err = PublishEntity(context.Background(), strings.NewReader(in), sink, EntityOptions{
@@ -379,7 +379,7 @@ func TestAMQPRepublishUnconfirmed(t *testing.T) {
 	if err != nil {
 		t.Fatalf("DialAMQP: %v", err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	exchange, queue := testTopology(t, s, false)
 	const n = 50
 	var stored []string

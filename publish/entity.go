@@ -193,7 +193,7 @@ func PublishEntity(ctx context.Context, r io.Reader, sink Sink, o EntityOptions)
 	// writes them for entities with nothing to export.
 	var first [1]byte
 	n, err := io.ReadFull(cr, first[:])
-	if n == 0 && err != io.EOF {
+	if n == 0 && !errors.Is(err, io.EOF) {
 		return st, fmt.Errorf("read entity file: %w", err)
 	}
 	in := io.MultiReader(bytes.NewReader(first[:n]), cr)
@@ -223,7 +223,7 @@ func PublishEntity(ctx context.Context, r io.Reader, sink Sink, o EntityOptions)
 		st.BytesIn = cr.n.Load()
 		return st, err
 	}
-	defer src.close()
+	defer func() { _ = src.close() }()
 
 	p := &entityPublisher{ctx: ctx, sink: sink, o: o, src: src, in: cr, st: &st, comp: comp, comps: comps}
 	p.confirms.fn = o.Confirmed
@@ -397,7 +397,7 @@ func (p *entityPublisher) run() error {
 			rec, line, err = p.src.next()
 			fields = len(rec)
 		}
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {

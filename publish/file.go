@@ -156,7 +156,7 @@ func openNDJSON(path string) (*os.File, error) {
 		_, err = f.Seek(end, io.SeekStart)
 	}
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, err
 	}
 	return f, nil

@@ -41,7 +41,7 @@ func TestFileSink(t *testing.T) {
 			}
 			bodies = append(bodies, append([]byte(nil), sc.Bytes()...))
 		}
-		f.Close()
+		_ = f.Close()
 		if len(bodies) != 3 {
 			t.Errorf("%s: want 3 lines, got %d", name, len(bodies))
 		}
@@ -59,7 +59,7 @@ func TestFileSinkRefusesMultilineBody(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	if err := s.Publish(context.Background(), Message{MessageID: "m", Body: []byte("{\n}")}); err == nil {
 		t.Error("want an error for a body with a line break, got nil")
 	}
@@ -111,7 +111,7 @@ func TestFileSinkCutsTornLastLine(t *testing.T) {
 			if err := s.Flush(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			s.Close()
+			_ = s.Close()
 			got, _ := os.ReadFile(path)
 			if string(got) != tt.want {
 				t.Errorf("file holds %q, want %q", got, tt.want)

@@ -119,7 +119,7 @@ func (s *fixedSource) header() ([]string, error) {
 	}
 	s.started = true
 	b, err := s.readLine()
-	if err == io.EOF {
+	if errors.Is(err, io.EOF) {
 		return nil, nil // only empty lines: an empty entity
 	}
 	if err != nil {
@@ -200,7 +200,7 @@ func (s *fixedSource) next() ([]string, int, error) {
 		return nil, 0, io.EOF // an empty file
 	}
 	b, err := s.readLine()
-	if err == io.EOF {
+	if errors.Is(err, io.EOF) {
 		return nil, 0, io.EOF
 	}
 	if err != nil {
@@ -217,9 +217,9 @@ func (s *fixedSource) close() error { return nil }
 func (s *fixedSource) readLine() ([]byte, error) {
 	for {
 		b, err := s.br.ReadSlice('\n')
-		if err == bufio.ErrBufferFull {
+		if errors.Is(err, bufio.ErrBufferFull) {
 			s.long = append(s.long[:0], b...)
-			for err == bufio.ErrBufferFull {
+			for errors.Is(err, bufio.ErrBufferFull) {
 				if len(s.long) > fixedMaxLine {
 					return nil, &FixedWidthError{Line: s.line + 1, Reason: fmt.Sprintf("over %d MiB without a line break: check that the file is fixed-width text", fixedMaxLine>>20)}
 				}

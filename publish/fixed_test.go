@@ -20,7 +20,7 @@ func fixedRead(r io.Reader, o fixedOptions) (header []string, rows [][]string, l
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	defer s.close()
+	defer func() { _ = s.close() }()
 	header, err = s.header()
 	if err != nil {
 		return slices.Clone(header), nil, nil, err
@@ -28,7 +28,7 @@ func fixedRead(r io.Reader, o fixedOptions) (header []string, rows [][]string, l
 	header = slices.Clone(header)
 	for {
 		rec, line, err := s.next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return header, rows, lines, nil
 		}
 		if err != nil {
@@ -633,7 +633,7 @@ func BenchmarkFixedWidth(b *testing.B) {
 		n := 0
 		for {
 			_, _, err := s.next()
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				break
 			}
 			if err != nil {

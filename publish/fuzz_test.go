@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"reflect"
@@ -242,7 +243,7 @@ func FuzzXMLEntityChunks(f *testing.F) {
 		var out []string
 		for {
 			rec, _, err := src.next()
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				return out, nil
 			}
 			if err != nil {

@@ -28,7 +28,7 @@ func TestMessagesMatchSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	doc, err := jsonschema.UnmarshalJSON(f)
-	f.Close()
+	_ = f.Close()
 	if err != nil {
 		t.Fatalf("schema %s: %v", schemaPath, err)
 	}

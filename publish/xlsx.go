@@ -52,7 +52,7 @@ func newXLSXSource(ctx context.Context, r io.Reader, sheet string) (src *xlsxSou
 	s := &xlsxSource{tmp: tf.Name()}
 	defer func() {
 		if err != nil {
-			s.close()
+			_ = s.close()
 		}
 	}()
 	_, err = io.Copy(tf, ctxio.Reader(ctx, r))
@@ -87,7 +87,7 @@ func newXLSXSource(ctx context.Context, r io.Reader, sheet string) (src *xlsxSou
 
 func (s *xlsxSource) header() ([]string, error) {
 	cells, _, err := s.sc.nextRow()
-	if err == io.EOF {
+	if errors.Is(err, io.EOF) {
 		return nil, nil
 	}
 	if err != nil {
@@ -106,7 +106,7 @@ func (s *xlsxSource) header() ([]string, error) {
 
 func (s *xlsxSource) next() ([]string, int, error) {
 	cells, line, err := s.sc.nextRow()
-	if err == io.EOF {
+	if errors.Is(err, io.EOF) {
 		return nil, 0, io.EOF
 	}
 	if err != nil {
@@ -224,7 +224,7 @@ func readWorkbook(zr *zip.Reader, sheet string) (*workbook, error) {
 			return nil, fmt.Errorf("xlsx: styles: %w", err)
 		}
 		wb.dateStyles, err = readDateStyles(rc)
-		rc.Close()
+		_ = rc.Close()
 		if err != nil {
 			return nil, fmt.Errorf("xlsx: styles: %w", err)
 		}
@@ -236,7 +236,7 @@ func readWorkbook(zr *zip.Reader, sheet string) (*workbook, error) {
 			return nil, fmt.Errorf("xlsx: shared strings: %w", err)
 		}
 		err = wb.sst.read(rc)
-		rc.Close()
+		_ = rc.Close()
 		if err != nil {
 			return nil, fmt.Errorf("xlsx: shared strings: %w", err)
 		}
@@ -298,7 +298,7 @@ func (wb *workbook) decodePart(name string, v any) error {
 	if err != nil {
 		return fmt.Errorf("xlsx: %s: %w", name, err)
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	if err := xml.NewDecoder(io.LimitReader(rc, 16<<20)).Decode(v); err != nil {
 		return fmt.Errorf("xlsx: %s: %w", name, err)
 	}
@@ -415,7 +415,7 @@ func (t *sharedStrings) readWindow(r io.Reader, window int) error {
 	var text []byte
 	for {
 		tok, err := x.next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
@@ -549,7 +549,7 @@ func (s *sheetScanner) readRow() ([]string, int, error) {
 	next := 0 // column of a cell without an r attribute
 	for {
 		tok, err := s.x.next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			if s.inRow {
 				return nil, s.line, fmt.Errorf("sheet row %d: the sheet XML ends inside the row", s.line)
 			}

@@ -2,6 +2,7 @@ package publish
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"reflect"
@@ -38,7 +39,7 @@ func readAllRows(next func() ([]string, int, error)) sheetResult {
 	var r sheetResult
 	for i := 0; i < 100000; i++ {
 		cells, line, err := next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return r
 		}
 		if err != nil {
@@ -184,7 +185,7 @@ func BenchmarkSheetScan(b *testing.B) {
 				n := 0
 				for {
 					_, _, err := next()
-					if err == io.EOF {
+					if errors.Is(err, io.EOF) {
 						break
 					}
 					if err != nil {

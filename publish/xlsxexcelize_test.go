@@ -3,6 +3,7 @@ package publish
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -23,7 +24,7 @@ func readOurs(t *testing.T, wb []byte) [][]string {
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
-	defer src.close()
+	defer func() { _ = src.close() }()
 	h, err := src.header()
 	if err != nil {
 		t.Fatalf("header: %v", err)
@@ -31,7 +32,7 @@ func readOurs(t *testing.T, wb []byte) [][]string {
 	rows := [][]string{h}
 	for {
 		rec, _, err := src.next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return rows
 		}
 		if err != nil {
@@ -59,7 +60,7 @@ func compareWithExcelize(t *testing.T, wb []byte, dateCols map[int]bool) {
 	if err != nil {
 		t.Fatalf("excelize: %v", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	sheet := f.GetSheetName(0)
 	raw, err := f.GetRows(sheet, excelize.Options{RawCellValue: true})
 	if err != nil {
@@ -124,7 +125,7 @@ func compareWithExcelize(t *testing.T, wb []byte, dateCols map[int]bool) {
 func excelizeBook(t *testing.T, rows [][]any, date1904 bool) []byte {
 	t.Helper()
 	f := excelize.NewFile()
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	if date1904 {
 		if err := f.SetWorkbookProps(&excelize.WorkbookPropsOptions{Date1904: &date1904}); err != nil {
 			t.Fatal(err)

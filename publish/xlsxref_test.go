@@ -23,7 +23,7 @@ func refReadSharedStrings(t *sharedStrings, r io.Reader) error {
 	var text []byte
 	for {
 		tok, err := x.next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
@@ -119,7 +119,7 @@ func (s *refSheetScanner) readRow() ([]string, int, error) {
 	next := 0 // column of a cell without an r attribute
 	for {
 		tok, err := s.x.next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			if s.inRow {
 				return nil, s.line, fmt.Errorf("sheet row %d: the sheet XML ends inside the row", s.line)
 			}
@@ -283,7 +283,6 @@ type refXMLScanner struct {
 	br      *bufio.Reader
 	text    []byte // text of the last text token
 	tagBuf  []byte // the last tag, between < and >
-	scratch []byte
 	tag     xmlToken
 	textTok xmlToken
 	haveTag bool // tag holds a tag not yet returned
@@ -306,7 +305,7 @@ func (x *refXMLScanner) appendUntil(dst []byte, delim byte) ([]byte, error) {
 		if len(dst) > 64<<20 {
 			return dst, errors.New("an XML token is over 64 MiB")
 		}
-		if err != bufio.ErrBufferFull {
+		if !errors.Is(err, bufio.ErrBufferFull) {
 			return dst, err
 		}
 	}
@@ -321,7 +320,7 @@ func (x *refXMLScanner) next() (*xmlToken, error) {
 	for !x.ended {
 		var err error
 		x.text, err = x.appendUntil(x.text[:0], '<')
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			x.ended = true
 			if len(bytes.TrimSpace(x.text)) > 0 {
 				return nil, errors.New("text after the last tag")
@@ -369,7 +368,7 @@ func (x *refXMLScanner) readTag() (skip bool, err error) {
 		b, err = x.appendUntil(b, '>')
 	}
 	x.tagBuf = b
-	if err == io.EOF {
+	if errors.Is(err, io.EOF) {
 		return false, errors.New("the XML ends inside a tag")
 	}
 	if err != nil {

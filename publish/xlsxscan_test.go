@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"reflect"
 	"strings"
@@ -22,7 +23,7 @@ func scanSheet(t testing.TB, sheet string, sst []string, dateStyles []bool, date
 	var lines []int
 	for {
 		cells, line, err := sc.nextRow()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return rows, lines, nil
 		}
 		if err != nil {

@@ -114,7 +114,7 @@ func (s *xmlSource) next() ([]string, int, error) {
 	}
 	for {
 		tok, err := s.dec.Token()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			s.done = true
 			if s.root {
 				return nil, 0, fmt.Errorf("xml: after record %d: the document ends inside the root element", s.rows)
@@ -187,7 +187,7 @@ func (s *xmlSource) record(start xml.StartElement) error {
 // token returns the next token inside the record being read.
 func (s *xmlSource) token() (xml.Token, error) {
 	tok, err := s.dec.Token()
-	if err == io.EOF {
+	if errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("xml: record %d (<%s>): the document ends inside the record", s.rows+1, s.rec.Name.Local)
 	}
 	if err != nil {

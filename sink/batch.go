@@ -82,14 +82,14 @@ var ErrMalformed = errors.New("malformed batch")
 func DecodeBatch(body []byte, encoding string) (*Batch, error) {
 	raw, err := decompress(body, encoding)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	b, err := decodeFast(raw)
 	switch {
 	case errors.Is(err, errComposite):
 		return decodeStd(raw)
 	case err != nil && !errors.Is(err, ErrMalformed):
-		return nil, fmt.Errorf("%w: not a JSON event: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: not a JSON event: %w", ErrMalformed, err)
 	}
 	return b, err
 }
@@ -122,7 +122,7 @@ func decodeStd(raw []byte) (*Batch, error) {
 		} `json:"data"`
 	}
 	if err = json.Unmarshal(raw, &ev); err != nil {
-		return nil, fmt.Errorf("%w: not a JSON event: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: not a JSON event: %w", ErrMalformed, err)
 	}
 	switch {
 	case ev.Type != EventType:
@@ -206,7 +206,7 @@ func decodeStd(raw []byte) (*Batch, error) {
 			}
 			if len(doc) > 0 {
 				if b.Documents[i], err = json.Marshal(doc); err != nil {
-					return nil, fmt.Errorf("%w: row %d: %v", ErrMalformed, d.FirstRow+i, err)
+					return nil, fmt.Errorf("%w: row %d: %w", ErrMalformed, d.FirstRow+i, err)
 				}
 			}
 		}

@@ -136,7 +136,7 @@ func (c *Consumer) Declare(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", redact.URL(c.URL), err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	ch, err := conn.Channel()
 	if err != nil {
 		return err
@@ -161,7 +161,7 @@ func (c *Consumer) session(ctx context.Context, log *slog.Logger) (connected boo
 	if err != nil {
 		return false, fmt.Errorf("connect to %s: %w", redact.URL(c.URL), err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	ch, err := conn.Channel()
 	if err != nil {
 		return false, err
@@ -484,7 +484,7 @@ func (c *Consumer) reject(ctx context.Context, log *slog.Logger, dl *amqp.Channe
 		return err
 	}
 	if ok, err := dc.WaitContext(ctx); err != nil || !ok {
-		return fmt.Errorf("dead-letter exchange refused batch %s: %v", d.MessageId, err)
+		return fmt.Errorf("dead-letter exchange refused batch %s: %w", d.MessageId, err)
 	}
 	delete(c.attempts, d.MessageId)
 	span.SetAttributes(attrOutcome.String(outcomeDeadLettered))

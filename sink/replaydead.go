@@ -36,7 +36,7 @@ func ReplayDead(ctx context.Context, url, queue string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("connect to %s: %w", redact.URL(url), err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	ch, err := conn.Channel()
 	if err != nil {
 		return 0, err
@@ -82,7 +82,7 @@ func ReplayDead(ctx context.Context, url, queue string) (int, error) {
 			return moved, fmt.Errorf("put batch %s back in %q: %w", d.MessageId, queue, err)
 		}
 		if ok, err := dc.WaitContext(ctx); err != nil || !ok {
-			return moved, fmt.Errorf("put batch %s back in %q: the broker refused it (%v); it stays in %q", d.MessageId, queue, err, dead)
+			return moved, fmt.Errorf("put batch %s back in %q: the broker refused it (%w); it stays in %q", d.MessageId, queue, err, dead)
 		}
 		if err := d.Ack(false); err != nil {
 			return moved, err
@@ -99,7 +99,7 @@ func DeadLetters(ctx context.Context, url, queue string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("connect to %s: %w", redact.URL(url), err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	ch, err := conn.Channel()
 	if err != nil {
 		return 0, err

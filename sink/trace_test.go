@@ -53,7 +53,7 @@ func TestConsumerTrace(t *testing.T) {
 	defer be.Close()
 	spans := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
-	defer tp.Shutdown(context.Background())
+	defer func() { _ = tp.Shutdown(context.Background()) }()
 	c := &sink.Consumer{Name: "traced", URL: testenv.AMQPURL(), Queue: queue, Quorum: true, MaxDeliveries: 2, Backend: be, TracerProvider: tp,
 		Entities: map[string]sink.EntityOptions{"Groups": {Keys: []string{"ID"}}}}
 	if _, err := ch.QueueDeclare(queue, true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}); err != nil {

@@ -495,14 +495,14 @@ type countReader struct {
 func (c *countReader) Read(p []byte) (int, error) {
 	k, err := c.r.Read(p)
 	c.n += int64(k)
-	if err == io.EOF && c.atEOF != nil {
+	if errors.Is(err, io.EOF) && c.atEOF != nil {
 		f := c.atEOF
 		c.atEOF = nil
 		if serr := f(); serr != nil {
 			err = serr
 		}
 	}
-	if err != nil && err != io.EOF {
+	if err != nil && !errors.Is(err, io.EOF) {
 		c.err = err
 	}
 	return k, err

@@ -82,7 +82,7 @@ func TestBlobStoreAuthModes(t *testing.T) {
 	if _, err := cc.Create(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cc.Delete(context.Background(), nil) })
+	t.Cleanup(func() { _, _ = cc.Delete(context.Background(), nil) })
 	containerSAS, err := cc.GetSASURL(sas.ContainerPermissions{Read: true, Write: true, Delete: true, List: true, Create: true, Add: true}, expiry, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -219,6 +219,6 @@ func TestBlobStoreReadOnly(t *testing.T) {
 	}
 	if _, err := cc.GetProperties(ctx, nil); !bloberror.HasCode(err, bloberror.ContainerNotFound) {
 		t.Errorf("container after a read-only open: want ContainerNotFound, got %v", err)
-		cc.Delete(ctx, nil)
+		_, _ = cc.Delete(ctx, nil)
 	}
 }

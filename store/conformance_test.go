@@ -47,7 +47,7 @@ func newTestBlobStore(t testing.TB, opts BlobOptions) *BlobStore {
 	if err != nil {
 		t.Fatalf("NewBlobStore: %v", err)
 	}
-	t.Cleanup(func() { s.cc.Delete(context.Background(), nil) })
+	t.Cleanup(func() { _, _ = s.cc.Delete(context.Background(), nil) })
 	return s
 }
 
@@ -331,7 +331,7 @@ func TestDirStoreCreateLeavesNoTemporaryFiles(t *testing.T) {
 	ctx := context.Background()
 	s := newTestStore(t)
 	for range 2 {
-		s.Create(ctx, "c/x", strings.NewReader("x"), map[string]string{"a": "b"})
+		_, _ = s.Create(ctx, "c/x", strings.NewReader("x"), map[string]string{"a": "b"})
 	}
 	var got []string
 	for _, f := range filesUnder(t, s.Root()) {
@@ -464,7 +464,7 @@ func readString(t *testing.T, st Store, key string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	b, err := io.ReadAll(rc)
 	if err != nil {
 		t.Fatal(err)

@@ -197,16 +197,16 @@ func lockDir(ctx context.Context, dir string) (func(), error) {
 		if err == nil {
 			return func() {
 				_ = syscall.Flock(int(d.Fd()), syscall.LOCK_UN)
-				d.Close()
+				_ = d.Close()
 			}, nil
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-			d.Close()
+			_ = d.Close()
 			return nil, fmt.Errorf("lock %s: %w", dir, err)
 		}
 		select {
 		case <-ctx.Done():
-			d.Close()
+			_ = d.Close()
 			return nil, ctx.Err()
 		case <-time.After(2 * time.Millisecond):
 		}
@@ -244,8 +244,8 @@ func (s *DirStore) write(ctx context.Context, key string, r io.Reader, meta map[
 		return Object{}, err
 	}
 	defer func() {
-		tmp.Close()
-		os.Remove(tmp.Name()) // no-op after a rename; drops the extra link after Create
+		_ = tmp.Close()
+		_ = os.Remove(tmp.Name()) // no-op after a rename; drops the extra link after Create
 	}()
 	n, err := copyInto(ctx, tmp, r)
 	if err != nil {
@@ -268,7 +268,7 @@ func (s *DirStore) write(ctx context.Context, key string, r io.Reader, meta map[
 		if err != nil {
 			return Object{}, fmt.Errorf("write metadata: %w", err)
 		}
-		defer os.Remove(mtmp)
+		defer func() { _ = os.Remove(mtmp) }()
 		if err := os.Link(tmp.Name(), name); err != nil {
 			if errors.Is(err, fs.ErrExist) {
 				return Object{}, ErrExist
@@ -283,7 +283,7 @@ func (s *DirStore) write(ctx context.Context, key string, r io.Reader, meta map[
 		if err != nil {
 			return Object{}, fmt.Errorf("write metadata: %w", err)
 		}
-		defer os.Remove(mtmp)
+		defer func() { _ = os.Remove(mtmp) }()
 		// Only the read, the guard and the renames hold the lock (tens of
 		// microseconds): a writer stopped while holding it stops the
 		// other guarded writers of the folder too.
@@ -312,7 +312,7 @@ func writeFileAtomic(dir, name string, meta map[string]string) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp) // no-op after a successful rename
+	defer func() { _ = os.Remove(tmp) }() // no-op after a successful rename
 	return os.Rename(tmp, name)
 }
 
@@ -328,17 +328,17 @@ func writeTemp(dir string, meta map[string]string) (string, error) {
 		return "", err
 	}
 	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
+		_ = tmp.Close()
+		_ = os.Remove(tmp.Name())
 		return "", err
 	}
 	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
+		_ = tmp.Close()
+		_ = os.Remove(tmp.Name())
 		return "", err
 	}
 	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
+		_ = os.Remove(tmp.Name())
 		return "", err
 	}
 	return tmp.Name(), nil
@@ -349,7 +349,7 @@ func writeTemp(dir string, meta map[string]string) (string, error) {
 func syncDir(dir string) {
 	if d, err := os.Open(dir); err == nil {
 		_ = d.Sync()
-		d.Close()
+		_ = d.Close()
 	}
 }
 
@@ -366,7 +366,7 @@ func (s *DirStore) Open(ctx context.Context, key string) (io.ReadCloser, error) 
 		return nil, fmt.Errorf("open %s: %w", key, notExist(err))
 	}
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("open %s: %w", key, ErrNotExist)
 	}
 	return f, nil

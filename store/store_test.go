@@ -27,7 +27,7 @@ func readAll(t *testing.T, st Store, key string) string {
 	if err != nil {
 		t.Fatalf("Open(%q): %v", key, err)
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	b, err := io.ReadAll(rc)
 	if err != nil {
 		t.Fatalf("read %q: %v", key, err)
@@ -39,7 +39,7 @@ func readAll(t *testing.T, st Store, key string) string {
 func filesUnder(t *testing.T, dir string) []string {
 	t.Helper()
 	var out []string
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
 			t.Fatalf("walk %s: %v", p, err)
 		}
@@ -49,6 +49,9 @@ func filesUnder(t *testing.T, dir string) []string {
 		}
 		return nil
 	})
+	if err != nil {
+		t.Fatalf("walk %s: %v", dir, err)
+	}
 	return out
 }
 
@@ -330,7 +333,7 @@ func TestDirStorePutFromFile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer f.Close()
+			defer func() { _ = f.Close() }()
 			if _, err := f.Write(content); err != nil {
 				t.Fatal(err)
 			}

@@ -35,11 +35,12 @@ func lossBackends() []lossBackend {
 		{"dir", func(t *testing.T, log *slog.Logger) (store.Store, func(), string) {
 			s := storetest.Dir(t)
 			s.Logger = log
+			root := s.Root()
 			return s, func() {
-				if err := os.RemoveAll(s.Root()); err != nil {
+				if err := os.RemoveAll(root); err != nil {
 					t.Fatal(err)
 				}
-			}, s.Root()
+			}, root
 		}},
 		{"azblob", func(t *testing.T, log *slog.Logger) (store.Store, func(), string) {
 			name := storetest.RandomContainer()
@@ -197,7 +198,7 @@ func TestBlobStoreLostForGood(t *testing.T) {
 	if _, err := cc.Create(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cc.Delete(context.Background(), nil) })
+	t.Cleanup(func() { _, _ = cc.Delete(context.Background(), nil) })
 	u, err := cc.GetSASURL(sas.ContainerPermissions{Read: true, Write: true, Delete: true, List: true, Create: true, Add: true}, time.Now().Add(time.Hour), nil)
 	if err != nil {
 		t.Fatal(err)

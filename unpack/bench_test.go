@@ -27,7 +27,7 @@ func writeBenchPackage(tb testing.TB, path string, entities int, perEntity int64
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	bw := bufio.NewWriterSize(f, 1<<20)
 	zw := zip.NewWriter(bw)
 	zw.RegisterCompressor(zip.Deflate, func(w io.Writer) (io.WriteCloser, error) { return flate.NewWriter(w, flate.BestSpeed) })
@@ -40,7 +40,7 @@ func writeBenchPackage(tb testing.TB, path string, entities int, perEntity int64
 	if err != nil {
 		tb.Fatal(err)
 	}
-	w.Write(entitiesManifest(list))
+	_, _ = w.Write(entitiesManifest(list))
 	var total int64
 	row := make([]byte, 0, 256)
 	for e := range entities {
@@ -64,7 +64,7 @@ func writeBenchPackage(tb testing.TB, path string, entities int, perEntity int64
 			row = append(row, ".00,2026-11-24T20:15:"...)
 			row = strconv.AppendInt(row, 10+i%50, 10)
 			row = append(row, "Z\r\n"...)
-			w.Write(row)
+			_, _ = w.Write(row)
 			n += int64(len(row))
 		}
 		total += n

@@ -344,7 +344,7 @@ func (d *download) attempt() error {
 	if err != nil {
 		return stalled(unwrapURLError(err))
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	switch code := resp.StatusCode; {
 	case code == http.StatusOK:
 		if resuming { // the server ignored Range: take this response from the start
@@ -408,7 +408,7 @@ func (d *download) attempt() error {
 				d.progress(d.n, d.total)
 			}
 		}
-		if rerr == io.EOF {
+		if errors.Is(rerr, io.EOF) {
 			break
 		}
 		if rerr != nil {

@@ -112,7 +112,7 @@ func TestDownloadTricklesThenStalls(t *testing.T) {
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		w.WriteHeader(http.StatusOK)
 		for i := 0; i < 30; i++ { // trickle 1 KB every 10 ms for 300 ms
-			w.Write(body[i*1000 : (i+1)*1000])
+			_, _ = w.Write(body[i*1000 : (i+1)*1000])
 			w.(http.Flusher).Flush()
 			time.Sleep(10 * time.Millisecond) // a real server sending slowly over a real connection
 		}

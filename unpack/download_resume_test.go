@@ -69,7 +69,7 @@ func (s *flakyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	fmt.Fprintf(buf, "HTTP/1.1 %d %s\r\nETag: %s\r\n", status, http.StatusText(status), etag)
 	if s.chunked && status == http.StatusOK {
 		buf.WriteString("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
@@ -82,7 +82,7 @@ func (s *flakyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !drop {
 			buf.WriteString("\r\n0\r\n\r\n")
 		}
-		buf.Flush()
+		_ = buf.Flush()
 		return
 	}
 	fmt.Fprintf(buf, "Content-Length: %d\r\n", len(part))
@@ -96,7 +96,7 @@ func (s *flakyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	buf.WriteString("Connection: close\r\n\r\n")
 	if drop {
 		buf.Write(part[:min(s.dropAfter, len(part))])
-		buf.Flush()
+		_ = buf.Flush()
 		s.mu.Lock()
 		if s.swapTo != nil {
 			s.body, s.etag, s.swapTo = s.swapTo, `"v2"`, nil
@@ -105,7 +105,7 @@ func (s *flakyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	buf.Write(part)
-	buf.Flush()
+	_ = buf.Flush()
 }
 
 func TestDownloadResume(t *testing.T) {
@@ -209,7 +209,7 @@ func TestDownloadResumesStalledConnection(t *testing.T) {
 		if n == 1 {
 			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 			w.WriteHeader(http.StatusOK)
-			w.Write(body[:len(body)/2])
+			_, _ = w.Write(body[:len(body)/2])
 			w.(http.Flusher).Flush()
 			select { // stall without closing
 			case <-release:
@@ -224,7 +224,7 @@ func TestDownloadResumesStalledConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	n, sum, err := DownloadWith(context.Background(), srv.URL+"/p.zip?sig=SECRET", f, DownloadOptions{HTTPClient: srv.Client(), StallTimeout: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("Download: %v", err)

@@ -30,7 +30,7 @@ func tempFile(t *testing.T) *os.File {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { f.Close() })
+	t.Cleanup(func() { _ = f.Close() })
 	return f
 }
 
@@ -48,7 +48,7 @@ func TestDownload(t *testing.T) {
 	body := bytes.Repeat([]byte("package bytes "), 200_000) // ~2.8 MB, several buffers
 	sum := sha256.Sum256(body)
 	mux := http.NewServeMux()
-	mux.HandleFunc("/dmf/ok.zip", func(w http.ResponseWriter, r *http.Request) { w.Write(body) })
+	mux.HandleFunc("/dmf/ok.zip", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(body) })
 	mux.HandleFunc("/dmf/expired.zip", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("x-ms-error-code", "AuthenticationFailed")
 		http.Error(w, "Signature not valid in the specified time frame: sig=SECRET", http.StatusForbidden)
@@ -67,9 +67,9 @@ func TestDownload(t *testing.T) {
 		if err != nil {
 			return
 		}
-		defer conn.Close()
+		defer func() { _ = conn.Close() }()
 		fmt.Fprintf(buf, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n%s", strings.Repeat("z", 400))
-		buf.Flush()
+		_ = buf.Flush()
 	})
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
@@ -125,7 +125,7 @@ func TestDownload(t *testing.T) {
 }
 
 func TestDownloadConnectionErrorHidesQuery(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,12 +136,12 @@ func TestDownloadConnectionErrorHidesQuery(t *testing.T) {
 			if err != nil {
 				return
 			}
-			bufio.NewReader(c).ReadString('\n')
-			c.Write([]byte("garbage\r\n\r\n"))
-			c.Close()
+			_, _ = bufio.NewReader(c).ReadString('\n')
+			_, _ = c.Write([]byte("garbage\r\n\r\n"))
+			_ = c.Close()
 		}
 	}()
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	fastRetries(t)
 	_, _, err = Download(context.Background(), nil, "http://"+addr+"/dmf/p.zip?sig=SECRET", tempFile(t))
 	if err == nil || strings.Contains(err.Error(), "SECRET") || !strings.Contains(err.Error(), "/dmf/p.zip") {

@@ -37,7 +37,7 @@ func TestDownloadTrickleIsBounded(t *testing.T) {
 				requests.Add(1)
 				from := 0
 				if rg := r.Header.Get("Range"); rg != "" {
-					fmt.Sscanf(rg, "bytes=%d-", &from)
+					_, _ = fmt.Sscanf(rg, "bytes=%d-", &from)
 					w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, len(body)-1, len(body)))
 					w.Header().Set("Content-Length", fmt.Sprint(len(body)-from))
 					w.WriteHeader(http.StatusPartialContent)

@@ -115,7 +115,7 @@ var errInjected = errors.New("injected store failure")
 func (f *faultyStore) PutSealed(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error)) (store.Object, error) {
 	f.puts++
 	if f.puts == f.failPut {
-		io.Copy(io.Discard, r)
+		_, _ = io.Copy(io.Discard, r)
 		return store.Object{}, errInjected
 	}
 	o, err := f.Store.PutSealed(ctx, key, r, meta, seal)
@@ -219,7 +219,7 @@ func zipEntries(t *testing.T, zp string) map[string][]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer zr.Close()
+	defer func() { _ = zr.Close() }()
 	out := map[string][]byte{}
 	for _, f := range zr.File {
 		rc, err := f.Open()
@@ -227,7 +227,7 @@ func zipEntries(t *testing.T, zp string) map[string][]byte {
 			t.Fatalf("open zip entry %q: %v", f.Name, err)
 		}
 		b, err := io.ReadAll(rc)
-		rc.Close()
+		_ = rc.Close()
 		if err != nil {
 			t.Fatalf("read zip entry %q: %v", f.Name, err)
 		}

@@ -44,14 +44,14 @@ func buildZip(t testing.TB, ents []zent) []byte {
 			if err != nil {
 				t.Fatalf("zip CreateRaw %q: %v", e.name, err)
 			}
-			w.Write(e.data)
+			_, _ = w.Write(e.data)
 			continue
 		}
 		w, err := zw.CreateHeader(&zip.FileHeader{Name: e.name, Method: zip.Deflate})
 		if err != nil {
 			t.Fatalf("zip create %q: %v", e.name, err)
 		}
-		w.Write(e.data)
+		_, _ = w.Write(e.data)
 	}
 	if err := zw.Close(); err != nil {
 		t.Fatalf("zip close: %v", err)
@@ -492,7 +492,7 @@ func TestLimitReaderRealBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer zr.Close()
+	defer func() { _ = zr.Close() }()
 	f := zr.File[0]
 	tests := []struct {
 		name    string
@@ -510,7 +510,7 @@ func TestLimitReaderRealBytes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer rc.Close()
+			defer func() { _ = rc.Close() }()
 			lr := &limitReader{r: rc, f: f, opts: tt.opts, total: tt.total, h: sha256.New()}
 			_, err = io.Copy(io.Discard, lr)
 			if tt.wantErr == "" {

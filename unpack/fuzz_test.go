@@ -86,7 +86,7 @@ func FuzzExplode(f *testing.F) {
 		}
 		// Nothing may appear outside the store, and nothing inside it but
 		// objects below the prefix and their metadata.
-		filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		werr := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 			if err != nil || d.IsDir() || p == zp {
 				return err
 			}
@@ -96,6 +96,9 @@ func FuzzExplode(f *testing.F) {
 			}
 			return nil
 		})
+		if werr != nil {
+			t.Fatalf("walk %s: %v", dir, werr)
+		}
 	})
 }
 

@@ -171,7 +171,7 @@ func walkXML(r io.Reader, root string, fn func(path []string, text string) error
 	var texts [][]byte // character data of each open element
 	for {
 		tok, err := dec.Token()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			if len(path) == 0 {
 				return fmt.Errorf("not an XML document: no %s element", root)
 			}
@@ -244,13 +244,13 @@ func decodeText(r io.Reader) io.Reader {
 	le, be := unicode.LittleEndian, unicode.BigEndian
 	switch {
 	case len(b) >= 2 && b[0] == 0xFF && b[1] == 0xFE:
-		br.Discard(2)
+		_, _ = br.Discard(2)
 		enc = &le
 	case len(b) >= 2 && b[0] == 0xFE && b[1] == 0xFF:
-		br.Discard(2)
+		_, _ = br.Discard(2)
 		enc = &be
 	case len(b) >= 3 && b[0] == 0xEF && b[1] == 0xBB && b[2] == 0xBF:
-		br.Discard(3)
+		_, _ = br.Discard(3)
 	case len(b) >= 4 && b[0] != 0 && b[1] == 0 && b[2] != 0 && b[3] == 0:
 		enc = &le
 	case len(b) >= 4 && b[0] == 0 && b[1] != 0 && b[2] == 0 && b[3] != 0:

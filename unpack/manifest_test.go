@@ -46,7 +46,7 @@ func utf16Bytes(s string, order binary.ByteOrder, bom bool) []byte {
 		u = append([]uint16{0xFEFF}, u...)
 	}
 	for _, c := range u {
-		binary.Write(&b, order, c)
+		_ = binary.Write(&b, order, c)
 	}
 	return b.Bytes()
 }
@@ -181,7 +181,7 @@ func TestParseManifestFixture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	m, err := ParseManifest(f)
 	if err != nil {
 		t.Fatalf("ParseManifest(tiny): %v", err)

@@ -72,12 +72,11 @@ func runE2E(ents []entity) error {
 		ConcurrentExports: true,
 	})
 	defer srv.Close()
-	zipBytes = nil
 
 	after := *binAfter
 	if after == "" {
 		after = filepath.Join(*dir, "dmfexport-tree")
-		build := exec.Command("go", "build", "-o", after, "./cmd/dmfexport")
+		build := exec.CommandContext(context.Background(), "go", "build", "-o", after, "./cmd/dmfexport")
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
 			return fmt.Errorf("build dmfexport: %w", err)
@@ -192,11 +191,12 @@ func declareE2E(exchange string) (func(), error) {
 	}
 	ch, err := conn.Channel()
 	if err != nil {
-		conn.Close()
+		_ = conn.Close()
 		return nil, err
 	}
 	q := exchange + ".q"
-	if err := ch.ExchangeDeclare(exchange, "topic", false, true, false, false, nil); err == nil {
+	err = ch.ExchangeDeclare(exchange, "topic", false, true, false, false, nil)
+	if err == nil {
 		_, err = ch.QueueDeclare(q, false, false, false, false, amqp.Table{
 			amqp.QueueMaxLenBytesArg: int64(64 << 20), amqp.QueueOverflowArg: amqp.QueueOverflowDropHead,
 		})
@@ -207,7 +207,7 @@ func declareE2E(exchange string) (func(), error) {
 	cleanup := func() {
 		_, _ = ch.QueueDelete(q, false, false, false)
 		_ = ch.ExchangeDelete(exchange, false, false)
-		conn.Close()
+		_ = conn.Close()
 	}
 	if err != nil {
 		cleanup()
@@ -223,7 +223,7 @@ func runTrigger(bin, foURL, brokerURL, store, exchange, extra string) (*e2eResul
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(work)
+	defer func() { _ = os.RemoveAll(work) }()
 	env := os.Environ()
 	storeYAML := "store:\n  type: dir\n  path: " + filepath.Join(work, "store") + "\n"
 	container := ""
@@ -261,7 +261,7 @@ func runTrigger(bin, foURL, brokerURL, store, exchange, extra string) (*e2eResul
 		args = append(args, "--new") // never resume an earlier run's leftovers
 	}
 	waitBrokerIdle()
-	cmd := exec.Command(bin, append(args, "bench")...)
+	cmd := exec.CommandContext(context.Background(), bin, append(args, "bench")...)
 	cmd.Env = env
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -401,6 +401,6 @@ func deleteContainer(conn, container string) {
 // knowsNew reports whether bin's trigger has --new: builds from before it
 // existed (a -before binary) always start a new run.
 func knowsNew(bin string) bool {
-	out, _ := exec.Command(bin, "trigger", "--help").CombinedOutput()
+	out, _ := exec.CommandContext(context.Background(), bin, "trigger", "--help").CombinedOutput()
 	return strings.Contains(string(out), "-new")
 }

@@ -73,7 +73,7 @@ func writeCSV(path string, cols []string, n int, row func(int, *rand.Rand, []str
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	w := bufio.NewWriterSize(f, 1<<20)
 	w.WriteString("\ufeff" + strings.Join(cols, ",") + "\r\n")
 	r := rand.New(rand.NewPCG(seed, seed))
@@ -103,7 +103,7 @@ func writeXLSX(path string, n int, seed uint64) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	z := zip.NewWriter(f)
 	add := func(name, body string) {
 		w, _ := z.Create(name)
@@ -182,7 +182,7 @@ func writeXLSX(path string, n int, seed uint64) error {
 }
 
 func xmlEscape(w *bufio.Writer, s string) {
-	strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").WriteString(w, s)
+	_, _ = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").WriteString(w, s)
 }
 
 func colName(c int) string {
@@ -201,7 +201,7 @@ func writePackage(path string, ents []entity) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	z := zip.NewWriter(f)
 	var items strings.Builder
 	for _, e := range ents {
@@ -220,7 +220,7 @@ func writePackage(path string, ents []entity) error {
 	for _, c := range u {
 		b = append(b, byte(c), byte(c>>8))
 	}
-	w.Write(b)
+	_, _ = w.Write(b)
 	for _, e := range ents {
 		w, _ := z.Create(filepath.Base(e.path))
 		in, err := os.Open(e.path)
@@ -228,7 +228,7 @@ func writePackage(path string, ents []entity) error {
 			return err
 		}
 		_, err = io.Copy(w, in)
-		in.Close()
+		_ = in.Close()
 		if err != nil {
 			return err
 		}

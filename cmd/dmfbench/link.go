@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	neturl "net/url"
@@ -62,7 +63,7 @@ func (p *pacer) pass(n int) {
 // startLink listens on loopback and forwards every connection to target
 // through the two pacers. It returns the address to dial and how to stop.
 func startLink(target string, bitsPerSec float64) (string, func(), error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
 	}
@@ -74,9 +75,9 @@ func startLink(target string, bitsPerSec float64) (string, func(), error) {
 				return
 			}
 			go func() {
-				b, err := net.Dial("tcp", target)
+				b, err := (&net.Dialer{}).DialContext(context.Background(), "tcp", target)
 				if err != nil {
-					c.Close()
+					_ = c.Close()
 					return
 				}
 				go pipe(b, c, up)
@@ -84,13 +85,13 @@ func startLink(target string, bitsPerSec float64) (string, func(), error) {
 			}()
 		}
 	}()
-	return ln.Addr().String(), func() { ln.Close() }, nil
+	return ln.Addr().String(), func() { _ = ln.Close() }, nil
 }
 
 // pipe copies src to dst at p's pace, then closes both.
 func pipe(dst, src net.Conn, p *pacer) {
-	defer dst.Close()
-	defer src.Close()
+	defer func() { _ = dst.Close() }()
+	defer func() { _ = src.Close() }()
 	buf := make([]byte, 16<<10)
 	for {
 		n, err := src.Read(buf)

@@ -289,7 +289,7 @@ func contains(list, v string) bool {
 
 // spawn runs one case in a child process and adds its peak RSS.
 func spawn(self string, args []string) (*result, error) {
-	cmd := exec.Command(self, args...)
+	cmd := exec.CommandContext(context.Background(), self, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
@@ -312,7 +312,7 @@ func runChild() error {
 		if err != nil {
 			return err
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		if err := pprof.StartCPUProfile(f); err != nil {
 			return err
 		}
@@ -331,7 +331,7 @@ func runChild() error {
 		if err != nil {
 			return err
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		var sink publish.Sink = discard{}
 		queue := ""
 		if *child != "parse" {
@@ -390,7 +390,7 @@ func peakRSS() int64 {
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
 			var kb int64
-			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(v), " kB"), &kb)
+			_, _ = fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(v), " kB"), &kb)
 			return kb
 		}
 	}
@@ -416,7 +416,7 @@ func dialBench(ctx context.Context) (*publish.AMQPSink, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	ch, err := conn.Channel()
 	if err != nil {
 		return nil, "", err
@@ -428,12 +428,12 @@ func dialBench(ctx context.Context) (*publish.AMQPSink, string, error) {
 }
 
 func deleteQueue(s *publish.AMQPSink, q string) {
-	s.Close()
+	_ = s.Close()
 	if conn, err := amqp.Dial(*url); err == nil {
 		if ch, err := conn.Channel(); err == nil {
 			_, _ = ch.QueueDelete(q, false, false, false)
 		}
-		conn.Close()
+		_ = conn.Close()
 	}
 }
 

@@ -114,7 +114,7 @@ func runSink(ents []entity) error {
 	if err != nil {
 		return fmt.Errorf("connect to PostgreSQL (set -database or DMFEXPORT_TEST_DATABASE_URL): %w", err)
 	}
-	defer admin.Close(ctx)
+	defer func() { _ = admin.Close(ctx) }()
 	var version string
 	_ = admin.QueryRow(ctx, "SHOW server_version").Scan(&version)
 	var cases []sinkCase
@@ -230,17 +230,17 @@ func batchFile(e entity) (path string, made bool, err error) {
 	if err != nil {
 		return "", false, err
 	}
-	defer os.RemoveAll(tmp)
+	defer func() { _ = os.RemoveAll(tmp) }()
 	fs, err := publish.NewFileSink(tmp)
 	if err != nil {
 		return "", false, err
 	}
-	defer fs.Close()
+	defer func() { _ = fs.Close() }()
 	f, err := os.Open(e.path)
 	if err != nil {
 		return "", false, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	ctx := context.Background()
 	if _, err := publish.PublishEntity(ctx, f, fs, publish.EntityOptions{
 		Job: "bench", RunID: "20261201T000000Z-bench", ExecutionID: "bench-exec", Entity: e.name, RoutingKey: name,
@@ -264,7 +264,7 @@ func bodies(path string, f func(body []byte) (more bool, err error)) error {
 	if err != nil {
 		return err
 	}
-	defer in.Close()
+	defer func() { _ = in.Close() }()
 	r := bufio.NewReaderSize(in, 1<<20)
 	size := 0 // of the last body: the next is about as long
 	for {
@@ -427,7 +427,7 @@ func checkRows(ctx context.Context, schema, table string, want int64) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	var n int64
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{schema, table}.Sanitize()).Scan(&n); err != nil {
 		return err
@@ -447,10 +447,10 @@ func copyCeiling(ctx context.Context, meta bool) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	br := bufio.NewReaderSize(f, 1<<20)
 	if bom, _ := br.Peek(3); bytes.Equal(bom, []byte("\ufeff")) {
-		br.Discard(3)
+		_, _ = br.Discard(3)
 	}
 	cr := csv.NewReader(br)
 	cr.ReuseRecord = true
@@ -463,7 +463,7 @@ func copyCeiling(ctx context.Context, meta bool) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	table := pgx.Identifier{*childSchema, "ceiling"}
 	if err := createTextTable(ctx, conn, table, cols, nil); err != nil {
 		return result{}, err
@@ -562,7 +562,7 @@ func naive(ctx context.Context, keys []string, upsert, present bool) (result, er
 	if err != nil {
 		return result{}, err
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	table := pgx.Identifier{*childSchema, "naive"}
 	limit := int64(*naiveRows)
 	// The table is made from the first message's columns, untimed.
@@ -625,7 +625,7 @@ func naive(ctx context.Context, keys []string, upsert, present bool) (result, er
 		if err != nil {
 			return false, err
 		}
-		defer tx.Rollback(ctx)
+		defer func() { _ = tx.Rollback(ctx) }()
 		for _, row := range m.Data.Rows {
 			vals := make([]any, len(m.Data.Columns))
 			for j, c := range m.Data.Columns {
@@ -676,7 +676,7 @@ func consumeSnapshot(ctx context.Context, keys []string) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	ch, err := conn.Channel()
 	if err != nil {
 		return result{}, err
@@ -701,7 +701,7 @@ func consumeSnapshot(ctx context.Context, keys []string) (result, error) {
 			return false, err
 		}
 		if ok, err := dc.WaitContext(ctx); err != nil || !ok {
-			return false, fmt.Errorf("broker refused batch %d: %v", n, err)
+			return false, fmt.Errorf("broker refused batch %d: %w", n, err)
 		}
 		n++
 		return true, nil
@@ -720,7 +720,7 @@ func consumeSnapshot(ctx context.Context, keys []string) (result, error) {
 	for st.Swaps.Load() == 0 {
 		select {
 		case err := <-done:
-			return result{}, fmt.Errorf("consumer stopped after %d of %d batches: %v", st.Batches.Load(), n, err)
+			return result{}, fmt.Errorf("consumer stopped after %d of %d batches: %w", st.Batches.Load(), n, err)
 		case <-tick.C:
 		}
 		if st.DeadLetters.Load() > 0 {

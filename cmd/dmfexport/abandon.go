@@ -58,7 +58,7 @@ func (c *abandonCommand) Run(ctx context.Context, args []string) error {
 		runID = id
 	}
 	runner := &jobs.Runner{Logger: c.g.log, LeaseTTL: cfg.LeaseTTL, Clock: newClock()}
-	defer runner.Close()
+	defer func() { _ = runner.Close() }()
 	done, err := runner.Abandon(ctx, exp, runID, operator(), c.reason)
 	if err != nil {
 		return err

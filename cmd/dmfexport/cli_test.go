@@ -29,7 +29,7 @@ import (
 // runBinaryIn runs dmfexport in dir, like runBinary.
 func runBinaryIn(t *testing.T, dir string, env []string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
+	cmd := exec.CommandContext(t.Context(), binary, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
@@ -311,9 +311,9 @@ func TestDemoFromAnyDirectory(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer db.Close()
+		defer func() { _ = db.Close() }()
 		var n int
-		if err := db.QueryRow("SELECT count(*) FROM customers_v3").Scan(&n); err != nil || n != 12345 {
+		if err := db.QueryRowContext(t.Context(), "SELECT count(*) FROM customers_v3").Scan(&n); err != nil || n != 12345 {
 			t.Errorf("customers_v3 in %s: %d rows (%v), want 12345", dbPath, n, err)
 		}
 		if strings.Contains(stdout+stderr, dmftest.DefaultToken) {

@@ -97,7 +97,7 @@ func (c *demoCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout), Clock: newClock()}
-	defer runner.Close()
+	defer func() { _ = runner.Close() }()
 	runErr := runAll(ctx, runner, exps, "demo", false, os.Stdout)
 	errs := []error{runErr}
 	for _, l := range landings {

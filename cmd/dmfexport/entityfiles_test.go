@@ -105,7 +105,7 @@ func xtext(e encoding.Encoding) func(*testing.T, []byte) string {
 // iconv decodes with the system's iconv, the reference for UTF-7.
 func iconv(from string) func(*testing.T, []byte) string {
 	return func(t *testing.T, b []byte) string {
-		cmd := exec.Command("iconv", "-f", from, "-t", "UTF-8")
+		cmd := exec.CommandContext(t.Context(), "iconv", "-f", from, "-t", "UTF-8")
 		cmd.Stdin = bytes.NewReader(b)
 		out, err := cmd.Output()
 		if err != nil {

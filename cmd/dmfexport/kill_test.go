@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"github.com/dmfexport/dmfexport/internal/testenv"
 
 	"bytes"
@@ -70,7 +71,7 @@ exports:
 			env := append(os.Environ(), "DMFSIM_URL="+sim.URL, "FO_TOKEN="+dmftest.DefaultToken)
 
 			// First attempt: killed at the stage.
-			first := exec.Command(binary, "trigger", "--config", cfg, "--log-level", "debug", "--log-format", "json", "kill")
+			first := exec.CommandContext(context.Background(), binary, "trigger", "--config", cfg, "--log-level", "debug", "--log-format", "json", "kill")
 			first.Env = env
 			stderr, _ := first.StderrPipe()
 			if err := first.Start(); err != nil {
@@ -92,13 +93,13 @@ exports:
 			_ = first.Wait()
 
 			// Restart as a service: it resumes the run.
-			second := exec.Command(binary, "run", "--config", cfg, "--listen", "", "--log-format", "json")
+			second := exec.CommandContext(context.Background(), binary, "run", "--config", cfg, "--listen", "", "--log-format", "json")
 			second.Env = env
 			stderr2, _ := second.StderrPipe()
 			if err := second.Start(); err != nil {
 				t.Fatal(err)
 			}
-			defer second.Process.Kill()
+			defer func() { _ = second.Process.Kill() }()
 			logs2 := watchLog(stderr2)
 			fin := logs2.wait(t, "of the resumed run finishing", 60*time.Second, msgIs("run finished"))
 			if fin["state"] != "succeeded" {

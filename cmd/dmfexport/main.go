@@ -120,7 +120,7 @@ func cpuProfile(stderr io.Writer) func() {
 	if err == nil {
 		err = pprof.StartCPUProfile(f)
 		if err != nil {
-			f.Close()
+			_ = f.Close()
 		}
 	}
 	if err != nil {
@@ -129,7 +129,9 @@ func cpuProfile(stderr io.Writer) func() {
 	}
 	return func() {
 		pprof.StopCPUProfile()
-		f.Close()
+		if err := f.Close(); err != nil {
+			fmt.Fprintf(stderr, "dmfexport: CPU profile: %v\n", err)
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -66,7 +67,7 @@ func TestDuplicateKeys(t *testing.T) {
 // ready with each stderr line until it returns true.
 func startLogged(t *testing.T, env []string, ready func(line string) bool, args ...string) (*exec.Cmd, <-chan struct{}, *bytes.Buffer, *bytes.Buffer) {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
+	cmd := exec.CommandContext(context.Background(), binary, args...)
 	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
@@ -100,7 +101,7 @@ func startLogged(t *testing.T, env []string, ready func(line string) bool, args 
 		}
 	}()
 	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); pw.Close(); close(exited) }()
+	go func() { _ = cmd.Wait(); _ = pw.Close(); close(exited) }()
 	select {
 	case <-found:
 	case <-time.After(30 * time.Second):

@@ -79,7 +79,7 @@ var databases = []struct {
 			if err != nil {
 				return nil, err
 			}
-			t.Cleanup(func() { d.Close() })
+			t.Cleanup(func() { _ = d.Close() })
 			db = d
 			return db, nil
 		}
@@ -230,11 +230,15 @@ func (s runningSink) addr() string {
 // scrape returns what /metrics at addr serves.
 func scrape(t *testing.T, addr string) string {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+addr+"/metrics", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
@@ -246,7 +250,7 @@ func scrape(t *testing.T, addr string) string {
 // listener on a free port, with extra arguments.
 func startSink(t *testing.T, l landed, extra ...string) runningSink {
 	t.Helper()
-	cmd := exec.Command(binary, append([]string{"sink", "--config", l.conf, "--log-format", "json", "--listen", "127.0.0.1:0"}, extra...)...)
+	cmd := exec.CommandContext(context.Background(), binary, append([]string{"sink", "--config", l.conf, "--log-format", "json", "--listen", "127.0.0.1:0"}, extra...)...)
 	cmd.Env = append(os.Environ(), l.env...)
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out

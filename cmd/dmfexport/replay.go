@@ -62,7 +62,7 @@ func (c *replayCommand) Run(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("replaying run %s of export %s (execution %s)\n", printable(rec.RunID), exp.Name, printable(rec.ExecutionID))
 	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout), Clock: newClock()}
-	defer runner.Close()
+	defer func() { _ = runner.Close() }()
 	ents, err := runner.Replay(ctx, exp, rec, jobs.ReplayOptions{Entities: c.entities, RoutingKey: c.routingKey})
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	for _, e := range ents {

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"github.com/dmfexport/dmfexport/internal/testenv"
+	"slices"
 
 	"encoding/json"
 	"fmt"
@@ -42,7 +45,7 @@ type replica struct {
 
 func startReplica(t *testing.T, env []string, args ...string) *replica {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
+	cmd := exec.CommandContext(context.Background(), binary, args...)
 	cmd.Env = env
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -70,12 +73,13 @@ func (r *replica) count(msg string) int {
 // records returns the run records of the shared export, via dmfexport status.
 func records(t *testing.T, env []string, cfg string) []map[string]any {
 	t.Helper()
-	cmd := exec.Command(binary, "status", "--config", cfg, "--json", "--limit", "0")
-	cmd.Env = append(env, "REPLICA_DIR="+filepath.Dir(cfg))
+	cmd := exec.CommandContext(t.Context(), binary, "status", "--config", cfg, "--json", "--limit", "0")
+	cmd.Env = append(slices.Clip(env), "REPLICA_DIR="+filepath.Dir(cfg))
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr string
-		if ee, ok := err.(*exec.ExitError); ok {
+		ee := &exec.ExitError{}
+		if errors.As(err, &ee) {
 			stderr = string(ee.Stderr)
 		}
 		t.Fatalf("status: %v\n%s", err, stderr)
@@ -112,7 +116,7 @@ func TestReplicasRunEachSlotOnce(t *testing.T) {
 	}
 	var reps []*replica
 	for i := range 3 {
-		env := append(base, "REPLICA_DIR="+filepath.Join(dir, fmt.Sprintf("r%d", i)))
+		env := append(slices.Clip(base), "REPLICA_DIR="+filepath.Join(dir, fmt.Sprintf("r%d", i)))
 		reps = append(reps, startReplica(t, env, "run", "--config", cfg, "--listen", "", "--log-format", "json"))
 	}
 	time.Sleep(duration)

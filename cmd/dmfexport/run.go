@@ -68,7 +68,7 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 	}
 	metrics := jobs.NewMetrics()
 	runner := &jobs.Runner{Logger: log, Metrics: metrics, LeaseTTL: cfg.LeaseTTL, Clock: newClock()}
-	defer runner.Close()
+	defer func() { _ = runner.Close() }()
 	runner.CleanLeftovers(ctx, cfg)
 	sch, err := jobs.NewScheduler(cfg, runner, log, c.stopTimeout)
 	if err != nil {
@@ -76,12 +76,12 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 	}
 	var ready atomic.Bool
 	if c.listen != "" {
-		srv, err := serveOps(c.listen, metrics.Handler(), &ready, log)
+		srv, err := serveOps(ctx, c.listen, metrics.Handler(), &ready, log)
 		if err != nil {
 			_ = sch.Stop()
 			return err
 		}
-		defer srv.Close()
+		defer func() { _ = srv.Close() }()
 	}
 	sch.Start()
 	sch.ResumeUnfinished()
@@ -136,7 +136,7 @@ func logNextRuns(log *slog.Logger, sch *jobs.Scheduler) {
 }
 
 // serveOps starts the operations listener.
-func serveOps(addr string, metrics http.Handler, ready *atomic.Bool, log *slog.Logger) (*http.Server, error) {
+func serveOps(ctx context.Context, addr string, metrics http.Handler, ready *atomic.Bool, log *slog.Logger) (*http.Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -149,7 +149,7 @@ func serveOps(addr string, metrics http.Handler, ready *atomic.Bool, log *slog.L
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("GET /metrics", metrics)
-	ln, err := net.Listen("tcp", addr)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s for /healthz, /readyz and /metrics: %w (change --listen, or --listen '' to disable)", addr, err)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -65,8 +66,9 @@ func (w *logWatcher) wait(t *testing.T, what string, timeout time.Duration, matc
 		case <-w.added:
 		case <-deadline:
 			w.mu.Lock()
-			defer w.mu.Unlock()
-			t.Fatalf("no log line %s within %s; log:\n%s", what, timeout, w.raw.String())
+			raw := w.raw.String()
+			w.mu.Unlock()
+			t.Fatalf("no log line %s within %s; log:\n%s", what, timeout, raw)
 		}
 	}
 }
@@ -77,11 +79,15 @@ func msgIs(msg string) func(map[string]any) bool {
 
 func httpGet(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
-	defer resp.Body.Close()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
@@ -106,7 +112,7 @@ exports:
   - {name: every-second, schedule: "* * * * * *", definition_group: G, legal_entity: USMF}
 `
 	cfgPath := writeFile(t, dir, "dmfexport.yaml", base)
-	cmd := exec.Command(binary, "run", "--config", cfgPath, "--listen", "127.0.0.1:0", "--log-format", "json", "--stop-timeout", "20s")
+	cmd := exec.CommandContext(context.Background(), binary, "run", "--config", cfgPath, "--listen", "127.0.0.1:0", "--log-format", "json", "--stop-timeout", "20s")
 	cmd.Env = append(os.Environ(), "DMFSIM_URL="+sim.URL, "FO_TOKEN="+dmftest.DefaultToken)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -115,7 +121,7 @@ exports:
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill()
+	defer func() { _ = cmd.Process.Kill() }()
 	logs := watchLog(stderr)
 
 	addr := logs.wait(t, "with the listener address", 20*time.Second, msgIs("operations listener"))["addr"].(string)

@@ -76,11 +76,11 @@ func (c *sinkCommand) Run(ctx context.Context, args []string) error {
 	if c.listen != "" {
 		var ready atomic.Bool
 		ready.Store(true)
-		srv, err := serveOps(c.listen, metrics.Handler(), &ready, log)
+		srv, err := serveOps(ctx, c.listen, metrics.Handler(), &ready, log)
 		if err != nil {
 			return err
 		}
-		defer srv.Close()
+		defer func() { _ = srv.Close() }()
 	}
 	var consumers []*sink.Consumer
 	for _, s := range sinks {

@@ -102,7 +102,7 @@ sinks:
 	if stdout, stderr, code := runBinary(t, env, "trigger", "--config", conf, "v1"); code != 0 {
 		t.Fatalf("trigger v1: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}
-	sinkCmd := exec.Command(binary, "sink", "--config", conf, "--log-format", "json", "--listen", "")
+	sinkCmd := exec.CommandContext(context.Background(), binary, "sink", "--config", conf, "--log-format", "json", "--listen", "")
 	sinkCmd.Env = append(os.Environ(), env...)
 	var sinkOut bytes.Buffer
 	sinkCmd.Stdout, sinkCmd.Stderr = &sinkOut, &sinkOut
@@ -246,11 +246,11 @@ func readTable(conn *pgx.Conn, schema, table string) ([]map[string]any, error) {
 // readSQLiteTable reads an SQLite table's rows without the metadata
 // columns, ordered by its first column.
 func readSQLiteTable(db *sql.DB, table string) ([]map[string]any, error) {
-	rows, err := db.Query(`SELECT * FROM "` + strings.ReplaceAll(table, `"`, `""`) + `" ORDER BY 1`)
+	rows, err := db.QueryContext(context.Background(), `SELECT * FROM "`+strings.ReplaceAll(table, `"`, `""`)+`" ORDER BY 1`)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	cols, err := rows.Columns()
 	if err != nil {
 		return nil, err

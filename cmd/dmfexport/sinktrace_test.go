@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -132,7 +133,7 @@ sinks:
 	if stdout, stderr, code := runBinary(t, env, "trigger", "--config", conf, "traced"); code != 0 {
 		t.Fatalf("trigger: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}
-	sinkCmd := exec.Command(binary, "sink", "--config", conf, "--listen", "")
+	sinkCmd := exec.CommandContext(context.Background(), binary, "sink", "--config", conf, "--listen", "")
 	sinkCmd.Env = append(os.Environ(), env...)
 	var sinkOut bytes.Buffer
 	sinkCmd.Stdout, sinkCmd.Stderr = &sinkOut, &sinkOut

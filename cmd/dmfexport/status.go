@@ -234,7 +234,7 @@ func printSinks(ctx context.Context, cfg *jobs.Config) {
 	fmt.Fprintln(tw, "SINK\tENTITY\tTABLE\tLAST RUN\tBATCHES\tROWS\tAPPLIED\tDEAD LETTERS")
 	for i := range cfg.Sinks {
 		s := &cfg.Sinks[i]
-		dead := "-"
+		var dead string
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		if n, err := sink.DeadLetters(dctx, s.BrokerURL.Reveal(), s.Queue); err != nil {
 			dead = printable(oneLine("unknown: "+err.Error(), 60))

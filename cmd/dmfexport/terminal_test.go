@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -170,19 +171,19 @@ exports:
 // wrote to the terminal.
 func runOnTerminal(t *testing.T, dir string, env []string, width int, args ...string) []byte {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
+	cmd := exec.CommandContext(context.Background(), binary, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 50, Cols: uint16(width)})
 	if err != nil {
 		t.Fatalf("start under a pseudo-terminal: %v", err)
 	}
-	defer tty.Close()
+	defer func() { _ = tty.Close() }()
 	var out bytes.Buffer
-	done := make(chan error, 1)
+	done := make(chan struct{})
 	go func() {
-		_, err := io.Copy(&out, tty) // ends with EIO once the program exits
-		done <- err
+		_, _ = io.Copy(&out, tty) // ends with EIO once the program exits: the output is what is checked
+		close(done)
 	}()
 	select {
 	case <-done:

@@ -59,7 +59,7 @@ func (c *triggerCommand) Run(ctx context.Context, args []string) error {
 		exps = append(exps, e)
 	}
 	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout), LeaseTTL: cfg.LeaseTTL, Clock: newClock()}
-	defer runner.Close()
+	defer func() { _ = runner.Close() }()
 	runner.CleanLeftovers(ctx, cfg)
 	if *newRun {
 		for _, e := range exps {
@@ -169,7 +169,7 @@ func printSummary(w io.Writer, recs []*runs.Record) {
 			fmt.Fprintf(tw, "  %d absent files\t%s\n", len(absent), strings.Join(absent, ", "))
 		}
 	}
-	tw.Flush()
+	_ = tw.Flush()
 }
 
 // runDuration says how long a run took; a run cut off (Ctrl-C) has no end

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"strings"
@@ -33,7 +34,7 @@ exports:
 `)
 	env := append(os.Environ(), "DMFSIM_URL="+sim.URL, "FO_TOKEN="+dmftest.DefaultToken)
 
-	first := exec.Command(binary, "trigger", "--config", cfg, "--log-format", "json", "--log-level", "info", "crash")
+	first := exec.CommandContext(context.Background(), binary, "trigger", "--config", cfg, "--log-format", "json", "--log-level", "info", "crash")
 	first.Env = env
 	stderr, _ := first.StderrPipe()
 	if err := first.Start(); err != nil {

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -45,7 +46,7 @@ func run() error {
 	tarFile := fs.String("tar", "bin/dmfexport-image.tar", "docker-archive tarball to write (empty: none)")
 	ociDir := fs.String("oci", "bin/dmfexport-oci", "OCI image layout directory to write (empty: none)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
-		if err == flag.ErrHelp {
+		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		os.Exit(2)
@@ -75,7 +76,7 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(dir)
+		defer func() { _ = os.RemoveAll(dir) }()
 		*binary = filepath.Join(dir, "dmfexport")
 		start := time.Now()
 		if err := deploy.BuildBinary(ctx, ".", *binary, *version, *arch); err != nil {

@@ -95,8 +95,9 @@ func (p *pairs) Set(v string) error {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 // config is what the flags say, already checked.
@@ -373,7 +374,7 @@ func loadProject(dir string) ([]dmftest.Entity, error) {
 // serve listens on cfg.addr and serves the simulator until ctx ends, then
 // shuts down gracefully.
 func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) error {
-	ln, err := net.Listen("tcp", cfg.addr)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (choose another --addr)", cfg.addr, err)
 	}
@@ -405,7 +406,9 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shut down: %w", err)
 	}
-	<-errc
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
 	log.Info("dmfsim stopped")
 	return nil
 }

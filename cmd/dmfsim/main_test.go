@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"io"
@@ -154,10 +155,10 @@ func TestBinaryServesAndStops(t *testing.T) {
 		t.Skip("builds a binary")
 	}
 	bin := filepath.Join(t.TempDir(), "dmfsim")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(t.Context(), "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "--addr", "127.0.0.1:0", "--token", "t0k", "--execution-time", "10ms")
+	cmd := exec.CommandContext(context.Background(), bin, "--addr", "127.0.0.1:0", "--token", "t0k", "--execution-time", "10ms")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -167,7 +168,7 @@ func TestBinaryServesAndStops(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill()
+	defer func() { _ = cmd.Process.Kill() }()
 	sc := bufio.NewScanner(stdout)
 	if !sc.Scan() {
 		t.Fatalf("no start line; stderr: %s", stderr.String())
@@ -176,9 +177,9 @@ func TestBinaryServesAndStops(t *testing.T) {
 	if !ok {
 		t.Fatalf("want \"dmfsim listening on <url>\", got %q", sc.Text())
 	}
-	go io.Copy(io.Discard, stdout)
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
 
-	req, _ := http.NewRequest(http.MethodPost, base+"/data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities.GetExecutionSummaryStatus",
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, base+"/data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities.GetExecutionSummaryStatus",
 		strings.NewReader(`{"executionId":"x"}`))
 	req.Header.Set("Authorization", "Bearer t0k")
 	resp, err := http.DefaultClient.Do(req)
@@ -186,20 +187,20 @@ func TestBinaryServesAndStops(t *testing.T) {
 		t.Fatalf("call the simulator: %v", err)
 	}
 	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(string(body), `"value":"Unknown"`) {
 		t.Errorf("want 200 with value Unknown, got %d %s", resp.StatusCode, body)
 	}
 	// Without flags the binary behaves as F&O: a new execution is not
 	// registered at once.
 	post := func(action, body string) (int, string) {
-		req, _ := http.NewRequest(http.MethodPost, base+"/data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities."+action, strings.NewReader(body))
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, base+"/data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities."+action, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer t0k")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatalf("call the simulator: %v", err)
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}

@@ -198,7 +198,7 @@ func TestDemoWorkbook(t *testing.T) {
 	if err != nil {
 		t.Fatalf("open the workbook: %v", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	if got := f.GetSheetList(); len(got) != 1 || got[0] != "Countryregions" {
 		t.Fatalf("want one sheet Countryregions, got %q", got)
 	}

@@ -2,6 +2,7 @@ package dmftest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -39,7 +40,7 @@ func TestAuth(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req, _ := http.NewRequest(http.MethodPost, s.URL+actionPrefix+actionStatus, strings.NewReader(idBody("x")))
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, s.URL+actionPrefix+actionStatus, strings.NewReader(idBody("x")))
 			if tt.header != "" {
 				req.Header.Set("Authorization", tt.header)
 			}
@@ -81,7 +82,7 @@ func TestRoutingErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req, _ := http.NewRequest(tt.method, s.URL+tt.path, strings.NewReader(tt.body))
+			req, _ := http.NewRequestWithContext(t.Context(), tt.method, s.URL+tt.path, strings.NewReader(tt.body))
 			req.Header.Set("Authorization", "Bearer "+DefaultToken)
 			r := do(t, req)
 			if r.status != tt.want {
@@ -155,7 +156,7 @@ func TestEnvelopes(t *testing.T) {
 func TestBaseFromHost(t *testing.T) {
 	s := newTestServer(t, Options{Projects: map[string][]Entity{"G": twoEntities()}}, nil)
 	s.SetBaseURL("") // derive from Host
-	req, _ := http.NewRequest(http.MethodPost, s.URL+actionPrefix+actionSummaryPage, strings.NewReader(idBody("a/b c")))
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, s.URL+actionPrefix+actionSummaryPage, strings.NewReader(idBody("a/b c")))
 	req.Header.Set("Authorization", "Bearer "+DefaultToken)
 	req.Host = "contoso.operations.example:8443"
 	r := do(t, req)
@@ -451,7 +452,7 @@ func TestDownloadRefused(t *testing.T) {
 			if method == "" {
 				method = http.MethodGet
 			}
-			req, _ := http.NewRequest(method, tt.url, nil)
+			req, _ := http.NewRequestWithContext(t.Context(), method, tt.url, nil)
 			before := s.Downloads()
 			r := do(t, req)
 			if r.status != tt.want {
@@ -730,19 +731,19 @@ func TestConcurrentUse(t *testing.T) {
 // registered yet" window and asks again for an empty package URL.
 func exportAndDownload(base, group, id string) error {
 	post := func(action, body string) (string, int, error) {
-		req, _ := http.NewRequest(http.MethodPost, base+actionPrefix+action, strings.NewReader(body))
+		req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, base+actionPrefix+action, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+DefaultToken)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return "", 0, err
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		if resp.StatusCode == http.StatusBadRequest && action == actionStatus {
 			return "", resp.StatusCode, nil // not registered yet
 		}
 		var env struct{ Value string }
 		if err := json.NewDecoder(resp.Body).Decode(&env); err != nil || resp.StatusCode != 200 {
-			return "", resp.StatusCode, fmt.Errorf("%s %s: status %d, %v", action, id, resp.StatusCode, err)
+			return "", resp.StatusCode, fmt.Errorf("%s %s: status %d, %w", action, id, resp.StatusCode, err)
 		}
 		return env.Value, resp.StatusCode, nil
 	}
@@ -768,11 +769,15 @@ func exportAndDownload(base, group, id string) error {
 	// Right after success the package may not be downloadable yet (404):
 	// ask again for a while, as a client does.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		resp, err := http.Get(u)
+		req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, u, nil)
 		if err != nil {
 			return err
 		}
-		resp.Body.Close()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
 		switch {
 		case resp.StatusCode == 200:
 			return nil

@@ -2,6 +2,7 @@ package dmftest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"encoding/xml"
 	"io"
@@ -25,14 +26,14 @@ func FuzzServeHTTP(f *testing.F) {
 	sim.SetBaseURL("http://fo.example")
 	// One finished execution so that valid package URLs exist.
 	rec := httptest.NewRecorder()
-	req := httptest.NewRequest(http.MethodPost, actionPrefix+actionExport, strings.NewReader(exportBody("G", "seed", false)))
+	req := httptest.NewRequestWithContext(context.Background(), http.MethodPost, actionPrefix+actionExport, strings.NewReader(exportBody("G", "seed", false)))
 	req.Header.Set("Authorization", "Bearer "+DefaultToken)
 	sim.ServeHTTP(rec, req)
 	clock.Advance(time.Hour)
 	var blob, query string
 	for blob == "" {
 		rec = httptest.NewRecorder()
-		req = httptest.NewRequest(http.MethodPost, actionPrefix+actionPackageURL, strings.NewReader(idBody("seed")))
+		req = httptest.NewRequestWithContext(context.Background(), http.MethodPost, actionPrefix+actionPackageURL, strings.NewReader(idBody("seed")))
 		req.Header.Set("Authorization", "Bearer "+DefaultToken)
 		sim.ServeHTTP(rec, req)
 		var env struct{ Value string }
@@ -209,7 +210,7 @@ func FuzzFOWorkbook(f *testing.F) {
 		if err != nil {
 			t.Fatalf("open: %v", err)
 		}
-		defer wb.Close()
+		defer func() { _ = wb.Close() }()
 		for i, col := range []string{"A2", "B2", "C2"} {
 			got, err := wb.GetCellValue("S", col)
 			if err != nil {

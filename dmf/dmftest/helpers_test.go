@@ -87,7 +87,7 @@ func do(t *testing.T, req *http.Request) reply {
 	if err != nil {
 		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatalf("read answer of %s %s: %v", req.Method, req.URL.Path, err)
@@ -98,7 +98,7 @@ func do(t *testing.T, req *http.Request) reply {
 // call posts body (a JSON string) to an action with the given bearer token.
 func call(t *testing.T, base, action, token, body string) reply {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, base+actionPrefix+action, strings.NewReader(body))
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, base+actionPrefix+action, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func call(t *testing.T, base, action, token, body string) reply {
 
 func get(t *testing.T, u string, hdr map[string]string) reply {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, u, nil)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, u, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +283,7 @@ func openZip(t *testing.T, b []byte) (map[string][]byte, []string) {
 			t.Fatalf("open %s in package: %v", f.Name, err)
 		}
 		data, err := io.ReadAll(rc)
-		rc.Close()
+		_ = rc.Close()
 		if err != nil {
 			t.Fatalf("read %s in package: %v", f.Name, err)
 		}

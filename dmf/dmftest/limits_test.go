@@ -88,13 +88,13 @@ func TestConcurrencyLimit(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 2 {
 		wg.Go(func() {
-			req, _ := http.NewRequest(http.MethodPost, s.URL+actionPrefix+actionErrors, strings.NewReader(idBody("x")))
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, s.URL+actionPrefix+actionErrors, strings.NewReader(idBody("x")))
 			req.Header.Set("Authorization", "Bearer "+DefaultToken)
 			ctx, cancel := contextUntil(release)
 			defer cancel()
 			resp, err := http.DefaultClient.Do(req.WithContext(ctx))
 			if err == nil {
-				resp.Body.Close()
+				_ = resp.Body.Close()
 			}
 		})
 	}

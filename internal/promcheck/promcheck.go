@@ -7,6 +7,7 @@
 package promcheck
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -60,11 +61,15 @@ func Scrape(t testing.TB, h http.Handler) string {
 	t.Helper()
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	resp, err := srv.Client().Get(srv.URL)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
@@ -291,7 +296,7 @@ func Promtool(t testing.TB, dir string, args ...string) (string, error) {
 	if err != nil {
 		t.Skip("promtool not installed (apt-get install prometheus): rule files not checked by Prometheus itself")
 	}
-	cmd := exec.Command(path, args...)
+	cmd := exec.CommandContext(context.Background(), path, args...)
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	return string(out), err

@@ -104,7 +104,7 @@ func TestError(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got := Error(tt.err, []string{"s3cret"}, tt.keep...)
 			if tt.wantSame {
-				if got != tt.err {
+				if got != tt.err { //nolint:errorlint // the same error value, not one wrapping it
 					t.Fatalf("Error = %v, want the error itself", got)
 				}
 				return

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"net"
 	"sync"
 	"testing"
@@ -33,14 +34,14 @@ const proxyChunk = 16 << 10
 // and resets every connection.
 func StartProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("proxy listen: %v", err)
 	}
 	p := &Proxy{ln: ln, target: target, thaw: make(chan struct{})}
 	go p.serve()
 	t.Cleanup(func() {
-		ln.Close()
+		_ = ln.Close()
 		p.Unfreeze()
 		p.Cut(true)
 	})
@@ -60,12 +61,12 @@ func (p *Proxy) serve() {
 		down := p.down
 		p.mu.Unlock()
 		if down {
-			c.Close()
+			_ = c.Close()
 			continue
 		}
-		b, err := net.Dial("tcp", p.target)
+		b, err := (&net.Dialer{}).DialContext(context.Background(), "tcp", p.target)
 		if err != nil {
-			c.Close()
+			_ = c.Close()
 			continue
 		}
 		p.mu.Lock()
@@ -91,12 +92,12 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 				time.Sleep(delay)
 			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
-				src.Close()
+				_ = src.Close()
 				return
 			}
 		}
 		if err != nil {
-			dst.Close()
+			_ = dst.Close()
 			return
 		}
 	}
@@ -114,7 +115,7 @@ func (p *Proxy) Cut(reset bool) int {
 		if tc, ok := c.(*net.TCPConn); ok && reset {
 			_ = tc.SetLinger(0)
 		}
-		c.Close()
+		_ = c.Close()
 	}
 	return len(conns) / 2
 }

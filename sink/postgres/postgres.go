@@ -242,7 +242,7 @@ func (b *Backend) Apply(ctx context.Context, bt *sink.Batch, t sink.Target) (sin
 		res := tx.SendBatch(ctx, q)
 		tag, err := res.Exec()
 		if err != nil {
-			res.Close()
+			_ = res.Close()
 			return fmt.Errorf("ledger: %w", err)
 		}
 		var isStale bool

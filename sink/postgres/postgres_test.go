@@ -170,7 +170,7 @@ func TestApplyWaitsForSwap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer swap.Rollback(ctx)
+	defer func() { _ = swap.Rollback(ctx) }()
 	if _, err := swap.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", be.snapshotLock(up.Table)); err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,7 @@ func OpenLedger(ctx context.Context, path string) (*Ledger, error) {
 		return nil, fmt.Errorf("SQLite database %s: %w", abs, err)
 	}
 	if err := db.PingContext(ctx); err != nil {
-		db.Close()
+		_ = db.Close()
 		return nil, fmt.Errorf("SQLite database %s: %w", abs, err)
 	}
 	return &Ledger{db: db}, nil
@@ -87,11 +87,11 @@ func (l *Ledger) Landed(ctx context.Context, exports, runs []string) ([]sink.Lan
 	if err != nil {
 		return nil, nil, fmt.Errorf("read the ledger: %w", err)
 	}
+	defer func() { _ = rows.Close() }()
 	var landed []sink.Landed
 	for rows.Next() {
 		x := sink.Landed{SwappedRows: -1}
 		if err := rows.Scan(&x.Export, &x.Run, &x.Entity, &x.Batches, &x.Rows, &x.Stale); err != nil {
-			rows.Close()
 			return nil, nil, fmt.Errorf("read the ledger: %w", err)
 		}
 		landed = append(landed, x)
@@ -100,19 +100,19 @@ func (l *Ledger) Landed(ctx context.Context, exports, runs []string) ([]sink.Lan
 		return nil, nil, fmt.Errorf("read the ledger: %w", err)
 	}
 	first := map[string]string{}
-	rows, err = l.db.QueryContext(ctx, `SELECT export, min(run) FROM `+sink.LedgerTable+` WHERE export IN (SELECT value FROM json_each(?)) GROUP BY 1`, jsonList(exports))
+	frows, err := l.db.QueryContext(ctx, `SELECT export, min(run) FROM `+sink.LedgerTable+` WHERE export IN (SELECT value FROM json_each(?)) GROUP BY 1`, jsonList(exports))
 	if err != nil {
 		return nil, nil, fmt.Errorf("read the ledger: %w", err)
 	}
-	for rows.Next() {
+	defer func() { _ = frows.Close() }()
+	for frows.Next() {
 		var export, run string
-		if err := rows.Scan(&export, &run); err != nil {
-			rows.Close()
+		if err := frows.Scan(&export, &run); err != nil {
 			return nil, nil, fmt.Errorf("read the ledger: %w", err)
 		}
 		first[export] = run
 	}
-	if err := rows.Err(); err != nil {
+	if err := frows.Err(); err != nil {
 		return nil, nil, fmt.Errorf("read the ledger: %w", err)
 	}
 	snaps, err := l.current(ctx)
@@ -148,11 +148,11 @@ func (l *Ledger) current(ctx context.Context) ([]snapshotNow, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read the snapshots: %w", err)
 	}
+	defer func() { _ = rows.Close() }()
 	var snaps []snapshotNow
 	for rows.Next() {
 		var s snapshotNow
 		if err := rows.Scan(&s.table, &s.run, &s.entity, &s.swapped); err != nil {
-			rows.Close()
 			return nil, fmt.Errorf("read the snapshots: %w", err)
 		}
 		snaps = append(snaps, s)
@@ -183,7 +183,7 @@ func (l *Ledger) LastRuns(ctx context.Context) ([]sink.EntityRun, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read the ledger: %w", err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	var out []sink.EntityRun
 	for rows.Next() {
 		var e sink.EntityRun

@@ -85,7 +85,7 @@ func Open(ctx context.Context, path string) (*Backend, error) {
 	db.SetMaxOpenConns(4)
 	b := &Backend{db: db, path: abs, cols: map[string]map[string]bool{}}
 	if err := b.setup(ctx); err != nil {
-		db.Close()
+		_ = db.Close()
 		return nil, err
 	}
 	return b, nil
@@ -317,7 +317,7 @@ func columns(ctx context.Context, q interface {
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	var out []column
 	for rows.Next() {
 		var c column
@@ -509,7 +509,7 @@ func insertRows(ctx context.Context, tx *sql.Tx, table string, bt *sink.Batch, c
 	if err != nil {
 		return fmt.Errorf("insert rows: %w", err)
 	}
-	defer stmt.Close()
+	defer func() { _ = stmt.Close() }()
 	args := make([]any, 0, len(cols))
 	for i := range bt.Rows {
 		args = rowArgs(args, bt, i, now)
@@ -665,7 +665,7 @@ func (b *Backend) Sample(ctx context.Context, table string, limit int) (*sink.Ta
 	if err != nil {
 		return nil, fmt.Errorf("table %s: read rows: %w", table, err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	for rows.Next() {
 		vals := make([]sql.NullString, len(sel))
 		ptrs := make([]any, len(sel))

@@ -33,7 +33,7 @@ func TestBackend(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { db.Close() })
+		t.Cleanup(func() { _ = db.Close() })
 		return sinktest.Harness{
 			Backend: b,
 			Rows:    func(table string) ([]map[string]any, error) { return tableRows(db, table) },
@@ -46,11 +46,11 @@ func TestBackend(t *testing.T) {
 // tableRows reads every row of table as column → value, with a
 // connection of its own.
 func tableRows(db *sql.DB, table string) ([]map[string]any, error) {
-	rows, err := db.Query("SELECT * FROM " + quote(table))
+	rows, err := db.QueryContext(context.Background(), "SELECT * FROM "+quote(table))
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	cols, err := rows.Columns()
 	if err != nil {
 		return nil, err
@@ -120,7 +120,7 @@ func TestBackendSharedFile(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { db.Close() })
+		t.Cleanup(func() { _ = db.Close() })
 		return sinktest.Harness{
 			Backend: a,
 			Rows:    func(table string) ([]map[string]any, error) { return tableRows(db, table) },
@@ -200,16 +200,16 @@ func TestBusyIsRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer other.Close()
+	defer func() { _ = other.Close() }()
 	conn, err := other.Conn(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		t.Fatal(err)
 	}
-	defer conn.ExecContext(ctx, "ROLLBACK")
+	defer func() { _, _ = conn.ExecContext(ctx, "ROLLBACK") }()
 
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
@@ -223,7 +223,7 @@ func TestBusyIsRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer impatient.Close()
+	defer func() { _ = impatient.Close() }()
 	_, err = impatient.BeginTx(ctx, nil)
 	var se *msqlite.Error
 	if !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_BUSY || rejected(err) {

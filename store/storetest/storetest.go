@@ -58,7 +58,7 @@ func Blob(t testing.TB, opts store.BlobOptions) *store.BlobStore {
 		cs := opts.ConnectionString
 		t.Cleanup(func() {
 			if cc, err := container.NewClientFromConnectionString(cs, name, nil); err == nil {
-				cc.Delete(context.Background(), nil)
+				_, _ = cc.Delete(context.Background(), nil)
 			}
 		})
 	}
@@ -103,7 +103,7 @@ func ReadAll(t testing.TB, st store.Store, key string) string {
 	if err != nil {
 		t.Fatalf("Open(%q): %v", key, err)
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	b, err := io.ReadAll(rc)
 	if err != nil {
 		t.Fatalf("read %q: %v", key, err)
@@ -115,7 +115,7 @@ func ReadAll(t testing.TB, st store.Store, key string) string {
 func FilesUnder(t testing.TB, dir string) []string {
 	t.Helper()
 	var out []string
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
 			t.Fatalf("walk %s: %v", p, err)
 		}
@@ -125,5 +125,8 @@ func FilesUnder(t testing.TB, dir string) []string {
 		}
 		return nil
 	})
+	if err != nil {
+		t.Fatalf("walk %s: %v", dir, err)
+	}
 	return out
 }
