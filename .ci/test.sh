@@ -99,6 +99,9 @@ go vet ./...
 unformatted="$(gofmt -l $(find . -name '*.go' -not -path './.tools/*') || true)"
 if [ -n "$unformatted" ]; then echo "test: gofmt needed on: $unformatted" >&2; exit 1; fi
 
+echo "test: golangci-lint (make lint; installs the pinned version into .tools/ the first time)"
+make lint
+
 echo "test: go test -race"
 go test -race -count=1 -timeout 20m ./...
 

@@ -103,6 +103,6 @@ func TestRecordsReadOnlyOnAzureBlob(t *testing.T) {
 	}
 	if _, err := cc.GetProperties(ctx, nil); err == nil {
 		t.Errorf("container %s exists after reading records: status must not create it", exp.Store.Container)
-		cc.Delete(ctx, nil)
+		_, _ = cc.Delete(ctx, nil)
 	}
 }

@@ -262,7 +262,7 @@ func LoadConfig(path string) (*Config, error) {
 	case err != nil:
 		return nil, fmt.Errorf("read configuration: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	data, err := io.ReadAll(io.LimitReader(f, MaxConfigBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("read configuration %s: %w", path, err)
@@ -450,12 +450,14 @@ func (d *decoder) err() error {
 
 // yamlError turns a YAML syntax error into problems with positions.
 func (d *decoder) yamlError(err error) {
-	switch e := err.(type) {
-	case *yaml.LoadErrors:
-		for _, le := range e.Errors {
+	var errs *yaml.LoadErrors
+	var e *yaml.LoadError
+	switch {
+	case errors.As(err, &errs):
+		for _, le := range errs.Errors {
 			d.yamlError(le)
 		}
-	case *yaml.LoadError:
+	case errors.As(err, &e):
 		d.problems = append(d.problems, ConfigProblem{File: d.file, Line: e.Mark.Line, Column: e.Mark.Column,
 			Message: "YAML: " + e.Message, Hint: "check indentation (spaces, not tabs) and quoting"})
 	default:

@@ -125,7 +125,7 @@ func TestExportsQueuePerEnvironment(t *testing.T) {
 			t.Errorf("want at most (and, here, exactly) 2 executions running at once in F&O, got %d", n)
 		}
 		rr := httptest.NewRecorder()
-		r.Metrics.Handler().ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
+		r.Metrics.Handler().ServeHTTP(rr, httptest.NewRequestWithContext(context.Background(), "GET", "/metrics", nil))
 		body := rr.Body.Bytes()
 		env := environmentKey(exps[0].FO.URL)
 		for _, want := range []string{

@@ -189,7 +189,7 @@ func TestResumeAfterStopMidPublish(t *testing.T) {
 					t.Errorf("resumed entity record: want 1000 rows in 10 batches, got %d rows in %d batches", e.Rows, e.Batches)
 				}
 				rr := httptest.NewRecorder()
-				metrics.Handler().ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
+				metrics.Handler().ServeHTTP(rr, httptest.NewRequestWithContext(context.Background(), "GET", "/metrics", nil))
 				if want := `dmfexport_rows_published_total{entity="A",export="files"} 700`; !strings.Contains(rr.Body.String(), want) {
 					t.Errorf("/metrics: want %s (rows confirmed by the resumed run)", want)
 				}

@@ -79,8 +79,8 @@ func TestPausedOwnerFenced(t *testing.T) {
 	owner := &Runner{Logger: slog.New(slog.DiscardHandler), LeaseTTL: ttl, Clock: ownerClock,
 		NewSink: func(context.Context, *Export) (publish.Sink, error) { return sink, nil },
 		heartbeatGate: func() {
-			held.Lock() // blocks while paused
-			held.Unlock()
+			held.Lock()   // blocks while paused
+			held.Unlock() //nolint:staticcheck // SA2001: the mutex is a gate that blocks while the owner is paused; it guards nothing
 		}}
 	type result struct {
 		rec *runs.Record
@@ -169,7 +169,7 @@ func readAll(t *testing.T, st interface {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	b, err := io.ReadAll(rc)
 	if err != nil {
 		t.Fatal(err)

@@ -219,8 +219,7 @@ func TestResumeWaitsForRegistration(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			bubble(t, func(t *testing.T) {
-				var f *foFake
-				f = newFOFake(t, map[string]func(int) (int, string){
+				f := newFOFake(t, map[string]func(int) (int, string){
 					"ExportToPackage": fixed(400, foError("Data project 'G' does not exist")),
 					"GetExecutionSummaryStatus": func(n int) (int, string) {
 						if n <= tt.notFound {

@@ -32,7 +32,7 @@ func TestRunEntityFormats(t *testing.T) {
 		}
 		xlsx := func() []byte {
 			f := excelize.NewFile()
-			defer f.Close()
+			defer func() { _ = f.Close() }()
 			if err := f.SetSheetName("Sheet1", "Data"); err != nil {
 				t.Fatal(err)
 			}
@@ -105,7 +105,7 @@ func TestRunAbsentFiles(t *testing.T) {
 	zw := zip.NewWriter(&zb)
 	for name, body := range map[string]string{"Manifest.xml": manifest, "PRESENT.CSV": "ID\r\n1\r\n2\r\n"} {
 		w, _ := zw.Create(name)
-		w.Write([]byte(body))
+		_, _ = w.Write([]byte(body))
 	}
 	if err := zw.Close(); err != nil {
 		t.Fatal(err)

@@ -123,7 +123,7 @@ func storeLife(t *testing.T) string {
 			}
 			return &stoppingSink{Sink: s, stop: interrupt}, nil
 		}}
-	defer r.Close()
+	defer func() { _ = r.Close() }()
 	st := mustDirStore(t, root)
 	later := func() { time.Sleep(time.Minute) } // the bubble's clock: no real wait, run IDs a minute apart
 	mustRun := func(exp *Export, want runs.State) *runs.Record {

@@ -17,7 +17,7 @@ import (
 // deadPID returns the ID of a process that has ended.
 func deadPID(t *testing.T) int {
 	t.Helper()
-	cmd := exec.Command("true")
+	cmd := exec.CommandContext(context.Background(), "true")
 	if err := cmd.Run(); err != nil {
 		t.Skipf("cannot start a process: %v", err)
 	}

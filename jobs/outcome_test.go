@@ -95,7 +95,7 @@ func TestRunOutcomes(t *testing.T) {
 					t.Errorf("%d package downloads, want %d", n, tt.wantDownloads)
 				}
 				rr := httptest.NewRecorder()
-				metrics.Handler().ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
+				metrics.Handler().ServeHTTP(rr, httptest.NewRequestWithContext(context.Background(), "GET", "/metrics", nil))
 				for _, series := range tt.wantMetrics {
 					if !strings.Contains(rr.Body.String(), series) {
 						t.Errorf("/metrics lacks %s", series)
@@ -231,7 +231,7 @@ func TestExportedPackageGone(t *testing.T) {
 			t.Errorf("F&O saw %d exports when the package was gone; the run must end, and the next run export", n)
 		}
 		rr := httptest.NewRecorder()
-		metrics.Handler().ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
+		metrics.Handler().ServeHTTP(rr, httptest.NewRequestWithContext(context.Background(), "GET", "/metrics", nil))
 		if want := `dmfexport_packages_lost_total{export="files"} 1`; !strings.Contains(rr.Body.String(), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

@@ -109,17 +109,17 @@ func TestRegisterWindowAgainstSimulator(t *testing.T) {
 					// ExportToPackage: a record in state exporting with the ID.
 					const id = "G-2026-11-29_10-00-00-00000000"
 					body := `{"definitionGroupId":"G","packageName":"G","executionId":"` + id + `","reExecute":false,"legalEntityId":"USMF"}`
-					req, _ := http.NewRequest(http.MethodPost, srv.URL+"/data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities.ExportToPackage", strings.NewReader(body))
+					req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities.ExportToPackage", strings.NewReader(body))
 					req.Header.Set("Authorization", "Bearer "+dmftest.DefaultToken)
 					req.Header.Set("Content-Type", "application/json")
-					resp, err := http.DefaultClient.Do(req)
-					if err != nil || resp.StatusCode != http.StatusOK {
-						t.Fatalf("post ExportToPackage: %v %v", resp, err)
+					resp, postErr := http.DefaultClient.Do(req)
+					if postErr != nil || resp.StatusCode != http.StatusOK {
+						t.Fatalf("post ExportToPackage: %v %v", resp, postErr)
 					}
-					resp.Body.Close()
-					st, err := openStore(context.Background(), exp.Store, nil)
-					if err != nil {
-						t.Fatal(err)
+					_ = resp.Body.Close()
+					st, openErr := openStore(context.Background(), exp.Store, nil)
+					if openErr != nil {
+						t.Fatal(openErr)
 					}
 					stopped := &runs.Record{Job: exp.Name, RunID: "20261129T100000Z-cccccccc", State: runs.StateExporting, StartedAt: time.Now().UTC(),
 						DefinitionGroup: "G", LegalEntity: "USMF", ExecutionID: id, Durations: map[string]string{}}

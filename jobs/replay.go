@@ -85,7 +85,7 @@ func (r *Runner) Replay(ctx context.Context, exp *Export, rec *runs.Record, o Re
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
-	defer sink.Close()
+	defer func() { _ = sink.Close() }()
 	var out []runs.EntityRecord
 	var errs []error
 	for _, e := range rec.Entities {

@@ -37,7 +37,7 @@ func ndjsonRows(t *testing.T, path string) (map[string]int, map[string]int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	rows, ids := map[string]int{}, map[string]int{}
 	sc := bufio.NewScanner(f)
 	sc.Buffer(nil, 64<<20)

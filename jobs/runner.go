@@ -652,8 +652,8 @@ func (u *run) fetchAndUnpack(ctx context.Context, client *dmf.Client, refetch bo
 	if err != nil {
 		return u.packageFault(ctx, fmt.Errorf("create temporary file for the package: %w", err))
 	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
+	defer func() { _ = os.Remove(tmp.Name()) }()
+	defer func() { _ = tmp.Close() }()
 	if !u.restorePackage(ctx, tmp) {
 		if !refetch {
 			if err := u.checkBroker(ctx); err != nil {
@@ -1017,7 +1017,7 @@ func (u *run) restorePackage(ctx context.Context, tmp *os.File) bool {
 		u.log.Warn("resume: stored package unreadable, downloading it again", "key", u.rec.PackageKey, "err", err)
 		return false
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	h := sha256.New()
 	if err := resetFile(tmp); err == nil {
 		_, err = io.Copy(io.MultiWriter(tmp, h), rc)
@@ -1140,7 +1140,7 @@ func (u *run) publishAll(ctx context.Context) error {
 	}
 	defer func() {
 		for _, s := range sinks {
-			s.Close()
+			_ = s.Close()
 		}
 	}()
 
@@ -1284,7 +1284,7 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *runs.Enti
 			return fmt.Errorf("entity %s: open stored file: %w", e.Entity, err)
 		}
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	log := u.log.With("entity", e.Entity)
 	ctx, span := u.r.tracer().Start(ctx, "publish "+e.Entity)
 	retries := u.retries.Load()
@@ -1450,7 +1450,7 @@ func (u *run) newSinks(ctx context.Context, n int) ([]publish.Sink, error) {
 		s, err := openSink(ctx, u.exp, u.log, n, u.r.clock())
 		if err != nil {
 			for _, s := range sinks {
-				s.Close()
+				_ = s.Close()
 			}
 			return nil, err
 		}
@@ -1507,7 +1507,7 @@ func openSink(ctx context.Context, exp *Export, log *slog.Logger, shares int, cl
 			err = s.CheckExchange(ctx, exp.Exchange)
 		}
 		if err != nil {
-			s.Close()
+			_ = s.Close()
 			return nil, err
 		}
 		return s, nil

@@ -104,7 +104,7 @@ func TestSchedulerApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Stop()
+	defer func() { _ = s.Stop() }()
 	s.Start()
 	if got := slices.Sorted(maps.Keys(s.NextRuns())); !slices.Equal(got, []string{"a", "b"}) {
 		t.Fatalf("scheduled %v, want [a b] (disabled export left out)", got)

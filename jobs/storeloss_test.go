@@ -66,7 +66,7 @@ func TestRunSurvivesStoreLoss(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					t.Cleanup(func() { cc.Delete(context.Background(), nil) })
+					t.Cleanup(func() { _, _ = cc.Delete(context.Background(), nil) })
 					lose = func() {
 						if _, err := cc.Delete(context.Background(), nil); err != nil {
 							t.Errorf("delete container: %v", err)
@@ -106,7 +106,7 @@ func TestRunSurvivesStoreLoss(t *testing.T) {
 						}
 					}
 				}}
-				defer r.Close()
+				defer func() { _ = r.Close() }()
 				rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"})
 				if err != nil {
 					t.Fatalf("Run: %v\n%s", err, logs.String())

@@ -46,7 +46,7 @@ func TestRunTrace(t *testing.T) {
 	}
 	spans := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
-	defer tp.Shutdown(context.Background())
+	defer func() { _ = tp.Shutdown(context.Background()) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	rec, err := (&Runner{TracerProvider: tp}).Run(ctx, exp, RunOptions{Trigger: "manual"})

@@ -76,7 +76,7 @@ func (l *Ledger) read(ctx context.Context, key string) (*Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read run record %s: %w", key, err)
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	// Only the bytes can be damaged: a read the store cut short is its
 	// error, and reading again may succeed.
 	src := &readErr{r: rc}
@@ -237,7 +237,7 @@ func (l *Ledger) storedPackage(ctx context.Context, runID string) (packageRef, e
 	case errors.Is(err, store.ErrNotExist):
 		return packageRef{}, errors.New("it stored no package, and nothing else names its F&O execution")
 	case err != nil:
-		return packageRef{}, fmt.Errorf("its stored package %s is unreadable (%v)", key, err)
+		return packageRef{}, fmt.Errorf("its stored package %s is unreadable (%w)", key, err)
 	}
 	ref := packageRef{key: key, executionID: o.Meta["executionid"], sha256: o.Meta["sha256"], size: o.Size, modTime: o.ModTime}
 	if CheckExecutionID(ref.executionID) != nil || len(ref.sha256) != 64 {
@@ -280,7 +280,7 @@ func (l *Ledger) quarantine(ctx context.Context, runID string, meta map[string]s
 		return "", err
 	}
 	b, err := io.ReadAll(io.LimitReader(rc, 64<<20))
-	rc.Close()
+	_ = rc.Close()
 	if err != nil {
 		return "", err
 	}
@@ -300,7 +300,7 @@ func (l *Ledger) restoreQuarantined(ctx context.Context, qkey, key string, log *
 	rc, err := l.st.Open(ctx, qkey)
 	if err == nil {
 		_, err = l.st.Put(ctx, key, rc, nil)
-		rc.Close()
+		_ = rc.Close()
 	}
 	if err == nil {
 		err = l.st.Delete(ctx, qkey)

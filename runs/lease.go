@@ -167,7 +167,7 @@ func (l *Ledger) leaseAlive(ctx context.Context, o store.Object, now time.Time) 
 	var b leaseBody
 	if rc, err := l.st.Open(ctx, o.Key); err == nil {
 		_ = json.NewDecoder(rc).Decode(&b)
-		rc.Close()
+		_ = rc.Close()
 	}
 	owner := b.Replica
 	if b.Holder != "" {
