@@ -23,6 +23,26 @@ type Landed struct {
 	TableRows, SwappedRows int64
 }
 
+// CurrentSnapshot is the snapshot a table holds now, as a backend's
+// ledger reads it: the run swapped in last, the rows the swap put in and
+// the rows the table holds.
+type CurrentSnapshot struct {
+	Table, Run, Entity     string
+	SwappedRows, TableRows int64
+}
+
+// MarkCurrent fills in, on each of landed that is its table's current
+// snapshot, the rows the swap put in and the rows the table holds.
+func MarkCurrent(landed []Landed, current []CurrentSnapshot) {
+	for i, x := range landed {
+		for _, s := range current {
+			if s.Run == x.Run && s.Entity == x.Entity {
+				landed[i].SwappedRows, landed[i].TableRows = s.SwappedRows, s.TableRows
+			}
+		}
+	}
+}
+
 // Reconciliation compares one entity of one run on both sides.
 type Reconciliation struct {
 	Exported

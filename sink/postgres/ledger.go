@@ -77,26 +77,13 @@ func (l *Ledger) Landed(ctx context.Context, exports, runs []string) ([]sink.Lan
 	if err != nil {
 		return nil, nil, err
 	}
-	for i, x := range landed {
-		for _, s := range snaps {
-			if s.run == x.Run && s.entity == x.Entity {
-				landed[i].SwappedRows, landed[i].TableRows = s.swapped, s.now
-			}
-		}
-	}
+	sink.MarkCurrent(landed, snaps)
 	return landed, first, nil
-}
-
-// snapshotNow is the snapshot a table holds now: its run, the rows the
-// swap put in and the rows the table holds.
-type snapshotNow struct {
-	table, run, entity string
-	swapped, now       int64
 }
 
 // current returns the newest swapped snapshot of every snapshot table,
 // with the table's row count.
-func (l *Ledger) current(ctx context.Context) ([]snapshotNow, error) {
+func (l *Ledger) current(ctx context.Context) ([]sink.CurrentSnapshot, error) {
 	rows, err := l.conn.Query(ctx, `SELECT DISTINCT ON (table_name) table_name, run, entity, coalesce(rows, 0)
 		FROM `+pgx.Identifier{l.schema, sink.SnapshotsTable}.Sanitize()+` WHERE swapped_at IS NOT NULL
 		ORDER BY table_name, run_time DESC, run DESC`)
@@ -106,17 +93,17 @@ func (l *Ledger) current(ctx context.Context) ([]snapshotNow, error) {
 		}
 		return nil, fmt.Errorf("read the snapshots: %w", err)
 	}
-	snaps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (snapshotNow, error) {
-		var s snapshotNow
-		err := r.Scan(&s.table, &s.run, &s.entity, &s.swapped)
+	snaps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (sink.CurrentSnapshot, error) {
+		var s sink.CurrentSnapshot
+		err := r.Scan(&s.Table, &s.Run, &s.Entity, &s.SwappedRows)
 		return s, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read the snapshots: %w", err)
 	}
 	for i := range snaps {
-		if err := l.conn.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{l.schema, snaps[i].table}.Sanitize()).Scan(&snaps[i].now); err != nil {
-			return nil, fmt.Errorf("count the rows of table %s: %w", snaps[i].table, err)
+		if err := l.conn.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{l.schema, snaps[i].Table}.Sanitize()).Scan(&snaps[i].TableRows); err != nil {
+			return nil, fmt.Errorf("count the rows of table %s: %w", snaps[i].Table, err)
 		}
 	}
 	return snaps, nil

@@ -119,26 +119,13 @@ func (l *Ledger) Landed(ctx context.Context, exports, runs []string) ([]sink.Lan
 	if err != nil {
 		return nil, nil, err
 	}
-	for i, x := range landed {
-		for _, s := range snaps {
-			if s.run == x.Run && s.entity == x.Entity {
-				landed[i].SwappedRows, landed[i].TableRows = s.swapped, s.now
-			}
-		}
-	}
+	sink.MarkCurrent(landed, snaps)
 	return landed, first, nil
-}
-
-// snapshotNow is the snapshot a table holds now: its run, the rows the
-// swap put in and the rows the table holds.
-type snapshotNow struct {
-	table, run, entity string
-	swapped, now       int64
 }
 
 // current returns the newest swapped snapshot of every snapshot table,
 // with the table's row count.
-func (l *Ledger) current(ctx context.Context) ([]snapshotNow, error) {
+func (l *Ledger) current(ctx context.Context) ([]sink.CurrentSnapshot, error) {
 	if ok, err := l.has(ctx, sink.SnapshotsTable); !ok || err != nil {
 		return nil, err
 	}
@@ -149,10 +136,10 @@ func (l *Ledger) current(ctx context.Context) ([]snapshotNow, error) {
 		return nil, fmt.Errorf("read the snapshots: %w", err)
 	}
 	defer func() { _ = rows.Close() }()
-	var snaps []snapshotNow
+	var snaps []sink.CurrentSnapshot
 	for rows.Next() {
-		var s snapshotNow
-		if err := rows.Scan(&s.table, &s.run, &s.entity, &s.swapped); err != nil {
+		var s sink.CurrentSnapshot
+		if err := rows.Scan(&s.Table, &s.Run, &s.Entity, &s.SwappedRows); err != nil {
 			return nil, fmt.Errorf("read the snapshots: %w", err)
 		}
 		snaps = append(snaps, s)
@@ -161,8 +148,8 @@ func (l *Ledger) current(ctx context.Context) ([]snapshotNow, error) {
 		return nil, fmt.Errorf("read the snapshots: %w", err)
 	}
 	for i := range snaps {
-		if err := l.db.QueryRowContext(ctx, "SELECT count(*) FROM "+quote(snaps[i].table)).Scan(&snaps[i].now); err != nil {
-			return nil, fmt.Errorf("count the rows of table %s: %w", snaps[i].table, err)
+		if err := l.db.QueryRowContext(ctx, "SELECT count(*) FROM "+quote(snaps[i].Table)).Scan(&snaps[i].TableRows); err != nil {
+			return nil, fmt.Errorf("count the rows of table %s: %w", snaps[i].Table, err)
 		}
 	}
 	return snaps, nil
