@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -33,18 +34,19 @@ var errUsage = errors.New("usage")
 
 func commands() map[string]command {
 	return map[string]command{
-		"run":       &runCommand{},
-		"trigger":   &triggerCommand{},
-		"validate":  &validateCommand{},
-		"exports":   &exportsCommand{},
-		"jobs":      &exportsCommand{name: "jobs"}, // the command's former name, kept for scripts
-		"status":    &statusCommand{},
-		"replay":    &replayCommand{},
-		"sink":      &sinkCommand{},
-		"reconcile": &reconcileCommand{},
-		"abandon":   &abandonCommand{},
-		"demo":      &demoCommand{},
-		"version":   &versionCommand{},
+		"run":        &runCommand{},
+		"trigger":    &triggerCommand{},
+		"validate":   &validateCommand{},
+		"exports":    &exportsCommand{},
+		"jobs":       &exportsCommand{name: "jobs"}, // the command's former name, kept for scripts
+		"status":     &statusCommand{},
+		"replay":     &replayCommand{},
+		"sink":       &sinkCommand{},
+		"reconcile":  &reconcileCommand{},
+		"abandon":    &abandonCommand{},
+		"demo":       &demoCommand{},
+		"version":    &versionCommand{},
+		"completion": &completionCommand{},
 	}
 }
 
@@ -64,9 +66,11 @@ Commands:
   abandon    end an unfinished run on purpose: it is never resumed
   reconcile  compare what the exports published with what the sinks applied
   demo       run the demo export against the built-in F&O simulator
-  version    print the version
+  version    print the version (also: --version)
+  completion print a shell completion script: bash, zsh or fish
+  help       print a command's usage and flags
 
-Run "dmfexport <command> --help" for a command's flags.
+Run "dmfexport help <command>" or "dmfexport <command> --help" for a command's flags.
 `
 
 func main() {
@@ -74,12 +78,19 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		fmt.Fprint(stdout, mainUsage)
-		if len(args) == 0 {
-			return 2
-		}
+		return 2
+	}
+	if args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stdout, mainUsage)
 		return 0
+	}
+	if args[0] == "--version" || args[0] == "-version" {
+		args[0] = "version"
+	}
+	if args[0] == "help" {
+		return help(args[1:], stdout, stderr)
 	}
 	cmd, ok := commands()[args[0]]
 	if !ok {
@@ -106,6 +117,43 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "dmfexport %s: %v\n", args[0], err)
 		return 1
 	}
+}
+
+// help prints the usage of the command args names, with its flags, as
+// "dmfexport CMD --help" does; without a name, the general usage. An unknown
+// name is a usage mistake: exit 2 with the names of the known commands.
+func help(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" {
+		fmt.Fprint(stdout, mainUsage)
+		return 0
+	}
+	if len(args) > 1 {
+		fmt.Fprintf(stderr, "dmfexport help: name one command, got %d: %s\n", len(args), strings.Join(args, " "))
+		return 2
+	}
+	cmd, ok := commands()[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "dmfexport help: unknown command %q; known commands: %s\n", args[0], strings.Join(sortedCommandNames(), ", "))
+		return 2
+	}
+	old := helpOut
+	helpOut = stdout
+	defer func() { helpOut = old }()
+	if err := cmd.Run(context.Background(), []string{"--help"}); !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(stderr, "dmfexport help %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+// sortedCommandNames lists every command, and help, sorted.
+func sortedCommandNames() []string {
+	names := []string{"help"}
+	for name := range commands() {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // cpuProfile writes a CPU profile of the whole command to the file
@@ -218,6 +266,10 @@ func (g *globalFlags) load() (*jobs.Config, error) {
 	return cfg, err
 }
 
+// helpOut receives what --help prints: stdout, except while help and
+// completion ask a command for its usage.
+var helpOut io.Writer = os.Stdout
+
 // parseFlags parses args with fs and returns the positional arguments.
 // Flags may come before, between or after positional arguments
 // ("status demo --json" is "status --json demo"); "--" ends the flags, so
@@ -239,7 +291,7 @@ func parseFlags(fs *flag.FlagSet, usage string, args []string) ([]string, error)
 		}
 		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		if name == "h" || name == "help" {
-			fmt.Fprint(os.Stdout, usageText(fs, usage))
+			fmt.Fprint(helpOut, usageText(fs, usage))
 			return nil, flag.ErrHelp
 		}
 		f := fs.Lookup(name)
