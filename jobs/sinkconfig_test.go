@@ -129,12 +129,12 @@ func TestSinkSQLiteDatabase(t *testing.T) {
 func TestSetDatabaseFromEnv(t *testing.T) {
 	for _, tc := range []struct{ value, want, problem string }{
 		{"postgres://u:pw@db.example.com/dw", "postgres://u:pw@db.example.com/dw", ""},
-		{"sqlite:x/dw.db", "/work/x/dw.db", ""},
+		{"sqlite:x/dw.db", "/srv/dmfexport/x/dw.db", ""},
 		{"mysql://db/dw", "", "not a postgres:// URL nor sqlite:PATH"},
 		{"postgres://u:pw@db.example.com/dw?sslmode=disable", "", "sslmode=disable"},
 	} {
 		s := SinkConfig{Name: "demo", Schema: "fo", DatabaseURL: "sqlite:/old.db"}
-		err := s.SetDatabaseFromEnv("DATABASE_URL", func(string) (string, bool) { return tc.value, true }, "/work")
+		err := s.SetDatabaseFromEnv("DATABASE_URL", func(string) (string, bool) { return tc.value, true }, "/srv/dmfexport")
 		if tc.problem != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.problem) || s.DatabaseURL != "sqlite:/old.db" {
 				t.Errorf("DATABASE_URL=%s: %v, database %q; want a problem saying %q and the database kept", tc.value, err, s.DatabaseURL, tc.problem)
