@@ -18,6 +18,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/testenv"
+	"github.com/dmfexport/dmfexport/sink/sinktest"
 )
 
 // sinkEntity is one entity of TestSinkEndToEnd: what F&O writes for it in
@@ -246,32 +247,13 @@ func readTable(conn *pgx.Conn, schema, table string) ([]map[string]any, error) {
 // readSQLiteTable reads an SQLite table's rows without the metadata
 // columns, ordered by its first column.
 func readSQLiteTable(db *sql.DB, table string) ([]map[string]any, error) {
-	rows, err := db.QueryContext(context.Background(), `SELECT * FROM "`+strings.ReplaceAll(table, `"`, `""`)+`" ORDER BY 1`)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = rows.Close() }()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, err
-	}
-	var out []map[string]any
-	for rows.Next() {
-		vals := make([]any, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			return nil, err
-		}
-		m := map[string]any{}
-		for i, c := range cols {
-			if !strings.HasPrefix(c, "_dmf_") {
-				m[c] = vals[i]
+	out, err := sinktest.QueryRows(context.Background(), db, `SELECT * FROM "`+strings.ReplaceAll(table, `"`, `""`)+`" ORDER BY 1`)
+	for _, m := range out {
+		for c := range m {
+			if strings.HasPrefix(c, "_dmf_") {
+				delete(m, c)
 			}
 		}
-		out = append(out, m)
 	}
-	return out, rows.Err()
+	return out, err
 }

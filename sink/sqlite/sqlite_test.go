@@ -46,32 +46,7 @@ func TestBackend(t *testing.T) {
 // tableRows reads every row of table as column → value, with a
 // connection of its own.
 func tableRows(db *sql.DB, table string) ([]map[string]any, error) {
-	rows, err := db.QueryContext(context.Background(), "SELECT * FROM "+quote(table))
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = rows.Close() }()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, err
-	}
-	var out []map[string]any
-	for rows.Next() {
-		vals := make([]any, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			return nil, err
-		}
-		m := map[string]any{}
-		for i, c := range cols {
-			m[c] = vals[i]
-		}
-		out = append(out, m)
-	}
-	return out, rows.Err()
+	return sinktest.QueryRows(context.Background(), db, "SELECT * FROM "+quote(table))
 }
 
 // alternating spreads its calls over several backends on one file, as
