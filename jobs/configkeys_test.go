@@ -97,31 +97,31 @@ func TestConfigKeysMatchExample(t *testing.T) {
 	}
 }
 
-// TestConfigKeysInReadme checks that README's configuration tables name
-// every key that holds a value.
-func TestConfigKeysInReadme(t *testing.T) {
-	data, err := os.ReadFile("../README.md")
+// TestConfigKeysInDocs checks that the configuration tables
+// (docs/configuration.md) name every key that holds a value.
+func TestConfigKeysInDocs(t *testing.T) {
+	data, err := os.ReadFile("../docs/configuration.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	readme := string(data)
+	doc := string(data)
 	for _, k := range configKeys() {
 		if k.kind == "mapping" || k.kind == "list" {
 			continue
 		}
-		documented := strings.Contains(readme, "`"+k.path+"`")
+		documented := strings.Contains(doc, "`"+k.path+"`")
 		// A family of keys may share a row: `fo.retry_*`, and the items of
 		// broker.queues are listed in its row as {name, binding_key, quorum}.
 		for i := range len(k.path) {
 			if k.path[i] == '_' || k.path[i] == '.' {
-				documented = documented || strings.Contains(readme, "`"+k.path[:i+1]+"*`")
+				documented = documented || strings.Contains(doc, "`"+k.path[:i+1]+"*`")
 			}
 		}
 		if item, ok := strings.CutPrefix(k.path, "broker.queues[]."); ok {
-			documented = regexp.MustCompile("`broker.queues` \\|[^\n]*\\b" + item + "\\b").MatchString(readme)
+			documented = regexp.MustCompile("`broker.queues` \\|[^\n]*\\b" + item + "\\b").MatchString(doc)
 		}
 		if !documented {
-			t.Errorf("key %s is not in README's configuration tables", k.path)
+			t.Errorf("key %s is not in the configuration tables of docs/configuration.md", k.path)
 		}
 	}
 }

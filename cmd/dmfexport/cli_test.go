@@ -360,25 +360,25 @@ func TestDemoLandsInPostgres(t *testing.T) {
 	}
 }
 
-// TestReadmeCommandReference checks that README's command reference and
-// every command's --help list the same flags, and the same commands.
-func TestReadmeCommandReference(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+// TestCommandReference checks that the command reference (docs/commands.md)
+// and every command's --help list the same flags, and the same commands.
+func TestCommandReference(t *testing.T) {
+	reference, err := os.ReadFile("../../docs/commands.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, section, ok := strings.Cut(string(readme), "\n## Commands\n")
+	// The synopsis is the first code block; the prose after it describes
+	// the flags every command takes.
+	_, block, ok := strings.Cut(string(reference), "```\n")
 	if !ok {
-		t.Fatal("README has no ## Commands section")
+		t.Fatal("docs/commands.md has no code block with the commands' synopsis")
 	}
-	section, _, _ = strings.Cut(section, "\n## ")
-	_, block, _ := strings.Cut(section, "```\n")
 	block, prose, _ := strings.Cut(block, "```")
 	// Flags every command takes are described once, in the prose.
 	common := []string{"--log-level", "--log-format", "--help"}
 	for _, f := range common {
 		if !strings.Contains(prose, f) {
-			t.Errorf("README's command reference does not describe %s", f)
+			t.Errorf("the command reference does not describe %s", f)
 		}
 	}
 	flagRE := regexp.MustCompile(`--[a-z][a-z-]*`)
@@ -397,7 +397,7 @@ func TestReadmeCommandReference(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			documented, ok := readmeFlags[name]
 			if !ok {
-				t.Fatalf("README's command reference has no line for %s", name)
+				t.Fatalf("the command reference has no line for %s", name)
 			}
 			stdout, _, code := runBinary(t, nil, name, "--help")
 			if code != 0 {
@@ -412,12 +412,12 @@ func TestReadmeCommandReference(t *testing.T) {
 			}
 			for _, f := range help {
 				if !slices.Contains(documented, f) {
-					t.Errorf("%s --help lists %s, README's command reference does not", name, f)
+					t.Errorf("%s --help lists %s, the command reference does not", name, f)
 				}
 			}
 			for _, f := range documented {
 				if !slices.Contains(help, f) && !slices.Contains(common, f) {
-					t.Errorf("README's command reference lists %s for %s, its --help does not", f, name)
+					t.Errorf("the command reference lists %s for %s, its --help does not", f, name)
 				}
 			}
 			if len(help) == 0 && name != "version" && name != "completion" {
@@ -427,7 +427,7 @@ func TestReadmeCommandReference(t *testing.T) {
 	}
 	for name := range readmeFlags {
 		if _, ok := commands()[name]; !ok {
-			t.Errorf("README's command reference lists %s, which is no command", name)
+			t.Errorf("the command reference lists %s, which is no command", name)
 		}
 	}
 }
