@@ -24,7 +24,8 @@ demo:
 image:
 	$(GO) run ./cmd/dmfimage -version $(VERSION) -revision '$(REVISION)' -tar $(BIN)/dmfexport-image.tar -oci $(BIN)/dmfexport-oci
 
-## test: start what the tests need (RabbitMQ, Azurite), vet, and run every test with -race
+## test: start what the tests need (RabbitMQ, PostgreSQL, Azurite), vet, lint, and run every test with -race
+## (without -race, saying so, when no C compiler is found: -race needs cgo)
 test:
 	bash .ci/test.sh
 
