@@ -19,7 +19,7 @@ import (
 // queue of execution slots (fo.max_concurrent_exports): a fired export
 // beyond the limit waits in the queue, in fire order, before it calls
 // ExportToPackage, instead of starting at once and being throttled. Each
-// replica applies the limits to what it runs (README: "Many exports").
+// replica applies the limits to what it runs (docs/publishing.md, "Many exports").
 
 // ErrNotStarted is returned for a run stopped while it waited in its
 // environment's queue: nothing was started in F&O and its record is

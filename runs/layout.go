@@ -20,7 +20,7 @@ import (
 	"github.com/dmfexport/dmfexport/store"
 )
 
-// The store's layout (README: "Store layout"). Every key the ledger
+// The store's layout (docs/store-layout.md). Every key the ledger
 // writes or reads is built here, under the store's prefix; export names
 // and run IDs are escaped to one path segment (store.EscapeName):
 //

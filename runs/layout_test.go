@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// TestLayout spells out every key of the README's store layout for an
+// TestLayout spells out every key of the store layout (docs/store-layout.md) for an
 // export and a data project whose names need escaping.
 func TestLayout(t *testing.T) {
 	l := Layout{Prefix: "fo", Export: "Orders: EU/2"}

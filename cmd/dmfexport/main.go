@@ -317,7 +317,7 @@ func parseFlags(fs *flag.FlagSet, usage string, args []string) ([]string, error)
 }
 
 // usageText is a command's usage followed by its flags, written with two
-// dashes as the usage lines and README write them.
+// dashes as the usage lines and docs/commands.md write them.
 func usageText(fs *flag.FlagSet, usage string) string {
 	var b strings.Builder
 	b.WriteString(usage)

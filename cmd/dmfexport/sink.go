@@ -31,7 +31,7 @@ export replacing its table in one transaction once all its batches are in. Runs 
 OpenTelemetry variables set (as for run), each delivery is a span in the trace of the run that
 published the batch.
 "replay-dead" moves a sink's dead letters back to its queue (see its --help).
-See README, "Landing the data".
+See docs/landing.md, "Landing the data".
 `
 }
 
