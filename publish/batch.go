@@ -151,8 +151,10 @@ func (e *batchEncoder) recycle(b []byte) {
 }
 
 // addRow encodes one row as a JSON object; rec must have one value per
-// column.
-func (e *batchEncoder) addRow(rec []string) {
+// column. plain marks values known to be ASCII that JSON keeps as is (it
+// may be shorter than rec, or nil): they are copied without the escaping
+// scan.
+func (e *batchEncoder) addRow(rec []string, plain []bool) {
 	b := e.rowStart()
 	if len(rec) == 0 {
 		e.rowEnd(append(b, '{', '}'))
@@ -163,7 +165,11 @@ func (e *batchEncoder) addRow(rec []string) {
 		if b, ok = e.key(b, i, len(v)); !ok {
 			b = e.keySlow(b, i, len(v))
 		}
-		b = appendJSONStringBody(b, v)
+		if i < len(plain) && plain[i] {
+			b = append(b, v...)
+		} else {
+			b = appendJSONStringBody(b, v)
+		}
 	}
 	e.rowEnd(append(b, '"', '}'))
 }

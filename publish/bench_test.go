@@ -5,8 +5,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // wideCSV generates a CSV of cols columns and rows rows with F&O-like values.
@@ -88,4 +90,84 @@ func BenchmarkEntityFile(b *testing.B) {
 		rows += st.Rows
 	}
 	b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "rows/s")
+}
+
+// benchXLSXRows are rows shaped like the bench command's XLSX entity: 20
+// columns of F&O text (numbers with six decimals, dates as F&O writes them,
+// some cells empty), rows of which repeat much as real data does.
+func benchXLSXRows(n int) [][]string {
+	cols := []string{"SALESORDERNUMBER", "LINENUMBER", "ITEMNUMBER", "LINEDESCRIPTION", "ORDEREDSALESQUANTITY",
+		"SALESPRICE", "CURRENCYCODE", "SALESUNITSYMBOL", "SHIPPINGWAREHOUSEID", "REQUESTEDSHIPPINGDATE",
+		"SALESORDERLINESTATUS", "CUSTOMERREQUISITIONNUMBER", "SHIPPINGSITEID", "LINEDISCOUNTPERCENTAGE", "ISDELIVERYADDRESSORDERSPECIFIC",
+		"EXTRA0", "EXTRA1", "EXTRA2", "EXTRA3", "EXTRA4"}
+	rows := [][]string{cols}
+	for i := 0; i < n; i++ {
+		rows = append(rows, []string{
+			fmt.Sprintf("SO-%08d", i/4), strconv.Itoa(i%4 + 1), fmt.Sprintf("A%05d", i%9973), fmt.Sprintf("Item %d & co", i%9973),
+			strconv.Itoa(i%100+1) + ".000000", fmt.Sprintf("%d.%06d", i%1000, i%7), "USD", "pcs", fmt.Sprintf("WH-%d", i%5),
+			fmt.Sprintf("2025-02-%02d 00:00:00", 1+i%28), "Open", "", "SITE1", fmt.Sprintf("0.%04d", i%10000), "No",
+			strconv.Itoa(0), strconv.Itoa(i), strconv.Itoa(2 * i), strconv.Itoa(3 * i), strconv.Itoa(4 * i),
+		})
+	}
+	return rows
+}
+
+// sharedXLSXRows turns rows into foWorkbook's shared string references and
+// the table they refer to, as a workbook re-saved in Excel holds them.
+func sharedXLSXRows(rows [][]string) ([][]string, []string) {
+	index := map[string]int{}
+	var table []string
+	out := make([][]string, len(rows))
+	for r, row := range rows {
+		out[r] = make([]string, len(row))
+		for c, v := range row {
+			if v == "" {
+				continue
+			}
+			i, ok := index[v]
+			if !ok {
+				i = len(table)
+				index[v] = i
+				table = append(table, v)
+			}
+			out[r][c] = "#s" + strconv.Itoa(i)
+		}
+	}
+	return out, table
+}
+
+// BenchmarkXLSX publishes the same rows from a workbook as F&O writes it
+// (every cell an inline string) and as Excel re-saves it (shared strings)
+// to a discarding sink; run it with -cpu 1 for the one-core figures.
+func BenchmarkXLSX(b *testing.B) {
+	const rows = 50000
+	data := benchXLSXRows(rows)
+	shared, table := sharedXLSXRows(data)
+	for _, bb := range []struct {
+		name string
+		book []byte
+	}{
+		{"inline", foWorkbook(b, "Lines", data, nil)},
+		{"shared", foWorkbook(b, "Lines", shared, table)},
+	} {
+		b.Run(bb.name, func(b *testing.B) {
+			b.SetBytes(int64(len(bb.book)))
+			b.ReportAllocs()
+			var cpu time.Duration
+			for b.Loop() {
+				start := processCPU()
+				st, err := PublishEntity(context.Background(), bytes.NewReader(bb.book), discardSink{}, EntityOptions{
+					Job: "bench", ExecutionID: "e", Entity: "Lines", Format: "xlsx",
+				})
+				cpu += processCPU() - start
+				if err != nil || st.Rows != rows {
+					b.Fatalf("want %d rows and no error, got %d, %v", rows, st.Rows, err)
+				}
+			}
+			b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+			if cpu > 0 {
+				b.ReportMetric(float64(rows)*float64(b.N)/cpu.Seconds(), "rows/cpu-s")
+			}
+		})
+	}
 }

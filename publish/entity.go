@@ -381,6 +381,8 @@ func (p *entityPublisher) run() error {
 	named, _ := p.src.(namedSource)
 	// CSV records are encoded from the reader's buffers, without strings.
 	csvSrc, _ := p.src.(*csvSource)
+	// XLSX rows say which values are plain.
+	xlsxSrc, _ := p.src.(*xlsxSource)
 	if named != nil {
 		p.enc.initNamed()
 	}
@@ -433,8 +435,10 @@ func (p *entityPublisher) run() error {
 			}
 		case csvSrc != nil:
 			p.enc.addRecord(raw)
+		case xlsxSrc != nil:
+			p.enc.addRow(rec, xlsxSrc.plain())
 		default:
-			p.enc.addRow(rec)
+			p.enc.addRow(rec, nil)
 		}
 		if p.enc.rowBytes() > p.o.MaxMessageBytes {
 			return p.tooBig(p.enc.rowBytes())

@@ -307,7 +307,7 @@ func FuzzCSVPlainFields(f *testing.F) {
 			with.init(EntityOptions{Entity: "E"}, header)
 			without.init(EntityOptions{Entity: "E"}, header)
 			with.addRecord(raw)
-			without.addRow(rec)
+			without.addRow(rec, nil)
 			if !bytes.Equal(with.buf, without.buf) {
 				t.Fatalf("row %q: encoded with plain flags\n%s\nwithout\n%s", rec, with.buf, without.buf)
 			}

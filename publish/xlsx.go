@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -93,7 +94,7 @@ func (s *xlsxSource) header() ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("xlsx: %w", err)
 	}
-	if err := validCells(cells, 1); err != nil {
+	if err := validCells(cells, s.sc.plain, 1); err != nil {
 		return nil, err
 	}
 	s.width = len(cells)
@@ -112,7 +113,7 @@ func (s *xlsxSource) next() ([]string, int, error) {
 	if err != nil {
 		return nil, line, fmt.Errorf("xlsx: %w", err)
 	}
-	if err := validCells(cells, line); err != nil {
+	if err := validCells(cells, s.sc.plain, line); err != nil {
 		return nil, line, err
 	}
 	for len(cells) < s.width {
@@ -122,11 +123,20 @@ func (s *xlsxSource) next() ([]string, int, error) {
 	return cells, line, nil
 }
 
+// plain marks the values of the row next returned last that are ASCII JSON
+// keeps as is, so they are copied without the escaping scan. It may be
+// shorter than the row (the padding is not marked) and is valid until the
+// next call of next.
+func (s *xlsxSource) plain() []bool { return s.sc.plain }
+
 // validCells refuses cells that are not valid UTF-8: a sheet is XML in
 // UTF-8, so such bytes mean a damaged workbook, and a value must never
-// reach the broker as U+FFFD.
-func validCells(cells []string, row int) error {
+// reach the broker as U+FFFD. Cells marked plain are ASCII and not checked.
+func validCells(cells []string, plain []bool, row int) error {
 	for i, c := range cells {
+		if i < len(plain) && plain[i] {
+			continue
+		}
 		if !utf8.ValidString(c) {
 			return fmt.Errorf("xlsx: row %d, column %s: the cell holds bytes that are not valid UTF-8: the workbook is damaged; export the entity again", row, columnName(i))
 		}
@@ -386,20 +396,27 @@ func isDateFormat(code string) bool {
 
 // sharedStrings holds the shared strings table as one byte block.
 type sharedStrings struct {
-	blob []byte
-	ends []uint32
+	blob  []byte
+	ends  []uint32
+	plain []bool // by string: ASCII that JSON keeps as is
 }
 
 func (t *sharedStrings) get(i int) (string, bool) {
+	v, _, ok := t.getPlain(i)
+	return v, ok
+}
+
+// getPlain is get, also reporting whether the string is plain.
+func (t *sharedStrings) getPlain(i int) (v string, plain, ok bool) {
 	if i < 0 || i >= len(t.ends) {
-		return "", false
+		return "", false, false
 	}
 	start := uint32(0)
 	if i > 0 {
 		start = t.ends[i-1]
 	}
 	b := t.blob[start:t.ends[i]]
-	return unsafe.String(unsafe.SliceData(b), len(b)), true
+	return unsafe.String(unsafe.SliceData(b), len(b)), t.plain[i], true
 }
 
 // read parses sharedStrings.xml: each <si> is plain <t> text or rich text
@@ -467,6 +484,7 @@ func (t *sharedStrings) readWindow(r io.Reader, window int) error {
 func (t *sharedStrings) add(v []byte) {
 	t.blob = append(t.blob, v...)
 	t.ends = append(t.ends, uint32(len(t.blob)))
+	t.plain = append(t.plain, plainBytes(v))
 }
 
 // sheetScanner yields the rows of a worksheet's XML one at a time.
@@ -476,12 +494,14 @@ type sheetScanner struct {
 	dateStyles []bool
 	date1904   bool
 
-	cells []string
-	arena []byte // values of the current row that are not shared strings
-	raw   []byte // text of the current cell's <v> or inline string
-	dec   []byte // raw with references resolved, when it has any
-	line  int    // sheet row number of the last row
-	inRow bool
+	cells   []string
+	plain   []bool     // by cell: the value is ASCII that JSON keeps as is
+	arena   []byte     // values of the current row that are not shared strings
+	pending []valueRef // arena values, turned into strings at row end
+	raw     []byte     // text of the current cell's <v> or inline string
+	dec     []byte     // raw with references resolved, when it has any
+	line    int        // sheet row number of the last row
+	inRow   bool
 }
 
 func newSheetScanner(r io.Reader, sst *sharedStrings, dateStyles []bool, date1904 bool) *sheetScanner {
@@ -541,13 +561,22 @@ func (s *sheetScanner) nextRow() ([]string, int, error) {
 
 // readRow reads up to the end of the next <row>.
 func (s *sheetScanner) readRow() ([]string, int, error) {
-	s.cells = s.cells[:0]
-	s.arena = s.arena[:0]
+	s.cells, s.plain = s.cells[:0], s.plain[:0]
+	s.arena, s.pending = s.arena[:0], s.pending[:0]
 	var c cellState
-	var pending []valueRef // arena values, turned into strings at row end
 	inCell := false
 	next := 0 // column of a cell without an r attribute
 	for {
+		if s.inRow && !inCell {
+			// Most cells are read here, start tag and value at once.
+			if ref, st, typ, empty, ok := s.x.cellTag(); ok {
+				var err error
+				if inCell, err = s.startCell(&c, &next, ref, st, typ, empty); err != nil {
+					return nil, s.line, err
+				}
+				continue
+			}
+		}
 		tok, err := s.x.next()
 		if errors.Is(err, io.EOF) {
 			if s.inRow {
@@ -579,33 +608,9 @@ func (s *sheetScanner) readRow() ([]string, int, error) {
 				if !s.inRow {
 					continue
 				}
-				c = cellState{col: next, style: -1}
 				ref, st, typ := cellAttrs(tok.raw)
-				if ref != nil {
-					col, ok := columnIndex(ref)
-					if !ok {
-						return nil, s.line, fmt.Errorf("sheet row %d: bad cell reference %q", s.line, ref)
-					}
-					c.col = col
-				}
-				if st != nil {
-					n, err := strconv.Atoi(string(st))
-					if err == nil && n >= 0 {
-						c.style = n
-					}
-				}
-				c.typ = parseCellType(typ)
-				next = c.col + 1
-				s.raw = s.raw[:0]
-				inCell = tok.kind == tokStart
-				if !inCell {
-					s.setCell(c.col, "")
-				} else if raw, n, ok := s.x.simpleValue(s.raw); ok {
-					// <v>text</v></c> read at once: the tokens would say the same
-					s.raw, c.hasText, inCell = raw, n > 0, false
-					if err := s.endCell(&c, &pending); err != nil {
-						return nil, s.line, err
-					}
+				if inCell, err = s.startCell(&c, &next, ref, st, typ, tok.kind == tokEmpty); err != nil {
+					return nil, s.line, err
 				}
 			case "v":
 				c.inV = inCell && tok.kind == tokStart
@@ -638,12 +643,12 @@ func (s *sheetScanner) readRow() ([]string, int, error) {
 					continue
 				}
 				inCell = false
-				if err := s.endCell(&c, &pending); err != nil {
+				if err := s.endCell(&c, s.raw); err != nil {
 					return nil, s.line, err
 				}
 			case "row":
 				s.inRow = false
-				for _, p := range pending {
+				for _, p := range s.pending {
 					b := s.arena[p.start:p.end]
 					s.cells[p.col] = unsafe.String(unsafe.SliceData(b), len(b))
 				}
@@ -653,79 +658,143 @@ func (s *sheetScanner) readRow() ([]string, int, error) {
 	}
 }
 
+// startCell begins the cell c whose start tag has the attributes ref, st
+// and typ (cellAttrs; empty for <c/>) at column *next unless ref says
+// otherwise, and reads its value at once when it is simple (simpleCell).
+// inCell reports a cell whose content is still to be read as tokens.
+func (s *sheetScanner) startCell(c *cellState, next *int, ref, st, typ []byte, empty bool) (inCell bool, err error) {
+	*c = cellState{col: *next, style: -1}
+	if ref != nil {
+		col, ok := columnIndex(ref)
+		if !ok {
+			return false, fmt.Errorf("sheet row %d: bad cell reference %q", s.line, ref)
+		}
+		c.col = col
+	}
+	if st != nil {
+		if n, ok := smallUint(st); ok {
+			c.style = n
+		} else if n, err := strconv.Atoi(string(st)); err == nil && n >= 0 {
+			c.style = n
+		}
+	}
+	c.typ = parseCellType(typ)
+	*next = c.col + 1
+	s.raw = s.raw[:0]
+	if empty {
+		s.setCell(c.col, "", true)
+		return false, nil
+	}
+	if text, ok := s.x.simpleCell(); ok {
+		// The cell's value read at once: the tokens would say the same.
+		c.hasText = len(text) > 0
+		return false, s.endCell(c, text)
+	}
+	return true, nil
+}
+
 // valueRef is a cell value in the row's arena, made a string at row end.
 type valueRef struct{ col, start, end int }
 
-// endCell sets the value of the cell c ends, in place or in the arena.
-func (s *sheetScanner) endCell(c *cellState, pending *[]valueRef) error {
-	v, shared, err := s.cellValue(c)
+// endCell sets the value of the cell c ends, whose raw text (references
+// unresolved) is raw, in place or in the arena.
+func (s *sheetScanner) endCell(c *cellState, raw []byte) error {
+	v, stable, plain, err := s.cellValue(c, raw)
 	if err != nil {
 		return fmt.Errorf("sheet row %d, column %s: %w", s.line, columnName(c.col), err)
 	}
-	if shared {
-		s.setCell(c.col, v)
+	if stable {
+		s.setCell(c.col, v, plain)
 		return nil
 	}
 	start := len(s.arena)
 	s.arena = append(s.arena, v...)
-	s.setCell(c.col, "")
-	*pending = append(*pending, valueRef{c.col, start, len(s.arena)})
+	s.setCell(c.col, "", plain)
+	s.pending = append(s.pending, valueRef{c.col, start, len(s.arena)})
 	return nil
 }
 
 // setCell puts v at column col, filling the gap with "".
-func (s *sheetScanner) setCell(col int, v string) {
+func (s *sheetScanner) setCell(col int, v string, plain bool) {
 	for len(s.cells) <= col {
 		s.cells = append(s.cells, "")
+		s.plain = append(s.plain, true)
 	}
-	s.cells[col] = v
+	s.cells[col], s.plain[col] = v, plain
 }
 
-// cellValue turns the current cell into its value. shared reports a value
-// that lives in the shared strings table (stable until the source closes);
-// otherwise the value is only valid until s.raw changes.
-func (s *sheetScanner) cellValue(c *cellState) (v string, shared bool, err error) {
+// cellValue turns the current cell, whose raw text is raw, into its value.
+// stable reports a value that outlives the row (a shared string, stable
+// until the source closes, or a constant); otherwise the value is only
+// valid until raw or s.dec change. plain reports a value of ASCII that JSON
+// keeps as is.
+func (s *sheetScanner) cellValue(c *cellState, raw []byte) (v string, stable, plain bool, err error) {
 	if !c.hasText {
-		return "", true, nil
+		return "", true, true, nil
 	}
 	if c.typ == cellShared {
-		if n, ok := smallUint(s.raw); ok {
-			if v, ok := s.sst.get(n); ok {
-				return v, true, nil
+		if n, ok := smallUint(raw); ok {
+			if v, plain, ok := s.sst.getPlain(n); ok {
+				return v, true, plain, nil
 			}
 		}
 	}
-	text, err := decodeXMLText(s.dec, s.raw)
-	if err != nil {
-		return "", false, err
-	}
-	if len(text) > 0 && len(s.raw) > 0 && &text[0] != &s.raw[0] {
-		s.dec = text
+	// Text that is plain needs no resolving either: it has no '&', CR or
+	// '_'. Most values are, and are read in this one pass.
+	text := raw
+	plain = plainXMLText(raw)
+	if !plain {
+		if text, err = decodeXMLText(s.dec, raw); err != nil {
+			return "", false, false, err
+		}
+		if len(text) > 0 && len(raw) > 0 && &text[0] != &raw[0] {
+			s.dec = text
+		}
 	}
 	switch c.typ {
 	case cellShared:
 		n, err := strconv.Atoi(strings.TrimSpace(string(text)))
 		if err != nil {
-			return "", false, fmt.Errorf("bad shared string index %q", text)
+			return "", false, false, fmt.Errorf("bad shared string index %q", text)
 		}
-		v, ok := s.sst.get(n)
+		v, plain, ok := s.sst.getPlain(n)
 		if !ok {
-			return "", false, fmt.Errorf("shared string %d does not exist (the table has %d)", n, len(s.sst.ends))
+			return "", false, false, fmt.Errorf("shared string %d does not exist (the table has %d)", n, len(s.sst.ends))
 		}
-		return v, true, nil
+		return v, true, plain, nil
 	case cellBool:
 		if string(text) == "1" {
-			return "TRUE", true, nil
+			return "TRUE", true, true, nil
 		}
-		return "FALSE", true, nil
+		return "FALSE", true, true, nil
 	case cellNumber:
 		if c.style >= 0 && c.style < len(s.dateStyles) && s.dateStyles[c.style] {
 			if iso, ok := serialToISO(text, s.date1904); ok {
-				return iso, false, nil
+				return iso, false, true, nil
 			}
 		}
 	}
-	return unsafe.String(unsafe.SliceData(text), len(text)), false, nil
+	return unsafe.String(unsafe.SliceData(text), len(text)), false, plain, nil
+}
+
+// plainXMLText reports whether every byte of b is ASCII that JSON keeps as
+// is and that XML text holds as it is: no reference ('&'), no escape
+// ('_' of _xHHHH_) and, being no control character, no CR to normalize.
+func plainXMLText(b []byte) bool {
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		a, u := x^(lsb8*'&'), x^(lsb8*'_')
+		if !plain8(x) || ((a-lsb8)&^a|(u-lsb8)&^u)&msb8 != 0 {
+			return false
+		}
+	}
+	for ; i < len(b); i++ {
+		if x := b[i]; x >= utf8.RuneSelf || !jsonSafe[x] || x == '&' || x == '_' {
+			return false
+		}
+	}
+	return true
 }
 
 // serialToISO converts an Excel date serial number to ISO 8601 text,
@@ -1101,28 +1170,125 @@ func indexLT(b []byte) int {
 	return -1
 }
 
-// closeVC ends the value of a cell that holds nothing else.
-var closeVC = []byte("</v></c>")
-
-// simpleValue consumes "<v>text</v></c>" when the buffer holds all of it
-// (most cells: a number or a shared string index), appending the raw text
-// to raw, as the tokens of those tags would; n is the text's length. It
-// consumes nothing otherwise (attributes, prefixes, white space, other
-// markup), and the tokens are read as usual.
-func (x *xmlScanner) simpleValue(raw []byte) (_ []byte, n int, ok bool) {
+// cellTag consumes a cell's start tag, "<c" then attributes then ">" (or
+// "/>", an empty cell, reported by empty), when the buffer holds all of it
+// and it has the shape spreadsheet writers give it: one space before each
+// attribute, names without a prefix or white space, values in double
+// quotes. It returns the raw values of the attributes r, s and t (nil when
+// absent) as cellAttrs does for the tag's token. It consumes nothing
+// otherwise, and the tokens are read as usual.
+func (x *xmlScanner) cellTag() (r, s, t []byte, empty, ok bool) {
 	if x.haveTag {
-		return raw, 0, false
+		return nil, nil, nil, false, false
 	}
 	b := x.buf[x.pos:x.end]
-	if len(b) < 3+len(closeVC) || b[0] != '<' || b[1] != 'v' || b[2] != '>' {
-		return raw, 0, false
+	if len(b) < 3 || b[0] != '<' || b[1] != 'c' || b[2] != ' ' {
+		return nil, nil, nil, false, false
 	}
-	i := indexLT(b[3:])
-	if i < 0 || !bytes.HasPrefix(b[3+i:], closeVC) {
-		return raw, 0, false
+	for i := 2; i < len(b); {
+		switch b[i] {
+		case '>':
+			x.pos += i + 1
+			return r, s, t, false, true
+		case '/':
+			if i+1 < len(b) && b[i+1] == '>' {
+				x.pos += i + 2
+				return r, s, t, true, true
+			}
+			return nil, nil, nil, false, false
+		case ' ':
+		default:
+			return nil, nil, nil, false, false
+		}
+		// ` name="value"`
+		k := i + 1
+		j := k
+		for j < len(b) && attrNameByte[b[j]] {
+			j++
+		}
+		if j == k || j+1 >= len(b) || b[j] != '=' || b[j+1] != '"' {
+			return nil, nil, nil, false, false
+		}
+		end := bytes.IndexByte(b[j+2:], '"')
+		if end < 0 {
+			return nil, nil, nil, false, false
+		}
+		v := b[j+2 : j+2+end]
+		if j-k == 1 {
+			switch b[k] {
+			case 'r':
+				if r == nil {
+					r = v
+				}
+			case 's':
+				if s == nil {
+					s = v
+				}
+			case 't':
+				if t == nil {
+					t = v
+				}
+			}
+		}
+		i = j + 2 + end + 1
 	}
-	x.pos += 3 + i + len(closeVC)
-	return append(raw, b[3:3+i]...), i, true
+	return nil, nil, nil, false, false
+}
+
+// attrNameByte marks the bytes cellTag takes in an attribute name: ASCII
+// letters, digits, '-', '_' and '.' (so no prefix, white space or markup).
+var attrNameByte = func() (t [256]bool) {
+	for c := range t {
+		t[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.'
+	}
+	return t
+}()
+
+// The markup of the cells simpleCell reads at once.
+var (
+	openV         = []byte("<v>")
+	closeVC       = []byte("</v></c>")
+	openIST       = []byte("<is><t>")
+	openISTKeep   = []byte(`<is><t xml:space="preserve">`)
+	closeTISC     = []byte("</t></is></c>")
+	emptyISTEmpty = []byte("<is><t/></is></c>")
+)
+
+// simpleCell consumes the rest of a cell that holds a value and nothing
+// else, when the buffer holds all of it, and returns the value's raw text
+// (references unresolved; valid until the next call of next), as the
+// tokens of those tags would give it: "<v>text</v></c>" (a number or a
+// shared string index), and the inline strings F&O writes for every cell,
+// "<is><t>text</t></is></c>", with xml:space="preserve" on <t> (which
+// changes nothing: text is always kept as written) or as an empty <t/>. It
+// consumes nothing otherwise (other attributes, prefixes, white space, rich
+// text runs, other markup), and the tokens are read as usual.
+func (x *xmlScanner) simpleCell() (text []byte, ok bool) {
+	if x.haveTag {
+		return nil, false
+	}
+	b := x.buf[x.pos:x.end]
+	var open int
+	var closing []byte
+	switch {
+	case bytes.HasPrefix(b, openV):
+		open, closing = len(openV), closeVC
+	case bytes.HasPrefix(b, openIST):
+		open, closing = len(openIST), closeTISC
+	case bytes.HasPrefix(b, openISTKeep):
+		open, closing = len(openISTKeep), closeTISC
+	case bytes.HasPrefix(b, emptyISTEmpty):
+		x.pos += len(emptyISTEmpty)
+		return nil, true
+	default:
+		return nil, false
+	}
+	i := indexLT(b[open:])
+	if i < 0 || !bytes.HasPrefix(b[open+i:], closing) {
+		return nil, false
+	}
+	x.pos += open + i + len(closing)
+	return b[open : open+i], true
 }
 
 // next returns the next token; it is valid until the next call.
