@@ -112,30 +112,6 @@ func benchXLSXRows(n int) [][]string {
 	return rows
 }
 
-// sharedXLSXRows turns rows into foWorkbook's shared string references and
-// the table they refer to, as a workbook re-saved in Excel holds them.
-func sharedXLSXRows(rows [][]string) ([][]string, []string) {
-	index := map[string]int{}
-	var table []string
-	out := make([][]string, len(rows))
-	for r, row := range rows {
-		out[r] = make([]string, len(row))
-		for c, v := range row {
-			if v == "" {
-				continue
-			}
-			i, ok := index[v]
-			if !ok {
-				i = len(table)
-				index[v] = i
-				table = append(table, v)
-			}
-			out[r][c] = "#s" + strconv.Itoa(i)
-		}
-	}
-	return out, table
-}
-
 // BenchmarkXLSX publishes the same rows from a workbook as F&O writes it
 // (every cell an inline string) and as Excel re-saves it (shared strings)
 // to a discarding sink; run it with -cpu 1 for the one-core figures.

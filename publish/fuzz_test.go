@@ -92,6 +92,9 @@ func FuzzXLSXSheet(f *testing.F) {
 		sheetHead + `<!-- c --><x:row><x:c r="ZZ9"><x:v>1</x:v></x:c></x:row><![CDATA[a]]>` + sheetTail,
 		`<row r="1"><c r="A1"><v>1`,
 		`<c r="A1"/><row r="0">`,
+		sheetHead + `<row r="1"><c r="A1" s="0" t="inlineStr"><is><t>US-001</t></is></c><c r="B1" t="inlineStr"><is><t xml:space="preserve"> a </t></is></c>` +
+			`<c r="C1" t="inlineStr"><is><t/></is></c><c r="D1" t="inlineStr"><is><r><t>x</t></r><r><t>&amp;_x0041_</t></r></is></c></row>` + sheetTail,
+		`<row r="1"><c r="A1" t="inlineStr"><is><t>1</t></is`,
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))
@@ -107,6 +110,11 @@ func FuzzXLSXSheet(f *testing.F) {
 			}
 			if len(cells) == 0 || len(cells) > 16384 || line < 1 || line > 1<<20 {
 				t.Fatalf("row %d: %d cells on line %d", i, len(cells), line)
+			}
+			for c, v := range cells {
+				if c < len(sc.plain) && sc.plain[c] && !plainBytes([]byte(v)) {
+					t.Fatalf("row %d column %s %q marked plain", i, columnName(c), v)
+				}
 			}
 		}
 		t.Fatalf("more rows than the input could hold")

@@ -235,6 +235,30 @@ func foWorkbook(t testing.TB, sheet string, rows [][]string, shared []string) []
 	return b.Bytes()
 }
 
+// sharedXLSXRows turns rows into foWorkbook's shared string references and
+// the table they refer to, as a workbook re-saved in Excel holds them.
+func sharedXLSXRows(rows [][]string) ([][]string, []string) {
+	index := map[string]int{}
+	var table []string
+	out := make([][]string, len(rows))
+	for r, row := range rows {
+		out[r] = make([]string, len(row))
+		for c, v := range row {
+			if v == "" {
+				continue
+			}
+			i, ok := index[v]
+			if !ok {
+				i = len(table)
+				index[v] = i
+				table = append(table, v)
+			}
+			out[r][c] = "#s" + strconv.Itoa(i)
+		}
+	}
+	return out, table
+}
+
 func xmlEscape(s string) string {
 	var b strings.Builder
 	_ = xml.EscapeText(&b, []byte(s))

@@ -71,7 +71,15 @@ func diffSheet(t *testing.T, in []byte, chunk, window int) {
 		want := readAllRows(ref.nextRow)
 		sc := newSheetScanner(&chunkReader{in, chunk}, tab, dates, d1904)
 		sc.x.buf = make([]byte, window)
-		got := readAllRows(sc.nextRow)
+		got := readAllRows(func() ([]string, int, error) {
+			cells, line, err := sc.nextRow()
+			for i, v := range cells {
+				if i < len(sc.plain) && sc.plain[i] && !plainBytes([]byte(v)) {
+					t.Fatalf("input %q: row %d column %s %q marked plain", in, line, columnName(i), v)
+				}
+			}
+			return cells, line, err
+		})
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("input %q (chunks of %d, window %d, 1904 %v):\nwant %+v\ngot  %+v", in, chunk, window, d1904, want, got)
 		}
@@ -88,6 +96,16 @@ func TestSheetScannerMatchesReference(t *testing.T) {
 		{"rich text and phonetic runs", sheetHead + `<row><c t="inlineStr"><is><r><t>a</t></r><rPh><t>p</t></rPh><r><rPr/><t xml:space="preserve"> b</t></r></is></c></row>` + sheetTail},
 		{"shared index as a reference", sheetHead + `<row><c t="s"><v> &#51; </v></c></row>` + sheetTail},
 		{"formula text ignored", sheetHead + `<row><c><f>SUM(A1:A2)</f><v>3</v></c></row>` + sheetTail},
+		{"inline strings read at once", sheetHead + `<row r="1"><c r="A1" s="0" t="inlineStr"><is><t>US-001</t></is></c><c r="B1" t="inlineStr"><is><t xml:space="preserve"> a b </t></is></c>` +
+			`<c r="C1" t="inlineStr"><is><t/></is></c><c r="D1" t="inlineStr"><is><t></t></is></c><c r="E1" t="inlineStr"><is><t>a &amp; &lt;b&gt; &#233;&#x6771; _x000D_ "q" \</t></is></c>` +
+			`<c r="F1" t="inlineStr"><is><t>line1` + "\r\n" + `line2</t></is></c><c r="G1" t="inlineStr"><is><t>東京</t></is></c><c r="H1"/><c r="I1" s="1"><v>45352.5</v></c></row>` + sheetTail},
+		{"inline strings read as tokens", sheetHead + `<row r="1"><c r="A1" t="inlineStr"><is><t xml:space="default">x</t></is></c><c r="B1" t="inlineStr"><is> <t>y</t></is></c>` +
+			`<c r="C1" t="inlineStr"><is><t>a<![CDATA[<b>]]></t></is></c><c r="D1" t="inlineStr"><is><t>z</t><t>w</t></is></c><c r="E1" t="inlineStr"><is><t>v</t></is> </c>` +
+			`<c r="F1" t="inlineStr"><is><r><t>ri</t></r><r><rPr><b/></rPr><t xml:space="preserve">ch</t></r></is></c><c r="G1" t="inlineStr"><x:is><x:t>p</x:t></x:is></c>` +
+			`<c r="H1" t="inlineStr"><is><t/><t>after</t></is></c><c r="I1" t="inlineStr"><v>1</v><is><t>2</t></is></c></row>` + sheetTail},
+		{"cell tags read at once and not", sheetHead + `<row r="1"><c r="A1" t="inlineStr" ><is><t>a</t></is></c><c  r="B1"><v>2</v></c><c r='C1'><v>3</v></c>` +
+			`<c x:r="D1"><v>4</v></c><c r="E1" z="a>b" t="s"><v>1</v></c><c r="F1" t="b" /><c r="G1" r="H1" s="3" s="0"><v>1</v></c><c r="I1"/><c t="s" r="J1"><v>2</v></c>` +
+			`<c r=""><v>x</v></c><c r="K1" t="inlineStr"><is><t>k</t></is></c><c r="L1" 1="2"><v>5</v></c><c r="M1" s="+1"><v>6</v></c><c r="N1" s="-1"><v>7</v></c></row>` + sheetTail},
 		{"values read at once and not", sheetHead + `<row r="1"><c r="A1"><v></v></c><c t="s"><v>&#49;</v></c><c><v>1</v></c ><c><v>2</v>x</c><c><v a="1">3</v></c><c><v>4</v></x:c></c></row>` + sheetTail},
 		{"truncated in a tag", `<row r="1"><c r="A1"><v>1</v`},
 		{"truncated in a row", `<row r="1"><c r="A1"><v>1</v>`},
@@ -117,6 +135,8 @@ func FuzzSheetScannerDiff(f *testing.F) {
 		sheetHead + `<!-- c --><x:row><x:c r="ZZ9"><x:v>1</x:v></x:c></x:row><![CDATA[a]]>` + sheetTail,
 		`<row r="1" a='>'><c r="A1" s="3"><v>1`,
 		`<c r="A1"/><row r="0">`,
+		sheetHead + `<row r="1"><c r="A1" s="0" t="inlineStr"><is><t>US-001</t></is></c><c r="B1" t="inlineStr"><is><t xml:space="preserve"> a </t></is></c>` +
+			`<c r="C1" t="inlineStr"><is><t/></is></c><c r="D1" t="inlineStr"><is><r><t>x</t></r><r><t>&amp;_x0041_</t></r></is></c></row>` + sheetTail,
 	} {
 		f.Add([]byte(s), uint8(3), uint8(5))
 	}

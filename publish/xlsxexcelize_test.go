@@ -193,11 +193,34 @@ func TestXLSXMatchesExcelize(t *testing.T) {
 	fo := [][]string{{"CUSTOMERACCOUNT", "NAME", "CREDITLIMIT", "CREATEDDATETIME", "NOTE"}}
 	for i := 0; i < 300; i++ {
 		note := ""
-		if i%3 == 0 {
+		switch i % 6 {
+		case 0:
 			note = "a & b < c > d \"e\" 'f' é東 _x0041_ literal"
+		case 1:
+			note = "  kept spaces  " // xml:space="preserve"
+		case 2:
+			note = "line1\nline2\ttab \\ back"
+		case 3:
+			note = "_x000D_ is text here"
 		}
 		fo = append(fo, []string{"US-" + strconv.Itoa(i), "Name " + strconv.Itoa(i), strconv.Itoa(i) + ".000000", "2011-01-31 00:00:00", note})
 	}
+	// The same rows with every other value a shared string: a workbook
+	// mixing both, as an Excel re-save of part of a sheet leaves it.
+	mixedFO, table := sharedXLSXRows(fo)
+	for r := range mixedFO {
+		for c := range mixedFO[r] {
+			if (r+c)%2 == 0 {
+				mixedFO[r][c] = fo[r][c]
+			}
+		}
+	}
+	// Inline strings in every shape the markup allows.
+	inline := sheetHead + `<row r="1"><c r="A1" t="inlineStr"><is><t>ID</t></is></c><c r="B1" t="inlineStr"><is><t>TEXT</t></is></c></row>` +
+		`<row r="2"><c r="A2" t="inlineStr"><is><t/></is></c><c r="B2" t="inlineStr"><is><t xml:space="preserve">  both  </t></is></c></row>` +
+		`<row r="3"><c r="A3" t="inlineStr"><is><t>1</t></is></c><c r="B3" t="inlineStr"><is><r><t>ri</t></r><r><rPr><b/></rPr><t xml:space="preserve">ch </t></r><rPh sb="0" eb="1"><t>ph</t></rPh></is></c></row>` +
+		`<row r="4"><c r="A4" t="inlineStr"><is><t>&amp;&lt;&gt;&quot;&apos;&#233;&#x6771;</t></is></c><c r="B4" t="inlineStr"><is><t>cr_x000D_lf_x000A_</t></is></c></row>` +
+		`<row r="5"><c r="A5" t="inlineStr"><is><t></t></is></c><c r="B5" t="inlineStr"><is><t>"quoted" back\slash</t></is></c></row>` + sheetTail
 	sst := `<?xml version="1.0"?><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">` +
 		`<si><t>ID</t></si><si><r><t>WH</t></r><r><rPr><b/></rPr><t>EN</t></r></si><si><t>TEXT</t></si>` +
 		`<si><t xml:space="preserve"> 007 </t><rPh sb="0" eb="1"><t>phonetic</t></rPh></si>` +
@@ -219,6 +242,8 @@ func TestXLSXMatchesExcelize(t *testing.T) {
 		{"shared strings, numbers, dates, booleans, rich text, gaps (excelize, 1900)", func(t *testing.T) []byte { return excelizeBook(t, mixed, false) }, map[int]bool{3: true}},
 		{"the same in the 1904 date system", func(t *testing.T) []byte { return excelizeBook(t, mixed, true) }, map[int]bool{3: true}},
 		{"inline strings as F&O writes them", func(t *testing.T) []byte { return dmftest.FOWorkbook("Customers V3", fo) }, nil},
+		{"inline and shared strings mixed", func(t *testing.T) []byte { return foWorkbook(t, "Customers V3", mixedFO, table) }, nil},
+		{"inline strings: empty, preserved, rich, escaped", func(t *testing.T) []byte { return minimalXLSX(t, inline, "", "", false) }, nil},
 		{"escapes, rich and phonetic runs, inline rich text (1900)", func(t *testing.T) []byte { return minimalXLSX(t, sheet, sst, styles, false) }, map[int]bool{1: true}},
 		{"escapes, rich and phonetic runs, inline rich text (1904)", func(t *testing.T) []byte { return minimalXLSX(t, sheet, sst, styles, true) }, map[int]bool{1: true}},
 	}

@@ -221,3 +221,38 @@ func TestXLSXHandBuilt(t *testing.T) {
 		})
 	}
 }
+
+// TestSheetScannerPlain checks which values are marked plain: ASCII that
+// JSON keeps as is, read at once or as tokens, from the sheet or the
+// shared strings table; never a value that needs escaping or was decoded.
+func TestSheetScannerPlain(t *testing.T) {
+	tab := &sharedStrings{}
+	for _, s := range []string{"USMF", `say "hi"`, "é"} {
+		tab.add([]byte(s))
+	}
+	sheet := sheetHead + `<row r="1">` +
+		`<c r="A1" t="inlineStr"><is><t>US-001</t></is></c>` + // plain, at once
+		`<c r="B1" t="inlineStr"><is><t xml:space="preserve"> 2011-01-31 00:00:00 </t></is></c>` +
+		`<c r="C1" t="inlineStr"><is><r><t>ri</t></r><r><t>ch</t></r></is></c>` + // plain, as tokens
+		`<c r="D1" t="s"><v>0</v></c><c r="E1" t="s"><v>1</v></c><c r="F1" t="s"><v>2</v></c>` +
+		`<c r="G1"><v>123.000000</v></c><c r="H1" t="b"><v>1</v></c><c r="I1" s="1"><v>45352.5</v></c>` +
+		`<c r="J1" t="inlineStr"><is><t>a &amp; b</t></is></c>` + // decoded: not marked
+		`<c r="K1" t="inlineStr"><is><t>a_b</t></is></c>` + // may be an escape: not marked
+		`<c r="L1" t="inlineStr"><is><t>"q"</t></is></c><c r="M1" t="inlineStr"><is><t>back\slash</t></is></c>` +
+		`<c r="N1" t="inlineStr"><is><t>東京</t></is></c><c r="O1" t="inlineStr"><is><t>tab	x</t></is></c>` +
+		`</row>` + sheetTail
+	want := []bool{true, true, true, true, false, false, true, true, true, false, false, false, false, false, false}
+	sc := newSheetScanner(strings.NewReader(sheet), tab, []bool{false, true}, false)
+	cells, _, err := sc.nextRow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cells) != len(want) || len(sc.plain) < len(want) {
+		t.Fatalf("want %d cells with plain marks, got %d cells %q, %d marks", len(want), len(cells), cells, len(sc.plain))
+	}
+	for i, w := range want {
+		if sc.plain[i] != w {
+			t.Errorf("column %s %q: want plain %v, got %v", columnName(i), cells[i], w, sc.plain[i])
+		}
+	}
+}
