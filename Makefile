@@ -62,7 +62,8 @@ clean:
 ##   1. the whole pipeline end to end (simulator → dmfexport trigger → store → RabbitMQ): per step wall
 ##      time, CPU seconds, rows/s and peak RSS, against a -before build when given;
 ##   2. the publish step of the wide and narrow CSV against the broker ceiling (a bare publisher);
-##   3. the XLSX entity on one core (GOMAXPROCS=1);
+##   3. the XLSX entity on one core (GOMAXPROCS=1): every cell an inline string as F&O writes it, then
+##      the same rows with shared strings as Excel re-saves them (-xlsx-strings shared);
 ##   4. the wide entity uncompressed, gzip and zstd through a 100 Mbit/s link.
 ## The issue's sizes:
 ##   make bench BENCHFLAGS="-wide 100000 -narrow 1000000 -xlsx 200000 -before /tmp/dmfexport-main -stores dir,azblob"
@@ -73,8 +74,9 @@ bench:
 	$(BIN)/dmfbench -e2e $(BENCHFLAGS)
 	@echo; echo "== publish step against the broker ceiling"
 	$(BIN)/dmfbench -entities wide,narrow -cases parse,none,ceiling $(BENCHFLAGS)
-	@echo; echo "== XLSX on one core"
+	@echo; echo "== XLSX on one core: inline strings (F&O), then shared strings (Excel)"
 	GOMAXPROCS=1 $(BIN)/dmfbench -entities xlsx -cases parse,none $(BENCHFLAGS)
+	GOMAXPROCS=1 $(BIN)/dmfbench -entities xlsx -xlsx-strings shared -cases parse,none $(BENCHFLAGS)
 	@echo; echo "== compression through a 100 Mbit/s link"
 	$(BIN)/dmfbench -entities wide -cases none,gzip,zstd -link 100Mbit $(BENCHFLAGS)
 

@@ -177,6 +177,9 @@ func packageName(ents []entity) string {
 	n := "package"
 	for _, e := range ents {
 		n += fmt.Sprintf("-%s%d", e.key, e.rows)
+		if e.format == "xlsx" {
+			n += "-" + *xlsxStr
+		}
 	}
 	return n + ".zip"
 }

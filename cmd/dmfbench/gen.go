@@ -16,8 +16,9 @@ import (
 // The generated files mirror ../shared/bench/genpkg.py: a wide customer-like
 // CSV (60 columns, UTF-8 BOM, quoted commas and quotes, multi-line fields,
 // leading zeros), a narrow order-lines CSV (15 columns) and a 20-column
-// XLSX with a shared strings table, plus a data package zip holding them
-// with a UTF-16 Manifest.xml.
+// XLSX, every cell an inline string as F&O writes it (or, with
+// -xlsx-strings shared, a shared strings table as Excel re-saves it), plus
+// a data package zip holding them with a UTF-16 Manifest.xml.
 
 func wideCols() []string {
 	base := []string{"CUSTOMERACCOUNT", "ORGANIZATIONNAME", "NAMEALIAS", "CUSTOMERGROUPID", "CURRENCYCODE",
@@ -96,9 +97,11 @@ func writeCSV(path string, cols []string, n int, row func(int, *rand.Rand, []str
 
 var xlsxCols = append(append([]string(nil), narrowCols...), "EXTRA0", "EXTRA1", "EXTRA2", "EXTRA3", "EXTRA4")
 
-// writeXLSX writes a workbook the way common writers do: every text cell a
-// shared string, one sheet, a styles part.
-func writeXLSX(path string, n int, seed uint64) error {
+// writeXLSX writes a workbook with one sheet and a styles part, its cells
+// as F&O writes them (inline: every cell an inline string, no XML
+// declaration, no sharedStrings part) or as Excel re-saves them (every text
+// cell a shared string).
+func writeXLSX(path string, n int, seed uint64, inline bool) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -109,21 +112,25 @@ func writeXLSX(path string, n int, seed uint64) error {
 		w, _ := z.Create(name)
 		io.WriteString(w, body)
 	}
-	add("[Content_Types].xml", `<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">`+
+	decl := `<?xml version="1.0" encoding="UTF-8"?>`
+	sstType, sstRel := `<Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/>`,
+		`<Relationship Id="rId2" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/sharedStrings" Target="sharedStrings.xml"/>`
+	if inline {
+		decl, sstType, sstRel = "", "", ""
+	}
+	add("[Content_Types].xml", decl+`<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">`+
 		`<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/>`+
 		`<Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>`+
 		`<Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>`+
-		`<Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/>`+
-		`<Override PartName="/xl/styles.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/></Types>`)
-	add("_rels/.rels", `<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">`+
+		sstType+`<Override PartName="/xl/styles.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/></Types>`)
+	add("_rels/.rels", decl+`<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">`+
 		`<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>`)
-	add("xl/workbook.xml", `<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">`+
+	add("xl/workbook.xml", decl+`<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">`+
 		`<sheets><sheet name="Released products V2" sheetId="1" r:id="rId1"/></sheets></workbook>`)
-	add("xl/_rels/workbook.xml.rels", `<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">`+
+	add("xl/_rels/workbook.xml.rels", decl+`<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">`+
 		`<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/>`+
-		`<Relationship Id="rId2" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/sharedStrings" Target="sharedStrings.xml"/>`+
-		`<Relationship Id="rId3" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/styles" Target="styles.xml"/></Relationships>`)
-	add("xl/styles.xml", `<?xml version="1.0" encoding="UTF-8"?><styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">`+
+		sstRel+`<Relationship Id="rId3" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/styles" Target="styles.xml"/></Relationships>`)
+	add("xl/styles.xml", decl+`<styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">`+
 		`<cellXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/></cellXfs></styleSheet>`)
 
 	sst := map[string]int{}
@@ -138,14 +145,28 @@ func writeXLSX(path string, n int, seed uint64) error {
 	}
 	w, _ := z.Create("xl/worksheets/sheet1.xml")
 	bw := bufio.NewWriterSize(w, 1<<20)
-	bw.WriteString(`<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>`)
+	bw.WriteString(decl + `<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>`)
 	writeRow := func(rn int, vals []string) {
-		fmt.Fprintf(bw, `<row r="%d">`, rn)
+		if inline {
+			fmt.Fprintf(bw, `<row outlineLevel="0" r="%d">`, rn)
+		} else {
+			fmt.Fprintf(bw, `<row r="%d">`, rn)
+		}
 		for c, v := range vals {
-			if v == "" {
+			switch {
+			case v == "":
+				continue // empty cells are left out
+			case !inline:
+				fmt.Fprintf(bw, `<c r="%s%d" t="s"><v>%d</v></c>`, colName(c), rn, index(v))
 				continue
 			}
-			fmt.Fprintf(bw, `<c r="%s%d" t="s"><v>%d</v></c>`, colName(c), rn, index(v))
+			fmt.Fprintf(bw, `<c r="%s%d" s="0" t="inlineStr"><is><t`, colName(c), rn)
+			if strings.TrimSpace(v) != v {
+				bw.WriteString(` xml:space="preserve"`)
+			}
+			bw.WriteByte('>')
+			xmlEscape(bw, v)
+			bw.WriteString(`</t></is></c>`)
 		}
 		bw.WriteString(`</row>`)
 	}
@@ -162,6 +183,12 @@ func writeXLSX(path string, n int, seed uint64) error {
 	bw.WriteString(`</sheetData></worksheet>`)
 	if err := bw.Flush(); err != nil {
 		return err
+	}
+	if inline {
+		if err := z.Close(); err != nil {
+			return err
+		}
+		return f.Close()
 	}
 	w, _ = z.Create("xl/sharedStrings.xml")
 	bw = bufio.NewWriterSize(w, 1<<20)

@@ -1,5 +1,7 @@
 // Command dmfbench measures the publish step on generated entity files: a
-// wide 60-column CSV, a narrow 15-column CSV and a 20-column XLSX. For each
+// wide 60-column CSV, a narrow 15-column CSV and a 20-column XLSX (every cell
+// an inline string as F&O writes it; -xlsx-strings shared for a workbook
+// re-saved in Excel). For each
 // entity it prints rows/s, MB/s read, MB/s of message bodies, messages/s and
 // peak RSS for parse+encode alone and for a full publish to RabbitMQ with
 // publisher confirms (uncompressed, gzip, zstd), and the broker ceiling: a
@@ -67,6 +69,7 @@ var (
 	wideN    = flag.Int("wide", 50000, "rows of the wide 60-column CSV")
 	narrowN  = flag.Int("narrow", 200000, "rows of the narrow 15-column CSV")
 	xlsxN    = flag.Int("xlsx", 50000, "rows of the 20-column XLSX")
+	xlsxStr  = flag.String("xlsx-strings", "inline", "how the XLSX holds its text: inline (every cell an inline string, as F&O writes it) or shared (a shared strings table, as Excel re-saves it)")
 	url      = flag.String("url", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL")
 	batch    = flag.Int("batch", publish.DefaultBatchSize, "rows per message")
 	cases    = flag.String("cases", "parse,none,gzip,zstd,ceiling", "cases to run, comma separated: parse, none, gzip, zstd, ceiling")
@@ -102,7 +105,10 @@ func run() error {
 	all := []entity{
 		{"wide", "Customers V3", "csv", filepath.Join(*dir, fmt.Sprintf("Customers V3-%d.csv", *wideN)), *wideN},
 		{"narrow", "Sales order lines V2", "csv", filepath.Join(*dir, fmt.Sprintf("Sales order lines V2-%d.csv", *narrowN)), *narrowN},
-		{"xlsx", "Released products V2", "xlsx", filepath.Join(*dir, fmt.Sprintf("Released products V2-%d.xlsx", *xlsxN)), *xlsxN},
+		{"xlsx", "Released products V2", "xlsx", filepath.Join(*dir, fmt.Sprintf("Released products V2-%d-%s.xlsx", *xlsxN, *xlsxStr)), *xlsxN},
+	}
+	if *xlsxStr != "inline" && *xlsxStr != "shared" {
+		return fmt.Errorf("-xlsx-strings %q: want inline or shared", *xlsxStr)
 	}
 	if *sinkMode != "" && !flagSet("entities") {
 		*only = "wide,narrow" // the sink bench lands the two CSV entities
@@ -120,12 +126,19 @@ func run() error {
 			case "narrow":
 				err = writeCSV(e.path, narrowCols, e.rows, narrowRow, 2)
 			default:
-				err = writeXLSX(e.path, e.rows, 3)
+				err = writeXLSX(e.path, e.rows, 3, *xlsxStr == "inline")
 			}
 			if err != nil {
 				return fmt.Errorf("generate %s: %w", e.path, err)
 			}
 			fmt.Fprintf(os.Stderr, "generated %s in %.1fs\n", e.path, time.Since(start).Seconds())
+		}
+		if e.format == "xlsx" {
+			kind := "inline strings, as F&O writes it"
+			if *xlsxStr == "shared" {
+				kind = "shared strings, as Excel re-saves it"
+			}
+			fmt.Printf("dmfbench: XLSX %s (-xlsx-strings %s)\n", kind, *xlsxStr)
 		}
 		ents = append(ents, e)
 	}
