@@ -1111,8 +1111,9 @@ func (u *run) unpack(ctx context.Context, pkg string) error {
 
 // publishAll publishes the run's entities that are not done yet, up to
 // parallelEntities of them at a time, each on a sink (for AMQP its own
-// connection and channel) of its own. Each entity's batches keep their order;
-// entities interleave on the broker.
+// connection and channel) of its own, the costliest first (costliestFirst).
+// Each entity's batches keep their order; entities interleave on the
+// broker.
 func (u *run) publishAll(ctx context.Context) error {
 	defer func() { spanAddPublished(ctx, u.rec) }()
 	var todo []int
@@ -1128,6 +1129,7 @@ func (u *run) publishAll(ctx context.Context) error {
 			todo = append(todo, i)
 		}
 	}
+	costliestFirst(u.rec.Entities, todo)
 	workers := max(1, min(u.exp.parallelEntities(), len(todo)))
 	sinks, err := u.newSinks(ctx, workers)
 	if err != nil {
