@@ -59,6 +59,10 @@ type result struct {
 	Messages int64   `json:"messages"`
 	Seconds  float64 `json:"seconds"`
 	MaxRSSKB int64   `json:"max_rss_kb"`
+	// CPUSeconds is the CPU time of the case's process (user and system),
+	// from its resource usage: on a shared machine it moves less than
+	// the wall time.
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
 	// Sink cases: time spent decoding batches, and in the snapshot swap.
 	DecodeSeconds float64 `json:"decode_seconds,omitempty"`
 	SwapSeconds   float64 `json:"swap_seconds,omitempty"`
@@ -168,7 +172,7 @@ func run() error {
 		through = fmt.Sprintf(", publisher-broker link %.0f Mbit/s", rate/1e6)
 	}
 	fmt.Printf("dmfbench: batch %d rows%s, %s\n", *batch, through, time.Now().UTC().Format(time.RFC3339))
-	fmt.Printf("%-8s %-8s %9s %10s %9s %9s %8s %9s\n", "entity", "case", "rows", "rows/s", "MB/s in", "MB/s out", "msg/s", "RSS MiB")
+	fmt.Printf("%-8s %-8s %9s %10s %9s %9s %8s %9s %8s\n", "entity", "case", "rows", "rows/s", "MB/s in", "MB/s out", "msg/s", "RSS MiB", "CPU s")
 	for _, e := range ents {
 		var plain, ceiling *result
 		byCase := map[string]*result{}
@@ -204,8 +208,8 @@ func run() error {
 				r.Rows, r.BytesIn = plain.Rows, 0
 			}
 			mb := func(n int64) float64 { return float64(n) / 1e6 / r.Seconds }
-			fmt.Printf("%-8s %-8s %9d %10.0f %9.1f %9.1f %8.1f %9.1f\n", e.key, c, r.Rows, float64(r.Rows)/r.Seconds,
-				mb(r.BytesIn), mb(r.BytesOut), float64(r.Messages)/r.Seconds, float64(r.MaxRSSKB)/1024)
+			fmt.Printf("%-8s %-8s %9d %10.0f %9.1f %9.1f %8.1f %9.1f %8.2f\n", e.key, c, r.Rows, float64(r.Rows)/r.Seconds,
+				mb(r.BytesIn), mb(r.BytesOut), float64(r.Messages)/r.Seconds, float64(r.MaxRSSKB)/1024, r.CPUSeconds)
 			if c == "ceiling" && plain != nil {
 				fmt.Printf("%-8s uncompressed publish at %.0f%% of the broker ceiling\n", e.key, 100*(float64(plain.BytesOut)/plain.Seconds)/(float64(r.BytesOut)/r.Seconds))
 			}
@@ -315,6 +319,7 @@ func spawn(self string, args []string) (*result, error) {
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok && r.MaxRSSKB == 0 {
 		r.MaxRSSKB = ru.Maxrss // kilobytes on Linux; an upper bound (see peakRSS)
 	}
+	r.CPUSeconds = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 	return &r, nil
 }
 
