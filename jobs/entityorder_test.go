@@ -2,11 +2,9 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -55,35 +53,6 @@ func TestCostliestFirst(t *testing.T) {
 	}
 }
 
-// orderSink records the entity of every message in the order they came.
-type orderSink struct {
-	mu       sync.Mutex
-	entities []string
-}
-
-func (s *orderSink) Publish(_ context.Context, m publish.Message) error {
-	var b struct {
-		Data struct {
-			Entity string `json:"entity"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(m.Body, &b); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	if n := len(s.entities); n == 0 || s.entities[n-1] != b.Data.Entity {
-		s.entities = append(s.entities, b.Data.Entity)
-	}
-	s.mu.Unlock()
-	if m.OnStored != nil {
-		m.OnStored()
-	}
-	return nil
-}
-
-func (s *orderSink) Flush(ctx context.Context) error { return ctx.Err() }
-func (s *orderSink) Close() error                    { return nil }
-
 // TestRunPublishesCostliestFirst runs a package whose manifest lists the
 // small entities first: one entity at a time, the run publishes the XLSX
 // entity first, then the CSV ones by size, the two of equal size in
@@ -103,15 +72,15 @@ func TestRunPublishesCostliestFirst(t *testing.T) {
 		defer sim.Close()
 		exp := fileExport(sim, t.TempDir())
 		exp.ParallelEntities = 1
-		sink := &orderSink{}
+		sink := &barrierSink{want: 1, started: map[string]bool{}, all: make(chan struct{}), order: map[string][]int{}}
 		r := &Runner{NewSink: func(context.Context, *Export) (publish.Sink, error) { return sink, nil }}
 		rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"})
 		if err != nil {
 			t.Fatalf("Run: %v", err)
 		}
 		want := []string{"Products", "Large", "Middle", "Small A", "Small B"}
-		if !slices.Equal(sink.entities, want) {
-			t.Errorf("want entities published in the order %q, got %q (sizes: %v)", want, sink.entities, sizes(rec.Entities))
+		if !slices.Equal(sink.starts, want) {
+			t.Errorf("want entities published in the order %q, got %q (sizes: %v)", want, sink.starts, sizes(rec.Entities))
 		}
 	})
 }

@@ -17,38 +17,50 @@ import (
 
 // barrierSink holds the first batch of each entity until `want` entities
 // have started, so a run passes only if that many publish at once. It keeps
-// each entity's batch numbers in the order they arrived.
+// each entity's batch numbers in the order they arrived, and the entities
+// in the order they started.
 type barrierSink struct {
 	want    int
 	mu      sync.Mutex
 	started map[string]bool
 	all     chan struct{}
 	order   map[string][]int
+	starts  []string
 }
 
-func (s *barrierSink) Publish(ctx context.Context, m publish.Message) error {
+// bodyEntity is the entity a batch's body names.
+func bodyEntity(body []byte) (string, error) {
 	var b struct {
 		Data struct {
 			Entity string `json:"entity"`
 		} `json:"data"`
 	}
-	if err := json.Unmarshal(m.Body, &b); err != nil {
+	err := json.Unmarshal(body, &b)
+	return b.Data.Entity, err
+}
+
+func (s *barrierSink) Publish(ctx context.Context, m publish.Message) error {
+	entity, err := bodyEntity(m.Body)
+	if err != nil {
 		return err
 	}
 	s.mu.Lock()
-	first := !s.started[b.Data.Entity]
-	s.started[b.Data.Entity] = true
+	first := !s.started[entity]
+	s.started[entity] = true
+	if first {
+		s.starts = append(s.starts, entity)
+	}
 	if first && len(s.started) == s.want {
 		close(s.all)
 	}
 	batch, _ := strconv.Atoi(m.MessageID[strings.LastIndexByte(m.MessageID, '/')+1:]) // <execution>/<entity>/<batch>
-	s.order[b.Data.Entity] = append(s.order[b.Data.Entity], batch)
+	s.order[entity] = append(s.order[entity], batch)
 	s.mu.Unlock()
 	if first {
 		select {
 		case <-s.all:
 		case <-time.After(10 * time.Second):
-			return fmt.Errorf("entity %s waited 10s for %d entities to publish at once", b.Data.Entity, s.want)
+			return fmt.Errorf("entity %s waited 10s for %d entities to publish at once", entity, s.want)
 		case <-ctx.Done():
 			return ctx.Err()
 		}

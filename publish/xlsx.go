@@ -1069,24 +1069,30 @@ func cellAttrs(a []byte) (r, s, t []byte) {
 			return
 		}
 		if len(key) == 1 {
-			switch v := a[i+1 : j]; key[0] {
-			case 'r':
-				if r == nil {
-					r = v
-				}
-			case 's':
-				if s == nil {
-					s = v
-				}
-			case 't':
-				if t == nil {
-					t = v
-				}
-			}
+			keepCellAttr(key[0], a[i+1:j], &r, &s, &t)
 		}
 		a = a[j+1:]
 	}
 	return
+}
+
+// keepCellAttr sets *r, *s or *t, by name, to v unless already set: the
+// first of an attribute given twice counts.
+func keepCellAttr(name byte, v []byte, r, s, t *[]byte) {
+	var p *[]byte
+	switch name {
+	case 'r':
+		p = r
+	case 's':
+		p = s
+	case 't':
+		p = t
+	default:
+		return
+	}
+	if *p == nil {
+		*p = v
+	}
 }
 
 func isXMLSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
@@ -1213,22 +1219,8 @@ func (x *xmlScanner) cellTag() (r, s, t []byte, empty, ok bool) {
 		if end < 0 {
 			return nil, nil, nil, false, false
 		}
-		v := b[j+2 : j+2+end]
 		if j-k == 1 {
-			switch b[k] {
-			case 'r':
-				if r == nil {
-					r = v
-				}
-			case 's':
-				if s == nil {
-					s = v
-				}
-			case 't':
-				if t == nil {
-					t = v
-				}
-			}
+			keepCellAttr(b[k], b[j+2:j+2+end], &r, &s, &t)
 		}
 		i = j + 2 + end + 1
 	}
