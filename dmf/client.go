@@ -38,6 +38,16 @@ const (
 	actionPathTemplate = "/data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities."
 )
 
+// Actions are the OData actions the client calls, as ClientOptions.OnRetry
+// names them.
+func Actions() []string {
+	return []string{actionExport, actionStatus, actionPackageURL, actionErrors, actionSummaryPage}
+}
+
+// ReasonThrottled is the reason ClientOptions.OnRetry gives for a call F&O
+// throttled (429 Too Many Requests).
+const ReasonThrottled = "HTTP 429"
+
 // DefaultRequestTimeout bounds one HTTP request to F&O (when the caller
 // gives no HTTP client of its own, or gives no timeout), so a hung call is
 // retried instead of holding the run.

@@ -19,6 +19,9 @@ func exporterSeries(metric string) bool { return !strings.HasPrefix(metric, "dmf
 func servedMetrics(t *testing.T) promcheck.Served {
 	t.Helper()
 	m := NewMetrics()
+	m.ServeBuildInfo("test")
+	m.configured(&Export{Name: "j"})
+	m.pace("https://fo.example.com", 600)
 	rec := &runs.Record{Job: "j", State: runs.StateSucceeded, FinishedAt: time.Now()}
 	m.runStarted("j")
 	m.runFinished(rec, map[string]time.Duration{"export": time.Second})

@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/dmfexport/dmfexport/dmf"
+	"github.com/dmfexport/dmfexport/internal/buildinfo"
 	"github.com/dmfexport/dmfexport/runs"
 )
 
@@ -71,7 +73,7 @@ func NewMetrics() *Metrics {
 			Name: "dmfexport_fo_retries_total", Help: `F&O API calls retried, by reason: "HTTP 429" (throttled), "HTTP 503", "timeout", "connection reset", ...`,
 		}, []string{"export", "action", "reason"}),
 		fires: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dmfexport_scheduler_fires_total", Help: "Scheduled fires by outcome as the scheduler saw them (success, fail, singleton_rescheduled = skipped because the previous run was going).",
+			Name: "dmfexport_scheduler_fires_total", Help: "Scheduled fires by outcome: succeeded, partially_succeeded, failed (the run's end), skipped (the previous run still going, or the data project busy), slot_taken (another replica runs it), waiting (left waiting for the broker or its queue), stopped (the process stopped first).",
 		}, []string{"export", "status"}),
 		interval: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dmfexport_schedule_interval_seconds", Help: "Longest gap between two of the next fires of a scheduled export: an export without a success for twice this long is late.",
@@ -104,6 +106,54 @@ func NewMetrics() *Metrics {
 		m.queue, m.queueWait, m.inFlight, m.pacing, m.throttles,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// ServeBuildInfo adds dmfexport_build_info for a process of version.
+func (m *Metrics) ServeBuildInfo(version string) {
+	m.reg.MustRegister(buildinfo.Collector(version))
+}
+
+// finalStates are the states a run ends in within the process that ran it
+// (abandoned is set by the abandon command, not by a run).
+var finalStates = []runs.State{runs.StateSucceeded, runs.StatePartiallySucceeded, runs.StateFailed, runs.StateSkipped}
+
+// fireStatuses are the outcomes of a scheduled fire (the status label).
+var fireStatuses = []string{
+	string(runs.StateSucceeded), string(runs.StatePartiallySucceeded), string(runs.StateFailed), string(runs.StateSkipped),
+	fireSlotTaken, fireWaiting, fireStopped,
+}
+
+// runSteps are the timed steps of every run (queue only when it waited).
+var runSteps = []string{"export", "download", "unpack", "publish"}
+
+// configured serves exp's counters at 0 from the start, each outcome and
+// each step, and its F&O environment's queue series: a rule over
+// increase() then sees the first failure after a restart as an increase,
+// not as a series appearing at 1. Existing series keep their values.
+func (m *Metrics) configured(exp *Export) {
+	if m == nil {
+		return
+	}
+	name := exp.Name
+	for _, st := range finalStates {
+		m.runs.WithLabelValues(name, string(st))
+	}
+	for _, status := range fireStatuses {
+		m.fires.WithLabelValues(name, status)
+	}
+	for _, step := range runSteps {
+		m.steps.WithLabelValues(name, step)
+	}
+	for _, action := range dmf.Actions() {
+		m.retries.WithLabelValues(name, action, dmf.ReasonThrottled)
+	}
+	m.lost.WithLabelValues(name)
+	m.inProgress.WithLabelValues(name)
+	env := environmentKey(exp.FO.URL)
+	m.queue.WithLabelValues(env)
+	m.queueWait.WithLabelValues(env)
+	m.inFlight.WithLabelValues(env)
+	m.throttles.WithLabelValues(env)
 }
 
 // Handler serves the metrics in the Prometheus text format.
@@ -189,7 +239,6 @@ func (m *Metrics) scheduled(export string, interval time.Duration) {
 		return
 	}
 	m.interval.WithLabelValues(export).Set(interval.Seconds())
-	m.lost.WithLabelValues(export) // from 0, so the first loss is an increase
 }
 
 // unscheduled drops the series of an export taken out of the schedule.
@@ -229,10 +278,12 @@ func scheduleInterval(schedule string, now time.Time) time.Duration {
 	return longest
 }
 
-// seedLastSuccess sets exp's last success from its newest succeeded run
-// record, so a restarted service still knows when the export last succeeded.
-// It reads the store r keeps for exp.
-func (m *Metrics) seedLastSuccess(ctx context.Context, r *Runner, exp *Export) {
+// seedFromRecords reads exp's run records in the store r keeps for it: its
+// last success comes from its newest succeeded run, so a restarted service
+// still knows when the export last succeeded; and the entity series of the
+// newest run that lists entities are served at 0, so the first rows
+// published after a restart are an increase.
+func (m *Metrics) seedFromRecords(ctx context.Context, r *Runner, exp *Export) {
 	if m == nil {
 		return
 	}
@@ -244,14 +295,32 @@ func (m *Metrics) seedLastSuccess(ctx context.Context, r *Runner, exp *Export) {
 	if err != nil {
 		return
 	}
-	for _, ref := range listed {
-		if ref.State != runs.StateSucceeded {
+	const looked = 10 // records read for entities, newest first; an unreadable one is skipped
+	entitiesSeen, succeededSeen := false, false
+	for i, ref := range listed {
+		wantEntities := !entitiesSeen && i < looked
+		wantSuccess := !succeededSeen && ref.State == runs.StateSucceeded
+		if !wantEntities && !wantSuccess {
+			if succeededSeen && (entitiesSeen || i >= looked) {
+				return
+			}
 			continue
 		}
-		if rec, err := l.Find(ctx, ref.RunID); err == nil {
+		rec, err := l.Find(ctx, ref.RunID)
+		if err != nil {
+			continue
+		}
+		if wantEntities && len(rec.Entities) > 0 {
+			entitiesSeen = true
+			for _, e := range rec.Entities {
+				m.rows.WithLabelValues(exp.Name, e.Entity)
+				m.batches.WithLabelValues(exp.Name, e.Entity)
+			}
+		}
+		if wantSuccess {
+			succeededSeen = true
 			m.succeeded(exp.Name, rec.FinishedAt)
 		}
-		return
 	}
 }
 

@@ -250,17 +250,18 @@ func (r *Runner) ResumeAll(ctx context.Context, exps []*Export) {
 }
 
 // resumeWaiting resumes rec, an unfinished run, and notes the outcome: a
-// run still waiting is retried later with backoff. Errors are logged.
-func (r *Runner) resumeWaiting(ctx context.Context, exp *Export, rec *runs.Record) {
-	_, err := r.Resume(ctx, exp, rec)
+// run still waiting is retried later with backoff. Errors are logged; the
+// run's record and error are returned for the fire that took it up.
+func (r *Runner) resumeWaiting(ctx context.Context, exp *Export, rec *runs.Record) (*runs.Record, error) {
+	ended, err := r.Resume(ctx, exp, rec)
 	if errors.Is(err, runs.ErrLeaseHeld) || errors.Is(err, ErrAlreadyRunning) || errors.Is(err, ErrGroupBusy) {
 		r.logger().Debug("unfinished run owned by a live process", "export", exp.Name, "run", rec.RunID, "err", err)
-		return
+		return ended, err
 	}
 	if what := waitingOf(err); what != "" {
 		wait := r.noteWait(exp.Name, rec.RunID, true, r.clock().Now())
 		r.logger().Warn("run still "+WaitingText(what)+"; retrying later", "export", exp.Name, "run", rec.RunID, "retry_in", wait, "err", err)
-		return
+		return ended, err
 	}
 	r.noteWait(exp.Name, rec.RunID, false, r.clock().Now())
 	if err != nil && ctx.Err() != nil {
@@ -269,6 +270,7 @@ func (r *Runner) resumeWaiting(ctx context.Context, exp *Export, rec *runs.Recor
 	} else if err != nil {
 		r.logger().Error("resumed run failed", "export", exp.Name, "run", rec.RunID, "err", err)
 	}
+	return ended, err
 }
 
 // drive executes a run and writes its final record.

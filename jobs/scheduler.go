@@ -15,6 +15,8 @@ import (
 	"github.com/go-co-op/gocron/v2"
 	"github.com/google/uuid"
 	"github.com/robfig/cron/v3"
+
+	"github.com/dmfexport/dmfexport/runs"
 )
 
 // Scheduler fires each enabled export on its cron schedule through a Runner.
@@ -119,6 +121,10 @@ func (s *Scheduler) Apply(cfg *Config) (Changes, error) {
 		delete(s.jobs, name)
 		s.runner.Metrics.unscheduled(name)
 	}
+	for _, e := range s.all {
+		s.runner.Metrics.configured(e)
+		s.runner.environment(e) // its pace and queue series from the start
+	}
 	for name, e := range want {
 		if _, ok := s.jobs[name]; ok {
 			continue
@@ -147,8 +153,41 @@ func (s *Scheduler) Apply(cfg *Config) (Changes, error) {
 	return ch, nil
 }
 
-// fire is the gocron task of one export.
+// Outcomes of a scheduled fire other than a run's final state, for the
+// status label of dmfexport_scheduler_fires_total.
+const (
+	fireSlotTaken = "slot_taken" // another replica claimed the slot
+	fireWaiting   = "waiting"    // a run left waiting for the broker or its queue
+	fireStopped   = "stopped"    // the process stopped first; what started resumes at the next start
+)
+
+// fire is the gocron task of one export; it counts the fire by its outcome.
 func (s *Scheduler) fire(exp *Export) {
+	s.runner.Metrics.fired(exp.Name, s.fireOnce(exp))
+}
+
+// fireOutcome is the outcome of a fire that ran (or took up) a run which
+// ended with rec and err.
+func fireOutcome(ctx context.Context, rec *runs.Record, err error) string {
+	switch {
+	case rec != nil && rec.State.Final():
+		return string(rec.State)
+	case errors.Is(err, ErrAlreadyRunning), errors.Is(err, ErrGroupBusy), errors.Is(err, runs.ErrLeaseHeld):
+		return string(runs.StateSkipped)
+	case errors.Is(err, ErrNotStarted), err != nil && ctx.Err() != nil:
+		return fireStopped
+	case errors.Is(err, ErrWaiting), waitingOf(err) != "":
+		return fireWaiting
+	case err != nil:
+		return string(runs.StateFailed)
+	case rec == nil:
+		return fireStopped
+	}
+	return string(rec.State)
+}
+
+// fireOnce claims the fire's slot and runs exp, returning the outcome.
+func (s *Scheduler) fireOnce(exp *Export) string {
 	ctx := s.runCtx
 	clock := s.runner.clock()
 	scheduled := clock.Now().UTC()
@@ -158,11 +197,11 @@ func (s *Scheduler) fire(exp *Export) {
 		select {
 		case <-clock.After(d):
 		case <-ctx.Done():
-			return
+			return fireStopped
 		}
 	}
 	if ctx.Err() != nil {
-		return
+		return fireStopped
 	}
 	// Every replica fires every job; the one that claims the slot runs it.
 	// A replica still running this export (a run it took over from a
@@ -175,23 +214,23 @@ func (s *Scheduler) fire(exp *Export) {
 		if s.OnSkip != nil {
 			s.OnSkip(exp.Name)
 		}
-		return
+		return string(runs.StateSkipped)
 	}
 	if st, err := s.runner.store(ctx, exp); err != nil {
 		s.log.Error("scheduled run not started: store unavailable", "export", exp.Name, "err", err)
-		return
+		return fireOutcome(ctx, nil, err)
 	} else if ok, err := s.runner.ledger(st, exp).ClaimSlot(ctx, slot); err != nil && ctx.Err() != nil {
 		s.log.Debug("scheduled run not started: stopping", "export", exp.Name)
-		return
+		return fireStopped
 	} else if err != nil {
 		s.log.Error("scheduled run not started", "export", exp.Name, "err", err)
-		return
+		return string(runs.StateFailed)
 	} else if !ok {
 		s.log.Info("schedule slot taken by another replica", "export", exp.Name, "slot", slot.Format(time.RFC3339))
-		return
+		return fireSlotTaken
 	}
-	if s.runner.takeUpWaiting(ctx, exp) {
-		return
+	if outcome, ok := s.runner.takeUpWaiting(ctx, exp); ok {
+		return outcome
 	}
 	rec, err := s.runner.Run(ctx, exp, RunOptions{Trigger: "schedule", ScheduledAt: slot})
 	switch {
@@ -214,6 +253,7 @@ func (s *Scheduler) fire(exp *Export) {
 	default:
 		s.log.Info("scheduled run done", "export", exp.Name, "run", rec.RunID, "state", rec.State)
 	}
+	return fireOutcome(ctx, rec, err)
 }
 
 // Start begins firing jobs; it does not block.
@@ -234,7 +274,7 @@ func (s *Scheduler) ResumeUnfinished() {
 			exps := slices.Clone(s.all)
 			s.mu.Unlock()
 			for _, exp := range exps {
-				m.seedLastSuccess(s.runCtx, s.runner, exp)
+				m.seedFromRecords(s.runCtx, s.runner, exp)
 			}
 		}
 		busy := map[string]bool{}
@@ -313,14 +353,17 @@ func CronSpec(schedule string) (expr string, withSeconds bool) {
 }
 
 // schedulerMonitor hears from gocron about each fire; a fire dropped
-// because the job's previous run is still going is logged and counted.
+// because the job's previous run is still going is logged and counted as
+// skipped.
 type schedulerMonitor struct{ s *Scheduler }
 
+// gocron counts every fire that ran the task as a success (fire returns
+// nothing); fire counts those by their outcome itself.
 func (m schedulerMonitor) IncrementJob(_ uuid.UUID, name string, _ []string, status gocron.JobStatus) {
-	m.s.runner.Metrics.fired(name, string(status))
 	if status != gocron.SingletonRescheduled {
 		return
 	}
+	m.s.runner.Metrics.fired(name, string(runs.StateSkipped))
 	m.s.log.Warn("scheduled fire skipped: previous run still in progress", "export", name)
 	if m.s.OnSkip != nil {
 		m.s.OnSkip(name)

@@ -162,11 +162,12 @@ func (r *Runner) noteWait(job, runID string, waiting bool, now time.Time) time.D
 // takeUpWaiting is what a scheduled fire of exp does first: if a run of
 // exp is left waiting, the fire takes that run up (once its backoff allows)
 // instead of starting another, so a broker or a queue away for hours leaves
-// one run waiting, not one per fire. It reports whether such a run exists.
-func (r *Runner) takeUpWaiting(ctx context.Context, exp *Export) bool {
+// one run waiting, not one per fire. It reports whether such a run exists,
+// and the fire's outcome then.
+func (r *Runner) takeUpWaiting(ctx context.Context, exp *Export) (outcome string, ok bool) {
 	recs, err := r.Unfinished(ctx, exp)
 	if err != nil {
-		return false // Run meets the same store and says so
+		return "", false // Run meets the same store and says so
 	}
 	for _, rec := range recs {
 		if rec.Waiting == "" {
@@ -175,11 +176,11 @@ func (r *Runner) takeUpWaiting(ctx context.Context, exp *Export) bool {
 		log := r.logger().With("export", exp.Name, "run", rec.RunID)
 		if next, ok := r.nextRetry(exp.Name, rec.RunID); ok && r.clock().Now().Before(next) {
 			log.Info("scheduled run skipped: a run of this export is left "+WaitingText(rec.Waiting)+"; it is retried then", "retry_at", next.Format(time.RFC3339))
-			return true
+			return fireWaiting, true
 		}
 		log.Info("scheduled run takes up the run left " + WaitingText(rec.Waiting))
-		r.resumeWaiting(ctx, exp, rec)
-		return true
+		ended, err := r.resumeWaiting(ctx, exp, rec)
+		return fireOutcome(ctx, ended, err), true
 	}
-	return false
+	return "", false
 }

@@ -140,12 +140,12 @@ func TestScheduledFireTakesUpWaitingRun(t *testing.T) {
 	if _, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"}); !errors.Is(err, ErrWaitingForBroker) {
 		t.Fatalf("Run with the broker down: want ErrWaitingForBroker, got %v", err)
 	}
-	if r.takeUpWaiting(context.Background(), &Export{Name: "other", Store: exp.Store}) {
+	if _, ok := r.takeUpWaiting(context.Background(), &Export{Name: "other", Store: exp.Store}); ok {
 		t.Error("an export without a waiting run: the fire must start a run of its own")
 	}
 	// Still down: the fire takes the run up, which waits again.
-	if !r.takeUpWaiting(context.Background(), exp) {
-		t.Fatal("a fire with a run waiting must take it up")
+	if outcome, ok := r.takeUpWaiting(context.Background(), exp); !ok || outcome != fireWaiting {
+		t.Fatalf("a fire with a run waiting must take it up and count as %s; got %v, %q", fireWaiting, ok, outcome)
 	}
 	next, ok := r.nextRetry(exp.Name, mustUnfinished(t, r, exp).RunID)
 	if !ok || clock.Until(next) != waitRetryMin {
@@ -153,16 +153,16 @@ func TestScheduledFireTakesUpWaitingRun(t *testing.T) {
 	}
 	// Back, but inside the backoff: the fire does nothing.
 	exp.Broker = BrokerConfig{Type: "file", Path: t.TempDir()}
-	if !r.takeUpWaiting(context.Background(), exp) {
-		t.Fatal("a fire inside the backoff must not start another run")
+	if outcome, ok := r.takeUpWaiting(context.Background(), exp); !ok || outcome != fireWaiting {
+		t.Fatalf("a fire inside the backoff must not start another run and count as %s; got %v, %q", fireWaiting, ok, outcome)
 	}
 	if rec := mustUnfinished(t, r, exp); rec.Waiting != WaitingForBroker {
 		t.Fatalf("inside the backoff: want the run still waiting, got %+v", rec)
 	}
 	// After the backoff: the fire finishes it.
 	clock.Advance(waitRetryMin)
-	if !r.takeUpWaiting(context.Background(), exp) {
-		t.Fatal("a fire with a run waiting must take it up")
+	if outcome, ok := r.takeUpWaiting(context.Background(), exp); !ok || outcome != string(runs.StateSucceeded) {
+		t.Fatalf("a fire taking up the run must count as its end, succeeded; got %v, %q", ok, outcome)
 	}
 	if recs, _ := r.Unfinished(context.Background(), exp); len(recs) != 0 {
 		t.Fatalf("after the broker is back: want no unfinished run, got %d", len(recs))

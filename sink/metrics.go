@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dmfexport/dmfexport/internal/buildinfo"
 )
 
 // Metrics are the Prometheus series of dmfexport sink, on a registry of
@@ -55,6 +57,11 @@ func NewMetrics() *Metrics {
 	m.reg.MustRegister(m.batches, m.rows, m.apply, m.swaps, m.dead, m.lag, m.queued,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// ServeBuildInfo adds dmfexport_build_info for a process of version.
+func (m *Metrics) ServeBuildInfo(version string) {
+	m.reg.MustRegister(buildinfo.Collector(version))
 }
 
 // Handler serves the metrics in the Prometheus text format.

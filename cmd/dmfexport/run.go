@@ -67,6 +67,7 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	metrics := jobs.NewMetrics()
+	metrics.ServeBuildInfo(Version)
 	runner := &jobs.Runner{Logger: log, Metrics: metrics, LeaseTTL: cfg.LeaseTTL, Clock: newClock()}
 	defer func() { _ = runner.Close() }()
 	runner.CleanLeftovers(ctx, cfg)

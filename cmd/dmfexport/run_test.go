@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -147,7 +148,6 @@ exports:
 			`dmfexport_batches_published_total{entity="Things",export="every-second"}`,
 			`dmfexport_step_duration_seconds_bucket{export="every-second",step="export"`,
 			`dmfexport_last_success_timestamp_seconds{export="every-second"}`,
-			`dmfexport_scheduler_fires_total{export="every-second",status="success"}`,
 			`dmfexport_runs_in_progress{export="every-second"}`,
 			`go_goroutines`,
 		} {
@@ -162,6 +162,10 @@ exports:
 	}
 	for _, series := range missing {
 		t.Errorf("/metrics lacks %s", series)
+	}
+	// Served at 0 from the start: the fire must have counted by its outcome.
+	if fired := regexp.MustCompile(`(?m)^dmfexport_scheduler_fires_total\{export="every-second",status="succeeded"\} [1-9]`); !fired.MatchString(metrics) {
+		t.Errorf("/metrics lacks a succeeded fire of every-second:\n%s", grepLines(metrics, "dmfexport_scheduler_fires_total"))
 	}
 	if strings.Contains(metrics, dmftest.DefaultToken) || strings.Contains(metrics, "sig=") {
 		t.Error("/metrics exposes a secret")

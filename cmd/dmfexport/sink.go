@@ -73,6 +73,7 @@ func (c *sinkCommand) Run(ctx context.Context, args []string) error {
 		return fmt.Errorf("%w: %s has no sinks: section", errUsage, cfg.Path)
 	}
 	metrics := sink.NewMetrics()
+	metrics.ServeBuildInfo(Version)
 	if c.listen != "" {
 		var ready atomic.Bool
 		ready.Store(true)
