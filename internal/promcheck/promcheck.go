@@ -10,11 +10,13 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -112,10 +114,12 @@ var MetricRef = regexp.MustCompile(`\b(dmfexport_[a-z_]+|process_[a-z_]+)\b`)
 // Owns tells whether a metric is served by the endpoint under test.
 type Owns func(metric string) bool
 
-// owned reports whether expr uses a metric owns claims.
+// owned reports whether expr uses a dmfexport metric owns claims (the
+// process collector's series are served by every process, so they do not
+// tell which endpoint an expression is about).
 func owned(expr string, owns Owns) bool {
 	for _, m := range MetricRef.FindAllString(expr, -1) {
-		if owns(m) {
+		if strings.HasPrefix(m, "dmfexport_") && owns(m) {
 			return true
 		}
 	}
@@ -287,17 +291,55 @@ func CheckRules(t testing.TB, rules []Rule, s Served, owns Owns) []string {
 	return names
 }
 
-// Promtool runs promtool with args in dir and returns its output, skipping
-// the test when promtool is not installed (Debian/Ubuntu: apt-get install
-// prometheus).
+// RequirePromtool is the environment variable that makes a missing
+// promtool fail the test instead of skipping it (.ci/test.sh sets it after
+// installing promtool, so make test never passes without the rules' own
+// unit tests).
+const RequirePromtool = "DMFEXPORT_REQUIRE_PROMTOOL"
+
+// Promtool runs promtool with args in dir and returns its output. Without
+// promtool (Debian/Ubuntu: apt-get install prometheus) the test is skipped,
+// or fails when RequirePromtool is set to 1.
 func Promtool(t testing.TB, dir string, args ...string) (string, error) {
 	t.Helper()
 	path, err := exec.LookPath("promtool")
 	if err != nil {
-		t.Skip("promtool not installed (apt-get install prometheus): rule files not checked by Prometheus itself")
+		const missing = "promtool not installed (apt-get install prometheus): rule files not checked by Prometheus itself"
+		if os.Getenv(RequirePromtool) == "1" {
+			t.Fatalf("%s, and %s=1 requires it", missing, RequirePromtool)
+		}
+		t.Skip(missing)
 	}
 	cmd := exec.CommandContext(context.Background(), path, args...)
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// Referenced returns, sorted, the metrics owns claims that the rules'
+// expressions and the dashboard's queries and variables name.
+func Referenced(rules []Rule, d Dashboard, owns Owns) []string {
+	var exprs []string
+	for _, r := range rules {
+		exprs = append(exprs, r.Expr)
+	}
+	for _, p := range d.Panels {
+		for _, q := range p.Targets {
+			exprs = append(exprs, q.Expr)
+		}
+	}
+	for _, v := range d.Templating.List {
+		if q, ok := v.Query.(string); ok {
+			exprs = append(exprs, q)
+		}
+	}
+	seen := map[string]bool{}
+	for _, e := range exprs {
+		for _, m := range MetricRef.FindAllString(e, -1) {
+			if owns(m) {
+				seen[m] = true
+			}
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
 }

@@ -35,6 +35,7 @@ func TestOwned(t *testing.T) {
 		{`rate(dmfexport_sink_batches_total[5m])`, true},
 		{`rate(dmfexport_runs_total[5m])`, false},
 		{`dmfexport_runs_total and dmfexport_sink_lag_seconds`, true},
+		{`dmfexport_runs_total and ignoring (export) process_start_time_seconds`, false},
 	}
 	for _, tt := range tests {
 		if got := owned(tt.expr, sink); got != tt.want {
