@@ -244,7 +244,7 @@ func (r *Runner) ResumeAll(ctx context.Context, exps []*Export) {
 			if rec.Waiting != "" && !r.retryDue(exp.Name, rec.RunID, r.clock().Now()) {
 				continue // backing off
 			}
-			r.resumeWaiting(ctx, exp, rec)
+			_, _ = r.resumeWaiting(ctx, exp, rec) // logged there
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
@@ -209,5 +210,82 @@ func TestSchedulerSkipsOverlappingFire(t *testing.T) {
 	}
 	if n := sim.Exports(); n != 1 {
 		t.Errorf("simulator saw %d exports while one run was going, want 1 (never overlapping)", n)
+	}
+}
+
+// TestFireCountsOutcome checks that each scheduled fire is counted by what
+// came of it, a failed run as failed (gocron alone counts every fire that
+// returned as a success).
+func TestFireCountsOutcome(t *testing.T) {
+	sim := newSim(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("E", 3)}}})
+	defer sim.Close()
+	dir := t.TempDir()
+	ok := fileExport(sim, dir)
+	ok.Schedule = "@hourly" // its slot's claim outlives the run's retention (an hour)
+	broken := fileExport(sim, dir)
+	broken.Name, broken.DefinitionGroup, broken.PackageName = "broken", "NoSuchGroup", "NoSuchGroup"
+	r := &Runner{Logger: slog.New(slog.DiscardHandler), Metrics: NewMetrics()}
+	s, err := NewScheduler(&Config{Exports: []Export{*ok, *broken}}, r, slog.New(slog.DiscardHandler), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = s.Stop()
+		}
+	}()
+	fires := func(export, status string) float64 {
+		return testutil.ToFloat64(r.Metrics.fires.WithLabelValues(export, status))
+	}
+	for _, status := range fireStatuses {
+		if n := fires("files", status); n != 0 {
+			t.Fatalf("before any fire: %s fires of files = %v, want 0", status, n)
+		}
+	}
+	// claimElsewhere claims the slot of a fire of exp now, as another
+	// replica would.
+	claimElsewhere := func(t *testing.T, exp *Export) {
+		other := &Runner{}
+		st, err := other.store(t.Context(), exp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := other.ledger(st, exp).ClaimSlot(t.Context(), slotOf(exp.Schedule, time.Now())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name   string
+		exp    *Export
+		claim  bool
+		stop   bool
+		status string
+	}{
+		{"run succeeds", ok, false, false, "succeeded"},
+		{"run fails", broken, false, false, "failed"},
+		{"slot claimed by another replica", ok, true, false, fireSlotTaken},
+		{"process stopping", broken, false, true, fireStopped},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.claim {
+				claimElsewhere(t, tt.exp)
+			}
+			if tt.stop && !stopped {
+				if err := s.Stop(); err != nil {
+					t.Fatal(err)
+				}
+				stopped = true
+			}
+			before := fires(tt.exp.Name, tt.status)
+			s.fire(tt.exp)
+			if got := fires(tt.exp.Name, tt.status) - before; got != 1 {
+				t.Errorf("fire of %s: %v more fires with status %s, want 1", tt.exp.Name, got, tt.status)
+			}
+		})
+	}
+	if n := fires("broken", "succeeded"); n != 0 {
+		t.Errorf("the failed export counts %v succeeded fires, want 0", n)
 	}
 }

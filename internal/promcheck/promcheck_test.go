@@ -1,6 +1,9 @@
 package promcheck
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestUnknownLabels(t *testing.T) {
 	served := map[string]bool{"export": true, "state": true}
@@ -41,5 +44,23 @@ func TestOwned(t *testing.T) {
 		if got := owned(tt.expr, sink); got != tt.want {
 			t.Errorf("owned(%q) = %v, want %v", tt.expr, got, tt.want)
 		}
+	}
+}
+
+func TestReferenced(t *testing.T) {
+	rules := []Rule{{Expr: `increase(dmfexport_runs_total[15m]) > 0 and ignoring (export) time() - process_start_time_seconds < 900`}}
+	var d Dashboard
+	d.Panels = []Panel{{Targets: []struct {
+		Expr         string `json:"expr"`
+		LegendFormat string `json:"legendFormat"`
+	}{{Expr: `rate(dmfexport_sink_batches_total[5m])`}, {Expr: `histogram_quantile(0.9, rate(dmfexport_step_duration_seconds_bucket[1h]))`}}}}
+	d.Templating.List = append(d.Templating.List, struct {
+		Name  string `json:"name"`
+		Query any    `json:"query"`
+	}{Name: "export", Query: `label_values(dmfexport_schedule_interval_seconds, export)`})
+	exporter := func(m string) bool { return len(m) < 15 || m[:15] != "dmfexport_sink_" }
+	want := "dmfexport_runs_total dmfexport_schedule_interval_seconds dmfexport_step_duration_seconds_bucket process_start_time_seconds"
+	if got := strings.Join(Referenced(rules, d, exporter), " "); got != want {
+		t.Errorf("Referenced = %s, want %s", got, want)
 	}
 }
