@@ -10,10 +10,6 @@ import (
 	"github.com/dmfexport/dmfexport/runs"
 )
 
-// exporterSeries are the series dmfexport run serves: every series but the
-// sink's (served by dmfexport sink, checked by the sink package's tests).
-func exporterSeries(metric string) bool { return !strings.HasPrefix(metric, "dmfexport_sink_") }
-
 // servedMetrics records a value in every series and returns what /metrics
 // serves.
 func servedMetrics(t *testing.T) promcheck.Served {
@@ -35,11 +31,11 @@ func servedMetrics(t *testing.T) promcheck.Served {
 
 func TestGrafanaDashboard(t *testing.T) {
 	d := promcheck.LoadDashboard(t, "../docs/grafana-dashboard.json")
-	promcheck.CheckDashboard(t, d, servedMetrics(t), exporterSeries)
+	promcheck.CheckDashboard(t, d, servedMetrics(t), promcheck.ExporterSeries)
 }
 
 func TestPrometheusAlerts(t *testing.T) {
-	names := promcheck.CheckRules(t, promcheck.LoadRules(t, "../docs/prometheus-alerts.yml"), servedMetrics(t), exporterSeries)
+	names := promcheck.CheckRules(t, promcheck.LoadRules(t, "../docs/prometheus-alerts.yml"), servedMetrics(t), promcheck.ExporterSeries)
 	for _, want := range []string{"DmfexportRunFailed", "DmfexportExportLate", "DmfexportFOThrottled", "DmfexportResumeBacklog", "DmfexportPackageLost"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("alert %s missing; have %v", want, names)

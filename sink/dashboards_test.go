@@ -2,7 +2,6 @@ package sink
 
 import (
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -11,10 +10,6 @@ import (
 
 	"github.com/dmfexport/dmfexport/internal/promcheck"
 )
-
-// sinkSeries are the series dmfexport sink serves, and the gauge
-// dmfexport reconcile writes.
-func sinkSeries(metric string) bool { return strings.HasPrefix(metric, "dmfexport_sink_") }
 
 // servedMetrics records a value in every series of a sink process and of
 // dmfexport reconcile's textfile, and returns what they serve.
@@ -38,11 +33,11 @@ func servedMetrics(t *testing.T) promcheck.Served {
 
 func TestGrafanaDashboard(t *testing.T) {
 	d := promcheck.LoadDashboard(t, "../docs/grafana-dashboard.json")
-	promcheck.CheckDashboard(t, d, servedMetrics(t), sinkSeries)
+	promcheck.CheckDashboard(t, d, servedMetrics(t), promcheck.SinkSeries)
 }
 
 func TestPrometheusAlerts(t *testing.T) {
-	names := promcheck.CheckRules(t, promcheck.LoadRules(t, "../docs/prometheus-alerts.yml"), servedMetrics(t), sinkSeries)
+	names := promcheck.CheckRules(t, promcheck.LoadRules(t, "../docs/prometheus-alerts.yml"), servedMetrics(t), promcheck.SinkSeries)
 	for _, want := range []string{"DmfexportSinkDeadLetters", "DmfexportSinkStalled", "DmfexportSinkLagging", "DmfexportSinkReconcileDiffers"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("alert %s missing; have %v", want, names)

@@ -64,6 +64,17 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	return p
 }
 
+// simConfig is the head of a configuration for the simulator at
+// $DMFSIM_URL, a local store and NDJSON files: a test appends its exports.
+const simConfig = `fo:
+  url: ${DMFSIM_URL}
+  auth: {method: token, token: "${FO_TOKEN}"}
+store: {path: ./store}
+broker: {type: file, path: ./batches}
+poll: {interval: 50ms, max_interval: 100ms, deadline: 1m, package_url_timeout: 10s}
+exports:
+`
+
 // fileSinkConfig is a valid configuration exporting the simulator's demo
 // project to a local store and NDJSON files.
 const fileSinkConfig = `fo:

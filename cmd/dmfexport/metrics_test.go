@@ -13,9 +13,6 @@ import (
 	"github.com/dmfexport/dmfexport/internal/promcheck"
 )
 
-// exporterSeries are the series dmfexport run serves: all but the sink's.
-func exporterSeries(metric string) bool { return !strings.HasPrefix(metric, "dmfexport_sink_") }
-
 // TestMetricsServedAtStart restarts the exporter after a run of a previous
 // process and reads /metrics before any run of its own: every series the
 // alert rules and the dashboard name is there, the counters at 0, so the
@@ -30,14 +27,7 @@ func TestMetricsServedAtStart(t *testing.T) {
 	})
 	defer sim.Close()
 	dir := t.TempDir()
-	cfgPath := writeFile(t, dir, "dmfexport.yaml", `fo:
-  url: ${DMFSIM_URL}
-  auth: {method: token, token: "${FO_TOKEN}"}
-store: {path: ./store}
-broker: {type: file, path: ./batches}
-poll: {interval: 50ms, max_interval: 100ms, deadline: 1m, package_url_timeout: 10s}
-exports:
-  - {name: yearly, schedule: "0 3 1 1 *", definition_group: G, legal_entity: USMF}
+	cfgPath := writeFile(t, dir, "dmfexport.yaml", simConfig+`  - {name: yearly, schedule: "0 3 1 1 *", definition_group: G, legal_entity: USMF}
   - {name: spare, schedule: "@daily", definition_group: G, legal_entity: USMF, enabled: false}
 `)
 	env := []string{"DMFSIM_URL=" + sim.URL, "FO_TOKEN=" + dmftest.DefaultToken}
@@ -60,7 +50,7 @@ exports:
 	logs.wait(t, "saying the scheduler runs", 10*time.Second, msgIs("scheduler running"))
 
 	want := promcheck.Referenced(promcheck.LoadRules(t, "../../docs/prometheus-alerts.yml"),
-		promcheck.LoadDashboard(t, "../../docs/grafana-dashboard.json"), exporterSeries)
+		promcheck.LoadDashboard(t, "../../docs/grafana-dashboard.json"), promcheck.ExporterSeries)
 	if len(want) < 10 {
 		t.Fatalf("the rules and the dashboard name only %v: are they read whole?", want)
 	}

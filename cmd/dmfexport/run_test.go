@@ -103,14 +103,7 @@ func TestRunServiceLifecycle(t *testing.T) {
 	})
 	defer sim.Close()
 	dir := t.TempDir()
-	base := `fo:
-  url: ${DMFSIM_URL}
-  auth: {method: token, token: "${FO_TOKEN}"}
-store: {path: ./store}
-broker: {type: file, path: ./batches}
-poll: {interval: 50ms, max_interval: 100ms, deadline: 1m, package_url_timeout: 10s}
-exports:
-  - {name: every-second, schedule: "* * * * * *", definition_group: G, legal_entity: USMF}
+	base := simConfig + `  - {name: every-second, schedule: "* * * * * *", definition_group: G, legal_entity: USMF}
 `
 	cfgPath := writeFile(t, dir, "dmfexport.yaml", base)
 	cmd := exec.CommandContext(context.Background(), binary, "run", "--config", cfgPath, "--listen", "127.0.0.1:0", "--log-format", "json", "--stop-timeout", "20s")

@@ -23,14 +23,7 @@ func TestTriggerAfterCrashedTrigger(t *testing.T) {
 	})
 	defer sim.Close()
 	dir := t.TempDir()
-	cfg := writeFile(t, dir, "dmfexport.yaml", `fo:
-  url: ${DMFSIM_URL}
-  auth: {method: token, token: "${FO_TOKEN}"}
-store: {path: ./store}
-broker: {type: file, path: ./batches}
-poll: {interval: 50ms, max_interval: 100ms, deadline: 1m, package_url_timeout: 10s}
-exports:
-  - {name: crash, schedule: "@yearly", definition_group: G, legal_entity: USMF, batch_size: 50}
+	cfg := writeFile(t, dir, "dmfexport.yaml", simConfig+`  - {name: crash, schedule: "@yearly", definition_group: G, legal_entity: USMF, batch_size: 50}
 `)
 	env := append(os.Environ(), "DMFSIM_URL="+sim.URL, "FO_TOKEN="+dmftest.DefaultToken)
 

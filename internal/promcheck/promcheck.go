@@ -114,6 +114,13 @@ var MetricRef = regexp.MustCompile(`\b(dmfexport_[a-z_]+|process_[a-z_]+)\b`)
 // Owns tells whether a metric is served by the endpoint under test.
 type Owns func(metric string) bool
 
+// ExporterSeries owns the series dmfexport run serves: all but the sink's
+// (and the process collector's, which both serve).
+func ExporterSeries(metric string) bool { return !SinkSeries(metric) }
+
+// SinkSeries owns the series dmfexport sink serves.
+func SinkSeries(metric string) bool { return strings.HasPrefix(metric, "dmfexport_sink_") }
+
 // owned reports whether expr uses a dmfexport metric owns claims (the
 // process collector's series are served by every process, so they do not
 // tell which endpoint an expression is about).
