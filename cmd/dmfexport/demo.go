@@ -6,24 +6,16 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
-	"time"
 
-	"github.com/dmfexport/dmfexport/configs"
-	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/jobs"
-	"github.com/dmfexport/dmfexport/publish"
+	"github.com/dmfexport/dmfexport/jobs/demo"
 )
 
 type demoCommand struct {
 	g           globalFlags
 	fallbackDir string
 }
-
-// builtinDemo names the demo configuration built into the binary, used
-// when neither --config nor DMFEXPORT_CONFIG names a file.
-const builtinDemo = "built-in configs/demo.yaml"
 
 func (c *demoCommand) Usage() string {
 	return `Usage: dmfexport demo [--config FILE] [--fallback-dir DIR]
@@ -48,8 +40,8 @@ func (c *demoCommand) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	c.g.register(fs, "warn")
 	if os.Getenv("DMFEXPORT_CONFIG") == "" {
-		fs.Lookup("config").DefValue = builtinDemo
-		_ = fs.Set("config", builtinDemo)
+		fs.Lookup("config").DefValue = demo.BuiltinConfig
+		_ = fs.Set("config", demo.BuiltinConfig)
 	}
 	fs.StringVar(&c.fallbackDir, "fallback-dir", "out/demo-batches", "where batches go as NDJSON files when no broker answers")
 	pos, err := c.g.parse(fs, c.Usage(), args)
@@ -66,29 +58,12 @@ func (c *demoCommand) Run(ctx context.Context, args []string) error {
 	}
 	defer stopTracing()
 
-	sim := dmftest.NewServer(dmftest.Options{
-		Projects:      map[string][]dmftest.Entity{dmftest.DemoDefinitionGroup: dmftest.DemoProject()},
-		ExecutionTime: time.Second,
-	})
-	defer sim.Close()
-	fmt.Printf("F&O simulator listening on %s (definition group %s)\n", sim.URL, dmftest.DemoDefinitionGroup)
-
-	cfg, err := c.loadConfig(map[string]string{"DMFSIM_URL": sim.URL, "FO_TOKEN": dmftest.DefaultToken})
+	d, err := demo.Start(ctx, demo.Options{Config: c.g.config, FallbackDir: c.fallbackDir, Out: os.Stdout})
 	if err != nil {
 		return err
 	}
-	var exps []*jobs.Export
-	for i := range cfg.Exports {
-		e := &cfg.Exports[i]
-		if e.Broker.Type == "amqp" {
-			if err := probeBroker(ctx, e); err != nil {
-				dir, _ := filepath.Abs(c.fallbackDir)
-				fmt.Printf("No RabbitMQ answered for export %s (%v).\nWriting its batches as NDJSON files to %s instead.\n", e.Name, err, dir)
-				e.Broker = jobs.BrokerConfig{Type: "file", Path: dir}
-			}
-		}
-		exps = append(exps, e)
-	}
+	defer d.Close()
+	cfg, exps := d.Config, d.Exports
 	landings, err := prepareLandings(ctx, cfg, exps, log, os.Stdout)
 	for _, l := range landings {
 		defer l.close()
@@ -140,39 +115,6 @@ func (c *demoCommand) Run(ctx context.Context, args []string) error {
 	return errors.Join(errs...)
 }
 
-// loadConfig loads the demo configuration: the file --config or
-// DMFEXPORT_CONFIG names, else the built-in one. sim's settings win over
-// the environment's for ${VAR} references, without changing the process
-// environment.
-func (c *demoCommand) loadConfig(sim map[string]string) (*jobs.Config, error) {
-	lookup := func(name string) (string, bool) {
-		if v, ok := sim[name]; ok {
-			return v, true
-		}
-		return os.LookupEnv(name)
-	}
-	if c.g.config != builtinDemo {
-		data, err := os.ReadFile(c.g.config)
-		if err != nil {
-			return nil, fmt.Errorf("read demo configuration: %w (leave out --config and DMFEXPORT_CONFIG to run the built-in one)", err)
-		}
-		return jobs.ParseConfig(c.g.config, data, lookup)
-	}
-	// The built-in file's relative paths resolve as if it were
-	// ./configs/demo.yaml, as make demo runs it from the repository root:
-	// its store ../dmfexport-data is ./dmfexport-data.
-	wd, err := os.Getwd()
-	if err != nil {
-		return nil, fmt.Errorf("demo: find the working directory: %w", err)
-	}
-	cfg, err := jobs.ParseConfig(filepath.Join(wd, "configs", "demo.yaml"), configs.Demo, lookup)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", builtinDemo, err)
-	}
-	cfg.Path = builtinDemo
-	return cfg, nil
-}
-
 func appendNew(list []string, s string) []string {
 	for _, l := range list {
 		if l == s {
@@ -190,15 +132,4 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-// probeBroker checks that the export's broker accepts a connection.
-func probeBroker(ctx context.Context, e *jobs.Export) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	s, err := publish.DialAMQP(ctx, publish.AMQPOptions{URL: e.Broker.URL.Reveal(), ConnectionName: "dmfexport/demo-probe"})
-	if err != nil {
-		return err
-	}
-	return s.Close()
 }
