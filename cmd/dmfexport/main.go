@@ -266,6 +266,23 @@ func (g *globalFlags) load() (*jobs.Config, error) {
 	return cfg, err
 }
 
+// start begins a command that runs exports or consumes batches: it starts
+// tracing (see startTracing) and loads the configuration. The caller
+// defers the returned func, which flushes the spans; on an error there is
+// nothing to flush.
+func (g *globalFlags) start(ctx context.Context) (*jobs.Config, func(), error) {
+	stopTracing, err := startTracing(ctx, g.log)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := g.load()
+	if err != nil {
+		stopTracing()
+		return nil, nil, err
+	}
+	return cfg, stopTracing, nil
+}
+
 // helpOut receives what --help prints: stdout, except while help and
 // completion ask a command for its usage.
 var helpOut io.Writer = os.Stdout

@@ -47,15 +47,11 @@ func (c *replayCommand) Run(ctx context.Context, args []string) error {
 		return &flagError{msg: "name exactly one run to replay (see dmfexport status)", usage: usageText(fs, c.Usage())}
 	}
 	log := c.g.log
-	stopTracing, err := startTracing(ctx, log)
+	cfg, stopTracing, err := c.g.start(ctx)
 	if err != nil {
 		return err
 	}
 	defer stopTracing()
-	cfg, err := c.g.load()
-	if err != nil {
-		return err
-	}
 	exp, rec, err := jobs.FindRun(ctx, cfg, pos[0])
 	if err != nil {
 		return err

@@ -57,15 +57,11 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 		return &flagError{msg: fmt.Sprintf("unexpected argument %q: run takes no arguments", pos[0]), usage: usageText(fs, c.Usage())}
 	}
 	log := c.g.log
-	stopTracing, err := startTracing(ctx, log)
+	cfg, stopTracing, err := c.g.start(ctx)
 	if err != nil {
 		return err
 	}
 	defer stopTracing()
-	cfg, err := c.g.load()
-	if err != nil {
-		return err
-	}
 	metrics := jobs.NewMetrics()
 	metrics.ServeBuildInfo(Version)
 	runner := &jobs.Runner{Logger: log, Metrics: metrics, LeaseTTL: cfg.LeaseTTL, Clock: newClock()}

@@ -47,15 +47,11 @@ func (c *sinkCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	log := c.g.log
-	stopTracing, err := startTracing(ctx, log)
+	cfg, stopTracing, err := c.g.start(ctx)
 	if err != nil {
 		return err
 	}
 	defer stopTracing()
-	cfg, err := c.g.load()
-	if err != nil {
-		return err
-	}
 	var sinks []*jobs.SinkConfig
 	for _, name := range names {
 		s, ok := cfg.Sink(name)

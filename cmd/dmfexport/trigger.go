@@ -41,15 +41,11 @@ func (c *triggerCommand) Run(ctx context.Context, args []string) error {
 		return &flagError{msg: "name at least one export to run (see dmfexport exports)", usage: usageText(fs, c.Usage())}
 	}
 	log := c.g.log
-	stopTracing, err := startTracing(ctx, log)
+	cfg, stopTracing, err := c.g.start(ctx)
 	if err != nil {
 		return err
 	}
 	defer stopTracing()
-	cfg, err := c.g.load()
-	if err != nil {
-		return err
-	}
 	var exps []*jobs.Export
 	for _, name := range names {
 		e, ok := cfg.Export(name)
