@@ -1,4 +1,4 @@
-package store
+package store_test
 
 import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
@@ -15,6 +15,9 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/service"
+
+	"github.com/dmfexport/dmfexport/store"
+	"github.com/dmfexport/dmfexport/store/storetest"
 )
 
 // fakeCredential is never asked for a token in these tests.
@@ -28,31 +31,31 @@ func TestNewBlobStoreOptionErrors(t *testing.T) {
 	const cs = "DefaultEndpointsProtocol=http;AccountName=acct;AccountKey=S3CRETKEYS3CRETKEY==;BlobEndpoint=http://127.0.0.1:1/acct;"
 	tests := []struct {
 		name    string
-		opts    BlobOptions
+		opts    store.BlobOptions
 		wantErr string
 	}{
-		{"nothing", BlobOptions{Container: "c1c"}, "exactly one of"},
-		{"two methods", BlobOptions{Container: "abc", ConnectionString: cs, SASURL: "https://a.blob.core.windows.net/?sig=S3CRETSIG"}, "exactly one of"},
-		{"credential without URL", BlobOptions{Container: "abc", Credential: fakeCredential{}}, "not an http(s) URL"},
-		{"URL without credential", BlobOptions{Container: "abc", AccountURL: "https://a.blob.core.windows.net/"}, "without a credential"},
-		{"account URL with query", BlobOptions{Container: "abc", AccountURL: "https://a.blob.core.windows.net/?sig=S3CRETSIG", Credential: fakeCredential{}}, "sas_url"},
-		{"no container", BlobOptions{ConnectionString: cs}, "no container name"},
-		{"upper-case container", BlobOptions{ConnectionString: cs, Container: "Exports"}, `container name "Exports"`},
-		{"short container", BlobOptions{ConnectionString: cs, Container: "ab"}, "wrong length"},
-		{"double hyphen", BlobOptions{ConnectionString: cs, Container: "a--b"}, "not allowed"},
-		{"trailing hyphen", BlobOptions{ConnectionString: cs, Container: "ab-"}, "not allowed"},
-		{"block size too small", BlobOptions{ConnectionString: cs, Container: "abc", BlockSize: 1000}, "block size 1000"},
-		{"negative concurrency", BlobOptions{ConnectionString: cs, Container: "abc", Concurrency: -1}, "concurrency -1"},
-		{"malformed connection string", BlobOptions{ConnectionString: "AccountKey=S3CRETKEYS3CRETKEY==", Container: "abc"}, "connection string"},
-		{"SAS URL names a blob", BlobOptions{SASURL: "https://a.blob.core.windows.net/c1/b?sig=S3CRETSIG"}, "names a blob"},
-		{"SAS URL container differs", BlobOptions{SASURL: "https://a.blob.core.windows.net/c1c?sig=S3CRETSIG", Container: "c2c"}, "differs"},
-		{"SAS URL not http", BlobOptions{SASURL: "ftp://a/c1c?sig=S3CRETSIG"}, "not an http(s) URL"},
+		{"nothing", store.BlobOptions{Container: "c1c"}, "exactly one of"},
+		{"two methods", store.BlobOptions{Container: "abc", ConnectionString: cs, SASURL: "https://a.blob.core.windows.net/?sig=S3CRETSIG"}, "exactly one of"},
+		{"credential without URL", store.BlobOptions{Container: "abc", Credential: fakeCredential{}}, "not an http(s) URL"},
+		{"URL without credential", store.BlobOptions{Container: "abc", AccountURL: "https://a.blob.core.windows.net/"}, "without a credential"},
+		{"account URL with query", store.BlobOptions{Container: "abc", AccountURL: "https://a.blob.core.windows.net/?sig=S3CRETSIG", Credential: fakeCredential{}}, "sas_url"},
+		{"no container", store.BlobOptions{ConnectionString: cs}, "no container name"},
+		{"upper-case container", store.BlobOptions{ConnectionString: cs, Container: "Exports"}, `container name "Exports"`},
+		{"short container", store.BlobOptions{ConnectionString: cs, Container: "ab"}, "wrong length"},
+		{"double hyphen", store.BlobOptions{ConnectionString: cs, Container: "a--b"}, "not allowed"},
+		{"trailing hyphen", store.BlobOptions{ConnectionString: cs, Container: "ab-"}, "not allowed"},
+		{"block size too small", store.BlobOptions{ConnectionString: cs, Container: "abc", BlockSize: 1000}, "block size 1000"},
+		{"negative concurrency", store.BlobOptions{ConnectionString: cs, Container: "abc", Concurrency: -1}, "concurrency -1"},
+		{"malformed connection string", store.BlobOptions{ConnectionString: "AccountKey=S3CRETKEYS3CRETKEY==", Container: "abc"}, "connection string"},
+		{"SAS URL names a blob", store.BlobOptions{SASURL: "https://a.blob.core.windows.net/c1/b?sig=S3CRETSIG"}, "names a blob"},
+		{"SAS URL container differs", store.BlobOptions{SASURL: "https://a.blob.core.windows.net/c1c?sig=S3CRETSIG", Container: "c2c"}, "differs"},
+		{"SAS URL not http", store.BlobOptions{SASURL: "ftp://a/c1c?sig=S3CRETSIG"}, "not an http(s) URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := NewBlobStore(context.Background(), tt.opts)
+			_, err := store.NewBlobStore(context.Background(), tt.opts)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("NewBlobStore = %v, want an error containing %q", err, tt.wantErr)
+				t.Fatalf("store.NewBlobStore = %v, want an error containing %q", err, tt.wantErr)
 			}
 			if strings.Contains(err.Error(), "S3CRET") {
 				t.Errorf("error %q leaks a secret", err)
@@ -74,7 +77,7 @@ func TestBlobStoreAuthModes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	existing := randomContainer()
+	existing := storetest.RandomContainer()
 	cc, err := container.NewClientFromConnectionString(cs, existing, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -89,18 +92,18 @@ func TestBlobStoreAuthModes(t *testing.T) {
 	}
 	tests := []struct {
 		name          string
-		opts          BlobOptions
+		opts          store.BlobOptions
 		wantContainer string // "" for the random one newTestBlobStore picks
 	}{
-		{"connection string", BlobOptions{ConnectionString: cs}, ""},
-		{"account SAS URL plus container", BlobOptions{SASURL: accountSAS, Container: randomContainer()}, ""},
-		{"container SAS URL, existing container", BlobOptions{SASURL: containerSAS}, existing},
-		{"container SAS URL naming the same container", BlobOptions{SASURL: containerSAS, Container: existing}, existing},
-		{"connection string, existing container", BlobOptions{ConnectionString: cs, Container: existing}, existing},
+		{"connection string", store.BlobOptions{ConnectionString: cs}, ""},
+		{"account SAS URL plus container", store.BlobOptions{SASURL: accountSAS, Container: storetest.RandomContainer()}, ""},
+		{"container SAS URL, existing container", store.BlobOptions{SASURL: containerSAS}, existing},
+		{"container SAS URL naming the same container", store.BlobOptions{SASURL: containerSAS, Container: existing}, existing},
+		{"connection string, existing container", store.BlobOptions{ConnectionString: cs, Container: existing}, existing},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newTestBlobStore(t, tt.opts)
+			s := storetest.Blob(t, tt.opts)
 			if tt.wantContainer != "" && !strings.Contains(s.Where(), `"`+tt.wantContainer+`"`) {
 				t.Errorf("Where() = %q, want container %q", s.Where(), tt.wantContainer)
 			}
@@ -110,7 +113,7 @@ func TestBlobStoreAuthModes(t *testing.T) {
 			if _, err := s.Put(ctx, "auth/check", strings.NewReader("ok"), map[string]string{"a": "b"}); err != nil {
 				t.Fatalf("Put: %v", err)
 			}
-			if got := readAll(t, s, "auth/check"); got != "ok" {
+			if got := storetest.ReadAll(t, s, "auth/check"); got != "ok" {
 				t.Errorf("Open = %q, want ok", got)
 			}
 			if err := s.Delete(ctx, "auth/check"); err != nil {
@@ -126,19 +129,19 @@ func TestBlobStoreRefusedCredentialsHideSecrets(t *testing.T) {
 	u, _ := url.Parse(ep)
 	tests := []struct {
 		name   string
-		opts   BlobOptions
+		opts   store.BlobOptions
 		secret string
 	}{
-		{"wrong account key", BlobOptions{Container: "refused", ConnectionString: strings.Replace(testenv.AzuriteConnString(t), testenv.AzuriteKey, badKey, 1)}, badKey},
-		{"forged SAS", BlobOptions{SASURL: u.String() + "/refused?sv=2020-10-02&ss=b&srt=sco&sp=rl&se=2099-01-01T00:00:00Z&sig=Rk9SR0VEU0lHTkFUVVJF", Container: "refused"}, "Rk9SR0VEU0lHTkFUVVJF"},
+		{"wrong account key", store.BlobOptions{Container: "refused", ConnectionString: strings.Replace(testenv.AzuriteConnString(t), testenv.AzuriteKey, badKey, 1)}, badKey},
+		{"forged SAS", store.BlobOptions{SASURL: u.String() + "/refused?sv=2020-10-02&ss=b&srt=sco&sp=rl&se=2099-01-01T00:00:00Z&sig=Rk9SR0VEU0lHTkFUVVJF", Container: "refused"}, "Rk9SR0VEU0lHTkFUVVJF"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			_, err := NewBlobStore(ctx, tt.opts)
+			_, err := store.NewBlobStore(ctx, tt.opts)
 			if err == nil {
-				t.Fatal("NewBlobStore succeeded with refused credentials, want an error")
+				t.Fatal("store.NewBlobStore succeeded with refused credentials, want an error")
 			}
 			msg := err.Error()
 			if strings.Contains(msg, tt.secret) || strings.Contains(msg, "sig=") {
@@ -151,61 +154,11 @@ func TestBlobStoreRefusedCredentialsHideSecrets(t *testing.T) {
 	}
 }
 
-func TestMetaValueEncoding(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"plain value", "plain value"},
-		{"", "%"},
-		{"%", "%25"},
-		{"Café", "Caf%C3%A9"},
-		{" a b ", "%20a b%20"},
-		{"a\nb", "a%0Ab"},
-		{"\x7f", "%7F"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			got := encodeMetaValue(tt.in)
-			if got != tt.want {
-				t.Errorf("encodeMetaValue(%q) = %q, want %q", tt.in, got, tt.want)
-			}
-			if back := decodeMetaValue(got); back != tt.in {
-				t.Errorf("decodeMetaValue(%q) = %q, want %q", got, back, tt.in)
-			}
-		})
-	}
-	for _, foreign := range []string{"50%", "%zz", "a%4"} {
-		if got := decodeMetaValue(foreign); got != foreign {
-			t.Errorf("decodeMetaValue(%q) = %q, want it unchanged (not written by BlobStore)", foreign, got)
-		}
-	}
-}
-
-func FuzzMetaValue(f *testing.F) {
-	for _, s := range []string{"", "%", " x ", "Café", "a\x00b", "%25"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		e := encodeMetaValue(s)
-		for i := 0; i < len(e); i++ {
-			if e[i] < 0x20 || e[i] >= 0x7f {
-				t.Fatalf("encodeMetaValue(%q) = %q holds byte %#x", s, e, e[i])
-			}
-		}
-		if e != strings.TrimSpace(e) {
-			t.Fatalf("encodeMetaValue(%q) = %q has surrounding space", s, e)
-		}
-		if back := decodeMetaValue(e); back != s {
-			t.Fatalf("decodeMetaValue(encodeMetaValue(%q)) = %q", s, back)
-		}
-	})
-}
-
-// TestBlobStoreReadOnly: a store opened for reading (dmfexport status) never
-// creates its container, and a container that does not exist lists as empty.
 func TestBlobStoreReadOnly(t *testing.T) {
 	ctx := context.Background()
 	cs := testenv.AzuriteConnString(t)
-	name := randomContainer()
-	s, err := NewBlobStore(ctx, BlobOptions{ConnectionString: cs, Container: name, ReadOnly: true})
+	name := storetest.RandomContainer()
+	s, err := store.NewBlobStore(ctx, store.BlobOptions{ConnectionString: cs, Container: name, ReadOnly: true})
 	if err != nil {
 		t.Fatalf("open read-only: %v", err)
 	}

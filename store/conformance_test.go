@@ -1,12 +1,9 @@
-package store
+package store_test
 
 import (
-	"github.com/dmfexport/dmfexport/internal/testenv"
-
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,70 +13,19 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"github.com/dmfexport/dmfexport/store"
+	"github.com/dmfexport/dmfexport/store/storetest"
 )
-
-// randomContainer names a fresh container so tests never see each other's blobs.
-func randomContainer() string {
-	b := make([]byte, 6)
-	rand.Read(b)
-	return "t-" + hex.EncodeToString(b)
-}
-
-// newTestBlobStore opens a BlobStore on a fresh Azurite container that is
-// deleted when the test ends. Zero BlockSize and Concurrency mean 1 MiB and
-// 2, so multi-block uploads are cheap to test.
-func newTestBlobStore(t testing.TB, opts BlobOptions) *BlobStore {
-	t.Helper()
-	testenv.AzuriteEndpoint(t) // skips without Azurite
-	if opts.ConnectionString == "" && opts.SASURL == "" && opts.AccountURL == "" {
-		opts.ConnectionString = testenv.AzuriteConnString(t)
-	}
-	if opts.Container == "" && opts.SASURL == "" {
-		opts.Container = randomContainer()
-	}
-	if opts.BlockSize == 0 {
-		opts.BlockSize = 1 << 20
-	}
-	if opts.Concurrency == 0 {
-		opts.Concurrency = 2
-	}
-	s, err := NewBlobStore(context.Background(), opts)
-	if err != nil {
-		t.Fatalf("NewBlobStore: %v", err)
-	}
-	t.Cleanup(func() { _, _ = s.cc.Delete(context.Background(), nil) })
-	return s
-}
-
-// backend is one Store implementation under the conformance tests.
-type backend struct {
-	name string
-	open func(t *testing.T) Store
-}
-
-func backends() []backend {
-	return []backend{
-		{"dir", func(t *testing.T) Store { return newTestStore(t) }},
-		{"azblob", func(t *testing.T) Store { return newTestBlobStore(t, BlobOptions{}) }},
-	}
-}
-
-// forEachBackend runs one behaviour against every backend, so the backends
-// cannot drift apart.
-func forEachBackend(t *testing.T, fn func(t *testing.T, st Store)) {
-	for _, b := range backends() {
-		t.Run(b.name, func(t *testing.T) { fn(t, b.open(t)) })
-	}
-}
 
 func TestStoreConformance(t *testing.T) {
 	ctx := context.Background()
 	boom := errors.New("boom")
 	behaviours := []struct {
 		name string
-		fn   func(t *testing.T, st Store)
+		fn   func(t *testing.T, st store.Store)
 	}{
-		{"put open stat round trip", func(t *testing.T, st Store) {
+		{"put open stat round trip", func(t *testing.T, st store.Store) {
 			meta := map[string]string{"Job": "a b", "SHA256": "x", "entity": "Café/Ünïcode: 100%", "spaces": "  pad  ",
 				"empty": "", "lines": "a\r\nb\tc", "pct": "%41", "lone": "%"}
 			before := time.Now().Add(-time.Minute)
@@ -92,7 +38,7 @@ func TestStoreConformance(t *testing.T) {
 			if o.Key != "jobs/a b/run 1/x.csv" || o.Size != 5 || o.ModTime.Before(before) || !equalMaps(o.Meta, wantMeta) {
 				t.Errorf("Put = %+v, want key, size 5, a recent mod time and meta %v", o, wantMeta)
 			}
-			if got := readAll(t, st, o.Key); got != "hello" {
+			if got := storetest.ReadAll(t, st, o.Key); got != "hello" {
 				t.Errorf("Open content = %q, want %q", got, "hello")
 			}
 			s, err := st.Stat(ctx, o.Key)
@@ -107,7 +53,7 @@ func TestStoreConformance(t *testing.T) {
 				t.Errorf("List = %+v, %v; want the object with meta %v", l, err, wantMeta)
 			}
 		}},
-		{"put replaces content and metadata", func(t *testing.T, st Store) {
+		{"put replaces content and metadata", func(t *testing.T, st store.Store) {
 			if _, err := st.Put(ctx, "k", strings.NewReader("first"), map[string]string{"a": "1"}); err != nil {
 				t.Fatal(err)
 			}
@@ -118,27 +64,27 @@ func TestStoreConformance(t *testing.T) {
 			if err != nil || s.Size != 1 || s.Meta == nil || len(s.Meta) != 0 {
 				t.Errorf("Stat after replace = %+v, %v; want size 1 and empty non-nil meta", s, err)
 			}
-			if got := readAll(t, st, "k"); got != "2" {
+			if got := storetest.ReadAll(t, st, "k"); got != "2" {
 				t.Errorf("content after replace = %q, want %q", got, "2")
 			}
 		}},
-		{"absent objects", func(t *testing.T, st Store) {
+		{"absent objects", func(t *testing.T, st store.Store) {
 			if _, err := st.Put(ctx, "a/file", strings.NewReader("x"), nil); err != nil {
 				t.Fatal(err)
 			}
 			for _, key := range []string{"missing", "a/missing", "a/file/below", "a"} {
-				if _, err := st.Open(ctx, key); !errors.Is(err, ErrNotExist) {
-					t.Errorf("Open(%q) = %v, want ErrNotExist", key, err)
+				if _, err := st.Open(ctx, key); !errors.Is(err, store.ErrNotExist) {
+					t.Errorf("Open(%q) = %v, want store.ErrNotExist", key, err)
 				}
-				if _, err := st.Stat(ctx, key); !errors.Is(err, ErrNotExist) {
-					t.Errorf("Stat(%q) = %v, want ErrNotExist", key, err)
+				if _, err := st.Stat(ctx, key); !errors.Is(err, store.ErrNotExist) {
+					t.Errorf("Stat(%q) = %v, want store.ErrNotExist", key, err)
 				}
 				if err := st.Delete(ctx, key); err != nil {
 					t.Errorf("Delete(%q) of an absent object = %v, want nil", key, err)
 				}
 			}
 		}},
-		{"list by string prefix, sorted", func(t *testing.T, st Store) {
+		{"list by string prefix, sorted", func(t *testing.T, st store.Store) {
 			for _, k := range []string{"r/b", "r/a/2", "r/a/1", "r/ab", "r/a b", "other/x", "top", "r/Café"} {
 				if _, err := st.Put(ctx, k, strings.NewReader(k), map[string]string{"k": k}); err != nil {
 					t.Fatalf("Put(%q): %v", k, err)
@@ -172,30 +118,30 @@ func TestStoreConformance(t *testing.T) {
 				}
 			}
 		}},
-		{"delete", func(t *testing.T, st Store) {
+		{"delete", func(t *testing.T, st store.Store) {
 			if _, err := st.Put(ctx, "d/x", strings.NewReader("x"), map[string]string{"a": "b"}); err != nil {
 				t.Fatal(err)
 			}
 			if err := st.Delete(ctx, "d/x"); err != nil {
 				t.Fatalf("Delete: %v", err)
 			}
-			if _, err := st.Stat(ctx, "d/x"); !errors.Is(err, ErrNotExist) {
-				t.Errorf("Stat after Delete = %v, want ErrNotExist", err)
+			if _, err := st.Stat(ctx, "d/x"); !errors.Is(err, store.ErrNotExist) {
+				t.Errorf("Stat after Delete = %v, want store.ErrNotExist", err)
 			}
 			if l, _ := st.List(ctx, ""); len(l) != 0 {
 				t.Errorf("List after Delete = %+v, want none", l)
 			}
 		}},
-		{"failed put leaves nothing", func(t *testing.T, st Store) {
+		{"failed put leaves nothing", func(t *testing.T, st store.Store) {
 			r := io.MultiReader(bytes.NewReader(bytes.Repeat([]byte("x"), 3<<20)), iotest.ErrReader(boom))
 			if _, err := st.Put(ctx, "new", r, nil); !errors.Is(err, boom) {
 				t.Errorf("Put with a failing reader = %v, want it to wrap the reader's error", err)
 			}
-			if _, err := st.Stat(ctx, "new"); !errors.Is(err, ErrNotExist) {
-				t.Errorf("Stat after failed Put = %v, want ErrNotExist", err)
+			if _, err := st.Stat(ctx, "new"); !errors.Is(err, store.ErrNotExist) {
+				t.Errorf("Stat after failed Put = %v, want store.ErrNotExist", err)
 			}
 		}},
-		{"failed put keeps the previous object", func(t *testing.T, st Store) {
+		{"failed put keeps the previous object", func(t *testing.T, st store.Store) {
 			if _, err := st.Put(ctx, "k", strings.NewReader("old"), map[string]string{"v": "old"}); err != nil {
 				t.Fatal(err)
 			}
@@ -203,32 +149,32 @@ func TestStoreConformance(t *testing.T) {
 			if _, err := st.Put(ctx, "k", r, map[string]string{"v": "new"}); !errors.Is(err, boom) {
 				t.Errorf("Put with a failing reader = %v, want it to wrap the reader's error", err)
 			}
-			if got := readAll(t, st, "k"); got != "old" {
+			if got := storetest.ReadAll(t, st, "k"); got != "old" {
 				t.Errorf("content after failed Put = %q, want %q", got, "old")
 			}
 			if s, err := st.Stat(ctx, "k"); err != nil || s.Meta["v"] != "old" {
 				t.Errorf("Stat after failed Put = %+v, %v; want the old metadata", s, err)
 			}
 		}},
-		{"cancelled put stores nothing", func(t *testing.T, st Store) {
+		{"cancelled put stores nothing", func(t *testing.T, st store.Store) {
 			c, cancel := context.WithCancel(ctx)
 			cancel()
 			if _, err := st.Put(c, "k", strings.NewReader("x"), nil); !errors.Is(err, context.Canceled) {
 				t.Errorf("Put with a cancelled context = %v, want context.Canceled", err)
 			}
-			if _, err := st.Stat(ctx, "k"); !errors.Is(err, ErrNotExist) {
-				t.Errorf("Stat after cancelled Put = %v, want ErrNotExist", err)
+			if _, err := st.Stat(ctx, "k"); !errors.Is(err, store.ErrNotExist) {
+				t.Errorf("Stat after cancelled Put = %v, want store.ErrNotExist", err)
 			}
 		}},
-		{"invalid keys rejected", func(t *testing.T, st Store) {
+		{"invalid keys rejected", func(t *testing.T, st store.Store) {
 			for _, key := range []string{"", "/abs", "a//b", "a/", "./a", "a/../b", "..", `a\b`, "nul\x00", "a./b", "end."} {
 				if _, err := st.Put(ctx, key, strings.NewReader("x"), nil); err == nil {
 					t.Errorf("Put(%q) succeeded, want an invalid-key error", key)
 				}
-				if _, err := st.Open(ctx, key); err == nil || errors.Is(err, ErrNotExist) {
+				if _, err := st.Open(ctx, key); err == nil || errors.Is(err, store.ErrNotExist) {
 					t.Errorf("Open(%q) = %v, want an invalid-key error", key, err)
 				}
-				if _, err := st.Stat(ctx, key); err == nil || errors.Is(err, ErrNotExist) {
+				if _, err := st.Stat(ctx, key); err == nil || errors.Is(err, store.ErrNotExist) {
 					t.Errorf("Stat(%q) = %v, want an invalid-key error", key, err)
 				}
 				if err := st.Delete(ctx, key); err == nil {
@@ -239,23 +185,23 @@ func TestStoreConformance(t *testing.T) {
 				t.Errorf("objects stored for invalid keys: %+v", l)
 			}
 		}},
-		{"invalid metadata keys rejected", func(t *testing.T, st Store) {
+		{"invalid metadata keys rejected", func(t *testing.T, st store.Store) {
 			for _, meta := range []map[string]string{{"run-id": "x"}, {"1a": "x"}, {"é": "x"}, {"": "x"}, {"A": "1", "a": "2"}, {"a b": "x"}} {
 				if _, err := st.Put(ctx, "k", strings.NewReader("x"), meta); err == nil || !strings.Contains(err.Error(), "metadata key") {
 					t.Errorf("Put with meta %v = %v, want a metadata key error", meta, err)
 				}
 			}
-			if _, err := st.Stat(ctx, "k"); !errors.Is(err, ErrNotExist) {
-				t.Errorf("Stat = %v, want ErrNotExist after rejected Puts", err)
+			if _, err := st.Stat(ctx, "k"); !errors.Is(err, store.ErrNotExist) {
+				t.Errorf("Stat = %v, want store.ErrNotExist after rejected Puts", err)
 			}
 		}},
-		{"escaped and unusual names", func(t *testing.T, st Store) {
-			keys := []string{"jobs/" + EscapeName("Odd/Name: x") + ".csv", "jobs/" + EscapeName("Inc.") + "/r", "jobs/100% (a)+b=c;d,e'f#g?h&i", "jobs/Café ünï.csv"}
+		{"escaped and unusual names", func(t *testing.T, st store.Store) {
+			keys := []string{"jobs/" + store.EscapeName("Odd/Name: x") + ".csv", "jobs/" + store.EscapeName("Inc.") + "/r", "jobs/100% (a)+b=c;d,e'f#g?h&i", "jobs/Café ünï.csv"}
 			for _, k := range keys {
 				if _, err := st.Put(ctx, k, strings.NewReader(k), nil); err != nil {
 					t.Fatalf("Put(%q): %v", k, err)
 				}
-				if got := readAll(t, st, k); got != k {
+				if got := storetest.ReadAll(t, st, k); got != k {
 					t.Errorf("Open(%q) = %q, want the key as content", k, got)
 				}
 			}
@@ -264,35 +210,35 @@ func TestStoreConformance(t *testing.T) {
 				t.Errorf("List = %+v, %v; want %d objects", l, err, len(keys))
 			}
 		}},
-		{"large object in several blocks", func(t *testing.T, st Store) {
+		{"large object in several blocks", func(t *testing.T, st store.Store) {
 			data := make([]byte, 3<<20+12345)
 			rand.Read(data)
 			o, err := st.Put(ctx, "big.zip", bytes.NewReader(data), nil)
 			if err != nil || o.Size != int64(len(data)) {
 				t.Fatalf("Put = %+v, %v; want size %d", o, err, len(data))
 			}
-			if got := readAll(t, st, "big.zip"); got != string(data) {
+			if got := storetest.ReadAll(t, st, "big.zip"); got != string(data) {
 				t.Errorf("round trip differs (got %d bytes, want %d)", len(got), len(data))
 			}
 		}},
-		{"create once", func(t *testing.T, st Store) {
+		{"create once", func(t *testing.T, st store.Store) {
 			cr := st
 			o, err := cr.Create(ctx, "claims/j/slot", strings.NewReader("me"), map[string]string{"Owner": "me"})
 			if err != nil || o.Size != 2 || o.Meta["owner"] != "me" {
 				t.Fatalf("first Create = %+v, %v; want size 2 and owner meta", o, err)
 			}
-			if _, err := cr.Create(ctx, "claims/j/slot", strings.NewReader("you"), nil); !errors.Is(err, ErrExist) {
-				t.Errorf("second Create = %v, want ErrExist", err)
+			if _, err := cr.Create(ctx, "claims/j/slot", strings.NewReader("you"), nil); !errors.Is(err, store.ErrExist) {
+				t.Errorf("second Create = %v, want store.ErrExist", err)
 			}
 			s, err := st.Stat(ctx, "claims/j/slot")
-			if err != nil || s.Meta["owner"] != "me" || readAll(t, st, "claims/j/slot") != "me" {
+			if err != nil || s.Meta["owner"] != "me" || storetest.ReadAll(t, st, "claims/j/slot") != "me" {
 				t.Errorf("after second Create: Stat = %+v, %v; want the first object", s, err)
 			}
-			if _, err := cr.Create(ctx, "bad//key", strings.NewReader("x"), nil); err == nil || errors.Is(err, ErrExist) {
+			if _, err := cr.Create(ctx, "bad//key", strings.NewReader("x"), nil); err == nil || errors.Is(err, store.ErrExist) {
 				t.Errorf("Create(bad//key) = %v, want an invalid-key error", err)
 			}
 		}},
-		{"concurrent creates: exactly one wins", func(t *testing.T, st Store) {
+		{"concurrent creates: exactly one wins", func(t *testing.T, st store.Store) {
 			cr := st
 			const n = 6
 			var wg sync.WaitGroup
@@ -310,8 +256,8 @@ func TestStoreConformance(t *testing.T) {
 				switch {
 				case err == nil:
 					wins++
-				case !errors.Is(err, ErrExist):
-					t.Errorf("Create #%d = %v, want nil or ErrExist", i, err)
+				case !errors.Is(err, store.ErrExist):
+					t.Errorf("Create #%d = %v, want nil or store.ErrExist", i, err)
 				}
 			}
 			if wins != 1 {
@@ -323,18 +269,18 @@ func TestStoreConformance(t *testing.T) {
 		}},
 	}
 	for _, bh := range behaviours {
-		t.Run(bh.name, func(t *testing.T) { forEachBackend(t, bh.fn) })
+		t.Run(bh.name, func(t *testing.T) { storetest.ForEach(t, bh.fn) })
 	}
 }
 
 func TestDirStoreCreateLeavesNoTemporaryFiles(t *testing.T) {
 	ctx := context.Background()
-	s := newTestStore(t)
+	s := storetest.Dir(t)
 	for range 2 {
 		_, _ = s.Create(ctx, "c/x", strings.NewReader("x"), map[string]string{"a": "b"})
 	}
 	var got []string
-	for _, f := range filesUnder(t, s.Root()) {
+	for _, f := range storetest.FilesUnder(t, s.Root()) {
 		got = append(got, filepath.Base(f))
 	}
 	if strings.Join(got, " ") != "x x.meta.json" {
@@ -359,7 +305,7 @@ func TestPutSealed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			forEachBackend(t, func(t *testing.T, st Store) {
+			storetest.ForEach(t, func(t *testing.T, st store.Store) {
 				r := &countingReader{r: strings.NewReader(tt.body)}
 				_, err := st.PutSealed(ctx, "k/x.csv", r, map[string]string{"Job": "j"}, func() (map[string]string, error) {
 					if r.n != int64(len(tt.body)) {
@@ -371,8 +317,8 @@ func TestPutSealed(t *testing.T) {
 					if !errors.Is(err, tt.sealErr) {
 						t.Errorf("PutSealed = %v, want %v", err, tt.sealErr)
 					}
-					if _, err := st.Stat(ctx, "k/x.csv"); !errors.Is(err, ErrNotExist) {
-						t.Errorf("Stat after a refused seal = %v, want ErrNotExist", err)
+					if _, err := st.Stat(ctx, "k/x.csv"); !errors.Is(err, store.ErrNotExist) {
+						t.Errorf("Stat after a refused seal = %v, want store.ErrNotExist", err)
 					}
 					return
 				}
@@ -414,10 +360,10 @@ func TestPutGuarded(t *testing.T) {
 			return nil
 		}
 	}
-	forEachBackend(t, func(t *testing.T, st Store) {
-		gp, ok := st.(GuardedPutter)
+	storetest.ForEach(t, func(t *testing.T, st store.Store) {
+		gp, ok := st.(store.GuardedPutter)
 		if !ok {
-			t.Fatalf("%T does not implement GuardedPutter", st)
+			t.Fatalf("%T does not implement store.GuardedPutter", st)
 		}
 		var seen []map[string]string
 		if _, err := gp.PutGuarded(ctx, "r/run.json", []byte("one"), map[string]string{"gen": "1"}, newerThan("1", &seen)); err != nil || len(seen) != 1 || seen[0] != nil {
@@ -431,10 +377,10 @@ func TestPutGuarded(t *testing.T) {
 		if _, err := gp.PutGuarded(ctx, "r/run.json", []byte("stale"), map[string]string{"gen": "1"}, newerThan("1", &seen)); !errors.Is(err, lost) {
 			t.Errorf("PutGuarded by generation 1 over generation 2: %v, want the guard's refusal", err)
 		}
-		if got := readString(t, st, "r/run.json"); got != "two" {
+		if got := storetest.ReadAll(t, st, "r/run.json"); got != "two" {
 			t.Errorf("object after a refused PutGuarded = %q, want %q", got, "two")
 		}
-		if _, ok := st.(*BlobStore); !ok {
+		if _, ok := st.(*store.BlobStore); !ok {
 			return
 		}
 		// Generation 3 lands after generation 2's guard read the object,
@@ -452,22 +398,8 @@ func TestPutGuarded(t *testing.T) {
 		if !errors.Is(err, lost) || len(seen) != 2 {
 			t.Errorf("PutGuarded overtaken by a newer write: %v after %d guard calls, want the refusal on the second", err, len(seen))
 		}
-		if got := readString(t, st, "r/run.json"); got != "three" {
+		if got := storetest.ReadAll(t, st, "r/run.json"); got != "three" {
 			t.Errorf("object after an overtaken PutGuarded = %q, want %q", got, "three")
 		}
 	})
-}
-
-func readString(t *testing.T, st Store, key string) string {
-	t.Helper()
-	rc, err := st.Open(context.Background(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = rc.Close() }()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }

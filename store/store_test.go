@@ -1,4 +1,4 @@
-package store
+package store_test
 
 import (
 	"bytes"
@@ -10,54 +10,14 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/dmfexport/dmfexport/store"
+	"github.com/dmfexport/dmfexport/store/storetest"
 )
-
-func newTestStore(t *testing.T) *DirStore {
-	t.Helper()
-	s, err := NewDirStore(filepath.Join(t.TempDir(), "store"))
-	if err != nil {
-		t.Fatalf("NewDirStore: %v", err)
-	}
-	return s
-}
-
-func readAll(t *testing.T, st Store, key string) string {
-	t.Helper()
-	rc, err := st.Open(context.Background(), key)
-	if err != nil {
-		t.Fatalf("Open(%q): %v", key, err)
-	}
-	defer func() { _ = rc.Close() }()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		t.Fatalf("read %q: %v", key, err)
-	}
-	return string(b)
-}
-
-// filesUnder lists every file below dir, relative, '/'-separated.
-func filesUnder(t *testing.T, dir string) []string {
-	t.Helper()
-	var out []string
-	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			t.Fatalf("walk %s: %v", p, err)
-		}
-		if !d.IsDir() {
-			rel, _ := filepath.Rel(dir, p)
-			out = append(out, filepath.ToSlash(rel))
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("walk %s: %v", dir, err)
-	}
-	return out
-}
 
 func TestDirStorePutOpenStat(t *testing.T) {
 	ctx := context.Background()
-	s := newTestStore(t)
+	s := storetest.Dir(t)
 	o, err := s.Put(ctx, "jobs/a b/run 1/x.csv", strings.NewReader("hello"), map[string]string{"Job": "a b", "SHA256": "x"})
 	if err != nil {
 		t.Fatalf("Put: %v", err)
@@ -65,7 +25,7 @@ func TestDirStorePutOpenStat(t *testing.T) {
 	if o.Key != "jobs/a b/run 1/x.csv" || o.Size != 5 || o.ModTime.IsZero() {
 		t.Errorf("Put returned %+v, want key jobs/a b/run 1/x.csv, size 5, a mod time", o)
 	}
-	if got := readAll(t, s, o.Key); got != "hello" {
+	if got := storetest.ReadAll(t, s, o.Key); got != "hello" {
 		t.Errorf("Open content = %q, want %q", got, "hello")
 	}
 	st, err := s.Stat(ctx, o.Key)
@@ -81,7 +41,7 @@ func TestDirStorePutOpenStat(t *testing.T) {
 	if _, err := s.Put(ctx, o.Key, strings.NewReader("bye"), nil); err != nil {
 		t.Fatalf("second Put: %v", err)
 	}
-	if got := readAll(t, s, o.Key); got != "bye" {
+	if got := storetest.ReadAll(t, s, o.Key); got != "bye" {
 		t.Errorf("after replace content = %q, want %q", got, "bye")
 	}
 	st, _ = s.Stat(ctx, o.Key)
@@ -104,17 +64,17 @@ func equalMaps(a, b map[string]string) bool {
 
 func TestDirStoreNotExist(t *testing.T) {
 	ctx := context.Background()
-	s := newTestStore(t)
+	s := storetest.Dir(t)
 	if _, err := s.Put(ctx, "a/file", strings.NewReader("x"), nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, key := range []string{"missing", "a/missing", "a/file/below", "a"} {
 		t.Run(key, func(t *testing.T) {
-			if _, err := s.Open(ctx, key); !errors.Is(err, ErrNotExist) {
-				t.Errorf("Open(%q) error = %v, want ErrNotExist", key, err)
+			if _, err := s.Open(ctx, key); !errors.Is(err, store.ErrNotExist) {
+				t.Errorf("Open(%q) error = %v, want store.ErrNotExist", key, err)
 			}
-			if _, err := s.Stat(ctx, key); !errors.Is(err, ErrNotExist) {
-				t.Errorf("Stat(%q) error = %v, want ErrNotExist", key, err)
+			if _, err := s.Stat(ctx, key); !errors.Is(err, store.ErrNotExist) {
+				t.Errorf("Stat(%q) error = %v, want store.ErrNotExist", key, err)
 			}
 			if err := s.Delete(ctx, key); err != nil {
 				t.Errorf("Delete(%q) of absent object = %v, want nil", key, err)
@@ -125,7 +85,7 @@ func TestDirStoreNotExist(t *testing.T) {
 
 func TestDirStoreList(t *testing.T) {
 	ctx := context.Background()
-	s := newTestStore(t)
+	s := storetest.Dir(t)
 	keys := []string{"r/b", "r/a/2", "r/a/1", "r/ab", "r/a b", "other/x", "top"}
 	for _, k := range keys {
 		if _, err := s.Put(ctx, k, strings.NewReader(k), map[string]string{"k": k}); err != nil {
@@ -133,7 +93,7 @@ func TestDirStoreList(t *testing.T) {
 		}
 	}
 	// A leftover temporary file from an interrupted Put stays hidden.
-	if err := os.WriteFile(filepath.Join(s.Root(), "r", tmpPrefix+"123"), []byte("junk"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(s.Root(), "r", store.TmpPrefix+"123"), []byte("junk"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -170,17 +130,17 @@ func TestDirStoreList(t *testing.T) {
 
 func TestDirStoreDelete(t *testing.T) {
 	ctx := context.Background()
-	s := newTestStore(t)
+	s := storetest.Dir(t)
 	if _, err := s.Put(ctx, "d/x", strings.NewReader("x"), map[string]string{"a": "b"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Delete(ctx, "d/x"); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
-	if _, err := s.Stat(ctx, "d/x"); !errors.Is(err, ErrNotExist) {
-		t.Errorf("Stat after Delete = %v, want ErrNotExist", err)
+	if _, err := s.Stat(ctx, "d/x"); !errors.Is(err, store.ErrNotExist) {
+		t.Errorf("Stat after Delete = %v, want store.ErrNotExist", err)
 	}
-	if files := filesUnder(t, s.Root()); len(files) != 0 {
+	if files := storetest.FilesUnder(t, s.Root()); len(files) != 0 {
 		t.Errorf("files left after Delete: %q, want none (sidecar too)", files)
 	}
 }
@@ -209,7 +169,7 @@ func TestDirStorePutAtomic(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newTestStore(t)
+			s := storetest.Dir(t)
 			if tt.previous != "" {
 				if _, err := s.Put(ctx, "k/obj", strings.NewReader(tt.previous), map[string]string{"v": "old"}); err != nil {
 					t.Fatal(err)
@@ -223,22 +183,22 @@ func TestDirStorePutAtomic(t *testing.T) {
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("Put error = %v, want %v", err, tt.wantErr)
 			}
-			for _, f := range filesUnder(t, s.Root()) {
-				if strings.Contains(f, tmpPrefix) {
+			for _, f := range storetest.FilesUnder(t, s.Root()) {
+				if strings.Contains(f, store.TmpPrefix) {
 					t.Errorf("temporary file %q left behind", f)
 				}
 			}
 			st, err := s.Stat(ctx, "k/obj")
 			if tt.previous == "" {
-				if !errors.Is(err, ErrNotExist) {
-					t.Errorf("Stat after failed Put = %+v, %v; want ErrNotExist", st, err)
+				if !errors.Is(err, store.ErrNotExist) {
+					t.Errorf("Stat after failed Put = %+v, %v; want store.ErrNotExist", st, err)
 				}
 				return
 			}
 			if err != nil || st.Meta["v"] != "old" {
 				t.Errorf("Stat after failed Put = %+v, %v; want the old object", st, err)
 			}
-			if got := readAll(t, s, "k/obj"); got != tt.previous {
+			if got := storetest.ReadAll(t, s, "k/obj"); got != tt.previous {
 				t.Errorf("content after failed Put = %q, want %q", got, tt.previous)
 			}
 		})
@@ -247,13 +207,13 @@ func TestDirStorePutAtomic(t *testing.T) {
 
 func TestDirStoreBadKeys(t *testing.T) {
 	ctx := context.Background()
-	s := newTestStore(t)
-	for _, key := range []string{"", "/abs", "a//b", "a/", "./a", "a/../b", "..", "a\\b", "nul\x00", "x.meta.json", "d.meta.json/x", tmpPrefix + "x"} {
+	s := storetest.Dir(t)
+	for _, key := range []string{"", "/abs", "a//b", "a/", "./a", "a/../b", "..", "a\\b", "nul\x00", "x.meta.json", "d.meta.json/x", store.TmpPrefix + "x"} {
 		t.Run(key, func(t *testing.T) {
 			if _, err := s.Put(ctx, key, strings.NewReader("x"), nil); err == nil {
 				t.Errorf("Put(%q) succeeded, want an error", key)
 			}
-			if _, err := s.Open(ctx, key); err == nil || errors.Is(err, ErrNotExist) {
+			if _, err := s.Open(ctx, key); err == nil || errors.Is(err, store.ErrNotExist) {
 				t.Errorf("Open(%q) error = %v, want an invalid-key error", key, err)
 			}
 			if err := s.Delete(ctx, key); err == nil {
@@ -261,26 +221,26 @@ func TestDirStoreBadKeys(t *testing.T) {
 			}
 		})
 	}
-	if files := filesUnder(t, filepath.Dir(s.Root())); len(files) != 0 {
+	if files := storetest.FilesUnder(t, filepath.Dir(s.Root())); len(files) != 0 {
 		t.Errorf("files written for bad keys: %q", files)
 	}
 }
 
 func TestDirStoreLargeObject(t *testing.T) {
-	s := newTestStore(t)
+	s := storetest.Dir(t)
 	data := bytes.Repeat([]byte("0123456789"), 500_000)
 	o, err := s.Put(context.Background(), "big", bytes.NewReader(data), nil)
 	if err != nil || o.Size != int64(len(data)) {
 		t.Fatalf("Put = %+v, %v; want size %d", o, err, len(data))
 	}
-	if got := readAll(t, s, "big"); got != string(data) {
+	if got := storetest.ReadAll(t, s, "big"); got != string(data) {
 		t.Errorf("content differs after round trip (len %d, want %d)", len(got), len(data))
 	}
 }
 
 func TestDirStoreReadersSeeWholeObjects(t *testing.T) {
 	ctx := context.Background()
-	s := newTestStore(t)
+	s := storetest.Dir(t)
 	const size = 256 << 10
 	if _, err := s.Put(ctx, "obj", bytes.NewReader(bytes.Repeat([]byte{'a'}, size)), nil); err != nil {
 		t.Fatal(err)
@@ -302,7 +262,7 @@ func TestDirStoreReadersSeeWholeObjects(t *testing.T) {
 			return
 		default:
 		}
-		got := readAll(t, s, "obj")
+		got := storetest.ReadAll(t, s, "obj")
 		if len(got) != size || strings.Count(got, got[:1]) != size {
 			t.Fatalf("read #%d saw a partial or mixed object: %d bytes", reads, len(got))
 		}
@@ -328,7 +288,7 @@ func TestDirStorePutFromFile(t *testing.T) {
 		{"cancelled", cancelled, 0, nil, context.Canceled},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newTestStore(t)
+			s := storetest.Dir(t)
 			f, err := os.CreateTemp(t.TempDir(), "pkg-*")
 			if err != nil {
 				t.Fatal(err)
@@ -345,7 +305,7 @@ func TestDirStorePutFromFile(t *testing.T) {
 				if !errors.Is(err, tc.wantErr) {
 					t.Fatalf("Put error = %v, want %v", err, tc.wantErr)
 				}
-				if got := filesUnder(t, s.root); len(got) != 0 {
+				if got := storetest.FilesUnder(t, s.Root()); len(got) != 0 {
 					t.Errorf("files left after a cancelled Put: %v", got)
 				}
 				return
@@ -353,7 +313,7 @@ func TestDirStorePutFromFile(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Put: %v", err)
 			}
-			if got := readAll(t, s, "p/package.zip"); o.Size != int64(len(tc.want)) || got != string(tc.want) {
+			if got := storetest.ReadAll(t, s, "p/package.zip"); o.Size != int64(len(tc.want)) || got != string(tc.want) {
 				t.Errorf("stored %d bytes (size %d), want %d bytes from offset %d", len(got), o.Size, len(tc.want), tc.offset)
 			}
 		})
