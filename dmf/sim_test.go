@@ -2,7 +2,6 @@ package dmf_test
 
 import (
 	"archive/zip"
-	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -22,6 +21,7 @@ import (
 	"github.com/dmfexport/dmfexport/dmf"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/redact"
+	"github.com/dmfexport/dmfexport/internal/testenv"
 	"github.com/dmfexport/dmfexport/unpack"
 )
 
@@ -35,23 +35,8 @@ const (
 	aDownload = "download"
 )
 
-// logSink is a goroutine-safe log buffer.
-type logSink struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *logSink) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *logSink) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// logSink is the client's log, read by the test while the client writes.
+type logSink struct{ testenv.SyncBuffer }
 
 // retries counts the retry log lines.
 func (s *logSink) retries() int { return strings.Count(s.String(), "F&O call failed, retrying") }

@@ -1,10 +1,8 @@
 package jobs
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"slices"
 	"sync"
@@ -16,6 +14,7 @@ import (
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/publish"
 	"github.com/dmfexport/dmfexport/runs"
+	"github.com/dmfexport/dmfexport/store/storetest"
 )
 
 // pausingSink stores every message at once and, after the pauseAt-th,
@@ -130,7 +129,7 @@ func TestPausedOwnerFenced(t *testing.T) {
 		t.Fatalf("adopted run: state %s, owner generation %d; want succeeded by generation 2", adopted.State, adopted.OwnerGen)
 	}
 	key := l.Record(adopted.RunID)
-	before := readAll(t, st, key)
+	before := storetest.ReadAll(t, st, key)
 
 	paused = false
 	held.Unlock()
@@ -147,7 +146,7 @@ func TestPausedOwnerFenced(t *testing.T) {
 	if got := sink.published(); len(got) != pauseAt {
 		t.Errorf("paused owner published %d batches, want %d (none after the takeover): %v", len(got), pauseAt, got)
 	}
-	if after := readAll(t, st, key); !bytes.Equal(before, after) {
+	if after := storetest.ReadAll(t, st, key); after != before {
 		t.Errorf("the paused owner rewrote the adopter's final record:\nadopter's:\n%s\nnow:\n%s", before, after)
 	}
 	for _, prefix := range []string{l.Leases(adopted.RunID), l.ProjectLeases(dataProject(exp))} {
@@ -159,20 +158,4 @@ func TestPausedOwnerFenced(t *testing.T) {
 	if err != nil || next.State != runs.StateSucceeded {
 		t.Errorf("the adopter's next run: %v (state %v), want succeeded", err, next)
 	}
-}
-
-func readAll(t *testing.T, st interface {
-	Open(context.Context, string) (io.ReadCloser, error)
-}, key string) []byte {
-	t.Helper()
-	rc, err := st.Open(context.Background(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = rc.Close() }()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dmfexport/dmfexport/store/storetest"
 )
 
 var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
@@ -42,7 +44,7 @@ func TestClaimSlotOnce(t *testing.T) {
 func leaseAt(t *testing.T, l *Ledger, key string) time.Time {
 	t.Helper()
 	var b leaseBody
-	if err := json.Unmarshal(readAll(t, l.st, key), &b); err != nil {
+	if err := json.Unmarshal([]byte(storetest.ReadAll(t, l.st, key)), &b); err != nil {
 		t.Fatal(err)
 	}
 	return b.At
@@ -199,7 +201,7 @@ func TestOwnedRecordWriteGuarded(t *testing.T) {
 		if err == nil {
 			want = string(b)
 		}
-		if got := string(readAll(t, st, l.Record("run1"))); got != want {
+		if got := storetest.ReadAll(t, st, l.Record("run1")); got != want {
 			t.Errorf("step %d: record after a write by generation %d:\n%s\nwant:\n%s", i, s.gen, got, want)
 		}
 	}

@@ -1,8 +1,6 @@
 package runs
 
 import (
-	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -23,21 +21,6 @@ func testLedger(t *testing.T, now time.Time, ttl time.Duration) (*Ledger, *store
 	}
 	clock := clockwork.NewFakeClockAt(now)
 	return NewLedger(st, "", "job", Options{Clock: clock, LeaseTTL: ttl}), st, clock
-}
-
-// readAll returns the bytes of the object at key.
-func readAll(t *testing.T, st store.Store, key string) []byte {
-	t.Helper()
-	rc, err := st.Open(context.Background(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = rc.Close() }()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // ageObject dates the object at key of a directory store back by age on

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -186,28 +184,10 @@ sinks:
 	return l
 }
 
-// lockedBuffer is a bytes.Buffer a process writes while the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // runningSink is a sink process started by startSink.
 type runningSink struct {
 	t       *testing.T
-	out     *lockedBuffer
+	out     *testenv.SyncBuffer
 	stopped func() string
 }
 
@@ -252,7 +232,7 @@ func startSink(t *testing.T, l landed, extra ...string) runningSink {
 	t.Helper()
 	cmd := exec.CommandContext(context.Background(), binary, append([]string{"sink", "--config", l.conf, "--log-format", "json", "--listen", "127.0.0.1:0"}, extra...)...)
 	cmd.Env = append(os.Environ(), l.env...)
-	out := &lockedBuffer{}
+	out := &testenv.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
