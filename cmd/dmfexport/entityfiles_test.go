@@ -257,11 +257,9 @@ func TestTriggerEntityFiles(t *testing.T) {
 	})
 	defer sim.Close()
 
-	name := fmt.Sprintf("dmfexport.test.entityfiles.%d", time.Now().UnixNano())
-	ch := testenv.AMQPChannel(t)
-	testenv.DeleteOnCleanup(t, ch, name)
+	name, ch := testQueue(t, "entityfiles")
 	var cfg strings.Builder
-	cfg.WriteString(simBrokerConfig(name, "fo.files.#"))
+	cfg.WriteString(simBrokerConfig(name, "fo.files.#", false))
 	for _, p := range []struct {
 		export, group string
 		files         []entityFile

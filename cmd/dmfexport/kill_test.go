@@ -52,22 +52,11 @@ func TestKillAndResume(t *testing.T) {
 				ExecutionTime: 1500 * time.Millisecond,
 			})
 			defer sim.Close()
-			name := fmt.Sprintf("dmfexport.test.kill.%s.%d", st.name, time.Now().UnixNano())
-			ch := testenv.AMQPChannel(t)
-			testenv.DeleteOnCleanup(t, ch, name)
+			name, ch := testQueue(t, "kill."+st.name)
 			dir := t.TempDir()
-			cfg := writeFile(t, dir, "dmfexport.yaml", fmt.Sprintf(`fo:
-  url: ${DMFSIM_URL}
-  auth: {method: token, token: "${FO_TOKEN}"}
-store: {path: ./store}
-broker:
-  url: %s
-  declare: true
-  queues: [{name: %s, binding_key: fo.kill}]
-poll: {interval: 50ms, max_interval: 100ms, deadline: 1m, package_url_timeout: 10s}
-exports:
-  - {name: kill, schedule: "@yearly", definition_group: G, legal_entity: USMF, exchange: %s, routing_key: fo.kill, batch_size: 50}
-`, testenv.AMQPURL(), name, name))
+			cfg := writeFile(t, dir, "dmfexport.yaml", simBrokerConfig(name, "fo.kill", false)+fmt.Sprintf(
+				`  - {name: kill, schedule: "@yearly", definition_group: G, legal_entity: USMF, exchange: %s, routing_key: fo.kill, batch_size: 50}
+`, name))
 			env := append(os.Environ(), "DMFSIM_URL="+sim.URL, "FO_TOKEN="+dmftest.DefaultToken)
 
 			// First attempt: killed at the stage.

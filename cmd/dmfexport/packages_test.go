@@ -16,6 +16,8 @@ import (
 	"time"
 	"unicode/utf16"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/testenv"
 )
@@ -355,11 +357,9 @@ func TestTriggerRealPackages(t *testing.T) {
 	sim := dmftest.NewServer(dmftest.Options{Packages: served, ExecutionTime: 100 * time.Millisecond})
 	defer sim.Close()
 
-	name := fmt.Sprintf("dmfexport.test.packages.%d", time.Now().UnixNano())
-	ch := testenv.AMQPChannel(t)
-	testenv.DeleteOnCleanup(t, ch, name)
+	name, ch := testQueue(t, "packages")
 	var cfg strings.Builder
-	cfg.WriteString(simBrokerConfig(name, "fo.pkg.#"))
+	cfg.WriteString(simBrokerConfig(name, "fo.pkg.#", false))
 	args := []string{"trigger", "--config", "", "--log-format", "json"}
 	for _, p := range pkgs {
 		fmt.Fprintf(&cfg, "  - {name: %s, schedule: \"@yearly\", definition_group: %s, legal_entity: USMF, exchange: %s, routing_key: fo.pkg.%s, batch_size: 2}\n", p.dir, p.dir, name, p.dir)
@@ -435,10 +435,22 @@ func TestTriggerRealPackages(t *testing.T) {
 	t.Logf("%d packages, %d absent files, %d entities published", len(pkgs), absentFiles, len(rows))
 }
 
+// testQueue names a queue of the test's own on the test broker, deleted
+// (with the exchange and the dead-letter queue of that name) when the test
+// ends, and returns it with a channel for the test's own looks at it.
+func testQueue(t *testing.T, kind string) (string, *amqp.Channel) {
+	t.Helper()
+	name := fmt.Sprintf("dmfexport.test.%s.%d", kind, time.Now().UnixNano())
+	ch := testenv.AMQPChannel(t)
+	testenv.DeleteOnCleanup(t, ch, name, name+".dead")
+	return name, ch
+}
+
 // simBrokerConfig is the head of a configuration exporting from the
 // simulator at $DMFSIM_URL into a ./store directory and, through the test
-// broker, a declared queue bound with bindingKey; the exports follow.
-func simBrokerConfig(queue, bindingKey string) string {
+// broker, a declared queue bound with bindingKey (a quorum queue if
+// quorum, as a sink on the same queue declares it); the exports follow.
+func simBrokerConfig(queue, bindingKey string, quorum bool) string {
 	return fmt.Sprintf(`fo:
   url: ${DMFSIM_URL}
   auth: {method: token, token: "${FO_TOKEN}"}
@@ -446,8 +458,8 @@ store: {path: ./store}
 broker:
   url: %s
   declare: true
-  queues: [{name: %s, binding_key: %q}]
+  queues: [{name: %s, binding_key: %q, quorum: %t}]
 poll: {interval: 50ms, max_interval: 100ms, deadline: 1m, package_url_timeout: 10s}
 exports:
-`, testenv.AMQPURL(), queue, bindingKey)
+`, testenv.AMQPURL(), queue, bindingKey, quorum)
 }

@@ -132,35 +132,23 @@ func landRun(t *testing.T, db landingDB, groupKeys bool) landed {
 		ExecutionTime: 100 * time.Millisecond,
 	})
 	t.Cleanup(sim.Close)
-	name := fmt.Sprintf("dmfexport.test.land.%d", time.Now().UnixNano())
-	ch := testenv.AMQPChannel(t)
-	testenv.DeleteOnCleanup(t, ch, name, name+".dead")
+	name, _ := testQueue(t, "land")
 	l := landed{queue: name, db: db}
 	schema := ""
 	if db.schema != "" {
 		schema = "\n    schema: " + db.schema
 	}
-	l.conf = writeFile(t, t.TempDir(), "dmfexport.yaml", fmt.Sprintf(`fo:
-  url: ${DMFSIM_URL}
-  auth: {method: token, token: "${FO_TOKEN}"}
-store: {path: ./store}
-broker:
-  url: %[1]s
-  declare: true
-  queues: [{name: %[2]s, binding_key: "fo.land.#", quorum: true}]
-poll: {interval: 50ms, max_interval: 100ms, deadline: 1m, package_url_timeout: 10s}
-exports:
-  - {name: land, schedule: "@yearly", definition_group: Land, legal_entity: USMF, exchange: %[2]s, routing_key: fo.land.v1, batch_size: 2}
+	l.conf = writeFile(t, t.TempDir(), "dmfexport.yaml", simBrokerConfig(name, "fo.land.#", true)+fmt.Sprintf(`  - {name: land, schedule: "@yearly", definition_group: Land, legal_entity: USMF, exchange: %[1]s, routing_key: fo.land.v1, batch_size: 2}
 sinks:
   - name: dw
-    queue: %[2]s
-    exchange: %[2]s
+    queue: %[1]s
+    exchange: %[1]s
     bindings: ["fo.land.#"]
-    database_url: ${DATABASE_URL}%[3]s
+    database_url: ${DATABASE_URL}%[2]s
     max_deliveries: 1
     entities:
       "Customer groups": {keys: [GROUPID]}
-`, testenv.AMQPURL(), name, schema))
+`, name, schema))
 	if !groupKeys {
 		b, _ := os.ReadFile(l.conf)
 		writeFile(t, filepath.Dir(l.conf), "dmfexport.yaml", strings.Replace(string(b), "{keys: [GROUPID]}", "{}", 1))

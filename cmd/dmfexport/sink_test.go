@@ -71,33 +71,21 @@ func TestSinkEndToEnd(t *testing.T) {
 	})
 	defer sim.Close()
 
-	name := fmt.Sprintf("dmfexport.test.sink.%d", time.Now().UnixNano())
-	ch := testenv.AMQPChannel(t)
-	testenv.DeleteOnCleanup(t, ch, name, name+".dead")
+	name, _ := testQueue(t, "sink")
 	schema := testenv.PostgresSchema(t)
-	conf := writeFile(t, t.TempDir(), "dmfexport.yaml", fmt.Sprintf(`fo:
-  url: ${DMFSIM_URL}
-  auth: {method: token, token: "${FO_TOKEN}"}
-store: {path: ./store}
-broker:
-  url: %[1]s
-  declare: true
-  queues: [{name: %[2]s, binding_key: "fo.sink.#", quorum: true}]
-poll: {interval: 50ms, max_interval: 100ms, deadline: 1m, package_url_timeout: 10s}
-exports:
-  - {name: v1, schedule: "@yearly", definition_group: SinkV1, legal_entity: USMF, exchange: %[2]s, routing_key: fo.sink.v1, batch_size: 2, compression: gzip}
-  - {name: v2, schedule: "@yearly", definition_group: SinkV2, legal_entity: USMF, exchange: %[2]s, routing_key: fo.sink.v2, batch_size: 2, compression: zstd}
+	conf := writeFile(t, t.TempDir(), "dmfexport.yaml", simBrokerConfig(name, "fo.sink.#", true)+fmt.Sprintf(`  - {name: v1, schedule: "@yearly", definition_group: SinkV1, legal_entity: USMF, exchange: %[1]s, routing_key: fo.sink.v1, batch_size: 2, compression: gzip}
+  - {name: v2, schedule: "@yearly", definition_group: SinkV2, legal_entity: USMF, exchange: %[1]s, routing_key: fo.sink.v2, batch_size: 2, compression: zstd}
 sinks:
   - name: dw
-    queue: %[2]s
-    exchange: %[2]s
+    queue: %[1]s
+    exchange: %[1]s
     bindings: ["fo.sink.#"]
     database_url: ${DATABASE_URL}
-    schema: %[3]s
+    schema: %[2]s
     entities:
       "Customers V3": {keys: [ACCOUNT]}
       "Customer groups": {keys: [GROUPID]}
-`, testenv.AMQPURL(), name, schema))
+`, name, schema))
 	env := []string{"DMFSIM_URL=" + sim.URL, "FO_TOKEN=" + dmftest.DefaultToken, "DATABASE_URL=" + testenv.PostgresURL()}
 
 	if stdout, stderr, code := runBinary(t, env, "trigger", "--config", conf, "v1"); code != 0 {

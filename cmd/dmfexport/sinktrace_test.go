@@ -109,24 +109,12 @@ func TestSinkTrace(t *testing.T) {
 	})
 	defer sim.Close()
 	otlp := newOTLPReceiver(t)
-	name := fmt.Sprintf("dmfexport.test.sinktrace.%d", time.Now().UnixNano())
-	ch := testenv.AMQPChannel(t)
-	testenv.DeleteOnCleanup(t, ch, name, name+".dead")
+	name, _ := testQueue(t, "sinktrace")
 	schema := testenv.PostgresSchema(t)
-	conf := writeFile(t, t.TempDir(), "dmfexport.yaml", fmt.Sprintf(`fo:
-  url: ${DMFSIM_URL}
-  auth: {method: token, token: "${FO_TOKEN}"}
-store: {path: ./store}
-broker:
-  url: %[1]s
-  declare: true
-  queues: [{name: %[2]s, binding_key: "fo.traced", quorum: true}]
-poll: {interval: 50ms, max_interval: 100ms, deadline: 1m, package_url_timeout: 10s}
-exports:
-  - {name: traced, schedule: "@yearly", definition_group: Traced, legal_entity: USMF, exchange: %[2]s, routing_key: fo.traced, batch_size: 2}
+	conf := writeFile(t, t.TempDir(), "dmfexport.yaml", simBrokerConfig(name, "fo.traced", true)+fmt.Sprintf(`  - {name: traced, schedule: "@yearly", definition_group: Traced, legal_entity: USMF, exchange: %[1]s, routing_key: fo.traced, batch_size: 2}
 sinks:
-  - {name: dw, queue: %[2]s, exchange: %[2]s, bindings: [fo.traced], database_url: "${DATABASE_URL}", schema: %[3]s}
-`, testenv.AMQPURL(), name, schema))
+  - {name: dw, queue: %[1]s, exchange: %[1]s, bindings: [fo.traced], database_url: "${DATABASE_URL}", schema: %[2]s}
+`, name, schema))
 	env := []string{"DMFSIM_URL=" + sim.URL, "FO_TOKEN=" + dmftest.DefaultToken, "DATABASE_URL=" + testenv.PostgresURL(),
 		"OTEL_EXPORTER_OTLP_ENDPOINT=" + otlp.URL, "OTEL_BSP_SCHEDULE_DELAY=100"}
 
