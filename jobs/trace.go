@@ -6,13 +6,13 @@ import (
 	"os"
 	"strings"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dmfexport/dmfexport/dmf"
+	"github.com/dmfexport/dmfexport/internal/spans"
 	"github.com/dmfexport/dmfexport/publish"
 	"github.com/dmfexport/dmfexport/runs"
 	"github.com/dmfexport/dmfexport/unpack"
@@ -21,35 +21,25 @@ import (
 // TracerName names the instrumentation scope of dmfexport's spans.
 const TracerName = "github.com/dmfexport/dmfexport/jobs"
 
-// Span attribute keys. Values are counts, names and IDs: never a URL's
-// query, a token or a secret.
+// Span attribute keys of the exporter's own; those the sink's spans set
+// too are in internal/spans. Values are counts, names and IDs: never a
+// URL's query, a token or a secret.
 const (
-	attrExport      = attribute.Key("dmfexport.export")
-	attrRun         = attribute.Key("dmfexport.run_id")
 	attrExecution   = attribute.Key("dmfexport.execution_id")
 	attrTrigger     = attribute.Key("dmfexport.trigger")
 	attrResumed     = attribute.Key("dmfexport.resumed")
 	attrState       = attribute.Key("dmfexport.state")
-	attrEntity      = attribute.Key("dmfexport.entity")
-	attrRows        = attribute.Key("dmfexport.rows")
 	attrBatches     = attribute.Key("dmfexport.batches")
 	attrBytes       = attribute.Key("dmfexport.bytes")
-	attrRetries     = attribute.Key("dmfexport.retries")
 	attrResumeBatch = attribute.Key("dmfexport.resumed_from_batch")
 )
 
-func (r *Runner) tracer() trace.Tracer {
-	tp := r.TracerProvider
-	if tp == nil {
-		tp = otel.GetTracerProvider()
-	}
-	return tp.Tracer(TracerName)
-}
+func (r *Runner) tracer() trace.Tracer { return spans.Tracer(r.TracerProvider, TracerName) }
 
 // startRun opens the run's root span: one trace per run attempt.
 func (r *Runner) startRun(ctx context.Context, exp *Export, rec *runs.Record, resuming bool) (context.Context, trace.Span) {
 	return r.tracer().Start(ctx, "run "+exp.Name, trace.WithNewRoot(), trace.WithAttributes(
-		attrExport.String(exp.Name), attrRun.String(rec.RunID), attrTrigger.String(rec.Trigger),
+		spans.Export.String(exp.Name), spans.Run.String(rec.RunID), attrTrigger.String(rec.Trigger),
 		attrResumed.Bool(resuming), attribute.String("dmfexport.definition_group", exp.DefinitionGroup),
 	))
 }
@@ -62,7 +52,7 @@ func endRun(span trace.Span, rec *runs.Record) {
 		batches += e.Batches
 	}
 	span.SetAttributes(attrState.String(string(rec.State)), attrExecution.String(rec.ExecutionID),
-		attrRows.Int64(rows), attrBatches.Int64(batches), attrBytes.Int64(rec.PackageBytes),
+		spans.Rows.Int64(rows), attrBatches.Int64(batches), attrBytes.Int64(rec.PackageBytes),
 		attribute.Int("dmfexport.entities", len(rec.Entities)))
 	switch {
 	case rec.State == runs.StateFailed:
@@ -75,7 +65,7 @@ func endRun(span trace.Span, rec *runs.Record) {
 
 // endStep closes a step's span.
 func endStep(span trace.Span, retries int64, err error) {
-	span.SetAttributes(attrRetries.Int64(retries))
+	span.SetAttributes(spans.Retries.Int64(retries))
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
@@ -86,8 +76,8 @@ func endStep(span trace.Span, retries int64, err error) {
 // endEntity closes an entity's publish span: rows and batches the broker
 // confirmed, bytes read from its stored file.
 func endEntity(span trace.Span, e *runs.EntityRecord, st publish.EntityStats, resumeFrom, retries int64, err error) {
-	span.SetAttributes(attrEntity.String(e.Entity), attrRows.Int64(e.Rows), attrBatches.Int64(e.Batches),
-		attrBytes.Int64(st.BytesIn), attrResumeBatch.Int64(resumeFrom), attrRetries.Int64(retries),
+	span.SetAttributes(spans.Entity.String(e.Entity), spans.Rows.Int64(e.Rows), attrBatches.Int64(e.Batches),
+		attrBytes.Int64(st.BytesIn), attrResumeBatch.Int64(resumeFrom), spans.Retries.Int64(retries),
 		attribute.String("dmfexport.format", e.Format))
 	if err != nil {
 		span.RecordError(err)
@@ -103,7 +93,7 @@ func spanAddPublished(ctx context.Context, rec *runs.Record) {
 		rows += e.Rows
 		batches += e.Batches
 	}
-	trace.SpanFromContext(ctx).SetAttributes(attrRows.Int64(rows), attrBatches.Int64(batches))
+	trace.SpanFromContext(ctx).SetAttributes(spans.Rows.Int64(rows), attrBatches.Int64(batches))
 }
 
 // packageURL asks F&O for the package URL, in a span of its own.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/internal/ctxio"
 	"github.com/dmfexport/dmfexport/internal/redact"
+	"github.com/dmfexport/dmfexport/internal/spans"
 )
 
 // Defaults of a Consumer's knobs.
@@ -380,7 +381,7 @@ func (c *Consumer) handle(ctx context.Context, log *slog.Logger, dl *amqp.Channe
 		endChild(ts, err)
 		return err
 	})
-	span.SetAttributes(attrRetries.Int(attempts - 1))
+	span.SetAttributes(spans.Retries.Int(attempts - 1))
 	if err != nil {
 		if errors.Is(err, ErrRejected) {
 			return c.reject(work, log, dl, d, err)

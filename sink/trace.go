@@ -5,11 +5,12 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/dmfexport/dmfexport/internal/spans"
 )
 
 // TracerName names the instrumentation scope of the sink's spans.
@@ -33,33 +34,21 @@ const (
 	outcomeInterrupted  = "interrupted"
 )
 
-// Span attribute keys: those the exporter's spans share are spelled as
-// they are there (dmfexport.export, dmfexport.run_id, dmfexport.entity,
-// dmfexport.rows, dmfexport.retries). Values are names, counts and IDs,
-// never a row's value or a secret.
+// Span attribute keys of the sink's own; those the exporter's spans set
+// too are in internal/spans. Values are names, counts and IDs, never a
+// row's value or a secret.
 const (
 	attrSink       = attribute.Key("dmfexport.sink")
-	attrExport     = attribute.Key("dmfexport.export")
-	attrRun        = attribute.Key("dmfexport.run_id")
-	attrEntity     = attribute.Key("dmfexport.entity")
 	attrBatchIndex = attribute.Key("dmfexport.batch_index")
-	attrRows       = attribute.Key("dmfexport.rows")
 	attrRefresh    = attribute.Key("dmfexport.refresh_type")
 	attrTable      = attribute.Key("dmfexport.table")
 	attrMode       = attribute.Key("dmfexport.mode")
 	attrOutcome    = attribute.Key("dmfexport.outcome")
-	attrRetries    = attribute.Key("dmfexport.retries")
 	attrDelivery   = attribute.Key("dmfexport.delivery")
 	attrSwapped    = attribute.Key("dmfexport.swapped")
 )
 
-func (c *Consumer) tracer() trace.Tracer {
-	tp := c.TracerProvider
-	if tp == nil {
-		tp = otel.GetTracerProvider()
-	}
-	return tp.Tracer(TracerName)
-}
+func (c *Consumer) tracer() trace.Tracer { return spans.Tracer(c.TracerProvider, TracerName) }
 
 // batchParent returns ctx carrying the trace context the batch was
 // published in: the AMQP header traceparent, else the event's traceparent
@@ -102,8 +91,8 @@ func (c *Consumer) startApply(ctx context.Context, d amqp.Delivery, b *Batch, re
 		attribute.String("messaging.destination.name", c.Queue), attribute.String("messaging.message.id", d.MessageId),
 	}
 	if b != nil {
-		attrs = append(attrs, attrExport.String(b.Export), attrRun.String(b.RunID), attrEntity.String(b.Entity),
-			attrBatchIndex.Int(b.BatchIndex), attrRows.Int(len(b.Rows)), attrRefresh.String(b.RefreshType))
+		attrs = append(attrs, spans.Export.String(b.Export), spans.Run.String(b.RunID), spans.Entity.String(b.Entity),
+			attrBatchIndex.Int(b.BatchIndex), spans.Rows.Int(len(b.Rows)), attrRefresh.String(b.RefreshType))
 	}
 	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(received), trace.WithAttributes(attrs...)}
 	ctx, ok := batchParent(ctx, d, b)
