@@ -25,6 +25,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dmfexport/dmfexport/dmf"
+	"github.com/dmfexport/dmfexport/internal/ctxio"
 	"github.com/dmfexport/dmfexport/internal/redact"
 	"github.com/dmfexport/dmfexport/publish"
 	"github.com/dmfexport/dmfexport/runs"
@@ -1553,12 +1554,5 @@ func executionErrors(errs []dmf.ExecutionError) []runs.ExecutionError {
 
 // sleep waits d on the Runner's clock, or until ctx is done.
 func (r *Runner) sleep(ctx context.Context, d time.Duration) error {
-	t := r.clock().NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.Chan():
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return ctxio.SleepOn(ctx, r.clock(), d)
 }

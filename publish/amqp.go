@@ -15,6 +15,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/dmfexport/dmfexport/internal/ctxio"
 	"github.com/dmfexport/dmfexport/internal/redact"
 )
 
@@ -957,17 +958,7 @@ const minConnectTime = 2 * time.Second
 
 // sleep waits d on the sink's clock, or until ctx is done.
 func (s *AMQPSink) sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := s.o.Clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.Chan():
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return ctxio.SleepOn(ctx, s.o.Clock, d)
 }
 
 // drainReturns collects the returns that have arrived. The library delivers

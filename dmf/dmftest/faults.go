@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/dmfexport/dmfexport/internal/ctxio"
 )
 
 // Faults make a Simulator misbehave the way the real service and its blob
@@ -152,14 +154,7 @@ func delay(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return true
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return ctxio.Sleep(ctx, d) == nil
 }
 
 // failsAnswer reports whether f replaces the normal answer of an API

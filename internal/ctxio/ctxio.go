@@ -6,18 +6,29 @@ import (
 	"context"
 	"io"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 // Sleep waits d or until ctx is done, whichever comes first, and returns
 // ctx's error in the second case. A d of zero or less only checks ctx.
 func Sleep(ctx context.Context, d time.Duration) error {
+	return SleepOn(ctx, realClock, d)
+}
+
+// realClock is the machine's clock, for Sleep.
+var realClock = clockwork.NewRealClock()
+
+// SleepOn is Sleep with d measured on c, so a test's fake clock (or a
+// skewed one) decides when the wait ends.
+func SleepOn(ctx context.Context, c clockwork.Clock, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
 	}
-	t := time.NewTimer(d)
+	t := c.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-t.C:
+	case <-t.Chan():
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 func TestSleep(t *testing.T) {
@@ -39,6 +41,28 @@ func TestSleep(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// TestSleepOnWaitsOnTheClock: SleepOn ends when the given clock has moved
+// d on, however little real time passed.
+func TestSleepOnWaitsOnTheClock(t *testing.T) {
+	fake := clockwork.NewFakeClock()
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() { done <- SleepOn(ctx, fake, time.Hour) }()
+	if err := fake.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	fake.Advance(time.Hour - time.Second)
+	select {
+	case err := <-done:
+		t.Fatalf("SleepOn returned %v a second before its hour on the clock", err)
+	default:
+	}
+	fake.Advance(time.Second)
+	if err := <-done; err != nil {
+		t.Errorf("SleepOn after the clock moved an hour = %v, want nil", err)
 	}
 }
 
