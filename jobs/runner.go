@@ -119,14 +119,11 @@ type RunOptions struct {
 // and what to do. A run cut off by ctx (a stop signal) is left unfinished
 // in its record, for Resume.
 func (r *Runner) Run(ctx context.Context, exp *Export, opts RunOptions) (*runs.Record, error) {
-	if !r.claim(exp.Name) {
-		return nil, fmt.Errorf("export %s: %w; wait for it to finish", exp.Name, ErrAlreadyRunning)
-	}
-	defer r.release(exp.Name)
-	l, st, err := r.openLedger(ctx, exp)
+	l, st, err := r.own(ctx, exp)
 	if err != nil {
 		return nil, err
 	}
+	defer r.release(exp.Name)
 	if held, err := l.Running(ctx); err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	} else if held != "" {
@@ -197,14 +194,11 @@ func (r *Runner) Resume(ctx context.Context, exp *Export, rec *runs.Record) (*ru
 	if rec.State.Final() {
 		return rec, nil
 	}
-	if !r.claim(exp.Name) {
-		return nil, fmt.Errorf("export %s: %w; wait for it to finish", exp.Name, ErrAlreadyRunning)
-	}
-	defer r.release(exp.Name)
-	l, st, err := r.openLedger(ctx, exp)
+	l, st, err := r.own(ctx, exp)
 	if err != nil {
 		return nil, err
 	}
+	defer r.release(exp.Name)
 	lease, fresh, err := l.TakeOver(ctx, rec)
 	if err != nil {
 		return nil, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, err)
@@ -495,6 +489,20 @@ func (r *Runner) busy(job string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.running[job]
+}
+
+// own claims exp for a run in this process (see claim) and opens its
+// ledger. Unless it fails, the caller releases exp when the run ends.
+func (r *Runner) own(ctx context.Context, exp *Export) (*runs.Ledger, store.Store, error) {
+	if !r.claim(exp.Name) {
+		return nil, nil, fmt.Errorf("export %s: %w; wait for it to finish", exp.Name, ErrAlreadyRunning)
+	}
+	l, st, err := r.openLedger(ctx, exp)
+	if err != nil {
+		r.release(exp.Name)
+		return nil, nil, err
+	}
+	return l, st, nil
 }
 
 func (r *Runner) release(job string) {

@@ -32,15 +32,11 @@ func deadHeader(k string) bool {
 // moves at most the batches there when it starts, so batches dead-lettered
 // again meanwhile stay, and returns how many it moved.
 func ReplayDead(ctx context.Context, url, queue string) (int, error) {
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		return 0, fmt.Errorf("connect to %s: %w", redact.URL(url), err)
-	}
-	defer func() { _ = conn.Close() }()
-	ch, err := conn.Channel()
+	conn, ch, err := openChannel(url, amqp.Config{})
 	if err != nil {
 		return 0, err
 	}
+	defer func() { _ = conn.Close() }()
 	if _, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil); err != nil {
 		return 0, fmt.Errorf("queue %q: %w", queue, err)
 	}
@@ -95,18 +91,29 @@ func ReplayDead(ctx context.Context, url, queue string) (int, error) {
 // DeadLetters is how many batches queue's dead-letter queue holds; an
 // error when the broker cannot be reached or the queue does not exist.
 func DeadLetters(ctx context.Context, url, queue string) (int, error) {
-	conn, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
-	if err != nil {
-		return 0, fmt.Errorf("connect to %s: %w", redact.URL(url), err)
-	}
-	defer func() { _ = conn.Close() }()
-	ch, err := conn.Channel()
+	conn, ch, err := openChannel(url, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
 	if err != nil {
 		return 0, err
 	}
+	defer func() { _ = conn.Close() }()
 	q, err := ch.QueueDeclarePassive(DeadLetterName(queue), true, false, false, false, nil)
 	if err != nil {
 		return 0, fmt.Errorf("dead-letter queue %q: %w", DeadLetterName(queue), err)
 	}
 	return q.Messages, nil
+}
+
+// openChannel connects to the broker at url and opens a channel on the
+// connection, which the caller closes.
+func openChannel(url string, cfg amqp.Config) (*amqp.Connection, *amqp.Channel, error) {
+	conn, err := amqp.DialConfig(url, cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to %s: %w", redact.URL(url), err)
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	return conn, ch, nil
 }
