@@ -60,14 +60,21 @@ func dialTest(t *testing.T) *AMQPSink {
 	return s
 }
 
-// consume reads n messages from queue, failing the test after a timeout.
-func consume(t *testing.T, queue string, n int) []amqp.Delivery {
+// deliveries consumes queue, acknowledging every message as it comes, on
+// a channel of the test's own.
+func deliveries(t *testing.T, queue string) <-chan amqp.Delivery {
 	t.Helper()
-	ch := adminChannel(t)
-	dels, err := ch.Consume(queue, "", true, false, false, false, nil)
+	dels, err := adminChannel(t).Consume(queue, "", true, false, false, false, nil)
 	if err != nil {
 		t.Fatalf("consume %s: %v", queue, err)
 	}
+	return dels
+}
+
+// consume reads n messages from queue, failing the test after a timeout.
+func consume(t *testing.T, queue string, n int) []amqp.Delivery {
+	t.Helper()
+	dels := deliveries(t, queue)
 	var got []amqp.Delivery
 	timeout := time.After(10 * time.Second)
 	for len(got) < n {

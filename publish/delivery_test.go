@@ -23,11 +23,7 @@ import (
 // drain consumes queue until it stays empty for a second.
 func drain(t *testing.T, queue string) []amqp.Delivery {
 	t.Helper()
-	ch := adminChannel(t)
-	dels, err := ch.Consume(queue, "", true, false, false, false, nil)
-	if err != nil {
-		t.Fatalf("consume %s: %v", queue, err)
-	}
+	dels := deliveries(t, queue)
 	var got []amqp.Delivery
 	for {
 		select {
@@ -122,37 +118,53 @@ func TestAMQPConnectionKilledMidEntity(t *testing.T) {
 		t.Errorf("Confirmed calls: want %d, got %d", rows/bs, len(confirmed))
 	}
 	dels := drain(t, queue)
-	first := map[string][]byte{}
-	var bodies [][]byte
+	seen := map[string]bool{}
 	dups := 0
 	for _, d := range dels {
-		if prev, seen := first[d.MessageId]; seen {
+		if seen[d.MessageId] {
 			dups++
 			if d.Headers[RepublishedHeader] != true {
 				t.Errorf("duplicate of %s lacks header %s: true", d.MessageId, RepublishedHeader)
 			}
+		}
+		seen[d.MessageId] = true
+	}
+	bodies := wantEveryRowOnce(t, dels, rows/bs, wantRows)
+	t.Logf("%d messages, %d distinct, %d duplicates, %d reconnects", len(dels), len(bodies), dups, s.Reconnects())
+}
+
+// wantEveryRowOnce checks what a publisher that republished across cut
+// connections delivered: batches distinct message IDs, the copies of one
+// batch alike in their body, and every row of want (by its first column)
+// in them. It returns the body of each batch, in order of first arrival.
+func wantEveryRowOnce(t *testing.T, dels []amqp.Delivery, batches int, want [][]string) [][]byte {
+	t.Helper()
+	first := map[string][]byte{}
+	var bodies [][]byte
+	for _, d := range dels {
+		if prev, seen := first[d.MessageId]; seen {
 			if !bytes.Equal(prev, d.Body) {
-				t.Errorf("duplicate of %s has another body", d.MessageId)
+				t.Errorf("copies of %s differ in their body", d.MessageId)
 			}
 			continue
 		}
 		first[d.MessageId] = d.Body
 		bodies = append(bodies, d.Body)
 	}
-	if len(first) != rows/bs {
-		t.Fatalf("want %d distinct message IDs, got %d (of %d messages)", rows/bs, len(first), len(dels))
+	if len(first) != batches {
+		t.Fatalf("want %d distinct message IDs, got %d (of %d messages)", batches, len(first), len(dels))
 	}
 	_, got := rowsOf(t, bodies)
 	gotSet := map[string]bool{}
 	for _, r := range got {
 		gotSet[r[0]] = true
 	}
-	for _, r := range wantRows {
+	for _, r := range want {
 		if !gotSet[r[0]] {
 			t.Fatalf("row %s never arrived", r[0])
 		}
 	}
-	t.Logf("%d messages, %d distinct, %d duplicates, %d reconnects", len(dels), len(first), dups, s.Reconnects())
+	return bodies
 }
 
 func TestAMQPCompressionRoundTrip(t *testing.T) {

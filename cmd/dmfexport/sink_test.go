@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -205,31 +204,18 @@ func waitTables(t *testing.T, rows func(table string) ([]map[string]any, error),
 	}
 }
 
-// readTable reads a PostgreSQL table's rows without the metadata
-// columns, ordered by its first column.
+// readTable reads a PostgreSQL table's rows (see testenv.PostgresRows)
+// without the sink's _dmf_ metadata columns.
 func readTable(conn *pgx.Conn, schema, table string) ([]map[string]any, error) {
-	rows, err := conn.Query(context.Background(), "SELECT row_to_json(x)::text FROM "+pgx.Identifier{schema, table}.Sanitize()+" x ORDER BY 1")
-	if err != nil {
-		return nil, err
-	}
-	texts, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, err
-	}
-	var out []map[string]any
-	for _, s := range texts {
-		m := map[string]any{}
-		if err := json.Unmarshal([]byte(s), &m); err != nil {
-			return nil, err
-		}
+	rows, err := testenv.PostgresRows(context.Background(), conn, schema, table)
+	for _, m := range rows {
 		for k := range m {
 			if strings.HasPrefix(k, "_dmf_") {
 				delete(m, k)
 			}
 		}
-		out = append(out, m)
 	}
-	return out, nil
+	return rows, err
 }
 
 // readSQLiteTable reads an SQLite table's rows without the metadata

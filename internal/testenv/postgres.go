@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"testing"
@@ -46,4 +47,26 @@ func PostgresSchema(t testing.TB) string {
 		}
 	})
 	return name
+}
+
+// PostgresRows reads every row of schema.table as column → value, through
+// PostgreSQL's own JSON rendering, in the order of that rendering.
+func PostgresRows(ctx context.Context, conn *pgx.Conn, schema, table string) ([]map[string]any, error) {
+	rows, err := conn.Query(ctx, "SELECT row_to_json(x)::text FROM "+pgx.Identifier{schema, table}.Sanitize()+" x ORDER BY 1")
+	if err != nil {
+		return nil, err
+	}
+	texts, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	out := make([]map[string]any, 0, len(texts))
+	for _, s := range texts {
+		m := map[string]any{}
+		if err := json.Unmarshal([]byte(s), &m); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, nil
 }

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"slices"
 	"testing"
 	"time"
@@ -27,35 +26,15 @@ func TestBackend(t *testing.T) {
 		conn := testenv.PostgresConn(t)
 		return sinktest.Harness{
 			Backend: b,
-			Rows:    func(table string) ([]map[string]any, error) { return tableRows(conn, schema, table) },
+			Rows: func(table string) ([]map[string]any, error) {
+				return testenv.PostgresRows(context.Background(), conn, schema, table)
+			},
 			Ledger: func() (sink.LedgerReader, error) {
 				return OpenLedger(context.Background(), testenv.PostgresURL(), schema)
 			},
 			Sample: b.Sample,
 		}
 	})
-}
-
-// tableRows reads every row of schema.table as column → value, through
-// PostgreSQL's own JSON rendering.
-func tableRows(conn *pgx.Conn, schema, table string) ([]map[string]any, error) {
-	rows, err := conn.Query(context.Background(), "SELECT row_to_json(x)::text FROM "+pgx.Identifier{schema, table}.Sanitize()+" x")
-	if err != nil {
-		return nil, err
-	}
-	texts, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, err
-	}
-	var out []map[string]any
-	for _, s := range texts {
-		m := map[string]any{}
-		if err := json.Unmarshal([]byte(s), &m); err != nil {
-			return nil, err
-		}
-		out = append(out, m)
-	}
-	return out, nil
 }
 
 // TestStagingSchema: the staging schema's name stays within PostgreSQL's
@@ -216,7 +195,7 @@ func TestApplyWaitsForSwap(t *testing.T) {
 	if r.err != nil || r.out != sink.Stale {
 		t.Fatalf("apply after the swap: %v, %v; want stale", r.out, r.err)
 	}
-	got, err := tableRows(conn, be.Schema(), up.Table)
+	got, err := testenv.PostgresRows(context.Background(), conn, be.Schema(), up.Table)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +237,7 @@ func TestStagingIndexDropped(t *testing.T) {
 	if ok, err := be2.FinishSnapshot(ctx, snap, "r1"); !ok || err != nil {
 		t.Fatalf("finish snapshot: %v, %v; want a swap", ok, err)
 	}
-	if got, err := tableRows(conn, be.Schema(), snap.Table); err != nil || len(got) != 2 {
+	if got, err := testenv.PostgresRows(context.Background(), conn, be.Schema(), snap.Table); err != nil || len(got) != 2 {
 		t.Errorf("table holds %v (%v), want 2 rows", got, err)
 	}
 }
