@@ -10,9 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/testenv"
 	"github.com/dmfexport/dmfexport/runs"
 	"github.com/dmfexport/dmfexport/store"
@@ -59,9 +57,7 @@ func TestDamagedRecordOfUnfinishedRun(t *testing.T) {
 	for _, tt := range damagedShapes {
 		t.Run(tt.name, func(t *testing.T) {
 			bubble(t, func(t *testing.T) {
-				sim := newSim(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond})
-				defer sim.Close()
-				exp := fileExport(sim, t.TempDir())
+				sim, exp := csvExport(t, 1000)
 				ctx := context.Background()
 				firstSink := &scriptedSink{storeFirst: 3, cancelAt: 6}
 				first := interruptedRun(t, exp, firstSink)
@@ -160,9 +156,7 @@ func TestDamagedRecordWithoutPackage(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			bubble(t, func(t *testing.T) {
-				sim := newSim(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 300)}}, ExecutionTime: 20 * time.Millisecond})
-				defer sim.Close()
-				exp := fileExport(sim, t.TempDir())
+				sim, exp := csvExport(t, 300)
 				ctx := context.Background()
 				first := interruptedRun(t, exp, &scriptedSink{storeFirst: 1, cancelAt: 2})
 				st := mustDirStore(t, exp.Store.Path)
@@ -222,9 +216,7 @@ func TestDamagedRecordWithoutPackage(t *testing.T) {
 // resumes it, and runs and retention go on.
 func TestDamagedFinalRecord(t *testing.T) {
 	bubble(t, func(t *testing.T) {
-		sim := newSim(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 50)}}, ExecutionTime: 20 * time.Millisecond})
-		defer sim.Close()
-		exp := fileExport(sim, t.TempDir())
+		_, exp := csvExport(t, 50)
 		exp.Retention.KeepRuns = 5
 		ctx := context.Background()
 		r := &Runner{NewSink: sinkFor(&scriptedSink{storeFirst: -1}, &scriptedSink{storeFirst: -1}, &scriptedSink{storeFirst: -1})}
@@ -255,9 +247,7 @@ func TestDamagedFinalRecord(t *testing.T) {
 // process owns to that process.
 func TestDamagedRecordOfLiveRun(t *testing.T) {
 	bubble(t, func(t *testing.T) {
-		sim := newSim(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 300)}}, ExecutionTime: 20 * time.Millisecond})
-		defer sim.Close()
-		exp := fileExport(sim, t.TempDir())
+		_, exp := csvExport(t, 300)
 		ctx := context.Background()
 		first := interruptedRun(t, exp, &scriptedSink{storeFirst: 1, cancelAt: 2})
 		key := damage(t, exp, first.RunID, func([]byte) []byte { return []byte("{}") })
@@ -301,9 +291,7 @@ func TestAbandon(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			bubble(t, func(t *testing.T) {
-				sim := newSim(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 300)}}, ExecutionTime: 20 * time.Millisecond})
-				defer sim.Close()
-				exp := fileExport(sim, t.TempDir())
+				_, exp := csvExport(t, 300)
 				ctx := context.Background()
 				rec := interruptedRun(t, exp, &scriptedSink{storeFirst: 1, cancelAt: 2})
 				st := mustDirStore(t, exp.Store.Path)

@@ -13,9 +13,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
 
-	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/publish"
 	"github.com/dmfexport/dmfexport/runs"
 	"github.com/dmfexport/dmfexport/store"
@@ -103,9 +101,7 @@ func sinkFor(sinks ...*scriptedSink) func(context.Context, *Export) (publish.Sin
 // 1000 handed to the sink.
 func TestFailedEntityRecordsConfirmedRowsOnly(t *testing.T) {
 	bubble(t, func(t *testing.T) {
-		sim := newSim(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond})
-		defer sim.Close()
-		exp := fileExport(sim, t.TempDir())
+		_, exp := csvExport(t, 1000)
 		sink := &scriptedSink{storeFirst: 4, flushErr: errors.New("broker gone")}
 		rec, err := (&Runner{NewSink: sinkFor(sink), Metrics: NewMetrics()}).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
 		if err == nil || rec == nil || len(rec.Entities) != 1 {
@@ -164,9 +160,7 @@ func TestResumeAfterStopMidPublish(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			bubble(t, func(t *testing.T) {
-				sim := newSim(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond})
-				defer sim.Close()
-				exp := fileExport(sim, t.TempDir())
+				_, exp := csvExport(t, 1000)
 				rec := interruptedRun(t, exp, &scriptedSink{storeFirst: 3, cancelAt: 6})
 				e := rec.Entities[0]
 				if e.Rows != 300 || e.Batches != 3 || e.LastBatch != 2 {
@@ -212,9 +206,7 @@ func TestResumeKeepsBatchSettings(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			bubble(t, func(t *testing.T) {
-				sim := newSim(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond})
-				defer sim.Close()
-				exp := fileExport(sim, t.TempDir())
+				_, exp := csvExport(t, 1000)
 				first := &scriptedSink{storeFirst: 3, cancelAt: 5}
 				rec := interruptedRun(t, exp, first)
 				exp.BatchSize = tt.newSize
@@ -302,9 +294,7 @@ func useStore(r *Runner, exp *Export, st store.Store) *Runner {
 // finish once the disk has room again.
 func TestDiskFullWhilePublishingLeavesRunResumable(t *testing.T) {
 	bubble(t, func(t *testing.T) {
-		sim := newSim(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond})
-		defer sim.Close()
-		exp := fileExport(sim, t.TempDir())
+		_, exp := csvExport(t, 1000)
 		base, err := openStore(context.Background(), exp.Store, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -356,9 +346,7 @@ func (s *stopDuringRecordWrite) Put(ctx context.Context, key string, r io.Reader
 // resumed run exports once and succeeds.
 func TestStopDuringFirstRecordWrite(t *testing.T) {
 	bubble(t, func(t *testing.T) {
-		sim := newSim(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 100)}}, ExecutionTime: 20 * time.Millisecond})
-		defer sim.Close()
-		exp := fileExport(sim, t.TempDir())
+		sim, exp := csvExport(t, 100)
 		base, err := openStore(context.Background(), exp.Store, nil)
 		if err != nil {
 			t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/internal/clock"
 	"github.com/dmfexport/dmfexport/runs"
+	"github.com/dmfexport/dmfexport/store"
 )
 
 func TestSlotOf(t *testing.T) {
@@ -38,34 +39,42 @@ func TestSlotOf(t *testing.T) {
 	}
 }
 
+// ownedElsewhere stores an unfinished run runID of exp owned by another,
+// live-looking replica: its record, its active marker and a fresh lease
+// of generation 1 naming replica elsewhere/1. It returns the store, the
+// export's ledger, the record and the lease's key.
+func ownedElsewhere(t *testing.T, exp *Export, runID string) (store.Store, *runs.Ledger, *runs.Record, string) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := openStore(ctx, exp.Store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := ledgerOf(st, exp)
+	rec := &runs.Record{Job: exp.Name, RunID: runID, State: runs.StatePending, StartedAt: time.Now().UTC(),
+		DefinitionGroup: "G", LegalEntity: "USMF", Durations: map[string]string{}}
+	if err := l.Save(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.MarkActive(ctx, rec.RunID); err != nil {
+		t.Fatal(err)
+	}
+	other := `{"replica":"elsewhere/1/ffffffff","at":"2026-11-25T10:00:00Z"}`
+	lease := leaseKey(l.Leases(rec.RunID), 1)
+	if _, err := st.Create(ctx, lease, strings.NewReader(other), nil); err != nil {
+		t.Fatal(err)
+	}
+	return st, l, rec, lease
+}
+
 // TestRunRefusedWhileOwnedElsewhere: a run of a job whose unfinished run
 // holds a fresh lease of another process is refused; once the lease lapsed,
 // Resume adopts and finishes that run.
 func TestRunRefusedWhileOwnedElsewhere(t *testing.T) {
 	bubble(t, func(t *testing.T) {
-		sim := newSim(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 10)}}, ExecutionTime: 20 * time.Millisecond})
-		defer sim.Close()
-		exp := fileExport(sim, t.TempDir())
+		sim, exp := csvExport(t, 10)
 		ctx := context.Background()
-		st, err := openStore(context.Background(), exp.Store, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// An unfinished run owned by another (live-looking) replica.
-		l := ledgerOf(st, exp)
-		rec := &runs.Record{Job: exp.Name, RunID: "20261125T100000Z-aaaaaaaa", State: runs.StatePending, StartedAt: time.Now().UTC(),
-			DefinitionGroup: "G", LegalEntity: "USMF", Durations: map[string]string{}}
-		if err := l.Save(ctx, rec); err != nil {
-			t.Fatal(err)
-		}
-		if err := l.MarkActive(ctx, rec.RunID); err != nil {
-			t.Fatal(err)
-		}
-		other := `{"replica":"elsewhere/1/ffffffff","at":"2026-11-25T10:00:00Z"}`
-		lease := leaseKey(l.Leases(rec.RunID), 1)
-		if _, err := st.Create(ctx, lease, strings.NewReader(other), nil); err != nil {
-			t.Fatal(err)
-		}
+		st, l, rec, lease := ownedElsewhere(t, exp, "20261125T100000Z-aaaaaaaa")
 		r := &Runner{LeaseTTL: 500 * time.Millisecond}
 		if _, err := r.Run(ctx, exp, RunOptions{}); !errors.Is(err, ErrAlreadyRunning) || !strings.Contains(err.Error(), "elsewhere/1") {
 			t.Errorf("Run while another replica owns a run: %v, want ErrAlreadyRunning naming the owner", err)
@@ -102,25 +111,8 @@ func TestLeaseAgeOnStoreClock(t *testing.T) {
 			defer sim.Close()
 			exp := fileExport(sim, t.TempDir())
 			ctx := context.Background()
-			st, err := openStore(context.Background(), exp.Store, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			l := ledgerOf(st, exp)
-			rec := &runs.Record{Job: exp.Name, RunID: "20261125T100000Z-bbbbbbbb", State: runs.StatePending, StartedAt: time.Now().UTC(),
-				DefinitionGroup: "G", LegalEntity: "USMF", Durations: map[string]string{}}
-			if err := l.Save(ctx, rec); err != nil {
-				t.Fatal(err)
-			}
-			if err := l.MarkActive(ctx, rec.RunID); err != nil {
-				t.Fatal(err)
-			}
 			// The owner on another host heartbeats on the store's clock.
-			other := `{"replica":"elsewhere/1/ffffffff","at":"2026-11-25T10:00:00Z"}`
-			lease := leaseKey(l.Leases(rec.RunID), 1)
-			if _, err := st.Create(ctx, lease, strings.NewReader(other), nil); err != nil {
-				t.Fatal(err)
-			}
+			_, _, rec, lease := ownedElsewhere(t, exp, "20261125T100000Z-bbbbbbbb")
 			const ttl = 800 * time.Millisecond
 			r := &Runner{LeaseTTL: ttl, Clock: clock.Skewed(clockwork.NewRealClock(), skew)}
 			if _, err := r.Run(ctx, exp, RunOptions{}); !errors.Is(err, ErrAlreadyRunning) {

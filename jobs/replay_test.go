@@ -16,6 +16,16 @@ import (
 	"github.com/dmfexport/dmfexport/runs"
 )
 
+// csvExport starts a simulator whose group G holds one CSV entity A of
+// rows rows, each export taking 20ms, and returns it with a fileExport of
+// G; the simulator closes when the test ends.
+func csvExport(t *testing.T, rows int) (*simServer, *Export) {
+	t.Helper()
+	sim := newSim(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", rows)}}, ExecutionTime: 20 * time.Millisecond})
+	t.Cleanup(sim.Close)
+	return sim, fileExport(sim, t.TempDir())
+}
+
 // fileExport is an export of group G from sim into a local store and NDJSON
 // files under dir.
 func fileExport(sim *simServer, dir string) *Export {
