@@ -21,26 +21,13 @@ import (
 // TracerName names the instrumentation scope of dmfexport's spans.
 const TracerName = "github.com/dmfexport/dmfexport/jobs"
 
-// Span attribute keys of the exporter's own; those the sink's spans set
-// too are in internal/spans. Values are counts, names and IDs: never a
-// URL's query, a token or a secret.
-const (
-	attrExecution   = attribute.Key("dmfexport.execution_id")
-	attrTrigger     = attribute.Key("dmfexport.trigger")
-	attrResumed     = attribute.Key("dmfexport.resumed")
-	attrState       = attribute.Key("dmfexport.state")
-	attrBatches     = attribute.Key("dmfexport.batches")
-	attrBytes       = attribute.Key("dmfexport.bytes")
-	attrResumeBatch = attribute.Key("dmfexport.resumed_from_batch")
-)
-
 func (r *Runner) tracer() trace.Tracer { return spans.Tracer(r.TracerProvider, TracerName) }
 
 // startRun opens the run's root span: one trace per run attempt.
 func (r *Runner) startRun(ctx context.Context, exp *Export, rec *runs.Record, resuming bool) (context.Context, trace.Span) {
 	return r.tracer().Start(ctx, "run "+exp.Name, trace.WithNewRoot(), trace.WithAttributes(
-		spans.Export.String(exp.Name), spans.Run.String(rec.RunID), attrTrigger.String(rec.Trigger),
-		attrResumed.Bool(resuming), attribute.String("dmfexport.definition_group", exp.DefinitionGroup),
+		spans.Export.String(exp.Name), spans.Run.String(rec.RunID), spans.Trigger.String(rec.Trigger),
+		spans.Resumed.Bool(resuming), attribute.String("dmfexport.definition_group", exp.DefinitionGroup),
 	))
 }
 
@@ -51,8 +38,8 @@ func endRun(span trace.Span, rec *runs.Record) {
 		rows += e.Rows
 		batches += e.Batches
 	}
-	span.SetAttributes(attrState.String(string(rec.State)), attrExecution.String(rec.ExecutionID),
-		spans.Rows.Int64(rows), attrBatches.Int64(batches), attrBytes.Int64(rec.PackageBytes),
+	span.SetAttributes(spans.State.String(string(rec.State)), spans.Execution.String(rec.ExecutionID),
+		spans.Rows.Int64(rows), spans.Batches.Int64(batches), spans.Bytes.Int64(rec.PackageBytes),
 		attribute.Int("dmfexport.entities", len(rec.Entities)))
 	switch {
 	case rec.State == runs.StateFailed:
@@ -76,8 +63,8 @@ func endStep(span trace.Span, retries int64, err error) {
 // endEntity closes an entity's publish span: rows and batches the broker
 // confirmed, bytes read from its stored file.
 func endEntity(span trace.Span, e *runs.EntityRecord, st publish.EntityStats, resumeFrom, retries int64, err error) {
-	span.SetAttributes(spans.Entity.String(e.Entity), spans.Rows.Int64(e.Rows), attrBatches.Int64(e.Batches),
-		attrBytes.Int64(st.BytesIn), attrResumeBatch.Int64(resumeFrom), spans.Retries.Int64(retries),
+	span.SetAttributes(spans.Entity.String(e.Entity), spans.Rows.Int64(e.Rows), spans.Batches.Int64(e.Batches),
+		spans.Bytes.Int64(st.BytesIn), spans.ResumedFromBatch.Int64(resumeFrom), spans.Retries.Int64(retries),
 		attribute.String("dmfexport.format", e.Format))
 	if err != nil {
 		span.RecordError(err)
@@ -93,7 +80,7 @@ func spanAddPublished(ctx context.Context, rec *runs.Record) {
 		rows += e.Rows
 		batches += e.Batches
 	}
-	trace.SpanFromContext(ctx).SetAttributes(spans.Rows.Int64(rows), attrBatches.Int64(batches))
+	trace.SpanFromContext(ctx).SetAttributes(spans.Rows.Int64(rows), spans.Batches.Int64(batches))
 }
 
 // packageURL asks F&O for the package URL, in a span of its own.
@@ -109,7 +96,7 @@ func (u *run) packageURL(ctx context.Context, client *dmf.Client) (string, error
 func (u *run) fetchPackage(ctx context.Context, pkgURL string, dst *os.File, o unpack.DownloadOptions) (int64, string, error) {
 	ctx, span := u.r.tracer().Start(ctx, "download package")
 	n, sum, err := unpack.DownloadWith(ctx, pkgURL, dst, o)
-	span.SetAttributes(attrBytes.Int64(n))
+	span.SetAttributes(spans.Bytes.Int64(n))
 	endStep(span, 0, err)
 	return n, sum, err
 }

@@ -367,7 +367,7 @@ func (c *Consumer) handle(ctx context.Context, log *slog.Logger, dl *amqp.Channe
 		return c.reject(work, log, dl, d, x.err)
 	}
 	log = log.With("export", b.Export, "run", b.RunID, "entity", b.Entity, "batch", b.BatchIndex)
-	span.SetAttributes(attrTable.String(t.Table), attrMode.String(string(t.Mode)))
+	span.SetAttributes(spans.Table.String(t.Table), spans.Mode.String(string(t.Mode)))
 	if x.err != nil {
 		return c.reject(work, log, dl, d, x.err)
 	}
@@ -386,10 +386,10 @@ func (c *Consumer) handle(ctx context.Context, log *slog.Logger, dl *amqp.Channe
 		if errors.Is(err, ErrRejected) {
 			return c.reject(work, log, dl, d, err)
 		}
-		span.SetAttributes(attrOutcome.String(outcomeInterrupted))
+		span.SetAttributes(spans.Outcome.String(outcomeInterrupted))
 		return nil // stopping: the broker delivers the batch again
 	}
-	span.SetAttributes(attrOutcome.String(out.String()))
+	span.SetAttributes(spans.Outcome.String(out.String()))
 	switch out {
 	case Applied:
 		c.stats.Batches.Add(1)
@@ -407,13 +407,13 @@ func (c *Consumer) handle(ctx context.Context, log *slog.Logger, dl *amqp.Channe
 		err := c.retry(ctx, log, "finish snapshot", func() (err error) {
 			sctx, ss := c.tracer().Start(work, SpanSwap)
 			swapped, err = c.Backend.FinishSnapshot(sctx, t, b.RunID)
-			ss.SetAttributes(attrSwapped.Bool(swapped))
+			ss.SetAttributes(spans.Swapped.Bool(swapped))
 			endChild(ss, err)
 			return err
 		})
-		span.SetAttributes(attrSwapped.Bool(swapped))
+		span.SetAttributes(spans.Swapped.Bool(swapped))
 		if err != nil && !errors.Is(err, ErrRejected) {
-			span.SetAttributes(attrOutcome.String(outcomeInterrupted))
+			span.SetAttributes(spans.Outcome.String(outcomeInterrupted))
 			return nil
 		}
 		if err != nil {
@@ -467,7 +467,7 @@ func (c *Consumer) reject(ctx context.Context, log *slog.Logger, dl *amqp.Channe
 	n := max(deliveries(d), c.attempts[d.MessageId])
 	if n < limit {
 		log.Warn("batch cannot be applied, requeued", "message_id", d.MessageId, "delivery", n, "max_deliveries", limit, "error", reason)
-		span.SetAttributes(attrOutcome.String(outcomeRequeued))
+		span.SetAttributes(spans.Outcome.String(outcomeRequeued))
 		_ = ctxio.Sleep(ctx, time.Second) // not at once: the same batch comes back
 		return d.Nack(false, true)
 	}
@@ -488,7 +488,7 @@ func (c *Consumer) reject(ctx context.Context, log *slog.Logger, dl *amqp.Channe
 		return fmt.Errorf("dead-letter exchange refused batch %s: %w", d.MessageId, err)
 	}
 	delete(c.attempts, d.MessageId)
-	span.SetAttributes(attrOutcome.String(outcomeDeadLettered))
+	span.SetAttributes(spans.Outcome.String(outcomeDeadLettered))
 	c.stats.DeadLetters.Add(1)
 	c.Metrics.deadLettered(c.Name)
 	log.Error("batch dead-lettered", "message_id", d.MessageId, "deliveries", n, "dead_letter_queue", DeadLetterName(c.Queue), "error", reason)

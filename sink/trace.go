@@ -34,20 +34,6 @@ const (
 	outcomeInterrupted  = "interrupted"
 )
 
-// Span attribute keys of the sink's own; those the exporter's spans set
-// too are in internal/spans. Values are names, counts and IDs, never a
-// row's value or a secret.
-const (
-	attrSink       = attribute.Key("dmfexport.sink")
-	attrBatchIndex = attribute.Key("dmfexport.batch_index")
-	attrRefresh    = attribute.Key("dmfexport.refresh_type")
-	attrTable      = attribute.Key("dmfexport.table")
-	attrMode       = attribute.Key("dmfexport.mode")
-	attrOutcome    = attribute.Key("dmfexport.outcome")
-	attrDelivery   = attribute.Key("dmfexport.delivery")
-	attrSwapped    = attribute.Key("dmfexport.swapped")
-)
-
 func (c *Consumer) tracer() trace.Tracer { return spans.Tracer(c.TracerProvider, TracerName) }
 
 // batchParent returns ctx carrying the trace context the batch was
@@ -86,13 +72,13 @@ func headerString(h amqp.Table, key string) string {
 // nil for a body that does not decode.
 func (c *Consumer) startApply(ctx context.Context, d amqp.Delivery, b *Batch, received time.Time) (context.Context, trace.Span) {
 	attrs := []attribute.KeyValue{
-		attrSink.String(c.Name), attrDelivery.Int(deliveries(d)),
+		spans.Sink.String(c.Name), spans.Delivery.Int(deliveries(d)),
 		attribute.String("messaging.system", "rabbitmq"), attribute.String("messaging.operation.type", "process"),
 		attribute.String("messaging.destination.name", c.Queue), attribute.String("messaging.message.id", d.MessageId),
 	}
 	if b != nil {
 		attrs = append(attrs, spans.Export.String(b.Export), spans.Run.String(b.RunID), spans.Entity.String(b.Entity),
-			attrBatchIndex.Int(b.BatchIndex), spans.Rows.Int(len(b.Rows)), attrRefresh.String(b.RefreshType))
+			spans.BatchIndex.Int(b.BatchIndex), spans.Rows.Int(len(b.Rows)), spans.RefreshType.String(b.RefreshType))
 	}
 	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(received), trace.WithAttributes(attrs...)}
 	ctx, ok := batchParent(ctx, d, b)

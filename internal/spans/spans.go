@@ -1,7 +1,6 @@
 // Package spans holds what the exporter's and the sink's OpenTelemetry
-// spans share: the attribute keys both set, spelled once so that a run's
-// trace reads the same in both processes, and the choice of tracer
-// provider.
+// spans share: every attribute key, spelled once so that a run's trace
+// reads the same in both processes, and the choice of tracer provider.
 package spans
 
 import (
@@ -10,14 +9,35 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Attribute keys set by both the exporter and the sink. Values are counts,
-// names and IDs: never a URL's query, a token, a row's value or a secret.
+// Span attribute keys, every one dmfexport sets. Values are counts, names
+// and IDs: never a URL's query, a token, a row's value or a secret.
 const (
+	// Set by both the exporter and the sink, so that a run's trace reads
+	// the same in both processes.
 	Export  = attribute.Key("dmfexport.export")
 	Run     = attribute.Key("dmfexport.run_id")
 	Entity  = attribute.Key("dmfexport.entity")
 	Rows    = attribute.Key("dmfexport.rows")
 	Retries = attribute.Key("dmfexport.retries")
+
+	// The exporter's (jobs).
+	Execution        = attribute.Key("dmfexport.execution_id")
+	Trigger          = attribute.Key("dmfexport.trigger")
+	Resumed          = attribute.Key("dmfexport.resumed")
+	State            = attribute.Key("dmfexport.state")
+	Batches          = attribute.Key("dmfexport.batches")
+	Bytes            = attribute.Key("dmfexport.bytes")
+	ResumedFromBatch = attribute.Key("dmfexport.resumed_from_batch")
+
+	// The sink's.
+	Sink        = attribute.Key("dmfexport.sink")
+	BatchIndex  = attribute.Key("dmfexport.batch_index")
+	RefreshType = attribute.Key("dmfexport.refresh_type")
+	Table       = attribute.Key("dmfexport.table")
+	Mode        = attribute.Key("dmfexport.mode")
+	Outcome     = attribute.Key("dmfexport.outcome")
+	Delivery    = attribute.Key("dmfexport.delivery")
+	Swapped     = attribute.Key("dmfexport.swapped")
 )
 
 // Tracer is the tracer of the instrumentation scope name from tp, or from
