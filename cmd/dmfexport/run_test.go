@@ -28,6 +28,26 @@ type logWatcher struct {
 	added chan struct{}
 }
 
+// startRun starts dmfexport run on the configuration cfgPath, in its
+// folder, against the simulator at simURL, with its operations listener on
+// a free port and JSON logs; it returns the process, killed when the test
+// ends, and a watcher of its logs.
+func startRun(t *testing.T, cfgPath, simURL string) (*exec.Cmd, *logWatcher) {
+	t.Helper()
+	cmd := exec.CommandContext(context.Background(), binary, "run", "--config", cfgPath, "--listen", "127.0.0.1:0", "--log-format", "json", "--stop-timeout", "20s")
+	cmd.Dir = filepath.Dir(cfgPath)
+	cmd.Env = append(os.Environ(), "DMFSIM_URL="+simURL, "FO_TOKEN="+dmftest.DefaultToken)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	return cmd, watchLog(stderr)
+}
+
 func watchLog(r io.Reader) *logWatcher {
 	w := &logWatcher{added: make(chan struct{}, 1)}
 	go func() {
@@ -106,17 +126,7 @@ func TestRunServiceLifecycle(t *testing.T) {
 	base := simConfig + `  - {name: every-second, schedule: "* * * * * *", definition_group: G, legal_entity: USMF}
 `
 	cfgPath := writeFile(t, dir, "dmfexport.yaml", base)
-	cmd := exec.CommandContext(context.Background(), binary, "run", "--config", cfgPath, "--listen", "127.0.0.1:0", "--log-format", "json", "--stop-timeout", "20s")
-	cmd.Env = append(os.Environ(), "DMFSIM_URL="+sim.URL, "FO_TOKEN="+dmftest.DefaultToken)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill() }()
-	logs := watchLog(stderr)
+	cmd, logs := startRun(t, cfgPath, sim.URL)
 
 	addr := logs.wait(t, "with the listener address", 20*time.Second, msgIs("operations listener"))["addr"].(string)
 	logs.wait(t, "saying the scheduler runs", 10*time.Second, msgIs("scheduler running"))

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -77,18 +75,7 @@ exports:
 	}
 	dir := t.TempDir()
 	cfgPath := writeFile(t, dir, "dmfexport.yaml", cfg.String())
-	cmd := exec.CommandContext(context.Background(), binary, "run", "--config", cfgPath, "--listen", "127.0.0.1:0", "--log-format", "json", "--stop-timeout", "20s")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "DMFSIM_URL="+sim.URL, "FO_TOKEN="+dmftest.DefaultToken)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill() }()
-	logs := watchLog(stderr)
+	cmd, logs := startRun(t, cfgPath, sim.URL)
 	addr := logs.wait(t, "with the listener address", 20*time.Second, msgIs("operations listener"))["addr"].(string)
 	logs.wait(t, "saying the scheduler runs", 10*time.Second, msgIs("scheduler running"))
 	if time.Now().After(fire) {
