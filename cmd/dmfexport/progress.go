@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/dmfexport/dmfexport/internal/human"
 	"github.com/dmfexport/dmfexport/jobs"
 	"github.com/dmfexport/dmfexport/runs"
 )
@@ -175,7 +176,7 @@ func (s *jobState) render(name string, t time.Time, bar bool) string {
 		if s.done == 0 {
 			return p
 		}
-		m, eta := s.measure(t, bar, byteSize(s.done), func(r float64) string { return byteSize(int64(r)) + "/s" })
+		m, eta := s.measure(t, bar, human.Bytes(s.done), func(r float64) string { return human.Bytes(int64(r)) + "/s" })
 		return p + " " + m + eta
 	case runs.StatePublishing:
 		switch {
@@ -216,7 +217,7 @@ func (s *jobState) measure(t time.Time, bar bool, amount string, rate func(float
 	}
 	if amount != "" {
 		if s.total > 0 {
-			amount += "/" + byteSize(s.total)
+			amount += "/" + human.Bytes(s.total)
 		}
 		parts = append(parts, amount)
 	}
@@ -230,20 +231,6 @@ func (s *jobState) measure(t time.Time, bar bool, amount string, rate func(float
 		eta = " ETA " + max(d.Round(time.Second), time.Second).String()
 	}
 	return strings.Join(parts, " "), eta
-}
-
-// byteSize renders n bytes for people: "512 B", "12.3 MiB".
-func byteSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func allFinal(m map[string]*jobState) bool {

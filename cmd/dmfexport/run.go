@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dmfexport/dmfexport/jobs"
+	"github.com/dmfexport/dmfexport/statuspage"
 )
 
 type runCommand struct {
@@ -39,8 +40,10 @@ SIGHUP re-reads the configuration: new exports are scheduled, removed or disable
 unscheduled, changed ones take their new settings from their next run. Runs in progress are never
 cut off by a reload. A configuration with problems is reported and the running one is kept.
 
---listen serves /healthz (the process is alive), /readyz (the scheduler is running) and /metrics
-(Prometheus) over HTTP; empty disables it.
+--listen serves /healthz (the process is alive), /readyz (the scheduler is running), /metrics
+(Prometheus) and / (the status page: each export's schedule, recent runs and the progress of the
+run going on, read-only) over HTTP; empty disables it. Keep it on loopback, or behind a proxy
+that authenticates: the page and the metrics have no authentication of their own.
 `
 }
 
@@ -48,7 +51,7 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	c.g.register(fs, "info")
 	fs.DurationVar(&c.stopTimeout, "stop-timeout", 5*time.Minute, "how long a stop waits for running exports")
-	fs.StringVar(&c.listen, "listen", "127.0.0.1:9310", "address of the /healthz, /readyz and /metrics listener (empty: none)")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:9310", "address of the status page, /healthz, /readyz and /metrics listener (empty: none)")
 	pos, err := c.g.parse(fs, c.Usage(), args)
 	if err != nil {
 		return err
@@ -64,7 +67,8 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 	defer stopTracing()
 	metrics := jobs.NewMetrics()
 	metrics.ServeBuildInfo(Version)
-	runner := &jobs.Runner{Logger: log, Metrics: metrics, LeaseTTL: cfg.LeaseTTL, Clock: newClock()}
+	live := statuspage.NewLive(nil)
+	runner := &jobs.Runner{Logger: log, Metrics: metrics, LeaseTTL: cfg.LeaseTTL, Clock: newClock(), OnEvent: live.Observe}
 	defer func() { _ = runner.Close() }()
 	runner.CleanLeftovers(ctx, cfg)
 	sch, err := jobs.NewScheduler(cfg, runner, log, c.stopTimeout)
@@ -72,8 +76,11 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	var ready atomic.Bool
+	var current atomic.Pointer[jobs.Config] // the page shows the configuration in force
+	current.Store(cfg)
 	if c.listen != "" {
-		srv, err := serveOps(ctx, c.listen, metrics.Handler(), &ready, log)
+		page := newStatusPage(current.Load, sch, runner, live)
+		srv, err := serveOps(ctx, c.listen, metrics.Handler(), page.handler(log), &ready, log)
 		if err != nil {
 			_ = sch.Stop()
 			return err
@@ -95,7 +102,9 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 	for ctx.Err() == nil {
 		select {
 		case <-hup:
-			c.reload(log, sch)
+			if cfg := c.reload(log, sch); cfg != nil {
+				current.Store(cfg)
+			}
 		case <-ctx.Done():
 		}
 	}
@@ -108,22 +117,23 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 	return nil
 }
 
-// reload applies a re-read configuration, keeping the running one if the
-// new one has problems.
-func (c *runCommand) reload(log *slog.Logger, sch *jobs.Scheduler) {
+// reload applies a re-read configuration and returns it, keeping the
+// running one (and returning nil) if the new one has problems.
+func (c *runCommand) reload(log *slog.Logger, sch *jobs.Scheduler) *jobs.Config {
 	log.Info("SIGHUP: reloading configuration", "config", c.g.config)
 	cfg, err := c.g.load()
 	if err != nil {
 		log.Error("reload refused, keeping the running configuration", "err", err)
-		return
+		return nil
 	}
 	ch, err := sch.Apply(cfg)
 	if err != nil {
 		log.Error("reload refused, keeping the running configuration", "err", err)
-		return
+		return nil
 	}
 	log.Info("configuration reloaded", "added", ch.Added, "removed", ch.Removed, "changed", ch.Changed, "unchanged", len(ch.Unchanged))
 	logNextRuns(log, sch)
+	return cfg
 }
 
 func logNextRuns(log *slog.Logger, sch *jobs.Scheduler) {
@@ -132,9 +142,15 @@ func logNextRuns(log *slog.Logger, sch *jobs.Scheduler) {
 	}
 }
 
-// serveOps starts the operations listener.
-func serveOps(ctx context.Context, addr string, metrics http.Handler, ready *atomic.Bool, log *slog.Logger) (*http.Server, error) {
+// serveOps starts the operations listener; page, when not nil, is served
+// at /.
+func serveOps(ctx context.Context, addr string, metrics, page http.Handler, ready *atomic.Bool, log *slog.Logger) (*http.Server, error) {
 	mux := http.NewServeMux()
+	paths := "/healthz /readyz /metrics"
+	if page != nil {
+		mux.Handle("/{$}", page)
+		paths = "/ " + paths
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -156,6 +172,6 @@ func serveOps(ctx context.Context, addr string, metrics http.Handler, ready *ato
 			log.Error("operations listener stopped", "err", err)
 		}
 	}()
-	log.Info("operations listener", "addr", ln.Addr().String(), "paths", "/healthz /readyz /metrics")
+	log.Info("operations listener", "addr", ln.Addr().String(), "paths", paths)
 	return srv, nil
 }

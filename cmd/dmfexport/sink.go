@@ -73,7 +73,7 @@ func (c *sinkCommand) Run(ctx context.Context, args []string) error {
 	if c.listen != "" {
 		var ready atomic.Bool
 		ready.Store(true)
-		srv, err := serveOps(ctx, c.listen, metrics.Handler(), &ready, log)
+		srv, err := serveOps(ctx, c.listen, metrics.Handler(), nil, &ready, log)
 		if err != nil {
 			return err
 		}

@@ -124,26 +124,41 @@ func (c *statusCommand) Run(ctx context.Context, args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t-\t-\t-\t-\t%s\n", printable(d.Job), printable(d.RunID), state, started, printable(damagedText(d)))
 	}
 	for _, r := range all {
-		var rows, batches int64
-		for _, e := range r.Entities {
-			rows += e.Rows
-			batches += e.Batches
-		}
-		state, dur, errText := runState(r, owned[r]), "-", errorCause(r)
-		switch {
-		case !r.FinishedAt.IsZero():
-			dur = r.FinishedAt.Sub(r.StartedAt).Round(time.Millisecond).String()
-		case owned[r]:
-			dur = "running"
-		case r.Waiting != "":
-			// errText says why it waits.
-		default:
-			errText = "stopped while " + string(r.State)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", printable(r.Job), printable(r.RunID), printable(state),
-			r.StartedAt.Local().Format("2006-01-02 15:04:05"), dur, len(r.Entities), rows, batches, printable(oneLine(errText, 120)))
+		l := describeRun(r, owned[r])
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", printable(r.Job), printable(r.RunID), printable(l.state),
+			r.StartedAt.Local().Format("2006-01-02 15:04:05"), l.duration, len(r.Entities), l.rows, l.batches, printable(oneLine(l.cause, 120)))
 	}
 	return tw.Flush()
+}
+
+// runLine is what status and the status page show of one run.
+type runLine struct {
+	state    string // see runState
+	duration string // "running" for a run a live process owns, "-" for one cut off
+	cause    string // why it failed or waits, or where it stopped
+	rows     int64  // confirmed by the broker
+	batches  int64
+}
+
+// describeRun tells run r as status shows it; owned says whether a live
+// process works on it (see jobs.RunOwned).
+func describeRun(r *runs.Record, owned bool) runLine {
+	l := runLine{state: runState(r, owned), duration: "-", cause: errorCause(r)}
+	for _, e := range r.Entities {
+		l.rows += e.Rows
+		l.batches += e.Batches
+	}
+	switch {
+	case !r.FinishedAt.IsZero():
+		l.duration = r.FinishedAt.Sub(r.StartedAt).Round(time.Millisecond).String()
+	case owned:
+		l.duration = "running"
+	case r.Waiting != "":
+		// The cause says why it waits.
+	default:
+		l.cause = "stopped while " + string(r.State)
+	}
+	return l
 }
 
 // damagedText says what is wrong with a damaged record, where it is and
