@@ -29,6 +29,12 @@ image:
 test:
 	bash .ci/test.sh
 
+## status-page.png: the screenshot of the status page in the docs, taken by the browser test during a
+## run against the simulator (needs chromium: apt-get install chromium)
+.PHONY: status-page.png
+status-page.png:
+	DMFEXPORT_REQUIRE_BROWSER=1 $(GO) test -count=1 -run '^TestStatusPageBrowser$$' ./cmd/dmfexport -status-page-png $(CURDIR)/docs/status-page.png
+
 ## vet: go vet and gofmt check only
 vet:
 	$(GO) vet ./...

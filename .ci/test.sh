@@ -116,6 +116,20 @@ fi
 echo "test: $(promtool --version 2>&1 | head -n1)"
 export DMFEXPORT_REQUIRE_PROMTOOL=1
 
+# chromium: the status page's browser test (TestStatusPageBrowser) drives Debian's chromium headless;
+# DMFEXPORT_REQUIRE_BROWSER=1 makes that test fail, not skip, when it is missing.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test: installing chromium (apt-get install chromium) for the status page's browser test"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 ||
+      { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+  else
+    echo "test: chromium is not installed and this is not root: TestStatusPageBrowser fails (apt-get install chromium)" >&2
+  fi
+fi
+export DMFEXPORT_REQUIRE_BROWSER=1
+
 echo "test: go vet"
 go vet ./...
 unformatted="$(gofmt -l $(find . -name '*.go' -not -path './.tools/*') || true)"

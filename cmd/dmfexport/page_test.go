@@ -60,7 +60,7 @@ func TestStatusPageHandler(t *testing.T) {
 				{State: runs.StatePublishing, Detail: "publishing 2 entities"},
 				{State: runs.StatePublishing, Entity: "CustCustomerV3Entity", Rows: 2500, Sent: 3000, Done: 2048, Total: 4096},
 			},
-			want: []string{"Run " + runID("00001ive") + ": publishing since", "publishing 2 entities",
+			want: []string{"Run " + runID("00001ive") + ": publishing · started", "publishing 2 entities",
 				"CustCustomerV3Entity 50% of 4.0 KiB 2,500", "VendVendorV2Entity pending 0", nextText},
 			notWant: []string{"No runs yet", "another process"},
 		},
@@ -69,7 +69,7 @@ func TestStatusPageHandler(t *testing.T) {
 			records: []runs.Record{{Job: "demo", RunID: runID("0000e15e"), State: runs.StatePublishing, StartedAt: started, ExecutionID: execID,
 				Entities: []runs.EntityRecord{{Entity: "CustCustomerV3Entity", State: runs.StatePublishing, Rows: 700}}}},
 			lease: runID("0000e15e"),
-			want:  []string{"Run " + runID("0000e15e") + ": publishing since", "in another process; progress as of its last checkpoint", "CustCustomerV3Entity publishing 700"},
+			want:  []string{"Run " + runID("0000e15e") + ": publishing · started", "in another process; progress as of its last checkpoint", "CustCustomerV3Entity publishing 700"},
 		},
 		{
 			name: "succeeded",

@@ -138,6 +138,13 @@ func TestRunServiceLifecycle(t *testing.T) {
 	if code, _ := httpGet(t, "http://"+addr+"/readyz"); code != 200 {
 		t.Errorf("/readyz = %d, want 200 while running", code)
 	}
+	// The status page shows the export and the run that succeeded.
+	if code, body := httpGet(t, "http://"+addr+"/"); code != 200 || !strings.Contains(body, "every-second") || !strings.Contains(body, `class="badge succeeded"`) {
+		t.Errorf("/ = %d, want the status page with every-second's run that succeeded:\n%s", code, body)
+	}
+	if code, _ := httpGet(t, "http://"+addr+"/nothing-here"); code != 404 {
+		t.Errorf("/nothing-here = %d, want 404", code)
+	}
 	// gocron counts a fire only after the job function has returned, so
 	// after the "scheduled run done" line: wait for every series.
 	var metrics string
