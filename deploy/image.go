@@ -55,9 +55,10 @@ const (
 	GID = 65532
 	// UserName names UID in the image's /etc/passwd.
 	UserName = "dmfexport"
-	// MetricsPort is where "run" serves /healthz, /readyz and /metrics in
-	// the image (--listen :9310; on a host the default is 127.0.0.1:9310),
-	// and SinkMetricsPort where "sink" does (--listen :9311).
+	// MetricsPort is where "run" serves /healthz, /readyz, /metrics and the
+	// status page (/) in the image (--listen :9310; on a host the default
+	// is 127.0.0.1:9310), and SinkMetricsPort where "sink" serves the first
+	// three (--listen :9311).
 	MetricsPort     = 9310
 	SinkMetricsPort = 9311
 	// DefaultCABundle is the build machine's CA bundle (Debian's
