@@ -21,6 +21,7 @@ const (
 	pageRefresh = 5 * time.Second  // how often the page reloads itself
 	pageRuns    = 5                // recent runs shown per export
 	pageDeadTTL = 30 * time.Second // how long a dead-letter count is shown before it is asked again
+	pageReaders = 8                // exports whose records are read at once
 )
 
 // statusPage reads the view of the page run serves at /: the run records
@@ -69,9 +70,20 @@ func (p *statusPage) view(ctx context.Context) *statuspage.View {
 	if p.next != nil {
 		next = p.next()
 	}
+	// Each export's records are read apart: several at once, so a store
+	// far away and many exports do not add up to a page that never loads.
+	v.Exports = make([]statuspage.Export, len(cfg.Exports))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, pageReaders)
 	for i := range cfg.Exports {
-		v.Exports = append(v.Exports, p.export(ctx, cfg, &cfg.Exports[i], next[cfg.Exports[i].Name]))
+		e := &cfg.Exports[i]
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			v.Exports[i] = p.export(ctx, cfg, e, next[e.Name])
+		})
 	}
+	wg.Wait()
 	if p.queues != nil {
 		for _, q := range p.queues(cfg) {
 			v.Queues = append(v.Queues, statuspage.Queue{Environment: q.Environment, Limit: q.Limit, InUse: q.InUse, Waiting: q.Waiting})
