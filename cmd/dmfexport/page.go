@@ -114,8 +114,10 @@ func (p *statusPage) export(ctx context.Context, cfg *jobs.Config, e *jobs.Expor
 			}
 		}
 	}
+	recorded := false // the live run has a record
 	for _, r := range recs {
 		here := isLive && live.RunID == r.RunID
+		recorded = recorded || here
 		owned := here
 		if !r.State.Final() && !owned {
 			var err error
@@ -135,7 +137,7 @@ func (p *statusPage) export(ctx context.Context, cfg *jobs.Config, e *jobs.Expor
 		}
 		ev.Running = &run
 	}
-	if isLive && ev.Running == nil { // its record is not written yet
+	if isLive && !recorded && ev.Running == nil { // its record is not written yet
 		run := statuspage.Run{ID: live.RunID, StartedAt: live.Since, Outcome: statuspage.OutcomeRunning}
 		overLive(&run, live)
 		ev.Running = &run
