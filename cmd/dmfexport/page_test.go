@@ -79,6 +79,14 @@ func TestStatusPageHandler(t *testing.T) {
 			notWant: []string{"No runs yet", `class="badge running"`},
 		},
 		{
+			name: "just ended, before its final event",
+			records: []runs.Record{{Job: "demo", RunID: runID("0000e2d5"), State: runs.StateSucceeded, StartedAt: started, FinishedAt: started.Add(5 * time.Second),
+				ExecutionID: execID, Entities: []runs.EntityRecord{{Entity: "A", State: runs.StateSucceeded, Rows: 40}}}},
+			events:  []jobs.Event{{State: runs.StatePublishing, Entity: "A", Rows: 40, Confirmed: true}},
+			want:    []string{"succeeded 40 5s"},
+			notWant: []string{`class="badge running"`, "Rows confirmed"},
+		},
+		{
 			name: "failed with cause",
 			records: []runs.Record{{Job: "demo", RunID: runID("0000fa11"), State: runs.StateFailed, StartedAt: started, FinishedAt: started.Add(2 * time.Second),
 				ExecutionID: execID, Error: "export demo run " + runID("0000fa11") + `: execution "` + execID + `": F&O answered <b>DMF1234</b> "no rights" (grant the user the Data management role)`}},
