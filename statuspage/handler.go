@@ -6,6 +6,7 @@ import (
 	_ "embed"
 	"fmt"
 	"html/template"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -56,7 +57,7 @@ func Handler(build func(ctx context.Context) *View, log *slog.Logger) http.Handl
 }
 
 // Render writes the page of v.
-func Render(w interface{ Write([]byte) (int, error) }, v *View) error {
+func Render(w io.Writer, v *View) error {
 	return page.Execute(w, v)
 }
 
