@@ -77,17 +77,6 @@ exports:
 
 // fileSinkConfig is a valid configuration exporting the simulator's demo
 // project to a local store and NDJSON files.
-// simFileConfig is a configuration without exports: F&O at the
-// simulator ($DMFSIM_URL, $FO_TOKEN), a dir store and a file sink beside
-// the file, quick polls. A test appends its "exports:".
-const simFileConfig = `fo:
-  url: ${DMFSIM_URL}
-  auth: {method: token, token: "${FO_TOKEN}"}
-store: {path: ./store}
-broker: {type: file, path: ./batches}
-poll: {interval: 50ms, max_interval: 100ms, deadline: 1m, package_url_timeout: 10s}
-`
-
 const fileSinkConfig = `fo:
   url: ${DMFSIM_URL}
   auth:

@@ -60,8 +60,7 @@ func TestStatusPageBrowser(t *testing.T) {
 	t.Setenv("DMFSIM_URL", sim.URL)
 	t.Setenv("FO_TOKEN", dmftest.DefaultToken)
 	dir := t.TempDir()
-	cfg, err := jobs.LoadConfig(writeFile(t, dir, "dmfexport.yaml", simFileConfig+`exports:
-  - {name: sales-daily, schedule: "30 2 * * *", definition_group: SalesExport, legal_entity: USMF, batch_size: 500, parallel_entities: 2}
+	cfg, err := jobs.LoadConfig(writeFile(t, dir, "dmfexport.yaml", simConfig+`  - {name: sales-daily, schedule: "30 2 * * *", definition_group: SalesExport, legal_entity: USMF, batch_size: 500, parallel_entities: 2}
   - {name: ledger-hourly, schedule: "0 * * * *", definition_group: LedgerExport, legal_entity: USMF}
   - {name: inventory-weekly, schedule: "0 4 * * 1", definition_group: SalesExport, legal_entity: USMF, enabled: false}
 `))
