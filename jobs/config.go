@@ -64,6 +64,7 @@ type Export struct {
 	Exchange        string // "" is the default exchange
 	RoutingKey      string
 	BatchSize       int           // 0 → publish.DefaultBatchSize
+	MaxBatchBytes   int           // encoded rows closing a batch early; 0 → publish.DefaultMaxBatchBytes
 	Jitter          time.Duration // random delay before a scheduled run, spreading load
 	Partial         string        // on PartiallySucceeded: "fail" or "publish"
 	AbsentFiles     string        // an entity file the manifest lists but the package lacks: "empty" or "fail"

@@ -285,6 +285,8 @@ var exportFields = slices.Concat([]field[Export]{
 	stringField("exchange", "RabbitMQ exchange of every batch", func(e *Export) *string { return &e.Exchange }),
 	defaultedString("routing_key", "routing key of every batch (default fo.<name>)", func(e *Export) *string { return &e.RoutingKey }),
 	intField("batch_size", 1, 1_000_000, "rows per message", func(e *Export) *int { return &e.BatchSize }),
+	sizeField("max_batch_bytes", 1<<10, 512<<20, "1KiB to 512MiB", "e.g. 2_000_000; keep it at most an eighth of broker.max_unconfirmed_bytes",
+		"bytes of encoded rows that close a batch before batch_size rows (default 2_000_000)", func(e *Export, n int64) { e.MaxBatchBytes = int(n) }),
 	durationField("jitter", "random delay before each scheduled run", func(e *Export) *time.Duration { return &e.Jitter }),
 	enumField("partial", []string{"fail", "publish"}, "%q is not fail or publish",
 		"fail: a PartiallySucceeded export fails the run; publish: what was exported is published and F&O's errors recorded",

@@ -168,7 +168,9 @@ func TestResumeAfterStopMidPublish(t *testing.T) {
 				}
 				if tt.inflated {
 					st, _ := openStore(context.Background(), exp.Store, nil)
+					// Those versions had no max_batch_bytes either.
 					rec.Entities[0].Rows, rec.Entities[0].Batches = 1000, 10
+					rec.Batching.MaxBatchBytes = 0
 					if err := saveRecord(context.Background(), st, exp.Store.Prefix, rec); err != nil {
 						t.Fatal(err)
 					}
@@ -192,31 +194,52 @@ func TestResumeAfterStopMidPublish(t *testing.T) {
 	}
 }
 
-// TestResumeKeepsBatchSettings changes batch_size between a stop and the
-// resume: the resumed run must publish with the batch size it started
-// with, so no row is lost and a message ID always names the same rows.
+// TestResumeKeepsBatchSettings changes batch_size or max_batch_bytes
+// between a stop and the resume: the resumed run must publish with the
+// settings it started with, so no row is lost and a message ID always
+// names the same rows. A record written before max_batch_bytes existed
+// resumes with batches closed by rows only.
 func TestResumeKeepsBatchSettings(t *testing.T) {
 	tests := []struct {
-		name    string
-		newSize int
+		name                 string
+		firstBytes, newBytes int // max_batch_bytes of the first run and the resume
+		newSize              int
+		oldRecord            bool // the record has no max_batch_bytes
+		wantBytes            int  // in the resumed record
 	}{
-		{"batch size grows", 150},
-		{"batch size shrinks", 70},
+		{name: "batch size grows", newSize: 150, wantBytes: publish.DefaultMaxBatchBytes},
+		{name: "batch size shrinks", newSize: 70, wantBytes: publish.DefaultMaxBatchBytes},
+		// Rows of csvEntity encode to 50-60 bytes: 2000 bytes close
+		// batches at about 35 rows, before batch_size.
+		{name: "max_batch_bytes grows", firstBytes: 2000, newBytes: 5000, newSize: 100, wantBytes: 2000},
+		{name: "max_batch_bytes shrinks", firstBytes: 2000, newBytes: 1024, newSize: 100, wantBytes: 2000},
+		{name: "record without max_batch_bytes", newBytes: 1024, newSize: 100, oldRecord: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			bubble(t, func(t *testing.T) {
 				_, exp := csvExport(t, 1000)
+				exp.MaxBatchBytes = tt.firstBytes
 				first := &scriptedSink{storeFirst: 3, cancelAt: 5}
 				rec := interruptedRun(t, exp, first)
-				exp.BatchSize = tt.newSize
+				if tt.oldRecord {
+					st, _ := openStore(context.Background(), exp.Store, nil)
+					rec.Batching.MaxBatchBytes = 0
+					if err := saveRecord(context.Background(), st, exp.Store.Prefix, rec); err != nil {
+						t.Fatal(err)
+					}
+				}
+				exp.BatchSize, exp.MaxBatchBytes = tt.newSize, tt.newBytes
 				second := &scriptedSink{storeFirst: -1}
 				got, err := resume(t, exp, rec, second, nil)
 				if err != nil || got.State != runs.StateSucceeded {
 					t.Fatalf("Resume: want succeeded, got %v (%+v)", err, got)
 				}
-				if got.Batching == nil || got.Batching.BatchSize != 100 {
-					t.Errorf("record batch settings: want the batch size the run started with (100), got %+v", got.Batching)
+				if got.Batching == nil || got.Batching.BatchSize != 100 || got.Batching.MaxBatchBytes != tt.wantBytes {
+					t.Errorf("record batch settings: want those the run started with (100 rows, %d bytes), got %+v", tt.wantBytes, got.Batching)
+				}
+				if tt.firstBytes > 0 && got.Entities[0].Batches < 20 {
+					t.Errorf("want batches closed by max_batch_bytes (%d), got %d batches for 1000 rows", tt.firstBytes, got.Entities[0].Batches)
 				}
 				// Every copy of a message ID, from either attempt, stored or
 				// not, holds the same rows.

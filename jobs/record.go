@@ -59,7 +59,8 @@ func newRecord(exp *Export) *runs.Record {
 
 // batchSettingsOf returns the batch settings of exp's configuration.
 func batchSettingsOf(exp *Export) *runs.BatchSettings {
-	b := &runs.BatchSettings{BatchSize: cmp.Or(exp.BatchSize, publish.DefaultBatchSize), Compression: exp.Compression}
+	b := &runs.BatchSettings{BatchSize: cmp.Or(exp.BatchSize, publish.DefaultBatchSize), Compression: exp.Compression,
+		MaxBatchBytes: cmp.Or(exp.MaxBatchBytes, publish.DefaultMaxBatchBytes)}
 	b.Delimiter = exp.Read.Delimiter
 	return b
 }

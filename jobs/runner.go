@@ -1303,13 +1303,21 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *runs.Enti
 	retries := u.retries.Load()
 	b := u.batching()
 	resumeFrom := int64(0)
+	// Records written before max_batch_bytes existed close batches by rows
+	// only; a run keeps the setting it started with.
+	maxBatchBytes := b.MaxBatchBytes
+	if maxBatchBytes == 0 {
+		maxBatchBytes = publish.NoBatchByteLimit
+	}
 	if u.resuming && e.LastBatch >= 0 {
 		resumeFrom = e.LastBatch + 1
 		// Records of earlier versions counted batches handed to the broker
 		// but never confirmed: only the batches through LastBatch count.
+		// Records with max_batch_bytes count only confirmed rows: Rows is
+		// where the batch after LastBatch starts.
 		u.mu.Lock()
 		e.Batches = resumeFrom
-		if b.BatchSize > 0 {
+		if b.BatchSize > 0 && b.MaxBatchBytes == 0 {
 			e.Rows = min(e.Rows, resumeFrom*int64(b.BatchSize))
 		}
 		u.mu.Unlock()
@@ -1327,7 +1335,7 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *runs.Enti
 		Job: u.exp.Name, RunID: u.rec.RunID, ExecutionID: u.rec.ExecutionID, Entity: e.Entity,
 		Exchange: u.exp.Exchange, RoutingKey: u.exp.RoutingKey, BatchSize: b.BatchSize,
 		Format: e.Format, Sheet: e.Sheet, RefreshType: e.RefreshType, Compression: b.Compression, CompressionLevel: u.exp.CompressionLevel, ResumeFrom: resumeFrom,
-		MaxMessageBytes: u.exp.MaxMessageBytes, TraceParent: traceParent(ctx), Clock: u.r.clock(),
+		ResumeRows: baseRows, MaxBatchBytes: maxBatchBytes, MaxMessageBytes: u.exp.MaxMessageBytes, TraceParent: traceParent(ctx), Clock: u.r.clock(),
 		Progress: func(s publish.EntityStats) {
 			u.mu.Lock()
 			confirmed := e.Rows

@@ -210,11 +210,11 @@ func TestAMQPBackpressureTimeout(t *testing.T) {
 	defer func() { _ = s.Close() }()
 	const rows, batch = 200, 5
 	in, _ := genCSV(rows)
-	last := int64(-1)
+	last, lastRows := int64(-1), int64(0)
 	start := time.Now()
 	_, err = PublishEntity(context.Background(), strings.NewReader(in), s, EntityOptions{
 		ExecutionID: "e", Entity: "E", RoutingKey: queue, BatchSize: batch, Format: "csv",
-		Confirmed: func(b, _ int64) { last = b },
+		Confirmed: func(b, r int64) { last, lastRows = b, r },
 	})
 	took := time.Since(start)
 	if !errors.Is(err, ErrQueueFull) {
@@ -241,7 +241,7 @@ func TestAMQPBackpressureTimeout(t *testing.T) {
 	consumeInto(t, queue, tl, 0)
 	if _, err := PublishEntity(context.Background(), strings.NewReader(in), s, EntityOptions{
 		ExecutionID: "e", Entity: "E", RoutingKey: queue, BatchSize: batch, Format: "csv", ResumeFrom: last + 1,
-		Confirmed: func(b, _ int64) { last = b },
+		ResumeRows: lastRows, Confirmed: func(b, _ int64) { last = b },
 	}); err != nil {
 		t.Fatalf("publishing the rest after draining: want no error, got %v", err)
 	}

@@ -50,8 +50,9 @@ type batchEncoder struct {
 	free   [][]byte
 	hint   int // rows bytes of the previous batch, to size the next buffer
 	// batchRows is the number of rows a full batch holds; maxBytes caps a
-	// message body (a bigger batch fails the entity).
-	batchRows, maxBytes int
+	// message body (a bigger batch fails the entity); batchBytes closes a
+	// batch by its rows' bytes (NoBatchByteLimit: never).
+	batchRows, maxBytes, batchBytes int
 
 	rows       int   // rows in the current batch
 	firstRow   int64 // 1-based data row number of the batch's first row
@@ -59,7 +60,7 @@ type batchEncoder struct {
 }
 
 func (e *batchEncoder) init(o EntityOptions, header []string) {
-	e.batchRows, e.maxBytes = o.BatchSize, o.MaxMessageBytes
+	e.batchRows, e.maxBytes, e.batchBytes = o.BatchSize, o.MaxMessageBytes, o.MaxBatchBytes
 	e.source = appendJSONString(nil, "dmfexport/"+o.Job)
 	e.subject = appendJSONString(nil, o.Entity)
 	d := append([]byte(nil), `"job":`...)
@@ -276,6 +277,9 @@ func (e *batchEncoder) growth(n, least int) int {
 	if e.maxBytes > 0 {
 		want = min(want, e.maxBytes-n+64) // a bigger batch fails anyway
 	}
+	if e.batchBytes > 0 {
+		want = min(want, e.batchBytes-(n-e.gap)+64) // the batch closes there
+	}
 	return max(least, want)
 }
 
@@ -381,6 +385,32 @@ func appendRowNode(b []byte, tree []rowNode, i int32) []byte {
 		b = append(b, ']')
 	}
 	return append(b, '}')
+}
+
+// rowMark is where the current batch stood before a row was added.
+type rowMark struct {
+	n, cols int // buffer length (-1: no buffer yet), named columns
+}
+
+// mark returns where the batch stands, for undo.
+func (e *batchEncoder) mark() rowMark {
+	if e.buf == nil {
+		return rowMark{n: -1, cols: len(e.namedCol)}
+	}
+	return rowMark{n: len(e.buf), cols: len(e.namedCol)}
+}
+
+// undo takes back the one row added since m: its bytes and the columns it
+// brought into the batch.
+func (e *batchEncoder) undo(m rowMark) {
+	if m.n >= 0 {
+		e.buf = e.buf[:m.n]
+	}
+	e.rows--
+	for _, c := range e.namedCol[m.cols:] {
+		delete(e.namedSet, c)
+	}
+	e.namedCol = e.namedCol[:m.cols]
 }
 
 // rowBytes is the size of the rows encoded so far in this batch.

@@ -302,50 +302,63 @@ func TestPermanentChannelErrors(t *testing.T) {
 func TestResumeFrom(t *testing.T) {
 	clock := clockwork.NewFakeClockAt(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))
 	const bs = 3
-	for _, rows := range []int{0, 1, bs, bs + 1, 2*bs + 1} {
-		in, _ := genCSV(rows)
-		full := &memSink{}
-		o := EntityOptions{ExecutionID: "x", Entity: "E", BatchSize: bs, Format: "csv", Clock: clock}
-		if _, err := PublishEntity(context.Background(), strings.NewReader(in), full, o); err != nil {
-			t.Fatalf("%d rows, full run: %v", rows, err)
-		}
-		total := len(full.msgs)
-		for from := 0; from <= total+1; from++ {
-			t.Run(fmt.Sprintf("%d rows from batch %d", rows, from), func(t *testing.T) {
-				sink := &memSink{}
-				o := o
-				o.ResumeFrom = int64(from)
-				var confirmed []int64
-				o.Confirmed = func(i, _ int64) { confirmed = append(confirmed, i) }
-				st, err := PublishEntity(context.Background(), strings.NewReader(in), sink, o)
-				if from > total {
-					if err == nil || !strings.Contains(err.Error(), "changed since the checkpoint") {
-						t.Fatalf("want a checkpoint mismatch error, got %v", err)
+	// Rows of genCSV encode to about 70 bytes: a budget of 150 makes
+	// batches of two rows, shorter than bs, so by-row arithmetic would
+	// resume at the wrong row.
+	for _, budget := range []int{NoBatchByteLimit, 150, DefaultMaxBatchBytes} {
+		for _, rows := range []int{0, 1, bs, bs + 1, 2*bs + 1} {
+			in, _ := genCSV(rows)
+			full := &memSink{}
+			through := []int64{0} // rows through the batch before each index
+			o := EntityOptions{ExecutionID: "x", Entity: "E", BatchSize: bs, MaxBatchBytes: budget, Format: "csv", Clock: clock,
+				Confirmed: func(_, r int64) { through = append(through, r) }}
+			if _, err := PublishEntity(context.Background(), strings.NewReader(in), full, o); err != nil {
+				t.Fatalf("%d rows, full run: %v", rows, err)
+			}
+			total := len(full.msgs)
+			for from := 0; from <= total+1; from++ {
+				t.Run(fmt.Sprintf("budget %d, %d rows from batch %d", budget, rows, from), func(t *testing.T) {
+					sink := &memSink{}
+					o := o
+					o.ResumeFrom = int64(from)
+					if budget != NoBatchByteLimit {
+						o.ResumeRows = int64(rows + 1) // past the end: the file changed
+						if from <= total {
+							o.ResumeRows = through[from]
+						}
 					}
-					return
-				}
-				if err != nil {
-					t.Fatalf("want no error, got %v", err)
-				}
-				if len(sink.msgs) != total-from {
-					t.Fatalf("want the %d missing batches, got %d", total-from, len(sink.msgs))
-				}
-				for i, m := range sink.msgs {
-					w := full.msgs[from+i]
-					if m.MessageID != w.MessageID || !bytes.Equal(m.Body, w.Body) || fmt.Sprint(m.Headers) != fmt.Sprint(w.Headers) {
-						t.Errorf("batch %d: want the full run's message %s, got %s: %s", from+i, w.MessageID, m.MessageID, m.Body)
+					var confirmed []int64
+					o.Confirmed = func(i, _ int64) { confirmed = append(confirmed, i) }
+					st, err := PublishEntity(context.Background(), strings.NewReader(in), sink, o)
+					if from > total {
+						if err == nil || !strings.Contains(err.Error(), "changed since the checkpoint") {
+							t.Fatalf("want a checkpoint mismatch error, got %v", err)
+						}
+						return
 					}
-					if confirmed[i] != int64(from+i) {
-						t.Errorf("Confirmed: want batch %d, got %d", from+i, confirmed[i])
+					if err != nil {
+						t.Fatalf("want no error, got %v", err)
 					}
-				}
-				if len(confirmed) != total-from {
-					t.Errorf("Confirmed: want %d calls, got %v", total-from, confirmed)
-				}
-				if wantSkipped := int64(min(from*bs, rows)); st.SkippedRows != wantSkipped || st.Rows+st.SkippedRows != int64(rows) {
-					t.Errorf("stats: want %d skipped and %d in all, got %+v", wantSkipped, rows, st)
-				}
-			})
+					if len(sink.msgs) != total-from {
+						t.Fatalf("want the %d missing batches, got %d", total-from, len(sink.msgs))
+					}
+					for i, m := range sink.msgs {
+						w := full.msgs[from+i]
+						if m.MessageID != w.MessageID || !bytes.Equal(m.Body, w.Body) || fmt.Sprint(m.Headers) != fmt.Sprint(w.Headers) {
+							t.Errorf("batch %d: want the full run's message %s, got %s: %s", from+i, w.MessageID, m.MessageID, m.Body)
+						}
+						if confirmed[i] != int64(from+i) {
+							t.Errorf("Confirmed: want batch %d, got %d", from+i, confirmed[i])
+						}
+					}
+					if len(confirmed) != total-from {
+						t.Errorf("Confirmed: want %d calls, got %v", total-from, confirmed)
+					}
+					if wantSkipped := through[from]; st.SkippedRows != wantSkipped || st.Rows+st.SkippedRows != int64(rows) {
+						t.Errorf("stats: want %d skipped and %d in all, got %+v", wantSkipped, rows, st)
+					}
+				})
+			}
 		}
 	}
 }

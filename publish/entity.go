@@ -19,7 +19,15 @@ import (
 const (
 	DefaultBatchSize       = 5000
 	DefaultMaxMessageBytes = 64 << 20
+	// DefaultMaxBatchBytes closes a batch at about 2 MB of encoded rows,
+	// so a confirm window of DefaultConfirmWindow (16 MiB) holds at least
+	// eight batches in flight whatever the width of the rows.
+	DefaultMaxBatchBytes = 2_000_000
 )
+
+// NoBatchByteLimit as EntityOptions.MaxBatchBytes closes batches by rows
+// only (BatchSize), as runs recorded before max_batch_bytes existed did.
+const NoBatchByteLimit = -1
 
 // EntityOptions describes one entity file and where its batches go.
 type EntityOptions struct {
@@ -28,6 +36,13 @@ type EntityOptions struct {
 	Exchange, RoutingKey            string
 	// BatchSize is the number of rows per message; 0 means DefaultBatchSize.
 	BatchSize int
+	// MaxBatchBytes closes a batch before its encoded rows would pass that
+	// many bytes, even if it holds fewer than BatchSize rows: a batch
+	// holds as many rows as fit, and a single row bigger than the budget
+	// is a batch of its own. 0 means DefaultMaxBatchBytes,
+	// NoBatchByteLimit closes batches by BatchSize only. Batches depend on
+	// the rows only, so a setting always cuts a file the same way.
+	MaxBatchBytes int
 	// Format is "csv", "xlsx" or "xml" (XML-Element or XML-Attribute,
 	// told apart from the file itself). Any other format fails, unless the
 	// file is empty: an empty file of any format is an empty entity.
@@ -95,10 +110,19 @@ type EntityOptions struct {
 	CompressionLevel int
 	// ResumeFrom is the first batch index to publish: batches before it
 	// were confirmed by an earlier attempt on the same file with the same
-	// BatchSize (pass the last confirmed batch index + 1). Their rows are
-	// read and skipped without encoding; the batches that follow keep the
-	// indexes, row numbers and message IDs of a full run. 0 publishes all.
+	// BatchSize and MaxBatchBytes (pass the last confirmed batch index +
+	// 1). Their rows are read and skipped without encoding; the batches
+	// that follow keep the indexes, row numbers and message IDs of a full
+	// run. 0 publishes all.
 	ResumeFrom int64
+	// ResumeRows is the number of data rows in the batches before
+	// ResumeFrom (the rowsThrough Confirmed reported for the last of
+	// them). Batches closed by bytes differ in rows, so it is required
+	// with ResumeFrom unless MaxBatchBytes is NoBatchByteLimit, where
+	// ResumeFrom × BatchSize rows are skipped. Batches before ResumeFrom
+	// holding no rows at all stand for an empty file: a file with rows
+	// then fails as changed since the checkpoint.
+	ResumeRows int64
 	// Confirmed, when set, is called once per batch as soon as the sink has
 	// stored it, in batch order, with the batch index and the number of
 	// data rows up to and including that batch: the checkpoint to resume
@@ -168,14 +192,20 @@ func PublishEntity(ctx context.Context, r io.Reader, sink Sink, o EntityOptions)
 	if o.MaxMessageBytes == 0 {
 		o.MaxMessageBytes = DefaultMaxMessageBytes
 	}
+	switch {
+	case o.MaxBatchBytes == 0:
+		o.MaxBatchBytes = DefaultMaxBatchBytes
+	case o.MaxBatchBytes < 0 && o.MaxBatchBytes != NoBatchByteLimit:
+		return st, fmt.Errorf("max batch bytes %d is negative: set a positive max_batch_bytes", o.MaxBatchBytes)
+	}
 	if o.Clock == nil {
 		o.Clock = clockwork.NewRealClock()
 	}
 	if o.MaxMessageBytes < 0 {
 		return st, fmt.Errorf("max message bytes %d is negative", o.MaxMessageBytes)
 	}
-	if o.ResumeFrom < 0 {
-		return st, fmt.Errorf("resume from batch %d is negative", o.ResumeFrom)
+	if o.ResumeFrom < 0 || o.ResumeRows < 0 {
+		return st, fmt.Errorf("resume from batch %d after row %d: negative", o.ResumeFrom, o.ResumeRows)
 	}
 	comp, err := newCompressor(o.Compression, o.CompressionLevel)
 	if err != nil {
@@ -388,6 +418,12 @@ func (p *entityPublisher) run() error {
 	}
 	var row int64 // data rows read so far
 	skip := p.o.ResumeFrom * int64(p.o.BatchSize)
+	if p.byBytes() {
+		skip = p.o.ResumeRows
+	}
+	if p.o.ResumeFrom > 0 {
+		p.enc.batchIndex = p.o.ResumeFrom
+	}
 	for {
 		var rec []string
 		var raw csvRecord
@@ -411,10 +447,11 @@ func (p *entityPublisher) run() error {
 		}
 		if row <= skip {
 			p.st.SkippedRows++
-			if row == skip {
-				p.enc.batchIndex = p.o.ResumeFrom
-			}
 			continue
+		}
+		if skip == 0 && p.o.ResumeFrom > 0 {
+			// Only an empty file's one batch holds no rows.
+			return p.resumeMismatch(row)
 		}
 		// The batch is emitted only once the next row exists: that is how
 		// the last batch is known while holding a single batch in memory.
@@ -426,32 +463,58 @@ func (p *entityPublisher) run() error {
 		if p.enc.rows == 0 {
 			p.enc.firstRow = row
 		}
-		switch {
-		case named != nil:
-			if tree := named.nested(); tree != nil {
-				p.enc.addTreeRow(tree)
-			} else {
-				p.enc.addNamedRow(named.fields(), rec)
+		add := func() {
+			switch {
+			case named != nil:
+				if tree := named.nested(); tree != nil {
+					p.enc.addTreeRow(tree)
+				} else {
+					p.enc.addNamedRow(named.fields(), rec)
+				}
+			case csvSrc != nil:
+				p.enc.addRecord(raw)
+			case xlsxSrc != nil:
+				p.enc.addRow(rec, xlsxSrc.plain())
+			default:
+				p.enc.addRow(rec, nil)
 			}
-		case csvSrc != nil:
-			p.enc.addRecord(raw)
-		case xlsxSrc != nil:
-			p.enc.addRow(rec, xlsxSrc.plain())
-		default:
-			p.enc.addRow(rec, nil)
+		}
+		before := p.enc.mark()
+		add()
+		if p.enc.rows > 1 && p.byBytes() && p.enc.rowBytes() > p.o.MaxBatchBytes {
+			// The row does not fit the batch's byte budget: the batch
+			// closes without it and the row, still the source's current
+			// record, starts the next one. It is encoded twice, once per
+			// batch at most.
+			p.enc.undo(before)
+			if err := p.emit(false); err != nil {
+				return err
+			}
+			p.enc.firstRow = row
+			add()
 		}
 		if p.enc.rowBytes() > p.o.MaxMessageBytes {
 			return p.tooBig(p.enc.rowBytes())
 		}
 	}
 	if p.o.ResumeFrom > 0 {
-		total := max(1, (row+int64(p.o.BatchSize)-1)/int64(p.o.BatchSize))
-		if p.o.ResumeFrom > total {
-			return p.resumeMismatch(row)
-		}
-		if p.o.ResumeFrom == total {
-			p.st.BytesIn = p.in.n.Load()
-			return nil // the earlier attempt had stored every batch
+		if p.byBytes() {
+			if row < skip {
+				return p.resumeMismatch(row)
+			}
+			if row == skip {
+				p.st.BytesIn = p.in.n.Load()
+				return nil // the earlier attempt had stored every batch
+			}
+		} else {
+			total := max(1, (row+int64(p.o.BatchSize)-1)/int64(p.o.BatchSize))
+			if p.o.ResumeFrom > total {
+				return p.resumeMismatch(row)
+			}
+			if p.o.ResumeFrom == total {
+				p.st.BytesIn = p.in.n.Load()
+				return nil // the earlier attempt had stored every batch
+			}
 		}
 	}
 	if p.enc.rows > 0 || p.enc.batchIndex == 0 {
@@ -459,6 +522,10 @@ func (p *entityPublisher) run() error {
 	}
 	return nil
 }
+
+// byBytes reports whether batches close at MaxBatchBytes as well as at
+// BatchSize rows.
+func (p *entityPublisher) byBytes() bool { return p.o.MaxBatchBytes != NoBatchByteLimit }
 
 // checkHeader refuses a header row that is data: when the manifest lists
 // the entity's field names, a header naming none of them comes from a
@@ -522,6 +589,10 @@ func quoteSome(vals []string, n int) string {
 }
 
 func (p *entityPublisher) resumeMismatch(rows int64) error {
+	if p.byBytes() {
+		return fmt.Errorf("resume from batch %d after row %d does not match the file (%d data rows read): the entity file changed since the checkpoint; publish the entity from the start",
+			p.o.ResumeFrom, p.o.ResumeRows, rows)
+	}
 	return fmt.Errorf("resume from batch %d: the file has %d data rows, which make fewer batches of %d: the entity file or batch size changed since the checkpoint; publish the entity from the start",
 		p.o.ResumeFrom, rows, p.o.BatchSize)
 }

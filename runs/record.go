@@ -170,9 +170,13 @@ func (r *Record) meta() map[string]string {
 // BatchSettings are the export settings that shape batches: how rows are
 // read (delimiter), how many go in one message, how bodies are encoded.
 type BatchSettings struct {
-	BatchSize   int    `json:"batch_size"`
-	Delimiter   string `json:"delimiter,omitempty"` // "" detects it from the header
-	Compression string `json:"compression,omitempty"`
+	BatchSize int `json:"batch_size"`
+	// MaxBatchBytes closes a batch at that many bytes of encoded rows
+	// before BatchSize rows (publish.EntityOptions.MaxBatchBytes); 0, in
+	// records written before it existed, closes batches by rows only.
+	MaxBatchBytes int    `json:"max_batch_bytes,omitempty"`
+	Delimiter     string `json:"delimiter,omitempty"` // "" detects it from the header
+	Compression   string `json:"compression,omitempty"`
 }
 
 // EntityRecord is one entity's part of a run.
