@@ -69,22 +69,25 @@ type result struct {
 }
 
 var (
-	dir      = flag.String("dir", filepath.Join(os.TempDir(), "dmfbench"), "directory for the generated files (reused when present)")
-	wideN    = flag.Int("wide", 50000, "rows of the wide 60-column CSV")
-	narrowN  = flag.Int("narrow", 200000, "rows of the narrow 15-column CSV")
-	xlsxN    = flag.Int("xlsx", 50000, "rows of the 20-column XLSX")
-	xlsxStr  = flag.String("xlsx-strings", "inline", "how the XLSX holds its text: inline (every cell an inline string, as F&O writes it) or shared (a shared strings table, as Excel re-saves it)")
-	url      = flag.String("url", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL")
-	batch    = flag.Int("batch", publish.DefaultBatchSize, "rows per message")
-	cases    = flag.String("cases", "parse,none,gzip,zstd,ceiling", "cases to run, comma separated: parse, none, gzip, zstd, ceiling")
-	only     = flag.String("entities", "wide,narrow,xlsx", "entities to run, comma separated")
-	child    = flag.String("child", "", "internal: run one case in this process")
-	childEnt = flag.String("child-entity", "", "internal: entity file (format:path)")
-	ceilSize = flag.Int("ceiling-size", 0, "internal: message size of the ceiling case")
-	ceilN    = flag.Int("ceiling-count", 0, "internal: message count of the ceiling case")
-	inFlight = flag.Int("max-unconfirmed", 0, "body bytes in flight before the publisher waits for confirms (broker.max_unconfirmed_bytes; 0: the sink's default)")
-	tries    = flag.Int("tries", 3, "runs of each broker case (publish and ceiling); the best is shown")
-	link     = flag.String("link", "", "cap the bandwidth between publisher and broker, e.g. 100Mbit (an in-process proxy), to see what compression buys on a slow link")
+	dir     = flag.String("dir", filepath.Join(os.TempDir(), "dmfbench"), "directory for the generated files (reused when present)")
+	wideN   = flag.Int("wide", 50000, "rows of the wide 60-column CSV")
+	narrowN = flag.Int("narrow", 200000, "rows of the narrow 15-column CSV")
+	xlsxN   = flag.Int("xlsx", 50000, "rows of the 20-column XLSX")
+	xlsxStr = flag.String("xlsx-strings", "inline", "how the XLSX holds its text: inline (every cell an inline string, as F&O writes it) or shared (a shared strings table, as Excel re-saves it)")
+	url     = flag.String("url", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL")
+	batch   = flag.Int("batch", publish.DefaultBatchSize, "rows per message")
+	// batchBytes is max_batch_bytes; NoBatchByteLimit (-1) closes batches
+	// by rows only, as versions before it did.
+	batchBytes = flag.Int("batch-bytes", publish.DefaultMaxBatchBytes, "bytes of encoded rows that close a batch before -batch rows (max_batch_bytes; -1: rows only)")
+	cases      = flag.String("cases", "parse,none,gzip,zstd,ceiling,bare", "cases to run, comma separated: parse, none, gzip, zstd, ceiling (dmfexport's publisher, messages of the publish's size), bare (a bare amqp091 publisher of the publish's own messages, 16 in flight)")
+	only       = flag.String("entities", "wide,narrow,xlsx", "entities to run, comma separated")
+	child      = flag.String("child", "", "internal: run one case in this process")
+	childEnt   = flag.String("child-entity", "", "internal: entity file (format:path)")
+	ceilSize   = flag.Int("ceiling-size", 0, "internal: message size of the ceiling case")
+	ceilN      = flag.Int("ceiling-count", 0, "internal: message count of the ceiling case")
+	inFlight   = flag.Int("max-unconfirmed", 0, "body bytes in flight before the publisher waits for confirms (broker.max_unconfirmed_bytes; 0: the sink's default)")
+	tries      = flag.Int("tries", 3, "runs of each broker case (publish and ceiling); the best is shown")
+	link       = flag.String("link", "", "cap the bandwidth between publisher and broker, e.g. 100Mbit (an in-process proxy), to see what compression buys on a slow link")
 )
 
 func main() {
@@ -174,23 +177,25 @@ func run() error {
 	fmt.Printf("dmfbench: batch %d rows%s, %s\n", *batch, through, time.Now().UTC().Format(time.RFC3339))
 	fmt.Printf("%-8s %-8s %9s %10s %9s %9s %8s %9s %8s\n", "entity", "case", "rows", "rows/s", "MB/s in", "MB/s out", "msg/s", "RSS MiB", "CPU s")
 	for _, e := range ents {
-		var plain, ceiling *result
+		var plain, ceiling, bare *result
 		byCase := map[string]*result{}
 		for _, c := range strings.Split(*cases, ",") {
-			args := []string{"-child", c, "-child-entity", e.format + ":" + e.path, "-url", *url, "-batch", fmt.Sprint(*batch), "-link", *link, "-max-unconfirmed", fmt.Sprint(*inFlight)}
+			args := []string{"-child", c, "-child-entity", e.format + ":" + e.path, "-url", *url, "-batch", fmt.Sprint(*batch), "-batch-bytes", fmt.Sprint(*batchBytes), "-link", *link, "-max-unconfirmed", fmt.Sprint(*inFlight)}
 			var r *result
 			var err error
 			switch {
-			case c == "ceiling":
-				if ceiling == nil {
-					continue // measured with the uncompressed publish, whose sizes it takes
+			case c == "ceiling" || c == "bare":
+				if r = ceiling; c == "bare" {
+					r = bare
 				}
-				r = ceiling
-			case c == "none" && contains(*cases, "ceiling"):
-				// The uncompressed publish and the ceiling are compared:
+				if r == nil {
+					continue // measured with the uncompressed publish, whose messages it takes
+				}
+			case c == "none" && (contains(*cases, "ceiling") || contains(*cases, "bare")):
+				// The uncompressed publish and the ceilings are compared:
 				// their tries alternate, so a machine that is slower for a
-				// while (it is shared) weighs on both alike.
-				r, ceiling, err = publishAndCeiling(self, args)
+				// while (it is shared) weighs on all alike.
+				r, ceiling, bare, err = publishAndCeiling(self, args)
 			case c == "parse":
 				r, err = spawn(self, args)
 			default:
@@ -207,11 +212,17 @@ func run() error {
 			if c == "ceiling" {
 				r.Rows, r.BytesIn = plain.Rows, 0
 			}
+			if c == "bare" {
+				r.BytesIn = 0
+			}
 			mb := func(n int64) float64 { return float64(n) / 1e6 / r.Seconds }
 			fmt.Printf("%-8s %-8s %9d %10.0f %9.1f %9.1f %8.1f %9.1f %8.2f\n", e.key, c, r.Rows, float64(r.Rows)/r.Seconds,
 				mb(r.BytesIn), mb(r.BytesOut), float64(r.Messages)/r.Seconds, float64(r.MaxRSSKB)/1024, r.CPUSeconds)
 			if c == "ceiling" && plain != nil {
-				fmt.Printf("%-8s uncompressed publish at %.0f%% of the broker ceiling\n", e.key, 100*(float64(plain.BytesOut)/plain.Seconds)/(float64(r.BytesOut)/r.Seconds))
+				fmt.Printf("%-8s uncompressed publish at %.0f%% of the ceiling through dmfexport's publisher\n", e.key, 100*(float64(plain.BytesOut)/plain.Seconds)/(float64(r.BytesOut)/r.Seconds))
+			}
+			if c == "bare" && plain != nil {
+				fmt.Printf("%-8s uncompressed publish at %.0f%% of the bare publisher (the same messages, %d in flight)\n", e.key, 100*(float64(plain.Rows)/plain.Seconds)/(float64(r.Rows)/r.Seconds), bareInFlight)
 			}
 		}
 		if plain != nil && rate > 0 {
@@ -253,10 +264,11 @@ func bestOf(self string, args []string) (best *result, err error) {
 	return best, nil
 }
 
-// publishAndCeiling runs the uncompressed publish and the broker ceiling
-// (messages of the publish's size and count) alternately, -tries times
-// each, and returns the fastest run of each.
-func publishAndCeiling(self string, args []string) (plain, ceiling *result, err error) {
+// publishAndCeiling runs the uncompressed publish and the ceilings -cases
+// names (ceiling: dmfexport's publisher with messages of the publish's size
+// and count; bare: a bare publisher of the publish's own messages)
+// alternately, -tries times each, and returns the fastest run of each.
+func publishAndCeiling(self string, args []string) (plain, ceiling, bare *result, err error) {
 	for i := 0; i < max(1, *tries); i++ {
 		if e := try(self, args, &plain); e != nil {
 			err = e
@@ -265,14 +277,23 @@ func publishAndCeiling(self string, args []string) (plain, ceiling *result, err 
 		if plain.Messages == 0 {
 			continue
 		}
-		if e := try(self, ceilingArgs(args, plain), &ceiling); e != nil {
-			err = e
+		if contains(*cases, "ceiling") {
+			if e := try(self, ceilingArgs(args, plain), &ceiling); e != nil {
+				err = e
+			}
+		}
+		if contains(*cases, "bare") {
+			b := slices.Clone(args)
+			b[slices.Index(b, "-child")+1] = "bare"
+			if e := try(self, b, &bare); e != nil {
+				err = e
+			}
 		}
 	}
 	if plain == nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return plain, ceiling, nil
+	return plain, ceiling, bare, nil
 }
 
 // ceilingArgs turns the arguments of the uncompressed publish case into
@@ -367,12 +388,17 @@ func runChild() error {
 		start := time.Now()
 		st, err := publish.PublishEntity(ctx, f, sink, publish.EntityOptions{
 			Job: "bench", RunID: "run", ExecutionID: "exec", Entity: filepath.Base(path), RoutingKey: queue,
-			BatchSize: *batch, Format: format, Compression: comp,
+			BatchSize: *batch, MaxBatchBytes: *batchBytes, Format: format, Compression: comp,
 		})
 		if err != nil {
 			return err
 		}
 		r = result{Rows: st.Rows, BytesIn: st.BytesIn, BytesOut: st.BytesOut, Messages: st.Batches, Seconds: time.Since(start).Seconds()}
+	case "bare":
+		var err error
+		if r, err = runBare(ctx, format, path); err != nil {
+			return err
+		}
 	case "ceiling":
 		s, q, err := dialBench(ctx)
 		if err != nil {
@@ -429,24 +455,35 @@ func dialBench(ctx context.Context) (*publish.AMQPSink, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	q, _, err := declareBenchQueue()
+	return s, q, err
+}
+
+// declareBenchQueue declares this child's bounded queue and returns its
+// name and how to delete it.
+func declareBenchQueue() (string, func(), error) {
 	q := fmt.Sprintf("dmfbench.%s.%d", *child, os.Getpid())
 	conn, err := amqp.Dial(*url)
 	if err != nil {
-		return nil, "", err
+		return "", nil, err
 	}
 	defer func() { _ = conn.Close() }()
 	ch, err := conn.Channel()
 	if err != nil {
-		return nil, "", err
+		return "", nil, err
 	}
 	_, err = ch.QueueDeclare(q, true, false, false, false, amqp.Table{
 		amqp.QueueMaxLenBytesArg: int64(64 << 20), amqp.QueueOverflowArg: amqp.QueueOverflowDropHead,
 	})
-	return s, q, err
+	return q, func() { dropQueue(q) }, err
 }
 
 func deleteQueue(s *publish.AMQPSink, q string) {
 	_ = s.Close()
+	dropQueue(q)
+}
+
+func dropQueue(q string) {
 	if conn, err := amqp.Dial(*url); err == nil {
 		if ch, err := conn.Channel(); err == nil {
 			_, _ = ch.QueueDelete(q, false, false, false)
