@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,6 +39,7 @@ var (
 	azurite   = flag.String("azurite", os.Getenv("DMFEXPORT_TEST_AZURITE"), "e2e: Azurite blob endpoint, e.g. http://127.0.0.1:10000/devstoreaccount1")
 	repeat    = flag.Int("repeat", 2, "e2e: runs per binary and store")
 	e2eComp   = flag.String("compression", "none", "e2e: compression of the export")
+	storeLink = flag.String("store-link", "", "e2e: reach the azblob store through a link of its own, a bandwidth and the round trip it adds, e.g. 200Mbit,20ms (an in-process proxy), as a store across a network")
 	e2eExtra  = flag.String("export-yaml", "", "e2e: extra lines for the export's YAML (for the binary under test only), e.g. 'parallel_entities: 1'")
 )
 
@@ -98,6 +100,12 @@ func runE2E(ents []entity) error {
 	}
 	defer stopLink()
 
+	blobEndpoint, stopStoreLink, err := linkedAzurite(*azurite, *storeLink)
+	if err != nil {
+		return err
+	}
+	defer stopStoreLink()
+
 	exchange := fmt.Sprintf("dmfbench.e2e.%d", os.Getpid())
 	cleanup, err := declareE2E(exchange)
 	if err != nil {
@@ -109,6 +117,9 @@ func runE2E(ents []entity) error {
 	through := ""
 	if rate > 0 {
 		through = fmt.Sprintf(", dmfexport-broker link %.0f Mbit/s", rate/1e6)
+	}
+	if *storeLink != "" {
+		through += ", azblob store through a link of " + *storeLink
 	}
 	fmt.Printf("dmfbench e2e: %d rows in %d entities, package %.1f MB, batch %d rows, compression %s%s, %s\n",
 		rows, len(ents), float64(fi.Size())/1e6, *batch, *e2eComp, through, time.Now().UTC().Format(time.RFC3339))
@@ -122,7 +133,7 @@ func runE2E(ents []entity) error {
 				if b.label == "after" {
 					extra = *e2eExtra
 				}
-				r, err := runTrigger(b.path, srv.URL, brokerURL, st, exchange, extra)
+				r, err := runTrigger(b.path, srv.URL, brokerURL, blobEndpoint, st, exchange, extra)
 				if err != nil {
 					fmt.Printf("%-6s %-7s %-3d failed: %v\n", b.label, st, i+1, err)
 					continue
@@ -170,6 +181,29 @@ func perSec(rows int64, d time.Duration, step string) string {
 		return ""
 	}
 	return fmt.Sprintf("%.0f", float64(rows)/d.Seconds())
+}
+
+// linkedAzurite returns the Azurite endpoint reached through a link
+// (-store-link) and how to stop its proxy; with no link, endpoint itself.
+// The container is created and deleted on the endpoint itself.
+func linkedAzurite(endpoint, link string) (string, func(), error) {
+	if link == "" || endpoint == "" {
+		return endpoint, func() {}, nil
+	}
+	rate, rtt, err := parseLink(link)
+	if err != nil {
+		return "", nil, err
+	}
+	u, err := neturl.Parse(endpoint)
+	if err != nil {
+		return "", nil, fmt.Errorf("azurite endpoint %q: %w", endpoint, err)
+	}
+	addr, stop, err := startDelayLink(u.Host, rate, rtt)
+	if err != nil {
+		return "", nil, err
+	}
+	u.Host = addr
+	return u.String(), stop, nil
 }
 
 // packageName is the generated package's file name: one per set of sizes.
@@ -221,7 +255,7 @@ func declareE2E(exchange string) (func(), error) {
 
 // runTrigger runs one `dmfexport trigger` against a fresh store and
 // measures it. Steps are delimited by the state lines trigger prints.
-func runTrigger(bin, foURL, brokerURL, store, exchange, extra string) (*e2eResult, error) {
+func runTrigger(bin, foURL, brokerURL, blobEndpoint, store, exchange, extra string) (*e2eResult, error) {
 	work, err := os.MkdirTemp(*dir, "e2e-")
 	if err != nil {
 		return nil, err
@@ -231,13 +265,13 @@ func runTrigger(bin, foURL, brokerURL, store, exchange, extra string) (*e2eResul
 	storeYAML := "store:\n  type: dir\n  path: " + filepath.Join(work, "store") + "\n"
 	container := ""
 	if store == "azblob" {
-		if *azurite == "" {
+		if blobEndpoint == "" {
 			return nil, fmt.Errorf("no Azurite: pass -azurite or set DMFEXPORT_TEST_AZURITE")
 		}
 		container = fmt.Sprintf("bench%d%d", os.Getpid(), time.Now().UnixNano()%1e9)
 		storeYAML = "store:\n  type: azblob\n  container: " + container + "\n  connection_string: ${BENCH_AZURE_CONN}\n"
 		conn := "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=" + azuriteKey +
-			";BlobEndpoint=" + strings.TrimRight(*azurite, "/") + ";"
+			";BlobEndpoint=" + strings.TrimRight(blobEndpoint, "/") + ";"
 		env = append(env, "BENCH_AZURE_CONN="+conn)
 		defer deleteContainer(conn, container)
 	}

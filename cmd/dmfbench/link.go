@@ -40,15 +40,20 @@ func parseRate(s string) (float64, error) {
 	return f * mult, nil
 }
 
-// pacer spaces out the bytes of one direction at rate bits per second.
+// pacer spaces out the bytes of one direction at rate bits per second
+// (none: no limit) and delivers them delay after they were read.
 type pacer struct {
-	mu   sync.Mutex
-	rate float64
-	next time.Time // when the bytes reserved so far are through the link
+	mu    sync.Mutex
+	rate  float64
+	delay time.Duration
+	next  time.Time // when the bytes reserved so far are through the link
 }
 
 // pass blocks until n more bytes have gone through the link.
 func (p *pacer) pass(n int) {
+	if p.rate <= 0 {
+		return
+	}
 	p.mu.Lock()
 	now := time.Now()
 	if p.next.Before(now) {
@@ -63,11 +68,18 @@ func (p *pacer) pass(n int) {
 // startLink listens on loopback and forwards every connection to target
 // through the two pacers. It returns the address to dial and how to stop.
 func startLink(target string, bitsPerSec float64) (string, func(), error) {
+	return startDelayLink(target, bitsPerSec, 0)
+}
+
+// startDelayLink is startLink with a round trip of rtt added: every byte
+// reaches the other end rtt/2 after it was sent, in each direction, while
+// the bytes behind it keep flowing (a link's latency, not a stop-and-wait).
+func startDelayLink(target string, bitsPerSec float64, rtt time.Duration) (string, func(), error) {
 	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
 	}
-	up, down := &pacer{rate: bitsPerSec}, &pacer{rate: bitsPerSec}
+	up, down := &pacer{rate: bitsPerSec, delay: rtt / 2}, &pacer{rate: bitsPerSec, delay: rtt / 2}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -90,6 +102,10 @@ func startLink(target string, bitsPerSec float64) (string, func(), error) {
 
 // pipe copies src to dst at p's pace, then closes both.
 func pipe(dst, src net.Conn, p *pacer) {
+	if p.delay > 0 {
+		delayedPipe(dst, src, p)
+		return
+	}
 	defer func() { _ = dst.Close() }()
 	defer func() { _ = src.Close() }()
 	buf := make([]byte, 16<<10)
@@ -127,4 +143,60 @@ func linkedURL(u string, bitsPerSec float64) (string, func(), error) {
 	}
 	pu.Host = addr
 	return pu.String(), stop, nil
+}
+
+// chunk is bytes read from one end, due at the other at a time.
+type chunk struct {
+	b   []byte
+	due time.Time
+}
+
+// delayedPipe is pipe with p.delay: a reader stamps each chunk with the
+// time it is due and a writer delivers it then, so the link holds up to a
+// bandwidth-delay product of bytes in flight.
+func delayedPipe(dst, src net.Conn, p *pacer) {
+	q := make(chan chunk, 4096)
+	failed := make(chan struct{})
+	go func() {
+		defer close(q)
+		for {
+			buf := make([]byte, 16<<10)
+			n, err := src.Read(buf)
+			if n > 0 {
+				select {
+				case q <- chunk{buf[:n], time.Now().Add(p.delay)}:
+				case <-failed:
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	defer func() { _ = src.Close() }()
+	defer func() { _ = dst.Close() }()
+	for c := range q {
+		time.Sleep(time.Until(c.due))
+		p.pass(len(c.b))
+		if _, err := dst.Write(c.b); err != nil {
+			close(failed)
+			return
+		}
+	}
+}
+
+// parseLink reads a link such as "200Mbit,20ms": a bandwidth and,
+// optionally, the round trip it adds.
+func parseLink(s string) (float64, time.Duration, error) {
+	rateText, rttText, _ := strings.Cut(s, ",")
+	rate, err := parseRate(rateText)
+	if err != nil || rttText == "" {
+		return rate, 0, err
+	}
+	rtt, err := time.ParseDuration(strings.TrimSpace(rttText))
+	if err != nil || rtt < 0 {
+		return 0, 0, fmt.Errorf("link %q: want a bandwidth and a round trip such as 200Mbit,20ms", s)
+	}
+	return rate, rtt, nil
 }
