@@ -64,18 +64,11 @@ func runBare(ctx context.Context, format, path string) (result, error) {
 		return result{}, err
 	}
 	defer drop()
-	conn, err := amqp.Dial(pubURL)
+	conn, ch, err := confirmChannel(pubURL)
 	if err != nil {
 		return result{}, err
 	}
 	defer func() { _ = conn.Close() }()
-	ch, err := conn.Channel()
-	if err != nil {
-		return result{}, err
-	}
-	if err := ch.Confirm(false); err != nil {
-		return result{}, err
-	}
 	window := make([]*amqp.DeferredConfirmation, 0, bareInFlight)
 	start := time.Now()
 	for _, m := range c.msgs {
@@ -112,4 +105,21 @@ func waitAck(ctx context.Context, dc *amqp.DeferredConfirmation) error {
 		return fmt.Errorf("the broker refused message %d (nack)", dc.DeliveryTag)
 	}
 	return nil
+}
+
+// confirmChannel dials u and opens a channel in confirm mode.
+func confirmChannel(u string) (*amqp.Connection, *amqp.Channel, error) {
+	conn, err := amqp.Dial(u)
+	if err != nil {
+		return nil, nil, err
+	}
+	ch, err := conn.Channel()
+	if err == nil {
+		err = ch.Confirm(false)
+	}
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	return conn, ch, nil
 }

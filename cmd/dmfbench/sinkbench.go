@@ -672,15 +672,11 @@ func consumeSnapshot(ctx context.Context, keys []string) (result, error) {
 	queue := fmt.Sprintf("dmfbench.sink.%d", os.Getpid())
 	c := &sink.Consumer{Name: "bench", URL: *url, Queue: queue, Backend: be, Prefetch: *prefetch,
 		Entities: map[string]sink.EntityOptions{entity: {Keys: keys, Mode: sink.Snapshot}}}
-	conn, err := amqp.Dial(*url)
+	conn, ch, err := confirmChannel(*url)
 	if err != nil {
 		return result{}, err
 	}
 	defer func() { _ = conn.Close() }()
-	ch, err := conn.Channel()
-	if err != nil {
-		return result{}, err
-	}
 	defer func() {
 		for _, q := range []string{queue, sink.DeadLetterName(queue)} {
 			_, _ = ch.QueueDelete(q, false, false, false)
@@ -688,9 +684,6 @@ func consumeSnapshot(ctx context.Context, keys []string) (result, error) {
 		_ = ch.ExchangeDelete(sink.DeadLetterName(queue), false, false)
 	}()
 	if err := c.Declare(ctx); err != nil {
-		return result{}, err
-	}
-	if err := ch.Confirm(false); err != nil {
 		return result{}, err
 	}
 	var n int64
