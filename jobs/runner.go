@@ -282,7 +282,7 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, l *r
 		run.log.Info("resuming unfinished run", "state", rec.State, "resumes", rec.Resumes)
 		if b := rec.Batching; b != nil && *b != *batchSettingsOf(exp) {
 			run.log.Info("batch settings changed since the run started; the run keeps those it started with, so message IDs keep naming the same rows",
-				"batch_size", b.BatchSize, "delimiter", b.Delimiter, "compression", b.Compression)
+				"batch_size", b.BatchSize, "max_batch_bytes", b.MaxBatchBytes, "delimiter", b.Delimiter, "compression", b.Compression)
 		}
 	}
 	ctx, cancelRun := context.WithCancel(parent)
