@@ -1,9 +1,10 @@
 // Package postgres is the PostgreSQL backend of the sink: each entity is a
-// table of text columns in the sink's schema, a snapshot is staged in a
-// table of the same name in the schema "<schema>_staging", and the ledger
-// of applied batches (dmfexport_ledger) and the state of snapshots
-// (dmfexport_snapshots) sit beside the entity tables. Everything is
-// created on first use.
+// table of text columns in the sink's schema, partitioned with a single
+// partition that holds every row. A run's snapshot is staged in a table of
+// its own in the schema "<schema>_staging", which becomes that partition at
+// the swap: its rows are written once. The ledger of applied batches
+// (dmfexport_ledger) and the state of snapshots (dmfexport_snapshots) sit
+// beside the entity tables. Everything is created on first use.
 package postgres
 
 import (
@@ -17,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -273,7 +275,7 @@ func (b *Backend) Apply(ctx context.Context, bt *sink.Batch, t sink.Target) (sin
 		}
 		switch t.Mode {
 		case sink.Snapshot:
-			return b.copyRows(ctx, tx, b.staging, t.Table, bt)
+			return b.copyRows(ctx, tx, b.staging, runTable(t.Table, bt.RunID), bt)
 		case sink.Append:
 			return b.copyRows(ctx, tx, b.schema, t.Table, bt)
 		case sink.Upsert:
@@ -305,10 +307,11 @@ func (b *Backend) forget(table string) {
 	b.mu.Unlock()
 }
 
-// ensureTable creates t.Table (and, for a snapshot, its staging table) or
-// adds the batch's columns it lacks, to both. A table is created with a
-// primary key on t.Keys unless it is appended to. It returns the table's
-// columns when it looked them up, nil when it knew them.
+// ensureTable creates t.Table (and, for a snapshot, the staging table of
+// the batch's run) or adds the batch's columns it lacks, to both. A table
+// is created with a primary key on t.Keys unless it is appended to. It
+// returns the table's columns when it looked them up, nil when it knew
+// them.
 func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t sink.Target) (map[string]bool, error) {
 	want := slices.Concat(t.Keys, bt.Columns)
 	if t.Mode == sink.Upsert {
@@ -318,10 +321,11 @@ func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t 
 			}
 		}
 	}
+	staged := stagedMark + bt.RunID
 	b.mu.Lock()
 	known := b.cols[t.Table]
 	b.mu.Unlock()
-	if known != nil && (t.Mode != sink.Snapshot || known["\x00staging"]) {
+	if known != nil && (t.Mode != sink.Snapshot || known[staged]) {
 		missing := false
 		for _, c := range want {
 			missing = missing || !known[c]
@@ -338,77 +342,99 @@ func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t 
 		return nil, err
 	}
 	if live == nil {
-		var defs []string
-		for _, c := range dedupe(want) {
-			defs = append(defs, pgx.Identifier{c}.Sanitize()+" text")
-		}
-		defs = append(defs, metaDefs()...)
-		if len(t.Keys) > 0 && t.Mode != sink.Append {
-			defs = append(defs, "PRIMARY KEY ("+quoteAll(t.Keys)+")")
-		}
-		if _, err := tx.Exec(ctx, "CREATE TABLE "+b.ident(b.schema, t.Table)+" ("+strings.Join(defs, ", ")+")"); err != nil {
-			return nil, fmt.Errorf("create table: %w", err)
-		}
-		live = map[string]bool{}
-		for _, c := range want {
-			live[c] = true
+		if live, err = b.createTable(ctx, tx, t, want); err != nil {
+			return nil, err
 		}
 	}
 	if err := b.addColumns(ctx, tx, b.schema, t.Table, live, want); err != nil {
 		return nil, err
 	}
 	if t.Mode == sink.Snapshot {
-		staged, err := b.columns(ctx, tx, b.staging, t.Table)
-		if err != nil {
+		if err := b.ensureStaging(ctx, tx, t.Table, bt.RunID, live); err != nil {
 			return nil, err
 		}
-		if staged == nil {
-			// Like the table, without its keys: a run's rows are checked
-			// against them when they replace the table's. No index: a
-			// staging table mostly holds one run, read whole by its swap.
-			if _, err := tx.Exec(ctx, "CREATE TABLE "+b.ident(b.staging, t.Table)+" (LIKE "+b.ident(b.schema, t.Table)+" INCLUDING DEFAULTS)"); err != nil {
-				return nil, fmt.Errorf("create staging table: %w", err)
-			}
-			staged = live
-		} else if err := b.dropRunIndex(ctx, tx, t.Table); err != nil {
-			return nil, err
-		}
-		// The staging table has every column of the table, so a swap
-		// can copy the table's column list.
-		var all []string
 		for c := range live {
-			all = append(all, c)
+			if strings.HasPrefix(c, stagedMark) {
+				delete(live, c) // one run staged at a time, mostly
+			}
 		}
-		slices.Sort(all)
-		if err := b.addColumns(ctx, tx, b.staging, t.Table, staged, all); err != nil {
-			return nil, err
-		}
-		live["\x00staging"] = true
+		live[staged] = true
 	}
 	return live, nil
 }
 
-// dropRunIndex drops the index on the run column that earlier versions
-// kept on a staging table: it cost more to keep up while staging than it
-// saved.
-func (b *Backend) dropRunIndex(ctx context.Context, tx pgx.Tx, table string) error {
-	rows, err := tx.Query(ctx, `SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
-		FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-		WHERE i.indrelid = $1::regclass AND i.indnatts = 1 AND a.attname = $2`, b.ident(b.staging, table), sink.ColRun)
-	if err != nil {
-		return fmt.Errorf("staging table: %w", err)
+// stagedMark starts the entries of a table's known columns that say a
+// run's staging table has them all.
+const stagedMark = "\x00staged:"
+
+// createTable creates t.Table with the columns want and the metadata
+// columns, partitioned by list on its first key (else on the run column)
+// with one default partition, empty, in the staging schema: a snapshot's
+// swap replaces that partition by the staging table of its run. It returns
+// the table's columns.
+func (b *Backend) createTable(ctx context.Context, tx pgx.Tx, t sink.Target, want []string) (map[string]bool, error) {
+	var defs []string
+	for _, c := range dedupe(want) {
+		defs = append(defs, pgx.Identifier{c}.Sanitize()+" text")
 	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return fmt.Errorf("staging table: %w", err)
+	defs = append(defs, metaDefs()...)
+	by := sink.ColRun
+	if len(t.Keys) > 0 {
+		by = t.Keys[0]
 	}
-	for _, n := range names {
-		if _, err := tx.Exec(ctx, "DROP INDEX "+n); err != nil {
-			return fmt.Errorf("staging table: drop index %s: %w", n, err)
+	if len(t.Keys) > 0 && t.Mode != sink.Append {
+		defs = append(defs, "PRIMARY KEY ("+quoteAll(t.Keys)+")")
+	}
+	if _, err := tx.Exec(ctx, "CREATE TABLE "+b.ident(b.schema, t.Table)+" ("+strings.Join(defs, ", ")+") PARTITION BY LIST ("+pgx.Identifier{by}.Sanitize()+")"); err != nil {
+		return nil, fmt.Errorf("create table: %w", err)
+	}
+	if _, err := tx.Exec(ctx, "CREATE TABLE "+b.ident(b.staging, runTable(t.Table, ""))+" PARTITION OF "+b.ident(b.schema, t.Table)+" DEFAULT"); err != nil {
+		return nil, fmt.Errorf("create table: %w", err)
+	}
+	live := map[string]bool{}
+	for _, c := range want {
+		live[c] = true
+	}
+	return live, nil
+}
+
+// ensureStaging creates the staging table of table's snapshot of run, like
+// the table but without its keys (the run's rows are checked against them
+// at the swap, at once) or any index, or adds the table's columns it
+// lacks, live.
+func (b *Backend) ensureStaging(ctx context.Context, tx pgx.Tx, table, run string, live map[string]bool) error {
+	name := runTable(table, run)
+	staged, err := b.columns(ctx, tx, b.staging, name)
+	if err != nil {
+		return err
+	}
+	if staged == nil {
+		if _, err := tx.Exec(ctx, "CREATE TABLE "+b.ident(b.staging, name)+" (LIKE "+b.ident(b.schema, table)+" INCLUDING DEFAULTS)"); err != nil {
+			return fmt.Errorf("create staging table: %w", err)
+		}
+		return nil
+	}
+	var all []string
+	for c := range live {
+		if !strings.HasPrefix(c, stagedMark) {
+			all = append(all, c)
 		}
 	}
-	return nil
+	slices.Sort(all)
+	return b.addColumns(ctx, tx, b.staging, name, staged, all)
+}
+
+// runTable names, in the staging schema, the staging table of table's
+// snapshot of run, and the table's first, empty, partition for run "":
+// table's name cut to leave room for a hash of both (so that two tables
+// whose names were cut alike differ), within PostgreSQL's 63 bytes.
+func runTable(table, run string) string {
+	h := sha256.Sum256([]byte(table + "\x00" + run))
+	for len(table) > 63-17 {
+		_, size := utf8.DecodeLastRuneInString(table)
+		table = table[:len(table)-size]
+	}
+	return table + "_" + hex.EncodeToString(h[:8])
 }
 
 func metaDefs() []string {
@@ -604,12 +630,12 @@ func (b *Backend) FinishSnapshot(ctx context.Context, t sink.Target, runID strin
 			// A later run's snapshot is in already: this one is not wanted.
 			_, err := tx.Exec(ctx, "UPDATE "+snaps+" SET superseded = true WHERE table_name = $1 AND run = $2", t.Table, runID)
 			if err == nil {
-				err = b.clearStaged(ctx, tx, t.Table, []string{runID})
+				err = b.dropStaged(ctx, tx, t.Table, []string{runID})
 			}
 			return err
 		}
 		// Unfinished older runs are superseded by this one: their staged
-		// rows go with this run's.
+		// rows go.
 		rows, err := tx.Query(ctx, "UPDATE "+snaps+" SET superseded = true WHERE table_name = $1 AND swapped_at IS NULL AND (run_time, run) < ($2, $3) RETURNING run",
 			t.Table, runTime, runID)
 		if err != nil {
@@ -619,32 +645,18 @@ func (b *Backend) FinishSnapshot(ctx context.Context, t sink.Target, runID strin
 		if err != nil {
 			return fmt.Errorf("supersede older runs: %w", err)
 		}
-		cols, err := b.columns(ctx, tx, b.staging, t.Table)
-		if err != nil {
+		if err := b.dropStaged(ctx, tx, t.Table, older); err != nil {
 			return err
 		}
-		var names []string
-		for c := range cols {
-			if c != sink.ColLoadedAt {
-				names = append(names, c)
-			}
+		var n int64
+		if err := tx.QueryRow(ctx, "SELECT coalesce(sum(rows), 0) FROM "+b.ident(b.schema, sink.LedgerTable)+
+			" WHERE table_name = $1 AND run = $2 AND outcome = 'applied' AND mode = 'snapshot'", t.Table, runID).Scan(&n); err != nil {
+			return fmt.Errorf("count staged rows: %w", err)
 		}
-		slices.Sort(names)
-		list := quoteAll(names)
-		if _, err := tx.Exec(ctx, "TRUNCATE "+b.ident(b.schema, t.Table)); err != nil {
+		if err := b.replaceRows(ctx, tx, t, runID); err != nil {
 			return fmt.Errorf("replace rows: %w", err)
 		}
-		// In the order they were staged: sorting by row number would cost
-		// as much again.
-		tag, err := tx.Exec(ctx, "INSERT INTO "+b.ident(b.schema, t.Table)+" ("+list+") SELECT "+list+" FROM "+b.ident(b.staging, t.Table)+
-			" WHERE "+pgx.Identifier{sink.ColRun}.Sanitize()+" = $1", runID)
-		if err != nil {
-			return fmt.Errorf("replace rows: %w", err)
-		}
-		if err := b.clearStaged(ctx, tx, t.Table, append(older, runID)); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, "UPDATE "+snaps+" SET swapped_at = now(), rows = $3 WHERE table_name = $1 AND run = $2", t.Table, runID, tag.RowsAffected()); err != nil {
+		if _, err := tx.Exec(ctx, "UPDATE "+snaps+" SET swapped_at = now(), rows = $3 WHERE table_name = $1 AND run = $2", t.Table, runID, n); err != nil {
 			return err
 		}
 		faultPoint("swap")
@@ -655,6 +667,84 @@ func (b *Backend) FinishSnapshot(ctx context.Context, t sink.Target, runID strin
 		return false, fmt.Errorf("table %s: finish snapshot of run %s: %w", t.Table, runID, err)
 	}
 	return swapped, nil
+}
+
+// replaceRows makes the staging table of run the table's rows. The staging
+// table gets the table's columns it lacks and its keys (an index built in
+// one pass, before readers are held), then replaces the table's partition:
+// the table keeps its identity (grants, views, its own indexes, built on
+// the new partition as it is attached), and readers wait only for the
+// exchange. A table made by an earlier version, not partitioned, has its
+// rows replaced by a copy of the staged ones.
+func (b *Backend) replaceRows(ctx context.Context, tx pgx.Tx, t sink.Target, runID string) error {
+	live := b.ident(b.schema, t.Table)
+	staging := b.ident(b.staging, runTable(t.Table, runID))
+	cols, err := b.columns(ctx, tx, b.schema, t.Table)
+	if err != nil {
+		return err
+	}
+	staged, err := b.columns(ctx, tx, b.staging, runTable(t.Table, runID))
+	if err != nil {
+		return err
+	}
+	if staged == nil {
+		return fmt.Errorf("%w: staging table %s is missing", sink.ErrRejected, staging)
+	}
+	var names []string
+	for c := range cols {
+		names = append(names, c)
+	}
+	slices.Sort(names)
+	if err := b.addColumns(ctx, tx, b.staging, runTable(t.Table, runID), staged, names); err != nil {
+		return err
+	}
+	var partitioned bool
+	if err := tx.QueryRow(ctx, "SELECT relkind = 'p' FROM pg_class WHERE oid = $1::regclass", live).Scan(&partitioned); err != nil {
+		return err
+	}
+	if !partitioned {
+		names = slices.DeleteFunc(names, func(c string) bool { return c == sink.ColLoadedAt })
+		list := quoteAll(names)
+		if _, err := tx.Exec(ctx, "TRUNCATE "+live); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO "+live+" ("+list+") SELECT "+list+" FROM "+staging); err != nil {
+			return err
+		}
+		return b.dropStaged(ctx, tx, t.Table, []string{runID})
+	}
+	var keys []string
+	if err := tx.QueryRow(ctx, `SELECT coalesce(array_agg(a.attname ORDER BY k.i), '{}') FROM pg_index x
+		CROSS JOIN LATERAL unnest(x.indkey) WITH ORDINALITY AS k(attnum, i)
+		JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum
+		WHERE x.indrelid = $1::regclass AND x.indisprimary`, live).Scan(&keys); err != nil {
+		return fmt.Errorf("read the primary key: %w", err)
+	}
+	if len(keys) > 0 {
+		// A primary key, not only a unique index: the table's key is
+		// attached to it, not built again.
+		if _, err := tx.Exec(ctx, "ALTER TABLE "+staging+" ADD PRIMARY KEY ("+quoteAll(keys)+")"); err != nil {
+			return fmt.Errorf("the run's rows repeat keys %q: %w", keys, err)
+		}
+	}
+	rows, err := tx.Query(ctx, "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = $1::regclass", live)
+	if err != nil {
+		return err
+	}
+	parts, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	for _, p := range parts {
+		if _, err := tx.Exec(ctx, "ALTER TABLE "+live+" DETACH PARTITION "+p); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "DROP TABLE "+p); err != nil {
+			return err
+		}
+	}
+	_, err = tx.Exec(ctx, "ALTER TABLE "+live+" ATTACH PARTITION "+staging+" DEFAULT")
+	return err
 }
 
 // querier is a pool or a transaction.
@@ -683,27 +773,12 @@ func (b *Backend) runReady(ctx context.Context, q querier, table, run string) (r
 	return runTime, !done && !superseded && batchCount != nil && in >= *batchCount, nil
 }
 
-// clearStaged removes the staged rows of runs from table's staging table:
-// by TRUNCATE when it holds no other run's, as it mostly does.
-func (b *Backend) clearStaged(ctx context.Context, tx pgx.Tx, table string, runs []string) error {
-	staging := b.ident(b.staging, table)
-	run := pgx.Identifier{sink.ColRun}.Sanitize()
-	// No batch writes to it from here on: the snapshot lock keeps this
-	// version's out, the table lock any other's.
-	if _, err := tx.Exec(ctx, "LOCK TABLE "+staging+" IN EXCLUSIVE MODE"); err != nil {
-		return fmt.Errorf("clear staged rows: %w", err)
-	}
-	var others bool
-	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+staging+" WHERE "+run+" <> ALL($1))", runs).Scan(&others); err != nil {
-		return fmt.Errorf("clear staged rows: %w", err)
-	}
-	q := "TRUNCATE " + staging
-	var args []any
-	if others {
-		q, args = "DELETE FROM "+staging+" WHERE "+run+" = ANY($1)", []any{runs}
-	}
-	if _, err := tx.Exec(ctx, q, args...); err != nil {
-		return fmt.Errorf("clear staged rows: %w", err)
+// dropStaged drops the staging tables of table's snapshots of runs.
+func (b *Backend) dropStaged(ctx context.Context, tx pgx.Tx, table string, runs []string) error {
+	for _, run := range runs {
+		if _, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+b.ident(b.staging, runTable(table, run))); err != nil {
+			return fmt.Errorf("drop staged rows of run %s: %w", run, err)
+		}
 	}
 	return nil
 }

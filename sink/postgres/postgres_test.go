@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -77,8 +78,8 @@ func open(t testing.TB) (*Backend, *pgx.Conn) {
 	return b, testenv.PostgresConn(t)
 }
 
-// TestStagingCleared: a swap takes its run's rows out of the staging
-// table, and the rows of runs it supersedes, leaving those of a newer run
+// TestStagingCleared: a swap makes its run's staging table the table's
+// rows and drops those of the runs it supersedes, leaving a newer run's
 // staged meanwhile.
 func TestStagingCleared(t *testing.T) {
 	cols := []string{"ID", "NAME"}
@@ -86,7 +87,7 @@ func TestStagingCleared(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		batches []*sink.Batch // each applied, then FinishSnapshot of its run
-		staged  []string      // the runs of the rows left staged, in order
+		staged  []string      // the runs whose staging tables are left
 	}{
 		{"one run", []*sink.Batch{
 			sinktest.Batch("r1", 0, 0, 0, "Customers", cols, []any{"1", "a"}),
@@ -100,7 +101,7 @@ func TestStagingCleared(t *testing.T) {
 			sinktest.Batch("r1", 0, 0, 0, "Customers", cols, []any{"1", "a"}),
 			sinktest.Batch("r2", 1, 0, 0, "Customers", cols, []any{"1", "A"}, []any{"2", "B"}),
 			sinktest.Batch("r1", 0, 1, 2, "Customers", cols, []any{"2", "b"}),
-		}, []string{"r2", "r2"}},
+		}, []string{"r2"}},
 		{"a half-delivered run", []*sink.Batch{
 			sinktest.Batch("r1", 0, 0, 1, "Customers", cols, []any{"1", "a"}),
 			sinktest.Batch("r2", 1, 0, 0, "Customers", cols, []any{"9", "z"}),
@@ -109,7 +110,9 @@ func TestStagingCleared(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			be, conn := open(t)
+			runs := map[string]bool{}
 			for _, b := range tc.batches {
+				runs[b.RunID] = true
 				if _, err := be.Apply(ctx, b, snap); err != nil {
 					t.Fatal(err)
 				}
@@ -117,16 +120,27 @@ func TestStagingCleared(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			rows, err := conn.Query(ctx, "SELECT _dmf_run FROM "+pgx.Identifier{be.staging, snap.Table}.Sanitize()+" ORDER BY 1")
-			if err != nil {
-				t.Fatal(err)
-			}
-			staged, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil {
-				t.Fatal(err)
+			var staged []string
+			for _, run := range slices.Sorted(maps.Keys(runs)) {
+				var left bool
+				if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass($1) AND NOT relispartition)",
+					pgx.Identifier{be.staging, runTable(snap.Table, run)}.Sanitize()).Scan(&left); err != nil {
+					t.Fatal(err)
+				}
+				if left {
+					staged = append(staged, run)
+				}
 			}
 			if !slices.Equal(staged, tc.staged) {
-				t.Errorf("staged rows of runs %q, want %q", staged, tc.staged)
+				t.Errorf("staging tables of runs %q left, want %q", staged, tc.staged)
+			}
+			var parts int
+			if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_inherits WHERE inhparent = $1::regclass",
+				pgx.Identifier{be.Schema(), snap.Table}.Sanitize()).Scan(&parts); err != nil {
+				t.Fatal(err)
+			}
+			if parts != 1 {
+				t.Errorf("table has %d partitions, want 1", parts)
 			}
 		})
 	}
@@ -204,40 +218,79 @@ func TestApplyWaitsForSwap(t *testing.T) {
 	}
 }
 
-// TestStagingIndexDropped: the index on the run column earlier versions
-// made on a staging table is dropped, and snapshots still land.
-func TestStagingIndexDropped(t *testing.T) {
-	ctx := context.Background()
-	be, conn := open(t)
+// TestSwapKeepsTable: a swap replaces the rows of the table users see, and
+// that table stays the same object, with their views and indexes on it; a
+// table made before tables were partitioned has its rows replaced too.
+func TestSwapKeepsTable(t *testing.T) {
 	cols := []string{"ID", "NAME"}
 	snap := sink.Target{Table: "customers", Keys: []string{"ID"}, Mode: sink.Snapshot}
-	if _, err := be.Apply(ctx, sinktest.Batch("r1", 0, 0, 0, "Customers", cols, []any{"1", "a"}), snap); err != nil {
-		t.Fatal(err)
-	}
-	staging := pgx.Identifier{be.staging, snap.Table}.Sanitize()
-	if _, err := conn.Exec(ctx, "CREATE INDEX ON "+staging+" (_dmf_run)"); err != nil {
-		t.Fatal(err)
-	}
-	// Another process, as after an upgrade.
-	be2, err := Open(ctx, testenv.PostgresURL(), be.Schema())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer be2.Close()
-	if _, err := be2.Apply(ctx, sinktest.Batch("r1", 0, 1, 2, "Customers", cols, []any{"2", "b"}), snap); err != nil {
-		t.Fatal(err)
-	}
-	var indexes int
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_index WHERE indrelid = $1::regclass", staging).Scan(&indexes); err != nil {
-		t.Fatal(err)
-	}
-	if indexes != 0 {
-		t.Errorf("the staging table has %d indexes, want none", indexes)
-	}
-	if ok, err := be2.FinishSnapshot(ctx, snap, "r1"); !ok || err != nil {
-		t.Fatalf("finish snapshot: %v, %v; want a swap", ok, err)
-	}
-	if got, err := testenv.PostgresRows(context.Background(), conn, be.Schema(), snap.Table); err != nil || len(got) != 2 {
-		t.Errorf("table holds %v (%v), want 2 rows", got, err)
+	for _, tc := range []struct {
+		name  string
+		plain bool // the table exists, not partitioned, before the first batch
+	}{
+		{"partitioned", false},
+		{"made by an earlier version", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			be, conn := open(t)
+			table := pgx.Identifier{be.Schema(), snap.Table}.Sanitize()
+			if tc.plain {
+				if _, err := conn.Exec(ctx, `CREATE TABLE `+table+` ("ID" text PRIMARY KEY, "NAME" text, _dmf_export text NOT NULL,
+					_dmf_run text NOT NULL, _dmf_execution text NOT NULL, _dmf_batch integer NOT NULL, _dmf_row bigint NOT NULL,
+					_dmf_document jsonb, _dmf_loaded_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+					t.Fatal(err)
+				}
+			}
+			land := func(run string, m int, rows ...[]any) {
+				t.Helper()
+				if _, err := be.Apply(ctx, sinktest.Batch(run, m, 0, 1, "Customers", cols, rows...), snap); err != nil {
+					t.Fatal(err)
+				}
+				if ok, err := be.FinishSnapshot(ctx, snap, run); !ok || err != nil {
+					t.Fatalf("finish snapshot of %s: %v, %v; want a swap", run, ok, err)
+				}
+			}
+			land("r1", 0, []any{"1", "a"}, []any{"2", "b"})
+			var oid uint32
+			if err := conn.QueryRow(ctx, "SELECT $1::regclass::oid", table).Scan(&oid); err != nil {
+				t.Fatal(err)
+			}
+			view := pgx.Identifier{be.Schema(), "names"}.Sanitize()
+			if _, err := conn.Exec(ctx, "CREATE VIEW "+view+` AS SELECT "NAME" FROM `+table); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := conn.Exec(ctx, "CREATE INDEX customers_name ON "+table+` ("NAME")`); err != nil {
+				t.Fatal(err)
+			}
+			land("r2", 1, []any{"2", "B"}, []any{"3", "c"})
+			var after uint32
+			if err := conn.QueryRow(ctx, "SELECT $1::regclass::oid", table).Scan(&after); err != nil {
+				t.Fatal(err)
+			}
+			if after != oid {
+				t.Errorf("the table is another object after the swap (oid %d, was %d)", after, oid)
+			}
+			rows, err := conn.Query(ctx, "SELECT \"NAME\" FROM "+view+" ORDER BY 1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := []string{"B", "c"}; !slices.Equal(names, want) {
+				t.Errorf("the view reads %q, want %q", names, want)
+			}
+			var indexed bool
+			if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_index x ON x.indrelid = i.inhrelid
+				JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = x.indkey[0]
+				WHERE i.inhparent = $1::regclass AND a.attname = 'NAME')`, table).Scan(&indexed); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.plain && !indexed {
+				t.Error("the table's index on NAME is not on its new partition")
+			}
+		})
 	}
 }
