@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,6 +69,7 @@ func (c *sinkCommand) Run(ctx context.Context, args []string) error {
 	if len(sinks) == 0 {
 		return fmt.Errorf("%w: %s has no sinks: section", errUsage, cfg.Path)
 	}
+	logSinkWarnings(ctx, cfg, sinks, log)
 	metrics := sink.NewMetrics()
 	metrics.ServeBuildInfo(Version)
 	if c.listen != "" {
@@ -100,6 +102,27 @@ func (c *sinkCommand) Run(ctx context.Context, args []string) error {
 			"stale", st.Stale.Load(), "snapshots", st.Swaps.Load(), "dead_letters", st.DeadLetters.Load())
 	}
 	return errors.Join(errs...)
+}
+
+// logSinkWarnings logs what validate warns of the sinks about to run:
+// the configuration's warnings on them and jobs.SinkWarnings (entities
+// the consumed exports' run records say F&O exports incrementally, landed
+// without keys or as snapshots). Records that cannot be read are logged
+// too, and do not stop the sink.
+func logSinkWarnings(ctx context.Context, cfg *jobs.Config, sinks []*jobs.SinkConfig, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, sinkCheckTimeout)
+	defer cancel()
+	more, err := jobs.SinkWarnings(ctx, cfg)
+	if err != nil {
+		log.Warn("sink settings not checked against the exports' run records", "error", err)
+	}
+	for _, w := range append(slices.Clone(cfg.Warnings), more...) {
+		for i := range cfg.Sinks {
+			if slices.Contains(sinks, &cfg.Sinks[i]) && strings.HasPrefix(w.Path, fmt.Sprintf("sinks[%d]", i)) {
+				log.Warn("configuration warning", "sink", cfg.Sinks[i].Name, "warning", w.String())
+			}
+		}
+	}
 }
 
 // newConsumer is the consumer of sink s landing through be.

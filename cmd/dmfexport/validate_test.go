@@ -58,4 +58,12 @@ sinks:
 		strings.Count(stdout, "warning:") != 1 || !strings.Contains(stdout, "valid, 1 exports") {
 		t.Errorf("validate: exit %d\nstdout: %s\nstderr: %s\nwant 0, one warning: %s", code, stdout, stderr, want)
 	}
+
+	// The sink logs the same warning as it starts, before it connects
+	// (here to a database that is not there).
+	stdout, stderr, code = runBinary(t, env, "sink", "--config", cfg, "--listen", "")
+	want = `dmfexport.yaml:14:7: sinks[0](dw).entities.\"Customer groups\": export \"groups\" exports entity \"Customer groups\" incrementally`
+	if code == 0 || !strings.Contains(stderr, "configuration warning") || !strings.Contains(stderr, want) {
+		t.Errorf("sink: exit %d\nstdout: %s\nstderr: %s\nwant a failure (no database) after the warning: %s", code, stdout, stderr, want)
+	}
 }
