@@ -21,7 +21,12 @@ import (
 
 // Defaults of a Consumer's knobs.
 const (
-	DefaultPrefetch      = 8
+	DefaultPrefetch = 8
+	// GroupBytes bounds the message bodies of the batches a consumer has
+	// decoded and not yet landed (a decoded batch takes more memory than
+	// its body), one group in one transaction at most: batches of 2 MB
+	// group by eight, of 7 MB by two.
+	GroupBytes           = 16 << 20
 	DefaultMaxDeliveries = 5
 	// DefaultQuorum: queues are quorum queues unless configured otherwise.
 	DefaultQuorum = true
@@ -198,8 +203,10 @@ func (c *Consumer) session(ctx context.Context, log *slog.Logger) (connected boo
 		defer func() { stop(); <-done }()
 	}
 	stop := make(chan struct{})
-	batches, decoding := c.decodeAhead(deliveries, stop)
+	room := NewByteBudget(GroupBytes)
+	batches, decoding := c.decodeAhead(deliveries, stop, room)
 	defer decoding.Wait()
+	defer room.Close()
 	defer close(stop)
 	for {
 		select {
@@ -215,30 +222,120 @@ func (c *Consumer) session(ctx context.Context, log *slog.Logger) (connected boo
 			if !ok {
 				return true, fmt.Errorf("deliveries of queue %q ended", c.Queue)
 			}
-			if err := c.handle(ctx, log, dl, x); err != nil {
+			if x.b == nil || x.err != nil {
+				err := c.handle(ctx, log, dl, x)
+				room.Release(x.size)
+				if err != nil {
+					return true, err
+				}
+				continue
+			}
+			// The batches decoded meanwhile land with it, in one
+			// transaction: a commit per group, not per batch.
+			group, next := c.gather(x, batches)
+			err := c.handleGroup(ctx, log, dl, group)
+			for _, x := range group {
+				room.Release(x.size)
+			}
+			if err == nil && next != nil {
+				err = c.handle(ctx, log, dl, *next)
+				room.Release(next.size)
+			}
+			if err != nil {
 				return true, err
 			}
 		}
 	}
 }
 
+// gather returns first and the batches decoded after it that are ready
+// now, up to the prefetch; next is one that cannot be applied, received
+// among them, to handle after the group.
+func (c *Consumer) gather(first decoded, batches <-chan decoded) (group []decoded, next *decoded) {
+	group = []decoded{first}
+	for len(group) < c.prefetch() {
+		select {
+		case x, ok := <-batches:
+			if !ok {
+				return group, nil // the loop sees the end next
+			}
+			if x.b == nil || x.err != nil {
+				return group, &x
+			}
+			group = append(group, x)
+		default:
+			return group, nil
+		}
+	}
+	return group, nil
+}
+
+// ByteBudget bounds the bytes held by batches decoded ahead: Acquire
+// waits while what is held and n would exceed the budget, unless nothing
+// is held (a batch larger than the budget passes alone).
+type ByteBudget struct {
+	mu     sync.Mutex
+	cond   sync.Cond
+	held   int
+	max    int
+	closed bool
+}
+
+// NewByteBudget returns a budget of max bytes.
+func NewByteBudget(max int) *ByteBudget {
+	b := &ByteBudget{max: max}
+	b.cond.L = &b.mu
+	return b
+}
+
+// Acquire holds n bytes, waiting for room; false once Close was called.
+func (b *ByteBudget) Acquire(n int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for !b.closed && b.held > 0 && b.held+n > b.max {
+		b.cond.Wait()
+	}
+	if b.closed {
+		return false
+	}
+	b.held += n
+	return true
+}
+
+// Release gives back n bytes Acquire held.
+func (b *ByteBudget) Release(n int) {
+	b.mu.Lock()
+	b.held -= n
+	b.mu.Unlock()
+	b.cond.Broadcast()
+}
+
+// Close ends the waits of Acquire, and makes it fail from then on.
+func (b *ByteBudget) Close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	b.cond.Broadcast()
+}
+
 // decoded is a delivery and its batch, decoded ahead, with where it lands;
 // err: why it cannot be applied.
 type decoded struct {
 	d        amqp.Delivery
+	size     int       // of the body, held in the decoding budget until the batch is handled
 	received time.Time // when the delivery was taken from the channel
 	b        *Batch    // nil if the body could not be decoded
 	t        Target
 	err      error
 }
 
-// decodeAhead decodes each delivery while the one before it is applied, so
-// that decoding takes another core than the database's work, and hands
-// them on in order; it holds at most one decoded batch besides the one
-// applied. It ends when deliveries do or stop is closed; wait for it with
-// the WaitGroup.
-func (c *Consumer) decodeAhead(deliveries <-chan amqp.Delivery, stop <-chan struct{}) (<-chan decoded, *sync.WaitGroup) {
-	out := make(chan decoded)
+// decodeAhead decodes the deliveries while batches are applied, so that
+// decoding takes another core than the database's work, and hands them on
+// in order, up to the prefetch ahead: every delivery unacknowledged is
+// either a body the broker sent or its decoded batch, never both. It ends
+// when deliveries do or stop is closed; wait for it with the WaitGroup.
+func (c *Consumer) decodeAhead(deliveries <-chan amqp.Delivery, stop <-chan struct{}, room *ByteBudget) (<-chan decoded, *sync.WaitGroup) {
+	out := make(chan decoded, c.prefetch())
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		defer close(out)
@@ -249,8 +346,11 @@ func (c *Consumer) decodeAhead(deliveries <-chan amqp.Delivery, stop <-chan stru
 				if !ok {
 					return
 				}
-				x = decoded{d: d, received: time.Now()}
+				x = decoded{d: d, size: len(d.Body), received: time.Now()}
 			case <-stop:
+				return
+			}
+			if !room.Acquire(x.size) {
 				return
 			}
 			x.b, x.err = DecodeBatch(x.d.Body, x.d.ContentEncoding)
@@ -359,10 +459,86 @@ func (c *Consumer) declare(ch *amqp.Channel) error {
 func (c *Consumer) handle(ctx context.Context, log *slog.Logger, dl *amqp.Channel, x decoded) error {
 	// Once a batch is in hand it is finished, even on stop: the
 	// transaction and the ack are the safe point.
-	work := context.WithoutCancel(ctx)
-	d, b, t := x.d, x.b, x.t
-	work, span := c.startApply(work, d, b, x.received)
+	work, span := c.startApply(context.WithoutCancel(ctx), x.d, x.b, x.received)
 	defer span.End()
+	return c.applyOne(ctx, work, log, dl, x)
+}
+
+// handleGroup lands deliveries whose batches all decoded, in one
+// transaction when the backend is a GroupApplier, and acknowledges them.
+// If one of them cannot be applied, each is applied on its own, so that
+// only that one is set aside.
+func (c *Consumer) handleGroup(ctx context.Context, log *slog.Logger, dl *amqp.Channel, group []decoded) error {
+	ga, ok := c.Backend.(GroupApplier)
+	if !ok || len(group) == 1 {
+		for _, x := range group {
+			if err := c.handle(ctx, log, dl, x); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	works := make([]context.Context, len(group))
+	pending := make([]Pending, len(group))
+	for i, x := range group {
+		var span trace.Span
+		works[i], span = c.startApply(context.WithoutCancel(ctx), x.d, x.b, x.received)
+		defer span.End()
+		span.SetAttributes(spans.Table.String(x.t.Table), spans.Mode.String(string(x.t.Mode)), spans.GroupBatches.Int(len(group)))
+		pending[i] = Pending{Batch: x.b, Target: x.t}
+	}
+	start := time.Now()
+	var outs []Outcome
+	attempts := 0
+	err := c.retry(ctx, log, "apply batches", func() (err error) {
+		attempts++
+		// The transaction is a span in each delivery's trace.
+		spans := make([]trace.Span, len(works))
+		var tctx context.Context
+		for i, w := range works {
+			var tc context.Context
+			tc, spans[i] = c.tracer().Start(w, SpanTransaction)
+			if i == 0 {
+				tctx = tc
+			}
+		}
+		outs, err = ga.ApplyGroup(tctx, pending)
+		for _, ts := range spans {
+			endChild(ts, err)
+		}
+		return err
+	})
+	for _, w := range works {
+		trace.SpanFromContext(w).SetAttributes(spans.Retries.Int(attempts - 1))
+	}
+	if errors.Is(err, ErrRejected) {
+		log.Info("a batch of a group cannot be applied, applying them one by one", "batches", len(group), "error", err)
+		for i, x := range group {
+			if err := c.applyOne(ctx, works[i], log, dl, x); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err != nil {
+		for _, w := range works {
+			trace.SpanFromContext(w).SetAttributes(spans.Outcome.String(outcomeInterrupted))
+		}
+		return nil // stopping: the broker delivers the batches again
+	}
+	for i, x := range group {
+		if err := c.landed(ctx, works[i], log.With("export", x.b.Export, "run", x.b.RunID, "entity", x.b.Entity, "batch", x.b.BatchIndex), x, outs[i], start); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyOne lands one delivery in a transaction of its own and
+// acknowledges it; work carries its span.
+func (c *Consumer) applyOne(ctx, work context.Context, log *slog.Logger, dl *amqp.Channel, x decoded) error {
+	span := trace.SpanFromContext(work)
+	d, b, t := x.d, x.b, x.t
 	if b == nil {
 		return c.reject(work, log, dl, d, x.err)
 	}
@@ -389,6 +565,15 @@ func (c *Consumer) handle(ctx context.Context, log *slog.Logger, dl *amqp.Channe
 		span.SetAttributes(spans.Outcome.String(outcomeInterrupted))
 		return nil // stopping: the broker delivers the batch again
 	}
+	return c.landed(ctx, work, log, x, out, start)
+}
+
+// landed counts and logs a delivery whose batch committed with outcome
+// out, swaps in its snapshot when the batch completed one, and
+// acknowledges it; start is when its transaction began.
+func (c *Consumer) landed(ctx, work context.Context, log *slog.Logger, x decoded, out Outcome, start time.Time) error {
+	span := trace.SpanFromContext(work)
+	d, b, t := x.d, x.b, x.t
 	span.SetAttributes(spans.Outcome.String(out.String()))
 	switch out {
 	case Applied:

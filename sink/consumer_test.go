@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -189,5 +191,101 @@ func TestConsumerDeclare(t *testing.T) {
 	s, err := be.Sample(context.Background(), "groups", 10)
 	if err != nil || s.Count != 1 {
 		t.Errorf("table groups: %+v, %v; want 1 row", s, err)
+	}
+}
+
+// groupCounter counts the batches of the backend's largest group, and
+// holds the first Apply or ApplyGroup until release is closed.
+type groupCounter struct {
+	*postgres.Backend
+	release chan struct{}
+	once    sync.Once
+	largest atomic.Int64
+}
+
+func (g *groupCounter) wait() { g.once.Do(func() { <-g.release }) }
+
+func (g *groupCounter) Apply(ctx context.Context, b *sink.Batch, t sink.Target) (sink.Outcome, error) {
+	g.wait()
+	return g.Backend.Apply(ctx, b, t)
+}
+
+func (g *groupCounter) ApplyGroup(ctx context.Context, group []sink.Pending) ([]sink.Outcome, error) {
+	g.wait()
+	if n := int64(len(group)); n > g.largest.Load() {
+		g.largest.Store(n)
+	}
+	return g.Backend.ApplyGroup(ctx, group)
+}
+
+// TestConsumerGroups: batches delivered together land in one transaction,
+// and one among them that the database refuses (an upsert without its key
+// column) is dead-lettered on its own while the others land.
+func TestConsumerGroups(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	queue := fmt.Sprintf("dmfexport.test.sinkgroups.%d", time.Now().UnixNano())
+	ch := testenv.AMQPChannel(t)
+	testenv.DeleteOnCleanup(t, ch, queue, sink.DeadLetterName(queue))
+	pg, err := postgres.Open(ctx, testenv.PostgresURL(), testenv.PostgresSchema(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	be := &groupCounter{Backend: pg, release: make(chan struct{})}
+	const batches = 10
+	c := &sink.Consumer{Name: "t", URL: testenv.AMQPURL(), Queue: queue, Quorum: true, MaxDeliveries: 1, Prefetch: 2 * batches, Backend: be,
+		Entities: map[string]sink.EntityOptions{"Groups": {Keys: []string{"ID"}}}}
+	if err := c.Declare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range batches + 1 {
+		body := event("20260301T020000Z-aa", "Groups", sink.IncrementalPush, i, i == batches, []string{"ID", "NAME"},
+			map[string]any{"ID": fmt.Sprint(i), "NAME": "n"})
+		if i == batches/2 {
+			body = event("20260301T020000Z-aa", "Groups", sink.IncrementalPush, i, false, []string{"NAME"}, map[string]any{"NAME": "no key"})
+		}
+		if err := ch.PublishWithContext(ctx, "", queue, false, false, amqp.Publishing{MessageId: fmt.Sprint(i), DeliveryMode: amqp.Persistent, Body: body}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	// Hold the first batch until the broker has delivered them all.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.Messages == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s the queue still holds %d messages", q.Messages)
+		}
+		time.Sleep(20 * time.Millisecond) // the broker delivers
+	}
+	close(be.release)
+	st := c.Stats()
+	for st.Batches.Load() < batches || st.DeadLetters.Load() < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s: %d batches, %d dead letters; want %d and 1", st.Batches.Load(), st.DeadLetters.Load(), batches)
+		}
+		time.Sleep(20 * time.Millisecond) // the consumer lands them
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after stop: %v", err)
+	}
+	if n := be.largest.Load(); n < 2 {
+		t.Errorf("largest group %d batches, want several", n)
+	}
+	s, err := pg.Sample(context.Background(), "groups", 100)
+	if err != nil || s.Count != batches {
+		t.Errorf("table groups: %+v, %v; want %d rows", s, err, batches)
+	}
+	if dead := testenv.Drain(t, ch, sink.DeadLetterName(queue)); len(dead) != 1 || dead[0].MessageId != fmt.Sprint(batches/2) {
+		t.Errorf("dead letters %v, want message %d only", dead, batches/2)
 	}
 }

@@ -106,6 +106,23 @@ type Backend interface {
 	Close()
 }
 
+// GroupApplier is a Backend that can apply several batches in one
+// transaction: each batch with its ledger entry as Apply does, all of them
+// committed together or none, so a commit is paid once per group. The
+// consumer groups the batches it holds when its backend is one.
+type GroupApplier interface {
+	// ApplyGroup returns the outcome of each batch, in order. On an error
+	// nothing of the group is applied; one that wraps ErrRejected was met
+	// by one of its batches.
+	ApplyGroup(ctx context.Context, group []Pending) ([]Outcome, error)
+}
+
+// Pending is a batch and where it lands.
+type Pending struct {
+	Batch  *Batch
+	Target Target
+}
+
 // LedgerReader reads what a sink landed, for dmfexport reconcile and
 // status. It only reads: a database the sink never wrote reads as empty.
 type LedgerReader interface {

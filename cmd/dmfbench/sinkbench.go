@@ -338,18 +338,23 @@ func sinkPass(ctx context.Context, mode sink.Mode, keys []string, again bool) (r
 		// As the consumer does, the next body is decoded while a batch is
 		// applied.
 		type decoded struct {
-			b   *sink.Batch
-			t   sink.Target
-			err error
+			b    *sink.Batch
+			t    sink.Target
+			size int
+			err  error
 		}
-		batches := make(chan decoded)
+		room := sink.NewByteBudget(sink.GroupBytes)
+		batches := make(chan decoded, sink.DefaultPrefetch)
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Go(func() {
 			defer close(batches)
 			err := bodies(*childBatches, func(body []byte) (bool, error) {
+				if !room.Acquire(len(body)) {
+					return false, nil
+				}
 				t0 := time.Now()
-				x := decoded{}
+				x := decoded{size: len(body)}
 				x.b, x.err = sink.DecodeBatch(body, "")
 				if x.err == nil {
 					if tag != "" {
@@ -373,23 +378,49 @@ func sinkPass(ctx context.Context, mode sink.Mode, keys []string, again bool) (r
 			}
 		})
 		defer wg.Wait()
+		defer room.Close()
 		defer close(stop)
 		swapped := false
 		for x := range batches {
 			if x.err != nil {
 				return rows, x.err
 			}
-			b, t := x.b, x.t
-			table = t.Table
-			out, err := be.Apply(ctx, b, t)
+			// As the consumer does, the batches decoded meanwhile (up to
+			// its default prefetch and sink.GroupBytes of bodies) land with
+			// it in one transaction.
+			group := []sink.Pending{{Batch: x.b, Target: x.t}}
+			size := x.size
+		gather:
+			for len(group) < sink.DefaultPrefetch {
+				select {
+				case y, ok := <-batches:
+					if !ok {
+						break gather
+					}
+					if y.err != nil {
+						return rows, y.err
+					}
+					group = append(group, sink.Pending{Batch: y.b, Target: y.t})
+					size += y.size
+				default:
+					break gather
+				}
+			}
+			outs, err := be.ApplyGroup(ctx, group)
+			room.Release(size)
 			if err != nil {
 				return rows, err
 			}
-			if out != sink.Applied {
-				return rows, fmt.Errorf("batch %s: %v, want applied", b.MessageID, out)
-			}
-			rows += int64(len(b.Rows))
-			if t.Mode == sink.Snapshot {
+			for i, p := range group {
+				b, t := p.Batch, p.Target
+				table = t.Table
+				if outs[i] != sink.Applied {
+					return rows, fmt.Errorf("batch %s: %v, want applied", b.MessageID, outs[i])
+				}
+				rows += int64(len(b.Rows))
+				if t.Mode != sink.Snapshot {
+					continue
+				}
 				t0 := time.Now()
 				ok, err := be.FinishSnapshot(ctx, t, b.RunID)
 				if ok {

@@ -38,6 +38,8 @@ const (
 	Outcome     = attribute.Key("dmfexport.outcome")
 	Delivery    = attribute.Key("dmfexport.delivery")
 	Swapped     = attribute.Key("dmfexport.swapped")
+	// GroupBatches: the batches landed in the delivery's transaction.
+	GroupBatches = attribute.Key("dmfexport.group_batches")
 )
 
 // Tracer is the tracer of the instrumentation scope name from tp, or from

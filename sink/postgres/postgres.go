@@ -170,17 +170,6 @@ func (b *Backend) inTx(ctx context.Context, f func(pgx.Tx) error) error {
 // hold no hook.
 var faultPoint = func(point string) {}
 
-// atFaultPoint calls faultPoint(point) after f succeeds, before the commit.
-func atFaultPoint(point string, f func(pgx.Tx) error) func(pgx.Tx) error {
-	return func(tx pgx.Tx) error {
-		if err := f(tx); err != nil {
-			return err
-		}
-		faultPoint(point)
-		return nil
-	}
-}
-
 // rejected tells whether err is the database refusing the data: a data
 // exception (class 22), an integrity violation (23), a name or syntax it
 // refuses (42) or a limit (54). Others (connections, deadlocks, a
@@ -207,92 +196,135 @@ func (b *Backend) Applied(ctx context.Context, messageID string) (bool, error) {
 // Apply lands the batch in one transaction with its ledger entry (see
 // sink.Backend).
 func (b *Backend) Apply(ctx context.Context, bt *sink.Batch, t sink.Target) (sink.Outcome, error) {
-	out := sink.Applied
-	// learned is the table's columns once the transaction commits; known
+	outs, err := b.ApplyGroup(ctx, []sink.Pending{{Batch: bt, Target: t}})
+	if err != nil {
+		return sink.Applied, err
+	}
+	return outs[0], nil
+}
+
+// ApplyGroup lands the batches in one transaction, each with its ledger
+// entry (see sink.GroupApplier).
+func (b *Backend) ApplyGroup(ctx context.Context, group []sink.Pending) ([]sink.Outcome, error) {
+	outs := make([]sink.Outcome, len(group))
+	// learned is each table's columns once the transaction commits; known
 	// to other goroutines only then, or they would skip creating a table
 	// that may yet be rolled back.
-	var learned map[string]bool
-	err := b.inTx(ctx, atFaultPoint("apply", func(tx pgx.Tx) error {
-		out, learned = sink.Applied, nil
-		var bc *int
-		if bt.BatchCount > 0 {
-			bc = &bt.BatchCount
-		}
-		// One round trip, each statement seeing what committed before it
-		// ran: the ledger entry; a shared hold on the table's snapshot
-		// lock, so that no swap commits while the batch lands (a swap
-		// holds it alone); whether a newer snapshot is in already; and a
-		// snapshot's state, unless the batch is stale.
-		snaps := b.ident(b.schema, sink.SnapshotsTable)
-		stale := `EXISTS (SELECT 1 FROM ` + snaps + ` WHERE table_name = $1 AND swapped_at IS NOT NULL AND (run_time, run) >= ($2, $3))`
-		q := &pgx.Batch{}
-		q.Queue(`INSERT INTO `+b.ident(b.schema, sink.LedgerTable)+`
-			(message_id, export, run, execution, entity, table_name, mode, batch_index, batch_count, rows, outcome)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'applied') ON CONFLICT (message_id) DO NOTHING`,
-			bt.MessageID, bt.Export, bt.RunID, bt.ExecutionID, bt.Entity, t.Table, string(t.Mode), bt.BatchIndex, bc, len(bt.Rows))
-		q.Queue("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))", b.snapshotLock(t.Table))
-		q.Queue("SELECT "+stale, t.Table, bt.RunTime, bt.RunID)
-		if t.Mode == sink.Snapshot {
-			conflict := "DO NOTHING"
-			if bc != nil {
-				conflict = "DO UPDATE SET batch_count = EXCLUDED.batch_count"
+	var learned map[string]map[string]bool
+	var failed string // the table of the batch that failed
+	err := b.inTx(ctx, func(tx pgx.Tx) error {
+		learned = map[string]map[string]bool{}
+		st := &txState{learned: learned}
+		for i, p := range group {
+			out, cols, err := b.apply(ctx, tx, st, p.Batch, p.Target)
+			if err != nil {
+				failed = p.Target.Table
+				return err
 			}
-			q.Queue(`INSERT INTO `+snaps+` (table_name, run, run_time, entity, batch_count)
-				SELECT $1::text, $3::text, $2::timestamptz, $4::text, $5::integer WHERE NOT `+stale+` ON CONFLICT (table_name, run) `+conflict,
-				t.Table, bt.RunTime, bt.RunID, bt.Entity, bc)
+			outs[i] = out
+			if cols != nil {
+				learned[p.Target.Table] = cols
+			}
+			faultPoint("apply")
 		}
-		res := tx.SendBatch(ctx, q)
-		tag, err := res.Exec()
-		if err != nil {
-			_ = res.Close()
-			return fmt.Errorf("ledger: %w", err)
-		}
-		var isStale bool
-		_, err = res.Exec()
-		if err == nil {
-			err = res.QueryRow().Scan(&isStale)
-		}
-		if err == nil && t.Mode == sink.Snapshot {
-			_, err = res.Exec()
-		}
-		if cerr := res.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("snapshot state: %w", err)
-		}
-		if tag.RowsAffected() == 0 {
-			out = sink.Duplicate
-			return nil
-		}
-		if isStale {
-			out = sink.Stale
-			_, err := tx.Exec(ctx, "UPDATE "+b.ident(b.schema, sink.LedgerTable)+" SET outcome = 'stale' WHERE message_id = $1", bt.MessageID)
-			return err
-		}
-		if learned, err = b.ensureTable(ctx, tx, bt, t); err != nil {
-			return err
-		}
-		switch t.Mode {
-		case sink.Snapshot:
-			return b.copyRows(ctx, tx, b.staging, runTable(t.Table, bt.RunID), bt)
-		case sink.Append:
-			return b.copyRows(ctx, tx, b.schema, t.Table, bt)
-		case sink.Upsert:
-			return b.upsert(ctx, tx, bt, t)
-		}
-		return fmt.Errorf("%w: unknown mode %q", sink.ErrRejected, t.Mode)
-	}))
+		return nil
+	})
 	if err != nil {
-		b.forget(t.Table)
-		return out, fmt.Errorf("table %s: %w", t.Table, err)
+		for _, p := range group {
+			b.forget(p.Target.Table)
+		}
+		return nil, fmt.Errorf("table %s: %w", failed, err)
 	}
-	if learned != nil {
-		b.mu.Lock()
-		b.cols[t.Table] = learned
-		b.mu.Unlock()
+	b.mu.Lock()
+	for table, cols := range learned {
+		b.cols[table] = cols
 	}
-	return out, nil
+	b.mu.Unlock()
+	return outs, nil
+}
+
+// txState is what the batches applied in one transaction share.
+type txState struct {
+	// learned holds the columns of the tables looked up in the
+	// transaction.
+	learned map[string]map[string]bool
+	// upserted names the temporary tables filled in the transaction: one
+	// is emptied only at the commit.
+	upserted map[string]bool
+}
+
+// apply lands one batch and its ledger entry in tx. It returns the
+// table's columns when it looked them up, nil when it knew them.
+func (b *Backend) apply(ctx context.Context, tx pgx.Tx, st *txState, bt *sink.Batch, t sink.Target) (sink.Outcome, map[string]bool, error) {
+	var bc *int
+	if bt.BatchCount > 0 {
+		bc = &bt.BatchCount
+	}
+	// One round trip, each statement seeing what committed before it
+	// ran: the ledger entry; a shared hold on the table's snapshot
+	// lock, so that no swap commits while the batch lands (a swap
+	// holds it alone); whether a newer snapshot is in already; and a
+	// snapshot's state, unless the batch is stale.
+	snaps := b.ident(b.schema, sink.SnapshotsTable)
+	stale := `EXISTS (SELECT 1 FROM ` + snaps + ` WHERE table_name = $1 AND swapped_at IS NOT NULL AND (run_time, run) >= ($2, $3))`
+	q := &pgx.Batch{}
+	q.Queue(`INSERT INTO `+b.ident(b.schema, sink.LedgerTable)+`
+		(message_id, export, run, execution, entity, table_name, mode, batch_index, batch_count, rows, outcome)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'applied') ON CONFLICT (message_id) DO NOTHING`,
+		bt.MessageID, bt.Export, bt.RunID, bt.ExecutionID, bt.Entity, t.Table, string(t.Mode), bt.BatchIndex, bc, len(bt.Rows))
+	q.Queue("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))", b.snapshotLock(t.Table))
+	q.Queue("SELECT "+stale, t.Table, bt.RunTime, bt.RunID)
+	if t.Mode == sink.Snapshot {
+		conflict := "DO NOTHING"
+		if bc != nil {
+			conflict = "DO UPDATE SET batch_count = EXCLUDED.batch_count"
+		}
+		q.Queue(`INSERT INTO `+snaps+` (table_name, run, run_time, entity, batch_count)
+			SELECT $1::text, $3::text, $2::timestamptz, $4::text, $5::integer WHERE NOT `+stale+` ON CONFLICT (table_name, run) `+conflict,
+			t.Table, bt.RunTime, bt.RunID, bt.Entity, bc)
+	}
+	res := tx.SendBatch(ctx, q)
+	tag, err := res.Exec()
+	if err != nil {
+		_ = res.Close()
+		return sink.Applied, nil, fmt.Errorf("ledger: %w", err)
+	}
+	var isStale bool
+	_, err = res.Exec()
+	if err == nil {
+		err = res.QueryRow().Scan(&isStale)
+	}
+	if err == nil && t.Mode == sink.Snapshot {
+		_, err = res.Exec()
+	}
+	if cerr := res.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return sink.Applied, nil, fmt.Errorf("snapshot state: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return sink.Duplicate, nil, nil
+	}
+	if isStale {
+		_, err := tx.Exec(ctx, "UPDATE "+b.ident(b.schema, sink.LedgerTable)+" SET outcome = 'stale' WHERE message_id = $1", bt.MessageID)
+		return sink.Stale, nil, err
+	}
+	learned, err := b.ensureTable(ctx, tx, st, bt, t)
+	if err != nil {
+		return sink.Applied, nil, err
+	}
+	switch t.Mode {
+	case sink.Snapshot:
+		err = b.copyRows(ctx, tx, b.staging, runTable(t.Table, bt.RunID), bt)
+	case sink.Append:
+		err = b.copyRows(ctx, tx, b.schema, t.Table, bt)
+	case sink.Upsert:
+		err = b.upsert(ctx, tx, st, bt, t)
+	default:
+		err = fmt.Errorf("%w: unknown mode %q", sink.ErrRejected, t.Mode)
+	}
+	return sink.Applied, learned, err
 }
 
 // snapshotLock names the advisory lock of a table's snapshots: a swap
@@ -312,7 +344,7 @@ func (b *Backend) forget(table string) {
 // is created with a primary key on t.Keys unless it is appended to. It
 // returns the table's columns when it looked them up, nil when it knew
 // them.
-func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t sink.Target) (map[string]bool, error) {
+func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, st *txState, bt *sink.Batch, t sink.Target) (map[string]bool, error) {
 	want := slices.Concat(t.Keys, bt.Columns)
 	if t.Mode == sink.Upsert {
 		for _, k := range t.Keys {
@@ -322,9 +354,12 @@ func (b *Backend) ensureTable(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t 
 		}
 	}
 	staged := stagedMark + bt.RunID
-	b.mu.Lock()
-	known := b.cols[t.Table]
-	b.mu.Unlock()
+	known := st.learned[t.Table]
+	if known == nil {
+		b.mu.Lock()
+		known = b.cols[t.Table]
+		b.mu.Unlock()
+	}
 	if known != nil && (t.Mode != sink.Snapshot || known[staged]) {
 		missing := false
 		for _, c := range want {
@@ -521,7 +556,7 @@ const upsertTable = "dmfexport_upsert"
 // it copies them into a temporary table, then upserts them all in one
 // statement. Of rows repeating a key within the batch the last one wins,
 // as it would applied one by one.
-func (b *Backend) upsert(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t sink.Target) error {
+func (b *Backend) upsert(ctx context.Context, tx pgx.Tx, st *txState, bt *sink.Batch, t sink.Target) error {
 	if len(bt.Rows) == 0 {
 		return nil
 	}
@@ -542,6 +577,16 @@ func (b *Backend) upsert(ctx context.Context, tx pgx.Tx, bt *sink.Batch, t sink.
 	if _, err := tx.Exec(ctx, "CREATE TEMPORARY TABLE IF NOT EXISTS "+tmp+" ("+strings.Join(defs, ", ")+") ON COMMIT DELETE ROWS"); err != nil {
 		return fmt.Errorf("upsert rows: %w", err)
 	}
+	if st.upserted[tmp] {
+		// Another batch of the transaction filled it.
+		if _, err := tx.Exec(ctx, "TRUNCATE "+tmp); err != nil {
+			return fmt.Errorf("upsert rows: %w", err)
+		}
+	}
+	if st.upserted == nil {
+		st.upserted = map[string]bool{}
+	}
+	st.upserted[tmp] = true
 	cols := quoteAll(slices.Concat(bt.Columns, metaColumns))
 	if _, err := tx.Conn().PgConn().CopyFrom(ctx, &copyStream{bt: bt, rows: keep}, "COPY "+tmp+" ("+cols+") FROM STDIN (FORMAT binary)"); err != nil {
 		return fmt.Errorf("upsert rows: %w", err)
