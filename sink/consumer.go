@@ -68,6 +68,10 @@ type Consumer struct {
 	// attempts counts rejected deliveries per message ID where the queue
 	// does not (classic queues); entries go when the batch leaves.
 	attempts map[string]int
+	// keepBody holds the message IDs of batches the database refused
+	// once their bodies were let go: their next delivery keeps its body,
+	// for the dead letter.
+	keepBody sync.Map
 }
 
 // Stats counts what a Consumer did; read it with Consumer.Stats.
@@ -359,7 +363,7 @@ func (c *Consumer) decodeAhead(deliveries <-chan amqp.Delivery, stop <-chan stru
 				filterColumns(x.b, opts)
 				x.t, x.err = TargetFor(x.b, opts)
 			}
-			if x.err == nil {
+			if _, keep := c.keepBody.Load(x.d.MessageId); x.err == nil && !keep {
 				x.d.Body = nil // decoded: only a dead letter needs it again
 			}
 			select {
@@ -613,6 +617,7 @@ func (c *Consumer) landed(ctx, work context.Context, log *slog.Logger, x decoded
 		}
 	}
 	c.Metrics.batch(c.Name, b, out, time.Since(start))
+	c.keepBody.Delete(d.MessageId)
 	return d.Ack(false)
 }
 
@@ -650,6 +655,12 @@ func (c *Consumer) reject(ctx context.Context, log *slog.Logger, dl *amqp.Channe
 	}
 	c.attempts[d.MessageId]++
 	n := max(deliveries(d), c.attempts[d.MessageId])
+	if d.Body == nil {
+		// Decoded, its body was let go; the database refused it. The
+		// dead letter needs the body: the next delivery keeps it.
+		c.keepBody.Store(d.MessageId, true)
+		n = min(n, limit-1)
+	}
 	if n < limit {
 		log.Warn("batch cannot be applied, requeued", "message_id", d.MessageId, "delivery", n, "max_deliveries", limit, "error", reason)
 		span.SetAttributes(spans.Outcome.String(outcomeRequeued))
@@ -673,6 +684,7 @@ func (c *Consumer) reject(ctx context.Context, log *slog.Logger, dl *amqp.Channe
 		return fmt.Errorf("dead-letter exchange refused batch %s: %w", d.MessageId, err)
 	}
 	delete(c.attempts, d.MessageId)
+	c.keepBody.Delete(d.MessageId)
 	span.SetAttributes(spans.Outcome.String(outcomeDeadLettered))
 	c.stats.DeadLetters.Add(1)
 	c.Metrics.deadLettered(c.Name)
