@@ -254,10 +254,13 @@ func (c *Consumer) session(ctx context.Context, log *slog.Logger) (connected boo
 
 // gather returns first and the batches decoded after it that are ready
 // now, up to the prefetch; next is one that cannot be applied, received
-// among them, to handle after the group.
+// among them, to handle after the group. A group ends with the last batch
+// of a snapshot: its swap is tried before the batches after it land, so
+// that a batch of an older run coming next is stale, as it would be
+// landed on its own.
 func (c *Consumer) gather(first decoded, batches <-chan decoded) (group []decoded, next *decoded) {
 	group = []decoded{first}
-	for len(group) < c.prefetch() {
+	for len(group) < c.prefetch() && !EndsGroup(group[len(group)-1].b, group[len(group)-1].t) {
 		select {
 		case x, ok := <-batches:
 			if !ok {
@@ -321,6 +324,10 @@ func (b *ByteBudget) Close() {
 	b.mu.Unlock()
 	b.cond.Broadcast()
 }
+
+// EndsGroup tells whether a group of batches in one transaction ends with
+// b: the last batch of a snapshot, whose swap is tried after the commit.
+func EndsGroup(b *Batch, t Target) bool { return t.Mode == Snapshot && b.BatchCount > 0 }
 
 // decoded is a delivery and its batch, decoded ahead, with where it lands;
 // err: why it cannot be applied.

@@ -391,7 +391,7 @@ func sinkPass(ctx context.Context, mode sink.Mode, keys []string, again bool) (r
 			group := []sink.Pending{{Batch: x.b, Target: x.t}}
 			size := x.size
 		gather:
-			for len(group) < sink.DefaultPrefetch {
+			for len(group) < sink.DefaultPrefetch && !sink.EndsGroup(group[len(group)-1].Batch, group[len(group)-1].Target) {
 				select {
 				case y, ok := <-batches:
 					if !ok {
