@@ -458,12 +458,10 @@ func fetchZip(ctx context.Context, u string) (*zip.Reader, error) {
 	// Right after success the package can be not yet downloadable (404):
 	// ask again for a while, as dmfexport does.
 	var n int64
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		if n, _, err = unpack.Download(ctx, nil, u, f); !errors.Is(err, unpack.ErrPackageNotFound) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.Await(5*time.Second, func() bool {
+		n, _, err = unpack.Download(ctx, nil, u, f)
+		return !errors.Is(err, unpack.ErrPackageNotFound)
+	})
 	if err != nil {
 		return nil, err
 	}
