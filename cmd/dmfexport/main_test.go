@@ -17,7 +17,10 @@ import (
 )
 
 // binary is the dmfexport program built once for the command tests: exit
-// codes and output are only visible from a real process.
+// codes and output are only visible from a real process. The long tests,
+// which mostly wait on such processes and on the simulator, run in
+// parallel (t.Parallel): each has its own simulator, directory, queue,
+// container and schema.
 var binary string
 
 func TestMain(m *testing.M) {
@@ -162,6 +165,7 @@ func TestCommandExitCodes(t *testing.T) {
 // an unknown definition group fails with exit code 1 and names it, without
 // harming the other.
 func TestTriggerFileSink(t *testing.T) {
+	t.Parallel()
 	sim := dmftest.NewServer(dmftest.Options{
 		Projects:      map[string][]dmftest.Entity{dmftest.DemoDefinitionGroup: dmftest.DemoProject()},
 		ExecutionTime: 100 * time.Millisecond,

@@ -186,10 +186,14 @@ func (s runningSink) stop() string { return s.stopped() }
 func (s runningSink) addr() string {
 	s.t.Helper()
 	re := regexp.MustCompile(`"msg":"operations listener","addr":"([^"]+)"`)
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	var addr string
+	if testenv.Await(10*time.Second, func() bool {
 		if m := re.FindStringSubmatch(s.out.String()); m != nil {
-			return m[1]
+			addr = m[1]
 		}
+		return addr != ""
+	}) {
+		return addr
 	}
 	s.t.Fatalf("the sink logged no operations listener:\n%s", s.out.String())
 	return ""
@@ -254,6 +258,7 @@ func startSink(t *testing.T, l landed, extra ...string) runningSink {
 // batch missing from the ledger, and rows deleted from a snapshot table,
 // each give exit 1 naming the run and the entity.
 func TestReconcile(t *testing.T) {
+	t.Parallel()
 	for _, db := range databases {
 		t.Run(db.name, func(t *testing.T) { testReconcile(t, db.open(t)) })
 	}
@@ -332,16 +337,13 @@ func testReconcile(t *testing.T, db landingDB) {
 // hold n batches.
 func waitDeadLetters(t *testing.T, queue string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got, err := sink.DeadLetters(context.Background(), testenv.AMQPURL(), queue)
-		if err == nil && got == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dead-letter queue of %s: %d batches (%v) after 30s, want %d", queue, got, err, n)
-		}
-		time.Sleep(100 * time.Millisecond)
+	var got int
+	var err error
+	if !testenv.Await(30*time.Second, func() bool {
+		got, err = sink.DeadLetters(context.Background(), testenv.AMQPURL(), queue)
+		return err == nil && got == n
+	}) {
+		t.Fatalf("dead-letter queue of %s: %d batches (%v) after 30s, want %d", queue, got, err, n)
 	}
 }
 
@@ -351,6 +353,7 @@ func waitDeadLetters(t *testing.T, queue string, n int) {
 // lands them: the table equals the file and reconcile exits 0. In
 // PostgreSQL and in SQLite.
 func TestSinkReplayDead(t *testing.T) {
+	t.Parallel()
 	for _, db := range databases {
 		t.Run(db.name, func(t *testing.T) { testSinkReplayDead(t, db.open(t)) })
 	}
