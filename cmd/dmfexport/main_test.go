@@ -6,9 +6,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +26,18 @@ import (
 // container and schema.
 var binary string
 
+// waitingParallel is how many parallel tests run at once unless -parallel
+// says otherwise: they wait on processes rather than use the CPU, so more
+// of them than GOMAXPROCS (go test's default) overlap their waits.
+const waitingParallel = 4
+
 func TestMain(m *testing.M) {
+	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		_ = flag.Set("test.parallel", strconv.Itoa(max(waitingParallel, runtime.GOMAXPROCS(0))))
+	}
 	dir, err := os.MkdirTemp("", "dmfexport-cmd-test")
 	if err != nil {
 		panic(err)
