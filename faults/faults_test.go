@@ -347,8 +347,9 @@ func cases() []faultCase {
 		faultCase{name: "replica clock +2m, @every 10s, one killed", declare: true, schedule: "@every 10s", first: skewedReplicas("+2m")},
 		faultCase{name: "replica clock -2m, @every 10s, one killed", declare: true, schedule: "@every 10s", first: skewedReplicas("-2m")},
 		faultCase{name: "paused owner past lease_ttl, @every 10s", declare: true, schedule: "@every 10s", first: pausedOwner},
+		// Retry-After 1 s: F&O asks whole seconds; the storm is the point, not its length.
 		faultCase{name: "F&O 429 storm", ci: true, declare: true, firstExit: 0,
-			sim: []string{"--fault", "action=*,first=4,status=429,retry-after=2s"}},
+			sim: []string{"--fault", "action=*,first=4,status=429,retry-after=1s"}},
 		faultCase{name: "F&O 5xx every 3rd call", declare: true, firstExit: 0,
 			sim: []string{"--fault", "action=*,every=3,status=503"}},
 		faultCase{name: "F&O connection resets", declare: true, firstExit: 0,
