@@ -92,14 +92,15 @@ func records(t *testing.T, env []string, cfg string) []map[string]any {
 }
 
 // TestReplicasRunEachSlotOnce runs three replicas on one Azure Blob store
-// with a job every four seconds: every slot runs exactly once across them,
+// with a job every six seconds: every slot runs exactly once across them,
 // no slot is skipped, and the work spreads over more than one replica.
 func TestReplicasRunEachSlotOnce(t *testing.T) {
-	t.Parallel()
+	// Not parallel: beside the other command tests a run can outlast its slot.
 	conn := testenv.AzuriteConnString(t)
 	// Slot timing is what this test checks: a run must end well within
 	// its slot even on a loaded machine, so F&O's registration window and
-	// package delay are short here (other tests cover them at length).
+	// package delay are short here (other tests cover them at length) and
+	// a slot is six seconds.
 	sim := dmftest.NewServer(dmftest.Options{
 		Projects:      map[string][]dmftest.Entity{"G": {killEntity("A", 300)}},
 		ExecutionTime: 100 * time.Millisecond,
@@ -108,8 +109,8 @@ func TestReplicasRunEachSlotOnce(t *testing.T) {
 	})
 	defer sim.Close()
 	dir := t.TempDir()
-	const every = 4 * time.Second
-	cfg := replicaConfig(t, dir, "*/4 * * * * *")
+	const every = 6 * time.Second
+	cfg := replicaConfig(t, dir, "*/6 * * * * *")
 	base := append(os.Environ(), "DMFSIM_URL="+sim.URL, "FO_TOKEN="+dmftest.DefaultToken, "AZ_CONN="+conn)
 	duration := time.Minute
 	if testing.Short() {
