@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -167,9 +168,33 @@ sinks:
 		waitDeadLetters(t, l.queue, 2)
 	}
 	waitTables(t, db.rows, want)
-	l.metrics = scrape(t, stop.addr())
+	// A batch's rows are in its table once its transaction commits; the
+	// sink counts it a moment later. Keep the scrape that counts all five.
+	addr := stop.addr()
+	if !testenv.Await(10*time.Second, func() bool {
+		l.metrics = scrape(t, addr)
+		return sinkBatchesCounted(l.metrics) >= 5
+	}) {
+		t.Errorf("the sink's /metrics counts %v of the 5 batches applied or dead-lettered", sinkBatchesCounted(l.metrics))
+	}
 	stop.stop()
 	return l
+}
+
+// sinkBatchesCounted adds up the batches a sink's /metrics counts: taken
+// from the queue with any outcome, or dead-lettered.
+func sinkBatchesCounted(metrics string) float64 {
+	var n float64
+	for line := range strings.Lines(metrics) {
+		if !strings.HasPrefix(line, "dmfexport_sink_batches_total{") && !strings.HasPrefix(line, "dmfexport_sink_dead_letters_total{") {
+			continue
+		}
+		f := strings.Fields(line)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			n += v
+		}
+	}
+	return n
 }
 
 // runningSink is a sink process started by startSink.
