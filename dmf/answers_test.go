@@ -40,11 +40,12 @@ func TestBadAnswersAgainstSimulator(t *testing.T) {
 			{name: "package URL, first 2", fault: dmftest.APIFault{Action: aURL, First: 2}, want: map[string]int{aURL: 4}},
 			{name: "export started behind it", fault: dmftest.APIFault{Action: aExport, First: 1, Apply: true}, want: map[string]int{aExport: 1}},
 			// Not started: the ID is polled for the whole window, then posted again.
-			{name: "export not started", fault: dmftest.APIFault{Action: aExport, First: 1}, register: 1500 * time.Millisecond,
+			{name: "export not started", fault: dmftest.APIFault{Action: aExport, First: 1}, register: 5 * simRegisterDelay,
 				want: map[string]int{aExport: 2}},
 		}
 		for _, cl := range calls {
 			t.Run(kind+", "+cl.name, func(t *testing.T) {
+				t.Parallel()
 				f := cl.fault
 				f.Answer = kind
 				sim, c, logs := simClient(t, dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{f}}},
@@ -90,6 +91,7 @@ func TestPersistentBadAnswerFails(t *testing.T) {
 	for _, kind := range dmftest.AnswerFaults {
 		for _, action := range []string{aStatus, aURL} {
 			t.Run(kind+", "+action, func(t *testing.T) {
+				t.Parallel()
 				sim, c, logs := simClient(t, dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Action: action, Answer: kind}}}},
 					dmf.ClientOptions{MaxRetries: 2})
 				ctx := ctxT(t)

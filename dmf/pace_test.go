@@ -75,7 +75,7 @@ func TestPacerThrottled(t *testing.T) {
 		// Recovery: a tenth of the configured pace per 10 s without a 429.
 		var got []float64
 		for range 6 {
-			time.Sleep(5 * time.Second)
+			time.Sleep(5 * time.Second) // the bubble's clock: no real wait
 			p.succeeded()
 			got = append(got, p.RequestsPerMinute())
 		}
@@ -90,7 +90,7 @@ func TestPacerThrottled(t *testing.T) {
 		}
 		// A later episode halves again, never below a sixteenth.
 		for range 10 {
-			time.Sleep(time.Minute)
+			time.Sleep(time.Minute) // the bubble's clock: no real wait
 			p.throttled(time.Second)
 		}
 		if got := p.RequestsPerMinute(); got != 600.0/16 {
@@ -115,7 +115,7 @@ func TestPacerInFlight(t *testing.T) {
 			got <- time.Since(start)
 			r3()
 		}()
-		time.Sleep(5 * time.Second)
+		time.Sleep(5 * time.Second) // the bubble's clock: no real wait
 		synctest.Wait()
 		r1()
 		if d := <-got; d != 5*time.Second {
@@ -153,6 +153,6 @@ func TestPacerPollTicks(t *testing.T) {
 		}
 		// The ticker stops at its first tick with no one waiting
 		// (synctest.Test fails on a goroutine left behind).
-		time.Sleep(time.Second)
+		time.Sleep(time.Second) // the bubble's clock: no real wait
 	})
 }

@@ -49,6 +49,9 @@ func entities() []dmftest.Entity {
 	}
 }
 
+// simRegisterDelay is the simulator's register window in simClient.
+const simRegisterDelay = 100 * time.Millisecond
+
 // simClient starts a simulator with opts (group "G" unless opts has
 // projects) and returns it with a client whose retry delays are tiny.
 func simClient(t *testing.T, opts dmftest.Options, co dmf.ClientOptions) (*dmftest.Server, *dmf.Client, *logSink) {
@@ -58,6 +61,11 @@ func simClient(t *testing.T, opts dmftest.Options, co dmf.ClientOptions) (*dmfte
 	}
 	if opts.ExecutionTime == 0 {
 		opts.ExecutionTime = 30 * time.Millisecond
+	}
+	if opts.RegisterDelay == 0 {
+		// F&O's "not registered yet" window, short: every export still
+		// meets it, without a second of real time per test case.
+		opts.RegisterDelay = simRegisterDelay
 	}
 	sim := dmftest.NewServer(opts)
 	t.Cleanup(sim.Close)
@@ -76,7 +84,7 @@ func simClient(t *testing.T, opts dmftest.Options, co dmf.ClientOptions) (*dmfte
 		co.MaxThrottleWait = 20 * time.Millisecond
 	}
 	if co.RegisterTimeout == 0 {
-		co.RegisterTimeout = 3 * time.Second // above the simulator's 1 s window
+		co.RegisterTimeout = 10 * simRegisterDelay // well above the simulator's window
 	}
 	if co.RegisterInterval == 0 {
 		co.RegisterInterval = 5 * time.Millisecond
@@ -135,6 +143,7 @@ func TestStatusValuesAgainstSimulator(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			// Long enough that the first ask sees the execution still running.
 			opts := dmftest.Options{ExecutionTime: 300 * time.Millisecond}
 			if tt.final != "" {
@@ -382,12 +391,13 @@ func TestAPIFaultsAgainstSimulator(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			sim, c, logs := simClient(t, tt.opts, tt.co)
 			ctx := ctxT(t)
 			poll := fastPoll
 			if tt.opts.Faults.StuckExecution {
-				// Past the simulator's 1 s "not registered yet" window.
-				poll.Deadline = 1500 * time.Millisecond
+				// Past the simulator's "not registered yet" window.
+				poll.Deadline = 5 * simRegisterDelay
 			}
 			start := time.Now()
 			err := func() error {
@@ -458,12 +468,10 @@ func fetchZip(ctx context.Context, u string) (*zip.Reader, error) {
 	// Right after success the package can be not yet downloadable (404):
 	// ask again for a while, as dmfexport does.
 	var n int64
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		if n, _, err = unpack.Download(ctx, nil, u, f); !errors.Is(err, unpack.ErrPackageNotFound) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.Await(5*time.Second, func() bool {
+		n, _, err = unpack.Download(ctx, nil, u, f)
+		return !errors.Is(err, unpack.ErrPackageNotFound)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -512,6 +520,7 @@ func TestDownloadFaultsAgainstSimulator(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			// Downloads are counted per fault: the package is downloadable at
 			// once (the not-yet-downloadable 404s are tested in jobs).
 			sim, c, _ := simClient(t, dmftest.Options{Faults: tt.faults, PackageDelay: -1}, dmf.ClientOptions{})

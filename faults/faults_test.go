@@ -178,14 +178,14 @@ func atStage(e *env, p *proc, stage string) bool {
 	ok := p.waitLine(60*time.Second, stageOf(stage)...)
 	if stage == "polling" {
 		// the poll itself shows in the simulator's log
-		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && e.sim.count("action=GetExecutionSummaryStatus") == 0; time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && e.sim.count("action=GetExecutionSummaryStatus") == 0; time.Sleep(20 * time.Millisecond) { // the dmfexport process polls the dmfsim process
 		}
 		ok = true
 	}
 	if stage == "publishing" {
 		// A little into it: A's 2,000 batches take about a second on an
 		// idle machine, so a later signal can come after the end.
-		time.Sleep(time.Duration(50+rand.IntN(150)) * time.Millisecond)
+		time.Sleep(time.Duration(50+rand.IntN(150)) * time.Millisecond) // the dmfexport process is a little into publishing
 	}
 	if !ok {
 		e.t.Errorf("the run never reached stage %s:\n%s", stage, tail(p.log(), 20))
@@ -219,9 +219,9 @@ func cases() []faultCase {
 			}
 			for range cuts {
 				e.proxy.SetDown(true)
-				time.Sleep(time.Duration(300+rand.IntN(1200)) * time.Millisecond)
+				time.Sleep(time.Duration(300+rand.IntN(1200)) * time.Millisecond) // the dmfexport process meets the broker down for a while
 				e.proxy.SetDown(false)
-				time.Sleep(time.Duration(200+rand.IntN(800)) * time.Millisecond)
+				time.Sleep(time.Duration(200+rand.IntN(800)) * time.Millisecond) // and up again for a while, before the next cut
 			}
 		}
 	}
@@ -262,7 +262,7 @@ func cases() []faultCase {
 				if !svc.waitLine(60*time.Second, "run still waiting for broker") {
 					return 1, "service did not try the waiting run"
 				}
-				time.Sleep(2 * time.Second)
+				time.Sleep(2 * time.Second) // the service process retries the broker in vain a while
 				e.proxy.SetDown(false)
 				ok := svc.waitLine(60*time.Second, `"msg":"run finished"`, `"state":"succeeded"`)
 				svc.signal(syscall.SIGTERM)
@@ -313,7 +313,7 @@ func cases() []faultCase {
 				if err := broker.ctl("set_disk_free_limit", "10000GB"); err != nil {
 					e.t.Error(err)
 				}
-				time.Sleep(6 * time.Second)
+				time.Sleep(6 * time.Second) // the broker node holds its disk alarm a while
 				if err := broker.ctl("set_disk_free_limit", "50MB"); err != nil {
 					e.t.Error(err)
 				}
@@ -347,8 +347,9 @@ func cases() []faultCase {
 		faultCase{name: "replica clock +2m, @every 10s, one killed", declare: true, schedule: "@every 10s", first: skewedReplicas("+2m")},
 		faultCase{name: "replica clock -2m, @every 10s, one killed", declare: true, schedule: "@every 10s", first: skewedReplicas("-2m")},
 		faultCase{name: "paused owner past lease_ttl, @every 10s", declare: true, schedule: "@every 10s", first: pausedOwner},
+		// Retry-After 1 s: F&O asks whole seconds; the storm is the point, not its length.
 		faultCase{name: "F&O 429 storm", ci: true, declare: true, firstExit: 0,
-			sim: []string{"--fault", "action=*,first=4,status=429,retry-after=2s"}},
+			sim: []string{"--fault", "action=*,first=4,status=429,retry-after=1s"}},
 		faultCase{name: "F&O 5xx every 3rd call", declare: true, firstExit: 0,
 			sim: []string{"--fault", "action=*,every=3,status=503"}},
 		faultCase{name: "F&O connection resets", declare: true, firstExit: 0,
@@ -409,7 +410,7 @@ func cases() []faultCase {
 				if d.stage == "exporting" {
 					// Past the register window: F&O knows the execution.
 					if p.waitLine(60*time.Second, stageOf(d.stage)...) {
-						time.Sleep(1500 * time.Millisecond)
+						time.Sleep(1500 * time.Millisecond) // the dmfsim process has registered the execution
 						p.signal(syscall.SIGKILL)
 					}
 				} else if atStage(e, p, d.stage) {
@@ -445,11 +446,11 @@ func cases() []faultCase {
 					}
 					if stop {
 						e.az.stop()
-						time.Sleep(5 * time.Second)
+						time.Sleep(5 * time.Second) // the Azurite process is down a while
 						e.az.start()
 					} else {
 						e.az.p.signal(syscall.SIGSTOP)
-						time.Sleep(5 * time.Second)
+						time.Sleep(5 * time.Second) // the Azurite process is frozen a while
 						e.az.p.signal(syscall.SIGCONT)
 					}
 					select {
@@ -699,14 +700,14 @@ func (e *env) consume() {
 			e.mu.Lock()
 			e.delivered.add(e.t, m)
 			e.mu.Unlock()
-			time.Sleep(e.c.slowConsumer)
+			time.Sleep(e.c.slowConsumer) // a slow consumer: the broker node holds the rest
 			_ = m.Ack(false)
 		}
 	}()
 	e.stopCons = func() {
 		// Wait until the queue is empty and nothing more arrives.
 		last := -1
-		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) { // the broker node delivers what the dmfexport process published
 			e.mu.Lock()
 			n := len(e.delivered.msgs) + e.delivered.dupBatches
 			e.mu.Unlock()
@@ -853,7 +854,7 @@ func (e *env) restartSim() {
 	old := e.sim.exports()
 	e.sim = &sim{proc: p, url: e.sim.url}
 	e.sim.base = old
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) { // the restarted dmfsim process starts listening
 		if c, err := (&net.Dialer{}).DialContext(e.t.Context(), "tcp", addr); err == nil {
 			_ = c.Close()
 			break
@@ -1031,12 +1032,12 @@ func twoReplicas(e *env) int {
 	a := e.dmfexport("run", "--listen", "", "--stop-timeout", "30s")
 	b := e.dmfexport("run", "--listen", "", "--stop-timeout", "30s")
 	start := time.Now()
-	time.Sleep(50 * time.Second)
+	time.Sleep(50 * time.Second) // the replica processes run several slots first
 	// Kill whichever replica publishes next, mid-entity.
 	pub := []string{`"msg":"publishing entity"`, `"entity":"A"`}
 	na, nb := a.count(pub...), b.count(pub...)
 	victim := -1
-	for deadline := time.Now().Add(30 * time.Second); victim < 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); victim < 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) { // a replica process starts publishing
 		switch {
 		case a.count(pub...) > na:
 			victim = 0
@@ -1044,7 +1045,7 @@ func twoReplicas(e *env) int {
 			victim = 1
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // the replica process is mid-entity when killed
 	survivor := b
 	if victim == 1 {
 		survivor = a
@@ -1052,7 +1053,7 @@ func twoReplicas(e *env) int {
 	} else {
 		a.signal(syscall.SIGKILL)
 	}
-	time.Sleep(time.Until(start.Add(2 * time.Minute)))
+	time.Sleep(time.Until(start.Add(2 * time.Minute))) // the surviving replica process runs to two minutes
 	survivor.signal(syscall.SIGTERM)
 	code, ok := survivor.wait(40 * time.Second)
 	if !ok {
@@ -1077,11 +1078,11 @@ func skewedReplicas(skew string) func(e *env) int {
 		b := e.dmfexportEnv([]string{"DMFEXPORT_FAULTS_CLOCK_SKEW=" + skew}, "run", "--listen", "", "--stop-timeout", "30s")
 		reps := []*proc{a, b}
 		start := time.Now()
-		time.Sleep(50 * time.Second)
+		time.Sleep(50 * time.Second) // the replica processes run several slots first
 		pub := []string{`"msg":"publishing entity"`, `"entity":"A"`}
 		seen := []int{a.count(pub...), b.count(pub...)}
 		victim := -1
-		for deadline := time.Now().Add(40 * time.Second); victim < 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(40 * time.Second); victim < 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) { // a replica process starts publishing
 			for i, p := range reps {
 				if p.count(pub...) > seen[i] {
 					victim = i
@@ -1093,11 +1094,11 @@ func skewedReplicas(skew string) func(e *env) int {
 			e.t.Errorf("neither replica published within 90s:\n%s\n%s", tail(a.log(), 10), tail(b.log(), 10))
 			victim = 0
 		}
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(300 * time.Millisecond) // the replica process is mid-entity when killed
 		reps[victim].signal(syscall.SIGKILL)
 		runID := lastRunID(reps[victim], pub...)
 		survivor := reps[1-victim]
-		time.Sleep(time.Until(start.Add(2 * time.Minute)))
+		time.Sleep(time.Until(start.Add(2 * time.Minute))) // the surviving replica process runs to two minutes
 		survivor.signal(syscall.SIGTERM)
 		code, ok := survivor.wait(40 * time.Second)
 		if !ok {
@@ -1166,7 +1167,7 @@ func pausedOwner(e *env) int {
 	seen := []int{0, 0}
 	for attempt := 0; own == nil && attempt < 3; attempt++ {
 		owner := -1
-		for deadline := time.Now().Add(60 * time.Second); owner < 0 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		for deadline := time.Now().Add(60 * time.Second); owner < 0 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) { // a replica process starts publishing
 			for i, p := range reps {
 				if n := p.count(pub...); n > seen[i] {
 					owner = i
@@ -1177,7 +1178,7 @@ func pausedOwner(e *env) int {
 		if owner < 0 {
 			break
 		}
-		time.Sleep(time.Duration(20+rand.IntN(80)) * time.Millisecond)
+		time.Sleep(time.Duration(20+rand.IntN(80)) * time.Millisecond) // the owner process is into publishing when paused
 		reps[owner].signal(syscall.SIGSTOP)
 		paused = time.Now()
 		seen = []int{a.count(pub...), b.count(pub...)}
@@ -1194,7 +1195,7 @@ func pausedOwner(e *env) int {
 	}
 	// What the owner handed the broker before the pause has arrived a
 	// second later; the adopter may publish those batches again.
-	time.Sleep(time.Second)
+	time.Sleep(time.Second) // the broker node delivers what the owner process handed it
 	before := map[string]bool{}
 	e.mu.Lock()
 	for id := range e.delivered.msgs {

@@ -128,7 +128,7 @@ func startRabbit(dir string) (*rabbitNode, error) {
 		return nil, fmt.Errorf("start a private RabbitMQ node: %w", err)
 	}
 	n := &rabbitNode{url: fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", port), name: name, private: true, cmd: cmd}
-	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) { // the private RabbitMQ node starts
 		if c, err := amqp.Dial(n.url); err == nil {
 			_ = c.Close()
 			return n, nil
@@ -338,7 +338,7 @@ func startSimData(t *testing.T, dir, data string, flags ...string) *sim {
 	args := append([]string{"--addr", addr, "--project", "G=" + data, "--execution-time", "1500ms"}, flags...)
 	p := startProc(t, os.Environ(), dir, "dmfsim", args...)
 	s := &sim{proc: p, url: "http://" + addr}
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) { // the dmfsim process starts listening
 		if c, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", addr); err == nil {
 			_ = c.Close()
 			return s

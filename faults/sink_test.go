@@ -92,7 +92,7 @@ func sinkCases() []sinkCase {
 			e.trigger()
 			e.waitLedger(40)
 			e.db.ctl("stop", "-m", "immediate") // as a crash: recovery on start
-			time.Sleep(2 * time.Second)
+			time.Sleep(2 * time.Second)         // the database process stays down a while
 			e.db.start()
 			e.landed()
 			for _, p := range e.sinks {
@@ -122,7 +122,7 @@ func sinkCases() []sinkCase {
 			e.publish(append(msgs, again...))
 			e.landed()
 			// The tables can be whole while second copies still wait.
-			for deadline := time.Now().Add(time.Minute); e.sinks[0].count("batch already applied, skipped") < len(msgs) && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			for deadline := time.Now().Add(time.Minute); e.sinks[0].count("batch already applied, skipped") < len(msgs) && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) { // the sink process skips the second copies
 			}
 			if n := e.sinks[0].count("batch already applied, skipped"); n != len(msgs) {
 				e.t.Errorf("the sink skipped %d batches as already applied, want %d", n, len(msgs))
@@ -180,7 +180,7 @@ func sinkCases() []sinkCase {
 			e.publishRaw(append(all, poison...))
 			e.landed()
 			// Each is delivered max_deliveries (2) times, a second apart.
-			for deadline := time.Now().Add(time.Minute); e.deadLetters() < 4 && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			for deadline := time.Now().Add(time.Minute); e.deadLetters() < 4 && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) { // the broker node redelivers to the sink process
 			}
 			for _, reason := range []string{"not a JSON event", "event type", "invalid byte sequence", "is not in the batch"} {
 				if e.sinks[0].count(`"msg":"batch dead-lettered"`, reason) != 1 {
@@ -414,7 +414,7 @@ func (e *sinkEnv) trigger() {
 
 // waitLedger waits until the sink's ledger holds n batches.
 func (e *sinkEnv) waitLedger(n int) {
-	for deadline := time.Now().Add(sinkLanded); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(sinkLanded); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) { // the sink process applies batches
 		if got, _ := e.db.ledger(); got >= n {
 			return
 		}
@@ -478,7 +478,7 @@ func editBatch(t *testing.T, body []byte, id string, f func(map[string]any)) []b
 // reconcile finds nothing to report.
 func (e *sinkEnv) landed() {
 	var why string
-	for deadline := time.Now().Add(sinkLanded); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+	for deadline := time.Now().Add(sinkLanded); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) { // the sink process lands the batches; each check runs a reconcile process
 		why = ""
 		for _, ent := range []string{"A", "B"} {
 			if lost, extra := e.compare(strings.ToLower(ent), e.files[ent]); lost+extra != 0 {

@@ -115,12 +115,8 @@ func TestConsumer(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	st := c.Stats()
-	deadline := time.Now().Add(30 * time.Second)
-	for st.DeadLetters.Load() < 2 || st.Batches.Load() < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("after 30s: %d batches, %d dead letters; want 2 and 2", st.Batches.Load(), st.DeadLetters.Load())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testenv.Await(30*time.Second, func() bool { return st.DeadLetters.Load() >= 2 && st.Batches.Load() >= 2 }) {
+		t.Fatalf("after 30s: %d batches, %d dead letters; want 2 and 2", st.Batches.Load(), st.DeadLetters.Load())
 	}
 	cancel()
 	if err := <-done; err != nil {
@@ -177,12 +173,8 @@ func TestConsumerDeclare(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for c.Stats().Swaps.Load() < 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("after 30s: %d batches applied, want 1 swapped in", c.Stats().Batches.Load())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !testenv.Await(30*time.Second, func() bool { return c.Stats().Swaps.Load() >= 1 }) {
+		t.Fatalf("after 30s: %d batches applied, want 1 swapped in", c.Stats().Batches.Load())
 	}
 	cancel()
 	if err := <-done; err != nil {

@@ -83,13 +83,9 @@ func TestConsumerQueueDepth(t *testing.T) {
 	series := `dmfexport_sink_queue_messages{sink="depth"}`
 	waitFor := func(what string, ok func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for !ok() {
-			if time.Now().After(deadline) {
-				v, served := scrape(t, m, series)
-				t.Fatalf("after 30s, still not %s: %s = %v (served %v), %d batches applied", what, series, v, served, c.Stats().Batches.Load())
-			}
-			time.Sleep(20 * time.Millisecond)
+		if !testenv.Await(30*time.Second, ok) {
+			v, served := scrape(t, m, series)
+			t.Fatalf("after 30s, still not %s: %s = %v (served %v), %d batches applied", what, series, v, served, c.Stats().Batches.Load())
 		}
 	}
 	waitFor("the batches behind the one in hand counted", func() bool {

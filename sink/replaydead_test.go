@@ -35,12 +35,10 @@ func TestReplayDead(t *testing.T) {
 		cctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- c.Run(cctx) }()
-		deadline := time.Now().Add(30 * time.Second)
-		for c.Stats().Batches.Load() < want || c.Stats().DeadLetters.Load() < dead {
-			if time.Now().After(deadline) {
-				t.Fatalf("after 30s: %d batches, %d dead letters; want %d and %d", c.Stats().Batches.Load(), c.Stats().DeadLetters.Load(), want, dead)
-			}
-			time.Sleep(50 * time.Millisecond)
+		if !testenv.Await(30*time.Second, func() bool {
+			return c.Stats().Batches.Load() >= want && c.Stats().DeadLetters.Load() >= dead
+		}) {
+			t.Fatalf("after 30s: %d batches, %d dead letters; want %d and %d", c.Stats().Batches.Load(), c.Stats().DeadLetters.Load(), want, dead)
 		}
 		cancel()
 		if err := <-done; err != nil {

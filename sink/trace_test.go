@@ -114,12 +114,8 @@ func TestConsumerTrace(t *testing.T) {
 		}
 		return out
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for len(applySpans()) < deliveries {
-		if time.Now().After(deadline) {
-			t.Fatalf("after 30s: %d %q spans, want %d", len(applySpans()), sink.SpanApply, deliveries)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !testenv.Await(30*time.Second, func() bool { return len(applySpans()) >= deliveries }) {
+		t.Fatalf("after 30s: %d %q spans, want %d", len(applySpans()), sink.SpanApply, deliveries)
 	}
 	cancel()
 	if err := <-done; err != nil {

@@ -47,6 +47,7 @@ func writeUnfinished(t *testing.T, storeDir, runID string, owned bool) string {
 // final record beside the others, lists every run and names the damaged
 // record, exit 0.
 func TestAbandonCommand(t *testing.T) {
+	t.Parallel()
 	sim := dmftest.NewServer(dmftest.Options{
 		Projects:      map[string][]dmftest.Entity{dmftest.DemoDefinitionGroup: dmftest.DemoProject()},
 		ExecutionTime: 100 * time.Millisecond,

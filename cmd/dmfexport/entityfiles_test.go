@@ -183,6 +183,7 @@ func referenceRows(t *testing.T, f entityFile, text string) []map[string]string 
 // read right without a setting: each fails its entity with an error
 // naming the setting, and the others still publish.
 func TestTriggerEntityFiles(t *testing.T) {
+	t.Parallel()
 	widths := []int{8, 22, 24, 12, 10}
 	good := []entityFile{
 		{name: "Windows 1252, no setting", format: dmftest.TextFormat{CodePage: 1252}, header: westernHeader, rows: westernRows,

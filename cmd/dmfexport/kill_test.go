@@ -32,6 +32,7 @@ func killEntity(name string, n int) dmftest.Entity {
 // record, F&O sees exactly one export, and every row reaches RabbitMQ; a
 // batch delivered twice carries the same message ID both times.
 func TestKillAndResume(t *testing.T) {
+	t.Parallel()
 	stages := []struct {
 		name   string
 		killOn func(l map[string]any, sim *dmftest.Server) bool
@@ -47,6 +48,7 @@ func TestKillAndResume(t *testing.T) {
 	const rowsA, rowsB = 40000, 1500
 	for _, st := range stages {
 		t.Run(st.name, func(t *testing.T) {
+			t.Parallel()
 			sim := dmftest.NewServer(dmftest.Options{
 				Projects:      map[string][]dmftest.Entity{"G": {killEntity("A", rowsA), killEntity("B", rowsB)}},
 				ExecutionTime: 1500 * time.Millisecond,
@@ -70,11 +72,10 @@ func TestKillAndResume(t *testing.T) {
 			logs.wait(t, "of stage "+st.name, 30*time.Second, func(l map[string]any) bool { return st.killOn(l, sim) })
 			if st.name == "publishing" {
 				// Let some batches through first, so the kill lands mid-entity.
-				for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-					if q, err := ch.QueueDeclarePassive(name, true, false, false, false, nil); err == nil && q.Messages >= 400 {
-						break
-					}
-				}
+				testenv.Await(20*time.Second, func() bool {
+					q, err := ch.QueueDeclarePassive(name, true, false, false, false, nil)
+					return err == nil && q.Messages >= 400
+				})
 			}
 			if err := first.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)

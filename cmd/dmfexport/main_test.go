@@ -6,9 +6,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,10 +20,24 @@ import (
 )
 
 // binary is the dmfexport program built once for the command tests: exit
-// codes and output are only visible from a real process.
+// codes and output are only visible from a real process. The long tests,
+// which mostly wait on such processes and on the simulator, run in
+// parallel (t.Parallel): each has its own simulator, directory, queue,
+// container and schema.
 var binary string
 
+// waitingParallel is how many parallel tests run at once unless -parallel
+// says otherwise: they wait on processes rather than use the CPU, so more
+// of them than GOMAXPROCS (go test's default) overlap their waits.
+const waitingParallel = 4
+
 func TestMain(m *testing.M) {
+	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		_ = flag.Set("test.parallel", strconv.Itoa(max(waitingParallel, runtime.GOMAXPROCS(0))))
+	}
 	dir, err := os.MkdirTemp("", "dmfexport-cmd-test")
 	if err != nil {
 		panic(err)
@@ -162,6 +179,7 @@ func TestCommandExitCodes(t *testing.T) {
 // an unknown definition group fails with exit code 1 and names it, without
 // harming the other.
 func TestTriggerFileSink(t *testing.T) {
+	t.Parallel()
 	sim := dmftest.NewServer(dmftest.Options{
 		Projects:      map[string][]dmftest.Entity{dmftest.DemoDefinitionGroup: dmftest.DemoProject()},
 		ExecutionTime: 100 * time.Millisecond,

@@ -128,6 +128,7 @@ func waitExit(t *testing.T, cmd *exec.Cmd, exited <-chan struct{}) {
 // negative duration. The resumed run's JSON lines carry each key once and
 // give durations in seconds.
 func TestInterruptAndResumeLogs(t *testing.T) {
+	t.Parallel()
 	sim := dmftest.NewServer(dmftest.Options{
 		Projects:      map[string][]dmftest.Entity{"G": {slowEntity("A", 12000)}},
 		ExecutionTime: 500 * time.Millisecond,
@@ -158,7 +159,7 @@ exports:
 		t.Run(tt.name, func(t *testing.T) {
 			args := append(append([]string{}, tt.args...), "--config", cfg)
 			cmd, exited, stdout, stderr := startLogged(t, env, func(l string) bool { return strings.Contains(l, `"msg":"run downloading"`) }, args...)
-			time.Sleep(300 * time.Millisecond) // mid-download
+			time.Sleep(300 * time.Millisecond) // the dmfexport process is mid-download when signalled
 			if err := cmd.Process.Signal(tt.sig); err != nil {
 				t.Fatal(err)
 			}

@@ -337,6 +337,7 @@ func TestPackageFixturesUpToDate(t *testing.T) {
 // exit 0, name each absent file in its summary, and tag every batch with
 // its entity's refresh type.
 func TestTriggerRealPackages(t *testing.T) {
+	t.Parallel()
 	pkgs := append(fixturePackages(t), largeFixture())
 	served := map[string][]byte{}
 	for _, p := range pkgs {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -167,9 +168,33 @@ sinks:
 		waitDeadLetters(t, l.queue, 2)
 	}
 	waitTables(t, db.rows, want)
-	l.metrics = scrape(t, stop.addr())
+	// A batch's rows are in its table once its transaction commits; the
+	// sink counts it a moment later. Keep the scrape that counts all five.
+	addr := stop.addr()
+	if !testenv.Await(10*time.Second, func() bool {
+		l.metrics = scrape(t, addr)
+		return sinkBatchesCounted(l.metrics) >= 5
+	}) {
+		t.Errorf("the sink's /metrics counts %v of the 5 batches applied or dead-lettered", sinkBatchesCounted(l.metrics))
+	}
 	stop.stop()
 	return l
+}
+
+// sinkBatchesCounted adds up the batches a sink's /metrics counts: taken
+// from the queue with any outcome, or dead-lettered.
+func sinkBatchesCounted(metrics string) float64 {
+	var n float64
+	for line := range strings.Lines(metrics) {
+		if !strings.HasPrefix(line, "dmfexport_sink_batches_total{") && !strings.HasPrefix(line, "dmfexport_sink_dead_letters_total{") {
+			continue
+		}
+		f := strings.Fields(line)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			n += v
+		}
+	}
+	return n
 }
 
 // runningSink is a sink process started by startSink.
@@ -186,10 +211,14 @@ func (s runningSink) stop() string { return s.stopped() }
 func (s runningSink) addr() string {
 	s.t.Helper()
 	re := regexp.MustCompile(`"msg":"operations listener","addr":"([^"]+)"`)
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	var addr string
+	if testenv.Await(10*time.Second, func() bool {
 		if m := re.FindStringSubmatch(s.out.String()); m != nil {
-			return m[1]
+			addr = m[1]
 		}
+		return addr != ""
+	}) {
+		return addr
 	}
 	s.t.Fatalf("the sink logged no operations listener:\n%s", s.out.String())
 	return ""
@@ -254,6 +283,7 @@ func startSink(t *testing.T, l landed, extra ...string) runningSink {
 // batch missing from the ledger, and rows deleted from a snapshot table,
 // each give exit 1 naming the run and the entity.
 func TestReconcile(t *testing.T) {
+	t.Parallel()
 	for _, db := range databases {
 		t.Run(db.name, func(t *testing.T) { testReconcile(t, db.open(t)) })
 	}
@@ -332,16 +362,13 @@ func testReconcile(t *testing.T, db landingDB) {
 // hold n batches.
 func waitDeadLetters(t *testing.T, queue string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got, err := sink.DeadLetters(context.Background(), testenv.AMQPURL(), queue)
-		if err == nil && got == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dead-letter queue of %s: %d batches (%v) after 30s, want %d", queue, got, err, n)
-		}
-		time.Sleep(100 * time.Millisecond)
+	var got int
+	var err error
+	if !testenv.Await(30*time.Second, func() bool {
+		got, err = sink.DeadLetters(context.Background(), testenv.AMQPURL(), queue)
+		return err == nil && got == n
+	}) {
+		t.Fatalf("dead-letter queue of %s: %d batches (%v) after 30s, want %d", queue, got, err, n)
 	}
 }
 
@@ -351,6 +378,7 @@ func waitDeadLetters(t *testing.T, queue string, n int) {
 // lands them: the table equals the file and reconcile exits 0. In
 // PostgreSQL and in SQLite.
 func TestSinkReplayDead(t *testing.T) {
+	t.Parallel()
 	for _, db := range databases {
 		t.Run(db.name, func(t *testing.T) { testSinkReplayDead(t, db.open(t)) })
 	}

@@ -92,13 +92,15 @@ func records(t *testing.T, env []string, cfg string) []map[string]any {
 }
 
 // TestReplicasRunEachSlotOnce runs three replicas on one Azure Blob store
-// with a job every four seconds: every slot runs exactly once across them,
+// with a job every six seconds: every slot runs exactly once across them,
 // no slot is skipped, and the work spreads over more than one replica.
 func TestReplicasRunEachSlotOnce(t *testing.T) {
+	// Not parallel: beside the other command tests a run can outlast its slot.
 	conn := testenv.AzuriteConnString(t)
 	// Slot timing is what this test checks: a run must end well within
 	// its slot even on a loaded machine, so F&O's registration window and
-	// package delay are short here (other tests cover them at length).
+	// package delay are short here (other tests cover them at length) and
+	// a slot is six seconds.
 	sim := dmftest.NewServer(dmftest.Options{
 		Projects:      map[string][]dmftest.Entity{"G": {killEntity("A", 300)}},
 		ExecutionTime: 100 * time.Millisecond,
@@ -107,8 +109,8 @@ func TestReplicasRunEachSlotOnce(t *testing.T) {
 	})
 	defer sim.Close()
 	dir := t.TempDir()
-	const every = 4 * time.Second
-	cfg := replicaConfig(t, dir, "*/4 * * * * *")
+	const every = 6 * time.Second
+	cfg := replicaConfig(t, dir, "*/6 * * * * *")
 	base := append(os.Environ(), "DMFSIM_URL="+sim.URL, "FO_TOKEN="+dmftest.DefaultToken, "AZ_CONN="+conn)
 	duration := time.Minute
 	if testing.Short() {
@@ -119,7 +121,7 @@ func TestReplicasRunEachSlotOnce(t *testing.T) {
 		env := append(slices.Clip(base), "REPLICA_DIR="+filepath.Join(dir, fmt.Sprintf("r%d", i)))
 		reps = append(reps, startReplica(t, env, "run", "--config", cfg, "--listen", "", "--log-format", "json"))
 	}
-	time.Sleep(duration)
+	time.Sleep(duration) // the replica processes run the schedule for this long
 	for _, r := range reps {
 		_ = r.cmd.Process.Signal(syscall.SIGTERM)
 	}
@@ -184,6 +186,7 @@ func TestReplicasRunEachSlotOnce(t *testing.T) {
 // SIGKILL; one of two other replicas adopts the run from its record and
 // finishes it, without a second F&O export.
 func TestReplicaTakesOverKilledRun(t *testing.T) {
+	t.Parallel()
 	conn := testenv.AzuriteConnString(t)
 	sim := dmftest.NewServer(dmftest.Options{
 		Projects:      map[string][]dmftest.Entity{"G": {killEntity("A", 3000)}},
@@ -197,7 +200,7 @@ func TestReplicaTakesOverKilledRun(t *testing.T) {
 
 	first := startReplica(t, env("first"), "trigger", "--config", cfg, "--log-format", "json", "--log-level", "info", "shared")
 	first.logs.wait(t, "of the export being polled", 30*time.Second, msgIs("run exporting"))
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(500 * time.Millisecond) // the replica process is into its polling when killed
 	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -205,14 +208,10 @@ func TestReplicaTakesOverKilledRun(t *testing.T) {
 
 	b := startReplica(t, env("b"), "run", "--config", cfg, "--listen", "", "--log-format", "json")
 	c := startReplica(t, env("c"), "run", "--config", cfg, "--listen", "", "--log-format", "json")
-	deadline := time.Now().Add(60 * time.Second)
-	for b.count("run finished")+c.count("run finished") == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no replica finished the killed run within 60 s\nb:\n%s\nc:\n%s", b.logs.raw.String(), c.logs.raw.String())
-		}
-		time.Sleep(100 * time.Millisecond)
+	if !testenv.Await(60*time.Second, func() bool { return b.count("run finished")+c.count("run finished") > 0 }) {
+		t.Fatalf("no replica finished the killed run within 60 s\nb:\n%s\nc:\n%s", b.logs.raw.String(), c.logs.raw.String())
 	}
-	time.Sleep(2 * time.Second) // let the other replica's scan see the finished run
+	time.Sleep(2 * time.Second) // the other replica process's scan must see the finished run
 	_ = b.cmd.Process.Signal(syscall.SIGTERM)
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	_ = b.cmd.Wait()

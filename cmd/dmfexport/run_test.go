@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/internal/testenv"
 )
 
 // logWatcher collects a process's JSON log lines and lets a test wait for
@@ -149,7 +150,7 @@ func TestRunServiceLifecycle(t *testing.T) {
 	// after the "scheduled run done" line: wait for every series.
 	var metrics string
 	var missing []string
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	testenv.Await(10*time.Second, func() bool {
 		_, metrics = httpGet(t, "http://"+addr+"/metrics")
 		missing = missing[:0]
 		for _, series := range []string{
@@ -165,11 +166,8 @@ func TestRunServiceLifecycle(t *testing.T) {
 				missing = append(missing, series)
 			}
 		}
-		if len(missing) == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return len(missing) == 0
+	})
 	for _, series := range missing {
 		t.Errorf("/metrics lacks %s", series)
 	}

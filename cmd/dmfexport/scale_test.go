@@ -99,7 +99,7 @@ exports:
 	}
 
 	// While the first wave runs, the others wait in the queue.
-	time.Sleep(time.Until(fire.Add(perExecution / 2)))
+	time.Sleep(time.Until(fire.Add(perExecution / 2))) // the dmfexport process is mid first wave
 	_, metrics := httpGet(t, "http://"+addr+"/metrics")
 	queueRE := regexp.MustCompile(`(?m)^dmfexport_fo_queue_length\{environment="[^"]+"\} (\d+)`)
 	if m := queueRE.FindStringSubmatch(metrics); m == nil || m[1] != strconv.Itoa(c.exports-c.slots) {
@@ -121,7 +121,7 @@ exports:
 		if time.Since(fire) > limit {
 			t.Fatalf("%d of %d runs finished after %s", done, c.exports, time.Since(fire))
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // the dmfexport process works through the exports; reading every record is costly and would slow it
 	}
 	_, metrics = httpGet(t, "http://"+addr+"/metrics")
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {

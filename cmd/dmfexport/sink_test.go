@@ -37,6 +37,7 @@ type sinkEntity struct {
 // and an incremental (IncrementalPush) entity's rows are updated and
 // inserted by key, the old ones kept.
 func TestSinkEndToEnd(t *testing.T) {
+	t.Parallel()
 	customers := sinkEntity{name: "Customers V3", refresh: dmftest.FullPush, table: "customers_v3", header: []string{"ACCOUNT", "NAME", "CITY"},
 		v1: [][]string{{"C1", "Contoso, Ltd.", "Paris"}, {"C2", "Fabrikam", ""}, {"C3", "Müller \"&\" Söhne", "München"}, {"C4", "Northwind", "Oslo"}, {"C5", "Tailspin", "Lyon"}},
 		v2: [][]string{{"C1", "Contoso, Ltd.", "Paris"}, {"C3", "Müller & Söhne", "Berlin"}, {"C5", "Tailspin", "Lyon"}, {"C6", "Adatum", "Rome"}}}
@@ -131,14 +132,12 @@ sinks:
 	// runs): wait for them, then count.
 	wantBatches := 3 + 2 + 2 + 2 + 1 + 2
 	var batches int
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	testenv.Await(30*time.Second, func() bool {
 		if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM "+pgx.Identifier{schema, "dmfexport_ledger"}.Sanitize()).Scan(&batches); err != nil {
 			t.Fatal(err)
 		}
-		if batches >= wantBatches || time.Now().After(deadline) {
-			break
-		}
-	}
+		return batches >= wantBatches
+	})
 	if batches != wantBatches {
 		t.Errorf("the ledger holds %d batches, want %d", batches, wantBatches)
 	}
@@ -183,9 +182,9 @@ func fileRows(header []string, rows [][]string) []map[string]any {
 // the difference.
 func waitTables(t *testing.T, rows func(table string) ([]map[string]any, error), want map[string][]map[string]any) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		var diffs []string
+	var diffs []string
+	if !testenv.Await(time.Minute, func() bool {
+		diffs = diffs[:0]
 		for table, wantRows := range want {
 			got, err := rows(table)
 			if err != nil {
@@ -194,13 +193,9 @@ func waitTables(t *testing.T, rows func(table string) ([]map[string]any, error),
 				diffs = append(diffs, fmt.Sprintf("%s:\n got %v\nwant %v", table, got, wantRows))
 			}
 		}
-		if len(diffs) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tables differ after a minute:\n%s", strings.Join(diffs, "\n"))
-		}
-		time.Sleep(100 * time.Millisecond)
+		return len(diffs) == 0
+	}) {
+		t.Fatalf("tables differ after a minute:\n%s", strings.Join(diffs, "\n"))
 	}
 }
 

@@ -206,6 +206,7 @@ func runOnTerminal(t *testing.T, dir string, env []string, width int, args ...st
 // never wraps, and the download shows a progress bar with rate and ETA.
 // Piped, the same run prints plain lines without control sequences.
 func TestTriggerOnTerminal(t *testing.T) {
+	t.Parallel()
 	const width = 100
 	ent := slowEntity("Customers with a rather long entity name for the status line V3", 12000) // ~ 500 KB
 	sim := dmftest.NewServer(dmftest.Options{

@@ -17,6 +17,7 @@ import (
 // unfinished run (F&O sees one export, not two), and only --new starts a
 // second export.
 func TestTriggerAfterCrashedTrigger(t *testing.T) {
+	t.Parallel()
 	sim := dmftest.NewServer(dmftest.Options{
 		Projects:      map[string][]dmftest.Entity{"G": {killEntity("A", 300)}},
 		ExecutionTime: 1500 * time.Millisecond,

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dmfexport/dmfexport/internal/testenv"
 )
 
 func twoEntities() []Entity {
@@ -230,13 +232,17 @@ func statusAnswer(t *testing.T, base, id string) string {
 
 func TestStatusRealClock(t *testing.T) {
 	s := newTestServer(t, Options{Projects: map[string][]Entity{"G": twoEntities()}, ExecutionTime: 50 * time.Millisecond, RegisterDelay: -1}, nil)
+	start := time.Now()
 	id := value(t, s.URL, actionExport, exportBody("G", "", false))
 	if got := value(t, s.URL, actionStatus, idBody(id)); got != "NotRun" && got != "Executing" {
 		t.Errorf("right after export: want NotRun or Executing, got %s", got)
 	}
-	time.Sleep(60 * time.Millisecond)
-	if got := value(t, s.URL, actionStatus, idBody(id)); got != "Succeeded" {
-		t.Errorf("after ExecutionTime: want Succeeded, got %s", got)
+	var got string
+	if !testenv.Await(5*time.Second, func() bool { got = value(t, s.URL, actionStatus, idBody(id)); return got == "Succeeded" }) {
+		t.Fatalf("5s after export: want Succeeded, got %s", got)
+	}
+	if took := time.Since(start); took < 50*time.Millisecond {
+		t.Errorf("want Succeeded no sooner than ExecutionTime (50ms), got it after %s", took)
 	}
 }
 
@@ -480,9 +486,12 @@ func TestDownloadRefused(t *testing.T) {
 func TestExpiredRealClock(t *testing.T) {
 	s := newTestServer(t, Options{Projects: map[string][]Entity{"G": twoEntities()}, ExecutionTime: time.Millisecond, URLTTL: time.Nanosecond, RegisterDelay: -1, EmptyURLAsks: -1}, nil)
 	id := value(t, s.URL, actionExport, exportBody("G", "", false))
-	time.Sleep(5 * time.Millisecond)
+	if !testenv.Await(5*time.Second, func() bool { return value(t, s.URL, actionStatus, idBody(id)) == "Succeeded" }) {
+		t.Fatal("5s after export: not Succeeded")
+	}
+	// The signed expiry is truncated to the second: with a 1ns URLTTL the
+	// URL has expired by the time it is used.
 	u := value(t, s.URL, actionPackageURL, idBody(id))
-	time.Sleep(10 * time.Millisecond)
 	r := get(t, u, nil)
 	if r.status != http.StatusForbidden {
 		t.Fatalf("want 403 for an expired URL, got %d", r.status)
@@ -750,41 +759,44 @@ func exportAndDownload(base, group, id string) error {
 	if _, _, err := post(actionExport, exportBody(group, id, false)); err != nil {
 		return err
 	}
-	u := ""
-	for deadline := time.Now().Add(5 * time.Second); u == ""; {
-		st, _, err := post(actionStatus, idBody(id))
-		if err != nil {
-			return err
+	// Status until Succeeded, then the package URL (empty at first).
+	var u, st string
+	var err error
+	if !testenv.Await(5*time.Second, func() bool {
+		if st, _, err = post(actionStatus, idBody(id)); err != nil || st != "Succeeded" {
+			return err != nil
 		}
-		if st == "Succeeded" {
-			if u, _, err = post(actionPackageURL, idBody(id)); err != nil {
-				return err
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: still %q after 5s", id, st)
-		}
-		time.Sleep(5 * time.Millisecond)
+		u, _, err = post(actionPackageURL, idBody(id))
+		return err != nil || u != ""
+	}) {
+		return fmt.Errorf("%s: still %q, no package URL after 5s", id, st)
+	}
+	if err != nil {
+		return err
 	}
 	// Right after success the package may not be downloadable yet (404):
 	// ask again for a while, as a client does.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, u, nil)
-		if err != nil {
-			return err
+	status := 0
+	testenv.Await(5*time.Second, func() bool {
+		var req *http.Request
+		if req, err = http.NewRequestWithContext(context.Background(), http.MethodGet, u, nil); err != nil {
+			return true
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
+		var resp *http.Response
+		if resp, err = http.DefaultClient.Do(req); err != nil {
+			return true
 		}
 		_ = resp.Body.Close()
-		switch {
-		case resp.StatusCode == 200:
-			return nil
-		case resp.StatusCode != 404 || time.Now().After(deadline):
-			return fmt.Errorf("%s: download status %d", id, resp.StatusCode)
-		}
+		status = resp.StatusCode
+		return status != http.StatusNotFound
+	})
+	switch {
+	case err != nil:
+		return err
+	case status != http.StatusOK:
+		return fmt.Errorf("%s: download status %d", id, status)
 	}
+	return nil
 }
 
 func TestNewServer(t *testing.T) {

@@ -208,16 +208,17 @@ func faultText(status int) (code, msg string) {
 	return "SimulatedFault", fmt.Sprintf("Simulated HTTP %d.", status)
 }
 
-// gzipBomb is the body of AnswerGzipBomb, built once.
+// gzipBomb is the body of AnswerGzipBomb, built once: one gzip member of
+// a MiB of blanks, repeated (RFC 1952 lets a gzip stream hold several
+// members, and decoders read them as one body). Compressing one MiB
+// instead of 64 keeps the first bad answer quick even under -race.
 var gzipBomb = sync.OnceValue(func() []byte {
-	var b bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&b, gzip.BestCompression)
-	blanks := bytes.Repeat([]byte(" "), 1<<20)
-	for range GzipBombBytes / len(blanks) {
-		_, _ = zw.Write(blanks)
-	}
+	var member bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&member, gzip.BestCompression)
+	const chunk = 1 << 20
+	_, _ = zw.Write(bytes.Repeat([]byte(" "), chunk))
 	_ = zw.Close()
-	return b.Bytes()
+	return bytes.Repeat(member.Bytes(), GzipBombBytes/chunk)
 })
 
 // writeBadAnswer answers 200 with the bad answer named kind (AnswerFaults).

@@ -16,6 +16,8 @@ import (
 
 	"golang.org/x/text/encoding/unicode"
 	"golang.org/x/text/transform"
+
+	"github.com/dmfexport/dmfexport/internal/testenv"
 )
 
 // fakeClock is a settable clock for status and expiry tests.
@@ -311,8 +313,15 @@ func pkgURL(t *testing.T, base, id string) string {
 			clocksMu.Unlock()
 			if fake && clock != nil {
 				clock.Advance(DefaultPackageDelay)
-			} else {
-				time.Sleep(DefaultPackageDelay)
+			} else if !testenv.Await(5*time.Second, func() bool {
+				// HEAD: not counted as a download.
+				req, err := http.NewRequestWithContext(t.Context(), http.MethodHead, u, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return do(t, req).status != http.StatusNotFound
+			}) {
+				t.Fatalf("package of %s: still not downloadable after 5s", id)
 			}
 			return u
 		}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dmfexport/dmfexport/internal/testenv"
 )
 
 func TestLimitDefaults(t *testing.T) {
@@ -98,12 +100,8 @@ func TestConcurrencyLimit(t *testing.T) {
 			}
 		})
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for s.PeakConcurrency() < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("the two slow calls never were in progress together")
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !testenv.Await(10*time.Second, func() bool { return s.PeakConcurrency() >= 2 }) {
+		t.Fatal("the two slow calls never were in progress together")
 	}
 	r := call(t, s.URL, actionStatus, DefaultToken, idBody("x"))
 	if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") != "1" {
@@ -114,16 +112,11 @@ func TestConcurrencyLimit(t *testing.T) {
 	}
 	close(release)
 	wg.Wait()
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		r := call(t, s.URL, actionStatus, DefaultToken, idBody("x"))
-		if r.status == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("want calls admitted once the slow ones ended, still %d", r.status)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !testenv.Await(10*time.Second, func() bool {
+		r = call(t, s.URL, actionStatus, DefaultToken, idBody("x"))
+		return r.status == http.StatusOK
+	}) {
+		t.Fatalf("want calls admitted once the slow ones ended, still %d", r.status)
 	}
 	// The cancelled calls may linger on the server a moment: more
 	// refusals may come before the first admitted call.

@@ -2,7 +2,8 @@
 // RabbitMQ broker and the Azurite blob emulator that make test provides,
 // and gives tests a TCP proxy (Proxy) to put between a client and such a
 // service, so a fault can be injected into one connection while the
-// service itself stays up. Only tests import it.
+// service itself stays up, and a way to wait for a condition (Await)
+// instead of sleeping. Only tests import it.
 package testenv
 
 import (

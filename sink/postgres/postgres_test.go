@@ -182,25 +182,23 @@ func TestApplyWaitsForSwap(t *testing.T) {
 	}()
 	// Wait until the batch waits for the lock.
 	waiting := testenv.PostgresConn(t)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	if !testenv.Await(10*time.Second, func() bool {
 		var n int
 		if err := waiting.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
 			AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 0)`, be.snapshotLock(up.Table)).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		if n > 0 {
-			break
+			return true
 		}
 		select {
 		case r := <-done:
 			t.Fatalf("apply returned %v, %v while a swap held the table's snapshot lock", r.out, r.err)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("after 10s the batch neither waits for the swap nor returned")
-		}
-		time.Sleep(10 * time.Millisecond)
+		return false
+	}) {
+		t.Fatal("after 10s the batch neither waits for the swap nor returned")
 	}
 	if err := swap.Commit(ctx); err != nil {
 		t.Fatal(err)
