@@ -988,7 +988,9 @@ func (d *decoder) azblob(c *StoreConfig, m map[string]*yaml.Node, parent *yaml.N
 		d.problem(parent, p, fmt.Sprintf("azblob store needs exactly one of account_url, connection_string, sas_url (%d given)", set),
 			"account_url with auth (Entra ID), connection_string: ${VAR}, or sas_url: ${VAR}")
 	}
-	if c.Container == "" && c.SASURL == "" {
+	// A container given but refused (an invalid name) is reported at its
+	// line, not again as missing.
+	if c.Container == "" && c.SASURL == "" && m["container"] == nil {
 		d.missing(parent, p+".container", "the blob container, created if missing")
 	}
 }

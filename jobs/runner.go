@@ -102,6 +102,40 @@ type Runner struct {
 	// job and run ID), how often ResumeAll took it up in vain and when it
 	// may again.
 	waits map[string]runWait
+	// leftToResume counts the runs this Runner left interrupted.
+	leftToResume atomic.Int64
+}
+
+// LeftToResume is how many runs this Runner left unfinished for the next
+// start to resume: runs interrupted (by a stop) and runs still waiting for
+// something outside dmfexport. dmfexport run exits 75 when it is above 0.
+func (r *Runner) LeftToResume() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return int(r.leftToResume.Load()) + len(r.waits)
+}
+
+// ReplayCommand is the command line that publishes the stored entities of
+// run runID of export job again: all of them, or those named.
+func ReplayCommand(job, runID string, entities []string) string {
+	var b strings.Builder
+	b.WriteString("dmfexport replay")
+	for _, e := range entities {
+		b.WriteString(" --entity " + ShellQuote(e))
+	}
+	b.WriteString(" " + job + "/" + runID)
+	return b.String()
+}
+
+// ShellQuote quotes s for a POSIX shell when it holds more than letters,
+// digits and -_./=:@, for the commands dmfexport suggests.
+func ShellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:@", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // DefaultPollDeadline is how long a run waits for F&O to finish an export
@@ -262,8 +296,9 @@ func (r *Runner) resumeWaiting(ctx context.Context, exp *Export, rec *runs.Recor
 	if err != nil && ctx.Err() != nil {
 		// Stopped: the run logged that it will resume.
 		r.logger().Debug("resumed run interrupted", "export", exp.Name, "run", rec.RunID, "err", err)
-	} else if err != nil {
-		r.logger().Error("resumed run failed", "export", exp.Name, "run", rec.RunID, "err", err)
+	} else if err != nil && (ended == nil || ended.State != runs.StateFailed) {
+		// A run that ended failed logged its ERROR line itself.
+		r.logger().Error("resumed run failed", append(runKeys(exp.Name, rec), "err", err)...)
 	}
 	return ended, err
 }
@@ -334,7 +369,8 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, l *r
 	}
 	switch {
 	case interrupted:
-		rec.Error = "interrupted (" + ctx.Err().Error() + "); the run resumes from here at the next start"
+		// Not ctx.Err(): "context canceled" says nothing to an operator.
+		rec.Error = "interrupted by a stop; the run resumes from here at the next start"
 	case waiting != "":
 		// Nothing is lost: the entities are stored (or the export is known
 		// to F&O, or not started) and the record counts only confirmed
@@ -345,7 +381,7 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, l *r
 	case runErr != nil:
 		if rec.State == runs.StatePublishing {
 			// The entity files are stored: no need to export again.
-			runErr = fmt.Errorf("%w; once fixed, dmfexport replay %s/%s publishes the stored entities again", runErr, exp.Name, rec.RunID)
+			runErr = fmt.Errorf("%w; once fixed, %s publishes the stored entities again", runErr, ReplayCommand(exp.Name, rec.RunID, nil))
 		}
 		rec.State = runs.StateFailed
 		rec.Error = runErr.Error()
@@ -402,12 +438,18 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, l *r
 		return rec, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, runErr)
 	}
 	if interrupted {
+		r.leftToResume.Add(1)
 		run.log.Warn("run interrupted; it will resume from here at the next start", "state", rec.State)
 		return rec, fmt.Errorf("export %s run %s interrupted in state %s: %w", exp.Name, rec.RunID, rec.State, ctx.Err())
 	}
-	if rec.Error != "" {
+	switch {
+	case rec.State == runs.StateFailed:
+		// The one ERROR line of a failed run, whatever started it: it
+		// carries the run and execution keys of run.log.
+		run.log.Error("run finished", "state", rec.State, "duration", rec.FinishedAt.Sub(rec.StartedAt).Round(time.Millisecond), "error", rec.Error)
+	case rec.Error != "":
 		run.log.Warn("run finished", "state", rec.State, "duration", rec.FinishedAt.Sub(rec.StartedAt).Round(time.Millisecond), "error", rec.Error)
-	} else {
+	default:
 		run.log.Info("run finished", "state", rec.State, "duration", rec.FinishedAt.Sub(rec.StartedAt).Round(time.Millisecond))
 	}
 	if runErr != nil {
@@ -923,6 +965,10 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 		u.rec.Warnings = append(u.rec.Warnings, rep.Error())
 		u.log.Warn("F&O export partially succeeded; publishing what was exported (partial: publish)", "report", rep.Error())
 		return nil
+	case status == dmf.StatusPartiallySucceeded:
+		rep := client.Report(ctx, u.rec.ExecutionID, status)
+		u.rec.SetExecutionErrors(executionErrors(rep.Errors))
+		return fmt.Errorf("%w; to publish what F&O did export, set partial: publish on export %s", rep, u.exp.Name)
 	default:
 		rep := client.Report(ctx, u.rec.ExecutionID, status)
 		u.rec.SetExecutionErrors(executionErrors(rep.Errors))
@@ -1272,7 +1318,8 @@ feed:
 		return nil
 	case len(names) < len(u.rec.Entities):
 		u.rec.State = runs.StatePartiallySucceeded
-		u.rec.Error = fmt.Sprintf("%d of %d entities failed: %s", len(names), len(u.rec.Entities), strings.Join(names, ", "))
+		u.rec.Error = fmt.Sprintf("%d of %d entities failed: %s; once fixed, %s publishes their stored files again",
+			len(names), len(u.rec.Entities), strings.Join(names, ", "), ReplayCommand(u.exp.Name, u.rec.RunID, names))
 		return nil
 	default:
 		return fmt.Errorf("every entity failed to publish (%s); see the entity errors in the run record", strings.Join(names, ", "))

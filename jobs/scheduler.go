@@ -248,8 +248,11 @@ func (s *Scheduler) fireOnce(exp *Export) string {
 	case err != nil && ctx.Err() != nil:
 		// Stopped: the run logged that it will resume.
 		s.log.Debug("scheduled run interrupted by the stop", "export", exp.Name, "err", err)
+	case err != nil && rec != nil && rec.State == runs.StateFailed:
+		// The run logged its ERROR line, with its run and execution keys.
+		s.log.Debug("scheduled run failed", "export", exp.Name, "run", rec.RunID, "execution", rec.ExecutionID, "err", err)
 	case err != nil:
-		s.log.Error("scheduled run failed", "export", exp.Name, "err", err)
+		s.log.Error("scheduled run failed", append(runKeys(exp.Name, rec), "err", err)...)
 	default:
 		s.log.Info("scheduled run done", "export", exp.Name, "run", rec.RunID, "state", rec.State)
 	}
@@ -430,4 +433,17 @@ func slotOf(schedule string, now time.Time) time.Time {
 		}
 	}
 	return now.Truncate(time.Second)
+}
+
+// runKeys are the log keys naming an export and, when known, its run and
+// F&O execution.
+func runKeys(job string, rec *runs.Record) []any {
+	keys := []any{"export", job}
+	if rec != nil && rec.RunID != "" {
+		keys = append(keys, "run", rec.RunID)
+	}
+	if rec != nil && rec.ExecutionID != "" {
+		keys = append(keys, "execution", rec.ExecutionID)
+	}
+	return keys
 }

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/dmfexport/dmfexport/jobs"
 	"github.com/dmfexport/dmfexport/jobs/demo"
@@ -73,40 +72,56 @@ func (c *demoCommand) Run(ctx context.Context, args []string) error {
 	}
 	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout), Clock: newClock()}
 	defer func() { _ = runner.Close() }()
-	runErr := runAll(ctx, runner, exps, "demo", false, os.Stdout)
+	outs, runErr := runAll(ctx, runner, exps, "demo", false, os.Stdout)
 	errs := []error{runErr}
 	for _, l := range landings {
 		errs = append(errs, l.land(ctx, os.Stdout))
 	}
 
+	if runErr != nil {
+		fmt.Println("\nThe demo did not succeed (see the closing line): what went where covers only what was done.")
+	}
 	fmt.Println("\nWhere everything went:")
 	var cleanup []string
-	for _, e := range exps {
+	for i, e := range exps {
+		if outs[i].failed || outs[i].resumes {
+			// Not a word of batches, queues or tables it may not have.
+			fmt.Printf("  %s: the run did not succeed; its run record is in the store (dmfexport status)\n", e.Name)
+			if e.Store.Type == "dir" {
+				cleanup = appendNew(cleanup, "rm -rf "+jobs.ShellQuote(e.Store.Path))
+			}
+			continue
+		}
 		if e.Store.Type == "dir" {
 			fmt.Printf("  %s: package, entity files and run record under %s\n", e.Name, e.Store.Path)
-			cleanup = appendNew(cleanup, "rm -rf "+shellQuote(e.Store.Path))
+			cleanup = appendNew(cleanup, "rm -rf "+jobs.ShellQuote(e.Store.Path))
 		} else {
 			fmt.Printf("  %s: package, entity files and run record in container %s\n", e.Name, e.Store.Container)
 		}
 		switch e.Broker.Type {
 		case "file":
 			fmt.Printf("  %s: batches as NDJSON in %s\n", e.Name, e.Broker.Path)
-			cleanup = appendNew(cleanup, "rm -rf "+shellQuote(e.Broker.Path))
+			cleanup = appendNew(cleanup, "rm -rf "+jobs.ShellQuote(e.Broker.Path))
 		case "amqp":
 			fmt.Printf("  %s: batches published to RabbitMQ exchange %q with routing key %q\n", e.Name, e.Exchange, e.RoutingKey)
 			for _, q := range e.Broker.Queues {
 				fmt.Printf("  %s: queue %q (binding %q) holds them; inspect with: rabbitmqctl list_queues name messages\n", e.Name, q.Name, q.BindingKey)
-				cleanup = appendNew(cleanup, "rabbitmqctl delete_queue "+shellQuote(q.Name))
+				cleanup = appendNew(cleanup, "rabbitmqctl delete_queue "+jobs.ShellQuote(q.Name))
 			}
 			if e.Broker.Declare && e.Exchange != "" {
-				cleanup = appendNew(cleanup, "rabbitmqadmin delete exchange name="+shellQuote(e.Exchange))
+				cleanup = appendNew(cleanup, "rabbitmqadmin delete exchange name="+jobs.ShellQuote(e.Exchange))
 			}
 		}
 	}
 	for _, l := range landings {
 		cleanup = l.where(os.Stdout, cleanup)
 	}
-	if len(cleanup) > 0 {
+	switch {
+	case c.g.config != demo.BuiltinConfig:
+		// A configuration of the user's: its store, queues and tables
+		// may hold more than the demo put there.
+		fmt.Printf("\nThe store, queues and tables above belong to %s: the demo suggests no clean-up of them.\n", cfg.Path)
+	case len(cleanup) > 0:
 		fmt.Println("\nTo clean up the demo:")
 		for _, l := range cleanup {
 			fmt.Println("  " + l)
@@ -122,14 +137,4 @@ func appendNew(list []string, s string) []string {
 		}
 	}
 	return append(list, s)
-}
-
-// shellQuote quotes s for a POSIX shell when it needs it.
-func shellQuote(s string) string {
-	if s != "" && strings.IndexFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:@", r))
-	}) < 0 {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -245,10 +245,10 @@ func (l *demoLanding) show(ctx context.Context, led sink.LedgerReader, out io.Wr
 func (l *demoLanding) queryHint(table string) string {
 	q := fmt.Sprintf("SELECT * FROM %s LIMIT %d", sqlIdent(table), demoSampleRows)
 	if path := l.cfg.SQLitePath(); path != "" {
-		return "sqlite3 " + shellQuote(path) + " " + shellQuote(q)
+		return "sqlite3 " + jobs.ShellQuote(path) + " " + jobs.ShellQuote(q)
 	}
 	q = fmt.Sprintf("SELECT * FROM %s.%s LIMIT %d", sqlIdent(l.cfg.Schema), sqlIdent(table), demoSampleRows)
-	return `psql "$DATABASE_URL" -c ` + shellQuote(q)
+	return `psql "$DATABASE_URL" -c ` + jobs.ShellQuote(q)
 }
 
 // where says where the sink landed the batches, and adds how to remove
@@ -261,16 +261,16 @@ func (l *demoLanding) where(out io.Writer, cleanup []string) []string {
 			return ok && strings.HasPrefix(path, strings.Trim(dir, "'")+string(filepath.Separator))
 		})
 		if !removed {
-			cleanup = appendNew(cleanup, "rm -f "+shellQuote(path)+" "+shellQuote(path+"-wal")+" "+shellQuote(path+"-shm"))
+			cleanup = appendNew(cleanup, "rm -f "+jobs.ShellQuote(path)+" "+jobs.ShellQuote(path+"-wal")+" "+jobs.ShellQuote(path+"-shm"))
 		}
 	} else {
-		cleanup = appendNew(cleanup, `psql "$DATABASE_URL" -c `+shellQuote(fmt.Sprintf("DROP SCHEMA %s, %s CASCADE",
+		cleanup = appendNew(cleanup, `psql "$DATABASE_URL" -c `+jobs.ShellQuote(fmt.Sprintf("DROP SCHEMA %s, %s CASCADE",
 			sqlIdent(l.cfg.Schema), sqlIdent(l.cfg.Schema+"_staging"))))
 	}
 	dead := sink.DeadLetterName(l.cfg.Queue)
-	cleanup = appendNew(cleanup, "rabbitmqctl delete_queue "+shellQuote(l.cfg.Queue))
-	cleanup = appendNew(cleanup, "rabbitmqctl delete_queue "+shellQuote(dead))
-	return appendNew(cleanup, "rabbitmqadmin delete exchange name="+shellQuote(dead))
+	cleanup = appendNew(cleanup, "rabbitmqctl delete_queue "+jobs.ShellQuote(l.cfg.Queue))
+	cleanup = appendNew(cleanup, "rabbitmqctl delete_queue "+jobs.ShellQuote(dead))
+	return appendNew(cleanup, "rabbitmqadmin delete exchange name="+jobs.ShellQuote(dead))
 }
 
 // sqlIdent quotes an SQL identifier when it needs it.

@@ -109,13 +109,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.As(err, &fe):
 		fmt.Fprintf(stderr, "dmfexport %s: %s\n%s", args[0], fe.msg, fe.usage)
-		return 2
+		return exitUsage
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "dmfexport %s: %v\n", args[0], err)
-		return 2
+		return exitUsage
 	default:
 		fmt.Fprintf(stderr, "dmfexport %s: %v\n", args[0], err)
-		return 1
+		return exitCode(err)
 	}
 }
 

@@ -243,24 +243,33 @@ func allFinal(m map[string]*jobState) bool {
 }
 
 // plainProgress prints one line per state change and per confirmed batch:
-// "published" counts only rows the broker confirmed.
+// "published" counts only rows the broker confirmed. A line that would
+// repeat the export's previous one word for word (F&O answering the same
+// status within a second) is left out.
 func plainProgress(w io.Writer) func(jobs.Event) {
 	var mu sync.Mutex
+	last := map[string]string{}
 	return func(e jobs.Event) {
 		if e.Progress() {
 			return
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		ts := time.Now().Format("15:04:05")
+		var line string
 		switch {
 		case e.Entity != "" && e.Confirmed:
-			fmt.Fprintf(w, "%s %s: %s: %d rows published\n", ts, e.Job, e.Entity, e.Rows)
+			line = fmt.Sprintf("%s: %s: %d rows published", e.Job, e.Entity, e.Rows)
 		case e.Entity != "":
+			return
 		case e.Detail != "":
-			fmt.Fprintf(w, "%s %s: %s: %s\n", ts, e.Job, e.State, e.Detail)
+			line = fmt.Sprintf("%s: %s: %s", e.Job, e.State, e.Detail)
 		default:
-			fmt.Fprintf(w, "%s %s: %s\n", ts, e.Job, e.State)
+			line = fmt.Sprintf("%s: %s", e.Job, e.State)
 		}
+		if last[e.Job] == line {
+			return
+		}
+		last[e.Job] = line
+		fmt.Fprintf(w, "%s %s\n", time.Now().Format("15:04:05"), line)
 	}
 }

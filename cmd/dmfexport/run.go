@@ -30,7 +30,9 @@ func (c *runCommand) Usage() string {
 Runs the scheduler: every enabled export fires on its cron schedule until the process receives
 SIGINT or SIGTERM. A fire that comes while the previous run of the same export is still going is
 skipped and logged. On a stop signal no new run starts; running exports are cancelled at their
-next safe point and the process waits up to --stop-timeout for them.
+next safe point and the process waits up to --stop-timeout for them. The exit code is 0 after a
+stop that left nothing unfinished, 75 when runs were cut off or left waiting (the next start
+resumes them), 1 when the scheduler could not start (a configuration that does not load).
 
 At start, every run the store shows unfinished (cut off by a stop, a crash or kill -9) is resumed
 from its record: an export already started in F&O is polled, never started again; a stored package
@@ -111,7 +113,11 @@ func (c *runCommand) Run(ctx context.Context, args []string) error {
 	ready.Store(false)
 	log.Info("stop requested: no new runs; waiting for running exports", "timeout", c.stopTimeout)
 	if err := sch.Stop(); err != nil {
-		return fmt.Errorf("%w (runs still going were cut off; their records show how far they got)", err)
+		return &resumeError{msg: fmt.Sprintf("stopped: %v (runs still going were cut off; their records show how far they got, and the next start resumes them)", err)}
+	}
+	if n := runner.LeftToResume(); n > 0 {
+		log.Info("scheduler stopped; runs left to resume at the next start", "runs", n)
+		return &resumeError{msg: fmt.Sprintf("stopped: %d run(s) interrupted or waiting; the next start resumes them", n)}
 	}
 	log.Info("scheduler stopped")
 	return nil

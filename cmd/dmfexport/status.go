@@ -143,7 +143,7 @@ type runLine struct {
 // describeRun tells run r as status shows it; owned says whether a live
 // process works on it (see jobs.RunOwned).
 func describeRun(r *runs.Record, owned bool) runLine {
-	l := runLine{state: runState(r, owned), duration: "-", cause: errorCause(r)}
+	l := runLine{state: runState(r, owned), duration: "-", cause: causeFirst(r, r.Error)}
 	for _, e := range r.Entities {
 		l.rows += e.Rows
 		l.batches += e.Batches
@@ -204,21 +204,6 @@ func runState(r *runs.Record, owned bool) string {
 		return fmt.Sprintf("succeeded (%d warnings)", len(r.Warnings))
 	}
 	return string(r.State)
-}
-
-// errorCause is a run's error with the leading context that only repeats
-// other columns (the export, the run, the execution ID, the definition
-// group) left out, so the cause comes first in a narrow column.
-func errorCause(r *runs.Record) string {
-	msg := r.Error
-	ids := []string{r.Job, r.RunID, r.ExecutionID, r.DefinitionGroup}
-	for {
-		head, rest, ok := strings.Cut(msg, ": ")
-		if !ok || rest == "" || !strings.HasPrefix(head, "export ") && !mentionsAny(head, ids) {
-			return msg
-		}
-		msg = rest
-	}
 }
 
 // mentionsAny reports whether s contains one of the non-empty words.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -22,7 +23,9 @@ func (c *triggerCommand) Usage() string {
 	return `Usage: dmfexport trigger [--config FILE] [--new] EXPORT [EXPORT...]
 
 Runs the named exports now, in the foreground, printing progress and a summary. Exports run in
-parallel with each other. The exit code is 0 only if every run succeeded, 1 otherwise.
+parallel with each other. The exit code is 0 if every run succeeded, 1 if one failed, and 75
+if none failed but some stopped (Ctrl-C, SIGTERM) or were left waiting (broker down, no queue
+bound, F&O still exporting past poll.deadline): the next dmfexport run or trigger resumes them.
 
 An export with an unfinished run (a trigger or service stopped or killed mid-run) takes that run
 up again instead of starting a second export in F&O; --new starts a new run anyway.
@@ -65,13 +68,16 @@ func (c *triggerCommand) Run(ctx context.Context, args []string) error {
 			}
 		}
 	}
-	return runAll(ctx, runner, exps, "manual", !*newRun, os.Stdout)
+	_, err = runAll(ctx, runner, exps, "manual", !*newRun, os.Stdout)
+	return err
 }
 
-// runAll runs exps in parallel, prints a summary, and fails if any run did.
-// With resume, an export that has unfinished runs takes them up, oldest
-// first, instead of starting a new export in F&O.
-func runAll(ctx context.Context, runner *jobs.Runner, exps []*jobs.Export, trigger string, resume bool, out io.Writer) error {
+// runAll runs exps in parallel, prints a summary, and returns what became
+// of each run and the closing error (see closing): nil if every run
+// succeeded. With resume, an export
+// that has unfinished runs takes them up, oldest first, instead of
+// starting a new export in F&O.
+func runAll(ctx context.Context, runner *jobs.Runner, exps []*jobs.Export, trigger string, resume bool, out io.Writer) ([]runOutcome, error) {
 	recs := make([]*runs.Record, len(exps))
 	errs := make([]error, len(exps))
 	var wg sync.WaitGroup
@@ -87,20 +93,25 @@ func runAll(ctx context.Context, runner *jobs.Runner, exps []*jobs.Export, trigg
 	}
 	wg.Wait()
 	stdio.End()
-	printSummary(out, recs)
-	var failed []string
+	sep := printSummary(out, recs)
+	outs := make([]runOutcome, len(exps))
 	for i, err := range errs {
-		if err != nil {
-			fmt.Fprintf(out, "\n%s\n", printable(err.Error())) // it names the export
-			failed = append(failed, exps[i].Name)
-		} else if recs[i].State != runs.StateSucceeded {
-			failed = append(failed, exps[i].Name)
+		outs[i] = outcomeOf(ctx, exps[i].Name, recs[i], err)
+		switch {
+		case outs[i].resumes:
+			// Not the error: a stop's "context canceled" is no cause.
+			fmt.Fprintf(out, "%sexport %s: will resume: %s\n", sep, exps[i].Name, printable(outs[i].why))
+			sep = ""
+		case err != nil:
+			fmt.Fprintf(out, "%s%s\n", sep, printable(err.Error())) // it names the export
+			sep = ""
+			if recs[i] == nil || recs[i].State != runs.StateFailed {
+				// A run that ended failed logged its ERROR line itself.
+				runner.Logger.Error("run failed", "export", exps[i].Name, "err", err)
+			}
 		}
 	}
-	if len(failed) > 0 {
-		return errors.New("failed: " + strings.Join(failed, ", "))
-	}
-	return nil
+	return outs, closing(outs)
 }
 
 // resumeUnfinished takes up the unfinished runs of exp, oldest first, and
@@ -125,8 +136,14 @@ func resumeUnfinished(ctx context.Context, runner *jobs.Runner, exp *jobs.Export
 	return rec, nil
 }
 
-// printSummary prints one block per run: state, timings and per-entity rows.
-func printSummary(w io.Writer, recs []*runs.Record) {
+// printSummary prints one block per run: state, timings and per-entity
+// rows, after a blank line; nothing when no run has a record. It returns
+// what separates the next block from it: a blank line, or nothing when it
+// printed nothing (the lines that follow close the progress lines).
+func printSummary(w io.Writer, recs []*runs.Record) string {
+	if !slices.ContainsFunc(recs, func(r *runs.Record) bool { return r != nil }) {
+		return ""
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, r := range recs {
@@ -166,6 +183,7 @@ func printSummary(w io.Writer, recs []*runs.Record) {
 		}
 	}
 	_ = tw.Flush()
+	return "\n"
 }
 
 // runDuration says how long a run took; a run cut off (Ctrl-C) has no end
