@@ -256,6 +256,30 @@ const maxExpandedNodes = 100_000
 // A *ConfigError lists every problem at once. A file over MaxConfigBytes is
 // refused without being read whole.
 func LoadConfig(path string) (*Config, error) {
+	data, err := readConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseConfig(path, data, os.LookupEnv)
+}
+
+// LoadConfigStructure checks the configuration file at path without the
+// environment (dmfexport validate --no-env): ${VAR:-default} takes its
+// default, and a value holding a ${VAR} without one is neither expanded
+// nor checked, nor is what depends on it (an auth method's secrets, a URL's
+// host). Everything else is checked as by LoadConfig. The Config it returns
+// is for reporting only: its values from the environment are empty.
+func LoadConfigStructure(path string) (*Config, error) {
+	data, err := readConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	return parseConfig(path, data, func(string) (string, bool) { return "", false }, true)
+}
+
+// readConfig reads the configuration file at path, at most
+// MaxConfigBytes+1 bytes of it.
+func readConfig(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -268,17 +292,21 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read configuration %s: %w", path, err)
 	}
-	return ParseConfig(path, data, os.LookupEnv)
+	return data, nil
 }
 
 // ParseConfig validates data as the configuration file path (used for
 // messages and to resolve relative paths). lookupEnv resolves ${VAR}.
 func ParseConfig(path string, data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+	return parseConfig(path, data, lookupEnv, false)
+}
+
+func parseConfig(path string, data []byte, lookupEnv func(string) (string, bool), noEnv bool) (*Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		abs = path
 	}
-	d := &decoder{file: filepath.Base(path), dir: filepath.Dir(abs), lookupEnv: lookupEnv}
+	d := &decoder{file: filepath.Base(path), dir: filepath.Dir(abs), lookupEnv: lookupEnv, noEnv: noEnv}
 	cfg := &Config{Path: path}
 	if len(data) > MaxConfigBytes {
 		d.problem(nil, "", fmt.Sprintf("the file is over the 1 MiB limit (%d bytes or more)", len(data)),
@@ -404,7 +432,10 @@ type decoder struct {
 	file      string
 	dir       string
 	lookupEnv func(string) (string, bool)
-	problems  []ConfigProblem
+	// noEnv checks the structure only: a ${VAR} without a default is
+	// left unexpanded and unchecked (see LoadConfigStructure).
+	noEnv    bool
+	problems []ConfigProblem
 	// sharedPass is set while the shared sections are checked on their own.
 	sharedPass bool
 	// raised counts problems found, including those not listed again
@@ -623,15 +654,27 @@ func (d *decoder) str(n *yaml.Node, path string) (string, bool) {
 		return "", false
 	}
 	v, err := expandEnv(raw, d.lookupEnv)
+	if err != nil && d.noEnv && errors.Is(err, errEnvUnset) {
+		// Structure only: the value comes from the environment and is
+		// not checked; what depends on it is not checked either.
+		d.raised++
+		return "", false
+	}
 	if err != nil {
-		d.problem(n, path, err.Error(), "set the variable in the environment, or write $$ for a literal $")
+		d.problem(n, path, strings.TrimSuffix(err.Error(), ": "+errEnvUnset.Error()), "set the variable in the environment, give it a default as ${VAR:-default}, or write $$ for a literal $")
 		return "", false
 	}
 	return v, true
 }
 
-// expandEnv replaces ${VAR} with the variable's value; $$ is a literal $.
-// An unset variable is an error; an empty one expands to "".
+// errEnvUnset is wrapped by expandEnv's error for a ${VAR} whose variable
+// is not set and has no default.
+var errEnvUnset = errors.New("unset")
+
+// expandEnv replaces ${VAR} with the variable's value and ${VAR:-default}
+// with it or, when it is unset or empty, with default (up to the first
+// "}"); $$ is a literal $. An unset variable without a default is an
+// error; an empty one expands to "".
 func expandEnv(s string, lookup func(string) (string, bool)) (string, error) {
 	if !strings.Contains(s, "$") {
 		return s, nil
@@ -652,13 +695,16 @@ func expandEnv(s string, lookup func(string) (string, bool)) (string, error) {
 			if end < 0 {
 				return "", fmt.Errorf("unterminated ${ in %q", s)
 			}
-			name := s[i+2 : i+2+end]
+			name, def, hasDef := strings.Cut(s[i+2:i+2+end], ":-")
 			if !envNameRE.MatchString(name) {
 				return "", fmt.Errorf("bad environment variable name %q", name)
 			}
 			v, ok := lookup(name)
-			if !ok {
-				return "", fmt.Errorf("environment variable %s is not set", name)
+			switch {
+			case hasDef && v == "":
+				v = def // unset or empty, as in a POSIX shell
+			case !ok:
+				return "", fmt.Errorf("environment variable %s is not set: %w", name, errEnvUnset)
 			}
 			b.WriteString(v)
 			i += 2 + end

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
 	"slices"
@@ -202,15 +203,41 @@ type globalFlags struct {
 	log       *slog.Logger // built from the flags by parse
 }
 
-// register adds --config (default $DMFEXPORT_CONFIG, else dmfexport.yaml)
-// and the log flags.
+// register adds --config and the log flags. Without --config the
+// configuration is searched for (see configPath).
 func (g *globalFlags) register(fs *flag.FlagSet, defaultLevel string) {
-	def := os.Getenv("DMFEXPORT_CONFIG")
-	if def == "" {
-		def = "dmfexport.yaml"
-	}
-	fs.StringVar(&g.config, "config", def, "the configuration `FILE` (env DMFEXPORT_CONFIG)")
+	fs.StringVar(&g.config, "config", "", "the configuration `FILE` (default: $DMFEXPORT_CONFIG, else ./dmfexport.yaml, else /etc/dmfexport/dmfexport.yaml)")
 	g.registerLog(fs, defaultLevel)
+}
+
+// configSearch is where a configuration is looked for, in order, when
+// neither --config nor $DMFEXPORT_CONFIG names one.
+var configSearch = []string{"dmfexport.yaml", "/etc/dmfexport/dmfexport.yaml"}
+
+// configPath is the configuration file: --config, else
+// $DMFEXPORT_CONFIG, else the first file of search that exists. When none
+// does, the error says where it looked.
+func configPath(flagValue string, search []string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	if env := os.Getenv("DMFEXPORT_CONFIG"); env != "" {
+		return env, nil
+	}
+	for _, p := range search {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	looked := make([]string, len(search))
+	for i, p := range search {
+		if !filepath.IsAbs(p) {
+			p = "." + string(filepath.Separator) + p
+		}
+		looked[i] = p
+	}
+	return "", fmt.Errorf("no configuration file: looked for --config FILE, $DMFEXPORT_CONFIG (not set), %s: none exists (give one with --config FILE)",
+		strings.Join(looked, ", "))
 }
 
 // registerLog adds only the log flags, for commands without a configuration.
@@ -259,7 +286,12 @@ func (g *globalFlags) logger() (*slog.Logger, error) {
 // process the soft memory limit its exports need (jobs.MemoryLimit), so its
 // peak resident set stays near what it holds rather than twice that.
 func (g *globalFlags) load() (*jobs.Config, error) {
-	cfg, err := jobs.LoadConfig(g.config)
+	path, err := configPath(g.config, configSearch)
+	if err != nil {
+		return nil, err
+	}
+	g.config = path
+	cfg, err := jobs.LoadConfig(path)
 	if err == nil && os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(jobs.MemoryLimit(cfg))
 	}

@@ -10,7 +10,10 @@ import (
 	"github.com/dmfexport/dmfexport/jobs"
 )
 
-type validateCommand struct{ g globalFlags }
+type validateCommand struct {
+	g     globalFlags
+	noEnv bool
+}
 
 func (c *validateCommand) Usage() string {
 	return `Usage: dmfexport validate [--config FILE] [FILE]
@@ -19,6 +22,10 @@ Loads the configuration (FILE, else --config), expands ${VAR} references and che
 schedule, URL and secret. Every problem is reported at once with file:line:column and a hint.
 Warnings (such as two exports of one data project) are printed too but do not make the file
 invalid. Exit code 0 means the file is valid.
+
+--no-env checks the structure only, without the environment: ${VAR:-default} takes its default,
+and a value holding a ${VAR} without one (a secret, a URL) is neither expanded nor checked, nor is
+what depends on it; the sinks' check below is left out. For CI, where the secrets are not set.
 
 With sinks configured, the newest run records of the exports they consume are read (only read)
 to learn which entities F&O exports incrementally (IncrementalPush): a sink landing one without
@@ -34,6 +41,7 @@ const sinkCheckTimeout = 30 * time.Second
 func (c *validateCommand) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	c.g.register(fs, "warn")
+	fs.BoolVar(&c.noEnv, "no-env", false, "check the structure only: values from ${VAR} without a default are not needed nor checked")
 	pos, err := c.g.parse(fs, c.Usage(), args)
 	if err != nil {
 		return err
@@ -46,7 +54,11 @@ func (c *validateCommand) Run(ctx context.Context, args []string) error {
 	case len(pos) == 1:
 		c.g.config = pos[0]
 	}
-	cfg, err := c.g.load()
+	load := c.g.load
+	if c.noEnv {
+		load = c.loadStructure
+	}
+	cfg, err := load()
 	if err != nil {
 		return err
 	}
@@ -57,7 +69,7 @@ func (c *validateCommand) Run(ctx context.Context, args []string) error {
 		}
 	}
 	warnings := cfg.Warnings
-	if len(cfg.Sinks) > 0 {
+	if len(cfg.Sinks) > 0 && !c.noEnv {
 		ctx, cancel := context.WithTimeout(ctx, sinkCheckTimeout)
 		more, err := jobs.SinkWarnings(ctx, cfg)
 		cancel()
@@ -69,8 +81,22 @@ func (c *validateCommand) Run(ctx context.Context, args []string) error {
 	for _, w := range warnings {
 		fmt.Printf("warning: %s\n", w)
 	}
-	fmt.Printf("%s: valid, %d exports (%d enabled)\n", cfg.Path, len(cfg.Exports), enabled)
+	what := "valid"
+	if c.noEnv {
+		what = "structure valid (--no-env: values from the environment not checked)"
+	}
+	fmt.Printf("%s: %s, %d exports (%d enabled)\n", cfg.Path, what, len(cfg.Exports), enabled)
 	return nil
+}
+
+// loadStructure loads the configuration for --no-env.
+func (c *validateCommand) loadStructure() (*jobs.Config, error) {
+	path, err := configPath(c.g.config, configSearch)
+	if err != nil {
+		return nil, err
+	}
+	c.g.config = path
+	return jobs.LoadConfigStructure(path)
 }
 
 // flagSet reports whether the flag name was given on the command line.
