@@ -189,6 +189,10 @@ exports:
 			[]string{`x.yaml:12:5: exports[1](b).fo: limits of environment https://contoso.operations.dynamics.com (max_concurrent_exports 8, max_requests_per_minute 600) differ from those export "a" gives it (4, 600) (hint: every export of one environment shares its limits: set them once, in the shared fo: section)`}, 1},
 		{"shared section problem reported once", "poll: {interval: soon}\n" + head + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF}\n  - {name: b, schedule: '@daily', definition_group: H, legal_entity: USMF}\n",
 			[]string{`x.yaml:1:18: poll.interval: "soon" is not a duration`}, 1},
+		{"invalid container name not also missing", head + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF, store: {type: azblob, connection_string: '${FO_TOKEN}', container: Bad_Name}}\n",
+			[]string{`exports[0](a).store.container: "Bad_Name" is not a valid container name`}, 1},
+		{"default of a variable checked", head + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF, batch_size: '${NOPE:-lots}'}\n",
+			[]string{`exports[0](a).batch_size: "lots" is not a whole number`}, 1},
 		{"poll intervals inconsistent", head + "  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF, poll: {interval: 1m, max_interval: 10s}}\n",
 			[]string{`exports[0](a).poll.max_interval: 10s is shorter than interval 1m0s`}, 1},
 	}
@@ -226,6 +230,13 @@ func TestExpandEnv(t *testing.T) {
 		{"${NOPE}", "", true},
 		{"${FO_TOKEN", "", true},
 		{"${1BAD}", "", true},
+		{"${NOPE:-fallback}", "fallback", false},
+		{"${EMPTY:-fallback}", "fallback", false},
+		{"${FO_TOKEN:-fallback}", "secret-token", false},
+		{"${NOPE:-}", "", false},
+		{"x-${NOPE:-a b}-y", "x-a b-y", false},
+		{"$${NOPE:-x}", "${NOPE:-x}", false},
+		{"${1BAD:-x}", "", true},
 	}
 	for _, tt := range tests {
 		got, err := expandEnv(tt.in, env)
@@ -442,6 +453,67 @@ func TestParseConfigStoreAndBroker(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("ParseConfig error:\n%v\nwant one containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestLoadConfigStructure checks validate --no-env: a file whose secrets
+// and URLs come from variables that are not set is valid in structure,
+// defaults are used and checked, and every other mistake is still found.
+func TestLoadConfigStructure(t *testing.T) {
+	const fromEnv = `fo:
+  url: ${FO_URL_NOT_SET}
+  auth: {method: client_secret, tenant_id: "${TENANT_NOT_SET:-22222222-2222-2222-2222-222222222222}", client_id: 11111111-1111-1111-1111-111111111111, client_secret: "${SECRET_NOT_SET}"}
+store: {type: azblob, connection_string: "${STORE_NOT_SET}", container: "${CONTAINER_NOT_SET:-runs}"}
+broker: {url: "amqps://app:${PASSWORD_NOT_SET}@${HOST_NOT_SET:-mq.example.com}:5671/"}
+poll: {interval: "${POLL_NOT_SET:-30s}"}
+exports:
+  - {name: a, schedule: '@daily', definition_group: G, legal_entity: USMF}
+`
+	tests := []struct {
+		name    string
+		config  string
+		want    []string // substrings of the problems; none: valid
+		wantLen int
+	}{
+		{"secrets and URLs from unset variables", fromEnv, nil, 0},
+		{"a default is checked", strings.Replace(fromEnv, "${POLL_NOT_SET:-30s}", "${POLL_NOT_SET:-soon}", 1),
+			[]string{`x.yaml:6:11: poll.interval: "soon" is not a duration`}, 1},
+		{"structure mistakes still found", fromEnv + "  - {name: b, shedule: '@daily', definition_group: H, legal_entity: USMF}\n",
+			[]string{`exports[1](b).shedule: unknown key "shedule"`, `exports[1](b).schedule: missing required key "schedule"`}, 2},
+		{"plain-text secret still refused", strings.Replace(fromEnv, "${SECRET_NOT_SET}", "hunter2", 1),
+			[]string{`fo.auth.client_secret: plain-text secret`}, 1},
+		{"invalid container default", strings.Replace(fromEnv, "${CONTAINER_NOT_SET:-runs}", "${CONTAINER_NOT_SET:-Bad_Name}", 1),
+			[]string{`store.container: "Bad_Name" is not a valid container name`}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "x.yaml")
+			if err := os.WriteFile(path, []byte(tt.config), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := LoadConfigStructure(path)
+			if tt.wantLen == 0 {
+				if err != nil || len(cfg.Exports) != 1 {
+					t.Fatalf("LoadConfigStructure = %v, want valid with 1 export", err)
+				}
+				if _, err := LoadConfig(path); err == nil {
+					t.Errorf("LoadConfig of the same file with its variables unset: valid, want problems (the test's variables must be unset)")
+				}
+				return
+			}
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("LoadConfigStructure error = %v, want a *ConfigError", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("problems do not contain %q:\n%v", w, err)
+				}
+			}
+			if len(ce.Problems) != tt.wantLen {
+				t.Errorf("got %d problems, want %d:\n%v", len(ce.Problems), tt.wantLen, err)
 			}
 		})
 	}

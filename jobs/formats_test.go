@@ -68,6 +68,9 @@ func TestRunEntityFormats(t *testing.T) {
 		if rec.State != runs.StatePartiallySucceeded || !strings.Contains(rec.Error, "Json") {
 			t.Errorf("run %s %q, want partially_succeeded naming the JSON entity", rec.State, rec.Error)
 		}
+		if want := "dmfexport replay --entity Json " + exp.Name + "/" + rec.RunID; !strings.Contains(rec.Error, want) {
+			t.Errorf("run error %q does not name the replay of the failed entity: %s", rec.Error, want)
+		}
 		rows, _ := ndjsonRows(t, filepath.Join(dir, "batches", publish.FileName("fo.files")))
 		want := map[string]int{"Semicolons": 2, "Unicode": 1, "Header only": 0, "Empty file": 0, "Released products V2": 20, "As XML": 2, "As attributes": 1, "Fixed": 2}
 		for name, n := range want {

@@ -34,7 +34,7 @@ func TestRunOutcomes(t *testing.T) {
 			[]string{"ended Failed", "simulated failure", "execution summary: http"}, "", 0, nil},
 		{"canceled", dmftest.Options{FinalStatus: map[string]string{"G": "Canceled"}}, "fail", runs.StateFailed, 0, []string{"ended Canceled"}, "", 0, nil},
 		{"partial fails by default", dmftest.Options{FinalStatus: map[string]string{"G": "PartiallySucceeded"}}, "fail", runs.StateFailed, 0,
-			[]string{"ended PartiallySucceeded"}, "", 0, nil},
+			[]string{"ended PartiallySucceeded", "partial is fail (set partial: publish to publish what F&O did export): F&O execution"}, "", 0, nil},
 		{"partial publishes when asked", dmftest.Options{FinalStatus: map[string]string{"G": "PartiallySucceeded"}}, "publish", runs.StateSucceeded, 1,
 			nil, "ended PartiallySucceeded", 1, nil},
 		{"expired URL gets one fresh URL", dmftest.Options{Faults: dmftest.Faults{ExpiredURLs: 1}}, "fail", runs.StateSucceeded, 2, nil, "", 1, nil},

@@ -968,7 +968,9 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 	case status == dmf.StatusPartiallySucceeded:
 		rep := client.Report(ctx, u.rec.ExecutionID, status)
 		u.rec.SetExecutionErrors(executionErrors(rep.Errors))
-		return fmt.Errorf("%w; to publish what F&O did export, set partial: publish on export %s", rep, u.exp.Name)
+		// The setting first: a table column or a closing line cut
+		// after F&O's errors would lose it.
+		return fmt.Errorf("partial is fail (set partial: publish to publish what F&O did export): %w", rep)
 	default:
 		rep := client.Report(ctx, u.rec.ExecutionID, status)
 		u.rec.SetExecutionErrors(executionErrors(rep.Errors))

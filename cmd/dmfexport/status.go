@@ -12,6 +12,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/dmfexport/dmfexport/jobs"
 	"github.com/dmfexport/dmfexport/runs"
@@ -206,10 +207,14 @@ func runState(r *runs.Record, owned bool) string {
 	return string(r.State)
 }
 
-// mentionsAny reports whether s contains one of the non-empty words.
+// mentionsAny reports whether s holds one of the non-empty words as a
+// word of its own: export "x" is not mentioned by "execution".
 func mentionsAny(s string, words []string) bool {
+	fields := strings.FieldsFunc(s, func(r rune) bool {
+		return !unicode.IsLetter(r) && !unicode.IsDigit(r) && !strings.ContainsRune("-_.", r)
+	})
 	for _, w := range words {
-		if w != "" && strings.Contains(s, w) {
+		if w != "" && slices.Contains(fields, w) {
 			return true
 		}
 	}
