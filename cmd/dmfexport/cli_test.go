@@ -277,8 +277,19 @@ func TestDemoFromAnyDirectory(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(cfgDir, "batches", "fo.demo.ndjson")); err != nil {
 			t.Errorf("batches not written beside the configuration: %v", err)
 		}
-		if !strings.Contains(stdout, "To clean up the demo:\n  rm -rf "+filepath.Join(cfgDir, "store")) {
-			t.Errorf("no clean-up instructions:\n%s", stdout)
+		// The store and batches are the configuration's, not the demo's:
+		// nothing of them is to be removed; missing-group published
+		// nothing, and the demo says it did not succeed.
+		if strings.Contains(stdout, "rm -rf") || !strings.Contains(stdout, "belong to "+cfg+": the demo suggests no clean-up") {
+			t.Errorf("clean-up of a user configuration's store suggested, or not said why not:\n%s", stdout)
+		}
+		for _, want := range []string{"The demo did not succeed", "missing-group: the run did not succeed", "demo: batches as NDJSON in " + filepath.Join(cfgDir, "batches")} {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("closing text lacks %q:\n%s", want, stdout)
+			}
+		}
+		if strings.Contains(stdout, "missing-group: package, entity files") {
+			t.Errorf("closing text claims the failed export stored a package:\n%s", stdout)
 		}
 	})
 	t.Run("built-in", func(t *testing.T) {

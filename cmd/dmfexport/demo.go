@@ -50,6 +50,9 @@ func (c *demoCommand) Run(ctx context.Context, args []string) error {
 	if len(pos) > 0 {
 		return &flagError{msg: fmt.Sprintf("unexpected argument %q: demo takes no arguments", pos[0]), usage: usageText(fs, c.Usage())}
 	}
+	if c.g.config == "" {
+		c.g.config = os.Getenv("DMFEXPORT_CONFIG") // demo never searches: without either, the built-in one
+	}
 	log := c.g.log
 	stopTracing, err := startTracing(ctx, log)
 	if err != nil {

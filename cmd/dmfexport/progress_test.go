@@ -20,6 +20,8 @@ func TestProgressPrinters(t *testing.T) {
 	events := []jobs.Event{
 		{Job: "a", State: runs.StateExporting, Detail: "execution X"},
 		{Job: "b", State: runs.StateExporting},
+		{Job: "b", State: runs.StateExporting, Detail: "F&O status Unknown after 0s"},
+		{Job: "b", State: runs.StateExporting, Detail: "F&O status Unknown after 0s"},
 		{Job: "a", State: runs.StatePublishing, Entity: "Customers V3", Sent: 5000, Done: 100, Total: 1000},
 		{Job: "a", State: runs.StatePublishing, Entity: "Customers V3", Rows: 5000, Confirmed: true},
 		{Job: "a", State: runs.StatePublishing, Entity: "Customers V3", Rows: 5000, Sent: 12345, Done: 900, Total: 1000},
@@ -31,16 +33,17 @@ func TestProgressPrinters(t *testing.T) {
 		printer func(*bytes.Buffer) func(jobs.Event)
 		want    []string
 		notWant []string
+		once    []string // lines printed once, though their event came twice
 	}{
 		{"plain", func(b *bytes.Buffer) func(jobs.Event) { return plainProgress(b) },
 			[]string{"a: exporting: execution X\n", "a: Customers V3: 5000 rows published\n", "b: failed: F&O execution ended Failed\n"},
-			[]string{"\r", "\033[", "12345"}},
+			[]string{"\r", "\033[", "12345"}, []string{"b: exporting: F&O status Unknown after 0s\n"}},
 		{"live", func(b *bytes.Buffer) func(jobs.Event) {
 			clock := time.Date(2026, 11, 24, 20, 0, 0, 0, time.UTC)
 			return liveProgress(liveConsole(b, 200), func() time.Time { clock = clock.Add(time.Second); return clock })
 		},
 			[]string{"\r\033[K", "a publishing Customers V3 90% 5000 rows confirmed 3672 rows/s ETA 1s | b exporting", "a: succeeded\n", "b: failed: F&O execution ended Failed\n", "a succeeded | b failed\n"},
-			[]string{"12345 rows"}},
+			[]string{"12345 rows"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -58,6 +61,11 @@ func TestProgressPrinters(t *testing.T) {
 			for _, w := range tt.notWant {
 				if strings.Contains(out, w) {
 					t.Errorf("output holds %q:\n%q", w, out)
+				}
+			}
+			for _, w := range tt.once {
+				if n := strings.Count(out, w); n != 1 {
+					t.Errorf("output holds %q %d times, want once:\n%q", w, n, out)
 				}
 			}
 		})
