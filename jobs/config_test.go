@@ -479,7 +479,7 @@ exports:
 	}{
 		{"secrets and URLs from unset variables", fromEnv, nil, 0},
 		{"a default is checked", strings.Replace(fromEnv, "${POLL_NOT_SET:-30s}", "${POLL_NOT_SET:-soon}", 1),
-			[]string{`x.yaml:6:11: poll.interval: "soon" is not a duration`}, 1},
+			[]string{`x.yaml:6:18: poll.interval: "soon" is not a duration`}, 1},
 		{"structure mistakes still found", fromEnv + "  - {name: b, shedule: '@daily', definition_group: H, legal_entity: USMF}\n",
 			[]string{`exports[1](b).shedule: unknown key "shedule"`, `exports[1](b).schedule: missing required key "schedule"`}, 2},
 		{"plain-text secret still refused", strings.Replace(fromEnv, "${SECRET_NOT_SET}", "hunter2", 1),

@@ -180,3 +180,46 @@ func TestExitCodes(t *testing.T) {
 		})
 	}
 }
+
+// TestRunLogsFailedRunOnce runs the scheduler on an export F&O fails: each
+// failed run gets one ERROR line, carrying its run and execution keys.
+func TestRunLogsFailedRunOnce(t *testing.T) {
+	sim := dmftest.NewServer(dmftest.Options{
+		Projects:      map[string][]dmftest.Entity{"G": {{Name: "Things", Data: []byte("ID\r\n1\r\n")}}},
+		FinalStatus:   map[string]string{"G": "Failed"},
+		ExecutionTime: 100 * time.Millisecond,
+	})
+	defer sim.Close()
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "dmfexport.yaml", strings.Replace(exitConfig(fileBroker, fastPoll), `"@yearly"`, `"* * * * * *"`, 1))
+	cmd := exec.CommandContext(context.Background(), binary, "run", "--config", cfg, "--listen", "", "--log-format", "json")
+	cmd.Env = append(os.Environ(), "DMFSIM_URL="+sim.URL, "FO_TOKEN="+dmftest.DefaultToken)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	logs := watchLog(stderr)
+	first := logs.wait(t, "at ERROR for a failed run", 30*time.Second, func(l map[string]any) bool { return l["level"] == "ERROR" })
+	run, _ := first["run"].(string)
+	if run == "" || first["execution"] == nil || first["export"] != "x" || first["state"] != "failed" {
+		t.Fatalf("ERROR line of a failed run %v: want its export, run, execution and state keys", first)
+	}
+	// The fire ends (and the scheduler logs it) before the next run
+	// starts: by then every line about the failed run is written.
+	logs.wait(t, "of the next run", 10*time.Second, func(l map[string]any) bool { return l["msg"] == "run exporting" && l["run"] != run })
+	n := 0
+	logs.mu.Lock()
+	for _, l := range logs.lines {
+		if l != nil && l["level"] == "ERROR" && l["run"] == run {
+			n++
+		}
+	}
+	logs.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d ERROR lines for failed run %s, want 1", n, run)
+	}
+}
