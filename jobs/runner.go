@@ -102,17 +102,33 @@ type Runner struct {
 	// job and run ID), how often ResumeAll took it up in vain and when it
 	// may again.
 	waits map[string]runWait
-	// leftToResume counts the runs this Runner left interrupted.
-	leftToResume atomic.Int64
+	// leftUnfinished holds the runs (by job and run ID) this Runner
+	// last left interrupted or waiting, until one of its runs ends them.
+	leftUnfinished map[string]bool
 }
 
 // LeftToResume is how many runs this Runner left unfinished for the next
-// start to resume: runs interrupted (by a stop) and runs still waiting for
-// something outside dmfexport. dmfexport run exits 75 when it is above 0.
+// start to resume: runs interrupted (by a stop) and runs left waiting for
+// something outside dmfexport that it has not taken up to their end since.
+// dmfexport run exits 75 when it is above 0.
 func (r *Runner) LeftToResume() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return int(r.leftToResume.Load()) + len(r.waits)
+	return len(r.leftUnfinished)
+}
+
+// noteLeft records whether the run runID of job was left unfinished.
+func (r *Runner) noteLeft(job, runID string, left bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.leftUnfinished == nil {
+		r.leftUnfinished = map[string]bool{}
+	}
+	if left {
+		r.leftUnfinished[job+"/"+runID] = true
+	} else {
+		delete(r.leftUnfinished, job+"/"+runID)
+	}
 }
 
 // ReplayCommand is the command line that publishes the stored entities of
@@ -433,12 +449,12 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, l *r
 		}
 	}
 	run.emit(Event{State: rec.State, Detail: rec.Error})
+	r.noteLeft(exp.Name, rec.RunID, !rec.State.Final() || saveErr != nil)
 	if waiting != "" {
 		run.log.Warn("run left "+WaitingText(waiting)+"; it is taken up again with backoff", "state", rec.State, "error", rec.Error)
 		return rec, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, runErr)
 	}
 	if interrupted {
-		r.leftToResume.Add(1)
 		run.log.Warn("run interrupted; it will resume from here at the next start", "state", rec.State)
 		return rec, fmt.Errorf("export %s run %s interrupted in state %s: %w", exp.Name, rec.RunID, rec.State, ctx.Err())
 	}

@@ -140,6 +140,9 @@ func TestScheduledFireTakesUpWaitingRun(t *testing.T) {
 	if _, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"}); !errors.Is(err, ErrWaitingForBroker) {
 		t.Fatalf("Run with the broker down: want ErrWaitingForBroker, got %v", err)
 	}
+	if n := r.LeftToResume(); n != 1 {
+		t.Errorf("a run left waiting: LeftToResume %d, want 1 (dmfexport run stopped now exits 75)", n)
+	}
 	if _, ok := r.takeUpWaiting(context.Background(), &Export{Name: "other", Store: exp.Store}); ok {
 		t.Error("an export without a waiting run: the fire must start a run of its own")
 	}
@@ -166,6 +169,9 @@ func TestScheduledFireTakesUpWaitingRun(t *testing.T) {
 	}
 	if recs, _ := r.Unfinished(context.Background(), exp); len(recs) != 0 {
 		t.Fatalf("after the broker is back: want no unfinished run, got %d", len(recs))
+	}
+	if n := r.LeftToResume(); n != 0 {
+		t.Errorf("the waiting run finished: LeftToResume %d, want 0", n)
 	}
 	if n := sim.Exports(); n != 1 {
 		t.Errorf("F&O saw %d exports, want 1", n)
