@@ -192,17 +192,7 @@ func TestRunLogsFailedRunOnce(t *testing.T) {
 	defer sim.Close()
 	dir := t.TempDir()
 	cfg := writeFile(t, dir, "dmfexport.yaml", strings.Replace(exitConfig(fileBroker, fastPoll), `"@yearly"`, `"* * * * * *"`, 1))
-	cmd := exec.CommandContext(context.Background(), binary, "run", "--config", cfg, "--listen", "", "--log-format", "json")
-	cmd.Env = append(os.Environ(), "DMFSIM_URL="+sim.URL, "FO_TOKEN="+dmftest.DefaultToken)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	logs := watchLog(stderr)
+	_, logs := startRun(t, cfg, sim.URL)
 	first := logs.wait(t, "at ERROR for a failed run", 30*time.Second, func(l map[string]any) bool { return l["level"] == "ERROR" })
 	run, _ := first["run"].(string)
 	if run == "" || first["execution"] == nil || first["export"] != "x" || first["state"] != "failed" {

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"context"
-	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -35,17 +32,7 @@ func TestMetricsServedAtStart(t *testing.T) {
 		t.Fatalf("trigger yearly: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 
-	cmd := exec.CommandContext(context.Background(), binary, "run", "--config", cfgPath, "--listen", "127.0.0.1:0", "--log-format", "json")
-	cmd.Env = append(os.Environ(), env...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	logs := watchLog(stderr)
+	cmd, logs := startRun(t, cfgPath, sim.URL)
 	addr := logs.wait(t, "with the listener address", 20*time.Second, msgIs("operations listener"))["addr"].(string)
 	logs.wait(t, "saying the scheduler runs", 10*time.Second, msgIs("scheduler running"))
 
