@@ -115,8 +115,7 @@ exports:
 		if m != nil && (len(seen) == 0 || seen[len(seen)-1] != m[1]) {
 			seen = append(seen, m[1])
 		}
-		// The dmfexport child process must move on between two reads.
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // the dmfexport child process moves on between two reads
 	}
 	if !found {
 		t.Errorf("during the first wave: want dmfexport_fo_queue_length %s, saw only %v", wantQueued, seen)
