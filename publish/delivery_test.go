@@ -395,53 +395,71 @@ func (s *slowReader) Read(p []byte) (int, error) {
 	return s.r.Read(p[:min(len(p), s.n)])
 }
 
-// TestAMQPRepublishUnconfirmed drops the connection right after publishing,
-// before the confirms can arrive: the sink must reconnect and publish the
-// unconfirmed messages again, marked, with the same IDs.
+// TestAMQPRepublishUnconfirmed cuts the connection's socket right after
+// publishing, before the confirms can arrive: the sink must reconnect and
+// publish the unconfirmed messages again, marked, with the same IDs. The
+// broker may confirm all of them before the cut (the test's goroutine
+// can be descheduled between the last publish and the cut); such an
+// attempt does not reach the path under test and is repeated, up to 10.
 func TestAMQPRepublishUnconfirmed(t *testing.T) {
 	ctx := context.Background()
-	s, err := DialAMQP(ctx, AMQPOptions{URL: testenv.AMQPURL(), ConfirmWindow: 100})
-	if err != nil {
-		t.Fatalf("DialAMQP: %v", err)
-	}
-	defer func() { _ = s.Close() }()
-	exchange, queue := testTopology(t, s, false)
 	const n = 50
-	var stored []string
-	for i := range n {
-		id := fmt.Sprintf("m%02d", i)
-		if err := s.Publish(ctx, Message{Exchange: exchange, RoutingKey: "k", MessageID: id, Body: []byte(`{"i":` + fmt.Sprint(i) + `}`),
-			OnStored: func() { stored = append(stored, id) }}); err != nil {
-			t.Fatalf("Publish %s: %v", id, err)
+	for attempt := 1; ; attempt++ {
+		s, err := DialAMQP(ctx, AMQPOptions{URL: testenv.AMQPURL(), ConfirmWindow: 100})
+		if err != nil {
+			t.Fatalf("DialAMQP: %v", err)
 		}
-	}
-	s.mu.Lock()
-	_ = s.conn.Close() // the socket goes while confirms are outstanding
-	s.mu.Unlock()
-	if err := s.Flush(ctx); err != nil {
-		t.Fatalf("Flush after the connection dropped: want the sink to reconnect, got %v", err)
-	}
-	if s.Reconnects() != 1 {
-		t.Errorf("want 1 reconnect, got %d", s.Reconnects())
-	}
-	if len(stored) != n || stored[0] != "m00" || stored[n-1] != fmt.Sprintf("m%02d", n-1) {
-		t.Errorf("OnStored: want %d calls in order, got %v", n, stored)
-	}
-	seen := map[string]int{}
-	republished := 0
-	for _, d := range drain(t, queue) {
-		seen[d.MessageId]++
-		if d.Headers[RepublishedHeader] == true {
-			republished++
+		exchange, queue := testTopology(t, s, false)
+		var stored []string
+		for i := range n {
+			id := fmt.Sprintf("m%02d", i)
+			if err := s.Publish(ctx, Message{Exchange: exchange, RoutingKey: "k", MessageID: id, Body: []byte(`{"i":` + fmt.Sprint(i) + `}`),
+				OnStored: func() { stored = append(stored, id) }}); err != nil {
+				t.Fatalf("Publish %s: %v", id, err)
+			}
 		}
-		if seen[d.MessageId] > 1 && d.Headers[RepublishedHeader] != true {
-			t.Errorf("second copy of %s is not marked %s", d.MessageId, RepublishedHeader)
+		s.mu.Lock()
+		outstanding := 0
+		for _, p := range s.pending {
+			select {
+			case <-p.dc.Done():
+			default:
+				outstanding++
+			}
 		}
+		_ = s.sock.Close() // the socket goes while confirms are outstanding
+		s.mu.Unlock()
+		if outstanding == 0 && attempt < 10 {
+			_ = s.Close()
+			continue
+		}
+		if err := s.Flush(ctx); err != nil {
+			t.Fatalf("Flush after the connection dropped: want the sink to reconnect, got %v", err)
+		}
+		if s.Reconnects() != 1 {
+			t.Errorf("want 1 reconnect, got %d (%d confirms outstanding at the cut, attempt %d)", s.Reconnects(), outstanding, attempt)
+		}
+		if len(stored) != n || stored[0] != "m00" || stored[n-1] != fmt.Sprintf("m%02d", n-1) {
+			t.Errorf("OnStored: want %d calls in order, got %v", n, stored)
+		}
+		_ = s.Close()
+		seen := map[string]int{}
+		republished := 0
+		for _, d := range drain(t, queue) {
+			seen[d.MessageId]++
+			if d.Headers[RepublishedHeader] == true {
+				republished++
+			}
+			if seen[d.MessageId] > 1 && d.Headers[RepublishedHeader] != true {
+				t.Errorf("second copy of %s is not marked %s", d.MessageId, RepublishedHeader)
+			}
+		}
+		if len(seen) != n {
+			t.Errorf("want all %d message IDs in the queue, got %d", n, len(seen))
+		}
+		t.Logf("attempt %d: %d confirms outstanding at the cut, %d republished", attempt, outstanding, republished)
+		return
 	}
-	if len(seen) != n {
-		t.Errorf("want all %d message IDs in the queue, got %d", n, len(seen))
-	}
-	t.Logf("%d republished", republished)
 }
 
 func TestConfirmTrackerNeverSkipsAFailedBatch(t *testing.T) {
