@@ -98,7 +98,7 @@ func (r *Runner) Replay(ctx context.Context, exp *Export, rec *runs.Record, o Re
 			continue
 		}
 		e.Rows, e.Batches, e.Error = 0, 0, ""
-		if err := u.publishEntity(ctx, sink, &e); err != nil {
+		if err := u.publishEntity(ctx, sink, &e, nil); err != nil {
 			e.State, e.Error = runs.StateFailed, err.Error()
 			errs = append(errs, err)
 		} else {

@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -692,13 +691,34 @@ func (u *run) execute(ctx context.Context) error {
 	// export is done, so the package of the same execution is fetched
 	// again, never exported again.
 	for refetches := 0; ; refetches++ {
-		if err := u.fetchAndUnpack(ctx, client, refetches > 0); err != nil {
+		un, err := u.fetchAndUnpack(ctx, client, refetches > 0)
+		if err != nil {
 			return err
 		}
-		if err := u.enter(ctx, runs.StatePublishing, fmt.Sprintf("%d entities", len(u.rec.Entities))); err != nil {
-			return err
+		if err = u.enter(ctx, runs.StatePublishing, fmt.Sprintf("%d entities", len(u.rec.Entities))); err == nil {
+			err = u.step(ctx, "publish", func(ctx context.Context) error { return u.publishAll(ctx, un) })
 		}
-		err := u.step(ctx, "publish", u.publishAll)
+		if un != nil {
+			uerr := un.finish(u)
+			switch {
+			case errors.Is(uerr, errStoredEntitiesGone) && ctx.Err() == nil:
+				if err == nil || errors.Is(err, errStoredEntitiesGone) {
+					err = uerr
+				}
+			case uerr != nil && ctx.Err() == nil:
+				// Entities published before storing failed keep what the
+				// broker confirmed: the next attempt stores the same files
+				// and goes on from there.
+				if serr := u.save(ctx); serr != nil {
+					u.log.Warn("checkpoint not saved", "err", serr)
+				}
+				return u.packageFault(ctx, uerr)
+			case uerr == nil:
+				if serr := u.save(ctx); serr != nil && err == nil {
+					err = serr
+				}
+			}
+		}
 		if !errors.Is(err, errStoredEntitiesGone) {
 			return err
 		} else if refetches == maxRefetches {
@@ -710,43 +730,49 @@ func (u *run) execute(ctx context.Context) error {
 	}
 }
 
-// fetchAndUnpack brings the run to an unpacked package, unless it is:
-// from the package stored by an earlier attempt, or by exporting (unless
-// refetch: the export is done) and downloading it.
-func (u *run) fetchAndUnpack(ctx context.Context, client *dmf.Client, refetch bool) error {
+// fetchAndUnpack brings the run to a package being unpacked (nil when its
+// record says it is unpacked already): from the package stored by an
+// earlier attempt, or by exporting (unless refetch: the export is done)
+// and downloading it.
+func (u *run) fetchAndUnpack(ctx context.Context, client *dmf.Client, refetch bool) (*unpacking, error) {
 	if u.rec.Unpacked {
-		return nil
+		return nil, nil
 	}
 	tmp, err := createPackageTemp()
 	if err != nil {
-		return u.packageFault(ctx, fmt.Errorf("create temporary file for the package: %w", err))
+		return nil, u.packageFault(ctx, fmt.Errorf("create temporary file for the package: %w", err))
 	}
-	defer func() { _ = os.Remove(tmp.Name()) }()
-	defer func() { _ = tmp.Close() }()
+	keep := false
+	defer func() {
+		if !keep {
+			_ = tmp.Close()
+			_ = os.Remove(tmp.Name())
+		}
+	}()
+	// A store across a network gets the package after the entities (see
+	// unpacking), a directory store right after the download.
+	storePackage := storedOnNetwork(u.st)
 	if !u.restorePackage(ctx, tmp) {
 		if !refetch {
 			if err := u.checkBroker(ctx); err != nil {
-				return err
+				return nil, err
 			}
 			if err := u.export(ctx, client); err != nil {
-				return err
+				return nil, err
 			}
 		}
-		if err := u.download(ctx, client, tmp); err != nil {
-			return u.packageFault(ctx, err)
+		if err := u.download(ctx, client, tmp, !storePackage); err != nil {
+			return nil, u.packageFault(ctx, err)
 		}
+	} else {
+		storePackage = false
 	}
-	err = u.unpack(ctx, tmp.Name())
-	if errors.Is(err, store.ErrRecreated) {
-		// The store was created again under an entity write that cannot
-		// resend its bytes: unpack again into the new store.
-		u.log.Warn("the store was created again while unpacking; unpacking the package again", "err", err)
-		err = u.unpack(ctx, tmp.Name())
-	}
+	un, err := u.startUnpack(ctx, tmp, storePackage)
 	if err != nil {
-		return u.packageFault(ctx, err)
+		return nil, u.packageFault(ctx, err)
 	}
-	return nil
+	keep = true
+	return un, nil
 }
 
 // packageRetention is how long F&O keeps an execution's package (and its
@@ -995,7 +1021,7 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 }
 
 // download fetches the package into tmp and keeps it in the store.
-func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) error {
+func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File, storePackage bool) error {
 	if err := u.enter(ctx, runs.StateDownloading, ""); err != nil {
 		return err
 	}
@@ -1064,14 +1090,14 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File) er
 			}
 			return fmt.Errorf("download package of execution %s: %w", u.rec.ExecutionID, err)
 		}
-		if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-			return fmt.Errorf("rewind package file: %w", err)
+		u.rec.PackageBytes, u.rec.PackageSHA256, u.rec.PackageKey = n, sum, ""
+		if storePackage {
+			key := u.ledger.Package(u.rec.RunID)
+			if _, err := u.st.Put(ctx, key, io.NewSectionReader(tmp, 0, n), u.meta(map[string]string{"sha256": sum})); err != nil {
+				return fmt.Errorf("store package: %w", err)
+			}
+			u.rec.PackageKey = key
 		}
-		key := u.ledger.Package(u.rec.RunID)
-		if _, err := u.st.Put(ctx, key, tmp, u.meta(map[string]string{"sha256": sum})); err != nil {
-			return fmt.Errorf("store package: %w", err)
-		}
-		u.rec.PackageBytes, u.rec.PackageSHA256, u.rec.PackageKey = n, sum, key
 		return u.save(ctx)
 	})
 }
@@ -1116,96 +1142,43 @@ func resetFile(f *os.File) error {
 	return nil
 }
 
-// unpack explodes the package file into one stored object per entity and
-// records them; the record says Unpacked only once every object is written.
-func (u *run) unpack(ctx context.Context, pkg string) error {
-	if err := u.enter(ctx, runs.StateUnpacking, fmt.Sprintf("%d bytes", u.rec.PackageBytes)); err != nil {
-		return err
-	}
-	var res *unpack.Result
-	err := u.step(ctx, "unpack", func(ctx context.Context) error {
-		var err error
-		res, err = unpack.Explode(ctx, pkg, u.st, unpack.ExplodeOptions{
-			Prefix: u.ledger.Entities(u.rec.RunID),
-			Meta:   u.meta(nil),
-		})
-		if err != nil {
-			return fmt.Errorf("unpack package of execution %s: %w", u.rec.ExecutionID, err)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	// Entities published before the package was fetched again (the store
-	// lost their files) keep what the broker confirmed when their file is
-	// the same, so no batch is published twice.
-	before := map[string]runs.EntityRecord{}
-	for _, e := range u.rec.Entities {
-		before[e.Entity] = e
-	}
-	u.rec.Entities = nil
-	var absent []string
-	for _, o := range res.Entities {
-		e := runs.EntityRecord{
-			Entity: o.Entity, File: o.File, SourceFormat: o.SourceFormat, Format: o.Format, Sheet: o.Sheet,
-			RefreshType: o.RefreshType, Absent: o.Absent, Fields: o.Fields,
-			Key: o.Key, Bytes: o.Size, SHA256: o.SHA256, State: runs.StatePending, LastBatch: -1,
-		}
-		if rs := u.exp.readSettings(o.Entity); !reflect.ValueOf(rs).IsZero() {
-			e.Read = &rs
-		}
-		if p, ok := before[e.Entity]; ok && p.SHA256 == e.SHA256 && p.Bytes == e.Bytes && o.Err == nil {
-			e.State, e.Rows, e.Batches, e.LastBatch = p.State, p.Rows, p.Batches, p.LastBatch
-			e.Encoding, e.LooseQuotes, e.Read = p.Encoding, p.LooseQuotes, p.Read
-		}
-		switch {
-		case o.Err != nil:
-			e.State, e.Error = runs.StateFailed, o.Err.Error()
-			u.log.Error("entity cannot be unpacked", "entity", o.Entity, "err", o.Err)
-		case o.Absent && u.exp.AbsentFiles == "fail":
-			e.State, e.Error = runs.StateFailed, fmt.Sprintf("entity %s: file %q is listed in Manifest.xml but not in the package (absent_files: fail; set absent_files: empty to publish it as an entity without rows)", o.Entity, o.File)
-			u.log.Error("entity file absent from the package", "entity", o.Entity, "file", o.File)
-		case o.Absent:
-			absent = append(absent, fmt.Sprintf("%s (%s)", o.Entity, o.File))
-		}
-		u.rec.Entities = append(u.rec.Entities, e)
-	}
-	if len(absent) > 0 {
-		// F&O leaves out the files of entities without rows: usual, but
-		// worth saying, since a wrong data project looks the same.
-		u.log.Warn("entity files listed in Manifest.xml but absent from the package; published as entities without rows",
-			"count", len(absent), "entities", absent)
-	}
-	for _, name := range res.Unlisted {
-		u.log.Warn("package file not listed in Manifest.xml, not published", "file", name)
-	}
-	u.rec.Unpacked = true
-	return u.save(ctx)
-}
-
 // publishAll publishes the run's entities that are not done yet, up to
 // parallelEntities of them at a time, each on a sink (for AMQP its own
 // connection and channel) of its own, the costliest first (costliestFirst).
 // Each entity's batches keep their order; entities interleave on the
 // broker.
-func (u *run) publishAll(ctx context.Context) error {
+func (u *run) publishAll(ctx context.Context, un *unpacking) error {
 	defer func() { spanAddPublished(ctx, u.rec) }()
-	var todo []int
 	failed := map[int]bool{}
 	losses := store.Recreations(u.st)
-	for i := range u.rec.Entities {
-		e := &u.rec.Entities[i]
-		switch {
-		case e.State == runs.StateSucceeded: // published before an interruption
-		case e.State == runs.StateFailed && e.Key == "": // could not be unpacked, or absent under absent_files: fail
-			failed[i] = true
-		default:
-			todo = append(todo, i)
+	// feed hands out the entities in the order they are to be published:
+	// as they are stored when the package is being unpacked, else
+	// costliest first.
+	feed := (<-chan int)(nil)
+	if un != nil {
+		feed = un.ready
+	} else {
+		order := make([]int, len(u.rec.Entities))
+		for i := range order {
+			order[i] = i
+		}
+		costliestFirst(u.rec.Entities, order)
+		ch := make(chan int, len(order))
+		for _, i := range order {
+			ch <- i
+		}
+		close(ch)
+		feed = ch
+	}
+	todo := 0
+	u.mu.Lock()
+	for _, e := range u.rec.Entities {
+		if e.State != runs.StateSucceeded && (e.State != runs.StateFailed || e.Key != "") {
+			todo++
 		}
 	}
-	costliestFirst(u.rec.Entities, todo)
-	workers := max(1, min(u.exp.parallelEntities(), len(todo)))
+	u.mu.Unlock()
+	workers := max(1, min(u.exp.parallelEntities(), todo))
 	sinks, err := u.newSinks(ctx, workers)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -1231,7 +1204,7 @@ func (u *run) publishAll(ctx context.Context) error {
 			defer wg.Done()
 			for i := range next {
 				e := &u.rec.Entities[i]
-				err := u.publishEntity(ctx, sink, e)
+				err := u.publishEntity(ctx, sink, e, un.source(u, i))
 				if err != nil && ctx.Err() != nil {
 					continue // interrupted: the entity stays pending, to resume
 				}
@@ -1291,9 +1264,21 @@ func (u *run) publishAll(ctx context.Context) error {
 			}
 		}(sinks[w%len(sinks)])
 	}
-feed:
-	for _, i := range todo {
+hand:
+	for i := range feed {
+		u.mu.Lock()
+		state, key := u.rec.Entities[i].State, u.rec.Entities[i].Key
+		u.mu.Unlock()
 		mu.Lock()
+		switch {
+		case state == runs.StateSucceeded: // published before an interruption
+			mu.Unlock()
+			continue
+		case state == runs.StateFailed && key == "": // could not be unpacked, or absent under absent_files: fail
+			failed[i] = true
+			mu.Unlock()
+			continue
+		}
 		stop := firstErr != nil || brokerErr != nil || fullErr != nil
 		mu.Unlock()
 		if stop {
@@ -1302,7 +1287,7 @@ feed:
 		select {
 		case next <- i:
 		case <-ctx.Done():
-			break feed
+			break hand
 		}
 	}
 	close(next)
@@ -1352,13 +1337,20 @@ const checkpointEvery = 250 * time.Millisecond
 // checkpointBatches bounds the batches confirmed between two checkpoints.
 const checkpointBatches = 50
 
-func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *runs.EntityRecord) error {
+// publishEntity publishes entity e's rows, after its last confirmed batch
+// when the run resumes. Its bytes come from source when not nil (the
+// package file), else from the store.
+func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *runs.EntityRecord, source func(context.Context) (io.ReadCloser, error)) error {
 	// An Absent entity has nothing stored: it is published like a 0-byte
 	// file, one batch without rows, so consumers see it complete.
 	rc := io.NopCloser(strings.NewReader(""))
 	if !e.Absent {
 		var err error
-		if rc, err = u.st.Open(ctx, e.Key); err != nil {
+		if source != nil {
+			if rc, err = source(ctx); err != nil {
+				return fmt.Errorf("entity %s: open its file in the package: %w", e.Entity, err)
+			}
+		} else if rc, err = u.st.Open(ctx, e.Key); err != nil {
 			return fmt.Errorf("entity %s: open stored file: %w", e.Entity, err)
 		}
 	}

@@ -108,6 +108,32 @@ type Result struct {
 // objects this call stored and says in the error whether that worked, so a
 // failed run never leaves a subset of entities that looks complete.
 func Explode(ctx context.Context, zipPath string, st store.Store, opts ExplodeOptions) (*Result, error) {
+	pkg, err := Open(zipPath, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = pkg.Close() }()
+	if err := pkg.Store(ctx, st, nil, nil); err != nil {
+		return nil, err
+	}
+	return pkg.Result(), nil
+}
+
+// Package is a data package opened from a local file: checked, its
+// manifest read and each entity matched to its zip entry, nothing stored
+// yet. Store writes the entity objects; OpenEntity reads an entity's bytes
+// from the package itself, so a caller can read an entity while (or
+// instead of) reading it back from a store across a network.
+type Package struct {
+	zr    *zip.ReadCloser
+	opts  ExplodeOptions
+	res   *Result
+	plans []plan
+}
+
+// Open checks the package at zipPath as Explode does before storing
+// anything, and plans its entities; the caller closes it.
+func Open(zipPath string, opts ExplodeOptions) (*Package, error) {
 	if opts.MaxEntryBytes <= 0 {
 		opts.MaxEntryBytes = DefaultMaxEntryBytes
 	}
@@ -132,36 +158,101 @@ func Explode(ctx context.Context, zipPath string, st store.Store, opts ExplodeOp
 		}
 		return nil, notZip(err)
 	}
-	defer func() { _ = zr.Close() }()
 	// klauspost's inflater takes about a quarter less CPU than the standard
 	// library's for the same bytes; archive/zip still checks each entry's
 	// CRC-32 and size.
 	zr.RegisterDecompressor(zip.Deflate, func(r io.Reader) io.ReadCloser { return flate.NewReader(r) })
 
 	entries, err := checkEntries(zr.File, opts)
-	if err != nil {
-		return nil, err
-	}
-	pkg, err := readPackageXML(entries)
-	if err != nil {
-		return nil, err
-	}
-	res := &Result{Manifest: pkg.manifest, Header: pkg.header, Entities: []EntityObject{}}
-
-	plans, used := planEntities(entries, pkg, prefix)
-	for _, e := range entries {
-		if !e.dir && !used[e.f] {
-			res.Unlisted = append(res.Unlisted, e.f.Name)
+	if err == nil {
+		var px *packageXML
+		if px, err = readPackageXML(entries); err == nil {
+			p := &Package{zr: zr, opts: opts, res: &Result{Manifest: px.manifest, Header: px.header, Entities: []EntityObject{}}}
+			var used map[*zip.File]bool
+			p.plans, used = planEntities(entries, px, prefix)
+			for _, e := range entries {
+				if !e.dir && !used[e.f] {
+					p.res.Unlisted = append(p.res.Unlisted, e.f.Name)
+				}
+			}
+			return p, nil
 		}
 	}
+	_ = zr.Close()
+	return nil, err
+}
 
-	if err := storeEntities(ctx, st, plans, opts); err != nil {
-		return nil, err
+// Close releases the package file.
+func (p *Package) Close() error { return p.zr.Close() }
+
+// Entities are the package's entities in manifest order, as planned: Key
+// set, Size and SHA256 not yet known, Err for problems found without
+// reading an entity's bytes. After Store they are as stored.
+func (p *Package) Entities() []EntityObject {
+	out := make([]EntityObject, len(p.plans))
+	for i := range p.plans {
+		out[i] = p.plans[i].obj
 	}
-	for _, p := range plans {
-		res.Entities = append(res.Entities, p.obj)
+	return out
+}
+
+// Result describes the package: after Store, as Explode returns it.
+func (p *Package) Result() *Result {
+	r := *p.res
+	r.Entities = p.Entities()
+	return &r
+}
+
+// Store writes each entity object to st as Explode does, in order (indexes
+// into Entities; nil: manifest order, and entities left out of order are
+// stored after it), calling stored (when not nil) with each entity as it
+// is done: stored, or given an Err of its own, or Absent. On an error
+// that fails the package the objects this call stored are removed, as
+// Explode does. It may be called again (into a store created anew, say):
+// it stores the same objects under the same keys.
+func (p *Package) Store(ctx context.Context, st store.Store, order []int, stored func(i int, obj EntityObject)) error {
+	seen := make([]bool, len(p.plans))
+	var all []int
+	for _, i := range order {
+		if i >= 0 && i < len(p.plans) && !seen[i] {
+			seen[i] = true
+			all = append(all, i)
+		}
 	}
-	return res, nil
+	for i := range p.plans {
+		if !seen[i] {
+			all = append(all, i)
+		}
+	}
+	return storeEntities(ctx, st, p.plans, all, p.opts, stored)
+}
+
+// DeclaredSize is the size the package declares for the file of the entity
+// at index i of Entities (0 when it has none): known before Store reads it.
+func (p *Package) DeclaredSize(i int) int64 {
+	if f := p.plans[i].f; f != nil {
+		return int64(min(f.UncompressedSize64, 1<<62))
+	}
+	return 0
+}
+
+// OpenEntity returns the bytes of the entity at index i of Entities, read
+// from the package file: the same bytes Store writes (archive/zip checks
+// the entry's CRC-32 at its end). It is an error for an entity that is
+// Absent or has an Err.
+func (p *Package) OpenEntity(i int) (io.ReadCloser, error) {
+	if i < 0 || i >= len(p.plans) {
+		return nil, fmt.Errorf("package entity %d: no such entity", i)
+	}
+	pl := &p.plans[i]
+	if pl.f == nil || pl.obj.Absent {
+		return nil, fmt.Errorf("entity %q: no file in the package", pl.obj.Entity)
+	}
+	rc, err := pl.f.Open()
+	if err != nil {
+		return nil, fmt.Errorf("corrupt package: entry %q: %w", pl.f.Name, err)
+	}
+	return rc, nil
 }
 
 // ErrNotZip is wrapped by the error for a package file that is not a
@@ -187,12 +278,18 @@ func CheckPackage(r io.ReaderAt, size int64) error {
 // sealed into the object's metadata at the end. An entity over a limit is
 // an entity error with nothing stored; a corrupt entry or a failed Put
 // fails the package and removes what this call stored.
-func storeEntities(ctx context.Context, st store.Store, plans []plan, opts ExplodeOptions) error {
+func storeEntities(ctx context.Context, st store.Store, plans []plan, order []int, opts ExplodeOptions, stored func(int, EntityObject)) error {
 	var written []string
 	var total int64
-	for i := range plans {
+	done := func(i int) {
+		if stored != nil {
+			stored(i, plans[i].obj)
+		}
+	}
+	for _, i := range order {
 		p := &plans[i]
 		if p.obj.Err != nil || p.obj.Absent {
+			done(i)
 			continue
 		}
 		if err := ctx.Err(); err != nil {
@@ -216,9 +313,11 @@ func storeEntities(ctx context.Context, st store.Store, plans []plan, opts Explo
 			p.obj.Size, p.obj.SHA256 = lr.n, sum
 			total += lr.n
 			written = append(written, p.obj.Key)
+			done(i)
 		case errors.Is(src.err, errOverLimit):
 			p.obj.Err = fmt.Errorf("entity %q: %w", p.obj.Entity, src.err)
 			p.obj.Key = ""
+			done(i)
 		case ctx.Err() != nil:
 			return fmt.Errorf("explode package: %w%s", ctx.Err(), removeWritten(ctx, st, written))
 		case src.err != nil:
