@@ -2,6 +2,7 @@ package dmf
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -940,9 +941,12 @@ func TestContextCancelDuringRetry(t *testing.T) {
 
 func TestPollStatus(t *testing.T) {
 	tests := []struct {
-		name      string
-		answers   []string // the last one repeats
-		deadline  time.Duration
+		name     string
+		answers  []string // the last one repeats
+		deadline time.Duration
+		// register is the client's RegisterTimeout: long, unless the case
+		// waits it out, so a loaded machine never runs past it between asks.
+		register  time.Duration
 		want      Status
 		wantErr   error // sentinel wanted, or errAny
 		wantAsks  int   // -1: do not check
@@ -956,7 +960,7 @@ func TestPollStatus(t *testing.T) {
 		{name: "NotRun then Executing then Succeeded", answers: []string{"NotRun", "Executing", "Executing", "Succeeded"}, want: StatusSucceeded, wantAsks: 4},
 		{name: "Unknown twice then Executing then Succeeded", answers: []string{"Unknown", "Unknown", "Executing", "Succeeded"}, want: StatusSucceeded, wantAsks: 4},
 		{name: "Unknown resets after Executing", answers: []string{"Unknown", "Unknown", "Unknown", "Unknown", "Executing", "Unknown", "Unknown", "Failed"}, want: StatusFailed, wantAsks: 8},
-		{name: "Unknown forever", answers: []string{"Unknown"}, wantErr: ErrNotRegistered, wantAsks: -1, errSubstr: "not registered by F&O after"},
+		{name: "Unknown forever", answers: []string{"Unknown"}, register: 30 * time.Millisecond, wantErr: ErrNotRegistered, wantAsks: -1, errSubstr: "not registered by F&O after"},
 		{name: "unexpected name", answers: []string{"Executing", "Paused"}, wantErr: ErrUnexpectedStatus, wantAsks: 2, errSubstr: "Paused"},
 		{name: "empty name", answers: []string{""}, wantErr: ErrUnexpectedStatus, wantAsks: 1},
 		{name: "deadline", answers: []string{"Executing"}, deadline: 30 * time.Millisecond, wantErr: ErrDeadline, wantAsks: -1, errSubstr: "still Executing"},
@@ -967,7 +971,8 @@ func TestPollStatus(t *testing.T) {
 			f.on(actionStatus, func(w http.ResponseWriter, _ string, n int) {
 				writeValue(w, tt.answers[min(n, len(tt.answers))-1])
 			})
-			c, _ := newTestClient(t, f, nil)
+			c, _ := newTestClient(t, f, &ClientOptions{RetryBaseDelay: time.Millisecond, RetryMaxDelay: 4 * time.Millisecond,
+				RegisterTimeout: cmp.Or(tt.register, 10*time.Second)})
 			var seen []Status
 			got, err := c.PollStatus(context.Background(), "exec-9", PollOptions{
 				Interval: time.Millisecond, MaxInterval: 3 * time.Millisecond, Deadline: tt.deadline,
