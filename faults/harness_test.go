@@ -209,11 +209,14 @@ func startProc(t *testing.T, env []string, dir, bin string, args ...string) *pro
 	}
 	p := &proc{cmd: cmd, done: make(chan struct{}), added: make(chan struct{}, 1)}
 	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
+		br := bufio.NewReaderSize(stderr, 64<<10)
+		for {
+			line, err := readLine(br, 1<<20)
+			if err != nil {
+				break
+			}
 			p.mu.Lock()
-			p.lines = append(p.lines, sc.Text())
+			p.lines = append(p.lines, line)
 			p.mu.Unlock()
 			select {
 			case p.added <- struct{}{}:
@@ -233,6 +236,22 @@ func startProc(t *testing.T, env []string, dir, bin string, args ...string) *pro
 	}()
 	t.Cleanup(func() { _ = cmd.Process.Kill(); <-p.done })
 	return p
+}
+
+// readLine reads one line of a child's output, keeping at most max bytes
+// of it: the rest is read and dropped, so a long line never stops the
+// reading (a child whose output is not read blocks on its next write).
+func readLine(br *bufio.Reader, max int) (string, error) {
+	var b []byte
+	for {
+		frag, more, err := br.ReadLine()
+		if len(b) < max {
+			b = append(b, frag[:min(len(frag), max-len(b))]...)
+		}
+		if err != nil || !more {
+			return string(b), err
+		}
+	}
 }
 
 // waitLine waits until a log line contains every one of parts; false after
@@ -500,3 +519,21 @@ func (a *azurite) restartEmpty() {
 }
 
 var _ = dmftest.DefaultToken
+
+// TestReadLine: a line longer than the limit is cut, and the lines after
+// it are still read.
+func TestReadLine(t *testing.T) {
+	long := strings.Repeat("x", 3<<20)
+	br := bufio.NewReaderSize(strings.NewReader(long+"\nnext\nlast"), 64<<10)
+	var got []string
+	for {
+		line, err := readLine(br, 1<<20)
+		if err != nil {
+			break
+		}
+		got = append(got, line)
+	}
+	if len(got) != 3 || len(got[0]) != 1<<20 || got[1] != "next" || got[2] != "last" {
+		t.Fatalf("lines read: %d, want 3 (the first cut to 1 MiB, then next, last)", len(got))
+	}
+}
