@@ -49,6 +49,9 @@ type pacer struct {
 	next  time.Time // when the bytes reserved so far are through the link
 }
 
+// linkSlack is how far behind its schedule a link may fall and catch up.
+const linkSlack = 5 * time.Millisecond
+
 // pass blocks until n more bytes have gone through the link.
 func (p *pacer) pass(n int) {
 	if p.rate <= 0 {
@@ -56,8 +59,11 @@ func (p *pacer) pass(n int) {
 	}
 	p.mu.Lock()
 	now := time.Now()
-	if p.next.Before(now) {
-		p.next = now
+	// A sleep that overran (a loaded machine wakes late) is made up by
+	// the next bytes, up to linkSlack: the link keeps its rate instead of
+	// losing every overrun, and an idle link saves up no more than that.
+	if p.next.Before(now.Add(-linkSlack)) {
+		p.next = now.Add(-linkSlack)
 	}
 	p.next = p.next.Add(time.Duration(float64(n) * 8 / p.rate * float64(time.Second)))
 	until := p.next
