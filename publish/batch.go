@@ -24,6 +24,10 @@ type batchEncoder struct {
 	// it with one fixed-size copy (a few vector stores, no call) and the
 	// value then overwrites the padding.
 	keys []columnKey
+	// shortKeys is set when every key fits keyWidth, which
+	// csvReader.encodePlain needs; keyBytes is the keys' length together.
+	shortKeys bool
+	keyBytes  int
 	// ext holds the CloudEvents extension attributes, e.g.
 	// `,"refreshtype":"FullPush"`, or nothing.
 	ext []byte
@@ -75,6 +79,7 @@ func (e *batchEncoder) init(o EntityOptions, header []string) {
 	e.data = d
 	c := append([]byte(nil), '[')
 	e.keys = make([]columnKey, len(header))
+	e.shortKeys, e.keyBytes = true, 0
 	for i, h := range header {
 		if i > 0 {
 			c = append(c, ',')
@@ -87,8 +92,10 @@ func (e *batchEncoder) init(o EntityOptions, header []string) {
 		k = append(appendJSONString(k, h), ':', '"')
 		ck := &e.keys[i]
 		ck.n, ck.room = len(k), keyWidth
+		e.keyBytes += len(k)
 		if len(k) > keyWidth {
 			ck.long, ck.room = k, math.MaxInt/2 // never the fast path
+			e.shortKeys = false
 		}
 		copy(ck.b[:], k)
 	}

@@ -156,6 +156,16 @@ func (s *csvSource) nextRecord() (csvRecord, int, error) {
 	return s.r.record(), s.r.recLine, nil
 }
 
+// encodePlain is nextRecord and batchEncoder.addRecord in one pass, for
+// the common record; see csvReader.encodePlain.
+func (s *csvSource) encodePlain(e *batchEncoder, limit int) plainOutcome {
+	o := s.r.encodePlain(e, limit)
+	if o == plainDone {
+		s.rows++
+	}
+	return o
+}
+
 // CSVSyntaxError describes malformed CSV: where it is and what is wrong.
 type CSVSyntaxError struct {
 	Line, Column int // 1-based; Column counts bytes of UTF-8
@@ -392,7 +402,7 @@ func stopMask(x, delimWord uint64) uint64 {
 	d := x ^ delimWord
 	q := x ^ (lsb8 * '"')
 	b := x ^ (lsb8 * '\\')
-	return ((x-lsb8*0x20)&^x | (d-lsb8)&^d | (q-lsb8)&^q | (b-lsb8)&^b | x) & msb8
+	return ((x - lsb8*0x20) | x | (d-lsb8)&^d | (q-lsb8)&^q | (b-lsb8)&^b) & msb8
 }
 
 // plainBytes reports whether every byte of b is ASCII that JSON keeps as is.
@@ -608,3 +618,160 @@ func (c *csvReader) unquotedTail(buf []byte, i int, eof bool, lines, lineStart i
 }
 
 var nl = []byte{'\n'}
+
+// plainOutcome is what csvReader.encodePlain did with the next record.
+type plainOutcome uint8
+
+const (
+	// plainNo: the record is not plain or not wholly buffered; nothing
+	// was read or encoded.
+	plainNo plainOutcome = iota
+	// plainDone: the record is read and is the batch's last row.
+	plainDone
+	// plainFull: the record is plain but would take the batch's rows past
+	// the limit; nothing was read or encoded.
+	plainFull
+)
+
+// plainMaxRecord bounds the bytes of a record encodePlain reads, so that
+// the room of the batch buffer is checked once per record.
+const plainMaxRecord = 16 << 10
+
+// encodePlain reads the next record and encodes it as e's next row in one
+// pass, when it is the common kind: wholly buffered, every field unquoted
+// or quoted without a doubled qualifier, every byte of every value ASCII
+// that JSON keeps as is, as many fields as e has columns, ended by LF or
+// CRLF, at most plainMaxRecord bytes. Eight bytes at a time, it copies a
+// value into the batch while it looks for the value's end; the key written
+// next overwrites what was copied past it. Any other record it leaves to
+// readSpans and addRecord, which encode a plain record to the same bytes.
+// limit caps the batch's row bytes (a record past it is left unread).
+func (c *csvReader) encodePlain(e *batchEncoder, limit int) plainOutcome {
+	if !e.shortKeys || len(e.keys) == 0 || c.qual != '"' && c.qual != 0 || c.pos >= c.end {
+		return plainNo
+	}
+	if e.buf == nil {
+		e.start()
+	}
+	buf, in, end := c.buf, c.pos, c.end
+	if b := buf[in]; b == '\n' || b == '\r' {
+		return plainNo // empty lines, which readSpans skips
+	}
+	o := len(e.buf)
+	// The row's bytes: a comma, the keys, the values (no more than the
+	// record's bytes) and the closing quote and brace, which the padding
+	// of the last key covers, as it does the last word copied.
+	if cap(e.buf)-o < 1+e.keyBytes+plainMaxRecord+keyWidth {
+		return plainNo // the batch must grow: addRecord does that
+	}
+	// Words are read at in < lim only: in the buffered record, eight bytes
+	// before the end of buf.
+	lim := min(end, len(buf)-7, in+plainMaxRecord)
+	src, dst := unsafe.Pointer(unsafe.SliceData(buf)), unsafe.Pointer(unsafe.SliceData(e.buf))
+	if e.rows > 0 {
+		*(*byte)(unsafe.Add(dst, o)) = ','
+		o++
+	}
+	delim := c.delim
+	delimWord := lsb8 * uint64(delim)
+	k, last := &e.keys[0], &e.keys[len(e.keys)-1]
+	for {
+		if in >= lim {
+			return plainNo
+		}
+		*(*[keyWidth]byte)(unsafe.Add(dst, o)) = k.b
+		o += k.n
+		w := binary.LittleEndian.Uint64((*[8]byte)(unsafe.Add(src, in))[:])
+		var b byte // the byte after the value
+		if byte(w) == '"' {
+			// Quoted: the value ends at the next qualifier, which must
+			// close the field (a doubled one is left to readSpans).
+			// Without a qualifier the quote is data, which JSON escapes.
+			if c.qual == 0 {
+				return plainNo
+			}
+			in++
+			var m uint64
+			for {
+				if in >= lim {
+					return plainNo
+				}
+				w = binary.LittleEndian.Uint64((*[8]byte)(unsafe.Add(src, in))[:])
+				binary.LittleEndian.PutUint64((*[8]byte)(unsafe.Add(dst, o))[:], w)
+				if m = quotedStopMask(w); m != 0 {
+					break
+				}
+				in += 8
+				o += 8
+			}
+			n := bits.TrailingZeros64(m) >> 3
+			in += n + 1
+			o += n
+			if in >= lim || byte(w>>(n<<3)) != '"' {
+				return plainNo
+			}
+			b = *(*byte)(unsafe.Add(src, in))
+		} else {
+			var m uint64
+			for {
+				binary.LittleEndian.PutUint64((*[8]byte)(unsafe.Add(dst, o))[:], w)
+				if m = stopMask(w, delimWord); m != 0 {
+					break
+				}
+				in += 8
+				o += 8
+				if in >= lim {
+					return plainNo
+				}
+				w = binary.LittleEndian.Uint64((*[8]byte)(unsafe.Add(src, in))[:])
+			}
+			n := bits.TrailingZeros64(m) >> 3
+			in += n
+			o += n
+			if in >= lim {
+				return plainNo // past the record's buffered bytes
+			}
+			b = byte(w >> (n << 3))
+		}
+		if b == delim {
+			if k == last {
+				return plainNo // a field too many
+			}
+			k = (*columnKey)(unsafe.Add(unsafe.Pointer(k), unsafe.Sizeof(*k)))
+			in++
+			continue
+		}
+		if k != last {
+			return plainNo // a field too few, or a byte readSpans deals with
+		}
+		switch {
+		case b == '\n':
+			in++
+		case b == '\r' && in+1 < end && buf[in+1] == '\n':
+			in += 2
+		default:
+			return plainNo
+		}
+		break
+	}
+	*(*[2]byte)(unsafe.Add(dst, o)) = [2]byte{'"', '}'}
+	o += 2
+	if o-e.gap > limit {
+		return plainFull
+	}
+	e.buf = e.buf[:o]
+	e.rows++
+	c.pos = in
+	c.line++
+	c.recLine = c.line
+	return plainDone
+}
+
+// quotedStopMask is stopMask inside a quoted field, where the delimiter is
+// data: it marks a quote, a backslash, a byte below 0x20 or one of 0x80
+// and above.
+func quotedStopMask(x uint64) uint64 {
+	q := x ^ (lsb8 * '"')
+	b := x ^ (lsb8 * '\\')
+	return ((x - lsb8*0x20) | x | (q-lsb8)&^q | (b-lsb8)&^b) & msb8
+}

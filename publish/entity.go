@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"runtime"
 	"strconv"
 	"strings"
@@ -384,6 +385,9 @@ type entityPublisher struct {
 	comps     []*compressor // one per compressing goroutine
 	confirms  confirmTracker
 	published bool
+	// plainWait is how many more CSV records addPlain leaves before it
+	// tries one again; plainBackoff is the last such wait.
+	plainWait, plainBackoff int
 
 	jobs     chan *publishJob // in batch order
 	compress chan *publishJob // to the compressing goroutines
@@ -425,6 +429,16 @@ func (p *entityPublisher) run() error {
 		p.enc.batchIndex = p.o.ResumeFrom
 	}
 	for {
+		if onePassCSV && csvSrc != nil && row >= skip && (skip > 0 || p.o.ResumeFrom == 0) {
+			added, err := p.addPlain(csvSrc, row+1)
+			if err != nil {
+				return err
+			}
+			if added {
+				row++
+				continue
+			}
+		}
 		var rec []string
 		var raw csvRecord
 		var line, fields int
@@ -522,6 +536,52 @@ func (p *entityPublisher) run() error {
 	}
 	return nil
 }
+
+// addPlain reads the next CSV record and encodes it as data row row in one
+// pass, when it is plain (see csvReader.encodePlain). It reports false when
+// it leaves the record to be read and encoded apart: a record that is not
+// plain, one that closes the batch, or any while records have lately not
+// been plain (it then tries one in up to maxPlainBackoff+1, so that a
+// file whose records seldom are plain pays little for trying).
+func (p *entityPublisher) addPlain(src *csvSource, row int64) (bool, error) {
+	if p.plainWait > 0 {
+		p.plainWait--
+		return false, nil
+	}
+	if p.enc.rows == p.o.BatchSize {
+		return false, nil // the batch is emitted with the record read apart
+	}
+	limit := math.MaxInt
+	if p.byBytes() && p.enc.rows > 0 {
+		limit = p.o.MaxBatchBytes
+	}
+	first := p.enc.rows == 0
+	switch src.encodePlain(&p.enc, limit) {
+	case plainDone:
+		p.plainBackoff = 0
+		if first {
+			p.enc.firstRow = row
+		}
+		if p.enc.rowBytes() > p.o.MaxMessageBytes {
+			return true, p.tooBig(p.enc.rowBytes())
+		}
+		return true, nil
+	case plainFull:
+		// The batch closes without the record, which starts the next one.
+		return false, p.emit(false)
+	}
+	p.plainBackoff = min(2*p.plainBackoff+1, maxPlainBackoff)
+	p.plainWait = p.plainBackoff
+	return false, nil
+}
+
+// maxPlainBackoff is the most records addPlain leaves in a row once
+// records are not plain.
+const maxPlainBackoff = 63
+
+// onePassCSV lets run read and encode plain CSV records in one pass
+// (csvReader.encodePlain); tests turn it off to compare.
+var onePassCSV = true
 
 // byBytes reports whether batches close at MaxBatchBytes as well as at
 // BatchSize rows.
