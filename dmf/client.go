@@ -23,6 +23,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/dmfexport/dmfexport/azauth"
+	"github.com/dmfexport/dmfexport/internal/cause"
 	"github.com/dmfexport/dmfexport/internal/ctxio"
 	"github.com/dmfexport/dmfexport/internal/loopback"
 	"github.com/dmfexport/dmfexport/internal/redact"
@@ -182,6 +183,10 @@ func (e *APIError) Error() string {
 	}
 	return b.String()
 }
+
+// Cause is the whole error: F&O's answer, named by its action and status,
+// is the cause of whatever failed with it.
+func (e *APIError) Cause() string { return e.Error() }
 
 // Client calls the Data management package REST API of one F&O environment.
 // It is safe for concurrent use. It asks its credential for a token at
@@ -498,7 +503,7 @@ func (c *Client) transportFailure(ctx context.Context, action string, err error)
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return &failure{err: fmt.Errorf("F&O %s: %w", action, ctxErr), kind: failFatal}
 	}
-	f := &failure{err: fmt.Errorf("F&O %s: %w", action, err), kind: failFatal, reason: "transport error"}
+	f := &failure{err: fmt.Errorf("F&O %s: %w", action, networkCause(err)), kind: failFatal, reason: "transport error"}
 	var opErr *net.OpError
 	var dnsErr *net.DNSError
 	var netErr net.Error
@@ -514,6 +519,19 @@ func (c *Client) transportFailure(ctx context.Context, action string, err error)
 		f.kind, f.reason = failTransient, "connection reset"
 	}
 	return f
+}
+
+// networkCause marks the network's answer inside err, an error of the HTTP
+// client (a *url.Error, which it wraps in nothing), as its cause: "dial
+// tcp …: connection refused", not the request line around it.
+func networkCause(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		marked := *ue
+		marked.Err = cause.Mark(ue.Err)
+		return &marked
+	}
+	return cause.Mark(err)
 }
 
 // retryAfter reads a Retry-After header (seconds or HTTP date).

@@ -21,6 +21,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/dmfexport/dmfexport/azauth"
+	"github.com/dmfexport/dmfexport/internal/cause"
 	"github.com/dmfexport/dmfexport/internal/redact"
 	"github.com/dmfexport/dmfexport/internal/testenv"
 )
@@ -1171,19 +1172,26 @@ func TestExecutionReportText(t *testing.T) {
 		rep     ExecutionReport
 		want    []string
 		wantNot []string
+		// wantCause is F&O's verdict alone: no execution ID, no link.
+		wantCause string
 	}{
 		{name: "Failed with no details", rep: ExecutionReport{ExecutionID: "G-1", Status: StatusFailed, Errors: []ExecutionError{},
 			SummaryURL: "https://env/?mi=DMFExecutionSummary"},
-			want: []string{"G-1 ended Failed", "F&O gave no error details", "execution summary: https://env/?mi=DMFExecutionSummary"}},
+			want:      []string{"G-1 ended Failed", "F&O gave no error details", "execution summary: https://env/?mi=DMFExecutionSummary"},
+			wantCause: "F&O execution ended Failed; F&O gave no error details (GetExecutionErrors answered none)"},
 		{name: "Canceled with no details and no link", rep: ExecutionReport{ExecutionID: "G-1", Status: StatusCanceled, Errors: []ExecutionError{}},
-			want: []string{"ended Canceled", "no error details", "Job history"}},
+			want:      []string{"ended Canceled", "no error details", "Job history"},
+			wantCause: "F&O execution ended Canceled; F&O gave no error details (GetExecutionErrors answered none)"},
 		{name: "one error", rep: ExecutionReport{ExecutionID: "G-1", Status: StatusFailed, Errors: []ExecutionError{{Message: "raw [text"}}},
-			want: []string{"with 1 error: raw [text;"}},
+			want: []string{"with 1 error: raw [text;"}, wantCause: "F&O execution ended Failed with 1 error: raw [text"},
 		{name: "many errors: count and the first five", rep: ExecutionReport{ExecutionID: "G-1", Status: StatusPartiallySucceeded, Errors: many},
 			want:    []string{"with 12 errors: record 5637144570, field CUSTGROUP: error 0; ", "error 4 (and 7 more)"},
-			wantNot: []string{"error 5"}},
+			wantNot: []string{"error 5"},
+			wantCause: "F&O execution ended PartiallySucceeded with 12 errors: record 5637144570, field CUSTGROUP: error 0; record 5637144571, field CUSTGROUP: error 1; " +
+				"record 5637144572, field CUSTGROUP: error 2; record 5637144573, field CUSTGROUP: error 3; record 5637144574, field CUSTGROUP: error 4 (and 7 more)"},
 		{name: "errors not fetched", rep: ExecutionReport{ExecutionID: "G-1", Status: StatusFailed, ErrorsErr: errors.New("x")},
-			want: []string{"could not be fetched"}, wantNot: []string{"no error details"}},
+			want: []string{"could not be fetched"}, wantNot: []string{"no error details"},
+			wantCause: "F&O execution ended Failed (its error messages could not be fetched)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1197,6 +1205,36 @@ func TestExecutionReportText(t *testing.T) {
 				if strings.Contains(msg, w) {
 					t.Errorf("report %q contains %q", msg, w)
 				}
+			}
+			if got := cause.Of(fmt.Errorf("run: %w", &tt.rep)); got != tt.wantCause {
+				t.Errorf("cause %q, want %q", got, tt.wantCause)
+			}
+		})
+	}
+}
+
+// TestErrorCause: an error of the client carries, as its cause, F&O's
+// answer named by its action and status, or the network's answer without
+// the request line around it.
+func TestErrorCause(t *testing.T) {
+	tests := []struct {
+		name      string
+		closed    bool // F&O's server is gone
+		wantCause string
+	}{
+		{"F&O's answer", false, "F&O GetExecutionSummaryStatus: HTTP 400: NoHandler: no handler for GetExecutionSummaryStatus: inner"},
+		{"the network's answer", true, "dial tcp 127.0.0.1:"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeFO(t)
+			c, _ := newTestClient(t, f, &ClientOptions{MaxRetries: -1})
+			if tt.closed {
+				f.srv.Close()
+			}
+			_, err := c.ExecutionStatus(context.Background(), "G-1")
+			if got := cause.Of(err); !strings.HasPrefix(got, tt.wantCause) || strings.Contains(got, "http://") {
+				t.Errorf("cause %q of %v, want it to start with %q and hold no request URL", got, err, tt.wantCause)
 			}
 		})
 	}

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"time"
+
+	"github.com/dmfexport/dmfexport/internal/cause"
 )
 
 // Defaults of PollOptions and WaitPackageURL, for a zero value.
@@ -95,8 +97,9 @@ func (c *Client) PollStatus(ctx context.Context, executionID string, o PollOptio
 		if o.Deadline > 0 {
 			remaining := o.Deadline - time.Since(start)
 			if remaining <= 0 {
-				return last, fmt.Errorf("poll status of execution %q: %w: still %s after %s",
-					executionID, ErrDeadline, last, time.Since(start).Round(time.Millisecond))
+				// F&O's status, not the poll, is the cause.
+				return last, fmt.Errorf("poll status of execution %q: %w", executionID, cause.Mark(fmt.Errorf("%w: still %s after %s",
+					ErrDeadline, last, time.Since(start).Round(time.Millisecond))))
 			}
 			wait = min(wait, remaining)
 		}

@@ -57,13 +57,35 @@ type ExecutionReport struct {
 func (r *ExecutionReport) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "F&O execution %s ended %s", r.ExecutionID, r.Status)
+	r.verdict(&b)
+	if r.SummaryURL != "" {
+		b.WriteString("; execution summary: ")
+		b.WriteString(r.SummaryURL)
+	} else {
+		b.WriteString("; see Data management > Job history in F&O")
+	}
+	return b.String()
+}
+
+// Cause is F&O's verdict alone, `F&O execution ended Failed with 12
+// errors: <up to 5> (and 7 more)`: the run's record and status lines say
+// the execution ID apart, and the summary link is in the whole error.
+func (r *ExecutionReport) Cause() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "F&O execution ended %s", r.Status)
+	r.verdict(&b)
+	return b.String()
+}
+
+// verdict writes F&O's errors, or that it gave none.
+func (r *ExecutionReport) verdict(b *strings.Builder) {
 	switch {
 	case len(r.Errors) > 0:
 		shown := r.Errors[:min(len(r.Errors), maxReportedErrors)]
 		if len(r.Errors) == 1 {
 			b.WriteString(" with 1 error: ")
 		} else {
-			fmt.Fprintf(&b, " with %d errors: ", len(r.Errors))
+			fmt.Fprintf(b, " with %d errors: ", len(r.Errors))
 		}
 		for i, e := range shown {
 			if i > 0 {
@@ -72,20 +94,13 @@ func (r *ExecutionReport) Error() string {
 			b.WriteString(e.String())
 		}
 		if more := len(r.Errors) - len(shown); more > 0 {
-			fmt.Fprintf(&b, " (and %d more)", more)
+			fmt.Fprintf(b, " (and %d more)", more)
 		}
 	case r.ErrorsErr != nil:
 		b.WriteString(" (its error messages could not be fetched)")
 	default:
 		b.WriteString("; F&O gave no error details (GetExecutionErrors answered none)")
 	}
-	if r.SummaryURL != "" {
-		b.WriteString("; execution summary: ")
-		b.WriteString(r.SummaryURL)
-	} else {
-		b.WriteString("; see Data management > Job history in F&O")
-	}
-	return b.String()
 }
 
 // Report gathers the errors and the summary page link of an execution that

@@ -42,9 +42,12 @@ func TestBrokerCheckedBeforeExport(t *testing.T) {
 		exchange string
 		want     string
 		waiting  bool
+		// wantCause starts the record's cause: the network's answer, the
+		// broker's.
+		wantCause string
 	}{
-		{"broker down", "amqp://guest:guest@" + closedPort(t) + "/", "", "connect to broker", true},
-		{"exchange missing", testenv.AMQPURL(), fmt.Sprintf("dmfexport-test-missing-%d", time.Now().UnixNano()), "does not exist", false},
+		{"broker down", "amqp://guest:guest@" + closedPort(t) + "/", "", "connect to broker", true, "dial tcp 127.0.0.1:"},
+		{"exchange missing", testenv.AMQPURL(), fmt.Sprintf("dmfexport-test-missing-%d", time.Now().UnixNano()), "does not exist", false, `exchange "dmfexport-test-missing-`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -60,6 +63,9 @@ func TestBrokerCheckedBeforeExport(t *testing.T) {
 			}
 			if n := sim.Exports(); n != 0 {
 				t.Errorf("Run with %s: want no ExportToPackage call, got %d", tt.name, n)
+			}
+			if rec == nil || !strings.HasPrefix(rec.Cause, tt.wantCause) {
+				t.Errorf("Run with %s: want the record's cause to start with %q, got %+v", tt.name, tt.wantCause, rec)
 			}
 			if !tt.waiting {
 				if rec == nil || rec.State != runs.StateFailed || errors.Is(err, ErrWaiting) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/dmfexport/dmfexport/internal/cause"
 	"github.com/dmfexport/dmfexport/runs"
 )
 
@@ -92,7 +93,7 @@ func (r *Runner) skipped(ctx context.Context, exp *Export, l *runs.Ledger, rec *
 	if err := l.Save(ctx, rec); err != nil {
 		return rec, fmt.Errorf("export %s: %w (data project %q is being exported by %s); %w", exp.Name, ErrGroupBusy, exp.DefinitionGroup, holder, err)
 	}
-	return rec, fmt.Errorf("export %s: run skipped: %w (data project %q, held by %s)", exp.Name, ErrGroupBusy, exp.DefinitionGroup, holder)
+	return rec, fmt.Errorf("export %s: %w", exp.Name, cause.Mark(fmt.Errorf("run skipped: %w (data project %q, held by %s)", ErrGroupBusy, exp.DefinitionGroup, holder)))
 }
 
 // bindRun ties the hold to the run it serves (see runs.Lease.Bind).

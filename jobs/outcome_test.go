@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/internal/cause"
 	"github.com/dmfexport/dmfexport/publish"
 	"github.com/dmfexport/dmfexport/runs"
 )
@@ -234,6 +236,63 @@ func TestExportedPackageGone(t *testing.T) {
 		metrics.Handler().ServeHTTP(rr, httptest.NewRequestWithContext(context.Background(), "GET", "/metrics", nil))
 		if want := `dmfexport_packages_lost_total{export="files"} 1`; !strings.Contains(rr.Body.String(), want) {
 			t.Errorf("/metrics lacks %s", want)
+		}
+	})
+}
+
+// TestRunCauseRecorded: a run's record keeps, beside its error, the cause
+// the step that met it named — F&O's verdict without the execution ID and
+// the summary link, F&O's refusal, the setting that made F&O's answer fail
+// the run — and a run that has no record (its store cannot be opened)
+// returns an error carrying the store's cause.
+func TestRunCauseRecorded(t *testing.T) {
+	tests := []struct {
+		name      string
+		opts      dmftest.Options
+		wantCause string // the record's cause starts so
+	}{
+		{"F&O failed", dmftest.Options{FinalStatus: map[string]string{"G": "Failed"}}, "F&O execution ended Failed with 2 errors: "},
+		{"partial is fail", dmftest.Options{FinalStatus: map[string]string{"G": "PartiallySucceeded"}},
+			"partial is fail (set partial: publish to publish what F&O did export): F&O execution ended PartiallySucceeded"},
+		{"F&O refuses the export", dmftest.Options{Faults: dmftest.Faults{API: []dmftest.APIFault{{Action: "ExportToPackage", First: 1, Status: 400}}}},
+			"F&O ExportToPackage: HTTP 400"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bubble(t, func(t *testing.T) {
+				o := tt.opts
+				o.Projects = map[string][]dmftest.Entity{"G": {csvEntity("A", 3)}}
+				o.ExecutionTime = 50 * time.Millisecond
+				sim := newSim(o)
+				defer sim.Close()
+				exp := fileExport(sim, t.TempDir())
+				exp.Partial = "fail"
+				rec, err := (&Runner{}).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+				if err == nil || rec == nil || rec.State != runs.StateFailed {
+					t.Fatalf("want a failed run, got %+v (%v)", rec, err)
+				}
+				if !strings.HasPrefix(rec.Cause, tt.wantCause) || !strings.Contains(rec.Error, rec.Cause[len(tt.wantCause):]) {
+					t.Errorf("record cause %q, want it to start with %q and to be part of the error %q", rec.Cause, tt.wantCause, rec.Error)
+				}
+				for _, bad := range []string{"execution summary", rec.ExecutionID} {
+					if bad != "" && strings.Contains(rec.Cause, bad) {
+						t.Errorf("record cause %q holds %q", rec.Cause, bad)
+					}
+				}
+			})
+		})
+	}
+	t.Run("store is a file", func(t *testing.T) {
+		dir := t.TempDir()
+		sim := newSim(quick(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 3)}}}))
+		defer sim.Close()
+		exp := fileExport(sim, dir)
+		if err := os.WriteFile(exp.Store.Path, []byte("not a directory\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		rec, err := (&Runner{}).Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+		if got := cause.Of(err); rec != nil || !strings.HasPrefix(got, "open directory store "+exp.Store.Path+": ") || !strings.HasSuffix(got, "not a directory") {
+			t.Errorf("Run on a file as store: record %v, cause %q of %v; want no record and the store's failure", rec, got, err)
 		}
 	})
 }

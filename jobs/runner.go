@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dmfexport/dmfexport/dmf"
+	"github.com/dmfexport/dmfexport/internal/cause"
 	"github.com/dmfexport/dmfexport/internal/ctxio"
 	"github.com/dmfexport/dmfexport/internal/redact"
 	"github.com/dmfexport/dmfexport/publish"
@@ -176,7 +177,7 @@ func (r *Runner) Run(ctx context.Context, exp *Export, opts RunOptions) (*runs.R
 	if held, err := l.Running(ctx); err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	} else if held != "" {
-		return nil, fmt.Errorf("export %s: %w (%s); wait for it to finish", exp.Name, ErrAlreadyRunning, held)
+		return nil, fmt.Errorf("export %s: %w", exp.Name, cause.Mark(fmt.Errorf("%w (%s); wait for it to finish", ErrAlreadyRunning, held)))
 	}
 	now := r.clock().Now().UTC()
 	rec := newRecord(exp)
@@ -259,12 +260,12 @@ func (r *Runner) Resume(ctx context.Context, exp *Export, rec *runs.Record) (*ru
 	if err != nil || hold == nil {
 		lease.Release(context.WithoutCancel(ctx))
 		if err == nil {
-			err = fmt.Errorf("%w (data project %q, held by %s); it is resumed once that run ends", ErrGroupBusy, exp.DefinitionGroup, holder)
+			err = cause.Mark(fmt.Errorf("%w (data project %q, held by %s); it is resumed once that run ends", ErrGroupBusy, exp.DefinitionGroup, holder))
 		}
 		return nil, fmt.Errorf("export %s run %s: %w", exp.Name, rec.RunID, err)
 	}
 	rec.Resumes++
-	rec.Error, rec.Waiting = "", ""
+	rec.Error, rec.Cause, rec.Waiting = "", "", ""
 	rec.OwnerGen = lease.Gen()
 	return r.drive(ctx, exp, st, l, rec, true, lease, hold)
 }
@@ -385,21 +386,21 @@ func (r *Runner) drive(parent context.Context, exp *Export, st store.Store, l *r
 	switch {
 	case interrupted:
 		// Not ctx.Err(): "context canceled" says nothing to an operator.
-		rec.Error = "interrupted by a stop; the run resumes from here at the next start"
+		rec.Error, rec.Cause = "interrupted by a stop; the run resumes from here at the next start", ""
 	case waiting != "":
 		// Nothing is lost: the entities are stored (or the export is known
 		// to F&O, or not started) and the record counts only confirmed
 		// batches.
 		rec.Waiting = waiting
 		runErr = fmt.Errorf("%w; %s", runErr, waitingAdvice(waiting))
-		rec.Error = runErr.Error()
+		rec.Error, rec.Cause = runErr.Error(), cause.Of(runErr)
 	case runErr != nil:
 		if rec.State == runs.StatePublishing {
 			// The entity files are stored: no need to export again.
 			runErr = fmt.Errorf("%w; once fixed, %s publishes the stored entities again", runErr, ReplayCommand(exp.Name, rec.RunID, nil))
 		}
 		rec.State = runs.StateFailed
-		rec.Error = runErr.Error()
+		rec.Error, rec.Cause = runErr.Error(), cause.Of(runErr)
 	case rec.State != runs.StatePartiallySucceeded:
 		rec.State = runs.StateSucceeded
 	}
@@ -552,7 +553,7 @@ func (r *Runner) busy(job string) bool {
 // ledger. Unless it fails, the caller releases exp when the run ends.
 func (r *Runner) own(ctx context.Context, exp *Export) (*runs.Ledger, store.Store, error) {
 	if !r.claim(exp.Name) {
-		return nil, nil, fmt.Errorf("export %s: %w; wait for it to finish", exp.Name, ErrAlreadyRunning)
+		return nil, nil, fmt.Errorf("export %s: %w", exp.Name, cause.Mark(fmt.Errorf("%w; wait for it to finish", ErrAlreadyRunning)))
 	}
 	l, st, err := r.openLedger(ctx, exp)
 	if err != nil {
@@ -981,7 +982,7 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 		case errors.Is(err, dmf.ErrDeadline):
 			// F&O may still end it: the run waits rather than fail, since
 			// a new export of the data project is refused while it runs.
-			return newWaiting(WaitingForExecution, fmt.Errorf("%w (raise poll.deadline if this export needs longer in F&O)", err))
+			return newWaiting(WaitingForExecution, cause.Errorf("%w (raise poll.deadline if this export needs longer in F&O)", err))
 		case errors.Is(err, dmf.ErrNotRegistered):
 			return err // F&O never knew it: nothing was exported
 		case err != nil && ctx.Err() == nil:
@@ -1012,7 +1013,7 @@ func (u *run) export(ctx context.Context, client *dmf.Client) error {
 		u.rec.SetExecutionErrors(executionErrors(rep.Errors))
 		// The setting first: a table column or a closing line cut
 		// after F&O's errors would lose it.
-		return fmt.Errorf("partial is fail (set partial: publish to publish what F&O did export): %w", rep)
+		return cause.Errorf("partial is fail (set partial: publish to publish what F&O did export): %w", rep)
 	default:
 		rep := client.Report(ctx, u.rec.ExecutionID, status)
 		u.rec.SetExecutionErrors(executionErrors(rep.Errors))

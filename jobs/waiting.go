@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/dmfexport/dmfexport/internal/cause"
 )
 
 // A run that meets a fault outside dmfexport that an operator or time can
@@ -56,6 +58,15 @@ func newWaiting(what string, err error) *waitingError { return &waitingError{wha
 
 func (e *waitingError) Error() string { return WaitingText(e.what) + ": " + e.err.Error() }
 func (e *waitingError) Unwrap() error { return e.err }
+
+// Cause is the cause marked in the error the run waits on, or its whole
+// text: never the waiting text, which the record's Waiting says.
+func (e *waitingError) Cause() string {
+	if c := cause.Of(e.err); c != "" {
+		return c
+	}
+	return e.err.Error()
+}
 func (e *waitingError) Is(target error) bool {
 	return target == ErrWaiting || target == ErrWaitingForBroker && e.what == WaitingForBroker
 }

@@ -40,6 +40,9 @@ func TestExecutionPastDeadlineLeavesRunWaiting(t *testing.T) {
 		if rec.State != runs.StateExporting || rec.Waiting != WaitingForExecution || rec.ExecutionID == "" {
 			t.Fatalf("record: want exporting, waiting for the execution, with its ID; got state %s waiting %q execution %q", rec.State, rec.Waiting, rec.ExecutionID)
 		}
+		if want := "execution did not finish before the deadline: still "; !strings.HasPrefix(rec.Cause, want) || !strings.HasSuffix(rec.Cause, "(raise poll.deadline if this export needs longer in F&O)") {
+			t.Errorf("record cause %q, want F&O's status first (%q) and the setting to raise", rec.Cause, want)
+		}
 		recs, _ := r.Unfinished(context.Background(), exp)
 		if len(recs) != 1 || recs[0].Waiting != WaitingForExecution {
 			t.Fatalf("Unfinished: want the waiting run, got %d", len(recs))
@@ -86,6 +89,9 @@ func TestUnroutableLeavesRunWaiting(t *testing.T) {
 	}
 	if rec.State.Final() || rec.Waiting != WaitingForQueue {
 		t.Fatalf("record: want unfinished, waiting for a queue; got state %s waiting %q", rec.State, rec.Waiting)
+	}
+	if want := "312 NO_ROUTE: no queue is bound to exchange"; !strings.HasPrefix(rec.Cause, want) {
+		t.Errorf("record cause %q, want the broker's return first: %q", rec.Cause, want)
 	}
 	for _, e := range rec.Entities {
 		if e.State == runs.StateFailed || e.Rows != 0 {

@@ -15,6 +15,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/dmfexport/dmfexport/internal/cause"
 	"github.com/dmfexport/dmfexport/internal/ctxio"
 	"github.com/dmfexport/dmfexport/internal/redact"
 )
@@ -292,9 +293,9 @@ func (s *AMQPSink) connect(ctx context.Context) error {
 			ctxErr = context.DeadlineExceeded
 		}
 		if ctxErr != nil {
-			err = fmt.Errorf("%w (%w)", ctxErr, s.scrub(err))
+			err = fmt.Errorf("%w (%w)", ctxErr, cause.Mark(s.scrub(err)))
 		}
-		return fmt.Errorf("connect to broker %s: %w (%w): check broker.url and that RabbitMQ is running", s.redacted, s.scrub(err), ErrBrokerUnavailable)
+		return fmt.Errorf("connect to broker %s: %w (%w): check broker.url and that RabbitMQ is running", s.redacted, cause.Mark(s.scrub(err)), ErrBrokerUnavailable)
 	}
 	s.conn = conn
 	dialMu.Lock()
@@ -314,11 +315,11 @@ func (s *AMQPSink) connect(ctx context.Context) error {
 func (s *AMQPSink) openChannel() error {
 	ch, err := s.conn.Channel()
 	if err != nil {
-		return fmt.Errorf("open channel on %s: %w", s.redacted, err)
+		return fmt.Errorf("open channel on %s: %w", s.redacted, cause.Mark(err))
 	}
 	if err := ch.Confirm(false); err != nil {
 		_ = ch.Close()
-		return fmt.Errorf("enable publisher confirms on %s: %w", s.redacted, err)
+		return fmt.Errorf("enable publisher confirms on %s: %w", s.redacted, cause.Mark(err))
 	}
 	s.ch = ch
 	s.chClose = ch.NotifyClose(make(chan *amqp.Error, 1))
@@ -361,7 +362,7 @@ func (s *AMQPSink) Declare(ctx context.Context, t Topology) error {
 	}
 	if t.Exchange != "" {
 		if err := ch.ExchangeDeclare(t.Exchange, kind, true, false, false, false, nil); err != nil {
-			return fmt.Errorf("declare exchange %q (%s): %w: an existing exchange must have the same type and be durable", t.Exchange, kind, err)
+			return fmt.Errorf("declare exchange %q (%s): %w: an existing exchange must have the same type and be durable", t.Exchange, kind, cause.Mark(err))
 		}
 	}
 	for _, q := range t.Queues {
@@ -373,13 +374,13 @@ func (s *AMQPSink) Declare(ctx context.Context, t Topology) error {
 			args = amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}
 		}
 		if _, err := ch.QueueDeclare(q.Queue, true, false, false, false, args); err != nil {
-			return fmt.Errorf("declare queue %q: %w: an existing queue must be durable and of the same type (quorum: %v)", q.Queue, err, q.Quorum)
+			return fmt.Errorf("declare queue %q: %w: an existing queue must be durable and of the same type (quorum: %v)", q.Queue, cause.Mark(err), q.Quorum)
 		}
 		if t.Exchange == "" {
 			continue // every queue is bound to the default exchange by its name
 		}
 		if err := ch.QueueBind(q.Queue, q.BindingKey, t.Exchange, false, nil); err != nil {
-			return fmt.Errorf("bind queue %q to exchange %q with key %q: %w", q.Queue, t.Exchange, q.BindingKey, err)
+			return fmt.Errorf("bind queue %q to exchange %q with key %q: %w", q.Queue, t.Exchange, q.BindingKey, cause.Mark(err))
 		}
 	}
 	return nil
@@ -399,10 +400,10 @@ func (s *AMQPSink) CheckExchange(ctx context.Context, exchange string) error {
 	err = ch.ExchangeDeclarePassive(exchange, amqp.ExchangeTopic, true, false, false, false, nil)
 	var ae *amqp.Error
 	if errors.As(err, &ae) && ae.Code == amqp.NotFound {
-		return fmt.Errorf("exchange %q does not exist on the broker: create it or set broker.declare: true", exchange)
+		return cause.Mark(fmt.Errorf("exchange %q does not exist on the broker: create it or set broker.declare: true", exchange))
 	}
 	if err != nil {
-		return fmt.Errorf("check exchange %q: %w", exchange, err)
+		return fmt.Errorf("check exchange %q: %w", exchange, cause.Mark(err))
 	}
 	return nil
 }
@@ -428,7 +429,7 @@ func (s *AMQPSink) sideChannel(ctx context.Context) (*amqp.Channel, error) {
 		ch, err = s.conn.Channel()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open channel on %s: %w", s.redacted, err)
+		return nil, fmt.Errorf("open channel on %s: %w", s.redacted, cause.Mark(err))
 	}
 	return ch, nil
 }
@@ -484,7 +485,7 @@ func (s *AMQPSink) send(ctx context.Context, f *inflight) error {
 		}
 		f.attempts++
 		if f.attempts > maxRepublish {
-			return s.giveUp(nil, fmt.Errorf("message %s could not be published in %d attempts: %w", f.m.MessageID, f.attempts, s.scrub(err)))
+			return s.giveUp(nil, fmt.Errorf("message %s could not be published in %d attempts: %w", f.m.MessageID, f.attempts, cause.Mark(s.scrub(err))))
 		}
 	}
 }
@@ -745,8 +746,8 @@ func (s *AMQPSink) settle(ctx context.Context, keep, keepBytes int) error {
 		id := head.m.MessageID
 		if r, returned := s.returned[id]; returned {
 			delete(s.returned, id)
-			s.fail(fmt.Errorf("message %s was returned by the broker: %d %s: no queue is bound to exchange %q with routing key %q (%w)",
-				id, r.ReplyCode, r.ReplyText, r.Exchange, r.RoutingKey, ErrUnroutable))
+			s.fail(fmt.Errorf("message %s was returned by the broker: %w", id, cause.Mark(fmt.Errorf("%d %s: no queue is bound to exchange %q with routing key %q (%w)",
+				r.ReplyCode, r.ReplyText, r.Exchange, r.RoutingKey, ErrUnroutable))))
 			s.pop()
 			continue
 		}
@@ -813,19 +814,19 @@ func permanent(e *amqp.Error) bool {
 	return false
 }
 
-// recover handles a lost channel or connection (cause may be nil when
+// recover handles a lost channel or connection (reason may be nil when
 // unknown). A permanent channel error fails the messages in flight and opens
 // a new channel; anything else reconnects and publishes every unconfirmed
 // message again. It returns an error only when the sink cannot go on.
-func (s *AMQPSink) recover(ctx context.Context, cause *amqp.Error) error {
-	if permanent(cause) && !s.conn.IsClosed() {
+func (s *AMQPSink) recover(ctx context.Context, reason *amqp.Error) error {
+	if permanent(reason) && !s.conn.IsClosed() {
 		ids := len(s.pending)
 		first := ""
 		if ids > 0 {
 			first = s.pending[0].m.MessageID
 		}
-		s.fail(fmt.Errorf("broker closed the channel: %w: %d unconfirmed messages from %s on failed", cause, ids, first))
-		s.log.Warn("broker closed the channel", "broker", s.redacted, "error", cause, "unconfirmed", ids)
+		s.fail(fmt.Errorf("broker closed the channel: %w: %d unconfirmed messages from %s on failed", cause.Mark(reason), ids, first))
+		s.log.Warn("broker closed the channel", "broker", s.redacted, "error", reason, "unconfirmed", ids)
 		clear(s.pending)
 		s.pending = s.pending[:0]
 		s.pendingLen = 0
@@ -833,25 +834,25 @@ func (s *AMQPSink) recover(ctx context.Context, cause *amqp.Error) error {
 			_ = s.ch.Close()
 		}
 		if err := s.openChannel(); err != nil {
-			s.broken = fmt.Errorf("reopen channel after %w: %w", cause, err)
+			s.broken = fmt.Errorf("reopen channel after %w: %w", reason, err)
 			return s.broken
 		}
 		return s.failed
 	}
-	return s.reconnect(ctx, cause)
+	return s.reconnect(ctx, reason)
 }
 
 // reconnect dials again with backoff and republishes every pending message
 // that is not yet acked. A connection lost again while republishing is
 // dialled again, within the same ReconnectTimeout.
-func (s *AMQPSink) reconnect(ctx context.Context, cause *amqp.Error) error {
+func (s *AMQPSink) reconnect(ctx context.Context, reason *amqp.Error) error {
 	if s.o.ReconnectTimeout < 0 {
-		return s.giveUp(cause, errors.New("reconnecting is disabled"))
+		return s.giveUp(reason, errors.New("reconnecting is disabled"))
 	}
 	deadline := s.o.Clock.Now().Add(s.o.ReconnectTimeout)
 	delay := 200 * time.Millisecond
 	for {
-		s.log.Warn("broker connection lost; reconnecting", "broker", s.redacted, "error", cause, "unconfirmed", len(s.pending))
+		s.log.Warn("broker connection lost; reconnecting", "broker", s.redacted, "error", reason, "unconfirmed", len(s.pending))
 		s.dropConnection()
 		var lastErr error
 		for {
@@ -868,7 +869,7 @@ func (s *AMQPSink) reconnect(ctx context.Context, cause *amqp.Error) error {
 			}
 			left := s.o.Clock.Until(deadline)
 			if left <= 0 {
-				return s.giveUp(cause, lastErr)
+				return s.giveUp(reason, lastErr)
 			}
 			// The last wait is cut to the deadline, so the last attempt is
 			// made at the timeout itself, not one backoff step before it.
@@ -890,7 +891,7 @@ func (s *AMQPSink) reconnect(ctx context.Context, cause *amqp.Error) error {
 			return fmt.Errorf("republish to broker %s: %w", s.redacted, ctx.Err())
 		}
 		s.log.Warn("republish failed", "broker", s.redacted, "error", s.scrub(err))
-		cause = s.closeReason()
+		reason = s.closeReason()
 	}
 }
 
@@ -935,10 +936,10 @@ func (s *AMQPSink) dropConnection() {
 	_ = s.conn.CloseDeadline(deadline)
 }
 
-func (s *AMQPSink) giveUp(cause *amqp.Error, err error) error {
+func (s *AMQPSink) giveUp(reason *amqp.Error, err error) error {
 	var c any = "closed"
-	if cause != nil {
-		c = cause
+	if reason != nil {
+		c = reason
 	}
 	s.broken = fmt.Errorf("connection to broker %s lost (%v) and not restored within broker.reconnect_timeout (%s): %w (%w): the %d unconfirmed messages are not counted as published",
 		s.redacted, c, s.o.ReconnectTimeout, err, ErrBrokerUnavailable, len(s.pending))

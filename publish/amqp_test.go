@@ -1,6 +1,7 @@
 package publish
 
 import (
+	"github.com/dmfexport/dmfexport/internal/cause"
 	"github.com/dmfexport/dmfexport/internal/testenv"
 
 	"context"
@@ -199,6 +200,9 @@ func TestAMQPUnroutable(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("want error containing %q, got %v", want, err)
 	}
+	if got, want := cause.Of(err), "312 NO_ROUTE: no queue is bound to exchange"; !strings.HasPrefix(got, want) {
+		t.Errorf("cause %q, want the broker's return: %q", got, want)
+	}
 	// The failure is reported once: the sink stays usable for the next entity.
 	exchange2, queue := testTopology(t, s, false)
 	if _, err := PublishEntity(context.Background(), strings.NewReader(in), s, EntityOptions{
@@ -249,6 +253,9 @@ func TestAMQPChannelClosedByBroker(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "NOT_FOUND") {
 			t.Fatalf("want an error naming the channel closure (NOT_FOUND), got %v", err)
 		}
+		if got, want := cause.Of(err), `Exception (404) Reason: "NOT_FOUND`; !strings.HasPrefix(got, want) {
+			t.Errorf("cause %q, want the broker's exception: %q", got, want)
+		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("PublishEntity hung after the broker closed the channel")
 	}
@@ -267,8 +274,8 @@ func TestAMQPCheckExchange(t *testing.T) {
 	missing := uniqueName(t, "missing")
 	err := s.CheckExchange(context.Background(), missing)
 	want := fmt.Sprintf("exchange %q does not exist on the broker: create it or set broker.declare: true", missing)
-	if err == nil || err.Error() != want {
-		t.Errorf("missing exchange: want %q, got %v", want, err)
+	if err == nil || err.Error() != want || cause.Of(err) != want {
+		t.Errorf("missing exchange: want %q, and as its cause, got %v (cause %q)", want, err, cause.Of(err))
 	}
 	exchange, _ := testTopology(t, s, true)
 	if err := s.CheckExchange(context.Background(), exchange); err != nil {
@@ -293,6 +300,9 @@ func TestAMQPDeclareConflict(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "PRECONDITION_FAILED") {
 		t.Errorf("redeclare with another type: want PRECONDITION_FAILED, got %v", err)
 	}
+	if got, want := cause.Of(err), `Exception (406) Reason: "PRECONDITION_FAILED`; !strings.HasPrefix(got, want) {
+		t.Errorf("cause %q, want the broker's exception: %q", got, want)
+	}
 	if err := s.CheckExchange(context.Background(), exchange); err != nil {
 		t.Errorf("sink unusable after a refused declaration: %v", err)
 	}
@@ -303,11 +313,12 @@ func TestDialAMQPErrors(t *testing.T) {
 		name, url string
 		timeout   time.Duration
 		want      string
+		wantCause string // the cause starts so: the network's or the broker's answer
 	}{
-		{"refused port", "amqp://user:s3cretPW@127.0.0.1:1/", 5 * time.Second, "connect to broker amqp://user:xxxxx@127.0.0.1:1/"},
-		{"bad scheme", "http://user:s3cretPW@127.0.0.1/", 5 * time.Second, "broker URL http://user:xxxxx@127.0.0.1/"},
-		{"wrong password", strings.Replace(testenv.AMQPURL(), "guest:guest", "guest:s3cretPW", 1), 5 * time.Second, "connect to broker"},
-		{"silent server honours ctx", "amqp://user:s3cretPW@" + silentServer(t) + "/", 300 * time.Millisecond, "context deadline exceeded"},
+		{"refused port", "amqp://user:s3cretPW@127.0.0.1:1/", 5 * time.Second, "connect to broker amqp://user:xxxxx@127.0.0.1:1/", "dial tcp 127.0.0.1:1: connect: connection refused"},
+		{"bad scheme", "http://user:s3cretPW@127.0.0.1/", 5 * time.Second, "broker URL http://user:xxxxx@127.0.0.1/", ""},
+		{"wrong password", strings.Replace(testenv.AMQPURL(), "guest:guest", "guest:s3cretPW", 1), 5 * time.Second, "connect to broker", "Exception (403)"},
+		{"silent server honours ctx", "amqp://user:s3cretPW@" + silentServer(t) + "/", 300 * time.Millisecond, "context deadline exceeded", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -324,6 +335,9 @@ func TestDialAMQPErrors(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), "s3cretPW") {
 				t.Errorf("error reveals the password: %v", err)
+			}
+			if got := cause.Of(err); !strings.HasPrefix(got, tt.wantCause) || strings.Contains(got, "s3cretPW") {
+				t.Errorf("cause %q, want it to start with %q and not reveal the password", got, tt.wantCause)
 			}
 			if time.Since(start) > tt.timeout+2*time.Second {
 				t.Errorf("DialAMQP took %v, past the context deadline %v", time.Since(start), tt.timeout)

@@ -66,7 +66,8 @@ func (l *Ledger) Abandon(ctx context.Context, runID, by, reason string, base *Re
 	if rec.Error != "" {
 		text += " (it was: " + rec.Error + ")"
 	}
-	rec.State, rec.FinishedAt, rec.Error, rec.Waiting, rec.Abandoned = StateAbandoned, now, text, "", note
+	// The abandonment is the run's end now, and its text says it all.
+	rec.State, rec.FinishedAt, rec.Error, rec.Cause, rec.Waiting, rec.Abandoned = StateAbandoned, now, text, "", "", note
 	if err := l.Save(ctx, rec); err != nil {
 		return nil, fmt.Errorf("export %s run %s: %w; the run is not abandoned", l.Export, runID, err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/dmfexport/dmfexport/internal/cause"
 	"github.com/dmfexport/dmfexport/internal/process"
 	"github.com/dmfexport/dmfexport/store"
 )
@@ -269,7 +270,7 @@ func (l *Ledger) TakeOver(ctx context.Context, rec *Record) (*Lease, *Record, er
 		return nil, nil, err
 	}
 	if h.Alive {
-		return nil, nil, fmt.Errorf("%w (%s)", ErrLeaseHeld, h.Owner)
+		return nil, nil, cause.Mark(fmt.Errorf("%w (%s)", ErrLeaseHeld, h.Owner))
 	}
 	lease, err := l.TakeLease(ctx, rec.RunID, max(h.Gen, rec.OwnerGen)+1)
 	if err != nil {
@@ -286,7 +287,7 @@ func (l *Ledger) TakeOver(ctx context.Context, rec *Record) (*Lease, *Record, er
 		if rec.State.Final() {
 			return nil, rec, nil
 		}
-		return nil, nil, fmt.Errorf("%w (taken over by generation %d meanwhile)", ErrLeaseHeld, rec.OwnerGen)
+		return nil, nil, cause.Mark(fmt.Errorf("%w (taken over by generation %d meanwhile)", ErrLeaseHeld, rec.OwnerGen))
 	}
 	return lease, rec, nil
 }

@@ -68,6 +68,12 @@ type Record struct {
 	FinishedAt time.Time `json:"finished_at,omitzero"`
 	State      State     `json:"state"`
 	Error      string    `json:"error,omitempty"`
+	// Cause is the part of Error that says why, as the step that met it
+	// told it (F&O's own words, the broker's refusal, the network's or the
+	// store's answer), without the context around it; status lines print
+	// it. Empty when no step named one, and in records of earlier
+	// versions: Error then says it all.
+	Cause string `json:"cause,omitempty"`
 	// Warnings are problems that did not fail the run, such as F&O's errors
 	// of a PartiallySucceeded export published under partial: publish.
 	Warnings []string `json:"warnings,omitempty"`

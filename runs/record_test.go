@@ -45,6 +45,45 @@ func TestRecordNames(t *testing.T) {
 	}
 }
 
+// TestRecordCause: "cause" sits beside "error", is left out when empty, and
+// records written before it read with an empty Cause and their error whole.
+func TestRecordCause(t *testing.T) {
+	tests := []struct {
+		name      string
+		rec       Record
+		wantCause bool // "cause" in the JSON
+	}{
+		{"failed with a cause", Record{RunID: "r1", State: StateFailed, Error: "export: connect: dial tcp: refused", Cause: "dial tcp: refused"}, true},
+		{"failed without one", Record{RunID: "r1", State: StateFailed, Error: "skipped: busy"}, false},
+		{"succeeded", Record{RunID: "r1", State: StateSucceeded}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := Encode(&tt.rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(string(b), `"cause"`); got != tt.wantCause {
+				t.Errorf("\"cause\" in the record: %v, want %v:\n%s", got, tt.wantCause, b)
+			}
+			var back Record
+			if err := json.Unmarshal(b, &back); err != nil {
+				t.Fatal(err)
+			}
+			if back.Error != tt.rec.Error || back.Cause != tt.rec.Cause {
+				t.Errorf("read back error %q cause %q, want %q and %q", back.Error, back.Cause, tt.rec.Error, tt.rec.Cause)
+			}
+		})
+	}
+	var old Record
+	if err := json.Unmarshal([]byte(`{"job": "daily", "run_id": "r1", "state": "failed", "error": "export daily: boom"}`), &old); err != nil {
+		t.Fatal(err)
+	}
+	if old.Cause != "" || old.Error != "export daily: boom" {
+		t.Errorf("record of an earlier version read with error %q, cause %q", old.Error, old.Cause)
+	}
+}
+
 // TestSetExecutionErrors keeps the first errors F&O gave, each cut to a
 // bound at a character boundary, and their count.
 func TestSetExecutionErrors(t *testing.T) {

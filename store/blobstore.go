@@ -238,7 +238,7 @@ func (s *BlobStore) ensureContainer(ctx context.Context) error {
 	if statusOf(err) == 0 { // no answer: the endpoint, not the permissions
 		hint = "check the store's endpoint (account_url, connection_string or sas_url) and that the storage service is reachable"
 	}
-	return fmt.Errorf("open blob store %s: create container: %w: %s", s.where, azError(err), hint)
+	return fault(fmt.Errorf("open blob store %s: create container: %w: %s", s.where, azError(err), hint))
 }
 
 // Where names the store's account and container, for logs.
@@ -336,7 +336,7 @@ func (s *BlobStore) checkKey(key string) error {
 func (s *BlobStore) Put(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error) {
 	o, err := s.upload(ctx, key, r, meta, nil, nil)
 	if err != nil {
-		return Object{}, fmt.Errorf("put %s: %w", key, err)
+		return Object{}, fault(fmt.Errorf("put %s: %w", key, err))
 	}
 	return o, nil
 }
@@ -347,7 +347,7 @@ func (s *BlobStore) Put(ctx context.Context, key string, r io.Reader, meta map[s
 // changed in between is read and judged again, a few times.
 func (s *BlobStore) PutGuarded(ctx context.Context, key string, b []byte, meta map[string]string, guard func(current map[string]string) error) (Object, error) {
 	if err := s.checkKey(key); err != nil {
-		return Object{}, fmt.Errorf("put %s: %w", key, err)
+		return Object{}, fault(fmt.Errorf("put %s: %w", key, err))
 	}
 	for attempt := 1; ; attempt++ {
 		var current map[string]string
@@ -361,17 +361,17 @@ func (s *BlobStore) PutGuarded(ctx context.Context, key string, b []byte, meta m
 			// creates a lost container again).
 			cond.IfNoneMatch = ptr(azcore.ETagAny)
 		default:
-			return Object{}, fmt.Errorf("put %s: %w", key, s.mapErr(err))
+			return Object{}, fault(fmt.Errorf("put %s: %w", key, s.mapErr(err)))
 		}
 		if err := guard(current); err != nil {
-			return Object{}, fmt.Errorf("put %s: %w", key, err)
+			return Object{}, fault(fmt.Errorf("put %s: %w", key, err))
 		}
 		o, err := s.upload(ctx, key, bytes.NewReader(b), meta, nil, cond)
 		if err == nil {
 			return o, nil
 		}
 		if attempt == 5 || !errors.Is(err, ErrExist) && !bloberror.HasCode(err, bloberror.ConditionNotMet) {
-			return Object{}, fmt.Errorf("put %s: %w", key, err)
+			return Object{}, fault(fmt.Errorf("put %s: %w", key, err))
 		}
 	}
 }
@@ -382,7 +382,7 @@ func (s *BlobStore) PutGuarded(ctx context.Context, key string, b []byte, meta m
 func (s *BlobStore) Create(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error) {
 	o, err := s.upload(ctx, key, r, meta, nil, &blob.ModifiedAccessConditions{IfNoneMatch: ptr(azcore.ETagAny)})
 	if err != nil {
-		return Object{}, fmt.Errorf("create %s: %w", key, err)
+		return Object{}, fault(fmt.Errorf("create %s: %w", key, err))
 	}
 	return o, nil
 }
@@ -394,7 +394,7 @@ func (s *BlobStore) Create(ctx context.Context, key string, r io.Reader, meta ma
 func (s *BlobStore) PutSealed(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error)) (Object, error) {
 	o, err := s.upload(ctx, key, r, meta, seal, nil)
 	if err != nil {
-		return Object{}, fmt.Errorf("put %s: %w", key, err)
+		return Object{}, fault(fmt.Errorf("put %s: %w", key, err))
 	}
 	return o, nil
 }
@@ -530,11 +530,11 @@ func contentType(key string) string {
 // when ctx is done.
 func (s *BlobStore) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 	if err := s.checkKey(key); err != nil {
-		return nil, fmt.Errorf("open %s: %w", key, err)
+		return nil, fault(fmt.Errorf("open %s: %w", key, err))
 	}
 	resp, err := s.cc.NewBlobClient(key).DownloadStream(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", key, s.mapErr(err))
+		return nil, fault(fmt.Errorf("open %s: %w", key, s.mapErr(err)))
 	}
 	return resp.NewRetryReader(ctx, &blob.RetryReaderOptions{MaxRetries: 5}), nil
 }
@@ -542,11 +542,11 @@ func (s *BlobStore) Open(ctx context.Context, key string) (io.ReadCloser, error)
 // Stat implements Store.
 func (s *BlobStore) Stat(ctx context.Context, key string) (Object, error) {
 	if err := s.checkKey(key); err != nil {
-		return Object{}, fmt.Errorf("stat %s: %w", key, err)
+		return Object{}, fault(fmt.Errorf("stat %s: %w", key, err))
 	}
 	p, err := s.cc.NewBlobClient(key).GetProperties(ctx, nil)
 	if err != nil {
-		return Object{}, fmt.Errorf("stat %s: %w", key, s.mapErr(err))
+		return Object{}, fault(fmt.Errorf("stat %s: %w", key, s.mapErr(err)))
 	}
 	o := Object{Key: key, Meta: decodeMeta(p.Metadata)}
 	if p.ContentLength != nil {
@@ -573,7 +573,7 @@ func (s *BlobStore) List(ctx context.Context, prefix string) ([]Object, error) {
 			return out, nil // nothing was ever stored (a read-only open)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("list %q in %s: %w", prefix, s.where, azError(err))
+			return nil, fault(fmt.Errorf("list %q in %s: %w", prefix, s.where, azError(err)))
 		}
 		for _, it := range page.Segment.BlobItems {
 			if it.Name == nil || s.checkKey(*it.Name) != nil {
@@ -598,11 +598,11 @@ func (s *BlobStore) List(ctx context.Context, prefix string) ([]Object, error) {
 // Delete implements Store. It deletes the blob's snapshots with it.
 func (s *BlobStore) Delete(ctx context.Context, key string) error {
 	if err := s.checkKey(key); err != nil {
-		return fmt.Errorf("delete %s: %w", key, err)
+		return fault(fmt.Errorf("delete %s: %w", key, err))
 	}
 	_, err := s.cc.NewBlobClient(key).Delete(ctx, &blob.DeleteOptions{DeleteSnapshots: ptr(blob.DeleteSnapshotsOptionTypeInclude)})
 	if err != nil && !bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) {
-		return fmt.Errorf("delete %s: %w", key, s.mapErr(err))
+		return fault(fmt.Errorf("delete %s: %w", key, s.mapErr(err)))
 	}
 	return nil
 }

@@ -66,10 +66,10 @@ func NewDirStore(root string) (*DirStore, error) {
 	}
 	abs, err := filepath.Abs(root)
 	if err != nil {
-		return nil, fmt.Errorf("open directory store %s: %w", root, err)
+		return nil, fault(fmt.Errorf("open directory store %s: %w", root, err))
 	}
 	if err := os.MkdirAll(abs, 0o755); err != nil {
-		return nil, fmt.Errorf("open directory store %s: %w", root, err)
+		return nil, fault(fmt.Errorf("open directory store %s: %w", root, err))
 	}
 	return &DirStore{root: abs}, nil
 }
@@ -122,7 +122,7 @@ func (s *DirStore) file(key string) string {
 func (s *DirStore) Put(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error) {
 	o, err := s.write(ctx, key, r, meta, nil, false, nil)
 	if err != nil {
-		return Object{}, fmt.Errorf("put %s: %w", key, err)
+		return Object{}, fault(fmt.Errorf("put %s: %w", key, err))
 	}
 	return o, nil
 }
@@ -134,7 +134,7 @@ func (s *DirStore) Put(ctx context.Context, key string, r io.Reader, meta map[st
 func (s *DirStore) Create(ctx context.Context, key string, r io.Reader, meta map[string]string) (Object, error) {
 	o, err := s.write(ctx, key, r, meta, nil, true, nil)
 	if err != nil {
-		return Object{}, fmt.Errorf("create %s: %w", key, err)
+		return Object{}, fault(fmt.Errorf("create %s: %w", key, err))
 	}
 	return o, nil
 }
@@ -144,7 +144,7 @@ func (s *DirStore) Create(ctx context.Context, key string, r io.Reader, meta map
 func (s *DirStore) PutSealed(ctx context.Context, key string, r io.Reader, meta map[string]string, seal func() (map[string]string, error)) (Object, error) {
 	o, err := s.write(ctx, key, r, meta, seal, false, nil)
 	if err != nil {
-		return Object{}, fmt.Errorf("put %s: %w", key, err)
+		return Object{}, fault(fmt.Errorf("put %s: %w", key, err))
 	}
 	return o, nil
 }
@@ -156,7 +156,7 @@ func (s *DirStore) PutSealed(ctx context.Context, key string, r io.Reader, meta 
 func (s *DirStore) PutGuarded(ctx context.Context, key string, b []byte, meta map[string]string, guard func(current map[string]string) error) (Object, error) {
 	o, err := s.write(ctx, key, bytes.NewReader(b), meta, nil, false, guard)
 	if err != nil {
-		return Object{}, fmt.Errorf("put %s: %w", key, err)
+		return Object{}, fault(fmt.Errorf("put %s: %w", key, err))
 	}
 	return o, nil
 }
@@ -356,18 +356,18 @@ func syncDir(dir string) {
 // Open implements Store.
 func (s *DirStore) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 	if err := s.checkKey(key); err != nil {
-		return nil, fmt.Errorf("open %s: %w", key, err)
+		return nil, fault(fmt.Errorf("open %s: %w", key, err))
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("open %s: %w", key, err)
+		return nil, fault(fmt.Errorf("open %s: %w", key, err))
 	}
 	f, err := os.Open(s.file(key))
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", key, notExist(err))
+		return nil, fault(fmt.Errorf("open %s: %w", key, notExist(err)))
 	}
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
 		_ = f.Close()
-		return nil, fmt.Errorf("open %s: %w", key, ErrNotExist)
+		return nil, fault(fmt.Errorf("open %s: %w", key, ErrNotExist))
 	}
 	return f, nil
 }
@@ -410,14 +410,14 @@ func isNotDir(err error) bool {
 // Stat implements Store.
 func (s *DirStore) Stat(ctx context.Context, key string) (Object, error) {
 	if err := s.checkKey(key); err != nil {
-		return Object{}, fmt.Errorf("stat %s: %w", key, err)
+		return Object{}, fault(fmt.Errorf("stat %s: %w", key, err))
 	}
 	if err := ctx.Err(); err != nil {
-		return Object{}, fmt.Errorf("stat %s: %w", key, err)
+		return Object{}, fault(fmt.Errorf("stat %s: %w", key, err))
 	}
 	o, err := s.stat(key)
 	if err != nil {
-		return Object{}, fmt.Errorf("stat %s: %w", key, err)
+		return Object{}, fault(fmt.Errorf("stat %s: %w", key, err))
 	}
 	return o, nil
 }
@@ -500,7 +500,7 @@ func (s *DirStore) List(ctx context.Context, prefix string) ([]Object, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list %q: %w", prefix, err)
+		return nil, fault(fmt.Errorf("list %q: %w", prefix, err))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	if out == nil {
@@ -513,10 +513,10 @@ func (s *DirStore) List(ctx context.Context, prefix string) ([]Object, error) {
 // disappears at once, then its metadata.
 func (s *DirStore) Delete(ctx context.Context, key string) error {
 	if err := s.checkKey(key); err != nil {
-		return fmt.Errorf("delete %s: %w", key, err)
+		return fault(fmt.Errorf("delete %s: %w", key, err))
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("delete %s: %w", key, err)
+		return fault(fmt.Errorf("delete %s: %w", key, err))
 	}
 	name := s.file(key)
 	if fi, err := os.Lstat(name); err == nil && fi.IsDir() {
@@ -524,7 +524,7 @@ func (s *DirStore) Delete(ctx context.Context, key string) error {
 	}
 	for _, n := range []string{name, name + metaSuffix} {
 		if err := os.Remove(n); err != nil && !errors.Is(err, fs.ErrNotExist) && !isNotDir(err) {
-			return fmt.Errorf("delete %s: %w", key, err)
+			return fault(fmt.Errorf("delete %s: %w", key, err))
 		}
 	}
 	syncDir(filepath.Dir(name))

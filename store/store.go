@@ -14,8 +14,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"net"
+	"os"
 	"strings"
 	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/dmfexport/dmfexport/internal/cause"
 )
 
 // Store is where packages and entity files are kept.
@@ -184,4 +190,28 @@ func validMetaKey(k string) bool {
 		}
 	}
 	return true
+}
+
+// fault marks err, the error of a store operation, as the cause of the
+// errors that wrap it when the disk, the storage service or the network
+// gave it: that failure, named by the operation and its key, is what an
+// operator fixes. A stop, a missing or existing object and a guard's
+// refusal are no failure of the store and stay unmarked.
+func fault(err error) error {
+	var (
+		pathErr *fs.PathError
+		linkErr *os.LinkError
+		sysErr  *os.SyscallError
+		respErr *azcore.ResponseError
+		netErr  net.Error
+	)
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, ErrNotExist), errors.Is(err, ErrExist):
+		return err
+	case errors.As(err, &pathErr), errors.As(err, &linkErr), errors.As(err, &sysErr),
+		errors.As(err, &respErr), errors.As(err, &netErr):
+		return cause.Mark(err)
+	}
+	return err
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"testing/iotest"
 
+	"github.com/dmfexport/dmfexport/internal/cause"
 	"github.com/dmfexport/dmfexport/store"
 	"github.com/dmfexport/dmfexport/store/storetest"
 )
@@ -315,6 +317,53 @@ func TestDirStorePutFromFile(t *testing.T) {
 			}
 			if got := storetest.ReadAll(t, s, "p/package.zip"); o.Size != int64(len(tc.want)) || got != string(tc.want) {
 				t.Errorf("stored %d bytes (size %d), want %d bytes from offset %d", len(got), o.Size, len(tc.want), tc.offset)
+			}
+		})
+	}
+}
+
+// TestDirStoreFailureIsCause: what the disk refused is the cause of the
+// errors that wrap it, named by the operation and its key; a missing or
+// existing object, a reader's error and a stop are not the store's failure.
+func TestDirStoreFailureIsCause(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, openErr := store.NewDirStore(filepath.Join(file, "store"))
+	s := storetest.Dir(t)
+	if _, err := s.Put(ctx, "a", strings.NewReader("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+	_, putErr := s.Put(ctx, "a/b", strings.NewReader("x"), nil)
+	_, missingErr := s.Open(ctx, "missing")
+	_, existErr := s.Create(ctx, "a", strings.NewReader("x"), nil)
+	_, readerErr := s.Put(ctx, "c", iotest.ErrReader(errors.New("source broke")), nil)
+	stopped, cancel := context.WithCancel(ctx)
+	cancel()
+	_, stopErr := s.Put(stopped, "d", strings.NewReader("x"), nil)
+	tests := []struct {
+		name      string
+		err       error
+		wantCause string // the cause starts so; "" for none
+	}{
+		{"store directory under a file", openErr, "open directory store " + filepath.Join(file, "store") + ": "},
+		{"object under an object", putErr, "put a/b: "},
+		{"missing object", missingErr, ""},
+		{"existing object", existErr, ""},
+		{"the reader's error", readerErr, ""},
+		{"stopped", stopErr, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.err == nil {
+				t.Fatal("no error")
+			}
+			got := cause.Of(fmt.Errorf("export x: %w", tt.err))
+			if tt.wantCause == "" && got != "" || !strings.HasPrefix(got, tt.wantCause) || tt.wantCause != "" && got != tt.err.Error() {
+				t.Errorf("cause %q of %v, want the whole error when it starts with %q", got, tt.err, tt.wantCause)
 			}
 		})
 	}
