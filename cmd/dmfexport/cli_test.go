@@ -187,7 +187,8 @@ func TestStatus(t *testing.T) {
 	execID := "DemoExport-2026-11-29_08-30-10-2f97df662298bdbe"
 	putRecord(t, st, runs.Record{Job: "demo", RunID: id(1, "0000fa11"), State: runs.StateFailed, StartedAt: start.Add(time.Minute),
 		FinishedAt: start.Add(2 * time.Minute), ExecutionID: execID, DefinitionGroup: "DemoExport",
-		Error: "export demo run " + id(1, "0000fa11") + `: poll status of execution "` + execID + `": execution did not finish before the deadline: still Executing after 2h0m0s (raise poll.deadline if this export needs longer in F&O)`})
+		Error: "export demo run " + id(1, "0000fa11") + `: poll status of execution "` + execID + `": execution did not finish before the deadline: still Executing after 2h0m0s (raise poll.deadline if this export needs longer in F&O)`,
+		Cause: "execution did not finish before the deadline: still Executing after 2h0m0s (raise poll.deadline if this export needs longer in F&O)"})
 	putRecord(t, st, runs.Record{Job: "demo", RunID: id(2, "00000a4e"), State: runs.StateSucceeded, StartedAt: start.Add(2 * time.Minute),
 		FinishedAt: start.Add(3 * time.Minute), Warnings: []string{"F&O: entity A had 3 errors", "F&O: entity B had 1 error"}})
 	// Unfinished runs past pending have their execution ID, as every real

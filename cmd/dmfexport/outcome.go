@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 
+	"github.com/dmfexport/dmfexport/internal/cause"
 	"github.com/dmfexport/dmfexport/jobs"
 	"github.com/dmfexport/dmfexport/runs"
 )
@@ -57,7 +57,7 @@ func outcomeOf(ctx context.Context, job string, rec *runs.Record, err error) run
 	case err == nil && (rec == nil || rec.State == runs.StateSucceeded):
 		return o
 	case err == nil:
-		o.failed, o.why = true, causeFirst(rec, rec.Error)
+		o.failed, o.why = true, recordCause(rec)
 	case errors.Is(err, jobs.ErrNotStarted):
 		o.resumes, o.why = true, "stopped while queued for an execution slot; nothing was started in F&O, the next trigger starts it"
 	case ctx.Err() != nil:
@@ -66,13 +66,13 @@ func outcomeOf(ctx context.Context, job string, rec *runs.Record, err error) run
 			o.why = fmt.Sprintf("stopped while %s; the next dmfexport run or trigger resumes it from there", rec.State)
 		}
 	case errors.Is(err, jobs.ErrWaiting) && rec != nil && rec.Waiting != "":
-		o.resumes, o.why = true, jobs.WaitingText(rec.Waiting)+": "+causeFirst(rec, rec.Error)
+		o.resumes, o.why = true, jobs.WaitingText(rec.Waiting)+": "+recordCause(rec)
 	case errors.Is(err, jobs.ErrAlreadyRunning), errors.Is(err, jobs.ErrGroupBusy), errors.Is(err, runs.ErrLeaseHeld):
-		o.resumes, o.why = true, causeFirst(rec, err.Error())
+		o.resumes, o.why = true, errorCause(err)
 	default:
-		o.failed, o.why = true, causeFirst(rec, err.Error())
+		o.failed, o.why = true, errorCause(err)
 		if rec != nil && rec.Error != "" {
-			o.why = causeFirst(rec, rec.Error)
+			o.why = recordCause(rec)
 		}
 	}
 	return o
@@ -108,68 +108,21 @@ func closing(outs []runOutcome) error {
 	return &resumeError{msg: printable(parts[0])}
 }
 
-// summaryURL is the F&O execution summary link of an error: the ERROR
-// column and the closing line leave it out (the record keeps it).
-var summaryURL = regexp.MustCompile(`; execution summary: \S+`)
-
-// causeMarkers start the cause inside an error's text: the broker's
-// refusal, the network's answer. The text from the earliest one comes
-// first, the context that led to it after.
-var causeMarkers = []struct {
-	marker string
-	skip   bool // the marker itself is context, not cause
-}{
-	{"was returned by the broker: ", true},
-	{"Exception (", false},
-	{"dial tcp ", false},
-	{"lookup ", false},
+// recordCause is why run rec failed or waits: the cause the step that met
+// it named, else its whole error (an error dmfexport made itself, or a
+// record of a version before causes were kept).
+func recordCause(rec *runs.Record) string {
+	if rec.Cause != "" {
+		return rec.Cause
+	}
+	return rec.Error
 }
 
-// causeFirst is msg, an error of run rec (nil if none was recorded), with
-// the cause first: leading context that only repeats other columns (the
-// export, the run, the execution ID, the definition group, the waiting
-// state) is left out, then the broker's or the network's answer is moved
-// first. The F&O summary link is left out.
-func causeFirst(rec *runs.Record, msg string) string {
-	var ids []string
-	if rec != nil {
-		ids = []string{rec.Job, rec.RunID, rec.ExecutionID, rec.DefinitionGroup}
-		if rec.ExecutionID != "" {
-			msg = strings.ReplaceAll(msg, "F&O execution "+rec.ExecutionID+" ", "F&O execution ")
-		}
-		if rec.Waiting != "" {
-			msg = strings.TrimPrefix(msg, jobs.WaitingText(rec.Waiting)+": ")
-		}
+// errorCause is why err happened: the cause marked where it was made,
+// else its whole text.
+func errorCause(err error) string {
+	if c := cause.Of(err); c != "" {
+		return c
 	}
-	msg = summaryURL.ReplaceAllString(msg, "")
-	for {
-		head, rest, ok := strings.Cut(msg, ": ")
-		// A head holding "; " is a sentence of its own (F&O's text
-		// without details), not context.
-		if !ok || rest == "" || strings.Contains(head, "; ") || !strings.HasPrefix(head, "export ") && !mentionsAny(head, ids) {
-			break
-		}
-		msg = rest
-	}
-	if rec != nil && rec.Waiting != "" {
-		msg = strings.TrimPrefix(msg, jobs.WaitingText(rec.Waiting)+": ")
-	}
-	best, cut := -1, 0
-	for _, m := range causeMarkers {
-		if i := strings.Index(msg, m.marker); i > 0 && (best < 0 || i < best) {
-			best, cut = i, i
-			if m.skip {
-				cut = i + len(m.marker)
-			}
-		}
-	}
-	if best < 0 {
-		return msg
-	}
-	cause, context := msg[cut:], strings.TrimSuffix(strings.TrimSpace(msg[:best]), ":")
-	advice := ""
-	if c, a, ok := strings.Cut(cause, "; "); ok {
-		cause, advice = c, "; "+a
-	}
-	return cause + " (in: " + context + ")" + advice
+	return err.Error()
 }

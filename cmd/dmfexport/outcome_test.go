@@ -10,55 +10,77 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmfexport/dmfexport/dmf"
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
+	"github.com/dmfexport/dmfexport/internal/cause"
 	"github.com/dmfexport/dmfexport/jobs"
 	"github.com/dmfexport/dmfexport/runs"
 )
 
-// TestCauseFirst holds the ERROR column and the closing line to the cause
-// first: F&O's text, the broker's refusal, the network's answer; never the
-// summary link or the state the STATE column already says.
-func TestCauseFirst(t *testing.T) {
+// TestRunCause holds the ERROR column (and so the status page) to the
+// cause the record carries: F&O's text, the broker's refusal, the
+// network's answer; never the summary link, the execution ID or the state
+// the STATE column already says. A record without a cause (one of an
+// earlier version) shows its error whole.
+func TestRunCause(t *testing.T) {
 	const exec = "G-2026-12-07_16-10-17-0e7616b4b0e8f6b6"
-	rec := func(waiting, msg string) *runs.Record {
-		return &runs.Record{Job: "x", RunID: "20261207T161017Z-add78499", ExecutionID: exec, DefinitionGroup: "G", Waiting: waiting, Error: msg}
+	rec := func(waiting string, err error) *runs.Record {
+		r := &runs.Record{Job: "x", RunID: "20261207T161017Z-add78499", ExecutionID: exec, DefinitionGroup: "G", Waiting: waiting,
+			Error: err.Error(), Cause: cause.Of(err), State: runs.StateFailed, StartedAt: time.Unix(0, 0), FinishedAt: time.Unix(1, 0)}
+		if waiting != "" {
+			r.State, r.FinishedAt = runs.StatePending, time.Time{}
+		}
+		return r
 	}
+	// What the steps make, as the run's error wraps it.
+	noDetails := &dmf.ExecutionReport{ExecutionID: exec, Status: dmf.StatusFailed, Errors: []dmf.ExecutionError{},
+		SummaryURL: "http://fo.example/?mi=DMFExecutionSummary&executionId=" + exec}
+	withErrors := &dmf.ExecutionReport{ExecutionID: exec, Status: dmf.StatusFailed, SummaryURL: "http://fo.example/x",
+		Errors: []dmf.ExecutionError{{RecordID: "5637144576", Message: "Entity 'Things': simulated failure"}}}
+	refused := cause.Mark(errors.New("dial tcp 127.0.0.1:1: connect: connection refused"))
+	noRoute := cause.Mark(errors.New(`312 NO_ROUTE: no queue is bound to exchange "amq.topic" with routing key "k" (unroutable)`))
+	denied := cause.Mark(errors.New(`Exception (403) Reason: "ACCESS_REFUSED - access to exchange 'e' refused"`))
+	notDir := cause.Mark(errors.New("open directory store /s: mkdir /s: not a directory"))
 	tests := []struct {
 		name      string
 		rec       *runs.Record
 		wantFirst string // the text must start so
 		notWant   []string
 	}{
-		{"F&O failed without details", rec("", "F&O execution "+exec+" ended Failed; F&O gave no error details (GetExecutionErrors answered none); execution summary: http://fo.example/?mi=DMFExecutionSummary&executionId="+exec),
+		{"F&O failed without details", rec("", noDetails),
 			"F&O execution ended Failed; F&O gave no error details", []string{"http://", exec}},
-		{"F&O failed with errors", rec("", "F&O execution "+exec+" ended Failed with 1 error: record 5637144576: Entity 'Things': simulated failure; execution summary: http://fo.example/x"),
+		{"F&O failed with errors", rec("", withErrors),
 			"F&O execution ended Failed with 1 error: record 5637144576: Entity 'Things': simulated failure", []string{"http://"}},
-		{"broker down", rec(jobs.WaitingForBroker, "waiting for broker: broker check before exporting: connect to broker amqp://guest:xxxxx@127.0.0.1:1/: dial tcp 127.0.0.1:1: connect: connection refused (broker unavailable): check broker.url and that RabbitMQ is running; nothing was exported in F&O yet"),
+		{"partial is fail", rec("", cause.Errorf("partial is fail (set partial: publish to publish what F&O did export): %w", withErrors)),
+			"partial is fail (set partial: publish to publish what F&O did export): F&O execution ended Failed with 1 error", []string{"http://", exec}},
+		{"broker down", rec(jobs.WaitingForBroker, fmt.Errorf("waiting for broker: broker check before exporting: connect to broker amqp://guest:xxxxx@127.0.0.1:1/: %w (broker unavailable): check broker.url and that RabbitMQ is running; nothing was exported in F&O yet", refused)),
 			"dial tcp 127.0.0.1:1: connect: connection refused", []string{"waiting for broker"}},
-		{"no bound queue", rec(jobs.WaitingForQueue, `waiting for a queue bound to the exchange: entity Things (file Things.csv, source format CSV-Unicode): confirm batches: message `+exec+`/Things/0 was returned by the broker: 312 NO_ROUTE: no queue is bound to exchange "amq.topic" with routing key "k" (unroutable); the run stays unfinished`),
+		{"no bound queue", rec(jobs.WaitingForQueue, fmt.Errorf("waiting for a queue bound to the exchange: entity Things (file Things.csv, source format CSV-Unicode): confirm batches: message %s/Things/0 was returned by the broker: %w; the run stays unfinished", exec, noRoute)),
 			`312 NO_ROUTE: no queue is bound to exchange "amq.topic"`, []string{"waiting for a queue"}},
-		{"broker refusal", rec("", `export x run 20261207T161017Z-add78499: publish: declare exchange "e": Exception (403) Reason: "ACCESS_REFUSED - access to exchange 'e' refused"`),
-			`Exception (403) Reason: "ACCESS_REFUSED`, []string{"export x run"}},
-		{"context of the run left out", rec("", "export x run 20261207T161017Z-add78499: open directory store /s: mkdir /s: not a directory"),
-			"open directory store /s: mkdir /s: not a directory", nil},
-		{"no record", nil, "open directory store /s: mkdir /s: not a directory", []string{"export x"}},
+		{"broker refusal", rec("", fmt.Errorf(`publish: declare exchange "e": %w`, denied)),
+			`Exception (403) Reason: "ACCESS_REFUSED`, []string{"publish:"}},
+		{"context of the run left out", rec("", fmt.Errorf("store package: %w", notDir)),
+			"open directory store /s: mkdir /s: not a directory", []string{"store package"}},
+		{"record of an earlier version", &runs.Record{Job: "x", State: runs.StateFailed, FinishedAt: time.Unix(1, 0), Error: "export x run R: something broke"},
+			"export x run R: something broke", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			msg := "export x: open directory store /s: mkdir /s: not a directory"
-			if tt.rec != nil {
-				msg = tt.rec.Error
-			}
-			got := causeFirst(tt.rec, msg)
+			got := describeRun(tt.rec, false).cause
 			if !strings.HasPrefix(got, tt.wantFirst) {
-				t.Errorf("causeFirst = %q, want it to start with %q", got, tt.wantFirst)
+				t.Errorf("ERROR column %q, want it to start with %q", got, tt.wantFirst)
 			}
 			for _, bad := range tt.notWant {
 				if strings.Contains(got, bad) {
-					t.Errorf("causeFirst = %q holds %q", got, bad)
+					t.Errorf("ERROR column %q holds %q", got, bad)
 				}
 			}
 		})
+	}
+	// No record: the run's error says it alone.
+	o := outcomeOf(context.Background(), "x", nil, fmt.Errorf("export x: %w", notDir))
+	if want := "open directory store /s: mkdir /s: not a directory"; o.why != want {
+		t.Errorf("without a record: cause %q, want %q", o.why, want)
 	}
 }
 
@@ -69,7 +91,8 @@ func TestOutcomes(t *testing.T) {
 	stopped, cancel := context.WithCancel(context.Background())
 	cancel()
 	live := context.Background()
-	waiting := &runs.Record{Job: "w", State: runs.StatePending, Waiting: jobs.WaitingForBroker, Error: "waiting for broker: dial tcp 127.0.0.1:1: connect: connection refused"}
+	waiting := &runs.Record{Job: "w", State: runs.StatePending, Waiting: jobs.WaitingForBroker, Error: "waiting for broker: dial tcp 127.0.0.1:1: connect: connection refused",
+		Cause: "dial tcp 127.0.0.1:1: connect: connection refused"}
 	partial := &runs.Record{Job: "p", State: runs.StatePartiallySucceeded, RunID: "R1",
 		Error: "1 of 2 entities failed: B; once fixed, " + jobs.ReplayCommand("p", "R1", []string{"B"}) + " publishes their stored files again"}
 	tests := []struct {
@@ -85,7 +108,7 @@ func TestOutcomes(t *testing.T) {
 			[]string{"will resume: c (stopped while exporting"}},
 		{"stopped while queued", []runOutcome{outcomeOf(stopped, "q", nil, jobs.ErrNotStarted)}, 75, []string{"will resume: q (stopped while queued"}},
 		{"busy", []runOutcome{outcomeOf(live, "b", nil, fmt.Errorf("export b: %w", jobs.ErrAlreadyRunning))}, 75, []string{"will resume: b ("}},
-		{"failed", []runOutcome{outcomeOf(live, "f", nil, errors.New("export f: boom"))}, 1, []string{"failed: f (boom)"}},
+		{"failed", []runOutcome{outcomeOf(live, "f", nil, fmt.Errorf("export f: %w", cause.Mark(errors.New("boom"))))}, 1, []string{"failed: f (boom)"}},
 		{"entities failed at publishing", []runOutcome{outcomeOf(live, "p", partial, nil)}, 1, []string{"failed: p (1 of 2 entities failed: B; once fixed, dmfexport replay --entity B p/R1"}},
 		{"failed beside waiting", []runOutcome{outcomeOf(live, "f", nil, errors.New("boom")), outcomeOf(live, "w", waiting, jobs.ErrWaiting)}, 1,
 			[]string{"failed: f (boom); will resume: w (waiting for broker"}},

@@ -89,7 +89,8 @@ func TestStatusPageHandler(t *testing.T) {
 		{
 			name: "failed with cause",
 			records: []runs.Record{{Job: "demo", RunID: runID("0000fa11"), State: runs.StateFailed, StartedAt: started, FinishedAt: started.Add(2 * time.Second),
-				ExecutionID: execID, Error: "export demo run " + runID("0000fa11") + `: execution "` + execID + `": F&O answered <b>DMF1234</b> "no rights" (grant the user the Data management role)`}},
+				ExecutionID: execID, Error: "export demo run " + runID("0000fa11") + `: execution "` + execID + `": F&O answered <b>DMF1234</b> "no rights" (grant the user the Data management role)`,
+				Cause: `F&O answered <b>DMF1234</b> "no rights" (grant the user the Data management role)`}},
 			want:    []string{`failed 0 2s F&O answered <b>DMF1234</b> "no rights" (grant the user the Data management role)`},
 			notWant: []string{"<b>DMF1234</b>", "export demo run"},
 		},

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
 
 	"github.com/dmfexport/dmfexport/jobs"
 	"github.com/dmfexport/dmfexport/runs"
@@ -144,7 +143,7 @@ type runLine struct {
 // describeRun tells run r as status shows it; owned says whether a live
 // process works on it (see jobs.RunOwned).
 func describeRun(r *runs.Record, owned bool) runLine {
-	l := runLine{state: runState(r, owned), duration: "-", cause: causeFirst(r, r.Error)}
+	l := runLine{state: runState(r, owned), duration: "-", cause: recordCause(r)}
 	for _, e := range r.Entities {
 		l.rows += e.Rows
 		l.batches += e.Batches
@@ -205,20 +204,6 @@ func runState(r *runs.Record, owned bool) string {
 		return fmt.Sprintf("succeeded (%d warnings)", len(r.Warnings))
 	}
 	return string(r.State)
-}
-
-// mentionsAny reports whether s holds one of the non-empty words as a
-// word of its own: export "x" is not mentioned by "execution".
-func mentionsAny(s string, words []string) bool {
-	fields := strings.FieldsFunc(s, func(r rune) bool {
-		return !unicode.IsLetter(r) && !unicode.IsDigit(r) && !strings.ContainsRune("-_.", r)
-	})
-	for _, w := range words {
-		if w != "" && slices.Contains(fields, w) {
-			return true
-		}
-	}
-	return false
 }
 
 // oneLine shortens s to one line of at most n characters for a table.
