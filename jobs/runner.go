@@ -1093,8 +1093,13 @@ func (u *run) download(ctx context.Context, client *dmf.Client, tmp *os.File, st
 		}
 		u.rec.PackageBytes, u.rec.PackageSHA256, u.rec.PackageKey = n, sum, ""
 		if storePackage {
+			// The file itself, not a reader over it: a directory store
+			// has the kernel copy it.
+			if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+				return fmt.Errorf("rewind package file: %w", err)
+			}
 			key := u.ledger.Package(u.rec.RunID)
-			if _, err := u.st.Put(ctx, key, io.NewSectionReader(tmp, 0, n), u.meta(map[string]string{"sha256": sum})); err != nil {
+			if _, err := u.st.Put(ctx, key, tmp, u.meta(map[string]string{"sha256": sum})); err != nil {
 				return fmt.Errorf("store package: %w", err)
 			}
 			u.rec.PackageKey = key
