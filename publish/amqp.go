@@ -295,7 +295,10 @@ func (s *AMQPSink) connect(ctx context.Context) error {
 		if ctxErr != nil {
 			err = fmt.Errorf("%w (%w)", ctxErr, cause.Mark(s.scrub(err)))
 		}
-		return fmt.Errorf("connect to broker %s: %w (%w): check broker.url and that RabbitMQ is running", s.redacted, cause.Mark(s.scrub(err)), ErrBrokerUnavailable)
+		// The advice belongs to the cause: a closing line that prints only
+		// the cause still says what to check.
+		return fmt.Errorf("connect to broker %s: %w", s.redacted,
+			cause.Errorf("%w (%w): check broker.url and that RabbitMQ is running", cause.Mark(s.scrub(err)), ErrBrokerUnavailable))
 	}
 	s.conn = conn
 	dialMu.Lock()

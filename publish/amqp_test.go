@@ -339,6 +339,9 @@ func TestDialAMQPErrors(t *testing.T) {
 			if got := cause.Of(err); !strings.HasPrefix(got, tt.wantCause) || strings.Contains(got, "s3cretPW") {
 				t.Errorf("cause %q, want it to start with %q and not reveal the password", got, tt.wantCause)
 			}
+			if got := cause.Of(err); errors.Is(err, ErrBrokerUnavailable) && !strings.HasSuffix(got, "check broker.url and that RabbitMQ is running") {
+				t.Errorf("cause %q of a broker not reached: want it to end with what to check", got)
+			}
 			if time.Since(start) > tt.timeout+2*time.Second {
 				t.Errorf("DialAMQP took %v, past the context deadline %v", time.Since(start), tt.timeout)
 			}
