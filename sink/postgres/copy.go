@@ -7,20 +7,26 @@ import (
 	"github.com/dmfexport/dmfexport/sink"
 )
 
-// copyStream reads a batch's rows as PostgreSQL's binary COPY format for
-// the columns bt.Columns then metaColumns: each value is written once,
-// into a buffer of about copyChunk bytes, with no value boxed or
-// converted on the way.
+// copyStream reads the rows of batches of one shape (the same columns) as
+// PostgreSQL's binary COPY format for those columns then metaColumns:
+// each value is written once, into a buffer of about copyChunk bytes,
+// with no value boxed or converted on the way.
 type copyStream struct {
+	parts []copyPart
+	part  int  // the part being encoded
+	next  int  // the next of its rows to encode
+	head  bool // the header is written
+	done  bool // the trailer is written
+	buf   []byte
+	off   int
+}
+
+// copyPart is a batch and which of its rows to copy.
+type copyPart struct {
 	bt *sink.Batch
 	// rows, when set, are the indexes of the rows to copy, in order;
 	// else every row is.
 	rows []int
-	next int  // the next of them to encode
-	head bool // the header is written
-	done bool // the trailer is written
-	buf  []byte
-	off  int
 }
 
 const copyChunk = 64 << 10
@@ -50,48 +56,56 @@ func (c *copyStream) fill() {
 		buf = binary.BigEndian.AppendUint32(buf, 0)
 		c.head = true
 	}
-	bt := c.bt
-	fields := uint16(len(bt.Columns) + len(metaColumns))
-	n := len(bt.Rows)
-	if c.rows != nil {
-		n = len(c.rows)
-	}
-	for ; c.next < n && len(buf) < copyChunk; c.next++ {
-		row := c.next
-		if c.rows != nil {
-			row = c.rows[row]
+	for c.part < len(c.parts) && len(buf) < copyChunk {
+		p := c.parts[c.part]
+		n := len(p.bt.Rows)
+		if p.rows != nil {
+			n = len(p.rows)
 		}
-		buf = binary.BigEndian.AppendUint16(buf, fields)
-		for _, v := range bt.Rows[row] {
-			if v == nil {
-				buf = binary.BigEndian.AppendUint32(buf, 0xFFFFFFFF) // NULL
-				continue
+		for ; c.next < n && len(buf) < copyChunk; c.next++ {
+			row := c.next
+			if p.rows != nil {
+				row = p.rows[row]
 			}
-			buf = appendText(buf, *v)
+			buf = appendRow(buf, p.bt, row)
 		}
-		// _dmf_export, _dmf_run, _dmf_execution, _dmf_batch (integer),
-		// _dmf_row (bigint), _dmf_document (jsonb: version 1, then text).
-		buf = appendText(buf, bt.Export)
-		buf = appendText(buf, bt.RunID)
-		buf = appendText(buf, bt.ExecutionID)
-		buf = binary.BigEndian.AppendUint32(buf, 4)
-		buf = binary.BigEndian.AppendUint32(buf, uint32(int32(bt.BatchIndex)))
-		buf = binary.BigEndian.AppendUint32(buf, 8)
-		buf = binary.BigEndian.AppendUint64(buf, uint64(int64(bt.FirstRow+row)))
-		if bt.Documents == nil || bt.Documents[row] == nil {
-			buf = binary.BigEndian.AppendUint32(buf, 0xFFFFFFFF)
-		} else {
-			doc := bt.Documents[row]
-			buf = binary.BigEndian.AppendUint32(buf, uint32(len(doc)+1))
-			buf = append(buf, 1)
-			buf = append(buf, doc...)
+		if c.next == n {
+			c.part, c.next = c.part+1, 0
 		}
 	}
-	if c.next == n {
+	if c.part == len(c.parts) {
 		buf = binary.BigEndian.AppendUint16(buf, 0xFFFF) // the trailer
 		c.done = true
 	}
 	c.buf, c.off = buf, 0
+}
+
+// appendRow appends row of bt as a tuple of the binary COPY format.
+func appendRow(buf []byte, bt *sink.Batch, row int) []byte {
+	buf = binary.BigEndian.AppendUint16(buf, uint16(len(bt.Columns)+len(metaColumns)))
+	for _, v := range bt.Rows[row] {
+		if v == nil {
+			buf = binary.BigEndian.AppendUint32(buf, 0xFFFFFFFF) // NULL
+			continue
+		}
+		buf = appendText(buf, *v)
+	}
+	// _dmf_export, _dmf_run, _dmf_execution, _dmf_batch (integer),
+	// _dmf_row (bigint), _dmf_document (jsonb: version 1, then text).
+	buf = appendText(buf, bt.Export)
+	buf = appendText(buf, bt.RunID)
+	buf = appendText(buf, bt.ExecutionID)
+	buf = binary.BigEndian.AppendUint32(buf, 4)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(int32(bt.BatchIndex)))
+	buf = binary.BigEndian.AppendUint32(buf, 8)
+	buf = binary.BigEndian.AppendUint64(buf, uint64(int64(bt.FirstRow+row)))
+	if bt.Documents == nil || bt.Documents[row] == nil {
+		return binary.BigEndian.AppendUint32(buf, 0xFFFFFFFF)
+	}
+	doc := bt.Documents[row]
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(doc)+1))
+	buf = append(buf, 1)
+	return append(buf, doc...)
 }
 
 func appendText(buf []byte, s string) []byte {

@@ -225,6 +225,12 @@ func (b *Backend) ApplyGroup(ctx context.Context, group []sink.Pending) ([]sink.
 			if cols != nil {
 				learned[p.Target.Table] = cols
 			}
+		}
+		if table, err := b.flushUpserts(ctx, tx, st, ""); err != nil {
+			failed = table
+			return err
+		}
+		for range group {
 			faultPoint("apply")
 		}
 		return nil
@@ -251,6 +257,17 @@ type txState struct {
 	// upserted names the temporary tables filled in the transaction: one
 	// is emptied only at the commit.
 	upserted map[string]bool
+	// upserts are the batches to upsert, by table, in the order their
+	// tables came: a table's rows are upserted in one statement, when the
+	// group's batches are all in (flushUpserts).
+	upserts []*pendingUpsert
+}
+
+// pendingUpsert is the batches of a group to upsert into one table, all
+// with the same columns.
+type pendingUpsert struct {
+	t     sink.Target
+	parts []copyPart
 }
 
 // apply lands one batch and its ledger entry in tx. It returns the
@@ -318,9 +335,11 @@ func (b *Backend) apply(ctx context.Context, tx pgx.Tx, st *txState, bt *sink.Ba
 	case sink.Snapshot:
 		err = b.copyRows(ctx, tx, b.staging, runTable(t.Table, bt.RunID), bt)
 	case sink.Append:
-		err = b.copyRows(ctx, tx, b.schema, t.Table, bt)
+		if _, err = b.flushUpserts(ctx, tx, st, t.Table); err == nil {
+			err = b.copyRows(ctx, tx, b.schema, t.Table, bt)
+		}
 	case sink.Upsert:
-		err = b.upsert(ctx, tx, st, bt, t)
+		err = b.queueUpsert(ctx, tx, st, bt, t)
 	default:
 		err = fmt.Errorf("%w: unknown mode %q", sink.ErrRejected, t.Mode)
 	}
@@ -542,30 +561,71 @@ func (b *Backend) columns(ctx context.Context, tx pgx.Tx, schema, table string) 
 // encoded straight from the batch.
 func (b *Backend) copyRows(ctx context.Context, tx pgx.Tx, schema, table string, bt *sink.Batch) error {
 	q := "COPY " + b.ident(schema, table) + " (" + quoteAll(slices.Concat(bt.Columns, metaColumns)) + ") FROM STDIN (FORMAT binary)"
-	if _, err := tx.Conn().PgConn().CopyFrom(ctx, &copyStream{bt: bt}, q); err != nil {
+	if _, err := tx.Conn().PgConn().CopyFrom(ctx, &copyStream{parts: []copyPart{{bt: bt}}}, q); err != nil {
 		return fmt.Errorf("copy rows: %w", err)
 	}
 	return nil
+}
+
+// queueUpsert adds the batch's rows to those upserted into t.Table when
+// the group's batches are all in, upserting first the rows queued for the
+// table with other columns, so that batches land in order.
+func (b *Backend) queueUpsert(ctx context.Context, tx pgx.Tx, st *txState, bt *sink.Batch, t sink.Target) error {
+	if len(bt.Rows) == 0 {
+		return nil
+	}
+	for _, p := range st.upserts {
+		if p.t.Table != t.Table {
+			continue
+		}
+		if slices.Equal(p.parts[0].bt.Columns, bt.Columns) && slices.Equal(p.t.Keys, t.Keys) {
+			p.parts = append(p.parts, copyPart{bt: bt})
+			return nil
+		}
+		if _, err := b.flushUpserts(ctx, tx, st, t.Table); err != nil {
+			return err
+		}
+		break
+	}
+	st.upserts = append(st.upserts, &pendingUpsert{t: t, parts: []copyPart{{bt: bt}}})
+	return nil
+}
+
+// flushUpserts upserts the rows queued for table, or for every table when
+// table is "", and returns the table that failed.
+func (b *Backend) flushUpserts(ctx context.Context, tx pgx.Tx, st *txState, table string) (string, error) {
+	kept := st.upserts[:0]
+	var err error
+	var failed string
+	for _, p := range st.upserts {
+		if err != nil || (table != "" && p.t.Table != table) {
+			kept = append(kept, p)
+			continue
+		}
+		if err = b.upsert(ctx, tx, st, p); err != nil {
+			failed = p.t.Table
+		}
+	}
+	st.upserts = kept
+	return failed, err
 }
 
 // upsertTable starts the name of the temporary tables a batch to upsert is
 // copied into.
 const upsertTable = "dmfexport_upsert"
 
-// upsert inserts the batch's rows, or updates the rows with the same keys:
-// it copies them into a temporary table, then upserts them all in one
-// statement. Of rows repeating a key within the batch the last one wins,
-// as it would applied one by one.
-func (b *Backend) upsert(ctx context.Context, tx pgx.Tx, st *txState, bt *sink.Batch, t sink.Target) error {
-	if len(bt.Rows) == 0 {
-		return nil
-	}
-	keep, err := lastOfEachKey(bt, t.Keys)
-	if err != nil {
+// upsert inserts the rows of p's batches, or updates the rows with the
+// same keys: it copies them into a temporary table, then upserts them all
+// in one statement. Of rows repeating a key the last one wins, as it would
+// applied one by one. A row whose values are those the table holds is
+// left as it is: its metadata keeps naming the batch that last changed it.
+func (b *Backend) upsert(ctx context.Context, tx pgx.Tx, st *txState, p *pendingUpsert) error {
+	t, cols := p.t, p.parts[0].bt.Columns
+	if err := lastOfEachKey(p.parts, t.Keys); err != nil {
 		return err
 	}
-	defs := make([]string, 0, len(bt.Columns)+len(metaColumns))
-	for _, c := range bt.Columns {
+	defs := make([]string, 0, len(cols)+len(metaColumns))
+	for _, c := range cols {
 		defs = append(defs, pgx.Identifier{c}.Sanitize()+" text")
 	}
 	defs = append(defs, metaDefs()[:len(metaColumns)]...)
@@ -574,71 +634,88 @@ func (b *Backend) upsert(ctx context.Context, tx pgx.Tx, st *txState, bt *sink.B
 	// column to the catalogs, and dead ones, every time.
 	shape := sha256.Sum256([]byte(strings.Join(defs, ",")))
 	tmp := pgx.Identifier{upsertTable + "_" + hex.EncodeToString(shape[:8])}.Sanitize()
-	if _, err := tx.Exec(ctx, "CREATE TEMPORARY TABLE IF NOT EXISTS "+tmp+" ("+strings.Join(defs, ", ")+") ON COMMIT DELETE ROWS"); err != nil {
-		return fmt.Errorf("upsert rows: %w", err)
-	}
 	if st.upserted[tmp] {
-		// Another batch of the transaction filled it.
+		// Filled before in the transaction.
 		if _, err := tx.Exec(ctx, "TRUNCATE "+tmp); err != nil {
 			return fmt.Errorf("upsert rows: %w", err)
 		}
+	} else if _, err := tx.Exec(ctx, "CREATE TEMPORARY TABLE IF NOT EXISTS "+tmp+" ("+strings.Join(defs, ", ")+") ON COMMIT DELETE ROWS"); err != nil {
+		return fmt.Errorf("upsert rows: %w", err)
 	}
 	if st.upserted == nil {
 		st.upserted = map[string]bool{}
 	}
 	st.upserted[tmp] = true
-	cols := quoteAll(slices.Concat(bt.Columns, metaColumns))
-	if _, err := tx.Conn().PgConn().CopyFrom(ctx, &copyStream{bt: bt, rows: keep}, "COPY "+tmp+" ("+cols+") FROM STDIN (FORMAT binary)"); err != nil {
+	all := slices.Concat(cols, metaColumns)
+	list := quoteAll(all)
+	if _, err := tx.Conn().PgConn().CopyFrom(ctx, &copyStream{parts: p.parts}, "COPY "+tmp+" ("+list+") FROM STDIN (FORMAT binary)"); err != nil {
 		return fmt.Errorf("upsert rows: %w", err)
 	}
-	var set []string
-	for _, c := range slices.Concat(bt.Columns, metaColumns) {
-		if !slices.Contains(t.Keys, c) {
-			q := pgx.Identifier{c}.Sanitize()
-			set = append(set, q+" = EXCLUDED."+q)
+	var set, changed []string
+	for _, c := range all {
+		if slices.Contains(t.Keys, c) {
+			continue
+		}
+		q := pgx.Identifier{c}.Sanitize()
+		set = append(set, q+" = EXCLUDED."+q)
+		if !slices.Contains(metaColumns, c) || c == sink.ColDocument {
+			changed = append(changed, "t."+q+" IS DISTINCT FROM EXCLUDED."+q)
 		}
 	}
 	set = append(set, pgx.Identifier{sink.ColLoadedAt}.Sanitize()+" = now()")
-	if _, err := tx.Exec(ctx, "INSERT INTO "+b.ident(b.schema, t.Table)+" ("+cols+") SELECT "+cols+" FROM "+tmp+
-		" ON CONFLICT ("+quoteAll(t.Keys)+") DO UPDATE SET "+strings.Join(set, ", ")); err != nil {
+	if _, err := tx.Exec(ctx, "INSERT INTO "+b.ident(b.schema, t.Table)+" AS t ("+list+") SELECT "+list+" FROM "+tmp+
+		" ON CONFLICT ("+quoteAll(t.Keys)+") DO UPDATE SET "+strings.Join(set, ", ")+" WHERE "+strings.Join(changed, " OR ")); err != nil {
 		return fmt.Errorf("upsert rows: %w", err)
 	}
 	return nil
 }
 
-// lastOfEachKey returns the indexes of the batch's rows that are the last
-// with their keys, in order.
-func lastOfEachKey(bt *sink.Batch, keys []string) ([]int, error) {
+// lastOfEachKey keeps, of the rows of the parts (batches of the same
+// columns, in order), those that are the last with their keys, setting
+// each part's rows.
+func lastOfEachKey(parts []copyPart, keys []string) error {
+	cols := parts[0].bt.Columns
 	keyIdx := make([]int, len(keys))
 	for i, k := range keys {
-		keyIdx[i] = slices.Index(bt.Columns, k)
+		keyIdx[i] = slices.Index(cols, k)
 	}
-	last := make(map[string]int, len(bt.Rows))
+	type at struct{ part, row int }
+	n := 0
+	for _, p := range parts {
+		n += len(p.bt.Rows)
+	}
+	last := make(map[string]at, n)
 	var kb []byte
-	for i, r := range bt.Rows {
-		kb = kb[:0]
-		for _, j := range keyIdx {
-			if r[j] == nil {
-				return nil, fmt.Errorf("%w: row %d has no value for key column %q", sink.ErrRejected, bt.FirstRow+i, bt.Columns[j])
+	for pi, p := range parts {
+		for i, r := range p.bt.Rows {
+			kb = kb[:0]
+			for _, j := range keyIdx {
+				if r[j] == nil {
+					return fmt.Errorf("%w: row %d has no value for key column %q", sink.ErrRejected, p.bt.FirstRow+i, cols[j])
+				}
+				kb = strconv.AppendInt(kb, int64(len(*r[j])), 10)
+				kb = append(kb, ':')
+				kb = append(kb, *r[j]...)
 			}
-			kb = strconv.AppendInt(kb, int64(len(*r[j])), 10)
-			kb = append(kb, ':')
-			kb = append(kb, *r[j]...)
+			last[string(kb)] = at{pi, i}
 		}
-		last[string(kb)] = i
 	}
-	keep := make([]int, 0, len(last))
-	if len(last) == len(bt.Rows) {
-		for i := range bt.Rows {
-			keep = append(keep, i)
+	if len(last) == n {
+		for i := range parts {
+			parts[i].rows = nil // every row
 		}
-		return keep, nil
+		return nil
 	}
-	for _, i := range last {
-		keep = append(keep, i)
+	for i := range parts {
+		parts[i].rows = []int{}
 	}
-	slices.Sort(keep)
-	return keep, nil
+	for _, a := range last {
+		parts[a.part].rows = append(parts[a.part].rows, a.row)
+	}
+	for i := range parts {
+		slices.Sort(parts[i].rows)
+	}
+	return nil
 }
 
 // FinishSnapshot replaces t.Table's rows with the run's staged rows once

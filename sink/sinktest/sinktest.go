@@ -74,6 +74,96 @@ func RunBackend(t *testing.T, open func(t *testing.T) Harness) {
 	t.Run("concurrent batches", func(t *testing.T) { runConcurrent(t, open(t)) })
 	t.Run("ledger", func(t *testing.T) { runLedger(t, open(t)) })
 	t.Run("sample", func(t *testing.T) { runSample(t, open(t)) })
+	t.Run("upsert of unchanged rows", func(t *testing.T) { runUnchanged(t, open(t)) })
+	t.Run("upsert in a group", func(t *testing.T) { runUpsertGroup(t, open(t)) })
+}
+
+// runUnchanged: an upsert leaves a row whose values the table holds as it
+// is, its metadata naming the batch that last changed it, and rewrites a
+// row whose values differ, a NULL differing from "".
+func runUnchanged(t *testing.T, h Harness) {
+	ctx := context.Background()
+	up := sink.Target{Table: "items", Keys: []string{"ID"}, Mode: sink.Upsert}
+	cols := []string{"ID", "NAME"}
+	for _, b := range []*sink.Batch{
+		Batch("r1", 0, 0, 1, "Items", cols, []any{"1", "a"}, []any{"2", "b"}, []any{"3", nil}),
+		Batch("r2", 1, 0, 1, "Items", cols, []any{"1", "a"}, []any{"2", "B"}, []any{"3", ""}),
+	} {
+		if out, err := h.Backend.Apply(ctx, b, up); err != nil || out != sink.Applied {
+			t.Fatalf("apply %s: %v, %v; want applied", b.MessageID, out, err)
+		}
+	}
+	rows, err := h.Rows("items")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range rows {
+		got[fmt.Sprint(r["ID"])] = fmt.Sprint(r[sink.ColRun])
+	}
+	if want := map[string]string{"1": "r1", "2": "r2", "3": "r2"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("each row's run: got %v, want %v", got, want)
+	}
+}
+
+// runUpsertGroup: batches upserted in one transaction (a GroupApplier's
+// group) land as they would one by one: of a key repeated across them the
+// last row wins, a duplicate has no effect, and rows appended to the
+// table meanwhile land after the upserts before them.
+func runUpsertGroup(t *testing.T, h Harness) {
+	ga, ok := h.Backend.(sink.GroupApplier)
+	if !ok {
+		t.Skip("the backend applies batches one at a time")
+	}
+	ctx := context.Background()
+	up := sink.Target{Table: "lines", Keys: []string{"SO", "LINE"}, Mode: sink.Upsert}
+	other := sink.Target{Table: "others", Keys: []string{"ID"}, Mode: sink.Upsert}
+	cols := []string{"SO", "LINE", "QTY"}
+	first := Batch("r1", 0, 0, 0, "Lines", cols, []any{"1", "1", "5"}, []any{"1", "2", "6"})
+	if _, err := h.Backend.Apply(ctx, first, up); err != nil {
+		t.Fatal(err)
+	}
+	group := []sink.Pending{
+		{Batch: Batch("r1", 0, 0, 0, "Lines", cols, []any{"1", "1", "5"}), Target: up}, // a duplicate
+		{Batch: Batch("r2", 1, 0, 0, "Lines", cols, []any{"1", "2", "7"}, []any{"2", "1", "1"}), Target: up},
+		{Batch: Batch("r2", 1, 0, 0, "Others", []string{"ID"}, []any{"x"}), Target: other},
+		{Batch: Batch("r2", 1, 1, 0, "Lines", cols, []any{"2", "1", "2"}, []any{"1", "2", "8"}, []any{"2", "1", "3"}), Target: up},
+		{Batch: Batch("r2", 1, 2, 3, "Lines", []string{"SO", "LINE", "NOTE"}, []any{"1", "1", "n"}), Target: up},
+	}
+	outs, err := ga.ApplyGroup(ctx, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []sink.Outcome{sink.Duplicate, sink.Applied, sink.Applied, sink.Applied, sink.Applied}; !reflect.DeepEqual(outs, want) {
+		t.Errorf("outcomes %v, want %v", outs, want)
+	}
+	got := tableRows(t, h, "lines", "SO")
+	slices.SortStableFunc(got, func(a, b map[string]any) int {
+		return strings.Compare(fmt.Sprint(a["SO"], a["LINE"]), fmt.Sprint(b["SO"], b["LINE"]))
+	})
+	want := []map[string]any{
+		{"SO": "1", "LINE": "1", "QTY": "5", "NOTE": "n"},
+		{"SO": "1", "LINE": "2", "QTY": "8", "NOTE": nil},
+		{"SO": "2", "LINE": "1", "QTY": "3", "NOTE": nil},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("table lines:\n got %v\nwant %v", got, want)
+	}
+	if got := tableRows(t, h, "others", "ID"); !reflect.DeepEqual(got, []map[string]any{{"ID": "x"}}) {
+		t.Errorf("table others: got %v", got)
+	}
+	// A batch the database refuses fails the whole group, and nothing of
+	// it is kept.
+	bad := []sink.Pending{
+		{Batch: Batch("r3", 2, 0, 0, "Lines", cols, []any{"3", "1", "1"}), Target: up},
+		{Batch: Batch("r3", 2, 1, 2, "Lines", cols, []any{"3", "2", "a\x00b"}), Target: up},
+	}
+	if _, err := ga.ApplyGroup(ctx, bad); !errors.Is(err, sink.ErrRejected) {
+		t.Fatalf("apply a group with a NUL byte: %v, want an error wrapping sink.ErrRejected", err)
+	}
+	if ok, _ := h.Backend.Applied(ctx, bad[0].Batch.MessageID); ok {
+		t.Errorf("the ledger holds %s of the refused group", bad[0].Batch.MessageID)
+	}
 }
 
 func runCases(t *testing.T, open func(t *testing.T) Harness) {

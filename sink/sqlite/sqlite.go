@@ -521,8 +521,8 @@ func insertRows(ctx context.Context, tx *sql.Tx, table string, bt *sink.Batch, c
 }
 
 // upsert inserts the batch's rows, or updates the rows with the same
-// keys, one by one in the batch's order: of rows repeating a key the last
-// one wins.
+// keys whose values differ, one by one in the batch's order: of rows
+// repeating a key the last one wins.
 func upsert(ctx context.Context, tx *sql.Tx, bt *sink.Batch, t sink.Target, now string) error {
 	for i, r := range bt.Rows {
 		for _, k := range t.Keys {
@@ -531,13 +531,19 @@ func upsert(ctx context.Context, tx *sql.Tx, bt *sink.Batch, t sink.Target, now 
 			}
 		}
 	}
-	var set []string
+	// A row whose values are those the table holds is left as it is: its
+	// metadata keeps naming the batch that last changed it.
+	var set, changed []string
 	for _, c := range slices.Concat(bt.Columns, metaColumns) {
 		if !slices.Contains(t.Keys, c) {
 			set = append(set, quote(c)+" = excluded."+quote(c))
+			if !slices.Contains(metaColumns, c) || c == sink.ColDocument {
+				changed = append(changed, quote(t.Table)+"."+quote(c)+" IS NOT excluded."+quote(c))
+			}
 		}
 	}
-	return insertRows(ctx, tx, t.Table, bt, " ON CONFLICT ("+quoteAll(t.Keys)+") DO UPDATE SET "+strings.Join(set, ", "), now)
+	return insertRows(ctx, tx, t.Table, bt, " ON CONFLICT ("+quoteAll(t.Keys)+") DO UPDATE SET "+strings.Join(set, ", ")+
+		" WHERE "+strings.Join(changed, " OR "), now)
 }
 
 // FinishSnapshot replaces t.Table's rows with the run's staged rows once
