@@ -36,9 +36,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -66,6 +69,9 @@ type result struct {
 	// Sink cases: time spent decoding batches, and in the snapshot swap.
 	DecodeSeconds float64 `json:"decode_seconds,omitempty"`
 	SwapSeconds   float64 `json:"swap_seconds,omitempty"`
+	// DBCPUSeconds: sink cases, the CPU time of the database's processes
+	// serving the case's connections.
+	DBCPUSeconds float64 `json:"db_cpu_seconds,omitempty"`
 }
 
 var (
@@ -357,6 +363,10 @@ func runChild() error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if path := os.Getenv("DMFBENCH_MEMPROFILE"); path != "" { // one case's heap at its largest
+		stop := profileLargestHeap(path)
+		defer stop()
+	}
 	format, path, _ := strings.Cut(*childEnt, ":")
 	var r result
 	switch *child {
@@ -503,3 +513,37 @@ func (discard) Publish(_ context.Context, m publish.Message) error {
 }
 func (discard) Flush(context.Context) error { return nil }
 func (discard) Close() error                { return nil }
+
+// profileLargestHeap writes to path the heap profile of the moment the
+// live heap (as of the last collection) was largest, sampled every 20 ms,
+// until stop is called: where a case's memory goes at its peak.
+func profileLargestHeap(path string) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+		var most uint64
+		var prof bytes.Buffer
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				if err := os.WriteFile(path, prof.Bytes(), 0o644); err != nil {
+					fmt.Fprintln(os.Stderr, "dmfbench: heap profile:", err)
+				}
+				fmt.Fprintf(os.Stderr, "dmfbench: largest live heap %.1f MiB, its profile in %s\n", float64(most)/(1<<20), path)
+				return
+			case <-tick.C:
+			}
+			metrics.Read(sample)
+			if v := sample[0].Value.Uint64(); v > most {
+				most = v
+				runtime.GC() // the profile is of the last collection: this one
+				prof.Reset()
+				_ = pprof.Lookup("heap").WriteTo(&prof, 0)
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}

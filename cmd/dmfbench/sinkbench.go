@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,7 +29,8 @@ import (
 
 // The sink mode (-sink postgres) measures how fast `dmfexport sink` lands
 // batches in PostgreSQL. The wide and narrow CSV are published once, as the
-// exporter publishes them (5000-row JSON batches), to an NDJSON file beside
+// exporter publishes them by default (JSON batches of 5000 rows closed at
+// max_batch_bytes, 2 MB: -batch and -batch-bytes), to an NDJSON file beside
 // them; each sink case then reads those bodies one at a time and does what
 // the sink does per delivery, minus the broker: sink.DecodeBatch and
 // sink.TargetFor (of the next body while a batch is applied, as the
@@ -136,10 +138,15 @@ func runSink(ents []entity) error {
 			fmt.Fprintf(os.Stderr, "published %s to %s in %.1fs\n", filepath.Base(e.path), p, time.Since(start).Seconds())
 		}
 		batchFiles[e.key] = p
+		n, size, most, err := bodySizes(p)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%s: %d batches, %.2f MB a body on average, %.2f MB the largest\n", e.key, n, float64(size)/float64(max(n, 1))/1e6, float64(most)/1e6)
 	}
 	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Printf("dmfbench sink postgres: PostgreSQL %s, batches of %d rows, best of %d tries, %s, load %s\n",
-		version, *batch, max(1, *tries), time.Now().UTC().Format(time.RFC3339), strings.Join(strings.Fields(string(load))[:3], " "))
+	fmt.Printf("dmfbench sink postgres: PostgreSQL %s, batches of %d rows closed at %d bytes (max_batch_bytes), best of %d tries, %s, load %s\n",
+		version, *batch, *batchBytes, max(1, *tries), time.Now().UTC().Format(time.RFC3339), strings.Join(strings.Fields(string(load))[:3], " "))
 	for i := 0; i < max(1, *tries); i++ {
 		for _, e := range ents {
 			for _, c := range cases {
@@ -158,8 +165,8 @@ func runSink(ents []entity) error {
 					fmt.Printf("%-8s %-22s try %d failed: %v\n", e.key, c.label, i+1, err)
 					continue
 				}
-				fmt.Fprintf(os.Stderr, "%s %s try %d: %d rows in %.2fs (decode %.2fs, swap %.2fs), %.0f rows/s, RSS %.1f MiB\n",
-					e.key, c.name, i+1, r.Rows, r.Seconds, r.DecodeSeconds, r.SwapSeconds, float64(r.Rows)/r.Seconds, float64(r.MaxRSSKB)/1024)
+				fmt.Fprintf(os.Stderr, "%s %s try %d: %d rows in %.2fs (decode %.2fs, swap %.2fs), %.0f rows/s, RSS %.1f MiB, CPU %.2fs, database CPU %.2fs\n",
+					e.key, c.name, i+1, r.Rows, r.Seconds, r.DecodeSeconds, r.SwapSeconds, float64(r.Rows)/r.Seconds, float64(r.MaxRSSKB)/1024, r.CPUSeconds, r.DBCPUSeconds)
 				runs[key{e.key, c.name}] = append(runs[key{e.key, c.name}], r)
 			}
 		}
@@ -177,7 +184,7 @@ func runSink(ents []entity) error {
 	}
 	load, _ = os.ReadFile("/proc/loadavg")
 	fmt.Printf("\nbest of %d tries (spread: slowest–fastest rows/s); load at the end %s\n", max(1, *tries), strings.Join(strings.Fields(string(load))[:3], " "))
-	fmt.Printf("%-8s %-22s %9s %8s %9s %15s %7s %7s %8s\n", "entity", "case", "rows", "seconds", "rows/s", "spread", "%COPY", "×naive", "RSS MiB")
+	fmt.Printf("%-8s %-22s %9s %8s %9s %15s %7s %7s %8s %6s %6s\n", "entity", "case", "rows", "seconds", "rows/s", "spread", "%COPY", "×naive", "RSS MiB", "CPU-s", "DB-s")
 	for _, e := range ents {
 		ceil, _, _ := best(runs[key{e.key, "ceiling"}])
 		for _, c := range cases {
@@ -193,8 +200,9 @@ func runSink(ents []entity) error {
 			if n, _, _ := best(runs[key{e.key, c.naive}]); n != nil {
 				times = fmt.Sprintf("%.1f×", rate/(float64(n.Rows)/n.Seconds))
 			}
-			fmt.Printf("%-8s %-22s %9d %8.2f %9.0f %15s %7s %7s %8.1f\n", e.key, c.label, r.Rows, r.Seconds, rate,
-				fmt.Sprintf("%.0f–%.0f", lo, hi), pct, times, float64(r.MaxRSSKB)/1024)
+			fmt.Printf("%-8s %-22s %9d %8.2f %9.0f %15s %7s %7s %8.1f %6.2f %6.2f\n", e.key, c.label, r.Rows, r.Seconds, rate,
+				fmt.Sprintf("%.0f–%.0f", lo, hi), pct, times, float64(r.MaxRSSKB)/1024, minOf(runs[key{e.key, c.name}], func(r *result) float64 { return r.CPUSeconds }),
+				minOf(runs[key{e.key, c.name}], func(r *result) float64 { return r.DBCPUSeconds }))
 		}
 	}
 	fmt.Printf("\nsink cases: each %d-row JSON body as published, decoded (sink.DecodeBatch; the next while a batch is applied) and\n", *batch)
@@ -205,7 +213,21 @@ func runSink(ents []entity) error {
 	fmt.Printf("naive: one INSERT (upsert: INSERT … ON CONFLICT DO UPDATE) per row, a transaction per message, first %d rows.\n", roundUp(*naiveRows, *batch))
 	fmt.Println("ceiling: one COPY of the CSV's rows into a table of text columns, no key; \"+ sink's columns\": with the values of")
 	fmt.Println("the sink's metadata columns (export, run, execution, batch, row, document, loaded_at) too, as the sink's tables have.")
+	fmt.Println("CPU-s: the least CPU time of the case's process over its tries; DB-s: of the database's processes serving it")
+	fmt.Println("(read from /proc every 100 ms: PostgreSQL on this machine). On a loaded machine they move less than rows/s.")
 	return nil
+}
+
+// minOf is the least of f over rs.
+func minOf(rs []*result, f func(*result) float64) float64 {
+	m := math.Inf(1)
+	for _, r := range rs {
+		m = min(m, f(r))
+	}
+	if math.IsInf(m, 1) {
+		return 0
+	}
+	return m
 }
 
 // dropSchemas drops a case's schema and its staging schema.
@@ -221,7 +243,7 @@ func dropSchemas(ctx context.Context, conn *pgx.Conn, schema string) {
 // of its batch bodies (made once and reused); made tells whether it was
 // made now.
 func batchFile(e entity) (path string, made bool, err error) {
-	name := fmt.Sprintf("%s-%d-batch%d", e.key, e.rows, *batch)
+	name := fmt.Sprintf("%s-%d-batch%d-bytes%d", e.key, e.rows, *batch, *batchBytes)
 	path = filepath.Join(*dir, publish.FileName(name))
 	if exists(path) {
 		return path, false, nil
@@ -244,7 +266,7 @@ func batchFile(e entity) (path string, made bool, err error) {
 	ctx := context.Background()
 	if _, err := publish.PublishEntity(ctx, f, fs, publish.EntityOptions{
 		Job: "bench", RunID: "20261201T000000Z-bench", ExecutionID: "bench-exec", Entity: e.name, RoutingKey: name,
-		BatchSize: *batch, Format: e.format, RefreshType: sink.FullPush,
+		BatchSize: *batch, MaxBatchBytes: *batchBytes, Format: e.format, RefreshType: sink.FullPush,
 	}); err != nil {
 		return "", false, err
 	}
@@ -255,6 +277,16 @@ func batchFile(e entity) (path string, made bool, err error) {
 		return "", false, err
 	}
 	return path, true, os.Rename(filepath.Join(tmp, publish.FileName(name)), path)
+}
+
+// bodySizes counts the bodies of an NDJSON file of batches, their bytes
+// and the largest.
+func bodySizes(path string) (n, size, most int, err error) {
+	err = bodies(path, func(body []byte) (bool, error) {
+		n, size, most = n+1, size+len(body), max(most, len(body))
+		return true, nil
+	})
+	return n, size, most, err
 }
 
 // bodies calls f with each body of an NDJSON file of batches, a fresh
@@ -294,8 +326,95 @@ func bodies(path string, f func(body []byte) (more bool, err error)) error {
 	}
 }
 
-// runSinkChild runs one case of the sink mode and returns its figures.
+// runSinkChild runs one case of the sink mode and returns its figures,
+// with the CPU time of the database's processes serving it.
 func runSinkChild(ctx context.Context) (result, error) {
+	admin, app := *database, fmt.Sprintf("dmfbench-%d", os.Getpid())
+	u, err := neturl.Parse(admin)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return result{}, fmt.Errorf("-database %q: want a postgres:// URL", admin)
+	}
+	q := u.Query()
+	q.Set("application_name", app)
+	u.RawQuery = q.Encode()
+	*database, checkDatabase = u.String(), admin
+	stop, err := watchServerCPU(ctx, admin, app)
+	if err != nil {
+		return result{}, err
+	}
+	r, err := runSinkCase(ctx)
+	r.DBCPUSeconds = stop()
+	return r, err
+}
+
+// watchServerCPU sums the CPU time of the database's processes serving
+// connections named app (application_name), read from /proc every 100 ms
+// (the server runs on this machine) until stop is called; 0 if they
+// cannot be read.
+func watchServerCPU(ctx context.Context, url, app string) (stop func() float64, err error) {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	tick := float64(100) // clock ticks a second (USER_HZ)
+	seen := map[int]float64{}
+	sample := func() {
+		rows, err := conn.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE application_name = $1", app)
+		if err != nil {
+			return
+		}
+		pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+		if err != nil {
+			return
+		}
+		for _, pid := range pids {
+			stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			i := bytes.LastIndexByte(stat, ')')
+			if err != nil || i < 0 {
+				continue
+			}
+			// After the command: state, then 10 fields, then utime and stime.
+			f := strings.Fields(string(stat[i+1:]))
+			if len(f) < 13 {
+				continue
+			}
+			var user, sys float64
+			_, err1 := fmt.Sscan(f[11], &user)
+			_, err2 := fmt.Sscan(f[12], &sys)
+			if err1 == nil && err2 == nil {
+				seen[int(pid)] = max(seen[int(pid)], (user+sys)/tick)
+			}
+		}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			sample()
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	return func() float64 {
+		close(done)
+		wg.Wait()
+		sample()
+		_ = conn.Close(ctx)
+		total := 0.0
+		for _, s := range seen {
+			total += s
+		}
+		return total
+	}, nil
+}
+
+// runSinkCase runs the case -child names.
+func runSinkCase(ctx context.Context) (result, error) {
 	keys := strings.Split(*childKeys, ",")
 	switch *child {
 	case "pg-ceiling":
@@ -451,10 +570,14 @@ func sinkPass(ctx context.Context, mode sink.Mode, keys []string, again bool) (r
 	return r, checkRows(ctx, *childSchema, table, rows)
 }
 
+// checkDatabase is the database URL checkRows connects with: not one
+// whose work counts in the case's figures.
+var checkDatabase string
+
 // checkRows fails unless schema.table holds want rows: every row landed,
 // and the keys are unique (an upsert of a repeated key would hold fewer).
 func checkRows(ctx context.Context, schema, table string, want int64) error {
-	conn, err := pgx.Connect(ctx, *database)
+	conn, err := pgx.Connect(ctx, checkDatabase)
 	if err != nil {
 		return err
 	}
