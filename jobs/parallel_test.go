@@ -180,6 +180,19 @@ func TestParallelEntitiesConfig(t *testing.T) {
 	}
 }
 
+// TestSinkMemoryLimit: a sink process's limit counts its sinks, not the
+// exports of its configuration.
+func TestSinkMemoryLimit(t *testing.T) {
+	for _, tt := range []struct {
+		sinks int
+		want  int64
+	}{{1, 40<<20 + 16<<20}, {3, 40<<20 + 3*16<<20}} {
+		if got := SinkMemoryLimit(tt.sinks); got != tt.want {
+			t.Errorf("%d sinks: want %d MiB, got %d MiB", tt.sinks, tt.want>>20, got>>20)
+		}
+	}
+}
+
 func TestMemoryLimit(t *testing.T) {
 	amqpExp := func(unconfirmed int) Export {
 		return Export{Broker: BrokerConfig{Type: "amqp", MaxUnconfirmedBytes: unconfirmed}}

@@ -1475,6 +1475,10 @@ func (u *run) batching() runs.BatchSettings {
 // would only divide broker.max_unconfirmed_bytes into smaller shares.
 func DefaultParallelEntities() int { return min(runtime.NumCPU(), 4) }
 
+// memoryBase is what a process needs besides what its exports or sinks
+// hold: the runtime, the scheduler, connections, one batch in hand.
+const memoryBase = 40 << 20
+
 // MemoryLimit is the soft memory limit (runtime/debug.SetMemoryLimit) a
 // process running cfg's exports needs: a base for the runtime, the
 // scheduler and one batch being encoded per entity, plus, per export,
@@ -1485,8 +1489,7 @@ func DefaultParallelEntities() int { return min(runtime.NumCPU(), 4) }
 // it collects sooner once near the limit. It is soft: a heap that needs
 // more still gets it.
 func MemoryLimit(cfg *Config) int64 {
-	const base = 40 << 20
-	limit := int64(base)
+	limit := int64(memoryBase)
 	for i := range cfg.Exports {
 		b := cfg.Exports[i].Broker
 		if b.Type != "amqp" {

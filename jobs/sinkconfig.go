@@ -332,3 +332,10 @@ func (s *SinkConfig) SetDatabaseFromEnv(name string, lookup func(string) (string
 	}
 	return nil
 }
+
+// SinkMemoryLimit is the soft memory limit a `dmfexport sink` process
+// running n sinks needs: the base of MemoryLimit, plus, per sink, what its
+// consumer holds (sink.ConsumerMemory). Its exports are not its to run.
+func SinkMemoryLimit(n int) int64 {
+	return memoryBase + int64(n)*sink.ConsumerMemory
+}

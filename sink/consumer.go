@@ -23,10 +23,15 @@ import (
 const (
 	DefaultPrefetch = 8
 	// GroupBytes bounds the message bodies of the batches a consumer has
-	// decoded and not yet landed (a decoded batch takes more memory than
-	// its body), one group in one transaction at most: batches of 2 MB
-	// group by eight, of 7 MB by two.
-	GroupBytes           = 16 << 20
+	// decoded and not yet landed (a decoded batch takes about as much
+	// memory as its body), one group in one transaction at most: batches
+	// of 2 MB (the exporter's max_batch_bytes) group by four.
+	GroupBytes = 8 << 20
+	// ConsumerMemory is what a consumer holds at most with batches of up
+	// to GroupBytes/4, for the process's soft memory limit: GroupBytes of
+	// batches decoded, and the bodies the broker sent ahead of them (the
+	// rest of the prefetch).
+	ConsumerMemory       = 2 * GroupBytes
 	DefaultMaxDeliveries = 5
 	// DefaultQuorum: queues are quorum queues unless configured otherwise.
 	DefaultQuorum = true

@@ -14,6 +14,7 @@ import (
 	neturl "net/url"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -22,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/dmfexport/dmfexport/jobs"
 	"github.com/dmfexport/dmfexport/publish"
 	"github.com/dmfexport/dmfexport/sink"
 	"github.com/dmfexport/dmfexport/sink/postgres"
@@ -341,6 +343,13 @@ func runSinkChild(ctx context.Context) (result, error) {
 	stop, err := watchServerCPU(ctx, admin, app)
 	if err != nil {
 		return result{}, err
+	}
+	switch *child {
+	case "pg-snapshot", "pg-amqp-snapshot", "pg-upsert", "pg-update":
+		if os.Getenv("GOMEMLIMIT") == "" {
+			// As `dmfexport sink` running one sink does.
+			debug.SetMemoryLimit(jobs.SinkMemoryLimit(1))
+		}
 	}
 	r, err := runSinkCase(ctx)
 	r.DBCPUSeconds = stop()

@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -68,6 +70,11 @@ func (c *sinkCommand) Run(ctx context.Context, args []string) error {
 	}
 	if len(sinks) == 0 {
 		return fmt.Errorf("%w: %s has no sinks: section", errUsage, cfg.Path)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// What load set counts the exports, which this process does not
+		// run.
+		debug.SetMemoryLimit(jobs.SinkMemoryLimit(len(sinks)))
 	}
 	logSinkWarnings(ctx, cfg, sinks, log)
 	metrics := sink.NewMetrics()
