@@ -207,9 +207,9 @@ func runSink(ents []entity) error {
 				minOf(runs[key{e.key, c.name}], func(r *result) float64 { return r.DBCPUSeconds }))
 		}
 	}
-	fmt.Printf("\nsink cases: each %d-row JSON body as published, decoded (sink.DecodeBatch; the next while a batch is applied) and\n", *batch)
+	fmt.Printf("\nsink cases: each JSON body as published (%d rows or %d bytes), decoded (sink.DecodeBatch; the next while a batch is applied) and\n", *batch, *batchBytes)
 	fmt.Println("applied through the postgres Backend (Apply, and FinishSnapshot after every snapshot batch) as `dmfexport sink` does")
-	fmt.Println("per delivery, minus the broker; snapshot includes the swap. \"rows present\": the same rows upserted a second time")
+	fmt.Println("per delivery, minus the broker, with its soft memory limit; snapshot includes the swap. \"rows present\": the same rows upserted a second time")
 	fmt.Println("(the first pass is not timed). \"via RabbitMQ\": the bodies published to a queue first (not timed), then landed by")
 	fmt.Println("the sink's consumer (sink.Consumer, its default prefetch unless -prefetch) until the snapshot is swapped in.")
 	fmt.Printf("naive: one INSERT (upsert: INSERT … ON CONFLICT DO UPDATE) per row, a transaction per message, first %d rows.\n", roundUp(*naiveRows, *batch))
