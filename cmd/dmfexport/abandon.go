@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/user"
@@ -32,17 +31,13 @@ Refused (exit 1) for a run that has ended already and for a run a live process i
 `
 }
 
-func (c *abandonCommand) Run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("abandon", flag.ContinueOnError)
-	c.g.register(fs, "warn")
-	fs.StringVar(&c.reason, "reason", "", "why the run is abandoned, kept in its record")
-	pos, err := c.g.parse(fs, c.Usage(), args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return &flagError{msg: "name exactly one run to abandon (see dmfexport status)", usage: usageText(fs, c.Usage())}
-	}
+func (c *abandonCommand) Line(cl *commandLine) {
+	cl.Config(&c.g, "warn")
+	cl.StringVar(&c.reason, "reason", "", "why the run is abandoned, kept in its record")
+	cl.Args(1, 1, "name exactly one run to abandon (see dmfexport status)")
+}
+
+func (c *abandonCommand) Run(ctx context.Context, pos []string) error {
 	cfg, err := c.g.load()
 	if err != nil {
 		return err

@@ -24,15 +24,13 @@ flags in the shell named; other arguments complete as file names. Load it with
 `
 }
 
-func (c *completionCommand) Run(_ context.Context, args []string) error {
-	fs := flag.NewFlagSet("completion", flag.ContinueOnError)
-	c.g.registerLog(fs, "warn")
-	pos, err := c.g.parse(fs, c.Usage(), args)
-	if err != nil {
-		return err
-	}
+func (c *completionCommand) Line(cl *commandLine) {
+	cl.Log(&c.g, "warn")
+}
+
+func (c *completionCommand) Run(_ context.Context, pos []string) error {
 	if len(pos) != 1 {
-		return &flagError{msg: fmt.Sprintf("name one shell (bash, zsh or fish), got %d arguments", len(pos)), usage: usageText(fs, c.Usage())}
+		return usageMistake("name one shell (bash, zsh or fish), got %d arguments", len(pos))
 	}
 	flags, err := allCommandFlags()
 	if err != nil {
@@ -47,7 +45,7 @@ func (c *completionCommand) Run(_ context.Context, args []string) error {
 	case "fish":
 		script = fishCompletion(flags)
 	default:
-		return &flagError{msg: fmt.Sprintf("unknown shell %q: want bash, zsh or fish", pos[0]), usage: usageText(fs, c.Usage())}
+		return usageMistake("unknown shell %q: want bash, zsh or fish", pos[0])
 	}
 	_, err = io.WriteString(helpOut, script)
 	return err
@@ -68,7 +66,7 @@ func allCommandFlags() (commandFlags, error) {
 	for name, cmd := range commands() {
 		var buf bytes.Buffer
 		helpOut = &buf
-		if err := cmd.Run(context.Background(), []string{"--help"}); !errors.Is(err, flag.ErrHelp) {
+		if err := parseAndRun(context.Background(), name, cmd, []string{"--help"}); !errors.Is(err, flag.ErrHelp) {
 			return cf, fmt.Errorf("list the flags of %s: %w", name, err)
 		}
 		_, list, _ := strings.Cut(buf.String(), "\nFlags:\n")

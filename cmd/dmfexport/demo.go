@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 
@@ -35,21 +34,17 @@ environment holds.
 `
 }
 
-func (c *demoCommand) Run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	c.g.register(fs, "warn")
+func (c *demoCommand) Line(cl *commandLine) {
+	cl.Config(&c.g, "warn")
 	if os.Getenv("DMFEXPORT_CONFIG") == "" {
-		fs.Lookup("config").DefValue = demo.BuiltinConfig
-		_ = fs.Set("config", demo.BuiltinConfig)
+		cl.Lookup("config").DefValue = demo.BuiltinConfig
+		_ = cl.Set("config", demo.BuiltinConfig)
 	}
-	fs.StringVar(&c.fallbackDir, "fallback-dir", "out/demo-batches", "where batches go as NDJSON files when no broker answers")
-	pos, err := c.g.parse(fs, c.Usage(), args)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return &flagError{msg: fmt.Sprintf("unexpected argument %q: demo takes no arguments", pos[0]), usage: usageText(fs, c.Usage())}
-	}
+	cl.StringVar(&c.fallbackDir, "fallback-dir", "out/demo-batches", "where batches go as NDJSON files when no broker answers")
+	cl.NoArgs()
+}
+
+func (c *demoCommand) Run(ctx context.Context, _ []string) error {
 	if c.g.config == "" {
 		c.g.config = os.Getenv("DMFEXPORT_CONFIG") // demo never searches: without either, the built-in one
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"text/tabwriter"
@@ -35,16 +34,12 @@ routing and next run time (in the schedule's time zone, or local time).
 `, c.called())
 }
 
-func (c *exportsCommand) Run(_ context.Context, args []string) error {
-	fs := flag.NewFlagSet(c.called(), flag.ContinueOnError)
-	c.g.register(fs, "warn")
-	pos, err := c.g.parse(fs, c.Usage(), args)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return &flagError{msg: fmt.Sprintf("unexpected argument %q: %s takes no arguments", pos[0], c.called()), usage: usageText(fs, c.Usage())}
-	}
+func (c *exportsCommand) Line(cl *commandLine) {
+	cl.Config(&c.g, "warn")
+	cl.NoArgs()
+}
+
+func (c *exportsCommand) Run(context.Context, []string) error {
 	cfg, err := c.g.load()
 	if err != nil {
 		return err

@@ -24,12 +24,6 @@ import (
 // Version is set at build time with -ldflags "-X main.Version=...".
 var Version = "dev"
 
-// command is one subcommand: it parses its own flags and runs.
-type command interface {
-	Run(ctx context.Context, args []string) error
-	Usage() string
-}
-
 // errUsage marks a command-line mistake: exit code 2 instead of 1.
 var errUsage = errors.New("usage")
 
@@ -101,7 +95,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	defer cpuProfile(stderr)()
-	err := cmd.Run(ctx, args[1:])
+	err := parseAndRun(ctx, args[0], cmd, args[1:])
 	var fe *flagError
 	switch {
 	case err == nil:
@@ -140,7 +134,7 @@ func help(args []string, stdout, stderr io.Writer) int {
 	old := helpOut
 	helpOut = stdout
 	defer func() { helpOut = old }()
-	if err := cmd.Run(context.Background(), []string{"--help"}); !errors.Is(err, flag.ErrHelp) {
+	if err := parseAndRun(context.Background(), args[0], cmd, []string{"--help"}); !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(stderr, "dmfexport help %s: %v\n", args[0], err)
 		return 1
 	}
@@ -183,16 +177,6 @@ func cpuProfile(stderr io.Writer) func() {
 		}
 	}
 }
-
-// flagError is a mistake in a command's flags or arguments: the command's
-// usage is printed after it, once.
-type flagError struct {
-	msg   string
-	usage string // the command's usage with its flags
-}
-
-func (e *flagError) Error() string        { return e.msg }
-func (e *flagError) Is(target error) bool { return target == errUsage }
 
 // globalFlags are the flags every command shares: --log-level and
 // --log-format, and --config for the commands that read a configuration.
@@ -246,22 +230,6 @@ func (g *globalFlags) registerLog(fs *flag.FlagSet, defaultLevel string) {
 	fs.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 }
 
-// parse parses args with fs (see parseFlags) and checks the log flags, so
-// every command refuses a bad --log-level or --log-format, whether it logs
-// or not. It returns the positional arguments.
-func (g *globalFlags) parse(fs *flag.FlagSet, usage string, args []string) ([]string, error) {
-	pos, err := parseFlags(fs, usage, args)
-	if err != nil {
-		return nil, err
-	}
-	log, err := g.logger()
-	if err != nil {
-		return nil, &flagError{msg: err.Error(), usage: usageText(fs, usage)}
-	}
-	g.log = log
-	return pos, nil
-}
-
 // logger builds the slog logger the flags ask for; logs go to stderr,
 // through the console so they never mix with a live status line. Each line
 // carries each key once; JSON gives durations in seconds.
@@ -313,75 +281,4 @@ func (g *globalFlags) start(ctx context.Context) (*jobs.Config, func(), error) {
 		return nil, nil, err
 	}
 	return cfg, stopTracing, nil
-}
-
-// helpOut receives what --help prints: stdout, except while help and
-// completion ask a command for its usage.
-var helpOut io.Writer = os.Stdout
-
-// parseFlags parses args with fs and returns the positional arguments.
-// Flags may come before, between or after positional arguments
-// ("status demo --json" is "status --json demo"); "--" ends the flags, so
-// every argument after it is positional. --help prints the usage on stdout
-// and returns flag.ErrHelp. A mistake returns a *flagError naming it.
-func parseFlags(fs *flag.FlagSet, usage string, args []string) ([]string, error) {
-	fs.SetOutput(io.Discard) // errors and usage are printed once, by run
-	fs.Usage = func() {}
-	var flags, pos []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			pos = append(pos, args[i+1:]...)
-			break
-		}
-		if len(a) < 2 || a[0] != '-' {
-			pos = append(pos, a)
-			continue
-		}
-		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if name == "h" || name == "help" {
-			fmt.Fprint(helpOut, usageText(fs, usage))
-			return nil, flag.ErrHelp
-		}
-		f := fs.Lookup(name)
-		if f == nil {
-			return nil, &flagError{msg: "unknown flag " + strings.SplitN(a, "=", 2)[0], usage: usageText(fs, usage)}
-		}
-		flags = append(flags, a)
-		if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); hasValue || ok && bf.IsBoolFlag() {
-			continue
-		}
-		if i+1 == len(args) {
-			return nil, &flagError{msg: fmt.Sprintf("flag --%s needs a value", name), usage: usageText(fs, usage)}
-		}
-		i++
-		flags = append(flags, args[i])
-	}
-	if err := fs.Parse(flags); err != nil {
-		// The flag package names flags with one dash; the usage shows two.
-		msg := strings.ReplaceAll(err.Error(), "flag -", "flag --")
-		return nil, &flagError{msg: msg, usage: usageText(fs, usage)}
-	}
-	return pos, nil
-}
-
-// usageText is a command's usage followed by its flags, written with two
-// dashes as the usage lines and docs/commands.md write them.
-func usageText(fs *flag.FlagSet, usage string) string {
-	var b strings.Builder
-	b.WriteString(usage)
-	b.WriteString("\nFlags:\n")
-	fs.VisitAll(func(f *flag.Flag) {
-		typ, text := flag.UnquoteUsage(f)
-		fmt.Fprintf(&b, "  --%s", f.Name)
-		if typ != "" {
-			b.WriteString(" " + typ)
-		}
-		b.WriteString("\n      " + text)
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" {
-			fmt.Fprintf(&b, " (default %q)", f.DefValue)
-		}
-		b.WriteString("\n")
-	})
-	return b.String()
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -37,15 +36,13 @@ to FILE in the Prometheus text format, for node_exporter's textfile collector.
 `
 }
 
-func (c *reconcileCommand) Run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("reconcile", flag.ContinueOnError)
-	c.g.register(fs, "warn")
-	fs.IntVar(&c.limit, "limit", 10, "newest runs compared per export (0: all)")
-	fs.StringVar(&c.textfile, "textfile", "", "write the difference gauge to `FILE` (Prometheus text format)")
-	names, err := c.g.parse(fs, c.Usage(), args)
-	if err != nil {
-		return err
-	}
+func (c *reconcileCommand) Line(cl *commandLine) {
+	cl.Config(&c.g, "warn")
+	cl.IntVar(&c.limit, "limit", 10, "newest runs compared per export (0: all)")
+	cl.StringVar(&c.textfile, "textfile", "", "write the difference gauge to `FILE` (Prometheus text format)")
+}
+
+func (c *reconcileCommand) Run(ctx context.Context, names []string) error {
 	cfg, err := c.g.load()
 	if err != nil {
 		return err

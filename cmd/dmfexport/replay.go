@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -34,18 +33,14 @@ with another routing key (e.g. to one consumer's queue) instead of the export's.
 `
 }
 
-func (c *replayCommand) Run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
-	c.g.register(fs, "warn")
-	fs.Var(&c.entities, "entity", "replay only this entity (repeatable)")
-	fs.StringVar(&c.routingKey, "routing-key", "", "routing key for the replayed batches (default: the export's)")
-	pos, err := c.g.parse(fs, c.Usage(), args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return &flagError{msg: "name exactly one run to replay (see dmfexport status)", usage: usageText(fs, c.Usage())}
-	}
+func (c *replayCommand) Line(cl *commandLine) {
+	cl.Config(&c.g, "warn")
+	cl.Var(&c.entities, "entity", "replay only this entity (repeatable)")
+	cl.StringVar(&c.routingKey, "routing-key", "", "routing key for the replayed batches (default: the export's)")
+	cl.Args(1, 1, "name exactly one run to replay (see dmfexport status)")
+}
+
+func (c *replayCommand) Run(ctx context.Context, pos []string) error {
 	log := c.g.log
 	cfg, stopTracing, err := c.g.start(ctx)
 	if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 
 	"github.com/dmfexport/dmfexport/sink"
@@ -23,16 +22,12 @@ back to the dead-letter queue after max_deliveries.
 `
 }
 
-func (c *replayDeadCommand) Run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("sink replay-dead", flag.ContinueOnError)
-	c.g.register(fs, "info")
-	names, err := c.g.parse(fs, c.Usage(), args)
-	if err != nil {
-		return err
-	}
-	if len(names) != 1 {
-		return &flagError{msg: "name one sink", usage: usageText(fs, c.Usage())}
-	}
+func (c *replayDeadCommand) Line(cl *commandLine) {
+	cl.Config(&c.g, "info")
+	cl.Args(1, 1, "name one sink")
+}
+
+func (c *replayDeadCommand) Run(ctx context.Context, names []string) error {
 	cfg, err := c.g.load()
 	if err != nil {
 		return err

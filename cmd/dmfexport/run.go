@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -49,18 +48,14 @@ that authenticates: the page and the metrics have no authentication of their own
 `
 }
 
-func (c *runCommand) Run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	c.g.register(fs, "info")
-	fs.DurationVar(&c.stopTimeout, "stop-timeout", 5*time.Minute, "how long a stop waits for running exports")
-	fs.StringVar(&c.listen, "listen", "127.0.0.1:9310", "address of the status page, /healthz, /readyz and /metrics listener (empty: none)")
-	pos, err := c.g.parse(fs, c.Usage(), args)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return &flagError{msg: fmt.Sprintf("unexpected argument %q: run takes no arguments", pos[0]), usage: usageText(fs, c.Usage())}
-	}
+func (c *runCommand) Line(cl *commandLine) {
+	cl.Config(&c.g, "info")
+	cl.DurationVar(&c.stopTimeout, "stop-timeout", 5*time.Minute, "how long a stop waits for running exports")
+	cl.StringVar(&c.listen, "listen", "127.0.0.1:9310", "address of the status page, /healthz, /readyz and /metrics listener (empty: none)")
+	cl.NoArgs()
+}
+
+func (c *runCommand) Run(ctx context.Context, _ []string) error {
 	log := c.g.log
 	cfg, stopTracing, err := c.g.start(ctx)
 	if err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -38,17 +37,19 @@ See docs/landing.md, "Landing the data".
 `
 }
 
-func (c *sinkCommand) Run(ctx context.Context, args []string) error {
-	if len(args) > 0 && args[0] == "replay-dead" {
-		return (&replayDeadCommand{}).Run(ctx, args[1:])
+func (c *sinkCommand) subcommand(name string) (command, bool) {
+	if name == "replay-dead" {
+		return &replayDeadCommand{}, true
 	}
-	fs := flag.NewFlagSet("sink", flag.ContinueOnError)
-	c.g.register(fs, "info")
-	fs.StringVar(&c.listen, "listen", "127.0.0.1:9311", "address of the /healthz, /readyz and /metrics listener (empty: none)")
-	names, err := c.g.parse(fs, c.Usage(), args)
-	if err != nil {
-		return err
-	}
+	return nil, false
+}
+
+func (c *sinkCommand) Line(cl *commandLine) {
+	cl.Config(&c.g, "info")
+	cl.StringVar(&c.listen, "listen", "127.0.0.1:9311", "address of the /healthz, /readyz and /metrics listener (empty: none)")
+}
+
+func (c *sinkCommand) Run(ctx context.Context, names []string) error {
 	log := c.g.log
 	cfg, stopTracing, err := c.g.start(ctx)
 	if err != nil {

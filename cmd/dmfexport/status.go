@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io/fs"
 	"os"
@@ -43,18 +42,14 @@ sink's dead-letter queue.
 `
 }
 
-func (c *statusCommand) Run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	c.g.register(fs, "warn")
-	fs.BoolVar(&c.json, "json", false, "print the run records as JSON")
-	fs.IntVar(&c.limit, "limit", 10, "runs shown per export (0: all)")
-	pos, err := c.g.parse(fs, c.Usage(), args)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 1 {
-		return &flagError{msg: "name at most one export", usage: usageText(fs, c.Usage())}
-	}
+func (c *statusCommand) Line(cl *commandLine) {
+	cl.Config(&c.g, "warn")
+	cl.BoolVar(&c.json, "json", false, "print the run records as JSON")
+	cl.IntVar(&c.limit, "limit", 10, "runs shown per export (0: all)")
+	cl.Args(0, 1, "name at most one export")
+}
+
+func (c *statusCommand) Run(ctx context.Context, pos []string) error {
 	cfg, err := c.g.load()
 	if err != nil {
 		return err

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -17,7 +16,10 @@ import (
 	"github.com/dmfexport/dmfexport/runs"
 )
 
-type triggerCommand struct{ g globalFlags }
+type triggerCommand struct {
+	g      globalFlags
+	newRun bool
+}
 
 func (c *triggerCommand) Usage() string {
 	return `Usage: dmfexport trigger [--config FILE] [--new] EXPORT [EXPORT...]
@@ -32,17 +34,13 @@ up again instead of starting a second export in F&O; --new starts a new run anyw
 `
 }
 
-func (c *triggerCommand) Run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("trigger", flag.ContinueOnError)
-	c.g.register(fs, "warn")
-	newRun := fs.Bool("new", false, "start a new run even when the export has an unfinished run (which stays for dmfexport run)")
-	names, err := c.g.parse(fs, c.Usage(), args)
-	if err != nil {
-		return err
-	}
-	if len(names) == 0 {
-		return &flagError{msg: "name at least one export to run (see dmfexport exports)", usage: usageText(fs, c.Usage())}
-	}
+func (c *triggerCommand) Line(cl *commandLine) {
+	cl.Config(&c.g, "warn")
+	cl.BoolVar(&c.newRun, "new", false, "start a new run even when the export has an unfinished run (which stays for dmfexport run)")
+	cl.Args(1, -1, "name at least one export to run (see dmfexport exports)")
+}
+
+func (c *triggerCommand) Run(ctx context.Context, names []string) error {
 	log := c.g.log
 	cfg, stopTracing, err := c.g.start(ctx)
 	if err != nil {
@@ -60,7 +58,7 @@ func (c *triggerCommand) Run(ctx context.Context, args []string) error {
 	runner := &jobs.Runner{Logger: log, OnEvent: progressPrinter(os.Stdout), LeaseTTL: cfg.LeaseTTL, Clock: newClock()}
 	defer func() { _ = runner.Close() }()
 	runner.CleanLeftovers(ctx, cfg)
-	if *newRun {
+	if c.newRun {
 		for _, e := range exps {
 			if recs, err := runner.Unfinished(ctx, e); err == nil && len(recs) > 0 {
 				fmt.Fprintf(stdio.Logs(), "note: export %s has %d unfinished run(s) (oldest %s, %s); a new run starts anyway (--new); dmfexport run or trigger without --new resumes them\n",
@@ -68,7 +66,7 @@ func (c *triggerCommand) Run(ctx context.Context, args []string) error {
 			}
 		}
 	}
-	_, err = runAll(ctx, runner, exps, "manual", !*newRun, os.Stdout)
+	_, err = runAll(ctx, runner, exps, "manual", !c.newRun, os.Stdout)
 	return err
 }
 

@@ -13,6 +13,7 @@ import (
 type validateCommand struct {
 	g     globalFlags
 	noEnv bool
+	flags *flag.FlagSet // to tell --config given from its default
 }
 
 func (c *validateCommand) Usage() string {
@@ -38,19 +39,17 @@ the table) gets a warning at its line.
 // so a store that cannot be reached delays validate only so long.
 const sinkCheckTimeout = 30 * time.Second
 
-func (c *validateCommand) Run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	c.g.register(fs, "warn")
-	fs.BoolVar(&c.noEnv, "no-env", false, "check the structure only: values from ${VAR} without a default are not needed nor checked")
-	pos, err := c.g.parse(fs, c.Usage(), args)
-	if err != nil {
-		return err
-	}
+func (c *validateCommand) Line(cl *commandLine) {
+	cl.Config(&c.g, "warn")
+	cl.BoolVar(&c.noEnv, "no-env", false, "check the structure only: values from ${VAR} without a default are not needed nor checked")
+	cl.Args(0, 1, "name at most one configuration file")
+	c.flags = cl.FlagSet
+}
+
+func (c *validateCommand) Run(ctx context.Context, pos []string) error {
 	switch {
-	case len(pos) > 1:
-		return &flagError{msg: "name at most one configuration file", usage: usageText(fs, c.Usage())}
-	case len(pos) == 1 && flagSet(fs, "config") && c.g.config != pos[0]:
-		return &flagError{msg: fmt.Sprintf("two configuration files given (--config %s and %s): name one", c.g.config, pos[0]), usage: usageText(fs, c.Usage())}
+	case len(pos) == 1 && flagSet(c.flags, "config") && c.g.config != pos[0]:
+		return usageMistake("two configuration files given (--config %s and %s): name one", c.g.config, pos[0])
 	case len(pos) == 1:
 		c.g.config = pos[0]
 	}
