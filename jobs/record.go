@@ -3,7 +3,10 @@ package jobs
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -80,15 +83,34 @@ func Records(ctx context.Context, exp *Export, limit int) ([]*runs.Record, error
 // limit <= 0). A damaged record never fails it: it is listed in Damaged,
 // so one unreadable record does not hide the others. It only reads.
 func RunHistory(ctx context.Context, exp *Export, limit int) (*runs.History, error) {
+	return RunHistoryKeeping(ctx, exp, limit, nil)
+}
+
+// RunHistoryKeeping reads as RunHistory does, but takes the finished
+// records kept holds from it instead of the store, and keeps there those
+// it reads (see runs.FinishedRecords): for a page that reads the same
+// history every few seconds. The records it returns may be kept's:
+// callers must not change them.
+func RunHistoryKeeping(ctx context.Context, exp *Export, limit int, kept *runs.FinishedRecords) (*runs.History, error) {
 	l, err := readLedger(ctx, exp, runs.Options{})
 	if err != nil {
 		return nil, err
 	}
-	h, err := l.History(ctx, limit)
+	h, err := l.HistoryKeeping(ctx, limit, kept)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", exp.Name, err)
 	}
 	return h, nil
+}
+
+// StoreMissing reports whether exp's store is a directory that does not
+// exist: nothing was ever run, and opening the store would create it.
+func StoreMissing(exp *Export) bool {
+	if exp.Store.Type != "dir" {
+		return false
+	}
+	_, err := os.Stat(exp.Store.Path)
+	return errors.Is(err, fs.ErrNotExist)
 }
 
 // RunOwned reports whether a live process is working on the unfinished run

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"path"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -188,6 +190,14 @@ type History struct {
 // damaged record never fails it: it is listed in Damaged, so one
 // unreadable record does not hide the others. It only reads.
 func (l *Ledger) History(ctx context.Context, limit int) (*History, error) {
+	return l.HistoryKeeping(ctx, limit, nil)
+}
+
+// HistoryKeeping reads as History does, but takes the finished records
+// kept holds from it instead of the store, and keeps there those it reads
+// (nil: keeps none). The records it returns may be kept's: callers must
+// not change them.
+func (l *Ledger) HistoryKeeping(ctx context.Context, limit int, kept *FinishedRecords) (*History, error) {
 	refs, quarantined, err := l.listRuns(ctx)
 	if err != nil {
 		return nil, err
@@ -199,7 +209,7 @@ func (l *Ledger) History(ctx context.Context, limit int) (*History, error) {
 	if limit > 0 && len(refs) > limit {
 		refs = refs[:limit]
 	}
-	recs, damaged, err := l.readRecords(ctx, refs)
+	recs, damaged, err := l.readRecords(ctx, refs, kept)
 	if err != nil {
 		return nil, err
 	}
@@ -250,13 +260,52 @@ func (l *Ledger) listRuns(ctx context.Context) (records, quarantined []recordRef
 	return records, quarantined, nil
 }
 
+// FinishedRecords keeps the finished run records of one export that
+// Ledger.HistoryKeeping read, so that reading the history again reads from
+// the store only the records that can still change: a finished record is
+// never written again (retention deletes it, whole). It keeps only the
+// records among the last read, so it never grows beyond them. The zero
+// value is ready; it is safe for concurrent use.
+type FinishedRecords struct {
+	mu   sync.Mutex
+	recs map[string]*Record // by key
+}
+
+// get returns the record kept of key, or nil.
+func (f *FinishedRecords) get(key string) *Record {
+	if f == nil {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.recs[key]
+}
+
+// keep replaces what f holds by the finished records among recs.
+func (f *FinishedRecords) keep(recs map[string]*Record) {
+	if f == nil {
+		return
+	}
+	maps.DeleteFunc(recs, func(_ string, r *Record) bool { return !r.State.Final() })
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.recs = recs
+}
+
 // readRecords reads the records refs point to, in the same order, and
-// describes those that are damaged. Only a store that cannot be read
-// fails it.
-func (l *Ledger) readRecords(ctx context.Context, refs []recordRef) ([]*Record, []DamagedRecord, error) {
+// describes those that are damaged; a finished record kept holds is taken
+// from it, and the finished records read are kept there (kept may be
+// nil). Only a store that cannot be read fails it.
+func (l *Ledger) readRecords(ctx context.Context, refs []recordRef, kept *FinishedRecords) ([]*Record, []DamagedRecord, error) {
 	recs := make([]*Record, 0, len(refs))
 	var damaged []DamagedRecord
+	read := make(map[string]*Record, len(refs))
 	for _, ref := range refs {
+		if rec := kept.get(ref.key); rec != nil {
+			recs = append(recs, rec)
+			read[ref.key] = rec
+			continue
+		}
 		rec, err := l.read(ctx, ref.key)
 		var de *damagedError
 		switch {
@@ -270,8 +319,10 @@ func (l *Ledger) readRecords(ctx context.Context, refs []recordRef) ([]*Record, 
 			return nil, nil, err
 		default:
 			recs = append(recs, rec)
+			read[ref.key] = rec
 		}
 	}
+	kept.keep(read)
 	return recs, damaged, nil
 }
 

@@ -5,9 +5,10 @@
 // queue of each environment and the dead letters of each sink. It
 // refreshes itself with a meta refresh and needs no JavaScript.
 //
-// The page is a view, not a source of truth: its caller fills a View from
-// the run records in the store (as dmfexport status reads them) and from
-// the events of the runs going on in this process (Live).
+// The page is a view, not a source of truth: a Source fills a View from
+// the run records in the store (as dmfexport status reads them, telling
+// each run as status does) and from the events of the runs going on in
+// this process (Live); the command only wires it.
 package statuspage
 
 import (

@@ -79,7 +79,7 @@ func TestStatusPageBrowser(t *testing.T) {
 	sch.Start()
 	defer func() { _ = sch.Stop() }()
 	page := newStatusPage(func() *jobs.Config { return cfg }, sch, runner, live)
-	srv := httptest.NewServer(page.handler(log))
+	srv := httptest.NewServer(page.Handler(log))
 	defer srv.Close()
 
 	// Earlier runs: one that failed (F&O knows no such data project), one
@@ -174,7 +174,7 @@ func TestStatusPageBrowser(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the run did not finish within 30 s of the release")
 	}
-	deadline := time.Now().Add(3 * pageRefresh)
+	deadline := time.Now().Add(3 * statuspage.Refresh)
 	for {
 		// The browser reloads the page by itself (meta refresh); read it
 		// until it does. A read that meets the reload fails: read again.

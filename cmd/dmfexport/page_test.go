@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"html"
 	"log/slog"
 	"net/http"
@@ -143,13 +141,10 @@ func TestStatusPageHandler(t *testing.T) {
 				e.Job, e.RunID = "demo", c.records[0].RunID
 				live.Observe(e)
 			}
-			p := &statusPage{
-				config: func() *jobs.Config { return cfg },
-				next:   func() map[string]time.Time { return map[string]time.Time{"demo": next} },
-				live:   live,
-				clock:  clockwork.NewFakeClockAt(now),
-			}
-			srv := httptest.NewServer(p.handler(slog.New(slog.DiscardHandler)))
+			p := pageSource(func() *jobs.Config { return cfg }, live)
+			p.Next = func() map[string]time.Time { return map[string]time.Time{"demo": next} }
+			p.Clock = clockwork.NewFakeClockAt(now)
+			srv := httptest.NewServer(p.Handler(slog.New(slog.DiscardHandler)))
 			defer srv.Close()
 
 			code, body := httpGet(t, srv.URL+"/")
@@ -180,8 +175,8 @@ func TestStatusPageHandler(t *testing.T) {
 // TestStatusPageReadOnly checks that the page takes no writes and tells
 // browsers to run nothing and cache nothing.
 func TestStatusPageReadOnly(t *testing.T) {
-	p := &statusPage{config: func() *jobs.Config { return &jobs.Config{} }, live: statuspage.NewLive(nil), clock: clockwork.NewRealClock()}
-	srv := httptest.NewServer(p.handler(slog.New(slog.DiscardHandler)))
+	p := pageSource(func() *jobs.Config { return &jobs.Config{} }, statuspage.NewLive(nil))
+	srv := httptest.NewServer(p.Handler(slog.New(slog.DiscardHandler)))
 	defer srv.Close()
 	for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodDelete} {
 		req, _ := http.NewRequestWithContext(t.Context(), m, srv.URL+"/", strings.NewReader("x"))
@@ -206,44 +201,6 @@ func TestStatusPageReadOnly(t *testing.T) {
 	} {
 		if got := resp.Header.Get(h); got != want {
 			t.Errorf("%s = %q, want %q", h, got, want)
-		}
-	}
-}
-
-// TestStatusPageDeadLetters checks that the page shows each sink's dead
-// letters, or why they are unknown, and asks the broker at most every
-// pageDeadTTL.
-func TestStatusPageDeadLetters(t *testing.T) {
-	clock := clockwork.NewFakeClockAt(time.Date(2026, 12, 7, 16, 0, 0, 0, time.UTC))
-	asked := 0
-	answers := []error{nil, errors.New("connect to amqp://broker:5672/: dial tcp: connection refused")}
-	cfg := &jobs.Config{Sinks: []jobs.SinkConfig{{Name: "warehouse", Queue: "fo.rows"}}}
-	p := &statusPage{
-		config: func() *jobs.Config { return cfg },
-		live:   statuspage.NewLive(nil),
-		clock:  clock,
-		deadLetters: func(context.Context, *jobs.SinkConfig) (int, error) {
-			err := answers[min(asked, len(answers)-1)]
-			asked++
-			return 1234, err
-		},
-	}
-	for _, step := range []struct {
-		advance time.Duration
-		want    string
-		asked   int
-	}{
-		{0, "warehouse fo.rows.dead 1,234", 1},
-		{pageDeadTTL - time.Second, "warehouse fo.rows.dead 1,234", 1},
-		{time.Second, "warehouse fo.rows.dead unknown: connect to amqp://broker:5672/: dial tcp: connection refused", 2},
-	} {
-		clock.Advance(step.advance)
-		var b bytes.Buffer
-		if err := statuspage.Render(&b, p.view(t.Context())); err != nil {
-			t.Fatal(err)
-		}
-		if text := pageText(b.String()); !strings.Contains(text, step.want) || asked != step.asked {
-			t.Errorf("after %s: broker asked %d times, want %d; want %q in:\n%s", step.advance, asked, step.asked, step.want, text)
 		}
 	}
 }

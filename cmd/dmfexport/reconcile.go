@@ -74,7 +74,7 @@ func (c *reconcileCommand) Run(ctx context.Context, names []string) error {
 		var expNames, runs []string
 		for j := range exps {
 			e := &exps[j]
-			if !s.Consumes(e) || storeMissing(e) {
+			if !s.Consumes(e) || jobs.StoreMissing(e) {
 				continue
 			}
 			recs, err := jobs.Records(ctx, e, c.limit)

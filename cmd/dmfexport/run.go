@@ -77,7 +77,7 @@ func (c *runCommand) Run(ctx context.Context, _ []string) error {
 	current.Store(cfg)
 	if c.listen != "" {
 		page := newStatusPage(current.Load, sch, runner, live)
-		srv, err := serveOps(ctx, c.listen, metrics.Handler(), page.handler(log), &ready, log)
+		srv, err := serveOps(ctx, c.listen, metrics.Handler(), page.Handler(log), &ready, log)
 		if err != nil {
 			_ = sch.Stop()
 			return err

@@ -3,15 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"slices"
-	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/dmfexport/dmfexport/internal/human"
 	"github.com/dmfexport/dmfexport/jobs"
 	"github.com/dmfexport/dmfexport/runs"
 	"github.com/dmfexport/dmfexport/sink"
@@ -67,7 +65,7 @@ func (c *statusCommand) Run(ctx context.Context, pos []string) error {
 	owned := map[*runs.Record]bool{}
 	for i := range exps {
 		e := &exps[i]
-		if storeMissing(e) {
+		if jobs.StoreMissing(e) {
 			continue // nothing was ever run; opening the store would create it
 		}
 		h, err := jobs.RunHistory(ctx, e, c.limit)
@@ -173,15 +171,6 @@ func damagedText(d runs.DamagedRecord) string {
 	return text
 }
 
-// storeMissing reports whether e's store is a directory that does not exist.
-func storeMissing(e *jobs.Export) bool {
-	if e.Store.Type != "dir" {
-		return false
-	}
-	_, err := os.Stat(e.Store.Path)
-	return errors.Is(err, fs.ErrNotExist)
-}
-
 // runState is the STATE column: the record's state (the step a running run
 // is in), but "interrupted" for an unfinished run no live process owns, and
 // with the warnings of a run that succeeded with some.
@@ -202,13 +191,7 @@ func runState(r *runs.Record, owned bool) string {
 }
 
 // oneLine shortens s to one line of at most n characters for a table.
-func oneLine(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if r := []rune(s); len(r) > n {
-		return string(r[:n-1]) + "…"
-	}
-	return s
-}
+var oneLine = human.OneLine
 
 // printSinks prints, per sink and entity, the run the sink applied last
 // and the sink's dead letters. A sink whose database or broker cannot be

@@ -1,10 +1,11 @@
-// Package human renders numbers for people: byte sizes and counts, the
-// same on the terminal and on the status page.
+// Package human renders numbers and text for people: byte sizes, counts
+// and one-line texts, the same on the terminal and on the status page.
 package human
 
 import (
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // Bytes renders n bytes: "512 B", "12.3 MiB".
@@ -36,4 +37,14 @@ func Count(n int64) string {
 		b = append(b, c)
 	}
 	return sign + string(b)
+}
+
+// OneLine shortens s to one line of at most n characters for a table: its
+// white space folded, a cut marked with "…".
+func OneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
 }

@@ -41,3 +41,21 @@ func TestCount(t *testing.T) {
 		}
 	}
 }
+
+func TestOneLine(t *testing.T) {
+	for _, c := range []struct {
+		s    string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"two\nlines,\t tabbed ", 40, "two lines, tabbed"},
+		{"exactly10!", 10, "exactly10!"},
+		{"one too long", 11, "one too lo…"},
+		{"äöüäöüäöü", 5, "äöüä…"},
+	} {
+		if got := OneLine(c.s, c.n); got != c.want {
+			t.Errorf("OneLine(%q, %d) = %q, want %q", c.s, c.n, got, c.want)
+		}
+	}
+}
