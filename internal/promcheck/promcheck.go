@@ -90,15 +90,21 @@ var labelRefs = []*regexp.Regexp{
 	regexp.MustCompile(`\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)`),
 }
 
-// UnknownLabels returns the labels text uses that are not in labels (a
-// histogram's le aside).
+// targetLabels are on series without being served: le of a histogram's
+// buckets, and the instance label Prometheus gives each scraped series.
+// Not job: dmfexport's own label for an export was once called job, and a
+// rule or panel grouping by job is far likelier that mistake.
+var targetLabels = map[string]bool{"le": true, "instance": true}
+
+// UnknownLabels returns the labels text uses that are not in labels (the
+// targetLabels aside).
 func UnknownLabels(text string, labels map[string]bool) []string {
 	var unknown []string
 	for _, re := range labelRefs {
 		for _, m := range re.FindAllStringSubmatch(text, -1) {
 			for _, name := range strings.Split(m[1], ",") {
 				name = strings.TrimSpace(name)
-				if name != "" && name != "le" && !labels[name] {
+				if name != "" && !targetLabels[name] && !labels[name] {
 					unknown = append(unknown, name)
 				}
 			}

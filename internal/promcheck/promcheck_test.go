@@ -18,6 +18,7 @@ func TestUnknownLabels(t *testing.T) {
 		{"alert annotation unknown", `{{ $labels.job }}`, true},
 		{"label_values unknown", `label_values(x, job)`, true},
 		{"all known", `x{export=~"$export"} {{export}} {{ $labels.state }} label_values(x, export)`, false},
+		{"a target's instance", `sum by (instance) (x) {{ $labels.instance }}`, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
