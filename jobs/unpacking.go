@@ -58,7 +58,7 @@ func storedOnNetwork(st store.Store) bool {
 // package plans them and stores them: with a store across a network in
 // the background (the caller publishes from the unpacking's ready
 // entities meanwhile), else before it returns. The caller then calls
-// finish, which removes tmp; on an error startUnpack has removed it.
+// finish, which removes tmp; on an error tmp stays the caller's to remove.
 func (u *run) startUnpack(ctx context.Context, tmp *os.File, storePackage bool) (*unpacking, error) {
 	if err := u.enter(ctx, runs.StateUnpacking, fmt.Sprintf("%d bytes", u.rec.PackageBytes)); err != nil {
 		return nil, err
