@@ -176,15 +176,7 @@ func TestExportedPackageFetchedAgain(t *testing.T) {
 		if n := sim.Exports(); n != 1 {
 			t.Errorf("F&O saw %d exports, want 1: the run must fetch the same execution's package", n)
 		}
-		rows, ids := ndjsonRows(t, filepath.Join(dir, "batches", publish.FileName("fo.files")))
-		if rows["Headers"] != 30 || rows["B"] != 5 {
-			t.Errorf("rows delivered %v, want Headers 30 and B 5", rows)
-		}
-		for id, n := range ids {
-			if n > 1 {
-				t.Errorf("message %s delivered %d times", id, n)
-			}
-		}
+		wantEachBatchOnce(t, filepath.Join(dir, "batches", publish.FileName("fo.files")), map[string]int{"Headers": 30, "B": 5})
 	})
 }
 

@@ -40,6 +40,24 @@ func fileExport(sim *simServer, dir string) *Export {
 	}
 }
 
+// wantEachBatchOnce checks that the NDJSON batch file at path holds, for
+// each entity of want, that many rows, and every message ID once.
+func wantEachBatchOnce(t *testing.T, path string, want map[string]int) {
+	t.Helper()
+	rows, ids := ndjsonRows(t, path)
+	for entity, n := range want {
+		if rows[entity] != n {
+			t.Errorf("rows delivered %v, want %v, each once", rows, want)
+			break
+		}
+	}
+	for id, n := range ids {
+		if n > 1 {
+			t.Errorf("batch %s delivered %d times", id, n)
+		}
+	}
+}
+
 // ndjsonRows counts rows per entity and message IDs in an NDJSON batch file.
 func ndjsonRows(t *testing.T, path string) (map[string]int, map[string]int) {
 	t.Helper()

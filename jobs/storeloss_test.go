@@ -123,15 +123,7 @@ func TestRunSurvivesStoreLoss(t *testing.T) {
 				if n := sim.Downloads(); n != tt.downloads {
 					t.Errorf("package downloaded %d times, want %d", n, tt.downloads)
 				}
-				rows, ids := ndjsonRows(t, filepath.Join(dir, "batches", publish.FileName(exp.RoutingKey)))
-				if rows["A"] != rowsA || rows["B"] != rowsB {
-					t.Errorf("rows delivered %v, want A %d and B %d, each once", rows, rowsA, rowsB)
-				}
-				for id, n := range ids {
-					if n > 1 {
-						t.Errorf("batch %s delivered %d times", id, n)
-					}
-				}
+				wantEachBatchOnce(t, filepath.Join(dir, "batches", publish.FileName(exp.RoutingKey)), map[string]int{"A": rowsA, "B": rowsB})
 				// The store keeps the run, final, and no active marker.
 				recs, err := Records(context.Background(), exp, 0)
 				if err != nil || len(recs) != 1 || recs[0].RunID != rec.RunID || recs[0].State != runs.StateSucceeded {
