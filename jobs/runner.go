@@ -699,25 +699,17 @@ func (u *run) execute(ctx context.Context) error {
 		if err = u.enter(ctx, runs.StatePublishing, fmt.Sprintf("%d entities", len(u.rec.Entities))); err == nil {
 			err = u.step(ctx, "publish", func(ctx context.Context) error { return u.publishAll(ctx, un) })
 		}
-		if un != nil {
-			uerr := un.finish(u)
-			switch {
-			case errors.Is(uerr, errStoredEntitiesGone) && ctx.Err() == nil:
-				if err == nil || errors.Is(err, errStoredEntitiesGone) {
-					err = uerr
-				}
-			case uerr != nil && ctx.Err() == nil:
+		// The record, Unpacked or not, is saved as the run ends (drive) or
+		// as it goes on to fetch the package again.
+		if uerr := un.finish(u); uerr != nil && ctx.Err() == nil {
+			if !errors.Is(uerr, errStoredEntitiesGone) {
 				// Entities published before storing failed keep what the
 				// broker confirmed: the next attempt stores the same files
 				// and goes on from there.
-				if serr := u.save(ctx); serr != nil {
-					u.log.Warn("checkpoint not saved", "err", serr)
-				}
 				return u.packageFault(ctx, uerr)
-			case uerr == nil:
-				if serr := u.save(ctx); serr != nil && err == nil {
-					err = serr
-				}
+			}
+			if err == nil || errors.Is(err, errStoredEntitiesGone) {
+				err = uerr
 			}
 		}
 		if !errors.Is(err, errStoredEntitiesGone) {
@@ -1210,7 +1202,7 @@ func (u *run) publishAll(ctx context.Context, un *unpacking) error {
 			defer wg.Done()
 			for i := range next {
 				e := &u.rec.Entities[i]
-				err := u.publishEntity(ctx, sink, e, un.source(u, i))
+				err := u.publishEntity(ctx, sink, e, un.source(i))
 				if err != nil && ctx.Err() != nil {
 					continue // interrupted: the entity stays pending, to resume
 				}
@@ -1346,14 +1338,14 @@ const checkpointBatches = 50
 // publishEntity publishes entity e's rows, after its last confirmed batch
 // when the run resumes. Its bytes come from source when not nil (the
 // package file), else from the store.
-func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *runs.EntityRecord, source func(context.Context) (io.ReadCloser, error)) error {
+func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *runs.EntityRecord, source func() (io.ReadCloser, error)) error {
 	// An Absent entity has nothing stored: it is published like a 0-byte
 	// file, one batch without rows, so consumers see it complete.
 	rc := io.NopCloser(strings.NewReader(""))
 	if !e.Absent {
 		var err error
 		if source != nil {
-			if rc, err = source(ctx); err != nil {
+			if rc, err = source(); err != nil {
 				return fmt.Errorf("entity %s: open its file in the package: %w", e.Entity, err)
 			}
 		} else if rc, err = u.st.Open(ctx, e.Key); err != nil {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"reflect"
-	"sync"
 	"time"
 
 	"github.com/dmfexport/dmfexport/runs"
@@ -91,21 +90,19 @@ func (u *run) startUnpack(ctx context.Context, tmp *os.File, storePackage bool) 
 		}
 		entities[i], order[i] = e, i
 	}
-	costliestFirst(entities, order)
-	for i := range entities {
-		entities[i].Bytes = 0 // known once stored
-	}
+	costliestFirst(entities, order) // by the sizes the package declares, until stored
 	u.mu.Lock()
 	u.rec.Entities = entities
 	u.mu.Unlock()
 
-	var once sync.Map // entity index → handed to ready
+	handed := make([]bool, len(planned)) // Store calls stored on one goroutine
 	stored := func(i int, o unpack.EntityObject) {
 		// Stored again (into a store created anew): the same bytes, and
 		// the entity may be publishing already.
-		if _, dup := once.LoadOrStore(i, true); dup {
+		if handed[i] {
 			return
 		}
+		handed[i] = true
 		u.noteStored(i, o, before)
 		un.ready <- i
 	}
@@ -214,8 +211,12 @@ func (u *run) storePackageFile(ctx context.Context, tmp *os.File) {
 
 // finish waits for storing to end, records how long it took and releases
 // the package file; it returns storing's error, or errStoredEntitiesGone
-// when the store lost its objects since storing started.
+// when the store lost its objects since storing started. A nil unpacking
+// (the run was unpacked before) finishes at once.
 func (un *unpacking) finish(u *run) error {
+	if un == nil {
+		return nil
+	}
 	<-un.done
 	if un.err == nil && un.remote && store.Recreations(u.st) != un.losses {
 		un.err = fmt.Errorf("%w: the store was created anew while the run unpacked and published", errStoredEntitiesGone)
@@ -231,10 +232,10 @@ func (un *unpacking) finish(u *run) error {
 }
 
 // source opens the bytes of the entity at index i for publishing: from the
-// package file when the store is across a network, else from the store.
-func (un *unpacking) source(u *run, i int) func(ctx context.Context) (io.ReadCloser, error) {
+// package file when the store is across a network; nil (the store) otherwise.
+func (un *unpacking) source(i int) func() (io.ReadCloser, error) {
 	if un == nil || !un.remote {
 		return nil
 	}
-	return func(context.Context) (io.ReadCloser, error) { return un.pkg.OpenEntity(i) }
+	return func() (io.ReadCloser, error) { return un.pkg.OpenEntity(i) }
 }
