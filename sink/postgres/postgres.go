@@ -624,6 +624,11 @@ func (b *Backend) upsert(ctx context.Context, tx pgx.Tx, st *txState, p *pending
 	if err := lastOfEachKey(p.parts, t.Keys); err != nil {
 		return err
 	}
+	all := slices.Concat(cols, metaColumns)
+	list := quoteAll(all)
+	if ok, err := b.insertNew(ctx, tx, p, list); err != nil || ok {
+		return err
+	}
 	defs := make([]string, 0, len(cols)+len(metaColumns))
 	for _, c := range cols {
 		defs = append(defs, pgx.Identifier{c}.Sanitize()+" text")
@@ -646,8 +651,6 @@ func (b *Backend) upsert(ctx context.Context, tx pgx.Tx, st *txState, p *pending
 		st.upserted = map[string]bool{}
 	}
 	st.upserted[tmp] = true
-	all := slices.Concat(cols, metaColumns)
-	list := quoteAll(all)
 	if _, err := tx.Conn().PgConn().CopyFrom(ctx, &copyStream{parts: p.parts}, "COPY "+tmp+" ("+list+") FROM STDIN (FORMAT binary)"); err != nil {
 		return fmt.Errorf("upsert rows: %w", err)
 	}
@@ -669,6 +672,97 @@ func (b *Backend) upsert(ctx context.Context, tx pgx.Tx, st *txState, p *pending
 	}
 	return nil
 }
+
+// insertNew copies p's rows straight into the table when none of their
+// keys is there yet (a first load, or an increment of new rows only): the
+// database then inserts each row once, with about half the work of going
+// through the temporary table and ON CONFLICT. It reports false, having
+// changed nothing, when a key is there, or came in from another
+// transaction meanwhile.
+func (b *Backend) insertNew(ctx context.Context, tx pgx.Tx, p *pendingUpsert, list string) (bool, error) {
+	t, cols := p.t, p.parts[0].bt.Columns
+	keys := make([][]string, len(t.Keys))
+	as := make([]string, len(t.Keys))
+	names := make([]string, len(t.Keys))
+	on := make([]string, len(t.Keys))
+	args := make([]any, len(t.Keys))
+	for i, k := range t.Keys {
+		j := slices.Index(cols, k)
+		for _, part := range p.parts {
+			rows := part.bt.Rows
+			if part.rows == nil {
+				for _, r := range rows {
+					keys[i] = append(keys[i], *r[j])
+				}
+				continue
+			}
+			for _, n := range part.rows {
+				keys[i] = append(keys[i], *rows[n][j])
+			}
+		}
+		as[i] = "$" + strconv.Itoa(i+1) + "::text[]"
+		names[i] = "c" + strconv.Itoa(i)
+		on[i] = "t." + pgx.Identifier{k}.Sanitize() + " = k." + names[i]
+		args[i] = keys[i]
+	}
+	table := b.ident(b.schema, t.Table)
+	// Only where ON CONFLICT on the keys would insert every row: the
+	// table has a unique index on exactly the keys, and holds none of
+	// them. Else the upsert has its say (and its error, for a table
+	// without such an index). The first row's key is looked up first,
+	// with the index: where rows are there already, it mostly is, and
+	// sending every key is spared.
+	rel, named := "$"+strconv.Itoa(len(t.Keys)+1), "$"+strconv.Itoa(len(t.Keys)+2)
+	unique := `EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = ` + rel + `::text::regclass
+			AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = cardinality(` + named + `::text[])
+			AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a
+				WHERE a.attrelid = i.indrelid AND a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts-1]))
+			= (SELECT array_agg(c ORDER BY c) FROM unnest(` + named + `::text[]) c))`
+	none := `NOT EXISTS (SELECT 1 FROM unnest(` + strings.Join(as, ", ") + `) AS k(` + strings.Join(names, ", ") + `) JOIN ` + table + ` t ON ` + strings.Join(on, " AND ") + `)`
+	first := make([]any, 0, len(t.Keys)+2)
+	for _, k := range keys {
+		first = append(first, k[:1])
+	}
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{"SELECT " + unique + " AND " + none, append(first, table, t.Keys)},
+		{"SELECT " + none, args},
+	} {
+		var fresh bool
+		if err := tx.QueryRow(ctx, q.sql, q.args...).Scan(&fresh); err != nil {
+			return false, fmt.Errorf("upsert rows: look up keys: %w", err)
+		}
+		if !fresh {
+			return false, nil
+		}
+	}
+	if _, err := tx.Exec(ctx, "SAVEPOINT "+insertSavepoint); err != nil {
+		return false, fmt.Errorf("upsert rows: %w", err)
+	}
+	_, err := tx.Conn().PgConn().CopyFrom(ctx, &copyStream{parts: p.parts}, "COPY "+table+" ("+list+") FROM STDIN (FORMAT binary)")
+	var pe *pgconn.PgError
+	switch {
+	case err == nil:
+		_, err = tx.Exec(ctx, "RELEASE SAVEPOINT "+insertSavepoint)
+	case errors.As(err, &pe) && pe.Code == "23505": // unique_violation
+		// Another sink's transaction inserted one of the keys since they
+		// were looked up: upsert after all.
+		if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+insertSavepoint); err != nil {
+			return false, fmt.Errorf("upsert rows: %w", err)
+		}
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("upsert rows: %w", err)
+	}
+	return true, nil
+}
+
+// insertSavepoint is where insertNew goes back to when a key came in
+// meanwhile.
+const insertSavepoint = "dmfexport_insert"
 
 // lastOfEachKey keeps, of the rows of the parts (batches of the same
 // columns, in order), those that are the last with their keys, setting

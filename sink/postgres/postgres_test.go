@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"slices"
 	"testing"
@@ -290,5 +291,84 @@ func TestSwapKeepsTable(t *testing.T) {
 				t.Error("the table's index on NAME is not on its new partition")
 			}
 		})
+	}
+}
+
+// TestUpsertKeyInsertedMeanwhile: a batch whose keys are not in the table
+// is copied straight in; when another transaction inserts one of them in
+// between (committed once the copy waits on it), the batch is upserted
+// after all and its values win.
+func TestUpsertKeyInsertedMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	be, conn := open(t)
+	cols := []string{"ID", "NAME"}
+	up := sink.Target{Table: "customers", Keys: []string{"ID"}, Mode: sink.Upsert}
+	if _, err := be.Apply(ctx, sinktest.Batch("r0", 0, 0, 0, "Customers", cols, []any{"0", "a"}), up); err != nil {
+		t.Fatal(err)
+	}
+	other, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = other.Rollback(ctx) }()
+	if _, err := other.Exec(ctx, "INSERT INTO "+pgx.Identifier{be.Schema(), up.Table}.Sanitize()+" ("+
+		quoteAll(append([]string{"ID", "NAME"}, sink.ColExport, sink.ColRun, sink.ColExecution, sink.ColBatch, sink.ColRow))+
+		") VALUES ('1', 'other', 'exp', 'r0', 'exec-r0', 1, 101)"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := be.Apply(ctx, sinktest.Batch("r1", 1, 0, 0, "Customers", cols, []any{"1", "new"}, []any{"2", "b"}), up)
+		done <- err
+	}()
+	waiting := testenv.PostgresConn(t)
+	if !testenv.Await(10*time.Second, func() bool {
+		var n int
+		if err := waiting.QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	}) {
+		t.Fatal("after 10s the batch does not wait for the transaction inserting its key")
+	}
+	if err := other.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	got, err := testenv.PostgresRows(ctx, conn, be.Schema(), up.Table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[any]any{}
+	for _, r := range got {
+		names[r["ID"]] = r["NAME"]
+	}
+	if want := map[any]any{"0": "a", "1": "new", "2": "b"}; !maps.Equal(names, want) || len(got) != 3 {
+		t.Errorf("table holds %v, want %v", got, want)
+	}
+}
+
+// TestUpsertWithoutUniqueKey: upserting into a table that has no unique
+// key on the batch's keys (made by an append) is refused, even when none
+// of the keys is in it yet: it never inserts rows it could not upsert.
+func TestUpsertWithoutUniqueKey(t *testing.T) {
+	ctx := context.Background()
+	be, conn := open(t)
+	cols := []string{"ID", "NAME"}
+	if _, err := be.Apply(ctx, sinktest.Batch("r0", 0, 0, 0, "Customers", cols, []any{"0", "a"}), sink.Target{Table: "customers", Keys: []string{"ID"}, Mode: sink.Append}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := be.Apply(ctx, sinktest.Batch("r1", 1, 0, 0, "Customers", cols, []any{"1", "b"}), sink.Target{Table: "customers", Keys: []string{"ID"}, Mode: sink.Upsert})
+	if !errors.Is(err, sink.ErrRejected) {
+		t.Fatalf("upsert into a table without a unique key: %v, want an error wrapping sink.ErrRejected", err)
+	}
+	got, err := testenv.PostgresRows(ctx, conn, be.Schema(), "customers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 {
+		t.Errorf("table holds %v, want only the appended row", got)
 	}
 }
