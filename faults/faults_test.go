@@ -1219,7 +1219,8 @@ func pausedOwner(e *env) int {
 	finished := adopter.waitLine(90*time.Second, `"msg":"run finished"`, `"run":"`+runID+`"`)
 	adoptedAt := time.Now()
 	if !finished {
-		e.t.Errorf("the other replica did not take over and finish run %s within 90s of the pause:\n%s", runID, tail(adopter.log(), 20))
+		log := tail(adopter.log(), 20)
+		e.t.Errorf("the other replica did not take over and finish run %s within 90s of the pause:\n%s\nits goroutines:\n%s", runID, log, adopter.goroutines())
 	}
 	time.Sleep(time.Until(paused.Add(10 * time.Second))) // paused past lease_ttl (3s) in any case
 	recPath := filepath.Join(e.dir, "store", "f", runID, "run.json")

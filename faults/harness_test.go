@@ -323,6 +323,21 @@ func (p *proc) wait(timeout time.Duration) (code int, ok bool) {
 
 func (p *proc) signal(sig syscall.Signal) { _ = p.cmd.Process.Signal(sig) }
 
+// goroutines ends a hung Go process with SIGQUIT and returns the stacks
+// it printed, for the report of the hang.
+func (p *proc) goroutines() string {
+	p.mu.Lock()
+	from := len(p.lines)
+	p.mu.Unlock()
+	p.signal(syscall.SIGQUIT)
+	if _, ok := p.wait(10 * time.Second); !ok {
+		return "(no stacks: the process did not end on SIGQUIT)"
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.lines[from:], "\n")
+}
+
 // sim is a running dmfsim.
 type sim struct {
 	*proc
