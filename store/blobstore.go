@@ -521,6 +521,10 @@ func contentType(key string) string {
 		return "application/json"
 	case ".zip":
 		return "application/zip"
+	case ".gz":
+		// Not Content-Encoding: gzip, which would make HTTP clients
+		// decompress an object whose name says it is compressed.
+		return "application/gzip"
 	}
 	return ""
 }

@@ -175,3 +175,45 @@ func TestBlobStoreReadOnly(t *testing.T) {
 		_, _ = cc.Delete(ctx, nil)
 	}
 }
+
+// TestBlobStoreContentType: a blob is labelled for people who download it
+// from the portal; a gzip object by its type only, never with a
+// Content-Encoding that would make HTTP clients decompress a .gz file.
+func TestBlobStoreContentType(t *testing.T) {
+	ctx := context.Background()
+	cs := testenv.AzuriteConnString(t)
+	name := storetest.RandomContainer()
+	st := storetest.Blob(t, store.BlobOptions{ConnectionString: cs, Container: name})
+	cc, err := container.NewClientFromConnectionString(cs, name, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ key, want string }{
+		{"e/Customers.csv", "text/csv"},
+		{"e/Customers.csv.gz", "application/gzip"},
+		{"e/Orders.xml.gz", "application/gzip"},
+		{"e/Products.xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"},
+		{"r/package.zip", "application/zip"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.key, func(t *testing.T) {
+			if _, err := st.PutSealed(ctx, tt.key, strings.NewReader("x"), nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			p, err := cc.NewBlobClient(tt.key).GetProperties(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, enc := "", ""
+			if p.ContentType != nil {
+				got = *p.ContentType
+			}
+			if p.ContentEncoding != nil {
+				enc = *p.ContentEncoding
+			}
+			if got != tt.want || enc != "" {
+				t.Errorf("%s: Content-Type %q, Content-Encoding %q; want %q and none", tt.key, got, enc, tt.want)
+			}
+		})
+	}
+}

@@ -37,6 +37,10 @@ type ExplodeOptions struct {
 	MaxEntryBytes int64             // per-entry uncompressed limit; 0 → 64 GiB
 	MaxTotalBytes int64             // whole package uncompressed; 0 → 256 GiB
 	MaxRatio      int64             // uncompressed/compressed per entry; 0 → 1000 (entries < 1 MiB exempt)
+	// Compress is how entity objects are stored: CompressGzip stores each
+	// entity file not compressed already (see Compressible) gzip-compressed,
+	// under its key with ".gz" appended; "" or CompressNone as it is.
+	Compress string
 }
 
 // EntityObject is one manifest entity and what became of it.
@@ -60,8 +64,13 @@ type EntityObject struct {
 	// lower-case extension of File, "csv" if none). "" when Err is set or
 	// the entity is Absent.
 	Key    string
-	Size   int64  // bytes stored
+	Size   int64  // bytes of the entity file
 	SHA256 string // hex SHA-256 of the entity file bytes
+	// Compression is CompressGzip when the object holds the entity file
+	// gzip-compressed, "" when it holds it as it is; StoredSize is then
+	// the compressed object's size (0 when not compressed).
+	Compression string
+	StoredSize  int64
 	// Absent marks an entity the manifest lists (and does not disable)
 	// whose file is not in the package. F&O leaves out the files of
 	// entities that exported no rows, so this is an empty entity, not an
@@ -101,7 +110,8 @@ type Result struct {
 // an error.
 //
 // Each object's metadata is opts.Meta plus "entity", "file", "sourceformat",
-// "format", "sha256" and, when set, "sheet" and "refreshtype". Objects are whole or absent
+// "format", "sha256" (of the entity file, compressed or not) and, when
+// set, "sheet", "refreshtype" and "compression". Objects are whole or absent
 // (Put is atomic), and exploding the same package again stores the same
 // objects under the same keys. If storing fails part-way, or ctx is
 // cancelled, Explode deletes (best effort, even after cancellation) the
@@ -169,7 +179,7 @@ func Open(zipPath string, opts ExplodeOptions) (*Package, error) {
 		if px, err = readPackageXML(entries); err == nil {
 			p := &Package{zr: zr, opts: opts, res: &Result{Manifest: px.manifest, Header: px.header, Entities: []EntityObject{}}}
 			var used map[*zip.File]bool
-			p.plans, used = planEntities(entries, px, prefix)
+			p.plans, used = planEntities(entries, px, prefix, opts.Compress)
 			for _, e := range entries {
 				if !e.dir && !used[e.f] {
 					p.res.Unlisted = append(p.res.Unlisted, e.f.Name)
@@ -302,8 +312,12 @@ func storeEntities(ctx context.Context, st store.Store, plans []plan, order []in
 		h := sha256.New()
 		lr := &limitReader{r: ctxio.Reader(ctx, rc), f: p.f, opts: opts, total: total, h: h}
 		src := &sourceReader{r: lr}
+		var body io.Reader = src
+		if p.obj.Compression == CompressGzip {
+			body = newGzipReader(src)
+		}
 		var sum string
-		_, err = st.PutSealed(ctx, p.obj.Key, src, entityMeta(p, opts.Meta), func() (map[string]string, error) {
+		o, err := st.PutSealed(ctx, p.obj.Key, body, entityMeta(p, opts.Meta), func() (map[string]string, error) {
 			sum = hex.EncodeToString(h.Sum(nil))
 			return map[string]string{"sha256": sum}, nil
 		})
@@ -311,12 +325,15 @@ func storeEntities(ctx context.Context, st store.Store, plans []plan, order []in
 		switch {
 		case err == nil:
 			p.obj.Size, p.obj.SHA256 = lr.n, sum
+			if p.obj.Compression != "" {
+				p.obj.StoredSize = o.Size
+			}
 			total += lr.n
 			written = append(written, p.obj.Key)
 			done(i)
 		case errors.Is(src.err, errOverLimit):
 			p.obj.Err = fmt.Errorf("entity %q: %w", p.obj.Entity, src.err)
-			p.obj.Key = ""
+			p.obj.Key, p.obj.Compression = "", ""
 			done(i)
 		case ctx.Err() != nil:
 			return fmt.Errorf("explode package: %w%s", ctx.Err(), removeWritten(ctx, st, written))
@@ -522,7 +539,7 @@ type plan struct {
 
 // planEntities matches manifest entities to zip entries and chooses keys.
 // It returns the plans in manifest order and the set of entries used.
-func planEntities(entries []entry, pkg *packageXML, prefix string) ([]plan, map[*zip.File]bool) {
+func planEntities(entries []entry, pkg *packageXML, prefix, compress string) ([]plan, map[*zip.File]bool) {
 	used := map[*zip.File]bool{pkg.mf: true}
 	if pkg.hf != nil {
 		used[pkg.hf] = true
@@ -597,6 +614,10 @@ func planEntities(entries []entry, pkg *packageXML, prefix string) ([]plan, map[
 		}
 		obj.Format = entityFormat(me.SourceFormat, ext)
 		key := store.EntityKeyName(me.Name, ext)
+		gz := compress == CompressGzip && Compressible(obj.Format, ext)
+		if gz {
+			key += ".gz"
+		}
 		if prefix != "" {
 			key = prefix + "/" + key
 		}
@@ -612,6 +633,9 @@ func planEntities(entries []entry, pkg *packageXML, prefix string) ([]plan, map[
 		default:
 			keys[strings.ToLower(key)] = me.Name
 			obj.Key = key
+			if gz {
+				obj.Compression = CompressGzip
+			}
 		}
 		p := plan{obj: obj}
 		if obj.Err == nil && !obj.Absent {
@@ -696,6 +720,9 @@ func entityMeta(p *plan, base map[string]string) map[string]string {
 	}
 	if p.obj.RefreshType != "" {
 		meta["refreshtype"] = p.obj.RefreshType
+	}
+	if p.obj.Compression != "" {
+		meta["compression"] = p.obj.Compression
 	}
 	return meta
 }

@@ -428,6 +428,14 @@ func TestExplodeHostile(t *testing.T) {
 	if os.Getenv("DMFEXPORT_TEST_AZURITE") != "" {
 		blobs = storetest.Blob(t, store.BlobOptions{})
 	}
+	// Each case in both ways of storing entities: compressing must not
+	// hide a corrupt entry.
+	for i := range len(tests) {
+		tt := tests[i]
+		tt.name += ", gzip"
+		tt.opts.Compress = CompressGzip
+		tests = append(tests, tt)
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			st := storetest.Dir(t)
