@@ -21,6 +21,7 @@ import (
 	"github.com/dmfexport/dmfexport/dmf"
 	"github.com/dmfexport/dmfexport/internal/loopback"
 	"github.com/dmfexport/dmfexport/runs"
+	"github.com/dmfexport/dmfexport/unpack"
 )
 
 // Config is a loaded, validated configuration. Every Export carries its
@@ -123,6 +124,9 @@ type StoreConfig struct {
 	Type   string // "dir" or "azblob"
 	Path   string // absolute directory, for dir
 	Prefix string // key prefix inside the store, no leading or trailing slash
+	// Compress is how entity objects are stored: unpack.CompressNone as
+	// the package holds them, or unpack.CompressGzip.
+	Compress string
 
 	// azblob: exactly one of AccountURL (with Auth), ConnectionString, SASURL.
 	AccountURL       string
@@ -986,7 +990,7 @@ func (d *decoder) auth(n, parent *yaml.Node, p string) AuthConfig {
 }
 
 func (d *decoder) store(n, exp *yaml.Node, p string) StoreConfig {
-	c := StoreConfig{Type: "dir"}
+	c := StoreConfig{Type: "dir", Compress: unpack.CompressNone}
 	p = join(p, "store")
 	m := map[string]*yaml.Node{}
 	if n != nil {

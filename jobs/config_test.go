@@ -376,6 +376,29 @@ func TestParseConfigStoreAndBroker(t *testing.T) {
 		{"no container", "store:\n  type: azblob\n  connection_string: ${FO_TOKEN}\n", "", `missing required key "container"`, nil},
 		{"bad block size", "store:\n  type: azblob\n  connection_string: ${FO_TOKEN}\n  container: c\n  block_size: 10KiB\n", "", `"10KiB" is not a size from 1MiB to 4000MiB`, nil},
 		{"unknown store type", "store:\n  type: s3\n", "", `unknown store type "s3"`, nil},
+		{"compress default none", "store: {path: ./d}\n", "", "", func(t *testing.T, e Export) {
+			if e.Store.Compress != "none" {
+				t.Errorf("store.compress %q, want none", e.Store.Compress)
+			}
+		}},
+		{"compress gzip, dir store", "store: {path: ./d, compress: gzip}\n", "", "", func(t *testing.T, e Export) {
+			if e.Store.Compress != "gzip" {
+				t.Errorf("store.compress %q, want gzip", e.Store.Compress)
+			}
+		}},
+		{"compress gzip, azblob store", "store:\n  type: azblob\n  connection_string: ${FO_TOKEN}\n  container: exports\n  compress: gzip\n", "", "", func(t *testing.T, e Export) {
+			if e.Store.Compress != "gzip" {
+				t.Errorf("store.compress %q, want gzip", e.Store.Compress)
+			}
+		}},
+		{"compress set by the export", "store: {path: ./d}\n", ", store: {compress: gzip}", "", func(t *testing.T, e Export) {
+			if e.Store.Compress != "gzip" || e.Store.Path == "" {
+				t.Errorf("store %+v, want the shared path with compress gzip", e.Store)
+			}
+		}},
+		{"compress zstd", "store:\n  path: ./d\n  compress: zstd\n", "", `x.yaml:6:13: store.compress: unknown compression "zstd" (hint: use none`, nil},
+		{"compress not a string", "store:\n  path: ./d\n  compress: [gzip]\n", "", `x.yaml:6:13: store.compress:`, nil},
+		{"compress wrong in an export", "store: {path: ./d}\n", ", store: {compress: yes}", `exports[0](a).store.compress: unknown compression "yes"`, nil},
 		{"block size in a dir store", "store:\n  path: ./d\n  block_size: 16MiB\n", "", `x.yaml:6:15: store.block_size: block_size is used only by an azblob store`, nil},
 		{"concurrency in a dir store", "store:\n  type: dir\n  path: ./d\n  concurrency: 8\n", "", `store.concurrency: concurrency is used only by an azblob store`, nil},
 		{"account URL without auth", "store:\n  type: azblob\n  account_url: https://acct.blob.core.windows.net/\n  container: exports\n", "", `store.auth: missing required key "auth"`, nil},

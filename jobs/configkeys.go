@@ -11,6 +11,7 @@ import (
 
 	"github.com/dmfexport/dmfexport/azauth"
 	"github.com/dmfexport/dmfexport/internal/loopback"
+	"github.com/dmfexport/dmfexport/unpack"
 )
 
 // The configuration file's keys are described once, in the tables below:
@@ -388,6 +389,9 @@ var storeFields = []field[StoreConfig]{
 			}
 		}
 	}},
+	enumField("compress", []string{unpack.CompressNone, unpack.CompressGzip}, "unknown compression %q",
+		"use none (entity objects as the package holds them) or gzip (compressed, under their key with .gz appended)",
+		"entity objects: none, or gzip (key + .gz)", func(c *StoreConfig) *string { return &c.Compress }),
 	{key: "account_url", kind: "URL", doc: "blob endpoint, used with auth", only: "azblob", decode: func(d *decoder, v *yaml.Node, p string, c *StoreConfig) {
 		s, ok := d.str(v, p)
 		if !ok {

@@ -1348,7 +1348,7 @@ func (u *run) publishEntity(ctx context.Context, sink publish.Sink, e *runs.Enti
 			if rc, err = source(); err != nil {
 				return fmt.Errorf("entity %s: open its file in the package: %w", e.Entity, err)
 			}
-		} else if rc, err = u.st.Open(ctx, e.Key); err != nil {
+		} else if rc, err = unpack.OpenStored(ctx, u.st, e.Key, e.Compression); err != nil {
 			return fmt.Errorf("entity %s: open stored file: %w", e.Entity, err)
 		}
 	}

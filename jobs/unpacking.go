@@ -62,7 +62,7 @@ func (u *run) startUnpack(ctx context.Context, tmp *os.File, storePackage bool) 
 	if err := u.enter(ctx, runs.StateUnpacking, fmt.Sprintf("%d bytes", u.rec.PackageBytes)); err != nil {
 		return nil, err
 	}
-	pkg, err := unpack.Open(tmp.Name(), unpack.ExplodeOptions{Prefix: u.ledger.Entities(u.rec.RunID), Meta: u.meta(nil)})
+	pkg, err := unpack.Open(tmp.Name(), unpack.ExplodeOptions{Prefix: u.ledger.Entities(u.rec.RunID), Meta: u.meta(nil), Compress: u.exp.Store.Compress})
 	if err != nil {
 		return nil, fmt.Errorf("unpack package of execution %s: %w", u.rec.ExecutionID, err)
 	}
@@ -83,7 +83,7 @@ func (u *run) startUnpack(ctx context.Context, tmp *os.File, storePackage bool) 
 		e := runs.EntityRecord{
 			Entity: o.Entity, File: o.File, SourceFormat: o.SourceFormat, Format: o.Format, Sheet: o.Sheet,
 			RefreshType: o.RefreshType, Absent: o.Absent, Fields: o.Fields,
-			Key: o.Key, Bytes: pkg.DeclaredSize(i), State: runs.StatePending, LastBatch: -1,
+			Key: o.Key, Compression: o.Compression, Bytes: pkg.DeclaredSize(i), State: runs.StatePending, LastBatch: -1,
 		}
 		if rs := u.exp.readSettings(o.Entity); !reflect.ValueOf(rs).IsZero() {
 			e.Read = &rs
@@ -151,6 +151,7 @@ func (u *run) noteStored(i int, o unpack.EntityObject, before map[string]runs.En
 	defer u.mu.Unlock()
 	e := &u.rec.Entities[i]
 	e.Key, e.Bytes, e.SHA256 = o.Key, o.Size, o.SHA256
+	e.Compression, e.StoredBytes = o.Compression, o.StoredSize
 	if p, ok := before[e.Entity]; ok && (p.SHA256 != "" || p.Absent && e.Absent) && p.SHA256 == e.SHA256 && p.Bytes == e.Bytes && o.Err == nil {
 		e.State, e.Rows, e.Batches, e.LastBatch = p.State, p.Rows, p.Batches, p.LastBatch
 		e.Encoding, e.LooseQuotes, e.Read = p.Encoding, p.LooseQuotes, p.Read

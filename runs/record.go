@@ -214,7 +214,13 @@ type EntityRecord struct {
 	Key    string `json:"key"`
 	Bytes  int64  `json:"bytes"`
 	SHA256 string `json:"sha256"`
-	State  State  `json:"state"`
+	// Compression is "gzip" when the object at Key holds the entity file
+	// gzip-compressed (store.compress: gzip), StoredBytes then the
+	// object's size; Bytes and SHA256 are the file's own. Empty in records
+	// of earlier versions and for objects stored as they are.
+	Compression string `json:"compression,omitempty"`
+	StoredBytes int64  `json:"stored_bytes,omitempty"`
+	State       State  `json:"state"`
 	// Rows and Batches count what the broker confirmed, never what was
 	// only handed to it.
 	Rows    int64 `json:"rows"`
