@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -17,10 +18,13 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+
+	"github.com/google/uuid"
 
 	"github.com/dmfexport/dmfexport/internal/ctxio"
 	"github.com/dmfexport/dmfexport/internal/redact"
@@ -442,6 +446,11 @@ func (s *BlobStore) uploadOnce(ctx context.Context, key string, r io.Reader, m m
 	if err := ctx.Err(); err != nil {
 		return Object{}, err
 	}
+	if sr, ok := r.(*io.SectionReader); ok && seal == nil && cond == nil && sr.Size() > s.blockSize {
+		if off, err := sr.Seek(0, io.SeekCurrent); err == nil && off == 0 {
+			return s.uploadRanges(ctx, key, sr, m)
+		}
+	}
 	cr := &countReader{r: ctxio.Reader(ctx, r)}
 	uo := &blockblob.UploadStreamOptions{BlockSize: s.blockSize, Concurrency: s.concurrency, Metadata: encodeMeta(m)}
 	if seal != nil {
@@ -475,6 +484,76 @@ func (s *BlobStore) uploadOnce(ctx context.Context, key string, r io.Reader, m m
 		return Object{}, fmt.Errorf("upload to %s: %w", s.where, azError(err))
 	}
 	o := Object{Key: key, Size: cr.n, Meta: m}
+	if resp.LastModified != nil {
+		o.ModTime = *resp.LastModified
+	}
+	return o, nil
+}
+
+// uploadRanges writes a source that can be read at any offset (the
+// package file, from a section reader) block by block, each block read
+// from its own range as it is sent: unlike UploadStream, which fills
+// block_size × concurrency bytes of buffers from a plain reader, it holds
+// no block in memory. The blob becomes visible when its block list
+// commits, as with UploadStream.
+func (s *BlobStore) uploadRanges(ctx context.Context, key string, r *io.SectionReader, m map[string]string) (Object, error) {
+	bb := s.cc.NewBlockBlobClient(key)
+	size := r.Size()
+	// Block IDs of one upload are its own (a random prefix), so two
+	// writers of one key never commit each other's blocks.
+	prefix := uuid.NewString()
+	ids := make([]string, (size+s.blockSize-1)/s.blockSize)
+	for i := range ids {
+		ids[i] = base64.StdEncoding.EncodeToString(fmt.Appendf(nil, "%s-%08d", prefix, i))
+	}
+	parent := ctx
+	ctx, cancel := context.WithCancel(parent) // the first failure stops the other blocks
+	defer cancel()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	slots := make(chan struct{}, s.concurrency)
+	for i, id := range ids {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		off := int64(i) * s.blockSize
+		block := io.NewSectionReader(r, off, min(s.blockSize, size-off))
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if _, err := bb.StageBlock(ctx, id, streaming.NopCloser(block), nil); err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	var resp blockblob.CommitBlockListResponse
+	if firstErr == nil {
+		opts := &blockblob.CommitBlockListOptions{Metadata: encodeMeta(m)}
+		if ct := contentType(key); ct != "" {
+			opts.HTTPHeaders = &blob.HTTPHeaders{BlobContentType: &ct}
+		}
+		resp, firstErr = bb.CommitBlockList(ctx, ids, opts)
+	}
+	if firstErr != nil {
+		if err := parent.Err(); err != nil {
+			return Object{}, err
+		}
+		return Object{}, fmt.Errorf("upload to %s: %w", s.where, azError(firstErr))
+	}
+	o := Object{Key: key, Size: size, Meta: m}
 	if resp.LastModified != nil {
 		o.ModTime = *resp.LastModified
 	}

@@ -4,7 +4,12 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/dmfexport/dmfexport/internal/testenv"
 
+	"bytes"
 	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
 	"net/url"
 	"strings"
 	"testing"
@@ -12,6 +17,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/service"
@@ -213,6 +219,85 @@ func TestBlobStoreContentType(t *testing.T) {
 			}
 			if got != tt.want || enc != "" {
 				t.Errorf("%s: Content-Type %q, Content-Encoding %q; want %q and none", tt.key, got, enc, tt.want)
+			}
+		})
+	}
+}
+
+// TestBlobStorePutFromRanges: a section reader (the package file) is
+// uploaded block by block from its ranges; the blob holds what the reader
+// yields, from where it stands, as from any other reader.
+func TestBlobStorePutFromRanges(t *testing.T) {
+	ctx := context.Background()
+	cs, name := testenv.AzuriteConnString(t), storetest.RandomContainer()
+	st := storetest.Blob(t, store.BlobOptions{ConnectionString: cs, Container: name}) // 1 MiB blocks, 2 at once
+	cc, err := container.NewClientFromConnectionString(cs, name, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 3<<20+12345)
+	for i := range data {
+		data[i] = byte(i*7 + i>>11)
+	}
+	tests := []struct {
+		name      string
+		size      int64
+		skip      int64 // bytes read before Put
+		cancelled bool
+		ranges    int // blocks uploaded from their ranges; 0: streamed
+	}{
+		{"several blocks", int64(len(data)), 0, false, 4},
+		{"whole blocks", 2 << 20, 0, false, 2},
+		{"within one block", 1<<20 - 1, 0, false, 0},
+		{"read part-way", int64(len(data)), 1000, false, 0},
+		{"cancelled", int64(len(data)), 0, true, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := "r/" + strings.ReplaceAll(tt.name, " ", "-") + "/package.zip"
+			sr := io.NewSectionReader(bytes.NewReader(data), 0, tt.size)
+			if _, err := sr.Seek(tt.skip, io.SeekStart); err != nil {
+				t.Fatal(err)
+			}
+			pctx := ctx
+			if tt.cancelled {
+				c, cancel := context.WithCancel(ctx)
+				cancel()
+				pctx = c
+			}
+			o, err := st.Put(pctx, key, sr, map[string]string{"sha256": "x"})
+			if tt.cancelled {
+				if !errors.Is(err, context.Canceled) {
+					t.Fatalf("Put with a cancelled context = %v, want context.Canceled", err)
+				}
+				if _, err := st.Stat(ctx, key); !errors.Is(err, store.ErrNotExist) {
+					t.Errorf("blob after a cancelled Put: Stat = %v, want ErrNotExist", err)
+				}
+				return
+			}
+			want := data[tt.skip:tt.size]
+			if err != nil || o.Size != int64(len(want)) {
+				t.Fatalf("Put = %+v, %v; want %d bytes stored", o, err, len(want))
+			}
+			if got := storetest.ReadAll(t, st, key); got != string(want) {
+				t.Errorf("blob holds %d bytes unlike the %d the reader yields", len(got), len(want))
+			}
+			so, err := st.Stat(ctx, key)
+			if err != nil || so.Size != int64(len(want)) || so.Meta["sha256"] != "x" {
+				t.Errorf("Stat = %+v, %v; want %d bytes with the metadata", so, err, len(want))
+			}
+			bl, err := cc.NewBlockBlobClient(key).GetBlockList(ctx, blockblob.BlockListTypeCommitted, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ranges := 0
+			for _, b := range bl.CommittedBlocks {
+				if id, err := base64.StdEncoding.DecodeString(*b.Name); err == nil && strings.HasSuffix(string(id), fmt.Sprintf("-%08d", ranges)) {
+					ranges++
+				}
+			}
+			if ranges != tt.ranges {
+				t.Errorf("%d blocks uploaded from their ranges, want %d", ranges, tt.ranges)
 			}
 		})
 	}
