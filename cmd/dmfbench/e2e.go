@@ -41,6 +41,7 @@ var (
 	e2eComp   = flag.String("compression", "none", "e2e: compression of the export")
 	storeLink = flag.String("store-link", "", "e2e: reach the azblob store through a link of its own, a bandwidth and the round trip it adds, e.g. 200Mbit,20ms (an in-process proxy), as a store across a network")
 	e2eExtra  = flag.String("export-yaml", "", "e2e: extra lines for the export's YAML (for the binary under test only), e.g. 'parallel_entities: 1'")
+	storeComp = flag.String("store-compress", "none", "e2e: store.compress of the config (none or gzip), for the binary under test only: with -before the same binary, the default against gzip, interleaved")
 )
 
 // azuriteKey is Azurite's well-known, public development account key.
@@ -62,6 +63,9 @@ func runE2E(ents []entity) error {
 	var rows int64
 	for _, e := range ents {
 		rows += int64(e.rows)
+	}
+	if *storeComp != "none" && *storeComp != "gzip" {
+		return fmt.Errorf("-store-compress %q: want none or gzip", *storeComp)
 	}
 	zipPath := filepath.Join(*dir, packageName(ents))
 	zipBytes, err := os.ReadFile(zipPath)
@@ -121,6 +125,9 @@ func runE2E(ents []entity) error {
 	if *storeLink != "" {
 		through += ", azblob store through a link of " + *storeLink
 	}
+	if *storeComp != "none" {
+		through += ", store.compress " + *storeComp + " (binary under test)"
+	}
 	fmt.Printf("dmfbench e2e: %d rows in %d entities, package %.1f MB, batch %d rows, compression %s%s, %s\n",
 		rows, len(ents), float64(fi.Size())/1e6, *batch, *e2eComp, through, time.Now().UTC().Format(time.RFC3339))
 	fmt.Printf("%-6s %-7s %-3s %-10s %8s %8s %9s %9s\n", "binary", "store", "#", "step", "wall s", "CPU s", "rows/s", "RSS MiB")
@@ -129,11 +136,11 @@ func runE2E(ents []entity) error {
 		for _, st := range strings.Split(*stores, ",") {
 			st = strings.TrimSpace(st)
 			for _, b := range bins {
-				extra := ""
+				extra, compress := "", "none"
 				if b.label == "after" {
-					extra = *e2eExtra
+					extra, compress = *e2eExtra, *storeComp
 				}
-				r, err := runTrigger(b.path, srv.URL, brokerURL, blobEndpoint, st, exchange, extra)
+				r, err := runTrigger(b.path, srv.URL, brokerURL, blobEndpoint, st, compress, exchange, extra)
 				if err != nil {
 					fmt.Printf("%-6s %-7s %-3d failed: %v\n", b.label, st, i+1, err)
 					continue
@@ -148,6 +155,7 @@ func runE2E(ents []entity) error {
 		}
 	}
 	fmt.Println("\nbest of the runs (lowest CPU, lowest wall, highest RSS seen):")
+	bestWall := map[string]time.Duration{}
 	for _, st := range strings.Split(*stores, ",") {
 		st = strings.TrimSpace(st)
 		var base *e2eResult
@@ -160,6 +168,7 @@ func runE2E(ents []entity) error {
 			for _, r := range rs[1:] {
 				best.cpu, best.wall, best.rssKB = min(best.cpu, r.cpu), min(best.wall, r.wall), max(best.rssKB, r.rssKB)
 			}
+			bestWall[b.label+" "+st] = best.wall
 			line := fmt.Sprintf("%-6s %-7s CPU %.2f s, wall %.2f s, %.0f rows/s, peak RSS %.1f MiB", b.label, st,
 				best.cpu.Seconds(), best.wall.Seconds(), float64(rows)/best.wall.Seconds(), float64(best.rssKB)/1024)
 			if base != nil {
@@ -169,6 +178,11 @@ func runE2E(ents []entity) error {
 				base = &b
 			}
 			fmt.Println(line)
+		}
+	}
+	for _, b := range bins {
+		if d, a := bestWall[b.label+" dir"], bestWall[b.label+" azblob"]; d > 0 && a > 0 {
+			fmt.Printf("%-6s azblob wall / dir wall: %.2f\n", b.label, a.Seconds()/d.Seconds())
 		}
 	}
 	fmt.Println("\nthe pandas approach on the same sizes (../shared/bench/README.md, same machine, other runs):")
@@ -255,7 +269,7 @@ func declareE2E(exchange string) (func(), error) {
 
 // runTrigger runs one `dmfexport trigger` against a fresh store and
 // measures it. Steps are delimited by the state lines trigger prints.
-func runTrigger(bin, foURL, brokerURL, blobEndpoint, store, exchange, extra string) (*e2eResult, error) {
+func runTrigger(bin, foURL, brokerURL, blobEndpoint, store, compress, exchange, extra string) (*e2eResult, error) {
 	work, err := os.MkdirTemp(*dir, "e2e-")
 	if err != nil {
 		return nil, err
@@ -274,6 +288,9 @@ func runTrigger(bin, foURL, brokerURL, blobEndpoint, store, exchange, extra stri
 			";BlobEndpoint=" + strings.TrimRight(blobEndpoint, "/") + ";"
 		env = append(env, "BENCH_AZURE_CONN="+conn)
 		defer deleteContainer(conn, container)
+	}
+	if compress != "none" {
+		storeYAML += "  compress: " + compress + "\n"
 	}
 	env = append(env, "BENCH_FO_TOKEN="+dmftest.DefaultToken)
 	var ex strings.Builder
