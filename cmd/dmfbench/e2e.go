@@ -182,7 +182,11 @@ func runE2E(ents []entity) error {
 	}
 	for _, b := range bins {
 		if d, a := bestWall[b.label+" dir"], bestWall[b.label+" azblob"]; d > 0 && a > 0 {
-			fmt.Printf("%-6s azblob wall / dir wall: %.2f\n", b.label, a.Seconds()/d.Seconds())
+			line := fmt.Sprintf("%-6s azblob wall / dir wall: %.2f", b.label, a.Seconds()/d.Seconds())
+			if d0 := bestWall[bins[0].label+" dir"]; b.label != bins[0].label && d0 > 0 {
+				line += fmt.Sprintf(" (/ %s dir wall: %.2f)", bins[0].label, a.Seconds()/d0.Seconds())
+			}
+			fmt.Println(line)
 		}
 	}
 	fmt.Println("\nthe pandas approach on the same sizes (../shared/bench/README.md, same machine, other runs):")
