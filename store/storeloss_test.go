@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -64,21 +65,29 @@ func lossBackends() []lossBackend {
 // about once, naming the container and saying what was lost.
 func TestStoreRecreatedAfterLoss(t *testing.T) {
 	ctx := context.Background()
+	// ranges is larger than a test store's block (1 MiB): a section reader
+	// of it is uploaded block by block from its ranges.
+	ranges := bytes.Repeat([]byte("body"), 3<<18+1)
 	writes := []struct {
 		name  string
+		size  int64 // 0: 4
 		write func(st store.Store, key string) error
 	}{
-		{"Put", func(st store.Store, key string) error {
+		{"Put", 0, func(st store.Store, key string) error {
 			_, err := st.Put(ctx, key, strings.NewReader("body"), map[string]string{"m": "v"})
 			return err
 		}},
-		{"PutSealed", func(st store.Store, key string) error {
+		{"PutSealed", 0, func(st store.Store, key string) error {
 			_, err := st.PutSealed(ctx, key, bytes.NewReader([]byte("body")), map[string]string{"m": "v"},
 				func() (map[string]string, error) { return map[string]string{"sealed": "yes"}, nil })
 			return err
 		}},
-		{"Create", func(st store.Store, key string) error {
+		{"Create", 0, func(st store.Store, key string) error {
 			_, err := st.Create(ctx, key, strings.NewReader("body"), map[string]string{"m": "v"})
+			return err
+		}},
+		{"Put of a file's ranges", int64(len(ranges)), func(st store.Store, key string) error {
+			_, err := st.Put(ctx, key, io.NewSectionReader(bytes.NewReader(ranges), 0, int64(len(ranges))), map[string]string{"m": "v"})
 			return err
 		}},
 	}
@@ -94,8 +103,9 @@ func TestStoreRecreatedAfterLoss(t *testing.T) {
 				if err := w.write(st, "runs/after"); err != nil {
 					t.Fatalf("%s after the store was lost: %v, want it created again and the write done", w.name, err)
 				}
-				if o, err := st.Stat(ctx, "runs/after"); err != nil || o.Size != 4 || o.Meta["m"] != "v" {
-					t.Errorf("object written after the loss: %+v, %v; want 4 bytes with its metadata", o, err)
+				size := cmp.Or(w.size, 4)
+				if o, err := st.Stat(ctx, "runs/after"); err != nil || o.Size != size || o.Meta["m"] != "v" {
+					t.Errorf("object written after the loss: %+v, %v; want %d bytes with its metadata", o, err, size)
 				}
 				if _, err := st.Stat(ctx, "runs/before"); !errors.Is(err, store.ErrNotExist) {
 					t.Errorf("object stored before the loss: Stat = %v, want ErrNotExist", err)
