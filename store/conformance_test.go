@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -402,4 +404,43 @@ func TestPutGuarded(t *testing.T) {
 			t.Errorf("object after an overtaken PutGuarded = %q, want %q", got, "three")
 		}
 	})
+}
+
+// TestPutGuardedLockHeld: a directory store's guarded write waiting on its
+// folder's lock, held by another process stopped mid-write, fails after a
+// bound with an error that says so, and succeeds once the lock is let go.
+func TestPutGuardedLockHeld(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := store.NewDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.PutGuarded(ctx, "r/run.json", []byte("one"), nil, func(map[string]string) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	// Another open file description of the folder: its flock is another
+	// holder's, as another process's would be.
+	f, err := os.Open(filepath.Join(dir, "r"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	store.SetLockWait(t, 50*time.Millisecond)
+	_, err = st.PutGuarded(ctx, "r/run.json", []byte("two"), nil, func(map[string]string) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "held its lock for over 50ms") {
+		t.Fatalf("PutGuarded while another holds the folder's lock: %v, want the error naming the wait", err)
+	}
+	if got := storetest.ReadAll(t, st, "r/run.json"); got != "one" {
+		t.Errorf("object after the failed write = %q, want %q", got, "one")
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.PutGuarded(ctx, "r/run.json", []byte("two"), nil, func(map[string]string) error { return nil }); err != nil {
+		t.Fatalf("PutGuarded once the lock is let go: %v", err)
+	}
 }

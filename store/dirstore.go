@@ -185,13 +185,20 @@ func (s *DirStore) swapGuarded(ctx context.Context, key, tmp, mtmp string, guard
 	return os.Rename(tmp, name)
 }
 
-// lockDir takes an exclusive flock on dir, trying until ctx ends, and
-// returns its release.
+// lockWait bounds lockDir's wait. The lock is held for microseconds; a
+// process stopped while holding it (SIGSTOP, a debugger) holds it until
+// it goes on or ends, and the writes waiting on it fail after lockWait,
+// saying so, rather than hang without a word.
+var lockWait = time.Minute
+
+// lockDir takes an exclusive flock on dir, trying until ctx ends or for
+// lockWait, and returns its release.
 func lockDir(ctx context.Context, dir string) (func(), error) {
 	d, err := os.Open(dir)
 	if err != nil {
 		return nil, err
 	}
+	giveUp := time.Now().Add(lockWait)
 	for {
 		err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
@@ -203,6 +210,10 @@ func lockDir(ctx context.Context, dir string) (func(), error) {
 		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
 			_ = d.Close()
 			return nil, fmt.Errorf("lock %s: %w", dir, err)
+		}
+		if time.Now().After(giveUp) {
+			_ = d.Close()
+			return nil, fmt.Errorf("lock %s: another process has held its lock for over %s: one stopped in the middle of a run record's write (SIGSTOP, a debugger) holds it until it goes on or ends", dir, lockWait)
 		}
 		select {
 		case <-ctx.Done():
