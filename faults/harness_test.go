@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -322,6 +323,56 @@ func (p *proc) wait(timeout time.Duration) (code int, ok bool) {
 }
 
 func (p *proc) signal(sig syscall.Signal) { _ = p.cmd.Process.Signal(sig) }
+
+// pauseUnlocked SIGSTOPs the process at a moment it holds no flock. A
+// directory store's guarded write (a run record's) holds one on the
+// record's folder for the tens of microseconds of its check and renames;
+// a process stopped inside them stops the folder's other writers with it
+// (see store.DirStore.PutGuarded), which is not what a paused owner's case
+// is about. It reports how many pauses fell inside.
+func (p *proc) pauseUnlocked() (inside int) {
+	pid := strconv.Itoa(p.cmd.Process.Pid)
+	for {
+		p.signal(syscall.SIGSTOP)
+		for deadline := time.Now().Add(time.Second); !stopped(pid) && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Microsecond)
+		}
+		if !holdsFlock(pid) || inside == 100 {
+			return inside
+		}
+		inside++
+		p.signal(syscall.SIGCONT)
+		time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond)
+	}
+}
+
+// stopped tells whether process pid is stopped by a signal, by
+// /proc/PID/stat.
+func stopped(pid string) bool {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] == 'T'
+}
+
+// holdsFlock tells whether process pid holds a flock, by /proc/locks.
+func holdsFlock(pid string) bool {
+	b, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// 1: FLOCK  ADVISORY  WRITE 12345 08:01:1234 0 EOF
+		if f := strings.Fields(line); len(f) > 4 && f[1] == "FLOCK" && f[4] == pid {
+			return true
+		}
+	}
+	return false
+}
 
 // goroutines ends a hung Go process with SIGQUIT and returns the stacks
 // it printed, for the report of the hang.
