@@ -1087,6 +1087,10 @@ func twoReplicas(e *env) int {
 // by the survivor.
 func skewedReplicas(skew string) func(e *env) int {
 	return func(e *env) int {
+		// Slow enough that a run is still publishing when its replica is
+		// killed, 300 ms into it: on a fast machine a run published its
+		// rows in less, and was over before the kill.
+		e.proxy.SetDelay(5 * time.Millisecond)
 		a := e.dmfexport("run", "--listen", "", "--stop-timeout", "30s")
 		b := e.dmfexportEnv([]string{"DMFEXPORT_FAULTS_CLOCK_SKEW=" + skew}, "run", "--listen", "", "--stop-timeout", "30s")
 		reps := []*proc{a, b}
