@@ -103,10 +103,11 @@ bench-publish:
 
 ## faults: the fault suite: whole runs of the built dmfexport and dmfsim against a private RabbitMQ
 ## node (started on its own ports; root and rabbitmq-server needed, else the node cases skip) with
-## one fault per case; prints one FAULT line per case. DMFEXPORT_FAULTS=ci runs the CI subset.
+## one fault per case; prints one FAULT line per case (the whole output, the processes' log lines
+## a failure quotes included, in $TMPDIR/dmfexport-faults.log). DMFEXPORT_FAULTS=ci runs the CI subset.
 .PHONY: faults
 faults:
-	bash -o pipefail -c '$(GO) test -tags faults -count=1 -v -timeout 60m ./faults/ 2>&1 | grep --line-buffered -Ev "^\s*$$|^        [{d]"'
+	bash -o pipefail -c '$(GO) test -tags faults -count=1 -v -timeout 60m ./faults/ 2>&1 | tee "$${TMPDIR:-/tmp}/dmfexport-faults.log" | grep --line-buffered -Ev "^\s*$$|^        [{d]"'
 
 ## scale: 200 exports firing in the same second against the simulator with F&O's per-user limits:
 ## no failure, every row published, peak RSS under 200 MiB, within 1.5x of the ideal time (printed)
