@@ -854,6 +854,11 @@ func (s *AMQPSink) reconnect(ctx context.Context, reason *amqp.Error) error {
 	}
 	deadline := s.o.Clock.Now().Add(s.o.ReconnectTimeout)
 	delay := 200 * time.Millisecond
+	// The wait between attempts doubles up to a tenth of the timeout (5 s
+	// at most): a broker that comes and goes (a flapping link) is up
+	// between two attempts for less than the longest wait, and attempts
+	// that far apart can all meet it down.
+	longest := min(5*time.Second, max(s.o.ReconnectTimeout/10, delay))
 	for {
 		s.log.Warn("broker connection lost; reconnecting", "broker", s.redacted, "error", reason, "unconfirmed", len(s.pending))
 		s.dropConnection()
@@ -879,7 +884,7 @@ func (s *AMQPSink) reconnect(ctx context.Context, reason *amqp.Error) error {
 			if err := s.sleep(ctx, min(delay, left)); err != nil {
 				return fmt.Errorf("reconnect to broker %s: %w", s.redacted, err)
 			}
-			delay = min(2*delay, 5*time.Second)
+			delay = min(2*delay, longest)
 		}
 		s.reconnects++
 		republished, err := s.republish(ctx)

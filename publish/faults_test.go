@@ -258,3 +258,35 @@ func TestAMQPReconnectTimeoutIsWaitedInFull(t *testing.T) {
 		})
 	}
 }
+
+// TestAMQPReconnectBrokerFlapping: a broker back for one second in the
+// middle of a flapping link, between two attempts of a backoff doubling
+// to seconds (at 1.4 s and 3.0 s of a 4 s reconnect timeout), is met: the
+// attempts are at most a tenth of the timeout apart.
+func TestAMQPReconnectBrokerFlapping(t *testing.T) {
+	const timeout = 4 * time.Second
+	proxy, brokerURL := startProxy(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := DialAMQP(ctx, AMQPOptions{URL: brokerURL, ReconnectTimeout: timeout, ConnectionName: "dmfexport-test/" + t.Name()})
+	if err != nil {
+		t.Fatalf("DialAMQP through the proxy: %v", err)
+	}
+	defer func() { _ = s.Close() }()
+	exchange, _ := testTopology(t, s, false)
+	proxy.SetDown(true)
+	for _, at := range []struct {
+		after time.Duration
+		down  bool
+	}{{1600 * time.Millisecond, false}, {2600 * time.Millisecond, true}, {4500 * time.Millisecond, false}} {
+		timer := time.AfterFunc(at.after, func() { proxy.SetDown(at.down) })
+		defer timer.Stop()
+	}
+	err = s.Publish(ctx, Message{Exchange: exchange, RoutingKey: "k", MessageID: "m1", Body: []byte(`{}`)})
+	if err == nil {
+		err = s.Flush(ctx)
+	}
+	if err != nil {
+		t.Errorf("broker up from 1.6 s to 2.6 s and again from 4.5 s of a %s reconnect timeout: want the message published, got %v", timeout, err)
+	}
+}
