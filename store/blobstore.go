@@ -3,13 +3,13 @@ package store
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"path"
 	"sort"
 	"strings"
@@ -18,13 +18,10 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
-
-	"github.com/google/uuid"
 
 	"github.com/dmfexport/dmfexport/internal/ctxio"
 	"github.com/dmfexport/dmfexport/internal/redact"
@@ -446,10 +443,8 @@ func (s *BlobStore) uploadOnce(ctx context.Context, key string, r io.Reader, m m
 	if err := ctx.Err(); err != nil {
 		return Object{}, err
 	}
-	if sr, ok := r.(*io.SectionReader); ok && seal == nil && cond == nil && sr.Size() > s.blockSize {
-		if off, err := sr.Seek(0, io.SeekCurrent); err == nil && off == 0 {
-			return s.uploadRanges(ctx, key, sr, m)
-		}
+	if f, size := wholeFile(r); f != nil && seal == nil && cond == nil {
+		return s.uploadFile(ctx, key, f, size, m)
 	}
 	cr := &countReader{r: ctxio.Reader(ctx, r)}
 	uo := &blockblob.UploadStreamOptions{BlockSize: s.blockSize, Concurrency: s.concurrency, Metadata: encodeMeta(m)}
@@ -490,68 +485,41 @@ func (s *BlobStore) uploadOnce(ctx context.Context, key string, r io.Reader, m m
 	return o, nil
 }
 
-// uploadRanges writes a source that can be read at any offset (the
-// package file, from a section reader) block by block, each block read
-// from its own range as it is sent: unlike UploadStream, which fills
-// block_size × concurrency bytes of buffers from a plain reader, it holds
-// no block in memory. The blob becomes visible when its block list
-// commits, as with UploadStream.
-func (s *BlobStore) uploadRanges(ctx context.Context, key string, r *io.SectionReader, m map[string]string) (Object, error) {
-	bb := s.cc.NewBlockBlobClient(key)
-	size := r.Size()
-	// Block IDs of one upload are its own (a random prefix), so two
-	// writers of one key never commit each other's blocks.
-	prefix := uuid.NewString()
-	ids := make([]string, (size+s.blockSize-1)/s.blockSize)
-	for i := range ids {
-		ids[i] = base64.StdEncoding.EncodeToString(fmt.Appendf(nil, "%s-%08d", prefix, i))
+// wholeFile returns the file a section reader covers from its start to
+// its end, not yet read, and its size; or nil.
+func wholeFile(r io.Reader) (*os.File, int64) {
+	sr, ok := r.(*io.SectionReader)
+	if !ok {
+		return nil, 0
 	}
-	parent := ctx
-	ctx, cancel := context.WithCancel(parent) // the first failure stops the other blocks
-	defer cancel()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	slots := make(chan struct{}, s.concurrency)
-	for i, id := range ids {
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-		}
+	ra, off, n := sr.Outer()
+	f, ok := ra.(*os.File)
+	if !ok || off != 0 {
+		return nil, 0
+	}
+	if pos, err := sr.Seek(0, io.SeekCurrent); err != nil || pos != 0 {
+		return nil, 0
+	}
+	if fi, err := f.Stat(); err != nil || fi.Size() != n {
+		return nil, 0
+	}
+	return f, n
+}
+
+// uploadFile writes a file (the package) from its ranges, each read as it
+// is sent: unlike UploadStream, which fills block_size × concurrency bytes
+// of buffers from a plain reader, it holds no block in memory.
+func (s *BlobStore) uploadFile(ctx context.Context, key string, f *os.File, size int64, m map[string]string) (Object, error) {
+	opts := &blockblob.UploadFileOptions{BlockSize: s.blockSize, Concurrency: uint16(s.concurrency), Metadata: encodeMeta(m)}
+	if ct := contentType(key); ct != "" {
+		opts.HTTPHeaders = &blob.HTTPHeaders{BlobContentType: &ct}
+	}
+	resp, err := s.cc.NewBlockBlobClient(key).UploadFile(ctx, f, opts)
+	if err != nil {
 		if ctx.Err() != nil {
-			break
+			return Object{}, ctx.Err()
 		}
-		off := int64(i) * s.blockSize
-		block := io.NewSectionReader(r, off, min(s.blockSize, size-off))
-		wg.Go(func() {
-			defer func() { <-slots }()
-			if _, err := bb.StageBlock(ctx, id, streaming.NopCloser(block), nil); err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = err
-				}
-				mu.Unlock()
-				cancel()
-			}
-		})
-	}
-	wg.Wait()
-	if firstErr == nil {
-		firstErr = ctx.Err()
-	}
-	var resp blockblob.CommitBlockListResponse
-	if firstErr == nil {
-		opts := &blockblob.CommitBlockListOptions{Metadata: encodeMeta(m)}
-		if ct := contentType(key); ct != "" {
-			opts.HTTPHeaders = &blob.HTTPHeaders{BlobContentType: &ct}
-		}
-		resp, firstErr = bb.CommitBlockList(ctx, ids, opts)
-	}
-	if firstErr != nil {
-		if err := parent.Err(); err != nil {
-			return Object{}, err
-		}
-		return Object{}, fmt.Errorf("upload to %s: %w", s.where, azError(firstErr))
+		return Object{}, fmt.Errorf("upload to %s: %w", s.where, azError(err))
 	}
 	o := Object{Key: key, Size: size, Meta: m}
 	if resp.LastModified != nil {

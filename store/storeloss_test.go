@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -65,9 +66,13 @@ func lossBackends() []lossBackend {
 // about once, naming the container and saying what was lost.
 func TestStoreRecreatedAfterLoss(t *testing.T) {
 	ctx := context.Background()
-	// ranges is larger than a test store's block (1 MiB): a section reader
-	// of it is uploaded block by block from its ranges.
+	// file is larger than a test store's block (1 MiB): a section reader
+	// over all of it is uploaded from the file, not through UploadStream.
 	ranges := bytes.Repeat([]byte("body"), 3<<18+1)
+	file := filepath.Join(t.TempDir(), "package.zip")
+	if err := os.WriteFile(file, ranges, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	writes := []struct {
 		name  string
 		size  int64 // 0: 4
@@ -86,8 +91,13 @@ func TestStoreRecreatedAfterLoss(t *testing.T) {
 			_, err := st.Create(ctx, key, strings.NewReader("body"), map[string]string{"m": "v"})
 			return err
 		}},
-		{"Put of a file's ranges", int64(len(ranges)), func(st store.Store, key string) error {
-			_, err := st.Put(ctx, key, io.NewSectionReader(bytes.NewReader(ranges), 0, int64(len(ranges))), map[string]string{"m": "v"})
+		{"Put of a whole file", int64(len(ranges)), func(st store.Store, key string) error {
+			f, err := os.Open(file)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = f.Close() }()
+			_, err = st.Put(ctx, key, io.NewSectionReader(f, 0, int64(len(ranges))), map[string]string{"m": "v"})
 			return err
 		}},
 	}
