@@ -226,6 +226,10 @@ func (b *Backend) ApplyGroup(ctx context.Context, group []sink.Pending) ([]sink.
 				learned[p.Target.Table] = cols
 			}
 		}
+		if table, err := b.flushCopies(ctx, tx, st); err != nil {
+			failed = table
+			return err
+		}
 		if table, err := b.flushUpserts(ctx, tx, st, ""); err != nil {
 			failed = table
 			return err
@@ -261,6 +265,19 @@ type txState struct {
 	// tables came: a table's rows are upserted in one statement, when the
 	// group's batches are all in (flushUpserts).
 	upserts []*pendingUpsert
+	// copies are the snapshot batches to copy into staging tables, one
+	// COPY for the batches of a table with the same columns
+	// (flushCopies): a COPY has a cost of its own, in the server, besides
+	// its rows.
+	copies []*pendingCopy
+}
+
+// pendingCopy is the batches of a group to copy into one staging table,
+// all with the same columns.
+type pendingCopy struct {
+	table string // the live table, for errors
+	name  string // the staging table
+	parts []copyPart
 }
 
 // pendingUpsert is the batches of a group to upsert into one table, all
@@ -333,10 +350,10 @@ func (b *Backend) apply(ctx context.Context, tx pgx.Tx, st *txState, bt *sink.Ba
 	}
 	switch t.Mode {
 	case sink.Snapshot:
-		err = b.copyRows(ctx, tx, b.staging, runTable(t.Table, bt.RunID), bt)
+		st.queueCopy(t.Table, runTable(t.Table, bt.RunID), bt)
 	case sink.Append:
 		if _, err = b.flushUpserts(ctx, tx, st, t.Table); err == nil {
-			err = b.copyRows(ctx, tx, b.schema, t.Table, bt)
+			err = b.copyRows(ctx, tx, b.schema, t.Table, []copyPart{{bt: bt}})
 		}
 	case sink.Upsert:
 		err = b.queueUpsert(ctx, tx, st, bt, t)
@@ -557,14 +574,41 @@ func (b *Backend) columns(ctx context.Context, tx pgx.Tx, schema, table string) 
 	return out, nil
 }
 
-// copyRows writes the batch's rows into schema.table with a binary COPY,
-// encoded straight from the batch.
-func (b *Backend) copyRows(ctx context.Context, tx pgx.Tx, schema, table string, bt *sink.Batch) error {
-	q := "COPY " + b.ident(schema, table) + " (" + quoteAll(slices.Concat(bt.Columns, metaColumns)) + ") FROM STDIN (FORMAT binary)"
-	if _, err := tx.Conn().PgConn().CopyFrom(ctx, &copyStream{parts: []copyPart{{bt: bt}}}, q); err != nil {
+// copyRows writes the rows of parts, batches with the same columns, into
+// schema.table with a binary COPY, encoded straight from the batches.
+func (b *Backend) copyRows(ctx context.Context, tx pgx.Tx, schema, table string, parts []copyPart) error {
+	q := "COPY " + b.ident(schema, table) + " (" + quoteAll(slices.Concat(parts[0].bt.Columns, metaColumns)) + ") FROM STDIN (FORMAT binary)"
+	if _, err := tx.Conn().PgConn().CopyFrom(ctx, &copyStream{parts: parts}, q); err != nil {
 		return fmt.Errorf("copy rows: %w", err)
 	}
 	return nil
+}
+
+// queueCopy adds a snapshot batch's rows to those copied into the staging
+// table name when the group's batches are all in.
+func (st *txState) queueCopy(table, name string, bt *sink.Batch) {
+	if len(bt.Rows) == 0 {
+		return
+	}
+	for _, p := range st.copies {
+		if p.name == name && slices.Equal(p.parts[0].bt.Columns, bt.Columns) {
+			p.parts = append(p.parts, copyPart{bt: bt})
+			return
+		}
+	}
+	st.copies = append(st.copies, &pendingCopy{table: table, name: name, parts: []copyPart{{bt: bt}}})
+}
+
+// flushCopies copies the snapshot rows queued in the group into their
+// staging tables, and returns the table that failed.
+func (b *Backend) flushCopies(ctx context.Context, tx pgx.Tx, st *txState) (string, error) {
+	for _, p := range st.copies {
+		if err := b.copyRows(ctx, tx, b.staging, p.name, p.parts); err != nil {
+			return p.table, err
+		}
+	}
+	st.copies = nil
+	return "", nil
 }
 
 // queueUpsert adds the batch's rows to those upserted into t.Table when

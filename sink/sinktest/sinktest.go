@@ -76,6 +76,7 @@ func RunBackend(t *testing.T, open func(t *testing.T) Harness) {
 	t.Run("sample", func(t *testing.T) { runSample(t, open(t)) })
 	t.Run("upsert of unchanged rows", func(t *testing.T) { runUnchanged(t, open(t)) })
 	t.Run("upsert in a group", func(t *testing.T) { runUpsertGroup(t, open(t)) })
+	t.Run("snapshot in a group", func(t *testing.T) { runSnapshotGroup(t, open(t)) })
 }
 
 // runUnchanged: an upsert leaves a row whose values the table holds as it
@@ -163,6 +164,79 @@ func runUpsertGroup(t *testing.T, h Harness) {
 	}
 	if ok, _ := h.Backend.Applied(ctx, bad[0].Batch.MessageID); ok {
 		t.Errorf("the ledger holds %s of the refused group", bad[0].Batch.MessageID)
+	}
+}
+
+// runSnapshotGroup: snapshot batches staged in one transaction (a
+// GroupApplier's group) land as they would one by one, whatever the
+// tables, runs and columns of the batches between them; a value the
+// database refuses fails the whole group and stages none of its rows.
+func runSnapshotGroup(t *testing.T, h Harness) {
+	ga, ok := h.Backend.(sink.GroupApplier)
+	if !ok {
+		t.Skip("the backend applies batches one at a time")
+	}
+	ctx := context.Background()
+	snap := sink.Target{Table: "orders", Keys: []string{"ID"}, Mode: sink.Snapshot}
+	other := sink.Target{Table: "others", Keys: []string{"ID"}, Mode: sink.Snapshot}
+	cols := []string{"ID", "QTY"}
+	group := []sink.Pending{
+		{Batch: Batch("r1", 0, 0, 0, "Orders", cols, []any{"1", "5"}, []any{"2", "6"}), Target: snap},
+		{Batch: Batch("r1", 0, 0, 1, "Others", []string{"ID"}, []any{"x"}), Target: other},
+		{Batch: Batch("r1", 0, 1, 0, "Orders", cols, []any{"3", "7"}), Target: snap},
+		{Batch: Batch("r1", 0, 1, 0, "Orders", cols, []any{"3", "7"}), Target: snap}, // a duplicate
+		{Batch: Batch("r1", 0, 2, 0, "Orders", []string{"ID", "QTY", "NOTE"}, []any{"4", "8", "n"}), Target: snap},
+		{Batch: Batch("r1", 0, 3, 0, "Orders", cols), Target: snap}, // no rows
+		{Batch: Batch("r1", 0, 4, 5, "Orders", cols, []any{"5", "9"}), Target: snap},
+	}
+	outs, err := ga.ApplyGroup(ctx, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []sink.Outcome{sink.Applied, sink.Applied, sink.Applied, sink.Duplicate, sink.Applied, sink.Applied, sink.Applied}
+	if !reflect.DeepEqual(outs, want) {
+		t.Errorf("outcomes %v, want %v", outs, want)
+	}
+	for _, tt := range []sink.Target{snap, other} {
+		if ok, err := h.Backend.FinishSnapshot(ctx, tt, "r1"); err != nil || !ok {
+			t.Fatalf("finish the snapshot of %s: %v, %v; want swapped", tt.Table, ok, err)
+		}
+	}
+	wantRows := []map[string]any{
+		{"ID": "1", "QTY": "5", "NOTE": nil}, {"ID": "2", "QTY": "6", "NOTE": nil}, {"ID": "3", "QTY": "7", "NOTE": nil},
+		{"ID": "4", "QTY": "8", "NOTE": "n"}, {"ID": "5", "QTY": "9", "NOTE": nil},
+	}
+	if got := tableRows(t, h, "orders", "ID"); !reflect.DeepEqual(got, wantRows) {
+		t.Errorf("table orders:\n got %v\nwant %v", got, wantRows)
+	}
+	if got := tableRows(t, h, "others", "ID"); !reflect.DeepEqual(got, []map[string]any{{"ID": "x"}}) {
+		t.Errorf("table others: got %v", got)
+	}
+	bad := []sink.Pending{
+		{Batch: Batch("r2", 1, 0, 0, "Orders", cols, []any{"1", "1"}), Target: snap},
+		{Batch: Batch("r2", 1, 1, 2, "Orders", cols, []any{"2", "a\x00b"}), Target: snap},
+	}
+	if _, err := ga.ApplyGroup(ctx, bad); !errors.Is(err, sink.ErrRejected) {
+		t.Fatalf("apply a group with a NUL byte: %v, want an error wrapping sink.ErrRejected", err)
+	}
+	if ok, _ := h.Backend.Applied(ctx, bad[0].Batch.MessageID); ok {
+		t.Errorf("the ledger holds %s of the refused group", bad[0].Batch.MessageID)
+	}
+	// Run 2 delivered again, fixed: only its rows are staged.
+	for _, p := range []sink.Pending{
+		{Batch: Batch("r2", 1, 0, 0, "Orders", cols, []any{"1", "1"}), Target: snap},
+		{Batch: Batch("r2", 1, 1, 2, "Orders", cols, []any{"2", "2"}), Target: snap},
+	} {
+		if _, err := h.Backend.Apply(ctx, p.Batch, p.Target); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, err := h.Backend.FinishSnapshot(ctx, snap, "r2"); err != nil || !ok {
+		t.Fatalf("finish the snapshot of run r2: %v, %v; want swapped", ok, err)
+	}
+	wantRows = []map[string]any{{"ID": "1", "QTY": "1", "NOTE": nil}, {"ID": "2", "QTY": "2", "NOTE": nil}}
+	if got := tableRows(t, h, "orders", "ID"); !reflect.DeepEqual(got, wantRows) {
+		t.Errorf("table orders after run r2:\n got %v\nwant %v", got, wantRows)
 	}
 }
 
