@@ -201,7 +201,7 @@ func (c *Consumer) session(ctx context.Context, log *slog.Logger) (connected boo
 	}
 	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	log.Info("sink consuming", "queue", c.Queue, "prefetch", c.prefetch())
-	c.Metrics.started(c.Name)
+	c.Metrics.started(c.Name, c.Entities)
 	if c.Metrics != nil {
 		sampling, stop := context.WithCancel(ctx)
 		done := make(chan struct{})

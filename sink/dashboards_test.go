@@ -16,7 +16,7 @@ import (
 func servedMetrics(t *testing.T) promcheck.Served {
 	t.Helper()
 	m := NewMetrics()
-	m.started("s")
+	m.started("s", nil)
 	b := &Batch{Entity: "E", Rows: make([][]*string, 3), Time: time.Now()}
 	m.batch("s", b, Applied, time.Millisecond)
 	m.swapped("s", "E")

@@ -69,11 +69,18 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
-// started creates a sink's counters at zero, so that the first dead letter
-// is an increase a rule over increase() sees, not a series appearing at 1.
-func (m *Metrics) started(sink string) {
-	if m != nil {
-		m.dead.WithLabelValues(sink)
+// started creates a sink's counters at zero, and those of each entity its
+// configuration names, so that the first dead letter, batch or swap is an
+// increase a rule over increase() sees, not a series appearing at 1.
+func (m *Metrics) started(sink string, entities map[string]EntityOptions) {
+	if m == nil {
+		return
+	}
+	m.dead.WithLabelValues(sink)
+	for e := range entities {
+		m.batches.WithLabelValues(sink, e, Applied.String())
+		m.rows.WithLabelValues(sink, e, Applied.String())
+		m.swaps.WithLabelValues(sink, e)
 	}
 }
 

@@ -92,8 +92,15 @@ func TestConsumerQueueDepth(t *testing.T) {
 		v, _ := scrape(t, m, series)
 		return v == batches-1
 	})
-	if v, ok := scrape(t, m, `dmfexport_sink_dead_letters_total{sink="depth"}`); !ok || v != 0 {
-		t.Errorf("dead letters counter = %v (served %v), want 0 from the start", v, ok)
+	for _, zero := range []string{
+		`dmfexport_sink_dead_letters_total{sink="depth"}`,
+		`dmfexport_sink_batches_total{entity="Groups",outcome="applied",sink="depth"}`,
+		`dmfexport_sink_rows_total{entity="Groups",outcome="applied",sink="depth"}`,
+		`dmfexport_sink_snapshot_swaps_total{entity="Groups",sink="depth"}`,
+	} {
+		if v, ok := scrape(t, m, zero); !ok || v != 0 {
+			t.Errorf("%s = %v (served %v), want 0 from the start", zero, v, ok)
+		}
 	}
 	if n := c.Stats().Batches.Load(); n != 0 {
 		t.Errorf("%d batches applied with the database down, want 0", n)
