@@ -125,7 +125,7 @@ func (s *scanner) appendString(dst []byte) ([]byte, error) {
 			return dst, s.errorf("unterminated string")
 		}
 		c := b[i]
-		if c >= 0x20 && c < utf8.RuneSelf && c != '"' && c != '\\' {
+		if plain[c] {
 			i++
 			continue
 		}
@@ -599,6 +599,26 @@ func (s *scanner) columns() ([]string, error) {
 	}
 }
 
+// quotedName is a member name as JSON writes it when it needs no escape,
+// quotes included; nil when it would.
+func quotedName(name string) []byte {
+	for i := 0; i < len(name); i++ {
+		if !plain[name[i]] {
+			return nil
+		}
+	}
+	return []byte(`"` + name + `"`)
+}
+
+// plain holds the bytes a JSON string holds as they are: printable ASCII
+// but the quote and the backslash.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // span locates a value in a batch's text; end < 0: the row has no such
 // field.
 type span struct{ off, end int32 }
@@ -613,8 +633,10 @@ func (s *scanner) rows(cols []string, rowCount int) ([][]*string, error) {
 		return nil, err
 	}
 	index := make(map[string]int, len(cols))
+	quoted := make([][]byte, len(cols))
 	for i, c := range cols {
 		index[c] = i
+		quoted[i] = quotedName(c)
 	}
 	n := len(cols)
 	hint := min(max(rowCount, 0), len(s.b)/(2*n+2))
@@ -647,15 +669,24 @@ func (s *scanner) rows(cols []string, rowCount int) ([][]*string, error) {
 					return nil, err
 				}
 			}
-			k, err := s.key()
-			if err != nil {
-				return nil, err
-			}
+			// Rows name their members in the columns' order: the name
+			// expected next is matched where it stands, in one compare.
 			j := -1
-			if next < n && string(k) == cols[next] {
-				j = next
-			} else if x, ok := index[string(k)]; ok {
-				j = x
+			var k []byte
+			if s.skipSpace(); next < n && quoted[next] != nil && bytes.HasPrefix(s.b[s.i:], quoted[next]) {
+				s.i += len(quoted[next])
+				k, j = quoted[next][1:len(quoted[next])-1], next
+				if err := s.expect(':'); err != nil {
+					return nil, err
+				}
+			} else {
+				var err error
+				if k, err = s.key(); err != nil {
+					return nil, err
+				}
+				if x, ok := index[string(k)]; ok {
+					j = x
+				}
 			}
 			switch s.peek() {
 			case '"':
@@ -668,6 +699,7 @@ func (s *scanner) rows(cols []string, rowCount int) ([][]*string, error) {
 				return nil, fmt.Errorf("%w: row %d of the batch has field %q that columns does not list", ErrMalformed, rows, k)
 			}
 			off := len(text)
+			var err error
 			if text, err = s.appendString(text); err != nil {
 				return nil, err
 			}

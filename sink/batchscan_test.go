@@ -18,6 +18,8 @@ var decodeCases = []struct {
 	{"as published", body(2, `"columns":["ID","NAME"],"rows":[{"ID":"1","NAME":"a"},{"ID":"2","NAME":""}]`), true},
 	{"a field left out is nil", body(2, `"columns":["ID","NAME"],"rows":[{"ID":"1"},{"NAME":"b"}]`), true},
 	{"fields in another order", body(1, `"columns":["ID","NAME"],"rows":[{"NAME":"a","ID":"1"}]`), true},
+	{"a column's name the start of another's", body(2, `"columns":["A","AB"],"rows":[{"AB":"1","A":"2"},{"A":"3","AB":"4"}]`), true},
+	{"non-ASCII column names", body(2, `"columns":["É","N"],"rows":[{"É":"1","N":"a"},{"\u00c9":"2"}]`), true},
 	{"a repeated field: the last wins", body(1, `"columns":["ID","NAME"],"rows":[{"ID":"1","ID":"2"}]`), true},
 	{"a null row", body(2, `"columns":["ID"],"rows":[null,{"ID":"1"}]`), true},
 	{"no rows", body(0, `"columns":["ID"],"rows":[]`), true},
@@ -134,19 +136,22 @@ func benchBody(n int) []byte {
 	cols := []string{"SALESORDERNUMBER", "LINENUMBER", "ITEMNUMBER", "LINEDESCRIPTION", "ORDEREDSALESQUANTITY",
 		"SALESPRICE", "CURRENCYCODE", "SALESUNITSYMBOL", "SHIPPINGWAREHOUSEID", "REQUESTEDSHIPPINGDATE",
 		"SALESORDERLINESTATUS", "CUSTOMERREQUISITIONNUMBER", "SHIPPINGSITEID", "LINEDISCOUNTPERCENTAGE", "ISDELIVERYADDRESSORDERSPECIFIC"}
-	rows := make([]map[string]string, n)
+	rows := make([]string, n)
 	for i := range rows {
 		vals := []string{fmt.Sprintf("SO-%08d", i/4), fmt.Sprint(i%4 + 1), fmt.Sprintf("A%05d", i%9973), fmt.Sprintf("Item %d", i%9973),
 			fmt.Sprint(i % 100), fmt.Sprintf("%d.%02d", i%1000, i%100), "USD", "pcs", fmt.Sprintf("WH-%d", i%5),
 			"2025-02-01T00:00:00", "Open", "", "SITE1", "0.5887", "No"}
-		rows[i] = map[string]string{}
+		// Members in the columns' order, as dmfexport writes them.
+		var row []string
 		for j, c := range cols {
-			rows[i][c] = vals[j]
+			k, _ := json.Marshal(c)
+			v, _ := json.Marshal(vals[j])
+			row = append(row, string(k)+":"+string(v))
 		}
+		rows[i] = "{" + strings.Join(row, ",") + "}"
 	}
 	c, _ := json.Marshal(cols)
-	r, _ := json.Marshal(rows)
-	return []byte(body(n, `"columns":`+string(c)+`,"rows":`+string(r)))
+	return []byte(body(n, `"columns":`+string(c)+`,"rows":[`+strings.Join(rows, ",")+"]"))
 }
 
 func BenchmarkDecodeBatch(b *testing.B) {
