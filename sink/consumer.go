@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -543,7 +544,13 @@ func (c *Consumer) handleGroup(ctx context.Context, log *slog.Logger, dl *amqp.C
 		return nil // stopping: the broker delivers the batches again
 	}
 	for i, x := range group {
-		if err := c.landed(ctx, works[i], log.With("export", x.b.Export, "run", x.b.RunID, "entity", x.b.Entity, "batch", x.b.BatchIndex), x, outs[i], start); err != nil {
+		// A run's snapshot is finished after the group's last batch of
+		// it: the batches before it committed with it, and are acknowledged
+		// before; if the process stops first, that batch comes again.
+		finish := !slices.ContainsFunc(pending[i+1:], func(p Pending) bool {
+			return p.Target.Table == x.t.Table && p.Batch.RunID == x.b.RunID
+		})
+		if err := c.landed(ctx, works[i], log.With("export", x.b.Export, "run", x.b.RunID, "entity", x.b.Entity, "batch", x.b.BatchIndex), x, outs[i], start, finish); err != nil {
 			return err
 		}
 	}
@@ -581,13 +588,14 @@ func (c *Consumer) applyOne(ctx, work context.Context, log *slog.Logger, dl *amq
 		span.SetAttributes(spans.Outcome.String(outcomeInterrupted))
 		return nil // stopping: the broker delivers the batch again
 	}
-	return c.landed(ctx, work, log, x, out, start)
+	return c.landed(ctx, work, log, x, out, start, true)
 }
 
 // landed counts and logs a delivery whose batch committed with outcome
-// out, swaps in its snapshot when the batch completed one, and
-// acknowledges it; start is when its transaction began.
-func (c *Consumer) landed(ctx, work context.Context, log *slog.Logger, x decoded, out Outcome, start time.Time) error {
+// out, swaps in its snapshot when the batch completed one (unless finish
+// is false: a batch committed with it does), and acknowledges it; start is
+// when its transaction began.
+func (c *Consumer) landed(ctx, work context.Context, log *slog.Logger, x decoded, out Outcome, start time.Time, finish bool) error {
 	span := trace.SpanFromContext(work)
 	d, b, t := x.d, x.b, x.t
 	span.SetAttributes(spans.Outcome.String(out.String()))
@@ -603,7 +611,7 @@ func (c *Consumer) landed(ctx, work context.Context, log *slog.Logger, x decoded
 		c.stats.Stale.Add(1)
 		log.Info("batch of a run older than the snapshot applied to its table, skipped", "table", t.Table)
 	}
-	if t.Mode == Snapshot && out != Stale {
+	if t.Mode == Snapshot && out != Stale && finish {
 		var swapped bool
 		err := c.retry(ctx, log, "finish snapshot", func() (err error) {
 			sctx, ss := c.tracer().Start(work, SpanSwap)

@@ -190,24 +190,109 @@ func TestConsumerDeclare(t *testing.T) {
 // holds the first Apply or ApplyGroup until release is closed.
 type groupCounter struct {
 	*postgres.Backend
-	release chan struct{}
-	once    sync.Once
-	largest atomic.Int64
+	release  chan struct{}
+	once     sync.Once
+	largest  atomic.Int64
+	groups   atomic.Int64 // transactions: groups and batches applied alone
+	finishes atomic.Int64 // FinishSnapshot calls
+}
+
+func (g *groupCounter) FinishSnapshot(ctx context.Context, t sink.Target, run string) (bool, error) {
+	g.finishes.Add(1)
+	return g.Backend.FinishSnapshot(ctx, t, run)
 }
 
 func (g *groupCounter) wait() { g.once.Do(func() { <-g.release }) }
 
 func (g *groupCounter) Apply(ctx context.Context, b *sink.Batch, t sink.Target) (sink.Outcome, error) {
 	g.wait()
+	g.groups.Add(1)
 	return g.Backend.Apply(ctx, b, t)
 }
 
 func (g *groupCounter) ApplyGroup(ctx context.Context, group []sink.Pending) ([]sink.Outcome, error) {
 	g.wait()
+	g.groups.Add(1)
 	if n := int64(len(group)); n > g.largest.Load() {
 		g.largest.Store(n)
 	}
 	return g.Backend.ApplyGroup(ctx, group)
+}
+
+// releaseDelivered holds be's first transaction until the broker has
+// delivered every message of queue, then lets it go; it returns a deadline
+// 30 s on for what follows.
+func releaseDelivered(t *testing.T, ch *amqp.Channel, queue string, be *groupCounter) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.Messages == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s the queue still holds %d messages", q.Messages)
+		}
+		time.Sleep(20 * time.Millisecond) // the broker delivers
+	}
+	close(be.release)
+	return deadline
+}
+
+// TestConsumerSnapshotGroups: a snapshot delivered in groups is finished
+// once per group, after the group's last batch of the run, and swapped
+// in when its last group lands.
+func TestConsumerSnapshotGroups(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	queue := fmt.Sprintf("dmfexport.test.sinksnapgroups.%d", time.Now().UnixNano())
+	ch := testenv.AMQPChannel(t)
+	testenv.DeleteOnCleanup(t, ch, queue, sink.DeadLetterName(queue))
+	pg, err := postgres.Open(ctx, testenv.PostgresURL(), testenv.PostgresSchema(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	be := &groupCounter{Backend: pg, release: make(chan struct{})}
+	const batches = 10
+	c := &sink.Consumer{Name: "t", URL: testenv.AMQPURL(), Queue: queue, Quorum: true, Prefetch: 2 * batches, Backend: be,
+		Entities: map[string]sink.EntityOptions{"Groups": {Keys: []string{"ID"}}}}
+	if err := c.Declare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range batches {
+		body := event("20260301T020000Z-aa", "Groups", sink.FullPush, i, i == batches-1, []string{"ID"}, map[string]any{"ID": fmt.Sprint(i)})
+		if err := ch.PublishWithContext(ctx, "", queue, false, false, amqp.Publishing{MessageId: fmt.Sprint(i), DeliveryMode: amqp.Persistent, Body: body}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	deadline := releaseDelivered(t, ch, queue, be)
+	st := c.Stats()
+	for st.Swaps.Load() < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s: %d batches, %d swaps; want %d and 1", st.Batches.Load(), st.Swaps.Load(), batches)
+		}
+		time.Sleep(20 * time.Millisecond) // the consumer lands them
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after stop: %v", err)
+	}
+	if n := be.largest.Load(); n < 2 {
+		t.Errorf("largest group %d batches, want several", n)
+	}
+	if f, g := be.finishes.Load(), be.groups.Load(); f != g {
+		t.Errorf("FinishSnapshot called %d times for %d transactions of one run, want once each", f, g)
+	}
+	s, err := pg.Sample(context.Background(), "groups", 100)
+	if err != nil || s.Count != batches {
+		t.Errorf("table groups: %+v, %v; want %d rows", s, err, batches)
+	}
 }
 
 // TestConsumerGroups: batches delivered together land in one transaction,
@@ -243,22 +328,7 @@ func TestConsumerGroups(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	// Hold the first batch until the broker has delivered them all.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if q.Messages == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 30s the queue still holds %d messages", q.Messages)
-		}
-		time.Sleep(20 * time.Millisecond) // the broker delivers
-	}
-	close(be.release)
+	deadline := releaseDelivered(t, ch, queue, be)
 	st := c.Stats()
 	for st.Batches.Load() < batches || st.DeadLetters.Load() < 1 {
 		if time.Now().After(deadline) {

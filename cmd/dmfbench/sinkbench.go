@@ -208,7 +208,7 @@ func runSink(ents []entity) error {
 		}
 	}
 	fmt.Printf("\nsink cases: each JSON body as published (%d rows or %d bytes), decoded (sink.DecodeBatch; the next while a batch is applied) and\n", *batch, *batchBytes)
-	fmt.Println("applied through the postgres Backend (Apply, and FinishSnapshot after every snapshot batch) as `dmfexport sink` does")
+	fmt.Println("applied through the postgres Backend (ApplyGroup, and FinishSnapshot after a group's last batch of a run) as `dmfexport sink` does")
 	fmt.Println("per delivery, minus the broker, with its soft memory limit; snapshot includes the swap. \"rows present\": the same rows upserted a second time")
 	fmt.Println("(the first pass is not timed). \"via RabbitMQ\": the bodies published to a queue first (not timed), then landed by")
 	fmt.Println("the sink's consumer (sink.Consumer, its default prefetch unless -prefetch) until the snapshot is swapped in.")
@@ -546,7 +546,11 @@ func sinkPass(ctx context.Context, mode sink.Mode, keys []string, again bool) (r
 					return rows, fmt.Errorf("batch %s: %v, want applied", b.MessageID, outs[i])
 				}
 				rows += int64(len(b.Rows))
-				if t.Mode != sink.Snapshot {
+				// As the consumer does, a run's snapshot is finished after
+				// the group's last batch of it.
+				if t.Mode != sink.Snapshot || slices.ContainsFunc(group[i+1:], func(p sink.Pending) bool {
+					return p.Target.Table == t.Table && p.Batch.RunID == b.RunID
+				}) {
 					continue
 				}
 				t0 := time.Now()
