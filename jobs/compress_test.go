@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"io"
 	"maps"
 	"net/http"
@@ -16,11 +17,12 @@ import (
 	"github.com/dmfexport/dmfexport/dmf/dmftest"
 	"github.com/dmfexport/dmfexport/publish"
 	"github.com/dmfexport/dmfexport/runs"
+	"github.com/dmfexport/dmfexport/store"
 	"github.com/klauspost/compress/gzip"
 )
 
-// compressStores are the store types a run with store.compress is tested
-// on; azblob skips without Azurite.
+// compressStores are the store types a run with store.compress or
+// store.package is tested on; azblob skips without Azurite.
 var compressStores = []struct {
 	name  string
 	store func(t *testing.T, dir string) StoreConfig
@@ -178,6 +180,67 @@ func TestResumeFromCompressedStore(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStorePackage: with store.package keep the package is stored beside
+// its entities and recorded; with skip it is neither, and a run cut off
+// mid-publish resumes from its stored entities all the same, without
+// downloading the package again.
+func TestStorePackage(t *testing.T) {
+	ctx := context.Background()
+	for _, sc := range compressStores {
+		for _, pkg := range []string{PackageKeep, PackageSkip} {
+			t.Run(sc.name+"/"+pkg, func(t *testing.T) {
+				dir := t.TempDir()
+				sim := newSim(quick(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond}))
+				defer sim.Close()
+				exp := fileExport(sim, dir)
+				exp.Store = sc.store(t, dir)
+				exp.Store.Package = pkg
+				r := &Runner{}
+				defer func() { _ = r.Close() }()
+				rec, err := r.Run(ctx, exp, RunOptions{Trigger: "manual"})
+				if err != nil || rec.State != runs.StateSucceeded {
+					t.Fatalf("Run: %v (%+v)", err, rec)
+				}
+				st := mustOpen(t, exp)
+				key := runs.Layout{Prefix: exp.Store.Prefix, Export: exp.Name}.Package(rec.RunID)
+				_, err = st.Stat(ctx, key)
+				if keep := pkg == PackageKeep; (rec.PackageKey == key) != keep || (err == nil) != keep || !keep && !errors.Is(err, store.ErrNotExist) {
+					t.Errorf("record's package key %q, Stat(%s): %v; want the package stored: %v", rec.PackageKey, key, err, keep)
+				}
+				if pkg == PackageKeep {
+					return
+				}
+				first := &scriptedSink{storeFirst: 3, cancelAt: 6}
+				cut := interruptedRun(t, exp, first)
+				if !cut.Unpacked || cut.PackageKey != "" {
+					t.Fatalf("interrupted run: unpacked %v, package key %q; want unpacked, no package", cut.Unpacked, cut.PackageKey)
+				}
+				downloads := sim.Downloads()
+				second := &scriptedSink{storeFirst: -1}
+				got, err := resume(t, exp, cut, second, NewMetrics())
+				if err != nil || got.State != runs.StateSucceeded {
+					t.Fatalf("Resume: %v (%+v)", err, got)
+				}
+				if n := sim.Downloads() - downloads; n != 0 {
+					t.Errorf("the resume downloaded the package %d times, want 0: its entities are stored", n)
+				}
+				ids := map[string]bool{}
+				for _, s := range []struct {
+					sink       *scriptedSink
+					storedOnly bool
+				}{{first, true}, {second, false}} {
+					for id := range s.sink.rowsByMessage(t, s.storedOnly) {
+						ids[id] = true
+					}
+				}
+				if len(ids) != 10 {
+					t.Errorf("%d batches reached the broker, want 10", len(ids))
+				}
+			})
+		}
 	}
 }
 

@@ -119,6 +119,18 @@ type AuthConfig struct {
 	Scope string
 }
 
+// The values of store.package.
+const (
+	// PackageKeep stores the package beside its entities: a run cut off
+	// before its entities are all stored, or whose record is damaged, is
+	// taken up from it.
+	PackageKeep = "keep"
+	// PackageSkip stores the entities only: such a run downloads the
+	// package again from F&O. Half the bytes a store across a network
+	// receives, or less.
+	PackageSkip = "skip"
+)
+
 // StoreConfig says where packages, entity files and run records are kept.
 type StoreConfig struct {
 	Type   string // "dir" or "azblob"
@@ -127,6 +139,9 @@ type StoreConfig struct {
 	// Compress is how entity objects are stored: unpack.CompressNone as
 	// the package holds them, or unpack.CompressGzip.
 	Compress string
+	// Package is whether the downloaded package is stored beside its
+	// entities: PackageKeep or PackageSkip.
+	Package string
 
 	// azblob: exactly one of AccountURL (with Auth), ConnectionString, SASURL.
 	AccountURL       string
@@ -990,7 +1005,7 @@ func (d *decoder) auth(n, parent *yaml.Node, p string) AuthConfig {
 }
 
 func (d *decoder) store(n, exp *yaml.Node, p string) StoreConfig {
-	c := StoreConfig{Type: "dir", Compress: unpack.CompressNone}
+	c := StoreConfig{Type: "dir", Compress: unpack.CompressNone, Package: PackageKeep}
 	p = join(p, "store")
 	m := map[string]*yaml.Node{}
 	if n != nil {

@@ -396,6 +396,17 @@ func TestParseConfigStoreAndBroker(t *testing.T) {
 				t.Errorf("store %+v, want the shared path with compress gzip", e.Store)
 			}
 		}},
+		{"package default keep", "store: {path: ./d}\n", "", "", func(t *testing.T, e Export) {
+			if e.Store.Package != PackageKeep {
+				t.Errorf("store.package %q, want keep", e.Store.Package)
+			}
+		}},
+		{"package skip, set by the export", "store: {path: ./d}\n", ", store: {package: skip}", "", func(t *testing.T, e Export) {
+			if e.Store.Package != PackageSkip || e.Store.Path == "" {
+				t.Errorf("store %+v, want the shared path with package skip", e.Store)
+			}
+		}},
+		{"package unknown", "store:\n  path: ./d\n  package: drop\n", "", `x.yaml:6:12: store.package: unknown package setting "drop" (hint: use keep`, nil},
 		{"compress zstd", "store:\n  path: ./d\n  compress: zstd\n", "", `x.yaml:6:13: store.compress: unknown compression "zstd" (hint: use none`, nil},
 		{"compress not a string", "store:\n  path: ./d\n  compress: [gzip]\n", "", `x.yaml:6:13: store.compress:`, nil},
 		{"compress wrong in an export", "store: {path: ./d}\n", ", store: {compress: yes}", `exports[0](a).store.compress: unknown compression "yes"`, nil},

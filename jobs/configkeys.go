@@ -392,6 +392,9 @@ var storeFields = []field[StoreConfig]{
 	enumField("compress", []string{unpack.CompressNone, unpack.CompressGzip}, "unknown compression %q",
 		"use none (entity objects as the package holds them) or gzip (compressed, under their key with .gz appended)",
 		"entity objects: none, or gzip (key + .gz)", func(c *StoreConfig) *string { return &c.Compress }),
+	enumField("package", []string{PackageKeep, PackageSkip}, "unknown package setting %q",
+		"use keep (the package stored beside its entities) or skip (the entities only; a run cut off before they are all stored downloads the package again)",
+		"the package: keep, or skip (entities only)", func(c *StoreConfig) *string { return &c.Package }),
 	{key: "account_url", kind: "URL", doc: "blob endpoint, used with auth", only: "azblob", decode: func(d *decoder, v *yaml.Node, p string, c *StoreConfig) {
 		s, ok := d.str(v, p)
 		if !ok {

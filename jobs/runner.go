@@ -743,8 +743,10 @@ func (u *run) fetchAndUnpack(ctx context.Context, client *dmf.Client, refetch bo
 		}
 	}()
 	// A store across a network gets the package after the entities (see
-	// unpacking), a directory store right after the download.
-	storePackage := storedOnNetwork(u.st)
+	// unpacking), a directory store right after the download; none with
+	// store.package: skip.
+	keepPackage := u.exp.Store.Package != PackageSkip
+	storePackage := keepPackage && storedOnNetwork(u.st)
 	if !u.restorePackage(ctx, tmp) {
 		if !refetch {
 			if err := u.checkBroker(ctx); err != nil {
@@ -754,7 +756,7 @@ func (u *run) fetchAndUnpack(ctx context.Context, client *dmf.Client, refetch bo
 				return nil, err
 			}
 		}
-		if err := u.download(ctx, client, tmp, !storePackage); err != nil {
+		if err := u.download(ctx, client, tmp, keepPackage && !storePackage); err != nil {
 			return nil, u.packageFault(ctx, err)
 		}
 	} else {

@@ -42,6 +42,7 @@ var (
 	storeLink = flag.String("store-link", "", "e2e: reach the azblob store through a link of its own, a bandwidth and the round trip it adds, e.g. 200Mbit,20ms (an in-process proxy), as a store across a network")
 	e2eExtra  = flag.String("export-yaml", "", "e2e: extra lines for the export's YAML (for the binary under test only), e.g. 'parallel_entities: 1'")
 	storeComp = flag.String("store-compress", "none", "e2e: store.compress of the config (none or gzip), for the binary under test only: with -before the same binary, the default against gzip, interleaved")
+	storePkg  = flag.String("store-package", "keep", "e2e: store.package of the config (keep or skip), for the binary under test only, as -store-compress")
 )
 
 // azuriteKey is Azurite's well-known, public development account key.
@@ -66,6 +67,9 @@ func runE2E(ents []entity) error {
 	}
 	if *storeComp != "none" && *storeComp != "gzip" {
 		return fmt.Errorf("-store-compress %q: want none or gzip", *storeComp)
+	}
+	if *storePkg != "keep" && *storePkg != "skip" {
+		return fmt.Errorf("-store-package %q: want keep or skip", *storePkg)
 	}
 	zipPath := filepath.Join(*dir, packageName(ents))
 	zipBytes, err := os.ReadFile(zipPath)
@@ -125,8 +129,15 @@ func runE2E(ents []entity) error {
 	if *storeLink != "" {
 		through += ", azblob store through a link of " + *storeLink
 	}
+	// The store settings of the binary under test, as YAML under store.
+	var storeOpts string
 	if *storeComp != "none" {
 		through += ", store.compress " + *storeComp + " (binary under test)"
+		storeOpts += "  compress: " + *storeComp + "\n"
+	}
+	if *storePkg != "keep" {
+		through += ", store.package " + *storePkg + " (binary under test)"
+		storeOpts += "  package: " + *storePkg + "\n"
 	}
 	fmt.Printf("dmfbench e2e: %d rows in %d entities, package %.1f MB, batch %d rows, compression %s%s, %s\n",
 		rows, len(ents), float64(fi.Size())/1e6, *batch, *e2eComp, through, time.Now().UTC().Format(time.RFC3339))
@@ -136,11 +147,11 @@ func runE2E(ents []entity) error {
 		for _, st := range strings.Split(*stores, ",") {
 			st = strings.TrimSpace(st)
 			for _, b := range bins {
-				extra, compress := "", "none"
+				extra, opts := "", ""
 				if b.label == "after" {
-					extra, compress = *e2eExtra, *storeComp
+					extra, opts = *e2eExtra, storeOpts
 				}
-				r, err := runTrigger(b.path, srv.URL, brokerURL, blobEndpoint, st, compress, exchange, extra)
+				r, err := runTrigger(b.path, srv.URL, brokerURL, blobEndpoint, st, opts, exchange, extra)
 				if err != nil {
 					fmt.Printf("%-6s %-7s %-3d failed: %v\n", b.label, st, i+1, err)
 					continue
@@ -273,7 +284,7 @@ func declareE2E(exchange string) (func(), error) {
 
 // runTrigger runs one `dmfexport trigger` against a fresh store and
 // measures it. Steps are delimited by the state lines trigger prints.
-func runTrigger(bin, foURL, brokerURL, blobEndpoint, store, compress, exchange, extra string) (*e2eResult, error) {
+func runTrigger(bin, foURL, brokerURL, blobEndpoint, store, storeOpts, exchange, extra string) (*e2eResult, error) {
 	work, err := os.MkdirTemp(*dir, "e2e-")
 	if err != nil {
 		return nil, err
@@ -293,9 +304,7 @@ func runTrigger(bin, foURL, brokerURL, blobEndpoint, store, compress, exchange, 
 		env = append(env, "BENCH_AZURE_CONN="+conn)
 		defer deleteContainer(conn, container)
 	}
-	if compress != "none" {
-		storeYAML += "  compress: " + compress + "\n"
-	}
+	storeYAML += storeOpts
 	env = append(env, "BENCH_FO_TOKEN="+dmftest.DefaultToken)
 	var ex strings.Builder
 	for _, l := range strings.Split(extra, ";") {
