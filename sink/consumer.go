@@ -548,7 +548,7 @@ func (c *Consumer) handleGroup(ctx context.Context, log *slog.Logger, dl *amqp.C
 		// it: the batches before it committed with it, and are acknowledged
 		// before; if the process stops first, that batch comes again.
 		finish := !slices.ContainsFunc(pending[i+1:], func(p Pending) bool {
-			return p.Target.Table == x.t.Table && p.Batch.RunID == x.b.RunID
+			return p.Target.Mode == Snapshot && p.Target.Table == x.t.Table && p.Batch.RunID == x.b.RunID
 		})
 		if err := c.landed(ctx, works[i], log.With("export", x.b.Export, "run", x.b.RunID, "entity", x.b.Entity, "batch", x.b.BatchIndex), x, outs[i], start, finish); err != nil {
 			return err

@@ -549,7 +549,7 @@ func sinkPass(ctx context.Context, mode sink.Mode, keys []string, again bool) (r
 				// As the consumer does, a run's snapshot is finished after
 				// the group's last batch of it.
 				if t.Mode != sink.Snapshot || slices.ContainsFunc(group[i+1:], func(p sink.Pending) bool {
-					return p.Target.Table == t.Table && p.Batch.RunID == b.RunID
+					return p.Target.Mode == sink.Snapshot && p.Target.Table == t.Table && p.Batch.RunID == b.RunID
 				}) {
 					continue
 				}
