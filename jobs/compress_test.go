@@ -33,6 +33,26 @@ var compressStores = []struct {
 	{"azblob", func(t *testing.T, dir string) StoreConfig { return azuriteStore(t) }},
 }
 
+// runWithStore runs an export of project G, of entities, into the store
+// that store makes and set changes, and returns the simulator, the export,
+// its directory and the record of its run, which must succeed.
+func runWithStore(t *testing.T, store func(t *testing.T, dir string) StoreConfig, entities []dmftest.Entity, set func(*StoreConfig)) (*simServer, *Export, string, *runs.Record) {
+	t.Helper()
+	dir := t.TempDir()
+	sim := newSim(quick(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": entities}, ExecutionTime: 20 * time.Millisecond}))
+	t.Cleanup(sim.Close)
+	exp := fileExport(sim, dir)
+	exp.Store = store(t, dir)
+	set(&exp.Store)
+	r := &Runner{}
+	defer func() { _ = r.Close() }()
+	rec, err := r.Run(context.Background(), exp, RunOptions{Trigger: "manual"})
+	if err != nil || rec.State != runs.StateSucceeded {
+		t.Fatalf("Run: %v (%+v)", err, rec)
+	}
+	return sim, exp, dir, rec
+}
+
 // TestRunStoresCompressed runs the demo project (CSV, XLSX, XML, a file
 // absent from the package) with store.compress none and gzip: with gzip
 // every entity but the workbook is stored as <key>.gz, whose gunzipped
@@ -48,18 +68,9 @@ func TestRunStoresCompressed(t *testing.T) {
 	for _, sc := range compressStores {
 		for _, compress := range []string{"none", "gzip"} {
 			t.Run(sc.name+"/"+compress, func(t *testing.T) {
-				dir := t.TempDir()
-				sim := newSim(quick(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": dmftest.DemoProject()}, ExecutionTime: 50 * time.Millisecond}))
-				defer sim.Close()
-				exp := fileExport(sim, dir)
-				exp.Store = sc.store(t, dir)
-				exp.Store.Compress = compress
+				_, exp, dir, rec := runWithStore(t, sc.store, dmftest.DemoProject(), func(c *StoreConfig) { c.Compress = compress })
 				r := &Runner{}
 				defer func() { _ = r.Close() }()
-				rec, err := r.Run(ctx, exp, RunOptions{Trigger: "manual"})
-				if err != nil || rec.State != runs.StateSucceeded {
-					t.Fatalf("Run: %v (%+v)", err, rec)
-				}
 				st := mustOpen(t, exp)
 				for _, e := range rec.Entities {
 					if e.Absent {
@@ -192,21 +203,10 @@ func TestStorePackage(t *testing.T) {
 	for _, sc := range compressStores {
 		for _, pkg := range []string{PackageKeep, PackageSkip} {
 			t.Run(sc.name+"/"+pkg, func(t *testing.T) {
-				dir := t.TempDir()
-				sim := newSim(quick(dmftest.Options{Projects: map[string][]dmftest.Entity{"G": {csvEntity("A", 1000)}}, ExecutionTime: 20 * time.Millisecond}))
-				defer sim.Close()
-				exp := fileExport(sim, dir)
-				exp.Store = sc.store(t, dir)
-				exp.Store.Package = pkg
-				r := &Runner{}
-				defer func() { _ = r.Close() }()
-				rec, err := r.Run(ctx, exp, RunOptions{Trigger: "manual"})
-				if err != nil || rec.State != runs.StateSucceeded {
-					t.Fatalf("Run: %v (%+v)", err, rec)
-				}
+				sim, exp, _, rec := runWithStore(t, sc.store, []dmftest.Entity{csvEntity("A", 1000)}, func(c *StoreConfig) { c.Package = pkg })
 				st := mustOpen(t, exp)
 				key := runs.Layout{Prefix: exp.Store.Prefix, Export: exp.Name}.Package(rec.RunID)
-				_, err = st.Stat(ctx, key)
+				_, err := st.Stat(ctx, key)
 				if keep := pkg == PackageKeep; (rec.PackageKey == key) != keep || (err == nil) != keep || !keep && !errors.Is(err, store.ErrNotExist) {
 					t.Errorf("record's package key %q, Stat(%s): %v; want the package stored: %v", rec.PackageKey, key, err, keep)
 				}

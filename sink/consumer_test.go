@@ -219,11 +219,36 @@ func (g *groupCounter) ApplyGroup(ctx context.Context, group []sink.Pending) ([]
 	return g.Backend.ApplyGroup(ctx, group)
 }
 
-// releaseDelivered holds be's first transaction until the broker has
-// delivered every message of queue, then lets it go; it returns a deadline
-// 30 s on for what follows.
-func releaseDelivered(t *testing.T, ch *amqp.Channel, queue string, be *groupCounter) time.Time {
+// landGroups publishes bodies (message IDs 0, 1, …) to a quorum queue of
+// its own and lands them with a consumer of maxDeliveries (0: the default)
+// through a groupCounter over PostgreSQL, holding the first transaction
+// until the broker has delivered them all, so that they come in groups.
+// It stops the consumer once landed says so, or fails after 30 s.
+func landGroups(t *testing.T, bodies [][]byte, maxDeliveries int, landed func(*sink.Stats) bool) (*groupCounter, *amqp.Channel, string) {
 	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	queue := fmt.Sprintf("dmfexport.test.sinkgroups.%d", time.Now().UnixNano())
+	ch := testenv.AMQPChannel(t)
+	testenv.DeleteOnCleanup(t, ch, queue, sink.DeadLetterName(queue))
+	pg, err := postgres.Open(ctx, testenv.PostgresURL(), testenv.PostgresSchema(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Close)
+	be := &groupCounter{Backend: pg, release: make(chan struct{})}
+	c := &sink.Consumer{Name: "t", URL: testenv.AMQPURL(), Queue: queue, Quorum: true, MaxDeliveries: maxDeliveries, Prefetch: 2 * len(bodies), Backend: be,
+		Entities: map[string]sink.EntityOptions{"Groups": {Keys: []string{"ID"}}}}
+	if err := c.Declare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, body := range bodies {
+		if err := ch.PublishWithContext(ctx, "", queue, false, false, amqp.Publishing{MessageId: fmt.Sprint(i), DeliveryMode: amqp.Persistent, Body: body}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
@@ -239,43 +264,10 @@ func releaseDelivered(t *testing.T, ch *amqp.Channel, queue string, be *groupCou
 		time.Sleep(20 * time.Millisecond) // the broker delivers
 	}
 	close(be.release)
-	return deadline
-}
-
-// TestConsumerSnapshotGroups: a snapshot delivered in groups is finished
-// once per group, after the group's last batch of the run, and swapped
-// in when its last group lands.
-func TestConsumerSnapshotGroups(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	queue := fmt.Sprintf("dmfexport.test.sinksnapgroups.%d", time.Now().UnixNano())
-	ch := testenv.AMQPChannel(t)
-	testenv.DeleteOnCleanup(t, ch, queue, sink.DeadLetterName(queue))
-	pg, err := postgres.Open(ctx, testenv.PostgresURL(), testenv.PostgresSchema(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Close()
-	be := &groupCounter{Backend: pg, release: make(chan struct{})}
-	const batches = 10
-	c := &sink.Consumer{Name: "t", URL: testenv.AMQPURL(), Queue: queue, Quorum: true, Prefetch: 2 * batches, Backend: be,
-		Entities: map[string]sink.EntityOptions{"Groups": {Keys: []string{"ID"}}}}
-	if err := c.Declare(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for i := range batches {
-		body := event("20260301T020000Z-aa", "Groups", sink.FullPush, i, i == batches-1, []string{"ID"}, map[string]any{"ID": fmt.Sprint(i)})
-		if err := ch.PublishWithContext(ctx, "", queue, false, false, amqp.Publishing{MessageId: fmt.Sprint(i), DeliveryMode: amqp.Persistent, Body: body}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	deadline := releaseDelivered(t, ch, queue, be)
 	st := c.Stats()
-	for st.Swaps.Load() < 1 {
+	for !landed(st) {
 		if time.Now().After(deadline) {
-			t.Fatalf("after 30s: %d batches, %d swaps; want %d and 1", st.Batches.Load(), st.Swaps.Load(), batches)
+			t.Fatalf("after 30s: %d batches, %d swaps, %d dead letters", st.Batches.Load(), st.Swaps.Load(), st.DeadLetters.Load())
 		}
 		time.Sleep(20 * time.Millisecond) // the consumer lands them
 	}
@@ -286,11 +278,23 @@ func TestConsumerSnapshotGroups(t *testing.T) {
 	if n := be.largest.Load(); n < 2 {
 		t.Errorf("largest group %d batches, want several", n)
 	}
+	return be, ch, queue
+}
+
+// TestConsumerSnapshotGroups: a snapshot delivered in groups is finished
+// once per group, after the group's last batch of the run, and swapped
+// in when its last group lands.
+func TestConsumerSnapshotGroups(t *testing.T) {
+	const batches = 10
+	var bodies [][]byte
+	for i := range batches {
+		bodies = append(bodies, event("20260301T020000Z-aa", "Groups", sink.FullPush, i, i == batches-1, []string{"ID"}, map[string]any{"ID": fmt.Sprint(i)}))
+	}
+	be, _, _ := landGroups(t, bodies, 0, func(st *sink.Stats) bool { return st.Swaps.Load() == 1 })
 	if f, g := be.finishes.Load(), be.groups.Load(); f != g {
 		t.Errorf("FinishSnapshot called %d times for %d transactions of one run, want once each", f, g)
 	}
-	s, err := pg.Sample(context.Background(), "groups", 100)
-	if err != nil || s.Count != batches {
+	if s, err := be.Sample(context.Background(), "groups", 100); err != nil || s.Count != batches {
 		t.Errorf("table groups: %+v, %v; want %d rows", s, err, batches)
 	}
 }
@@ -299,52 +303,18 @@ func TestConsumerSnapshotGroups(t *testing.T) {
 // and one among them that the database refuses (an upsert without its key
 // column) is dead-lettered on its own while the others land.
 func TestConsumerGroups(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	queue := fmt.Sprintf("dmfexport.test.sinkgroups.%d", time.Now().UnixNano())
-	ch := testenv.AMQPChannel(t)
-	testenv.DeleteOnCleanup(t, ch, queue, sink.DeadLetterName(queue))
-	pg, err := postgres.Open(ctx, testenv.PostgresURL(), testenv.PostgresSchema(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Close()
-	be := &groupCounter{Backend: pg, release: make(chan struct{})}
 	const batches = 10
-	c := &sink.Consumer{Name: "t", URL: testenv.AMQPURL(), Queue: queue, Quorum: true, MaxDeliveries: 1, Prefetch: 2 * batches, Backend: be,
-		Entities: map[string]sink.EntityOptions{"Groups": {Keys: []string{"ID"}}}}
-	if err := c.Declare(ctx); err != nil {
-		t.Fatal(err)
-	}
+	var bodies [][]byte
 	for i := range batches + 1 {
 		body := event("20260301T020000Z-aa", "Groups", sink.IncrementalPush, i, i == batches, []string{"ID", "NAME"},
 			map[string]any{"ID": fmt.Sprint(i), "NAME": "n"})
 		if i == batches/2 {
 			body = event("20260301T020000Z-aa", "Groups", sink.IncrementalPush, i, false, []string{"NAME"}, map[string]any{"NAME": "no key"})
 		}
-		if err := ch.PublishWithContext(ctx, "", queue, false, false, amqp.Publishing{MessageId: fmt.Sprint(i), DeliveryMode: amqp.Persistent, Body: body}); err != nil {
-			t.Fatal(err)
-		}
+		bodies = append(bodies, body)
 	}
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	deadline := releaseDelivered(t, ch, queue, be)
-	st := c.Stats()
-	for st.Batches.Load() < batches || st.DeadLetters.Load() < 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("after 30s: %d batches, %d dead letters; want %d and 1", st.Batches.Load(), st.DeadLetters.Load(), batches)
-		}
-		time.Sleep(20 * time.Millisecond) // the consumer lands them
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run after stop: %v", err)
-	}
-	if n := be.largest.Load(); n < 2 {
-		t.Errorf("largest group %d batches, want several", n)
-	}
-	s, err := pg.Sample(context.Background(), "groups", 100)
-	if err != nil || s.Count != batches {
+	be, ch, queue := landGroups(t, bodies, 1, func(st *sink.Stats) bool { return st.Batches.Load() >= batches && st.DeadLetters.Load() >= 1 })
+	if s, err := be.Sample(context.Background(), "groups", 100); err != nil || s.Count != batches {
 		t.Errorf("table groups: %+v, %v; want %d rows", s, err, batches)
 	}
 	dead := testenv.Drain(t, ch, sink.DeadLetterName(queue))
