@@ -8,6 +8,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -660,9 +661,10 @@ const upsertTable = "dmfexport_upsert"
 
 // upsert inserts the rows of p's batches, or updates the rows with the
 // same keys: it copies them into a temporary table, then upserts them all
-// in one statement. Of rows repeating a key the last one wins, as it would
-// applied one by one. A row whose values are those the table holds is
-// left as it is: its metadata keeps naming the batch that last changed it.
+// in one statement. Of rows with one key, the latest run's wins, and
+// within a run the later row, whatever order the batches come in. A row
+// the table holds already (the same run and row) is left as it is unless
+// its values differ.
 func (b *Backend) upsert(ctx context.Context, tx pgx.Tx, st *txState, p *pendingUpsert) error {
 	t, cols := p.t, p.parts[0].bt.Columns
 	if err := lastOfEachKey(p.parts, t.Keys); err != nil {
@@ -710,8 +712,16 @@ func (b *Backend) upsert(ctx context.Context, tx pgx.Tx, st *txState, p *pending
 		}
 	}
 	set = append(set, pgx.Identifier{sink.ColLoadedAt}.Sanitize()+" = now()")
+	// A row from a later run (or later in the same run) replaces the
+	// table's; one from an earlier run, applied late (a dead letter
+	// replayed after a fix, another sink process), does not; the same row
+	// again only where it differs.
+	run, row := pgx.Identifier{sink.ColRun}.Sanitize(), pgx.Identifier{sink.ColRow}.Sanitize()
+	have := "(t." + run + ` COLLATE "C", t.` + row + ")"
+	came := "(EXCLUDED." + run + ` COLLATE "C", EXCLUDED.` + row + ")"
 	if _, err := tx.Exec(ctx, "INSERT INTO "+b.ident(b.schema, t.Table)+" AS t ("+list+") SELECT "+list+" FROM "+tmp+
-		" ON CONFLICT ("+quoteAll(t.Keys)+") DO UPDATE SET "+strings.Join(set, ", ")+" WHERE "+strings.Join(changed, " OR ")); err != nil {
+		" ON CONFLICT ("+quoteAll(t.Keys)+") DO UPDATE SET "+strings.Join(set, ", ")+
+		" WHERE "+have+" < "+came+" OR "+have+" = "+came+" AND ("+strings.Join(changed, " OR ")+")"); err != nil {
 		return fmt.Errorf("upsert rows: %w", err)
 	}
 	return nil
@@ -809,8 +819,9 @@ func (b *Backend) insertNew(ctx context.Context, tx pgx.Tx, p *pendingUpsert, li
 const insertSavepoint = "dmfexport_insert"
 
 // lastOfEachKey keeps, of the rows of the parts (batches of the same
-// columns, in order), those that are the last with their keys, setting
-// each part's rows.
+// columns, in order), the one of each key that the table is to hold: of
+// the latest run, the latest row (a row repeated, the later part's),
+// setting each part's rows.
 func lastOfEachKey(parts []copyPart, keys []string) error {
 	cols := parts[0].bt.Columns
 	keyIdx := make([]int, len(keys))
@@ -835,7 +846,12 @@ func lastOfEachKey(parts []copyPart, keys []string) error {
 				kb = append(kb, ':')
 				kb = append(kb, *r[j]...)
 			}
-			last[string(kb)] = at{pi, i}
+			// The row of the latest run wins, and within a run the later
+			// row; the same one twice, the later delivered.
+			if prev, ok := last[string(kb)]; !ok || cmp.Or(strings.Compare(p.bt.RunID, parts[prev.part].bt.RunID),
+				cmp.Compare(p.bt.FirstRow+i, parts[prev.part].bt.FirstRow+prev.row)) >= 0 {
+				last[string(kb)] = at{pi, i}
+			}
 		}
 	}
 	if len(last) == n {

@@ -521,8 +521,9 @@ func insertRows(ctx context.Context, tx *sql.Tx, table string, bt *sink.Batch, c
 }
 
 // upsert inserts the batch's rows, or updates the rows with the same
-// keys whose values differ, one by one in the batch's order: of rows
-// repeating a key the last one wins.
+// keys, one by one in the batch's order: of rows with one key, the latest
+// run's wins, and within a run the later row, whatever order the batches
+// come in.
 func upsert(ctx context.Context, tx *sql.Tx, bt *sink.Batch, t sink.Target, now string) error {
 	for i, r := range bt.Rows {
 		for _, k := range t.Keys {
@@ -531,8 +532,8 @@ func upsert(ctx context.Context, tx *sql.Tx, bt *sink.Batch, t sink.Target, now 
 			}
 		}
 	}
-	// A row whose values are those the table holds is left as it is: its
-	// metadata keeps naming the batch that last changed it.
+	// A row of an earlier run, applied late, is left out; the same row
+	// again (the same run and row) is written only where it differs.
 	var set, changed []string
 	for _, c := range slices.Concat(bt.Columns, metaColumns) {
 		if !slices.Contains(t.Keys, c) {
@@ -542,8 +543,10 @@ func upsert(ctx context.Context, tx *sql.Tx, bt *sink.Batch, t sink.Target, now 
 			}
 		}
 	}
+	have := "(" + quote(t.Table) + "." + quote(sink.ColRun) + ", " + quote(t.Table) + "." + quote(sink.ColRow) + ")"
+	came := "(excluded." + quote(sink.ColRun) + ", excluded." + quote(sink.ColRow) + ")"
 	return insertRows(ctx, tx, t.Table, bt, " ON CONFLICT ("+quoteAll(t.Keys)+") DO UPDATE SET "+strings.Join(set, ", ")+
-		" WHERE "+strings.Join(changed, " OR "), now)
+		" WHERE "+have+" < "+came+" OR "+have+" = "+came+" AND ("+strings.Join(changed, " OR ")+")", now)
 }
 
 // FinishSnapshot replaces t.Table's rows with the run's staged rows once
