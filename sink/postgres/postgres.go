@@ -974,6 +974,9 @@ func (b *Backend) replaceRows(ctx context.Context, tx pgx.Tx, t sink.Target, run
 	if err := b.addColumns(ctx, tx, b.staging, runTable(t.Table, runID), staged, names); err != nil {
 		return err
 	}
+	if err := b.keepLaterUpserts(ctx, tx, t, runID, staging, names); err != nil {
+		return fmt.Errorf("keep the rows of later runs: %w", err)
+	}
 	var partitioned bool
 	if err := tx.QueryRow(ctx, "SELECT relkind = 'p' FROM pg_class WHERE oid = $1::regclass", live).Scan(&partitioned); err != nil {
 		return err
@@ -1020,6 +1023,36 @@ func (b *Backend) replaceRows(ctx context.Context, tx pgx.Tx, t sink.Target, run
 		}
 	}
 	_, err = tx.Exec(ctx, "ALTER TABLE "+live+" ATTACH PARTITION "+staging+" DEFAULT")
+	return err
+}
+
+// keepLaterUpserts puts into the staging table of run the table's rows
+// that runs later than it upserted (an increment landed before this
+// snapshot was complete: its last batch a dead letter replayed after a
+// fix, or held by another process), in place of the staged rows with
+// their keys: the snapshot is the entity as of its run, those rows what
+// changed since. names are the table's columns, all in the staging table.
+func (b *Backend) keepLaterUpserts(ctx context.Context, tx pgx.Tx, t sink.Target, runID, staging string, names []string) error {
+	if len(t.Keys) == 0 {
+		return nil // no upsert without keys
+	}
+	var later bool
+	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+b.ident(b.schema, sink.LedgerTable)+
+		` WHERE table_name = $1 AND mode = 'upsert' AND outcome = 'applied' AND run COLLATE "C" > $2)`, t.Table, runID).Scan(&later); err != nil || !later {
+		return err
+	}
+	live := b.ident(b.schema, t.Table)
+	newer := pgx.Identifier{sink.ColRun}.Sanitize() + ` COLLATE "C" > $1`
+	var same []string
+	for _, k := range t.Keys {
+		q := pgx.Identifier{k}.Sanitize()
+		same = append(same, "s."+q+" = l."+q)
+	}
+	if _, err := tx.Exec(ctx, "DELETE FROM "+staging+" s USING "+live+" l WHERE l."+newer+" AND "+strings.Join(same, " AND "), runID); err != nil {
+		return err
+	}
+	list := quoteAll(names)
+	_, err := tx.Exec(ctx, "INSERT INTO "+staging+" ("+list+") SELECT "+list+" FROM "+live+" WHERE "+newer, runID)
 	return err
 }
 

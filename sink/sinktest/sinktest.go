@@ -310,6 +310,16 @@ func runCases(t *testing.T, open func(t *testing.T) Harness) {
 			table: "customers", order: "ID",
 			want: []map[string]any{{"ID": "2", "NAME": "new"}},
 		},
+		{name: "a later run's upserts landed before an earlier snapshot's swap are kept",
+			steps: []step{
+				{b: Batch("r1", 0, 0, 1, "Customers", cols, []any{"1", "a"}, []any{"2", "b"}), target: snap, swap: true},
+				{b: Batch("r2", 1, 0, 0, "Customers", cols, []any{"1", "a2"}, []any{"2", "b2"}), target: snap},
+				{b: Batch("r3", 2, 0, 1, "Customers", cols, []any{"2", "B3"}, []any{"3", "c3"}), target: up},
+				{b: Batch("r2", 1, 1, 2, "Customers", cols, []any{"4", "d2"}), target: snap, swap: true},
+			},
+			table: "customers", order: "ID",
+			want: []map[string]any{{"ID": "1", "NAME": "a2"}, {"ID": "2", "NAME": "B3"}, {"ID": "3", "NAME": "c3"}, {"ID": "4", "NAME": "d2"}},
+		},
 		{name: "upsert inserts and updates by key, the last of a repeated key winning",
 			steps: []step{
 				{b: Batch("r1", 0, 0, 0, "Customers", cols, []any{"1", "a"}, []any{"2", "b"}), target: up},

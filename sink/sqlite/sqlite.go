@@ -549,6 +549,27 @@ func upsert(ctx context.Context, tx *sql.Tx, bt *sink.Batch, t sink.Target, now 
 		" WHERE "+have+" < "+came+" OR "+have+" = "+came+" AND ("+strings.Join(changed, " OR ")+")", now)
 }
 
+// laterUpserts returns the conditions, for a swap of run into t.Table, of
+// a row of the table that a later run upserted (keep, its one parameter
+// the run), and of such a row (l) with the keys of a staged one (later):
+// both false when no later run upserted into the table.
+func laterUpserts(ctx context.Context, tx *sql.Tx, t sink.Target, runID string) (keep, later string, err error) {
+	var n int
+	if len(t.Keys) > 0 {
+		err = tx.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM "+sink.LedgerTable+
+			" WHERE table_name = ? AND mode = 'upsert' AND outcome = 'applied' AND run > ?)", t.Table, runID).Scan(&n)
+	}
+	if err != nil || n == 0 {
+		return "? IS NULL", "0", err
+	}
+	staging := quote(StagingPrefix + t.Table)
+	same := []string{"l." + quote(sink.ColRun) + " > " + staging + "." + quote(sink.ColRun)}
+	for _, k := range t.Keys {
+		same = append(same, "l."+quote(k)+" = "+staging+"."+quote(k))
+	}
+	return quote(sink.ColRun) + " > ?", strings.Join(same, " AND "), nil
+}
+
 // FinishSnapshot replaces t.Table's rows with the run's staged rows once
 // every batch of the run is in (see sink.Backend).
 func (b *Backend) FinishSnapshot(ctx context.Context, t sink.Target, runID string) (bool, error) {
@@ -611,12 +632,20 @@ func (b *Backend) FinishSnapshot(ctx context.Context, t sink.Target, runID strin
 			}
 		}
 		list := quoteAll(names)
-		if _, err := tx.ExecContext(ctx, "DELETE FROM "+quote(t.Table)); err != nil {
+		// The rows runs later than this one upserted (an increment landed
+		// before this snapshot was complete) stay, in place of the staged
+		// rows with their keys: the snapshot is the entity as of its run,
+		// those rows what changed since.
+		keep, later, err := laterUpserts(ctx, tx, t, runID)
+		if err != nil {
+			return fmt.Errorf("replace rows: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM "+quote(t.Table)+" WHERE NOT ("+keep+")", runID); err != nil {
 			return fmt.Errorf("replace rows: %w", err)
 		}
 		now := formatTime(time.Now())
 		res, err := tx.ExecContext(ctx, "INSERT INTO "+quote(t.Table)+" ("+list+", "+quote(sink.ColLoadedAt)+") SELECT "+list+", ? FROM "+staging+
-			" WHERE "+run+" = ? ORDER BY "+quote(sink.ColRow), now, runID)
+			" WHERE "+run+" = ? AND NOT EXISTS (SELECT 1 FROM "+quote(t.Table)+" l WHERE "+later+") ORDER BY "+quote(sink.ColRow), now, runID)
 		if err != nil {
 			return fmt.Errorf("replace rows: %w", err)
 		}
