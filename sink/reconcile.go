@@ -21,6 +21,16 @@ type Landed struct {
 	// table holds and SwappedRows how many the swap put in (-1 when the
 	// run is not the table's current snapshot).
 	TableRows, SwappedRows int64
+	// Upserted: later runs upserted into the snapshot's table, which may
+	// then hold more rows than the swap put in, never fewer (an increment
+	// never deletes).
+	Upserted bool
+}
+
+// TableDiffers reports whether the table of the snapshot in it now lost
+// rows since the swap, or gained some no later run upserted.
+func (l Landed) TableDiffers() bool {
+	return l.SwappedRows >= 0 && (l.TableRows < l.SwappedRows || !l.Upserted && l.TableRows != l.SwappedRows)
 }
 
 // CurrentSnapshot is the snapshot a table holds now, as a backend's
@@ -29,6 +39,7 @@ type Landed struct {
 type CurrentSnapshot struct {
 	Table, Run, Entity     string
 	SwappedRows, TableRows int64
+	Upserted               bool // later runs upserted into the table
 }
 
 // MarkCurrent fills in, on each of landed that is its table's current
@@ -37,7 +48,7 @@ func MarkCurrent(landed []Landed, current []CurrentSnapshot) {
 	for i, x := range landed {
 		for _, s := range current {
 			if s.Run == x.Run && s.Entity == x.Entity {
-				landed[i].SwappedRows, landed[i].TableRows = s.SwappedRows, s.TableRows
+				landed[i].SwappedRows, landed[i].TableRows, landed[i].Upserted = s.SwappedRows, s.TableRows, s.Upserted
 			}
 		}
 	}
@@ -60,8 +71,7 @@ func (r Reconciliation) Differs() bool {
 	if r.Note != "" {
 		return false
 	}
-	return r.Batches != r.Applied.Batches || r.Rows != r.Applied.Rows ||
-		r.Applied.SwappedRows >= 0 && r.Applied.TableRows != r.Applied.SwappedRows
+	return r.Batches != r.Applied.Batches || r.Rows != r.Applied.Rows || r.Applied.TableDiffers()
 }
 
 // DifferenceRows is the exported rows the sink lacks (negative: rows it
@@ -71,8 +81,12 @@ func (r Reconciliation) DifferenceRows() int64 {
 		return 0
 	}
 	d := r.Rows - r.Applied.Rows
-	if r.Applied.SwappedRows >= 0 {
-		d += r.Applied.SwappedRows - r.Applied.TableRows
+	if a := r.Applied; a.SwappedRows >= 0 {
+		gone := a.SwappedRows - a.TableRows
+		if a.Upserted {
+			gone = max(gone, 0) // the rows later runs inserted are theirs
+		}
+		d += gone
 	}
 	return d
 }

@@ -56,3 +56,32 @@ func TestReconcileNotes(t *testing.T) {
 		})
 	}
 }
+
+// TestReconcileSnapshotTable: a snapshot table that lost rows since its
+// swap differs; one that gained rows differs unless later runs upserted
+// into it (their increments insert rows; none deletes).
+func TestReconcileSnapshotTable(t *testing.T) {
+	tests := []struct {
+		name           string
+		table, swapped int64
+		upserted       bool
+		differs        bool
+		differenceRows int64
+	}{
+		{"as the swap put it", 5, 5, false, false, 0},
+		{"rows gone", 3, 5, false, true, 2},
+		{"rows gained, no upsert since", 7, 5, false, true, -2},
+		{"rows gained by later upserts", 7, 5, true, false, 0},
+		{"rows gone despite later upserts", 4, 5, true, true, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			exported := sink.Exported{Export: "e", Run: "2", Entity: "E", Batches: 1, Rows: 5, Finished: true}
+			landed := sink.Landed{Export: "e", Run: "2", Entity: "E", Batches: 1, Rows: 5, TableRows: tt.table, SwappedRows: tt.swapped, Upserted: tt.upserted}
+			r := sink.Reconcile([]sink.Exported{exported}, []sink.Landed{landed}, map[string]string{"e": "2"})[0]
+			if r.Differs() != tt.differs || r.DifferenceRows() != tt.differenceRows {
+				t.Errorf("differs %v, difference %d rows; want %v, %d", r.Differs(), r.DifferenceRows(), tt.differs, tt.differenceRows)
+			}
+		})
+	}
+}

@@ -143,7 +143,7 @@ func reconcileResult(r sink.Reconciliation) string {
 	if d := r.Rows - r.Applied.Rows; d != 0 {
 		out = append(out, fmt.Sprintf("%+d rows not in the ledger", d))
 	}
-	if a := r.Applied; a.SwappedRows >= 0 && a.TableRows != a.SwappedRows {
+	if a := r.Applied; a.TableDiffers() {
 		out = append(out, fmt.Sprintf("the table holds %d rows, its snapshot put in %d", a.TableRows, a.SwappedRows))
 	}
 	if len(out) == 0 {

@@ -73,6 +73,7 @@ func RunBackend(t *testing.T, open func(t *testing.T) Harness) {
 	t.Run("refuses", func(t *testing.T) { runRefusals(t, open) })
 	t.Run("concurrent batches", func(t *testing.T) { runConcurrent(t, open(t)) })
 	t.Run("ledger", func(t *testing.T) { runLedger(t, open(t)) })
+	t.Run("ledger of a snapshot upserted since", func(t *testing.T) { runLedgerUpserted(t, open(t)) })
 	t.Run("sample", func(t *testing.T) { runSample(t, open(t)) })
 	t.Run("upsert in the runs' order", func(t *testing.T) { runUnchanged(t, open(t)) })
 	t.Run("upsert in a group", func(t *testing.T) { runUpsertGroup(t, open(t)) })
@@ -648,6 +649,60 @@ func runLedger(t *testing.T, h Harness) {
 	}
 	if !reflect.DeepEqual(runs, wantRuns) {
 		t.Errorf("last runs:\n got %+v\nwant %+v", runs, wantRuns)
+	}
+}
+
+// runLedgerUpserted: the ledger tells of the snapshot a table holds now
+// whether later runs upserted into it (which add rows the swap did not put
+// in), and a later snapshot clears that.
+func runLedgerUpserted(t *testing.T, h Harness) {
+	ctx := context.Background()
+	cols := []string{"ID", "NAME"}
+	snap := sink.Target{Table: "customers", Keys: []string{"ID"}, Mode: sink.Snapshot}
+	up := sink.Target{Table: "customers", Keys: []string{"ID"}, Mode: sink.Upsert}
+	current := func() sink.Landed {
+		t.Helper()
+		led, err := h.Ledger()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer led.Close()
+		landed, _, err := led.Landed(ctx, []string{"exp"}, []string{"r1", "r2", "r3"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range landed {
+			if l.SwappedRows >= 0 {
+				return l
+			}
+		}
+		t.Fatalf("no current snapshot in %+v", landed)
+		return sink.Landed{}
+	}
+	for _, s := range []step{
+		{b: Batch("r1", 0, 0, 1, "Customers", cols, []any{"1", "a"}, []any{"2", "b"}), target: snap, swap: true},
+		{b: Batch("r2", 1, 0, 1, "Customers", cols, []any{"2", "B"}, []any{"3", "c"}), target: up},
+	} {
+		if out, err := h.Backend.Apply(ctx, s.b, s.target); err != nil || out != sink.Applied {
+			t.Fatalf("apply %s: %v, %v", s.b.MessageID, out, err)
+		}
+		if s.swap {
+			if ok, err := h.Backend.FinishSnapshot(ctx, snap, s.b.RunID); err != nil || !ok {
+				t.Fatalf("finish snapshot %s: %v, %v", s.b.RunID, ok, err)
+			}
+		}
+	}
+	if l := current(); l.Run != "r1" || l.SwappedRows != 2 || l.TableRows != 3 || !l.Upserted || l.TableDiffers() {
+		t.Errorf("snapshot r1 with r2 upserted since: %+v; want 2 swapped, 3 in the table, upserted, not differing", l)
+	}
+	if out, err := h.Backend.Apply(ctx, Batch("r3", 2, 0, 1, "Customers", cols, []any{"1", "a"}), snap); err != nil || out != sink.Applied {
+		t.Fatalf("apply r3: %v, %v", out, err)
+	}
+	if ok, err := h.Backend.FinishSnapshot(ctx, snap, "r3"); err != nil || !ok {
+		t.Fatalf("finish snapshot r3: %v, %v", ok, err)
+	}
+	if l := current(); l.Run != "r3" || l.SwappedRows != 1 || l.TableRows != 1 || l.Upserted || l.TableDiffers() {
+		t.Errorf("snapshot r3: %+v; want 1 swapped and in the table, not upserted since", l)
 	}
 }
 
