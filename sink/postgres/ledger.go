@@ -105,8 +105,7 @@ func (l *Ledger) current(ctx context.Context) ([]sink.CurrentSnapshot, error) {
 		if err := l.conn.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{l.schema, snaps[i].Table}.Sanitize()).Scan(&snaps[i].TableRows); err != nil {
 			return nil, fmt.Errorf("count the rows of table %s: %w", snaps[i].Table, err)
 		}
-		if err := l.conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+pgx.Identifier{l.schema, sink.LedgerTable}.Sanitize()+
-			` WHERE table_name = $1 AND mode = 'upsert' AND outcome = 'applied' AND run COLLATE "C" > $2)`, snaps[i].Table, snaps[i].Run).Scan(&snaps[i].Upserted); err != nil {
+		if snaps[i].Upserted, err = upsertedSince(ctx, l.conn, l.schema, snaps[i].Table, snaps[i].Run); err != nil {
 			return nil, fmt.Errorf("read the upserts into table %s: %w", snaps[i].Table, err)
 		}
 	}

@@ -1036,9 +1036,7 @@ func (b *Backend) keepLaterUpserts(ctx context.Context, tx pgx.Tx, t sink.Target
 	if len(t.Keys) == 0 {
 		return nil // no upsert without keys
 	}
-	var later bool
-	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+b.ident(b.schema, sink.LedgerTable)+
-		` WHERE table_name = $1 AND mode = 'upsert' AND outcome = 'applied' AND run COLLATE "C" > $2)`, t.Table, runID).Scan(&later); err != nil || !later {
+	if later, err := upsertedSince(ctx, tx, b.schema, t.Table, runID); err != nil || !later {
 		return err
 	}
 	live := b.ident(b.schema, t.Table)
@@ -1056,7 +1054,16 @@ func (b *Backend) keepLaterUpserts(ctx context.Context, tx pgx.Tx, t sink.Target
 	return err
 }
 
-// querier is a pool or a transaction.
+// upsertedSince tells whether the ledger in schema holds upserts into
+// table of runs later than run (run IDs sort by time).
+func upsertedSince(ctx context.Context, q querier, schema, table, run string) (bool, error) {
+	var later bool
+	err := q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+pgx.Identifier{schema, sink.LedgerTable}.Sanitize()+
+		` WHERE table_name = $1 AND mode = 'upsert' AND outcome = 'applied' AND run COLLATE "C" > $2)`, table, run).Scan(&later)
+	return later, err
+}
+
+// querier is a pool, a connection or a transaction.
 type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }

@@ -151,8 +151,7 @@ func (l *Ledger) current(ctx context.Context) ([]sink.CurrentSnapshot, error) {
 		if err := l.db.QueryRowContext(ctx, "SELECT count(*) FROM "+quote(snaps[i].Table)).Scan(&snaps[i].TableRows); err != nil {
 			return nil, fmt.Errorf("count the rows of table %s: %w", snaps[i].Table, err)
 		}
-		if err := l.db.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM "+sink.LedgerTable+
-			" WHERE table_name = ? AND mode = 'upsert' AND outcome = 'applied' AND run > ?)", snaps[i].Table, snaps[i].Run).Scan(&snaps[i].Upserted); err != nil {
+		if snaps[i].Upserted, err = upsertedSince(ctx, l.db, snaps[i].Table, snaps[i].Run); err != nil {
 			return nil, fmt.Errorf("read the upserts into table %s: %w", snaps[i].Table, err)
 		}
 	}

@@ -549,17 +549,27 @@ func upsert(ctx context.Context, tx *sql.Tx, bt *sink.Batch, t sink.Target, now 
 		" WHERE "+have+" < "+came+" OR "+have+" = "+came+" AND ("+strings.Join(changed, " OR ")+")", now)
 }
 
+// upsertedSince tells whether the ledger holds upserts into table of runs
+// later than run (run IDs sort by time).
+func upsertedSince(ctx context.Context, q interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}, table, run string) (bool, error) {
+	var later bool
+	err := q.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM "+sink.LedgerTable+
+		" WHERE table_name = ? AND mode = 'upsert' AND outcome = 'applied' AND run > ?)", table, run).Scan(&later)
+	return later, err
+}
+
 // laterUpserts returns the conditions, for a swap of run into t.Table, of
 // a row of the table that a later run upserted (keep, its one parameter
 // the run), and of such a row (l) with the keys of a staged one (later):
 // both false when no later run upserted into the table.
 func laterUpserts(ctx context.Context, tx *sql.Tx, t sink.Target, runID string) (keep, later string, err error) {
-	var n int
+	var upserted bool
 	if len(t.Keys) > 0 {
-		err = tx.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM "+sink.LedgerTable+
-			" WHERE table_name = ? AND mode = 'upsert' AND outcome = 'applied' AND run > ?)", t.Table, runID).Scan(&n)
+		upserted, err = upsertedSince(ctx, tx, t.Table, runID)
 	}
-	if err != nil || n == 0 {
+	if err != nil || !upserted {
 		return "? IS NULL", "0", err
 	}
 	staging := quote(StagingPrefix + t.Table)
