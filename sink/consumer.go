@@ -335,6 +335,18 @@ func (b *ByteBudget) Close() {
 // b: the last batch of a snapshot, whose swap is tried after the commit.
 func EndsGroup(b *Batch, t Target) bool { return t.Mode == Snapshot && b.BatchCount > 0 }
 
+// FinishesRun tells whether group[i], landed in one transaction with the
+// rest of group, is the one to ask whether its run's snapshot can be
+// swapped in: no later batch of the group is a snapshot batch of the same
+// table and run. The batches before it are acknowledged first; if the
+// process stops before it asks, that batch comes again and asks.
+func FinishesRun(group []Pending, i int) bool {
+	t, b := group[i].Target, group[i].Batch
+	return !slices.ContainsFunc(group[i+1:], func(p Pending) bool {
+		return p.Target.Mode == Snapshot && p.Target.Table == t.Table && p.Batch.RunID == b.RunID
+	})
+}
+
 // decoded is a delivery and its batch, decoded ahead, with where it lands;
 // err: why it cannot be applied.
 type decoded struct {
@@ -544,13 +556,7 @@ func (c *Consumer) handleGroup(ctx context.Context, log *slog.Logger, dl *amqp.C
 		return nil // stopping: the broker delivers the batches again
 	}
 	for i, x := range group {
-		// A run's snapshot is finished after the group's last batch of
-		// it: the batches before it committed with it, and are acknowledged
-		// before; if the process stops first, that batch comes again.
-		finish := !slices.ContainsFunc(pending[i+1:], func(p Pending) bool {
-			return p.Target.Mode == Snapshot && p.Target.Table == x.t.Table && p.Batch.RunID == x.b.RunID
-		})
-		if err := c.landed(ctx, works[i], log.With("export", x.b.Export, "run", x.b.RunID, "entity", x.b.Entity, "batch", x.b.BatchIndex), x, outs[i], start, finish); err != nil {
+		if err := c.landed(ctx, works[i], log.With("export", x.b.Export, "run", x.b.RunID, "entity", x.b.Entity, "batch", x.b.BatchIndex), x, outs[i], start, FinishesRun(pending, i)); err != nil {
 			return err
 		}
 	}

@@ -548,9 +548,7 @@ func sinkPass(ctx context.Context, mode sink.Mode, keys []string, again bool) (r
 				rows += int64(len(b.Rows))
 				// As the consumer does, a run's snapshot is finished after
 				// the group's last batch of it.
-				if t.Mode != sink.Snapshot || slices.ContainsFunc(group[i+1:], func(p sink.Pending) bool {
-					return p.Target.Mode == sink.Snapshot && p.Target.Table == t.Table && p.Batch.RunID == b.RunID
-				}) {
+				if t.Mode != sink.Snapshot || !sink.FinishesRun(group, i) {
 					continue
 				}
 				t0 := time.Now()
